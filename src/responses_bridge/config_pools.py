@@ -11,6 +11,8 @@ import resource
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
+from .fair_tenure import DEFAULT_QUANTUM
+
 STREAM_MEMORY_BYTES = 64 * 1024
 """What one open stream is counted at when the upstream pool is sized from the memory budget: a little above what
 one costs ``serve`` on the HTTP door (about 50 KiB of resident memory with 600 or 5,000 open: its client's and its
@@ -81,6 +83,12 @@ class PoolSettings(BaseSettings):
     upstream_response_connections: int = Field(default=8, ge=1, description=(
         "upstream model calls one response may have open at once, its own turn and its subagents' together (the "
         "multi-agent beta): the rest of its subagents wait for its earlier calls to end"))
+    fair_share_quantum: float = Field(default=DEFAULT_QUANTUM, ge=0, description=(
+        "seconds a unit of a shared pool (an upstream connection, a program or sandbox slot, an egress connection) "
+        "is held before it may be taken back for a tenant holding none when more tenants want the pool than it "
+        "has units (each tenant's fair share then less than one unit; docs/operations.md): units are then "
+        "time-shared a quantum at a time — work shorter than it is never taken back so, and a tenant whose unit "
+        "was taken back takes none back so within it; 0: at once"))
     program_slots: int = Field(default=4, ge=1, description=(
         "programs of programmatic tool calling running at once in one process, each in a worker process of its "
         "own; shared among tenants by the fair-share rule (docs/operations.md), so one tenant's programs never "

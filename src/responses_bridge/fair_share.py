@@ -12,12 +12,16 @@ back. The rule, with ``C`` the pool's capacity and ``n`` the tenants holding or 
   tenant holding the most above its ``C / n`` — its largest holding, the newest among equals (a request answered
   503 / a stream ended with ``response.failed``, code ``preempted_for_fairness``: preemption.py), until
   the asker fits; tenants at or under their share are never taken from, nor one that would not still hold more
-  than the asker then holds (with more tenants than units, a unit is never passed back and forth);
+  than the asker then holds — but for more tenants than units in a unit pool (``n > C``, every holder of one
+  unit above its ``C / n < 1``): then a tenant holding nothing takes back the unit held longest of a tenant
+  holding one, once that unit has been held a quantum, and a tenant that lost one takes none back this way within
+  a quantum (fair_tenure.py): units are time-shared rather than passed back and forth;
 * otherwise the request waits in the pool's queue, bounded (:attr:`FairPool.queue`): room given back goes to the
-  waiting tenant that holds least, first come first served among equals; past the bound, the waiter of the tenant
-  that holds and waits most is refused at once in its place (the asker itself when that is it), and a wait past the
-  pool's own timeout is refused too — the refusal says the tenant's share when it holds at least its ``C / n``, the
-  pool otherwise (a tenant holding nothing is never told it holds its share).
+  waiting tenant that holds least (among equals, the one it was taken back for, then first come first served);
+  past the bound, the waiter of the tenant that holds and waits most is refused at once in its place (the asker
+  itself when that is it), and a wait past the pool's own timeout is refused too — the refusal says the tenant's
+  share when it holds at least its ``C / n``, the pool otherwise (a tenant holding nothing is never told it holds
+  its share).
 
 With n tenants wanting more, each converges to ``C / n``, whatever order they came in. The hot path (room free,
 nobody waiting) is O(1): a count per tenant; the holders are scanned only when the pool is full.
@@ -26,11 +30,13 @@ nobody waiting) is O(1): a count per tenant; the holders are scanned only when t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
 import structlog
 
+from .fair_tenure import Tenure
 from .observability.metrics import POOL_PREEMPTED
 from .preemption import PREEMPTED, current_task, take_back_task, was_taken_back
 
@@ -49,21 +55,23 @@ def _counted(what: str) -> Callable[[str, str, int], None]:
 
 
 class _Tenant:
-    __slots__ = ("holdings", "holds", "reclaiming", "waiting")
+    __slots__ = ("holdings", "holds", "reclaiming", "taken_at", "waiting")
 
     def __init__(self) -> None:
         self.holds = 0
         self.waiting = 0
         self.reclaiming = 0
+        self.taken_at = -1e18  # when a holding of its was last taken back (monotonic)
         self.holdings: dict[Any, int] = {}  # what may be taken back (oldest first): how many times it is held
 
 
 class _Waiter:
-    __slots__ = ("future", "size", "tenant")
+    __slots__ = ("future", "owed", "size", "tenant")
 
     def __init__(self, tenant: str, size: int) -> None:
         self.tenant = tenant
         self.size = size
+        self.owed = False  # room is being taken back for it: it is served first among those holding as little
         self.future: asyncio.Future[Reason | None] = asyncio.get_running_loop().create_future()
 
 
@@ -85,10 +93,11 @@ class FairPool:
     """``capacity`` (units or bytes) shared by the rule above; ``cap(tenant)``: what one tenant may hold alone;
     ``what``: the pool's name in a preempted request's error ("upstream connections"); ``queue``: how many requests
     may wait at once. ``units``: the holdings are the holders' tasks themselves (one unit each), else objects with
-    ``bytes`` and ``task`` (a memory reservation)."""
+    ``bytes`` and ``task`` (a memory reservation). ``quantum``: a holding's tenure before it may be taken back for
+    a tenant holding nothing (None: the process's, ``RESPONSES_BRIDGE_FAIR_SHARE_QUANTUM``)."""
 
     def __init__(self, capacity: int, cap: Callable[[str], int], *, what: str, queue: int,
-                 units: bool = False) -> None:
+                 units: bool = False, quantum: float | None = None) -> None:
         self.capacity = capacity
         self.cap = cap
         self.what = what
@@ -101,6 +110,8 @@ class FairPool:
         self._idle: dict[str, _Tenant] = {}
         self.waiters: list[_Waiter] = []
         self.preempted = 0
+        self.tenure = Tenure(quantum)
+        self.since = self.tenure.since  # the stamps (fair_tenure.py): empty while the pool is not contended
         self.on_preempt: Callable[[str, str, int], None] | None = None  # (tenant, why, size): metrics and a log
 
     # -- counts ----------------------------------------------------------------------------------------------------
@@ -154,6 +165,8 @@ class FairPool:
             return
         if count > 1:
             state.holdings[holding] = count - 1
+        elif self.since:
+            self.since.pop(holding, None)
         self._reclaimed(state, holding)
 
     def discharge_current(self, tenant: str) -> None:
@@ -270,10 +283,17 @@ class FairPool:
         self.held += size
 
     def _dispatch(self) -> None:
-        """Room came back: the waiters it fits, the tenants holding least first (first come among equals); then
-        room taken back for the first one left, if it holds less than its share."""
+        """Room came back: the waiters it fits, the tenants holding least first (among equals, one room is being
+        taken back for first, then first come); then room taken back for the first one left, if it holds less
+        than its share. In a unit pool, among tenants holding as little, one never taken from comes first, then
+        the one taken from longest ago (with more tenants than units the units go round them: see
+        :meth:`_take_turn`)."""
         tenants = self.tenants
-        order = sorted(self.waiters, key=lambda waiter: tenants[waiter.tenant].holds)
+        if self.units:
+            order = sorted(self.waiters, key=lambda waiter: (
+                tenants[waiter.tenant].holds, not waiter.owed, tenants[waiter.tenant].taken_at))
+        else:
+            order = sorted(self.waiters, key=lambda waiter: (tenants[waiter.tenant].holds, not waiter.owed))
         for waiter in order:
             state = tenants[waiter.tenant]
             if waiter.future.done():
@@ -286,7 +306,13 @@ class FairPool:
             elif self.held >= self.capacity:
                 break
         if self.waiters:
-            self._reclaim_for(min(self.waiters, key=lambda waiter: tenants[waiter.tenant].holds))
+            self._reclaim_for(min(self.waiters, key=lambda waiter: (
+                tenants[waiter.tenant].holds, tenants[waiter.tenant].taken_at if self.units else 0.0)))
+
+    def _wake(self) -> None:
+        """A holding's quantum has passed while tenants wait: room may now be taken back for one."""
+        if self.waiters:
+            self._dispatch()
 
     def _evict_for(self, tenant: str, state: _Tenant) -> bool:
         """The queue is full: refuse the newest waiter of the tenant holding and waiting most, if that is more
@@ -303,7 +329,8 @@ class FairPool:
         return True
 
     def _reclaim_for(self, waiter: _Waiter) -> None:
-        self.make_room(waiter.tenant, waiter.size)
+        if self.make_room(waiter.tenant, waiter.size):
+            waiter.owed = True
 
     def make_room(self, tenant: str, size: int) -> bool:
         """Take back room for ``size`` of ``tenant``'s if it holds less than its fair share and the room free or
@@ -320,10 +347,37 @@ class FairPool:
                 left = other.holds - other.reclaiming
                 if name != tenant and other.holdings and left * tenants > self.capacity and left > most:
                     chosen, most = name, left
-            if chosen is None or not self._take_back(chosen):
+            if chosen is not None:
+                if not self._take_back(chosen):
+                    return took
+            elif holds or not self.units or not self._take_turn(tenant, state, size, tenants):
                 return took
             took = True
         return took
+
+    def _take_turn(self, tenant: str, state: _Tenant | None, size: int, tenants: int) -> bool:
+        """More tenants than units: every holder of one unit is above its ``C / n``, and ``tenant`` holds nothing
+        (a unit pool's only: a memory reservation is not a unit, and bytes are shared out by the rule above).
+        Takes back the holding held longest among those held at least a quantum (fair_tenure.py) — unless
+        ``tenant`` lost one itself within a quantum, or the pool's last turn was less than ``quantum / C`` ago —
+        else wakes the pool when the first will have been."""
+        now = time.monotonic()
+        tenure = self.tenure
+        if state is not None and now - state.taken_at < tenure.quantum:
+            tenure.wake(state.taken_at + tenure.quantum, self._wake)
+            return False
+        if now < tenure.next_turn:
+            tenure.wake(tenure.next_turn, self._wake)
+            return False
+        candidates = ((name, holding) for name, other in self.tenants.items()
+                      if name != tenant and other.holds - other.reclaiming == size and size * tenants > self.capacity
+                      for holding in other.holdings if holding not in self._taking and self._size(holding) == size
+                      and self._task(holding) is not None and not was_taken_back(self._task(holding)))
+        found = tenure.longest_held(candidates, now, self._wake)  # the pool is full: the one scan
+        if found is None or not self.take_back(found[0], found[1], PREEMPTED):
+            return False
+        tenure.next_turn = now + tenure.quantum / max(1, self.capacity)
+        return True
 
     def force(self, tenant: str, size: int) -> None:
         """``size`` for ``tenant`` past the capacity, while room taken back for it comes back (a pool that cannot
@@ -353,6 +407,7 @@ class FairPool:
             return False
         self._taking[holding] = size
         state = self.tenants[tenant]
+        state.taken_at = time.monotonic()
         state.reclaiming += size
         self.reclaiming += size
         self.preempted += 1
@@ -380,9 +435,10 @@ class FairSlots:
     acquired it: taking it back cancels that task (:func:`take_back_task`)."""
 
     def __init__(self, total: int, share: Callable[[str], int], *, what: str = "slots",
-                 queue: int | None = None) -> None:
+                 queue: int | None = None, quantum: float | None = None) -> None:
         self.total = total
-        self.pool = FairPool(total, share, what=what, queue=queue if queue is not None else 4 * total, units=True)
+        self.pool = FairPool(total, share, what=what, queue=queue if queue is not None else 4 * total, units=True,
+                             quantum=quantum)
         self.pool.on_preempt = _counted(what)
 
     @property
@@ -415,7 +471,9 @@ class FairSlots:
             await self.pool.take(tenant, 1, timeout)
         except Refused as refused:
             return refused.reason
-        self.pool.enlist(tenant, current_task())
+        task = current_task()
+        self.pool.enlist(tenant, task)
+        self.pool.tenure.stamp(task)  # given after a wait: its tenure starts now (fair_tenure.py)
         return None
 
     def release(self, tenant: str) -> None:
@@ -426,6 +484,8 @@ class FairSlots:
             count = state.holdings.get(task, 0) if task is not None else 0
             if count == 1 and not state.reclaiming:  # the usual release: by the task that took it, nothing owed
                 del state.holdings[task]
+                if pool.since:
+                    pool.since.pop(task, None)
             else:
                 pool.discharge_current(tenant)
         pool.give(tenant, 1)

@@ -20,6 +20,7 @@ from .engine.options import EngineOptions
 from .engine.profiles import options_for
 from .engine.programs import program_signer
 from .engine.wire import Framing, UpstreamRequest
+from .fair_tenure import set_quantum
 from .observability import metrics
 from .observability.logs import note_upstream
 from .periodic import Periodic
@@ -105,6 +106,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.limits = TenantLimits(self.settings)
+        set_quantum(self.settings.fair_share_quantum)  # every shared pool's, the process's (fair_tenure.py)
         self.memory = MemoryBudget(self.settings.memory_budget(), self.settings.memory_budget_share,
                                    by_client_key=self.settings.auth == "none")
         settings = self.settings

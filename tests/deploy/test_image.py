@@ -266,7 +266,8 @@ async def test_serve_exports_a_requests_spans_to_the_configured_collector(image_
         spans = collector.spans(trace_id)
         assert expected <= set(spans), (sorted(spans), len(collector.bodies))
     finally:
-        sidecar.stop()
+        # off the loop: the sidecar's last export on its way out goes to the collector this loop serves
+        await asyncio.to_thread(sidecar.stop)
         upstream.stop()
         await runner.cleanup()
 

@@ -21,6 +21,13 @@ from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import have_envoy
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
+pytestmark = [pytestmark, pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_replicas.py",
+    "tests/unit/test_agent_store.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)]
 
 LOOKUP = {"type": "function", "name": "lookup", "description": "Look a word up", "async": True,
           "parameters": {"type": "object", "properties": {"word": {"type": "string"}}}}

@@ -20,6 +20,14 @@ from tests.integration.test_agents_api import ALPHA, MODEL, OTHER, raw_json, str
 from tests.integration.test_agents_automations import invocations, until
 from tests.support.bridge import Sidecar
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_replicas.py",
+    "tests/unit/test_agent_store.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 __all__ = ["tenanted"]  # the tenancy test's sidecar, a fixture of test_agents_api.py
 
 LOOKUP = {"type": "function", "name": "lookup", "description": "Look a word up",

@@ -14,6 +14,12 @@ from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.gateway import envoy_before
 from tests.support.mcp_server import MCPTestServer
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 
 @pytest.fixture(scope="module")
 async def mcp_sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:

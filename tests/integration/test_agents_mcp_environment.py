@@ -36,6 +36,15 @@ from tests.support.mcp_server import MCPTestServer
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
               pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here"),
               pytest.mark.skipif(CgroupParent.find() is None, reason="no cgroup per call here: no processes")]
+pytestmark = [*pytestmark, pytest.mark.store_proven(
+    "tests/integration/test_replicas_code.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_replicas.py",
+    "tests/unit/test_store_contract.py",
+    "tests/unit/test_agent_store.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)]
 
 SECRET = "env-mcp-secret-4b8e1f2a9c"
 

@@ -30,6 +30,14 @@ from tests.support.mcp_server import MCPTestServer
 from tests.support.sidecar_state import database_bytes
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
+pytestmark = [pytestmark, pytest.mark.store_proven(
+    "tests/integration/test_replicas_code.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_replicas.py",
+    "tests/unit/test_agent_store.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)]
 sandboxed = pytest.mark.skipif(check_bubblewrap()[1] is not None or CgroupParent.find() is None,
                                reason="no bubblewrap sandbox with a cgroup per call here")
 

@@ -34,6 +34,15 @@ from tests.support.gateway import Gateway, running_gateway
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
               pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here"),
               pytest.mark.skipif(CgroupParent.find() is None, reason="no cgroup per call here: shell is refused")]
+pytestmark = [*pytestmark, pytest.mark.store_proven(
+    "tests/integration/test_replicas_code.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/unit/test_container_store.py",
+    "tests/integration/test_replicas.py",
+    "tests/unit/test_agent_store.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)]
 
 WHEEL = "tinypkg-1.0-py3-none-any.whl"
 NODE_PACKAGE = {"name": "tinynode", "version": "1.0.0", "main": "index.js", "bin": {"tinynodebin": "cli.js"}}

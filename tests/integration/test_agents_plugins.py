@@ -1,8 +1,8 @@
 """An ``openai_hosted`` environment's ``plugins`` (inline Codex plugin zips), through both doors with the SDK's
 strict types: a plugin's skills (each directory with a ``SKILL.md`` under its manifest's ``skills``) are laid out
 for the shell beside the environment's own, and the plugin is shown on the session, on a standalone environment
-and on a template. A plugin that brings MCP servers, declares another name, or offers no skill is a 400 naming
-it."""
+and on a template. A plugin that brings apps, declares another name, or offers neither skill nor MCP server is a
+400 naming it (its MCP servers: test_agents_plugin_mcp.py)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,14 @@ from tests.support.gateway import Gateway, running_gateway
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
               pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here"),
               pytest.mark.skipif(CgroupParent.find() is None, reason="no cgroup per call here: shell is refused")]
+pytestmark = [*pytestmark, pytest.mark.store_proven(
+    "tests/integration/test_replicas_code.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/unit/test_container_store.py",
+    "tests/integration/test_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)]
 
 HOSTED = {"type": "openai_hosted", "container_size": "small", "network": {"access": "disabled"}}
 GREET = b"---\nname: greet\ndescription: Says hello to someone.\n---\nRun run.sh with a name.\n"
@@ -98,8 +106,8 @@ async def test_a_plugins_skills_are_laid_out_and_the_plugin_shown(base_url: str)
 
 
 @pytest.mark.parametrize(("entry", "param", "code"), [
-    (plugin(files={"skills/greet/SKILL.md": GREET, ".mcp.json": b"{}"}), "environment.plugins[0]",
-     "unsupported_value"),
+    (plugin(files={"skills/greet/SKILL.md": GREET, ".app.json": b'{"apps": {"mail": {"id": "connector_1"}}}'}),
+     "environment.plugins[0]", "unsupported_value"),
     ({**plugin(), "name": "other-name"}, "environment.plugins[0].name", "invalid_value"),
     (plugin(files={"docs/README.md": b"nothing"}), "environment.plugins[0]", "invalid_value"),
     ({**plugin(), "source": {"type": "base64", "media_type": "application/zip", "data": "bm90IGEgemlw"}},

@@ -34,7 +34,18 @@ from tests.support.envoy import have_envoy
 from tests.support.gateway import envoy_before
 from tests.support.sdk_strict import strict_response
 
-pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
+pytestmark = [
+    pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
+    pytest.mark.store_proven(
+        "tests/integration/test_replicas_code.py",
+        "tests/unit/test_store_contract.py",
+        "tests/integration/test_agents_automations_replicas.py",
+        "tests/unit/test_agent_store.py",
+        "tests/integration/test_input_references.py",
+        reason="every store/postgres line it covers on PostgreSQL is covered by the modules named "
+               "(scripts/pg-coverage)",
+    ),
+]
 TENANTS = ("alpha", "beta")
 
 

@@ -17,6 +17,12 @@ from openai.types.beta import AgentSession
 
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle, strict
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_replicas.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 
 @pytest.fixture
 async def beta_client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:

@@ -34,6 +34,14 @@ pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not avai
               pytest.mark.skipif(CgroupParent.find() is None, reason="no cgroup per call here: shell is refused"),
               pytest.mark.skipif(not (shutil.which("apt-get") and shutil.which("dpkg-deb")),
                                  reason="apt-get and dpkg-deb are needed in the sandbox (the host's /usr)")]
+pytestmark = [*pytestmark, pytest.mark.store_proven(
+    "tests/integration/test_replicas_code.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/unit/test_container_store.py",
+    "tests/integration/test_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)]
 
 DEB = "tinysys_1.0_all.deb"
 

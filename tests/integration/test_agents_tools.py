@@ -21,6 +21,13 @@ from tests.support.gateway import envoy_before
 from tests.support.mcp_server import MCPTestServer
 from tests.support.search_server import SearchServer
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 
 @pytest.fixture(scope="module")
 async def search() -> AsyncIterator[SearchServer]:

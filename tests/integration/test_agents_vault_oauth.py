@@ -25,6 +25,12 @@ from tests.support.agent_doors import base_fixture, door_fixture, envoy_fixture,
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.mcp_server import MCPTestServer
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 STALE = "stale-access-1f0e3b"
 REFRESH = "refresh-token-8a71c2"
 CLIENT_SECRET = "client-secret-5d2e90"

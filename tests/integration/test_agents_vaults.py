@@ -21,6 +21,13 @@ from tests.support.agent_doors import base_fixture, door_fixture, envoy_fixture,
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.mcp_server import MCPTestServer
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/unit/test_environment_templates.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 SECRET = "vault-token-5c7e2a91d04b"
 
 

@@ -19,6 +19,12 @@ from tests.support.envoy import have_envoy
 from tests.support.upstreams import Deployment, running_deployment
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
+pytestmark = [pytestmark, pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/unit/test_store_contract.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)]
 
 
 @pytest.fixture(scope="module")

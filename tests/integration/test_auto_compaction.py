@@ -14,6 +14,13 @@ from responses_bridge.engine.compaction import SUMMARY_PREFIX
 from tests.support.bridge import UpstreamLog
 from tests.support.sdk_strict import strict_event
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_postgres_start.py",
+    "tests/integration/test_replicas_retrieval.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 THRESHOLD = 250  # tokens: one turn of TOPIC text is under it, two are over
 

@@ -27,7 +27,16 @@ from tests.integration.test_profile_upstream import weather_round_trip
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
 from tests.support.envoy import have_envoy, start_envoy
 
-pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
+pytestmark = [
+    pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
+    pytest.mark.store_proven(
+        "tests/integration/test_agents_automations_replicas.py",
+        "tests/integration/test_replicas.py",
+        "tests/integration/test_input_references.py",
+        reason="every store/postgres line it covers on PostgreSQL is covered by the modules named "
+               "(scripts/pg-coverage)",
+    ),
+]
 
 
 @dataclass

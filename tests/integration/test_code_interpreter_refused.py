@@ -14,6 +14,13 @@ from responses_bridge.devtools.procs import wait_http
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.support.bridge import Sidecar, start_sidecar
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_replicas_code.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 
 @pytest.fixture(scope="module")
 async def bridge(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:

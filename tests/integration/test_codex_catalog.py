@@ -20,6 +20,12 @@ from openai.types import Model
 from tests.support.envoy import have_envoy
 from tests.support.upstreams import Deployment, running_deployment
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 CODEX_QUERY = {"client_version": "0.169.0"}
 
 

@@ -11,6 +11,13 @@ from responses_bridge.devtools.procs import free_port, wait_http
 from responses_bridge.engine.compaction import SUMMARY_PREFIX
 from tests.support.bridge import UpstreamLog, start_sidecar
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_postgres_start.py",
+    "tests/unit/test_store_contract.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 
 CONVERSATION = [

@@ -8,6 +8,12 @@ import pytest
 
 from tests.support.schema import check_stream, validate_response
 
+pytestmark = pytest.mark.store_proven(
+    "tests/unit/test_store_contract.py",
+    "tests/integration/test_replicas.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 WEATHER_TOOL = {
     "type": "function", "name": "get_weather", "description": "Weather for a city", "strict": True,
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},

@@ -13,6 +13,12 @@ import pytest
 from tests.support.bridge import log_lines
 from tests.support.gateway import running_gateway
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 
 def serving_loops(log_path: Path) -> list[str]:
     return [line["loop"] for line in log_lines(log_path) if line["event"] == "serving"]

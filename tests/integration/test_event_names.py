@@ -20,10 +20,17 @@ from typing import Any
 import aiohttp
 import openai
 import orjson
+import pytest
 
 from tests.support.bridge import UpstreamLog
 from tests.support.schema import check_stream, parse_sse, validate_event
 from tests.support.sdk_strict import strict_event, strict_response
+
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_replicas.py",
+    "tests/integration/test_replicas_code.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
 
 THINK = {"model": "fake-model", "input": "[think] why is the sky blue", "stream": True}
 PREWARM = {"prompt_cache_options": {"prewarm": True}}

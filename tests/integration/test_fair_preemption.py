@@ -5,10 +5,11 @@
 * Upstream places (``RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS=16``): with the rule "a tenant holding none gets a
   unit whenever one is free", 4 tenants of 10 streams held 8+5+2+1 and a 5th tenant got 10/10 503
   ``upstream_connections_exceeded``.
-  Beside 16 greedy tenants the pool has 32 places: with 16, every greedy tenant holds one, the victim's fair
-  share 16/17 is less than a place, and a tenant holding one is never taken from for one holding none (a place
-  would pass back and forth), so the victim waits out the pool's timeout — indivisible places cannot be shared by
-  more tenants than there are of them.
+* More greedy tenants than places (16 beside 16 places, 8 and 16 beside 8): every greedy tenant holds one, the
+  victim's fair share C/n is less than a place, and a tenant holding one was never taken from for one holding none,
+  so the victim waited out the pool's timeout (10/10 ``503 upstream_connections_exceeded``; the 16-tenant test ran
+  on 32 places). Now a place held past its quantum (``RESPONSES_BRIDGE_FAIR_SHARE_QUANTUM``) is taken back for a
+  tenant holding none (fair_tenure.py).
 * The memory budget (1 MiB, ~60 KiB a request): with the geometric rule, the room left after k tenants shrank to
   nothing and a later tenant's small requests got 503 ``memory_share_exceeded`` although it held nothing.
 
@@ -33,10 +34,19 @@ from responses_bridge.envoy_config import Auth, render_bootstrap
 from tests.support.bridge import Sidecar, keys_command, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/unit/test_store_contract.py",
+    "tests/integration/test_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 GREEDY = 16
 STREAMS = 10  # each greedy tenant's streams
-WIDE = 32  # upstream places beside 16 greedy tenants
+NARROW = 8  # upstream places fewer than 8 or 16 greedy tenants
+QUANTUM = "0.5"  # a place's tenure before it is taken back for a tenant holding none (fair_tenure.py)
 PAD = "x" * 1800  # a request of about 2 KB: ~60 KiB of the budget
 
 
@@ -95,15 +105,17 @@ async def _stack(fake_upstream: str, tmp: str, env: dict[str, str], envoy: bool 
 @pytest.fixture(scope="module")
 async def upstream_stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     async for stack in _stack(fake_upstream, str(tmp_path_factory.mktemp("fair-upstream")), {
-            "RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS": "16", "RESPONSES_BRIDGE_UPSTREAM_CONNECT_TIMEOUT": "3"}):
+            "RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS": "16", "RESPONSES_BRIDGE_UPSTREAM_CONNECT_TIMEOUT": "3",
+            "RESPONSES_BRIDGE_FAIR_SHARE_QUANTUM": QUANTUM}):
         yield stack
 
 
 @pytest.fixture(scope="module")
-async def wide_upstream_stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    """Places for 16 greedy tenants and the victim: one each is at least their ``C / n`` (see the module's text)."""
-    async for stack in _stack(fake_upstream, str(tmp_path_factory.mktemp("fair-upstream-wide")), {
-            "RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS": str(WIDE), "RESPONSES_BRIDGE_UPSTREAM_CONNECT_TIMEOUT": "3"}):
+async def narrow_upstream_stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    """Fewer places than greedy tenants: each holds one, more than its ``C / n`` (see the module's text)."""
+    async for stack in _stack(fake_upstream, str(tmp_path_factory.mktemp("fair-upstream-narrow")), {
+            "RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS": str(NARROW), "RESPONSES_BRIDGE_UPSTREAM_CONNECT_TIMEOUT": "3",
+            "RESPONSES_BRIDGE_FAIR_SHARE_QUANTUM": QUANTUM}):
         yield stack
 
 
@@ -202,8 +214,16 @@ async def test_upstream_places_a_victim_is_answered_as_alone_beside_greedy_tenan
 
 @pytest.mark.parametrize("together", [False, True], ids=["one-after-another", "together"])
 async def test_upstream_places_a_victim_is_answered_as_alone_beside_16_greedy_tenants(
-        wide_upstream_stack: Stack, together: bool) -> None:
-    await _upstream_victim(wide_upstream_stack, WIDE, 16, together)
+        upstream_stack: Stack, together: bool) -> None:
+    await _upstream_victim(upstream_stack, 16, 16, together)
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["one-after-another", "together"])
+@pytest.mark.parametrize("greedy", [8, 16])
+async def test_upstream_places_a_victim_is_answered_as_alone_beside_more_greedy_tenants_than_places(
+        narrow_upstream_stack: Stack, greedy: int, together: bool) -> None:
+    """Before: every greedy tenant held one of the 8 places, and the victim got 10/10 503."""
+    await _upstream_victim(narrow_upstream_stack, NARROW, greedy, together)
 
 
 async def _upstream_victim(upstream_stack: Stack, places: int, greedy: int, together: bool) -> None:

@@ -26,7 +26,17 @@ from tests.support.gateway import Gateway, running_gateway
 from tests.support.schema import parse_sse, validate_response
 from tests.unit.test_server_tool_turns import _item_adapter, check_event, check_item_order
 
-pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
+pytestmark = [
+    pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
+    pytest.mark.store_proven(
+        "tests/integration/test_replicas_retrieval.py",
+        "tests/integration/test_postgres_start.py",
+        "tests/unit/test_tenancy_files_store.py",
+        "tests/integration/test_input_references.py",
+        reason="every store/postgres line it covers on PostgreSQL is covered by the modules named "
+               "(scripts/pg-coverage)",
+    ),
+]
 
 PUMP = (b"# Pump manual\n\nBefore the first start the pump must be primed: fill the casing with water through "
         b"the priming plug, then open the suction valve. A dry start ruins the mechanical seal.\n")

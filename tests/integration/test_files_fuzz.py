@@ -9,8 +9,17 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.support.fuzz import Tally
 from tests.support.fuzz_files import run_files
+
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_replicas_retrieval.py",
+    "tests/unit/test_tenancy_files_store.py",
+    "tests/unit/test_uploads_service.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
 
 EXAMPLES = 300
 THROUGH_ENVOY = 60

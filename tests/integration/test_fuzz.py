@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.support.fuzz import SocketTally, Tally, listed_inputs, run, run_websocket
+
+pytestmark = pytest.mark.store_proven(
+    "tests/unit/test_store_contract.py",
+    "tests/unit/test_chat_completion_store.py",
+    "tests/integration/test_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
 
 EXAMPLES = 300
 

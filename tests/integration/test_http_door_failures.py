@@ -15,6 +15,12 @@ from tests.support.bridge import UpstreamLog, running_sidecar
 from tests.support.schema import check_sequence, parse_sse
 from tests.support.sdk_strict import failure_reason
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 
 @pytest.fixture(scope="module")
 async def impatient(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:

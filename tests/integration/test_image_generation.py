@@ -29,7 +29,16 @@ from tests.support.schema import parse_sse
 from tests.support.sdk_strict import strict_event
 from tests.unit.test_server_tool_turns import _item_adapter, check_event, check_item_order
 
-pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
+pytestmark = [
+    pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
+    pytest.mark.store_proven(
+        "tests/integration/test_agents_automations_replicas.py",
+        "tests/integration/test_replicas.py",
+        "tests/integration/test_input_references.py",
+        reason="every store/postgres line it covers on PostgreSQL is covered by the modules named "
+               "(scripts/pg-coverage)",
+    ),
+]
 
 PROMPT = "a red kite over a grey sea"
 TOOL = {"type": "image_generation", "size": "1024x1536", "quality": "low"}

@@ -14,6 +14,11 @@ import pytest
 from responses_bridge.protocol.request import DEFAULT_MAX_INPUT_ITEMS
 from tests.support.bridge import Sidecar
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_replicas.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 
 

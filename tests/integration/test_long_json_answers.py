@@ -36,6 +36,14 @@ from tests.support.mcp_server import MCPTestServer
 from tests.support.sdk_strict import failure_reason
 
 pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no envoy binary")]
+pytestmark = [*pytestmark, pytest.mark.store_proven(
+    "tests/integration/test_postgres_start.py",
+    "tests/integration/test_replicas_retrieval.py",
+    "tests/unit/test_retrieval_index.py",
+    "tests/unit/test_tenancy_files_store.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)]
 
 IDLE_SECONDS = 3
 SLOW_LOOP = 'call tools__slow [args={"seconds": 2}] [then=tools__slow]'  # two 2 s calls: 4 s and more of work

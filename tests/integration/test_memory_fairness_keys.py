@@ -18,6 +18,13 @@ from tests.support.bridge import Sidecar, keys_command, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
 from tests.support.streams import held_stream
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/unit/test_store_contract.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 BUDGET = 64 << 20  # a share of 32 MiB
 LARGE = "hold this [stall_after=1:120000] " + "x" * (500 << 10)  # ~14.6 MiB of the budget: two fit in a share

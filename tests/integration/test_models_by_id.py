@@ -10,6 +10,11 @@ import pytest
 
 from tests.support.bridge import Sidecar
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_replicas.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 
 async def test_a_served_model_is_found(client: openai.AsyncOpenAI) -> None:
     model = await client.models.retrieve("fake-model")

@@ -141,7 +141,9 @@ async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) ->
         if envoy is not None:
             envoy.stop()
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        # waited for off the loop: the sidecar's last export on its way out goes to the collector, which this loop
+        # serves (a blocking wait held it until the exporter's 10-second timeout gave up)
+        await asyncio.to_thread(process.wait, 30)
         await runner.cleanup()
 
 

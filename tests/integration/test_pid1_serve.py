@@ -22,6 +22,13 @@ from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.support.pid_namespace import UNSHARE, first_process, process_states, unshare_problem, zombies
 from tests.support.postgres import sidecar_env
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_replicas_code.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 CALLS = 20
 
 

@@ -16,6 +16,13 @@ from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
 from tests.support.gateway import envoy_before
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 WEATHER: Any = {"type": "function", "name": "get_weather", "description": "Weather for a city",
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 

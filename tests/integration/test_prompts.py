@@ -11,6 +11,12 @@ import pytest
 
 from tests.support.schema import check_stream, validate_response
 
+pytestmark = pytest.mark.store_proven(
+    "tests/unit/test_store_contract.py",
+    "tests/integration/test_replicas.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 IMAGE_URL = "https://example.com/cat.png"
 
 

@@ -23,6 +23,12 @@ from tests.unit.test_sandbox_identity import MASKS
 pytestmark = [pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here"),
               pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
                                  reason="the /proc masks are made in a mount namespace, as root")]
+pytestmark = [*pytestmark, pytest.mark.store_proven(
+    "tests/integration/test_replicas_code.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)]
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,14 @@ from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_postgres_start.py",
+    "tests/unit/test_chat_completion_store.py",
+    "tests/integration/test_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 
 

@@ -19,6 +19,11 @@ from tests.support.bridge import Sidecar, finished_after, finished_requests, run
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
 
 pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no envoy binary")]
+pytestmark = [*pytestmark, pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)]
 
 MODEL = "fake-model"
 

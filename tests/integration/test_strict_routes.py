@@ -16,6 +16,7 @@ import zipfile
 from typing import Any
 
 import openai
+import pytest
 from openai.types import (
     ContainerCreateResponse,
     ContainerListResponse,
@@ -42,6 +43,18 @@ from openai.types.skills import SkillVersion
 from openai.types.uploads import UploadPart
 from openai.types.vector_stores import FileContentResponse, VectorStoreFile, VectorStoreFileBatch
 from pydantic import BaseModel, TypeAdapter
+
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_replicas_retrieval.py",
+    "tests/unit/test_store_contract.py",
+    "tests/integration/test_replicas_code.py",
+    "tests/unit/test_uploads_service.py",
+    "tests/unit/test_tenancy_files_store.py",
+    "tests/unit/test_chat_completion_store.py",
+    "tests/unit/test_retrieval_index.py",
+    "tests/unit/test_skills_service.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
 
 MODEL = "fake-model"
 

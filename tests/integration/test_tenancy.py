@@ -22,6 +22,14 @@ from openai.types.responses import Response
 
 from tests.support.bridge import Sidecar, running_sidecar
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_postgres_start.py",
+    "tests/unit/test_store_contract.py",
+    "tests/unit/test_background_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 ALPHA, BETA = "alpha", "beta"
 Answer = tuple[int, bytes]

@@ -21,6 +21,15 @@ from responses_bridge.devtools.procs import wait_http
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.support.bridge import Sidecar, start_sidecar
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_replicas_code.py",
+    "tests/unit/test_tenancy_files_store.py",
+    "tests/unit/test_containers_service.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 A, B, FEW = "tenant-a", "tenant-b", "tenant-few"
 THREE, AUTO_THREE = "tenant-three", "tenant-auto-three"  # may keep 3 live containers each
 BUDGET = "tenant-budget"  # may keep 5500 bytes of files and container files together

@@ -19,6 +19,16 @@ from responses_bridge.devtools.procs import ManagedProcess, wait_http
 from tests.support.bridge import Sidecar, start_sidecar
 from tests.support.sidecar_state import database_of, stored_files
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_replicas_retrieval.py",
+    "tests/unit/test_tenancy_files_store.py",
+    "tests/unit/test_retrieval_index.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/unit/test_uploads_service.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 A, B = "tenant-a", "tenant-b"
 TINY = "tenant-tiny"  # may keep 3000 bytes of files
 SECRET = ("The launch code of project lighthouse is amber falcon seven. It opens the north gate of the harbour "

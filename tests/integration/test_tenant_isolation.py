@@ -27,6 +27,15 @@ from responses_bridge.envoy_config import Auth, render_bootstrap
 from tests.support.bridge import Sidecar, keys_command, running_sidecar
 from tests.support.envoy import start_envoy
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_replicas_retrieval.py",
+    "tests/unit/test_store_contract.py",
+    "tests/unit/test_tenancy_files_store.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 
 

@@ -32,6 +32,12 @@ from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
 from tests.support.streams import held_stream
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 HELD = "hold this [stall_after=1:120000]"  # the upstream stalls after one chunk: the stream stays open
 BODY_LIMIT = 20_000

@@ -21,7 +21,15 @@ from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
 
-pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
+pytestmark = [
+    pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
+    pytest.mark.store_proven(
+        "tests/integration/test_agents_automations_replicas.py",
+        "tests/integration/test_input_references.py",
+        reason="every store/postgres line it covers on PostgreSQL is covered by the modules named "
+               "(scripts/pg-coverage)",
+    ),
+]
 
 MODEL = "fake-model"
 CONFIGURED = "sk-conf"

@@ -18,6 +18,12 @@ from tests.support.bridge import running_sidecar
 from tests.support.schema import check_stream
 from tests.support.sdk_strict import failure_reason
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 LIMIT = 16 * 1024 * 1024
 
 

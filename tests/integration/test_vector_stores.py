@@ -16,6 +16,15 @@ from hypothesis import strategies as st
 from tests.support.fuzz import HOSTILE_VALUE, IDS, ODD_SHORT, QUERY, Request, Tally, _encode, _path, _quote, mutated
 from tests.support.memory import reset_peak, status_kb
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_replicas_retrieval.py",
+    "tests/unit/test_tenancy_files_store.py",
+    "tests/unit/test_retrieval_index.py",
+    "tests/unit/test_vector_stores_store.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 DOCS = {
     "freedonia.txt": "Freedonia is a small country. The capital of Freedonia is Zubrowka, on the river Vlatva. "
                      "Its national dish is a stew of turnips and smoked trout.",

@@ -9,6 +9,16 @@ from typing import Any
 import openai
 import pytest
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_replicas_retrieval.py",
+    "tests/unit/test_tenancy_files_store.py",
+    "tests/unit/test_retrieval_index.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/unit/test_postgres_file_bytes.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 ZUBROWKA = b"Freedonia is a small country. The capital of Freedonia is Zubrowka, on the river Vlatva."
 LIGHTHOUSE = b"The keeper of the Skerryvore lighthouse winds the clockwork lamp every four hours."
 

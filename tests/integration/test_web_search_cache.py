@@ -20,6 +20,12 @@ from tests.support.schema import parse_sse, validate_response
 from tests.support.search_server import SearchServer
 from tests.unit.test_server_tool_turns import check_event, check_item_order
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 STREAM_EVENT: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 CACHED = {"type": "web_search", "external_web_access": False}

@@ -16,6 +16,12 @@ import pytest
 from tests.support.bridge import UpstreamLog
 from tests.support.sdk_strict import strict_ws_event
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather for a city.",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}

@@ -17,6 +17,12 @@ from tests.support.bridge import UpstreamLog
 from tests.support.schema import check_sequence, validate_event
 from tests.support.sdk_strict import failure_reason, strict_ws_event
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 TERMINAL = {"response.completed", "response.failed", "response.incomplete", "error"}
 SLOW = "[chunks=30] [delay=100]"  # three seconds of stream: long enough for another lane to finish meanwhile

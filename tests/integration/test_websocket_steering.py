@@ -21,6 +21,13 @@ from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 from tests.support.mcp_server import MCPTestServer
 from tests.support.sdk_strict import strict_ws_event
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_postgres_start.py",
+    "tests/integration/test_replicas.py",
+    "tests/integration/test_input_references.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 TERMINAL = {"response.completed", "response.failed", "response.incomplete", "error"}
 SLOW = "[chunks=20] [delay=100]"  # two seconds of stream: time to steer it

@@ -71,7 +71,9 @@ async def running_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dic
         await wait_http(f"http://127.0.0.1:{http_port}/health", process=process, headers=ready_headers)
         yield Sidecar(upstream_url, f"http://127.0.0.1:{http_port}", extproc_port, process)
     finally:
-        process.stop()
+        # stopped off the event loop: what the sidecar sends on its way out (its last span export, an MCP session's
+        # close) may go to a server this loop serves, which a blocking wait would hold until the sidecar gave up
+        await asyncio.to_thread(process.stop)
 
 
 class UpstreamLog:

@@ -103,6 +103,15 @@ def _left(container: Container) -> list[str]:
     return left
 
 
+def _left_after(container: Container, seconds: float) -> list[str]:
+    """The per-call cgroups still there once none is, or after ``seconds``: the bridge removes each as its call ends
+    (in the cgroup v2 VM, emulated, that can take seconds), so a fixed wait would wait out the slowest case always."""
+    deadline = time.monotonic() + seconds
+    while (left := _left(container)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
 def run_shape(name: str, workdir: Path, upstream: str) -> dict[str, Any]:
     shape = SHAPES[name]
     port = free_port()
@@ -138,8 +147,7 @@ def run_shape(name: str, workdir: Path, upstream: str) -> dict[str, Any]:
             for flags in ([], ["--require-shell"]):
                 done = container.exec([str(venv / "responses-bridge"), "doctor", *flags], doctor_env)
                 report[f"doctor{''.join(flags)}"] = {"status": done.returncode, "out": done.stdout[-3000:]}
-        time.sleep(5)
-        report["left"] = _left(container)
+        report["left"] = _left_after(container, 5.0)
         report["bridge_uid"] = _bridge_uid(container)
         report["stopped"] = container.stop(float(os.environ.get("SCENARIO_STOP_SECONDS", "60")))
         said = container.log.read_text(errors="replace")

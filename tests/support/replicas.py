@@ -12,6 +12,7 @@ the Kubernetes manifest. ``Replica.kill`` is SIGKILL: no drain, no terminal stat
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -73,7 +74,7 @@ async def running_replica(name: str, root: Path, upstream_url: str, database_url
         finally:
             envoy.stop()
     finally:
-        process.stop()
+        await asyncio.to_thread(process.stop)  # off the loop, as tests/support/bridge.py running_sidecar
 
 
 @asynccontextmanager

@@ -65,7 +65,8 @@ def test_a_plugins_skills_are_its_skill_directories() -> None:
 @pytest.mark.parametrize(("plugin", "param"), [
     (_plugin({"skills/greet/SKILL.md": SKILL}, "../outside"), "p[0]"),
     (_plugin({"skills/greet/SKILL.md": SKILL}, "./a/../../b"), "p[0]"),
-    (_plugin({"skills/greet/SKILL.md": SKILL, ".app.json": b"{}"}), "p[0]"),
+    (_plugin({"skills/greet/SKILL.md": SKILL, ".app.json": b'{"apps": {"mail": {"id": "connector_1"}}}'}), "p[0]"),
+    (_plugin({"skills/greet/SKILL.md": SKILL, ".mcp.json": b'{"mcpServers": {"x": {"url": 5}}}'}), "p[0]"),
     (_plugin({"SKILL.md": SKILL}), "p[0]"),
 ])
 def test_a_plugin_outside_what_is_served_is_refused(plugin: dict[str, object], param: str) -> None:

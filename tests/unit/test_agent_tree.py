@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from responses_bridge.protocol.multi_agent import MultiAgentConfig
-from responses_bridge.run.multi_agent import MAX_SUBAGENTS, AgentTree, SubagentAnswer
+from responses_bridge.run.multi_agent import CLOSED, MAX_SUBAGENTS, RESUMED, AgentTree, KeptSubagent, SubagentAnswer
 
 
 class Workers:
@@ -145,3 +145,40 @@ async def test_spawns_past_the_response_limit_are_refused() -> None:
         await tree.act("spawn_agent", _args(task=f"t{index}"))
     assert (await tree.act("spawn_agent", _args(task="one more"))).startswith("Error: this response already")
     await tree.act("wait_agent", "{}")
+
+
+async def test_a_kept_subagent_is_closed_until_a_followup_resumes_it_in_its_context() -> None:
+    workers = Workers()
+    context = [{"type": "message", "role": "user", "content": "remember kiwi"},
+               {"type": "message", "role": "assistant", "content": "done: remember kiwi"}]
+    tree = AgentTree(MultiAgentConfig(True, 6), workers.work, workers.usage.append, workers,
+                     [KeptSubagent("agent_1", context)])
+    assert await tree.act("list_agents", "{}") == "Subagents: agent_1 (closed)."
+    assert (await tree.act("wait_agent", "{}")).startswith("No subagent to wait for.")  # closed: nothing to wait
+    # a new spawn takes a name of its own, and the kept one does not count in the response's spawns
+    assert await tree.act("spawn_agent", _args(task="other")) == "Spawned agent_1_2."
+    assert tree.spawned == 1
+    await tree.act("send_message", _args(agent_name="agent_1", message="it is green"))
+    assert await tree.act("followup_task", _args(agent_name="agent_1", task="which fruit?")) == \
+        f"agent_1 {RESUMED} its follow-up task."
+    await tree.act("wait_agent", _args(agent_names=["agent_1"]))
+    assert workers.seen[-1] == [*context, {"type": "message", "role": "user",
+                                           "content": "Message: it is green\n\nwhich fruit?"}]
+    # closed again (not running: nothing to stop), then a follow-up resumes it once more
+    assert await tree.act("interrupt_agent", _args(agent_name="agent_1", close=True)) == \
+        f"agent_1 {CLOSED}; followup_task resumes it."
+    assert "agent_1 (closed)" in await tree.act("list_agents", "{}")
+    assert await tree.act("interrupt_agent", _args(agent_name="agent_1", close=True)) == "agent_1: closed."
+    assert (await tree.act("followup_task", _args(agent_name="agent_1", task="again"))).startswith(
+        f"agent_1 {RESUMED}")
+    await tree.act("wait_agent", "{}")
+    assert len(workers.seen[-1]) == 5  # the first context, the resumed piece and its answer, the new task
+
+
+async def test_closing_a_running_subagent_stops_it() -> None:
+    workers = Workers()
+    tree = _tree(workers)
+    await tree.act("spawn_agent", _args(task="slow work"))
+    assert await tree.act("interrupt_agent", _args(agent_name="agent_1", close=True)) == \
+        f"agent_1 {CLOSED}; followup_task resumes it."
+    assert await tree.act("list_agents", "{}") == "Subagents: agent_1 (closed)."

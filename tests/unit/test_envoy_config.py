@@ -186,8 +186,10 @@ def test_routes_and_processor_settings() -> None:
                        ("sidecar_agents", "/v1/agents"), ("sidecar_agents_unversioned", "/agents"),
                        ("sidecar_vaults", "/v1/vaults"), ("sidecar_vaults_unversioned", "/vaults")):
         # the Vector Stores and Agents APIs: the sidecar's HTTP door, never the processor, every method
+        # (the Agents API also codex exec-server's websocket: adapters/http/executor_routes.py)
         assert routes[name]["match"] == {"path_separated_prefix": path}
-        assert routes[name]["route"] == {"cluster": envoy_config.HTTP_CLUSTER, "timeout": "0s"}
+        upgrade = {"upgrade_configs": [{"upgrade_type": "websocket"}]} if "vector" not in name else {}
+        assert routes[name]["route"] == {"cluster": envoy_config.HTTP_CLUSTER, "timeout": "0s", **upgrade}
         assert routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
     assert routes["sidecar"]["route"]["upgrade_configs"] == [{"upgrade_type": "websocket"}]
 

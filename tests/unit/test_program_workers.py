@@ -6,6 +6,7 @@ its answer (bounded) while the response keeps it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import threading
@@ -118,6 +119,32 @@ async def test_one_tenants_queue_never_holds_anothers_program_past_one_time_boun
         outcomes = await asyncio.gather(*hogs, return_exceptions=True)
         assert all(outcome.limit == "time" if isinstance(outcome, ProgramRun) else was_taken_back(hog)
                    for hog, outcome in zip(hogs, outcomes, strict=True)), outcomes
+    finally:
+        host.close()
+
+
+async def test_a_program_whose_answer_is_no_longer_wanted_gives_its_slot_back_before_its_time_bound() -> None:
+    """Taken back for another tenant (or its client gone), a program's request is cancelled: its worker is killed
+    and the slot comes back then — it kept the slot until the program's time bound, so taking a program back freed
+    nothing sooner than its end."""
+    host = ProgramHost(SIGN, ProgramBounds(slots=1, slot_wait=60, timeout=300.0))
+    try:
+        hog = asyncio.create_task(host.run("hog", "while (true) {}", [], [], seed=1, clock_ms=0))
+        for _ in range(600):  # bounded polling: its worker started and runs the program
+            await asyncio.sleep(0.05)
+            if host.pool.started and host.slots.busy == 1:
+                break
+        await asyncio.sleep(0.2)
+        hog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await hog
+        for _ in range(600):  # 30 s at most: far below the program's bound of 300 s
+            if host.slots.busy == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert host.slots.busy == 0
+        run = await host.run("other", "return 'mine'", [], [], seed=1, clock_ms=0)
+        assert (run.status, run.result) == ("completed", "mine")
     finally:
         host.close()
 

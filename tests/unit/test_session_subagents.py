@@ -12,8 +12,9 @@ import pytest
 
 from responses_bridge.engine.multi_agent_tools import agent_message_item, agent_of, call_output_item
 from responses_bridge.protocol.multi_agent import MultiAgentConfig
-from responses_bridge.run.multi_agent import AgentTree, SubagentAnswer
+from responses_bridge.run.multi_agent import AgentTree, KeptSubagent, SubagentAnswer
 from responses_bridge.services.agent_subagent_tree import SubagentTree
+from responses_bridge.services.subagent_contexts import context_of
 from tests.integration.test_agents_api import _EVENTS, strict
 
 SESSION = {"id": "sess_1", "agent": {"id": "agent_1", "model": "fake-model", "reasoning": {"effort": "low"}},
@@ -157,3 +158,63 @@ async def test_a_subagents_call_for_the_client_is_never_the_sessions_to_run(item
                "item": call_output_item("spawn_agent", "c0", "Spawned agent_1.")})
     assert tree.take({"type": "response.output_item.done", "output_index": 2,
                       "item": {**item, "agent": agent_of("agent_1")}}) == []
+
+
+async def test_a_later_turn_resumes_and_closes_a_kept_subagent_in_its_context() -> None:
+    first = RootStream()
+    tree = AgentTree(MultiAgentConfig(True, 4), first.work, lambda usage: None, first)
+    await first.call(tree, "spawn_agent", task="remember kiwi")
+    await first.call(tree, "wait_agent")
+    for event, records in first.session.finish():
+        first.events.append(event)
+        first.records += records
+    [kept] = [record.body for record in first.records if record.kind == "subagent"][-1:]
+    assert kept["status"] == "closed" and [item.get("content") for item in context_of(kept) or []] == [
+        "remember kiwi", [{"type": "output_text", "text": "done: remember kiwi", "annotations": []}]]
+    assert "_private" not in next(event for event in first.events
+                                  if event["type"] == "agent.session.subagent.closed")["subagent"]
+
+    # the next turn: its tree starts with the kept subagent, closed
+    second = RootStream()
+    second.session = SubagentTree(SESSION, "turn_2", [kept])
+    later = AgentTree(MultiAgentConfig(True, 4), second.work, lambda usage: None, second,
+                      [KeptSubagent(kept["name"], context_of(kept) or [])])
+    await second.call(later, "send_message", agent_name="agent_1", message="green")
+    await second.call(later, "followup_task", agent_name="agent_1", task="which fruit?")
+    await second.call(later, "wait_agent")
+    await second.call(later, "interrupt_agent", agent_name="agent_1", close=True)
+    await second.call(later, "followup_task", agent_name="agent_1", task="again")
+    for event, records in second.session.finish():
+        strict(_EVENTS, {"event_id": "sevt_x", **event})
+        second.events.append(event)
+        second.records += records
+    events = second.events
+    items = [(event["type"].rsplit(".", 1)[1], event["item"]["type"], event["item"].get("status"))
+             for event in events if event.get("turn_id") == "turn_2" and "item" in event
+             and event["item"]["type"] != "agent_message"]
+    assert items == [
+        ("added", "send_subagent_input_call", "in_progress"), ("done", "send_subagent_input_call", "completed"),
+        ("added", "resume_subagent_call", "in_progress"), ("added", "send_subagent_input_call", "in_progress"),
+        ("done", "resume_subagent_call", "completed"), ("done", "send_subagent_input_call", "completed"),
+        ("added", "wait_for_subagents_call", "in_progress"), ("done", "wait_for_subagents_call", "completed"),
+        ("added", "close_subagent_call", "in_progress"), ("done", "close_subagent_call", "completed"),
+        ("added", "resume_subagent_call", "in_progress"), ("added", "send_subagent_input_call", "in_progress"),
+        ("done", "resume_subagent_call", "completed"), ("done", "send_subagent_input_call", "completed")]
+    resume = next(event["item"] for event in events if event["type"] == "agent.session.turn.item.done"
+                  and event["item"]["type"] == "resume_subagent_call")
+    assert (resume["sender_agent_id"], resume["recipient_agent_id"]) == ("agent_1", kept["id"])
+    lifecycle = [(event["type"], event["subagent"]["status"], event["subagent"]["closed_at"] is None)
+                 for event in events if event["type"].startswith("agent.session.subagent.")]
+    assert lifecycle == [("agent.session.subagent.active", "active", True),
+                         ("agent.session.subagent.closed", "closed", False),
+                         ("agent.session.subagent.active", "active", True),
+                         ("agent.session.subagent.closed", "closed", False)]
+    assert {event["subagent"]["opened_at"] for event in events if "subagent" in event} == {kept["opened_at"]}
+    # what it knows now: the first turn's piece, and the resumed piece (with the message sent to it); the last
+    # follow-up was never collected, so it is not part of it — as the tree's own context is not
+    final = [record.body for record in second.records if record.kind == "subagent"][-1]
+    assert [item.get("content") for item in context_of(final) or []][2:] == [
+        "Message: green\n\nwhich fruit?",
+        [{"type": "output_text", "text": "done: Message: green\n\nwhich fruit?", "annotations": []}]]
+    later.close()
+    tree.close()

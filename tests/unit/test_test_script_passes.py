@@ -7,6 +7,7 @@ one pass, so the test checks what the script does with pytest's exit codes witho
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,47 @@ def test_help_says_what_runs_and_installs_nothing(tmp_path: Path) -> None:
                   "scripts/test tests/unit/"):
         assert named in result.stdout
     assert not venv.exists()  # no venv made, nothing installed
+
+
+def run_beside(body: str) -> subprocess.CompletedProcess[str]:
+    """``body`` run after sourcing the passes, with a stand-in ``python`` for which the pass beside (``vm`` among its
+    arguments) writes its pid, waits a moment and fails, and every other pass passes."""
+    script = f"""
+set -euo pipefail
+python() {{
+  if [[ " $* " == *" vm "* ]]; then
+    sleep 30 & echo $! > "$PIDFILE"
+    sleep 0.3; echo "the vm pass's output"; return 1
+  fi
+  echo "the sqlite pass's output"
+}}
+source {PASSES}
+{body}
+"""
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+
+
+def test_a_pass_beside_prints_when_joined_and_its_failure_fails_the_run(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIDFILE", str(tmp_path / "pid"))
+    result = run_beside("start_pass cgroup2-vm vm -q\nrun_pass sqlite -q\njoin_pass cgroup2-vm\nfinish_passes")
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == ["the sqlite pass's output", "the vm pass's output"]  # never interleaved
+    lines = result.stderr.splitlines()
+    assert "scripts/test: cgroup2-vm pass: FAILED (pytest exit 1)" in lines
+    assert "scripts/test: sqlite pass: passed" in lines
+    assert lines[-1] == "scripts/test: failed: cgroup2-vm"
+
+
+def test_stopping_a_pass_beside_ends_what_it_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The static checks failed: the pass started beside them ends, and so does every process it started."""
+    pidfile = tmp_path / "pid"
+    monkeypatch.setenv("PIDFILE", str(pidfile))
+    result = run_beside('start_pass cgroup2-vm vm -q\nwhile [ ! -s "$PIDFILE" ]; do sleep 0.05; done\n'
+                        "stop_started_passes\necho stopped")
+    assert result.returncode == 0 and result.stdout.splitlines() == ["stopped"]  # its output dropped
+    started = Path(f"/proc/{int(pidfile.read_text())}/stat")
+    deadline = time.monotonic() + 10
+    while started.exists() and started.read_text().rsplit(")", 1)[1].split()[0] != "Z":  # gone, or dead unreaped
+        assert time.monotonic() < deadline, started.read_text()
+        time.sleep(0.05)

@@ -38,7 +38,8 @@ ACTIONS: dict[str, tuple[str, dict[str, Any]]] = {
         {"type": "object", "properties": {"agent_name": _NAME, "message": _MESSAGE},
          "required": ["agent_name", "message"]}),
     "followup_task": (
-        "Give a finished subagent another task, in the same context it already has; wait_agent returns its result.",
+        "Give a finished subagent another task, in the same context it already has; wait_agent returns its result. "
+        "A closed subagent (closed with interrupt_agent, or by an earlier turn) is resumed by it.",
         {"type": "object", "properties": {"agent_name": _NAME, "task": _MESSAGE},
          "required": ["agent_name", "task"]}),
     "wait_agent": (
@@ -46,11 +47,14 @@ ACTIONS: dict[str, tuple[str, dict[str, Any]]] = {
         "result.",
         {"type": "object", "properties": {"agent_names": _NAMES}}),
     "list_agents": (
-        "List the subagents of this response with their status (running, completed, failed, interrupted).",
+        "List the subagents with their status (running, completed, failed, interrupted, closed).",
         {"type": "object", "properties": {}}),
     "interrupt_agent": (
-        "Stop a running subagent; its result says it was interrupted.",
-        {"type": "object", "properties": {"agent_name": _NAME}, "required": ["agent_name"]}),
+        "Stop a running subagent; its result says it was interrupted. With close, also close it: it keeps its "
+        "context, and followup_task resumes it.",
+        {"type": "object", "properties": {"agent_name": _NAME, "close": {
+            "type": "boolean", "description": "Close the subagent too (it need not be running)."}},
+         "required": ["agent_name"]}),
 }
 
 

@@ -286,7 +286,8 @@ def _agents_routes() -> list[dict[str, Any]]:
     method): never through the processor, a session's SSE stream passed on as it is written. Named ``sidecar_…`` so that
     Envoy's own 5xx on it name the door (``_local_reply_config``)."""
     return [{"name": f"sidecar_{name}", "match": {"path_separated_prefix": prefix},
-             "route": {"cluster": HTTP_CLUSTER, "timeout": "0s"}, "typed_per_filter_config": _disabled(),
+             "route": {"cluster": HTTP_CLUSTER, "timeout": "0s",  # codex exec-server's websocket (executor_routes.py)
+                       "upgrade_configs": [{"upgrade_type": "websocket"}]}, "typed_per_filter_config": _disabled(),
              "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
             for name, prefix in (("agents", "/v1/agents"), ("agents_unversioned", "/agents"),
                                  ("vaults", "/v1/vaults"), ("vaults_unversioned", "/vaults"))]

@@ -86,7 +86,7 @@ class HostedPlan:
 def self_hosted(environment: dict[str, Any], session_id: str) -> dict[str, Any]:
     """A ``self_hosted`` environment (the SDK's ``EnvironmentResourceSelfHosted``): the client runs the model's
     commands, handed to it as the session's required actions; ``remote_url`` is where it takes them and gives their
-    results: the session's event stream (the bridge does not serve ``codex exec-server``'s protocol). Its
+    results: the session's event stream (or a ``codex exec-server`` attached to it runs them: executor_routes.py). Its
     ``capability_directories`` are on the client's machine: absolute, or relative to ``workspace_directory``."""
     for key in environment:
         if key not in ("type", "workspace_directory", "capability_directories"):

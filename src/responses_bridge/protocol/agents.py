@@ -258,7 +258,7 @@ def _strings(value: Any, param: str) -> list[str] | None:
     return list(value)
 
 
-def _mcp_tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
+def checked_mcp_tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
     _known(tool, ("type", "server_label", "transport", "allowed_tools", "connection_origin", "credential_id",
                   "request_metadata", "required"), param)
     label = tool.get("server_label")
@@ -380,7 +380,7 @@ def _plain_tool(*keys: str) -> Any:
 
 
 _TOOL_CHECKS: dict[str, Any] = {
-    "function": _function_tool, "mcp": _mcp_tool, "web_search": _web_search_tool,
+    "function": _function_tool, "mcp": checked_mcp_tool, "web_search": _web_search_tool,
     "tool_search": _plain_tool(), "programmatic_tool_calling": _plain_tool("enabled"),
     "computer_use": _plain_tool("include_screenshots"), "automations": _plain_tool(),
 }

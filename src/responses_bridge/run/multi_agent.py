@@ -8,16 +8,20 @@ result; nothing of it reaches the root as an exception. Cancelling the root (a c
 cancelled) cancels every subagent with it (:meth:`AgentTree.close`).
 
 :class:`AgentTree` answers the root's ``multi_agent_call`` items (engine/multi_agent_tools.py): each action returns
-the text of its ``multi_agent_call_output``. What the root's output shows of the tree goes to a :class:`TreeOutput`:
-the messages between agents, and each piece of a subagent's work (its own items) once, where ``wait_agent`` collects
-it — between the root's turns, never in the middle of one the root is streaming.
+the text of its ``multi_agent_call_output``. ``interrupt_agent`` with ``close`` closes a subagent (the SDK's
+``multi_agent_call.action`` has no close of its own) and ``followup_task`` resumes a closed one in its context; an
+Agents API session starts each response's tree with its subagents of earlier responses, closed
+(:class:`KeptSubagent`, services/subagent_contexts.py). What the root's output shows of the tree goes to a
+:class:`TreeOutput`: the messages between agents, and each piece of a subagent's work (its own items) once, where
+``wait_agent`` collects it — between the root's turns, never in the middle of one the root is streaming.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,8 +35,25 @@ from ..protocol.multi_agent import MultiAgentConfig
 
 log = structlog.get_logger(__name__)
 
+RESUMED = "was resumed and started"  # followup_task's answer for a closed subagent (services/agent_subagent_tree.py)
+CLOSED = "was closed"  # interrupt_agent's answer with ``close`` (services/agent_subagent_tree.py)
+
 MAX_SUBAGENTS = 64
 """Subagents one response may spawn in all: each spawn past it is refused, as its result says."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeptSubagent:
+    """A subagent an earlier response of the same session closed, kept with its context: a response's tree starts
+    with it closed, and ``followup_task`` resumes it in that context (services/subagent_contexts.py)."""
+
+    name: str
+    context: list[dict[str, Any]]
+
+
+KEPT_SUBAGENTS: ContextVar[Sequence[KeptSubagent]] = ContextVar("kept_subagents", default=())
+"""The kept subagents of the response being begun: set by the session's turn around its response's start
+(adapters/http/agents_routes.py), read once where its tree is made (run/subagents.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +91,14 @@ class Subagent:
     answer: SubagentAnswer | None = None
     inbox: list[str] = field(default_factory=list)
     reported: bool = False  # its latest answer was returned by a wait_agent already (and its items shown)
+    closed: bool = False  # closed (interrupt_agent's ``close``, or an earlier response's end): followup resumes it
 
     @property
     def status(self) -> str:
         if self.task is not None and not self.task.done():
             return "running"
+        if self.closed:
+            return "closed"
         return self.answer.status if self.answer is not None else "pending"
 
 
@@ -82,12 +106,15 @@ class AgentTree:
     """The subagents of one response. ``worker`` runs one piece of work; ``on_usage`` is told each piece's usage."""
 
     def __init__(self, config: MultiAgentConfig, worker: Worker,
-                 on_usage: Callable[[dict[str, Any] | None], None], output: TreeOutput) -> None:
+                 on_usage: Callable[[dict[str, Any] | None], None], output: TreeOutput,
+                 kept: Sequence[KeptSubagent] = ()) -> None:
         self._worker = worker
         self._on_usage = on_usage
         self._output = output
         self._places = asyncio.Semaphore(config.max_concurrent_subagents)
-        self.agents: dict[str, Subagent] = {}
+        self.agents: dict[str, Subagent] = {kept_one.name: Subagent(kept_one.name, list(kept_one.context),
+                                                                    reported=True, closed=True) for kept_one in kept}
+        self.spawned = 0  # by this response: what MAX_SUBAGENTS bounds
 
     async def act(self, action: str, arguments: str) -> str:
         """One ``multi_agent_call``: the text of its output. A call the model got wrong says so, for it to read."""
@@ -114,12 +141,16 @@ class AgentTree:
         if action == "followup_task":
             if agent.status == "running":
                 return f"Error: {agent.name} is still running; wait for it first."
+            resumed, agent.closed = agent.closed, False
             self._start(agent, str(parsed.get("task") or ""))
-            return f"{agent.name} started its follow-up task."
+            return f"{agent.name} {RESUMED if resumed else 'started'} its follow-up task."
         if action == "interrupt_agent":
             if agent.task is not None and not agent.task.done():
                 agent.task.cancel()
                 await asyncio.wait((agent.task,))
+            if parsed.get("close") is True and not agent.closed:
+                agent.closed, agent.reported = True, True  # nothing left to wait for
+                return f"{agent.name} {CLOSED}; followup_task resumes it."
             return f"{agent.name}: {agent.status}."
         return f"Error: unknown action {action!r}."
 
@@ -127,8 +158,9 @@ class AgentTree:
         task = arguments.get("task")
         if not isinstance(task, str) or not task.strip():
             return "Error: spawn_agent needs a 'task' string."
-        if len(self.agents) >= MAX_SUBAGENTS:
+        if self.spawned >= MAX_SUBAGENTS:
             return f"Error: this response already spawned {MAX_SUBAGENTS} subagents, the most it may."
+        self.spawned += 1
         name = self._fresh_name(arguments.get("name"))
         agent = Subagent(name, [])
         self.agents[name] = agent
@@ -137,7 +169,7 @@ class AgentTree:
 
     def _fresh_name(self, wanted: object) -> str:
         base = re.sub(r"[^A-Za-z0-9_-]", "_", wanted)[:40] if isinstance(wanted, str) and wanted else ""
-        base = base or f"agent_{len(self.agents) + 1}"
+        base = base or f"agent_{self.spawned}"
         name, n = base, 2
         while name in self.agents:
             name, n = f"{base}_{n}", n + 1

@@ -21,7 +21,7 @@ from ..engine.output_builder import OutputBuilder
 from ..protocol.errors import APIError
 from ..protocol.request import ResponsesRequest
 from .drive import BufferSink, drive
-from .multi_agent import AgentTree, SubagentAnswer, Worker
+from .multi_agent import KEPT_SUBAGENTS, AgentTree, SubagentAnswer, Worker
 from .runs import Run
 from .server_tools import ServerToolRun
 from .upstream_scope import current_upstream
@@ -81,7 +81,7 @@ def attach_agents(tool_run: ServerToolRun | None, translator: Translator, new_ru
     builder = translator.builder
     tool_run.runner.agents = AgentTree(
         config, subagent_worker(translator.request, new_run, tenant, admit, charge), builder.count_usage,
-        RootOutput(builder))
+        RootOutput(builder), KEPT_SUBAGENTS.get())  # a session's subagents of its earlier turns, closed
 
 
 class RootOutput:

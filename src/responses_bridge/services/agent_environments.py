@@ -39,9 +39,11 @@ from ..store.base_agents import AgentStore, Record
 from .capability_directories import environment_note
 from .containers import ContainerService
 from .environment_packages import InstallFailed
-from .environment_plugins import plugin_skills, refused_duplicate
+from .environment_plugins import plugin_contents, refused_duplicate
 from .environment_setup import EnvironmentSetup, equip, setup_files
+from .executor_hub import ExecutorHub
 from .pagination import page_errors
+from .plugin_mcp import STORED, PluginServers, place_plugin_files, sealed
 from .skills import copy_blob
 from .vaults import VaultService
 
@@ -120,6 +122,7 @@ class SessionEnvironments:
         self.containers = containers
         self.vaults = vaults  # the session's vaults' credentials: its container's domain secrets
         self.setup: EnvironmentSetup | None = None  # setup commands and env (services/environment_setup.py)
+        self.executors: ExecutorHub | None = None  # exec-servers serving self_hosted ones (agent_executor_calls.py)
 
     def _service(self) -> ContainerService:
         if self.containers is None:
@@ -163,7 +166,11 @@ class SessionEnvironments:
             containers.packages.check(plan)
         policy = await self.network(plan, vault_ids or [], tenant=tenant)
         skills = await containers.resolve_skills(plan.skills, tenant=tenant, param="environment.skills")
-        offered = await asyncio.to_thread(plugin_skills, plan.plugins, "environment.plugins") if plan.plugins else []
+        offered, servers = await asyncio.to_thread(plugin_contents, plan.plugins, "environment.plugins") \
+            if plan.plugins else ([], PluginServers())
+        if servers.tools and self.setup is None:
+            raise invalid_request("A plugin's MCP servers need the bridge's hosted shell, which this server does not "
+                                  "run.", param="environment.plugins", code="unsupported_value")
         for skill in offered:  # the plugins' skills, beside the environment's own
             if any(other.name == skill.name for other in skills):
                 raise refused_duplicate(skill.name, "environment.plugins")
@@ -178,8 +185,12 @@ class SessionEnvironments:
                               "description": skill.description, "version": skill.version or ""})
             else:
                 shown.append({"type": "inline", "name": skill.name, "description": skill.description})
+        if servers.files:  # the plugins whose stdio servers run from their files (services/plugin_mcp.py)
+            await place_plugin_files(containers, container, servers.files, tenant=tenant)
         files = await equip(containers, self.setup, self.store, container, plan, shown, tenant=tenant,
-                            session_id=None if name else session_id)
+                            session_id=None if name else session_id,
+                            extra={STORED: sealed(servers, self.setup.sealer)} if servers.tools and self.setup
+                            else None)
         return plan.resource(container.id, shown, files)
 
     async def install(self, session: dict[str, Any], plan: HostedPlan, *, tenant: str) -> dict[str, Any] | None:

@@ -17,7 +17,11 @@ learns nothing about sessions; this module reads that output as it streams and s
   ``.cancelled``) where the root collects its result; an ``agent_message`` is the SDK's item of that name (told by
   ``item.added`` alone, whole, as the SDK's types have it);
 - the tree lives as long as the response: when it ends, a turn never collected is ``cancelled`` and every
-  subagent it opened is closed (``agent.session.subagent.closed``).
+  subagent it opened is closed (``agent.session.subagent.closed``), kept with its context
+  (services/subagent_contexts.py); the next turn's tree starts with the session's kept subagents, closed:
+  ``followup_task`` on one is a ``resume_subagent_call`` (and ``agent.session.subagent.active``) before its
+  ``send_subagent_input_call``, and ``interrupt_agent`` with ``close`` a ``close_subagent_call`` (and
+  ``agent.session.subagent.closed``) — the SDK's ``multi_agent_call`` has no action of its own for either.
 
 Nothing here does I/O: each step returns the events to tell and the records they store (services/agent_turns.py).
 """
@@ -34,7 +38,10 @@ import orjson
 from .. import ids
 from ..engine.multi_agent_tools import ROOT_AGENT
 from ..protocol.agent_events import CLIENT_CALL, Shown, translate, turn_error
+from ..run.multi_agent import CLOSED, RESUMED
 from ..store.base_agents import Record
+from .subagent_contexts import context_of, shown
+from .subagent_contexts import record as kept_record
 
 Told = tuple[dict[str, Any], list[Record]]
 """A session event and the records stored with it."""
@@ -54,6 +61,9 @@ class _Subagent:
     turn: dict[str, Any] | None = None  # its turn in progress
     shown: Shown = field(default_factory=Shown)
     said: str = ""  # its latest answer to the root (a failed turn's error)
+    context: list[dict[str, Any]] = field(default_factory=list)  # as run/multi_agent.py's tree keeps it
+    piece: list[dict[str, Any]] = field(default_factory=list)  # its piece of work in progress: task, own items
+    inbox: list[str] = field(default_factory=list)  # messages it reads with its next task
 
 
 def _text(parts: Any) -> str:
@@ -71,7 +81,7 @@ def _arguments(item: dict[str, Any]) -> dict[str, Any]:
 class SubagentTree:
     """The subagents of one response of a session's turn (``turn_id``, the root's), as the session tells them."""
 
-    def __init__(self, session: dict[str, Any], turn_id: str) -> None:
+    def __init__(self, session: dict[str, Any], turn_id: str, kept: list[dict[str, Any]] | None = None) -> None:
         agent = session["agent"]
         self.session_id: str = session["id"]
         self.root_id: str = agent["id"]
@@ -81,6 +91,9 @@ class SubagentTree:
         self.turn_id = turn_id
         self.subagents: dict[str, _Subagent] = {}  # by the tree's name for it
         self.calls: dict[str, tuple[str, dict[str, Any] | None, dict[str, Any]]] = {}  # call_id: action, item, args
+        self.resuming: dict[str, dict[str, Any]] = {}  # call_id of a followup_task: its resume_subagent_call
+        for kept_one in reversed(kept or []):  # the session's closed subagents (services/subagent_contexts.py)
+            self.subagents[kept_one["name"]] = _Subagent(shown(kept_one), context=list(context_of(kept_one) or []))
 
     # --- records --------------------------------------------------------------------------------------------
 
@@ -127,6 +140,17 @@ class SubagentTree:
         if kind is None:  # list_agents reads the tree: no item of the session's says it
             self.calls[str(item.get("call_id"))] = (action, None, args)
             return []
+        if action == "interrupt_agent" and args.get("close") is True:
+            kind = "close_subagent_call"
+        told: list[Told] = []
+        target = self.subagents.get(str(args.get("agent_name")))
+        if action == "followup_task" and target is not None and target.record["status"] == "closed":
+            resume = {"id": ids.new_id("rsc"), "type": "resume_subagent_call", "status": "in_progress",
+                      "sender_agent_id": self.root_id, "recipient_agent_id": target.record["id"],
+                      "turn_id": self.turn_id}
+            self.resuming[str(item.get("call_id"))] = resume
+            told.append(({"type": "agent.session.turn.item.added", **self._base(), "output_index": index,
+                          "item": dict(resume)}, []))
         shown: dict[str, Any] = {"id": item.get("id"), "type": kind, "status": "in_progress",
                                  "turn_id": self.turn_id}
         if kind == "create_subagent_call":
@@ -142,20 +166,30 @@ class SubagentTree:
                 text = args.get("message") if action == "send_message" else args.get("task")
                 shown["content"] = [{"type": "output_text", "text": str(text or "")}]
         self.calls[str(item.get("call_id"))] = (action, shown, args)
-        return [({"type": "agent.session.turn.item.added", **self._base(), "output_index": index,
-                  "item": shown}, [])]
+        return [*told, ({"type": "agent.session.turn.item.added", **self._base(), "output_index": index,
+                         "item": dict(shown)}, [])]
 
     def _call_output(self, item: dict[str, Any], index: int) -> list[Told]:
         action, shown, args = self.calls.pop(str(item.get("call_id")), ("", None, {}))
         text = _text(item.get("output"))
         failed = text.startswith("Error:")
         told: list[Told] = []
+        subagent = self.subagents.get(str(args.get("agent_name")))
+        resume = self.resuming.pop(str(item.get("call_id")), None)
+        if resume is not None:
+            told += self._resumed(resume, subagent, index, RESUMED in text and not failed)
         if action == "spawn_agent" and (spawned := _SPAWNED.match(text)):
             told += self._open(spawned.group(1), str(args.get("task") or ""))
         elif action == "followup_task" and not failed:
-            subagent = self.subagents.get(str(args.get("agent_name")))
             if subagent is not None:
-                told += self._start(subagent)
+                task = "\n\n".join([*(f"Message: {message}" for message in subagent.inbox),
+                                     str(args.get("task") or "")])
+                subagent.inbox.clear()
+                told += self._start(subagent, task)
+        elif action == "send_message" and not failed and subagent is not None:
+            subagent.inbox.append(str(args.get("message") or ""))
+        elif action == "interrupt_agent" and CLOSED in text and not failed and subagent is not None:
+            told += self._close(subagent)
         elif action == "wait_agent" and not failed:
             results = _RESULT.findall(text)
             for name, status in results:
@@ -196,6 +230,8 @@ class SubagentTree:
             return []
         records = [] if finished is None else [
             Record("subagent_item", str(finished["id"]), finished, parent=subagent.record["id"], scope=turn_id)]
+        if event.get("type") == "response.output_item.done":
+            subagent.piece.append(item)  # its context, as the tree's: the items of its piece of work
         return [(said, records)]
 
     # --- subagents and their turns --------------------------------------------------------------------------
@@ -208,12 +244,13 @@ class SubagentTree:
         subagent = _Subagent(record)
         self.subagents[name] = subagent
         return [({"type": "agent.session.subagent.created", "subagent": dict(record)},
-                 [Record("subagent", sub_id, dict(record), parent=self.session_id)]), *self._start(subagent)]
+                 [Record("subagent", sub_id, dict(record), parent=self.session_id)]), *self._start(subagent, task)]
 
     def _turn_record(self, subagent: _Subagent, turn: dict[str, Any]) -> Record:
         return Record("subagent_turn", turn["id"], dict(turn), parent=subagent.record["id"])
 
-    def _start(self, subagent: _Subagent) -> list[Told]:
+    def _start(self, subagent: _Subagent, task: str) -> list[Told]:
+        subagent.piece = [{"type": "message", "role": "user", "content": task}]  # run/multi_agent.py: _start
         now = int(time.time())
         sub_id = subagent.record["id"]
         turn = {"id": ids.new_id("turn"), "object": "agent.session.turn", "agent_id": sub_id,
@@ -233,6 +270,9 @@ class SubagentTree:
         ended = _TURN_STATUS.get(status, "failed")
         error = turn_error({"message": subagent.said or f"The subagent's work ended {status}."}) \
             if ended == "failed" else None
+        if ended != "cancelled":  # the tree's context: the piece's task, and what it made when it completed
+            subagent.context += subagent.piece if ended == "completed" else subagent.piece[:1]
+        subagent.piece = []
         turn.update(status=ended, error=error, completed_at=int(time.time()))
         return [({"type": f"agent.session.turn.{ended}", **self._base(turn["id"]), "turn": dict(turn),
                   "usage": None}, [self._turn_record(subagent, turn)])]
@@ -241,12 +281,27 @@ class SubagentTree:
         """The response ended, and its tree with it: a turn whose result the root never collected was cancelled
         (run/multi_agent.py: ``AgentTree.close``), and every subagent is closed."""
         told: list[Told] = []
-        now = int(time.time())
         for subagent in self.subagents.values():
-            if subagent.turn is not None:
-                told += self._end(subagent, "cancelled")
-            subagent.record.update(status="closed", closed_at=now)
-            told.append(({"type": "agent.session.subagent.closed", "subagent": dict(subagent.record)},
-                         [Record("subagent", subagent.record["id"], dict(subagent.record), parent=self.session_id)]))
+            if subagent.record["status"] != "closed":
+                told += self._close(subagent)
         self.subagents.clear()
+        return told
+
+    def _close(self, subagent: _Subagent) -> list[Told]:
+        """A subagent closed (its turn in progress ``cancelled``), kept with its context."""
+        told = self._end(subagent, "cancelled") if subagent.turn is not None else []
+        subagent.record.update(status="closed", closed_at=int(time.time()))
+        return [*told, ({"type": "agent.session.subagent.closed", "subagent": dict(subagent.record)},
+                        [kept_record(subagent.record, self.session_id, subagent.context)])]
+
+    def _resumed(self, resume: dict[str, Any], subagent: _Subagent | None, index: int, done: bool) -> list[Told]:
+        """A ``followup_task`` on a closed subagent answered: its ``resume_subagent_call`` done, and when the tree
+        resumed it, the subagent active again (``closed_at`` null, ``opened_at`` as it was)."""
+        resume["status"] = "completed" if done and subagent is not None else "failed"
+        told: list[Told] = [({"type": "agent.session.turn.item.done", **self._base(), "output_index": index,
+                              "item": dict(resume)}, [self._item_record(resume)])]
+        if resume["status"] == "completed" and subagent is not None:
+            subagent.record.update(status="active", closed_at=None)
+            told.append(({"type": "agent.session.subagent.active", "subagent": dict(subagent.record)},
+                         [kept_record(subagent.record, self.session_id, subagent.context)]))
         return told

@@ -18,6 +18,7 @@ from ..store.base_agents import AgentStore, Record
 from .agent_environments import session_not_found
 from .agent_subagent_tree import Told
 from .pagination import page_errors
+from .subagent_contexts import shown
 
 OPEN_TURN = ("queued", "in_progress", "waiting")
 
@@ -43,10 +44,10 @@ class SubagentService:
         with page_errors("subagent"):
             page = await self.store.page("subagent", tenant=tenant, parent=session_id, after=after, limit=limit,
                                          order=order)
-        return list_of(page.data, has_more=page.has_more)
+        return list_of([shown(subagent) for subagent in page.data], has_more=page.has_more)
 
     async def get_subagent(self, session_id: str, subagent_id: str, *, tenant: str) -> dict[str, Any]:
-        return await self._subagent(session_id, subagent_id, tenant)
+        return shown(await self._subagent(session_id, subagent_id, tenant))
 
     async def list_turns(self, session_id: str, subagent_id: str, *, after: str | None, limit: int, order: str,
                          tenant: str) -> dict[str, Any]:
@@ -91,8 +92,8 @@ async def left_open(store: AgentStore, session_id: str, error: dict[str, Any], *
                 told.append(({"type": "agent.session.turn.failed", "session_id": session_id, "turn_id": turn["id"],
                               "turn": dict(turn), "usage": None},
                              [Record("subagent_turn", turn["id"], turn, parent=subagent["id"])]))
-        subagent.update(status="closed", closed_at=now)
-        told.append(({"type": "agent.session.subagent.closed", "subagent": dict(subagent)},
+        subagent.update(status="closed", closed_at=now)  # kept with its context, as it was
+        told.append(({"type": "agent.session.subagent.closed", "subagent": shown(subagent)},
                      [Record("subagent", subagent["id"], subagent, parent=session_id)]))
     return told
 

@@ -7,14 +7,17 @@ from typing import Any
 
 from ..protocol.agent_inputs import response_tools
 from .agent_environments import hosted_container, shell_tool
+from .subagent_contexts import KEPT_KEY, for_the_run
 
 
-def turn_request(session: dict[str, Any], turn_input: list[dict[str, Any]], capabilities: str = "") -> dict[str, Any]:
+def turn_request(session: dict[str, Any], turn_input: list[dict[str, Any]], capabilities: str = "",
+                 kept: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The background response a turn of ``session`` starts: the agent's model, instructions, reasoning, text
     format and tools (the session's container's shell, or the client's in a ``self_hosted`` environment; the
     subagents' tree), chained on the session's last response. ``capabilities``: what the agent is told of its
     environment's capability directories (services/capability_directories.py), after its instructions (each
-    turn's own: instructions are not carried along a chain)."""
+    turn's own: instructions are not carried along a chain). ``kept``: the session's subagents its tree may resume
+    (services/subagent_contexts.py), under :data:`KEPT_KEY`, which the response's start takes out of the body."""
     agent = session["agent"]
     body: dict[str, Any] = {
         "model": agent["model"], "background": True, "stream": True, "store": True, "input": turn_input,
@@ -36,6 +39,8 @@ def turn_request(session: dict[str, Any], turn_input: list[dict[str, Any]], capa
         body["tools"] = tools
     if agent["multi_agent"]["enabled"]:  # the bridge's tree of subagents (services/agent_subagent_tree.py)
         body["multi_agent"] = dict(agent["multi_agent"])
+        if kept:
+            body[KEPT_KEY] = for_the_run(kept)
     previous = (session.get("_private") or {}).get("last_response_id")
     if previous:
         body["previous_response_id"] = previous

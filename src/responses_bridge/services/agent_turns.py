@@ -41,6 +41,7 @@ from .agent_async_calls import async_functions, async_result, async_results, sta
 from .agent_auto_review import auto_review
 from .agent_environments import Published, SessionEnvironments, environment_state, hosted_container, not_kept
 from .agent_events import SessionLog
+from .agent_executor_calls import run_on_executor
 from .agent_runner_view import ResponseStarter
 from .agent_subagent_tree import SubagentTree
 from .agent_tool_calls import unknown_approval, unknown_call
@@ -52,6 +53,7 @@ from .background_frames import split_frames
 from .environment_mcp import SessionMCP
 from .session_resume import HandOff, begin_resumed, forget_steps, is_boundary, record_step, started_step, stop_response
 from .session_waiting import keep_wait, kept_usage, wait_for_results, waiting_entry
+from .subagent_contexts import kept_subagents
 from .vaults import VaultService
 
 log = structlog.get_logger("responses_bridge.agents")
@@ -282,7 +284,9 @@ class SessionRunner:
                 if self.environments is not None:  # the container's vault credentials as they are now
                     await self.environments.refresh_credentials(session, tenant=self.tenant)
                 turn_input = [*turn_input, *await async_results(self, session)]  # async calls' results
-                request = await self._credentialed(session, turn_request(session, turn_input, capabilities))
+                entry.kept = await kept_subagents(self.store, session, tenant=self.tenant)  # resumable ones
+                request = await self._credentialed(session, turn_request(session, turn_input, capabilities,
+                                                                         entry.kept))
                 if self.handing_off:
                     raise HandOff
                 if not first:  # the first step's input is the turn's messages, stored with its start
@@ -308,6 +312,7 @@ class SessionRunner:
                              if status in ("completed", "incomplete") else None}
             if status != "completed" or not entry.calls.pending:
                 break
+            await run_on_executor(self, entry, session)  # a self_hosted session's commands, on its exec-server
             answered = await wait_for_results(self, entry, total)
             if answered is None:
                 await self._end(entry, "cancelled", None, total)
@@ -398,7 +403,7 @@ class SessionRunner:
         assert self.response_id is not None
         turn_id, shown = entry.turn["id"], Shown()
         final: dict[str, Any] = {}
-        tree = SubagentTree(session, turn_id) if session["agent"]["multi_agent"]["enabled"] else None
+        tree = SubagentTree(session, turn_id, entry.kept) if session["agent"]["multi_agent"]["enabled"] else None
         asynchronous = async_functions(session)
         async for data in self.background.events_after(self.response_id, -1, tenant=self.tenant):
             for frame in split_frames(data):

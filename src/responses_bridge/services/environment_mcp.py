@@ -34,9 +34,11 @@ from ..run.tools.mcp_model import GATEWAY_TIMEOUT, first_line, redact
 from ..sealing import Sealer
 from .agent_environments import hosted_container
 from .agent_mcp_secrets import mask, opened, with_authorizations
+from .plugin_mcp import stored_servers, with_plugin_servers
 
 if TYPE_CHECKING:  # the sandbox's modules load where it runs, not with every session
     from ..sandbox.backend import SandboxSession
+    from ..store.base_agents import AgentStore
     from .container_runs import ContainerRuns
     from .hosted_shell import HostedShell
 
@@ -143,13 +145,31 @@ class EnvironmentServer:
         """The driver's transport: the ``stdio`` command with the environment's values of its ``env_vars``, or
         the HTTP server's URL and headers (a vault credential among them, for this call alone)."""
         if self.transport["type"] != "stdio":
-            return {"type": "http", "url": server.server_url, "headers": dict(server.headers)}
+            headers = dict(server.headers)
+            if self.transport.get("env_headers"):  # a plugin's server's, from the environment's variables
+                headers.update(await self._env_headers(server))
+            return {"type": "http", "url": server.server_url, "headers": headers}
         names = list(self.transport.get("env_vars") or [])
         env = dict(await self.env_for(self.container_id, self.tenant)) if names and self.env_for else {}
         inherited = {name: env[name] for name in names if name in env}
         return {"type": "stdio", "command": self.transport["command"], "args": list(self.transport.get("args") or []),
                 "cwd": self.transport.get("cwd") or "", "env_vars": [*names, *self.env],
                 "env": {**inherited, **self.env}}  # the tool's own ``env`` over the environment's variables
+
+
+    async def _env_headers(self, server: MCPServer) -> dict[str, str]:
+        """A plugin's HTTP server's headers taken from the environment's variables when a call is made
+        (``bearer_token_env_var``, ``env_http_headers``: services/plugin_mcp.py), masked in what it answers."""
+        env = dict(await self.env_for(self.container_id, self.tenant)) if self.env_for else {}
+        headers: dict[str, str] = {}
+        for header, name in self.transport["env_headers"].items():
+            if name not in env:
+                raise MCPToolError(f"MCP server '{server.server_label}' could not be used: its header '{header}' is "
+                                   f"taken from the environment variable '{name}', which the environment does not "
+                                   "set ('env').")
+            headers[header] = f"Bearer {env[name]}" if header == "Authorization" else env[name]
+            self.env = {**self.env, name: env[name]}  # masked as the tool's own env is
+        return headers
 
 
 def _not_mcp(server: MCPServer) -> MCPToolError:
@@ -161,10 +181,12 @@ class SessionMCP:
     """The process's part in a session's MCP servers: the sandbox's container runs, the environment's variables,
     and the MCP client of the tool loop (for ``required`` servers reached from the bridge)."""
 
-    def __init__(self, mcp: MCPTools, shell: HostedShell | None, sealer: Sealer) -> None:
+    def __init__(self, mcp: MCPTools, shell: HostedShell | None, sealer: Sealer,
+                 store: AgentStore | None = None) -> None:
         self.mcp = mcp
         self.shell = shell  # its container runs, and (once the environments' routes set it) their variables
         self.sealer = sealer  # opens the tools' MCP transport secrets (services/agent_mcp_secrets.py)
+        self.store = store  # the environments' records: their plugins' MCP servers (services/plugin_mcp.py)
 
     async def prepare(self, session: dict[str, Any], request: dict[str, Any], *,
                       tenant: str) -> dict[str, MCPServerOverlay]:
@@ -172,8 +194,14 @@ class SessionMCP:
         ``required`` servers listed (an ``APIError`` naming the first that cannot be, which fails the turn)."""
         overlays: dict[str, MCPServerOverlay] = {}
         container_id = hosted_container(session)
-        with_authorizations(session["agent"]["tools"], request, self.sealer)
-        for tool in session["agent"]["tools"]:
+        tools = session["agent"]["tools"]
+        plugins = await stored_servers(self.store, container_id, tenant=tenant) \
+            if container_id is not None and self.store is not None else []
+        if plugins:  # the environment's plugins' servers, beside the agent's own
+            with_plugin_servers(request, tools, plugins)
+            tools = [*tools, *plugins]
+        with_authorizations(tools, request, self.sealer)
+        for tool in tools:
             if tool["type"] != "mcp":
                 continue
             connector = None
@@ -188,16 +216,18 @@ class SessionMCP:
                 overlays[tool["server_label"]] = MCPServerOverlay(meta=tool.get("request_metadata") or None,
                                                                   connector=connector)
         if not (session.get("_private") or {}).get("last_response_id"):
-            await self._connect_required(session, request, overlays)
+            await self._connect_required(tools, request, overlays)
         return overlays
 
-    async def _connect_required(self, session: dict[str, Any], request: dict[str, Any],
+    async def _connect_required(self, tools: list[dict[str, Any]], request: dict[str, Any],
                                 overlays: Mapping[str, MCPServerOverlay]) -> None:
         sent = {tool["server_label"]: (index, tool) for index, tool in enumerate(request.get("tools") or ())
                 if tool.get("type") == "mcp"}
-        for index, tool in enumerate(session["agent"]["tools"]):
+        for index, tool in enumerate(tools):
             if tool["type"] != "mcp" or not tool.get("required") or tool["server_label"] not in sent:
                 continue
+            where = f"'agent.tools[{index}].required'" if "plugin" not in tool else \
+                f"by the plugin '{tool['plugin']}'"
             position, declared = sent[tool["server_label"]]
             server = parse_mcp_tool(declared, position)
             overlay = overlays.get(server.server_label)
@@ -205,12 +235,12 @@ class SessionMCP:
                 server = replace(server, meta=overlay.meta, connector=overlay.connector)
             try:
                 await self.mcp.check_server(server)
-                tools = await self.mcp.list_tools(server)
+                listed = await self.mcp.list_tools(server)
             except (MCPToolError, APIError) as failure:
                 reason = failure.message if isinstance(failure, APIError) else str(failure)
                 raise APIError(502, f"The MCP server '{tool['server_label']}' is required "
-                               f"('agent.tools[{index}].required') and could not be connected before the session's "
-                               f"first turn: {reason}", param=f"agent.tools[{index}]",
-                               code="connection_failed") from None
+                               f"({where}) and could not be connected before the session's "
+                               f"first turn: {reason}", param=f"agent.tools[{index}]" if "plugin" not in tool
+                               else "environment.plugins", code="connection_failed") from None
             if isinstance(server.connector, EnvironmentServer):
-                server.connector.listed = tools  # the response lists it once, not twice
+                server.connector.listed = listed  # the response lists it once, not twice

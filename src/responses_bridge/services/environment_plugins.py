@@ -1,14 +1,14 @@
 """An ``openai_hosted`` environment's ``plugins`` (the SDK's ``HostedPluginParam``: a Codex plugin, "supplied as a
-ZIP directly", its ``name`` and ``description`` those its ``.codex-plugin/plugin.json`` declares), offered as the
-container's skills are.
+ZIP directly", its ``name`` and ``description`` those its ``.codex-plugin/plugin.json`` declares): their skills
+offered as the container's skills are, their MCP servers served in the environment.
 
 A Codex plugin bundles skills (the manifest's ``skills`` directory, ``./skills`` when it names none: each of its
 directories with a ``SKILL.md`` is one skill), MCP servers (``mcpServers``, a ``.mcp.json``) and apps (``apps``).
-The skills are what a container can take: each becomes one of the container's skills, laid out and told to the
-model as an inline skill is (services/container_skills.py), checked the same way (the zip bounded as a skill's,
-each skill's files and ``SKILL.md``). A plugin that brings MCP servers or apps is a 400 naming it — they would be
-commands in the environment or connections the bridge does not make, and dropping them silently would leave the
-model a plugin that does less than it says."""
+Each skill becomes one of the container's skills, laid out and told to the model as an inline skill is
+(services/container_skills.py), checked the same way (the zip bounded as a skill's, each skill's files and
+``SKILL.md``). Its MCP servers are the session's turns' (services/plugin_mcp.py). A plugin that brings apps —
+ChatGPT connectors, which only ChatGPT's connector service reaches — is a 400 naming them: dropping them silently
+would leave the model a plugin that does less than it says."""
 
 from __future__ import annotations
 
@@ -21,21 +21,31 @@ import orjson
 
 from ..protocol.errors import APIError, invalid_request
 from .container_skills import ResolvedSkill
+from .plugin_mcp import PluginServers, plugin_servers, refuse_apps
 from .skill_bundle import SkillFile, bundle, canonical_zip, zip_files
 
 PLUGIN_MANIFEST = ".codex-plugin/plugin.json"
 MAX_MANIFEST_BYTES = 64 * 1024
 
 
-def plugin_skills(plugins: list[dict[str, Any]], param: str) -> list[ResolvedSkill]:
-    """Every plugin's skills, read and checked (400s naming ``param[i]``); CPU work: run it off the loop."""
+def plugin_contents(plugins: list[dict[str, Any]], param: str) -> tuple[list[ResolvedSkill], PluginServers]:
+    """Every plugin's skills and MCP servers, read and checked (400s naming ``param[i]``); CPU work: run it off
+    the loop."""
     found: list[ResolvedSkill] = []
+    servers = PluginServers()
     for position, entry in enumerate(plugins):
-        found += _one(entry, f"{param}[{position}]")
-    return found
+        skills, brought = _one(entry, f"{param}[{position}]")
+        found += skills
+        servers.add(brought, f"{param}[{position}]")
+    return found, servers
 
 
-def _one(entry: dict[str, Any], where: str) -> list[ResolvedSkill]:
+def plugin_skills(plugins: list[dict[str, Any]], param: str) -> list[ResolvedSkill]:
+    """Every plugin's skills alone (:func:`plugin_contents`)."""
+    return plugin_contents(plugins, param)[0]
+
+
+def _one(entry: dict[str, Any], where: str) -> tuple[list[ResolvedSkill], PluginServers]:
     try:
         raw = base64.b64decode(entry["source"]["data"], validate=True)
     except (binascii.Error, ValueError):
@@ -48,11 +58,8 @@ def _one(entry: dict[str, Any], where: str) -> list[ResolvedSkill]:
         top = next(iter(tops))
         files = [SkillFile(file.path[len(top) + 1:], file.data, file.executable) for file in files]
     manifest = _manifest(files, entry, where)
-    if manifest.get("mcpServers") or manifest.get("apps") or any(
-            file.path in (".mcp.json", ".app.json") for file in files):
-        raise invalid_request(f"The plugin '{entry['name']}' brings MCP servers or apps, which this bridge does not "
-                              "serve from a plugin; a plugin is served for its skills.", param=where,
-                              code="unsupported_value")
+    refuse_apps(files, manifest, entry["name"], where)
+    servers = plugin_servers(files, manifest, entry["name"], where)
     root = str(manifest.get("skills") or "./skills")
     if not root.startswith("./") or ".." in root.split("/"):
         raise invalid_request(f"Invalid 'skills' in the plugin's {PLUGIN_MANIFEST}: expected a path starting with "
@@ -69,10 +76,11 @@ def _one(entry: dict[str, Any], where: str) -> list[ResolvedSkill]:
             continue  # a directory of the skills' that is no skill
         skill = bundle(skill_files, f"{where}.source.data")
         skills.append(ResolvedSkill(skill.name, skill.description, data=canonical_zip(skill)))
-    if not skills:
+    if not skills and not servers.tools:
         raise invalid_request(f"The plugin '{entry['name']}' has no skill (a directory with a SKILL.md under "
-                              f"'{root}/'): nothing of it could be offered.", param=where, code="invalid_value")
-    return skills
+                              f"'{root}/') and no MCP server: nothing of it could be offered.", param=where,
+                              code="invalid_value")
+    return skills, servers
 
 
 def _manifest(files: list[SkillFile], entry: dict[str, Any], where: str) -> dict[str, Any]:

@@ -176,7 +176,7 @@ class EnvironmentSetup:
 
 async def equip(containers: ContainerService, setup: EnvironmentSetup | None, store: AgentStore,
                 container: StoredContainer, plan: HostedPlan, skills: list[dict[str, Any]], *, tenant: str,
-                session_id: str | None) -> list[dict[str, Any]]:
+                session_id: str | None, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """A new environment's container given its files, then its setup commands run; its record stored (kind
     ``environment``, scope ``session`` or ``standalone``: what ``/v1/agents/environments`` shows and whose files
     it serves). Anything failing takes the container with it: never an environment half made."""
@@ -190,7 +190,8 @@ async def equip(containers: ContainerService, setup: EnvironmentSetup | None, st
         record = {"id": container.id, "object": "agent.environment", "type": "openai_hosted",
                   "created_at": container.created_at, "files": files, "skills": skills, "session_id": session_id,
                   "_sealed_env": setup.seal(plan.env) if setup else None,
-                  "setup_files": await _made_files(containers, container.id, tenant) if plan.setup_commands else []}
+                  "setup_files": await _made_files(containers, container.id, tenant) if plan.setup_commands else [],
+                  **(extra or {})}  # the plugins' MCP servers (services/plugin_mcp.py)
         await store.put(ENVIRONMENT, container.id, record, tenant=tenant, parent=session_id,
                         scope="session" if session_id else "standalone")
     except BaseException:

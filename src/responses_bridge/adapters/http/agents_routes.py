@@ -18,6 +18,7 @@ from aiohttp import web
 from ...host_policy import HostPolicy
 from ...protocol.errors import APIError
 from ...protocol.multi_agent import BetaSurface
+from ...run.multi_agent import KEPT_SUBAGENTS, KeptSubagent
 from ...run.response_run import ResponseRun
 from ...run.tools.mcp_config import MCPServerOverlay
 from ...runtime import Runtime
@@ -26,13 +27,16 @@ from ...services.agent_sessions import SessionService
 from ...services.agent_subagents import SubagentService
 from ...services.automation_bounds import AutomationBounds
 from ...services.environment_mcp import SessionMCP
+from ...services.executor_hub import ExecutorHub
 from ...services.hosted_shell import HostedShell
+from ...services.subagent_contexts import KEPT_KEY
 from ...services.vault_oauth import GuardedTokenEndpoint
 from ...services.vaults import VaultService
 from .automations_routes import AutomationRoutes
 from .downloads import send_blob
 from .drain import DRAIN
 from .environment_routes import EnvironmentRoutes
+from .executor_routes import ExecutorRoutes
 from .identity import request_tenant
 from .params import json_object, json_reply, metadata_query, page_query
 from .routes import api_routes
@@ -70,10 +74,15 @@ def turn_starter(runtime: Runtime) -> Any:
                                "Responses API, which the bridge relays without its tool loop.",
                                param="agent.tools", code="unsupported_value")
             run.mcp_overlays = overlays
-        call = await run.begin(body)
-        started = await runtime.background.start(  # the client's own credentials: the turn is not resumable
-            run, call, authorization, upstream,
-            client_credentials=client_authorization is not None and authorization == client_authorization)
+        kept = KEPT_SUBAGENTS.set([KeptSubagent(str(entry["name"]), entry["context"])  # the tree's, closed
+                                   for entry in body.pop(KEPT_KEY, None) or ()])
+        try:
+            call = await run.begin(body)
+            started = await runtime.background.start(  # the client's own credentials: the turn is not resumable
+                run, call, authorization, upstream,
+                client_credentials=client_authorization is not None and authorization == client_authorization)
+        finally:
+            KEPT_SUBAGENTS.reset(kept)
         return started.response_id
 
     return start
@@ -90,7 +99,9 @@ class AgentRoutes:
         shell = runtime.server_tools.services.shell
         self.sessions.mcp = SessionMCP(runtime.server_tools.services.mcp,
                                        shell if isinstance(shell, HostedShell) else None,  # where a sandbox runs
-                                       runtime.agents.sealer)
+                                       runtime.agents.sealer, runtime.agents.store)
+        self.executors = ExecutorHub(runtime.sealer)  # the exec-servers of self_hosted sessions (executor_routes.py)
+        self.sessions.environments.executors = self.executors
         self.automations = AutomationRoutes(runtime.agents, self.sessions, AutomationBounds.of(runtime.settings))
         self._handing_off: list[asyncio.Future[None]] = []
 
@@ -103,6 +114,7 @@ class AgentRoutes:
         SubagentRoutes(SubagentService(self.agents.store)).register(app)  # a session's subagents (subagent_routes.py)
         EnvironmentRoutes(self.sessions, self.runtime.server_tools.services.shell,  # before /agents/{id}
                           self.runtime.sealer).register(app)
+        ExecutorRoutes(self.sessions, self.executors).register(app)  # codex exec-server --remote
         TraceRoutes(self.agents.store).register(app)  # a session's traces (trace_routes.py)
         with api_routes(app) as routes:
             sessions = "/agents/sessions"

@@ -22,6 +22,10 @@ TENANT = web.RequestKey("tenant", str)
 
 OPEN_PATHS = frozenset(("/health", "/health/live", "/health/ready", "/metrics"))
 """Answered for anyone: Envoy's health checks and the orchestrator's probes carry no credentials."""
+SELF_AUTHENTICATED = "/v1/agents/executor/"
+"""``codex exec-server``'s registry and rendezvous (executor_routes.py): signed with a session's executor
+credentials, checked by those routes, never a bridge key; their tenant is the one the signature names."""
+NO_TENANT = ""
 
 __all__ = ["TENANT", "identity_middleware", "request_tenant", "unauthenticated"]
 
@@ -40,6 +44,9 @@ def identity_middleware(identity: Identity) -> web.middleware:  # type: ignore[v
     async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
         if identity.anonymous or request.path in OPEN_PATHS:
             request[TENANT] = DEFAULT_TENANT
+            return await handler(request)
+        if request.path.startswith(SELF_AUTHENTICATED):
+            request[TENANT] = NO_TENANT  # the route finds the tenant in the signature
             return await handler(request)
         tenant = await identity.tenant(request.headers.get("Authorization"),
                                        request.headers.get(identity.tenant_header))

@@ -20,7 +20,7 @@ from ...services.memory_budget import Held, MemoryBudget
 from .body_watch import BODY_WATCH, BodyTooSlow, BodyWatch, answer_too_slow
 from .drain import _exempt
 from .errors import Handler, error_response
-from .identity import request_tenant
+from .identity import SELF_AUTHENTICATED, request_tenant
 from .params import BODY_LIMIT, HELD_MEMORY
 
 SLOT = web.RequestKey("slot", Slot)
@@ -33,7 +33,8 @@ def limits_middleware(limits: TenantLimits, memory: MemoryBudget, *, body_timeou
 
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if _exempt(request.path) or request.method == "DELETE" or request.path.endswith("/cancel"):
+        if _exempt(request.path) or request.method == "DELETE" or request.path.endswith("/cancel") \
+                or request.path.startswith(SELF_AUTHENTICATED):  # exec-servers: bounded per tenant by their hub
             return await handler(request)
         tenant = request_tenant(request)
         request[BODY_LIMIT] = min(limits.max_request_bytes(tenant), request.client_max_size)

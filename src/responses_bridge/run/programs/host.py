@@ -3,8 +3,8 @@ process's memory budget while it runs, and a worker process (pool.py) bounded at
 
 Slots (``RESPONSES_BRIDGE_PROGRAM_SLOTS``) are :class:`~responses_bridge.sandbox.slots.FairSlots`: with tenants, one
 tenant holds at most all but one of them; with all busy, a tenant under its fair share takes the slot of the newest
-program of the tenant holding the most above its own (its run is cancelled; the slot comes back when its worker
-stops, within the time bound), and a freed slot goes to the waiting tenant that holds the fewest — so however many
+program of the tenant holding the most above its own (its run is cancelled and its worker killed, so the slot
+comes back at once), and a freed slot goes to the waiting tenant that holds the fewest — so however many
 programs one tenant queues (``while (true) {}`` each), another tenant's program waits at most for one program to
 end, never behind the queue. A program that gets no slot within
 ``RESPONSES_BRIDGE_PROGRAM_SLOT_WAIT`` seconds ends ``incomplete`` saying so. While it runs, the program's bound
@@ -34,7 +34,7 @@ from ...engine.programs import ProgramSigner
 from ...protocol.errors import APIError
 from ...sandbox.slots import FairSlots
 from .isolate import DEFAULT_MAX_MEMORY, DEFAULT_TIMEOUT, Limits, ProgramRun
-from .pool import WorkerPool
+from .pool import RunHandle, WorkerPool
 
 DEFAULT_SLOTS = 4
 DEFAULT_MEMORY_BYTES = 256 << 20
@@ -118,15 +118,17 @@ class ProgramHost:
                     return ProgramRun("incomplete", limit="memory_budget", result=(
                         "Program stopped: the bridge's memory budget has no room for its memory bound "
                         f"({self.bounds.memory_bytes >> 20} MiB, {MEMORY_SETTING}): {refused.message}"))
+            handle = RunHandle()
             work = functools.partial(self.pool.run, code, names, results, seed=seed, clock_ms=clock_ms,
-                                     limits=self.limits)
+                                     limits=self.limits, handle=handle)
             running = asyncio.get_running_loop().run_in_executor(self._threads, work)
         except BaseException:
             if held is not None:
                 held.release()
             self.slots.release(tenant)
             raise
-        return await self._keep(tenant, await _until_done(running, functools.partial(self._end, tenant, held)))
+        return await self._keep(tenant, await _until_done(running, functools.partial(self._end, tenant, held),
+                                                          handle.stop))
 
     async def _keep(self, tenant: str, run: ProgramRun) -> ProgramRun:
         """``run`` with its answer held in the memory budget for ``tenant`` (:attr:`ProgramRun.let_go`), now that
@@ -153,13 +155,15 @@ class ProgramHost:
         self._threads.shutdown(wait=False, cancel_futures=True)
 
 
-async def _until_done(running: asyncio.Future[ProgramRun], end: Callable[[], None]) -> ProgramRun:
+async def _until_done(running: asyncio.Future[ProgramRun], end: Callable[[], None],
+                      stop: Callable[[], None]) -> ProgramRun:
     """The program's outcome; ``end`` (slot and memory back) once its worker is done with it — after the answer,
-    or, when the request is cancelled meanwhile, once the program stops (within its time bound): until then its
-    worker still holds the memory and the slot."""
+    or, when the request is cancelled meanwhile (taken back, or its client gone), once ``stop`` has ended its
+    worker: until then the worker still holds the memory and the slot."""
     try:
         outcome = await asyncio.shield(running)
     except asyncio.CancelledError:
+        stop()
         if running.done():
             end()
         else:

@@ -109,6 +109,37 @@ class _Worker:
                 stream.close()
 
 
+class RunHandle:
+    """The worker one program runs in, for the host to end when the program's answer is no longer wanted (its
+    request was cancelled, or taken back for another tenant: fair_share.py): the worker is killed, so its slot and
+    memory come back at once rather than at the program's time bound."""
+
+    __slots__ = ("_lock", "_worker", "stopped")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._worker: _Worker | None = None
+        self.stopped = False
+
+    def attach(self, worker: _Worker) -> bool:
+        with self._lock:
+            self._worker = None if self.stopped else worker
+            return not self.stopped
+
+    def detach(self) -> bool:
+        """The program answered: the worker is the pool's again, unless it was stopped meanwhile (False)."""
+        with self._lock:
+            self._worker = None
+            return not self.stopped
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            worker, self._worker = self._worker, None
+        if worker is not None and worker.process.poll() is None:
+            worker.process.kill()
+
+
 class WorkerPool:
     """Workers bounded at ``bound`` bytes each (beyond V8's own); at most ``keep`` kept idle. ``answer_bytes``: the
     largest answer a program may send back (its calls' arguments and its result, as JSON): the bridge parses and
@@ -129,13 +160,17 @@ class WorkerPool:
         self._reaper: threading.Thread | None = None
 
     def run(self, code: str, names: list[str], results: list[str], *, seed: int, clock_ms: int,
-            limits: Limits) -> ProgramRun:
-        """Run one program in a worker: what it came to, never an exception for anything the program does."""
+            limits: Limits, handle: RunHandle | None = None) -> ProgramRun:
+        """Run one program in a worker: what it came to, never an exception for anything the program does.
+        ``handle``: how the host ends it early (:class:`RunHandle`)."""
         try:
             worker = self._take()
         except ProgramsUnavailable as error:
             log.error("program worker did not start", why=str(error))
             return ProgramRun("incomplete", result=f"Program stopped: {error}.", limit="worker")
+        if handle is not None and not handle.attach(worker):
+            self._give_back(worker)
+            return _ended("stopped", "its answer was no longer wanted")
         job = {"code": code, "names": names, "results": results, "seed": seed, "clock_ms": clock_ms,
                "limits": asdict(limits)}
         try:
@@ -151,11 +186,16 @@ class WorkerPool:
                                     f"its memory bound{self._named()})")
         except (WorkerGone, ValueError) as error:
             worker.stop()
+            if handle is not None and handle.stopped:
+                return _ended("stopped", "its answer was no longer wanted")
             log.warning("program worker ended", returncode=worker.process.returncode, why=str(error))
             return _ended("memory", f"it used more than its memory bound ({self.bound >> 20} MiB{self._named()}); "
                                     "its worker process was ended")
         worker.runs += 1
-        self._give_back(worker)
+        if handle is not None and not handle.detach():
+            worker.stop()
+        else:
+            self._give_back(worker)
         return ProgramRun(status=answer["status"], result=str(answer["result"]),
                           calls=[ToolCall(str(name), str(arguments)) for name, arguments in answer["calls"]],
                           recorded=int(answer["recorded"]), limit=answer["limit"],

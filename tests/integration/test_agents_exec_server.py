@@ -1,0 +1,288 @@
+"""``codex exec-server --remote`` serving a ``self_hosted`` session, through both doors: the session's executor
+credentials, the exec-server's signed registration and websocket (its direct transport), and the model's shell
+commands run there instead of being handed to the client as required actions. Events and items are checked with the
+SDK's own types (strict); the exec-server is tests/support/exec_server.py's, written from the protocol, or the real
+codex binary where ``CODEX_TEST_BINARY`` names one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from responses_bridge.devtools.procs import free_port
+from responses_bridge.envoy_config import Auth, render_bootstrap
+from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle
+from tests.support.bridge import Sidecar, keys_command, running_sidecar
+from tests.support.envoy import start_envoy
+from tests.support.exec_server import FakeExecServer, real_codex, running_fake_exec_server, signed_headers
+
+
+@pytest.fixture
+async def beta_client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
+                                  timeout=60) as sdk:
+        yield sdk
+
+
+async def new_session(beta_client: openai.AsyncOpenAI, workspace: Path) -> tuple[str, str]:
+    agent = await beta_client.beta.agents.create(model=MODEL, instructions="Use the shell.")
+    session = await beta_client.beta.agents.sessions.create(
+        agent_id=agent.id, environment={"type": "self_hosted", "workspace_directory": str(workspace)})
+    assert session.status == "idle" and session.environment.type == "self_hosted"
+    return session.id, str(session.environment.id)  # type: ignore[union-attr]
+
+
+async def credentials(http: aiohttp.ClientSession, session_id: str, headers: dict[str, str] | None = None,
+                      ) -> tuple[int, dict[str, Any]]:
+    async with http.post(f"/v1/agents/sessions/{session_id}/executor_credentials",
+                         headers={**BETA, **(headers or {})}) as answer:
+        assert answer.headers.get("Cache-Control") == "no-store" or answer.status != 200
+        return answer.status, await answer.json()
+
+
+async def ask(beta_client: openai.AsyncOpenAI, http: aiohttp.ClientSession, session_id: str,
+              text: str) -> list[dict[str, Any]]:
+    """One message to the session, and its events until it is idle (each checked against the SDK's union)."""
+    await beta_client.beta.agents.sessions.events.create(session_id, events=[{
+        "type": "agent.session.input.message",
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": text}]}]}])
+    async with http.get(f"/v1/agents/sessions/{session_id}/events", headers=BETA) as answer:
+        return [event for _, event in frames(await read_until_idle(answer))]
+
+
+async def test_the_commands_run_on_the_exec_server(beta_client: openai.AsyncOpenAI, http: aiohttp.ClientSession,
+                                                   base_url: str, tmp_path: Path) -> None:
+    session_id, environment_id = await new_session(beta_client, tmp_path)
+    status, creds = await credentials(http, session_id)
+    assert status == 200 and creds["environment_id"] == environment_id and not creds["connected"]
+    assert creds["remote_path"] == "/v1/agents/executor" and creds["transport"] == "direct_jsonrpc_v1"
+    async with running_fake_exec_server(base_url + creds["remote_path"], environment_id,
+                                        creds["aws_access_key_id"], creds["aws_secret_access_key"]) as server:
+        assert (await credentials(http, session_id))[1]["connected"]
+        events = await ask(beta_client, http, session_id, "sh: echo hello > greeting.txt && cat greeting.txt")
+    types = [event["type"] for event in events]
+    assert "agent.session.requires_action" not in types and types[-1] == "agent.session.idle"
+    [done] = [event["item"] for event in events if event["type"] == "agent.session.turn.item.done"
+              and event["item"]["type"] == "command_execution"]
+    assert done["status"] == "completed" and done["output"] == "hello\n" and done["exit_code"] == 0
+    assert done["cwd"] == str(tmp_path) and (tmp_path / "greeting.txt").read_text() == "hello\n"
+    assert server.requests[:2] == ["initialize", "process/start"] and "process/read" in server.requests
+    text = "".join(event["delta"] for event in events if event["type"] == "agent.session.turn.output_text.delta")
+    assert "hello" in text
+    items = (await beta_client.beta.agents.sessions.items.list(session_id, order="asc")).data
+    assert [item.type for item in items] == ["message", "command_execution", "message"]
+    assert items[1].exit_code == 0 and items[1].output == "hello\n"  # type: ignore[union-attr]
+
+
+async def test_a_failing_command_and_the_client_after_a_disconnect(
+        beta_client: openai.AsyncOpenAI, http: aiohttp.ClientSession, base_url: str, tmp_path: Path) -> None:
+    session_id, environment_id = await new_session(beta_client, tmp_path)
+    creds = (await credentials(http, session_id))[1]
+    async with running_fake_exec_server(base_url + creds["remote_path"], environment_id,
+                                        creds["aws_access_key_id"], creds["aws_secret_access_key"]):
+        events = await ask(beta_client, http, session_id, "sh: echo oops >&2; exit 3")
+    [done] = [event["item"] for event in events if event["type"] == "agent.session.turn.item.done"
+              and event["item"]["type"] == "command_execution"]
+    assert done["status"] == "failed" and done["exit_code"] == 3 and done["output"] == "oops\n"
+    for _ in range(100):  # the bridge sees the websocket close
+        if not (await credentials(http, session_id))[1]["connected"]:
+            break
+        await asyncio.sleep(0.05)
+    await beta_client.beta.agents.sessions.events.create(session_id, events=[{
+        "type": "agent.session.input.message",
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": "sh: echo mine"}]}]}])
+    async with http.get(f"/v1/agents/sessions/{session_id}/events", headers=BETA) as answer:
+        raw = b""
+        async for chunk in answer.content.iter_any():
+            raw += chunk
+            if b"event: agent.session.requires_action\n" in raw and raw.endswith(b"\n\n"):
+                break
+    assert any(event["type"] == "agent.session.requires_action" for _, event in frames(raw))  # the client's again
+    await beta_client.beta.agents.sessions.events.create(session_id, events=[{"type": "agent.session.input.cancel"}])
+
+
+async def test_what_the_registry_refuses(beta_client: openai.AsyncOpenAI, http: aiohttp.ClientSession,
+                                        base_url: str, tmp_path: Path) -> None:
+    session_id, environment_id = await new_session(beta_client, tmp_path)
+    other_id, other_environment = await new_session(beta_client, tmp_path)
+    creds = (await credentials(http, session_id))[1]
+    remote = base_url + creds["remote_path"]
+    async with aiohttp.ClientSession() as raw:
+        # the Noise relay's registration (codex's default transport): a 400 saying what to run instead
+        async with raw.post(f"{remote}/cloud/environment/{environment_id}/register",
+                            json={"security_profile": "noise_hybrid_ik_v1", "executor_public_key": {}},
+                            headers={"Authorization": "Bearer sk-client"}) as answer:
+            error = (await answer.json())["error"]
+            assert answer.status == 400 and error["code"] == "unsupported_value"
+            assert "--remote-transport direct --aws-sigv4" in error["message"]
+        wrong = FakeExecServer(remote, environment_id, creds["aws_access_key_id"], "not-the-secret")
+        status, body = await wrong.register(raw)
+        assert status == 401 and body["error"]["code"] == "invalid_signature"
+        unsigned = await raw.post(f"{remote}/cloud/environment/{environment_id}/direct/register",
+                                  json={"transport": "direct_jsonrpc_v1"})
+        assert unsigned.status == 401 and "not-the-secret" not in await unsigned.text()
+        # a session's credentials are for its own environment only
+        status, body = await FakeExecServer(remote, other_environment, creds["aws_access_key_id"],
+                                            creds["aws_secret_access_key"]).register(raw)
+        assert status == 404, body
+        server = FakeExecServer(remote, environment_id, creds["aws_access_key_id"], creds["aws_secret_access_key"])
+        status, body = await server.register(raw, b'{"transport":"legacy"}')
+        assert status == 400 and body["error"]["param"] == "transport"
+        status, registered = await server.register(raw)
+        assert status == 200 and registered["transport"] == "direct_jsonrpc_v1"
+        assert registered["environment_id"] == environment_id and registered["url"].startswith("ws://")
+        url = registered["url"]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as unsigned_ws:  # the websocket is signed too
+            await raw.ws_connect(url)
+        assert unsigned_ws.value.status == 401
+        connected = asyncio.Event()
+        serving = asyncio.ensure_future(server.serve(raw, url, connected))
+        await asyncio.wait_for(connected.wait(), 30)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as spent:  # the URL's token is spent
+            await raw.ws_connect(url, headers=signed_headers("GET", url, b"", creds["aws_access_key_id"],
+                                                             creds["aws_secret_access_key"]))
+        assert spent.value.status == 409  # codex registers again on a 409
+        # a second exec-server of the session is refused while the first serves (never displacing each other)
+        status, again = await server.register(raw)
+        assert status == 200
+        second = again["url"]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as served:
+            await raw.ws_connect(second, headers=signed_headers("GET", second, b"", creds["aws_access_key_id"],
+                                                                creds["aws_secret_access_key"]))
+        assert served.value.status == 409 and not serving.done()
+        status, body = await server.register(raw, b"x" * 5000)  # bounded before its signature is checked
+        assert status == 413, body
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+    status, body = await credentials(http, "sess_nope")
+    assert status == 404
+    assert other_id != session_id
+
+
+ALPHA, OTHER = "alpha", "beta"
+
+
+@pytest.fixture(scope="module")
+async def tenanted(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
+    async with running_sidecar(str(tmp_path_factory.mktemp("exec-tenancy")), fake_upstream, extproc=False,
+                               env={"RESPONSES_BRIDGE_AUTH": "header"},
+                               ready_headers={"x-tenant-id": ALPHA}) as sidecar:
+        yield sidecar
+
+
+async def test_another_tenant_cannot_attach(tenanted: Sidecar, tmp_path: Path) -> None:
+    async with openai.AsyncOpenAI(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
+                                  timeout=60, default_headers={"x-tenant-id": ALPHA}) as alpha, \
+            aiohttp.ClientSession(tenanted.http_url) as http:
+        session_id, environment_id = await new_session(alpha, tmp_path)
+        status, _ = await credentials(http, session_id, {"x-tenant-id": OTHER})
+        assert status == 404  # another tenant's session
+        theirs, _ = await new_session(openai.AsyncOpenAI(
+            base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
+            default_headers={"x-tenant-id": OTHER}), tmp_path)
+        status, creds = await credentials(http, theirs, {"x-tenant-id": OTHER})
+        assert status == 200
+        remote = tenanted.http_url + creds["remote_path"]
+        # its own credentials do not reach alpha's environment, nor does a key id naming alpha without alpha's secret
+        status, _ = await FakeExecServer(remote, environment_id, creds["aws_access_key_id"],
+                                         creds["aws_secret_access_key"]).register(http)
+        assert status == 404
+        mine = (await credentials(http, session_id, {"x-tenant-id": ALPHA}))[1]
+        status, body = await FakeExecServer(remote, environment_id, mine["aws_access_key_id"],
+                                            creds["aws_secret_access_key"]).register(http)
+        assert status == 401 and body["error"]["code"] == "invalid_signature"
+
+
+@pytest.mark.skipif(real_codex() is None, reason="CODEX_TEST_BINARY names no codex binary")
+async def test_the_real_codex_exec_server(beta_client: openai.AsyncOpenAI, http: aiohttp.ClientSession,
+                                          base_url: str, tmp_path: Path) -> None:
+    session_id, environment_id = await new_session(beta_client, tmp_path)
+    creds = (await credentials(http, session_id))[1]
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CODEX_HOME": str(home),
+           "AWS_ACCESS_KEY_ID": creds["aws_access_key_id"], "AWS_SECRET_ACCESS_KEY": creds["aws_secret_access_key"],
+           "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    codex = await asyncio.create_subprocess_exec(
+        str(real_codex()), "exec-server", "--remote", base_url + creds["remote_path"], "--environment-id",
+        environment_id, "--remote-transport", "direct", "--aws-sigv4", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        for _ in range(300):
+            if (await credentials(http, session_id))[1]["connected"]:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the codex exec-server did not connect")
+        events = await ask(beta_client, http, session_id, "sh: echo real > real.txt && cat real.txt")
+    finally:
+        codex.kill()
+        await codex.wait()
+    [done] = [event["item"] for event in events if event["type"] == "agent.session.turn.item.done"
+              and event["item"]["type"] == "command_execution"]
+    assert done["status"] == "completed" and done["exit_code"] == 0 and done["output"].endswith("real\n")
+    assert (tmp_path / "real.txt").read_text() == "real\n"
+
+
+Keyed = tuple[str, str, dict[str, str]]
+
+
+@pytest.fixture(scope="module")
+async def keyed(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Keyed]:
+    """RESPONSES_BRIDGE_AUTH=keys, both doors (Envoy checking keys too): (HTTP door, Envoy door, tenant -> key)."""
+    directory = str(tmp_path_factory.mktemp("exec-keys"))
+    db = os.path.join(directory, "keys.db")
+    keys = {}
+    for tenant in (ALPHA, OTHER):
+        made = keys_command(db, "create", "--tenant", tenant)
+        assert made.returncode == 0, made.stderr
+        keys[tenant] = made.stdout.strip()
+    listen_port = free_port()
+    async with running_sidecar(directory, fake_upstream, "--db", db, "--upstream-via",
+                               f"http://127.0.0.1:{listen_port}/v1",
+                               env={**os.environ, "RESPONSES_BRIDGE_AUTH": "keys"}) as sidecar:
+        envoy = await start_envoy(render_bootstrap(
+            listen_port=listen_port, extproc_port=sidecar.extproc_port,
+            http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0,
+            auth=Auth(mode="keys")))
+        try:
+            yield sidecar.http_url, f"http://127.0.0.1:{listen_port}", keys
+        finally:
+            envoy.stop()
+
+
+@pytest.mark.parametrize("through", ["http", "envoy"])
+async def test_with_bridge_keys(keyed: Keyed, through: str, tmp_path: Path) -> None:
+    """The credentials take the tenant's bridge key; the exec-server's own requests carry none (the middleware
+    leaves them to their signature), and another tenant's key reaches nothing of the session."""
+    base = keyed[0] if through == "http" else keyed[1]
+    keys = keyed[2]
+    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=keys[ALPHA], max_retries=0, timeout=60) as alpha, \
+            aiohttp.ClientSession(base) as http:
+        session_id, environment_id = await new_session(alpha, tmp_path)
+        assert (await credentials(http, session_id))[0] == 401  # no key
+        assert (await credentials(http, session_id, {"Authorization": f"Bearer {keys[OTHER]}"}))[0] == 404
+        status, creds = await credentials(http, session_id, {"Authorization": f"Bearer {keys[ALPHA]}"})
+        assert status == 200
+        for secret in (keys[ALPHA], keys[OTHER]):
+            assert secret not in str(creds)
+        async with running_fake_exec_server(base + creds["remote_path"], environment_id, creds["aws_access_key_id"],
+                                            creds["aws_secret_access_key"]):
+            await alpha.beta.agents.sessions.events.create(session_id, events=[{
+                "type": "agent.session.input.message",
+                "input": [{"role": "user", "content": [{"type": "input_text", "text": "sh: echo keyed"}]}]}])
+            async with http.get(f"/v1/agents/sessions/{session_id}/events",
+                                headers={**BETA, "Authorization": f"Bearer {keys[ALPHA]}"}) as answer:
+                events = [event for _, event in frames(await read_until_idle(answer))]
+    [done] = [event["item"] for event in events if event["type"] == "agent.session.turn.item.done"
+              and event["item"]["type"] == "command_execution"]
+    assert done["status"] == "completed" and done["output"] == "keyed\n"
