@@ -28,6 +28,7 @@ import orjson
 import pytest
 
 from responses_bridge.devtools.procs import ManagedProcess, wait_http
+from responses_bridge.services.agent_turn_queue import WAITING
 from responses_bridge.services.session_resume import STEP_RESPONSE
 from responses_bridge.store.base import DEFAULT_TENANT as TENANT
 from responses_bridge.store.open import open_stores
@@ -276,7 +277,7 @@ async def _read_until(answer: aiohttp.ClientResponse, event: bytes) -> bytes:
     return raw
 
 
-@pytest.mark.parametrize("told", ["told", "untold", "logged", "calls"])
+@pytest.mark.parametrize("told", ["told", "untold", "logged", "calls", "answered"])
 async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_model_call(
         told: str, fake_upstream: str, tmp_path: Path) -> None:
     """The stored state a ``kill -9`` leaves when it lands between the end of a turn's step response and the turn's
@@ -287,20 +288,23 @@ async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_m
     and no model call made again. ``untold``: the answer's item was not stored yet, so the restart tells it.
     ``logged``: the kill came before the response's end was stored, after its terminal event was (the next
     start's sweep stores it ``failed``, "its stream had already ended"): the turn ends from that event.
-    ``calls``: the response ended with a call of the client's function: the wait for its result is not rebuilt, the
-    turn fails saying so (still no model call), and the session goes idle."""
+    ``calls``: the response ended with a call of the client's function: the turn begins the wait the stopped
+    process was about to (the session ``requires_action`` for that call, no model call made again), and the
+    client's result completes it, with one more model call. ``answered``: the client's result had come (and been
+    stored) before that wait began: nothing is waited for, the turn goes on with it."""
     db = str(tmp_path / "bridge.db")
     requests_url = fake_upstream.removesuffix("/v1") + "/_fake/requests"
     async with sidecar(tmp_path / "a", fake_upstream, db) as (_, base):
         async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
-            agent = {"model": "fake-model", "tools": [LOOKUP]} if told == "calls" else {"model": "fake-model"}
+            calls = told in ("calls", "answered")
+            agent = {"model": "fake-model", "tools": [LOOKUP]} if calls else {"model": "fake-model"}
             async with http.post("/v1/agents/sessions", json={
                     "agent": agent, "environment": {"type": "none"},
-                    "input": "call lookup now" if told == "calls" else "once"}) as answer:
+                    "input": "call lookup now" if calls else "once"}) as answer:
                 assert answer.status == 200, await answer.text()
                 session_id = (await answer.json())["id"]
             async with http.get(f"/v1/agents/sessions/{session_id}/events") as answer:
-                ending = b"event: agent.session.requires_action\n" if told == "calls" else \
+                ending = b"event: agent.session.requires_action\n" if calls else \
                     b"event: agent.session.idle\n"
                 cursor = frames(await _read_until(answer, ending))[-1][0]
             async with http.get(requests_url) as answer:
@@ -320,10 +324,13 @@ async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_m
             assert stored is not None
             await stores.responses.save_response({**stored, "status": "failed", "error": {
                 "code": "server_error", "message": "its stream had already ended"}}, [], tenant=TENANT)
+        if told == "answered":  # the client answered the call as soon as it was shown, before the wait began
+            kept[WAITING] = {"answers": [{"type": "function_call_output", "call_id": "call_lookup_0",
+                                          "output": "a word"}]}
         turn.update(status="in_progress", usage=None, completed_at=None)
         await agents.put("turn", turn["id"], turn, tenant=TENANT, parent=session_id)
         session.update(status="in_progress", required_actions=[])
-        if told == "calls":  # stored when the turn waits, which it had not yet: the session's first turn
+        if calls:  # stored when the turn waits, which it had not yet: the session's first turn
             session["_private"].pop("last_response_id", None)
         await agents.put("session", session_id, session, tenant=TENANT, parent=session["agent"]["id"])
         if told == "untold":
@@ -336,6 +343,16 @@ async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_m
         await stores.close()
     async with sidecar(tmp_path / "b", fake_upstream, db) as (_, base):
         async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
+            if told == "calls":  # the wait begun again: the client answers the call, once
+                async with http.get(f"/v1/agents/sessions/{session_id}/events", params={"after": cursor}) as answer:
+                    waited = frames(await _read_until(answer, b"event: agent.session.requires_action\n"))
+                async with http.get(requests_url) as answer:
+                    calls_waiting = len((await answer.json())["data"])
+                (action,) = waited[-1][2]["session"]["required_actions"]
+                async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [{
+                        "type": "agent.session.input.tool_result", "call_id": action["call_id"],
+                        "turn_id": turn["id"], "success": True, "output": "a word"}]}) as sent:
+                    assert sent.status == 202, await sent.text()
             async with http.get(f"/v1/agents/sessions/{session_id}/events",
                                 params={"until_idle": "true", "after": cursor}) as answer:
                 after = frames(await answer.read())
@@ -348,21 +365,20 @@ async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_m
                 session_now = await answer.json()
             async with http.get(requests_url) as answer:
                 calls_after = len((await answer.json())["data"])
-            if told == "calls":  # the session takes the input again, chained on what came before the failed turn
-                async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
-                        {"type": "agent.session.input.message",
-                         "input": [{"role": "user", "content": [{"type": "input_text", "text": "again"}]}]}]}) as sent:
-                    assert sent.status == 202, await sent.text()
-                async with http.get(f"/v1/agents/sessions/{session_id}/events",
-                                    params={"until_idle": "true", "after": after[-1][0]}) as answer:
-                    again = [kind for _, kind, _ in frames(await answer.read())]
     kinds = [kind for _, kind, _ in after]
-    assert calls_after == calls_before  # no model call made again
-    if told == "calls":
-        assert ended["status"] == "failed" and "not rebuilt" in ended["error"]["message"], ended
-        assert kinds.count("agent.session.turn.failed") == 1 and kinds[-1] == "agent.session.idle", kinds
-        assert session_now["status"] == "idle" and again.count("agent.session.turn.completed") == 1, again
+    if told == "answered":  # no wait: the next step runs with the stored answer, once
+        assert calls_after == calls_before + 1 and "agent.session.requires_action" not in kinds, kinds
+        assert kinds.count("agent.session.turn.completed") == 1 and kinds[-1] == "agent.session.idle", kinds
+        assert ended["status"] == "completed" and session_now["status"] == "idle", ended
         return
+    if told == "calls":
+        assert calls_waiting == calls_before and calls_after == calls_before + 1  # the step not made again
+        assert action["call_id"] == "call_lookup_0" and action["name"] == "lookup", action
+        assert kinds.count("agent.session.requires_action") == 1 and "agent.session.turn.failed" not in kinds
+        assert kinds.count("agent.session.turn.completed") == 1 and kinds[-1] == "agent.session.idle", kinds
+        assert ended["status"] == "completed" and session_now["status"] == "idle", ended
+        return
+    assert calls_after == calls_before  # no model call made again
     assert kinds.count("agent.session.turn.completed") == 1 and kinds[-1] == "agent.session.idle", kinds
     assert kinds.count("agent.session.turn.item.done") == (1 if told == "untold" else 0), kinds
     assert "agent.session.turn.item.added" not in kinds  # it was told added before the stop

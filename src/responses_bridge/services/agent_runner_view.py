@@ -39,6 +39,7 @@ class TurnRunner(Protocol):
     queue: list[QueuedTurn]
     current: QueuedTurn | None
     response_id: str | None
+    cancelling: bool
     task: asyncio.Task[None] | None
     on_idle: Callable[[Any], None] | None
     handing_off: bool

@@ -22,6 +22,7 @@ from .agent_traces import TurnTrace
 
 MAX_QUEUED_TURNS = 32  # a session's input waiting behind its running turn, stored until it runs
 QUEUED_INPUT = "input"  # where a queued turn's record keeps its messages until it starts (under ``_private``)
+WAITING = "waiting"  # where a turn waiting on the client keeps what it waits on (session_waiting.py)
 LOST_INPUT = "The turn's input could not be read back from the store; send it again."
 
 
@@ -38,6 +39,8 @@ class QueuedTurn:
     review_usage: dict[str, Any] | None = None  # the automatic reviews' tokens, not yet in the turn's usage
     resuming: bool = False  # a stopped process's running turn, continued from its step in flight
     kept: list[dict[str, Any]] = field(default_factory=list)  # its step's resumable subagents (subagent_contexts)
+    waiting: bool = False  # a stopped process's turn waiting on the client, waiting on here (session_waiting.py)
+    wait_first: bool = False  # its step response had ended with calls for the client, not waited on yet
 
 
 def new_turn(session: dict[str, Any]) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from .background import BackgroundService
 from .background_frames import split_frames
 from .environment_mcp import SessionMCP
 from .session_resume import HandOff, begin_resumed, forget_steps, is_boundary, record_step, started_step, stop_response
+from .session_waiting import keep_wait, kept_usage, wait_for_results, waiting_entry
 from .subagent_contexts import kept_subagents
 from .vaults import VaultService
 
@@ -228,11 +229,15 @@ class SessionRunner:
 
     async def _run(self, entry: QueuedTurn) -> None:
         turn = entry.turn
+        if entry.waiting:  # a stopped process's turn waiting on the client: it waits on here (session_waiting.py)
+            entry.review = (session := await self.session()).get("review")
+            await self._steps(entry, session, [])
+            return
         if entry.resuming:  # a stopped process's turn, continued from its step in flight (session_resume.py)
             resumed = await begin_resumed(self, entry)
-            if resumed is not None:  # the session's review mode as it is now (its value at the start was not kept)
+            if resumed is not None or entry.wait_first:  # the session's review mode as it is now (not kept)
                 entry.review = (session := await self.session()).get("review")
-                await self._steps(entry, session, resumed)
+                await self._steps(entry, session, resumed or [])
             return
         if not await self._queued_input(entry):
             await self._end(entry, "failed", {"code": "server_error", "message": LOST_INPUT}, None)
@@ -263,11 +268,17 @@ class SessionRunner:
 
     async def _steps(self, entry: QueuedTurn, session: dict[str, Any], turn_input: list[dict[str, Any]]) -> None:
         """The turn's responses from ``turn_input`` on, each step recorded as it starts (session_resume.py)."""
-        turn, first = entry.turn, not entry.resuming
+        turn, first = entry.turn, not (entry.resuming or entry.waiting)
         # the skills and AGENTS.md of the environment's capability directories, as they are when the turn starts
         capabilities = await self.environments.capabilities(session, tenant=self.tenant) \
             if self.environments is not None else ""
-        total: dict[str, Any] | None = None
+        total: dict[str, Any] | None = kept_usage(turn) if entry.waiting or entry.wait_first else None
+        if entry.waiting or entry.wait_first:  # a stopped process's wait, or the one it was about to begin
+            answered = await wait_for_results(self, entry, total)
+            if answered is None:
+                await self._end(entry, "cancelled", None, total)
+                return
+            turn_input, session = answered, await self.session()
         while True:  # one response, then another with the client's tool results, until no call is left open
             try:
                 if self.environments is not None:  # the container's vault credentials as they are now
@@ -302,7 +313,7 @@ class SessionRunner:
             if status != "completed" or not entry.calls.pending:
                 break
             await run_on_executor(self, entry, session)  # a self_hosted session's commands, on its exec-server
-            answered = await self._wait_for_results(entry)
+            answered = await wait_for_results(self, entry, total)
             if answered is None:
                 await self._end(entry, "cancelled", None, total)
                 return
@@ -332,63 +343,41 @@ class SessionRunner:
                                 "turn_id": turn_id, "environment": environment_state(container_id, "expired")})
         return False
 
-    async def _wait_for_results(self, entry: QueuedTurn) -> list[dict[str, Any]] | None:
-        """The turn's response left calls of the client's functions, or MCP calls held for its approval: the
-        session requires action until every result and decision came (they may have come already). They are the
-        next response's input; None: cancelled. (The ``automations`` tool's calls were made already.)"""
-        calls = entry.calls
-        if calls.waiting and not self.cancelling:
-            entry.turn["status"] = "waiting"
-            async with self._changing(entry) as session:
-                session["status"], session["required_actions"] = "requires_action", calls.required_actions()
-                await self.events.emit({"type": "agent.session.requires_action", "session": public(session)},
-                                       records=[self.turn_record(entry.turn), self.session_record(session)])
-            while calls.waiting and not self.cancelling:
-                await calls.wait()
-            entry.turn["status"] = "in_progress" if not self.cancelling else "waiting"
-            async with self._changing() as session:
-                session["status"], session["required_actions"] = "in_progress", []
-                await self.events.emit({"type": "agent.session.in_progress", "session": public(session)},
-                                       records=[self.turn_record(entry.turn), self.session_record(session)])
-        elif entry.changes is not None:
-            async with self._changing(entry) as session:
-                await self.events.flush([self.turn_record(entry.turn), self.session_record(session)])
-        if self.cancelling:
-            return None
-        return calls.take_answers()
-
     async def tool_result(self, result: dict[str, Any], session: dict[str, Any] | None = None) -> None:
         """A client's result for an open call of the running turn, or for an ``async`` call (changing
         ``session``, the caller's copy); a 400 for any other call."""
-        entry = self.current
+        entry = waiting_entry(self)
         call = entry.calls.open.get(result["call_id"]) if entry is not None else None
         if entry is None or call is None or call["turn_id"] != result["turn_id"]:
             if await async_result(self, result, session):
                 return
             raise unknown_call(result["call_id"])
         entry.trace.call_answered(result["call_id"], bool(result["success"]))
+        entry.calls.answer(result)
+        keep_wait(entry)  # the answer is stored with the event that shows it: a restart keeps it
         if "command_item" in call:  # a command the client ran: its command_execution item is done
-            entry.calls.answer(result)
             ran = dict(call["command_item"], status="completed" if result["success"] else "failed",
                        output=result_text(result.get("output")) or result.get("error"))
             await self.events.emit({"type": "agent.session.turn.item.done", "session_id": self.session_id,
                                     "turn_id": call["turn_id"], "output_index": 0, "item": ran},
-                                   records=[self.item_record(ran)])
+                                   records=[self.item_record(ran), self.turn_record(entry.turn)])
             return
         item = call_output_item(ids.new_id("fco"), call, result)
-        entry.calls.answer(result)
         done = dict(call, status="completed" if result["success"] else "failed")
         await self.events.emit({"type": "agent.session.turn.item.done", "session_id": self.session_id,
                                 "turn_id": call["turn_id"], "output_index": 0, "item": done})
         await self.events.emit({"type": "agent.session.turn.item.added", "session_id": self.session_id,
                                 "turn_id": call["turn_id"], "output_index": None, "item": item},
-                               records=[self.item_record(done), self.item_record(item)])
+                               records=[self.item_record(done), self.item_record(item), self.turn_record(entry.turn)])
 
     async def approval(self, result: dict[str, Any]) -> None:
         """The client's decision on an MCP call the running turn holds (a 400 for any other request id)."""
-        if self.current is None:
+        entry = waiting_entry(self)
+        if entry is None:
             raise unknown_approval(result["request_id"])
-        self.current.calls.decide(result["request_id"], result["decision"])
+        entry.calls.decide(result["request_id"], result["decision"])
+        keep_wait(entry)  # stored before the decision is acknowledged: a restart keeps it
+        await self.events.flush([self.turn_record(entry.turn)])
 
     async def _credentialed(self, session: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         """``body`` with each MCP tool's vault credential as its ``authorization`` (the bridge's MCP client sends

@@ -55,6 +55,7 @@ from ..sealing import Sealer
 from ..store.base import EventLog, ResponseStore, RunLeases
 from ..store.records import Closer, LeaseLost
 from ..store.sqlite.background_runs import LocalRunLeases
+from .background_finish import finish_from_log, logged_end
 from .background_frames import (
     _TERMINAL,
     ABANDONED_MESSAGE,
@@ -133,7 +134,8 @@ class BackgroundService:
 
     async def sweep(self) -> list[str]:
         """Take over every run nobody holds: each is claimed by one process (``RunLeases.take_abandoned``), then
-        resumed here, or, when it cannot be (background_resume.py says why), failed as before. Without
+        finished from its log when its stream had ended (background_finish.py), else resumed here, or, when it
+        cannot be (background_resume.py says why), failed as before. Without
         ``rebuild`` every such run is failed. Returns the ids of the failed runs."""
         if self.rebuild is None or self.sealer is None:
             return await self.leases.fail_abandoned(self._closer())
@@ -160,18 +162,30 @@ class BackgroundService:
         message = (ABANDONED_MESSAGE if self.leases.shared else INTERRUPTED_MESSAGE).replace(
             "will not be resumed.", f"it was not resumed: {why}.")
         response, frame = interrupted(message)(stored)
-        fence = {} if self.lease_owner is None else {"lease_owner": self.lease_owner}
         try:
-            await self.events.end_response(response, frame, tenant=tenant, **fence)
+            await self.events.end_response(response, frame, tenant=tenant, **self._fence())
         finally:
             await self.leases.release(response_id)
         log.warning("background_not_resumed", response_id=response_id, reason=why)
 
+    def _fence(self) -> dict[str, str]:
+        """What names this process's lease in a save (none alone on the database)."""
+        return {} if self.lease_owner is None else {"lease_owner": self.lease_owner}
+
     async def _resume(self, response_id: str, tenant: str, stored: dict) -> str | None:
         """Start ``response_id`` again from its stored request and stream (None), or say why not."""
         assert self.rebuild is not None and self.sealer is not None
-        plan = plan_resume(await self.events.after(response_id, ALL_ROWS, tenant=tenant), self.sealer,
-                           self.max_resumes)
+        rows = await self.events.after(response_id, ALL_ROWS, tenant=tenant)
+        ended = logged_end(rows, response_id)
+        if ended is not None:  # it had finished: its end is stored from its log, nothing made again
+            try:
+                await finish_from_log(self.store, ended, tenant=tenant, fence=self._fence())
+            except LeaseLost:  # another process stored its end meanwhile: that end stands
+                log.warning("background_finish_lease_lost", response_id=response_id)
+            finally:
+                await self.leases.release(response_id)
+            return None
+        plan = plan_resume(rows, self.sealer, self.max_resumes)
         if isinstance(plan, str):
             return plan
         response_run, call, authorization, upstream = await self.rebuild(plan.body, tenant=tenant)

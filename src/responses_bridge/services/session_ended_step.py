@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 
-from ..protocol.agent_events import Shown, token_usage, translate
+from ..protocol.agent_automations_tool import FUNCTION_NAME as AUTOMATIONS_FUNCTION
+from ..protocol.agent_events import CLIENT_CALL, Shown, token_usage, translate
+from .agent_turn_queue import WAITING
 
 if TYPE_CHECKING:
     from .agent_runner_view import TurnRunner
@@ -25,6 +27,28 @@ CLIENT_PENDING = frozenset({"function_call", "custom_tool_call", "mcp_approval_r
 STEP_ENDED_WITH_CALLS = ("The server running this turn stopped after its response ended with calls for the client "
                          "(tool calls or approvals), before the turn waited for them; that wait is not rebuilt, and "
                          "the turn is not resumed. Send the input again.")
+
+
+def _for_client(item: dict[str, Any]) -> bool:
+    """An output item the turn waits on the client for (a ``self_hosted`` session's command among them)."""
+    return item.get("type") in CLIENT_PENDING or (item.get("type") == "shell_call" and item.get("environment") is None)
+
+
+async def _rebuildable(runner: TurnRunner, output: list[dict[str, Any]]) -> bool:
+    """Can the wait the stopped process was about to begin be begun here: only the client's plain function
+    calls, its commands and MCP approvals it decides itself (the calls the session makes itself, the ones it does
+    not wait for and the automatic review are the running process's)."""
+    session = await runner.session()
+    asynchronous = {tool["name"] for tool in session["agent"]["tools"]
+                    if tool["type"] == "function" and tool.get("async")}
+    for item in output:
+        kind = item.get("type")
+        if kind == "custom_tool_call" or (kind == "function_call" and (
+                item.get("name") in asynchronous or item.get("name") == AUTOMATIONS_FUNCTION)):
+            return False
+        if kind == "mcp_approval_request" and session.get("review") == "auto_review":
+            return False
+    return True
 
 
 async def ended_step(runner: TurnRunner, entry: QueuedTurn, response_id: str | None) -> bool:
@@ -46,23 +70,32 @@ async def ended_step(runner: TurnRunner, entry: QueuedTurn, response_id: str | N
             return False
     output = [item for item in stored.get("output") or [] if isinstance(item, dict)]
     usage = token_usage(stored.get("usage"))
-    if any(item.get("type") in CLIENT_PENDING for item in output):  # the session chains on as before this turn
-        entry.changes = {"usage": usage, "last_response_id": None}
+    waits = any(_for_client(item) for item in output)
+    if waits and (stored["status"] != "completed" or not await _rebuildable(runner, output)):
+        entry.changes = {"usage": usage, "last_response_id": None}  # the session chains on as before this turn
         await runner._end(entry, "failed", {"code": "server_error", "message": STEP_ENDED_WITH_CALLS}, usage)
         return True
     entry.changes = {"usage": usage, "last_response_id": response_id}
+    answered_before = list(((turn.get("_private") or {}).get(WAITING) or {}).get("answers") or [])
     kept, added = await _told_items(runner, turn["id"])
     shown = Shown(ids=set(added))
     for index, item in enumerate(output):
-        if str(item.get("id")) in kept:
-            continue
+        told = str(item.get("id")) in kept
         for kind in ("response.output_item.added", "response.output_item.done"):
-            if kind.endswith("added") and str(item.get("id")) in added:
-                continue
             said, done = translate({"type": kind, "output_index": index, "item": item}, runner.session_id,
                                    turn["id"], shown)
-            if said is not None:
-                await runner.events.emit(said, records=None if done is None else [runner.item_record(done)])
+            if waits and kind.endswith("done"):  # the calls the turn waits on, told or not: opened again
+                _open(entry, item, done)
+            if said is None or told or (kind.endswith("added") and str(item.get("id")) in added):
+                continue
+            await runner.events.emit(said, records=None if done is None else [runner.item_record(done)])
+    if waits:  # the wait the stopped process was about to begin: begun by the turn (session_waiting.py)
+        _answered(entry, answered_before)
+        turn.setdefault("_private", {})[WAITING] = {"usage": usage}  # the turn's usage so far
+        entry.wait_first = True
+        log.info("agent_turn_waits_from_stored_step", session_id=runner.session_id, turn_id=turn["id"],
+                 response_id=response_id)
+        return True
     log.info("agent_turn_ended_from_stored_step", session_id=runner.session_id, turn_id=turn["id"],
              response_id=response_id, status=stored["status"])
     if stored["status"] == "completed":
@@ -72,6 +105,29 @@ async def ended_step(runner: TurnRunner, entry: QueuedTurn, response_id: str | N
         code = "max_output_tokens" if reason == "max_output_tokens" else "context_length_exceeded"
         await runner._end(entry, "failed", {"code": code, "message": f"The turn ended incomplete: {reason}."}, usage)
     return True
+
+
+def _open(entry: QueuedTurn, item: dict[str, Any], done: dict[str, Any] | None) -> None:
+    """A call of the step's output the turn waits on, as the turn's response follower opens it (agent_turns.py)."""
+    if done is not None and done.get("type") == "function_call":
+        entry.calls.opened(done)
+    elif done is not None and CLIENT_CALL in done:  # a command the client runs (self_hosted)
+        entry.calls.opened({**done.pop(CLIENT_CALL), "command_item": done})
+    elif item.get("type") == "mcp_approval_request":
+        entry.calls.asked({**item, "turn_id": entry.turn["id"]})
+
+
+def _answered(entry: QueuedTurn, answers: list[dict[str, Any]]) -> None:
+    """The client's results and decisions the stopped process had stored for these calls before its wait began
+    (the client may answer a call as soon as it is shown): kept, their calls no longer waited on."""
+    calls, keep = entry.calls, False
+    for answer in answers:
+        call_id, request_id = answer.get("call_id"), answer.get("approval_request_id")
+        if call_id is not None or request_id is not None:
+            keep = calls.open.pop(str(call_id), None) is not None if call_id is not None else \
+                calls.approvals.pop(str(request_id), None) is not None
+        if keep:  # (a refusal's note, which has neither id, goes with the decision before it)
+            calls.answers.append(answer)
 
 
 async def _ended_in_log(runner: TurnRunner, response_id: str) -> dict[str, Any] | None:

@@ -58,7 +58,7 @@ import structlog
 from ..protocol.errors import APIError
 from .agent_subagents import left_open
 from .agent_traces import turn_span
-from .agent_turn_queue import QUEUED_INPUT, QueuedTurn, public
+from .agent_turn_queue import QUEUED_INPUT, WAITING, QueuedTurn, public
 from .background_run import until_started
 from .session_ended_step import ended_step
 
@@ -200,7 +200,7 @@ async def started_step(runner: TurnRunner, turn: dict[str, Any], response_id: st
 
 def forget_steps(turn: dict[str, Any]) -> None:
     """A turn that ended keeps neither its queued input nor how it was to be resumed."""
-    for kept in (QUEUED_INPUT, STEP_INPUT, STEP_RESPONSE):
+    for kept in (QUEUED_INPUT, STEP_INPUT, STEP_RESPONSE, WAITING):
         (turn.get("_private") or {}).pop(kept, None)
 
 
@@ -239,7 +239,7 @@ async def fail_credentialed(runner: TurnRunner, entries: list[QueuedTurn]) -> No
     each fails saying why (the running one with ``CREDENTIALS``, the queued ones with ``QUEUED_CREDENTIALS``),
     none makes a call. ``entries`` is emptied."""
     for entry in entries:
-        message = CREDENTIALS if entry.resuming else QUEUED_CREDENTIALS
+        message = CREDENTIALS if entry.resuming or entry.waiting else QUEUED_CREDENTIALS
         await runner._end(entry, "failed", {"code": "server_error", "message": message}, entry.turn.get("usage"))
     if entries:
         log.info("agent_session_not_resumed", session_id=runner.session_id, turns=len(entries),
@@ -259,8 +259,10 @@ class SessionResumer:
     async def resume(self, runner: TurnRunner, session: dict[str, Any]) -> None:
         """``runner`` (this process's, holding the session's lease) takes the turns a stopped process left: the
         running one continues, the queued ones run after it in order. A turn that waited for the client's tool
-        results or decisions (``waiting``) cannot be: what it waited for was held in the stopped process; it fails
-        as before, and the session goes on with the next."""
+        results or decisions (``waiting``) waits on here, for the same calls, the session still ``requires_action``
+        (session_waiting.py); one whose record keeps no wait (stored before waits were kept) fails as before."""
+        from .session_waiting import restored  # it builds on this module
+
         entries: list[QueuedTurn] = []
         waiting: list[dict[str, Any]] = []
         credentialed = False  # a turn of the session called the upstream with the client's own Authorization
@@ -271,7 +273,12 @@ class SessionResumer:
             for turn in page.data:
                 credentialed = credentialed or bool(private(turn).get(CLIENT_CREDENTIALS))
                 if turn["status"] == "waiting":
-                    waiting.append(turn)
+                    entry_or_none = restored(turn)
+                    if entry_or_none is None:
+                        waiting.append(turn)
+                    else:
+                        entry_or_none.span = turn_span(session, public(turn))
+                        entries.append(entry_or_none)
                 elif turn["status"] in ("queued", "in_progress"):
                     messages = private(turn).pop(QUEUED_INPUT, None) or []
                     entry = QueuedTurn(turn, messages, None, span=turn_span(session, public(turn)))
@@ -283,7 +290,7 @@ class SessionResumer:
         for turn in waiting:
             await runner._end(QueuedTurn(turn, [], None), "failed", {"code": "server_error", "message": RESTARTED},
                               turn.get("usage"))
-        if waiting or any(entry.resuming for entry in entries):  # the stopped process's subagents: ended
+        if waiting or any(entry.resuming or entry.waiting for entry in entries):  # its subagents: ended
             for said, records in await left_open(runner.store, runner.session_id, {
                     "code": "server_error", "message": SUBAGENT_RESTARTED}, tenant=runner.tenant):
                 await runner.events.emit(said, records=records)
@@ -294,13 +301,13 @@ class SessionResumer:
             await runner.events.emit({"type": "agent.session.idle", "session": public(session)},
                                      records=[runner.session_record(session)])
             return
-        if session["status"] == "requires_action":
+        if session["status"] == "requires_action" and not entries[0].waiting:
             session.update(status="in_progress", required_actions=[])
             await runner.events.emit({"type": "agent.session.in_progress", "session": public(session)},
                                      records=[runner.session_record(session)])
         runner.queue = entries + runner.queue
         log.info("agent_session_resumed", session_id=runner.session_id, turns=len(entries),
-                 running=sum(1 for entry in entries if entry.resuming))
+                 running=sum(1 for entry in entries if entry.resuming), waiting=entries[0].waiting)
         runner.task = asyncio.create_task(runner._work(), name=f"agent-session:{runner.session_id}")
 
     # --- shared database: the sweep ---------------------------------------------------------------------
