@@ -12,13 +12,28 @@ client's, as before; one that goes mid-call fails that call.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .executor_rpc import CommandOutcome, ExecutorConnection, ExecutorError, ExecutorGone
 
 if TYPE_CHECKING:
+    from ..store.base_agents import Record
+    from .agent_environments import SessionEnvironments
+    from .agent_events import SessionLog
     from .agent_turn_queue import QueuedTurn
-    from .agent_turns import SessionRunner
+
+
+class ExecutorTurn(Protocol):
+    """What running a turn's calls on an exec-server needs of the session's runner (agent_turns.SessionRunner),
+    named here so this module, which the runner calls, does not import it back."""
+
+    environments: SessionEnvironments | None
+    tenant: str
+    session_id: str
+    cancelling: bool
+    events: SessionLog
+
+    def item_record(self, item: dict[str, Any]) -> Record: ...
 
 MAX_CALL_COMMANDS = 20
 
@@ -50,7 +65,7 @@ async def _run_call(connection: ExecutorConnection, arguments: dict[str, Any],
     return outputs, None
 
 
-async def run_on_executor(runner: SessionRunner, entry: QueuedTurn, session: dict[str, Any]) -> None:
+async def run_on_executor(runner: ExecutorTurn, entry: QueuedTurn, session: dict[str, Any]) -> None:
     """Run the turn's open command calls on the session's exec-server, if one is connected."""
     environment = session.get("environment") or {}
     hub = runner.environments.executors if runner.environments is not None else None

@@ -24,6 +24,19 @@ MAX_QUEUED_TURNS = 32  # a session's input waiting behind its running turn, stor
 QUEUED_INPUT = "input"  # where a queued turn's record keeps its messages until it starts (under ``_private``)
 WAITING = "waiting"  # where a turn waiting on the client keeps what it waits on (session_waiting.py)
 LOST_INPUT = "The turn's input could not be read back from the store; send it again."
+STEP_INPUT = "step_input"  # where a running turn keeps its step's input, to resume that step (session_resume.py)
+STEP_RESPONSE = "step_response"  # and the step's response, once it has one
+
+
+class HandOff(Exception):
+    """A drain stops the turn here, at a step boundary; another process (or the next start) resumes it."""
+
+
+def private(turn: dict[str, Any]) -> dict[str, Any]:
+    """The turn's own fields no reader is shown (``_private``), made on first use."""
+    kept: dict[str, Any] = turn.setdefault("_private", {})
+    kept.setdefault("response_ids", [])
+    return kept
 
 
 @dataclass

@@ -46,12 +46,12 @@ from .agent_runner_view import ResponseStarter
 from .agent_subagent_tree import SubagentTree
 from .agent_tool_calls import unknown_approval, unknown_call
 from .agent_traces import TurnTrace, turn_span
-from .agent_turn_queue import LOST_INPUT, MAX_QUEUED_TURNS, QUEUED_INPUT, QueuedTurn, new_turn, public
+from .agent_turn_queue import LOST_INPUT, MAX_QUEUED_TURNS, QUEUED_INPUT, HandOff, QueuedTurn, new_turn, public
 from .agent_turn_request import turn_request
 from .background import BackgroundService
 from .background_frames import split_frames
 from .environment_mcp import SessionMCP
-from .session_resume import HandOff, begin_resumed, forget_steps, is_boundary, record_step, started_step, stop_response
+from .session_resume import begin_resumed, forget_steps, is_boundary, record_step, started_step, stop_response
 from .session_waiting import keep_wait, kept_usage, wait_for_results, waiting_entry
 from .subagent_contexts import kept_subagents
 from .vaults import VaultService

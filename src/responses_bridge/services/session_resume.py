@@ -58,17 +58,16 @@ import structlog
 from ..protocol.errors import APIError
 from .agent_subagents import left_open
 from .agent_traces import turn_span
-from .agent_turn_queue import QUEUED_INPUT, WAITING, QueuedTurn, public
+from .agent_turn_queue import QUEUED_INPUT, STEP_INPUT, STEP_RESPONSE, WAITING, QueuedTurn, private, public
 from .background_run import until_started
 from .session_ended_step import ended_step
+from .session_waiting import restored
 
 if TYPE_CHECKING:
     from .agent_runner_view import SessionHost, TurnRunner
 
 log = structlog.get_logger("responses_bridge.agents")
 
-STEP_INPUT = "step_input"
-STEP_RESPONSE = "step_response"
 RESUMES = "resumes"
 HANDOFF_SHARE = 0.5  # of the drain timeout: how long a drain waits for its turns' next step boundary
 
@@ -91,16 +90,6 @@ SUBAGENT_RESTARTED = ("The server restarted while this subagent's turn ran; it w
                       "turn went on without it.")
 INTERRUPTED = ("The server running this turn stopped while these tool calls were being made; they were not made "
                "again and their results are unknown (they may or may not have taken effect): {calls}.")
-
-
-class HandOff(Exception):
-    """A drain stops the turn here, at a step boundary; another process (or the next start) resumes it."""
-
-
-def private(turn: dict[str, Any]) -> dict[str, Any]:
-    kept: dict[str, Any] = turn.setdefault("_private", {})
-    kept.setdefault("response_ids", [])
-    return kept
 
 
 def is_boundary(event: dict[str, Any]) -> bool:
@@ -261,8 +250,6 @@ class SessionResumer:
         running one continues, the queued ones run after it in order. A turn that waited for the client's tool
         results or decisions (``waiting``) waits on here, for the same calls, the session still ``requires_action``
         (session_waiting.py); one whose record keeps no wait (stored before waits were kept) fails as before."""
-        from .session_waiting import restored  # it builds on this module
-
         entries: list[QueuedTurn] = []
         waiting: list[dict[str, Any]] = []
         credentialed = False  # a turn of the session called the upstream with the client's own Authorization

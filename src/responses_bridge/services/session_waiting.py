@@ -20,8 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .agent_tool_calls import ToolCalls
-from .agent_turn_queue import WAITING, QueuedTurn, public
-from .session_resume import STEP_INPUT, STEP_RESPONSE, HandOff, private
+from .agent_turn_queue import STEP_INPUT, STEP_RESPONSE, WAITING, HandOff, QueuedTurn, private, public
 
 if TYPE_CHECKING:
     from .agent_runner_view import TurnRunner
