@@ -110,13 +110,26 @@ class Held:
     def try_cover(self, received: int, declared: int | None = None) -> bool:
         """Covered already, or made so without waiting: ``received`` body bytes (rounded up to a step, at most
         ``declared``). False: :meth:`cover` must wait for room."""
-        if received <= self.covered or not self._budget.total:
+        budget = self._budget
+        if received <= self.covered or not budget.total:
             return True
-        target = self._target(received, declared)
-        extra = self._budget._try_take(self.holder, self._cost(target))
-        if extra is None:
-            return False
-        self._add(target, extra)
+        # _target, _cost and _add inlined: every request with a body comes here at least once
+        target = -(-received // STEP_BYTES) * STEP_BYTES
+        if declared is not None and declared >= received and declared < target:
+            target = declared
+        reservation = self._reservation
+        extra = max(0, min(target * COST_PER_BODY_BYTE, budget.share_bytes) - reservation.bytes)
+        if extra:
+            if budget.refusing or not budget.pool.try_take(self.holder, extra):
+                return False
+            MEMORY_HELD.set(budget.pool.held)
+        self.covered = target
+        if not extra:
+            return True
+        if reservation is NOTHING:
+            self._reservation = Reservation(budget, extra, self.holder)
+        else:
+            reservation.bytes += extra
         return True
 
     async def cover(self, received: int, declared: int | None = None) -> None:
