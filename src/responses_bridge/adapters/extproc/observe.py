@@ -41,8 +41,8 @@ ROUTE = "POST /v1/responses"
 CLIENT_CLOSED = 499
 ACTIVE = metrics.ACTIVE["extproc"]
 FIRST_EVENT = metrics.FIRST_EVENT["extproc"]
-MESSAGE = metrics.EXTPROC_MESSAGE
-OTHER = metrics.EXTPROC_OTHER
+MESSAGE = metrics.EXTPROC_MESSAGE_OBSERVE
+OTHER = metrics.EXTPROC_OTHER_OBSERVE
 _NOOP: AbstractContextManager[None] = contextlib.nullcontext()
 
 
@@ -113,7 +113,7 @@ class StreamObservation:
         return headers
 
     def message(self, phase: str | None, seconds: float) -> None:
-        MESSAGE.get(phase or "", OTHER).observe(seconds)
+        MESSAGE.get(phase or "", OTHER)(seconds)
 
     def upstream_called(self) -> None:
         """The rewritten request went to Envoy: the upstream call starts now."""
