@@ -45,6 +45,16 @@ def test_a_plain_answers_builder_keeps_its_attributes_compact() -> None:
     assert "program_sign" not in vars(builder)
 
 
+def test_a_run_keeps_its_fields_in_slots() -> None:
+    """A run is made per request and has more fields than CPython shares an instance dict's keys for (30): in
+    slots, no dict of its own is built for each one."""
+    from responses_bridge.run.response_run import ResponseRun
+
+    run = ResponseRun(None, EngineOptions(), tenant="t")  # type: ignore[arg-type]
+    assert not hasattr(run, "__dict__")
+    run.upstream_gate = None  # what the doors set after making one
+
+
 def test_a_request_naming_no_beta_gets_the_shared_surface() -> None:
     assert beta_surface({}, {}) is NOT_BETA
     assert beta_surface(query_of("/v1/responses"), {"content-type": "application/json"}) is NOT_BETA
