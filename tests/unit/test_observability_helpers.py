@@ -193,3 +193,34 @@ def test_observer_counts_as_the_histogram_does() -> None:
 
     assert samples(ours) == samples(theirs)
     assert 'x_seconds_bucket{le="0.001",phase="a"} 6.0' in samples(ours)  # -1, 0, 0.0005, 0.0007, 0.001 twice
+
+
+def test_adder_and_setter_count_as_the_metric_does() -> None:
+    """metrics.adder and metrics.setter, the per-request counts: what inc, dec and set give, exposed alike."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    counted = Counter("c_total", "c", ["door"], registry=theirs).labels("x")
+    gauged = Gauge("g", "g", registry=theirs)
+    held = Gauge("h", "h", registry=theirs)
+    add = metrics.adder(Counter("c_total", "c", ["door"], registry=ours).labels("x"))
+    gauge_add = metrics.adder(Gauge("g", "g", registry=ours))
+    held_set = metrics.setter(Gauge("h", "h", registry=ours))
+    counted.inc()
+    counted.inc(41)
+    add(1)
+    add(41)
+    gauged.inc()
+    gauged.inc()
+    gauged.dec()
+    gauge_add(1)
+    gauge_add(1)
+    gauge_add(-1)
+    held.set(5)
+    held_set(5.0)
+
+    def samples(registry: CollectorRegistry) -> list[str]:
+        return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+
+    assert samples(ours) == samples(theirs)
+    assert 'c_total{door="x"} 42.0' in samples(ours) and "g 1.0" in samples(ours) and "h 5.0" in samples(ours)

@@ -79,6 +79,20 @@ def observer(child: Any) -> Callable[[float], None]:
     return observe
 
 
+def adder(metric: Any) -> Callable[[float], None]:
+    """``metric.inc`` of an unlabelled counter or gauge (or a labelled one's child) without the labels check each
+    call makes (a gauge's ``dec`` is adding a negative amount): the per-request counts. Callers add what a counter
+    may take (never a negative amount)."""
+    value = getattr(metric, "_value", None)
+    return value.inc if value is not None and hasattr(value, "inc") else metric.inc
+
+
+def setter(gauge: Any) -> Callable[[float], None]:
+    """``gauge.set`` without its labels check, for a gauge set per request (the memory budget held)."""
+    value = getattr(gauge, "_value", None)
+    return value.set if value is not None and hasattr(value, "set") else gauge.set
+
+
 PHASES = ("request_headers", "request_body", "request_trailers", "response_headers", "response_body",
           "response_trailers")
 EXTPROC_MESSAGE = {phase: EXTPROC_MESSAGE_SECONDS.labels(phase) for phase in PHASES}
@@ -91,7 +105,7 @@ FIRST_EVENT = {door: FIRST_EVENT_SECONDS.labels(door) for door in ("http", "extp
 ACTIVE = {door: ACTIVE_STREAMS.labels(door) for door in ("http", "extproc")}
 
 
-_REQUEST_CHILDREN: dict[tuple[str, str, int], tuple[Any, Callable[[float], None]]] = {}
+_REQUEST_CHILDREN: dict[tuple[str, str, int], tuple[Callable[[float], None], Callable[[float], None]]] = {}
 """Each (door, route, status)'s two children, looked up once: ``labels()`` takes a lock and builds a key every
 call. Bounded as the series are: routes are the route table's templates and statuses a handful."""
 
@@ -101,8 +115,8 @@ def record_request(door: str, route: str, status: int, seconds: float) -> None:
     children = _REQUEST_CHILDREN.get((door, route, status))
     if children is None:
         children = _REQUEST_CHILDREN[door, route, status] = (
-            REQUESTS.labels(door, route, str(status)), observer(REQUEST_SECONDS.labels(door, route)))
-    children[0].inc()
+            adder(REQUESTS.labels(door, route, str(status))), observer(REQUEST_SECONDS.labels(door, route)))
+    children[0](1)
     children[1](seconds)
 
 
@@ -138,7 +152,7 @@ def upstream(name: str, mode: str) -> Upstream:
     return found
 
 
-_TOKEN_CHILDREN: dict[str, tuple[Any, Any]] = {}
+_TOKEN_CHILDREN: dict[str, tuple[Callable[[float], None], Callable[[float], None]]] = {}
 """Each model's two token children, looked up once per model rather than twice per response (``labels()`` takes a
 lock and builds a key); the models an upstream names are few, and past :data:`_TOKEN_CHILDREN_KEPT` of them the
 rest are looked up each time."""
@@ -153,14 +167,14 @@ def record_usage(response: Mapping[str, Any]) -> None:
     model = str(response.get("model") or "unknown")
     children = _TOKEN_CHILDREN.get(model)
     if children is None:
-        children = (TOKENS.labels(model, "input"), TOKENS.labels(model, "output"))
+        children = (adder(TOKENS.labels(model, "input")), adder(TOKENS.labels(model, "output")))
         if len(_TOKEN_CHILDREN) < _TOKEN_CHILDREN_KEPT:
             _TOKEN_CHILDREN[model] = children
     input_tokens, output_tokens = usage.get("input_tokens"), usage.get("output_tokens")
     if isinstance(input_tokens, int) and input_tokens > 0:
-        children[0].inc(input_tokens)
+        children[0](input_tokens)
     if isinstance(output_tokens, int) and output_tokens > 0:
-        children[1].inc(output_tokens)
+        children[1](output_tokens)
 
 
 def tool_call(tool: str, outcome: str) -> None:

@@ -43,6 +43,8 @@ ACTIVE = metrics.ACTIVE["extproc"]
 FIRST_EVENT = metrics.FIRST_EVENT["extproc"]
 MESSAGE = metrics.EXTPROC_MESSAGE_OBSERVE
 OTHER = metrics.EXTPROC_OTHER_OBSERVE
+STREAMS_OPENED = metrics.adder(metrics.EXTPROC_STREAMS)
+STREAMS_OPEN = metrics.adder(metrics.EXTPROC_ACTIVE)  # +1 / -1
 _NOOP: AbstractContextManager[None] = contextlib.nullcontext()
 
 
@@ -65,8 +67,8 @@ class StreamObservation:
         self.upstream_span: tracing.Span | None = None
         # the upstream and mode the request is routed to (Runtime.route notes them in this stream's context)
         self.served, self.watching = watch_upstream()
-        metrics.EXTPROC_STREAMS.inc()
-        metrics.EXTPROC_ACTIVE.inc()
+        STREAMS_OPENED(1)
+        STREAMS_OPEN(1)
 
     def begin(self, phase: str | None, request: ProcessingRequest, context: grpc.aio.ServicerContext) -> None:
         """The stream's first message: bind its request id, open its span."""
@@ -142,7 +144,7 @@ class StreamObservation:
     def finish(self, ours: bool | None, abandoned: bool) -> None:
         """The gRPC stream ended."""
         seconds = time.perf_counter() - self.started
-        metrics.EXTPROC_ACTIVE.dec()
+        STREAMS_OPEN(-1)
         if self.streaming:
             ACTIVE.dec()
         if ours:
