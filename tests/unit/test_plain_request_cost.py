@@ -130,3 +130,19 @@ def test_a_tree_is_installed_again_only_when_what_it_installs_changed(tmp_path: 
     assert tree_digest(tmp_path) == first  # byte code and files outside the install change nothing
     (tmp_path / "src" / "pkg" / "a.py").write_text("A = 2\n")
     assert tree_digest(tmp_path) != first
+
+
+def test_one_envoy_header_is_read_as_the_whole_map_reads_it() -> None:
+    """The upstream's ``:status`` is read without making the dict of every header (messages.header_value)."""
+    from responses_bridge.adapters.extproc import messages
+    from responses_bridge.adapters.extproc._pb.ext_proc_pb2 import HttpHeaders
+
+    headers = HttpHeaders()
+    for key, raw, value in ((":status", b"200", ""), ("content-type", b"", "application/json"),
+                            ("x-odd", "é".encode(), "")):
+        header = headers.headers.headers.add()
+        header.key, header.raw_value, header.value = key, raw, value
+    whole = messages.header_map(headers)
+    for name in (":status", "content-type", "x-odd"):
+        assert messages.header_value(headers, name) == whole[name]
+    assert messages.header_value(headers, "absent") is None and "absent" not in whole

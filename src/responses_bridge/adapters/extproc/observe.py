@@ -123,7 +123,7 @@ class StreamObservation:
 
     def upstream_answered(self, request: ProcessingRequest) -> None:
         """The upstream's response headers reached the processor."""
-        status = m.header_map(request.response_headers).get(":status", "0")
+        status = m.header_value(request.response_headers, ":status") or "0"
         self.upstream_status = int(status) if status.isdigit() else 0
         upstream = metrics.upstream(self.served.get("upstream", "default"), self.served.get("mode", "translate"))
         if self.upstream_started:
