@@ -173,3 +173,54 @@ def test_the_dashboard_queries_only_metrics_the_bridge_serves() -> None:
                for target in panel["targets"] for name in re.findall(r"responses_bridge_[a-z_]+", target["expr"])}
     assert len(queried) >= 14
     assert queried <= served, sorted(queried - served)
+
+
+def test_observer_counts_as_the_histogram_does() -> None:
+    """metrics.observer, the per-message observation: every bucket, count and sum as prometheus_client's own
+    observe gives them, at the bounds, between them, past the last and below the first."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    bounds = (0.0005, 0.001, 0.0025, 0.01, 0.1, 1.0)
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    reference = Histogram("x_seconds", "x", ["phase"], buckets=bounds, registry=theirs).labels("a")
+    observe = metrics.observer(Histogram("x_seconds", "x", ["phase"], buckets=bounds, registry=ours).labels("a"))
+    for amount in (*bounds, 0.0, -1.0, 0.0007, 0.05, 0.99, 1.5, 1e9, 0.001):
+        reference.observe(amount)
+        observe(amount)
+
+    def samples(registry: CollectorRegistry) -> list[str]:
+        return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+
+    assert samples(ours) == samples(theirs)
+    assert 'x_seconds_bucket{le="0.001",phase="a"} 6.0' in samples(ours)  # -1, 0, 0.0005, 0.0007, 0.001 twice
+
+
+def test_adder_and_setter_count_as_the_metric_does() -> None:
+    """metrics.adder and metrics.setter, the per-request counts: what inc, dec and set give, exposed alike."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    counted = Counter("c_total", "c", ["door"], registry=theirs).labels("x")
+    gauged = Gauge("g", "g", registry=theirs)
+    held = Gauge("h", "h", registry=theirs)
+    add = metrics.adder(Counter("c_total", "c", ["door"], registry=ours).labels("x"))
+    gauge_add = metrics.adder(Gauge("g", "g", registry=ours))
+    held_set = metrics.setter(Gauge("h", "h", registry=ours))
+    counted.inc()
+    counted.inc(41)
+    add(1)
+    add(41)
+    gauged.inc()
+    gauged.inc()
+    gauged.dec()
+    gauge_add(1)
+    gauge_add(1)
+    gauge_add(-1)
+    held.set(5)
+    held_set(5.0)
+
+    def samples(registry: CollectorRegistry) -> list[str]:
+        return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+
+    assert samples(ours) == samples(theirs)
+    assert 'c_total{door="x"} 42.0' in samples(ours) and "g 1.0" in samples(ours) and "h 5.0" in samples(ours)

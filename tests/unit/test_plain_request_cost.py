@@ -45,6 +45,16 @@ def test_a_plain_answers_builder_keeps_its_attributes_compact() -> None:
     assert "program_sign" not in vars(builder)
 
 
+def test_a_run_keeps_its_fields_in_slots() -> None:
+    """A run is made per request and has more fields than CPython shares an instance dict's keys for (30): in
+    slots, no dict of its own is built for each one."""
+    from responses_bridge.run.response_run import ResponseRun
+
+    run = ResponseRun(None, EngineOptions(), tenant="t")  # type: ignore[arg-type]
+    assert not hasattr(run, "__dict__")
+    run.upstream_gate = None  # what the doors set after making one
+
+
 def test_a_request_naming_no_beta_gets_the_shared_surface() -> None:
     assert beta_surface({}, {}) is NOT_BETA
     assert beta_surface(query_of("/v1/responses"), {"content-type": "application/json"}) is NOT_BETA
@@ -120,3 +130,19 @@ def test_a_tree_is_installed_again_only_when_what_it_installs_changed(tmp_path: 
     assert tree_digest(tmp_path) == first  # byte code and files outside the install change nothing
     (tmp_path / "src" / "pkg" / "a.py").write_text("A = 2\n")
     assert tree_digest(tmp_path) != first
+
+
+def test_one_envoy_header_is_read_as_the_whole_map_reads_it() -> None:
+    """The upstream's ``:status`` is read without making the dict of every header (messages.header_value)."""
+    from responses_bridge.adapters.extproc import messages
+    from responses_bridge.adapters.extproc._pb.ext_proc_pb2 import HttpHeaders
+
+    headers = HttpHeaders()
+    for key, raw, value in ((":status", b"200", ""), ("content-type", b"", "application/json"),
+                            ("x-odd", "é".encode(), "")):
+        header = headers.headers.headers.add()
+        header.key, header.raw_value, header.value = key, raw, value
+    whole = messages.header_map(headers)
+    for name in (":status", "content-type", "x-odd"):
+        assert messages.header_value(headers, name) == whole[name]
+    assert messages.header_value(headers, "absent") is None and "absent" not in whole

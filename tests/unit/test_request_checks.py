@@ -6,7 +6,7 @@ import pytest
 
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.request import parse_request_object
-from responses_bridge.protocol.request_checks import MAX_JSON_DEPTH, check_call_outputs, check_depth
+from responses_bridge.protocol.request_checks import MAX_JSON_DEPTH, check_call_outputs, check_depth, check_model_name
 
 
 def nested(levels: int) -> dict:
@@ -87,3 +87,15 @@ def test_the_input_item_limit_is_exact_and_judged_before_the_items() -> None:
         parse_request_object(past, max_input_items=3)  # counted before the malformed fourth item is looked at
     assert (caught.value.status, caught.value.param, caught.value.code) == (400, "input", "array_above_max_length")
     assert len(parse_request_object({"model": "m", "input": "one string"}, max_input_items=1).input_items) == 1
+
+
+@pytest.mark.parametrize("model", ["a\x00b", "m\x1f", "\tm", "m\n", "m\x7f"])
+def test_a_model_name_with_a_control_character_is_refused(model: str) -> None:
+    with pytest.raises(APIError) as caught:
+        check_model_name(model)
+    assert caught.value.status == 400 and caught.value.param == "model"
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "fake-model", "org/model:q4 ~1", "modèle-\x80-\u2028"])
+def test_a_model_name_of_printable_or_other_characters_passes(model: str) -> None:
+    check_model_name(model)

@@ -29,6 +29,8 @@ from .options import EngineOptions
 def check_served_fields(request: ResponsesRequest, options: EngineOptions) -> None:
     """A 400 naming the first of these fields this deployment's backend cannot serve as asked."""
     p = request.params
+    if p.reasoning is None and p.access_programs is None and p.image is None:
+        return  # nearly every request: none of the three
     if p.reasoning is not None:
         _check_reasoning(p.reasoning.context, p.reasoning.mode, options)
     programs = p.access_programs or {}

@@ -7,6 +7,7 @@ value and fail later: a JSON body nested too deep for the serializer that builds
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .. import ids
@@ -79,9 +80,14 @@ def check_tool_choice_type(kind: str) -> None:
                               f"{', '.join(sorted(TOOL_CHOICE_TYPES))}.", param="tool_choice.type")
 
 
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
+"""What a model name may not contain: one search in C, where a generator over its characters cost every request
+~150 bytecodes."""
+
+
 def check_model_name(model: str) -> None:
     """A model name goes into headers, logs and the upstream body: control characters are refused."""
-    if any(ord(char) < 0x20 or char == "\x7f" for char in model):
+    if _CONTROL_CHARACTER.search(model) is not None:
         raise invalid_request("Invalid value for 'model': it contains control characters.", param="model")
 
 

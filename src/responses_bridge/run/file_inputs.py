@@ -57,6 +57,18 @@ class PreparedInput:
     files: FileResolution | None
 
 
+def prepared_at_once(request: ResponsesRequest, history: list[dict[str, Any]],
+                     prompt: RenderedPrompt | None) -> PreparedInput | None:
+    """:func:`prepare_input`'s answer when it has nothing to do (messages only, no part naming a file: nearly every
+    request), without a coroutine; None when it has."""
+    if not messages_only(request.input_items):
+        return None
+    if names_files(history) or names_files(request.input_items) or (
+            prompt is not None and names_files(prompt.input_items)):
+        return None
+    return PreparedInput(history, None, prompt, None)
+
+
 async def prepare_input(request: ResponsesRequest, history: list[dict[str, Any]], prompt: RenderedPrompt | None,
                         loader: FileLoader | None, options: EngineOptions, tenant: str, *,
                         items: ItemFinder | None = None) -> PreparedInput:

@@ -51,14 +51,15 @@ from ..protocol.multi_agent import NOT_BETA
 from ..protocol.request import ResponsesRequest, parse_request, parse_request_object
 from ..sealing import Sealer
 from ..store.base import ResponseStore
-from .file_inputs import FileLoader, FileResolution, PreparedInput, prepare_input
+from . import tool_turns
+from .file_inputs import FileLoader, FileResolution, PreparedInput, prepare_input, prepared_at_once
 from .history import ConversationHistory, PromptRenderer, conversation_and_prompt
 from .multi_agent import offer_agents
 from .programs.host import Releasable
 from .response_persist import persist_response
 from .runs import BeforePersist, not_begun, nothing_left
-from .server_tools import CheckedTools, ServerToolRun, ServerTools, offers_server_tools, write_events
-from .step_resume import ResumedSteps, StepRecorder, resumed_first_call, step_record, turn_record
+from .server_tools import CheckedTools, ServerToolRun, ServerTools, offers_server_tools
+from .step_resume import ResumedSteps, StepRecorder, resumed_first_call
 from .subagents import Admission, Charge, attach_agents, wants_agents
 from .tools.mcp_config import MCPServerOverlay
 from .upstream_gate import UpstreamGate
@@ -76,6 +77,13 @@ requests before the next; a response of ordinary size ends without a pass of the
 log = structlog.get_logger("responses_bridge.run")
 
 class ResponseRun:
+    # slots: a run is made per request, and its 34 fields are past the 30 an instance dict shares its keys for
+    # (CPython's shared-key bound), which made every run build a dict of its own (~0.7 µs more per request)
+    __slots__ = ("_checked", "_conversation_id", "_conversations", "_file_resolution", "_files", "_first_pending",
+                 "_framing", "_kept", "_large", "_max_turns", "_options", "_pending_bytes", "_prompts", "_sealer",
+                 "_server_tools", "_store", "_tool_run", "_turns", "admit_subagent", "background_body", "backlog",
+                 "before_persist", "beta", "catch_up", "charge_memory", "mcp_overlays", "on_upstream_chunk",
+                 "resumed", "save_fence", "steps", "stop_between_turns", "tenant", "translator", "upstream_gate")
     on_upstream_chunk: Callable[[bytes], bytes]
     """Per upstream body chunk: the client's bytes (maybe ``b""``). After :meth:`begin` this *is* the
     translator's bound method, so the per-chunk path has no layer of its own here."""
@@ -200,8 +208,12 @@ class ResponseRun:
         if p.background and not p.store:
             raise APIError(400, "Background responses require 'store' to be true.", param="background",
                            code="invalid_value")
-        history, prompt, self._conversation_id = await conversation_and_prompt(
-            request, self._conversations, self._prompts, tenant=self.tenant)  # conversation items, rendered prompt
+        if p.conversation is None and p.prompt is None:  # nearly every request: no coroutines to learn it
+            history: list[dict[str, Any]] = []
+            prompt = None
+        else:
+            history, prompt, self._conversation_id = await conversation_and_prompt(
+                request, self._conversations, self._prompts, tenant=self.tenant)  # its items, rendered prompt
         if p.previous_response_id is not None:
             loaded = await self._store.load_history(p.previous_response_id, tenant=self.tenant)
             if loaded is None:
@@ -209,8 +221,8 @@ class ResponseRun:
                                 param="previous_response_id", code="previous_response_not_found")
             history = loaded
         # item references and call outputs made whole (stored so); files resolved for the upstream only
-        prepared = await prepare_input(request, history, prompt, self._files, self._options, self.tenant,
-                                       items=self._store)
+        prepared = prepared_at_once(request, history, prompt) or await prepare_input(
+            request, history, prompt, self._files, self._options, self.tenant, items=self._store)
         self._file_resolution = prepared.files
         try:
             return await self._translate(request, prepared, large)
@@ -311,54 +323,9 @@ class ResponseRun:
         call :meth:`finish`). ``write``: where the events that announce the calls go before they run (the
         client sees ``mcp_call.in_progress`` while the call is under way); the events of their outcomes are
         left for :meth:`take_pending_bytes`. Cancellation propagates (the calls still running are cancelled)."""
-        tool_run, translator = self._tool_run, self._begun()
-        if translator.compacting_now:
-            return await self._after_compaction(translator)
-        if tool_run is None or translator.upstream_failed:
+        if self._tool_run is None and not self._begun().compacting_now:  # no tool loop: the response ends
             return None
-        turn = translator.end_turn()
-        if turn is None or not turn.calls or self._turns >= self._max_turns:
-            return None  # failed, answered, or the last turn (sent without tools) still called: it ends here
-        if write is not None:
-            announced = translator.take_events()
-            if announced:
-                await write(announced)
-            tool_run.runner.live = functools.partial(write_events, translator, write)
-        if self.steps is not None and turn.server_calls:  # durable before any of them runs
-            await self.steps.turn_began(turn_record(turn, tool_run))
-        try:
-            outcome = await tool_run.run_turn(turn)
-        finally:
-            tool_run.runner.live = None
-        self._pending_bytes += translator.take_events()
-        if outcome.end:
-            return None
-        if self.stop_between_turns is not None and self.stop_between_turns():
-            translator.builder.stop_reason = "steered"  # the tools' results are in; the model is not asked again
-            return None
-        self._turns += 1
-        # the last allowed turn goes without tools, so the model answers with what it has (as max_tool_calls)
-        exhausted = outcome.tools_exhausted or self._turns >= self._max_turns
-        call = translator.follow_up(turn, outcome.results, tools_exhausted=exhausted)
-        if self.steps is not None:
-            self.steps.step_done(step_record(outcome.results, tool_run, self._turns, exhausted))
-        log.info("tool_loop_turn", response_id=translator.response_id, turn=self._turns,
-                 server_calls=len(turn.server_calls))
-        if translator.compact_threshold is not None and await asyncio.to_thread(translator.over_threshold):
-            return translator.compact_loop() or call
-        return call
-
-    async def _after_compaction(self, translator: Translator) -> UpstreamRequest | None:
-        """The summarising call ended: the turn it was made for, now compacted (the first turn, built again
-        from the summary, or the tool loop's next turn); None when the call failed (``finish`` says why)."""
-        if translator.end_compaction() is not None:
-            return None
-        self._pending_bytes += translator.take_events()
-        first, self._first_pending = self._first_pending, None
-        if first is None:
-            return translator.turn_request()
-        extra, exhausted = first
-        return translator.build_first_request(extra, tools_exhausted=exhausted, loop=self._tool_run is not None)
+        return await tool_turns.next_turn(self, write)
 
     def take_pending_bytes(self) -> bytes:
         """The client's bytes the tool phase made (server call items and their events); b"" when none."""
@@ -381,6 +348,8 @@ class ResponseRun:
     def _let_go(self) -> None:
         """The response's items are let go (its answer made and stored): what the programs' answers among them
         held of the memory budget comes back (run/programs/host.py)."""
+        if not self._kept:
+            return
         kept, self._kept = self._kept, []
         for answer in kept:
             answer.release()
@@ -421,7 +390,8 @@ class ResponseRun:
     async def finish(self) -> Reply:
         """The upstream body ended. Completes, persists and returns the rest of the client's bytes."""
         translator = self._begun()
-        with self._ending():
+        self._close_tools()  # _ending() spelled out: every response ends here, the context manager cost a generator
+        try:
             error = translator.complete()
             if error is not None:
                 return await self._fail(error)
@@ -434,6 +404,8 @@ class ResponseRun:
                                         persist=False)
             metrics.record_usage(translator.response)
             return translator.success_reply()
+        finally:
+            self._let_go()
 
     async def fail(self, error: APIError) -> Reply:
         """The upstream call failed before its body ended (unreachable, timed out, cut)."""

@@ -143,7 +143,10 @@ class _GatedChat:
     async def __aenter__(self) -> UpstreamAnswer:
         owner = self._owner
         gate = owner._gate
-        await owner._take_place()
+        if owner._open < gate.per_response and not owner._waiting:  # a place free: no coroutine of its own
+            owner._open += 1
+        else:
+            await owner._take_place()
         try:
             if not gate.slots.try_acquire(owner.tenant):
                 why = await gate.slots.acquire_or_why(owner.tenant, gate.wait)

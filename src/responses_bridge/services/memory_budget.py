@@ -33,7 +33,7 @@ import hashlib
 import structlog
 
 from ..fair_share import FairPool, Refused
-from ..observability.metrics import MEMORY_HELD, MEMORY_PREEMPTED, MEMORY_REFUSED
+from ..observability.metrics import MEMORY_HELD, MEMORY_PREEMPTED, MEMORY_REFUSED, setter
 from ..preemption import PREEMPTED, current_task
 from ..protocol.errors import APIError
 from ..store.base import DEFAULT_TENANT
@@ -49,6 +49,7 @@ STEP_BYTES = 64 * 1024
 QUEUE = 1024
 """Requests that may wait for room at once; past it the tenant waiting most loses its newest place (fair_share.py)."""
 log = structlog.get_logger("responses_bridge.memory")
+HELD = setter(MEMORY_HELD)  # set twice a request: without the labels check of Gauge.set
 """Body bytes reserved at a time as a body arrives (about 2 MiB of the budget)."""
 
 
@@ -110,13 +111,26 @@ class Held:
     def try_cover(self, received: int, declared: int | None = None) -> bool:
         """Covered already, or made so without waiting: ``received`` body bytes (rounded up to a step, at most
         ``declared``). False: :meth:`cover` must wait for room."""
-        if received <= self.covered or not self._budget.total:
+        budget = self._budget
+        if received <= self.covered or not budget.total:
             return True
-        target = self._target(received, declared)
-        extra = self._budget._try_take(self.holder, self._cost(target))
-        if extra is None:
-            return False
-        self._add(target, extra)
+        # _target, _cost and _add inlined: every request with a body comes here at least once
+        target = -(-received // STEP_BYTES) * STEP_BYTES
+        if declared is not None and declared >= received and declared < target:
+            target = declared
+        reservation = self._reservation
+        extra = max(0, min(target * COST_PER_BODY_BYTE, budget.share_bytes) - reservation.bytes)
+        if extra:
+            if budget.refusing or not budget.pool.try_take(self.holder, extra):
+                return False
+            HELD(float(budget.pool.held))
+        self.covered = target
+        if not extra:
+            return True
+        if reservation is NOTHING:
+            self._reservation = Reservation(budget, extra, self.holder)
+        else:
+            reservation.bytes += extra
         return True
 
     async def cover(self, received: int, declared: int | None = None) -> None:
@@ -218,7 +232,7 @@ class MemoryBudget:
         if self.refusing:
             return None
         if self.pool.try_take(holder, size):
-            MEMORY_HELD.set(self.pool.held)
+            HELD(float(self.pool.held))
             return size
         return None
 
@@ -236,14 +250,14 @@ class MemoryBudget:
             if refused.reason == "share":
                 raise share_exceeded(self.share) from None
             raise overloaded() from None
-        MEMORY_HELD.set(self.pool.held)
+        HELD(float(self.pool.held))
         return size
 
     def _give_back(self, holder: str, size: int, reservation: Reservation | None = None) -> None:
         if reservation is not None:
             self.pool.discharge(holder, reservation)
         self.pool.give(holder, size)
-        MEMORY_HELD.set(self.pool.held)
+        HELD(float(self.pool.held))
 
 
 def _preempted(holder: str, reason: str, size: int) -> None:

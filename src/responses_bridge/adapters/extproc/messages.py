@@ -91,6 +91,15 @@ def header_map(headers: HttpHeaders) -> dict[str, str]:
     return out
 
 
+def header_value(headers: HttpHeaders, name: str) -> str | None:
+    """One header of Envoy's (a lower-case ``name``), as :func:`header_map` reads it, without making the dict."""
+    for header in headers.headers.headers:
+        if header.key == name:
+            raw = header.raw_value
+            return raw.decode("utf-8", "replace") if raw else header.value
+    return None
+
+
 def mutate(mutation: HeaderMutation, set_headers: Headers = (), remove: Iterable[str] = ()) -> None:
     for key, value in set_headers:
         option = mutation.set_headers.add()

@@ -41,8 +41,10 @@ ROUTE = "POST /v1/responses"
 CLIENT_CLOSED = 499
 ACTIVE = metrics.ACTIVE["extproc"]
 FIRST_EVENT = metrics.FIRST_EVENT["extproc"]
-MESSAGE = metrics.EXTPROC_MESSAGE
-OTHER = metrics.EXTPROC_OTHER
+MESSAGE = metrics.EXTPROC_MESSAGE_OBSERVE
+OTHER = metrics.EXTPROC_OTHER_OBSERVE
+STREAMS_OPENED = metrics.adder(metrics.EXTPROC_STREAMS)
+STREAMS_OPEN = metrics.adder(metrics.EXTPROC_ACTIVE)  # +1 / -1
 _NOOP: AbstractContextManager[None] = contextlib.nullcontext()
 
 
@@ -65,8 +67,8 @@ class StreamObservation:
         self.upstream_span: tracing.Span | None = None
         # the upstream and mode the request is routed to (Runtime.route notes them in this stream's context)
         self.served, self.watching = watch_upstream()
-        metrics.EXTPROC_STREAMS.inc()
-        metrics.EXTPROC_ACTIVE.inc()
+        STREAMS_OPENED(1)
+        STREAMS_OPEN(1)
 
     def begin(self, phase: str | None, request: ProcessingRequest, context: grpc.aio.ServicerContext) -> None:
         """The stream's first message: bind its request id, open its span."""
@@ -113,7 +115,7 @@ class StreamObservation:
         return headers
 
     def message(self, phase: str | None, seconds: float) -> None:
-        MESSAGE.get(phase or "", OTHER).observe(seconds)
+        MESSAGE.get(phase or "", OTHER)(seconds)
 
     def upstream_called(self) -> None:
         """The rewritten request went to Envoy: the upstream call starts now."""
@@ -121,7 +123,7 @@ class StreamObservation:
 
     def upstream_answered(self, request: ProcessingRequest) -> None:
         """The upstream's response headers reached the processor."""
-        status = m.header_map(request.response_headers).get(":status", "0")
+        status = m.header_value(request.response_headers, ":status") or "0"
         self.upstream_status = int(status) if status.isdigit() else 0
         upstream = metrics.upstream(self.served.get("upstream", "default"), self.served.get("mode", "translate"))
         if self.upstream_started:
@@ -142,7 +144,7 @@ class StreamObservation:
     def finish(self, ours: bool | None, abandoned: bool) -> None:
         """The gRPC stream ended."""
         seconds = time.perf_counter() - self.started
-        metrics.EXTPROC_ACTIVE.dec()
+        STREAMS_OPEN(-1)
         if self.streaming:
             ACTIVE.dec()
         if ours:

@@ -56,10 +56,11 @@ class HeadDeadlineRequestHandler(OpenAIErrorsRequestHandler):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self._waiting_for_head():
+        waiter = self._waiter  # _waiting_for_head() inlined: this runs for every read of every connection
+        if waiter is not None and not waiter.done() and not (self._close or self._force_close):
             if self._head_timer is None and self._head_timeout > 0:
                 self._head_timer = self._loop.call_later(self._head_timeout, self._head_expired)
-        else:
+        elif self._head_timer is not None:
             self._stop_head_timer()
 
     def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,

@@ -10,6 +10,13 @@ the requests is the figure. With ``--envoy`` the same requests go through an Env
 not counted, only the sidecar's ext_proc door). What still varies from run to run is timing-driven work (gRPC's
 poller wakes, a timer that fires or not): a couple of percent on the ext_proc door, less on the HTTP door — so the
 sides alternate, ``--rounds`` times, and the report gives each round's ratio.
+
+Work done by the clock rather than by the requests (the automations' scheduler asks the database once a second, the
+memory watch reads the RSS) falls on the requests too: under callgrind a request takes ~50× its usual wall time, so a
+once-a-second job costs each request ~50× what it would, and more on a loaded machine, where requests take longer.
+So each door's counters are also read over ``--idle`` seconds with no request (after the warm-up, before the
+measured requests): the report gives each side's idle instructions per second and the figure net of them (the raw
+figure less the idle rate times the measured requests' wall time), the part the requests themselves cost.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=30, help="requests sent before the counters are zeroed")
     parser.add_argument("--rounds", type=int, default=1, help="sidecars started per side, A and B alternating")
     parser.add_argument("--envoy", action="store_true", help="also through Envoy (the ext_proc door)")
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds of no request counted per door, for the "
+                        "idle rate subtracted in the net figures (0: none)")
     return parser
 
 
@@ -74,7 +84,8 @@ def _dump(pid: int, out_dir: Path) -> int:
 
 async def _side(name: str, python: Path, tmp: str, upstream_url: str, args: argparse.Namespace
                 ) -> dict[str, float]:
-    """One sidecar of ``python``'s tree under callgrind: instructions per JSON request, by door."""
+    """One sidecar of ``python``'s tree under callgrind, by door: instructions per JSON request (``door``), the
+    idle instructions per second (``door idle/s``) and the figure net of them (``door net``)."""
     side = Side(name, tmp, upstream_url, [], {}, python)
     out_dir = Path(tmp, f"callgrind-{side.http_port}")
     await asyncio.to_thread(out_dir.mkdir)
@@ -95,9 +106,20 @@ async def _side(name: str, python: Path, tmp: str, upstream_url: str, args: argp
                 for _ in range(args.warmup):
                     await post(session, url, body, f"{name} {door}")
                 await asyncio.to_thread(_dump, side.sidecar.pid, out_dir)
+                idle_rate = 0.0
+                if args.idle > 0:
+                    started = time.monotonic()
+                    await asyncio.sleep(args.idle)
+                    idle = await asyncio.to_thread(_dump, side.sidecar.pid, out_dir)
+                    idle_rate = idle / (time.monotonic() - started)
+                started = time.monotonic()
                 for _ in range(args.requests):
                     await post(session, url, body, f"{name} {door}")
-                figures[door] = await asyncio.to_thread(_dump, side.sidecar.pid, out_dir) / args.requests
+                counted = await asyncio.to_thread(_dump, side.sidecar.pid, out_dir)
+                elapsed = time.monotonic() - started
+                figures[door] = counted / args.requests
+                figures[f"{door} idle/s"] = idle_rate
+                figures[f"{door} net"] = (counted - idle_rate * elapsed) / args.requests
     finally:
         side.stop()
     return figures
@@ -129,8 +151,16 @@ def main() -> int:
           "every thread); B: " + (args.ab_tree or "this tree again"))
     for index, figures in enumerate(rounds):
         for door in figures["A"]:
+            if door.endswith(" idle/s") or door.endswith(" net"):
+                continue
             a, b = figures["A"][door], figures["B"][door]
-            print(f"  round {index + 1} {door:6} A {a / 1e6:7.3f} M   B {b / 1e6:7.3f} M   A/B {a / b:6.3f}")
+            line = f"  round {index + 1} {door:6} A {a / 1e6:7.3f} M   B {b / 1e6:7.3f} M   A/B {a / b:6.3f}"
+            if args.idle > 0:
+                net_a, net_b = figures["A"][f"{door} net"], figures["B"][f"{door} net"]
+                line += (f"   net of idle: A {net_a / 1e6:7.3f} M   B {net_b / 1e6:7.3f} M   A/B {net_a / net_b:6.3f}"
+                         f"   (idle: A {figures['A'][f'{door} idle/s'] / 1e3:5.0f} k/s   "
+                         f"B {figures['B'][f'{door} idle/s'] / 1e3:5.0f} k/s)")
+            print(line)
     return 0
 
 

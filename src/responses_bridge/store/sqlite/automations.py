@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import orjson
 
+from .db_thread import on_db_thread
 from .responses import SQLiteResponseStore
 from .transactions import transaction
 
@@ -19,6 +20,9 @@ _DUE = ("SELECT r.tenant, r.body FROM (SELECT seq, due_at, "
         "row_number() OVER (PARTITION BY tenant ORDER BY due_at, seq) AS turn "
         "FROM agent_records WHERE due_at <= ?1 ORDER BY turn, due_at, seq LIMIT ?2) AS due "
         "JOIN agent_records AS r ON r.seq = due.seq ORDER BY due.turn, due.due_at, due.seq")
+_ANY_DUE = "SELECT 1 FROM agent_records WHERE due_at <= ? LIMIT 1"
+"""Whether anything is due, through the same index: the scheduler asks every second, and the dealing query's window
+and sorts cost ~200 µs even over no rows (~5 µs this), so a tick with nothing due does only this."""
 _ADVANCE = ("UPDATE agent_records SET body = json_set(body, '$._next_at', ?, '$.status', ?) "
             "WHERE kind = 'automation' AND id = ? AND json_extract(body, '$.status') = 'active' "
             "AND json_extract(body, '$._next_at') = ?")
@@ -49,8 +53,13 @@ class SQLiteAutomationRecords:
     _db: SQLiteResponseStore
 
     async def due_automations(self, now: float, limit: int = 100) -> list[tuple[str, dict[str, Any]]]:
+        def due(raw: sqlite3.Connection) -> list[Any]:
+            if raw.execute(_ANY_DUE, (now,)).fetchone() is None:
+                return []
+            return raw.execute(_DUE, (now, limit)).fetchall()
+
         async with self._db.reading() as conn:
-            rows = await conn.execute_fetchall(_DUE, (now, limit))
+            rows = await on_db_thread(conn, due)
         return [(str(tenant), orjson.loads(body)) for tenant, body in rows]
 
     async def advance_automation(self, automation_id: str, scheduled_at: int, next_at: int | None,
