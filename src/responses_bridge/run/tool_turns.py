@@ -8,22 +8,34 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import structlog
 
 from ..engine.translator import Translator
 from ..engine.wire import UpstreamRequest
-from .server_tools import write_events
-from .step_resume import step_record, turn_record
+from .server_tools import ServerToolRun, write_events
+from .step_resume import StepRecorder, step_record, turn_record
 
-if TYPE_CHECKING:
-    from .response_run import ResponseRun
+
+class LoopingRun(Protocol):
+    """The state of a :class:`~responses_bridge.run.response_run.ResponseRun` the step between turns reads and
+    moves on, named here so this module, which the run calls, does not import the run back."""
+
+    _tool_run: ServerToolRun | None
+    _turns: int
+    _max_turns: int
+    _pending_bytes: bytes
+    _first_pending: tuple[list[dict[str, Any]], bool] | None
+    stop_between_turns: Callable[[], bool] | None
+    steps: StepRecorder | None
+
+    def _begun(self) -> Translator: ...
 
 log = structlog.get_logger("responses_bridge.run")
 
 
-async def next_turn(run: ResponseRun, write: Callable[[bytes], Awaitable[None]] | None) -> UpstreamRequest | None:
+async def next_turn(run: LoopingRun, write: Callable[[bytes], Awaitable[None]] | None) -> UpstreamRequest | None:
     """:meth:`ResponseRun.next_turn`."""
     tool_run, translator = run._tool_run, run._begun()
     if translator.compacting_now:
@@ -63,7 +75,7 @@ async def next_turn(run: ResponseRun, write: Callable[[bytes], Awaitable[None]] 
     return call
 
 
-async def _after_compaction(run: ResponseRun, translator: Translator) -> UpstreamRequest | None:
+async def _after_compaction(run: LoopingRun, translator: Translator) -> UpstreamRequest | None:
     """The summarising call ended: the turn it was made for, now compacted (the first turn, built again from the
     summary, or the tool loop's next turn); None when the call failed (``finish`` says why)."""
     if translator.end_compaction() is not None:
