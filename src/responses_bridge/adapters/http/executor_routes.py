@@ -188,7 +188,7 @@ class ExecutorRoutes:
     async def _run_waiting(self, tenant: str, session_id: str) -> None:
         try:
             await on_attached(self.sessions.runners, tenant, session_id)
-        except Exception as error:  # the calls stay waiting (the client's, or the next exec-server's)
+        except Exception as error:  # noqa: BLE001 - the calls stay waiting (the client's, or the next exec-server's)
             log.warning("executor_waiting_calls_failed", tenant=tenant, session_id=session_id,
                         error_type=type(error).__name__)
 
