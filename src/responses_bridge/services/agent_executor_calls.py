@@ -25,7 +25,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .agent_tool_calls import ToolCalls
-from .agent_turn_queue import private
+from .agent_turn_queue import EXECUTOR_STARTED, private
 from .executor_rpc import CommandOutcome, ExecutorConnection, ExecutorError, ExecutorGone
 from .session_waiting import keep_wait, waiting_entry
 
@@ -54,7 +54,6 @@ class ExecutorTurn(Protocol):
 
 
 MAX_CALL_COMMANDS = 20
-STARTED = "executor_started"  # the turn's calls sent to an exec-server (under ``_private``): never sent again
 INTERRUPTED = ("The server running this session stopped while this command ran on the exec-server; it was not run "
                "again and its result is unknown (it may or may not have taken effect).")
 _running: weakref.WeakKeyDictionary[ToolCalls, asyncio.Lock] = weakref.WeakKeyDictionary()
@@ -104,7 +103,7 @@ async def run_on_executor(runner: ExecutorTurn, entry: QueuedTurn, session: dict
 async def _run_open_calls(runner: ExecutorTurn, entry: QueuedTurn, connection_of: Any,
                           environment: dict[str, Any]) -> None:
     waiting = entry.turn.get("status") == "waiting"  # its record keeps the wait: kept current with each answer
-    started_before = private(entry.turn).setdefault(STARTED, [])
+    started_before = private(entry.turn).setdefault(EXECUTOR_STARTED, [])
     for call_id, call in list(entry.calls.open.items()):
         connection = connection_of(runner.tenant, str(environment.get("id")))
         if connection is None or "command_item" not in call or runner.cancelling:
