@@ -1,7 +1,8 @@
 """Two replicas on one PostgreSQL behind ONE Envoy, as a load balancer fronts a Deployment: replica A is the
 sidecar cluster's first priority, replica B its failover (priority 1), Envoy's active health checks deciding which
-one is served. Work sent through Envoy runs on A; A is killed (``kill -9``) mid-run; Envoy's health check finds A
-gone and routes to B, and B's sweep takes A's runs over once their lease lapses:
+one is served. Work sent through Envoy runs on A; A is stopped mid-run — ``kill -9``, or a SIGTERM whose drain is
+shorter than the run (A's readers get their streams ended cleanly, its runs handed off at once); Envoy's health check
+finds A gone and routes to B, and B's sweep takes A's runs over (a killed A's once their lease lapsed):
 
 - a background response killed in its slow model call completes exactly once, on B, and a reader that was
   following its stream through Envoy (``GET …?stream=true``) resumes it through the same Envoy with
@@ -13,7 +14,7 @@ gone and routes to B, and B's sweep takes A's runs over once their lease lapses:
 a replica behind its own Envoy, test_replicas_steps.py.)
 
 One stack for the module: the database, Envoy and B live through it; A is started for each test on the same fixed
-ports (those Envoy's first priority names) and killed in it.
+ports (those Envoy's first priority names) and stopped in it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
 from responses_bridge.envoy_config import bootstrap_dict, to_yaml
 from responses_bridge.envoy_config.names import EXTPROC_CLUSTER, HTTP_CLUSTER
 from tests.integration import test_agents_durable as sessions
+from tests.integration.test_background import parse_sse
 from tests.integration.test_background_resume import QUICK, SLOW, TIMEOUT, read_until_deltas
 from tests.integration.test_background_steps import check_finished_once
 from tests.support.bridge import PYTHON
@@ -45,6 +47,7 @@ pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no
 ENV = {
     "RESPONSES_BRIDGE_SEALING_KEY": base64.urlsafe_b64encode(b"failover-test-sealing-key-32byte").decode(),
     "RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "1",  # a dead replica's runs are taken over soon
+    "RESPONSES_BRIDGE_DRAIN_TIMEOUT": "1",  # shorter than the run
 }
 FAILOVER = (HTTP_CLUSTER, EXTPROC_CLUSTER)  # the clusters with a health check: the ones Envoy can fail over
 PROBES = 4  # requests in a row, on new connections, that must reach the replica Envoy is to send to
@@ -157,16 +160,23 @@ async def started_a(stack: Stack, fake_upstream: str) -> ManagedProcess:
     return process
 
 
-async def killed(process: ManagedProcess, stack: Stack) -> None:
-    """``kill -9`` of A's process group, then waits until Envoy sends to B, as a load balancer finds out."""
-    sessions.stop(process, "kill")
+async def stopped(process: ManagedProcess, stack: Stack, how: str, reading: aiohttp.ClientResponse) -> bytes:
+    """``kill -9`` (``how == "kill"``) or SIGTERM of A's process group, then waits until Envoy sends to B, as a
+    load balancer finds out. What ``reading`` got after the stop: a draining A ends its readers' streams cleanly."""
+    sessions.stop(process, how)
+    rest = b"" if how == "kill" else await sessions.read_to_end(reading)
     assert process.process is not None
-    await asyncio.to_thread(process.process.wait, 60)
+    assert await asyncio.to_thread(process.process.wait, 60) == (-9 if how == "kill" else 0)
     await routed_to(stack.envoy, stack.url, stack.b)
+    return rest
 
 
-async def test_a_background_run_killed_on_one_replica_is_finished_by_the_other_behind_one_envoy(
-        stack: Stack, fake_upstream: str) -> None:
+STOPS = pytest.mark.parametrize("how", ["kill", "term"])
+
+
+@STOPS
+async def test_a_background_run_stopped_on_one_replica_is_finished_by_the_other_behind_one_envoy(
+        how: str, stack: Stack, fake_upstream: str) -> None:
     marker = f"f{uuid.uuid4().hex[:10]}"
     process = await started_a(stack, fake_upstream)
     b_before = await served(stack, stack.b)
@@ -181,7 +191,9 @@ async def test_a_background_run_killed_on_one_replica_is_finished_by_the_other_b
             assert answer.status == 200, await answer.text()
             seen: list[dict[str, Any]] = await read_until_deltas(answer)
             assert await served(stack, stack.b) == b_before  # it runs on A
-            await killed(process, stack)
+            rest, done = parse_sse(await stopped(process, stack, how, answer))
+            assert done or how == "kill", "the draining replica did not end its reader's stream cleanly"
+            seen += rest
             answer.close()
     finally:
         process.stop()
@@ -195,8 +207,9 @@ async def test_a_background_run_killed_on_one_replica_is_finished_by_the_other_b
     assert ended["output"][-1]["content"][0]["text"] == expected
 
 
-async def test_a_session_turn_killed_on_one_replica_is_resumed_by_the_other_with_its_queue_behind_one_envoy(
-        stack: Stack, fake_upstream: str) -> None:
+@STOPS
+async def test_a_session_turn_stopped_on_one_replica_is_resumed_by_the_other_with_its_queue_behind_one_envoy(
+        how: str, stack: Stack, fake_upstream: str) -> None:
     process = await started_a(stack, fake_upstream)
     b_before = await served(stack, stack.b)
     try:
@@ -214,7 +227,7 @@ async def test_a_session_turn_killed_on_one_replica_is_resumed_by_the_other_with
             async with http.get(f"/v1/agents/sessions/{session_id}/events") as reading:
                 before = await sessions.read_until_deltas(reading)
                 assert await served(stack, stack.b) == b_before  # it runs on A
-                await killed(process, stack)
+                before += await stopped(process, stack, how, reading)
     finally:
         process.stop()
     seen = sessions.frames(before)
