@@ -121,7 +121,8 @@ async def _run_open_calls(runner: ExecutorTurn, entry: QueuedTurn, connection_of
                 started_before.remove(call_id)  # gone before anything ran: the call stays the client's
                 await runner.events.flush([runner.turn_record(entry.turn)])
                 break
-        entry.calls.open.pop(call_id, None)
+        if entry.calls.open.pop(call_id, None) is None:
+            continue  # the client answered it meanwhile (it was told the call): its answer stands
         codes = [output["outcome"].get("exit_code") for output in outputs]
         success = error is None and bool(outputs) and all(code == 0 for code in codes)
         text = "".join(output["stdout"] + output["stderr"] for output in outputs) + (error or "")
