@@ -142,3 +142,27 @@ async def test_a_command_started_on_the_killed_processes_exec_server_is_not_run_
     kinds = [event["type"] for event in events]
     assert "agent.session.turn.failed" not in kinds, kinds
     assert [turn["status"] for turn in turns] == ["completed"]
+
+
+async def test_a_command_waiting_for_the_client_runs_on_an_exec_server_that_connects_later(
+        fake_upstream: str, tmp_path: Path) -> None:
+    """No restart: the turn began waiting while no exec-server was connected (the session requires action); one
+    that connects then runs the command, and the turn completes without the client's result."""
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    async with sidecar(tmp_path, fake_upstream, str(tmp_path / "exec.db")) as (_, base), aiohttp.ClientSession(
+            base, headers=BETA, timeout=TIMEOUT) as http:
+        session_id, environment_id = await new_session(http, workspace)
+        await say(http, session_id, "sh: echo later >> log.txt; cat log.txt")
+        async with http.get(f"/v1/agents/sessions/{session_id}/events") as answer:
+            raw = b""
+            while b"event: agent.session.requires_action\n" not in raw:
+                chunk = await answer.content.readuntil(b"\n\n")
+                assert chunk, "the session never waited"
+                raw += chunk
+        async with exec_server(http, base, session_id, environment_id):
+            events = await whole_log(http, session_id)
+    assert (workspace / "log.txt").read_text() == "later\n"
+    [done] = commands_done(events)
+    assert done["status"] == "completed" and done["output"] == "later\n"
+    assert [event["type"] for event in events].count("agent.session.turn.completed") == 1
