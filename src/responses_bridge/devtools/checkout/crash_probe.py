@@ -329,15 +329,15 @@ async def run_rounds(sidecars: list[Sidecar], args: argparse.Namespace) -> list[
             accepted = [run for run in await asyncio.gather(*tasks) if run is not None]
             runs += accepted
             await victim.start()
-            await answer_after_kill(http, sidecars[round_no % len(sidecars)].base, accepted)
+            await answer_after_kill(http, [sidecar.base for sidecar in sidecars], accepted)
     return runs
 
 
-async def answer_after_kill(http: aiohttp.ClientSession, base: str, accepted: list[Run]) -> None:
-    """The round's waiting sessions get their calls' results now, after the kill (through ``base``)."""
+async def answer_after_kill(http: aiohttp.ClientSession, bases: list[str], accepted: list[Run]) -> None:
+    """The round's waiting sessions get their calls' results now, after the kill (through any of ``bases``)."""
     deadline = time.monotonic() + 60
     waiting = [run for run in accepted if run.kind == "waiting"]
-    for run, why in zip(waiting, await asyncio.gather(*(answer_waiting(http, base, run.id, run.marker, deadline)
+    for run, why in zip(waiting, await asyncio.gather(*(answer_waiting(http, bases, run.id, run.marker, deadline)
                                                         for run in waiting)), strict=True):
         run.unanswered = why
 

@@ -4,9 +4,10 @@ Its agent has a function tool (``lookup``) and its input asks the model to call 
 ends with a call for the client and the session goes ``requires_action``: the kill lands while the turn waits (or,
 for a session opened just before the kill, while it is being asked for). The call is answered only after the kill,
 once the killed process is started again: the probe finds the session's pending ``required_actions`` (on any
-process of the deployment; a ``409 session_busy`` is asked again until the session's lease lapsed) and sends each a
-``tool_result``. The turn must then complete once, its answer ``Tool result: <the output sent>`` — nothing asked
-twice, nothing lost: the wait lived in the store, not in the stopped process.
+process of the deployment) and sends each a ``tool_result``; a ``409 session_busy`` (the session's lease not
+lapsed yet, or held by another live replica) is sent again to the next replica, as a load balancer spreads
+retries. The turn must then complete once, its answer ``Tool result: <the output sent>`` — nothing asked twice,
+nothing lost: the wait lived in the store, not in the stopped process.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ async def open_waiting(http: aiohttp.ClientSession, base: str, marker: str) -> s
         return str((await answer.json())["id"])
 
 
-async def answer_waiting(http: aiohttp.ClientSession, base: str, session_id: str, marker: str,
+async def answer_waiting(http: aiohttp.ClientSession, bases: list[str], session_id: str, marker: str,
                          deadline: float) -> str:
     """Sends the tool result of each call the session requires action for, once it does; what happened (``""``:
     answered)."""
+    base = bases[0]
     while True:
         try:
             async with http.get(f"{base}/v1/agents/sessions/{session_id}", headers=BETA) as answer:
@@ -54,6 +56,7 @@ async def answer_waiting(http: aiohttp.ClientSession, base: str, session_id: str
         if session.get("status") == "idle" or time.monotonic() > deadline:
             return f"never required action (status {session.get('status')})"
         await asyncio.sleep(0.2)
+    tries = 0
     for action in actions:
         event = {"type": "agent.session.input.tool_result", "call_id": action["call_id"],
                  "turn_id": action["turn_id"], "success": True, "output": answer_text(marker)}
@@ -67,6 +70,8 @@ async def answer_waiting(http: aiohttp.ClientSession, base: str, session_id: str
                         return f"tool_result answered {answer.status}: {await answer.text()}"
             except (TimeoutError, aiohttp.ClientError):
                 pass
+            tries += 1
+            base = bases[tries % len(bases)]
             if time.monotonic() > deadline:
                 return "tool_result never accepted"
             await asyncio.sleep(0.2)
