@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .agent_tool_calls import ToolCalls
@@ -100,7 +101,8 @@ async def run_on_executor(runner: ExecutorTurn, entry: QueuedTurn, session: dict
         await _run_open_calls(runner, entry, hub.connection, environment)
 
 
-async def _run_open_calls(runner: ExecutorTurn, entry: QueuedTurn, connection_of: Any,
+async def _run_open_calls(runner: ExecutorTurn, entry: QueuedTurn,
+                          connection_of: Callable[[str, str], ExecutorConnection | None],
                           environment: dict[str, Any]) -> None:
     waiting = entry.turn.get("status") == "waiting"  # its record keeps the wait: kept current with each answer
     started_before = private(entry.turn).setdefault(EXECUTOR_STARTED, [])
