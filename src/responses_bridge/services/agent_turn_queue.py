@@ -26,6 +26,7 @@ WAITING = "waiting"  # where a turn waiting on the client keeps what it waits on
 LOST_INPUT = "The turn's input could not be read back from the store; send it again."
 STEP_INPUT = "step_input"  # where a running turn keeps its step's input, to resume that step (session_resume.py)
 STEP_RESPONSE = "step_response"  # and the step's response, once it has one
+EXECUTOR_STARTED = "executor_started"  # the calls sent to an exec-server: never sent again (agent_executor_calls.py)
 
 
 class HandOff(Exception):

@@ -274,6 +274,7 @@ class SessionRunner:
             if self.environments is not None else ""
         total: dict[str, Any] | None = kept_usage(turn) if entry.waiting or entry.wait_first else None
         if entry.waiting or entry.wait_first:  # a stopped process's wait, or the one it was about to begin
+            await run_on_executor(self, entry, session)  # on an exec-server connected already
             answered = await wait_for_results(self, entry, total)
             if answered is None:
                 await self._end(entry, "cancelled", None, total)

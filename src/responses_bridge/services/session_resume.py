@@ -58,7 +58,16 @@ import structlog
 from ..protocol.errors import APIError
 from .agent_subagents import left_open
 from .agent_traces import turn_span
-from .agent_turn_queue import QUEUED_INPUT, STEP_INPUT, STEP_RESPONSE, WAITING, QueuedTurn, private, public
+from .agent_turn_queue import (
+    EXECUTOR_STARTED,
+    QUEUED_INPUT,
+    STEP_INPUT,
+    STEP_RESPONSE,
+    WAITING,
+    QueuedTurn,
+    private,
+    public,
+)
 from .background_run import until_started
 from .session_ended_step import ended_step
 from .session_waiting import restored
@@ -189,7 +198,7 @@ async def started_step(runner: TurnRunner, turn: dict[str, Any], response_id: st
 
 def forget_steps(turn: dict[str, Any]) -> None:
     """A turn that ended keeps neither its queued input nor how it was to be resumed."""
-    for kept in (QUEUED_INPUT, STEP_INPUT, STEP_RESPONSE, WAITING):
+    for kept in (QUEUED_INPUT, STEP_INPUT, STEP_RESPONSE, WAITING, EXECUTOR_STARTED):
         (turn.get("_private") or {}).pop(kept, None)
 
 

@@ -26,6 +26,7 @@ import structlog
 from aiohttp import web
 
 from ...protocol.errors import APIError
+from ...services.agent_executor_calls import on_attached
 from ...services.agent_sessions import SessionService
 from ...services.executor_hub import (
     Claim,
@@ -171,6 +172,10 @@ class ExecutorRoutes:
                 await connection.initialized()
             log.info("executor_connected", tenant=tenant, session_id=session_id,
                      environment_id=claim.environment_id)
+            # a waiting turn's calls (one resumed from a stopped process) run here now
+            waiting = asyncio.ensure_future(self._run_waiting(tenant, session_id))
+            self._serving.add(waiting)
+            waiting.add_done_callback(self._serving.discard)
             await reader
         finally:
             self._serving.discard(reader)
@@ -179,6 +184,13 @@ class ExecutorRoutes:
                 reader.cancel()
         log.info("executor_disconnected", tenant=tenant, session_id=session_id)
         return socket
+
+    async def _run_waiting(self, tenant: str, session_id: str) -> None:
+        try:
+            await on_attached(self.sessions.runners, tenant, session_id)
+        except Exception as error:  # noqa: BLE001 - the calls stay waiting (the client's, or the next exec-server's)
+            log.warning("executor_waiting_calls_failed", tenant=tenant, session_id=session_id,
+                        error_type=type(error).__name__)
 
     async def _on_drain(self, app: web.Application) -> None:
         """A draining process lets its exec-servers go at once: they register again, with the next process."""

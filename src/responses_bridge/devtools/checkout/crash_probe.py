@@ -6,13 +6,15 @@ at a chosen point; this stops a sidecar at no chosen point, with many runs of se
 way an OOM kill does. It starts the fake upstream, a small SearXNG stand-in (for server-side ``web_search`` steps)
 and one sidecar (HTTP door, SQLite file, an upstream key so runs are resumable), then for ``--rounds`` rounds:
 opens ``--load`` runs at once — slow background responses (``[chunks] [delay]``: a multi-chunk model call),
-background tool loops (a search, then a slow answer) and Agents sessions (a slow first turn with two inputs queued
-behind it) — waits ``--kill-after`` seconds, ``kill -9``s the sidecar's process group and starts it again on the
-same file. Then it waits for everything to settle and checks each accepted run:
+background tool loops (a search, then a slow answer), Agents sessions (a slow first turn with two inputs queued
+behind it) and sessions whose turn waits on the client (a call of its function, answered only after the kill and the
+restart: crash_probe_waiting.py) — waits ``--kill-after`` seconds, ``kill -9``s the sidecar's process group and
+starts it again on the same file. Then it waits for everything to settle and checks each accepted run:
 
 * a background response ended ``completed`` exactly once: one ``response.completed`` in its stored stream, none
   ``failed``, its events numbered without a gap or a repeat, its answer whole (``Echo: …`` or ``Tool result: …``);
-* each accepted session input was answered by exactly one ``completed`` turn, and no turn ``failed``.
+* each accepted session input was answered by exactly one ``completed`` turn, and no turn ``failed`` (a waiting
+  session's answer: ``Tool result: …`` of the output the probe sent).
 
 A run is *lost* when it is not found, or has not ended by ``--settle`` seconds. A run killed more often than
 ``RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES`` allows (``--max-resumes``; a run opened just before a kill and resumed
@@ -42,10 +44,11 @@ import orjson
 from aiohttp import web
 
 from ..procs import ManagedProcess, free_port, wait_http
+from .crash_probe_waiting import LABEL, answer_text, answer_waiting, open_waiting
 
 BETA = {"OpenAI-Beta": "agents=v1"}
 TERMINAL = ("completed", "failed", "cancelled", "incomplete")
-KINDS = ("response", "search", "session")
+KINDS = ("response", "search", "session", "waiting")
 LIMIT = "(the limit is"
 """In the error of a run the resume limit ended (a response's and a session turn's messages both say it so)."""
 
@@ -54,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="crash-probe", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="kill -9 rounds (default 3)")
     parser.add_argument("--load", type=int, default=24, help="runs opened at once per round, the kinds in turn "
-                        "(response, search, session) (default 24)")
+                        "(response, search, session, waiting) (default 24)")
     parser.add_argument("--chunks", type=int, default=30, help="chunks of a slow model call (default 30)")
     parser.add_argument("--delay", type=int, default=100, help="milliseconds between chunks (default 100)")
     parser.add_argument("--kill-after", type=float, default=1.5, help="seconds from a round's first POST to the "
@@ -87,6 +90,7 @@ class Run:
     outcome: str = "lost"
     resumed: bool = False
     detail: str = ""
+    unanswered: str = ""  # a waiting session's call the probe could not answer: why
 
 
 class SearXNG:
@@ -159,6 +163,9 @@ async def open_run(http: aiohttp.ClientSession, base: str, kind: str, round_no: 
     try:
         if kind == "session":
             return await open_session(http, base, marker, round_no, args)
+        if kind == "waiting":
+            session_id = await open_waiting(http, base, marker)
+            return None if session_id is None else Run(kind, session_id, round_no, marker, inputs=[LABEL])
         text = f"call web_search {marker}" if kind == "search" else marker
         body = {"model": "fake-model", "input": slow(text, args.chunks, args.delay), "background": True}
         if kind == "search":
@@ -269,7 +276,9 @@ async def check_session(http: aiohttp.ClientSession, base: str, run: Run, deadli
     run.resumed = any(count > 1 for count in starts.values())
     failed = [turn for turn in turns if turn["status"] != "completed"]
     limited = [turn for turn in failed if LIMIT in str((turn.get("error") or {}).get("message"))]
-    counts = [sum(text.startswith(f"Echo: {run.marker} {label}") for text in answers) for label in run.inputs]
+    expected = [f"Tool result: {answer_text(run.marker)}" if run.kind == "waiting" else f"Echo: {run.marker} {label}"
+                for label in run.inputs]
+    counts = [sum(text.startswith(prefix) for text in answers) for prefix in expected]
     if len(limited) < len(failed):
         bad = next(turn for turn in failed if turn not in limited)
         run.outcome = "failed"
@@ -294,7 +303,9 @@ async def check(base: str, runs: list[Run], settle: float) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
         async def one(run: Run) -> None:
             async with limit:
-                if run.kind == "session":
+                if run.unanswered:
+                    run.outcome, run.detail = "lost", run.unanswered
+                elif run.kind in ("session", "waiting"):
                     await check_session(http, base, run, deadline)
                 else:
                     await check_response(http, base, run, deadline)
@@ -315,9 +326,20 @@ async def run_rounds(sidecars: list[Sidecar], args: argparse.Namespace) -> list[
             await asyncio.sleep(args.kill_after)
             victim = sidecars[(round_no - 1) % len(sidecars)]
             victim.kill()
-            runs += [run for run in await asyncio.gather(*tasks) if run is not None]
+            accepted = [run for run in await asyncio.gather(*tasks) if run is not None]
+            runs += accepted
             await victim.start()
+            await answer_after_kill(http, [sidecar.base for sidecar in sidecars], accepted)
     return runs
+
+
+async def answer_after_kill(http: aiohttp.ClientSession, bases: list[str], accepted: list[Run]) -> None:
+    """The round's waiting sessions get their calls' results now, after the kill (through any of ``bases``)."""
+    deadline = time.monotonic() + 60
+    waiting = [run for run in accepted if run.kind == "waiting"]
+    for run, why in zip(waiting, await asyncio.gather(*(answer_waiting(http, bases, run.id, run.marker, deadline)
+                                                        for run in waiting)), strict=True):
+        run.unanswered = why
 
 
 def table(runs: list[Run], rounds: int) -> list[dict[str, Any]]:
@@ -326,7 +348,7 @@ def table(runs: list[Run], rounds: int) -> list[dict[str, Any]]:
         mine = [run for run in runs if run.round == round_no]
         outcomes = collections.Counter(run.outcome for run in mine)
         rows.append({"round": round_no, "accepted": len(mine),
-                     "inputs": sum(len(run.inputs) for run in mine if run.kind == "session"),
+                     "inputs": sum(len(run.inputs) for run in mine if run.kind in ("session", "waiting")),
                      "completed": outcomes["completed"], "failed": outcomes["failed"], "lost": outcomes["lost"],
                      "twice": outcomes["twice"], "limit": outcomes["limit"],
                      "resumed": sum(run.resumed for run in mine)})
