@@ -148,6 +148,10 @@ def _code_call(answer: dict[str, Any]) -> dict[str, Any]:
 
 ARRIVALS = pytest.mark.parametrize(("greedy", "together"), [(2, True), (4, True), (8, True), (8, False)],
                                    ids=["2-together", "4-together", "8-together", "8-one-after-another"])
+# program slots (4) beside four times as many greedy tenants too: each turn is one program's time bound at the most
+PROGRAM_ARRIVALS = pytest.mark.parametrize(
+    ("greedy", "together"), [(2, True), (4, True), (8, True), (8, False), (16, True), (16, False)],
+    ids=["2-together", "4-together", "8-together", "8-one-after-another", "16-together", "16-one-after-another"])
 
 
 @needs_sandbox
@@ -174,7 +178,7 @@ async def test_sandbox_slots_a_victim_is_answered_as_alone_beside_greedy_tenants
     assert ended and set(ended) <= TAKEN_BACK, ended
 
 
-@ARRIVALS
+@PROGRAM_ARRIVALS
 async def test_program_slots_a_victim_is_answered_as_alone_beside_greedy_tenants(
         slots_sidecar: Sidecar, greedy: int, together: bool) -> None:
     pytest.importorskip("py_mini_racer")
