@@ -102,7 +102,7 @@ class ExtProcServicer(ExternalProcessorServicer):
         stream = _Stream(self._runtime, self._prefix, write_now)
         stream.hands_off = _hands_off(context)
         self._live.add(stream)
-        read, lock, send = context.read, stream.lock, outbox.send
+        read, turn, send, put = context.read, stream.lock, outbox.send, outbox.put
         observed = stream.observed = StreamObservation()  # request id, metrics, spans (observe.py)
         first = True
         try:
@@ -113,13 +113,16 @@ class ExtProcServicer(ExternalProcessorServicer):
                 started = perf_counter()
                 if type(request) is Undecodable:  # a string field with bytes that are not UTF-8 (decode.py)
                     first = False
-                    async with lock:
+                    await turn.take()
+                    try:
                         replies = await stream.undecodable(request.phase)
                         observed.replied(replies, stream.sse)
                         if stream.done:
                             stream.slot.release()  # before the terminal bytes: see below
                         stream.delivered = stream.done
                         await send(replies, queued=False)
+                    finally:
+                        turn.give()
                     continue
                 phase = request.WhichOneof("request")
                 if phase != "response_body":  # a few messages per request: the per-chunk path skips all this
@@ -129,9 +132,11 @@ class ExtProcServicer(ExternalProcessorServicer):
                     elif phase == "response_headers" and not stream.routed:  # the door's answer is no model call
                         observed.upstream_answered(request)
                 try:
-                    async with lock:  # sent under the lock: a drain's last words never overtake these replies
+                    if not turn.take_now():  # sent in turn: a drain's last words never overtake these replies
+                        await turn.take()
+                    try:
                         with observed.phase(phase):
-                            handling = stream.handle(request)
+                            handling = stream.handle(request, phase)
                             del request  # a request body message is let go as soon as its bytes are taken
                             replies = await handling
                         outbox.merge = stream.full_duplex
@@ -142,7 +147,12 @@ class ExtProcServicer(ExternalProcessorServicer):
                         # the terminal bytes are handed to gRPC from here on: a close by Envoy after this point is
                         # the end of a delivered answer, not a client going away
                         stream.delivered = stream.done
-                        await send(replies, queued=stream.sse or stream.routed)
+                        if stream.sse or stream.routed:
+                            put(replies)  # the writing task's (outbox.py): no coroutine for an event stream's chunk
+                        else:
+                            await send(replies, queued=False)
+                    finally:
+                        turn.give()
                 finally:  # counted however it ends: Envoy may cancel the stream while an immediate reply is written
                     observed.message(phase, perf_counter() - started)
                 if phase == "request_body" and stream.ours and not stream.done:
