@@ -218,5 +218,9 @@ class ExtProcServicer(ExternalProcessorServicer):
 
 
 def _hands_off(context: grpc.aio.ServicerContext) -> bool:
-    """The route told the processor to change nothing (envoy_config/names.py ``HANDS_OFF_METADATA``)."""
-    return any(key == HANDS_OFF_METADATA for key, _ in context.invocation_metadata() or ())
+    """The route told the processor to change nothing (envoy_config/names.py ``HANDS_OFF_METADATA``). A loop, not
+    ``any()`` over a generator: every stream asks."""
+    for key, _ in context.invocation_metadata() or ():
+        if key == HANDS_OFF_METADATA:
+            return True
+    return False
