@@ -105,10 +105,11 @@ class ExtProcServicer(ExternalProcessorServicer):
         read, turn, send, put = context.read, stream.lock, outbox.send, outbox.put
         observed = stream.observed = StreamObservation()  # request id, metrics, spans (observe.py)
         first = True
+        eof = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc exports it; grpc-stubs lack it
         try:
             while True:
                 request = await read()
-                if request is grpc.aio.EOF:  # type: ignore[attr-defined]  # grpc exports it; grpc-stubs lack it
+                if request is eof:
                     break
                 started = perf_counter()
                 if type(request) is Undecodable:  # a string field with bytes that are not UTF-8 (decode.py)
@@ -135,10 +136,13 @@ class ExtProcServicer(ExternalProcessorServicer):
                     if not turn.take_now():  # sent in turn: a drain's last words never overtake these replies
                         await turn.take()
                     try:
-                        with observed.phase(phase):
-                            handling = stream.handle(request, phase)
-                            del request  # a request body message is let go as soon as its bytes are taken
+                        handling = stream.handle(request, phase)  # runs when awaited: in the phase's span
+                        del request  # a request body message is let go as soon as its bytes are taken
+                        if observed.span is None:  # not traced: no span to enter (every streamed chunk)
                             replies = await handling
+                        else:
+                            with observed.phase(phase):
+                                replies = await handling
                         outbox.merge = stream.full_duplex
                         if phase != "response_body" or stream.done:
                             observed.replied(replies, stream.sse)
