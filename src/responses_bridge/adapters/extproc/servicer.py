@@ -224,7 +224,7 @@ class ExtProcServicer(ExternalProcessorServicer):
 def _hands_off(context: grpc.aio.ServicerContext) -> bool:
     """The route told the processor to change nothing (envoy_config/names.py ``HANDS_OFF_METADATA``). A loop, not
     ``any()`` over a generator: every stream asks."""
-    for key, _ in context.invocation_metadata() or ():
+    for key, _ in context.invocation_metadata() or ():  # noqa: SIM110 - see above
         if key == HANDS_OFF_METADATA:
             return True
     return False
