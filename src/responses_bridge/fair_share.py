@@ -132,8 +132,9 @@ class FairPool:
         holds = state.holds if state is not None else 0
         if holds and holds + size > self.cap(tenant):  # past its cap alone (a first holding larger than it runs)
             return None
-        if state is None:
-            state = self._join(tenant)
+        if state is None:  # _join, inlined: every request's first holding comes here
+            state = self._idle.pop(tenant, None) or _Tenant()
+            self.tenants[tenant] = state
         state.holds += size
         self.held += size
         return state
@@ -144,8 +145,11 @@ class FairPool:
         state = self.tenants.get(tenant)
         if state is not None:
             state.holds -= size
-            if state.holds <= 0 and not state.waiting:
-                self._retire(tenant, state)
+            if state.holds <= 0 and not state.waiting:  # _retire, inlined: every request's last give comes here
+                del self.tenants[tenant]
+                if len(self._idle) < IDLE_KEPT and not state.holdings:
+                    state.reclaiming = 0
+                    self._idle[tenant] = state
         if self.waiters:
             self._dispatch()
 

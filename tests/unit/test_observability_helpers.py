@@ -9,6 +9,7 @@ import logging
 import sys
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import structlog
@@ -175,15 +176,17 @@ def test_the_dashboard_queries_only_metrics_the_bridge_serves() -> None:
     assert queried <= served, sorted(queried - served)
 
 
-def test_observer_counts_as_the_histogram_does() -> None:
-    """metrics.observer, the per-message observation: every bucket, count and sum as prometheus_client's own
-    observe gives them, at the bounds, between them, past the last and below the first."""
+@pytest.mark.parametrize("make", [metrics.observer, metrics.loop_observer], ids=["observer", "loop_observer"])
+def test_observer_counts_as_the_histogram_does(make: Any) -> None:
+    """metrics.observer, the per-request observation, and metrics.loop_observer, the ext_proc door's per-message
+    one (without the value's mutex): every bucket, count and sum as prometheus_client's own observe gives them, at
+    the bounds, between them, past the last and below the first."""
     from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
     bounds = (0.0005, 0.001, 0.0025, 0.01, 0.1, 1.0)
     theirs, ours = CollectorRegistry(), CollectorRegistry()
     reference = Histogram("x_seconds", "x", ["phase"], buckets=bounds, registry=theirs).labels("a")
-    observe = metrics.observer(Histogram("x_seconds", "x", ["phase"], buckets=bounds, registry=ours).labels("a"))
+    observe = make(Histogram("x_seconds", "x", ["phase"], buckets=bounds, registry=ours).labels("a"))
     for amount in (*bounds, 0.0, -1.0, 0.0007, 0.05, 0.99, 1.5, 1e9, 0.001):
         reference.observe(amount)
         observe(amount)

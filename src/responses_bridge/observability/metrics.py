@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.values import MutexValue
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _MESSAGE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -79,6 +80,25 @@ def observer(child: Any) -> Callable[[float], None]:
     return observe
 
 
+def loop_observer(child: Any) -> Callable[[float], None]:
+    """:func:`observer` for a histogram only the event loop's thread observes (the ext_proc door's per-message
+    times, observed once a streamed chunk): its counts added in place, without the mutex prometheus_client's value
+    takes against other writing threads (there are none; the exposition reads each float whole). Its values of
+    another kind (multiprocess mode) keep :func:`observer`."""
+    try:
+        bounds, buckets, total = tuple(child._upper_bounds), child._buckets, child._sum
+    except AttributeError:
+        return child.observe
+    if len(bounds) != len(buckets) or any(type(value) is not MutexValue for value in (total, *buckets)):
+        return observer(child)
+
+    def observe(amount: float) -> None:
+        total._value += amount
+        buckets[bisect_left(bounds, amount)]._value += 1
+
+    return observe
+
+
 def adder(metric: Any) -> Callable[[float], None]:
     """``metric.inc`` of an unlabelled counter or gauge (or a labelled one's child) without the labels check each
     call makes (a gauge's ``dec`` is adding a negative amount): the per-request counts. Callers add what a counter
@@ -98,8 +118,8 @@ PHASES = ("request_headers", "request_body", "request_trailers", "response_heade
 EXTPROC_MESSAGE = {phase: EXTPROC_MESSAGE_SECONDS.labels(phase) for phase in PHASES}
 """The per-phase children, resolved once: timing a message costs one dict lookup and one observation."""
 EXTPROC_OTHER = EXTPROC_MESSAGE_SECONDS.labels("other")
-EXTPROC_MESSAGE_OBSERVE = {phase: observer(child) for phase, child in EXTPROC_MESSAGE.items()}
-EXTPROC_OTHER_OBSERVE = observer(EXTPROC_OTHER)
+EXTPROC_MESSAGE_OBSERVE = {phase: loop_observer(child) for phase, child in EXTPROC_MESSAGE.items()}
+EXTPROC_OTHER_OBSERVE = loop_observer(EXTPROC_OTHER)
 
 FIRST_EVENT = {door: FIRST_EVENT_SECONDS.labels(door) for door in ("http", "extproc")}
 ACTIVE = {door: ACTIVE_STREAMS.labels(door) for door in ("http", "extproc")}

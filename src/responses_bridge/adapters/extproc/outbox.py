@@ -22,15 +22,19 @@ Write = Callable[[ProcessingResponse], Awaitable[None]]
 
 
 class Outbox:
-    __slots__ = ("_error", "_idle", "_queue", "_task", "_wake", "_write", "merge")
+    """The writing task sleeps on a future of its own while nothing is queued, and a flush waits on one only
+    while a write is under way: a queued chunk costs one ``set_result`` to wake the writer, not two events set and
+    cleared and waited on (~100 bytecodes a streamed chunk)."""
+
+    __slots__ = ("_busy", "_error", "_flushes", "_queue", "_task", "_wake", "_write", "merge")
 
     def __init__(self, write: Write, *, merge: bool = False) -> None:
         self._write = write
         self.merge = merge  # FULL_DUPLEX_STREAMED: body replies may be joined
         self._queue: list[ProcessingResponse] = []
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._busy = False  # the writing task has replies to write, or is writing them
+        self._wake: asyncio.Future[None] | None = None  # the writing task's, while it sleeps
+        self._flushes: list[asyncio.Future[None]] = []  # flushes waiting for the writing task to be idle
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
 
@@ -50,18 +54,27 @@ class Outbox:
         """Queues replies; raises what broke an earlier write (the gRPC stream is gone)."""
         if self._error is not None:
             raise self._error
-        before = len(self._queue)
-        self._queue.extend(replies)
-        if len(self._queue) == before:
+        queue = self._queue
+        before = len(queue)
+        queue.extend(replies)
+        if len(queue) == before:
             return
-        self._idle.clear()
+        self._busy = True
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
-        self._wake.set()
+            return
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            if not wake.done():
+                wake.set_result(None)
 
     async def flush(self) -> None:
         """Returns once everything queued so far has been written."""
-        await self._idle.wait()
+        if self._busy:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._flushes.append(done)
+            await done
         if self._error is not None:
             raise self._error
 
@@ -72,21 +85,30 @@ class Outbox:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
+    def _idle(self) -> None:
+        """Nothing left to write: the flushes waiting are answered."""
+        self._busy = False
+        if self._flushes:
+            flushes, self._flushes = self._flushes, []
+            for done in flushes:
+                if not done.done():
+                    done.set_result(None)
+
     async def _run(self) -> None:
         write = self._write
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
                 while self._queue:
                     batch, self._queue = self._queue, []
                     for reply in _joined(batch) if self.merge and len(batch) > 1 else batch:
                         await write(reply)
-                self._idle.set()
+                self._idle()
+                self._wake = loop.create_future()
+                await self._wake
         except Exception as exc:  # noqa: BLE001  (the stream broke: the message loop learns it at its next put or flush)
             self._error = exc
-            self._idle.set()
-
+            self._idle()
 
 def _joined(batch: list[ProcessingResponse]) -> list[ProcessingResponse]:
     """Consecutive ``streamed_response`` body replies as one (its ``end_of_stream`` is the last one's), up to

@@ -102,24 +102,28 @@ class ExtProcServicer(ExternalProcessorServicer):
         stream = _Stream(self._runtime, self._prefix, write_now)
         stream.hands_off = _hands_off(context)
         self._live.add(stream)
-        read, lock, send = context.read, stream.lock, outbox.send
+        read, turn, send, put = context.read, stream.lock, outbox.send, outbox.put
         observed = stream.observed = StreamObservation()  # request id, metrics, spans (observe.py)
         first = True
+        eof = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc exports it; grpc-stubs lack it
         try:
             while True:
                 request = await read()
-                if request is grpc.aio.EOF:  # type: ignore[attr-defined]  # grpc exports it; grpc-stubs lack it
+                if request is eof:
                     break
                 started = perf_counter()
                 if type(request) is Undecodable:  # a string field with bytes that are not UTF-8 (decode.py)
                     first = False
-                    async with lock:
+                    await turn.take()
+                    try:
                         replies = await stream.undecodable(request.phase)
                         observed.replied(replies, stream.sse)
                         if stream.done:
                             stream.slot.release()  # before the terminal bytes: see below
                         stream.delivered = stream.done
                         await send(replies, queued=False)
+                    finally:
+                        turn.give()
                     continue
                 phase = request.WhichOneof("request")
                 if phase != "response_body":  # a few messages per request: the per-chunk path skips all this
@@ -129,11 +133,16 @@ class ExtProcServicer(ExternalProcessorServicer):
                     elif phase == "response_headers" and not stream.routed:  # the door's answer is no model call
                         observed.upstream_answered(request)
                 try:
-                    async with lock:  # sent under the lock: a drain's last words never overtake these replies
-                        with observed.phase(phase):
-                            handling = stream.handle(request)
-                            del request  # a request body message is let go as soon as its bytes are taken
+                    if not turn.take_now():  # sent in turn: a drain's last words never overtake these replies
+                        await turn.take()
+                    try:
+                        handling = stream.handle(request, phase)  # runs when awaited: in the phase's span
+                        del request  # a request body message is let go as soon as its bytes are taken
+                        if observed.span is None:  # not traced: no span to enter (every streamed chunk)
                             replies = await handling
+                        else:
+                            with observed.phase(phase):
+                                replies = await handling
                         outbox.merge = stream.full_duplex
                         if phase != "response_body" or stream.done:
                             observed.replied(replies, stream.sse)
@@ -142,7 +151,12 @@ class ExtProcServicer(ExternalProcessorServicer):
                         # the terminal bytes are handed to gRPC from here on: a close by Envoy after this point is
                         # the end of a delivered answer, not a client going away
                         stream.delivered = stream.done
-                        await send(replies, queued=stream.sse or stream.routed)
+                        if stream.sse or stream.routed:
+                            put(replies)  # the writing task's (outbox.py): no coroutine for an event stream's chunk
+                        else:
+                            await send(replies, queued=False)
+                    finally:
+                        turn.give()
                 finally:  # counted however it ends: Envoy may cancel the stream while an immediate reply is written
                     observed.message(phase, perf_counter() - started)
                 if phase == "request_body" and stream.ours and not stream.done:
@@ -208,5 +222,9 @@ class ExtProcServicer(ExternalProcessorServicer):
 
 
 def _hands_off(context: grpc.aio.ServicerContext) -> bool:
-    """The route told the processor to change nothing (envoy_config/names.py ``HANDS_OFF_METADATA``)."""
-    return any(key == HANDS_OFF_METADATA for key, _ in context.invocation_metadata() or ())
+    """The route told the processor to change nothing (envoy_config/names.py ``HANDS_OFF_METADATA``). A loop, not
+    ``any()`` over a generator: every stream asks."""
+    for key, _ in context.invocation_metadata() or ():  # noqa: SIM110 - see above
+        if key == HANDS_OFF_METADATA:
+            return True
+    return False

@@ -27,9 +27,11 @@ class _Stream(RequestPhase):
 
     __slots__ = ()
 
-    async def handle(self, request: ProcessingRequest) -> Responses:
-        phase = request.WhichOneof("request")
-        dispatch = self._dispatch(request)
+    async def handle(self, request: ProcessingRequest, phase: str | None = None) -> Responses:
+        """``phase``: the message's ``WhichOneof("request")`` when the caller has it already."""
+        if phase is None:
+            phase = request.WhichOneof("request")
+        dispatch = self._dispatch(request, phase)
         del request  # only _dispatch holds the message now, so it can let a large one go early
         try:
             return await dispatch
@@ -79,8 +81,7 @@ class _Stream(RequestPhase):
             return [*await self._streamed((head, reply.body), True), *trailers]
         return [m.response_body_reply(head + reply.body)]
 
-    async def _dispatch(self, request: ProcessingRequest) -> Responses:
-        phase = request.WhichOneof("request")
+    async def _dispatch(self, request: ProcessingRequest, phase: str | None) -> Responses:
         if phase == "response_body":
             message = request.response_body
             if self.chat_record is not None:  # a stored chat's answer (chat_phase.py)
@@ -142,14 +143,16 @@ class _Stream(RequestPhase):
         """A drain ran out of time with this response still running: end it now with ``response.failed``
         (``server_shutdown``) and ``[DONE]``, or the 503 error when nothing has left Envoy yet. In STREAMED mode
         the processor may only answer an upstream chunk, so the stream ends at its next one."""
-        async with self.lock:
-            try:
-                responses = await self._shutdown_responses()
-                self.delivered = self.done
-                for response in responses:
-                    await self.write(response)  # type: ignore[misc]
-            except Exception:  # the stream went away meanwhile: nothing left to end
-                log.warning("extproc_shutdown_write_failed", exc_info=True)
+        await self.lock.take()
+        try:
+            responses = await self._shutdown_responses()
+            self.delivered = self.done
+            for response in responses:
+                await self.write(response)  # type: ignore[misc]
+        except Exception:  # the stream went away meanwhile: nothing left to end
+            log.warning("extproc_shutdown_write_failed", exc_info=True)
+        finally:
+            self.lock.give()
 
     async def _shutdown_responses(self) -> Responses:
         if self.done or self.run is None:

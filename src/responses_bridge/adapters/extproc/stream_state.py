@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ from ...store.base import DEFAULT_TENANT
 from ...upstreams import Route
 from ._pb.ext_proc_pb2 import ProcessingResponse
 from .observe import StreamObservation
+from .turn import Turn
 
 RESPONSES_PATHS = frozenset(("/v1/responses", "/responses"))
 CHAT_PATHS = frozenset(("/v1/chat/completions", "/chat/completions"))
@@ -82,7 +82,7 @@ class StreamState:
         self.runtime = runtime
         self.prefix = prefix
         self.write = write  # the gRPC stream's, for what the processor sends on its own (a drain's last words)
-        self.lock = asyncio.Lock()  # one writer at a time: the message loop, or a drain ending the stream
+        self.lock = Turn()  # one writer at a time: the message loop, or a drain ending the stream (turn.py)
         self.run: Run | None = None
         # Is this a POST /v1/responses to translate? None until known: the bootstrap skips the request headers
         # (one processor round trip less), so the first message is then the buffered body, which means yes.

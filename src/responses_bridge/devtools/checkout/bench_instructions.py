@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=30, help="requests sent before the counters are zeroed")
     parser.add_argument("--rounds", type=int, default=1, help="sidecars started per side, A and B alternating")
     parser.add_argument("--envoy", action="store_true", help="also through Envoy (the ext_proc door)")
+    parser.add_argument("--chunks", type=int, default=0, help="measured requests streamed, the fake upstream "
+                        "answering in this many chunks --delay ms apart (each its own ext_proc message); 0: JSON. "
+                        "Per chunk: the difference of two runs' figures over the difference of their chunks")
+    parser.add_argument("--delay", type=int, default=15, help="ms between a streamed answer's chunks")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of no request counted per door, for the "
                         "idle rate subtracted in the net figures (0: none)")
     return parser
@@ -92,7 +96,8 @@ async def _side(name: str, python: Path, tmp: str, upstream_url: str, args: argp
     side.sidecar = ManagedProcess(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/out.%p",
                                    "--trace-children=no", *side.sidecar.argv],
                                   f"sidecar {name} (callgrind)", env=side.env)
-    body = synthetic_body(True, False, 1)
+    body = (synthetic_body(True, True, args.chunks, f" [delay={args.delay}]") if args.chunks > 0
+            else synthetic_body(True, False, 1))
     figures: dict[str, float] = {}
     try:
         side.sidecar.start()
@@ -147,7 +152,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, dict[str, float]]]:
 def main() -> int:
     args = _parser().parse_args()
     rounds = asyncio.run(run(args))
-    print(f"instructions per JSON request (callgrind, {args.requests} requests after {args.warmup}, the sidecar's "
+    kind = f"streamed request of {args.chunks} chunks" if args.chunks > 0 else "JSON request"
+    print(f"instructions per {kind} (callgrind, {args.requests} requests after {args.warmup}, the sidecar's "
           "every thread); B: " + (args.ab_tree or "this tree again"))
     for index, figures in enumerate(rounds):
         for door in figures["A"]:
