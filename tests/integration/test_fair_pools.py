@@ -216,7 +216,7 @@ async def egress_stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFact
     hosts = Hosts()
     await hosts.start()
     env = {"RESPONSES_BRIDGE_AUTH": "header", "RESPONSES_BRIDGE_CODE_TIMEOUT": "90",
-           "RESPONSES_BRIDGE_CODE_CONCURRENCY": "8",  # every tenant's one call runs at once
+           "RESPONSES_BRIDGE_CODE_CONCURRENCY": "20",  # every tenant's one call runs at once
            "RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS": f"127.0.0.1:{hosts.port}",
            "RESPONSES_BRIDGE_CODE_EGRESS_BRIDGE_CONNECTIONS": str(EGRESS_CAP),
            "RESPONSES_BRIDGE_CODE_EGRESS_MAX_CONNECTIONS": str(2 * VICTIM_CALLS),  # one call's, in all
@@ -265,7 +265,7 @@ async def _run(url: str, tenant: str, code: str) -> list[str]:
 
 
 @needs_sandbox
-@pytest.mark.parametrize("greedy", [2, 4])
+@pytest.mark.parametrize("greedy", [2, 4, 8, 16])
 async def test_egress_connections_a_victim_is_answered_as_alone_beside_greedy_tenants(
         egress_stack: EgressStack, greedy: int) -> None:
     url, hosts = egress_stack.sidecar.http_url, egress_stack.hosts

@@ -196,3 +196,42 @@ async def test_among_tenants_holding_none_one_never_taken_from_takes_its_turn_fi
     await settle()
     assert victim.outcome == "held" and waiting.outcome == "waiting" and len(preempted(greedy)) == 1
     await end([victim, waiting], *greedy.values())
+
+
+async def test_an_egress_connection_of_a_tenant_holding_none_waits_for_its_turn_and_the_cap_holds() -> None:
+    from responses_bridge.fair_tenure import process_quantum, set_quantum
+    from responses_bridge.sandbox.egress_limits import ConnectionShares
+
+    shares, before, ended = ConnectionShares(), process_quantum(), []
+    set_quantum(0.05)
+
+    async def hold(tenant: str) -> None:
+        assert shares.admit(tenant, share=1, cap=2) is None
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            ended.append(tenant)
+            raise
+        finally:
+            shares.release(tenant)
+
+    async def victim() -> tuple[object, int, int]:
+        refused = shares.admit("c", share=1, cap=2)  # the admission alone: refused, as before
+        assert refused is not None and refused.outcome == "bridge_connection_limit" and refused.turn, refused
+        waited = await shares.wait_turn("c", 2)
+        total, mine = shares.total, shares.held("c")
+        if waited is None:
+            shares.release("c")
+        return waited, total, mine
+
+    holders = [asyncio.create_task(hold(tenant)) for tenant in ("a", "b")]
+    try:
+        await asyncio.sleep(0)
+        waited, total, mine = await asyncio.create_task(victim())
+        assert waited is None and total == 2 and mine == 1  # its turn came, within the cap
+        assert ended == ["a"] or ended == ["b"], ended  # the one held longest was closed for it
+    finally:
+        set_quantum(before)
+        for holder in holders:
+            holder.cancel()
+        await asyncio.gather(*holders, return_exceptions=True)

@@ -85,6 +85,8 @@ LINGER_SECONDS = 1.0
 the client sent (at most ``LINGER_SECONDS``): closing a Unix socket with unread bytes resets it, and the client
 would never read its 403."""
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_TURN = ("turn", b"")
+"""What :meth:`EgressProxy._admit` says of a connection that may wait for its turn (egress_limits.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +190,8 @@ class EgressProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         refusal = self._admit()
+        if refusal is _TURN:  # more tenants than connections and this one holds none: its turn may come
+            refusal = await self._turn()
         if refusal is not None:  # counted where it is made, before a byte is read: ended at once, no log line
             self.refused[refusal[0]] += 1
             writer.write(refusal[1])
@@ -219,8 +223,12 @@ class EgressProxy:
         cap = self.limits.bridge_cap
         refused = SHARES.admit(self.tenant, share=self.limits.tenant_share(cap), cap=cap)
         if refused is not None:
-            return refused.outcome, _refusal(403, refused.outcome, refused.message)
+            return _TURN if refused.turn else (refused.outcome, _refusal(403, refused.outcome, refused.message))
         return None
+
+    async def _turn(self) -> tuple[str, bytes] | None:
+        refused = await SHARES.wait_turn(self.tenant, self.limits.bridge_cap)
+        return None if refused is None else (refused.outcome, _refusal(403, refused.outcome, refused.message))
 
     async def _serve_admitted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -9,19 +9,26 @@ every shared pool (fair_share.py): alone its calls hold at most its share (``cod
 default half the cap where tenants are told apart, all of it where there is one); with the cap reached, a tenant
 holding less than its fair share (the cap over the tenants holding connections) is still served and the newest
 connection of the tenant holding the most above its own is closed — so however many tenants flood, another's call
-finds connections. The refusal names the share, and a connection ended gives its place back at once.
+finds connections. The refusal names the share, and a connection ended gives its place back at once. With more
+tenants than the cap's connections, each holding one (every holder above its share ``cap / n < 1``), a connection
+of a tenant holding none waits briefly (:data:`TURN_QUANTA`) for its turn: the connection held longest past the
+quantum (fair_tenure.py) is closed for it and its place given to it — the cap is never passed for this.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..fair_share import FairPool
+from ..fair_share import FairPool, Refused
 from ..observability import metrics
 from ..preemption import current_task
 
 BRIDGE_FLOOR = 16
 """The cap never goes below this, whatever the descriptor limit."""
+TURN_QUANTA = 2.0
+"""How long, in quanta, a connection of a tenant holding none waits for its turn when more tenants than the cap's
+connections hold one each: a holding is taken back once held a quantum, the turns paced ``quantum / cap`` apart;
+past this wait it is refused as before (the code's connect has been accepted: it waits, it is not refused)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +73,9 @@ class Refusal:
 
     outcome: str
     message: str
+    turn: bool = False
+    """The tenant holds none beside more tenants than connections: its turn may come (:meth:`ConnectionShares.
+    wait_turn`)."""
 
 
 class ConnectionShares:
@@ -108,8 +118,26 @@ class ConnectionShares:
             return Refusal("tenant_connection_limit", f"this tenant's calls hold {holds} egress connections, its "
                            f"fair share of the bridge's {cap} while other tenants hold the rest; try again when "
                            "one ends")
+        return self._full(cap, turn=len(pool.tenants) + (tenant not in pool.tenants) > cap)
+
+    @staticmethod
+    def _full(cap: int, *, turn: bool = False) -> Refusal:
         return Refusal("bridge_connection_limit", f"the bridge holds all its {cap} egress connections "
-                       "(RESPONSES_BRIDGE_CODE_EGRESS_BRIDGE_CONNECTIONS); try again later")
+                       "(RESPONSES_BRIDGE_CODE_EGRESS_BRIDGE_CONNECTIONS); try again later", turn)
+
+    async def wait_turn(self, tenant: str, cap: int) -> Refusal | None:
+        """After :meth:`admit`'s refusal with ``turn``: wait at most :data:`TURN_QUANTA` quanta in the pool's queue
+        for a connection taken back for ``tenant`` (the one held longest past the quantum, closed: its code sees
+        the connection reset) or ended; None once it is ``tenant``'s, else the refusal as before. The place is
+        given when the closed connection has given it back: the cap holds."""
+        pool = self._pool
+        try:
+            await pool.take(tenant, 1, TURN_QUANTA * pool.tenure.quantum)
+        except Refused:
+            return self._full(cap)
+        self._admitted(tenant)
+        pool.tenure.stamp(current_task())  # given after a wait: its tenure starts now
+        return None
 
     def _admitted(self, tenant: str) -> None:
         self._pool.enlist(tenant, current_task())
