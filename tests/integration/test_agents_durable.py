@@ -92,6 +92,20 @@ async def read_to_end(answer: aiohttp.ClientResponse) -> bytes:
     return await answer.content.read()
 
 
+async def slow_turn_and_two_queued(http: aiohttp.ClientSession) -> str:
+    """A new session whose first turn streams slowly (:data:`SLOW`), with two more inputs queued behind it: its id."""
+    async with http.post("/v1/agents/sessions", json={
+            "agent": {"model": "fake-model"}, "environment": {"type": "none"}, "input": SLOW}) as answer:
+        assert answer.status == 200, await answer.text()
+        session_id: str = (await answer.json())["id"]
+    for text in ("second", "third"):  # queued behind the running turn
+        async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
+                {"type": "agent.session.input.message",
+                 "input": [{"role": "user", "content": [{"type": "input_text", "text": text}]}]}]}) as answer:
+            assert answer.status == 202, await answer.text()
+    return session_id
+
+
 def stop(process: ManagedProcess, how: str) -> None:
     assert process.pid is not None
     os.killpg(process.pid, signal.SIGKILL if how == "kill" else signal.SIGTERM)
@@ -106,15 +120,7 @@ async def test_a_running_turn_and_its_queued_input_survive_the_sidecar(how: str,
         first, first_base = await stack.enter_async_context(sidecar(tmp_path / "a", fake_upstream, db))
         other = await stack.enter_async_context(sidecar(tmp_path / "b", fake_upstream, db)) if shared else None
         async with aiohttp.ClientSession(first_base, headers=BETA, timeout=TIMEOUT) as http:
-            async with http.post("/v1/agents/sessions", json={
-                    "agent": {"model": "fake-model"}, "environment": {"type": "none"}, "input": SLOW}) as answer:
-                assert answer.status == 200, await answer.text()
-                session_id = (await answer.json())["id"]
-            for text in ("second", "third"):  # queued behind the running turn
-                async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
-                        {"type": "agent.session.input.message",
-                         "input": [{"role": "user", "content": [{"type": "input_text", "text": text}]}]}]}) as answer:
-                    assert answer.status == 202, await answer.text()
+            session_id = await slow_turn_and_two_queued(http)
             async with http.get(f"/v1/agents/sessions/{session_id}/events") as reading:
                 before = await read_until_deltas(reading)
                 stop(first, how)

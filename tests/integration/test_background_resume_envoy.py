@@ -146,16 +146,7 @@ async def test_a_session_turn_stopped_behind_envoy_is_resumed_with_its_queued_in
     process = await started(tmp_path, fake_upstream, db, door, search)
     try:
         async with aiohttp.ClientSession(door.url, headers=sessions.BETA, timeout=TIMEOUT) as http:
-            async with http.post("/v1/agents/sessions", json={
-                    "agent": {"model": "fake-model"}, "environment": {"type": "none"},
-                    "input": sessions.SLOW}) as answer:
-                assert answer.status == 200, await answer.text()
-                session_id = (await answer.json())["id"]
-            for text in ("second", "third"):  # queued behind the running turn
-                async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
-                        {"type": "agent.session.input.message",
-                         "input": [{"role": "user", "content": [{"type": "input_text", "text": text}]}]}]}) as answer:
-                    assert answer.status == 202, await answer.text()
+            session_id = await sessions.slow_turn_and_two_queued(http)
             async with http.get(f"/v1/agents/sessions/{session_id}/events") as reading:
                 before = await sessions.read_until_deltas(reading)
                 sessions.stop(process, stop)
