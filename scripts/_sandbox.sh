@@ -73,9 +73,10 @@ _cover_traversable() {  # in the private namespace: $1 covered by a tmpfs like i
   owner="uid=$(stat -c %u "$dir"),gid=$(stat -c %g "$dir")"
   if [ "$dir" = "${ROOT:-}" ]; then
     # the checkout itself (a clone in a mode-0700 folder, as mktemp -d makes): what its tools write at its top would
-    # land in the 1 MiB tmpfs and fill it (mypy's cache: an internal error, the checks failed) — made here first,
+    # land in the 1 MiB tmpfs and fill it (mypy's cache: an internal error, the checks failed; setuptools' build/ of a
+    # wheel built from the checkout: ENOSPC) — made here first,
     # they are bound back like every other entry and what is written in them stays on disk
-    (cd "$ROOT" && mkdir -p .mypy_cache .pytest_cache .ruff_cache .hypothesis)
+    (cd "$ROOT" && mkdir -p .mypy_cache .pytest_cache .ruff_cache .hypothesis build)
   fi
   stage="$(mktemp -d)"
   mount --rbind "$dir" "$stage"
