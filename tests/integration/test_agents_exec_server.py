@@ -19,6 +19,7 @@ import pytest
 
 from responses_bridge.devtools.procs import free_port
 from responses_bridge.envoy_config import Auth, render_bootstrap
+from responses_bridge.services.executor_noise import Identity
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle
 from tests.support.bridge import Sidecar, keys_command, running_sidecar
 from tests.support.envoy import start_envoy
@@ -116,13 +117,37 @@ async def test_what_the_registry_refuses(beta_client: openai.AsyncOpenAI, http: 
     creds = (await credentials(http, session_id))[1]
     remote = base_url + creds["remote_path"]
     async with aiohttp.ClientSession() as raw:
-        # the Noise relay's registration (codex's default transport): a 400 saying what to run instead
-        async with raw.post(f"{remote}/cloud/environment/{environment_id}/register",
-                            json={"security_profile": "noise_hybrid_ik_v1", "executor_public_key": {}},
-                            headers={"Authorization": "Bearer sk-client"}) as answer:
-            error = (await answer.json())["error"]
-            assert answer.status == 400 and error["code"] == "unsupported_value"
-            assert "--remote-transport direct --aws-sigv4" in error["message"]
+        # the Noise relay's registration (codex's default transport) takes the session's registration bearer
+        noise = f"{remote}/cloud/environment/{environment_id}/register"
+        key = Identity.generate().public().as_json()
+        bearer = {"Authorization": f"Bearer {creds['registration_bearer']}"}
+        for headers in ({"Authorization": "Bearer sk-client"}, {},
+                        {"Authorization": f"Bearer {creds['aws_access_key_id']}.{'0' * 32}"}):
+            async with raw.post(noise, json={"security_profile": "noise_hybrid_ik_v1", "executor_public_key": key},
+                                headers=headers) as answer:
+                assert answer.status == 401 and (await answer.json())["error"]["code"] == "invalid_api_key"
+        for body, param in (({"security_profile": "legacy", "executor_public_key": key}, "security_profile"),
+                            ({"security_profile": "noise_hybrid_ik_v1", "executor_public_key": {**key, "suite": "x"}},
+                             "executor_public_key")):
+            async with raw.post(noise, json=body, headers=bearer) as answer:
+                assert answer.status == 400 and (await answer.json())["error"]["param"] == param
+        async with raw.post(f"{remote}/cloud/environment/{other_environment}/register", headers=bearer,
+                            json={"security_profile": "noise_hybrid_ik_v1", "executor_public_key": key}) as answer:
+            assert answer.status == 404  # the bearer is the session's, for its environment only
+        async with raw.post(noise, json={"security_profile": "noise_hybrid_ik_v1", "executor_public_key": key},
+                            headers=bearer) as answer:
+            registered = await answer.json()
+            assert answer.status == 200 and registered["security_profile"] == "noise_hybrid_ik_v1"
+            assert registered["url"].startswith("ws://") and "/relay/" in registered["url"]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as signed_only:  # a relay URL is not a direct one
+            await raw.ws_connect(registered["url"].replace("/relay/", "/connect/"), headers=signed_headers(
+                "GET", registered["url"].replace("/relay/", "/connect/"), b"", creds["aws_access_key_id"],
+                creds["aws_secret_access_key"]))
+        assert signed_only.value.status == 409
+        async with raw.post(f"{remote}/cloud/environment/{environment_id}/validate", headers=bearer, json={
+                "executor_registration_id": registered["executor_registration_id"], "harness_public_key": key,
+                "harness_key_authorization": "made-up"}) as answer:
+            assert answer.status == 200 and await answer.json() == {"valid": False}  # no handshake carried it
         wrong = FakeExecServer(remote, environment_id, creds["aws_access_key_id"], "not-the-secret")
         status, body = await wrong.register(raw)
         assert status == 401 and body["error"]["code"] == "invalid_signature"
@@ -203,8 +228,12 @@ async def test_another_tenant_cannot_attach(tenanted: Sidecar, tmp_path: Path) -
 
 
 @pytest.mark.skipif(real_codex() is None, reason="CODEX_TEST_BINARY names no codex binary")
+@pytest.mark.parametrize("transport", ["direct", "noise"])
 async def test_the_real_codex_exec_server(beta_client: openai.AsyncOpenAI, http: aiohttp.ClientSession,
-                                          base_url: str, tmp_path: Path) -> None:
+                                          base_url: str, tmp_path: Path, transport: str) -> None:
+    """Both transports of the real binary: ``direct`` signing with SigV4, and its default, the Noise relay, with
+    the registration bearer on its standard input (the hybrid IK handshake, the registry's validation of the
+    bridge's harness key, then the same JSON-RPC in Noise records)."""
     session_id, environment_id = await new_session(beta_client, tmp_path)
     creds = (await credentials(http, session_id))[1]
     home = tmp_path / "codex-home"
@@ -212,10 +241,15 @@ async def test_the_real_codex_exec_server(beta_client: openai.AsyncOpenAI, http:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CODEX_HOME": str(home),
            "AWS_ACCESS_KEY_ID": creds["aws_access_key_id"], "AWS_SECRET_ACCESS_KEY": creds["aws_secret_access_key"],
            "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    how = ["--aws-sigv4"] if transport == "direct" else ["--registration-bearer-stdin"]
     codex = await asyncio.create_subprocess_exec(
         str(real_codex()), "exec-server", "--remote", base_url + creds["remote_path"], "--environment-id",
-        environment_id, "--remote-transport", "direct", "--aws-sigv4", env=env,
+        environment_id, "--remote-transport", transport, *how, env=env, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    assert codex.stdin is not None
+    if transport == "noise":
+        codex.stdin.write(creds["registration_bearer"].encode() + b"\n")
+        await codex.stdin.drain()
     try:
         for _ in range(300):
             if (await credentials(http, session_id))[1]["connected"]:

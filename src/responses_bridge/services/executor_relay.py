@@ -25,6 +25,7 @@ from .executor_rpc import ExecutorGone
 FRAME_VERSION = 1
 RECORD_PLAINTEXT = 60 * 1024
 MAX_JSONRPC_MESSAGE = 64 * 1024 * 1024
+MAX_RELAY_FRAME_BYTES = 256 * 1024  # one frame: a Noise record (64 KiB at most) and its routing, as codex bounds it
 MAX_REORDER = 256  # records held waiting for an earlier one (codex numbers them; the relay may reorder)
 HANDSHAKE_SECONDS = 30.0  # the exec-server validates our key with the registry before it answers
 
