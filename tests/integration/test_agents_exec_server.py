@@ -257,13 +257,15 @@ async def test_the_real_codex_exec_server(beta_client: openai.AsyncOpenAI, http:
             await asyncio.sleep(0.1)
         else:
             pytest.fail("the codex exec-server did not connect")
-        events = await ask(beta_client, http, session_id, "sh: echo real > real.txt && cat real.txt")
+        # 200 KB of output first: a process/read answer spans several Noise records (60 KiB each), put back together
+        events = await ask(beta_client, http, session_id,
+                           "sh: head -c 200000 /dev/zero | tr '\\0' a; echo; echo real > real.txt && cat real.txt")
     finally:
         codex.kill()
         await codex.wait()
     [done] = [event["item"] for event in events if event["type"] == "agent.session.turn.item.done"
               and event["item"]["type"] == "command_execution"]
-    assert done["status"] == "completed" and done["exit_code"] == 0 and done["output"].endswith("real\n")
+    assert done["status"] == "completed" and done["exit_code"] == 0 and done["output"] == "a" * 200000 + "\nreal\n"
     assert (tmp_path / "real.txt").read_text() == "real\n"
 
 
