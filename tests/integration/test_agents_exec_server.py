@@ -24,6 +24,7 @@ from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_id
 from tests.support.bridge import Sidecar, keys_command, running_sidecar
 from tests.support.envoy import start_envoy
 from tests.support.exec_server import FakeExecServer, real_codex, running_fake_exec_server, signed_headers
+from tests.support.exec_server_noise import NoiseFakeExecServer, running_noise_exec_server
 
 
 @pytest.fixture
@@ -81,6 +82,54 @@ async def test_the_commands_run_on_the_exec_server(beta_client: openai.AsyncOpen
     items = (await beta_client.beta.agents.sessions.items.list(session_id, order="asc")).data
     assert [item.type for item in items] == ["message", "command_execution", "message"]
     assert items[1].exit_code == 0 and items[1].output == "hello\n"  # type: ignore[union-attr]
+
+
+async def test_the_commands_run_over_the_noise_relay(beta_client: openai.AsyncOpenAI, http: aiohttp.ClientSession,
+                                                     base_url: str, tmp_path: Path) -> None:
+    """codex's default transport: the registration bearer, the bridge's hybrid IK handshake as the harness, the
+    registry's validation of its key, then JSON-RPC in Noise records (200 KB of output in several of them)."""
+    session_id, environment_id = await new_session(beta_client, tmp_path)
+    creds = (await credentials(http, session_id))[1]
+    async with running_noise_exec_server(base_url + creds["remote_path"], environment_id,
+                                         creds["registration_bearer"]) as server:
+        assert server.valid and (await credentials(http, session_id))[1]["connected"]
+        events = await ask(beta_client, http, session_id,
+                           "sh: head -c 200000 /dev/zero | tr '\\0' a; echo; echo noise > n.txt && cat n.txt")
+        async with aiohttp.ClientSession() as raw:  # the authorization was good once, for that handshake only
+            async with raw.post(f"{base_url}{creds['remote_path']}/cloud/environment/{environment_id}/validate",
+                                headers={"Authorization": f"Bearer {creds['registration_bearer']}"},
+                                json={"executor_registration_id": server.registration_id,
+                                      "harness_public_key": server.identity.public().as_json(),
+                                      "harness_key_authorization": "x"}) as answer:
+                assert await answer.json() == {"valid": False}
+    [done] = [event["item"] for event in events if event["type"] == "agent.session.turn.item.done"
+              and event["item"]["type"] == "command_execution"]
+    assert done["status"] == "completed" and done["exit_code"] == 0
+    assert done["output"] == "a" * 200000 + "\nnoise\n" and (tmp_path / "n.txt").read_text() == "noise\n"
+    assert server.requests[:2] == ["initialize", "process/start"] and "process/read" in server.requests
+    assert [event["type"] for event in events][-1] == "agent.session.idle"
+
+
+async def test_a_noise_relay_for_another_session_or_a_spent_url(
+        beta_client: openai.AsyncOpenAI, http: aiohttp.ClientSession, base_url: str, tmp_path: Path) -> None:
+    session_id, environment_id = await new_session(beta_client, tmp_path)
+    other_id, _ = await new_session(beta_client, tmp_path)
+    creds = (await credentials(http, session_id))[1]
+    others = (await credentials(http, other_id))[1]
+    remote = base_url + creds["remote_path"]
+    async with aiohttp.ClientSession() as raw:
+        server = NoiseFakeExecServer(remote, environment_id, creds["registration_bearer"])
+        status, registered = await server.register(raw)
+        assert status == 200
+        # another session's exec-server cannot validate this registration's harness (its bearer names its own)
+        spy = NoiseFakeExecServer(remote, environment_id, others["registration_bearer"])
+        spy.registration_id, spy.identity = registered["executor_registration_id"], server.identity
+        spied = asyncio.ensure_future(spy.serve(raw, registered["url"]))
+        await asyncio.wait_for(spied, 30)
+        assert spy.valid is False and not (await credentials(http, session_id))[1]["connected"]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as spent:  # the relay URL was used
+            await raw.ws_connect(registered["url"])
+        assert spent.value.status == 409
 
 
 async def test_a_failing_command_and_the_client_after_a_disconnect(
