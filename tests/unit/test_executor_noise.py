@@ -5,14 +5,19 @@ recorded secrets, the exec-server's answer is read with them, and its first tran
 
 from __future__ import annotations
 
+import asyncio
 import json
+import struct
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 
 from responses_bridge.services.executor_noise import (
     SUITE,
+    CipherState,
     Identity,
     InitiatorHandshake,
     NoiseError,
@@ -20,7 +25,14 @@ from responses_bridge.services.executor_noise import (
     Transport,
     prologue,
 )
-from responses_bridge.services.executor_relay import data_frame, handshake_frame, read_frame
+from responses_bridge.services.executor_relay import (
+    RECORD_PLAINTEXT,
+    NoiseChannel,
+    RelayMessageFrame,
+    data_frame,
+    handshake_frame,
+    read_frame,
+)
 
 RECORDING = json.loads((Path(__file__).parent / "recordings" / "noise_hybrid_ik_codex_0_169.json").read_text())
 
@@ -124,3 +136,56 @@ def test_relay_frames() -> None:
     assert frame.WhichOneof("body") == "data" and frame.data.seq == 7 and frame.data.payload == b"record"
     assert frame.data.segment_count == 1 and frame.data.segment_index == 0
     assert read_frame(b"\xff\xff\xff") is None and read_frame(b"") is None  # no version: not a frame
+
+
+async def test_records_are_put_back_in_order_and_messages_reassembled() -> None:
+    """A real websocket on 127.0.0.1: the exec-server's records arrive out of order, one twice, among frames of
+    another stream and the rendezvous's own; the bridge's channel decrypts them in sequence and yields whole
+    messages, and what it sends spans several records numbered from 0."""
+    one, two = bytes(range(32)), bytes(range(32, 64))
+    got: list[bytes] = []
+    done = asyncio.Event()
+
+    async def relay(request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        channel = NoiseChannel(socket, "s-1", Transport(sending=CipherState(one), receiving=CipherState(two)))
+        await channel.send(orjson.dumps({"big": "b" * 100_000}))
+        async for message in channel.messages():
+            got.append(message)
+            if len(got) == 2:
+                done.set()
+                break
+        await socket.close()
+        return socket
+
+    app = web.Application()
+    app.router.add_get("/relay", relay)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    exec_server = Transport(sending=CipherState(two), receiving=CipherState(one))
+    first, second = orjson.dumps({"id": 1, "result": "x" * 70_000}), orjson.dumps({"id": 2, "result": None})
+    stream = struct.pack(">I", len(first)) + first + struct.pack(">I", len(second)) + second
+    records = [exec_server.encrypt(stream[at:at + RECORD_PLAINTEXT]) for at in range(0, len(stream), RECORD_PLAINTEXT)]
+    assert len(records) == 2
+    heartbeat = RelayMessageFrame(version=1, stream_id="s-1")
+    heartbeat.heartbeat.SetInParent()
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(f"ws://127.0.0.1:{port}/relay") as ws:
+            received, buffered = [], b""
+            while len(buffered) < 4 or len(buffered) < 4 + int.from_bytes(buffered[:4], "big"):
+                frame = read_frame((await ws.receive()).data)
+                received.append(frame.data.seq)
+                buffered += exec_server.decrypt(frame.data.payload)
+            assert received == [0, 1] and orjson.loads(buffered[4:]) == {"big": "b" * 100_000}
+            for raw in (data_frame("s-1", 1, records[1]), data_frame("other", 0, b"x" * 32),
+                        heartbeat.SerializeToString(), data_frame("s-1", 0, records[0]),
+                        data_frame("s-1", 0, records[0])):
+                await ws.send_bytes(raw)
+            await asyncio.wait_for(done.wait(), 10)
+    finally:
+        await runner.cleanup()
+    assert got == [first, second]

@@ -20,13 +20,13 @@ from aiohttp import WSMsgType, web
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from .executor_noise import Identity, InitiatorHandshake, NoiseError, PublicKey, Transport, prologue
-from .executor_rpc import ExecutorGone
+from .executor_rpc import MAX_FRAME_BYTES, ExecutorGone
 
 FRAME_VERSION = 1
 RECORD_PLAINTEXT = 60 * 1024
-MAX_JSONRPC_MESSAGE = 64 * 1024 * 1024
+MAX_JSONRPC_MESSAGE = MAX_FRAME_BYTES  # as the direct transport bounds one message (a read asks for 256 KiB)
 MAX_RELAY_FRAME_BYTES = 256 * 1024  # one frame: a Noise record (64 KiB at most) and its routing, as codex bounds it
-MAX_REORDER = 256  # records held waiting for an earlier one (codex numbers them; the relay may reorder)
+MAX_REORDER = 64  # records (4 MiB) held waiting for an earlier one: codex numbers them, a relay may reorder
 HANDSHAKE_SECONDS = 30.0  # the exec-server validates our key with the registry before it answers
 
 
@@ -111,7 +111,7 @@ class NoiseChannel:
 
     async def messages(self) -> AsyncIterator[bytes]:
         waiting: dict[int, bytes] = {}
-        next_seq, buffered = 0, b""
+        next_seq, buffered = 0, bytearray()
         async for raw in self.socket:
             if raw.type != WSMsgType.BINARY:
                 continue
@@ -138,8 +138,8 @@ class NoiseChannel:
                     return
                 if len(buffered) < 4 + length:
                     break
-                yield buffered[4:4 + length]
-                buffered = buffered[4 + length:]
+                yield bytes(buffered[4:4 + length])
+                del buffered[:4 + length]
 
     async def close(self) -> None:
         await self.socket.close()
