@@ -104,3 +104,19 @@ def test_a_bad_setting_stops_the_start(monkeypatch: pytest.MonkeyPatch, value: s
     monkeypatch.setenv("RESPONSES_BRIDGE_MCP_CONNECTORS", value)
     with pytest.raises(ValueError, match=said):
         Settings()
+
+
+async def test_a_connector_on_a_refused_address_names_the_id_and_not_the_host() -> None:
+    from responses_bridge.run.tools.mcp import MCPTools
+    from responses_bridge.run.tools.mcp_config import MCPLimits
+
+    registry = {"connector_gmail": MCPConnectorEntry("http://127.0.0.1:9/mcp", {})}
+    tools = MCPTools(MCPLimits(), connectors=registry)  # loopback is not among the allowed hosts
+    server = parse_mcp_tool({"type": "mcp", "server_label": "mail", "connector_id": "connector_gmail"}, 1,
+                            tools.connectors)
+    with pytest.raises(APIError) as refused:
+        await tools.check_server(server)
+    error = refused.value
+    assert (error.status, error.param, error.code) == (400, "tools[1].connector_id", "mcp_host_not_allowed")
+    assert "connector_gmail" in error.message and "127.0.0.1" not in error.message
+    await MCPTools(MCPLimits(allowed_hosts="127.0.0.1"), connectors=registry).check_server(server)  # allowed: no 400
