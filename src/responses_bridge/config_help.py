@@ -21,6 +21,7 @@ SHOWN_TYPES: dict[str, str] = {
     "models": "JSON list of model routes",
     "tenants": "JSON object of tenant name → limits",
     "mcp_allowed_hosts": "comma-separated hosts, IPs or CIDRs",
+    "mcp_connectors": "JSON object of connector id → MCP server",
     "workers": "a number, or `auto`",
 }
 
@@ -29,6 +30,7 @@ JSON_EXAMPLES: dict[str, str] = {
     "upstreams": '[{"name": "local", "url": "http://127.0.0.1:8000/v1"}]',
     "models": '[{"match": "qwen*", "upstream": "local"}]',
     "tenants": '{"acme": {"max_concurrent_requests": 10}}',
+    "mcp_connectors": '{"connector_googledrive": {"server_url": "https://drive-mcp.internal/mcp"}}',
 }
 
 _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean"}

@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings
 
+from .config_connectors import MCPConnectorSpec, check_connector_ids
+
 if TYPE_CHECKING:
     from .run.tools.image_generation import ImageSettings
     from .run.tools.mcp_config import MCPLimits
+    from .run.tools.mcp_connectors import MCPConnectorEntry
     from .run.tools.web_search_base import WebSearchSettings
 
 
@@ -47,6 +50,14 @@ class ToolSettings(BaseSettings):
     mcp_total_timeout: float = Field(default=90.0, gt=0)
     mcp_list_ttl: float = Field(default=300.0, ge=0)  # 0: list the server's tools on every request
     mcp_max_output_bytes: int = Field(default=256 * 1024, gt=0)
+    mcp_connectors: dict[str, MCPConnectorSpec] = Field(default_factory=dict, description=(
+        "connector ids served as MCP servers the operator runs: `{\"<connector id>\": {server_url, headers, "
+        "headers_env, forward_authorization}}`. A Responses `mcp` tool's `connector_id` (OpenAI's "
+        "`connector_googledrive`, …) and an Agents API plugin's apps (`.app.json` ids) are served through it, under "
+        "the MCP egress rules; `headers` (secrets) are sent to the server only, `headers_env` names variables "
+        "holding header values, `forward_authorization` (default true) sends the request's `authorization` as "
+        "`Authorization: Bearer` (never over a fixed `Authorization` header). JSON in the environment. Empty: "
+        "`connector_id` and plugin apps are refused"))
     # Embeddings for vector store search (services/retrieval/embedders.py): with a model named, the upstream's
     # /v1/embeddings (at embedding_url, else the upstream's base URL); without, the local static model.
     embedding_model: str | None = Field(default=None, description=(
@@ -66,6 +77,11 @@ class ToolSettings(BaseSettings):
 
         parse_provider_spec(value)  # a typo stops the start-up, not the first search
         return value.strip()
+
+    @field_validator("mcp_connectors")
+    @classmethod
+    def _check_connectors(cls, value: dict[str, MCPConnectorSpec]) -> dict[str, MCPConnectorSpec]:
+        return check_connector_ids(value)
 
     @model_validator(mode="after")
     def _web_search_key(self) -> ToolSettings:
@@ -115,3 +131,7 @@ class ToolSettings(BaseSettings):
             list_ttl=self.mcp_list_ttl,
             max_output_bytes=self.mcp_max_output_bytes,
         )
+
+    def mcp_connector_registry(self) -> dict[str, MCPConnectorEntry]:
+        """The connector registry the MCP tool resolves ``connector_id`` through (run/tools/mcp_connectors.py)."""
+        return {name: spec.entry() for name, spec in self.mcp_connectors.items()}

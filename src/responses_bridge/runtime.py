@@ -154,7 +154,8 @@ class Runtime:
         shared_key = settings.sealing_key or await stores.shared_value("sealing_key", new_key_text())
         sealer = Sealer(load_or_create_key(shared_key, db_path))
         server_tools = ServerTools(ServerToolServices.configured(settings.mcp_limits(), settings.web_search_settings(),
-                                                                 images=settings.image_settings()))
+                                                                 images=settings.image_settings(),
+                                                                 connectors=settings.mcp_connector_registry()))
         clients = dict(clients or {})
         for client in clients.values():
             if client is not upstream:

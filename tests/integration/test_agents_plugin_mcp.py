@@ -3,8 +3,10 @@ with the SDK's strict types: a ``stdio`` server of the plugin's ``.mcp.json`` ru
 plugin's own files (the real sandbox, a real MCP server of the ``mcp`` package), with the plugin's ``env`` (a
 secret: masked in what the server says, never in the store or the log); an HTTP server of the plugin's manifest
 is reached from inside the environment, its bearer token read from the environment's ``env``; a standalone
-environment's and a template's plugins serve the same; a plugin's apps, a server the bridge cannot serve, two
-servers of one name and a clash with the agent's own server are refused, naming them."""
+environment's and a template's plugins serve the same; a plugin's app whose id the operator's connector registry
+maps is served by the registry's MCP server, with the registry's credential (never in the store, the log or the
+sandbox); an app the registry does not map, a server the bridge cannot serve, two servers of one name and a clash
+with the agent's own server are refused, naming them."""
 
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not avai
 
 SECRET = "plugin-mcp-secret-7d3a9e11f0"
 TOKEN = "plugin-bearer-5c2b8f44aa"
+APP_TOKEN = "registry-app-token-93e0b7c4d1"  # the operator's fixed header for the app's connector id
 
 SERVER = dedent('''
     import json, os
@@ -92,9 +95,12 @@ def bridge_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 async def sidecar(fake_upstream: str, bridge_dir: Path, mcp: MCPTestServer) -> AsyncIterator[Sidecar]:
+    connectors = {"asdk_app_notes": {"server_url": mcp.http_url, "headers": {"Authorization": f"Bearer {APP_TOKEN}"}}}
     async with running_sidecar(str(bridge_dir), fake_upstream, "--log-level", "debug",
                                env={"RESPONSES_BRIDGE_CODE_TIMEOUT": "30",
-                                    "RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS": f"127.0.0.1:{mcp.http_port}"},
+                                    "RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS": f"127.0.0.1:{mcp.http_port}",
+                                    "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1",
+                                    "RESPONSES_BRIDGE_MCP_CONNECTORS": json.dumps(connectors)},
                                log_file=bridge_dir / "sidecar.log") as started:
         yield started
 
@@ -166,6 +172,21 @@ async def test_a_plugins_http_server_is_reached_from_the_environment(door: aioht
     no_secret(bridge_dir, TOKEN)
 
 
+async def test_a_plugins_app_is_served_through_the_connector_registry(door: aiohttp.ClientSession,
+                                                                       bridge_dir: Path) -> None:
+    app = plugin("notes-app", files={".app.json": orjson.dumps({"apps": {"notes": {"id": "asdk_app_notes"}}})})
+    environment = {**HOSTED, "plugins": [app]}  # no network: the bridge reaches the app's server, not the sandbox
+    events = await turn(door, {"agent": {"model": MODEL}, "environment": environment,
+                               "input": "call notes__authorization_digest"})
+    [call] = calls(events)
+    assert (call["status"], call["server_label"], call["name"]) == ("completed", "notes", "authorization_digest")
+    assert call["output"] == hashlib.sha256(f"Bearer {APP_TOKEN}".encode()).hexdigest()  # the registry's header
+    events = await turn(door, {"agent": {"model": MODEL}, "environment": environment, "input": "call notes__whoami"})
+    [call] = calls(events)
+    assert call["output"].startswith("authorization=[redacted] "), call  # a server echoing it hands back neither
+    no_secret(bridge_dir, APP_TOKEN)
+
+
 async def test_a_standalone_environments_and_a_templates_plugins(door: aiohttp.ClientSession) -> None:
     async with door.post("/v1/agents/environments", json={"environment": {
             **HOSTED, "plugins": [stdio_plugin()]}}) as answer:
@@ -196,9 +217,10 @@ async def test_the_agents_own_server_of_the_same_name_fails_the_turn(door: aioht
 
 @pytest.mark.parametrize(("plugins", "words"), [
     ([plugin("apps", files={".app.json": orjson.dumps({"apps": {"calendar": {"id": "connector_1"}}})},
-             mcp={"x": {"command": "true"}})], "brings apps (calendar)"),
+             mcp={"x": {"command": "true"}})], "does not serve (calendar (connector_1))"),
     ([plugin("apps", manifest={"apps": "./apps.json"}, files={
-        "apps.json": orjson.dumps({"apps": {"drive": {"id": "connector_2"}}})})], "ChatGPT's connector service"),
+        "apps.json": orjson.dumps({"apps": {"drive": {"id": "connector_2"}}})})], "RESPONSES_BRIDGE_MCP_CONNECTORS"),
+    ([plugin("apps", manifest={"apps": {"notes": {"id": "asdk_app_notes", "url": "http://x"}}})], "'url' is not"),
     ([plugin("odd", mcp={"x": {"command": "true", "oauth": {}}})], "'oauth' is not served"),
     ([plugin("odd", mcp={"x": {"type": "websocket", "url": "ws://x"}})], "'websocket'"),
     ([plugin("odd", mcp={"bad name": {"command": "true"}})], "expected a name"),

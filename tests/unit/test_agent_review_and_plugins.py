@@ -1,5 +1,6 @@
 """The automatic review's reading of its model's answer (anything but a readable decision denies) and a plugin zip's
-skills (the manifest's skills directory, inside the plugin only)."""
+skills (the manifest's skills directory, inside the plugin only) and apps (servers of the operator's connector
+registry)."""
 
 from __future__ import annotations
 
@@ -73,3 +74,22 @@ def test_a_plugin_outside_what_is_served_is_refused(plugin: dict[str, object], p
     with pytest.raises(APIError) as refused:
         plugin_skills([plugin], "p")
     assert refused.value.status == 400 and refused.value.param == param
+
+
+def test_a_plugins_app_mapped_by_the_registry_is_a_connector_server() -> None:
+    from responses_bridge.protocol.agent_inputs import response_tools
+    from responses_bridge.services.environment_plugins import plugin_contents
+
+    apps = _plugin({".app.json": b'{"apps": {"notes": {"id": "asdk_app_notes"}}}'})
+    skills, servers = plugin_contents([apps], "environment.plugins", frozenset({"asdk_app_notes"}))
+    assert skills == [] and servers.files == {}  # nothing of the app is laid out in the container
+    [tool] = servers.tools
+    assert (tool["server_label"], tool["transport"], tool["plugin"]) == (
+        "notes", {"type": "connector", "connector_id": "asdk_app_notes"}, "p")
+    [sent] = response_tools(servers.tools)  # the turn's response: the id, resolved as a request's connector_id
+    assert sent["connector_id"] == "asdk_app_notes" and "server_url" not in sent and sent["server_label"] == "notes"
+    with pytest.raises(APIError) as refused:  # the registry does not map it: the setting is named
+        plugin_contents([apps], "environment.plugins", frozenset({"connector_gmail"}))
+    assert refused.value.code == "unsupported_value" and refused.value.param == "environment.plugins[0]"
+    assert "notes (asdk_app_notes)" in refused.value.message
+    assert "RESPONSES_BRIDGE_MCP_CONNECTORS" in refused.value.message

@@ -49,7 +49,7 @@ def test_secrets_stay_out_of_repr() -> None:
     ({"server_url": None}, "tools[3].server_url", "missing_required_parameter"),
     ({"server_url": "ftp://mcp.example.com/"}, "tools[3].server_url", "invalid_value"),
     ({"server_url": "file:///etc/passwd"}, "tools[3].server_url", "invalid_value"),
-    ({"connector_id": "connector_gmail"}, "tools[3].connector_id", "unsupported_parameter"),
+    ({"connector_id": "connector_gmail"}, "tools[3].connector_id", "invalid_value"),  # with server_url
     ({"tunnel_id": "tun_1"}, "tools[3].tunnel_id", "unsupported_parameter"),
     ({"headers": ["X-A: b"]}, "tools[3].headers", "invalid_value"),
     ({"headers": {"X-A": "b\r\nX-Injected: 1"}}, "tools[3].headers", "invalid_value"),

@@ -153,9 +153,12 @@ def response_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _mcp_tool(tool: dict[str, Any]) -> dict[str, Any]:
     transport = tool["transport"]
-    url = transport["server_url"] if transport["type"] == "http" else ENVIRONMENT_SERVER + tool["server_label"]
-    mcp: dict[str, Any] = {"type": "mcp", "server_label": tool["server_label"], "server_url": url,
-                           "require_approval": approval_rule()}
+    mcp: dict[str, Any] = {"type": "mcp", "server_label": tool["server_label"], "require_approval": approval_rule()}
+    if transport["type"] == "connector":  # a plugin's app: the operator's registry serves it (services/plugin_apps.py)
+        mcp["connector_id"] = transport["connector_id"]
+    else:
+        mcp["server_url"] = transport["server_url"] if transport["type"] == "http" else \
+            ENVIRONMENT_SERVER + tool["server_label"]
     if transport.get("headers"):
         mcp["headers"] = transport["headers"]
     if tool.get("allowed_tools") is not None:

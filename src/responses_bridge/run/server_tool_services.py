@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .tools.code_interpreter import CodeInterpreterService
     from .tools.image_generation import ImageSettings
     from .tools.mcp_config import MCPLimits
+    from .tools.mcp_connectors import ConnectorRegistry
     from .tools.shell import HostedShellService
     from .tools.web_search_base import WebSearchSettings
 
@@ -49,13 +50,16 @@ class ServerToolServices:
     @classmethod
     def configured(cls, mcp_limits: MCPLimits, web_search: WebSearchSettings | None,
                    file_search: FileSearcher | None = None,
-                   images: ImageSettings | None = None) -> ServerToolServices:
+                   images: ImageSettings | None = None,
+                   connectors: ConnectorRegistry | None = None
+                   ) -> ServerToolServices:
         """The process's services from what the settings derive (``Settings.mcp_limits()``,
         ``Settings.web_search_settings()``, ``Settings.image_settings()``; the run imports no configuration) and
-        the vector store service, when the process has one. Close them with :meth:`aclose` when the process stops
+        the vector store service, when the process has one; ``connectors``: the operator's connector registry
+        (``Settings.mcp_connector_registry()``). Close them with :meth:`aclose` when the process stops
         (the vector store service is borrowed: its owner closes it)."""
-        return cls(MCPTools(mcp_limits), provider_from_settings(web_search), file_search=file_search,
-                   images=images)
+        return cls(MCPTools(mcp_limits, connectors=connectors), provider_from_settings(web_search),
+                   file_search=file_search, images=images)
 
     async def aclose(self) -> None:
         """Close the search provider's HTTP session (MCP sessions live only as long as each operation)."""

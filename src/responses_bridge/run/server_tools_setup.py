@@ -221,7 +221,7 @@ class SetUp:
         for position, tool in enumerate(self.tools):
             if tool.get("type") != "mcp":
                 continue
-            server = parse_mcp_tool(tool, position)
+            server = parse_mcp_tool(tool, position, self.services.mcp.connectors)
             overlay = self.overlays.get(server.server_label)
             if overlay is not None:
                 server = replace(server, meta=overlay.meta, connector=overlay.connector)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -123,6 +124,7 @@ class SessionEnvironments:
         self.vaults = vaults  # the session's vaults' credentials: its container's domain secrets
         self.setup: EnvironmentSetup | None = None  # setup commands and env (services/environment_setup.py)
         self.executors: ExecutorHub | None = None  # exec-servers serving self_hosted ones (agent_executor_calls.py)
+        self.connectors: Collection[str] = ()  # the connector ids a plugin's apps may name (services/plugin_apps.py)
 
     def _service(self) -> ContainerService:
         if self.containers is None:
@@ -166,8 +168,8 @@ class SessionEnvironments:
             containers.packages.check(plan)
         policy = await self.network(plan, vault_ids or [], tenant=tenant)
         skills = await containers.resolve_skills(plan.skills, tenant=tenant, param="environment.skills")
-        offered, servers = await asyncio.to_thread(plugin_contents, plan.plugins, "environment.plugins") \
-            if plan.plugins else ([], PluginServers())
+        offered, servers = await asyncio.to_thread(plugin_contents, plan.plugins, "environment.plugins",
+                                                   self.connectors) if plan.plugins else ([], PluginServers())
         if servers.tools and self.setup is None:
             raise invalid_request("A plugin's MCP servers need the bridge's hosted shell, which this server does not "
                                   "run.", param="environment.plugins", code="unsupported_value")

@@ -229,7 +229,7 @@ class SessionMCP:
             where = f"'agent.tools[{index}].required'" if "plugin" not in tool else \
                 f"by the plugin '{tool['plugin']}'"
             position, declared = sent[tool["server_label"]]
-            server = parse_mcp_tool(declared, position)
+            server = parse_mcp_tool(declared, position, self.mcp.connectors)
             overlay = overlays.get(server.server_label)
             if overlay is not None:
                 server = replace(server, meta=overlay.meta, connector=overlay.connector)

@@ -6,35 +6,39 @@ A Codex plugin bundles skills (the manifest's ``skills`` directory, ``./skills``
 directories with a ``SKILL.md`` is one skill), MCP servers (``mcpServers``, a ``.mcp.json``) and apps (``apps``).
 Each skill becomes one of the container's skills, laid out and told to the model as an inline skill is
 (services/container_skills.py), checked the same way (the zip bounded as a skill's, each skill's files and
-``SKILL.md``). Its MCP servers are the session's turns' (services/plugin_mcp.py). A plugin that brings apps —
-ChatGPT connectors, which only ChatGPT's connector service reaches — is a 400 naming them: dropping them silently
-would leave the model a plugin that does less than it says."""
+``SKILL.md``). Its MCP servers are the session's turns' (services/plugin_mcp.py), and so are its apps — ChatGPT
+connector ids, each served by the MCP server the operator's connector registry maps it to (services/plugin_apps.py);
+an app the registry does not map is a 400 naming it: dropping it silently would leave the model a plugin that does
+less than it says."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import posixpath
+from collections.abc import Collection
 from typing import Any
 
 import orjson
 
 from ..protocol.errors import APIError, invalid_request
 from .container_skills import ResolvedSkill
-from .plugin_mcp import PluginServers, plugin_servers, refuse_apps
+from .plugin_apps import plugin_apps
+from .plugin_mcp import PluginServers, plugin_servers
 from .skill_bundle import SkillFile, bundle, canonical_zip, zip_files
 
 PLUGIN_MANIFEST = ".codex-plugin/plugin.json"
 MAX_MANIFEST_BYTES = 64 * 1024
 
 
-def plugin_contents(plugins: list[dict[str, Any]], param: str) -> tuple[list[ResolvedSkill], PluginServers]:
-    """Every plugin's skills and MCP servers, read and checked (400s naming ``param[i]``); CPU work: run it off
-    the loop."""
+def plugin_contents(plugins: list[dict[str, Any]], param: str,
+                    connectors: Collection[str] = ()) -> tuple[list[ResolvedSkill], PluginServers]:
+    """Every plugin's skills and MCP servers (its apps among them, each an id of ``connectors``, the operator's
+    registry), read and checked (400s naming ``param[i]``); CPU work: run it off the loop."""
     found: list[ResolvedSkill] = []
     servers = PluginServers()
     for position, entry in enumerate(plugins):
-        skills, brought = _one(entry, f"{param}[{position}]")
+        skills, brought = _one(entry, f"{param}[{position}]", connectors)
         found += skills
         servers.add(brought, f"{param}[{position}]")
     return found, servers
@@ -45,7 +49,7 @@ def plugin_skills(plugins: list[dict[str, Any]], param: str) -> list[ResolvedSki
     return plugin_contents(plugins, param)[0]
 
 
-def _one(entry: dict[str, Any], where: str) -> tuple[list[ResolvedSkill], PluginServers]:
+def _one(entry: dict[str, Any], where: str, connectors: Collection[str]) -> tuple[list[ResolvedSkill], PluginServers]:
     try:
         raw = base64.b64decode(entry["source"]["data"], validate=True)
     except (binascii.Error, ValueError):
@@ -58,8 +62,8 @@ def _one(entry: dict[str, Any], where: str) -> tuple[list[ResolvedSkill], Plugin
         top = next(iter(tops))
         files = [SkillFile(file.path[len(top) + 1:], file.data, file.executable) for file in files]
     manifest = _manifest(files, entry, where)
-    refuse_apps(files, manifest, entry["name"], where)
     servers = plugin_servers(files, manifest, entry["name"], where)
+    servers.add(plugin_apps(files, manifest, entry["name"], where, connectors), where)
     root = str(manifest.get("skills") or "./skills")
     if not root.startswith("./") or ".." in root.split("/"):
         raise invalid_request(f"Invalid 'skills' in the plugin's {PLUGIN_MANIFEST}: expected a path starting with "
@@ -78,7 +82,7 @@ def _one(entry: dict[str, Any], where: str) -> tuple[list[ResolvedSkill], Plugin
         skills.append(ResolvedSkill(skill.name, skill.description, data=canonical_zip(skill)))
     if not skills and not servers.tools:
         raise invalid_request(f"The plugin '{entry['name']}' has no skill (a directory with a SKILL.md under "
-                              f"'{root}/') and no MCP server: nothing of it could be offered.", param=where,
+                              f"'{root}/'), no MCP server and no app: nothing of it could be offered.", param=where,
                               code="invalid_value")
     return skills, servers
 

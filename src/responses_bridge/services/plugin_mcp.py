@@ -1,5 +1,4 @@
-"""A Codex plugin's MCP servers, served in the ``openai_hosted`` environment the plugin is given to, and its apps
-refused by name.
+"""A Codex plugin's MCP servers, served in the ``openai_hosted`` environment the plugin is given to.
 
 Codex reads a plugin's servers from its manifest's ``mcpServers`` (a ``./`` path to a JSON file in the plugin, or
 the servers inline) or else from the plugin's ``.mcp.json``: ``{"mcpServers": {"<name>": {…}}}``, each server as
@@ -17,10 +16,8 @@ environment's record as an agent's transport secrets are (services/agent_mcp_sec
 header taken from an environment variable is read from the environment's ``env`` when a call is made, and masked
 in what the server answers.
 
-A plugin's apps (``apps``, ``.app.json``: ``{"apps": {"<name>": {"id": "<connector id>"}}}``) are ChatGPT apps: a
-connector id and nothing else — no URL, no tools. Codex reaches them through ChatGPT's connector service with the
-user's ChatGPT sign-in; without that service there is nothing to connect to, so a plugin declaring apps is a 400
-naming them rather than a plugin served in part.
+A plugin's apps (``apps``, ``.app.json``) join these servers as servers of their own, each a connector id the
+operator's registry maps (services/plugin_apps.py).
 """
 
 from __future__ import annotations
@@ -78,21 +75,6 @@ class PluginServers:
         if len(self.tools) > MAX_SERVERS:
             raise invalid_request(f"An environment's plugins may bring at most {MAX_SERVERS} MCP servers.",
                                   param=where, code="invalid_value")
-
-
-def refuse_apps(files: list[SkillFile], manifest: dict[str, Any], name: str, where: str) -> None:
-    """A 400 for a plugin that declares apps (see the module's docstring)."""
-    path = manifest.get("apps")
-    declared: Any = _json_file(files, path, where) if isinstance(path, str) else path
-    if declared is None and any(file.path == ".app.json" for file in files):
-        declared = _json_file(files, "./.app.json", where)
-    apps = declared.get("apps", declared) if isinstance(declared, dict) else declared
-    if apps:
-        named = ", ".join(sorted(str(key) for key in apps)[:8]) if isinstance(apps, dict) else "its apps"
-        raise invalid_request(f"The plugin '{name}' brings apps ({named}): a plugin's apps are ChatGPT apps, "
-                              "connectors reached through ChatGPT's connector service with a ChatGPT sign-in, which "
-                              "this bridge does not have; serve the app's MCP server as one of the plugin's MCP "
-                              "servers ('.mcp.json') instead.", param=where, code="unsupported_value")
 
 
 def plugin_servers(files: list[SkillFile], manifest: dict[str, Any], name: str, where: str) -> PluginServers:

@@ -102,6 +102,8 @@ class AgentRoutes:
                                        runtime.agents.sealer, runtime.agents.store)
         self.executors = ExecutorHub(runtime.sealer)  # the exec-servers of self_hosted sessions (executor_routes.py)
         self.sessions.environments.executors = self.executors
+        # a plugin's apps: the connector ids the operator's registry serves (services/plugin_apps.py)
+        self.sessions.environments.connectors = frozenset(runtime.server_tools.services.mcp.connectors)
         self.automations = AutomationRoutes(runtime.agents, self.sessions, AutomationBounds.of(runtime.settings))
         self._handing_off: list[asyncio.Future[None]] = []
 

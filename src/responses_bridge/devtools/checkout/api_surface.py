@@ -217,7 +217,9 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
         "mcp.allowed_tools": ("enforced", "only these tools are offered"),
         "mcp.authorization": ("enforced", "sent to the server as a Bearer token; never echoed or stored, and masked "
                                                  "(`[redacted]`) in a call's output should the server echo it"),
-        "mcp.connector_id": ("refused", "a 400 `unsupported_parameter`: no connectors here"),
+        "mcp.connector_id": ("enforced", "resolved through the operator's connector registry "
+                             "(`RESPONSES_BRIDGE_MCP_CONNECTORS`) to its MCP server, served as a `server_url`; an id "
+                             "it does not map is a 400 naming the ids served"),
         "mcp.defer_loading": ("accepted", "checked (a boolean) but not acted on: the server's tools are offered "
                               "up front"),
         "mcp.headers": ("enforced", "sent to the server; never echoed or stored"),

@@ -31,6 +31,10 @@ on, ``stream`` (the SDK adds it per overload), and ``client_metadata``, which Co
 (OpenAI's service takes it; its SDK types do not list it)."""
 UNCHECKED = ("input",)
 """Top-level fields whose contents keep today's tolerance (input items: OpenAI accepts many shapes there)."""
+OPENED = (("mcp", "connector_id"),)
+"""Tool fields the SDK closes that the deployment opens: an ``mcp`` tool's ``connector_id`` is any id the
+operator's connector registry maps (``RESPONSES_BRIDGE_MCP_CONNECTORS``), refused by the tool's own check with the
+ids served (run/tools/mcp_connectors.py), not by the SDK's eight."""
 _LISTS = {list, collections.abc.Iterable, collections.abc.Sequence, typing.Iterable, typing.Sequence}
 ROUTE_PARAMS = {
     "chat.completions.update": ("openai.types.chat.completion_update_params", "CompletionUpdateParams"),
@@ -65,6 +69,8 @@ def known_fields_table() -> dict[str, Node]:
         top[name] = None
     for name in EXTENSIONS:
         top.setdefault(name, None)
+    for tool, name in OPENED:
+        top["tools"][1][1][tool][name] = None
     return dict(sorted(top.items()))
 
 

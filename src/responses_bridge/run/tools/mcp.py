@@ -33,6 +33,7 @@ import structlog
 from ...host_policy import HostNotAllowed, HostPolicy, HostUnresolved, check_host
 from ...protocol.errors import APIError
 from .mcp_config import ApprovalRule, MCPLimits, MCPServer, MCPToolInfo, ToolFilter, approval_required, parse_mcp_tool
+from .mcp_connectors import ConnectorRegistry
 from .mcp_model import EMPTY_SCHEMA, MCPCallResult, MCPToolError, mask_authorization, redact
 
 __all__ = [
@@ -70,8 +71,10 @@ def tools_from_list_item(item: Mapping[str, Any]) -> list[MCPToolInfo] | None:
 class MCPTools:
     """The MCP client of one bridge process: its limits, its host policy and its tool-list cache."""
 
-    def __init__(self, limits: MCPLimits, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, limits: MCPLimits, *, clock: Callable[[], float] = time.monotonic,
+                 connectors: ConnectorRegistry | None = None) -> None:
         self.limits = limits
+        self.connectors: ConnectorRegistry = connectors or {}  # the operator's connector ids (mcp_connectors.py)
         self.policy = HostPolicy.parse(limits.allowed_hosts)
         self.cache = _ListCache(limits.list_ttl, clock)
 
@@ -95,6 +98,12 @@ class MCPTools:
             with anyio.fail_after(self.limits.connect_timeout):
                 await check_host(self.policy, parts.hostname, port)
         except HostNotAllowed as refused:
+            if server.connector_id is not None:  # the operator's server: its address is not the caller's to see
+                log.warning("mcp_connector_host_not_allowed", connector_id=server.connector_id, error=str(refused))
+                raise APIError(400, f"The connector '{server.connector_id}' is served by an MCP server whose "
+                               "address the MCP egress rules refuse (the operator's "
+                               "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS does not list it).", param=param,
+                               code="mcp_host_not_allowed") from None
             raise APIError(400, str(refused), param=param, code="mcp_host_not_allowed") from None
         except (HostUnresolved, TimeoutError):
             return

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ...protocol.errors import APIError
+from .mcp_connectors import ConnectorRegistry, unknown_connector
 
 _LABEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # RFC 7230 token for header names; values may hold any visible character, spaces and tabs, never CR/LF/NUL.
@@ -95,8 +96,13 @@ class MCPServer:
     # the way the server is reached when the bridge's own HTTP client does not reach it (an agent environment's)
     meta: Mapping[str, Any] | None = field(default=None, repr=False)
     connector: MCPConnector | None = field(default=None, repr=False, compare=False)
+    # the request's ``connector_id``, resolved through the operator's registry (mcp_connectors.py): its URL and
+    # headers are the operator's, so refusals name the id and every header value is masked in what it answers
+    connector_id: str | None = None
 
     def param(self, name: str) -> str:
+        if name == "server_url" and self.connector_id is not None:
+            name = "connector_id"  # the caller gave the id, never the URL
         return f"tools[{self.index}].{name}"
 
     def allows(self, name: str, read_only: bool | None) -> bool:
@@ -166,8 +172,9 @@ def approval_required(server: MCPServer, tool_name: str, *, read_only: bool | No
     return True
 
 
-def parse_mcp_tool(tool: Mapping[str, Any], index: int) -> MCPServer:
-    """Validate one request tool of type ``mcp``; every problem is a 400 whose ``param`` names the field."""
+def parse_mcp_tool(tool: Mapping[str, Any], index: int, connectors: ConnectorRegistry | None = None) -> MCPServer:
+    """Validate one request tool of type ``mcp``; every problem is a 400 whose ``param`` names the field. A
+    ``connector_id`` is resolved through ``connectors``, the operator's registry (mcp_connectors.py)."""
 
     def bad(name: str, message: str, code: str = "invalid_value") -> APIError:
         return APIError(400, message, param=f"tools[{index}].{name}" if name else f"tools[{index}]", code=code)
@@ -180,25 +187,36 @@ def parse_mcp_tool(tool: Mapping[str, Any], index: int) -> MCPServer:
     label = tool.get("server_label")
     if not isinstance(label, str) or not _LABEL.match(label):
         raise bad("server_label", "server_label must be 1 to 64 letters, digits, '_' or '-'.")
-    if tool.get("connector_id") is not None:
-        raise bad("connector_id", "Connectors are not available on this server: give the MCP server's "
-                  "server_url instead of connector_id.", "unsupported_parameter")
+    connector_id = tool.get("connector_id")
+    if connector_id is not None and tool.get("server_url") is not None:
+        raise bad("connector_id", "Only one of 'server_url' and 'connector_id' may be given for an mcp tool.")
     if tool.get("tunnel_id") is not None:
         raise bad("tunnel_id", "MCP tunnels are not available on this server: give the MCP server's "
                   "server_url instead of tunnel_id.", "unsupported_parameter")
-    url = tool.get("server_url")
-    if not isinstance(url, str) or not url.strip():
-        raise bad("server_url", "server_url is required for an mcp tool.", "missing_required_parameter")
-    url = url.strip()
-    if not re.match(r"^https?://[^/?#]", url, re.IGNORECASE):
-        raise bad("server_url", "server_url must be an http:// or https:// URL.")
     headers = _parse_headers(tool.get("headers"), bad)
     authorization = tool.get("authorization")
-    if authorization is not None:
-        if not isinstance(authorization, str) or not authorization or _HEADER_VALUE_FORBIDDEN.search(authorization):
-            raise bad("authorization", "authorization must be a non-empty token on one line.")
-        headers = {key: value for key, value in headers.items() if key.lower() != "authorization"}
-        headers["Authorization"] = f"Bearer {authorization}"
+    if authorization is not None and (not isinstance(authorization, str) or not authorization
+                                      or _HEADER_VALUE_FORBIDDEN.search(authorization)):
+        raise bad("authorization", "authorization must be a non-empty token on one line.")
+    if connector_id is not None:
+        if not isinstance(connector_id, str) or not connector_id:
+            raise bad("connector_id", "connector_id must be a non-empty string.")
+        entry = (connectors or {}).get(connector_id)
+        if entry is None:
+            raise bad("connector_id", unknown_connector(connector_id, connectors or ()))
+        url = entry.server_url
+        headers = entry.request_headers(headers, authorization)
+    else:
+        given = tool.get("server_url")
+        if not isinstance(given, str) or not given.strip():
+            raise bad("server_url", "server_url (or connector_id) is required for an mcp tool.",
+                      "missing_required_parameter")
+        url = given.strip()
+        if not re.match(r"^https?://[^/?#]", url, re.IGNORECASE):
+            raise bad("server_url", "server_url must be an http:// or https:// URL.")
+        if authorization is not None:
+            headers = {key: value for key, value in headers.items() if key.lower() != "authorization"}
+            headers["Authorization"] = f"Bearer {authorization}"
     description = tool.get("server_description")
     if description is not None and not isinstance(description, str):
         raise bad("server_description", "server_description must be a string.")
@@ -218,6 +236,7 @@ def parse_mcp_tool(tool: Mapping[str, Any], index: int) -> MCPServer:
         require_approval=_parse_require_approval(tool.get("require_approval"), bad),
         server_description=description,
         defer_loading=defer_loading,
+        connector_id=connector_id,
     )
 
 

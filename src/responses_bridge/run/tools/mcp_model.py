@@ -61,7 +61,10 @@ def redact(text: str, server: MCPServer) -> str:
 def mask_authorization(text: str, server: MCPServer) -> str:
     """``text`` (a call's output) without the request's ``Authorization`` value or its bearer token: a server
     that echoes the credential it was given (an OAuth token, a vault's credential) does not hand it to the model,
-    the response's items or anything stored. Other headers are the client's own and may be echoed."""
+    the response's items or anything stored. Other headers are the client's own and may be echoed — but for a
+    connector's server (mcp_connectors.py) they are the operator's, so every header value is masked."""
+    if server.connector_id is not None:
+        return _without(text, server.headers.values())
     return _without(text, [value for name, value in server.headers.items() if name.lower() == "authorization"])
 
 
