@@ -19,10 +19,12 @@ import pytest
 
 from responses_bridge.devtools.procs import free_port
 from responses_bridge.envoy_config import Auth, render_bootstrap
+from responses_bridge.services.executor_noise import Identity
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle
 from tests.support.bridge import Sidecar, keys_command, running_sidecar
 from tests.support.envoy import start_envoy
 from tests.support.exec_server import FakeExecServer, real_codex, running_fake_exec_server, signed_headers
+from tests.support.exec_server_noise import NoiseFakeExecServer, running_noise_exec_server
 
 
 @pytest.fixture
@@ -82,6 +84,54 @@ async def test_the_commands_run_on_the_exec_server(beta_client: openai.AsyncOpen
     assert items[1].exit_code == 0 and items[1].output == "hello\n"  # type: ignore[union-attr]
 
 
+async def test_the_commands_run_over_the_noise_relay(beta_client: openai.AsyncOpenAI, http: aiohttp.ClientSession,
+                                                     base_url: str, tmp_path: Path) -> None:
+    """codex's default transport: the registration bearer, the bridge's hybrid IK handshake as the harness, the
+    registry's validation of its key, then JSON-RPC in Noise records (200 KB of output in several of them)."""
+    session_id, environment_id = await new_session(beta_client, tmp_path)
+    creds = (await credentials(http, session_id))[1]
+    async with running_noise_exec_server(base_url + creds["remote_path"], environment_id,
+                                         creds["registration_bearer"]) as server:
+        assert server.valid and (await credentials(http, session_id))[1]["connected"]
+        events = await ask(beta_client, http, session_id,
+                           "sh: head -c 200000 /dev/zero | tr '\\0' a; echo; echo noise > n.txt && cat n.txt")
+        async with aiohttp.ClientSession() as raw:  # the authorization was good once, for that handshake only
+            async with raw.post(f"{base_url}{creds['remote_path']}/cloud/environment/{environment_id}/validate",
+                                headers={"Authorization": f"Bearer {creds['registration_bearer']}"},
+                                json={"executor_registration_id": server.registration_id,
+                                      "harness_public_key": server.identity.public().as_json(),
+                                      "harness_key_authorization": "x"}) as answer:
+                assert await answer.json() == {"valid": False}
+    [done] = [event["item"] for event in events if event["type"] == "agent.session.turn.item.done"
+              and event["item"]["type"] == "command_execution"]
+    assert done["status"] == "completed" and done["exit_code"] == 0
+    assert done["output"] == "a" * 200000 + "\nnoise\n" and (tmp_path / "n.txt").read_text() == "noise\n"
+    assert server.requests[:2] == ["initialize", "process/start"] and "process/read" in server.requests
+    assert [event["type"] for event in events][-1] == "agent.session.idle"
+
+
+async def test_a_noise_relay_for_another_session_or_a_spent_url(
+        beta_client: openai.AsyncOpenAI, http: aiohttp.ClientSession, base_url: str, tmp_path: Path) -> None:
+    session_id, environment_id = await new_session(beta_client, tmp_path)
+    other_id, _ = await new_session(beta_client, tmp_path)
+    creds = (await credentials(http, session_id))[1]
+    others = (await credentials(http, other_id))[1]
+    remote = base_url + creds["remote_path"]
+    async with aiohttp.ClientSession() as raw:
+        server = NoiseFakeExecServer(remote, environment_id, creds["registration_bearer"])
+        status, registered = await server.register(raw)
+        assert status == 200
+        # another session's exec-server cannot validate this registration's harness (its bearer names its own)
+        spy = NoiseFakeExecServer(remote, environment_id, others["registration_bearer"])
+        spy.registration_id, spy.identity = registered["executor_registration_id"], server.identity
+        spied = asyncio.ensure_future(spy.serve(raw, registered["url"]))
+        await asyncio.wait_for(spied, 30)
+        assert spy.valid is False and not (await credentials(http, session_id))[1]["connected"]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as spent:  # the relay URL was used
+            await raw.ws_connect(registered["url"])
+        assert spent.value.status == 409
+
+
 async def test_a_failing_command_and_the_client_after_a_disconnect(
         beta_client: openai.AsyncOpenAI, http: aiohttp.ClientSession, base_url: str, tmp_path: Path) -> None:
     session_id, environment_id = await new_session(beta_client, tmp_path)
@@ -116,13 +166,37 @@ async def test_what_the_registry_refuses(beta_client: openai.AsyncOpenAI, http: 
     creds = (await credentials(http, session_id))[1]
     remote = base_url + creds["remote_path"]
     async with aiohttp.ClientSession() as raw:
-        # the Noise relay's registration (codex's default transport): a 400 saying what to run instead
-        async with raw.post(f"{remote}/cloud/environment/{environment_id}/register",
-                            json={"security_profile": "noise_hybrid_ik_v1", "executor_public_key": {}},
-                            headers={"Authorization": "Bearer sk-client"}) as answer:
-            error = (await answer.json())["error"]
-            assert answer.status == 400 and error["code"] == "unsupported_value"
-            assert "--remote-transport direct --aws-sigv4" in error["message"]
+        # the Noise relay's registration (codex's default transport) takes the session's registration bearer
+        noise = f"{remote}/cloud/environment/{environment_id}/register"
+        key = Identity.generate().public().as_json()
+        bearer = {"Authorization": f"Bearer {creds['registration_bearer']}"}
+        for headers in ({"Authorization": "Bearer sk-client"}, {},
+                        {"Authorization": f"Bearer {creds['aws_access_key_id']}.{'0' * 32}"}):
+            async with raw.post(noise, json={"security_profile": "noise_hybrid_ik_v1", "executor_public_key": key},
+                                headers=headers) as answer:
+                assert answer.status == 401 and (await answer.json())["error"]["code"] == "invalid_api_key"
+        for body, param in (({"security_profile": "legacy", "executor_public_key": key}, "security_profile"),
+                            ({"security_profile": "noise_hybrid_ik_v1", "executor_public_key": {**key, "suite": "x"}},
+                             "executor_public_key")):
+            async with raw.post(noise, json=body, headers=bearer) as answer:
+                assert answer.status == 400 and (await answer.json())["error"]["param"] == param
+        async with raw.post(f"{remote}/cloud/environment/{other_environment}/register", headers=bearer,
+                            json={"security_profile": "noise_hybrid_ik_v1", "executor_public_key": key}) as answer:
+            assert answer.status == 404  # the bearer is the session's, for its environment only
+        async with raw.post(noise, json={"security_profile": "noise_hybrid_ik_v1", "executor_public_key": key},
+                            headers=bearer) as answer:
+            registered = await answer.json()
+            assert answer.status == 200 and registered["security_profile"] == "noise_hybrid_ik_v1"
+            assert registered["url"].startswith("ws://") and "/relay/" in registered["url"]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as signed_only:  # a relay URL is not a direct one
+            await raw.ws_connect(registered["url"].replace("/relay/", "/connect/"), headers=signed_headers(
+                "GET", registered["url"].replace("/relay/", "/connect/"), b"", creds["aws_access_key_id"],
+                creds["aws_secret_access_key"]))
+        assert signed_only.value.status == 409
+        async with raw.post(f"{remote}/cloud/environment/{environment_id}/validate", headers=bearer, json={
+                "executor_registration_id": registered["executor_registration_id"], "harness_public_key": key,
+                "harness_key_authorization": "made-up"}) as answer:
+            assert answer.status == 200 and await answer.json() == {"valid": False}  # no handshake carried it
         wrong = FakeExecServer(remote, environment_id, creds["aws_access_key_id"], "not-the-secret")
         status, body = await wrong.register(raw)
         assert status == 401 and body["error"]["code"] == "invalid_signature"
@@ -203,8 +277,12 @@ async def test_another_tenant_cannot_attach(tenanted: Sidecar, tmp_path: Path) -
 
 
 @pytest.mark.skipif(real_codex() is None, reason="CODEX_TEST_BINARY names no codex binary")
+@pytest.mark.parametrize("transport", ["direct", "noise"])
 async def test_the_real_codex_exec_server(beta_client: openai.AsyncOpenAI, http: aiohttp.ClientSession,
-                                          base_url: str, tmp_path: Path) -> None:
+                                          base_url: str, tmp_path: Path, transport: str) -> None:
+    """Both transports of the real binary: ``direct`` signing with SigV4, and its default, the Noise relay, with
+    the registration bearer on its standard input (the hybrid IK handshake, the registry's validation of the
+    bridge's harness key, then the same JSON-RPC in Noise records)."""
     session_id, environment_id = await new_session(beta_client, tmp_path)
     creds = (await credentials(http, session_id))[1]
     home = tmp_path / "codex-home"
@@ -212,10 +290,15 @@ async def test_the_real_codex_exec_server(beta_client: openai.AsyncOpenAI, http:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CODEX_HOME": str(home),
            "AWS_ACCESS_KEY_ID": creds["aws_access_key_id"], "AWS_SECRET_ACCESS_KEY": creds["aws_secret_access_key"],
            "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    how = ["--aws-sigv4"] if transport == "direct" else ["--registration-bearer-stdin"]
     codex = await asyncio.create_subprocess_exec(
         str(real_codex()), "exec-server", "--remote", base_url + creds["remote_path"], "--environment-id",
-        environment_id, "--remote-transport", "direct", "--aws-sigv4", env=env,
+        environment_id, "--remote-transport", transport, *how, env=env, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    assert codex.stdin is not None
+    if transport == "noise":
+        codex.stdin.write(creds["registration_bearer"].encode() + b"\n")
+        await codex.stdin.drain()
     try:
         for _ in range(300):
             if (await credentials(http, session_id))[1]["connected"]:
@@ -223,13 +306,15 @@ async def test_the_real_codex_exec_server(beta_client: openai.AsyncOpenAI, http:
             await asyncio.sleep(0.1)
         else:
             pytest.fail("the codex exec-server did not connect")
-        events = await ask(beta_client, http, session_id, "sh: echo real > real.txt && cat real.txt")
+        # 200 KB of output first: a process/read answer spans several Noise records (60 KiB each), put back together
+        events = await ask(beta_client, http, session_id,
+                           "sh: head -c 200000 /dev/zero | tr '\\0' a; echo; echo real > real.txt && cat real.txt")
     finally:
         codex.kill()
         await codex.wait()
     [done] = [event["item"] for event in events if event["type"] == "agent.session.turn.item.done"
               and event["item"]["type"] == "command_execution"]
-    assert done["status"] == "completed" and done["exit_code"] == 0 and done["output"].endswith("real\n")
+    assert done["status"] == "completed" and done["exit_code"] == 0 and done["output"] == "a" * 200000 + "\nreal\n"
     assert (tmp_path / "real.txt").read_text() == "real\n"
 
 

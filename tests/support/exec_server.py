@@ -88,10 +88,14 @@ class FakeExecServer:
                     self.requests.append(request["method"])
                     self._spawn(self._answer(ws, request))
         finally:
-            for running in self.processes.values():
-                _kill(running.process)
-            # the pumps end at their processes' end of output, the answers within a read's wait
-            await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), 30)
+            await self.stop()
+
+    async def stop(self) -> None:
+        """The commands still running are killed and reaped, the answers under way finished."""
+        for running in self.processes.values():
+            _kill(running.process)
+        # the pumps end at their processes' end of output, the answers within a read's wait
+        await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), 30)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)

@@ -8,6 +8,11 @@ signs its registration with them (SigV4, executor_sigv4.py); a registration that
 (:data:`TOKEN_SECONDS` to use it), and the websocket that presents it becomes the session's environment until it
 closes or another exec-server of the same session takes its place. Registrations and connections are bounded per
 tenant and per process; nothing here is logged with a secret or a token.
+
+The Noise relay (``--remote-transport noise``) cannot sign with SigV4: its exec-server carries the same credentials
+as one **registration bearer** (:func:`registration_bearer`), registers its Noise public key with it, and asks the
+bridge to validate the harness key the bridge itself proved in the handshake (:meth:`ExecutorHub.expect_harness`,
+:meth:`ExecutorHub.harness_valid`): a one-time authorization bound to the registration and to that key.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 import orjson
 
 from ..sealing import Sealer
+from .executor_noise import PublicKey
 from .executor_rpc import ExecutorConnection
 
 KEY_PREFIX = "RBX1"
@@ -38,6 +44,7 @@ class Claim:
     tenant: str
     session_id: str
     environment_id: str
+    executor_key: PublicKey | None = None  # the Noise relay's: the exec-server's static keys, pinned at registration
 
 
 @dataclass(slots=True)
@@ -45,6 +52,13 @@ class _Pending:
     claim: Claim
     token_digest: bytes
     expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Harness:
+    claim: Claim
+    key: PublicKey
+    authorization_digest: bytes
 
 
 class RegistrationRefused(Exception):
@@ -74,6 +88,11 @@ def secret_access_key(sealer: Sealer, tenant: str, session_id: str) -> str:
     return sealer.mac("agents executor credential", orjson.dumps([tenant, session_id]))
 
 
+def registration_bearer(sealer: Sealer, tenant: str, session_id: str) -> str:
+    """The credentials as one bearer token (``--registration-bearer-stdin``): the key id, a dot, the secret."""
+    return f"{access_key_id(tenant, session_id)}.{secret_access_key(sealer, tenant, session_id)}"
+
+
 class ExecutorHub:
     """This process's exec-server registrations and connections, by (tenant, environment id)."""
 
@@ -81,6 +100,35 @@ class ExecutorHub:
         self.sealer = sealer
         self._pending: dict[str, _Pending] = {}
         self._connected: dict[tuple[str, str], ExecutorConnection] = {}
+        self._harnesses: dict[str, _Harness] = {}  # registration id -> the handshake waiting for its validation
+
+    def bearer_owner(self, token: str) -> tuple[str, str] | None:
+        """The (tenant, session id) whose :func:`registration_bearer` ``token`` is; None for anything else."""
+        key_id, _, secret = token.partition(".")
+        expected = self.secret_for(key_id)
+        if expected is None or not hmac.compare_digest(expected.encode(), secret.encode()):
+            return None
+        return key_owner(key_id)
+
+    def expect_harness(self, registration_id: str, claim: Claim, key: PublicKey, authorization: str) -> None:
+        """The bridge's handshake on the registration's relay carries ``authorization`` for ``key``: what the
+        exec-server will ask :meth:`harness_valid` about (until :meth:`forget_harness`)."""
+        self._harnesses[registration_id] = _Harness(claim, key, hashlib.sha256(authorization.encode()).digest())
+
+    def harness_valid(self, registration_id: str, claim: Claim, key: PublicKey, authorization: str) -> bool:
+        """Whether the exec-server of ``claim`` (its owner and environment, from its bearer) may accept ``key``:
+        the one this process's handshake on that registration proved, with its authorization. Once."""
+        harness = self._harnesses.get(registration_id)
+        if harness is None or (harness.claim.tenant, harness.claim.session_id, harness.claim.environment_id) != (
+                claim.tenant, claim.session_id, claim.environment_id) or harness.key != key:
+            return False
+        if not hmac.compare_digest(harness.authorization_digest, hashlib.sha256(authorization.encode()).digest()):
+            return False
+        del self._harnesses[registration_id]
+        return True
+
+    def forget_harness(self, registration_id: str) -> None:
+        self._harnesses.pop(registration_id, None)
 
     def secret_for(self, key_id: str) -> str | None:
         owner = key_owner(key_id)

@@ -1,4 +1,4 @@
-"""The environment registry and rendezvous of ``codex exec-server --remote`` (its direct transport), served by the
+"""The environment registry and rendezvous of ``codex exec-server --remote`` (both its transports), served by the
 HTTP door, so a ``self_hosted`` session's commands run through the client's own exec-server instead of being handed
 to the client as required actions.
 
@@ -8,17 +8,23 @@ to the client as required actions.
   signed with those credentials (SigV4); answered with a one-time websocket URL;
 * ``GET /v1/agents/executor/connect/{registration_id}?token=…``: that websocket (also signed), JSON-RPC from then on
   (services/executor_rpc.py);
-* ``POST …/cloud/environment/{environment_id}/register``: the Noise relay's registration, refused with a 400 that
-  says what to run instead.
+* ``POST …/cloud/environment/{environment_id}/register`` (the Noise relay, codex's default transport; the session's
+  registration bearer): the exec-server's Noise public key, answered with a one-time relay URL;
+* ``GET /v1/agents/executor/relay/{registration_id}?token=…``: that relay, where the bridge opens a Noise stream as
+  the harness (services/executor_relay.py) and speaks the same JSON-RPC over it;
+* ``POST …/cloud/environment/{environment_id}/validate`` (the bearer): the exec-server asks whether the harness key
+  the bridge proved in its handshake is authorized (``{"valid": …}``).
 
 The ``/v1/agents/executor/`` paths authenticate themselves (the identity middleware passes them on: the exec-server
-carries no bridge key), and only ever as the tenant the signature names.
+carries no bridge key), and only ever as the tenant the signature or the bearer names.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -34,9 +40,19 @@ from ...services.executor_hub import (
     RegistrationRefused,
     access_key_id,
     key_owner,
+    registration_bearer,
     secret_access_key,
 )
-from ...services.executor_rpc import MAX_FRAME_BYTES, DirectChannel, ExecutorConnection, ExecutorError, ExecutorGone
+from ...services.executor_noise import SECURITY_PROFILE, Identity, NoiseError, PublicKey, mlkem_missing
+from ...services.executor_relay import MAX_RELAY_FRAME_BYTES, open_channel
+from ...services.executor_rpc import (
+    MAX_FRAME_BYTES,
+    Channel,
+    DirectChannel,
+    ExecutorConnection,
+    ExecutorError,
+    ExecutorGone,
+)
 from ...services.executor_sigv4 import SignatureRefused, verify
 from .drain import DRAIN
 from .identity import request_tenant
@@ -49,10 +65,6 @@ EXECUTOR_PREFIX = "/v1/agents/executor/"
 """Paths the identity middleware leaves to these routes (they check a signature, not a bridge key)."""
 TRANSPORT = "direct_jsonrpc_v1"
 MAX_REGISTRATION_BYTES = 4096
-NOISE_REFUSED = ("This bridge serves `codex exec-server --remote` over its direct transport only: run it with "
-                 "`--remote-transport direct --aws-sigv4` and the session's executor credentials "
-                 "(POST /v1/agents/sessions/{session_id}/executor_credentials). The Noise relay "
-                 "(security_profile noise_hybrid_ik_v1) is not served.")
 
 
 def _refused(status: int, message: str, code: str) -> APIError:
@@ -70,6 +82,8 @@ class ExecutorRoutes:
         with api_routes(app) as routes:
             routes.post("/agents/sessions/{session_id}/executor_credentials", self.credentials)
         app.router.add_post(EXECUTOR_PREFIX + "cloud/environment/{environment_id}/register", self.noise_register)
+        app.router.add_post(EXECUTOR_PREFIX + "cloud/environment/{environment_id}/validate", self.noise_validate)
+        app.router.add_get(EXECUTOR_PREFIX + "relay/{registration_id}", self.relay)
         app.router.add_post(EXECUTOR_PREFIX + "cloud/environment/{environment_id}/direct/register",
                             self.register_direct)
         app.router.add_get(EXECUTOR_PREFIX + "connect/{registration_id}", self.connect)
@@ -92,12 +106,81 @@ class ExecutorRoutes:
             "environment_id": environment["id"], "remote_path": EXECUTOR_PREFIX.rstrip("/"),
             "transport": TRANSPORT, "aws_access_key_id": access_key_id(tenant, session_id),
             "aws_secret_access_key": secret_access_key(self.hub.sealer, tenant, session_id),
+            "registration_bearer": registration_bearer(self.hub.sealer, tenant, session_id),
             "connected": self.hub.connection(tenant, environment["id"]) is not None})
         reply.headers["Cache-Control"] = "no-store"
         return reply
 
+    def _bearer(self, request: web.Request) -> tuple[str, str]:
+        """The (tenant, session id) whose registration bearer authorizes the request; a 401 otherwise."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        owner = self.hub.bearer_owner(token.strip()) if scheme.lower() == "bearer" else None
+        if owner is None:
+            raise _refused(401, "The exec-server's request carries no registration bearer of executor credentials "
+                           "(--registration-bearer-stdin).", "invalid_api_key")
+        return owner
+
+    async def _registry_body(self, request: web.Request, owner: Callable[[web.Request, bytes], tuple[str, str]],
+                             ) -> tuple[tuple[str, str], dict[str, Any]]:
+        """The caller and its JSON object body, bounded before its bearer or signature is checked."""
+        if request.content_length is None or request.content_length > MAX_REGISTRATION_BYTES:
+            raise _refused(413, f"A registration is a JSON body of at most {MAX_REGISTRATION_BYTES} bytes.",
+                           "request_too_large")
+        body = await read_body(request)
+        caller = owner(request, body)
+        try:
+            asked = orjson.loads(body) if body else {}
+        except orjson.JSONDecodeError:
+            raise _refused(400, "The registration body is not JSON.", "invalid_json") from None
+        if not isinstance(asked, dict):
+            raise _refused(400, "The registration body is a JSON object.", "invalid_json")
+        return caller, asked
+
+    async def _environment(self, tenant: str, session_id: str, environment_id: str) -> None:
+        environment = await self._self_hosted(session_id, tenant)
+        if environment["id"] != environment_id:  # the credentials are the session's, for its environment only
+            raise APIError(404, f"No environment with id '{environment_id}' for these credentials.",
+                           code="not_found")
+
     async def noise_register(self, request: web.Request) -> web.Response:
-        raise APIError(400, NOISE_REFUSED, param="security_profile", code="unsupported_value")
+        (tenant, session_id), asked = await self._registry_body(request, lambda request, _: self._bearer(request))
+        environment_id = request.match_info["environment_id"]
+        if asked.get("security_profile") != SECURITY_PROFILE:
+            raise APIError(400, f"Only the '{SECURITY_PROFILE}' security profile is served.",
+                           param="security_profile", code="unsupported_value")
+        missing = mlkem_missing()
+        if missing is not None:
+            raise APIError(400, missing, param="security_profile", code="unsupported_value")
+        try:
+            executor_key = PublicKey.from_json(asked.get("executor_public_key"))
+        except NoiseError as error:
+            raise APIError(400, f"{error}.", param="executor_public_key", code="invalid_value") from None
+        await self._environment(tenant, session_id, environment_id)
+        try:
+            registration_id, token = self.hub.register(Claim(tenant, session_id, environment_id, executor_key))
+        except RegistrationRefused as refused:
+            raise _refused(429, f"{refused}.", "rate_limit_exceeded") from None
+        log.info("executor_registered", tenant=tenant, session_id=session_id, environment_id=environment_id,
+                 transport=SECURITY_PROFILE)
+        return json_reply({"environment_id": environment_id, "security_profile": SECURITY_PROFILE,
+                           "executor_registration_id": registration_id,
+                           "url": self._url(request, f"relay/{registration_id}", token)})
+
+    async def noise_validate(self, request: web.Request) -> web.Response:
+        (tenant, session_id), asked = await self._registry_body(request, lambda request, _: self._bearer(request))
+        registration_id, authorization = asked.get("executor_registration_id"), asked.get("harness_key_authorization")
+        try:
+            harness_key = PublicKey.from_json(asked.get("harness_public_key"))
+        except NoiseError:
+            return json_reply({"valid": False})
+        claim = Claim(tenant, session_id, request.match_info["environment_id"])
+        valid = isinstance(registration_id, str) and isinstance(authorization, str) and self.hub.harness_valid(
+            registration_id, claim, harness_key, authorization)
+        return json_reply({"valid": valid})
+
+    def _url(self, request: web.Request, path: str, token: str) -> str:
+        scheme = "wss" if request.headers.get("X-Forwarded-Proto", request.scheme) == "https" else "ws"
+        return f"{scheme}://{request.host}{EXECUTOR_PREFIX}{path}?token={token}"
 
     def _signed(self, request: web.Request, body: bytes) -> tuple[str, str]:
         """The (tenant, session id) whose credentials signed the request; a 401 otherwise."""
@@ -114,46 +197,68 @@ class ExecutorRoutes:
         return owner
 
     async def register_direct(self, request: web.Request) -> web.Response:
-        if request.content_length is None or request.content_length > MAX_REGISTRATION_BYTES:
-            raise _refused(413, f"A registration is a JSON body of at most {MAX_REGISTRATION_BYTES} bytes.",
-                           "request_too_large")  # read before its signature can be checked: bounded first
-        body = await read_body(request)
-        tenant, session_id = self._signed(request, body)
+        (tenant, session_id), asked = await self._registry_body(request, self._signed)
         environment_id = request.match_info["environment_id"]
-        try:
-            asked = orjson.loads(body) if body else {}
-        except orjson.JSONDecodeError:
-            raise _refused(400, "The registration body is not JSON.", "invalid_json") from None
-        if not isinstance(asked, dict) or asked.get("transport") != TRANSPORT:
+        if asked.get("transport") != TRANSPORT:
             raise APIError(400, f"Only the '{TRANSPORT}' transport is served.", param="transport",
                            code="unsupported_value")
-        environment = await self._self_hosted(session_id, tenant)
-        if environment["id"] != environment_id:  # the credentials are the session's, for its environment only
-            raise APIError(404, f"No environment with id '{environment_id}' for these credentials.",
-                           code="not_found")
+        await self._environment(tenant, session_id, environment_id)
         try:
             registration_id, token = self.hub.register(Claim(tenant, session_id, environment_id))
         except RegistrationRefused as refused:
             raise _refused(429, f"{refused}.", "rate_limit_exceeded") from None
-        scheme = "wss" if request.headers.get("X-Forwarded-Proto", request.scheme) == "https" else "ws"
-        url = f"{scheme}://{request.host}{EXECUTOR_PREFIX}connect/{registration_id}?token={token}"
         log.info("executor_registered", tenant=tenant, session_id=session_id, environment_id=environment_id)
         return json_reply({"environment_id": environment_id, "transport": TRANSPORT,
-                           "registration_id": registration_id, "url": url})
+                           "registration_id": registration_id,
+                           "url": self._url(request, f"connect/{registration_id}", token)})
 
-    async def connect(self, request: web.Request) -> web.StreamResponse:
-        tenant, session_id = self._signed(request, b"")
+    def _claimed(self, request: web.Request, owner: tuple[str, str] | None) -> Claim:
+        """The registration the URL's token holds (spent now), for ``owner`` when the request is signed."""
         claim = self.hub.claim(request.match_info["registration_id"], request.query.get("token", ""))
-        if claim is None or (claim.tenant, claim.session_id) != (tenant, session_id):
+        if claim is None or (owner is not None and (claim.tenant, claim.session_id) != owner) or (
+                (owner is None) != (claim.executor_key is not None)):  # a direct URL is signed, a relay's is not
             # a 409 makes codex register again (its URL outlived a restart, a drain or a disconnect)
             raise _refused(409, "Unknown or spent exec-server registration: register again.", "invalid_registration")
         if self.hub.connection(claim.tenant, claim.environment_id) is not None:
             raise _refused(409, "Another exec-server serves this session's environment.", "environment_served")
         if not self.hub.may_connect(claim):
             raise _refused(429, "Too many exec-servers connected for this tenant.", "rate_limit_exceeded")
+        return claim
+
+    async def connect(self, request: web.Request) -> web.StreamResponse:
+        claim = self._claimed(request, self._signed(request, b""))
         socket = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30)
         await socket.prepare(request)
-        connection = ExecutorConnection(DirectChannel(socket))
+        await self._serve(claim, DirectChannel(socket), socket)
+        return socket
+
+    async def relay(self, request: web.Request) -> web.StreamResponse:
+        """The Noise relay: the bridge opens its stream as the harness, with a key of its own for this connection
+        and a one-time authorization the exec-server has validated (:meth:`noise_validate`) before it answers."""
+        claim = self._claimed(request, None)
+        assert claim.executor_key is not None  # _claimed: a relay's registration pinned the exec-server's key
+        socket = web.WebSocketResponse(max_msg_size=MAX_RELAY_FRAME_BYTES, heartbeat=30)
+        await socket.prepare(request)
+        registration_id, identity = request.match_info["registration_id"], Identity.generate()
+        authorization = secrets.token_urlsafe(32)
+        self.hub.expect_harness(registration_id, claim, identity.public(), authorization)
+        try:
+            channel = await open_channel(socket, environment_id=claim.environment_id,
+                                         registration_id=registration_id, executor_key=claim.executor_key,
+                                         authorization=authorization, identity=identity)
+        except (ExecutorGone, ConnectionError, RuntimeError) as error:
+            log.warning("executor_handshake_failed", tenant=claim.tenant, error_type=type(error).__name__)
+            await socket.close()
+            return socket
+        finally:
+            self.hub.forget_harness(registration_id)
+        await self._serve(claim, channel, socket)
+        return socket
+
+    async def _serve(self, claim: Claim, channel: Channel, socket: web.WebSocketResponse) -> None:
+        """The exec-server behind ``channel`` as the session's environment, until it disconnects."""
+        tenant, session_id = claim.tenant, claim.session_id
+        connection = ExecutorConnection(channel)
         reader = asyncio.ensure_future(connection.serve())
         self._serving.add(reader)
         try:
@@ -163,11 +268,11 @@ class ExecutorRoutes:
                 log.warning("executor_initialize_failed", tenant=tenant, error_type=type(error).__name__)
                 await socket.close()
                 await reader
-                return socket
+                return
             if self.hub.attach(claim, connection) is not None:  # another won the race meanwhile: the first stays
                 await connection.close()
                 await reader
-                return socket
+                return
             with contextlib.suppress(ExecutorGone):
                 await connection.initialized()
             log.info("executor_connected", tenant=tenant, session_id=session_id,
@@ -183,7 +288,6 @@ class ExecutorRoutes:
             if not reader.done():
                 reader.cancel()
         log.info("executor_disconnected", tenant=tenant, session_id=session_id)
-        return socket
 
     async def _run_waiting(self, tenant: str, session_id: str) -> None:
         try:
