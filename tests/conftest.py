@@ -5,8 +5,8 @@ and ``runs_first`` markers.
 ``runs_first`` marks a module that holds its worker for minutes (a VM booted under software emulation, a venv built
 from the wheel): xdist hands out modules by their number of tests, largest first, so such a module of two tests went
 out last and the other workers sat idle while it ran. The collection is ordered here — the marked modules first,
-then the rest by size as xdist would — and scripts/test runs xdist with ``--no-loadscope-reorder``, so this order is
-the one the workers get.
+then the rest by the seconds each held its worker in a measured run (tests/support/module_times.py), longest
+first — and scripts/test runs xdist with ``--no-loadscope-reorder``, so this order is the one the workers get.
 
 ``store_free`` marks a module none of whose tests reads the store switch (``--store``, read through
 tests/support/postgres.py's ``store_from_env``: what puts a sidecar on PostgreSQL): such a module runs the same on
@@ -35,6 +35,7 @@ import pytest
 
 from responses_bridge.env_check import PREFIX, TOOLING_NAMES
 from responses_bridge.event_loop import EVENT_LOOP_ENV
+from tests.support import module_times
 from tests.support.postgres import STORE_ENV, postgres_server, postgres_url, stop_shared_server, switch_read
 
 __all__ = ["postgres_server", "postgres_url"]
@@ -93,7 +94,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=left_out)
         dropped = {id(item) for item in left_out}
         items[:] = [item for item in items if id(item) not in dropped]
-    _order_modules(items)
+    _order_modules(items, config.getoption("--store") or os.environ.get(STORE_ENV) or "sqlite")
 
 
 def _store_proven(config: pytest.Config, items: list[pytest.Item]) -> list[pytest.Item]:
@@ -138,15 +139,15 @@ def _check_proof(root: Path, module: str, named: str) -> None:
                             f"({why})")
 
 
-def _order_modules(items: list[pytest.Item]) -> None:
-    """The modules marked ``runs_first`` first, then every other by its number of tests, largest first (a stable
-    sort: tests keep their order within a module, and modules of one size their collection order)."""
+def _order_modules(items: list[pytest.Item], store: str) -> None:
+    """The modules marked ``runs_first`` first, then every other by the seconds it held its worker in a measured
+    run, longest first (tests/support/module_times.py; a stable sort: tests keep their order within a module)."""
     def module(item: pytest.Item) -> str:
         return item.nodeid.partition("::")[0]
 
-    sizes = Counter(map(module, items))
+    seconds = module_times.estimates(module_times.load(store), Counter(map(module, items)))
     first = {module(item) for item in items if item.get_closest_marker(RUNS_FIRST) is not None}
-    items.sort(key=lambda item: (module(item) not in first, -sizes[module(item)]))
+    items.sort(key=lambda item: (module(item) not in first, -seconds[module(item)]))
 
 
 @pytest.hookimpl(tryfirst=True)
