@@ -72,4 +72,6 @@ def test_the_beta_request_defines_no_field_the_table_lacks_but_multi_agent() -> 
         table[name] = None
     for name in known_fields.EXTENSIONS:
         table.setdefault(name, None)
+    for tool, name in known_fields.OPENED:  # the deployment opens them on both requests
+        table["tools"][1][1][tool][name] = None
     assert table == REQUEST
