@@ -1,25 +1,29 @@
-"""A victim tenant beside 2 and 4 greedy tenants arriving together, for the pools test_fair_preemption.py does not
-reach: the program slots, the sandbox slots and the egress connections (fair_share.py's one rule), end to end through
-a real sidecar's HTTP door with tenants told apart by ``x-tenant-id`` (``auth: header``).
+"""A victim tenant beside 2, 4, 8 and 16 greedy tenants arriving together and one after another, for the pools
+test_fair_preemption.py does not reach: the program slots, the sandbox slots and the egress connections
+(fair_share.py's one rule), end to end through a real sidecar's HTTP door with tenants told apart by
+``x-tenant-id`` (``auth: header``).
 
 * Sandbox slots (``RESPONSES_BRIDGE_CODE_CONCURRENCY=8``, a tenant alone holds 7): each greedy tenant keeps four
   calls sleeping in the sandbox, resubmitted as they end, until every slot is busy; the victim's ten calls are then
   answered, each by a greedy call taken back (HTTP 503 ``preempted_for_fairness``), and no greedy call reaches its
   time limit (60 s) first. The rule that only admitted never took a run back: it kept a part of the slots free
   (two greedy tenants never filled the eight here) and, once they were full, took nothing back for a newcomer.
+  Beside 16 (64 calls for 8 slots and a queue of 32) the queue also gives up greedy tenants' own excess: a call
+  of the tenant holding and waiting most fails saying the queue is full (:data:`OWN_QUEUE_REFUSED`, its exact
+  note), never the victim's.
 * Egress connections (``RESPONSES_BRIDGE_CODE_EGRESS_BRIDGE_CONNECTIONS=8``, a tenant alone holds 4): each greedy
   tenant's call holds as many connections as it is given to a server that never answers. With the old rule four
   greedy tenants filled the 8 and every one of the victim's connections was refused ``bridge_connection_limit``
   (0 of 10); now a greedy connection is closed for each of the victim's, and its ten calls' connections are
-  answered.
+  answered — with every greedy call at once, or each started once the one before holds its connections.
 * Program slots (``RESPONSES_BRIDGE_PROGRAM_SLOTS=4``): each greedy tenant keeps three ``while (true) {}`` programs
   running, resubmitted as they end; a program taken back has its worker killed and gives its slot back at once.
   Every victim program completes, and a greedy program ends by its bound or taken back, nothing else.
-* More greedy tenants than slots (8 beside the 4 program slots, 8 beside the 8 sandbox slots), arriving together
-  and one after another: every greedy tenant holding one is above its fair share ``C / n < 1``, and a tenant
-  holding one was never taken from for one holding none, so the victim waited for some run to end, behind the
-  greedy tenants holding none that queued first. Now a slot held past its quantum
-  (``RESPONSES_BRIDGE_FAIR_SHARE_QUANTUM``, 2 s) is taken back for the victim (fair_tenure.py).
+* More greedy tenants than slots (8 and 16 beside the 4 program slots, 8 and 16 beside the 8 sandbox slots and
+  the 8 egress connections), arriving together and one after another: every greedy tenant holding one is above
+  its fair share ``C / n < 1``, and a tenant holding one was never taken from for one holding none, so the victim
+  waited for some run to end, behind the greedy tenants holding none that queued first. Now a slot held past its
+  quantum (``RESPONSES_BRIDGE_FAIR_SHARE_QUANTUM``, 2 s) is taken back for the victim (fair_tenure.py).
 
 The sidecars keep their own SQLite files: the pools are the process's, whatever the store (``store_free``).
 """
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from textwrap import dedent
@@ -293,24 +298,56 @@ async def _run(url: str, tenant: str, code: str) -> list[str]:
     return heads
 
 
+def holding(port: int, tenant: str, count: int) -> str:
+    """:func:`through_socket`'s ``count`` connections at once to ``/hold``, each head naming ``tenant`` (``X-Holder``,
+    passed on by the proxy) so the test knows whose connections reached the host."""
+    code = through_socket(port, "/hold", count)
+    named = code.replace("HTTP/1.1\\r\\n\\r\\n", f"HTTP/1.1\\r\\nX-Holder: {tenant}\\r\\n\\r\\n")
+    assert named != code
+    return named
+
+
+def holders_of(hosts: Hosts, tenant: str) -> int:
+    """How many of ``tenant``'s connections reached ``/hold``."""
+    return sum(f"X-Holder: {tenant}\r\n".encode() in head for head in hosts.heads)
+
+
+async def _until_steady(hosts: Hosts, ticks: int) -> None:
+    """Until no connection arrived at the host for ``ticks`` tenths of a second (bounded polling)."""
+    seen, steady = -1, 0
+    for _ in range(300):
+        await asyncio.sleep(0.1)
+        steady = steady + 1 if hosts.held == seen else 0
+        seen = hosts.held
+        if steady >= ticks:
+            return
+
+
+EGRESS_ARRIVALS = pytest.mark.parametrize(
+    ("greedy", "together"),
+    [(2, True), (4, True), (8, True), (16, True), (2, False), (4, False), (8, False), (16, False)],
+    ids=["2-together", "4-together", "8-together", "16-together",
+         "2-one-after-another", "4-one-after-another", "8-one-after-another", "16-one-after-another"])
+
+
 @needs_sandbox
-@pytest.mark.parametrize("greedy", [2, 4, 8, 16])
+@EGRESS_ARRIVALS
 async def test_egress_connections_a_victim_is_answered_as_alone_beside_greedy_tenants(
-        egress_stack: EgressStack, greedy: int) -> None:
+        egress_stack: EgressStack, greedy: int, together: bool) -> None:
     url, hosts = egress_stack.sidecar.http_url, egress_stack.hosts
     hosts.held = 0
+    hosts.heads.clear()
     hosts.release.clear()
-    holders = [asyncio.create_task(_run(url, f"greedy{at}", through_socket(hosts.port, "/hold", EGRESS_CAP)))
-               for at in range(greedy)]
+    holders = []
     try:
+        for at in range(greedy):
+            tenant = f"greedy{at}"
+            holders.append(asyncio.create_task(_run(url, tenant, holding(hosts.port, tenant, EGRESS_CAP))))
+            if not together:  # the next one comes once this one's connections are held (the ninth on: one)
+                await _until(functools.partial(holders_of, hosts, tenant), f"{tenant}'s connections held")
+                await _until_steady(hosts, 2)
         await _until(lambda: hosts.held >= EGRESS_CAP, "the greedy tenants' connections filled the cap")
-        seen, steady = -1, 0
-        for _ in range(300):  # until their connections stop arriving (every call has tried all of its)
-            await asyncio.sleep(0.1)
-            steady = steady + 1 if hosts.held == seen else 0
-            seen = hosts.held
-            if steady >= 15:
-                break
+        await _until_steady(hosts, 15)  # until their connections stop arriving (every call has tried all of its)
         # a call each: the proxy gives a connection back a moment after the code has read its end, so one call's
         # connections one after another would overlap and hold the victim's fair share (8/5 beside four)
         heads = [head for _ in range(VICTIM_CALLS) for head in await _run(url, VICTIM, one_after_another(
