@@ -97,6 +97,8 @@ async def _greedy_loop(url: str, greedy: Greedy, body: dict[str, Any], victim_do
         greedy.ended.append(ended)
         if not victim_done.is_set():
             greedy.ended_before_victim.append(ended)
+        if ended == OWN_QUEUE_REFUSED:  # refused at once: a pause, or a storm of refusals takes the test's CPU
+            await asyncio.sleep(REFUSED_PAUSE)
 
 
 @contextlib.asynccontextmanager
@@ -167,6 +169,7 @@ def _logs(call: dict[str, Any]) -> str:
 # tenants of four calls each the queue fills, and the waiter given up is always one of the tenant holding and
 # waiting the most (fair_share.py) — its response completes, its code_interpreter_call failed with this note
 OWN_QUEUE_REFUSED = "200:code_interpreter_call:failed:sandbox_queue_full"
+REFUSED_PAUSE = 0.5  # the queue stays full: 56 calls want its 32 places
 QUEUE_NOTE = busy_note("queue", SANDBOX_SLOTS, SANDBOX_TIMEOUT)
 
 
