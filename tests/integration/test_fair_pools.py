@@ -1,25 +1,29 @@
-"""A victim tenant beside 2 and 4 greedy tenants arriving together, for the pools test_fair_preemption.py does not
-reach: the program slots, the sandbox slots and the egress connections (fair_share.py's one rule), end to end through
-a real sidecar's HTTP door with tenants told apart by ``x-tenant-id`` (``auth: header``).
+"""A victim tenant beside 2, 4, 8 and 16 greedy tenants arriving together and one after another, for the pools
+test_fair_preemption.py does not reach: the program slots, the sandbox slots and the egress connections
+(fair_share.py's one rule), end to end through a real sidecar's HTTP door with tenants told apart by
+``x-tenant-id`` (``auth: header``).
 
 * Sandbox slots (``RESPONSES_BRIDGE_CODE_CONCURRENCY=8``, a tenant alone holds 7): each greedy tenant keeps four
   calls sleeping in the sandbox, resubmitted as they end, until every slot is busy; the victim's ten calls are then
   answered, each by a greedy call taken back (HTTP 503 ``preempted_for_fairness``), and no greedy call reaches its
   time limit (60 s) first. The rule that only admitted never took a run back: it kept a part of the slots free
   (two greedy tenants never filled the eight here) and, once they were full, took nothing back for a newcomer.
+  Beside 16 (64 calls for 8 slots and a queue of 32) the queue also gives up greedy tenants' own excess: a call
+  of the tenant holding and waiting most fails saying the queue is full (:data:`OWN_QUEUE_REFUSED`, its exact
+  note), never the victim's.
 * Egress connections (``RESPONSES_BRIDGE_CODE_EGRESS_BRIDGE_CONNECTIONS=8``, a tenant alone holds 4): each greedy
   tenant's call holds as many connections as it is given to a server that never answers. With the old rule four
   greedy tenants filled the 8 and every one of the victim's connections was refused ``bridge_connection_limit``
   (0 of 10); now a greedy connection is closed for each of the victim's, and its ten calls' connections are
-  answered.
+  answered — with every greedy call at once, or each started once the one before holds its connections.
 * Program slots (``RESPONSES_BRIDGE_PROGRAM_SLOTS=4``): each greedy tenant keeps three ``while (true) {}`` programs
   running, resubmitted as they end; a program taken back has its worker killed and gives its slot back at once.
   Every victim program completes, and a greedy program ends by its bound or taken back, nothing else.
-* More greedy tenants than slots (8 beside the 4 program slots, 8 beside the 8 sandbox slots), arriving together
-  and one after another: every greedy tenant holding one is above its fair share ``C / n < 1``, and a tenant
-  holding one was never taken from for one holding none, so the victim waited for some run to end, behind the
-  greedy tenants holding none that queued first. Now a slot held past its quantum
-  (``RESPONSES_BRIDGE_FAIR_SHARE_QUANTUM``, 2 s) is taken back for the victim (fair_tenure.py).
+* More greedy tenants than slots (8 and 16 beside the 4 program slots, 8 and 16 beside the 8 sandbox slots and
+  the 8 egress connections), arriving together and one after another: every greedy tenant holding one is above
+  its fair share ``C / n < 1``, and a tenant holding one was never taken from for one holding none, so the victim
+  waited for some run to end, behind the greedy tenants holding none that queued first. Now a slot held past its
+  quantum (``RESPONSES_BRIDGE_FAIR_SHARE_QUANTUM``, 2 s) is taken back for the victim (fair_tenure.py).
 
 The sidecars keep their own SQLite files: the pools are the process's, whatever the store (``store_free``).
 """
@@ -28,7 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from textwrap import dedent
 from typing import Any
@@ -38,6 +43,7 @@ import orjson
 import pytest
 
 from responses_bridge.sandbox.doctor import check_bubblewrap
+from responses_bridge.sandbox.slots import busy_note
 from tests.integration.test_code_interpreter_e2e import AUTO, OUTPUTS, run_code
 from tests.integration.test_egress_fairness import ALLOW, Hosts, through_socket
 from tests.support.bridge import Sidecar, running_sidecar
@@ -47,7 +53,8 @@ pytestmark = pytest.mark.store_free
 MODEL = "fake-model"
 VICTIM = "victim"
 VICTIM_CALLS = 10
-SANDBOX_SLOTS = 8  # as many as the most greedy tenants: each then holds one, more than its C / n
+SANDBOX_SLOTS = 8  # as many as 8 greedy tenants: each then holds one, more than its C / n (16: half hold none)
+SANDBOX_TIMEOUT = 60
 PROGRAM_TOOLS = [{"type": "programmatic_tool_calling"}]
 needs_sandbox = pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here")
 
@@ -79,22 +86,30 @@ def outcome(status: int, answer: dict[str, Any]) -> str:
 TAKEN_BACK = {"503:preempted_for_fairness", "200:failed:preempted_for_fairness"}
 
 
-async def _greedy_loop(url: str, greedy: Greedy, body: dict[str, Any], victim_done: asyncio.Event) -> None:
+Outcome = Callable[[int, dict[str, Any]], str]
+
+
+async def _greedy_loop(url: str, greedy: Greedy, body: dict[str, Any], victim_done: asyncio.Event,
+                       classify: Outcome) -> None:
     while True:
         status, answer = await post(url, greedy.tenant, body)
-        greedy.ended.append(outcome(status, answer))
+        ended = classify(status, answer)
+        greedy.ended.append(ended)
         if not victim_done.is_set():
-            greedy.ended_before_victim.append(outcome(status, answer))
+            greedy.ended_before_victim.append(ended)
+        if ended == OWN_QUEUE_REFUSED:  # refused at once: a pause, or a storm of refusals takes the test's CPU
+            await asyncio.sleep(REFUSED_PAUSE)
 
 
 @contextlib.asynccontextmanager
-async def greedy_tenants(url: str, count: int, workers: int, body: dict[str, Any],
-                         victim_done: asyncio.Event, *, together: bool = True) -> AsyncIterator[list[Greedy]]:
+async def greedy_tenants(url: str, count: int, workers: int, body: dict[str, Any], victim_done: asyncio.Event, *,
+                         together: bool = True, classify: Outcome = outcome) -> AsyncIterator[list[Greedy]]:
     """``count`` greedy tenants of ``workers`` loops each, arriving at once or one after another (a pause between
-    them, so each takes what it is given before the next comes)."""
+    them, so each takes what it is given before the next comes); ``classify`` names how each request ended."""
     tenants = [Greedy(f"greedy{at}") for at in range(count)]
     for greedy in tenants:
-        greedy.tasks = [asyncio.create_task(_greedy_loop(url, greedy, body, victim_done)) for _ in range(workers)]
+        greedy.tasks = [asyncio.create_task(_greedy_loop(url, greedy, body, victim_done, classify))
+                        for _ in range(workers)]
         if not together:
             await asyncio.sleep(0.5)
     try:
@@ -120,7 +135,7 @@ async def _until(condition: Any, what: str, tries: int = 600) -> None:
 @pytest.fixture(scope="module")
 async def slots_sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
     env = {"RESPONSES_BRIDGE_AUTH": "header", "RESPONSES_BRIDGE_CODE_CONCURRENCY": str(SANDBOX_SLOTS),
-           "RESPONSES_BRIDGE_CODE_TIMEOUT": "60", "RESPONSES_BRIDGE_PROGRAM_SLOTS": "4",
+           "RESPONSES_BRIDGE_CODE_TIMEOUT": str(SANDBOX_TIMEOUT), "RESPONSES_BRIDGE_PROGRAM_SLOTS": "4",
            "RESPONSES_BRIDGE_PROGRAM_MEMORY_BYTES": str(64 << 20)}
     async with running_sidecar(str(tmp_path_factory.mktemp("fair-slots")), fake_upstream, env=env, extproc=False,
                                ready_headers={"x-tenant-id": VICTIM}, own_sqlite=True) as sidecar:
@@ -146,12 +161,33 @@ def _code_call(answer: dict[str, Any]) -> dict[str, Any]:
     return next(item for item in answer["output"] if item["type"] == "code_interpreter_call")
 
 
-ARRIVALS = pytest.mark.parametrize(("greedy", "together"), [(2, True), (4, True), (8, True), (8, False)],
-                                   ids=["2-together", "4-together", "8-together", "8-one-after-another"])
-# program slots (4) beside four times as many greedy tenants too: each turn is one program's time bound at the most
-PROGRAM_ARRIVALS = pytest.mark.parametrize(
+def _logs(call: dict[str, Any]) -> str:
+    return "".join(out["logs"] for out in call.get("outputs") or () if out["type"] == "logs")
+
+
+# a greedy tenant's own excess refused by the sandbox slots' bounded queue (4 x 8 waiting runs): with 16 greedy
+# tenants of four calls each the queue fills, and the waiter given up is always one of the tenant holding and
+# waiting the most (fair_share.py) — its response completes, its code_interpreter_call failed with this note
+OWN_QUEUE_REFUSED = "200:code_interpreter_call:failed:sandbox_queue_full"
+REFUSED_PAUSE = 0.5  # the queue stays full: 56 calls want its 32 places
+QUEUE_NOTE = busy_note("queue", SANDBOX_SLOTS, SANDBOX_TIMEOUT)
+
+
+def sandbox_outcome(status: int, answer: dict[str, Any]) -> str:
+    """:func:`outcome`, and :data:`OWN_QUEUE_REFUSED` for a call refused by the queue (its exact note; any other
+    failed call stays ``200``, as a call that ran to its time limit)."""
+    if status == 200 and answer.get("status") == "completed":
+        call = next((item for item in answer.get("output") or () if item["type"] == "code_interpreter_call"), {})
+        if call.get("status") == "failed" and _logs(call).strip() == QUEUE_NOTE:
+            return OWN_QUEUE_REFUSED
+    return outcome(status, answer)
+
+
+ARRIVALS = pytest.mark.parametrize(
     ("greedy", "together"), [(2, True), (4, True), (8, True), (8, False), (16, True), (16, False)],
     ids=["2-together", "4-together", "8-together", "8-one-after-another", "16-together", "16-one-after-another"])
+# program slots (4) beside four times as many greedy tenants too: each turn is one program's time bound at the most
+PROGRAM_ARRIVALS = ARRIVALS
 
 
 @needs_sandbox
@@ -162,20 +198,21 @@ async def test_sandbox_slots_a_victim_is_answered_as_alone_beside_greedy_tenants
     sleeper = {"input": run_code("import time\ntime.sleep(600)"), "tools": [AUTO], "include": OUTPUTS}
     victim_done = asyncio.Event()
     outcomes = []
-    async with greedy_tenants(url, greedy, SANDBOX_SLOTS // 2, sleeper, victim_done, together=together) as tenants:
+    async with greedy_tenants(url, greedy, SANDBOX_SLOTS // 2, sleeper, victim_done, together=together,
+                              classify=sandbox_outcome) as tenants:
         await _until_gauge(url, "responses_bridge_sandboxes_live", SANDBOX_SLOTS)  # every slot a greedy tenant's
         for at in range(VICTIM_CALLS):
             status, answer = await post(url, VICTIM, {"input": run_code(f"print({at})"), "tools": [AUTO],
                                                       "include": OUTPUTS})
             call = _code_call(answer) if status == 200 else {}
-            logs = "".join(out["logs"] for out in call.get("outputs") or () if out["type"] == "logs")
-            outcomes.append("completed" if call.get("status") == "completed" and logs.strip() == str(at)
-                            else outcome(status, answer))
+            outcomes.append("completed" if call.get("status") == "completed" and _logs(call).strip() == str(at)
+                            else sandbox_outcome(status, answer))
         victim_done.set()
     assert outcomes.count("completed") >= VICTIM_CALLS - 1, outcomes
     ended = [one for tenant in tenants for one in tenant.ended_before_victim]
-    # before, the victim's first call waited for a greedy call's time limit (60 s): one ended 200 before it was done
-    assert ended and set(ended) <= TAKEN_BACK, ended
+    # before, the victim's first call waited for a greedy call's time limit (60 s): one ended 200 before it was done;
+    # beside 16 the queue gives up greedy tenants' own excess too, but something is still taken back for the victim
+    assert set(ended) & TAKEN_BACK and set(ended) <= {*TAKEN_BACK, OWN_QUEUE_REFUSED}, ended
 
 
 @PROGRAM_ARRIVALS
@@ -264,24 +301,56 @@ async def _run(url: str, tenant: str, code: str) -> list[str]:
     return heads
 
 
+def holding(port: int, tenant: str, count: int) -> str:
+    """:func:`through_socket`'s ``count`` connections at once to ``/hold``, each head naming ``tenant`` (``X-Holder``,
+    passed on by the proxy) so the test knows whose connections reached the host."""
+    code = through_socket(port, "/hold", count)
+    named = code.replace("HTTP/1.1\\r\\n\\r\\n", f"HTTP/1.1\\r\\nX-Holder: {tenant}\\r\\n\\r\\n")
+    assert named != code
+    return named
+
+
+def holders_of(hosts: Hosts, tenant: str) -> int:
+    """How many of ``tenant``'s connections reached ``/hold``."""
+    return sum(f"X-Holder: {tenant}\r\n".encode() in head for head in hosts.heads)
+
+
+async def _until_steady(hosts: Hosts, ticks: int) -> None:
+    """Until no connection arrived at the host for ``ticks`` tenths of a second (bounded polling)."""
+    seen, steady = -1, 0
+    for _ in range(300):
+        await asyncio.sleep(0.1)
+        steady = steady + 1 if hosts.held == seen else 0
+        seen = hosts.held
+        if steady >= ticks:
+            return
+
+
+EGRESS_ARRIVALS = pytest.mark.parametrize(
+    ("greedy", "together"),
+    [(2, True), (4, True), (8, True), (16, True), (2, False), (4, False), (8, False), (16, False)],
+    ids=["2-together", "4-together", "8-together", "16-together",
+         "2-one-after-another", "4-one-after-another", "8-one-after-another", "16-one-after-another"])
+
+
 @needs_sandbox
-@pytest.mark.parametrize("greedy", [2, 4, 8, 16])
+@EGRESS_ARRIVALS
 async def test_egress_connections_a_victim_is_answered_as_alone_beside_greedy_tenants(
-        egress_stack: EgressStack, greedy: int) -> None:
+        egress_stack: EgressStack, greedy: int, together: bool) -> None:
     url, hosts = egress_stack.sidecar.http_url, egress_stack.hosts
     hosts.held = 0
+    hosts.heads.clear()
     hosts.release.clear()
-    holders = [asyncio.create_task(_run(url, f"greedy{at}", through_socket(hosts.port, "/hold", EGRESS_CAP)))
-               for at in range(greedy)]
+    holders = []
     try:
+        for at in range(greedy):
+            tenant = f"greedy{at}"
+            holders.append(asyncio.create_task(_run(url, tenant, holding(hosts.port, tenant, EGRESS_CAP))))
+            if not together:  # the next one comes once this one's connections are held (the ninth on: one)
+                await _until(functools.partial(holders_of, hosts, tenant), f"{tenant}'s connections held")
+                await _until_steady(hosts, 2)
         await _until(lambda: hosts.held >= EGRESS_CAP, "the greedy tenants' connections filled the cap")
-        seen, steady = -1, 0
-        for _ in range(300):  # until their connections stop arriving (every call has tried all of its)
-            await asyncio.sleep(0.1)
-            steady = steady + 1 if hosts.held == seen else 0
-            seen = hosts.held
-            if steady >= 15:
-                break
+        await _until_steady(hosts, 15)  # until their connections stop arriving (every call has tried all of its)
         # a call each: the proxy gives a connection back a moment after the code has read its end, so one call's
         # connections one after another would overlap and hold the victim's fair share (8/5 beside four)
         heads = [head for _ in range(VICTIM_CALLS) for head in await _run(url, VICTIM, one_after_another(

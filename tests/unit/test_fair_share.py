@@ -373,6 +373,21 @@ async def test_a_sandbox_refusal_says_nothing_of_what_other_tenants_hold() -> No
     await end([other, mine])
 
 
+async def test_a_sandbox_queue_refusal_says_nothing_of_what_other_tenants_hold() -> None:
+    """The queue's refusal lands on the tenant holding and waiting the most (here the asker, beside another tenant
+    holding one): its note says the pool is busy and the queue full, the rule it went by — no one's count."""
+    slots = FairSlots(2, lambda tenant: 1, what="sandbox slots", queue=1)
+    other, mine, waiting = unit(slots, "other"), unit(slots, "asker"), unit(slots, "asker")
+    await settle()
+    assert (other.outcome, mine.outcome, waiting.outcome) == ("held", "held", "waiting")
+    why = await slots.acquire_or_why("asker", 0.01)
+    assert why == "queue"
+    note = busy_note(why, 2, 0.01)
+    assert "all 2 sandboxes are busy" in note and "queue of runs waiting for one is full" in note, note
+    assert "1" not in note and "of them" not in note and "this tenant" not in note and "share" not in note, note
+    await end([other, mine, waiting])
+
+
 async def test_nothing_is_taken_back_for_a_tenant_at_its_own_cap() -> None:
     slots = FairSlots(4, lambda tenant: 1 if tenant == "capped" else 4)
     hog = [unit(slots, "hog") for _ in range(4)]

@@ -24,5 +24,6 @@ def busy_note(why: Reason, slots: int, timeout: float) -> str:
         return (f"Execution did not start: this tenant's runs hold its fair share of the {slots} sandboxes and none "
                 f"came free within {timeout:g} s.")
     if why == "queue":
-        return f"Execution did not start: all {slots} sandboxes are busy and too many runs wait for one."
+        return (f"Execution did not start: all {slots} sandboxes are busy and the queue of runs waiting for one is "
+                "full; a full queue gives up the newest run of the tenant holding and waiting for the most.")
     return f"Execution did not start: all {slots} sandboxes stayed busy for {timeout:g} s."

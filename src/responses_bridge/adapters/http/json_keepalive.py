@@ -43,14 +43,17 @@ async def answer_kept_alive(request: web.Request, run: Run, work: Awaitable[Repl
     starts only when the first wait is over. A request that ends sooner (nearly every one) pays for one timer, not
     for a task of its own and a wait on it. Cancelling this (the client went away) cancels ``work`` where it is, so
     whatever records the abandoned run runs after the run has stopped; a write of the keeper that fails cancels
-    ``work`` too, and its error is raised in its place."""
+    ``work`` too, and its error is raised in its place — but for a ``ConnectionError`` (a reset, aiohttp's
+    ``Cannot write to closing transport``): that is the client gone, not a server error, so the cancellation goes
+    on as for a disconnect (the route records the abandoned run; aiohttp drops the connection, nothing logged as
+    an error, no 500 tried on a closed socket)."""
     keeper = _Keeper(request, run, every)
     first = max(0.0, every - (time.perf_counter() - request[STARTED]))
     timer = asyncio.get_running_loop().call_later(first, keeper.start)
     try:
         reply = await work
     except asyncio.CancelledError:
-        if keeper.failure is not None:
+        if keeper.failure is not None and not isinstance(keeper.failure, ConnectionError):
             raise keeper.failure from None
         raise
     finally:
@@ -100,7 +103,9 @@ class _Keeper:
                 self._sleeping = True
                 await asyncio.sleep(self.every)
                 self._sleeping = False
-        except Exception as error:  # noqa: BLE001 - the client went away: the run is cancelled, this raised for it
-            self.failure = error
+        except Exception as error:  # noqa: BLE001 - the write failed: the run is cancelled, this raised for it
+            self.failure = error  # a ConnectionError (the client went away) stays a cancellation
+            if isinstance(error, ConnectionError):
+                log.info("json_keepalive_client_gone", response_id=self.run.response_id, error=type(error).__name__)
             if self.waiting is not None:
                 self.waiting.cancel()
