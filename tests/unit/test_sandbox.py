@@ -145,3 +145,26 @@ async def test_runs_beyond_the_slots_wait_their_turn() -> None:
     sandbox = _sandbox(concurrency=2)
     results = await asyncio.gather(*(sandbox.run("import time; time.sleep(0.3); print('ok')") for _ in range(6)))
     assert [result.stdout for result in results] == ["ok\n"] * 6
+
+
+@needs_sandbox
+async def test_a_cancelled_run_ends_its_code_at_once_not_after_the_inits_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call taken back for another tenant is cancelled while its code runs: its slot comes back when the call
+    has closed, which waited out the init's grace (closing stdin does not end a running job) — 2 s a take-back."""
+    from responses_bridge.sandbox import call as sandbox_call
+
+    monkeypatch.setattr(sandbox_call, "INIT_GRACE_SECONDS", 600.0)  # waited out, the close would outlast the test
+    started = asyncio.Event()
+
+    async def sleeper() -> None:
+        async with _sandbox(timeout=600.0).call() as call:
+            started.set()
+            await call.run("import time\ntime.sleep(600)")
+
+    task = asyncio.create_task(sleeper())
+    await started.wait()
+    await asyncio.sleep(1.0)  # the code is running
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=60)
+    assert done, "the cancelled call waited for its init's grace"
+    assert task.cancelled()

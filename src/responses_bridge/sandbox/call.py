@@ -241,6 +241,11 @@ class SandboxCall:
         except TimeoutError:
             timed_out = True
             await self._end_code()
+        except asyncio.CancelledError:
+            # taken back for another tenant (fair_share.py) or its request gone: nobody reads what the code would
+            # still do, and closing its stdin does not end a running job — the slot would wait out the init's grace
+            self._kill()
+            raise
         await self._output_taken()
         result = await self._result(timed_out)
         metrics.sandbox_run(result.outcome, result.seconds, job=job)
