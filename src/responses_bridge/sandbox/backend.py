@@ -23,10 +23,11 @@ silently.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
+from .data_threads import T
 from .egress_policy import NetworkPolicy
 from .identity import SandboxIdentity
 from .limits import SandboxLimits
@@ -54,6 +55,15 @@ class SandboxSession(Protocol):
     @property
     def identity(self) -> SandboxIdentity:
         """Whose host uid writes into :attr:`data` (services/container_workspace.py)."""
+        ...
+
+    def in_thread(self, function: Callable[..., T], *arguments: Any) -> Awaitable[T]:
+        """``function(*arguments)`` in a thread as :attr:`identity` (writing into :attr:`data`); the call keeps
+        :attr:`data` reachable until the thread ends, even if its caller was cancelled meanwhile."""
+        ...
+
+    def thread(self, function: Callable[..., T], *arguments: Any) -> Awaitable[T]:
+        """``function(*arguments)`` in a thread as the bridge (reading :attr:`data` back), kept the same way."""
         ...
 
     @property

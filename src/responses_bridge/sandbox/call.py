@@ -24,9 +24,9 @@ import signal
 import struct
 import termios
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 import structlog
@@ -35,6 +35,7 @@ from ..observability import metrics
 from . import cgroups
 from .cgroups import CgroupParent
 from .command import DATA_DIR, EgressBinding, bwrap_command
+from .data_threads import DataThreads, T
 from .identity import SandboxIdentity
 from .limits import SandboxLimits
 from .result import Capture, Outcome, SandboxResult, SandboxUnavailable, ended_by_memory, note_for
@@ -105,6 +106,7 @@ class SandboxCall:
         self._marks: dict[str, float] = {}
         self._init_pid: int | None = None
         self._data_fd: int | None = None
+        self._data_threads = DataThreads()  # the threads at work in /mnt/data: its descriptor outlives them
         self._spawned = 0.0
         self._started_in = 0.0  # how long the sandbox took to be ready: part of the call's time limit
 
@@ -203,8 +205,17 @@ class SandboxCall:
 
     @property
     def identity(self) -> SandboxIdentity:
-        """Whose host uid the code has: write into :attr:`data` through :meth:`SandboxIdentity.in_thread`."""
+        """Whose host uid the code has: write into :attr:`data` through :meth:`in_thread`."""
         return self._identity
+
+    def in_thread(self, function: Callable[..., T], *arguments: Any) -> Awaitable[T]:
+        """``function(*arguments)`` in a thread with the sandbox's file-system ids (:meth:`SandboxIdentity.in_thread`),
+        counted: :attr:`data`'s descriptor stays open until it ends, even if the caller is cancelled meanwhile."""
+        return self._data_threads.run(self._identity.in_thread(function, *arguments))
+
+    def thread(self, function: Callable[..., T], *arguments: Any) -> Awaitable[T]:
+        """``function(*arguments)`` in a thread (the bridge's own ids: reading :attr:`data` back), counted."""
+        return self._data_threads.thread(function, *arguments)
 
     @property
     def deadline(self) -> float:
@@ -243,8 +254,11 @@ class SandboxCall:
             await self._end_code()
         except asyncio.CancelledError:
             # taken back for another tenant (fair_share.py) or its request gone: nobody reads what the code would
-            # still do, and closing its stdin does not end a running job — the slot would wait out the init's grace
-            self._kill()
+            # still do, and closing its stdin does not end a running job — the slot would wait out the init's grace.
+            # The init ends the code as at the time limit (SIGTERM), and exits once close() shuts its stdin.
+            if self._init_pid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(self._init_pid, signal.SIGTERM)
             raise
         await self._output_taken()
         result = await self._result(timed_out)
@@ -284,7 +298,7 @@ class SandboxCall:
             outcome = "timeout"
         elif self._cgroup and cgroups.killed_for_memory(self._cgroup):  # a few small reads of cgroupfs
             outcome = "memory"
-        elif await asyncio.to_thread(self._data_full):
+        elif await self.thread(self._data_full):
             outcome = "disk"
         elif status == 0:
             outcome = "output_capped" if self._out.dropped or self._err.dropped else "ok"
@@ -332,8 +346,8 @@ class SandboxCall:
                 self._follower.cancel()
             for transport in self._transports:
                 transport.close()
-            if self._data_fd is not None:
-                os.close(self._data_fd)  # the call's in-memory files are freed with it
+            if self._data_fd is not None:  # the call's in-memory files are freed with it
+                self._data_threads.close_when_idle(self._data_fd)
                 self._data_fd = None
             if self._cgroup and settle:
                 await asyncio.to_thread(cgroups.remove, self._cgroup)

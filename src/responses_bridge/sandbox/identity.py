@@ -21,7 +21,7 @@ import functools
 import os
 import shutil
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -87,6 +87,10 @@ class SandboxIdentity:
             os.fchown(fd, self.host_uid, self.host_gid)
         else:
             os.chown(path, self.host_uid, self.host_gid, follow_symlinks=False)
+
+    def thread(self, function: Callable[..., T], *arguments: Any) -> Awaitable[T]:
+        """``function(*arguments)`` in a worker thread with the bridge's own ids (reading files back)."""
+        return asyncio.to_thread(function, *arguments)
 
     async def in_thread(self, function: Callable[..., T], *arguments: Any) -> T:
         """``function(*arguments)`` in a worker thread whose file-system ids are the sandbox's: how a root bridge

@@ -195,7 +195,7 @@ class ContainerRuns:
             async with self.containers.lock(container.id), self.sandbox.call(
                     tenant=tenant, job=job, network=network,  # skills unpacked once the call has its slot
                     prepare=lambda: self._trees(container, tenant), memory_limit=container.memory_limit) as call:
-                space = Workspace(self.containers, container, tenant, call.data, owner=call.identity)
+                space = Workspace(self.containers, container, tenant, call.data, owner=call)
                 await space.lay_out()
                 value = await work(call)
                 changed, notes = await space.write_back(deadline=call.deadline)

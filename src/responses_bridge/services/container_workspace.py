@@ -16,13 +16,13 @@ and by write-back time every process of the run is gone, so nothing can swap a f
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -34,6 +34,7 @@ from .container_shapes import DATA_DIR, MAX_PATH, relative_path
 from .containers import ContainerService
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 READ_CHUNK = 1 << 20
 MAX_FILES_KEPT = 1000
@@ -59,13 +60,32 @@ def _write(path: Path, data: bytes, append: bool) -> None:
         handle.write(data)
 
 
-async def _read_nofollow(path: Path) -> AsyncIterator[bytes]:
-    fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_NOFOLLOW)
+class FileThreads(Protocol):
+    """Threads for the files of a call's /mnt/data (a sandbox call: counted, so that the directory's descriptor
+    outlives them — sandbox/data_threads.py; a plain :class:`SandboxIdentity` elsewhere)."""
+
+    def in_thread(self, function: Callable[..., T], *arguments: Any) -> Awaitable[T]:
+        """As the sandbox's uid: files made are the code's own."""
+
+    def thread(self, function: Callable[..., T], *arguments: Any) -> Awaitable[T]:
+        """As the bridge: reading back."""
+
+
+def _read_at(path: Path, offset: int) -> bytes:
+    """A chunk of ``path`` at ``offset``, its descriptor opened and closed in the one thread: none is left open
+    across threads for a cancelled reader's thread to use after its number was given to another file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
-        while chunk := await asyncio.to_thread(os.read, fd, READ_CHUNK):
-            yield chunk
+        return os.pread(fd, READ_CHUNK, offset)
     finally:
         os.close(fd)
+
+
+async def _read_nofollow(threads: FileThreads, path: Path) -> AsyncIterator[bytes]:
+    offset = 0
+    while chunk := await threads.thread(_read_at, path, offset):
+        offset += len(chunk)
+        yield chunk
 
 
 @dataclass(slots=True)
@@ -80,7 +100,7 @@ class Workspace:
     files: dict[str, StoredContainerFile] = field(default_factory=dict)  # relative path → the stored file
     before: Snapshot = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # files that could not be laid out, for the model
-    owner: SandboxIdentity = field(default_factory=SandboxIdentity)  # whose files the laid-out ones are
+    owner: FileThreads = field(default_factory=SandboxIdentity)  # whose files the laid-out ones are
 
     async def lay_out(self) -> None:
         """Write every stored file into the directory. A file whose path another file makes impossible (``a/b``
@@ -104,7 +124,7 @@ class Workspace:
             finally:
                 await reader.aclose()
             self.files[relative] = file
-        self.before = (await asyncio.to_thread(self._list)).files
+        self.before = (await self.owner.thread(self._list)).files
 
     def _list(self) -> Listing:
         return list_files(self.root, max_path=MAX_PATH - len(DATA_DIR) - 1, max_entries=MAX_ENTRIES_READ)
@@ -115,7 +135,7 @@ class Workspace:
         (a sparse file costs nothing in the sandbox's memory, and all its bytes here), so what reaches the host's
         disk stays within the file and container limits; ``deadline`` (the monotonic clock): files not begun by
         then are not kept, so a call's write-back ends with its time."""
-        listing = await asyncio.to_thread(self._list)
+        listing = await self.owner.thread(self._list)
         after = listing.files
         changed: list[StoredContainerFile] = []
         notes: list[str] = list(self.notes)
@@ -158,7 +178,8 @@ class Workspace:
                              "was not kept")
                 continue
             try:
-                stored = await self.service.put_bytes(self.container, path, _read_nofollow(self.root / relative),
+                stored = await self.service.put_bytes(self.container, path,
+                                                      _read_nofollow(self.owner, self.root / relative),
                                                       source="assistant", tenant=self.tenant)
             except APIError as refused:
                 notes.append(f"{path} was not kept: {refused.message}")

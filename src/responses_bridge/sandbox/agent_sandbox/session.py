@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from k8s_agent_sandbox.exceptions import SandboxError
 
 from ..backend import JobKind
 from ..command import PACKAGE_BINS, PACKAGE_PATHS
+from ..data_threads import T
 from ..identity import SandboxIdentity
 from ..limits import SandboxLimits
 from ..result import Outcome, SandboxResult, SandboxUnavailable, ended_by_memory, note_for
@@ -73,6 +74,12 @@ class PodSession:
     @property
     def identity(self) -> SandboxIdentity:
         return SandboxIdentity()  # the staging directory is the bridge's own; the pod has its own uid
+
+    def in_thread(self, function: Callable[..., T], *arguments: Any) -> Awaitable[T]:
+        return asyncio.to_thread(function, *arguments)  # a directory of its own path: no descriptor to outlive
+
+    def thread(self, function: Callable[..., T], *arguments: Any) -> Awaitable[T]:
+        return asyncio.to_thread(function, *arguments)
 
     @property
     def deadline(self) -> float:
