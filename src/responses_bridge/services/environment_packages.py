@@ -26,8 +26,9 @@ import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -174,7 +175,8 @@ class EnvironmentPackages:
                     said = (ran.stderr.strip() or ran.stdout.strip()) if ran is not None else ""
                     why = said or result.note or f"the install ended ({result.outcome})"
                     raise InstallFailed(_naming(why[-MAX_OUTPUT:], python + npm + system))
-                blob_id, size, files = await self._keep(call.data / ".packages", call.data / ".packages-modes")
+                blob_id, size, files = await self._keep(call.thread, call.data / ".packages",
+                                                             call.data / ".packages-modes")
         except SandboxBusy:
             raise InstallFailed("no sandbox was free for the install in time") from None
         except SandboxUnavailable as refused:
@@ -193,12 +195,13 @@ class EnvironmentPackages:
         log.info("environment_packages_installed", container_id=container.id, python=len(python), npm=len(npm),
                  system=len(system), files=files, bytes=size, seconds=round(time.monotonic() - started, 3))
 
-    async def _keep(self, tree: Path, modes: Path) -> tuple[str, int, int]:
-        """The installed tree zipped into a new blob: (its id, the tree's bytes, its files)."""
+    async def _keep(self, in_call: Callable[..., Awaitable[Any]], tree: Path, modes: Path) -> tuple[str, int, int]:
+        """The installed tree zipped into a new blob: (its id, the tree's bytes, its files). ``in_call``: the
+        call's own threads (the tree is under its /mnt/data: sandbox/data_threads.py)."""
         with tempfile.TemporaryDirectory(prefix="rb-packages-") as staging:
             archive = Path(staging) / "packages.zip"
-            size, files = await asyncio.to_thread(zip_tree, tree, archive, self.containers.container_bytes,
-                                                  read_modes(modes))
+            size, files = await in_call(lambda: zip_tree(tree, archive, self.containers.container_bytes,
+                                                         read_modes(modes)))
             blob_id = new_file_id()
             writer = await self.containers.blobs.writer(blob_id)
             try:
