@@ -18,7 +18,7 @@ import signal
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -53,6 +53,9 @@ class _Process:
     exit_code: int | None = None
     closed: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+Served = TypeVar("Served", bound="FakeExecServer")
 
 
 class FakeExecServer:
@@ -172,11 +175,15 @@ def _kill(process: asyncio.subprocess.Process) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-@contextlib.asynccontextmanager
-async def running_fake_exec_server(remote: str, environment_id: str, key_id: str,
-                                   secret: str) -> AsyncIterator[FakeExecServer]:
+def running_fake_exec_server(remote: str, environment_id: str, key_id: str,
+                             secret: str) -> contextlib.AbstractAsyncContextManager[FakeExecServer]:
     """A registered and connected fake exec-server, serving until the block ends."""
-    server = FakeExecServer(remote, environment_id, key_id, secret)
+    return serving(FakeExecServer(remote, environment_id, key_id, secret))
+
+
+@contextlib.asynccontextmanager
+async def serving(server: Served) -> AsyncIterator[Served]:
+    """``server`` registered (its transport's way) and connected, serving until the block ends."""
     async with aiohttp.ClientSession() as http:
         status, registered = await server.register(http)
         assert status == 200, registered

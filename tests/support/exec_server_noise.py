@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -36,7 +35,7 @@ from responses_bridge.services.executor_noise import (
     prologue,
 )
 from responses_bridge.services.executor_relay import RECORD_PLAINTEXT, data_frame, handshake_frame, read_frame
-from tests.support.exec_server import FakeExecServer
+from tests.support.exec_server import FakeExecServer, serving
 
 
 class Responder:
@@ -182,20 +181,7 @@ class NoiseFakeExecServer(FakeExecServer):
         return None
 
 
-@contextlib.asynccontextmanager
-async def running_noise_exec_server(remote: str, environment_id: str, bearer: str,
-                                    ) -> AsyncIterator[NoiseFakeExecServer]:
+def running_noise_exec_server(remote: str, environment_id: str, bearer: str,
+                              ) -> contextlib.AbstractAsyncContextManager[NoiseFakeExecServer]:
     """A registered fake exec-server whose Noise stream the bridge opened and validated, until the block ends."""
-    server = NoiseFakeExecServer(remote, environment_id, bearer)
-    async with aiohttp.ClientSession() as http:
-        status, registered = await server.register(http)
-        assert status == 200, registered
-        connected = asyncio.Event()
-        task = asyncio.ensure_future(server.serve(http, registered["url"], connected))
-        await asyncio.wait_for(connected.wait(), 30)
-        try:
-            yield server
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    return serving(NoiseFakeExecServer(remote, environment_id, bearer))
