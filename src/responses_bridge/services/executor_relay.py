@@ -164,6 +164,9 @@ async def open_channel(socket: web.WebSocketResponse, *, environment_id: str, re
                     return NoiseChannel(socket, stream_id, handshake.finish(frame.handshake.payload))
                 if body in ("reset", "data"):
                     break
-    except (TimeoutError, NoiseError):
-        pass
-    raise ExecutorGone("the exec-server did not complete the Noise handshake")
+    except TimeoutError:
+        raise ExecutorGone(f"the exec-server did not answer the Noise handshake within {HANDSHAKE_SECONDS:g} s"
+                           ) from None
+    except NoiseError as error:
+        raise ExecutorGone(f"the exec-server's Noise handshake answer did not verify ({error})") from None
+    raise ExecutorGone("the exec-server reset or closed the stream instead of completing the Noise handshake")
