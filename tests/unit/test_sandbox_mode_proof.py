@@ -151,3 +151,21 @@ def _parent_for_the_note() -> CgroupParent:
     from responses_bridge.sandbox.cgroups import Hierarchy
 
     return CgroupParent(Hierarchy("v2", Path("/nonexistent"), "memory"), None)
+
+
+@needs_cgroup
+def test_the_sweep_leaves_the_cgroups_another_pid_namespace_named() -> None:
+    """Bridges in PID namespaces of their own share a cgroup parent, and their pids repeat (each is often PID 1 or
+    2): a start's sweep removed another bridge's call cgroup carrying its own pid, between its making and its
+    joining ("cannot create …/cgroup.procs: Directory nonexistent")."""
+    from responses_bridge.sandbox import cgroups
+
+    assert PARENT is not None
+    theirs = PARENT.create(f"run-{os.getpid()}-1-ns1", processes=8, memory_bytes=64 << 20)  # this pid, elsewhere
+    mine = PARENT.create(cgroups.call_name("run", "swept"), processes=8, memory_bytes=64 << 20)
+    try:
+        PARENT.sweep()
+        assert all(path.is_dir() for path in theirs)
+        assert not any(path.is_dir() for path in mine)  # this process's own name: swept as before
+    finally:
+        cgroups.remove(list(theirs))

@@ -184,7 +184,7 @@ def _usable(hierarchy: Hierarchy) -> bool:
             for name in CONTROLLERS:  # one at a time: a controller the kernel lacks refuses the whole write
                 with contextlib.suppress(OSError):
                     (hierarchy.parent / "cgroup.subtree_control").write_text(f"+{name}")
-        probe = hierarchy.make(f"probe-{os.getpid()}-{hierarchy.controller}", processes=64, memory_bytes=1 << 30)
+        probe = hierarchy.make(call_name("probe", hierarchy.controller), processes=64, memory_bytes=1 << 30)
         _remove_one(probe)
         return True
     except OSError:
@@ -233,20 +233,43 @@ class CgroupParent:
         return made
 
     def sweep(self) -> int:
-        """Remove the per-call cgroups a process that died left (their names carry the pid that made them), and
-        any carrying this process's own pid: none is this process's yet when it starts (a restarted container's
-        bridge often has the pid its crashed one had), and none is left when it ends (``doctor``). How many were
-        removed."""
+        """Remove the per-call cgroups a process that died left (their names carry the pid that made them, and
+        its PID namespace: :func:`call_name`), and any carrying this process's own pid: none is this process's yet
+        when it starts (a restarted container's bridge often has the pid its crashed one had), and none is left
+        when it ends (``doctor``). A cgroup named in another PID namespace is that namespace's bridge's: its pid
+        means nothing here (bridges beside each other in PID namespaces of their own share a cgroup parent, and
+        each is often PID 1 or 2) — removing it removed a live call's cgroup between its making and its joining.
+        How many were removed."""
         removed = 0
         for hierarchy in {self.memory, *([self.pids] if self.pids is not None else [])}:
             with contextlib.suppress(OSError):
                 for entry in hierarchy.parent.iterdir():
-                    owner = entry.name.split("-")[1] if entry.name.count("-") >= 2 else ""
-                    if entry.is_dir() and owner.isdigit() and (int(owner) == os.getpid()
-                                                               or not process_alive(int(owner))):
+                    fields = entry.name.split("-")
+                    owner = fields[1] if len(fields) >= 3 else ""
+                    elsewhere = len(fields) >= 4 and fields[3] != PID_NAMESPACE
+                    if entry.is_dir() and owner.isdigit() and not elsewhere and (
+                            int(owner) == os.getpid() or not process_alive(int(owner))):
                         _remove_one(entry)
                         removed += 1
         return removed
+
+
+def _pid_namespace() -> str:
+    try:
+        return f"ns{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return "ns0"
+
+
+PID_NAMESPACE = _pid_namespace()
+"""This process's PID namespace, as the fourth field of the cgroups it names (the namespace of a process does not
+change; a forked child inherits it)."""
+
+
+def call_name(kind: str, tag: str) -> str:
+    """A per-call cgroup's name, ``<kind>-<pid>-<tag>-<pid namespace>``: unique among bridges sharing a cgroup
+    parent from PID namespaces of their own, and telling :meth:`CgroupParent.sweep` whose it is."""
+    return f"{kind}-{os.getpid()}-{tag}-{PID_NAMESPACE}"
 
 
 def process_alive(pid: int) -> bool:

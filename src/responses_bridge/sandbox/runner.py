@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ import structlog
 
 from ..observability import metrics, tracing
 from .call import JobKind, SandboxCall
-from .cgroups import CgroupParent
+from .cgroups import CgroupParent, call_name
 from .command import SHM_BYTES, TMP_BYTES, EgressBinding
 from .egress import EgressProxy, EgressSettings
 from .egress_policy import NetworkPolicy
@@ -206,7 +205,7 @@ class Sandbox:
 
         async def probe() -> SandboxResult:
             # a name no other bridge takes: pids repeat across PID namespaces (bridges run as PID 1 or 2 there)
-            call = self._new_call(f"probe-{os.getpid()}-{secrets.token_hex(4)}", (), None)
+            call = self._new_call(call_name("probe", secrets.token_hex(4)), (), None)
             try:
                 await call.start()
                 return await call.run("print('ok')")
@@ -255,7 +254,7 @@ class Sandbox:
             metrics.sandbox_run("refused", None, job=job)
             raise SandboxBusy(SandboxResult("refused", "", "", note=busy_note(why, self.limits.slots,
                                                                               self.limits.timeout)))
-        name = f"run-{os.getpid()}-{next(_CALLS)}"
+        name = call_name("run", str(next(_CALLS)))
         proxy = None if network is None or self.egress is None else EgressProxy(
             network, self.egress.rules, self.egress.limits, tenant=tenant)
         metrics.SANDBOX_LIVE.inc()
