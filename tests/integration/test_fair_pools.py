@@ -184,8 +184,9 @@ def sandbox_outcome(status: int, answer: dict[str, Any]) -> str:
 
 
 ARRIVALS = pytest.mark.parametrize(
-    ("greedy", "together"), [(2, True), (4, True), (8, True), (8, False), (16, True), (16, False)],
-    ids=["2-together", "4-together", "8-together", "8-one-after-another", "16-together", "16-one-after-another"])
+    ("greedy", "together"), [(greedy, together) for greedy in (2, 4, 8, 16) for together in (True, False)],
+    ids=[f"{greedy}-{'together' if together else 'one-after-another'}" for greedy in (2, 4, 8, 16)
+         for together in (True, False)])
 # program slots (4) beside four times as many greedy tenants too: each turn is one program's time bound at the most
 PROGRAM_ARRIVALS = ARRIVALS
 
@@ -222,17 +223,26 @@ async def test_program_slots_a_victim_is_answered_as_alone_beside_greedy_tenants
     url = slots_sidecar.http_url
     endless = {"input": "js: while (true) {}", "tools": PROGRAM_TOOLS, "store": False}
     victim_done = asyncio.Event()
-    outcomes = []
+    outcomes: list[str] = []
+    retries: list[int] = []
     async with greedy_tenants(url, greedy, 3, endless, victim_done, together=together) as tenants:
         await asyncio.sleep(1.0)  # the greedy tenants' programs hold the slots and queue (as test_program_containment)
         for at in range(VICTIM_CALLS):
-            status, answer = await post(url, VICTIM, {"input": f"js: return 'mine {at}'", "tools": PROGRAM_TOOLS,
-                                                      "store": False})
+            for _ in range(2):  # a client retries a 503 preempted_for_fairness (retryable) once: see below
+                status, answer = await post(url, VICTIM, {"input": f"js: return 'mine {at}'",
+                                                          "tools": PROGRAM_TOOLS, "store": False})
+                if outcome(status, answer) != "503:preempted_for_fairness":
+                    break
+                # with more tenants than slots the slots are time-shared: a call of the victim's that outlived a
+                # quantum (its program starved of CPU by the greedy tenants' endless loops on a loaded machine) is
+                # a unit held longest, taken back like theirs (fair_tenure.py); its retry is served in its turn
+                retries.append(at)
             program = next((item for item in answer.get("output") or () if item["type"] == "program_output"), {})
             outcomes.append("completed" if program.get("status") == "completed"
                             and program.get("result") == f"mine {at}" else f"{outcome(status, answer)}:{program}")
         victim_done.set()
     assert outcomes.count("completed") >= VICTIM_CALLS - 1, outcomes
+    assert len(retries) <= VICTIM_CALLS // 5, retries  # time-shared now and then, not turned away
     ended = [one for tenant in tenants for one in tenant.ended]
     assert set(ended) <= {"200", *TAKEN_BACK}, ended  # by its bound, or taken back
 
