@@ -466,9 +466,14 @@ def main() -> int:
     _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # before the fork: the code never sees an init it could read
     listener = _listen(relay[0]) if relay is not None else None  # the port is the init's before the code runs
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Python's own handler would let the code end the init
+    signalled: list[bool] = []
+    def terminate(*_: object) -> None:  # set before the fork: the code may signal PID 1, which ignores it otherwise
+        signalled.append(True)
+        _end_everything()
+    signal.signal(signal.SIGTERM, terminate)
     _say(control, f"start {time.monotonic()}")
     child = os.fork()
-    if child == 0:
+    if child == 0:  # (its SIGTERM is the default again before the code runs: _child)
         try:
             status = _child(code, seccomp, memory, processes, file_bytes, kind)
         except BaseException as error:  # noqa: BLE001 - the set-up failed: say so where the model reads
@@ -480,13 +485,8 @@ def main() -> int:
     for fd in (1, 2):  # the output pipes close once the code's processes are gone
         os.dup2(null, fd)
     os.close(null)
-    signalled = []
-
-    def terminate(*_: object) -> None:
-        signalled.append(True)
+    if signalled:  # the time limit came before the code's process existed
         _end_everything()
-
-    signal.signal(signal.SIGTERM, terminate)
     if relay is not None:
         _relay(listener, relay[1])
     status = _reap_all(child, control)
