@@ -30,15 +30,28 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 
 @asynccontextmanager
-async def sidecar(tmp_path: Path, fake_upstream: str, db: str) -> AsyncIterator[tuple[ManagedProcess, str]]:
+async def sidecar(tmp_path: Path, fake_upstream: str,
+                  db: str) -> AsyncIterator[tuple[ManagedProcess, str, aiohttp.ClientSession]]:
+    """A sidecar on ``db``, its HTTP door's URL and a client session for the Agents API there."""
     process, http_port, _ = start_sidecar(str(tmp_path), fake_upstream, "--db", db, "--api-key", "sk-upstream",
                                           env=ENV, extproc=False)
     base = f"http://127.0.0.1:{http_port}"
     try:
         await wait_http(f"{base}/health", process=process)
-        yield process, base
+        async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
+            yield process, base, http
     finally:
         process.stop()
+
+
+async def until_requires_action(http: aiohttp.ClientSession, session_id: str) -> None:
+    """Read the session's events until it asks for action (its turn waits on an exec-server or the client)."""
+    async with http.get(f"/v1/agents/sessions/{session_id}/events") as answer:
+        raw = b""
+        while b"event: agent.session.requires_action\n" not in raw:
+            chunk = await answer.content.readuntil(b"\n\n")
+            assert chunk, "the session never waited"
+            raw += chunk
 
 
 def kill(process: ManagedProcess) -> None:
@@ -89,19 +102,12 @@ async def test_a_command_waiting_on_the_exec_server_runs_on_the_one_connected_af
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     db = str(tmp_path / "exec.db")
-    async with sidecar(tmp_path, fake_upstream, db) as (process, base), aiohttp.ClientSession(
-            base, headers=BETA, timeout=TIMEOUT) as http:
+    async with sidecar(tmp_path, fake_upstream, db) as (process, base, http):
         session_id, environment_id = await new_session(http, workspace)
         await say(http, session_id, "sh: echo ran >> log.txt; cat log.txt")  # no exec-server yet: the turn waits
-        async with http.get(f"/v1/agents/sessions/{session_id}/events") as answer:
-            raw = b""
-            while b"event: agent.session.requires_action\n" not in raw:
-                chunk = await answer.content.readuntil(b"\n\n")
-                assert chunk, "the session never waited"
-                raw += chunk
+        await until_requires_action(http, session_id)
         kill(process)
-    async with sidecar(tmp_path, fake_upstream, db) as (process, base), aiohttp.ClientSession(
-            base, headers=BETA, timeout=TIMEOUT) as http:
+    async with sidecar(tmp_path, fake_upstream, db) as (process, base, http):
         async with exec_server(http, base, session_id, environment_id):
             events = await whole_log(http, session_id)
         async with http.get(f"/v1/agents/sessions/{session_id}/turns") as answer:
@@ -119,8 +125,7 @@ async def test_a_command_started_on_the_killed_processes_exec_server_is_not_run_
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     db = str(tmp_path / "exec.db")
-    async with sidecar(tmp_path, fake_upstream, db) as (process, base), aiohttp.ClientSession(
-            base, headers=BETA, timeout=TIMEOUT) as http:
+    async with sidecar(tmp_path, fake_upstream, db) as (process, base, http):
         session_id, environment_id = await new_session(http, workspace)
         async with exec_server(http, base, session_id, environment_id):
             await say(http, session_id, "sh: echo started >> log.txt; sleep 30; echo ended >> log.txt")
@@ -130,8 +135,7 @@ async def test_a_command_started_on_the_killed_processes_exec_server_is_not_run_
                 await asyncio.sleep(0.05)
             assert (workspace / "log.txt").read_text() == "started\n"
             kill(process)  # the exec-server's websocket closes with it: its command is killed too
-    async with sidecar(tmp_path, fake_upstream, db) as (process, base), aiohttp.ClientSession(
-            base, headers=BETA, timeout=TIMEOUT) as http:
+    async with sidecar(tmp_path, fake_upstream, db) as (process, base, http):
         async with exec_server(http, base, session_id, environment_id):
             events = await whole_log(http, session_id)
         async with http.get(f"/v1/agents/sessions/{session_id}/turns") as answer:
@@ -150,16 +154,10 @@ async def test_a_command_waiting_for_the_client_runs_on_an_exec_server_that_conn
     that connects then runs the command, and the turn completes without the client's result."""
     workspace = tmp_path / "workspace"
     workspace.mkdir()
-    async with sidecar(tmp_path, fake_upstream, str(tmp_path / "exec.db")) as (_, base), aiohttp.ClientSession(
-            base, headers=BETA, timeout=TIMEOUT) as http:
+    async with sidecar(tmp_path, fake_upstream, str(tmp_path / "exec.db")) as (_, base, http):
         session_id, environment_id = await new_session(http, workspace)
         await say(http, session_id, "sh: echo later >> log.txt; cat log.txt")
-        async with http.get(f"/v1/agents/sessions/{session_id}/events") as answer:
-            raw = b""
-            while b"event: agent.session.requires_action\n" not in raw:
-                chunk = await answer.content.readuntil(b"\n\n")
-                assert chunk, "the session never waited"
-                raw += chunk
+        await until_requires_action(http, session_id)
         async with exec_server(http, base, session_id, environment_id):
             events = await whole_log(http, session_id)
     assert (workspace / "log.txt").read_text() == "later\n"
