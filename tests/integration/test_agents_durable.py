@@ -106,6 +106,22 @@ async def slow_turn_and_two_queued(http: aiohttp.ClientSession) -> str:
     return session_id
 
 
+async def resumed_log(http: aiohttp.ClientSession, session_id: str, cursor: dict[str, Any]
+                      ) -> tuple[list[tuple[str, str, dict[str, Any]]], list[tuple[str, str, dict[str, Any]]],
+                                 list[dict[str, Any]]]:
+    """What a reader resuming with ``cursor`` (``Last-Event-ID``, or ``after``) reads until the session is idle, the
+    whole log read from the start, and the session's turns, oldest first."""
+    events = f"/v1/agents/sessions/{session_id}/events"
+    async with http.get(events, **{"params": {"until_idle": "true"}, **cursor}) as answer:
+        assert answer.status == 200, await answer.text()
+        after = frames(await answer.read())
+    async with http.get(events, params={"until_idle": "true"}) as answer:
+        whole = frames(await answer.read())
+    async with http.get(f"/v1/agents/sessions/{session_id}/turns", params={"order": "asc"}) as answer:
+        turns = (await answer.json())["data"]
+    return after, whole, turns
+
+
 def stop(process: ManagedProcess, how: str) -> None:
     assert process.pid is not None
     os.killpg(process.pid, signal.SIGKILL if how == "kill" else signal.SIGTERM)
@@ -139,14 +155,7 @@ async def test_a_running_turn_and_its_queued_input_survive_the_sidecar(how: str,
         async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
             cursor = {"headers": {"Last-Event-ID": seen_before[-1][0]}} if how == "term" else \
                 {"params": {"until_idle": "true", "after": seen_before[-1][0]}}  # the SDK's two ways to resume
-            async with http.get(f"/v1/agents/sessions/{session_id}/events", **{"params": {"until_idle": "true"},
-                                                                                **cursor}) as answer:
-                assert answer.status == 200, await answer.text()
-                after = frames(await answer.read())
-            async with http.get(f"/v1/agents/sessions/{session_id}/events", params={"until_idle": "true"}) as answer:
-                whole = frames(await answer.read())
-            async with http.get(f"/v1/agents/sessions/{session_id}/turns", params={"order": "asc"}) as answer:
-                turns = (await answer.json())["data"]
+            after, whole, turns = await resumed_log(http, session_id, cursor)
             answers = []
             for turn in turns:
                 async with http.get(f"/v1/agents/sessions/{session_id}/turns/{turn['id']}/items",

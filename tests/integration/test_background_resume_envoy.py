@@ -160,14 +160,8 @@ async def test_a_session_turn_stopped_behind_envoy_is_resumed_with_its_queued_in
     process = await started(tmp_path, fake_upstream, db, door, search)
     try:
         async with aiohttp.ClientSession(door.url, headers=sessions.BETA, timeout=TIMEOUT) as http:
-            async with http.get(f"/v1/agents/sessions/{session_id}/events", params={"until_idle": "true"},
-                                headers={"Last-Event-ID": seen[-1][0]}) as answer:
-                assert answer.status == 200, await answer.text()
-                after = sessions.frames(await answer.read())
-            async with http.get(f"/v1/agents/sessions/{session_id}/events", params={"until_idle": "true"}) as answer:
-                whole = sessions.frames(await answer.read())
-            async with http.get(f"/v1/agents/sessions/{session_id}/turns", params={"order": "asc"}) as answer:
-                turns = (await answer.json())["data"]
+            after, whole, turns = await sessions.resumed_log(http, session_id,
+                                                               {"headers": {"Last-Event-ID": seen[-1][0]}})
     finally:
         process.stop()
     assert [event_id for event_id, _, _ in seen + after] == [event_id for event_id, _, _ in whole]

@@ -223,14 +223,8 @@ async def test_a_session_turn_stopped_on_one_replica_is_resumed_by_the_other_wit
         process.stop()
     seen = sessions.frames(before)
     async with aiohttp.ClientSession(stack.url, headers=sessions.BETA, timeout=TIMEOUT) as http:
-        async with http.get(f"/v1/agents/sessions/{session_id}/events", params={"until_idle": "true"},
-                            headers={"Last-Event-ID": seen[-1][0]}) as answer:
-            assert answer.status == 200, await answer.text()
-            after = sessions.frames(await answer.read())
-        async with http.get(f"/v1/agents/sessions/{session_id}/events", params={"until_idle": "true"}) as answer:
-            whole = sessions.frames(await answer.read())
-        async with http.get(f"/v1/agents/sessions/{session_id}/turns", params={"order": "asc"}) as answer:
-            turns = (await answer.json())["data"]
+        after, whole, turns = await sessions.resumed_log(http, session_id,
+                                                           {"headers": {"Last-Event-ID": seen[-1][0]}})
     assert [event_id for event_id, _, _ in seen + after] == [event_id for event_id, _, _ in whole]
     kinds = [kind for _, kind, _ in whole]
     assert "agent.session.turn.failed" not in kinds and kinds.count("agent.session.turn.completed") == 3, kinds
