@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import signal
-import struct
-import termios
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -38,6 +35,7 @@ from .command import DATA_DIR, EgressBinding, bwrap_command
 from .data_threads import DataThreads, T
 from .identity import SandboxIdentity
 from .limits import SandboxLimits
+from .pipe_reader import PipeReader, read_pipe
 from .result import Capture, Outcome, SandboxResult, SandboxUnavailable, ended_by_memory, note_for
 
 log = structlog.get_logger(__name__)
@@ -58,20 +56,9 @@ SINGLE_PROCESS_REFUSAL = (
 JOIN_CGROUPS = 'IFS=:; for g in $0; do echo $$ > "$g/cgroup.procs" || exit 125; done; exec "$@"'
 
 
-async def _reader(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:
-    loop = asyncio.get_running_loop()
+def _reader(fd: int) -> tuple[asyncio.StreamReader, PipeReader]:
     reader = asyncio.StreamReader(limit=1 << 16)
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
-                                                os.fdopen(fd, "rb", buffering=0))
-    return reader, transport
-
-
-def _unread(fd: int) -> int:
-    """Bytes waiting in a pipe (FIONREAD)."""
-    try:
-        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
-    except OSError:
-        return 0
+    return reader, read_pipe(fd, asyncio.StreamReaderProtocol(reader))
 
 
 class SandboxCall:
@@ -94,10 +81,10 @@ class SandboxCall:
         self._name = name
         self._cgroup: list[Path] = []
         self._process: asyncio.subprocess.Process | None = None
-        self._transports: list[asyncio.BaseTransport] = []
+        self._transports: list[PipeReader] = []
         self._out = Capture(limits.output_bytes)
         self._err = Capture(limits.output_bytes)
-        self._output_fds: list[int] = []
+        self._outputs: list[PipeReader] = []  # the code's stdout and stderr
         self._follower: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._exited = asyncio.Event()
@@ -148,18 +135,18 @@ class SandboxCall:
             self._process = await asyncio.create_subprocess_exec(
                 *command, stdin=asyncio.subprocess.PIPE, stdout=out_write, stderr=err_write, pass_fds=inherited,
                 start_new_session=True, cwd="/", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        except BaseException:  # refused or cancelled before the read ends have their transports: closed here
+            for fd in (control_read, info_read, out_read, err_read):
+                os.close(fd)
+            raise
         finally:
             for fd in (*inherited, out_write, err_write):
                 os.close(fd)
-        loop = asyncio.get_running_loop()
-        for fd, capture in ((out_read, self._out), (err_read, self._err)):
-            transport, _ = await loop.connect_read_pipe(lambda capture=capture: capture,  # type: ignore[misc]
-                                                        os.fdopen(fd, "rb", buffering=0))
-            self._transports.append(transport)
-            self._output_fds.append(fd)
-        control, control_transport = await _reader(control_read)
-        info, info_transport = await _reader(info_read)
-        self._transports += [control_transport, info_transport]
+        # each pipe's transport owns its descriptor from here (pipe_reader.py: never uvloop's connect_read_pipe)
+        self._outputs = [read_pipe(out_read, self._out), read_pipe(err_read, self._err)]
+        control, control_transport = _reader(control_read)
+        info, info_transport = _reader(info_read)
+        self._transports += [*self._outputs, control_transport, info_transport]
         self._follower = asyncio.create_task(self._follow(control))
         try:
             async with asyncio.timeout(self.limits.timeout):
@@ -269,7 +256,7 @@ class SandboxCall:
         """Wait (briefly) until what the code wrote is all read: once its processes are gone nothing writes to
         the output pipes any more (the init's own output goes nowhere), so an empty pipe is a complete one."""
         for _ in range(1000):
-            if not any(_unread(fd) for fd in self._output_fds):
+            if not any(output.unread() for output in self._outputs):
                 return
             await asyncio.sleep(0.001)
 
