@@ -31,7 +31,7 @@ import orjson
 import pytest
 
 from responses_bridge.envoy_config import Auth, render_bootstrap
-from tests.support.bridge import Sidecar, keys_command, running_sidecar
+from tests.support.bridge import Sidecar, create_keys, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
 
 pytestmark = pytest.mark.store_proven(
@@ -79,11 +79,7 @@ class Greedy:
 
 async def _stack(fake_upstream: str, tmp: str, env: dict[str, str], envoy: bool = False) -> AsyncIterator[Stack]:
     db = f"{tmp}/bridge.db"
-    keys = {}
-    for tenant in [*(f"greedy{at}" for at in range(GREEDY)), "victim"]:
-        made = keys_command(db, "create", "--tenant", tenant)
-        assert made.returncode == 0, made.stderr
-        keys[tenant] = made.stdout.strip()
+    keys = create_keys(db, [*(f"greedy{at}" for at in range(GREEDY)), "victim"])
     if not envoy:
         async with running_sidecar(tmp, fake_upstream, "--db", db, extproc=False,
                                    env={"RESPONSES_BRIDGE_AUTH": "keys", **env}) as sidecar:
