@@ -187,8 +187,15 @@ async def test_a_tenants_queue_of_endless_programs_never_holds_another_tenants_p
     assert status == 200, body
     output = next(item for item in body["output"] if item["type"] == "program_output")
     assert output["status"] == "completed" and output["result"] == "mine"
+    # a hog taken back for the victim was answered before the victim's program ran; the others are still in their
+    # round or queued behind it, and what they end as (their bound: test_program_workers.py) proves nothing more
+    # here — they are dropped, as a client does, which ends their programs (run/programs/pool.py RunHandle)
+    await asyncio.sleep(0.5)
     preempted = 0
     for task in hogs:
+        if not task.done():
+            task.cancel()
+            continue
         hog_status, hog = await task
         if hog_status == 503:  # the victim under its fair share took this attacker's slot back (fair_share.py)
             assert hog["error"]["code"] == "preempted_for_fairness", hog
@@ -198,5 +205,6 @@ async def test_a_tenants_queue_of_endless_programs_never_holds_another_tenants_p
     # two attackers hold two slots each, above a third tenant's share of four (4/3): one is taken back for the
     # victim; one attacker holds three or four alone, where every slot but the victim's one is within its share
     assert preempted <= 1, preempted
+    await asyncio.gather(*hogs, return_exceptions=True)
     print(f"beta alone {alone:.2f} s, beside {len(attackers)} attacker(s)' 8 endless programs {waited:.2f} s")
     assert waited < DEFAULT_TIMEOUT + alone + 1.0, waited
