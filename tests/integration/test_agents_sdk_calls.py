@@ -189,6 +189,20 @@ async def test_the_create_answer_of_a_queued_turn_says_in_progress(door: aiohttp
         assert (await sdk.beta.agents.sessions.retrieve(session_id)).status == "idle"
 
 
+@doors("http")
+async def test_a_session_deleted_while_its_turn_runs_is_gone_with_its_turn(sdk: openai.AsyncOpenAI) -> None:
+    """Its running turn is stopped with it (the turn's model call held by the fake upstream), and the session, its
+    turns and its items are 404s."""
+    session = await sdk.beta.agents.sessions.create(agent={"model": MODEL}, environment={"type": "none"},
+                                                    input="slow [stall=5000]")
+    assert session.status == "in_progress"
+    assert (await sdk.beta.agents.sessions.delete(session.id)).deleted is True
+    for gone in (sdk.beta.agents.sessions.retrieve(session.id), sdk.beta.agents.sessions.turns.list(session.id),
+                 sdk.beta.agents.sessions.items.list(session.id)):
+        with pytest.raises(openai.NotFoundError):
+            await gone
+
+
 # --- capability directories ------------------------------------------------------------------------------------
 
 
