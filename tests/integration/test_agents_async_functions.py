@@ -3,7 +3,9 @@ result"), through both doors: the call is shown as any function call, but the tu
 action, the model told at once that the call runs on its own, the turn completes. The client's result, sent after
 the turn ended, closes the call (its item done, a ``function_call_output`` added, both of the call's turn) and
 reaches the model at the session's next model call. A result for no open call is the SDK's retried 400. Every 2xx
-answer and event validated strictly with the SDK's types; the store is SQLite, or PostgreSQL with ``--store``."""
+answer and event validated strictly with the SDK's types; the store is SQLite, or PostgreSQL with ``--store``. The
+first test (the agent made with the SDK, the streams, the 400) goes through both doors; a failed result, told as the
+first's result is, behind the door, on the HTTP door alone (agent_doors ``doors``)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import pytest
 from openai.types.beta import AgentSession
 
 from tests.integration.test_agents_api import _ITEMS, MODEL, frames, read_until_idle, strict
-from tests.support.agent_doors import base_fixture, door_fixture, envoy_fixture, sdk_fixture  # noqa: F401
+from tests.support.agent_doors import base_fixture, door_fixture, doors, envoy_fixture, sdk_fixture  # noqa: F401
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import have_envoy
 
@@ -110,6 +112,7 @@ async def test_the_turn_goes_on_and_the_result_reaches_the_next_model_call(
         "Echo: again"
 
 
+@doors("http")
 async def test_a_failed_result_is_told_as_a_failure(door: aiohttp.ClientSession, sdk: openai.AsyncOpenAI) -> None:
     async with door.post("/v1/agents/sessions", json={
             "agent": {"model": MODEL, "tools": [LOOKUP]}, "environment": {"type": "none"}, "stream": True,

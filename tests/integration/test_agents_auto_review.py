@@ -4,7 +4,9 @@ approval is judged by a model call instead — never a required action — and t
 review gave no decision), it is not, and the model is told why. The session shows its mode, an update changes it
 for later turns, and the review's tokens count in the turn's usage. The fake model's review decides as the
 action's arguments script it (``[args64=…]`` in the action, the review's last message). Every 2xx answer and event
-is validated strictly with the SDK's types; the store is SQLite, or PostgreSQL with ``--store``."""
+is validated strictly with the SDK's types; the store is SQLite, or PostgreSQL with ``--store``. The review's
+decisions are behind the door: on the HTTP door alone (agent_doors ``doors``); the mode shown and updated (a 400,
+a later turn's stream) goes through both."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import pytest
 from openai.types.beta import AgentSession
 
 from tests.integration.test_agents_api import _ITEMS, MODEL, frames, read_until_idle, strict
-from tests.support.agent_doors import base_fixture, door_fixture, envoy_fixture, sdk_fixture  # noqa: F401
+from tests.support.agent_doors import base_fixture, door_fixture, doors, envoy_fixture, sdk_fixture  # noqa: F401
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import have_envoy
 from tests.support.mcp_server import MCPTestServer
@@ -78,6 +80,7 @@ def _decisions(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             and e["item"]["type"] == "agent_message"]
 
 
+@doors("http")
 async def test_an_approved_call_is_made_without_asking(door: aiohttp.ClientSession, mcp: MCPTestServer,
                                                        sdk: openai.AsyncOpenAI) -> None:
     events = await _session(door, mcp, "hello [args64=" + _b64({"decision": "approve", "reason": "harmless"}) + "]")
@@ -100,6 +103,7 @@ async def test_an_approved_call_is_made_without_asking(door: aiohttp.ClientSessi
     assert (await sdk.beta.agents.sessions.retrieve(session_id)).review == "auto_review"
 
 
+@doors("http")
 async def test_a_denied_call_is_not_made_and_the_model_is_told(door: aiohttp.ClientSession,
                                                                mcp: MCPTestServer) -> None:
     events = await _session(door, mcp, "rm -rf [args64=" + _b64({"decision": "deny", "reason": "destructive"}) + "]")
@@ -113,6 +117,7 @@ async def test_a_denied_call_is_not_made_and_the_model_is_told(door: aiohttp.Cli
     assert text.endswith("was not made: the automatic review denied it (destructive).")
 
 
+@doors("http")
 async def test_a_review_without_a_decision_denies(door: aiohttp.ClientSession, mcp: MCPTestServer) -> None:
     # the fake's review answers an unknown decision: no fallback to the client, the call is denied
     events = await _session(door, mcp, "maybe [args64=" + _b64({"decision": "ask", "reason": "unsure"}) + "]")

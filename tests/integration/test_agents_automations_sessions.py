@@ -3,7 +3,9 @@ invocation delivers the automation's instructions to the session as a message of
 that runs as any input is; ``GET /v1/agents/automations?session_id=`` lists them; a session deleted before an
 occurrence fails its invocation with the session's error; another tenant's session cannot be targeted; an agent's
 ``automations`` tool makes such automations for its own session (``created_by: {"type": "agent"}``). Every 2xx
-answer is validated strictly with the SDK's types."""
+answer is validated strictly with the SDK's types. What the scheduler and the agent's tool do is behind the door,
+and waits out an occurrence: those tests run on the HTTP door alone (``SCHEDULER_ONLY``); the refusals go through
+both."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import pytest
 from openai.types.beta.agents import Automation
 
 from tests.integration.test_agents_api import ALPHA, MODEL, OTHER, raw_json, strict, tenanted
-from tests.integration.test_agents_automations import invocations, until
+from tests.integration.test_agents_automations import SCHEDULER_ONLY, invocations, until
 from tests.support.bridge import Sidecar
 
 pytestmark = pytest.mark.store_proven(
@@ -51,6 +53,7 @@ async def delivered(http: aiohttp.ClientSession, automation_id: str) -> dict[str
     return invocation
 
 
+@SCHEDULER_ONLY
 async def test_instructions_are_queued_behind_the_running_turn_and_listed_by_session(
         beta_client: openai.AsyncOpenAI, http: aiohttp.ClientSession) -> None:
     sessions, automations = beta_client.beta.agents.sessions, beta_client.beta.agents.automations
@@ -103,6 +106,7 @@ async def test_instructions_are_queued_behind_the_running_turn_and_listed_by_ses
         await automations.delete(automation.id)
 
 
+@SCHEDULER_ONLY
 async def test_a_deleted_session_fails_the_invocation(beta_client: openai.AsyncOpenAI,
                                                       http: aiohttp.ClientSession) -> None:
     sessions, automations = beta_client.beta.agents.sessions, beta_client.beta.agents.automations
@@ -152,6 +156,7 @@ async def test_another_tenants_session_cannot_be_targeted(tenanted: Sidecar) -> 
         await client.close()
 
 
+@SCHEDULER_ONLY
 async def test_an_agents_automations_tool_schedules_its_own_session(beta_client: openai.AsyncOpenAI,
                                                                   http: aiohttp.ClientSession) -> None:
     sessions, automations = beta_client.beta.agents.sessions, beta_client.beta.agents.automations
@@ -193,6 +198,7 @@ async def test_an_agents_automations_tool_schedules_its_own_session(beta_client:
     await automations.delete(made.id)
 
 
+@SCHEDULER_ONLY
 async def test_a_sessions_agent_keeps_a_bounded_number_of_automations(beta_client: openai.AsyncOpenAI) -> None:
     """A model that calls its ``automations`` tool in a loop fills its session's bound, not the tenant's: past
     MAX_AGENT_AUTOMATIONS_PER_SESSION the call is refused (as its output), and a deleted one makes room."""

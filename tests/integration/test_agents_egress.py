@@ -5,7 +5,8 @@ sandbox holds a placeholder and no answer of the bridge, stream event, item, log
 span, database file or the command's own output holds the value — the host echoes what it was sent, and the proxy
 masks it on the way back. And its network as a block list: ``restricted`` with ``blocked_domains`` (every host
 but those) and ``enabled`` (every host), where the deployment allows them
-(``RESPONSES_BRIDGE_CODE_EGRESS_UNRESTRICTED``)."""
+(``RESPONSES_BRIDGE_CODE_EGRESS_UNRESTRICTED``). The sandbox, its egress proxy and the credentials it puts in are
+behind the door: those tests run on the HTTP door alone (agent_doors ``doors``); the refusals go through both."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from openai.types.beta.agents.sessions import Turn
 from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import MODEL, frames, read_until_idle, strict
-from tests.support.agent_doors import base_fixture, door_fixture, envoy_fixture, sdk_fixture  # noqa: F401
+from tests.support.agent_doors import base_fixture, door_fixture, doors, envoy_fixture, sdk_fixture  # noqa: F401
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import have_envoy
 
@@ -171,6 +172,7 @@ async def vault_with(sdk: openai.AsyncOpenAI, networking: dict[str, Any], name: 
     return vault.id
 
 
+@doors("http")
 async def test_a_vault_credential_reaches_the_host_and_nothing_else_reveals_it(
         door: aiohttp.ClientSession, sdk: openai.AsyncOpenAI, test_host: LocalHost, traces: Traces,
         bridge_dir: Path) -> None:
@@ -220,6 +222,7 @@ async def test_a_vault_credential_reaches_the_host_and_nothing_else_reveals_it(
             assert SECRET.encode() not in path.read_bytes(), path.name
 
 
+@doors("http")
 async def test_a_host_returning_the_credential_encoded_returns_it_masked(
         door: aiohttp.ClientSession, sdk: openai.AsyncOpenAI, test_host: LocalHost) -> None:
     """A host that answers with the credential base64-, percent- or hex-encoded: the command's output, and so the
@@ -251,6 +254,7 @@ async def test_a_host_returning_the_credential_encoded_returns_it_masked(
     assert not [form for form in forms if form.rstrip("=").encode() in everything]
 
 
+@doors("http")
 async def test_a_block_list_lets_through_every_host_but_its_own(door: aiohttp.ClientSession,
                                                                 sdk: openai.AsyncOpenAI, test_host: LocalHost) -> None:
     agent = await sdk.beta.agents.create(model=MODEL)
@@ -293,6 +297,7 @@ async def next_turn(door: aiohttp.ClientSession, session_id: str, text: str, aft
         return frames(await read_until_idle(answer))
 
 
+@doors("http")
 async def test_each_turn_uses_the_credential_as_it_is_now(door: aiohttp.ClientSession, sdk: openai.AsyncOpenAI,
                                                           test_host: LocalHost) -> None:
     vault_id = await vault_with(sdk, {"type": "limited", "allowed_hosts": ["127.0.0.1"]}, "ROTATED_TOKEN")

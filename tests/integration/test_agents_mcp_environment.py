@@ -5,7 +5,8 @@ with the environment's variables it names; a server over HTTP reached from insid
 (``connection_origin: "environment"``: through its egress proxy and network policy — the real MCP test server);
 ``request_metadata`` sent as each request's ``_meta``; ``required`` servers listed before the first turn, whose
 failure fails it naming the server; and ``vault_ids`` on a standalone environment, its credentials applied as a
-session's are."""
+session's are. What the servers, the sandbox and the vault do is behind the door: those tests run on the HTTP door
+alone (agent_doors ``doors``); the refusals (an error's status and shape) go through both."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.command import interpreter_in_sandbox
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import MODEL, frames, read_until_idle, strict
-from tests.support.agent_doors import base_fixture, door_fixture, envoy_fixture, sdk_fixture  # noqa: F401
+from tests.support.agent_doors import base_fixture, door_fixture, doors, envoy_fixture, sdk_fixture  # noqa: F401
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import have_envoy
 from tests.support.mcp_server import MCPTestServer
@@ -121,6 +122,7 @@ def calls(events: list[dict[str, Any]], count: int | None = None) -> list[dict[s
     return found
 
 
+@doors("http")
 async def test_a_stdio_server_runs_in_the_environment(door: aiohttp.ClientSession, sdk: openai.AsyncOpenAI) -> None:
     agent = await sdk.beta.agents.create(model=MODEL, tools=[stdio_tool(request_metadata={"team": "blue"})])
     events = await first_turn(door, {"agent_id": agent.id, "environment": hosted(), "input": "call env__where"})
@@ -154,6 +156,7 @@ async def test_a_stdio_server_runs_in_the_environment(door: aiohttp.ClientSessio
     assert "/workspace/note.txt" in paths
 
 
+@doors("http")
 async def test_a_server_reached_from_the_environment(door: aiohttp.ClientSession, sdk: openai.AsyncOpenAI,
                                                      mcp: MCPTestServer, bridge_dir: Path) -> None:
     vault = await sdk.beta.agents.vaults.create(name="tools")
@@ -198,6 +201,7 @@ async def test_a_server_reached_from_the_environment(door: aiohttp.ClientSession
     assert error is not None and error.code == "connection_failed" and "'tools'" in error.message, error
 
 
+@doors("http")
 async def test_request_metadata_from_the_bridge(door: aiohttp.ClientSession, mcp: MCPTestServer) -> None:
     tool = {"type": "mcp", "server_label": "tools", "allowed_tools": ["meta"],
             "request_metadata": {"tenant_hint": "a", "depth": 2},
@@ -208,6 +212,7 @@ async def test_request_metadata_from_the_bridge(door: aiohttp.ClientSession, mcp
     assert own(json.loads(call["output"])) == {"depth": 2, "tenant_hint": "a"}, call
 
 
+@doors("http")
 async def test_required_servers_start_before_the_first_turn(door: aiohttp.ClientSession, sdk: openai.AsyncOpenAI,
                                                             mcp: MCPTestServer) -> None:
     # listed before the turn, then used in it
@@ -249,6 +254,7 @@ async def test_servers_in_an_environment_need_one(door: aiohttp.ClientSession, t
         assert error["param"] == param and "openai_hosted" in error["message"], error
 
 
+@doors("http")
 async def test_vault_ids_on_a_standalone_environment(door: aiohttp.ClientSession, sdk: openai.AsyncOpenAI,
                                                      bridge_dir: Path) -> None:
     vault = await sdk.beta.agents.vaults.create(name="environment")

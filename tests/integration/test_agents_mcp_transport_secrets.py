@@ -2,7 +2,10 @@
 (sent to the real MCP test server as ``Authorization: Bearer``) and a ``stdio`` server's ``env`` (set for its
 process in the session's ``openai_hosted`` environment, the real sandbox). Each is accepted by the SDK's own call,
 reaches the server, and is in no answer (the SDK's strict types: the persisted transport has neither field), no
-event, no log line (at debug) and no file of the database; a server that echoes one hands back ``[redacted]``."""
+event, no log line (at debug) and no file of the database; a server that echoes one hands back ``[redacted]``.
+The stdio server's env is the sandbox's, behind the door: on the HTTP door alone (agent_doors ``doors``); the HTTP
+server's (the agent made, read, listed and updated with the SDK, the session's stream) and the refusals go through
+both."""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.command import interpreter_in_sandbox
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import MODEL, frames, read_until_idle, strict
-from tests.support.agent_doors import base_fixture, door_fixture, envoy_fixture, sdk_fixture  # noqa: F401
+from tests.support.agent_doors import base_fixture, door_fixture, doors, envoy_fixture, sdk_fixture  # noqa: F401
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import have_envoy
 from tests.support.mcp_server import MCPTestServer
@@ -138,6 +141,9 @@ async def test_an_http_servers_authorization(door: aiohttp.ClientSession, sdk: o
     assert stored.tools[0].transport.model_dump() == {"type": "http", "server_url": mcp.http_url, "headers": {}}
     listed = await shown(door, "/v1/agents?limit=100")
     assert agent.id in [entry["id"] for entry in listed["data"]]
+    retrieved = await sdk.beta.agents.retrieve(agent.id)  # the SDK's own reads, as its types parse them
+    assert retrieved.model_dump()["tools"] == stored.model_dump()["tools"] and SECRET not in retrieved.model_dump_json()
+    assert agent.id in [entry.id async for entry in sdk.beta.agents.list(limit=100)]
     updated = await sdk.beta.agents.update(agent.id, name="renamed")  # the sealed secret kept, still not shown
     assert SECRET not in updated.model_dump_json()
 
@@ -161,6 +167,7 @@ async def test_an_http_servers_authorization(door: aiohttp.ClientSession, sdk: o
     nowhere_on_disk(bridge_dir)
 
 
+@doors("http")
 @sandboxed
 async def test_a_stdio_servers_env(door: aiohttp.ClientSession, sdk: openai.AsyncOpenAI, bridge_dir: Path) -> None:
     agent = await sdk.beta.agents.create(model=MODEL, tools=[stdio_tool()])  # type: ignore[list-item]

@@ -6,7 +6,9 @@ is reached from inside the environment, its bearer token read from the environme
 environment's and a template's plugins serve the same; a plugin's app whose id the operator's connector registry
 maps is served by the registry's MCP server, with the registry's credential (never in the store, the log or the
 sandbox); an app the registry does not map, a server the bridge cannot serve, two servers of one name and a clash
-with the agent's own server are refused, naming them."""
+with the agent's own server are refused, naming them. What the plugins' servers, the sandbox and the registry do is
+behind the door: those tests run on the HTTP door alone (agent_doors ``doors``); the refusals and the clash (a
+streamed turn's failure, its events strict) go through both."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.command import interpreter_in_sandbox
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import MODEL, frames, read_until_idle, strict
-from tests.support.agent_doors import base_fixture, door_fixture, envoy_fixture, sdk_fixture  # noqa: F401
+from tests.support.agent_doors import base_fixture, door_fixture, doors, envoy_fixture, sdk_fixture  # noqa: F401
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import have_envoy
 from tests.support.mcp_server import MCPTestServer
@@ -127,6 +129,7 @@ def no_secret(bridge_dir: Path, *secrets: str) -> None:
                 assert secret.encode() not in path.read_bytes(), path.name
 
 
+@doors("http")
 async def test_a_plugins_stdio_server_runs_in_the_environment(door: aiohttp.ClientSession, sdk: openai.AsyncOpenAI,
                                                               bridge_dir: Path) -> None:
     events = await turn(door, {"agent": {"model": MODEL}, "environment": {**HOSTED, "plugins": [stdio_plugin()]},
@@ -148,6 +151,7 @@ async def test_a_plugins_stdio_server_runs_in_the_environment(door: aiohttp.Clie
     no_secret(bridge_dir, SECRET)
 
 
+@doors("http")
 async def test_a_plugins_http_server_is_reached_from_the_environment(door: aiohttp.ClientSession,
                                                                      mcp: MCPTestServer, bridge_dir: Path) -> None:
     served = plugin("remote-tools", manifest={"mcpServers": {"remote": {
@@ -172,6 +176,7 @@ async def test_a_plugins_http_server_is_reached_from_the_environment(door: aioht
     no_secret(bridge_dir, TOKEN)
 
 
+@doors("http")
 async def test_a_plugins_app_is_served_through_the_connector_registry(door: aiohttp.ClientSession,
                                                                        bridge_dir: Path) -> None:
     app = plugin("notes-app", files={".app.json": orjson.dumps({"apps": {"notes": {"id": "asdk_app_notes"}}})})
@@ -187,6 +192,7 @@ async def test_a_plugins_app_is_served_through_the_connector_registry(door: aioh
     no_secret(bridge_dir, APP_TOKEN)
 
 
+@doors("http")
 async def test_a_standalone_environments_and_a_templates_plugins(door: aiohttp.ClientSession) -> None:
     async with door.post("/v1/agents/environments", json={"environment": {
             **HOSTED, "plugins": [stdio_plugin()]}}) as answer:
@@ -240,6 +246,7 @@ async def test_what_a_plugin_cannot_bring_is_a_400_naming_it(door: aiohttp.Clien
         assert len((await answer.json())["data"]) == before  # nothing was made
 
 
+@doors("http")
 async def test_a_required_plugin_server_that_cannot_start_fails_the_first_turn(door: aiohttp.ClientSession) -> None:
     broken = plugin("broken-tools", mcp={"gone": {"command": interpreter_in_sandbox(), "args": ["missing.py"],
                                                   "required": True}})

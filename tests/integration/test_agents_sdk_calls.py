@@ -5,7 +5,9 @@ its first input event); the create answer of a session whose first turn is queue
 and ``AGENTS.md`` told to the model); ``item_reference`` and ``{"id"}`` input items naming any item the tenant stored
 (a response's input or output, a conversation's item) without ``previous_response_id``, in a response's input
 and in a conversation's new items, another tenant's a 404 like a missing one. The sidecar authenticates with the
-bridge's keys, so two tenants share it."""
+bridge's keys, so two tenants share it (Envoy checking them too). A template's directories made a session's and a
+hosted environment's capabilities told to the model are behind the door: on the HTTP door alone (agent_doors
+``doors``); the rest is what the SDK sends and parses, through both."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from responses_bridge.sandbox.command import python_binds
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from responses_bridge.sandbox.identity import SandboxIdentity
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle, strict
-from tests.support.agent_doors import TIMEOUT, base_fixture  # noqa: F401
+from tests.support.agent_doors import TIMEOUT, base_fixture, doors  # noqa: F401
 from tests.support.bridge import Sidecar, keys_command, running_sidecar
 from tests.support.envoy import have_envoy
 from tests.support.gateway import envoy_before
@@ -187,6 +189,20 @@ async def test_the_create_answer_of_a_queued_turn_says_in_progress(door: aiohttp
         assert (await sdk.beta.agents.sessions.retrieve(session_id)).status == "idle"
 
 
+@doors("http")
+async def test_a_session_deleted_while_its_turn_runs_is_gone_with_its_turn(sdk: openai.AsyncOpenAI) -> None:
+    """Its running turn is stopped with it (the turn's model call held by the fake upstream), and the session, its
+    turns and its items are 404s."""
+    session = await sdk.beta.agents.sessions.create(agent={"model": MODEL}, environment={"type": "none"},
+                                                    input="slow [stall=5000]")
+    assert session.status == "in_progress"
+    assert (await sdk.beta.agents.sessions.delete(session.id)).deleted is True
+    for gone in (sdk.beta.agents.sessions.retrieve(session.id), sdk.beta.agents.sessions.turns.list(session.id),
+                 sdk.beta.agents.sessions.items.list(session.id)):
+        with pytest.raises(openai.NotFoundError):
+            await gone
+
+
 # --- capability directories ------------------------------------------------------------------------------------
 
 
@@ -235,6 +251,7 @@ def inline(path: str, data: bytes) -> dict[str, Any]:
     return {"type": "inline", "path": path, "data": base64.b64encode(data).decode()}
 
 
+@doors("http")
 @pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here")
 @pytest.mark.skipif(CgroupParent.find() is None, reason="no cgroup per call here")
 async def test_a_templates_directories_are_its_sessions(door: aiohttp.ClientSession, sdk: openai.AsyncOpenAI) -> None:
@@ -262,6 +279,7 @@ def _runtime_unreachable() -> bool:
     return any(identity.unreachable(host) is not None for host, _ in python_binds())
 
 
+@doors("http")
 @pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here")
 @pytest.mark.skipif(CgroupParent.find() is None, reason="no cgroup per call here")
 @pytest.mark.skipif(_runtime_unreachable(), reason="the sandbox's uid cannot reach this Python runtime")

@@ -1,9 +1,10 @@
-"""A session's subagents across its turns, through both doors, every event and answer validated strictly with the
-SDK's types: the first turn's subagent is closed with its response and kept with its context; a later turn's
-``followup_task`` resumes it (``resume_subagent_call``, ``agent.session.subagent.active``) — the same subagent, no
-new one — and ``interrupt_agent`` with ``close`` closes it mid-turn (``close_subagent_call``,
-``agent.session.subagent.closed``). The kept context is the subagent record's, counted in its stored bytes (read
-from the SQLite file), and never shown."""
+"""A session's subagents across its turns, every event and answer validated strictly with the SDK's types: the
+first turn's subagent is closed with its response and kept with its context; a later turn's ``followup_task``
+resumes it (``resume_subagent_call``, ``agent.session.subagent.active``) — the same subagent, no new one — and
+``interrupt_agent`` with ``close`` closes it mid-turn (``close_subagent_call``, ``agent.session.subagent.closed``).
+The kept context is the subagent record's, counted in its stored bytes (read from the SQLite file), and never
+shown. The subagent tree is behind the door: on the HTTP door alone (agent_doors ``doors``; a session's subagents
+through Envoy too: tests/integration/test_agents_subagents.py)."""
 
 from __future__ import annotations
 
@@ -22,13 +23,10 @@ from openai.types.beta import Subagent
 from openai.types.beta.agents.sessions import Turn
 
 from tests.integration.test_agents_api import MODEL, frames, read_until_idle, strict
-from tests.support.agent_doors import base_fixture, door_fixture, envoy_fixture, sdk_fixture  # noqa: F401
+from tests.support.agent_doors import base_fixture, door_fixture, doors, envoy_fixture, sdk_fixture  # noqa: F401
 from tests.support.bridge import Sidecar, running_sidecar
-from tests.support.envoy import have_envoy
 from tests.support.postgres import store_from_env
 from tests.support.sdk_strict import strict_session_event
-
-pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +80,7 @@ def followup(task: str, then: str, close: bool = False) -> str:
     return f"call followup_task [args={orjson.dumps(args).decode()}] [then={then}]"
 
 
+@doors("http")
 async def test_a_later_turn_resumes_and_closes_the_first_turns_subagent(door: aiohttp.ClientSession,
                                                                        sdk: openai.AsyncOpenAI,
                                                                        bridge_dir: Path) -> None:

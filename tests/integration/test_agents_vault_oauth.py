@@ -2,7 +2,8 @@
 server is reached with a token the bridge got from a real token endpoint (a local HTTP server) once the stored one
 reached its ``expires_at``; the refresh token it rotated is the one sent next; an endpoint refusing the grant fails
 the turn naming the credential. No refresh token, client secret or access token is in any answer, event, log line
-or database file of the bridge."""
+or database file of the bridge. The refresh is behind the door: those tests run on the HTTP door alone (agent_doors
+``doors``); the refusal of a configuration (an error through the vaults' route) goes through both."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from openai.types.beta.agents.vaults import Credential
 
 from tests.integration.test_agents_api import MODEL, frames, read_until_idle, strict
 from tests.integration.test_agents_vaults import Seen
-from tests.support.agent_doors import base_fixture, door_fixture, envoy_fixture, sdk_fixture  # noqa: F401
+from tests.support.agent_doors import base_fixture, door_fixture, doors, envoy_fixture, sdk_fixture  # noqa: F401
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.mcp_server import MCPTestServer
 
@@ -140,6 +141,7 @@ def bearer_digest(token: str) -> str:
     return hashlib.sha256(f"Bearer {token}".encode()).hexdigest()
 
 
+@doors("http")
 async def test_an_expired_token_is_refreshed_at_its_endpoint_and_the_rotated_refresh_token_kept(
         door: aiohttp.ClientSession, sdk: openai.AsyncOpenAI, mcp: MCPTestServer, endpoint: TokenEndpoint,
         bridge_dir: Path) -> None:
@@ -186,6 +188,7 @@ async def test_an_expired_token_is_refreshed_at_its_endpoint_and_the_rotated_ref
             assert not [secret for secret in SECRETS if secret.encode() in data], file.name
 
 
+@doors("http")
 async def test_a_refused_refresh_fails_the_turn_naming_the_credential(
         door: aiohttp.ClientSession, mcp: MCPTestServer, endpoint: TokenEndpoint) -> None:
     seen = Seen()
@@ -201,6 +204,7 @@ async def test_a_refused_refresh_fails_the_turn_naming_the_credential(
         assert not [body for body in seen.bodies if secret.encode() in body], secret
 
 
+@doors("http")
 async def test_a_token_not_yet_expired_is_sent_as_stored(
         door: aiohttp.ClientSession, mcp: MCPTestServer, endpoint: TokenEndpoint) -> None:
     seen = Seen()

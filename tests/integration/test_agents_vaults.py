@@ -1,6 +1,8 @@
 """Vaults and credentials (``client.beta.agents.vaults``) through both doors, every 2xx validated strictly with the
 SDK's types; and a session whose MCP server is reached with a credential of its vault: the real MCP test server
-gets the token, while no answer, event, item, log line or database file of the bridge holds it."""
+gets the token, while no answer, event, item, log line or database file of the bridge holds it. The credential
+reaching the MCP server is behind the door: on the HTTP door alone (agent_doors ``doors``); the vaults' routes and
+the refusals go through both."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from openai.types.beta.agents.vaults import Credential, CredentialDeleted
 
 from tests.integration.test_agents_api import BETA, MODEL, frames, strict
 from tests.integration.test_agents_approvals import read_approving
-from tests.support.agent_doors import base_fixture, door_fixture, envoy_fixture, sdk_fixture  # noqa: F401
+from tests.support.agent_doors import base_fixture, door_fixture, doors, envoy_fixture, sdk_fixture  # noqa: F401
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.mcp_server import MCPTestServer
 
@@ -113,6 +115,7 @@ async def test_vault_and_credential_crud(door: aiohttp.ClientSession, sdk: opena
     assert not [body for body in seen.bodies if SECRET.encode() in body]
 
 
+@doors("http")
 async def test_a_sessions_mcp_server_reached_with_its_vaults_credential(
         door: aiohttp.ClientSession, mcp: MCPTestServer, sidecar: Sidecar, bridge_dir: Path) -> None:
     seen = Seen()

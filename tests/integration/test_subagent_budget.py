@@ -1,13 +1,15 @@
 """A response's subagents inside the memory budget and the upstream connection bounds, end to end: a real sidecar
-behind a real Envoy, the fake upstream as the root model spawning 64 subagents whose turns stall, a request with
-2 MiB of function tools (run/subagents.py, run/upstream_gate.py, services/memory_budget.py).
+making its model calls through a real Envoy, the fake upstream as the root model spawning 64 subagents whose turns
+stall, a request with 2 MiB of function tools (run/subagents.py, run/upstream_gate.py, services/memory_budget.py).
 
 * While the 64 subagents are held, what the sidecar's memory grew by is covered by what the budget holds: each
   subagent reserves for its tools and context before it is begun (before: the budget held the root request's
   share only, while each subagent's translation and upstream body were its own).
 * At no time does the response hold more than ``RESPONSES_BRIDGE_UPSTREAM_RESPONSE_CONNECTIONS`` upstream calls:
   counted as the sidecar's open connections to the upstream (before: one per subagent, 64).
-Through the HTTP door and through Envoy (which hands multi-agent requests to the HTTP door).
+Through the HTTP door, which runs the tree whichever door the request came in by: Envoy's hand-off of a multi-agent
+request to it is tests/integration/test_multi_agent.py's (through a real Envoy), and the processor giving back its
+hold on the body as it hands off is tests/unit/test_extproc_multi_agent.py's.
 """
 
 from __future__ import annotations
@@ -50,14 +52,13 @@ def upstream_connections(pid: int, port: int) -> int:
                if connection.raddr and connection.raddr.port == port and connection.status == "ESTABLISHED")
 
 
-@pytest.mark.parametrize("door", ["http", "envoy"])
 async def test_64_subagents_are_charged_for_what_they_hold_and_open_at_most_the_responses_upstream_calls(
-        stack: Gateway, door: str) -> None:
+        stack: Gateway) -> None:
     pid = stack.sidecar.process.pid
     assert await stack.held_bytes() == 0
     before = process_rss_mb(pid)
     spawns = "\n".join(f"spawn: task {at} {{stall={STALL_MS}}}" for at in range(SUBAGENTS))
-    async with openai.AsyncOpenAI(base_url=f"{stack.door_url(door)}/v1", api_key="sk-client", max_retries=0,
+    async with openai.AsyncOpenAI(base_url=f"{stack.door_url('http')}/v1", api_key="sk-client", max_retries=0,
                                   timeout=300) as client:
         request = asyncio.create_task(client.beta.responses.create(
             model="fake-model", input=spawns, tools=TOOLS,  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
 """The ext_proc door and the multi-agent beta: with Envoy's route to the HTTP door the request goes there, as a
-request with server-side tools does; without it, a 400 that says so (on the beta surface) or that names what the
+request with server-side tools does, the processor's hold on the body's memory given back as it hands it off; without
+it, a 400 that says so (on the beta surface) or that names what the
 request lacks (off it) — never a translation that drops the field."""
 
 from __future__ import annotations
@@ -47,6 +48,21 @@ async def test_with_the_route_to_the_http_door_the_request_goes_there(runtime: R
     [reply] = await stream.handle(request_body(MULTI_AGENT, sidecar_route=True))
     route = reply.dynamic_metadata.fields["responses_bridge.route"].struct_value.fields
     assert route["to"].string_value == "sidecar" and stream.routed and stream.run is None
+
+
+async def test_the_body_it_held_is_given_back_before_the_hand_off(store: SQLiteResponseStore) -> None:
+    """The HTTP door that runs the tree reserves its own share of the memory budget: the processor's hold on the
+    body ends as it hands the request off, not when Envoy's stream to it ends (after the whole tree ran)."""
+    runtime = runtime_over(settings=Settings(upstream="http://127.0.0.1:9/v1", db=":memory:", api_key=None,
+                                             memory_budget_bytes=64 << 20), store=store)
+    translated = new_stream(runtime)  # a request this door runs: its body held until its stream ends
+    await translated.handle(request_body(REQUEST, sidecar_route=True))
+    assert not translated.routed and runtime.memory.held > 0
+    translated.held.release()
+    assert runtime.memory.held == 0
+    handed = new_stream(runtime)
+    await handed.handle(request_body(MULTI_AGENT, sidecar_route=True))
+    assert handed.routed and runtime.memory.held == 0
 
 
 async def test_without_the_route_a_beta_request_is_a_400_naming_the_missing_door(
