@@ -16,17 +16,38 @@ The stamps cost nothing while a pool is not contended: a holding taken on the fa
 waiting) is not stamped; it is stamped the first time the full pool looks at it, which can only make its tenure
 look shorter than it is (never taken back early). Holdings given on the slow path (after a wait) are stamped as
 they are given.
+
+**A light tenant's turn** (least attained service). The quantum keeps greedy tenants from throwing units back and
+forth, but it also kept a light tenant waiting: beside 16 greedy tenants arriving together on 8 sandbox slots every
+unit had just been handed out when the victim came, and its first call waited for one to come of age (2.9 s, its
+calls alone ~0.1 s). So each tenant's recent use of the pool is kept (``served``: the unit-seconds of its holdings
+that have ended, decayed with a time constant of :data:`MEMORY_QUANTA` quanta; counted only while the pool is
+contended, from the stamps). When no unit is past its quantum, a tenant holding none whose attained service is at
+most half that of the holder served most (its past plus the unit it holds) takes that holder's unit back — once the
+unit has been held ``quantum / C``, and within the same pacing. Among tenants holding as little the turn goes to the
+one not taken from within a quantum, then the one served least, then the one claiming least (held + waiting: max-min
+fairness serves the smallest demand first), then the one taken from longest ago. The anti-thrash guarantees hold:
+the pool takes at most one unit back per ``quantum / C``; no unit younger than ``quantum / C`` is taken back; a
+tenant taken from takes none back within a quantum; and a young unit goes only to a tenant served at most half as
+much as the one it is taken from — which, once served, is no longer that light, so greedy tenants served alike take
+from each other only units past their quantum. Work shorter than ``quantum / C`` is never taken back this way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 DEFAULT_QUANTUM = 2.0
 """Seconds, the default of ``fair_share_quantum``."""
+MEMORY_QUANTA = 4.0
+"""A tenant's attained service decays with a time constant of this many quanta (8 s by default): long enough to
+tell a tenant that held units a few quanta ago from one that never did, short enough that old use is forgotten."""
+SERVED_KEPT = 1024
+"""Tenants whose service is kept past which the records that have decayed to almost nothing are dropped."""
 _process_quantum = [DEFAULT_QUANTUM]
 
 
@@ -43,11 +64,12 @@ class Tenure:
     """When each holding of one pool began (``since``, as far as the pool knows), and a wake-up of the pool when a
     holding's quantum will have passed while a tenant waits for it. ``quantum`` None: the process's."""
 
-    __slots__ = ("_quantum", "_timer", "_when", "next_turn", "since")
+    __slots__ = ("_quantum", "_timer", "_when", "next_turn", "served", "since")
 
     def __init__(self, quantum: float | None = None) -> None:
         self._quantum = quantum
         self.since: dict[Any, float] = {}
+        self.served: dict[str, tuple[float, float]] = {}  # tenant: (unit-seconds, when), decayed from then
         self.next_turn = 0.0  # monotonic: no turn before it (the pool's last turn plus quantum / C)
         self._timer: asyncio.TimerHandle | None = None
         self._when = 0.0
@@ -60,6 +82,59 @@ class Tenure:
         """``holding`` begins now (given after a wait: the slow path)."""
         if holding is not None:
             self.since[holding] = time.monotonic()
+
+    def ended(self, tenant: str, holding: Any) -> None:
+        """``holding`` of ``tenant``'s is no longer held: its stamped time is added to the tenant's service."""
+        began = self.since.pop(holding, None)
+        if began is None:
+            return
+        now = time.monotonic()
+        self.served[tenant] = (self.attained(tenant, now) + now - began, now)
+        if len(self.served) > SERVED_KEPT:
+            for name in [name for name in self.served if self.attained(name, now) < 1e-3]:
+                del self.served[name]
+
+    def attained(self, tenant: str, now: float) -> float:
+        """``tenant``'s unit-seconds held in this pool recently (decayed), not counting what it holds now."""
+        record = self.served.get(tenant)
+        if record is None:
+            return 0.0
+        return record[0] * math.exp((record[1] - now) / (MEMORY_QUANTA * self.quantum or 1.0))
+
+    def ranking(self, tenants: Mapping[str, Any]) -> Callable[[Any], tuple[bool, float, int, float]]:
+        """A waiter's place among waiters holding as little (a unit pool's; ``tenants``: the pool's states by name):
+        not taken from within a quantum first, then the least served, the least claiming (held + waiting), the one
+        taken from longest ago (module text)."""
+        now, quantum, served = time.monotonic(), self.quantum, bool(self.served)
+
+        def rank(waiter: Any) -> tuple[bool, float, int, float]:
+            state = tenants[waiter.tenant]
+            return (now - state.taken_at < quantum, self.attained(waiter.tenant, now) if served else 0.0,
+                    state.holds + state.waiting, state.taken_at)
+        return rank
+
+    def turn(self, asker: str, candidates: Iterable[tuple[str, Any]], now: float, capacity: int,
+             wake: Callable[[], None]) -> tuple[str, Any] | None:
+        """The holding to take back for ``asker`` (holding none) among ``candidates`` (tenant, holding): the one held
+        longest past its quantum, else a light tenant's turn (module text); None if neither, and then ``wake`` is
+        called when one may be."""
+        listed = list(candidates)
+        found = self.longest_held(listed, now, wake)
+        if found is not None:
+            return found
+        least = self.quantum / max(1, capacity)  # no unit younger than a turn's spacing is taken back
+        most, soonest = 2 * self.attained(asker, now), float("inf")
+        for tenant, holding in listed:
+            began = self.since[holding]
+            if began + least > now:
+                soonest = min(soonest, began + least)
+                continue
+            theirs = self.attained(tenant, now) + now - began
+            if theirs > most:
+                found, most = (tenant, holding), theirs
+        if found is None and soonest < float("inf"):
+            self.wake(soonest, wake)
+        return found
 
     def longest_held(self, candidates: Iterable[tuple[str, Any]], now: float,
                      wake: Callable[[], None]) -> tuple[str, Any] | None:
