@@ -56,13 +56,14 @@ def _counted(what: str) -> Callable[[str, str, int], None]:
 
 
 class _Tenant:
-    __slots__ = ("holdings", "holds", "reclaiming", "taken_at", "waiting")
+    __slots__ = ("holdings", "holds", "reclaiming", "refused_at", "taken_at", "waiting")
 
     def __init__(self) -> None:
         self.holds = 0
         self.waiting = 0
         self.reclaiming = 0
         self.taken_at = -1e18  # when a holding of its was last taken back (monotonic)
+        self.refused_at = -1e18  # when a request of its was last refused by the full queue: it wants more
         self.holdings: dict[Any, int] = {}  # what may be taken back (oldest first): how many times it is held
 
 
@@ -211,6 +212,7 @@ class FairPool:
             self._grant(state, size)
             return
         if len(self.waiters) >= self.queue and not self._evict_for(tenant, state):
+            state.refused_at = time.monotonic()
             self._leave_if_idle(tenant, state)
             raise Refused("queue")
         waiter = _Waiter(tenant, size)
@@ -290,9 +292,9 @@ class FairPool:
     def _dispatch(self) -> None:
         """Room came back: the waiters it fits, the tenants holding least first (among equals, one room is being
         taken back for first, then first come); then room taken back for the first one left, if it holds less
-        than its share. In a unit pool, among tenants holding as little, one not taken from within a quantum comes
-        first, then the least served, the least claiming, the one taken from longest ago (fair_tenure.py; with more
-        tenants than units the units go round them: see :meth:`_take_turn`)."""
+        than its share. In a unit pool, among tenants holding as little, one never taken from comes first, then
+        the one taken from longest ago; among equals, one not refused by the full queue lately, the least served,
+        the least claiming (fair_tenure.py; with more tenants than units the units go round them: _take_turn)."""
         tenants = self.tenants
         rank = self.tenure.ranking(tenants) if self.units else lambda waiter: ()  # least served first: fair_tenure
         order = sorted(self.waiters, key=lambda waiter: (tenants[waiter.tenant].holds, not waiter.owed, rank(waiter)))
@@ -325,6 +327,7 @@ class FairPool:
         if worst.tenant == tenant or theirs.holds + theirs.waiting <= mine:
             return False
         newest = next(waiter for waiter in reversed(self.waiters) if waiter.tenant == worst.tenant)
+        theirs.refused_at = time.monotonic()
         self._unqueue(newest)
         newest.future.set_result("queue")
         return True

@@ -24,13 +24,21 @@ calls alone ~0.1 s). So each tenant's recent use of the pool is kept (``served``
 that have ended, decayed with a time constant of :data:`MEMORY_QUANTA` quanta; counted only while the pool is
 contended, from the stamps). When no unit is past its quantum, a tenant holding none whose attained service is at
 most half that of the holder served most (its past plus the unit it holds) takes that holder's unit back — once the
-unit has been held ``quantum / C``, and within the same pacing. Among tenants holding as little the turn goes to the
-one not taken from within a quantum, then the one served least, then the one claiming least (held + waiting: max-min
-fairness serves the smallest demand first), then the one taken from longest ago. The anti-thrash guarantees hold:
-the pool takes at most one unit back per ``quantum / C``; no unit younger than ``quantum / C`` is taken back; a
-tenant taken from takes none back within a quantum; and a young unit goes only to a tenant served at most half as
-much as the one it is taken from — which, once served, is no longer that light, so greedy tenants served alike take
-from each other only units past their quantum. Work shorter than ``quantum / C`` is never taken back this way.
+unit has been held ``quantum / C``, and within the same pacing.
+
+Who asks first, among tenants holding as little: one never taken from, then the one taken from longest ago (a
+greedy tenant's work is taken back, a light tenant's short calls end by themselves); among equals — a victim and
+greedy tenants that have not yet had a turn — one not refused by the pool's full queue within a quantum (a tenant
+whose excess was refused wants more than it holds and waits: without it, a greedy tenant left one waiter by the
+queue looks as light as the victim), then the least served by whole quanta of unit-seconds, then the one claiming
+least (held + waiting: max-min fairness serves the smallest demand first). Beside 16 greedy tenants on the 4
+program slots the victim's first call was 12th in line, behind every greedy tenant not yet taken from.
+
+The anti-thrash guarantees hold: the pool takes at most one unit back per ``quantum / C``; no unit younger than
+``quantum / C`` is taken back; a tenant taken from takes none back within a quantum; and a young unit goes only to
+a tenant served at most half as much as the one it is taken from — which, once served, is no longer that light, so
+greedy tenants served alike take from each other only units past their quantum. Work shorter than ``quantum / C``
+is never taken back this way.
 """
 
 from __future__ import annotations
@@ -101,16 +109,18 @@ class Tenure:
             return 0.0
         return record[0] * math.exp((record[1] - now) / (MEMORY_QUANTA * self.quantum or 1.0))
 
-    def ranking(self, tenants: Mapping[str, Any]) -> Callable[[Any], tuple[bool, float, int, float]]:
+    def ranking(self, tenants: Mapping[str, Any]) -> Callable[[Any], tuple[float, bool, int, int]]:
         """A waiter's place among waiters holding as little (a unit pool's; ``tenants``: the pool's states by name):
-        not taken from within a quantum first, then the least served, the least claiming (held + waiting), the one
-        taken from longest ago (module text)."""
+        never taken from first, then the one taken from longest ago; among equals, one not refused by the full queue
+        within a quantum, then the least served (by whole quanta of unit-seconds), then the least claiming (held +
+        waiting). Module text."""
         now, quantum, served = time.monotonic(), self.quantum, bool(self.served)
 
-        def rank(waiter: Any) -> tuple[bool, float, int, float]:
+        def rank(waiter: Any) -> tuple[float, bool, int, int]:
             state = tenants[waiter.tenant]
-            return (now - state.taken_at < quantum, self.attained(waiter.tenant, now) if served else 0.0,
-                    state.holds + state.waiting, state.taken_at)
+            return (state.taken_at, now - state.refused_at < quantum,
+                    int(self.attained(waiter.tenant, now) / (quantum or 1.0)) if served else 0,
+                    state.holds + state.waiting)
         return rank
 
     def turn(self, asker: str, candidates: Iterable[tuple[str, Any]], now: float, capacity: int,

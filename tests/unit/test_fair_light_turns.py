@@ -109,3 +109,24 @@ async def test_a_tenants_service_is_counted_only_while_the_pool_is_contended() -
     assert 5.0 <= slots.pool.tenure.attained("greedy0", time.monotonic()) < 5.5
     assert "greedy1" not in slots.pool.tenure.served
     await end(*greedy.values())
+
+
+async def test_a_tenant_whose_excess_the_full_queue_refused_does_not_look_as_light_as_the_victim() -> None:
+    """On the 4 program slots beside 16 greedy tenants the queue (16 places) leaves each greedy tenant one waiter:
+    by what it holds and waits it claims as little as the victim, and the victim's first call was 12th in line.
+    A tenant refused by the full queue within a quantum goes after one that was not."""
+    slots = FairSlots(2, lambda tenant: 2, quantum=QUANTUM, queue=2)
+    greedy = {tenant: [unit(slots, tenant)] for tenant in ("greedy0", "greedy1")}
+    await settle()
+    excess = [unit(slots, "greedy2") for _ in range(3)]  # two wait, the third is refused: the queue is full
+    await settle()
+    assert [holder.outcome for holder in excess] == ["waiting", "waiting", "refused:queue"]
+    await end(excess[1:])  # greedy2 is left one waiter, as the victim will have
+    victim = unit(slots, "victim")
+    await settle()
+    assert victim.outcome == "waiting" and excess[0].outcome == "waiting"
+    backdate(slots, "greedy0", by=2 * QUANTUM)  # one turn to give
+    slots.pool._dispatch()
+    await settle()
+    assert victim.outcome == "held" and excess[0].outcome == "waiting" and preempted(greedy) == ["greedy0"]
+    await end([victim], excess, *greedy.values())
