@@ -377,7 +377,7 @@ class FairPool:
                       if name != tenant and other.holds - other.reclaiming == size and size * tenants > self.capacity
                       for holding in other.holdings if holding not in self._taking and self._size(holding) == size
                       and self._task(holding) is not None and not was_taken_back(self._task(holding)))
-        found = tenure.turn(tenant, candidates, now, self.capacity, self._wake)  # the pool is full: the one scan
+        found = tenure.turn(tenant, candidates, now, self.capacity, self._wake, self.tenants)  # the full pool: one scan
         if found is None or not self.take_back(found[0], found[1], PREEMPTED):
             return False
         tenure.next_turn = now + tenure.quantum / max(1, self.capacity)

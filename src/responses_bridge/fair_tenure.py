@@ -24,7 +24,12 @@ calls alone ~0.1 s). So each tenant's recent use of the pool is kept (``served``
 that have ended, decayed with a time constant of :data:`MEMORY_QUANTA` quanta; counted only while the pool is
 contended, from the stamps). When no unit is past its quantum, a tenant holding none whose attained service is at
 most half that of the holder served most (its past plus the unit it holds) takes that holder's unit back — once the
-unit has been held ``quantum / C``, and within the same pacing.
+unit has been held ``quantum / C``, and within the same pacing — only from a tenant that **wants more** (it waits
+for more while it holds, or the full queue refused it within a quantum). The quantum's own rule, too, takes a unit
+of a tenant that wants more before one of a tenant holding its one call and asking nothing more (whose work ends by
+itself: beside the greedy tenants' endless programs on a loaded machine a victim's program outlived a quantum and
+was taken back, and its retry waited a whole round, ~9 s); that one goes only when no other unit is past its
+quantum.
 
 Who asks first, among tenants holding as little: one never taken from, then the one taken from longest ago (a
 greedy tenant's work is taken back, a light tenant's short calls end by themselves); among equals — a victim and
@@ -46,7 +51,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any
 
 DEFAULT_QUANTUM = 2.0
@@ -66,6 +71,12 @@ def set_quantum(seconds: float) -> None:
 
 def process_quantum() -> float:
     return _process_quantum[0]
+
+
+def wants_more(state: Any, now: float, quantum: float) -> bool:
+    """A greedy tenant's marks: it waits for more while it holds, or the pool's full queue refused it within a
+    quantum. A tenant holding its one call and asking nothing more is spared while a greedy tenant's unit may go."""
+    return bool(state.waiting > 0 or now - state.refused_at < quantum)
 
 
 class Tenure:
@@ -124,18 +135,22 @@ class Tenure:
         return rank
 
     def turn(self, asker: str, candidates: Iterable[tuple[str, Any]], now: float, capacity: int,
-             wake: Callable[[], None]) -> tuple[str, Any] | None:
-        """The holding to take back for ``asker`` (holding none) among ``candidates`` (tenant, holding): the one held
-        longest past its quantum, else a light tenant's turn (module text); None if neither, and then ``wake`` is
-        called when one may be."""
+             wake: Callable[[], None], tenants: Mapping[str, Any]) -> tuple[str, Any] | None:
+        """The holding to take back for ``asker`` (holding none) among ``candidates`` (tenant, holding; ``tenants``:
+        the pool's states by name): the one held longest past its quantum — a greedy tenant's before one that wants
+        no more —, else a light tenant's turn from a greedy tenant (module text); None if neither, and then ``wake``
+        is called when one may be."""
         listed = list(candidates)
-        found = self.longest_held(listed, now, wake)
+        greedy = {name for name, _ in listed if wants_more(tenants[name], now, self.quantum)}
+        found = self.longest_held(listed, now, wake, greedy)
         if found is not None:
             return found
         least = self.quantum / max(1, capacity)  # no unit younger than a turn's spacing is taken back
         most, soonest = 2 * self.attained(asker, now), float("inf")
         for tenant, holding in listed:
             began = self.since[holding]
+            if tenant not in greedy:
+                continue
             if began + least > now:
                 soonest = min(soonest, began + least)
                 continue
@@ -146,19 +161,21 @@ class Tenure:
             self.wake(soonest, wake)
         return found
 
-    def longest_held(self, candidates: Iterable[tuple[str, Any]], now: float,
-                     wake: Callable[[], None]) -> tuple[str, Any] | None:
-        """Of ``candidates`` (tenant, holding), the one held longest among those held at least a quantum; None if
-        every one is younger, and then ``wake`` is called when the first will have been."""
+    def longest_held(self, candidates: Iterable[tuple[str, Any]], now: float, wake: Callable[[], None],
+                     first: Container[str] = ()) -> tuple[str, Any] | None:
+        """Of ``candidates`` (tenant, holding), the one held longest among those held at least a quantum, those of
+        the tenants in ``first`` before the others; None if every one is younger, and then ``wake`` is called when
+        the first will have been."""
         quantum = self.quantum
         found: tuple[str, Any] | None = None
-        oldest = soonest = float("inf")
+        best = (True, float("inf"))
+        soonest = float("inf")
         for candidate in candidates:
             began = self.since.setdefault(candidate[1], now)  # first looked at now: its tenure starts now
             if began + quantum > now:
                 soonest = min(soonest, began + quantum)
-            elif began < oldest:
-                found, oldest = candidate, began
+            elif (candidate[0] not in first, began) < best:
+                found, best = candidate, (candidate[0] not in first, began)
         if found is None and soonest < float("inf"):
             self.wake(soonest, wake)
         return found

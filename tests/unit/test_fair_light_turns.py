@@ -130,3 +130,30 @@ async def test_a_tenant_whose_excess_the_full_queue_refused_does_not_look_as_lig
     await settle()
     assert victim.outcome == "held" and excess[0].outcome == "waiting" and preempted(greedy) == ["greedy0"]
     await end([victim], excess, *greedy.values())
+
+
+async def test_a_unit_of_a_tenant_asking_no_more_is_spared_while_a_greedy_tenants_may_go() -> None:
+    """A victim's one call (its program starved of CPU by greedy tenants' endless loops) outlived a quantum and,
+    held longest, was taken back — its retry then waited a whole round. A greedy tenant's unit past its quantum
+    goes first, though held less long; and a light tenant's young-unit turn never takes the victim's."""
+    slots = FairSlots(2, lambda tenant: 2, quantum=QUANTUM)
+    greedy = {"greedy0": [unit(slots, "greedy0"), unit(slots, "greedy0")]}  # holds two, one is taken back below
+    victim = unit(slots, "victim")
+    await settle()
+    greedy0 = [holder for holder in greedy["greedy0"] if holder.outcome == "held"]
+    assert victim.outcome == "held" and len(greedy0) == 1 and slots.held("greedy0") == 1
+    backdate(slots, "victim", by=3 * QUANTUM)  # the victim's call held longest
+    backdate(slots, "greedy0", by=2 * QUANTUM)
+    paced(slots)
+    greedy["greedy0"].append(unit(slots, "greedy0"))  # greedy0 wants more: it waits while it holds
+    light = unit(slots, "light")
+    await settle()
+    assert light.outcome == "held" and victim.outcome == "held" and greedy0[0].outcome.startswith("preempted")
+    # a young unit for a light tenant: never the victim's (asking no more), though served most
+    served(slots, "victim", 10 * QUANTUM)
+    backdate(slots, "victim", by=YOUNG)
+    paced(slots)
+    other = unit(slots, "other")
+    await settle()
+    assert victim.outcome == "held" and other.outcome == "waiting"
+    await end([victim, light, other], *greedy.values())
