@@ -14,8 +14,8 @@ back. The rule, with ``C`` the pool's capacity and ``n`` the tenants holding or 
   the asker fits; tenants at or under their share are never taken from, nor one that would not still hold more
   than the asker then holds — but for more tenants than units in a unit pool (``n > C``, every holder of one
   unit above its ``C / n < 1``): then a tenant holding nothing takes back the unit held longest of a tenant
-  holding one, once that unit has been held a quantum (a tenant served at most half as much lately: the unit of
-  the holder served most, once held ``quantum / C``), and a tenant that lost one takes none back this way within
+  holding one (a greedy one's first), once held a quantum (a tenant served at most half as much lately: a greedy
+  holder's served most, once held ``quantum / C``), and a tenant that lost one takes none back this way within
   a quantum (fair_tenure.py): units are time-shared rather than passed back and forth;
 * otherwise the request waits in the pool's queue, bounded (:attr:`FairPool.queue`): room given back goes to the
   waiting tenant that holds least (among equals, the one it was taken back for, then first come first served);
