@@ -60,7 +60,7 @@ MEMORY_QUANTA = 4.0
 """A tenant's attained service decays with a time constant of this many quanta (8 s by default): long enough to
 tell a tenant that held units a few quanta ago from one that never did, short enough that old use is forgotten."""
 SERVED_KEPT = 1024
-"""Tenants whose service is kept past which the records that have decayed to almost nothing are dropped."""
+"""Past this many tenants' service records, those decayed to almost nothing are dropped (a scan per 256 new)."""
 _process_quantum = [DEFAULT_QUANTUM]
 
 
@@ -108,8 +108,9 @@ class Tenure:
         if began is None:
             return
         now = time.monotonic()
+        new = tenant not in self.served
         self.served[tenant] = (self.attained(tenant, now) + now - began, now)
-        if len(self.served) > SERVED_KEPT:
+        if new and len(self.served) > SERVED_KEPT and not len(self.served) % 256:  # a scan per 256 new tenants
             for name in [name for name in self.served if self.attained(name, now) < 1e-3]:
                 del self.served[name]
 
@@ -148,9 +149,9 @@ class Tenure:
         least = self.quantum / max(1, capacity)  # no unit younger than a turn's spacing is taken back
         most, soonest = 2 * self.attained(asker, now), float("inf")
         for tenant, holding in listed:
-            began = self.since[holding]
-            if tenant not in greedy:
+            if tenant not in greedy:  # a tenant asking no more is spared
                 continue
+            began = self.since[holding]
             if began + least > now:
                 soonest = min(soonest, began + least)
                 continue

@@ -157,3 +157,15 @@ async def test_a_unit_of_a_tenant_asking_no_more_is_spared_while_a_greedy_tenant
     await settle()
     assert victim.outcome == "held" and other.outcome == "waiting"
     await end([victim, light, other], *greedy.values())
+
+
+def test_service_records_decayed_to_nothing_are_dropped_past_the_bound() -> None:
+    from responses_bridge.fair_tenure import SERVED_KEPT, Tenure
+
+    tenure = Tenure(1.0)
+    now = time.monotonic()
+    tenure.served = {f"old{at}": (1.0, now - 1000) for at in range(SERVED_KEPT + 254)}
+    tenure.served["recent"] = (1.0, now)
+    tenure.since["holding"] = now - 1.0
+    tenure.ended("new", "holding")  # the 256th new tenant past the bound: one scan
+    assert set(tenure.served) == {"recent", "new"} and 1.0 <= tenure.attained("new", time.monotonic()) < 1.1
