@@ -87,7 +87,8 @@ class PoolSettings(BaseSettings):
         "seconds a unit of a shared pool (an upstream connection, a program or sandbox slot, an egress connection) "
         "is held before it may be taken back for a tenant holding none when more tenants want the pool than it "
         "has units (each tenant's fair share then less than one unit; docs/operations.md): units are then "
-        "time-shared a quantum at a time — work shorter than it is never taken back so, and a tenant whose unit "
+        "time-shared a quantum at a time — work shorter than it is taken back so only from a tenant wanting more "
+        "for one served at most half as much lately, never work shorter than quantum / units; a tenant whose unit "
         "was taken back takes none back so within it; 0: at once"))
     program_slots: int = Field(default=4, ge=1, description=(
         "programs of programmatic tool calling running at once in one process, each in a worker process of its "

@@ -14,7 +14,8 @@ back. The rule, with ``C`` the pool's capacity and ``n`` the tenants holding or 
   the asker fits; tenants at or under their share are never taken from, nor one that would not still hold more
   than the asker then holds — but for more tenants than units in a unit pool (``n > C``, every holder of one
   unit above its ``C / n < 1``): then a tenant holding nothing takes back the unit held longest of a tenant
-  holding one, once that unit has been held a quantum, and a tenant that lost one takes none back this way within
+  holding one (a greedy one's first), once held a quantum (a tenant served at most half as much lately: a greedy
+  holder's served most, once held ``quantum / C``), and a tenant that lost one takes none back this way within
   a quantum (fair_tenure.py): units are time-shared rather than passed back and forth;
 * otherwise the request waits in the pool's queue, bounded (:attr:`FairPool.queue`): room given back goes to the
   waiting tenant that holds least (among equals, the one it was taken back for, then first come first served);
@@ -55,13 +56,14 @@ def _counted(what: str) -> Callable[[str, str, int], None]:
 
 
 class _Tenant:
-    __slots__ = ("holdings", "holds", "reclaiming", "taken_at", "waiting")
+    __slots__ = ("holdings", "holds", "reclaiming", "refused_at", "taken_at", "waiting")
 
     def __init__(self) -> None:
         self.holds = 0
         self.waiting = 0
         self.reclaiming = 0
         self.taken_at = -1e18  # when a holding of its was last taken back (monotonic)
+        self.refused_at = -1e18  # when a request of its was last refused by the full queue: it wants more
         self.holdings: dict[Any, int] = {}  # what may be taken back (oldest first): how many times it is held
 
 
@@ -170,7 +172,7 @@ class FairPool:
         if count > 1:
             state.holdings[holding] = count - 1
         elif self.since:
-            self.since.pop(holding, None)
+            self.tenure.ended(tenant, holding)
         self._reclaimed(state, holding)
 
     def discharge_current(self, tenant: str) -> None:
@@ -210,6 +212,7 @@ class FairPool:
             self._grant(state, size)
             return
         if len(self.waiters) >= self.queue and not self._evict_for(tenant, state):
+            state.refused_at = time.monotonic()
             self._leave_if_idle(tenant, state)
             raise Refused("queue")
         waiter = _Waiter(tenant, size)
@@ -290,14 +293,11 @@ class FairPool:
         """Room came back: the waiters it fits, the tenants holding least first (among equals, one room is being
         taken back for first, then first come); then room taken back for the first one left, if it holds less
         than its share. In a unit pool, among tenants holding as little, one never taken from comes first, then
-        the one taken from longest ago (with more tenants than units the units go round them: see
-        :meth:`_take_turn`)."""
+        the one taken from longest ago; among equals, one not refused by the full queue lately, the least served,
+        the least claiming (fair_tenure.py; with more tenants than units the units go round them: _take_turn)."""
         tenants = self.tenants
-        if self.units:
-            order = sorted(self.waiters, key=lambda waiter: (
-                tenants[waiter.tenant].holds, not waiter.owed, tenants[waiter.tenant].taken_at))
-        else:
-            order = sorted(self.waiters, key=lambda waiter: (tenants[waiter.tenant].holds, not waiter.owed))
+        rank = self.tenure.ranking(tenants) if self.units else lambda waiter: ()  # least served first: fair_tenure
+        order = sorted(self.waiters, key=lambda waiter: (tenants[waiter.tenant].holds, not waiter.owed, rank(waiter)))
         for waiter in order:
             state = tenants[waiter.tenant]
             if waiter.future.done():
@@ -310,8 +310,7 @@ class FairPool:
             elif self.held >= self.capacity:
                 break
         if self.waiters:
-            self._reclaim_for(min(self.waiters, key=lambda waiter: (
-                tenants[waiter.tenant].holds, tenants[waiter.tenant].taken_at if self.units else 0.0)))
+            self._reclaim_for(min(self.waiters, key=lambda waiter: (tenants[waiter.tenant].holds, rank(waiter))))
 
     def _wake(self) -> None:
         """A holding's quantum has passed while tenants wait: room may now be taken back for one."""
@@ -328,6 +327,7 @@ class FairPool:
         if worst.tenant == tenant or theirs.holds + theirs.waiting <= mine:
             return False
         newest = next(waiter for waiter in reversed(self.waiters) if waiter.tenant == worst.tenant)
+        theirs.refused_at = time.monotonic()
         self._unqueue(newest)
         newest.future.set_result("queue")
         return True
@@ -377,7 +377,7 @@ class FairPool:
                       if name != tenant and other.holds - other.reclaiming == size and size * tenants > self.capacity
                       for holding in other.holdings if holding not in self._taking and self._size(holding) == size
                       and self._task(holding) is not None and not was_taken_back(self._task(holding)))
-        found = tenure.longest_held(candidates, now, self._wake)  # the pool is full: the one scan
+        found = tenure.turn(tenant, candidates, now, self.capacity, self._wake, self.tenants)  # the full pool: one scan
         if found is None or not self.take_back(found[0], found[1], PREEMPTED):
             return False
         tenure.next_turn = now + tenure.quantum / max(1, self.capacity)
@@ -489,7 +489,7 @@ class FairSlots:
             if count == 1 and not state.reclaiming:  # the usual release: by the task that took it, nothing owed
                 del state.holdings[task]
                 if pool.since:
-                    pool.since.pop(task, None)
+                    pool.tenure.ended(tenant, task)
             else:
                 pool.discharge_current(tenant)
         pool.give(tenant, 1)

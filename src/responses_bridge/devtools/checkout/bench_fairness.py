@@ -1,5 +1,6 @@
 """``scripts/bench-fairness``: what a hostile caller's idle bodies cost another caller and the probes, as ratios
-(``--tenants``: what 2, 4 and 8 greedy tenants cost another, base against this checkout: bench_fairness_many.py).
+(``--tenants``: what 2, 4 and 8 greedy tenants cost another, base against this checkout: bench_fairness_many.py;
+``--turns``: a victim's every call beside more greedy tenants than a unit pool's units: bench_fair_turns.py).
 
 Starts the fake upstream and a sidecar (``auth: none``: callers told apart by their key) with a memory budget of
 ``--budget`` bytes (1 GiB: a 2 GiB pod's default), optionally behind a real Envoy (``--envoy``). Then, in one run:
@@ -65,7 +66,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=4.0,
                         help="with --tenants: seconds the greedy tenants have to take what they may before the victim")
     parser.add_argument("--base-src", metavar="DIR",
-                        help="with --tenants: also run a sidecar from this checkout's src, side by side")
+                        help="with --tenants or --turns: also run a sidecar from this checkout's src, side by side")
+    parser.add_argument("--turns", action="store_true",
+                        help="the time-shared case instead (bench_fair_turns.py): a victim tenant's every call alone "
+                        "and beside --greedy tenants (more than the units) on the sandbox and program slots, arriving "
+                        "together and one after another, each as a ratio to 2 x its p95 alone + 1 s")
+    parser.add_argument("--logs", metavar="DIR", help="with --turns: keep each sidecar's log there")
+    parser.add_argument("--sidecar-log-level", default="error", help="with --turns: the sidecars' --log-level")
+    parser.add_argument("--greedy", type=int, default=16, help="with --turns: greedy tenants")
+    parser.add_argument("--calls", type=int, default=10, help="with --turns: the victim's calls in each case")
+    parser.add_argument("--pools", nargs="+", choices=["sandbox", "program"], default=["sandbox", "program"],
+                        help="with --turns: the unit pools")
+    parser.add_argument("--arrivals", nargs="+", choices=["together", "one-after-another"],
+                        default=["together", "one-after-another"], help="with --turns: how the greedy tenants come")
     return parser.parse_args(argv)
 
 
@@ -207,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench_fairness_many import main as many
 
         return many(args)
+    if args.turns:
+        from .bench_fair_turns import main as turns
+
+        return turns(args)
     if args.sidecar_src:
         args.sidecar_src = os.path.abspath(args.sidecar_src)
     result = asyncio.run(measure(args))
