@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -70,8 +71,32 @@ def pytest_configure(config: Any) -> None:
 
 
 def pytest_runtest_logstart(nodeid: str, location: Any) -> None:
-    _current_module[0] = nodeid.split("::", 1)[0]
+    module = nodeid.split("::", 1)[0]
+    if _log_path and module != _current_module[0]:
+        _record_own(_current_module[0])
+    _current_module[0] = module
 
+
+def pytest_sessionfinish(session: Any) -> None:
+    if _log_path:
+        _record_own(_current_module[0])
+
+
+_own_cpu_at_switch = [0.0]
+
+
+def _record_own(module: str) -> None:
+    """The test process's own CPU (user + system) since the last module began, charged to that module: with
+    ``--dist loadfile`` a worker runs one module at a time, so this is that module's in-process share."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    now = usage.ru_utime + usage.ru_stime
+    spent, _own_cpu_at_switch[0] = now - _own_cpu_at_switch[0], now
+    with open(_log_path[0], "a") as log:
+        log.write(json.dumps({"argv": [OWN], "module": module, "wall": None, "cpu": round(spent, 3)}) + "\n")
+
+
+OWN = "(the test process itself)"
+"""The kind of the lines :func:`_record_own` writes: a worker's own CPU per module."""
 
 WORKER = "pytest-xdist worker"
 """An xdist worker (execnet's ``python -u -c …``), reaped by the controller: its CPU holds every child it reaped,
@@ -118,7 +143,18 @@ def summarize(path: str) -> str:
     out.append(f"{'all':48} {int(sum(e[0] for _, e in rows)):7} {all_cpu:9.1f}")
     if workers is not None:
         out.append(f"{WORKER + 's, their children included':48} {int(workers[0]):7} {workers[1]:9.1f}")
+    by_module: dict[str, float] = collections.defaultdict(float)
+    for line in lines:
+        if _kind(line["argv"]) != WORKER:
+            by_module[line["module"]] += line["cpu"]
+    out.append("")
+    out.append(f"{'module (its processes and the test process itself)':60} {'cpu s':>9}")
+    for module, cpu in sorted(by_module.items(), key=lambda item: -item[1])[:_MODULES_SHOWN]:
+        out.append(f"{module[:60]:60} {cpu:9.1f}")
     return "\n".join(out)
+
+
+_MODULES_SHOWN = 60
 
 
 if __name__ == "__main__":
