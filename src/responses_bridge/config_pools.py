@@ -97,6 +97,11 @@ class PoolSettings(BaseSettings):
     program_slot_wait: float = Field(default=30.0, gt=0, description=(
         "seconds a program waits for a slot (see `program_slots`); past it the program ends `incomplete` saying "
         "so, and the model reads why"))
+    program_lower_priority_after: float = Field(default=0.1, ge=0, description=(
+        "CPU seconds a program runs at normal priority; past them its worker process runs at nice 10, so that "
+        "short programs (another tenant's among them) get the cores first while long ones share what is left "
+        "(slots bound how many programs run, not how the cores are shared). A worker the bridge may not raise "
+        "back (no CAP_SYS_NICE) is replaced by a fresh one when its program ends. 0: never lowered"))
     program_memory_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024 * 1024, description=(
         "memory one program may hold: its worker process's writable memory beyond V8's own fixed part (the heap, "
         "at most 128 MiB of it, and every ArrayBuffer and typed array), bounded by the kernel (RLIMIT_DATA), and "

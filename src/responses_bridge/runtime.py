@@ -387,7 +387,8 @@ def program_host(settings: Settings, memory: MemoryBudget, sealer: Sealer) -> Pr
     async def hold(tenant: str, size: int) -> Reservation:
         return await memory.charge(tenant, size)
 
-    return ProgramHost(program_signer(sealer), ProgramBounds(slots, settings.program_slot_wait, bound),
+    return ProgramHost(program_signer(sealer), ProgramBounds(slots, settings.program_slot_wait, bound,
+                                                             lower_after=settings.program_lower_priority_after),
                        share=lambda tenant: slots if settings.auth == "none" else max(1, slots - 1), hold=hold)
 
 

@@ -34,7 +34,7 @@ from ...engine.programs import ProgramSigner
 from ...protocol.errors import APIError
 from ...sandbox.slots import FairSlots
 from .isolate import DEFAULT_MAX_MEMORY, DEFAULT_TIMEOUT, Limits, ProgramRun
-from .pool import RunHandle, WorkerPool
+from .pool import LOWER_AFTER_SECONDS, RunHandle, WorkerPool
 
 DEFAULT_SLOTS = 4
 DEFAULT_MEMORY_BYTES = 256 << 20
@@ -68,6 +68,7 @@ class ProgramBounds:
     slot_wait: float = DEFAULT_SLOT_WAIT
     memory_bytes: int = DEFAULT_MEMORY_BYTES
     timeout: float = DEFAULT_TIMEOUT
+    lower_after: float = LOWER_AFTER_SECONDS  # CPU seconds of a program before its worker is lowered (pool.py)
 
     def limits(self) -> Limits:
         """A program's own limits: its heap within its memory bound."""
@@ -91,7 +92,8 @@ class ProgramHost:
         total = self.bounds.slots
         self.slots = FairSlots(total, self.share or (lambda tenant: total), what="program slots")
         self.pool = WorkerPool(self.bounds.memory_bytes, keep=total, setting=MEMORY_SETTING,
-                               answer_bytes=self.bounds.memory_bytes // ANSWER_COST)
+                               answer_bytes=self.bounds.memory_bytes // ANSWER_COST,
+                               lower_after=self.bounds.lower_after)
         # a thread per slot waits on its worker: a program's seconds never hold the default executor's threads
         self._threads = ThreadPoolExecutor(max_workers=total, thread_name_prefix="program")
 
