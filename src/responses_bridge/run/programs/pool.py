@@ -20,7 +20,6 @@ never reused lowered, and a fresh one (~0.09 CPU-s) started in its place off the
 
 from __future__ import annotations
 
-import functools
 import os
 import select
 import subprocess
@@ -91,8 +90,7 @@ class _Worker:
     def read(self, deadline: float, limit: int = MAX_FRAME, lower_after: float = 0.0) -> dict[str, Any]:
         """The next frame, refused from its header when it is larger than ``limit`` (never read then); while it
         is awaited, the worker lowered once its CPU reaches ``lower_after`` seconds (0: never)."""
-        watch = functools.partial(self._lower_past, lower_after) if lower_after > 0 else None
-        head = self._read_exactly(HEADER.size, deadline, watch)
+        head = self._read_exactly(HEADER.size, deadline, lower_after)
         (size,) = HEADER.unpack(head)
         if size > MAX_FRAME:
             raise WorkerGone(f"a frame of {size} bytes")
@@ -104,7 +102,7 @@ class _Worker:
         value["answer_bytes"] = size
         return value
 
-    def _read_exactly(self, size: int, deadline: float, watch: functools.partial[None] | None = None) -> bytes:
+    def _read_exactly(self, size: int, deadline: float, lower_after: float = 0.0) -> bytes:
         assert self.process.stdout is not None
         fd = self.process.stdout.fileno()
         chunks: list[bytes] = []
@@ -113,9 +111,9 @@ class _Worker:
             wait = deadline - time.monotonic()
             if wait <= 0:
                 raise TimeoutError
-            if watch is not None and not self.lowered:
+            if lower_after > 0 and not self.lowered:  # its CPU looked at every WATCH_SECONDS until lowered
                 if not select.select([fd], [], [], min(wait, WATCH_SECONDS))[0]:
-                    watch()
+                    self._lower_past(lower_after)
                     continue
             elif not select.select([fd], [], [], wait)[0]:
                 raise TimeoutError
