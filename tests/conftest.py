@@ -33,9 +33,10 @@ from pathlib import Path
 
 import pytest
 
+from responses_bridge.devtools.procs import ManagedProcess
 from responses_bridge.env_check import PREFIX, TOOLING_NAMES
 from responses_bridge.event_loop import EVENT_LOOP_ENV
-from tests.support import module_times
+from tests.support import module_times, zygote
 from tests.support.postgres import STORE_ENV, postgres_server, postgres_url, stop_shared_server, switch_read
 
 __all__ = ["postgres_server", "postgres_url"]
@@ -70,6 +71,8 @@ def pytest_configure(config: pytest.Config) -> None:
     kept = TOOLING_NAMES | {EVENT_LOOP_ENV}
     for name in [name for name in os.environ if name.upper().startswith(PREFIX) and name.upper() not in kept]:
         del os.environ[name]
+    # the bridge's commands the tests start are forked from a process that has imported it (tests/support/zygote.py)
+    ManagedProcess.spawner = zygote.popen
     chosen = config.getoption("--store")
     if chosen:  # sidecars started by the tests read it (tests/support/bridge.py)
         os.environ[STORE_ENV] = chosen

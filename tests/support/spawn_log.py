@@ -53,6 +53,17 @@ def _record(pid: int, usage: Any) -> None:
         log.write(json.dumps(line) + "\n")
 
 
+def record_forked(argv: list[str], started: float, report: dict[str, Any]) -> None:
+    """A process tests/support/zygote.py forked, reaped by its fork server (which reported its resource use)."""
+    if not _log_path:
+        return
+    line = {"argv": argv[:12], "module": _current_module[0], "wall": round(time.monotonic() - started, 3),
+            "cpu": round(report["user"] + report["sys"], 3), "user": round(report["user"], 3),
+            "sys": round(report["sys"], 3), "maxrss_kb": report["maxrss_kb"]}
+    with _lock, open(_log_path[0], "a") as log:
+        log.write(json.dumps(line) + "\n")
+
+
 _real_execute_child = subprocess.Popen._execute_child  # type: ignore[attr-defined]
 
 

@@ -164,3 +164,20 @@ async def test_plain_requests_through_either_door_import_none_of_them(started: S
 def test_the_check_sees_an_import() -> None:
     """The checker itself: a loaded module or submodule of the list is found, a lookalike name is not."""
     assert loaded({"numpy.linalg", "yaml", "numpyish"}) == ["numpy", "yaml"]
+
+
+async def test_the_test_fork_server_preloads_nothing_a_started_sidecar_has_not(started: Started) -> None:
+    """tests/support/zygote.py forks the suite's sidecars from a process that imported its ``PRELOAD``: a module
+    there that a started sidecar does not hold would be in every forked one, which the checks above (and any test
+    of a sidecar's imports or memory) would then not see as a fresh one does. The fake upstream's modules
+    (``devtools``) are the one exception: its processes are forked from there too."""
+    listed = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", "import sys\nfrom tests.support.zygote import PRELOAD\nfor name in PRELOAD:\n"
+         "    __import__(name)\nprint('\\n'.join(sys.modules))"], capture_output=True, text=True, check=True,
+        timeout=120)
+    preloaded = listed.stdout.split()
+    idle = await started.modules()
+    extra = sorted(set(preloaded) - idle - {"tests", "tests.support", "tests.support.zygote", "__main__"})
+    assert "responses_bridge.devtools.fake_server" in extra
+    assert [name for name in extra if not name.startswith("responses_bridge.devtools")] == []

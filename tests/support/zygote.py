@@ -1,0 +1,315 @@
+"""A fork server for the bridge processes a test run starts: ``python -m responses_bridge serve …`` (and
+``fake-upstream``) forked from a process that has already imported the bridge, instead of a fresh interpreter
+importing its ~900 modules again for each of the suite's ~400 sidecars (~0.5 CPU-s a start, a fifth of the suite).
+
+What the forked process runs is what ``python -m responses_bridge ARGS`` runs (``runpy``, ``__main__``, the
+CLI's own ``main``), with the environment, working directory, standard streams and session a ``subprocess.Popen``
+with ``start_new_session=True`` gives it; what differs is only that the imports happened before the fork. So
+a process whose start an import could change is started the usual way, not forked: an interpreter option in its
+environment (``PYTHON*``, the loader's ``LD_*``), a variable an imported module reads once (prometheus-client's
+multiprocess directory, gRPC's), or coverage measuring the subprocesses. The fork server imports only what every
+plain ``serve`` imports anyway, so a forked sidecar holds no module a started one would not.
+
+One fork server per test process, started at its first use, ending when that process does (its stdin closes).
+:func:`popen` is a drop-in for ``subprocess.Popen`` as :class:`ManagedProcess` calls it; its processes answer
+``pid``, ``poll``, ``wait``, ``returncode``, ``send_signal``, ``terminate`` and ``kill``, their exit status and
+resource use reported by the fork server, which is their parent.
+
+``RESPONSES_BRIDGE_TEST_FORK=0`` (or ``COVERAGE_PROCESS_START`` set) starts every process the usual way."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+COMMANDS = ("serve", "fake-upstream")
+"""The CLI commands forked: the ones a run starts hundreds of."""
+PRELOAD = (
+    "responses_bridge.cli",
+    "responses_bridge.serve",
+    "responses_bridge.runtime",
+    "responses_bridge.adapters.upstream_client",
+    "responses_bridge.adapters.http.server",
+    "responses_bridge.adapters.extproc.server",
+    "responses_bridge.listen_check",
+    "responses_bridge.drain_barrier",
+    "responses_bridge.devtools.fake_server",
+)
+"""Imported before any fork: what a plain ``serve`` has imported once it answers (tests/unit/test_zygote.py
+holds this to it), and the fake upstream."""
+IMPORT_TIME_PREFIXES = ("PYTHON", "LD_", "MALLOC", "GRPC_", "PROMETHEUS_", "COVERAGE", "OTEL_")
+"""Variables an interpreter or an imported module may read as it starts: a process whose environment sets one
+other than the fork server's is started the usual way."""
+SWITCH = "RESPONSES_BRIDGE_TEST_FORK"
+_MAX_HEADER = 4 << 20
+
+
+# -- the fork server --------------------------------------------------------------------------------------------------
+
+def _serve(listener: socket.socket) -> dict[str, Any] | None:
+    """Accept requests and fork; returns, in a forked child only, what it is to run."""
+    reap_r, reap_w = os.pipe()
+    os.set_blocking(reap_r, False)
+    os.set_blocking(reap_w, False)
+    signal.set_wakeup_fd(reap_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    children: dict[int, socket.socket] = {}
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ, "accept")
+    selector.register(reap_r, selectors.EVENT_READ, "reap")
+    selector.register(0, selectors.EVENT_READ, "parent")
+    while True:
+        for key, _ in selector.select():
+            if key.data == "parent":  # the test process has ended (or closed our stdin): so do we
+                if not os.read(0, 4096):
+                    return None
+            elif key.data == "reap":
+                while True:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(reap_r, 4096)
+                    try:
+                        pid, status, usage = os.wait4(-1, os.WNOHANG)
+                    except ChildProcessError:
+                        break
+                    if pid == 0:
+                        break
+                    conn = children.pop(pid, None)
+                    if conn is not None:
+                        report = {"status": status, "user": usage.ru_utime, "sys": usage.ru_stime,
+                                  "maxrss_kb": usage.ru_maxrss}
+                        with contextlib.suppress(OSError):
+                            conn.sendall(json.dumps(report).encode() + b"\n")
+                        conn.close()
+            else:
+                conn, _ = listener.accept()
+                request = _receive(conn)
+                if request is None:
+                    conn.close()
+                    continue
+                header, fds = request
+                pid = os.fork()
+                if pid == 0:  # the child: nothing of the server's kept open
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    selector.close()
+                    for fd in (reap_r, reap_w):
+                        os.close(fd)
+                    for other in children.values():
+                        other.close()
+                    conn.close()
+                    listener.close()
+                    return {**header, "fds": fds}
+                for fd in fds:
+                    os.close(fd)
+                children[pid] = conn
+                with contextlib.suppress(OSError):
+                    conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+
+
+def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
+    data, fds, _, _ = socket.recv_fds(conn, _MAX_HEADER, 3)
+    while data and not data.endswith(b"\n"):
+        more = conn.recv(_MAX_HEADER)
+        if not more:
+            break
+        data += more
+    if len(fds) != 3 or not data.endswith(b"\n"):
+        for fd in fds:
+            os.close(fd)
+        return None
+    return json.loads(data), list(fds)
+
+
+def _become(job: dict[str, Any]) -> None:
+    """In the forked child: what ``subprocess.Popen(argv, env=…, cwd=…, start_new_session=True)`` would have
+    set up, then ``python -m MODULE ARGS``."""
+    import runpy
+
+    os.setsid()
+    for target, fd in enumerate(job["fds"]):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.environ.clear()
+    os.environ.update(job["env"])
+    os.chdir(job["cwd"])
+    sys.path[0] = job["cwd"]  # as -m puts the directory it was started in first
+    gc.unfreeze()
+    sys.argv = ["-m", *job["args"]]  # runpy sets [0] to the module's file, as -m does
+    runpy.run_module(job["module"], run_name="__main__", alter_sys=True)
+
+
+def main() -> None:
+    listener = socket.socket(fileno=int(sys.argv[1]))
+    for module in PRELOAD:
+        __import__(module)
+    threads = len(os.listdir("/proc/self/task"))
+    if threads != 1:  # a thread would not survive the fork, and what it held (a lock) would stay held
+        raise SystemExit(f"tests.support.zygote: the imports started {threads - 1} threads; cannot fork safely")
+    gc.collect()
+    gc.freeze()  # the imports' objects stay out of every child's collections, and their pages shared
+    job = _serve(listener)
+    if job is not None:
+        _become(job)
+
+
+# -- the test process's side ------------------------------------------------------------------------------------------
+
+class ForkedProcess:
+    """A process the fork server started: the part of ``subprocess.Popen`` the tests use."""
+
+    def __init__(self, args: list[str], conn: socket.socket, pid: int) -> None:
+        self.args = args
+        self.pid = pid
+        self.returncode: int | None = None
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+
+    def poll(self) -> int | None:
+        return self._collect(0.0)
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self._collect(timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
+        return code
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def _collect(self, timeout: float | None) -> int | None:
+        with self._lock:
+            if self.returncode is not None:
+                return self.returncode
+            self._conn.settimeout(timeout)
+            try:
+                line = _read_line(self._conn)
+            except (TimeoutError, BlockingIOError):
+                return None
+            self._conn.close()
+            report = json.loads(line) if line else {"status": signal.SIGKILL}  # the fork server died
+            status = int(report["status"])
+            self.returncode = os.waitstatus_to_exitcode(status)
+            if "user" in report:
+                from tests.support import spawn_log
+
+                spawn_log.record_forked(self.args, self._started, report)
+            return self.returncode
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        piece = conn.recv(65536)
+        if not piece:
+            return data
+        data += piece
+    return data
+
+
+class _Server:
+    def __init__(self) -> None:
+        self.name = f"\0responses-bridge-test-fork-{os.getpid()}-{os.urandom(6).hex()}"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.name)
+        listener.listen(64)
+        self.env = dict(os.environ)
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.support.zygote", str(listener.fileno())],
+                                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                        pass_fds=[listener.fileno()], cwd=_ROOT)
+        listener.close()
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Its stdin closed, it ends; waited for, so its CPU (and that of every process it reaped) is counted in
+        this process's children's, as a process started the usual way is."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def start(self, module: str, args: list[str], env: Mapping[str, str],
+              fds: Sequence[int]) -> tuple[socket.socket, int]:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(self.name)
+        header = {"module": module, "args": args, "env": dict(env), "cwd": os.getcwd()}
+        socket.send_fds(conn, [json.dumps(header).encode() + b"\n"], list(fds))
+        conn.settimeout(120)
+        reply = _read_line(conn)
+        if not reply:
+            conn.close()
+            raise RuntimeError("the test fork server ended without starting the process")
+        return conn, int(json.loads(reply)["pid"])
+
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_server: list[_Server] = []
+_server_lock = threading.Lock()
+
+
+def _forkable(argv: Sequence[str], env: Mapping[str, str], server_env: Mapping[str, str]) -> bool:
+    if list(argv[:3]) != [sys.executable, "-m", "responses_bridge"] or len(argv) < 4 or argv[3] not in COMMANDS:
+        return False
+    if os.environ.get(SWITCH) == "0" or os.environ.get("COVERAGE_PROCESS_START"):
+        return False
+    keys = set(env) | set(server_env)
+    return not any(key.startswith(IMPORT_TIME_PREFIXES) and env.get(key) != server_env.get(key) for key in keys)
+
+
+def _fd(stream: int | IO[Any] | None, default: int, opened: list[int]) -> int:
+    if stream is None:
+        return default
+    if stream == subprocess.DEVNULL:
+        opened.append(os.open(os.devnull, os.O_RDWR))
+        return opened[-1]
+    if isinstance(stream, int):
+        return stream
+    return stream.fileno()
+
+
+def popen(argv: Sequence[str], *, stdout: int | IO[Any] | None = None, stderr: int | IO[Any] | None = None,
+          start_new_session: bool = False, env: Mapping[str, str] | None = None) -> Any:
+    """``subprocess.Popen(argv, stdout=…, stderr=…, start_new_session=…, env=…)``, forked from the fork server
+    when ``argv`` is ``python -m responses_bridge serve|fake-upstream …`` and its environment allows it."""
+    full_env = dict(os.environ if env is None else env)
+    with _server_lock:
+        if not _server:
+            _server.append(_Server())
+        server = _server[0]
+    if not start_new_session or not _forkable(argv, full_env, server.env):
+        return subprocess.Popen(list(argv), stdout=stdout, stderr=stderr, start_new_session=start_new_session,
+                                env=None if env is None else dict(env))
+    opened: list[int] = []
+    try:
+        fds = [0, _fd(stdout, 1, opened), _fd(stderr, 2, opened)]
+        conn, pid = server.start("responses_bridge", list(argv[3:]), full_env, fds)
+    finally:
+        for fd in opened:
+            os.close(fd)
+    return ForkedProcess(list(argv), conn, pid)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""tests/support/zygote.py, the fork server the suite starts its sidecars from: a forked command must look to its
+test as one ``subprocess.Popen`` started — its environment, working directory, streams, session, exit status."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from responses_bridge.devtools.procs import free_port, wait_http
+from tests.support import zygote
+
+PYTHON = sys.executable
+
+
+def test_a_forked_command_exits_with_its_status_and_writes_to_the_streams_given(tmp_path: Path) -> None:
+    out, err = tmp_path / "out", tmp_path / "err"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        helped = zygote.popen([PYTHON, "-m", "responses_bridge", "fake-upstream", "--help"], stdout=stdout,
+                              stderr=stderr, start_new_session=True)
+        refused = zygote.popen([PYTHON, "-m", "responses_bridge", "serve", "--no-such-flag"], stdout=stdout,
+                               stderr=stderr, start_new_session=True)
+    assert isinstance(helped, zygote.ForkedProcess) and isinstance(refused, zygote.ForkedProcess)
+    assert helped.wait(60) == 0 and refused.wait(60) == 2
+    assert "--chunk-delay" in out.read_text()
+    assert "unrecognized arguments: --no-such-flag" in err.read_text()
+
+
+def test_a_forked_command_reads_the_environment_given(tmp_path: Path) -> None:
+    """Not the fork server's: a setting only the environment passed sets is the one read."""
+    err = tmp_path / "err"
+    with open(err, "wb") as stderr:
+        process = zygote.popen([PYTHON, "-m", "responses_bridge", "serve", "--upstream", "http://127.0.0.1:9/v1"],
+                               stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                               env={**os.environ, "RESPONSES_BRIDGE_HTTP_PORT": "not-a-port"})
+    assert isinstance(process, zygote.ForkedProcess)
+    assert process.wait(60) == 2
+    assert "RESPONSES_BRIDGE_HTTP_PORT" in err.read_text()
+
+
+async def test_a_running_one_has_the_directory_session_and_streams_asked_for(tmp_path: Path) -> None:
+    port = free_port()
+    process = zygote.popen([PYTHON, "-m", "responses_bridge", "fake-upstream", "--port", str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/v1/models")
+        assert process.poll() is None
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(0.1)
+        assert os.readlink(f"/proc/{process.pid}/cwd") == os.getcwd()
+        assert os.getsid(process.pid) == process.pid  # its own session: os.killpg(pid) stops what it starts
+        assert os.readlink(f"/proc/{process.pid}/fd/1") == "/dev/null"
+    finally:
+        process.send_signal(signal.SIGKILL)
+    assert await asyncio.to_thread(process.wait, 30) == -signal.SIGKILL
+    assert process.returncode == -signal.SIGKILL and process.poll() == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("argv, env", [
+    (["-c", "pass"], {}),  # not a bridge command
+    (["-m", "responses_bridge", "keys", "--help"], {}),  # not one of the commands forked
+    (["-m", "responses_bridge", "serve", "--help"], {"PYTHONMALLOC": "malloc"}),  # an interpreter option
+    (["-m", "responses_bridge", "serve", "--help"], {"PROMETHEUS_MULTIPROC_DIR": "/tmp"}),  # read on import
+])
+def test_what_an_import_could_change_is_started_the_usual_way(argv: list[str], env: dict[str, str]) -> None:
+    process = zygote.popen([PYTHON, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True, env={**os.environ, **env})
+    assert isinstance(process, subprocess.Popen)
+    assert process.wait(60) == 0
