@@ -42,13 +42,18 @@ PRELOAD = (
     "responses_bridge.runtime",
     "responses_bridge.adapters.upstream_client",
     "responses_bridge.adapters.http.server",
-    "responses_bridge.adapters.extproc.server",
     "responses_bridge.listen_check",
     "responses_bridge.drain_barrier",
     "responses_bridge.devtools.fake_server",
 )
-"""Imported before any fork: what a plain ``serve`` has imported once it answers (tests/unit/test_zygote.py
-holds this to it), and the fake upstream."""
+"""Imported before any fork: what a plain ``serve`` has imported once it answers (tests/unit/test_idle_imports.py
+holds this to it), and the fake upstream; but not the ext_proc door, which imports gRPC (see :data:`NOT_FORKED`)."""
+NOT_FORKED = ("grpc",)
+"""Never imported before the fork. gRPC's core registers ``pthread_atfork`` handlers as it initializes, and a
+process forked from one where it had (even with no thread started) carries their state: its own later forks (the
+sandbox's ``bwrap``, each call) then met "Other threads are currently calling into gRPC, skipping fork() handlers"
+and the child sometimes died before its exec (a sandbox call failed, "bubblewrap could not make the sandbox (no
+reason)"): 4 of 83 of the sandbox suites' cases, none when the forked process imports gRPC itself."""
 IMPORT_TIME_PREFIXES = ("PYTHON", "LD_", "MALLOC", "GRPC_", "PROMETHEUS_", "COVERAGE", "OTEL_")
 """Variables an interpreter or an imported module may read as it starts: a process whose environment sets one
 other than the fork server's is started the usual way."""
@@ -154,6 +159,9 @@ def main() -> None:
     listener = socket.socket(fileno=int(sys.argv[1]))
     for module in PRELOAD:
         __import__(module)
+    carried = [name for name in NOT_FORKED if name in sys.modules]
+    if carried:
+        raise SystemExit(f"tests.support.zygote: {', '.join(carried)} imported before the fork (NOT_FORKED says why)")
     threads = len(os.listdir("/proc/self/task"))
     if threads != 1:  # a thread would not survive the fork, and what it held (a lock) would stay held
         raise SystemExit(f"tests.support.zygote: the imports started {threads - 1} threads; cannot fork safely")
