@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 
 from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from tests.support import zygote
 from tests.support.postgres import sidecar_env
 
 PYTHON = sys.executable
@@ -35,8 +36,7 @@ def keys_command(db: str, *args: str, own_sqlite: bool = False) -> subprocess.Co
     database when the run puts sidecars there (:func:`sidecar_env`), else that SQLite file. ``own_sqlite``: that
     SQLite file whatever the switch says (for a sidecar started with ``own_sqlite``, which it then does not read)."""
     env = {**os.environ, "RESPONSES_BRIDGE_DB": "", **({} if own_sqlite else sidecar_env(db))}
-    return subprocess.run([PYTHON, "-m", "responses_bridge", "keys", *args, "--db", db], capture_output=True,
-                          text=True, timeout=60, check=False, env=env)
+    return zygote.run([PYTHON, "-m", "responses_bridge", "keys", *args, "--db", db], timeout=60, env=env)
 
 
 _CREATE_KEYS = """

@@ -34,7 +34,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-COMMANDS = ("serve", "fake-upstream")
+COMMANDS = ("serve", "fake-upstream", "keys")
 """The CLI commands forked: the ones a run starts hundreds of."""
 PRELOAD = (
     "responses_bridge.cli",
@@ -317,6 +317,44 @@ def popen(argv: Sequence[str], *, stdout: int | IO[Any] | None = None, stderr: i
         for fd in opened:
             os.close(fd)
     return ForkedProcess(list(argv), conn, pid)
+
+
+def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+        timeout: float) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(argv, capture_output=True, text=True, timeout=…, check=False, env=…)``, forked as
+    :func:`popen` forks (its own session: a process killed at the timeout takes what it started with it)."""
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    try:
+        process = popen(argv, stdout=out_write, stderr=err_write, start_new_session=True, env=env)
+    finally:
+        os.close(out_write)
+        os.close(err_write)
+    taken = {out_read: bytearray(), err_read: bytearray()}
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        for fd in taken:
+            selector.register(fd, selectors.EVENT_READ)
+        while selector.get_map():
+            left = deadline - time.monotonic()
+            ready = selector.select(max(left, 0.0)) if left > 0 else []
+            if not ready:
+                for fd in taken:
+                    os.close(fd)
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                raise subprocess.TimeoutExpired(list(argv), timeout)
+            for key, _ in ready:
+                piece = os.read(key.fd, 65536)
+                if piece:
+                    taken[key.fd] += piece
+                else:
+                    selector.unregister(key.fd)
+    for fd in taken:
+        os.close(fd)
+    code = process.wait(max(deadline - time.monotonic(), 1.0))
+    return subprocess.CompletedProcess(list(argv), code, taken[out_read].decode(errors="replace"),
+                                       taken[err_read].decode(errors="replace"))
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ async def test_a_running_one_has_the_directory_session_and_streams_asked_for(tmp
 
 @pytest.mark.parametrize("argv, env", [
     (["-c", "pass"], {}),  # not a bridge command
-    (["-m", "responses_bridge", "keys", "--help"], {}),  # not one of the commands forked
+    (["-m", "responses_bridge", "config", "--help"], {}),  # not one of the commands forked
     (["-m", "responses_bridge", "serve", "--help"], {"PYTHONMALLOC": "malloc"}),  # an interpreter option
     (["-m", "responses_bridge", "serve", "--help"], {"PROMETHEUS_MULTIPROC_DIR": "/tmp"}),  # read on import
 ])
@@ -72,3 +72,14 @@ def test_what_an_import_could_change_is_started_the_usual_way(argv: list[str], e
                            start_new_session=True, env={**os.environ, **env})
     assert isinstance(process, subprocess.Popen)
     assert process.wait(60) == 0
+
+
+def test_run_captures_both_streams_and_the_status_as_subprocess_run_does(tmp_path: Path) -> None:
+    db = str(tmp_path / "keys.db")
+    made = zygote.run([PYTHON, "-m", "responses_bridge", "keys", "create", "--tenant", "acme", "--db", db],
+                      timeout=60)
+    assert made.returncode == 0 and made.stdout.startswith("rbk_"), made
+    listed = zygote.run([PYTHON, "-m", "responses_bridge", "keys", "list", "--db", db], timeout=60)
+    assert listed.returncode == 0 and "acme" in listed.stdout, listed
+    wrong = zygote.run([PYTHON, "-m", "responses_bridge", "keys", "create", "--db", db], timeout=60)
+    assert wrong.returncode == 2 and "--tenant" in wrong.stderr and wrong.stdout == "", wrong
