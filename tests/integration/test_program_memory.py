@@ -70,6 +70,17 @@ async def post(stack: Stack, tenant: str, body: dict[str, Any]) -> tuple[int, di
             return response.status, answer
 
 
+async def post_retrying(stack: Stack, tenant: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """:func:`post`, retried as a client retries a 503 ``preempted_for_fairness`` (retryable): with both tenants'
+    programs at once, one tenant may hold every slot while the other waits, and a program held past its turn is taken
+    back for the other (fair_tenure.py) — on a loaded machine, before it has suspended on its calls."""
+    for _ in range(4):
+        status, answer = await post(stack, tenant, body)
+        if status != 503 or answer.get("error", {}).get("code") != "preempted_for_fairness":
+            break
+    return status, answer
+
+
 async def budget_held(stack: Stack) -> int:
     return await budget_held_bytes(stack.sidecar.http_url)
 
@@ -129,7 +140,7 @@ async def test_programs_arguments_are_held_in_the_budget_and_the_sidecar_stays_w
     pid = stack.sidecar.process.pid
     await post(stack, "acme", {"input": "js: return 1"})  # the workers' first start is not what is measured
     before = reset_peak(pid)
-    answers = await asyncio.gather(*(post(stack, ("acme", "beta")[index % 2], {"input": WIDE})
+    answers = await asyncio.gather(*(post_retrying(stack, ("acme", "beta")[index % 2], {"input": WIDE})
                                      for index in range(8)))
     grown_mib = (status_kb(pid, "VmHWM") - before) / 1024
     suspended = 0
