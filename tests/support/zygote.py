@@ -177,12 +177,13 @@ def main() -> None:
 class ForkedProcess:
     """A process the fork server started: the part of ``subprocess.Popen`` the tests use."""
 
-    def __init__(self, args: list[str], conn: socket.socket, pid: int) -> None:
+    def __init__(self, args: list[str], conn: socket.socket, pid: int, report: bytes = b"") -> None:
         self.args = args
         self.pid = pid
         self.returncode: int | None = None
         self._conn = conn
         self._lock = threading.Lock()
+        self._report = bytearray(report)
         self._started = time.monotonic()
 
     def poll(self) -> int | None:
@@ -210,11 +211,12 @@ class ForkedProcess:
                 return self.returncode
             self._conn.settimeout(timeout)
             try:
-                line = _read_line(self._conn)
+                ended = _read_line(self._conn, self._report)
             except (TimeoutError, BlockingIOError):
                 return None
             self._conn.close()
-            report = json.loads(line) if line else {"status": signal.SIGKILL}  # the fork server died
+            # the fork server gone before reporting (killed with the test process's group): as a killed child
+            report = json.loads(self._report) if ended else {"status": signal.SIGKILL}
             status = int(report["status"])
             self.returncode = os.waitstatus_to_exitcode(status)
             if "user" in report:
@@ -224,14 +226,15 @@ class ForkedProcess:
             return self.returncode
 
 
-def _read_line(conn: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\n"):
+def _read_line(conn: socket.socket, into: bytearray) -> bool:
+    """Read into ``into`` until it holds a whole line (True) or the other end closes first (False); what a timeout
+    interrupts stays in ``into`` for the next call."""
+    while b"\n" not in into:
         piece = conn.recv(65536)
         if not piece:
-            return data
-        data += piece
-    return data
+            return False
+        into += piece
+    return True
 
 
 class _Server:
@@ -259,17 +262,20 @@ class _Server:
             self.process.wait()
 
     def start(self, module: str, args: list[str], env: Mapping[str, str],
-              fds: Sequence[int]) -> tuple[socket.socket, int]:
+              fds: Sequence[int]) -> tuple[socket.socket, int, bytes]:
+        """The connection the exit report will come on, the pid, and what of that report has come already
+        (a quick process's may arrive with its pid)."""
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(self.name)
         header = {"module": module, "args": args, "env": dict(env), "cwd": os.getcwd()}
         socket.send_fds(conn, [json.dumps(header).encode() + b"\n"], list(fds))
         conn.settimeout(120)
-        reply = _read_line(conn)
-        if not reply:
+        reply = bytearray()
+        if not _read_line(conn, reply):
             conn.close()
             raise RuntimeError("the test fork server ended without starting the process")
-        return conn, int(json.loads(reply)["pid"])
+        first, _, rest = bytes(reply).partition(b"\n")
+        return conn, int(json.loads(first)["pid"]), rest
 
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -312,11 +318,11 @@ def popen(argv: Sequence[str], *, stdout: int | IO[Any] | None = None, stderr: i
     opened: list[int] = []
     try:
         fds = [0, _fd(stdout, 1, opened), _fd(stderr, 2, opened)]
-        conn, pid = server.start("responses_bridge", list(argv[3:]), full_env, fds)
+        conn, pid, report = server.start("responses_bridge", list(argv[3:]), full_env, fds)
     finally:
         for fd in opened:
             os.close(fd)
-    return ForkedProcess(list(argv), conn, pid)
+    return ForkedProcess(list(argv), conn, pid, report)
 
 
 def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
