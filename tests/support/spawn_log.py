@@ -46,20 +46,20 @@ def _waitpid(pid: int, options: int) -> tuple[int, int]:
 def _record(pid: int, usage: Any) -> None:
     with _lock:
         argv, started, module = _started.pop(pid, (["(fork)"], 0.0, _current_module[0]))
-    line = {"argv": argv[:12], "module": module, "wall": round(time.monotonic() - started, 3) if started else None,
-            "cpu": round(usage.ru_utime + usage.ru_stime, 3), "user": round(usage.ru_utime, 3),
-            "sys": round(usage.ru_stime, 3), "maxrss_kb": usage.ru_maxrss}
-    with open(_log_path[0], "a") as log:
-        log.write(json.dumps(line) + "\n")
+    _write(argv, module, started, usage.ru_utime, usage.ru_stime, usage.ru_maxrss)
 
 
 def record_forked(argv: list[str], started: float, report: dict[str, Any]) -> None:
     """A process tests/support/zygote.py forked, reaped by its fork server (which reported its resource use)."""
-    if not _log_path:
-        return
-    line = {"argv": argv[:12], "module": _current_module[0], "wall": round(time.monotonic() - started, 3),
-            "cpu": round(report["user"] + report["sys"], 3), "user": round(report["user"], 3),
-            "sys": round(report["sys"], 3), "maxrss_kb": report["maxrss_kb"]}
+    if _log_path:
+        _write(argv, _current_module[0], started, report["user"], report["sys"], report["maxrss_kb"], forked=True)
+
+
+def _write(argv: list[str], module: str, started: float, user: float, system: float, maxrss_kb: int, *,
+           forked: bool = False) -> None:
+    line = {"argv": argv[:12], "module": module, "wall": round(time.monotonic() - started, 3) if started else None,
+            "cpu": round(user + system, 3), "user": round(user, 3), "sys": round(system, 3), "maxrss_kb": maxrss_kb,
+            **({"forked": True} if forked else {})}
     with _lock, open(_log_path[0], "a") as log:
         log.write(json.dumps(line) + "\n")
 
@@ -112,6 +112,10 @@ OWN = "(the test process itself)"
 WORKER = "pytest-xdist worker"
 """An xdist worker (execnet's ``python -u -c …``), reaped by the controller: its CPU holds every child it reaped,
 so it is shown apart and left out of the total."""
+FORK_SERVER = "python -m tests.support.zygote"
+"""A test process's fork server (zygote.py): its CPU holds every process it forked, which are counted each on its
+own (:func:`record_forked`), so it is shown apart; what is its own (its imports) is that less theirs, counted."""
+APART = (WORKER, FORK_SERVER)
 
 
 def _kind(argv: list[str]) -> str:
@@ -145,18 +149,22 @@ def summarize(path: str) -> str:
         entry[0] += 1
         entry[1] += line["cpu"]
         entry[2] += line["wall"] or 0.0
-    workers = totals.pop(WORKER, None)
+    apart = {kind: totals.pop(kind) for kind in APART if kind in totals}
+    if FORK_SERVER in apart:
+        servers, servers_cpu = apart[FORK_SERVER][0], apart[FORK_SERVER][1]
+        totals[FORK_SERVER + " (itself)"] = [servers, servers_cpu - sum(line["cpu"] for line in lines
+                                                                        if line.get("forked")), 0.0]
     rows = sorted(totals.items(), key=lambda item: -item[1][1])
     all_cpu = sum(entry[1] for _, entry in rows)
     out = [f"{'kind':48} {'starts':>7} {'cpu s':>9} {'cpu/start':>9} {'share':>6}"]
     for kind, (count, cpu, _wall) in rows:
         out.append(f"{kind[:48]:48} {int(count):7} {cpu:9.1f} {cpu / count:9.3f} {cpu / all_cpu:6.1%}")
     out.append(f"{'all':48} {int(sum(e[0] for _, e in rows)):7} {all_cpu:9.1f}")
-    if workers is not None:
-        out.append(f"{WORKER + 's, their children included':48} {int(workers[0]):7} {workers[1]:9.1f}")
+    for kind, (count, cpu, _wall) in apart.items():
+        out.append(f"{kind + ', their children included':48} {int(count):7} {cpu:9.1f}")
     by_module: dict[str, float] = collections.defaultdict(float)
     for line in lines:
-        if _kind(line["argv"]) != WORKER:
+        if _kind(line["argv"]) not in APART:
             by_module[line["module"]] += line["cpu"]
     out.append("")
     out.append(f"{'module (its processes and the test process itself)':60} {'cpu s':>9}")
