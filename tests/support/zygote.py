@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -283,11 +284,15 @@ _server: list[_Server] = []
 _server_lock = threading.Lock()
 
 
-def _forkable(argv: Sequence[str], env: Mapping[str, str], server_env: Mapping[str, str]) -> bool:
+def _forkable_command(argv: Sequence[str]) -> bool:
+    """``python -m responses_bridge`` with one of :data:`COMMANDS`, and forking not switched off."""
     if list(argv[:3]) != [sys.executable, "-m", "responses_bridge"] or len(argv) < 4 or argv[3] not in COMMANDS:
         return False
-    if os.environ.get(SWITCH) == "0" or os.environ.get("COVERAGE_PROCESS_START"):
-        return False
+    return os.environ.get(SWITCH) != "0" and not os.environ.get("COVERAGE_PROCESS_START")
+
+
+def _same_start(env: Mapping[str, str], server_env: Mapping[str, str]) -> bool:
+    """No variable read as an interpreter or a module starts differs from the fork server's."""
     keys = set(env) | set(server_env)
     return not any(key.startswith(IMPORT_TIME_PREFIXES) and env.get(key) != server_env.get(key) for key in keys)
 
@@ -303,16 +308,20 @@ def _fd(stream: int | IO[Any] | None, default: int, opened: list[int]) -> int:
     return stream.fileno()
 
 
+def _running_server() -> _Server:
+    with _server_lock:
+        if not _server:
+            _server.append(_Server())
+        return _server[0]
+
+
 def popen(argv: Sequence[str], *, stdout: int | IO[Any] | None = None, stderr: int | IO[Any] | None = None,
           start_new_session: bool = False, env: Mapping[str, str] | None = None) -> Any:
     """``subprocess.Popen(argv, stdout=…, stderr=…, start_new_session=…, env=…)``, forked from the fork server
     when ``argv`` is ``python -m responses_bridge serve|fake-upstream …`` and its environment allows it."""
     full_env = dict(os.environ if env is None else env)
-    with _server_lock:
-        if not _server:
-            _server.append(_Server())
-        server = _server[0]
-    if not start_new_session or not _forkable(argv, full_env, server.env):
+    server = _running_server() if start_new_session and _forkable_command(argv) else None
+    if server is None or not _same_start(full_env, server.env):
         return subprocess.Popen(list(argv), stdout=stdout, stderr=stderr, start_new_session=start_new_session,
                                 env=None if env is None else dict(env))
     opened: list[int] = []
@@ -329,38 +338,18 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
         timeout: float) -> subprocess.CompletedProcess[str]:
     """``subprocess.run(argv, capture_output=True, text=True, timeout=…, check=False, env=…)``, forked as
     :func:`popen` forks (its own session: a process killed at the timeout takes what it started with it)."""
-    out_read, out_write = os.pipe()
-    err_read, err_write = os.pipe()
-    try:
-        process = popen(argv, stdout=out_write, stderr=err_write, start_new_session=True, env=env)
-    finally:
-        os.close(out_write)
-        os.close(err_write)
-    taken = {out_read: bytearray(), err_read: bytearray()}
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        for fd in taken:
-            selector.register(fd, selectors.EVENT_READ)
-        while selector.get_map():
-            left = deadline - time.monotonic()
-            ready = selector.select(max(left, 0.0)) if left > 0 else []
-            if not ready:
-                for fd in taken:
-                    os.close(fd)
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-                raise subprocess.TimeoutExpired(list(argv), timeout)
-            for key, _ in ready:
-                piece = os.read(key.fd, 65536)
-                if piece:
-                    taken[key.fd] += piece
-                else:
-                    selector.unregister(key.fd)
-    for fd in taken:
-        os.close(fd)
-    code = process.wait(max(deadline - time.monotonic(), 1.0))
-    return subprocess.CompletedProcess(list(argv), code, taken[out_read].decode(errors="replace"),
-                                       taken[err_read].decode(errors="replace"))
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = popen(argv, stdout=out, stderr=err, start_new_session=True, env=env)
+        try:
+            code = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(list(argv), code, out.read().decode(errors="replace"),
+                                           err.read().decode(errors="replace"))
 
 
 if __name__ == "__main__":
