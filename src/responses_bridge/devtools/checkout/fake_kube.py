@@ -103,6 +103,7 @@ class FakeKube:
     _versions: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _deleting: set[tuple[str, str, str, str]] = field(default_factory=set)
 
     # --- the store -------------------------------------------------------------------------------------------
 
@@ -127,9 +128,19 @@ class FakeKube:
 
     async def delete(self, key: tuple[str, str, str, str]) -> dict[str, Any] | None:
         obj = self.objects.get(key)
-        if obj is None:
-            return None
-        await self._record("DELETED", key, obj)
+        if obj is None or key in self._deleting:  # gone, or going (a second delete while its pod stops)
+            return obj
+        self._deleting.add(key)
+        try:
+            await self._delete_dependents(key, obj)
+            await self._record("DELETED", key, obj)
+        finally:
+            self._deleting.discard(key)
+        return obj
+
+    async def _delete_dependents(self, key: tuple[str, str, str, str], obj: dict[str, Any]) -> None:
+        # dependents first, as Kubernetes' foreground deletion: a claim seen deleted has no Sandbox left, and a
+        # Sandbox seen deleted no pod still running (its files gone with it)
         if key[:2] == CLAIMS:
             name = ((obj.get("status") or {}).get("sandbox") or {}).get("name")
             if name:
@@ -138,7 +149,6 @@ class FakeKube:
             pod = self.pods.pop((key[2], key[3]), None)
             if pod is not None:
                 await pod.stop()
-        return obj
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -163,7 +173,8 @@ class FakeKube:
         if self.ready_delay:
             await asyncio.sleep(self.ready_delay)
         pod = await self.start_pod(claim)
-        if (*CLAIMS, namespace, name) not in self.objects:  # deleted while the pod started
+        claim_key = (*CLAIMS, namespace, name)
+        if claim_key not in self.objects or claim_key in self._deleting:  # deleted while the pod started
             await pod.stop()
             return
         sandbox_name = f"{pool}-{uuid.uuid4().hex[:5]}"
