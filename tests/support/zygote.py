@@ -1,6 +1,8 @@
 """A fork server for the bridge processes a test run starts: ``python -m responses_bridge serve …`` (and
 ``fake-upstream``) forked from a process that has already imported the bridge, instead of a fresh interpreter
 importing its ~900 modules again for each of the suite's ~400 sidecars (~0.5 CPU-s a start, a fifth of the suite).
+The MCP test server (``python -m tests.support.mcp_server``, ~0.4 CPU-s of imports a start) is forked the same way
+from a fork server of its own (:data:`FORKED`).
 
 What the forked process runs is what ``python -m responses_bridge ARGS`` runs (``runpy``, ``__main__``, the
 CLI's own ``main``), with the environment, working directory, standard streams and session a ``subprocess.Popen``
@@ -10,7 +12,8 @@ environment (``PYTHON*``, the loader's ``LD_*``), a variable an imported module 
 multiprocess directory, gRPC's), or coverage measuring the subprocesses. The fork server imports only what every
 plain ``serve`` imports anyway, so a forked sidecar holds no module a started one would not.
 
-One fork server per test process, started at its first use, ending when that process does (its stdin closes).
+One fork server per test process and module, started at its first use, ending when that process does (its stdin
+closes).
 :func:`popen` is a drop-in for ``subprocess.Popen`` as :class:`ManagedProcess` calls it; its processes answer
 ``pid``, ``poll``, ``wait``, ``returncode``, ``send_signal``, ``terminate`` and ``kill``, their exit status and
 resource use reported by the fork server, which is their parent.
@@ -49,6 +52,14 @@ PRELOAD = (
 )
 """Imported before any fork: what a plain ``serve`` has imported once it answers (tests/unit/test_idle_imports.py
 holds this to it), and the fake upstream; but not the ext_proc door, which imports gRPC (see :data:`NOT_FORKED`)."""
+FORKED: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...]]] = {
+    "responses_bridge": (COMMANDS, PRELOAD),
+    "tests.support.mcp_server": (None, ("uvicorn", "mcp.server.mcpserver", "mcp_types", "starlette.responses")),
+}
+"""What is forked, by the module ``-m`` runs: the commands forked (None: any arguments) and what its fork server
+imports first (what the module imports, not the module: ``runpy`` runs it as ``__main__``, and warns of a copy
+imported already). One fork server per module, so that a forked sidecar holds no module only the MCP test server
+needs."""
 NOT_FORKED = ("grpc",)
 """Never imported before the fork. gRPC's core registers ``pthread_atfork`` handlers as it initializes, and a
 process forked from one where it had (even with no thread started) carries their state: its own later forks (the
@@ -158,7 +169,7 @@ def _become(job: dict[str, Any]) -> None:
 
 def main() -> None:
     listener = socket.socket(fileno=int(sys.argv[1]))
-    for module in PRELOAD:
+    for module in FORKED[sys.argv[2]][1]:
         __import__(module)
     carried = [name for name in NOT_FORKED if name in sys.modules]
     if carried:
@@ -239,13 +250,14 @@ def _read_line(conn: socket.socket, into: bytearray) -> bool:
 
 
 class _Server:
-    def __init__(self) -> None:
+    def __init__(self, module: str) -> None:
+        self.module = module
         self.name = f"\0responses-bridge-test-fork-{os.getpid()}-{os.urandom(6).hex()}"
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(self.name)
         listener.listen(64)
         self.env = dict(os.environ)
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.support.zygote", str(listener.fileno())],
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.support.zygote", str(listener.fileno()), module],
                                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                         pass_fds=[listener.fileno()], cwd=_ROOT)
         listener.close()
@@ -262,13 +274,12 @@ class _Server:
             self.process.kill()
             self.process.wait()
 
-    def start(self, module: str, args: list[str], env: Mapping[str, str],
-              fds: Sequence[int]) -> tuple[socket.socket, int, bytes]:
+    def start(self, args: list[str], env: Mapping[str, str], fds: Sequence[int]) -> tuple[socket.socket, int, bytes]:
         """The connection the exit report will come on, the pid, and what of that report has come already
         (a quick process's may arrive with its pid)."""
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(self.name)
-        header = {"module": module, "args": args, "env": dict(env), "cwd": os.getcwd()}
+        header = {"module": self.module, "args": args, "env": dict(env), "cwd": os.getcwd()}
         socket.send_fds(conn, [json.dumps(header).encode() + b"\n"], list(fds))
         conn.settimeout(120)
         reply = bytearray()
@@ -280,15 +291,21 @@ class _Server:
 
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_server: list[_Server] = []
+_servers: dict[str, _Server] = {}
 _server_lock = threading.Lock()
 
 
-def _forkable_command(argv: Sequence[str]) -> bool:
-    """``python -m responses_bridge`` with one of :data:`COMMANDS`, and forking not switched off."""
-    if list(argv[:3]) != [sys.executable, "-m", "responses_bridge"] or len(argv) < 4 or argv[3] not in COMMANDS:
-        return False
-    return os.environ.get(SWITCH) != "0" and not os.environ.get("COVERAGE_PROCESS_START")
+def _forked_module(argv: Sequence[str]) -> str | None:
+    """The module of :data:`FORKED` that ``argv`` (``python -m MODULE ARGS``) runs, when forked: not when forking
+    is switched off, or for a command of the bridge's not in :data:`COMMANDS`."""
+    if len(argv) < 3 or list(argv[:2]) != [sys.executable, "-m"] or argv[2] not in FORKED:
+        return None
+    commands = FORKED[argv[2]][0]
+    if commands is not None and (len(argv) < 4 or argv[3] not in commands):
+        return None
+    if os.environ.get(SWITCH) == "0" or os.environ.get("COVERAGE_PROCESS_START"):
+        return None
+    return argv[2]
 
 
 def _same_start(env: Mapping[str, str], server_env: Mapping[str, str]) -> bool:
@@ -308,11 +325,11 @@ def _fd(stream: int | IO[Any] | None, default: int, opened: list[int]) -> int:
     return stream.fileno()
 
 
-def _running_server() -> _Server:
+def _running_server(module: str) -> _Server:
     with _server_lock:
-        if not _server:
-            _server.append(_Server())
-        return _server[0]
+        if module not in _servers:
+            _servers[module] = _Server(module)
+        return _servers[module]
 
 
 def popen(argv: Sequence[str], *, stdout: int | IO[Any] | None = None, stderr: int | IO[Any] | None = None,
@@ -320,14 +337,15 @@ def popen(argv: Sequence[str], *, stdout: int | IO[Any] | None = None, stderr: i
     """``subprocess.Popen(argv, stdout=…, stderr=…, start_new_session=…, env=…)``, forked from the fork server
     when ``argv`` is ``python -m responses_bridge serve|fake-upstream …`` and its environment allows it."""
     full_env = dict(os.environ if env is None else env)
-    server = _running_server() if start_new_session and _forkable_command(argv) else None
+    module = _forked_module(argv) if start_new_session else None
+    server = _running_server(module) if module is not None else None
     if server is None or not _same_start(full_env, server.env):
         return subprocess.Popen(list(argv), stdout=stdout, stderr=stderr, start_new_session=start_new_session,
                                 env=None if env is None else dict(env))
     opened: list[int] = []
     try:
         fds = [0, _fd(stdout, 1, opened), _fd(stderr, 2, opened)]
-        conn, pid, report = server.start("responses_bridge", list(argv[3:]), full_env, fds)
+        conn, pid, report = server.start(list(argv[3:]), full_env, fds)
     finally:
         for fd in opened:
             os.close(fd)

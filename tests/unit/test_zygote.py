@@ -14,6 +14,7 @@ import pytest
 
 from responses_bridge.devtools.procs import free_port, wait_http
 from tests.support import zygote
+from tests.support.mcp_server import MCPTestServer
 
 PYTHON = sys.executable
 
@@ -64,6 +65,7 @@ async def test_a_running_one_has_the_directory_session_and_streams_asked_for(tmp
 @pytest.mark.parametrize("argv, env", [
     (["-c", "pass"], {}),  # not a bridge command
     (["-m", "responses_bridge", "config", "--help"], {}),  # not one of the commands forked
+    (["-m", "tests.support.mcp_server", "--help"], {"PYTHONMALLOC": "malloc"}),  # forked, but for the option
     (["-m", "responses_bridge", "serve", "--help"], {"PYTHONMALLOC": "malloc"}),  # an interpreter option
     (["-m", "responses_bridge", "serve", "--help"], {"PROMETHEUS_MULTIPROC_DIR": "/tmp"}),  # read on import
 ])
@@ -83,3 +85,23 @@ def test_run_captures_both_streams_and_the_status_as_subprocess_run_does(tmp_pat
     assert listed.returncode == 0 and "acme" in listed.stdout, listed
     wrong = zygote.run([PYTHON, "-m", "responses_bridge", "keys", "create", "--db", db], timeout=60)
     assert wrong.returncode == 2 and "--tenant" in wrong.stderr and wrong.stdout == "", wrong
+
+
+async def test_the_mcp_test_server_is_forked_from_a_server_of_its_own() -> None:
+    """Its fork server imported what it imports (mcp, uvicorn), the bridge's did not: a forked sidecar holds no
+    module only the MCP test server needs."""
+    server = MCPTestServer()
+    await server.start()
+    try:
+        process = server.process.process
+        assert isinstance(process, zygote.ForkedProcess)
+        assert os.getsid(process.pid) == process.pid
+        ours = zygote._servers["tests.support.mcp_server"].process.pid
+        assert Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(ours)  # its parent
+    finally:
+        server.stop()
+    bridge = subprocess.run([PYTHON, "-c", "import sys\nfrom tests.support.zygote import FORKED\n"
+                             "for name in FORKED['responses_bridge'][1]:\n    __import__(name)\n"
+                             "print('mcp' in sys.modules, 'uvicorn' in sys.modules)"],
+                            capture_output=True, text=True, timeout=120, check=True, cwd=zygote._ROOT)
+    assert bridge.stdout.split() == ["False", "False"]
