@@ -335,7 +335,8 @@ def _running_server(module: str) -> _Server:
 def popen(argv: Sequence[str], *, stdout: int | IO[Any] | None = None, stderr: int | IO[Any] | None = None,
           start_new_session: bool = False, env: Mapping[str, str] | None = None) -> Any:
     """``subprocess.Popen(argv, stdout=…, stderr=…, start_new_session=…, env=…)``, forked from the fork server
-    when ``argv`` is ``python -m responses_bridge serve|fake-upstream …`` and its environment allows it."""
+    when ``argv`` is ``python -m MODULE …`` of :data:`FORKED` (``responses_bridge serve|fake-upstream|keys``, the
+    MCP test server) and its environment allows it."""
     full_env = dict(os.environ if env is None else env)
     module = _forked_module(argv) if start_new_session else None
     server = _running_server(module) if module is not None else None
