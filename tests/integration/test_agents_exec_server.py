@@ -26,6 +26,13 @@ from tests.support.envoy import start_envoy
 from tests.support.exec_server import FakeExecServer, real_codex, running_fake_exec_server, signed_headers
 from tests.support.exec_server_noise import NoiseFakeExecServer, running_noise_exec_server
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/unit/test_store_contract.py",
+    "tests/integration/test_replicas_failover_envoy.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 
 @pytest.fixture
 async def beta_client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:

@@ -13,6 +13,11 @@ import pytest
 from responses_bridge.devtools.procs import free_port
 from tests.support.cli import cli, one_line
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 SETTING = "(--db / RESPONSES_BRIDGE_DB)"
 
 

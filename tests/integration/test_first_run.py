@@ -19,6 +19,11 @@ from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import PYTHON, Sidecar
 from tests.support.envoy import start_envoy
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 
 async def test_an_unreachable_upstream_is_reported_at_start(tmp_path) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1"

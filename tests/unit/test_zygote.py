@@ -88,8 +88,6 @@ def test_run_captures_both_streams_and_the_status_as_subprocess_run_does(tmp_pat
 
 
 async def test_the_mcp_test_server_is_forked_from_a_server_of_its_own() -> None:
-    """Its fork server imported what it imports (mcp, uvicorn), the bridge's did not: a forked sidecar holds no
-    module only the MCP test server needs."""
     server = MCPTestServer()
     await server.start()
     try:
@@ -100,6 +98,11 @@ async def test_the_mcp_test_server_is_forked_from_a_server_of_its_own() -> None:
         assert Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(ours)  # its parent
     finally:
         server.stop()
+
+
+def test_the_bridges_fork_server_imports_nothing_only_the_mcp_test_server_needs() -> None:
+    """The MCP test server's fork server imports mcp and uvicorn; the bridge's does not, so a forked sidecar holds
+    no module a started one would not (tests/unit/test_idle_imports.py)."""
     bridge = subprocess.run([PYTHON, "-c", "import sys\nfrom tests.support.zygote import FORKED\n"
                              "for name in FORKED['responses_bridge'][1]:\n    __import__(name)\n"
                              "print('mcp' in sys.modules, 'uvicorn' in sys.modules)"],
