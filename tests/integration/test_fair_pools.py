@@ -16,12 +16,9 @@ test_fair_preemption.py does not reach: the program slots, the sandbox slots and
   greedy tenants filled the 8 and every one of the victim's connections was refused ``bridge_connection_limit``
   (0 of 10); now a greedy connection is closed for each of the victim's, and its ten calls' connections are
   answered — with every greedy call at once, or each started once the one before holds its connections.
-* Program slots (``RESPONSES_BRIDGE_PROGRAM_SLOTS=4``): each greedy tenant keeps three endless programs running,
-  resubmitted as they end; a program taken back has its worker killed and gives its slot back at once. Every victim
-  program completes, and a greedy program ends by its bound or taken back, nothing else. The greedy programs wait
-  in a loop (``Atomics.wait``), as the sandbox's greedy calls sleep: what they hold is a slot, and a slot is all
-  this module is about; endless programs that spin, and what they take from the others' CPU, are
-  test_program_containment.py's (here they were a tenth of the whole suite's CPU).
+* Program slots (``RESPONSES_BRIDGE_PROGRAM_SLOTS=4``): each greedy tenant keeps three ``while (true) {}`` programs
+  running, resubmitted as they end; a program taken back has its worker killed and gives its slot back at once.
+  Every victim program completes, and a greedy program ends by its bound or taken back, nothing else.
 * More greedy tenants than slots (8 and 16 beside the 4 program slots, 8 and 16 beside the 8 sandbox slots and
   the 8 egress connections), arriving together and one after another: every greedy tenant holding one is above
   its fair share ``C / n < 1``, and a tenant holding one was never taken from for one holding none, so the victim
@@ -192,8 +189,6 @@ ARRIVALS = pytest.mark.parametrize(
          for together in (True, False)])
 # program slots (4) beside four times as many greedy tenants too: each turn is one program's time bound at the most
 PROGRAM_ARRIVALS = ARRIVALS
-# a program that never ends and holds its slot without the CPU (V8 ends it at its time bound, or its worker is killed)
-ENDLESS_WAIT = "js: const held = new Int32Array(new SharedArrayBuffer(4)); while (true) Atomics.wait(held, 0, 0, 100);"
 
 
 @needs_sandbox
@@ -226,7 +221,7 @@ async def test_program_slots_a_victim_is_answered_as_alone_beside_greedy_tenants
         slots_sidecar: Sidecar, greedy: int, together: bool) -> None:
     pytest.importorskip("py_mini_racer")
     url = slots_sidecar.http_url
-    endless = {"input": ENDLESS_WAIT, "tools": PROGRAM_TOOLS, "store": False}
+    endless = {"input": "js: while (true) {}", "tools": PROGRAM_TOOLS, "store": False}
     victim_done = asyncio.Event()
     outcomes: list[str] = []
     retries: list[int] = []
@@ -239,8 +234,8 @@ async def test_program_slots_a_victim_is_answered_as_alone_beside_greedy_tenants
                 if outcome(status, answer) != "503:preempted_for_fairness":
                     break
                 # with more tenants than slots the slots are time-shared: a call of the victim's that outlived a
-                # quantum (its program starved of CPU on a loaded machine) is a unit held longest, taken back like
-                # theirs (fair_tenure.py); its retry is served in its turn
+                # quantum (its program starved of CPU by the greedy tenants' endless loops on a loaded machine) is
+                # a unit held longest, taken back like theirs (fair_tenure.py); its retry is served in its turn
                 retries.append(at)
             program = next((item for item in answer.get("output") or () if item["type"] == "program_output"), {})
             outcomes.append("completed" if program.get("status") == "completed"
