@@ -14,6 +14,7 @@ from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
 from tests.support.gateway import Gateway, envoy_before
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
+from tests.support.sdk import async_sdk
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +64,7 @@ def base_url(door: str, request: pytest.FixtureRequest, sidecar: Sidecar) -> str
 
 @pytest.fixture
 async def client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
-                                  timeout=60) as sdk:
+    async with async_sdk(f"{base_url}/v1", timeout=60) as sdk:
         yield sdk
 
 
@@ -84,8 +84,7 @@ def door_url(request: pytest.FixtureRequest, gateway: Gateway) -> str:
 @pytest.fixture
 async def sdk(door_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
     """The SDK at that stack's door under test."""
-    async with openai.AsyncOpenAI(base_url=f"{door_url}/v1", api_key="sk-client", max_retries=0,
-                                  timeout=120) as client:
+    async with async_sdk(f"{door_url}/v1", timeout=120) as client:
         yield client
 
 

@@ -25,6 +25,7 @@ import pytest
 
 from tests.support.bridge import Sidecar
 from tests.support.gateway import envoy_before
+from tests.support.sdk import async_sdk
 
 BETA = {"OpenAI-Beta": "agents=v1"}  # the SDK's header for client.beta.agents
 TIMEOUT = 90  # seconds: a turn running a sandbox call on a loaded machine
@@ -59,6 +60,5 @@ async def door_fixture(base: str) -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture(name="sdk")
 async def sdk_fixture(base: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0,
-                                  timeout=TIMEOUT) as client:
+    async with async_sdk(f"{base}/v1", timeout=TIMEOUT) as client:
         yield client

@@ -1,0 +1,27 @@
+"""The OpenAI SDK's async client as the tests make it: one per test, all sharing one TLS context.
+
+The SDK's default HTTP client builds a TLS context with the CA bundle loaded for each client made (~20 ms of CPU,
+whatever the URL: the tests' are all plain HTTP on loopback); the suite makes one per test that takes the SDK, so
+one context is made per test process and handed to each client instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import ssl
+from typing import Any
+
+import httpx
+import openai
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    return httpx.create_ssl_context()
+
+
+def async_sdk(base_url: str, **options: Any) -> openai.AsyncOpenAI:
+    """``openai.AsyncOpenAI(base_url=…, api_key="sk-client", max_retries=0, **options)`` on the shared context."""
+    options.setdefault("api_key", "sk-client")
+    options.setdefault("max_retries", 0)
+    return openai.AsyncOpenAI(base_url=base_url, http_client=openai.DefaultAsyncHttpxClient(verify=_tls()), **options)
