@@ -18,7 +18,9 @@ Sockets come from :class:`GuardedNetworkBackend`, which applies the host policy 
 
 from __future__ import annotations
 
+import functools
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, nullcontext
 from typing import Any, TypeVar
@@ -275,15 +277,23 @@ class GuardedNetworkBackend(httpcore2.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The process's one TLS client context for MCP servers and OAuth token endpoints: making one loads the
+    system's CA certificates (~20 ms of CPU), which each MCP session paid twice before, and a context holds nothing
+    of a connection's, so every pool shares it (the certificates are read once, at the first MCP request)."""
+    return httpx2.create_ssl_context(trust_env=False)
+
+
 def guarded_transport(policy: HostPolicy) -> httpx2.AsyncHTTPTransport:
     """httpx's own transport over a connection pool whose sockets come from :class:`GuardedNetworkBackend`.
 
     httpx does not take a network backend as an argument, so its pool is replaced by one built with the same
     TLS settings plus the backend; the rest of the transport (request and response mapping) stays httpx's.
     """
-    transport = httpx2.AsyncHTTPTransport(trust_env=False)
+    transport = httpx2.AsyncHTTPTransport(verify=_tls_context(), trust_env=False)
     transport._pool = httpcore2.AsyncConnectionPool(
-        ssl_context=httpx2.create_ssl_context(trust_env=False),
+        ssl_context=_tls_context(),
         max_connections=8,
         max_keepalive_connections=4,
         network_backend=GuardedNetworkBackend(policy),
