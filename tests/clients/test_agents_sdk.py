@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import openai
 import pytest
 
 from tests.support.bridge import UpstreamLog
+from tests.support.sdk import async_sdk
 
 agents = pytest.importorskip("agents", reason="openai-agents is not installed (pip install -e '.[test]'; PyPI "
                                               "unreachable?)")
@@ -19,7 +19,7 @@ agents.set_tracing_disabled(True)
 
 @pytest.fixture
 async def model(base_url: str) -> AsyncIterator[agents.OpenAIResponsesModel]:
-    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as client:
         yield agents.OpenAIResponsesModel(model="fake-model", openai_client=client)
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import openai
 import pytest
 
 from tests.clients.conftest import node_modules  # noqa: F401 - fixture
 from tests.clients.test_ai_sdk import run_sdk
 from tests.support.envoy import have_envoy
+from tests.support.sdk import async_sdk
 from tests.support.upstreams import Deployment, running_deployment
 
 agents = pytest.importorskip("agents", reason="openai-agents is not installed (pip install -e '.[test]'; PyPI "
@@ -36,7 +36,7 @@ async def base(request: pytest.FixtureRequest, deployment: Deployment) -> str:
 
 @pytest.fixture
 async def model(base: str) -> AsyncIterator[agents.OpenAIResponsesModel]:
-    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as client:
+    async with async_sdk(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as client:
         yield agents.OpenAIResponsesModel(model="native-agent", openai_client=client)
 
 

@@ -24,12 +24,12 @@ import zipfile
 from collections.abc import Awaitable
 from pathlib import Path
 
-import openai
 import pytest
 from aiohttp import web
 from dockerfile_parse import DockerfileParser
 
 from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from tests.support.sdk import async_sdk
 
 pytestmark = pytest.mark.runs_first  # the image's venv is built from the wheel: a minute of one worker
 
@@ -150,7 +150,7 @@ async def test_entry_point_serves_and_healthcheck_passes(image_venv: Path, tmp_p
         await wait_http(f"http://127.0.0.1:{upstream_port}/health", process=upstream)
         await wait_http(f"http://127.0.0.1:{http_port}/health/ready", process=sidecar)
         assert (await probe()).returncode == 0
-        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key="unused")
+        client = async_sdk(base_url=f"http://127.0.0.1:{http_port}/v1", api_key="unused")
         response = await client.responses.create(model="fake", input="hello from the image")
         assert response.status == "completed" and response.output_text
         assert (tmp_path / "responses.sqlite").exists()
@@ -254,7 +254,7 @@ async def test_serve_exports_a_requests_spans_to_the_configured_collector(image_
     try:
         await wait_http(f"http://127.0.0.1:{upstream_port}/health", process=upstream)
         await wait_http(f"http://127.0.0.1:{http_port}/health/ready", process=sidecar)
-        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key="unused")
+        client = async_sdk(base_url=f"http://127.0.0.1:{http_port}/v1", api_key="unused")
         response = await client.responses.create(
             model="fake-model", input="trace me", extra_headers={"traceparent": f"00-{trace_id}-{'1' * 16}-01"})
         assert response.status == "completed"

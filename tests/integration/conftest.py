@@ -64,7 +64,7 @@ def base_url(door: str, request: pytest.FixtureRequest, sidecar: Sidecar) -> str
 
 @pytest.fixture
 async def client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with async_sdk(f"{base_url}/v1", timeout=60) as sdk:
+    async with async_sdk(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
         yield sdk
 
 
@@ -84,7 +84,7 @@ def door_url(request: pytest.FixtureRequest, gateway: Gateway) -> str:
 @pytest.fixture
 async def sdk(door_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
     """The SDK at that stack's door under test."""
-    async with async_sdk(f"{door_url}/v1", timeout=120) as client:
+    async with async_sdk(base_url=f"{door_url}/v1", api_key="sk-client", max_retries=0, timeout=120) as client:
         yield client
 
 

@@ -39,6 +39,7 @@ from tests.integration.test_egress_e2e import test_host as egress_test_host
 from tests.support.agent_sandbox import FakeCluster, fake_cluster
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, start_envoy
+from tests.support.sdk import async_sdk
 
 pytestmark = pods_marks
 test_host = egress_test_host
@@ -86,7 +87,7 @@ async def stack(fake_upstream: str, test_host: LoopbackHost,
 @pytest.fixture(params=["http", "envoy"])
 async def client(request: pytest.FixtureRequest, stack: Stack) -> AsyncIterator[openai.AsyncOpenAI]:
     base = stack.url if request.param == "envoy" else stack.sidecar.http_url
-    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=90) as sdk:
+    async with async_sdk(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=90) as sdk:
         yield sdk
 
 
@@ -239,7 +240,7 @@ async def test_a_flood_of_idle_connections_to_the_door_is_bounded_and_the_bridge
 
         flooding = asyncio.create_task(keep_flooding())
         try:  # a pod (another source, holding nothing pending) still gets its request through
-            async with openai.AsyncOpenAI(base_url=f"{stack.sidecar.http_url}/v1", api_key="sk-client",
+            async with async_sdk(base_url=f"{stack.sidecar.http_url}/v1", api_key="sk-client",
                                           max_retries=0, timeout=90) as client:
                 found = await run(client, probe(f"""
                     print(json.dumps({{"allowed": fetch("http://127.0.0.1:{stack.host.port}/hello")}}))

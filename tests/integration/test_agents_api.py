@@ -23,6 +23,7 @@ from openai.types.beta.agents.sessions import Turn
 from pydantic import TypeAdapter
 
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
+from tests.support.sdk import async_sdk
 
 pytestmark = pytest.mark.store_proven(
     "tests/integration/test_agents_automations_replicas.py",
@@ -83,7 +84,7 @@ async def read_until_idle(answer: aiohttp.ClientResponse) -> bytes:
 
 @pytest.fixture
 async def beta_client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as sdk:
         yield sdk
 
@@ -420,7 +421,7 @@ async def tenanted(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory)
 
 
 async def test_another_tenants_session_is_a_404(tenanted: Sidecar) -> None:
-    clients = {tenant: openai.AsyncOpenAI(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
+    clients = {tenant: async_sdk(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
                                           timeout=60, default_headers={"x-tenant-id": tenant})
                for tenant in (ALPHA, OTHER)}
     try:

@@ -19,6 +19,7 @@ from tests.integration.test_agents_api import _ITEMS, BETA, MODEL, frames, read_
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.gateway import envoy_before
 from tests.support.mcp_server import MCPTestServer
+from tests.support.sdk import async_sdk
 
 pytestmark = pytest.mark.store_proven(
     "tests/integration/test_agents_automations_replicas.py",
@@ -54,7 +55,7 @@ async def door(door_base: str) -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def sdk(door_base: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{door_base}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{door_base}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as client:
         yield client
 

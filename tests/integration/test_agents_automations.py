@@ -25,6 +25,7 @@ from pydantic import TypeAdapter
 
 from tests.integration.test_agents_api import ALPHA, BETA, MODEL, OTHER, raw_json, strict, tenanted
 from tests.support.bridge import Sidecar, running_sidecar
+from tests.support.sdk import async_sdk
 
 __all__ = ["tenanted"]  # the tenancy test's sidecar, a fixture of test_agents_api.py
 
@@ -38,7 +39,7 @@ SCHEDULER_ONLY = pytest.mark.parametrize("door", ["http"])  # the door is not th
 
 @pytest.fixture
 async def beta_client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as sdk:
         yield sdk
 
@@ -221,7 +222,7 @@ async def test_a_paused_automation_does_not_fire_and_a_failed_delivery_says_why(
 
 
 async def test_another_tenants_automation_is_a_404(tenanted: Sidecar) -> None:
-    clients = {tenant: openai.AsyncOpenAI(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
+    clients = {tenant: async_sdk(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
                                           timeout=60, default_headers={"x-tenant-id": tenant})
                for tenant in (ALPHA, OTHER)}
     mine = await clients[ALPHA].beta.agents.automations.create(type="once", name="mine",

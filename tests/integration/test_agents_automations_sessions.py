@@ -21,6 +21,7 @@ from openai.types.beta.agents import Automation
 from tests.integration.test_agents_api import ALPHA, MODEL, OTHER, raw_json, strict, tenanted
 from tests.integration.test_agents_automations import SCHEDULER_ONLY, invocations, until
 from tests.support.bridge import Sidecar
+from tests.support.sdk import async_sdk
 
 pytestmark = pytest.mark.store_proven(
     "tests/integration/test_agents_automations_replicas.py",
@@ -38,7 +39,7 @@ LOOKUP = {"type": "function", "name": "lookup", "description": "Look a word up",
 
 @pytest.fixture
 async def beta_client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as sdk:
         yield sdk
 
@@ -141,7 +142,7 @@ async def test_existing_session_targets_that_are_not_right_are_refused(beta_clie
 
 
 async def test_another_tenants_session_cannot_be_targeted(tenanted: Sidecar) -> None:
-    clients = {tenant: openai.AsyncOpenAI(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
+    clients = {tenant: async_sdk(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
                                           timeout=60, default_headers={"x-tenant-id": tenant})
                for tenant in (ALPHA, OTHER)}
     mine = await clients[ALPHA].beta.agents.sessions.create(agent={"model": MODEL}, environment={"type": "none"},

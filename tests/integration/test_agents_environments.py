@@ -25,6 +25,7 @@ from tests.integration.test_agents_hosted import commands
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
+from tests.support.sdk import async_sdk
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
               pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here"),
@@ -74,7 +75,7 @@ async def http(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as sdk:
         yield sdk
 
@@ -360,7 +361,7 @@ async def tenanted(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory)
 
 
 async def test_another_tenants_templates_and_environments_are_a_404(tenanted: Sidecar) -> None:
-    clients = {tenant: openai.AsyncOpenAI(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
+    clients = {tenant: async_sdk(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
                                           timeout=60, default_headers={"x-tenant-id": tenant})
                for tenant in ("alpha", "other")}
     try:

@@ -25,6 +25,7 @@ from tests.support.bridge import Sidecar, keys_command, running_sidecar
 from tests.support.envoy import start_envoy
 from tests.support.exec_server import FakeExecServer, real_codex, running_fake_exec_server, signed_headers
 from tests.support.exec_server_noise import NoiseFakeExecServer, running_noise_exec_server
+from tests.support.sdk import async_sdk
 
 pytestmark = pytest.mark.store_proven(
     "tests/integration/test_agents_automations_replicas.py",
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.store_proven(
 
 @pytest.fixture
 async def beta_client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as sdk:
         yield sdk
 
@@ -261,13 +262,13 @@ async def tenanted(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory)
 
 
 async def test_another_tenant_cannot_attach(tenanted: Sidecar, tmp_path: Path) -> None:
-    async with openai.AsyncOpenAI(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60, default_headers={"x-tenant-id": ALPHA}) as alpha, \
             aiohttp.ClientSession(tenanted.http_url) as http:
         session_id, environment_id = await new_session(alpha, tmp_path)
         status, _ = await credentials(http, session_id, {"x-tenant-id": OTHER})
         assert status == 404  # another tenant's session
-        theirs, _ = await new_session(openai.AsyncOpenAI(
+        theirs, _ = await new_session(async_sdk(
             base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
             default_headers={"x-tenant-id": OTHER}), tmp_path)
         status, creds = await credentials(http, theirs, {"x-tenant-id": OTHER})
@@ -358,7 +359,7 @@ async def test_with_bridge_keys(keyed: Keyed, through: str, tmp_path: Path) -> N
     leaves them to their signature), and another tenant's key reaches nothing of the session."""
     base = keyed[0] if through == "http" else keyed[1]
     keys = keyed[2]
-    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=keys[ALPHA], max_retries=0, timeout=60) as alpha, \
+    async with async_sdk(base_url=f"{base}/v1", api_key=keys[ALPHA], max_retries=0, timeout=60) as alpha, \
             aiohttp.ClientSession(base) as http:
         session_id, environment_id = await new_session(alpha, tmp_path)
         assert (await credentials(http, session_id))[0] == 401  # no key

@@ -23,6 +23,7 @@ from tests.integration.test_skills import MANIFEST, skill_zip
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
+from tests.support.sdk import async_sdk
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
               pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here"),
@@ -59,7 +60,7 @@ async def http(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def beta_client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as sdk:
         yield sdk
 
@@ -161,7 +162,7 @@ async def test_two_turns_use_the_shell_and_files_and_leave_artifacts(beta_client
 
 
 async def test_a_container_gone_is_an_expired_environment(gateway: Gateway) -> None:
-    async with openai.AsyncOpenAI(base_url=f"{gateway.sidecar.http_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{gateway.sidecar.http_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as client, aiohttp.ClientSession(gateway.sidecar.http_url) as http:
         agent = await client.beta.agents.create(model=MODEL)
         session = await client.beta.agents.sessions.create(agent_id=agent.id, environment=HOSTED,  # type: ignore[arg-type]
@@ -207,7 +208,7 @@ async def test_what_a_hosted_environment_cannot_have_is_a_400(gateway: Gateway, 
 
 
 async def test_restricted_network_is_the_containers_allowlist(gateway: Gateway) -> None:
-    async with openai.AsyncOpenAI(base_url=f"{gateway.sidecar.http_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{gateway.sidecar.http_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as client:
         agent = await client.beta.agents.create(model=MODEL)
         session = await client.beta.agents.sessions.create(
@@ -228,7 +229,7 @@ async def test_the_environments_skills_are_laid_out_for_the_shell(gateway: Gatew
     inline = {"type": "inline", "name": "inline-tool", "description": "An inline tool.",
               "source": {"type": "base64", "media_type": "application/zip",
                          "data": base64.b64encode(skill_zip(MANIFEST.replace("csv-insights", "inline"))).decode()}}
-    async with openai.AsyncOpenAI(base_url=f"{gateway.sidecar.http_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{gateway.sidecar.http_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as client, aiohttp.ClientSession(gateway.sidecar.http_url) as http:
         made = await client.skills.create(files=("s.zip", skill_zip(), "application/zip"))
         agent = await client.beta.agents.create(model=MODEL)
@@ -261,7 +262,7 @@ async def tenanted(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory)
 
 
 async def test_another_tenants_artifacts_are_a_404(tenanted: Sidecar) -> None:
-    clients = {tenant: openai.AsyncOpenAI(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
+    clients = {tenant: async_sdk(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
                                           timeout=60, default_headers={"x-tenant-id": tenant})
                for tenant in ("alpha", "other")}
     try:
@@ -293,7 +294,7 @@ async def test_another_tenants_artifacts_are_a_404(tenanted: Sidecar) -> None:
 
 
 async def test_a_sessions_artifacts_hold_a_containers_bytes_at_most(tenanted: Sidecar) -> None:
-    async with openai.AsyncOpenAI(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0, timeout=60,
+    async with async_sdk(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0, timeout=60,
                                   default_headers={"x-tenant-id": "alpha"}) as client, \
             aiohttp.ClientSession(tenanted.http_url, headers={**BETA, "x-tenant-id": "alpha"}) as http:
         agent = await client.beta.agents.create(model=MODEL)

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import openai
 import pytest
 from aiohttp import web
 from openai.types.beta import AgentSession
@@ -30,6 +29,7 @@ from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle, strict
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
+from tests.support.sdk import async_sdk
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
               pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here"),
@@ -170,7 +170,7 @@ async def start(http: aiohttp.ClientSession, environment: dict[str, Any],
 async def test_packages_from_the_operators_indexes_serve_every_later_command(base_url: str,
                                                                            indexes: Indexes) -> None:
     async with aiohttp.ClientSession(base_url, timeout=aiohttp.ClientTimeout(total=180)) as http, \
-            openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
+            async_sdk(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
         seen = len(indexes.seen)
         events = await start(http, {"packages": {"python": ["tinypkg==1.0"], "npm": ["tinynode@1.0.0"]}},
                              "python3 -c 'import tinypkg; print(tinypkg.WORD)' && tinyword && "

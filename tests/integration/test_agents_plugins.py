@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import openai
 import orjson
 import pytest
 from openai.types.beta import AgentSession
@@ -26,6 +25,7 @@ from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_id
 from tests.integration.test_agents_packages import commands
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
+from tests.support.sdk import async_sdk
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
               pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here"),
@@ -74,7 +74,7 @@ def base_url(request: pytest.FixtureRequest, gateway: Gateway) -> str:
 
 async def test_a_plugins_skills_are_laid_out_and_the_plugin_shown(base_url: str) -> None:
     async with aiohttp.ClientSession(base_url, headers=BETA, timeout=aiohttp.ClientTimeout(total=120)) as http, \
-            openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
+            async_sdk(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
         body = {"agent": {"model": MODEL}, "environment": {**HOSTED, "plugins": [plugin(folder="demo/")]},
                 "stream": True, "input": "sh: sed -n 2p /mnt/skills/greet/SKILL.md && sh /mnt/skills/greet/run.sh you"}
         async with http.post("/v1/agents/sessions", json=body) as answer:

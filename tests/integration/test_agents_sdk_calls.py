@@ -34,6 +34,7 @@ from tests.support.agent_doors import TIMEOUT, base_fixture, doors  # noqa: F401
 from tests.support.bridge import Sidecar, keys_command, running_sidecar
 from tests.support.envoy import have_envoy
 from tests.support.gateway import envoy_before
+from tests.support.sdk import async_sdk
 from tests.support.sdk_strict import strict_response
 
 pytestmark = [
@@ -87,7 +88,7 @@ async def door(base: str, keys: dict[str, str]) -> AsyncIterator[aiohttp.ClientS
 
 
 def _client(base: str, key: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=TIMEOUT)
+    return async_sdk(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=TIMEOUT)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import pytest
 from openai.types.beta import AgentSession
 
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle, strict
+from tests.support.sdk import async_sdk
 
 pytestmark = pytest.mark.store_proven(
     "tests/integration/test_agents_automations_replicas.py",
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.store_proven(
 
 @pytest.fixture
 async def beta_client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as sdk:
         yield sdk
 

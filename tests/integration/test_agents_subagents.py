@@ -24,6 +24,7 @@ from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.gateway import envoy_before
 from tests.support.mcp_server import MCPTestServer
 from tests.support.postgres import store_from_env
+from tests.support.sdk import async_sdk
 from tests.support.upstreams import running_deployment
 
 ALPHA, OTHER = "alpha", "other"
@@ -60,7 +61,7 @@ async def http(base: str) -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def sdk(base: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=90,
+    async with async_sdk(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=90,
                                   default_headers={"x-tenant-id": ALPHA}) as client:
         yield client
 

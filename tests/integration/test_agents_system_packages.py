@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import openai
 import pytest
 from aiohttp import web
 from openai.types.beta import AgentSession
@@ -28,6 +27,7 @@ from tests.integration.test_agents_api import BETA, strict
 from tests.integration.test_agents_packages import commands, start
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
+from tests.support.sdk import async_sdk
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
               pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here"),
@@ -113,7 +113,7 @@ def base_url(request: pytest.FixtureRequest, gateway: Gateway) -> str:
 
 async def test_a_system_package_serves_every_later_command(base_url: str, repository: Repository) -> None:
     async with aiohttp.ClientSession(base_url, timeout=aiohttp.ClientTimeout(total=180)) as http, \
-            openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
+            async_sdk(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
         seen = len(repository.seen)
         events = await start(http, {"packages": {"system": ["tinysys"]}},
                              "tinysys && command -v tinysys && ls -A /mnt/data | wc -l")

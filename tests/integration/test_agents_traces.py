@@ -21,6 +21,7 @@ from tests.integration.test_agents_api import ALPHA, BETA, MODEL, OTHER, frames,
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
+from tests.support.sdk import async_sdk
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
               pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here"),
@@ -61,7 +62,7 @@ async def http(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def beta_client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-client-secret-0042", max_retries=0,
+    async with async_sdk(base_url=f"{base_url}/v1", api_key="sk-client-secret-0042", max_retries=0,
                                   timeout=60) as sdk:
         yield sdk
 
@@ -237,7 +238,7 @@ async def test_traces_page_by_turn_and_are_the_tenants_own(tenanted: Sidecar) ->
 
         status, body = await page("", {**BETA, "x-tenant-id": OTHER})
         assert status == 404 and body["error"]["param"] == "session_id"
-        async with openai.AsyncOpenAI(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
+        async with async_sdk(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
                                       default_headers={"x-tenant-id": OTHER}) as other:
             with pytest.raises(openai.NotFoundError):
                 await other.beta.agents.sessions.traces.list(session_id)

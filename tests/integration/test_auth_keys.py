@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import openai
 import orjson
 import pytest
 
@@ -31,6 +30,7 @@ from responses_bridge.services.identity import SIDECAR_HEADER
 from tests.support.bridge import PYTHON, UpstreamLog, finished_after, finished_requests, keys_command
 from tests.support.envoy import free_port, have_envoy, start_envoy
 from tests.support.postgres import sidecar_env
+from tests.support.sdk import async_sdk
 from tests.support.sidecar_state import database_bytes, sidecar_stores
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
@@ -143,7 +143,7 @@ def stack(request: pytest.FixtureRequest) -> Stack:
 
 
 async def _create(base_url: str, key: str, stream: bool = False, **params: Any) -> Any:
-    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0, timeout=60) as sdk:
+    async with async_sdk(base_url=f"{base_url}/v1", api_key=key, max_retries=0, timeout=60) as sdk:
         if not stream:
             return await sdk.responses.create(model=MODEL, input="Say hello.", **params)
         final = None
@@ -357,7 +357,7 @@ async def test_background_runs_call_upstream_as_the_sidecar(stack: Stack, door: 
     """A background run's model call is the sidecar's own, through Envoy's passthrough route: let through, with
     the upstream key or none."""
     await stack.upstream.clear()
-    async with openai.AsyncOpenAI(base_url=f"{stack.url(door)}/v1", api_key=stack.keys.acme, max_retries=0,
+    async with async_sdk(base_url=f"{stack.url(door)}/v1", api_key=stack.keys.acme, max_retries=0,
                                   timeout=60) as sdk:
         response = await sdk.responses.create(model=MODEL, input="in the background", background=True)
         for _ in range(400):

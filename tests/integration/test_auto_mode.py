@@ -26,6 +26,7 @@ from responses_bridge.upstreams import UpstreamSpec
 from tests.integration.test_profile_upstream import weather_round_trip
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
 from tests.support.envoy import have_envoy, start_envoy
+from tests.support.sdk import async_sdk
 
 pytestmark = [
     pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
@@ -95,7 +96,7 @@ async def client(request: pytest.FixtureRequest, auto: Auto) -> AsyncIterator[op
     for log in auto.logs.values():
         await log.clear()
     base = auto.envoy_url if request.param == "envoy" else auto.sidecar.http_url
-    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
+    async with async_sdk(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
         yield sdk
 
 

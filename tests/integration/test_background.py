@@ -13,6 +13,7 @@ from responses_bridge.devtools.procs import ManagedProcess, envoy_binary, free_p
 from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import start_sidecar
 from tests.support.schema import check_stream
+from tests.support.sdk import async_sdk
 
 pytestmark = pytest.mark.store_proven(
     "tests/integration/test_replicas.py",
@@ -199,7 +200,7 @@ async def test_envoy_background_upstream_call_goes_through_envoy(fake_upstream: 
             return int(counts.get("cluster.llm_upstream.upstream_rq_completed", 0))
 
         before = await upstream_requests()  # completed: Envoy may open (and reset) one for the POST it holds
-        async with openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{listen_port}/v1", api_key="sk-x",
+        async with async_sdk(base_url=f"http://127.0.0.1:{listen_port}/v1", api_key="sk-x",
                                       max_retries=0) as client:
             response = await client.responses.create(model=MODEL, input="via envoy", background=True)
             assert response.status == "queued"

@@ -15,6 +15,7 @@ from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.bridge import Sidecar, start_sidecar
 from tests.support.postgres import store_from_env
+from tests.support.sdk import async_sdk
 
 WEATHER_TOOL = {
     "type": "function", "name": "get_weather", "description": "Weather for a city", "strict": True,
@@ -125,7 +126,7 @@ async def test_a_long_chain_costs_the_store_what_a_short_one_does(sidecar: Sidec
     whatever the length (each store loads a chain in one statement, tested below and in the store's own tests).
     Counted from the sidecar's ``/metrics`` instead of timed, so a busy machine cannot fail it; three windows
     each, so that a timer of the sidecar's is not taken for the request's (:func:`fewest`)."""
-    async with openai.AsyncOpenAI(base_url=f"{sidecar.http_url}/v1", api_key="k", max_retries=0) as client, \
+    async with async_sdk(base_url=f"{sidecar.http_url}/v1", api_key="k", max_retries=0) as client, \
             aiohttp.ClientSession(base_url=sidecar.http_url) as http:
         ids, _ = await build_chain(client, TURNS)
 
@@ -197,7 +198,7 @@ async def test_everything_survives_a_restart(fake_upstream: str, tmp_path: Path,
 
     process, url = await start()
     try:
-        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0) as client, \
+        async with async_sdk(base_url=f"{url}/v1", api_key="k", max_retries=0) as client, \
                 aiohttp.ClientSession(base_url=url) as http:
             first = await client.responses.create(model="fake-model", input="alpha")
             second = await client.responses.create(model="fake-model", input="beta", previous_response_id=first.id)
@@ -216,7 +217,7 @@ async def test_everything_survives_a_restart(fake_upstream: str, tmp_path: Path,
 
     process, url = await start()
     try:
-        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0) as client, \
+        async with async_sdk(base_url=f"{url}/v1", api_key="k", max_retries=0) as client, \
                 aiohttp.ClientSession(base_url=url) as http:
             assert (await client.responses.retrieve(second.id)).output_text == "Echo: beta"
             await client.responses.create(model="fake-model", input="delta", previous_response_id=second.id)

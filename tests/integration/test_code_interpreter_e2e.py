@@ -37,6 +37,7 @@ from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
 from tests.support.schema import parse_sse
+from tests.support.sdk import async_sdk
 from tests.unit.test_server_tool_turns import check_event, check_item_order
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
@@ -98,7 +99,7 @@ SANDBOX_ONLY = pytest.mark.parametrize("base_url", ["http"], indirect=True)  # t
 
 @pytest.fixture
 async def client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as sdk:
         yield sdk
 
@@ -321,7 +322,7 @@ async def test_bad_containers_are_clear_errors(client: openai.AsyncOpenAI) -> No
 
 async def test_envoy_hands_code_interpreter_requests_to_the_http_door(gateway: Gateway) -> None:
     before = await gateway.sidecar_requests()
-    async with openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="sk-client", max_retries=0) as through_envoy:
+    async with async_sdk(base_url=f"{gateway.url}/v1", api_key="sk-client", max_retries=0) as through_envoy:
         response = await ask(through_envoy, "print(1)")
     assert logs_of(response.output[0]) == "1\n"
     assert await gateway.sidecar_requests() > before

@@ -17,6 +17,7 @@ from responses_bridge.devtools.procs import free_port
 from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import running_sidecar
 from tests.support.envoy import have_envoy, start_envoy
+from tests.support.sdk import async_sdk
 
 # its sidecars run on their own SQLite files: the statuses and codes of a failing model server are the doors' own,
 # whatever the store (a failed response's storage is test_failed_responses.py's, on both stores)
@@ -67,7 +68,7 @@ def documented(status: int, code: str) -> str:
 
 
 async def error_of(base: str, text: str) -> openai.APIStatusError:
-    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-test", max_retries=0, timeout=60) as client:
+    async with async_sdk(base_url=f"{base}/v1", api_key="sk-test", max_retries=0, timeout=60) as client:
         with pytest.raises(openai.APIStatusError) as caught:
             await client.responses.create(model="fake-model", input=text)
     return caught.value
@@ -99,7 +100,7 @@ async def test_an_upstream_nothing_listens_on(down: Doors, door: str, expected: 
 
 
 async def test_through_envoy_the_untranslated_chat_route_gets_envoys_503(down: Doors) -> None:
-    async with openai.AsyncOpenAI(base_url=f"{down.envoy}/v1", api_key="sk-test", max_retries=0) as client:
+    async with async_sdk(base_url=f"{down.envoy}/v1", api_key="sk-test", max_retries=0) as client:
         with pytest.raises(openai.APIStatusError) as caught:
             await client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}])
     assert shape(caught.value) == (503, "server_error", "gateway_error")

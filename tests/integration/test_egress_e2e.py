@@ -35,6 +35,7 @@ from tests.integration.test_shell_e2e import run_action
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import EnvoyProcess, have_envoy
 from tests.support.gateway import running_gateway
+from tests.support.sdk import async_sdk
 from tests.support.tls_ca import make_test_ca
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
@@ -111,7 +112,7 @@ SANDBOX_ONLY = pytest.mark.parametrize("client", ["http"], indirect=True)  # the
 @pytest.fixture(params=["http", "envoy"])
 async def client(request: pytest.FixtureRequest, stack: Stack) -> AsyncIterator[openai.AsyncOpenAI]:
     base = stack.envoy_url if request.param == "envoy" else stack.sidecar.http_url
-    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=90) as sdk:
+    async with async_sdk(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=90) as sdk:
         yield sdk
 
 
@@ -291,7 +292,7 @@ async def test_a_deployment_without_allowlists_answers_them_with_a_400(fake_upst
     policy = {"type": "allowlist", "allowed_domains": ["example.com"]}
     async with running_sidecar(str(tmp_path), fake_upstream, extproc=False,
                                env={"RESPONSES_BRIDGE_CODE_EGRESS_ALLOWLIST": "false"}) as sidecar, \
-            openai.AsyncOpenAI(base_url=f"{sidecar.http_url}/v1", api_key="sk", max_retries=0) as client:
+            async_sdk(base_url=f"{sidecar.http_url}/v1", api_key="sk", max_retries=0) as client:
         with pytest.raises(openai.BadRequestError) as refused:
             await client.containers.create(name="c", network_policy=policy)  # type: ignore[arg-type]
         assert refused.value.body["param"] == "network_policy"  # type: ignore[index]
@@ -399,7 +400,7 @@ async def test_a_deployment_without_allowlists_answers_a_shell_s_with_a_400(fake
     policy = {"type": "allowlist", "allowed_domains": ["example.com"]}
     async with running_sidecar(str(tmp_path), fake_upstream, extproc=False,
                                env={"RESPONSES_BRIDGE_CODE_EGRESS_ALLOWLIST": "false"}) as sidecar, \
-            openai.AsyncOpenAI(base_url=f"{sidecar.http_url}/v1", api_key="sk", max_retries=0) as client:
+            async_sdk(base_url=f"{sidecar.http_url}/v1", api_key="sk", max_retries=0) as client:
         with pytest.raises(openai.BadRequestError) as refused:
             await client.responses.create(model="fake-model", input="sh: ls", tools=[  # type: ignore[list-item]
                 {"type": "shell", "environment": {"type": "container_auto", "network_policy": policy}}])

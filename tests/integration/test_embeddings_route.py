@@ -25,6 +25,7 @@ from tests.support.bridge import running_sidecar
 from tests.support.fuzz import Tally
 from tests.support.fuzz_embeddings import run_embeddings
 from tests.support.gateway import envoy_before
+from tests.support.sdk import async_sdk
 
 pytestmark = pytest.mark.store_free  # embeddings are never stored; its sidecars are on SQLite files of their own
 
@@ -182,7 +183,7 @@ async def upstream_embedder(fake_upstream: str, tmp_path_factory: pytest.TempPat
 
 
 async def test_the_upstream_model_is_passed_through(upstream_embedder: dict[str, str], door: str) -> None:
-    async with openai.AsyncOpenAI(base_url=f"{upstream_embedder[door]}/v1", api_key="sk-client",
+    async with async_sdk(base_url=f"{upstream_embedder[door]}/v1", api_key="sk-client",
                                   max_retries=0) as sdk:
         answer = await sdk.embeddings.create(model=UPSTREAM_MODEL, input=["alpha beta", "gamma"], dimensions=12)
         assert answer.model == UPSTREAM_MODEL

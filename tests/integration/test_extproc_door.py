@@ -31,6 +31,7 @@ from responses_bridge.runtime import Runtime
 from responses_bridge.serve import open_runtime
 from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
+from tests.support.sdk import async_sdk
 
 pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no envoy binary"), pytest.mark.store_free]
 
@@ -57,7 +58,7 @@ class Stack:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def client(self, **kwargs: Any) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(base_url=self.base_url, api_key="sk-test", max_retries=0, **kwargs)
+        return async_sdk(base_url=self.base_url, api_key="sk-test", max_retries=0, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -362,7 +363,7 @@ async def test_processor_unreachable(stack: Stack) -> None:
             assert headers["content-type"] == "application/json"
             error = orjson.loads(data)["error"]
             assert error["type"] == "server_error" and error["code"] == "processor_unavailable"
-        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        client = async_sdk(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
         with pytest.raises(openai.APIStatusError) as caught:
             await client.responses.create(model="fake-model", input="hi")
         assert caught.value.status_code == 503

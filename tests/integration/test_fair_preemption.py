@@ -33,6 +33,7 @@ import pytest
 from responses_bridge.envoy_config import Auth, render_bootstrap
 from tests.support.bridge import Sidecar, create_keys, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
+from tests.support.sdk import async_sdk
 
 pytestmark = pytest.mark.store_proven(
     "tests/integration/test_agents_automations_replicas.py",
@@ -166,7 +167,7 @@ async def _until(condition: object, what: str) -> None:
 
 
 async def _victim_answers(stack: Stack, count: int) -> list[str]:
-    async with openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key=stack.keys["victim"],
+    async with async_sdk(base_url=f"{stack.url}/v1", api_key=stack.keys["victim"],
                                   max_retries=0, timeout=60) as victim:
         outcomes = []
         for at in range(count):
@@ -232,7 +233,7 @@ async def _upstream_victim(upstream_stack: Stack, places: int, greedy: int, toge
     if greedy > 2:  # taken back to their fair share for the later ones (alone 8 each: two fill the pool)
         assert "failed:server_error:preempted_for_fairness" in ended
         taken = next(tenant for tenant in tenants if tenant.preempted_ids)
-        async with openai.AsyncOpenAI(base_url=f"{upstream_stack.sidecar.http_url}/v1", api_key=taken.key,
+        async with async_sdk(base_url=f"{upstream_stack.sidecar.http_url}/v1", api_key=taken.key,
                                       max_retries=0) as owner:
             stored = await owner.responses.retrieve(taken.preempted_ids[0])
         assert stored.status == "failed" and stored.error is not None  # stored so, never completed

@@ -21,6 +21,7 @@ from responses_bridge.envoy_config import BUFFER_LIMIT_BYTES, FILES_CLUSTER, ren
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import EnvoyProcess, start_envoy
 from tests.support.memory import reset_peak, status_kb
+from tests.support.sdk import async_sdk
 from tests.support.sidecar_state import database_of, stored_files
 
 pytestmark = pytest.mark.store_proven(
@@ -210,7 +211,7 @@ async def test_envoy_holds_little_of_an_upload(own_envoy: tuple[EnvoyProcess, st
     envoy, url = own_envoy
     size = 200 * MiB
     pid = envoy.process.pid
-    async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0, timeout=120) as sdk:
+    async with async_sdk(base_url=f"{url}/v1", api_key="k", max_retries=0, timeout=120) as sdk:
         await sdk.files.delete((await sdk.files.create(file=("warm.bin", b"w"), purpose="user_data")).id)
         before_kb = reset_peak(pid)  # the peak RSS (VmHWM) starts again from here
         created = await sdk.files.create(file=("big.bin", PatternStream(size)), purpose="user_data")
@@ -258,7 +259,7 @@ async def limited(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture
 async def limited_client(limited: Limited, door: str) -> AsyncIterator[openai.AsyncOpenAI]:
     base = limited.envoy_url if door == "envoy" else limited.sidecar.http_url
-    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
+    async with async_sdk(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
         yield sdk
 
 
@@ -281,7 +282,7 @@ async def test_over_the_limit_is_a_413_and_stores_nothing(limited_client: openai
 
 
 async def test_uploads_through_envoy_never_reach_the_processor(limited: Limited) -> None:
-    async with openai.AsyncOpenAI(base_url=f"{limited.envoy_url}/v1", api_key="k", max_retries=0) as sdk:
+    async with async_sdk(base_url=f"{limited.envoy_url}/v1", api_key="k", max_retries=0) as sdk:
         created = await sdk.files.create(file=("a.txt", b"through envoy"), purpose="assistants")
         assert (await sdk.files.content(created.id)).content == b"through envoy"
         await sdk.files.delete(created.id)
@@ -394,10 +395,10 @@ async def test_unknown_ids_and_paths_are_404s(http: aiohttp.ClientSession) -> No
 async def test_files_survive_a_restart(fake_upstream: str, tmp_path: Path) -> None:
     db = str(tmp_path / "restart.db")
     async with running_sidecar(str(tmp_path), fake_upstream, "--db", db, extproc=False) as first:
-        async with openai.AsyncOpenAI(base_url=f"{first.http_url}/v1", api_key="k", max_retries=0) as sdk:
+        async with async_sdk(base_url=f"{first.http_url}/v1", api_key="k", max_retries=0) as sdk:
             created = await sdk.files.create(file=("kept.txt", b"across restarts"), purpose="user_data")
     async with running_sidecar(str(tmp_path), fake_upstream, "--db", db, extproc=False) as second:
-        async with openai.AsyncOpenAI(base_url=f"{second.http_url}/v1", api_key="k", max_retries=0) as sdk:
+        async with async_sdk(base_url=f"{second.http_url}/v1", api_key="k", max_retries=0) as sdk:
             assert await sdk.files.retrieve(created.id) == created
             assert (await sdk.files.content(created.id)).content == b"across restarts"
             assert [file.id async for file in sdk.files.list(purpose="user_data")] == [created.id]

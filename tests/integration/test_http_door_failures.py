@@ -13,6 +13,7 @@ import pytest
 from responses_bridge.devtools.procs import free_port
 from tests.support.bridge import UpstreamLog, running_sidecar
 from tests.support.schema import check_sequence, parse_sse
+from tests.support.sdk import async_sdk
 from tests.support.sdk_strict import failure_reason
 
 pytestmark = pytest.mark.store_proven(
@@ -40,7 +41,7 @@ async def orphan(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]
 
 
 async def test_unreachable_upstream(orphan: str) -> None:
-    async with openai.AsyncOpenAI(base_url=f"{orphan}/v1", api_key="x", max_retries=0) as client:
+    async with async_sdk(base_url=f"{orphan}/v1", api_key="x", max_retries=0) as client:
         with pytest.raises(openai.APIStatusError) as caught:
             await client.responses.create(model="m", input="x")
     assert caught.value.status_code == 502
@@ -58,7 +59,7 @@ async def test_unreachable_upstream(orphan: str) -> None:
 
 
 async def test_silent_upstream_times_out(impatient: str) -> None:
-    async with openai.AsyncOpenAI(base_url=f"{impatient}/v1", api_key="x", max_retries=0) as client:
+    async with async_sdk(base_url=f"{impatient}/v1", api_key="x", max_retries=0) as client:
         with pytest.raises(openai.APIStatusError) as caught:
             await client.responses.create(model="fake-model", input="[stall=3000] hello")
     assert caught.value.status_code == 504
@@ -75,7 +76,7 @@ async def test_silent_upstream_times_out(impatient: str) -> None:
 async def test_configured_key_replaces_the_clients(impatient: str, fake_upstream: str) -> None:
     log = UpstreamLog(fake_upstream.removesuffix("/v1"))
     await log.clear()
-    async with openai.AsyncOpenAI(base_url=f"{impatient}/v1", api_key="sk-client", max_retries=0) as client:
+    async with async_sdk(base_url=f"{impatient}/v1", api_key="sk-client", max_retries=0) as client:
         await client.responses.create(model="fake-model", input="key check")
     assert (await log.entries())[-1]["headers"]["authorization"] == "Bearer sk-configured"
 

@@ -33,6 +33,7 @@ import pytest
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
 from tests.support.mcp_server import MCPTestServer
+from tests.support.sdk import async_sdk
 from tests.support.sdk_strict import failure_reason
 
 pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no envoy binary")]
@@ -110,7 +111,7 @@ async def deployment(fake_upstream: str, mcp: MCPTestServer, tmp_path_factory: p
 
 @pytest.fixture
 async def sdk(deployment: Deployment) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=deployment.url, api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=deployment.url, api_key="sk-client", max_retries=0,
                                   timeout=BOUND_SECONDS) as client:
         yield client
 

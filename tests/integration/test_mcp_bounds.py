@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
-import openai
 import pytest
 from aiohttp import web
 
@@ -27,6 +26,7 @@ from tests.support.gateway import running_gateway
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
 from tests.support.memory import reset_peak, status_kb
 from tests.support.schema import parse_sse
+from tests.support.sdk import async_sdk
 
 # its subject is the bridge's bounds on a misbehaving server (memory, the stream kept alive): its sidecar keeps its
 # own SQLite file, and the PostgreSQL pass of scripts/test leaves it out
@@ -58,7 +58,7 @@ async def test_a_50_mb_tool_answer_fails_the_call_within_a_memory_budget(stack: 
             "allowed_tools": ["big"]}
     pid = stack.sidecar.process.pid
     before = reset_peak(pid)  # the peak RSS (VmHWM) starts again from here
-    async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-client", max_retries=0, timeout=120) as sdk:
+    async with async_sdk(base_url=f"{url}/v1", api_key="sk-client", max_retries=0, timeout=120) as sdk:
         response = await sdk.responses.create(
             model="fake-model", input=f'call tools__big [args={{"size": {OUTPUT}}}]',
             tools=[tool])  # type: ignore[list-item]

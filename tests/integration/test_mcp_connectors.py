@@ -27,6 +27,7 @@ from tests.support.bridge import Sidecar
 from tests.support.envoy import have_envoy
 from tests.support.gateway import running_gateway
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
+from tests.support.sdk import async_sdk
 
 # the sidecar keeps its own SQLite file (read for the secrets below), so the PostgreSQL pass leaves the module out
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"), pytest.mark.store_free]
@@ -64,7 +65,7 @@ def drive(**fields: Any) -> dict[str, Any]:
 
 def client(stack: Stack, door: str) -> openai.AsyncOpenAI:
     url = stack.sidecar.http_url if door == "http" else stack.envoy_url
-    return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-client", max_retries=0, timeout=60)
+    return async_sdk(base_url=f"{url}/v1", api_key="sk-client", max_retries=0, timeout=60)
 
 
 @pytest.mark.parametrize("door", ["http", "envoy"])

@@ -21,6 +21,7 @@ import pytest
 from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
+from tests.support.sdk import async_sdk
 from tests.support.streams import held_stream
 
 pytestmark = pytest.mark.store_free  # its subject is the memory budget: the sidecar keeps its own SQLite file
@@ -54,7 +55,7 @@ def door_url(request: pytest.FixtureRequest, stack: tuple[str, Sidecar]) -> str:
 
 
 def sdk(base: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60)
+    return async_sdk(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60)
 
 
 async def hold(client: openai.AsyncOpenAI) -> Any:

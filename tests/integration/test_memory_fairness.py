@@ -26,6 +26,7 @@ import pytest
 
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
+from tests.support.sdk import async_sdk
 from tests.support.streams import held_stream
 
 pytestmark = pytest.mark.store_free  # its subject is the memory budget: the sidecar keeps its own SQLite file
@@ -51,7 +52,7 @@ async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def sdk(base: str, key: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=60)
+    return async_sdk(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=60)
 
 
 

@@ -16,6 +16,7 @@ import pytest
 from responses_bridge.envoy_config import Auth, render_bootstrap
 from tests.support.bridge import Sidecar, keys_command, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
+from tests.support.sdk import async_sdk
 from tests.support.streams import held_stream
 
 pytestmark = pytest.mark.store_proven(
@@ -68,9 +69,9 @@ async def test_one_tenant_at_its_share_is_refused_naming_it_and_the_other_tenant
         tenants: Tenants, door: str) -> None:
     base = tenants.sidecar.http_url if door == "http" else tenants.envoy_url
     streams: list[Any] = []
-    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=tenants.keys["attacker"], max_retries=0,
+    async with async_sdk(base_url=f"{base}/v1", api_key=tenants.keys["attacker"], max_retries=0,
                                   timeout=60) as attacker, \
-            openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=tenants.keys["victim"], max_retries=0,
+            async_sdk(base_url=f"{base}/v1", api_key=tenants.keys["victim"], max_retries=0,
                                timeout=60) as victim:
         try:
             with pytest.raises(openai.InternalServerError) as caught:

@@ -33,6 +33,7 @@ from responses_bridge.envoy_config import HTTP_CLUSTER, render_bootstrap
 from tests.support.bridge import UpstreamLog, running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
 from tests.support.schema import parse_sse
+from tests.support.sdk import async_sdk
 from tests.support.sdk_strict import strict_event
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
@@ -83,7 +84,7 @@ async def doors(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def _client(doors: Doors, door: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{doors.url(door)}/v1", api_key="sk-client", max_retries=0, timeout=60)
+    return async_sdk(base_url=f"{doors.url(door)}/v1", api_key="sk-client", max_retries=0, timeout=60)
 
 
 def _strict(body: dict[str, Any]) -> BetaResponse:
@@ -316,7 +317,7 @@ async def test_the_tenants_limit_bounds_its_subagents(fake_upstream: str,
     would be, and that refusal is its result; the root still answers."""
     async with running_sidecar(str(tmp_path_factory.mktemp("agents-limited")), fake_upstream, extproc=False,
                                env={"RESPONSES_BRIDGE_TENANT_MAX_CONCURRENT_REQUESTS": "1"}) as sidecar, \
-            openai.AsyncOpenAI(base_url=f"{sidecar.http_url}/v1", api_key="sk", max_retries=0) as client:
+            async_sdk(base_url=f"{sidecar.http_url}/v1", api_key="sk", max_retries=0) as client:
         raw = await client.beta.responses.with_raw_response.create(
             model="fake-model", input="spawn: alpha", multi_agent={"enabled": True}, betas=BETA)
         body = orjson.loads(raw.http_response.content)

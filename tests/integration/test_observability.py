@@ -34,6 +34,7 @@ from responses_bridge.devtools.procs import free_port, wait_http
 from responses_bridge.envoy_config import bootstrap_dict, render_bootstrap, to_yaml
 from tests.support.bridge import PYTHON, UpstreamLog
 from tests.support.envoy import start_envoy
+from tests.support.sdk import async_sdk
 
 pytestmark = [pytest.mark.envoy, pytest.mark.store_free]
 
@@ -180,7 +181,7 @@ def value(metrics: dict, name: str, **labels: str) -> float:
 
 
 def sdk(stack: Stack, door: str, **headers: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{stack.base(door)}/v1", api_key=SECRET_KEY, max_retries=0, timeout=60,
+    return async_sdk(base_url=f"{stack.base(door)}/v1", api_key=SECRET_KEY, max_retries=0, timeout=60,
                               default_headers=headers or None)
 
 
@@ -410,7 +411,7 @@ async def test_envoys_span_and_the_bridges_spans_join(stack: Stack) -> None:
     envoy = await start_envoy(traced_bootstrap(stack, listen_port))
     try:
         trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
-        async with openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{listen_port}/v1", api_key=SECRET_KEY,
+        async with async_sdk(base_url=f"http://127.0.0.1:{listen_port}/v1", api_key=SECRET_KEY,
                                       max_retries=0, timeout=60,
                                       default_headers={"traceparent": f"00-{trace_id}-{parent_id}-01"}) as client:
             await stream_one(client, "trace through envoy")

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import aiohttp
-import openai
 
 from responses_bridge.devtools.procs import free_port
 from tests.support.bridge import running_sidecar
 from tests.support.postgres import PostgresServer
+from tests.support.sdk import async_sdk
 
 
 def serve(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -51,8 +51,8 @@ async def test_two_replicas_with_separate_data_directories_share_every_object(
     (tmp_path / "b").mkdir()
     async with running_sidecar(str(tmp_path / "a"), fake_upstream, env=env, extproc=False) as a, \
             running_sidecar(str(tmp_path / "b"), fake_upstream, env=env, extproc=False) as b:
-        async with openai.AsyncOpenAI(base_url=f"{a.http_url}/v1", api_key="k", max_retries=0) as on_a, \
-                openai.AsyncOpenAI(base_url=f"{b.http_url}/v1", api_key="k", max_retries=0) as on_b:
+        async with async_sdk(base_url=f"{a.http_url}/v1", api_key="k", max_retries=0) as on_a, \
+                async_sdk(base_url=f"{b.http_url}/v1", api_key="k", max_retries=0) as on_b:
             conversation = await on_a.conversations.create(items=[{"role": "user", "content": "from A"}])
             first = await on_a.responses.create(model="fake-model", input="alpha", conversation=conversation.id,
                                                 include=["reasoning.encrypted_content"])

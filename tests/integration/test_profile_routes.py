@@ -21,6 +21,7 @@ from responses_bridge.upstreams import UpstreamSpec
 from tests.integration.test_profile_upstream import WEATHER, weather_round_trip
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
 from tests.support.envoy import have_envoy, start_envoy
+from tests.support.sdk import async_sdk
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
 pytestmark = [pytestmark, pytest.mark.store_proven(
@@ -76,7 +77,7 @@ async def client(request: pytest.FixtureRequest, deployment: tuple[Sidecar, str,
                  ) -> AsyncIterator[openai.AsyncOpenAI]:
     sidecar, envoy_url, _ = deployment
     base = envoy_url if request.param == "envoy" else sidecar.http_url
-    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
+    async with async_sdk(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
         yield sdk
 
 

@@ -15,6 +15,7 @@ import pytest
 from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
 from tests.support.gateway import envoy_before
+from tests.support.sdk import async_sdk
 
 pytestmark = pytest.mark.store_proven(
     "tests/integration/test_agents_automations_replicas.py",
@@ -70,7 +71,7 @@ def base_url(request: pytest.FixtureRequest, profiled: Sidecar) -> str:
 @pytest.fixture
 async def client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
     base = base_url
-    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
+    async with async_sdk(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
         yield sdk
 
 
@@ -98,7 +99,7 @@ async def test_a_tool_round_trip_reaches_the_model_with_the_llamacpp_profile(cli
 
 
 async def test_the_same_round_trip_with_the_generic_profile_is_refused_by_the_upstream(generic: Sidecar) -> None:
-    async with openai.AsyncOpenAI(base_url=f"{generic.http_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{generic.http_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as sdk:
         first = await sdk.responses.create(model="llama-3.1-8b-instruct", input="Please call get_weather Paris",
                                            tools=[WEATHER])

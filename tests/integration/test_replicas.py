@@ -26,6 +26,7 @@ from tests.support.bridge import PYTHON, UpstreamLog
 from tests.support.envoy import have_envoy
 from tests.support.postgres import PostgresServer, fresh_database
 from tests.support.replicas import Replica, running_replica, running_replicas
+from tests.support.sdk import async_sdk
 
 pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no envoy binary"), pytest.mark.store_free]
 
@@ -53,7 +54,7 @@ async def replicas(tmp_path_factory: pytest.TempPathFactory, fake_upstream: str,
 
 
 def sdk(replica: Replica) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{replica.envoy_url}/v1", api_key="sk-client", max_retries=0, timeout=60)
+    return async_sdk(base_url=f"{replica.envoy_url}/v1", api_key="sk-client", max_retries=0, timeout=60)
 
 
 async def read_stream(base: str, response_id: str, starting_after: int | None = None) -> tuple[list[dict], bool]:

@@ -18,6 +18,7 @@ import pytest
 from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.support.bridge import Sidecar, log_lines, running_sidecar
+from tests.support.sdk import async_sdk
 from tests.unit.test_sandbox_identity import MASKS
 
 pytestmark = [pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here"),
@@ -43,7 +44,7 @@ async def masked(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture
 async def client(masked: tuple[Sidecar, Path]) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{masked[0].http_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{masked[0].http_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as sdk:
         yield sdk
 

@@ -35,6 +35,7 @@ from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import PYTHON
 from tests.support.envoy import EnvoyProcess, have_envoy, start_envoy
 from tests.support.mcp_server import running_mcp_server
+from tests.support.sdk import async_sdk
 from tests.support.search_server import SearchServer
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"), pytest.mark.store_free]
@@ -256,7 +257,7 @@ async def _exercise(world: World) -> None:
             status, text = await _post(world, session, url, {
                 "model": "fake-model", "input": "x", "previous_response_id": f"resp_{canaries.error}"})
             assert status in (400, 404) and canaries.error in text
-        async with openai.AsyncOpenAI(base_url=f"{world.envoy_url}/v1", api_key=keys.client, max_retries=0) as sdk:
+        async with async_sdk(base_url=f"{world.envoy_url}/v1", api_key=keys.client, max_retries=0) as sdk:
             try:
                 await sdk.responses.create(model="fake-model", input="fail [error=401]")
             except openai.APIStatusError as error:

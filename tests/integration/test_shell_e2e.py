@@ -27,6 +27,7 @@ from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
 from tests.support.schema import check_stream
+from tests.support.sdk import async_sdk
 from tests.unit.test_server_tool_turns import check_event, check_item_order
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
@@ -62,7 +63,7 @@ def base_url(request: pytest.FixtureRequest, gateway: Gateway) -> str:
 
 @pytest.fixture
 async def client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as sdk:
         yield sdk
 
@@ -233,7 +234,7 @@ async def test_bad_environments_are_400s_naming_the_field(base_url: str) -> None
 
 async def test_envoy_hands_hosted_shell_requests_to_the_http_door(gateway: Gateway) -> None:
     before = await gateway.sidecar_requests()
-    async with openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="sk-client", max_retries=0) as sdk:
+    async with async_sdk(base_url=f"{gateway.url}/v1", api_key="sk-client", max_retries=0) as sdk:
         response = await sdk.responses.create(model="fake-model", input="sh: echo routed",
                                               tools=[AUTO])  # type: ignore[list-item]
     assert response.output[1].output[0].stdout == "routed\n"  # type: ignore[union-attr]
@@ -294,7 +295,7 @@ async def test_shell_runs_are_counted_with_the_sandbox_s_metrics(gateway: Gatewa
         return found
 
     before = await counted()
-    async with openai.AsyncOpenAI(base_url=f"{gateway.sidecar.http_url}/v1", api_key="sk-client",
+    async with async_sdk(base_url=f"{gateway.sidecar.http_url}/v1", api_key="sk-client",
                                   max_retries=0) as sdk:
         await sdk.responses.create(model="fake-model", input="sh: true", tools=[AUTO])  # type: ignore[list-item]
     after = await counted()

@@ -32,6 +32,7 @@ from responses_bridge.envoy_config import render_bootstrap
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
+from tests.support.sdk import async_sdk
 
 A, B, BUDGET = "tenant-a", "tenant-b", "tenant-budget"
 TENANTS = {BUDGET: {"max_stored_bytes": 4000}}
@@ -90,7 +91,7 @@ def door(request: pytest.FixtureRequest, stack: Stack) -> str:
 
 
 def sdk(url: str, tenant: str = A) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-unused", max_retries=0, timeout=120,
+    return async_sdk(base_url=f"{url}/v1", api_key="sk-unused", max_retries=0, timeout=120,
                               default_headers={"x-tenant-id": tenant})
 
 

@@ -20,6 +20,7 @@ from tests.integration import test_shell_e2e as shell_e2e
 from tests.integration.test_shell_e2e import AUTO, Gateway, _call_and_output, run_action
 from tests.integration.test_skills import MANIFEST, skill_zip
 from tests.support.bridge import UpstreamLog
+from tests.support.sdk import async_sdk
 
 pytestmark = shell_e2e.pytestmark  # the same skips: envoy, bubblewrap, a cgroup per call
 gateway = shell_e2e.gateway  # the same stack: a sidecar and a real Envoy, each test through both doors
@@ -119,7 +120,7 @@ async def test_an_unknown_or_bad_skill_is_refused_before_anything_is_made(base_u
 
 async def test_envoy_routes_the_skills_api_and_the_shell_with_skills_to_the_bridge(gateway: Gateway) -> None:
     before = await gateway.sidecar_requests()
-    async with openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{gateway.url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as sdk:
         made = await sdk.skills.create(files=("s.zip", skill_zip(), "application/zip"))
         response = await sdk.responses.create(

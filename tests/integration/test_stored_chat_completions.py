@@ -16,6 +16,7 @@ from openai.types.chat.chat_completion_store_message import ChatCompletionStoreM
 from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
+from tests.support.sdk import async_sdk
 
 pytestmark = pytest.mark.store_proven(
     "tests/integration/test_postgres_start.py",
@@ -158,7 +159,7 @@ async def tenanted(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory)
 
 
 async def test_a_tenant_sees_only_its_own(tenanted: Sidecar) -> None:
-    clients = {tenant: openai.AsyncOpenAI(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
+    clients = {tenant: async_sdk(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
                                           timeout=60, default_headers={"x-tenant-id": tenant})
                for tenant in (ALPHA, BETA)}
     try:
@@ -203,7 +204,7 @@ async def test_a_deployment_without_stored_chats_passes_store_on_and_keeps_nothi
     """``store_chat_completions: false``: ``store: true`` is answered as any chat request, on both doors (through
     Envoy the chat route never reaches the processor), and nothing is kept to read back."""
     for url in unstored:
-        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-client", max_retries=0, timeout=60) as client:
+        async with async_sdk(base_url=f"{url}/v1", api_key="sk-client", max_retries=0, timeout=60) as client:
             created = await client.chat.completions.create(model=MODEL, store=True, metadata={"k": "v"},
                                                            messages=[{"role": "user", "content": "hi"}])
             assert created.choices[0].message.content

@@ -17,6 +17,7 @@ import pytest
 from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import Sidecar, finished_after, finished_requests, running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
+from tests.support.sdk import async_sdk
 
 pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no envoy binary")]
 pytestmark = [*pytestmark, pytest.mark.store_proven(
@@ -53,7 +54,7 @@ async def gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def sdk(base: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60)
+    return async_sdk(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60)
 
 
 async def _upstream_calls_through_envoy(gateway: Gateway) -> float:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import openai
 import psutil
 import pytest
 
 from responses_bridge.devtools.checkout.process_memory import process_rss_mb
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
+from tests.support.sdk import async_sdk
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"), pytest.mark.store_free]
 
@@ -58,7 +58,7 @@ async def test_64_subagents_are_charged_for_what_they_hold_and_open_at_most_the_
     assert await stack.held_bytes() == 0
     before = process_rss_mb(pid)
     spawns = "\n".join(f"spawn: task {at} {{stall={STALL_MS}}}" for at in range(SUBAGENTS))
-    async with openai.AsyncOpenAI(base_url=f"{stack.door_url('http')}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{stack.door_url('http')}/v1", api_key="sk-client", max_retries=0,
                                   timeout=300) as client:
         request = asyncio.create_task(client.beta.responses.create(
             model="fake-model", input=spawns, tools=TOOLS,  # type: ignore[arg-type]

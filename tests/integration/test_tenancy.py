@@ -21,6 +21,7 @@ from openai.types.conversations import Conversation
 from openai.types.responses import Response
 
 from tests.support.bridge import Sidecar, running_sidecar
+from tests.support.sdk import async_sdk
 
 pytestmark = pytest.mark.store_proven(
     "tests/integration/test_postgres_start.py",
@@ -56,7 +57,7 @@ async def sessions(tenanted: Sidecar) -> AsyncIterator[dict[str, aiohttp.ClientS
 
 @pytest.fixture
 async def clients(tenanted: Sidecar) -> AsyncIterator[dict[str, openai.AsyncOpenAI]]:
-    made = {tenant: openai.AsyncOpenAI(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
+    made = {tenant: async_sdk(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
                                        timeout=60, default_headers={"x-tenant-id": tenant})
             for tenant in (ALPHA, BETA)}
     try:

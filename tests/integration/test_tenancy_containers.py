@@ -20,6 +20,7 @@ import pytest
 from responses_bridge.devtools.procs import wait_http
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.support.bridge import Sidecar, start_sidecar
+from tests.support.sdk import async_sdk
 
 pytestmark = pytest.mark.store_proven(
     "tests/integration/test_replicas_code.py",
@@ -52,7 +53,7 @@ async def bridge(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def sdk(bridge: Sidecar, tenant: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{bridge.http_url}/v1", api_key="sk-unused", max_retries=0, timeout=60,
+    return async_sdk(base_url=f"{bridge.http_url}/v1", api_key="sk-unused", max_retries=0, timeout=60,
                               default_headers={"x-tenant-id": tenant})
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from responses_bridge.devtools.procs import ManagedProcess, wait_http
 from tests.support.bridge import Sidecar, start_sidecar
+from tests.support.sdk import async_sdk
 from tests.support.sidecar_state import database_of, stored_files
 
 pytestmark = pytest.mark.store_proven(
@@ -56,7 +57,7 @@ async def wait_ready(url: str, process: ManagedProcess) -> None:
 
 
 def sdk(bridge: Sidecar, tenant: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{bridge.http_url}/v1", api_key="sk-unused", max_retries=0, timeout=60,
+    return async_sdk(base_url=f"{bridge.http_url}/v1", api_key="sk-unused", max_retries=0, timeout=60,
                               default_headers={"x-tenant-id": tenant})
 
 

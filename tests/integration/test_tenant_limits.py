@@ -30,6 +30,7 @@ from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import Sidecar, running_sidecar, start_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
+from tests.support.sdk import async_sdk
 from tests.support.streams import held_stream
 
 pytestmark = pytest.mark.store_proven(
@@ -76,7 +77,7 @@ def door_url(request: pytest.FixtureRequest, gateway: Gateway) -> str:
 
 
 def sdk(base: str, **headers: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60,
+    return async_sdk(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60,
                               default_headers=headers)
 
 

@@ -23,6 +23,7 @@ import pytest
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 from tests.support.mcp_server import MCPTestServer
 from tests.support.schema import parse_sse, validate_response
+from tests.support.sdk import async_sdk
 from tests.support.sdk_strict import failure_reason
 from tests.support.search_server import SearchServer
 from tests.unit.test_server_tool_turns import _event_adapter, _item_adapter, check_event, check_item_order
@@ -57,7 +58,7 @@ async def loop_sidecar(fake_upstream: str, search: SearchServer,
 
 @pytest.fixture
 async def sdk(loop_sidecar: Sidecar) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{loop_sidecar.http_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{loop_sidecar.http_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as client:
         yield client
 

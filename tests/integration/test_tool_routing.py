@@ -27,6 +27,7 @@ from responses_bridge.envoy_config import (
 from tests.support.bridge import running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
+from tests.support.sdk import async_sdk
 
 # which door runs a request is the subject, not its store: on SQLite files of its own, once (tests/conftest.py)
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"), pytest.mark.store_free]
@@ -65,7 +66,7 @@ async def gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture
 async def sdk(gateway: Gateway) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{gateway.url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as client:
         yield client
 
@@ -121,7 +122,7 @@ async def test_requests_without_server_side_tools_keep_the_ext_proc_path(
     ``/v1/chat/completions``), and Envoy makes the one model call."""
     headers = {"x-responses-bridge-route": "sidecar"} if route_header else {}
     function = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
-    async with openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="sk-client", max_retries=0, timeout=60,
+    async with async_sdk(base_url=f"{gateway.url}/v1", api_key="sk-client", max_retries=0, timeout=60,
                                   default_headers=headers) as sdk:
         sidecar_before, model_before = await gateway.counts()
         response = await _create(sdk, stream, tools=[function])

@@ -20,6 +20,7 @@ import pytest
 
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 from tests.support.gateway import envoy_before
+from tests.support.sdk import async_sdk
 
 pytestmark = pytest.mark.store_proven(
     "tests/integration/test_agents_automations_replicas.py",
@@ -124,7 +125,7 @@ def strict_base(request: pytest.FixtureRequest, strict: Sidecar) -> str:
 @pytest.fixture
 async def strict_client(strict_base: str) -> AsyncIterator[openai.AsyncOpenAI]:
     base = strict_base
-    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
+    async with async_sdk(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
         yield sdk
 
 

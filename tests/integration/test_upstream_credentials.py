@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import openai
 import pytest
 
 from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
+from tests.support.sdk import async_sdk
 
 pytestmark = [
     pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
@@ -73,7 +73,7 @@ def keyless(sidecar: Sidecar, envoy_url: str) -> Deployment:
 
 async def _create(base_url: str, stream: bool, **params: Any) -> Any:
     """The final Response, streamed or not, created with the client's own key."""
-    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key=CLIENT, max_retries=0, timeout=60) as sdk:
+    async with async_sdk(base_url=f"{base_url}/v1", api_key=CLIENT, max_retries=0, timeout=60) as sdk:
         if not stream:
             return await sdk.responses.create(model=MODEL, **params)
         final = None
@@ -136,7 +136,7 @@ async def test_the_clients_trace_context_passes_envoy_when_the_sidecar_does_not_
     """The route sets only what the processor left in metadata (here the key): the client's ``traceparent`` goes
     through Envoy untouched."""
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    async with openai.AsyncOpenAI(base_url=f"{keyed.envoy_url}/v1", api_key=CLIENT, max_retries=0, timeout=60,
+    async with async_sdk(base_url=f"{keyed.envoy_url}/v1", api_key=CLIENT, max_retries=0, timeout=60,
                                   default_headers={"traceparent": traceparent}) as sdk:
         response = await sdk.responses.create(model=MODEL, input="Say hello.")
     assert response.status == "completed"

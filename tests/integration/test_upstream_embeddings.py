@@ -22,6 +22,7 @@ from responses_bridge.devtools.fake_embeddings import embed
 from responses_bridge.envoy_config import ROUTE_HEADER
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
+from tests.support.sdk import async_sdk
 
 # embeddings and the model list are never stored: the sidecar keeps its own SQLite file, and the PostgreSQL pass of
 # scripts/test leaves the module out
@@ -46,7 +47,7 @@ def base_url(request: pytest.FixtureRequest, gateway: Gateway) -> str:
 
 @pytest.fixture
 async def client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as sdk:
         yield sdk
 

@@ -22,6 +22,7 @@ import pytest
 
 from responses_bridge.devtools.fake_embeddings import embed
 from tests.support.envoy import have_envoy
+from tests.support.sdk import async_sdk
 from tests.support.sdk_strict import failure_reason
 from tests.support.upstreams import Deployment, running_deployment
 
@@ -50,7 +51,7 @@ def door(request: pytest.FixtureRequest) -> str:
 async def setup(deployment: Deployment, door: str) -> AsyncIterator[tuple[Deployment, openai.AsyncOpenAI]]:
     await deployment.clear()
     base = deployment.envoy_url if door == "envoy" else deployment.http_url
-    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
+    async with async_sdk(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
         yield deployment, sdk
 
 
@@ -171,7 +172,7 @@ async def test_envoy_sends_each_model_to_its_cluster(deployment: Deployment) -> 
     """Through one Envoy: Responses (JSON and streamed) and Chat Completions, each counted on its own cluster,
     and none of them on the sidecar's HTTP door."""
     before = await deployment.cluster_requests()
-    async with openai.AsyncOpenAI(base_url=f"{deployment.envoy_url}/v1", api_key="sk", max_retries=0) as client:
+    async with async_sdk(base_url=f"{deployment.envoy_url}/v1", api_key="sk", max_retries=0) as client:
         await client.responses.create(model="alpha-x", input="one")
         await client.responses.create(model="alpha-y", input="two", stream=True)
         await client.responses.create(model="beta", input="three")
@@ -229,7 +230,7 @@ async def test_the_tool_loops_own_turns_go_through_envoy_to_the_models_cluster(d
     await deployment.clear()
     before = await deployment.cluster_requests()
     tool = {"type": "mcp", "server_label": "tools", "server_url": deployment.mcp_url, "require_approval": "never"}
-    async with openai.AsyncOpenAI(base_url=f"{deployment.envoy_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{deployment.envoy_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as client:
         response = await client.responses.create(model="beta", input="call tools__add", tools=[tool])  # type: ignore[list-item]
     assert [item.type for item in response.output] == ["mcp_list_tools", "mcp_call", "message"]
@@ -299,7 +300,7 @@ async def test_each_upstream_gets_its_own_key_or_the_clients(setup: tuple[Deploy
 async def native(deployment: Deployment, door: str) -> AsyncIterator[tuple[Deployment, openai.AsyncOpenAI]]:
     await deployment.clear()
     base = deployment.envoy_url if door == "envoy" else deployment.http_url
-    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
+    async with async_sdk(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
         yield deployment, sdk
 
 
@@ -397,7 +398,7 @@ async def test_backend_errors_reach_the_client_as_they_are(native: tuple[Deploym
 
 async def test_envoy_sends_native_requests_to_the_native_cluster(deployment: Deployment) -> None:
     before = await deployment.cluster_requests()
-    async with openai.AsyncOpenAI(base_url=f"{deployment.envoy_url}/v1", api_key="sk", max_retries=0) as client:
+    async with async_sdk(base_url=f"{deployment.envoy_url}/v1", api_key="sk", max_retries=0) as client:
         first = await client.responses.create(model="native-x", input="one")
         await client.responses.create(model="native-x", input="two", previous_response_id=first.id, stream=True)
     after = await deployment.cluster_requests()
@@ -475,7 +476,7 @@ async def test_metrics_name_each_upstream_and_its_mode(deployment: Deployment) -
     the upstreams apart, by their configured names and modes, and only those called have series."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    async with openai.AsyncOpenAI(base_url=f"{deployment.http_url}/v1", api_key="sk-client", max_retries=0,
+    async with async_sdk(base_url=f"{deployment.http_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as client:
         await client.responses.create(model="beta", input="counted on b")
         await client.responses.create(model="native-1", input="counted on n")

@@ -9,10 +9,9 @@ import os
 import signal
 from pathlib import Path
 
-import openai
-
 from responses_bridge.devtools.procs import ManagedProcess, wait_http
 from tests.support.bridge import start_sidecar
+from tests.support.sdk import async_sdk
 
 FILES = 24
 PARAGRAPH = ("Ingestion must survive a crash: a file whose status says in_progress when the process dies is queued "
@@ -32,7 +31,7 @@ async def test_restart_mid_ingestion_resumes(tmp_path: Path, fake_upstream: str)
     db = tmp_path / "bridge.db"
     process, base = await _start(tmp_path, fake_upstream, db)
     try:
-        async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-test", max_retries=0, timeout=60) as client:
+        async with async_sdk(base_url=f"{base}/v1", api_key="sk-test", max_retries=0, timeout=60) as client:
             ids = [(await client.files.create(file=(f"part{n}.txt", TEXT), purpose="assistants")).id
                    for n in range(FILES)]
             store = await client.vector_stores.create(name="restart")
@@ -54,7 +53,7 @@ async def test_restart_mid_ingestion_resumes(tmp_path: Path, fake_upstream: str)
 
     process, base = await _start(tmp_path, fake_upstream, db)
     try:
-        async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-test", max_retries=0, timeout=60) as client:
+        async with async_sdk(base_url=f"{base}/v1", api_key="sk-test", max_retries=0, timeout=60) as client:
             for _ in range(2400):
                 resumed = await client.vector_stores.file_batches.retrieve(batch.id, vector_store_id=store.id)
                 if resumed.status != "in_progress":

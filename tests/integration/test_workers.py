@@ -32,6 +32,7 @@ from responses_bridge.devtools.procs import free_port, wait_http
 from responses_bridge.workers import WORKER_ENV
 from tests.integration.test_background import parse_sse, wait_status
 from tests.support.bridge import PYTHON, UpstreamLog, sidecar_env
+from tests.support.sdk import async_sdk
 
 MODEL = "fake-model"
 LEASE_SECONDS = 2.0
@@ -110,7 +111,7 @@ async def two_workers(tmp: Path, upstream: str) -> AsyncIterator[tuple[str, str,
 
 
 def sdk(url: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-test", max_retries=0, timeout=60)
+    return async_sdk(base_url=f"{url}/v1", api_key="sk-test", max_retries=0, timeout=60)
 
 
 async def test_a_chain_continues_across_workers(tmp_path: Path, fake_upstream: str) -> None:

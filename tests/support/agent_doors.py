@@ -60,5 +60,5 @@ async def door_fixture(base: str) -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture(name="sdk")
 async def sdk_fixture(base: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with async_sdk(f"{base}/v1", timeout=TIMEOUT) as client:
+    async with async_sdk(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=TIMEOUT) as client:
         yield client

@@ -2,7 +2,8 @@
 
 The SDK's default HTTP client builds a TLS context with the CA bundle loaded for each client made (~20 ms of CPU,
 whatever the URL: the tests' are all plain HTTP on loopback); the suite makes one per test that takes the SDK, so
-one context is made per test process and handed to each client instead.
+one context is made per test process and handed to each client instead (every client a test makes: the
+fixtures' and the tests' own).
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ def _tls() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def async_sdk(base_url: str, **options: Any) -> openai.AsyncOpenAI:
-    """``openai.AsyncOpenAI(base_url=…, api_key="sk-client", max_retries=0, **options)`` on the shared context."""
-    options.setdefault("api_key", "sk-client")
-    options.setdefault("max_retries", 0)
-    return openai.AsyncOpenAI(base_url=base_url, http_client=openai.DefaultAsyncHttpxClient(verify=_tls()), **options)
+def async_sdk(**options: Any) -> openai.AsyncOpenAI:
+    """``openai.AsyncOpenAI(**options)`` on the shared context, the SDK's own HTTP client otherwise (its
+    ``DefaultAsyncHttpxClient``: the same timeout, limits and redirects as when it makes one)."""
+    return openai.AsyncOpenAI(http_client=openai.DefaultAsyncHttpxClient(verify=_tls()), **options)

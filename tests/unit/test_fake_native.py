@@ -11,6 +11,7 @@ import pytest
 
 from responses_bridge.devtools import fake_server
 from tests.support.schema import check_stream, validate_response
+from tests.support.sdk import async_sdk
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ async def test_a_response_object_the_sdk_and_the_spec_accept(native: str) -> Non
             body = await response.json()
     validate_response(body)
     assert body["status"] == "completed" and body["output"][0]["content"][0]["text"] == "Echo: Hello there"
-    async with openai.AsyncOpenAI(base_url=native, api_key="sk", max_retries=0) as client:
+    async with async_sdk(base_url=native, api_key="sk", max_retries=0) as client:
         answer = await client.responses.create(model="m", input="one two three", max_output_tokens=2)
     assert answer.status == "incomplete" and answer.incomplete_details is not None
     assert answer.incomplete_details.reason == "max_output_tokens" and answer.output_text.rstrip() == "Echo: one"
@@ -43,7 +44,7 @@ async def test_a_stream_of_semantic_events(native: str) -> None:
     events = check_stream(raw + b"data: [DONE]\n\n")
     assert events[-1]["type"] == "response.completed"
     assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "Echo: Hi you"
-    async with openai.AsyncOpenAI(base_url=native, api_key="sk", max_retries=0) as client:
+    async with async_sdk(base_url=native, api_key="sk", max_retries=0) as client:
         stream = await client.responses.create(model="m", input="Hi you", stream=True)
         types = [event.type async for event in stream]
     assert types[0] == "response.created" and types[-1] == "response.completed"
@@ -52,7 +53,7 @@ async def test_a_stream_of_semantic_events(native: str) -> None:
 @pytest.mark.parametrize(("field", "value"), [("previous_response_id", "resp_1"), ("conversation", "conv_1"),
                                               ("store", True), ("background", True)])
 async def test_what_needs_storage_is_refused(native: str, field: str, value: object) -> None:
-    async with openai.AsyncOpenAI(base_url=native, api_key="sk", max_retries=0) as client:
+    async with async_sdk(base_url=native, api_key="sk", max_retries=0) as client:
         with pytest.raises(openai.BadRequestError) as caught:
             await client.responses.create(model="m", input="Hi", **{field: value})  # type: ignore[arg-type]
         assert caught.value.body["param"] == field  # type: ignore[index]

@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from responses_bridge.devtools import fake_server
+from tests.support.sdk import async_sdk
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ async def native_url() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def client(native_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=native_url, api_key="sk", max_retries=0) as sdk:
+    async with async_sdk(base_url=native_url, api_key="sk", max_retries=0) as sdk:
         yield sdk
 
 

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from responses_bridge.devtools import fake_server, fake_upstream
+from tests.support.sdk import async_sdk
 
 WEATHER_TOOL = {
     "type": "function",
@@ -616,7 +617,7 @@ async def test_request_recording(session, base_url):
 
 @pytest.fixture
 async def client(base_url) -> AsyncIterator[openai.AsyncOpenAI]:
-    sdk = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="x", max_retries=0)
+    sdk = async_sdk(base_url=f"{base_url}/v1", api_key="x", max_retries=0)
     yield sdk
     await sdk.close()
 
