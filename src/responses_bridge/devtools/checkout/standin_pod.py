@@ -5,7 +5,7 @@ SendSignal, from the stubs the ``k8s-agent-sandbox`` wheel ships) — on a loopb
 with every process run in bubblewrap over the pod's root (its ``/mnt`` the pod's, the host's system read-only, no
 network, its own PID namespace: the pod's kernel view, under an unprivileged uid).
 
-What it is not: a pod's memory cgroup (each process gets ``RLIMIT_AS`` of the pod's memory instead), gVisor, or a
+What it is not: a pod's memory cgroup (each process gets ``RLIMIT_DATA`` of the pod's memory instead), gVisor, or a
 NetworkPolicy (the egress path is tested at the proxy). It is what the ``agent-sandbox`` backend's tests and the
 benchmark run against, started by checkout/fake_kube.py's controller for each claim.
 """
@@ -194,8 +194,12 @@ class StandInPodServer:
             if source == target and self.identity.unreachable(source) is None:  # (else the system's python3)
                 wrapped += ["--ro-bind", source, target]
         wrapped += ["--chdir", self.working_directory(cwd), "--", *argv]
-        # the pod's memory as each process's RLIMIT_AS (util-linux's prlimit: no preexec_fn in a gRPC server)
-        return ["prlimit", f"--as={self.memory_bytes}", "--", *self.identity.wrap(wrapped)]
+        # the pod's memory as each process's RLIMIT_DATA (util-linux's prlimit: no preexec_fn in a gRPC server):
+        # its writable private memory, nearer what a pod's memory cgroup counts than RLIMIT_AS, which also counts
+        # address space only reserved — node reserves its heap's cage and an allocator arena for each thread that
+        # allocates at once, so `npm install` under RLIMIT_AS at 1 GiB aborted (std::bad_alloc) now and then, as the
+        # machine's load timed its threads; a pod would have run it
+        return ["prlimit", f"--data={self.memory_bytes}", "--", *self.identity.wrap(wrapped)]
 
     def working_directory(self, cwd: str | None) -> str:
         """``cwd`` as sandboxd confines it: under the runtime's root (a path relative to it, or absolute within
