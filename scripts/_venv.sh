@@ -26,7 +26,7 @@ elif [ ! -f "$stamp" ]; then
   _compile=()
   if [ "${VENV_NO_COMPILE:-}" = 1 ]; then _compile=(--no-compile); fi
   _wanted=(--upgrade pip -e "$ROOT${EXTRAS:+[$EXTRAS]}")
-  # uv installs the same set (the same resolution from the same index) in ~2.5 s where pip takes ~18 (pip resolves,
+  # uv installs the same set (the same resolution from the same index) in ~7 s where pip takes 18-30 (pip resolves,
   # unpacks and links one package after another: the first fifth of a fresh clone's `scripts/test`, one core busy).
   # uv reads none of pip's configuration, so it is used only where pip names no index of its own (pip.conf's or
   # PIP_INDEX_URL's index-url) and RESPONSES_BRIDGE_PIP is not 1; if it cannot install, pip does.
