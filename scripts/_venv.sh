@@ -25,7 +25,9 @@ elif [ ! -f "$stamp" ]; then
   # imports from the venv read-only (python -B) and would compile a package such as numpy at each call.
   _compile=()
   if [ "${VENV_NO_COMPILE:-}" = 1 ]; then _compile=(--no-compile); fi
-  _wanted=(--upgrade pip -e "$ROOT${EXTRAS:+[$EXTRAS]}")
+  _project=(-e "$ROOT${EXTRAS:+[$EXTRAS]}")
+  _pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+  _installed=0
   # uv installs the same set (the same resolution from the same index) in ~7 s where pip takes 18-30 (pip resolves,
   # unpacks and links one package after another: the first fifth of a fresh clone's `scripts/test`, one core busy).
   # uv reads none of pip's configuration, so it is used only where pip names no index of its own (pip.conf's or
@@ -34,17 +36,19 @@ elif [ ! -f "$stamp" ]; then
       && ! "$VENV/bin/python" -m pip config list 2>/dev/null | grep -q '\.index-url='; then
     _uv_compile=()
     if [ "${VENV_NO_COMPILE:-}" != 1 ]; then _uv_compile=(--compile-bytecode); fi
-    if ! { "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-compile 'uv>=0.5' \
-          && "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" "${_uv_compile[@]}" "${_wanted[@]}"; }; then
+    if "${_pip[@]}" --no-compile 'uv>=0.5' && "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" \
+        "${_uv_compile[@]}" --upgrade pip "${_project[@]}"; then
+      _installed=1
+    else
       echo "uv could not install the project: installing it with pip" >&2
-      "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${_compile[@]}" "${_wanted[@]}"
     fi
     unset _uv_compile
-  else
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${_compile[@]}" --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${_compile[@]}" "${_wanted[@]:2}"
   fi
-  unset _compile _wanted
+  if [ "$_installed" = 0 ]; then
+    "${_pip[@]}" "${_compile[@]}" --upgrade pip
+    "${_pip[@]}" "${_compile[@]}" "${_project[@]}"
+  fi
+  unset _compile _project _pip _installed
   touch "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
