@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..off_loop_import import import_off_loop
 from ..protocol.agent_inputs import in_environment
 from ..protocol.errors import APIError
 from ..run.tools.mcp import MCPLimits, MCPToolError, MCPToolInfo, MCPTools, parse_mcp_tool
@@ -88,6 +89,7 @@ class EnvironmentServer:
     async def call_tool(self, server: MCPServer, name: str, arguments: Mapping[str, Any]) -> tuple[str, bool]:
         from mcp_types import CallToolResult
 
+        await import_off_loop("..run.tools.mcp_session", __package__)
         from ..run.tools.mcp_session import render_content
 
         answer = await self._operate(server, {"operation": "call", "name": name, "arguments": dict(arguments)})

@@ -21,6 +21,7 @@ from urllib.parse import quote
 import orjson
 
 from ..host_policy import HostPolicy
+from ..off_loop_import import import_off_loop
 from ..protocol.errors import APIError
 
 MARGIN_SECONDS = 60  # a token this close to its expiry is refreshed before it is sent
@@ -42,7 +43,8 @@ class GuardedTokenEndpoint:
         self.policy = policy
 
     async def post(self, url: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, bytes]:
-        import httpx2  # loaded with the MCP client, on first use
+        await import_off_loop("..run.tools.mcp_session", __package__)  # and httpx2 with it
+        import httpx2
 
         from ..run.tools.mcp_session import guarded_transport
 

@@ -31,6 +31,7 @@ import orjson
 import structlog
 
 from ...host_policy import HostNotAllowed, HostPolicy, HostUnresolved, check_host
+from ...off_loop_import import import_off_loop
 from ...protocol.errors import APIError
 from .mcp_config import ApprovalRule, MCPLimits, MCPServer, MCPToolInfo, ToolFilter, approval_required, parse_mcp_tool
 from .mcp_connectors import ConnectorRegistry
@@ -122,6 +123,7 @@ class MCPTools:
         """
         tools = self.cache.get(server) if server.connector is None else None
         if tools is None:
+            await import_off_loop(".mcp_session", __package__)
             from .mcp_session import list_server_tools
 
             try:  # a connector's server is its session's environment's: never in the process's cache
@@ -141,6 +143,7 @@ class MCPTools:
         if not self._may_call(server, name):
             return MCPCallResult(error=f"Tool '{name}' is not in allowed_tools for MCP server "
                                        f"'{server.server_label}'.")
+        await import_off_loop(".mcp_session", __package__)
         from .mcp_session import call_server_tool
 
         try:
