@@ -72,6 +72,10 @@ def runtime() -> None:
     if missing is not None:
         pytest.fail(missing)  # CI's machine has apt-get: a runtime that cannot be had is a failure, not a skip
     _compile_for_the_containers()
+    # the containers' mount point for their data: their rootfs is an rbind of `/`, where runc makes what is missing,
+    # but in the VM `/` is this machine's, read-only over 9p ("mkdir .../rootfs/data: read-only file system" on a
+    # fresh machine, unless a container on this side had made it first)
+    Path("/data").mkdir(exist_ok=True)
 
 
 def _scenario(prefix: list[str], workdir: str, shapes: list[str], env: dict[str, str],
