@@ -94,10 +94,12 @@ async def test_a_claim_past_its_shutdown_time_is_deleted_with_its_pod() -> None:
     async with fake_cluster() as cluster:
         client = client_for(cluster)
         try:
+            # 3 s, not 1: on a loaded machine the pod was not always ready within 1 s, and the claim was deleted
+            # (rightly) while the client still waited for it to be ready
             sandbox = await client.create_sandbox("bridge-1g", namespace=NAMESPACE, sandbox_ready_timeout=10,
-                                                  shutdown_after_seconds=1)
+                                                  shutdown_after_seconds=3)
             await sandbox.close_connection()  # the bridge "crashed": nobody deletes the claim
-            for _ in range(100):
+            for _ in range(150):
                 if not cluster.kube.live(CLAIMS):
                     break
                 await asyncio.sleep(0.1)
