@@ -19,7 +19,7 @@ from responses_bridge.engine.programs import program_signer
 from responses_bridge.preemption import was_taken_back
 from responses_bridge.run.programs.host import ProgramBounds, ProgramHost
 from responses_bridge.run.programs.isolate import Limits, ProgramRun
-from responses_bridge.run.programs.pool import WorkerPool
+from responses_bridge.run.programs.pool import RunHandle, WorkerPool
 from responses_bridge.sealing import Sealer
 from responses_bridge.services.memory_budget import COST_PER_BODY_BYTE, MemoryBudget, Reservation
 
@@ -96,9 +96,30 @@ def test_a_worker_that_ends_ends_its_program_naming_the_bound_and_is_replaced(po
     run = pool.run("while (true) {}", [], [], seed=1, clock_ms=0, limits=Limits(timeout=5))
     assert run.status == "incomplete" and run.limit == "memory", run
     assert "RESPONSES_BRIDGE_PROGRAM_MEMORY_BYTES" in run.result
-    started = pool.started
+    for _ in range(600):  # bounded polling: a fresh worker started in its place, off the answer's path
+        if pool._idle:
+            break
+        time.sleep(0.05)
+    fresh, started = pool._idle[0].process.pid, pool.started
+    assert fresh != worker.process.pid
     assert pool.run("return 2", [], [], seed=1, clock_ms=0, limits=Limits()).result == "2"
-    assert pool.started == started + 1
+    assert pool.started == started and pool._idle[0].process.pid == fresh  # the next program ran in it, no start
+
+
+def test_a_worker_taken_back_is_replaced_off_the_answers_path(pool: WorkerPool) -> None:
+    """A program taken back for another tenant has its worker killed (RunHandle.stop): the program the slot went to
+    finds a fresh worker started in its place, rather than paying the start itself."""
+    handle = RunHandle()
+    threading.Timer(0.5, handle.stop).start()
+    run = pool.run("while (true) {}", [], [], seed=1, clock_ms=0, limits=Limits(timeout=30), handle=handle)
+    assert run.status == "incomplete" and run.limit == "stopped", run
+    for _ in range(600):  # bounded polling
+        if pool._idle:
+            break
+        time.sleep(0.05)
+    started = pool.started
+    assert pool.run("return 3", [], [], seed=1, clock_ms=0, limits=Limits()).result == "3"
+    assert pool.started == started
 
 
 async def test_one_tenants_queue_never_holds_anothers_program_past_one_time_bound() -> None:

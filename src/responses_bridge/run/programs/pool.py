@@ -16,6 +16,12 @@ programs on 4 slots: a victim's calls 0.90–1.01 of the #63 limit at p95, 0.58�
 greedy programs taken back and begun again every quantum / C spent too long at equal priority: 0.70–1.05).
 Raising a worker back needs ``CAP_SYS_NICE``: a worker this process may not raise is retired when its program ends,
 never reused lowered, and a fresh one (~0.09 CPU-s) started in its place off the answer's path.
+
+The same holds for every worker that ends with its program — killed at its time bound, past its memory or answer
+bound, or taken back for another tenant (fair_share.py kills the worker of a program taken back): a fresh one is
+started in its place off the answer's path. Otherwise the program a slot is taken back for pays the start itself:
+beside greedy tenants' endless programs on a loaded machine, a light tenant's one-line program took 0.8–1.2 s to
+start its worker, outlived the slot's quantum and was taken back in turn.
 """
 
 from __future__ import annotations
@@ -218,15 +224,15 @@ class WorkerPool:
             answer = worker.read(time.monotonic() + limits.timeout + GRACE_SECONDS, self.answer_bytes,
                                  self.lower_after)
         except TimeoutError:
-            worker.stop()
+            self._retire(worker)
             return _ended("time", f"the program ran past its time limit ({limits.timeout:g} s)")
         except AnswerTooLarge as error:
-            worker.stop()  # the answer is never read: the worker goes with it
+            self._retire(worker)  # the answer is never read: the worker goes with it
             return _ended("answer", f"its tool calls' arguments and its result came to {_mib(error.args[0])} of "
                                     f"JSON, more than a program may return ({_mib(self.answer_bytes)}: a part of "
                                     f"its memory bound{self._named()})")
         except (WorkerGone, ValueError) as error:
-            worker.stop()
+            self._retire(worker)
             if handle is not None and handle.stopped:
                 return _ended("stopped", "its answer was no longer wanted")
             log.warning("program worker ended", returncode=worker.process.returncode, why=str(error))
@@ -234,10 +240,9 @@ class WorkerPool:
                                     "its worker process was ended")
         worker.runs += 1
         if handle is not None and not handle.detach():
-            worker.stop()
+            self._retire(worker)
         elif not worker.restore():
-            worker.stop()  # lowered for good: its place is taken by a fresh worker, started off this answer's path
-            threading.Thread(target=self._replace, name="program-worker-start", daemon=True).start()
+            self._retire(worker)  # lowered for good
         else:
             self._give_back(worker)
         return ProgramRun(status=answer["status"], result=str(answer["result"]),
@@ -303,8 +308,15 @@ class WorkerPool:
                                       f"a Linux kernel's RLIMIT_DATA): {error or type(error).__name__}") from None
         return worker
 
+    def _retire(self, worker: _Worker) -> None:
+        """Stop ``worker``, which ended with its program, and start a fresh one in its place off this answer's path
+        (module text)."""
+        worker.stop()
+        if not self._closed.is_set():
+            threading.Thread(target=self._replace, name="program-worker-start", daemon=True).start()
+
     def _replace(self) -> None:
-        """A fresh idle worker in place of one retired lowered, so the next program does not wait for its start."""
+        """A fresh idle worker in place of one retired, so the next program does not wait for its start."""
         with self._lock:
             if self._closed.is_set() or len(self._idle) >= self.keep:
                 return
