@@ -192,7 +192,7 @@ async def wait_grpc_health(port: int, timeout: float, process: ManagedProcess | 
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if process is not None and not process.alive():
-                raise RuntimeError(f"{process.name} exited before it was ready")
+                raise process.exited_early()
             try:
                 reply = await stub.Check(health_pb2.HealthCheckRequest(service=EXTPROC_SERVICE), timeout=1)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:

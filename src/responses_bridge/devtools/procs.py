@@ -115,6 +115,12 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def exited_early(self) -> RuntimeError:
+        """The error of a process that ended before it was ready, naming how it ended (a status of 1 is a Python
+        error its own output tells; a negative one the signal that ended it)."""
+        status = self.process.returncode if self.process is not None else None
+        return RuntimeError(f"{self.name} exited (status {status}) before it was ready")
+
     def stop(self, timeout: float = 10.0) -> None:
         if not self.alive():
             return
@@ -137,7 +143,7 @@ async def wait_http(url: str, timeout: float = 30.0, process: ManagedProcess | N
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2), headers=headers) as session:
         while True:
             if process is not None and not process.alive():
-                raise RuntimeError(f"{process.name} exited before it was ready")
+                raise process.exited_early()
             try:
                 async with session.get(url) as response:
                     if response.status == 200:

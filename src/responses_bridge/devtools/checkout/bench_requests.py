@@ -28,7 +28,7 @@ async def wait_healthy(admin_port: int, clusters: tuple[str, ...], processes: tu
                 return
             for process in processes:
                 if not process.alive():
-                    raise RuntimeError(f"{process.name} exited before it was ready")
+                    raise process.exited_early()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Envoy's processor clusters {down} were not healthy after {timeout:.0f} s")
             await asyncio.sleep(0.1)
