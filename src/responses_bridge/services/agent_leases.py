@@ -20,10 +20,12 @@ log = structlog.get_logger("responses_bridge.agents")
 
 
 class SessionLeases:
-    def __init__(self, store: AgentStore, owner: str, lease_seconds: float) -> None:
+    def __init__(self, store: AgentStore, owner: str, lease_seconds: float,
+                 on_lost: Callable[[str], None] | None = None) -> None:
         self.store = store
         self.owner = owner
         self.lease_seconds = lease_seconds
+        self.on_lost = on_lost  # a session whose lease another process took: let go of here (its runner, its log)
         self._heartbeat: asyncio.Task[None] | None = None
         self._releasing: set[asyncio.Task[None]] = set()
 
@@ -56,8 +58,9 @@ class SessionLeases:
 
     async def _beat(self, running: Mapping[str, Any]) -> None:
         """Renew the leases of the sessions running here, several times a lease period; a lease found taken
-        (this process stalled past it) stops the session's runner here: its events would collide with the new
-        owner's."""
+        (this process stalled past it) stops the session's runner here — its events would collide with the new
+        owner's — and lets it go (``on_lost``): a runner cancelled with turns still queued never went idle, so it
+        stayed registered, and every beat after found the lease taken again and said so, for the process's life."""
         while True:  # looked at after the sleep: the first claim starts it before its runner is registered
             await asyncio.sleep(self.lease_seconds / 3)
             if not running:
@@ -70,9 +73,12 @@ class SessionLeases:
                 except Exception:  # the next beat retries; a lease outlives a few missed beats
                     log.warning("agent_session_renew_failed", session_id=session_id, exc_info=True)
                     continue
-                if not held and runner.task is not None:
+                if not held:
                     log.warning("agent_session_lease_lost", session_id=session_id)
-                    runner.task.cancel()
+                    if runner.task is not None:
+                        runner.task.cancel()
+                    if self.on_lost is not None and running.get(session_id) is runner:
+                        self.on_lost(session_id)
 
     def close(self) -> None:
         if self._heartbeat is not None:

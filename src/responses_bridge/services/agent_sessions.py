@@ -104,7 +104,8 @@ class SessionService:
         self.agent_automations: Callable[[str, str, str, str], Awaitable[str]] | None = None
         # several workers or replicas on one database: a session's turns run where its lease is (claim_session)
         self.shared = background.leases.shared
-        self.leases = SessionLeases(store, background.lease_owner or new_owner_id(), background.leases.lease_seconds)
+        self.leases = SessionLeases(store, background.lease_owner or new_owner_id(), background.leases.lease_seconds,
+                                    on_lost=self._lost)
         self.events = SessionEvents(store, poll=POLL_SECONDS if self.shared else None)
         self.runners: dict[str, SessionRunner] = {}
         self._locks: dict[str, _SessionLock] = {}
@@ -406,6 +407,15 @@ class SessionService:
                 self.leases.release_soon(runner.session_id, self._locked, self.runners)
         runner.events.active = False
         self.events.release(runner.events)
+
+    def _lost(self, session_id: str) -> None:
+        """Another process took the session's lease (this one stalled past it): its runner here is let go, the
+        lease not given back (it is not ours), and its log's readers read the store, as when a claim finds a log
+        another process may have written since."""
+        self.runners.pop(session_id, None)
+        stale = self.events.logs.pop(session_id, None)
+        if stale is not None:
+            stale.active = False
 
     @contextlib.asynccontextmanager
     async def _locked(self, session_id: str) -> AsyncIterator[None]:
