@@ -46,7 +46,9 @@ pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no
 
 ENV = {
     "RESPONSES_BRIDGE_SEALING_KEY": base64.urlsafe_b64encode(b"failover-test-sealing-key-32byte").decode(),
-    "RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "1",  # a dead replica's runs are taken over soon
+    # a dead replica's runs taken over soon, a live one's kept: with 1 s a loaded machine stalled the running
+    # replica's heartbeat past its lease and the other resumed the session while the first was still alive
+    "RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "3",
     "RESPONSES_BRIDGE_DRAIN_TIMEOUT": "1",  # shorter than the run
 }
 FAILOVER = (HTTP_CLUSTER, EXTPROC_CLUSTER)  # the clusters with a health check: the ones Envoy can fail over
