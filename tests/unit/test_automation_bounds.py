@@ -74,10 +74,12 @@ async def all_invocations(automations: AutomationService, automation_id: str, te
 
 async def test_a_greedy_tenants_backlog_never_delays_anothers_occurrence_past_its_tick(store: AgentStore) -> None:
     automations = service(store, tick_occurrences=4, tenant_per_minute=10_000)
-    now = int(time.time())
     greedy = [await automations.create({"type": "periodic", "name": f"g{n}", "expression": EVERY_SECOND,
                                         "timezone": "UTC", "target": target()}, tenant="greedy")
               for n in range(12)]
+    # the clock read once every greedy automation is made, so each is due from the first tick on (made over more
+    # than a second, on a loaded machine, the last ones' first occurrences came after it)
+    now = int(time.time())
     once = await automations.create({"type": "once", "name": "mine", "run_at": now + 4, "target": target()},
                                     tenant="other")
     for tick in range(now + 1, now + 5):  # the greedy tenant has 12 due a tick, 4 fire: its backlog only grows
