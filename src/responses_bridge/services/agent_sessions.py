@@ -378,9 +378,7 @@ class SessionService:
         if runner is None or runner.tenant != tenant:
             if self.shared:
                 await self.leases.claim(session_id, self.runners)
-                stale = self.events.logs.pop(session_id, None)  # another process may have written since
-                if stale is not None:
-                    stale.active = False  # its readers read the store
+                self._log_to_store(session_id)  # another process may have written since
             log_ = await self.events.log_of(session_id, tenant)
             runner = SessionRunner(self.store, self.background, self.start, log_, session_id, tenant,
                                    self.environments)
@@ -413,6 +411,10 @@ class SessionService:
         lease not given back (it is not ours), and its log's readers read the store, as when a claim finds a log
         another process may have written since."""
         self.runners.pop(session_id, None)
+        self._log_to_store(session_id)
+
+    def _log_to_store(self, session_id: str) -> None:
+        """The session's log in memory is let go: its readers read the store, which another process writes."""
         stale = self.events.logs.pop(session_id, None)
         if stale is not None:
             stale.active = False
