@@ -89,6 +89,15 @@ def test_the_old_bounds_hold_in_a_worker(pool: WorkerPool) -> None:
     assert suspended.status == "suspended" and suspended.pending[0].arguments == '{"a":1}'
 
 
+def until_idle(pool: WorkerPool) -> None:
+    """Bounded polling (not a timing check) for an idle worker in the pool."""
+    for _ in range(600):
+        if pool._idle:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no idle worker")
+
+
 def test_a_worker_that_ends_ends_its_program_naming_the_bound_and_is_replaced(pool: WorkerPool) -> None:
     assert pool.run("return 1", [], [], seed=1, clock_ms=0, limits=Limits()).status == "completed"
     worker = pool._idle[0]
@@ -96,10 +105,7 @@ def test_a_worker_that_ends_ends_its_program_naming_the_bound_and_is_replaced(po
     run = pool.run("while (true) {}", [], [], seed=1, clock_ms=0, limits=Limits(timeout=5))
     assert run.status == "incomplete" and run.limit == "memory", run
     assert "RESPONSES_BRIDGE_PROGRAM_MEMORY_BYTES" in run.result
-    for _ in range(600):  # bounded polling: a fresh worker started in its place, off the answer's path
-        if pool._idle:
-            break
-        time.sleep(0.05)
+    until_idle(pool)  # a fresh worker started in its place, off the answer's path
     fresh, started = pool._idle[0].process.pid, pool.started
     assert fresh != worker.process.pid
     assert pool.run("return 2", [], [], seed=1, clock_ms=0, limits=Limits()).result == "2"
@@ -113,10 +119,7 @@ def test_a_worker_taken_back_is_replaced_off_the_answers_path(pool: WorkerPool) 
     threading.Timer(0.5, handle.stop).start()
     run = pool.run("while (true) {}", [], [], seed=1, clock_ms=0, limits=Limits(timeout=30), handle=handle)
     assert run.status == "incomplete" and run.limit == "stopped", run
-    for _ in range(600):  # bounded polling
-        if pool._idle:
-            break
-        time.sleep(0.05)
+    until_idle(pool)
     started = pool.started
     assert pool.run("return 3", [], [], seed=1, clock_ms=0, limits=Limits()).result == "3"
     assert pool.started == started
