@@ -40,19 +40,22 @@ def _action(tool: str, **action: object) -> str:
     return f"call {tool} [args64={base64.b64encode(json.dumps(action).encode()).decode()}]"
 
 
-def _wait_ready(url: str, container: Container, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+def _wait_ready(url: str, container: Container, seconds: float) -> str | None:
+    """None once the bridge answers ready; else how it was not: the container's end and its status, or the
+    seconds waited (a failure's first words: an early end and a slow start are looked for in different places)."""
+    started = time.monotonic()
+    while time.monotonic() < started + seconds:
         if container.process.poll() is not None:
-            return False
+            waited = time.monotonic() - started
+            return f"the container ended (status {container.process.returncode}) after {waited:.0f} s"
         try:
             with urllib.request.urlopen(f"{url}/health/ready", timeout=2) as answer:
                 if answer.status == 200:
-                    return True
+                    return None
         except OSError:
             pass
         time.sleep(0.5)
-    return False
+    return f"no ready answer within {seconds:.0f} s"
 
 
 def _create(url: str, body: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
@@ -140,7 +143,8 @@ def run_shape(name: str, workdir: Path, upstream: str) -> dict[str, Any]:
     args = ["tini", "-s", "--", str(venv / "responses-bridge"), "serve"]
     with running(shape, args, env, workdir) as container:
         url = f"http://127.0.0.1:{port}"
-        report["ready"] = _wait_ready(url, container, float(os.environ.get("SCENARIO_START_SECONDS", "120")))
+        report["not_ready"] = _wait_ready(url, container, float(os.environ.get("SCENARIO_START_SECONDS", "120")))
+        report["ready"] = report["not_ready"] is None
         events = _events(container.log)
         report["events"] = [event for event in events if str(event.get("event", "")).startswith(
             ("sandbox", "cgroup"))]
