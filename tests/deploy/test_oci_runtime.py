@@ -116,6 +116,7 @@ def _scenario(prefix: list[str], workdir: str, shapes: list[str], env: dict[str,
             else:
                 process.kill()
             stdout, stderr = process.communicate()
+            pytest.fail(f"the scenario ran past {timeout:g} s ({unfavoured=})\n{stdout[-3000:]}{stderr[-3000:]}")
     reports = {}
     for line in stdout.splitlines():
         if line.startswith("{"):
