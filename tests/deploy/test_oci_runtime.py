@@ -89,15 +89,17 @@ VM_AUTOGROUP_NICE = -10
 
 
 def _favour(pid: int) -> str | None:
-    """The session led by ``pid`` given :data:`VM_AUTOGROUP_NICE`: None, or why not (said with a failure)."""
-    try:
-        Path(f"/proc/{pid}/autogroup").write_text(str(VM_AUTOGROUP_NICE))
-    except OSError as error:  # a kernel without autogroups: the niceness of the process and what it starts
+    """The session led by ``pid`` given :data:`VM_AUTOGROUP_NICE`: None, or why not (said with a failure). Its
+    process group gets the same niceness, inherited by what it starts (QEMU): what counts where autogroups are
+    off (``kernel.sched_autogroup_enabled=0``, the file then written to no effect) or not built."""
+    failed = []
+    for what, favour in (("autogroup", lambda: Path(f"/proc/{pid}/autogroup").write_text(str(VM_AUTOGROUP_NICE))),
+                         ("process group", lambda: os.setpriority(os.PRIO_PGRP, pid, VM_AUTOGROUP_NICE))):
         try:
-            os.setpriority(os.PRIO_PGRP, pid, VM_AUTOGROUP_NICE)
-        except OSError as other:
-            return f"autogroup: {error}; process group: {other}"
-    return None
+            favour()
+        except OSError as error:
+            failed.append(f"{what}: {error}")
+    return "; ".join(failed) or None
 
 
 def _scenario(prefix: list[str], workdir: str, shapes: list[str], env: dict[str, str],
