@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
@@ -19,6 +20,14 @@ import aiohttp
 
 _LOWEST_PORT = 10_000
 _handed_out: set[int] = set()
+RESERVATIONS = os.path.join(tempfile.gettempdir(), "responses-bridge-ports")
+"""Where a port handed out is noted for every process of the machine (a file a port): several test processes pick
+ports at once, and a port one of them has picked stays free until its server binds it (seconds on a loaded
+machine), so another could pick it too — two of a run's sidecars then started on one port, and one exited saying
+the address was in use."""
+RESERVED_SECONDS = 300.0
+"""How long a note holds its port for the process that took it: past its server's start and restarts on the same
+port; a port bound by then is not free anyway."""
 
 
 def _ephemeral_low() -> int:
@@ -38,7 +47,7 @@ def free_port() -> int:
     if low - _LOWEST_PORT >= 1_000:
         for _ in range(100):
             port = random.randrange(_LOWEST_PORT, low)
-            if port not in _handed_out and port_is_free(port):
+            if port not in _handed_out and port_is_free(port) and _reserve(port):
                 _handed_out.add(port)
                 return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -46,6 +55,29 @@ def free_port() -> int:
         port = int(sock.getsockname()[1])
     _handed_out.add(port)
     return port
+
+
+def _reserve(port: int) -> bool:
+    """Note ``port`` as this process's in :data:`RESERVATIONS`; False when another process's note holds it. A note
+    older than :data:`RESERVED_SECONDS` is removed and its port left for a next pick (two processes finding it stale
+    at once must not both take it). Where the folder cannot be written (another user's), ports go unnoted."""
+    note = os.path.join(RESERVATIONS, str(port))
+    try:
+        os.makedirs(RESERVATIONS, mode=0o1777, exist_ok=True)
+    except OSError:
+        return True
+    try:
+        os.close(os.open(note, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        return True
+    except FileExistsError:
+        try:
+            if time.time() - os.stat(note).st_mtime > RESERVED_SECONDS:
+                os.unlink(note)
+        except OSError:
+            pass  # removed meanwhile by another process finding it stale
+        return False
+    except OSError:
+        return True
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
