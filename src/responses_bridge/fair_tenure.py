@@ -29,7 +29,10 @@ for more while it holds, or the full queue refused it within a quantum). The qua
 of a tenant that wants more before one of a tenant holding its one call and asking nothing more (whose work ends by
 itself: beside the greedy tenants' endless programs on a loaded machine a victim's program outlived a quantum and
 was taken back, and its retry waited a whole round, ~9 s); that one goes only when no other unit is past its
-quantum.
+quantum, and only to an asker served no more than it has been (its attained service plus this unit's tenure):
+beside 16 greedy tenants on 8 sandbox slots every greedy unit was young now and then (the paced turns hand them on
+as they come of age), and a victim's one call, slowed past its quantum on a loaded machine, went to a greedy tenant
+served far more, three calls in a row.
 
 Who asks first, among tenants holding as little: one never taken from, then the one taken from longest ago (a
 greedy tenant's work is taken back, a light tenant's short calls end by themselves); among equals — a victim and
@@ -139,11 +142,14 @@ class Tenure:
              wake: Callable[[], None], tenants: Mapping[str, Any]) -> tuple[str, Any] | None:
         """The holding to take back for ``asker`` (holding none) among ``candidates`` (tenant, holding; ``tenants``:
         the pool's states by name): the one held longest past its quantum — a greedy tenant's before one that wants
-        no more —, else a light tenant's turn from a greedy tenant (module text); None if neither, and then ``wake``
-        is called when one may be."""
+        no more, which goes only to an asker served no more than it —, else a light tenant's turn from a greedy
+        tenant (module text); None if neither, and then ``wake`` is called when one may be."""
         listed = list(candidates)
         greedy = {name for name, _ in listed if wants_more(tenants[name], now, self.quantum)}
-        found = self.longest_held(listed, now, wake, greedy)
+        mine = self.attained(asker, now)  # a tenant asking no more, served less than the asker, keeps its unit
+        found = self.longest_held([(tenant, holding) for tenant, holding in listed if tenant in greedy
+                                   or self.attained(tenant, now) + now - self.since.get(holding, now) >= mine],
+                                  now, wake, greedy)
         if found is not None:
             return found
         least = self.quantum / max(1, capacity)  # no unit younger than a turn's spacing is taken back

@@ -235,3 +235,23 @@ async def test_an_egress_connection_of_a_tenant_holding_none_waits_for_its_turn_
         for holder in holders:
             holder.cancel()
         await asyncio.gather(*holders, return_exceptions=True)
+
+
+async def test_a_tenant_asking_no_more_keeps_its_unit_from_a_tenant_served_more() -> None:
+    """Beside more tenants than units on a loaded machine, a victim's one short call outlived its quantum while every
+    greedy unit was young (the paced turns hand them on as they come of age): the quantum rule took the victim's
+    unit for a greedy tenant served far more (test_fair_pools.py's sandbox case, ``503 preempted_for_fairness``
+    three times in a row). A tenant asking no more now keeps its unit from an asker served more than it has been."""
+    slots = FairSlots(2, lambda tenant: 2, quantum=QUANTUM)
+    victim = unit(slots, "victim")
+    greedy = [unit(slots, "greedy0") for _ in range(2)]  # one held, one waiting: it wants more
+    await settle()
+    assert victim.outcome == "held" and [holder.outcome for holder in greedy] == ["held", "waiting"]
+    backdate(slots, "victim")  # its call outlived its quantum; greedy0's unit is young
+    slots.pool.tenure.served["greedy1"] = (5 * QUANTUM, time.monotonic())  # served far more than the victim
+    asker = unit(slots, "greedy1", wait=0.1)
+    paced(slots)
+    slots.pool._dispatch()
+    await settle()
+    assert victim.outcome == "held" and asker.outcome == "waiting"
+    await end([victim, asker], greedy)
