@@ -341,3 +341,19 @@ def reader_for(target: CallTarget, call_id: str, output_index: int) -> CallReade
                                      "status": "in_progress"}, output_index)
     return ToolSearchCallReader({"id": ids.new_id("tsc"), "type": "tool_search_call", "call_id": call_id,
                                  "execution": "client", "arguments": {}, "status": "in_progress"}, output_index)
+
+
+def shell_output_text(chunks: list[dict[str, Any]]) -> str:
+    """What the model reads of a shell call's output: per command its stdout, its stderr, and how it ended."""
+    lines: list[str] = []
+    for chunk in chunks:
+        if chunk.get("stdout"):
+            lines.append(chunk["stdout"])
+        if chunk.get("stderr"):
+            lines.append(f"stderr:\n{chunk['stderr']}")
+        outcome = chunk.get("outcome") or {}
+        if outcome.get("type") == "timeout":
+            lines.append("(timed out)")
+        elif outcome.get("type") == "exit":
+            lines.append(f"(exit code {outcome.get('exit_code')})")
+    return "\n".join(lines)

@@ -13,6 +13,7 @@ import orjson
 from ..protocol.errors import invalid_request
 from ..protocol.input_items import messages_only
 from ..protocol.request import ResponsesRequest
+from .client_tools import shell_output_text
 from .computer_tool import computer_call_arguments, screenshot_message
 from .configuration_updates import UNSET, configured
 from .content_parts import chat_part, user_content
@@ -341,22 +342,6 @@ def _output_of(item: dict[str, Any], options: EngineOptions) -> str | list[dict[
     if kind == "multi_agent_call_output":
         return "".join(part["text"] for part in item["output"])
     return tool_search_result_text(item.get("tools") or [])
-
-
-def shell_output_text(chunks: list[dict[str, Any]]) -> str:
-    """What the model reads of a shell call's output: per command its stdout, its stderr, and how it ended."""
-    lines: list[str] = []
-    for chunk in chunks:
-        if chunk.get("stdout"):
-            lines.append(chunk["stdout"])
-        if chunk.get("stderr"):
-            lines.append(f"stderr:\n{chunk['stderr']}")
-        outcome = chunk.get("outcome") or {}
-        if outcome.get("type") == "timeout":
-            lines.append("(timed out)")
-        elif outcome.get("type") == "exit":
-            lines.append(f"(exit code {outcome.get('exit_code')})")
-    return "\n".join(lines)
 
 
 def _assistant_message(messages: list[dict[str, Any]], options: EngineOptions, *, fresh: bool) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from .errors import APIError, array_within, invalid_request, invalid_type, missing_parameter
-from .request import check_metadata
+from .metadata import check_metadata
 
 MAX_TOOLS_BYTES = 3 * 1024 * 1024
 MAX_INSTRUCTIONS_CHARS = 256 * 1024

@@ -22,6 +22,7 @@ from . import tool_items
 from .errors import APIError, invalid_request
 from .input_items import normalize_input
 from .known_fields import UnknownFields, check_known_fields
+from .metadata import check_metadata_sizes
 from .multi_agent import NOT_BETA, BetaSurface, MultiAgentConfig, take_multi_agent
 from .newer_fields import check_newer_fields
 from .request_checks import check_depth, check_include, check_model_name, check_tool, check_tool_choice_type
@@ -202,7 +203,7 @@ def parse_request_object(raw: dict[str, Any], *, max_input_items: int = DEFAULT_
         raise invalid_request("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
     check_model_name(params.model)
     check_include(params.include)
-    _check_metadata(params.metadata)
+    check_metadata_sizes(params.metadata)
     _check_conversation_and_prompt(params)
     _check_context_management(params)
     items = normalize_input(params.input)
@@ -265,39 +266,6 @@ def _check_conversation_and_prompt(params: CreateParams) -> None:
     if variables is not None and not isinstance(variables, dict):
         raise invalid_request("Invalid type for 'prompt.variables': expected an object.", param="prompt.variables",
                               code="invalid_type")
-
-
-def check_metadata(metadata: Any, param: str = "metadata") -> None:
-    """``metadata`` of any object: at most 16 string keys of <= 64 characters, string values of <= 512."""
-    if metadata is None:
-        return
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise invalid_request(f"Invalid type for '{param}': expected an object of strings.", param=param,
-                              code="invalid_type")
-    _check_metadata(metadata)
-
-
-def metadata_update(body: dict[str, Any]) -> dict[str, str]:
-    """The new ``metadata`` of an update (``POST /v1/conversations/{id}``, ``/v1/chat/completions/{id}``):
-    required, checked, ``null`` meaning none."""
-    if "metadata" not in body:
-        raise invalid_request("Missing required parameter: 'metadata'.", param="metadata",
-                              code="missing_required_parameter")
-    metadata = body["metadata"]
-    check_metadata(metadata)
-    return metadata or {}
-
-
-def _check_metadata(metadata: dict[str, str] | None) -> None:
-    if metadata is None:
-        return
-    if len(metadata) > 16:
-        raise invalid_request("'metadata' may have at most 16 keys.", param="metadata")
-    for key, value in metadata.items():
-        if len(key) > 64:
-            raise invalid_request(f"metadata key '{key[:70]}' is longer than 64 characters.", param="metadata")
-        if len(value) > 512:
-            raise invalid_request(f"metadata value for '{key}' is longer than 512 characters.", param="metadata")
 
 
 _NAMELESS_TOOLS = ("shell", "local_shell", "computer_use_preview", "computer", "apply_patch", "tool_search")

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from .agent_inputs import known
 from .errors import APIError, invalid_request
-from .request import check_metadata
+from .metadata import check_metadata
 
 VAULT_FIELDS = ("metadata", "name")
 CREDENTIAL_FIELDS = ("auth", "name", "metadata")

@@ -41,7 +41,7 @@ from ..protocol.agent_inputs import (
 from ..protocol.agents import SESSION_AGENT_FIELDS, apply_config, default_config, require_model
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.lists import list_of
-from ..protocol.request import check_metadata
+from ..protocol.metadata import check_metadata
 from ..store.base_agents import AgentStore
 from ..store.owners import new_owner_id
 from .agent_environments import SessionEnvironments, environment_state, session_not_found

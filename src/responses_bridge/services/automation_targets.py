@@ -11,7 +11,7 @@ from ..protocol.agent_inputs import check_environment, check_servable, known, me
 from ..protocol.agents import SESSION_AGENT_FIELDS, TRANSPORT_SECRET, apply_config, default_config, require_model
 from ..protocol.automations import EXISTING_SESSION_FIELDS, NEW_SESSION_FIELDS
 from ..protocol.errors import APIError, invalid_request
-from ..protocol.request import check_metadata
+from ..protocol.metadata import check_metadata
 from .agents import AgentService
 
 AgentAutomations = Callable[[str, str, str, str], Awaitable[str]]

@@ -44,7 +44,7 @@ from ..protocol.automations import (
 )
 from ..protocol.errors import APIError, invalid_request
 from ..protocol.lists import list_of
-from ..protocol.request import check_metadata
+from ..protocol.metadata import check_metadata
 from ..store.base_agents import AgentStore
 from .agents import AgentService
 from .automation_bounds import AutomationBounds, check_rate, over_rate, version_of, with_sources

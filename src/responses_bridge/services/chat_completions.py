@@ -20,7 +20,7 @@ import structlog
 from ..engine.chat_record import ChatRecorder, request_messages
 from ..protocol.errors import APIError, not_found
 from ..protocol.lists import list_body, list_of
-from ..protocol.request import check_metadata, metadata_update
+from ..protocol.metadata import check_metadata, metadata_update
 from ..store.base import ChatCompletionStore
 from ..store.records import InvalidCursor, StoredChatCompletion, check_page_args
 from .pagination import page_errors

@@ -16,7 +16,7 @@ from ..protocol.errors import APIError, array_within, invalid_request, not_found
 from ..protocol.input_items import normalize_input
 from ..protocol.item_references import ItemFinder, has_references, resolve_stored
 from ..protocol.lists import list_body, list_of
-from ..protocol.request import check_metadata, metadata_update
+from ..protocol.metadata import check_metadata, metadata_update
 from ..store.base import ConversationStore
 from ..store.records import ItemPage, StoredConversation
 from .pagination import page_errors

@@ -24,7 +24,7 @@ from ..engine.state import RenderedPrompt
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.input_items import normalize_input
 from ..protocol.lists import list_of
-from ..protocol.request import check_metadata
+from ..protocol.metadata import check_metadata
 from ..store.base import PromptStore
 from ..store.records import PromptVersionConflict, StoredPromptVersion
 

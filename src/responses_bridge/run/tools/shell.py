@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ...engine.request_translation import shell_output_text
+from ...engine.client_tools import shell_output_text
 from ...engine.run_items import ShellOutputItem
 from ...protocol.errors import invalid_request
 from ...sandbox import SandboxResult
