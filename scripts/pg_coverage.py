@@ -8,7 +8,7 @@ two passes cover together with and without the marked modules. A module marked s
 module still running covers is listed as a mistake, and the exit is 1.
 
 ``--all-measured``: the same over every measured file (the whole store package, runtime.py, serve.py,
-keys_command.py, services/ingestion.py, run on PostgreSQL), a stricter test than the PostgreSQL store's own lines.
+keys_command.py, services/files/ingestion.py, run on PostgreSQL), a stricter test than the PostgreSQL store's own lines.
 ``--suggest``: which unmarked modules could be left out too (largest first, each checked against what would be
 left), and the fewest modules still running that cover each one's lines (the names its mark would give).
 """

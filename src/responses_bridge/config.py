@@ -125,7 +125,7 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
         "tool loop) gets its 200 and headers, then a newline every as many seconds until its JSON body: an idle "
         "timeout on the way (Envoy's, a load balancer's) does not cut it. A failure after that is a `failed` "
         "Response, stored, not an HTTP error. At most half of `envoy_stream_idle_timeout`; 0: never"))
-    # The Files API (services/files.py): the largest upload accepted; over it, a 413. Bytes are kept on disk in
+    # The Files API (services/files/files.py): the largest upload accepted; over it, a 413. Bytes are kept on disk in
     # files/ next to the database, never in memory.
     max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description=(
         "largest file `POST /v1/files` accepts, bytes; larger is a 413 `file_too_large`"))
@@ -163,9 +163,9 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
         "take the defaults above"))
     ingest_concurrency: int = Field(default=2, ge=1, description="vector store files ingested (extracted, chunked, "
                                     "embedded, indexed) at once; files left in progress resume on restart")
-    # Background responses on a shared database (services/background.py): a replica's lease on each run it runs,
-    # renewed three times per period; a run whose lease ran out (its replica died) is taken over by another
-    # (services/background_resume.py).
+    # Background responses on a shared database (services/responses/background.py): a replica's lease on each run it
+    # runs, renewed three times per period; a run whose lease ran out (its replica died) is taken over by another
+    # (services/responses/background_resume.py).
     background_lease_seconds: float = Field(default=30.0, gt=0, description=(
         "with a shared database: how long a background response stays its replica's without a heartbeat; after "
         "that another replica takes it over (resumes it, or fails it when it cannot be resumed)"))

@@ -1,5 +1,5 @@
-"""The bounds of the Agents API's automations (services/automations.py, automation_fairness.py): what one
-scheduler tick fires and how, what one tenant's automations may fire a minute, and how long their invocations are
+"""The bounds of the Agents API's automations (services/agents/automations/automations.py, automation_fairness.py): what
+one scheduler tick fires and how, what one tenant's automations may fire a minute, and how long their invocations are
 kept. A group of config.py's :class:`Settings`, in a module of its own beside config_agent_sandbox.py."""
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class ToolSettings(BaseSettings):
         "holding header values, `forward_authorization` (default true) sends the request's `authorization` as "
         "`Authorization: Bearer` (never over a fixed `Authorization` header). JSON in the environment. Empty: "
         "`connector_id` and plugin apps are refused"))
-    # Embeddings for vector store search (services/retrieval/embedders.py): with a model named, the upstream's
+    # Embeddings for vector store search (services/files/retrieval/embedders.py): with a model named, the upstream's
     # /v1/embeddings (at embedding_url, else the upstream's base URL); without, the local static model.
     embedding_model: str | None = Field(default=None, description=(
         "embedding model for vector stores, called at the upstream's `/v1/embeddings`; unset: the built-in local "

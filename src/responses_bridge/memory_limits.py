@@ -1,5 +1,5 @@
 """How much memory this process may use: its cgroup's limit, else the machine's — the default of the request
-memory budget (services/memory_budget.py), read by the settings (config.py) before any service exists."""
+memory budget (services/tenancy/memory_budget.py), read by the settings (config.py) before any service exists."""
 
 from __future__ import annotations
 

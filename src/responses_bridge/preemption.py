@@ -2,7 +2,7 @@
 (the turn loop, run/drive.py; the HTTP door's limits, adapters/http/limits.py; the ext_proc stream,
 adapters/extproc/servicer.py) asks :func:`absorb_preemption` whether it was this, to answer a retryable 503 /
 ``response.failed`` ``preempted_for_fairness`` rather than treat it as a client gone away. Used by the shared pools'
-rule (fair_share.py) and the memory backstop (services/memory_watch.py)."""
+rule (fair_share.py) and the memory backstop (services/tenancy/memory_watch.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 from .protocol.errors import APIError
 
 PREEMPTED = "preempted_for_fairness"
-"""The error code of work the bridge took back (fairness, or the memory backstop: services/memory_watch.py)."""
+"""The error code of work the bridge took back (fairness, or the memory backstop: services/tenancy/memory_watch.py)."""
 
 
 _TAKEN_BACK: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = weakref.WeakKeyDictionary()

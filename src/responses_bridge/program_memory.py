@@ -19,7 +19,7 @@ FLOOR = 64 << 20
 """The setting's least value (config_pools.py): V8 and a useful heap need about that."""
 REQUEST_HOLDS = 2 << 20
 """What the request running a program holds of the budget itself, at least: one step of its body (64 KiB at 30
-bytes of budget each: services/memory_budget.py)."""
+bytes of budget each: services/tenancy/memory_budget.py)."""
 SETTING = "RESPONSES_BRIDGE_PROGRAM_MEMORY_BYTES"
 BUDGET_SETTINGS = "RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES × RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE"
 

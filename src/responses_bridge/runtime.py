@@ -33,23 +33,23 @@ from .run.upstream import UpstreamClient
 from .run.upstream_gate import UpstreamGate
 from .runtime_sandbox import open_code_interpreter
 from .sealing import Sealer, load_or_create_key, new_key_text
-from .services.agents import AgentService
-from .services.background import BackgroundService
-from .services.chat_completions import ChatCompletionService
-from .services.containers import ContainerService
-from .services.conversations import ConversationService
-from .services.file_inputs import FileInputs
-from .services.files import FileService, files_directory
-from .services.identity import Identity, sidecar_token
-from .services.limits import TenantLimits
-from .services.memory_budget import MemoryBudget, Reservation
-from .services.memory_watch import MemoryWatch, default_source
-from .services.prompts import PromptService
-from .services.retention import RetentionService
-from .services.retrieval.embedders import Embedder, embedder_from_settings
-from .services.skills import SkillService
-from .services.uploads import UploadService
-from .services.vector_stores import VectorStoreService
+from .services.agents.agents import AgentService
+from .services.containers.containers import ContainerService
+from .services.containers.skills import SkillService
+from .services.files.files import FileService, files_directory
+from .services.files.inputs import FileInputs
+from .services.files.retrieval.embedders import Embedder, embedder_from_settings
+from .services.files.uploads import UploadService
+from .services.files.vector_stores import VectorStoreService
+from .services.responses.background import BackgroundService
+from .services.responses.chat_completions import ChatCompletionService
+from .services.responses.conversations import ConversationService
+from .services.responses.prompts import PromptService
+from .services.responses.retention import RetentionService
+from .services.tenancy.identity import Identity, sidecar_token
+from .services.tenancy.limits import TenantLimits
+from .services.tenancy.memory_budget import MemoryBudget, Reservation
+from .services.tenancy.memory_watch import MemoryWatch, default_source
 from .store import ResponseStore
 from .store.base import ChunkIndex, RunLeases
 from .store.open import StoreSet, open_stores
@@ -77,14 +77,14 @@ class Runtime:
     clients: dict[str, UpstreamClient]  # the sidecar's own calls, per upstream (several upstreams; else empty)
     router: Router  # the per-model routes (upstreams.py)
     server_tools: ServerTools  # the tool loop's MCP client, web search, file search (run/server_tools.py)
-    identity: Identity  # who the caller is (RESPONSES_BRIDGE_AUTH), for both doors: services/identity.py
+    identity: Identity  # who the caller is (RESPONSES_BRIDGE_AUTH), for both doors: services/tenancy/identity.py
     files: FileService  # uploaded files: metadata in the store, bytes in files/ by the database (or in it)
-    uploads: UploadService  # the Uploads API: files sent in parts, completed into files (services/uploads.py)
-    embedder: Embedder  # vector store search: the embedder and the chunk index (services/retrieval/)
+    uploads: UploadService  # the Uploads API: files sent in parts, completed into files (services/files/uploads.py)
+    embedder: Embedder  # vector store search: the embedder and the chunk index (services/files/retrieval/)
     chunks: ChunkIndex
     vector_stores: VectorStoreService  # the Vector Stores API; the file_search tool's searcher
-    containers: ContainerService  # the Containers API; the code interpreter's files (services/containers.py)
-    skills: SkillService  # the Skills API; the skills containers are made with (services/skills.py)
+    containers: ContainerService  # the Containers API; the code interpreter's files (services/containers/containers.py)
+    skills: SkillService  # the Skills API; the skills containers are made with (services/containers/skills.py)
     background: BackgroundService
     agents: AgentService  # the Agents API's reusable agents; sessions: the HTTP door's agents_routes.py
     retention: RetentionService  # purges what each tenant's retention_days has expired
@@ -95,13 +95,13 @@ class Runtime:
     probed_modes: dict[str, str] = field(default_factory=dict)
     probed_switches: dict[str, dict[str, Any]] = field(default_factory=dict)
     _upstream_options: dict[str, EngineOptions] = field(default_factory=dict, repr=False)  # route_options' cache
-    # per-tenant requests in flight and body size, one budget for both doors (services/limits.py)
+    # per-tenant requests in flight and body size, one budget for both doors (services/tenancy/limits.py)
     limits: TenantLimits = field(init=False, repr=False)
-    # the estimated memory of every request in flight, against one budget (services/memory_budget.py)
+    # the estimated memory of every request in flight, against one budget (services/tenancy/memory_budget.py)
     memory: MemoryBudget = field(init=False, repr=False)
     # the sidecar's own upstream calls at once: bridge-wide, per tenant and per response (run/upstream_gate.py)
     upstream_gate: UpstreamGate = field(init=False, repr=False)
-    # the real memory of the process against the budget: the backstop (services/memory_watch.py)
+    # the real memory of the process against the budget: the backstop (services/tenancy/memory_watch.py)
     memory_watch: MemoryWatch = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -211,8 +211,8 @@ class Runtime:
 
     async def take_over_background(self) -> None:
         """Background runs no process holds any more (a previous process of this database, or a replica whose
-        lease lapsed) are resumed from their kept request where possible (services/background_resume.py), failed
-        otherwise; the heartbeat's sweeps do the same from now on."""
+        lease lapsed) are resumed from their kept request where possible (services/responses/background_resume.py),
+        failed otherwise; the heartbeat's sweeps do the same from now on."""
         background = self.background
         background.rebuild = self.rebuild_background
         background.sealer = self.sealer

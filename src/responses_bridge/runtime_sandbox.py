@@ -14,9 +14,9 @@ import structlog
 from .config import Settings
 from .run.server_tools import ServerTools
 from .sealing import Sealer
-from .services.container_network import NetworkPolicies
-from .services.containers import ContainerService
-from .services.files import FileService
+from .services.containers.containers import ContainerService
+from .services.containers.network import NetworkPolicies
+from .services.files.files import FileService
 from .store.base import ContainerStore
 from .store.base_skills import SkillStore
 
@@ -39,11 +39,11 @@ async def open_code_interpreter(settings: Settings, store: ContainerStore, files
     from .sandbox.read_only import sweep_orphans
     from .sandbox.scratch import ScratchUnsafe, scratch_root
     from .sandbox.trees import sweep_stale
-    from .services.code_interpreter import CodeInterpreter
-    from .services.container_runs import ContainerRuns
-    from .services.container_skills import ContainerSkills
-    from .services.environment_packages import EnvironmentPackages
-    from .services.hosted_shell import HostedShell
+    from .services.agents.environments.packages import EnvironmentPackages
+    from .services.containers.container_skills import ContainerSkills
+    from .services.containers.runs import ContainerRuns
+    from .services.tools.code_interpreter import CodeInterpreter
+    from .services.tools.hosted_shell import HostedShell
 
     limits = settings.sandbox_limits()
     workdir = Path(settings.code_workdir) if settings.code_workdir else None  # the skills' cache (skill_cache.py)

@@ -306,7 +306,7 @@ async def shutdown(runtime: Runtime, stoppers: list[Callable[[], Awaitable[None]
     then drain the doors and the background runs together, so the whole shutdown takes the drain timeout
     plus a moment rather than one drain after another. Each door ends its own streams still running at the
     deadline with ``response.failed``; background runs still going then are handed off (their lease let go,
-    for the next start or another replica to resume; services/background_resume.py), or failed
+    for the next start or another replica to resume; services/responses/background_resume.py), or failed
     (``server_shutdown``) when they cannot be resumed, which also ends the streams following them. The HTTP door
     (``door``) closes only after all of that, and, for worker ``worker`` of ``serve --workers``, once every
     other worker has drained too (drain_barrier.py): until then it keeps answering ``/health/*`` and ``/metrics``

@@ -170,7 +170,7 @@ EVERY_EXTRA = textwrap.dedent("""
     import asyncpg, pgvector.asyncpg, responses_bridge.store.postgres.database
     # retrieval: PDF text and the local embedder (its Rust encoder loaded by an embedding)
     import pypdf
-    from responses_bridge.services.retrieval.embedders import _local_encode
+    from responses_bridge.services.files.retrieval.embedders import _local_encode
     assert _local_encode(["an installed embedder"]).shape[0] == 1
     # programs: the embedded V8
     from py_mini_racer import MiniRacer

@@ -203,7 +203,7 @@ async def test_an_agents_automations_tool_schedules_its_own_session(beta_client:
 async def test_a_sessions_agent_keeps_a_bounded_number_of_automations(beta_client: openai.AsyncOpenAI) -> None:
     """A model that calls its ``automations`` tool in a loop fills its session's bound, not the tenant's: past
     MAX_AGENT_AUTOMATIONS_PER_SESSION the call is refused (as its output), and a deleted one makes room."""
-    from responses_bridge.services.automations import MAX_AGENT_AUTOMATIONS_PER_SESSION
+    from responses_bridge.services.agents.automations.automations import MAX_AGENT_AUTOMATIONS_PER_SESSION
 
     sessions, automations = beta_client.beta.agents.sessions, beta_client.beta.agents.automations
     ask = 'call create_automation [args={"name": "n", "instructions": "i", "run_at": 4102444800}]'

@@ -28,7 +28,7 @@ import orjson
 import pytest
 
 from responses_bridge.devtools.procs import ManagedProcess, wait_http
-from responses_bridge.services.agent_turn_queue import STEP_RESPONSE, WAITING
+from responses_bridge.services.agents.turn_queue import STEP_RESPONSE, WAITING
 from responses_bridge.store.base import DEFAULT_TENANT as TENANT
 from responses_bridge.store.open import open_stores
 from tests.support.bridge import start_sidecar

@@ -19,7 +19,7 @@ import pytest
 
 from responses_bridge.devtools.procs import free_port
 from responses_bridge.envoy_config import Auth, render_bootstrap
-from responses_bridge.services.executor_noise import Identity
+from responses_bridge.services.agents.executor.noise import Identity
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle
 from tests.support.bridge import Sidecar, keys_command, running_sidecar
 from tests.support.envoy import start_envoy

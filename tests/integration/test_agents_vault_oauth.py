@@ -1,4 +1,4 @@
-"""An ``mcp_oauth`` credential with ``refresh`` (services/vault_oauth.py), through both doors: a session's MCP
+"""An ``mcp_oauth`` credential with ``refresh`` (services/agents/vaults/oauth.py), through both doors: a session's MCP
 server is reached with a token the bridge got from a real token endpoint (a local HTTP server) once the stored one
 reached its ``expires_at``; the refresh token it rotated is the one sent next; an endpoint refusing the grant fails
 the turn naming the credential. No refresh token, client secret or access token is in any answer, event, log line

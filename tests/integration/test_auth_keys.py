@@ -26,7 +26,7 @@ import pytest
 
 from responses_bridge.devtools.procs import wait_http
 from responses_bridge.envoy_config import Auth, render_bootstrap
-from responses_bridge.services.identity import SIDECAR_HEADER
+from responses_bridge.services.tenancy.identity import SIDECAR_HEADER
 from tests.support.bridge import PYTHON, UpstreamLog, finished_after, finished_requests, keys_command
 from tests.support.envoy import free_port, have_envoy, start_envoy
 from tests.support.postgres import sidecar_env

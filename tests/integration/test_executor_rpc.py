@@ -1,4 +1,4 @@
-"""The harness side of the exec-server's JSON-RPC (services/executor_rpc.py) against the exec-server of
+"""The harness side of the exec-server's JSON-RPC (services/agents/executor/rpc.py) against the exec-server of
 tests/support/exec_server.py over a real websocket on 127.0.0.1: a command's outcome, its output cut at the call's
 cap, a command past its timeout terminated, a JSON-RPC error, and the calls waiting when the exec-server goes."""
 
@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from responses_bridge.devtools.procs import free_port
-from responses_bridge.services.executor_rpc import DirectChannel, ExecutorConnection, ExecutorError, ExecutorGone
+from responses_bridge.services.agents.executor.rpc import DirectChannel, ExecutorConnection, ExecutorError, ExecutorGone
 from tests.support.exec_server import FakeExecServer
 
 pytestmark = pytest.mark.store_free

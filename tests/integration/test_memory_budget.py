@@ -1,5 +1,5 @@
-"""The process's memory budget for requests in flight, end to end (services/memory_budget.py): a real sidecar whose
-budget (``RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES``, 3 MiB) one large request fills, behind a real Envoy. While that
+"""The process's memory budget for requests in flight, end to end (services/tenancy/memory_budget.py): a real sidecar
+whose budget (``RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES``, 3 MiB) one large request fills, behind a real Envoy. While that
 request's stream is held open, a request through either door waits its two seconds and gets a 503
 ``server_overloaded`` in the OpenAI shape with ``Retry-After`` (the SDK raises ``InternalServerError`` and would
 retry it), and so does a WebSocket turn; once the held stream ends, the budget comes back and requests are served.

@@ -1,5 +1,5 @@
-"""The memory budget shared fairly under a hostile caller, end to end (services/memory_budget.py, body_pace.py): a
-real sidecar (``RESPONSES_BRIDGE_AUTH=none``: callers told apart by their key) with a 64 MiB budget, behind a real
+"""The memory budget shared fairly under a hostile caller, end to end (services/tenancy/memory_budget.py, body_pace.py):
+a real sidecar (``RESPONSES_BRIDGE_AUTH=none``: callers told apart by their key) with a 64 MiB budget, behind a real
 Envoy.
 
 * Idle bodies: the attacker opens connections that declare a 64 MiB body and send one byte — on the HTTP door's

@@ -1,5 +1,6 @@
-"""The memory budget against several attacking tenants at once, end to end (fair_share.py, services/memory_budget.py):
-a real sidecar (``auth: none``: callers told apart by their key) with a 256 MiB budget, behind a real Envoy.
+"""The memory budget against several attacking tenants at once, end to end (fair_share.py,
+services/tenancy/memory_budget.py): a real sidecar (``auth: none``: callers told apart by their key) with a 256 MiB
+budget, behind a real Envoy.
 
 Two, then three attackers each hold as many legal requests with a slow answer (a stream the fake upstream stalls)
 as the budget lets them, 31.9 MiB of the budget each (17 steps of the HTTP door's reading). With a fixed share of a

@@ -322,7 +322,7 @@ async def test_a_containers_skills_are_laid_out_read_only_for_the_code_interpret
     assert lines[8] == "['csv-insights', 'inline-tool']", logs
     scratch = stack.workdir / f"responses-bridge-{os.geteuid()}"  # the bridge's own directory (sandbox/scratch.py)
     assert [entry.name for entry in stack.workdir.iterdir()] == [scratch.name]
-    # what stays on the host is the cache of unpacked skills (services/skill_cache.py): one entry per version
+    # what stays on the host is the cache of unpacked skills (services/containers/skill_cache.py): one entry per version
     [cache] = scratch.iterdir()
     assert cache.name.startswith("skills-") and len(list(cache.iterdir())) == 2
     offered = next(entry["body"] for entry in reversed(await upstream.entries())

@@ -5,7 +5,7 @@ zip) finds each laid out read-only at ``/mnt/skills/<name>/``, runs its script f
 the tool's description names the skills for the model; an unknown skill is refused before anything is made.
 
 Skills reach the shell the way they reach the code interpreter: the one container → sandbox path
-(services/container_runs.py) lays out a container's skills for every call in it.
+(services/containers/runs.py) lays out a container's skills for every call in it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """A response's subagents inside the memory budget and the upstream connection bounds, end to end: a real sidecar
 making its model calls through a real Envoy, the fake upstream as the root model spawning 64 subagents whose turns
-stall, a request with 2 MiB of function tools (run/subagents.py, run/upstream_gate.py, services/memory_budget.py).
+stall, a request with 2 MiB of function tools (run/subagents.py, run/upstream_gate.py,
+services/tenancy/memory_budget.py).
 
 * While the 64 subagents are held, what the sidecar's memory grew by is covered by what the budget holds: each
   subagent reserves for its tools and context before it is begun (before: the budget held the root request's

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 import orjson
 
-from responses_bridge.services.executor_sigv4 import signature
+from responses_bridge.services.agents.executor.sigv4 import signature
 
 REGION, SERVICE = "us-east-1", "execute-api"
 

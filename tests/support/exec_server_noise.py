@@ -21,7 +21,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from responses_bridge.services.executor_noise import (
+from responses_bridge.services.agents.executor.noise import (
     DH_LEN,
     KEM_CIPHERTEXT_LEN,
     KEM_PUBLIC_LEN,
@@ -34,7 +34,7 @@ from responses_bridge.services.executor_noise import (
     Transport,
     prologue,
 )
-from responses_bridge.services.executor_relay import RECORD_PLAINTEXT, data_frame, handshake_frame, read_frame
+from responses_bridge.services.agents.executor.relay import RECORD_PLAINTEXT, data_frame, handshake_frame, read_frame
 from tests.support.exec_server import FakeExecServer, serving
 
 

@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from responses_bridge.services.agent_leases import SessionLeases
+from responses_bridge.services.agents.leases import SessionLeases
 
 
 class TakenStore:

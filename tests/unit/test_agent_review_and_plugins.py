@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.agent_auto_review import DECISION_FUNCTION, decision_answer, read_decision
-from responses_bridge.services.environment_plugins import plugin_skills
+from responses_bridge.services.agents.auto_review import DECISION_FUNCTION, decision_answer, read_decision
+from responses_bridge.services.agents.environments.plugins import plugin_skills
 
 SKILL = b"---\nname: greet\ndescription: Says hello.\n---\nbody\n"
 
@@ -78,7 +78,7 @@ def test_a_plugin_outside_what_is_served_is_refused(plugin: dict[str, object], p
 
 def test_a_plugins_app_mapped_by_the_registry_is_a_connector_server() -> None:
     from responses_bridge.protocol.agent_inputs import response_tools
-    from responses_bridge.services.environment_plugins import plugin_contents
+    from responses_bridge.services.agents.environments.plugins import plugin_contents
 
     apps = _plugin({".app.json": b'{"apps": {"notes": {"id": "asdk_app_notes"}}}'})
     skills, servers = plugin_contents([apps], "environment.plugins", frozenset({"asdk_app_notes"}))

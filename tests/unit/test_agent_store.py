@@ -13,7 +13,7 @@ import orjson
 import pytest
 from openai._streaming import SSEDecoder
 
-from responses_bridge.services.agent_events import KEEPALIVE, SessionEvents
+from responses_bridge.services.agents.events import KEEPALIVE, SessionEvents
 from responses_bridge.store import open as store_open
 from responses_bridge.store.base_agents import AgentStore, Record
 from responses_bridge.store.records import InvalidCursor

@@ -1,4 +1,4 @@
-"""Listing a session's traces (services/agent_traces.py): pages as the SDK's ``trace_list_params`` say, read a few
+"""Listing a session's traces (services/agents/traces.py): pages as the SDK's ``trace_list_params`` say, read a few
 traces at a time, and a page over 16 MiB is a 400 asking for a smaller ``limit`` rather than an answer that size."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services import agent_traces
-from responses_bridge.services.agent_traces import SessionTraces
+from responses_bridge.services.agents import traces as agent_traces
+from responses_bridge.services.agents.traces import SessionTraces
 from responses_bridge.store.base_agents import RecordPage
 
 MIB = 1 << 20

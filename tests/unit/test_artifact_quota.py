@@ -1,6 +1,6 @@
-"""A turn's artifacts within its tenant's ``max_stored_bytes`` (services/agent_environments.py's publish), on the
-real stores, blob files and container service, on SQLite and PostgreSQL: a file whose copy would pass the limit is
-not kept and is named in the turn's ``error`` event (the SDK's ``AgentSessionErrorEvent``), once; the files that
+"""A turn's artifacts within its tenant's ``max_stored_bytes`` (services/agents/environments/environments.py's publish),
+on the real stores, blob files and container service, on SQLite and PostgreSQL: a file whose copy would pass the limit
+is not kept and is named in the turn's ``error`` event (the SDK's ``AgentSessionErrorEvent``), once; the files that
 fit are kept; a new version of the file that fits later is kept. The sandbox is not the subject: the container's
 files are put as a command would leave them (``source: assistant``). The end-to-end turn through both doors is
 tests/integration/test_agents_artifact_quota.py."""
@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from openai.types.beta import AgentSessionErrorEvent
 
-from responses_bridge.services.agent_environments import SessionEnvironments, not_kept
-from responses_bridge.services.containers import ContainerService
-from responses_bridge.services.files import FileService
+from responses_bridge.services.agents.environments.environments import SessionEnvironments, not_kept
+from responses_bridge.services.containers.containers import ContainerService
+from responses_bridge.services.files.files import FileService
 from responses_bridge.store.base_agents import AgentStore
 from responses_bridge.store.postgres.containers import PostgresContainerStore
 from responses_bridge.store.postgres.files import PostgresFileStore

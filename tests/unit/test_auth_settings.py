@@ -17,7 +17,7 @@ from responses_bridge.envoy_config import Auth, JwtExample, bootstrap_dict
 from responses_bridge.keys_command import parse_expires
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.serve import warn_if_open
-from responses_bridge.services.identity import Identity
+from responses_bridge.services.tenancy.identity import Identity
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.sqlite.api_keys import SQLiteApiKeyStore
 

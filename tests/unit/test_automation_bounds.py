@@ -18,9 +18,9 @@ import pytest
 from openai.types.beta.agents.automations import AutomationInvocation
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.agents import AgentService
-from responses_bridge.services.automation_bounds import AutomationBounds, version_of
-from responses_bridge.services.automations import AutomationService
+from responses_bridge.services.agents.agents import AgentService
+from responses_bridge.services.agents.automations.automations import AutomationService
+from responses_bridge.services.agents.automations.bounds import AutomationBounds, version_of
 from responses_bridge.store.base_agents import AgentStore
 from tests.support.sdk_strict import strict_object
 from tests.unit.store_kinds import KINDS
@@ -31,7 +31,7 @@ INSTRUCTIONS = "Report on the night's builds. " * 7000  # ~200 KiB
 
 
 class Sessions:
-    """Records what the scheduler would start or deliver (services/automations.py's SessionStarter)."""
+    """Records what the scheduler would start or deliver (services/agents/automations: SessionStarter)."""
 
     agent_automations: Any = None
 

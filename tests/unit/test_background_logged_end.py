@@ -1,11 +1,11 @@
-"""Which stored logs say their run had ended (services/background_finish.py ``logged_end``): only a last frame of
-the stream that is a terminal event for that response, in the status its type names; the run's own records (rows
+"""Which stored logs say their run had ended (services/responses/background_finish.py ``logged_end``): only a last frame
+of the stream that is a terminal event for that response, in the status its type names; the run's own records (rows
 below 0) are not its stream."""
 
 from __future__ import annotations
 
 from responses_bridge.engine.sse import encode_event
-from responses_bridge.services.background_finish import logged_end
+from responses_bridge.services.responses.background_finish import logged_end
 
 ID = "resp_1"
 

@@ -20,9 +20,9 @@ import pytest
 
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.run.response_run import ResponseRun
-from responses_bridge.services.background import BackgroundService
-from responses_bridge.services.background_frames import INTERRUPTED_CODE
-from responses_bridge.services.background_run import BackgroundRun
+from responses_bridge.services.responses.background import BackgroundService
+from responses_bridge.services.responses.background_frames import INTERRUPTED_CODE
+from responses_bridge.services.responses.background_run import BackgroundRun
 from responses_bridge.store.base import DEFAULT_TENANT, EventLog, ResponseStore, RunLeases
 from responses_bridge.store.sqlite.background_runs import SQLiteRunLeases
 from responses_bridge.store.sqlite.events import SQLiteEventLog

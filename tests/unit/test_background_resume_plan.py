@@ -1,5 +1,5 @@
-"""What decides whether a background run is resumed (services/background_resume.py), and from where: its kept
-request, how often it was resumed, its recorded tool loop steps (services/background_steps.py) and the stored
+"""What decides whether a background run is resumed (services/responses/background_resume.py), and from where: its kept
+request, how often it was resumed, its recorded tool loop steps (services/responses/background_steps.py) and the stored
 output they reach."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import os
 
 from responses_bridge.engine.sse import encode_event
 from responses_bridge.sealing import Sealer
-from responses_bridge.services.background_resume import ResumePlan, plan_resume, sealed_request
-from responses_bridge.services.background_steps import STEP_BASE, STEP_PURPOSE
+from responses_bridge.services.responses.background_resume import ResumePlan, plan_resume, sealed_request
+from responses_bridge.services.responses.background_steps import STEP_BASE, STEP_PURPOSE
 
 SEALER = Sealer(os.urandom(32))
 BODY = {"model": "m", "input": "hi", "background": True}

@@ -16,8 +16,8 @@ import pytest
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.response_run import ResponseRun
-from responses_bridge.services.background import BackgroundService
-from responses_bridge.services.background_frames import INTERRUPTED_CODE, interrupted, split_frames
+from responses_bridge.services.responses.background import BackgroundService
+from responses_bridge.services.responses.background_frames import INTERRUPTED_CODE, interrupted, split_frames
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import DEFAULT_TENANT
 from responses_bridge.store.sqlite.background_runs import LocalRunLeases
@@ -195,7 +195,7 @@ async def test_json_framing_for_websocket_mode(store: SQLiteResponseStore) -> No
 
 def test_token_count_helpers() -> None:
     from responses_bridge.engine.chat_tokens import _load_encoding, count_estimate, count_tiktoken
-    from responses_bridge.services.token_count import (
+    from responses_bridge.services.responses.token_count import (
         tokenizer_url,
     )
 
@@ -214,7 +214,7 @@ def test_token_count_helpers() -> None:
 
 
 def test_compaction_split_kept() -> None:
-    from responses_bridge.services.compaction import split_kept
+    from responses_bridge.services.responses.compaction import split_kept
 
     user = {"type": "message", "role": "user"}
     assistant = {"type": "message", "role": "assistant"}

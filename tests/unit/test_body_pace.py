@@ -1,4 +1,4 @@
-"""The pace a request body must arrive at (services/body_pace.py): a grace, extended by what has arrived; the
+"""The pace a request body must arrive at (services/tenancy/body_pace.py): a grace, extended by what has arrived; the
 bridge's own waits not counted; no bound when the timeout is 0. The doors' use of it:
 tests/integration/test_memory_fairness.py."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from responses_bridge.services.body_pace import BodyPace
+from responses_bridge.services.tenancy.body_pace import BodyPace
 
 
 def test_a_body_has_the_timeout_plus_one_second_per_min_rate_bytes_received() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from responses_bridge.protocol.capability_directories import MAX_DIRECTORIES, check_directories
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.capability_directories import environment_note
+from responses_bridge.services.agents.environments.capability_directories import environment_note
 from tests.unit.store_kinds import KINDS
 from tests.unit.test_containers_service import Clock, chunks, service_over
 

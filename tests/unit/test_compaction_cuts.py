@@ -11,7 +11,7 @@ from responses_bridge.engine.options import EngineOptions
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.request import parse_request_object
 from responses_bridge.sealing import Sealer
-from responses_bridge.services.compaction import split_kept
+from responses_bridge.services.responses.compaction import split_kept
 
 SEALER = Sealer(os.urandom(32))
 

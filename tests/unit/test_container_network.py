@@ -13,8 +13,8 @@ from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.tools.code_interpreter import CodeToolOptions
 from responses_bridge.sandbox import Sandbox, SandboxLimits
 from responses_bridge.sealing import Sealer
-from responses_bridge.services.code_interpreter import CodeInterpreter
-from responses_bridge.services.container_network import NetworkPolicies
+from responses_bridge.services.containers.network import NetworkPolicies
+from responses_bridge.services.tools.code_interpreter import CodeInterpreter
 from tests.unit.store_kinds import KINDS
 from tests.unit.test_containers_service import Clock, service_over
 

@@ -483,8 +483,8 @@ async def test_container_blobs_are_known_to_the_files_sweep(stores: Stores) -> N
 
 
 async def test_a_sessions_artifact_bytes_are_known_to_the_files_sweep(stores: Stores) -> None:
-    """An artifact keeps its bytes in its record's ``_private.blob_id`` (services/agent_environments.py): the sweep
-    took them for an orphan and removed them an hour after the turn."""
+    """An artifact keeps its bytes in its record's ``_private.blob_id`` (services/agents/environments/environments.py):
+    the sweep took them for an orphan and removed them an hour after the turn."""
     artifact = {"id": "art_1", "object": "agent.session.artifact", "_private": {"blob_id": "file-artifact"}}
     await stores.agents.put("artifact", "art_1", artifact, tenant=A, parent="sess_1", scope="cntr_1")
     await stores.agents.put("session", "sess_1", {"id": "sess_1", "_private": {"last_response_id": "resp_1"}},

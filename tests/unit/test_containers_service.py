@@ -19,10 +19,10 @@ from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.tools.code_interpreter import CodeToolOptions
 from responses_bridge.sandbox import Sandbox, SandboxLimits
 from responses_bridge.sandbox.trees import remove_tree
-from responses_bridge.services.code_interpreter import CodeInterpreter
-from responses_bridge.services.container_workspace import Workspace
-from responses_bridge.services.containers import ContainerService
-from responses_bridge.services.files import FileService
+from responses_bridge.services.containers.containers import ContainerService
+from responses_bridge.services.containers.workspace import Workspace
+from responses_bridge.services.files.files import FileService
+from responses_bridge.services.tools.code_interpreter import CodeInterpreter
 from responses_bridge.store.postgres.containers import PostgresContainerStore
 from responses_bridge.store.postgres.file_bytes import PostgresFileBytes
 from responses_bridge.store.postgres.files import PostgresFileStore

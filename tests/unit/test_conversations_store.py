@@ -12,7 +12,7 @@ import pytest
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.response_run import ResponseRun
-from responses_bridge.services.conversations import ConversationService, render_item
+from responses_bridge.services.responses.conversations import ConversationService, render_item
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import DEFAULT_TENANT, ConversationStore
 from responses_bridge.store.records import InvalidCursor, InvalidPageArgs

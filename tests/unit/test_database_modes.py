@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from responses_bridge.services.files import files_directory
+from responses_bridge.services.files.files import files_directory
 from responses_bridge.store.open import open_stores
 from responses_bridge.store.sqlite.file_bytes import DiskFileBytes
 

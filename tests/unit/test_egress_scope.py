@@ -18,7 +18,7 @@ from responses_bridge.sandbox.egress_policy import (
     stored_form,
 )
 from responses_bridge.sandbox.egress_scope import block_list, check_secrets, within
-from responses_bridge.services.agent_environments import network_within
+from responses_bridge.services.agents.environments.environments import network_within
 
 
 def allowlist(*domains: str) -> NetworkPolicy:

@@ -16,15 +16,19 @@ from aiohttp import web
 
 from responses_bridge.engine.chat_tokens import load_encoding
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services import embeddings
-from responses_bridge.services.embeddings import (
+from responses_bridge.services.files import embeddings
+from responses_bridge.services.files.embeddings import (
     LOCAL_MODEL,
     MAX_INPUT_TOKENS,
     MAX_REQUEST_TOKENS,
     MAX_TOKEN_CHARS,
     EmbeddingService,
 )
-from responses_bridge.services.retrieval.embedders import LocalStaticEmbedder, UnavailableEmbedder, UpstreamEmbedder
+from responses_bridge.services.files.retrieval.embedders import (
+    LocalStaticEmbedder,
+    UnavailableEmbedder,
+    UpstreamEmbedder,
+)
 
 ANSWERS: dict[str, tuple[int, bytes]] = {
     "ok": (200, b'{"object": "list", "data": [], "model": "m", "usage": {"prompt_tokens": 1, "total_tokens": 1}}'),

@@ -12,13 +12,13 @@ import pytest
 from responses_bridge.protocol.agent_environments import hosted_plan
 from responses_bridge.protocol.environment_packages import MAX_PACKAGES, PackageIndexes, checked_packages
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.environment_packages import (
+from responses_bridge.services.agents.environments.packages import (
     SETTING,
     EnvironmentPackages,
     _naming,
     install_command,
 )
-from responses_bridge.services.package_trees import InstallFailed, read_modes, unpack_tree, zip_tree
+from responses_bridge.services.containers.package_trees import InstallFailed, read_modes, unpack_tree, zip_tree
 
 
 @pytest.mark.parametrize("entry", ["requests", "numpy>=2,<3", "Django[argon2]==5.0.1",
@@ -193,7 +193,7 @@ def test_the_installs_own_record_gives_back_modes_and_links_a_transfer_lost(tmp_
 def test_an_installer_missing_from_a_bubblewrap_sandbox_is_a_400_naming_the_kind(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from responses_bridge.sandbox import Sandbox
-    from responses_bridge.services import environment_packages
+    from responses_bridge.services.agents.environments import packages as environment_packages
 
     sandbox = object.__new__(Sandbox)  # the check reads no state of it: its /usr is this host's
     monkeypatch.setattr(environment_packages.shutil, "which", lambda tool, path=None: None if tool == "npm" else tool)

@@ -1,7 +1,7 @@
 """An environment's files, setup commands and env checked, a template applied to a session's environment (omitted
 fields inherited, network only narrowed), a template shown without its confidential fields, and the setup script
 each command runs as (protocol/environment_fields.py, protocol/environment_templates.py,
-services/environment_setup.py)."""
+services/agents/environments/setup.py)."""
 
 from __future__ import annotations
 
@@ -34,10 +34,10 @@ from responses_bridge.protocol.environment_templates import (
 )
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.sealing import Sealer
-from responses_bridge.services import environment_templates
-from responses_bridge.services.agent_environments import network_within
-from responses_bridge.services.environment_setup import ENVIRONMENT, UNCLAIMED, EnvironmentSetup, setup_script
-from responses_bridge.services.environment_templates import TemplateService
+from responses_bridge.services.agents.environments import templates as environment_templates
+from responses_bridge.services.agents.environments.environments import network_within
+from responses_bridge.services.agents.environments.setup import ENVIRONMENT, UNCLAIMED, EnvironmentSetup, setup_script
+from responses_bridge.services.agents.environments.templates import TemplateService
 from tests.unit.store_kinds import KINDS
 from tests.unit.test_agent_store import agent_store
 

@@ -1,4 +1,4 @@
-"""The Noise handshake of ``codex exec-server --remote-transport noise`` (services/executor_noise.py) against a
+"""The Noise handshake of ``codex exec-server --remote-transport noise`` (services/agents/executor/noise.py) against a
 recording of the real exec-server (codex 0.169.0, clatter 2.2): our first message is rebuilt byte for byte from the
 recorded secrets, the exec-server's answer is read with them, and its first transport record decrypts to its
 ``initialize`` answer. Any change to the token order, the prologue, the protocol name or the key schedule breaks it."""
@@ -15,7 +15,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from responses_bridge.services.executor_noise import (
+from responses_bridge.services.agents.executor.noise import (
     SUITE,
     CipherState,
     Identity,
@@ -25,7 +25,7 @@ from responses_bridge.services.executor_noise import (
     Transport,
     prologue,
 )
-from responses_bridge.services.executor_relay import (
+from responses_bridge.services.agents.executor.relay import (
     RECORD_PLAINTEXT,
     NoiseChannel,
     RelayMessageFrame,

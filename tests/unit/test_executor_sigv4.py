@@ -1,6 +1,6 @@
 """The SigV4 check of ``codex exec-server --remote-transport direct --aws-sigv4``'s requests, against requests the
 real codex 0.169 sent (its registration and its websocket, signed with ``AKIDPROBE`` / ``secretprobe``), and the
-executor credentials and registrations (services/executor_hub.py)."""
+executor credentials and registrations (services/agents/executor/hub.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from responses_bridge.sealing import Sealer
-from responses_bridge.services.executor_hub import (
+from responses_bridge.services.agents.executor.hub import (
     MAX_PENDING_PER_TENANT,
     Claim,
     ExecutorHub,
@@ -19,7 +19,7 @@ from responses_bridge.services.executor_hub import (
     key_owner,
     secret_access_key,
 )
-from responses_bridge.services.executor_sigv4 import SignatureRefused, verify
+from responses_bridge.services.agents.executor.sigv4 import SignatureRefused, verify
 
 REGISTRATION: dict[str, Any] = {
     "method": "POST", "raw_path": "/base/cloud/environment/env_probe/direct/register", "raw_query": "",

@@ -1,4 +1,4 @@
-"""The ext_proc door's part of the memory budget (services/memory_budget.py) for a body Envoy streams to the
+"""The ext_proc door's part of the memory budget (services/tenancy/memory_budget.py) for a body Envoy streams to the
 processor in chunks (a route whose ``request_body_mode`` is ``STREAMED``): it holds a step per chunk as they come,
 not the whole at the end, at most its caller's share; the same caller's next body is then refused with a 503 naming
 the share, while another caller's request is translated. A body Envoy buffers comes in one message: one step
@@ -11,7 +11,7 @@ import pytest
 
 from responses_bridge.config import Settings
 from responses_bridge.runtime import Runtime
-from responses_bridge.services.memory_budget import COST_PER_BODY_BYTE
+from responses_bridge.services.tenancy.memory_budget import COST_PER_BODY_BYTE
 from responses_bridge.store import SQLiteResponseStore
 from tests.support.runtime import runtime_over
 from tests.unit.test_extproc_servicer import REQUEST, error_of, immediate, new_stream, request_body

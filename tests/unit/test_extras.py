@@ -97,8 +97,8 @@ def test_without_the_retrieval_extra_pdfs_and_embedding_say_which_extra(tmp_path
         import asyncio
         from responses_bridge.config import Settings
         from responses_bridge.protocol.errors import APIError
-        from responses_bridge.services.retrieval.embedders import EmbeddingError, embedder_from_settings
-        from responses_bridge.services.retrieval.extract import ExtractionError, extract_text
+        from responses_bridge.services.files.retrieval.embedders import EmbeddingError, embedder_from_settings
+        from responses_bridge.services.files.retrieval.extract import ExtractionError, extract_text
         try:
             extract_text(__import__("pathlib").Path({str(pdf)!r}), "a.pdf")
         except ExtractionError as error:
@@ -142,7 +142,7 @@ def test_without_the_otel_extra_no_turn_is_kept_and_listing_traces_says_why() ->
         import asyncio
         from responses_bridge.observability import tracing
         from responses_bridge.protocol.errors import APIError
-        from responses_bridge.services.agent_traces import SessionTraces
+        from responses_bridge.services.agents.traces import SessionTraces
         assert not tracing.keeping_available()
         with tracing.keep("invoke_agent a", {}) as kept:
             assert kept is None

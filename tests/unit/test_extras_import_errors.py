@@ -124,7 +124,7 @@ def test_a_missing_module_without_the_project_metadata_falls_back_to_the_module(
 def test_a_local_embedder_whose_encoder_fails_to_import_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     """The local embedder is chosen by finding its package on disk (no import at start); an encoder that then
     fails to import is an embedding error naming it, which ingestion records and search answers with."""
-    from responses_bridge.services.retrieval.embedders import EmbeddingError, LocalStaticEmbedder
+    from responses_bridge.services.files.retrieval.embedders import EmbeddingError, LocalStaticEmbedder
 
     embedder = LocalStaticEmbedder()
     monkeypatch.setitem(sys.modules, "static_model._static_model", None)  # the encoder's import fails

@@ -21,7 +21,7 @@ from responses_bridge.run.upstream_gate import UpstreamGate
 from responses_bridge.run.upstream_scope import upstream_scope
 from responses_bridge.sandbox.egress_limits import ConnectionShares
 from responses_bridge.sandbox.slots import FairSlots, busy_note
-from responses_bridge.services.memory_budget import SHARE_EXCEEDED, MemoryBudget
+from responses_bridge.services.tenancy.memory_budget import SHARE_EXCEEDED, MemoryBudget
 
 MiB = 1 << 20
 TOOLS = [{"type": "function", "name": f"lookup_{at}", "description": "d" * 4096,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.file_inputs import TEXT_COST, FileInputs, media_type_of
-from responses_bridge.services.files import FileService
-from responses_bridge.services.memory_budget import COST_PER_BODY_BYTE, MemoryBudget
+from responses_bridge.services.files.files import FileService
+from responses_bridge.services.files.inputs import TEXT_COST, FileInputs, media_type_of
+from responses_bridge.services.tenancy.memory_budget import COST_PER_BODY_BYTE, MemoryBudget
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.sqlite.files import SQLiteFileStore
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.files import (
+from responses_bridge.services.files.files import (
     BATCH_DEFAULT_EXPIRES_SECONDS,
     FileService,
     check_expires_after,

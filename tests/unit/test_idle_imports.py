@@ -36,7 +36,7 @@ LAZY = (
     "numpy",  # vector stores: embeddings, the chunk index's vectors
     "static_model",  # the local embedder's encoder (its model files are hashed at start, not imported)
     "pypdf",  # PDF text for ingestion ...
-    "responses_bridge.services.retrieval.extract",  # ... and the other extractors (HTML, XML, CSV)
+    "responses_bridge.services.files.retrieval.extract",  # ... and the other extractors (HTML, XML, CSV)
     "tiktoken",  # chunking and input token counts
     "yaml",  # configuration files: read with --config, printed by 'config show'
     "responses_bridge.probe.checks",  # probing: 'mode: auto' upstreams and the probe command

@@ -72,7 +72,7 @@ def test_the_doors_do_not_import_each_other(path: Path) -> None:
 def test_the_rules_catch_what_they_forbid(tmp_path: Path) -> None:
     """Each rule, shown a file that breaks it, fails: the rules are not vacuous."""
     assert "services" in FORBIDDEN["run"] and "adapters" in FORBIDDEN["services"]
-    assert room("responses_bridge.services.background") in FORBIDDEN[room("responses_bridge.run.drive")]
+    assert room("responses_bridge.services.responses.background") in FORBIDDEN[room("responses_bridge.run.drive")]
     assert door("responses_bridge.adapters.extproc.servicer") != door("responses_bridge.adapters.http.app")
     assert door("responses_bridge.adapters.upstream_client") is None
 

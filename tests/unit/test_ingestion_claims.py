@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy
 import pytest
 
-from responses_bridge.services.ingestion import IngestionWorker
+from responses_bridge.services.files.ingestion import IngestionWorker
 from responses_bridge.store.postgres import PostgresDatabase
 from responses_bridge.store.postgres.chunks import PostgresChunkIndex
 from responses_bridge.store.postgres.files import PostgresFileStore

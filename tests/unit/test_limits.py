@@ -1,4 +1,4 @@
-"""Per-tenant limits (services/limits.py): the slot count, and the ext_proc door's 429 and 413 without Envoy.
+"""Per-tenant limits (services/tenancy/limits.py): the slot count, and the ext_proc door's 429 and 413 without Envoy.
 
 The HTTP door and the path through a real Envoy are in tests/integration/test_tenant_limits.py.
 """
@@ -14,7 +14,7 @@ import pytest
 from responses_bridge.config import Settings
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.runtime import Runtime
-from responses_bridge.services.limits import RETRY_AFTER_SECONDS, TenantLimits
+from responses_bridge.services.tenancy.limits import RETRY_AFTER_SECONDS, TenantLimits
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.tenants import TenantPolicy
 from tests.support.runtime import runtime_over

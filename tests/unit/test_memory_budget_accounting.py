@@ -1,5 +1,5 @@
-"""The process's memory budget for requests in flight (services/memory_budget.py): what a request reserves, that it
-comes back however the request ends, that new work waits for room and gets the 503 past the wait, that a body holds
+"""The process's memory budget for requests in flight (services/tenancy/memory_budget.py): what a request reserves, that
+it comes back however the request ends, that new work waits for room and gets the 503 past the wait, that a body holds
 its steps as they arrive, that a caller holds at most its share (and the others are served), and that a request
 larger than a share still runs alone. The doors' use of it: tests/integration/test_memory_budget.py."""
 
@@ -13,7 +13,7 @@ import pytest
 from responses_bridge import memory_limits
 from responses_bridge.memory_limits import default_budget
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.memory_budget import (
+from responses_bridge.services.tenancy.memory_budget import (
     COST_PER_BODY_BYTE,
     OVERLOADED,
     SHARE_EXCEEDED,

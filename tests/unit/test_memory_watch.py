@@ -1,4 +1,4 @@
-"""The memory backstop (services/memory_watch.py): the process's real memory read every tick against watermarks;
+"""The memory backstop (services/tenancy/memory_watch.py): the process's real memory read every tick against watermarks;
 past the high one, new work is refused and the largest request held is ended, tick after tick, until the reading
 is under the low one — driven by an injected reading, and once by the process's real RSS."""
 
@@ -12,8 +12,8 @@ import structlog
 from responses_bridge.allocator import resident_bytes
 from responses_bridge.preemption import absorb_preemption
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.memory_budget import MemoryBudget, Reservation
-from responses_bridge.services.memory_watch import MemoryWatch
+from responses_bridge.services.tenancy.memory_budget import MemoryBudget, Reservation
+from responses_bridge.services.tenancy.memory_watch import MemoryWatch
 
 MiB = 1 << 20
 

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.conversations import ConversationService
 from responses_bridge.services.pagination import page_errors
+from responses_bridge.services.responses.conversations import ConversationService
 from responses_bridge.store import InvalidCursor, InvalidPageArgs, SQLiteResponseStore
 from responses_bridge.store.base import DEFAULT_TENANT
 from responses_bridge.store.sqlite.conversations import SQLiteConversationStore

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from responses_bridge.services.background_frames import INTERRUPTED_CODE, cancelled, interrupted
+from responses_bridge.services.responses.background_frames import INTERRUPTED_CODE, cancelled, interrupted
 from responses_bridge.store.postgres.background_runs import PostgresRunLeases
 from responses_bridge.store.postgres.database import PostgresDatabase
 from tests.support.sdk_strict import failure_reason

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.files import FileService
+from responses_bridge.services.files.files import FileService
 from responses_bridge.store.postgres import PostgresDatabase
 from responses_bridge.store.postgres import file_bytes as pg_bytes
 from responses_bridge.store.postgres.file_bytes import PostgresFileBytes

@@ -21,7 +21,7 @@ from responses_bridge.run.programs.host import ProgramBounds, ProgramHost
 from responses_bridge.run.programs.isolate import Limits, ProgramRun
 from responses_bridge.run.programs.pool import RunHandle, WorkerPool
 from responses_bridge.sealing import Sealer
-from responses_bridge.services.memory_budget import COST_PER_BODY_BYTE, MemoryBudget, Reservation
+from responses_bridge.services.tenancy.memory_budget import COST_PER_BODY_BYTE, MemoryBudget, Reservation
 
 pytest.importorskip("py_mini_racer")
 

@@ -10,7 +10,7 @@ import openai.types.responses as sdk
 import pytest
 
 from responses_bridge.engine.response_error import RESPONSE_ERROR_CODES, response_error
-from responses_bridge.services.background_frames import interrupted
+from responses_bridge.services.responses.background_frames import interrupted
 from tests.support.sdk_strict import strict_response
 
 

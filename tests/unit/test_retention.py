@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from responses_bridge.config import Settings
-from responses_bridge.services.retention import DAY, RetentionService
+from responses_bridge.services.responses.retention import DAY, RetentionService
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import DEFAULT_TENANT
 from responses_bridge.store.records import ResponseFilter
@@ -112,7 +112,7 @@ async def test_without_any_retention_a_sweep_asks_nothing(db: SQLiteResponseStor
 
 
 async def test_the_background_task_purges_until_stopped(db: SQLiteResponseStore, monkeypatch) -> None:
-    monkeypatch.setattr("responses_bridge.services.retention.FIRST_SWEEP_DELAY_SECONDS", 0)
+    monkeypatch.setattr("responses_bridge.services.responses.retention.FIRST_SWEEP_DELAY_SECONDS", 0)
     await db.save_response(response("resp_ancient", 1), [message("in")], tenant=SHORT)
     await db.save_response(response("resp_recent", NOW), [], tenant=SHORT)
     service = RetentionService(db, SQLiteConversationStore(db), settings().tenant_policy, interval=0.01)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.retrieval.chunking import (
+from responses_bridge.services.files.retrieval.chunking import (
     DEFAULT_CHUNKING,
     StaticChunking,
     _encoding,

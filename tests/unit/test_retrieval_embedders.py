@@ -13,7 +13,7 @@ from aiohttp import web
 
 from responses_bridge.config import Settings
 from responses_bridge.devtools import fake_embeddings, fake_server
-from responses_bridge.services.retrieval.embedders import (
+from responses_bridge.services.files.retrieval.embedders import (
     EmbeddingError,
     LocalStaticEmbedder,
     UpstreamEmbedder,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader, PdfWriter
 
-from responses_bridge.services.retrieval.extract import ExtractionError, extract_text
+from responses_bridge.services.files.retrieval.extract import ExtractionError, extract_text
 
 
 def write(tmp_path: Path, name: str, data: bytes | str) -> Path:

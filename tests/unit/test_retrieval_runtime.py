@@ -10,8 +10,8 @@ from responses_bridge.devtools import fake_server
 from responses_bridge.devtools.checkout.retrieval_bench import new_store
 from responses_bridge.protocol.search_options import SearchOptions
 from responses_bridge.serve import open_runtime
-from responses_bridge.services.retrieval.embedders import LocalStaticEmbedder, UpstreamEmbedder
-from responses_bridge.services.retrieval.search import search
+from responses_bridge.services.files.retrieval.embedders import LocalStaticEmbedder, UpstreamEmbedder
+from responses_bridge.services.files.retrieval.search import search
 from responses_bridge.store.base import DEFAULT_TENANT
 from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
 from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore

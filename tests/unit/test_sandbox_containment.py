@@ -27,9 +27,9 @@ from responses_bridge.sandbox.runner import Prepare
 from responses_bridge.sandbox.shell import CommandOutput, ShellJob, run_shell
 from responses_bridge.sandbox.slots import FairSlots
 from responses_bridge.sandbox.trees import STALE_PREFIX, sweep_stale
-from responses_bridge.services.skill_cache import PREFIX as CACHE_PREFIX
-from responses_bridge.services.skill_cache import SkillCache
-from responses_bridge.services.skills import keep_blob
+from responses_bridge.services.containers.skill_cache import PREFIX as CACHE_PREFIX
+from responses_bridge.services.containers.skill_cache import SkillCache
+from responses_bridge.services.containers.skills import keep_blob
 from responses_bridge.store.base_skills import ContainerSkill
 from responses_bridge.store.sqlite.file_bytes import DiskFileBytes
 
@@ -358,7 +358,7 @@ POLICY = {"type": "allowlist", "allowed_domains": ["127.0.0.1"],
 
 
 async def _skill(blobs_in: Path) -> Prepare:
-    """A container's skill ``tool`` through the bridge's own cache (services/skill_cache.py), as a call's
+    """A container's skill ``tool`` through the bridge's own cache (services/containers/skill_cache.py), as a call's
     ``prepare``: unpacked in the scratch directory of the temporary directory, bound at /mnt/skills/tool."""
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as archive:

@@ -130,7 +130,7 @@ def test_a_crashed_bridges_cgroups_are_swept_and_doctor_leaves_none() -> None:
 
 
 async def test_the_code_interpreters_description_tells_the_model_what_this_sandbox_cannot_do() -> None:
-    from responses_bridge.services.code_interpreter import CodeInterpreter
+    from responses_bridge.services.tools.code_interpreter import CodeInterpreter
 
     class Runs:
         async def skills_note(self, container_id: str, *, tenant: str) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from responses_bridge.services.agent_events import SessionEvents
+from responses_bridge.services.agents.events import SessionEvents
 from responses_bridge.store import open as store_open
 
 

@@ -1,5 +1,5 @@
-"""What a resumed session turn starts from (services/session_resume.py), and a session's events stored before any
-reader sees them (services/agent_events.py)."""
+"""What a resumed session turn starts from (services/agents/session_resume.py), and a session's events stored before any
+reader sees them (services/agents/events.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from responses_bridge.services.agent_events import SessionEvents
-from responses_bridge.services.session_resume import carried, is_boundary
+from responses_bridge.services.agents.events import SessionEvents
+from responses_bridge.services.agents.session_resume import carried, is_boundary
 from tests.unit.test_agent_store import agent_store
 
 

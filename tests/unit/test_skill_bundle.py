@@ -1,6 +1,6 @@
-"""A skill's files as a client sends them (services/skill_bundle.py): a SKILL.md front matter naming and describing
-it, and every hostile shape refused with a 400 naming ``files`` before a byte is inflated past what is allowed:
-zip bombs (by ratio, by declared sizes, by an entry holding more than it declares), ``../`` and absolute paths,
+"""A skill's files as a client sends them (services/containers/skill_bundle.py): a SKILL.md front matter naming and
+describing it, and every hostile shape refused with a 400 naming ``files`` before a byte is inflated past what is
+allowed: zip bombs (by ratio, by declared sizes, by an entry holding more than it declares), ``../`` and absolute paths,
 10,000 files, symbolic links, duplicates, a path both a file and a directory, a missing or invalid manifest."""
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services import skill_bundle
-from responses_bridge.services.skill_bundle import (
+from responses_bridge.services.containers import skill_bundle
+from responses_bridge.services.containers.skill_bundle import (
     SkillFile,
     bundle,
     canonical_zip,
     check_path,
     read_zip,
 )
-from responses_bridge.services.skill_unpack import unpack_kept
+from responses_bridge.services.containers.skill_unpack import unpack_kept
 
 MANIFEST = b"---\nname: csv-insights\ndescription: Summarise a CSV file.\n---\n\n# How\nRun scripts/run.py.\n"
 

@@ -1,5 +1,5 @@
-"""The cache of unpacked skills (services/skill_cache.py): each skill version is unpacked once however many calls
-and containers use it at once, an entry is whole or absent, entries a call holds are never removed, the least
+"""The cache of unpacked skills (services/containers/skill_cache.py): each skill version is unpacked once however many
+calls and containers use it at once, an entry is whole or absent, entries a call holds are never removed, the least
 recently used go past the budget, and a start removes the caches of processes that are gone. The last test runs
 six sandbox calls at once over four skills through the real bubblewrap sandbox."""
 
@@ -18,9 +18,9 @@ import pytest
 
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.sandbox import Sandbox, SandboxLimits
-from responses_bridge.services.files import new_file_id
-from responses_bridge.services.skill_cache import PREFIX, SkillCache
-from responses_bridge.services.skills import keep_blob
+from responses_bridge.services.containers.skill_cache import PREFIX, SkillCache
+from responses_bridge.services.containers.skills import keep_blob
+from responses_bridge.services.files.files import new_file_id
 from responses_bridge.store.base_skills import ContainerSkill
 from responses_bridge.store.sqlite.file_bytes import DiskFileBytes
 from tests.unit.test_sandbox import needs_sandbox

@@ -11,7 +11,7 @@ import zipfile
 import pytest
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.skill_bundle import (
+from responses_bridge.services.containers.skill_bundle import (
     SkillFile,
     bundle,
     canonical_zip,

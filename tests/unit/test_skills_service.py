@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.container_skills import ContainerSkills
-from responses_bridge.services.containers import ContainerService
-from responses_bridge.services.files import FileService
-from responses_bridge.services.skill_bundle import SkillBundle, read_zip
-from responses_bridge.services.skills import SkillService
+from responses_bridge.services.containers.container_skills import ContainerSkills
+from responses_bridge.services.containers.containers import ContainerService
+from responses_bridge.services.containers.skill_bundle import SkillBundle, read_zip
+from responses_bridge.services.containers.skills import SkillService
+from responses_bridge.services.files.files import FileService
 from responses_bridge.store.postgres.containers import PostgresContainerStore
 from responses_bridge.store.postgres.file_bytes import PostgresFileBytes
 from responses_bridge.store.postgres.files import PostgresFileStore

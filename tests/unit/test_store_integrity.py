@@ -18,9 +18,9 @@ from responses_bridge.devtools.procs import free_port
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.runtime import Runtime
-from responses_bridge.services.conversations import ConversationService
-from responses_bridge.services.prompts import PromptService
 from responses_bridge.services.readiness import check_readiness
+from responses_bridge.services.responses.conversations import ConversationService
+from responses_bridge.services.responses.prompts import PromptService
 from responses_bridge.store import LATEST_VERSION, MIGRATIONS, SQLiteResponseStore, migrate
 from responses_bridge.store.base import DEFAULT_TENANT
 from responses_bridge.store.sqlite.conversations import SQLiteConversationStore

@@ -18,9 +18,9 @@ from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.server_tools import ServerToolRun, ServerTools, ServerToolServices
 from responses_bridge.run.tools.file_search import FileSearchToolOptions, run_file_search
 from responses_bridge.run.tools.mcp import MCPLimits, MCPTools
-from responses_bridge.services.files import FileService
-from responses_bridge.services.retrieval.embedders import LocalStaticEmbedder
-from responses_bridge.services.vector_stores import VectorStoreService
+from responses_bridge.services.files.files import FileService
+from responses_bridge.services.files.retrieval.embedders import LocalStaticEmbedder
+from responses_bridge.services.files.vector_stores import VectorStoreService
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
 from responses_bridge.store.sqlite.files import SQLiteFileStore

@@ -16,8 +16,8 @@ import pytest
 
 from responses_bridge.ids import new_id
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.files import FileService
-from responses_bridge.services.uploads import UPLOAD_SECONDS, UploadService, claim_seconds
+from responses_bridge.services.files.files import FileService
+from responses_bridge.services.files.uploads import UPLOAD_SECONDS, UploadService, claim_seconds
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base_uploads import PART_BLOCK, CompletionClaim
 from responses_bridge.store.postgres import PostgresDatabase

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.files import FileService, new_file_id
-from responses_bridge.services.uploads import FORGET_SECONDS, UPLOAD_SECONDS, UploadService
+from responses_bridge.services.files.files import FileService, new_file_id
+from responses_bridge.services.files.uploads import FORGET_SECONDS, UPLOAD_SECONDS, UploadService
 from responses_bridge.store.base_uploads import PART_BLOCK
 from responses_bridge.store.postgres.file_bytes import PostgresFileBytes
 from responses_bridge.store.postgres.files import PostgresFileStore

@@ -1,4 +1,4 @@
-"""The refresh-token grant as services/vault_oauth.py sends it and reads its answer, against a recorded endpoint
+"""The refresh-token grant as services/agents/vaults/oauth.py sends it and reads its answer, against a recorded endpoint
 (the integration suite, test_agents_vault_oauth.py, runs it against a real HTTP endpoint through both doors)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.vault_oauth import refresh_due, refresh_token
+from responses_bridge.services.agents.vaults.oauth import refresh_due, refresh_token
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ import pytest
 
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.sealing import Sealer
-from responses_bridge.services.vaults import VaultService
+from responses_bridge.services.agents.vaults.vaults import VaultService
 from responses_bridge.store.base_agents import AgentStore
 from tests.unit.store_kinds import KINDS
 from tests.unit.test_agent_store import agent_store

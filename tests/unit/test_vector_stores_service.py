@@ -13,8 +13,8 @@ import pytest
 
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.search_options import SearchOptions
-from responses_bridge.services.retrieval.embedders import Embedder, LocalStaticEmbedder
-from responses_bridge.services.vector_stores import VectorStoreService
+from responses_bridge.services.files.retrieval.embedders import Embedder, LocalStaticEmbedder
+from responses_bridge.services.files.vector_stores import VectorStoreService
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
 from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore
@@ -268,7 +268,7 @@ async def test_bad_file_and_batch_bodies(harness: Harness, service: VectorStoreS
 async def test_long_batches_log_their_progress(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     from structlog.testing import capture_logs
 
-    from responses_bridge.services import ingestion
+    from responses_bridge.services.files import ingestion
 
     monkeypatch.setattr(ingestion, "PROGRESS_EVERY_SECONDS", 0.0)  # every file counts as "a while" here
     service = harness.service(concurrency=1)
@@ -341,7 +341,7 @@ async def test_bombs_and_poison_files_fail_alone_with_a_reason(harness: Harness,
 async def test_a_file_that_crashes_the_extractor_fails_instead_of_staying_in_progress(
         harness: Harness, service: VectorStoreService, monkeypatch: pytest.MonkeyPatch) -> None:
     """Any exception while extracting (not only the foreseen ones) fails that file with a reason."""
-    from responses_bridge.services import ingestion
+    from responses_bridge.services.files import ingestion
 
     def crash(*args: object) -> list[str]:
         raise RuntimeError("an extractor bug")

@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from responses_bridge.services.agent_events import SessionEvents
-from responses_bridge.services.background import BackgroundService
+from responses_bridge.services.agents.events import SessionEvents
+from responses_bridge.services.responses.background import BackgroundService
 from responses_bridge.services.write_behind import WRITE_DELAY, WriteBehind
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store import open as store_open

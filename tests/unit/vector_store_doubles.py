@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy
 
-from responses_bridge.services.files import FileService
+from responses_bridge.services.files.files import FileService
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.sqlite.files import SQLiteFileStore
 

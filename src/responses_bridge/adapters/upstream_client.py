@@ -28,7 +28,7 @@ from ..observability import metrics, tracing
 from ..observability.logs import noted_mode
 from ..protocol.errors import APIError
 from ..run.upstream import UpstreamFailure, UpstreamResponse
-from ..services.identity import sidecar_headers
+from ..services.tenancy.identity import sidecar_headers
 from ..upstreams import SINGLE_UPSTREAM, Router
 
 ROUTE_HEADER = "x-responses-bridge-upstream"

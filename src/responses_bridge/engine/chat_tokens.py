@@ -5,7 +5,7 @@ when the BPE cannot be loaded.
 
 Pure and synchronous, so the run can weigh a turn's context against a ``compact_threshold``
 (engine/auto_compaction.py) and ``POST /v1/responses/input_tokens`` can fall back to it when the upstream has no
-tokenizer (services/token_count.py): both count the same way.
+tokenizer (services/responses/token_count.py): both count the same way.
 """
 
 from __future__ import annotations

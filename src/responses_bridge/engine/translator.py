@@ -241,7 +241,7 @@ class Translator(ClientStream, CompactionTurns):
     # --- upstream answer -----------------------------------------------------------------------------------------
 
     def resume_as(self, response_id: str, created_at: int, next_sequence: int) -> None:
-        """A background response taken over from a process that stopped (services/background_resume.py): this
+        """A background response taken over from a process that stopped (services/responses/background_resume.py): this
         translation is that response again (its id, its creation time), and its events continue the stored
         stream's numbering at ``next_sequence``."""
         self.response["id"] = response_id

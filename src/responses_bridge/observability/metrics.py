@@ -245,11 +245,11 @@ def scrape() -> bytes:
 
 pulled(BACKGROUND_ACTIVE, lambda: float(sum(service.queue_depth() for service in list(_BACKGROUND))))
 
-# Per-tenant limits (services/limits.py): refusals, by limit (``concurrency``: 429, ``request_bytes``: 413). No
+# Per-tenant limits (services/tenancy/limits.py): refusals, by limit (``concurrency``: 429, ``request_bytes``: 413). No
 # tenant label: tenant names are unbounded and not the metrics' business.
 LIMITED = Counter("responses_bridge_tenant_limited_total",
                   "Requests refused by a per-tenant limit (or the body size ceiling), by limit", ["limit"])
-# The process's memory budget for requests in flight (services/memory_budget.py): 503s, and what is held.
+# The process's memory budget for requests in flight (services/tenancy/memory_budget.py): 503s, and what is held.
 MEMORY_REFUSED = Counter("responses_bridge_memory_budget_refused_total",
                          "Requests answered 503 because the process held its memory budget of requests in flight")
 MEMORY_HELD = Gauge("responses_bridge_memory_budget_held_bytes",
@@ -266,7 +266,7 @@ MEMORY_BACKSTOP = Gauge("responses_bridge_memory_backstop_active",
                         "requests ended until it is under the low watermark)", multiprocess_mode="livemax")
 POOL_PREEMPTED = Counter("responses_bridge_fair_share_preempted_total",
                          "Work ended to give a shared pool's room to a tenant under its fair share, by pool", ["pool"])
-# Request bodies that arrived too slowly (services/body_pace.py): answered 408 and their connections closed.
+# Request bodies that arrived too slowly (services/tenancy/body_pace.py): answered 408 and their connections closed.
 BODY_TIMEOUTS = Counter("responses_bridge_request_body_timeouts_total",
                         "Requests answered 408 because their body did not arrive within its deadline "
                         "(request_body_timeout, request_body_min_rate)")

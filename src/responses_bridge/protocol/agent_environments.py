@@ -2,14 +2,14 @@
 sandbox backend, its size a memory tier, network by the egress proxy's policy: an allowlist, or a block list where
 the deployment allows it) and, refused by name, what it cannot (a desktop and its browser). Its
 ``capability_directories`` are paths in its workspace (protocol/capability_directories.py), whose
-skills and ``AGENTS.md`` each turn offers the agent (services/capability_directories.py). Its ``python``,
-``npm`` and ``system`` packages are installed at its start from the operator's indexes
+skills and ``AGENTS.md`` each turn offers the agent (services/agents/environments/capability_directories.py). Its
+``python``, ``npm`` and ``system`` packages are installed at its start from the operator's indexes
 (protocol/environment_packages.py checks them). With ``environment_id`` the session takes an existing
 standalone environment, asking nothing else. Its ``files``, ``setup_commands`` and ``env`` are checked in
-protocol/environment_fields.py and given to the container by services/environment_setup.py; a template
+protocol/environment_fields.py and given to the container by services/agents/environments/setup.py; a template
 (``environment_template_id``) is resolved into the environment before it is checked here
-(services/environment_templates.py). Its ``skills`` are the container's (services/container_skills.py checks and
-reads them), laid out read-only at ``/mnt/skills/<name>/``.
+(services/agents/environments/templates.py). Its ``skills`` are the container's (services/containers/container_skills.py
+checks and reads them), laid out read-only at ``/mnt/skills/<name>/``.
 
 The environment's shape as the session shows it is the SDK's ``EnvironmentResourceOpenAIHosted``; its ``id`` is the
 container's (``cntr_…``), which is also each artifact's ``environment_id``.
@@ -48,16 +48,16 @@ class HostedPlan:
     allowed_domains: tuple[str, ...]
     skills: list[Any] | None = None  # as given: the container's skills (checked when they are resolved)
     blocked_domains: tuple[str, ...] = ()  # as given (sandbox/egress_scope.block_list checks them)
-    # placed, run and given to commands by services/environment_setup.py (protocol/environment_fields.py checks)
+    # placed, run and given to commands by services/agents/environments/setup.py (protocol/environment_fields.py checks)
     files: list[dict[str, Any]] = field(default_factory=list)
     setup_commands: list[dict[str, str]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
-    environment_id: str | None = None  # an existing environment the session takes (services/environment_setup.py)
+    environment_id: str | None = None  # an existing environment the session takes (services/agents/environments)
     python_packages: tuple[str, ...] = ()  # installed at the start (protocol/environment_packages.py checks them)
     npm_packages: tuple[str, ...] = ()
-    system_packages: tuple[str, ...] = ()  # Debian packages, unpacked (services/environment_packages.py)
+    system_packages: tuple[str, ...] = ()  # Debian packages, unpacked (services/agents/environments/packages.py)
     capability_directories: tuple[str, ...] = ()  # absolute paths under /workspace (capability_directories.py)
-    plugins: list[dict[str, Any]] = field(default_factory=list)  # their skills offered (environment_plugins.py)
+    plugins: list[dict[str, Any]] = field(default_factory=list)  # their skills offered (services/agents/environments)
 
     @property
     def block_list(self) -> bool:
@@ -65,8 +65,8 @@ class HostedPlan:
         return self.access == "enabled" or (self.access == "restricted" and not self.allowed_domains)
 
     def network_policy(self) -> dict[str, Any] | None:
-        """As the Containers API's ``network_policy`` (services/container_network.py checks it): an allowlist,
-        None without network; a block list has none (services/agent_environments.py makes it)."""
+        """As the Containers API's ``network_policy`` (services/containers/network.py checks it): an allowlist,
+        None without network; a block list has none (services/agents/environments/environments.py makes it)."""
         if self.access == "disabled" or self.block_list:
             return None
         return {"type": "allowlist", "allowed_domains": list(self.allowed_domains)}
@@ -118,7 +118,7 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
                                   param="environment.desktop", code="invalid_value")
         if desktop["enabled"]:
             raise _refused("A desktop and its browser ('desktop.enabled')", "environment.desktop.enabled")
-    if environment.get("environment_template_id") is not None:  # resolved before (environment_templates.py)
+    if environment.get("environment_template_id") is not None:  # resolved before (services/agents/environments)
         raise _refused("An environment template ('environment_template_id')", "environment.environment_template_id")
     if environment.get("environment_id") is not None:
         return _existing(environment)
@@ -157,7 +157,7 @@ def _existing(environment: dict[str, Any]) -> HostedPlan:
 def network_of(network: Any) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     """``(access, allowed domains, blocked domains)``; without ``network``, no network (as a container's
     default). ``enabled`` and ``blocked_domains`` are allowed where the deployment allows them
-    (services/container_network.py)."""
+    (services/containers/network.py)."""
     if network is None:
         return "disabled", (), ()
     if not isinstance(network, dict):

@@ -58,8 +58,8 @@ def check_environment(environment: Any) -> str:
 def check_servable(config: dict[str, Any]) -> None:
     """What a session's turn cannot run is refused by name, never dropped: ``computer_use`` (the bridge has no
     desktop or browser); a vault credential for an MCP server over ``stdio``. (A function with ``async: true`` is
-    served: services/agent_async_calls.py. An MCP server's vault ``credential_id`` is checked against the session's
-    vaults: services/agent_sessions.py; a server in the environment needs one the bridge runs:
+    served: services/agents/async_calls.py. An MCP server's vault ``credential_id`` is checked against the session's
+    vaults: services/agents/sessions.py; a server in the environment needs one the bridge runs:
     :func:`check_environment_mcp`.)"""
     for index, tool in enumerate(config["tools"]):
         where = f"agent.tools[{index}]"
@@ -88,7 +88,7 @@ def _check_mcp(tool: dict[str, Any], where: str) -> None:
 ENVIRONMENT_SERVER = "http://environment.invalid/mcp/"
 """The ``server_url`` a turn's response gives an MCP server over ``stdio`` (with its label after it): a name that
 never resolves (RFC 2606), as the bridge's HTTP client never reaches it — the server runs in the session's
-environment (services/environment_mcp.py)."""
+environment (services/agents/environments/mcp.py)."""
 
 
 def in_environment(tool: dict[str, Any]) -> bool:
@@ -154,7 +154,8 @@ def response_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _mcp_tool(tool: dict[str, Any]) -> dict[str, Any]:
     transport = tool["transport"]
     mcp: dict[str, Any] = {"type": "mcp", "server_label": tool["server_label"], "require_approval": approval_rule()}
-    if transport["type"] == "connector":  # a plugin's app: the operator's registry serves it (services/plugin_apps.py)
+    # a plugin's app: the operator's registry serves it (services/agents/environments/plugin_apps.py)
+    if transport["type"] == "connector":
         mcp["connector_id"] = transport["connector_id"]
     else:
         mcp["server_url"] = transport["server_url"] if transport["type"] == "http" else \

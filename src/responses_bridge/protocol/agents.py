@@ -302,14 +302,14 @@ def checked_mcp_tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
             "credential_id": tool.get("credential_id") if isinstance(tool.get("credential_id"), str) else None,
             "request_metadata": _object(metadata, f"{param}.request_metadata") if metadata is not None else {},
             "required": _flag(tool, "required", param)}
-    if secret:  # sealed before it is stored, never shown (services/agent_mcp_secrets.py)
+    if secret:  # sealed before it is stored, never shown (services/agents/vaults/mcp_secrets.py)
         checked[TRANSPORT_SECRET] = secret
     return checked
 
 
 TRANSPORT_SECRET = "_transport_secret"
 """Where a checked MCP tool holds its transport's secrets (``authorization``, ``env``) until the service seals them
-(services/agent_mcp_secrets.py): a key of the bridge's own, which no SDK type has and no answer shows."""
+(services/agents/vaults/mcp_secrets.py): a key of the bridge's own, which no SDK type has and no answer shows."""
 MAX_SECRET_CHARS = 16_384
 MAX_ENV = 64
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")

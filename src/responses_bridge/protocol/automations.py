@@ -1,6 +1,6 @@
 """Automations of the Agents API (``client.beta.agents.automations``), their schedules and targets: what a request
 may say and how the stored object reads, as the SDK's ``PeriodicAutomation`` / ``OneTimeAutomation`` and
-``AutomationInvocation`` define them. No I/O: services/automations.py stores and fires them.
+``AutomationInvocation`` define them. No I/O: services/agents/automations/automations.py stores and fires them.
 
 A periodic automation's ``expression`` is a cron expression read in its ``timezone`` (an IANA name): the standard
 five fields (minute, hour, day of month, month, day of week with 0 or 7 for Sunday), or six with a leading seconds

@@ -5,9 +5,9 @@ A capability directory holds skills (each a directory whose ``SKILL.md`` names a
 matter, as an uploaded skill's does) and may hold an ``AGENTS.md`` of instructions. In an ``openai_hosted``
 environment the directories are in the container's workspace: a path is absolute under ``/workspace`` or relative
 to it, and the bridge reads the skills' manifests from the container's files when each turn starts
-(services/capability_directories.py). In a ``self_hosted`` one they are on the client's machine, which the bridge
-cannot read: a path is absolute or relative to the ``workspace_directory``, and the model is told the directories
-and how to find the skills in them with the client's shell.
+(services/agents/environments/capability_directories.py). In a ``self_hosted`` one they are on the client's machine,
+which the bridge cannot read: a path is absolute or relative to the ``workspace_directory``, and the model is told the
+directories and how to find the skills in them with the client's shell.
 
 Either way the agent is told what a container's skills tell it (protocol/skills_note.py): each skill's name,
 description and the path of its ``SKILL.md``, to read before using it; and each ``AGENTS.md``, to read and follow.

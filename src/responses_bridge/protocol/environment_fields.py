@@ -2,12 +2,12 @@
 ``HostedEnvironmentFileParam``, ``SetupCommandParam`` and a string map), with the bounds that keep them small
 enough to live in a template's record and in a session's.
 
-The Agents API names a hosted environment's workspace ``/workspace``; the bridge's container (services/containers.py)
-keeps its files under ``/mnt/data``, the hosted shell's working directory. A file given at ``/workspace/a/b`` is the
-container file ``/mnt/data/a/b``: :func:`container_path` and :func:`workspace_path` translate, and a setup command's
-``cwd`` is translated the same way. Paths follow the SDK's own rules (``openai/lib/beta/agents/_files.py``): absolute
-POSIX paths under ``/workspace/``, no empty, ``.`` or ``..`` component, not in the reserved ``/workspace/.codex``,
-``/workspace/.managed-agents*`` or ``/workspace/outputs``.
+The Agents API names a hosted environment's workspace ``/workspace``; the bridge's container
+(services/containers/containers.py) keeps its files under ``/mnt/data``, the hosted shell's working directory. A file
+given at ``/workspace/a/b`` is the container file ``/mnt/data/a/b``: :func:`container_path` and :func:`workspace_path`
+translate, and a setup command's ``cwd`` is translated the same way. Paths follow the SDK's own rules
+(``openai/lib/beta/agents/_files.py``): absolute POSIX paths under ``/workspace/``, no empty, ``.`` or ``..`` component,
+not in the reserved ``/workspace/.codex``, ``/workspace/.managed-agents*`` or ``/workspace/outputs``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """An ``openai_hosted`` environment's ``packages`` checked: what pip and npm are handed at the environment's start
-(services/environment_packages.py installs them).
+(services/agents/environments/packages.py installs them).
 
 Each entry is a package, never an option or a place: a Python requirement specifier (PEP 508: a name, extras,
 a version specifier, a marker) without a direct reference (``name @ url``), an npm package name (scoped or not)
@@ -7,7 +7,7 @@ with an optional version or range. Whatever starts with ``-`` (``--index-url``, 
 file reference is a 400 naming the entry: an entry that chose where packages come from would go around the
 operator's indexes (``RESPONSES_BRIDGE_PACKAGE_INDEXES``). A ``system`` entry is a Debian package name with an
 optional ``=version``, fetched from the operator's Debian repositories and unpacked (never installed as root: the
-sandbox gives none), services/environment_packages.py.
+sandbox gives none), services/agents/environments/packages.py.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """An ``openai_hosted`` environment's ``plugins`` in shape (the SDK's ``HostedPluginParam``: an inline Codex plugin
-zip); what each offers is read where the environment is made (services/environment_plugins.py)."""
+zip); what each offers is read where the environment is made (services/agents/environments/plugins.py)."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 update may say, checked with 400s naming the field, and the public shapes (the SDK's ``Vault``, ``Credential``).
 
 A credential's write-only values (a bearer token, an OAuth access or refresh token, a client secret, an environment
-variable's value) are split off here as its *secret* part, which services/vaults.py seals; the *public* part is
-``auth`` as the SDK's ``CredentialAuth`` shows it, so nothing that renders a credential can hold a secret.
+variable's value) are split off here as its *secret* part, which services/agents/vaults/vaults.py seals; the *public*
+part is ``auth`` as the SDK's ``CredentialAuth`` shows it, so nothing that renders a credential can hold a secret.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ What the upstream gets is what it reads (no backend can fetch the bridge's files
 The stored items keep the parts as sent (``file_id``, ``detail``): only the upstream's copy is resolved. One
 request inlines at most :data:`MAX_REQUEST_FILE_BYTES` of files in all and :data:`MAX_REQUEST_TEXT_CHARS` of their
 extracted text in all, each file read once however often it is named, and reserves the request memory each holds
-(its text too) until the response ends (services/file_inputs.py).
+(its text too) until the response ends (services/files/inputs.py).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ stay within what the bridge takes from a client (64 MiB: ``RESPONSES_BRIDGE_MAX_
 Envoy's buffer for the body the sidecar hands it), and a file goes as base64, a third larger."""
 MAX_REQUEST_TEXT_CHARS = 24_000_000
 """Characters of text one request's files may give, in all: what one file may give for search
-(services/retrieval/bounds.py), no longer per file — a small file can hold a great deal of text (a 10 KB DOCX, 10
+(services/files/retrieval/bounds.py), no longer per file — a small file can hold a great deal of text (a 10 KB DOCX, 10
 million characters), and the files one request names are summed."""
 
 
@@ -103,7 +103,7 @@ class FileLoader(Protocol):
                         param: str, max_text_chars: int) -> LoadedFile:
         """``tenant``'s file read (404 ``not_found`` for an unknown one, another tenant's among them; 400
         ``file_too_large`` past ``max_bytes``, ``invalid_file`` past ``max_text_chars`` of text; the memory
-        budget's 503 when its holder has no room for the text); see services/file_inputs.py."""
+        budget's 503 when its holder has no room for the text); see services/files/inputs.py."""
 
 
 class FileResolution:

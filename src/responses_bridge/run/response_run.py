@@ -122,7 +122,7 @@ class ResponseRun:
         self._framing = framing
         self.before_persist: BeforePersist | None = None
         # a background request's bytes, kept (sealed, in its event log) so another process can resume it
-        # (services/background_resume.py); any other request's bytes are let go once parsed
+        # (services/responses/background_resume.py); any other request's bytes are let go once parsed
         self.background_body: bytes | None = None
         self.stop_between_turns: Callable[[], bool] | None = None  # see Run.stop_between_turns
         self.steps: StepRecorder | None = None  # a background run's checkpoints (run/step_resume.py)

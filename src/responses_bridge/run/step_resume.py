@@ -2,7 +2,7 @@
 
 A background response's tool loop is a chain of steps: a model call, then the server-side calls it asked for,
 then the next model call with their results. Two records make that chain durable (their rows are the background
-run's, services/background_steps.py):
+run's, services/responses/background_steps.py):
 
 * ``turn``: a model call ended asking for server-side calls. Written, and durable, *before* any of them runs: the
   turn's assistant message as the upstream reads it back, and each call (its id, upstream name, arguments, what it

@@ -38,11 +38,11 @@ class Held(Protocol):
 
 
 Admission = Callable[[str], Held]
-"""Takes one of a tenant's places for requests in flight (services/limits.py: ``TenantLimits.acquire``), or
+"""Takes one of a tenant's places for requests in flight (services/tenancy/limits.py: ``TenantLimits.acquire``), or
 raises the ``APIError`` (429) of its limit."""
 
 Charge = Callable[[str, int], Awaitable[Held]]
-"""Holds bytes of the process's memory budget for a tenant (services/memory_budget.py: ``MemoryBudget.charge``),
+"""Holds bytes of the process's memory budget for a tenant (services/tenancy/memory_budget.py: ``MemoryBudget.charge``),
 or raises the ``APIError`` (503) of the budget or the tenant's fair share of it."""
 
 COST_PER_SHARED_BYTE = 3

@@ -1,4 +1,4 @@
-"""What a sandbox call needs, whatever runs it: the one protocol the container path (services/container_runs.py)
+"""What a sandbox call needs, whatever runs it: the one protocol the container path (services/containers/runs.py)
 and the tools over it see, with two backends behind it, side by side:
 
 - ``bubblewrap`` (runner.py, call.py): namespaces on this host or in the bridge's container — the default, and the
@@ -54,7 +54,7 @@ class SandboxSession(Protocol):
 
     @property
     def identity(self) -> SandboxIdentity:
-        """Whose host uid writes into :attr:`data` (services/container_workspace.py)."""
+        """Whose host uid writes into :attr:`data` (services/containers/workspace.py)."""
         ...
 
     def in_thread(self, function: Callable[..., T], *arguments: Any) -> Awaitable[T]:

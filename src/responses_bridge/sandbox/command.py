@@ -19,7 +19,7 @@ read-only but for a small ``/dev/shm``, and three sized in-memory file systems t
 can write: ``/tmp``, ``/dev/shm`` and ``/mnt/data`` (the container's files, laid out and read back by the bridge,
 sized to the container's limit, so unlinked, sparse or hidden bytes count against it like any other). A call may
 also get read-only trees under ``/mnt`` (a container's skills at ``/mnt/skills/<name>``, from the bridge's cache
-of unpacked skills: services/skill_cache.py). Nothing a
+of unpacked skills: services/containers/skill_cache.py). Nothing a
 call writes reaches the host's disk, and all of it is gone when the call's namespace ends. The bridge's data
 directory, database, configuration and working directory are never mounted, and the environment is cleared: only
 the variables below are set, so no secret of the bridge's reaches the code.
@@ -57,7 +57,7 @@ ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/a
              "/etc/localtime", "/etc/mime.types", "/etc/ssl/certs")
 
 PACKAGES_DIR = "/mnt/packages"
-"""An agent environment's packages, bound read-only where it has some (services/environment_packages.py)."""
+"""An agent environment's packages, bound read-only where it has some (services/agents/environments/packages.py)."""
 SYSTEM_PACKAGES = f"{PACKAGES_DIR}/system"  # Debian packages unpacked: their usr/bin, usr/lib…
 MULTIARCH = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}.get(platform.machine(), "")
 PACKAGE_PATHS = {
@@ -152,9 +152,9 @@ def bwrap_command(bwrap: str, limits: SandboxLimits, *, control_fd: int, info_fd
     """The argv that starts the launcher as the sandbox's init. ``control_fd``: the launcher's marks;
     ``info_fd``: bubblewrap's JSON with the init's host pid; ``address_space``: each process's ``RLIMIT_AS``;
     ``read_only``: (host directory, sandbox path) trees bound read-only (a container's skills at
-    ``/mnt/skills/<name>``: services/skill_cache.py), under ``/mnt`` and never over a path the sandbox itself needs;
-    ``egress``: the proxy of an allowlist policy (None: no way out at all); ``proc``: a ``/proc`` of the sandbox's
-    own (False where the host's masks forbid one: then none at all, see host.py)."""
+    ``/mnt/skills/<name>``: services/containers/skill_cache.py), under ``/mnt`` and never over a path the sandbox itself
+    needs; ``egress``: the proxy of an allowlist policy (None: no way out at all); ``proc``: a ``/proc`` of the
+    sandbox's own (False where the host's masks forbid one: then none at all, see host.py)."""
     arguments = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session",
                  *(["--disable-userns"] if proc else []), "--as-pid-1", "--cap-drop", "ALL",
                  "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),

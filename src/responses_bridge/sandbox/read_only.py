@@ -1,7 +1,7 @@
 """The per-call read-only trees earlier bridges made (a container's skills at ``/mnt/skills``, one host directory
 per call named ``responses-bridge-ro-<pid>-…``): a bridge that crashed mid-call left one on the host's disk.
-Skills are now unpacked once into a cache shared by the calls (services/skill_cache.py, which sweeps its own), so
-nothing makes these trees any more; a starting bridge removes the ones of processes that are gone
+Skills are now unpacked once into a cache shared by the calls (services/containers/skill_cache.py, which sweeps its
+own), so nothing makes these trees any more; a starting bridge removes the ones of processes that are gone
 (:func:`sweep_orphans`), never what a live one is using.
 """
 

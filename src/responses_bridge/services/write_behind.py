@@ -1,5 +1,5 @@
-"""Writing an event log behind its readers, in batches: the writer of a background run's log (background_run.py) and
-of a session's log (agent_events.py).
+"""Writing an event log behind its readers, in batches: the writer of a background run's log
+(responses/background_run.py) and of a session's log (agents/events.py).
 
 Readers are served from memory at once; the store only has to catch up. Started at once, a writer wrote the first
 frame of a burst alone, then the next few, then the rest: four or five round trips to the database for a 20-chunk

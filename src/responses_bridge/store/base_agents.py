@@ -1,5 +1,5 @@
-"""The store of the Agents API (services/agents.py, services/agent_sessions.py): reusable agents, sessions, their
-turns, items and idempotency keys as JSON records, and each session's event log.
+"""The store of the Agents API (services/agents/agents.py, services/agents/sessions.py): reusable agents, sessions,
+their turns, items and idempotency keys as JSON records, and each session's event log.
 
 Every record is a JSON object of one ``kind`` (``agent``, ``session``, ``turn``, ``item``, ``key``, ``artifact``,
 ``automation``, ``invocation``, ``vault``, ``vault_credential``, ``subagent``, ``subagent_turn``, ``subagent_item``,

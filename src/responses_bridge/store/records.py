@@ -365,7 +365,7 @@ class StoredContainer:
     text); None: ``disabled``."""
     packages_blob: str | None = None
     """The packages installed at an agent environment's start: the blob holding the zip of the tree each call
-    sees read-only at ``/mnt/packages`` (services/environment_packages.py); None: none."""
+    sees read-only at ``/mnt/packages`` (services/agents/environments/packages.py); None: none."""
 
     def expires_at(self) -> int:
         return self.last_active_at + self.expires_minutes * 60

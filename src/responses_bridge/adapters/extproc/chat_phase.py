@@ -1,11 +1,11 @@
 """``POST /v1/chat/completions`` through Envoy: the body passes to the upstream's cluster unchanged (but for a
 renamed model), and so does the answer. Only a request with ``store: true`` has its answer read: the route sends
 the answer's headers and its body ``STREAMED`` (envoy_config/routes.py); every chunk passes on with the bridge's
-id for the upstream's (so the headers lose their length), and the completion is stored (services/chat_completions.py)
-before the chunk carrying the terminal bytes is answered: the stream's ``[DONE]``, or the end of the body. An error
-answer is no completion and is not stored; one that is no OpenAI error object is answered with one. That holds
-for every other chat request too: the processor sees its answer's headers, then ends its gRPC stream
-(``released``), so Envoy passes the body through without it: no body chunk comes here.
+id for the upstream's (so the headers lose their length), and the completion is stored
+(services/responses/chat_completions.py) before the chunk carrying the terminal bytes is answered: the stream's
+``[DONE]``, or the end of the body. An error answer is no completion and is not stored; one that is no OpenAI error
+object is answered with one. That holds for every other chat request too: the processor sees its answer's headers, then
+ends its gRPC stream (``released``), so Envoy passes the body through without it: no body chunk comes here.
 
 (A ``mode_override`` from the response headers reply would send the body only when wanted, but Envoy ignores it
 under this filter's ``FULL_DUPLEX_STREAMED`` default, whatever the route's own mode: tried with Envoy 1.40.)"""

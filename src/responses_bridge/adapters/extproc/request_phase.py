@@ -21,9 +21,9 @@ from ...protocol.multi_agent import beta_surface, query_of
 from ...protocol.request import parse_json_object
 from ...run.response_run import LARGE_BODY_BYTES
 from ...run.runs import Run
-from ...services.identity import SIDECAR_HEADER
-from ...services.limits import RETRY_AFTER_SECONDS, request_too_large
-from ...services.memory_budget import RETRY_LATER
+from ...services.tenancy.identity import SIDECAR_HEADER
+from ...services.tenancy.limits import RETRY_AFTER_SECONDS, request_too_large
+from ...services.tenancy.memory_budget import RETRY_LATER
 from . import messages as m
 from ._pb.ext_proc_pb2 import ProcessingRequest, ProcessingResponse
 from .routing import Routing, _sidecar_header

@@ -9,7 +9,7 @@ import orjson
 from ...observability.logs import note_upstream
 from ...protocol.errors import APIError
 from ...protocol.request import parse_json_object
-from ...services.identity import SIDECAR_HEADER
+from ...services.tenancy.identity import SIDECAR_HEADER
 from . import messages as m
 from ._pb.ext_proc_pb2 import ProcessingResponse
 from .chat_phase import ChatPhase
@@ -20,8 +20,8 @@ class Routing(ChatPhase):
     __slots__ = ()
 
     async def _identify(self, authorization: str | None, tenant_header: str | None) -> ProcessingResponse | None:
-        """Sets ``tenant`` from the request's credentials (services/identity.py), or returns the 401 that answers
-        the request instead (an immediate response: nothing goes upstream)."""
+        """Sets ``tenant`` from the request's credentials (services/tenancy/identity.py), or returns the 401 that
+        answers the request instead (an immediate response: nothing goes upstream)."""
         try:
             self.tenant = await self.runtime.identity.tenant(authorization, tenant_header)
         except APIError as error:

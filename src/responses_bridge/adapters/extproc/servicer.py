@@ -182,8 +182,8 @@ class ExtProcServicer(ExternalProcessorServicer):
             if not stream.done:
                 await stream.abandon()
         finally:
-            stream.slot.release()  # the tenant's slot (services/limits.py), if a stream ended before its answer
-            stream.held.release()  # its part of the memory budget (services/memory_budget.py)
+            stream.slot.release()  # the tenant's slot (services/tenancy/limits.py), if a stream ended before its answer
+            stream.held.release()  # its part of the memory budget (services/tenancy/memory_budget.py)
             await outbox.close()
             self._live.discard(stream)
             self._changed.set()

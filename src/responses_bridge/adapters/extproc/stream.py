@@ -13,7 +13,7 @@ from ...envoy_config import CLIENT_CONTEXT_HEADERS
 from ...preemption import preempted_error
 from ...protocol.errors import APIError
 from ...protocol.multi_agent import beta_surface
-from ...services.limits import RETRY_AFTER_SECONDS
+from ...services.tenancy.limits import RETRY_AFTER_SECONDS
 from . import messages as m
 from ._pb.ext_proc_pb2 import ProcessingRequest, ProcessingResponse
 from .request_phase import RequestPhase

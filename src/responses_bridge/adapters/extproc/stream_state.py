@@ -10,8 +10,8 @@ from ...engine.chat_record import ChatRecorder
 from ...protocol.errors import shut_down_mid_response, shutting_down
 from ...run.runs import Run
 from ...runtime import Runtime
-from ...services.limits import UNLIMITED
-from ...services.memory_budget import Held
+from ...services.tenancy.limits import UNLIMITED
+from ...services.tenancy.memory_budget import Held
 from ...store.base import DEFAULT_TENANT
 from ...upstreams import Route
 from ._pb.ext_proc_pb2 import ProcessingResponse
@@ -116,6 +116,6 @@ class StreamState:
         self.observed: StreamObservation | None = None  # set by Process: metrics and spans of this request
         self.tenant = DEFAULT_TENANT  # the caller's, resolved from the forwarded credentials with the body
         self.max_bytes = runtime.settings.max_request_bytes  # the tenant's own, once known (first body chunk)
-        self.slot = UNLIMITED  # the tenant's request in flight, taken when the run begins (services/limits.py)
-        # of the process's memory budget, reserved as the body arrives (services/memory_budget.py)
+        self.slot = UNLIMITED  # the tenant's request in flight, taken when the run begins (services/tenancy/limits.py)
+        # of the process's memory budget, reserved as the body arrives (services/tenancy/memory_budget.py)
         self.held = Held(runtime.memory)  # its holder is known with the body's first chunk (request_phase.py)

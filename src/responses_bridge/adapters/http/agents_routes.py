@@ -4,7 +4,7 @@ routes ``/v1/agents`` here (envoy_config/routes.py).
 
 A session's turn is a background response started here as ``POST /v1/responses`` would start one (the model's
 route, its upstream client, the caller's credentials), handed to the sessions service as its
-:data:`~responses_bridge.services.agent_turns.ResponseStarter`.
+:data:`~responses_bridge.services.agents.turns.ResponseStarter`.
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ from ...run.multi_agent import KEPT_SUBAGENTS, KeptSubagent
 from ...run.response_run import ResponseRun
 from ...run.tools.mcp_config import MCPServerOverlay
 from ...runtime import Runtime
-from ...services.agent_events import KEEPALIVE
-from ...services.agent_sessions import SessionService
-from ...services.agent_subagents import SubagentService
-from ...services.automation_bounds import AutomationBounds
-from ...services.environment_mcp import SessionMCP
-from ...services.executor_hub import ExecutorHub
-from ...services.hosted_shell import HostedShell
-from ...services.subagent_contexts import KEPT_KEY
-from ...services.vault_oauth import GuardedTokenEndpoint
-from ...services.vaults import VaultService
+from ...services.agents.automations.bounds import AutomationBounds
+from ...services.agents.environments.mcp import SessionMCP
+from ...services.agents.events import KEEPALIVE
+from ...services.agents.executor.hub import ExecutorHub
+from ...services.agents.sessions import SessionService
+from ...services.agents.subagent_contexts import KEPT_KEY
+from ...services.agents.subagents import SubagentService
+from ...services.agents.vaults.oauth import GuardedTokenEndpoint
+from ...services.agents.vaults.vaults import VaultService
+from ...services.tools.hosted_shell import HostedShell
 from .automations_routes import AutomationRoutes
 from .downloads import send_blob
 from .drain import DRAIN
@@ -102,7 +102,8 @@ class AgentRoutes:
                                        runtime.agents.sealer, runtime.agents.store)
         self.executors = ExecutorHub(runtime.sealer)  # the exec-servers of self_hosted sessions (executor_routes.py)
         self.sessions.environments.executors = self.executors
-        # a plugin's apps: the connector ids the operator's registry serves (services/plugin_apps.py)
+        # a plugin's apps: the connector ids the operator's registry serves
+        # (services/agents/environments/plugin_apps.py)
         self.sessions.environments.connectors = frozenset(runtime.server_tools.services.mcp.connectors)
         self.automations = AutomationRoutes(runtime.agents, self.sessions, AutomationBounds.of(runtime.settings))
         self._handing_off: list[asyncio.Future[None]] = []
@@ -148,7 +149,7 @@ class AgentRoutes:
         answers 503 until it is) has nothing to recover from and must still start."""
         if self.runtime.store.is_open:
             await self.sessions.recover()
-        # a drain hands the running turns off (services/session_resume.py) while the door drains
+        # a drain hands the running turns off (services/agents/session_resume.py) while the door drains
         app[DRAIN].on_drain(lambda: self._handing_off.append(asyncio.ensure_future(
             self.sessions.hand_off(self.runtime.settings.drain_timeout))))
 

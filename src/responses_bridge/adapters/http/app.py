@@ -11,7 +11,7 @@ from aiohttp import web
 from ...protocol.errors import APIError
 from ...run.upstream import UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
-from ...services.embeddings import EmbeddingService
+from ...services.files.embeddings import EmbeddingService
 from ...services.readiness import check_readiness
 from . import background_routes
 from .agents_routes import AgentRoutes
@@ -43,7 +43,7 @@ EMBEDDER: web.AppKey[dict[str, Any] | None] = web.AppKey("embedder")  # its GET 
 
 def create_app(runtime: Runtime) -> web.Application:
     drain = Drain(runtime)  # outermost middleware: while draining, new requests get a 503 before anything else
-    identify = identity_middleware(runtime.identity)  # RESPONSES_BRIDGE_AUTH: services/identity.py
+    identify = identity_middleware(runtime.identity)  # RESPONSES_BRIDGE_AUTH: services/tenancy/identity.py
     limit = limits_middleware(runtime.limits, runtime.memory,  # per tenant: 429, 413; the memory budget: 503
                               body_timeout=runtime.settings.request_body_timeout,  # a body too slow: 408
                               body_min_rate=runtime.settings.request_body_min_rate)

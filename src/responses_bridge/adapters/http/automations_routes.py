@@ -1,15 +1,16 @@
 """``/v1/agents/automations`` routes of the HTTP door (``client.beta.agents.automations``): automations, their
 pause and resume, and their invocations; and the scheduler that fires them, run by every process of the door
-(services/automations.py: a firing is claimed in the database, so one process makes its invocation)."""
+(services/agents/automations/automations.py: a firing is claimed in the database, so one process makes its
+invocation)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from ...periodic import Periodic
-from ...services.agents import AgentService
-from ...services.automation_bounds import AutomationBounds
-from ...services.automations import TICK_SECONDS, AutomationService, SessionStarter
+from ...services.agents.agents import AgentService
+from ...services.agents.automations.automations import TICK_SECONDS, AutomationService, SessionStarter
+from ...services.agents.automations.bounds import AutomationBounds
 from .identity import request_tenant
 from .params import json_reply, page_query
 from .routes import answer, api_routes

@@ -12,7 +12,7 @@ from ...engine.wire import UpstreamRequest
 from ...run.runs import Run
 from ...run.upstream import UpstreamClient
 from ...runtime import Runtime
-from ...services.background import BackgroundService
+from ...services.responses.background import BackgroundService
 from .identity import request_tenant
 from .limits import request_slot
 from .params import int_query
@@ -30,7 +30,7 @@ async def start(request: web.Request, runtime: Runtime, response_run: Run, call:
                 request_body: bytes | None = None) -> web.StreamResponse:
     """``POST /v1/responses`` with ``background: true``: the queued response (JSON), or with ``stream: true`` the
     events as they happen. ``authorization`` and ``upstream``: a routed request's (default: the one upstream's).
-    ``request_body``: kept with the run, so another process can resume it (services/background_resume.py)."""
+    ``request_body``: kept with the run, so another process can resume it (services/responses/background_resume.py)."""
     service = _service(runtime)
     if upstream is None:
         authorization = runtime.upstream_authorization(request.headers.get("Authorization"))

@@ -1,4 +1,4 @@
-"""The HTTP door's watch on a request body's pace (services/body_pace.py), for every route that takes a body.
+"""The HTTP door's watch on a request body's pace (services/tenancy/body_pace.py), for every route that takes a body.
 
 A timer, not a check made when bytes arrive: a client that sends nothing must be caught too. When the body misses its
 deadline, the body's stream is failed with :class:`BodyTooSlow` (the 408), which wakes whoever reads it
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from aiohttp import web
 
 from ...protocol.errors import APIError
-from ...services.body_pace import BodyPace
+from ...services.tenancy.body_pace import BodyPace
 from .errors import error_response
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ...services.chat_completions import ChatCompletionService
+from ...services.responses.chat_completions import ChatCompletionService
 from .identity import request_tenant
 from .params import json_reply, metadata_query, page_query
 from .routes import answer, object_routes

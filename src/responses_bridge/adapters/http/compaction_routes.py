@@ -11,8 +11,8 @@ from aiohttp import web
 from ...protocol.request import parse_json_object
 from ...run.upstream import UpstreamClient
 from ...runtime import Runtime
-from ...services.compaction import CompactionService
-from ...services.token_count import TokenCounter
+from ...services.responses.compaction import CompactionService
+from ...services.responses.token_count import TokenCounter
 from ...upstreams import Route
 from .identity import request_tenant
 from .params import read_body

@@ -14,8 +14,8 @@ from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ...protocol.errors import APIError, invalid_request
-from ...services.container_shapes import container_file_object, data_path
-from ...services.containers import MAX_LIST_LIMIT, ContainerService
+from ...services.containers.containers import MAX_LIST_LIMIT, ContainerService
+from ...services.containers.shapes import container_file_object, data_path
 from .downloads import send_blob
 from .identity import request_tenant
 from .multipart_form import malformed, part_chunks, read_to_end

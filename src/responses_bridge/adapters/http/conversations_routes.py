@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ...services.conversations import ConversationService
+from ...services.responses.conversations import ConversationService
 from .identity import request_tenant
 from .params import include_query, json_object, json_reply, page_query
 from .routes import answer, object_routes

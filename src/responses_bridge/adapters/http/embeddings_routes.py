@@ -1,7 +1,7 @@
 """``POST /v1/embeddings`` on the HTTP door. Through Envoy the request reaches this door too (the listener's catch-all
 route to the sidecar): whichever door is asked, the sidecar decides who embeds.
 
-* The deployment's embedder (services/embeddings.py): the local model, or the configured embedding model.
+* The deployment's embedder (services/files/embeddings.py): the local model, or the configured embedding model.
 * Any other model is an upstream's (Ollama's ``nomic-embed-text``, a vLLM embedding model, the ones its
   ``/v1/models`` lists): the body goes, unchanged but for a model name a route renames, to the ``embeddings`` of
   the upstream the model routes to (upstreams.py), with that upstream's credentials, as ``/v1/chat/completions``
@@ -28,7 +28,7 @@ from ...protocol.request import parse_json_object
 from ...run.response_run import LARGE_BODY_BYTES
 from ...run.upstream import UpstreamFailure
 from ...runtime import Runtime
-from ...services.embeddings import EmbeddingService, upstream_error
+from ...services.files.embeddings import EmbeddingService, upstream_error
 from .params import read_body
 from .routes import api_routes
 from .upstream_routes import ERROR_BODY_BYTES, answer_head, passthrough_cut, refuse_returning_call

@@ -1,6 +1,6 @@
 """``/v1/agents/environments`` routes of the HTTP door (``client.beta.agents.environments``): environment templates
-(services/environment_templates.py), standalone environments and the live files of an environment
-(services/hosted_environments.py). Registered by agents_routes.py before its ``/agents/{agent_id}`` routes, which
+(services/agents/environments/templates.py), standalone environments and the live files of an environment
+(services/agents/environments/hosted.py). Registered by agents_routes.py before its ``/agents/{agent_id}`` routes, which
 would take ``environments`` for an agent's id otherwise."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from aiohttp import web
 
 from ...run.tools.shell import HostedShellService
 from ...sealing import Sealer
-from ...services.agent_sessions import SessionService
-from ...services.environment_setup import EnvironmentSetup
-from ...services.environment_templates import TemplateService
-from ...services.hosted_environments import EnvironmentService
-from ...services.hosted_shell import HostedShell
+from ...services.agents.environments.hosted import EnvironmentService
+from ...services.agents.environments.setup import EnvironmentSetup
+from ...services.agents.environments.templates import TemplateService
+from ...services.agents.sessions import SessionService
+from ...services.tools.hosted_shell import HostedShell
 from .identity import request_tenant
 from .params import int_query, json_object, json_reply, page_query
 from .routes import api_routes
@@ -22,7 +22,7 @@ from .routes import api_routes
 class EnvironmentRoutes:
     def __init__(self, sessions: SessionService, shell: HostedShellService | None, sealer: Sealer) -> None:
         setup = EnvironmentSetup(shell, sealer, sessions.store)
-        sessions.environments.setup = setup  # setup commands and env (services/environment_setup.py)
+        sessions.environments.setup = setup  # setup commands and env (services/agents/environments/setup.py)
         if isinstance(shell, HostedShell):
             shell.env_for = setup.env_for  # an environment's env for every command of its container
         sessions.templates = self.templates = TemplateService(sessions.store, sealer)

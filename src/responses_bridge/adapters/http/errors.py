@@ -8,8 +8,8 @@ import structlog
 from aiohttp import web
 
 from ...protocol.errors import APIError
-from ...services.limits import RETRY_AFTER_SECONDS
-from ...services.memory_budget import RETRY_LATER
+from ...services.tenancy.limits import RETRY_AFTER_SECONDS
+from ...services.tenancy.memory_budget import RETRY_LATER
 
 log = structlog.get_logger("responses_bridge.http")
 

@@ -3,15 +3,15 @@ HTTP door, so a ``self_hosted`` session's commands run through the client's own 
 to the client as required actions.
 
 * ``POST /v1/agents/sessions/{session_id}/executor_credentials`` (the tenant's bridge key): the session's executor
-  credentials (services/executor_hub.py) and the ``--remote`` path to give the exec-server;
+  credentials (services/agents/executor/hub.py) and the ``--remote`` path to give the exec-server;
 * ``POST /v1/agents/executor/cloud/environment/{environment_id}/direct/register``: the exec-server's registration,
   signed with those credentials (SigV4); answered with a one-time websocket URL;
 * ``GET /v1/agents/executor/connect/{registration_id}?token=…``: that websocket (also signed), JSON-RPC from then on
-  (services/executor_rpc.py);
+  (services/agents/executor/rpc.py);
 * ``POST …/cloud/environment/{environment_id}/register`` (the Noise relay, codex's default transport; the session's
   registration bearer): the exec-server's Noise public key, answered with a one-time relay URL;
 * ``GET /v1/agents/executor/relay/{registration_id}?token=…``: that relay, where the bridge opens a Noise stream as
-  the harness (services/executor_relay.py) and speaks the same JSON-RPC over it;
+  the harness (services/agents/executor/relay.py) and speaks the same JSON-RPC over it;
 * ``POST …/cloud/environment/{environment_id}/validate`` (the bearer): the exec-server asks whether the harness key
   the bridge proved in its handshake is authorized (``{"valid": …}``).
 
@@ -32,9 +32,7 @@ import structlog
 from aiohttp import web
 
 from ...protocol.errors import APIError
-from ...services.agent_executor_calls import on_attached
-from ...services.agent_sessions import SessionService
-from ...services.executor_hub import (
+from ...services.agents.executor.hub import (
     Claim,
     ExecutorHub,
     RegistrationRefused,
@@ -43,9 +41,9 @@ from ...services.executor_hub import (
     registration_bearer,
     secret_access_key,
 )
-from ...services.executor_noise import SECURITY_PROFILE, Identity, NoiseError, PublicKey, mlkem_missing
-from ...services.executor_relay import MAX_RELAY_FRAME_BYTES, open_channel
-from ...services.executor_rpc import (
+from ...services.agents.executor.noise import SECURITY_PROFILE, Identity, NoiseError, PublicKey, mlkem_missing
+from ...services.agents.executor.relay import MAX_RELAY_FRAME_BYTES, open_channel
+from ...services.agents.executor.rpc import (
     MAX_FRAME_BYTES,
     Channel,
     DirectChannel,
@@ -53,7 +51,9 @@ from ...services.executor_rpc import (
     ExecutorError,
     ExecutorGone,
 )
-from ...services.executor_sigv4 import SignatureRefused, verify
+from ...services.agents.executor.sigv4 import SignatureRefused, verify
+from ...services.agents.executor_calls import on_attached
+from ...services.agents.sessions import SessionService
 from .drain import DRAIN
 from .identity import request_tenant
 from .params import json_reply, read_body

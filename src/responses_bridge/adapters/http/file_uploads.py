@@ -2,11 +2,11 @@
 ``multipart/form-data`` streamed part by part, never read whole.
 
 The ``file`` part (a part's ``data``) goes chunk by chunk into the service's
-:class:`~responses_bridge.services.files.Upload` (a temporary file on disk, or rows in PostgreSQL); the other fields are
-small and read with a shared cap. Fields are checked as soon as they arrive, so a bad ``purpose`` sent before the file
-(as the SDK sends it) is refused before any byte of the file is read. The request's own ``client_max_size`` does not
-apply here: the file's limit is the service's. A form is read to its closing boundary before anything is stored: a body
-cut short is a 400 (multipart_form.py).
+:class:`~responses_bridge.services.files.files.Upload` (a temporary file on disk, or rows in PostgreSQL); the other
+fields are small and read with a shared cap. Fields are checked as soon as they arrive, so a bad ``purpose`` sent before
+the file (as the SDK sends it) is refused before any byte of the file is read. The request's own ``client_max_size``
+does not apply here: the file's limit is the service's. A form is read to its closing boundary before anything is
+stored: a body cut short is a 400 (multipart_form.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ...protocol.errors import APIError, invalid_request
-from ...services.files import FileService, Upload, check_expires_after, check_purpose, clean_filename
+from ...services.files.files import FileService, Upload, check_expires_after, check_purpose, clean_filename
 from .identity import request_tenant
 from .multipart_form import malformed, part_chunks
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.multipart import BadContentDispositionHeader, BadContentDispositionParam
 
-from ...services.files import MAX_LIST_LIMIT, FileService
+from ...services.files.files import MAX_LIST_LIMIT, FileService
 from .downloads import send_blob
 from .file_uploads import create_file
 from .identity import request_tenant

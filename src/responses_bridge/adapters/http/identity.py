@@ -2,7 +2,7 @@
 
 The middleware resolves the caller once per request, before any route runs, and leaves the tenant on the request
 (:func:`request_tenant`); a route never looks at credentials itself. The resolution itself (a bridge key's tenant,
-the trusted header) is services/identity.py, shared with the ext_proc door. With ``RESPONSES_BRIDGE_AUTH=none``
+the trusted header) is services/tenancy/identity.py, shared with the ext_proc door. With ``RESPONSES_BRIDGE_AUTH=none``
 everyone is :data:`~responses_bridge.store.base.DEFAULT_TENANT`; with ``header`` the tenant is the header Envoy set
 (the rendered Envoy config strips a client's own); with ``keys`` it is the tenant of the client's bridge key, and
 the route then sees the request without its ``Authorization``, so no route can send a bridge key upstream.
@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.web_middlewares import Handler
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from ...services.identity import Identity, unauthenticated
+from ...services.tenancy.identity import Identity, unauthenticated
 from ...store.base import DEFAULT_TENANT
 
 TENANT = web.RequestKey("tenant", str)

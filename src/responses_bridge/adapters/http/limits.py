@@ -1,5 +1,5 @@
-"""The HTTP door's per-tenant limits (services/limits.py): a slot per request in flight, the tenant's body size, its
-share of the memory budget (services/memory_budget.py) and the pace its body must arrive at (body_watch.py).
+"""The HTTP door's per-tenant limits (services/tenancy/limits.py): a slot per request in flight, the tenant's body size,
+its share of the memory budget (services/tenancy/memory_budget.py) and the pace its body must arrive at (body_watch.py).
 
 Runs after the identity middleware (it needs the tenant) and around everything a route does, so a streamed answer
 holds its slot until its last byte, and a client that goes away or a handler that fails gives it back. Not
@@ -15,8 +15,8 @@ from aiohttp import web
 
 from ...preemption import absorb_preemption, preempted_error
 from ...protocol.errors import APIError
-from ...services.limits import Slot, TenantLimits
-from ...services.memory_budget import Held, MemoryBudget
+from ...services.tenancy.limits import Slot, TenantLimits
+from ...services.tenancy.memory_budget import Held, MemoryBudget
 from .body_watch import BODY_WATCH, BodyTooSlow, BodyWatch, answer_too_slow
 from .drain import _exempt
 from .errors import Handler, error_response
@@ -29,7 +29,7 @@ SLOT = web.RequestKey("slot", Slot)
 
 def limits_middleware(limits: TenantLimits, memory: MemoryBudget, *, body_timeout: float = 0.0,
                       body_min_rate: int = 0) -> web.middleware:  # type: ignore[valid-type]
-    """``body_timeout``, ``body_min_rate``: the settings of a body's pace (services/body_pace.py)."""
+    """``body_timeout``, ``body_min_rate``: the settings of a body's pace (services/tenancy/body_pace.py)."""
 
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -12,8 +12,8 @@ from ...protocol.errors import APIError
 from ...protocol.known_fields import UnknownFields, check_known_fields
 from ...protocol.request import parse_json_object
 from ...run.response_run import LARGE_BODY_BYTES
-from ...services.limits import request_too_large
-from ...services.memory_budget import Held
+from ...services.tenancy.limits import request_too_large
+from ...services.tenancy.memory_budget import Held
 from .body_watch import BODY_WATCH
 
 BODY_LIMIT = web.RequestKey("body_limit", int)
@@ -51,7 +51,7 @@ async def read_body(request: web.Request) -> bytes:
 
 async def _wait_for_room(request: web.Request, held: Held, size: int, declared: int | None) -> None:
     """The budget (or the tenant's share) is full: wait for room, the client's body clock stopped meanwhile
-    (nothing is read, so flow control stops the client too); a 503 past the wait (services/memory_budget.py)."""
+    (nothing is read, so flow control stops the client too); a 503 past the wait (services/tenancy/memory_budget.py)."""
     watch = request.get(BODY_WATCH)
     if watch is None:
         await held.cover(size, declared)

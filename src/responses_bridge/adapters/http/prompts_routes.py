@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ...services.prompts import PromptService
+from ...services.responses.prompts import PromptService
 from .identity import request_tenant
 from .params import json_reply
 from .routes import answer, api_routes

@@ -21,9 +21,9 @@ from ...run.drive import drive
 from ...run.response_run import LARGE_BODY_BYTES
 from ...run.upstream import UpstreamClient
 from ...runtime import Runtime
-from ...services import listing
-from ...services.limits import RETRY_AFTER_SECONDS
 from ...services.pagination import page_errors
+from ...services.responses import listing
+from ...services.tenancy.limits import RETRY_AFTER_SECONDS
 from ..pieces import PIECE_BYTES, write_in_pieces
 from . import background_routes, websocket
 from .drain import DRAIN

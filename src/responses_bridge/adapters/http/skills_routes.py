@@ -19,8 +19,16 @@ from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ...protocol.errors import APIError, invalid_request
-from ...services.skill_bundle import MAX_FILES, MAX_ZIP_BYTES, SkillBundle, SkillFile, bundle, check_path, read_zip
-from ...services.skills import MAX_LIST_LIMIT, SkillService
+from ...services.containers.skill_bundle import (
+    MAX_FILES,
+    MAX_ZIP_BYTES,
+    SkillBundle,
+    SkillFile,
+    bundle,
+    check_path,
+    read_zip,
+)
+from ...services.containers.skills import MAX_LIST_LIMIT, SkillService
 from .downloads import send_blob
 from .identity import request_tenant
 from .multipart_form import cut_short, malformed, part_chunks
@@ -113,7 +121,7 @@ def _boolean(raw: bytes) -> bool:
 
 
 async def read_form(request: web.Request, *, default_field: bool) -> tuple[SkillBundle, bool]:
-    """The skill a form holds, checked (services/skill_bundle.py), and its ``default`` field."""
+    """The skill a form holds, checked (services/containers/skill_bundle.py), and its ``default`` field."""
     mimetype = parse_mimetype(request.headers.get("Content-Type", ""))
     if (mimetype.type, mimetype.subtype) != ("multipart", "form-data") or not mimetype.parameters.get("boundary"):
         raise invalid_request("Send the skill's files as multipart/form-data: 'files' holding one zip, or one part "

@@ -1,6 +1,6 @@
 """``/v1/agents/sessions/{session_id}/subagents`` routes of the HTTP door (``client.beta.agents.sessions.subagents``,
 its ``items``, ``turns`` and their ``items``; also without ``/v1``): what a session's subagents did, read from the
-store (services/agent_subagents.py). The Envoy door routes ``/v1/agents`` here (envoy_config/routes.py)."""
+store (services/agents/subagents.py). The Envoy door routes ``/v1/agents`` here (envoy_config/routes.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ...services.agent_subagents import SubagentService
+from ...services.agents.subagents import SubagentService
 from .identity import request_tenant
 from .params import json_reply, page_query
 from .routes import answer, api_routes

@@ -1,11 +1,11 @@
 """``/v1/agents/sessions/{session_id}/traces`` of the HTTP door (``client.beta.agents.sessions.traces``): a
-session's traces, one per root turn, as OTLP JSON (services/agent_traces.py). A tenant's own sessions only."""
+session's traces, one per root turn, as OTLP JSON (services/agents/traces.py). A tenant's own sessions only."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from ...services.agent_traces import SessionTraces
+from ...services.agents.traces import SessionTraces
 from ...store.base_agents import AgentStore
 from .identity import request_tenant
 from .params import json_reply, page_query

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ...services.uploads import MAX_PART_BYTES, UploadService
+from ...services.files.uploads import MAX_PART_BYTES, UploadService
 from .file_uploads import PART_FORM, answered_after_body, disk_error, read_form
 from .identity import request_tenant
 from .params import json_object, json_reply

@@ -99,7 +99,7 @@ async def _error_answer(answer: UpstreamAnswer) -> web.Response:
 
 class UpstreamRoutes:
     """``clients``: the door's own, one per upstream by name; ``upstream``: the single ``--upstream``'s;
-    ``embedder``: the embedder's ``GET /v1/models`` entry (services/embeddings.py), or None."""
+    ``embedder``: the embedder's ``GET /v1/models`` entry (services/files/embeddings.py), or None."""
 
     def __init__(self, runtime: Runtime, upstream: UpstreamClient, clients: Mapping[str, UpstreamClient],
                  embedder: dict[str, Any] | None = None) -> None:
@@ -126,7 +126,7 @@ class UpstreamRoutes:
         route = self.runtime.route(decoded.get("model"))
         note_upstream(route.upstream.name, "passthrough")
         stream = decoded.get("stream") is True
-        # ``store: true``: the answer is read on its way (services/chat_completions.py), all else is not
+        # ``store: true``: the answer is read on its way (services/responses/chat_completions.py), all else is not
         recorder = self.runtime.chat_completions.recorder(decoded)
         stored_request = dict(decoded) if recorder is not None else None
         if route.upstream_model:

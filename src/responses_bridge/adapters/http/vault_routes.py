@@ -1,6 +1,6 @@
 """``/v1/vaults`` routes of the HTTP door (``client.beta.agents.vaults`` and its ``credentials``; also without
-``/v1``): vaults and credentials, a tenant's own, never a secret in an answer (services/vaults.py). The Envoy door
-routes ``/v1/vaults`` here (envoy_config/routes.py)."""
+``/v1``): vaults and credentials, a tenant's own, never a secret in an answer (services/agents/vaults/vaults.py). The
+Envoy door routes ``/v1/vaults`` here (envoy_config/routes.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ...protocol.vaults import statuses
-from ...services.vaults import VaultService
+from ...services.agents.vaults.vaults import VaultService
 from .identity import request_tenant
 from .params import json_reply, metadata_query, page_query
 from .routes import answer, api_routes

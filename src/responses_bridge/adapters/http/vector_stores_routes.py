@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ...services.vector_stores import VectorStoreService
+from ...services.files.vector_stores import VectorStoreService
 from .identity import request_tenant
 from .params import json_reply, page_query
 from .routes import answer, object_routes

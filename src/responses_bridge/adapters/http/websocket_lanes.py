@@ -12,7 +12,7 @@ socket's buffers fill and TCP holds the client back, instead of the process hold
 sends. A waiting turn is held as its frame's bytes, never as the objects they parse into (a frame of many short
 input items is some ten times its size once parsed, and millions of small objects freed together do not always
 go back to the system), so the budget is what the waiting turns cost in memory; a turn is parsed again when its
-lane takes it. Each turn also holds its part of the process's memory budget (services/memory_budget.py: what it
+lane takes it. Each turn also holds its part of the process's memory budget (services/tenancy/memory_budget.py: what it
 will cost parsed) from its queueing to its end, given back here however it ends, run or dropped.
 """
 
@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from ...services.memory_budget import NOTHING, Reservation
+from ...services.tenancy.memory_budget import NOTHING, Reservation
 
 log = structlog.get_logger("responses_bridge.websocket")
 

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from ...protocol.search_options import SearchOptions
-from ...services.retrieval.chunking import DEFAULT_CHUNKING, StaticChunking, chunk_text
-from ...services.retrieval.embedders import Embedder, LocalStaticEmbedder, normalise
-from ...services.retrieval.extract import extract_text
-from ...services.retrieval.search import search
+from ...services.files.retrieval.chunking import DEFAULT_CHUNKING, StaticChunking, chunk_text
+from ...services.files.retrieval.embedders import Embedder, LocalStaticEmbedder, normalise
+from ...services.files.retrieval.extract import extract_text
+from ...services.files.retrieval.search import search
 from ...store.base import DEFAULT_TENANT, ChunkIndex, VectorStoreStore
 from ...store.postgres.chunks import PostgresChunkIndex
 from ...store.postgres.database import PostgresDatabase

@@ -10,7 +10,7 @@ The loop's path through it::
     run.text_for_model(); run.outputs()                         # the tool result; the item's ``outputs``
     find_container_citations(answer_text, files)                # container_file_citation annotations
 
-``interpreter`` is a :class:`CodeInterpreterService` (services/code_interpreter.py: the containers and the
+``interpreter`` is a :class:`CodeInterpreterService` (services/tools/code_interpreter.py: the containers and the
 sandbox). ``container: {"type": "auto"}`` makes a container per response (listed in ``/v1/containers`` like any other),
 or goes on with the one the conversation's last code interpreter call used while it lives, so a chat keeps its
 files. A call made when the sandbox cannot run (or a container expired mid-response) is a failed item whose
@@ -126,7 +126,7 @@ class CodeRun:
 
 
 class CodeInterpreterService(Protocol):
-    """What the loop needs of the code interpreter (services/code_interpreter.py implements it over the containers
+    """What the loop needs of the code interpreter (services/tools/code_interpreter.py implements it over the containers
     and the sandbox): the refusals, the container of a response, and one run."""
 
     @property

@@ -134,7 +134,7 @@ class MCPToolInfo:
 
 class MCPConnector(Protocol):
     """How a server the bridge's HTTP client does not reach itself is used: an MCP server over ``stdio`` run in an
-    agent session's environment, or one reached from inside it (services/environment_mcp.py). Each raises
+    agent session's environment, or one reached from inside it (services/agents/environments/mcp.py). Each raises
     ``MCPToolError`` (a sentence for the item, never a credential) when the server cannot be used."""
 
     async def list_tools(self, server: MCPServer) -> list[MCPToolInfo]: ...

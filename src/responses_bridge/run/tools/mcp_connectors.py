@@ -10,7 +10,8 @@ request's: sent to the server and nowhere else, masked in what it answers (mcp_m
 keeps its tools as given, which hold the id and never the URL or headers).
 
 Kept apart from mcp_config.py (which parses a request's tool) so that the settings and an Agents API environment's
-plugins (services/plugin_mcp.py) share one lookup and one refusal without loading the request parser.
+plugins (services/agents/environments/plugin_mcp.py) share one lookup and one refusal without loading the request
+parser.
 """
 
 from __future__ import annotations

@@ -14,13 +14,13 @@ What the commands print reaches the client as it comes (``response.shell_call_ou
 sandbox sends it on: as it is printed on bubblewrap, per command on agent-sandbox), each command's ``.done`` once it
 ended, bounded as the output is (``max_output_length``, the sandbox's output limit).
 
-``shell`` is a :class:`HostedShellService` (services/hosted_shell.py: the containers and the sandbox, over the same
-container → sandbox path as the code interpreter). ``environment: {"type": "container_auto", …}`` makes a container
+``shell`` is a :class:`HostedShellService` (services/tools/hosted_shell.py: the containers and the sandbox, over the
+same container → sandbox path as the code interpreter). ``environment: {"type": "container_auto", …}`` makes a container
 per response (listed in ``/v1/containers`` like any other) or goes on with the one the conversation's last shell
 call used while it lives; ``{"type": "container_reference", "container_id"}`` runs in one of the tenant's
 containers; ``{"type": "local"}`` or no environment is the client's own shell, as before (engine/client_tools.py).
 ``skills`` (shapes only) and the network policy (checked: sandbox/egress_policy.py) are read here and handed on to
-the container path, which resolves the skills (services/container_skills.py) and lays them out read-only at
+the container path, which resolves the skills (services/containers/container_skills.py) and lays them out read-only at
 ``/mnt/skills/<name>/``, and runs each call under the policy (an ``allowlist``: the egress proxy).
 """
 
@@ -232,7 +232,7 @@ class LiveShellOutput:
 
 
 class HostedShellService(Protocol):
-    """What the loop needs of the hosted shell (services/hosted_shell.py implements it over the containers and the
+    """What the loop needs of the hosted shell (services/tools/hosted_shell.py implements it over the containers and the
     sandbox): the refusals, the container of a response, and one call."""
 
     async def check(self, options: ShellToolOptions, *, tenant: str) -> object:

@@ -1,6 +1,6 @@
 """A call's files between the bridge and its pod, through the sandbox runtime's file API (``/v1/files/{path}``).
 
-The container path lays a container's files out in a directory of the bridge's (services/container_workspace.py)
+The container path lays a container's files out in a directory of the bridge's (services/containers/workspace.py)
 and reads back what the run changed from it, by size and modification time: the pod session keeps that contract
 with a staging directory. Before the run every regular file of it is written to the pod (``PUT``, parents made by
 the runtime), and the pod's ``/mnt/data`` listed; after the run it is listed again, and only what changed moves back

@@ -40,8 +40,9 @@ AGENT_TABLES: Sequence[str] = [
     """,
 ]
 
-# Automations (services/automations.py): one row per firing claimed, its key the automation and the occurrence, so
-# of every worker and replica that sees an occurrence due exactly one inserts it and makes its invocation.
+# Automations (services/agents/automations/automations.py): one row per firing claimed, its key the automation and the
+# occurrence, so of every worker and replica that sees an occurrence due exactly one inserts it and makes its
+# invocation.
 AUTOMATION_TABLES: Sequence[str] = [
     """
     CREATE TABLE agent_automation_firings (

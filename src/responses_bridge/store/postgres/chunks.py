@@ -15,7 +15,7 @@ cannot be HNSW-indexed as ``vector`` and are always scanned exactly.
 Keyword search: ``tsv`` (``to_tsvector('english', text)``, GIN-indexed) matched against the OR of the query's
 terms, each through ``plainto_tsquery`` (any text is a safe term: no query syntax reaches the parser), ranked by
 ``ts_rank`` with length normalisation. Like BM25 on SQLite, the scores only need to order the candidates and be
-positive: services/retrieval/search.py divides them by the query's best score, so the hybrid ranking contract
+positive: services/files/retrieval/search.py divides them by the query's best score, so the hybrid ranking contract
 holds unchanged.
 
 Ownership: chunks belong to their vector store's tenant. Every read takes ``tenant`` and carries the check that

@@ -41,8 +41,9 @@ AGENT_TABLES: Sequence[str] = [
     """,
 ]
 
-# Automations (services/automations.py): one row per firing claimed, its key the automation and the occurrence, so
-# of every worker and replica that sees an occurrence due exactly one inserts it and makes its invocation.
+# Automations (services/agents/automations/automations.py): one row per firing claimed, its key the automation and the
+# occurrence, so of every worker and replica that sees an occurrence due exactly one inserts it and makes its
+# invocation.
 AUTOMATION_TABLES: Sequence[str] = [
     """
     CREATE TABLE agent_automation_firings (
@@ -54,7 +55,7 @@ AUTOMATION_TABLES: Sequence[str] = [
     """,
 ]
 
-# Automations bounded (services/automation_bounds.py): each firing says whose it was, when it was fired and
+# Automations bounded (services/agents/automations/bounds.py): each firing says whose it was, when it was fired and
 # whether the tenant's rate let it through (the rate counts those of the last minute); an invocation refers to the
 # version of its automation it fired (one row per distinct snapshot, not a copy per invocation); invocations are
 # forgotten by age through their own index.

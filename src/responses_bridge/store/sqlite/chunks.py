@@ -2,7 +2,7 @@
 attributes search filters test.
 
 :class:`ChunkIndex` is the seam another database implements (PostgreSQL: pgvector's HNSW index for
-``dense_candidates``, ``tsvector`` for ``keyword_candidates``). Ranking stays in ``services/retrieval/search.py``
+``dense_candidates``, ``tsvector`` for ``keyword_candidates``). Ranking stays in ``services/files/retrieval/search.py``
 on top of the two candidate lists, so every implementation ranks the same way.
 
 The SQLite implementation searches vectors by brute force: a store's vectors live in one contiguous numpy matrix

@@ -1,6 +1,6 @@
 """Metadata of uploaded files (the Files API) on the response store's SQLite database: same file, same connections.
 
-Only metadata lives here; the bytes are on disk, named by the file's id (services/files.py). Every read takes the
+Only metadata lives here; the bytes are on disk, named by the file's id (services/files/files.py). Every read takes the
 current time and leaves out expired rows, so an expired file is never returned even before the purge that
 deletes it has run. Every file belongs to a tenant, matched in the queries of every method that takes one. The
 tenant's stored bytes, which ``max_stored_bytes`` bounds, are its files' and its container files' together

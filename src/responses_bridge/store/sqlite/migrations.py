@@ -270,8 +270,8 @@ MIGRATIONS: list[Migration] = [
     (
         13,
         [
-            # Code interpreter containers (services/containers.py) and their files' rows; the bytes are blobs in
-            # the files' storage under ``blob_id``. A container expires ``expires_minutes`` after its last use.
+            # Code interpreter containers (services/containers/containers.py) and their files' rows; the bytes are blobs
+            # in the files' storage under ``blob_id``. A container expires ``expires_minutes`` after its last use.
             """
             CREATE TABLE containers (
                 id              TEXT PRIMARY KEY,
@@ -399,7 +399,7 @@ MIGRATIONS: list[Migration] = [
     (
         24,
         [
-            # The packages installed at an agent environment's start (services/environment_packages.py): the
+            # The packages installed at an agent environment's start (services/agents/environments/packages.py): the
             # blob holding the zip of their tree (store/file_ids.py's BLOB_OWNERS); NULL: none.
             "ALTER TABLE containers ADD COLUMN packages_blob TEXT",
         ],

@@ -1,0 +1,85 @@
+"""Which process runs a session's turns when several share the database (``serve --workers``, replicas on
+PostgreSQL): the one holding the session's lease in the store, taken with its input, renewed while its turns run,
+given back when it is idle. Another process answers input for it with a 409 ``session_busy`` meanwhile; its event
+numbers and turns are never two processes' at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+
+from ...protocol.errors import APIError
+from ...store.base_agents import AgentStore
+
+log = structlog.get_logger("responses_bridge.agents")
+
+
+class SessionLeases:
+    def __init__(self, store: AgentStore, owner: str, lease_seconds: float,
+                 on_lost: Callable[[str], None] | None = None) -> None:
+        self.store = store
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self.on_lost = on_lost  # a session whose lease another process took: let go of here (its runner, its log)
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._releasing: set[asyncio.Task[None]] = set()
+
+    async def claim(self, session_id: str, running: Mapping[str, Any]) -> None:
+        """Take the session's lease (a 409 while another process holds it); ``running``: this process's runners
+        by session, whose leases the heartbeat renews."""
+        now = time.time()
+        if not await self.store.claim_session(session_id, self.owner, now=now, until=now + self.lease_seconds):
+            raise APIError(409, "This session's turn runs in another process of this deployment; send its input "
+                           "again once the session is idle, or to the same replica.", type="invalid_request_error",
+                           param="session_id", code="session_busy")
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.create_task(self._beat(running), name="agent-sessions:heartbeat")
+
+    def release_soon(self, session_id: str, locked: Callable[[str], contextlib.AbstractAsyncContextManager[Any]],
+                     running: Mapping[str, Any]) -> None:
+        task = asyncio.ensure_future(self._release(session_id, locked, running))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    async def _release(self, session_id: str, locked: Callable[[str], contextlib.AbstractAsyncContextManager[Any]],
+                       running: Mapping[str, Any]) -> None:
+        """Under the session's lock, as input takes the lease: a release never undoes a claim made after it."""
+        try:
+            async with locked(session_id):
+                if session_id not in running:
+                    await self.store.release_session(session_id, self.owner)
+        except Exception:  # the lease expires
+            log.warning("agent_session_release_failed", session_id=session_id, exc_info=True)
+
+    async def _beat(self, running: Mapping[str, Any]) -> None:
+        """Renew the leases of the sessions running here, several times a lease period; a lease found taken
+        (this process stalled past it) stops the session's runner here — its events would collide with the new
+        owner's — and lets it go (``on_lost``): a runner cancelled with turns still queued never went idle, so it
+        stayed registered, and every beat after found the lease taken again and said so, for the process's life."""
+        while True:  # looked at after the sleep: the first claim starts it before its runner is registered
+            await asyncio.sleep(self.lease_seconds / 3)
+            if not running:
+                return
+            for session_id, runner in list(running.items()):
+                now = time.time()
+                try:
+                    held = await self.store.claim_session(session_id, self.owner, now=now,
+                                                          until=now + self.lease_seconds)
+                except Exception:  # the next beat retries; a lease outlives a few missed beats
+                    log.warning("agent_session_renew_failed", session_id=session_id, exc_info=True)
+                    continue
+                if not held:
+                    log.warning("agent_session_lease_lost", session_id=session_id)
+                    if runner.task is not None:
+                        runner.task.cancel()
+                    if self.on_lost is not None and running.get(session_id) is runner:
+                        self.on_lost(session_id)
+
+    def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()

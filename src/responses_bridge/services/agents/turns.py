@@ -1,0 +1,490 @@
+"""A session's turns, one at a time: each a background response of the bridge's own run (the driver, its tools and
+persistence, services/responses/background.py) over the session's agent, chained on the previous turn's response
+(``previous_response_id``), so the turns share the session's context. Its events are followed and told in the
+session's log (protocol/agent_events.py); the turn loop learns nothing about agents.
+
+Input that arrives while a turn runs is queued as a turn of its own (``queued``), run in order once the current one
+ends; a cancel ends the running turn (its response cancelled) and every queued one.
+
+A queued turn's input waits in the store, not in memory (turn_queue.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+import structlog
+
+from ... import ids
+from ...observability import tracing
+from ...protocol.agent_automations_tool import FUNCTION_NAME
+from ...protocol.agent_events import (
+    CLIENT_CALL,
+    TERMINAL,
+    Shown,
+    add_usage,
+    call_output_item,
+    result_text,
+    token_usage,
+    translate,
+    turn_error,
+    user_item,
+)
+from ...protocol.errors import APIError
+from ...store.base_agents import AgentStore, Record
+from ..responses.background import BackgroundService
+from ..responses.background_frames import split_frames
+from .async_calls import async_functions, async_result, async_results, started
+from .auto_review import auto_review
+from .environments.environments import Published, SessionEnvironments, environment_state, hosted_container, not_kept
+from .environments.mcp import SessionMCP
+from .events import SessionLog
+from .executor_calls import run_on_executor
+from .runner_view import ResponseStarter
+from .session_resume import begin_resumed, forget_steps, is_boundary, record_step, started_step, stop_response
+from .session_waiting import keep_wait, kept_usage, wait_for_results, waiting_entry
+from .subagent_contexts import kept_subagents
+from .subagent_tree import SubagentTree
+from .tool_calls import unknown_approval, unknown_call
+from .traces import TurnTrace, turn_span
+from .turn_queue import LOST_INPUT, MAX_QUEUED_TURNS, QUEUED_INPUT, HandOff, QueuedTurn, new_turn, public
+from .turn_request import turn_request
+from .vaults.vaults import VaultService
+
+log = structlog.get_logger("responses_bridge.agents")
+
+
+
+EXPIRED = ("The session's environment expired (its container was unused too long or deleted); start a new "
+           "session.")
+
+
+class SessionRunner:
+    """The turns of one session in this process: a queue and the task working it."""
+
+    def __init__(self, store: AgentStore, background: BackgroundService, start: ResponseStarter,
+                 events: SessionLog, session_id: str, tenant: str,
+                 environments: SessionEnvironments | None = None) -> None:
+        self.store = store
+        self.environments = environments
+        self.background = background
+        self.start = start
+        self.events = events
+        self.session_id = session_id
+        self.tenant = tenant
+        self.queue: list[QueuedTurn] = []
+        self.current: QueuedTurn | None = None
+        self.response_id: str | None = None
+        self.cancelling = False
+        self.task: asyncio.Task[None] | None = None
+        self.on_idle: Callable[[SessionRunner], None] | None = None  # no turn left: the service lets go of it
+        # the session's lock (the service's): an update of the session never crosses a change made here
+        self.locked: Callable[[], contextlib.AbstractAsyncContextManager[Any]] = contextlib.nullcontext
+        self.vaults: VaultService | None = None  # where an MCP tool's ``credential_id`` is opened (the service's)
+        self.mcp: SessionMCP | None = None  # the MCP servers in its environment, with metadata or required
+        # the agent's ``automations`` tool, run here (the service's): tenant, session, call id, arguments -> output
+        self.automations: Callable[[str, str, str, str], Awaitable[str]] | None = None
+        self._may_idle = False  # the running turn's end may leave the session idle (no other turn queued)
+        self._idled = False  # it did: the turn's end told agent.session.idle too
+        self.handing_off = False  # a drain: stop at the next step boundary (session_resume.py)
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None or bool(self.queue)
+
+    async def session(self) -> dict[str, Any]:
+        session = await self.store.get("session", self.session_id, tenant=self.tenant)
+        if session is None:
+            raise asyncio.CancelledError  # deleted meanwhile
+        return session
+
+    async def save_session(self, session: dict[str, Any]) -> None:
+        await self.store.put("session", session["id"], session, tenant=self.tenant,
+                             parent=session["agent"]["id"])
+
+    @contextlib.asynccontextmanager
+    async def _changing(self, entry: QueuedTurn | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The session as stored, to change and store again inside the block, under the session's lock; with
+        ``entry``, the changes its turn's last response made are applied first."""
+        async with self.locked():
+            session = await self.session()
+            if entry is not None and entry.changes is not None:
+                changes, entry.changes = entry.changes, None
+                if changes["last_response_id"]:
+                    session.setdefault("_private", {})["last_response_id"] = changes["last_response_id"]
+                session["usage"] = add_usage(session.get("usage"), changes["usage"])
+            yield session
+
+    def session_record(self, session: dict[str, Any]) -> Record:
+        return Record("session", session["id"], session, parent=session["agent"]["id"])
+
+    def turn_record(self, turn: dict[str, Any]) -> Record:
+        return Record("turn", turn["id"], turn, parent=self.session_id)
+
+    def item_record(self, item: dict[str, Any]) -> Record:
+        return Record("item", str(item["id"]), item, parent=self.session_id, scope=item["turn_id"])
+
+    async def submit(self, session: dict[str, Any], content: list[list[dict[str, Any]]],
+                     authorization: str | None) -> None:
+        """Queue one turn of the user's messages (``content``: each message's parts) and make sure it runs."""
+        self.check_room(1)
+        turn = new_turn(session)
+        messages = [user_item(ids.message_id(), parts, turn["id"]) for parts in content]
+        waiting = {**turn, "_private": {QUEUED_INPUT: messages}}  # the input waits in the store, not here
+        self.queue.append(QueuedTurn(turn, [], authorization, span=turn_span(session, turn)))
+        await self.events.emit({"type": "agent.session.turn.created", "session_id": self.session_id,
+                                "turn_id": turn["id"], "turn": public(turn)}, records=[self.turn_record(waiting)])
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._work(), name=f"agent-session:{self.session_id}")
+
+    def check_room(self, turns: int) -> None:
+        if len(self.queue) + turns > MAX_QUEUED_TURNS:
+            raise APIError(429, f"A session keeps at most {MAX_QUEUED_TURNS} turns queued; wait for them or cancel.",
+                           type="invalid_request_error", param="events", code="too_many_queued_turns")
+
+    async def cancel(self) -> None:
+        """End the running turn and every queued one."""
+        queued, self.queue = self.queue, []
+        for entry in queued:
+            await self._end(entry, "cancelled", None, None)
+        if self.current is not None:
+            self.cancelling = True
+            self.current.calls.wake()
+            if self.response_id is not None:
+                with contextlib.suppress(APIError):  # it ended meanwhile: its end stands
+                    await self.background.cancel(self.response_id, tenant=self.tenant)
+
+    async def _work(self) -> None:
+        try:
+            while self.queue and not self.handing_off:
+                while self.queue and not self.handing_off:
+                    self.current = self.queue.pop(0)
+                    self.cancelling, self._idled, self._may_idle = False, False, True
+                    try:
+                        await self._kept(self.current)
+                    finally:
+                        self._may_idle = False
+                    self.current, self.response_id = None, None
+                if self._idled or self.handing_off:  # the last turn's end made the session idle, in the same write
+                    continue
+                async with self._changing() as session:
+                    if session["status"] == "in_progress":
+                        session["status"] = "idle"
+                        session["last_active_at"] = int(time.time())
+                        await self.events.emit({"type": "agent.session.idle", "session": public(session)},
+                                               records=[self.session_record(session)])
+                # input that came while the session went idle is run now: nothing is awaited from the last look
+                # at the queue to the task's end, so a submit either sees this task done or is seen here
+        except asyncio.CancelledError:
+            return
+        except HandOff:
+            await stop_response(self, self.response_id)
+            return
+        except Exception as exc:
+            log.exception("agent_session_failed", session_id=self.session_id)
+            await self._fail_session(exc)
+        finally:
+            self.current, self.response_id = None, None
+            if not self.queue and self.on_idle is not None:
+                self.on_idle(self)
+
+    async def _fail_session(self, exc: Exception) -> None:
+        """Something the session cannot go on from (never the model's own failure: that fails a turn only): the
+        running and queued turns fail with it."""
+        try:
+            ending = ([self.current] if self.current is not None else []) + self.queue
+            self.queue = []
+            for entry in ending:
+                await self._end(entry, "failed", {"code": "internal_error",
+                                                  "message": "The session failed inside the bridge."}, None)
+            async with self._changing() as session:
+                session["status"], session["error"] = "failed", "The session failed inside the bridge."
+                await self.events.emit({"type": "error", "session_id": self.session_id, "error": {
+                    "type": "server_error", "code": "server_error", "message": session["error"], "param": None}})
+                await self.events.emit({"type": "agent.session.failed", "session": public(session)},
+                                       records=[self.session_record(session)])
+        except Exception:
+            log.exception("agent_session_fail_not_stored", session_id=self.session_id)
+
+    async def _kept(self, entry: QueuedTurn) -> None:
+        """The turn, the spans it makes kept as its trace (traces.py)."""
+        with tracing.keep(*entry.span) as kept:
+            entry.trace = TurnTrace(kept)
+            await self._run(entry)
+
+    async def _queued_input(self, entry: QueuedTurn) -> bool:
+        """The turn's messages, read back from its stored record (:meth:`submit`); False when they are gone."""
+        if entry.messages:
+            return True
+        stored = await self.store.get("turn", entry.turn["id"], tenant=self.tenant)
+        if stored is None:
+            raise asyncio.CancelledError  # the session was deleted meanwhile
+        entry.messages = (stored.get("_private") or {}).get(QUEUED_INPUT) or []
+        return bool(entry.messages)
+
+    async def _run(self, entry: QueuedTurn) -> None:
+        turn = entry.turn
+        if entry.waiting:  # a stopped process's turn waiting on the client: it waits on here (session_waiting.py)
+            entry.review = (session := await self.session()).get("review")
+            await self._steps(entry, session, [])
+            return
+        if entry.resuming:  # a stopped process's turn, continued from its step in flight (session_resume.py)
+            resumed = await begin_resumed(self, entry)
+            if resumed is not None or entry.wait_first:  # the session's review mode as it is now (not kept)
+                entry.review = (session := await self.session()).get("review")
+                await self._steps(entry, session, resumed or [])
+            return
+        if not await self._queued_input(entry):
+            await self._end(entry, "failed", {"code": "server_error", "message": LOST_INPUT}, None)
+            return
+        records = [self.turn_record(turn), *(self.item_record(message) for message in entry.messages)]
+        async with self._changing() as session:
+            if session["status"] != "in_progress":
+                session["status"] = "in_progress"
+                records.append(self.session_record(session))
+                await self.events.emit({"type": "agent.session.in_progress", "session": public(session)})
+            turn["status"], turn["started_at"] = "in_progress", int(time.time())
+            entry.review = session.get("review")  # the turn keeps its mode if the session's changes
+            await self.events.emit({"type": "agent.session.turn.in_progress", "session_id": self.session_id,
+                                    "turn_id": turn["id"], "turn": public(turn)})
+            for message in entry.messages:
+                await self.events.emit({"type": "agent.session.turn.item.added", "session_id": self.session_id,
+                                        "turn_id": turn["id"], "output_index": None, "item": message})
+            await self.events.flush(records)  # the turn, its input and the events so far: one write
+        failed = session.get("_private", {}).get("environment_error")
+        if failed is not None:  # its packages could not be installed at its start (environments/environments.py)
+            await self._end(entry, "failed", {"code": "sandbox_error", "message": failed["message"]}, None)
+            return
+        if not await self._environment_alive(session, turn["id"]):
+            await self._end(entry, "failed", {"code": "sandbox_error", "message": EXPIRED}, None)
+            return
+        await self._steps(entry, session, [{"type": "message", "role": "user", "content": message["content"]}
+                                           for message in entry.messages])
+
+    async def _steps(self, entry: QueuedTurn, session: dict[str, Any], turn_input: list[dict[str, Any]]) -> None:
+        """The turn's responses from ``turn_input`` on, each step recorded as it starts (session_resume.py)."""
+        turn, first = entry.turn, not (entry.resuming or entry.waiting)
+        # the skills and AGENTS.md of the environment's capability directories, as they are when the turn starts
+        capabilities = await self.environments.capabilities(session, tenant=self.tenant) \
+            if self.environments is not None else ""
+        total: dict[str, Any] | None = kept_usage(turn) if entry.waiting or entry.wait_first else None
+        if entry.waiting or entry.wait_first:  # a stopped process's wait, or the one it was about to begin
+            await run_on_executor(self, entry, session)  # on an exec-server connected already
+            answered = await wait_for_results(self, entry, total)
+            if answered is None:
+                await self._end(entry, "cancelled", None, total)
+                return
+            turn_input, session = answered, await self.session()
+        while True:  # one response, then another with the client's tool results, until no call is left open
+            try:
+                if self.environments is not None:  # the container's vault credentials as they are now
+                    await self.environments.refresh_credentials(session, tenant=self.tenant)
+                turn_input = [*turn_input, *await async_results(self, session)]  # async calls' results
+                entry.kept = await kept_subagents(self.store, session, tenant=self.tenant)  # resumable ones
+                request = await self._credentialed(session, turn_request(session, turn_input, capabilities,
+                                                                         entry.kept))
+                if self.handing_off:
+                    raise HandOff
+                if not first:  # the first step's input is the turn's messages, stored with its start
+                    await record_step(self, turn, turn_input)
+                overlays = await self.mcp.prepare(session, request, tenant=self.tenant) if self.mcp else {}
+                self.response_id = await self.start(request, self.tenant, entry.authorization, overlays)
+            except APIError as error:
+                await self._end(entry, "failed", turn_error({"code": error.code, "message": error.message},
+                                                            error.status), total)
+                return
+            await started_step(self, turn, self.response_id)
+            first = False
+            if self.cancelling:
+                with contextlib.suppress(APIError):
+                    await self.background.cancel(self.response_id, tenant=self.tenant)
+            response = (await self._follow(entry, session)).get("response") or {}
+            usage = add_usage(token_usage(response.get("usage")), entry.review_usage)  # with its reviews'
+            entry.review_usage = None
+            total = add_usage(total, usage)
+            status = str(response.get("status") or "failed")
+            # stored with the turn's end, or when it waits
+            entry.changes = {"usage": usage, "last_response_id": self.response_id
+                             if status in ("completed", "incomplete") else None}
+            if status != "completed" or not entry.calls.pending:
+                break
+            await run_on_executor(self, entry, session)  # a self_hosted session's commands, on its exec-server
+            answered = await wait_for_results(self, entry, total)
+            if answered is None:
+                await self._end(entry, "cancelled", None, total)
+                return
+            turn_input = answered
+            session = await self.session()
+        if status == "completed":
+            await self._end(entry, "completed", None, total)
+        elif status == "cancelled":
+            await self._end(entry, "cancelled", None, total)
+        elif status == "incomplete":
+            reason = (response.get("incomplete_details") or {}).get("reason")
+            code = "max_output_tokens" if reason == "max_output_tokens" else "context_length_exceeded"
+            await self._end(entry, "failed", {"code": code, "message": f"The turn ended incomplete: {reason}."},
+                            total)
+        else:
+            await self._end(entry, "failed", turn_error(response.get("error")), total)
+
+    async def _environment_alive(self, session: dict[str, Any], turn_id: str) -> bool:
+        """An ``openai_hosted`` session's container is still there; when it is not (unused past its expiry, or
+        deleted through the Containers API), ``agent.session.environment.expired`` says so."""
+        container_id = hosted_container(session)
+        if container_id is None or self.environments is None:
+            return True
+        if await self.environments.alive(session, tenant=self.tenant):
+            return True
+        await self.events.emit({"type": "agent.session.environment.expired", "session_id": self.session_id,
+                                "turn_id": turn_id, "environment": environment_state(container_id, "expired")})
+        return False
+
+    async def tool_result(self, result: dict[str, Any], session: dict[str, Any] | None = None) -> None:
+        """A client's result for an open call of the running turn, or for an ``async`` call (changing
+        ``session``, the caller's copy); a 400 for any other call."""
+        entry = waiting_entry(self)
+        call = entry.calls.open.get(result["call_id"]) if entry is not None else None
+        if entry is None or call is None or call["turn_id"] != result["turn_id"]:
+            if await async_result(self, result, session):
+                return
+            raise unknown_call(result["call_id"])
+        entry.trace.call_answered(result["call_id"], bool(result["success"]))
+        entry.calls.answer(result)
+        keep_wait(entry)  # the answer is stored with the event that shows it: a restart keeps it
+        if "command_item" in call:  # a command the client ran: its command_execution item is done
+            ran = dict(call["command_item"], status="completed" if result["success"] else "failed",
+                       output=result_text(result.get("output")) or result.get("error"))
+            await self.events.emit({"type": "agent.session.turn.item.done", "session_id": self.session_id,
+                                    "turn_id": call["turn_id"], "output_index": 0, "item": ran},
+                                   records=[self.item_record(ran), self.turn_record(entry.turn)])
+            return
+        item = call_output_item(ids.new_id("fco"), call, result)
+        done = dict(call, status="completed" if result["success"] else "failed")
+        await self.events.emit({"type": "agent.session.turn.item.done", "session_id": self.session_id,
+                                "turn_id": call["turn_id"], "output_index": 0, "item": done})
+        await self.events.emit({"type": "agent.session.turn.item.added", "session_id": self.session_id,
+                                "turn_id": call["turn_id"], "output_index": None, "item": item},
+                               records=[self.item_record(done), self.item_record(item), self.turn_record(entry.turn)])
+
+    async def approval(self, result: dict[str, Any]) -> None:
+        """The client's decision on an MCP call the running turn holds (a 400 for any other request id)."""
+        entry = waiting_entry(self)
+        if entry is None:
+            raise unknown_approval(result["request_id"])
+        entry.calls.decide(result["request_id"], result["decision"])
+        keep_wait(entry)  # stored before the decision is acknowledged: a restart keeps it
+        await self.events.flush([self.turn_record(entry.turn)])
+
+    async def _credentialed(self, session: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` with each MCP tool's vault credential as its ``authorization`` (the bridge's MCP client sends
+        it as ``Authorization: Bearer``), opened now, for this response only: a rotated or deleted credential is
+        what the next turn uses. A response never stores nor echoes ``authorization`` (storable_tools), and the
+        MCP client's errors redact it, so the secret reaches the MCP server and nothing else."""
+        tools = session["agent"]["tools"]
+        if not any(tool.get("credential_id") for tool in tools):
+            return body
+        if self.vaults is None:
+            raise APIError(400, "This server keeps no vaults.", param="vault_ids", code="unsupported_value")
+        sent_by_label = {sent["server_label"]: sent for sent in body["tools"] if sent["type"] == "mcp"}
+        for index, tool in enumerate(tools):
+            if tool["type"] == "mcp" and tool.get("credential_id"):  # the response's tools are not one for one
+                sent_by_label[tool["server_label"]]["authorization"] = await self.vaults.mcp_token(
+                    session.get("vault_ids") or [], tool["credential_id"], tool["transport"]["server_url"],
+                    tenant=self.tenant, param=f"agent.tools[{index}].credential_id")
+        return body
+
+    async def _follow(self, entry: QueuedTurn, session: dict[str, Any]) -> dict[str, Any]:
+        """Tell the turn's response events in the session's log (``session``: as the response's request was made
+        from it); its terminal event."""
+        assert self.response_id is not None
+        turn_id, shown = entry.turn["id"], Shown()
+        final: dict[str, Any] = {}
+        tree = SubagentTree(session, turn_id, entry.kept) if session["agent"]["multi_agent"]["enabled"] else None
+        asynchronous = async_functions(session)
+        async for data in self.background.events_after(self.response_id, -1, tenant=self.tenant):
+            for frame in split_frames(data):
+                start = frame.find(b"data: ")
+                if start < 0:
+                    continue
+                event = orjson.loads(frame[start + 6:])
+                if event.get("type") in TERMINAL:
+                    if self.handing_off and event.get("type") == "response.failed":
+                        raise HandOff  # the drain ended it under us: the step is made again elsewhere
+                    final = event
+                    continue
+                told = tree.take(event) if tree is not None else None
+                if told is not None:  # the subagents' doings, told as the session's subagents and their turns
+                    for said_by_tree, records in told:
+                        await self.events.emit(said_by_tree, records=records or None)
+                    continue
+                said, item = translate(event, self.session_id, turn_id, shown)
+                if item is not None and item["type"] == "function_call" and item["name"] == FUNCTION_NAME and \
+                        any(tool["type"] == "automations" for tool in (await self.session())["agent"]["tools"]):
+                    await self._automate(entry, item)  # the bridge's own function: no item, no client call
+                    continue
+                if item is not None and item["type"] == "function_call" and item["name"] in asynchronous:
+                    await started(self, entry, item, said)  # the turn goes on without its result
+                    continue
+                if item is not None and item["type"] == "function_call":
+                    entry.calls.opened(item)  # before the client can see it: its result is expected from now
+                    entry.trace.call_opened(str(item["call_id"]), str(item["name"]))
+                elif item is not None and CLIENT_CALL in item:  # a command the client runs (self_hosted)
+                    client_call = item.pop(CLIENT_CALL)
+                    entry.calls.opened({**client_call, "command_item": item})
+                    entry.trace.call_opened(str(client_call["call_id"]), "shell")
+                elif event.get("type") == "response.output_item.done" and \
+                        (event.get("item") or {}).get("type") == "mcp_approval_request":
+                    held = {**event["item"], "turn_id": turn_id}  # a call held for the client's word
+                    if entry.review == "auto_review":  # judged by a model call, never asked
+                        await auto_review(self, entry, session, held)
+                    else:
+                        entry.calls.asked(held)
+                if said is not None:  # a finished item is stored with the event that shows it
+                    await self.events.emit(said, records=None if item is None else [self.item_record(item)])
+                if self.handing_off and is_boundary(event):
+                    raise HandOff
+        for said_by_tree, records in tree.finish() if tree is not None else ():
+            await self.events.emit(said_by_tree, records=records or None)
+        return final
+
+    async def _automate(self, entry: QueuedTurn, call: dict[str, Any]) -> None:
+        """The ``automations`` tool's call, made now; its output goes to the turn's next response."""
+        arguments = orjson.dumps(call["arguments"]).decode() if not isinstance(call["arguments"], str) \
+            else call["arguments"]
+        output = "The automation was not created: this server makes no automations." if self.automations is None \
+            else await self.automations(self.tenant, self.session_id, str(call["call_id"]), arguments)
+        entry.calls.made(str(call["call_id"]), output)
+
+    async def _end(self, entry: QueuedTurn, status: str, error: dict[str, Any] | None,
+                   usage: dict[str, Any] | None) -> None:
+        turn = entry.turn
+        forget_steps(turn)  # its queued input, and how it was to be resumed, go
+        turn.update(status=status, error=error, usage=usage, completed_at=int(time.time()))
+        event = {"type": f"agent.session.turn.{status}", "session_id": self.session_id, "turn_id": turn["id"],
+                 "turn": public(turn), "usage": usage}
+        trace = entry.trace.record(self.session_id, turn, usage)  # published with the turn's end, in one write
+        traces = [trace] if trace is not None else []
+        publishing = status == "completed" and self.environments is not None
+        # the last turn of the queue: the session's idle is stored with the turn's end, one write and one read of
+        # the session instead of two each
+        idling = self._may_idle and entry is self.current and not self.queue
+        if entry.changes is None and not publishing and not idling:
+            await self.events.emit(event, records=[self.turn_record(turn), *traces])
+            return
+        async with self._changing(entry) as session:  # with the session's state after the turn's last response
+            published = Published() if self.environments is None or status != "completed" else \
+                await self.environments.publish(session, turn["id"], tenant=self.tenant)
+            records = [self.turn_record(turn), self.session_record(session), *published.records, *traces]
+            told = not_kept(self.session_id, published)  # files not kept for the storage limit, before the end
+            if not (idling and session["status"] == "in_progress" and not self.queue):
+                await self.events.emit_together([*told, event], records=records)
+                return
+            session["status"], session["last_active_at"] = "idle", int(time.time())
+            self._idled = True
+            idle = {"type": "agent.session.idle", "session": public(session)}
+            await self.events.emit_together([*told, event, idle], records=records)

@@ -1,0 +1,169 @@
+"""The tenant's files read for a request's content parts (``input_file`` / ``input_image`` with ``file_id``).
+
+The run asks (run/file_inputs.py's ``FileLoader``); this reads the file through the files service (another
+tenant's file, or one expired or deleted, is the same 404 as ``GET /v1/files/{id}``), after checking its size
+against what one request may inline and reserving the request memory it will hold (the same budget and cost per
+byte as a request body that carried it inline: services/tenancy/memory_budget.py), and extracts its text as the
+retrieval pipeline does for search (services/files/retrieval/extract.py: the same kinds, the same bounds, but the
+characters of text bounded over all the files of the request, not per file).
+
+A file's text can be far larger than the file: a 10 KB DOCX held 10 million characters, and 16 requests naming it
+grew the sidecar to 510 MB while the budget held 4.7 MiB for them (30 times the 10 KB). So the text is held in the
+budget as well, for the request's holder, at :data:`TEXT_COST` per character as the extraction gives it (a step
+ahead: services/files/retrieval/bounds.py; the extraction's thread waits for the budget's answer), then at
+:data:`TEXT_COST` times the memory its string takes, until the response lets the file go; past the holder's room
+the extraction stops and the request is the budget's 503. Charged only once extracted, twelve requests extracting
+at once grew the sidecar by twice a 128 MiB budget before any was refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from ...protocol.errors import APIError, invalid_request, not_found
+from ...protocol.file_refs import LoadedFile
+from ..tenancy.memory_budget import MemoryBudget, Reservation
+from .files import FileService
+
+READ_BYTES = 1024 * 1024
+TEXT_COST = 4
+"""Bytes held per byte of a file's extracted text while the request keeps it: the text, the part made of it
+(headed with the file's name), the upstream body it goes in and that body's encoding; the extraction's own pieces
+come and go before."""
+
+_MAGIC = ((b"%PDF-", "application/pdf"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
+          (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
+
+
+def media_type_of(filename: str, head: bytes) -> str:
+    """The file's media type: from its first bytes where they say (a PDF, PNG, JPEG, GIF or WebP), else from its
+    name, else ``application/octet-stream``."""
+    for magic, media_type in _MAGIC:
+        if head.startswith(magic):
+            return media_type
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    guessed, _ = mimetypes.guess_type(filename, strict=False)
+    return guessed or "application/octet-stream"
+
+
+class FileInputs:
+    """``FileLoader`` over the files service and the request memory budget."""
+
+    def __init__(self, files: FileService, memory: MemoryBudget) -> None:
+        self._files = files
+        self._memory = memory
+
+    async def load_file(self, file_id: str, *, tenant: str, max_bytes: int, want_text: bool, pdf_as_file: bool,
+                        param: str, max_text_chars: int) -> LoadedFile:
+        """The file, read. ``want_text``: a file of a kind the retrieval pipeline extracts comes as its text
+        (``data`` empty), at most ``max_text_chars`` characters of it, except a PDF with ``pdf_as_file`` (the
+        backend reads PDFs): its bytes."""
+        from .retrieval.extract import SUPPORTED_EXTENSIONS
+
+        found = await self._files.get(file_id, tenant=tenant)
+        if found is None:  # unknown, expired, deleted or another tenant's: GET /v1/files/{id}'s 404, at the part
+            raise not_found(f"No such File object: {file_id[:200]}", param=param, code="not_found")
+        size = int(found["bytes"])
+        if size > max_bytes:
+            raise invalid_request(f"File '{file_id}' ({size} bytes) is more than this request may still inline "
+                                  f"({max_bytes} bytes: the files one request names are bounded in all).",
+                                  param=param, code="file_too_large")
+        filename = str(found["filename"])
+        extension = Path(filename).suffix.lower()
+        as_text = want_text and extension in SUPPORTED_EXTENSIONS and not (pdf_as_file and extension == ".pdf")
+        holder = self._memory.holder(tenant, None)
+        reservation = await self._memory.reserve(size, holder=holder)
+        hold = _TextHold(self._memory, holder, asyncio.get_running_loop())
+        try:
+            if as_text:
+                text = await self._text(file_id, filename, param, max_text_chars, hold)
+                await hold.top_up(text)  # or the 503: the text is let go
+
+                def release() -> None:
+                    reservation.release()
+                    hold.release()
+
+                return LoadedFile(filename, media_type_of(filename, b""), size, b"", text, release=release)
+            data = await self._read(file_id, tenant, size)
+            return LoadedFile(filename, media_type_of(filename, data[:16]), size, data, release=reservation.release)
+        except BaseException:
+            reservation.release()
+            hold.release()
+            raise
+
+    async def _read(self, file_id: str, tenant: str, size: int) -> bytes:
+        reader, _ = await self._files.open_content(file_id, tenant=tenant)
+        try:
+            data = bytearray()
+            while len(data) <= size and (chunk := await reader.read(READ_BYTES)):  # never past its stated size
+                data += chunk
+        finally:
+            await reader.aclose()
+        if len(data) != size:
+            raise APIError(500, f"File '{file_id}' could not be read whole.", code="server_error")
+        return bytes(data)
+
+    async def _text(self, file_id: str, filename: str, param: str, max_text_chars: int, hold: _TextHold) -> str:
+        from .retrieval.extract import ExtractionError
+
+        try:
+            async with self._files.local_copy(file_id) as path:
+                work = asyncio.get_running_loop().run_in_executor(
+                    None, _extract, path, filename, max_text_chars, hold.take if self._memory.total else None)
+                try:
+                    return await asyncio.shield(work)
+                except asyncio.CancelledError:  # the thread goes on to its next step: what it took goes after it
+                    hold.stopped = True
+                    work.add_done_callback(lambda _: hold.release())
+                    raise
+        except ExtractionError as error:
+            raise invalid_request(f"File '{file_id}' cannot be given to the model as text: {error.message}",
+                                  param=param, code=error.code) from None
+
+
+class _Abandoned(Exception):
+    """The request went away while its file's text was extracted: the extraction stops."""
+
+
+class _TextHold:
+    """What a file's text holds of the memory budget: taken as the extraction gives it (:meth:`take`, in the
+    extraction's thread, which waits for the budget's answer on the event loop; the budget's 503 stops it), made
+    up to the string's size once it is whole (:meth:`top_up`), given back together (:meth:`release`)."""
+
+    def __init__(self, memory: MemoryBudget, holder: str, loop: asyncio.AbstractEventLoop) -> None:
+        self._memory = memory
+        self._holder = holder
+        self._loop = loop
+        self._held: list[Reservation] = []
+        self._asked = 0
+        self.stopped = False
+
+    def take(self, chars: int) -> None:
+        if self.stopped:
+            raise _Abandoned
+        size = TEXT_COST * chars
+        self._held.append(asyncio.run_coroutine_threadsafe(self._memory.charge(self._holder, size),
+                                                           self._loop).result())
+        self._asked += size
+
+    async def top_up(self, text: str) -> None:
+        size = TEXT_COST * sys.getsizeof(text) - self._asked  # a wide string takes 2 or 4 bytes a character
+        if size > 0:
+            self._held.append(await self._memory.charge(self._holder, size))
+            self._asked += size
+
+    def release(self) -> None:
+        held, self._held = self._held, []
+        for reservation in held:
+            reservation.release()
+
+
+def _extract(path: Path, filename: str, max_text_chars: int, on_text: Callable[[int], None] | None) -> str:
+    from .retrieval.extract import extract_text
+
+    return extract_text(path, filename, max_text_chars, on_text)

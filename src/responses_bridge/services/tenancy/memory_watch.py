@@ -1,0 +1,136 @@
+"""The memory backstop: the process's real memory watched against its budget, and work ended when it grows past it.
+
+The memory budget (memory_budget.py) holds what requests are *estimated* to cost; paths the estimate does not know
+(a shape costlier than 30 times its JSON, a library's buffers, a leak) grow the process all the same. As Envoy's
+overload manager does (a heap monitor, then ``reset_high_memory_stream``), every ``interval`` seconds this reads
+what the process really uses — its cgroup v2's ``memory.current`` where there is one (a container, a pod: what the
+kernel's OOM killer counts), else its RSS from ``/proc/self/statm`` — and:
+
+* past the **high watermark** (default: the use at start, plus the budget, plus :data:`MARGIN`), the budget refuses
+  new room
+  (``server_overloaded``) and, tick after tick, the largest request held (by charged bytes, then the newest) is
+  ended with ``preempted_for_fairness`` — its room taken back, as fair_share.py does for a tenant under its share;
+* under the **low watermark** (default: the use at start, plus three quarters of the budget, plus the margin), or
+  once nothing is
+  left to end (what remains is not the requests'), new work is admitted again; freed heap is given back to the
+  system (``malloc_trim``) as requests are ended, so the reading can come down.
+
+So ``serve`` stays within its use at start, plus its budget, plus the margin, plus what the requests in flight
+allocate in one tick.
+Each action is a structured log line (``memory_high_watermark``, ``memory_request_ended``, ``memory_below_low_
+watermark``) and metrics (``responses_bridge_memory_real_bytes``, ``…_backstop_active``, ``…_preempted_total``).
+The reading is a function (:data:`MemorySource`), so a test drives it deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from ...allocator import glibc_malloc_trim, resident_bytes
+from ...memory_limits import cgroup_limit
+from ...observability.metrics import MEMORY_BACKSTOP, MEMORY_REAL
+from ...periodic import Periodic
+from .memory_budget import MemoryBudget
+
+HIGH_WATERMARK = "memory_high_watermark"
+CGROUP_CURRENT = Path("/sys/fs/cgroup/memory.current")
+DEFAULT_INTERVAL = 1.0
+MARGIN = 64 << 20
+"""Above the use at start and the budget, what the default watermarks leave for what is not a request's: modules
+imported on first use, caches, the allocator's slack."""
+
+MemorySource = Callable[[], int]
+"""Bytes the process uses now (0: unknown)."""
+
+log = structlog.get_logger("responses_bridge.memory")
+
+
+def cgroup_current(path: Path = CGROUP_CURRENT) -> int:
+    """The cgroup v2's ``memory.current`` (0 where there is none)."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return 0
+    return int(text) if text.isdigit() else 0
+
+
+def default_source(workers: int = 1) -> MemorySource:
+    """The cgroup's reading where the process is the only worker in a cgroup v2 with a limit (what the OOM killer
+    counts), else its RSS (several workers: the cgroup counts them all, each budget is one worker's)."""
+    if workers == 1 and cgroup_current() and cgroup_limit():
+        return cgroup_current
+    return resident_bytes
+
+
+class MemoryWatch:
+    """The backstop of one process's ``budget``: ``high``/``low``: the watermarks in bytes of real use (0: the use
+    at start plus the margin, plus the budget / plus three quarters of it); ``interval``: seconds between readings
+    (0: off)."""
+
+    def __init__(self, budget: MemoryBudget, *, source: MemorySource | None = None, high: int = 0, low: int = 0,
+                 interval: float = DEFAULT_INTERVAL, trim: Callable[[], None] | None = None) -> None:
+        self.budget = budget
+        self.source = source or default_source()
+        self._high, self._low = high, low
+        self.high = self.low = 0
+        self.active = False
+        self.ended = 0
+        self._trim = trim if trim is not None else glibc_malloc_trim()
+        self._ticker = Periodic(interval if budget.total else 0, self.tick_async, name="memory-watch",
+                                failure="memory_watch_failed", failure_level="warning")
+
+    def start(self) -> None:
+        self.set_watermarks(self.source())
+        self._ticker.start()
+
+    async def stop(self) -> None:
+        await self._ticker.stop()
+
+    def set_watermarks(self, at_start: int) -> None:
+        """The watermarks from the use at start (settings given in bytes win)."""
+        total = self.budget.total
+        self.high = self._high or at_start + MARGIN + total
+        self.low = min(self._low or at_start + MARGIN + total * 3 // 4, self.high)
+
+    async def tick_async(self) -> None:
+        if self.tick() and self._trim is not None:
+            await asyncio.to_thread(self._trim)
+
+    def tick(self) -> bool:
+        """One reading and what it calls for; True if a request was ended."""
+        used = self.source()
+        if not used:
+            return False
+        MEMORY_REAL.set(used)
+        if not self.active:
+            if used < self.high:
+                return False
+            self._enter(used)
+        elif used <= self.low:
+            self._leave(used, "memory_below_low_watermark")
+            return False
+        largest = self.budget.pool.largest()
+        if largest is None:  # nothing of the requests' left to end: what remains is not theirs
+            self._leave(used, "memory_backstop_nothing_to_end")
+            return False
+        holder, holding = largest
+        size = int(holding.bytes)
+        if not self.budget.pool.take_back(holder, holding, HIGH_WATERMARK):
+            return False
+        self.ended += 1
+        log.warning("memory_request_ended", used=used, high=self.high, low=self.low, charged=size)
+        return True
+
+    def _enter(self, used: int) -> None:
+        self.active = self.budget.refusing = True
+        MEMORY_BACKSTOP.set(1)
+        log.warning(HIGH_WATERMARK, used=used, high=self.high, low=self.low, held=self.budget.held)
+
+    def _leave(self, used: int, event: str) -> None:
+        self.active = self.budget.refusing = False
+        MEMORY_BACKSTOP.set(0)
+        log.warning(event, used=used, high=self.high, low=self.low, held=self.budget.held)
