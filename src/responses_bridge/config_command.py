@@ -34,7 +34,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def show_command(args: argparse.Namespace) -> int:
     import yaml  # imported by the command that prints it: the CLI module is loaded by every command, serve too
 
-    from .engine.profiles import SWITCHES
+    from .engine.responses.profiles import SWITCHES
     from .probe import cache as probe_cache
     from .upstream_check import configured_upstreams
 

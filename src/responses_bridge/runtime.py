@@ -15,10 +15,10 @@ import structlog
 
 from .allocator import MemoryTrimmer
 from .config import Settings
-from .engine.builtin_tools import runs_server_tools
 from .engine.options import EngineOptions
-from .engine.profiles import options_for
-from .engine.programs import program_signer
+from .engine.responses.profiles import options_for
+from .engine.tools.builtin import runs_server_tools
+from .engine.tools.programs import program_signer
 from .engine.wire import Framing, UpstreamRequest
 from .fair_tenure import set_quantum
 from .observability import metrics

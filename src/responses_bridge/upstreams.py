@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-from .engine.profiles import GENERIC, SWITCHES, ProfileSwitches
+from .engine.responses.profiles import GENERIC, SWITCHES, ProfileSwitches
 from .protocol.errors import APIError
 
 Mode = Literal["translate", "native", "auto"]
@@ -49,7 +49,7 @@ class UpstreamSpec(BaseModel):
     profile: Profile = "generic"
     api_key_env: str | None = None
     api_key: str | None = Field(default=None, repr=False)  # "forward", or a literal key
-    # Profile switches set one by one for this upstream (engine/profiles.py), over its profile's table.
+    # Profile switches set one by one for this upstream (engine/responses/profiles.py), over its profile's table.
     switches: dict[str, Any] = Field(default={}, description="profile switches over the profile, e.g. "
                                      "`{tool_result_role: user}`")
     stream_via_sidecar: bool | None = Field(default=None, description=(

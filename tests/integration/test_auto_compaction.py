@@ -10,7 +10,7 @@ import aiohttp
 import openai
 import pytest
 
-from responses_bridge.engine.compaction import SUMMARY_PREFIX
+from responses_bridge.engine.responses.compaction import SUMMARY_PREFIX
 from tests.support.bridge import UpstreamLog
 from tests.support.sdk_strict import strict_event
 

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from responses_bridge.devtools.procs import free_port, wait_http
-from responses_bridge.engine.compaction import SUMMARY_PREFIX
+from responses_bridge.engine.responses.compaction import SUMMARY_PREFIX
 from tests.support.bridge import UpstreamLog, start_sidecar
 
 pytestmark = pytest.mark.store_proven(

@@ -433,7 +433,7 @@ async def test_servicer_bug_still_answers_cleanly(stack: Stack, monkeypatch: pyt
 async def test_processor_bug_still_answers_cleanly(stack: Stack, monkeypatch: pytest.MonkeyPatch,
                                                    where: str) -> None:
     """Whatever raises inside the processor, the client gets an error or a response.failed, never raw chunks."""
-    from responses_bridge.engine.translator import Translator
+    from responses_bridge.engine.responses.translator import Translator
     from responses_bridge.run.response_run import ResponseRun
 
     owner = Translator if where == "on_upstream_chunk" else ResponseRun  # the run binds the translator's at begin

@@ -12,7 +12,7 @@ import openai
 import orjson
 import pytest
 
-from responses_bridge.engine.compaction import SUMMARY_PREFIX
+from responses_bridge.engine.responses.compaction import SUMMARY_PREFIX
 from tests.support.bridge import UpstreamLog, running_sidecar
 from tests.support.schema import check_stream, validate_response
 

@@ -40,7 +40,7 @@ async def test_a_2mb_event_in_512_byte_writes_streams_through(http: aiohttp.Clie
     text = events[-1]["response"]["output"][0]["content"][0]["text"]
     assert text == "x" * size + " Echo: big one"
     deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
-    # the huge word arrives in bounded slices (engine/long_events.py), which join back to exactly its text
+    # the huge word arrives in bounded slices (engine/responses/long_events.py), which join back to exactly its text
     assert "".join(deltas) == text
     assert len(deltas) > 2 and max(len(delta) for delta in deltas) < size
 

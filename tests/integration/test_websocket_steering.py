@@ -61,8 +61,8 @@ async def next_event(ws: aiohttp.ClientWebSocketResponse) -> dict:
     event = json.loads(message.data)
     judged = event
     if isinstance(event.get("response"), dict) and "context_management" in event["response"]:
-        # the echo of a create's context_management (engine/response_object.py) is a key the SDK's Response model
-        # lacks; every other key of such a frame is judged
+        # the echo of a create's context_management (engine/responses/response_object.py) is a key the SDK's Response
+        # model lacks; every other key of such a frame is judged
         judged = dict(event, response={k: v for k, v in event["response"].items() if k != "context_management"})
     strict_ws_event(judged, beta=event["type"].startswith("response.steer"))  # steering's events: the beta models
     return event

@@ -1,4 +1,4 @@
-"""Client-executed tools besides functions (engine/tools.py, engine/client_tools.py): custom, shell, apply_patch
+"""Client-executed tools besides functions (engine/tools/tools.py, engine/tools/client.py): custom, shell, apply_patch
 and client tool_search, offered as functions and read back as their own items and events, both ways."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import orjson
 import pytest
 from pydantic import TypeAdapter
 
-from responses_bridge.engine.client_tools import StringFieldDecoder
 from responses_bridge.engine.options import EngineOptions
-from responses_bridge.engine.output_builder import OutputBuilder
-from responses_bridge.engine.request_translation import build_chat_request, plan_request_tools
-from responses_bridge.engine.response_object import new_response
+from responses_bridge.engine.responses.output_builder import OutputBuilder
+from responses_bridge.engine.responses.request_translation import build_chat_request, plan_request_tools
+from responses_bridge.engine.responses.response_object import new_response
 from responses_bridge.engine.sse import DONE_FRAME, encode_event
+from responses_bridge.engine.tools.client import StringFieldDecoder
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.request import parse_request
 from tests.support.schema import check_stream, validate_response

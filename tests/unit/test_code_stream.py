@@ -7,8 +7,8 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from responses_bridge.engine.code_stream import CodeStream
-from responses_bridge.engine.server_tools import CodeInterpreterReader, code_of
+from responses_bridge.engine.tools.code_stream import CodeStream
+from responses_bridge.engine.tools.server import CodeInterpreterReader, code_of
 
 
 def _decoded(raw: str, cuts: list[int]) -> str:

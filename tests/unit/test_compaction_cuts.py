@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from responses_bridge.engine import auto_compaction, compaction
 from responses_bridge.engine.options import EngineOptions
+from responses_bridge.engine.responses import auto_compaction, compaction
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.request import parse_request_object
 from responses_bridge.sealing import Sealer

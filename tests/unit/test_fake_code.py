@@ -14,7 +14,7 @@ import pytest
 
 from responses_bridge.devtools import fake_server
 from responses_bridge.devtools.fake_code import requested_code, requested_command
-from responses_bridge.engine.builtin_tools import (
+from responses_bridge.engine.tools.builtin import (
     CODE_DESCRIPTION,
     CODE_NAME,
     CODE_PARAMETERS,

@@ -13,10 +13,10 @@ from openai.types.responses import Response
 
 from responses_bridge.devtools.checkout.known_fields import known_fields_table
 from responses_bridge.engine.options import EngineOptions
-from responses_bridge.engine.output_builder import OutputBuilder
-from responses_bridge.engine.request_translation import build_chat_request
-from responses_bridge.engine.response_object import new_response
-from responses_bridge.engine.tools import ToolPlan, plan_tools
+from responses_bridge.engine.responses.output_builder import OutputBuilder
+from responses_bridge.engine.responses.request_translation import build_chat_request
+from responses_bridge.engine.responses.response_object import new_response
+from responses_bridge.engine.tools.tools import ToolPlan, plan_tools
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.known_fields_table import REQUEST
 from responses_bridge.protocol.request import parse_request

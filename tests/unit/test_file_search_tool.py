@@ -12,7 +12,11 @@ import orjson
 import pytest
 
 from responses_bridge.engine.options import EngineOptions
-from responses_bridge.engine.request_translation import build_chat_request, items_to_messages, plan_request_tools
+from responses_bridge.engine.responses.request_translation import (
+    build_chat_request,
+    items_to_messages,
+    plan_request_tools,
+)
 from responses_bridge.protocol.errors import APIError, not_found
 from responses_bridge.protocol.filters import parse_filters
 from responses_bridge.protocol.request import parse_request

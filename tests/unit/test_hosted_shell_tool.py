@@ -16,13 +16,13 @@ from openai.types.responses import ResponseFunctionShellToolCall, ResponseFuncti
 
 from responses_bridge.adapters.http.websocket_steering import required_input
 from responses_bridge.devtools import fake_upstream
-from responses_bridge.engine.builtin_tools import SERVED_TOOL_TYPES, is_hosted_shell, runs_server_tools
 from responses_bridge.engine.options import EngineOptions
-from responses_bridge.engine.output_builder import OutputBuilder
-from responses_bridge.engine.request_translation import build_chat_request
-from responses_bridge.engine.response_object import new_response
+from responses_bridge.engine.responses.output_builder import OutputBuilder
+from responses_bridge.engine.responses.request_translation import build_chat_request
+from responses_bridge.engine.responses.response_object import new_response
 from responses_bridge.engine.sse import DONE_FRAME, encode_event
-from responses_bridge.engine.tools import CallTarget, plan_tools
+from responses_bridge.engine.tools.builtin import SERVED_TOOL_TYPES, is_hosted_shell, runs_server_tools
+from responses_bridge.engine.tools.tools import CallTarget, plan_tools
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.request import parse_request
 from responses_bridge.run.server_tools_setup import REDACTED, storable_tools

@@ -13,9 +13,9 @@ from responses_bridge.adapters.upstream_client import AiohttpUpstreamClient
 from responses_bridge.config import Settings
 from responses_bridge.devtools import fake_server
 from responses_bridge.devtools.procs import free_port
-from responses_bridge.engine.builtin_tools import served_tool_types
-from responses_bridge.engine.server_tools import ImageGenerationReader, image_replay_note, image_request_of
-from responses_bridge.engine.tools import CallTarget, ToolPlan, plan_tools
+from responses_bridge.engine.tools.builtin import served_tool_types
+from responses_bridge.engine.tools.server import ImageGenerationReader, image_replay_note, image_request_of
+from responses_bridge.engine.tools.tools import CallTarget, ToolPlan, plan_tools
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.tool_items import image_generation_call
 from responses_bridge.run.tools.image_generation import (

@@ -11,10 +11,10 @@ import pytest
 from openai.types.responses.response_output_item import LocalShellCall
 
 from responses_bridge.devtools import fake_upstream
-from responses_bridge.engine.client_tools import reader_for
 from responses_bridge.engine.options import EngineOptions
-from responses_bridge.engine.request_translation import build_chat_request
-from responses_bridge.engine.tools import CallTarget, plan_tools
+from responses_bridge.engine.responses.request_translation import build_chat_request
+from responses_bridge.engine.tools.client import reader_for
+from responses_bridge.engine.tools.tools import CallTarget, plan_tools
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.request import parse_request
 

@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from responses_bridge.adapters.pieces import PIECE_BYTES, joined_pieces, pieces, write_in_pieces
-from responses_bridge.engine.long_events import LONG_EVENT_BYTES, SLICE_CHARS, split_chunk
 from responses_bridge.engine.options import EngineOptions
+from responses_bridge.engine.responses.long_events import LONG_EVENT_BYTES, SLICE_CHARS, split_chunk
 from responses_bridge.run.drive import catch_up
 from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.store import SQLiteResponseStore

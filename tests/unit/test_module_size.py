@@ -1,6 +1,6 @@
 """The house's bar on size: no serving module over 500 lines. A module past it is split by what its parts do (as
-engine/translator.py and store/base.py were), not trimmed; the tooling in ``devtools/`` (the fake upstream, the
-benchmarks) is not served and is left out."""
+engine/responses/translator.py and store/base.py were), not trimmed; the tooling in ``devtools/`` (the fake upstream,
+the benchmarks) is not served and is left out."""
 
 from __future__ import annotations
 

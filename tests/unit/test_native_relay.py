@@ -1,11 +1,11 @@
-"""engine/native_relay.py on recorded native traffic: the backend's request made self-contained, its events passed
-on under the bridge's ids and sequence numbers, its terminal event held until the response is stored."""
+"""engine/responses/native_relay.py on recorded native traffic: the backend's request made self-contained, its events
+passed on under the bridge's ids and sequence numbers, its terminal event held until the response is stored."""
 
 from __future__ import annotations
 
 import orjson
 
-from responses_bridge.engine.native_relay import NativeRelay, backend_items
+from responses_bridge.engine.responses.native_relay import NativeRelay, backend_items
 from responses_bridge.protocol.request import parse_request_object
 
 

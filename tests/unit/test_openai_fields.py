@@ -12,9 +12,9 @@ from openai.types.responses import Response
 
 from responses_bridge.devtools import fake_upstream
 from responses_bridge.engine.options import EngineOptions
-from responses_bridge.engine.profiles import PROFILES, options_for
-from responses_bridge.engine.request_translation import build_chat_request
-from responses_bridge.engine.response_object import new_response
+from responses_bridge.engine.responses.profiles import PROFILES, options_for
+from responses_bridge.engine.responses.request_translation import build_chat_request
+from responses_bridge.engine.responses.response_object import new_response
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.request import parse_request
 

@@ -15,12 +15,12 @@ import orjson
 import pytest
 
 from responses_bridge.engine.event_frames import OPEN_RESPONSES_NAMES, open_responses_encoder
-from responses_bridge.engine.output_builder import (
+from responses_bridge.engine.responses.output_builder import (
     OutputBuilder,
     UpstreamProtocolError,
     completion_as_chunk,
 )
-from responses_bridge.engine.response_object import new_response
+from responses_bridge.engine.responses.response_object import new_response
 from responses_bridge.engine.sse import DONE_FRAME, encode_event
 from responses_bridge.protocol.request import parse_request
 from responses_bridge.store import SQLiteResponseStore

@@ -17,7 +17,7 @@ import yaml
 
 from responses_bridge.devtools import fake_server
 from responses_bridge.engine.options import EngineOptions
-from responses_bridge.engine.profiles import options_for
+from responses_bridge.engine.responses.profiles import options_for
 from responses_bridge.probe import cache as probe_cache
 from responses_bridge.probe.checks import CHECKS, ProbeError, ProbeReport, probe_upstream
 

@@ -15,11 +15,11 @@ import pytest
 from responses_bridge.config import Settings
 from responses_bridge.devtools import fake_server
 from responses_bridge.engine.options import EngineOptions
-from responses_bridge.engine.profiles import PROFILES, SWITCHES, ProfileSwitches, options_for
-from responses_bridge.engine.request_translation import build_chat_request
-from responses_bridge.engine.tools import ToolPlan
-from responses_bridge.engine.turn_result import TurnResult
-from responses_bridge.engine.turns import ToolResult, follow_up_request
+from responses_bridge.engine.responses.profiles import PROFILES, SWITCHES, ProfileSwitches, options_for
+from responses_bridge.engine.responses.request_translation import build_chat_request
+from responses_bridge.engine.responses.turns import ToolResult, follow_up_request
+from responses_bridge.engine.tools.tools import ToolPlan
+from responses_bridge.engine.tools.turn_result import TurnResult
 from responses_bridge.protocol.request import parse_request
 from tests.unit import recordings
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from responses_bridge.engine.programs import (
+from responses_bridge.engine.tools.programs import (
     ProgramWorld,
     fingerprint,
     open_fingerprint,

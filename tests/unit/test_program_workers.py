@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from responses_bridge.engine.programs import program_signer
+from responses_bridge.engine.tools.programs import program_signer
 from responses_bridge.preemption import was_taken_back
 from responses_bridge.run.programs.host import ProgramBounds, ProgramHost
 from responses_bridge.run.programs.isolate import Limits, ProgramRun

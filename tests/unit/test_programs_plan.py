@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from responses_bridge.engine.builtin_tools import SERVED_TOOL_TYPES
-from responses_bridge.engine.programs import program_description, program_tools
-from responses_bridge.engine.tools import plan_tools
-from responses_bridge.engine.turn_tools import set_turn_tools
+from responses_bridge.engine.tools.builtin import SERVED_TOOL_TYPES
+from responses_bridge.engine.tools.programs import program_description, program_tools
+from responses_bridge.engine.tools.tools import plan_tools
+from responses_bridge.engine.tools.turn_tools import set_turn_tools
 from responses_bridge.protocol.errors import APIError
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "The weather.",

@@ -1,4 +1,4 @@
-"""``tool_calling: prompt`` (engine/prompt_tools.py): the tools described in the system message, and the calls read
+"""``tool_calling: prompt`` (engine/tools/prompt.py): the tools described in the system message, and the calls read
 back out of the answer's text the same way however the stream cuts it."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from responses_bridge.engine.options import EngineOptions
-from responses_bridge.engine.profiles import options_for
-from responses_bridge.engine.prompt_tools import PromptToolCalls, as_prompt_tools
-from responses_bridge.engine.translator import Translator
+from responses_bridge.engine.responses.profiles import options_for
+from responses_bridge.engine.responses.translator import Translator
+from responses_bridge.engine.tools.prompt import PromptToolCalls, as_prompt_tools
 from responses_bridge.protocol.request import parse_request
 
 CITY = {"type": "object", "properties": {"city": {"type": "string"}}}

@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from responses_bridge.engine.options import EngineOptions
-from responses_bridge.engine.request_translation import build_chat_request
-from responses_bridge.engine.response_object import new_response
+from responses_bridge.engine.responses.request_translation import build_chat_request
+from responses_bridge.engine.responses.response_object import new_response
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.request import (
     CreateParams,

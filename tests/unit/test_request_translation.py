@@ -14,7 +14,7 @@ import pytest
 
 from responses_bridge.devtools import fake_upstream
 from responses_bridge.engine.options import EngineOptions
-from responses_bridge.engine.request_translation import build_chat_request
+from responses_bridge.engine.responses.request_translation import build_chat_request
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.request import parse_request
 

@@ -17,23 +17,23 @@ import pytest
 from pydantic import TypeAdapter
 
 from responses_bridge.devtools import fake_upstream
-from responses_bridge.engine.builtin_tools import SERVED_TOOL_TYPES, served_tool_types
 from responses_bridge.engine.options import EngineOptions
-from responses_bridge.engine.output_builder import OutputBuilder, completion_as_chunk
-from responses_bridge.engine.request_translation import (
+from responses_bridge.engine.responses.output_builder import OutputBuilder, completion_as_chunk
+from responses_bridge.engine.responses.request_translation import (
     build_chat_request,
     items_to_messages,
     mcp_result_text,
     plan_request_tools,
     tool_search_result_text,
 )
-from responses_bridge.engine.response_object import new_response
-from responses_bridge.engine.server_tools import mcp_call_error
+from responses_bridge.engine.responses.response_object import new_response
+from responses_bridge.engine.responses.turns import ToolResult, follow_up_request
 from responses_bridge.engine.sse import DONE, SSEDecoder, encode_event
-from responses_bridge.engine.tools import MAX_NAME, ToolPlan, plan_tools
-from responses_bridge.engine.turn_result import TurnResult
-from responses_bridge.engine.turn_tools import set_turn_tools
-from responses_bridge.engine.turns import ToolResult, follow_up_request
+from responses_bridge.engine.tools.builtin import SERVED_TOOL_TYPES, served_tool_types
+from responses_bridge.engine.tools.server import mcp_call_error
+from responses_bridge.engine.tools.tools import MAX_NAME, ToolPlan, plan_tools
+from responses_bridge.engine.tools.turn_result import TurnResult
+from responses_bridge.engine.tools.turn_tools import set_turn_tools
 from responses_bridge.protocol.request import parse_request
 from responses_bridge.run.tools.mcp_model import MCPToolError
 from responses_bridge.run.tools.tool_search import search_tool_function, tool_search_output_item

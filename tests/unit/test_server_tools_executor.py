@@ -17,12 +17,12 @@ import pytest
 from responses_bridge.devtools import fake_upstream
 from responses_bridge.devtools.procs import free_port
 from responses_bridge.engine.options import EngineOptions
-from responses_bridge.engine.output_builder import OutputBuilder
-from responses_bridge.engine.request_translation import build_chat_request, plan_request_tools
-from responses_bridge.engine.response_object import new_response
+from responses_bridge.engine.responses.output_builder import OutputBuilder
+from responses_bridge.engine.responses.request_translation import build_chat_request, plan_request_tools
+from responses_bridge.engine.responses.response_object import new_response
+from responses_bridge.engine.responses.turns import follow_up_request
 from responses_bridge.engine.sse import encode_event
-from responses_bridge.engine.turn_result import TurnResult
-from responses_bridge.engine.turns import follow_up_request
+from responses_bridge.engine.tools.turn_result import TurnResult
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.request import parse_request
 from responses_bridge.run.server_tools import (

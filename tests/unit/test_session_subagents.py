@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from responses_bridge.engine.multi_agent_tools import agent_message_item, agent_of, call_output_item
+from responses_bridge.engine.tools.multi_agent import agent_message_item, agent_of, call_output_item
 from responses_bridge.protocol.multi_agent import MultiAgentConfig
 from responses_bridge.run.multi_agent import AgentTree, KeptSubagent, SubagentAnswer
 from responses_bridge.services.agents.subagent_contexts import context_of

@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from responses_bridge.engine.options import EngineOptions
-from responses_bridge.engine.output_builder import OutputBuilder
-from responses_bridge.engine.request_translation import items_to_messages
-from responses_bridge.engine.response_object import new_response
+from responses_bridge.engine.responses.output_builder import OutputBuilder
+from responses_bridge.engine.responses.request_translation import items_to_messages
+from responses_bridge.engine.responses.response_object import new_response
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.input_items import normalize_input
 from responses_bridge.protocol.request import parse_request

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from responses_bridge.devtools import fake_upstream
-from responses_bridge.engine.request_translation import build_chat_request
+from responses_bridge.engine.responses.request_translation import build_chat_request
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.server_tools import ServerToolRun, ServerTools, ServerToolServices
 from responses_bridge.run.tools.file_search import FileSearchToolOptions, run_file_search

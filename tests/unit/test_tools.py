@@ -1,4 +1,4 @@
-"""engine/tools.py: namespace tools flattened for Chat Completions and read back, hosted tools dropped or
+"""engine/tools/tools.py: namespace tools flattened for Chat Completions and read back, hosted tools dropped or
 refused by policy."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from typing import Any
 import orjson
 import pytest
 
-from responses_bridge.engine import tools
 from responses_bridge.engine.options import EngineOptions
-from responses_bridge.engine.output_builder import OutputBuilder
-from responses_bridge.engine.request_translation import build_chat_request, plan_request_tools
-from responses_bridge.engine.response_object import new_response
+from responses_bridge.engine.responses.output_builder import OutputBuilder
+from responses_bridge.engine.responses.request_translation import build_chat_request, plan_request_tools
+from responses_bridge.engine.responses.response_object import new_response
 from responses_bridge.engine.sse import DONE_FRAME, encode_event
+from responses_bridge.engine.tools import tools
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.request import parse_request
 from tests.support.schema import parse_sse

@@ -6,8 +6,8 @@ import orjson
 import pytest
 
 from responses_bridge.engine.options import EngineOptions
-from responses_bridge.engine.translator import Translator
-from responses_bridge.engine.turns import ToolResult
+from responses_bridge.engine.responses.translator import Translator
+from responses_bridge.engine.responses.turns import ToolResult
 from responses_bridge.protocol.request import parse_request
 from tests.support.schema import parse_sse
 from tests.unit.test_server_tool_turns import end, sse, text, tool

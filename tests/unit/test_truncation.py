@@ -1,5 +1,5 @@
-"""``truncation`` (engine/truncation.py) and Codex's ``compaction_trigger`` (engine/translator.py): what is dropped,
-what is kept, the retry an exchange offers its door, and the one sealed item a compaction turn answers with."""
+"""``truncation`` (engine/truncation.py) and Codex's ``compaction_trigger`` (engine/responses/translator.py): what is
+dropped, what is kept, the retry an exchange offers its door, and the one sealed item a compaction turn answers with."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from responses_bridge.engine import compaction, truncation
+from responses_bridge.engine import truncation
 from responses_bridge.engine.options import EngineOptions
+from responses_bridge.engine.responses import compaction
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.sealing import Sealer

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from responses_bridge.engine.builtin_tools import served_tool_types
-from responses_bridge.engine.tools import plan_tools
+from responses_bridge.engine.tools.builtin import served_tool_types
+from responses_bridge.engine.tools.tools import plan_tools
 from responses_bridge.protocol.errors import APIError
 
 # a deployment running the code interpreter, file search and MCP, with no search provider and no image model

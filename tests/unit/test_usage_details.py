@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from openai.types.responses import ResponseUsage
 
-from responses_bridge.engine.response_object import convert_usage, fill_usage_details
-from responses_bridge.engine.turn_result import add_usage
+from responses_bridge.engine.responses.response_object import convert_usage, fill_usage_details
+from responses_bridge.engine.tools.turn_result import add_usage
 
 
 def test_a_backend_that_says_nothing_of_caches_gives_zeros_the_sdk_accepts() -> None:

@@ -21,7 +21,7 @@ import aiohttp
 
 from ..bounded_body import BodyTooLarge, read_bounded
 from ..config import Settings
-from ..engine.native_relay import NATIVE_PATH
+from ..engine.responses.native_relay import NATIVE_PATH
 from ..engine.wire import UpstreamRequest
 from ..net_errors import connection_reason
 from ..observability import metrics, tracing

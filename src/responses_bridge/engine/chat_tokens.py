@@ -4,8 +4,8 @@ OpenAI's per-message overhead (3 tokens per message, 3 for the reply's priming);
 when the BPE cannot be loaded.
 
 Pure and synchronous, so the run can weigh a turn's context against a ``compact_threshold``
-(engine/auto_compaction.py) and ``POST /v1/responses/input_tokens`` can fall back to it when the upstream has no
-tokenizer (services/responses/token_count.py): both count the same way.
+(engine/responses/auto_compaction.py) and ``POST /v1/responses/input_tokens`` can fall back to it when the upstream has
+no tokenizer (services/responses/token_count.py): both count the same way.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def _kept(event: dict[str, Any]) -> dict[str, Any]:
 
 
 class EventFrames:
-    """Mixed into :class:`~responses_bridge.engine.output_builder.OutputBuilder`, which sets the fields."""
+    """Mixed into :class:`~responses_bridge.engine.responses.output_builder.OutputBuilder`, which sets the fields."""
 
     _encode: Encoder | None
     _frames: list[bytes]

@@ -24,7 +24,7 @@ class EngineOptions:
     # assistant message's ``reasoning_content`` (DeepSeek-style backends that want it).
     reasoning_history: Literal["drop", "reasoning_content"] = "drop"
     # Server-side tools the deployment cannot run (web_search, file_search, …): left out of what the model is
-    # offered ("drop", a warning is logged), or refused with a 400 ("reject"). See engine/tools.py.
+    # offered ("drop", a warning is logged), or refused with a 400 ("reject"). See engine/tools/tools.py.
     unsupported_tools: Literal["drop", "reject"] = "drop"
     # The model's context window in tokens, when the deployment declares it: a ``truncation: "auto"`` request
     # that would not fit drops its oldest items before the first call (engine/truncation.py). None: only the
@@ -43,7 +43,8 @@ class EngineOptions:
     # unless a request names the spec's version, or the spec's for every client ("open-responses").
     event_names: Literal["openai", "open-responses"] = "openai"
     # The switches below (with the three dialect switches above) make up a compatibility profile: see
-    # engine/profiles.py for what each is for and which backend needs it. Their defaults are today's behaviour.
+    # engine/responses/profiles.py for what each is for and which backend needs it. Their defaults are today's
+    # behaviour.
     tool_call_content: Literal["null", "empty"] = "null"  # an assistant message with only tool calls
     tool_result_role: Literal["tool", "user"] = "tool"  # how a tool's result is sent back
     tool_calling: Literal["native", "prompt"] = "native"  # tools as `tools`, or described in the prompt
@@ -51,7 +52,7 @@ class EngineOptions:
     stream_usage: bool = True  # ask for usage in streams (stream_options.include_usage)
     logprobs: bool = True  # pass logprobs / top_logprobs on; False leaves them out
     # OpenAI's own Chat Completions fields (prompt_cache_retention, prompt_cache_options, moderation) forwarded;
-    # False: the cache fields are only echoed and ``moderation`` is refused (engine/request_translation.py).
+    # False: the cache fields are only echoed and ``moderation`` is refused (engine/responses/request_translation.py).
     openai_fields: bool = False
     # The model name sent upstream when the deployment renames it (a route's ``upstream_model``, upstreams.py);
     # None: the client's own. The response still names the client's model.

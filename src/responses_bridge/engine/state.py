@@ -1,4 +1,4 @@
-"""A rendered prompt: what the translator (``engine/translator.py``) takes from a stored prompt template.
+"""A rendered prompt: what the translator (``engine/responses/translator.py``) takes from a stored prompt template.
 
 Rendering it (loading the template, checking the variables) is the run's business, through the interface in
 ``run/history.py``; the translator only puts its instructions first and its input items before the request's.

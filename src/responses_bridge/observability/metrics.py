@@ -1,5 +1,5 @@
 """Prometheus metrics of both doors, served by the HTTP door's ``/metrics`` (the store's own are in
-``store/metrics.py``, the dropped-tools counter in ``engine/tools.py``).
+``store/metrics.py``, the dropped-tools counter in ``engine/tools/tools.py``).
 
 Cost rule: nothing here is called once per upstream chunk. A request resolves the label children it needs once
 (most are resolved here, at import, for the fixed label values), and records a handful of values when it starts

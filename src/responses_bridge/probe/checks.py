@@ -3,8 +3,8 @@
 Each check is one short request (at most a few tokens asked for, each bounded by ``timeout``), so probing a
 live server costs little and ends quickly even when the server hangs. The answers decide the mode (``native`` when
 the server answers ``POST /v1/responses`` itself, else ``translate``) and the profile switches
-(engine/profiles.py) the server needs: a switch is suggested only where a check saw the server refuse or ignore
-what the bridge would otherwise send, so the suggestions can be laid over any profile.
+(engine/responses/profiles.py) the server needs: a switch is suggested only where a check saw the server refuse or
+ignore what the bridge would otherwise send, so the suggestions can be laid over any profile.
 
 The checks, in order: ``GET /models`` (only when no model is given), native ``/v1/responses``, streaming usage,
 tool calls with ``content: null``, the ``developer`` role, ``json_schema`` response format, ``reasoning_content``
@@ -52,7 +52,7 @@ class ProbeReport:
     url: str
     model: str
     mode: Literal["translate", "native"]
-    switches: Mapping[str, Any]  # profile switches the answers call for; engine.profiles.options_for overrides
+    switches: Mapping[str, Any]  # switches the answers call for; engine.responses.profiles.options_for overrides
     rows: tuple[ProbeRow, ...]
 
     def as_dict(self) -> dict[str, Any]:

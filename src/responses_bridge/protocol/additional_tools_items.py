@@ -1,7 +1,7 @@
 """``additional_tools`` input items: tools a developer makes available from that point of the conversation on.
 They are offered to the model with the request's own on every later turn of the chain, the conversation or the
-items sent back (engine/tools.py's ``loaded_tools``, as the tools a tool search loaded). Only tools the client runs
-can be added so: a server-side tool here would not be run by the loop, so its type is a 400 naming it, as is a
+items sent back (engine/tools/tools.py's ``loaded_tools``, as the tools a tool search loaded). Only tools the client
+runs can be added so: a server-side tool here would not be run by the loop, so its type is a 400 naming it, as is a
 tool meant for programs (programs call the request's own tools)."""
 
 from __future__ import annotations

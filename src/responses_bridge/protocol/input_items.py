@@ -62,11 +62,11 @@ def _normalize_kind(item: dict[str, Any], param: str) -> dict[str, Any]:
         return _normalize_function_call_output(item, param)
     if kind == "reasoning":
         return _normalize_reasoning(item, param)
-    if kind == "additional_tools":  # offered from here on (engine/tools.py's loaded_tools)
+    if kind == "additional_tools":  # offered from here on (engine/tools/tools.py's loaded_tools)
         return normalize_additional_tools(item, param)
     if kind == "configuration_update":  # in effect for later turns (engine/configuration_updates.py)
         return normalize_configuration_update(item, param)
-    if kind in PROGRAM_KINDS:  # programmatic tool calling's items, sent back (engine/programs.py)
+    if kind in PROGRAM_KINDS:  # programmatic tool calling's items, sent back (engine/tools/programs.py)
         return normalize_program_item(item, param)
     if kind == "compaction":  # from POST /v1/responses/compact; its sealed summary is opened by the engine
         return {"type": "compaction", "id": _optional_id(item, param, lambda: ids.new_id("cmp")),

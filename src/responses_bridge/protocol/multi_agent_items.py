@@ -1,9 +1,9 @@
 """Input items of the multi-agent beta: ``multi_agent_call``, ``multi_agent_call_output`` and ``agent_message``, as
 the SDK's beta types shape them, so a client that continues without a stored response (``store: false``) sends them
-back as it got them. Each is normalised to the shape the bridge emits (engine/multi_agent_tools.py); the engine
+back as it got them. Each is normalised to the shape the bridge emits (engine/tools/multi_agent.py); the engine
 replays the calls and outputs to the model as the action's function calls and their results
-(engine/request_translation.py). Any item may carry ``agent`` (the agent that made it, :func:`agent_field`), which
-protocol/input_items.py keeps on every kind: a subagent's own items are sent back with the root's and are not the
+(engine/responses/request_translation.py). Any item may carry ``agent`` (the agent that made it, :func:`agent_field`),
+which protocol/input_items.py keeps on every kind: a subagent's own items are sent back with the root's and are not the
 root model's to read.
 """
 

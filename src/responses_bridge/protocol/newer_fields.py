@@ -3,10 +3,10 @@ with a 400 that names it — never accepted and dropped (the known-fields walk l
 them, and the typed parameters would otherwise ignore them).
 
 * ``allowed_callers`` on a tool: who may call it, the model (``direct``, the default) or a program written by the
-  model (``programmatic``, engine/programs.py). A tool that excludes ``direct`` is not offered to the model
-  (engine/tools.py); programs here call function tools and the server-side tools the loop runs, so
+  model (``programmatic``, engine/tools/programs.py). A tool that excludes ``direct`` is not offered to the model
+  (engine/tools/tools.py); programs here call function tools and the server-side tools the loop runs, so
   ``programmatic`` on another tool (custom, apply_patch, a client shell, a namespace's functions) is refused.
-  A ``programmatic_tool_calling`` tool the deployment cannot run is refused by engine/tools.py, never dropped.
+  A ``programmatic_tool_calling`` tool the deployment cannot run is refused by engine/tools/tools.py, never dropped.
 * ``background_options``: ``completion_window: soonest`` is what every background response gets here (it runs at
   once); the discounted ``2h`` / ``8h`` windows and a ``continuation_id`` (a priority among background requests)
   have no meaning on this bridge and are refused.

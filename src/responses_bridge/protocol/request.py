@@ -45,7 +45,8 @@ class _Text(BaseModel):
 
 class _PromptCacheOptions(BaseModel):
     """``prompt_cache_options``: OpenAI's prompt-cache controls. Unknown keys are refused rather than dropped, as
-    this object is forwarded or echoed whole (engine/request_translation.py, engine/response_object.py)."""
+    this object is forwarded or echoed whole (engine/responses/request_translation.py,
+    engine/responses/response_object.py)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
     comparison_response_id: str | None = None
@@ -76,7 +77,7 @@ class _Moderation(BaseModel):
 class _ContextManagement(BaseModel):
     """One ``context_management`` entry. ``compaction`` is the only type OpenAI defines; ``compact_threshold`` is
     the context size in tokens past which a turn's context is compacted (None: the deployment's declared context
-    window decides, engine/auto_compaction.py)."""
+    window decides, engine/responses/auto_compaction.py)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["compaction"]
@@ -298,7 +299,7 @@ def _check_tool_choice(choice: str | dict[str, Any]) -> None:
                 raise invalid_request(f"Invalid value for 'tool_choice.tools[{index}]': expected "
                                       "{'type': 'function', 'name': …}.", param=f"tool_choice.tools[{index}]")
     elif isinstance(kind, str):
-        check_tool_choice_type(kind)  # a hosted tool's choice: dropped or refused with its tool (engine/tools.py)
+        check_tool_choice_type(kind)  # a hosted tool's choice: dropped or refused with its tool (engine/tools/tools.py)
     else:
         raise invalid_request("Missing required parameter: 'tool_choice.type'.", param="tool_choice.type",
                               code="missing_required_parameter")

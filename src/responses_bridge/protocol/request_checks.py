@@ -135,14 +135,14 @@ def check_tool(tool: dict[str, Any], param: str) -> None:
         if tool.get("description") is not None and not isinstance(tool["description"], str):
             raise invalid_request(f"Invalid type for '{param}.description': expected a string.",
                                   param=f"{param}.description", code="invalid_type")
-        for key in ("strict", "defer_loading", "async"):  # echoed as sent (engine/response_object.py)
+        for key in ("strict", "defer_loading", "async"):  # echoed as sent (engine/responses/response_object.py)
             if tool.get(key) is not None and not isinstance(tool[key], bool):
                 raise invalid_request(f"Invalid type for '{param}.{key}': expected a boolean.",
                                       param=f"{param}.{key}", code="invalid_type")
         if tool.get("output_schema") is not None and not isinstance(tool["output_schema"], dict):
             raise invalid_request(f"'{param}.output_schema' must be a JSON Schema object.",
                                   param=f"{param}.output_schema", code="invalid_type")
-    elif kind == "namespace":  # a group of functions (Codex's MCP tools); see engine/tools.py
+    elif kind == "namespace":  # a group of functions (Codex's MCP tools); see engine/tools/tools.py
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             raise invalid_request(f"Missing required parameter: '{param}.name'.", param=f"{param}.name")
         inner = tool.get("tools")
@@ -173,7 +173,7 @@ def check_tool(tool: dict[str, Any], param: str) -> None:
 
 
 def _check_custom_tool(tool: dict[str, Any], param: str) -> None:
-    """A ``custom`` tool: a name, and a ``format`` that is text or a grammar (engine/tools.py offers it)."""
+    """A ``custom`` tool: a name, and a ``format`` that is text or a grammar (engine/tools/tools.py offers it)."""
     name = tool.get("name")
     if not isinstance(name, str) or not name:
         raise invalid_request(f"Missing required parameter: '{param}.name'.", param=f"{param}.name",

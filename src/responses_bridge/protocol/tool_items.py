@@ -7,7 +7,7 @@
 (``mcp_call``, ``mcp_list_tools``, ``mcp_approval_request``, ``mcp_approval_response``, ``web_search_call``,
 ``file_search_call``, ``code_interpreter_call``, ``image_generation_call``).
 Each is normalised to the shape the bridge emits for it, so a stored item, an echoed item and a replayed item look
-the same; the engine turns them into chat tool calls and tool messages (engine/request_translation.py).
+the same; the engine turns them into chat tool calls and tool messages (engine/responses/request_translation.py).
 """
 
 from __future__ import annotations

@@ -144,8 +144,8 @@ def _told(span: Any, run: Run) -> None:
 
 
 async def catch_up(run: Run, write: Callable[[bytes], Awaitable[None]]) -> None:
-    """The work a chunk left in ``run.backlog`` (a long event, translated in steps: engine/long_events.py), one
-    step per pass of the event loop: the other requests of both doors wait for one step, not for the whole event.
+    """The work a chunk left in ``run.backlog`` (a long event, translated in steps: engine/responses/long_events.py),
+    one step per pass of the event loop: the other requests of both doors wait for one step, not for the whole event.
     Each step's bytes go to ``write`` as they are made."""
     while run.backlog:
         await asyncio.sleep(0)

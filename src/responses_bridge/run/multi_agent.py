@@ -7,7 +7,7 @@ summed into the root response's. A subagent that fails — its upstream down, a 
 result; nothing of it reaches the root as an exception. Cancelling the root (a client gone, a background response
 cancelled) cancels every subagent with it (:meth:`AgentTree.close`).
 
-:class:`AgentTree` answers the root's ``multi_agent_call`` items (engine/multi_agent_tools.py): each action returns
+:class:`AgentTree` answers the root's ``multi_agent_call`` items (engine/tools/multi_agent.py): each action returns
 the text of its ``multi_agent_call_output``. ``interrupt_agent`` with ``close`` closes a subagent (the SDK's
 ``multi_agent_call.action`` has no close of its own) and ``followup_task`` resumes a closed one in its context; an
 Agents API session starts each response's tree with its subagents of earlier responses, closed
@@ -28,9 +28,9 @@ from typing import Any, Protocol
 import orjson
 import structlog
 
-from ..engine.multi_agent_tools import ACTIONS, ROOT_AGENT
-from ..engine.output_builder import OutputBuilder
-from ..engine.tools import ToolPlan
+from ..engine.responses.output_builder import OutputBuilder
+from ..engine.tools.multi_agent import ACTIONS, ROOT_AGENT
+from ..engine.tools.tools import ToolPlan
 from ..protocol.multi_agent import MultiAgentConfig
 
 log = structlog.get_logger(__name__)

@@ -6,7 +6,7 @@ door, the ext_proc door (Envoy sending the request to the backend's own ``/v1/re
 no code of their own for it. What it adds to the backend: the history of a ``previous_response_id`` chain or a
 ``conversation`` (loaded here and sent as input, ``store: false``), storage (the response saved under the bridge's
 own id before its terminal bytes go out, so ``GET``/``DELETE``/``input_items`` work), background runs. The
-synchronous part, request and event rewriting, is :class:`~responses_bridge.engine.native_relay.NativeRelay`.
+synchronous part, request and event rewriting, is :class:`~responses_bridge.engine.responses.native_relay.NativeRelay`.
 
 A request offering a server-side tool the bridge runs (``mcp``, ``web_search`` with a provider) does not come here:
 the backend runs none, so the HTTP door (where Envoy sends such requests too) translates it to the same backend's
@@ -24,8 +24,8 @@ from typing import Any
 import orjson
 import structlog
 
-from ..engine.native_relay import NativeRelay
 from ..engine.options import EngineOptions
+from ..engine.responses.native_relay import NativeRelay
 from ..engine.sse import DONE_FRAME
 from ..engine.wire import JSON_CONTENT_TYPE, SSE_CONTENT_TYPE, Reply, UpstreamRequest
 from ..observability import gen_ai

@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from ..engine.translator import Translator
+from ..engine.responses.translator import Translator
 from ..store.base import ResponseStore
 from ..store.records import LeaseLost
 from .history import ConversationHistory

@@ -2,7 +2,7 @@
 
 The run knows nothing of sockets, aiohttp or gRPC. It is the asynchronous half of a response: it loads what the
 request refers to (a ``previous_response_id`` chain, a conversation, a prompt), hands it to the synchronous
-:class:`~responses_bridge.engine.translator.Translator`, and persists the result before the terminal bytes go
+:class:`~responses_bridge.engine.responses.translator.Translator`, and persists the result before the terminal bytes go
 out. A door drives it in the order the bytes move:
 
     upstream = await run.begin(body)              # parse, load history, build the Chat Completions body
@@ -43,7 +43,7 @@ from typing import Any
 import structlog
 
 from ..engine.options import EngineOptions
-from ..engine.translator import Translator
+from ..engine.responses.translator import Translator
 from ..engine.wire import JSON_CONTENT_TYPE, Framing, Reply, UpstreamRequest
 from ..observability import gen_ai, metrics
 from ..protocol.errors import APIError, not_found
@@ -88,8 +88,8 @@ class ResponseRun:
     """Per upstream body chunk: the client's bytes (maybe ``b""``). After :meth:`begin` this *is* the
     translator's bound method, so the per-chunk path has no layer of its own here."""
     backlog: Collection[object]
-    """Work the last chunk left (a long event, translated in steps: engine/long_events.py): while it is not empty
-    the door calls :attr:`catch_up`, yielding to its event loop between the calls. The translator's own queue
+    """Work the last chunk left (a long event, translated in steps: engine/responses/long_events.py): while it is not
+    empty the door calls :attr:`catch_up`, yielding to its event loop between the calls. The translator's own queue
     after :meth:`begin`, so testing it costs a door nothing more than its truth."""
     catch_up: Callable[[], bytes]
     """One step of :attr:`backlog`'s work: the client's bytes it made (maybe ``b""``)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..engine.builtin_tools import served_tool_types
+from ..engine.tools.builtin import served_tool_types
 from .programs.host import ProgramHost
 from .programs.isolate import programs_available
 from .tools.file_search import FileSearcher

@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..engine.options import EngineOptions
-from ..engine.output_builder import OutputBuilder
-from ..engine.request_translation import items_to_messages
-from ..engine.tools import ToolPlan
-from ..engine.turn_result import TurnResult
+from ..engine.responses.output_builder import OutputBuilder
+from ..engine.responses.request_translation import items_to_messages
+from ..engine.tools.tools import ToolPlan
+from ..engine.tools.turn_result import TurnResult
 from ..protocol.request import ResponsesRequest
 from .server_tool_services import ServerToolServices
 from .server_tools_calls import CallRunner, TurnOutcome
@@ -48,7 +48,7 @@ from .server_tools_setup import SetUp, storable_tools
 from .tools.mcp_config import MCPServerOverlay
 
 if TYPE_CHECKING:
-    from ..engine.translator import Translator
+    from ..engine.responses.translator import Translator
 
 __all__ = ["CheckedTools", "ServerToolRun", "ServerToolServices", "ServerTools", "TurnOutcome", "storable_tools"]
 

@@ -9,7 +9,7 @@ still running (their connections are closed by the clients' own context managers
 
 ``max_tool_calls`` counts every call made in the response, set-up's approved calls included. Calls of a turn past
 the limit are not made: each becomes a failed item saying so, so the model reads why. Once the limit is reached
-the next turn is sent without tools (engine/turns.py explains why that is what OpenAI does).
+the next turn is sent without tools (engine/responses/turns.py explains why that is what OpenAI does).
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ import orjson
 import structlog
 
 from .. import ids
-from ..engine.multi_agent_tools import call_output_item
-from ..engine.output_builder import OutputBuilder
-from ..engine.programs import program_output_item
-from ..engine.request_translation import mcp_result_text, tool_search_result_text
-from ..engine.server_tools import image_request_of
-from ..engine.tools import ToolPlan
-from ..engine.turn_result import TurnCall, TurnResult
-from ..engine.turns import ToolResult
+from ..engine.responses.output_builder import OutputBuilder
+from ..engine.responses.request_translation import mcp_result_text, tool_search_result_text
+from ..engine.responses.turns import ToolResult
+from ..engine.tools.multi_agent import call_output_item
+from ..engine.tools.programs import program_output_item
+from ..engine.tools.server import image_request_of
+from ..engine.tools.tools import ToolPlan
+from ..engine.tools.turn_result import TurnCall, TurnResult
 from ..observability import gen_ai, metrics, tracing
 from ..protocol.request import ResponsesRequest
 from .cancellation import raise_if_cancelled

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
-from ..engine.builtin_tools import WEB_SEARCH_TYPES
-from ..engine.output_builder import OutputBuilder
-from ..engine.tools import ToolPlan
+from ..engine.responses.output_builder import OutputBuilder
+from ..engine.tools.builtin import WEB_SEARCH_TYPES
+from ..engine.tools.tools import ToolPlan
 from ..protocol.errors import APIError
 from ..protocol.request import ResponsesRequest
 from .cancellation import raise_if_cancelled

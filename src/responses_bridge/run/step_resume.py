@@ -32,16 +32,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..engine.request_translation import mcp_result_text
-from ..engine.server_tools import server_reader_for
-from ..engine.tools import CallTarget
-from ..engine.turn_result import TurnCall, TurnResult
-from ..engine.turns import ToolResult
+from ..engine.responses.request_translation import mcp_result_text
+from ..engine.responses.turns import ToolResult
+from ..engine.tools.server import server_reader_for
+from ..engine.tools.tools import CallTarget
+from ..engine.tools.turn_result import TurnCall, TurnResult
 from ..engine.wire import UpstreamRequest
 from .subagents import Admission, Charge, SubagentRun, attach_agents
 
 if TYPE_CHECKING:
-    from ..engine.translator import Translator
+    from ..engine.responses.translator import Translator
     from .server_tools import CheckedTools, ServerToolRun
 
 SAFE_TO_REPEAT = frozenset({"web_search", "file_search"})

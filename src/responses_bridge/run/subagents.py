@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from ..engine.multi_agent_tools import agent_message_item, agent_of
-from ..engine.output_builder import OutputBuilder
+from ..engine.responses.output_builder import OutputBuilder
+from ..engine.tools.multi_agent import agent_message_item, agent_of
 from ..protocol.errors import APIError
 from ..protocol.request import ResponsesRequest
 from .drive import BufferSink, drive
@@ -27,7 +27,7 @@ from .server_tools import ServerToolRun
 from .upstream_scope import current_upstream
 
 if TYPE_CHECKING:
-    from ..engine.translator import Translator
+    from ..engine.responses.translator import Translator
 
 SUBAGENT_INSTRUCTIONS = ("You are a subagent: another agent gave you the task below. Do it with the tools you have and "
                          "answer with the result it asked for; nobody else reads your answer.")
@@ -87,7 +87,7 @@ def attach_agents(tool_run: ServerToolRun | None, translator: Translator, new_ru
 class RootOutput:
     """The tree's items in the root's output, each ``output_item.added`` / ``.done`` in the root's stream: the
     messages between agents, and each subagent's own items tagged with its ``agent`` (the root's model never reads
-    those: engine/request_translation.py leaves out what another agent made)."""
+    those: engine/responses/request_translation.py leaves out what another agent made)."""
 
     __slots__ = ("_builder",)
 

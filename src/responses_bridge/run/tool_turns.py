@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from ..engine.translator import Translator
+from ..engine.responses.translator import Translator
 from ..engine.wire import UpstreamRequest
 from .server_tools import ServerToolRun, write_events
 from .step_resume import StepRecorder, step_record, turn_record

@@ -18,7 +18,7 @@ turn. ``REQUESTS[name]`` is the Responses request that turn answers.
 ``llamacpp_quirks.json`` holds request/response pairs of another kind: Chat Completions requests the bridge sends
 and llama.cpp server's answers to them as the issue records them (status and behaviour; the error texts and the
 answers' wording are written out in llama.cpp's answer shape, not byte-exact captures), one per quirk the
-compatibility profiles exist for (engine/profiles.py):
+compatibility profiles exist for (engine/responses/profiles.py):
 ``content: null`` beside ``tool_calls`` (400), a ``tool`` message rendered as an empty turn, the ``developer`` role
 (500), ``json_schema`` response_format (500), ``max_completion_tokens`` ignored. Each entry names the Responses
 request, the switches in force when it was sent, and the fake upstream quirk that reproduces the answer
@@ -38,9 +38,9 @@ from typing import Any
 import orjson
 
 from responses_bridge import ids
-from responses_bridge.engine import response_object
-from responses_bridge.engine import translator as translator_module
 from responses_bridge.engine.options import EngineOptions
+from responses_bridge.engine.responses import response_object
+from responses_bridge.engine.responses import translator as translator_module
 from responses_bridge.engine.wire import Reply
 from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.store.base import DEFAULT_TENANT, ResponseStore

@@ -10,8 +10,8 @@ from collections.abc import Collection
 import orjson
 import structlog
 
-from ...engine.builtin_tools import runs_server_tools
 from ...engine.sse import DONE_FRAME
+from ...engine.tools.builtin import runs_server_tools
 from ...engine.wire import SSE_CONTENT_TYPE, UpstreamRequest
 from ...envoy_config import NATIVE_SUFFIX, upstream_path_prefix
 from ...envoy_config.envoy_gateway import DOOR_HEADER

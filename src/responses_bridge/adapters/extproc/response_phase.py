@@ -90,8 +90,8 @@ class ResponsePhase(StreamState):
         return [m.streamed_body(head + out if head else out, False)]
 
     async def _duplex_long(self, out: bytes, end_of_stream: bool) -> Responses:
-        """A chunk that left work for later (a long event: engine/long_events.py): the work done a step per pass
-        of the event loop, and the bytes of every step sent in pieces (adapters/pieces.py), never joined whole."""
+        """A chunk that left work for later (a long event: engine/responses/long_events.py): the work done a step per
+        pass of the event loop, and the bytes of every step sent in pieces (adapters/pieces.py), never joined whole."""
         parts = [out, *await _caught_up(self.run)]  # type: ignore[arg-type]
         if self.observed is not None and not self.observed.first_event_at and any(parts):
             self.observed.first_event_at = perf_counter()

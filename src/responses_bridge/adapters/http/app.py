@@ -84,7 +84,7 @@ def create_app(runtime: Runtime) -> web.Application:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format: the process's counters (e.g. server-side tools dropped, engine/tools.py), or, under
+    """Prometheus text format: the process's counters (e.g. server-side tools dropped, engine/tools/tools.py), or, under
     ``serve --workers``, every worker's added up."""
     from prometheus_client import CONTENT_TYPE_LATEST
 

@@ -290,7 +290,7 @@ def _bodies(args: argparse.Namespace, targets: list[Target]) -> dict[tuple[str, 
     """The request body for each (target, kind): the same question asked of the bridge and of the upstream."""
     if args.replay:
         from ...engine.options import EngineOptions
-        from ...engine.request_translation import build_chat_request
+        from ...engine.responses.request_translation import build_chat_request
         from ...protocol.request import parse_request
 
         recorded = Path(args.replay).read_bytes()

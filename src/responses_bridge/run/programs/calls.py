@@ -17,7 +17,7 @@ tools (MCP, searches, code interpreter, hosted shell, image generation) whose ``
 ``programmatic``; calls of the bridge's tools are made here, one after another, each round of them followed by
 another run of the program, and streamed as the model's calls of them are.
 
-A program's fingerprint is its tenant's (engine/programs.py: :func:`tenant_signer`): the items a response of one
+A program's fingerprint is its tenant's (engine/tools/programs.py: :func:`tenant_signer`): the items a response of one
 tenant makes are resumed for that tenant only. What a run answered is held in the memory budget while the response
 keeps it (host.py): the last run of each program until the response is let go (:meth:`ProgramCalls.take_held`),
 an earlier run of the same program as soon as the next one answers.
@@ -29,8 +29,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...engine.output_builder import OutputBuilder
-from ...engine.programs import (
+from ...engine.responses.output_builder import OutputBuilder
+from ...engine.responses.turns import ToolResult
+from ...engine.tools.programs import (
     ProgramSigner,
     made_by_program,
     open_fingerprint,
@@ -39,9 +40,8 @@ from ...engine.programs import (
     program_output_item,
     tenant_signer,
 )
-from ...engine.tools import ToolPlan
-from ...engine.turn_result import TurnCall
-from ...engine.turns import ToolResult
+from ...engine.tools.tools import ToolPlan
+from ...engine.tools.turn_result import TurnCall
 from ...protocol.request import ResponsesRequest
 from .host import ProgramHost
 from .isolate import ProgramRun, ToolCall
@@ -196,7 +196,7 @@ class ProgramCalls:
 
     @property
     def _sign(self) -> ProgramSigner:
-        """What fingerprints this tenant's programs (engine/programs.py)."""
+        """What fingerprints this tenant's programs (engine/tools/programs.py)."""
         return tenant_signer(self._host.sign, self.tenant)
 
     @property

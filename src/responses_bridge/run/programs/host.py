@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ...engine.programs import ProgramSigner
+from ...engine.tools.programs import ProgramSigner
 from ...protocol.errors import APIError
 from ...sandbox.slots import FairSlots
 from .isolate import DEFAULT_MAX_MEMORY, DEFAULT_TIMEOUT, Limits, ProgramRun

@@ -1,5 +1,5 @@
 """What binds a program's later runs to its first: the ``fingerprint`` of its ``program`` item
-(engine/programs.py) and the calls it made.
+(engine/tools/programs.py) and the calls it made.
 
 A program waiting for a client's tool is not kept anywhere: the next request starts it again (isolate.py) with the
 outputs the client sent. That is only sound if it is the same program in the same world making the same calls: the

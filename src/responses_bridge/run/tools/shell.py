@@ -18,7 +18,7 @@ ended, bounded as the output is (``max_output_length``, the sandbox's output lim
 same container → sandbox path as the code interpreter). ``environment: {"type": "container_auto", …}`` makes a container
 per response (listed in ``/v1/containers`` like any other) or goes on with the one the conversation's last shell
 call used while it lives; ``{"type": "container_reference", "container_id"}`` runs in one of the tenant's
-containers; ``{"type": "local"}`` or no environment is the client's own shell, as before (engine/client_tools.py).
+containers; ``{"type": "local"}`` or no environment is the client's own shell, as before (engine/tools/client.py).
 ``skills`` (shapes only) and the network policy (checked: sandbox/egress_policy.py) are read here and handed on to
 the container path, which resolves the skills (services/containers/container_skills.py) and lays them out read-only at
 ``/mnt/skills/<name>/``, and runs each call under the policy (an ``allowlist``: the egress proxy).
@@ -30,8 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ...engine.client_tools import shell_output_text
-from ...engine.run_items import ShellOutputItem
+from ...engine.tools.client import shell_output_text
+from ...engine.tools.run_items import ShellOutputItem
 from ...protocol.errors import invalid_request
 from ...sandbox import SandboxResult
 from ...sandbox.egress_policy import NetworkPolicy, parse_policy
@@ -128,7 +128,7 @@ class ShellToolOptions:
 
 
 def shell_job(action: Mapping[str, Any]) -> ShellJob:
-    """A ``shell_call``'s action (engine/client_tools.py read it off the model's arguments) as a sandbox job; at
+    """A ``shell_call``'s action (engine/tools/client.py read it off the model's arguments) as a sandbox job; at
     most :data:`MAX_COMMANDS` commands."""
     commands = [command for command in action.get("commands") or () if isinstance(command, str)]
     timeout = action.get("timeout_ms")

@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 
 from ... import ids
-from ...engine.multi_agent_tools import ROOT_AGENT
+from ...engine.tools.multi_agent import ROOT_AGENT
 from ...protocol.agent_events import CLIENT_CALL, Shown, translate, turn_error
 from ...run.multi_agent import CLOSED, RESUMED
 from ...store.base_agents import Record

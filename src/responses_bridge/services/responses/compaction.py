@@ -10,7 +10,7 @@ Completions call (non-streamed, through the sidecar's upstream client) and seale
      "usage": {…the summarising call's usage…}}
 
 Sending the output back as input (with new items after it) gives the model the kept messages and the summary
-(see :mod:`responses_bridge.engine.compaction`).
+(see :mod:`responses_bridge.engine.responses.compaction`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 
 from ... import ids
-from ...engine import compaction
 from ...engine.options import EngineOptions
-from ...engine.response_object import convert_usage
+from ...engine.responses import compaction
+from ...engine.responses.response_object import convert_usage
 from ...protocol.call_outputs import pair_call_outputs
 from ...protocol.errors import APIError, invalid_request, not_found
 from ...protocol.item_references import resolve_stored
