@@ -24,7 +24,7 @@ from .config_sandbox import CodeSandboxSettings
 from .config_tools import ToolSettings
 from .engine.options import EngineOptions
 from .engine.responses.profiles import SWITCHES, ProfileName, options_for
-from .protocol.request import DEFAULT_MAX_INPUT_ITEMS
+from .protocol.responses.request import DEFAULT_MAX_INPUT_ITEMS
 from .tenants import TenantPolicy
 from .upstreams import ModelRoute, Router, UpstreamSpec, check_references, single_upstream
 

@@ -99,7 +99,7 @@ class CodeSandboxSettings(BaseSettings):
     @classmethod
     def _check_package_indexes(cls, value: str) -> str:
         if value.strip():  # a ValueError names the entry
-            from .protocol.environment_packages import PackageIndexes
+            from .protocol.containers.environment_packages import PackageIndexes
             PackageIndexes.parse(value)
         return value
 

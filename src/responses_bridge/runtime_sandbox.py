@@ -32,7 +32,7 @@ async def open_code_interpreter(settings: Settings, store: ContainerStore, files
     the code interpreter and the hosted shell over it and the sandbox (with the egress proxy of allowlist
     policies). The sandbox is checked once here (bubblewrap making its namespaces); where it cannot run, the code
     interpreter is still offered, and refuses each request naming the cause (never code run unsandboxed)."""
-    from .protocol.environment_packages import PackageIndexes
+    from .protocol.containers.environment_packages import PackageIndexes
     from .sandbox import Sandbox
     from .sandbox.backends import open_backend
     from .sandbox.host import PROC_FIX

@@ -11,7 +11,7 @@ import aiohttp
 import openai
 import pytest
 
-from responses_bridge.protocol.request import DEFAULT_MAX_INPUT_ITEMS
+from responses_bridge.protocol.responses.request import DEFAULT_MAX_INPUT_ITEMS
 from tests.support.bridge import Sidecar
 
 pytestmark = pytest.mark.store_proven(

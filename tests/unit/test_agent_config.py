@@ -1,4 +1,4 @@
-"""An agent's configuration as protocol/agents.py resolves it: the SDK's defaults filled in, an update replacing
+"""An agent's configuration as protocol/agents/agents.py resolves it: the SDK's defaults filled in, an update replacing
 what it names, every bound a 400 that names its parameter; the stored agent validates as the SDK's ``Agent``."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from openai.types.beta import Agent
 
-from responses_bridge.protocol.agents import (
+from responses_bridge.protocol.agents.agents import (
     AGENT_FIELDS,
     MAX_TOOLS_BYTES,
     apply_config,

@@ -77,7 +77,7 @@ def test_a_plugin_outside_what_is_served_is_refused(plugin: dict[str, object], p
 
 
 def test_a_plugins_app_mapped_by_the_registry_is_a_connector_server() -> None:
-    from responses_bridge.protocol.agent_inputs import response_tools
+    from responses_bridge.protocol.agents.inputs import response_tools
     from responses_bridge.services.agents.environments.plugins import plugin_contents
 
     apps = _plugin({".app.json": b'{"apps": {"notes": {"id": "asdk_app_notes"}}}'})

@@ -1,5 +1,5 @@
-"""An agent's tools as a session turn's response tools (protocol/agent_inputs.py), and MCP approvals' shapes
-(protocol/agent_approvals.py): what the required action, the client's decision and the next response's input
+"""An agent's tools as a session turn's response tools (protocol/agents/inputs.py), and MCP approvals' shapes
+(protocol/agents/approvals.py): what the required action, the client's decision and the next response's input
 look like, each checked against the SDK's types where it has one."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from openai.types.beta.agent_session import RequiredAction
 from openai.types.responses import ResponseInputItemParam
 from pydantic import TypeAdapter
 
-from responses_bridge.protocol.agent_approvals import approval_action, approval_answer, approval_result
-from responses_bridge.protocol.agent_automations_tool import automation_body
-from responses_bridge.protocol.agent_inputs import check_servable, input_event, response_tools, session_tools
-from responses_bridge.protocol.agents import apply_config, default_config
+from responses_bridge.protocol.agents.agents import apply_config, default_config
+from responses_bridge.protocol.agents.approvals import approval_action, approval_answer, approval_result
+from responses_bridge.protocol.agents.automations_tool import automation_body
+from responses_bridge.protocol.agents.inputs import check_servable, input_event, response_tools, session_tools
 from responses_bridge.protocol.errors import APIError
 
 REQUEST = {"type": "mcp_approval_request", "id": "mcpr_1", "server_label": "tracker", "name": "close_issue",

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from responses_bridge.protocol.multi_agent import MultiAgentConfig
+from responses_bridge.protocol.tools.multi_agent import MultiAgentConfig
 from responses_bridge.run.multi_agent import CLOSED, MAX_SUBAGENTS, RESUMED, AgentTree, KeptSubagent, SubagentAnswer
 
 

@@ -1,4 +1,4 @@
-"""Periodic automations' cron expressions (protocol/automations.py): cron's own day-of-week numbers (0 and 7 are
+"""Periodic automations' cron expressions (protocol/agents/automations.py): cron's own day-of-week numbers (0 and 7 are
 Sunday, where APScheduler's 3.x series counts 0 as Monday), the optional seconds field, timezones, and the 400s."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from responses_bridge.protocol.automations import next_occurrence, schedule
+from responses_bridge.protocol.agents.automations import next_occurrence, schedule
 from responses_bridge.protocol.errors import APIError
 
 PARIS = ZoneInfo("Europe/Paris")

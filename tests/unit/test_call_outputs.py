@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from responses_bridge.protocol.call_outputs import pair_call_outputs
 from responses_bridge.protocol.errors import APIError
+from responses_bridge.protocol.tools.call_outputs import pair_call_outputs
 
 
 def call(call_id: str, name: str, namespace: str | None = None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from responses_bridge.protocol.capability_directories import MAX_DIRECTORIES, check_directories
+from responses_bridge.protocol.containers.capability_directories import MAX_DIRECTORIES, check_directories
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.agents.environments.capability_directories import environment_note
 from tests.unit.store_kinds import KINDS

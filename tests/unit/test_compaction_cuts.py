@@ -9,7 +9,7 @@ import pytest
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.responses import auto_compaction, compaction
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.request import parse_request_object
+from responses_bridge.protocol.responses.request import parse_request_object
 from responses_bridge.sealing import Sealer
 from responses_bridge.services.responses.compaction import split_kept
 

@@ -17,7 +17,7 @@ from responses_bridge.engine.responses.request_translation import build_chat_req
 from responses_bridge.engine.tools.client import reader_for
 from responses_bridge.engine.tools.tools import CallTarget, plan_tools
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.request import parse_request
+from responses_bridge.protocol.responses.request import parse_request
 
 TOOL: Any = {"type": "computer_use_preview", "display_width": 1024, "display_height": 768, "environment": "browser"}
 PNG = "data:image/png;base64,iVBORw0KGgo="

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from responses_bridge.protocol.agent_environments import hosted_plan
-from responses_bridge.protocol.environment_packages import MAX_PACKAGES, PackageIndexes, checked_packages
+from responses_bridge.protocol.containers.environment_packages import MAX_PACKAGES, PackageIndexes, checked_packages
+from responses_bridge.protocol.containers.environments import hosted_plan
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.agents.environments.packages import (
     SETTING,

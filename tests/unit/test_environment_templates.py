@@ -1,6 +1,6 @@
 """An environment's files, setup commands and env checked, a template applied to a session's environment (omitted
 fields inherited, network only narrowed), a template shown without its confidential fields, and the setup script
-each command runs as (protocol/environment_fields.py, protocol/environment_templates.py,
+each command runs as (protocol/containers/environment_fields.py, protocol/containers/environment_templates.py,
 services/agents/environments/setup.py)."""
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import pytest
 from openai.types.beta.agents.environments import EnvironmentTemplate
 from pydantic import TypeAdapter
 
-from responses_bridge.protocol.agent_environments import hosted_plan
-from responses_bridge.protocol.environment_fields import (
+from responses_bridge.protocol.containers.environment_fields import (
     MAX_INLINE_BYTES,
     check_env,
     check_files,
@@ -26,12 +25,13 @@ from responses_bridge.protocol.environment_fields import (
     container_path,
     workspace_path,
 )
-from responses_bridge.protocol.environment_templates import (
+from responses_bridge.protocol.containers.environment_templates import (
     apply_template,
     check_params,
     shown_fields,
     template_object,
 )
+from responses_bridge.protocol.containers.environments import hosted_plan
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.sealing import Sealer
 from responses_bridge.services.agents.environments import templates as environment_templates

@@ -14,7 +14,7 @@ import pytest
 
 from responses_bridge.preemption import absorb_preemption
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.request import parse_request_object
+from responses_bridge.protocol.responses.request import parse_request_object
 from responses_bridge.run.subagents import COST_PER_SHARED_BYTE, subagent_worker
 from responses_bridge.run.upstream import UpstreamFailure
 from responses_bridge.run.upstream_gate import UpstreamGate

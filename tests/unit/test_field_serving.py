@@ -19,7 +19,7 @@ from responses_bridge.engine.responses.response_object import new_response
 from responses_bridge.engine.tools.tools import ToolPlan, plan_tools
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.known_fields_table import REQUEST
-from responses_bridge.protocol.request import parse_request
+from responses_bridge.protocol.responses.request import parse_request
 
 DROP = EngineOptions()
 SENT_BACK = EngineOptions(reasoning_history="reasoning_content")

@@ -9,7 +9,7 @@ import pytest
 
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.file_refs import LoadedFile
+from responses_bridge.protocol.files.file_refs import LoadedFile
 from responses_bridge.run.file_inputs import (
     MAX_REQUEST_FILE_BYTES,
     MAX_REQUEST_TEXT_CHARS,

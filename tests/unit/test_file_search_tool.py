@@ -18,9 +18,9 @@ from responses_bridge.engine.responses.request_translation import (
     plan_request_tools,
 )
 from responses_bridge.protocol.errors import APIError, not_found
-from responses_bridge.protocol.filters import parse_filters
-from responses_bridge.protocol.request import parse_request
-from responses_bridge.protocol.search_options import SearchOptions
+from responses_bridge.protocol.files.filters import parse_filters
+from responses_bridge.protocol.files.search_options import SearchOptions
+from responses_bridge.protocol.responses.request import parse_request
 from responses_bridge.run.server_tools import ServerToolServices
 from responses_bridge.run.tools.file_search import (
     FileSearchToolOptions,

@@ -24,7 +24,7 @@ from responses_bridge.engine.sse import DONE_FRAME, encode_event
 from responses_bridge.engine.tools.builtin import SERVED_TOOL_TYPES, is_hosted_shell, runs_server_tools
 from responses_bridge.engine.tools.tools import CallTarget, plan_tools
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.request import parse_request
+from responses_bridge.protocol.responses.request import parse_request
 from responses_bridge.run.server_tools_setup import REDACTED, storable_tools
 from responses_bridge.run.tools.shell import MAX_COMMANDS, ShellRun, ShellToolOptions, shell_job
 from responses_bridge.sandbox.shell import CommandOutput

@@ -17,7 +17,7 @@ from responses_bridge.engine.tools.builtin import served_tool_types
 from responses_bridge.engine.tools.server import ImageGenerationReader, image_replay_note, image_request_of
 from responses_bridge.engine.tools.tools import CallTarget, ToolPlan, plan_tools
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.tool_items import image_generation_call
+from responses_bridge.protocol.tools.tool_items import image_generation_call
 from responses_bridge.run.tools.image_generation import (
     ImageGenerationError,
     ImageSettings,

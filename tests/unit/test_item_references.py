@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.item_references import resolve_references
+from responses_bridge.protocol.responses.item_references import resolve_references
 
 
 def message(item_id: str, text: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from responses_bridge.engine.responses.request_translation import build_chat_req
 from responses_bridge.engine.tools.client import reader_for
 from responses_bridge.engine.tools.tools import CallTarget, plan_tools
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.request import parse_request
+from responses_bridge.protocol.responses.request import parse_request
 
 
 def _chat(body: dict[str, Any]) -> dict[str, Any]:

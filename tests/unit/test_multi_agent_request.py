@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.multi_agent import NOT_BETA, BetaSurface, beta_surface, query_of
-from responses_bridge.protocol.request import parse_request_object
+from responses_bridge.protocol.responses.request import parse_request_object
+from responses_bridge.protocol.tools.multi_agent import NOT_BETA, BetaSurface, beta_surface, query_of
 
 BETA = BetaSurface(query=True, header=True)
 

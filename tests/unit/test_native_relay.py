@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 
 from responses_bridge.engine.responses.native_relay import NativeRelay, backend_items
-from responses_bridge.protocol.request import parse_request_object
+from responses_bridge.protocol.responses.request import parse_request_object
 
 
 def _relay(**fields: object) -> NativeRelay:

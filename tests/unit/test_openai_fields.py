@@ -16,7 +16,7 @@ from responses_bridge.engine.responses.profiles import PROFILES, options_for
 from responses_bridge.engine.responses.request_translation import build_chat_request
 from responses_bridge.engine.responses.response_object import new_response
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.request import parse_request
+from responses_bridge.protocol.responses.request import parse_request
 
 OPENAI = options_for(EngineOptions(), "openai")
 GENERIC = options_for(EngineOptions(), "generic")

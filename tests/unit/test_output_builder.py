@@ -22,7 +22,7 @@ from responses_bridge.engine.responses.output_builder import (
 )
 from responses_bridge.engine.responses.response_object import new_response
 from responses_bridge.engine.sse import DONE_FRAME, encode_event
-from responses_bridge.protocol.request import parse_request
+from responses_bridge.protocol.responses.request import parse_request
 from responses_bridge.store import SQLiteResponseStore
 from tests.support.schema import (
     EVENT_MODELS,

@@ -15,8 +15,8 @@ import pytest
 from responses_bridge.devtools.checkout.bench_install import tree_digest
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.responses.translator import Translator
-from responses_bridge.protocol.multi_agent import NOT_BETA, beta_surface, query_of
-from responses_bridge.protocol.request import parse_request
+from responses_bridge.protocol.responses.request import parse_request
+from responses_bridge.protocol.tools.multi_agent import NOT_BETA, beta_surface, query_of
 from responses_bridge.run import drive
 from responses_bridge.sealing import Sealer
 

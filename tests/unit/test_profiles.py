@@ -20,7 +20,7 @@ from responses_bridge.engine.responses.request_translation import build_chat_req
 from responses_bridge.engine.responses.turns import ToolResult, follow_up_request
 from responses_bridge.engine.tools.tools import ToolPlan
 from responses_bridge.engine.tools.turn_result import TurnResult
-from responses_bridge.protocol.request import parse_request
+from responses_bridge.protocol.responses.request import parse_request
 from tests.unit import recordings
 
 LLAMACPP = options_for(EngineOptions(), "llamacpp")

@@ -14,7 +14,7 @@ from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.responses.profiles import options_for
 from responses_bridge.engine.responses.translator import Translator
 from responses_bridge.engine.tools.prompt import PromptToolCalls, as_prompt_tools
-from responses_bridge.protocol.request import parse_request
+from responses_bridge.protocol.responses.request import parse_request
 
 CITY = {"type": "object", "properties": {"city": {"type": "string"}}}
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather\n  for a city",

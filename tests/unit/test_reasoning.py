@@ -11,7 +11,7 @@ import pytest
 
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.multi_agent import beta_surface
+from responses_bridge.protocol.tools.multi_agent import beta_surface
 from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.sealing import Sealer
 from responses_bridge.store import SQLiteResponseStore

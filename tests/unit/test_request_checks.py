@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.request import parse_request_object
 from responses_bridge.protocol.request_checks import MAX_JSON_DEPTH, check_call_outputs, check_depth, check_model_name
+from responses_bridge.protocol.responses.request import parse_request_object
 
 
 def nested(levels: int) -> dict:

@@ -18,7 +18,7 @@ from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.responses.request_translation import build_chat_request
 from responses_bridge.engine.responses.response_object import new_response
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.request import (
+from responses_bridge.protocol.responses.request import (
     CreateParams,
     ResponsesRequest,
     parse_request,

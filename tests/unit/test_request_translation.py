@@ -16,7 +16,7 @@ from responses_bridge.devtools import fake_upstream
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.responses.request_translation import build_chat_request
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.request import parse_request
+from responses_bridge.protocol.responses.request import parse_request
 
 DEFAULT = EngineOptions()
 # Every key a translated body may carry; anything else would be a Responses field leaking upstream.

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.filters import (
+from responses_bridge.protocol.files.filters import (
     COMPARISONS,
     MAX_DEPTH,
     Comparison,

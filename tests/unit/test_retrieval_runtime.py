@@ -8,7 +8,7 @@ from pathlib import Path
 from responses_bridge.config import Settings
 from responses_bridge.devtools import fake_server
 from responses_bridge.devtools.checkout.retrieval_bench import new_store
-from responses_bridge.protocol.search_options import SearchOptions
+from responses_bridge.protocol.files.search_options import SearchOptions
 from responses_bridge.serve import open_runtime
 from responses_bridge.services.files.retrieval.embedders import LocalStaticEmbedder, UpstreamEmbedder
 from responses_bridge.services.files.retrieval.search import search

@@ -22,8 +22,8 @@ from responses_bridge.devtools.checkout.retrieval_bench import (
     quality,
 )
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.filters import Comparison
-from responses_bridge.protocol.search_options import SearchOptions, parse_search_options
+from responses_bridge.protocol.files.filters import Comparison
+from responses_bridge.protocol.files.search_options import SearchOptions, parse_search_options
 from responses_bridge.services.files.retrieval.embedders import LocalStaticEmbedder, normalise
 from responses_bridge.services.files.retrieval.search import (
     fuse,
@@ -226,7 +226,7 @@ async def test_on_a_labelled_set_hybrid_ranks_at_least_as_well_as_either(db: SQL
 def test_a_model_made_query_is_cut_to_the_query_limit() -> None:
     """The file_search tool's queries come from the model, unbounded: each is searched as its first
     MAX_QUERY_CHARS characters (a client's own longer query is a 400 in the vector store search instead)."""
-    from responses_bridge.protocol.search_options import SearchOptions
+    from responses_bridge.protocol.files.search_options import SearchOptions
     from responses_bridge.services.files.retrieval.search import MAX_QUERY_CHARS, search_queries
 
     huge = "lighthouse keeper " * (MAX_QUERY_CHARS // 4)

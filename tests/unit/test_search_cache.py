@@ -85,7 +85,7 @@ def test_what_the_search_cannot_serve_is_a_400_naming_it(tool: dict[str, Any], p
     import orjson
 
     from responses_bridge.protocol.errors import APIError
-    from responses_bridge.protocol.request import parse_request
+    from responses_bridge.protocol.responses.request import parse_request
 
     with pytest.raises(APIError) as raised:
         parse_request(orjson.dumps({"model": "m", "input": "x", "tools": [tool]}))

@@ -34,7 +34,7 @@ from responses_bridge.engine.tools.server import mcp_call_error
 from responses_bridge.engine.tools.tools import MAX_NAME, ToolPlan, plan_tools
 from responses_bridge.engine.tools.turn_result import TurnResult
 from responses_bridge.engine.tools.turn_tools import set_turn_tools
-from responses_bridge.protocol.request import parse_request
+from responses_bridge.protocol.responses.request import parse_request
 from responses_bridge.run.tools.mcp_model import MCPToolError
 from responses_bridge.run.tools.tool_search import search_tool_function, tool_search_output_item
 from responses_bridge.run.tools.web_search_base import SearchResult

@@ -24,7 +24,7 @@ from responses_bridge.engine.responses.turns import follow_up_request
 from responses_bridge.engine.sse import encode_event
 from responses_bridge.engine.tools.turn_result import TurnResult
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.request import parse_request
+from responses_bridge.protocol.responses.request import parse_request
 from responses_bridge.run.server_tools import (
     ServerToolRun,
     ServerTools,

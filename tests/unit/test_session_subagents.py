@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from responses_bridge.engine.tools.multi_agent import agent_message_item, agent_of, call_output_item
-from responses_bridge.protocol.multi_agent import MultiAgentConfig
+from responses_bridge.protocol.tools.multi_agent import MultiAgentConfig
 from responses_bridge.run.multi_agent import AgentTree, KeptSubagent, SubagentAnswer
 from responses_bridge.services.agents.subagent_contexts import context_of
 from responses_bridge.services.agents.subagent_tree import SubagentTree

@@ -13,8 +13,8 @@ from responses_bridge.engine.responses.output_builder import OutputBuilder
 from responses_bridge.engine.responses.request_translation import items_to_messages
 from responses_bridge.engine.responses.response_object import new_response
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.input_items import normalize_input
-from responses_bridge.protocol.request import parse_request
+from responses_bridge.protocol.responses.input_items import normalize_input
+from responses_bridge.protocol.responses.request import parse_request
 from responses_bridge.run.subagents import answer_of, left_open
 
 TASK = [{"type": "message", "role": "user", "content": "look it up"}]

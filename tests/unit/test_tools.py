@@ -16,7 +16,7 @@ from responses_bridge.engine.responses.response_object import new_response
 from responses_bridge.engine.sse import DONE_FRAME, encode_event
 from responses_bridge.engine.tools import tools
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.request import parse_request
+from responses_bridge.protocol.responses.request import parse_request
 from tests.support.schema import parse_sse
 
 FN = {"type": "function", "name": "run", "description": "Run it", "strict": False,

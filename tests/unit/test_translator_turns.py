@@ -8,7 +8,7 @@ import pytest
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.responses.translator import Translator
 from responses_bridge.engine.responses.turns import ToolResult
-from responses_bridge.protocol.request import parse_request
+from responses_bridge.protocol.responses.request import parse_request
 from tests.support.schema import parse_sse
 from tests.unit.test_server_tool_turns import end, sse, text, tool
 

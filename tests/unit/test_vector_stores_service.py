@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.search_options import SearchOptions
+from responses_bridge.protocol.files.search_options import SearchOptions
 from responses_bridge.services.files.retrieval.embedders import Embedder, LocalStaticEmbedder
 from responses_bridge.services.files.vector_stores import VectorStoreService
 from responses_bridge.store import SQLiteResponseStore

@@ -1,5 +1,5 @@
-"""What ``configuration_update`` items (protocol/configuration_items.py) leave in effect for a turn: the latest
-reasoning effort and the latest text format any of them set, over the chain's or conversation's history and the
+"""What ``configuration_update`` items (protocol/responses/configuration_items.py) leave in effect for a turn: the
+latest reasoning effort and the latest text format any of them set, over the chain's or conversation's history and the
 request's input, in order. Each setting stays until a later update sets it again; an update wins over the
 request's own ``reasoning.effort`` / ``text.format``, as it is what the conversation last asked for."""
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..protocol.known_fields import UnknownFields
-from ..protocol.request import DEFAULT_MAX_INPUT_ITEMS
+from ..protocol.responses.request import DEFAULT_MAX_INPUT_ITEMS
 from .sse import DEFAULT_MAX_EVENT_BYTES
 
 
@@ -34,7 +34,7 @@ class EngineOptions:
     # upstream that sends more fails that response (502 / ``response.failed``). See engine/sse.py.
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     # Input items one request may hold: past it a 400 naming ``input``, before any item is parsed into an object
-    # (protocol/request.py's check_input_count). Not the dialect's: a bound on what one request costs.
+    # (protocol/responses/request.py's check_input_count). Not the dialect's: a bound on what one request costs.
     max_input_items: int = DEFAULT_MAX_INPUT_ITEMS
     # A field OpenAI does not define: a 400 unknown_parameter ("reject"), or accepted and logged ("warn", for
     # clients newer than the bridge's table of fields). protocol/known_fields.py.

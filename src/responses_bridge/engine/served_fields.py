@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..protocol.errors import APIError, invalid_request
-from ..protocol.request import ResponsesRequest
+from ..protocol.responses.request import ResponsesRequest
 from .options import EngineOptions
 
 

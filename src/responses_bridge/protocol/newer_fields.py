@@ -17,7 +17,7 @@ them, and the typed parameters would otherwise ignore them).
   backend cannot be given; refused, naming the part.
 
 ``additional_tools`` and ``configuration_update`` input items are read by the item parser
-(protocol/additional_tools_items.py, protocol/configuration_items.py).
+(protocol/tools/additional_tools_items.py, protocol/responses/configuration_items.py).
 """
 
 from __future__ import annotations

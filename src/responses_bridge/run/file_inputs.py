@@ -28,12 +28,12 @@ from typing import Any, Protocol
 
 from ..engine.options import EngineOptions
 from ..engine.state import RenderedPrompt
-from ..protocol.call_outputs import pair_call_outputs
 from ..protocol.errors import APIError, invalid_request
-from ..protocol.file_refs import LoadedFile
-from ..protocol.input_items import messages_only
-from ..protocol.item_references import ItemFinder, has_references, resolve_stored
-from ..protocol.request import ResponsesRequest
+from ..protocol.files.file_refs import LoadedFile
+from ..protocol.responses.input_items import messages_only
+from ..protocol.responses.item_references import ItemFinder, has_references, resolve_stored
+from ..protocol.responses.request import ResponsesRequest
+from ..protocol.tools.call_outputs import pair_call_outputs
 
 MAX_REQUEST_FILE_BYTES = 32 * 1024 * 1024
 """Bytes of stored files one request may inline, in all. OpenAI takes 50 MB; here the request sent upstream must
@@ -74,7 +74,7 @@ async def prepare_input(request: ResponsesRequest, history: list[dict[str, Any]]
                         items: ItemFinder | None = None) -> PreparedInput:
     """The request's input made whole once its history is loaded, for every run kind: ``item_reference`` items
     replaced by the items they name (in the stored input too; one not in the history is looked up among the
-    tenant's stored ``items``), call outputs without ``call_id`` paired (protocol/call_outputs.py), and the parts
+    tenant's stored ``items``), call outputs without ``call_id`` paired (protocol/tools/call_outputs.py), and the parts
     naming a file resolved for the upstream (here)."""
     if not messages_only(request.input_items):  # references and call outputs are items of their own
         if has_references(request.input_items):

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from ..engine.state import RenderedPrompt
 from ..protocol.errors import APIError, invalid_request, not_found
-from ..protocol.request import ResponsesRequest
+from ..protocol.responses.request import ResponsesRequest
 
 
 class ConversationHistory(Protocol):

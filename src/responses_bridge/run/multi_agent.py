@@ -31,7 +31,7 @@ import structlog
 from ..engine.responses.output_builder import OutputBuilder
 from ..engine.tools.multi_agent import ACTIONS, ROOT_AGENT
 from ..engine.tools.tools import ToolPlan
-from ..protocol.multi_agent import MultiAgentConfig
+from ..protocol.tools.multi_agent import MultiAgentConfig
 
 log = structlog.get_logger(__name__)
 

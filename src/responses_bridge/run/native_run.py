@@ -30,8 +30,8 @@ from ..engine.sse import DONE_FRAME
 from ..engine.wire import JSON_CONTENT_TYPE, SSE_CONTENT_TYPE, Reply, UpstreamRequest
 from ..observability import gen_ai
 from ..protocol.errors import APIError, not_found
-from ..protocol.multi_agent import NOT_BETA
-from ..protocol.request import ResponsesRequest, parse_json_object, parse_request_object
+from ..protocol.responses.request import ResponsesRequest, parse_json_object, parse_request_object
+from ..protocol.tools.multi_agent import NOT_BETA
 from ..sealing import Sealer
 from ..store.base import ResponseStore
 from ..store.records import LeaseLost
@@ -52,7 +52,7 @@ class NativeRun:
         self.tenant = tenant
         self.before_persist: BeforePersist | None = None
         self.stop_between_turns: Callable[[], bool] | None = None  # never asked: the backend runs its own loop
-        self.beta = NOT_BETA  # the multi-agent beta surface (protocol/multi_agent.py): refused for a native backend
+        self.beta = NOT_BETA  # the multi-agent beta (protocol/tools/multi_agent.py): refused for a native backend
         self.save_fence: dict[str, str] = {}  # a background run's lease (store/base.py: save_response) or nothing
         self.on_upstream_chunk: Callable[[bytes], bytes] = not_begun
         self.backlog: Collection[object] = ()  # the backend's events are relayed as they come: never any

@@ -47,8 +47,8 @@ from ..engine.responses.translator import Translator
 from ..engine.wire import JSON_CONTENT_TYPE, Framing, Reply, UpstreamRequest
 from ..observability import gen_ai, metrics
 from ..protocol.errors import APIError, not_found
-from ..protocol.multi_agent import NOT_BETA
-from ..protocol.request import ResponsesRequest, parse_request, parse_request_object
+from ..protocol.responses.request import ResponsesRequest, parse_request, parse_request_object
+from ..protocol.tools.multi_agent import NOT_BETA
 from ..sealing import Sealer
 from ..store.base import ResponseStore
 from . import tool_turns
@@ -127,7 +127,7 @@ class ResponseRun:
         self.stop_between_turns: Callable[[], bool] | None = None  # see Run.stop_between_turns
         self.steps: StepRecorder | None = None  # a background run's checkpoints (run/step_resume.py)
         self.resumed: ResumedSteps | None = None  # what a resumed run starts from (run/step_resume.py)
-        self.beta = NOT_BETA  # how the request came (protocol/multi_agent.py): the door says, before begin
+        self.beta = NOT_BETA  # how the request came (protocol/tools/multi_agent.py): the door says, before begin
         self.admit_subagent: Admission | None = None  # the tenant's limits, taken by each subagent's work
         self.upstream_gate: UpstreamGate | None = None  # the bridge's upstream places (run/upstream_gate.py)
         self.charge_memory: Charge | None = None  # the memory budget, charged for each subagent's context

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 from ..engine.wire import Reply, UpstreamRequest
 from ..protocol.errors import APIError
-from ..protocol.multi_agent import BetaSurface
-from ..protocol.request import ResponsesRequest
+from ..protocol.responses.request import ResponsesRequest
+from ..protocol.tools.multi_agent import BetaSurface
 
 BeforePersist = Callable[[list[bytes], int], Awaitable[None]]
 """Awaited before a stored response is written, with the event frames not yet taken and the sequence number
@@ -32,7 +32,7 @@ class Run(Protocol):
     such boundary (a native backend runs its own loop) never asks."""
     beta: BetaSurface
     """Set by the door before ``begin``: the request came on the multi-agent beta surface
-    (protocol/multi_agent.py), where ``multi_agent`` is a field."""
+    (protocol/tools/multi_agent.py), where ``multi_agent`` is a field."""
     on_upstream_chunk: Callable[[bytes], bytes]
     """Per upstream body chunk: the client's bytes (maybe ``b""``)."""
     backlog: Collection[object]

@@ -41,7 +41,7 @@ from ..engine.responses.output_builder import OutputBuilder
 from ..engine.responses.request_translation import items_to_messages
 from ..engine.tools.tools import ToolPlan
 from ..engine.tools.turn_result import TurnResult
-from ..protocol.request import ResponsesRequest
+from ..protocol.responses.request import ResponsesRequest
 from .server_tool_services import ServerToolServices
 from .server_tools_calls import CallRunner, TurnOutcome
 from .server_tools_setup import SetUp, storable_tools

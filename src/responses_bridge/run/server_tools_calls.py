@@ -33,7 +33,7 @@ from ..engine.tools.server import image_request_of
 from ..engine.tools.tools import ToolPlan
 from ..engine.tools.turn_result import TurnCall, TurnResult
 from ..observability import gen_ai, metrics, tracing
-from ..protocol.request import ResponsesRequest
+from ..protocol.responses.request import ResponsesRequest
 from .cancellation import raise_if_cancelled
 from .programs.calls import ProgramCalls
 from .server_tools_setup import ApprovedCall

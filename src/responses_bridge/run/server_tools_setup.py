@@ -24,7 +24,7 @@ from ..engine.responses.output_builder import OutputBuilder
 from ..engine.tools.builtin import WEB_SEARCH_TYPES
 from ..engine.tools.tools import ToolPlan
 from ..protocol.errors import APIError
-from ..protocol.request import ResponsesRequest
+from ..protocol.responses.request import ResponsesRequest
 from .cancellation import raise_if_cancelled
 from .tools.code_interpreter import CodeToolOptions
 from .tools.file_search import FileSearchToolOptions

@@ -19,7 +19,7 @@ import orjson
 from ..engine.responses.output_builder import OutputBuilder
 from ..engine.tools.multi_agent import agent_message_item, agent_of
 from ..protocol.errors import APIError
-from ..protocol.request import ResponsesRequest
+from ..protocol.responses.request import ResponsesRequest
 from .drive import BufferSink, drive
 from .multi_agent import KEPT_SUBAGENTS, AgentTree, SubagentAnswer, Worker
 from .runs import Run

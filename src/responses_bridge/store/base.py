@@ -130,8 +130,8 @@ class ResponseStore(Protocol):
     async def find_items(self, item_ids: Sequence[str], *, tenant: str) -> dict[str, dict[str, Any]]:
         """``tenant``'s stored items of these ids, wherever they are kept: a response's input or output items, or
         a conversation's items (one copy of each; an id found nowhere, or only another tenant's, is absent). What
-        an ``item_reference`` names without the chain or conversation holding it (protocol/item_references.py);
-        one indexed statement (SQLite migration 26, PostgreSQL 25)."""
+        an ``item_reference`` names without the chain or conversation holding it
+        (protocol/responses/item_references.py); one indexed statement (SQLite migration 26, PostgreSQL 25)."""
 
     async def response_tenants(self) -> list[str]:
         """Across tenants: workers only (retention). Every tenant owning at least one stored response."""

@@ -16,9 +16,9 @@ from ...engine.wire import SSE_CONTENT_TYPE, UpstreamRequest
 from ...envoy_config import NATIVE_SUFFIX, upstream_path_prefix
 from ...envoy_config.envoy_gateway import DOOR_HEADER
 from ...protocol.errors import APIError
-from ...protocol.multi_agent import FIELD as MULTI_AGENT
-from ...protocol.multi_agent import beta_surface, query_of
-from ...protocol.request import parse_json_object
+from ...protocol.responses.request import parse_json_object
+from ...protocol.tools.multi_agent import FIELD as MULTI_AGENT
+from ...protocol.tools.multi_agent import beta_surface, query_of
 from ...run.response_run import LARGE_BODY_BYTES
 from ...run.runs import Run
 from ...services.tenancy.identity import SIDECAR_HEADER

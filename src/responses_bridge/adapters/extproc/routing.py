@@ -8,7 +8,7 @@ import orjson
 
 from ...observability.logs import note_upstream
 from ...protocol.errors import APIError
-from ...protocol.request import parse_json_object
+from ...protocol.responses.request import parse_json_object
 from ...services.tenancy.identity import SIDECAR_HEADER
 from . import messages as m
 from ._pb.ext_proc_pb2 import ProcessingResponse

@@ -12,7 +12,7 @@ import structlog
 from ...envoy_config import CLIENT_CONTEXT_HEADERS
 from ...preemption import preempted_error
 from ...protocol.errors import APIError
-from ...protocol.multi_agent import beta_surface
+from ...protocol.tools.multi_agent import beta_surface
 from ...services.tenancy.limits import RETRY_AFTER_SECONDS
 from . import messages as m
 from ._pb.ext_proc_pb2 import ProcessingRequest, ProcessingResponse

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from ...host_policy import HostPolicy
 from ...protocol.errors import APIError
-from ...protocol.multi_agent import BetaSurface
+from ...protocol.tools.multi_agent import BetaSurface
 from ...run.multi_agent import KEPT_SUBAGENTS, KeptSubagent
 from ...run.response_run import ResponseRun
 from ...run.tools.mcp_config import MCPServerOverlay

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import orjson
 from aiohttp import web
 
-from ...protocol.request import parse_json_object
+from ...protocol.responses.request import parse_json_object
 from ...run.upstream import UpstreamClient
 from ...runtime import Runtime
 from ...services.responses.compaction import CompactionService

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from ...engine.wire import UpstreamRequest
 from ...observability.logs import note_upstream
-from ...protocol.request import parse_json_object
+from ...protocol.responses.request import parse_json_object
 from ...run.response_run import LARGE_BODY_BYTES
 from ...run.upstream import UpstreamFailure
 from ...runtime import Runtime

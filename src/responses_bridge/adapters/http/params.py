@@ -10,7 +10,7 @@ from aiohttp import web
 
 from ...protocol.errors import APIError
 from ...protocol.known_fields import UnknownFields, check_known_fields
-from ...protocol.request import parse_json_object
+from ...protocol.responses.request import parse_json_object
 from ...run.response_run import LARGE_BODY_BYTES
 from ...services.tenancy.limits import request_too_large
 from ...services.tenancy.memory_budget import Held

@@ -15,8 +15,14 @@ from ...engine.wire import Reply
 from ...observability import metrics
 from ...protocol.errors import APIError, not_found
 from ...protocol.lists import list_body
-from ...protocol.multi_agent import BETA_HEADER, NOT_BETA, OPEN_RESPONSES_VERSION_HEADER, BetaSurface, beta_surface
-from ...protocol.request import parse_json_object
+from ...protocol.responses.request import parse_json_object
+from ...protocol.tools.multi_agent import (
+    BETA_HEADER,
+    NOT_BETA,
+    OPEN_RESPONSES_VERSION_HEADER,
+    BetaSurface,
+    beta_surface,
+)
 from ...run.drive import drive
 from ...run.response_run import LARGE_BODY_BYTES
 from ...run.upstream import UpstreamClient
@@ -41,7 +47,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _beta(request: web.Request) -> BetaSurface:
-    """The request's multi-agent beta surface (protocol/multi_agent.py). Most requests name neither the query nor
+    """The request's multi-agent beta surface (protocol/tools/multi_agent.py). Most requests name neither the query nor
     the header, nor an Open Responses version: those skip parsing the query string into a multidict (a cost every
     JSON request paid)."""
     headers = request.headers

@@ -22,7 +22,7 @@ from ...engine.upstream_errors import upstream_error
 from ...engine.wire import UPSTREAM_PATH, UpstreamRequest
 from ...observability.logs import note_upstream
 from ...protocol.errors import APIError
-from ...protocol.request import parse_json_object
+from ...protocol.responses.request import parse_json_object
 from ...run.upstream import UpstreamAnswer, UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
 from ...upstreams import Route

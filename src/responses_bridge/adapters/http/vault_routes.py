@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ...protocol.vaults import statuses
+from ...protocol.agents.vaults import statuses
 from ...services.agents.vaults.vaults import VaultService
 from .identity import request_tenant
 from .params import json_reply, metadata_query, page_query

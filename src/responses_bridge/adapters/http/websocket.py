@@ -49,9 +49,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ...engine.sse import DONE_FRAME
 from ...engine.wire import JSON_CONTENT_TYPE
 from ...protocol.errors import APIError
-from ...protocol.multi_agent import NOT_BETA, BetaSurface, beta_surface
-from ...protocol.request import check_input_count
 from ...protocol.request_checks import check_depth
+from ...protocol.responses.request import check_input_count
+from ...protocol.tools.multi_agent import NOT_BETA, BetaSurface, beta_surface
 from ...run.drive import CallbackSink, drive
 from ...run.runs import Run
 from ...run.upstream import UpstreamClient

@@ -291,7 +291,7 @@ def _bodies(args: argparse.Namespace, targets: list[Target]) -> dict[tuple[str, 
     if args.replay:
         from ...engine.options import EngineOptions
         from ...engine.responses.request_translation import build_chat_request
-        from ...protocol.request import parse_request
+        from ...protocol.responses.request import parse_request
 
         recorded = Path(args.replay).read_bytes()
         translated = orjson.dumps(build_chat_request(parse_request(recorded), [], EngineOptions()))

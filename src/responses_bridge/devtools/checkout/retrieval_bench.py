@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...protocol.search_options import SearchOptions
+from ...protocol.files.search_options import SearchOptions
 from ...services.files.retrieval.chunking import DEFAULT_CHUNKING, StaticChunking, chunk_text
 from ...services.files.retrieval.embedders import Embedder, LocalStaticEmbedder, normalise
 from ...services.files.retrieval.extract import extract_text

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...protocol.errors import APIError
-from ...protocol.request import ResponsesRequest
+from ...protocol.responses.request import ResponsesRequest
 from ..options import EngineOptions
 
 WINDOW_SHARE = 0.8

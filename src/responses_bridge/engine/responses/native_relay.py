@@ -20,7 +20,7 @@ import orjson
 
 from ...ids import response_id as new_response_id
 from ...protocol.errors import APIError
-from ...protocol.request import ResponsesRequest
+from ...protocol.responses.request import ResponsesRequest
 from ...sealing import Sealer
 from ..event_frames import CANCELLED_EVENT
 from ..response_error import response_error

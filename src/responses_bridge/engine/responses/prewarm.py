@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...protocol.request import CreateParams
+from ...protocol.responses.request import CreateParams
 
 MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
 

@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 
 from ...protocol.errors import invalid_request
-from ...protocol.input_items import messages_only
-from ...protocol.request import ResponsesRequest
+from ...protocol.responses.input_items import messages_only
+from ...protocol.responses.request import ResponsesRequest
 from ..configuration_updates import UNSET, configured
 from ..content_parts import chat_part, user_content
 from ..options import EngineOptions

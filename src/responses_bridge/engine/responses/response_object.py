@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ...protocol.request import ResponsesRequest
+from ...protocol.responses.request import ResponsesRequest
 from ..served_fields import served_reasoning_echo
 
 

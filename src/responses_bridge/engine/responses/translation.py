@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ...protocol.errors import APIError
-from ...protocol.request import ResponsesRequest
+from ...protocol.responses.request import ResponsesRequest
 from ..wire import Reply
 
 

@@ -37,8 +37,8 @@ import structlog
 
 from ... import ids
 from ...protocol.errors import APIError
-from ...protocol.request import ResponsesRequest
 from ...protocol.request_checks import check_call_outputs
+from ...protocol.responses.request import ResponsesRequest
 from ...sealing import Sealer
 from .. import reasoning, truncation
 from ..options import EngineOptions

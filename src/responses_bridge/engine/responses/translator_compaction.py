@@ -13,7 +13,7 @@ import orjson
 
 from ... import ids
 from ...protocol.errors import APIError, invalid_request
-from ...protocol.request import ResponsesRequest
+from ...protocol.responses.request import ResponsesRequest
 from .. import chat_tokens
 from ..upstream_errors import upstream_error
 from ..wire import UPSTREAM_PATH, UpstreamRequest

@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any
 
 from ...protocol.errors import APIError
-from ...protocol.request import ResponsesRequest
+from ...protocol.responses.request import ResponsesRequest
 from ...sealing import Sealer
 from ..options import EngineOptions
 from ..sse import SSEDecoder

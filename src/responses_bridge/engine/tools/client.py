@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from ... import ids
-from ...protocol.computer_items import action_problem, actions_problem, clean_action
+from ...protocol.tools.computer_items import action_problem, actions_problem, clean_action
 from .tools import CUSTOM_INPUT, CallTarget
 
 Event = dict[str, Any]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...protocol.computer_items import ACTION_FIELDS, BUTTONS
+from ...protocol.tools.computer_items import ACTION_FIELDS, BUTTONS
 
 COMPUTER_NAME = "computer"
 _INT = {"type": "integer"}

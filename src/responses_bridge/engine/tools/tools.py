@@ -228,7 +228,7 @@ class ToolPlan:
     def add_code_interpreter(self, container_id: str, note: str = "") -> str:
         """Offer the code interpreter as a function (``{"code"}``) running in ``container_id``; its calls become
         ``code_interpreter_call`` items. ``note``: what the container holds for the model (its skills:
-        protocol/skills_note.py), after the description."""
+        protocol/containers/skills_note.py), after the description."""
         description = f"{CODE_DESCRIPTION}\n\n{note}" if note else CODE_DESCRIPTION
         return self._add_server("code_interpreter", CODE_NAME, description, CODE_PARAMETERS,
                                 namespace=container_id)
@@ -237,7 +237,7 @@ class ToolPlan:
         """Offer the hosted shell as a function (OpenAI's shell action: ``commands``, ``timeout_ms``,
         ``max_output_length``) running in ``container_id``; its calls become ``shell_call`` items the run answers
         with ``shell_call_output`` items. Replayed ``shell_call`` items and ``tool_choice: {"type": "shell"}``
-        name it too. ``note``: the container's skills for the model (protocol/skills_note.py), after the
+        name it too. ``note``: the container's skills for the model (protocol/containers/skills_note.py), after the
         description."""
         description = f"{HOSTED_SHELL_DESCRIPTION}\n\n{note}" if note else HOSTED_SHELL_DESCRIPTION
         name = self._add_server("hosted_shell", "shell", description, SHELL_PARAMETERS, namespace=container_id)

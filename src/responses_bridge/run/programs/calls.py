@@ -42,7 +42,7 @@ from ...engine.tools.programs import (
 )
 from ...engine.tools.tools import ToolPlan
 from ...engine.tools.turn_result import TurnCall
-from ...protocol.request import ResponsesRequest
+from ...protocol.responses.request import ResponsesRequest
 from .host import ProgramHost
 from .isolate import ProgramRun, ToolCall
 from .replay import check_replay, mismatch

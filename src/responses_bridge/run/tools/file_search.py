@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ...protocol.errors import APIError, invalid_request
-from ...protocol.search_options import SearchOptions, parse_search_options
+from ...protocol.files.search_options import SearchOptions, parse_search_options
 
 __all__ = [
     "FileSearchError", "FileSearchToolOptions", "FileSearcher", "FileSource", "file_search_call_item",

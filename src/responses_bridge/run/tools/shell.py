@@ -249,6 +249,6 @@ class HostedShellService(Protocol):
         ...
 
     async def skills_note(self, container_id: str, *, tenant: str) -> str:
-        """What the tool's description tells the model of the container's skills (protocol/skills_note.py)."""
+        """What the tool's description tells the model of a container's skills (protocol/containers/skills_note.py)."""
         ...
 

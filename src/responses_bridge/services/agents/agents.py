@@ -1,6 +1,6 @@
 """Reusable agents of the Agents API (``client.beta.agents``): create, retrieve, update, list and delete, a
-tenant's own. An agent is stored as the SDK's ``Agent`` object itself (protocol/agents.py resolves every default),
-so a retrieve answers what was stored and a session snapshots it as it was when the session began."""
+tenant's own. An agent is stored as the SDK's ``Agent`` object itself (protocol/agents/agents.py resolves every
+default), so a retrieve answers what was stored and a session snapshots it as it was when the session began."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import time
 from typing import Any
 
 from ... import ids
-from ...protocol.agents import AGENT_FIELDS, agent_not_found, apply_config, default_config, render_agent, require_model
+from ...protocol.agents.agents import (
+    AGENT_FIELDS,
+    agent_not_found,
+    apply_config,
+    default_config,
+    render_agent,
+    require_model,
+)
 from ...protocol.errors import APIError
 from ...protocol.lists import list_of
 from ...sealing import Sealer

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ... import ids
-from ...protocol.agent_events import call_output_item, result_text
+from ...protocol.agents.events import call_output_item, result_text
 from ...protocol.errors import APIError
 
 if TYPE_CHECKING:

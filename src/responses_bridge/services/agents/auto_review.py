@@ -1,6 +1,6 @@
 """A session's ``review: "auto_review"`` ("review eligible actions automatically; deny manual approval fallbacks",
 the SDK's session type): the actions a session would ask its client to approve — the MCP calls of tools that do not
-say they only read (protocol/agent_approvals.py) — are judged by a model call instead, and never asked.
+say they only read (protocol/agents/approvals.py) — are judged by a model call instead, and never asked.
 
 The review is one response of the bridge's own (a background response over the agent's model, the caller's
 credentials and the tenant's places, chained on nothing), given the turn's user messages and the action, and made
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ... import ids
-from ...protocol.agent_events import TERMINAL, add_usage, token_usage
+from ...protocol.agents.events import TERMINAL, add_usage, token_usage
 from ...protocol.errors import APIError
 from ..responses.background_frames import split_frames
 

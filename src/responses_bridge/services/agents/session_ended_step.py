@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 
-from ...protocol.agent_automations_tool import FUNCTION_NAME as AUTOMATIONS_FUNCTION
-from ...protocol.agent_events import CLIENT_CALL, Shown, token_usage, translate
+from ...protocol.agents.automations_tool import FUNCTION_NAME as AUTOMATIONS_FUNCTION
+from ...protocol.agents.events import CLIENT_CALL, Shown, token_usage, translate
 from .turn_queue import WAITING
 
 if TYPE_CHECKING:

@@ -24,8 +24,8 @@ from typing import Any
 import orjson
 
 from ... import ids
-from ...protocol.agent_environments import hosted_plan, self_hosted
-from ...protocol.agent_inputs import (
+from ...protocol.agents.agents import SESSION_AGENT_FIELDS, apply_config, default_config, require_model
+from ...protocol.agents.inputs import (
     MAX_EVENTS_PER_CALL,
     cache_options,
     check_environment,
@@ -38,7 +38,7 @@ from ...protocol.agent_inputs import (
     review_mode,
     session_tools,
 )
-from ...protocol.agents import SESSION_AGENT_FIELDS, apply_config, default_config, require_model
+from ...protocol.containers.environments import hosted_plan, self_hosted
 from ...protocol.errors import APIError, invalid_request, not_found
 from ...protocol.lists import list_of
 from ...protocol.metadata import check_metadata

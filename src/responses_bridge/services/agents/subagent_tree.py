@@ -37,7 +37,7 @@ import orjson
 
 from ... import ids
 from ...engine.tools.multi_agent import ROOT_AGENT
-from ...protocol.agent_events import CLIENT_CALL, Shown, translate, turn_error
+from ...protocol.agents.events import CLIENT_CALL, Shown, translate, turn_error
 from ...run.multi_agent import CLOSED, RESUMED
 from ...store.base_agents import Record
 from .subagent_contexts import context_of, shown

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ...protocol.agent_approvals import approval_action, approval_answer
-from ...protocol.agent_events import call_output_input, command_output_input
+from ...protocol.agents.approvals import approval_action, approval_answer
+from ...protocol.agents.events import call_output_input, command_output_input
 from ...protocol.errors import APIError, invalid_request
 
 MAX_OPEN_CALLS = 128

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...protocol.agent_inputs import response_tools
+from ...protocol.agents.inputs import response_tools
 from .environments.environments import hosted_container, shell_tool
 from .subagent_contexts import KEPT_KEY, for_the_run
 

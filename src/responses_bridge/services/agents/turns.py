@@ -1,7 +1,7 @@
 """A session's turns, one at a time: each a background response of the bridge's own run (the driver, its tools and
 persistence, services/responses/background.py) over the session's agent, chained on the previous turn's response
 (``previous_response_id``), so the turns share the session's context. Its events are followed and told in the
-session's log (protocol/agent_events.py); the turn loop learns nothing about agents.
+session's log (protocol/agents/events.py); the turn loop learns nothing about agents.
 
 Input that arrives while a turn runs is queued as a turn of its own (``queued``), run in order once the current one
 ends; a cancel ends the running turn (its response cancelled) and every queued one.
@@ -22,8 +22,8 @@ import structlog
 
 from ... import ids
 from ...observability import tracing
-from ...protocol.agent_automations_tool import FUNCTION_NAME
-from ...protocol.agent_events import (
+from ...protocol.agents.automations_tool import FUNCTION_NAME
+from ...protocol.agents.events import (
     CLIENT_CALL,
     TERMINAL,
     Shown,

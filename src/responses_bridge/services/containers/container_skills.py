@@ -3,7 +3,7 @@
 container is made (400s and 404s naming ``skills[i]`` and the field), copied into the container (its own blobs,
 counted in the tenant's stored bytes, deleted with it), and bound read-only at ``/mnt/skills/<name>/`` of each
 call from a cache where each skill version is unpacked once (skill_cache.py), with the note telling the model
-what they are (protocol/skills_note.py).
+what they are (protocol/containers/skills_note.py).
 
 Every tool that runs code in a container goes through :meth:`ContainerSkills.laid_out` and
 :meth:`ContainerSkills.note`, keyed off the container, not off one tool.
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...protocol.containers.skills_note import skills_note
 from ...protocol.errors import invalid_request, not_found
-from ...protocol.skills_note import skills_note
 from ...store.base import FileBytes
 from ...store.base_skills import ContainerSkill, SkillStore
 from ...store.records import StorageLimitExceeded

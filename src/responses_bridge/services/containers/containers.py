@@ -28,7 +28,7 @@ import structlog
 
 from ... import ids
 from ...periodic import Periodic
-from ...protocol.agent_environments import HostedPlan
+from ...protocol.containers.environments import HostedPlan
 from ...protocol.errors import APIError, invalid_request, not_found
 from ...sandbox.egress_policy import NetworkPolicy
 from ...sandbox.limits import MEMORY_LIMITS

@@ -176,7 +176,7 @@ class ContainerRuns:
             yield [*skills, *trees]
 
     async def skills_note(self, container_id: str, *, tenant: str) -> str:
-        """What a tool's description tells the model of the container's skills (protocol/skills_note.py)."""
+        """What a tool's description tells the model of the container's skills (protocol/containers/skills_note.py)."""
         skills = self.containers.skills
         return await skills.note(container_id, tenant=tenant) if skills is not None else ""
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import structlog
 
-from ...protocol.skills_note import SKILLS_DIR
+from ...protocol.containers.skills_note import SKILLS_DIR
 from ...sandbox.trees import remove_tree
 from ...store.base import FileBytes
 from ...store.base_skills import ContainerSkill

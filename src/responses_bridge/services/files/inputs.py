@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ...protocol.errors import APIError, invalid_request, not_found
-from ...protocol.file_refs import LoadedFile
+from ...protocol.files.file_refs import LoadedFile
 from ..tenancy.memory_budget import MemoryBudget, Reservation
 from .files import FileService
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from ... import ids
 from ...protocol.errors import APIError, invalid_request, not_found, objects_in
+from ...protocol.files.search_options import SearchOptions, parse_search_options
 from ...protocol.metadata import check_metadata
-from ...protocol.search_options import SearchOptions, parse_search_options
 from ...store.base import ChunkIndex, VectorStoreStore
 from ...store.records import NewFile, StoredFileBatch, StoredVectorStore, StoredVectorStoreFile, UnknownFile
 from ..pagination import page_errors

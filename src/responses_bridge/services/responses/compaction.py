@@ -25,10 +25,10 @@ from ... import ids
 from ...engine.options import EngineOptions
 from ...engine.responses import compaction
 from ...engine.responses.response_object import convert_usage
-from ...protocol.call_outputs import pair_call_outputs
 from ...protocol.errors import APIError, invalid_request, not_found
-from ...protocol.item_references import resolve_stored
-from ...protocol.request import parse_json_object, parse_request_object
+from ...protocol.responses.item_references import resolve_stored
+from ...protocol.responses.request import parse_json_object, parse_request_object
+from ...protocol.tools.call_outputs import pair_call_outputs
 from ...run.file_inputs import FileLoader, FileResolution, names_files
 from ...run.upstream import UpstreamClient, UpstreamFailure
 from ...sealing import Sealer

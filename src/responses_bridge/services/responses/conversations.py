@@ -11,12 +11,12 @@ import time
 from typing import Any
 
 from ... import ids
-from ...protocol.call_outputs import pair_call_outputs, unpaired
 from ...protocol.errors import APIError, array_within, invalid_request, not_found
-from ...protocol.input_items import normalize_input
-from ...protocol.item_references import ItemFinder, has_references, resolve_stored
 from ...protocol.lists import list_body, list_of
 from ...protocol.metadata import check_metadata, metadata_update
+from ...protocol.responses.input_items import normalize_input
+from ...protocol.responses.item_references import ItemFinder, has_references, resolve_stored
+from ...protocol.tools.call_outputs import pair_call_outputs, unpaired
 from ...store.base import ConversationStore
 from ...store.records import ItemPage, StoredConversation
 from ..pagination import page_errors
@@ -47,9 +47,9 @@ def render_item(item: dict[str, Any], include: list[str] | None) -> dict[str, An
 
 async def _pair(earlier: list[dict[str, Any]], items: list[dict[str, Any]], finder: ItemFinder | None,
                 tenant: str) -> list[dict[str, Any]]:
-    """``items`` with their references resolved (protocol/item_references.py: among ``earlier`` items, else any
-    item the tenant stored, found by ``finder``) and their call outputs sent without call_id paired
-    (protocol/call_outputs.py) against ``earlier`` items; errors name ``items``."""
+    """``items`` with their references resolved (protocol/responses/item_references.py: among ``earlier`` items, else
+    any item the tenant stored, found by ``finder``) and their call outputs sent without call_id paired
+    (protocol/tools/call_outputs.py) against ``earlier`` items; errors name ``items``."""
     try:
         items = await resolve_stored(earlier, items, finder, tenant=tenant)
         pair_call_outputs(earlier, items)

@@ -22,9 +22,9 @@ from typing import Any
 from ... import ids
 from ...engine.state import RenderedPrompt
 from ...protocol.errors import APIError, invalid_request, not_found
-from ...protocol.input_items import normalize_input
 from ...protocol.lists import list_of
 from ...protocol.metadata import check_metadata
+from ...protocol.responses.input_items import normalize_input
 from ...store.base import PromptStore
 from ...store.records import PromptVersionConflict, StoredPromptVersion
 

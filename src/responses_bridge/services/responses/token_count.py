@@ -28,7 +28,7 @@ import structlog
 
 from ...engine import chat_tokens
 from ...protocol.errors import invalid_request
-from ...protocol.request import parse_json_object
+from ...protocol.responses.request import parse_json_object
 from ...run.upstream import UpstreamClient, UpstreamFailure
 
 log = structlog.get_logger("responses_bridge.token_count")

@@ -64,6 +64,6 @@ class CodeInterpreter:
 
     async def skills_note(self, container_id: str, *, tenant: str) -> str:
         """What the tool's description tells the model of the sandbox's limits (one process, no ``/proc``, where
-        so) and of the container's skills (protocol/skills_note.py)."""
+        so) and of the container's skills (protocol/containers/skills_note.py)."""
         skills = await self.runs.skills_note(container_id, tenant=tenant)
         return "\n\n".join(note for note in (self.sandbox.model_note, skills) if note)

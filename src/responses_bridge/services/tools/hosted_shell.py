@@ -60,7 +60,7 @@ class HostedShell:
         return list(options.skills) if options.skills and options.container_id is None else None
 
     async def skills_note(self, container_id: str, *, tenant: str) -> str:
-        """What the tool's description tells the model of the container's skills (protocol/skills_note.py)."""
+        """What the tool's description tells the model of a container's skills (protocol/containers/skills_note.py)."""
         return await self.runs.skills_note(container_id, tenant=tenant)
 
     async def run(self, action: Mapping[str, Any], container_id: str, *, tenant: str,

@@ -1,6 +1,6 @@
 """A tenant's stored items found by id wherever they are kept (a response's input and output items, a
 conversation's items): what an ``item_reference`` names outside the history its request continues
-(protocol/item_references.py). As store/sqlite/stored_items.py: one statement, each id looked up by the
+(protocol/responses/item_references.py). As store/sqlite/stored_items.py: one statement, each id looked up by the
 ``item_id`` indexes of migration 25, one row of each table at most, only the tenant's rows counted.
 """
 

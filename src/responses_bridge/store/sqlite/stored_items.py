@@ -1,6 +1,6 @@
 """A tenant's stored items found by id wherever they are kept (a response's input and output items, a
 conversation's items): what an ``item_reference`` names outside the history its request continues
-(protocol/item_references.py).
+(protocol/responses/item_references.py).
 
 One statement for all the ids: each id is looked up by the ``item_id`` indexes of migration 26, one row of each
 table at most (an item a client sent again and again is stored as often, and one copy is what it names), and only

@@ -27,9 +27,7 @@ import orjson
 import structlog
 
 from .... import ids
-from ....protocol.agent_automations_tool import automation_body
-from ....protocol.agent_inputs import known
-from ....protocol.automations import (
+from ....protocol.agents.automations import (
     ONCE_FIELDS,
     PERIODIC_FIELDS,
     UPDATE_FIELDS,
@@ -42,6 +40,8 @@ from ....protocol.automations import (
     public,
     schedule,
 )
+from ....protocol.agents.automations_tool import automation_body
+from ....protocol.agents.inputs import known
 from ....protocol.errors import APIError, invalid_request
 from ....protocol.lists import list_of
 from ....protocol.metadata import check_metadata

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from apscheduler.triggers.cron import CronTrigger
 
-from ....protocol.automations import next_occurrence, public
+from ....protocol.agents.automations import next_occurrence, public
 from ....protocol.errors import invalid_request
 from ....store.base_agents import AgentStore
 

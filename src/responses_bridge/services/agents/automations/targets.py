@@ -7,9 +7,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from ....protocol.agent_inputs import check_environment, check_servable, known, messages, not_served, session_tools
-from ....protocol.agents import SESSION_AGENT_FIELDS, TRANSPORT_SECRET, apply_config, default_config, require_model
-from ....protocol.automations import EXISTING_SESSION_FIELDS, NEW_SESSION_FIELDS
+from ....protocol.agents.agents import (
+    SESSION_AGENT_FIELDS,
+    TRANSPORT_SECRET,
+    apply_config,
+    default_config,
+    require_model,
+)
+from ....protocol.agents.automations import EXISTING_SESSION_FIELDS, NEW_SESSION_FIELDS
+from ....protocol.agents.inputs import check_environment, check_servable, known, messages, not_served, session_tools
 from ....protocol.errors import APIError, invalid_request
 from ....protocol.metadata import check_metadata
 from ..agents import AgentService

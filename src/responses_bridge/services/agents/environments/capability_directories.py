@@ -1,6 +1,6 @@
 """What a session's turn tells the agent of its environment's ``capability_directories``
-(protocol/capability_directories.py), read when the turn starts, so a skill a setup command or an earlier turn
-wrote is offered from then on.
+(protocol/containers/capability_directories.py), read when the turn starts, so a skill a setup command or an earlier
+turn wrote is offered from then on.
 
 An ``openai_hosted`` environment's directories are in its container's workspace, whose files are kept in the store
 (services/containers/containers.py) whatever the sandbox backend (bubblewrap or agent-sandbox: each call lays them out
@@ -22,13 +22,13 @@ from typing import Any
 
 import structlog
 
-from ....protocol.capability_directories import (
+from ....protocol.containers.capability_directories import (
     AGENTS_FILE,
     SKILL_MANIFEST,
     capabilities_note,
     client_directories_note,
 )
-from ....protocol.environment_fields import container_path
+from ....protocol.containers.environment_fields import container_path
 from ....protocol.errors import APIError
 from ....store.base import FileBytes
 from ....store.base_files import ContainerStore

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .... import ids
-from ....protocol.agent_environments import HostedPlan, network_of
+from ....protocol.containers.environments import HostedPlan, network_of
 from ....protocol.errors import APIError, invalid_request, not_found
 from ....protocol.lists import list_of
 from ....sandbox.egress_policy import NetworkPolicy, parse_policy

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ....protocol.agent_environments import hosted_plan
-from ....protocol.agent_inputs import known
+from ....protocol.agents.inputs import known
+from ....protocol.containers.environments import hosted_plan
 from ....protocol.errors import APIError, invalid_request, not_found
 from ....protocol.lists import list_of
 from ....store.base_agents import AgentStore

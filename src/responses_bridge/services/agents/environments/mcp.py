@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ....off_loop_import import import_off_loop
-from ....protocol.agent_inputs import in_environment
+from ....protocol.agents.inputs import in_environment
 from ....protocol.errors import APIError
 from ....run.tools.mcp import MCPLimits, MCPToolError, MCPToolInfo, MCPTools, parse_mcp_tool
 from ....run.tools.mcp_config import MCPServer, MCPServerOverlay

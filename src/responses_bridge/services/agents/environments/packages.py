@@ -32,8 +32,8 @@ from typing import Any
 
 import structlog
 
-from ....protocol.agent_environments import HostedPlan
-from ....protocol.environment_packages import PackageIndexes
+from ....protocol.containers.environment_packages import PackageIndexes
+from ....protocol.containers.environments import HostedPlan
 from ....protocol.errors import invalid_request
 from ....sandbox import Sandbox, SandboxBusy, SandboxUnavailable
 from ....sandbox.backend import SandboxBackend
@@ -61,7 +61,7 @@ CHUNK = 1 << 20
 def install_command(python: tuple[str, ...], npm: tuple[str, ...], indexes: PackageIndexes,
                     system: tuple[str, ...] = ()) -> str:
     """The one shell command of the install call (each entry one quoted argument, checked before:
-    protocol/environment_packages.py)."""
+    protocol/containers/environment_packages.py)."""
     steps = ["set -e", f"mkdir -p {INSTALL_DIR}/python {INSTALL_DIR}/npm /mnt/data/.tmp",
              "export TMPDIR=/mnt/data/.tmp"]  # not /tmp: a wheel unpacks there, and /tmp is small
     if system:

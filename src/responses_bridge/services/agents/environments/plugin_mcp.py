@@ -11,8 +11,8 @@ becomes one MCP server of the session's turns, named as the plugin names it (its
 ``${PLUGIN_ROOT}`` and ``${CLAUDE_PLUGIN_ROOT}`` in its command, arguments, ``cwd`` and ``env`` name it); an HTTP
 server is reached from inside the container (``connection_origin: "environment"``), through its egress proxy,
 under the environment's network policy, the deployment's egress rules and its vaults' credentials. Each server is
-checked as an agent's MCP tool is (protocol/agents.py), its secrets — a ``stdio`` server's ``env`` — sealed in the
-environment's record as an agent's transport secrets are (services/agents/vaults/mcp_secrets.py); a bearer token or
+checked as an agent's MCP tool is (protocol/agents/agents.py), its secrets — a ``stdio`` server's ``env`` — sealed in
+the environment's record as an agent's transport secrets are (services/agents/vaults/mcp_secrets.py); a bearer token or
 header taken from an environment variable is read from the environment's ``env`` when a call is made, and masked
 in what the server answers.
 
@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ....protocol.agent_inputs import response_tools
-from ....protocol.agents import checked_mcp_tool
-from ....protocol.environment_fields import container_path
+from ....protocol.agents.agents import checked_mcp_tool
+from ....protocol.agents.inputs import response_tools
+from ....protocol.containers.environment_fields import container_path
 from ....protocol.errors import APIError, invalid_request
 from ....sealing import Sealer
 from ....store.base_agents import AgentStore

@@ -2,10 +2,10 @@
 
 :func:`place_files` writes the environment's ``files`` into its container (inline bytes decoded, a ``file_id``
 copied from the Files API: deleting either later leaves the other), each at its ``/workspace`` path, which is the
-container's ``/mnt/data`` (protocol/environment_fields.py). :func:`run_setup` runs the ``setup_commands`` in order on
-the hosted shell over the container, each in its own sandbox call with the environment's ``env`` exported and in its
-``cwd``: the first that does not exit 0 fails the environment (a 400 naming the command's index and its exit code;
-neither a command's body nor its output is returned, logged or stored, as they may carry what ``env`` holds).
+container's ``/mnt/data`` (protocol/containers/environment_fields.py). :func:`run_setup` runs the ``setup_commands`` in
+order on the hosted shell over the container, each in its own sandbox call with the environment's ``env`` exported and
+in its ``cwd``: the first that does not exit 0 fails the environment (a 400 naming the command's index and its exit
+code; neither a command's body nor its output is returned, logged or stored, as they may carry what ``env`` holds).
 :func:`list_files` and :func:`upload` are ``/v1/agents/environments/{id}/files``.
 """
 
@@ -17,8 +17,7 @@ import shlex
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
-from ....protocol.agent_environments import HostedPlan
-from ....protocol.environment_fields import (
+from ....protocol.containers.environment_fields import (
     DATA_DIR,
     WORKSPACE,
     check_files,
@@ -26,6 +25,7 @@ from ....protocol.environment_fields import (
     container_path,
     workspace_path,
 )
+from ....protocol.containers.environments import HostedPlan
 from ....protocol.errors import APIError, invalid_request
 from ....sealing import Sealer
 from ....store.base_agents import AgentStore
@@ -67,7 +67,7 @@ def file_resource(stored: StoredContainerFile, entry: dict[str, Any]) -> dict[st
 
 async def place_file(containers: ContainerService, container: StoredContainer, entry: dict[str, Any], *,
                      tenant: str, param: str) -> StoredContainerFile:
-    """One checked file (protocol/environment_fields.py :func:`check_files`) written into the container."""
+    """One checked file (protocol/containers/environment_fields.py :func:`check_files`) written into the container."""
     path = container_path(entry["path"])
     if entry["type"] == "inline":
         return await containers.put_bytes(container, path, _once(base64.b64decode(entry["data"])), source="user",

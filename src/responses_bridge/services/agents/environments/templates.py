@@ -5,9 +5,9 @@ A template is a record of the agents' store (kind ``environment_template``): the
 the bridge keeps (``name``, ``created_at``, ``updated_at``) and ``_sealed``, the environment fields as given, sealed
 with the deployment's key (sealing.py, purpose :data:`PURPOSE`): ``env``, ``setup_commands`` and inline files are
 confidential, so neither a database file nor a log line of its statements holds them in plaintext
-(protocol/environment_templates.py shows only their metadata). At most :data:`MAX_TEMPLATES_PER_TENANT` a tenant,
-each at most ``MAX_TEMPLATE_BYTES``. A session made from a template copies what it needs when it starts: a template
-updated or deleted later leaves it as it was.
+(protocol/containers/environment_templates.py shows only their metadata). At most :data:`MAX_TEMPLATES_PER_TENANT` a
+tenant, each at most ``MAX_TEMPLATE_BYTES``. A session made from a template copies what it needs when it starts: a
+template updated or deleted later leaves it as it was.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import time
 from typing import Any
 
 from .... import ids
-from ....protocol.agent_inputs import known
-from ....protocol.environment_templates import (
+from ....protocol.agents.inputs import known
+from ....protocol.containers.environment_templates import (
     ENVIRONMENT_FIELDS,
     TEMPLATE_FIELDS,
     apply_template,

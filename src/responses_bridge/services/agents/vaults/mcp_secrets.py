@@ -1,11 +1,11 @@
 """The secrets of an agent's MCP transports: an HTTP server's ``authorization`` and a ``stdio`` server's ``env``
 (the SDK's ``McpTransportConfigParamHTTP`` / ``McpTransportConfigParamStdio``).
 
-Both are write-only, as OpenAI's ``Persisted...`` types say by leaving them out: protocol/agents.py checks them and
-holds them under :data:`~..protocol.agents.TRANSPORT_SECRET`; before any record is written the service seals them
-(sealing.py, purpose :data:`PURPOSE`, under :data:`SEALED` in the tool), and every answer shows the tool without
-that key (:func:`shown_agent`). They are opened only when a turn reaches the server: the ``authorization`` as the
-response's MCP tool's (the bridge's MCP client sends it as ``Authorization: Bearer``, a response never stores nor
+Both are write-only, as OpenAI's ``Persisted...`` types say by leaving them out: protocol/agents/agents.py checks them
+and holds them under :data:`~responses_bridge.protocol.agents.agents.TRANSPORT_SECRET`; before any record is written the
+service seals them (sealing.py, purpose :data:`PURPOSE`, under :data:`SEALED` in the tool), and every answer shows the
+tool without that key (:func:`shown_agent`). They are opened only when a turn reaches the server: the ``authorization``
+as the response's MCP tool's (the bridge's MCP client sends it as ``Authorization: Bearer``, a response never stores nor
 echoes it, and a call's output and errors are masked of it as of a vault credential: run/tools/mcp_model.py), the
 ``env`` as the ``stdio`` server process's environment inside the session's sandbox call
 (services/agents/environments/mcp.py, which masks its values in what the server answers, as a vault's
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ....protocol.agents import TRANSPORT_SECRET
+from ....protocol.agents.agents import TRANSPORT_SECRET
 from ....sealing import Sealer
 
 PURPOSE = "agent-mcp-transport"

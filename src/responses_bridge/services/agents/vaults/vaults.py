@@ -25,10 +25,8 @@ from typing import Any
 
 from .... import ids
 from ....host_policy import HostPolicy
-from ....protocol.agent_inputs import known
-from ....protocol.errors import APIError, invalid_request
-from ....protocol.lists import list_of
-from ....protocol.vaults import (
+from ....protocol.agents.inputs import known
+from ....protocol.agents.vaults import (
     CREDENTIAL_FIELDS,
     CREDENTIAL_UPDATE_FIELDS,
     VAULT_FIELDS,
@@ -40,6 +38,8 @@ from ....protocol.vaults import (
     same_server,
     vault_not_found,
 )
+from ....protocol.errors import APIError, invalid_request
+from ....protocol.lists import list_of
 from ....sandbox.egress_policy import DomainSecret, blocked_by, match_entry
 from ....sealing import Sealer
 from ....store.base_agents import AgentStore

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ....protocol.errors import invalid_request
-from ....protocol.filters import matches
-from ....protocol.search_options import SearchOptions
+from ....protocol.files.filters import matches
+from ....protocol.files.search_options import SearchOptions
 from ....store.base import ChunkIndex
 from ....store.records import DimensionMismatch
 from .embedders import Embedder

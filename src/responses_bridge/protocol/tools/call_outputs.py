@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from typing import Any
 
-from .errors import invalid_request
+from ..errors import invalid_request
 
 
 def pair_call_outputs(history: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:

@@ -10,14 +10,14 @@ from typing import Any
 
 import orjson
 
-from .. import ids
-from . import multi_agent_items, tool_items
-from .additional_tools_items import normalize_additional_tools
+from ... import ids
+from ..errors import invalid_request, invalid_type, missing_parameter
+from ..request_checks import MESSAGE_ROLES, check_tool
+from ..tools import multi_agent_items, tool_items
+from ..tools.additional_tools_items import normalize_additional_tools
+from ..tools.program_items import PROGRAM_KINDS, normalize_caller, normalize_program_item
+from ..tools.tool_items import require_str as _require_str
 from .configuration_items import normalize_configuration_update
-from .errors import invalid_request, invalid_type, missing_parameter
-from .program_items import PROGRAM_KINDS, normalize_caller, normalize_program_item
-from .request_checks import MESSAGE_ROLES, check_tool
-from .tool_items import require_str as _require_str
 
 
 def normalize_input(value: str | list[Any] | None) -> list[dict[str, Any]]:
@@ -52,7 +52,7 @@ def _normalize_kind(item: dict[str, Any], param: str) -> dict[str, Any]:
     if kind is None and "role" in item:
         kind = "message"
     if kind == "item_reference" or (kind is None and "id" in item and len(item) == 1):  # an untyped {"id"} too
-        # replaced by the item it names once the history is loaded (protocol/item_references.py)
+        # replaced by the item it names once the history is loaded (item_references.py)
         return {"type": "item_reference", "id": _require_str(item, "id", param)}
     if kind == "message":
         return _normalize_message(item, param)
@@ -93,7 +93,7 @@ def _normalize_kind(item: dict[str, Any], param: str) -> dict[str, Any]:
 
 
 def _normalize_client_tool_item(kind: str, item: dict[str, Any], param: str) -> dict[str, Any]:
-    """Calls and outputs of custom, shell, apply_patch and tool_search tools (protocol/tool_items.py)."""
+    """Calls and outputs of custom, shell, apply_patch and tool_search tools (protocol/tools/tool_items.py)."""
     if kind == "custom_tool_call_output":
         normalized = _normalize_function_call_output(item, param)
         normalized["type"] = kind
@@ -302,7 +302,7 @@ def _normalize_function_call_output(item: dict[str, Any], param: str) -> dict[st
         "status": status or "completed",
     }
     # call_id is optional since SDK 3.5: an output without one answers the first open call of its name
-    # (protocol/call_outputs.py pairs it once the history is known)
+    # (protocol/tools/call_outputs.py pairs it once the history is known)
     call_id = _optional_str(item, "call_id", param)
     if call_id is not None:
         normalized["call_id"] = call_id

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
 
-from .errors import APIError, invalid_request, not_found
+from ..errors import APIError, invalid_request, not_found
 
 MAX_NAME_CHARS = 256
 MAX_EXPRESSION_CHARS = 256

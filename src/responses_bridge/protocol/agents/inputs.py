@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .agent_approvals import approval_result, approval_rule
-from .agent_automations_tool import FUNCTION_NAME, automation_function
-from .errors import APIError, invalid_request, objects_in
+from ..errors import APIError, invalid_request, objects_in
+from .approvals import approval_result, approval_rule
+from .automations_tool import FUNCTION_NAME, automation_function
 
 MAX_EVENTS_PER_CALL = 16
 MAX_MESSAGES = 16
@@ -35,7 +35,7 @@ def known(body: dict[str, Any], fields: tuple[str, ...], prefix: str) -> None:
 
 
 def check_environment(environment: Any) -> str:
-    """The environment's ``type``: ``none``, ``openai_hosted`` or ``self_hosted`` (protocol/agent_environments.py
+    """The environment's ``type``: ``none``, ``openai_hosted`` or ``self_hosted`` (protocol/containers/environments.py
     checks the rest of the last two)."""
     if environment is None:
         raise invalid_request("Missing required parameter: 'environment'.", param="environment",
@@ -124,10 +124,10 @@ def response_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """An agent's tools (those :func:`check_servable` lets through) as a response's, run by the bridge's tool loop
     as for ``POST /v1/responses``: the client's functions (deferred ones found by the server's ``tool_search``);
     MCP servers, asking the client's approval for every tool that does not say it only reads
-    (protocol/agent_approvals.py); the bridge's ``web_search`` (``mode: "cached"`` its cache-only search,
+    (approvals.py); the bridge's ``web_search`` (``mode: "cached"`` its cache-only search,
     ``"disabled"`` no search offered); with ``programmatic_tool_calling`` enabled, the bridge's programs, which
     may call every one of these tools; and ``automations``, a function the session runs itself
-    (protocol/agent_automations_tool.py)."""
+    (automations_tool.py)."""
     programs = any(tool["type"] == "programmatic_tool_calling" and tool["enabled"] for tool in tools)
     callers = {"allowed_callers": ["direct", "programmatic"]} if programs else {}
     found: list[dict[str, Any]] = []

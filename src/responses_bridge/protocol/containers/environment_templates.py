@@ -2,7 +2,7 @@
 kept to be applied to each session (or standalone environment) that names it in ``environment_template_id``.
 
 A template keeps the fields it was given as an ``openai_hosted`` environment would take them (``params``), checked
-by the same rules as an environment (protocol/agent_environments.py :func:`hosted_plan`), so what a template may
+by the same rules as an environment (environments.py :func:`hosted_plan`), so what a template may
 hold is exactly what a session may ask. Its answer is the SDK's ``EnvironmentTemplate``: files and skills as
 metadata only, never an inline file's data, a skill's archive, ``env`` or ``setup_commands``.
 
@@ -18,11 +18,11 @@ from typing import Any
 
 import orjson
 
-from .agent_environments import hosted_plan
+from ..errors import APIError, invalid_request, not_found
 from .environment_fields import file_metadata
 from .environment_packages import PACKAGE_KINDS
 from .environment_plugins import shown_plugins
-from .errors import APIError, invalid_request, not_found
+from .environments import hosted_plan
 
 TEMPLATE_FIELDS = ("capability_directories", "desktop", "env", "files", "name", "network", "packages", "plugins",
                    "setup_commands", "skills")

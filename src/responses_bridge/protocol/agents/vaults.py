@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from .agent_inputs import known
-from .errors import APIError, invalid_request
-from .metadata import check_metadata
+from ..errors import APIError, invalid_request
+from ..metadata import check_metadata
+from .inputs import known
 
 VAULT_FIELDS = ("metadata", "name")
 CREDENTIAL_FIELDS = ("auth", "name", "metadata")

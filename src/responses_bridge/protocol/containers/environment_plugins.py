@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import invalid_request
+from ..errors import invalid_request
 
 MAX_PLUGINS = 16
 MAX_PLUGIN_ZIP_BYTES = 68 * 1024 * 1024  # a skill's zip bound (services/skill_bundle.MAX_ZIP_BYTES)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import invalid_request
+from ..errors import invalid_request
 from .filters import Filter, parse_filters
 
 RANKERS = frozenset({"auto", "default-2024-11-15", "none"})

@@ -18,14 +18,14 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from . import tool_items
-from .errors import APIError, invalid_request
+from ..errors import APIError, invalid_request
+from ..known_fields import UnknownFields, check_known_fields
+from ..metadata import check_metadata_sizes
+from ..newer_fields import check_newer_fields
+from ..request_checks import check_depth, check_include, check_model_name, check_tool, check_tool_choice_type
+from ..tools import tool_items
+from ..tools.multi_agent import NOT_BETA, BetaSurface, MultiAgentConfig, take_multi_agent
 from .input_items import normalize_input
-from .known_fields import UnknownFields, check_known_fields
-from .metadata import check_metadata_sizes
-from .multi_agent import NOT_BETA, BetaSurface, MultiAgentConfig, take_multi_agent
-from .newer_fields import check_newer_fields
-from .request_checks import check_depth, check_include, check_model_name, check_tool, check_tool_choice_type
 
 
 class _Reasoning(BaseModel):
@@ -140,7 +140,7 @@ class ResponsesRequest:
 
     params: CreateParams
     input_items: list[dict[str, Any]] = field(default_factory=list)
-    multi_agent: MultiAgentConfig | None = None  # the beta's set-up (protocol/multi_agent.py), when sent
+    multi_agent: MultiAgentConfig | None = None  # the beta's set-up (protocol/tools/multi_agent.py), when sent
 
     @property
     def model(self) -> str:
@@ -191,7 +191,7 @@ def parse_request_object(raw: dict[str, Any], *, max_input_items: int = DEFAULT_
                          unknown_fields: UnknownFields = "reject", beta: BetaSurface = NOT_BETA) -> ResponsesRequest:
     """``raw`` judged before any of it becomes an object of ours: its item count, then every key against the
     fields OpenAI defines (known_fields.py: a misspelling is a 400 naming its path, never ignored). ``beta``: the
-    request came on the multi-agent beta surface (protocol/multi_agent.py), where ``multi_agent`` is a field."""
+    request came on the multi-agent beta surface (protocol/tools/multi_agent.py), where ``multi_agent`` is a field."""
     check_input_count(raw, max_input_items)
     multi_agent = take_multi_agent(raw, beta=beta)
     check_known_fields(raw, unknown_fields)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import ids
-from .errors import invalid_request
+from ... import ids
+from ..errors import invalid_request
 
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 _JSON_SCHEMA_KEYS = frozenset({"type", "name", "schema", "description", "strict"})

@@ -3,8 +3,8 @@ the SDK's beta types shape them, so a client that continues without a stored res
 back as it got them. Each is normalised to the shape the bridge emits (engine/tools/multi_agent.py); the engine
 replays the calls and outputs to the model as the action's function calls and their results
 (engine/responses/request_translation.py). Any item may carry ``agent`` (the agent that made it, :func:`agent_field`),
-which protocol/input_items.py keeps on every kind: a subagent's own items are sent back with the root's and are not the
-root model's to read.
+which protocol/responses/input_items.py keeps on every kind: a subagent's own items are sent back with the root's and
+are not the root model's to read.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .errors import invalid_request
-from .request_checks import item_id
+from ..errors import invalid_request
+from ..request_checks import item_id
 from .tool_items import require_str
 
 ACTIONS = ("spawn_agent", "interrupt_agent", "list_agents", "send_message", "followup_task", "wait_agent")

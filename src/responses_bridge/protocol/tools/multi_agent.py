@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import invalid_request
+from ..errors import invalid_request
 
 FIELD = "multi_agent"
 BETA_HEADER = "openai-beta"

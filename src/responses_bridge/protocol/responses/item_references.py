@@ -17,7 +17,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from .errors import not_found
+from ..errors import not_found
 
 REFERENCE = "item_reference"
 

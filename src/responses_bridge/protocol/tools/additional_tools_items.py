@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import ids
-from .errors import invalid_request, invalid_type, objects_in
-from .newer_fields import check_tool_callers
-from .request_checks import check_tool
+from ... import ids
+from ..errors import invalid_request, invalid_type, objects_in
+from ..newer_fields import check_tool_callers
+from ..request_checks import check_tool
 
 ADDABLE = ("function", "custom", "namespace")
 

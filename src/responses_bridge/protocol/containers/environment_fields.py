@@ -17,7 +17,7 @@ import binascii
 import re
 from typing import Any
 
-from .errors import invalid_request
+from ..errors import invalid_request
 
 WORKSPACE = "/workspace"
 DATA_DIR = "/mnt/data"

@@ -9,7 +9,7 @@ to it, and the bridge reads the skills' manifests from the container's files whe
 which the bridge cannot read: a path is absolute or relative to the ``workspace_directory``, and the model is told the
 directories and how to find the skills in them with the client's shell.
 
-Either way the agent is told what a container's skills tell it (protocol/skills_note.py): each skill's name,
+Either way the agent is told what a container's skills tell it (skills_note.py): each skill's name,
 description and the path of its ``SKILL.md``, to read before using it; and each ``AGENTS.md``, to read and follow.
 """
 
@@ -19,8 +19,8 @@ import posixpath
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import invalid_request
 from .environment_fields import WORKSPACE, check_workspace_path
-from .errors import invalid_request
 
 MAX_DIRECTORIES = 16
 MAX_PATH_CHARS = 1024

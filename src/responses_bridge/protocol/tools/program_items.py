@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import ids
-from .errors import invalid_request
+from ... import ids
+from ..errors import invalid_request
 from .tool_items import require_str
 
 PROGRAM_KINDS = ("program", "program_output")

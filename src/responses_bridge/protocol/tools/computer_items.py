@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import invalid_request
-from .request_checks import item_id
+from ..errors import invalid_request
+from ..request_checks import item_id
 
 BUTTONS = ("left", "right", "wheel", "back", "forward")
 # action type → its required fields ("int", "str", "keys", "path"); ``keys`` is optional on pointer actions

@@ -1,12 +1,12 @@
 """A session's ``openai_hosted`` environment checked: what the bridge can give it (a container on the configured
 sandbox backend, its size a memory tier, network by the egress proxy's policy: an allowlist, or a block list where
 the deployment allows it) and, refused by name, what it cannot (a desktop and its browser). Its
-``capability_directories`` are paths in its workspace (protocol/capability_directories.py), whose
+``capability_directories`` are paths in its workspace (capability_directories.py), whose
 skills and ``AGENTS.md`` each turn offers the agent (services/agents/environments/capability_directories.py). Its
 ``python``, ``npm`` and ``system`` packages are installed at its start from the operator's indexes
-(protocol/environment_packages.py checks them). With ``environment_id`` the session takes an existing
+(environment_packages.py checks them). With ``environment_id`` the session takes an existing
 standalone environment, asking nothing else. Its ``files``, ``setup_commands`` and ``env`` are checked in
-protocol/environment_fields.py and given to the container by services/agents/environments/setup.py; a template
+environment_fields.py and given to the container by services/agents/environments/setup.py; a template
 (``environment_template_id``) is resolved into the environment before it is checked here
 (services/agents/environments/templates.py). Its ``skills`` are the container's (services/containers/container_skills.py
 checks and reads them), laid out read-only at ``/mnt/skills/<name>/``.
@@ -21,12 +21,12 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import ids
+from ... import ids
+from ..errors import APIError, invalid_request
 from .capability_directories import check_directories
 from .environment_fields import check_env, check_files, check_setup_commands
 from .environment_packages import checked_packages
 from .environment_plugins import checked_plugins, shown_plugins
-from .errors import APIError, invalid_request
 
 HOSTED_FIELDS = ("type", "capability_directories", "container_size", "desktop", "env", "environment_id",
                  "environment_template_id", "files", "network", "packages", "plugins", "setup_commands", "skills")
@@ -48,12 +48,12 @@ class HostedPlan:
     allowed_domains: tuple[str, ...]
     skills: list[Any] | None = None  # as given: the container's skills (checked when they are resolved)
     blocked_domains: tuple[str, ...] = ()  # as given (sandbox/egress_scope.block_list checks them)
-    # placed, run and given to commands by services/agents/environments/setup.py (protocol/environment_fields.py checks)
+    # placed, run and given to commands by services/agents/environments/setup.py (environment_fields.py checks)
     files: list[dict[str, Any]] = field(default_factory=list)
     setup_commands: list[dict[str, str]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     environment_id: str | None = None  # an existing environment the session takes (services/agents/environments)
-    python_packages: tuple[str, ...] = ()  # installed at the start (protocol/environment_packages.py checks them)
+    python_packages: tuple[str, ...] = ()  # installed at the start (environment_packages.py checks them)
     npm_packages: tuple[str, ...] = ()
     system_packages: tuple[str, ...] = ()  # Debian packages, unpacked (services/agents/environments/packages.py)
     capability_directories: tuple[str, ...] = ()  # absolute paths under /workspace (capability_directories.py)

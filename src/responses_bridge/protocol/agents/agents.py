@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from .errors import APIError, array_within, invalid_request, invalid_type, missing_parameter
-from .metadata import check_metadata
+from ..errors import APIError, array_within, invalid_request, invalid_type, missing_parameter
+from ..metadata import check_metadata
 
 MAX_TOOLS_BYTES = 3 * 1024 * 1024
 MAX_INSTRUCTIONS_CHARS = 256 * 1024

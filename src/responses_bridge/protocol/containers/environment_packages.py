@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from .errors import invalid_request
+from ..errors import invalid_request
 
 PACKAGE_KINDS = ("npm", "python", "system")  # the kinds an environment's ``packages`` names
 MAX_PACKAGES = 50

@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
+from ..errors import invalid_request, invalid_type, missing_parameter, objects_in
+from ..request_checks import item_id
 from .computer_items import computer_call, computer_call_output
-from .errors import invalid_request, invalid_type, missing_parameter, objects_in
-from .request_checks import item_id
 
 _CALL_STATUSES = ("in_progress", "completed", "incomplete")
 _PATCH_OPERATIONS = ("create_file", "update_file", "delete_file")

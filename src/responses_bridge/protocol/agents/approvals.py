@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from .errors import invalid_request
+from ..errors import invalid_request
 
 
 def approval_rule() -> dict[str, Any]:

@@ -1,0 +1,3 @@
+"""File references, vector store search options and attribute filters: what a file search and the vector store
+routes share.
+"""
