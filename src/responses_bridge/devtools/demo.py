@@ -89,12 +89,13 @@ def choose_ports(listen: int) -> Ports:
 async def demo(upstream: str | None, listen_port: int, db: str | None, model: str | None = None) -> int:
     ports = choose_ports(listen_port)
     fake = upstream is None
-    for line in moved_ports(ports, fake):  # said first, before anything starts, and again in the banner
-        print(f"demo: {line.removeprefix('!! ')}", file=sys.stderr, flush=True)
     upstream_url = upstream or f"http://127.0.0.1:{ports.upstream}/v1"
     # the settings the sidecar will start with (these flags over the environment and its file): a mistake is
-    # the one line cli.main prints, before anything starts, not a sidecar dying behind the demo
+    # the one line cli.main prints, before anything starts, not a sidecar dying behind the demo — nor the notes of
+    # ports taken by another demo left running, which would bury it
     settings = load_settings({"upstream": "--upstream", "db": "--db"}, upstream=upstream_url, db=db)
+    for line in moved_ports(ports, fake):  # said before anything starts, and again in the banner
+        print(f"demo: {line.removeprefix('!! ')}", file=sys.stderr, flush=True)
     workdir = tempfile.mkdtemp(prefix="responses-bridge-demo-")
     db_path = db or os.path.join(workdir, "responses.sqlite")
     me = [sys.executable, "-m", "responses_bridge"]
