@@ -4,7 +4,9 @@ until another replica took its session)."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import importlib.util
 import sys
 import threading
 from collections.abc import Iterator
@@ -84,24 +86,19 @@ SOURCE = Path(__file__).resolve().parents[2] / "src" / "responses_bridge"
 
 def _named_off_loop() -> list[tuple[str, str]]:
     """Every ``import_off_loop("<name>", __package__)`` in the source: (the calling module's package, the name)."""
-    import ast
-
     found = []
     for path in sorted(SOURCE.rglob("*.py")):
-        module = ".".join(["responses_bridge", *path.relative_to(SOURCE).with_suffix("").parts])
-        package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+        package = ".".join(["responses_bridge", *path.relative_to(SOURCE).parent.parts])  # a module's, or __init__'s
         for node in ast.walk(ast.parse(path.read_text())):
             if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "import_off_loop"
                     and isinstance(node.args[0], ast.Constant)):
-                found.append((package.removesuffix(".__init__"), node.args[0].value))
+                found.append((package, node.args[0].value))
     return found
 
 
 def test_every_module_named_for_an_off_loop_import_exists() -> None:
     """A name relative to the caller's package goes stale when the caller moves to another folder, and nothing
     fails until the first request that needs the module (an agent environment's MCP call failed so)."""
-    import importlib.util
-
     named = _named_off_loop()
     assert len(named) >= 3, named  # the MCP client's first users: the run's tools, environments, OAuth refresh
     for package, name in named:
