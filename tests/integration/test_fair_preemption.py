@@ -148,8 +148,10 @@ async def _hold(session: aiohttp.ClientSession, url: str, tenant: Greedy, at: in
                 if line.startswith(b"data: ") and b'"response.failed"' in line:
                     failed = orjson.loads(line[6:])["response"]
                     error = failed["error"]  # a listed code, the reason leading its text
-                    tenant.ended.append(f"failed:{error['code']}:{error['message'].split(':')[0]}")
-                    tenant.preempted_ids.append(failed["id"])
+                    reason = error["message"].split(":")[0]
+                    tenant.ended.append(f"failed:{error['code']}:{reason}")
+                    if reason == "preempted_for_fairness":  # not a wait past the pool's timeout (beside 16)
+                        tenant.preempted_ids.append(failed["id"])
         except aiohttp.ClientPayloadError:  # through Envoy, a stream taken back once its answer began is reset
             tenant.ended.append("reset")
         finally:
