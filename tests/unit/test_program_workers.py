@@ -220,6 +220,7 @@ async def test_a_running_program_holds_its_bound_in_the_memory_budget_for_its_te
         refused = await host.run("acme", "return 1", [], [], seed=1, clock_ms=0)
         small_reserved.release()
         assert refused.status == "incomplete" and refused.limit == "memory_budget", refused
+        assert host.slots.busy == 0  # its slot given back: refused twice more, a program would find none
     finally:
         host.close()
 

@@ -117,6 +117,7 @@ class ProgramHost:
                 try:
                     held = await self.hold(tenant, self.bounds.memory_bytes)
                 except APIError as refused:
+                    self._end(tenant, None)  # the slot back: the program never ran
                     return ProgramRun("incomplete", limit="memory_budget", result=(
                         "Program stopped: the bridge's memory budget has no room for its memory bound "
                         f"({self.bounds.memory_bytes >> 20} MiB, {MEMORY_SETTING}): {refused.message}"))
@@ -125,9 +126,7 @@ class ProgramHost:
                                      limits=self.limits, handle=handle)
             running = asyncio.get_running_loop().run_in_executor(self._threads, work)
         except BaseException:
-            if held is not None:
-                held.release()
-            self.slots.release(tenant)
+            self._end(tenant, held)
             raise
         return await self._keep(tenant, await _until_done(running, functools.partial(self._end, tenant, held),
                                                           handle.stop))
