@@ -55,6 +55,8 @@ VICTIM = "victim"
 VICTIM_CALLS = 10
 SANDBOX_SLOTS = 8  # as many as 8 greedy tenants: each then holds one, more than its C / n (16: half hold none)
 SANDBOX_TIMEOUT = 60
+PROGRAM_SLOTS = 4
+PROGRAM_QUEUE = 4 * PROGRAM_SLOTS  # FairSlots' own bound
 PROGRAM_TOOLS = [{"type": "programmatic_tool_calling"}]
 needs_sandbox = pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here")
 
@@ -135,7 +137,7 @@ async def _until(condition: Any, what: str, tries: int = 600) -> None:
 @pytest.fixture(scope="module")
 async def slots_sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
     env = {"RESPONSES_BRIDGE_AUTH": "header", "RESPONSES_BRIDGE_CODE_CONCURRENCY": str(SANDBOX_SLOTS),
-           "RESPONSES_BRIDGE_CODE_TIMEOUT": str(SANDBOX_TIMEOUT), "RESPONSES_BRIDGE_PROGRAM_SLOTS": "4",
+           "RESPONSES_BRIDGE_CODE_TIMEOUT": str(SANDBOX_TIMEOUT), "RESPONSES_BRIDGE_PROGRAM_SLOTS": str(PROGRAM_SLOTS),
            "RESPONSES_BRIDGE_PROGRAM_MEMORY_BYTES": str(64 << 20)}
     async with running_sidecar(str(tmp_path_factory.mktemp("fair-slots")), fake_upstream, env=env, extproc=False,
                                ready_headers={"x-tenant-id": VICTIM}, own_sqlite=True) as sidecar:
@@ -155,6 +157,19 @@ async def _until_gauge(url: str, name: str, at_least: float) -> None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"never: {name} >= {at_least}")
+
+
+async def _until_programs_queued(url: str, programs: int) -> None:
+    """Until every program slot is busy and ``programs`` are running or waiting (as many as the queue takes):
+    bounded polling of the sidecar's gauges (not a timing check). A fixed second was waited before, each of its
+    8 cases with four endless programs running meanwhile."""
+    waiting = min(programs - PROGRAM_SLOTS, PROGRAM_QUEUE)
+    for _ in range(600):
+        if (await _gauge(url, "responses_bridge_programs_live") >= PROGRAM_SLOTS
+                and await _gauge(url, "responses_bridge_programs_waiting") >= waiting):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never: {PROGRAM_SLOTS} programs running and {waiting} waiting")
 
 
 def _code_call(answer: dict[str, Any]) -> dict[str, Any]:
@@ -226,7 +241,7 @@ async def test_program_slots_a_victim_is_answered_as_alone_beside_greedy_tenants
     outcomes: list[str] = []
     retries: list[int] = []
     async with greedy_tenants(url, greedy, 3, endless, victim_done, together=together) as tenants:
-        await asyncio.sleep(1.0)  # the greedy tenants' programs hold the slots and queue (as test_program_containment)
+        await _until_programs_queued(url, 3 * greedy)  # the greedy tenants' programs hold the slots and queue
         for at in range(VICTIM_CALLS):
             for _ in range(2):  # a client retries a 503 preempted_for_fairness (retryable) once: see below
                 status, answer = await post(url, VICTIM, {"input": f"js: return 'mine {at}'",

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from responses_bridge.engine.tools.programs import program_signer
 from responses_bridge.preemption import was_taken_back
@@ -176,6 +177,33 @@ async def test_a_program_whose_answer_is_no_longer_wanted_gives_its_slot_back_be
         assert host.slots.busy == 0
         run = await host.run("other", "return 'mine'", [], [], seed=1, clock_ms=0)
         assert (run.status, run.result) == ("completed", "mine")
+    finally:
+        host.close()
+
+
+def _programs(state: str) -> float:
+    return REGISTRY.get_sample_value(f"responses_bridge_programs_{state}") or 0.0
+
+
+async def test_the_programs_holding_a_slot_and_waiting_for_one_are_gauged() -> None:
+    """``responses_bridge_programs_live`` and ``…_waiting``: whether every slot is busy and how many programs queue
+    behind them, each counted until its slot is given back, however it ended (here: taken back while it waited)."""
+    live, waiting = _programs("live"), _programs("waiting")
+    host = ProgramHost(SIGN, ProgramBounds(slots=1, slot_wait=60, timeout=1.0))
+    try:
+        hog = asyncio.create_task(host.run("hog", "while (true) {}", [], [], seed=1, clock_ms=0))
+        queued = asyncio.create_task(host.run("hog", "return 1", [], [], seed=1, clock_ms=0))
+        for _ in range(600):  # bounded polling
+            await asyncio.sleep(0.05)
+            if _programs("live") == live + 1 and _programs("waiting") == waiting + 1:
+                break
+        assert (_programs("live") - live, _programs("waiting") - waiting) == (1, 1)
+        queued.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await queued
+        assert _programs("waiting") == waiting
+        assert (await hog).limit == "time"
+        assert (_programs("live"), _programs("waiting")) == (live, waiting)
     finally:
         host.close()
 

@@ -280,6 +280,12 @@ SANDBOX_SECONDS = Histogram("responses_bridge_sandbox_duration_seconds",
                             ["job"], buckets=_LATENCY_BUCKETS)
 SANDBOX_LIVE = Gauge("responses_bridge_sandboxes_live", "Code interpreter sandboxes running now",
                      multiprocess_mode="livesum")
+# Programs (programmatic tool calling, run/programs/host.py): those holding a slot now and those waiting for one —
+# whether the slots (RESPONSES_BRIDGE_PROGRAM_SLOTS) are all busy, and how long the queue behind them is.
+PROGRAMS_LIVE = Gauge("responses_bridge_programs_live", "Programs holding a program slot now (their worker running)",
+                      multiprocess_mode="livesum")
+PROGRAMS_WAITING = Gauge("responses_bridge_programs_waiting", "Programs waiting for a program slot now",
+                         multiprocess_mode="livesum")
 
 
 def sandbox_run(outcome: str, seconds: float | None, *, job: str = "python") -> None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ...engine.tools.programs import ProgramSigner
+from ...observability.metrics import PROGRAMS_LIVE, PROGRAMS_WAITING
 from ...protocol.errors import APIError
 from ...sandbox.slots import FairSlots
 from .isolate import DEFAULT_MAX_MEMORY, DEFAULT_TIMEOUT, Limits, ProgramRun
@@ -104,7 +105,11 @@ class ProgramHost:
     async def run(self, tenant: str, code: str, names: list[str], results: list[str], *, seed: int,
                   clock_ms: int) -> ProgramRun:
         """Run one program for ``tenant`` once it has a slot and its memory; what it came to."""
-        why = await self.slots.acquire_or_why(tenant, self.bounds.slot_wait)
+        PROGRAMS_WAITING.inc()
+        try:
+            why = await self.slots.acquire_or_why(tenant, self.bounds.slot_wait)
+        finally:
+            PROGRAMS_WAITING.dec()
         if why is not None:
             busy = (f"this tenant's other programs hold its fair share of the {self.bounds.slots} slots"
                     if why == "share" else f"all {self.bounds.slots} slots are busy")
@@ -112,6 +117,7 @@ class ProgramHost:
                 f"Program stopped: no program slot came free within {self.bounds.slot_wait:g} s ({WAIT_SETTING}): "
                 f"{busy} ({SLOTS_SETTING})."))
         held: Releasable | None = None
+        PROGRAMS_LIVE.inc()  # until _end gives the slot back
         try:
             if self.hold is not None:
                 try:
@@ -150,6 +156,7 @@ class ProgramHost:
         if held is not None:
             held.release()
         self.slots.release(tenant)
+        PROGRAMS_LIVE.dec()
 
     def close(self) -> None:
         self.pool.close()
