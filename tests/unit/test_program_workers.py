@@ -221,6 +221,27 @@ async def test_past_its_wait_a_tenants_excess_program_is_refused_saying_so() -> 
         host.close()
 
 
+async def test_a_program_the_full_queue_gives_up_is_refused_at_once_saying_so() -> None:
+    """Past the queue's bound (four waiting a slot), the newest program of the tenant holding and waiting the most
+    is given up at once; it said before that no slot came free within the wait, which it never waited."""
+    host = ProgramHost(SIGN, ProgramBounds(slots=1, slot_wait=60, timeout=2.0))
+    try:
+        running = [asyncio.create_task(host.run("hog", "while (true) {}", [], [], seed=1, clock_ms=0))
+                   for _ in range(5)]  # one holds the slot, four wait
+        for _ in range(600):  # bounded polling
+            await asyncio.sleep(0.05)
+            if host.slots.busy == 1 and len(host.slots.pool.waiters) == 4:
+                break
+        refused = await host.run("hog", "return 1", [], [], seed=1, clock_ms=0)  # a wait of 60 s: at once, or never
+        assert (refused.status, refused.limit) == ("incomplete", "slots")
+        assert "queue of programs waiting for one is full" in refused.result and "within" not in refused.result
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+    finally:
+        host.close()
+
+
 async def test_a_running_program_holds_its_bound_in_the_memory_budget_for_its_tenant() -> None:
     budget = MemoryBudget(1 << 30, 1.0)
     seen: list[int] = []

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ...engine.tools.programs import ProgramSigner
+from ...fair_share import Reason
 from ...observability.metrics import PROGRAMS_LIVE, PROGRAMS_WAITING
 from ...protocol.errors import APIError
 from ...sandbox.slots import FairSlots
@@ -111,11 +112,7 @@ class ProgramHost:
         finally:
             PROGRAMS_WAITING.dec()
         if why is not None:
-            busy = (f"this tenant's other programs hold its fair share of the {self.bounds.slots} slots"
-                    if why == "share" else f"all {self.bounds.slots} slots are busy")
-            return ProgramRun("incomplete", limit="slots", result=(
-                f"Program stopped: no program slot came free within {self.bounds.slot_wait:g} s ({WAIT_SETTING}): "
-                f"{busy} ({SLOTS_SETTING})."))
+            return ProgramRun("incomplete", limit="slots", result=self._no_slot(why))
         held: Releasable | None = None
         PROGRAMS_LIVE.inc()  # until _end gives the slot back
         try:
@@ -136,6 +133,19 @@ class ProgramHost:
             raise
         return await self._keep(tenant, await _until_done(running, functools.partial(self._end, tenant, held),
                                                           handle.stop))
+
+    def _no_slot(self, why: Reason) -> str:
+        """Why a program got no slot, as the model reads it: its tenant's share or the slots all busy until its
+        wait ran out, or — at once — the queue full (nothing of other tenants')."""
+        slots = self.bounds.slots
+        if why == "queue":
+            return (f"Program stopped: all {slots} program slots are busy ({SLOTS_SETTING}) and the queue of programs "
+                    "waiting for one is full; a full queue gives up the newest program of the tenant holding and "
+                    "waiting for the most.")
+        busy = (f"this tenant's other programs hold its fair share of the {slots} slots" if why == "share"
+                else f"all {slots} slots are busy")
+        return (f"Program stopped: no program slot came free within {self.bounds.slot_wait:g} s ({WAIT_SETTING}): "
+                f"{busy} ({SLOTS_SETTING}).")
 
     async def _keep(self, tenant: str, run: ProgramRun) -> ProgramRun:
         """``run`` with its answer held in the memory budget for ``tenant`` (:attr:`ProgramRun.let_go`), now that
