@@ -18,7 +18,9 @@ test_fair_preemption.py does not reach: the program slots, the sandbox slots and
   answered — with every greedy call at once, or each started once the one before holds its connections.
 * Program slots (``RESPONSES_BRIDGE_PROGRAM_SLOTS=4``): each greedy tenant keeps three ``while (true) {}`` programs
   running, resubmitted as they end; a program taken back has its worker killed and gives its slot back at once.
-  Every victim program completes, and a greedy program ends by its bound or taken back, nothing else.
+  Every victim program completes, and a greedy program ends by its bound or taken back, nothing else — but beside
+  8 and 16 (24 and 48 programs for 4 slots and a queue of 16) the full queue gives up greedy tenants' own excess,
+  answered at once saying so (:data:`PROGRAM_QUEUE_REFUSED`), which such a tenant posts again after a pause.
 * More greedy tenants than slots (8 and 16 beside the 4 program slots, 8 and 16 beside the 8 sandbox slots and
   the 8 egress connections), arriving together and one after another: every greedy tenant holding one is above
   its fair share ``C / n < 1``, and a tenant holding one was never taken from for one holding none, so the victim
@@ -33,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from textwrap import dedent
 from typing import Any
@@ -99,21 +101,23 @@ async def _greedy_loop(url: str, greedy: Greedy, body: dict[str, Any], victim_do
         greedy.ended.append(ended)
         if not victim_done.is_set():
             greedy.ended_before_victim.append(ended)
-        if ended == OWN_QUEUE_REFUSED:  # refused at once: a pause, or a storm of refusals takes the test's CPU
+        if ended in REFUSED_AT_ONCE:  # a pause, or a storm of refusals takes the test's CPU (and the sidecar's)
             await asyncio.sleep(REFUSED_PAUSE)
 
 
 @contextlib.asynccontextmanager
 async def greedy_tenants(url: str, count: int, workers: int, body: dict[str, Any], victim_done: asyncio.Event, *,
-                         together: bool = True, classify: Outcome = outcome) -> AsyncIterator[list[Greedy]]:
-    """``count`` greedy tenants of ``workers`` loops each, arriving at once or one after another (a pause between
-    them, so each takes what it is given before the next comes); ``classify`` names how each request ended."""
+                         together: bool = True, classify: Outcome = outcome,
+                         settled: Callable[[int], Awaitable[None]] | None = None) -> AsyncIterator[list[Greedy]]:
+    """``count`` greedy tenants of ``workers`` loops each, arriving at once or one after another (so that each takes
+    what it is given before the next comes: ``settled(k)`` returns once the first ``k`` have, half a second after
+    each otherwise); ``classify`` names how each request ended."""
     tenants = [Greedy(f"greedy{at}") for at in range(count)]
-    for greedy in tenants:
+    for arrived, greedy in enumerate(tenants, 1):
         greedy.tasks = [asyncio.create_task(_greedy_loop(url, greedy, body, victim_done, classify))
                         for _ in range(workers)]
         if not together:
-            await asyncio.sleep(0.5)
+            await (settled(arrived) if settled is not None else asyncio.sleep(0.5))
     try:
         yield tenants
     finally:
@@ -160,16 +164,17 @@ async def _until_gauge(url: str, name: str, at_least: float) -> None:
 
 
 async def _until_programs_queued(url: str, programs: int) -> None:
-    """Until every program slot is busy and ``programs`` are running or waiting (as many as the queue takes):
-    bounded polling of the sidecar's gauges (not a timing check). A fixed second was waited before, each of its
-    8 cases with four endless programs running meanwhile."""
-    waiting = min(programs - PROGRAM_SLOTS, PROGRAM_QUEUE)
+    """Until ``programs`` are running (as many as there are slots) or waiting (as many as the queue takes):
+    bounded polling of the sidecar's gauges (not a timing check). A fixed pause was waited before (a second before
+    the victim came, half a second after each greedy tenant), endless programs running meanwhile."""
+    running = min(programs, PROGRAM_SLOTS)
+    waiting = min(programs - running, PROGRAM_QUEUE)
     for _ in range(600):
-        if (await _gauge(url, "responses_bridge_programs_live") >= PROGRAM_SLOTS
+        if (await _gauge(url, "responses_bridge_programs_live") >= running
                 and await _gauge(url, "responses_bridge_programs_waiting") >= waiting):
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"never: {PROGRAM_SLOTS} programs running and {waiting} waiting")
+    raise AssertionError(f"never: {running} programs running and {waiting} waiting")
 
 
 def _code_call(answer: dict[str, Any]) -> dict[str, Any]:
@@ -186,6 +191,22 @@ def _logs(call: dict[str, Any]) -> str:
 OWN_QUEUE_REFUSED = "200:code_interpreter_call:failed:sandbox_queue_full"
 REFUSED_PAUSE = 0.5  # the queue stays full: 56 calls want its 32 places
 QUEUE_NOTE = busy_note("queue", SANDBOX_SLOTS, SANDBOX_TIMEOUT)
+
+
+# a greedy tenant's program given up by the program slots' full queue (4 x 4 waiting) beside 8 and 16 greedy tenants
+# of three programs each: answered at once, its program_output incomplete saying so (run/programs/host.py)
+PROGRAM_QUEUE_REFUSED = "200:program_output:incomplete:queue_full"
+REFUSED_AT_ONCE = {OWN_QUEUE_REFUSED, PROGRAM_QUEUE_REFUSED}
+
+
+def program_outcome(status: int, answer: dict[str, Any]) -> str:
+    """:func:`outcome`, and :data:`PROGRAM_QUEUE_REFUSED` for a program the full queue gave up."""
+    if status == 200:
+        program = next((item for item in answer.get("output") or () if item["type"] == "program_output"), {})
+        if program.get("status") == "incomplete" and "the queue of programs waiting for one is full" in str(
+                program.get("result")):
+            return PROGRAM_QUEUE_REFUSED
+    return outcome(status, answer)
 
 
 def sandbox_outcome(status: int, answer: dict[str, Any]) -> str:
@@ -240,7 +261,14 @@ async def test_program_slots_a_victim_is_answered_as_alone_beside_greedy_tenants
     victim_done = asyncio.Event()
     outcomes: list[str] = []
     retries: list[int] = []
-    async with greedy_tenants(url, greedy, 3, endless, victim_done, together=together) as tenants:
+    async def settled(arrived: int) -> None:  # its programs running or queued, while the queue has room for them
+        if 3 * arrived <= PROGRAM_SLOTS + PROGRAM_QUEUE:
+            await _until_programs_queued(url, 3 * arrived)
+        else:  # past it, each of its programs gives up another tenant's waiter: no gauge tells that one apart
+            await asyncio.sleep(0.5)
+
+    async with greedy_tenants(url, greedy, 3, endless, victim_done, together=together, settled=settled,
+                              classify=program_outcome) as tenants:
         await _until_programs_queued(url, 3 * greedy)  # the greedy tenants' programs hold the slots and queue
         for at in range(VICTIM_CALLS):
             for _ in range(2):  # a client retries a 503 preempted_for_fairness (retryable) once: see below
@@ -259,7 +287,8 @@ async def test_program_slots_a_victim_is_answered_as_alone_beside_greedy_tenants
     assert outcomes.count("completed") >= VICTIM_CALLS - 1, outcomes
     assert len(retries) <= VICTIM_CALLS // 5, retries  # time-shared now and then, not turned away
     ended = [one for tenant in tenants for one in tenant.ended]
-    assert set(ended) <= {"200", *TAKEN_BACK}, ended  # by its bound, or taken back
+    assert set(ended) <= {"200", *TAKEN_BACK, PROGRAM_QUEUE_REFUSED}, ended  # by its bound, taken back, or given up
+    assert (PROGRAM_QUEUE_REFUSED in ended) == (3 * greedy > PROGRAM_SLOTS + PROGRAM_QUEUE), ended  # only past it
 
 
 # -- egress connections -----------------------------------------------------------------------------------------------
