@@ -51,7 +51,32 @@ def family_rss_mb(pid: int) -> float:
 
 
 def descendants(pid: int) -> list[int]:
-    """The processes under ``pid`` (children, their children, ...), from each /proc/PID/stat's parent pid."""
+    """The processes under ``pid`` (children, their children, ...): each one's children read from
+    ``/proc/PID/task/TID/children`` (a file per thread: a child is listed under the thread that started it), a few
+    reads for a server's tree where a scan of every process's ``/proc/PID/stat`` read hundreds (5-10 ms a sample on
+    a busy machine, taken every 10 ms by a memory sampler); the scan where the kernel has no such files."""
+    if not os.path.exists(f"/proc/{pid}/task/{pid}/children"):
+        return _descendants_by_scan(pid)
+    found: list[int] = []
+    queue = [pid]
+    while queue:
+        parent = queue.pop(0)
+        try:
+            threads = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue  # gone since its parent listed it
+        for thread in threads:
+            try:
+                with open(f"/proc/{parent}/task/{thread}/children") as listed:
+                    children = [int(child) for child in listed.read().split()]
+            except OSError:
+                continue
+            found += children
+            queue += children
+    return found
+
+
+def _descendants_by_scan(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
         if not entry.isdigit():
