@@ -148,10 +148,15 @@ async def slots_sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFac
         yield sidecar
 
 
-async def _gauge(url: str, name: str) -> float:
+async def _gauges(url: str, *names: str) -> list[float]:
+    """The sidecar's gauges ``names``, from one read of its /metrics."""
     async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as reply:
-        text = await reply.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+        lines = (await reply.text()).splitlines()
+    return [sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name)) for name in names]
+
+
+async def _gauge(url: str, name: str) -> float:
+    return (await _gauges(url, name))[0]
 
 
 async def _until_gauge(url: str, name: str, at_least: float) -> None:
@@ -170,8 +175,8 @@ async def _until_programs_queued(url: str, programs: int) -> None:
     running = min(programs, PROGRAM_SLOTS)
     waiting = min(programs - running, PROGRAM_QUEUE)
     for _ in range(600):
-        if (await _gauge(url, "responses_bridge_programs_live") >= running
-                and await _gauge(url, "responses_bridge_programs_waiting") >= waiting):
+        live, queued = await _gauges(url, "responses_bridge_programs_live", "responses_bridge_programs_waiting")
+        if live >= running and queued >= waiting:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"never: {running} programs running and {waiting} waiting")
