@@ -126,6 +126,34 @@ def test_a_worker_taken_back_is_replaced_off_the_answers_path(pool: WorkerPool) 
     assert pool.started == started
 
 
+def _programs(state: str) -> float:
+    return REGISTRY.get_sample_value(f"responses_bridge_programs_{state}") or 0.0
+
+
+async def test_the_programs_holding_a_slot_and_waiting_for_one_are_gauged() -> None:
+    """``responses_bridge_programs_live`` and ``…_waiting``: whether every slot is busy and how many programs queue
+    behind them, each counted until its slot is given back, however it ended (here: taken back while it waited).
+    The module's first programs of a host: no program of an earlier test can end during this one."""
+    live, waiting = _programs("live"), _programs("waiting")
+    host = ProgramHost(SIGN, ProgramBounds(slots=1, slot_wait=60, timeout=1.0))
+    try:
+        hog = asyncio.create_task(host.run("hog", "while (true) {}", [], [], seed=1, clock_ms=0))
+        queued = asyncio.create_task(host.run("hog", "return 1", [], [], seed=1, clock_ms=0))
+        for _ in range(600):  # bounded polling
+            await asyncio.sleep(0.05)
+            if _programs("live") == live + 1 and _programs("waiting") == waiting + 1:
+                break
+        assert (_programs("live") - live, _programs("waiting") - waiting) == (1, 1)
+        queued.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await queued
+        assert _programs("waiting") == waiting
+        assert (await hog).limit == "time"
+        assert (_programs("live"), _programs("waiting")) == (live, waiting)
+    finally:
+        host.close()
+
+
 async def test_one_tenants_queue_never_holds_anothers_program_past_one_time_bound() -> None:
     """Eight endless programs of one tenant that may hold both slots: the other tenant's one-line program takes the
     first slot freed (one time bound), not a place behind the queue (four time bounds) — the hog's newest program
@@ -177,33 +205,6 @@ async def test_a_program_whose_answer_is_no_longer_wanted_gives_its_slot_back_be
         assert host.slots.busy == 0
         run = await host.run("other", "return 'mine'", [], [], seed=1, clock_ms=0)
         assert (run.status, run.result) == ("completed", "mine")
-    finally:
-        host.close()
-
-
-def _programs(state: str) -> float:
-    return REGISTRY.get_sample_value(f"responses_bridge_programs_{state}") or 0.0
-
-
-async def test_the_programs_holding_a_slot_and_waiting_for_one_are_gauged() -> None:
-    """``responses_bridge_programs_live`` and ``…_waiting``: whether every slot is busy and how many programs queue
-    behind them, each counted until its slot is given back, however it ended (here: taken back while it waited)."""
-    live, waiting = _programs("live"), _programs("waiting")
-    host = ProgramHost(SIGN, ProgramBounds(slots=1, slot_wait=60, timeout=1.0))
-    try:
-        hog = asyncio.create_task(host.run("hog", "while (true) {}", [], [], seed=1, clock_ms=0))
-        queued = asyncio.create_task(host.run("hog", "return 1", [], [], seed=1, clock_ms=0))
-        for _ in range(600):  # bounded polling
-            await asyncio.sleep(0.05)
-            if _programs("live") == live + 1 and _programs("waiting") == waiting + 1:
-                break
-        assert (_programs("live") - live, _programs("waiting") - waiting) == (1, 1)
-        queued.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await queued
-        assert _programs("waiting") == waiting
-        assert (await hog).limit == "time"
-        assert (_programs("live"), _programs("waiting")) == (live, waiting)
     finally:
         host.close()
 
