@@ -12,6 +12,7 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY build_backend ./build_backend
 COPY src ./src
 COPY scripts/image-venv /usr/local/bin/
 RUN image-venv /src /opt/responses-bridge

@@ -97,7 +97,8 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = tmp_path_factory.mktemp("src")  # what the build stage copies in, nothing else
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for tree in ("build_backend", "src"):
+        shutil.copytree(ROOT / tree, source / tree, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     argv = shlex.split(instructions("RUN")[0])
     assert argv[0] == "image-venv"
     # PIP_COMPILE=0, pip's --no-compile (PIP_NO_COMPILE=1 would turn compiling on: pip takes the value, not the
@@ -274,10 +275,17 @@ async def test_serve_exports_a_requests_spans_to_the_configured_collector(image_
 
 def test_a_plain_install_from_the_checkout_installs_what_the_image_holds(image_venv: Path, tmp_path: Path) -> None:
     """``pip install '<checkout>[all]'`` (not editable) builds a wheel from the source tree itself, with whatever
-    else lies in it (egg-info of an editable install, caches, protos/): that wheel must hold exactly the files,
-    byte for byte, and the dependencies of the one the image venv above was installed from and tested."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
-                    "--wheel-dir", str(tmp_path), str(ROOT)], check=True)
+    else lies in it (egg-info of an editable install, caches, protos/, what an earlier build left in build/lib —
+    a module since moved or deleted, planted here): that wheel must hold exactly the files, byte for byte, and the
+    dependencies of the one the image venv above was installed from and tested."""
+    stale = ROOT / "build" / "lib" / "responses_bridge" / "moved_since.py"  # git-ignored, as build/ is
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("MOVED = True\n")
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
+                        "--wheel-dir", str(tmp_path), str(ROOT)], check=True)
+    finally:
+        stale.unlink(missing_ok=True)
     [wheel] = tmp_path.glob("responses_bridge-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         from_checkout = {name: hashlib.sha256(archive.read(name)).hexdigest() for name in archive.namelist()
