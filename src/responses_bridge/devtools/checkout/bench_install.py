@@ -3,14 +3,15 @@ installed into a venv of its own, never from a source checkout.
 
 An editable install (or a tree's ``src`` first on ``PYTHONPATH``) imports from the checkout, with its own import
 path and byte-code cache; comparing one tree run that way with another run installed would measure the two ways as
-much as the two trees. So both trees are installed alike: the tree's ``pyproject.toml``, ``README.md`` and ``src``
-are copied to a scratch directory (the build writes ``build/`` and ``*.egg-info`` there, not in the checkout) and
-``pip install --no-deps`` puts the wheel into a fresh venv. The venv takes its dependencies from the running
-benchmark's venv through a ``.pth`` file naming its site-packages as a plain path: a path line, unlike a site
-directory, does not run that venv's own ``.pth`` files, so its editable ``responses_bridge`` stays out of sight.
-Installing checks that the venv imports the bridge from its own site-packages.
+much as the two trees. So both trees are installed alike: the tree's ``pyproject.toml``, ``README.md``, ``src`` and
+``build_backend`` (its build backend, where the tree has one) are copied to a scratch directory (the build writes
+``build/`` and ``*.egg-info`` there, not in the checkout) and ``pip install --no-deps`` puts the wheel into a fresh
+venv. The venv takes its dependencies from the running benchmark's venv through a ``.pth`` file naming its
+site-packages as a plain path: a path line, unlike a site directory, does not run that venv's own ``.pth`` files,
+so its editable ``responses_bridge`` stays out of sight. Installing checks that the venv imports the bridge from
+its own site-packages.
 
-The venvs are kept under the user's cache directory by a hash of what was installed (the three, file by file), so a
+The venvs are kept under the user's cache directory by a hash of what was installed (all of it, file by file), so a
 second run of the same trees starts at once, and a tree edited since is installed again.
 """
 
@@ -28,14 +29,16 @@ from pathlib import Path
 import platformdirs
 
 _COPIED = ("pyproject.toml", "README.md")
+_COPIED_TREES = ("src", "build_backend")  # a tree from before its build backend has none
 _DONE = ".bench-installed"
 
 
 def tree_digest(tree: Path) -> str:
-    """A hash of what installing ``tree`` reads: its pyproject.toml, README.md and every file under src/."""
+    """A hash of what installing ``tree`` reads: its pyproject.toml, README.md and every file under src/ and
+    build_backend/."""
     digest = hashlib.sha256()
     files = [tree / name for name in _COPIED if (tree / name).is_file()]
-    files += sorted(path for path in (tree / "src").rglob("*")
+    files += sorted(path for folder in _COPIED_TREES for path in (tree / folder).rglob("*")
                     if path.is_file() and "__pycache__" not in path.parts and ".egg-info" not in str(path))
     for path in files:
         digest.update(str(path.relative_to(tree)).encode() + b"\0")
@@ -59,8 +62,10 @@ def installed_python(tree: Path, log: bool = True) -> Path:
         for name in _COPIED:
             if (tree / name).is_file():
                 shutil.copy2(tree / name, Path(scratch, name))
-        shutil.copytree(tree / "src", Path(scratch, "src"),
-                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
+        for folder in _COPIED_TREES:
+            if (tree / folder).is_dir():
+                shutil.copytree(tree / folder, Path(scratch, folder),
+                                ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
                         scratch], check=True)
     # after the install: with the running venv in sight, pip would take its editable bridge for the one to replace
