@@ -27,10 +27,13 @@ from tests.unit.test_sandbox import needs_sandbox
 
 
 def skill_zip(name: str, padding: int = 0) -> bytes:
+    """The same bytes for the same arguments: each member's time fixed (a name alone takes the current time, and
+    two copies of one version made across a two-second step of the zip's clock were two versions)."""
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr("SKILL.md", f"---\nname: {name}\ndescription: The {name} skill.\n---\nUse it.\n")
-        archive.writestr("scripts/run.py", f"print('{name} ran')\n" + "#" * padding)
+        for member, text in (("SKILL.md", f"---\nname: {name}\ndescription: The {name} skill.\n---\nUse it.\n"),
+                             ("scripts/run.py", f"print('{name} ran')\n" + "#" * padding)):
+            archive.writestr(zipfile.ZipInfo(member, date_time=(2026, 1, 1, 0, 0, 0)), text)
     return out.getvalue()
 
 
