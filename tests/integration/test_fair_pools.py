@@ -44,6 +44,7 @@ import aiohttp
 import orjson
 import pytest
 
+from responses_bridge.run.programs.host import no_slot_note
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from responses_bridge.sandbox.slots import busy_note
 from tests.integration.test_code_interpreter_e2e import AUTO, OUTPUTS, run_code
@@ -148,38 +149,26 @@ async def slots_sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFac
         yield sidecar
 
 
-async def _gauges(url: str, *names: str) -> list[float]:
-    """The sidecar's gauges ``names``, from one read of its /metrics."""
-    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as reply:
-        lines = (await reply.text()).splitlines()
-    return [sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name)) for name in names]
-
-
-async def _gauge(url: str, name: str) -> float:
-    return (await _gauges(url, name))[0]
-
-
-async def _until_gauge(url: str, name: str, at_least: float) -> None:
-    """Bounded polling of a gauge (not a timing check)."""
+async def _until_gauges(url: str, at_least: dict[str, float]) -> None:
+    """Until each of the sidecar's gauges is at least its figure, read together from its /metrics: bounded polling
+    (not a timing check)."""
     for _ in range(600):
-        if await _gauge(url, name) >= at_least:
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as reply:
+            lines = (await reply.text()).splitlines()
+        if all(sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name)) >= figure
+               for name, figure in at_least.items()):
             return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"never: {name} >= {at_least}")
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never: {at_least}")
 
 
 async def _until_programs_queued(url: str, programs: int) -> None:
-    """Until ``programs`` are running (as many as there are slots) or waiting (as many as the queue takes):
-    bounded polling of the sidecar's gauges (not a timing check). A fixed pause was waited before (a second before
-    the victim came, half a second after each greedy tenant), endless programs running meanwhile."""
+    """Until ``programs`` are running (as many as there are slots) or waiting (as many as the queue takes). A fixed
+    pause was waited before (a second before the victim came, half a second after each greedy tenant), endless
+    programs running meanwhile."""
     running = min(programs, PROGRAM_SLOTS)
-    waiting = min(programs - running, PROGRAM_QUEUE)
-    for _ in range(600):
-        live, queued = await _gauges(url, "responses_bridge_programs_live", "responses_bridge_programs_waiting")
-        if live >= running and queued >= waiting:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"never: {running} programs running and {waiting} waiting")
+    await _until_gauges(url, {"responses_bridge_programs_live": running,
+                              "responses_bridge_programs_waiting": min(programs - running, PROGRAM_QUEUE)})
 
 
 def _code_call(answer: dict[str, Any]) -> dict[str, Any]:
@@ -199,17 +188,17 @@ QUEUE_NOTE = busy_note("queue", SANDBOX_SLOTS, SANDBOX_TIMEOUT)
 
 
 # a greedy tenant's program given up by the program slots' full queue (4 x 4 waiting) beside 8 and 16 greedy tenants
-# of three programs each: answered at once, its program_output incomplete saying so (run/programs/host.py)
+# of three programs each: answered at once, its program_output incomplete with this note (run/programs/host.py)
 PROGRAM_QUEUE_REFUSED = "200:program_output:incomplete:queue_full"
+PROGRAM_QUEUE_NOTE = no_slot_note("queue", PROGRAM_SLOTS, 0)  # the queue's note names no wait
 REFUSED_AT_ONCE = {OWN_QUEUE_REFUSED, PROGRAM_QUEUE_REFUSED}
 
 
 def program_outcome(status: int, answer: dict[str, Any]) -> str:
-    """:func:`outcome`, and :data:`PROGRAM_QUEUE_REFUSED` for a program the full queue gave up."""
+    """:func:`outcome`, and :data:`PROGRAM_QUEUE_REFUSED` for a program the full queue gave up (its exact note)."""
     if status == 200:
         program = next((item for item in answer.get("output") or () if item["type"] == "program_output"), {})
-        if program.get("status") == "incomplete" and "the queue of programs waiting for one is full" in str(
-                program.get("result")):
+        if program.get("status") == "incomplete" and program.get("result") == PROGRAM_QUEUE_NOTE:
             return PROGRAM_QUEUE_REFUSED
     return outcome(status, answer)
 
@@ -242,7 +231,7 @@ async def test_sandbox_slots_a_victim_is_answered_as_alone_beside_greedy_tenants
     outcomes = []
     async with greedy_tenants(url, greedy, SANDBOX_SLOTS // 2, sleeper, victim_done, together=together,
                               classify=sandbox_outcome) as tenants:
-        await _until_gauge(url, "responses_bridge_sandboxes_live", SANDBOX_SLOTS)  # every slot a greedy tenant's
+        await _until_gauges(url, {"responses_bridge_sandboxes_live": SANDBOX_SLOTS})  # every slot a greedy tenant's
         for at in range(VICTIM_CALLS):
             status, answer = await post(url, VICTIM, {"input": run_code(f"print({at})"), "tools": [AUTO],
                                                       "include": OUTPUTS})

@@ -62,6 +62,19 @@ MemoryHold = Callable[[str, int], Awaitable[Releasable]]
 room came); the reservation is released when the program ends."""
 
 
+def no_slot_note(why: Reason, slots: int, wait: float) -> str:
+    """Why a program got no slot, as the model reads it (sandbox/slots.py's ``busy_note`` for programs): its
+    tenant's share or the slots all busy until its wait ran out, or — at once — the queue full; nothing of other
+    tenants'."""
+    if why == "queue":
+        return (f"Program stopped: all {slots} program slots are busy ({SLOTS_SETTING}) and the queue of programs "
+                "waiting for one is full; a full queue gives up the newest program of the tenant holding and "
+                "waiting for the most.")
+    busy = (f"this tenant's other programs hold its fair share of the {slots} slots" if why == "share"
+            else f"all {slots} slots are busy")
+    return f"Program stopped: no program slot came free within {wait:g} s ({WAIT_SETTING}): {busy} ({SLOTS_SETTING})."
+
+
 @dataclass(frozen=True, slots=True)
 class ProgramBounds:
     """The settings of programs: slots at once, seconds a program waits for one, bytes one may hold."""
@@ -112,7 +125,8 @@ class ProgramHost:
         finally:
             PROGRAMS_WAITING.dec()
         if why is not None:
-            return ProgramRun("incomplete", limit="slots", result=self._no_slot(why))
+            return ProgramRun("incomplete", limit="slots",
+                              result=no_slot_note(why, self.bounds.slots, self.bounds.slot_wait))
         held: Releasable | None = None
         PROGRAMS_LIVE.inc()  # until _end gives the slot back
         try:
@@ -133,19 +147,6 @@ class ProgramHost:
             raise
         return await self._keep(tenant, await _until_done(running, functools.partial(self._end, tenant, held),
                                                           handle.stop))
-
-    def _no_slot(self, why: Reason) -> str:
-        """Why a program got no slot, as the model reads it: its tenant's share or the slots all busy until its
-        wait ran out, or — at once — the queue full (nothing of other tenants')."""
-        slots = self.bounds.slots
-        if why == "queue":
-            return (f"Program stopped: all {slots} program slots are busy ({SLOTS_SETTING}) and the queue of programs "
-                    "waiting for one is full; a full queue gives up the newest program of the tenant holding and "
-                    "waiting for the most.")
-        busy = (f"this tenant's other programs hold its fair share of the {slots} slots" if why == "share"
-                else f"all {slots} slots are busy")
-        return (f"Program stopped: no program slot came free within {self.bounds.slot_wait:g} s ({WAIT_SETTING}): "
-                f"{busy} ({SLOTS_SETTING}).")
 
     async def _keep(self, tenant: str, run: ProgramRun) -> ProgramRun:
         """``run`` with its answer held in the memory budget for ``tenant`` (:attr:`ProgramRun.let_go`), now that
