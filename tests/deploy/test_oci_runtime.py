@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import vm_lookups
 from tests.support.oci import SHAPES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,35 +49,40 @@ def _install_runtime() -> str | None:
         return None if shutil.which("runc") and shutil.which("tini") else "apt-get could not install runc and tini"
 
 
-# What the VM's Python processes import (the scenario that drives the containers; in them serve with both doors,
-# doctor, the sandbox's side): compiled here first, where it costs ~2 CPU-s. In the VM every module without
-# bytecode is compiled under software emulation — by each process of a container, which runs as uid 10001 over a
-# venv it cannot write, again and again. Its test alone, on a venv fresh from the install (--no-compile, as a
+# What the VM's Python processes import (the scenario that drives the containers, its fake upstream; in them serve
+# with both doors, doctor, the sandbox's side): compiled here first, where it costs ~2 CPU-s. In the VM every module
+# without bytecode is compiled under software emulation — by each process of a container, which runs as uid 10001
+# over a venv it cannot write, again and again. Its test alone, on a venv fresh from the install (--no-compile, as a
 # fresh clone has it): 121 CPU-s (110 once the VM's own processes had written theirs); with these compiled here
-# first, 94.
+# first, 94. The same process lists what those imports read, for the scenario to hold in the VM
+# (tests/support/vm_lookups.py): 140 CPU-s → 106 for the test alone.
 CONTAINER_IMPORTS = ("tests.support.oci_scenario", "responses_bridge.cli", "responses_bridge.serve",
                      "responses_bridge.doctor_command", "responses_bridge.adapters.extproc.server",
                      "responses_bridge.adapters.http.server", "responses_bridge.sandbox.runner",
                      "responses_bridge.sandbox.call", "responses_bridge.sandbox.shell",
-                     "responses_bridge.run.programs.worker")
+                     "responses_bridge.run.programs.worker", "responses_bridge.devtools.fake_server")
 
 
-def _compile_for_the_containers() -> None:
+def _compile_for_the_containers() -> str:
+    """The containers' imports compiled; what they read, encoded for :data:`vm_lookups.VARIABLE`."""
     env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run([sys.executable, "-c", f"import {', '.join(CONTAINER_IMPORTS)}"], env=env, check=True,
-                   timeout=300)
+    return subprocess.run([sys.executable, "-c", f"import {', '.join(CONTAINER_IMPORTS)}; "
+                           "from tests.support.vm_lookups import read_by_imports; print(read_by_imports())"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, check=True, timeout=300).stdout.strip()
 
 
 @pytest.fixture(scope="module")
-def runtime() -> None:
+def runtime() -> str:
+    """runc and tini installed, the containers' imports compiled: what they read (for the VM to hold)."""
     missing = _install_runtime()
     if missing is not None:
         pytest.fail(missing)  # CI's machine has apt-get: a runtime that cannot be had is a failure, not a skip
-    _compile_for_the_containers()
+    imports_read = _compile_for_the_containers()
     # the containers' mount point for their data: their rootfs is an rbind of `/`, where runc makes what is missing,
     # but in the VM `/` is this machine's, read-only over 9p ("mkdir .../rootfs/data: read-only file system" on a
     # fresh machine, unless a container on this side had made it first)
     Path("/data").mkdir(exist_ok=True)
+    return imports_read
 
 
 # The share of the CPU the VM's session is given, as an autogroup niceness (CONFIG_SCHED_AUTOGROUP: the kernel shares
@@ -106,8 +112,9 @@ def _scenario(prefix: list[str], workdir: str, shapes: list[str], env: dict[str,
               timeout: float) -> dict[str, dict[str, Any]]:
     """The scenario's report of each shape; run by ``prefix`` (the cgroup v2 VM) in a session of its own,
     favoured (:data:`VM_AUTOGROUP_NICE`), when one is given."""
+    holding = ["tests.support.vm_lookups"] if vm_lookups.VARIABLE in env else []  # the VM's lookups held first
     with subprocess.Popen([*prefix, "env", *(f"{key}={value}" for key, value in env.items()), sys.executable,
-                           "-m", "tests.support.oci_scenario", workdir, *shapes], stdout=subprocess.PIPE,
+                           "-m", *holding, "tests.support.oci_scenario", workdir, *shapes], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=bool(prefix)) as process:
         unfavoured = _favour(process.pid) if prefix else None
         try:
@@ -160,7 +167,7 @@ def _check(report: dict[str, Any], *, v2: bool) -> None:
         assert ready["proc"] is False and _events(report, "sandbox_without_proc")
 
 
-def test_shapes_on_this_machines_cgroups(runtime: None, tmp_path: Path) -> None:
+def test_shapes_on_this_machines_cgroups(runtime: str, tmp_path: Path) -> None:
     v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
     reports = _scenario([], str(tmp_path), list(SHAPES), {"SCENARIO_DOCTOR": "1"}, timeout=600)
     for report in reports.values():
@@ -181,7 +188,7 @@ def _vm_command() -> list[str] | None:
     return [found, "--mem", "3072", "--timeout", "900", "--"] if found else None
 
 
-def test_shapes_on_a_cgroup_v2_kernel(runtime: None) -> None:
+def test_shapes_on_a_cgroup_v2_kernel(runtime: str) -> None:
     command = _vm_command()
     if command is None:
         pytest.skip("no cgroup v2 VM to run in: set CGROUP2_VM_COMMAND to a command that runs a command "
@@ -194,7 +201,8 @@ def test_shapes_on_a_cgroup_v2_kernel(runtime: None) -> None:
     # 700 MiB children under the host's 1 GiB): every page a child touches is emulated, and 3 x 700 MiB held the VM
     # for 13-25 s of its two minutes
     reports = _scenario(command, "/tmp/oci", shapes, {"SCENARIO_START_SECONDS": "300", "SCENARIO_ONE_AT_A_TIME": "1",
-                                                      "SCENARIO_MEMORY_MIB": "256", "SCENARIO_CHILD_MIB": "160"},
+                                                      "SCENARIO_MEMORY_MIB": "256", "SCENARIO_CHILD_MIB": "160",
+                                                      vm_lookups.VARIABLE: runtime},
                         timeout=900)
     for report in reports.values():
         _check(report, v2=True)
