@@ -10,8 +10,9 @@ imports in the VM: 29–31 s cold, 15–18 s with these held (~1.3 s to take the
 
 The host, where lookups are cheap, lists them (:func:`read_by_imports`, after importing what the containers
 import); the list travels in the scenario's environment, compressed (~2,000 paths, ~12 KB): the VM shares no
-writable place with the test but the checkout, which the test leaves as it is. ``python -m tests.support.vm_lookups MODULE ARG...`` takes them, then
-runs MODULE as ``python -m MODULE ARG...`` would: its own imports (~270 modules for the scenario) find them held.
+writable place with the test but the checkout, which the test leaves as it is. ``python -m tests.support.vm_lookups
+MODULE ARG...`` takes them, then runs MODULE as ``python -m MODULE ARG...`` would: its own imports (~270 modules for
+the scenario) find them held.
 
     python -m tests.support.vm_lookups MODULE [ARG...]
 """
