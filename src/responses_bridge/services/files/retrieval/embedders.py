@@ -98,8 +98,8 @@ def _local_model_dir() -> str:
 
 def _bundled_model_dir() -> str | None:
     """Where the installed package keeps its model (``static_model/model``, the directory its ``_model_dir``
-    checks), found without importing it: its import loads the Rust encoder, which only an embedding needs, while
-    the embedder's name (the digest of these files) is taken at start. None when the package is not installed."""
+    checks), found without importing it: its import loads the Rust encoder, which only an embedding needs, and the
+    embedder's name (the digest of these files) only a vector store. None when the package is not installed."""
     try:
         spec = importlib.util.find_spec("static_model")
     except ImportError:  # a finder refusing the package: as good as not installed
@@ -157,8 +157,15 @@ class LocalStaticEmbedder:
     def __init__(self, model_dir: str | None = None) -> None:
         """``model_dir``: the bundled model's directory when the caller found it (:func:`embedder_from_settings`,
         which does not import the package), else the package's own."""
-        self.name = local_embedder_name(model_dir)
+        self._model_dir = model_dir
         self.dimensions = self.DIMENSIONS
+
+    @property
+    def name(self) -> str:
+        """Read when a vector store first asks for it, not at start: the digest reads the model's 14 MB (~16 ms of
+        CPU), which a deployment that never embeds would pay at every start; once per process
+        (:func:`local_model_digest` keeps it)."""
+        return local_embedder_name(self._model_dir)
 
     def embed_sync(self, texts: list[str]) -> np.ndarray:
         """The blocking call behind :meth:`embed` (benchmarks and tests call it directly)."""
@@ -293,4 +300,4 @@ def embedder_from_settings(settings: Settings) -> Embedder:
     model_dir = _bundled_model_dir()
     if model_dir is None:
         return UnavailableEmbedder()
-    return LocalStaticEmbedder(model_dir)  # its name reads the model files; the package is imported by an embedding
+    return LocalStaticEmbedder(model_dir)  # a vector store's first use reads the files; an embedding imports it
