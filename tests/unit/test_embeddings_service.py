@@ -148,8 +148,9 @@ def test_which_models_the_service_answers_and_lists() -> None:
 class StubLocalEmbedder(LocalStaticEmbedder):
     """The local model's place in the service, without its model files: every text embeds as one vector."""
 
+    name = "local:tokenlearn-static-model@sha256:0000000000000000"  # in place of the model files' digest
+
     def __init__(self) -> None:
-        self.name = "local:tokenlearn-static-model@sha256:0000000000000000"
         self.dimensions = self.DIMENSIONS
         self.texts: list[str] = []
 
