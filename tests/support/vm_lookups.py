@@ -26,7 +26,6 @@ import resource
 import runpy
 import sys
 import zlib
-from collections import defaultdict
 
 VARIABLE = "SCENARIO_HELD_LOOKUPS"
 SPARE_DESCRIPTORS = 1024
@@ -36,7 +35,7 @@ SPARE_DESCRIPTORS = 1024
 def read_by_imports() -> str:
     """What this interpreter has read to import what it has (each module's source and bytecode, the shared objects
     mapped, the import path's directories), with their directories, encoded for :data:`VARIABLE`."""
-    files = {os.path.realpath(sys.executable)}
+    files = set()  # the interpreter's own binary among the mapped files below
     for module in list(sys.modules.values()):
         for attribute in ("__file__", "__cached__"):
             path = getattr(module, attribute, None)
@@ -45,12 +44,9 @@ def read_by_imports() -> str:
     with open("/proc/self/maps") as maps:
         files.update(fields[5] for fields in (line.split() for line in maps)
                      if len(fields) >= 6 and fields[5].startswith("/") and os.path.isfile(fields[5]))
-    by_directory: dict[str, list[str]] = defaultdict(list)
-    for entry in sys.path:
-        if os.path.isdir(entry):
-            by_directory[os.path.abspath(entry)]
+    by_directory: dict[str, list[str]] = {os.path.abspath(entry): [] for entry in sys.path if os.path.isdir(entry)}
     for path in sorted(files):
-        by_directory[os.path.dirname(path)].append(os.path.basename(path))
+        by_directory.setdefault(os.path.dirname(path), []).append(os.path.basename(path))
     return base64.b64encode(zlib.compress(json.dumps(by_directory, separators=(",", ":")).encode(), 9)).decode()
 
 

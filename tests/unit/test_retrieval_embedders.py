@@ -61,7 +61,6 @@ def test_local_name_is_the_model_files_not_the_package_version(tmp_path: Path) -
         assert local_embedder_name(str(changed)) != name
 
 
-
 def test_the_local_model_files_are_read_when_a_name_is_asked_not_at_start(tmp_path: Path) -> None:
     """A sidecar builds its embedder at start, and most never embed: the model's 14 MB are hashed only when a
     vector store asks the embedder's name."""
@@ -75,6 +74,7 @@ def test_the_local_model_files_are_read_when_a_name_is_asked_not_at_start(tmp_pa
     (model / "tokenizer.json").write_bytes(b"{}")  # what the name is taken from is what lies there when asked
     assert embedder.name == local_embedder_name(str(model)) != local_embedder_name()
     assert local_model_digest.cache_info().currsize >= 1
+
 
 async def test_upstream_embeddings_in_batches() -> None:
     runner, port = await fake_server.start()
