@@ -5,6 +5,7 @@ behind when it refuses."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -150,6 +151,34 @@ async def test_two_uploads_at_once_cannot_both_pass_the_limit(files: FileService
     await second_cm.__aexit__(None, None, None)
     assert created["bytes"] == 60 and on_disk(files) == [created["id"]]
     assert await files.store.stored_bytes(0, tenant=S) == 60 and files.quota._reserved == {}
+
+
+async def test_a_file_whose_row_is_in_but_whose_insert_has_not_returned_counts_once(
+        files: FileService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the insert's commit and its return (a round trip on PostgreSQL) the row already counts its bytes
+    and the upload still holds its reservation: another upload's read then must count them once, not refuse a
+    fitting upload by counting them twice (nor pass the limit by counting them not at all)."""
+    committed, returned = asyncio.Event(), asyncio.Event()
+    add_file = files.store.add_file
+
+    async def slow_return(*args: Any, **kwargs: Any) -> None:
+        await add_file(*args, **kwargs)
+        committed.set()
+        await returned.wait()
+
+    monkeypatch.setattr(files.store, "add_file", slow_return)
+    async with files.receive(tenant=S) as first, files.receive(tenant=S) as second:
+        await first.write(b"1" * 60)
+        creating = asyncio.create_task(files.create(first, filename="one.txt", purpose="assistants",
+                                                    expires_after=None))
+        await committed.wait()
+        assert await files.store.stored_bytes(0, tenant=S) == 60 and first.reserved == 60
+        writing = asyncio.create_task(second.write(b"2" * 40))  # exactly up to the limit: it fits
+        await asyncio.sleep(0.01)
+        returned.set()
+        await writing
+        assert (await creating)["bytes"] == 60 and first.reserved == 0 and second.reserved == 40
+        assert (await refusal(second.write(b"2"))).code == "storage_limit_exceeded"  # and not a byte past it
 
 
 async def test_the_store_holds_the_limit_across_processes(db: SQLiteResponseStore, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -193,9 +193,19 @@ class Upload:
             raise storage_limit_error(exceeded.limit, exceeded.used) from None
         await self.writer.write(chunk)
 
+    @contextlib.contextmanager
+    def landing(self) -> Iterator[None]:
+        """Around the insert of this upload's row (a file's, or an upload's part's): once it is in without an
+        error, the reservation is given back in the same step, the row counting the bytes from then on; until it
+        ends, reads of the tenant's stored bytes wait (quota.py says why)."""
+        with self._quota.landing(self.tenant):
+            yield
+            reserved, self.reserved = self.reserved, 0
+            self._quota.release(self.tenant, reserved)
+
     async def discard(self) -> None:
-        """Remove what was written unless stored; then give the reservation back (a stored file's row counts its
-        bytes from now on)."""
+        """Remove what was written unless stored; then give back what is still reserved (a refused or failed
+        upload's)."""
         try:
             if not self.stored:
                 await self.writer.discard()
@@ -320,8 +330,9 @@ class FileService:
         await upload.writer.publish()
         upload.stored = True
         try:
-            await self.store.add_file(stored, tenant=upload.tenant,
-                                      max_stored_bytes=self.quota.limit(upload.tenant))
+            with upload.landing():
+                await self.store.add_file(stored, tenant=upload.tenant,
+                                          max_stored_bytes=self.quota.limit(upload.tenant))
         except BaseException as error:
             await self.contents.remove(stored.id)
             if isinstance(error, StorageLimitExceeded):

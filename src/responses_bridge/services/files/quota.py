@@ -2,18 +2,22 @@
 container files' bytes and its skills' bytes (one budget for every kind; skills' are checked by the store when a
 version or a container's skill is inserted: store/base_skills.py).
 
-An upload reserves each chunk before writing it, against the tenant's stored bytes plus what its other uploads
-under way in this process have reserved, so two uploads at once cannot both pass the limit and a refused upload
-is stopped at the chunk that crosses it, not after it was written whole. The reservation is released after the
-file's row is stored (its bytes are then counted by the store) or when the upload fails. The store checks the
-limit once more in the transaction that inserts the row (``FileStore.add_file``, and ``ContainerStore.put_file``
+An upload reserves each chunk before writing it, against the tenant's stored bytes plus what its other uploads under
+way in this process have reserved, so two uploads at once cannot both pass the limit and a refused upload is stopped
+at the chunk that crosses it, not after it was written whole. The reservation is released in the step its file's row
+is known stored (its bytes are then counted by the store), or when the upload fails; while the insert is under way
+its row may or may not be in what a read of the stored bytes sees, so such a read waits for it
+(:meth:`StorageQuota.landing`): counted neither twice (a fitting upload refused) nor not at all. The store checks
+the limit once more in the transaction that inserts the row (``FileStore.add_file``, and ``ContainerStore.put_file``
 for a container file, which reserves nothing here): that check holds across processes sharing the database and
 across both kinds of file, the reservations here only make the refusal early.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 
 from ...protocol.errors import APIError, invalid_request
 from ...store.records import StorageLimitExceeded
@@ -37,7 +41,9 @@ class StorageQuota:
         self._limit_of = limit_of
         self._stored_of = stored_of
         self._reserved: dict[str, int] = {}
-        self._released: dict[str, int] = {}  # per tenant, moves on every release
+        self._moves: dict[str, int] = {}  # per tenant, moves on every release and every insert begun or ended
+        self._landing: dict[str, int] = {}  # per tenant, the inserts under way of rows whose bytes are reserved
+        self._landed: dict[str, asyncio.Event] = {}  # per tenant with inserts under way, set when none is left
 
     def limit(self, tenant: str) -> int | None:
         return self._limit_of(tenant)
@@ -66,16 +72,41 @@ class StorageQuota:
             self._reserved[tenant] = left
         else:
             self._reserved.pop(tenant, None)
-        self._released[tenant] = self._released.get(tenant, 0) + 1
+        self._moved(tenant)
+
+    @contextlib.contextmanager
+    def landing(self, tenant: str) -> Iterator[None]:
+        """Around the insert of a row whose bytes an upload reserved: reads of ``tenant``'s stored bytes wait
+        for it to end. The upload releases its reservation when this ends without an error, with no await
+        between: from then on only the row counts its bytes."""
+        self._landing[tenant] = self._landing.get(tenant, 0) + 1
+        self._landed.setdefault(tenant, asyncio.Event())
+        self._moved(tenant)
+        try:
+            yield
+        finally:
+            left = self._landing[tenant] - 1
+            if left:
+                self._landing[tenant] = left
+            else:
+                del self._landing[tenant]
+                self._landed.pop(tenant).set()
+            self._moved(tenant)
+
+    def _moved(self, tenant: str) -> None:
+        self._moves[tenant] = self._moves.get(tenant, 0) + 1
 
     async def _stored(self, tenant: str) -> int:
-        """The tenant's stored bytes, read again when an upload was released during the read: its row may have
-        landed after the read's snapshot while its reservation was already gone, and would be counted by
-        neither. Past a few reads (uploads ending all the time) the last is taken: the store's own check at
-        insert still holds the limit."""
+        """The tenant's stored bytes, read when no insert of a reserved upload's row is under way, and read again
+        when one began or an upload was released during the read: such a row may have landed after the read's
+        snapshot while its reservation was already gone (counted by neither), or before it while its reservation
+        was still held (counted twice). Past a few reads (uploads ending all the time) the last is taken: the
+        store's own check at insert still holds the limit."""
         for _ in range(STORED_READS):
-            released = self._released.get(tenant, 0)
+            while (landed := self._landed.get(tenant)) is not None:
+                await landed.wait()
+            moves = self._moves.get(tenant, 0)
             stored = await self._stored_of(tenant)
-            if self._released.get(tenant, 0) == released:
+            if self._moves.get(tenant, 0) == moves:
                 break
         return stored

@@ -224,10 +224,11 @@ class UploadService:
         await received.writer.publish()
         received.stored = True
         try:
-            await self.store.add_part(part, tenant=received.tenant, now=self._now(),
-                                      max_parts_bytes=upload.bytes + min(MAX_PART_BYTES, upload.bytes),
-                                      max_parts=self.max_parts,
-                                      max_stored_bytes=self.files.quota.limit(received.tenant))
+            with received.landing():
+                await self.store.add_part(part, tenant=received.tenant, now=self._now(),
+                                          max_parts_bytes=upload.bytes + min(MAX_PART_BYTES, upload.bytes),
+                                          max_parts=self.max_parts,
+                                          max_stored_bytes=self.files.quota.limit(received.tenant))
         except BaseException as error:
             await self.files.remove_bytes(part.blob_id)
             if isinstance(error, REFUSALS):
