@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -153,6 +154,7 @@ class Container:
 
     def __init__(self, bundle: Path, name: str, log: Path, state: Path) -> None:
         self.bundle, self.name, self.log, self.state = bundle, name, log, state
+        self.copied_roots = 0  # mounts of the other shapes' roots copied into this one's (copied_roots)
         self._output = log.open("wb")
         self.process = subprocess.Popen(["runc", "--root", str(state), "run", "--bundle", str(bundle), name],
                                         stdin=subprocess.DEVNULL, stdout=self._output, stderr=subprocess.STDOUT,
@@ -222,6 +224,17 @@ def remove_parent() -> None:
             (mount / path.lstrip("/") / PARENT).rmdir()
 
 
+_MOUNTING = threading.Lock()
+
+
+def copied_roots(rootfs: Path, workdir: Path) -> int:
+    """How many mounts under ``rootfs`` are copies of another bundle's under ``workdir``: those its rbind of ``/``
+    took along (none once each bundle is unbindable, see :func:`running`)."""
+    inside = f"{rootfs}{workdir}/bundle-"
+    return sum(1 for line in Path("/proc/self/mountinfo").read_text().splitlines()
+               if line.split()[4].startswith(inside))
+
+
 @contextlib.contextmanager
 def running(shape: Shape, args: Sequence[str], env: dict[str, str], workdir: Path) -> Iterator[Container]:
     """``args`` run in a container of ``shape``; its bundle under ``workdir`` (the rootfs an rbind of ``/``)."""
@@ -230,18 +243,29 @@ def running(shape: Shape, args: Sequence[str], env: dict[str, str], workdir: Pat
     rootfs.mkdir(parents=True)
     data.mkdir()
     os.chown(data, 10001, 10001)
-    subprocess.run(["mount", "--rbind", "/", str(rootfs)], check=True)
-    subprocess.run(["mount", "--make-rslave", str(rootfs)], check=True)
+    # the bundle bound onto itself and made unbindable first: a recursive bind leaves out an unbindable mount and
+    # all under it, so the rbind of / of a shape started beside this one copies none of this root's mounts (else
+    # each root holds copies of those made before it: ~1,000 mounts with five shapes at once, that every
+    # unshare(CLONE_NEWNS) meanwhile — a sandbox call of any test — copies, and umount -R takes seconds of CPU)
+    # unbindable, under a lock (the shapes start at once, in threads): else another's rbind may take the bundle's
+    # own bind along between the two
+    with _MOUNTING:
+        subprocess.run(["mount", "--bind", str(bundle), str(bundle)], check=True)
+        subprocess.run(["mount", "--make-unbindable", str(bundle)], check=True)
+        subprocess.run(["mount", "--rbind", "/", str(rootfs)], check=True)
+        subprocess.run(["mount", "--make-rslave", str(rootfs)], check=True)
+    copied = copied_roots(rootfs, workdir)
     name = f"rb-{shape.name}-{os.getpid()}"
     (bundle / "config.json").write_text(json.dumps(config(
         shape, args, env, data, f"{PARENT}/{name}")))
     container = Container(bundle, name, workdir / f"{shape.name}.log", workdir / "runc-state")
+    container.copied_roots = copied
     try:
         yield container
     finally:
         container.close()
         for _ in range(50):
-            if subprocess.run(["umount", "-R", str(rootfs)], capture_output=True, check=False).returncode == 0:
+            if subprocess.run(["umount", "-R", str(bundle)], capture_output=True, check=False).returncode == 0:
                 break
             time.sleep(0.1)
         with contextlib.suppress(OSError):

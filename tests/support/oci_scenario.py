@@ -142,6 +142,7 @@ def run_shape(name: str, workdir: Path, upstream: str) -> dict[str, Any]:
     report: dict[str, Any] = {"shape": name}
     args = ["tini", "-s", "--", str(venv / "responses-bridge"), "serve"]
     with running(shape, args, env, workdir) as container:
+        report["copied_roots"] = container.copied_roots
         url = f"http://127.0.0.1:{port}"
         report["not_ready"] = _wait_ready(url, container, float(os.environ.get("SCENARIO_START_SECONDS", "120")))
         report["ready"] = report["not_ready"] is None
