@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from responses_bridge.cli import main
+from responses_bridge.devtools.checkout import fast_yaml
 from responses_bridge.devtools.checkout.deploy_examples import KUBERNETES
 from responses_bridge.envoy_config import EXTPROC_CLUSTER, Auth, bootstrap_dict, to_yaml
 from responses_bridge.envoy_config.command import render
@@ -55,7 +55,7 @@ def bootstrap_filter(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def rendered(target: str, options: dict[str, Any] = OPTIONS) -> Any:
-    return list(yaml.safe_load_all(render(target, options, PLACEMENT)))
+    return list(fast_yaml.load_all(render(target, options, PLACEMENT)))
 
 
 RESPONSES_POLICY = "responses-bridge-responses"
@@ -226,7 +226,7 @@ def test_the_command_renders_each_format(target: str, capsys: pytest.CaptureFixt
     output = tmp_path / "out.yaml"
     assert main(["envoy-config", "--format", target, "--upstream", "http://vllm:8000/v1", "--namespace", "llm",
                  "--output", str(output)]) == 0
-    documents = [d for d in yaml.safe_load_all(output.read_text()) if d]
+    documents = [d for d in fast_yaml.load_all(output.read_text()) if d]
     assert documents and capsys.readouterr().out == ""
     if target == "envoy-gateway":
         assert {d["metadata"]["namespace"] for d in documents} == {"llm"}

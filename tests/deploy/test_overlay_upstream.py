@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from responses_bridge.devtools.checkout import fast_yaml
 from responses_bridge.devtools.checkout.deploy_examples import (
     KUSTOMIZE,
     PLATFORM_FILES,
@@ -60,7 +61,7 @@ def test_changing_the_upstream_line_moves_every_reference(target: str, before: s
     built = kustomize(directory)
     assert old_host not in yaml.safe_dump_all(built)
     _, namespace = overlay_settings(directory / "kustomization.yaml")
-    expected = [obj for obj in yaml.safe_load_all(platform_objects(target, namespace)(after)) if obj]
+    expected = [obj for obj in fast_yaml.load_all(platform_objects(target, namespace)(after)) if obj]
     by_name = {(obj["kind"], obj["metadata"]["name"]): obj for obj in built}
     for obj in expected:
         assert by_name[(obj["kind"], obj["metadata"]["name"])] == obj, (obj["kind"], obj["metadata"]["name"])

@@ -20,6 +20,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from responses_bridge.devtools.checkout import fast_yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 KUSTOMIZE = ROOT / "deploy" / "kubernetes"
 CRDS = ROOT / "tests" / "deploy" / "crds"
@@ -35,7 +37,7 @@ def kustomize(directory: Path) -> list[dict[str, Any]]:
     result = subprocess.run(["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=120,
                             check=False)
     assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return [doc for doc in fast_yaml.load_all(result.stdout) if doc]
 
 
 def overlay(name: str, root: Path = KUSTOMIZE) -> list[dict[str, Any]]:
@@ -82,7 +84,7 @@ def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     """(apiVersion, kind) -> the vendored CRD's schema for it, closed against unknown fields."""
     schemas: dict[tuple[str, str], dict[str, Any]] = {}
     for path in sorted(CRDS.glob("*.yaml")):
-        for crd in yaml.safe_load_all(path.read_text()):
+        for crd in fast_yaml.load_all(path.read_text()):
             if not crd:
                 continue
             group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]

@@ -117,16 +117,17 @@ def to_yaml(value: Any, *, header: str = "") -> str:
 
 
 def _no_alias_dumper() -> type:
-    """A SafeDumper that writes a shared dict out again instead of as an anchor (``&id002``) and alias: a part
+    """A safe dumper that writes a shared dict out again instead of as an anchor (``&id002``) and alias: a part
     of the YAML copied out on its own must still be complete. Built on first use, so PyYAML loads only when YAML
-    is written."""
+    is written. On libyaml's emitter where PyYAML has it (its wheels do): the same text for these configs, written
+    ~6x faster than by the pure-Python one (the deployment examples' renderings are checked on every test run)."""
     import yaml
 
-    class NoAliasDumper(yaml.SafeDumper):
+    class NoAliasDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
         def ignore_aliases(self, data: Any) -> bool:
             return True
 
-    def quote_yaml11_booleans(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    def quote_yaml11_booleans(dumper: Any, data: str) -> yaml.ScalarNode:
         # Envoy's YAML 1.1 parser reads a bare y / n as a boolean (PyYAML does not, so it leaves them bare): an
         # upstream named "n" must stay a string in its cluster and route names
         style = '"' if data in _YAML11_SHORT_BOOLEANS else None

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
-import yaml
 from aiohttp import web
+
+from . import fast_yaml
 
 CLAIMS = ("extensions.agents.x-k8s.io", "sandboxclaims")
 SANDBOXES = ("agents.x-k8s.io", "sandboxes")
@@ -63,7 +64,7 @@ def load_resources(*paths: Path) -> dict[tuple[str, str], Resource]:
     """(group, plural) → the served resource, from the CRDs in the files ``paths`` (each version ``served``)."""
     found: dict[tuple[str, str], Resource] = {}
     for path in paths:
-        for document in yaml.safe_load_all(path.read_text()):
+        for document in fast_yaml.load_all(path.read_text()):
             if not document or document.get("kind") != "CustomResourceDefinition":
                 continue
             spec = document["spec"]

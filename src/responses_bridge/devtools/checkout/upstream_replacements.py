@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from ...envoy_config.names import UpstreamURL
+from . import fast_yaml
 
 SETTINGS = "responses-bridge-settings"
 SETTING = "RESPONSES_BRIDGE_UPSTREAM"
@@ -117,7 +118,7 @@ def _annotation(name: str) -> str:
 
 
 def _objects(text: str) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in yaml.safe_load_all(text) if doc}
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in fast_yaml.load_all(text) if doc}
 
 
 def _differences(a: Any, b: Any, path: list[str]) -> Iterator[tuple[list[str], Any, Any]]:
