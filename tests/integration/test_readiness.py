@@ -41,7 +41,7 @@ async def test_a_starting_process_is_never_ready_before_its_store_is_migrated(tm
                                                                               fake_upstream: str) -> None:
     """Polled from the moment it is spawned: each answer of /health/ready is either a 503 naming the store, or a
     200 given when the database file is already at the latest schema; gRPC SERVING likewise."""
-    process, http_port, extproc_port = start_sidecar(str(tmp_path), fake_upstream)
+    process, http_port, extproc_port = start_sidecar(str(tmp_path), fake_upstream, new_database=True)
     db = tmp_path / f"bridge-{http_port}.db"
     answers: list[int] = []
     try:

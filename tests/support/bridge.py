@@ -17,10 +17,14 @@ import aiohttp
 import orjson
 
 from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
-from tests.support import zygote
+from tests.support import sqlite_template, zygote
 from tests.support.postgres import sidecar_env
 
 PYTHON = sys.executable
+OWN_DATABASE_SETTINGS = ("RESPONSES_BRIDGE_DATABASE_URL", "RESPONSES_BRIDGE_DB", "RESPONSES_BRIDGE_RUN_AS",
+                         "RESPONSES_BRIDGE_CONFIG")
+"""Settings with which a sidecar's database may be other than its ``--db`` file, or made by another user: such a
+sidecar starts on no copy of a migrated database (sqlite_template.py)."""
 
 
 @dataclass
@@ -63,18 +67,27 @@ def create_keys(db: str, tenants: Sequence[str]) -> dict[str, str]:
 
 def start_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, str] | None = None,
                   extproc: bool = True, log_file: Path | None = None,
-                  wrap: Sequence[str] = (), own_sqlite: bool = False) -> tuple[ManagedProcess, int, int]:
+                  wrap: Sequence[str] = (), own_sqlite: bool = False,
+                  new_database: bool = False) -> tuple[ManagedProcess, int, int]:
     """``wrap``: a command that runs the sidecar's (``unshare -m …``: a host set up differently), exec'ing it.
     ``own_sqlite``: on its own SQLite file whatever the run's store switch says, which it then does not read — for
-    the modules marked ``store_free`` (tests/conftest.py), whose subject is not the store."""
+    the modules marked ``store_free`` (tests/conftest.py), whose subject is not the store. On a new SQLite file of
+    its own (no ``--db`` in ``extra``) it starts on a copy of a migrated one (sqlite_template.py), unless
+    ``new_database``: then it makes and migrates the file itself."""
     http_port, extproc_port = free_port(), free_port()
+    own_file = os.path.join(tmp_dir, f"bridge-{http_port}.db")
     argv = [PYTHON, "-m", "responses_bridge", "serve", "--upstream", upstream_url, "--http-port", str(http_port),
-            "--extproc-port", str(extproc_port), "--db", os.path.join(tmp_dir, f"bridge-{http_port}.db"), *extra]
+            "--extproc-port", str(extproc_port), "--db", own_file, *extra]
     if not extproc:
         argv.append("--no-extproc")
     db_path = argv[len(argv) - 1 - argv[::-1].index("--db") + 1]  # the last --db given wins, as in the CLI
     switched = {} if own_sqlite else sidecar_env(db_path)  # PostgreSQL when the run asks (tests/support/postgres.py)
     env = {**switched, **(env or {})}
+    given = {**os.environ, **env}
+    if (db_path == own_file and not switched and not new_database and not wrap
+            and not any(arg.split("=")[0] == "--config" for arg in extra)
+            and not any(given.get(key) for key in OWN_DATABASE_SETTINGS)):
+        sqlite_template.place(own_file)
     process = ManagedProcess([*wrap, *argv], f"sidecar:{http_port}", quiet=False, env=env or None, log_file=log_file)
     process.start()
     return process, http_port, extproc_port
@@ -84,11 +97,13 @@ def start_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, s
 async def running_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, str] | None = None,
                           extproc: bool = True, log_file: Path | None = None,
                           ready_headers: dict[str, str] | None = None,
-                          wrap: Sequence[str] = (), own_sqlite: bool = False) -> AsyncIterator[Sidecar]:
+                          wrap: Sequence[str] = (), own_sqlite: bool = False,
+                          new_database: bool = False) -> AsyncIterator[Sidecar]:
     """A started sidecar, ready (its HTTP door answers), stopped on exit; ``log_file``: where its log goes;
     ``ready_headers``: sent with the readiness polls (``auth: header`` answers nobody who names no tenant)."""
     process, http_port, extproc_port = start_sidecar(tmp_dir, upstream_url, *extra, env=env, extproc=extproc,
-                                                     log_file=log_file, wrap=wrap, own_sqlite=own_sqlite)
+                                                     log_file=log_file, wrap=wrap, own_sqlite=own_sqlite,
+                                                     new_database=new_database)
     try:
         await wait_http(f"http://127.0.0.1:{http_port}/health", process=process, headers=ready_headers)
         yield Sidecar(upstream_url, f"http://127.0.0.1:{http_port}", extproc_port, process)
