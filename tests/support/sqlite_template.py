@@ -53,5 +53,6 @@ def _migrated() -> bytes:
 async def _open_and_close(path: str) -> None:
     from responses_bridge.store import SQLiteResponseStore
 
-    async with SQLiteResponseStore(path):
-        pass
+    store = SQLiteResponseStore(path)
+    await store.open()  # made and migrated as a sidecar's first start makes it
+    await store.close()

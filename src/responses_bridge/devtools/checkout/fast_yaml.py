@@ -12,11 +12,6 @@ import yaml
 SAFE_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def load(text: str) -> Any:
-    """One YAML document, as ``yaml.safe_load`` reads it."""
-    return yaml.load(text, Loader=SAFE_LOADER)
-
-
 def load_all(text: str) -> Iterator[Any]:
     """Every YAML document, as ``yaml.safe_load_all`` reads them."""
     return yaml.load_all(text, Loader=SAFE_LOADER)
