@@ -246,15 +246,15 @@ def running(shape: Shape, args: Sequence[str], env: dict[str, str], workdir: Pat
     # the bundle bound onto itself and made unbindable first: a recursive bind leaves out an unbindable mount and
     # all under it, so the rbind of / of a shape started beside this one copies none of this root's mounts (else
     # each root holds copies of those made before it: ~1,000 mounts with five shapes at once, that every
-    # unshare(CLONE_NEWNS) meanwhile — a sandbox call of any test — copies, and umount -R takes seconds of CPU)
-    # unbindable, under a lock (the shapes start at once, in threads): else another's rbind may take the bundle's
-    # own bind along between the two
+    # unshare(CLONE_NEWNS) meanwhile — a sandbox call of any test — copies, and umount -R takes seconds of CPU);
+    # under a lock, as the shapes start at once in threads: else another's rbind may take this bundle's own bind
+    # along between its bind and its unbindable
     with _MOUNTING:
         subprocess.run(["mount", "--bind", str(bundle), str(bundle)], check=True)
         subprocess.run(["mount", "--make-unbindable", str(bundle)], check=True)
         subprocess.run(["mount", "--rbind", "/", str(rootfs)], check=True)
         subprocess.run(["mount", "--make-rslave", str(rootfs)], check=True)
-    copied = copied_roots(rootfs, workdir)
+    copied = copied_roots(rootfs, workdir)  # read before runc mounts anything under the root
     name = f"rb-{shape.name}-{os.getpid()}"
     (bundle / "config.json").write_text(json.dumps(config(
         shape, args, env, data, f"{PARENT}/{name}")))
