@@ -4,8 +4,10 @@ Reads the coverage data `scripts/pg-coverage measure OUT` wrote (each context a 
 PostgreSQL pass, ``sqlite:`` for the sqlite pass's own PostgreSQL tests) and prints, for the PostgreSQL pass's
 modules, largest cost first: the lines of src/responses_bridge/store/postgres the module covers, how many of them no
 other module covers, and whether it is marked ``store_proven`` (left out of the PostgreSQL pass); then the lines the
-two passes cover together with and without the marked modules. A module marked store_proven that covers a line no
-module still running covers is listed as a mistake, and the exit is 1.
+two passes cover together with and without the marked modules. A module's tests through the Envoy door are a context
+of their own (``[envoy]`` after the module), left out of the pass where the module is marked ``store_via_http_door``.
+What is left out (a module marked store_proven, those Envoy-door tests) and covers a line nothing still running
+covers is listed as a mistake, and the exit is 1.
 
 ``--all-measured``: the same over every measured file (the whole store package, runtime.py, serve.py,
 keys_command.py, services/files/ingestion.py, run on PostgreSQL), a stricter test than the PostgreSQL store's own lines.
@@ -27,17 +29,28 @@ from coverage.python import PythonFileReporter
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES = "/responses_bridge/store/postgres/"
 MARKED = re.compile(r"pytest\.mark\.store_proven\b")
+VIA_HTTP = re.compile(r"pytest\.mark\.store_via_http_door\b")
+ENVOY = "[envoy]"
+"""After a module's context: its tests through the Envoy door (scripts/pg_coverage_boot/pg_coverage_plugin.py)."""
 Line = tuple[str, int]
 
 
+def module_of(context: str) -> str:
+    """The test module's path of a context (``postgres:tests/…/test_x.py[envoy]`` → ``tests/…/test_x.py``)."""
+    return context.partition(":")[2].removesuffix(ENVOY)
+
+
 def module_seconds(junit: Path) -> dict[str, float]:
-    """Seconds per test module (set-up + call + teardown of its tests) from a --junitxml."""
+    """Seconds per test module (set-up + call + teardown of its tests) from a --junitxml; those of its tests through
+    the Envoy door (``envoy`` among their parameters' ids) also under the module's path with ``[envoy]`` after it."""
     seconds: dict[str, float] = defaultdict(float)
     if junit.exists():
         for case in ET.parse(junit).iter("testcase"):
             module = case.get("classname", "").split(".")
             path = "/".join(part for part in module if not part[:1].isupper()) + ".py"
             seconds[path] += float(case.get("time", 0))
+            if "envoy" in case.get("name", "").partition("[")[2].rstrip("]").split("-"):
+                seconds[path + ENVOY] += float(case.get("time", 0))
     return seconds
 
 
@@ -81,7 +94,7 @@ def cover_with(missing: set[Line], candidates: dict[str, set[Line]]) -> list[str
 
 def proofs(context: str) -> list[str]:
     """The contexts of the modules a store_proven mark names (they must keep running)."""
-    text = (ROOT / context.removeprefix("postgres:")).read_text()
+    text = (ROOT / module_of(context)).read_text()
     mark = re.search(r"store_proven\((.*?)reason=", text, re.S)
     named = re.findall(r"[\"'](tests/[^\"']+\.py)[\"']", mark.group(1)) if mark else []
     return [f"{'postgres' if name.startswith('tests/integration/') else 'sqlite'}:{name}" for name in named]
@@ -91,7 +104,9 @@ def main(out: Path, everything: bool, suggest: bool) -> int:
     lines, statements = covered(out, everything)
     pg_modules = sorted(context for context in lines if context.startswith("postgres:"))
     sqlite_lines = set().union(*(lines[c] for c in lines if c.startswith("sqlite:")))
-    marked = {c for c in pg_modules if MARKED.search((ROOT / c.removeprefix("postgres:")).read_text())}
+    marked = {c for c in pg_modules if MARKED.search((ROOT / module_of(c)).read_text())}
+    # a store_via_http_door module's Envoy-door tests, left out of the pass as a store_proven module is
+    marked |= {c for c in pg_modules if c.endswith(ENVOY) and VIA_HTTP.search((ROOT / module_of(c)).read_text())}
     seconds = module_seconds(out / "postgres.xml")
     cost = {c: seconds[c.removeprefix("postgres:")] for c in pg_modules}
     every = set().union(*lines.values())
@@ -104,16 +119,17 @@ def main(out: Path, everything: bool, suggest: bool) -> int:
         others = set().union(*(lines[c] for c in lines if c != context))
         own = lines[context]
         module = context.removeprefix("postgres:")
+        mark = "" if context not in marked else "store_via_http_door" if context.endswith(ENVOY) else "store_proven"
         print(f"{module:60} {cost[context]:6.1f} {len(own):5} {len(own - others):5} {len(own - sqlite_lines):13}"
-              f"  {'store_proven' if context in marked else ''}")
+              f"  {mark}")
         if context in marked and own - kept:
             mistakes.append((module, sorted(own - kept)))
     print(f"the sqlite pass's own PostgreSQL tests: {len(sqlite_lines)} lines")
     print(f"both passes, every module: {len(every)} of {len(statements)} lines")
-    print(f"both passes, the store_proven modules left out: {len(kept)} of {len(statements)} lines "
+    print(f"both passes, with what the marks leave out left out: {len(kept)} of {len(statements)} lines "
           f"({sum(cost[c] for c in marked):.0f} of {sum(cost.values()):.0f} s of the pass's modules left out)")
     for module, missed in mistakes:
-        print(f"MISTAKE: {module} is marked store_proven but alone covers {missed}")
+        print(f"MISTAKE: {module} is left out (its mark) but alone covers {missed}")
     if suggest:
         dropped = set(marked)
         named = {proof for c in marked for proof in proofs(c)}

@@ -22,6 +22,16 @@ What is checked on every run: a module's mark, at least one module named and a r
 runs on PostgreSQL — an integration module marked neither ``store_free`` nor ``store_proven``, or a module that
 opens PostgreSQL itself (one of ``OWN_POSTGRES``'s fixtures or helpers). That the named modules cover the
 marked one's lines is measured, not checked here: ``scripts/pg-coverage`` (docs/development.md).
+
+``store_via_http_door`` marks a module whose tests run through both doors (a ``door`` or ``door_url`` of ``"http"``
+and ``"envoy"``) on routes where the Envoy door reaches the store only through the HTTP door: Envoy hands the
+request to the sidecar's HTTP door unread (envoy_config/routes.py: the processor off), or the processor only routes
+it there (server-side tools). The same test through the HTTP door sends the same requests to the same store code,
+so the PostgreSQL pass runs only its HTTP-door tests (``--skip-envoy-store-via-http-door``); both doors still run in
+the sqlite pass, where Envoy's own part (its routes, buffering, errors) is what the Envoy test adds. Checked on every
+run: a module's mark, on a module with a test taking a door; measured by ``scripts/pg-coverage``, which gives the
+Envoy-door tests coverage contexts of their own: a marked module's Envoy-door tests covering a PostgreSQL line that
+nothing still running covers is a mistake it reports.
 """
 
 from __future__ import annotations
@@ -50,6 +60,9 @@ __all__ = ["postgres_server", "postgres_url"]
 STORE_FREE = "store_free"
 RUNS_FIRST = "runs_first"
 STORE_PROVEN = "store_proven"
+VIA_HTTP_DOOR = "store_via_http_door"
+DOORS = ("door", "door_url")
+"""The fixtures whose parameter is the door a test runs through (tests/integration/conftest.py)."""
 OWN_POSTGRES = re.compile(r"\b(postgres_url|postgres_server|postgres_database|postgres_database_url|fresh_database|"
                           r"migrated_database|store_kinds|support\.stores|support\.replicas)\b")
 """What a module outside tests/integration uses when it runs on PostgreSQL whatever the store switch says."""
@@ -69,6 +82,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--skip-store-proven", action="store_true", default=False,
                      help=f"leave out the modules marked {STORE_PROVEN} (their PostgreSQL path is covered by the "
                           "modules the mark names)")
+    parser.addoption("--skip-envoy-store-via-http-door", action="store_true", default=False,
+                     help=f"leave out the Envoy-door tests of the modules marked {VIA_HTTP_DOOR} (the same tests "
+                          "through the HTTP door run the same store code)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -101,8 +117,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                                     "starts a sidecar on the store the run asks for")
         free.append(item)
     proven = _store_proven(config, items)
+    via_http = _via_http_door(items)
     left_out = (free if config.getoption("--skip-store-free") else []) + (
-        proven if config.getoption("--skip-store-proven") else [])
+        proven if config.getoption("--skip-store-proven") else []) + (
+        via_http if config.getoption("--skip-envoy-store-via-http-door") else [])
     if left_out:
         config.hook.pytest_deselected(items=left_out)
         dropped = {id(item) for item in left_out}
@@ -135,6 +153,33 @@ def _store_proven(config: pytest.Config, items: list[pytest.Item]) -> list[pytes
         for named in mark.args:
             _check_proof(config.rootpath, module, str(named))
     return proven
+
+
+def through_envoy(item: pytest.Item) -> bool:
+    """Whether the test runs through the Envoy door (its ``door`` or ``door_url`` is ``"envoy"``)."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return any(params.get(name) == "envoy" for name in DOORS)
+
+
+def _via_http_door(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The Envoy-door tests of the modules marked ``store_via_http_door``, the marks checked (the module docstring
+    says how)."""
+    envoy: list[pytest.Item] = []
+    with_door: dict[str, bool] = {}
+    for item in items:
+        marks = [node for node, _ in item.iter_markers_with_node(VIA_HTTP_DOOR)]
+        if not marks:
+            continue
+        if not all(isinstance(node, pytest.Module) for node in marks):
+            raise pytest.UsageError(f"{item.nodeid}: {VIA_HTTP_DOOR} marks a whole module (its pytestmark), not a test")
+        module = item.nodeid.partition("::")[0]
+        with_door[module] = with_door.get(module, False) or bool(set(DOORS) & set(item.fixturenames))
+        if through_envoy(item):
+            envoy.append(item)
+    if unused := sorted(module for module, door in with_door.items() if not door):
+        raise pytest.UsageError(f"{', '.join(unused)}: marked {VIA_HTTP_DOOR}, but no test of it takes a door "
+                                f"({' or '.join(DOORS)})")
+    return envoy
 
 
 def _check_proof(root: Path, module: str, named: str) -> None:

@@ -27,6 +27,10 @@ from tests.integration.test_agents_api import ALPHA, BETA, MODEL, OTHER, raw_jso
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.sdk import async_sdk
 
+# Envoy hands these requests to the HTTP door unread (the Agents API: envoy_config/routes.py
+# ``_agents_routes``, the processor off): on PostgreSQL its HTTP-door tests run the same store code
+pytestmark = pytest.mark.store_via_http_door
+
 __all__ = ["tenanted"]  # the tenancy test's sidecar, a fixture of test_agents_api.py
 
 _AUTOMATION: TypeAdapter[Any] = TypeAdapter(Automation)

@@ -20,6 +20,10 @@ import pytest
 from tests.support.fuzz import Tally
 from tests.support.fuzz_agents import BODIES, ROUTES, fresh_objects, run_agents
 
+# Envoy hands these requests to the HTTP door unread (the Agents API: envoy_config/routes.py
+# ``_agents_routes``, the processor off): on PostgreSQL its HTTP-door tests run the same store code
+pytestmark = pytest.mark.store_via_http_door
+
 EXAMPLES = 60
 ENVOY_READS = 20
 

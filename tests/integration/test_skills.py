@@ -34,6 +34,10 @@ from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
 from tests.support.sdk import async_sdk
 
+# Envoy hands these requests to the HTTP door unread (the Skills API: envoy_config/routes.py
+# ``_files_routes``, the processor off): on PostgreSQL its HTTP-door tests run the same store code
+pytestmark = pytest.mark.store_via_http_door
+
 A, B, BUDGET = "tenant-a", "tenant-b", "tenant-budget"
 TENANTS = {BUDGET: {"max_stored_bytes": 4000}}
 MANIFEST = ("---\nname: csv-insights\ndescription: Summarise a CSV file with pandas.\n---\n\n"

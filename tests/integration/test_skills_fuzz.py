@@ -17,6 +17,10 @@ import pytest
 from tests.support.fuzz import Tally
 from tests.support.fuzz_skills import ROUTES, fresh_skills, run_skills
 
+# Envoy hands these requests to the HTTP door unread (the Skills and Files APIs: envoy_config/routes.py
+# ``_files_routes``, the processor off): on PostgreSQL its HTTP-door tests run the same store code
+pytestmark = pytest.mark.store_via_http_door
+
 EXAMPLES = 300
 THROUGH_ENVOY = 60
 

@@ -24,6 +24,10 @@ from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
 from tests.support.sidecar_state import database_of
 
+# Envoy hands these requests to the HTTP door unread (the Uploads API: envoy_config/routes.py
+# ``_files_routes``, the processor off): on PostgreSQL its HTTP-door tests run the same store code
+pytestmark = pytest.mark.store_via_http_door
+
 MiB = 1 << 20
 BLOCK = 4096  # what a part is counted in (store/base_uploads.py PART_BLOCK)
 SIZE = 32 * MiB  # the upload the 30 completes race for, sent in 4 parts

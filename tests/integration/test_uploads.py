@@ -21,6 +21,10 @@ from tests.support.fuzz import Tally
 from tests.support.fuzz_uploads import run_uploads
 from tests.support.sidecar_state import database_of, stored_files
 
+# Envoy hands these requests to the HTTP door unread (the Uploads API: envoy_config/routes.py
+# ``_files_routes``, the processor off): on PostgreSQL its HTTP-door tests run the same store code
+pytestmark = pytest.mark.store_via_http_door
+
 MiB = 1 << 20
 ERROR_KEYS = {"message", "type", "param", "code"}
 

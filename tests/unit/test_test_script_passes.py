@@ -72,8 +72,8 @@ def test_help_says_what_runs_and_installs_nothing(tmp_path: Path) -> None:
                             env={"PATH": "/usr/bin:/bin", "RESPONSES_BRIDGE_VENV": str(venv)})
     assert result.returncode == 0
     assert result.stdout.startswith("usage: scripts/test")
-    for named in ("ruff and mypy", "sqlite pass", "postgres pass", "store_free", "store_proven", "scripts/pg-coverage",
-                  "scripts/test tests/unit/"):
+    for named in ("ruff and mypy", "sqlite pass", "postgres pass", "store_free", "store_proven", "store_via_http_door",
+                  "scripts/pg-coverage", "scripts/test tests/unit/"):
         assert named in result.stdout
     assert not venv.exists()  # no venv made, nothing installed
 
