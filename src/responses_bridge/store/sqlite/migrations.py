@@ -8,6 +8,7 @@ databases in the wild were built from it; a change is a new ``(version, statemen
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 from collections.abc import Sequence
 
@@ -20,6 +21,7 @@ from .agent_schema import (
     AUTOMATION_TABLES,
     STORED_BYTES_COLUMNS,
 )
+from .db_thread import on_db_thread
 from .schema import FIRST_STEPS, Migration
 from .upload_schema import UPLOAD_CLAIM_COLUMNS, UPLOAD_TABLES
 
@@ -453,25 +455,31 @@ async def migrate(conn: aiosqlite.Connection, migrations: Sequence[Migration] = 
     ``conn`` must be in autocommit mode (``isolation_level=None``) because the transaction is managed here.
     All pending migrations run in one ``BEGIN IMMEDIATE`` transaction, so a crash leaves the old version intact,
     and the version is re-read after taking the write lock so two processes opening the same fresh file at once
-    don't both try to create the tables.
+    don't both try to create the tables. The transaction runs on the connection's own thread in one hop
+    (db_thread.py), not a hop a statement: a new database's ~150 statements took 43 ms of CPU that way, most of it
+    the hops, paid by every fresh start and every store a test opens.
     """
     latest = migrations[-1][0] if migrations else 0
     _check_known(await schema_version(conn), latest)
-    await conn.execute("BEGIN IMMEDIATE")
+    return await on_db_thread(conn, functools.partial(_migrate, migrations=migrations, latest=latest))
+
+
+def _migrate(raw: sqlite3.Connection, migrations: Sequence[Migration], latest: int) -> int:
+    raw.execute("BEGIN IMMEDIATE")
     try:
-        current = await schema_version(conn)
+        current = int(raw.execute("PRAGMA user_version").fetchone()[0])
         _check_known(current, latest)
         for version, statements in migrations:
             if version <= current:
                 continue
             for statement in statements:
-                await conn.execute(statement)
+                raw.execute(statement)
             # PRAGMA takes no bound parameters; version is an int from our own table, never user input.
-            await conn.execute(f"PRAGMA user_version = {int(version)}")
+            raw.execute(f"PRAGMA user_version = {int(version)}")
             current = version
-        await conn.execute("COMMIT")
+        raw.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
-            await conn.execute("ROLLBACK")
+            raw.execute("ROLLBACK")
         raise
     return current
