@@ -107,11 +107,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     free: list[pytest.Item] = []
     for item in items:
-        marked = [node for node, _ in item.iter_markers_with_node(STORE_FREE)]
-        if not marked:
+        if module_mark(item, STORE_FREE) is None:
             continue
-        if not all(isinstance(node, pytest.Module) for node in marked):
-            raise pytest.UsageError(f"{item.nodeid}: {STORE_FREE} marks a whole module (its pytestmark), not a test")
         if used := SWITCHED_FIXTURES & set(item.fixturenames):
             raise pytest.UsageError(f"{item.nodeid} is in a {STORE_FREE} module but uses {sorted(used)}, which "
                                     "starts a sidecar on the store the run asks for")
@@ -128,22 +125,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     _order_modules(items, config.getoption("--store") or os.environ.get(STORE_ENV) or "sqlite")
 
 
+def module_mark(item: pytest.Item, name: str) -> pytest.Mark | None:
+    """The mark ``name`` of the test's module, or None; a UsageError where a test (not its module) carries it: these
+    marks say what a whole module does."""
+    marks = list(item.iter_markers_with_node(name))
+    if not all(isinstance(node, pytest.Module) for node, _ in marks):
+        raise pytest.UsageError(f"{item.nodeid}: {name} marks a whole module (its pytestmark), not a test")
+    return marks[0][1] if marks else None
+
+
 def _store_proven(config: pytest.Config, items: list[pytest.Item]) -> list[pytest.Item]:
     """The items of the modules marked ``store_proven``, their marks checked (the module docstring says how)."""
     proven: list[pytest.Item] = []
     checked: set[str] = set()
     for item in items:
-        marks = list(item.iter_markers_with_node(STORE_PROVEN))
-        if not marks:
+        mark = module_mark(item, STORE_PROVEN)
+        if mark is None:
             continue
         proven.append(item)
-        if not all(isinstance(node, pytest.Module) for node, _ in marks):
-            raise pytest.UsageError(f"{item.nodeid}: {STORE_PROVEN} marks a whole module (its pytestmark), not a test")
         module = item.nodeid.partition("::")[0]
         if module in checked:
             continue
         checked.add(module)
-        mark = marks[0][1]
         if item.get_closest_marker(STORE_FREE) is not None:
             raise pytest.UsageError(f"{module}: marked both {STORE_FREE} and {STORE_PROVEN}: one says it never reads "
                                     "the store switch, the other that it does")
@@ -167,11 +170,8 @@ def _via_http_door(items: list[pytest.Item]) -> list[pytest.Item]:
     envoy: list[pytest.Item] = []
     with_door: dict[str, bool] = {}
     for item in items:
-        marks = [node for node, _ in item.iter_markers_with_node(VIA_HTTP_DOOR)]
-        if not marks:
+        if module_mark(item, VIA_HTTP_DOOR) is None:
             continue
-        if not all(isinstance(node, pytest.Module) for node in marks):
-            raise pytest.UsageError(f"{item.nodeid}: {VIA_HTTP_DOOR} marks a whole module (its pytestmark), not a test")
         module = item.nodeid.partition("::")[0]
         with_door[module] = with_door.get(module, False) or bool(set(DOORS) & set(item.fixturenames))
         if through_envoy(item):
