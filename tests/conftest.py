@@ -25,13 +25,13 @@ marked one's lines is measured, not checked here: ``scripts/pg-coverage`` (docs/
 
 ``store_via_http_door`` marks a module whose tests run through both doors (a ``door`` or ``door_url`` of ``"http"``
 and ``"envoy"``) on routes where the Envoy door reaches the store only through the HTTP door: Envoy hands the
-request to the sidecar's HTTP door unread (envoy_config/routes.py: the processor off), or the processor only routes
-it there (server-side tools). The same test through the HTTP door sends the same requests to the same store code,
-so the PostgreSQL pass runs only its HTTP-door tests (``--skip-envoy-store-via-http-door``); both doors still run in
-the sqlite pass, where Envoy's own part (its routes, buffering, errors) is what the Envoy test adds. Checked on every
-run: a module's mark, on a module with a test taking a door; measured by ``scripts/pg-coverage``, which gives the
-Envoy-door tests coverage contexts of their own: a marked module's Envoy-door tests covering a PostgreSQL line that
-nothing still running covers is a mistake it reports.
+request to the sidecar's HTTP door unread (envoy_config/routes.py: the processor off). The same test through the
+HTTP door sends the same requests to the same store code, so the PostgreSQL pass runs only its HTTP-door tests
+(``--skip-envoy-store-via-http-door``); both doors still run in the sqlite pass, where Envoy's own part (its routes,
+buffering, errors) is what the Envoy test adds. Checked on every run: a module's mark, on a module with a test
+taking a door; measured by ``scripts/pg-coverage``, which gives the Envoy-door tests coverage contexts of their
+own: a marked module's Envoy-door tests covering a PostgreSQL line that nothing still running covers is a mistake
+it reports.
 """
 
 from __future__ import annotations

@@ -431,11 +431,6 @@ MIGRATIONS: list[Migration] = [
 LATEST_VERSION: int = MIGRATIONS[-1][0]
 
 
-async def schema_version(conn: aiosqlite.Connection) -> int:
-    rows = await conn.execute_fetchall("PRAGMA user_version")
-    return int(next(iter(rows))[0])
-
-
 class NewerSchema(RuntimeError):
     """The database was written by a newer bridge than this one."""
 
@@ -460,14 +455,18 @@ async def migrate(conn: aiosqlite.Connection, migrations: Sequence[Migration] = 
     the hops, paid by every fresh start and every store a test opens.
     """
     latest = migrations[-1][0] if migrations else 0
-    _check_known(await schema_version(conn), latest)
     return await on_db_thread(conn, functools.partial(_migrate, migrations=migrations, latest=latest))
 
 
+def _version(raw: sqlite3.Connection) -> int:
+    return int(raw.execute("PRAGMA user_version").fetchone()[0])
+
+
 def _migrate(raw: sqlite3.Connection, migrations: Sequence[Migration], latest: int) -> int:
+    _check_known(_version(raw), latest)  # a newer database refused before the write lock is taken
     raw.execute("BEGIN IMMEDIATE")
     try:
-        current = int(raw.execute("PRAGMA user_version").fetchone()[0])
+        current = _version(raw)
         _check_known(current, latest)
         for version, statements in migrations:
             if version <= current:
