@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.containers import skill_bundle
@@ -172,13 +173,44 @@ def test_a_missing_manifest_is_refused() -> None:
     (b"---\nname: ../x\ndescription: d\n---\n", "Invalid 'name'"),
     (b"---\nname: 12\ndescription: d\n---\n", "Invalid 'name'"),
     (b"---\nname: x\ndescription: ''\n---\n", "Invalid 'description'"),
-    (b'---\nname: x\ndescription: "a\\ud800b"\n---\n', "Invalid 'description'"),
+    # a lone surrogate: libyaml refuses the escape itself; the pure-Python loader makes one, refused after
+    (b'---\nname: x\ndescription: "a\\ud800b"\n---\n',
+     "not valid YAML" if yaml.__with_libyaml__ else "Invalid 'description'"),
     (b'---\nname: x\ndescription: "a\\x00b"\n---\n', "Invalid 'description'"),
     (b"\xff\xfe---\n", "not UTF-8"),
 ])
 def test_an_invalid_manifest_is_refused_naming_the_field(manifest: bytes, words: str) -> None:
     error = refused(make_zip([("SKILL.md", manifest)]), words)
     assert error.code in ("invalid_skill_manifest", "missing_skill_manifest")
+
+
+@pytest.mark.skipif(not yaml.__with_libyaml__, reason="this PyYAML was built without libyaml")
+def test_the_front_matter_is_read_by_libyaml_where_pyyaml_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client's front matter (up to 64 KiB) parsed by the pure-Python scanner cost the sidecar ~1 CPU-s for a
+    nesting of ``[`` it then refused; libyaml refuses it at its own nesting bound in a millisecond."""
+    def pure_python_parse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the pure-Python loader parsed a manifest")
+
+    monkeypatch.setattr(yaml.SafeLoader, "__init__", pure_python_parse)
+    assert skill_bundle.manifest(MANIFEST) == ("csv-insights", "Summarise a CSV file.")
+    nested = b"---\nname: x\ndescription: d\nx: " + b"[" * 32000 + b"]" * 32000 + b"\n---\n"
+    refused(make_zip([("SKILL.md", nested)]), "not valid YAML")
+
+
+@pytest.mark.parametrize("manifest", [MANIFEST, b"---\nname: x\ndescription: 'a: b'\nx: [1, {y: [2]}]\n---\n",
+                                      b"---\nname: x\ndescription: [d]\n---\n", b"---\nname: [x\n---\n"])
+def test_without_libyaml_the_pure_python_loader_gives_the_same(monkeypatch: pytest.MonkeyPatch,
+                                                                 manifest: bytes) -> None:
+    def outcome() -> object:
+        try:
+            return skill_bundle.manifest(manifest)
+        except APIError as error:
+            return (error.code, error.param, error.message.split(":")[0])
+
+    with_libyaml = outcome()
+    monkeypatch.delattr(yaml, "CSafeLoader", raising=False)
+    assert skill_bundle._safe_loader() is yaml.SafeLoader
+    assert outcome() == with_libyaml
 
 
 def test_not_a_zip_and_encrypted_entries_are_refused() -> None:
