@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from responses_bridge.devtools.checkout.deploy_examples import OVERLAYS, PLATFORM_FILES, platform_rendering, rendered
+from tests.support import zygote
 from tests.support.envoy import have_envoy, validate_config
 from tests.support.kube import (
     KUSTOMIZE,
@@ -67,8 +67,8 @@ def render_init_bootstrap(objects: list[dict[str, Any]], directory: Path) -> dic
     target = directory / "envoy.yaml"
     args[output] = str(target)
     environment = {"PATH": os.environ["PATH"], "HOME": str(directory), **settings(objects)}
-    result = subprocess.run([sys.executable, "-m", "responses_bridge", "envoy-config", *args], env=environment,
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = zygote.run([sys.executable, "-m", "responses_bridge", "envoy-config", *args], env=environment,
+                        timeout=120)
     assert result.returncode == 0, result.stderr
     return {"path": target, "bootstrap": yaml.safe_load(target.read_text())}
 

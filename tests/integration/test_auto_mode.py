@@ -11,7 +11,6 @@ sidecar still starts). ``config show`` prints the cached probes.
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
 from responses_bridge.upstreams import UpstreamSpec
 from tests.integration.test_profile_upstream import weather_round_trip
+from tests.support import zygote
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
 from tests.support.envoy import have_envoy, start_envoy
 from tests.support.sdk import async_sdk
@@ -134,9 +134,10 @@ async def test_an_upstream_that_could_not_be_probed_is_translated(client: openai
 
 def test_config_show_prints_the_probes(auto: Auto) -> None:
     db = auto.config.parent / f"bridge-{auto.sidecar.http_url.rsplit(':', 1)[1]}.db"  # its cache is beside it
-    shown = subprocess.run([PYTHON, "-m", "responses_bridge", "config", "show", "--config", str(auto.config)],
-                           capture_output=True, text=True, check=True,
-                           env={**os.environ, **auto.env, "RESPONSES_BRIDGE_DB": str(db)}).stdout
+    done = zygote.run([PYTHON, "-m", "responses_bridge", "config", "show", "--config", str(auto.config)], timeout=120,
+                      env={**os.environ, **auto.env, "RESPONSES_BRIDGE_DB": str(db)})
+    done.check_returncode()
+    shown = done.stdout
     probes = yaml.safe_load(shown.split("\n---\n", 1)[1])["probes"]
     assert probes[auto.urls["native"]]["mode"] == "native"
     assert probes[auto.urls["chat"]]["mode"] == "translate"

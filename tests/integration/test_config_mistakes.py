@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from responses_bridge.devtools.procs import free_port
+from tests.support import zygote
 from tests.support.bridge import PYTHON
 from tests.support.cli import clean_env, cli, one_line
 
@@ -146,10 +147,10 @@ def test_a_taken_extproc_port_is_one_line_naming_the_port_and_the_flag(tmp_path:
 async def test_console_logs_have_no_colour_codes_in_a_file(tmp_path: Path) -> None:
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([PYTHON, "-m", "responses_bridge", "serve", "--no-extproc", "--db", ":memory:",
-                                    "--http-port", str(free_port()), "--upstream", f"http://127.0.0.1:{free_port()}/v1"],
-                                   stdout=log, stderr=subprocess.STDOUT,
-                                   env=clean_env(tmp_path, RESPONSES_BRIDGE_LOG_FORMAT="console"))
+        process = zygote.popen([PYTHON, "-m", "responses_bridge", "serve", "--no-extproc", "--db", ":memory:",
+                                "--http-port", str(free_port()), "--upstream", f"http://127.0.0.1:{free_port()}/v1"],
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                               env=clean_env(tmp_path, RESPONSES_BRIDGE_LOG_FORMAT="console"))
     try:
         deadline = asyncio.get_running_loop().time() + 60
         while "upstream_unreachable" not in log_path.read_text():

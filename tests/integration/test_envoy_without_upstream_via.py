@@ -12,6 +12,7 @@ import pytest
 
 from responses_bridge.adapters.extproc import service as external_processor_pb2_grpc
 from responses_bridge.devtools.procs import free_port, wait_http
+from tests.support import zygote
 from tests.support.bridge import PYTHON, log_lines
 from tests.support.cli import clean_env
 from tests.unit.test_extproc_servicer import request_body
@@ -36,7 +37,8 @@ async def test_the_first_envoy_request_warns_when_upstream_via_is_unset(tmp_path
             "--extproc-port", str(extproc_port), "--upstream", f"http://127.0.0.1:{free_port()}/v1",
             *(["--upstream-via", via] if via else [])]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=clean_env(tmp_path))
+        process = zygote.popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path,
+                               env=clean_env(tmp_path))
     try:
         await wait_http(f"http://127.0.0.1:{http_port}/health", timeout=60)
         assert not [line for line in log_lines(log_path) if line["event"] == "upstream_via_unset"]  # not at start

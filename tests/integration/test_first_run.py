@@ -16,6 +16,7 @@ import pytest
 from responses_bridge.devtools.demo import sdk_example
 from responses_bridge.devtools.procs import free_port
 from responses_bridge.envoy_config import render_bootstrap
+from tests.support import zygote
 from tests.support.bridge import PYTHON, Sidecar
 from tests.support.envoy import start_envoy
 
@@ -29,9 +30,9 @@ async def test_an_unreachable_upstream_is_reported_at_start(tmp_path) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1"
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([PYTHON, "-m", "responses_bridge", "serve", "--upstream", dead, "--no-extproc",
-                                    "--http-port", str(free_port()), "--db", ":memory:"],
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = zygote.popen([PYTHON, "-m", "responses_bridge", "serve", "--upstream", dead, "--no-extproc",
+                                "--http-port", str(free_port()), "--db", ":memory:"],
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = asyncio.get_running_loop().time() + 30
         while "upstream_unreachable" not in log_path.read_text():
@@ -56,9 +57,9 @@ async def test_configured_upstreams_are_the_ones_named_at_start(tmp_path) -> Non
     env = {key: value for key, value in os.environ.items()
            if not key.startswith("RESPONSES_BRIDGE_") and key != "OPENAI_BASE_URL"}
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([PYTHON, "-m", "responses_bridge", "serve", "--config", str(config),
-                                    "--no-extproc", "--http-port", str(free_port()), "--db", ":memory:"],
-                                   stdout=log, stderr=subprocess.STDOUT, env=env)
+        process = zygote.popen([PYTHON, "-m", "responses_bridge", "serve", "--config", str(config),
+                                "--no-extproc", "--http-port", str(free_port()), "--db", ":memory:"],
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         deadline = asyncio.get_running_loop().time() + 30
         while "upstream_unreachable" not in log_path.read_text():

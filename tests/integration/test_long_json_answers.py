@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +29,7 @@ import openai
 import orjson
 import pytest
 
+from tests.support import zygote
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
 from tests.support.mcp_server import MCPTestServer
@@ -67,10 +67,10 @@ class Deployment:
 def _envoy_config(env: dict[str, str], sidecar: Sidecar, listen_port: int) -> str:
     """The bootstrap as a user renders it, with the same environment as the sidecar's."""
     http_port = sidecar.http_url.rsplit(":", 1)[1]
-    done = subprocess.run([sys.executable, "-m", "responses_bridge", "envoy-config", "--listen-port", str(listen_port),
-                           "--extproc-port", str(sidecar.extproc_port), "--http-port", http_port,
-                           "--upstream", sidecar.upstream_url, "--admin-port", "0"],
-                          capture_output=True, text=True, timeout=60, check=True, env={**os.environ, **env})
+    done = zygote.run([sys.executable, "-m", "responses_bridge", "envoy-config", "--listen-port", str(listen_port),
+                       "--extproc-port", str(sidecar.extproc_port), "--http-port", http_port,
+                       "--upstream", sidecar.upstream_url, "--admin-port", "0"], timeout=60, env={**os.environ, **env})
+    done.check_returncode()
     return done.stdout
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from responses_bridge.devtools.procs import free_port
+from tests.support import zygote
 from tests.support.bridge import PYTHON
 from tests.support.cli import clean_env
 
@@ -20,11 +21,11 @@ async def test_urls_with_passwords_are_logged_masked(tmp_path: Path) -> None:
     log_path = tmp_path / "serve.log"
     dead = free_port()
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
+        process = zygote.popen(
             [PYTHON, "-m", "responses_bridge", "serve", "--no-extproc", "--db", str(tmp_path / "state.db"),
              "--http-port", str(free_port()), "--upstream", f"http://model:upstr3amPW@127.0.0.1:{dead}/v1",
              "--log-level", "debug"],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env=clean_env(tmp_path, RESPONSES_BRIDGE_UPSTREAM_VIA=f"http://envoy:v1aPW@127.0.0.1:{dead}/v1"))
     try:
         deadline = asyncio.get_running_loop().time() + 60

@@ -12,15 +12,15 @@ from pathlib import Path
 import aiohttp
 
 from responses_bridge.devtools.procs import free_port
+from tests.support import zygote
 from tests.support.bridge import running_sidecar
 from tests.support.postgres import PostgresServer
 from tests.support.sdk import async_sdk
 
 
 def serve(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "responses_bridge", "serve", "--no-extproc", "--http-port",
-                           str(free_port()), "--db", str(tmp_path / "never.db")],
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=False)
+    return zygote.run([sys.executable, "-m", "responses_bridge", "serve", "--no-extproc", "--http-port",
+                       str(free_port()), "--db", str(tmp_path / "never.db")], env={**os.environ, **env}, timeout=120)
 
 
 def test_unreachable_database_fails_the_start_naming_the_host(tmp_path: Path) -> None:

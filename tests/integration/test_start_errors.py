@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from responses_bridge.devtools.procs import free_port
+from tests.support import zygote
 from tests.support.bridge import PYTHON
 from tests.support.cli import clean_env
 
@@ -25,17 +26,13 @@ FORM = "it must be base64 of 32 random bytes, e.g. the output of: openssl rand -
 
 def serve(tmp_path: Path, db: Path, **env: str) -> tuple[int, list[str]]:
     """``serve`` on free ports; its exit status and stderr lines, once it has exited (failing if it never does)."""
-    process = subprocess.Popen(
-        [PYTHON, "-m", "responses_bridge", "serve", "--db", str(db), "--upstream", "http://127.0.0.1:9/v1",
-         "--http-port", str(free_port()), "--extproc-port", str(free_port())],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=clean_env(tmp_path, **env))
     try:
-        _, stderr = process.communicate(timeout=HANG_GUARD)
+        done = zygote.run([PYTHON, "-m", "responses_bridge", "serve", "--db", str(db), "--upstream",
+                           "http://127.0.0.1:9/v1", "--http-port", str(free_port()), "--extproc-port",
+                           str(free_port())], timeout=HANG_GUARD, cwd=tmp_path, env=clean_env(tmp_path, **env))
     except subprocess.TimeoutExpired:
-        process.kill()
-        _, stderr = process.communicate()
-        pytest.fail(f"serve never exited: {stderr[-2000:]}")
-    return process.returncode, stderr.splitlines()
+        pytest.fail(f"serve never exited in {HANG_GUARD} s")
+    return done.returncode, done.stderr.splitlines()
 
 
 @pytest.mark.parametrize(("key", "problem"), [

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from responses_bridge.devtools.procs import free_port, wait_http
+from tests.support import zygote
 from tests.support.bridge import PYTHON, log_lines
 from tests.support.cli import clean_env, one_line
 
@@ -22,9 +23,8 @@ pytestmark = pytest.mark.store_free  # a clean environment (tests/support/cli.py
 def test_no_route_to_any_upstream_stops_the_start(tmp_path: Path) -> None:
     env = clean_env(tmp_path, RESPONSES_BRIDGE_UPSTREAMS='[{"name": "local", "url": "http://127.0.0.1:9/v1"}]')
     try:
-        result = subprocess.run([PYTHON, "-m", "responses_bridge", "serve", "--db", ":memory:", "--http-port",
-                                 str(free_port()), "--extproc-port", str(free_port())],
-                                capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path, env=env)
+        result = zygote.run([PYTHON, "-m", "responses_bridge", "serve", "--db", ":memory:", "--http-port",
+                             str(free_port()), "--extproc-port", str(free_port())], timeout=60, cwd=tmp_path, env=env)
     except subprocess.TimeoutExpired as exc:  # it started, as it did before this was checked
         raise AssertionError(f"serve started with no route to its upstream: {exc.stderr!r}") from None
     assert one_line(result, "serve") == (
@@ -36,9 +36,8 @@ def test_no_route_to_any_upstream_stops_the_start(tmp_path: Path) -> None:
 def test_the_file_is_named_with_its_own_keys(tmp_path: Path) -> None:
     config = tmp_path / "bridge.yaml"
     config.write_text("upstreams:\n  - {name: a, url: 'http://127.0.0.1:9/v1'}\n  - {name: b, url: 'http://h/v1'}\n")
-    result = subprocess.run([PYTHON, "-m", "responses_bridge", "serve", "--db", ":memory:", "--config", str(config)],
-                            capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
-                            env=clean_env(tmp_path))
+    result = zygote.run([PYTHON, "-m", "responses_bridge", "serve", "--db", ":memory:", "--config", str(config)],
+                        timeout=60, cwd=tmp_path, env=clean_env(tmp_path))
     assert one_line(result, "serve") == (
         f"{config}: no model is routed to the upstreams 'a', 'b', so every request would be a 404 model_not_found: "
         "set default_upstream: a, or add models entries ({match: '*', upstream: a})")
@@ -50,10 +49,11 @@ async def test_an_upstream_left_out_is_warned_and_a_model_no_rule_routes_says_wh
     port = free_port()
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([PYTHON, "-m", "responses_bridge", "serve", "--no-extproc", "--db", ":memory:",
-                                    "--http-port", str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-                                   env=clean_env(tmp_path, RESPONSES_BRIDGE_UPSTREAMS=json.dumps(upstreams),
-                                                 RESPONSES_BRIDGE_MODELS=json.dumps(models)))
+        process = zygote.popen([PYTHON, "-m", "responses_bridge", "serve", "--no-extproc", "--db", ":memory:",
+                                "--http-port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True, cwd=tmp_path,
+                               env=clean_env(tmp_path, RESPONSES_BRIDGE_UPSTREAMS=json.dumps(upstreams),
+                                             RESPONSES_BRIDGE_MODELS=json.dumps(models)))
     try:
         await wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
         async with aiohttp.ClientSession() as session, session.post(

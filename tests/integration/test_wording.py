@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from responses_bridge.devtools.procs import free_port
+from tests.support import zygote
 from tests.support.bridge import PYTHON, log_lines
 from tests.support.cli import clean_env, cli
 
@@ -25,9 +26,10 @@ async def test_an_unreachable_http_upstream_is_worded_without_ssl(tmp_path: Path
     dead = free_port()
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([PYTHON, "-m", "responses_bridge", "serve", "--no-extproc", "--db", ":memory:",
-                                    "--http-port", str(free_port()), "--upstream", f"http://127.0.0.1:{dead}/v1"],
-                                   stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=clean_env(tmp_path))
+        process = zygote.popen([PYTHON, "-m", "responses_bridge", "serve", "--no-extproc", "--db", ":memory:",
+                                "--http-port", str(free_port()), "--upstream", f"http://127.0.0.1:{dead}/v1"],
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                               cwd=tmp_path, env=clean_env(tmp_path))
     try:
         deadline = asyncio.get_running_loop().time() + 60
         while "upstream_unreachable" not in log_path.read_text():

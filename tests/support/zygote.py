@@ -38,8 +38,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-COMMANDS = ("serve", "fake-upstream", "keys")
-"""The CLI commands forked: the ones a run starts hundreds of."""
+COMMANDS = ("serve", "fake-upstream", "keys", "config", "envoy-config", "probe", "doctor", "demo")
+"""The CLI commands forked: the ones a run starts hundreds of (``serve``, ``fake-upstream``), and those the CLI's
+own tests (a mistake's one line, ``--help``, a probe's table) run some hundred times between them, each ~0.4 CPU-s of
+imports when started the usual way (``bench``, which starts installed trees, is not)."""
 PRELOAD = (
     "responses_bridge.cli",
     "responses_bridge.serve",
@@ -274,12 +276,13 @@ class _Server:
             self.process.kill()
             self.process.wait()
 
-    def start(self, args: list[str], env: Mapping[str, str], fds: Sequence[int]) -> tuple[socket.socket, int, bytes]:
+    def start(self, args: list[str], env: Mapping[str, str], fds: Sequence[int],
+              cwd: str) -> tuple[socket.socket, int, bytes]:
         """The connection the exit report will come on, the pid, and what of that report has come already
         (a quick process's may arrive with its pid)."""
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(self.name)
-        header = {"module": self.module, "args": args, "env": dict(env), "cwd": os.getcwd()}
+        header = {"module": self.module, "args": args, "env": dict(env), "cwd": cwd}
         socket.send_fds(conn, [json.dumps(header).encode() + b"\n"], list(fds))
         conn.settimeout(120)
         reply = bytearray()
@@ -333,32 +336,35 @@ def _running_server(module: str) -> _Server:
 
 
 def popen(argv: Sequence[str], *, stdout: int | IO[Any] | None = None, stderr: int | IO[Any] | None = None,
-          start_new_session: bool = False, env: Mapping[str, str] | None = None) -> Any:
-    """``subprocess.Popen(argv, stdout=…, stderr=…, start_new_session=…, env=…)``, forked from the fork server
-    when ``argv`` is ``python -m MODULE …`` of :data:`FORKED` (``responses_bridge serve|fake-upstream|keys``, the
-    MCP test server) and its environment allows it."""
+          start_new_session: bool = False, env: Mapping[str, str] | None = None,
+          cwd: str | os.PathLike[str] | None = None) -> Any:
+    """``subprocess.Popen(argv, stdout=…, stderr=…, start_new_session=…, env=…, cwd=…)`` (the streams a file, a
+    descriptor, ``DEVNULL`` or None; ``stderr`` also ``STDOUT``), forked from the fork server when ``argv`` is
+    ``python -m MODULE …`` of :data:`FORKED` (``responses_bridge`` and a command of :data:`COMMANDS`, the MCP test
+    server) and its environment allows it."""
     full_env = dict(os.environ if env is None else env)
     module = _forked_module(argv) if start_new_session else None
     server = _running_server(module) if module is not None else None
     if server is None or not _same_start(full_env, server.env):
         return subprocess.Popen(list(argv), stdout=stdout, stderr=stderr, start_new_session=start_new_session,
-                                env=None if env is None else dict(env))
+                                env=None if env is None else dict(env), cwd=cwd)
     opened: list[int] = []
     try:
-        fds = [0, _fd(stdout, 1, opened), _fd(stderr, 2, opened)]
-        conn, pid, report = server.start(list(argv[3:]), full_env, fds)
+        out = _fd(stdout, 1, opened)
+        fds = [0, out, out if stderr == subprocess.STDOUT else _fd(stderr, 2, opened)]
+        conn, pid, report = server.start(list(argv[3:]), full_env, fds, os.fspath(cwd or os.getcwd()))
     finally:
         for fd in opened:
             os.close(fd)
     return ForkedProcess(list(argv), conn, pid, report)
 
 
-def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
         timeout: float) -> subprocess.CompletedProcess[str]:
-    """``subprocess.run(argv, capture_output=True, text=True, timeout=…, check=False, env=…)``, forked as
+    """``subprocess.run(argv, capture_output=True, text=True, timeout=…, check=False, env=…, cwd=…)``, forked as
     :func:`popen` forks (its own session: a process killed at the timeout takes what it started with it)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = popen(argv, stdout=out, stderr=err, start_new_session=True, env=env)
+        process = popen(argv, stdout=out, stderr=err, start_new_session=True, env=env, cwd=cwd)
         try:
             code = process.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import socket
-import subprocess
 import sys
 import tomllib
 from importlib.metadata import version
@@ -18,6 +17,7 @@ from responses_bridge import envoy_config
 from responses_bridge.cli import build_parser, main
 from responses_bridge.config import Settings, SettingsError, env_names, load_settings
 from responses_bridge.serve import FLAGS
+from tests.support import zygote
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,9 +70,8 @@ def test_a_bad_flag_value_names_the_flag(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_a_bad_environment_value_from_the_shell() -> None:
     """What the user sees in a terminal: one line on stderr, exit status 2, nothing on stdout."""
-    result = subprocess.run([sys.executable, "-m", "responses_bridge", "serve", "--db", ":memory:"],
-                            capture_output=True, text=True, timeout=60, check=False,
-                            env={"PATH": "/usr/bin:/bin", "RESPONSES_BRIDGE_HTTP_PORT": "abc"})
+    result = zygote.run([sys.executable, "-m", "responses_bridge", "serve", "--db", ":memory:"], timeout=60,
+                        env={"PATH": "/usr/bin:/bin", "RESPONSES_BRIDGE_HTTP_PORT": "abc"})
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
@@ -127,9 +126,8 @@ def test_a_taken_port_is_one_line() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "responses_bridge", "serve", "--no-extproc", "--http-port",
-                                 str(port), "--db", ":memory:", "--log-level", "error"],
-                                capture_output=True, text=True, timeout=60, check=False)
+        result = zygote.run([sys.executable, "-m", "responses_bridge", "serve", "--no-extproc", "--http-port",
+                             str(port), "--db", ":memory:", "--log-level", "error"], timeout=60)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         (f"responses-bridge serve: the HTTP door cannot listen on 127.0.0.1:{port}: Address already in use "

@@ -14,6 +14,7 @@ import yaml
 from responses_bridge.cli import main
 from responses_bridge.config import SettingsError, load_settings
 from responses_bridge.config_command import MASK, mask
+from tests.support import zygote
 
 
 def write(tmp_path: Path, text: str, name: str = "bridge.yaml") -> str:
@@ -110,8 +111,7 @@ def test_a_bad_value_from_the_environment_names_the_variable_not_the_file(tmp_pa
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {key: value for key, value in os.environ.items()
             if not key.startswith("RESPONSES_BRIDGE_") and key not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
-    return subprocess.run([sys.executable, "-m", "responses_bridge", *args], capture_output=True, text=True,
-                          env={**base, **(env or {})}, timeout=60, check=False)
+    return zygote.run([sys.executable, "-m", "responses_bridge", *args], env={**base, **(env or {})}, timeout=60)
 
 
 def test_config_check_validates_a_file_without_starting(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for tests.support
 
 from responses_bridge.envoy_config import EXTPROC_CLUSTER, HTTP_CLUSTER, upstream_cluster
+from tests.support import zygote
 from tests.support.envoy import have_envoy, validate_config
 
 CONFIG = {
@@ -28,8 +29,8 @@ CONFIG = {
 
 def _render(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     clean = {key: value for key, value in os.environ.items() if not key.startswith("RESPONSES_BRIDGE_")}
-    return subprocess.run([sys.executable, "-m", "responses_bridge", "envoy-config", *argv], capture_output=True,
-                          text=True, env={**clean, **(env or {})})
+    return zygote.run([sys.executable, "-m", "responses_bridge", "envoy-config", *argv], timeout=120,
+                      env={**clean, **(env or {})})
 
 
 def _ports(bootstrap: dict) -> dict[str, int]:

@@ -20,6 +20,7 @@ from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.responses.profiles import options_for
 from responses_bridge.probe import cache as probe_cache
 from responses_bridge.probe.checks import CHECKS, ProbeError, ProbeReport, probe_upstream
+from tests.support import zygote
 
 
 async def start_fake(quirks: str | None = None, *, native: bool = False) -> tuple[object, str]:
@@ -46,16 +47,13 @@ async def llamacpp() -> AsyncIterator[str]:
 
 
 async def cli(*args: str, data_dir: Path, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """The CLI in its own process; this test's loop keeps serving the fake meanwhile."""
+    """The CLI in its own process (forked, tests/support/zygote.py), waited for on a thread: this test's loop keeps
+    serving the fake meanwhile."""
     base = {key: value for key, value in os.environ.items()
             if not key.startswith("RESPONSES_BRIDGE_") and key not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "responses_bridge", *args,
-        env={**base, "XDG_DATA_HOME": str(data_dir), **(env or {})},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    done = await asyncio.to_thread(zygote.run, [sys.executable, "-m", "responses_bridge", *args], timeout=120,
+                                   env={**base, "XDG_DATA_HOME": str(data_dir), **(env or {})})
+    return done.returncode, done.stdout, done.stderr
 
 
 async def test_an_openai_faithful_upstream_is_translated_with_no_switch_needed(fake: str, tmp_path: Path) -> None:

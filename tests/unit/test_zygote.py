@@ -64,7 +64,7 @@ async def test_a_running_one_has_the_directory_session_and_streams_asked_for(tmp
 
 @pytest.mark.parametrize("argv, env", [
     (["-c", "pass"], {}),  # not a bridge command
-    (["-m", "responses_bridge", "config", "--help"], {}),  # not one of the commands forked
+    (["-m", "responses_bridge", "bench", "--help"], {}),  # not one of the commands forked
     (["-m", "tests.support.mcp_server", "--help"], {"PYTHONMALLOC": "malloc"}),  # forked, but for the option
     (["-m", "responses_bridge", "serve", "--help"], {"PYTHONMALLOC": "malloc"}),  # an interpreter option
     (["-m", "responses_bridge", "serve", "--help"], {"PROMETHEUS_MULTIPROC_DIR": "/tmp"}),  # read on import
@@ -85,6 +85,18 @@ def test_run_captures_both_streams_and_the_status_as_subprocess_run_does(tmp_pat
     assert listed.returncode == 0 and "acme" in listed.stdout, listed
     wrong = zygote.run([PYTHON, "-m", "responses_bridge", "keys", "create", "--db", db], timeout=60)
     assert wrong.returncode == 2 and "--tenant" in wrong.stderr and wrong.stdout == "", wrong
+
+
+def test_a_command_runs_in_the_directory_asked_for(tmp_path: Path) -> None:
+    """``cwd=``, as ``subprocess.run`` takes it, forked or not: a relative path names a file there."""
+    with open(os.devnull, "wb") as null:
+        process = zygote.popen([PYTHON, "-m", "responses_bridge", "keys", "create", "--tenant", "acme", "--db",
+                                "named.db"], stdout=null, stderr=null, start_new_session=True, cwd=tmp_path)
+        assert isinstance(process, zygote.ForkedProcess)
+        assert process.wait(60) == 0
+    assert (tmp_path / "named.db").exists() and not Path("named.db").exists()
+    started = zygote.run([PYTHON, "-c", "import os; print(os.getcwd())"], timeout=60, cwd=tmp_path)  # not forked
+    assert started.returncode == 0 and started.stdout.strip() == str(tmp_path), started
 
 
 async def test_the_mcp_test_server_is_forked_from_a_server_of_its_own() -> None:
