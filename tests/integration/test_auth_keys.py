@@ -27,6 +27,7 @@ import pytest
 from responses_bridge.devtools.procs import wait_http
 from responses_bridge.envoy_config import Auth, render_bootstrap
 from responses_bridge.services.tenancy.identity import SIDECAR_HEADER
+from tests.support import zygote
 from tests.support.bridge import PYTHON, UpstreamLog, finished_after, finished_requests, keys_command
 from tests.support.envoy import free_port, have_envoy, start_envoy
 from tests.support.postgres import sidecar_env
@@ -104,7 +105,7 @@ async def start_stack(tmp: Path, fake_upstream: str, *flags: str) -> AsyncIterat
     env = {**os.environ, "RESPONSES_BRIDGE_AUTH": "keys", "RESPONSES_BRIDGE_LOG_LEVEL": "info",
            **sidecar_env(str(db))}
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
+        process = zygote.popen(
             [PYTHON, "-m", "responses_bridge", "serve", "--upstream", fake_upstream, "--http-port", str(http_port),
              "--extproc-port", str(extproc_port), "--db", str(db),
              "--upstream-via", f"http://127.0.0.1:{listen_port}/v1", *flags],

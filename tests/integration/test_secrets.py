@@ -32,6 +32,7 @@ from aiohttp import web
 
 from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
+from tests.support import zygote
 from tests.support.bridge import PYTHON
 from tests.support.envoy import EnvoyProcess, have_envoy, start_envoy
 from tests.support.mcp_server import running_mcp_server
@@ -79,8 +80,8 @@ class LoggedProcess(ManagedProcess):
         import os
 
         with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
-                                            start_new_session=True, env={**os.environ, **(self.env or {})})
+            self.process = zygote.popen(self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                        env={**os.environ, **(self.env or {})})
 
 
 class HostileMCPServer:
