@@ -176,8 +176,9 @@ async def test_packages_from_the_operators_indexes_serve_every_later_command(bas
                              "python3 -c 'import tinypkg; print(tinypkg.WORD)' && tinyword && "
                              "node -e 'console.log(require(\"tinynode\"))' && tinynodebin && ls -A /mnt/data | wc -l")
         kinds = [event["type"] for _, event in events]
+        errors = [event.get("environment", {}).get("error") for _, event in events[:3]]
         assert kinds[:3] == ["agent.session.created", "agent.session.environment.pending",
-                             "agent.session.environment.ready"], kinds
+                             "agent.session.environment.ready"], (kinds, errors)  # a failed install says why
         assert events[2][1]["environment"]["error"] is None
         [command] = commands(events)
         assert command["exit_code"] == 0 and command["output"] == "tiny-42\ntiny-42\nnode-42\nbin-42\n0\n", command
