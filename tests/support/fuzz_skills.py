@@ -166,11 +166,11 @@ ROUTES = ["POST /v1/skills", "GET /v1/skills", "GET /v1/skills/{id}", "POST /v1/
 
 def fresh_skills(base_url: str, count: int = 3) -> list[str]:
     """Skills with three versions each, made with the SDK, for the generated requests to reach."""
-    import openai
+    from .sdk import sync_sdk
 
     data = _zip([("SKILL.md", b"---\nname: fuzz-target\ndescription: What the fuzzer aims at.\n---\n", None)])
     made: list[str] = []
-    with openai.OpenAI(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0) as client:
+    with sync_sdk(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0) as client:
         for _ in range(count):
             skill = client.skills.create(files=("skill.zip", data, "application/zip"))
             for _ in range(2):
