@@ -147,7 +147,10 @@ async def test_a_tenants_rate_refuses_a_schedule_and_fails_the_occurrences_past_
                                   "timezone": "UTC", "target": target()}, tenant="busy")
     assert (refused.value.status, refused.value.param, refused.value.code) == (
         400, "expression", "automation_rate_exceeded")
-    hourly = await automations.create({"type": "periodic", "name": "hourly", "expression": "0 * * * *",
+    # hourly, half an hour from now: never due at ``now + 2`` below (at minute 0, a run two seconds before the hour
+    # fired it there, the tenant's sixth occurrence of the minute, and one of the eight below was refused for it)
+    half_past = (int(time.time()) // 60 + 30) % 60
+    hourly = await automations.create({"type": "periodic", "name": "hourly", "expression": f"{half_past} * * * *",
                                        "timezone": "UTC", "target": target()}, tenant="busy")
     with pytest.raises(APIError):  # nor may an update make it so
         await automations.update(hourly["id"], {"expression": "*/5 * * * * *"}, tenant="busy")
