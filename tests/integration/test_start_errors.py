@@ -30,8 +30,8 @@ def serve(tmp_path: Path, db: Path, **env: str) -> tuple[int, list[str]]:
         done = zygote.run([PYTHON, "-m", "responses_bridge", "serve", "--db", str(db), "--upstream",
                            "http://127.0.0.1:9/v1", "--http-port", str(free_port()), "--extproc-port",
                            str(free_port())], timeout=HANG_GUARD, cwd=tmp_path, env=clean_env(tmp_path, **env))
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"serve never exited in {HANG_GUARD} s")
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(f"serve never exited: {str(hung.stderr)[-2000:]}")
     return done.returncode, done.stderr.splitlines()
 
 

@@ -362,19 +362,24 @@ def popen(argv: Sequence[str], *, stdout: int | IO[Any] | None = None, stderr: i
 def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
         timeout: float) -> subprocess.CompletedProcess[str]:
     """``subprocess.run(argv, capture_output=True, text=True, timeout=…, check=False, env=…, cwd=…)``, forked as
-    :func:`popen` forks (its own session: a process killed at the timeout takes what it started with it)."""
+    :func:`popen` forks (its own session: a process killed at the timeout takes what it started with it). As with
+    ``subprocess.run``, a ``TimeoutExpired`` carries what the process had written (``.stdout``, ``.stderr``)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = popen(argv, stdout=out, stderr=err, start_new_session=True, env=env, cwd=cwd)
+
+        def written() -> tuple[str, str]:
+            out.seek(0)
+            err.seek(0)
+            return out.read().decode(errors="replace"), err.read().decode(errors="replace")
+
         try:
             code = process.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            raise
-        out.seek(0)
-        err.seek(0)
-        return subprocess.CompletedProcess(list(argv), code, out.read().decode(errors="replace"),
-                                           err.read().decode(errors="replace"))
+            stdout, stderr = written()
+            raise subprocess.TimeoutExpired(list(argv), timeout, output=stdout, stderr=stderr) from None
+        return subprocess.CompletedProcess(list(argv), code, *written())
 
 
 if __name__ == "__main__":

@@ -87,6 +87,14 @@ def test_run_captures_both_streams_and_the_status_as_subprocess_run_does(tmp_pat
     assert wrong.returncode == 2 and "--tenant" in wrong.stderr and wrong.stdout == "", wrong
 
 
+def test_run_past_its_timeout_kills_the_process_and_keeps_what_it_wrote() -> None:
+    port = free_port()
+    with pytest.raises(subprocess.TimeoutExpired) as expired:
+        zygote.run([PYTHON, "-m", "responses_bridge", "fake-upstream", "--port", str(port)], timeout=5)
+    assert f"listening on http://127.0.0.1:{port}/v1" in str(expired.value.stdout)
+    assert expired.value.stderr is not None
+
+
 def test_a_command_runs_in_the_directory_asked_for(tmp_path: Path) -> None:
     """``cwd=``, as ``subprocess.run`` takes it, forked or not: a relative path names a file there."""
     with open(os.devnull, "wb") as null:
