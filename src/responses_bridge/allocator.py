@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import os
 import sys
 from collections.abc import Callable
@@ -43,11 +42,13 @@ def resident_bytes() -> int:
 
 
 def glibc_malloc_trim() -> Callable[[], None] | None:
-    """``malloc_trim(0)`` of glibc, or None on other C libraries and systems."""
+    """``malloc_trim(0)`` of glibc, or None on other C libraries and systems. The C library is looked up among the
+    symbols the interpreter has loaded (``dlopen(NULL)``), not by ``ctypes.util.find_library``, which runs
+    ``ldconfig -p`` in a subprocess: a fork of the whole process at every start (1.5 ms of CPU, ~8 ms of wall)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)
     except OSError:
         return None
     if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "malloc_trim"):  # only glibc has both

@@ -4,6 +4,10 @@ clock, and that the real call exists and runs where the C library is glibc."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+
+import pytest
 
 from responses_bridge.allocator import MemoryTrimmer, glibc_malloc_trim, resident_bytes
 
@@ -70,3 +74,13 @@ async def test_the_real_trim_runs() -> None:
     del junk
     await asyncio.to_thread(trim)
     assert resident_bytes() > 0
+
+
+def test_finding_the_trim_starts_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every start looks the trim up: ``ctypes.util.find_library`` forked the whole process for ``ldconfig -p``."""
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a process started: {args}")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refused)
+    monkeypatch.setattr(os, "posix_spawn", refused)
+    assert glibc_malloc_trim() is not None
