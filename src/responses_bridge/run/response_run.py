@@ -181,6 +181,11 @@ class ResponseRun:
     def response_id(self) -> str | None:
         return self.translator.response_id if self.translator is not None else None
 
+    @property
+    def effects_made(self) -> bool:
+        """See :attr:`Run.effects_made` (the output builder is marked by the tool loop: server_tools_calls.py)."""
+        return self.translator is not None and self.translator.builder.effects_made
+
     # --- request -------------------------------------------------------------------------------------------------
 
     async def begin(self, body: bytes | dict[str, Any], *, large: bool = False) -> UpstreamRequest | None:

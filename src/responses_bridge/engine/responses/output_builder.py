@@ -54,6 +54,11 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
     # every builder gets a full dict of its own (five times the memory, slower to make and to read, per chunk).
     cite: Callable[[str], list[dict[str, Any]]] | None = None  # citations for output_text (after a web search)
     program_sign: Callable[[bytes], str] | None = None  # keys programs' fingerprints (engine/tools/programs.py)
+    effects_made = False
+    """A server-side call with effects (MCP, code interpreter, hosted shell) has been started: set by the tool loop
+    (run/server_tools_calls.py) before the call goes out. From then on a retry of the request would repeat it, so
+    the response ends with its truthful Response whatever ends it (see ``ClientStream.fail``), never with a
+    retryable status."""
 
     def __init__(self, response: dict[str, Any], encode: Encoder | None, *,
                  summary: bool = False,
