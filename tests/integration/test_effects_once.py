@@ -13,18 +13,21 @@ One sidecar (its own model calls through Envoy: ``--upstream-via``) and one Envo
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import openai
+import orjson
 import pytest
 
 from responses_bridge.devtools.procs import free_port
 from responses_bridge.envoy_config import Auth, render_bootstrap
-from tests.support.bridge import Sidecar, create_keys, running_sidecar
+from tests.support.bridge import Sidecar, UpstreamLog, create_keys, running_sidecar
 from tests.support.envoy import have_envoy, start_envoy
 from tests.support.mcp_server import MCPTestServer
 from tests.support.sdk import async_sdk
@@ -128,3 +131,100 @@ async def test_the_same_failure_before_any_call_stays_retryable(
                                           tools=[payment_tool(mcp)])  # type: ignore[list-item]
     assert raised.value.status_code >= 500
     assert await mcp.payments(to) == 0
+
+
+# --- Idempotency-Key ------------------------------------------------------------------------------------------------
+
+
+def new_key() -> str:
+    return f"key-{uuid.uuid4()}"
+
+
+async def test_a_retried_create_returns_the_first_ones_response(
+        sdk: openai.AsyncOpenAI, mcp: MCPTestServer) -> None:
+    """The same key and body again: the first response (same id), not a second run; the MCP tool ran once."""
+    key, to = new_key(), payee()
+    params: dict[str, Any] = {"model": MODEL, "input": f"call bank__send_payment {to}", "tools": [payment_tool(mcp)]}
+    first = await sdk.responses.create(**params, extra_headers={"Idempotency-Key": key})
+    again = await sdk.responses.create(**params, extra_headers={"Idempotency-Key": key})
+    assert first.status == "completed" and again.id == first.id and again.output_text == first.output_text
+    assert await mcp.payments(to) == 1
+    # without the key (or with a new one) it runs again, as any request does
+    fresh = await sdk.responses.create(**params, extra_headers={"Idempotency-Key": new_key()})
+    assert fresh.id != first.id and await mcp.payments(to) == 2
+    # streamed: the retry's stream is the stored response's terminal event
+    key, ids = new_key(), []
+    for _ in range(2):
+        async with await sdk.responses.create(**params, stream=True, extra_headers={"Idempotency-Key": key}) as events:
+            ids += [event.response.id async for event in events if event.type == "response.completed"]
+    assert len(ids) == 2 and ids[0] == ids[1] and await mcp.payments(to) == 3
+
+
+async def test_a_duplicate_while_the_first_runs_gets_409_then_the_result(
+        door_url: str, stack: Stack) -> None:
+    """A duplicate sent while the first still runs (its model call under way): 409 ``idempotency_key_in_use`` with
+    Retry-After; the SDK retries it by itself, and lands on the finished result."""
+    key = new_key()
+    text = f"Say hello slowly, {key}. [header_delay=3000]"
+    body = {"model": MODEL, "input": text}
+    headers = {"Authorization": f"Bearer {stack.keys['alpha']}", "Idempotency-Key": key}
+    upstream = UpstreamLog(stack.sidecar.upstream_url.removesuffix("/v1"))
+    async with aiohttp.ClientSession(base_url=door_url, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async def post() -> tuple[int, dict[str, Any], Any]:
+            async with session.post("/v1/responses", json=body, headers=headers) as answer:
+                return answer.status, orjson.loads(await answer.read()), answer.headers.get("Retry-After")
+
+        first = asyncio.ensure_future(post())
+        for _ in range(200):  # until the first one's model call arrived upstream: it holds the key by then
+            if any(key in orjson.dumps(entry["body"]).decode() for entry in await upstream.entries()):
+                break
+            await asyncio.sleep(0.05)
+        status, error, retry_after = await post()
+        assert status == 409 and error["error"]["code"] == "idempotency_key_in_use", error
+        assert error["error"]["param"] == "Idempotency-Key" and retry_after is not None
+        # its 409s come with Retry-After: 1, and the first answers ~3 s after its model call began: retries enough
+        async with sdk_for(door_url, stack.keys["alpha"], max_retries=10) as client:
+            again = await client.responses.create(model=MODEL, input=text, extra_headers={"Idempotency-Key": key})
+        status, response, _ = await first
+    assert status == 200 and response["status"] == "completed" and again.id == response["id"]
+
+
+async def test_the_same_key_with_another_body_or_too_long_is_a_400(door_url: str, stack: Stack) -> None:
+    key = new_key()
+    async with sdk_for(door_url, stack.keys["alpha"], max_retries=0) as client:
+        await client.responses.create(model=MODEL, input="one", extra_headers={"Idempotency-Key": key})
+        with pytest.raises(openai.BadRequestError) as reused:
+            await client.responses.create(model=MODEL, input="two", extra_headers={"Idempotency-Key": key})
+        with pytest.raises(openai.BadRequestError) as too_long:
+            await client.responses.create(model=MODEL, input="one", extra_headers={"Idempotency-Key": "k" * 256})
+    assert reused.value.code == "idempotency_key_reused" and reused.value.param == "Idempotency-Key"
+    assert too_long.value.code == "invalid_value" and too_long.value.param == "Idempotency-Key"
+
+
+async def test_another_tenants_same_key_is_its_own(door_url: str, stack: Stack) -> None:
+    key = new_key()
+    async with sdk_for(door_url, stack.keys["alpha"]) as alpha, sdk_for(door_url, stack.keys["beta"]) as beta:
+        mine = await alpha.responses.create(model=MODEL, input="one", extra_headers={"Idempotency-Key": key})
+        theirs = await beta.responses.create(model=MODEL, input="two", extra_headers={"Idempotency-Key": key})
+        again = await beta.responses.create(model=MODEL, input="two", extra_headers={"Idempotency-Key": key})
+    assert theirs.id != mine.id and theirs.output_text == "Echo: two" and again.id == theirs.id
+
+
+async def test_an_error_answer_frees_the_key_and_store_false_is_not_run_again(
+        door_url: str, stack: Stack, mcp: MCPTestServer) -> None:
+    """A first request that answered an error status (nothing was done) leaves the key free: its retry runs. One
+    that ran with ``store: false``: its retry is not run again (400 ``idempotency_key_used``)."""
+    key = new_key()
+    async with sdk_for(door_url, stack.keys["alpha"], max_retries=0) as client:
+        with pytest.raises(openai.APIStatusError):
+            await client.responses.create(model=MODEL, input="[error=503]", extra_headers={"Idempotency-Key": key})
+        with pytest.raises(openai.APIStatusError):  # ran again: the same error, not a replay or a 409
+            await client.responses.create(model=MODEL, input="[error=503]", extra_headers={"Idempotency-Key": key})
+        to, key = payee(), new_key()
+        params: dict[str, Any] = {"model": MODEL, "input": f"call bank__send_payment {to}", "store": False,
+                                  "tools": [payment_tool(mcp)], "extra_headers": {"Idempotency-Key": key}}
+        first = await client.responses.create(**params)
+        with pytest.raises(openai.BadRequestError) as used:
+            await client.responses.create(**params)
+    assert first.status == "completed" and used.value.code == "idempotency_key_used" and first.id in used.value.message
+    assert await mcp.payments(to) == 1
