@@ -282,7 +282,7 @@ class CallRunner:
             return None, f"The arguments of tool '{name}' are not valid JSON."
         if not isinstance(parsed, dict):
             return None, f"The arguments of tool '{name}' must be a JSON object."
-        self.builder.effects_made = True  # from here a retry of the request would call the tool again
+        self.builder.effect_made()  # from here a retry of the request would call the tool again
         try:
             result = await self.services.mcp.call_tool(server, name, parsed)
         except Exception as error:  # noqa: BLE001 - a failure below is this call's failure, not the response's
@@ -351,7 +351,7 @@ class CallRunner:
         try:
             if interpreter is None:
                 raise RuntimeError("no code interpreter")
-            self.builder.effects_made = True  # the code may change what outlives the call (its container, the net)
+            self.builder.effect_made()  # the code may change what outlives the call (its container, the net)
             run = await interpreter.run(code, container_id, tenant=self.tenant)
         except Exception as error:  # noqa: BLE001 - a failure below is this call's failure, not the response's
             raise_if_cancelled()
@@ -373,7 +373,7 @@ class CallRunner:
         try:
             if shell is None:
                 raise RuntimeError("no hosted shell")
-            self.builder.effects_made = True  # the commands may change what outlives the call
+            self.builder.effect_made()  # the commands may change what outlives the call
             run = await self._flushing(wake, shell.run(action, container_id, tenant=self.tenant,
                                                        printed=live.printed))
         except Exception as error:  # noqa: BLE001 - a failure below is this call's failure, not the response's
