@@ -8,7 +8,8 @@ stored. Before any such call the failure stays a retryable error, since retrying
 ``idempotency_key_in_use``; the same key with another body: 400; another tenant's same key: its own).
 
 One sidecar (its own model calls through Envoy: ``--upstream-via``) and one Envoy in front of it, with
-``RESPONSES_BRIDGE_AUTH=keys`` and two tenants' keys; the real MCP test server on loopback.
+``RESPONSES_BRIDGE_AUTH=keys`` and two tenants' keys, and one upstream place the bridge takes back from a tenant
+for another holding none; the real MCP test server on loopback.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) ->
     db = os.path.join(directory, "effects.db")
     keys = create_keys(db, ["alpha", "beta"])
     listen_port = free_port()
-    env = {"RESPONSES_BRIDGE_AUTH": "keys", "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}
+    # one upstream place, taken back after half a second for a tenant holding none (fair_share.py, fair_tenure.py)
+    env = {"RESPONSES_BRIDGE_AUTH": "keys", "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1",
+           "RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS": "1", "RESPONSES_BRIDGE_FAIR_SHARE_QUANTUM": "0.5"}
     async with running_sidecar(directory, fake_upstream, "--db", db, "--upstream-via",
                                f"http://127.0.0.1:{listen_port}/v1", env=env) as sidecar:
         envoy = await start_envoy(render_bootstrap(
@@ -117,6 +120,31 @@ async def test_a_failed_turn_after_an_mcp_call_is_answered_once_with_its_respons
                 final = event.response
     assert final is not None and final.status == "failed"
     assert [item.type for item in final.output if item.type == "mcp_call"] == ["mcp_call"]
+    assert await mcp.payments(to) == 1
+
+
+async def test_work_taken_back_after_an_mcp_call_is_answered_once_with_its_response(
+        sdk: openai.AsyncOpenAI, mcp: MCPTestServer, stack: Stack) -> None:
+    """The issue's case: the bridge takes back the only upstream place from alpha's tool loop (its second model turn
+    waiting on the model, the tool already called) for beta, who holds none. Alpha's request gets its failed Response
+    (200, ``preempted_for_fairness`` leading its error), not a 503 the SDK would retry: the tool ran once."""
+    to = payee()
+    first = asyncio.ensure_future(sdk.responses.create(
+        model=MODEL, input=f"call bank__send_payment {to} [stall_after_tools=20000]",
+        tools=[payment_tool(mcp)]))  # type: ignore[list-item]
+    upstream = UpstreamLog(stack.sidecar.upstream_url.removesuffix("/v1"))
+    for _ in range(200):  # until its second model call holds the place (the fake stalls it)
+        if any(entry["body"]["messages"][-1].get("role") == "tool" and to in orjson.dumps(entry["body"]).decode()
+               for entry in await upstream.entries()):
+            break
+        await asyncio.sleep(0.05)
+    async with sdk_for(stack.sidecar.http_url, stack.keys["beta"]) as beta:
+        other = await beta.responses.create(model=MODEL, input="my turn")
+    response = await first
+    assert other.status == "completed"
+    assert response.status == "failed" and response.error is not None
+    assert response.error.message.startswith("preempted_for_fairness")
+    assert [item.type for item in response.output] == ["mcp_list_tools", "mcp_call"]
     assert await mcp.payments(to) == 1
 
 
