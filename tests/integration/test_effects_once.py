@@ -188,6 +188,35 @@ async def test_a_retried_create_returns_the_first_ones_response(
     assert len(ids) == 2 and ids[0] == ids[1] and await mcp.payments(to) == 3
 
 
+async def test_a_retry_of_a_failed_response_with_effects_gets_it_again(
+        sdk: openai.AsyncOpenAI, mcp: MCPTestServer) -> None:
+    """The failed Response of a run whose call was made is an answer like any: sent again with its key, it comes
+    back, and nothing runs."""
+    key, to = new_key(), payee()
+    params: dict[str, Any] = {"model": MODEL, "input": f"call bank__send_payment {to} [error_after_tools=503]",
+                              "tools": [payment_tool(mcp)], "extra_headers": {"Idempotency-Key": key}}
+    first = await sdk.responses.create(**params)
+    again = await sdk.responses.create(**params)
+    assert first.status == again.status == "failed" and again.id == first.id
+    assert await mcp.payments(to) == 1
+
+
+async def test_a_retried_background_create_returns_the_same_response(sdk: openai.AsyncOpenAI) -> None:
+    key = new_key()
+    first = await sdk.responses.create(model=MODEL, input="in the background", background=True,
+                                       extra_headers={"Idempotency-Key": key})
+    again = await sdk.responses.create(model=MODEL, input="in the background", background=True,
+                                       extra_headers={"Idempotency-Key": key})
+    assert again.id == first.id
+    # streamed: the retry replays the kept events, from response.created to the end
+    key, runs = new_key(), []
+    for _ in range(2):
+        async with await sdk.responses.create(model=MODEL, input="streamed in the background", background=True,
+                                              stream=True, extra_headers={"Idempotency-Key": key}) as events:
+            runs.append([(event.type, event.sequence_number) async for event in events])
+    assert runs[0] == runs[1] and runs[0][0] == ("response.created", 0) and runs[0][-1][0] == "response.completed"
+
+
 async def test_a_duplicate_while_the_first_runs_gets_409_then_the_result(
         door_url: str, stack: Stack) -> None:
     """A duplicate sent while the first still runs (its model call under way): 409 ``idempotency_key_in_use`` with
