@@ -8,9 +8,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
+import pytest
 
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.wire import UpstreamRequest
+from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.drive import BufferSink, drive
 from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.store import SQLiteResponseStore
@@ -33,22 +35,29 @@ async def test_a_subagents_call_marks_its_root(store: SQLiteResponseStore) -> No
 
 
 class _Broken:
-    """An upstream client whose call fails with an error no layer expects (a bug below)."""
+    """An upstream client whose call fails with ``error``, which no layer of the loop expects (a bug below, or a
+    refusal raised where none was looked for)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
     @asynccontextmanager
     async def chat(self, request: UpstreamRequest, authorization: str | None = None) -> AsyncIterator[Any]:
-        raise RuntimeError("a bug")
+        raise self.error
         yield  # pragma: no cover
 
 
+@pytest.mark.parametrize(("error", "code"), [(RuntimeError("a bug"), "server_error"),
+                                             (APIError(429, "slow down", code="rate_limit_exceeded"),
+                                              "rate_limit_exceeded")], ids=["bug", "refusal"])
 async def test_an_error_in_the_bridge_after_a_call_with_effects_ends_as_the_failed_response(
-        store: SQLiteResponseStore) -> None:
+        store: SQLiteResponseStore, error: Exception, code: str) -> None:
     run = ResponseRun(store, EngineOptions(), tenant=DEFAULT_TENANT)
     call = await run.begin(BODY)
     assert run.translator is not None
     run.translator.builder.effect_made()  # as the tool loop marks it before an MCP call goes out
-    reply = await drive(run, call, _Broken(), None, BufferSink())  # type: ignore[arg-type]
+    reply = await drive(run, call, _Broken(error), None, BufferSink())  # type: ignore[arg-type]
     body = orjson.loads(reply.body)
-    assert reply.status == 200 and body["status"] == "failed" and body["error"]["code"] == "server_error"
+    assert reply.status == 200 and body["status"] == "failed" and body["error"]["code"] == code
     stored = await store.get_response(body["id"], tenant=DEFAULT_TENANT)
     assert stored is not None and stored["status"] == "failed"

@@ -131,14 +131,16 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
             raise
         sink.ending()
         return await run.fail(preempted_error(why))
-    except Exception:
-        if not run.effects_made:  # the door's 500, which a client may retry: nothing would be done twice
+    except Exception as error:
+        if not run.effects_made:  # the door's answer (its 500), which a client may retry: nothing would be done twice
             raise
-        # a call with effects was made: the client gets the failed Response with it, never a 500 it would retry
-        log.exception("run_failed_after_effects", response_id=run.response_id)
+        # a call with effects was made: the client gets the failed Response with it, never a status it would retry
+        if not isinstance(error, APIError):
+            log.exception("run_failed_after_effects", response_id=run.response_id)
+            error = APIError(500, "The response could not go on because of an error in the bridge.",
+                             type="server_error", code="server_error")
         sink.ending()
-        return await run.fail(APIError(500, "The response could not go on because of an error in the bridge.",
-                                       type="server_error", code="server_error"))
+        return await run.fail(error)
 
 
 def _told(span: Any, run: Run) -> None:
