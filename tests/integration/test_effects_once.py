@@ -148,6 +148,30 @@ async def test_work_taken_back_after_an_mcp_call_is_answered_once_with_its_respo
     assert await mcp.payments(to) == 1
 
 
+async def test_work_taken_back_before_any_call_stays_a_retryable_503(
+        door_url: str, mcp: MCPTestServer, stack: Stack) -> None:
+    """Control: the same take-back while the first model turn holds the place, before the tool was called: the
+    retryable 503 ``preempted_for_fairness`` with ``Retry-After``, as before (a retry makes nothing twice)."""
+    to = payee()
+    async with sdk_for(door_url, stack.keys["alpha"], max_retries=0) as alpha:
+        first = asyncio.ensure_future(alpha.responses.create(
+            model=MODEL, input=f"call bank__send_payment {to} [stall=20000]",
+            tools=[payment_tool(mcp)]))  # type: ignore[list-item]
+        upstream = UpstreamLog(stack.sidecar.upstream_url.removesuffix("/v1"))
+        for _ in range(200):  # until its first model call holds the place (the fake stalls it)
+            if any(to in orjson.dumps(entry["body"]).decode() for entry in await upstream.entries()):
+                break
+            await asyncio.sleep(0.05)
+        async with sdk_for(stack.sidecar.http_url, stack.keys["beta"]) as beta:
+            other = await beta.responses.create(model=MODEL, input="my turn")
+        with pytest.raises(openai.APIStatusError) as raised:
+            await first
+    assert other.status == "completed"
+    assert raised.value.status_code == 503 and raised.value.code == "preempted_for_fairness"
+    assert raised.value.response.headers.get("Retry-After") is not None
+    assert await mcp.payments(to) == 0
+
+
 async def test_the_same_failure_before_any_call_stays_retryable(
         door_url: str, stack: Stack, mcp: MCPTestServer) -> None:
     """Control: the first model turn fails (503) before the tool was called: a status the SDK retries (the
