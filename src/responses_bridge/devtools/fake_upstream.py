@@ -214,7 +214,8 @@ _RESPONSES_ONLY_FIELDS = (
 )
 _FLAG_DIRECTIVES = ("think", "refuse", "length", "filter", "garbage")
 _VALUE_DIRECTIVES = ("think_field", "stall_after", "chunks", "header_delay", "first_byte_delay", "delay", "plain_error",
-                     "error_after_tools", "stall_after_tools", "error", "stall", "cut", "args", "args64", "context", "huge", "then")
+                     "error_after_tools", "stall_after_tools", "error", "stall", "cut", "args", "args64", "context",
+                     "huge", "then")
 _DIRECTIVE_RE = re.compile(
     r"\s*\[(" + "|".join(_VALUE_DIRECTIVES + _FLAG_DIRECTIVES) + r")(?:=([^\]]*))?\]"
 )
