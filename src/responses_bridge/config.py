@@ -125,6 +125,9 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
         "tool loop) gets its 200 and headers, then a newline every as many seconds until its JSON body: an idle "
         "timeout on the way (Envoy's, a load balancer's) does not cut it. A failure after that is a `failed` "
         "Response, stored, not an HTTP error. At most half of `envoy_stream_idle_timeout`; 0: never"))
+    idempotency_key_seconds: float = Field(default=86400.0, gt=0, description=(
+        "how long an `Idempotency-Key` of `POST /v1/responses` is kept, per tenant, from its first use: a retry with "
+        "the same key and body within it gets the first request's response instead of running again"))
     # The Files API (services/files/files.py): the largest upload accepted; over it, a 413. Bytes are kept on disk in
     # files/ next to the database, never in memory.
     max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description=(

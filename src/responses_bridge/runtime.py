@@ -44,6 +44,7 @@ from .services.files.vector_stores import VectorStoreService
 from .services.responses.background import BackgroundService
 from .services.responses.chat_completions import ChatCompletionService
 from .services.responses.conversations import ConversationService
+from .services.responses.idempotency import IdempotencyService
 from .services.responses.prompts import PromptService
 from .services.responses.retention import RetentionService
 from .services.tenancy.identity import Identity, sidecar_token
@@ -88,6 +89,7 @@ class Runtime:
     background: BackgroundService
     agents: AgentService  # the Agents API's reusable agents; sessions: the HTTP door's agents_routes.py
     retention: RetentionService  # purges what each tenant's retention_days has expired
+    idempotency: IdempotencyService  # Idempotency-Key of POST /v1/responses (services/responses/idempotency.py)
     trimmer: MemoryTrimmer  # gives large requests' memory back to the system (allocator.py)
     gauges: Periodic  # serve --workers: this worker's read-on-scrape gauges written to the shared files each second
     draining: bool = False  # set first thing on SIGTERM/SIGINT: doors refuse new work, readiness fails
@@ -189,6 +191,8 @@ class Runtime:
         retention = RetentionService(stores.responses, stores.conversations, settings.tenant_policy,
                                      any_retention=any_retention, chat_completions=stores.chat_completions)
         retention.start()
+        idempotency = IdempotencyService(stores.idempotency, settings.idempotency_key_seconds)
+        idempotency.start()
         trimmer = MemoryTrimmer()
         trimmer.start()
         gauges = Periodic(1.0 if metrics.MULTIPROCESS else 0, _refresh_gauges, name="metrics-gauges",
@@ -205,7 +209,7 @@ class Runtime:
                    files=files, uploads=uploads, embedder=embedder, chunks=stores.chunks, vector_stores=vector_stores,
                    containers=containers, skills=skills,
                    background=background, agents=AgentService(stores.agents, sealer),
-                   retention=retention, trimmer=trimmer, gauges=gauges).watching()
+                   retention=retention, idempotency=idempotency, trimmer=trimmer, gauges=gauges).watching()
         await runtime.take_over_background()
         return runtime
 
@@ -241,6 +245,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self.retention.stop()
+        await self.idempotency.stop()
         await self.trimmer.stop()
         await self.memory_watch.stop()
         await self.gauges.stop()

@@ -8,6 +8,8 @@ answers Streamable HTTP requests with plain JSON bodies instead of event streams
 - ``slow(seconds)`` sleeps, to outlast the client's call timeout;
 - ``fail(message)`` raises, which MCP reports as a result with ``isError`` and the message;
 - ``big(size)`` returns ``size`` bytes of text (1 MB by default);
+- ``send_payment(to)`` stands for a tool with effects: every call is counted by its ``to`` (a test picks a name of
+  its own), and ``GET /payments?to=NAME`` answers how many calls reached the server for it;
 - ``whoami()`` returns the ``Authorization``, ``X-Api-Key`` and ``Host`` headers the request came with, so a test
   can see what the client sent; ``authorization_digest()`` the SHA-256 of the ``Authorization`` header, so a test
   can see the credential arrived where the client masks it in what comes back; ``meta()`` the request's ``_meta``
@@ -27,6 +29,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import aiohttp
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -37,6 +40,8 @@ from starlette.responses import PlainTextResponse, Response
 from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
 
 BIG_DEFAULT = 1_000_000
+PAYMENTS: dict[str, int] = {}
+"""``send_payment`` calls by ``to``, shared by the process's servers (every port counts into it)."""
 
 
 def build_server() -> MCPServer:
@@ -84,6 +89,15 @@ def build_server() -> MCPServer:
     @server.tool(description="The request's _meta, as JSON.", annotations=ToolAnnotations(read_only_hint=True))
     def meta(ctx: Context) -> str:
         return json.dumps(dict(ctx.request_context.meta or {}), sort_keys=True, default=str)
+
+    @server.tool(description="Send a payment: a call with effects, counted.")
+    def send_payment(to: str) -> str:
+        PAYMENTS[to] = PAYMENTS.get(to, 0) + 1
+        return f"paid {to}"
+
+    @server.custom_route("/payments", methods=["GET"])
+    async def payments(request: Request) -> Response:
+        return PlainTextResponse(str(PAYMENTS.get(request.query_params.get("to", ""), 0)))
 
     @server.custom_route("/health", methods=["GET"])
     async def health(_: Request) -> Response:
@@ -145,6 +159,12 @@ class MCPTestServer:
 
     def stop(self) -> None:
         self.process.stop()
+
+    async def payments(self, to: str) -> int:
+        """How many ``send_payment`` calls for ``to`` reached the server."""
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"http://127.0.0.1:{self.http_port}/payments", params={"to": to}) as answer:
+            return int(await answer.text())
 
 
 @asynccontextmanager

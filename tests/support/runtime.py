@@ -32,6 +32,7 @@ from responses_bridge.services.files.vector_stores import VectorStoreService
 from responses_bridge.services.responses.background import BackgroundService
 from responses_bridge.services.responses.chat_completions import ChatCompletionService
 from responses_bridge.services.responses.conversations import ConversationService
+from responses_bridge.services.responses.idempotency import IdempotencyService
 from responses_bridge.services.responses.prompts import PromptService
 from responses_bridge.services.responses.retention import RetentionService
 from responses_bridge.services.tenancy.identity import Identity
@@ -43,6 +44,7 @@ from responses_bridge.store.sqlite.containers import SQLiteContainerStore
 from responses_bridge.store.sqlite.conversations import SQLiteConversationStore
 from responses_bridge.store.sqlite.events import SQLiteEventLog
 from responses_bridge.store.sqlite.files import SQLiteFileStore
+from responses_bridge.store.sqlite.idempotency import SQLiteIdempotencyStore
 from responses_bridge.store.sqlite.prompts import SQLitePromptStore
 from responses_bridge.store.sqlite.responses import SQLiteResponseStore
 from responses_bridge.store.sqlite.skills import SQLiteSkillStore
@@ -80,6 +82,7 @@ def runtime_over(store: SQLiteResponseStore, settings: Settings, *,
         background=BackgroundService(store, SQLiteEventLog(store), upstream),
         agents=AgentService(SQLiteAgentStore(store)),
         retention=RetentionService(store, SQLiteConversationStore(store), settings.tenant_policy, any_retention=False),
+        idempotency=IdempotencyService(SQLiteIdempotencyStore(store), settings.idempotency_key_seconds),
         trimmer=MemoryTrimmer(), gauges=Periodic(0, _nothing, name="metrics-gauges", failure="metrics_refresh_failed"))
 
 

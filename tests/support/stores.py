@@ -2,8 +2,8 @@
 
 ``open_stores(kind, ...)`` opens a fresh database of that kind (a SQLite file in the test's temporary directory, or
 a new database on the session's PostgreSQL server, at the latest schema: a copy of one migrated once) the way the
-sidecar opens its own (store/open.py), and gives the responses, conversations, prompts, event log and API key stores
-over it.
+sidecar opens its own (store/open.py), and gives the responses, conversations, prompts, event log, API key and
+Idempotency-Key stores over it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class Stores:
     prompts: Any
     events: Any
     api_keys: Any
+    idempotency: Any = None
 
 
 @asynccontextmanager
@@ -41,6 +42,7 @@ async def open_stores(kind: str, request: pytest.FixtureRequest, tmp_path: Path)
             url = await stack.enter_async_context(migrated_database(request.getfixturevalue("postgres_server")))
         opened = await store_open.open_stores(str(tmp_path / "contract.db"), url)
         try:
-            yield Stores(kind, opened.responses, opened.conversations, opened.prompts, opened.events, opened.api_keys)
+            yield Stores(kind, opened.responses, opened.conversations, opened.prompts, opened.events, opened.api_keys,
+                         opened.idempotency)
         finally:
             await opened.close()

@@ -8,6 +8,7 @@ import pytest
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.responses.translator import Translator
 from responses_bridge.engine.responses.turns import ToolResult
+from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.responses.request import parse_request
 from tests.support.schema import parse_sse
 from tests.unit.test_server_tool_turns import end, sse, text, tool
@@ -73,3 +74,30 @@ def test_a_later_turns_upstream_error_fails_the_response(stream: bool, status: i
     events = parse_sse(out)
     assert events[-1]["type"] == "response.failed" and t.response["status"] == "failed"
     assert [event["type"] for event in events].count("response.created") == 1
+
+
+@pytest.mark.parametrize("error", [APIError(503, "taken back", type="server_error", code="preempted_for_fairness"),
+                                   APIError(429, "slow down", code="rate_limit_exceeded"),
+                                   APIError(502, "the upstream failed", code="server_error")],
+                         ids=["preempted", "429", "502"])
+def test_after_a_call_with_effects_a_json_answer_fails_as_its_response(error: APIError) -> None:
+    """Once a call with effects went out (the tool loop marks the builder), a failure of any kind, statuses a
+    client retries included, ends a JSON answer as the failed Response (200) holding the call, never as the
+    error body the SDK would retry; its error says the calls were made."""
+    t = translator(False)
+    first_turn(t, False)
+    t.builder.effects_made = True
+    reply = t.fail(error)
+    assert reply is None  # to be persisted, then terminal_reply()
+    answer = t.terminal_reply()
+    body = orjson.loads(answer.body)
+    assert answer.status == 200 and body["status"] == "failed"
+    assert [item["type"] for item in body["output"]] == ["function_call"]
+    assert "would make them again" in body["error"]["message"]
+
+
+def test_before_any_call_with_effects_a_json_answer_keeps_its_status() -> None:
+    t = translator(False)
+    first_turn(t, False)
+    reply = t.fail(APIError(503, "taken back", type="server_error", code="preempted_for_fairness"))
+    assert reply is not None and reply.status == 503

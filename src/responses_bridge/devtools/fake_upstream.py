@@ -135,6 +135,10 @@ text that gets echoed. Unknown bracketed text is left alone.
    type OpenAI uses for it (400 ``invalid_request_error``, 401 ``authentication_error``, 403
    ``permission_error``, 404 ``not_found_error``, 429 ``too_many_requests`` with code
    ``rate_limit_exceeded``, 5xx ``server_error``), also for streaming requests.
+   ``[error_after_tools=CODE]`` -> the same as ``[error=CODE]``, but only for a call whose messages end with tool
+   results: the turn after a tool loop's calls fails (the first turn's calls were made).
+   ``[stall_after_tools=MS]`` -> the same as ``[stall=MS]``, but only for a call whose messages end with tool
+   results: the turn after the calls holds its upstream place that long.
    ``[plain_error=CODE]`` -> that status with a ``text/plain`` body, as a reverse proxy or a bare server
    sends it (no OpenAI error object).
    ``[stall=MS]`` -> sleep MS ms before sending anything, headers included.
@@ -210,7 +214,8 @@ _RESPONSES_ONLY_FIELDS = (
 )
 _FLAG_DIRECTIVES = ("think", "refuse", "length", "filter", "garbage")
 _VALUE_DIRECTIVES = ("think_field", "stall_after", "chunks", "header_delay", "first_byte_delay", "delay", "plain_error",
-                     "error", "stall", "cut", "args", "args64", "context", "huge", "then")
+                     "error_after_tools", "stall_after_tools", "error", "stall", "cut", "args", "args64", "context",
+                     "huge", "then")
 _DIRECTIVE_RE = re.compile(
     r"\s*\[(" + "|".join(_VALUE_DIRECTIVES + _FLAG_DIRECTIVES) + r")(?:=([^\]]*))?\]"
 )
@@ -388,6 +393,8 @@ class Directives:
     context: int | None = None  # [context=N]: the model's context window, in prompt tokens
     huge: tuple[int, int, int] | None = None  # [huge=N:W:MS]: an N-byte word first, streamed in W-byte writes
     then: tuple[str, ...] = ()  # [then=NAME] (repeatable): the call made after each round of tool results
+    error_after_tools: int | None = None  # [error_after_tools=CODE]: [error] only once tool results follow
+    stall_after_tools_ms: float = 0.0  # [stall_after_tools=MS]: [stall] only once tool results follow
 
 
 def _bad_directive(raw: str, why: str) -> FakeError:
@@ -428,6 +435,10 @@ def _apply_directive(d: Directives, name: str, value: str | None, raw: str) -> N
         _apply_directive(d, "args", decoded, raw)
     elif name == "context":
         d.context = _non_negative_int(raw, value, minimum=1)
+    elif name == "stall_after_tools":
+        d.stall_after_tools_ms = _non_negative_int(raw, value)
+    elif name == "error_after_tools":
+        d.error_after_tools = _non_negative_int(raw, value, minimum=400, maximum=599)
     elif name in ("error", "plain_error"):
         code = _non_negative_int(raw, value)
         if not 400 <= code <= 599:
@@ -1187,10 +1198,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     d, cleaned = parse_directives(user_text or "")
     if d.stall_ms:
         await asyncio.sleep(d.stall_ms / 1000)
+    if d.stall_after_tools_ms and body["messages"][-1].get("role") == "tool":
+        await asyncio.sleep(d.stall_after_tools_ms / 1000)
     if d.error is not None and d.plain_error:
         return web.Response(status=d.error, text=f"{d.error} Internal Server Error", content_type="text/plain")
     if d.error is not None:
         raise FakeError(d.error, f"fake upstream error {d.error}", code=_ERROR_CODES.get(d.error))
+    if d.error_after_tools is not None and body["messages"][-1].get("role") == "tool":
+        code = d.error_after_tools
+        raise FakeError(code, f"fake upstream error {code}", code=_ERROR_CODES.get(code))
     if d.context is not None:
         _check_context(body, d.context)
     described = (fake_quirks.described_functions(body["messages"])

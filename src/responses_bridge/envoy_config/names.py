@@ -163,9 +163,14 @@ OBSERVED_HEADERS = ("x-request-id", "traceparent", "tracestate", "b3", "x-b3-tra
 """Forwarded to the processor the same way, so its log lines carry Envoy's request id (which Envoy sets before
 any filter runs) and its spans join the request's trace (observability/tracing.py)."""
 
-CLIENT_CONTEXT_HEADERS = ("openresponses-version",)
+IDEMPOTENCY_KEY_HEADER = "idempotency-key"
+"""``Idempotency-Key`` of ``POST /v1/responses``: the processor hands such a request to the HTTP door, which keeps the
+keys (services/responses/idempotency.py)."""
+
+CLIENT_CONTEXT_HEADERS = ("openresponses-version", IDEMPOTENCY_KEY_HEADER)
 """Forwarded to the processor the same way: request headers that say how the client reads the answer (an Open
-Responses client's version header gives it the spec's event names: engine/event_frames.py)."""
+Responses client's version header gives it the spec's event names: engine/event_frames.py), or who must answer it
+(an ``Idempotency-Key``: the HTTP door)."""
 
 
 UPSTREAM_HEADERS_NAMESPACE = "responses_bridge.upstream"

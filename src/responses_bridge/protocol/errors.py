@@ -111,3 +111,19 @@ def shut_down_mid_response() -> APIError:
     """What a response still running at the drain deadline ends with (``response.failed``), on either door."""
     return APIError(503, "The server is shutting down: this response was ended before it completed.",
                     type="server_error", code="server_shutdown")
+
+
+def retried_by_clients(status: int) -> bool:
+    """Is ``status`` one the OpenAI SDKs retry by themselves (408, 409, 429 and every 5xx: the openai SDK's
+    ``_should_retry``)? Such an answer is safe only while nothing the request did would be done again."""
+    return status in (408, 409, 429) or status >= 500
+
+
+def after_effects(error: APIError) -> APIError:
+    """``error`` ending a response whose server-side calls with effects were already made (an MCP call, code, a
+    shell command): its message says so, since the client gets the failed Response rather than a status it would
+    retry, and a person reading it must learn that sending the request again makes the calls again."""
+    return APIError(error.status, f"{error.message} Server-side calls with effects had already been made (they are "
+                    "in this response's output), so it ends here instead of as an error a client retries: sending "
+                    "the same request again would make them again.", type=error.type, param=error.param,
+                    code=error.code)

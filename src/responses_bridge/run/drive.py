@@ -73,7 +73,8 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
     ``deadline``: around the upstream reads, raising :class:`ShutdownDeadline` when the server must stop.
     ``keepalive``: seconds of silence during server-side work before ``sink.keepalive()``. Cancellation
     propagates (the door records the run as abandoned, or cancelled); any other failure of the run's own is the
-    door's too."""
+    door's too, until the run made a server-side call with effects (``run.effects_made``): then it ends the run
+    as failed, since the door's 500 is a status clients retry, and a retry would make the call again."""
     gate = getattr(run, "upstream_gate", None)
     if gate is not None:  # the response's model turns, its subagents' included, take places (run/upstream_gate.py)
         upstream = gate.around(upstream, getattr(run, "tenant", ""))
@@ -130,6 +131,16 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
             raise
         sink.ending()
         return await run.fail(preempted_error(why))
+    except Exception as error:
+        if not run.effects_made:  # the door's answer (its 500), which a client may retry: nothing would be done twice
+            raise
+        # a call with effects was made: the client gets the failed Response with it, never a status it would retry
+        if not isinstance(error, APIError):
+            log.exception("run_failed_after_effects", response_id=run.response_id)
+            error = APIError(500, "The response could not go on because of an error in the bridge.",
+                             type="server_error", code="server_error")
+        sink.ending()
+        return await run.fail(error)
 
 
 def _told(span: Any, run: Run) -> None:

@@ -104,6 +104,11 @@ class NativeRun:
     def response_id(self) -> str | None:
         return self.relay.response_id if self.relay is not None else None
 
+    @property
+    def effects_made(self) -> bool:
+        """Never: the backend runs its own tools (see :attr:`Run.effects_made`), the bridge makes no call of its own."""
+        return False
+
     # --- request -------------------------------------------------------------------------------------------------
 
     async def begin(self, body: bytes | dict[str, Any], *, large: bool = False) -> UpstreamRequest:

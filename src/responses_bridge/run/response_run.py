@@ -43,6 +43,7 @@ from typing import Any
 import structlog
 
 from ..engine.options import EngineOptions
+from ..engine.responses.output_builder import OutputBuilder
 from ..engine.responses.translator import Translator
 from ..engine.wire import JSON_CONTENT_TYPE, Framing, Reply, UpstreamRequest
 from ..observability import gen_ai, metrics
@@ -77,13 +78,14 @@ requests before the next; a response of ordinary size ends without a pass of the
 log = structlog.get_logger("responses_bridge.run")
 
 class ResponseRun:
-    # slots: a run is made per request, and its 34 fields are past the 30 an instance dict shares its keys for
+    # slots: a run is made per request, and its 35 fields are past the 30 an instance dict shares its keys for
     # (CPython's shared-key bound), which made every run build a dict of its own (~0.7 µs more per request)
     __slots__ = ("_checked", "_conversation_id", "_conversations", "_file_resolution", "_files", "_first_pending",
                  "_framing", "_kept", "_large", "_max_turns", "_options", "_pending_bytes", "_prompts", "_sealer",
                  "_server_tools", "_store", "_tool_run", "_turns", "admit_subagent", "background_body", "backlog",
-                 "before_persist", "beta", "catch_up", "charge_memory", "mcp_overlays", "on_upstream_chunk",
-                 "resumed", "save_fence", "steps", "stop_between_turns", "tenant", "translator", "upstream_gate")
+                 "before_persist", "beta", "catch_up", "charge_memory", "effects_root", "mcp_overlays",
+                 "on_upstream_chunk", "resumed", "save_fence", "steps", "stop_between_turns", "tenant", "translator",
+                 "upstream_gate")
     on_upstream_chunk: Callable[[bytes], bytes]
     """Per upstream body chunk: the client's bytes (maybe ``b""``). After :meth:`begin` this *is* the
     translator's bound method, so the per-chunk path has no layer of its own here."""
@@ -131,6 +133,7 @@ class ResponseRun:
         self.admit_subagent: Admission | None = None  # the tenant's limits, taken by each subagent's work
         self.upstream_gate: UpstreamGate | None = None  # the bridge's upstream places (run/upstream_gate.py)
         self.charge_memory: Charge | None = None  # the memory budget, charged for each subagent's context
+        self.effects_root: OutputBuilder | None = None  # a subagent's: its root's builder (OutputBuilder.effect_made)
         self.save_fence: dict[str, str] = {}  # a background run's lease (store/base.py: save_response) or nothing
         self._store = store
         self._options = options
@@ -180,6 +183,11 @@ class ResponseRun:
     @property
     def response_id(self) -> str | None:
         return self.translator.response_id if self.translator is not None else None
+
+    @property
+    def effects_made(self) -> bool:
+        """See :attr:`Run.effects_made` (the output builder is marked by the tool loop: server_tools_calls.py)."""
+        return self.translator is not None and self.translator.builder.effects_made
 
     # --- request -------------------------------------------------------------------------------------------------
 
@@ -247,6 +255,8 @@ class ResponseRun:
                            "door (the Envoy route to it is missing).", param="context_management",
                            code="unsupported_parameter")
         self.translator = translator
+        if self.effects_root is not None:  # a subagent: its calls with effects are its root response's too
+            translator.builder.effects_root = self.effects_root
         self.on_upstream_chunk = translator.on_upstream_chunk
         self.backlog, self.catch_up = translator.backlog, translator.catch_up
         agents = wants_agents(request, loop=self._server_tools is not None and translator.plan is not None)
@@ -290,9 +300,13 @@ class ResponseRun:
         return await self._first_request(self._large)
 
     def _subagent_run(self) -> ResponseRun:
-        """A run for a subagent's piece of work: this one's store, upstream dialect, tools and tenant."""
-        return ResponseRun(self._store, self._options, self._sealer, server_tools=self._server_tools,
-                           max_turns=self._max_turns, tenant=self.tenant)
+        """A run for a subagent's piece of work: this one's store, upstream dialect, tools and tenant; a call with
+        effects it makes marks the root response's builder too."""
+        run = ResponseRun(self._store, self._options, self._sealer, server_tools=self._server_tools,
+                          max_turns=self._max_turns, tenant=self.tenant)
+        builder = self._begun().builder
+        run.effects_root = builder.effects_root or builder
+        return run
 
     async def _first_request(self, large: bool) -> UpstreamRequest | None:
         translator, tool_run = self._begun(), self._tool_run

@@ -63,6 +63,11 @@ class Run(Protocol):
     @property
     def upstream_failed(self) -> bool: ...
 
+    @property
+    def effects_made(self) -> bool:
+        """Has the run made a server-side call with effects (MCP, code, a shell command)? Then a retry of its
+        request would make it again: the run ends with its Response, never with a status a client retries."""
+
     async def begin(self, body: bytes | dict[str, Any], *, large: bool = False) -> UpstreamRequest | None:
         """Parse, load what the request refers to, and return the first upstream call; raises ``APIError``.
         None: slow set-up work remains, for the driver to do (:meth:`first_call`), once the client's stream is open

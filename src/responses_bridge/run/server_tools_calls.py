@@ -7,6 +7,9 @@ an MCP server down, a search provider refusing, a bug below — is a failed item
 nothing but cancellation leaves :meth:`CallRunner.run_turn` as an exception, and cancellation cancels the calls
 still running (their connections are closed by the clients' own context managers).
 
+A call with effects (MCP, the code interpreter, the hosted shell) marks the output builder (``effects_made``) just
+before it goes out: from then on the response never ends as a status a client retries (translator_stream.py).
+
 ``max_tool_calls`` counts every call made in the response, set-up's approved calls included. Calls of a turn past
 the limit are not made: each becomes a failed item saying so, so the model reads why. Once the limit is reached
 the next turn is sent without tools (engine/responses/turns.py explains why that is what OpenAI does).
@@ -279,6 +282,7 @@ class CallRunner:
             return None, f"The arguments of tool '{name}' are not valid JSON."
         if not isinstance(parsed, dict):
             return None, f"The arguments of tool '{name}' must be a JSON object."
+        self.builder.effect_made()  # from here a retry of the request would call the tool again
         try:
             result = await self.services.mcp.call_tool(server, name, parsed)
         except Exception as error:  # noqa: BLE001 - a failure below is this call's failure, not the response's
@@ -347,6 +351,7 @@ class CallRunner:
         try:
             if interpreter is None:
                 raise RuntimeError("no code interpreter")
+            self.builder.effect_made()  # the code may change what outlives the call (its container, the net)
             run = await interpreter.run(code, container_id, tenant=self.tenant)
         except Exception as error:  # noqa: BLE001 - a failure below is this call's failure, not the response's
             raise_if_cancelled()
@@ -368,6 +373,7 @@ class CallRunner:
         try:
             if shell is None:
                 raise RuntimeError("no hosted shell")
+            self.builder.effect_made()  # the commands may change what outlives the call
             run = await self._flushing(wake, shell.run(action, container_id, tenant=self.tenant,
                                                        printed=live.printed))
         except Exception as error:  # noqa: BLE001 - a failure below is this call's failure, not the response's

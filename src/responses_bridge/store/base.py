@@ -28,6 +28,7 @@ from .records import (
     ChatCompletionPage,
     Closer,
     ConversationPage,
+    IdempotencyRecord,
     ItemPage,
     Renewal,
     Resolved,
@@ -355,3 +356,23 @@ class RunLeases(Protocol):
     def watch(self, response_id: str) -> AbstractAsyncContextManager[asyncio.Event]:
         """An event set whenever ``response_id``'s stored stream may have grown (cleared by the caller before
         each read, so a change after the read is never missed)."""
+
+
+class IdempotencyStore(Protocol):
+    """``Idempotency-Key`` of ``POST /v1/responses`` (services/responses/idempotency.py): per tenant, the first request
+    sent with a key claims it; its retries find the claim. A key past its ``expires_at`` is as good as absent."""
+
+    async def claim_key(self, key: str, fingerprint: str, *, tenant: str, now: int,
+                        expires_at: int) -> IdempotencyRecord | None:
+        """Claim ``key`` for a request whose body has ``fingerprint``: None when this caller claimed it (the key was
+        free, or its record had expired, in one atomic step: of two callers at once exactly one gets None); else
+        the record that holds it."""
+
+    async def finish_key(self, key: str, response_id: str, *, tenant: str) -> None:
+        """The claiming request answered with ``response_id``: its retries get that response from now on."""
+
+    async def release_key(self, key: str, *, tenant: str) -> None:
+        """The claiming request ended with an answer safe to send again (an error, nothing done): the key is free."""
+
+    async def purge_keys(self, now: int, *, limit: int) -> int:
+        """Delete up to ``limit`` records expired at ``now``, of every tenant (for the sweeper only); how many."""

@@ -22,6 +22,7 @@ from .base import (
     EventLog,
     FileBytes,
     FileStore,
+    IdempotencyStore,
     PromptStore,
     ResponseStore,
     VectorStoreStore,
@@ -38,6 +39,7 @@ from .sqlite.containers import SQLiteContainerStore
 from .sqlite.conversations import SQLiteConversationStore
 from .sqlite.events import SQLiteEventLog
 from .sqlite.files import SQLiteFileStore
+from .sqlite.idempotency import SQLiteIdempotencyStore
 from .sqlite.opening import OPEN_ERRORS, open_failure
 from .sqlite.prompts import SQLitePromptStore
 from .sqlite.responses import SQLiteResponseStore
@@ -69,6 +71,7 @@ class StoreSet:
     skills: SkillStore
     uploads: UploadStore
     agents: AgentStore
+    idempotency: IdempotencyStore
     file_bytes: FileBytes | None = None
     sqlite: SQLiteResponseStore | None = None
     postgres: PostgresDatabase | None = None
@@ -113,7 +116,7 @@ async def open_stores(db_path: str, database_url: str | None) -> StoreSet:
                     SQLiteApiKeyStore(store), SQLiteFileStore(store), SQLiteVectorStoreStore(store),
                     SQLiteChunkIndex(store), SQLiteContainerStore(store), SQLiteChatCompletionStore(store),
                     SQLiteSkillStore(store), SQLiteUploadStore(store), SQLiteAgentStore(store),
-                    sqlite=store)
+                    SQLiteIdempotencyStore(store), sqlite=store)
 
 
 async def _open_postgres(database_url: str) -> StoreSet:
@@ -130,6 +133,7 @@ async def _open_postgres(database_url: str) -> StoreSet:
         from .postgres.events import PostgresEventLog
         from .postgres.file_bytes import PostgresFileBytes
         from .postgres.files import PostgresFileStore
+        from .postgres.idempotency import PostgresIdempotencyStore
         from .postgres.prompts import PostgresPromptStore
         from .postgres.responses import PostgresResponseStore
         from .postgres.skills import PostgresSkillStore
@@ -148,7 +152,7 @@ async def _open_postgres(database_url: str) -> StoreSet:
                     PostgresApiKeyStore(db), PostgresFileStore(db), PostgresVectorStoreStore(db),
                     PostgresChunkIndex(db), PostgresContainerStore(db), PostgresChatCompletionStore(db),
                     PostgresSkillStore(db), PostgresUploadStore(db), PostgresAgentStore(db),
-                    file_bytes=PostgresFileBytes(db),
+                    PostgresIdempotencyStore(db), file_bytes=PostgresFileBytes(db),
                     postgres=db)
 
 

@@ -384,3 +384,13 @@ class StoredContainerFile:
     created_at: int
     source: str
     blob_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """A tenant's ``Idempotency-Key`` as kept (store/base.py: ``IdempotencyStore``): the fingerprint of the request it
+    was first sent with, and that request's response id once it has answered (None while it runs)."""
+
+    fingerprint: str
+    response_id: str | None
+    expires_at: int

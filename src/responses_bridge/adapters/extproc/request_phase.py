@@ -13,7 +13,7 @@ import structlog
 from ...engine.sse import DONE_FRAME
 from ...engine.tools.builtin import runs_server_tools
 from ...engine.wire import SSE_CONTENT_TYPE, UpstreamRequest
-from ...envoy_config import NATIVE_SUFFIX, upstream_path_prefix
+from ...envoy_config import IDEMPOTENCY_KEY_HEADER, NATIVE_SUFFIX, upstream_path_prefix
 from ...envoy_config.envoy_gateway import DOOR_HEADER
 from ...protocol.errors import APIError
 from ...protocol.responses.request import parse_json_object
@@ -73,6 +73,7 @@ class RequestPhase(Routing):
         self.authorization = headers.get("authorization")
         self.run = self.runtime.new_run(tenant=self.tenant)
         self.run.beta = beta_surface(query_of(headers.get(":path", "")), headers)
+        self.idempotent = IDEMPOTENCY_KEY_HEADER in headers
         if message.end_of_stream:  # no body at all: begin() says what is wrong with that
             return await self._begin(b"")
         return m.CONTINUE_REQUEST_HEADERS
@@ -134,12 +135,15 @@ class RequestPhase(Routing):
         try:
             decoded = await asyncio.to_thread(parse_json_object, body) if large else parse_json_object(body)
             del body  # decoded: the bytes are let go before the translation
-            if self.sidecar_route and (runs_server_tools(decoded.get("tools"), self.runtime.served_tools)
+            if self.sidecar_route and (self.idempotent  # the HTTP door keeps the keys
+                                       or runs_server_tools(decoded.get("tools"), self.runtime.served_tools)
                                        or self.runtime.streams_via_sidecar(decoded)
                                        or bool(decoded.get("context_management"))  # a summary call may come first
                                        or bool(decoded.get(MULTI_AGENT))):  # subagents: turn loops of their own
                 self.held.release()  # the HTTP door that runs it reserves its own
                 return self._route_to_sidecar()  # counted by the HTTP door, which runs it: no slot here
+            if not self.sidecar_route and self.idempotent:
+                raise idempotency_needs_http_door()  # never a key silently not kept
             if not self.sidecar_route and runs_server_tools(decoded.get("tools"), self.runtime.served_tools):
                 raise needs_http_door(decoded.get("tools"), self.runtime.served_tools)  # never a silent drop
             if not self.sidecar_route and decoded.get(MULTI_AGENT) and run.beta.on:
@@ -265,3 +269,11 @@ def agents_need_http_door() -> APIError:
                     f"them there: add the header '{DOOR_HEADER[0]}: {DOOR_HEADER[1]}' (behind Envoy Gateway or "
                     "Istio: docs/kubernetes.md), or call the HTTP door.", param="multi_agent",
                     code="http_door_required")
+
+
+def idempotency_needs_http_door() -> APIError:
+    """An ``Idempotency-Key`` on a route that does not reach the sidecar's HTTP door, which keeps the keys."""
+    return APIError(400, "Requests with an 'Idempotency-Key' run only in the bridge's HTTP door, which keeps the keys, "
+                    f"and this gateway does not send them there: add the header '{DOOR_HEADER[0]}: {DOOR_HEADER[1]}' "
+                    "(behind Envoy Gateway or Istio: docs/kubernetes.md), or call the HTTP door.",
+                    param="Idempotency-Key", code="http_door_required")

@@ -9,7 +9,7 @@ import asyncio
 
 import structlog
 
-from ...envoy_config import CLIENT_CONTEXT_HEADERS
+from ...envoy_config import CLIENT_CONTEXT_HEADERS, IDEMPOTENCY_KEY_HEADER
 from ...preemption import preempted_error
 from ...protocol.errors import APIError
 from ...protocol.tools.multi_agent import beta_surface
@@ -109,7 +109,9 @@ class _Stream(RequestPhase):
                 self.ours = True
                 self.run = self.runtime.new_run(tenant=self.tenant)
                 # the request headers are skipped: how the client reads the answer comes with the body
-                self.run.beta = beta_surface({}, m.forwarded_headers(request, CLIENT_CONTEXT_HEADERS))
+                forwarded = m.forwarded_headers(request, CLIENT_CONTEXT_HEADERS)
+                self.run.beta = beta_surface({}, forwarded)
+                self.idempotent = IDEMPOTENCY_KEY_HEADER in forwarded
             if self.authorization is None:  # request headers are skipped: Envoy forwards the credentials
                 self.authorization = m.forwarded_authorization(request)
             if not self.request_body:  # the first body message carries the metadata

@@ -53,6 +53,7 @@ class StreamState:
         "delivered",
         "done",
         "held",
+        "idempotent",
         "failed",
         "full_duplex",
         "hands_off",
@@ -99,6 +100,7 @@ class StreamState:
         self.request_bytes = 0
         self.routed = False  # handed to the sidecar's HTTP door: its answer passes through untouched
         self.sidecar_route = False  # the bootstrap routes requests with server-side tools to the HTTP door
+        self.idempotent = False  # the request has an Idempotency-Key: the HTTP door answers it (request_phase.py)
         self.hands_off = False  # the route says the HTTP door answers and checks: change nothing (names.py)
         self.chat = False  # a POST /v1/chat/completions: its upstream chosen (several upstreams), its answer stored
         # ``store: true`` on it: the recorder the answer passes through, the request it answers, whether it is

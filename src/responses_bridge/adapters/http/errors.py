@@ -8,6 +8,7 @@ import structlog
 from aiohttp import web
 
 from ...protocol.errors import APIError
+from ...services.responses.idempotency import KEY_IN_USE
 from ...services.tenancy.limits import RETRY_AFTER_SECONDS
 from ...services.tenancy.memory_budget import RETRY_LATER
 
@@ -17,10 +18,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(error: APIError) -> web.Response:
-    """The OpenAI error; a 429 (a tenant's limit) or 503 (the memory budget) with the ``Retry-After`` the openai
-    SDKs honour."""
+    """The OpenAI error; a 429 (a tenant's limit), a 503 (the memory budget) or a 409 ``idempotency_key_in_use`` with
+    the ``Retry-After`` the openai SDKs honour."""
     response = web.Response(status=error.status, body=error.body(), content_type="application/json")
-    if error.status == 429 or error.code in RETRY_LATER:
+    if error.status == 429 or error.code in RETRY_LATER or error.code == KEY_IN_USE:
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 

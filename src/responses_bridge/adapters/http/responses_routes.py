@@ -25,13 +25,15 @@ from ...protocol.tools.multi_agent import (
 )
 from ...run.drive import drive
 from ...run.response_run import LARGE_BODY_BYTES
+from ...run.runs import Run
 from ...run.upstream import UpstreamClient
 from ...runtime import Runtime
 from ...services.pagination import page_errors
 from ...services.responses import listing
+from ...services.responses.idempotency import IDEMPOTENCY_HEADER, Answered, Claim
 from ...services.tenancy.limits import RETRY_AFTER_SECONDS
 from ..pieces import PIECE_BYTES, write_in_pieces
-from . import background_routes, websocket
+from . import background_routes, idempotent_replay, websocket
 from .drain import DRAIN
 from .identity import request_tenant
 from .json_keepalive import answer_kept_alive
@@ -72,10 +74,28 @@ class ResponsesRoutes:
             routes.get("/responses/{response_id}/input_items", self.input_items)
 
     async def create(self, request: web.Request) -> web.StreamResponse:
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        if key is None:
+            return await self._create(request, None, None)
+        # a retry of a request already answered gets its answer, and runs nothing (services/responses/idempotency.py)
+        tenant = request_tenant(request)
+        body = await read_body(request)
+        held = await self.runtime.idempotency.claim(key, body, tenant=tenant)
+        if isinstance(held, Answered):
+            return await idempotent_replay.replay(request, self.runtime, held, body, tenant=tenant)
+        try:
+            return await self._create(request, body, held)
+        finally:  # ended before it answered (refused, failed in the bridge): the key is free again
+            await asyncio.shield(held.settle(None, answered=False))
+
+    async def _create(self, request: web.Request, body: bytes | None, claim: Claim | None) -> web.StreamResponse:
+        """``body``: the request's bytes when already read; ``claim``: its ``Idempotency-Key``, settled once the
+        request has answered, before its last bytes leave."""
         upstream = self.upstream
         tenant = request_tenant(request)
         if self.clients:  # several upstreams: the request's model picks one (upstreams.py)
-            body = await read_body(request)
+            if body is None:
+                body = await read_body(request)
             large = len(body) > LARGE_BODY_BYTES
             decoded = await asyncio.to_thread(parse_json_object, body) if large else parse_json_object(body)
             del body
@@ -89,15 +109,18 @@ class ResponsesRoutes:
             upstream = self.clients[route.upstream.name]
             authorization = self.runtime.route_authorization(route, request.headers.get("Authorization"))
             if run.background:
-                return await background_routes.start(request, self.runtime, run, call, authorization,
-                                                     self.runtime.client_for(route), request_body=kept)
+                started = await background_routes.start(request, self.runtime, run, call, authorization,
+                                                        self.runtime.client_for(route), request_body=kept)
+                return await _settled(claim, run, started)
         else:
             run = self.runtime.new_run(tool_loop=True, tenant=tenant)
             run.beta = _beta(request)
-            call = await run.begin(await read_body(request))  # the raw bytes die once parsed
+            call = await run.begin(body if body is not None else await read_body(request))  # the bytes die parsed
+            del body
             if run.background:  # its bytes are kept (sealed) so another process can resume it
-                return await background_routes.start(request, self.runtime, run, call,
-                                                     request_body=run.background_body)
+                started = await background_routes.start(request, self.runtime, run, call,
+                                                        request_body=run.background_body)
+                return await _settled(claim, run, started)
             authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
         sink = _EventStream(request)
         try:
@@ -105,13 +128,20 @@ class ResponsesRoutes:
                          keepalive=self.runtime.settings.stream_keepalive_seconds)
             every = self.runtime.settings.json_keepalive_interval()
             if run.streaming or not every:
-                return await _deliver(request, await work, sink.stream)
+                reply = await work
+                if claim is not None:
+                    await claim.settle(run.response_id, answered=reply.status == 200 or run.effects_made)
+                return await _deliver(request, reply, sink.stream)
             # one JSON body: a long run commits to 200 and keeps its connection alive (json_keepalive.py)
             reply, committed = await answer_kept_alive(request, run, work, every)
+            if claim is not None:
+                await claim.settle(run.response_id, answered=reply.status == 200 or run.effects_made)
             return await _deliver(request, reply, committed)
         except (asyncio.CancelledError, ConnectionResetError):
             # the client went away: the upstream call was cancelled with us; record what happened
             await run.abandon()
+            if claim is not None:  # its retries get the response recorded, once a call with effects was made
+                await asyncio.shield(claim.settle(run.response_id, answered=run.effects_made))
             raise
         finally:
             sink.close()
@@ -227,6 +257,13 @@ async def _deliver(request: web.Request, reply: Reply, stream: web.StreamRespons
     await _write(stream, reply.body)
     await stream.write_eof()
     return stream
+
+
+async def _settled(claim: Claim | None, run: Run, answer: web.StreamResponse) -> web.StreamResponse:
+    """A background request answered (queued, or its stream ended): its key now names its response."""
+    if claim is not None:
+        await claim.settle(run.response_id, answered=True)
+    return answer
 
 
 def _response_not_found(response_id: str) -> APIError:

@@ -54,6 +54,14 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
     # every builder gets a full dict of its own (five times the memory, slower to make and to read, per chunk).
     cite: Callable[[str], list[dict[str, Any]]] | None = None  # citations for output_text (after a web search)
     program_sign: Callable[[bytes], str] | None = None  # keys programs' fingerprints (engine/tools/programs.py)
+    effects_made = False
+    """A server-side call with effects (MCP, code interpreter, hosted shell) has been started: set by the tool loop
+    (run/server_tools_calls.py) before the call goes out. From then on a retry of the request would repeat it, so
+    the response ends with its truthful Response whatever ends it (see ``ClientStream.fail``), never with a
+    retryable status."""
+    effects_root: OutputBuilder | None = None
+    """A subagent's builder (the multi-agent beta): its root response's, marked too when a call is made here, at
+    once (the root may fail while this subagent still works, and its retry would start this subagent again)."""
 
     def __init__(self, response: dict[str, Any], encode: Encoder | None, *,
                  summary: bool = False,
@@ -99,6 +107,12 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
         self._run_items: dict[int, dict[str, Any]] = {}
         self._held: list[dict[str, Any]] | None = [] if encode is not None else None
         self._held_items: list[dict[str, Any]] = []
+
+    def effect_made(self) -> None:
+        """A server-side call with effects goes out now: see :attr:`effects_made` (and :attr:`effects_root`)."""
+        self.effects_made = True
+        if self.effects_root is not None:
+            self.effects_root.effects_made = True
 
     # --- event plumbing (emit, take: event_frames.py) -------------------------------------------------------
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import orjson
 
-from ...protocol.errors import APIError
+from ...protocol.errors import APIError, after_effects, retried_by_clients
 from ..event_frames import open_responses_encoder
 from ..sse import DONE_FRAME, encode_event
 from ..wire import EVENTS_JSON_CONTENT_TYPE, JSON_CONTENT_TYPE, SSE_CONTENT_TYPE, Framing, Reply, encode_json_event
@@ -104,15 +104,24 @@ class ClientStream(TranslatorState):
     def fail(self, error: APIError) -> Reply | None:
         """The response fails with ``error``. Returns the client's whole reply when it is a plain error body
         (nothing is persisted then); else None: ``response.failed`` is built, pending, and the caller persists
-        the response before taking :meth:`terminal_reply`."""
+        the response before taking :meth:`terminal_reply`.
+
+        Once a server-side call with effects was made (``OutputBuilder.effects_made``) the answer is never a plain
+        error body, whatever ended the run (work taken back, the upstream's 5xx or 429 on a later turn, a timeout,
+        the drain): the SDKs retry such statuses by themselves, and the retry would make the calls again. The
+        client gets the failed Response instead, its output holding the calls, stored when ``store`` is on (a
+        JSON answer with status 200, as a committed one)."""
         self._ended = True
+        effects = self._builder.effects_made
+        if effects and retried_by_clients(error.status):
+            error = after_effects(error)
         if not self.streaming:
-            if not self.committed:
+            if not self.committed and not effects:
                 return Reply(error.status, JSON_CONTENT_TYPE, error.body())
             # stored, then terminal_reply()
             self._builder.fail(error.code, error.message, status=error.status)
             return None
-        if error.status < 500 and not self._head_sent and not self.background:
+        if error.status < 500 and not self._head_sent and not self.background and not effects:
             # the upstream refused the request itself (4xx): the client gets that error, as OpenAI would
             return Reply(error.status, JSON_CONTENT_TYPE, error.body())
         self._terminal_head = b"" if self._head_sent else self._open_stream()

@@ -267,6 +267,19 @@ MIGRATIONS.append((
 MIGRATIONS.append((26, AUTOMATION_BOUND_TABLES))  # as SQLite's 27: automations bounded
 MIGRATIONS.append((27, STORED_BYTES_COLUMNS))  # as SQLite's 28: the Agents API's records count in max_stored_bytes
 MIGRATIONS.append((28, AUTOMATION_DUE_INDEX))  # as SQLite's 29: the due automations through an index
+MIGRATIONS.append((29, [  # as SQLite's 30: Idempotency-Key of POST /v1/responses (store/postgres/idempotency.py)
+    """
+    CREATE TABLE idempotency_keys (
+        tenant      TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        response_id TEXT,
+        expires_at  BIGINT NOT NULL,
+        PRIMARY KEY (tenant, key)
+    )
+    """,
+    "CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at)",
+]))
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:

@@ -426,6 +426,24 @@ MIGRATIONS: list[Migration] = [
     (27, AUTOMATION_BOUND_TABLES),  # automations bounded: firings' tenant and rate, versions, invocations' age
     (28, STORED_BYTES_COLUMNS),  # the Agents API's records and installed packages count in max_stored_bytes
     (29, AUTOMATION_DUE_INDEX),  # the scheduler's due automations through an index, not every body a tick
+    (
+        30,
+        [
+            # Idempotency-Key of POST /v1/responses (store/sqlite/idempotency.py): a tenant's key, the fingerprint of
+            # the body it came with, the response it answered (NULL while the first request runs), until it expires.
+            """
+            CREATE TABLE idempotency_keys (
+                tenant      TEXT NOT NULL,
+                key         TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                response_id TEXT,
+                expires_at  INTEGER NOT NULL,
+                PRIMARY KEY (tenant, key)
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at)",
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]
