@@ -88,6 +88,13 @@ class Reservation:
         if budget is not None:
             budget._give_back(self.holder, self.bytes, self)
 
+    def grow(self, size: int) -> None:
+        """``size`` bytes more the request already holds (what it loaded: memory_charge.py), charged at once past
+        any share or the budget; nothing once released."""
+        budget = self._budget
+        if budget is not None and size > 0 and budget._hold(self.holder, size):
+            self.bytes += size
+
 
 NOTHING = Reservation(None, 0)
 """What a request without a body (or a process without a budget) holds."""
@@ -159,6 +166,12 @@ class Held:
             self._reservation = Reservation(self._budget, extra, self.holder)
         else:
             self._reservation.bytes += extra
+
+    def grow(self, size: int) -> None:
+        """``size`` bytes more the request already holds (memory_charge.py): its reservation grows, whatever the
+        budget or its holder's share; nothing once released, nor for a request that held nothing (no body: it
+        loads no history)."""
+        self._reservation.grow(size)
 
     @property
     def bytes(self) -> int:
@@ -253,6 +266,21 @@ class MemoryBudget:
             raise overloaded() from None
         HELD(float(self.pool.held))
         return size
+
+    def _hold(self, holder: str, size: int) -> bool:
+        """``size`` bytes ``holder`` holds already (memory_charge.py), counted at once: past its cap, past the
+        pool's capacity, while the backstop refuses — refusing memory held saves none; counted, it makes the
+        holder's next requests wait or be refused by its share, and the backstop end its requests first. The
+        pool's public counts, kept as :meth:`FairPool.try_take` keeps them (the pool's own ways to take wait or
+        refuse). False: the holder holds nothing the pool knows of (a request without a body), nothing counted."""
+        pool = self.pool
+        state = pool.tenants.get(holder)
+        if state is None:
+            return False
+        state.holds += size
+        pool.held += size
+        HELD(float(pool.held))
+        return True
 
     def _give_back(self, holder: str, size: int, reservation: Reservation | None = None) -> None:
         if reservation is not None:

@@ -28,6 +28,7 @@ import aiosqlite
 import orjson
 import platformdirs
 
+from ...memory_charge import charge
 from .. import metrics
 from ..items import MAX_CHAIN_DEPTH
 from ..listing import bounds, responses_page, trim_page
@@ -404,6 +405,7 @@ class SQLiteResponseStore:
             return None
         found = [row for row in rows if row[3] is not None]
         found.sort(key=lambda row: (-row[0], row[1], row[2]))
+        charge(sum(len(row[3]) for row in found))  # the request continuing the chain holds them now
         return [orjson.loads(row[3]) for row in found]
 
     # -- retention (across tenants: workers only) ------------------------------------------------------------
