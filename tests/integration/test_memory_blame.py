@@ -1,0 +1,145 @@
+"""Real memory blamed on its holder, end to end (memory_charge.py, services/tenancy/memory_watch.py): a real sidecar
+with real tenants (``RESPONSES_BRIDGE_AUTH=keys``: attacker, victim and bystander each a key made with the CLI), a
+20 MiB memory budget and the memory backstop reading its RSS five times a second, behind a real Envoy.
+
+The issue's scene, scaled down: the attacker stores one response of 10,000 tiny input items, then continues it
+(``previous_response_id``) with twelve tiny streamed requests the fake upstream stalls, while the victim's 200 KB
+request is in flight. Each of those loads 1.4 MB of stored items (8.9 MiB of RSS), and was charged its 60-byte
+body only: RSS passed the backstop's high watermark, whose first act ended the victim's request (the largest
+charged) and whose refusals answered the bystander 503. Charged as it is loaded, the first chained request puts
+the attacker past its share, so the rest wait and are refused by it (``memory_share_exceeded``); the victim's
+request completes and the bystander is served — through the HTTP door and through the ext_proc door. The control:
+the same twelve requests without ``previous_response_id`` are all served beside the victim and the bystander.
+The backstop's choice among holders: tests/unit/test_memory_charge.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import openai
+import orjson
+import pytest
+
+from responses_bridge.envoy_config import Auth, render_bootstrap
+from tests.support.bridge import Sidecar, create_keys, running_sidecar
+from tests.support.envoy import free_port, have_envoy, start_envoy
+from tests.support.sdk import async_sdk
+
+MODEL = "fake-model"
+MiB = 1 << 20
+BUDGET = 20 * MiB  # a share of 10 MiB: a chained request's 11.4 MB charge is past it, the victim's 6 MB is not
+HISTORY_ITEMS = 10_000  # stored: 1.42 MB of rows, 8.9 MiB of RSS for each request continuing them
+ATTACKS = 12
+VICTIM = "victim [stall_after=1:5000] " + "v" * 200_000  # 6 MB of the budget, answered after 5 s
+BYSTANDER_REQUESTS = 5
+
+
+@dataclass
+class Stack:
+    sidecar: Sidecar
+    envoy_url: str
+    keys: dict[str, str]
+
+    def url(self, door: str) -> str:
+        return self.sidecar.http_url if door == "http" else self.envoy_url
+
+
+@pytest.fixture
+async def stack(fake_upstream: str, tmp_path: Any) -> AsyncIterator[Stack]:
+    """A fresh sidecar a test: what one test's attack left in the heap never counts in the next one's RSS."""
+    if not have_envoy():
+        pytest.skip("envoy binary not available")
+    db = str(tmp_path / "bridge.db")
+    keys = create_keys(db, ("attacker", "victim", "bystander"))
+    listen_port = free_port()
+    async with running_sidecar(str(tmp_path), fake_upstream, "--db", db, "--upstream-via",
+                               f"http://127.0.0.1:{listen_port}/v1",
+                               env={"RESPONSES_BRIDGE_AUTH": "keys",
+                                    "RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(BUDGET),
+                                    "RESPONSES_BRIDGE_MEMORY_WATCH_INTERVAL": "0.2"}) as sidecar:
+        envoy = await start_envoy(render_bootstrap(
+            listen_port=listen_port, extproc_port=sidecar.extproc_port,
+            http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0,
+            auth=Auth("keys")))
+        try:
+            yield Stack(sidecar, f"http://127.0.0.1:{listen_port}", keys)
+        finally:
+            envoy.stop()
+
+
+def sdk(stack: Stack, door: str, tenant: str) -> openai.AsyncOpenAI:
+    return async_sdk(base_url=f"{stack.url(door)}/v1", api_key=stack.keys[tenant], max_retries=0, timeout=60)
+
+
+async def held(client: openai.AsyncOpenAI, text: str, previous: str | None) -> Any:
+    """A streamed request, once its first text delta is in (its history loaded, its upstream call stalled)."""
+    extra = {"previous_response_id": previous} if previous is not None else {}
+    stream = await client.responses.create(model=MODEL, input=text, stream=True, **extra)
+    async for event in stream:
+        if event.type == "response.output_text.delta":
+            return stream
+    raise AssertionError("the held stream ended early")
+
+
+async def attack(client: openai.AsyncOpenAI, index: int, previous: str | None) -> Any:
+    """One of the attacker's requests: its held stream, or the code of its refusal."""
+    try:
+        return await held(client, f"attack {index} [stall_after=1:120000]", previous)
+    except openai.InternalServerError as error:
+        assert error.status_code == 503 and isinstance(error.body, dict), error
+        return str(error.body["code"])
+
+
+async def store_history(stack: Stack, door: str) -> str:
+    """The attacker's stored response of :data:`HISTORY_ITEMS` tiny items (sent as bytes: the SDK takes seconds to
+    walk a list this long)."""
+    body = orjson.dumps({"model": MODEL, "input": [{"role": "user", "content": "x"}] * HISTORY_ITEMS})
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{stack.url(door)}/v1/responses", data=body, headers={
+                "Authorization": f"Bearer {stack.keys['attacker']}", "Content-Type": "application/json"}) as answer:
+        stored = await answer.json()
+    assert answer.status == 200 and stored["status"] == "completed", stored
+    return str(stored["id"])
+
+
+async def last_event(stream: Any) -> str:
+    kind = ""
+    async for event in stream:
+        kind = event.type
+    return kind
+
+
+@pytest.mark.parametrize("chained", [True, False], ids=["chained", "control"])
+@pytest.mark.parametrize("door", ["http", "envoy"])
+async def test_the_attackers_chained_history_is_its_own_the_victim_completes_and_the_bystander_is_served(
+        stack: Stack, door: str, chained: bool) -> None:
+    streams: list[Any] = []
+    async with sdk(stack, door, "attacker") as attacker, sdk(stack, door, "victim") as victim, \
+            sdk(stack, door, "bystander") as bystander:
+        previous = await store_history(stack, door) if chained else None
+        try:
+            victims = await held(victim, VICTIM, None)
+            streams.append(victims)
+            first = await attack(attacker, 0, previous)  # held, its history loaded, before the others come
+            rest = await asyncio.gather(*(attack(attacker, index, previous) for index in range(1, ATTACKS)))
+            outcomes = [first, *rest]
+            streams += [outcome for outcome in outcomes if not isinstance(outcome, str)]
+            refusals = [outcome for outcome in outcomes if isinstance(outcome, str)]
+            served = [(await bystander.responses.create(model=MODEL, input=f"small {index}")).status
+                      for index in range(BYSTANDER_REQUESTS)]
+            ended = await last_event(victims)
+        finally:
+            for stream in streams:
+                await stream.close()
+    assert ended == "response.completed"
+    assert served == ["completed"] * BYSTANDER_REQUESTS
+    if chained:  # held past its share by what its first chained request loaded: the rest refused by it
+        assert not isinstance(first, str), first
+        assert refusals and set(refusals) == {"memory_share_exceeded"}, refusals
+    else:
+        assert refusals == []
