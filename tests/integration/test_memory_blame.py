@@ -10,6 +10,7 @@ charged) and whose refusals answered the bystander 503. Charged as it is loaded,
 the attacker past its share, so the rest wait and are refused by it (``memory_share_exceeded``); the victim's
 request completes and the bystander is served — through the HTTP door and through the ext_proc door. The control:
 the same twelve requests without ``previous_response_id`` are all served beside the victim and the bystander.
+A WebSocket turn continuing the chain holds its history's charge while it runs (its control: its frame's alone).
 The backstop's choice among holders: tests/unit/test_memory_charge.py.
 """
 
@@ -26,7 +27,8 @@ import orjson
 import pytest
 
 from responses_bridge.envoy_config import Auth, render_bootstrap
-from tests.support.bridge import Sidecar, create_keys, running_sidecar
+from responses_bridge.memory_charge import COST_PER_LOADED_BYTE
+from tests.support.bridge import Sidecar, budget_held_bytes, create_keys, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
 from tests.support.sdk import async_sdk
 
@@ -143,3 +145,28 @@ async def test_the_attackers_chained_history_is_its_own_the_victim_completes_and
         assert refusals and set(refusals) == {"memory_share_exceeded"}, refusals
     else:
         assert refusals == []
+
+
+@pytest.mark.parametrize("chained", [True, False], ids=["chained", "control"])
+async def test_a_websocket_turn_continuing_a_chain_holds_its_historys_charge_while_it_runs(
+        stack: Stack, chained: bool) -> None:
+    """A WebSocket turn is charged where it runs (its lane's task): the chained turn's holding, read from the
+    budget's gauge while the upstream stalls, is its history's cost, the control's its frame's alone."""
+    previous = await store_history(stack, "http") if chained else None
+    frame = orjson.dumps({"type": "response.create", "model": MODEL, "input": "hold [stall_after=1:120000]",
+                          **({"previous_response_id": previous} if previous else {})})
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+            f"{stack.sidecar.http_url}/v1/responses",
+            headers={"Authorization": f"Bearer {stack.keys['attacker']}"}) as ws:
+        await ws.send_bytes(frame)
+        while True:  # its history loaded and translated, its upstream call stalled
+            event = orjson.loads((await ws.receive(timeout=60)).data)
+            assert event["type"] != "error", event
+            if event["type"] == "response.output_text.delta":
+                break
+        held = await budget_held_bytes(stack.sidecar.http_url)
+    history = HISTORY_ITEMS * 140  # at least the stored rows of 10,000 items (1.42 MB)
+    if chained:
+        assert held >= history * COST_PER_LOADED_BYTE, held
+    else:
+        assert held <= len(frame) * 30 + 64 * 1024, held
