@@ -3,7 +3,9 @@ the pod being killed for memory with every stream in flight — and shared, so t
 
 What a request holds is judged from its body before it is parsed: :data:`COST_PER_BODY_BYTE` times its bytes (a
 request's parsed items, translation and stored rows peak at about 30 times the JSON they came in, measured for
-100,000 tiny items: the costliest shape; ordinary text costs less). A request reserves as its body's bytes arrive,
+100,000 tiny items: the costliest shape; ordinary text costs less); what it loads besides (a chained history, a
+conversation's items) grows its reservation as it is loaded (:meth:`Held.grow`: memory_charge.py). A request
+reserves as its body's bytes arrive,
 in steps of :data:`STEP_BYTES` (never more than its declared length), not the declared total up front: a connection
 that declares 64 MiB and sends one byte holds one step, not 1.9 GiB (:class:`Held`). The HTTP door reserves for the
 handler's life (adapters/http/params.py, limits.py), the ext_proc door for the gRPC stream's

@@ -8,8 +8,10 @@ kernel's OOM killer counts), else its RSS from ``/proc/self/statm`` — and:
 
 * past the **high watermark** (default: the use at start, plus the budget, plus :data:`MARGIN`), the budget refuses
   new room
-  (``server_overloaded``) and, tick after tick, the largest request held (by charged bytes, then the newest) is
-  ended with ``preempted_for_fairness`` — its room taken back, as fair_share.py does for a tenant under its share;
+  (``server_overloaded``) and, tick after tick, a request is ended with ``preempted_for_fairness`` — its room taken
+  back, as fair_share.py does for a tenant under its share: of the holder charged most in all, its largest request
+  (the newest among equals; :func:`victims`), so an honest request is never ended while a holder charged more,
+  however many small requests it spreads that over, has one left;
 * under the **low watermark** (default: the use at start, plus three quarters of the budget, plus the margin), or
   once nothing is
   left to end (what remains is not the requests'), new work is admitted again; freed heap is given back to the
