@@ -2,19 +2,20 @@
 
 The memory budget (services/tenancy/memory_budget.py) charges a request for its body as the bytes arrive, before
 anything is parsed. What the request then loads is not in its body: a ``previous_response_id`` chain's items, a
-conversation's, items named by ``item_reference``. Uncharged, one stored response of 40,000 tiny items (1.4 MB)
-continued by twelve tiny requests (each charged ~3.8 KB) grew a sidecar from 113 to 552 MiB, and the memory
-backstop, ranking requests by their charge, ended an honest 1 MB request first. So whoever loads such bytes calls
-:func:`charge` with their size: the request holding them (the one whose door set :data:`HOLDING`, for the request's
-life) grows by :data:`COST_PER_LOADED_BYTE` times them, at once and even past its share or the budget — the
-memory is held already, refusing it now would save nothing — so that its holder's standing says what it really
-holds: its next requests wait for room or are refused by its share (fair_share.py), and the backstop
-(services/tenancy/memory_watch.py) ends its holder's requests first.
+conversation's, items named by ``item_reference``, its server tools' outputs. Uncharged, one stored response of
+40,000 tiny items (1.4 MB) continued by twelve tiny requests (each charged ~3.8 KB) grew a sidecar from 113 to
+552 MiB, and the memory backstop, ranking requests by their charge, ended an honest 1 MB request first. So whoever
+loads such bytes (the store; the tool loop for its tools' outputs: run/server_tools_calls.py) calls :func:`charge`
+with their size: the request holding them (the one whose door set :data:`HOLDING`, for the request's life) grows
+by their cost, at once and even past its share or the budget — the memory is held already, refusing it now would
+save nothing — so that its holder's standing says what it really holds: its next requests wait for room or are
+refused by its share (fair_share.py), and the backstop (services/tenancy/memory_watch.py) ends its holder's
+requests first.
 
 A context variable rather than a parameter: the bytes are loaded far below the doors (the store, the input's
-preparation), by code that must not know which door, request or budget it serves; the doors set it where they
-reserve (adapters/http/limits.py, adapters/extproc/request_phase.py, adapters/http/websocket_lanes.py). Where none
-is set (a worker, a test), a charge is a no-op.
+preparation, the tool loop), by code that must not know which door, request or budget it serves; the doors set it
+where they reserve (adapters/http/limits.py, adapters/extproc/request_phase.py, adapters/http/websocket_lanes.py).
+Where none is set (a worker, a test), a charge is a no-op.
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ costliest shape: 6.5 times for 10,000 items (8.9 MiB a request), 6.7 times for 4
 leaves room for the allocator's slack."""
 
 
+COST_PER_TOOL_OUTPUT_BYTE = 6
+"""Bytes held per character of a server tool's output (an MCP call's, a search's, a program's result) from its
+call to the request's end: the text in the response's output item, in the tool message of every later turn's
+upstream body, that body's encoding, the events that carry it. Measured as a sidecar's RSS growth with 24
+streamed requests held in flight, each after an MCP call answering 100,000 or 200,000 characters (its next call
+running), less the same requests' growth with a 10-character answer: 5.9 times, both sizes."""
+
+
 class Chargeable(Protocol):
     """What a request holds of the memory budget (``Held``, ``Reservation``), grown by what it loads."""
 
@@ -43,13 +52,13 @@ HOLDING: ContextVar[Chargeable | None] = ContextVar("memory_holding", default=No
 """The current request's holding, set by its door."""
 
 
-def charge(loaded: int) -> None:
-    """``loaded`` bytes of stored JSON just loaded for the current request: its holding grows by what they will
-    cost parsed (:data:`COST_PER_LOADED_BYTE` each)."""
+def charge(loaded: int, cost: int = COST_PER_LOADED_BYTE) -> None:
+    """``loaded`` bytes just loaded for the current request (stored JSON; ``cost``: of another kind): its holding
+    grows by what they will cost held (``cost`` each)."""
     if loaded > 0:
         holding = HOLDING.get()
         if holding is not None:
-            holding.grow(loaded * COST_PER_LOADED_BYTE)
+            holding.grow(loaded * cost)
 
 
 def hold(holding: Chargeable) -> Token[Chargeable | None]:
