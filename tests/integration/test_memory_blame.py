@@ -27,9 +27,10 @@ import orjson
 import pytest
 
 from responses_bridge.envoy_config import Auth, render_bootstrap
-from responses_bridge.memory_charge import COST_PER_LOADED_BYTE
+from responses_bridge.memory_charge import COST_PER_LOADED_BYTE, COST_PER_TOOL_OUTPUT_BYTE
 from tests.support.bridge import Sidecar, budget_held_bytes, create_keys, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
+from tests.support.mcp_server import MCPTestServer
 from tests.support.sdk import async_sdk
 
 MODEL = "fake-model"
@@ -63,7 +64,8 @@ async def stack(fake_upstream: str, tmp_path: Any) -> AsyncIterator[Stack]:
                                f"http://127.0.0.1:{listen_port}/v1",
                                env={"RESPONSES_BRIDGE_AUTH": "keys",
                                     "RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(BUDGET),
-                                    "RESPONSES_BRIDGE_MEMORY_WATCH_INTERVAL": "0.2"}) as sidecar:
+                                    "RESPONSES_BRIDGE_MEMORY_WATCH_INTERVAL": "0.2",
+                                    "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}) as sidecar:
         envoy = await start_envoy(render_bootstrap(
             listen_port=listen_port, extproc_port=sidecar.extproc_port,
             http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0,
@@ -170,3 +172,34 @@ async def test_a_websocket_turn_continuing_a_chain_holds_its_historys_charge_whi
         assert held >= history * COST_PER_LOADED_BYTE, held
     else:
         assert held <= len(frame) * 30 + 64 * 1024, held
+
+
+TOOL_OUTPUT = 200_000  # characters of the MCP tool's answer (the bridge reads at most 256 KiB of one)
+
+
+@pytest.mark.parametrize("size", [TOOL_OUTPUT, 10], ids=["large", "control"])
+@pytest.mark.parametrize("door", ["http", "envoy"])
+async def test_a_tools_output_is_charged_to_the_request_while_its_loop_goes_on(
+        stack: Stack, mcp: MCPTestServer, door: str, size: int) -> None:
+    """A server tool's output is held from its call to the request's end (in the output, in every later turn's
+    upstream body): charged to the request as it comes. The request calls ``big`` (``size`` characters), then
+    ``slow``, while which the budget's gauge is read: the large answer's charge is held, the control's is not."""
+    tool = {"type": "mcp", "server_label": "tools", "server_url": mcp.json_url, "require_approval": "never",
+            "allowed_tools": ["big", "slow"]}
+    body = orjson.dumps({"model": MODEL, "stream": True, "tools": [tool], "input": (
+        f'call tools__big [args={{"size": {size}, "seconds": 60}}] [then=tools__slow]')})
+    async with aiohttp.ClientSession() as session, session.post(f"{stack.url(door)}/v1/responses", data=body, headers={
+            "Authorization": f"Bearer {stack.keys['attacker']}", "Content-Type": "application/json"}) as answer:
+        assert answer.status == 200, await answer.text()
+        calls = 0
+        async for line in answer.content:  # until the second call (slow) is under way: big's output is in
+            if line.startswith(b"data: ") and b'"response.mcp_call.in_progress"' in line:
+                calls += 1
+                if calls == 2:
+                    break
+        assert calls == 2
+        held = await budget_held_bytes(stack.sidecar.http_url)
+    if size == TOOL_OUTPUT:
+        assert held >= TOOL_OUTPUT * COST_PER_TOOL_OUTPUT_BYTE, held
+    else:
+        assert held < TOOL_OUTPUT, held
