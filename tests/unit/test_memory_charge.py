@@ -7,7 +7,9 @@ larger honest request. The doors' use of it: tests/integration/test_memory_blame
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -19,6 +21,7 @@ from responses_bridge.services.tenancy.memory_budget import Held, MemoryBudget, 
 from responses_bridge.services.tenancy.memory_watch import MemoryWatch, victims
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import DEFAULT_TENANT
+from tests.support.stores import KINDS, open_stores
 from tests.unit.test_store import make_response, user_item
 
 MiB = 1 << 20
@@ -77,6 +80,39 @@ async def test_a_chains_history_loaded_from_a_real_store_is_charged_to_the_reque
         assert await store.load_history("resp_long", tenant=DEFAULT_TENANT)  # no request here: charged to none
         assert held.bytes - before == charged
         held.release()
+    assert budget.held == 0
+
+
+async def within(held: Held, load: Callable[[], Awaitable[Any]]) -> Any:
+    """``load`` in a task of its own whose request holds ``held`` (as a door's task does)."""
+    hold(held)
+    return await load()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_every_load_of_stored_items_is_charged_on_both_stores(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """A chain's history, a conversation's items and the items an ``item_reference`` names: each load charges the
+    current request its rows' bytes times the cost, on SQLite and on PostgreSQL."""
+    items = [user_item(f"it_{index:04d}", "x") for index in range(300)]
+    budget = MemoryBudget(64 * MiB)
+    async with open_stores(kind, request, tmp_path) as stores:
+        await stores.responses.save_response(make_response("resp_c"), items, tenant=DEFAULT_TENANT)
+        await stores.conversations.create_conversation("conv_c", 100, {}, items, tenant=DEFAULT_TENANT)
+        loads = {
+            "history": lambda: stores.responses.load_history("resp_c", tenant=DEFAULT_TENANT),
+            "conversation": lambda: stores.conversations.load_items("conv_c", tenant=DEFAULT_TENANT),
+            "references": lambda: stores.responses.find_items(["it_0001", "it_0002"], tenant=DEFAULT_TENANT)}
+        for what, load in loads.items():
+            held = Held(budget, "a")
+            await held.reserve(60)
+            before = held.bytes
+            loaded = await asyncio.create_task(within(held, load))
+            values = list(loaded.values()) if isinstance(loaded, dict) else loaded
+            stored = sum(len(orjson.dumps(item)) for item in values)
+            assert stored * COST_PER_LOADED_BYTE * 0.8 <= held.bytes - before <= stored * COST_PER_LOADED_BYTE * 1.25, (
+                what, held.bytes - before, stored)
+            held.release()
     assert budget.held == 0
 
 
