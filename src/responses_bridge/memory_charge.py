@@ -42,7 +42,10 @@ running), less the same requests' growth with a 10-character answer: 5.9 times, 
 
 
 class Chargeable(Protocol):
-    """What a request holds of the memory budget (``Held``, ``Reservation``), grown by what it loads."""
+    """What a request holds of the memory budget (``Held``, ``Reservation``), grown by what it loads; ``holder``:
+    whose share it counts against."""
+
+    holder: str
 
     def grow(self, size: int) -> None:
         """``size`` bytes more, at once, whatever the budget or the holder's share."""
@@ -59,6 +62,13 @@ def charge(loaded: int, cost: int = COST_PER_LOADED_BYTE) -> None:
         holding = HOLDING.get()
         if holding is not None:
             holding.grow(loaded * cost)
+
+
+def current_holder() -> str | None:
+    """Whose share the current request counts against (None: no request here): what it reserves besides, on its
+    own, goes to the same holder — with ``auth: none`` a caller's key, which the code reserving cannot see."""
+    holding = HOLDING.get()
+    return holding.holder if holding is not None else None
 
 
 def hold(holding: Chargeable) -> Token[Chargeable | None]:
