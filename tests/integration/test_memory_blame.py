@@ -10,15 +10,22 @@ charged) and whose refusals answered the bystander 503. Charged as it is loaded,
 the attacker past its share, so the rest wait and are refused by it (``memory_share_exceeded``); the victim's
 request completes and the bystander is served — through the HTTP door and through the ext_proc door. The control:
 the same twelve requests without ``previous_response_id`` are all served beside the victim and the bystander.
-A WebSocket turn continuing the chain holds its history's charge while it runs (its control: its frame's alone).
-The backstop's choice among holders: tests/unit/test_memory_charge.py.
+A WebSocket turn continuing the chain holds its history's charge while it runs (its control: its frame's alone),
+and a server tool's output is charged to its request while the tool loop goes on (its control: a tiny output).
+
+The backstop's own choice, end to end: with a budget large enough for all twelve chained requests and a high
+watermark set over a fresh sidecar's RSS, their real memory passes it, and the backstop ends the attacker's
+requests, never the victim's, before the bystander is served again (its control: the requests without history
+never pass it). Its choice in units: tests/unit/test_memory_charge.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -31,6 +38,7 @@ from responses_bridge.memory_charge import COST_PER_LOADED_BYTE, COST_PER_TOOL_O
 from tests.support.bridge import Sidecar, budget_held_bytes, create_keys, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
 from tests.support.mcp_server import MCPTestServer
+from tests.support.memory import status_kb
 from tests.support.sdk import async_sdk
 
 MODEL = "fake-model"
@@ -52,11 +60,12 @@ class Stack:
         return self.sidecar.http_url if door == "http" else self.envoy_url
 
 
-@pytest.fixture
-async def stack(fake_upstream: str, tmp_path: Any) -> AsyncIterator[Stack]:
-    """A fresh sidecar a test: what one test's attack left in the heap never counts in the next one's RSS."""
+@asynccontextmanager
+async def started(fake_upstream: str, tmp_path: Path, **env: str) -> AsyncIterator[Stack]:
+    """A sidecar with real tenants and its Envoy; ``env``: settings besides the module's."""
     if not have_envoy():
         pytest.skip("envoy binary not available")
+    tmp_path.mkdir(parents=True, exist_ok=True)
     db = str(tmp_path / "bridge.db")
     keys = create_keys(db, ("attacker", "victim", "bystander"))
     listen_port = free_port()
@@ -65,7 +74,7 @@ async def stack(fake_upstream: str, tmp_path: Any) -> AsyncIterator[Stack]:
                                env={"RESPONSES_BRIDGE_AUTH": "keys",
                                     "RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(BUDGET),
                                     "RESPONSES_BRIDGE_MEMORY_WATCH_INTERVAL": "0.2",
-                                    "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}) as sidecar:
+                                    "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1", **env}) as sidecar:
         envoy = await start_envoy(render_bootstrap(
             listen_port=listen_port, extproc_port=sidecar.extproc_port,
             http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0,
@@ -74,6 +83,13 @@ async def stack(fake_upstream: str, tmp_path: Any) -> AsyncIterator[Stack]:
             yield Stack(sidecar, f"http://127.0.0.1:{listen_port}", keys)
         finally:
             envoy.stop()
+
+
+@pytest.fixture
+async def stack(fake_upstream: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    """A fresh sidecar a test: what one test's attack left in the heap never counts in the next one's RSS."""
+    async with started(fake_upstream, tmp_path) as made:
+        yield made
 
 
 def sdk(stack: Stack, door: str, tenant: str) -> openai.AsyncOpenAI:
@@ -91,12 +107,24 @@ async def held(client: openai.AsyncOpenAI, text: str, previous: str | None) -> A
 
 
 async def attack(client: openai.AsyncOpenAI, index: int, previous: str | None) -> Any:
-    """One of the attacker's requests: its held stream, or the code of its refusal."""
+    """One of the attacker's requests: its held stream, or the code of its refusal, or how it ended before its
+    first text (the backstop ended it)."""
+    extra = {"previous_response_id": previous} if previous is not None else {}
     try:
-        return await held(client, f"attack {index} [stall_after=1:120000]", previous)
+        stream = await client.responses.create(model=MODEL, input=f"attack {index} [stall_after=1:120000]",
+                                               stream=True, **extra)
+        async for event in stream:
+            if event.type == "response.output_text.delta":
+                return stream
+            if event.type == "response.failed":
+                assert event.response.error is not None
+                return f"failed:{event.response.error.code}"
     except openai.InternalServerError as error:
         assert error.status_code == 503 and isinstance(error.body, dict), error
         return str(error.body["code"])
+    except openai.APIConnectionError:  # ended by the backstop while its answer's head was on its way (Envoy)
+        return "cut"
+    return "ended"
 
 
 async def store_history(stack: Stack, door: str) -> str:
@@ -203,3 +231,60 @@ async def test_a_tools_output_is_charged_to_the_request_while_its_loop_goes_on(
         assert held >= TOOL_OUTPUT * COST_PER_TOOL_OUTPUT_BYTE, held
     else:
         assert held < TOOL_OUTPUT, held
+
+
+PREEMPTED_BY_BACKSTOP = 'responses_bridge_memory_budget_preempted_total{reason="memory_high_watermark"}'
+LARGE_BUDGET = 512 * MiB  # the attacker's twelve chained requests (137 MB charged) all fit in its share
+VICTIM_LARGE = "victim [stall_after=1:8000] " + "v" * 300_000  # charged 9 MB, answered after 8 s
+
+
+async def metric(stack: Stack, name: str) -> float:
+    async with aiohttp.ClientSession() as session, session.get(f"{stack.sidecar.http_url}/metrics") as answer:
+        text = await answer.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#"))
+
+
+@pytest.mark.parametrize("chained", [True, False], ids=["chained", "control"])
+@pytest.mark.parametrize("door", ["http", "envoy"])
+async def test_past_the_watermark_the_backstop_ends_the_attackers_requests_never_the_victims(
+        fake_upstream: str, tmp_path: Path, door: str, chained: bool) -> None:
+    """The backstop's choice, end to end: a budget large enough for all twelve chained requests (each charged its
+    history, 11.4 MB; 137 MB together) beside the victim's 300 KB request (9 MB), and a high watermark 80 MiB over
+    a fresh sidecar's RSS (read from one started the same way first; the low one 60 MiB over it). The chained
+    requests' real memory (8.9 MiB each) passes it; the backstop ends the attacker's requests (the holder charged
+    most), never the victim's, and once under the low watermark the bystander is served. Before, its first act
+    ended the victim's request, the largest charged. (With a 1 MB victim, 30 MB charged, the rule ends it once the
+    attacker's requests left are charged less: seen when ten were ended and the RSS, lagging what was freed,
+    stood a megabyte over the low watermark.)"""
+    async with started(fake_upstream, tmp_path / "probe", RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES=str(LARGE_BUDGET),
+                       RESPONSES_BRIDGE_MEMORY_WATCH_INTERVAL="0") as probe:
+        await asyncio.sleep(1)
+        at_start = status_kb(probe.sidecar.process.pid, "VmRSS") * 1024
+    streams: list[Any] = []
+    async with started(fake_upstream, tmp_path / "sidecar", RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES=str(LARGE_BUDGET),
+                       RESPONSES_BRIDGE_MEMORY_HIGH_WATERMARK_BYTES=str(at_start + 80 * MiB),
+                       RESPONSES_BRIDGE_MEMORY_LOW_WATERMARK_BYTES=str(at_start + 60 * MiB)) as stack, \
+            sdk(stack, door, "attacker") as attacker, sdk(stack, door, "victim") as victim, \
+            sdk(stack, door, "bystander") as bystander:
+        previous = await store_history(stack, door) if chained else None
+        try:
+            victims = await held(victim, VICTIM_LARGE, None)
+            streams.append(victims)
+            outcomes = await asyncio.gather(*(attack(attacker, index, previous) for index in range(ATTACKS)))
+            streams += [outcome for outcome in outcomes if not isinstance(outcome, str)]
+            # the ones not held were refused or ended by the backstop (the budget has room for all twelve)
+            ended = await last_event(victims)
+            for _ in range(300):  # the backstop done: under its low watermark, or never past the high one
+                if not await metric(stack, "responses_bridge_memory_backstop_active"):
+                    break
+                await asyncio.sleep(0.1)
+            served = [(await bystander.responses.create(model=MODEL, input=f"small {index}")).status
+                      for index in range(BYSTANDER_REQUESTS)]
+            taken = await metric(stack, PREEMPTED_BY_BACKSTOP)
+        finally:
+            for stream in streams:
+                await stream.close()
+    assert ended == "response.completed"
+    assert served == ["completed"] * BYSTANDER_REQUESTS
+    assert bool(taken) == chained, taken  # the control's requests hold too little to pass the watermark
