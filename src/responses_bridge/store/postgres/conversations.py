@@ -110,8 +110,9 @@ class PostgresConversationStore:
             rows = await conn.fetch(_LOAD, conversation_id, tenant)
         if not rows:
             return None
-        charge(sum(len(row[0]) for row in rows if row[0] is not None))  # the request naming it holds them now
-        return [orjson.loads(row[0]) for row in rows if row[0] is not None]
+        texts = [row[0] for row in rows if row[0] is not None]
+        charge(sum(map(len, texts)))  # the request naming it holds them now
+        return list(map(orjson.loads, texts))
 
     async def list_items(self, conversation_id: str, *, tenant: str, after: str | None = None, limit: int = 20,
                          order: str = "desc") -> ItemPage | None:

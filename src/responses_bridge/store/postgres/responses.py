@@ -207,8 +207,9 @@ class PostgresResponseStore:
             rows = await conn.fetch(_LOAD_HISTORY, response_id, tenant, MAX_CHAIN_DEPTH)
         if not rows:
             return None
-        charge(sum(len(row[0]) for row in rows if row[0] is not None))  # the request continuing it holds them now
-        return [orjson.loads(row[0]) for row in rows if row[0] is not None]
+        texts = [row[0] for row in rows if row[0] is not None]
+        charge(sum(map(len, texts)))  # the request continuing the chain holds them now
+        return list(map(orjson.loads, texts))
 
     async def find_items(self, item_ids: Sequence[str], *, tenant: str) -> dict[str, dict[str, Any]]:
         async with self.db.acquire("find_items") as conn:

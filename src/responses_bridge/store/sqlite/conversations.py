@@ -110,8 +110,9 @@ class SQLiteConversationStore:
             rows = list(await conn.execute_fetchall(_LOAD, (conversation_id, tenant)))
         if not rows:
             return None
-        charge(sum(len(item) for (item,) in rows if item is not None))  # the request naming it holds them now
-        return [orjson.loads(item) for (item,) in rows if item is not None]
+        texts = [item for (item,) in rows if item is not None]
+        charge(sum(map(len, texts)))  # the request naming it holds them now
+        return list(map(orjson.loads, texts))
 
     async def list_items(self, conversation_id: str, *, tenant: str, after: str | None = None, limit: int = 20,
                          order: str = "desc") -> ItemPage | None:
