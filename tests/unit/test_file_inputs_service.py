@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from responses_bridge.memory_charge import hold, release_hold
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.files.files import FileService
 from responses_bridge.services.files.inputs import TEXT_COST, FileInputs, media_type_of
-from responses_bridge.services.tenancy.memory_budget import COST_PER_BODY_BYTE, MemoryBudget
+from responses_bridge.services.tenancy.memory_budget import COST_PER_BODY_BYTE, Held, MemoryBudget
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.sqlite.files import SQLiteFileStore
 
@@ -46,6 +47,28 @@ async def test_a_file_is_read_reserved_and_given_back(files: FileService) -> Non
     assert (loaded.data, loaded.media_type, loaded.size, loaded.text) == (data, "image/png", len(data), None)
     assert budget.held == len(data) * COST_PER_BODY_BYTE
     loaded.release()
+    assert budget.held == 0
+
+
+async def test_a_file_is_reserved_for_the_requests_own_holder(files: FileService) -> None:
+    """With ``auth: none`` callers are told apart by their key, which the files service cannot see: a file a
+    request reads is reserved for the holder of that request (memory_charge.py), not for the tenant all the
+    callers share."""
+    budget = MemoryBudget(1 << 30, by_client_key=True)
+    inputs = FileInputs(files, budget)
+    file_id = await upload(files, b"\x89PNG\r\n\x1a\n" + b"x" * 100, "dot.png")
+    caller = budget.holder("a", "Bearer sk-one")
+    held = Held(budget, caller)
+    await held.reserve(50)
+    token = hold(held)
+    try:
+        loaded = await inputs.load_file(file_id, tenant="a", max_bytes=1000, want_text=False, pdf_as_file=False,
+                                        param=PARAM, max_text_chars=CHARS)
+    finally:
+        release_hold(token)
+    assert budget.held_by(caller) == held.bytes + 108 * COST_PER_BODY_BYTE and budget.held_by("a") == 0
+    loaded.release()
+    held.release()
     assert budget.held == 0
 
 

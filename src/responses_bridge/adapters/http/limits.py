@@ -13,6 +13,7 @@ import asyncio
 
 from aiohttp import web
 
+from ...memory_charge import hold, release_hold
 from ...preemption import absorb_preemption, preempted_error
 from ...protocol.errors import APIError
 from ...services.tenancy.limits import Slot, TenantLimits
@@ -45,6 +46,7 @@ def limits_middleware(limits: TenantLimits, memory: MemoryBudget, *, body_timeou
         request[SLOT] = slot
         # reserved by read_body (params.py) as the bytes arrive, against the caller's share
         held = request[HELD_MEMORY] = Held(memory, memory.holder(tenant, request.headers.get("Authorization")))
+        holding = hold(held)  # what the route loads beyond the body is charged to it too (memory_charge.py)
         watch = None
         # a body still arriving must come at a pace, or it is answered 408; one already whole (a small body comes
         # with its headers) has nothing left to watch
@@ -68,6 +70,7 @@ def limits_middleware(limits: TenantLimits, memory: MemoryBudget, *, body_timeou
                 watch.stop()
             slot.release()
             held.release()
+            release_hold(holding)
         if watch is not None and watch.fired is not None and not response.prepared:
             return await answer_too_slow(request, watch.fired)
         return response

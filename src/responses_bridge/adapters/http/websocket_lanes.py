@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from ...memory_charge import hold, release_hold
 from ...services.tenancy.memory_budget import NOTHING, Reservation
 
 log = structlog.get_logger("responses_bridge.websocket")
@@ -91,9 +92,11 @@ class Lanes:
                 self._taken.set()
                 turn = self._run_turn(frame, stream_id)
                 del frame  # the turn holds the only reference: it lets the bytes go once it has parsed them
+                holding = hold(held)  # what the turn loads is charged to it too (memory_charge.py)
                 try:
                     await turn
                 finally:
+                    release_hold(holding)
                     held.release()
         except ConnectionResetError:
             return  # the socket is gone: the reader sees it end and cancels the other lanes

@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ...memory_charge import current_holder
 from ...protocol.errors import APIError, invalid_request, not_found
 from ...protocol.files.file_refs import LoadedFile
 from ..tenancy.memory_budget import MemoryBudget, Reservation
@@ -76,7 +77,7 @@ class FileInputs:
         filename = str(found["filename"])
         extension = Path(filename).suffix.lower()
         as_text = want_text and extension in SUPPORTED_EXTENSIONS and not (pdf_as_file and extension == ".pdf")
-        holder = self._memory.holder(tenant, None)
+        holder = current_holder() or self._memory.holder(tenant, None)  # the request's: its caller's key too
         reservation = await self._memory.reserve(size, holder=holder)
         hold = _TextHold(self._memory, holder, asyncio.get_running_loop())
         try:

@@ -3,7 +3,9 @@ the pod being killed for memory with every stream in flight — and shared, so t
 
 What a request holds is judged from its body before it is parsed: :data:`COST_PER_BODY_BYTE` times its bytes (a
 request's parsed items, translation and stored rows peak at about 30 times the JSON they came in, measured for
-100,000 tiny items: the costliest shape; ordinary text costs less). A request reserves as its body's bytes arrive,
+100,000 tiny items: the costliest shape; ordinary text costs less); what it loads besides (a chained history, a
+conversation's items) grows its reservation as it is loaded (:meth:`Held.grow`: memory_charge.py). A request
+reserves as its body's bytes arrive,
 in steps of :data:`STEP_BYTES` (never more than its declared length), not the declared total up front: a connection
 that declares 64 MiB and sends one byte holds one step, not 1.9 GiB (:class:`Held`). The HTTP door reserves for the
 handler's life (adapters/http/params.py, limits.py), the ext_proc door for the gRPC stream's
@@ -88,6 +90,13 @@ class Reservation:
         if budget is not None:
             budget._give_back(self.holder, self.bytes, self)
 
+    def grow(self, size: int) -> None:
+        """``size`` bytes more the request already holds (what it loaded: memory_charge.py), charged at once past
+        any share or the budget; nothing once released."""
+        budget = self._budget
+        if budget is not None and size > 0 and budget._hold(self.holder, size):
+            self.bytes += size
+
 
 NOTHING = Reservation(None, 0)
 """What a request without a body (or a process without a budget) holds."""
@@ -159,6 +168,12 @@ class Held:
             self._reservation = Reservation(self._budget, extra, self.holder)
         else:
             self._reservation.bytes += extra
+
+    def grow(self, size: int) -> None:
+        """``size`` bytes more the request already holds (memory_charge.py): its reservation grows, whatever the
+        budget or its holder's share; nothing once released, nor for a request that held nothing (no body: it
+        loads no history)."""
+        self._reservation.grow(size)
 
     @property
     def bytes(self) -> int:
@@ -253,6 +268,21 @@ class MemoryBudget:
             raise overloaded() from None
         HELD(float(self.pool.held))
         return size
+
+    def _hold(self, holder: str, size: int) -> bool:
+        """``size`` bytes ``holder`` holds already (memory_charge.py), counted at once: past its cap, past the
+        pool's capacity, while the backstop refuses — refusing memory held saves none; counted, it makes the
+        holder's next requests wait or be refused by its share, and the backstop end its requests first. The
+        pool's public counts, kept as :meth:`FairPool.try_take` keeps them (the pool's own ways to take wait or
+        refuse). False: the holder holds nothing the pool knows of (a request without a body), nothing counted."""
+        pool = self.pool
+        state = pool.tenants.get(holder)
+        if state is None:
+            return False
+        state.holds += size
+        pool.held += size
+        HELD(float(pool.held))
+        return True
 
     def _give_back(self, holder: str, size: int, reservation: Reservation | None = None) -> None:
         if reservation is not None:

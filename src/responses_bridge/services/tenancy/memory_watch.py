@@ -8,8 +8,10 @@ kernel's OOM killer counts), else its RSS from ``/proc/self/statm`` — and:
 
 * past the **high watermark** (default: the use at start, plus the budget, plus :data:`MARGIN`), the budget refuses
   new room
-  (``server_overloaded``) and, tick after tick, the largest request held (by charged bytes, then the newest) is
-  ended with ``preempted_for_fairness`` — its room taken back, as fair_share.py does for a tenant under its share;
+  (``server_overloaded``) and, tick after tick, a request is ended with ``preempted_for_fairness`` — its room taken
+  back, as fair_share.py does for a tenant under its share: of the holder charged most in all, its largest request
+  (the newest among equals; :func:`victims`), so an honest request is never ended while a holder charged more,
+  however many small requests it spreads that over, has one left;
 * under the **low watermark** (default: the use at start, plus three quarters of the budget, plus the margin), or
   once nothing is
   left to end (what remains is not the requests'), new work is admitted again; freed heap is given back to the
@@ -25,15 +27,18 @@ The reading is a function (:data:`MemorySource`), so a test drives it determinis
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from ...allocator import glibc_malloc_trim, resident_bytes
+from ...fair_share import FairPool
 from ...memory_limits import cgroup_limit
 from ...observability.metrics import MEMORY_BACKSTOP, MEMORY_REAL
 from ...periodic import Periodic
+from ...preemption import was_taken_back
 from .memory_budget import MemoryBudget
 
 HIGH_WATERMARK = "memory_high_watermark"
@@ -64,6 +69,22 @@ def default_source(workers: int = 1) -> MemorySource:
     if workers == 1 and cgroup_current() and cgroup_limit():
         return cgroup_current
     return resident_bytes
+
+
+def victims(pool: FairPool) -> Iterator[tuple[str, Any, int]]:
+    """The requests the backstop may end, in the order it ends them, each with its holder's whole charge: by
+    holder, the one charged most first; within a holder, its largest request, the newest among equals (it has done
+    the least work). By holder, not by request: memory is held by holders — twelve requests each charged its
+    history's cost outweigh one large honest request, though each weighs less — so no request of a holder charged
+    less is ended while one charged more holds anything to end. Requests already being ended are left out."""
+    ranked = sorted(((state.holds, holder, state) for holder, state in pool.tenants.items() if state.holdings),
+                    key=lambda entry: entry[0], reverse=True)
+    for holds, holder, state in ranked:
+        holdings = [holding for holding in reversed(state.holdings)
+                    if holding.task is not None and not was_taken_back(holding.task)]
+        holdings.sort(key=lambda holding: holding.bytes, reverse=True)  # stable: the newest first among equals
+        for holding in holdings:
+            yield holder, holding, holds
 
 
 class MemoryWatch:
@@ -113,17 +134,19 @@ class MemoryWatch:
         elif used <= self.low:
             self._leave(used, "memory_below_low_watermark")
             return False
-        largest = self.budget.pool.largest()
-        if largest is None:  # nothing of the requests' left to end: what remains is not theirs
+        pool = self.budget.pool
+        tried = False
+        for holder, holding, holder_charged in victims(pool):
+            tried = True
+            size = int(holding.bytes)
+            if pool.take_back(holder, holding, HIGH_WATERMARK):
+                self.ended += 1
+                log.warning("memory_request_ended", used=used, high=self.high, low=self.low, charged=size,
+                            holder_charged=holder_charged)
+                return True
+        if not tried:  # nothing of the requests' left to end: what remains is not theirs
             self._leave(used, "memory_backstop_nothing_to_end")
-            return False
-        holder, holding = largest
-        size = int(holding.bytes)
-        if not self.budget.pool.take_back(holder, holding, HIGH_WATERMARK):
-            return False
-        self.ended += 1
-        log.warning("memory_request_ended", used=used, high=self.high, low=self.low, charged=size)
-        return True
+        return False
 
     def _enter(self, used: int) -> None:
         self.active = self.budget.refusing = True

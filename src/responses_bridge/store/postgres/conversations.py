@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from ...memory_charge import charge
 from ..items import item_rows
 from ..listing import bound_params, bounds, page_sql, trim_page
 from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args, item_page
@@ -109,7 +110,9 @@ class PostgresConversationStore:
             rows = await conn.fetch(_LOAD, conversation_id, tenant)
         if not rows:
             return None
-        return [orjson.loads(row[0]) for row in rows if row[0] is not None]
+        texts = [row[0] for row in rows if row[0] is not None]
+        charge(sum(map(len, texts)))  # the request naming it holds them now
+        return list(map(orjson.loads, texts))
 
     async def list_items(self, conversation_id: str, *, tenant: str, after: str | None = None, limit: int = 20,
                          order: str = "desc") -> ItemPage | None:

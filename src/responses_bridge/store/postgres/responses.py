@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ...memory_charge import charge
 from ..items import MAX_CHAIN_DEPTH, item_rows
 from ..listing import bounds, responses_page, trim_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponseIdTaken, ResponsePage, check_page_args, item_page
@@ -206,7 +207,9 @@ class PostgresResponseStore:
             rows = await conn.fetch(_LOAD_HISTORY, response_id, tenant, MAX_CHAIN_DEPTH)
         if not rows:
             return None
-        return [orjson.loads(row[0]) for row in rows if row[0] is not None]
+        texts = [row[0] for row in rows if row[0] is not None]
+        charge(sum(map(len, texts)))  # the request continuing the chain holds them now
+        return list(map(orjson.loads, texts))
 
     async def find_items(self, item_ids: Sequence[str], *, tenant: str) -> dict[str, dict[str, Any]]:
         async with self.db.acquire("find_items") as conn:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ...memory_charge import charge
+
 if TYPE_CHECKING:
     from .migrations import Connection
 
@@ -29,4 +31,5 @@ async def find_items(conn: Connection, item_ids: Sequence[str], tenant: str) -> 
     if not item_ids:
         return {}
     rows = await conn.fetch(_FIND_ITEMS, list(dict.fromkeys(item_ids)), tenant)
+    charge(sum(len(row[1]) for row in rows if row[1] is not None))  # the request naming them holds them now
     return {row[0]: orjson.loads(row[1]) for row in rows if row[1] is not None}

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from ...memory_charge import charge
 from ..items import item_rows
 from ..listing import Bounds, bound_params, bounds, page_sql, trim_page
 from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args, item_page
@@ -109,7 +110,9 @@ class SQLiteConversationStore:
             rows = list(await conn.execute_fetchall(_LOAD, (conversation_id, tenant)))
         if not rows:
             return None
-        return [orjson.loads(item) for (item,) in rows if item is not None]
+        texts = [item for (item,) in rows if item is not None]
+        charge(sum(map(len, texts)))  # the request naming it holds them now
+        return list(map(orjson.loads, texts))
 
     async def list_items(self, conversation_id: str, *, tenant: str, after: str | None = None, limit: int = 20,
                          order: str = "desc") -> ItemPage | None:

@@ -28,6 +28,7 @@ import aiosqlite
 import orjson
 import platformdirs
 
+from ...memory_charge import charge
 from .. import metrics
 from ..items import MAX_CHAIN_DEPTH
 from ..listing import bounds, responses_page, trim_page
@@ -404,7 +405,9 @@ class SQLiteResponseStore:
             return None
         found = [row for row in rows if row[3] is not None]
         found.sort(key=lambda row: (-row[0], row[1], row[2]))
-        return [orjson.loads(row[3]) for row in found]
+        texts = [row[3] for row in found]
+        charge(sum(map(len, texts)))  # the request continuing the chain holds them now
+        return list(map(orjson.loads, texts))
 
     # -- retention (across tenants: workers only) ------------------------------------------------------------
 

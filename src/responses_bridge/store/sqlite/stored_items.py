@@ -15,6 +15,8 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from ...memory_charge import charge
+
 _FIND_ITEMS = """
 SELECT wanted.value, COALESCE(
     (SELECT i.item FROM response_items AS i JOIN responses AS r ON r.id = i.response_id
@@ -31,4 +33,5 @@ async def find_items(conn: aiosqlite.Connection, item_ids: Sequence[str], tenant
         return {}
     rows = await conn.execute_fetchall(_FIND_ITEMS, {"ids": orjson.dumps(list(dict.fromkeys(item_ids))).decode(),
                                                      "tenant": tenant})
+    charge(sum(len(row[1]) for row in rows if row[1] is not None))  # the request naming them holds them now
     return {row[0]: orjson.loads(row[1]) for row in rows if row[1] is not None}
