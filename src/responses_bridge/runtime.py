@@ -25,6 +25,7 @@ from .observability import metrics
 from .observability.logs import note_upstream
 from .periodic import Periodic
 from .program_memory import no_room
+from .protocol.errors import APIError
 from .run.programs.host import ProgramBounds, ProgramHost
 from .run.response_run import ResponseRun
 from .run.runs import Run
@@ -44,6 +45,7 @@ from .services.files.vector_stores import VectorStoreService
 from .services.responses.background import BackgroundService
 from .services.responses.chat_completions import ChatCompletionService
 from .services.responses.conversations import ConversationService
+from .services.responses.kept_authorization import KeptAuthorization
 from .services.responses.prompts import PromptService
 from .services.responses.retention import RetentionService
 from .services.tenancy.identity import Identity, sidecar_token
@@ -103,6 +105,9 @@ class Runtime:
     upstream_gate: UpstreamGate = field(init=False, repr=False)
     # the real memory of the process against the budget: the backstop (services/tenancy/memory_watch.py)
     memory_watch: MemoryWatch = field(init=False, repr=False)
+    # the client's Authorization kept sealed with the runs whose upstream calls carry it, so they are resumable
+    # (services/responses/kept_authorization.py); RESPONSES_BRIDGE_DURABLE_CLIENT_CREDENTIALS=false keeps none
+    kept_authorization: KeptAuthorization = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.limits = TenantLimits(self.settings)
@@ -118,6 +123,8 @@ class Runtime:
                                           self.settings.upstream_response_connections,
                                           self.settings.upstream_connect_timeout)
         self.server_tools.services.programs = program_host(self.settings, self.memory, self.sealer)
+        self.kept_authorization = KeptAuthorization(self.sealer, enabled=self.settings.durable_client_credentials,
+                                                    forwarded=self.forwards_client_authorization)
 
     def new_run_framed(self, framing: Framing, store: ResponseStore | None = None, *, tenant: str) -> ResponseRun:
         """A run of ``tenant`` whose events are always emitted, framed as asked (``"json"``: WebSocket mode),
@@ -300,6 +307,17 @@ class Runtime:
         if self.settings.api_key:
             return f"Bearer {self.settings.api_key}"
         return None if self.settings.auth == "keys" else client_authorization
+
+    def forwards_client_authorization(self, model: str | None, client_authorization: str) -> bool:
+        """Does the client's own ``Authorization`` go upstream for a request of ``model`` (no key configured for
+        its upstream)? A model no route serves: assumed so (its run fails before any call anyway)."""
+        if not self.clients:
+            return self.upstream_authorization(client_authorization) == client_authorization
+        try:
+            route = self.routes().route(model)
+        except APIError:
+            return True
+        return self.route_authorization(route, client_authorization) == client_authorization
 
     # --- routing (upstreams.py) --------------------------------------------------------------------------------
 

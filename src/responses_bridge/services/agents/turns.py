@@ -39,6 +39,7 @@ from ...protocol.errors import APIError
 from ...store.base_agents import AgentStore, Record
 from ..responses.background import BackgroundService
 from ..responses.background_frames import split_frames
+from ..responses.kept_authorization import KeptAuthorization
 from .async_calls import async_functions, async_result, async_results, started
 from .auto_review import auto_review
 from .environments.environments import Published, SessionEnvironments, environment_state, hosted_container, not_kept
@@ -52,7 +53,16 @@ from .subagent_contexts import kept_subagents
 from .subagent_tree import SubagentTree
 from .tool_calls import unknown_approval, unknown_call
 from .traces import TurnTrace, turn_span
-from .turn_queue import LOST_INPUT, MAX_QUEUED_TURNS, QUEUED_INPUT, HandOff, QueuedTurn, new_turn, public
+from .turn_queue import (
+    CLIENT_AUTHORIZATION,
+    LOST_INPUT,
+    MAX_QUEUED_TURNS,
+    QUEUED_INPUT,
+    HandOff,
+    QueuedTurn,
+    new_turn,
+    public,
+)
 from .turn_request import turn_request
 from .vaults.vaults import VaultService
 
@@ -92,6 +102,9 @@ class SessionRunner:
         self._may_idle = False  # the running turn's end may leave the session idle (no other turn queued)
         self._idled = False  # it did: the turn's end told agent.session.idle too
         self.handing_off = False  # a drain: stop at the next step boundary (session_resume.py)
+        # keeps the caller's Authorization sealed with each turn whose model calls carry it (the service's): None
+        # keeps nothing, and such a turn is not resumed after its process stopped
+        self.kept_authorization: KeptAuthorization | None = None
 
     @property
     def busy(self) -> bool:
@@ -135,7 +148,14 @@ class SessionRunner:
         self.check_room(1)
         turn = new_turn(session)
         messages = [user_item(ids.message_id(), parts, turn["id"]) for parts in content]
-        waiting = {**turn, "_private": {QUEUED_INPUT: messages}}  # the input waits in the store, not here
+        # the caller's credentials go with the turn, sealed, from now to its end: whichever process runs it (or
+        # resumes it) calls the upstream with them
+        sealed = None if self.kept_authorization is None else self.kept_authorization.seal(
+            authorization, (session.get("agent") or {}).get("model"))
+        kept = {} if sealed is None else {CLIENT_AUTHORIZATION: sealed}
+        if kept:
+            turn["_private"] = dict(kept)
+        waiting = {**turn, "_private": {QUEUED_INPUT: messages, **kept}}  # the input waits in the store, not here
         self.queue.append(QueuedTurn(turn, [], authorization, span=turn_span(session, turn)))
         await self.events.emit({"type": "agent.session.turn.created", "session_id": self.session_id,
                                 "turn_id": turn["id"], "turn": public(turn)}, records=[self.turn_record(waiting)])
