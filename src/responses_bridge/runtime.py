@@ -223,6 +223,7 @@ class Runtime:
         background = self.background
         background.rebuild = self.rebuild_background
         background.sealer = self.sealer
+        background.kept_authorization = self.kept_authorization
         background.max_resumes = self.settings.background_max_resumes
         failed = await background.sweep()
         if failed:
@@ -231,8 +232,9 @@ class Runtime:
     async def rebuild_background(self, body: dict[str, Any], *,
                                  tenant: str) -> tuple[Run, UpstreamRequest | None, str | None, UpstreamClient | None]:
         """A background request begun again, as ``POST /v1/responses`` begins it (adapters/http/responses_routes.py):
-        the run, its first call, what goes upstream as ``Authorization`` (the configured key: a run that needed the
-        client's own is never resumed), the routed client."""
+        the run, its first call, what goes upstream as ``Authorization`` (the configured key; a run that needs the
+        client's own is given the one kept with it: services/responses/kept_authorization.py), the routed
+        client."""
         if self.clients:
             route = self.route(body.get("model"))
             run = self.new_routed_run(route, tool_loop=True, tools=body.get("tools"), tenant=tenant)

@@ -5,6 +5,7 @@ upstream and keeping is on, opened only under the same key and purpose."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -18,8 +19,9 @@ from tests.support.runtime import runtime_over
 UPSTREAM = "http://127.0.0.1:9/v1"
 
 
-def settings(db: str = "/tmp/durability/bridge.db", **given: object) -> Settings:
-    return Settings(**{"upstream": UPSTREAM, "db": db, "api_key": None, "sealing_key": None, **given})
+def settings(db: str = "/tmp/durability/bridge.db", **given: Any) -> Settings:
+    values: dict[str, Any] = {"upstream": UPSTREAM, "db": db, "api_key": None, "sealing_key": None, **given}
+    return Settings(**values)
 
 
 @pytest.mark.parametrize(("given", "durable", "said"), [
@@ -31,7 +33,7 @@ def settings(db: str = "/tmp/durability/bridge.db", **given: object) -> Settings
     ({"db": ":memory:"}, False, "in memory"),
 ])
 async def test_the_start_up_line_says_whether_runs_are_durable_and_why(
-        store: SQLiteResponseStore, given: dict[str, object], durable: bool, said: str) -> None:
+        store: SQLiteResponseStore, given: dict[str, Any], durable: bool, said: str) -> None:
     configured = settings(**given)
     runtime = runtime_over(store, configured)
     found = durability(configured, runtime)

@@ -44,9 +44,13 @@ class KeptAuthorization:
     def seal(self, authorization: str | None, model: str | None = None) -> str | None:
         """The blob to keep with the run, or None: nothing to keep (no header, keeping turned off, or the model's
         upstream gets a configured key instead of the client's)."""
-        if not self.enabled or not authorization:
+        if not authorization or (self._forwarded is not None and not self._forwarded(model, authorization)):
             return None
-        if self._forwarded is not None and not self._forwarded(model, authorization):
+        return self.keep(authorization)
+
+    def keep(self, authorization: str | None) -> str | None:
+        """:meth:`seal` for a caller that knows the header goes upstream (a background run's door decided so)."""
+        if not self.enabled or not authorization:
             return None
         return self.sealer.seal(PURPOSE, authorization)
 
