@@ -78,6 +78,7 @@ from .turn_queue import (
 )
 
 if TYPE_CHECKING:
+    from ..responses.kept_authorization import KeptAuthorization
     from .runner_view import SessionHost, TurnRunner
 
 log = structlog.get_logger("responses_bridge.agents")
@@ -238,6 +239,15 @@ async def stop_response(runner: TurnRunner, response_id: str | None) -> None:
         run.stop_reason = "handoff"
         run.task.cancel()
     await asyncio.wait([run.task])
+
+
+def kept_credentials(kept: KeptAuthorization | None, session: dict[str, Any],
+                     authorization: str | None) -> dict[str, str]:
+    """What a new turn keeps of the caller's ``Authorization`` (``CLIENT_AUTHORIZATION``, sealed), from its queueing
+    to its end: whichever process runs or resumes it calls the upstream with it. Nothing when the session's model's
+    upstream gets a configured key instead, or keeping is off."""
+    sealed = None if kept is None else kept.seal(authorization, (session.get("agent") or {}).get("model"))
+    return {} if sealed is None else {CLIENT_AUTHORIZATION: sealed}
 
 
 def with_kept_credentials(runner: TurnRunner, entries: list[QueuedTurn]) -> list[QueuedTurn]:

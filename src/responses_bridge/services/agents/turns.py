@@ -47,22 +47,21 @@ from .environments.mcp import SessionMCP
 from .events import SessionLog
 from .executor_calls import run_on_executor
 from .runner_view import ResponseStarter
-from .session_resume import begin_resumed, forget_steps, is_boundary, record_step, started_step, stop_response
+from .session_resume import (
+    begin_resumed,
+    forget_steps,
+    is_boundary,
+    kept_credentials,
+    record_step,
+    started_step,
+    stop_response,
+)
 from .session_waiting import keep_wait, kept_usage, wait_for_results, waiting_entry
 from .subagent_contexts import kept_subagents
 from .subagent_tree import SubagentTree
 from .tool_calls import unknown_approval, unknown_call
 from .traces import TurnTrace, turn_span
-from .turn_queue import (
-    CLIENT_AUTHORIZATION,
-    LOST_INPUT,
-    MAX_QUEUED_TURNS,
-    QUEUED_INPUT,
-    HandOff,
-    QueuedTurn,
-    new_turn,
-    public,
-)
+from .turn_queue import LOST_INPUT, MAX_QUEUED_TURNS, QUEUED_INPUT, HandOff, QueuedTurn, new_turn, public
 from .turn_request import turn_request
 from .vaults.vaults import VaultService
 
@@ -148,11 +147,7 @@ class SessionRunner:
         self.check_room(1)
         turn = new_turn(session)
         messages = [user_item(ids.message_id(), parts, turn["id"]) for parts in content]
-        # the caller's credentials go with the turn, sealed, from now to its end: whichever process runs it (or
-        # resumes it) calls the upstream with them
-        sealed = None if self.kept_authorization is None else self.kept_authorization.seal(
-            authorization, (session.get("agent") or {}).get("model"))
-        kept = {} if sealed is None else {CLIENT_AUTHORIZATION: sealed}
+        kept = kept_credentials(self.kept_authorization, session, authorization)  # sealed, to the turn's end
         if kept:
             turn["_private"] = dict(kept)
         waiting = {**turn, "_private": {QUEUED_INPUT: messages, **kept}}  # the input waits in the store, not here

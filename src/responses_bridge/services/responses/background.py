@@ -67,9 +67,10 @@ from .background_frames import (
 )
 from .background_resume import (
     ALL_ROWS,
-    CREDENTIAL_SEQUENCE,
     REQUEST_SEQUENCE,
     Rebuilder,
+    credential_rows,
+    erase_credentials,
     plan_resume,
     sealed_request,
 )
@@ -175,7 +176,7 @@ class BackgroundService:
         response, frame = interrupted(message)(stored)
         try:
             await self.events.end_response(response, frame, tenant=tenant, **self._fence())
-            await self._erase_credentials(response_id, tenant)
+            await erase_credentials(self.events, response_id, tenant)
         finally:
             await self.leases.release(response_id)
         log.warning("background_not_resumed", response_id=response_id, reason=why)
@@ -192,7 +193,7 @@ class BackgroundService:
         if ended is not None:  # it had finished: its end is stored from its log, nothing made again
             try:
                 await finish_from_log(self.store, ended, tenant=tenant, fence=self._fence())
-                await self._erase_credentials(response_id, tenant)
+                await erase_credentials(self.events, response_id, tenant)
             except LeaseLost:  # another process stored its end meanwhile: that end stands
                 log.warning("background_finish_lease_lost", response_id=response_id)
             finally:
@@ -258,19 +259,11 @@ class BackgroundService:
     async def run_ended(self, run: BackgroundRun) -> None:
         self.runs.pop(run.response_id, None)
         if run.kept_credentials and not run.handed_off and run.stop_reason != "lost":  # ended: not kept past it
-            await self._erase_credentials(run.response_id, run.tenant, **run.fence)
+            await erase_credentials(self.events, run.response_id, run.tenant, **run.fence)
         try:
             await self.leases.release(run.response_id)
         except Exception:  # the lease expires; the run's terminal state is stored, so no sweep touches it
             log.warning("background_release_failed", response_id=run.response_id, exc_info=True)
-
-    async def _erase_credentials(self, response_id: str, tenant: str, **fence: str) -> None:
-        """The run ended: the client's credentials kept with it go (a failure is logged; the row goes with the
-        response, and a later resume finds the run ended)."""
-        try:
-            await self.events.forget(response_id, CREDENTIAL_SEQUENCE, tenant=tenant, **fence)
-        except Exception:
-            log.warning("background_credentials_not_erased", response_id=response_id, exc_info=True)
 
     def queue_depth(self) -> int:
         """Background responses queued or running here (``responses_bridge_background_queue_depth``)."""
@@ -301,14 +294,12 @@ class BackgroundService:
             await self.leases.release(run.response_id)
             raise
         if request_body is not None and self.sealer is not None:
-            sealed = None if not client_credentials or self.kept_authorization is None else \
-                self.kept_authorization.keep(authorization)
-            kept = [] if sealed is None else [(CREDENTIAL_SEQUENCE, sealed.encode())]
+            kept = credential_rows(self.kept_authorization, authorization if client_credentials else None)
             try:
                 await self.events.append(run.response_id, [(REQUEST_SEQUENCE, sealed_request(
                     self.sealer, request_body, client_credentials=client_credentials)), *kept],
                     tenant=run.tenant, **run.fence)
-                run.kept_credentials = sealed is not None
+                run.kept_credentials = bool(kept)
                 run.resumable = not client_credentials or run.kept_credentials
                 if run.resumable:
                     run.record_steps(self.sealer)
@@ -448,7 +439,7 @@ class BackgroundService:
                 if not held:
                     closed = await self.leases.close_abandoned(response_id, cancelled, tenant=tenant)
                     if closed is not None:  # ended here: what its dead process kept with it goes too
-                        await self._erase_credentials(response_id, tenant)
+                        await erase_credentials(self.events, response_id, tenant)
                         return closed
                 response = await self.store.get_response(response_id, tenant=tenant)
                 if response is None:

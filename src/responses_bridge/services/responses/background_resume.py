@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
+import structlog
 
 from ...engine.wire import UpstreamRequest
 from ...protocol.errors import APIError
@@ -40,9 +41,12 @@ from ...run.runs import Run
 from ...run.step_resume import ResumedSteps
 from ...run.upstream import UpstreamClient
 from ...sealing import Sealer
+from ...store.base import EventLog
 from .background_frames import is_terminal_frame
 from .background_steps import STEP_BASE, read_steps, resumed_steps
 from .kept_authorization import KeptAuthorization
+
+log = structlog.get_logger("responses_bridge.background")
 
 REQUEST_SEQUENCE = -1
 """Where the sealed request is kept in the run's event log."""
@@ -76,6 +80,22 @@ def sealed_request(sealer: Sealer, body: bytes | dict[str, Any], *, client_crede
     ``Authorization`` (which is not kept)."""
     decoded = orjson.loads(body) if isinstance(body, bytes) else body
     return sealer.seal(REQUEST_PURPOSE, {"body": decoded, "client_credentials": client_credentials}).encode()
+
+
+def credential_rows(kept: KeptAuthorization | None, authorization: str | None) -> list[tuple[int, bytes]]:
+    """The row that keeps the client's ``Authorization`` the run's upstream call carries (None: its call carries a
+    configured key), sealed; none when nothing is kept."""
+    sealed = None if kept is None else kept.keep(authorization)
+    return [] if sealed is None else [(CREDENTIAL_SEQUENCE, sealed.encode())]
+
+
+async def erase_credentials(events: EventLog, response_id: str, tenant: str, **fence: str) -> None:
+    """The run ended: the client's credentials kept with it go (``fence``: only while this process holds the run).
+    A failure is logged: the row goes with the response, and a later resume finds the run ended."""
+    try:
+        await events.forget(response_id, CREDENTIAL_SEQUENCE, tenant=tenant, **fence)
+    except Exception:
+        log.warning("background_credentials_not_erased", response_id=response_id, exc_info=True)
 
 
 @dataclass
