@@ -1,6 +1,7 @@
 """A session's turns are durable with only the client's own ``Authorization``: no upstream key is configured, the
 openai SDK sends its key (as it always does), and that header is what goes upstream. The sidecar is killed
-(``kill -9``) mid model call, with a second input queued behind the running turn; on SQLite the sidecar is started
+(``kill -9``) mid model call, or drained (SIGTERM, a drain shorter than the call: the turn is handed off), with a
+second input queued behind the running turn; on SQLite the sidecar is started
 again on the same file, on PostgreSQL (``--store=postgres``) a second replica takes the session over once the dead
 one's lease lapsed. The running turn is resumed and the queued one run, each completed once, and every model call
 (the resumed one too) reached the upstream with the client's ``Authorization``: it was kept with the turns, sealed,
@@ -17,11 +18,21 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 
 from responses_bridge.services.agents.turn_queue import CLIENT_AUTHORIZATION
 from responses_bridge.store.base import DEFAULT_TENANT as TENANT
 from responses_bridge.store.open import open_stores
-from tests.integration.test_agents_durable import BETA, SLOW, TIMEOUT, frames, read_until_deltas, sidecar, stop
+from tests.integration.test_agents_durable import (
+    BETA,
+    SLOW,
+    TIMEOUT,
+    frames,
+    read_to_end,
+    read_until_deltas,
+    sidecar,
+    stop,
+)
 from tests.support.postgres import sidecar_env, store_from_env
 from tests.support.sdk import async_sdk
 
@@ -43,8 +54,9 @@ async def stored_turns(db: str, session_id: str) -> list[dict[str, Any]]:
         await stores.close()
 
 
-async def test_a_turn_killed_mid_call_with_only_the_clients_authorization_completes_after_the_restart(
-        fake_upstream: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["kill", "term"])
+async def test_a_turn_stopped_mid_call_with_only_the_clients_authorization_completes_after_the_restart(
+        how: str, fake_upstream: str, tmp_path: Path) -> None:
     db = str(tmp_path / "bridge.db")
     shared = store_from_env() == "postgres"
     started_log = tmp_path / "a.log"
@@ -65,8 +77,11 @@ async def test_a_turn_killed_mid_call_with_only_the_clients_authorization_comple
                 "input": [{"role": "user", "content": [{"type": "input_text", "text": "second"}]}]}])
         async with aiohttp.ClientSession(first_base, headers=BETA, timeout=TIMEOUT) as http:
             async with http.get(f"/v1/agents/sessions/{session.id}/events") as reading:
-                before = frames(await read_until_deltas(reading))
-                stop(first, "kill")  # mid model call
+                raw = await read_until_deltas(reading)
+                stop(first, how)  # mid model call
+                if how == "term":  # the draining process ends its readers' streams cleanly
+                    raw += await read_to_end(reading)
+                before = frames(raw)
         assert first.process is not None
         await asyncio.get_running_loop().run_in_executor(None, first.process.wait, 30)
         clear_while_kept = [] if shared else clear_in_files(db)

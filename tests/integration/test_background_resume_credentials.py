@@ -1,10 +1,10 @@
 """A background response is durable with only the client's own ``Authorization``: no upstream key is configured,
 the openai SDK sends its key, and that header is what goes upstream. The sidecar is killed (``kill -9``) mid model
-call and started again on the same database: the run is resumed and completes once, its repeated call reaching the
-upstream with the client's ``Authorization``, which was kept sealed in the run's log (never in clear in the
-database: on SQLite its file and WAL bytes are searched) and erased once the run ended. Through either door: the
-HTTP door, and Envoy's (the ext_proc door answers the background POST itself, the client's header reaching it as
-metadata).
+call, or drained (SIGTERM, the drain shorter than the call), and started again on the same database: the run is
+resumed and completes once, its repeated call reaching the upstream with the client's ``Authorization``, which was
+kept sealed in the run's log (never in clear in the database: on SQLite its file and WAL bytes are searched) and
+erased once the run ended. Through either door: the HTTP door, and Envoy's (the ext_proc door answers the
+background POST itself, the client's header reaching it as metadata).
 """
 
 from __future__ import annotations
@@ -71,8 +71,10 @@ async def kept_rows(db: str, response_id: str) -> list[bytes]:
     return [frame for sequence, frame in rows if sequence == CREDENTIAL_SEQUENCE]
 
 
-async def test_a_run_killed_mid_call_with_only_the_clients_authorization_completes_after_the_restart(
-        tmp_path: Path, fake_upstream: str) -> None:
+@pytest.mark.parametrize("how", ["kill", "term"])
+async def test_a_run_stopped_mid_call_with_only_the_clients_authorization_completes_after_the_restart(
+        how: str, tmp_path: Path, fake_upstream: str) -> None:
+    """``term``: a drain shorter than the call hands the run off, its kept credentials with it."""
     db = str(tmp_path / "creds.db")
     await clear_upstream_calls(fake_upstream)
     process, base = await started(tmp_path, fake_upstream, db)
@@ -85,10 +87,10 @@ async def test_a_run_killed_mid_call_with_only_the_clients_authorization_complet
                     response_id = event.response.id
                 deltas += event.type == "response.output_text.delta"
                 if deltas >= DELTAS_BEFORE_STOP:
-                    os.kill(process.pid, signal.SIGKILL)  # mid model call
+                    os.kill(process.pid, signal.SIGKILL if how == "kill" else signal.SIGTERM)  # mid model call
                     break
         assert process.process is not None
-        process.process.wait()
+        assert process.process.wait(timeout=60) == (0 if how == "term" else -signal.SIGKILL)
     finally:
         process.stop()
     clear_while_kept = [] if store_from_env() == "postgres" else clear_in_files(db)
