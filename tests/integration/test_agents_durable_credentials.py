@@ -121,6 +121,8 @@ async def test_a_turn_stopped_mid_call_with_only_the_clients_authorization_compl
     assert [str(turn["_private"].get(CLIENT_AUTHORIZATION))[:4] for turn in kept] == ["rb1.", "rb1."]
     assert all(CLIENT_KEY not in orjson.dumps(turn).decode() for turn in kept)
     assert all(CLIENT_AUTHORIZATION not in turn.get("_private", {}) for turn in ended), ended
+    answered = orjson.dumps([before, after, turns]).decode()  # what the client was shown: never the key, sealed or not
+    assert CLIENT_KEY not in answered and CLIENT_AUTHORIZATION not in answered and "rb1." not in answered
     assert shared or clear_in_files(db) == []
     said = [orjson.loads(line) for line in started_log.read_text().splitlines() if "runs_durable" in line]
     assert len(said) == 1 and said[0]["client_header"].startswith("kept sealed"), said
