@@ -176,6 +176,11 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
         "how many times one background response, or one Agents session turn, may be resumed after its process "
         "stopped (killed, restarted, drained) before it fails instead: a crash loop never repeats a poisonous step "
         "forever; 0: never resume"))
+    durable_client_credentials: bool = Field(default=True, description=(
+        "a background response or Agents session turn whose upstream call carries the client's own Authorization "
+        "(no key configured for its upstream) keeps it sealed with the run (the sealing key's AES-GCM) while the run "
+        "runs, erased at its end, so the next start or another replica resumes the run with it; `false`: it is held "
+        "in memory only, and such runs fail after their process stopped (`serve` says so at start)"))
     ingest_lease_seconds: float = Field(default=60.0, gt=0, description=(
         "with a shared database: how long a replica's claim on a file it ingests lasts without renewal; after that "
         "another replica takes the file over (a replica that died mid-ingestion)"))

@@ -25,6 +25,7 @@ from .observability import metrics
 from .observability.logs import note_upstream
 from .periodic import Periodic
 from .program_memory import no_room
+from .protocol.errors import APIError
 from .run.programs.host import ProgramBounds, ProgramHost
 from .run.response_run import ResponseRun
 from .run.runs import Run
@@ -45,6 +46,7 @@ from .services.responses.background import BackgroundService
 from .services.responses.chat_completions import ChatCompletionService
 from .services.responses.conversations import ConversationService
 from .services.responses.idempotency import IdempotencyService
+from .services.responses.kept_authorization import KeptAuthorization
 from .services.responses.prompts import PromptService
 from .services.responses.retention import RetentionService
 from .services.tenancy.identity import Identity, sidecar_token
@@ -105,6 +107,9 @@ class Runtime:
     upstream_gate: UpstreamGate = field(init=False, repr=False)
     # the real memory of the process against the budget: the backstop (services/tenancy/memory_watch.py)
     memory_watch: MemoryWatch = field(init=False, repr=False)
+    # the client's Authorization kept sealed with the runs whose upstream calls carry it, so they are resumable
+    # (services/responses/kept_authorization.py); RESPONSES_BRIDGE_DURABLE_CLIENT_CREDENTIALS=false keeps none
+    kept_authorization: KeptAuthorization = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.limits = TenantLimits(self.settings)
@@ -120,6 +125,8 @@ class Runtime:
                                           self.settings.upstream_response_connections,
                                           self.settings.upstream_connect_timeout)
         self.server_tools.services.programs = program_host(self.settings, self.memory, self.sealer)
+        self.kept_authorization = KeptAuthorization(self.sealer, enabled=self.settings.durable_client_credentials,
+                                                    forwarded=self.forwards_client_authorization)
 
     def new_run_framed(self, framing: Framing, store: ResponseStore | None = None, *, tenant: str) -> ResponseRun:
         """A run of ``tenant`` whose events are always emitted, framed as asked (``"json"``: WebSocket mode),
@@ -220,6 +227,7 @@ class Runtime:
         background = self.background
         background.rebuild = self.rebuild_background
         background.sealer = self.sealer
+        background.kept_authorization = self.kept_authorization
         background.max_resumes = self.settings.background_max_resumes
         failed = await background.sweep()
         if failed:
@@ -228,8 +236,9 @@ class Runtime:
     async def rebuild_background(self, body: dict[str, Any], *,
                                  tenant: str) -> tuple[Run, UpstreamRequest | None, str | None, UpstreamClient | None]:
         """A background request begun again, as ``POST /v1/responses`` begins it (adapters/http/responses_routes.py):
-        the run, its first call, what goes upstream as ``Authorization`` (the configured key: a run that needed the
-        client's own is never resumed), the routed client."""
+        the run, its first call, what goes upstream as ``Authorization`` (the configured key; a run that needs the
+        client's own is given the one kept with it: services/responses/kept_authorization.py), the routed
+        client."""
         if self.clients:
             route = self.route(body.get("model"))
             run = self.new_routed_run(route, tool_loop=True, tools=body.get("tools"), tenant=tenant)
@@ -305,6 +314,17 @@ class Runtime:
         if self.settings.api_key:
             return f"Bearer {self.settings.api_key}"
         return None if self.settings.auth == "keys" else client_authorization
+
+    def forwards_client_authorization(self, model: str | None, client_authorization: str) -> bool:
+        """Does the client's own ``Authorization`` go upstream for a request of ``model`` (no key configured for
+        its upstream)? A model no route serves: assumed so (its run fails before any call anyway)."""
+        if not self.clients:
+            return self.upstream_authorization(client_authorization) == client_authorization
+        try:
+            route = self.routes().route(model)
+        except APIError:
+            return True
+        return self.route_authorization(route, client_authorization) == client_authorization
 
     # --- routing (upstreams.py) --------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from . import config_file, event_loop, startup_gc
 from .config import Settings, SettingsError, env_names, load_settings
 from .config_help import environment_help, user_default
 from .descriptors import raise_descriptor_limit
+from .durability_check import log_durability
 from .observability import configure_logging
 from .observability.tracing import configure_tracing, shutdown_tracing
 from .pid1 import serve_behind_init
@@ -227,6 +228,7 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
                  extproc=(f"unix:{uds}" if uds else f"{host}:{port}") if extproc else None,
                  loop=event_loop.running_loop_name())
         startup_gc.resume()  # started: the collector back on, what the start built frozen (startup_gc.py)
+        log_durability(settings, runtime, log)  # do runs outlive this process, and if not, why
         warn_if_open(settings, http=http, extproc=extproc)
         for name in check_routing(settings).unreached:
             log.warning("upstream_unrouted", upstream=name,

@@ -45,10 +45,10 @@ DELTAS_BEFORE_STOP = 3
 
 
 @asynccontextmanager
-async def sidecar(tmp_path: Path, fake_upstream: str, db: str,
-                  env: dict[str, str] | None = None) -> AsyncIterator[tuple[ManagedProcess, str]]:
+async def sidecar(tmp_path: Path, fake_upstream: str, db: str, env: dict[str, str] | None = None,
+                  log_file: Path | None = None) -> AsyncIterator[tuple[ManagedProcess, str]]:
     process, http_port, _ = start_sidecar(str(tmp_path), fake_upstream, "--db", db, env={**ENV, **(env or {})},
-                                          extproc=False)
+                                          extproc=False, log_file=log_file)
     base = f"http://127.0.0.1:{http_port}"
     try:
         await wait_http(f"{base}/health", process=process)
@@ -213,13 +213,16 @@ async def test_a_turn_resumed_past_the_limit_fails_saying_so_and_the_queue_goes_
 
 
 @pytest.mark.parametrize("how", ["kill", "term"])
-async def test_a_turn_that_called_with_the_clients_credentials_is_not_resumed(how: str, fake_upstream: str,
-                                                                             tmp_path: Path) -> None:
-    """No upstream key is configured, so the turn's model call carries the client's own ``Authorization``, which is
-    never stored: after its process stopped nobody could make the call again. The turn fails saying so, the input
-    queued behind it fails saying so too (its credentials went with the stopped process), and no model call ever
-    goes out without the client's credentials; the session then takes new input, with them, as before."""
+async def test_a_turn_that_called_with_the_clients_credentials_is_not_resumed_when_they_are_not_kept(
+        how: str, fake_upstream: str, tmp_path: Path) -> None:
+    """The operator opted out (``RESPONSES_BRIDGE_DURABLE_CLIENT_CREDENTIALS=false``) and no upstream key is
+    configured, so the turn's model call carries the client's own ``Authorization``, held in memory only: after its
+    process stopped nobody could make the call again. ``serve`` said so at start; the turn fails saying so, the
+    input queued behind it fails saying so too (its credentials went with the stopped process), and no model call
+    ever goes out without the client's credentials; the session then takes new input, with them, as before."""
     db = str(tmp_path / "bridge.db")
+    opted_out = {"RESPONSES_BRIDGE_DURABLE_CLIENT_CREDENTIALS": "false"}
+    started_log = tmp_path / "a.log"
     shared = store_from_env() == "postgres"
     client = {**BETA, "Authorization": "Bearer sk-client-own"}
     recorded = fake_upstream.removesuffix("/v1") + "/_fake/requests"  # what the fake upstream was sent
@@ -227,8 +230,10 @@ async def test_a_turn_that_called_with_the_clients_credentials_is_not_resumed(ho
         async with fake.delete(recorded) as cleared:
             assert cleared.status in (200, 204)
     async with AsyncExitStack() as stack:
-        first, first_base = await stack.enter_async_context(sidecar(tmp_path / "a", fake_upstream, db))
-        other = await stack.enter_async_context(sidecar(tmp_path / "b", fake_upstream, db)) if shared else None
+        first, first_base = await stack.enter_async_context(sidecar(tmp_path / "a", fake_upstream, db, opted_out,
+                                                                    log_file=started_log))
+        other = await stack.enter_async_context(sidecar(tmp_path / "b", fake_upstream, db, opted_out)) \
+            if shared else None
         async with aiohttp.ClientSession(first_base, headers=client, timeout=TIMEOUT) as http:
             async with http.post("/v1/agents/sessions", json={
                     "agent": {"model": "fake-model"}, "environment": {"type": "none"}, "input": SLOW}) as answer:
@@ -244,7 +249,7 @@ async def test_a_turn_that_called_with_the_clients_credentials_is_not_resumed(ho
         assert first.process is not None
         await asyncio.get_running_loop().run_in_executor(None, first.process.wait, 30)
         if other is None:  # SQLite: the restarted process finds the turns
-            other = await stack.enter_async_context(sidecar(tmp_path / "c", fake_upstream, db))
+            other = await stack.enter_async_context(sidecar(tmp_path / "c", fake_upstream, db, opted_out))
         _, base = other
         async with aiohttp.ClientSession(base, headers=client, timeout=TIMEOUT) as http:
             async with http.get(f"/v1/agents/sessions/{session_id}/events", params={"until_idle": "true"}) as answer:
@@ -264,10 +269,12 @@ async def test_a_turn_that_called_with_the_clients_credentials_is_not_resumed(ho
         async with aiohttp.ClientSession() as fake:
             async with fake.get(recorded) as answer:
                 calls = (await answer.json())["data"]
+    said = [orjson.loads(line) for line in started_log.read_text().splitlines() if "runs_not_durable" in line]
+    assert len(said) == 1 and "RESPONSES_BRIDGE_DURABLE_CLIENT_CREDENTIALS=false" in said[0]["reason"], said
     assert [turn["status"] for turn in stopped] == ["failed", "failed"]
     running, queued = stopped[0]["error"]["message"], stopped[1]["error"]["message"]
-    assert "carried the client's own Authorization, which is never stored" in running
-    assert "configure the upstream key for durable turns" in running
+    assert "carried the client's own Authorization, which was not kept" in running
+    assert "RESPONSES_BRIDGE_DURABLE_CLIENT_CREDENTIALS is false" in running and "configure the upstream key" in running
     assert "would carry the client's own Authorization" in queued and "send the input again" in queued
     assert "agent.session.turn.completed" not in kinds and kinds.count("agent.session.turn.failed") == 2
     assert kinds[-1] == "agent.session.idle"

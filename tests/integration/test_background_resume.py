@@ -197,17 +197,21 @@ async def test_a_run_resumed_too_often_fails_saying_so(tmp_path, fake_upstream: 
         process.stop()
 
 
-async def test_a_run_on_the_clients_own_upstream_credentials_is_not_resumed(tmp_path, fake_upstream: str) -> None:
-    """No upstream key is configured, so the client's Authorization went upstream: it is never stored, and
-    nobody could make the call again. The run fails as before, saying why; and its kept request is no reader's."""
+async def test_a_run_on_the_clients_own_upstream_credentials_is_not_resumed_when_they_are_not_kept(
+        tmp_path, fake_upstream: str) -> None:
+    """No upstream key is configured, so the client's Authorization went upstream, and the operator opted out of
+    keeping it (``RESPONSES_BRIDGE_DURABLE_CLIENT_CREDENTIALS=false``): nobody could make the call again. The run
+    fails as before, saying why; and its kept request is no reader's. (Kept, it is resumed:
+    test_background_resume_credentials.py.)"""
     db = str(tmp_path / "creds.db")
-    response_id = await start_and_kill(tmp_path, fake_upstream, db, {},
+    opted_out = {"RESPONSES_BRIDGE_DURABLE_CLIENT_CREDENTIALS": "false"}
+    response_id = await start_and_kill(tmp_path, fake_upstream, db, opted_out,
                                        headers={"Authorization": "Bearer sk-client-own-key"})
-    process, base = await started(tmp_path, fake_upstream, db)
+    process, base = await started(tmp_path, fake_upstream, db, opted_out)
     try:
         ended = await until_ended(base, response_id)
         assert ended["status"] == "failed"
-        assert "credentials" in ended["error"]["message"]
+        assert "credentials, which were not kept" in ended["error"]["message"]
         events, done = await stream_after(base, response_id, -5)  # below -1: still only the stream
         assert done and events[0]["sequence_number"] == 0
         assert [event["sequence_number"] for event in events] == list(range(len(events)))

@@ -189,7 +189,8 @@ async def test_cancel_of_a_finished_response_on_the_other_replica_is_400(replica
 async def test_a_dead_replicas_run_is_finished_by_another_once(replicas: list[Replica], fake_upstream: str,
                                                                 database_url: str, tmp_path: Path) -> None:
     _, b = replicas
-    # an upstream key of its own: a run on the client's own credentials (never stored) could not be resumed
+    # an upstream key of its own: the resumed call carries it (a run on the client's own credentials is resumed
+    # with them, kept sealed: test_background_resume_credentials.py)
     async with running_replica("c", tmp_path, fake_upstream, database_url, "--api-key", "sk-upstream",
                                env=SHARED_ENV) as c:
         async with sdk(c) as on_c:

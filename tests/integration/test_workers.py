@@ -153,8 +153,8 @@ async def _read(session: aiohttp.ClientSession, url: str) -> bytes:
 
 async def test_the_run_of_a_killed_worker_is_finished_by_the_other(tmp_path: Path, fake_upstream: str) -> None:
     async with two_workers(tmp_path, fake_upstream) as (zero, one, first), sdk(one) as on_one:
-        # no Authorization: with no upstream key configured the client's own would go upstream, and a run on
-        # credentials (never stored) is not resumed
+        # no Authorization: nothing of the client's goes upstream (a run on the client's own is resumed with it,
+        # kept sealed: test_background_resume_credentials.py)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session, session.post(
                 f"{zero}/v1/responses", json={"model": MODEL, "input": "[chunks=40] [delay=100] slow",
                                               "background": True}) as answer:

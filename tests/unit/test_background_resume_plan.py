@@ -8,8 +8,14 @@ import os
 
 from responses_bridge.engine.sse import encode_event
 from responses_bridge.sealing import Sealer
-from responses_bridge.services.responses.background_resume import ResumePlan, plan_resume, sealed_request
+from responses_bridge.services.responses.background_resume import (
+    CREDENTIAL_SEQUENCE,
+    ResumePlan,
+    plan_resume,
+    sealed_request,
+)
 from responses_bridge.services.responses.background_steps import STEP_BASE, STEP_PURPOSE
+from responses_bridge.services.responses.kept_authorization import KeptAuthorization
 
 SEALER = Sealer(os.urandom(32))
 BODY = {"model": "m", "input": "hi", "background": True}
@@ -120,3 +126,21 @@ def test_what_cannot_be_resumed_says_why() -> None:
     assert "gap" in plan_resume(gap, SEALER, 3)  # type: ignore[operator]
     ended = [kept(), *stream(), (3, frame(3, "response.completed", response={}))]
     assert "already ended" in plan_resume(ended, SEALER, 3)  # type: ignore[operator]
+
+
+def test_a_run_on_the_clients_credentials_is_resumed_with_the_ones_kept_and_only_with_them() -> None:
+    """Kept sealed at ``CREDENTIAL_SEQUENCE`` (not counted as a resume), the client's ``Authorization`` is what the
+    resumed run's calls carry; none kept, or kept under another key or purpose: not resumed, saying why."""
+    keeper = KeptAuthorization(SEALER)
+    credential = (CREDENTIAL_SEQUENCE, keeper.keep("Bearer sk-client").encode())  # type: ignore[union-attr]
+    plan = plan_resume([kept(client_credentials=True), credential, *stream("message")], SEALER, 1, keeper)
+    assert isinstance(plan, ResumePlan) and plan.authorization == "Bearer sk-client" and plan.resumes == 0
+    assert isinstance(plan_resume([kept(), *stream()], SEALER, 3, keeper), ResumePlan)  # a configured key's run
+    assert plan_resume([kept(), *stream()], SEALER, 3, keeper).authorization is None  # type: ignore[union-attr]
+    for rows, given in (([kept(client_credentials=True), *stream()], keeper),  # none kept (opted out)
+                        ([kept(client_credentials=True), credential, *stream()], None),  # nothing to open it with
+                        ([kept(client_credentials=True), credential, *stream()], KeptAuthorization(Sealer(
+                            os.urandom(32)))),  # another deployment's key
+                        ([kept(client_credentials=True), (CREDENTIAL_SEQUENCE, SEALER.seal(
+                            "background-request", "Bearer sk-client").encode()), *stream()], keeper)):
+        assert "credentials, which were not kept" in plan_resume(rows, SEALER, 3, given)  # type: ignore[operator]

@@ -162,6 +162,11 @@ class EventLog(Protocol):
     async def truncate(self, response_id: str, first: int, *, tenant: str, lease_owner: str | None = None) -> None:
         """Forget the events from sequence number ``first`` on (fenced by ``lease_owner`` as ``append``)."""
 
+    async def forget(self, response_id: str, sequence: int, *, tenant: str, lease_owner: str | None = None) -> None:
+        """Erase the one row at ``sequence`` (a run's own record, below the stream: the client's credentials kept
+        while it ran); nothing when it is not ``tenant``'s, nor, with ``lease_owner``, when that owner no longer
+        holds the run's lease (the run is another process's now, and the row its)."""
+
     async def end_response(self, response: dict[str, Any], terminal_frame: Callable[[int], bytes], *,
                            tenant: str, lease_owner: str | None = None) -> None:
         """Store ``response`` (in its terminal status) and append ``terminal_frame(n)`` after the last stored

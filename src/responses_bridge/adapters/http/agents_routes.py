@@ -78,7 +78,7 @@ def turn_starter(runtime: Runtime) -> Any:
                                    for entry in body.pop(KEPT_KEY, None) or ()])
         try:
             call = await run.begin(body)
-            started = await runtime.background.start(  # the client's own credentials: the turn is not resumable
+            started = await runtime.background.start(  # the client's own credentials: kept with the turn, sealed
                 run, call, authorization, upstream,
                 client_credentials=client_authorization is not None and authorization == client_authorization)
         finally:
@@ -96,6 +96,7 @@ class AgentRoutes:
             HostPolicy.parse(runtime.settings.mcp_allowed_hosts)))  # OAuth refreshes reach what MCP calls may
         self.sessions = SessionService(runtime.agents.store, runtime.agents, runtime.background,
                                        turn_starter(runtime), runtime.containers, vaults=self.vaults)
+        self.sessions.kept_authorization = runtime.kept_authorization  # turns resumable with the caller's key
         shell = runtime.server_tools.services.shell
         self.sessions.mcp = SessionMCP(runtime.server_tools.services.mcp,
                                        shell if isinstance(shell, HostedShell) else None,  # where a sandbox runs

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from ...run.tools.mcp_config import MCPServerOverlay
 from ...store.base_agents import AgentStore, Record
 from ..responses.background import BackgroundService
+from ..responses.kept_authorization import KeptAuthorization
 from .events import SessionEvents, SessionLog
 from .leases import SessionLeases
 from .turn_queue import QueuedTurn
@@ -43,6 +44,7 @@ class TurnRunner(Protocol):
     task: asyncio.Task[None] | None
     on_idle: Callable[[Any], None] | None
     handing_off: bool
+    kept_authorization: KeptAuthorization | None
 
     @property
     def busy(self) -> bool: ...

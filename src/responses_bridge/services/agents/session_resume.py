@@ -11,15 +11,19 @@ shown), written as the turn goes:
 * ``resumes``: how many times the turn was resumed, written before a resumed turn makes any call: the bound of a
   crash loop (``RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES``, the background responses' setting).
 * ``client_credentials``: true once a response of the turn called the upstream with the client's own
-  ``Authorization`` (no upstream key configured), stored with that response's id; the credential itself never is.
-  It stays with the turn after it ends: it tells of the session's later turns too.
+  ``Authorization`` (no upstream key configured), stored with that response's id. It stays with the turn after it
+  ends: it tells of the session's later turns too.
+* ``client_authorization``: that ``Authorization``, sealed (services/responses/kept_authorization.py), kept from
+  the turn's queueing to its end (completed, failed, cancelled), when it is what the model calls carry.
 
-Credentials are never stored, so nobody could make such a turn's model call again: as a background response
-whose call carried them (services/responses/background_resume.py), a turn of a session any of whose turns recorded
-``client_credentials`` is not resumed after its process stopped. It fails saying why (``CREDENTIALS``), and so does
-every turn queued behind it (``QUEUED_CREDENTIALS``): its input was accepted, but the Authorization that came with
-it was held by the stopped process only; the session goes idle and takes new input (with its credentials) as
-before. No model call is ever made without the client's credentials.
+A turn whose calls carry the client's credentials is resumed with the kept ones: the resumed call reaches the
+upstream with the same ``Authorization`` the client sent, whichever process makes it. Where none was kept
+(``RESPONSES_BRIDGE_DURABLE_CLIENT_CREDENTIALS=false``, a record stored before credentials were kept, a blob the
+sealing key no longer opens), a turn of a session any of whose turns recorded ``client_credentials`` is not resumed
+after its process stopped: it fails saying why (``CREDENTIALS``), and so does each such turn queued behind it
+(``QUEUED_CREDENTIALS``): its input was accepted, but the Authorization that came with it was held by the stopped
+process only; the session goes idle and takes new input (with its credentials) as before. No model call is ever
+made without the client's credentials.
 
 Who resumes: alone on the database (SQLite, one process) the next start (:meth:`SessionService.recover`); shared
 (PostgreSQL replicas, ``serve --workers``) any process whose sweep finds the session unfinished and its lease
@@ -62,6 +66,7 @@ from .session_waiting import restored
 from .subagents import left_open
 from .traces import turn_span
 from .turn_queue import (
+    CLIENT_AUTHORIZATION,
     EXECUTOR_STARTED,
     QUEUED_INPUT,
     STEP_INPUT,
@@ -73,6 +78,7 @@ from .turn_queue import (
 )
 
 if TYPE_CHECKING:
+    from ..responses.kept_authorization import KeptAuthorization
     from .runner_view import SessionHost, TurnRunner
 
 log = structlog.get_logger("responses_bridge.agents")
@@ -89,10 +95,12 @@ SAFE_TO_REPEAT = frozenset({"web_search_call", "file_search_call", "mcp_list_too
 NOT_STEPS = CLIENT_ITEM_TYPES | {"mcp_approval_request", "mcp_list_tools"}
 CLIENT_CREDENTIALS = "client_credentials"
 CREDENTIALS = ("The server running this turn stopped, and the turn is not resumed: its upstream call carried the "
-               "client's own Authorization, which is never stored; configure the upstream key for durable turns.")
+               "client's own Authorization, which was not kept (RESPONSES_BRIDGE_DURABLE_CLIENT_CREDENTIALS is "
+               "false, or the sealing key changed); configure the upstream key, or let the bridge keep it sealed, "
+               "for durable turns.")
 QUEUED_CREDENTIALS = ("The server stopped before this turn started, and it is not run: its upstream call would carry "
-                      "the client's own Authorization, which came with its input and is never stored; send the input "
-                      "again, or configure the upstream key for durable turns.")
+                      "the client's own Authorization, which came with its input and was not kept; send the input "
+                      "again, or configure the upstream key (or let the bridge keep it sealed) for durable turns.")
 RESTARTED = ("The server restarted while this turn waited for the client's tool results or decisions, which were held "
              "by the stopped process; it was not finished and will not be resumed.")
 SUBAGENT_RESTARTED = ("The server restarted while this subagent's turn ran; it was not finished, and the session's "
@@ -191,14 +199,15 @@ async def started_step(runner: TurnRunner, turn: dict[str, Any], response_id: st
     private(turn)["response_ids"].append(response_id)
     private(turn)[STEP_RESPONSE] = response_id
     run = runner.background.runs.get(response_id)
-    if run is not None and run.client_credentials:  # whether, never what: the credential is not kept
+    if run is not None and run.client_credentials:  # whether; what, only sealed (CLIENT_AUTHORIZATION)
         private(turn)[CLIENT_CREDENTIALS] = True
     await runner.events.flush([runner.turn_record(turn)])
 
 
 def forget_steps(turn: dict[str, Any]) -> None:
-    """A turn that ended keeps neither its queued input nor how it was to be resumed."""
-    for kept in (QUEUED_INPUT, STEP_INPUT, STEP_RESPONSE, WAITING, EXECUTOR_STARTED):
+    """A turn that ended keeps neither its queued input, nor how it was to be resumed, nor the client's credentials
+    its calls carried."""
+    for kept in (QUEUED_INPUT, STEP_INPUT, STEP_RESPONSE, WAITING, EXECUTOR_STARTED, CLIENT_AUTHORIZATION):
         (turn.get("_private") or {}).pop(kept, None)
 
 
@@ -232,17 +241,33 @@ async def stop_response(runner: TurnRunner, response_id: str | None) -> None:
     await asyncio.wait([run.task])
 
 
+def kept_credentials(kept: KeptAuthorization | None, session: dict[str, Any],
+                     authorization: str | None) -> dict[str, str]:
+    """What a new turn keeps of the caller's ``Authorization`` (``CLIENT_AUTHORIZATION``, sealed), from its queueing
+    to its end: whichever process runs or resumes it calls the upstream with it. Nothing when the session's model's
+    upstream gets a configured key instead, or keeping is off."""
+    sealed = None if kept is None else kept.seal(authorization, (session.get("agent") or {}).get("model"))
+    return {} if sealed is None else {CLIENT_AUTHORIZATION: sealed}
+
+
+def with_kept_credentials(runner: TurnRunner, entries: list[QueuedTurn]) -> list[QueuedTurn]:
+    """Each entry given the ``Authorization`` kept with its turn (none kept: None); the entries none was kept for."""
+    keeper = runner.kept_authorization
+    for entry in entries:
+        entry.authorization = None if keeper is None else keeper.open(private(entry.turn).get(CLIENT_AUTHORIZATION))
+    return [entry for entry in entries if entry.authorization is None]
+
+
 async def fail_credentialed(runner: TurnRunner, entries: list[QueuedTurn]) -> None:
-    """The turns a stopped process left, of a session whose model calls carry the client's own ``Authorization``:
-    each fails saying why (the running one with ``CREDENTIALS``, the queued ones with ``QUEUED_CREDENTIALS``),
-    none makes a call. ``entries`` is emptied."""
+    """The turns a stopped process left, of a session whose model calls carry the client's own ``Authorization``,
+    none kept for them: each fails saying why (the running one with ``CREDENTIALS``, the queued ones with
+    ``QUEUED_CREDENTIALS``), none makes a call."""
     for entry in entries:
         message = CREDENTIALS if entry.resuming or entry.waiting else QUEUED_CREDENTIALS
         await runner._end(entry, "failed", {"code": "server_error", "message": message}, entry.turn.get("usage"))
     if entries:
         log.info("agent_session_not_resumed", session_id=runner.session_id, turns=len(entries),
                  reason="client_credentials")
-    entries.clear()
 
 
 class SessionResumer:
@@ -290,8 +315,10 @@ class SessionResumer:
             for said, records in await left_open(runner.store, runner.session_id, {
                     "code": "server_error", "message": SUBAGENT_RESTARTED}, tenant=runner.tenant):
                 await runner.events.emit(said, records=records)
-        if credentialed:  # nobody could make their calls again: they fail, and the session takes new input
-            await fail_credentialed(runner, entries)
+        unkept = with_kept_credentials(runner, entries)
+        if credentialed and unkept:  # nobody could make their calls again: they fail, the others go on
+            await fail_credentialed(runner, unkept)
+            entries = [entry for entry in entries if entry.authorization is not None]
         if not entries:
             session.update(status="idle", required_actions=[], last_active_at=int(time.time()))
             await runner.events.emit({"type": "agent.session.idle", "session": public(session)},

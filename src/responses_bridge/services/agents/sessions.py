@@ -47,6 +47,7 @@ from ...store.owners import new_owner_id
 from ..containers.containers import ContainerService
 from ..pagination import page_errors
 from ..responses.background import BackgroundService
+from ..responses.kept_authorization import KeptAuthorization
 from .agents import AgentService
 from .environments.environments import SessionEnvironments, environment_state, session_not_found
 from .environments.mcp import SessionMCP
@@ -111,6 +112,9 @@ class SessionService:
         self.runners: dict[str, SessionRunner] = {}
         self._locks: dict[str, _SessionLock] = {}
         self.resumer = SessionResumer(self)  # turns a stopped process left, and the drain's hand-off
+        # the caller's Authorization kept sealed with each turn whose model calls carry it (the door sets it from
+        # the runtime's); None: nothing kept, and such turns are not resumed after their process stopped
+        self.kept_authorization: KeptAuthorization | None = None
 
     # --- sessions ------------------------------------------------------------------------------------------
 
@@ -388,6 +392,7 @@ class SessionService:
             runner.vaults = self.vaults
             runner.mcp = self.mcp
             runner.automations = self.agent_automations
+            runner.kept_authorization = self.kept_authorization
             self.runners[session_id] = runner
             runner.events.active = True
             if self.shared:  # claimed while its turns say they run: their process stopped (its lease ran out)

@@ -27,6 +27,9 @@ LOST_INPUT = "The turn's input could not be read back from the store; send it ag
 STEP_INPUT = "step_input"  # where a running turn keeps its step's input, to resume that step (session_resume.py)
 STEP_RESPONSE = "step_response"  # and the step's response, once it has one
 EXECUTOR_STARTED = "executor_started"  # the calls sent to an exec-server: never sent again (executor_calls.py)
+# the client's Authorization its model calls carry, sealed (services/responses/kept_authorization.py): from the turn's
+# queueing to its end, so the process that resumes it makes its calls with it (session_resume.py)
+CLIENT_AUTHORIZATION = "client_authorization"
 
 
 class HandOff(Exception):
@@ -44,7 +47,7 @@ def private(turn: dict[str, Any]) -> dict[str, Any]:
 class QueuedTurn:
     turn: dict[str, Any]
     messages: list[dict[str, Any]]  # the user's messages, as the session's items: read from the store at its start
-    authorization: str | None = field(repr=False)  # the caller's, for the upstream; never stored
+    authorization: str | None = field(repr=False)  # the caller's, for the upstream; stored sealed only (turns.py)
     calls: ToolCalls = field(default_factory=ToolCalls)
     changes: dict[str, Any] | None = None  # what the turn's last response changes of the session, not stored yet
     span: tuple[str, dict[str, Any]] = ("invoke_agent", {})  # its root span's name and attributes (agent_traces)

@@ -39,6 +39,7 @@ from ...protocol.errors import APIError
 from ...store.base_agents import AgentStore, Record
 from ..responses.background import BackgroundService
 from ..responses.background_frames import split_frames
+from ..responses.kept_authorization import KeptAuthorization
 from .async_calls import async_functions, async_result, async_results, started
 from .auto_review import auto_review
 from .environments.environments import Published, SessionEnvironments, environment_state, hosted_container, not_kept
@@ -46,7 +47,15 @@ from .environments.mcp import SessionMCP
 from .events import SessionLog
 from .executor_calls import run_on_executor
 from .runner_view import ResponseStarter
-from .session_resume import begin_resumed, forget_steps, is_boundary, record_step, started_step, stop_response
+from .session_resume import (
+    begin_resumed,
+    forget_steps,
+    is_boundary,
+    kept_credentials,
+    record_step,
+    started_step,
+    stop_response,
+)
 from .session_waiting import keep_wait, kept_usage, wait_for_results, waiting_entry
 from .subagent_contexts import kept_subagents
 from .subagent_tree import SubagentTree
@@ -92,6 +101,9 @@ class SessionRunner:
         self._may_idle = False  # the running turn's end may leave the session idle (no other turn queued)
         self._idled = False  # it did: the turn's end told agent.session.idle too
         self.handing_off = False  # a drain: stop at the next step boundary (session_resume.py)
+        # keeps the caller's Authorization sealed with each turn whose model calls carry it (the service's): None
+        # keeps nothing, and such a turn is not resumed after its process stopped
+        self.kept_authorization: KeptAuthorization | None = None
 
     @property
     def busy(self) -> bool:
@@ -135,7 +147,10 @@ class SessionRunner:
         self.check_room(1)
         turn = new_turn(session)
         messages = [user_item(ids.message_id(), parts, turn["id"]) for parts in content]
-        waiting = {**turn, "_private": {QUEUED_INPUT: messages}}  # the input waits in the store, not here
+        kept = kept_credentials(self.kept_authorization, session, authorization)  # sealed, to the turn's end
+        if kept:
+            turn["_private"] = dict(kept)
+        waiting = {**turn, "_private": {QUEUED_INPUT: messages, **kept}}  # the input waits in the store, not here
         self.queue.append(QueuedTurn(turn, [], authorization, span=turn_span(session, turn)))
         await self.events.emit({"type": "agent.session.turn.created", "session_id": self.session_id,
                                 "turn_id": turn["id"], "turn": public(turn)}, records=[self.turn_record(waiting)])

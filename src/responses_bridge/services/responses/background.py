@@ -65,8 +65,17 @@ from .background_frames import (
     is_terminal_frame,
     terminal_frame,
 )
-from .background_resume import ALL_ROWS, REQUEST_SEQUENCE, Rebuilder, plan_resume, sealed_request
+from .background_resume import (
+    ALL_ROWS,
+    REQUEST_SEQUENCE,
+    Rebuilder,
+    credential_rows,
+    erase_credentials,
+    plan_resume,
+    sealed_request,
+)
 from .background_run import BackgroundRun, until_started
+from .kept_authorization import KeptAuthorization
 
 log = structlog.get_logger("responses_bridge.background")
 
@@ -91,6 +100,9 @@ class BackgroundService:
         # resuming (background_resume.py): set by the runtime once it can build runs again
         self.rebuild: Rebuilder | None = None
         self.sealer: Sealer | None = None
+        # the client's Authorization kept sealed with a run whose call carries it (kept_authorization.py): None
+        # keeps nothing, and such a run is not resumed
+        self.kept_authorization: KeptAuthorization | None = None
         self.max_resumes = MAX_RESUMES
         self.draining = False  # runs resumed or started from now on are handed off at their first step boundary
         metrics.watch_background(self)
@@ -164,6 +176,7 @@ class BackgroundService:
         response, frame = interrupted(message)(stored)
         try:
             await self.events.end_response(response, frame, tenant=tenant, **self._fence())
+            await erase_credentials(self.events, response_id, tenant)
         finally:
             await self.leases.release(response_id)
         log.warning("background_not_resumed", response_id=response_id, reason=why)
@@ -180,15 +193,18 @@ class BackgroundService:
         if ended is not None:  # it had finished: its end is stored from its log, nothing made again
             try:
                 await finish_from_log(self.store, ended, tenant=tenant, fence=self._fence())
+                await erase_credentials(self.events, response_id, tenant)
             except LeaseLost:  # another process stored its end meanwhile: that end stands
                 log.warning("background_finish_lease_lost", response_id=response_id)
             finally:
                 await self.leases.release(response_id)
             return None
-        plan = plan_resume(rows, self.sealer, self.max_resumes)
+        plan = plan_resume(rows, self.sealer, self.max_resumes, self.kept_authorization)
         if isinstance(plan, str):
             return plan
         response_run, call, authorization, upstream = await self.rebuild(plan.body, tenant=tenant)
+        if plan.authorization is not None:  # the client's own, kept: its calls carry it again
+            authorization = plan.authorization
         resume_as = getattr(response_run, "resume_as", None)
         if resume_as is None or not response_run.background:
             response_run.release()
@@ -197,6 +213,7 @@ class BackgroundService:
         run = BackgroundRun(self, response_run, call, authorization, upstream)
         response_run.before_persist = run._before_persist
         run.resumable = True
+        run.client_credentials = run.kept_credentials = plan.authorization is not None
         run.frames = list(plan.frames)
         run.saved = run.visible = run.released = len(run.frames)
         run.record_steps(self.sealer, plan.recorded)
@@ -241,6 +258,8 @@ class BackgroundService:
 
     async def run_ended(self, run: BackgroundRun) -> None:
         self.runs.pop(run.response_id, None)
+        if run.kept_credentials and not run.handed_off and run.stop_reason != "lost":  # ended: not kept past it
+            await erase_credentials(self.events, run.response_id, run.tenant, **run.fence)
         try:
             await self.leases.release(run.response_id)
         except Exception:  # the lease expires; the run's terminal state is stored, so no sweep touches it
@@ -256,7 +275,8 @@ class BackgroundService:
         """``response_run`` has begun (a background request). Stores it as ``queued`` and starts its run, calling
         ``upstream`` (the request's routed upstream; default: the service's). With ``request_body`` the request is
         kept, sealed, so another process can resume the run (background_resume.py); ``client_credentials``: the
-        upstream call carries the client's own ``Authorization`` (never kept: such a run is not resumed)."""
+        upstream call carries the client's own ``Authorization`` (``authorization``), kept sealed with the request
+        (kept_authorization.py), or, when none is kept, making the run one that is not resumed."""
         run = BackgroundRun(self, response_run, call, authorization, upstream)
         run.client_credentials = client_credentials  # an agent session's turn asks (services/agents/session_resume.py)
         response_run.before_persist = run._before_persist
@@ -274,11 +294,13 @@ class BackgroundService:
             await self.leases.release(run.response_id)
             raise
         if request_body is not None and self.sealer is not None:
+            kept = credential_rows(self.kept_authorization, authorization if client_credentials else None)
             try:
                 await self.events.append(run.response_id, [(REQUEST_SEQUENCE, sealed_request(
-                    self.sealer, request_body, client_credentials=client_credentials))],
+                    self.sealer, request_body, client_credentials=client_credentials)), *kept],
                     tenant=run.tenant, **run.fence)
-                run.resumable = not client_credentials
+                run.kept_credentials = bool(kept)
+                run.resumable = not client_credentials or run.kept_credentials
                 if run.resumable:
                     run.record_steps(self.sealer)
                     run.draining = self.draining
@@ -416,7 +438,8 @@ class BackgroundService:
                 changed.clear()
                 if not held:
                     closed = await self.leases.close_abandoned(response_id, cancelled, tenant=tenant)
-                    if closed is not None:
+                    if closed is not None:  # ended here: what its dead process kept with it goes too
+                        await erase_credentials(self.events, response_id, tenant)
                         return closed
                 response = await self.store.get_response(response_id, tenant=tenant)
                 if response is None:

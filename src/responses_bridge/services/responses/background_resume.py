@@ -5,9 +5,13 @@ asks for (``starting_after`` is never below -1):
 
 * ``-1``: the request, sealed (``sealing.py``, purpose ``background-request``): the body as the client sent it,
   and whether the upstream call carried the client's own ``Authorization`` (no key configured for the upstream).
-  Credentials are never stored, so such a run cannot be resumed: nobody could make its call again. Written right
-  after the ``queued`` row, before the POST is answered; a run without it (an agent session's, one that died
-  between the two writes) is not resumed: it fails as before.
+  Written right after the ``queued`` row, before the POST is answered; a run without it (an agent session's, one
+  that died between the two writes) is not resumed: it fails as before.
+* ``CREDENTIAL_SEQUENCE`` (``-2**19``): that ``Authorization``, sealed on its own
+  (kept_authorization.py), written with the request; erased when the run ends (completed, failed, cancelled, or
+  failed by the process that took it over), kept across a hand-off. A run whose call carried the client's
+  credentials without this row (``RESPONSES_BRIDGE_DURABLE_CLIENT_CREDENTIALS=false``) cannot be resumed: nobody
+  could make its call again; it fails saying so.
 * ``-2``, ``-3``, …: one empty row per resume, written by the process that took the run over before it makes any
   call: the count that bounds a crash loop (``RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES``).
 * ``-2**20`` and below: the tool loop's step records, sealed (background_steps.py).
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
+import structlog
 
 from ...engine.wire import UpstreamRequest
 from ...protocol.errors import APIError
@@ -36,13 +41,21 @@ from ...run.runs import Run
 from ...run.step_resume import ResumedSteps
 from ...run.upstream import UpstreamClient
 from ...sealing import Sealer
+from ...store.base import EventLog
 from .background_frames import is_terminal_frame
 from .background_steps import STEP_BASE, read_steps, resumed_steps
+from .kept_authorization import KeptAuthorization
+
+log = structlog.get_logger("responses_bridge.background")
 
 REQUEST_SEQUENCE = -1
 """Where the sealed request is kept in the run's event log."""
 
 REQUEST_PURPOSE = "background-request"
+
+CREDENTIAL_SEQUENCE = -(2**19)
+"""Where the client's sealed ``Authorization`` is kept while the run runs: below the resume rows (``-2``, ``-3``, …,
+as many as ``RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES``), above the step records (``STEP_BASE`` and below)."""
 
 ALL_ROWS = -(2**31)
 """``starting_after`` that reads the whole log, the resume rows included."""
@@ -69,6 +82,22 @@ def sealed_request(sealer: Sealer, body: bytes | dict[str, Any], *, client_crede
     return sealer.seal(REQUEST_PURPOSE, {"body": decoded, "client_credentials": client_credentials}).encode()
 
 
+def credential_rows(kept: KeptAuthorization | None, authorization: str | None) -> list[tuple[int, bytes]]:
+    """The row that keeps the client's ``Authorization`` the run's upstream call carries (None: its call carries a
+    configured key), sealed; none when nothing is kept."""
+    sealed = None if kept is None else kept.keep(authorization)
+    return [] if sealed is None else [(CREDENTIAL_SEQUENCE, sealed.encode())]
+
+
+async def erase_credentials(events: EventLog, response_id: str, tenant: str, **fence: str) -> None:
+    """The run ended: the client's credentials kept with it go (``fence``: only while this process holds the run).
+    A failure is logged: the row goes with the response, and a later resume finds the run ended."""
+    try:
+        await events.forget(response_id, CREDENTIAL_SEQUENCE, tenant=tenant, **fence)
+    except Exception:
+        log.warning("background_credentials_not_erased", response_id=response_id, exc_info=True)
+
+
 @dataclass
 class ResumePlan:
     body: dict[str, Any]
@@ -76,6 +105,7 @@ class ResumePlan:
     resumes: int  # how many times the run was resumed before this one
     steps: ResumedSteps  # its completed steps and the output they reach (run/step_resume.py)
     recorded: int  # how many step records it has (the next is numbered after them)
+    authorization: str | None = None  # the client's own, kept sealed: what its upstream calls carry again
 
     @property
     def marker(self) -> int:
@@ -83,15 +113,20 @@ class ResumePlan:
         return REQUEST_SEQUENCE - 1 - self.resumes
 
 
-def plan_resume(rows: list[tuple[int, bytes]], sealer: Sealer, max_resumes: int) -> ResumePlan | str:
-    """What the resume starts from, or why the run cannot be resumed (said in its ``failed`` error)."""
+def plan_resume(rows: list[tuple[int, bytes]], sealer: Sealer, max_resumes: int,
+                kept: KeptAuthorization | None = None) -> ResumePlan | str:
+    """What the resume starts from, or why the run cannot be resumed (said in its ``failed`` error); ``kept``
+    opens the client's credentials kept with it."""
     request: bytes | None = None
+    credential: bytes | None = None
     resumes = 0
     frames: list[bytes] = []
     records: list[tuple[int, bytes]] = []
     for sequence, frame in rows:
         if sequence == REQUEST_SEQUENCE:
             request = frame
+        elif sequence == CREDENTIAL_SEQUENCE:
+            credential = frame
         elif sequence <= STEP_BASE:
             records.append((sequence, frame))
         elif sequence < REQUEST_SEQUENCE:
@@ -110,8 +145,13 @@ def plan_resume(rows: list[tuple[int, bytes]], sealer: Sealer, max_resumes: int)
         opened = sealer.open(REQUEST_PURPOSE, request.decode())
     except (APIError, UnicodeDecodeError):  # another deployment's key, a damaged row: not resumable
         return "its kept request could not be read"
+    authorization = None
     if opened.get("client_credentials"):
-        return "its upstream call needs the client's own credentials, which are never stored"
+        authorization = None if credential is None or kept is None else kept.open(credential.decode(
+            errors="replace"))
+        if authorization is None:
+            return ("its upstream call needs the client's own credentials, which were not kept "
+                    "(RESPONSES_BRIDGE_DURABLE_CLIENT_CREDENTIALS is false, or the sealing key changed)")
     body = opened["body"]
     if _approves(body):
         for frame in frames:
@@ -124,7 +164,8 @@ def plan_resume(rows: list[tuple[int, bytes]], sealer: Sealer, max_resumes: int)
     resumed = resumed_steps(steps, frames, item_of)
     if isinstance(resumed, str):
         return resumed
-    return ResumePlan(body=body, frames=frames, resumes=resumes, steps=resumed, recorded=len(steps))
+    return ResumePlan(body=body, frames=frames, resumes=resumes, steps=resumed, recorded=len(steps),
+                      authorization=authorization)
 
 
 def _approves(body: dict[str, Any]) -> bool:

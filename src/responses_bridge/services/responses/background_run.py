@@ -65,7 +65,9 @@ class BackgroundRun:
         self.task: asyncio.Task[None] | None = None
         self.started = False  # run() has begun: cancelling the task now goes through its handlers
         self.resumable = False  # its request is kept: at shutdown it is handed off, not failed
-        self.client_credentials = False  # its upstream call carries the client's own Authorization (never kept)
+        self.client_credentials = False  # its upstream call carries the client's own Authorization
+        self.kept_credentials = False  # ... kept sealed in its log (background_resume.py): erased at its end
+        self.handed_off = False  # stopped for another process to resume: what it kept stays
         self.rows: list[tuple[int, bytes]] = []  # its step records, written with the next batch (background_steps.py)
         self.draining = False  # the process drains: the run is handed off at its next step boundary
         self.released = 0  # frames[:released] the response run has returned (readers may see them once stored)
@@ -214,6 +216,7 @@ class BackgroundRun:
     async def _hand_off(self) -> None:
         """Every frame the run made, and its step records, are stored before the lease goes: the resumed run
         continues after them (what readers saw was stored before they saw it)."""
+        self.handed_off = True
         try:
             await self._flush()
         except Exception:  # what is stored is what the resume continues from

@@ -28,6 +28,7 @@ SELECT sequence_number, event FROM response_events
 WHERE response_id = $1 AND response_id IN {_OWNED} AND sequence_number > $3 ORDER BY sequence_number
 """
 _TRUNCATE = f"DELETE FROM response_events WHERE response_id = $1 AND response_id IN {_OWNED} AND sequence_number >= $3"
+_FORGET = f"DELETE FROM response_events WHERE response_id = $1 AND response_id IN {_OWNED} AND sequence_number = $3"
 _LOCK = "SELECT 1 FROM responses WHERE id = $1 AND tenant = $2 FOR UPDATE"
 _LOCK_SHARED = "SELECT 1 FROM responses WHERE id = $1 AND tenant = $2 FOR SHARE"
 _LAST = "SELECT coalesce(max(sequence_number), -1) FROM response_events WHERE response_id = $1"
@@ -73,6 +74,18 @@ class PostgresEventLog:
                     return
                 await check_lease(conn, response_id, lease_owner)
             await conn.execute(_TRUNCATE, response_id, tenant, first)
+
+    async def forget(self, response_id: str, sequence: int, *, tenant: str, lease_owner: str | None = None) -> None:
+        """Erase the row at ``sequence``; with ``lease_owner``, only while it holds the run's lease."""
+        async with self._db.transaction("forget_event") as conn:
+            if lease_owner is not None:
+                if await conn.fetchval(_LOCK_SHARED, response_id, tenant) is None:
+                    return
+                try:
+                    await check_lease(conn, response_id, lease_owner)
+                except LeaseLost:
+                    return
+            await conn.execute(_FORGET, response_id, tenant, sequence)
 
     async def end_response(self, response: dict[str, Any], terminal_frame: Callable[[int], bytes], *,
                            tenant: str, lease_owner: str | None = None) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from ..records import LeaseLost
 from .response_rows import check_lease
 from .responses import SQLiteResponseStore
 from .transactions import transaction
@@ -27,6 +28,7 @@ _OWNED = "response_id IN (SELECT id FROM responses WHERE id = :id AND tenant = :
 _AFTER = ("SELECT sequence_number, event FROM response_events WHERE response_id = :id AND sequence_number > :after "
           f"AND {_OWNED} ORDER BY sequence_number")
 _TRUNCATE = f"DELETE FROM response_events WHERE response_id = :id AND sequence_number >= :first AND {_OWNED}"
+_FORGET = f"DELETE FROM response_events WHERE response_id = :id AND sequence_number = :sequence AND {_OWNED}"
 _UNFINISHED = "SELECT tenant, response FROM responses WHERE status IN ('queued', 'in_progress')"
 _LAST = "SELECT coalesce(max(sequence_number), -1) FROM response_events WHERE response_id = ?"
 _END = "UPDATE responses SET status = ?, response = ? WHERE id = ? AND tenant = ?"
@@ -71,6 +73,19 @@ class SQLiteEventLog:
                 conn.execute(_TRUNCATE, {"id": response_id, "first": first, "tenant": tenant})
 
         await self._store.run_write("truncate_events", truncate)
+
+    async def forget(self, response_id: str, sequence: int, *, tenant: str, lease_owner: str | None = None) -> None:
+        """Erase the row at ``sequence``; with ``lease_owner``, only while it holds the run's lease."""
+
+        def forget(conn: sqlite3.Connection) -> None:
+            with transaction(conn):
+                try:
+                    check_lease(conn, response_id, lease_owner)
+                except LeaseLost:
+                    return
+                conn.execute(_FORGET, {"id": response_id, "sequence": sequence, "tenant": tenant})
+
+        await self._store.run_write("forget_event", forget)
 
     async def end_response(self, response: dict[str, Any], terminal_frame: Callable[[int], bytes], *,
                            tenant: str, lease_owner: str | None = None) -> None:
