@@ -141,6 +141,7 @@ class BackgroundService:
             return await self.leases.fail_abandoned(self._closer())
         failed: list[str] = []
         for response_id, tenant, stored in await self.leases.take_abandoned():
+            await self._let_go(response_id)
             try:
                 why = await self._resume(response_id, tenant, stored)
             except Exception as exc:  # the request no longer begins (a file gone, a model unrouted...)
@@ -155,6 +156,18 @@ class BackgroundService:
                 continue
             failed.append(response_id)
         return failed
+
+    async def _let_go(self, response_id: str) -> None:
+        """A run taken here again while its lost task here still stops (its lease ran out by the database's clock
+        before this process's stop came): that task ends first, and never touches the new lease."""
+        old = self.runs.pop(response_id, None)
+        if old is None or old.task is None:
+            return
+        if not old.task.done():
+            old.lost = True
+            old.stop_reason = old.stop_reason or "lost"
+            old.task.cancel()
+            await asyncio.wait([old.task])
 
     async def _fail_taken(self, response_id: str, tenant: str, stored: dict, why: str) -> None:
         """A run taken over that is not resumed: failed, under this process's lease, then let go."""
@@ -240,6 +253,8 @@ class BackgroundService:
         run.task.cancel()
 
     async def run_ended(self, run: BackgroundRun) -> None:
+        if self.runs.get(run.response_id) is not run:  # lost, and taken here again: the lease is the new run's
+            return
         self.runs.pop(run.response_id, None)
         try:
             await self.leases.release(run.response_id)
@@ -317,6 +332,9 @@ class BackgroundService:
                 yield chunk
                 continue
             if run.done:
+                if run.lost and self.leases.shared:  # fenced off: the run goes on where its lease went
+                    async for frames in self._follow_stored(response_id, position - 1, tenant=tenant):
+                        yield frames
                 return
             await run.wait()
 
