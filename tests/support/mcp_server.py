@@ -8,6 +8,8 @@ answers Streamable HTTP requests with plain JSON bodies instead of event streams
 - ``slow(seconds)`` sleeps, to outlast the client's call timeout;
 - ``fail(message)`` raises, which MCP reports as a result with ``isError`` and the message;
 - ``big(size)`` returns ``size`` bytes of text (1 MB by default);
+- ``tally(key)`` counts its calls per key (a tool with effects: not annotated read-only) and answers the count;
+  ``GET /tallies`` answers every key's count, so a test knows how often an effect really ran;
 - ``whoami()`` returns the ``Authorization``, ``X-Api-Key`` and ``Host`` headers the request came with, so a test
   can see what the client sent; ``authorization_digest()`` the SHA-256 of the ``Authorization`` header, so a test
   can see the credential arrived where the client masks it in what comes back; ``meta()`` the request's ``_meta``
@@ -27,6 +29,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import aiohttp
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -37,6 +40,7 @@ from starlette.responses import PlainTextResponse, Response
 from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
 
 BIG_DEFAULT = 1_000_000
+TALLIES: dict[str, int] = {}  # tally(key)'s counts, shared by every app this process serves
 
 
 def build_server() -> MCPServer:
@@ -84,6 +88,15 @@ def build_server() -> MCPServer:
     @server.tool(description="The request's _meta, as JSON.", annotations=ToolAnnotations(read_only_hint=True))
     def meta(ctx: Context) -> str:
         return json.dumps(dict(ctx.request_context.meta or {}), sort_keys=True, default=str)
+
+    @server.tool(description="Count a call for the key (an effect), and answer the count so far.")
+    def tally(key: str) -> str:
+        TALLIES[key] = TALLIES.get(key, 0) + 1
+        return f"{key} counted {TALLIES[key]}"
+
+    @server.custom_route("/tallies", methods=["GET"])
+    async def tallies(_: Request) -> Response:
+        return PlainTextResponse(json.dumps(TALLIES), media_type="application/json")
 
     @server.custom_route("/health", methods=["GET"])
     async def health(_: Request) -> Response:
@@ -145,6 +158,13 @@ class MCPTestServer:
 
     def stop(self) -> None:
         self.process.stop()
+
+    async def tallies(self) -> dict[str, int]:
+        """How often ``tally`` ran, per key (read from the Streamable HTTP port's server)."""
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"http://127.0.0.1:{self.http_port}/tallies") as answer:
+            found: dict[str, int] = await answer.json(content_type=None)
+        return found
 
 
 @asynccontextmanager

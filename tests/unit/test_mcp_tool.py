@@ -49,7 +49,7 @@ SECRET_HEADER = "hdr-secret-8d1f0c"
 SECRET_TOKEN = "tok-secret-51ab77"
 SECRET_IN_URL = "url-secret-0c93e2"  # MCP server URLs often carry a key in their query or path
 LOCAL = "127.0.0.1,::1"
-ALL_TOOLS = ["add", "echo", "lookup", "slow", "fail", "big", "whoami", "authorization_digest", "meta"]
+ALL_TOOLS = ["add", "echo", "lookup", "slow", "fail", "big", "whoami", "authorization_digest", "meta", "tally"]
 READ_ONLY = ["lookup", "whoami", "authorization_digest", "meta"]  # the test server's that say they only read
 
 
