@@ -171,3 +171,22 @@ async def test_a_silent_stream_is_kept_alive_without_an_empty_event_for_the_sdk(
         decoded = list(SSEDecoder().iter_bytes(iter([wire])))
         assert [sse.event for sse in decoded] == ["agent.session.turn.output_text.delta", "agent.session.idle"]
         assert all(sse.data for sse in decoded)
+
+
+async def test_a_session_lease_is_taken_and_judged_by_the_databases_clock(
+        request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: a process whose wall clock is 20 s ahead (or behind) neither takes a session another holds nor
+    hands its own out early: the lease's expiry is set and compared by the database's ``now()``."""
+    import time
+
+    async with agent_store("postgres", request, tmp_path) as store:
+        assert await store.claim_session("sess_1", "holder", seconds=30)
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + 20)  # the taker's clock runs ahead
+        assert not await store.claim_session("sess_1", "taker", seconds=30)
+        monkeypatch.setattr(time, "time", lambda: real() - 40)  # the holder's clock runs behind: its renewal holds
+        assert await store.claim_session("sess_1", "holder", seconds=0.2)
+        monkeypatch.setattr(time, "time", real)
+        await asyncio.sleep(0.3)  # by the database's clock the lease ran out: anyone takes it
+        assert await store.claim_session("sess_1", "taker", seconds=30)
+        assert not await store.claim_session("sess_1", "holder", seconds=30)

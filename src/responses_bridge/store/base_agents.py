@@ -86,9 +86,11 @@ class AgentStore(Protocol):
         is running or waiting."""
         ...
 
-    async def claim_session(self, session_id: str, owner: str, *, now: float, until: float) -> bool:
-        """Take (or renew) the lease on running ``session_id``'s turns until ``until``: True unless another owner
-        holds it past ``now``."""
+    async def claim_session(self, session_id: str, owner: str, *, seconds: float) -> bool:
+        """Take (or renew) the lease on running ``session_id``'s turns for ``seconds``: True unless another owner
+        holds it. Taken and judged by the database's clock (PostgreSQL's ``now()``; one SQLite file is one host's,
+        its own): a replica whose clock is wrong never takes a session another still holds, nor keeps one past
+        its lease."""
         ...
 
     async def release_session(self, session_id: str, owner: str) -> None: ...

@@ -329,9 +329,8 @@ class SessionResumer:
             session_id = stored["id"]
             if session_id in service.runners or self.handed_off:
                 continue
-            now = time.time()
-            if not await service.store.claim_session(session_id, service.leases.owner, now=now,
-                                                     until=now + service.leases.lease_seconds):
+            if not await service.store.claim_session(session_id, service.leases.owner,
+                                                     seconds=service.leases.lease_seconds):
                 continue
             async with service._locked(session_id):
                 try:

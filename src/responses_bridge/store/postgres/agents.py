@@ -33,9 +33,12 @@ _DELETE_CHILDREN_OF_KIND = "DELETE FROM agent_records WHERE parent = $1 AND tena
 _COUNT = "SELECT count(*) FROM agent_records WHERE kind = $1 AND tenant = $2"
 _UNFINISHED = ("SELECT tenant, body::text FROM agent_records WHERE kind = 'session' "
                "AND body->>'status' IN ('in_progress', 'requires_action') LIMIT $1")
-_CLAIM = ("INSERT INTO agent_session_owners (session_id, owner, expires_at) VALUES ($1, $2, $3) "
+# ``expires_at`` is unix seconds by the database's clock, the only clock a lease is judged by (never a replica's)
+_DB_NOW = "extract(epoch from now())::double precision"
+_CLAIM = ("INSERT INTO agent_session_owners (session_id, owner, expires_at) "
+          f"VALUES ($1, $2, {_DB_NOW} + $3) "
           "ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
-          "WHERE agent_session_owners.owner = excluded.owner OR agent_session_owners.expires_at < $4 "
+          f"WHERE agent_session_owners.owner = excluded.owner OR agent_session_owners.expires_at < {_DB_NOW} "
           "RETURNING session_id")
 _RELEASE = "DELETE FROM agent_session_owners WHERE session_id = $1 AND owner = $2"
 _APPEND = ("INSERT INTO agent_session_events (session_id, sequence, event_id, tenant, frame) "
@@ -127,9 +130,9 @@ class PostgresAgentStore(PostgresAutomationRecords):
             rows = await conn.fetch(_UNFINISHED, limit)
         return [(str(row[0]), orjson.loads(row[1])) for row in rows]
 
-    async def claim_session(self, session_id: str, owner: str, *, now: float, until: float) -> bool:
+    async def claim_session(self, session_id: str, owner: str, *, seconds: float) -> bool:
         async with self._db.transaction("claim_agent_session") as conn:
-            return await conn.fetchval(_CLAIM, session_id, owner, until, now) is not None
+            return await conn.fetchval(_CLAIM, session_id, owner, float(seconds)) is not None
 
     async def release_session(self, session_id: str, owner: str) -> None:
         async with self._db.transaction("release_agent_session") as conn:

@@ -4,6 +4,7 @@ file, same write connection and lock. Every statement names the tenant; another 
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any
 
 import orjson
@@ -135,10 +136,11 @@ class SQLiteAgentStore(SQLiteAutomationRecords):
             rows = await conn.execute_fetchall(_UNFINISHED, (limit,))
         return [(str(tenant), orjson.loads(body)) for tenant, body in rows]
 
-    async def claim_session(self, session_id: str, owner: str, *, now: float, until: float) -> bool:
+    async def claim_session(self, session_id: str, owner: str, *, seconds: float) -> bool:
         def claim(conn: sqlite3.Connection) -> bool:
+            now = time.time()  # one file is one host's: its clock is the database's (every worker reads the same)
             with transaction(conn):
-                return conn.execute(_CLAIM, (session_id, owner, until, now)).rowcount > 0
+                return conn.execute(_CLAIM, (session_id, owner, now + seconds, now)).rowcount > 0
 
         return await self._db.run_write("claim_agent_session", claim)
 
