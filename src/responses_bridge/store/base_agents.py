@@ -61,9 +61,10 @@ class AgentStore(Protocol):
     async def get(self, kind: str, record_id: str, *, tenant: str) -> dict[str, Any] | None: ...
 
     async def commit(self, session_id: str, records: list[Record], events: list[tuple[int, str, bytes]], *,
-                     tenant: str) -> None:
+                     tenant: str, owner: str | None = None) -> None:
         """:meth:`put` of every record and :meth:`append_events` of the session's events, in one transaction: a
-        turn's state and the events that tell it are stored together, in one write."""
+        turn's state and the events that tell it are stored together, in one write. With ``owner``, fenced as
+        :meth:`append_events`."""
         ...
 
     async def page(self, kind: str, *, tenant: str, parent: str | None = None, scope: str | None = None,
@@ -138,8 +139,12 @@ class AgentStore(Protocol):
         no invocation refers to; how many invocations went."""
         ...
 
-    async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str) -> None:
-        """``(sequence, event_id, frame)`` rows; durable when it returns; a sequence already stored is kept."""
+    async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str,
+                            owner: str | None = None) -> None:
+        """``(sequence, event_id, frame)`` rows; durable when it returns; a sequence already stored is kept. With
+        ``owner`` (a running turn's writes, on a database several processes share), nothing is written unless
+        that owner holds the session's lease by the database's clock, checked in the write's transaction with the
+        lease's row locked (a claim waits for it): else :class:`~responses_bridge.store.records.LeaseLost`."""
         ...
 
     async def events_after(self, session_id: str, after: int, *, tenant: str,

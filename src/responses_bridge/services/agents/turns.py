@@ -37,6 +37,7 @@ from ...protocol.agents.events import (
 )
 from ...protocol.errors import APIError
 from ...store.base_agents import AgentStore, Record
+from ...store.records import LeaseLost
 from ..responses.background import BackgroundService
 from ..responses.background_frames import split_frames
 from .async_calls import async_functions, async_result, async_results, started
@@ -184,6 +185,9 @@ class SessionRunner:
             return
         except HandOff:
             await stop_response(self, self.response_id)
+            return
+        except LeaseLost:  # a write refused: the session is another process's now, nothing more is stored here
+            log.warning("agent_session_stopped_lease_lost", session_id=self.session_id)
             return
         except Exception as exc:
             log.exception("agent_session_failed", session_id=self.session_id)
