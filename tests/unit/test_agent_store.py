@@ -222,3 +222,15 @@ async def test_a_turns_writes_are_fenced_by_the_sessions_lease(kind: str, reques
             await live.flush()
         assert fenced == ["sess_1"] and live.shown_until == 2 and live.in_memory_after(1) == []
         assert [sequence for sequence, _, _ in await store.events_after("sess_1", -1, tenant="t")] == [0, 1]
+
+
+async def test_the_automations_scheduler_reads_the_databases_clock(
+        request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: what the scheduler fires by (``database_time``) is the server's time, whatever this process's
+    wall clock says."""
+    import time
+
+    async with agent_store("postgres", request, tmp_path) as store:
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + 20)
+        assert abs(await store.database_time() - real()) < 5

@@ -96,6 +96,11 @@ class AgentStore(Protocol):
 
     async def release_session(self, session_id: str, owner: str) -> None: ...
 
+    async def database_time(self) -> float:
+        """Unix seconds by the database's clock (PostgreSQL's ``now()``; a SQLite file's host's): the time the
+        automations' scheduler fires by, so a replica whose clock is wrong fires no occurrence early or late."""
+        ...
+
     async def due_automations(self, now: float, limit: int = 100) -> list[tuple[str, dict[str, Any]]]:
         """Across tenants (the automations' scheduler): ``(tenant, automation)`` of at most ``limit`` active
         automations whose ``_next_at`` is at or before ``now``, dealt across tenants in turn: every tenant's
