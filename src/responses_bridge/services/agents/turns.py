@@ -105,8 +105,10 @@ class SessionRunner:
         return session
 
     async def save_session(self, session: dict[str, Any]) -> None:
-        await self.store.put("session", session["id"], session, tenant=self.tenant,
-                             parent=session["agent"]["id"])
+        """Stored, fenced by the session's lease as the turn's events are (events.py ``SessionLog.fence``)."""
+        await self.store.commit(self.session_id, [Record("session", session["id"], session,
+                                                         parent=session["agent"]["id"])], [],
+                                tenant=self.tenant, **self.events.fence)
 
     @contextlib.asynccontextmanager
     async def _changing(self, entry: QueuedTurn | None = None) -> AsyncIterator[dict[str, Any]]:
