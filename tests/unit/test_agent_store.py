@@ -185,10 +185,12 @@ async def test_a_session_lease_is_taken_and_judged_by_the_databases_clock(
         monkeypatch.setattr(time, "time", lambda: real() + 20)  # the taker's clock runs ahead
         assert not await store.claim_session("sess_1", "taker", seconds=30)
         monkeypatch.setattr(time, "time", lambda: real() - 40)  # the holder's clock runs behind: its renewal holds
-        assert await store.claim_session("sess_1", "holder", seconds=0.2)
+        assert await store.renew_session("sess_1", "holder", seconds=0.2)
+        assert not await store.renew_session("sess_1", "taker", seconds=30)  # only the holder renews
         monkeypatch.setattr(time, "time", real)
-        await asyncio.sleep(0.3)  # by the database's clock the lease ran out: anyone takes it
-        assert await store.claim_session("sess_1", "taker", seconds=30)
+        await asyncio.sleep(0.3)  # by the database's clock the lease ran out: lost, renewed by nobody
+        assert not await store.renew_session("sess_1", "holder", seconds=30)
+        assert await store.claim_session("sess_1", "taker", seconds=30)  # anyone takes it
         assert not await store.claim_session("sess_1", "holder", seconds=30)
 
 

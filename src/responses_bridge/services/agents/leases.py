@@ -64,8 +64,8 @@ class SessionLeases:
             if not running:
                 return
             for session_id, runner in list(running.items()):
-                try:
-                    held = await self.store.claim_session(session_id, self.owner, seconds=self.lease_seconds)
+                try:  # renewed only while held: once it ran out it is lost, as its fenced writes are
+                    held = await self.store.renew_session(session_id, self.owner, seconds=self.lease_seconds)
                 except Exception:  # the next beat retries; a lease outlives a few missed beats
                     log.warning("agent_session_renew_failed", session_id=session_id, exc_info=True)
                     continue

@@ -41,6 +41,7 @@ _CLAIM = ("INSERT INTO agent_session_owners (session_id, owner, expires_at) VALU
           "ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
           "WHERE agent_session_owners.owner = excluded.owner OR agent_session_owners.expires_at < ?")
 _RELEASE = "DELETE FROM agent_session_owners WHERE session_id = ? AND owner = ?"
+_RENEW = "UPDATE agent_session_owners SET expires_at = ? WHERE session_id = ? AND owner = ? AND expires_at > ?"
 _HELD = "SELECT 1 FROM agent_session_owners WHERE session_id = ? AND owner = ? AND expires_at > ?"
 _APPEND = ("INSERT OR IGNORE INTO agent_session_events (session_id, sequence, event_id, tenant, frame) "
            "VALUES (?, ?, ?, ?, ?)")
@@ -145,6 +146,14 @@ class SQLiteAgentStore(SQLiteAutomationRecords):
                 return conn.execute(_CLAIM, (session_id, owner, now + seconds, now)).rowcount > 0
 
         return await self._db.run_write("claim_agent_session", claim)
+
+    async def renew_session(self, session_id: str, owner: str, *, seconds: float) -> bool:
+        def renew(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            with transaction(conn):
+                return conn.execute(_RENEW, (now + seconds, session_id, owner, now)).rowcount > 0
+
+        return await self._db.run_write("renew_agent_session", renew)
 
     async def release_session(self, session_id: str, owner: str) -> None:
         async with self._db.writing() as conn:
