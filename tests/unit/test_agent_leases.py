@@ -20,8 +20,9 @@ class TakenStore:
         self.claims += 1
         return self.claims == 1
 
-    async def renew_session(self, session_id: str, owner: str, *, seconds: float) -> bool:
-        return await self.claim_session(session_id, owner, seconds=seconds)
+    async def renew_sessions(self, session_ids: list[str], owner: str, *, seconds: float) -> set[str]:
+        return {session_id for session_id in session_ids
+                if await self.claim_session(session_id, owner, seconds=seconds)}
 
 
 @dataclass
@@ -69,7 +70,6 @@ async def test_a_runner_claimed_again_meanwhile_is_not_let_go() -> None:
         return held
 
     store.claim_session = claim_then_replaced  # type: ignore[method-assign]
-    store.renew_session = claim_then_replaced  # type: ignore[method-assign]
     await asyncio.sleep(0.2)
     leases.close()
     assert lost == [] and running["sess_1"] is newer

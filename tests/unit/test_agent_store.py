@@ -185,11 +185,11 @@ async def test_a_session_lease_is_taken_and_judged_by_the_databases_clock(
         monkeypatch.setattr(time, "time", lambda: real() + 20)  # the taker's clock runs ahead
         assert not await store.claim_session("sess_1", "taker", seconds=30)
         monkeypatch.setattr(time, "time", lambda: real() - 40)  # the holder's clock runs behind: its renewal holds
-        assert await store.renew_session("sess_1", "holder", seconds=0.2)
-        assert not await store.renew_session("sess_1", "taker", seconds=30)  # only the holder renews
+        assert await store.renew_sessions(["sess_1", "sess_2"], "holder", seconds=0.2) == {"sess_1"}
+        assert await store.renew_sessions(["sess_1"], "taker", seconds=30) == set()  # only the holder renews
         monkeypatch.setattr(time, "time", real)
         await asyncio.sleep(0.3)  # by the database's clock the lease ran out: lost, renewed by nobody
-        assert not await store.renew_session("sess_1", "holder", seconds=30)
+        assert await store.renew_sessions(["sess_1"], "holder", seconds=30) == set()
         assert await store.claim_session("sess_1", "taker", seconds=30)  # anyone takes it
         assert not await store.claim_session("sess_1", "holder", seconds=30)
 

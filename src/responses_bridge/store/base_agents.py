@@ -94,10 +94,11 @@ class AgentStore(Protocol):
         its lease."""
         ...
 
-    async def renew_session(self, session_id: str, owner: str, *, seconds: float) -> bool:
-        """Extend ``owner``'s lease on ``session_id`` by ``seconds`` while it still holds it, by the database's clock:
-        False once it ran out (taken or not: its runner stops, and whoever claims the session next resumes it —
-        the turn's writes were fenced off from that moment, see :meth:`append_events`)."""
+    async def renew_sessions(self, session_ids: list[str], owner: str, *, seconds: float) -> set[str]:
+        """Extend ``owner``'s leases on ``session_ids`` by ``seconds`` where it still holds them by the database's
+        clock, in one write; the ids renewed. One left out ran out (taken or not: its runner stops, and whoever
+        claims the session next resumes it — the turn's writes were fenced off from that moment, see
+        :meth:`append_events`)."""
         ...
 
     async def release_session(self, session_id: str, owner: str) -> None: ...

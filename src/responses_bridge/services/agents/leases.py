@@ -63,13 +63,15 @@ class SessionLeases:
             await asyncio.sleep(self.lease_seconds / 3)
             if not running:
                 return
-            for session_id, runner in list(running.items()):
-                try:  # renewed only while held: once it ran out it is lost, as its fenced writes are
-                    held = await self.store.renew_session(session_id, self.owner, seconds=self.lease_seconds)
-                except Exception:  # the next beat retries; a lease outlives a few missed beats
-                    log.warning("agent_session_renew_failed", session_id=session_id, exc_info=True)
-                    continue
-                if not held:
+            runners = list(running.items())
+            try:  # one write for all; renewed only while held: once run out it is lost, as its fenced writes are
+                held = await self.store.renew_sessions([session_id for session_id, _ in runners], self.owner,
+                                                       seconds=self.lease_seconds)
+            except Exception:  # the next beat retries; a lease outlives a few missed beats
+                log.warning("agent_session_renew_failed", sessions=len(runners), exc_info=True)
+                continue
+            for session_id, runner in runners:
+                if session_id not in held:
                     log.warning("agent_session_lease_lost", session_id=session_id)
                     if runner.task is not None:
                         runner.task.cancel()

@@ -44,8 +44,8 @@ _CLAIM = ("INSERT INTO agent_session_owners (session_id, owner, expires_at) "
           f"WHERE agent_session_owners.owner = excluded.owner OR agent_session_owners.expires_at < {_DB_NOW} "
           "RETURNING session_id")
 _RELEASE = "DELETE FROM agent_session_owners WHERE session_id = $1 AND owner = $2"
-_RENEW = (f"UPDATE agent_session_owners SET expires_at = {_DB_NOW} + $3 WHERE session_id = $1 AND owner = $2 "
-          f"AND expires_at > {_DB_NOW} RETURNING session_id")
+_RENEW = (f"UPDATE agent_session_owners SET expires_at = {_DB_NOW} + $3 WHERE session_id = ANY($1::text[]) "
+          f"AND owner = $2 AND expires_at > {_DB_NOW} RETURNING session_id")
 # the fence of a running turn's writes: locked for share, so a claim taking the lease waits for the write to commit
 _HELD = (f"SELECT 1 FROM agent_session_owners WHERE session_id = $1 AND owner = $2 AND expires_at > {_DB_NOW} "
          "FOR SHARE")
@@ -143,9 +143,10 @@ class PostgresAgentStore(PostgresAutomationRecords):
         async with self._db.transaction("claim_agent_session") as conn:
             return await conn.fetchval(_CLAIM, session_id, owner, float(seconds)) is not None
 
-    async def renew_session(self, session_id: str, owner: str, *, seconds: float) -> bool:
-        async with self._db.transaction("renew_agent_session") as conn:
-            return await conn.fetchval(_RENEW, session_id, owner, float(seconds)) is not None
+    async def renew_sessions(self, session_ids: list[str], owner: str, *, seconds: float) -> set[str]:
+        async with self._db.transaction("renew_agent_sessions") as conn:
+            rows = await conn.fetch(_RENEW, session_ids, owner, float(seconds))
+        return {str(row[0]) for row in rows}
 
     async def release_session(self, session_id: str, owner: str) -> None:
         async with self._db.transaction("release_agent_session") as conn:

@@ -147,13 +147,14 @@ class SQLiteAgentStore(SQLiteAutomationRecords):
 
         return await self._db.run_write("claim_agent_session", claim)
 
-    async def renew_session(self, session_id: str, owner: str, *, seconds: float) -> bool:
-        def renew(conn: sqlite3.Connection) -> bool:
+    async def renew_sessions(self, session_ids: list[str], owner: str, *, seconds: float) -> set[str]:
+        def renew(conn: sqlite3.Connection) -> set[str]:
             now = time.time()
             with transaction(conn):
-                return conn.execute(_RENEW, (now + seconds, session_id, owner, now)).rowcount > 0
+                return {session_id for session_id in session_ids
+                        if conn.execute(_RENEW, (now + seconds, session_id, owner, now)).rowcount > 0}
 
-        return await self._db.run_write("renew_agent_session", renew)
+        return await self._db.run_write("renew_agent_sessions", renew)
 
     async def release_session(self, session_id: str, owner: str) -> None:
         async with self._db.writing() as conn:
