@@ -212,6 +212,7 @@ class BackgroundRun:
                 self.finishing = True
                 # DELETE /v1/responses/{id}, or another replica failed the run (its lease expired): store nothing
                 if self.stop_reason in ("deleted", "lost"):
+                    self.lost = self.stop_reason == "lost"  # its readers here go on from the store
                     response_run.release()
                     return
                 if self.stop_reason == "handoff":  # shutdown: what readers saw is made durable, the rest is
