@@ -16,9 +16,13 @@ class TakenStore:
     def __init__(self) -> None:
         self.claims = 0
 
-    async def claim_session(self, session_id: str, owner: str, *, now: float, until: float) -> bool:
+    async def claim_session(self, session_id: str, owner: str, *, seconds: float) -> bool:
         self.claims += 1
         return self.claims == 1
+
+    async def renew_sessions(self, session_ids: list[str], owner: str, *, seconds: float) -> set[str]:
+        return {session_id for session_id in session_ids
+                if await self.claim_session(session_id, owner, seconds=seconds)}
 
 
 @dataclass
@@ -58,10 +62,10 @@ async def test_a_runner_claimed_again_meanwhile_is_not_let_go() -> None:
     newer = Runner(None)
     real_claim = store.claim_session
 
-    async def claim_then_replaced(session_id: str, owner: str, *, now: float, until: float) -> bool:
+    async def claim_then_replaced(session_id: str, owner: str, *, seconds: float) -> bool:
         if running.get(session_id) is newer:
             return True  # the claim that registered it took the lease back: this process's again
-        held = await real_claim(session_id, owner, now=now, until=until)
+        held = await real_claim(session_id, owner, seconds=seconds)
         running[session_id] = newer  # registered (its claim held) while the beat's claim was on its way
         return held
 

@@ -13,10 +13,10 @@ import orjson
 import pytest
 from openai._streaming import SSEDecoder
 
-from responses_bridge.services.agents.events import KEEPALIVE, SessionEvents
+from responses_bridge.services.agents.events import KEEPALIVE, SessionEvents, SessionLog
 from responses_bridge.store import open as store_open
 from responses_bridge.store.base_agents import AgentStore, Record
-from responses_bridge.store.records import InvalidCursor
+from responses_bridge.store.records import InvalidCursor, LeaseLost
 from tests.unit.store_kinds import KINDS, postgres_database_url
 
 
@@ -171,3 +171,68 @@ async def test_a_silent_stream_is_kept_alive_without_an_empty_event_for_the_sdk(
         decoded = list(SSEDecoder().iter_bytes(iter([wire])))
         assert [sse.event for sse in decoded] == ["agent.session.turn.output_text.delta", "agent.session.idle"]
         assert all(sse.data for sse in decoded)
+
+
+async def test_a_session_lease_is_taken_and_judged_by_the_databases_clock(
+        request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: a process whose wall clock is 20 s ahead (or behind) neither takes a session another holds nor
+    hands its own out early: the lease's expiry is set and compared by the database's ``now()``."""
+    import time
+
+    async with agent_store("postgres", request, tmp_path) as store:
+        assert await store.claim_session("sess_1", "holder", seconds=30)
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + 20)  # the taker's clock runs ahead
+        assert not await store.claim_session("sess_1", "taker", seconds=30)
+        monkeypatch.setattr(time, "time", lambda: real() - 40)  # the holder's clock runs behind: its renewal holds
+        assert await store.renew_sessions(["sess_1", "sess_2"], "holder", seconds=0.2) == {"sess_1"}
+        assert await store.renew_sessions(["sess_1"], "taker", seconds=30) == set()  # only the holder renews
+        monkeypatch.setattr(time, "time", real)
+        await asyncio.sleep(0.3)  # by the database's clock the lease ran out: lost, renewed by nobody
+        assert await store.renew_sessions(["sess_1"], "holder", seconds=30) == set()
+        assert await store.claim_session("sess_1", "taker", seconds=30)  # anyone takes it
+        assert not await store.claim_session("sess_1", "holder", seconds=30)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_turns_writes_are_fenced_by_the_sessions_lease(kind: str, request: pytest.FixtureRequest,
+                                                              tmp_path: Path) -> None:
+    """With ``owner``, a session's events (and the records committed with them) are stored only while that owner
+    holds the session's lease: once it ran out and another process took it, the write is refused (``LeaseLost``)
+    and nothing of it is stored; a reader of the log, and the log's live tail, are shown none of it."""
+    async with agent_store(kind, request, tmp_path) as store:
+        frame = (0, "sevt_1", b"id: sevt_1\nevent: x\ndata: {}\n\n")
+        assert await store.claim_session("sess_1", "holder", seconds=0.2)
+        await store.append_events("sess_1", [frame], tenant="t", owner="holder")
+        await asyncio.sleep(0.3)
+        assert await store.claim_session("sess_1", "taker", seconds=30)
+        late = (1, "sevt_2", b"id: sevt_2\nevent: x\ndata: {}\n\n")
+        with pytest.raises(LeaseLost):
+            await store.append_events("sess_1", [late], tenant="t", owner="holder")
+        with pytest.raises(LeaseLost):
+            await store.commit("sess_1", [Record("turn", "turn_1", {"id": "turn_1"}, parent="sess_1")], [late],
+                               tenant="t", owner="holder")
+        assert [sequence for sequence, _, _ in await store.events_after("sess_1", -1, tenant="t")] == [0]
+        assert await store.get("turn", "turn_1", tenant="t") is None
+        await store.append_events("sess_1", [late], tenant="t", owner="taker")  # the holder of the lease writes
+        live = SessionEvents(store).logs.setdefault("sess_1", SessionLog(store, "sess_1", "t", 2))
+        live.fence = {"owner": "holder"}
+        fenced: list[str] = []
+        live.on_fenced = lambda: fenced.append("sess_1")
+        await live.emit({"type": "agent.session.turn.output_text.delta", "delta": "late"})
+        with pytest.raises(LeaseLost):
+            await live.flush()
+        assert fenced == ["sess_1"] and live.shown_until == 2 and live.in_memory_after(1) == []
+        assert [sequence for sequence, _, _ in await store.events_after("sess_1", -1, tenant="t")] == [0, 1]
+
+
+async def test_the_automations_scheduler_reads_the_databases_clock(
+        request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: what the scheduler fires by (``database_time``) is the server's time, whatever this process's
+    wall clock says."""
+    import time
+
+    async with agent_store("postgres", request, tmp_path) as store:
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + 20)
+        assert abs(await store.database_time() - real()) < 5

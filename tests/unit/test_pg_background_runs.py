@@ -16,6 +16,8 @@ import pytest
 from responses_bridge.services.responses.background_frames import INTERRUPTED_CODE, cancelled, interrupted
 from responses_bridge.store.postgres.background_runs import PostgresRunLeases
 from responses_bridge.store.postgres.database import PostgresDatabase
+from responses_bridge.store.postgres.events import PostgresEventLog
+from responses_bridge.store.records import LeaseLost
 from tests.support.sdk_strict import failure_reason
 
 
@@ -89,8 +91,7 @@ async def test_a_live_owner_keeps_its_run_and_renewal_extends_the_lease(database
     a, b = leases(db_a, postgres_url, "a"), leases(db_b, postgres_url, "b")
     await a.claim("resp_1")
     await add_run(db_a, "resp_1")
-    await expire(db_a, "resp_1")
-    assert (await a.renew(["resp_1"])).lost == frozenset()  # renewed before anyone swept: live again
+    assert (await a.renew(["resp_1"])).lost == frozenset()  # renewed while held: extended
     assert await b.fail_abandoned(interrupted()) == []
     assert await b.close_abandoned("resp_1", cancelled, tenant="") is None
     await expire(db_a, "resp_1")
@@ -100,6 +101,21 @@ async def test_a_live_owner_keeps_its_run_and_renewal_extends_the_lease(database
     response, events = await stored(db_a, "resp_1")
     assert response["status"] == "cancelled" and events[-1].startswith(b"event: response.failed\n")
     assert await b.close_abandoned("resp_1", cancelled, tenant="") is None  # ended: nothing more to close
+
+
+async def test_a_lease_that_ran_out_is_lost_even_before_anyone_takes_it(databases, postgres_url: str) -> None:
+    """By the database's clock: past ``lease_until`` the run is anyone's sweep's, so its owner's writes are fenced
+    off and its renewal finds it lost (the owner stops it) — never renewed back while a taker may be reading."""
+    db_a, _ = databases
+    a = leases(db_a, postgres_url, "a")
+    await a.claim("resp_1")
+    await add_run(db_a, "resp_1")
+    await expire(db_a, "resp_1")
+    log = PostgresEventLog(db_a)
+    with pytest.raises(LeaseLost):
+        await log.append("resp_1", [(3, b"event: x\ndata: {}\n\n")], tenant="", lease_owner="a")
+    assert await log.after("resp_1", 2, tenant="") == []
+    assert (await a.renew(["resp_1"])).lost == {"resp_1"}
 
 
 async def test_a_cancel_request_reaches_the_owner(databases, postgres_url: str) -> None:

@@ -38,6 +38,7 @@ from .records import (
     StoredConversation,
     StoredPromptVersion,
 )
+from .records import LeaseLost as LeaseLost  # a run's write refused for its lease: final, never retried
 
 DEFAULT_TENANT = ""
 """The tenant of every object when ``RESPONSES_BRIDGE_AUTH=none``, and of objects stored before tenancy existed.

@@ -61,9 +61,10 @@ class AgentStore(Protocol):
     async def get(self, kind: str, record_id: str, *, tenant: str) -> dict[str, Any] | None: ...
 
     async def commit(self, session_id: str, records: list[Record], events: list[tuple[int, str, bytes]], *,
-                     tenant: str) -> None:
+                     tenant: str, owner: str | None = None) -> None:
         """:meth:`put` of every record and :meth:`append_events` of the session's events, in one transaction: a
-        turn's state and the events that tell it are stored together, in one write."""
+        turn's state and the events that tell it are stored together, in one write. With ``owner``, fenced as
+        :meth:`append_events`."""
         ...
 
     async def page(self, kind: str, *, tenant: str, parent: str | None = None, scope: str | None = None,
@@ -86,12 +87,26 @@ class AgentStore(Protocol):
         is running or waiting."""
         ...
 
-    async def claim_session(self, session_id: str, owner: str, *, now: float, until: float) -> bool:
-        """Take (or renew) the lease on running ``session_id``'s turns until ``until``: True unless another owner
-        holds it past ``now``."""
+    async def claim_session(self, session_id: str, owner: str, *, seconds: float) -> bool:
+        """Take (or renew) the lease on running ``session_id``'s turns for ``seconds``: True unless another owner
+        holds it. Taken and judged by the database's clock (PostgreSQL's ``now()``; one SQLite file is one host's,
+        its own): a replica whose clock is wrong never takes a session another still holds, nor keeps one past
+        its lease."""
+        ...
+
+    async def renew_sessions(self, session_ids: list[str], owner: str, *, seconds: float) -> set[str]:
+        """Extend ``owner``'s leases on ``session_ids`` by ``seconds`` where it still holds them by the database's
+        clock, in one write; the ids renewed. One left out ran out (taken or not: its runner stops, and whoever
+        claims the session next resumes it — the turn's writes were fenced off from that moment, see
+        :meth:`append_events`)."""
         ...
 
     async def release_session(self, session_id: str, owner: str) -> None: ...
+
+    async def database_time(self) -> float:
+        """Unix seconds by the database's clock (PostgreSQL's ``now()``; a SQLite file's host's): the time the
+        automations' scheduler fires by, so a replica whose clock is wrong fires no occurrence early or late."""
+        ...
 
     async def due_automations(self, now: float, limit: int = 100) -> list[tuple[str, dict[str, Any]]]:
         """Across tenants (the automations' scheduler): ``(tenant, automation)`` of at most ``limit`` active
@@ -136,8 +151,12 @@ class AgentStore(Protocol):
         no invocation refers to; how many invocations went."""
         ...
 
-    async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str) -> None:
-        """``(sequence, event_id, frame)`` rows; durable when it returns; a sequence already stored is kept."""
+    async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str,
+                            owner: str | None = None) -> None:
+        """``(sequence, event_id, frame)`` rows; durable when it returns; a sequence already stored is kept. With
+        ``owner`` (a running turn's writes, on a database several processes share), nothing is written unless
+        that owner holds the session's lease by the database's clock, checked in the write's transaction with the
+        lease's row locked (a claim waits for it): else :class:`~responses_bridge.store.records.LeaseLost`."""
         ...
 
     async def events_after(self, session_id: str, after: int, *, tenant: str,

@@ -82,8 +82,13 @@ class ResponseIdTaken(Exception):
 
 
 class LeaseLost(Exception):
-    """A background run's save was fenced off: the ``lease_owner`` it named no longer holds the run's lease (another
-    process ended the run after the lease ran out), so nothing was written."""
+    """A run's write was fenced off: the owner it named (a background response's ``lease_owner``, a session turn's
+    lease ``owner``) no longer holds the run's lease by the database's clock — it ran out, or another process took
+    it — so nothing was written.
+
+    Final for this process: the run is another's now (or will be, whoever sweeps first), so its writer stops the run
+    at once and shows nothing more; a loop that retries the store through an outage must let it through, never
+    retry it (a retried write would be refused again, and the run's effects would go on meanwhile)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,11 @@ the other failures, and the inputs queued behind such a turn must still be answe
 stored stream shows a second start (a response's second ``response.in_progress``, a turn's second
 ``agent.session.turn.in_progress``). A POST the kill cut off before it was answered was never accepted and is not
 counted. The process exits 1 when any accepted run was lost, ran twice, or failed for any reason but the limit.
+
+``--fault`` picks what strikes each round (crash_probe_faults.py): ``kill`` (the above), ``db-outage`` (one replica's
+database connections cut for ``--outage`` seconds, longer than a lease, while it runs) and ``clock-skew`` (the second
+replica's wall clock ``--skew`` seconds off all along; a run *resumed* there was a live run taken over: counted
+*twice*). Both need ``--store postgres``.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import orjson
 from aiohttp import web
 
 from ..procs import ManagedProcess, free_port, wait_http
+from .crash_probe_faults import FAULTS, Fault, prepared
 from .crash_probe_waiting import LABEL, answer_text, answer_waiting, open_waiting
 
 BETA = {"OpenAI-Beta": "agents=v1"}
@@ -72,6 +78,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "sidecar, restarted on its file)")
     parser.add_argument("--database-url", default=None, help="with --store postgres: this database instead of a "
                         "new server's")
+    parser.add_argument("--fault", choices=FAULTS, default="kill", help="what strikes each round: kill (kill -9, "
+                        "the default), db-outage (a replica's database cut for --outage seconds), clock-skew (the "
+                        "second replica's clock --skew seconds off); the last two need --store postgres")
+    parser.add_argument("--outage", type=float, default=3.0, help="seconds a db-outage lasts (default 3: three "
+                        "leases)")
+    parser.add_argument("--skew", type=float, default=20.0, help="seconds the clock-skew replica's clock is "
+                        "ahead (default 20)")
     parser.add_argument("--keep", metavar="DIR", default=None, help="keep the SQLite file in DIR (default: a "
                         "temporary folder, removed)")
     parser.add_argument("--sidecar-log", metavar="FILE", default=None, help="the sidecar's log (default: none)")
@@ -312,9 +325,9 @@ async def check(base: str, runs: list[Run], settle: float) -> None:
         await asyncio.gather(*(one(run) for run in runs))
 
 
-async def run_rounds(sidecars: list[Sidecar], args: argparse.Namespace) -> list[Run]:
-    """The rounds: load (spread over the replicas), ``kill -9`` of one mid-load (each in turn), start it again on
-    the same store. The runs accepted, in order."""
+async def run_rounds(sidecars: list[Sidecar], args: argparse.Namespace, fault: Fault) -> list[Run]:
+    """The rounds: load (spread over the replicas), the fault struck mid-load (``kill -9`` of one, each in turn,
+    started again on the same store; or a database outage; crash_probe_faults.py). The runs accepted, in order."""
     runs: list[Run] = []
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
@@ -324,11 +337,10 @@ async def run_rounds(sidecars: list[Sidecar], args: argparse.Namespace) -> list[
                                                   round_no, args, ramp * at / max(1, args.load)))
                      for at in range(args.load)]
             await asyncio.sleep(args.kill_after)
-            victim = sidecars[(round_no - 1) % len(sidecars)]
-            victim.kill()
+            struck = asyncio.ensure_future(fault.strike(round_no, sidecars))
             accepted = [run for run in await asyncio.gather(*tasks) if run is not None]
             runs += accepted
-            await victim.start()
+            await struck
             await answer_after_kill(http, [sidecar.base for sidecar in sidecars], accepted)
     return runs
 
@@ -386,6 +398,7 @@ async def probe(args: argparse.Namespace, workdir: str) -> tuple[list[Run], list
     upstream.start()
     env = {} if args.max_resumes is None else {"RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES": str(args.max_resumes)}
     server = None
+    url: str | None = None
     if args.store == "postgres":
         url = args.database_url
         if url is None:
@@ -400,11 +413,16 @@ async def probe(args: argparse.Namespace, workdir: str) -> tuple[list[Run], list
     try:
         await wait_http(f"http://127.0.0.1:{upstream_port}/health", process=upstream)
         await search.start()
-        for sidecar in sidecars:
-            sidecar.env["RESPONSES_BRIDGE_WEB_SEARCH"] = f"searxng:{search.url}"
-            await sidecar.start()
-        runs = await run_rounds(sidecars, args)
-        await check(sidecars[0].base, runs, args.settle)
+        async with prepared(args.fault, sidecars, url, outage=args.outage, skew=args.skew) as fault:
+            for sidecar in sidecars:
+                sidecar.env["RESPONSES_BRIDGE_WEB_SEARCH"] = f"searxng:{search.url}"
+                await sidecar.start()
+            runs = await run_rounds(sidecars, args, fault)
+            await check(sidecars[0].base, runs, args.settle)
+        if args.fault == "clock-skew":  # nobody died: a resumed run was a live one taken over
+            for run in runs:
+                if run.resumed and run.outcome == "completed":
+                    run.outcome, run.detail = "twice", "resumed while its replica ran it: taken over"
         return runs, table(runs, args.rounds), search
     finally:
         for sidecar in sidecars:

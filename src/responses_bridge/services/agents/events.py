@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -28,6 +28,7 @@ import structlog
 
 from ... import ids
 from ...store.base_agents import AgentStore, Record
+from ...store.records import LeaseLost
 from ..write_behind import WriteBehind
 
 log = structlog.get_logger("responses_bridge.agents")
@@ -62,6 +63,10 @@ class SessionLog:
         self._lock = asyncio.Lock()
         self._writes = WriteBehind(self._flush_quietly)  # batched; readers see what it wrote (write_behind.py)
         self.shown_until = next_sequence  # frames numbered below it are stored, so shown to readers
+        # a running turn's writes on a shared database: fenced by this process's lease on the session (the store
+        # refuses them once another process may hold it: LeaseLost), and ``on_fenced`` stops the runner at once
+        self.fence: dict[str, str] = {}
+        self.on_fenced: Callable[[], None] | None = None
 
     @property
     def next_sequence(self) -> int:
@@ -100,15 +105,25 @@ class SessionLog:
             self._wake()
 
     async def flush(self, records: list[Record] | None = None) -> None:
+        """Every frame so far (and ``records``) stored, then shown. A write refused for a lost lease
+        (:class:`LeaseLost`) shows nothing of it, tells ``on_fenced`` and is raised: never retried."""
         async with self._lock:
-            if records:
-                end = len(self.frames)
-                await self.store.commit(self.session_id, records, self.frames[self.saved:end], tenant=self.tenant)
-                self.saved = end
-            while self.saved < len(self.frames):
-                end = len(self.frames)
-                await self.store.append_events(self.session_id, self.frames[self.saved:end], tenant=self.tenant)
-                self.saved = end
+            try:
+                if records:
+                    end = len(self.frames)
+                    await self.store.commit(self.session_id, records, self.frames[self.saved:end],
+                                            tenant=self.tenant, **self.fence)
+                    self.saved = end
+                while self.saved < len(self.frames):
+                    end = len(self.frames)
+                    await self.store.append_events(self.session_id, self.frames[self.saved:end],
+                                                   tenant=self.tenant, **self.fence)
+                    self.saved = end
+            except LeaseLost:
+                log.warning("agent_session_lease_lost", session_id=self.session_id, fenced=True)
+                if self.on_fenced is not None:
+                    self.on_fenced()
+                raise
             self._show()
             self._trim()
 
@@ -125,6 +140,8 @@ class SessionLog:
     async def _flush_quietly(self) -> None:
         try:
             await self.flush()
+        except LeaseLost:  # the runner is stopped (on_fenced); what was not stored is the new owner's to make
+            pass
         except Exception:  # the next batch, or a durable emit, retries them
             log.exception("agent_session_events_write_failed", session_id=self.session_id)
 

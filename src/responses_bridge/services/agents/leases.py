@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -32,8 +31,7 @@ class SessionLeases:
     async def claim(self, session_id: str, running: Mapping[str, Any]) -> None:
         """Take the session's lease (a 409 while another process holds it); ``running``: this process's runners
         by session, whose leases the heartbeat renews."""
-        now = time.time()
-        if not await self.store.claim_session(session_id, self.owner, now=now, until=now + self.lease_seconds):
+        if not await self.store.claim_session(session_id, self.owner, seconds=self.lease_seconds):
             raise APIError(409, "This session's turn runs in another process of this deployment; send its input "
                            "again once the session is idle, or to the same replica.", type="invalid_request_error",
                            param="session_id", code="session_busy")
@@ -65,15 +63,15 @@ class SessionLeases:
             await asyncio.sleep(self.lease_seconds / 3)
             if not running:
                 return
-            for session_id, runner in list(running.items()):
-                now = time.time()
-                try:
-                    held = await self.store.claim_session(session_id, self.owner, now=now,
-                                                          until=now + self.lease_seconds)
-                except Exception:  # the next beat retries; a lease outlives a few missed beats
-                    log.warning("agent_session_renew_failed", session_id=session_id, exc_info=True)
-                    continue
-                if not held:
+            runners = list(running.items())
+            try:  # one write for all; renewed only while held: once run out it is lost, as its fenced writes are
+                held = await self.store.renew_sessions([session_id for session_id, _ in runners], self.owner,
+                                                       seconds=self.lease_seconds)
+            except Exception:  # the next beat retries; a lease outlives a few missed beats
+                log.warning("agent_session_renew_failed", sessions=len(runners), exc_info=True)
+                continue
+            for session_id, runner in runners:
+                if session_id not in held:
                     log.warning("agent_session_lease_lost", session_id=session_id)
                     if runner.task is not None:
                         runner.task.cancel()

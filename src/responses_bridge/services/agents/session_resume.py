@@ -60,6 +60,7 @@ import orjson
 import structlog
 
 from ...protocol.errors import APIError
+from ...store.base_agents import Record
 from ..responses.background_run import until_started
 from .session_ended_step import ended_step
 from .session_waiting import restored
@@ -191,7 +192,8 @@ async def resumed_input(runner: TurnRunner, turn: dict[str, Any]) -> list[dict[s
 async def record_step(runner: TurnRunner, turn: dict[str, Any], step_input: list[dict[str, Any]]) -> None:
     """Before a later step's response starts: its input (the first step's is the turn's messages)."""
     private(turn).update({STEP_INPUT: step_input, STEP_RESPONSE: None})
-    await runner.store.put("turn", turn["id"], turn, tenant=runner.tenant, parent=runner.session_id)
+    await runner.store.commit(runner.session_id, [Record("turn", turn["id"], turn, parent=runner.session_id)], [],
+                              tenant=runner.tenant, **runner.events.fence)  # fenced as the turn's events
 
 
 async def started_step(runner: TurnRunner, turn: dict[str, Any], response_id: str) -> None:
@@ -356,9 +358,8 @@ class SessionResumer:
             session_id = stored["id"]
             if session_id in service.runners or self.handed_off:
                 continue
-            now = time.time()
-            if not await service.store.claim_session(session_id, service.leases.owner, now=now,
-                                                     until=now + service.leases.lease_seconds):
+            if not await service.store.claim_session(session_id, service.leases.owner,
+                                                     seconds=service.leases.lease_seconds):
                 continue
             async with service._locked(session_id):
                 try:

@@ -395,6 +395,9 @@ class SessionService:
             runner.kept_authorization = self.kept_authorization
             self.runners[session_id] = runner
             runner.events.active = True
+            if self.shared:  # its turn's writes, fenced by the lease just claimed
+                runner.events.fence = {"owner": self.leases.owner}
+                runner.events.on_fenced = functools.partial(self._fenced, runner)
             if self.shared:  # claimed while its turns say they run: their process stopped (its lease ran out)
                 stored = await self.store.get("session", session_id, tenant=tenant)
                 if stored is not None and stored["status"] in ("in_progress", "requires_action"):
@@ -410,7 +413,17 @@ class SessionService:
             if self.shared:
                 self.leases.release_soon(runner.session_id, self._locked, self.runners)
         runner.events.active = False
+        runner.events.fence, runner.events.on_fenced = {}, None  # its lease goes: what is written now is no turn's
         self.events.release(runner.events)
+
+    def _fenced(self, runner: SessionRunner) -> None:
+        """A write of the runner's was refused for its lease (another process may hold it now): the runner stops at
+        once, as when the heartbeat finds the lease taken, and is let go; its log stays fenced, so nothing it still
+        tries to store lands."""
+        if runner.task is not None and not runner.task.done():
+            runner.task.cancel()
+        if self.runners.get(runner.session_id) is runner:
+            self._lost(runner.session_id)
 
     def _lost(self, session_id: str) -> None:
         """Another process took the session's lease (this one stalled past it): its runner here is let go, the

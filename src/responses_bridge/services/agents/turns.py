@@ -37,6 +37,7 @@ from ...protocol.agents.events import (
 )
 from ...protocol.errors import APIError
 from ...store.base_agents import AgentStore, Record
+from ...store.records import LeaseLost
 from ..responses.background import BackgroundService
 from ..responses.background_frames import split_frames
 from ..responses.kept_authorization import KeptAuthorization
@@ -116,8 +117,10 @@ class SessionRunner:
         return session
 
     async def save_session(self, session: dict[str, Any]) -> None:
-        await self.store.put("session", session["id"], session, tenant=self.tenant,
-                             parent=session["agent"]["id"])
+        """Stored, fenced by the session's lease as the turn's events are (events.py ``SessionLog.fence``)."""
+        await self.store.commit(self.session_id, [Record("session", session["id"], session,
+                                                         parent=session["agent"]["id"])], [],
+                                tenant=self.tenant, **self.events.fence)
 
     @contextlib.asynccontextmanager
     async def _changing(self, entry: QueuedTurn | None = None) -> AsyncIterator[dict[str, Any]]:
@@ -199,6 +202,9 @@ class SessionRunner:
             return
         except HandOff:
             await stop_response(self, self.response_id)
+            return
+        except LeaseLost:  # a write refused: the session is another process's now, nothing more is stored here
+            log.warning("agent_session_stopped_lease_lost", session_id=self.session_id)
             return
         except Exception as exc:
             log.exception("agent_session_failed", session_id=self.session_id)

@@ -96,6 +96,8 @@ class BackgroundService:
         self.lease_owner = self.leases.owner
         self.runs: dict[str, BackgroundRun] = {}
         self._heartbeat: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None  # the heartbeat's sweep, in a task of its own
+        self._taking: set[str] = set()  # runs a sweep here took and is still resuming: their leases are renewed too
         self._stopping: set[asyncio.Task[None]] = set()
         # resuming (background_resume.py): set by the runtime once it can build runs again
         self.rebuild: Rebuilder | None = None
@@ -123,26 +125,35 @@ class BackgroundService:
 
     async def _beat(self) -> None:
         """Renew this replica's leases several times per lease period; act on what the renewal reports; once per
-        period, fail the runs of replicas that stopped renewing theirs."""
+        period, take over (or fail) the runs of replicas that stopped renewing theirs. The sweep runs in a task of
+        its own: a lease that ran out is lost by the database's clock, so a long sweep (many runs resumed one after
+        another) must never hold up the renewals of the runs here, nor of those it has taken and not yet resumed."""
         period = self.leases.lease_seconds
         loop = asyncio.get_running_loop()
         last_sweep = loop.time()
         while True:
             await asyncio.sleep(period / 3)
             try:
-                renewal = await self.leases.renew(list(self.runs))
+                renewal = await self.leases.renew([*self.runs, *(self._taking - self.runs.keys())])
                 for response_id in renewal.lost:
                     log.warning("background_lease_lost", response_id=response_id)
                     self._stop_soon(response_id, "lost")
                 for response_id in renewal.cancel_requested:
                     self._stop_soon(response_id, "cancel")
-                if loop.time() - last_sweep >= period:
-                    last_sweep = loop.time()
-                    failed = await self.sweep()
-                    if failed:
-                        log.warning("background_abandoned", count=len(failed), response_ids=failed[:20])
             except Exception:  # the next beat retries; a lease outlives a few missed beats
                 log.exception("background_heartbeat_failed")
+            if loop.time() - last_sweep >= period and (self._sweeper is None or self._sweeper.done()):
+                last_sweep = loop.time()
+                self._sweeper = asyncio.create_task(self._sweep_once(), name="background:sweep")
+
+    async def _sweep_once(self) -> None:
+        try:
+            failed = await self.sweep()
+        except Exception:  # the next period's sweep retries
+            log.exception("background_heartbeat_failed")
+            return
+        if failed:
+            log.warning("background_abandoned", count=len(failed), response_ids=failed[:20])
 
     async def sweep(self) -> list[str]:
         """Take over every run nobody holds: each is claimed by one process (``RunLeases.take_abandoned``), then
@@ -152,21 +163,47 @@ class BackgroundService:
         if self.rebuild is None or self.sealer is None:
             return await self.leases.fail_abandoned(self._closer())
         failed: list[str] = []
-        for response_id, tenant, stored in await self.leases.take_abandoned():
-            try:
-                why = await self._resume(response_id, tenant, stored)
-            except Exception as exc:  # the request no longer begins (a file gone, a model unrouted...)
-                log.warning("background_resume_failed", response_id=response_id, exc_info=True)
-                why = f"it could not be started again ({getattr(exc, 'message', None) or type(exc).__name__})"
-            if why is None:
-                continue
-            try:
-                await self._fail_taken(response_id, tenant, stored, why)
-            except LeaseLost:  # another process ended the run meanwhile (its lease had run out): its end stands
-                log.warning("background_not_resumed_lease_lost", response_id=response_id, reason=why)
-                continue
-            failed.append(response_id)
+        taken = await self.leases.take_abandoned()
+        self._taking.update(response_id for response_id, _, _ in taken)  # renewed by the heartbeat from now on
+        try:
+            for response_id, tenant, stored in taken:
+                try:
+                    if await self._take_one(response_id, tenant, stored):
+                        failed.append(response_id)
+                finally:
+                    self._taking.discard(response_id)
+        finally:
+            self._taking.difference_update(response_id for response_id, _, _ in taken)
         return failed
+
+    async def _take_one(self, response_id: str, tenant: str, stored: dict) -> bool:
+        """One run a sweep took: resumed, or failed (True)."""
+        await self._let_go(response_id)
+        try:
+            why = await self._resume(response_id, tenant, stored)
+        except Exception as exc:  # the request no longer begins (a file gone, a model unrouted...)
+            log.warning("background_resume_failed", response_id=response_id, exc_info=True)
+            why = f"it could not be started again ({getattr(exc, 'message', None) or type(exc).__name__})"
+        if why is None:
+            return False
+        try:
+            await self._fail_taken(response_id, tenant, stored, why)
+        except LeaseLost:  # another process ended the run meanwhile (its lease had run out): its end stands
+            log.warning("background_not_resumed_lease_lost", response_id=response_id, reason=why)
+            return False
+        return True
+
+    async def _let_go(self, response_id: str) -> None:
+        """A run taken here again while its lost task here still stops (its lease ran out by the database's clock
+        before this process's stop came): that task ends first, and never touches the new lease."""
+        old = self.runs.pop(response_id, None)
+        if old is None or old.task is None:
+            return
+        if not old.task.done():
+            old.lost = True
+            old.stop_reason = old.stop_reason or "lost"
+            old.task.cancel()
+            await asyncio.wait([old.task])
 
     async def _fail_taken(self, response_id: str, tenant: str, stored: dict, why: str) -> None:
         """A run taken over that is not resumed: failed, under this process's lease, then let go."""
@@ -257,6 +294,8 @@ class BackgroundService:
         run.task.cancel()
 
     async def run_ended(self, run: BackgroundRun) -> None:
+        if self.runs.get(run.response_id) is not run:  # lost, and taken here again: the lease is the new run's
+            return
         self.runs.pop(run.response_id, None)
         if run.kept_credentials and not run.handed_off and run.stop_reason != "lost":  # ended: not kept past it
             await erase_credentials(self.events, run.response_id, run.tenant, **run.fence)
@@ -339,6 +378,9 @@ class BackgroundService:
                 yield chunk
                 continue
             if run.done:
+                if run.lost and self.leases.shared:  # fenced off: the run goes on where its lease went
+                    async for frames in self._follow_stored(response_id, position - 1, tenant=tenant):
+                        yield frames
                 return
             await run.wait()
 
@@ -487,10 +529,11 @@ class BackgroundService:
     async def close(self) -> None:
         """Shutdown: runs still going are handed off when resumable (left ``in_progress``, their lease let go),
         otherwise ended as failed (stored)."""
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.wait([self._heartbeat])
-            self._heartbeat = None
+        for task in (self._heartbeat, self._sweeper):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
+        self._heartbeat = self._sweeper = None
         await self._close_runs()
         await self.leases.close()
 

@@ -17,7 +17,7 @@ from ...run.drive import drive
 from ...run.runs import Run
 from ...run.upstream import UpstreamClient
 from ...sealing import Sealer
-from ...store.base import EventLog, ResponseStore
+from ...store.base import EventLog, ResponseStore, RunLeases
 from ...store.records import LeaseLost
 from ..write_behind import WriteBehind
 from .background_frames import _TERMINAL, split_frames
@@ -30,6 +30,9 @@ SETTLE_FIRST_DELAY = 0.05
 
 SETTLE_MAX_DELAY = 5.0
 
+CHECKPOINT_FIRST_DELAY = 0.05
+CHECKPOINT_MAX_DELAY = 1.0
+
 
 class RunHost(Protocol):
     """What a run asks of the service that holds it (background.py)."""
@@ -38,6 +41,7 @@ class RunHost(Protocol):
     events: EventLog
     upstream: UpstreamClient
     lease_owner: str | None  # the fence of every save of a run (RunLeases.owner); None: one process, no lease
+    leases: RunLeases  # its ``lease_seconds`` bounds how long an effect waits for its checkpoint
 
     async def run_ended(self, run: BackgroundRun) -> None: ...
 
@@ -75,6 +79,7 @@ class BackgroundRun:
         self._flush_lock = asyncio.Lock()
         self._writes = WriteBehind(self._flush_quietly)  # the log's writes, in batches, before its readers see them
         self._tentative: int | None = None  # sequence number of the first frame made durable by before_persist
+        self.lost = False  # a write was fenced off (LeaseLost): the run is another process's now, nothing more shown
 
     # --- frames ----------------------------------------------------------------------------------------------
 
@@ -128,8 +133,27 @@ class BackgroundRun:
             self.response_run.steps = StepLog(self, sealer, recorded)  # type: ignore[attr-defined]
 
     async def flush_now(self) -> None:
-        """Every frame and record so far, durable on return."""
-        await self._flush()
+        """Every frame and record so far, durable on return: the checkpoint before an effectful call, which runs
+        only once this returns. A store that cannot be reached pauses the call here (retried, with backoff) rather
+        than failing the run; a write refused for a lost lease (:class:`LeaseLost`) is final, and so is a pause
+        longer than the lease: by then the lease has run out by the database's clock too, and the run is whoever
+        takes it next's (this process's own sweep included)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        delay = CHECKPOINT_FIRST_DELAY
+        while True:
+            try:
+                await self._flush()
+                return
+            except LeaseLost:
+                raise
+            except Exception:
+                if not self.fence or loop.time() - started > self.service.leases.lease_seconds:
+                    raise
+                log.warning("background_checkpoint_write_retry", response_id=self.response_id, delay=delay,
+                            exc_info=True)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, CHECKPOINT_MAX_DELAY)
 
     async def _flush(self) -> None:
         async with self._flush_lock:
@@ -140,6 +164,9 @@ class BackgroundRun:
                 try:
                     await self.service.events.append(self.response_id, batch + rows, tenant=self.tenant,
                                                      **self.fence)
+                except LeaseLost:
+                    self.lost = True  # nothing of this batch is shown: the store does not hold it
+                    raise
                 except BaseException:
                     self.rows[:0] = rows
                     raise
@@ -149,8 +176,19 @@ class BackgroundRun:
     async def _flush_quietly(self) -> None:
         try:
             await self._flush()
+        except LeaseLost:
+            self.fenced_off()
         except Exception:  # the next batch retries them; before_persist reports a lasting failure
             log.exception("background_events_write_failed", response_id=self.response_id)
+
+    def fenced_off(self) -> None:
+        """A write of this run was refused for a lost lease: another process took the run (or may, its lease having
+        run out). The run stops at once, storing and showing nothing more (its readers here go on from the store)."""
+        self.lost = True
+        log.warning("background_lease_lost", response_id=self.response_id, fenced=True)
+        if self.task is not None and not self.task.done() and self.stop_reason is None and not self.finishing:
+            self.stop_reason = "lost"
+            self.task.cancel()
 
     async def _before_persist(self, pending: list[bytes], end: int) -> None:
         """The response run is about to store the response: its unreported frames (the terminal event among them)
@@ -176,6 +214,7 @@ class BackgroundRun:
                 self.finishing = True
                 # DELETE /v1/responses/{id}, or another replica failed the run (its lease expired): store nothing
                 if self.stop_reason in ("deleted", "lost"):
+                    self.lost = self.stop_reason == "lost"  # its readers here go on from the store
                     response_run.release()
                     return
                 if self.stop_reason == "handoff":  # shutdown: what readers saw is made durable, the rest is
@@ -188,6 +227,12 @@ class BackgroundRun:
                     reply = await response_run.fail(APIError(
                         503, "The server shut down before this background response completed.",
                         type="server_error", code="server_shutdown"))
+            except LeaseLost:  # a write refused (its checkpoint, its in_progress row): the run is another's now
+                self.finishing = True
+                self.lost = True
+                log.warning("background_lease_lost", response_id=self.response_id, fenced=True)
+                response_run.release()
+                return
             except HandOff:  # a draining process, at a step boundary: what it recorded is the resume's
                 self.finishing = True
                 response_run.release()
@@ -198,6 +243,8 @@ class BackgroundRun:
                 self.finishing = True
                 reply = await response_run.fail(exc if isinstance(exc, APIError) else APIError(
                     500, "The background response failed inside the bridge.", code="server_error"))
+            if self.lost:  # its end was fenced off too: nothing of it is stored, so nothing is shown
+                return
             stored = await self._stored_status()
             if stored is None or stored in _TERMINAL:
                 self.add(reply.body)

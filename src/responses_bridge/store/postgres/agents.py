@@ -3,15 +3,18 @@ statement names the tenant; another tenant's record is no record."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..base_agents import OWNED_KINDS, Record, RecordPage, charged_bytes
-from ..records import InvalidCursor, check_page_args
+from ..records import InvalidCursor, LeaseLost, check_page_args
 from .automations import PostgresAutomationRecords
 from .database import PostgresDatabase
 from .sql import pg_json
+
+if TYPE_CHECKING:
+    from .migrations import Connection
 
 CHILD_KINDS = ["turn", "item", "key", "artifact", "subagent", "trace"]
 # what goes with its session (an agent's sessions outlive it), and with each of its subagents its turns and items:
@@ -33,11 +36,19 @@ _DELETE_CHILDREN_OF_KIND = "DELETE FROM agent_records WHERE parent = $1 AND tena
 _COUNT = "SELECT count(*) FROM agent_records WHERE kind = $1 AND tenant = $2"
 _UNFINISHED = ("SELECT tenant, body::text FROM agent_records WHERE kind = 'session' "
                "AND body->>'status' IN ('in_progress', 'requires_action') LIMIT $1")
-_CLAIM = ("INSERT INTO agent_session_owners (session_id, owner, expires_at) VALUES ($1, $2, $3) "
+# ``expires_at`` is unix seconds by the database's clock, the only clock a lease is judged by (never a replica's)
+_DB_NOW = "extract(epoch from now())::double precision"
+_CLAIM = ("INSERT INTO agent_session_owners (session_id, owner, expires_at) "
+          f"VALUES ($1, $2, {_DB_NOW} + $3) "
           "ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
-          "WHERE agent_session_owners.owner = excluded.owner OR agent_session_owners.expires_at < $4 "
+          f"WHERE agent_session_owners.owner = excluded.owner OR agent_session_owners.expires_at < {_DB_NOW} "
           "RETURNING session_id")
 _RELEASE = "DELETE FROM agent_session_owners WHERE session_id = $1 AND owner = $2"
+_RENEW = (f"UPDATE agent_session_owners SET expires_at = {_DB_NOW} + $3 WHERE session_id = ANY($1::text[]) "
+          f"AND owner = $2 AND expires_at > {_DB_NOW} RETURNING session_id")
+# the fence of a running turn's writes: locked for share, so a claim taking the lease waits for the write to commit
+_HELD = (f"SELECT 1 FROM agent_session_owners WHERE session_id = $1 AND owner = $2 AND expires_at > {_DB_NOW} "
+         "FOR SHARE")
 _APPEND = ("INSERT INTO agent_session_events (session_id, sequence, event_id, tenant, frame) "
            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
 _AFTER = ("SELECT sequence, event_id, frame FROM agent_session_events WHERE session_id = $1 AND tenant = $2 "
@@ -59,8 +70,9 @@ class PostgresAgentStore(PostgresAutomationRecords):
             await conn.execute(_PUT, kind, record_id, tenant, parent, scope, text, charged_bytes(kind, body, text))
 
     async def commit(self, session_id: str, records: list[Record], events: list[tuple[int, str, bytes]], *,
-                     tenant: str) -> None:
+                     tenant: str, owner: str | None = None) -> None:
         async with self._db.transaction("commit_agent_records") as conn:
+            await _fence(conn, session_id, owner)
             if records:
                 texts = [pg_json(r.body) for r in records]
                 await conn.executemany(_PUT, [(r.kind, r.id, tenant, r.parent, r.scope, text,
@@ -127,18 +139,25 @@ class PostgresAgentStore(PostgresAutomationRecords):
             rows = await conn.fetch(_UNFINISHED, limit)
         return [(str(row[0]), orjson.loads(row[1])) for row in rows]
 
-    async def claim_session(self, session_id: str, owner: str, *, now: float, until: float) -> bool:
+    async def claim_session(self, session_id: str, owner: str, *, seconds: float) -> bool:
         async with self._db.transaction("claim_agent_session") as conn:
-            return await conn.fetchval(_CLAIM, session_id, owner, until, now) is not None
+            return await conn.fetchval(_CLAIM, session_id, owner, float(seconds)) is not None
+
+    async def renew_sessions(self, session_ids: list[str], owner: str, *, seconds: float) -> set[str]:
+        async with self._db.transaction("renew_agent_sessions") as conn:
+            rows = await conn.fetch(_RENEW, session_ids, owner, float(seconds))
+        return {str(row[0]) for row in rows}
 
     async def release_session(self, session_id: str, owner: str) -> None:
         async with self._db.transaction("release_agent_session") as conn:
             await conn.execute(_RELEASE, session_id, owner)
 
-    async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str) -> None:
+    async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str,
+                            owner: str | None = None) -> None:
         if not events:
             return
         async with self._db.transaction("append_agent_events") as conn:
+            await _fence(conn, session_id, owner)
             await conn.executemany(_APPEND, [(session_id, sequence, event_id, tenant, frame)
                                              for sequence, event_id, frame in events])
 
@@ -156,3 +175,9 @@ class PostgresAgentStore(PostgresAutomationRecords):
     async def last_event(self, session_id: str, *, tenant: str) -> int:
         async with self._db.acquire() as conn:
             return int(await conn.fetchval(_LAST, session_id, tenant))
+
+
+async def _fence(conn: Connection, session_id: str, owner: str | None) -> None:
+    """Inside the write's transaction: :class:`LeaseLost` unless ``owner`` (when given) holds the session's lease."""
+    if owner is not None and await conn.fetchval(_HELD, session_id, owner) is None:
+        raise LeaseLost(session_id)

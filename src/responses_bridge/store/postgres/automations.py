@@ -44,6 +44,10 @@ class PostgresAutomationRecords:
 
     _db: PostgresDatabase
 
+    async def database_time(self) -> float:
+        async with self._db.acquire() as conn:
+            return float(await conn.fetchval("SELECT extract(epoch from clock_timestamp())::float8"))
+
     async def due_automations(self, now: float, limit: int = 100) -> list[tuple[str, dict[str, Any]]]:
         async with self._db.acquire() as conn:
             rows = await conn.fetch(_DUE, now, limit)

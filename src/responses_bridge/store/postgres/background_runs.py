@@ -48,8 +48,11 @@ _CLAIM = ("INSERT INTO background_runs (response_id, owner, lease_until) "
           "VALUES ($1, $2, now() + $3 * interval '1 second') "
           "ON CONFLICT (response_id) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until, "
           "cancel_requested = false")
+# a lease that ran out is not renewed, even when nobody took it yet: the run's writes are fenced off from that
+# moment (sql.check_lease), so its owner must stop it too
 _RENEW = ("UPDATE background_runs SET lease_until = now() + $3 * interval '1 second' "
-          "WHERE owner = $1 AND response_id = ANY($2::text[]) RETURNING response_id, cancel_requested")
+          "WHERE owner = $1 AND response_id = ANY($2::text[]) AND lease_until > now() "
+          "RETURNING response_id, cancel_requested")
 _RELEASE = "DELETE FROM background_runs WHERE response_id = $1 AND owner = $2"
 _NOTIFY = "SELECT pg_notify($1, $2)"
 # unfinished responses nobody holds: no lease row, or one that ran out

@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 
-from ..records import LeaseLost
 from .database import PostgresDatabase
 from .sql import check_lease
 
@@ -48,17 +47,15 @@ class PostgresEventLog:
                      lease_owner: str | None = None) -> None:
         """Durable when it returns (one statement); a sequence number already stored is kept. With
         ``lease_owner``, the response row is locked first (shared: a sweep's ``SKIP LOCKED`` passes it by) and
-        nothing is written unless that owner still holds the run's lease."""
+        nothing is written unless that owner still holds the run's lease: else :class:`LeaseLost`, never a quiet
+        return — a checkpoint that precedes an effectful call must not look written when it was not."""
         if not events:
             return
         async with self._db.transaction("append_events") as conn:
             if lease_owner is not None:
                 if await conn.fetchval(_LOCK_SHARED, response_id, tenant) is None:
                     return
-                try:
-                    await check_lease(conn, response_id, lease_owner)
-                except LeaseLost:
-                    return
+                await check_lease(conn, response_id, lease_owner)
             await conn.execute(_APPEND, response_id, tenant, [sequence for sequence, _ in events],
                                [frame for _, frame in events])
 

@@ -103,11 +103,13 @@ def columns(rows: list[tuple[str | None, bytes]]) -> tuple[list[str | None], lis
     return pg_texts(item_id for item_id, _ in rows), [blob for _, blob in rows]
 
 
-_LEASE_HELD = "SELECT 1 FROM background_runs WHERE response_id = $1 AND owner = $2"
+_LEASE_HELD = "SELECT 1 FROM background_runs WHERE response_id = $1 AND owner = $2 AND lease_until > now()"
 
 
 async def check_lease(conn: Connection, response_id: str, lease_owner: str | None) -> None:
     """The fence of a background run's saves, inside the caller's transaction (which holds the response row's
-    lock): :class:`LeaseLost` unless ``lease_owner`` (when given) still holds the run's lease."""
+    lock): :class:`LeaseLost` unless ``lease_owner`` (when given) still holds the run's lease by the database's
+    clock. A lease that ran out is lost even when nobody has taken it yet: the sweep of any replica may take it
+    from that moment, and a write that passed the fence must never be one the taker did not read."""
     if lease_owner is not None and await conn.fetchval(_LEASE_HELD, response_id, lease_owner) is None:
         raise LeaseLost(response_id)

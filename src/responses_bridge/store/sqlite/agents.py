@@ -4,12 +4,13 @@ file, same write connection and lock. Every statement names the tenant; another 
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any
 
 import orjson
 
 from ..base_agents import OWNED_KINDS, Record, RecordPage
-from ..records import InvalidCursor, check_page_args
+from ..records import InvalidCursor, LeaseLost, check_page_args
 from .automations import SQLiteAutomationRecords
 from .responses import SQLiteResponseStore
 from .transactions import transaction
@@ -40,6 +41,8 @@ _CLAIM = ("INSERT INTO agent_session_owners (session_id, owner, expires_at) VALU
           "ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
           "WHERE agent_session_owners.owner = excluded.owner OR agent_session_owners.expires_at < ?")
 _RELEASE = "DELETE FROM agent_session_owners WHERE session_id = ? AND owner = ?"
+_RENEW = "UPDATE agent_session_owners SET expires_at = ? WHERE session_id = ? AND owner = ? AND expires_at > ?"
+_HELD = "SELECT 1 FROM agent_session_owners WHERE session_id = ? AND owner = ? AND expires_at > ?"
 _APPEND = ("INSERT OR IGNORE INTO agent_session_events (session_id, sequence, event_id, tenant, frame) "
            "VALUES (?, ?, ?, ?, ?)")
 _AFTER = ("SELECT sequence, event_id, frame FROM agent_session_events WHERE session_id = ? AND tenant = ? "
@@ -63,12 +66,13 @@ class SQLiteAgentStore(SQLiteAutomationRecords):
             await conn.execute(_PUT, (kind, record_id, tenant, parent, scope, blob))
 
     async def commit(self, session_id: str, records: list[Record], events: list[tuple[int, str, bytes]], *,
-                     tenant: str) -> None:
+                     tenant: str, owner: str | None = None) -> None:
         rows = [(r.kind, r.id, tenant, r.parent, r.scope, orjson.dumps(r.body).decode()) for r in records]
         frames = [(session_id, sequence, event_id, tenant, frame) for sequence, event_id, frame in events]
 
         def commit(conn: sqlite3.Connection) -> None:
             with transaction(conn):
+                _fence(conn, session_id, owner)
                 conn.executemany(_PUT, rows)
                 conn.executemany(_APPEND, frames)
 
@@ -135,23 +139,43 @@ class SQLiteAgentStore(SQLiteAutomationRecords):
             rows = await conn.execute_fetchall(_UNFINISHED, (limit,))
         return [(str(tenant), orjson.loads(body)) for tenant, body in rows]
 
-    async def claim_session(self, session_id: str, owner: str, *, now: float, until: float) -> bool:
+    async def claim_session(self, session_id: str, owner: str, *, seconds: float) -> bool:
         def claim(conn: sqlite3.Connection) -> bool:
+            now = time.time()  # one file is one host's: its clock is the database's (every worker reads the same)
             with transaction(conn):
-                return conn.execute(_CLAIM, (session_id, owner, until, now)).rowcount > 0
+                return conn.execute(_CLAIM, (session_id, owner, now + seconds, now)).rowcount > 0
 
         return await self._db.run_write("claim_agent_session", claim)
+
+    async def renew_sessions(self, session_ids: list[str], owner: str, *, seconds: float) -> set[str]:
+        def renew(conn: sqlite3.Connection) -> set[str]:
+            now = time.time()
+            with transaction(conn):
+                return {session_id for session_id in session_ids
+                        if conn.execute(_RENEW, (now + seconds, session_id, owner, now)).rowcount > 0}
+
+        return await self._db.run_write("renew_agent_sessions", renew)
 
     async def release_session(self, session_id: str, owner: str) -> None:
         async with self._db.writing() as conn:
             await conn.execute(_RELEASE, (session_id, owner))
 
-    async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str) -> None:
+    async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str,
+                            owner: str | None = None) -> None:
         if not events:
             return
         rows = [(session_id, sequence, event_id, tenant, frame) for sequence, event_id, frame in events]
-        async with self._db.writing() as conn:
-            await conn.executemany(_APPEND, rows)
+        if owner is None:
+            async with self._db.writing() as conn:
+                await conn.executemany(_APPEND, rows)
+            return
+
+        def append(conn: sqlite3.Connection) -> None:
+            with transaction(conn):  # the write lock: no claim between the fence and the rows
+                _fence(conn, session_id, owner)
+                conn.executemany(_APPEND, rows)
+
+        await self._db.run_write("append_agent_events", append)
 
     async def events_after(self, session_id: str, after: int, *, tenant: str,
                            limit: int = 1000) -> list[tuple[int, str, bytes]]:
@@ -168,3 +192,10 @@ class SQLiteAgentStore(SQLiteAutomationRecords):
         async with self._db.reading() as conn:
             rows = list(await conn.execute_fetchall(_LAST, (session_id, tenant)))
         return int(rows[0][0])
+
+
+def _fence(conn: sqlite3.Connection, session_id: str, owner: str | None) -> None:
+    """Inside the write's transaction: :class:`LeaseLost` unless ``owner`` (when given) holds the session's lease
+    (by this host's clock, the database's for one file)."""
+    if owner is not None and conn.execute(_HELD, (session_id, owner, time.time())).fetchone() is None:
+        raise LeaseLost(session_id)

@@ -6,6 +6,7 @@ time, so the count and the claim see every firing committed before."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any, Literal
 
 import orjson
@@ -51,6 +52,9 @@ class SQLiteAutomationRecords:
     """The automation half of :class:`~responses_bridge.store.sqlite.agents.SQLiteAgentStore`."""
 
     _db: SQLiteResponseStore
+
+    async def database_time(self) -> float:
+        return time.time()  # one file is one host's: its clock is the database's
 
     async def due_automations(self, now: float, limit: int = 100) -> list[tuple[str, dict[str, Any]]]:
         def due(raw: sqlite3.Connection) -> list[Any]:

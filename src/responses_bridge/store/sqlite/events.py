@@ -23,7 +23,6 @@ from .transactions import transaction
 # first frames are written while its ``queued`` row is being saved (and a batch may land after a delete).
 _APPEND = ("INSERT OR IGNORE INTO response_events (response_id, sequence_number, event) SELECT ?, ?, ? "
            "WHERE NOT EXISTS (SELECT 1 FROM responses WHERE id = ? AND tenant <> ?)")
-_LEASED = " AND EXISTS (SELECT 1 FROM background_runs WHERE response_id = ? AND owner = ?)"
 _OWNED = "response_id IN (SELECT id FROM responses WHERE id = :id AND tenant = :tenant)"
 _AFTER = ("SELECT sequence_number, event FROM response_events WHERE response_id = :id AND sequence_number > :after "
           f"AND {_OWNED} ORDER BY sequence_number")
@@ -43,20 +42,23 @@ class SQLiteEventLog:
     async def append(self, response_id: str, events: list[tuple[int, bytes]], *, tenant: str,
                      lease_owner: str | None = None) -> None:
         """Durable when it returns (one autocommit ``executemany``); replaying a sequence number is a no-op. With
-        ``lease_owner``, each row is written only while that owner holds the run's lease (checked in its
-        statement)."""
+        ``lease_owner``, nothing is written unless that owner holds the run's lease (checked in the write's
+        transaction): :class:`LeaseLost` then, never a quiet return, so a checkpoint that precedes an effectful
+        call is known written before the call starts."""
         if not events:
             return
+        rows = [(response_id, sequence, frame, response_id, tenant) for sequence, frame in events]
         if lease_owner is None:
-            rows: list[tuple[object, ...]] = [(response_id, sequence, frame, response_id, tenant)
-                                              for sequence, frame in events]
-            sql = _APPEND
-        else:
-            rows = [(response_id, sequence, frame, response_id, tenant, response_id, lease_owner)
-                    for sequence, frame in events]
-            sql = _APPEND + _LEASED
-        async with self._store.writing() as conn:
-            await conn.executemany(sql, rows)
+            async with self._store.writing() as conn:
+                await conn.executemany(_APPEND, rows)
+            return
+
+        def append(conn: sqlite3.Connection) -> None:
+            with transaction(conn):
+                check_lease(conn, response_id, lease_owner)
+                conn.executemany(_APPEND, rows)
+
+        await self._store.run_write("append_events", append)
 
     async def after(self, response_id: str, after: int, *, tenant: str) -> list[tuple[int, bytes]]:
         async with self._store.reading() as conn:

@@ -249,8 +249,9 @@ class AutomationService:
     async def fire_due(self, now: float | None = None) -> int:
         """Fire the occurrences due by ``now``, at most the tick's bound of them dealt across tenants in turn,
         a bounded number at once; the number this process fired (another may have fired some). Once a minute,
-        forget the invocations past their age."""
-        now = time.time() if now is None else now
+        forget the invocations past their age. ``now`` by default is the database's time, never this process's
+        clock: a replica whose clock is wrong fires nothing early and counts each tenant's rate as the others do."""
+        now = await self.store.database_time() if now is None else now
         gate = asyncio.Semaphore(self.bounds.concurrency)
 
         async def fire(tenant: str, automation: dict[str, Any]) -> int:
