@@ -74,6 +74,8 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 
 MAX_RESUMES = 3  # the default of RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES
 
+STORE_RETRY_SECONDS = 60.0  # the default of RESPONSES_BRIDGE_STORE_RETRY_SECONDS
+
 FOLLOW_POLL_SECONDS = 1.0  # a follower on another replica reads the log this often when no notification came
 
 
@@ -92,6 +94,7 @@ class BackgroundService:
         self.rebuild: Rebuilder | None = None
         self.sealer: Sealer | None = None
         self.max_resumes = MAX_RESUMES
+        self.store_retry = STORE_RETRY_SECONDS  # a run's saves wait out an outage this long (store/transient.py)
         self.draining = False  # runs resumed or started from now on are handed off at their first step boundary
         metrics.watch_background(self)
 
@@ -196,6 +199,7 @@ class BackgroundService:
         resume_as(response_id, int(stored.get("created_at") or 0), len(plan.frames))
         run = BackgroundRun(self, response_run, call, authorization, upstream)
         response_run.before_persist = run._before_persist
+        response_run.persist_within = self.store_retry
         run.resumable = True
         run.frames = list(plan.frames)
         run.saved = run.visible = run.released = len(run.frames)
@@ -260,6 +264,7 @@ class BackgroundService:
         run = BackgroundRun(self, response_run, call, authorization, upstream)
         run.client_credentials = client_credentials  # an agent session's turn asks (services/agents/session_resume.py)
         response_run.before_persist = run._before_persist
+        response_run.persist_within = self.store_retry
         # kept, not written yet: an event log may store only the events of a stored response (PostgreSQL's
         # checks the owner's row), so the writer starts once the queued row exists
         run._record(response_run.queued())

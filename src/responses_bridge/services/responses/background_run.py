@@ -19,6 +19,7 @@ from ...run.upstream import UpstreamClient
 from ...sealing import Sealer
 from ...store.base import EventLog, ResponseStore
 from ...store.records import LeaseLost
+from ...store.transient import retry_store
 from ..write_behind import WriteBehind
 from .background_frames import _TERMINAL, split_frames
 from .background_steps import HandOff, StepLog
@@ -38,6 +39,7 @@ class RunHost(Protocol):
     events: EventLog
     upstream: UpstreamClient
     lease_owner: str | None  # the fence of every save of a run (RunLeases.owner); None: one process, no lease
+    store_retry: float  # seconds a run's saves wait out a database outage (store/transient.py)
 
     async def run_ended(self, run: BackgroundRun) -> None: ...
 
@@ -223,9 +225,9 @@ class BackgroundRun:
     async def _opened(self, head: bytes) -> None:
         """The stream opened: its first events, and the response stored as ``in_progress``."""
         self.add(head)
-        await self.service.store.save_response(
+        await retry_store(lambda: self.service.store.save_response(
             self.response_run.response, self.response_run.request.input_items,  # type: ignore[arg-type,union-attr]
-            tenant=self.tenant, **self.fence)
+            tenant=self.tenant, **self.fence), within=self.service.store_retry, what="save_response")
 
     async def _stored_status(self) -> str | None:
         """The status the store holds now (None: deleted), or ``"unknown"`` when the store cannot be read."""
