@@ -15,8 +15,14 @@ import structlog
 
 from ...protocol.errors import APIError
 from ...store.base_agents import AgentStore
+from ...store.records import LeaseLost
 
 log = structlog.get_logger("responses_bridge.agents")
+
+
+class SessionLeaseLost(LeaseLost):
+    """Another process holds the session's lease now (this one could not renew it, the database being away): final
+    for this process, never retried (store/transient.py); the new owner goes on from what is stored."""
 
 
 class SessionLeases:
@@ -72,6 +78,9 @@ class SessionLeases:
                                                           until=now + self.lease_seconds)
                 except Exception:  # the next beat retries; a lease outlives a few missed beats
                     log.warning("agent_session_renew_failed", session_id=session_id, exc_info=True)
+                    doubt = getattr(runner.store, "doubt", None)  # its next write checks the lease first
+                    if doubt is not None:
+                        doubt()
                     continue
                 if not held:
                     log.warning("agent_session_lease_lost", session_id=session_id)
