@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -38,9 +39,8 @@ ENV = {
     "RESPONSES_BRIDGE_SEALING_KEY": base64.urlsafe_b64encode(b"outage-test-sealing-key-32bytes!").decode(),
     "RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "2",  # the outage (7 s) outlasts it
 }
-SLOW = "first [chunks=100] [delay=100]"  # 10 s of streaming: the outage begins and ends inside it
+SLOW = "first [chunks=40] [delay=100]"  # 4 s of streaming: the turn ends, and the queued one starts, in the outage
 OUTAGE_SECONDS = 7  # longer than the lease: B takes A's sessions over meanwhile
-BLIP_SECONDS = 0.3  # shorter than it: A keeps them, and must go on with them itself
 TIMEOUT = aiohttp.ClientTimeout(total=120)
 
 
@@ -130,9 +130,8 @@ async def send_during_outage(sdk: openai.AsyncOpenAI, session_id: str, text: str
     return True
 
 
-@pytest.mark.parametrize(("replicas", "outage"), [(1, OUTAGE_SECONDS), (2, OUTAGE_SECONDS), (2, BLIP_SECONDS)],
-                         ids=["alone", "beside-b", "blip-beside-b"])
-async def test_no_accepted_input_is_lost_through_a_database_outage(replicas: int, outage: float, tmp_path: Path,
+@pytest.mark.parametrize("replicas", [1, 2], ids=["alone", "beside-b"])
+async def test_no_accepted_input_is_lost_through_a_database_outage(replicas: int, tmp_path: Path,
                                                                   fake_upstream: str, database_url: str) -> None:
     async with AsyncExitStack() as stack:
         proxy: CutProxy = await stack.enter_async_context(cut_proxy(database_url))
@@ -152,10 +151,13 @@ async def test_no_accepted_input_is_lost_through_a_database_outage(replicas: int
         late = None
         if b is None:  # alone: an input sent to A while its database is away
             late = asyncio.create_task(send_during_outage(sdk_a, sessions[0], "late one"))
-        await asyncio.sleep(outage)
+        await asyncio.sleep(OUTAGE_SECONDS)
         waited = late is not None and not late.done()  # not acknowledged while its turn cannot be stored
         proxy.restore()
-        accepted_late = await late if late is not None else False
+        accepted_late = False
+        if late is not None:
+            with contextlib.suppress(AssertionError):  # said below, after what matters most
+                accepted_late = await late
         reader = b if b is not None else a
         async with aiohttp.ClientSession(reader, headers=BETA, timeout=TIMEOUT) as http:
             ended = {session_id: await settled(http, session_id, 3 if session_id == sessions[0] and accepted_late
@@ -174,4 +176,4 @@ async def test_no_accepted_input_is_lost_through_a_database_outage(replicas: int
     if accepted_late:
         assert said[sessions[0]][2] == ["Echo: late one"], said[sessions[0]]
     if late is not None:  # the outage (7 s) is within RESPONSES_BRIDGE_STORE_RETRY_SECONDS (60 by default)
-        assert waited and accepted_late
+        assert waited and accepted_late, await late
