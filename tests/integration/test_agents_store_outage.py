@@ -8,6 +8,9 @@ once: each turn ``completed``, once, with its one answer, in order; no turn and 
 sent to A during the outage is accepted once A's database is back (or refused with a 503 ``store_unavailable``,
 never accepted and lost). Beside them, a control session on a replica whose database was never cut (B, or A's
 own first session before the cut) shows the scenario's answers as they are without an outage.
+
+On SQLite, alone, the same holds while another process holds the database's write lock longer than the store's busy
+timeout: "database is locked" is transient too, and the session waits it out where it is.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -51,12 +55,13 @@ async def database_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def replica(root: Path, upstream: str, database_url: str) -> AsyncIterator[str]:
+async def replica(root: Path, upstream: str, database_url: str | None, *extra: str) -> AsyncIterator[str]:
     """A sidecar on ``database_url`` (the upstream key configured: its turns are durable), its HTTP door's URL."""
     process: ManagedProcess
-    process, http_port, _ = start_sidecar(str(root), upstream, "--api-key", "sk-upstream", extproc=False,
+    database = {} if database_url is None else {"RESPONSES_BRIDGE_DATABASE_URL": database_url}
+    process, http_port, _ = start_sidecar(str(root), upstream, "--api-key", "sk-upstream", *extra, extproc=False,
                                           own_sqlite=True,  # the store is the URL's, whatever the switch says
-                                          env={**ENV, "RESPONSES_BRIDGE_DATABASE_URL": database_url})
+                                          env={**ENV, **database})
     base = f"http://127.0.0.1:{http_port}"
     try:
         await wait_http(f"{base}/health/ready", timeout=60, process=process)
@@ -177,3 +182,30 @@ async def test_no_accepted_input_is_lost_through_a_database_outage(replicas: int
         assert said[sessions[0]][2] == ["Echo: late one"], said[sessions[0]]
     if late is not None:  # the outage (7 s) is within RESPONSES_BRIDGE_STORE_RETRY_SECONDS (60 by default)
         assert waited and accepted_late, await late
+
+
+async def test_a_session_waits_out_sqlites_write_lock(tmp_path: Path, fake_upstream: str) -> None:
+    db = tmp_path / "bridge.db"
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(replica(tmp_path / "a", fake_upstream, None, "--db", str(db)))
+        sdk = await stack.enter_async_context(async_sdk(base_url=f"{a}/v1", api_key="sk-client", max_retries=0,
+                                                        timeout=120.0))
+        http = await stack.enter_async_context(aiohttp.ClientSession(a, headers=BETA, timeout=TIMEOUT))
+        session_id = await slow_turn_and_one_queued(sdk, "locked")
+        await until_streaming(http, session_id)
+        await asyncio.sleep(0.5)
+        holder = sqlite3.connect(db, timeout=10, isolation_level=None, check_same_thread=False)
+        try:  # the write lock, held past the turn's end and the store's busy timeout (5 s)
+            await asyncio.to_thread(holder.execute, "BEGIN EXCLUSIVE")
+            await asyncio.sleep(OUTAGE_SECONDS + 2)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        turns = await settled(http, session_id, 2)
+        said = await answers(http, session_id, turns)
+        async with http.get(f"/v1/agents/sessions/{session_id}") as answer:
+            state = (await answer.json())["status"]
+    assert state == "idle", (state, turns)
+    assert [turn["status"] for turn in turns] == ["completed", "completed"], turns
+    assert len(said[0]) == 1 and said[0][0].startswith("Echo: first"), said
+    assert said[1] == ["Echo: second locked"], said
