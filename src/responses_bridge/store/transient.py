@@ -21,7 +21,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_delay, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
 
 from .records import LeaseLost
 
@@ -108,7 +115,7 @@ async def retry_store(call: Callable[[], Awaitable[T]], *, within: float, what: 
         log.warning("store_retry", what=what, attempt=state.attempt_number, error=repr(error)[:300])
 
     retrying = AsyncRetrying(retry=retry_if_exception(is_transient), stop=stop_after_delay(within),
-                             wait=wait_exponential_jitter(initial=FIRST_DELAY, max=MAX_DELAY, jitter=FIRST_DELAY),
+                             wait=wait_exponential(multiplier=FIRST_DELAY, max=MAX_DELAY) + wait_random(0, FIRST_DELAY),
                              before_sleep=said, reraise=True)
     result: T = await retrying(attempt)
     return result
