@@ -14,11 +14,14 @@ unfinished turns back from it and runs them again, the running one from its last
 (session_resume.py), with the credentials the process still holds. Such a recovery is not a resume after a crash:
 ``RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES`` does not count it.
 
-On a shared database, before a call is tried again the runner checks that it still holds the session's lease (its
-heartbeat could not renew it while the database was away). When another process took the session over meanwhile,
-the lease is lost for good (:class:`~.leases.SessionLeaseLost`): this runner stops without writing anything more,
-and the new owner goes on from what is stored. A fencing of the store's own (a write refused because the lease
-moved on) raises the store's ``LeaseLost`` family, which is final in the same way.
+On a shared database, once the store was seen away (a call failed, or the heartbeat could not renew the lease), the
+runner checks before its next call that it still holds the session's lease, and held it all along: a lease not
+renewed for a whole period may have been another process's meanwhile (taken over, its turns run, let go again), even
+when nobody holds it now. Either way the lease is lost for good (:class:`~.leases.SessionLeaseLost`): this runner
+stops without writing anything more, and the session goes on from what is stored, in the process that took it over
+or, when none did, in whichever process's sweep takes it next (this one's among them: a resume like any other,
+counted as one). An outage shorter than the lease is waited out in place. A fencing of the store's own (a write
+refused because the lease moved on) raises the store's ``LeaseLost`` family, which is final in the same way.
 
 What fails a session is only what cannot succeed by waiting (an error that is not transient), and its ``error``
 says which.
@@ -36,7 +39,7 @@ import structlog
 
 from ...store.base_agents import AgentStore
 from ...store.transient import RetryingStore, is_transient
-from .leases import SessionLeaseLost
+from .leases import SessionLeaseLost, SessionLeases
 from .session_resume import stop_response, stored_turns
 
 if TYPE_CHECKING:
@@ -57,16 +60,28 @@ def retrying_store(store: AgentStore, within: float,
     return cast(AgentStore, RetryingStore(inner, within=within, before_retry=still_ours))
 
 
-def lease_check(store: AgentStore, session_id: str, owner: str,
-                lease_seconds: float) -> Callable[[], Awaitable[None]]:
-    """Before a retry on a shared database: the session's lease is still this process's (renewed now), else
-    :class:`SessionLeaseLost`."""
+def lease_check(store: AgentStore, session_id: str, leases: SessionLeases) -> Callable[[], Awaitable[None]]:
+    """Before a retry on a shared database: the session's lease is still this process's, and was all along
+    (renewed now), else :class:`SessionLeaseLost`. A lease not renewed for a whole period is lost even when nobody
+    holds it now: another process may have taken the session over, run its turns and let it go meanwhile, and
+    what this process holds in memory would overwrite that; the session is left to the sweeps, which resume it
+    from the store (this process's own among them)."""
     inner = store.inner if isinstance(store, RetryingStore) else store
+    mine = leases.claims.get(session_id)  # a later runner of the session here has a claim of its own
+    lost = False
 
     async def still_ours() -> None:
-        now = time.time()
-        if not await inner.claim_session(session_id, owner, now=now, until=now + lease_seconds):
+        nonlocal lost
+        last = leases.renewed.get(session_id)
+        if lost or leases.claims.get(session_id) != mine or last is None or \
+                time.monotonic() - last > leases.lease_seconds:
+            lost = True  # for good: never found ours again once a new claim renewed it
             raise SessionLeaseLost(session_id)
+        now = time.time()
+        if not await inner.claim_session(session_id, leases.owner, now=now, until=now + leases.lease_seconds):
+            lost = True
+            raise SessionLeaseLost(session_id)
+        leases.renewed[session_id] = time.monotonic()
 
     return still_ours
 

@@ -384,8 +384,7 @@ class SessionService:
                 self._log_to_store(session_id)  # another process may have written since
             log_ = await self.events.log_of(session_id, tenant)
             # its writes wait out an outage, each retry first making sure the session is still this process's
-            still_ours = lease_check(self.store, session_id, self.leases.owner, self.leases.lease_seconds) \
-                if self.shared else None
+            still_ours = lease_check(self.store, session_id, self.leases) if self.shared else None
             log_.store = store = retrying_store(self.store, self.background.store_retry, still_ours)
             runner = SessionRunner(store, self.background, self.start, log_, session_id, tenant, self.environments)
             runner.on_idle = self._idle
@@ -420,6 +419,7 @@ class SessionService:
         lease not given back (it is not ours), and its log's readers read the store, as when a claim finds a log
         another process may have written since."""
         self.runners.pop(session_id, None)
+        self.leases.renewed.pop(session_id, None)
         self._log_to_store(session_id)
 
     def _log_to_store(self, session_id: str) -> None:

@@ -157,10 +157,12 @@ class SessionRunner:
                 raise APIError(503, "The session's input could not be stored: the database is unavailable. It was "
                                "not accepted; send it again.", type="server_error", code="store_unavailable") \
                     from exc
-            if isinstance(exc, LeaseLost):  # another process took the session over while the database was away
-                raise APIError(409, "This session's turn runs in another process of this deployment now; send its "
-                               "input again.", type="invalid_request_error", param="session_id",
-                               code="session_busy") from exc
+            if isinstance(exc, LeaseLost):  # the session went on elsewhere while the database was away
+                if self.on_lost is not None:  # the next input makes a runner that resumes it from the store
+                    self.on_lost(self.session_id)
+                raise APIError(409, "This session's lease lapsed while the database was unavailable; its turns go "
+                               "on from what is stored. Send its input again.", type="invalid_request_error",
+                               param="session_id", code="session_busy") from exc
             raise
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._work(), name=f"agent-session:{self.session_id}")
