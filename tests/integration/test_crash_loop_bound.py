@@ -1,6 +1,6 @@
 """A poisoned run is bounded: a background response whose every (re)start takes its process down stops after
-``RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES`` resumes, ``failed`` saying so, on two replicas sharing PostgreSQL, while
-another run on the same replicas completes.
+``RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES`` resumes, ``failed`` saying so, on replicas sharing PostgreSQL, while
+another run on the same replicas completes, even one that shared the poisoned run's process at each crash.
 
 The crash is the test's doing, as an OOM kill would be the host's: whenever the poisoned run's model call reaches the
 fake upstream, the replica that made it (told apart by its upstream key) is ``kill -9``'d and started again on the
@@ -106,6 +106,32 @@ async def ended(slots: list[Slot], response_id: str, *, seconds: float = 90) -> 
     raise AssertionError(f"{response_id} never ended")
 
 
+async def crash_at_each_call(slots: list[Slot], upstream: UpstreamLog, poison: str) -> None:
+    """The poisoned run's first start and each resume: once its model call is made, its process is killed (and
+    started again), ``MAX_RESUMES + 1`` times in all."""
+    killed = 0
+    deadline = asyncio.get_running_loop().time() + 120
+    while killed <= MAX_RESUMES:
+        made = await calls_for(upstream, poison)
+        assert asyncio.get_running_loop().time() < deadline, f"the poisoned run was called {len(made)} times"
+        if len(made) <= killed:
+            await asyncio.sleep(0.05)
+            continue
+        crashed = next(slot for slot in slots if made[killed] == f"Bearer sk-{slot.name}")
+        crashed.kill()  # its process dies in the poisoned run's model call
+        killed += 1
+        await crashed.start()
+
+
+def check_bounded(failed: dict[str, Any], made: list[str], completed: dict[str, Any], other: str) -> None:
+    assert failed["status"] == "failed", failed
+    assert f"resumed {MAX_RESUMES} times already" in failed["error"]["message"], failed["error"]
+    assert f"the limit is {MAX_RESUMES}" in failed["error"]["message"], failed["error"]
+    assert len(made) == MAX_RESUMES + 1, made  # its first call and one per resume, no more
+    assert completed["status"] == "completed", completed.get("error")
+    assert completed["output"][0]["content"][0]["text"].startswith(f"Echo: {other}"), completed["output"]
+
+
 async def test_a_run_that_crashes_its_process_every_time_stops_at_the_bound(
         tmp_path: Path, fake_upstream: str, database_url: str) -> None:
     upstream = UpstreamLog(fake_upstream.removesuffix("/v1"))
@@ -117,25 +143,29 @@ async def test_a_run_that_crashes_its_process_every_time_stops_at_the_bound(
             stack.push_async_callback(slot.stop)
         poisoned = await background(slots[0].base, f"{poison} [chunks=40] [delay=100]")
         survivor = await background(slots[1].base, f"{other} [chunks=80] [delay=100]")  # 8 s: outlives kills
-        killed = 0
-        deadline = asyncio.get_running_loop().time() + 120
-        while killed <= MAX_RESUMES:  # the first run and each resume: its model call, then its process killed
-            made = await calls_for(upstream, poison)
-            assert asyncio.get_running_loop().time() < deadline, f"the poisoned run was called {len(made)} times"
-            if len(made) <= killed:
-                await asyncio.sleep(0.05)
-                continue
-            crashed = next(slot for slot in slots if made[killed] == f"Bearer sk-{slot.name}")
-            crashed.kill()  # its process dies in the poisoned run's model call
-            killed += 1
-            await crashed.start()
+        await crash_at_each_call(slots, upstream, poison)
         failed = await ended(slots, poisoned)
         completed = await ended(slots, survivor)
         await asyncio.sleep(3)  # past a lease and a sweep: nothing takes the failed run up again
         made = await calls_for(upstream, poison)
-    assert failed["status"] == "failed", failed
-    assert f"resumed {MAX_RESUMES} times already" in failed["error"]["message"], failed["error"]
-    assert f"the limit is {MAX_RESUMES}" in failed["error"]["message"], failed["error"]
-    assert len(made) == MAX_RESUMES + 1, made  # its first call and one per resume, no more
-    assert completed["status"] == "completed", completed.get("error")
-    assert completed["output"][0]["content"][0]["text"].startswith(f"Echo: {other}"), completed["output"]
+    check_bounded(failed, made, completed, other)
+
+
+async def test_a_run_sharing_the_poisoned_runs_process_at_each_crash_is_not_failed_with_it(
+        tmp_path: Path, fake_upstream: str, database_url: str) -> None:
+    """One replica, both runs on it: each crash stops both, and both are resumed after the first; from the second
+    on, the process resumes one of them at a time (runs stopped twice are never two in one process), so the other
+    run is not stopped again and again with the poisoned one, which alone reaches the bound."""
+    upstream = UpstreamLog(fake_upstream.removesuffix("/v1"))
+    poison, other = f"poison{uuid.uuid4().hex[:8]}", f"other{uuid.uuid4().hex[:8]}"
+    slot = Slot("a", tmp_path / "a", fake_upstream, database_url)
+    async with AsyncExitStack() as stack:
+        await slot.start()
+        stack.push_async_callback(slot.stop)
+        poisoned = await background(slot.base, f"{poison} [chunks=40] [delay=100]")
+        survivor = await background(slot.base, f"{other} [chunks=40] [delay=100]")  # stopped with the first crash
+        await crash_at_each_call([slot], upstream, poison)
+        failed = await ended([slot], poisoned)
+        completed = await ended([slot], survivor)
+        made = await calls_for(upstream, poison)
+    check_bounded(failed, made, completed, other)

@@ -191,6 +191,12 @@ class BackgroundService:
         plan = plan_resume(rows, self.sealer, self.max_resumes)
         if isinstance(plan, str):
             return plan
+        if plan.resumes and any(run.suspect and not run.done for run in self.runs.values()):
+            # stopped twice already, as is one running here: never two such runs in one process, so a run that
+            # takes its process down with it each time does not use up the resumes of the runs it shares it with
+            await self.leases.release(response_id)
+            log.info("background_resume_deferred", response_id=response_id, resumes=plan.resumes)
+            return None
         response_run, call, authorization, upstream = await self.rebuild(plan.body, tenant=tenant)
         resume_as = getattr(response_run, "resume_as", None)
         if resume_as is None or not response_run.background:
@@ -200,6 +206,7 @@ class BackgroundService:
         run = BackgroundRun(self, response_run, call, authorization, upstream)
         response_run.before_persist = run._before_persist
         response_run.persist_within = self.store_retry
+        run.suspect = plan.resumes > 0
         run.resumable = True
         run.frames = list(plan.frames)
         run.saved = run.visible = run.released = len(run.frames)

@@ -67,6 +67,7 @@ class BackgroundRun:
         self.task: asyncio.Task[None] | None = None
         self.started = False  # run() has begun: cancelling the task now goes through its handlers
         self.resumable = False  # its request is kept: at shutdown it is handed off, not failed
+        self.suspect = False  # resumed after its process stopped twice: one such run per process (background.py)
         self.client_credentials = False  # its upstream call carries the client's own Authorization (never kept)
         self.rows: list[tuple[int, bytes]] = []  # its step records, written with the next batch (background_steps.py)
         self.draining = False  # the process drains: the run is handed off at its next step boundary
