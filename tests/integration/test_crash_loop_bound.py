@@ -163,7 +163,7 @@ async def test_a_run_sharing_the_poisoned_runs_process_at_each_crash_is_not_fail
         await slot.start()
         stack.push_async_callback(slot.stop)
         poisoned = await background(slot.base, f"{poison} [chunks=40] [delay=100]")
-        survivor = await background(slot.base, f"{other} [chunks=40] [delay=100]")  # stopped with the first crash
+        survivor = await background(slot.base, f"{other} [chunks=80] [delay=100]")  # 8 s: stopped with each crash
         await crash_at_each_call([slot], upstream, poison)
         failed = await ended([slot], poisoned)
         completed = await ended([slot], survivor)
