@@ -169,3 +169,65 @@ async def test_a_run_sharing_the_poisoned_runs_process_at_each_crash_is_not_fail
         completed = await ended([slot], survivor)
         made = await calls_for(upstream, poison)
     check_bounded(failed, made, completed, other)
+
+
+BETA = {"OpenAI-Beta": "agents=v1"}
+
+
+async def session_with_input(base: str, first: str, then: str) -> str:
+    """A session whose first turn says ``first``, with ``then`` queued behind it: its id."""
+    async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
+        async with http.post("/v1/agents/sessions", json={
+                "agent": {"model": "fake-model"}, "environment": {"type": "none"}, "input": first}) as answer:
+            assert answer.status == 200, await answer.text()
+            session_id: str = (await answer.json())["id"]
+        async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
+                {"type": "agent.session.input.message",
+                 "input": [{"role": "user", "content": [{"type": "input_text", "text": then}]}]}]}) as answer:
+            assert answer.status == 202, await answer.text()
+    return session_id
+
+
+async def settled_turns(slots: list[Slot], session_id: str, count: int) -> list[dict[str, Any]]:
+    """Bounded: the session idle with ``count`` turns, each ended, read from any replica that answers."""
+    deadline = asyncio.get_running_loop().time() + 90
+    async with aiohttp.ClientSession(headers=BETA, timeout=TIMEOUT) as http:
+        while asyncio.get_running_loop().time() < deadline:
+            for slot in slots:
+                try:
+                    async with http.get(f"{slot.base}/v1/agents/sessions/{session_id}") as answer:
+                        session = await answer.json()
+                    async with http.get(f"{slot.base}/v1/agents/sessions/{session_id}/turns",
+                                        params={"order": "asc"}) as answer:
+                        turns: list[dict[str, Any]] = (await answer.json())["data"]
+                except aiohttp.ClientError:
+                    continue
+                if session.get("status") == "idle" and len(turns) == count and \
+                        all(turn["status"] not in ("queued", "in_progress") for turn in turns):
+                    return turns
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"session {session_id} never settled")
+
+
+async def test_a_session_turn_that_crashes_its_process_every_time_stops_at_the_bound(
+        tmp_path: Path, fake_upstream: str, database_url: str) -> None:
+    """Sessions share the bound: the turn fails naming it, the input queued behind it is answered, and another
+    session on the same replicas completes."""
+    upstream = UpstreamLog(fake_upstream.removesuffix("/v1"))
+    poison, other = f"poison{uuid.uuid4().hex[:8]}", f"other{uuid.uuid4().hex[:8]}"
+    slots = [Slot(name, tmp_path / name, fake_upstream, database_url) for name in ("a", "b")]
+    async with AsyncExitStack() as stack:
+        for slot in slots:
+            await slot.start()
+            stack.push_async_callback(slot.stop)
+        poisoned = await session_with_input(slots[0].base, f"{poison} [chunks=40] [delay=100]", "after it")
+        calm = await session_with_input(slots[1].base, f"{other} [chunks=40] [delay=100]", "and then")
+        await crash_at_each_call(slots, upstream, poison)
+        turns = await settled_turns(slots, poisoned, 2)
+        calm_turns = await settled_turns(slots, calm, 2)
+        made = await calls_for(upstream, poison)
+    assert [turn["status"] for turn in turns] == ["failed", "completed"], turns
+    assert "RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES" in turns[0]["error"]["message"], turns[0]["error"]
+    assert f"the limit is {MAX_RESUMES}" in turns[0]["error"]["message"], turns[0]["error"]
+    assert len(made) == MAX_RESUMES + 1, made  # its first call and one per resume, no more
+    assert [turn["status"] for turn in calm_turns] == ["completed", "completed"], calm_turns
