@@ -150,7 +150,7 @@ class SessionRunner:
             await self.events.emit({"type": "agent.session.turn.created", "session_id": self.session_id,
                                     "turn_id": turn["id"], "turn": public(turn)},
                                    records=[self.turn_record(waiting)])
-        except BaseException as exc:
+        except Exception as exc:  # a cancelled request's write may have been stored: its turn stays queued here
             with contextlib.suppress(ValueError):  # not accepted: never run from memory alone
                 self.queue.remove(entry)
             if is_transient(exc):
@@ -227,6 +227,7 @@ class SessionRunner:
         return False
 
     async def _let_go(self) -> None:
+        """The session is another process's now, or lapsed: stop here without writing anything more."""
         log.warning("agent_session_lease_lost", session_id=self.session_id)
         with contextlib.suppress(Exception):
             await stop_response(self, self.response_id)
@@ -235,6 +236,7 @@ class SessionRunner:
             self.on_lost(self.session_id)
 
     async def _turns(self) -> None:
+        """Run the queued turns in order, then leave the session idle."""
         while self.queue and not self.handing_off:
             while self.queue and not self.handing_off:
                 self.current = self.queue.pop(0)
