@@ -185,6 +185,11 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
         "with a shared database: how long a replica's claim on a file it ingests lasts without renewal; after that "
         "another replica takes the file over (a replica that died mid-ingestion)"))
     store_stall_seconds: float = 10.0  # a write waiting longer than this makes GET /health/ready answer 503
+    store_retry_seconds: float = Field(default=60.0, ge=0, description=(
+        "how long an Agents session's reads and writes, the input it accepts and a background response's saves "
+        "wait out a database outage (connection lost or refused, SQLite's lock held), retried with backoff, before "
+        "they give up: a request then answers 503 `store_unavailable`, a turn is resumed from the store once it "
+        "answers again; keep it above the lease (`background_lease_seconds`); 0: never retry"))
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(default="auto", description=(

@@ -229,6 +229,7 @@ class Runtime:
         background.sealer = self.sealer
         background.kept_authorization = self.kept_authorization
         background.max_resumes = self.settings.background_max_resumes
+        background.store_retry = self.settings.store_retry_seconds
         failed = await background.sweep()
         if failed:
             log.warning("background_interrupted", count=len(failed), response_ids=failed[:20])

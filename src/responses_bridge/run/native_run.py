@@ -35,6 +35,7 @@ from ..protocol.tools.multi_agent import NOT_BETA
 from ..sealing import Sealer
 from ..store.base import ResponseStore
 from ..store.records import LeaseLost
+from ..store.transient import retry_store
 from .file_inputs import FileLoader, FileResolution, prepare_input
 from .history import ConversationHistory, load_conversation
 from .runs import BeforePersist, not_begun
@@ -54,6 +55,7 @@ class NativeRun:
         self.stop_between_turns: Callable[[], bool] | None = None  # never asked: the backend runs its own loop
         self.beta = NOT_BETA  # the multi-agent beta (protocol/tools/multi_agent.py): refused for a native backend
         self.save_fence: dict[str, str] = {}  # a background run's lease (store/base.py: save_response) or nothing
+        self.persist_within = 0.0  # see Run.persist_within
         self.on_upstream_chunk: Callable[[bytes], bytes] = not_begun
         self.backlog: Collection[object] = ()  # the backend's events are relayed as they come: never any
         self._store = store
@@ -266,10 +268,14 @@ class NativeRun:
                     await self._conversations.append_items(joining, relay.input_items + relay.response["output"],
                                                            tenant=self.tenant)
                 return True
-            if self.before_persist is not None:
-                await self.before_persist(frames, relay.sequence_number)
-            await self._store.save_response(relay.response, relay.input_items, tenant=self.tenant,
-                                            conversation_id=joining, **self.save_fence)
+
+            async def save() -> None:
+                if self.before_persist is not None:
+                    await self.before_persist(frames, relay.sequence_number)
+                await self._store.save_response(relay.response, relay.input_items, tenant=self.tenant,
+                                                conversation_id=joining, **self.save_fence)
+
+            await retry_store(save, within=self.persist_within, what="save_response")
         except LeaseLost:  # a background run another process ended meanwhile (its lease ran out): its end stands
             log.warning("background_lease_lost", response_id=relay.response_id)
             return False

@@ -14,6 +14,7 @@ import structlog
 from ..engine.responses.translator import Translator
 from ..store.base import ResponseStore
 from ..store.records import LeaseLost
+from ..store.transient import retry_store
 from .history import ConversationHistory
 from .runs import BeforePersist
 
@@ -22,16 +23,21 @@ log = structlog.get_logger("responses_bridge.run")
 
 async def persist_response(translator: Translator, store: ResponseStore, conversations: ConversationHistory | None,
                            conversation_id: str | None, *, tenant: str, before: BeforePersist | None,
-                           fence: dict[str, str]) -> bool:
+                           fence: dict[str, str], within: float = 0.0) -> bool:
     """Store the translator's response (joining ``conversation_id`` when given) or, with ``store: false``, append
-    its turn to that conversation; False when it could not be kept."""
+    its turn to that conversation; False when it could not be kept. ``within``: seconds a database outage is
+    waited out, the save retried (a background run's: store/transient.py)."""
     if not translator.request.params.store:
         return await _join_conversation(translator, conversations, conversation_id, tenant)
-    try:
+    extra: dict[str, Any] = {} if conversation_id is None else {"conversation_id": conversation_id}
+
+    async def save() -> None:
         if before is not None:
             await before(translator.pending(), translator.sequence_number)
-        extra: dict[str, Any] = {} if conversation_id is None else {"conversation_id": conversation_id}
         await store.save_response(translator.response, translator.input_items, tenant=tenant, **extra, **fence)
+
+    try:
+        await retry_store(save, within=within, what="save_response")
     except LeaseLost:  # a background run another process ended meanwhile (its lease ran out): its end stands
         log.warning("background_lease_lost", response_id=translator.response_id)
         return False

@@ -84,7 +84,8 @@ class ResponseRun:
                  "_framing", "_kept", "_large", "_max_turns", "_options", "_pending_bytes", "_prompts", "_sealer",
                  "_server_tools", "_store", "_tool_run", "_turns", "admit_subagent", "background_body", "backlog",
                  "before_persist", "beta", "catch_up", "charge_memory", "effects_root", "mcp_overlays",
-                 "on_upstream_chunk", "resumed", "save_fence", "steps", "stop_between_turns", "tenant", "translator",
+                 "on_upstream_chunk", "persist_within", "resumed", "save_fence", "steps", "stop_between_turns",
+                 "tenant", "translator",
                  "upstream_gate")
     on_upstream_chunk: Callable[[bytes], bytes]
     """Per upstream body chunk: the client's bytes (maybe ``b""``). After :meth:`begin` this *is* the
@@ -135,6 +136,7 @@ class ResponseRun:
         self.charge_memory: Charge | None = None  # the memory budget, charged for each subagent's context
         self.effects_root: OutputBuilder | None = None  # a subagent's: its root's builder (OutputBuilder.effect_made)
         self.save_fence: dict[str, str] = {}  # a background run's lease (store/base.py: save_response) or nothing
+        self.persist_within = 0.0  # see Run.persist_within
         self._store = store
         self._options = options
         self._sealer = sealer
@@ -483,4 +485,5 @@ class ResponseRun:
         if conversation_id is not None:  # a finished turn (completed or incomplete, never failed) joins it once
             self._conversation_id = None
         return await persist_response(translator, self._store, self._conversations, conversation_id,
-                                      tenant=self.tenant, before=self.before_persist, fence=self.save_fence)
+                                      tenant=self.tenant, before=self.before_persist, fence=self.save_fence,
+                                      within=self.persist_within)

@@ -26,6 +26,9 @@ class Run(Protocol):
     before_persist: BeforePersist | None
     save_fence: dict[str, str]
     """Keyword arguments of every save of this run: a background run's ``lease_owner`` on a shared database."""
+    persist_within: float
+    """Seconds the final save waits out a database outage, retried (store/transient.py); 0: one attempt. A
+    background run's (no client waits on its answer); a request's is 0, its client learns of the failure at once."""
     stop_between_turns: Callable[[], bool] | None
     """Asked at each boundary between model turns of a tool loop (after the server calls' results are in):
     True ends the response there, ``incomplete`` with reason ``steered`` (WebSocket steering). A run with no

@@ -11,17 +11,19 @@ from ...protocol.errors import APIError
 from ...services.responses.idempotency import KEY_IN_USE
 from ...services.tenancy.limits import RETRY_AFTER_SECONDS
 from ...services.tenancy.memory_budget import RETRY_LATER
+from ...store.transient import is_transient
 
 log = structlog.get_logger("responses_bridge.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+STORE_UNAVAILABLE = "store_unavailable"  # a 503: the database was away past the store's retries
 
 
 def error_response(error: APIError) -> web.Response:
     """The OpenAI error; a 429 (a tenant's limit), a 503 (the memory budget) or a 409 ``idempotency_key_in_use`` with
     the ``Retry-After`` the openai SDKs honour."""
     response = web.Response(status=error.status, body=error.body(), content_type="application/json")
-    if error.status == 429 or error.code in RETRY_LATER or error.code == KEY_IN_USE:
+    if error.status == 429 or error.code in RETRY_LATER or error.code in (KEY_IN_USE, STORE_UNAVAILABLE):
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
@@ -37,7 +39,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return error_response(_from_http_exception(request, exc))
-    except Exception:
+    except Exception as exc:
+        if is_transient(exc):  # the database away past the retries: the client may try again (store/transient.py)
+            log.warning("store_unavailable", path=request.path, method=request.method, error=repr(exc)[:300])
+            return error_response(APIError(503, "The database is unavailable; try again shortly.",
+                                           type="server_error", code=STORE_UNAVAILABLE))
         log.exception("unhandled_error", path=request.path, method=request.method)
         return error_response(APIError(500, "The server had an error while processing your request.",
                                        code="server_error"))

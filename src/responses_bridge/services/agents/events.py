@@ -127,6 +127,16 @@ class SessionLog:
             self._show()
             self._trim()
 
+    async def drop_unsaved(self) -> int:
+        """Forget the frames the store never took (an outage outlasted their writes): no reader saw them, and the
+        step they told of is made again from what is stored (session_outage.py), as after a stop. Their count."""
+        async with self._lock:
+            dropped = self.frames[self.saved:]
+            for _, event_id, _ in dropped:
+                self.ids.pop(event_id, None)
+            del self.frames[self.saved:]
+            return len(dropped)
+
     def _trim(self, *, every: bool = False) -> None:
         """Durable frames leave memory once many have piled up (readers behind them read the store), or all of them
         when the session went idle (``every``)."""

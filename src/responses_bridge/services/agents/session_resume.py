@@ -163,11 +163,13 @@ def _call_name(item: dict[str, Any]) -> str:
     return said + (f" ({str(command)[:500]})" if command else "")
 
 
-async def resumed_input(runner: TurnRunner, turn: dict[str, Any]) -> list[dict[str, Any]] | str:
-    """The input of the step the turn continues from, or why it cannot be continued (its ``failed`` message)."""
+async def resumed_input(runner: TurnRunner, turn: dict[str, Any], *,
+                        recovered: bool = False) -> list[dict[str, Any]] | str:
+    """The input of the step the turn continues from, or why it cannot be continued (its ``failed`` message);
+    ``recovered``: its own process continues it after a database outage, which no crash bound counts."""
     kept = private(turn)
     limit = runner.background.max_resumes
-    if int(kept.get(RESUMES) or 0) >= limit:
+    if int(kept.get(RESUMES) or 0) >= limit and not recovered:
         return (f"The turn was resumed {kept.get(RESUMES)} times after the server running it stopped, and did not "
                 f"finish (the limit is {limit}, RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES); it is not resumed again.")
     step = kept.get(STEP_INPUT)
@@ -220,11 +222,12 @@ async def begin_resumed(runner: TurnRunner, entry: QueuedTurn) -> list[dict[str,
     turn = entry.turn
     if await ended_step(runner, entry, private(turn).get(STEP_RESPONSE)):  # ended from it: no call made again
         return None
-    step = await resumed_input(runner, turn)
+    step = await resumed_input(runner, turn, recovered=entry.recovered)
     if isinstance(step, str):
         await runner._end(entry, "failed", {"code": "server_error", "message": step}, None)
         return None
-    private(turn)[RESUMES] = int(private(turn).get(RESUMES) or 0) + 1
+    if not entry.recovered:  # a process that stopped: counted toward the crash loop's bound
+        private(turn)[RESUMES] = int(private(turn).get(RESUMES) or 0) + 1
     await runner.events.emit({"type": "agent.session.turn.in_progress", "session_id": runner.session_id,
                               "turn_id": turn["id"], "turn": public(turn)}, records=[runner.turn_record(turn)])
     return step
@@ -272,6 +275,45 @@ async def fail_credentialed(runner: TurnRunner, entries: list[QueuedTurn]) -> No
                  reason="client_credentials")
 
 
+async def stored_turns(runner: TurnRunner, session: dict[str, Any]) -> tuple[list[QueuedTurn], bool]:
+    """The session's unfinished turns as the store holds them, in order, to run (again) here: the running one
+    continued from its step, the queued ones from their stored input; a turn that waited on the client without a
+    kept wait fails (``RESTARTED``), and so do the subagents a stopped turn left open. Also: whether a turn of the
+    session called the upstream with the client's own Authorization."""
+    entries: list[QueuedTurn] = []
+    waiting: list[dict[str, Any]] = []
+    credentialed = False
+    after = None
+    while True:
+        page = await runner.store.page("turn", tenant=runner.tenant, parent=runner.session_id, after=after,
+                                       limit=100, order="asc")
+        for turn in page.data:
+            credentialed = credentialed or bool(private(turn).get(CLIENT_CREDENTIALS))
+            if turn["status"] == "waiting":
+                entry_or_none = restored(turn)
+                if entry_or_none is None:
+                    waiting.append(turn)
+                else:
+                    entry_or_none.span = turn_span(session, public(turn))
+                    entries.append(entry_or_none)
+            elif turn["status"] in ("queued", "in_progress"):
+                messages = private(turn).pop(QUEUED_INPUT, None) or []
+                entry = QueuedTurn(turn, messages, None, span=turn_span(session, public(turn)))
+                entry.resuming = turn["status"] == "in_progress"
+                entries.append(entry)
+        if not page.has_more or not page.data:
+            break
+        after = page.data[-1]["id"]
+    for turn in waiting:
+        await runner._end(QueuedTurn(turn, [], None), "failed", {"code": "server_error", "message": RESTARTED},
+                          turn.get("usage"))
+    if waiting or any(entry.resuming or entry.waiting for entry in entries):  # its subagents: ended
+        for said, records in await left_open(runner.store, runner.session_id, {
+                "code": "server_error", "message": SUBAGENT_RESTARTED}, tenant=runner.tenant):
+            await runner.events.emit(said, records=records)
+    return entries, credentialed
+
+
 class SessionResumer:
     """The sessions' side of durability in one process: resumes (at start, by a shared sweep, on input that finds
     a stopped process's turn) and the drain's hand-off."""
@@ -286,37 +328,7 @@ class SessionResumer:
         running one continues, the queued ones run after it in order. A turn that waited for the client's tool
         results or decisions (``waiting``) waits on here, for the same calls, the session still ``requires_action``
         (session_waiting.py); one whose record keeps no wait (stored before waits were kept) fails as before."""
-        entries: list[QueuedTurn] = []
-        waiting: list[dict[str, Any]] = []
-        credentialed = False  # a turn of the session called the upstream with the client's own Authorization
-        after = None
-        while True:
-            page = await runner.store.page("turn", tenant=runner.tenant, parent=runner.session_id, after=after,
-                                           limit=100, order="asc")
-            for turn in page.data:
-                credentialed = credentialed or bool(private(turn).get(CLIENT_CREDENTIALS))
-                if turn["status"] == "waiting":
-                    entry_or_none = restored(turn)
-                    if entry_or_none is None:
-                        waiting.append(turn)
-                    else:
-                        entry_or_none.span = turn_span(session, public(turn))
-                        entries.append(entry_or_none)
-                elif turn["status"] in ("queued", "in_progress"):
-                    messages = private(turn).pop(QUEUED_INPUT, None) or []
-                    entry = QueuedTurn(turn, messages, None, span=turn_span(session, public(turn)))
-                    entry.resuming = turn["status"] == "in_progress"
-                    entries.append(entry)
-            if not page.has_more or not page.data:
-                break
-            after = page.data[-1]["id"]
-        for turn in waiting:
-            await runner._end(QueuedTurn(turn, [], None), "failed", {"code": "server_error", "message": RESTARTED},
-                              turn.get("usage"))
-        if waiting or any(entry.resuming or entry.waiting for entry in entries):  # its subagents: ended
-            for said, records in await left_open(runner.store, runner.session_id, {
-                    "code": "server_error", "message": SUBAGENT_RESTARTED}, tenant=runner.tenant):
-                await runner.events.emit(said, records=records)
+        entries, credentialed = await stored_turns(runner, session)
         unkept = with_kept_credentials(runner, entries)
         if credentialed and unkept:  # nobody could make their calls again: they fail, the others go on
             await fail_credentialed(runner, unkept)

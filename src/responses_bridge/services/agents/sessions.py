@@ -55,6 +55,7 @@ from .environments.templates import TemplateService
 from .events import SessionEvents
 from .leases import SessionLeases
 from .runner_view import ResponseStarter
+from .session_outage import lease_check, retrying_store
 from .session_resume import SessionResumer
 from .turn_queue import public
 from .turns import SessionRunner
@@ -93,7 +94,8 @@ class SessionService:
     def __init__(self, store: AgentStore, agents: AgentService, background: BackgroundService,
                  start: ResponseStarter, containers: ContainerService | None = None, *,
                  vaults: VaultService | None = None) -> None:
-        self.store = store
+        # every read and write waits out a database outage (session_outage.py); the leases' own calls do not
+        self.store = retrying_store(store, background.store_retry)
         self.environments = SessionEnvironments(store, containers, vaults)
         self.templates: TemplateService | None = None  # ``environment_template_id`` (environment_routes.py sets it)
         self.agents = agents
@@ -108,7 +110,7 @@ class SessionService:
         self.shared = background.leases.shared
         self.leases = SessionLeases(store, background.lease_owner or new_owner_id(), background.leases.lease_seconds,
                                     on_lost=self._lost)
-        self.events = SessionEvents(store, poll=POLL_SECONDS if self.shared else None)
+        self.events = SessionEvents(self.store, poll=POLL_SECONDS if self.shared else None)
         self.runners: dict[str, SessionRunner] = {}
         self._locks: dict[str, _SessionLock] = {}
         self.resumer = SessionResumer(self)  # turns a stopped process left, and the drain's hand-off
@@ -385,9 +387,14 @@ class SessionService:
                 await self.leases.claim(session_id, self.runners)
                 self._log_to_store(session_id)  # another process may have written since
             log_ = await self.events.log_of(session_id, tenant)
-            runner = SessionRunner(self.store, self.background, self.start, log_, session_id, tenant,
-                                   self.environments)
+            # its writes wait out an outage, each retry first making sure the session is still this process's
+            still_ours = lease_check(self.store, session_id, self.leases) if self.shared else None
+            log_.store = store = retrying_store(self.store, self.background.store_retry, still_ours)
+            runner = SessionRunner(store, self.background, self.start, log_, session_id, tenant, self.environments)
             runner.on_idle = self._idle
+            runner.on_lost = self._lost
+            runner.still_ours = still_ours
+            runner.recovers = self.background.store_retry > 0
             runner.locked = functools.partial(self._locked, session_id)
             runner.vaults = self.vaults
             runner.mcp = self.mcp
@@ -430,6 +437,7 @@ class SessionService:
         lease not given back (it is not ours), and its log's readers read the store, as when a claim finds a log
         another process may have written since."""
         self.runners.pop(session_id, None)
+        self.leases.renewed.pop(session_id, None)
         self._log_to_store(session_id)
 
     def _log_to_store(self, session_id: str) -> None:

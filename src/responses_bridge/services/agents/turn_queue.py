@@ -58,6 +58,7 @@ class QueuedTurn:
     kept: list[dict[str, Any]] = field(default_factory=list)  # its step's resumable subagents (subagent_contexts)
     waiting: bool = False  # a stopped process's turn waiting on the client, waiting on here (session_waiting.py)
     wait_first: bool = False  # its step response had ended with calls for the client, not waited on yet
+    recovered: bool = False  # resumed by its own process after a database outage: not a resume of a crash
 
 
 def new_turn(session: dict[str, Any]) -> dict[str, Any]:

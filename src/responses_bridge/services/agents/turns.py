@@ -6,7 +6,8 @@ session's log (protocol/agents/events.py); the turn loop learns nothing about ag
 Input that arrives while a turn runs is queued as a turn of its own (``queued``), run in order once the current one
 ends; a cancel ends the running turn (its response cancelled) and every queued one.
 
-A queued turn's input waits in the store, not in memory (turn_queue.py).
+A queued turn's input waits in the store, not in memory (turn_queue.py). A database outage pauses the turns, never
+fails them (session_outage.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ...protocol.agents.events import (
 from ...protocol.errors import APIError
 from ...store.base_agents import AgentStore, Record
 from ...store.records import LeaseLost
+from ...store.transient import is_transient
 from ..responses.background import BackgroundService
 from ..responses.background_frames import split_frames
 from ..responses.kept_authorization import KeptAuthorization
@@ -48,6 +50,7 @@ from .environments.mcp import SessionMCP
 from .events import SessionLog
 from .executor_calls import run_on_executor
 from .runner_view import ResponseStarter
+from .session_outage import failure_message, recover
 from .session_resume import (
     begin_resumed,
     forget_steps,
@@ -93,6 +96,10 @@ class SessionRunner:
         self.cancelling = False
         self.task: asyncio.Task[None] | None = None
         self.on_idle: Callable[[SessionRunner], None] | None = None  # no turn left: the service lets go of it
+        self.on_lost: Callable[[str], None] | None = None  # its lease went to another process: the service lets go
+        self.recovers = False  # a database outage is waited out, the turns resumed (session_outage.py)
+        # on a shared database: raises LeaseLost when another process holds the session now (session_outage.py)
+        self.still_ours: Callable[[], Awaitable[None]] | None = None
         # the session's lock (the service's): an update of the session never crosses a change made here
         self.locked: Callable[[], contextlib.AbstractAsyncContextManager[Any]] = contextlib.nullcontext
         self.vaults: VaultService | None = None  # where an MCP tool's ``credential_id`` is opened (the service's)
@@ -154,9 +161,26 @@ class SessionRunner:
         if kept:
             turn["_private"] = dict(kept)
         waiting = {**turn, "_private": {QUEUED_INPUT: messages, **kept}}  # the input waits in the store, not here
-        self.queue.append(QueuedTurn(turn, [], authorization, span=turn_span(session, turn)))
-        await self.events.emit({"type": "agent.session.turn.created", "session_id": self.session_id,
-                                "turn_id": turn["id"], "turn": public(turn)}, records=[self.turn_record(waiting)])
+        entry = QueuedTurn(turn, [], authorization, span=turn_span(session, turn))
+        self.queue.append(entry)
+        try:  # stored before it is acknowledged (retried through an outage: session_outage.py)
+            await self.events.emit({"type": "agent.session.turn.created", "session_id": self.session_id,
+                                    "turn_id": turn["id"], "turn": public(turn)},
+                                   records=[self.turn_record(waiting)])
+        except Exception as exc:  # a cancelled request's write may have been stored: its turn stays queued here
+            with contextlib.suppress(ValueError):  # not accepted: never run from memory alone
+                self.queue.remove(entry)
+            if is_transient(exc):
+                raise APIError(503, "The session's input could not be stored: the database is unavailable. It was "
+                               "not accepted; send it again.", type="server_error", code="store_unavailable") \
+                    from exc
+            if isinstance(exc, LeaseLost):  # the session went on elsewhere while the database was away
+                if self.on_lost is not None:  # the next input makes a runner that resumes it from the store
+                    self.on_lost(self.session_id)
+                raise APIError(409, "This session's lease lapsed while the database was unavailable; its turns go "
+                               "on from what is stored. Send its input again.", type="invalid_request_error",
+                               param="session_id", code="session_busy") from exc
+            raise
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._work(), name=f"agent-session:{self.session_id}")
 
@@ -179,34 +203,27 @@ class SessionRunner:
 
     async def _work(self) -> None:
         try:
-            while self.queue and not self.handing_off:
-                while self.queue and not self.handing_off:
-                    self.current = self.queue.pop(0)
-                    self.cancelling, self._idled, self._may_idle = False, False, True
-                    try:
-                        await self._kept(self.current)
-                    finally:
-                        self._may_idle = False
-                    self.current, self.response_id = None, None
-                if self._idled or self.handing_off:  # the last turn's end made the session idle, in the same write
-                    continue
-                async with self._changing() as session:
-                    if session["status"] == "in_progress":
-                        session["status"] = "idle"
-                        session["last_active_at"] = int(time.time())
-                        await self.events.emit({"type": "agent.session.idle", "session": public(session)},
-                                               records=[self.session_record(session)])
-                # input that came while the session went idle is run now: nothing is awaited from the last look
-                # at the queue to the task's end, so a submit either sees this task done or is seen here
+            while True:
+                try:
+                    await self._turns()
+                    return
+                except LeaseLost:
+                    raise
+                except Exception as exc:
+                    if not (self.recovers and is_transient(exc)):
+                        raise
+                    await recover(self, exc)  # the turns, again as the store holds them
         except asyncio.CancelledError:
             return
         except HandOff:
             await stop_response(self, self.response_id)
             return
-        except LeaseLost:  # a write refused: the session is another process's now, nothing more is stored here
-            log.warning("agent_session_stopped_lease_lost", session_id=self.session_id)
-            return
+        except LeaseLost:  # a write refused, or the lease lapsed: the session is another process's now, nothing
+            await self._let_go()  # more is stored here; it goes on from what is stored
         except Exception as exc:
+            if await self._lost_meanwhile():  # e.g. its write collided with the new owner's: not a failure of ours
+                await self._let_go()
+                return
             log.exception("agent_session_failed", session_id=self.session_id)
             await self._fail_session(exc)
         finally:
@@ -214,17 +231,60 @@ class SessionRunner:
             if not self.queue and self.on_idle is not None:
                 self.on_idle(self)
 
+    async def _lost_meanwhile(self) -> bool:
+        """On a shared database: True when another process holds the session's lease now."""
+        if self.still_ours is None:
+            return False
+        try:
+            await self.still_ours()
+        except LeaseLost:
+            return True
+        except Exception:  # noqa: BLE001 - the store is away: what failed the session stands
+            return False
+        return False
+
+    async def _let_go(self) -> None:
+        """The session is another process's now, or lapsed: stop here without writing anything more."""
+        log.warning("agent_session_lease_lost", session_id=self.session_id)
+        with contextlib.suppress(Exception):
+            await stop_response(self, self.response_id)
+        self.queue = []
+        if self.on_lost is not None:
+            self.on_lost(self.session_id)
+
+    async def _turns(self) -> None:
+        """Run the queued turns in order, then leave the session idle."""
+        while self.queue and not self.handing_off:
+            while self.queue and not self.handing_off:
+                self.current = self.queue.pop(0)
+                self.cancelling, self._idled, self._may_idle = False, False, True
+                try:
+                    await self._kept(self.current)
+                finally:
+                    self._may_idle = False
+                self.current, self.response_id = None, None
+            if self._idled or self.handing_off:  # the last turn's end made the session idle, in the same write
+                continue
+            async with self._changing() as session:
+                if session["status"] == "in_progress":
+                    session["status"] = "idle"
+                    session["last_active_at"] = int(time.time())
+                    await self.events.emit({"type": "agent.session.idle", "session": public(session)},
+                                           records=[self.session_record(session)])
+            # input that came while the session went idle is run now: nothing is awaited from the last look
+            # at the queue to the task's end, so a submit either sees this task done or is seen here
+
     async def _fail_session(self, exc: Exception) -> None:
-        """Something the session cannot go on from (never the model's own failure: that fails a turn only): the
-        running and queued turns fail with it."""
+        """Something the session cannot go on from (never the model's own failure: that fails a turn only, nor a
+        transient store error: session_outage.py): the running and queued turns fail with it, saying what."""
+        message = failure_message(exc)
         try:
             ending = ([self.current] if self.current is not None else []) + self.queue
             self.queue = []
             for entry in ending:
-                await self._end(entry, "failed", {"code": "internal_error",
-                                                  "message": "The session failed inside the bridge."}, None)
+                await self._end(entry, "failed", {"code": "internal_error", "message": message}, None)
             async with self._changing() as session:
-                session["status"], session["error"] = "failed", "The session failed inside the bridge."
+                session["status"], session["error"] = "failed", message
                 await self.events.emit({"type": "error", "session_id": self.session_id, "error": {
                     "type": "server_error", "code": "server_error", "message": session["error"], "param": None}})
                 await self.events.emit({"type": "agent.session.failed", "session": public(session)},

@@ -83,6 +83,8 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 
 MAX_RESUMES = 3  # the default of RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES
 
+STORE_RETRY_SECONDS = 60.0  # the default of RESPONSES_BRIDGE_STORE_RETRY_SECONDS
+
 FOLLOW_POLL_SECONDS = 1.0  # a follower on another replica reads the log this often when no notification came
 
 
@@ -106,6 +108,7 @@ class BackgroundService:
         # keeps nothing, and such a run is not resumed
         self.kept_authorization: KeptAuthorization | None = None
         self.max_resumes = MAX_RESUMES
+        self.store_retry = STORE_RETRY_SECONDS  # a run's saves wait out an outage this long (store/transient.py)
         self.draining = False  # runs resumed or started from now on are handed off at their first step boundary
         metrics.watch_background(self)
 
@@ -239,6 +242,12 @@ class BackgroundService:
         plan = plan_resume(rows, self.sealer, self.max_resumes, self.kept_authorization)
         if isinstance(plan, str):
             return plan
+        if plan.resumes and any(run.suspect and not run.done for run in self.runs.values()):
+            # stopped twice already, as is one running here: never two such runs in one process, so a run that
+            # takes its process down with it each time does not use up the resumes of the runs it shares it with
+            await self.leases.release(response_id)
+            log.info("background_resume_deferred", response_id=response_id, resumes=plan.resumes)
+            return None
         response_run, call, authorization, upstream = await self.rebuild(plan.body, tenant=tenant)
         if plan.authorization is not None:  # the client's own, kept: its calls carry it again
             authorization = plan.authorization
@@ -249,6 +258,8 @@ class BackgroundService:
         resume_as(response_id, int(stored.get("created_at") or 0), len(plan.frames))
         run = BackgroundRun(self, response_run, call, authorization, upstream)
         response_run.before_persist = run._before_persist
+        response_run.persist_within = self.store_retry
+        run.suspect = plan.resumes > 0
         run.resumable = True
         run.client_credentials = run.kept_credentials = plan.authorization is not None
         run.frames = list(plan.frames)
@@ -319,6 +330,7 @@ class BackgroundService:
         run = BackgroundRun(self, response_run, call, authorization, upstream)
         run.client_credentials = client_credentials  # an agent session's turn asks (services/agents/session_resume.py)
         response_run.before_persist = run._before_persist
+        response_run.persist_within = self.store_retry
         # kept, not written yet: an event log may store only the events of a stored response (PostgreSQL's
         # checks the owner's row), so the writer starts once the queued row exists
         run._record(response_run.queued())

@@ -19,6 +19,7 @@ from ...run.upstream import UpstreamClient
 from ...sealing import Sealer
 from ...store.base import EventLog, ResponseStore, RunLeases
 from ...store.records import LeaseLost
+from ...store.transient import retry_store
 from ..write_behind import WriteBehind
 from .background_frames import _TERMINAL, split_frames
 from .background_steps import HandOff, StepLog
@@ -42,6 +43,7 @@ class RunHost(Protocol):
     upstream: UpstreamClient
     lease_owner: str | None  # the fence of every save of a run (RunLeases.owner); None: one process, no lease
     leases: RunLeases  # its ``lease_seconds`` bounds how long an effect waits for its checkpoint
+    store_retry: float  # seconds a run's saves wait out a database outage (store/transient.py)
 
     async def run_ended(self, run: BackgroundRun) -> None: ...
 
@@ -72,6 +74,7 @@ class BackgroundRun:
         self.client_credentials = False  # its upstream call carries the client's own Authorization
         self.kept_credentials = False  # ... kept sealed in its log (background_resume.py): erased at its end
         self.handed_off = False  # stopped for another process to resume: what it kept stays
+        self.suspect = False  # resumed after its process stopped twice: one such run per process (background.py)
         self.rows: list[tuple[int, bytes]] = []  # its step records, written with the next batch (background_steps.py)
         self.draining = False  # the process drains: the run is handed off at its next step boundary
         self.released = 0  # frames[:released] the response run has returned (readers may see them once stored)
@@ -273,9 +276,9 @@ class BackgroundRun:
     async def _opened(self, head: bytes) -> None:
         """The stream opened: its first events, and the response stored as ``in_progress``."""
         self.add(head)
-        await self.service.store.save_response(
+        await retry_store(lambda: self.service.store.save_response(
             self.response_run.response, self.response_run.request.input_items,  # type: ignore[arg-type,union-attr]
-            tenant=self.tenant, **self.fence)
+            tenant=self.tenant, **self.fence), within=self.service.store_retry, what="save_response")
 
     async def _stored_status(self) -> str | None:
         """The status the store holds now (None: deleted), or ``"unknown"`` when the store cannot be read."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from ..records import LeaseLost
 from .database import PostgresDatabase
 from .sql import check_lease
 
