@@ -105,7 +105,8 @@ async def test_a_replica_that_loses_its_database_never_runs_the_tool_twice(
     marker = f"f{uuid.uuid4().hex[:10]}"
     body = {"model": MODEL, "input": f"call tools__send_payment {marker} [header_delay={ANSWER_MS}]",
             "background": True, "stream": True,
-            "tools": [{"type": "mcp", "server_label": "tools", "server_url": mcp.http_url, "require_approval": "never"}]}
+            "tools": [{"type": "mcp", "server_label": "tools", "server_url": mcp.http_url,
+                       "require_approval": "never"}]}
     loop = asyncio.get_running_loop()
     async with cut_proxy(database_url) as proxy, \
             replica(tmp_path / "a", fake_upstream, proxy.url_for(database_url)) as (_, a), \
