@@ -191,6 +191,11 @@ class SandboxCall:
             self._exited.set()
 
     @property
+    def init_pid(self) -> int | None:
+        """The host pid of the call's init (None before it started): its PID namespace is the call's."""
+        return self._init_pid
+
+    @property
     def identity(self) -> SandboxIdentity:
         """Whose host uid the code has: write into :attr:`data` through :meth:`in_thread`."""
         return self._identity

@@ -1,0 +1,242 @@
+"""One desktop: a long-lived sandbox call whose code is the desktop's own process (agent.py), driven over a Unix
+socket in the call's ``/mnt/data``.
+
+    desktop = Desktop(sandbox, tenant="t", network=policy)
+    await desktop.start()                       # a slot, the call, Xvfb and Chromium: the screen shows the browser
+    shot = await desktop.act(parse_actions([...], desktop.width, desktop.height))
+    shot = await desktop.screenshot()
+    await desktop.stop()                        # every process of the call gone, its slot freed
+
+The call is an ordinary one of the bubblewrap backend (runner.py): it waits for a slot of the sandbox's fair-share
+pool, runs as the sandbox's unprivileged uid in namespaces of its own with nothing of the host writable, reaches the
+network only through its egress proxy (the browser's ``--proxy-server``), and is bounded by its cgroup — with
+limits of its own (:class:`DesktopSettings`: a browser needs more processes and threads than a script, and no
+per-process address-space limit, which Chromium's reservations would exceed at once). How long it lives is the
+caller's business (an idle timeout later); ``lifetime`` is only its outer bound.
+
+Chromium's own sandbox is off (``--no-sandbox``): it needs a new user namespace (or a setuid helper, which Debian
+does not ship), and a sandbox call may make none (``--disable-userns`` and the call's seccomp filter refuse it,
+deliberately). The call's namespaces, filter and cgroup are the boundary around the whole browser instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..egress_policy import NetworkPolicy
+from ..limits import GIB, MIB, SandboxLimits
+from ..result import SandboxResult, SandboxUnavailable
+from ..runner import OwnLimits, Sandbox
+from .actions import Action, steps_for
+from .requirements import DEFAULT_BROWSER, desktop_unavailable
+
+AGENT_SOURCE = Path(__file__).with_name("agent.py")
+SOCKET_NAME = "desktop.sock"
+HEAD_LIMIT = 1 << 12
+
+
+class DesktopUnavailable(SandboxUnavailable):
+    """No desktop can run here, or this one failed to start or died: why, naming what is missing."""
+
+
+@dataclass(frozen=True, slots=True)
+class DesktopSettings:
+    """``width``×``height``: the screen (OpenAI's guide: 1280×800 to 1600×900 work well); ``memory_bytes`` and
+    ``processes`` (threads count): the call's cgroup; ``lifetime``: the call's outer time bound;
+    ``start_timeout``: display and browser up; ``quality``: the JPEG's; ``settle``: at most this long waiting for
+    the screen to settle after actions, ``quiet``: unchanged this long counts as settled; ``wait``: what the
+    ``wait`` action waits before settling; ``url``: the browser's first page."""
+
+    width: int = 1280
+    height: int = 800
+    memory_bytes: int = GIB
+    processes: int = 512
+    lifetime: float = 4 * 3600.0
+    start_timeout: float = 30.0
+    quality: int = 70
+    settle: float = 1.5
+    quiet: float = 0.1
+    wait: float = 1.0
+    url: str = "about:blank"
+    browser: str = DEFAULT_BROWSER
+    browser_flags: tuple[str, ...] = ("--no-sandbox",)
+    """Chromium's own sandbox cannot start inside a call (no user namespace may be made there: this module's
+    docstring), so it is turned off explicitly rather than left to fail."""
+
+    def limits(self) -> SandboxLimits:
+        return SandboxLimits(timeout=self.lifetime, memory_bytes=self.memory_bytes, processes=self.processes,
+                             file_bytes=64 * MIB, container_bytes=16 * MIB, output_bytes=64 * 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class Screenshot:
+    """The screen as a JPEG; ``settled``: it had stopped changing when taken (False: the bound came first);
+    ``error``: an action that failed (the screenshot is the screen after it)."""
+
+    jpeg: bytes
+    width: int
+    height: int
+    settled: bool = True
+    error: str | None = None
+
+
+class Desktop:
+    """A desktop in one sandbox call, for one tenant's session. Not safe to drive from two tasks at once: requests
+    are taken one at a time (a lock), as a model's actions are."""
+
+    def __init__(self, sandbox: Sandbox, *, tenant: str = "", network: NetworkPolicy | None = None,
+                 settings: DesktopSettings | None = None) -> None:
+        self.settings = settings or DesktopSettings()
+        self._sandbox = sandbox
+        self._tenant = tenant
+        self._network = network
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._run: asyncio.Task[SandboxResult] | None = None
+        self._said = bytearray()
+        self._heard = asyncio.Event()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+        self._init_pid: int | None = None
+
+    @property
+    def width(self) -> int:
+        return self.settings.width
+
+    @property
+    def height(self) -> int:
+        return self.settings.height
+
+    async def start(self) -> None:
+        """A slot, the call, the display and the browser. Raises :class:`DesktopUnavailable` (a package, Pillow or
+        the cgroup mode missing, or the desktop failed to start: why) or ``SandboxBusy`` (no slot in time)."""
+        if self._stack is not None:
+            raise RuntimeError("the desktop has started already")
+        refused = desktop_unavailable(self._sandbox, browser=self.settings.browser)
+        if refused is not None:
+            raise DesktopUnavailable(refused)
+        self._stack = contextlib.AsyncExitStack()
+        try:
+            call = await self._stack.enter_async_context(self._sandbox.call(
+                tenant=self._tenant, network=self._network, own=OwnLimits(self.settings.limits())))
+            self._init_pid = call.init_pid
+            settings = self.settings
+            config = {"width": settings.width, "height": settings.height, "quality": settings.quality,
+                      "url": settings.url, "browser": settings.browser, "browser_flags": list(settings.browser_flags),
+                      "start_timeout": settings.start_timeout}
+            code = f"{AGENT_SOURCE.read_text()}\nmain({json.dumps(json.dumps(config))})\n"
+            self._run = asyncio.ensure_future(call.run(code, on_stdout=self._hear))
+            first = await self._first_word(call)
+            if "error" in first or not first.get("ready"):
+                raise DesktopUnavailable(f"the desktop did not start: {first.get('error') or first}")
+            self._reader, self._writer = await asyncio.open_unix_connection(str(call.data / SOCKET_NAME),
+                                                                            limit=HEAD_LIMIT)
+        except BaseException:
+            await self.stop()
+            raise
+
+    def _hear(self, piece: bytes) -> None:
+        self._said += piece
+        if b"\n" in self._said:
+            self._heard.set()
+
+    async def _first_word(self, call: object) -> dict[str, object]:
+        """The agent's first line (ready, or why not), or why the call ended before it."""
+        assert self._run is not None
+        heard = asyncio.ensure_future(self._heard.wait())
+        try:
+            await asyncio.wait({heard, self._run}, timeout=self.settings.start_timeout + 5.0,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            heard.cancel()
+        if self._heard.is_set():
+            line = bytes(self._said).split(b"\n", 1)[0]
+            try:
+                found = json.loads(line)
+            except ValueError:
+                found = None
+            if isinstance(found, dict):
+                return found
+            return {"error": f"unexpected word from the desktop: {line[:200]!r}"}
+        if self._run.done() and not self._run.cancelled():
+            result = self._run.result()
+            said = (result.stderr or result.note or result.outcome).strip().splitlines()
+            return {"error": f"the desktop's process ended ({result.outcome}): {said[-1] if said else ''}"}
+        return {"error": f"no word from the desktop within {self.settings.start_timeout + 5.0:g} s"}
+
+    async def act(self, actions: Sequence[Action]) -> Screenshot:
+        """Perform ``actions`` (parsed: actions.py) in order, then the screen once it has settled."""
+        steps: list[list[str]] = []
+        wait = 0.0
+        for action in actions:
+            steps += steps_for(action)
+            if action.type == "wait":
+                wait += self.settings.wait
+        return await self._request({"steps": steps, "wait": wait, "settle": self.settings.settle,
+                                    "quiet": self.settings.quiet})
+
+    async def screenshot(self) -> Screenshot:
+        """The screen as it is now (once settled)."""
+        return await self._request({"steps": [], "settle": self.settings.settle, "quiet": self.settings.quiet})
+
+    async def _request(self, request: dict[str, object]) -> Screenshot:
+        if self._reader is None or self._writer is None:
+            raise DesktopUnavailable("the desktop is not running")
+        async with self._lock:
+            try:
+                self._writer.write(json.dumps(request).encode() + b"\n")
+                await self._writer.drain()
+                head = json.loads(await self._reader.readuntil(b"\n"))
+                data = await self._reader.readexactly(int(head["bytes"]))
+            except (OSError, ValueError, KeyError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as error:
+                raise DesktopUnavailable(f"the desktop stopped answering ({self._ended() or error})") from None
+        return Screenshot(data, int(head["width"]), int(head["height"]), bool(head.get("settled")),
+                          head.get("error"))
+
+    def _ended(self) -> str | None:
+        if self._run is None or not self._run.done() or self._run.cancelled():
+            return None
+        result = self._run.result()
+        return result.note or f"its process ended: {result.outcome}"
+
+    def processes(self) -> list[int]:
+        """The host pids of the call's processes now (its PID namespace's): what :meth:`stop` ends."""
+        if self._init_pid is None:
+            return []
+        try:
+            namespace = os.readlink(f"/proc/{self._init_pid}/ns/pid")
+        except OSError:
+            return []
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{entry}/ns/pid") == namespace:
+                        found.append(int(entry))
+        return found
+
+    async def stop(self) -> None:
+        """End the desktop: the agent asked to quit (it ends the browser and the display), the call ended (the
+        init kills whatever is left; its cgroup removed) and its slot freed. Never raises but for cancellation."""
+        if self._writer is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                self._writer.write(b'{"quit": true}\n')
+                await self._writer.drain()
+            self._writer.close()
+            self._writer = self._reader = None
+        if self._run is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._run), 2.0)
+            if not self._run.done():
+                self._run.cancel()  # the call's init ends every process of it (call.py)
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._run
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
