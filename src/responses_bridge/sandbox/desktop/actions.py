@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 ActionType = Literal["click", "double_click", "drag", "keypress", "move", "screenshot", "scroll", "type", "wait"]
-BUTTONS = {"left": 1, "wheel": 2, "right": 3, "back": 8, "forward": 9}
+BUTTONS = {"left": 1, "right": 3, "wheel": 2, "back": 8, "forward": 9}
 """X's button numbers (4-7 are the wheel's scrolling, 8/9 back and forward)."""
 SCROLL_STEP = 100
 """Pixels per wheel click: a scroll of 250 pixels is three clicks (at least one for any non-zero distance)."""
@@ -190,7 +190,7 @@ def steps_for(action: Action) -> list[list[str]]:
         words = [*move, *down]
         for distance, (back, forth) in zip(action.scroll, ((6, 7), (4, 5)), strict=True):
             if distance:
-                clicks = min(MAX_SCROLL_CLICKS, max(1, round(abs(distance) / SCROLL_STEP)))
+                clicks = min(MAX_SCROLL_CLICKS, -(-abs(distance) // SCROLL_STEP))  # rounded up: at least one
                 words += ["click", "--repeat", str(clicks), "--delay", "0", str(forth if distance > 0 else back)]
         return [[*words, *up]]
     # drag: press at the first point, move through the others, release at the last

@@ -1,0 +1,72 @@
+"""OpenAI's computer actions parsed strictly (sandbox/desktop/actions.py): every field checked, a bad one named in
+the error, coordinates bounded by the screen, keys mapped to X keysyms; and each action's xdotool arguments."""
+
+from __future__ import annotations
+
+import pytest
+
+from responses_bridge.sandbox.desktop import ActionError, parse_actions
+from responses_bridge.sandbox.desktop.actions import keysym, steps_for
+
+W, H = 1280, 800
+
+
+def _steps(raw: list[object]) -> list[list[str]]:
+    return [step for action in parse_actions(raw, W, H) for step in steps_for(action)]
+
+
+def test_each_ga_action_becomes_xdotools_arguments() -> None:
+    assert _steps([{"type": "click", "button": "right", "x": 10, "y": 20, "keys": ["SHIFT"]}]) == [
+        ["mousemove", "--sync", "10", "20", "keydown", "Shift_L", "click", "3", "keyup", "Shift_L"]]
+    assert _steps([{"type": "click", "button": "back", "x": 0, "y": 0}])[0][-2:] == ["click", "8"]
+    assert _steps([{"type": "double_click", "x": 5, "y": 6}]) == [
+        ["mousemove", "--sync", "5", "6", "click", "--repeat", "2", "--delay", "50", "1"]]
+    assert _steps([{"type": "drag", "path": [{"x": 1, "y": 2}, {"x": 3, "y": 4}, {"x": 5, "y": 6}]}]) == [
+        ["mousemove", "--sync", "1", "2", "mousedown", "1", "mousemove", "--sync", "3", "4",
+         "mousemove", "--sync", "5", "6", "mouseup", "1"]]
+    assert _steps([{"type": "keypress", "keys": ["CTRL", "ARROWLEFT"]}]) == [
+        ["key", "--delay", "0", "--", "Control_L+Left"]]
+    assert _steps([{"type": "move", "x": 7, "y": 8}]) == [["mousemove", "--sync", "7", "8"]]
+    assert _steps([{"type": "scroll", "x": 1, "y": 2, "scroll_x": 0, "scroll_y": 250}]) == [
+        ["mousemove", "--sync", "1", "2", "click", "--repeat", "3", "--delay", "0", "5"]]
+    assert _steps([{"type": "scroll", "x": 1, "y": 2, "scroll_x": -40, "scroll_y": -100}])[0][4:] == [
+        "click", "--repeat", "1", "--delay", "0", "6", "click", "--repeat", "1", "--delay", "0", "4"]
+    assert _steps([{"type": "type", "text": "-- hi\n"}]) == [["type", "--delay", "0", "--", "-- hi\n"]]
+    assert _steps([{"type": "screenshot"}, {"type": "wait"}]) == []
+
+
+def test_key_names_map_to_keysyms() -> None:
+    assert [keysym(key) for key in ("ENTER", "meta", "Cmd", "ESC", "PageDown", "F12", "a", "Z", "7", "/", "+")] == [
+        "Return", "Super_L", "Super_L", "Escape", "Next", "F12", "a", "z", "7", "slash", "plus"]
+    assert keysym("HYPERSPACE") is None and keysym("F99") is None and keysym("é") is None
+
+
+@pytest.mark.parametrize(("raw", "param", "said"), [
+    ({"actions": []}, "actions", "must be a list"),
+    ([{"type": "explode"}], "actions[0].type", "unknown action type"),
+    ([{"type": "screenshot"}, "click"], "actions[1]", "must be an object"),
+    ([{"type": "click", "button": "middle", "x": 1, "y": 1}], "actions[0].button", "one of left, right, wheel"),
+    ([{"type": "click", "button": "left", "x": W, "y": 1}], "actions[0].x", "within the screen: 0 to 1279"),
+    ([{"type": "move", "x": 1, "y": -1}], "actions[0].y", "within the screen"),
+    ([{"type": "move", "x": 1.5, "y": 1}], "actions[0].x", "must be an integer"),
+    ([{"type": "move", "x": True, "y": 1}], "actions[0].x", "must be an integer"),
+    ([{"type": "move", "y": 1}], "actions[0].x", "must be an integer"),
+    ([{"type": "move", "x": 1, "y": 1, "z": 3}], "actions[0].z", "has no field 'z'"),
+    ([{"type": "keypress", "keys": []}], "actions[0].keys", "1 to 8 key names"),
+    ([{"type": "keypress", "keys": ["CTRL", "HYPER"]}], "actions[0].keys[1]", "unknown key 'HYPER'"),
+    ([{"type": "click", "button": "left", "x": 1, "y": 1, "keys": "CTRL"}], "actions[0].keys", "list"),
+    ([{"type": "drag", "path": [{"x": 1, "y": 1}]}], "actions[0].path", "2 to 200 points"),
+    ([{"type": "drag", "path": [{"x": 1, "y": 1}, {"x": 1, "y": H}]}], "actions[0].path[1].y", "within the screen"),
+    ([{"type": "scroll", "x": 1, "y": 1, "scroll_y": 3}], "actions[0].scroll_x", "must be an integer"),
+    ([{"type": "type", "text": 5}], "actions[0].text", "must be a string"),
+    ([{"type": "type", "text": "a\x1bb"}], "actions[0].text", "control characters"),
+    ([{"type": "wait"}] * 101, "actions", "at most 100"),
+])
+def test_a_bad_action_is_an_error_naming_its_field(raw: object, param: str, said: str) -> None:
+    with pytest.raises(ActionError, match=said) as refused:
+        parse_actions(raw, W, H)
+    assert refused.value.param == param
+
+
+def test_keys_may_be_null_on_a_pointer_action() -> None:
+    assert parse_actions([{"type": "move", "x": 1, "y": 1, "keys": None}], W, H)[0].keys == ()
