@@ -187,3 +187,16 @@ async def test_a_desktop_refuses_to_start_naming_what_is_missing(sites: tuple[Si
     single = Sandbox.detect(SandboxLimits(timeout=30.0), use_cgroup=False)
     with pytest.raises(DesktopUnavailable, match="cgroup mode"):
         await Desktop(single).start()
+
+
+@needs_desktop
+def test_doctor_says_whether_a_desktop_runs_and_names_a_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    from responses_bridge.sandbox import doctor
+    from responses_bridge.sandbox.desktop import requirements
+
+    sandbox = Sandbox.detect(SandboxLimits(timeout=30.0))
+    found = doctor._desktop(sandbox)
+    assert found.ok and "started in one call" in found.detail and "1280x800 screenshot" in found.detail, found
+    monkeypatch.setattr(requirements, "PACKAGES", (*requirements.PACKAGES, ("x11-apps", "/nonexistent/xeyes", "")))
+    found = doctor._desktop(sandbox)
+    assert not found.ok and "apt-get install x11-apps" in found.detail, found
