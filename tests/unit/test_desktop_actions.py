@@ -17,19 +17,19 @@ def _steps(raw: list[object]) -> list[list[str]]:
 
 def test_each_ga_action_becomes_xdotools_arguments() -> None:
     assert _steps([{"type": "click", "button": "right", "x": 10, "y": 20, "keys": ["SHIFT"]}]) == [
-        ["mousemove", "--sync", "10", "20", "keydown", "Shift_L", "click", "3", "keyup", "Shift_L"]]
+        ["mousemove", "10", "20", "keydown", "Shift_L", "click", "3", "keyup", "Shift_L"]]
     assert _steps([{"type": "click", "button": "back", "x": 0, "y": 0}])[0][-2:] == ["click", "8"]
     assert _steps([{"type": "double_click", "x": 5, "y": 6}]) == [
-        ["mousemove", "--sync", "5", "6", "click", "--repeat", "2", "--delay", "50", "1"]]
+        ["mousemove", "5", "6", "click", "--repeat", "2", "--delay", "50", "1"]]
     assert _steps([{"type": "drag", "path": [{"x": 1, "y": 2}, {"x": 3, "y": 4}, {"x": 5, "y": 6}]}]) == [
-        ["mousemove", "--sync", "1", "2", "mousedown", "1", "mousemove", "--sync", "3", "4",
-         "mousemove", "--sync", "5", "6", "mouseup", "1"]]
+        ["mousemove", "1", "2", "mousedown", "1", "mousemove", "3", "4",
+         "mousemove", "5", "6", "mouseup", "1"]]
     assert _steps([{"type": "keypress", "keys": ["CTRL", "ARROWLEFT"]}]) == [
         ["key", "--delay", "0", "--", "Control_L+Left"]]
-    assert _steps([{"type": "move", "x": 7, "y": 8}]) == [["mousemove", "--sync", "7", "8"]]
+    assert _steps([{"type": "move", "x": 7, "y": 8}]) == [["mousemove", "7", "8"]]
     assert _steps([{"type": "scroll", "x": 1, "y": 2, "scroll_x": 0, "scroll_y": 250}]) == [
-        ["mousemove", "--sync", "1", "2", "click", "--repeat", "3", "--delay", "0", "5"]]
-    assert _steps([{"type": "scroll", "x": 1, "y": 2, "scroll_x": -40, "scroll_y": -100}])[0][4:] == [
+        ["mousemove", "1", "2", "click", "--repeat", "3", "--delay", "0", "5"]]
+    assert _steps([{"type": "scroll", "x": 1, "y": 2, "scroll_x": -40, "scroll_y": -100}])[0][3:] == [
         "click", "--repeat", "1", "--delay", "0", "6", "click", "--repeat", "1", "--delay", "0", "4"]
     assert _steps([{"type": "type", "text": "-- hi\n"}]) == [["type", "--delay", "0", "--", "-- hi\n"]]
     assert _steps([{"type": "screenshot"}, {"type": "wait"}]) == []

@@ -10,6 +10,9 @@ runs. The desktop's process (agent.py) runs only ``xdotool`` with the arguments 
 Keys arrive as OpenAI's computer-use models name them (``CTRL``, ``META``, ``ARROWLEFT``, ``ENTER``, ``a``, ``F5``…,
 case-insensitive) and are mapped to xdotool's keysym names; a ``keypress`` presses its keys together
 (``CTRL`` + ``L``); ``keys`` on a pointer action are held while it happens.
+
+An action is one xdotool invocation (its commands chained), without ``--sync``: the X server performs one client's
+requests in order, so the click lands where the pointer was moved, and no round trip waits for the move to be seen.
 """
 
 from __future__ import annotations
@@ -179,7 +182,7 @@ def steps_for(action: Action) -> list[list[str]]:
     if action.type == "keypress":
         return [["key", "--delay", "0", "--", "+".join(action.keys)]]
     x, y = action.points[0]
-    move = ["mousemove", "--sync", str(x), str(y)]
+    move = ["mousemove", str(x), str(y)]
     if action.type == "move":
         return [[*move, *down, *up]] if down else [move]
     if action.type == "click":
@@ -196,7 +199,7 @@ def steps_for(action: Action) -> list[list[str]]:
     # drag: press at the first point, move through the others, release at the last
     words = [*move, *down, "mousedown", "1"]
     for px, py in action.points[1:]:
-        words += ["mousemove", "--sync", str(px), str(py)]
+        words += ["mousemove", str(px), str(py)]
     return [[*words, "mouseup", "1", *up]]
 
 

@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 DISPLAY = ":1"
-GRAB_EVERY = 0.03
+GRAB_EVERY = 0.02
 SOCKET_NAME = "desktop.sock"
 
 
@@ -115,8 +115,11 @@ def _browser_command(config: dict) -> list[str]:
         config["browser"], *config["browser_flags"],
         "--user-data-dir=/tmp/browser", "--no-first-run", "--no-default-browser-check", "--disable-sync",
         "--disable-background-networking", "--disable-component-update", "--disable-breakpad",
-        "--disable-crash-reporter", "--disable-gpu", "--disable-dev-shm-usage", "--password-store=basic",
-        "--disable-features=Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider,AutofillServerCommunication",
+        "--disable-crash-reporter", "--disable-gpu", "--disable-default-apps", "--disable-domain-reliability",
+        "--no-pings", "--disable-client-side-phishing-detection", "--safebrowsing-disable-auto-update",
+        "--disable-dev-shm-usage", "--password-store=basic",
+        "--disable-features=Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider,AutofillServerCommunication,"
+        "SpareRendererForSitePerProcess",
         "--window-position=0,0", f"--window-size={width},{height}", "--force-device-scale-factor=1",
         "--test-type",  # no "unsupported flag" bar over the page (--no-sandbox)
         # every address through the call's proxy, loopback too: the sandbox's own loopback has nothing to reach
@@ -136,6 +139,7 @@ def _serve(listener: socket.socket, screen: Screen) -> None:
                 if request.get("quit"):
                     return
                 failed = None
+                began = time.monotonic()
                 for step in request.get("steps", []):
                     done = subprocess.run(["xdotool", *[str(word) for word in step]], env=environment,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
@@ -144,10 +148,13 @@ def _serve(listener: socket.socket, screen: Screen) -> None:
                         break
                 if failed is None and request.get("wait"):
                     time.sleep(float(request["wait"]))
+                acted = time.monotonic()
                 image, settled = screen.settled(float(request.get("quiet", 0.1)), float(request.get("settle", 1.5)))
+                grabbed = time.monotonic()
                 data = screen.jpeg(image)
                 head = {"ok": failed is None, "bytes": len(data), "width": image.width, "height": image.height,
-                        "settled": settled}
+                        "settled": settled, "seconds": [round(acted - began, 4), round(grabbed - acted, 4),
+                                                        round(time.monotonic() - grabbed, 4)]}
                 if failed is not None:
                     head["error"] = failed
                 connection.sendall(json.dumps(head).encode() + b"\n" + data)

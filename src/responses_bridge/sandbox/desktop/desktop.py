@@ -84,6 +84,8 @@ class Screenshot:
     height: int
     settled: bool = True
     error: str | None = None
+    seconds: tuple[float, ...] = ()
+    """Where the desktop's time went: the actions, waiting for the screen to settle, the JPEG."""
 
 
 class Desktop:
@@ -182,8 +184,9 @@ class Desktop:
                                     "quiet": self.settings.quiet})
 
     async def screenshot(self) -> Screenshot:
-        """The screen as it is now (once settled)."""
-        return await self._request({"steps": [], "settle": self.settings.settle, "quiet": self.settings.quiet})
+        """The screen as it is now: one grab, no waiting (a ``screenshot`` action in :meth:`act` waits for the
+        screen to settle, as every batch does)."""
+        return await self._request({"steps": [], "settle": 0.0, "quiet": 0.0})
 
     async def _request(self, request: dict[str, object]) -> Screenshot:
         if self._reader is None or self._writer is None:
@@ -197,7 +200,7 @@ class Desktop:
             except (OSError, ValueError, KeyError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as error:
                 raise DesktopUnavailable(f"the desktop stopped answering ({self._ended() or error})") from None
         return Screenshot(data, int(head["width"]), int(head["height"]), bool(head.get("settled")),
-                          head.get("error"))
+                          head.get("error"), tuple(head.get("seconds", ())))
 
     def _ended(self) -> str | None:
         if self._run is None or not self._run.done() or self._run.cancelled():
