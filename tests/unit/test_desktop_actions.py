@@ -16,21 +16,21 @@ def _steps(raw: list[object]) -> list[list[str]]:
 
 
 def test_each_ga_action_becomes_xdotools_arguments() -> None:
-    assert _steps([{"type": "click", "button": "right", "x": 10, "y": 20, "keys": ["SHIFT"]}]) == [
-        ["mousemove", "10", "20", "keydown", "Shift_L", "click", "3", "keyup", "Shift_L"]]
-    assert _steps([{"type": "click", "button": "back", "x": 0, "y": 0}])[0][-2:] == ["click", "8"]
+    assert _steps([{"type": "click", "button": "right", "x": 10, "y": 20, "keys": ["CTRL", "SHIFT"]}]) == [
+        ["mousemove", "10", "20", "keydown", "--delay", "0", "Control_L+Shift_L", "mousedown", "3", "mouseup", "3",
+         "keyup", "--delay", "0", "Shift_L+Control_L"]]
+    assert _steps([{"type": "click", "button": "back", "x": 0, "y": 0}])[0][-4:] == ["mousedown", "8", "mouseup", "8"]
     assert _steps([{"type": "double_click", "x": 5, "y": 6}]) == [
-        ["mousemove", "5", "6", "click", "--repeat", "2", "--delay", "50", "1"]]
+        ["mousemove", "5", "6", "mousedown", "1", "mouseup", "1", "mousedown", "1", "mouseup", "1"]]
     assert _steps([{"type": "drag", "path": [{"x": 1, "y": 2}, {"x": 3, "y": 4}, {"x": 5, "y": 6}]}]) == [
-        ["mousemove", "1", "2", "mousedown", "1", "mousemove", "3", "4",
-         "mousemove", "5", "6", "mouseup", "1"]]
+        ["mousemove", "1", "2", "mousedown", "1", "mousemove", "3", "4", "mousemove", "5", "6", "mouseup", "1"]]
     assert _steps([{"type": "keypress", "keys": ["CTRL", "ARROWLEFT"]}]) == [
         ["key", "--delay", "0", "--", "Control_L+Left"]]
     assert _steps([{"type": "move", "x": 7, "y": 8}]) == [["mousemove", "7", "8"]]
     assert _steps([{"type": "scroll", "x": 1, "y": 2, "scroll_x": 0, "scroll_y": 250}]) == [
-        ["mousemove", "1", "2", "click", "--repeat", "3", "--delay", "0", "5"]]
+        ["mousemove", "1", "2", *["mousedown", "5", "mouseup", "5"] * 3]]
     assert _steps([{"type": "scroll", "x": 1, "y": 2, "scroll_x": -40, "scroll_y": -100}])[0][3:] == [
-        "click", "--repeat", "1", "--delay", "0", "6", "click", "--repeat", "1", "--delay", "0", "4"]
+        "mousedown", "6", "mouseup", "6", "mousedown", "4", "mouseup", "4"]
     assert _steps([{"type": "type", "text": "-- hi\n"}]) == [["type", "--delay", "0", "--", "-- hi\n"]]
     assert _steps([{"type": "screenshot"}, {"type": "wait"}]) == []
 

@@ -71,20 +71,20 @@ def _cpu_seconds(pids: Sequence[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def _memory_mib(pids: Sequence[int]) -> tuple[float, float]:
-    """(PSS, RSS) of the processes summed, in MiB."""
-    pss = rss = 0
+def _memory_mib(pids: Sequence[int]) -> tuple[float, float, float]:
+    """(PSS, its anonymous part, RSS) of the processes summed, in MiB: the anonymous part is what each more desktop
+    adds (the browser's and the display's files are shared by every desktop of the host)."""
+    found = {"Pss:": 0, "Pss_Anon:": 0, "Rss:": 0}
     for pid in pids:
         try:
             with open(f"/proc/{pid}/smaps_rollup") as rollup:
                 for line in rollup:
-                    if line.startswith("Pss:"):
-                        pss += int(line.split()[1])
-                    elif line.startswith("Rss:"):
-                        rss += int(line.split()[1])
+                    key = line.split(maxsplit=1)[0]
+                    if key in found:
+                        found[key] += int(line.split()[1])
         except OSError:
             pass
-    return round(pss / 1024, 1), round(rss / 1024, 1)
+    return round(found["Pss:"] / 1024, 1), round(found["Pss_Anon:"] / 1024, 1), round(found["Rss:"] / 1024, 1)
 
 
 async def _page() -> tuple[int, web.AppRunner]:
@@ -111,6 +111,10 @@ ACTIONS = [parse_actions([{"type": "click", "button": "left", "x": WIDTH // 2, "
 """A click on the button (the page changes) and one on its text (nothing changes), taken in turn."""
 
 
+PARTS: list[tuple[float, ...]] = []
+"""Each round's time inside the desktop: the actions (xdotool), waiting for the screen to settle, the JPEG."""
+
+
 async def _rounds(desktop: Desktop, rounds: int) -> tuple[list[float], list[int]]:
     seconds, sizes = [], []
     for index in range(rounds):
@@ -118,6 +122,7 @@ async def _rounds(desktop: Desktop, rounds: int) -> tuple[list[float], list[int]
         shot = await desktop.act(ACTIONS[index % 2])
         seconds.append(time.perf_counter() - began)
         sizes.append(len(shot.jpeg))
+        PARTS.append(shot.seconds)
     return seconds, sizes
 
 
@@ -138,7 +143,9 @@ async def _one(sandbox: Sandbox, port: int, starts: int, rounds: int) -> tuple[d
         last = desktop
     assert last is not None
     try:
+        PARTS.clear()
         seconds, sizes = await _rounds(last, rounds)
+        parts = [_ms(statistics.median(part[index] for part in PARTS)) for index in range(3)]
         pids = last.processes()
         cpu_before = _cpu_seconds(pids)
         await _rounds(last, rounds)
@@ -151,7 +158,7 @@ async def _one(sandbox: Sandbox, port: int, starts: int, rounds: int) -> tuple[d
         idle_before = _cpu_seconds(pids)
         await asyncio.sleep(5.0)
         idle = (_cpu_seconds(pids) - idle_before) / 5.0
-        pss, rss = _memory_mib(last.processes())
+        pss, anonymous, rss = _memory_mib(last.processes())
         processes = len(last.processes())
     finally:
         await last.stop()
@@ -163,8 +170,9 @@ async def _one(sandbox: Sandbox, port: int, starts: int, rounds: int) -> tuple[d
         "action_screenshot_ms_p50": _ms(statistics.median(seconds)),
         "action_screenshot_ms_p95": _ms(_pct(seconds, 0.95)),
         "screenshot_alone_ms_p50": _ms(statistics.median(alone)), "screenshot_alone_ms_p95": _ms(_pct(alone, 0.95)),
+        "round_ms_p50_xdotool_settle_jpeg": parts,
         "screenshot_kib_p50": round(statistics.median(sizes) / 1024, 1),
-        "pss_mib": pss, "rss_sum_mib": rss, "processes": processes,
+        "pss_mib": pss, "pss_anonymous_mib": anonymous, "rss_sum_mib": rss, "processes": processes,
         "cpu_ms_per_action": round(cpu_per_round * 1000, 1), "idle_cpu_percent": round(idle * 100, 1),
     }, shot.jpeg
 
@@ -253,7 +261,8 @@ async def bench(starts: int, rounds: int, concurrent: int) -> dict[str, Any]:
         together = await _together(sandbox, port, concurrent, rounds) if concurrent > 0 else None
     finally:
         await runner.cleanup()
-    return {"screen": f"{WIDTH}x{HEIGHT}", "jpeg_quality": SETTINGS.quality, "one_desktop": one,
+    return {"screen": f"{WIDTH}x{HEIGHT}", "jpeg_quality": SETTINGS.quality, "load_average": os.getloadavg(),
+            "one_desktop": one,
             "at_once": together, "grab": await asyncio.to_thread(_grab_comparison, jpeg, rounds),
             "targets": {"start_s": 2.0, "action_screenshot_ms_p95": 300, "mib_per_desktop": 300}}
 

@@ -172,35 +172,42 @@ def _keys(raw: object, at: str, *, required: bool) -> tuple[str, ...]:
 
 
 def steps_for(action: Action) -> list[list[str]]:
-    """xdotool's argument lists that perform ``action`` (one invocation each; a batch's are run in order)."""
-    down = [word for key in action.keys for word in ("keydown", key)]
-    up = [word for key in reversed(action.keys) for word in ("keyup", key)]
+    """xdotool's argument lists that perform ``action`` (one invocation each; a batch's are run in order). Buttons are
+    pressed and released with ``mousedown``/``mouseup``, keys with ``--delay 0``: xdotool's ``click`` sleeps 100 ms
+    after each click and its key commands 12 ms, which nothing here needs (the screen's settling is waited for)."""
+    combination = "+".join(action.keys)
+    down = ["keydown", "--delay", "0", combination] if action.keys else []
+    up = ["keyup", "--delay", "0", "+".join(reversed(action.keys))] if action.keys else []
     if action.type in ("screenshot", "wait"):
         return []
     if action.type == "type":
         return [["type", "--delay", "0", "--", action.text]] if action.text else []
     if action.type == "keypress":
-        return [["key", "--delay", "0", "--", "+".join(action.keys)]]
+        return [["key", "--delay", "0", "--", combination]]
     x, y = action.points[0]
     move = ["mousemove", str(x), str(y)]
     if action.type == "move":
         return [[*move, *down, *up]] if down else [move]
     if action.type == "click":
-        return [[*move, *down, "click", str(action.button), *up]]
+        return [[*move, *down, *_press(action.button), *up]]
     if action.type == "double_click":
-        return [[*move, *down, "click", "--repeat", "2", "--delay", "50", "1", *up]]
+        return [[*move, *down, *_press(1), *_press(1), *up]]
     if action.type == "scroll":
         words = [*move, *down]
         for distance, (back, forth) in zip(action.scroll, ((6, 7), (4, 5)), strict=True):
             if distance:
                 clicks = min(MAX_SCROLL_CLICKS, -(-abs(distance) // SCROLL_STEP))  # rounded up: at least one
-                words += ["click", "--repeat", str(clicks), "--delay", "0", str(forth if distance > 0 else back)]
+                words += _press(forth if distance > 0 else back) * clicks
         return [[*words, *up]]
     # drag: press at the first point, move through the others, release at the last
     words = [*move, *down, "mousedown", "1"]
     for px, py in action.points[1:]:
         words += ["mousemove", str(px), str(py)]
     return [[*words, "mouseup", "1", *up]]
+
+
+def _press(button: int) -> list[str]:
+    return ["mousedown", str(button), "mouseup", str(button)]
 
 
 def batch_steps(actions: Sequence[Action]) -> list[list[str]]:
