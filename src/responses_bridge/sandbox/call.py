@@ -126,7 +126,7 @@ class SandboxCall:
                 try:
                     self._cgroup = await asyncio.to_thread(
                         self._cgroup_parent.create, self._name, processes=self.limits.processes + 2,
-                        memory_bytes=self.limits.memory_bytes)
+                        memory_bytes=self.limits.memory_bytes, cpus=self.limits.cpus)
                 except OSError as error:  # never a call without its budget: refused, as without a sandbox
                     log.warning("sandbox_cgroup_failed", error=str(error))
                     raise SandboxUnavailable(f"the call's cgroup could not be made ({error})") from None

@@ -47,8 +47,9 @@ class DesktopUnavailable(SandboxUnavailable):
 
 @dataclass(frozen=True, slots=True)
 class DesktopSettings:
-    """``width``×``height``: the screen (OpenAI's guide: 1280×800 to 1600×900 work well); ``memory_bytes`` and
-    ``processes`` (threads count): the call's cgroup; ``lifetime``: the call's outer time bound;
+    """``width``×``height``: the screen (OpenAI's guide: 1280×800 to 1600×900 work well); ``memory_bytes``,
+    ``processes`` (threads count) and ``cpus`` (cores: as much as the one slot it holds): the call's cgroup, the
+    CPU bound where a cpu controller is writable; ``lifetime``: the call's outer time bound;
     ``start_timeout``: display and browser up; ``quality``: the JPEG's; ``settle``: at most this long waiting for
     the screen to settle after actions, ``quiet``: unchanged this long counts as settled; ``wait``: what the
     ``wait`` action waits before settling; ``url``: the browser's first page."""
@@ -57,6 +58,7 @@ class DesktopSettings:
     height: int = 800
     memory_bytes: int = GIB
     processes: int = 512
+    cpus: float = 1.0
     lifetime: float = 4 * 3600.0
     start_timeout: float = 30.0
     quality: int = 70
@@ -71,7 +73,7 @@ class DesktopSettings:
 
     def limits(self) -> SandboxLimits:
         return SandboxLimits(timeout=self.lifetime, memory_bytes=self.memory_bytes, processes=self.processes,
-                             file_bytes=64 * MIB, container_bytes=16 * MIB, output_bytes=64 * 1024)
+                             file_bytes=64 * MIB, container_bytes=16 * MIB, output_bytes=64 * 1024, cpus=self.cpus)
 
 
 @dataclass(frozen=True, slots=True)
