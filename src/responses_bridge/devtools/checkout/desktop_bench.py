@@ -100,9 +100,13 @@ async def _page() -> tuple[int, web.AppRunner]:
     return site._server.sockets[0].getsockname()[1], runner  # type: ignore[union-attr]
 
 
+CPUS = [DesktopSettings().cpus]
+"""Each desktop's CPU bound (``--cpus``; 0: none but its slot)."""
+
+
 def _desktop(sandbox: Sandbox, port: int, tenant: str) -> Desktop:
     policy = parse_policy({"type": "allowlist", "allowed_domains": ["127.0.0.1"]}, "network_policy")
-    settings = DesktopSettings(width=WIDTH, height=HEIGHT, url=f"http://127.0.0.1:{port}/")
+    settings = DesktopSettings(width=WIDTH, height=HEIGHT, url=f"http://127.0.0.1:{port}/", cpus=CPUS[0])
     return Desktop(sandbox, tenant=tenant, network=policy, settings=settings)
 
 
@@ -261,7 +265,8 @@ async def bench(starts: int, rounds: int, concurrent: int) -> dict[str, Any]:
         together = await _together(sandbox, port, concurrent, rounds) if concurrent > 0 else None
     finally:
         await runner.cleanup()
-    return {"screen": f"{WIDTH}x{HEIGHT}", "jpeg_quality": SETTINGS.quality, "load_average": os.getloadavg(),
+    return {"screen": f"{WIDTH}x{HEIGHT}", "jpeg_quality": SETTINGS.quality, "cpus": CPUS[0],
+            "load_average": os.getloadavg(),
             "one_desktop": one,
             "at_once": together, "grab": await asyncio.to_thread(_grab_comparison, jpeg, rounds),
             "targets": {"start_s": 2.0, "action_screenshot_ms_p95": 300, "mib_per_desktop": 300}}
@@ -272,7 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--starts", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--concurrent", type=int, default=4)
+    parser.add_argument("--cpus", type=float, default=CPUS[0],
+                        help="each desktop's CPU bound in cores (0: none but its slot)")
     args = parser.parse_args(argv)
+    CPUS[0] = args.cpus
     results = asyncio.run(bench(args.starts, args.rounds, args.concurrent))
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
     return 0
