@@ -66,6 +66,9 @@ def test_a_bad_action_is_an_error_naming_its_field(raw: object, param: str, said
     with pytest.raises(ActionError, match=said) as refused:
         parse_actions(raw, W, H)
     assert refused.value.param == param
+    assert refused.value.status == 400  # the OpenAI-shaped error a door answers with
+    assert refused.value.payload() == {"message": str(refused.value), "type": "invalid_request_error",
+                                       "param": param, "code": "invalid_value"}
 
 
 def test_keys_may_be_null_on_a_pointer_action() -> None:

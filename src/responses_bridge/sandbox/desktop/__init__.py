@@ -7,9 +7,9 @@ its unprivileged uid, its read-only file system, its egress proxy as the only wa
 - agent.py: the desktop's own process inside the call (sent as its code: standard library and Pillow only);
 - requirements.py: what a desktop needs here, and what is missing (``doctor``, and ``Desktop.start``'s refusal).
 
-Imports: the sandbox package only (runner, limits, egress policy, results) and the standard library; Pillow only
-inside the call. Nothing of the engine, the services or the store: the agent tool that drives a desktop (a later
-step) imports this, never the other way round.
+Imports: the sandbox package (runner, limits, egress policy, results), protocol/errors.py (a bad action is an
+OpenAI-shaped 400) and the standard library; Pillow only inside the call. Nothing of the engine, the services or the
+store: the agent tool that drives a desktop (a later step) imports this, never the other way round.
 """
 
 from .actions import Action, ActionError, parse_actions

@@ -5,7 +5,8 @@ A model's actions are untrusted input: each is checked field by field before any
 type known, every field of it present and of its type, no field it does not have, coordinates inside the screen,
 keys among those mapped to X keysyms — and a bad one is an :class:`ActionError` naming the field
 (``actions[2].x``), never a crash and never a half-done batch: the whole list is parsed before the first action
-runs. The desktop's process (agent.py) runs only ``xdotool`` with the arguments made here.
+runs; raised where a door answers, it is the OpenAI-shaped 400 ``invalid_value``. The desktop's process
+(agent.py) runs only ``xdotool`` with the arguments made here.
 
 Keys arrive as OpenAI's computer-use models name them (``CTRL``, ``META``, ``ARROWLEFT``, ``ENTER``, ``a``, ``F5``…,
 case-insensitive) and are mapped to xdotool's keysym names; a ``keypress`` presses its keys together
@@ -20,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from ...protocol.errors import APIError
 
 ActionType = Literal["click", "double_click", "drag", "keypress", "move", "screenshot", "scroll", "type", "wait"]
 BUTTONS = {"left": 1, "right": 3, "wheel": 2, "back": 8, "forward": 9}
@@ -56,12 +59,12 @@ _FIELDS: Mapping[str, tuple[str, ...]] = {
 }
 
 
-class ActionError(ValueError):
-    """A bad action: ``param`` names the field (``actions[1].button``), the message says what is wrong."""
+class ActionError(APIError):
+    """A bad action: ``param`` names the field (``actions[1].button``), the message says what is wrong; raised where
+    a door answers, it is the OpenAI-shaped 400 ``invalid_value`` (protocol/errors.py)."""
 
     def __init__(self, message: str, param: str) -> None:
-        super().__init__(message)
-        self.param = param
+        super().__init__(400, message, param=param, code="invalid_value")
 
 
 @dataclass(frozen=True, slots=True)
