@@ -108,12 +108,24 @@ async def desktop(sites: tuple[Site, Site]) -> AsyncIterator[Desktop]:
         await made.stop()
 
 
-async def _until(found: Callable[[], bool], seconds: float = 15.0) -> bool:
+async def _until(found: Callable[[], bool], seconds: float = 30.0) -> bool:
     for _ in range(int(seconds / 0.05)):
         if found():
             return True
         await asyncio.sleep(0.05)
     return found()
+
+
+async def _page_drawn(desktop: Desktop) -> None:
+    """The screen once the page's button is drawn where it is clicked (its grey, not the white of a page still
+    loading), as a model would look before it clicks: the desktop is ready once the browser's window is drawn."""
+    for _ in range(300):
+        shot = await desktop.screenshot()
+        red, green, blue = _image(shot.jpeg).convert("RGB").getpixel(BUTTON)  # type: ignore[misc]
+        if max(red, green, blue) < 245:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the page was not drawn")
 
 
 def _image(jpeg: bytes) -> Image.Image:
@@ -128,6 +140,7 @@ async def test_the_browser_clicks_types_and_presses_enter_on_a_loopback_page(des
                                                                             sites: tuple[Site, Site]) -> None:
     allowed, _ = sites
     assert "/" in allowed.seen  # the first page came through the egress proxy
+    await _page_drawn(desktop)
     before = await desktop.screenshot()
     assert _image(before.jpeg).size == (WIDTH, HEIGHT) == (before.width, before.height)
 

@@ -118,8 +118,10 @@ class Desktop:
         return self.settings.height
 
     async def start(self) -> None:
-        """A slot, the call, the display and the browser. Raises :class:`DesktopUnavailable` (a package, Pillow or
-        the cgroup mode missing, or the desktop failed to start: why) or ``SandboxBusy`` (no slot in time)."""
+        """A slot, the call, the display and the browser, returning once the browser's window is drawn (its first
+        page may still be loading: a screenshot shows what there is). Raises :class:`DesktopUnavailable` (a
+        package, Pillow or the cgroup mode missing, or the desktop failed to start: why) or ``SandboxBusy`` (no
+        slot in time)."""
         if self._stack is not None:
             raise RuntimeError("the desktop has started already")
         refused = desktop_unavailable(self._sandbox, browser=self.settings.browser)
