@@ -172,20 +172,19 @@ async def test_a_host_the_policy_does_not_allow_is_never_reached(desktop: Deskto
     assert refused.seen == []
 
 
-def _cpu_quota(pid: int) -> tuple[str, str] | None:
-    """The CPU quota of the cgroup ``pid`` is in: v1's ``cpu.cfs_quota_us`` and period, or v2's ``cpu.max``."""
+def _limit(pid: int, controller: str, v1_name: str, v2_name: str) -> str | None:
+    """A limit of the cgroup ``pid`` is in: the v1 ``controller``'s file ``v1_name``, or v2's ``v2_name``."""
     with open(f"/proc/{pid}/cgroup") as listing:
         for line in listing.read().splitlines():
             _, controllers, path = line.split(":", 2)
-            if "cpu" in controllers.split(","):
-                folder = next(mount for mount in ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct")
-                              if os.path.isdir(mount)) + path
-                with open(f"{folder}/cpu.cfs_quota_us") as quota, open(f"{folder}/cpu.cfs_period_us") as period:
-                    return quota.read().strip(), period.read().strip()
-            if controllers == "" and os.path.exists(f"/sys/fs/cgroup{path}/cpu.max"):
-                with open(f"/sys/fs/cgroup{path}/cpu.max") as quota:
-                    found = quota.read().split()
-                    return found[0], found[1]
+            if controller in controllers.split(","):
+                mount = next(f"/sys/fs/cgroup/{name}" for name in (controller, f"{controller},cpuacct")
+                             if os.path.isdir(f"/sys/fs/cgroup/{name}"))
+                with open(f"{mount}{path}/{v1_name}") as found:
+                    return found.read().strip()
+            if controllers == "" and os.path.exists(f"/sys/fs/cgroup{path}/{v2_name}"):
+                with open(f"/sys/fs/cgroup{path}/{v2_name}") as found:
+                    return found.read().strip()
     return None
 
 
@@ -194,8 +193,10 @@ async def test_nothing_of_the_desktop_is_left_on_the_host_after_stop(desktop: De
     pids = desktop.processes()
     names = {_comm(pid) for pid in pids}
     assert "Xvfb" in names and "chromium" in names, names
-    browser = next(pid for pid in pids if _comm(pid) == "chromium")
-    assert _cpu_quota(browser) == ("100000", "100000")  # one core: its cgroup bounds its CPU, as its memory
+    browser = next(pid for pid in pids if _comm(pid) == "chromium")  # bounded by the call's cgroup:
+    assert _limit(browser, "cpu", "cpu.cfs_quota_us", "cpu.max") in ("100000", "100000 100000")  # one core,
+    assert _limit(browser, "memory", "memory.limit_in_bytes", "memory.max") == str(1 << 30)  # 1 GiB,
+    assert _limit(browser, "pids", "pids.max", "pids.max") == "514"  # 512 processes and threads (+ the init's 2)
     await desktop.stop()
     assert [pid for pid in pids if _comm(pid) in ("Xvfb", "chromium", "python3", "python")] == []
     with pytest.raises(DesktopUnavailable):

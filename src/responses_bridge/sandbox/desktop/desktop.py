@@ -138,7 +138,7 @@ class Desktop:
                       "start_timeout": settings.start_timeout}
             code = f"{AGENT_SOURCE.read_text()}\nmain({json.dumps(json.dumps(config))})\n"
             self._run = asyncio.ensure_future(call.run(code, on_stdout=self._hear))
-            first = await self._first_word(call)
+            first = await self._first_word()
             if "error" in first or not first.get("ready"):
                 raise DesktopUnavailable(f"the desktop did not start: {first.get('error') or first}")
             self._reader, self._writer = await asyncio.open_unix_connection(str(call.data / SOCKET_NAME),
@@ -152,7 +152,7 @@ class Desktop:
         if b"\n" in self._said:
             self._heard.set()
 
-    async def _first_word(self, call: object) -> dict[str, object]:
+    async def _first_word(self) -> dict[str, object]:
         """The agent's first line (ready, or why not), or why the call ended before it."""
         assert self._run is not None
         heard = asyncio.ensure_future(self._heard.wait())
