@@ -197,10 +197,20 @@ async def test_nothing_of_the_desktop_is_left_on_the_host_after_stop(desktop: De
     assert _limit(browser, "cpu", "cpu.cfs_quota_us", "cpu.max") in ("100000", "100000 100000")  # one core,
     assert _limit(browser, "memory", "memory.limit_in_bytes", "memory.max") == str(1 << 30)  # 1 GiB,
     assert _limit(browser, "pids", "pids.max", "pids.max") == "514"  # 512 processes and threads (+ the init's 2)
+    uids = {_uid(pid) for pid in pids} - {None}
+    assert uids == {desktop.uid} and 0 not in uids  # every process as the sandbox's unprivileged host uid
     await desktop.stop()
     assert [pid for pid in pids if _comm(pid) in ("Xvfb", "chromium", "python3", "python")] == []
     with pytest.raises(DesktopUnavailable):
         await desktop.screenshot()
+
+
+def _uid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("Uid:"))
+    except OSError:
+        return None
 
 
 def _comm(pid: int) -> str | None:

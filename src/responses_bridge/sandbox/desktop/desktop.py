@@ -117,6 +117,11 @@ class Desktop:
     def height(self) -> int:
         return self.settings.height
 
+    @property
+    def uid(self) -> int:
+        """The host uid every process of the desktop runs as: the sandbox's, never root (identity.py)."""
+        return self._sandbox.identity.host_uid
+
     async def start(self) -> None:
         """A slot, the call, the display and the browser, returning once the browser's window is drawn (its first
         page may still be loading: a screenshot shows what there is). Raises :class:`DesktopUnavailable` (a
