@@ -92,9 +92,14 @@ needs_desktop = pytest.mark.skipif(CANNOT is not None and not os.environ.get("CI
 
 
 @pytest.fixture
-async def desktop(sites: tuple[Site, Site]) -> AsyncIterator[Desktop]:
+def sandbox(sites: tuple[Site, Site]) -> Sandbox:
     allowed, other = sites
-    sandbox = _sandbox(allowed.port, other.port)
+    return _sandbox(allowed.port, other.port)
+
+
+@pytest.fixture
+async def desktop(sites: tuple[Site, Site], sandbox: Sandbox) -> AsyncIterator[Desktop]:
+    allowed, _ = sites
     refused = desktop_unavailable(sandbox)
     if refused is not None and not os.environ.get("CI"):
         pytest.skip(refused)
@@ -166,8 +171,10 @@ async def test_the_browser_clicks_types_and_presses_enter_on_a_loopback_page(des
 async def test_a_host_the_policy_does_not_allow_is_never_reached(desktop: Desktop, sites: tuple[Site, Site]) -> None:
     allowed, refused = sites
     for url in (f"http://localhost:{refused.port}/secret", f"http://127.0.0.1:{allowed.port}/after"):
-        await desktop.act(parse_actions([{"type": "keypress", "keys": ["CTRL", "L"]}, {"type": "type", "text": url},
-                                         {"type": "keypress", "keys": ["ENTER"]}], WIDTH, HEIGHT))
+        # the address bar first, then what goes in it: a model sees the bar focused before it types
+        await desktop.act(parse_actions([{"type": "keypress", "keys": ["CTRL", "L"]}], WIDTH, HEIGHT))
+        await desktop.act(parse_actions([{"type": "type", "text": url}, {"type": "keypress", "keys": ["ENTER"]}],
+                                        WIDTH, HEIGHT))
     assert await _until(lambda: "/after" in allowed.seen), allowed.seen  # the browser did navigate, after it
     assert refused.seen == []
 
@@ -197,12 +204,31 @@ async def test_nothing_of_the_desktop_is_left_on_the_host_after_stop(desktop: De
     assert _limit(browser, "cpu", "cpu.cfs_quota_us", "cpu.max") in ("100000", "100000 100000")  # one core,
     assert _limit(browser, "memory", "memory.limit_in_bytes", "memory.max") == str(1 << 30)  # 1 GiB,
     assert _limit(browser, "pids", "pids.max", "pids.max") == "514"  # 512 processes and threads (+ the init's 2)
+    # Chromium's own sandbox: its renderers in a user namespace of their own, the browser in the call's
+    assert desktop.browser_sandbox
+    renderers = [pid for pid in pids if "--type=renderer" in _cmdline(pid)]
+    assert renderers and all(_user_ns(pid) not in (None, _user_ns(browser)) for pid in renderers)
     uids = {_uid(pid) for pid in pids} - {None}
     assert uids == {desktop.uid} and 0 not in uids  # every process as the sandbox's unprivileged host uid
     await desktop.stop()
     assert [pid for pid in pids if _comm(pid) in ("Xvfb", "chromium", "python3", "python")] == []
     with pytest.raises(DesktopUnavailable):
         await desktop.screenshot()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _user_ns(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/user")
+    except OSError:
+        return None
 
 
 def _uid(pid: int) -> int | None:
@@ -243,3 +269,12 @@ def test_doctor_says_whether_a_desktop_runs_and_names_a_missing_package(monkeypa
     monkeypatch.setattr(requirements, "PACKAGES", (*requirements.PACKAGES, ("x11-apps", "/nonexistent/xeyes", "")))
     found = doctor._desktop(sandbox)
     assert not found.ok and "apt-get install x11-apps" in found.detail, found
+
+
+@needs_desktop
+async def test_a_code_call_beside_a_desktop_still_makes_no_user_namespace(desktop: Desktop, sandbox: Sandbox) -> None:
+    """Only the desktop's call may make user namespaces (its browser's sandbox needs them); the code calls of the
+    same sandbox are refused them as ever."""
+    assert desktop.browser_sandbox
+    result = await sandbox.run("import ctypes\nprint(ctypes.CDLL(None, use_errno=True).unshare(0x10000000))")
+    assert result.outcome == "ok" and result.stdout.strip() == "-1", result

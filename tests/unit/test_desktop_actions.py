@@ -73,3 +73,20 @@ def test_a_bad_action_is_an_error_naming_its_field(raw: object, param: str, said
 
 def test_keys_may_be_null_on_a_pointer_action() -> None:
     assert parse_actions([{"type": "move", "x": 1, "y": 1, "keys": None}], W, H)[0].keys == ()
+
+
+def test_only_a_call_that_asks_may_make_user_namespaces() -> None:
+    """The desktop's call drops ``--disable-userns`` and the filter's namespace refusals (Chromium's own sandbox
+    needs them); every other call keeps both, and both filters refuse the same everything else."""
+    from responses_bridge.sandbox.command import bwrap_command
+    from responses_bridge.sandbox.limits import SandboxLimits
+    from responses_bridge.sandbox.seccomp import compiled_filter
+
+    def command(user_namespaces: bool) -> list[str]:
+        return bwrap_command("bwrap", SandboxLimits(), control_fd=3, info_fd=4, address_space=0,
+                             user_namespaces=user_namespaces)
+
+    assert "--disable-userns" in command(False) and "--disable-userns" not in command(True)
+    pytest.importorskip("pyseccomp")
+    assert compiled_filter(False, user_namespaces=True) != compiled_filter(False)
+    assert len(compiled_filter(False, user_namespaces=True)) < len(compiled_filter(False))  # fewer rules

@@ -149,15 +149,16 @@ def _proc() -> list[str]:
 def bwrap_command(bwrap: str, limits: SandboxLimits, *, control_fd: int, info_fd: int, address_space: int,
                   launcher: Path | None = None, extra_roots: Sequence[str] = (),
                   read_only: Sequence[tuple[Path, str]] = (), egress: EgressBinding | None = None,
-                  proc: bool = True) -> list[str]:
+                  proc: bool = True, user_namespaces: bool = False) -> list[str]:
     """The argv that starts the launcher as the sandbox's init. ``control_fd``: the launcher's marks;
     ``info_fd``: bubblewrap's JSON with the init's host pid; ``address_space``: each process's ``RLIMIT_AS``;
     ``read_only``: (host directory, sandbox path) trees bound read-only (a container's skills at
     ``/mnt/skills/<name>``: services/containers/skill_cache.py), under ``/mnt`` and never over a path the sandbox itself
     needs; ``egress``: the proxy of an allowlist policy (None: no way out at all); ``proc``: a ``/proc`` of the
-    sandbox's own (False where the host's masks forbid one: then none at all, see host.py)."""
+    sandbox's own (False where the host's masks forbid one: then none at all, see host.py); ``user_namespaces``:
+    no ``--disable-userns`` (the desktop's browser sandboxes its renderers in user namespaces of its own)."""
     arguments = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session",
-                 *(["--disable-userns"] if proc else []), "--as-pid-1", "--cap-drop", "ALL",
+                 *(["--disable-userns"] if proc and not user_namespaces else []), "--as-pid-1", "--cap-drop", "ALL",
                  "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
                  "--hostname", "sandbox", "--clearenv", "--info-fd", str(info_fd)]
     for name, value in {**ENVIRONMENT, **(egress.environment if egress is not None else {})}.items():

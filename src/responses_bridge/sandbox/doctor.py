@@ -99,9 +99,11 @@ def _desktop(sandbox: Sandbox) -> Finding:
             shot = await desktop.screenshot()
         finally:
             await desktop.stop()
+        own = ("Chromium's own sandbox on: its renderers in namespaces of their own" if desktop.browser_sandbox else
+               "Chromium's own sandbox off: this kernel refused it the user namespaces it makes; the call's "
+               "namespaces, filter and cgroup hold the whole browser")
         return (f"Xvfb, Chromium and xdotool started in one call in {took:.1f} s; a {shot.width}x{shot.height} "
-                f"screenshot is {len(shot.jpeg) >> 10} KiB of JPEG (Chromium's own sandbox off: a call may make no "
-                "user namespace; the call's namespaces, filter and cgroup hold the whole browser)")
+                f"screenshot is {len(shot.jpeg) >> 10} KiB of JPEG ({own})")
 
     try:
         return Finding("desktop", True, asyncio.run(probe()))

@@ -76,6 +76,10 @@ class OwnLimits:
 
     limits: SandboxLimits
     address_space: int = 0
+    user_namespaces: bool = False
+    """The call may make user namespaces of its own (no ``--disable-userns``, the seccomp filter's namespace
+    refusals lifted): the desktop's browser runs its own sandbox in them, so that a web page that takes a renderer
+    over is held by Chromium's sandbox before the call's. Every other bound of the call stands."""
 
 
 _CALLS = itertools.count(1)
@@ -320,9 +324,11 @@ class Sandbox:
                   own: OwnLimits | None = None) -> SandboxCall:
         assert self.bwrap is not None
         limits, address_space = (self.limits, self.address_space) if own is None else (own.limits, own.address_space)
-        return SandboxCall(self.bwrap, limits, seccomp=self.seccomp, address_space=address_space,
+        namespaces = own is not None and own.user_namespaces
+        seccomp = compiled_filter(single_process=False, user_namespaces=True) if namespaces else self.seccomp
+        return SandboxCall(self.bwrap, limits, seccomp=seccomp, address_space=address_space,
                            cgroup_parent=self.cgroups, name=name, read_only=read_only, egress=egress,
-                           identity=self.identity, proc=self.proc_refused is None)
+                           identity=self.identity, proc=self.proc_refused is None, user_namespaces=namespaces)
 
     async def run(self, code: str, *, tenant: str = "") -> SandboxResult:
         """Run ``code`` over an empty ``/mnt/data`` (what it writes there is gone with the call): the doctor's

@@ -108,11 +108,16 @@ def _wait_for_browser(screen: Screen, browser: subprocess.Popen, until: float) -
     return "the browser drew no window in time"
 
 
-def _browser_command(config: dict) -> list[str]:
+def _start_browser(config: dict, sandboxed: bool) -> subprocess.Popen:
+    return subprocess.Popen(_browser_command(config, sandboxed), env={**os.environ, "DISPLAY": DISPLAY},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+
+
+def _browser_command(config: dict, sandboxed: bool) -> list[str]:
     width, height = config["width"], config["height"]
     proxy = os.environ.get("HTTP_PROXY")
     return [
-        config["browser"], *config["browser_flags"],
+        config["browser"], *config["browser_flags"], *([] if sandboxed else ["--no-sandbox"]),
         "--user-data-dir=/tmp/browser", "--no-first-run", "--no-default-browser-check", "--disable-sync",
         "--disable-background-networking", "--disable-component-update", "--disable-breakpad",
         "--disable-crash-reporter", "--disable-gpu", "--disable-default-apps", "--disable-domain-reliability",
@@ -121,7 +126,7 @@ def _browser_command(config: dict) -> list[str]:
         "--disable-features=Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider,AutofillServerCommunication,"
         "SpareRendererForSitePerProcess",
         "--window-position=0,0", f"--window-size={width},{height}", "--force-device-scale-factor=1",
-        "--test-type",  # no "unsupported flag" bar over the page (--no-sandbox)
+        "--test-type",  # no "unsupported flag" bar over the page (where --no-sandbox is)
         # every address through the call's proxy, loopback too: the sandbox's own loopback has nothing to reach
         f"--proxy-server={proxy}" if proxy else "--proxy-server=http://127.0.0.1:9",
         "--proxy-bypass-list=<-loopback>",
@@ -178,11 +183,18 @@ def main(config_text: str) -> None:
         started.append(xvfb)
         error = _wait_for_display(xvfb, until)
         marks["display"] = time.monotonic()
+        sandboxed = not config["no_sandbox"]
         if error is None:
-            browser = subprocess.Popen(_browser_command(config), env={**os.environ, "DISPLAY": DISPLAY},
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+            browser = _start_browser(config, sandboxed)
             started.append(browser)
             error = _wait_for_browser(screen, browser, until)
+            if error is not None and sandboxed and browser.poll() is not None:
+                # its own sandbox could not start here (no user namespace: "No usable sandbox!"): without it
+                sandboxed = False
+                started.remove(browser)
+                browser = _start_browser(config, sandboxed)
+                started.append(browser)
+                error = _wait_for_browser(screen, browser, until)
             marks["browser"] = time.monotonic()
         if error is not None:
             _say({"error": error})
@@ -190,7 +202,7 @@ def main(config_text: str) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(f"/mnt/data/{SOCKET_NAME}")
         listener.listen(1)
-        _say({"ready": True, "marks": marks})
+        _say({"ready": True, "marks": marks, "browser_sandbox": sandboxed})
         _serve(listener, screen)
     finally:
         for process in reversed(started):  # (the init ends whatever is left once this process exits)

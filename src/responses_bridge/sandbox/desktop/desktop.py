@@ -14,9 +14,14 @@ limits of its own (:class:`DesktopSettings`: a browser needs more processes and 
 per-process address-space limit, which Chromium's reservations would exceed at once). How long it lives is the
 caller's business (an idle timeout later); ``lifetime`` is only its outer bound.
 
-Chromium's own sandbox is off (``--no-sandbox``): it needs a new user namespace (or a setuid helper, which Debian
-does not ship), and a sandbox call may make none (``--disable-userns`` and the call's seccomp filter refuse it,
-deliberately). The call's namespaces, filter and cgroup are the boundary around the whole browser instead.
+Chromium's own sandbox stays on: it puts each renderer (what runs a web page) in user, PID and network namespaces
+of its own under its seccomp-bpf filter, so a page that takes a renderer over is held there before it reaches the
+browser's profile, the desktop's socket or the call. It needs to make user namespaces (or a setuid helper, which
+no_new_privs makes inert), which a code call may not (``--disable-userns`` and the call's seccomp filter refuse
+it); a desktop's call may (runner.py's ``OwnLimits.user_namespaces``: its filter's namespace refusals lifted, every
+other bound the same). Where the kernel still refuses nested user namespaces, Chromium says "No usable sandbox!",
+and the desktop's process starts it again with ``--no-sandbox`` (:attr:`Desktop.browser_sandbox` says which):
+the call's namespaces, filter and cgroup then hold the whole browser.
 """
 
 from __future__ import annotations
@@ -67,9 +72,10 @@ class DesktopSettings:
     wait: float = 1.0
     url: str = "about:blank"
     browser: str = DEFAULT_BROWSER
-    browser_flags: tuple[str, ...] = ("--no-sandbox",)
-    """Chromium's own sandbox cannot start inside a call (no user namespace may be made there: this module's
-    docstring), so it is turned off explicitly rather than left to fail."""
+    browser_flags: tuple[str, ...] = ()
+    browser_sandbox: bool = True
+    """Chromium's own sandbox (this module's docstring); False: ``--no-sandbox``, and the call may make no user
+    namespace, as a code call."""
 
     def limits(self) -> SandboxLimits:
         return SandboxLimits(timeout=self.lifetime, memory_bytes=self.memory_bytes, processes=self.processes,
@@ -108,6 +114,7 @@ class Desktop:
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
         self._init_pid: int | None = None
+        self._browser_sandbox = False
 
     @property
     def width(self) -> int:
@@ -116,6 +123,11 @@ class Desktop:
     @property
     def height(self) -> int:
         return self.settings.height
+
+    @property
+    def browser_sandbox(self) -> bool:
+        """Whether Chromium's own sandbox runs (its renderers in namespaces of their own): known once started."""
+        return self._browser_sandbox
 
     @property
     def uid(self) -> int:
@@ -135,17 +147,19 @@ class Desktop:
         self._stack = contextlib.AsyncExitStack()
         try:
             call = await self._stack.enter_async_context(self._sandbox.call(
-                tenant=self._tenant, network=self._network, own=OwnLimits(self.settings.limits())))
+                tenant=self._tenant, network=self._network,
+                own=OwnLimits(self.settings.limits(), user_namespaces=self.settings.browser_sandbox)))
             self._init_pid = call.init_pid
             settings = self.settings
             config = {"width": settings.width, "height": settings.height, "quality": settings.quality,
                       "url": settings.url, "browser": settings.browser, "browser_flags": list(settings.browser_flags),
-                      "start_timeout": settings.start_timeout}
+                      "start_timeout": settings.start_timeout, "no_sandbox": not settings.browser_sandbox}
             code = f"{AGENT_SOURCE.read_text()}\nmain({json.dumps(json.dumps(config))})\n"
             self._run = asyncio.ensure_future(call.run(code, on_stdout=self._hear))
             first = await self._first_word()
             if "error" in first or not first.get("ready"):
                 raise DesktopUnavailable(f"the desktop did not start: {first.get('error') or first}")
+            self._browser_sandbox = bool(first.get("browser_sandbox"))
             self._reader, self._writer = await asyncio.open_unix_connection(str(call.data / SOCKET_NAME),
                                                                             limit=HEAD_LIMIT)
         except BaseException:
@@ -218,19 +232,21 @@ class Desktop:
         return result.note or f"its process ended: {result.outcome}"
 
     def processes(self) -> list[int]:
-        """The host pids of the call's processes now (its PID namespace's): what :meth:`stop` ends."""
+        """The host pids of the call's processes now: its init and every process under it (the browser's
+        renderers, in PID namespaces of their own, too): what :meth:`stop` ends."""
         if self._init_pid is None:
             return []
-        try:
-            namespace = os.readlink(f"/proc/{self._init_pid}/ns/pid")
-        except OSError:
-            return []
-        found = []
+        children: dict[int, list[int]] = {}
         for entry in os.listdir("/proc"):
             if entry.isdigit():
-                with contextlib.suppress(OSError):
-                    if os.readlink(f"/proc/{entry}/ns/pid") == namespace:
-                        found.append(int(entry))
+                with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+                    children.setdefault(parent, []).append(int(entry))
+        found, waiting = [], [self._init_pid] if os.path.exists(f"/proc/{self._init_pid}") else []
+        while waiting:
+            pid = waiting.pop()
+            found.append(pid)
+            waiting += children.get(pid, [])
         return found
 
     async def stop(self) -> None:
