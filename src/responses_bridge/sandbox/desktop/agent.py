@@ -108,7 +108,19 @@ def _wait_for_browser(screen: Screen, browser: subprocess.Popen, until: float) -
     return "the browser drew no window in time"
 
 
+PREFERENCES = {"search": {"suggest_enabled": False}, "alternate_error_pages": {"enabled": False},
+               "safebrowsing": {"enabled": False}, "translate": {"enabled": False}}
+"""The profile's first preferences: what is typed in the address bar is not sent to a search engine for
+suggestions as it is typed (a model types addresses, sometimes what it should not), nor a failed address to a
+service for alternatives; the proxy would refuse them unless allowed, and they are no part of the session's work."""
+
+
 def _start_browser(config: dict, sandboxed: bool) -> subprocess.Popen:
+    profile = "/tmp/browser/Default"
+    if not os.path.exists(f"{profile}/Preferences"):
+        os.makedirs(profile, exist_ok=True)
+        with open(f"{profile}/Preferences", "w") as preferences:
+            json.dump(PREFERENCES, preferences)
     return subprocess.Popen(_browser_command(config, sandboxed), env={**os.environ, "DISPLAY": DISPLAY},
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
 
