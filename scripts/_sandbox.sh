@@ -39,6 +39,59 @@ if ! command -v bwrap >/dev/null 2>&1; then
   unset _me _why _as_root
 fi
 
+# The desktop (OpenAI's computer use: src/responses_bridge/sandbox/desktop/) runs in the same sandbox: a virtual
+# display, a browser, input and fonts, from Debian's packages, installed the same way (said first on stderr, apt-get,
+# as root or with passwordless sudo). RESPONSES_BRIDGE_SKIP_DESKTOP_INSTALL=1 skips them (and so does
+# RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL=1: no desktop runs without the sandbox); without them a desktop is refused,
+# naming the package, and everything else works. `responses-bridge doctor` tells whether a desktop can run.
+_desktop_missing() {  # the Debian packages whose program is not here, as sandbox/desktop/requirements.py looks
+  local missing=""
+  command -v Xvfb >/dev/null 2>&1 || missing="$missing xvfb"
+  command -v xdotool >/dev/null 2>&1 || missing="$missing xdotool"
+  [ -x /usr/lib/chromium/chromium ] || missing="$missing chromium"
+  [ -d /usr/share/fonts/truetype/dejavu ] || missing="$missing fonts-dejavu-core"
+  echo "${missing# }"
+}
+_desktop="$(_desktop_missing)"
+if [ -n "$_desktop" ]; then
+  _me="${0##*/}"
+  _why="the desktop's packages are not installed ($_desktop): a virtual display, a browser and its input, run in the
+  code interpreter's sandbox for computer use; without them a desktop is refused, and everything else works."
+  _as_root=""
+  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then
+    _as_root="sudo -n"
+  fi
+  if [ "${RESPONSES_BRIDGE_SKIP_DESKTOP_INSTALL:-}" = 1 ] || [ "${RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL:-}" = 1 ]; then
+    echo "$_me: $_why
+  Not installing them (RESPONSES_BRIDGE_SKIP_DESKTOP_INSTALL=1). To have them: apt-get install $_desktop" >&2
+  elif ! command -v apt-get >/dev/null 2>&1 || { [ "$(id -u)" != 0 ] && [ -z "$_as_root" ]; }; then
+    echo "$_me: $_why
+  Install them with your system's package manager (Debian/Ubuntu: sudo apt-get install $_desktop)." >&2
+  else
+    echo "$_me: $_why
+  Installing them now: ${_as_root:+$_as_root }apt-get install -y $_desktop (system packages, outside .venv; an
+  apt-get update first if the package list does not have them).
+  To skip this: RESPONSES_BRIDGE_SKIP_DESKTOP_INSTALL=1 $_me" >&2
+    if [ -t 0 ] && [ -t 2 ]; then
+      echo "  (Ctrl-C within 5 seconds to stop here.)" >&2
+      sleep 5
+    fi
+    # shellcheck disable=SC2086 # one word per package
+    DEBIAN_FRONTEND=noninteractive $_as_root apt-get install -y -qq $_desktop >/dev/null \
+      || { $_as_root apt-get update -qq >/dev/null \
+           && DEBIAN_FRONTEND=noninteractive $_as_root apt-get install -y -qq $_desktop >/dev/null; } \
+      || true
+    _desktop="$(_desktop_missing)"
+    if [ -z "$_desktop" ]; then
+      echo "$_me: installed the desktop's packages." >&2
+    else
+      echo "$_me: could not install $_desktop: a desktop will be refused." >&2
+    fi
+  fi
+  unset _me _why _as_root
+fi
+unset _desktop
+
 # A root bridge runs each sandbox under an unprivileged host uid (RESPONSES_BRIDGE_CODE_SANDBOX_UID, 65534 by
 # default), never as root; that uid must traverse the directories on the way to the Python runtime and .venv it
 # binds into each call. A Python installed under /root (mode 0700: pyenv, or a root user's own build) is out of

@@ -24,7 +24,8 @@ PREFIX = "RESPONSES_BRIDGE_"
 STRICT_ENV = "RESPONSES_BRIDGE_STRICT_ENV"
 TOOLING_NAMES = frozenset({"RESPONSES_BRIDGE_TEST_STORE", "RESPONSES_BRIDGE_TEST_WORKERS",
                            "RESPONSES_BRIDGE_TEST_PG_WORKERS", "RESPONSES_BRIDGE_VENV",
-                           "RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL", "RESPONSES_BRIDGE_REAL_MODEL_DIR",
+                           "RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL", "RESPONSES_BRIDGE_SKIP_DESKTOP_INSTALL",
+                           "RESPONSES_BRIDGE_REAL_MODEL_DIR",
                            "RESPONSES_BRIDGE_TEST_FORK", "RESPONSES_BRIDGE_PIP"})
 """Read by the development scripts (scripts/test, scripts/demo, .ci/run, scripts/real-model-session), which may run
 the bridge with them set."""

@@ -169,3 +169,35 @@ def test_the_sweep_leaves_the_cgroups_another_pid_namespace_named() -> None:
         assert not any(path.is_dir() for path in mine)  # this process's own name: swept as before
     finally:
         cgroups.remove(list(theirs))
+
+
+def _cpu_quota(paths: list[Path]) -> tuple[int, int] | None:
+    """(quota, period) in microseconds of the first of a call's cgroup directories that holds one."""
+    for path in paths:
+        if (path / "cpu.max").exists():
+            quota, period = (path / "cpu.max").read_text().split()
+            return (-1 if quota == "max" else int(quota)), int(period)
+        if (path / "cpu.cfs_quota_us").exists():
+            return int((path / "cpu.cfs_quota_us").read_text()), int((path / "cpu.cfs_period_us").read_text())
+    return None
+
+
+@needs_cgroup
+def test_a_call_asking_for_a_cpu_bound_gets_the_quota_and_others_none() -> None:
+    """A long-lived call (the desktop) bounds its cores by its cgroup's CPU quota; a code call keeps its slot as its
+    only CPU bound, with no cpu cgroup made for it; both are removed whole, the sweep taking the cpu one too."""
+    from responses_bridge.sandbox import cgroups
+
+    assert PARENT is not None
+    if PARENT.cpu is None and not os.environ.get("CI"):
+        pytest.skip("no writable cpu controller here")
+    assert PARENT.cpu is not None
+    bounded = PARENT.create(cgroups.call_name("run", "cpu"), processes=8, memory_bytes=64 << 20, cpus=0.5)
+    plain = PARENT.create(cgroups.call_name("run", "nocpu"), processes=8, memory_bytes=64 << 20)
+    try:
+        assert _cpu_quota(bounded) == (50_000, 100_000)
+        assert _cpu_quota(plain) in (None, (-1, 100_000))  # v2: the shared directory's default, "max"
+    finally:
+        cgroups.remove(bounded)
+        cgroups.remove(plain)
+    assert not any(path.exists() for path in (*bounded, *plain))

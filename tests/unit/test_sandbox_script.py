@@ -18,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "_sandbox.sh"
 SKIP = "RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL"
+SKIP_DESKTOP = "RESPONSES_BRIDGE_SKIP_DESKTOP_INSTALL"
 
 
 def _tool(directory: Path, name: str, body: str) -> None:
@@ -37,7 +38,7 @@ def _source(tmp_path: Path, *, uid: int = 0, env: dict[str, str] | None = None) 
                               f'[ "$1" = install ] && printf "#!/bin/bash\\n" > {bin_dir}/bwrap '
                               f'&& chmod +x {bin_dir}/bwrap\nexit 0\n')
     result = subprocess.run(["/bin/bash", "-c", 'set -euo pipefail; source "$1"', "scripts/demo", str(SCRIPT)],
-                            env={"PATH": str(bin_dir), **(env or {})}, stdin=subprocess.DEVNULL,
+                            env={"PATH": str(bin_dir), SKIP_DESKTOP: "1", **(env or {})}, stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     return result.stderr, calls.read_text().splitlines() if calls.exists() else []
@@ -51,6 +52,40 @@ def test_it_says_what_it_installs_why_and_how_to_skip_before_it_does(tmp_path: P
     assert "code interpreter's sandbox" in notice and "code_interpreter tool" in notice  # why
     assert f"{SKIP}=1 demo" in notice  # how not to, for the script that was run
     assert "installed bubblewrap" in stderr.split("<apt-get ran>")[-1]
+
+
+def _source_with_bwrap(tmp_path: Path, env: dict[str, str]) -> tuple[str, list[str]]:
+    """Source the script as root where bubblewrap is already installed and the desktop's programs are not (a PATH
+    of stand-ins): its stderr, and the apt-get commands it ran."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    _tool(bin_dir, "id", "echo 0\n")
+    _tool(bin_dir, "bwrap", "exit 0\n")
+    _tool(bin_dir, "apt-get", f'echo "apt-get $*" >> {calls}\necho "<apt-get ran>" >&2\nexit 0\n')
+    result = subprocess.run(["/bin/bash", "-c", 'set -euo pipefail; source "$1"', "scripts/demo", str(SCRIPT)],
+                            env={"PATH": str(bin_dir), **env}, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stderr, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_the_desktops_packages_are_said_before_they_are_installed(tmp_path: Path) -> None:
+    stderr, calls = _source_with_bwrap(tmp_path, {})
+    assert calls and calls[0].startswith("apt-get install -y")
+    assert "xvfb" in calls[0].split() and "xdotool" in calls[0].split()
+    notice = stderr.split("<apt-get ran>", 1)[0]
+    assert "apt-get install -y xvfb xdotool" in notice and "computer use" in notice  # what and why
+    assert f"{SKIP_DESKTOP}=1 demo" in notice  # how not to
+    assert "could not install" in stderr.split("<apt-get ran>")[-1]  # the stand-in installed nothing: said
+
+
+def test_the_desktop_skip_variable_installs_none_of_its_packages(tmp_path: Path) -> None:
+    for skip in (SKIP_DESKTOP, SKIP):  # no desktop without the sandbox: skipping bubblewrap skips it too
+        (tmp_path / skip).mkdir()
+        stderr, calls = _source_with_bwrap(tmp_path / skip, {skip: "1"})
+        assert calls == []
+        assert f"Not installing them ({SKIP_DESKTOP}=1)" in stderr and "apt-get install xvfb xdotool" in stderr
 
 
 def test_the_skip_variable_installs_nothing(tmp_path: Path) -> None:

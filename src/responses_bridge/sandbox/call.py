@@ -68,8 +68,9 @@ class SandboxCall:
     def __init__(self, bwrap: str, limits: SandboxLimits, *, seccomp: bytes, address_space: int,
                  cgroup_parent: CgroupParent | None, name: str,
                  read_only: Sequence[tuple[Path, str]] = (), egress: EgressBinding | None = None,
-                 identity: SandboxIdentity | None = None, proc: bool = True) -> None:
+                 identity: SandboxIdentity | None = None, proc: bool = True, user_namespaces: bool = False) -> None:
         self.limits = limits
+        self._user_namespaces = user_namespaces
         self._identity = identity or SandboxIdentity()
         self._proc = proc
         self._read_only = tuple(read_only)
@@ -117,7 +118,8 @@ class SandboxCall:
         try:
             command = bwrap_command(self._bwrap, self.limits, control_fd=control_write, info_fd=info_write,
                                     address_space=self._address_space, read_only=self._read_only,
-                                    egress=self._egress, proc=self._proc)
+                                    egress=self._egress, proc=self._proc,
+                                    user_namespaces=self._user_namespaces)
             try:
                 command = self._identity.wrap(command)  # a root bridge's sandbox never runs as the host's root
             except FileNotFoundError as missing:
@@ -126,7 +128,7 @@ class SandboxCall:
                 try:
                     self._cgroup = await asyncio.to_thread(
                         self._cgroup_parent.create, self._name, processes=self.limits.processes + 2,
-                        memory_bytes=self.limits.memory_bytes)
+                        memory_bytes=self.limits.memory_bytes, cpus=self.limits.cpus)
                 except OSError as error:  # never a call without its budget: refused, as without a sandbox
                     log.warning("sandbox_cgroup_failed", error=str(error))
                     raise SandboxUnavailable(f"the call's cgroup could not be made ({error})") from None
@@ -189,6 +191,11 @@ class SandboxCall:
             pass
         finally:
             self._exited.set()
+
+    @property
+    def init_pid(self) -> int | None:
+        """The host pid of the call's init (None before it started): its PID namespace is the call's."""
+        return self._init_pid
 
     @property
     def identity(self) -> SandboxIdentity:

@@ -11,6 +11,10 @@ single-process mode instead (``command.py``), and ``doctor`` says which mode is 
 The memory and pids controllers may live in different hierarchies (cgroup v1 mounts each on its own), so a call's
 cgroup is one directory per hierarchy, and the call's first process joins each before it starts bubblewrap.
 
+A call that asks for a CPU bound (``cpus``: the desktop, a browser that would otherwise take every core it can)
+also gets the ``cpu`` controller's quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``) where one is writable; other
+calls are bounded in CPU by their slot alone (one per core), as before.
+
 Where the cgroup is granted (a container runtime's writable cgroup in a cgroup namespace, systemd's ``Delegate=``):
 on v2 a cgroup that holds processes cannot hand controllers to children ("no internal processes"), so, as dind's
 init, systemd and runc's systemd driver do, the bridge first moves every process of its cgroup into a leaf
@@ -34,6 +38,8 @@ PARENT_NAME = "responses-bridge-sandbox"
 LEAF_NAME = "bridge"
 """The leaf a v2 cgroup's processes are moved into so that the cgroup may enable controllers for its children."""
 CONTROLLERS = ("memory", "pids")
+CPU_PERIOD_US = 100_000
+"""The CPU quota's period: a call bounded to ``cpus`` cores may run ``cpus`` × this in each period."""
 
 
 def own_path(controller: str | None) -> str | None:
@@ -59,11 +65,13 @@ class Hierarchy:
     parent: Path
     controller: str
 
-    def make(self, name: str, *, processes: int, memory_bytes: int) -> Path:
+    def make(self, name: str, *, processes: int, memory_bytes: int, cpus: float = 1.0) -> Path:
         path = self.parent / name
         path.mkdir()
         try:
-            if self.controller == "pids":
+            if self.controller == "cpu":
+                self.bound_cpu(path, cpus)
+            elif self.controller == "pids":
                 (path / "pids.max").write_text(str(processes))
             elif self.version == "v2":
                 (path / "memory.max").write_text(str(memory_bytes))
@@ -81,6 +89,15 @@ class Hierarchy:
             _remove_one(path)
             raise
         return path
+
+    def bound_cpu(self, path: Path, cpus: float) -> None:
+        """At most ``cpus`` cores for the processes of ``path`` (a cgroup of this hierarchy's cpu controller)."""
+        quota = max(1000, int(cpus * CPU_PERIOD_US))
+        if self.version == "v2":
+            (path / "cpu.max").write_text(f"{quota} {CPU_PERIOD_US}")
+        else:
+            (path / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+            (path / "cpu.cfs_quota_us").write_text(str(quota))
 
 
 def v2_mount() -> Path | None:
@@ -181,8 +198,11 @@ def _usable(hierarchy: Hierarchy) -> bool:
                 _enable(hierarchy.parent.parent)
         hierarchy.parent.mkdir(exist_ok=True)
         if hierarchy.version == "v2":
-            for name in CONTROLLERS:  # one at a time: a controller the kernel lacks refuses the whole write
+            if hierarchy.controller not in CONTROLLERS:  # cpu: enabled only where a call may ask for it
                 with contextlib.suppress(OSError):
+                    (hierarchy.parent.parent / "cgroup.subtree_control").write_text(f"+{hierarchy.controller}")
+            for name in (*CONTROLLERS, hierarchy.controller):  # one at a time: a controller the kernel lacks
+                with contextlib.suppress(OSError):  # refuses the whole write
                     (hierarchy.parent / "cgroup.subtree_control").write_text(f"+{name}")
         probe = hierarchy.make(call_name("probe", hierarchy.controller), processes=64, memory_bytes=1 << 30)
         _remove_one(probe)
@@ -199,6 +219,9 @@ class CgroupParent:
 
     memory: Hierarchy
     pids: Hierarchy | None
+    cpu: Hierarchy | None = None
+    """Where a call asking for a CPU bound gets its quota (None: nowhere writable; such a call is bounded by its
+    slot alone)."""
 
     @property
     def description(self) -> str:
@@ -206,6 +229,8 @@ class CgroupParent:
         parts = [f"memory (cgroup {self.memory.version}, {self.memory.parent})"]
         if self.pids is not None:
             parts.append(f"pids (cgroup {self.pids.version}, {self.pids.parent})")
+        if self.cpu is not None:
+            parts.append(f"cpu for the calls bounded in CPU (cgroup {self.cpu.version}, {self.cpu.parent})")
         return " and ".join(parts)
 
     @classmethod
@@ -215,11 +240,13 @@ class CgroupParent:
         if memory is None:
             return None
         pids = next((found for found in _candidates("pids") if _usable(found)), None)
-        return cls(memory, pids)
+        cpu = next((found for found in _candidates("cpu") if _usable(found)), None)
+        return cls(memory, pids, cpu)
 
-    def create(self, name: str, *, processes: int, memory_bytes: int) -> list[Path]:
+    def create(self, name: str, *, processes: int, memory_bytes: int, cpus: float = 0.0) -> list[Path]:
         """A call's cgroup, one directory per hierarchy with its limit set; write a pid to each one's
-        ``cgroup.procs`` to put a process in it. Undone whole if any part fails."""
+        ``cgroup.procs`` to put a process in it. Undone whole if any part fails. ``cpus``: a CPU bound in cores
+        (0: none), where a cpu controller is writable (:attr:`cpu`)."""
         made: list[Path] = []
         try:
             made.append(self.memory.make(name, processes=processes, memory_bytes=memory_bytes))
@@ -227,6 +254,12 @@ class CgroupParent:
                 made.append(self.pids.make(name, processes=processes, memory_bytes=memory_bytes))
             elif self.pids is not None:  # v2: one directory holds both limits
                 (made[0] / "pids.max").write_text(str(processes))
+            if cpus > 0 and self.cpu is not None:
+                in_made = next((path for path in made if path.parent == self.cpu.parent), None)
+                if in_made is not None:  # v2: the same directory
+                    self.cpu.bound_cpu(in_made, cpus)
+                else:
+                    made.append(self.cpu.make(name, processes=processes, memory_bytes=memory_bytes, cpus=cpus))
         except OSError:
             remove(made)
             raise
@@ -241,7 +274,7 @@ class CgroupParent:
         each is often PID 1 or 2) — removing it removed a live call's cgroup between its making and its joining.
         How many were removed."""
         removed = 0
-        for hierarchy in {self.memory, *([self.pids] if self.pids is not None else [])}:
+        for hierarchy in {self.memory, *(found for found in (self.pids, self.cpu) if found is not None)}:
             with contextlib.suppress(OSError):
                 for entry in hierarchy.parent.iterdir():
                     fields = entry.name.split("-")

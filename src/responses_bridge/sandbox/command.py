@@ -13,16 +13,17 @@ bridge's (bubblewrap itself, whose arguments do, stays outside the namespace).
 refuse a fresh procfs, there is no ``/proc`` at all (host.py), never the host's.
 
 The file system is a fresh tmpfs, read-only once set up, holding only: the system's directories read-only (``/usr``
-and the merged-usr links, a few files of ``/etc``), the Python installation and the environment the bridge runs
-from (read-only: its packages, numpy among them; a virtual environment at ``/opt/venv``), the launcher, ``/dev``
-read-only but for a small ``/dev/shm``, and three sized in-memory file systems that are the only places the code
-can write: ``/tmp``, ``/dev/shm`` and ``/mnt/data`` (the container's files, laid out and read back by the bridge,
-sized to the container's limit, so unlinked, sparse or hidden bytes count against it like any other). A call may
-also get read-only trees under ``/mnt`` (a container's skills at ``/mnt/skills/<name>``, from the bridge's cache
-of unpacked skills: services/containers/skill_cache.py). Nothing a
+and the merged-usr links, a few files of ``/etc``, the system's font cache — without it a browser's fontconfig
+rebuilds it in ``/tmp`` at each start: a desktop started in 1.8-2.8 s with it, 3.8-4.8 s without), the Python
+installation and the environment the bridge runs from (read-only: its packages, numpy among them; a virtual
+environment at ``/opt/venv``), the launcher, ``/dev`` read-only but for a small ``/dev/shm``, and three sized
+in-memory file systems that are the only places the code can write: ``/tmp``, ``/dev/shm`` and ``/mnt/data`` (the
+container's files, laid out and read back by the bridge, sized to the container's limit, so unlinked, sparse or hidden
+bytes count against it like any other). A call may also get read-only trees under ``/mnt`` (a container's skills at
+``/mnt/skills/<name>``, from the bridge's cache of unpacked skills: services/containers/skill_cache.py). Nothing a
 call writes reaches the host's disk, and all of it is gone when the call's namespace ends. The bridge's data
-directory, database, configuration and working directory are never mounted, and the environment is cleared: only
-the variables below are set, so no secret of the bridge's reaches the code.
+directory, database, configuration and working directory are never mounted, and the environment is cleared: only the
+variables below are set, so no secret of the bridge's reaches the code.
 
 Under an ``allowlist`` network policy (:class:`EgressBinding`), the network namespace stays the code's own; the
 egress proxy's Unix socket is bound in read-only at ``/run/egress.sock``, the launcher relays ``127.0.0.1:3128`` to
@@ -54,7 +55,7 @@ DATA_SLACK_BYTES = 8 * MIB
 pages), so a container at its limit still lays out."""
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/fonts",
-             "/etc/localtime", "/etc/mime.types", "/etc/ssl/certs")
+             "/etc/localtime", "/etc/mime.types", "/etc/ssl/certs", "/var/cache/fontconfig")
 
 PACKAGES_DIR = "/mnt/packages"
 """An agent environment's packages, bound read-only where it has some (services/agents/environments/packages.py)."""
@@ -148,15 +149,16 @@ def _proc() -> list[str]:
 def bwrap_command(bwrap: str, limits: SandboxLimits, *, control_fd: int, info_fd: int, address_space: int,
                   launcher: Path | None = None, extra_roots: Sequence[str] = (),
                   read_only: Sequence[tuple[Path, str]] = (), egress: EgressBinding | None = None,
-                  proc: bool = True) -> list[str]:
+                  proc: bool = True, user_namespaces: bool = False) -> list[str]:
     """The argv that starts the launcher as the sandbox's init. ``control_fd``: the launcher's marks;
     ``info_fd``: bubblewrap's JSON with the init's host pid; ``address_space``: each process's ``RLIMIT_AS``;
     ``read_only``: (host directory, sandbox path) trees bound read-only (a container's skills at
     ``/mnt/skills/<name>``: services/containers/skill_cache.py), under ``/mnt`` and never over a path the sandbox itself
     needs; ``egress``: the proxy of an allowlist policy (None: no way out at all); ``proc``: a ``/proc`` of the
-    sandbox's own (False where the host's masks forbid one: then none at all, see host.py)."""
+    sandbox's own (False where the host's masks forbid one: then none at all, see host.py); ``user_namespaces``:
+    no ``--disable-userns`` (the desktop's browser sandboxes its renderers in user namespaces of its own)."""
     arguments = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session",
-                 *(["--disable-userns"] if proc else []), "--as-pid-1", "--cap-drop", "ALL",
+                 *(["--disable-userns"] if proc and not user_namespaces else []), "--as-pid-1", "--cap-drop", "ALL",
                  "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
                  "--hostname", "sandbox", "--clearenv", "--info-fd", str(info_fd)]
     for name, value in {**ENVIRONMENT, **(egress.environment if egress is not None else {})}.items():

@@ -72,7 +72,43 @@ def _with_sandbox(findings: list[Finding], sandbox: Sandbox, limits: SandboxLimi
     if findings[-1].ok:
         findings.append(Finding("packages", True, _packages(sandbox)))
         findings.append(_shell(sandbox, use_cgroup))
+        findings.append(_desktop(sandbox))
     return findings
+
+
+def _desktop(sandbox: Sandbox) -> Finding:
+    """Can a desktop (computer use) run here: its packages, Pillow with XCB, the cgroup mode; then a real one
+    started, its screen taken and stopped. Not a failure of the code interpreter: ``doctor``'s exit status does
+    not count it (no tool served yet needs it)."""
+    import asyncio
+    import time
+
+    from .desktop import Desktop, desktop_unavailable
+    from .result import SandboxBusy
+
+    refused = desktop_unavailable(sandbox)
+    if refused is not None:
+        return Finding("desktop", False, refused)
+
+    async def probe() -> str:
+        desktop = Desktop(sandbox)
+        began = time.monotonic()
+        try:
+            await desktop.start()
+            took = time.monotonic() - began
+            shot = await desktop.screenshot()
+        finally:
+            await desktop.stop()
+        own = ("Chromium's own sandbox on: its renderers in namespaces of their own" if desktop.browser_sandbox else
+               "Chromium's own sandbox off: this kernel refused it the user namespaces it makes; the call's "
+               "namespaces, filter and cgroup hold the whole browser")
+        return (f"Xvfb, Chromium and xdotool started in one call in {took:.1f} s; a {shot.width}x{shot.height} "
+                f"screenshot is {len(shot.jpeg) >> 10} KiB of JPEG ({own})")
+
+    try:
+        return Finding("desktop", True, asyncio.run(probe()))
+    except (SandboxUnavailable, SandboxBusy) as failed:
+        return Finding("desktop", False, f"a desktop did not start here: {failed}")
 
 
 def _shell(sandbox: Sandbox, use_cgroup: bool) -> Finding:

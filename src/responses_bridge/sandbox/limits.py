@@ -27,7 +27,7 @@ class SandboxLimits:
     """``timeout``: wall seconds per call; ``memory_bytes``: the call's memory, every process and in-memory file
     together (runner.py: its two modes); ``processes``: processes and threads inside; ``file_bytes``: one file's
     size; ``container_bytes``: the sum of a container's files; ``output_bytes``: kept of stdout and of stderr each;
-    ``concurrency``: sandboxes at once (others wait, within their own deadline)."""
+    ``concurrency``: sandboxes at once (others wait, within their own deadline); ``cpus``: a CPU bound."""
 
     timeout: float = 30.0
     memory_bytes: int = GIB
@@ -36,6 +36,9 @@ class SandboxLimits:
     container_bytes: int = GIB
     output_bytes: int = 64 * 1024
     concurrency: int = 0
+    cpus: float = 0.0
+    """Cores the call may use at most, by its cgroup's CPU quota (0: none but its slot; a code call's default). A
+    long-lived call sets it (the desktop: sandbox/desktop/), where a cpu controller is writable (cgroups.py)."""
 
     @property
     def slots(self) -> int:

@@ -27,6 +27,7 @@ import contextlib
 import itertools
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -65,6 +66,22 @@ NO_PROC_NOTE = "There is no /proc (psutil and reading /proc/self fail)."
 Mode = Literal["cgroup", "single-process"]
 Prepare = Callable[[], contextlib.AbstractAsyncContextManager[Sequence[tuple[Path, str]]]]
 """Trees to bind read-only, made once a call is admitted (``Sandbox.call(prepare=...)``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OwnLimits:
+    """A call's own limits, in the cgroup mode only (its cgroup bounds the memory and processes of all it starts):
+    ``limits`` for the call itself (time, memory, processes), ``address_space`` each process's ``RLIMIT_AS`` (0:
+    none — a browser reserves far more address space than it ever uses, so the cgroup alone bounds it)."""
+
+    limits: SandboxLimits
+    address_space: int = 0
+    user_namespaces: bool = False
+    """The call may make user namespaces of its own (no ``--disable-userns``, the seccomp filter's namespace
+    refusals lifted): the desktop's browser runs its own sandbox in them, so that a web page that takes a renderer
+    over is held by Chromium's sandbox before the call's. Every other bound of the call stands."""
+
+
 _CALLS = itertools.count(1)
 """Numbers the calls' cgroups across every sandbox of the process: a cgroup whose removal is still under way never
 has its name taken by the next call of another sandbox."""
@@ -226,7 +243,8 @@ class Sandbox:
     async def call(self, *, tenant: str = "", job: JobKind = "python",
                    read_only: Sequence[tuple[Path, str]] = (),
                    network: NetworkPolicy | None = None,
-                   prepare: Prepare | None = None, memory_limit: str | None = None) -> AsyncIterator[SandboxCall]:
+                   prepare: Prepare | None = None, memory_limit: str | None = None,
+                   own: OwnLimits | None = None) -> AsyncIterator[SandboxCall]:
         """A slot, then a started sandbox; ended (and its slot freed) on leaving. Raises
         :class:`SandboxUnavailable` when code cannot run here (or, for a ``shell`` job, in this mode),
         :class:`SandboxBusy` when no slot came in time.
@@ -234,10 +252,14 @@ class Sandbox:
         ``network``: an allowlist policy, served by an egress proxy of the call's own (None: no network).
         ``prepare``: more such trees, made only once the call holds its slot (a container's skills, unpacked on
         the host's disk: never for a call that waits, or is refused) and held until the call ends.
-        ``memory_limit``: the container's tier; every call here gets the bridge's own limit (backend.py)."""
+        ``memory_limit``: the container's tier; every call here gets the bridge's own limit (backend.py).
+        ``own``: a long-lived call's limits of its own (the desktop: sandbox/desktop/), in place of the sandbox's
+        for the call itself; it waits for its slot as any call does, and needs the cgroup mode."""
         refused = self.unavailable or (None if self.bwrap is not None else "bubblewrap (bwrap) was not found")
         if refused is None and job == "shell":
             refused = self.shell_unavailable
+        if refused is None and own is not None and self.mode != "cgroup":
+            refused = self.shell_unavailable or "a call with limits of its own needs the cgroup mode"
         if refused is None and network is not None and self.egress is None:
             refused = ("this deployment allows no network policy but 'disabled' "
                        "(RESPONSES_BRIDGE_CODE_EGRESS_ALLOWLIST=false)")
@@ -269,7 +291,7 @@ class Sandbox:
                         self._check_reachable(binds)
                         if proxy is not None:
                             await proxy.start()  # first: its socket is bound into the sandbox
-                        call = self._new_call(name, binds, proxy.binding() if proxy is not None else None)
+                        call = self._new_call(name, binds, proxy.binding() if proxy is not None else None, own)
                         await call.start()
                         yield call
                     finally:
@@ -298,11 +320,15 @@ class Sandbox:
                 raise SandboxUnavailable(f"the sandbox's host uid {self.identity.host_uid} cannot traverse "
                                          f"{blocked}, on the way to {tree} (bound read-only at {target})")
 
-    def _new_call(self, name: str, read_only: Sequence[tuple[Path, str]], egress: EgressBinding | None) -> SandboxCall:
+    def _new_call(self, name: str, read_only: Sequence[tuple[Path, str]], egress: EgressBinding | None,
+                  own: OwnLimits | None = None) -> SandboxCall:
         assert self.bwrap is not None
-        return SandboxCall(self.bwrap, self.limits, seccomp=self.seccomp, address_space=self.address_space,
+        limits, address_space = (self.limits, self.address_space) if own is None else (own.limits, own.address_space)
+        namespaces = own is not None and own.user_namespaces
+        seccomp = compiled_filter(single_process=False, user_namespaces=True) if namespaces else self.seccomp
+        return SandboxCall(self.bwrap, limits, seccomp=seccomp, address_space=address_space,
                            cgroup_parent=self.cgroups, name=name, read_only=read_only, egress=egress,
-                           identity=self.identity, proc=self.proc_refused is None)
+                           identity=self.identity, proc=self.proc_refused is None, user_namespaces=namespaces)
 
     async def run(self, code: str, *, tenant: str = "") -> SandboxResult:
         """Run ``code`` over an empty ``/mnt/data`` (what it writes there is gone with the call): the doctor's

@@ -36,8 +36,10 @@ class SeccompUnavailable(Exception):
 
 
 @functools.cache
-def compiled_filter(single_process: bool) -> bytes:
-    """The filter as a BPF program (``struct sock_filter`` array) for ``prctl(PR_SET_SECCOMP)``."""
+def compiled_filter(single_process: bool, user_namespaces: bool = False) -> bytes:
+    """The filter as a BPF program (``struct sock_filter`` array) for ``prctl(PR_SET_SECCOMP)``.
+    ``user_namespaces``: a call that may make namespaces of its own (the desktop, whose browser sandboxes its
+    renderers in them: runner.py's ``OwnLimits``); every other refusal stands."""
     try:
         import pyseccomp as seccomp
     except ImportError as missing:
@@ -47,9 +49,10 @@ def compiled_filter(single_process: bool) -> bytes:
     except (OSError, RuntimeError) as error:  # libseccomp.so.2 not found by ctypes
         raise SeccompUnavailable(f"libseccomp cannot be loaded ({error}): install libseccomp2") from error
     refuse = seccomp.ERRNO(errno.EPERM)
-    for name in (*ALWAYS_REFUSED, *NAMESPACES_REFUSED):
+    for name in (*ALWAYS_REFUSED, *(() if user_namespaces else NAMESPACES_REFUSED)):
         _add(rules, refuse, name)
-    rules.add_rule(refuse, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER))
+    if not user_namespaces:
+        rules.add_rule(refuse, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER))
     _add(rules, seccomp.ERRNO(errno.ENOSYS), "clone3")  # its flags are in memory, out of a filter's reach
     if single_process:
         for name in SINGLE_PROCESS_REFUSED:

@@ -1,0 +1,225 @@
+"""The desktop's own process inside the sandbox call: it starts the display (Xvfb) and the browser (Chromium), then
+performs what the bridge asks over a Unix socket in ``/mnt/data`` and answers each request with a JPEG of the
+screen once it has settled.
+
+It runs as the call's code (the launcher's child, under the call's seccomp filter, cgroup and uid), so it is sent
+as source, not imported: the standard library and Pillow only (the bridge's environment is bound read-only at
+``/opt/venv``), no import of the bridge. It never decides what to do: the bridge parses the model's actions
+strictly (actions.py) and sends each as xdotool's arguments; this process runs ``xdotool`` with them and nothing
+else.
+
+The exchange (one JSON line each way, then the JPEG's bytes):
+
+- on stdout, once: ``{"ready": true, ...}`` when the screen shows the browser, or ``{"error": "..."}``;
+- on the socket, a request ``{"steps": [["mousemove", "10", "20"], ...], "wait": S, "settle": S}`` (``steps``
+  may be empty: a screenshot) is answered ``{"ok": true, "bytes": N, "width": W, "height": H, "settled": B}`` and
+  N bytes, or ``{"error": "..."}``; ``{"quit": true}`` ends the desktop.
+
+Settling: no fixed sleep after an action. The screen is grabbed every :data:`GRAB_EVERY` seconds until it stayed
+the same for ``quiet`` seconds, bounded by ``settle`` (then the last grab is sent, ``settled: false``).
+"""
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+DISPLAY = ":1"
+GRAB_EVERY = 0.02
+SOCKET_NAME = "desktop.sock"
+
+
+def _say(found: dict) -> None:
+    sys.stdout.write(json.dumps(found) + "\n")
+    sys.stdout.flush()
+
+
+class Screen:
+    """Grabs from the display (Pillow's XCB grab: no process per screenshot) and JPEG encoding."""
+
+    def __init__(self, quality: int) -> None:
+        from PIL import ImageGrab
+
+        self._grab = ImageGrab.grab
+        self.quality = quality
+
+    def grab(self) -> Any:  # Pillow's Image (Pillow is imported inside the call only)
+        return self._grab(xdisplay=DISPLAY)
+
+    def settled(self, quiet: float, bound: float) -> tuple[Any, bool]:
+        """The screen once it has not changed for ``quiet`` seconds, at most ``bound`` seconds from now."""
+        start = time.monotonic()
+        image = self.grab()
+        pixels = image.tobytes()
+        same_since = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now - same_since >= quiet:
+                return image, True
+            if now - start >= bound:
+                return image, False
+            time.sleep(GRAB_EVERY)
+            image = self.grab()
+            current = image.tobytes()
+            if current != pixels:
+                pixels = current
+                same_since = time.monotonic()
+
+    def jpeg(self, image: Any) -> bytes:
+        import io
+
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=self.quality)
+        return out.getvalue()
+
+
+def _wait_for_display(xvfb: subprocess.Popen, until: float) -> str | None:
+    while time.monotonic() < until:
+        if xvfb.poll() is not None:
+            return f"Xvfb exited with status {xvfb.returncode}"
+        if os.path.exists(f"/tmp/.X11-unix/X{DISPLAY[1:]}"):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(f"/tmp/.X11-unix/X{DISPLAY[1:]}")
+                return None
+            except OSError:
+                pass
+            finally:
+                probe.close()
+        time.sleep(0.01)
+    return "Xvfb did not open its display in time"
+
+
+def _wait_for_browser(screen: Screen, browser: subprocess.Popen, until: float) -> str | None:
+    """The browser has drawn its window: the screen is no longer the empty display, and has settled."""
+    empty = screen.grab().tobytes()
+    while time.monotonic() < until:
+        if browser.poll() is not None:
+            return f"the browser exited with status {browser.returncode}"
+        if screen.grab().tobytes() != empty:
+            screen.settled(0.15, max(until - time.monotonic(), 0.0))
+            return None
+        time.sleep(GRAB_EVERY)
+    return "the browser drew no window in time"
+
+
+PREFERENCES = {"search": {"suggest_enabled": False}, "alternate_error_pages": {"enabled": False},
+               "safebrowsing": {"enabled": False}, "translate": {"enabled": False}}
+"""The profile's first preferences: what is typed in the address bar is not sent to a search engine for
+suggestions as it is typed (a model types addresses, sometimes what it should not), nor a failed address to a
+service for alternatives; the proxy would refuse them unless allowed, and they are no part of the session's work."""
+
+
+def _start_browser(config: dict, sandboxed: bool) -> subprocess.Popen:
+    profile = "/tmp/browser/Default"
+    if not os.path.exists(f"{profile}/Preferences"):
+        os.makedirs(profile, exist_ok=True)
+        with open(f"{profile}/Preferences", "w") as preferences:
+            json.dump(PREFERENCES, preferences)
+    return subprocess.Popen(_browser_command(config, sandboxed), env={**os.environ, "DISPLAY": DISPLAY},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+
+
+def _browser_command(config: dict, sandboxed: bool) -> list[str]:
+    width, height = config["width"], config["height"]
+    proxy = os.environ.get("HTTP_PROXY")
+    return [
+        config["browser"], *config["browser_flags"], *([] if sandboxed else ["--no-sandbox"]),
+        "--user-data-dir=/tmp/browser", "--no-first-run", "--no-default-browser-check", "--disable-sync",
+        "--disable-background-networking", "--disable-component-update", "--disable-breakpad",
+        "--disable-crash-reporter", "--disable-gpu", "--disable-default-apps", "--disable-domain-reliability",
+        "--no-pings", "--disable-client-side-phishing-detection", "--safebrowsing-disable-auto-update",
+        "--disable-dev-shm-usage", "--password-store=basic",
+        "--disable-features=Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider,AutofillServerCommunication,"
+        "SpareRendererForSitePerProcess",
+        "--window-position=0,0", f"--window-size={width},{height}", "--force-device-scale-factor=1",
+        "--test-type",  # no "unsupported flag" bar over the page (where --no-sandbox is)
+        # every address through the call's proxy, loopback too: the sandbox's own loopback has nothing to reach
+        f"--proxy-server={proxy}" if proxy else "--proxy-server=http://127.0.0.1:9",
+        "--proxy-bypass-list=<-loopback>",
+        config["url"],
+    ]
+
+
+def _serve(listener: socket.socket, screen: Screen) -> None:
+    environment = {**os.environ, "DISPLAY": DISPLAY}
+    while True:
+        connection, _ = listener.accept()
+        with connection, connection.makefile("rb") as requests:
+            for line in requests:
+                request = json.loads(line)
+                if request.get("quit"):
+                    return
+                failed = None
+                began = time.monotonic()
+                for step in request.get("steps", []):
+                    done = subprocess.run(["xdotool", *[str(word) for word in step]], env=environment,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+                    if done.returncode != 0:
+                        failed = f"xdotool {step[0]} failed: {done.stderr.decode(errors='replace').strip()}"
+                        break
+                if failed is None and request.get("wait"):
+                    time.sleep(float(request["wait"]))
+                acted = time.monotonic()
+                image, settled = screen.settled(float(request.get("quiet", 0.1)), float(request.get("settle", 1.5)))
+                grabbed = time.monotonic()
+                data = screen.jpeg(image)
+                head = {"ok": failed is None, "bytes": len(data), "width": image.width, "height": image.height,
+                        "settled": settled, "seconds": [round(acted - began, 4), round(grabbed - acted, 4),
+                                                        round(time.monotonic() - grabbed, 4)]}
+                if failed is not None:
+                    head["error"] = failed
+                connection.sendall(json.dumps(head).encode() + b"\n" + data)
+
+
+def main(config_text: str) -> None:
+    config = json.loads(config_text)
+    until = time.monotonic() + float(config["start_timeout"])
+    try:
+        screen = Screen(int(config["quality"]))
+    except ImportError as missing:
+        _say({"error": f"Pillow is missing in the sandbox ({missing}): pip install 'responses-bridge[desktop]'"})
+        return
+    started: list[subprocess.Popen] = []
+    marks = {"agent": time.monotonic()}
+    os.makedirs("/tmp/.X11-unix", mode=0o1777, exist_ok=True)  # Xvfb, not root here, would not make it
+    try:
+        xvfb = subprocess.Popen(["Xvfb", DISPLAY, "-screen", "0", f"{config['width']}x{config['height']}x24",
+                                 "-nolisten", "tcp", "-noreset", "-dpi", "96"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        started.append(xvfb)
+        error = _wait_for_display(xvfb, until)
+        marks["display"] = time.monotonic()
+        sandboxed = not config["no_sandbox"]
+        if error is None:
+            browser = _start_browser(config, sandboxed)
+            started.append(browser)
+            error = _wait_for_browser(screen, browser, until)
+            if error is not None and sandboxed and browser.poll() is not None:
+                # its own sandbox could not start here (no user namespace: "No usable sandbox!"): without it
+                sandboxed = False
+                started.remove(browser)
+                browser = _start_browser(config, sandboxed)
+                started.append(browser)
+                error = _wait_for_browser(screen, browser, until)
+            marks["browser"] = time.monotonic()
+        if error is not None:
+            _say({"error": error})
+            return
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(f"/mnt/data/{SOCKET_NAME}")
+        listener.listen(1)
+        _say({"ready": True, "marks": marks, "browser_sandbox": sandboxed})
+        _serve(listener, screen)
+    finally:
+        for process in reversed(started):  # (the init ends whatever is left once this process exits)
+            with contextlib.suppress(OSError):
+                if process is started[0]:
+                    process.terminate()
+                else:  # the browser's whole session (start_new_session)
+                    os.killpg(process.pid, signal.SIGTERM)

@@ -1,0 +1,270 @@
+"""One desktop: a long-lived sandbox call whose code is the desktop's own process (agent.py), driven over a Unix
+socket in the call's ``/mnt/data``.
+
+    desktop = Desktop(sandbox, tenant="t", network=policy)
+    await desktop.start()                       # a slot, the call, Xvfb and Chromium: the screen shows the browser
+    shot = await desktop.act(parse_actions([...], desktop.width, desktop.height))
+    shot = await desktop.screenshot()
+    await desktop.stop()                        # every process of the call gone, its slot freed
+
+The call is an ordinary one of the bubblewrap backend (runner.py): it waits for a slot of the sandbox's fair-share
+pool, runs as the sandbox's unprivileged uid in namespaces of its own with nothing of the host writable, reaches the
+network only through its egress proxy (the browser's ``--proxy-server``), and is bounded by its cgroup — with
+limits of its own (:class:`DesktopSettings`: a browser needs more processes and threads than a script, and no
+per-process address-space limit, which Chromium's reservations would exceed at once). How long it lives is the
+caller's business (an idle timeout later); ``lifetime`` is only its outer bound.
+
+Chromium's own sandbox stays on: it puts each renderer (what runs a web page) in user, PID and network namespaces
+of its own under its seccomp-bpf filter, so a page that takes a renderer over is held there before it reaches the
+browser's profile, the desktop's socket or the call. It needs to make user namespaces (or a setuid helper, which
+no_new_privs makes inert), which a code call may not (``--disable-userns`` and the call's seccomp filter refuse
+it); a desktop's call may (runner.py's ``OwnLimits.user_namespaces``: its filter's namespace refusals lifted, every
+other bound the same). Where the kernel still refuses nested user namespaces, Chromium says "No usable sandbox!",
+and the desktop's process starts it again with ``--no-sandbox`` (:attr:`Desktop.browser_sandbox` says which):
+the call's namespaces, filter and cgroup then hold the whole browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..egress_policy import NetworkPolicy
+from ..limits import GIB, MIB, SandboxLimits
+from ..result import SandboxResult, SandboxUnavailable
+from ..runner import OwnLimits, Sandbox
+from .actions import Action, steps_for
+from .requirements import DEFAULT_BROWSER, desktop_unavailable
+
+AGENT_SOURCE = Path(__file__).with_name("agent.py")
+SOCKET_NAME = "desktop.sock"
+HEAD_LIMIT = 1 << 12
+
+
+class DesktopUnavailable(SandboxUnavailable):
+    """No desktop can run here, or this one failed to start or died: why, naming what is missing."""
+
+
+@dataclass(frozen=True, slots=True)
+class DesktopSettings:
+    """``width``×``height``: the screen (OpenAI's guide: 1280×800 to 1600×900 work well); ``memory_bytes``,
+    ``processes`` (threads count) and ``cpus`` (cores: as much as the one slot it holds): the call's cgroup, the
+    CPU bound where a cpu controller is writable; ``lifetime``: the call's outer time bound;
+    ``start_timeout``: display and browser up; ``quality``: the JPEG's; ``settle``: at most this long waiting for
+    the screen to settle after actions, ``quiet``: unchanged this long counts as settled; ``wait``: what the
+    ``wait`` action waits before settling; ``url``: the browser's first page."""
+
+    width: int = 1280
+    height: int = 800
+    memory_bytes: int = GIB
+    processes: int = 512
+    cpus: float = 1.0
+    lifetime: float = 4 * 3600.0
+    start_timeout: float = 30.0
+    quality: int = 70
+    settle: float = 1.5
+    quiet: float = 0.1
+    wait: float = 1.0
+    url: str = "about:blank"
+    browser: str = DEFAULT_BROWSER
+    browser_flags: tuple[str, ...] = ()
+    browser_sandbox: bool = True
+    """Chromium's own sandbox (this module's docstring); False: ``--no-sandbox``, and the call may make no user
+    namespace, as a code call."""
+
+    def limits(self) -> SandboxLimits:
+        return SandboxLimits(timeout=self.lifetime, memory_bytes=self.memory_bytes, processes=self.processes,
+                             file_bytes=64 * MIB, container_bytes=16 * MIB, output_bytes=64 * 1024, cpus=self.cpus)
+
+
+@dataclass(frozen=True, slots=True)
+class Screenshot:
+    """The screen as a JPEG; ``settled``: it had stopped changing when taken (False: the bound came first);
+    ``error``: an action that failed (the screenshot is the screen after it)."""
+
+    jpeg: bytes
+    width: int
+    height: int
+    settled: bool = True
+    error: str | None = None
+    seconds: tuple[float, ...] = ()
+    """Where the desktop's time went: the actions, waiting for the screen to settle, the JPEG."""
+
+
+class Desktop:
+    """A desktop in one sandbox call, for one tenant's session. Not safe to drive from two tasks at once: requests
+    are taken one at a time (a lock), as a model's actions are."""
+
+    def __init__(self, sandbox: Sandbox, *, tenant: str = "", network: NetworkPolicy | None = None,
+                 settings: DesktopSettings | None = None) -> None:
+        self.settings = settings or DesktopSettings()
+        self._sandbox = sandbox
+        self._tenant = tenant
+        self._network = network
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._run: asyncio.Task[SandboxResult] | None = None
+        self._said = bytearray()
+        self._heard = asyncio.Event()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+        self._init_pid: int | None = None
+        self._browser_sandbox = False
+
+    @property
+    def width(self) -> int:
+        return self.settings.width
+
+    @property
+    def height(self) -> int:
+        return self.settings.height
+
+    @property
+    def browser_sandbox(self) -> bool:
+        """Whether Chromium's own sandbox runs (its renderers in namespaces of their own): known once started."""
+        return self._browser_sandbox
+
+    @property
+    def uid(self) -> int:
+        """The host uid every process of the desktop runs as: the sandbox's, never root (identity.py)."""
+        return self._sandbox.identity.host_uid
+
+    async def start(self) -> None:
+        """A slot, the call, the display and the browser, returning once the browser's window is drawn (its first
+        page may still be loading: a screenshot shows what there is). Raises :class:`DesktopUnavailable` (a
+        package, Pillow or the cgroup mode missing, or the desktop failed to start: why) or ``SandboxBusy`` (no
+        slot in time)."""
+        if self._stack is not None:
+            raise RuntimeError("the desktop has started already")
+        refused = desktop_unavailable(self._sandbox, browser=self.settings.browser)
+        if refused is not None:
+            raise DesktopUnavailable(refused)
+        self._stack = contextlib.AsyncExitStack()
+        try:
+            call = await self._stack.enter_async_context(self._sandbox.call(
+                tenant=self._tenant, network=self._network,
+                own=OwnLimits(self.settings.limits(), user_namespaces=self.settings.browser_sandbox)))
+            self._init_pid = call.init_pid
+            settings = self.settings
+            config = {"width": settings.width, "height": settings.height, "quality": settings.quality,
+                      "url": settings.url, "browser": settings.browser, "browser_flags": list(settings.browser_flags),
+                      "start_timeout": settings.start_timeout, "no_sandbox": not settings.browser_sandbox}
+            code = f"{AGENT_SOURCE.read_text()}\nmain({json.dumps(json.dumps(config))})\n"
+            self._run = asyncio.ensure_future(call.run(code, on_stdout=self._hear))
+            first = await self._first_word()
+            if "error" in first or not first.get("ready"):
+                raise DesktopUnavailable(f"the desktop did not start: {first.get('error') or first}")
+            self._browser_sandbox = bool(first.get("browser_sandbox"))
+            self._reader, self._writer = await asyncio.open_unix_connection(str(call.data / SOCKET_NAME),
+                                                                            limit=HEAD_LIMIT)
+        except BaseException:
+            await self.stop()
+            raise
+
+    def _hear(self, piece: bytes) -> None:
+        self._said += piece
+        if b"\n" in self._said:
+            self._heard.set()
+
+    async def _first_word(self) -> dict[str, object]:
+        """The agent's first line (ready, or why not), or why the call ended before it."""
+        assert self._run is not None
+        heard = asyncio.ensure_future(self._heard.wait())
+        try:
+            await asyncio.wait({heard, self._run}, timeout=self.settings.start_timeout + 5.0,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            heard.cancel()
+        if self._heard.is_set():
+            line = bytes(self._said).split(b"\n", 1)[0]
+            try:
+                found = json.loads(line)
+            except ValueError:
+                found = None
+            if isinstance(found, dict):
+                return found
+            return {"error": f"unexpected word from the desktop: {line[:200]!r}"}
+        if self._run.done() and not self._run.cancelled():
+            result = self._run.result()
+            said = (result.stderr or result.note or result.outcome).strip().splitlines()
+            return {"error": f"the desktop's process ended ({result.outcome}): {said[-1] if said else ''}"}
+        return {"error": f"no word from the desktop within {self.settings.start_timeout + 5.0:g} s"}
+
+    async def act(self, actions: Sequence[Action]) -> Screenshot:
+        """Perform ``actions`` (parsed: actions.py) in order, then the screen once it has settled."""
+        steps: list[list[str]] = []
+        wait = 0.0
+        for action in actions:
+            steps += steps_for(action)
+            if action.type == "wait":
+                wait += self.settings.wait
+        return await self._request({"steps": steps, "wait": wait, "settle": self.settings.settle,
+                                    "quiet": self.settings.quiet})
+
+    async def screenshot(self) -> Screenshot:
+        """The screen as it is now: one grab, no waiting (a ``screenshot`` action in :meth:`act` waits for the
+        screen to settle, as every batch does)."""
+        return await self._request({"steps": [], "settle": 0.0, "quiet": 0.0})
+
+    async def _request(self, request: dict[str, object]) -> Screenshot:
+        if self._reader is None or self._writer is None:
+            raise DesktopUnavailable("the desktop is not running")
+        async with self._lock:
+            try:
+                self._writer.write(json.dumps(request).encode() + b"\n")
+                await self._writer.drain()
+                head = json.loads(await self._reader.readuntil(b"\n"))
+                data = await self._reader.readexactly(int(head["bytes"]))
+            except (OSError, ValueError, KeyError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as error:
+                raise DesktopUnavailable(f"the desktop stopped answering ({self._ended() or error})") from None
+        return Screenshot(data, int(head["width"]), int(head["height"]), bool(head.get("settled")),
+                          head.get("error"), tuple(head.get("seconds", ())))
+
+    def _ended(self) -> str | None:
+        if self._run is None or not self._run.done() or self._run.cancelled():
+            return None
+        result = self._run.result()
+        return result.note or f"its process ended: {result.outcome}"
+
+    def processes(self) -> list[int]:
+        """The host pids of the call's processes now: its init and every process under it (the browser's
+        renderers, in PID namespaces of their own, too): what :meth:`stop` ends."""
+        if self._init_pid is None:
+            return []
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+                    children.setdefault(parent, []).append(int(entry))
+        found, waiting = [], [self._init_pid] if os.path.exists(f"/proc/{self._init_pid}") else []
+        while waiting:
+            pid = waiting.pop()
+            found.append(pid)
+            waiting += children.get(pid, [])
+        return found
+
+    async def stop(self) -> None:
+        """End the desktop: the agent asked to quit (it ends the browser and the display), the call ended (the
+        init kills whatever is left; its cgroup removed) and its slot freed. Never raises but for cancellation."""
+        if self._writer is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                self._writer.write(b'{"quit": true}\n')
+                await self._writer.drain()
+            self._writer.close()
+            self._writer = self._reader = None
+        if self._run is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._run), 2.0)
+            if not self._run.done():
+                self._run.cancel()  # the call's init ends every process of it (call.py)
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._run
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
