@@ -76,7 +76,7 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
     door's too."""
     gate = getattr(run, "upstream_gate", None)
     if gate is not None:  # the response's model turns, its subagents' included, take places (run/upstream_gate.py)
-        upstream = gate.around(upstream, getattr(run, "tenant", ""))
+        upstream = gate.around(upstream, getattr(run, "tenant", ""), durable=bool(getattr(run, "background", False)))
     try:
         with upstream_scope(upstream, authorization):  # the tool loop's image calls go where its turns go
             async with deadline or nullcontext():
