@@ -73,8 +73,9 @@ class PoolSettings(BaseSettings):
         "`upstream_connect_timeout` (or finds 4 calls per connection waiting) fails with 503 "
         "`upstream_connections_exceeded` (a background response's or a session turn's call waits on instead: the run "
         "resumes when one comes). Shared by the fair-share rule: a freed connection goes to the waiting tenant "
-        "served least lately, and no call in flight is ended for another (see docs/operations.md). 0: what the process holds, derived at start from its descriptor limit "
-        "(half of it, two per stream) and its memory budget (64 KiB per stream), the smaller, at least 256 "
+        "served least lately, and no call in flight is ended for another (see docs/operations.md). 0: what the "
+        "process holds, derived at start from its descriptor limit (half of it, two per stream) and its memory "
+        "budget (64 KiB per stream), the smaller, at least 256 "
         "(docs/operations.md, Sizing)"))
     upstream_tenant_connections: int = Field(default=0, ge=0, description=(
         "of `upstream_max_connections`, what one tenant's calls may hold when it is alone; beside other tenants "
