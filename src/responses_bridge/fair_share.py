@@ -51,6 +51,8 @@ __all__ = ["PREEMPTED", "FairPool", "FairSlots", "Reason", "Refused", "fair_hold
 
 Reason = Literal["share", "full", "queue"]
 log = structlog.get_logger("responses_bridge.fair_share")
+_monotonic = time.monotonic
+_exp = math.exp
 IDLE_KEPT = 4096
 """Idle tenants whose service records are kept (past it, those decayed to nothing go, then the oldest quarter)."""
 FORGOTTEN = 1e-3
@@ -65,13 +67,13 @@ def _counted(what: str) -> Callable[[str, str, int], None]:
 
 
 class _Tenant:
-    __slots__ = ("holdings", "holds", "keyed", "mark", "queue", "served", "waiting")
+    __slots__ = ("at", "holdings", "holds", "keyed", "queue", "served", "waiting")
 
-    def __init__(self, mark: float) -> None:
+    def __init__(self, at: float) -> None:
         self.holds = 0
         self.waiting = 0  # waiters still waiting (the queue may keep withdrawn ones until they reach its head)
-        self.served = 0.0  # the service record (fair_tenure.py), up to ``mark``
-        self.mark = mark  # the pool's factor when ``served`` was last brought up to date
+        self.served = 0.0  # the service record (fair_tenure.py), up to ``at``
+        self.at = at  # when (monotonic) ``served`` was last brought up to date
         self.keyed = 0  # the version of its live heap entry (0: none)
         self.queue: deque[_Waiter] = deque()
         self.holdings: dict[Any, int] = {}  # what may be taken back (egress, the memory backstop)
@@ -126,21 +128,24 @@ class FairPool:
         self.on_preempt: Callable[[str, str, int], None] | None = None  # (tenant, why, size): metrics and a log
 
     # -- service ---------------------------------------------------------------------------------------------------
-    def _factor(self) -> float:
-        """The service clock's factor now (fair_tenure.py), the records rescaled first if it grew too large."""
-        service = self.service
-        now = time.monotonic()
-        exponent = (now - service.origin) / service.time_constant()
-        if exponent > RENORMALISE:
-            self._renormalise(now)
-            return 1.0
-        return math.exp(exponent)
+    def _accrue(self, state: _Tenant, now: float) -> None:
+        """``state``'s record brought up to ``now``: what it held since its last event, integrated with the decay
+        (``holds * tau * (e^x(now) - e^x(at))``, fair_tenure.py). Nothing held: only the time is kept (no
+        exponential). The hot paths inline it."""
+        if state.holds:
+            service = self.service
+            tau = service.tau
+            exponent = (now - service.origin) / tau
+            if exponent > RENORMALISE:
+                self._renormalise(now)
+                exponent = 0.0
+            state.served += state.holds * tau * (_exp(exponent) - _exp((state.at - service.origin) / tau))
+        state.at = now
 
     def _renormalise(self, now: float) -> None:
         scale = self.service.renormalise(now)
         for state in itertools.chain(self.tenants.values(), self._idle.values()):
             state.served /= scale
-            state.mark /= scale
         self._heap = [(state.served, order, version, state, name) for _, order, version, state, name in self._heap]
         heapq.heapify(self._heap)
 
@@ -149,8 +154,8 @@ class FairPool:
         state = self.tenants.get(tenant) or self._idle.get(tenant)
         if state is None:
             return 0.0
-        factor = self._factor()
-        return (state.served + state.holds * self.service.time_constant() * (factor - state.mark)) / factor
+        self._accrue(state, time.monotonic())
+        return self.service.attained(state.served, state.at)
 
     # -- counts ----------------------------------------------------------------------------------------------------
     def holds(self, tenant: str) -> int:
@@ -170,11 +175,14 @@ class FairPool:
         if state is None:  # _join, inlined: every request's first holding comes here
             state = self._idle.pop(tenant, None) or _Tenant(0.0)
             self.tenants[tenant] = state
-        elif state.holds and state.holds + size > self.cap(tenant):  # past its cap alone
-            return None
-        factor = self._factor()
-        state.served += state.holds * self.service.time_constant() * (factor - state.mark)
-        state.mark = factor
+        elif state.holds:
+            if state.holds + size > self.cap(tenant):  # past its cap alone
+                return None
+            self._accrue(state, _monotonic())
+            state.holds += size
+            self.held += size
+            return state
+        state.at = _monotonic()  # _accrue, inlined: holding nothing, nothing to add
         state.holds += size
         self.held += size
         return state
@@ -184,14 +192,28 @@ class FairPool:
         self.held -= size
         state = self.tenants.get(tenant)
         if state is not None:
-            factor = self._factor()
-            state.served += state.holds * self.service.time_constant() * (factor - state.mark)
-            state.mark = factor
-            state.holds -= size
+            now = _monotonic()
+            holds = state.holds
+            if holds:  # _accrue, inlined: every request's release comes here
+                service = self.service
+                tau, origin = service.tau, service.origin
+                exponent = (now - origin) / tau
+                if exponent > RENORMALISE:
+                    self._renormalise(now)
+                    exponent, origin = 0.0, now
+                state.served += holds * tau * (_exp(exponent) - _exp((state.at - origin) / tau))
+            state.at = now
+            holds -= size
+            state.holds = holds
             if state.waiting:
                 self._key(tenant, state)  # served more: its place among the waiting tenants moves back
-            elif state.holds <= 0:
-                self._retire(tenant, state)
+            elif holds <= 0:  # _retire, inlined: every request's last release comes here
+                del self.tenants[tenant]
+                if not state.holdings:
+                    idle = self._idle
+                    idle[tenant] = state
+                    if len(idle) > IDLE_KEPT:
+                        self._forget(idle)
         if self.waiting:
             self._dispatch()
 
@@ -248,9 +270,7 @@ class FairPool:
         state.waiting += 1
         self.waiting += 1
         if not state.keyed:
-            factor = self._factor()
-            state.served += state.holds * self.service.time_constant() * (factor - state.mark)
-            state.mark = factor
+            self._accrue(state, _monotonic())
             self._key(tenant, state)
         self._dispatch()
         try:
@@ -302,7 +322,7 @@ class FairPool:
         """``tenant`` becomes one of the n (its service record kept from before, if it was)."""
         state = self._idle.pop(tenant, None)
         if state is None:
-            state = _Tenant(self._factor())
+            state = _Tenant(_monotonic())
         self.tenants[tenant] = state
         return state
 
@@ -316,11 +336,15 @@ class FairPool:
         idle = self._idle
         idle[tenant] = state
         if len(idle) > IDLE_KEPT:
-            factor = self._factor()
-            for name in [name for name, kept in idle.items() if kept.served < FORGOTTEN * factor]:
-                del idle[name]
-            for name in list(itertools.islice(idle, max(0, len(idle) - 3 * IDLE_KEPT // 4))):
-                del idle[name]
+            self._forget(idle)
+
+    def _forget(self, idle: dict[str, _Tenant]) -> None:
+        """Past :data:`IDLE_KEPT` idle records: those decayed to nothing go, then the oldest quarter."""
+        now, service = _monotonic(), self.service
+        for name in [name for name, kept in idle.items() if service.attained(kept.served, now) < FORGOTTEN]:
+            del idle[name]
+        for name in list(itertools.islice(idle, max(0, len(idle) - 3 * IDLE_KEPT // 4))):
+            del idle[name]
 
     def _at_share(self, tenant: str, size: int) -> bool:
         """Is ``tenant`` refused by what it holds itself: its own cap (less than the pool), or at least its fair
@@ -337,7 +361,7 @@ class FairPool:
         """Room came back (or a waiter came): the least served waiting tenant's first waiter is given room while it
         fits; a tenant at its cap leaves the heap until it gives back (re-keyed then). O(log n) a grant."""
         heap = self._heap
-        factor = 0.0
+        now = 0.0
         while heap and self.held < self.capacity:
             _, _, version, state, tenant = heap[0]
             if state.keyed != version or not state.waiting or self.tenants.get(tenant) is not state:
@@ -355,10 +379,9 @@ class FairPool:
                 continue
             heapq.heappop(heap)
             queue.popleft()
-            if not factor:
-                factor = self._factor()
-            state.served += state.holds * self.service.time_constant() * (factor - state.mark)
-            state.mark = factor
+            if not now:
+                now = _monotonic()
+            self._accrue(state, now)
             state.holds += waiter.size
             self.held += waiter.size
             state.waiting -= 1
@@ -421,9 +444,7 @@ class FairPool:
         state = self.tenants.get(tenant)
         if state is None:
             state = self._join(tenant)
-        factor = self._factor()
-        state.served += state.holds * self.service.time_constant() * (factor - state.mark)
-        state.mark = factor
+        self._accrue(state, _monotonic())
         state.holds += size
         self.held += size
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 
 DEFAULT_QUANTUM = 2.0
 """Seconds, the default of ``fair_share_quantum``."""
@@ -30,11 +31,14 @@ that held units a few seconds ago from one that never did, short enough that old
 RENORMALISE = 200.0
 """Time constants after which a pool's records are rescaled to a new origin (e^200 is far inside a float)."""
 _process_quantum = [DEFAULT_QUANTUM]
+_clocks: weakref.WeakSet[Service] = weakref.WeakSet()
 
 
 def set_quantum(seconds: float) -> None:
-    """The process's quantum (the composition root sets it from the settings; a pool made before reads it too)."""
+    """The process's quantum (the composition root sets it from the settings; a pool made before follows it)."""
     _process_quantum[0] = max(0.0, seconds)
+    for clock in list(_clocks):
+        clock.tau = clock.time_constant()
 
 
 def process_quantum() -> float:
@@ -43,13 +47,16 @@ def process_quantum() -> float:
 
 class Service:
     """The clock of one pool's service records: ``factor(now)`` is ``e^((now - origin) / tau)``. ``quantum``: the
-    pool's own (None: the process's)."""
+    pool's own (None: the process's). ``tau``: the time constant, kept as a plain attribute for the hot paths."""
 
-    __slots__ = ("_quantum", "origin")
+    __slots__ = ("__weakref__", "_quantum", "origin", "tau")
 
     def __init__(self, quantum: float | None = None) -> None:
         self._quantum = quantum
         self.origin = time.monotonic()
+        self.tau = self.time_constant()
+        if quantum is None:
+            _clocks.add(self)
 
     @property
     def quantum(self) -> float:
@@ -61,11 +68,11 @@ class Service:
 
     def factor(self, now: float) -> float:
         """The scale of a record made at ``now`` (raises nothing: the pool renormalises before it could overflow)."""
-        return math.exp((now - self.origin) / self.time_constant())
+        return math.exp((now - self.origin) / self.tau)
 
     def stale(self, now: float) -> bool:
         """Has the factor grown past :data:`RENORMALISE` time constants (the pool must rescale its records)?"""
-        return now - self.origin > RENORMALISE * self.time_constant()
+        return now - self.origin > RENORMALISE * self.tau
 
     def renormalise(self, now: float) -> float:
         """Move the origin to ``now``; returns what every record must be divided by."""
