@@ -41,7 +41,7 @@ from ...store.base import DEFAULT_TENANT
 OVERLOADED = "server_overloaded"
 SHARE_EXCEEDED = "memory_share_exceeded"
 RETRY_LATER = frozenset((OVERLOADED, SHARE_EXCEEDED, PREEMPTED))
-"""The codes of the budget's 503s (and of work taken back for fairness), answered with ``Retry-After``."""
+"""The codes of the budget's 503s (and of work the memory backstop ended), answered with ``Retry-After``."""
 COST_PER_BODY_BYTE = 30
 WAIT_SECONDS = 2.0
 DEFAULT_SHARE = 0.5
