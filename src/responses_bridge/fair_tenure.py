@@ -10,7 +10,8 @@ one take-back put a victim behind every other tenant for good).
 
 Kept lazily, as a multiple of the decay: a tenant's record is ``S(t) * e^((t - origin) / tau)`` (the same number
 while it holds nothing: decay and the growing factor cancel), brought up to date only at its own events (it takes
-or gives room) with one exponential. Two records compare as the tenants' service at the same instant, whenever
+or gives room): what it held since its last one, integrated with the decay (two exponentials; none when it held
+nothing, the usual admission). Two records compare as the tenants' service at the same instant, whenever
 each was last brought up to date, so a pool's waiting tenants stay in a heap keyed by their records without any
 per-waiter decay. The factor grows without bound: past :data:`RENORMALISE` time constants the pool moves its
 origin to now and divides its records by the factor (:meth:`Service.renormalise`: once in hundreds of time
