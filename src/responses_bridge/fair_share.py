@@ -8,8 +8,9 @@ A tenant asks for ``size`` (a unit, or bytes):
 * otherwise the request waits in the pool's queue, bounded (:attr:`FairPool.queue`). Room given back goes to the
   waiting tenant with the **least attained service** — the amount it held times how long, decayed over time
   (fair_tenure.py: unit-seconds in a unit pool, byte-seconds in the memory budget, forgotten with a time constant
-  of a few ``RESPONSES_BRIDGE_FAIR_SHARE_QUANTUM``), counting what it holds up to its last event — first come first
-  served within a tenant. A tenant served least lately goes first however many tenants another caller makes:
+  of a few ``RESPONSES_BRIDGE_FAIR_SHARE_QUANTUM``), counting what it holds up to its last event; among tenants
+  served alike (not yet served), the one claiming least (held + waiting) — first come first served within a
+  tenant. A tenant served least lately goes first however many tenants another caller makes:
   each of those is served too, so each is no lighter than the victim. A tenant at its cap waits for its own work
   to end. Past the queue's bound, the newest waiter of the tenant holding and waiting most is refused at once in
   the asker's place (the asker itself when that is it); a wait past the pool's own timeout is refused too — saying
@@ -120,7 +121,7 @@ class FairPool:
         self.waiting = 0  # waiters of every tenant
         self.tenants: dict[str, _Tenant] = {}  # the n: tenants holding or waiting
         self.service = Service(quantum)
-        self._heap: list[tuple[float, int, int, _Tenant, str]] = []  # (record, order, version, state, tenant)
+        self._heap: list[tuple[float, int, int, _Tenant, str]] = []  # (record, claim, version, state, tenant)
         self._order = itertools.count(1)
         self._taking: dict[Any, int] = {}  # holdings being taken back: the room each will give back
         self._idle: dict[str, _Tenant] = {}  # tenants holding nothing, kept for their service records
@@ -146,7 +147,7 @@ class FairPool:
         scale = self.service.renormalise(now)
         for state in itertools.chain(self.tenants.values(), self._idle.values()):
             state.served /= scale
-        self._heap = [(state.served, order, version, state, name) for _, order, version, state, name in self._heap]
+        self._heap = [(state.served, claim, version, state, name) for _, claim, version, state, name in self._heap]
         heapq.heapify(self._heap)
 
     def attained(self, tenant: str) -> float:
@@ -269,9 +270,8 @@ class FairPool:
         state.queue.append(waiter)
         state.waiting += 1
         self.waiting += 1
-        if not state.keyed:
-            self._accrue(state, _monotonic())
-            self._key(tenant, state)
+        self._accrue(state, _monotonic())
+        self._key(tenant, state)  # its claim grew: among tenants served as little, the least claiming goes first
         self._dispatch()
         try:
             async with asyncio.timeout(wait):
@@ -289,11 +289,13 @@ class FairPool:
             raise Refused(refused)
 
     def _key(self, tenant: str, state: _Tenant) -> None:
-        """``tenant`` (waiting) placed among the waiting tenants by its record now; its older entry goes stale."""
+        """``tenant`` (waiting) placed among the waiting tenants by its record now — among records alike (tenants
+        not served yet), the one claiming least (held + waiting: max-min fairness serves the smallest demand first),
+        then the first keyed; its older entry goes stale."""
         order = next(self._order)
         state.keyed = order
         heap = self._heap
-        heapq.heappush(heap, (state.served, order, order, state, tenant))
+        heapq.heappush(heap, (state.served, state.holds + state.waiting, order, state, tenant))
         if len(heap) > 64 + 4 * len(self.tenants):  # stale entries outnumber the live ones: dropped (amortised)
             self._heap = [entry for entry in heap if entry[3].keyed == entry[2] and entry[3].waiting]
             heapq.heapify(self._heap)
@@ -359,13 +361,23 @@ class FairPool:
 
     def _dispatch(self) -> None:
         """Room came back (or a waiter came): the least served waiting tenant's first waiter is given room while it
-        fits; a tenant at its cap leaves the heap until it gives back (re-keyed then). O(log n) a grant."""
+        fits; a tenant at its cap leaves the heap until it gives back (re-keyed then). A key is a lower bound of its
+        tenant's service now (what a tenant holds counts on after its key was made): a head that holds anything is
+        brought up to now and put back before it is served, so the head served is the least served now. O(log n) a
+        grant, amortised."""
         heap = self._heap
         now = 0.0
         while heap and self.held < self.capacity:
             _, _, version, state, tenant = heap[0]
             if state.keyed != version or not state.waiting or self.tenants.get(tenant) is not state:
                 heapq.heappop(heap)  # stale
+                continue
+            if not now:
+                now = _monotonic()
+            if state.holds and state.at != now:  # its key lags what it has held since: brought up to now
+                self._accrue(state, now)
+                self._key(tenant, state)
+                heap = self._heap
                 continue
             queue = state.queue
             while queue[0].future.done():  # withdrawn
@@ -379,8 +391,6 @@ class FairPool:
                 continue
             heapq.heappop(heap)
             queue.popleft()
-            if not now:
-                now = _monotonic()
             self._accrue(state, now)
             state.holds += waiter.size
             self.held += waiter.size

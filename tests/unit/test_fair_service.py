@@ -121,6 +121,26 @@ async def test_a_freed_unit_goes_to_the_waiting_tenant_served_least_lately() -> 
     await end(list(waiting.values()))
 
 
+async def test_what_a_waiting_tenant_holds_counts_until_the_unit_is_given() -> None:
+    """A greedy tenant that queued for more the moment it was given its units was keyed as unserved: without
+    counting what it held since, the units given back went to it before a victim served a little, long before."""
+    slots = FairSlots(3, lambda tenant: 3, quantum=1.0)
+    assert await _call(slots, "victim", 0.05) == "done"
+    other = unit(slots, "other")
+    await settle()
+    greedy = [unit(slots, "greedy") for _ in range(3)]  # 2 held, 1 queued at once
+    await settle()
+    await asyncio.sleep(0.3)  # the greedy tenant's 0.6 unit-seconds since it queued
+    victim = unit(slots, "victim")
+    await settle()
+    other.task.cancel()  # another tenant's unit comes back: the greedy tenant has no event of its own
+    await asyncio.gather(other.task, return_exceptions=True)
+    await settle()
+    assert (victim.outcome, greedy[2].outcome) == ("held", "waiting")
+    assert slots.pool.preempted == 0
+    await end([victim], greedy)
+
+
 async def test_service_is_forgotten_so_a_tenant_served_long_ago_is_a_fresh_tenant() -> None:
     """No standing only ever worsens: a tenant that held the pool long ago ranks, a few time constants later, as
     one that never held it — before one served just now."""

@@ -181,9 +181,8 @@ async def test_memory_eight_greedy_tenants_leave_the_ninth_served(together: bool
             await settle()
     await settle()
     assert budget.held >= 256 * MiB - 2 * MiB
-    victim = [budget_holder(budget, "victim", 2048) for _ in range(3)]
+    victim = [budget_holder(budget, "victim", 2048) for _ in range(3)]  # one may fit in what is left
     await settle()
-    assert held(victim) == 0
     ended = 0
     while held(victim) < 3 and ended < 30:  # greedy requests end, one at a time: each tenant's waiters in turn
         await finish(greedy, 1)
