@@ -42,29 +42,19 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
 
-import structlog
-
+from . import fair_reclaim
 from .fair_tenure import RENORMALISE, Service
-from .observability.metrics import POOL_PREEMPTED
-from .preemption import PREEMPTED, current_task, take_back_task, was_taken_back
+from .preemption import PREEMPTED, current_task
 
-__all__ = ["PREEMPTED", "FairPool", "FairSlots", "Reason", "Refused", "fair_holds"]
+__all__ = ["PREEMPTED", "FairPool", "Reason", "Refused", "fair_holds"]
 
 Reason = Literal["share", "full", "queue"]
-log = structlog.get_logger("responses_bridge.fair_share")
 _monotonic = time.monotonic
 _exp = math.exp
 IDLE_KEPT = 4096
 """Idle tenants whose service records are kept (past it, those decayed to nothing go, then the oldest quarter)."""
 FORGOTTEN = 1e-3
 """Service (unit- or byte-seconds) below which an idle tenant's record is dropped: it is then a fresh tenant."""
-
-
-def _counted(what: str) -> Callable[[str, str, int], None]:
-    def preempted(tenant: str, reason: str, size: int) -> None:
-        POOL_PREEMPTED.labels(what).inc()
-        log.warning("fair_share_taken_back", pool=what, reason=reason, size=size)
-    return preempted
 
 
 class _Tenant:
@@ -427,27 +417,11 @@ class FairPool:
                 self._retire(worst, worst_state)
         return True
 
-    # -- taking back (egress connections; the memory backstop) -----------------------------------------------------
+    # -- taking back (egress connections; the memory backstop): fair_reclaim.py ---------------------------------
     def make_room(self, tenant: str, size: int) -> bool:
-        """A pool that cannot wait (egress connections, accepted before they are admitted): take back room for
-        ``size`` of ``tenant``'s, if it holds less than its fair share, from the tenant holding most above its own
-        (its newest holding), while that tenant would still hold more than the asker; True if anything is being
-        taken back for it. The full pool's one scan."""
-        holds = self.holds(tenant)
-        tenants = self._present(tenant)
-        if fair_holds(self.capacity, holds, tenants) or (holds and holds + size > self.cap(tenant)):
-            return False
-        took = False
-        while self.capacity - self.held + sum(self._taking.values()) < size:
-            chosen, most = None, holds + size
-            for name, other in self.tenants.items():
-                left = other.holds - sum(self._taking.get(held, 0) for held in other.holdings)
-                if name != tenant and other.holdings and left * tenants > self.capacity and left > most:
-                    chosen, most = name, left
-            if chosen is None or not self._take_back(chosen):
-                return took
-            took = True
-        return took
+        """Egress only (a pool that cannot wait): room taken back for ``tenant`` under its ``C / n``
+        (:func:`~responses_bridge.fair_reclaim.make_room`)."""
+        return fair_reclaim.make_room(self, tenant, size)
 
     def force(self, tenant: str, size: int) -> None:
         """``size`` for ``tenant`` past the capacity, while room taken back for it comes back (egress)."""
@@ -458,81 +432,10 @@ class FairPool:
         state.holds += size
         self.held += size
 
-    def _take_back(self, tenant: str) -> bool:
-        """End the largest (the newest of equals) of ``tenant``'s holdings not already being taken back."""
-        state = self.tenants[tenant]
-        best, best_size = None, -1
-        for holding in state.holdings:
-            task = self._task(holding)
-            size = self._size(holding)
-            if task is not None and holding not in self._taking and not was_taken_back(task) and size >= best_size:
-                best, best_size = holding, size
-        if best is None:
-            return False
-        return self.take_back(tenant, best, PREEMPTED)
-
     def take_back(self, tenant: str, holding: Any, reason: str) -> bool:
         """End ``holding`` of ``tenant``'s (its room comes back when its work has stopped)."""
-        size = self._size(holding)
-        if holding in self._taking or not take_back_task(self._task(holding), self.what):
-            return False
-        self._taking[holding] = size
-        self.preempted += 1
-        if self.on_preempt is not None:
-            self.on_preempt(tenant, reason, size)
-        return True
+        return fair_reclaim.take_back(self, tenant, holding, reason)
 
     def largest(self) -> tuple[str, Any] | None:
-        """The largest holding of all not already being taken back (the newest among equals: it has done the least
-        work): the memory backstop's next to end."""
-        found: tuple[str, Any] | None = None
-        most = -1
-        for tenant, state in self.tenants.items():
-            for holding in state.holdings:
-                size = self._size(holding)
-                if size >= most and holding not in self._taking and self._task(holding) is not None \
-                        and not was_taken_back(self._task(holding)):
-                    found, most = (tenant, holding), size
-        return found
-
-
-class FairSlots:
-    """``total`` slots, one at a time, by the rule above; ``share(tenant)``: how many one tenant may hold alone (at
-    least 1). The pool of sandbox slots, program slots and upstream connections: a slot is never taken back (its
-    work would be lost); a freed one goes to the least served waiting tenant."""
-
-    def __init__(self, total: int, share: Callable[[str], int], *, what: str = "slots",
-                 queue: int | None = None, quantum: float | None = None) -> None:
-        self.total = total
-        self.pool = FairPool(total, share, what=what, queue=queue if queue is not None else 4 * total, units=True,
-                             quantum=quantum)
-        self.pool.on_preempt = _counted(what)
-
-    @property
-    def busy(self) -> int:
-        return self.pool.held
-
-    def held(self, tenant: str) -> int:
-        return self.pool.holds(tenant)
-
-    def try_acquire(self, tenant: str) -> bool:
-        """A slot for ``tenant`` at once, if nobody waits and the pool has one free within its share."""
-        return self.pool.try_take(tenant, 1) is not None
-
-    async def acquire(self, tenant: str, timeout: float | None) -> bool:
-        """Wait for a slot at most ``timeout`` seconds (None: until one comes; the least served waiting tenant is
-        given the next free one): True once it is ``tenant``'s, False if none came."""
-        return await self.acquire_or_why(tenant, timeout) is None
-
-    async def acquire_or_why(self, tenant: str, timeout: float | None) -> Reason | None:
-        """:meth:`acquire`, saying why not (:class:`Refused`'s reasons) instead of False."""
-        if self.pool.try_take(tenant, 1) is not None:
-            return None
-        try:
-            await self.pool.take(tenant, 1, timeout)
-        except Refused as refused:
-            return refused.reason
-        return None
-
-    def release(self, tenant: str) -> None:
-        self.pool.give(tenant, 1)
+        """The largest holding of all not already being taken back: the memory backstop's next to end."""
+        return fair_reclaim.largest(self)

@@ -18,7 +18,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from responses_bridge.fair_share import FairPool, FairSlots
+from responses_bridge.fair_share import FairPool
+from responses_bridge.fair_slots import FairSlots
 from responses_bridge.fair_tenure import RENORMALISE
 from responses_bridge.preemption import absorb_preemption
 from responses_bridge.run.upstream import UpstreamFailure

@@ -33,7 +33,8 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 
 from ..engine.wire import UpstreamRequest
-from ..fair_share import FairSlots, Reason
+from ..fair_share import Reason
+from ..fair_slots import FairSlots
 from ..protocol.errors import APIError
 from .upstream import UpstreamAnswer, UpstreamClient, UpstreamFailure, UpstreamResponse
 

@@ -12,7 +12,8 @@ A refusal says what is true of the asking tenant only: never what other tenants 
 
 from __future__ import annotations
 
-from ..fair_share import FairSlots, Reason
+from ..fair_share import Reason
+from ..fair_slots import FairSlots
 
 __all__ = ["FairSlots", "busy_note"]
 
