@@ -196,15 +196,18 @@ async def _turns(url: str, key: str, session_id: str, count: int) -> list[str]:
 
 async def test_a_background_response_and_a_session_turn_waiting_past_the_connect_timeout_complete(
         durable_stack: Stack) -> None:
-    """Every connection held by calls of 2.5 s, past the 1 s wait (five tenants looping one call each, so the rule
+    """Every connection held by calls of 4 s, past the 1 s wait (five tenants looping one call each, so the rule
     before took none back within its quantum either): a synchronous request is refused after its wait (the
     control), a background response and a session's two turns wait at their step boundary and complete. Before,
     the background response was stored failed ``upstream_connections_exceeded``."""
     stack, url = durable_stack, durable_stack.sidecar.http_url
     holders = [stack.keys[f"t{at}"] for at in range(5)]
     async with async_sdk(base_url=f"{url}/v1", api_key=stack.keys["victim"], max_retries=0,
-                         timeout=60) as victim, _looping(url, holders, 2500) as greedy:
-        await asyncio.sleep(0.5)  # the four connections held, a fifth call waiting
+                         timeout=60) as victim, _looping(url, holders, 4000) as greedy:
+        for _ in range(300):  # bounded polling: the fifth tenant's call waited out its 1 s, the four places held
+            if "503:upstream_connections_exceeded" in greedy:
+                break
+            await asyncio.sleep(0.02)
         synchronous = asyncio.create_task(_sdk_calls(stack, "control", 1, 0))
         background = asyncio.create_task(_background(victim, "background [stall=200] mine"))
         session = await victim.beta.agents.sessions.create(agent={"model": MODEL}, environment={"type": "none"},
