@@ -230,3 +230,54 @@ async def test_a_durable_runs_call_waits_for_a_place_past_the_wait_that_refuses_
     upstream.go.set()
     assert await durable == "answered" and await asyncio.gather(*busy) == ["answered"] * 2
     assert gate.slots.busy == 0
+
+
+async def test_an_egress_connection_beside_as_many_tenants_as_the_cap_waits_for_one_to_end_and_none_is_closed(
+        ) -> None:
+    """Before, a connection held past the quantum was closed for a tenant holding none (its code saw a reset); now
+    the newcomer's connection waits (up to two quanta) and takes the place of the first one to end."""
+    from responses_bridge.fair_tenure import process_quantum, set_quantum
+    from responses_bridge.sandbox.egress_limits import ConnectionShares
+
+    before = process_quantum()
+    set_quantum(0.3)  # a wait of 0.6 s (the rule before: a turn past 0.3 s)
+    try:
+        await _egress_case(ConnectionShares())
+    finally:
+        set_quantum(before)
+
+
+async def _egress_case(shares: Any) -> None:
+
+    async def connection(tenant: str, release: asyncio.Event) -> str:
+        refused = shares.admit(tenant, share=1, cap=4)
+        if refused is not None:
+            if not refused.turn:
+                return refused.outcome
+            refused = await shares.wait_turn(tenant, 4)
+            if refused is not None:
+                return refused.outcome
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            if absorb_preemption() is None:
+                raise
+            return "closed"
+        finally:
+            shares.release(tenant)
+        return "done"
+
+    ends = {tenant: asyncio.Event() for tenant in ("a", "b", "c", "d", "victim")}
+    held = {tenant: asyncio.create_task(connection(tenant, ends[tenant])) for tenant in ("a", "b", "c", "d")}
+    await settle()
+    victim = asyncio.create_task(connection("victim", ends["victim"]))
+    await asyncio.sleep(0.4)  # past the rule before's quantum: it closed the connection held longest
+    assert shares.total == 4 and not victim.done() and not any(task.done() for task in held.values())
+    ends["a"].set()
+    assert await held["a"] == "done"
+    await settle()
+    assert shares.held("victim") == 1 and shares.total == 4
+    for tenant in ("b", "c", "d", "victim"):
+        ends[tenant].set()
+    assert await asyncio.gather(*(held[tenant] for tenant in "bcd"), victim) == ["done"] * 4
+    assert shares.total == 0
