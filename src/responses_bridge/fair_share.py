@@ -66,7 +66,7 @@ class _Tenant:
         self.served = 0.0  # the service record (fair_tenure.py), up to ``at``
         self.at = at  # when (monotonic) ``served`` was last brought up to date
         self.keyed = 0  # the version of its live heap entry (0: none)
-        self.queue: deque[_Waiter] = deque()
+        self.queue: deque[_Waiter] | None = None  # made as it first waits: an idle record stays small
         self.holdings: dict[Any, int] = {}  # what may be taken back (egress, the memory backstop)
 
 
@@ -257,6 +257,8 @@ class FairPool:
                 self._retire(tenant, state)
             raise Refused("queue")
         waiter = _Waiter(tenant, size)
+        if state.queue is None:
+            state.queue = deque()
         state.queue.append(waiter)
         state.waiting += 1
         self.waiting += 1
@@ -302,7 +304,7 @@ class FairPool:
             state.waiting -= 1
             self.waiting -= 1
             if not state.waiting:
-                state.queue.clear()
+                state.queue = None
                 state.keyed = 0
                 if state.holds <= 0:
                     self._retire(waiter.tenant, state)
@@ -370,6 +372,7 @@ class FairPool:
                 heap = self._heap
                 continue
             queue = state.queue
+            assert queue is not None  # it waits
             while queue[0].future.done():  # withdrawn
                 queue.popleft()
             waiter = queue[0]
@@ -391,6 +394,8 @@ class FairPool:
             if state.waiting:
                 self._key(tenant, state)
                 heap = self._heap
+            else:
+                state.queue = None
 
     def _evict_for(self, tenant: str, state: _Tenant) -> bool:
         """The queue is full: refuse the newest waiter of the tenant holding and waiting most, if that is more
@@ -404,6 +409,7 @@ class FairPool:
         if worst_state is None:
             return False
         queue = worst_state.queue
+        assert queue is not None  # it waits
         while queue[-1].future.done():
             queue.pop()
         newest = queue.pop()
@@ -411,7 +417,7 @@ class FairPool:
         worst_state.waiting -= 1
         self.waiting -= 1
         if not worst_state.waiting:
-            queue.clear()
+            worst_state.queue = None
             worst_state.keyed = 0
             if worst_state.holds <= 0:
                 self._retire(worst, worst_state)
