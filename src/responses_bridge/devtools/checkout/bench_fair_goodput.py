@@ -188,6 +188,12 @@ async def _run(args: Any, trees: list[Tree]) -> None:
 
 
 def _report(trees: list[Tree], args: Any) -> None:
+    if not args.no_goodput:
+        _report_goodput(trees, args)
+    _report_bookkeeping(trees)
+
+
+def _report_goodput(trees: list[Tree], args: Any) -> None:
     print(f"goodput: {args.greedy} greedy tenants x 3 loops of {args.call:g} s calls on {args.places} upstream "
           f"connections for {args.window:g} s, quantum {args.quantum:g} s; {args.rounds} round(s) per tree")
     for tree in trees:
@@ -196,6 +202,12 @@ def _report(trees: list[Tree], args: Any) -> None:
         print(f"[{tree.label}] completed {calls:.2f} calls/s ({calls * args.call:.2f} unit-s of work per s, "
               f"{calls * args.call / args.places:.0%} of the pool); taken back {sum(tree.preempted)}; "
               f"victim: {victims}")
+    done = [sum(tree.done) for tree in trees]
+    if len(trees) == 2 and done[0]:
+        print(f"goodput this/base: {done[1] / done[0]:.2f}")
+
+
+def _report_bookkeeping(trees: list[Tree]) -> None:
     print("bookkeeping CPU per release (min of rounds), N holders with min(N, 1024) waiting:")
     for tree in trees:
         best = {key: min(found[key] for found in tree.bookkeeping) for key in tree.bookkeeping[0]}
@@ -205,9 +217,6 @@ def _report(trees: list[Tree], args: Any) -> None:
         base, this = ({key: min(found[key] for found in tree.bookkeeping) for key in tree.bookkeeping[0]}
                       for tree in trees)
         print("ratios this/base: " + ", ".join(f"{key}: {this[key] / base[key]:.3f}" for key in base))
-        done = [sum(tree.done) for tree in trees]
-        if done[0]:
-            print(f"goodput this/base: {done[1] / done[0]:.2f}")
 
 
 def main(args: Any) -> int:
@@ -218,8 +227,5 @@ def main(args: Any) -> int:
             tree.bookkeeping.append(_bookkeeping(tree))
     if not args.no_goodput:
         asyncio.run(_run(args, trees))
-    else:
-        for tree in trees:
-            tree.done.append(0)
     _report(trees, args)
     return 0
