@@ -71,9 +71,11 @@ class PoolSettings(BaseSettings):
         "the sidecar's own upstream model calls open at once in one process, every tenant's together (each "
         "upstream's connection pool is bounded by it too); a call that finds none within "
         "`upstream_connect_timeout` (or finds 4 calls per connection waiting) fails with 503 "
-        "`upstream_connections_exceeded`. Shared by the fair-share rule, which takes a call back for a tenant under "
-        "its share (see docs/operations.md). 0: what the process holds, derived at start from its descriptor limit "
-        "(half of it, two per stream) and its memory budget (64 KiB per stream), the smaller, at least 256 "
+        "`upstream_connections_exceeded` (a background response's or a session turn's call waits on instead: the run "
+        "resumes when one comes). Shared by the fair-share rule: a freed connection goes to the waiting tenant "
+        "served least lately, and no call in flight is ended for another (see docs/operations.md). 0: what the "
+        "process holds, derived at start from its descriptor limit (half of it, two per stream) and its memory "
+        "budget (64 KiB per stream), the smaller, at least 256 "
         "(docs/operations.md, Sizing)"))
     upstream_tenant_connections: int = Field(default=0, ge=0, description=(
         "of `upstream_max_connections`, what one tenant's calls may hold when it is alone; beside other tenants "
@@ -84,12 +86,12 @@ class PoolSettings(BaseSettings):
         "upstream model calls one response may have open at once, its own turn and its subagents' together (the "
         "multi-agent beta): the rest of its subagents wait for its earlier calls to end"))
     fair_share_quantum: float = Field(default=DEFAULT_QUANTUM, ge=0, description=(
-        "seconds a unit of a shared pool (an upstream connection, a program or sandbox slot, an egress connection) "
-        "is held before it may be taken back for a tenant holding none when more tenants want the pool than it "
-        "has units (each tenant's fair share then less than one unit; docs/operations.md): units are then "
-        "time-shared a quantum at a time — work shorter than it is taken back so only from a tenant wanting more "
-        "for one served at most half as much lately, never work shorter than quantum / units; a tenant whose unit "
-        "was taken back takes none back so within it; 0: at once"))
+        "the unit of time of the shared pools' memory of use (upstream connections, program and sandbox slots, "
+        "egress connections, the memory budget): each tenant's attained service in a pool (unit-seconds or "
+        "byte-seconds held) decays with a time constant of 4 quanta, and a freed unit goes to the waiting tenant "
+        "served least (docs/operations.md) — a tenant idle for a few time constants is a fresh tenant; an egress "
+        "connection of a tenant holding none waits up to 2 quanta for a place; 0: service forgotten within about "
+        "a second"))
     program_slots: int = Field(default=4, ge=1, description=(
         "programs of programmatic tool calling running at once in one process, each in a worker process of its "
         "own; shared among tenants by the fair-share rule (docs/operations.md), so one tenant's programs never "

@@ -1,8 +1,9 @@
 """Work the bridge takes back: the request's task is cancelled with a reason, and whoever catches the cancellation
 (the turn loop, run/drive.py; the HTTP door's limits, adapters/http/limits.py; the ext_proc stream,
 adapters/extproc/servicer.py) asks :func:`absorb_preemption` whether it was this, to answer a retryable 503 /
-``response.failed`` ``preempted_for_fairness`` rather than treat it as a client gone away. Used by the shared pools'
-rule (fair_share.py) and the memory backstop (services/tenancy/memory_watch.py)."""
+``response.failed`` ``preempted_for_fairness`` rather than treat it as a client gone away. Used by the memory backstop
+(services/tenancy/memory_watch.py) and the egress proxy's connections (fair_share.py: ``make_room``); the shared
+pools never end a request's work for its share of the queue (fair_share.py)."""
 
 from __future__ import annotations
 
@@ -56,7 +57,6 @@ def absorb_preemption() -> str | None:
 
 def preempted_error(why: str) -> APIError:
     """The answer of work taken back: a retryable 503 (``Retry-After`` where an HTTP answer is still to give)."""
-    return APIError(503, f"This request was ended to give {why} back: the bridge takes it back from the caller "
-                    "holding the most above its fair share when another holds less than its own, or when the "
-                    "process's real memory passes its high watermark; retry shortly.", type="server_error",
-                    code=PREEMPTED)
+    return APIError(503, f"This request was ended to give {why} back: the process's real memory passed its high "
+                    "watermark, and the bridge ends requests in flight until it is back under it; retry shortly.",
+                    type="server_error", code=PREEMPTED)

@@ -4,10 +4,12 @@ budget, behind a real Envoy.
 
 Two, then three attackers each hold as many legal requests with a slow answer (a stream the fake upstream stalls)
 as the budget lets them, 31.9 MiB of the budget each (17 steps of the HTTP door's reading). With a fixed share of a
-half, two of them held 255 of the 256 MiB and every request of another caller was refused (503). With the
-fair-share rule (fair_share.py), a caller under its fair share takes room back from the one holding the most above
-its own: the victim's requests, one after another and then together, are all answered — through the HTTP door and
-through Envoy (the ext_proc door's body phase).
+half, two of them held 255 of the 256 MiB and every request of another caller was refused (503). The rule after it
+took an attacker's stream back for each of the victim's requests (its work thrown away). Now nothing in flight is
+ended for another's share (fair_share.py): the victim's request waits in the budget's queue, and the room an
+attacker's stream gives back as it ends (here: its client goes away) goes to the victim first — one after another
+and then together, all answered, and every other attacker stream still held — through the HTTP door and through
+Envoy (the ext_proc door's body phase).
 """
 
 from __future__ import annotations
@@ -97,9 +99,18 @@ async def test_another_caller_is_answered_as_alone_beside_two_and_three_attacker
                        for refused in refusals), refusals
             assert set(refusals[0]) == {"memory_share_exceeded"}, refusals
             assert await stack.held_bytes() >= BUDGET * 2 // 3  # 191 MiB by two, 223 MiB by three
-            answers = [await victim.responses.create(model=MODEL, input=f"victim {at} {VICTIM}") for at in range(6)]
+            held = len(streams)
+            answers = []
+            for at in range(3):  # each waits; an attacker's stream ends (its client gone): the room is the victim's
+                waiting = asyncio.create_task(victim.responses.create(model=MODEL, input=f"victim {at} {VICTIM}"))
+                await asyncio.sleep(0.3)
+                streams.pop().close()
+                answers.append(await waiting)
+            answers += [await victim.responses.create(model=MODEL, input=f"again {at} {VICTIM}") for at in range(3)]
             together = await asyncio.gather(*(victim.responses.create(model=MODEL, input=f"together {at} {VICTIM}")
                                               for at in range(3)))
+            # before: an attacker's stream was also taken back for each of the victim's requests
+            assert len(streams) == held - 3 and await stack.held_bytes() >= len(streams) * HOLD_BYTES * 30
         finally:
             for stream in streams:
                 stream.close()

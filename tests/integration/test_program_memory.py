@@ -71,9 +71,8 @@ async def post(stack: Stack, tenant: str, body: dict[str, Any]) -> tuple[int, di
 
 
 async def post_retrying(stack: Stack, tenant: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """:func:`post`, retried as a client retries a 503 ``preempted_for_fairness`` (retryable): with both tenants'
-    programs at once, one tenant may hold every slot while the other waits, and a program held past its turn is taken
-    back for the other (fair_tenure.py) — on a loaded machine, before it has suspended on its calls."""
+    """:func:`post`, retried as a client retries a 503 ``preempted_for_fairness`` (retryable; only the memory
+    backstop answers it now — the slots take nothing back for another tenant: fair_share.py)."""
     for _ in range(4):
         status, answer = await post(stack, tenant, body)
         if status != 503 or answer.get("error", {}).get("code") != "preempted_for_fairness":

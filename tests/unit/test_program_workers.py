@@ -156,8 +156,8 @@ async def test_the_programs_holding_a_slot_and_waiting_for_one_are_gauged() -> N
 
 async def test_one_tenants_queue_never_holds_anothers_program_past_one_time_bound() -> None:
     """Eight endless programs of one tenant that may hold both slots: the other tenant's one-line program takes the
-    first slot freed (one time bound), not a place behind the queue (four time bounds) — the hog's newest program
-    taken back for it (fair_share.py: its run is cancelled, preempted_for_fairness), or ended by its time bound."""
+    first slot freed (one time bound), not a place behind the queue (four time bounds): a freed slot goes to the
+    waiting tenant served least (fair_share.py); the hog's programs end by their time bound, none taken back."""
     host = ProgramHost(SIGN, ProgramBounds(slots=2, slot_wait=60, timeout=2.0), share=lambda tenant: 2)
     try:
         await host.run("warm", "return 1", [], [], seed=1, clock_ms=0)  # a worker started before the clock runs
@@ -231,7 +231,7 @@ async def test_a_program_the_full_queue_gives_up_is_refused_at_once_saying_so() 
                    for _ in range(5)]  # one holds the slot, four wait
         for _ in range(600):  # bounded polling
             await asyncio.sleep(0.05)
-            if host.slots.busy == 1 and len(host.slots.pool.waiters) == 4:
+            if host.slots.busy == 1 and host.slots.pool.waiting == 4:
                 break
         refused = await host.run("hog", "return 1", [], [], seed=1, clock_ms=0)  # a wait of 60 s: at once, or never
         assert (refused.status, refused.limit) == ("incomplete", "slots")

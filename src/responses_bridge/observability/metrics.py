@@ -256,8 +256,8 @@ MEMORY_HELD = Gauge("responses_bridge_memory_budget_held_bytes",
                     "Bytes of the memory budget the requests in flight hold (their bodies' estimated cost)",
                     multiprocess_mode="livesum")
 MEMORY_PREEMPTED = Counter("responses_bridge_memory_budget_preempted_total",
-                           "Requests ended to take their memory back, by reason (preempted_for_fairness: for a "
-                           "caller under its fair share; memory_high_watermark: the memory backstop)", ["reason"])
+                           "Requests ended to take their memory back, by reason (memory_high_watermark: the memory "
+                           "backstop; the fair-share rule ends none)", ["reason"])
 MEMORY_REAL = Gauge("responses_bridge_memory_real_bytes",
                     "The process's real memory as the memory backstop last read it (cgroup memory.current, else RSS)",
                     multiprocess_mode="liveall")

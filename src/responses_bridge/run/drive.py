@@ -77,7 +77,7 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
     as failed, since the door's 500 is a status clients retry, and a retry would make the call again."""
     gate = getattr(run, "upstream_gate", None)
     if gate is not None:  # the response's model turns, its subagents' included, take places (run/upstream_gate.py)
-        upstream = gate.around(upstream, getattr(run, "tenant", ""))
+        upstream = gate.around(upstream, getattr(run, "tenant", ""), durable=bool(getattr(run, "background", False)))
     try:
         with upstream_scope(upstream, authorization):  # the tool loop's image calls go where its turns go
             async with deadline or nullcontext():

@@ -10,12 +10,14 @@ first:
   own earlier calls to end;
 * one of the bridge's (``RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS``), given by the fair-share rule of every shared
   pool (fair_share.py): alone a tenant may hold ``RESPONSES_BRIDGE_UPSTREAM_TENANT_CONNECTIONS`` of them (0: half
-  where tenants are told apart, all of them with ``auth: none``); with all of them busy, a tenant holding less than
-  its fair share (the places over the tenants holding or waiting) is given the place of the newest call of the
-  tenant holding the most above its own — that call's response fails ``preempted_for_fairness`` — and others wait
-  in a bounded queue (:data:`QUEUE_PER_PLACE` per place). A call that finds none within the connect timeout, or
-  past the queue's bound, fails with 503 ``upstream_connections_exceeded`` saying which (a subagent's turn: that
-  subagent fails saying so, as its result).
+  where tenants are told apart, all of them with ``auth: none``); with all of them busy, calls wait in a bounded
+  queue (:data:`QUEUE_PER_PLACE` per place) and a place given back goes to the waiting tenant served least lately.
+  A call in flight is never taken back for fairness (its work would be thrown away). A call of a synchronous
+  request that finds none within the connect timeout, or past the queue's bound, fails with 503
+  ``upstream_connections_exceeded`` saying which (a subagent's turn: that subagent fails saying so, as its result).
+  A durable run's call (a background response, a session's turn: ``durable``) does not fail for want of a place:
+  it waits on at its tenant's place in the queue — the run is suspended at its step boundary and resumes when a
+  place comes (refused by the full queue, it asks again after :data:`DURABLE_RETRY` s).
 
 The place is held from the call's start until its answer is read or dropped; compaction, token counting and the
 model list (short calls, bounded by the answer size) do not take one.
@@ -24,19 +26,23 @@ model list (short calls, bounded by the answer size) do not take one.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 
 from ..engine.wire import UpstreamRequest
-from ..fair_share import FairSlots, Reason
+from ..fair_share import Reason
+from ..fair_slots import FairSlots
 from ..protocol.errors import APIError
 from .upstream import UpstreamAnswer, UpstreamClient, UpstreamFailure, UpstreamResponse
 
 EXCEEDED = "upstream_connections_exceeded"
 QUEUE_PER_PLACE = 4
 """Calls that may wait for a place, per place: past it the tenant waiting most loses its newest wait."""
+DURABLE_RETRY = 1.0
+"""Seconds before a durable run's call refused by the full queue asks again (it never fails for want of a place)."""
 
 
 class UpstreamGate:
@@ -47,12 +53,24 @@ class UpstreamGate:
         self.per_response = per_response
         self.wait = wait
 
-    def around(self, client: UpstreamClient, tenant: str) -> UpstreamClient:
-        """``client`` with this gate on its model turns, for one response of ``tenant``'s; a client already gated
-        (a subagent's turn, driven with its root's) keeps its root's places."""
+    def around(self, client: UpstreamClient, tenant: str, *, durable: bool = False) -> UpstreamClient:
+        """``client`` with this gate on its model turns, for one response of ``tenant``'s (``durable``: a run that
+        resumes, which waits for a place rather than fail); a client already gated (a subagent's turn, driven with
+        its root's) keeps its root's places."""
         if isinstance(client, GatedUpstream):
             return client
-        return GatedUpstream(client, self, tenant)
+        return GatedUpstream(client, self, tenant, durable)
+
+    async def place(self, tenant: str, durable: bool) -> Reason | None:
+        """One of the bridge's places for ``tenant``'s call (after :meth:`FairSlots.try_acquire` failed): None once
+        held, else why not. A durable run's call waits until one comes: it is never refused."""
+        if not durable:
+            return await self.slots.acquire_or_why(tenant, self.wait)
+        for _ in itertools.count():  # only the full queue refuses it: asked again a moment later
+            if await self.slots.acquire_or_why(tenant, None) is None:
+                break
+            await asyncio.sleep(DURABLE_RETRY)
+        return None
 
     def refused(self, why: Reason = "share") -> APIError:
         """The 503 of a call that got no place: the tenant's share when it holds at least its fair share, the
@@ -61,13 +79,15 @@ class UpstreamGate:
         if why == "share":
             said = (f"This tenant's upstream calls hold their fair share of the bridge's {total} upstream "
                     "connections (RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS, RESPONSES_BRIDGE_UPSTREAM_TENANT_"
-                    f"CONNECTIONS) and none came free within {self.wait:g} s")
+                    f"CONNECTIONS) and none of them ended within the {self.wait:g} s this call waited")
         elif why == "queue":
             said = (f"The bridge's {total} upstream connections (RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS) are all "
-                    f"busy and its queue of {self.slots.pool.queue} waiting calls is full")
+                    f"busy and its queue of {self.slots.pool.queue} waiting calls is full (a full queue gives up "
+                    "the newest call of the tenant holding and waiting for the most)")
         else:
             said = (f"The bridge's {total} upstream connections (RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS) stayed "
-                    f"busy for {self.wait:g} s")
+                    f"busy with other calls for the {self.wait:g} s this call waited (a freed one goes to the "
+                    "waiting tenant served least lately; calls in flight are never ended for it)")
         return APIError(503, said + "; retry shortly.", type="server_error", code=EXCEEDED)
 
 
@@ -75,12 +95,13 @@ class GatedUpstream:
     """An :class:`UpstreamClient` whose chat calls take a place of the response's and one of the bridge's. The
     response's places are a count, with waiters only once they are all taken (no lock made per response)."""
 
-    __slots__ = ("_client", "_gate", "_open", "_waiting", "tenant")
+    __slots__ = ("_client", "_gate", "_open", "_waiting", "durable", "tenant")
 
-    def __init__(self, client: UpstreamClient, gate: UpstreamGate, tenant: str) -> None:
+    def __init__(self, client: UpstreamClient, gate: UpstreamGate, tenant: str, durable: bool = False) -> None:
         self._client = client
         self._gate = gate
         self.tenant = tenant
+        self.durable = durable
         self._open = 0  # the response's calls holding a place
         self._waiting: deque[asyncio.Future[None]] | None = None  # made once the places are all taken
 
@@ -149,7 +170,7 @@ class _GatedChat:
             await owner._take_place()
         try:
             if not gate.slots.try_acquire(owner.tenant):
-                why = await gate.slots.acquire_or_why(owner.tenant, gate.wait)
+                why = await gate.place(owner.tenant, owner.durable)
                 if why is not None:
                     raise UpstreamFailure(gate.refused(why))
         except BaseException:

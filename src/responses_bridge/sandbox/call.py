@@ -247,7 +247,7 @@ class SandboxCall:
             timed_out = True
             await self._end_code()
         except asyncio.CancelledError:
-            # taken back for another tenant (fair_share.py) or its request gone: nobody reads what the code would
+            # its request gone (or ended by the memory backstop): nobody reads what the code would
             # still do, and closing its stdin does not end a running job — the slot would wait out the init's grace.
             # The init ends the code as at the time limit (SIGTERM), and exits once close() shuts its stdin.
             if self._init_pid is not None:

@@ -10,9 +10,10 @@ default half the cap where tenants are told apart, all of it where there is one)
 holding less than its fair share (the cap over the tenants holding connections) is still served and the newest
 connection of the tenant holding the most above its own is closed — so however many tenants flood, another's call
 finds connections. The refusal names the share, and a connection ended gives its place back at once. With more
-tenants than the cap's connections, each holding one (every holder above its share ``cap / n < 1``), a connection
-of a tenant holding none waits briefly (:data:`TURN_QUANTA`) for its turn: the connection held longest past the
-quantum (fair_tenure.py) is closed for it and its place given to it — the cap is never passed for this.
+tenants than the cap's connections, each holding one (every holder above its share ``cap / n < 1``), nothing more
+is closed: a connection of a tenant holding none waits briefly (:data:`TURN_QUANTA`) in the pool's queue, and the
+next connection to end gives its place to the least served waiting tenant (fair_share.py) — the cap is never
+passed for this.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from ..preemption import current_task
 BRIDGE_FLOOR = 16
 """The cap never goes below this, whatever the descriptor limit."""
 TURN_QUANTA = 2.0
-"""How long, in quanta, a connection of a tenant holding none waits for its turn when more tenants than the cap's
-connections hold one each: a holding is taken back once held a quantum, the turns paced ``quantum / cap`` apart;
-past this wait it is refused as before (the code's connect has been accepted: it waits, it is not refused)."""
+"""How long, in quanta, a connection of a tenant holding none waits for a place when more tenants than the cap's
+connections hold one each (the next to end goes to the least served waiting tenant); past this wait it is refused
+as before (the code's connect has been accepted: it waits, it is not refused)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,16 +128,14 @@ class ConnectionShares:
 
     async def wait_turn(self, tenant: str, cap: int) -> Refusal | None:
         """After :meth:`admit`'s refusal with ``turn``: wait at most :data:`TURN_QUANTA` quanta in the pool's queue
-        for a connection taken back for ``tenant`` (the one held longest past the quantum, closed: its code sees
-        the connection reset) or ended; None once it is ``tenant``'s, else the refusal as before. The place is
-        given when the closed connection has given it back: the cap holds."""
+        for a connection to end (its place goes to the least served waiting tenant: fair_share.py); None once it is
+        ``tenant``'s, else the refusal as before. The cap holds."""
         pool = self._pool
         try:
-            await pool.take(tenant, 1, TURN_QUANTA * pool.tenure.quantum)
+            await pool.take(tenant, 1, TURN_QUANTA * pool.service.quantum)
         except Refused:
             return self._full(cap)
         self._admitted(tenant)
-        pool.tenure.stamp(current_task())  # given after a wait: its tenure starts now
         return None
 
     def _admitted(self, tenant: str) -> None:

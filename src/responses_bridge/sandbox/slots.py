@@ -2,18 +2,18 @@
 
 A slot is given by the fair-share rule of every shared pool (fair_share.py): alone, a tenant holds at most its
 share of the slots (``max_sandboxes``; by default all of them where there is one tenant, else all but one); with
-every slot busy, a tenant holding fewer than its fair share (the slots over the tenants holding or waiting) is given
-the slot of the newest run of the tenant holding the most above its own (that run ends, saying it was taken back),
-and a freed slot goes to the waiting tenant that holds the fewest, first come first served among equals — so a
-tenant with a queue of calls cannot starve one with a single call. Program slots share the same class
-(``acquire(tenant, timeout)`` / ``release``).
+every slot busy, a run waits, and a freed slot goes to the waiting tenant served least lately (slot-seconds,
+decayed), first come first served within a tenant — so a tenant with a queue of calls cannot starve one with a
+single call. A running sandbox is never ended for another's turn (its work would be lost). Program slots share the
+same class (``acquire(tenant, timeout)`` / ``release``).
 
 A refusal says what is true of the asking tenant only: never what other tenants hold.
 """
 
 from __future__ import annotations
 
-from ..fair_share import FairSlots, Reason
+from ..fair_share import Reason
+from ..fair_slots import FairSlots
 
 __all__ = ["FairSlots", "busy_note"]
 

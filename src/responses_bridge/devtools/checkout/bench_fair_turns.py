@@ -1,6 +1,8 @@
 """``scripts/bench-fairness --turns``: a victim tenant's every call alone and beside more greedy tenants than a unit
 pool has units (16 by default), arriving together and one after another, on the sandbox slots (8) and the program
-slots (4) — the time-shared case of fair_share.py / fair_tenure.py — for a base revision and this checkout.
+slots (4) — the case the quantum's time-sharing was for (fair_share.py now shares by attained service and takes
+nothing back: with sandbox calls that never end, the victim waits for their time limit) — for a base revision and
+this checkout.
 
 Each sidecar runs with ``auth: header`` (tenants told apart by ``x-tenant-id``), ``RESPONSES_BRIDGE_CODE_CONCURRENCY=8``
 and ``RESPONSES_BRIDGE_PROGRAM_SLOTS=4``, as tests/integration/test_fair_pools.py. Each greedy tenant keeps calls
@@ -12,7 +14,7 @@ preempted_for_fairness`` is retried once, as a client honours the retryable 503,
 It prints, per pool, tree and arrival, each call's time as a ratio to the done-when's limit (2 x the victim's p95
 alone + 1 s), and the p95 over the limit. Both trees' sidecars run at once over one fake upstream; the cases are
 dealt in turn (each tree, each arrival, ``--rounds`` times). Nothing here asserts a bound; the suite asserts
-behaviour (tests/integration/test_fair_pools.py, tests/unit/test_fair_light_turns.py).
+behaviour (tests/integration/test_fair_pools.py, tests/unit/test_fair_service.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """``scripts/bench-fairness``: what a hostile caller's idle bodies cost another caller and the probes, as ratios
 (``--tenants``: what 2, 4 and 8 greedy tenants cost another, base against this checkout: bench_fairness_many.py;
-``--turns``: a victim's every call beside more greedy tenants than a unit pool's units: bench_fair_turns.py).
+``--turns``: a victim's every call beside more greedy tenants than a unit pool's units: bench_fair_turns.py;
+``--goodput``: the work 16 greedy tenants get done beside a victim's call, and the rule's bookkeeping CPU per
+release at 8, 1,024 and 10,000 holders: bench_fair_goodput.py).
 
 Starts the fake upstream and a sidecar (``auth: none``: callers told apart by their key) with a memory budget of
 ``--budget`` bytes (1 GiB: a 2 GiB pod's default), optionally behind a real Envoy (``--envoy``). Then, in one run:
@@ -79,6 +81,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="with --turns: the unit pools")
     parser.add_argument("--arrivals", nargs="+", choices=["together", "one-after-another"],
                         default=["together", "one-after-another"], help="with --turns: how the greedy tenants come")
+    parser.add_argument("--goodput", action="store_true",
+                        help="the goodput case instead (bench_fair_goodput.py): --greedy tenants x 3 loops of --call "
+                        "s calls on --places upstream connections for --window s beside a victim's call, and the "
+                        "bookkeeping's CPU per release (base and this, with --base-src)")
+    parser.add_argument("--places", type=int, default=4, help="with --goodput: upstream connections")
+    parser.add_argument("--call", type=float, default=2.5, help="with --goodput: seconds of each call")
+    parser.add_argument("--window", type=float, default=20.0, help="with --goodput: seconds of each round")
+    parser.add_argument("--quantum", type=float, default=0.5, help="with --goodput: the sidecars' fair_share_quantum")
+    parser.add_argument("--no-goodput", action="store_true", help="with --goodput: the bookkeeping part only")
     return parser.parse_args(argv)
 
 
@@ -224,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench_fair_turns import main as turns
 
         return turns(args)
+    if args.goodput:
+        from .bench_fair_goodput import main as goodput
+
+        return goodput(args)
     if args.sidecar_src:
         args.sidecar_src = os.path.abspath(args.sidecar_src)
     result = asyncio.run(measure(args))

@@ -2,11 +2,10 @@
 process's memory budget while it runs, and a worker process (pool.py) bounded at that memory.
 
 Slots (``RESPONSES_BRIDGE_PROGRAM_SLOTS``) are :class:`~responses_bridge.sandbox.slots.FairSlots`: with tenants, one
-tenant holds at most all but one of them; with all busy, a tenant under its fair share takes the slot of the newest
-program of the tenant holding the most above its own (its run is cancelled and its worker killed, so the slot
-comes back at once), and a freed slot goes to the waiting tenant that holds the fewest — so however many
-programs one tenant queues (``while (true) {}`` each), another tenant's program waits at most for one program to
-end, never behind the queue. A program that gets no slot within
+tenant holds at most all but one of them; with all busy, a program waits, and a freed slot goes to the waiting
+tenant served least lately (fair_share.py; a running program is never ended for another's turn: its work would be
+lost) — so however many programs one tenant queues (``while (true) {}`` each, each ended by its own time bound),
+another tenant's program waits for one program to end, never behind the queue. A program that gets no slot within
 ``RESPONSES_BRIDGE_PROGRAM_SLOT_WAIT`` seconds ends ``incomplete`` saying so. While it runs, the program's bound
 (``RESPONSES_BRIDGE_PROGRAM_MEMORY_BYTES``) is reserved for its tenant in the memory budget — the run cannot import
 services/, so the budget is reached through :data:`MemoryHold`, given by the composition root (runtime.py); a

@@ -18,10 +18,10 @@ Raising a worker back needs ``CAP_SYS_NICE``: a worker this process may not rais
 never reused lowered, and a fresh one (~0.09 CPU-s) started in its place off the answer's path.
 
 The same holds for every worker that ends with its program — killed at its time bound, past its memory or answer
-bound, or taken back for another tenant (fair_share.py kills the worker of a program taken back): a fresh one is
-started in its place off the answer's path. Otherwise the program a slot is taken back for pays the start itself:
-beside greedy tenants' endless programs on a loaded machine, a light tenant's one-line program took 0.8–1.2 s to
-start its worker, outlived the slot's quantum and was taken back in turn.
+bound, or its request gone (the worker of a program no longer wanted is killed): a fresh one is started in its
+place off the answer's path. Otherwise the program the slot goes to next pays the start itself: beside greedy
+tenants' endless programs on a loaded machine, a light tenant's one-line program took 0.8–1.2 s to start its
+worker.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ class _Worker:
 
 class RunHandle:
     """The worker one program runs in, for the host to end when the program's answer is no longer wanted (its
-    request was cancelled, or taken back for another tenant: fair_share.py): the worker is killed, so its slot and
+    request was cancelled: its client gone, or ended by the memory backstop): the worker is killed, so its slot and
     memory come back at once rather than at the program's time bound."""
 
     __slots__ = ("_lock", "_worker", "stopped")

@@ -13,12 +13,11 @@ handler's life (adapters/http/params.py, limits.py), the ext_proc door for the g
 
 Each holder (the tenant; with ``RESPONSES_BRIDGE_AUTH=none``, the caller's key: :meth:`MemoryBudget.holder`) is admitted
 by the fair-share rule every shared pool uses (fair_share.py): alone it may hold its share of the budget
-(``RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE``, half by default); with the budget full, a holder holding less than the
-budget over the holders present is given room taken back from the one holding the most above that — its largest
-request ends with 503 / ``response.failed`` ``preempted_for_fairness`` — so however many callers came before, the
-next one is served. Otherwise new work waits in a bounded queue (:data:`QUEUE`) up to :data:`WAIT_SECONDS` for room
-(room freed goes first to the waiting holder that holds least), then gets a 503 with ``Retry-After`` (the openai SDKs
-retry it): ``memory_share_exceeded`` for a holder holding at least its fair share, ``server_overloaded`` otherwise.
+(``RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE``, half by default); with the budget full, new work waits in a bounded queue
+(:data:`QUEUE`) up to :data:`WAIT_SECONDS` for room, and room freed goes first to the waiting holder served least
+lately (byte-seconds, decayed) — a request in flight is never ended for another's share (its reservation is not
+resumable: it would be thrown away) — then gets a 503 with ``Retry-After`` (the openai SDKs retry it):
+``memory_share_exceeded`` for a holder holding at least its fair share, ``server_overloaded`` otherwise.
 A request larger than a share runs when its holder holds nothing else, rather than never. How long a body may take
 to arrive is bounded (body_pace.py), so an idle connection gives its steps back. Real memory is watched
 too (memory_watch.py): past its high watermark the budget refuses new room
@@ -44,7 +43,7 @@ from ...store.base import DEFAULT_TENANT
 OVERLOADED = "server_overloaded"
 SHARE_EXCEEDED = "memory_share_exceeded"
 RETRY_LATER = frozenset((OVERLOADED, SHARE_EXCEEDED, PREEMPTED))
-"""The codes of the budget's 503s (and of work taken back for fairness), answered with ``Retry-After``."""
+"""The codes of the budget's 503s (and of work the memory backstop ended), answered with ``Retry-After``."""
 COST_PER_BODY_BYTE = 30
 WAIT_SECONDS = 2.0
 DEFAULT_SHARE = 0.5
