@@ -1,7 +1,7 @@
 """Ending held work to give its room back — the two cases the shared pools' rule (fair_share.py) still allows, since
-neither is a tenant's share of a queue: the memory backstop (services/tenancy/memory_watch.py: :func:`largest`, then
-:func:`take_back`) when real memory passes its watermark, and the egress proxy's connections, which are accepted
-before they are admitted and cannot wait (:func:`make_room`). Every other pool waits for work to end by itself.
+neither is a tenant's share of a queue: the memory backstop (services/tenancy/memory_watch.py: :func:`take_back`)
+when real memory passes its watermark, and the egress proxy's connections, which are accepted before they are
+admitted and cannot wait (:func:`make_room`). Every other pool waits for work to end by itself.
 
 Scans of the holdings, on these rare paths only; the holdings are what the pool's owners enlisted
 (``FairPool.enlist``: a memory reservation, an egress connection's task).
@@ -64,16 +64,3 @@ def take_back(pool: FairPool, tenant: str, holding: Any, reason: str) -> bool:
         pool.on_preempt(tenant, reason, size)
     return True
 
-
-def largest(pool: FairPool) -> tuple[str, Any] | None:
-    """The largest holding of all not already being taken back (the newest among equals: it has done the least
-    work)."""
-    found: tuple[str, Any] | None = None
-    most = -1
-    for tenant, state in pool.tenants.items():
-        for holding in state.holdings:
-            size = pool._size(holding)
-            if size >= most and holding not in pool._taking and pool._task(holding) is not None \
-                    and not was_taken_back(pool._task(holding)):
-                found, most = (tenant, holding), size
-    return found

@@ -301,13 +301,7 @@ class FairPool:
         future.cancel()
         state = self.tenants.get(waiter.tenant)
         if state is not None:
-            state.waiting -= 1
-            self.waiting -= 1
-            if not state.waiting:
-                state.queue = None
-                state.keyed = 0
-                if state.holds <= 0:
-                    self._retire(waiter.tenant, state)
+            self._waits_less(waiter.tenant, state)
         if self.waiting:
             self._dispatch()  # it may have been the head that did not fit: the next may
         return "full"
@@ -414,14 +408,19 @@ class FairPool:
             queue.pop()
         newest = queue.pop()
         newest.future.set_result("queue")
-        worst_state.waiting -= 1
-        self.waiting -= 1
-        if not worst_state.waiting:
-            worst_state.queue = None
-            worst_state.keyed = 0
-            if worst_state.holds <= 0:
-                self._retire(worst, worst_state)
+        self._waits_less(worst, worst_state)
         return True
+
+    def _waits_less(self, tenant: str, state: _Tenant) -> None:
+        """One waiter of ``tenant``'s leaves the queue unserved: its queue let go with its last, and the tenant with
+        it when it holds nothing either."""
+        state.waiting -= 1
+        self.waiting -= 1
+        if not state.waiting:
+            state.queue = None
+            state.keyed = 0
+            if state.holds <= 0:
+                self._retire(tenant, state)
 
     # -- taking back (egress connections; the memory backstop): fair_reclaim.py ---------------------------------
     def make_room(self, tenant: str, size: int) -> bool:
@@ -442,6 +441,6 @@ class FairPool:
         """End ``holding`` of ``tenant``'s (its room comes back when its work has stopped)."""
         return fair_reclaim.take_back(self, tenant, holding, reason)
 
-    def largest(self) -> tuple[str, Any] | None:
-        """The largest holding of all not already being taken back: the memory backstop's next to end."""
-        return fair_reclaim.largest(self)
+    def being_taken_back(self) -> int:
+        """How many holdings are being taken back and have not yet given their room back (their work stopping)."""
+        return len(self._taking)

@@ -7,11 +7,14 @@ what the process really uses — its cgroup v2's ``memory.current`` where there 
 kernel's OOM killer counts), else its RSS from ``/proc/self/statm`` — and:
 
 * past the **high watermark** (default: the use at start, plus the budget, plus :data:`MARGIN`), the budget refuses
-  new room
-  (``server_overloaded``) and, tick after tick, a request is ended with ``preempted_for_fairness`` — its room taken
-  back, as fair_share.py does for a tenant under its share: of the holder charged most in all, its largest request
-  (the newest among equals; :func:`victims`), so an honest request is never ended while a holder charged more,
-  however many small requests it spreads that over, has one left;
+  new room (``server_overloaded``) and, tick after tick, a request is ended with ``preempted_for_fairness`` — of
+  the holder charged most in all, its largest request (the newest among equals; :func:`victims`), so an honest
+  request is never ended while a holder charged more, however many small requests it spreads that over, has one
+  left; a request is ended only once those ended before it have stopped (their memory freed and the allocator
+  trimmed, :data:`SETTLE_TICKS` readings at most), so the reading it acts on counts what was given back;
+* between the watermarks, while still active, only holders above their fair share of the budget (their charge
+  over the budget's holders) lose requests: a holder within its share keeps its work unless the reading is past
+  the high watermark again;
 * under the **low watermark** (default: the use at start, plus three quarters of the budget, plus the margin), or
   once nothing is
   left to end (what remains is not the requests'), new work is admitted again; freed heap is given back to the
@@ -47,6 +50,11 @@ DEFAULT_INTERVAL = 1.0
 MARGIN = 64 << 20
 """Above the use at start and the budget, what the default watermarks leave for what is not a request's: modules
 imported on first use, caches, the allocator's slack."""
+
+SETTLE_TICKS = 5
+"""Readings the backstop lets pass while requests it ended are still stopping (their memory not yet freed, so the
+reading is not yet down) before it ends another: ending one a tick while the last had not let go ended the honest
+request after the attacker's twelve, the reading still lagging by a megabyte."""
 
 MemorySource = Callable[[], int]
 """Bytes the process uses now (0: unknown)."""
@@ -100,6 +108,7 @@ class MemoryWatch:
         self.high = self.low = 0
         self.active = False
         self.ended = 0
+        self._waited = 0  # ticks in a row it waited for what it ended to stop (SETTLE_TICKS)
         self._trim = trim if trim is not None else glibc_malloc_trim()
         self._ticker = Periodic(interval if budget.total else 0, self.tick_async, name="memory-watch",
                                 failure="memory_watch_failed", failure_level="warning")
@@ -135,8 +144,16 @@ class MemoryWatch:
             self._leave(used, "memory_below_low_watermark")
             return False
         pool = self.budget.pool
+        if pool.being_taken_back() and self._waited < SETTLE_TICKS:  # what was ended is not freed yet: read again
+            self._waited += 1
+            return False
+        self._waited = 0
+        past_high = used >= self.high
+        holders = len(pool.tenants)
         tried = False
         for holder, holding, holder_charged in victims(pool):
+            if not past_high and holder_charged * holders <= pool.capacity:
+                break  # under the high watermark a holder within its fair share keeps its work (ranked: all after)
             tried = True
             size = int(holding.bytes)
             if pool.take_back(holder, holding, HIGH_WATERMARK):
@@ -144,7 +161,7 @@ class MemoryWatch:
                 log.warning("memory_request_ended", used=used, high=self.high, low=self.low, charged=size,
                             holder_charged=holder_charged)
                 return True
-        if not tried:  # nothing of the requests' left to end: what remains is not theirs
+        if not tried:  # nothing of the requests' left to end (past high), or none above its share: not theirs
             self._leave(used, "memory_backstop_nothing_to_end")
         return False
 
