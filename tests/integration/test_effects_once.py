@@ -8,17 +8,19 @@ stored. Before any such call the failure stays a retryable error, since retrying
 ``idempotency_key_in_use``; the same key with another body: 400; another tenant's same key: its own).
 
 One sidecar (its own model calls through Envoy: ``--upstream-via``) and one Envoy in front of it, with
-``RESPONSES_BRIDGE_AUTH=keys`` and two tenants' keys, and one upstream place the bridge takes back from a tenant
-for another holding none; the real MCP test server on loopback.
+``RESPONSES_BRIDGE_AUTH=keys`` and two tenants' keys, and one upstream place, which the bridge never takes back
+from a tenant for another (the shared pools take nothing back for fairness: docs/operations.md); the real MCP test
+server on loopback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -44,17 +46,20 @@ class Stack:
     envoy_url: str
     keys: dict[str, str]
 
+    def url(self, door: str) -> str:
+        return self.sidecar.http_url if door == "http" else self.envoy_url
 
-@pytest.fixture(scope="module")
-async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    directory = str(tmp_path_factory.mktemp("effects"))
-    db = os.path.join(directory, "effects.db")
+
+@asynccontextmanager
+async def started(fake_upstream: str, directory: Path, **env: str) -> AsyncIterator[Stack]:
+    """A sidecar with the tenants alpha and beta, one upstream place, and its Envoy; ``env``: settings besides."""
+    directory.mkdir(parents=True, exist_ok=True)
+    db = str(directory / "effects.db")
     keys = create_keys(db, ["alpha", "beta"])
     listen_port = free_port()
-    # one upstream place, taken back after half a second for a tenant holding none (fair_share.py, fair_tenure.py)
     env = {"RESPONSES_BRIDGE_AUTH": "keys", "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1",
-           "RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS": "1", "RESPONSES_BRIDGE_FAIR_SHARE_QUANTUM": "0.5"}
-    async with running_sidecar(directory, fake_upstream, "--db", db, "--upstream-via",
+           "RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS": "1", **env}
+    async with running_sidecar(str(directory), fake_upstream, "--db", db, "--upstream-via",
                                f"http://127.0.0.1:{listen_port}/v1", env=env) as sidecar:
         envoy = await start_envoy(render_bootstrap(
             listen_port=listen_port, extproc_port=sidecar.extproc_port,
@@ -66,9 +71,18 @@ async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) ->
             envoy.stop()
 
 
+@pytest.fixture(scope="module")
+async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    # a short quantum: were the place still taken back for fairness (it was: after half a second of holding it, for
+    # a tenant holding none), a tool loop stalled on it would lose it within the tests' waits
+    async with started(fake_upstream, tmp_path_factory.mktemp("effects"),
+                       RESPONSES_BRIDGE_FAIR_SHARE_QUANTUM="0.5") as made:
+        yield made
+
+
 @pytest.fixture(params=["http", "envoy"])
 def door_url(request: pytest.FixtureRequest, stack: Stack) -> str:
-    return stack.sidecar.http_url if request.param == "http" else stack.envoy_url
+    return stack.url(request.param)
 
 
 def sdk_for(door_url: str, key: str, **options: Any) -> openai.AsyncOpenAI:
@@ -120,6 +134,41 @@ async def test_a_failed_turn_after_an_mcp_call_is_answered_once_with_its_respons
                 final = event.response
     assert final is not None and final.status == "failed"
     assert [item.type for item in final.output if item.type == "mcp_call"] == ["mcp_call"]
+    assert await mcp.payments(to) == 1
+
+
+async def second_turn_upstream(stack: Stack, to: str) -> None:
+    """Until the request paying ``to`` has its second model call, the tool's result in it, at the upstream."""
+    upstream = UpstreamLog(stack.sidecar.upstream_url.removesuffix("/v1"))
+    for _ in range(400):
+        if any(entry["body"]["messages"][-1].get("role") == "tool" and to in orjson.dumps(entry["body"]).decode()
+               for entry in await upstream.entries()):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no second model call paying {to} came upstream")
+
+
+async def test_a_tool_loop_holding_the_only_upstream_place_is_not_taken_back_for_another_tenant(
+        sdk: openai.AsyncOpenAI, mcp: MCPTestServer, stack: Stack) -> None:
+    """The issue's scene under the new rule: alpha's tool loop holds the only upstream place (its second model turn
+    stalled, the tool already called) while beta, holding none, asks for one. Nothing is taken back: beta waits for
+    the place (or, past its wait, gets the retryable 503 ``upstream_connections_exceeded``), alpha's request
+    completes, and its tool ran once."""
+    to = payee()
+    first = asyncio.ensure_future(sdk.responses.create(
+        model=MODEL, input=f"call bank__send_payment {to} [stall_after_tools=2000]",
+        tools=[payment_tool(mcp)]))  # type: ignore[list-item]
+    await second_turn_upstream(stack, to)
+    async with sdk_for(stack.sidecar.http_url, stack.keys["beta"], max_retries=0) as beta:
+        try:
+            other: str | None = (await beta.responses.create(model=MODEL, input="my turn")).status
+        except openai.APIStatusError as refused:
+            assert refused.status_code == 503, refused
+            other = refused.code
+    response = await first
+    assert other in ("completed", "upstream_connections_exceeded"), other
+    assert response.status == "completed", response.error
+    assert [item.type for item in response.output] == ["mcp_list_tools", "mcp_call", "message"]
     assert await mcp.payments(to) == 1
 
 
