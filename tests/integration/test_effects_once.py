@@ -2,23 +2,28 @@
 
 A request whose run has made a server-side call with effects (here an MCP tool, ``send_payment`` of the test MCP
 server, whose calls that server counts) is never answered with a status the SDK retries: a later failure (the
-model's next turn failing with a 503) ends it with its failed Response, status 200, its output holding the call, and
-stored. Before any such call the failure stays a retryable error, since retrying then makes nothing twice. And
-``Idempotency-Key`` makes a retried create return the first one's response (a duplicate while it runs: 409
-``idempotency_key_in_use``; the same key with another body: 400; another tenant's same key: its own).
+model's next turn failing with a 503, or the request ended by the memory backstop) ends it with its failed
+Response, status 200, its output holding the call, and stored. Before any such call the failure stays a retryable
+error, since retrying then makes nothing twice. And ``Idempotency-Key`` makes a retried create return the first
+one's response (a duplicate while it runs: 409 ``idempotency_key_in_use``; the same key with another body: 400;
+another tenant's same key: its own).
 
 One sidecar (its own model calls through Envoy: ``--upstream-via``) and one Envoy in front of it, with
-``RESPONSES_BRIDGE_AUTH=keys`` and two tenants' keys, and one upstream place the bridge takes back from a tenant
-for another holding none; the real MCP test server on loopback.
+``RESPONSES_BRIDGE_AUTH=keys`` and two tenants' keys, and one upstream place, which the bridge never takes back
+from a tenant for another (the shared pools take nothing back for fairness: docs/operations.md); the real MCP test
+server on loopback. The only thing that still takes work back is the memory backstop
+(services/tenancy/memory_watch.py): its cases run on a fresh sidecar of their own each, whose high watermark a
+stalled request's memory passes (set over the real memory of one started the same way and warmed by a tool loop).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -31,11 +36,13 @@ from responses_bridge.envoy_config import Auth, render_bootstrap
 from tests.support.bridge import Sidecar, UpstreamLog, create_keys, running_sidecar
 from tests.support.envoy import have_envoy, start_envoy
 from tests.support.mcp_server import MCPTestServer
+from tests.support.memory import status_kb
 from tests.support.sdk import async_sdk
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
 
 MODEL = "fake-model"
+MiB = 1 << 20
 
 
 @dataclass
@@ -44,17 +51,20 @@ class Stack:
     envoy_url: str
     keys: dict[str, str]
 
+    def url(self, door: str) -> str:
+        return self.sidecar.http_url if door == "http" else self.envoy_url
 
-@pytest.fixture(scope="module")
-async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    directory = str(tmp_path_factory.mktemp("effects"))
-    db = os.path.join(directory, "effects.db")
+
+@asynccontextmanager
+async def started(fake_upstream: str, directory: Path, **env: str) -> AsyncIterator[Stack]:
+    """A sidecar with the tenants alpha and beta, one upstream place, and its Envoy; ``env``: settings besides."""
+    directory.mkdir(parents=True, exist_ok=True)
+    db = str(directory / "effects.db")
     keys = create_keys(db, ["alpha", "beta"])
     listen_port = free_port()
-    # one upstream place, taken back after half a second for a tenant holding none (fair_share.py, fair_tenure.py)
     env = {"RESPONSES_BRIDGE_AUTH": "keys", "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1",
-           "RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS": "1", "RESPONSES_BRIDGE_FAIR_SHARE_QUANTUM": "0.5"}
-    async with running_sidecar(directory, fake_upstream, "--db", db, "--upstream-via",
+           "RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS": "1", **env}
+    async with running_sidecar(str(directory), fake_upstream, "--db", db, "--upstream-via",
                                f"http://127.0.0.1:{listen_port}/v1", env=env) as sidecar:
         envoy = await start_envoy(render_bootstrap(
             listen_port=listen_port, extproc_port=sidecar.extproc_port,
@@ -66,9 +76,18 @@ async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) ->
             envoy.stop()
 
 
+@pytest.fixture(scope="module")
+async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    # a short quantum: were the place still taken back for fairness (it was: after half a second of holding it, for
+    # a tenant holding none), a tool loop stalled on it would lose it within the tests' waits
+    async with started(fake_upstream, tmp_path_factory.mktemp("effects"),
+                       RESPONSES_BRIDGE_FAIR_SHARE_QUANTUM="0.5") as made:
+        yield made
+
+
 @pytest.fixture(params=["http", "envoy"])
 def door_url(request: pytest.FixtureRequest, stack: Stack) -> str:
-    return stack.sidecar.http_url if request.param == "http" else stack.envoy_url
+    return stack.url(request.param)
 
 
 def sdk_for(door_url: str, key: str, **options: Any) -> openai.AsyncOpenAI:
@@ -123,53 +142,155 @@ async def test_a_failed_turn_after_an_mcp_call_is_answered_once_with_its_respons
     assert await mcp.payments(to) == 1
 
 
-async def test_work_taken_back_after_an_mcp_call_is_answered_once_with_its_response(
-        sdk: openai.AsyncOpenAI, mcp: MCPTestServer, stack: Stack) -> None:
-    """The issue's case: the bridge takes back the only upstream place from alpha's tool loop (its second model turn
-    waiting on the model, the tool already called) for beta, who holds none. Alpha's request gets its failed Response
-    (200, ``preempted_for_fairness`` leading its error), not a 503 the SDK would retry: the tool ran once."""
-    to = payee()
-    first = asyncio.ensure_future(sdk.responses.create(
-        model=MODEL, input=f"call bank__send_payment {to} [stall_after_tools=20000]",
-        tools=[payment_tool(mcp)]))  # type: ignore[list-item]
+async def first_turn_upstream(upstream: UpstreamLog, to: str) -> None:
+    """Until the request paying ``to`` has its first model call at the (fake) upstream."""
+    for _ in range(400):
+        if any(to in orjson.dumps(entry["body"]).decode() for entry in await upstream.entries()):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no model call paying {to} came upstream")
+
+
+async def second_turn_upstream(stack: Stack, to: str) -> None:
+    """Until the request paying ``to`` has its second model call, the tool's result in it, at the upstream."""
     upstream = UpstreamLog(stack.sidecar.upstream_url.removesuffix("/v1"))
-    for _ in range(200):  # until its second model call holds the place (the fake stalls it)
+    for _ in range(400):
         if any(entry["body"]["messages"][-1].get("role") == "tool" and to in orjson.dumps(entry["body"]).decode()
                for entry in await upstream.entries()):
-            break
+            return
         await asyncio.sleep(0.05)
-    async with sdk_for(stack.sidecar.http_url, stack.keys["beta"]) as beta:
-        other = await beta.responses.create(model=MODEL, input="my turn")
+    raise AssertionError(f"no second model call paying {to} came upstream")
+
+
+async def test_a_tool_loop_holding_the_only_upstream_place_is_not_taken_back_for_another_tenant(
+        sdk: openai.AsyncOpenAI, mcp: MCPTestServer, stack: Stack) -> None:
+    """The issue's scene under the new rule: alpha's tool loop holds the only upstream place (its second model turn
+    stalled, the tool already called) while beta, holding none, asks for one. Nothing is taken back: beta waits for
+    the place (or, past its wait, gets the retryable 503 ``upstream_connections_exceeded``), alpha's request
+    completes, and its tool ran once."""
+    to = payee()
+    first = asyncio.ensure_future(sdk.responses.create(
+        model=MODEL, input=f"call bank__send_payment {to} [stall_after_tools=2000]",
+        tools=[payment_tool(mcp)]))  # type: ignore[list-item]
+    await second_turn_upstream(stack, to)
+    async with sdk_for(stack.sidecar.http_url, stack.keys["beta"], max_retries=0) as beta:
+        try:
+            other: str | None = (await beta.responses.create(model=MODEL, input="my turn")).status
+        except openai.APIStatusError as refused:
+            assert refused.status_code == 503, refused
+            other = refused.code
     response = await first
-    assert other.status == "completed"
-    assert response.status == "failed" and response.error is not None
-    assert response.error.message.startswith("preempted_for_fairness")
-    assert [item.type for item in response.output] == ["mcp_list_tools", "mcp_call"]
+    assert other in ("completed", "upstream_connections_exceeded"), other
+    assert response.status == "completed", response.error
+    assert [item.type for item in response.output] == ["mcp_list_tools", "mcp_call", "message"]
     assert await mcp.payments(to) == 1
 
 
+# --- work taken back by the memory backstop -------------------------------------------------------------------------
+
+BUDGET = 4 << 30  # room for the ballast's charge (30 times its body) within one tenant's share (half)
+BALLAST = 24_000_000  # characters of the ballast request's input: tens of MiB of real memory while it waits
+MARGIN_OVER_WARM = 24 * MiB
+"""The backstop's high watermark over a warmed sidecar's real memory (seen: 115 MiB): a tool loop stays under it, the
+waiting ballast (seen: 45 to 70 MiB more) passes it."""
+PREEMPTED_BY_BACKSTOP = 'responses_bridge_memory_budget_preempted_total{reason="memory_high_watermark"}'
+
+
+@pytest.fixture(scope="module")
+async def warm_rss(fake_upstream: str, mcp: MCPTestServer, tmp_path_factory: pytest.TempPathFactory) -> int:
+    """The real memory (RSS, bytes) of a sidecar started as the backstop's are, once it has run a tool loop (the
+    MCP client and the rest imported on first use): what the backstop's watermarks are set over."""
+    async with started(fake_upstream, tmp_path_factory.mktemp("probe"), **backstop_env(0)) as probe, \
+            sdk_for(probe.sidecar.http_url, probe.keys["alpha"]) as client:
+        for _ in range(2):
+            await client.responses.create(model=MODEL, input=f"call bank__send_payment {payee()}",
+                                          tools=[payment_tool(mcp)])  # type: ignore[list-item]
+        await asyncio.sleep(0.5)
+        return status_kb(probe.sidecar.process.pid, "VmRSS") * 1024
+
+
+def backstop_env(high: int) -> dict[str, str]:
+    """The backstop read every 0.1 s, past ``high`` (0: its default, far off); its low watermark out of reach, so
+    once past the high one it ends every request in flight, one a reading, the holder charged most first."""
+    env = {"RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(BUDGET), "RESPONSES_BRIDGE_MEMORY_WATCH_INTERVAL": "0.1"}
+    if high:
+        env |= {"RESPONSES_BRIDGE_MEMORY_HIGH_WATERMARK_BYTES": str(high),
+                "RESPONSES_BRIDGE_MEMORY_LOW_WATERMARK_BYTES": "1"}
+    return env
+
+
+@pytest.fixture
+async def backstop(fake_upstream: str, warm_rss: int, tmp_path: Path) -> AsyncIterator[Stack]:
+    """A fresh sidecar a test (what one test's ballast left in its heap never counts in the next one's RSS), its
+    high watermark :data:`MARGIN_OVER_WARM` over a warmed one's real memory."""
+    async with started(fake_upstream, tmp_path / "backstop", **backstop_env(warm_rss + MARGIN_OVER_WARM)) as made:
+        yield made
+
+
+async def ballast(stack: Stack) -> tuple[int, Any]:
+    """Beta's request of :data:`BALLAST` characters, sent while alpha's holds the only upstream place: it waits for
+    the place, parsed and charged, its memory past the high watermark, until the backstop ends it (charged most, it
+    is ended first). Its status and error code."""
+    body = orjson.dumps({"model": MODEL, "input": "ballast " + "b" * BALLAST})
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session, session.post(
+            f"{stack.sidecar.http_url}/v1/responses", data=body, headers={
+                "Authorization": f"Bearer {stack.keys['beta']}", "Content-Type": "application/json"}) as answer:
+        return answer.status, (orjson.loads(await answer.read()).get("error") or {}).get("code")
+
+
+async def preempted_by_backstop(stack: Stack) -> float:
+    async with aiohttp.ClientSession() as session, session.get(f"{stack.sidecar.http_url}/metrics") as answer:
+        text = await answer.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(PREEMPTED_BY_BACKSTOP))
+
+
+@pytest.mark.parametrize("door", ["http", "envoy"])
+async def test_work_taken_back_after_an_mcp_call_is_answered_once_with_its_response(
+        backstop: Stack, mcp: MCPTestServer, door: str) -> None:
+    """The issue's case, with the one thing that still takes work back: alpha's tool loop holds the only upstream
+    place, its second model turn stalled, the tool already called, when beta's ballast passes the backstop's high
+    watermark; the backstop ends the ballast, then alpha's request. Alpha's SDK (its retries on) gets one answer,
+    its failed Response (200, ``preempted_for_fairness`` leading its error, its output holding the call), not a 503
+    it would retry: the tool ran once."""
+    to = payee()
+    async with sdk_for(backstop.url(door), backstop.keys["alpha"]) as alpha:
+        first = asyncio.ensure_future(alpha.responses.create(
+            model=MODEL, input=f"call bank__send_payment {to} [stall_after_tools=30000]",
+            tools=[payment_tool(mcp)]))  # type: ignore[list-item]
+        await second_turn_upstream(backstop, to)
+        assert not await preempted_by_backstop(backstop)  # not past the watermark before the ballast
+        status, code = await ballast(backstop)
+        response = await first
+        stored = await alpha.responses.retrieve(response.id)
+    assert (status, code) == (503, "preempted_for_fairness")
+    assert response.status == "failed" and response.error is not None
+    assert response.error.message.startswith("preempted_for_fairness"), response.error
+    assert [item.type for item in response.output] == ["mcp_list_tools", "mcp_call"]
+    assert stored.status == "failed"
+    assert await mcp.payments(to) == 1
+    assert await preempted_by_backstop(backstop) == 2
+
+
+@pytest.mark.parametrize("door", ["http", "envoy"])
 async def test_work_taken_back_before_any_call_stays_a_retryable_503(
-        door_url: str, mcp: MCPTestServer, stack: Stack) -> None:
-    """Control: the same take-back while the first model turn holds the place, before the tool was called: the
+        backstop: Stack, mcp: MCPTestServer, door: str) -> None:
+    """Control: the same take-back while alpha's first model turn holds the place, before the tool was called: the
     retryable 503 ``preempted_for_fairness`` with ``Retry-After``, as before (a retry makes nothing twice)."""
     to = payee()
-    async with sdk_for(door_url, stack.keys["alpha"], max_retries=0) as alpha:
+    async with sdk_for(backstop.url(door), backstop.keys["alpha"], max_retries=0) as alpha:
         first = asyncio.ensure_future(alpha.responses.create(
-            model=MODEL, input=f"call bank__send_payment {to} [stall=20000]",
+            model=MODEL, input=f"call bank__send_payment {to} [stall=30000]",
             tools=[payment_tool(mcp)]))  # type: ignore[list-item]
-        upstream = UpstreamLog(stack.sidecar.upstream_url.removesuffix("/v1"))
-        for _ in range(200):  # until its first model call holds the place (the fake stalls it)
-            if any(to in orjson.dumps(entry["body"]).decode() for entry in await upstream.entries()):
-                break
-            await asyncio.sleep(0.05)
-        async with sdk_for(stack.sidecar.http_url, stack.keys["beta"]) as beta:
-            other = await beta.responses.create(model=MODEL, input="my turn")
+        await first_turn_upstream(UpstreamLog(backstop.sidecar.upstream_url.removesuffix("/v1")), to)
+        assert not await preempted_by_backstop(backstop)
+        status, code = await ballast(backstop)
         with pytest.raises(openai.APIStatusError) as raised:
             await first
-    assert other.status == "completed"
+    assert (status, code) == (503, "preempted_for_fairness")
     assert raised.value.status_code == 503 and raised.value.code == "preempted_for_fairness"
     assert raised.value.response.headers.get("Retry-After") is not None
     assert await mcp.payments(to) == 0
+    assert await preempted_by_backstop(backstop) == 2
 
 
 async def test_the_same_failure_before_any_call_stays_retryable(
