@@ -12,9 +12,6 @@ kernel's OOM killer counts), else its RSS from ``/proc/self/statm`` — and:
   request is never ended while a holder charged more, however many small requests it spreads that over, has one
   left; a request is ended only once those ended before it have stopped (their memory freed and the allocator
   trimmed, :data:`SETTLE_TICKS` readings at most), so the reading it acts on counts what was given back;
-* between the watermarks, while still active, only holders above their fair share of the budget (their charge
-  over the budget's holders) lose requests: a holder within its share keeps its work unless the reading is past
-  the high watermark again;
 * under the **low watermark** (default: the use at start, plus three quarters of the budget, plus the margin), or
   once nothing is
   left to end (what remains is not the requests'), new work is admitted again; freed heap is given back to the
@@ -148,12 +145,8 @@ class MemoryWatch:
             self._waited += 1
             return False
         self._waited = 0
-        past_high = used >= self.high
-        holders = len(pool.tenants)
         tried = False
         for holder, holding, holder_charged in victims(pool):
-            if not past_high and holder_charged * holders <= pool.capacity:
-                break  # under the high watermark a holder within its fair share keeps its work (ranked: all after)
             tried = True
             size = int(holding.bytes)
             if pool.take_back(holder, holding, HIGH_WATERMARK):
@@ -161,7 +154,7 @@ class MemoryWatch:
                 log.warning("memory_request_ended", used=used, high=self.high, low=self.low, charged=size,
                             holder_charged=holder_charged)
                 return True
-        if not tried:  # nothing of the requests' left to end (past high), or none above its share: not theirs
+        if not tried:  # nothing of the requests' left to end: what remains is not theirs
             self._leave(used, "memory_backstop_nothing_to_end")
         return False
 
