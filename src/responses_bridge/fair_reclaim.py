@@ -9,12 +9,10 @@ Scans of the holdings, on these rare paths only; the holdings are what the pool'
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .fair_share import FairPool, fair_holds
 from .preemption import PREEMPTED, take_back_task, was_taken_back
-
-if TYPE_CHECKING:
-    from .fair_share import FairPool
 
 
 def make_room(pool: FairPool, tenant: str, size: int) -> bool:
@@ -22,8 +20,6 @@ def make_room(pool: FairPool, tenant: str, size: int) -> bool:
     holding most above its own (its largest holding, the newest of equals), while that tenant would still hold more
     than the asker; True if anything is being taken back for it. With more tenants than units (each holding one)
     nothing is: no holder would still hold more than the asker."""
-    from .fair_share import fair_holds
-
     holds = pool.holds(tenant)
     tenants = pool._present(tenant)
     if fair_holds(pool.capacity, holds, tenants) or (holds and holds + size > pool.cap(tenant)):

@@ -42,7 +42,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
 
-from . import fair_reclaim
 from .fair_tenure import RENORMALISE, Service
 from .preemption import PREEMPTED, current_task
 
@@ -422,12 +421,7 @@ class FairPool:
             if state.holds <= 0:
                 self._retire(tenant, state)
 
-    # -- taking back (egress connections; the memory backstop): fair_reclaim.py ---------------------------------
-    def make_room(self, tenant: str, size: int) -> bool:
-        """Egress only (a pool that cannot wait): room taken back for ``tenant`` under its ``C / n``
-        (:func:`~responses_bridge.fair_reclaim.make_room`)."""
-        return fair_reclaim.make_room(self, tenant, size)
-
+    # -- taking back (egress connections; the memory backstop): fair_reclaim.py, which reads these -----------------
     def force(self, tenant: str, size: int) -> None:
         """``size`` for ``tenant`` past the capacity, while room taken back for it comes back (egress)."""
         state = self.tenants.get(tenant)
@@ -436,10 +430,6 @@ class FairPool:
         self._accrue(state, _monotonic())
         state.holds += size
         self.held += size
-
-    def take_back(self, tenant: str, holding: Any, reason: str) -> bool:
-        """End ``holding`` of ``tenant``'s (its room comes back when its work has stopped)."""
-        return fair_reclaim.take_back(self, tenant, holding, reason)
 
     def being_taken_back(self) -> int:
         """How many holdings are being taken back and have not yet given their room back (their work stopping)."""

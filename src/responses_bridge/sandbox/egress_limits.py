@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..fair_reclaim import make_room
 from ..fair_share import FairPool, Refused
 from ..observability import metrics
 from ..preemption import current_task
@@ -111,7 +112,7 @@ class ConnectionShares:
             return Refusal("tenant_connection_limit", f"this tenant's calls hold {holds} egress connections, its "
                            f"share of the bridge's {cap} (alone {self._share}: "
                            "RESPONSES_BRIDGE_CODE_EGRESS_TENANT_CONNECTIONS); try again when one ends")
-        if pool.make_room(tenant, 1):
+        if make_room(pool, tenant, 1):
             pool.force(tenant, 1)
             self._admitted(tenant)
             return None

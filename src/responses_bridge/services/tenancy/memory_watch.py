@@ -34,6 +34,7 @@ from typing import Any
 import structlog
 
 from ...allocator import glibc_malloc_trim, resident_bytes
+from ...fair_reclaim import take_back
 from ...fair_share import FairPool
 from ...memory_limits import cgroup_limit
 from ...observability.metrics import MEMORY_BACKSTOP, MEMORY_REAL
@@ -149,7 +150,7 @@ class MemoryWatch:
         for holder, holding, holder_charged in victims(pool):
             tried = True
             size = int(holding.bytes)
-            if pool.take_back(holder, holding, HIGH_WATERMARK):
+            if take_back(pool, holder, holding, HIGH_WATERMARK):
                 self.ended += 1
                 log.warning("memory_request_ended", used=used, high=self.high, low=self.low, charged=size,
                             holder_charged=holder_charged)
