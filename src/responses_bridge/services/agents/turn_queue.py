@@ -85,3 +85,17 @@ async def queued_input(store: AgentStore, entry: QueuedTurn, tenant: str) -> boo
         raise asyncio.CancelledError  # the session was deleted meanwhile
     entry.messages = (stored.get("_private") or {}).get(QUEUED_INPUT) or []
     return bool(entry.messages)
+
+
+async def stored_response_ids(store: AgentStore, session_id: str, tenant: str) -> list[str]:
+    """The ids of every response the session's stored turns made (kept under ``_private``: :func:`private`), for
+    the session's delete to delete them with it."""
+    found: list[str] = []
+    after = None
+    while True:
+        page = await store.page("turn", tenant=tenant, parent=session_id, after=after, limit=100, order="asc")
+        found += [response_id for turn in page.data
+                  for response_id in (turn.get("_private") or {}).get("response_ids", [])]
+        if not page.has_more or not page.data:
+            return found
+        after = page.data[-1]["id"]
