@@ -43,7 +43,7 @@ from ..responses.background_frames import split_frames
 from ..responses.kept_authorization import KeptAuthorization
 from .async_calls import async_functions, async_results, started
 from .auto_review import auto_review
-from .environments.environments import Published, SessionEnvironments, environment_state, hosted_container, not_kept
+from .environments.environments import Published, SessionEnvironments, environment_alive, not_kept
 from .environments.mcp import SessionMCP
 from .events import SessionLog
 from .executor_calls import run_on_executor
@@ -307,7 +307,7 @@ class SessionRunner:
         if failed is not None:  # its packages could not be installed at its start (environments/environments.py)
             await self._end(entry, "failed", {"code": "sandbox_error", "message": failed["message"]}, None)
             return
-        if not await self._environment_alive(session, turn["id"]):
+        if not await environment_alive(self, session, turn["id"]):
             await self._end(entry, "failed", {"code": "sandbox_error", "message": EXPIRED}, None)
             return
         await self._steps(entry, session, [{"type": "message", "role": "user", "content": message["content"]}
@@ -378,18 +378,6 @@ class SessionRunner:
                             total)
         else:
             await self._end(entry, "failed", turn_error(response.get("error")), total)
-
-    async def _environment_alive(self, session: dict[str, Any], turn_id: str) -> bool:
-        """An ``openai_hosted`` session's container is still there; when it is not (unused past its expiry, or
-        deleted through the Containers API), ``agent.session.environment.expired`` says so."""
-        container_id = hosted_container(session)
-        if container_id is None or self.environments is None:
-            return True
-        if await self.environments.alive(session, tenant=self.tenant):
-            return True
-        await self.events.emit({"type": "agent.session.environment.expired", "session_id": self.session_id,
-                                "turn_id": turn_id, "environment": environment_state(container_id, "expired")})
-        return False
 
     async def tool_result(self, result: dict[str, Any], session: dict[str, Any] | None = None) -> None:
         """A client's result for an open call of the running turn, or for an ``async`` call (session_waiting.py)."""
