@@ -48,7 +48,7 @@ from .environments.mcp import SessionMCP
 from .events import SessionLog
 from .executor_calls import run_on_executor
 from .runner_view import ResponseStarter
-from .session_outage import failure_message, let_go, lost_meanwhile, recover
+from .session_outage import fail_session, let_go, lost_meanwhile, recover
 from .session_resume import (
     begin_resumed,
     forget_steps,
@@ -222,7 +222,7 @@ class SessionRunner:
                 await let_go(self)
                 return
             log.exception("agent_session_failed", session_id=self.session_id)
-            await self._fail_session(exc)
+            await fail_session(self, exc)
         finally:
             self.current, self.response_id = None, None
             if not self.queue and self.on_idle is not None:
@@ -249,24 +249,6 @@ class SessionRunner:
                                            records=[self.session_record(session)])
             # input that came while the session went idle is run now: nothing is awaited from the last look
             # at the queue to the task's end, so a submit either sees this task done or is seen here
-
-    async def _fail_session(self, exc: Exception) -> None:
-        """Something the session cannot go on from (never the model's own failure: that fails a turn only, nor a
-        transient store error: session_outage.py): the running and queued turns fail with it, saying what."""
-        message = failure_message(exc)
-        try:
-            ending = ([self.current] if self.current is not None else []) + self.queue
-            self.queue = []
-            for entry in ending:
-                await self._end(entry, "failed", {"code": "internal_error", "message": message}, None)
-            async with self._changing() as session:
-                session["status"], session["error"] = "failed", message
-                await self.events.emit({"type": "error", "session_id": self.session_id, "error": {
-                    "type": "server_error", "code": "server_error", "message": session["error"], "param": None}})
-                await self.events.emit({"type": "agent.session.failed", "session": public(session)},
-                                       records=[self.session_record(session)])
-        except Exception:
-            log.exception("agent_session_fail_not_stored", session_id=self.session_id)
 
     async def _kept(self, entry: QueuedTurn) -> None:
         """The turn, the spans it makes kept as its trace (traces.py)."""
