@@ -283,3 +283,16 @@ def input_event(event: Any, param: str) -> tuple[str, Any]:
         raise not_served(f"Event type '{kind}' (the bridge has no computer use: no desktop or browser)",
                          f"{param}.type")
     raise invalid_request(f"Invalid value for '{param}.type'.", param=f"{param}.type", code="invalid_value")
+
+
+def first_input(body: dict[str, Any], kind: str) -> list[list[dict[str, Any]]] | None:
+    """A session's first input (each message's parts), or None: a session made without input is idle with no
+    turn until its first input event. As the SDK says, ``input`` is required for the ``none`` environment, and for
+    a streamed create of any environment but ``self_hosted`` (whose stream waits for the client's input)."""
+    if body.get("input") is not None:
+        return messages(body["input"], "input")
+    if kind == "none" or (body.get("stream") is True and kind != "self_hosted"):
+        why = "the 'none' environment" if kind == "none" else "a streamed session that is not 'self_hosted'"
+        raise invalid_request(f"Missing required parameter: 'input' (required for {why}).", param="input",
+                              code="missing_required_parameter")
+    return None

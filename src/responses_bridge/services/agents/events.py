@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ import orjson
 import structlog
 
 from ... import ids
+from ...protocol.errors import APIError, invalid_request
 from ...store.base_agents import AgentStore, Record
 from ...store.records import LeaseLost
 from ..write_behind import WriteBehind
@@ -298,3 +300,21 @@ _ENDING = (b"event: agent.session.idle\n", b"event: agent.session.failed\n")
 def _ends_activity(frame: bytes) -> bool:
     start = frame.find(b"\nevent: ") + 1
     return frame.startswith(_ENDING, start)
+
+
+async def replayed(store: AgentStore, session_id: str, key: str, body: dict[str, Any], tenant: str) -> bool:
+    """Input events posted with an ``Idempotency-Key``: True when ``key`` was used on this session already with
+    this body (nothing is done again); a 409 when it was used with another."""
+    if not 1 <= len(key) <= 255:
+        raise invalid_request("'Idempotency-Key' must be 1 to 255 characters.", param="Idempotency-Key",
+                              code="invalid_value")
+    record_id = f"{session_id}:{hashlib.sha256(key.encode()).hexdigest()}"
+    digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    seen = await store.get("key", record_id, tenant=tenant)
+    if seen is not None:
+        if seen.get("digest") != digest:
+            raise APIError(409, "This Idempotency-Key was already used with another request body.",
+                           type="invalid_request_error", param="Idempotency-Key", code="idempotency_key_reused")
+        return True
+    await store.put("key", record_id, {"digest": digest}, tenant=tenant, parent=session_id)
+    return False

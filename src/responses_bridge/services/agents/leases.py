@@ -121,3 +121,14 @@ class SessionLeases:
     def close(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+
+
+class SessionLock:
+    """One change of a session at a time within this process (sessions.py ``SessionService._locked``), as the
+    lease is across processes: the lock, and how many hold or wait for it (it lives only while someone does)."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0

@@ -24,7 +24,8 @@ counted as one). An outage shorter than the lease is waited out in place. A fenc
 refused because the lease moved on) raises the store's ``LeaseLost`` family, which is final in the same way.
 
 What fails a session is only what cannot succeed by waiting (an error that is not transient), and its ``error``
-says which.
+says which (:func:`fail_session`). A runner whose lease was lost lets go here too (:func:`let_go`,
+:func:`lost_meanwhile`), out of turns.py's loop.
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ from typing import TYPE_CHECKING, cast
 import structlog
 
 from ...store.base_agents import AgentStore
+from ...store.records import LeaseLost
 from ...store.transient import RetryingStore, is_transient
 from .leases import SessionLeaseLost, SessionLeases
 from .session_resume import stop_response, stored_turns
+from .turn_queue import public
 
 if TYPE_CHECKING:
     from .turns import SessionRunner
@@ -120,3 +123,45 @@ async def recover(runner: SessionRunner, exc: BaseException) -> None:
             await asyncio.sleep(WAIT_SECONDS)
     log.info("agent_session_recovered", session_id=runner.session_id, turns=len(runner.queue),
              running=sum(1 for entry in runner.queue if entry.resuming), dropped_events=dropped)
+
+
+async def lost_meanwhile(runner: SessionRunner) -> bool:
+    """On a shared database: True when another process holds the session's lease now."""
+    if runner.still_ours is None:
+        return False
+    try:
+        await runner.still_ours()
+    except LeaseLost:
+        return True
+    except Exception:  # noqa: BLE001 - the store is away: what failed the session stands
+        return False
+    return False
+
+
+async def let_go(runner: SessionRunner) -> None:
+    """The session is another process's now, or lapsed: the runner stops here without writing anything more."""
+    log.warning("agent_session_lease_lost", session_id=runner.session_id)
+    with contextlib.suppress(Exception):
+        await stop_response(runner, runner.response_id)
+    runner.queue = []
+    if runner.on_lost is not None:
+        runner.on_lost(runner.session_id)
+
+
+async def fail_session(runner: SessionRunner, exc: Exception) -> None:
+    """Something the session cannot go on from (never the model's own failure: that fails a turn only, nor a
+    transient store error: :func:`recover`): the running and queued turns fail with it, saying what."""
+    message = failure_message(exc)
+    try:
+        ending = ([runner.current] if runner.current is not None else []) + runner.queue
+        runner.queue = []
+        for entry in ending:
+            await runner._end(entry, "failed", {"code": "internal_error", "message": message}, None)
+        async with runner._changing() as session:
+            session["status"], session["error"] = "failed", message
+            await runner.events.emit({"type": "error", "session_id": runner.session_id, "error": {
+                "type": "server_error", "code": "server_error", "message": session["error"], "param": None}})
+            await runner.events.emit({"type": "agent.session.failed", "session": public(session)},
+                                     records=[runner.session_record(session)])
+    except Exception:
+        log.exception("agent_session_fail_not_stored", session_id=runner.session_id)

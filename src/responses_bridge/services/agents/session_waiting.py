@@ -13,13 +13,19 @@ may be running the calls); the client's later results and decisions complete the
 When the last answer came, the turn's next step input (the answers) is stored in the same write that ends the
 wait (``step_input``, as session_resume.py ``record_step`` keeps it), so a stop after it resumes that step rather
 than finding a step response that ended with calls nobody waits for.
+
+The client's answers themselves (``tool_result`` and approval events, turns.py's ``SessionRunner.tool_result`` and
+``approval``) are taken here as well (:func:`answer_call`, :func:`decide`): each lands in what the turn waits on.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .tool_calls import ToolCalls
+from ... import ids
+from ...protocol.agents.events import call_output_item, result_text
+from .async_calls import async_result
+from .tool_calls import ToolCalls, unknown_approval, unknown_call
 from .turn_queue import STEP_INPUT, STEP_RESPONSE, WAITING, HandOff, QueuedTurn, private, public
 
 if TYPE_CHECKING:
@@ -103,3 +109,42 @@ async def wait_for_results(runner: TurnRunner, entry: QueuedTurn, total: dict[st
     if runner.cancelling:
         return None
     return calls.take_answers()
+
+
+async def answer_call(runner: TurnRunner, result: dict[str, Any], session: dict[str, Any] | None = None) -> None:
+    """A client's result for an open call of the running turn, or for an ``async`` call (changing ``session``, the
+    caller's copy); a 400 for any other call."""
+    entry = waiting_entry(runner)
+    call = entry.calls.open.get(result["call_id"]) if entry is not None else None
+    if entry is None or call is None or call["turn_id"] != result["turn_id"]:
+        if await async_result(runner, result, session):
+            return
+        raise unknown_call(result["call_id"])
+    entry.trace.call_answered(result["call_id"], bool(result["success"]))
+    entry.calls.answer(result)
+    keep_wait(entry)  # the answer is stored with the event that shows it: a restart keeps it
+    if "command_item" in call:  # a command the client ran: its command_execution item is done
+        ran = dict(call["command_item"], status="completed" if result["success"] else "failed",
+                   output=result_text(result.get("output")) or result.get("error"))
+        await runner.events.emit({"type": "agent.session.turn.item.done", "session_id": runner.session_id,
+                                  "turn_id": call["turn_id"], "output_index": 0, "item": ran},
+                                 records=[runner.item_record(ran), runner.turn_record(entry.turn)])
+        return
+    item = call_output_item(ids.new_id("fco"), call, result)
+    done = dict(call, status="completed" if result["success"] else "failed")
+    await runner.events.emit({"type": "agent.session.turn.item.done", "session_id": runner.session_id,
+                              "turn_id": call["turn_id"], "output_index": 0, "item": done})
+    await runner.events.emit({"type": "agent.session.turn.item.added", "session_id": runner.session_id,
+                              "turn_id": call["turn_id"], "output_index": None, "item": item},
+                             records=[runner.item_record(done), runner.item_record(item),
+                                      runner.turn_record(entry.turn)])
+
+
+async def decide(runner: TurnRunner, result: dict[str, Any]) -> None:
+    """The client's decision on an MCP call the running turn holds (a 400 for any other request id)."""
+    entry = waiting_entry(runner)
+    if entry is None:
+        raise unknown_approval(result["request_id"])
+    entry.calls.decide(result["request_id"], result["decision"])
+    keep_wait(entry)  # stored before the decision is acknowledged: a restart keeps it
+    await runner.events.flush([runner.turn_record(entry.turn)])

@@ -13,15 +13,11 @@ refused with a 400 naming what is not served yet: never accepted and silently dr
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
-import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-
-import orjson
 
 from ... import ids
 from ...protocol.agents.agents import SESSION_AGENT_FIELDS, apply_config, default_config, require_model
@@ -31,9 +27,9 @@ from ...protocol.agents.inputs import (
     check_environment,
     check_environment_mcp,
     check_servable,
+    first_input,
     input_event,
     known,
-    messages,
     not_served,
     review_mode,
     session_tools,
@@ -52,12 +48,12 @@ from .agents import AgentService
 from .environments.environments import SessionEnvironments, environment_state, session_not_found
 from .environments.mcp import SessionMCP
 from .environments.templates import TemplateService
-from .events import SessionEvents
-from .leases import SessionLeases
+from .events import SessionEvents, replayed
+from .leases import SessionLeases, SessionLock
 from .runner_view import ResponseStarter
 from .session_outage import lease_check, retrying_store
 from .session_resume import SessionResumer
-from .turn_queue import public
+from .turn_queue import public, stored_response_ids
 from .turns import SessionRunner
 from .vaults.mcp_secrets import seal_tools
 from .vaults.vaults import VaultService
@@ -67,27 +63,6 @@ POLL_SECONDS = 1.0  # a reader of a session another process runs reads the store
 SESSION_FIELDS = ("environment", "agent", "agent_id", "input", "metadata", "prompt_cache_options", "review",
                   "stream", "stream_options", "vault_ids")
 UPDATE_FIELDS = ("agent", "metadata", "prompt_cache_options", "review")
-
-
-def _first_input(body: dict[str, Any], kind: str) -> list[list[dict[str, Any]]] | None:
-    """The session's first input (each message's parts), or None: a session made without input is idle with no
-    turn until its first input event. As the SDK says, ``input`` is required for the ``none`` environment, and for
-    a streamed create of any environment but ``self_hosted`` (whose stream waits for the client's input)."""
-    if body.get("input") is not None:
-        return messages(body["input"], "input")
-    if kind == "none" or (body.get("stream") is True and kind != "self_hosted"):
-        why = "the 'none' environment" if kind == "none" else "a streamed session that is not 'self_hosted'"
-        raise invalid_request(f"Missing required parameter: 'input' (required for {why}).", param="input",
-                              code="missing_required_parameter")
-    return None
-
-
-class _SessionLock:
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
 
 
 class SessionService:
@@ -112,7 +87,7 @@ class SessionService:
                                     on_lost=self._lost)
         self.events = SessionEvents(self.store, poll=POLL_SECONDS if self.shared else None)
         self.runners: dict[str, SessionRunner] = {}
-        self._locks: dict[str, _SessionLock] = {}
+        self._locks: dict[str, SessionLock] = {}
         self.resumer = SessionResumer(self)  # turns a stopped process left, and the drain's hand-off
         # the caller's Authorization kept sealed with each turn whose model calls carry it (the door sets it from
         # the runtime's); None: nothing kept, and such turns are not resumed after their process stopped
@@ -137,7 +112,7 @@ class SessionService:
             raise invalid_request("'stream_options' is only allowed when 'stream' is true.", param="stream_options",
                                   code="invalid_value")
         vault_ids = await self._vault_ids(body.get("vault_ids"), agent, tenant)
-        content = _first_input(body, kind)
+        content = first_input(body, kind)
         if await self.store.count("session", tenant=tenant) >= MAX_SESSIONS_PER_TENANT:
             raise APIError(429, f"A project may keep at most {MAX_SESSIONS_PER_TENANT} sessions; delete some first.",
                            type="invalid_request_error", code="session_limit_reached")
@@ -294,7 +269,7 @@ class SessionService:
         runner = self.runners.pop(session_id, None)
         if runner is not None and runner.task is not None:
             runner.task.cancel()
-        response_ids = await self._response_ids(session_id, tenant)
+        response_ids = await stored_response_ids(self.store, session_id, tenant)
         if runner is not None and runner.response_id:
             response_ids.append(runner.response_id)
         await self.environments.release(stored, tenant=tenant)
@@ -305,18 +280,6 @@ class SessionService:
             await self.background.forget(response_id, tenant=tenant)
             await self.background.store.delete_response(response_id, tenant=tenant)
         return {"id": session_id, "object": "agent.session.deleted", "deleted": True}
-
-    async def _response_ids(self, session_id: str, tenant: str) -> list[str]:
-        found: list[str] = []
-        after = None
-        while True:
-            page = await self.store.page("turn", tenant=tenant, parent=session_id, after=after, limit=100,
-                                         order="asc")
-            found += [response_id for turn in page.data
-                      for response_id in (turn.get("_private") or {}).get("response_ids", [])]
-            if not page.has_more or not page.data:
-                return found
-            after = page.data[-1]["id"]
 
     # --- events ---------------------------------------------------------------------------------------------
 
@@ -332,7 +295,8 @@ class SessionService:
         plan = [input_event(event, f"events[{index}]") for index, event in enumerate(events)]
         async with self._locked(session_id):
             session = await self._load(session_id, tenant)
-            if idempotency_key is not None and await self._replayed(session_id, idempotency_key, body, tenant):
+            if idempotency_key is not None and await replayed(self.store, session_id, idempotency_key, body,
+                                                                        tenant):
                 return
             if session["status"] == "failed":
                 raise invalid_request("This session failed; it takes no more events.", param="session_id",
@@ -349,23 +313,6 @@ class SessionService:
                 else:
                     await runner.submit(session, content, authorization)
                     await self._in_progress(runner, session)
-
-    async def _replayed(self, session_id: str, key: str, body: dict[str, Any], tenant: str) -> bool:
-        """True when ``key`` was used on this session already with this body (nothing is done again); a 409 when
-        it was used with another."""
-        if not 1 <= len(key) <= 255:
-            raise invalid_request("'Idempotency-Key' must be 1 to 255 characters.", param="Idempotency-Key",
-                                  code="invalid_value")
-        record_id = f"{session_id}:{hashlib.sha256(key.encode()).hexdigest()}"
-        digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        seen = await self.store.get("key", record_id, tenant=tenant)
-        if seen is not None:
-            if seen.get("digest") != digest:
-                raise APIError(409, "This Idempotency-Key was already used with another request body.",
-                               type="invalid_request_error", param="Idempotency-Key", code="idempotency_key_reused")
-            return True
-        await self.store.put("key", record_id, {"digest": digest}, tenant=tenant, parent=session_id)
-        return False
 
     async def stream(self, session_id: str, *, after_event: str | None, tenant: str,
                      until_idle: bool) -> AsyncIterator[bytes]:
@@ -449,7 +396,7 @@ class SessionService:
     @contextlib.asynccontextmanager
     async def _locked(self, session_id: str) -> AsyncIterator[None]:
         """One change of a session at a time; the lock lives only while someone holds or waits for it."""
-        entry = self._locks.setdefault(session_id, _SessionLock())
+        entry = self._locks.setdefault(session_id, SessionLock())
         entry.users += 1
         try:
             async with entry.lock:

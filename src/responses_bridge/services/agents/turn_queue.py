@@ -11,11 +11,13 @@ and a session holds at most its running turn's input.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ... import ids
+from ...store.base_agents import AgentStore
 from .tool_calls import ToolCalls
 from .traces import TurnTrace
 from .vaults.mcp_secrets import shown_record
@@ -71,3 +73,29 @@ def new_turn(session: dict[str, Any]) -> dict[str, Any]:
 def public(record: dict[str, Any]) -> dict[str, Any]:
     """A stored record without the bridge's own fields (``_private``, a session's sealed MCP transport secrets)."""
     return shown_record({key: value for key, value in record.items() if key != "_private"})
+
+
+async def queued_input(store: AgentStore, entry: QueuedTurn, tenant: str) -> bool:
+    """The turn's messages, read back from its stored record (turns.py ``SessionRunner.submit`` stored them);
+    False when they are gone."""
+    if entry.messages:
+        return True
+    stored = await store.get("turn", entry.turn["id"], tenant=tenant)
+    if stored is None:
+        raise asyncio.CancelledError  # the session was deleted meanwhile
+    entry.messages = (stored.get("_private") or {}).get(QUEUED_INPUT) or []
+    return bool(entry.messages)
+
+
+async def stored_response_ids(store: AgentStore, session_id: str, tenant: str) -> list[str]:
+    """The ids of every response the session's stored turns made (kept under ``_private``: :func:`private`), for
+    the session's delete to delete them with it."""
+    found: list[str] = []
+    after = None
+    while True:
+        page = await store.page("turn", tenant=tenant, parent=session_id, after=after, limit=100, order="asc")
+        found += [response_id for turn in page.data
+                  for response_id in (turn.get("_private") or {}).get("response_ids", [])]
+        if not page.has_more or not page.data:
+            return found
+        after = page.data[-1]["id"]

@@ -29,8 +29,6 @@ from ...protocol.agents.events import (
     TERMINAL,
     Shown,
     add_usage,
-    call_output_item,
-    result_text,
     token_usage,
     translate,
     turn_error,
@@ -43,14 +41,14 @@ from ...store.transient import is_transient
 from ..responses.background import BackgroundService
 from ..responses.background_frames import split_frames
 from ..responses.kept_authorization import KeptAuthorization
-from .async_calls import async_functions, async_result, async_results, started
+from .async_calls import async_functions, async_results, started
 from .auto_review import auto_review
-from .environments.environments import Published, SessionEnvironments, environment_state, hosted_container, not_kept
+from .environments.environments import Published, SessionEnvironments, environment_alive, not_kept
 from .environments.mcp import SessionMCP
 from .events import SessionLog
 from .executor_calls import run_on_executor
 from .runner_view import ResponseStarter
-from .session_outage import failure_message, recover
+from .session_outage import fail_session, let_go, lost_meanwhile, recover
 from .session_resume import (
     begin_resumed,
     forget_steps,
@@ -60,14 +58,13 @@ from .session_resume import (
     started_step,
     stop_response,
 )
-from .session_waiting import keep_wait, kept_usage, wait_for_results, waiting_entry
+from .session_waiting import answer_call, decide, kept_usage, wait_for_results
 from .subagent_contexts import kept_subagents
 from .subagent_tree import SubagentTree
-from .tool_calls import unknown_approval, unknown_call
 from .traces import TurnTrace, turn_span
-from .turn_queue import LOST_INPUT, MAX_QUEUED_TURNS, QUEUED_INPUT, HandOff, QueuedTurn, new_turn, public
+from .turn_queue import LOST_INPUT, MAX_QUEUED_TURNS, QUEUED_INPUT, HandOff, QueuedTurn, new_turn, public, queued_input
 from .turn_request import turn_request
-from .vaults.vaults import VaultService
+from .vaults.vaults import VaultService, credentialed
 
 log = structlog.get_logger("responses_bridge.agents")
 
@@ -219,38 +216,17 @@ class SessionRunner:
             await stop_response(self, self.response_id)
             return
         except LeaseLost:  # a write refused, or the lease lapsed: the session is another process's now, nothing
-            await self._let_go()  # more is stored here; it goes on from what is stored
+            await let_go(self)  # more is stored here; it goes on from what is stored
         except Exception as exc:
-            if await self._lost_meanwhile():  # e.g. its write collided with the new owner's: not a failure of ours
-                await self._let_go()
+            if await lost_meanwhile(self):  # e.g. its write collided with the new owner's: not a failure of ours
+                await let_go(self)
                 return
             log.exception("agent_session_failed", session_id=self.session_id)
-            await self._fail_session(exc)
+            await fail_session(self, exc)
         finally:
             self.current, self.response_id = None, None
             if not self.queue and self.on_idle is not None:
                 self.on_idle(self)
-
-    async def _lost_meanwhile(self) -> bool:
-        """On a shared database: True when another process holds the session's lease now."""
-        if self.still_ours is None:
-            return False
-        try:
-            await self.still_ours()
-        except LeaseLost:
-            return True
-        except Exception:  # noqa: BLE001 - the store is away: what failed the session stands
-            return False
-        return False
-
-    async def _let_go(self) -> None:
-        """The session is another process's now, or lapsed: stop here without writing anything more."""
-        log.warning("agent_session_lease_lost", session_id=self.session_id)
-        with contextlib.suppress(Exception):
-            await stop_response(self, self.response_id)
-        self.queue = []
-        if self.on_lost is not None:
-            self.on_lost(self.session_id)
 
     async def _turns(self) -> None:
         """Run the queued turns in order, then leave the session idle."""
@@ -274,39 +250,11 @@ class SessionRunner:
             # input that came while the session went idle is run now: nothing is awaited from the last look
             # at the queue to the task's end, so a submit either sees this task done or is seen here
 
-    async def _fail_session(self, exc: Exception) -> None:
-        """Something the session cannot go on from (never the model's own failure: that fails a turn only, nor a
-        transient store error: session_outage.py): the running and queued turns fail with it, saying what."""
-        message = failure_message(exc)
-        try:
-            ending = ([self.current] if self.current is not None else []) + self.queue
-            self.queue = []
-            for entry in ending:
-                await self._end(entry, "failed", {"code": "internal_error", "message": message}, None)
-            async with self._changing() as session:
-                session["status"], session["error"] = "failed", message
-                await self.events.emit({"type": "error", "session_id": self.session_id, "error": {
-                    "type": "server_error", "code": "server_error", "message": session["error"], "param": None}})
-                await self.events.emit({"type": "agent.session.failed", "session": public(session)},
-                                       records=[self.session_record(session)])
-        except Exception:
-            log.exception("agent_session_fail_not_stored", session_id=self.session_id)
-
     async def _kept(self, entry: QueuedTurn) -> None:
         """The turn, the spans it makes kept as its trace (traces.py)."""
         with tracing.keep(*entry.span) as kept:
             entry.trace = TurnTrace(kept)
             await self._run(entry)
-
-    async def _queued_input(self, entry: QueuedTurn) -> bool:
-        """The turn's messages, read back from its stored record (:meth:`submit`); False when they are gone."""
-        if entry.messages:
-            return True
-        stored = await self.store.get("turn", entry.turn["id"], tenant=self.tenant)
-        if stored is None:
-            raise asyncio.CancelledError  # the session was deleted meanwhile
-        entry.messages = (stored.get("_private") or {}).get(QUEUED_INPUT) or []
-        return bool(entry.messages)
 
     async def _run(self, entry: QueuedTurn) -> None:
         turn = entry.turn
@@ -320,7 +268,7 @@ class SessionRunner:
                 entry.review = (session := await self.session()).get("review")
                 await self._steps(entry, session, resumed or [])
             return
-        if not await self._queued_input(entry):
+        if not await queued_input(self.store, entry, self.tenant):
             await self._end(entry, "failed", {"code": "server_error", "message": LOST_INPUT}, None)
             return
         records = [self.turn_record(turn), *(self.item_record(message) for message in entry.messages)]
@@ -341,7 +289,7 @@ class SessionRunner:
         if failed is not None:  # its packages could not be installed at its start (environments/environments.py)
             await self._end(entry, "failed", {"code": "sandbox_error", "message": failed["message"]}, None)
             return
-        if not await self._environment_alive(session, turn["id"]):
+        if not await environment_alive(self, session, turn["id"]):
             await self._end(entry, "failed", {"code": "sandbox_error", "message": EXPIRED}, None)
             return
         await self._steps(entry, session, [{"type": "message", "role": "user", "content": message["content"]}
@@ -367,8 +315,8 @@ class SessionRunner:
                     await self.environments.refresh_credentials(session, tenant=self.tenant)
                 turn_input = [*turn_input, *await async_results(self, session)]  # async calls' results
                 entry.kept = await kept_subagents(self.store, session, tenant=self.tenant)  # resumable ones
-                request = await self._credentialed(session, turn_request(session, turn_input, capabilities,
-                                                                         entry.kept))
+                request = await credentialed(self.vaults, session, turn_request(session, turn_input, capabilities,
+                                                                                  entry.kept), self.tenant)
                 if self.handing_off:
                     raise HandOff
                 if not first:  # the first step's input is the turn's messages, stored with its start
@@ -413,71 +361,13 @@ class SessionRunner:
         else:
             await self._end(entry, "failed", turn_error(response.get("error")), total)
 
-    async def _environment_alive(self, session: dict[str, Any], turn_id: str) -> bool:
-        """An ``openai_hosted`` session's container is still there; when it is not (unused past its expiry, or
-        deleted through the Containers API), ``agent.session.environment.expired`` says so."""
-        container_id = hosted_container(session)
-        if container_id is None or self.environments is None:
-            return True
-        if await self.environments.alive(session, tenant=self.tenant):
-            return True
-        await self.events.emit({"type": "agent.session.environment.expired", "session_id": self.session_id,
-                                "turn_id": turn_id, "environment": environment_state(container_id, "expired")})
-        return False
-
     async def tool_result(self, result: dict[str, Any], session: dict[str, Any] | None = None) -> None:
-        """A client's result for an open call of the running turn, or for an ``async`` call (changing
-        ``session``, the caller's copy); a 400 for any other call."""
-        entry = waiting_entry(self)
-        call = entry.calls.open.get(result["call_id"]) if entry is not None else None
-        if entry is None or call is None or call["turn_id"] != result["turn_id"]:
-            if await async_result(self, result, session):
-                return
-            raise unknown_call(result["call_id"])
-        entry.trace.call_answered(result["call_id"], bool(result["success"]))
-        entry.calls.answer(result)
-        keep_wait(entry)  # the answer is stored with the event that shows it: a restart keeps it
-        if "command_item" in call:  # a command the client ran: its command_execution item is done
-            ran = dict(call["command_item"], status="completed" if result["success"] else "failed",
-                       output=result_text(result.get("output")) or result.get("error"))
-            await self.events.emit({"type": "agent.session.turn.item.done", "session_id": self.session_id,
-                                    "turn_id": call["turn_id"], "output_index": 0, "item": ran},
-                                   records=[self.item_record(ran), self.turn_record(entry.turn)])
-            return
-        item = call_output_item(ids.new_id("fco"), call, result)
-        done = dict(call, status="completed" if result["success"] else "failed")
-        await self.events.emit({"type": "agent.session.turn.item.done", "session_id": self.session_id,
-                                "turn_id": call["turn_id"], "output_index": 0, "item": done})
-        await self.events.emit({"type": "agent.session.turn.item.added", "session_id": self.session_id,
-                                "turn_id": call["turn_id"], "output_index": None, "item": item},
-                               records=[self.item_record(done), self.item_record(item), self.turn_record(entry.turn)])
+        """A client's result for an open call of the running turn, or for an ``async`` call (session_waiting.py)."""
+        await answer_call(self, result, session)
 
     async def approval(self, result: dict[str, Any]) -> None:
-        """The client's decision on an MCP call the running turn holds (a 400 for any other request id)."""
-        entry = waiting_entry(self)
-        if entry is None:
-            raise unknown_approval(result["request_id"])
-        entry.calls.decide(result["request_id"], result["decision"])
-        keep_wait(entry)  # stored before the decision is acknowledged: a restart keeps it
-        await self.events.flush([self.turn_record(entry.turn)])
-
-    async def _credentialed(self, session: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-        """``body`` with each MCP tool's vault credential as its ``authorization`` (the bridge's MCP client sends
-        it as ``Authorization: Bearer``), opened now, for this response only: a rotated or deleted credential is
-        what the next turn uses. A response never stores nor echoes ``authorization`` (storable_tools), and the
-        MCP client's errors redact it, so the secret reaches the MCP server and nothing else."""
-        tools = session["agent"]["tools"]
-        if not any(tool.get("credential_id") for tool in tools):
-            return body
-        if self.vaults is None:
-            raise APIError(400, "This server keeps no vaults.", param="vault_ids", code="unsupported_value")
-        sent_by_label = {sent["server_label"]: sent for sent in body["tools"] if sent["type"] == "mcp"}
-        for index, tool in enumerate(tools):
-            if tool["type"] == "mcp" and tool.get("credential_id"):  # the response's tools are not one for one
-                sent_by_label[tool["server_label"]]["authorization"] = await self.vaults.mcp_token(
-                    session.get("vault_ids") or [], tool["credential_id"], tool["transport"]["server_url"],
-                    tenant=self.tenant, param=f"agent.tools[{index}].credential_id")
-        return body
+        """The client's decision on an MCP call the running turn holds (session_waiting.py)."""
+        await decide(self, result)
 
     async def _follow(self, entry: QueuedTurn, session: dict[str, Any]) -> dict[str, Any]:
         """Tell the turn's response events in the session's log (``session``: as the response's request was made

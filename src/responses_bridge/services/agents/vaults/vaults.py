@@ -5,7 +5,8 @@ Both are records of the agents' store (kinds ``vault`` and ``vault_credential``,
 so a deleted vault takes its credentials with it). A credential's record is the SDK's ``Credential`` plus one field
 of the bridge's own, ``_sealed``: its write-only values sealed with the deployment's key (sealing.py, purpose
 :data:`PURPOSE`). A row read back, a route's answer, a log line never hold a secret in plaintext; it is opened only
-where it is used — the ``Authorization`` of a session's MCP call (:meth:`VaultService.mcp_token`) and, for an
+where it is used — the ``Authorization`` of a session's MCP call (:meth:`VaultService.mcp_token`, put in each
+turn's request by :func:`credentialed`) and, for an
 OpenAI-hosted environment, the egress proxy's domain secrets (:meth:`VaultService.domain_secrets`).
 
 The bridge always holds a sealing key (``RESPONSES_BRIDGE_SEALING_KEY``, or one shared in the database, or the key
@@ -287,3 +288,23 @@ class VaultService:
         value = str(self.sealer.open(PURPOSE, record[_SEALED])["value"])
         return [DomainSecret(domain, auth["secret_name"], value) for domain in domains]
 
+
+async def credentialed(vaults: VaultService | None, session: dict[str, Any], body: dict[str, Any],
+                       tenant: str) -> dict[str, Any]:
+    """``body`` (a session turn's response request) with each MCP tool's vault credential as its ``authorization``
+    (the bridge's MCP client sends it as ``Authorization: Bearer``), opened now, for this response only: a rotated
+    or deleted credential is what the next turn uses. A response never stores nor echoes ``authorization``
+    (storable_tools), and the MCP client's errors redact it, so the secret reaches the MCP server and nothing
+    else. ``vaults``: the session service's (None: this server keeps none)."""
+    tools = session["agent"]["tools"]
+    if not any(tool.get("credential_id") for tool in tools):
+        return body
+    if vaults is None:
+        raise APIError(400, "This server keeps no vaults.", param="vault_ids", code="unsupported_value")
+    sent_by_label = {sent["server_label"]: sent for sent in body["tools"] if sent["type"] == "mcp"}
+    for index, tool in enumerate(tools):
+        if tool["type"] == "mcp" and tool.get("credential_id"):  # the response's tools are not one for one
+            sent_by_label[tool["server_label"]]["authorization"] = await vaults.mcp_token(
+                session.get("vault_ids") or [], tool["credential_id"], tool["transport"]["server_url"],
+                tenant=tenant, param=f"agent.tools[{index}].credential_id")
+    return body
