@@ -45,6 +45,9 @@ class TurnRunner(Protocol):
     on_idle: Callable[[Any], None] | None
     handing_off: bool
     kept_authorization: KeptAuthorization | None
+    on_lost: Callable[[str], None] | None
+    still_ours: Callable[[], Awaitable[None]] | None
+    locked: Callable[[], contextlib.AbstractAsyncContextManager[Any]]
 
     @property
     def busy(self) -> bool: ...

@@ -46,7 +46,7 @@ from .session_resume import stop_response, stored_turns
 from .turn_queue import public
 
 if TYPE_CHECKING:
-    from .turns import SessionRunner
+    from .runner_view import TurnRunner
 
 log = structlog.get_logger("responses_bridge.agents")
 
@@ -94,7 +94,7 @@ def failure_message(exc: BaseException) -> str:
     return f"The session failed inside the bridge: {type(exc).__name__} (not a transient store error)."
 
 
-async def recover(runner: SessionRunner, exc: BaseException) -> None:
+async def recover(runner: TurnRunner, exc: BaseException) -> None:
     """The store failed the runner's turn past its retries: let go of the turn in flight, wait for the store, and
     queue the session's unfinished turns again as the store holds them (the runner's ``_work`` then runs them).
     Raises :class:`SessionLeaseLost` when another process holds the session now."""
@@ -125,7 +125,7 @@ async def recover(runner: SessionRunner, exc: BaseException) -> None:
              running=sum(1 for entry in runner.queue if entry.resuming), dropped_events=dropped)
 
 
-async def lost_meanwhile(runner: SessionRunner) -> bool:
+async def lost_meanwhile(runner: TurnRunner) -> bool:
     """On a shared database: True when another process holds the session's lease now."""
     if runner.still_ours is None:
         return False
@@ -138,7 +138,7 @@ async def lost_meanwhile(runner: SessionRunner) -> bool:
     return False
 
 
-async def let_go(runner: SessionRunner) -> None:
+async def let_go(runner: TurnRunner) -> None:
     """The session is another process's now, or lapsed: the runner stops here without writing anything more."""
     log.warning("agent_session_lease_lost", session_id=runner.session_id)
     with contextlib.suppress(Exception):
@@ -148,7 +148,7 @@ async def let_go(runner: SessionRunner) -> None:
         runner.on_lost(runner.session_id)
 
 
-async def fail_session(runner: SessionRunner, exc: Exception) -> None:
+async def fail_session(runner: TurnRunner, exc: Exception) -> None:
     """Something the session cannot go on from (never the model's own failure: that fails a turn only, nor a
     transient store error: :func:`recover`): the running and queued turns fail with it, saying what."""
     message = failure_message(exc)

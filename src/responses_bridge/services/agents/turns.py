@@ -43,7 +43,7 @@ from ..responses.background_frames import split_frames
 from ..responses.kept_authorization import KeptAuthorization
 from .async_calls import async_functions, async_results, started
 from .auto_review import auto_review
-from .environments.environments import Published, SessionEnvironments, environment_alive, not_kept
+from .environments.environments import Published, SessionEnvironments, expired_event, not_kept
 from .environments.mcp import SessionMCP
 from .events import SessionLog
 from .executor_calls import run_on_executor
@@ -289,7 +289,10 @@ class SessionRunner:
         if failed is not None:  # its packages could not be installed at its start (environments/environments.py)
             await self._end(entry, "failed", {"code": "sandbox_error", "message": failed["message"]}, None)
             return
-        if not await environment_alive(self, session, turn["id"]):
+        expired = await expired_event(self.environments, session, turn["id"], tenant=self.tenant,
+                                      session_id=self.session_id)
+        if expired is not None:
+            await self.events.emit(expired)
             await self._end(entry, "failed", {"code": "sandbox_error", "message": EXPIRED}, None)
             return
         await self._steps(entry, session, [{"type": "message", "role": "user", "content": message["content"]}

@@ -27,7 +27,7 @@ import contextlib
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .... import ids
 from ....protocol.containers.environments import HostedPlan, network_of
@@ -47,9 +47,6 @@ from .packages import InstallFailed
 from .plugin_mcp import STORED, PluginServers, place_plugin_files, sealed
 from .plugins import plugin_contents, refused_duplicate
 from .setup import EnvironmentSetup, equip, setup_files
-
-if TYPE_CHECKING:
-    from ..turns import SessionRunner
 
 KEEP_MINUTES = 10080  # the longest ``expires_after.minutes`` of a container
 MAX_ARTIFACTS_PER_TURN = 100
@@ -378,14 +375,12 @@ def _public(artifact: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in artifact.items() if key != "_private"}
 
 
-async def environment_alive(runner: SessionRunner, session: dict[str, Any], turn_id: str) -> bool:
-    """An ``openai_hosted`` session's container is still there as the runner's turn starts; when it is not (unused
-    past its expiry, or deleted through the Containers API), ``agent.session.environment.expired`` says so."""
+async def expired_event(environments: SessionEnvironments | None, session: dict[str, Any], turn_id: str, *,
+                        tenant: str, session_id: str) -> dict[str, Any] | None:
+    """An ``openai_hosted`` session's container is still there as its turn starts: None; when it is not (unused past
+    its expiry, or deleted through the Containers API), the ``agent.session.environment.expired`` event saying so."""
     container_id = hosted_container(session)
-    if container_id is None or runner.environments is None:
-        return True
-    if await runner.environments.alive(session, tenant=runner.tenant):
-        return True
-    await runner.events.emit({"type": "agent.session.environment.expired", "session_id": runner.session_id,
-                              "turn_id": turn_id, "environment": environment_state(container_id, "expired")})
-    return False
+    if container_id is None or environments is None or await environments.alive(session, tenant=tenant):
+        return None
+    return {"type": "agent.session.environment.expired", "session_id": session_id, "turn_id": turn_id,
+            "environment": environment_state(container_id, "expired")}
