@@ -15,20 +15,20 @@ stream, and ``GET /v1/responses/{id}`` never says ``completed`` before the strea
 
 Lifecycle in the store: ``queued`` (written before the POST is answered), ``in_progress`` (when the upstream
 answers), then ``completed`` / ``incomplete`` / ``failed`` / ``cancelled``. A process that dies mid-run leaves
-``queued``/``in_progress`` rows; the next start (or, shared, another replica's sweep) takes them over: resumed
-where the run can be (background_resume.py), ``failed`` otherwise. A drain hands its unfinished runs off the same
-way: their lease let go, their rows left ``in_progress``.
+``queued``/``in_progress`` rows; the next start (or, shared, another replica's sweep) takes them over: resumed where
+the run can be (background_takeover.py, background_resume.py), ``failed`` otherwise. A drain hands its unfinished
+runs off the same way: their lease let go, their rows left ``in_progress``.
 
 Several replicas on one database (PostgreSQL). Who runs what goes through the store's
 :class:`~responses_bridge.store.background_runs.RunLeases`: a run is claimed (owner + lease) before its row is
 stored, a heartbeat renews the leases of this replica's runs, and a sweep (at start, then every lease period) fails
 only runs whose lease expired, each by one replica. A follower on another replica reads the stored event log as it
-grows (woken by the store's notifications, with polling as the fallback) until the terminal event; a cancel asked
-of another replica is recorded in the store, the owner stops its run, and the asker answers with the stored
-cancelled response. A run whose replica died is resumed by one other replica (claimed with the same conditional
-write), from its kept request and its last completed tool loop step (background_steps.py); one that needs the
-client's own upstream credentials (never stored), or whose steps a restart cannot rebuild, is failed instead. A
-drain hands runs off at their next step boundary (:meth:`BackgroundService.drain`).
+grows (woken by the store's notifications, with polling as the fallback) until the terminal event; a cancel asked of
+another replica is recorded in the store, the owner stops its run, and the asker answers with the stored cancelled
+response (both in background_elsewhere.py). A run whose replica died is resumed by one other replica (claimed with
+the same conditional write), from its kept request and its last completed tool loop step (background_steps.py); one
+that needs the client's own upstream credentials (never stored), or whose steps a restart cannot rebuild, is failed
+instead. A drain hands runs off at their next step boundary (:meth:`BackgroundService.drain`).
 
 A terminal save that fails (the store is full, locked, broken) must not leave the row ``in_progress``: the run
 ends for its readers at once (in memory, with the response run's ``response.failed``), and then keeps retrying, with
@@ -39,7 +39,6 @@ stored (a ``response.completed`` whose save failed) are taken back first, so a r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 import orjson
@@ -53,28 +52,24 @@ from ...run.runs import Run
 from ...run.upstream import UpstreamClient
 from ...sealing import Sealer
 from ...store.base import EventLog, ResponseStore, RunLeases
-from ...store.records import Closer, LeaseLost
+from ...store.records import Closer
 from ...store.sqlite.background_runs import LocalRunLeases
-from .background_finish import finish_from_log, logged_end
+from .background_elsewhere import cancel_elsewhere, follow_stored, stop_elsewhere
 from .background_frames import (
-    _TERMINAL,
     ABANDONED_MESSAGE,
     INTERRUPTED_MESSAGE,
-    cancelled,
     interrupted,
-    is_terminal_frame,
     terminal_frame,
 )
 from .background_resume import (
-    ALL_ROWS,
     REQUEST_SEQUENCE,
     Rebuilder,
     credential_rows,
     erase_credentials,
-    plan_resume,
     sealed_request,
 )
 from .background_run import BackgroundRun, until_started
+from .background_takeover import take_one
 from .kept_authorization import KeptAuthorization
 
 log = structlog.get_logger("responses_bridge.background")
@@ -84,8 +79,6 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 MAX_RESUMES = 3  # the default of RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES
 
 STORE_RETRY_SECONDS = 60.0  # the default of RESPONSES_BRIDGE_STORE_RETRY_SECONDS
-
-FOLLOW_POLL_SECONDS = 1.0  # a follower on another replica reads the log this often when no notification came
 
 
 class BackgroundService:
@@ -161,7 +154,7 @@ class BackgroundService:
     async def sweep(self) -> list[str]:
         """Take over every run nobody holds: each is claimed by one process (``RunLeases.take_abandoned``), then
         finished from its log when its stream had ended (background_finish.py), else resumed here, or, when it
-        cannot be (background_resume.py says why), failed as before. Without
+        cannot be (background_resume.py says why), failed as before (background_takeover.py). Without
         ``rebuild`` every such run is failed. Returns the ids of the failed runs."""
         if self.rebuild is None or self.sealer is None:
             return await self.leases.fail_abandoned(self._closer())
@@ -171,7 +164,7 @@ class BackgroundService:
         try:
             for response_id, tenant, stored in taken:
                 try:
-                    if await self._take_one(response_id, tenant, stored):
+                    if await take_one(self, response_id, tenant, stored):
                         failed.append(response_id)
                 finally:
                     self._taking.discard(response_id)
@@ -179,107 +172,9 @@ class BackgroundService:
             self._taking.difference_update(response_id for response_id, _, _ in taken)
         return failed
 
-    async def _take_one(self, response_id: str, tenant: str, stored: dict) -> bool:
-        """One run a sweep took: resumed, or failed (True)."""
-        await self._let_go(response_id)
-        try:
-            why = await self._resume(response_id, tenant, stored)
-        except Exception as exc:  # the request no longer begins (a file gone, a model unrouted...)
-            log.warning("background_resume_failed", response_id=response_id, exc_info=True)
-            why = f"it could not be started again ({getattr(exc, 'message', None) or type(exc).__name__})"
-        if why is None:
-            return False
-        try:
-            await self._fail_taken(response_id, tenant, stored, why)
-        except LeaseLost:  # another process ended the run meanwhile (its lease had run out): its end stands
-            log.warning("background_not_resumed_lease_lost", response_id=response_id, reason=why)
-            return False
-        return True
-
-    async def _let_go(self, response_id: str) -> None:
-        """A run taken here again while its lost task here still stops (its lease ran out by the database's clock
-        before this process's stop came): that task ends first, and never touches the new lease."""
-        old = self.runs.pop(response_id, None)
-        if old is None or old.task is None:
-            return
-        if not old.task.done():
-            old.lost = True
-            old.stop_reason = old.stop_reason or "lost"
-            old.task.cancel()
-            await asyncio.wait([old.task])
-
-    async def _fail_taken(self, response_id: str, tenant: str, stored: dict, why: str) -> None:
-        """A run taken over that is not resumed: failed, under this process's lease, then let go."""
-        self.runs.pop(response_id, None)
-        message = (ABANDONED_MESSAGE if self.leases.shared else INTERRUPTED_MESSAGE).replace(
-            "will not be resumed.", f"it was not resumed: {why}.")
-        response, frame = interrupted(message)(stored)
-        try:
-            await self.events.end_response(response, frame, tenant=tenant, **self._fence())
-            await erase_credentials(self.events, response_id, tenant)
-        finally:
-            await self.leases.release(response_id)
-        log.warning("background_not_resumed", response_id=response_id, reason=why)
-
     def _fence(self) -> dict[str, str]:
         """What names this process's lease in a save (none alone on the database)."""
         return {} if self.lease_owner is None else {"lease_owner": self.lease_owner}
-
-    async def _resume(self, response_id: str, tenant: str, stored: dict) -> str | None:
-        """Start ``response_id`` again from its stored request and stream (None), or say why not."""
-        assert self.rebuild is not None and self.sealer is not None
-        rows = await self.events.after(response_id, ALL_ROWS, tenant=tenant)
-        ended = logged_end(rows, response_id)
-        if ended is not None:  # it had finished: its end is stored from its log, nothing made again
-            try:
-                await finish_from_log(self.store, ended, tenant=tenant, fence=self._fence())
-                await erase_credentials(self.events, response_id, tenant)
-            except LeaseLost:  # another process stored its end meanwhile: that end stands
-                log.warning("background_finish_lease_lost", response_id=response_id)
-            finally:
-                await self.leases.release(response_id)
-            return None
-        plan = plan_resume(rows, self.sealer, self.max_resumes, self.kept_authorization)
-        if isinstance(plan, str):
-            return plan
-        if plan.resumes and any(run.suspect and not run.done for run in self.runs.values()):
-            # stopped twice already, as is one running here: never two such runs in one process, so a run that
-            # takes its process down with it each time does not use up the resumes of the runs it shares it with
-            await self.leases.release(response_id)
-            log.info("background_resume_deferred", response_id=response_id, resumes=plan.resumes)
-            return None
-        response_run, call, authorization, upstream = await self.rebuild(plan.body, tenant=tenant)
-        if plan.authorization is not None:  # the client's own, kept: its calls carry it again
-            authorization = plan.authorization
-        resume_as = getattr(response_run, "resume_as", None)
-        if resume_as is None or not response_run.background:
-            response_run.release()
-            return "its upstream's runs cannot be resumed"
-        resume_as(response_id, int(stored.get("created_at") or 0), len(plan.frames))
-        run = BackgroundRun(self, response_run, call, authorization, upstream)
-        response_run.before_persist = run._before_persist
-        response_run.persist_within = self.store_retry
-        run.suspect = plan.resumes > 0
-        run.resumable = True
-        run.client_credentials = run.kept_credentials = plan.authorization is not None
-        run.frames = list(plan.frames)
-        run.saved = run.visible = run.released = len(run.frames)
-        run.record_steps(self.sealer, plan.recorded)
-        run.draining = self.draining
-        response_run.resumed = plan.steps  # type: ignore[attr-defined]
-        if response_run.response is not None:  # the completed steps' items: the repeated step's stream opens on them
-            response_run.response["output"][:] = plan.steps.output
-        self.runs[response_id] = run
-        try:  # counted before any call is made: a process that dies in the resumed run has used it up
-            await self.events.append(response_id, [(plan.marker, b"")], tenant=tenant, **run.fence)
-        except BaseException:
-            self.runs.pop(response_id, None)
-            response_run.release()
-            raise
-        run.task = asyncio.create_task(run.run(), name=f"background:{response_id}")
-        log.info("background_resumed", response_id=response_id, resumes=plan.resumes + 1,
-                 from_sequence=len(plan.frames))
-        return None
 
     def _cancel_requested(self, response_id: str) -> None:
         """Another replica asked to cancel a run (the store's notification)."""
@@ -374,7 +269,7 @@ class BackgroundService:
         after = max(after, -1)  # below -1: the rows that make a run resumable, never a reader's
         run = self._run(response_id, tenant)
         if run is None and self.leases.shared:  # maybe running on another replica: follow its stored log
-            async for frames in self._follow_stored(response_id, after, tenant=tenant):
+            async for frames in follow_stored(self, response_id, after, tenant=tenant):
                 yield frames
             return
         if run is None:
@@ -391,37 +286,10 @@ class BackgroundService:
                 continue
             if run.done:
                 if run.lost and self.leases.shared:  # fenced off: the run goes on where its lease went
-                    async for frames in self._follow_stored(response_id, position - 1, tenant=tenant):
+                    async for frames in follow_stored(self, response_id, position - 1, tenant=tenant):
                         yield frames
                 return
             await run.wait()
-
-    async def _follow_stored(self, response_id: str, after: int, *, tenant: str) -> AsyncIterator[bytes]:
-        """The stored events after ``after``, read again whenever the store says the log grew (or every
-        ``FOLLOW_POLL_SECONDS``), until the terminal event, or until the response is finished (or gone) with
-        nothing more stored. Each read starts after the last event yielded: no gap, no duplicate."""
-        position = after
-        async with self.leases.watch(response_id) as changed:
-            while True:
-                changed.clear()  # before the read: a write committed after it sets it again
-                stored = await self.events.after(response_id, position, tenant=tenant)
-                if stored:
-                    position = stored[-1][0]
-                    yield b"".join(frame for _, frame in stored)
-                    if is_terminal_frame(stored[-1][1]):
-                        return
-                    continue
-                status = await self._stored_status_of(response_id, tenant=tenant)
-                if status is None or status in _TERMINAL:
-                    for _, frame in await self.events.after(response_id, position, tenant=tenant):
-                        yield frame  # what came with the end
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), FOLLOW_POLL_SECONDS)
-
-    async def _stored_status_of(self, response_id: str, *, tenant: str) -> str | None:
-        stored = await self.store.get_response(response_id, tenant=tenant)
-        return None if stored is None else str(stored.get("status"))
 
     async def check_streamable(self, response_id: str, *, tenant: str) -> dict:
         response = await self.store.get_response(response_id, tenant=tenant)
@@ -459,7 +327,7 @@ class BackgroundService:
         if status == "cancelled":
             return response
         if status in ("queued", "in_progress") and self.leases.shared:  # another replica's run
-            return await self._cancel_elsewhere(response_id, tenant=tenant)
+            return await cancel_elsewhere(self, response_id, tenant=tenant)
         if status in ("queued", "in_progress"):  # no run for it in this process (should not happen): close it
             response["status"] = "cancelled"
             # with a terminal event: replays end
@@ -467,59 +335,13 @@ class BackgroundService:
             return response
         raise APIError(400, f"Cannot cancel a {status} response.", param="response_id", code="invalid_request")
 
-    async def _stop_elsewhere(self, response_id: str, *, tenant: str) -> None:
-        """A response about to be deleted that may run on another replica: cancelled there, and ended, first. A
-        replica that does not stop it in time is the 503 ``cancel_timeout`` (nothing deleted; retry)."""
-        response = await self.store.get_response(response_id, tenant=tenant)
-        if response is None or response.get("status") not in ("queued", "in_progress"):
-            return
-        try:
-            await self._cancel_elsewhere(response_id, tenant=tenant)
-        except APIError as error:
-            if error.status >= 500:
-                raise
-            # 404 / 400: it ended (or went) meanwhile; nothing runs any more
-
-    async def _cancel_elsewhere(self, response_id: str, *, tenant: str) -> dict:
-        """Ask the replica running ``response_id`` to cancel it, then answer with the response as stored once it
-        ended. If no live replica holds it (its lease expired), close it here, as cancelled. A replica that holds
-        the lease acts within a notification or a heartbeat; one that died loses the lease within its period."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 3 * max(self.leases.lease_seconds, FOLLOW_POLL_SECONDS)
-        async with self.leases.watch(response_id) as changed:
-            held = await self.leases.request_cancel(response_id, tenant=tenant)
-            while True:
-                changed.clear()
-                if not held:
-                    closed = await self.leases.close_abandoned(response_id, cancelled, tenant=tenant)
-                    if closed is not None:  # ended here: what its dead process kept with it goes too
-                        await erase_credentials(self.events, response_id, tenant)
-                        return closed
-                response = await self.store.get_response(response_id, tenant=tenant)
-                if response is None:
-                    raise not_found(f"No response found with id '{response_id}'.", param="response_id",
-                                    code="not_found")
-                status = response.get("status")
-                if status == "cancelled":
-                    return response
-                if status in _TERMINAL:
-                    raise APIError(400, f"Cannot cancel a {status} response.", param="response_id",
-                                   code="invalid_request")
-                if loop.time() > deadline:
-                    raise APIError(503, "The replica running this background response did not stop it in time; "
-                                   "retry the cancel.", type="server_error", code="cancel_timeout")
-                try:
-                    await asyncio.wait_for(changed.wait(), FOLLOW_POLL_SECONDS)
-                except TimeoutError:
-                    held = False  # not ended yet: it may be an abandoned run (close_abandoned checks the lease)
-
     async def forget(self, response_id: str, *, tenant: str) -> None:
         """``tenant``'s response is being deleted: stop its run first, without storing anything more for it.
         Another replica's run is cancelled there first (and waited for): its last save would otherwise bring the
         deleted response back."""
         run = self._run(response_id, tenant)
         if (run is None or run.task is None) and self.leases.shared:
-            await self._stop_elsewhere(response_id, tenant=tenant)
+            await stop_elsewhere(self, response_id, tenant=tenant)
             return
         if run is None or run.task is None:
             return

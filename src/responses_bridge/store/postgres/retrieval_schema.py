@@ -9,9 +9,9 @@ Appended to the PostgreSQL migration list (migrations.py) after the core tables;
   written while its upload streams in (one small statement per row, never a long transaction), published when
   the upload completes, and removed by the sweep once it was deleted a grace period ago (a download that started
   before the delete reads to its end) or once it was left by a dead upload.
-- ``vector_stores``, ``vector_store_files``, batches: as the SQLite tables (store/sqlite/migrations.py 7), plus the
-  ingestion claim (``claimed_by``, ``lease_until``): the replica ingesting a file holds it, renews the lease while
-  it works, and a file whose holder died is claimed again by another replica once the lease has passed.
+- ``vector_stores``, ``vector_store_files``, batches: as the SQLite tables (store/sqlite/vector_store_schema.py),
+  plus the ingestion claim (``claimed_by``, ``lease_until``): the replica ingesting a file holds it, renews the lease
+  while it works, and a file whose holder died is claimed again by another replica once the lease has passed.
 - ``vector_store_chunks``: the chunk index. ``embedding`` is a pgvector ``vector`` of any dimensions (one
   deployment's embedder decides them); the HNSW index of each dimension count is an expression index made on
   first use (store/postgres/chunks.py), partial on ``dims``. ``tsv`` is the chunk's full-text vector (GIN).
