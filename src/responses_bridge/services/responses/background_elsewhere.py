@@ -8,19 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from ...protocol.errors import APIError, not_found
 from .background_frames import _TERMINAL, cancelled, is_terminal_frame
 from .background_resume import erase_credentials
-
-if TYPE_CHECKING:
-    from .background import BackgroundService
+from .background_run import RunHost  # the service's store, log and leases are all it uses
 
 FOLLOW_POLL_SECONDS = 1.0  # a follower on another replica reads the log this often when no notification came
 
 
-async def follow_stored(service: BackgroundService, response_id: str, after: int, *,
+async def follow_stored(service: RunHost, response_id: str, after: int, *,
                         tenant: str) -> AsyncIterator[bytes]:
     """The stored events after ``after``, read again whenever the store says the log grew (or every
     ``FOLLOW_POLL_SECONDS``), until the terminal event, or until the response is finished (or gone) with
@@ -45,13 +42,13 @@ async def follow_stored(service: BackgroundService, response_id: str, after: int
                 await asyncio.wait_for(changed.wait(), FOLLOW_POLL_SECONDS)
 
 
-async def stored_status_of(service: BackgroundService, response_id: str, *, tenant: str) -> str | None:
+async def stored_status_of(service: RunHost, response_id: str, *, tenant: str) -> str | None:
     """The response's stored status; None: no such response (deleted meanwhile)."""
     stored = await service.store.get_response(response_id, tenant=tenant)
     return None if stored is None else str(stored.get("status"))
 
 
-async def stop_elsewhere(service: BackgroundService, response_id: str, *, tenant: str) -> None:
+async def stop_elsewhere(service: RunHost, response_id: str, *, tenant: str) -> None:
     """A response about to be deleted that may run on another replica: cancelled there, and ended, first. A
     replica that does not stop it in time is the 503 ``cancel_timeout`` (nothing deleted; retry)."""
     response = await service.store.get_response(response_id, tenant=tenant)
@@ -65,7 +62,7 @@ async def stop_elsewhere(service: BackgroundService, response_id: str, *, tenant
         # 404 / 400: it ended (or went) meanwhile; nothing runs any more
 
 
-async def cancel_elsewhere(service: BackgroundService, response_id: str, *, tenant: str) -> dict:
+async def cancel_elsewhere(service: RunHost, response_id: str, *, tenant: str) -> dict:
     """Ask the replica running ``response_id`` to cancel it, then answer with the response as stored once it
     ended. If no live replica holds it (its lease expired), close it here, as cancelled. A replica that holds
     the lease acts within a notification or a heartbeat; one that died loses the lease within its period."""

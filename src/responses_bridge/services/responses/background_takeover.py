@@ -8,23 +8,36 @@ brings a run back, and it reads as one sequence."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 
+from ...sealing import Sealer
 from ...store.records import LeaseLost
 from .background_finish import finish_from_log, logged_end
 from .background_frames import ABANDONED_MESSAGE, INTERRUPTED_MESSAGE, interrupted
-from .background_resume import ALL_ROWS, erase_credentials, plan_resume
-from .background_run import BackgroundRun
+from .background_resume import ALL_ROWS, Rebuilder, erase_credentials, plan_resume
+from .background_run import BackgroundRun, RunHost
+from .kept_authorization import KeptAuthorization
 
-if TYPE_CHECKING:
-    from .background import BackgroundService
+
+class TakeoverHost(RunHost, Protocol):
+    """background.py's ``BackgroundService``, as taking a run over uses it (declared here: this module sits below
+    it and never imports it)."""
+
+    runs: dict[str, BackgroundRun]
+    sealer: Sealer | None
+    kept_authorization: KeptAuthorization | None
+    max_resumes: int
+    draining: bool
+    rebuild: Rebuilder | None
+
+    def _fence(self) -> dict[str, str]: ...
 
 log = structlog.get_logger("responses_bridge.background")
 
 
-async def take_one(service: BackgroundService, response_id: str, tenant: str, stored: dict) -> bool:
+async def take_one(service: TakeoverHost, response_id: str, tenant: str, stored: dict) -> bool:
     """One run a sweep took: resumed, or failed (True)."""
     await let_go(service, response_id)
     try:
@@ -42,7 +55,7 @@ async def take_one(service: BackgroundService, response_id: str, tenant: str, st
     return True
 
 
-async def let_go(service: BackgroundService, response_id: str) -> None:
+async def let_go(service: TakeoverHost, response_id: str) -> None:
     """A run taken here again while its lost task here still stops (its lease ran out by the database's clock
     before this process's stop came): that task ends first, and never touches the new lease."""
     old = service.runs.pop(response_id, None)
@@ -55,7 +68,7 @@ async def let_go(service: BackgroundService, response_id: str) -> None:
         await asyncio.wait([old.task])
 
 
-async def fail_taken(service: BackgroundService, response_id: str, tenant: str, stored: dict, why: str) -> None:
+async def fail_taken(service: TakeoverHost, response_id: str, tenant: str, stored: dict, why: str) -> None:
     """A run taken over that is not resumed: failed, under this process's lease, then let go."""
     service.runs.pop(response_id, None)
     message = (ABANDONED_MESSAGE if service.leases.shared else INTERRUPTED_MESSAGE).replace(
@@ -69,7 +82,7 @@ async def fail_taken(service: BackgroundService, response_id: str, tenant: str, 
     log.warning("background_not_resumed", response_id=response_id, reason=why)
 
 
-async def resume(service: BackgroundService, response_id: str, tenant: str, stored: dict) -> str | None:
+async def resume(service: TakeoverHost, response_id: str, tenant: str, stored: dict) -> str | None:
     """Start ``response_id`` again from its stored request and stream (None), or say why not."""
     assert service.rebuild is not None and service.sealer is not None
     rows = await service.events.after(response_id, ALL_ROWS, tenant=tenant)
