@@ -288,6 +288,7 @@ async def test_a_failed_terminal_save_ends_the_run_and_is_stored_once_the_store_
     async with TerminalSavesFail(str(tmp_path / "broken.db")) as store:
         log = SQLiteEventLog(store)
         service = BackgroundService(store, log, ScriptedUpstream(["one ", "two"]))  # type: ignore[arg-type]
+        service.store_retry = 0  # past the saves' own retries (store/transient.py): what follows them
         run = await start(service, store)
         while not run.done:  # readers are told the run ended although the store still refuses it
             await run.wait()
@@ -329,6 +330,7 @@ async def test_cancelling_a_run_left_in_progress_writes_a_terminal_event(store: 
 async def test_a_run_retrying_its_terminal_save_can_be_deleted_and_shut_down(tmp_path) -> None:
     async with TerminalSavesFail(str(tmp_path / "broken.db")) as store:
         service = BackgroundService(store, SQLiteEventLog(store), ScriptedUpstream(["a"]))  # type: ignore[arg-type]
+        service.store_retry = 0  # past the saves' own retries (store/transient.py): what follows them
         first, second = await start(service, store), await start(service, store)
         for run in (first, second):
             while not run.done:
