@@ -134,7 +134,11 @@ async def test_a_replica_that_loses_its_database_never_runs_the_tool_twice(
     assert await mcp.payments(marker) == 1  # the effect ran once
     asked = await calls_asking(fake_upstream, marker)
     assert asked.count("tool") == 1, asked  # and the model was told its result once
-    assert asked == (["user", "user", "tool"] if fault == "cut" else ["user", "tool"])
+    # the first call (no effect yet) may be made again by the replica that took over — under load even in the
+    # control, its 3 s lease lapsing — but the follow-up with the tool's result exactly once, and last
+    assert asked[-1] == "tool" and set(asked[:-1]) == {"user"}, asked
+    if fault == "cut":
+        assert asked.count("user") >= 2, asked  # B took the run over and made the first call again
     # the reader on A: each event it was shown is the one the store holds at that number, and its stream ended
     by_number = {event["sequence_number"]: event for event in stored}
     assert [event for event in seen if by_number.get(event["sequence_number"]) != event] == []
