@@ -280,6 +280,14 @@ async def _invocations_at(directory: str, fake_upstream: str, db: list[str], aut
         if wait_for == 0:  # the count the restart found, before it fires more
             return await invocations(http, automation_id)
         await raw_json(http, "POST", f"/v1/agents/automations/{automation_id}/pause")
+
+        async def handed_off_finished() -> bool:
+            # the invocations the earlier sidecars' drains handed off are resumed here: their turns finish (on a
+            # loaded machine, after the count is reached; the newest may still run when this sidecar stops)
+            found = await invocations(http, automation_id)
+            return sum(invocation["status"] == "completed" for invocation in found) >= wait_for - 1
+
+        await until(handed_off_finished)
         return await invocations(http, automation_id)
 
 
