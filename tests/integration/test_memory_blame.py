@@ -50,6 +50,12 @@ VICTIM = "victim [stall_after=1:5000] " + "v" * 200_000  # 6 MB of the budget, a
 BYSTANDER_REQUESTS = 5
 
 
+# each door with the attack, its control through one: what a control shows (nothing refused or ended without the
+# history) does not depend on the door, and each case is a fresh sidecar and Envoy of its own
+DOORS_CHAINED = pytest.mark.parametrize(("door", "chained"), [("http", True), ("http", False), ("envoy", True)],
+                                        ids=["http-chained", "http-control", "envoy-chained"])
+
+
 @dataclass
 class Stack:
     sidecar: Sidecar
@@ -146,8 +152,7 @@ async def last_event(stream: Any) -> str:
     return kind
 
 
-@pytest.mark.parametrize("chained", [True, False], ids=["chained", "control"])
-@pytest.mark.parametrize("door", ["http", "envoy"])
+@DOORS_CHAINED
 async def test_the_attackers_chained_history_is_its_own_the_victim_completes_and_the_bystander_is_served(
         stack: Stack, door: str, chained: bool) -> None:
     streams: list[Any] = []
@@ -205,8 +210,8 @@ async def test_a_websocket_turn_continuing_a_chain_holds_its_historys_charge_whi
 TOOL_OUTPUT = 200_000  # characters of the MCP tool's answer (the bridge reads at most 256 KiB of one)
 
 
-@pytest.mark.parametrize("size", [TOOL_OUTPUT, 10], ids=["large", "control"])
-@pytest.mark.parametrize("door", ["http", "envoy"])
+@pytest.mark.parametrize(("door", "size"), [("http", TOOL_OUTPUT), ("http", 10), ("envoy", TOOL_OUTPUT)],
+                         ids=["http-large", "http-control", "envoy-large"])
 async def test_a_tools_output_is_charged_to_the_request_while_its_loop_goes_on(
         stack: Stack, mcp: MCPTestServer, door: str, size: int) -> None:
     """A server tool's output is held from its call to the request's end (in the output, in every later turn's
@@ -250,8 +255,7 @@ async def metric(stack: Stack, name: str) -> float:
                if line.startswith(name) and not line.startswith("#"))
 
 
-@pytest.mark.parametrize("chained", [True, False], ids=["chained", "control"])
-@pytest.mark.parametrize("door", ["http", "envoy"])
+@DOORS_CHAINED
 async def test_past_the_watermark_the_backstop_ends_the_attackers_requests_never_the_victims(
         fake_upstream: str, tmp_path: Path, door: str, chained: bool) -> None:
     """The backstop's choice, end to end: a budget large enough for all twelve chained requests (each charged its
