@@ -234,3 +234,38 @@ async def test_a_run_that_resumes_after_its_lease_was_taken_stores_nothing(repli
     assert frames[-1].startswith(b"event: response.failed\n")
     assert not any(frame.startswith(b"event: response.completed\n") for frame in frames)
     assert not any(b"answer" in frame for frame in frames)  # not one of A's late deltas either
+
+
+class _CutThenBack:
+    """B's event log whose first reads fail as a cut connection does (the database away for a moment)."""
+
+    def __init__(self, inner: EventLog, failures: int) -> None:
+        self.inner, self.failures = inner, failures
+
+    async def after(self, response_id: str, after: int, *, tenant: str) -> list[tuple[int, bytes]]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return await self.inner.after(response_id, after, tenant=tenant)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_follower_waits_out_its_databases_outage_and_sees_the_run_to_its_end(replicas) -> None:
+    """A reader following a run that goes on elsewhere (often the request that started it, on the replica that lost
+    the run's lease in that very outage): its reads wait the outage out as a run's saves do, and it is shown the
+    run to its terminal event. Before, the first failed read ended its stream with no terminal event."""
+    a, b = replicas
+    gate = asyncio.Event()
+    upstream = ScriptedUpstream(["one ", "two"], gate)
+    run = await start(a, upstream)
+    await upstream.at_gate.wait()
+    await run._flush()
+    b.service.events = _CutThenBack(b.events, failures=3)  # type: ignore[assignment]
+    b.service.store_retry = 30.0
+    follower = asyncio.create_task(collect(b, run.response_id, -1))
+    gate.set()
+    followed = await asyncio.wait_for(follower, timeout=30)
+    assert [event["sequence_number"] for event in followed] == list(range(len(followed)))
+    assert followed[-1]["type"] == "response.completed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import orjson
+import structlog
 from aiohttp import web
 
 from ...engine.sse import DONE_FRAME
@@ -19,6 +20,8 @@ from .params import int_query
 from .routes import api_routes
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+log = structlog.get_logger("responses_bridge.http")
 
 
 def _service(runtime: Runtime) -> BackgroundService:
@@ -60,8 +63,19 @@ async def _stream(request: web.Request, service: BackgroundService, response_id:
     response.content_type = "text/event-stream"
     response.charset = "utf-8"
     await response.prepare(request)
-    async for frames in service.events_after(response_id, after, tenant=tenant):
-        await response.write(frames)
+    frames = aiter(service.events_after(response_id, after, tenant=tenant))
+    while True:
+        try:
+            chunk = await anext(frames)
+        except StopAsyncIteration:
+            break
+        except Exception as exc:  # noqa: BLE001 - its head is sent: no error answer can follow it
+            # the run is not over (its terminal event would say so): the stream ends without ``[DONE]``, which a
+            # client reads as cut short, and follows again with ``starting_after`` the last number it saw. Raised
+            # on, the error middleware's answer could not replace what was sent and the connection stayed open
+            log.warning("background_stream_cut", response_id=response_id, error=repr(exc)[:300])
+            return response
+        await response.write(chunk)  # a reader gone raises here, and ends the handler as before
     await response.write(DONE_FRAME)
     await response.write_eof()
     return response

@@ -1,15 +1,19 @@
 """A background run that may be running on another replica (several replicas on one database): following its
 stored event log as it grows, and asking its owner to cancel it (before a cancel answers, or a delete goes ahead).
 Apart from background.py, which holds the runs of this process: here nothing is held, only the store is read and
-written, woken by the store's notifications (``RunLeases.watch``) with polling as the fallback."""
+written, woken by the store's notifications (``RunLeases.watch``) with polling as the fallback. A follower's reads
+wait out a database outage as a run's saves do (``store_retry``): the run goes on where its lease is, and its reader
+here (often the very request that started it, whose lease this replica lost in that outage) must not end with it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 
 from ...protocol.errors import APIError, not_found
+from ...store.transient import retry_store
 from .background_frames import _TERMINAL, cancelled, is_terminal_frame
 from .background_resume import erase_credentials
 from .background_run import RunHost  # the service's store, log and leases are all it uses
@@ -26,20 +30,27 @@ async def follow_stored(service: RunHost, response_id: str, after: int, *,
     async with service.leases.watch(response_id) as changed:
         while True:
             changed.clear()  # before the read: a write committed after it sets it again
-            stored = await service.events.after(response_id, position, tenant=tenant)
+            stored = await _read_after(service, response_id, position, tenant)
             if stored:
                 position = stored[-1][0]
                 yield b"".join(frame for _, frame in stored)
                 if is_terminal_frame(stored[-1][1]):
                     return
                 continue
-            status = await stored_status_of(service, response_id, tenant=tenant)
+            status = await retry_store(functools.partial(stored_status_of, service, response_id, tenant=tenant),
+                                       within=service.store_retry, what="follow_status")
             if status is None or status in _TERMINAL:
-                for _, frame in await service.events.after(response_id, position, tenant=tenant):
+                for _, frame in await _read_after(service, response_id, position, tenant):
                     yield frame  # what came with the end
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), FOLLOW_POLL_SECONDS)
+
+
+async def _read_after(service: RunHost, response_id: str, position: int, tenant: str) -> list[tuple[int, bytes]]:
+    """The stored events after ``position``, the database's outage waited out."""
+    return await retry_store(functools.partial(service.events.after, response_id, position, tenant=tenant),
+                             within=service.store_retry, what="follow_events")
 
 
 async def stored_status_of(service: RunHost, response_id: str, *, tenant: str) -> str | None:
