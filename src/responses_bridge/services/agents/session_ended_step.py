@@ -28,6 +28,11 @@ STEP_ENDED_WITH_CALLS = ("The server running this turn stopped after its respons
                          "(tool calls or approvals), before the turn waited for them; that wait is not rebuilt, and "
                          "the turn is not resumed. Send the input again.")
 
+DESKTOP_STOPPED = ("The server running this turn stopped while it performed the model's computer actions on the "
+                   "session's desktop, which stopped with it: what those actions did is unknown, and the turn is not "
+                   "resumed. Send the input again: the next computer call starts a fresh desktop (the model is told "
+                   "so).")
+
 
 def _for_client(item: dict[str, Any]) -> bool:
     """An output item the turn waits on the client for (a ``self_hosted`` session's command among them)."""
@@ -70,6 +75,10 @@ async def ended_step(runner: TurnRunner, entry: QueuedTurn, response_id: str | N
             return False
     output = [item for item in stored.get("output") or [] if isinstance(item, dict)]
     usage = token_usage(stored.get("usage"))
+    if any(item.get("type") == "computer_call" for item in output):  # its desktop went with the stopped process
+        entry.changes = {"usage": usage, "last_response_id": None}  # the session chains on as before this turn
+        await runner._end(entry, "failed", {"code": "server_error", "message": DESKTOP_STOPPED}, usage)
+        return True
     waits = any(_for_client(item) for item in output)
     if waits and (stored["status"] != "completed" or not await _rebuildable(runner, output)):
         entry.changes = {"usage": usage, "last_response_id": None}  # the session chains on as before this turn
