@@ -15,6 +15,7 @@ import asyncio
 import base64
 import io
 import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,53 @@ def _browsers(sidecar: Sidecar) -> list[int]:
             pass
         waiting += children.get(pid, [])
     return found
+
+
+async def test_a_turn_stopped_during_its_actions_fails_saying_why_and_the_next_gets_a_fresh_desktop(
+        fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The server is killed while the desktop performs the model's actions: the desktop goes with it (a process of
+    the server), so the restarted server (or, sharing PostgreSQL, the replica taking the session over) ends that
+    turn ``failed``, saying why, instead of claiming it done or acting again blind; the session's next computer
+    call starts a fresh desktop, and the model is told so."""
+    directory = str(tmp_path_factory.mktemp("agents-desktop-restart"))
+    db = ["--db", os.path.join(directory, "bridge.db")]
+    env = {"RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "2"}
+    upstream = UpstreamLog(fake_upstream.removesuffix("/v1"))
+    async with running_sidecar(directory, fake_upstream, *db, extproc=False, env=env) as first:
+        async with aiohttp.ClientSession(first.http_url, headers=BETA) as http:
+            async with http.post("/v1/agents/sessions", json={
+                    "agent": {"model": MODEL, "tools": TOOLS}, "environment": ENVIRONMENT, "stream": True,
+                    "input": computer({"type": "screenshot"}, *[{"type": "wait"}] * 20)}) as answer:
+                assert answer.status == 200
+                raw = b""
+                async for chunk in answer.content.iter_any():  # until the desktop performs the actions
+                    raw += chunk
+                    if b'"computer_use_call"' in raw:
+                        break
+            session_id = frames(raw.rsplit(b"\n\n", 1)[0] + b"\n\n")[0][1]["session"]["id"]
+            os.killpg(first.process.pid, signal.SIGKILL)
+            first.process.process.wait()  # type: ignore[union-attr]
+    async with running_sidecar(directory, fake_upstream, *db, extproc=False, env=env) as second:
+        async with aiohttp.ClientSession(second.http_url, headers=BETA) as http:
+            session = Session(http, session_id)
+            for _ in range(600):
+                async with http.get(f"/v1/agents/sessions/{session_id}") as answer:
+                    if (await answer.json())["status"] == "idle":
+                        break
+                await asyncio.sleep(0.05)
+            async with http.get(f"/v1/agents/sessions/{session_id}/turns") as answer:
+                [turn] = (await answer.json())["data"]
+            assert turn["status"] == "failed" and "performed the model's computer actions" in turn["error"]["message"]
+            async with http.get(f"/v1/agents/sessions/{session_id}/items") as answer:
+                [stopped] = [item for item in (await answer.json())["data"] if item["type"] == "computer_use_call"]
+            assert stopped["status"] == "failed" and stopped["title"].startswith("screenshot; wait; wait")
+            async with http.get(f"/v1/agents/sessions/{session_id}/events") as answer:  # up to the idle now
+                session.last = frames(await read_until_idle(answer))[-1][0]
+            await upstream.clear()
+            events = await session.turn(computer({"type": "screenshot"}))
+            [call] = calls_of(events)
+            assert call["status"] == "completed" and jpeg(call["output"]["image_url"]).size == (1280, 800)
+            told = (await upstream.last_body())["messages"][-1]["content"]
+            assert "fresh desktop" in told and "restarted" in told, told
+            async with http.delete(f"/v1/agents/sessions/{session_id}") as answer:
+                assert answer.status == 200

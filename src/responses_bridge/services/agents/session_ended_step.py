@@ -12,6 +12,7 @@ import structlog
 
 from ...protocol.agents.automations_tool import FUNCTION_NAME as AUTOMATIONS_FUNCTION
 from ...protocol.agents.events import CLIENT_CALL, Shown, token_usage, translate
+from .computer.calls import stopped_call
 from .turn_queue import WAITING
 
 if TYPE_CHECKING:
@@ -75,7 +76,13 @@ async def ended_step(runner: TurnRunner, entry: QueuedTurn, response_id: str | N
             return False
     output = [item for item in stored.get("output") or [] if isinstance(item, dict)]
     usage = token_usage(stored.get("usage"))
-    if any(item.get("type") == "computer_call" for item in output):  # its desktop went with the stopped process
+    stopped = [(index, item) for index, item in enumerate(output) if item.get("type") == "computer_call"]
+    if stopped:  # its desktop went with the stopped process: each call told failed, then the turn
+        for index, item in stopped:
+            told = stopped_call(item, turn["id"])
+            await runner.events.emit({"type": "agent.session.turn.item.done", "session_id": runner.session_id,
+                                      "turn_id": turn["id"], "output_index": index, "item": told},
+                                     records=[runner.item_record(told)])
         entry.changes = {"usage": usage, "last_response_id": None}  # the session chains on as before this turn
         await runner._end(entry, "failed", {"code": "server_error", "message": DESKTOP_STOPPED}, usage)
         return True

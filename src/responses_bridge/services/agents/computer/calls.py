@@ -77,6 +77,12 @@ def title_of(actions: list[dict[str, Any]]) -> str:
     return title if len(title) <= TITLE_CHARS else title[:TITLE_CHARS - 1] + "…"
 
 
+def stopped_call(call: dict[str, Any], turn_id: str) -> dict[str, Any]:
+    """The ``computer_use_call`` item of a call whose desktop stopped with the server performing it: failed."""
+    return {"id": call["id"], "type": "computer_use_call", "status": "failed",
+            "title": title_of(call.get("actions") or []), "output": None, "turn_id": turn_id}
+
+
 class ComputerUse:
     """Performs a session turn's computer calls on its desktop. ``containers``: where the session's container, and
     so its network policy (the desktop's browser reaches only what it allows), is found."""

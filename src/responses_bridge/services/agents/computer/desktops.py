@@ -69,6 +69,7 @@ class DesktopPool:
         self.settings = settings or DesktopSettings()
         self._clock = clock
         self._held: dict[str, _Held] = {}
+        self._stopping: list[_Held] = []  # counted in the bounds until their processes are gone
         self._room = asyncio.Condition()
         self._reaper: asyncio.Task[None] | None = None
 
@@ -81,7 +82,7 @@ class DesktopPool:
 
     def running(self, tenant: str | None = None) -> int:
         """Desktops running or starting (of ``tenant``'s sessions, or of all)."""
-        return sum(1 for held in self._held.values() if tenant is None or held.tenant == tenant)
+        return sum(1 for held in [*self._held.values(), *self._stopping] if tenant is None or held.tenant == tenant)
 
     def has(self, session_id: str) -> bool:
         held = self._held.get(session_id)
@@ -152,13 +153,18 @@ class DesktopPool:
     async def stop(self, session_id: str, why: str = "ended") -> None:
         """Stop the session's desktop (the session ended or was deleted, or it was idle): its processes gone, its
         slot and room freed. Never raises but for cancellation."""
-        held = self._held.get(session_id)
+        held = self._held.pop(session_id, None)
         if held is None:
             return
-        await self._forget(session_id, held)
-        if held.desktop is not None:
-            await held.desktop.stop()
+        if held.desktop is not None:  # its room is given back once its processes are gone
+            self._stopping.append(held)
+            try:
+                await held.desktop.stop()
+            finally:
+                self._stopping.remove(held)
             log.info("desktop_stopped", session_id=session_id, tenant=held.tenant, why=why)
+        async with self._room:
+            self._room.notify_all()
 
     def _reap(self) -> None:
         if self._reaper is None or self._reaper.done():
