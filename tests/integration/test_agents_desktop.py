@@ -138,10 +138,10 @@ async def test_a_session_drives_the_browser_on_its_desktop(sidecar: Sidecar, sit
     upstream = UpstreamLog(sidecar.upstream_url.removesuffix("/v1"))
     alpha, other = _client(sidecar, "alpha"), _client(sidecar, "other")
     try:
-        agent = await alpha.beta.agents.create(model=MODEL, tools=TOOLS)  # type: ignore[list-item]
+        agent = await alpha.beta.agents.create(model=MODEL, tools=TOOLS)
         made = await alpha.beta.agents.sessions.create(agent_id=agent.id,
-                                                       environment=ENVIRONMENT)  # type: ignore[arg-type]
-        assert made.environment.type == "openai_hosted" and made.environment.desktop.enabled  # type: ignore[union-attr]
+                                                       environment=ENVIRONMENT)
+        assert made.environment.type == "openai_hosted" and made.environment.desktop.enabled
         async with aiohttp.ClientSession(sidecar.http_url, headers={**BETA, **TENANT}) as http:
             session = Session(http, made.id)
             await upstream.clear()
@@ -200,14 +200,14 @@ async def test_a_session_drives_the_browser_on_its_desktop(sidecar: Sidecar, sit
             # the session's items: every call with its screenshot
             items = [item async for item in alpha.beta.agents.sessions.items.list(made.id)]
             kept = [item for item in items if item.type == "computer_use_call"]
-            assert len(kept) == 13 and all(jpeg(item.output.image_url) for item in kept)  # type: ignore[union-attr]
+            assert len(kept) == 13 and all(jpeg(item.output.image_url) for item in kept)
 
             # another tenant can neither read nor drive it
             theirs = other.beta.agents.sessions
             drive = [{"type": "agent.session.input.message", "input": [
                 {"role": "user", "content": [{"type": "input_text", "text": computer({"type": "screenshot"})}]}]}]
             for call in (lambda: theirs.retrieve(made.id), lambda: theirs.items.list(made.id),
-                         lambda: theirs.events.create(made.id, events=drive)):  # type: ignore[arg-type]
+                         lambda: theirs.events.create(made.id, events=drive)):
                 with pytest.raises(openai.NotFoundError):
                     await call()
 
@@ -224,11 +224,11 @@ async def test_a_session_drives_the_browser_on_its_desktop(sidecar: Sidecar, sit
 async def test_computer_use_needs_a_desktop_in_the_environment(sidecar: Sidecar) -> None:
     alpha = _client(sidecar, "alpha")
     try:
-        agent = await alpha.beta.agents.create(model=MODEL, tools=TOOLS)  # type: ignore[list-item]
+        agent = await alpha.beta.agents.create(model=MODEL, tools=TOOLS)
         for environment in ({"type": "none"}, {**ENVIRONMENT, "desktop": {"enabled": False}}):
             with pytest.raises(openai.BadRequestError) as refused:
                 await alpha.beta.agents.sessions.create(agent_id=agent.id,
-                                                        environment=environment)  # type: ignore[arg-type]
+                                                        environment=environment)
             assert "desktop" in refused.value.message and refused.value.param == "agent.tools[0].type"
     finally:
         await alpha.close()

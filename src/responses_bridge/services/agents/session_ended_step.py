@@ -79,10 +79,10 @@ async def ended_step(runner: TurnRunner, entry: QueuedTurn, response_id: str | N
     stopped = [(index, item) for index, item in enumerate(output) if item.get("type") == "computer_call"]
     if stopped:  # its desktop went with the stopped process: each call told failed, then the turn
         for index, item in stopped:
-            told = stopped_call(item, turn["id"])
+            call = stopped_call(item, turn["id"])
             await runner.events.emit({"type": "agent.session.turn.item.done", "session_id": runner.session_id,
-                                      "turn_id": turn["id"], "output_index": index, "item": told},
-                                     records=[runner.item_record(told)])
+                                      "turn_id": turn["id"], "output_index": index, "item": call},
+                                     records=[runner.item_record(call)])
         entry.changes = {"usage": usage, "last_response_id": None}  # the session chains on as before this turn
         await runner._end(entry, "failed", {"code": "server_error", "message": DESKTOP_STOPPED}, usage)
         return True
