@@ -11,7 +11,6 @@ after the tool messages of that turn (a user message between them would break th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from ...protocol.errors import invalid_request
@@ -66,6 +65,8 @@ def computer_description(tool: dict[str, Any]) -> str:
 
 
 SCREENSHOT_HEAD = "Screenshot after computer call "
+COMPUTER_KINDS = frozenset({"computer", "computer_use_preview"})
+"""The tools whose answers are screenshots the model must see."""
 
 
 def screenshot_message(item: dict[str, Any]) -> dict[str, Any]:
@@ -84,11 +85,10 @@ def keep_newest_screenshots(messages: list[dict[str, Any]], kept: int | None) ->
         return
     seen = 0
     for index in range(len(messages) - 1, -1, -1):
-        message = messages[index]
-        content = message["content"]
-        if message["role"] != "user" or not isinstance(content, list) or len(content) != 2 \
-                or content[1].get("type") != "image_url" or not str(content[0].get("text", "")).startswith(
-                    SCREENSHOT_HEAD):
+        content = messages[index]["content"]
+        if type(content) is not list or len(content) != 2 or content[1].get("type") != "image_url" \
+                or not str(content[0].get("text", "")).startswith(SCREENSHOT_HEAD) \
+                or messages[index]["role"] != "user":
             continue
         seen += 1
         if seen > kept:
@@ -97,11 +97,9 @@ def keep_newest_screenshots(messages: list[dict[str, Any]], kept: int | None) ->
                                                           f"out: only the newest {kept} are shown.)"}
 
 
-def refuse_blind(kinds: Iterable[str]) -> None:
-    """A 400 when a computer tool is offered to a model the deployment says reads no images (the profile switch
+def refuse_blind() -> None:
+    """A 400 for a computer tool offered to a model the deployment says reads no images (the profile switch
     ``images``): every answer of the tool is a screenshot, and a model that cannot see them would act blind."""
-    if any(kind in ("computer", "computer_use_preview") for kind in kinds):
-        raise invalid_request("The computer tool shows the model screenshots, and this upstream's model reads no "
-                              "images (its profile switch 'images' is false: RESPONSES_BRIDGE_IMAGES, or the "
-                              "upstream's 'switches'); use a model that reads images.", param="tools",
-                              code="unsupported_value")
+    raise invalid_request("The computer tool shows the model screenshots, and this upstream's model reads no images "
+                          "(its profile switch 'images' is false: RESPONSES_BRIDGE_IMAGES, or the upstream's "
+                          "'switches'); use a model that reads images.", param="tools", code="unsupported_value")
