@@ -74,10 +74,10 @@ async def test_an_idle_desktop_is_stopped_and_the_next_call_gets_a_fresh_one() -
             if pool.running() == 0:
                 break
             await asyncio.sleep(0.05)
-        assert not pool.has("sess_a") and pool.running() == 0
+        assert not pool.has("sess_a") and pool.running() == 0 and pool.stopped == {"sess_a": "idle"}
         assert [pid for pid in pids if os.path.exists(f"/proc/{pid}")] == []
         async with pool.use("sess_a", "t1", None) as (second, fresh):
-            assert fresh and second is not first
+            assert fresh and second is not first and pool.stopped == {}  # what the model was told is known
             shot = await second.screenshot()
             assert shot.jpeg.startswith(b"\xff\xd8")
     finally:

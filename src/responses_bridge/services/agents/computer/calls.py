@@ -44,7 +44,7 @@ BLANK_JPEG = ("data:image/jpeg;base64,/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAFA3PEY8Ml
 TITLE_CHARS = 200
 FRESH = ("This is a fresh desktop: the session's earlier one was stopped ({why}), and whatever was open on it is "
          "gone. The screenshot shows the screen as it is now.")
-IDLE = "unused for too long"
+WHY = {"idle": "unused for too long", "failed": "it stopped answering"}
 RESTARTED = "the server running it restarted"
 
 
@@ -90,7 +90,6 @@ class ComputerUse:
     def __init__(self, desktops: DesktopPool, containers: ContainerService | None) -> None:
         self.desktops = desktops
         self.containers = containers
-        self._started: set[str] = set()  # sessions this process started a desktop for
 
     async def call(self, runner: TurnRunner, entry: QueuedTurn, session: dict[str, Any], call: dict[str, Any],
                    output_index: int = 0) -> None:
@@ -132,11 +131,11 @@ class ComputerUse:
         except ActionError as error:
             parsed, problem = [], f"{error.message} (at {error.param}); nothing was done."
         session_id, tenant = runner.session_id, runner.tenant
+        why = self.desktops.stopped.get(session_id)  # the earlier desktop's end, in this process
         try:
             network = await self._network(session, tenant)
             async with self.desktops.use(session_id, tenant, network) as (desktop, fresh):
-                note = await self._fresh_note(runner, call) if fresh else None
-                self._started.add(session_id)
+                note = await self._fresh_note(runner, call, why) if fresh else None
                 shot = await self._act(desktop, parsed) if problem is None else await desktop.screenshot()
         except DesktopBusy as busy:
             return None, str(busy), True
@@ -168,11 +167,12 @@ class ComputerUse:
         except (ValueError, APIError) as error:
             raise DesktopUnavailable(f"the environment's network policy cannot be opened: {error}") from None
 
-    async def _fresh_note(self, runner: TurnRunner, call: dict[str, Any]) -> str | None:
+    async def _fresh_note(self, runner: TurnRunner, call: dict[str, Any], why: str | None) -> str | None:
         """Whether the model must be told the desktop is fresh: the session had one before — in this process
-        (stopped for idleness) or in the stopped one (its earlier computer calls are among its items)."""
-        if runner.session_id in self._started:
-            return FRESH.format(why=IDLE)
+        (``why`` it stopped: idle, or failed) or in a stopped one (its earlier computer calls are among its
+        items)."""
+        if why is not None:
+            return FRESH.format(why=WHY.get(why, why))
         after = None
         while True:
             page = await runner.store.page("item", tenant=runner.tenant, parent=runner.session_id, after=after,
@@ -185,5 +185,5 @@ class ComputerUse:
 
     async def stop(self, session_id: str) -> None:
         """The session ended or was deleted: its desktop stopped."""
-        self._started.discard(session_id)
         await self.desktops.stop(session_id)
+        self.desktops.stopped.pop(session_id, None)

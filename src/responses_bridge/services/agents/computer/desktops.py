@@ -70,6 +70,9 @@ class DesktopPool:
         self._clock = clock
         self._held: dict[str, _Held] = {}
         self._stopping: list[_Held] = []  # counted in the bounds until their processes are gone
+        # why a live session's desktop stopped (``idle``, ``failed``), until its next one starts: what the model is
+        # told of the fresh one (calls.py)
+        self.stopped: dict[str, str] = {}
         self._room = asyncio.Condition()
         self._reaper: asyncio.Task[None] | None = None
 
@@ -110,6 +113,7 @@ class DesktopPool:
                     desktop = Desktop(self._sandbox, tenant=tenant, network=network, settings=self.settings)
                     await desktop.start()
                     held.desktop = desktop
+                    self.stopped.pop(session_id, None)
                     log.info("desktop_started", session_id=session_id, tenant=tenant,
                              browser_sandbox=desktop.browser_sandbox)
                     self._reap()
@@ -151,11 +155,13 @@ class DesktopPool:
             self._room.notify_all()
 
     async def stop(self, session_id: str, why: str = "ended") -> None:
-        """Stop the session's desktop (the session ended or was deleted, or it was idle): its processes gone, its
-        slot and room freed. Never raises but for cancellation."""
+        """Stop the session's desktop (``why``: ``ended``, the session deleted; ``idle``; ``failed``, it stopped
+        answering): its processes gone, its slot and room freed. Never raises but for cancellation."""
         held = self._held.pop(session_id, None)
         if held is None:
             return
+        if why in ("idle", "failed"):
+            self.stopped[session_id] = why
         if held.desktop is not None:  # its room is given back once its processes are gone
             self._stopping.append(held)
             try:
