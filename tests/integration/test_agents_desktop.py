@@ -229,7 +229,11 @@ async def test_computer_use_needs_a_desktop_in_the_environment(sidecar: Sidecar)
             with pytest.raises(openai.BadRequestError) as refused:
                 await alpha.beta.agents.sessions.create(agent_id=agent.id,
                                                         environment=environment)
-            assert "desktop" in refused.value.message and refused.value.param == "agent.tools[0].type"
+            assert "needs a desktop" in refused.value.message and refused.value.param == "agent.tools[0].type"
+            assert refused.value.code == "invalid_value"
+        made = await alpha.beta.agents.sessions.create(agent_id=agent.id, environment=ENVIRONMENT)
+        assert made.status == "idle"  # with one: served, the desktop not started before the first call
+        await alpha.beta.agents.sessions.delete(made.id)
     finally:
         await alpha.close()
 
