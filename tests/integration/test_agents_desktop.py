@@ -234,6 +234,13 @@ async def test_computer_use_needs_a_desktop_in_the_environment(sidecar: Sidecar)
         made = await alpha.beta.agents.sessions.create(agent_id=agent.id, environment=ENVIRONMENT)
         assert made.status == "idle"  # with one: served, the desktop not started before the first call
         await alpha.beta.agents.sessions.delete(made.id)
+        template = await alpha.beta.agents.environments.templates.create(
+            desktop={"enabled": True}, network=ENVIRONMENT["network"])
+        assert template.desktop.enabled
+        made = await alpha.beta.agents.sessions.create(agent_id=agent.id, environment={  # a template's desktop
+            "type": "openai_hosted", "environment_template_id": template.id})
+        assert made.environment.desktop.enabled
+        await alpha.beta.agents.sessions.delete(made.id)
     finally:
         await alpha.close()
 
