@@ -31,7 +31,9 @@ from responses_bridge.sandbox.desktop.requirements import missing_packages, pill
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle
 from tests.integration.test_desktop import BUTTON, FIELD, Site, _site
+from tests.support.agent_doors import base_fixture, envoy_fixture  # noqa: F401
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
+from tests.support.envoy import have_envoy
 from tests.support.sdk import async_sdk
 
 CANNOT = (check_bubblewrap()[1] or (None if CgroupParent.find() is not None else "no cgroup per call here")
@@ -66,8 +68,9 @@ async def sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory,
         yield started
 
 
-def _client(sidecar: Sidecar, tenant: str) -> openai.AsyncOpenAI:
-    return async_sdk(base_url=f"{sidecar.http_url}/v1", api_key="sk-client", max_retries=0, timeout=60,
+def _client(sidecar: Sidecar | str, tenant: str) -> openai.AsyncOpenAI:
+    base = sidecar if isinstance(sidecar, str) else sidecar.http_url
+    return async_sdk(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60,
                      default_headers={"x-tenant-id": tenant})
 
 
@@ -221,8 +224,11 @@ async def test_a_session_drives_the_browser_on_its_desktop(sidecar: Sidecar, sit
         await other.close()
 
 
-async def test_computer_use_needs_a_desktop_in_the_environment(sidecar: Sidecar) -> None:
-    alpha = _client(sidecar, "alpha")
+@pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
+async def test_computer_use_needs_a_desktop_in_the_environment_through_both_doors(base: str) -> None:
+    """The refusals' status and shape, and a session with a desktop whose computer call's item and screenshot come
+    through the door's event stream (Envoy passes the stream on as it is written), read with the SDK's types."""
+    alpha = _client(base, "alpha")
     try:
         agent = await alpha.beta.agents.create(model=MODEL, tools=TOOLS)
         for environment in ({"type": "none"}, {**ENVIRONMENT, "desktop": {"enabled": False}}):
@@ -240,6 +246,10 @@ async def test_computer_use_needs_a_desktop_in_the_environment(sidecar: Sidecar)
         made = await alpha.beta.agents.sessions.create(agent_id=agent.id, environment={  # a template's desktop
             "type": "openai_hosted", "environment_template_id": template.id})
         assert made.environment.desktop.enabled
+        async with aiohttp.ClientSession(base, headers={**BETA, **TENANT}) as http:
+            events = await Session(http, made.id).turn(computer({"type": "screenshot"}))
+        [call] = calls_of(events)
+        assert call["status"] == "completed" and jpeg(call["output"]["image_url"]).size == (1280, 800)
         await alpha.beta.agents.sessions.delete(made.id)
     finally:
         await alpha.close()
