@@ -327,3 +327,21 @@ async def test_a_turn_stopped_during_its_actions_fails_saying_why_and_the_next_g
             assert "fresh desktop" in told and "restarted" in told, told
             async with http.delete(f"/v1/agents/sessions/{session_id}") as answer:
                 assert answer.status == 200
+
+
+async def test_a_model_that_reads_no_images_is_refused_at_the_turns_start(
+        fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``RESPONSES_BRIDGE_IMAGES=false`` (a text-only model): the turn fails at its start with the switch named,
+    and no desktop is started or driven blind."""
+    directory = str(tmp_path_factory.mktemp("agents-desktop-blind"))
+    images_off = {"RESPONSES_BRIDGE_IMAGES": "false"}
+    async with running_sidecar(directory, fake_upstream, extproc=False, env=images_off) as blind, \
+            aiohttp.ClientSession(blind.http_url, headers=BETA) as http:
+        async with http.post("/v1/agents/sessions", json={
+                "agent": {"model": MODEL, "tools": TOOLS}, "environment": ENVIRONMENT, "stream": True,
+                "input": computer({"type": "screenshot"})}) as answer:
+            assert answer.status == 200
+            events = [event for _, event in frames(await read_until_idle(answer))]
+        [failed] = [event for event in events if event["type"] == "agent.session.turn.failed"]
+        assert "'images'" in failed["turn"]["error"]["message"], failed
+        assert calls_of(events) == [] and not _browsers(blind)
