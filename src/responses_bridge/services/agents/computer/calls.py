@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ....protocol.errors import APIError
-from ....sandbox.desktop import ActionError, Desktop, DesktopUnavailable, Screenshot, parse_actions
+from ....sandbox.desktop import ActionError, DesktopUnavailable, Screenshot, parse_actions
 from .desktops import DesktopBusy, DesktopPool
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ class ComputerUse:
             network = await self._network(session, tenant)
             async with self.desktops.use(session_id, tenant, network) as (desktop, fresh):
                 note = await self._fresh_note(runner, call, why) if fresh else None
-                shot = await self._act(desktop, parsed) if problem is None else await desktop.screenshot()
+                shot = await desktop.act(parsed) if problem is None else await desktop.screenshot()
         except DesktopBusy as busy:
             return None, str(busy), True
         except DesktopUnavailable as error:
@@ -149,19 +149,17 @@ class ComputerUse:
             return shot, f"An action failed: {shot.error}" + (f" {note}" if note else ""), True
         return shot, note, False
 
-    @staticmethod
-    async def _act(desktop: Desktop, parsed: list[Any]) -> Screenshot:
-        return await desktop.act(parsed)
-
     async def _network(self, session: dict[str, Any], tenant: str) -> Any:
         """The session's container's network policy (secrets opened): the desktop's browser reaches what the
-        environment allows, through the egress proxy, and nothing else (None: no network)."""
+        environment allows, through the egress proxy, and nothing else (None: no network). The container is kept
+        alive by the call, as by a shell command: a session that only uses its desktop is in use."""
         environment = session.get("environment") or {}
         if self.containers is None or not environment.get("id"):
             return None
         container = await self.containers.live(str(environment["id"]), tenant=tenant)
         if container is None:
             raise DesktopUnavailable("the session's environment expired (its container is gone)")
+        await self.containers.touch(container.id, tenant=tenant)
         try:
             return self.containers.network.opened(container)
         except (ValueError, APIError) as error:
