@@ -345,3 +345,23 @@ async def test_a_model_that_reads_no_images_is_refused_at_the_turns_start(
         [failed] = [event for event in events if event["type"] == "agent.session.turn.failed"]
         assert "'images'" in failed["turn"]["error"]["message"], failed
         assert calls_of(events) == [] and not _browsers(blind)
+
+
+async def test_desktop_enabled_where_no_desktop_can_run_is_a_400_naming_why(
+        fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The sandbox in its single-process mode (``RESPONSES_BRIDGE_CODE_CGROUP=false``) runs no desktop: a session's
+    and a standalone environment's ``desktop.enabled`` is a 400 saying what is missing (as for a missing Debian
+    package: sandbox/desktop/requirements.py), before any container is made."""
+    directory = str(tmp_path_factory.mktemp("agents-desktop-none"))
+    async with running_sidecar(directory, fake_upstream, extproc=False,
+                               env={"RESPONSES_BRIDGE_CODE_CGROUP": "false"}) as plain, \
+            aiohttp.ClientSession(plain.http_url, headers=BETA) as http:
+        for path, body in (("/v1/agents/sessions", {"agent": {"model": MODEL, "tools": TOOLS},
+                                                    "environment": ENVIRONMENT}),
+                           ("/v1/agents/environments", {"environment": ENVIRONMENT})):
+            async with http.post(path, json=body) as answer:
+                error = (await answer.json())["error"]
+                assert answer.status == 400 and error["param"] == "environment.desktop.enabled", error
+                assert "cgroup mode" in error["message"] and set(error) == {"message", "type", "param", "code"}
+        async with http.get("/v1/containers") as answer:
+            assert (await answer.json())["data"] == []

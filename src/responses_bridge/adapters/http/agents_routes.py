@@ -115,6 +115,7 @@ class AgentRoutes:
             DesktopBounds(per_tenant=settings.desktops_per_tenant, total=settings.desktops_max,
                           idle=settings.desktop_idle_seconds, wait=settings.desktop_wait_seconds)),
             runtime.containers)
+        self.sessions.environments.desktops = self.sessions.computer.desktops.unavailable  # desktop.enabled's 400
         self._handing_off: list[asyncio.Future[None]] = []
 
     def register(self, app: web.Application) -> None:

@@ -110,8 +110,6 @@ class SessionService:
         check_environment_mcp(agent["tools"], kind)
         if hosted is None or hosted.environment_id is None:  # an existing environment's desktop: its own say
             check_environment_computer(agent["tools"], hosted is not None and hosted.desktop)
-        if hosted is not None and hosted.desktop:
-            self._check_desktop()
         check_metadata(body.get("metadata"))
         stream = body.get("stream")
         if stream not in (None, True, False):
@@ -161,15 +159,6 @@ class SessionService:
                 await runner.submit(session, content, authorization)
                 await self._in_progress(runner, session)
         return public(session)
-
-    def _check_desktop(self) -> None:
-        """A 400 naming what is missing when no desktop can run here (a Debian package, Pillow's XCB, the
-        sandbox's cgroup mode: sandbox/desktop/requirements.py), at the session's create rather than its first
-        computer call."""
-        refused = "this server runs no desktops" if self.computer is None else self.computer.desktops.unavailable()
-        if refused is not None:
-            raise invalid_request(f"A desktop ('environment.desktop.enabled') cannot run on this server: {refused}.",
-                                  param="environment.desktop.enabled", code="unsupported_value")
 
     @staticmethod
     async def _in_progress(runner: SessionRunner, session: dict[str, Any]) -> None:
