@@ -365,3 +365,25 @@ async def test_desktop_enabled_where_no_desktop_can_run_is_a_400_naming_why(
                 assert "cgroup mode" in error["message"] and set(error) == {"message", "type", "param", "code"}
         async with http.get("/v1/containers") as answer:
             assert (await answer.json())["data"] == []
+
+
+async def test_a_standalone_environment_without_a_desktop_gives_none(sidecar: Sidecar) -> None:
+    """A session taking an existing environment (``environment_id``) has that environment's desktop: without one,
+    a computer call fails and the model is told why; no desktop is started."""
+    upstream = UpstreamLog(sidecar.upstream_url.removesuffix("/v1"))
+    alpha = _client(sidecar, "alpha")
+    try:
+        environment = await alpha.beta.agents.environments.create(
+            environment={**ENVIRONMENT, "desktop": {"enabled": False}})
+        agent = await alpha.beta.agents.create(model=MODEL, tools=TOOLS)
+        made = await alpha.beta.agents.sessions.create(agent_id=agent.id, environment={
+            "type": "openai_hosted", "environment_id": environment.id})
+        async with aiohttp.ClientSession(sidecar.http_url, headers={**BETA, **TENANT}) as http:
+            events = await Session(http, made.id).turn(computer({"type": "screenshot"}))
+        [call] = calls_of(events)
+        assert call["status"] == "failed" and call["output"] is None and not _browsers(sidecar)
+        told = (await upstream.last_body())["messages"][-1]["content"]
+        assert "has no desktop" in told, told
+        await alpha.beta.agents.sessions.delete(made.id)
+    finally:
+        await alpha.close()

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from ....protocol.agents.inputs import has_desktop
 from ....protocol.errors import APIError
 from ....sandbox.desktop import ActionError, DesktopUnavailable, Screenshot, parse_actions
 from .desktops import DesktopBusy, DesktopPool
@@ -131,6 +132,9 @@ class ComputerUse:
         except ActionError as error:
             parsed, problem = [], f"{error.message} (at {error.param}); nothing was done."
         session_id, tenant = runner.session_id, runner.tenant
+        if not has_desktop(session.get("environment") or {}):  # e.g. a standalone environment taken without one
+            return None, "This session's environment has no desktop ('desktop.enabled'): the computer cannot be " \
+                "used.", True
         why = self.desktops.stopped.get(session_id)  # the earlier desktop's end, in this process
         try:
             network = await self._network(session, tenant)
