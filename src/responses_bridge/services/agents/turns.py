@@ -22,6 +22,7 @@ import orjson
 import structlog
 
 from ... import ids
+from ...engine.tools.multi_agent import ROOT_AGENT
 from ...observability import tracing
 from ...protocol.agents.automations_tool import FUNCTION_NAME
 from ...protocol.agents.events import (
@@ -394,7 +395,8 @@ class SessionRunner:
                     final = event
                     continue
                 if self.computer is not None and event.get("type") == "response.output_item.done" and \
-                        (event.get("item") or {}).get("type") == "computer_call":
+                        (event.get("item") or {}).get("type") == "computer_call" and \
+                        (event["item"].get("agent") or {}).get("agent_name", ROOT_AGENT) == ROOT_AGENT:
                     await self.computer.call(self, entry, session, event["item"],  # on the session's desktop
                                              int(event.get("output_index") or 0))
                     continue
