@@ -387,3 +387,44 @@ async def test_a_standalone_environment_without_a_desktop_gives_none(sidecar: Si
         await alpha.beta.agents.sessions.delete(made.id)
     finally:
         await alpha.close()
+
+
+async def test_a_drain_during_a_computer_call_hands_the_turn_on_after_it(
+        fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """SIGTERM while the desktop performs the model's actions: the drain lets the call finish, its answer (the
+    screenshot) is stored as the next step's input, and the restarted server resumes the turn from it: the model
+    gets the screenshot, the turn completes, the call told once."""
+    directory = str(tmp_path_factory.mktemp("agents-desktop-drain"))
+    db = ["--db", os.path.join(directory, "bridge.db")]
+    env = {"RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "2"}
+    upstream = UpstreamLog(fake_upstream.removesuffix("/v1"))
+    async with running_sidecar(directory, fake_upstream, *db, extproc=False, env=env) as first:
+        async with aiohttp.ClientSession(first.http_url, headers=BETA) as http:
+            async with http.post("/v1/agents/sessions", json={
+                    "agent": {"model": MODEL, "tools": TOOLS}, "environment": ENVIRONMENT, "stream": True,
+                    "input": computer(*[{"type": "wait"}] * 3)}) as answer:
+                raw = b""
+                async for chunk in answer.content.iter_any():  # until the desktop performs the actions
+                    raw += chunk
+                    if b'"computer_use_call"' in raw:
+                        break
+            session_id = frames(raw.rsplit(b"\n\n", 1)[0] + b"\n\n")[0][1]["session"]["id"]
+            await asyncio.to_thread(first.process.stop, 20.0)  # SIGTERM: a drain
+    await upstream.clear()
+    async with running_sidecar(directory, fake_upstream, *db, extproc=False, env=env) as second:
+        async with aiohttp.ClientSession(second.http_url, headers=BETA) as http:
+            for _ in range(600):
+                async with http.get(f"/v1/agents/sessions/{session_id}") as answer:
+                    if (await answer.json())["status"] == "idle":
+                        break
+                await asyncio.sleep(0.05)
+            async with http.get(f"/v1/agents/sessions/{session_id}/turns") as answer:
+                [turn] = (await answer.json())["data"]
+            assert turn["status"] == "completed", turn
+            async with http.get(f"/v1/agents/sessions/{session_id}/items") as answer:
+                [call] = [item for item in (await answer.json())["data"] if item["type"] == "computer_use_call"]
+            assert call["status"] == "completed" and jpeg(call["output"]["image_url"]).size == (1280, 800)
+            resumed = (await upstream.entries())[0]["body"]["messages"]  # the model got the call's screenshot
+            assert images_in({"messages": resumed}) == [call["output"]["image_url"]]
+            async with http.delete(f"/v1/agents/sessions/{session_id}") as answer:
+                assert answer.status == 200
