@@ -23,6 +23,8 @@ from ...run.response_run import ResponseRun
 from ...run.tools.mcp_config import MCPServerOverlay
 from ...runtime import Runtime
 from ...services.agents.automations.bounds import AutomationBounds
+from ...services.agents.computer.calls import ComputerUse
+from ...services.agents.computer.desktops import DesktopBounds, DesktopPool
 from ...services.agents.environments.mcp import SessionMCP
 from ...services.agents.events import KEEPALIVE
 from ...services.agents.executor.hub import ExecutorHub
@@ -107,6 +109,13 @@ class AgentRoutes:
         # (services/agents/environments/plugin_apps.py)
         self.sessions.environments.connectors = frozenset(runtime.server_tools.services.mcp.connectors)
         self.automations = AutomationRoutes(runtime.agents, self.sessions, AutomationBounds.of(runtime.settings))
+        settings = runtime.settings  # the agents' computer_use: a desktop per session, in the bubblewrap sandbox
+        self.sessions.computer = ComputerUse(DesktopPool(
+            shell.runs.sandbox if isinstance(shell, HostedShell) else None,
+            DesktopBounds(per_tenant=settings.desktops_per_tenant, total=settings.desktops_max,
+                          idle=settings.desktop_idle_seconds, wait=settings.desktop_wait_seconds)),
+            runtime.containers)
+        self.sessions.environments.desktops = self.sessions.computer.desktops.unavailable  # desktop.enabled's 400
         self._handing_off: list[asyncio.Future[None]] = []
 
     def register(self, app: web.Application) -> None:

@@ -12,7 +12,9 @@ may be running the calls); the client's later results and decisions complete the
 
 When the last answer came, the turn's next step input (the answers) is stored in the same write that ends the
 wait (``step_input``, as session_resume.py ``record_step`` keeps it), so a stop after it resumes that step rather
-than finding a step response that ended with calls nobody waits for.
+than finding a step response that ended with calls nobody waits for. So are the answers of the calls the session
+made itself, without a wait (a computer call on its desktop, the ``automations`` tool): stored with the step's
+end, a drain after them resumes the next step elsewhere.
 
 The client's answers themselves (``tool_result`` and approval events, turns.py's ``SessionRunner.tool_result`` and
 ``approval``) are taken here as well (:func:`answer_call`, :func:`decide`): each lands in what the turn waits on.
@@ -103,12 +105,13 @@ async def wait_for_results(runner: TurnRunner, entry: QueuedTurn, total: dict[st
         entry.waiting = False
         return answers
     entry.waiting = False
+    made = None if runner.cancelling else calls.take_answers()
+    if made:  # the calls the session made itself (computer use, automations): the next step's input, kept with
+        private(entry.turn).update({STEP_INPUT: made, STEP_RESPONSE: None})  # the step's end, as a wait's is
     if entry.changes is not None:
         async with runner._changing(entry) as session:
             await runner.events.flush([runner.turn_record(entry.turn), runner.session_record(session)])
-    if runner.cancelling:
-        return None
-    return calls.take_answers()
+    return made
 
 
 async def answer_call(runner: TurnRunner, result: dict[str, Any], session: dict[str, Any] | None = None) -> None:
