@@ -130,7 +130,7 @@ class Desktop:
                                           on_pending=self._origin_waits)
         self._settling = False
         self._sign_in: SignInForm | None = None
-        self._cancelled: list[str] = []
+        self._answered: list[str] = []  # the documents whose form was submitted or cancelled: not reported again
         self._sandbox = sandbox
         self._tenant = tenant
         self._network = network
@@ -243,6 +243,7 @@ class Desktop:
     async def _request(self, request: dict[str, object]) -> Screenshot:
         if self._reader is None or self._writer is None:
             raise DesktopUnavailable("the desktop is not running")
+        detect = bool(request.get("detect"))
         async with self._lock:
             try:
                 self._writer.write(json.dumps(request).encode() + b"\n")
@@ -255,8 +256,9 @@ class Desktop:
                 raise DesktopUnavailable(f"the desktop stopped answering ({self._ended() or error})") from None
             finally:
                 self._settling = False
-            form = parse_form(head.get("sign_in"))
-            self._sign_in = form if form is not None and form.key not in self._cancelled else None
+            if detect:  # a plain screenshot (a watcher's) leaves the form reported last as it is
+                form = parse_form(head.get("sign_in"))
+                self._sign_in = form if form is not None and form.key not in self._answered else None
         return Screenshot(data, int(head["width"]), int(head["height"]), bool(head.get("settled")),
                           head.get("error"), tuple(head.get("seconds", ())), self._approvals.pending(),
                           self._sign_in)
@@ -307,7 +309,7 @@ class Desktop:
         if form is None:
             raise APIError(409, "no sign-in form awaits values", param="fields", code="no_sign_in_pending")
         checked = check_values(form, values, selected_option)
-        self._sign_in = None
+        self._answered_with(form)
         try:
             return await self._request({"fill": {"key": form.key, "values": checked}, "steps": [],
                                         "settle": self.settings.settle, "quiet": self.settings.quiet,
@@ -318,8 +320,13 @@ class Desktop:
     def cancel_sign_in(self) -> None:
         """Leave the reported form as it is: not reported again for the same page (a new page's form is)."""
         if self._sign_in is not None:
-            self._cancelled = [*self._cancelled[-99:], self._sign_in.key]
-            self._sign_in = None
+            self._answered_with(self._sign_in)
+
+    def _answered_with(self, form: SignInForm) -> None:
+        """``form``'s document is not reported again (its form is still shown while the submission is under
+        way, or after a cancel): a new page's form is."""
+        self._answered = [*self._answered[-99:], form.key]
+        self._sign_in = None
 
     def _ended(self) -> str | None:
         if self._run is None or not self._run.done() or self._run.cancelled():

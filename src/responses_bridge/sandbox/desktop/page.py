@@ -60,7 +60,7 @@ form-less one): what a sign-in form is here."""
 DETECT_JS = "(() => { const found = (" + FIELDS_JS + ")(); return found && JSON.stringify({origin: found.origin," \
             " key: found.key, fields: found.fields.map(({id, label, required, type}) =>" \
             " ({id, label, required, type}))}); })()"
-FILL_JS = """((key, values) => {
+FILL_JS = """(async (key, values) => {
   const found = (FIELDS_JS)();
   if (!found || found.key !== key) return 'gone';
   const setValue = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
@@ -78,6 +78,12 @@ FILL_JS = """((key, values) => {
     e.dispatchEvent(new Event('change', {bubbles: true}));
     last = e;
   }
+  // the masked fields drawn before the page may change (two frames, at most 0.3 s): the screen never shows them
+  // otherwise, whatever the submission does next
+  await Promise.race([new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done))),
+                      new Promise(done => setTimeout(done, 300))]);
+  if (found.key !== String(performance.timeOrigin) || !found.fields.every(field => field.element.isConnected))
+    return 'gone';
   if (found.form) {
     if (found.form.requestSubmit) found.form.requestSubmit(); else found.form.submit();
     return 'submitted';
@@ -204,7 +210,8 @@ class Pages:
         expression = f"({FILL_JS})({json.dumps(key)}, {json.dumps(values)})"
         try:
             found = self.devtools.call("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                                            "userGesture": True}, self._form_session, timeout)
+                                                            "awaitPromise": True, "userGesture": True},
+                                       self._form_session, timeout)
         except DevToolsError:
             return "gone"
         finally:
