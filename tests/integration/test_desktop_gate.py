@@ -109,14 +109,14 @@ needs_desktop = pytest.mark.skipif(CANNOT is not None and not os.environ.get("CI
                                    reason=f"no desktop here: {CANNOT}")
 
 
-async def _desktop(servers: list[Server], path: str = "/") -> Desktop:
+async def _desktop(servers: list[Server], path: str = "/", on_origin: Callable[[str], None] | None = None) -> Desktop:
     rules = EgressRules.parse(",".join(f"127.0.0.1:{server.port}" for server in servers))
     sandbox = Sandbox.detect(SandboxLimits(timeout=30.0), egress=EgressSettings(rules, EgressLimits()))
     refused = desktop_unavailable(sandbox)
     if refused is not None and not os.environ.get("CI"):
         pytest.skip(refused)
     policy = parse_policy({"type": "allowlist", "allowed_domains": ["127.0.0.1"]}, "network_policy")
-    made = Desktop(sandbox, tenant="t1", network=policy, settings=DesktopSettings(
+    made = Desktop(sandbox, tenant="t1", network=policy, on_origin=on_origin, settings=DesktopSettings(
         width=WIDTH, height=HEIGHT, url=f"http://127.0.0.1:{servers[0].port}{path}"))
     await made.start()
     return made
@@ -151,17 +151,23 @@ async def _go(desktop: Desktop, url: str) -> Screenshot:
 
 
 @needs_desktop
-async def test_an_origin_is_not_reached_until_its_client_allows_it(desktop: Desktop, servers: list[Server]) -> None:
+async def test_an_origin_is_not_reached_until_its_client_allows_it(servers: list[Server]) -> None:
     first, other, _ = servers
-    assert await _until(lambda: "/" in first.paths())  # the first page's origin is approved with it
-    origin = f"http://127.0.0.1:{other.port}"
-    shot = await _go(desktop, f"{origin}/page")
-    assert shot.pending_origins == (origin,) == desktop.pending_origins()  # the action returned, the page held
-    await desktop.screenshot()
-    assert other.connections == 0
-    desktop.allow_origin(origin + "/")
-    assert await _until(lambda: "/page" in other.paths()), other.requests  # the held request went on
-    assert desktop.pending_origins() == ()
+    told: list[str] = []
+    desktop = await _desktop(servers, on_origin=told.append)
+    try:
+        assert await _until(lambda: "/" in first.paths())  # the first page's origin is approved with it
+        origin = f"http://127.0.0.1:{other.port}"
+        shot = await _go(desktop, f"{origin}/page")
+        assert shot.pending_origins == (origin,) == desktop.pending_origins()  # the action returned, the page held
+        assert told == [origin]
+        await desktop.screenshot()
+        assert other.connections == 0
+        desktop.allow_origin(origin + "/")
+        assert await _until(lambda: "/page" in other.paths()), other.requests  # the held request went on
+        assert desktop.pending_origins() == () and told == [origin]
+    finally:
+        await desktop.stop()
 
 
 @needs_desktop

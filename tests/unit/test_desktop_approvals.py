@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from responses_bridge.sandbox.desktop.origins import OriginApprovals
-from responses_bridge.sandbox.desktop.sign_in import SignInError, check_values, parse_form
+from responses_bridge.sandbox.desktop.sign_in import SignInError, check_values, parse_form, submitted_values
 from responses_bridge.sandbox.egress import EgressLimits, EgressProxy
 from responses_bridge.sandbox.egress_origins import parse_origin, url_origin
 from responses_bridge.sandbox.egress_policy import EgressRules
@@ -172,3 +172,25 @@ def test_values_that_fit_are_kept_as_given() -> None:
     form = parse_form(REPORT)
     assert form is not None
     assert check_values(form, {"username": "a@b", "password": "pw"}) == {"username": "a@b", "password": "pw"}
+
+
+def test_the_sdks_submitted_fields_become_values() -> None:
+    assert submitted_values([{"field_id": "username", "value": "a"}, {"field_id": "password", "value": "b"}]) == {
+        "username": "a", "password": "b"}
+
+
+@pytest.mark.parametrize(("raw", "param", "code"), [
+    ({"username": "s3cret-value"}, "fields", "invalid_type"),
+    ([{"field_id": f"f{n}", "value": "s3cret-value"} for n in range(7)], "fields", "invalid_value"),
+    (["s3cret-value"], "fields[0]", "invalid_type"),
+    ([{"field_id": "a", "value": "s3cret-value", "label": "x"}], "fields[0].label", "unknown_parameter"),
+    ([{"field_id": "a"}], "fields[0].value", "missing_required_parameter"),
+    ([{"field_id": 1, "value": "s3cret-value"}], "fields[0].field_id", "invalid_type"),
+    ([{"field_id": "a", "value": "s3cret-value"}, {"field_id": "a", "value": "s3cret-value"}], "fields[1].field_id",
+     "invalid_value"),
+])
+def test_bad_submitted_fields_are_a_400_naming_the_entry_never_the_value(raw: object, param: str, code: str) -> None:
+    with pytest.raises(SignInError) as refused:
+        submitted_values(raw)
+    assert refused.value.param == param and refused.value.code == code
+    assert "s3cret-value" not in refused.value.message

@@ -18,7 +18,7 @@ store: the agent tool that drives a desktop (a later step) imports this, never t
 from .actions import Action, ActionError, parse_actions
 from .desktop import Desktop, DesktopSettings, DesktopUnavailable, Screenshot
 from .requirements import desktop_unavailable, missing_packages
-from .sign_in import SignInError, SignInField, SignInForm
+from .sign_in import SignInError, SignInField, SignInForm, submitted_values
 
 __all__ = ["Action", "ActionError", "Desktop", "DesktopSettings", "DesktopUnavailable", "Screenshot", "SignInError",
-           "SignInField", "SignInForm", "desktop_unavailable", "missing_packages", "parse_actions"]
+           "SignInField", "SignInForm", "desktop_unavailable", "missing_packages", "parse_actions", "submitted_values"]

@@ -121,14 +121,17 @@ class Desktop:
     are taken one at a time (a lock), as a model's actions are."""
 
     def __init__(self, sandbox: Sandbox, *, tenant: str = "", network: NetworkPolicy | None = None,
-                 settings: DesktopSettings | None = None, origins: Iterable[str] = ()) -> None:
-        """``origins``: approved from the start (the first page's is)."""
+                 settings: DesktopSettings | None = None, origins: Iterable[str] = (),
+                 on_origin: Callable[[str], None] | None = None) -> None:
+        """``origins``: approved from the start (the first page's is); ``on_origin``: called with each origin the
+        browser begins to wait for, whenever it does (a page's own request after an action returned, too)."""
         self.settings = settings or DesktopSettings()
         approved = [_origin(text, "origins") for text in [*origins]]
         first = url_origin(self.settings.url)
         self._approvals = OriginApprovals([*approved, *([first] if first else [])], hold=self.settings.origin_hold,
                                           on_pending=self._origin_waits)
         self._settling = False
+        self._on_origin = on_origin
         self._sign_in: SignInForm | None = None
         self._answered: list[str] = []  # the documents whose form was submitted or cancelled: not reported again
         self._sandbox = sandbox
@@ -269,6 +272,8 @@ class Desktop:
         if self._settling and self._writer is not None:
             with contextlib.suppress(OSError, RuntimeError):
                 self._writer.write(b'{"cut": true}\n')
+        if self._on_origin is not None:
+            self._on_origin(origin)
 
     def pending_origins(self) -> tuple[str, ...]:
         """The origins the browser waits for now, oldest first: each to be allowed or denied."""

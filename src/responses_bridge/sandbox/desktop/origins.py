@@ -52,7 +52,10 @@ class OriginApprovals:
             decided = self._pending[origin] = asyncio.Event()
             log.info("desktop_origin_pending", origin=origin[:300])
             if self._on_pending is not None:
-                self._on_pending(origin)
+                try:  # the owner's business: its failure does not fail the browser's request
+                    self._on_pending(origin)
+                except Exception:
+                    log.exception("desktop_origin_callback_failed", origin=origin[:300])
         try:
             async with asyncio.timeout(self.hold):
                 await decided.wait()

@@ -75,6 +75,34 @@ def parse_form(raw: object) -> SignInForm | None:
     return SignInForm(tuple(fields), shown[:300] if shown else None, raw["key"][:100])
 
 
+def submitted_values(raw: object, param: str = "fields") -> dict[str, str]:
+    """The SDK's submitted ``fields`` (``[{"field_id", "value"}]``, as ``agent_browser_authentication_submit_param``
+    has them) as field id to value, checked strictly: a list of at most six objects with exactly those two strings,
+    no id twice; :class:`SignInError` naming the entry otherwise (never its value)."""
+    if not isinstance(raw, list):
+        raise SignInError("fields must be a list of {field_id, value} objects", param, "invalid_type")
+    if len(raw) > MAX_FIELDS:
+        raise SignInError(f"at most {MAX_FIELDS} fields are submitted, got {len(raw)}", param)
+    found: dict[str, str] = {}
+    for position, item in enumerate(raw):
+        at = f"{param}[{position}]"
+        if not isinstance(item, dict):
+            raise SignInError("a field is an object with field_id and value", at, "invalid_type")
+        extra = sorted(set(item) - {"field_id", "value"})
+        if extra:
+            raise SignInError(f"a field has no parameter {str(extra[0])[:64]!r}", f"{at}.{str(extra[0])[:64]}",
+                              "unknown_parameter")
+        for name in ("field_id", "value"):
+            if name not in item:
+                raise SignInError(f"a field needs {name}", f"{at}.{name}", "missing_required_parameter")
+            if not isinstance(item[name], str):
+                raise SignInError(f"{name} is a string", f"{at}.{name}", "invalid_type")
+        if item["field_id"] in found:
+            raise SignInError("a field is submitted once", f"{at}.field_id")
+        found[item["field_id"]] = item["value"]
+    return found
+
+
 def check_values(form: SignInForm, values: Mapping[str, str], selected_option: str | None = None) -> dict[str, str]:
     """``values`` (field id to value) fitting ``form``, as a plain dict; :class:`SignInError` otherwise."""
     if not isinstance(values, Mapping):
