@@ -14,6 +14,8 @@ code reaches nothing but this proxy, and the proxy decides for every connection:
    (egress_policy.EgressRules: the same SSRF rules as MCP and web search, widened only by
    ``RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS``): else a 403. The proxy connects to the address it checked, so
    a second lookup cannot answer differently (DNS rebinding);
+   a call given an origin gate (egress_origins.py: a desktop's browser, whose client approves each site) asks it
+   only then, before connecting: the policy bounds what can be approved; not approved is a 403;
 4. bytes (both ways, per connection and per call), connections per call, per tenant and per process
    (egress_limits.py) and each connection's time are bounded; the call's end closes every connection;
 5. each connection is logged (host, port, bytes, outcome — never a path, a header or a payload) and counted
