@@ -80,22 +80,58 @@ def computer(*actions: dict[str, Any]) -> str:
 
 
 class Session:
-    """One session of the test, driven turn by turn over the HTTP door (its events read as the SDK's types)."""
+    """One session of the test, driven turn by turn over the HTTP door (its events read as the SDK's types).
+    ``approve_origins``: each origin the browser waits for is approved as it is asked (the session's
+    ``computer_use_approval_request`` required actions), as a client that trusts the environment's allowlist does;
+    False: a turn's events end where the session requires action."""
 
-    def __init__(self, http: aiohttp.ClientSession, session_id: str) -> None:
+    def __init__(self, http: aiohttp.ClientSession, session_id: str, approve_origins: bool = True) -> None:
         self.http = http
         self.id = session_id
         self.last: str | None = None
+        self.approve_origins = approve_origins
 
     async def turn(self, text: str) -> list[dict[str, Any]]:
-        """One user message; the turn's events once the session is idle again."""
-        async with self.http.post(f"/v1/agents/sessions/{self.id}/events", json={"events": [
-                {"type": "agent.session.input.message",
-                 "input": [{"role": "user", "content": [{"type": "input_text", "text": text}]}]}]}) as answer:
-            assert answer.status == 202, await answer.text()
+        """One user message; the turn's events once the session is idle again (or requires action)."""
+        await self.send({"type": "agent.session.input.message",
+                         "input": [{"role": "user", "content": [{"type": "input_text", "text": text}]}]})
+        return await self.until_quiet()
+
+    async def send(self, *events: dict[str, Any], status: int = 202) -> dict[str, Any] | None:
+        async with self.http.post(f"/v1/agents/sessions/{self.id}/events", json={"events": list(events)}) as answer:
+            assert answer.status == status, await answer.text()
+            return None if status == 202 else await answer.json()
+
+    async def until_quiet(self) -> list[dict[str, Any]]:
+        """The session's events from the last read until it is idle or requires action (origins approved on the
+        way when ``approve_origins``)."""
+        events: list[dict[str, Any]] = []
+        while True:
+            found = await self.read()
+            events += found
+            if found[-1]["type"] != "agent.session.requires_action" or not self.approve_origins:
+                return events
+            asked = [action for action in found[-1]["session"]["required_actions"]
+                     if action["type"] == "computer_use_approval_request"
+                     and action["request"]["type"] == "browser_origin_access"]
+            assert asked, found[-1]
+            await self.send(*({"type": "agent.session.input.computer_use_approval_request_result",
+                               "request_id": action["request_id"],
+                               "response": {"type": "browser_origin_access", "decision": "approve"}}
+                              for action in asked))
+
+    async def read(self) -> list[dict[str, Any]]:
         headers = {"Last-Event-ID": self.last} if self.last else {}
+        raw = b""
         async with self.http.get(f"/v1/agents/sessions/{self.id}/events", headers=headers) as answer:
-            found = frames(await read_until_idle(answer))
+            async for chunk in answer.content.iter_any():
+                raw += chunk
+                if raw.endswith(b"\n\n") and (b"event: agent.session.idle\n" in raw
+                                               or b"event: agent.session.requires_action\n" in raw):
+                    found = frames(raw)
+                    if found and found[-1][1]["type"] in ("agent.session.idle", "agent.session.requires_action"):
+                        break
+        found = frames(raw)
         self.last = found[-1][0]
         return [event for _, event in found]
 

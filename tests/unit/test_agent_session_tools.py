@@ -61,13 +61,18 @@ def test_bad_decisions_are_400s_naming_the_field(event: dict[str, Any], param: s
     assert caught.value.status == 400 and caught.value.param == param
 
 
-def test_approval_events_are_read_and_computer_use_ones_refused() -> None:
+def test_approval_events_are_read_mcp_and_computer_use_ones() -> None:
     kind, decision = input_event({"type": "agent.session.input.mcp_approval_request_result", "request_id": "r",
                                   "response": {"type": "mcp_tool_call", "decision": "cancel"}}, "events[0]")
     assert (kind, decision) == ("approval", {"request_id": "r", "decision": "cancel"})
+    kind, decision = input_event({"type": "agent.session.input.computer_use_approval_request_result",
+                                  "request_id": "r", "response": {"type": "browser_origin_access",
+                                                                  "decision": "deny"}}, "events[0]")
+    assert (kind, decision) == ("computer_approval", {"request_id": "r", "type": "browser_origin_access",
+                                                      "decision": "deny", "param": "events[0]"})
     with pytest.raises(APIError) as caught:
         input_event({"type": "agent.session.input.computer_use_approval_request_result"}, "events[0]")
-    assert caught.value.param == "events[0].type" and caught.value.code == "unsupported_value"
+    assert caught.value.param == "events[0].request_id" and caught.value.status == 400
 
 
 def test_mcp_tools_ask_for_all_but_read_only_tools() -> None:

@@ -1,6 +1,6 @@
 """The Agents API's session inputs checked: a session's environment, input messages and their content parts, the
-events a client posts (message, tool result, MCP approval, cancel), and what sessions do not serve yet, each refused
-with a 400 that names it."""
+events a client posts (message, tool result, MCP approval, the desktop's approval, cancel), and what sessions do
+not serve yet, each refused with a 400 that names it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 from ..errors import APIError, invalid_request, objects_in
 from .approvals import approval_result, approval_rule
 from .automations_tool import FUNCTION_NAME, automation_function
+from .computer_approvals import EVENT as COMPUTER_EVENT
+from .computer_approvals import approval_result as computer_approval_result
 
 MAX_EVENTS_PER_CALL = 16
 MAX_MESSAGES = 16
@@ -297,9 +299,8 @@ def input_event(event: Any, param: str) -> tuple[str, Any]:
         return "tool_result", tool_result(event, param)
     if kind == "agent.session.input.mcp_approval_request_result":
         return "approval", approval_result(event, param)
-    if kind == "agent.session.input.computer_use_approval_request_result":
-        raise not_served(f"Event type '{kind}' (the bridge has no computer use: no desktop or browser)",
-                         f"{param}.type")
+    if kind == COMPUTER_EVENT:  # its sign-in values live in memory only (computer_approvals.py)
+        return "computer_approval", computer_approval_result(event, param)
     raise invalid_request(f"Invalid value for '{param}.type'.", param=f"{param}.type", code="invalid_value")
 
 

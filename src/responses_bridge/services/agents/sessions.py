@@ -22,6 +22,7 @@ from typing import Any
 
 from ... import ids
 from ...protocol.agents.agents import SESSION_AGENT_FIELDS, apply_config, default_config, require_model
+from ...protocol.agents.computer_approvals import redacted_body
 from ...protocol.agents.inputs import (
     MAX_EVENTS_PER_CALL,
     cache_options,
@@ -306,8 +307,9 @@ class SessionService:
         plan = [input_event(event, f"events[{index}]") for index, event in enumerate(events)]
         async with self._locked(session_id):
             session = await self._load(session_id, tenant)
-            if idempotency_key is not None and await replayed(self.store, session_id, idempotency_key, body,
-                                                                        tenant):
+            # the key's digest is of the body without its sign-in values: what is stored never derives from them
+            if idempotency_key is not None and await replayed(self.store, session_id, idempotency_key,
+                                                              redacted_body(body), tenant):
                 return
             if session["status"] == "failed":
                 raise invalid_request("This session failed; it takes no more events.", param="session_id",
@@ -321,6 +323,8 @@ class SessionService:
                     await runner.tool_result(content, session)
                 elif kind == "approval":
                     await runner.approval(content)
+                elif kind == "computer_approval":
+                    await runner.computer_approval(content)
                 else:
                     await runner.submit(session, content, authorization)
                     await self._in_progress(runner, session)

@@ -60,7 +60,7 @@ from .session_resume import (
     started_step,
     stop_response,
 )
-from .session_waiting import answer_call, decide, kept_usage, wait_for_results
+from .session_waiting import answer_call, decide, decide_computer, kept_usage, wait_for_results
 from .subagent_contexts import kept_subagents
 from .subagent_tree import SubagentTree
 from .traces import TurnTrace, turn_span
@@ -374,6 +374,10 @@ class SessionRunner:
     async def approval(self, result: dict[str, Any]) -> None:
         """The client's decision on an MCP call the running turn holds (session_waiting.py)."""
         await decide(self, result)
+
+    async def computer_approval(self, answer: dict[str, Any]) -> None:
+        """The client's answer to a desktop's approval request the running turn holds (session_waiting.py)."""
+        await decide_computer(self, answer)
 
     async def _follow(self, entry: QueuedTurn, session: dict[str, Any]) -> dict[str, Any]:
         """Tell the turn's response events in the session's log (``session``: as the response's request was made

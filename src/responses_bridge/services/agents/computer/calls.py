@@ -17,6 +17,9 @@ The session sees each call as a ``computer_use_call`` item (the SDK's ``Computer
 ``in_progress`` when its actions start, done ``completed`` (or ``failed``, the reason told to the model) with
 ``title`` (what the actions were, shortly) and ``output`` — the screenshot after the last action when the tool's
 ``include_screenshots``, else null.
+
+A call whose actions left the browser waiting for the client — an origin not approved, a sign-in form — is
+answered only once the client decided (approvals.py): the session ``requires_action`` meanwhile.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import structlog
 from ....protocol.agents.inputs import has_desktop
 from ....protocol.errors import APIError
 from ....sandbox.desktop import ActionError, DesktopUnavailable, Screenshot, parse_actions
+from .approvals import ask, resolve, wants_approval
 from .desktops import DesktopBusy, DesktopPool
 
 if TYPE_CHECKING:
@@ -110,13 +114,26 @@ class ComputerUse:
             item["output"] = {"type": "computer_screenshot", "image_url": data_url(shot.jpeg)}
         await runner.events.emit({"type": "agent.session.turn.item.done", **base, "item": item},
                                  records=[runner.item_record(item)])
-        entry.calls.answers.append({"type": "computer_call_output", "call_id": call["call_id"],
+        if shot is not None and not failed and wants_approval(shot):  # answered once the client decided
+            await ask(runner, entry, str(call["call_id"]), shot, [note] if note else [])
+            return
+        self.answer(entry, str(call["call_id"]), shot, note, failed)
+
+    def answer(self, entry: QueuedTurn, call_id: str, shot: Screenshot | None, note: str | None,
+               failed: bool) -> None:
+        """The call's answer queued for the next response: the screenshot (a blank one without a desktop), then
+        what the model must also know."""
+        entry.calls.answers.append({"type": "computer_call_output", "call_id": call_id,
                                     "status": "failed" if failed else "completed",
                                     "output": {"type": "computer_screenshot",
                                                "image_url": data_url(shot.jpeg) if shot else BLANK_JPEG}})
         if note is not None:  # after the screenshot: a user message between tool results would break their pairing
             entry.calls.answers.append({"type": "message", "role": "user", "content": [
-                {"type": "input_text", "text": f"(computer call {call['call_id']}) {note}"}]})
+                {"type": "input_text", "text": f"(computer call {call_id}) {note}"}]})
+
+    async def resolve(self, runner: TurnRunner, entry: QueuedTurn) -> None:
+        """The client's answers to one call's approval requests, done on the desktop (approvals.py)."""
+        await resolve(self, runner, entry)
 
     async def _perform(self, runner: TurnRunner, session: dict[str, Any], call: dict[str, Any],
                        actions: list[dict[str, Any]]) -> tuple[Screenshot | None, str | None, bool]:
@@ -137,7 +154,7 @@ class ComputerUse:
                 "used.", True
         why = self.desktops.stopped.get(session_id)  # the earlier desktop's end, in this process
         try:
-            network = await self._network(session, tenant)
+            network = await self.network(session, tenant)
             async with self.desktops.use(session_id, tenant, network) as (desktop, fresh):
                 note = await self._fresh_note(runner, call, why) if fresh else None
                 shot = await desktop.act(parsed) if problem is None else await desktop.screenshot()
@@ -153,7 +170,7 @@ class ComputerUse:
             return shot, f"An action failed: {shot.error}" + (f" {note}" if note else ""), True
         return shot, note, False
 
-    async def _network(self, session: dict[str, Any], tenant: str) -> Any:
+    async def network(self, session: dict[str, Any], tenant: str) -> Any:
         """The session's container's network policy (secrets opened): the desktop's browser reaches what the
         environment allows, through the egress proxy, and nothing else (None: no network). The container is kept
         alive by the call, as by a shell command: a session that only uses its desktop is in use."""
@@ -169,12 +186,18 @@ class ComputerUse:
         except (ValueError, APIError) as error:
             raise DesktopUnavailable(f"the environment's network policy cannot be opened: {error}") from None
 
+    @staticmethod
+    def fresh_line(why: str | None) -> str:
+        """What the model is told of a fresh desktop where the session had one (``why`` it stopped; None: with
+        the server running it)."""
+        return FRESH.format(why=WHY.get(why, why) if why is not None else RESTARTED)
+
     async def _fresh_note(self, runner: TurnRunner, call: dict[str, Any], why: str | None) -> str | None:
         """Whether the model must be told the desktop is fresh: the session had one before — in this process
         (``why`` it stopped: idle, or failed) or in a stopped one (its earlier computer calls are among its
         items)."""
         if why is not None:
-            return FRESH.format(why=WHY.get(why, why))
+            return self.fresh_line(why)
         after = None
         while True:
             page = await runner.store.page("item", tenant=runner.tenant, parent=runner.session_id, after=after,

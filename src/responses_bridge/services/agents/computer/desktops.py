@@ -10,6 +10,9 @@ run at once here. A call past either bound waits (at most ``desktop_wait_seconds
 raises :class:`DesktopBusy`, which the model is told (it may try again): a desktop is never taken from another
 session.
 
+The origins a session's client approved (computer/approvals.py) are kept here for the session's life, so a fresh
+desktop of the same session (after an idle stop) starts with them approved: the client is not asked twice.
+
 A desktop is a process of this server: a restart (or a takeover by another replica) loses it, and what the next
 call finds is a fresh one (:meth:`DesktopPool.use` says so: ``fresh``).
 """
@@ -29,6 +32,9 @@ from ....sandbox.egress_policy import NetworkPolicy
 from ....sandbox.runner import Sandbox
 
 log = structlog.get_logger("responses_bridge.agents")
+
+
+MAX_APPROVED = 1000  # a desktop remembers as many decided origins (sandbox/desktop/origins.py)
 
 
 class DesktopBusy(Exception):
@@ -73,6 +79,7 @@ class DesktopPool:
         # why a live session's desktop stopped (``idle``, ``failed``), until its next one starts: what the model is
         # told of the fresh one (calls.py)
         self.stopped: dict[str, str] = {}
+        self.approved: dict[str, list[str]] = {}  # session id -> the origins its client approved
         self._room = asyncio.Condition()
         self._reaper: asyncio.Task[None] | None = None
 
@@ -110,7 +117,8 @@ class DesktopPool:
                     if refused is not None:
                         raise DesktopUnavailable(refused)
                     assert self._sandbox is not None
-                    desktop = Desktop(self._sandbox, tenant=tenant, network=network, settings=self.settings)
+                    desktop = Desktop(self._sandbox, tenant=tenant, network=network, settings=self.settings,
+                                      origins=self.approved.get(session_id, ()))
                     await desktop.start()
                     held.desktop = desktop
                     self.stopped.pop(session_id, None)
@@ -128,6 +136,12 @@ class DesktopPool:
             raise
         finally:
             held.users -= 1
+
+    def approve(self, session_id: str, origin: str) -> None:
+        """The session's client approved ``origin``: its later desktops start with it approved (at most
+        ``MAX_APPROVED`` a session, the newest)."""
+        kept = [known for known in self.approved.get(session_id, []) if known != origin]
+        self.approved[session_id] = [*kept[-(MAX_APPROVED - 1):], origin]
 
     async def _make_room(self, tenant: str) -> None:
         """Wait (at most the bounds' ``wait``) until this tenant and the process are within their bounds."""
@@ -158,6 +172,8 @@ class DesktopPool:
         """Stop the session's desktop (``why``: ``ended``, the session deleted; ``idle``; ``failed``, it stopped
         answering): its processes gone, its slot and room freed. Never raises but for cancellation."""
         held = self._held.pop(session_id, None)
+        if why == "ended":
+            self.approved.pop(session_id, None)
         if held is None:
             return
         if why in ("idle", "failed"):
