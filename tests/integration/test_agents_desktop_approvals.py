@@ -193,6 +193,19 @@ async def test_origins_and_a_sign_in_are_asked_of_the_client(sidecar: tuple[Side
             said = told_model(await upstream.last_body())
             assert "signed in on the page's form" in said, said
 
+            # the form again, cancelled: left as it was, the model told; not asked again for that page
+            [request] = asked(await navigate(session, f"{origin}/login"))
+            await session.send(answer(request["request_id"], {"type": "browser_authentication", "action": "cancel"}))
+            events = await session.until_quiet()
+            assert events[-2]["type"] == "agent.session.turn.completed"
+            [result] = [event["item"] for event in events if event["type"] == "agent.session.turn.item.added"
+                        and event["item"]["type"] == "computer_use_approval_request_result"]
+            assert result["response"] == {"type": "browser_authentication", "action": "cancel"}
+            assert "cancelled the sign-in" in told_model(await upstream.last_body())
+            events = await session.turn(computer({"type": "screenshot"}))
+            assert events[-1]["type"] == "agent.session.idle"
+            assert [method for method, _, _ in approved.requests].count("POST") == 1
+
             # the values are nowhere else: the session's whole stream, the model's requests, the log, the store
             whole = Session(http, made.id, approve_origins=False)
             stream = orjson.dumps(await whole.read())
