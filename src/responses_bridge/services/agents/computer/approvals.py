@@ -28,7 +28,6 @@ from ....protocol.agents.computer_approvals import ORIGIN, origin_request, reque
 from ....protocol.errors import APIError
 from ....sandbox.desktop import DesktopUnavailable, Screenshot, parse_actions
 from ..session_waiting import keep_wait
-from ..tool_calls import is_computer
 from ..turn_queue import public
 from .desktops import DesktopBusy
 
@@ -56,12 +55,11 @@ def wants_approval(shot: Screenshot) -> bool:
 
 
 async def ask(runner: TurnRunner, entry: QueuedTurn, call_id: str, shot: Screenshot, said: list[str]) -> None:
-    """Hold the turn for what ``shot`` waits on: one request per origin not asked yet, one for the sign-in form
+    """Hold the turn for what ``shot`` waits on: one request per origin, one for the sign-in form
     (the session's required actions, told when the turn waits); the form's also a ``computer_use_approval_request``
     item, stored with the event that tells it (the SDK's items have no origin request). ``said``: what the model
     is to be told with the call's answer so far."""
-    asked = {request["request"].get("origin") for request in entry.calls.approvals.values() if is_computer(request)}
-    made = [origin_request(origin) for origin in shot.pending_origins if origin not in asked]
+    made = [origin_request(origin) for origin in shot.pending_origins]  # each call asks its own: it is answered
     if shot.sign_in is not None:
         made.append(shot.sign_in.request())
     for request in made:
