@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from . import config_file
 from .config_agent_sandbox import AgentSandboxSettings
 from .config_automations import AutomationSettings
+from .config_desktop_watch import DesktopWatchSettings
 from .config_endpoints import EndpointSettings
 from .config_errors import EnvJSONError, JsonEnvSource, SettingsError, Sources, explain, explain_json
 from .config_pools import PoolSettings
@@ -31,8 +32,8 @@ from .upstreams import ModelRoute, Router, UpstreamSpec, check_references, singl
 if TYPE_CHECKING:
     from .sandbox import SandboxLimits
 
-class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandboxSettings, EndpointSettings,
-               ToolSettings):
+class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, DesktopWatchSettings, CodeSandboxSettings,
+               EndpointSettings, ToolSettings):
     model_config = SettingsConfigDict(env_prefix="RESPONSES_BRIDGE_", extra="ignore")
 
     stream_via_sidecar: bool = Field(default=False, description=(
