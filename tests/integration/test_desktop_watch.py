@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiohttp
 import openai
@@ -270,6 +270,34 @@ async def test_frames_come_only_when_the_screen_changes_and_watchers_are_bounded
             del door.registry.desktops[(ALPHA, session_id)]
             assert await one.next() == await two.next() == desktop.screen  # the last screen, again, at the end
             assert await one.next() is None and await two.next() is None and one.closed and two.closed
+
+
+LOOKUP = {"type": "function", "name": "lookup", "description": "Look a word up",
+          "parameters": {"type": "object", "properties": {"word": {"type": "string"}}}}
+
+
+async def test_the_calls_beside_the_desktop_are_the_sessions_and_refresh_with_a_new_view_token(door: Door) -> None:
+    async with door.sdk(ALPHA) as sdk:
+        session = await sdk.beta.agents.sessions.create(agent={"model": MODEL, "tools": [LOOKUP]},
+                                                        environment={"type": "none"},
+                                                        input='call lookup [args={"word": "wren<b>"}]')
+        for _ in range(300):  # the model's call, waiting for the client's result
+            if (await sdk.beta.agents.sessions.retrieve(session.id)).status == "requires_action":
+                break
+            await asyncio.sleep(0.1)
+    door.registry.desktops[(ALPHA, session.id)] = FakeDesktop()
+    view = WatchTokens(door.runtime.sealer, 300.0).mint("view", ALPHA, session.id)
+    status, page = await get(f"{door.url}/v1/agents/sessions/{session.id}/desktop/calls?token={view}")
+    assert status == 200
+    assert '<b>function_call</b> lookup <span class="status">' in page and "wren&lt;b&gt;" in page
+    assert "<script" not in page and "wren<b>" not in page  # the arguments shown, escaped
+    refresh = page.split('http-equiv="refresh" content="', 1)[1].split('"', 1)[0]
+    token = unquote(refresh.split("token=", 1)[1])
+    assert refresh.startswith("2;url=calls?token=") and token != view
+    assert WatchTokens(door.runtime.sealer, 300.0).tenant_of(token, "view", session.id) == ALPHA
+    status, _ = await get(f"{door.url}/v1/agents/sessions/{session.id}/desktop/calls?token={view}",
+                          door.auth(OTHER))  # the token decides whose session it is, not a key beside it
+    assert status == 200
 
 
 async def test_the_desktop_url_command_prints_the_link(door: Door, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ import html
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 from aiohttp import web
 
 from ...services.agents.desktop_watch import FrameFeeds
@@ -148,8 +149,8 @@ def _call_row(item: dict[str, Any]) -> str:
     kind = html.escape(str(item.get("type", "")))
     named = item.get("title") or item.get("name") or item.get("server_label") or ""
     status = item.get("status")
-    arguments = item.get("arguments") if isinstance(item.get("arguments"), str) else item.get("action")
-    shown = "" if arguments is None else str(arguments)
+    arguments = item.get("arguments", item.get("action"))
+    shown = "" if arguments is None else arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()
     if len(shown) > ARGUMENTS_SHOWN:
         shown = shown[:ARGUMENTS_SHOWN] + "…"
     return (f'<li class="call"><b>{kind}</b> {html.escape(str(named))}'
