@@ -46,7 +46,7 @@ def identity_middleware(identity: Identity,
 
     @web.middleware
     async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if watch_tokens is not None and "/desktop/" in request.path and "token" in request.query:
+        if watch_tokens is not None and "/desktop/" in request.raw_path and "token" in request.query:
             tenant = watch_tokens.tenant_for(request.path, request.query["token"])
             if tenant is not None:
                 request[TENANT] = tenant
