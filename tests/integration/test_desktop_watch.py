@@ -12,6 +12,7 @@ import asyncio
 import io
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from PIL import Image
 from pydantic import SecretStr
 
 from responses_bridge.adapters.http.desktop_watch_tokens import WatchTokens
-from responses_bridge.adapters.http.server import start_http_server
+from responses_bridge.adapters.http.server import HttpDoor, start_http_server
 from responses_bridge.config import Settings
 from responses_bridge.devtools.procs import free_port
 from responses_bridge.runtime import Runtime
@@ -94,6 +95,7 @@ class Door:
     registry: Registry
     runtime: Runtime
     tmp: Path
+    http: HttpDoor
 
     def sdk(self, tenant: str) -> openai.AsyncOpenAI:
         return async_sdk(base_url=f"{self.url}/v1", api_key=self.keys[tenant], max_retries=0, timeout=60)
@@ -102,14 +104,13 @@ class Door:
         return {**BETA, "Authorization": f"Bearer {self.keys[tenant]}"}
 
 
-@pytest.fixture(scope="module")
-async def door(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Door]:
+@asynccontextmanager
+async def serving(upstream: str, tmp: Path) -> AsyncIterator[Door]:
     """The sidecar's HTTP door in this process (its registry of desktops is the test's), on the run's store."""
-    tmp = tmp_path_factory.mktemp("desktop-watch")
     db = str(tmp / "bridge.db")
     keys = create_keys(db, [ALPHA, OTHER])
     database = sidecar_env(db).get("RESPONSES_BRIDGE_DATABASE_URL")
-    settings = Settings(upstream=fake_upstream, db=db, auth="keys", desktop_watchers_per_session=2,
+    settings = Settings(upstream=upstream, db=db, auth="keys", desktop_watchers_per_session=2, drain_timeout=60.0,
                         database_url=SecretStr(database) if database else None)
     runtime = await open_runtime(settings)
     registry = Registry()
@@ -117,10 +118,16 @@ async def door(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> 
     port = free_port()
     http = await start_http_server(runtime, "127.0.0.1", port)
     try:
-        yield Door(f"http://127.0.0.1:{port}", keys, registry, runtime, tmp)
+        yield Door(f"http://127.0.0.1:{port}", keys, registry, runtime, tmp, http)
     finally:
         await http.close()
         await runtime.close()
+
+
+@pytest.fixture(scope="module")
+async def door(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Door]:
+    async with serving(fake_upstream, tmp_path_factory.mktemp("desktop-watch")) as started:
+        yield started
 
 
 async def new_session(door: Door, tenant: str = ALPHA) -> str:
@@ -270,6 +277,41 @@ async def test_frames_come_only_when_the_screen_changes_and_watchers_are_bounded
             del door.registry.desktops[(ALPHA, session_id)]
             assert await one.next() == await two.next() == desktop.screen  # the last screen, again, at the end
             assert await one.next() is None and await two.next() is None and one.closed and two.closed
+
+
+async def test_a_drain_ends_the_open_views_at_once_not_at_its_deadline(fake_upstream: str, tmp_path: Path) -> None:
+    async with serving(fake_upstream, tmp_path) as door:  # a door of its own: this one drains
+        session_id = await new_session(door)
+        desktop = FakeDesktop()
+        door.registry.desktops[(ALPHA, session_id)] = desktop
+        view = WatchTokens(door.runtime.sealer, 300.0).mint("view", ALPHA, session_id)
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"{door.url}/v1/agents/sessions/{session_id}/desktop/frames?token={view}") as answer:
+            parts = Parts(answer)
+            assert await parts.next() == desktop.screen
+            draining = asyncio.ensure_future(door.http.drain())  # its deadline (the fixture's) is 60 s away
+            assert await parts.next() == desktop.screen and await parts.next() is None and parts.closed
+            await asyncio.wait_for(draining, 30)
+
+
+async def test_a_view_follows_the_sessions_desktop_started_again(door: Door) -> None:
+    """The desktop stopped (its idle timeout) and the session's next call started a new one: the open view shows
+    the new one's screen, and ends when there is none."""
+    session_id = await new_session(door)
+    first = FakeDesktop()
+    door.registry.desktops[(ALPHA, session_id)] = first
+    view = WatchTokens(door.runtime.sealer, 300.0).mint("view", ALPHA, session_id)
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"{door.url}/v1/agents/sessions/{session_id}/desktop/frames?token={view}") as answer:
+        parts = Parts(answer)
+        assert await parts.next() == first.screen
+        second = FakeDesktop(screen=jpeg((0, 0, 200)))
+        door.registry.desktops[(ALPHA, session_id)] = second
+        first.stopped = True
+        assert await parts.next() == second.screen
+        second.stopped = True
+        del door.registry.desktops[(ALPHA, session_id)]
+        assert await parts.next() == second.screen and await parts.next() is None and parts.closed
 
 
 LOOKUP = {"type": "function", "name": "lookup", "description": "Look a word up",

@@ -32,6 +32,7 @@ from aiohttp import web
 from ...services.agents.desktop_watch import FrameFeeds
 from ...services.agents.sessions import SessionService
 from .desktop_watch_tokens import Kind, WatchTokens
+from .drain import DRAIN
 from .identity import request_tenant
 from .routes import api_routes
 
@@ -64,6 +65,7 @@ class DesktopWatchRoutes:
 
     def register(self, app: web.Application) -> None:
         app.on_shutdown.append(self._close)
+        app[DRAIN].on_drain(self.feeds.end_all)  # open views end at once, not at the drain's deadline
         with api_routes(app) as routes:
             desktop = "/agents/sessions/{session_id}/desktop"
             routes.get(f"{desktop}/live", self.page)

@@ -87,6 +87,12 @@ class FrameFeed:
                 await task
         self._end()
 
+    def end(self) -> None:
+        """No more frames: the watchers' streams end with the last one (the screenshots stop)."""
+        if self._task is not None:
+            self._task.cancel()
+        self._end()
+
     def _end(self) -> None:
         self.ended = True
         self._changed.set()
@@ -176,6 +182,12 @@ class FrameFeeds:
                 if self._feeds.get(key) is feed:
                     del self._feeds[key]
                 await feed.stop()
+
+    def end_all(self) -> None:
+        """Every feed ended now (the door drains: an open view must not hold the drain until its deadline); the
+        watchers' streams end with their last frame and free their places as they do."""
+        for feed in self._feeds.values():
+            feed.end()
 
     async def close(self) -> None:
         """Every feed ended (the door is shutting down): each watcher's stream ends with its last frame."""
