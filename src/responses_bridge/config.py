@@ -18,6 +18,7 @@ from . import config_file
 from .config_agent_sandbox import AgentSandboxSettings
 from .config_automations import AutomationSettings
 from .config_desktop import DesktopToolSettings
+from .config_desktop_watch import DesktopWatchSettings
 from .config_endpoints import EndpointSettings
 from .config_errors import EnvJSONError, JsonEnvSource, SettingsError, Sources, explain, explain_json
 from .config_pools import PoolSettings
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from .sandbox import SandboxLimits
 
 class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandboxSettings, DesktopToolSettings,
-               EndpointSettings, ToolSettings):
+               DesktopWatchSettings, EndpointSettings, ToolSettings):
     model_config = SettingsConfigDict(env_prefix="RESPONSES_BRIDGE_", extra="ignore")
 
     stream_via_sidecar: bool = Field(default=False, description=(

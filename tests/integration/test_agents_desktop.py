@@ -241,6 +241,9 @@ async def test_a_session_drives_the_browser_on_its_desktop(sidecar: Sidecar, sit
             kept = [item for item in items if item.type == "computer_use_call"]
             assert len(kept) == 13 and all(jpeg(item.output.image_url) for item in kept)
 
+            # its desktop watched live: the link on the session's retrieve, the page, its first frame the screen
+            await _watched(sidecar, (await alpha.beta.agents.sessions.retrieve(made.id)).model_extra or {})
+
             # another tenant can neither read nor drive it
             theirs = other.beta.agents.sessions
             drive = [{"type": "agent.session.input.message", "input": [
@@ -261,6 +264,29 @@ async def test_a_session_drives_the_browser_on_its_desktop(sidecar: Sidecar, sit
 
 
 @pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
+async def _watched(sidecar: Sidecar, session: dict[str, Any]) -> None:
+    """The session's live view (docs/agents.md, Watching a desktop) shows its running desktop: the page opened by
+    the link's token, its image the frames the view token opens, the first a JPEG of the desktop's size."""
+    link = session["desktop_live_url"]
+    assert link.startswith(sidecar.http_url)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(link) as answer:
+            assert answer.status == 200, await answer.text()
+            page = await answer.text()
+        frames_at = page.split('src="', 1)[1].split('"', 1)[0]
+        assert frames_at.startswith("frames?token=")
+        async with http.get(link.split("live?", 1)[0] + frames_at.replace("&amp;", "&")) as answer:
+            assert answer.status == 200 and answer.content_type == "multipart/x-mixed-replace"
+            seen = b""
+            while b"\xff\xd9" not in seen.partition(b"\r\n\r\n")[2]:  # the first part: to its JPEG's end marker
+                piece = await asyncio.wait_for(answer.content.readany(), 30)
+                assert piece, seen[:200]
+                seen += piece
+    head, _, rest = seen.partition(b"\r\n\r\n")
+    assert b"image/jpeg" in head, head
+    assert Image.open(io.BytesIO(rest[:rest.index(b"\xff\xd9") + 2])).size == (1280, 800)
+
+
 async def test_computer_use_needs_a_desktop_in_the_environment_through_both_doors(base: str) -> None:
     """The refusals' status and shape, and a session with a desktop whose computer call's item and screenshot come
     through the door's event stream (Envoy passes the stream on as it is written), read with the SDK's types."""

@@ -94,6 +94,13 @@ class DesktopPool:
         """Desktops running or starting (of ``tenant``'s sessions, or of all)."""
         return sum(1 for held in [*self._held.values(), *self._stopping] if tenant is None or held.tenant == tenant)
 
+    async def desktop_for(self, tenant: str, session_id: str) -> Desktop | None:
+        """The session's running desktop, for a watcher of ``tenant``'s (the live view's registry,
+        services/agents/desktop_watch/registry.py): another tenant's session, or one whose desktop is not running,
+        has none."""
+        held = self._held.get(session_id)
+        return held.desktop if held is not None and held.tenant == tenant else None
+
     def has(self, session_id: str) -> bool:
         held = self._held.get(session_id)
         return held is not None and held.desktop is not None
