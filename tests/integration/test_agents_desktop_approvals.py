@@ -63,10 +63,18 @@ async def sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory,
         yield started, directory
 
 
-async def navigate(session: Session, url: str) -> list[dict[str, Any]]:
-    """The address bar focused and the address typed (one call), then Enter (another): the events of the last."""
+async def navigate(session: Session, url: str, *, asks: bool = True) -> list[dict[str, Any]]:
+    """The address bar focused and the address typed (one call), then Enter (another): the events of the last.
+    ``asks``: the browser's request is to be held for the client — on a loaded machine the screen may settle
+    before the browser has sent it (nothing drawn yet), so the model waits (a ``wait`` call, as a model does on a
+    page not loaded yet) until the session asks, a few times at most."""
     await session.turn(computer({"type": "keypress", "keys": ["CTRL", "L"]}, {"type": "type", "text": url}))
-    return await session.turn(computer({"type": "keypress", "keys": ["ENTER"]}))
+    events = await session.turn(computer({"type": "keypress", "keys": ["ENTER"]}))
+    for _ in range(5):
+        if not asks or events[-1]["type"] == "agent.session.requires_action":
+            break
+        events = await session.turn(computer({"type": "wait"}))
+    return events
 
 
 def asked(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
