@@ -17,7 +17,8 @@ from .settings_error import SettingsError
 
 COMMAND_MODULES = {"serve": ".serve", "fake-upstream": None, "envoy-config": ".envoy_config", "demo": ".devtools.demo",
                    "config": ".config_command", "probe": ".probe.command", "keys": ".keys_command",
-                   "doctor": ".doctor_command", "bench": ".devtools.checkout.bench"}
+                   "doctor": ".doctor_command", "desktop-url": ".desktop_url_command",
+                   "bench": ".devtools.checkout.bench"}
 """Each command, in ``--help``'s order, and the module whose ``add_parser`` registers it (None: this file's).
 A command's module is imported only when that command runs, or when the commands are listed: a process started
 for one (every ``serve`` and ``fake-upstream`` of a test run, each ``keys`` call) does not load the others' —

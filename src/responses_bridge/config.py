@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from . import config_file
 from .config_agent_sandbox import AgentSandboxSettings
 from .config_automations import AutomationSettings
+from .config_desktop import DesktopToolSettings
+from .config_desktop_watch import DesktopWatchSettings
 from .config_endpoints import EndpointSettings
 from .config_errors import EnvJSONError, JsonEnvSource, SettingsError, Sources, explain, explain_json
 from .config_pools import PoolSettings
@@ -31,8 +33,8 @@ from .upstreams import ModelRoute, Router, UpstreamSpec, check_references, singl
 if TYPE_CHECKING:
     from .sandbox import SandboxLimits
 
-class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandboxSettings, EndpointSettings,
-               ToolSettings):
+class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandboxSettings, DesktopToolSettings,
+               DesktopWatchSettings, EndpointSettings, ToolSettings):
     model_config = SettingsConfigDict(env_prefix="RESPONSES_BRIDGE_", extra="ignore")
 
     stream_via_sidecar: bool = Field(default=False, description=(
@@ -88,10 +90,10 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
     developer_role: Literal["developer", "system"] = "system"
     reasoning_history: Literal["drop", "reasoning_content"] = "drop"
     # The upstream's compatibility profile (engine/responses/profiles.py): its table of switches applies, and any switch
-    # set here as well (the three above, the seven below) wins over it. generic: the behaviour before profiles.
+    # set here as well (the three above, the eight below) wins over it. generic: the behaviour before profiles.
     profile: ProfileName = Field(default="generic", description=(
         "the upstream's compatibility profile: a table of the request-translation switches (`developer_role`, "
-        "`max_tokens_field`, `reasoning_history` and the seven below); a switch set on its own wins over it. "
+        "`max_tokens_field`, `reasoning_history` and the eight below); a switch set on its own wins over it. "
         "`generic`: the behaviour without a profile"))
     tool_call_content: Literal["null", "empty"] = Field(default="null", description=(
         "the content of an assistant message that carries only tool calls; `empty` sends \"\" (llama.cpp "
@@ -113,6 +115,10 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
     openai_fields: bool = Field(default=False, description=(
         "pass OpenAI's own Chat Completions fields upstream (`prompt_cache_retention`, `prompt_cache_options`, "
         "`moderation`); false: the cache fields are echoed only and a request with `moderation` is refused (400)"))
+    images: bool = Field(default=True, description=(
+        "the upstream's model reads images (`image_url` parts); false refuses the computer tools (the Responses "
+        "API's `computer`, a session's `computer_use`), whose answers are screenshots, with a 400 naming this "
+        "switch"))
     unsupported_tools: Literal["drop", "reject"] = "drop"  # server-side tools it cannot run; see engine/tools/tools.py
     context_window: int | None = Field(default=None, ge=1)  # tokens; see engine/truncation.py
     sealing_key: str | None = None  # urlsafe base64 of 32 bytes; see sealing.py
@@ -330,7 +336,8 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
         """The profile's switches, with those set explicitly (flag, environment or file) on top."""
         base = EngineOptions(unsupported_tools=self.unsupported_tools, context_window=self.context_window,
                              max_event_bytes=self.max_event_bytes, max_input_items=self.max_input_items,
-                             unknown_fields=self.unknown_fields, event_names=self.event_names)
+                             unknown_fields=self.unknown_fields, event_names=self.event_names,
+                             screenshots_kept=self.desktop_screenshots_kept)
         return options_for(base, self.profile, self.switch_overrides())
 
     def switch_overrides(self) -> dict[str, Any]:

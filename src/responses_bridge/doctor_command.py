@@ -52,5 +52,5 @@ def run(args: argparse.Namespace) -> int:
                               + ("" if args.require_shell else " (exit status 1 with --require-shell)")))
     desktop = next((finding for finding in findings if finding.name == "desktop"), None)
     print("desktop (computer use): " + ("a desktop runs in the sandbox here" if desktop is not None and desktop.ok
-                                        else "cannot run here") + " (the computer_use tool is not served yet)")
+                                        else "cannot run here: the computer_use tool is refused"))
     return 0 if runs and (shell_runs or not args.require_shell) else 1

@@ -35,6 +35,7 @@ from .run.upstream_gate import UpstreamGate
 from .runtime_sandbox import open_code_interpreter
 from .sealing import Sealer, load_or_create_key, new_key_text
 from .services.agents.agents import AgentService
+from .services.agents.desktop_watch import NO_DESKTOPS, DesktopRegistry
 from .services.containers.containers import ContainerService
 from .services.containers.skills import SkillService
 from .services.files.files import FileService, files_directory
@@ -98,6 +99,9 @@ class Runtime:
     # ``mode: auto`` upstreams, as probed at start (probe/start.py): the chosen mode and measured switches
     probed_modes: dict[str, str] = field(default_factory=dict)
     probed_switches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the sessions' running desktops, which the HTTP door shows live (services/agents/desktop_watch/): none until
+    # whatever runs them is composed in
+    desktops: DesktopRegistry = NO_DESKTOPS
     _upstream_options: dict[str, EngineOptions] = field(default_factory=dict, repr=False)  # route_options' cache
     # per-tenant requests in flight and body size, one budget for both doors (services/tenancy/limits.py)
     limits: TenantLimits = field(init=False, repr=False)

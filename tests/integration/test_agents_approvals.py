@@ -188,12 +188,15 @@ async def test_approval_results_that_answer_nothing_are_400s(door: aiohttp.Clien
                 {"type": "agent.session.input.mcp_approval_request_result", **event}]}) as answer:
             assert answer.status == 400, await answer.text()
             assert (await answer.json())["error"]["param"] == param
-    async with door.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
-            {"type": "agent.session.input.computer_use_approval_request_result", "request_id": "x",
-             "response": {"type": "browser_origin_access", "decision": "allow"}}]}) as answer:
-        assert answer.status == 400
-        error = (await answer.json())["error"]
-    assert error["param"] == "events[0].type" and "computer use" in error["message"]
+    # a desktop's answer is not taken for an MCP call's request, nor one that is not the SDK's shape
+    for response, param in (({"type": "browser_origin_access", "decision": "approve"}, "request_id"),
+                            ({"type": "browser_origin_access", "decision": "allow"}, "events[0].response.decision")):
+        async with door.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
+                {"type": "agent.session.input.computer_use_approval_request_result",
+                 "request_id": action["request_id"], "response": response}]}) as answer:
+            assert answer.status == 400
+            error = (await answer.json())["error"]
+        assert error["param"] == param, error
     async with door.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
             {"type": "agent.session.input.cancel"}]}) as answer:
         assert answer.status == 202

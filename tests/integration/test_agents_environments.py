@@ -297,7 +297,7 @@ async def test_standalone_environments_and_their_files(client: openai.AsyncOpenA
     ({"setup_commands": [{"command": "true", "cwd": "/etc"}]}, "setup_commands[0].cwd"),
     ({"env": {"1BAD": "x"}}, "env.1BAD"),
     ({"env": {"A": 1}}, "env.A"),
-    ({"desktop": {"enabled": True}}, "desktop.enabled"),
+    ({"desktop": {"enabled": "yes"}}, "desktop"),
     ({"plugins": [{"type": "inline"}]}, "plugins[0].name"),
     ({"capability_directories": ["/etc/caps"]}, "capability_directories[0]"),
     ({"shared": True}, "shared"),

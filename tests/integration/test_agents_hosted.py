@@ -181,7 +181,7 @@ async def test_a_container_gone_is_an_expired_environment(gateway: Gateway) -> N
 
 
 @pytest.mark.parametrize(("environment", "param"), [
-    ({"desktop": {"enabled": True}}, "environment.desktop.enabled"),
+    ({"desktop": {"enabled": 1}}, "environment.desktop"),
     ({"network": {"access": "enabled"}}, "environment.network.access"),
     ({"network": {"access": "restricted", "blocked_domains": ["example.com"]}}, "environment.network.blocked_domains"),
     ({"network": {"access": "restricted"}}, "environment.network.allowed_domains"),

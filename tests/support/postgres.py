@@ -335,6 +335,11 @@ def store_from_env() -> str:
     return os.environ.get(STORE_ENV) or "sqlite"
 
 
+def database_name(db_path: str) -> str:
+    """The PostgreSQL database a sidecar started with ``--db db_path`` uses when the run puts it there."""
+    return "db_" + hashlib.sha256(os.path.abspath(db_path).encode()).hexdigest()[:24]
+
+
 def sidecar_env(db_path: str) -> dict[str, str]:
     """The environment that puts a sidecar on PostgreSQL when the run asks for it; empty on SQLite.
 
@@ -353,10 +358,7 @@ def sidecar_env(db_path: str) -> dict[str, str]:
         server = shared_server()
     except ServerUnavailable as exc:
         pytest.skip(f"no PostgreSQL server could be started: {exc}")
-    if db_path == ":memory:":
-        name = f"mem_{os.getpid()}_{next(_databases)}"
-    else:
-        name = "db_" + hashlib.sha256(os.path.abspath(db_path).encode()).hexdigest()[:24]
+    name = f"mem_{os.getpid()}_{next(_databases)}" if db_path == ":memory:" else database_name(db_path)
     template = migrated_template(server)
     # one psql for "create it unless it is there" (a sidecar restarted on its path finds its database)
     server.psql(f"SELECT format('CREATE DATABASE %I TEMPLATE %I', '{name}', '{template}') "

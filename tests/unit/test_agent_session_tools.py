@@ -14,7 +14,13 @@ from pydantic import TypeAdapter
 from responses_bridge.protocol.agents.agents import apply_config, default_config
 from responses_bridge.protocol.agents.approvals import approval_action, approval_answer, approval_result
 from responses_bridge.protocol.agents.automations_tool import automation_body
-from responses_bridge.protocol.agents.inputs import check_servable, input_event, response_tools, session_tools
+from responses_bridge.protocol.agents.inputs import (
+    check_environment_computer,
+    check_servable,
+    input_event,
+    response_tools,
+    session_tools,
+)
 from responses_bridge.protocol.errors import APIError
 
 REQUEST = {"type": "mcp_approval_request", "id": "mcpr_1", "server_label": "tracker", "name": "close_issue",
@@ -55,13 +61,18 @@ def test_bad_decisions_are_400s_naming_the_field(event: dict[str, Any], param: s
     assert caught.value.status == 400 and caught.value.param == param
 
 
-def test_approval_events_are_read_and_computer_use_ones_refused() -> None:
+def test_approval_events_are_read_mcp_and_computer_use_ones() -> None:
     kind, decision = input_event({"type": "agent.session.input.mcp_approval_request_result", "request_id": "r",
                                   "response": {"type": "mcp_tool_call", "decision": "cancel"}}, "events[0]")
     assert (kind, decision) == ("approval", {"request_id": "r", "decision": "cancel"})
+    kind, decision = input_event({"type": "agent.session.input.computer_use_approval_request_result",
+                                  "request_id": "r", "response": {"type": "browser_origin_access",
+                                                                  "decision": "deny"}}, "events[0]")
+    assert (kind, decision) == ("computer_approval", {"request_id": "r", "type": "browser_origin_access",
+                                                      "decision": "deny", "param": "events[0]"})
     with pytest.raises(APIError) as caught:
         input_event({"type": "agent.session.input.computer_use_approval_request_result"}, "events[0]")
-    assert caught.value.param == "events[0].type" and caught.value.code == "unsupported_value"
+    assert caught.value.param == "events[0].request_id" and caught.value.status == 400
 
 
 def test_mcp_tools_ask_for_all_but_read_only_tools() -> None:
@@ -92,11 +103,14 @@ def test_deferred_functions_bring_the_servers_tool_search_and_programs_may_call_
     assert off == []
 
 
-def test_computer_use_is_refused_and_automations_is_a_function() -> None:
-    config = {**default_config(), "tools": agent_tools({"type": "computer_use"})}
+def test_computer_use_needs_a_desktop_and_automations_is_a_function() -> None:
+    config = {**default_config(), "tools": agent_tools({"type": "computer_use", "include_screenshots": True})}
+    check_servable(config)  # served: on the environment's desktop, the GA computer tool offered to the model
+    assert response_tools(config["tools"]) == [{"type": "computer"}]
     with pytest.raises(APIError) as caught:
-        check_servable(config)
-    assert caught.value.param == "agent.tools[0].type" and caught.value.code == "unsupported_value"
+        check_environment_computer(config["tools"], False)
+    assert caught.value.param == "agent.tools[0].type" and "desktop" in caught.value.message
+    check_environment_computer(config["tools"], True)
     [function] = response_tools(agent_tools({"type": "automations"}))
     assert function["type"] == "function" and function["name"] == "create_automation"
     assert automation_body('{"name": "n", "instructions": "i", "run_at": 5}', "sess_1") == {

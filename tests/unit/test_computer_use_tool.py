@@ -170,3 +170,42 @@ def test_a_malformed_batch_sent_back_is_a_400_naming_the_action(actions: Any, pa
         parse_request(orjson.dumps({"model": "m", "input": [
             {"type": "computer_call", "call_id": "c", "actions": actions}]}))
     assert error.value.status == 400 and error.value.param == param
+
+
+def _screens(count: int) -> list[dict[str, Any]]:
+    """``count`` GA computer calls and their screenshots, each its own turn of the model."""
+    items: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
+    for index in range(count):
+        items += [{"type": "computer_call", "call_id": f"c{index}", "actions": [{"type": "screenshot"}],
+                   "status": "completed"},
+                  {"type": "computer_call_output", "call_id": f"c{index}",
+                   "output": {"type": "computer_screenshot", "image_url": f"{PNG}{index}"}}]
+    return items
+
+
+@pytest.mark.parametrize(("kept", "count"), [(3, 5), (1, 2), (3, 3), (None, 5)])
+def test_only_the_newest_screenshots_are_sent(kept: int | None, count: int) -> None:
+    chat = build_chat_request(parse_request(orjson.dumps({"model": "m", "tools": [{"type": "computer"}],
+                                                          "input": _screens(count)})), [],
+                              EngineOptions(screenshots_kept=kept))
+    fake_upstream.validate_chat_request(chat)
+    images = [part["image_url"]["url"] for message in chat["messages"] if isinstance(message["content"], list)
+              for part in message["content"] if part["type"] == "image_url"]
+    shown = count if kept is None else min(kept, count)
+    assert images == [f"{PNG}{index}" for index in range(count - shown, count)]
+    notes = [message["content"] for message in chat["messages"] if message["role"] == "user"
+             and isinstance(message["content"], str) and "is left out" in message["content"]]
+    assert notes == [f"(The screenshot after computer call c{index} is left out: only the newest {kept} are shown.)"
+                     for index in range(count - shown)]
+    assert len(chat["messages"]) == 1 + 3 * count  # every call still answered: a tool message, then the user's
+
+
+@pytest.mark.parametrize("tool", [{"type": "computer"}, TOOL])
+def test_a_model_that_reads_no_images_is_refused_the_computer_tools(tool: dict[str, Any]) -> None:
+    request = parse_request(orjson.dumps({"model": "m", "tools": [tool], "input": "x"}))
+    with pytest.raises(APIError) as refused:
+        build_chat_request(request, [], EngineOptions(images=False))
+    assert refused.value.status == 400 and refused.value.param == "tools" and "'images'" in refused.value.message
+    build_chat_request(request, [], EngineOptions())  # the default: allowed
+    plain = parse_request(orjson.dumps({"model": "m", "input": "x"}))
+    build_chat_request(plain, [], EngineOptions(images=False))  # without a computer tool: nothing refused

@@ -54,6 +54,12 @@ class EngineOptions:
     # OpenAI's own Chat Completions fields (prompt_cache_retention, prompt_cache_options, moderation) forwarded;
     # False: the cache fields are only echoed and ``moderation`` is refused (engine/responses/request_translation.py).
     openai_fields: bool = False
+    # The model reads images (``image_url`` parts): False refuses what needs it — the computer tools, whose
+    # screenshots the model must see — with a 400 naming the switch, rather than driving a desktop blind.
+    images: bool = True
+    # Screenshots of computer calls shown to the model, the newest; older ones become a one-line note
+    # (engine/tools/computer.py; RESPONSES_BRIDGE_DESKTOP_SCREENSHOTS_KEPT). None: every one.
+    screenshots_kept: int | None = 3
     # The model name sent upstream when the deployment renames it (a route's ``upstream_model``, upstreams.py);
     # None: the client's own. The response still names the client's model.
     upstream_model: str | None = None

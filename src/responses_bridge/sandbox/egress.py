@@ -14,6 +14,8 @@ code reaches nothing but this proxy, and the proxy decides for every connection:
    (egress_policy.EgressRules: the same SSRF rules as MCP and web search, widened only by
    ``RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS``): else a 403. The proxy connects to the address it checked, so
    a second lookup cannot answer differently (DNS rebinding);
+   a call given an origin gate (egress_origins.py: a desktop's browser, whose client approves each site) asks it
+   only then, before connecting: the policy bounds what can be approved; not approved is a 403;
 4. bytes (both ways, per connection and per call), connections per call, per tenant and per process
    (egress_limits.py) and each connection's time are bounded; the call's end closes every connection;
 5. each connection is logged (host, port, bytes, outcome — never a path, a header or a payload) and counted
@@ -62,6 +64,7 @@ from .egress_http import (
     parse_head,
 )
 from .egress_limits import SHARES, EgressLimits
+from .egress_origins import OriginGate, origin_of
 from .egress_policy import DomainSecret, EgressRules, NetworkPolicy, new_placeholder
 from .egress_secrets import Unsecret, mask_for, masking
 from .egress_tunnel import HTTP_PORT, HTTPS_PORT, NotTheAllowedTLS, client_hello, standard_port
@@ -116,8 +119,9 @@ class EgressProxy:
     after it."""
 
     def __init__(self, policy: NetworkPolicy, rules: EgressRules, limits: EgressLimits, *, tenant: str = "",
-                 resolver: Resolver = resolve) -> None:
+                 resolver: Resolver = resolve, origins: OriginGate | None = None) -> None:
         self.policy = policy
+        self.origins = origins  # egress_origins.py: asked before any connection, once the policy allowed it
         self.rules = rules
         self.limits = limits
         self.tenant = tenant
@@ -289,9 +293,15 @@ class EgressProxy:
             seen.unsecret = Unsecret(await self._masks(secrets))
         if secrets and head.method == "TRACE":
             raise Refused(403, "trace_refused", "TRACE answers with the request, secrets and all: refused here")
+        addresses = await self._addresses(where)
+        if self.origins is not None:  # the policy's and the rules' checks passed: only what they allow is asked
+            asked = origin_of(where)
+            if not await self.origins.decide(asked):
+                raise Refused(403, "origin_not_approved", f"{asked[:300]} is not approved (yet) by the desktop's "
+                              "owner")
         if where.tunnel and secrets:
-            return await self._intercept(reader, writer, where, secrets, seen)
-        upstream = await _connect(await self._addresses(where), where.port)
+            return await self._intercept(reader, writer, where, secrets, seen, addresses)
+        upstream = await _connect(addresses, where.port)
         if not where.tunnel:
             replace = {self.placeholders[secret.name]: secret.value for secret in secrets}
             forwarded = forwarded_head(head, where, replace)
@@ -328,13 +338,12 @@ class EgressProxy:
         return addresses
 
     async def _intercept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: Destination,
-                         secrets: list[DomainSecret],
-                         seen: _Seen) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+                         secrets: list[DomainSecret], seen: _Seen,
+                         addresses: list[IPAddress]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A ``CONNECT`` to a host with secrets: the proxy ends the code's TLS with this call's authority
         (egress_tls.py), reads one request, puts the secrets into its headers and sends it over its own verified
         TLS connection to the server. The server's streams, the request already sent."""
-        assert self.tls is not None
-        addresses = await self._addresses(where)  # before the code is told anything is established
+        assert self.tls is not None  # ``addresses`` checked before the code is told anything is established
         server_tls = await asyncio.to_thread(self.tls.server_context, where.host)
         # no wait between the answer and the switch: the code's TLS hello must not be read as plain bytes
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")

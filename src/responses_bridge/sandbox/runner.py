@@ -38,6 +38,7 @@ from .call import JobKind, SandboxCall
 from .cgroups import CgroupParent, call_name
 from .command import SHM_BYTES, TMP_BYTES, EgressBinding
 from .egress import EgressProxy, EgressSettings
+from .egress_origins import OriginGate
 from .egress_policy import NetworkPolicy
 from .identity import SandboxIdentity
 from .limits import SandboxLimits
@@ -244,7 +245,8 @@ class Sandbox:
                    read_only: Sequence[tuple[Path, str]] = (),
                    network: NetworkPolicy | None = None,
                    prepare: Prepare | None = None, memory_limit: str | None = None,
-                   own: OwnLimits | None = None) -> AsyncIterator[SandboxCall]:
+                   own: OwnLimits | None = None,
+                   origins: OriginGate | None = None) -> AsyncIterator[SandboxCall]:
         """A slot, then a started sandbox; ended (and its slot freed) on leaving. Raises
         :class:`SandboxUnavailable` when code cannot run here (or, for a ``shell`` job, in this mode),
         :class:`SandboxBusy` when no slot came in time.
@@ -254,7 +256,9 @@ class Sandbox:
         the host's disk: never for a call that waits, or is refused) and held until the call ends.
         ``memory_limit``: the container's tier; every call here gets the bridge's own limit (backend.py).
         ``own``: a long-lived call's limits of its own (the desktop: sandbox/desktop/), in place of the sandbox's
-        for the call itself; it waits for its slot as any call does, and needs the cgroup mode."""
+        for the call itself; it waits for its slot as any call does, and needs the cgroup mode.
+        ``origins``: the call's egress proxy asks it before reaching an origin its ``network`` allows
+        (egress_origins.py: a desktop's client approves each one)."""
         refused = self.unavailable or (None if self.bwrap is not None else "bubblewrap (bwrap) was not found")
         if refused is None and job == "shell":
             refused = self.shell_unavailable
@@ -278,7 +282,7 @@ class Sandbox:
                                                                               self.limits.timeout)))
         name = call_name("run", str(next(_CALLS)))
         proxy = None if network is None or self.egress is None else EgressProxy(
-            network, self.egress.rules, self.egress.limits, tenant=tenant)
+            network, self.egress.rules, self.egress.limits, tenant=tenant, origins=origins)
         metrics.SANDBOX_LIVE.inc()
         try:
             with tracing.span("sandbox run", {"responses_bridge.sandbox.timeout": self.limits.timeout,

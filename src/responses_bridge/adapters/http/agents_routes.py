@@ -23,6 +23,10 @@ from ...run.response_run import ResponseRun
 from ...run.tools.mcp_config import MCPServerOverlay
 from ...runtime import Runtime
 from ...services.agents.automations.bounds import AutomationBounds
+from ...services.agents.computer.calls import ComputerUse
+from ...services.agents.computer.desktops import DesktopBounds, DesktopPool
+from ...services.agents.desktop_watch import FrameFeeds, WatchBounds
+from ...services.agents.desktop_watch.registry import NO_DESKTOPS
 from ...services.agents.environments.mcp import SessionMCP
 from ...services.agents.events import KEEPALIVE
 from ...services.agents.executor.hub import ExecutorHub
@@ -33,6 +37,8 @@ from ...services.agents.vaults.oauth import GuardedTokenEndpoint
 from ...services.agents.vaults.vaults import VaultService
 from ...services.tools.hosted_shell import HostedShell
 from .automations_routes import AutomationRoutes
+from .desktop_watch_routes import DesktopWatchRoutes
+from .desktop_watch_tokens import WatchTokens
 from .downloads import send_blob
 from .drain import DRAIN
 from .environment_routes import EnvironmentRoutes
@@ -89,7 +95,7 @@ def turn_starter(runtime: Runtime) -> Any:
 
 
 class AgentRoutes:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, watch_tokens: WatchTokens | None = None) -> None:
         self.runtime = runtime
         self.agents = runtime.agents
         self.vaults = VaultService(runtime.agents.store, runtime.sealer, GuardedTokenEndpoint(
@@ -107,7 +113,19 @@ class AgentRoutes:
         # (services/agents/environments/plugin_apps.py)
         self.sessions.environments.connectors = frozenset(runtime.server_tools.services.mcp.connectors)
         self.automations = AutomationRoutes(runtime.agents, self.sessions, AutomationBounds.of(runtime.settings))
+        settings = runtime.settings  # the agents' computer_use: a desktop per session, in the bubblewrap sandbox
+        self.sessions.computer = ComputerUse(DesktopPool(
+            shell.runs.sandbox if isinstance(shell, HostedShell) else None,
+            DesktopBounds(per_tenant=settings.desktops_per_tenant, total=settings.desktops_max,
+                          idle=settings.desktop_idle_seconds, wait=settings.desktop_wait_seconds)),
+            runtime.containers)
+        self.sessions.environments.desktops = self.sessions.computer.desktops.unavailable  # desktop.enabled's 400
+        if runtime.desktops is NO_DESKTOPS:  # what the live view shows (desktop_watch_routes.py), unless given
+            runtime.desktops = self.sessions.computer.desktops
         self._handing_off: list[asyncio.Future[None]] = []
+        self.desktop_watch = DesktopWatchRoutes(  # a session's desktop, live (desktop_watch_routes.py)
+            FrameFeeds(runtime.desktops, WatchBounds.of(runtime.settings)),
+            watch_tokens or WatchTokens(runtime.sealer, runtime.settings.desktop_watch_link_seconds), self.sessions)
 
     def register(self, app: web.Application) -> None:
         app[SESSIONS] = self.sessions
@@ -120,6 +138,7 @@ class AgentRoutes:
                           self.runtime.sealer).register(app)
         ExecutorRoutes(self.sessions, self.executors).register(app)  # codex exec-server --remote
         TraceRoutes(self.agents.store).register(app)  # a session's traces (trace_routes.py)
+        self.desktop_watch.register(app)
         with api_routes(app) as routes:
             sessions = "/agents/sessions"
             session = f"{sessions}/{{session_id}}"
@@ -196,7 +215,12 @@ class AgentRoutes:
             metadata=metadata_query(request), tenant=request_tenant(request)))
 
     async def retrieve_session(self, request: web.Request) -> web.Response:
-        return json_reply(await self.sessions.get(request.match_info["session_id"], tenant=request_tenant(request)))
+        """The session, with ``desktop_live_url`` (a field of ours: the link to watch its desktop, a short-lived
+        token in it) while its desktop runs."""
+        session_id, tenant = request.match_info["session_id"], request_tenant(request)
+        session = await self.sessions.get(session_id, tenant=tenant)
+        live = await self.desktop_watch.live_url(request, session_id, tenant)
+        return json_reply(session if live is None else {**session, "desktop_live_url": live})
 
     async def update_session(self, request: web.Request) -> web.Response:
         return json_reply(await self.sessions.update(request.match_info["session_id"], await json_object(request),

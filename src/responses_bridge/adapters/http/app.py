@@ -19,6 +19,7 @@ from .chat_completions_routes import ChatCompletionRoutes
 from .codex_models import models_answer, passthrough_answer
 from .containers_routes import ContainerRoutes
 from .conversations_routes import ConversationRoutes
+from .desktop_watch_tokens import WatchTokens
 from .drain import DRAIN, Drain
 from .embeddings_routes import EmbeddingRoutes
 from .errors import error_middleware
@@ -43,7 +44,9 @@ EMBEDDER: web.AppKey[dict[str, Any] | None] = web.AppKey("embedder")  # its GET 
 
 def create_app(runtime: Runtime) -> web.Application:
     drain = Drain(runtime)  # outermost middleware: while draining, new requests get a 503 before anything else
-    identify = identity_middleware(runtime.identity)  # RESPONSES_BRIDGE_AUTH: services/tenancy/identity.py
+    # a browser watching a session's desktop carries a token instead of the key (desktop_watch_tokens.py)
+    watch_tokens = WatchTokens(runtime.sealer, runtime.settings.desktop_watch_link_seconds)
+    identify = identity_middleware(runtime.identity, watch_tokens)  # RESPONSES_BRIDGE_AUTH: tenancy/identity.py
     limit = limits_middleware(runtime.limits, runtime.memory,  # per tenant: 429, 413; the memory budget: 503
                               body_timeout=runtime.settings.request_body_timeout,  # a body too slow: 408
                               body_min_rate=runtime.settings.request_body_min_rate)
@@ -61,7 +64,7 @@ def create_app(runtime: Runtime) -> web.Application:
     ResponsesRoutes(runtime, upstream, clients).register(app)
     background_routes.register(app, runtime, upstream, clients)  # cancel, WebSocket mode, compact, input_tokens
     ConversationRoutes(runtime.conversations).register(app)
-    AgentRoutes(runtime).register(app)  # the Agents API: agents, sessions, their events, turns, items
+    AgentRoutes(runtime, watch_tokens).register(app)  # the Agents API: agents, sessions, events, turns, items
     PromptRoutes(runtime.prompts).register(app)
     ChatCompletionRoutes(runtime.chat_completions).register(app)  # stored ones; POST is UpstreamRoutes'
     FileRoutes(runtime.files).register(app)

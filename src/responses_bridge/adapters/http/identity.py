@@ -16,6 +16,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from ...services.tenancy.identity import Identity, unauthenticated
 from ...store.base import DEFAULT_TENANT
+from .desktop_watch_tokens import WatchTokens
 
 TENANT = web.RequestKey("tenant", str)
 """The request key the middleware leaves the caller's tenant under."""
@@ -37,11 +38,19 @@ def request_tenant(request: web.Request) -> str:
     return tenant
 
 
-def identity_middleware(identity: Identity) -> web.middleware:  # type: ignore[valid-type]
-    """The middleware for ``identity.mode`` (``RESPONSES_BRIDGE_AUTH``)."""
+def identity_middleware(identity: Identity,
+                        watch_tokens: WatchTokens | None = None) -> web.middleware:  # type: ignore[valid-type]
+    """The middleware for ``identity.mode`` (``RESPONSES_BRIDGE_AUTH``). ``watch_tokens``: a request watching a
+    session's desktop from a browser (desktop_watch_tokens.py) is the tenant its ``token`` names, in every mode (a
+    bad or expired token is a 401)."""
 
     @web.middleware
     async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if watch_tokens is not None and "/desktop/" in request.raw_path and "token" in request.query:
+            tenant = watch_tokens.tenant_for(request.path, request.query["token"])
+            if tenant is not None:
+                request[TENANT] = tenant
+                return await handler(request)
         if identity.anonymous or request.path in OPEN_PATHS:
             request[TENANT] = DEFAULT_TENANT
             return await handler(request)

@@ -114,7 +114,9 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
         "file_search_call": ("forwarded", "replayed as a tool call and its results"),
         "computer_call": ("forwarded", "as a call of the `computer` function (one `action`, or the GA tool's batch "
                           "of `actions`)"),
-        "computer_call_output": ("forwarded", "its screenshot as a `user` image after the turn's tool messages"),
+        "computer_call_output": ("forwarded", "its screenshot as a `user` image after the turn's tool messages; only "
+                                 "the newest `RESPONSES_BRIDGE_DESKTOP_SCREENSHOTS_KEPT` (3) of a request keep their "
+                                 "image, each older one sent as a one-line note"),
         "web_search_call": ("forwarded", "replayed as a tool call and its sources"),
         "function_call": ("forwarded", "as an assistant tool call"),
         "function_call_output": ("forwarded", "as a tool message; without `call_id` it answers the first open "
@@ -151,7 +153,8 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
                      "included"),
         "file_search": ("served", f"over the tenant's vector stores ({TOOLS_MD}); without any, {_UNSUPPORTED}"),
         "computer": ("forwarded", "offered as the function `computer` taking a batch of `actions`; the client runs "
-                     "them in order"),
+                     "them in order. A 400 naming the profile switch `images` where it is off (a model that reads "
+                     "no screenshots)"),
         "computer_use_preview": ("forwarded", "offered as the function `computer`; the client runs its actions"),
         "web_search": ("served", "by the configured provider (`external_web_access: false`: from the results the "
                        f"tenant's earlier searches found, never a live search); without one, {_UNSUPPORTED}"),

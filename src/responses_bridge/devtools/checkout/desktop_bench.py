@@ -7,7 +7,8 @@ loopback page (served here, reached through each call's egress proxy) whose butt
 - ``start``: :meth:`Desktop.start` until the browser has drawn the page, for ``--starts`` desktops one after
   another (the agent's own marks split it: the call and the agent, the display, the browser);
 - ``round trip``: one action (a click, alternating with a click that changes nothing) and the screenshot taken
-  once the screen settled, ``--rounds`` times; and a screenshot alone;
+  once the screen settled, ``--rounds`` times; and a screenshot alone; of each action's time, the part spent
+  looking for a sign-in form (``sign_in_detect_ms``);
 - ``bytes``: the JPEG's size; ``memory``: the desktop's processes' PSS summed (what it really costs: shared pages
   split) and their RSS summed (an upper bound that counts shared libraries once per process);
 - ``cpu``: CPU seconds its processes used to start, per action round, and while idle;
@@ -116,7 +117,8 @@ ACTIONS = [parse_actions([{"type": "click", "button": "left", "x": WIDTH // 2, "
 
 
 PARTS: list[tuple[float, ...]] = []
-"""Each round's time inside the desktop: the actions (xdotool), waiting for the screen to settle, the JPEG."""
+"""Each round's time inside the desktop: the actions (xdotool), waiting for the screen to settle, the JPEG, and
+looking for a sign-in form on the page (DevTools, once per action)."""
 
 
 async def _rounds(desktop: Desktop, rounds: int) -> tuple[list[float], list[int]]:
@@ -150,6 +152,7 @@ async def _one(sandbox: Sandbox, port: int, starts: int, rounds: int) -> tuple[d
         PARTS.clear()
         seconds, sizes = await _rounds(last, rounds)
         parts = [_ms(statistics.median(part[index] for part in PARTS)) for index in range(3)]
+        detect = [part[3] for part in PARTS if len(part) > 3]
         pids = last.processes()
         cpu_before = _cpu_seconds(pids)
         await _rounds(last, rounds)
@@ -175,6 +178,8 @@ async def _one(sandbox: Sandbox, port: int, starts: int, rounds: int) -> tuple[d
         "action_screenshot_ms_p95": _ms(_pct(seconds, 0.95)),
         "screenshot_alone_ms_p50": _ms(statistics.median(alone)), "screenshot_alone_ms_p95": _ms(_pct(alone, 0.95)),
         "round_ms_p50_xdotool_settle_jpeg": parts,
+        "sign_in_detect_ms_p50": _ms(statistics.median(detect)) if detect else None,
+        "sign_in_detect_ms_p95": _ms(_pct(detect, 0.95)) if detect else None,
         "screenshot_kib_p50": round(statistics.median(sizes) / 1024, 1),
         "pss_mib": pss, "pss_anonymous_mib": anonymous, "rss_sum_mib": rss, "processes": processes,
         "cpu_ms_per_action": round(cpu_per_round * 1000, 1), "idle_cpu_percent": round(idle * 100, 1),

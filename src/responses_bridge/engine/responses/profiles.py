@@ -18,6 +18,7 @@ json_schema_format     json_schema  json_schema  json_schema  json_object  json_
 stream_usage           true         true         true         true         true
 logprobs               true         true         true         true         true
 openai_fields          false        false        false        false        true
+images                 true         true         true         true         true
 =====================  ===========  ===========  ===========  ===========  =====================
 
 What each switch does, and why a backend needs it:
@@ -52,6 +53,10 @@ What each switch does, and why a backend needs it:
   backend reads what only OpenAI's Chat Completions takes among content parts: ``file`` parts (a stored PDF or
   other file named by ``file_id`` goes as one; elsewhere its text does, or a 400: run/file_inputs.py),
   ``input_audio`` parts (elsewhere a 400) and image ``detail: "original"`` (elsewhere sent as ``high``).
+* ``images``: the model reads images. Off for a text-only model: what cannot work without them — the computer
+  tools (``computer``, ``computer_use_preview``, a session's ``computer_use``), whose every answer is a
+  screenshot — is refused with a 400 naming the switch instead of driving a desktop blind. No profile turns it off:
+  whether a model reads images is the model's, not its server's.
 
 ``generic`` is the bridge's behaviour before profiles existed, and the default. ``responses-bridge probe`` measures
 these switches on a live server (probe/checks.py).
@@ -83,6 +88,7 @@ class ProfileSwitches:
     stream_usage: bool = True
     logprobs: bool = True
     openai_fields: bool = False
+    images: bool = True
 
 
 GENERIC = ProfileSwitches()

@@ -18,7 +18,13 @@ from ..content_parts import chat_part, user_content
 from ..options import EngineOptions
 from ..served_fields import check_served_fields, reasoning_in_context
 from ..tools.client import shell_output_text
-from ..tools.computer import computer_call_arguments, screenshot_message
+from ..tools.computer import (
+    COMPUTER_KINDS,
+    computer_call_arguments,
+    keep_newest_screenshots,
+    refuse_blind,
+    screenshot_message,
+)
 from ..tools.multi_agent import ROOT_AGENT
 from ..tools.programs import (
     RUN_ITEM_TYPES,
@@ -56,6 +62,10 @@ def build_chat_request(
     earlier, items = reasoning_in_context(history, request.input_items, p.reasoning)  # reasoning.context
     items_to_messages(earlier, messages, options, plan)
     items_to_messages(items, messages, options, plan)
+    if any(target.kind in COMPUTER_KINDS for target in plan.targets.values()):  # screenshots are shown
+        if not options.images:
+            refuse_blind()
+        keep_newest_screenshots(messages, options.screenshots_kept)
     if not messages:
         raise invalid_request("The request has no input: send 'input', 'instructions' or a "
                               "'previous_response_id'.", param="input", code="missing_required_parameter")

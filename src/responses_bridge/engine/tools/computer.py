@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...protocol.errors import invalid_request
 from ...protocol.tools.computer_items import ACTION_FIELDS, BUTTONS
 
 COMPUTER_NAME = "computer"
@@ -63,8 +64,42 @@ def computer_description(tool: dict[str, Any]) -> str:
             "screenshot of the screen; take a 'screenshot' action first to see it.")
 
 
+SCREENSHOT_HEAD = "Screenshot after computer call "
+COMPUTER_KINDS = frozenset({"computer", "computer_use_preview"})
+"""The tools whose answers are screenshots the model must see."""
+
+
 def screenshot_message(item: dict[str, Any]) -> dict[str, Any]:
     """The ``user`` message that shows the model a ``computer_call_output``'s screenshot."""
     return {"role": "user", "content": [
-        {"type": "text", "text": f"Screenshot after computer call {item['call_id']}:"},
+        {"type": "text", "text": f"{SCREENSHOT_HEAD}{item['call_id']}:"},
         {"type": "image_url", "image_url": {"url": item["output"]["image_url"], "detail": "auto"}}]}
+
+
+def keep_newest_screenshots(messages: list[dict[str, Any]], kept: int | None) -> None:
+    """Only the newest ``kept`` screenshot messages (:func:`screenshot_message`) keep their image; each older one
+    becomes a one-line note, so a long computer-use session does not fill the model's context with images (a
+    screenshot is about a thousand tokens; the model acts on the newest). None: every one kept. One pass from the
+    end, touching only the messages it replaces."""
+    if kept is None:
+        return
+    seen = 0
+    for index in range(len(messages) - 1, -1, -1):
+        content = messages[index]["content"]
+        if type(content) is not list or len(content) != 2 or content[1].get("type") != "image_url" \
+                or not str(content[0].get("text", "")).startswith(SCREENSHOT_HEAD) \
+                or messages[index]["role"] != "user":
+            continue
+        seen += 1
+        if seen > kept:
+            call = content[0]["text"][len(SCREENSHOT_HEAD):].rstrip(":")
+            messages[index] = {"role": "user", "content": f"(The screenshot after computer call {call} is left "
+                                                          f"out: only the newest {kept} are shown.)"}
+
+
+def refuse_blind() -> None:
+    """A 400 for a computer tool offered to a model the deployment says reads no images (the profile switch
+    ``images``): every answer of the tool is a screenshot, and a model that cannot see them would act blind."""
+    raise invalid_request("The computer tool shows the model screenshots, and this upstream's model reads no images "
+                          "(its profile switch 'images' is false: RESPONSES_BRIDGE_IMAGES, or the upstream's "
+                          "'switches'); use a model that reads images.", param="tools", code="unsupported_value")

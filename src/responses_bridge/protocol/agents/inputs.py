@@ -1,6 +1,6 @@
 """The Agents API's session inputs checked: a session's environment, input messages and their content parts, the
-events a client posts (message, tool result, MCP approval, cancel), and what sessions do not serve yet, each refused
-with a 400 that names it."""
+events a client posts (message, tool result, MCP approval, the desktop's approval, cancel), and what sessions do
+not serve yet, each refused with a 400 that names it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 from ..errors import APIError, invalid_request, objects_in
 from .approvals import approval_result, approval_rule
 from .automations_tool import FUNCTION_NAME, automation_function
+from .computer_approvals import EVENT as COMPUTER_EVENT
+from .computer_approvals import approval_result as computer_approval_result
 
 MAX_EVENTS_PER_CALL = 16
 MAX_MESSAGES = 16
@@ -16,7 +18,8 @@ MAX_PARTS = 64
 MAX_TEXT_CHARS = 1_000_000
 
 
-SERVED_TOOLS = ("function", "mcp", "web_search", "tool_search", "programmatic_tool_calling", "automations")
+SERVED_TOOLS = ("function", "mcp", "web_search", "tool_search", "programmatic_tool_calling", "automations",
+                "computer_use")
 """The agent tool types a session's turn runs."""
 
 
@@ -56,11 +59,11 @@ def check_environment(environment: Any) -> str:
 
 
 def check_servable(config: dict[str, Any]) -> None:
-    """What a session's turn cannot run is refused by name, never dropped: ``computer_use`` (the bridge has no
-    desktop or browser); a vault credential for an MCP server over ``stdio``. (A function with ``async: true`` is
-    served: services/agents/async_calls.py. An MCP server's vault ``credential_id`` is checked against the session's
-    vaults: services/agents/sessions.py; a server in the environment needs one the bridge runs:
-    :func:`check_environment_mcp`.)"""
+    """What a session's turn cannot run is refused by name, never dropped: a vault credential for an MCP server
+    over ``stdio``; ``computer_use`` without a desktop (:func:`check_environment_computer`). (A function with
+    ``async: true`` is served: services/agents/async_calls.py. An MCP server's vault ``credential_id`` is checked
+    against the session's vaults: services/agents/sessions.py; a server in the environment needs one the bridge
+    runs: :func:`check_environment_mcp`.)"""
     for index, tool in enumerate(config["tools"]):
         where = f"agent.tools[{index}]"
         if tool["type"] == "mcp":
@@ -70,9 +73,6 @@ def check_servable(config: dict[str, Any]) -> None:
             raise invalid_request(f"The 'automations' tool offers the model a function named '{FUNCTION_NAME}': "
                                   "the agent's own function of that name would be hidden by it.",
                                   param=f"{where}.type", code="invalid_value")
-        elif tool["type"] == "computer_use":
-            raise not_served("Tool type 'computer_use' in a session (the bridge has no desktop or browser to "
-                             "use)", f"{where}.type")
         elif tool["type"] not in SERVED_TOOLS:
             raise not_served(f"Tool type '{tool['type']}' in a session", f"{where}.type")
 
@@ -95,6 +95,24 @@ def in_environment(tool: dict[str, Any]) -> bool:
     """An MCP tool whose server runs in, or is reached from, the session's environment."""
     return bool(tool["type"] == "mcp" and (tool["transport"]["type"] == "stdio"
                                            or tool["connection_origin"] == "environment"))
+
+
+def check_environment_computer(tools: list[dict[str, Any]], desktop: bool, prefix: str = "agent.") -> None:
+    """The agent tool ``computer_use`` drives the session's desktop (services/agents/computer/calls.py): a 400 naming
+    the tool when the environment has none (``desktop``: an ``openai_hosted`` environment with
+    ``desktop.enabled``)."""
+    if desktop:
+        return
+    for index, tool in enumerate(tools):
+        if tool["type"] == "computer_use":
+            raise invalid_request("The agent tool 'computer_use' needs a desktop in the session's environment: an "
+                                  "'openai_hosted' environment with 'desktop': {'enabled': true}.",
+                                  param=f"{prefix}tools[{index}].type", code="invalid_value")
+
+
+def has_desktop(environment: dict[str, Any]) -> bool:
+    """A session's environment (as the session shows it) has a desktop."""
+    return environment.get("type") == "openai_hosted" and bool((environment.get("desktop") or {}).get("enabled"))
 
 
 def check_environment_mcp(tools: list[dict[str, Any]], environment: str) -> None:
@@ -144,6 +162,8 @@ def response_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
             found.append({**_web_search_tool(tool), **callers})
         elif tool["type"] == "automations":
             found.append(automation_function())
+        elif tool["type"] == "computer_use":  # the GA computer tool: the model's batches, run on the desktop
+            found.append({"type": "computer"})
     if any(tool["type"] == "function" and tool.get("defer_loading") for tool in tools):
         found.append({"type": "tool_search"})  # the server's search, which finds the deferred functions
     if programs:
@@ -279,9 +299,8 @@ def input_event(event: Any, param: str) -> tuple[str, Any]:
         return "tool_result", tool_result(event, param)
     if kind == "agent.session.input.mcp_approval_request_result":
         return "approval", approval_result(event, param)
-    if kind == "agent.session.input.computer_use_approval_request_result":
-        raise not_served(f"Event type '{kind}' (the bridge has no computer use: no desktop or browser)",
-                         f"{param}.type")
+    if kind == COMPUTER_EVENT:  # its sign-in values live in memory only (computer_approvals.py)
+        return "computer_approval", computer_approval_result(event, param)
     raise invalid_request(f"Invalid value for '{param}.type'.", param=f"{param}.type", code="invalid_value")
 
 

@@ -1,6 +1,7 @@
 """A session's ``openai_hosted`` environment checked: what the bridge can give it (a container on the configured
 sandbox backend, its size a memory tier, network by the egress proxy's policy: an allowlist, or a block list where
-the deployment allows it) and, refused by name, what it cannot (a desktop and its browser). Its
+the deployment allows it), and a desktop with its browser (``desktop.enabled``: started on the session's first
+computer call, services/agents/computer/desktops.py; whether this machine can run one is the service's to say). Its
 ``capability_directories`` are paths in its workspace (capability_directories.py), whose
 skills and ``AGENTS.md`` each turn offers the agent (services/agents/environments/capability_directories.py). Its
 ``python``, ``npm`` and ``system`` packages are installed at its start from the operator's indexes
@@ -58,6 +59,7 @@ class HostedPlan:
     system_packages: tuple[str, ...] = ()  # Debian packages, unpacked (services/agents/environments/packages.py)
     capability_directories: tuple[str, ...] = ()  # absolute paths under /workspace (capability_directories.py)
     plugins: list[dict[str, Any]] = field(default_factory=list)  # their skills offered (services/agents/environments)
+    desktop: bool = False  # ``desktop.enabled``: what ``computer_use`` drives (services/agents/computer/desktops.py)
 
     @property
     def block_list(self) -> bool:
@@ -80,7 +82,7 @@ class HostedPlan:
                 "packages": {"npm": list(self.npm_packages), "python": list(self.python_packages),
                              "system": list(self.system_packages)},
                 "plugins": shown_plugins(self.plugins), "skills": skills,
-                "container_size": self.container_size, "desktop": {"enabled": False}}
+                "container_size": self.container_size, "desktop": {"enabled": self.desktop}}
 
 
 def self_hosted(environment: dict[str, Any], session_id: str) -> dict[str, Any]:
@@ -112,12 +114,9 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
             raise invalid_request(f"Unknown parameter: 'environment.{key}'.", param=f"environment.{key}",
                                   code="unknown_parameter")
     desktop = environment.get("desktop")
-    if desktop is not None:
-        if not isinstance(desktop, dict) or not isinstance(desktop.get("enabled"), bool):
-            raise invalid_request("Invalid value for 'environment.desktop': expected {\"enabled\": boolean}.",
-                                  param="environment.desktop", code="invalid_value")
-        if desktop["enabled"]:
-            raise _refused("A desktop and its browser ('desktop.enabled')", "environment.desktop.enabled")
+    if desktop is not None and (not isinstance(desktop, dict) or not isinstance(desktop.get("enabled"), bool)):
+        raise invalid_request("Invalid value for 'environment.desktop': expected {\"enabled\": boolean}.",
+                              param="environment.desktop", code="invalid_value")
     if environment.get("environment_template_id") is not None:  # resolved before (services/agents/environments)
         raise _refused("An environment template ('environment_template_id')", "environment.environment_template_id")
     if environment.get("environment_id") is not None:
@@ -137,7 +136,8 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
                                                           "environment.setup_commands"),
                       env=check_env(environment.get("env"), "environment.env"), python_packages=python,
                       npm_packages=npm, system_packages=system, capability_directories=directories,
-                      plugins=checked_plugins(environment.get("plugins"), "environment.plugins"))
+                      plugins=checked_plugins(environment.get("plugins"), "environment.plugins"),
+                      desktop=bool((desktop or {}).get("enabled")))
 
 
 def _existing(environment: dict[str, Any]) -> HostedPlan:

@@ -5,6 +5,9 @@ its unprivileged uid, its read-only file system, its egress proxy as the only wa
 - desktop.py: :class:`Desktop` (``start``, ``act``, ``screenshot``, ``stop``) and its settings;
 - actions.py: OpenAI's GA computer actions parsed strictly, and turned into xdotool's arguments;
 - agent.py: the desktop's own process inside the call (sent as its code: standard library and Pillow only);
+- page.py: the page's DOM over Chromium's DevTools pipe, sent with agent.py (a sign-in form found and filled);
+- origins.py: the origins the browser may reach, approved one by one (the call's egress proxy asks);
+- sign_in.py: a sign-in form as OpenAI's ``browser_authentication`` describes it, and a client's values checked;
 - requirements.py: what a desktop needs here, and what is missing (``doctor``, and ``Desktop.start``'s refusal).
 
 Imports: the sandbox package (runner, limits, egress policy, results), protocol/errors.py (a bad action is an
@@ -15,6 +18,7 @@ store: the agent tool that drives a desktop (a later step) imports this, never t
 from .actions import Action, ActionError, parse_actions
 from .desktop import Desktop, DesktopSettings, DesktopUnavailable, Screenshot
 from .requirements import desktop_unavailable, missing_packages
+from .sign_in import SignInError, SignInField, SignInForm, submitted_values
 
-__all__ = ["Action", "ActionError", "Desktop", "DesktopSettings", "DesktopUnavailable", "Screenshot",
-           "desktop_unavailable", "missing_packages", "parse_actions"]
+__all__ = ["Action", "ActionError", "Desktop", "DesktopSettings", "DesktopUnavailable", "Screenshot", "SignInError",
+           "SignInField", "SignInForm", "desktop_unavailable", "missing_packages", "parse_actions", "submitted_values"]

@@ -13,7 +13,15 @@ The exchange (one JSON line each way, then the JPEG's bytes):
 - on stdout, once: ``{"ready": true, ...}`` when the screen shows the browser, or ``{"error": "..."}``;
 - on the socket, a request ``{"steps": [["mousemove", "10", "20"], ...], "wait": S, "settle": S}`` (``steps``
   may be empty: a screenshot) is answered ``{"ok": true, "bytes": N, "width": W, "height": H, "settled": B}`` and
-  N bytes, or ``{"error": "..."}``; ``{"quit": true}`` ends the desktop.
+  N bytes, or ``{"error": "..."}``; ``{"quit": true}`` ends the desktop;
+- ``"detect": true``: the answer's ``sign_in`` is the visible page's sign-in form once the screen settled
+  (page.py: its shape, never a value), or null;
+- ``{"fill": {"key": K, "values": {...}}, ...}`` fills the values into the form ``K`` names and submits it
+  (page.py), then answers as a request does; ``error`` says so if that form is gone. The values are used once and
+  never written anywhere: not to stdout, stderr, a file or an answer;
+- ``{"cut": true}``, sent while a request is settling, ends its settling there (its screenshot is the screen now:
+  the bridge knows the browser waits for something that will not come soon, an origin's approval); one that comes
+  after its request was answered is ignored.
 
 Settling: no fixed sleep after an action. The screen is grabbed every :data:`GRAB_EVERY` seconds until it stayed
 the same for ``quiet`` seconds, bounded by ``settle`` (then the last grab is sent, ``settled: false``).
@@ -22,12 +30,16 @@ the same for ``quiet`` seconds, bounded by ``settle`` (then the last grab is sen
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # in the call, page.py's source comes before this file's (desktop.py)
+    from .page import DevTools, Pages, browser_pipes, piped
 
 DISPLAY = ":1"
 GRAB_EVERY = 0.02
@@ -51,8 +63,9 @@ class Screen:
     def grab(self) -> Any:  # Pillow's Image (Pillow is imported inside the call only)
         return self._grab(xdisplay=DISPLAY)
 
-    def settled(self, quiet: float, bound: float) -> tuple[Any, bool]:
-        """The screen once it has not changed for ``quiet`` seconds, at most ``bound`` seconds from now."""
+    def settled(self, quiet: float, bound: float, cut: Any = None) -> tuple[Any, bool]:
+        """The screen once it has not changed for ``quiet`` seconds, at most ``bound`` seconds from now, or as
+        soon as ``cut()`` is true."""
         start = time.monotonic()
         image = self.grab()
         pixels = image.tobytes()
@@ -61,7 +74,7 @@ class Screen:
             now = time.monotonic()
             if now - same_since >= quiet:
                 return image, True
-            if now - start >= bound:
+            if now - start >= bound or (cut is not None and cut()):
                 return image, False
             time.sleep(GRAB_EVERY)
             image = self.grab()
@@ -109,20 +122,33 @@ def _wait_for_browser(screen: Screen, browser: subprocess.Popen, until: float) -
 
 
 PREFERENCES = {"search": {"suggest_enabled": False}, "alternate_error_pages": {"enabled": False},
-               "safebrowsing": {"enabled": False}, "translate": {"enabled": False}}
+               "safebrowsing": {"enabled": False}, "translate": {"enabled": False},
+               "autofill": {"enabled": False, "profile_enabled": False, "credit_card_enabled": False},
+               "credentials_enable_service": False, "credentials_enable_autosignin": False,
+               "profile": {"password_manager_enabled": False}}
 """The profile's first preferences: what is typed in the address bar is not sent to a search engine for
 suggestions as it is typed (a model types addresses, sometimes what it should not), nor a failed address to a
-service for alternatives; the proxy would refuse them unless allowed, and they are no part of the session's work."""
+service for alternatives; the proxy would refuse them unless allowed, and they are no part of the session's work.
+No autofill, form history or password manager: a value the client submitted into a sign-in form is never offered
+back in a drop-down, nor shown in a "save password?" bubble, where a screenshot would show it to the model."""
 
 
-def _start_browser(config: dict, sandboxed: bool) -> subprocess.Popen:
+def _start_browser(config: dict, sandboxed: bool) -> tuple[subprocess.Popen, "Pages"]:
+    """The browser, and its DevTools over a pipe of its own (page.py, sent before this file)."""
     profile = "/tmp/browser/Default"
     if not os.path.exists(f"{profile}/Preferences"):
         os.makedirs(profile, exist_ok=True)
         with open(f"{profile}/Preferences", "w") as preferences:
             json.dump(PREFERENCES, preferences)
-    return subprocess.Popen(_browser_command(config, sandboxed), env={**os.environ, "DISPLAY": DISPLAY},
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+    theirs, ours = browser_pipes()
+    try:
+        browser = subprocess.Popen(piped(_browser_command(config, sandboxed), theirs),
+                                   env={**os.environ, "DISPLAY": DISPLAY}, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, start_new_session=True, pass_fds=theirs)
+    finally:
+        for end in theirs:
+            os.close(end)
+    return browser, Pages(DevTools(*ours))
 
 
 def _browser_command(config: dict, sandboxed: bool) -> list[str]:
@@ -142,22 +168,37 @@ def _browser_command(config: dict, sandboxed: bool) -> list[str]:
         # every address through the call's proxy, loopback too: the sandbox's own loopback has nothing to reach
         f"--proxy-server={proxy}" if proxy else "--proxy-server=http://127.0.0.1:9",
         "--proxy-bypass-list=<-loopback>",
+        "--remote-debugging-pipe",  # DevTools on fds 3 and 4 only (page.py): no port anything else could reach
         config["url"],
     ]
 
 
-def _serve(listener: socket.socket, screen: Screen) -> None:
+def _serve(listener: socket.socket, screen: Screen, pages: "Pages") -> None:
     environment = {**os.environ, "DISPLAY": DISPLAY}
     while True:
         connection, _ = listener.accept()
+
+        def cut(connection: socket.socket = connection) -> bool:
+            return bool(select.select([connection], [], [], 0)[0])
+
         with connection, connection.makefile("rb") as requests:
             for line in requests:
                 request = json.loads(line)
                 if request.get("quit"):
                     return
+                if request.get("cut"):
+                    continue  # its request was answered before it came
                 failed = None
                 began = time.monotonic()
-                for step in request.get("steps", []):
+                steps = request.get("steps", [])
+                fill = request.pop("fill", None)
+                if fill is not None:  # the values are in this request only, and go to the page only
+                    filled = pages.fill(str(fill.get("key")), fill.get("values") or {})
+                    fill = None
+                    if filled == "gone":
+                        failed = "the sign-in form is no longer on the page"
+                    steps = [["key", "--delay", "0", "Return"]] if filled == "enter" else []
+                for step in steps if failed is None else []:
                     done = subprocess.run(["xdotool", *[str(word) for word in step]], env=environment,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
                     if done.returncode != 0:
@@ -166,12 +207,17 @@ def _serve(listener: socket.socket, screen: Screen) -> None:
                 if failed is None and request.get("wait"):
                     time.sleep(float(request["wait"]))
                 acted = time.monotonic()
-                image, settled = screen.settled(float(request.get("quiet", 0.1)), float(request.get("settle", 1.5)))
+                image, settled = screen.settled(float(request.get("quiet", 0.1)), float(request.get("settle", 1.5)),
+                                                cut)
                 grabbed = time.monotonic()
+                # cut short: the page waits for an origin's approval, mid-navigation (its renderer answers late)
+                sign_in = pages.sign_in() if request.get("detect") and not cut() else None
+                detected = time.monotonic()
                 data = screen.jpeg(image)
                 head = {"ok": failed is None, "bytes": len(data), "width": image.width, "height": image.height,
-                        "settled": settled, "seconds": [round(acted - began, 4), round(grabbed - acted, 4),
-                                                        round(time.monotonic() - grabbed, 4)]}
+                        "settled": settled, "sign_in": sign_in,
+                        "seconds": [round(acted - began, 4), round(grabbed - acted, 4),
+                                    round(time.monotonic() - detected, 4), round(detected - grabbed, 4)]}
                 if failed is not None:
                     head["error"] = failed
                 connection.sendall(json.dumps(head).encode() + b"\n" + data)
@@ -197,14 +243,15 @@ def main(config_text: str) -> None:
         marks["display"] = time.monotonic()
         sandboxed = not config["no_sandbox"]
         if error is None:
-            browser = _start_browser(config, sandboxed)
+            browser, pages = _start_browser(config, sandboxed)
             started.append(browser)
             error = _wait_for_browser(screen, browser, until)
             if error is not None and sandboxed and browser.poll() is not None:
                 # its own sandbox could not start here (no user namespace: "No usable sandbox!"): without it
                 sandboxed = False
                 started.remove(browser)
-                browser = _start_browser(config, sandboxed)
+                pages.devtools.close()
+                browser, pages = _start_browser(config, sandboxed)
                 started.append(browser)
                 error = _wait_for_browser(screen, browser, until)
             marks["browser"] = time.monotonic()
@@ -215,7 +262,7 @@ def main(config_text: str) -> None:
         listener.bind(f"/mnt/data/{SOCKET_NAME}")
         listener.listen(1)
         _say({"ready": True, "marks": marks, "browser_sandbox": sandboxed})
-        _serve(listener, screen)
+        _serve(listener, screen, pages)
     finally:
         for process in reversed(started):  # (the init ends whatever is left once this process exits)
             with contextlib.suppress(OSError):

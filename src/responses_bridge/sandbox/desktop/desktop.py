@@ -7,6 +7,12 @@ socket in the call's ``/mnt/data``.
     shot = await desktop.screenshot()
     await desktop.stop()                        # every process of the call gone, its slot freed
 
+Origins and sign-in (docs/agents.md, "Desktop: origins and sign-in"): the browser's first request to an origin its
+client has not approved is held by the call's egress proxy (origins.py) and listed in the action's result
+(``Screenshot.pending_origins``) until :meth:`Desktop.allow_origin` or :meth:`Desktop.deny_origin`; a sign-in form
+the page shows after an action is its ``Screenshot.sign_in`` (sign_in.py), which :meth:`Desktop.submit_sign_in`
+fills and submits and :meth:`Desktop.cancel_sign_in` leaves.
+
 The call is an ordinary one of the bubblewrap backend (runner.py): it waits for a slot of the sandbox's fair-share
 pool, runs as the sandbox's unprivileged uid in namespaces of its own with nothing of the host writable, reaches the
 network only through its egress proxy (the browser's ``--proxy-server``), and is bounded by its cgroup — with
@@ -30,18 +36,23 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...protocol.errors import APIError, invalid_request
+from ..egress_origins import parse_origin, url_origin
 from ..egress_policy import NetworkPolicy
 from ..limits import GIB, MIB, SandboxLimits
 from ..result import SandboxResult, SandboxUnavailable
 from ..runner import OwnLimits, Sandbox
 from .actions import Action, steps_for
+from .origins import OriginApprovals
 from .requirements import DEFAULT_BROWSER, desktop_unavailable
+from .sign_in import SignInForm, check_values, parse_form
 
 AGENT_SOURCE = Path(__file__).with_name("agent.py")
+PAGE_SOURCE = Path(__file__).with_name("page.py")
 SOCKET_NAME = "desktop.sock"
 HEAD_LIMIT = 1 << 12
 
@@ -57,7 +68,9 @@ class DesktopSettings:
     CPU bound where a cpu controller is writable; ``lifetime``: the call's outer time bound;
     ``start_timeout``: display and browser up; ``quality``: the JPEG's; ``settle``: at most this long waiting for
     the screen to settle after actions, ``quiet``: unchanged this long counts as settled; ``wait``: what the
-    ``wait`` action waits before settling; ``url``: the browser's first page."""
+    ``wait`` action waits before settling; ``url``: the browser's first page (its origin approved);
+    ``approve_origins``: each other origin waits for its client's approval (origins.py; False: every origin the
+    network policy allows is reached), ``origin_hold``: how long the browser's request for one is held."""
 
     width: int = 1280
     height: int = 800
@@ -76,6 +89,8 @@ class DesktopSettings:
     browser_sandbox: bool = True
     """Chromium's own sandbox (this module's docstring); False: ``--no-sandbox``, and the call may make no user
     namespace, as a code call."""
+    approve_origins: bool = True
+    origin_hold: float = 300.0
 
     def limits(self) -> SandboxLimits:
         return SandboxLimits(timeout=self.lifetime, memory_bytes=self.memory_bytes, processes=self.processes,
@@ -93,7 +108,12 @@ class Screenshot:
     settled: bool = True
     error: str | None = None
     seconds: tuple[float, ...] = ()
-    """Where the desktop's time went: the actions, waiting for the screen to settle, the JPEG."""
+    """Where the desktop's time went: the actions, waiting for the screen to settle, the JPEG, the sign-in form's
+    detection."""
+    pending_origins: tuple[str, ...] = ()
+    """Origins the browser waits for, to be approved or denied (:meth:`Desktop.allow_origin`)."""
+    sign_in: SignInForm | None = None
+    """The sign-in form the page shows after the actions (:meth:`Desktop.submit_sign_in`), if any."""
 
 
 class Desktop:
@@ -101,8 +121,19 @@ class Desktop:
     are taken one at a time (a lock), as a model's actions are."""
 
     def __init__(self, sandbox: Sandbox, *, tenant: str = "", network: NetworkPolicy | None = None,
-                 settings: DesktopSettings | None = None) -> None:
+                 settings: DesktopSettings | None = None, origins: Iterable[str] = (),
+                 on_origin: Callable[[str], None] | None = None) -> None:
+        """``origins``: approved from the start (the first page's is); ``on_origin``: called with each origin the
+        browser begins to wait for, whenever it does (a page's own request after an action returned, too)."""
         self.settings = settings or DesktopSettings()
+        approved = [_origin(text, "origins") for text in [*origins]]
+        first = url_origin(self.settings.url)
+        self._approvals = OriginApprovals([*approved, *([first] if first else [])], hold=self.settings.origin_hold,
+                                          on_pending=self._origin_waits)
+        self._settling = False
+        self._on_origin = on_origin
+        self._sign_in: SignInForm | None = None
+        self._answered: list[str] = []  # the documents whose form was submitted or cancelled: not reported again
         self._sandbox = sandbox
         self._tenant = tenant
         self._network = network
@@ -148,13 +179,14 @@ class Desktop:
         try:
             call = await self._stack.enter_async_context(self._sandbox.call(
                 tenant=self._tenant, network=self._network,
-                own=OwnLimits(self.settings.limits(), user_namespaces=self.settings.browser_sandbox)))
+                own=OwnLimits(self.settings.limits(), user_namespaces=self.settings.browser_sandbox),
+                origins=self._approvals if self.settings.approve_origins else None))
             self._init_pid = call.init_pid
             settings = self.settings
             config = {"width": settings.width, "height": settings.height, "quality": settings.quality,
                       "url": settings.url, "browser": settings.browser, "browser_flags": list(settings.browser_flags),
                       "start_timeout": settings.start_timeout, "no_sandbox": not settings.browser_sandbox}
-            code = f"{AGENT_SOURCE.read_text()}\nmain({json.dumps(json.dumps(config))})\n"
+            code = f"{PAGE_SOURCE.read_text()}\n{AGENT_SOURCE.read_text()}\nmain({json.dumps(json.dumps(config))})\n"
             self._run = asyncio.ensure_future(call.run(code, on_stdout=self._hear))
             first = await self._first_word()
             if "error" in first or not first.get("ready"):
@@ -204,7 +236,7 @@ class Desktop:
             if action.type == "wait":
                 wait += self.settings.wait
         return await self._request({"steps": steps, "wait": wait, "settle": self.settings.settle,
-                                    "quiet": self.settings.quiet})
+                                    "quiet": self.settings.quiet, "detect": True})
 
     async def screenshot(self) -> Screenshot:
         """The screen as it is now: one grab, no waiting (a ``screenshot`` action in :meth:`act` waits for the
@@ -214,16 +246,92 @@ class Desktop:
     async def _request(self, request: dict[str, object]) -> Screenshot:
         if self._reader is None or self._writer is None:
             raise DesktopUnavailable("the desktop is not running")
+        detect = bool(request.get("detect"))
         async with self._lock:
             try:
                 self._writer.write(json.dumps(request).encode() + b"\n")
+                del request  # a sign-in's values: sent, and kept nowhere
+                self._settling = True
                 await self._writer.drain()
                 head = json.loads(await self._reader.readuntil(b"\n"))
                 data = await self._reader.readexactly(int(head["bytes"]))
             except (OSError, ValueError, KeyError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as error:
                 raise DesktopUnavailable(f"the desktop stopped answering ({self._ended() or error})") from None
+            finally:
+                self._settling = False
+            if detect:  # a plain screenshot (a watcher's) leaves the form reported last as it is
+                form = parse_form(head.get("sign_in"))
+                self._sign_in = form if form is not None and form.key not in self._answered else None
         return Screenshot(data, int(head["width"]), int(head["height"]), bool(head.get("settled")),
-                          head.get("error"), tuple(head.get("seconds", ())))
+                          head.get("error"), tuple(head.get("seconds", ())), self._approvals.pending(),
+                          self._sign_in)
+
+    def _origin_waits(self, origin: str) -> None:
+        """The browser waits for ``origin``'s approval: a request settling now is answered at once (its screen
+        would wait for a page that cannot come before the client decides)."""
+        if self._settling and self._writer is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                self._writer.write(b'{"cut": true}\n')
+        if self._on_origin is not None:
+            self._on_origin(origin)
+
+    def pending_origins(self) -> tuple[str, ...]:
+        """The origins the browser waits for now, oldest first: each to be allowed or denied."""
+        return self._approvals.pending()
+
+    def allow_origin(self, origin: str) -> None:
+        """Approve ``origin`` (``scheme://host[:port]``): the requests held for it go on, and later ones pass —
+        within the network policy still, which the proxy checks before it asks (an origin it refuses stays
+        refused). A 400 for what is not an origin."""
+        self._decided(self._approvals.allow, origin)
+
+    def deny_origin(self, origin: str) -> None:
+        """Deny ``origin``: the requests held for it and every later one get a 403; it is never connected to."""
+        self._decided(self._approvals.deny, origin)
+
+    def dismiss_origin(self, origin: str) -> None:
+        """Refuse the requests held for ``origin`` now, deciding nothing (OpenAI's ``cancel``): asked again on the
+        browser's next request for it."""
+        self._approvals.dismiss(_origin(origin, "origin"))
+
+    def _decided(self, decide: Callable[[str], None], origin: str) -> None:
+        try:
+            decide(_origin(origin, "origin"))
+        except OverflowError as full:
+            raise invalid_request(str(full), param="origin", code="invalid_value") from None
+
+    @property
+    def sign_in(self) -> SignInForm | None:
+        """The sign-in form awaiting its client's values (the last action's report), if any."""
+        return self._sign_in
+
+    async def submit_sign_in(self, values: Mapping[str, str], selected_option: str | None = None) -> Screenshot:
+        """Fill ``values`` (field id to value) into the reported form, submit it, and return the screen once
+        settled — the fields' text masked and transparent before it is filled, so no screenshot shows it. The values
+        go to the desktop's process once, for that page only; nothing keeps, logs or returns them. A 400 naming the
+        field for values that do not fit the form, a 409 when no form awaits them."""
+        form = self._sign_in
+        if form is None:
+            raise APIError(409, "no sign-in form awaits values", param="fields", code="no_sign_in_pending")
+        checked = check_values(form, values, selected_option)
+        self._answered_with(form)
+        try:
+            return await self._request({"fill": {"key": form.key, "values": checked}, "steps": [],
+                                        "settle": self.settings.settle, "quiet": self.settings.quiet,
+                                        "detect": True})
+        finally:
+            checked.clear()
+
+    def cancel_sign_in(self) -> None:
+        """Leave the reported form as it is: not reported again for the same page (a new page's form is)."""
+        if self._sign_in is not None:
+            self._answered_with(self._sign_in)
+
+    def _answered_with(self, form: SignInForm) -> None:
+        """``form``'s document is not reported again (its form is still shown while the submission is under
+        way, or after a cancel): a new page's form is."""
+        self._answered = [*self._answered[-99:], form.key]
+        self._sign_in = None
 
     def _ended(self) -> str | None:
         if self._run is None or not self._run.done() or self._run.cancelled():
@@ -268,3 +376,11 @@ class Desktop:
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()
+
+
+def _origin(text: object, param: str) -> str:
+    found = parse_origin(text) if isinstance(text, str) else None
+    if found is None:
+        raise invalid_request(f"Invalid value for '{param}': expected an origin, scheme://host[:port] (http or "
+                              "https).", param=param, code="invalid_value")
+    return found

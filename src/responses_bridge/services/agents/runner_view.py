@@ -28,6 +28,13 @@ adds to its MCP tools (services/agents/environments/mcp.py); its id. Given by th
 which knows the routes and upstream clients."""
 
 
+class ComputerTool(Protocol):
+    """computer/calls.py's ``ComputerUse``, as the turn's wait uses it (session_waiting.py)."""
+
+    async def resolve(self, runner: TurnRunner, entry: QueuedTurn) -> None:
+        """The client's answers to a computer call's approval requests, done on the session's desktop."""
+
+
 class TurnRunner(Protocol):
     """turns.py's ``SessionRunner``, as its helpers use it."""
 
@@ -48,6 +55,9 @@ class TurnRunner(Protocol):
     on_lost: Callable[[str], None] | None
     still_ours: Callable[[], Awaitable[None]] | None
     locked: Callable[[], contextlib.AbstractAsyncContextManager[Any]]
+
+    @property
+    def computer(self) -> ComputerTool | None: ...
 
     @property
     def busy(self) -> bool: ...

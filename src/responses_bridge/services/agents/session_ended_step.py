@@ -12,6 +12,7 @@ import structlog
 
 from ...protocol.agents.automations_tool import FUNCTION_NAME as AUTOMATIONS_FUNCTION
 from ...protocol.agents.events import CLIENT_CALL, Shown, token_usage, translate
+from .computer.calls import stopped_call
 from .turn_queue import WAITING
 
 if TYPE_CHECKING:
@@ -27,6 +28,11 @@ CLIENT_PENDING = frozenset({"function_call", "custom_tool_call", "mcp_approval_r
 STEP_ENDED_WITH_CALLS = ("The server running this turn stopped after its response ended with calls for the client "
                          "(tool calls or approvals), before the turn waited for them; that wait is not rebuilt, and "
                          "the turn is not resumed. Send the input again.")
+
+DESKTOP_STOPPED = ("The server running this turn stopped while it performed the model's computer actions on the "
+                   "session's desktop, which stopped with it: what those actions did is unknown, and the turn is not "
+                   "resumed. Send the input again: the next computer call starts a fresh desktop (the model is told "
+                   "so).")
 
 
 def _for_client(item: dict[str, Any]) -> bool:
@@ -70,6 +76,16 @@ async def ended_step(runner: TurnRunner, entry: QueuedTurn, response_id: str | N
             return False
     output = [item for item in stored.get("output") or [] if isinstance(item, dict)]
     usage = token_usage(stored.get("usage"))
+    stopped = [(index, item) for index, item in enumerate(output) if item.get("type") == "computer_call"]
+    if stopped:  # its desktop went with the stopped process: each call told failed, then the turn
+        for index, item in stopped:
+            call = stopped_call(item, turn["id"])
+            await runner.events.emit({"type": "agent.session.turn.item.done", "session_id": runner.session_id,
+                                      "turn_id": turn["id"], "output_index": index, "item": call},
+                                     records=[runner.item_record(call)])
+        entry.changes = {"usage": usage, "last_response_id": None}  # the session chains on as before this turn
+        await runner._end(entry, "failed", {"code": "server_error", "message": DESKTOP_STOPPED}, usage)
+        return True
     waits = any(_for_client(item) for item in output)
     if waits and (stored["status"] != "completed" or not await _rebuildable(runner, output)):
         entry.changes = {"usage": usage, "last_response_id": None}  # the session chains on as before this turn

@@ -12,7 +12,9 @@ may be running the calls); the client's later results and decisions complete the
 
 When the last answer came, the turn's next step input (the answers) is stored in the same write that ends the
 wait (``step_input``, as session_resume.py ``record_step`` keeps it), so a stop after it resumes that step rather
-than finding a step response that ended with calls nobody waits for.
+than finding a step response that ended with calls nobody waits for. So are the answers of the calls the session
+made itself, without a wait (a computer call on its desktop, the ``automations`` tool): stored with the step's
+end, a drain after them resumes the next step elsewhere.
 
 The client's answers themselves (``tool_result`` and approval events, turns.py's ``SessionRunner.tool_result`` and
 ``approval``) are taken here as well (:func:`answer_call`, :func:`decide`): each lands in what the turn waits on.
@@ -23,6 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ... import ids
+from ...protocol.agents.computer_approvals import ORIGIN, check_against, result_item
 from ...protocol.agents.events import call_output_item, result_text
 from .async_calls import async_result
 from .tool_calls import ToolCalls, unknown_approval, unknown_call
@@ -39,7 +42,8 @@ def keep_wait(entry: QueuedTurn, usage: dict[str, Any] | None = None) -> None:
     kept = private(entry.turn)
     before = kept.get(WAITING) or {}
     kept[WAITING] = {"open": list(calls.open.values()), "approvals": list(calls.approvals.values()),
-                     "answers": list(calls.answers), "usage": usage if usage is not None else before.get("usage")}
+                     "answers": list(calls.answers), "decided": list(calls.decided),  # never ``calls.secrets``
+                     "usage": usage if usage is not None else before.get("usage")}
 
 
 def restored(turn: dict[str, Any]) -> QueuedTurn | None:
@@ -51,6 +55,7 @@ def restored(turn: dict[str, Any]) -> QueuedTurn | None:
     calls.open = {str(call["call_id"]): call for call in kept.get("open") or []}
     calls.approvals = {str(request["id"]): request for request in kept.get("approvals") or []}
     calls.answers = list(kept.get("answers") or [])
+    calls.decided = list(kept.get("decided") or [])  # a sign-in's values were not kept: computer/approvals.py
     entry = QueuedTurn(turn, [], None, calls=calls)
     entry.waiting = True
     return entry
@@ -88,6 +93,9 @@ async def wait_for_results(runner: TurnRunner, entry: QueuedTurn, total: dict[st
                 await runner.events.emit({"type": "agent.session.requires_action", "session": public(session)},
                                          records=[runner.turn_record(entry.turn), runner.session_record(session)])
         while calls.waiting and not runner.cancelling:
+            if runner.computer is not None and calls.ready():  # the desktop's approvals, done on the desktop
+                await runner.computer.resolve(runner, entry)
+                continue
             if runner.handing_off:  # a drain: the wait is kept in the turn's record, another process waits on
                 raise HandOff
             await calls.wait()
@@ -103,12 +111,13 @@ async def wait_for_results(runner: TurnRunner, entry: QueuedTurn, total: dict[st
         entry.waiting = False
         return answers
     entry.waiting = False
+    made = None if runner.cancelling else calls.take_answers()
+    if made:  # the calls the session made itself (computer use, automations): the next step's input, kept with
+        private(entry.turn).update({STEP_INPUT: made, STEP_RESPONSE: None})  # the step's end, as a wait's is
     if entry.changes is not None:
         async with runner._changing(entry) as session:
             await runner.events.flush([runner.turn_record(entry.turn), runner.session_record(session)])
-    if runner.cancelling:
-        return None
-    return calls.take_answers()
+    return made
 
 
 async def answer_call(runner: TurnRunner, result: dict[str, Any], session: dict[str, Any] | None = None) -> None:
@@ -148,3 +157,24 @@ async def decide(runner: TurnRunner, result: dict[str, Any]) -> None:
     entry.calls.decide(result["request_id"], result["decision"])
     keep_wait(entry)  # stored before the decision is acknowledged: a restart keeps it
     await runner.events.flush([runner.turn_record(entry.turn)])
+
+
+async def decide_computer(runner: TurnRunner, answer: dict[str, Any]) -> None:
+    """The client's answer to a desktop's approval request the running turn holds (a 400 naming the field for one
+    it does not hold, or one that does not fit it): stored without its values (a sign-in's with the session's
+    ``computer_use_approval_request_result`` item) before it is acknowledged; the turn's task does it on the
+    desktop (computer/approvals.py)."""
+    entry = waiting_entry(runner)
+    if entry is None:
+        raise unknown_approval(answer["request_id"], "computer use approval request")
+    request = entry.calls.computer_request(answer["request_id"])
+    check_against(request, answer)
+    entry.calls.decide_computer(answer["request_id"], answer)
+    keep_wait(entry)
+    if answer["type"] == ORIGIN:  # the SDK's session items record a sign-in's answer only
+        await runner.events.flush([runner.turn_record(entry.turn)])
+        return
+    item = result_item(ids.new_id("cuar"), request, answer)
+    await runner.events.emit({"type": "agent.session.turn.item.added", "session_id": runner.session_id,
+                              "turn_id": request["turn_id"], "output_index": None, "item": item},
+                             records=[runner.item_record(item), runner.turn_record(entry.turn)])

@@ -7,7 +7,8 @@ session's life, the hosted shell over it, the files its turns leave as artifacts
 services/agents/environments/environments.py) and ``self_hosted`` (the client runs the commands), agents whose tools are
 the client's own functions (their calls wait for ``tool_result`` events: ``requires_action``) and MCP servers over HTTP,
 with a credential of the session's vaults (``vault_ids``), and the agent's subagents (``multi_agent``: each turn's
-response runs the bridge's tree, told as the session's subagents in subagent_tree.py). Other tools are
+response runs the bridge's tree, told as the session's subagents in subagent_tree.py), and ``computer_use`` on the
+environment's desktop (computer/). Other tools are
 refused with a 400 naming what is not served yet: never accepted and silently dropped.
 """
 
@@ -21,13 +22,16 @@ from typing import Any
 
 from ... import ids
 from ...protocol.agents.agents import SESSION_AGENT_FIELDS, apply_config, default_config, require_model
+from ...protocol.agents.computer_approvals import redacted_body
 from ...protocol.agents.inputs import (
     MAX_EVENTS_PER_CALL,
     cache_options,
     check_environment,
+    check_environment_computer,
     check_environment_mcp,
     check_servable,
     first_input,
+    has_desktop,
     input_event,
     known,
     not_served,
@@ -45,6 +49,7 @@ from ..pagination import page_errors
 from ..responses.background import BackgroundService
 from ..responses.kept_authorization import KeptAuthorization
 from .agents import AgentService
+from .computer.calls import ComputerUse
 from .environments.environments import SessionEnvironments, environment_state, session_not_found
 from .environments.mcp import SessionMCP
 from .environments.templates import TemplateService
@@ -81,6 +86,8 @@ class SessionService:
         # the agents' ``automations`` tool (services/agents/automations/automations.py sets it): tenant, session, call
         # id, arguments
         self.agent_automations: Callable[[str, str, str, str], Awaitable[str]] | None = None
+        # the agents' ``computer_use`` tool on the sessions' desktops (computer/calls.py; the door sets it)
+        self.computer: ComputerUse | None = None
         # several workers or replicas on one database: a session's turns run where its lease is (claim_session)
         self.shared = background.leases.shared
         self.leases = SessionLeases(store, background.lease_owner or new_owner_id(), background.leases.lease_seconds,
@@ -103,6 +110,8 @@ class SessionService:
         hosted = hosted_plan(body["environment"]) if kind == "openai_hosted" else None
         agent = await self._agent(body, tenant)
         check_environment_mcp(agent["tools"], kind)
+        if hosted is None or hosted.environment_id is None:  # an existing environment's desktop: its own say
+            check_environment_computer(agent["tools"], hosted is not None and hosted.desktop)
         check_metadata(body.get("metadata"))
         stream = body.get("stream")
         if stream not in (None, True, False):
@@ -240,6 +249,7 @@ class SessionService:
                                     self.agents.sealer)
                 check_servable(config)
                 check_environment_mcp(config["tools"], session["environment"]["type"])
+                check_environment_computer(config["tools"], has_desktop(session["environment"]))
                 await self.check_credentials(config, session.get("vault_ids") or [], tenant)
                 session["agent"] = {**config, "tools": session_tools(config["tools"])}
             if "metadata" in body:
@@ -273,6 +283,8 @@ class SessionService:
         if runner is not None and runner.response_id:
             response_ids.append(runner.response_id)
         await self.environments.release(stored, tenant=tenant)
+        if self.computer is not None:  # its desktop, if it has one running here
+            await self.computer.stop(session_id)
         if not await self.store.delete("session", session_id, tenant=tenant):
             raise session_not_found(session_id)
         self.events.forget(session_id)
@@ -295,8 +307,9 @@ class SessionService:
         plan = [input_event(event, f"events[{index}]") for index, event in enumerate(events)]
         async with self._locked(session_id):
             session = await self._load(session_id, tenant)
-            if idempotency_key is not None and await replayed(self.store, session_id, idempotency_key, body,
-                                                                        tenant):
+            # the key's digest is of the body without its sign-in values: what is stored never derives from them
+            if idempotency_key is not None and await replayed(self.store, session_id, idempotency_key,
+                                                              redacted_body(body), tenant):
                 return
             if session["status"] == "failed":
                 raise invalid_request("This session failed; it takes no more events.", param="session_id",
@@ -310,6 +323,8 @@ class SessionService:
                     await runner.tool_result(content, session)
                 elif kind == "approval":
                     await runner.approval(content)
+                elif kind == "computer_approval":
+                    await runner.computer_approval(content)
                 else:
                     await runner.submit(session, content, authorization)
                     await self._in_progress(runner, session)
@@ -346,6 +361,7 @@ class SessionService:
             runner.vaults = self.vaults
             runner.mcp = self.mcp
             runner.automations = self.agent_automations
+            runner.computer = self.computer
             runner.kept_authorization = self.kept_authorization
             self.runners[session_id] = runner
             runner.events.active = True
@@ -463,3 +479,5 @@ class SessionService:
         for runner in list(self.runners.values()):
             if runner.task is not None and not runner.task.done():
                 runner.task.cancel()
+        if self.computer is not None:  # every desktop of this process stopped
+            await self.computer.desktops.close()

@@ -6,8 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from ...protocol.agents.inputs import response_tools
+from ...sandbox.desktop import DesktopSettings
+from .computer.calls import screen_note
 from .environments.environments import hosted_container, shell_tool
 from .subagent_contexts import KEPT_KEY, for_the_run
+
+_SCREEN = DesktopSettings()
 
 
 def turn_request(session: dict[str, Any], turn_input: list[dict[str, Any]], capabilities: str = "",
@@ -24,7 +28,9 @@ def turn_request(session: dict[str, Any], turn_input: list[dict[str, Any]], capa
         "model": agent["model"], "background": True, "stream": True, "store": True, "input": turn_input,
         "text": {"format": _text_format(agent["text"]["format"]), "verbosity": agent["text"]["verbosity"]},
     }
-    instructions = "\n\n".join(part for part in (agent.get("instructions"), capabilities) if part)
+    screen = screen_note(_SCREEN.width, _SCREEN.height) \
+        if any(tool["type"] == "computer_use" for tool in agent["tools"]) else ""
+    instructions = "\n\n".join(part for part in (agent.get("instructions"), capabilities, screen) if part)
     if instructions:
         body["instructions"] = instructions
     reasoning = {key: value for key, value in agent["reasoning"].items() if value is not None}

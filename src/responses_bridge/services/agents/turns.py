@@ -22,6 +22,7 @@ import orjson
 import structlog
 
 from ... import ids
+from ...engine.tools.multi_agent import ROOT_AGENT
 from ...observability import tracing
 from ...protocol.agents.automations_tool import FUNCTION_NAME
 from ...protocol.agents.events import (
@@ -43,6 +44,7 @@ from ..responses.background_frames import split_frames
 from ..responses.kept_authorization import KeptAuthorization
 from .async_calls import async_functions, async_results, started
 from .auto_review import auto_review
+from .computer.calls import ComputerUse
 from .environments.environments import Published, SessionEnvironments, expired_event, not_kept
 from .environments.mcp import SessionMCP
 from .events import SessionLog
@@ -58,7 +60,7 @@ from .session_resume import (
     started_step,
     stop_response,
 )
-from .session_waiting import answer_call, decide, kept_usage, wait_for_results
+from .session_waiting import answer_call, decide, decide_computer, kept_usage, wait_for_results
 from .subagent_contexts import kept_subagents
 from .subagent_tree import SubagentTree
 from .traces import TurnTrace, turn_span
@@ -103,6 +105,7 @@ class SessionRunner:
         self.mcp: SessionMCP | None = None  # the MCP servers in its environment, with metadata or required
         # the agent's ``automations`` tool, run here (the service's): tenant, session, call id, arguments -> output
         self.automations: Callable[[str, str, str, str], Awaitable[str]] | None = None
+        self.computer: ComputerUse | None = None  # the agent's ``computer_use`` tool, run here (the service's)
         self._may_idle = False  # the running turn's end may leave the session idle (no other turn queued)
         self._idled = False  # it did: the turn's end told agent.session.idle too
         self.handing_off = False  # a drain: stop at the next step boundary (session_resume.py)
@@ -372,6 +375,10 @@ class SessionRunner:
         """The client's decision on an MCP call the running turn holds (session_waiting.py)."""
         await decide(self, result)
 
+    async def computer_approval(self, answer: dict[str, Any]) -> None:
+        """The client's answer to a desktop's approval request the running turn holds (session_waiting.py)."""
+        await decide_computer(self, answer)
+
     async def _follow(self, entry: QueuedTurn, session: dict[str, Any]) -> dict[str, Any]:
         """Tell the turn's response events in the session's log (``session``: as the response's request was made
         from it); its terminal event."""
@@ -390,6 +397,12 @@ class SessionRunner:
                     if self.handing_off and event.get("type") == "response.failed":
                         raise HandOff  # the drain ended it under us: the step is made again elsewhere
                     final = event
+                    continue
+                if self.computer is not None and event.get("type") == "response.output_item.done" and \
+                        (event.get("item") or {}).get("type") == "computer_call" and \
+                        (event["item"].get("agent") or {}).get("agent_name", ROOT_AGENT) == ROOT_AGENT:
+                    await self.computer.call(self, entry, session, event["item"],  # on the session's desktop
+                                             int(event.get("output_index") or 0))
                     continue
                 told = tree.take(event) if tree is not None else None
                 if told is not None:  # the subagents' doings, told as the session's subagents and their turns

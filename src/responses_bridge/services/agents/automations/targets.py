@@ -15,7 +15,15 @@ from ....protocol.agents.agents import (
     require_model,
 )
 from ....protocol.agents.automations import EXISTING_SESSION_FIELDS, NEW_SESSION_FIELDS
-from ....protocol.agents.inputs import check_environment, check_servable, known, messages, not_served, session_tools
+from ....protocol.agents.inputs import (
+    check_environment,
+    check_environment_computer,
+    check_servable,
+    known,
+    messages,
+    not_served,
+    session_tools,
+)
 from ....protocol.errors import APIError, invalid_request
 from ....protocol.metadata import check_metadata
 from ..agents import AgentService
@@ -91,6 +99,7 @@ class AutomationTargets:
                                           param=f"target.agent.tools[{index}].transport", code="unsupported_value")
             inline = {key: config[key] for key in SESSION_AGENT_FIELDS} | {"tools": session_tools(config["tools"])}
         check_servable(config)
+        check_environment_computer(config["tools"], False, "target.agent.")  # its session's environment is none
         return {"type": "new_session", "agent": inline, "agent_id": agent_id, "environment": {"type": "none"},
                 "input": [{"type": "message", "role": "user", "content": content} for content in contents],
                 "metadata": dict(target.get("metadata") or {}), "vault_ids": []}

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -125,6 +125,9 @@ class SessionEnvironments:
         self.setup: EnvironmentSetup | None = None  # setup commands and env (setup.py)
         self.executors: ExecutorHub | None = None  # exec-servers serving self_hosted ones (agents/executor_calls.py)
         self.connectors: Collection[str] = ()  # the connector ids a plugin's apps may name (plugin_apps.py)
+        # why no desktop (``desktop.enabled``) can run here, None when one can (agents/computer/desktops.py's
+        # ``unavailable``; the door sets it); unset: this server runs none
+        self.desktops: Callable[[], str | None] | None = None
 
     def _service(self) -> ContainerService:
         if self.containers is None:
@@ -156,6 +159,11 @@ class SessionEnvironments:
         """A new container for the session (``name``: a standalone environment's); its ``environment``
         resource, its files placed and setup commands run (setup.py)."""
         containers = self._service()
+        if plan.desktop:  # a 400 naming what is missing (a package, Pillow's XCB, the cgroup mode), nothing made
+            refused = "this server runs no desktops" if self.desktops is None else self.desktops()
+            if refused is not None:
+                raise invalid_request(f"A desktop ('environment.desktop.enabled') cannot run on this server: "
+                                      f"{refused}.", param="environment.desktop.enabled", code="unsupported_value")
         if plan.environment_id is not None:  # an existing environment, taken
             if self.setup is None:
                 raise invalid_request("An existing environment ('environment_id') is not served here.",
