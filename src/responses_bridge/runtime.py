@@ -99,8 +99,8 @@ class Runtime:
     # ``mode: auto`` upstreams, as probed at start (probe/start.py): the chosen mode and measured switches
     probed_modes: dict[str, str] = field(default_factory=dict)
     probed_switches: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # the sessions' running desktops, which the HTTP door shows live (services/agents/desktop_watch/): none until
-    # whatever runs them is composed in
+    # the sessions' running desktops, which the HTTP door shows live (services/agents/desktop_watch/): the HTTP
+    # door composes the sessions' desktop pool in (agents_routes.py) unless one is given here
     desktops: DesktopRegistry = NO_DESKTOPS
     _upstream_options: dict[str, EngineOptions] = field(default_factory=dict, repr=False)  # route_options' cache
     # per-tenant requests in flight and body size, one budget for both doors (services/tenancy/limits.py)
