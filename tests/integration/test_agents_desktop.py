@@ -30,7 +30,7 @@ from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.desktop.requirements import missing_packages, pillow_problem
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle
-from tests.integration.test_desktop import BUTTON, FIELD, Site, _site
+from tests.integration.test_desktop import BUTTON, FIELD, Site, _site, until
 from tests.support.agent_doors import base_fixture, envoy_fixture  # noqa: F401
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 from tests.support.envoy import have_envoy
@@ -151,14 +151,6 @@ def jpeg(url: str) -> Image.Image:
     return image
 
 
-async def _until(found: Callable[[], bool], seconds: float = 20.0) -> bool:
-    for _ in range(int(seconds / 0.05)):
-        if found():
-            return True
-        await asyncio.sleep(0.05)
-    return found()
-
-
 def images_in(body: dict[str, Any]) -> list[str]:
     """The image URLs of a Chat Completions request's messages."""
     return [part["image_url"]["url"] for message in body["messages"] if isinstance(message.get("content"), list)
@@ -169,10 +161,10 @@ async def _reached(session: Session, seen: Callable[[], bool]) -> bool:
     """Until the page's server saw the browser's request (bounded polling). On a loaded machine the screen may
     settle before the browser has sent it — then nobody was asked to approve its origin yet — so the model waits
     once, as a model does on a page not loaded yet (the origin asked, and approved, on the way)."""
-    if await _until(seen, 10):
+    if await until(seen, 10):
         return True
     await session.turn(computer({"type": "wait"}))
-    return await _until(seen)
+    return await until(seen)
 
 
 async def navigate(session: Session, url: str) -> list[dict[str, Any]]:
@@ -220,12 +212,12 @@ async def test_a_session_drives_the_browser_on_its_desktop(sidecar: Sidecar, sit
             await session.turn(computer({"type": "wait"}))  # the page drawn before the model clicks it
             clicked = await session.turn(computer({"type": "click", "button": "left", "x": BUTTON[0],
                                                    "y": BUTTON[1]}))
-            assert await _until(lambda: "/clicked" in allowed.seen), allowed.seen
+            assert await until(lambda: "/clicked" in allowed.seen), allowed.seen
             assert calls_of(clicked)[0]["title"] == f"click ({BUTTON[0]}, {BUTTON[1]})"
             await session.turn(computer({"type": "click", "button": "left", "x": FIELD[0], "y": FIELD[1]},
                                         {"type": "type", "text": "hello desktop"},
                                         {"type": "keypress", "keys": ["ENTER"]}))
-            assert await _until(lambda: "/submit?text=hello+desktop" in allowed.seen), allowed.seen
+            assert await until(lambda: "/submit?text=hello+desktop" in allowed.seen), allowed.seen
 
             # only the newest three screenshots are sent; each older one is a one-line note
             last = await upstream.last_body()
@@ -245,7 +237,7 @@ async def test_a_session_drives_the_browser_on_its_desktop(sidecar: Sidecar, sit
             # a host the environment's network does not allow is never reached from the browser
             await navigate(session, f"http://localhost:{refused.port}/secret")
             await navigate(session, f"http://127.0.0.1:{allowed.port}/after")
-            assert await _until(lambda: "/after" in allowed.seen), allowed.seen  # it did navigate, after it
+            assert await until(lambda: "/after" in allowed.seen), allowed.seen  # it did navigate, after it
             assert refused.seen == []
 
             # the session's items: every call with its screenshot
@@ -269,7 +261,7 @@ async def test_a_session_drives_the_browser_on_its_desktop(sidecar: Sidecar, sit
             browsers = _browsers(sidecar)
             assert browsers
             await alpha.beta.agents.sessions.delete(made.id)
-            assert await _until(lambda: not _browsers(sidecar)), _browsers(sidecar)
+            assert await until(lambda: not _browsers(sidecar)), _browsers(sidecar)
     finally:
         await alpha.close()
         await other.close()

@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from tests.integration.test_agents_api import BETA, MODEL
-from tests.integration.test_agents_desktop import CANNOT, ENVIRONMENT, TOOLS, Session, _client, _until, computer
+from tests.integration.test_agents_desktop import CANNOT, ENVIRONMENT, TOOLS, Session, _client, computer, until
 from tests.integration.test_desktop_gate import PASSWORD, USERNAME, Server
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 from tests.support.postgres import database_name, shared_server, store_from_env
@@ -191,7 +191,7 @@ async def test_origins_and_a_sign_in_are_asked_of_the_client(sidecar: tuple[Side
                 assert posted.status == 202, await posted.text()
             events = await session.until_quiet()
             assert events[-2]["type"] == "agent.session.turn.completed", [event["type"] for event in events]
-            assert await _until(lambda: any(method == "POST" for method, _, _ in approved.requests))
+            assert await until(lambda: any(method == "POST" for method, _, _ in approved.requests))
             [(_, path, body)] = [one for one in approved.requests if one[0] == "POST"]
             assert path == "/login" and PASSWORD.encode() in body
             [result] = [event["item"] for event in events if event["type"] == "agent.session.turn.item.added"
@@ -289,7 +289,7 @@ async def test_an_origin_asked_before_a_restart_is_answered_after_it(fake_upstre
                 assert "fresh desktop" in said and f"approved the browser's access to {origin}" in said, said
                 events = await again.turn(go)  # not asked again: the session's fresh desktop has it approved
                 assert events[-1]["type"] == "agent.session.idle"
-                assert await _until(lambda: "/" in site.paths()), site.paths()
+                assert await until(lambda: "/" in site.paths()), site.paths()
                 async with http.delete(f"/v1/agents/sessions/{session.id}") as answer:
                     assert answer.status == 200
     finally:

@@ -113,7 +113,8 @@ async def desktop(sites: tuple[Site, Site], sandbox: Sandbox) -> AsyncIterator[D
         await made.stop()
 
 
-async def _until(found: Callable[[], bool], seconds: float = 30.0) -> bool:
+async def until(found: Callable[[], bool], seconds: float = 30.0) -> bool:
+    """True once ``found()`` is (bounded polling, every 50 ms): the desktop tests' one wait."""
     for _ in range(int(seconds / 0.05)):
         if found():
             return True
@@ -152,7 +153,7 @@ async def test_the_browser_clicks_types_and_presses_enter_on_a_loopback_page(des
     clicked = await desktop.act(parse_actions([{"type": "click", "button": "left", "x": BUTTON[0], "y": BUTTON[1]}],
                                               WIDTH, HEIGHT))
     assert clicked.error is None
-    assert await _until(lambda: "/clicked" in allowed.seen), allowed.seen
+    assert await until(lambda: "/clicked" in allowed.seen), allowed.seen
     after = await desktop.screenshot()
     assert ImageChops.difference(_image(before.jpeg).convert("RGB"),
                                  _image(after.jpeg).convert("RGB")).getbbox() is not None  # the page changed
@@ -163,7 +164,7 @@ async def test_the_browser_clicks_types_and_presses_enter_on_a_loopback_page(des
         {"type": "keypress", "keys": ["ENTER"]},
     ], WIDTH, HEIGHT))
     assert typed.error is None
-    assert await _until(lambda: "/submit?text=hello+desktop" in allowed.seen), allowed.seen
+    assert await until(lambda: "/submit?text=hello+desktop" in allowed.seen), allowed.seen
     _image(typed.jpeg)
 
 
@@ -176,7 +177,7 @@ async def test_a_host_the_policy_does_not_allow_is_never_reached(desktop: Deskto
         for action in ({"type": "keypress", "keys": ["CTRL", "L"]}, {"type": "type", "text": url},
                        {"type": "keypress", "keys": ["ENTER"]}):
             await desktop.act(parse_actions([action], WIDTH, HEIGHT))
-    assert await _until(lambda: "/after" in allowed.seen), allowed.seen  # the browser did navigate, after it
+    assert await until(lambda: "/after" in allowed.seen), allowed.seen  # the browser did navigate, after it
     assert refused.seen == []
 
 

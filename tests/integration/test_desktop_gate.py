@@ -30,6 +30,7 @@ from responses_bridge.sandbox.desktop import (
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from responses_bridge.sandbox.egress import EgressLimits, EgressSettings
 from responses_bridge.sandbox.egress_policy import EgressRules, parse_policy
+from tests.integration.test_desktop import until
 
 pytestmark = pytest.mark.store_free
 
@@ -131,14 +132,6 @@ async def desktop(servers: list[Server]) -> AsyncIterator[Desktop]:
         await made.stop()
 
 
-async def _until(found: Callable[[], bool], seconds: float = 30.0) -> bool:
-    for _ in range(int(seconds / 0.05)):
-        if found():
-            return True
-        await asyncio.sleep(0.05)
-    return found()
-
-
 async def _go(desktop: Desktop, url: str) -> Screenshot:
     """Type ``url`` into the address bar and press Enter (one batch each, as the blocked-host test of
     test_desktop.py does: the bar's suggestions settle before Enter)."""
@@ -156,7 +149,7 @@ async def test_an_origin_is_not_reached_until_its_client_allows_it(servers: list
     told: list[str] = []
     desktop = await _desktop(servers, on_origin=told.append)
     try:
-        assert await _until(lambda: "/" in first.paths())  # the first page's origin is approved with it
+        assert await until(lambda: "/" in first.paths())  # the first page's origin is approved with it
         origin = f"http://127.0.0.1:{other.port}"
         shot = await _go(desktop, f"{origin}/page")
         assert shot.pending_origins == (origin,) == desktop.pending_origins()  # the action returned, the page held
@@ -164,7 +157,7 @@ async def test_an_origin_is_not_reached_until_its_client_allows_it(servers: list
         await desktop.screenshot()
         assert other.connections == 0
         desktop.allow_origin(origin + "/")
-        assert await _until(lambda: "/page" in other.paths()), other.requests  # the held request went on
+        assert await until(lambda: "/page" in other.paths()), other.requests  # the held request went on
         assert desktop.pending_origins() == () and told == [origin]
     finally:
         await desktop.stop()
@@ -175,12 +168,12 @@ async def test_a_denied_origin_is_never_reached(desktop: Desktop, servers: list[
     first, other, _ = servers
     origin = f"http://127.0.0.1:{other.port}"
     await _go(desktop, f"{origin}/denied")
-    assert await _until(lambda: desktop.pending_origins() == (origin,))
+    assert await until(lambda: desktop.pending_origins() == (origin,))
     desktop.deny_origin(origin)
     assert desktop.pending_origins() == ()
     assert (await _go(desktop, f"{origin}/again")).pending_origins == ()  # refused at once now
     await _go(desktop, f"http://127.0.0.1:{first.port}/after")
-    assert await _until(lambda: "/after" in first.paths()), first.requests  # the browser did navigate, after it
+    assert await until(lambda: "/after" in first.paths()), first.requests  # the browser did navigate, after it
     assert other.connections == 0
 
 
@@ -192,7 +185,7 @@ async def test_an_origin_the_policy_refuses_is_never_reached_even_if_allowed(des
     desktop.allow_origin(origin)  # the client approves it; the policy (127.0.0.1 only) does not
     assert (await _go(desktop, f"{origin}/secret")).pending_origins == ()
     await _go(desktop, f"http://127.0.0.1:{first.port}/after")
-    assert await _until(lambda: "/after" in first.paths()), first.requests
+    assert await until(lambda: "/after" in first.paths()), first.requests
     assert refused.connections == 0
 
 
@@ -213,7 +206,7 @@ async def test_a_sign_in_form_is_reported_and_filled_and_its_values_go_to_the_pa
     desktop = await _desktop(servers, "/login")
     try:
         look = parse_actions([{"type": "screenshot"}], WIDTH, HEIGHT)
-        assert await _until(lambda: "/login" in first.paths())
+        assert await until(lambda: "/login" in first.paths())
         shot = await desktop.act(look)
         for _ in range(100):
             if shot.sign_in is not None:
@@ -252,7 +245,7 @@ async def test_a_sign_in_form_is_reported_and_filled_and_its_values_go_to_the_pa
 
         with structlog.testing.capture_logs() as logs:
             submitted = await desktop.submit_sign_in({"username": USERNAME, "password": PASSWORD})
-            assert await _until(lambda: any(method == "POST" for method, _, _ in first.requests))
+            assert await until(lambda: any(method == "POST" for method, _, _ in first.requests))
             # the server holds its answer: the screen still shows the form, filled, with nothing of it drawn
             assert submitted.error is None and _blue(submitted.jpeg) < 50, _blue(submitted.jpeg)
             assert submitted.sign_in is None  # the submitted document's form is not asked for again
