@@ -201,6 +201,9 @@ class DesktopPool:
         return held
 
     async def _start(self, session_id: str, tenant: str, held: _Held, network: NetworkPolicy | None) -> None:
+        """The session's desktop started into ``held``. A session that ended meanwhile (:meth:`stop` found it
+        starting and left it to this call) has its desktop stopped here, once started: no browser outlives its
+        session, nor runs outside the bounds with its unit given back."""
         refused = self.unavailable()
         if refused is not None:
             raise DesktopUnavailable(refused)
