@@ -286,6 +286,14 @@ PROGRAMS_LIVE = Gauge("responses_bridge_programs_live", "Programs holding a prog
                       multiprocess_mode="livesum")
 PROGRAMS_WAITING = Gauge("responses_bridge_programs_waiting", "Programs waiting for a program slot now",
                          multiprocess_mode="livesum")
+# The sessions' desktops (services/agents/computer/desktops.py): those holding one of the process's desktop units
+# (running, starting or stopping) and the computer calls waiting for one — whether RESPONSES_BRIDGE_DESKTOPS_MAX is
+# reached, and how long the fair queue behind it is.
+DESKTOPS_LIVE = Gauge("responses_bridge_desktops_live",
+                      "Sessions' desktops holding a desktop unit now (running, starting or stopping)",
+                      multiprocess_mode="livesum")
+DESKTOPS_WAITING = Gauge("responses_bridge_desktops_waiting", "Computer calls waiting for a desktop unit now",
+                         multiprocess_mode="livesum")
 
 
 def sandbox_run(outcome: str, seconds: float | None, *, job: str = "python") -> None:

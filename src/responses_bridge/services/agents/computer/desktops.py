@@ -3,12 +3,17 @@ session's first computer call (not at its create: most sessions never call it, a
 hundred MiB and a sandbox slot), stopped when the session ends or is deleted, when it was unused for
 ``desktop_idle_seconds``, or when the process stops.
 
-Bounded twice over: each desktop is one long-lived call of the bubblewrap sandbox, so it holds one of the
-sandbox's slots, which are shared by the fair-share rule of every pool (fair_share.py: a tenant past its share
-waits behind the others); and on top, at most ``desktops_per_tenant`` of one tenant and ``desktops_max`` of all
-run at once here. A call past either bound waits (at most ``desktop_wait_seconds``) for a desktop to stop, then
-raises :class:`DesktopBusy`, which the model is told (it may try again): a desktop is never taken from another
-session.
+Desktops are one more pool shared by the fair-share rule of every pool (fair_share.py, through
+:class:`~responses_bridge.fair_slots.FairSlots`): a desktop is a unit, held from its start until it stops (idle,
+session end, failure: once its processes are gone), ``desktops_max`` units in the process, ``desktops_per_tenant``
+a hard cap on what one tenant holds. A call that finds no unit waits in the pool's queue: when a desktop stops, its
+unit goes to the waiting tenant served least lately (desktop-seconds, decayed), first come first served within a
+tenant — a tenant whose sessions have held desktops for long waits behind one that held none. The wait lasts at
+most ``desktop_wait_seconds``, then :class:`DesktopBusy` says why, which the model is told (it may try again); the
+queue is bounded (four waiters a unit, as every unit pool's: past it the newest waiter of the tenant holding and
+waiting most is refused). A desktop is never taken from another session (its page and sign-ins would be lost).
+Besides, each desktop is one long-lived call of the bubblewrap sandbox, so it also holds one of the sandbox's slots,
+shared by the same rule.
 
 The origins a session's client approved (computer/approvals.py) are kept here for the session's life, so a fresh
 desktop of the same session (after an idle stop) starts with them approved: the client is not asked twice.
@@ -22,11 +27,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
+from ....fair_share import Reason
+from ....fair_slots import FairSlots
+from ....observability.metrics import DESKTOPS_LIVE, DESKTOPS_WAITING
 from ....sandbox.desktop import Desktop, DesktopSettings, DesktopUnavailable, desktop_unavailable
 from ....sandbox.egress_policy import NetworkPolicy
 from ....sandbox.runner import Sandbox
@@ -52,47 +61,88 @@ class DesktopBounds:
     wait: float = 30.0
 
 
-@dataclass(slots=True)
-class _Held:
-    """A session's desktop (None while it starts), who it is for and when it was last used."""
+class DesktopMaker(Protocol):
+    """What makes a session's desktop (not started) and says whether one can run here at all: the bubblewrap
+    sandbox's (:class:`SandboxDesktops`); the pool's own rules (bounds, fair queue, idle stop) are the same for any."""
 
-    tenant: str
-    desktop: Desktop | None = None
-    used: float = 0.0
-    users: int = 0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    def unavailable(self) -> str | None: ...
+
+    def make(self, tenant: str, network: NetworkPolicy | None, origins: Sequence[str]) -> Desktop: ...
 
 
-class DesktopPool:
-    """The sessions' desktops of this process. ``sandbox``: the bubblewrap sandbox (None, or another backend: no
-    desktop runs here, :meth:`unavailable` says why)."""
+class SandboxDesktops:
+    """Desktops in the bridge's bubblewrap sandbox (``sandbox``: None, or another backend: none runs here)."""
 
-    def __init__(self, sandbox: object | None, bounds: DesktopBounds | None = None,
-                 settings: DesktopSettings | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, sandbox: object | None, settings: DesktopSettings) -> None:
         self._sandbox = sandbox if isinstance(sandbox, Sandbox) else None
         self._backend = type(sandbox).__name__ if sandbox is not None else None
-        self.bounds = bounds or DesktopBounds()
-        self.settings = settings or DesktopSettings()
-        self._clock = clock
-        self._held: dict[str, _Held] = {}
-        self._stopping: list[_Held] = []  # counted in the bounds until their processes are gone
-        # why a live session's desktop stopped (``idle``, ``failed``), until its next one starts: what the model is
-        # told of the fresh one (calls.py)
-        self.stopped: dict[str, str] = {}
-        self.approved: dict[str, list[str]] = {}  # session id -> the origins its client approved
-        self._room = asyncio.Condition()
-        self._reaper: asyncio.Task[None] | None = None
+        self.settings = settings
 
     def unavailable(self) -> str | None:
-        """Why no desktop can run here, naming what to install or change (None: one can)."""
         if self._sandbox is None:
             return ("a desktop needs the bridge's bubblewrap sandbox, which this server does not run"
                     + (f" (its sandbox backend is {self._backend})" if self._backend else ""))
         return desktop_unavailable(self._sandbox, browser=self.settings.browser)
 
+    def make(self, tenant: str, network: NetworkPolicy | None, origins: Sequence[str]) -> Desktop:
+        assert self._sandbox is not None  # unavailable() said None
+        return Desktop(self._sandbox, tenant=tenant, network=network, settings=self.settings, origins=origins)
+
+
+@dataclass(slots=True)
+class _Held:
+    """A session's desktop (None while it starts), who it is for and when it was last used; ``unit``: it holds
+    one of the pool's units (given back exactly once, :meth:`DesktopPool._let_go`)."""
+
+    tenant: str
+    desktop: Desktop | None = None
+    used: float = 0.0
+    users: int = 0
+    unit: bool = True
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def busy_note(why: Reason, bounds: DesktopBounds, at_cap: bool) -> str:
+    """What the model is told of a call that got no desktop: the tenant's own cap, the server's desktops all busy,
+    or the queue of calls waiting for one full — nothing of what other tenants hold."""
+    if why == "queue":
+        return (f"No desktop is free: this server's {bounds.total} (RESPONSES_BRIDGE_DESKTOPS_MAX) are all in use "
+                "and the queue of calls waiting for one is full (a full queue gives up the newest call of the "
+                "project holding and waiting for the most). Try the computer again later.")
+    which = (f"this project's {bounds.per_tenant} (RESPONSES_BRIDGE_DESKTOPS_PER_TENANT)" if at_cap
+             else f"this server's {bounds.total} (RESPONSES_BRIDGE_DESKTOPS_MAX)")
+    return (f"No desktop is free: {which} are all in use by other sessions, and none came free within "
+            f"{bounds.wait:g} s. Try the computer again later.")
+
+
+class DesktopPool:
+    """The sessions' desktops of this process. ``sandbox``: the bubblewrap sandbox (None, or another backend: no
+    desktop runs here, :meth:`unavailable` says why); ``maker``: what makes the desktops instead (the sandbox's by
+    default)."""
+
+    def __init__(self, sandbox: object | None, bounds: DesktopBounds | None = None,
+                 settings: DesktopSettings | None = None, clock: Callable[[], float] = time.monotonic,
+                 maker: DesktopMaker | None = None) -> None:
+        self.bounds = bounds or DesktopBounds()
+        self.settings = settings or DesktopSettings()
+        self._maker = maker or SandboxDesktops(sandbox, self.settings)
+        self._clock = clock
+        # the units: ``total`` fixed here, the per-tenant cap and the wait read from ``bounds`` at each call
+        self.slots = FairSlots(self.bounds.total, lambda tenant: self.bounds.per_tenant, what="desktops")
+        self._held: dict[str, _Held] = {}
+        # why a live session's desktop stopped (``idle``, ``failed``), until its next one starts: what the model is
+        # told of the fresh one (calls.py)
+        self.stopped: dict[str, str] = {}
+        self.approved: dict[str, list[str]] = {}  # session id -> the origins its client approved
+        self._reaper: asyncio.Task[None] | None = None
+
+    def unavailable(self) -> str | None:
+        """Why no desktop can run here, naming what to install or change (None: one can)."""
+        return self._maker.unavailable()
+
     def running(self, tenant: str | None = None) -> int:
-        """Desktops running or starting (of ``tenant``'s sessions, or of all)."""
-        return sum(1 for held in [*self._held.values(), *self._stopping] if tenant is None or held.tenant == tenant)
+        """Desktops running, starting or stopping (of ``tenant``'s sessions, or of all): the units held."""
+        return self.slots.busy if tenant is None else self.slots.held(tenant)
 
     async def desktop_for(self, tenant: str, session_id: str) -> Desktop | None:
         """The session's running desktop, for a watcher of ``tenant``'s (the live view's registry,
@@ -113,36 +163,59 @@ class DesktopPool:
         ``DesktopUnavailable`` (it cannot run here, or failed to start: why)."""
         held = self._held.get(session_id)
         if held is None:
-            await self._make_room(tenant)
-            held = self._held.setdefault(session_id, _Held(tenant))
+            held = await self._admit(session_id, tenant)
         held.users += 1
         try:
             async with held.lock:  # one call at a time drives a desktop, as a model's calls come
                 fresh = held.desktop is None
                 if fresh:
-                    refused = self.unavailable()
-                    if refused is not None:
-                        raise DesktopUnavailable(refused)
-                    assert self._sandbox is not None
-                    desktop = Desktop(self._sandbox, tenant=tenant, network=network, settings=self.settings,
-                                      origins=self.approved.get(session_id, ()))
-                    await desktop.start()
-                    held.desktop = desktop
-                    self.stopped.pop(session_id, None)
-                    log.info("desktop_started", session_id=session_id, tenant=tenant,
-                             browser_sandbox=desktop.browser_sandbox)
-                    self._reap()
+                    await self._start(session_id, tenant, held, network)
                 assert held.desktop is not None
                 try:
                     yield held.desktop, fresh
                 finally:
                     held.used = self._clock()
         except BaseException:
-            if held.desktop is None and held.users == 1:  # it never started: its room is given back
-                await self._forget(session_id, held)
+            if held.desktop is None and held.users == 1:  # it never started: its unit is given back
+                self._forget(session_id, held)
             raise
         finally:
             held.users -= 1
+
+    async def _admit(self, session_id: str, tenant: str) -> _Held:
+        """A unit for the session's desktop, waiting in the fair queue (at most the bounds' ``wait``)."""
+        DESKTOPS_WAITING.inc()
+        try:
+            why = await self.slots.acquire_or_why(tenant, self.bounds.wait)
+        finally:
+            DESKTOPS_WAITING.dec()
+        if why is not None:
+            at_cap = self.running(tenant) >= self.bounds.per_tenant
+            raise DesktopBusy(busy_note(why, self.bounds, at_cap))
+        DESKTOPS_LIVE.inc()
+        held = self._held.get(session_id)
+        if held is not None:  # another call of the session's got it one meanwhile: this unit is not needed
+            self._let_go(_Held(tenant))  # a record of its own, holding the unit, given back at once
+            return held
+        held = self._held[session_id] = _Held(tenant)
+        return held
+
+    async def _start(self, session_id: str, tenant: str, held: _Held, network: NetworkPolicy | None) -> None:
+        """The session's desktop started into ``held``. A session that ended meanwhile (:meth:`stop` found it
+        starting and left it to this call) has its desktop stopped here, once started: no browser outlives its
+        session, nor runs outside the bounds with its unit given back."""
+        refused = self.unavailable()
+        if refused is not None:
+            raise DesktopUnavailable(refused)
+        desktop = self._maker.make(tenant, network, self.approved.get(session_id, ()))
+        await desktop.start()
+        held.desktop = desktop
+        if self._held.get(session_id) is not held:  # stopped while it started (the session ended)
+            await self._stop_held(session_id, held, "ended")
+            raise DesktopUnavailable("The session's desktop was stopped while it started: the session ended.")
+        self.stopped.pop(session_id, None)
+        log.info("desktop_started", session_id=session_id, tenant=tenant, browser_sandbox=desktop.browser_sandbox)
+        self._reap()
 
     def approve(self, session_id: str, origin: str) -> None:
         """The session's client approved ``origin``: its later desktops start with it approved (at most
@@ -150,34 +223,21 @@ class DesktopPool:
         kept = [known for known in self.approved.get(session_id, []) if known != origin]
         self.approved[session_id] = [*kept[-(MAX_APPROVED - 1):], origin]
 
-    async def _make_room(self, tenant: str) -> None:
-        """Wait (at most the bounds' ``wait``) until this tenant and the process are within their bounds."""
-        bounds = self.bounds
+    def _let_go(self, held: _Held) -> None:
+        """``held``'s unit back to the pool (once): the least served waiting tenant's call gets it."""
+        if held.unit:
+            held.unit = False
+            self.slots.release(held.tenant)
+            DESKTOPS_LIVE.dec()
 
-        def room() -> bool:
-            return self.running() < bounds.total and self.running(tenant) < bounds.per_tenant
-
-        async with self._room:
-            if room():
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._room.wait_for(room), bounds.wait)
-            if not room():
-                which = (f"this project's {bounds.per_tenant} (RESPONSES_BRIDGE_DESKTOPS_PER_TENANT)"
-                         if self.running(tenant) >= bounds.per_tenant
-                         else f"this server's {bounds.total} (RESPONSES_BRIDGE_DESKTOPS_MAX)")
-                raise DesktopBusy(f"No desktop is free: {which} are all in use by other sessions, and none stopped "
-                                  f"within {bounds.wait:g} s. Try the computer again later.")
-
-    async def _forget(self, session_id: str, held: _Held) -> None:
+    def _forget(self, session_id: str, held: _Held) -> None:
         if self._held.get(session_id) is held:
             del self._held[session_id]
-        async with self._room:
-            self._room.notify_all()
+        self._let_go(held)
 
     async def stop(self, session_id: str, why: str = "ended") -> None:
         """Stop the session's desktop (``why``: ``ended``, the session deleted; ``idle``; ``failed``, it stopped
-        answering): its processes gone, its slot and room freed. Never raises but for cancellation."""
+        answering): its processes gone, its slot and unit freed. Never raises but for cancellation."""
         held = self._held.pop(session_id, None)
         if why == "ended":
             self.approved.pop(session_id, None)
@@ -185,15 +245,20 @@ class DesktopPool:
             return
         if why in ("idle", "failed"):
             self.stopped[session_id] = why
-        if held.desktop is not None:  # its room is given back once its processes are gone
-            self._stopping.append(held)
-            try:
+        if held.desktop is None and held.users:
+            return  # still starting: the call starting it stops it and gives its unit back (_start, use)
+        await self._stop_held(session_id, held, why)
+
+    async def _stop_held(self, session_id: str, held: _Held, why: str) -> None:
+        """``held``'s desktop stopped, then its unit given back: it counts in the bounds until its processes are
+        gone."""
+        try:
+            if held.desktop is not None:
                 await held.desktop.stop()
-            finally:
-                self._stopping.remove(held)
-            log.info("desktop_stopped", session_id=session_id, tenant=held.tenant, why=why)
-        async with self._room:
-            self._room.notify_all()
+                log.info("desktop_stopped", session_id=session_id, tenant=held.tenant, why=why)
+        finally:
+            held.desktop = None
+            self._let_go(held)
 
     def _reap(self) -> None:
         if self._reaper is None or self._reaper.done():
