@@ -144,7 +144,7 @@ class FairPool:
         state = self.tenants.get(tenant) or self._idle.get(tenant)
         if state is None:
             return 0.0
-        self._accrue(state, time.monotonic())
+        self._accrue(state, _monotonic())
         return self.service.attained(state.served, state.at)
 
     # -- counts ----------------------------------------------------------------------------------------------------

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
 import pytest
 
+from responses_bridge import fair_share
 from responses_bridge.preemption import absorb_preemption
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.responses.request import parse_request_object
@@ -95,8 +98,18 @@ async def finish(holders: list[Holder], count: int) -> None:
     await settle()
 
 
+@pytest.fixture
+def stepped_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fair_share's clock advanced a millisecond a reading: each tenant's service (unit-seconds held) follows the
+    order of the test's events, not how fast a loaded machine runs them (a full run's: the victim's units served
+    for as long as a greedy tenant's, its third unit went to that tenant)."""
+    start, readings = time.monotonic(), itertools.count()
+    monkeypatch.setattr(fair_share, "_monotonic", lambda: start + next(readings) * 0.001)
+
+
 @pytest.mark.parametrize("greedy", [2, 4, 8])
 @pytest.mark.parametrize("together", [False, True], ids=["one-after-another", "together"])
+@pytest.mark.usefixtures("stepped_clock")
 async def test_greedy_tenants_never_starve_the_next_one_in_a_pool_of_16(greedy: int, together: bool) -> None:
     """Nothing held is taken back for the newcomer (its work would be thrown away): it waits, and the units the
     greedy tenants give back go round the tenants served least — the newcomer and the greedy tenants that hold
