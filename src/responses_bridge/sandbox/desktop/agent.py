@@ -28,6 +28,7 @@ the same for ``quiet`` seconds, bounded by ``settle`` (then the last grab is sen
 """
 
 import contextlib
+import ctypes
 import json
 import os
 import select
@@ -44,6 +45,10 @@ if TYPE_CHECKING:  # in the call, page.py's source comes before this file's (des
 DISPLAY = ":1"
 GRAB_EVERY = 0.02
 SOCKET_NAME = "desktop.sock"
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+XVFB_MEMORY = ("-extension", "GLX")
+"""No GLX: the browser draws with --disable-gpu (software, through X's core and MIT-SHM requests), so nothing uses
+it, and loading it maps Mesa's software GL into Xvfb: 63 -> 12 MiB of Xvfb's PSS (docs/agents.md, "Measured")."""
 
 
 def _say(found: dict) -> None:
@@ -162,7 +167,13 @@ def _browser_command(config: dict, sandboxed: bool) -> list[str]:
         "--no-pings", "--disable-client-side-phishing-detection", "--safebrowsing-disable-auto-update",
         "--disable-dev-shm-usage", "--password-store=basic",
         "--disable-features=Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider,AutofillServerCommunication,"
-        "SpareRendererForSitePerProcess",
+        "SpareRendererForSitePerProcess,"
+        # the address bar's suggestions drawn by the browser itself (Views), not by a web page of its own that
+        # Chromium preloads at start in a renderer of its own (chrome://omnibox-popup.top-chrome): 43 MiB less
+        "WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup",
+        # the network service in the browser's process, not a process of its own (--service-sandbox-type=none: it
+        # runs unsandboxed either way, so no sandbox is given up; a crash of it now ends the browser): 25 MiB less
+        "--enable-features=NetworkServiceInProcess2",
         "--window-position=0,0", f"--window-size={width},{height}", "--force-device-scale-factor=1",
         "--test-type",  # no "unsupported flag" bar over the page (where --no-sandbox is)
         # every address through the call's proxy, loopback too: the sandbox's own loopback has nothing to reach
@@ -223,7 +234,16 @@ def _serve(listener: socket.socket, screen: Screen, pages: "Pages") -> None:
                 connection.sendall(json.dumps(head).encode() + b"\n" + data)
 
 
+def _release_large_buffers() -> None:
+    """Each grab and its bytes are megabytes (1280×800×3 = 3 MiB) made and dropped every 20 ms while settling;
+    glibc raises its mmap threshold after freeing such a block and then keeps the next ones in the heap, which it
+    never gives back: this process stayed at ~40 MiB. A fixed threshold returns each to the kernel when freed."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 256 * 1024)
+
+
 def main(config_text: str) -> None:
+    _release_large_buffers()
     config = json.loads(config_text)
     until = time.monotonic() + float(config["start_timeout"])
     try:
@@ -236,7 +256,7 @@ def main(config_text: str) -> None:
     os.makedirs("/tmp/.X11-unix", mode=0o1777, exist_ok=True)  # Xvfb, not root here, would not make it
     try:
         xvfb = subprocess.Popen(["Xvfb", DISPLAY, "-screen", "0", f"{config['width']}x{config['height']}x24",
-                                 "-nolisten", "tcp", "-noreset", "-dpi", "96"],
+                                 "-nolisten", "tcp", "-noreset", "-dpi", "96", *XVFB_MEMORY],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         started.append(xvfb)
         error = _wait_for_display(xvfb, until)
