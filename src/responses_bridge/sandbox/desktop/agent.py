@@ -36,6 +36,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +46,8 @@ if TYPE_CHECKING:  # in the call, page.py's source comes before this file's (des
 DISPLAY = ":1"
 GRAB_EVERY = 0.02
 SOCKET_NAME = "desktop.sock"
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+IDLE_TRIM = 1.0
+"""Seconds without a request after which this process gives its free heap back (:class:`IdleTrim`)."""
 XVFB_MEMORY = ("-extension", "GLX")
 """No GLX: the browser draws with --disable-gpu (software, through X's core and MIT-SHM requests), so nothing uses
 it, and loading it maps Mesa's software GL into Xvfb: 63 -> 12 MiB of Xvfb's PSS (docs/agents.md, "Measured")."""
@@ -184,8 +186,40 @@ def _browser_command(config: dict, sandboxed: bool) -> list[str]:
     ]
 
 
+class IdleTrim:
+    """Gives the heap's free memory back to the kernel once the desktop has been idle :data:`IDLE_TRIM` seconds.
+
+    Settling grabs the screen every 20 ms, each grab and its bytes megabytes (1280×800 is 3 MiB of pixels); glibc
+    raises its mmap threshold once such a block is freed and then keeps the next ones in its heap, which it does not
+    give back: this process stayed at ~35 MiB where it needs ~15 (a desktop's cgroup 20 MiB more). Trimming after
+    every answer cost 15 CPU-ms an action (+16%: the next grabs fault the pages in again), a fixed mmap threshold
+    (mallopt) 38 CPU-ms (+48%) and latency (each grab faulted in afresh); a desktop waits for its model most of the
+    time, so the trim comes once it does, at no cost per action. glibc's malloc_trim takes the arenas' locks: safe
+    from this timer's thread."""
+
+    def __init__(self) -> None:
+        self._timer: threading.Timer | None = None
+        try:
+            self._trim: Any = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            self._trim = None
+
+    def answered(self) -> None:
+        self.cancel()
+        if self._trim is not None:
+            self._timer = threading.Timer(IDLE_TRIM, self._trim, (0,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 def _serve(listener: socket.socket, screen: Screen, pages: "Pages") -> None:
     environment = {**os.environ, "DISPLAY": DISPLAY}
+    idle = IdleTrim()
     while True:
         connection, _ = listener.accept()
 
@@ -199,6 +233,7 @@ def _serve(listener: socket.socket, screen: Screen, pages: "Pages") -> None:
                     return
                 if request.get("cut"):
                     continue  # its request was answered before it came
+                idle.cancel()
                 failed = None
                 began = time.monotonic()
                 steps = request.get("steps", [])
@@ -232,18 +267,10 @@ def _serve(listener: socket.socket, screen: Screen, pages: "Pages") -> None:
                 if failed is not None:
                     head["error"] = failed
                 connection.sendall(json.dumps(head).encode() + b"\n" + data)
-
-
-def _release_large_buffers() -> None:
-    """Each grab and its bytes are megabytes (1280×800×3 = 3 MiB) made and dropped every 20 ms while settling;
-    glibc raises its mmap threshold after freeing such a block and then keeps the next ones in the heap, which it
-    never gives back: this process stayed at ~40 MiB. A fixed threshold returns each to the kernel when freed."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 256 * 1024)
+                idle.answered()
 
 
 def main(config_text: str) -> None:
-    _release_large_buffers()
     config = json.loads(config_text)
     until = time.monotonic() + float(config["start_timeout"])
     try:
