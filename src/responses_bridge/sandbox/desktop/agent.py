@@ -50,7 +50,7 @@ IDLE_TRIM = 1.0
 """Seconds without a request after which this process gives its free heap back (:class:`IdleTrim`)."""
 XVFB_MEMORY = ("-extension", "GLX")
 """No GLX: the browser draws with --disable-gpu (software, through X's core and MIT-SHM requests), so nothing uses
-it, and loading it maps Mesa's software GL into Xvfb: 63 -> 12 MiB of Xvfb's PSS (docs/agents.md, "Measured")."""
+it, and loading it maps Mesa's software GL and LLVM into Xvfb: 71 -> 23 MiB of its PSS (docs/agents.md)."""
 
 
 def _say(found: dict) -> None:
@@ -171,10 +171,10 @@ def _browser_command(config: dict, sandboxed: bool) -> list[str]:
         "--disable-features=Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider,AutofillServerCommunication,"
         "SpareRendererForSitePerProcess,"
         # the address bar's suggestions drawn by the browser itself (Views), not by a web page of its own that
-        # Chromium preloads at start in a renderer of its own (chrome://omnibox-popup.top-chrome): 43 MiB less
+        # Chromium preloads at start in a renderer of its own (chrome://omnibox-popup.top-chrome): 41 MiB less
         "WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup",
         # the network service in the browser's process, not a process of its own (--service-sandbox-type=none: it
-        # runs unsandboxed either way, so no sandbox is given up; a crash of it now ends the browser): 25 MiB less
+        # runs unsandboxed either way, so no sandbox is given up; a crash of it now ends the browser): 15 MiB less
         "--enable-features=NetworkServiceInProcess2",
         "--window-position=0,0", f"--window-size={width},{height}", "--force-device-scale-factor=1",
         "--test-type",  # no "unsupported flag" bar over the page (where --no-sandbox is)
