@@ -218,6 +218,45 @@ async def test_nothing_of_the_desktop_is_left_on_the_host_after_stop(desktop: De
         await desktop.screenshot()
 
 
+@needs_desktop
+async def test_a_desktop_holds_at_most_300_mib_its_browser_and_display_trimmed(desktop: Desktop) -> None:
+    """The issue's memory target, judged by the call's memory cgroup (what the kernel charges the desktop and its
+    bound limits: docs/agents.md, "Measured"), and what brought it there: the address bar's suggestions drawn by the
+    browser, not by a web page Chromium preloads in a renderer of its own; the network service inside the
+    browser's process (it runs unsandboxed either way); an Xvfb that never loads Mesa's GL; the desktop's process
+    trimming its heap once idle. Chromium's own sandbox stays on for the renderers that remain."""
+    await _page_drawn(desktop)
+    shot = await desktop.act(parse_actions([{"type": "click", "button": "left", "x": 40, "y": 200}], WIDTH, HEIGHT))
+    assert shot.error is None
+    use = desktop.memory()
+    assert use is not None and 0 < use.current <= use.peak
+    assert use.current <= 300 * 1024 * 1024, use
+    assert 0 < use.anonymous < use.current
+    pids = desktop.processes()
+    lines = [_cmdline(pid) for pid in pids]
+    renderers = [line for line in lines if "--type=renderer" in line]
+    assert len(renderers) == 1 and "--top-chrome-webui" not in renderers[0], renderers  # the page's only
+    assert not [line for line in lines if "--utility-sub-type=network." in line]
+    xvfb = next(pid for pid in pids if _comm(pid) == "Xvfb")
+    with open(f"/proc/{xvfb}/maps") as maps:
+        mapped = {line.split()[-1].rsplit("/", 1)[-1] for line in maps if "/" in line}
+    assert not [name for name in mapped if name.startswith(("swrast_dri", "libLLVM", "libglapi"))], mapped
+    assert desktop.browser_sandbox
+    # the desktop's own process gives back the heap its grabs left once idle (~30 MiB before, ~18 after)
+    agent = max((pid for pid in pids if (_comm(pid) or "").startswith("python")), key=_anonymous_kib)
+    assert await _until(lambda: _anonymous_kib(agent) <= 24 * 1024, 10.0), _anonymous_kib(agent)
+    await desktop.stop()
+    assert desktop.memory() is None
+
+
+def _anonymous_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("RssAnon:"))
+    except (OSError, StopIteration):
+        return 0
+
+
 def _cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:

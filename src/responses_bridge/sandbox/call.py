@@ -197,6 +197,10 @@ class SandboxCall:
         """The host pid of the call's init (None before it started): its PID namespace is the call's."""
         return self._init_pid
 
+    def memory(self) -> cgroups.MemoryUse | None:
+        """What the call's memory cgroup holds now and at most (None in the single-process mode: no cgroup)."""
+        return cgroups.memory_use(self._cgroup)
+
     @property
     def identity(self) -> SandboxIdentity:
         """Whose host uid the code has: write into :attr:`data` through :meth:`in_thread`."""

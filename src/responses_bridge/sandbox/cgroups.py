@@ -360,3 +360,35 @@ def killed_for_memory(paths: list[Path]) -> bool:
                 if key == "oom_kill" and value.strip().isdigit() and int(value) > 0:
                     return True
     return False
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryUse:
+    """What the kernel charges a call's memory cgroup, in bytes: ``current`` now, ``peak`` the most since it was
+    made, ``anonymous`` its processes' anonymous memory and ``shared`` its tmpfs and shared memory (its in-memory
+    ``/tmp``, ``/dev/shm``). The honest size of a call: every page it brought in, counted once, whoever maps it —
+    where summed RSS counts a shared library once per process, and PSS splits the browser's file pages with every
+    other desktop (and any other Chromium) on the host, so it changes with what else runs."""
+
+    current: int
+    peak: int
+    anonymous: int
+    shared: int
+
+
+def memory_use(paths: list[Path]) -> MemoryUse | None:
+    """The call's memory cgroup's figures (v2 ``memory.current``/``memory.peak``/``memory.stat``, v1
+    ``memory.usage_in_bytes``/``memory.max_usage_in_bytes``/``memory.stat``), or None without one."""
+    for path in paths:
+        v2 = (path / "memory.current").exists()
+        try:
+            current = int((path / ("memory.current" if v2 else "memory.usage_in_bytes")).read_text())
+            stat = dict(line.split(" ", 1) for line in (path / "memory.stat").read_text().splitlines())
+        except (OSError, ValueError):
+            continue
+        try:
+            peak = int((path / ("memory.peak" if v2 else "memory.max_usage_in_bytes")).read_text())
+        except (OSError, ValueError):  # memory.peak is newer than cgroup v2 (Linux 5.19)
+            peak = current
+        return MemoryUse(current, peak, int(stat.get("anon" if v2 else "rss", 0)), int(stat.get("shmem", 0)))
+    return None

@@ -9,8 +9,13 @@ loopback page (served here, reached through each call's egress proxy) whose butt
 - ``round trip``: one action (a click, alternating with a click that changes nothing) and the screenshot taken
   once the screen settled, ``--rounds`` times; and a screenshot alone; of each action's time, the part spent
   looking for a sign-in form (``sign_in_detect_ms``);
-- ``bytes``: the JPEG's size; ``memory``: the desktop's processes' PSS summed (what it really costs: shared pages
-  split) and their RSS summed (an upper bound that counts shared libraries once per process);
+- ``bytes``: the JPEG's size; ``memory``: the target is judged by the desktop's call's memory cgroup
+  (``cgroup_mib``: ``memory.current``, v1's ``usage_in_bytes``; and its peak): what the kernel charges the desktop
+  and what ``DesktopSettings.memory_bytes`` bounds — every page its processes brought in, counted once, its in-memory
+  ``/tmp`` (the browser's profile) too. Beside it the processes' PSS summed (shared pages split with every process
+  mapping them: the browser's file pages are split with any other desktop on the host, so it falls as more run and
+  varies with what else runs), its anonymous part (what each more desktop adds), their RSS summed (an upper bound
+  that counts shared libraries once per process), and PSS by kind of process (``pss_mib_by_process``);
 - ``cpu``: CPU seconds its processes used to start, per action round, and while idle;
 - ``four at once``: ``--concurrent`` desktops started together and driven together (on this machine's cores);
 - ``grab``: a screenshot grabbed with Pillow's XCB grab and encoded in-process, against ImageMagick's
@@ -40,6 +45,7 @@ from ...sandbox import Sandbox, SandboxLimits
 from ...sandbox.desktop import Desktop, DesktopSettings, desktop_unavailable, parse_actions
 from ...sandbox.egress import EgressLimits, EgressSettings
 from ...sandbox.egress_policy import EgressRules, parse_policy
+from ...sandbox.limits import MIB
 
 PAGE = """<!doctype html><html><body style="margin:0;font:20px sans-serif">
 <h1>A page to drive</h1><p>Some text, a list and a button, as a page a model reads.</p>
@@ -86,6 +92,44 @@ def _memory_mib(pids: Sequence[int]) -> tuple[float, float, float]:
         except OSError:
             pass
     return round(found["Pss:"] / 1024, 1), round(found["Pss_Anon:"] / 1024, 1), round(found["Rss:"] / 1024, 1)
+
+
+def _kind(pid: int) -> str:
+    """What a desktop's process is: Xvfb, the agent (python), the browser, or Chromium's ``--type`` (renderer,
+    zygote, gpu-process, utility with its service)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            words = file.read().replace(b"\0", b" ").decode(errors="replace").split()
+    except OSError:
+        return "gone"
+    if not words:
+        return "other"
+    kind = os.path.basename(words[0])
+    for word in words:
+        if word.startswith("--type="):
+            kind = word.removeprefix("--type=")
+        elif word.startswith("--utility-sub-type="):
+            kind += " " + word.removeprefix("--utility-sub-type=").split(".")[0]
+        elif word == "--top-chrome-webui":
+            kind += " (browser UI)"
+    return {"chromium": "browser"}.get(kind, kind)
+
+
+def _by_process(pids: Sequence[int]) -> dict[str, float]:
+    """PSS in MiB summed by kind of process, largest first."""
+    found: dict[str, float] = {}
+    for pid in pids:
+        kind = _kind(pid)
+        found[kind] = found.get(kind, 0.0) + _memory_mib([pid])[0]
+    return {kind: round(mib, 1) for kind, mib in sorted(found.items(), key=lambda item: -item[1])}
+
+
+def _cgroup_mib(desktop: Desktop) -> dict[str, float | None]:
+    use = desktop.memory()
+    if use is None:
+        return {"cgroup_mib": None}
+    return {"cgroup_mib": round(use.current / MIB, 1), "cgroup_peak_mib": round(use.peak / MIB, 1),
+            "cgroup_anonymous_mib": round(use.anonymous / MIB, 1), "cgroup_shared_mib": round(use.shared / MIB, 1)}
 
 
 async def _page() -> tuple[int, web.AppRunner]:
@@ -167,6 +211,8 @@ async def _one(sandbox: Sandbox, port: int, starts: int, rounds: int) -> tuple[d
         idle = (_cpu_seconds(pids) - idle_before) / 5.0
         pss, anonymous, rss = _memory_mib(last.processes())
         processes = len(last.processes())
+        by_process = _by_process(last.processes())
+        cgroup = _cgroup_mib(last)
     finally:
         await last.stop()
     return {
@@ -181,7 +227,8 @@ async def _one(sandbox: Sandbox, port: int, starts: int, rounds: int) -> tuple[d
         "sign_in_detect_ms_p50": _ms(statistics.median(detect)) if detect else None,
         "sign_in_detect_ms_p95": _ms(_pct(detect, 0.95)) if detect else None,
         "screenshot_kib_p50": round(statistics.median(sizes) / 1024, 1),
-        "pss_mib": pss, "pss_anonymous_mib": anonymous, "rss_sum_mib": rss, "processes": processes,
+        **cgroup, "pss_mib": pss, "pss_anonymous_mib": anonymous, "rss_sum_mib": rss, "processes": processes,
+        "pss_mib_by_process": by_process,
         "cpu_ms_per_action": round(cpu_per_round * 1000, 1), "idle_cpu_percent": round(idle * 100, 1),
     }, shot.jpeg
 
@@ -200,6 +247,7 @@ async def _together(sandbox: Sandbox, port: int, count: int, rounds: int) -> dic
         all_started = time.perf_counter() - began
         results = await asyncio.gather(*(_rounds(desktop, rounds) for desktop in desktops))
         memory = [_memory_mib(desktop.processes())[0] for desktop in desktops]
+        charged = [use.current / MIB for use in (desktop.memory() for desktop in desktops) if use is not None]
     finally:
         await asyncio.gather(*(desktop.stop() for desktop in desktops))
     seconds = [value for found, _ in results for value in found]
@@ -208,6 +256,7 @@ async def _together(sandbox: Sandbox, port: int, count: int, rounds: int) -> dic
         "start_s_max": round(max(starts), 2), "action_screenshot_ms_p50": _ms(statistics.median(seconds)),
         "action_screenshot_ms_p95": _ms(_pct(seconds, 0.95)), "pss_mib_each_max": max(memory),
         "pss_mib_total": round(sum(memory), 1),
+        "cgroup_mib_each_max": round(max(charged), 1) if charged else None,
     }
 
 

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...protocol.errors import APIError, invalid_request
+from ..call import SandboxCall
+from ..cgroups import MemoryUse
 from ..egress_origins import parse_origin, url_origin
 from ..egress_policy import NetworkPolicy
 from ..limits import GIB, MIB, SandboxLimits
@@ -145,6 +147,7 @@ class Desktop:
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
         self._init_pid: int | None = None
+        self._call: SandboxCall | None = None
         self._browser_sandbox = False
 
     @property
@@ -182,6 +185,7 @@ class Desktop:
                 own=OwnLimits(self.settings.limits(), user_namespaces=self.settings.browser_sandbox),
                 origins=self._approvals if self.settings.approve_origins else None))
             self._init_pid = call.init_pid
+            self._call = call
             settings = self.settings
             config = {"width": settings.width, "height": settings.height, "quality": settings.quality,
                       "url": settings.url, "browser": settings.browser, "browser_flags": list(settings.browser_flags),
@@ -339,6 +343,12 @@ class Desktop:
         result = self._run.result()
         return result.note or f"its process ended: {result.outcome}"
 
+    def memory(self) -> MemoryUse | None:
+        """What the desktop's call's memory cgroup holds (every process of it, its in-memory ``/tmp`` where the
+        browser's profile is): the figure ``DesktopSettings.memory_bytes`` bounds and ``scripts/bench-desktop``
+        reports per desktop. None before it started, after it stopped, or without a cgroup."""
+        return self._call.memory() if self._call is not None and self._init_pid is not None else None
+
     def processes(self) -> list[int]:
         """The host pids of the call's processes now: its init and every process under it (the browser's
         renderers, in PID namespaces of their own, too): what :meth:`stop` ends."""
@@ -374,6 +384,7 @@ class Desktop:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._run
         stack, self._stack = self._stack, None
+        self._call = None
         if stack is not None:
             await stack.aclose()
 
