@@ -244,7 +244,7 @@ async def test_a_desktop_holds_at_most_300_mib_its_browser_and_display_trimmed(d
     assert desktop.browser_sandbox
     # the desktop's own process gives back the heap its grabs left once idle (~30 MiB before, ~18 after)
     agent = max((pid for pid in pids if (_comm(pid) or "").startswith("python")), key=_anonymous_kib)
-    assert await _until(lambda: _anonymous_kib(agent) <= 24 * 1024, 10.0), _anonymous_kib(agent)
+    assert await until(lambda: _anonymous_kib(agent) <= 24 * 1024, 10.0), _anonymous_kib(agent)
     await desktop.stop()
     assert desktop.memory() is None
 
