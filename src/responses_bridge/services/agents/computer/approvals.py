@@ -19,7 +19,7 @@ desktop (it stopped with the process): the model is told the form was not submit
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -29,14 +29,27 @@ from ....protocol.errors import APIError
 from ....sandbox.desktop import DesktopUnavailable, Screenshot, parse_actions
 from ..session_waiting import keep_wait
 from ..turn_queue import public
-from .desktops import DesktopBusy
+from .desktops import DesktopBusy, DesktopPool
 
 if TYPE_CHECKING:
     from ..runner_view import TurnRunner
     from ..turn_queue import QueuedTurn
-    from .calls import ComputerUse
 
 log = structlog.get_logger("responses_bridge.agents")
+
+
+class ComputerUse(Protocol):
+    """What the answers' doing uses of the sessions' computer use (calls.py's ``ComputerUse``, which asks here: a
+    Protocol, so this module does not import it back)."""
+
+    desktops: DesktopPool
+
+    async def network(self, session: dict[str, Any], tenant: str) -> Any: ...
+
+    def fresh_line(self, why: str | None) -> str: ...
+
+    def answer(self, entry: QueuedTurn, call_id: str, shot: Screenshot | None, note: str | None,
+               failed: bool) -> None: ...
 
 SAID = {
     "approve": "The user approved the browser's access to {origin}: its held request went on.",
