@@ -345,6 +345,30 @@ def _browsers(sidecar: Sidecar) -> list[int]:
     return found
 
 
+async def _session_mid_call(http: aiohttp.ClientSession, *actions: dict[str, Any]) -> str:
+    """A new session whose first turn's computer call performs ``actions``: its id, once the desktop performs
+    them (the call's item is out)."""
+    async with http.post("/v1/agents/sessions", json={
+            "agent": {"model": MODEL, "tools": TOOLS}, "environment": ENVIRONMENT, "stream": True,
+            "input": computer(*actions)}) as answer:
+        assert answer.status == 200
+        raw = b""
+        async for chunk in answer.content.iter_any():
+            raw += chunk
+            if b'"computer_use_call"' in raw:
+                break
+    return str(frames(raw.rsplit(b"\n\n", 1)[0] + b"\n\n")[0][1]["session"]["id"])
+
+
+async def _until_idle(http: aiohttp.ClientSession, session_id: str) -> None:
+    """Until the session is idle (bounded polling: its resumed turn ended)."""
+    for _ in range(600):
+        async with http.get(f"/v1/agents/sessions/{session_id}") as answer:
+            if (await answer.json())["status"] == "idle":
+                return
+        await asyncio.sleep(0.05)
+
+
 async def test_a_turn_stopped_during_its_actions_fails_saying_why_and_the_next_gets_a_fresh_desktop(
         fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     """The server is killed while the desktop performs the model's actions: the desktop goes with it (a process of
@@ -357,26 +381,13 @@ async def test_a_turn_stopped_during_its_actions_fails_saying_why_and_the_next_g
     upstream = UpstreamLog(fake_upstream.removesuffix("/v1"))
     async with running_sidecar(directory, fake_upstream, *db, extproc=False, env=env) as first:
         async with aiohttp.ClientSession(first.http_url, headers=BETA) as http:
-            async with http.post("/v1/agents/sessions", json={
-                    "agent": {"model": MODEL, "tools": TOOLS}, "environment": ENVIRONMENT, "stream": True,
-                    "input": computer({"type": "screenshot"}, *[{"type": "wait"}] * 20)}) as answer:
-                assert answer.status == 200
-                raw = b""
-                async for chunk in answer.content.iter_any():  # until the desktop performs the actions
-                    raw += chunk
-                    if b'"computer_use_call"' in raw:
-                        break
-            session_id = frames(raw.rsplit(b"\n\n", 1)[0] + b"\n\n")[0][1]["session"]["id"]
+            session_id = await _session_mid_call(http, {"type": "screenshot"}, *[{"type": "wait"}] * 20)
             os.killpg(first.process.pid, signal.SIGKILL)
             first.process.process.wait()  # type: ignore[union-attr]
     async with running_sidecar(directory, fake_upstream, *db, extproc=False, env=env) as second:
         async with aiohttp.ClientSession(second.http_url, headers=BETA) as http:
             session = Session(http, session_id)
-            for _ in range(600):
-                async with http.get(f"/v1/agents/sessions/{session_id}") as answer:
-                    if (await answer.json())["status"] == "idle":
-                        break
-                await asyncio.sleep(0.05)
+            await _until_idle(http, session_id)
             async with http.get(f"/v1/agents/sessions/{session_id}/turns") as answer:
                 [turn] = (await answer.json())["data"]
             assert turn["status"] == "failed" and "performed the model's computer actions" in turn["error"]["message"]
@@ -466,24 +477,12 @@ async def test_a_drain_during_a_computer_call_hands_the_turn_on_after_it(
     upstream = UpstreamLog(fake_upstream.removesuffix("/v1"))
     async with running_sidecar(directory, fake_upstream, *db, extproc=False, env=env) as first:
         async with aiohttp.ClientSession(first.http_url, headers=BETA) as http:
-            async with http.post("/v1/agents/sessions", json={
-                    "agent": {"model": MODEL, "tools": TOOLS}, "environment": ENVIRONMENT, "stream": True,
-                    "input": computer(*[{"type": "wait"}] * 3)}) as answer:
-                raw = b""
-                async for chunk in answer.content.iter_any():  # until the desktop performs the actions
-                    raw += chunk
-                    if b'"computer_use_call"' in raw:
-                        break
-            session_id = frames(raw.rsplit(b"\n\n", 1)[0] + b"\n\n")[0][1]["session"]["id"]
+            session_id = await _session_mid_call(http, *[{"type": "wait"}] * 3)
             await asyncio.to_thread(first.process.stop, 20.0)  # SIGTERM: a drain
     await upstream.clear()
     async with running_sidecar(directory, fake_upstream, *db, extproc=False, env=env) as second:
         async with aiohttp.ClientSession(second.http_url, headers=BETA) as http:
-            for _ in range(600):
-                async with http.get(f"/v1/agents/sessions/{session_id}") as answer:
-                    if (await answer.json())["status"] == "idle":
-                        break
-                await asyncio.sleep(0.05)
+            await _until_idle(http, session_id)
             async with http.get(f"/v1/agents/sessions/{session_id}/turns") as answer:
                 [turn] = (await answer.json())["data"]
             assert turn["status"] == "completed", turn
