@@ -145,7 +145,9 @@ def _image(jpeg: bytes) -> Image.Image:
 async def test_the_browser_clicks_types_and_presses_enter_on_a_loopback_page(desktop: Desktop,
                                                                             sites: tuple[Site, Site]) -> None:
     allowed, _ = sites
-    assert "/" in allowed.seen  # the first page came through the egress proxy
+    # the first page came through the egress proxy (the desktop is ready once the browser's window is drawn: its
+    # first request may still be on its way)
+    assert await until(lambda: "/" in allowed.seen), allowed.seen
     await _page_drawn(desktop)
     before = await desktop.screenshot()
     assert _image(before.jpeg).size == (WIDTH, HEIGHT) == (before.width, before.height)
