@@ -63,6 +63,10 @@ class AgentSandboxSettings(BaseSettings):
         "file API's paths are relative to it, and /mnt/data and /mnt/skills must lie under it"))
     agent_sandbox_python: str = Field(default="python3", description=(
         "the interpreter the sandbox image runs the model's code with"))
+    agent_sandbox_desktop_pool: str | None = Field(default=None, description=(
+        "the SandboxWarmPool of desktop pods (deploy/desktop-image: Xvfb, Chromium, xdotool and Pillow over the "
+        "sandbox image), one claimed per session desktop (`environment.desktop.enabled`) for as long as it runs; "
+        "unset: no desktop runs on this backend (a 400 naming this setting)"))
 
     @field_validator("agent_sandbox_egress_listen")
     @classmethod
@@ -72,6 +76,13 @@ class AgentSandboxSettings(BaseSettings):
             if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"{value!r} is not host:port")
         return value
+
+    @field_validator("agent_sandbox_desktop_pool")
+    @classmethod
+    def _check_desktop_pool(cls, value: str | None) -> str | None:
+        from .sandbox.agent_sandbox.settings import parse_pool_name
+
+        return parse_pool_name(value.strip()) if value and value.strip() else None
 
     @field_validator("agent_sandbox_pools")
     @classmethod
