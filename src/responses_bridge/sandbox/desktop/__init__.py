@@ -1,11 +1,14 @@
 """The desktop inside the sandbox, for OpenAI's ``computer_use``: a virtual display (Xvfb), a browser (Chromium),
 input (xdotool) and JPEG screenshots taken from the display, all in ONE long-lived call of the bubblewrap backend —
-its unprivileged uid, its read-only file system, its egress proxy as the only way out, its cgroup, its slot.
+its unprivileged uid, its read-only file system, its egress proxy as the only way out, its cgroup, its slot — or
+in one pod of the agent-sandbox backend's desktop pool (host.py: where the desktop's process runs).
 
 - desktop.py: :class:`Desktop` (``start``, ``act``, ``screenshot``, ``stop``) and its settings;
+- host.py: where its process runs and how it is reached (the bubblewrap call's socket; a pod's stdio elsewhere);
 - actions.py: OpenAI's GA computer actions parsed strictly, and turned into xdotool's arguments;
 - agent.py: the desktop's own process inside the call (sent as its code: standard library and Pillow only);
 - page.py: the page's DOM over Chromium's DevTools pipe, sent with agent.py (a sign-in form found and filled);
+- proxy_relay.py: the browser's way to a proxy that wants a credential (a pod's egress door), sent with agent.py;
 - origins.py: the origins the browser may reach, approved one by one (the call's egress proxy asks);
 - sign_in.py: a sign-in form as OpenAI's ``browser_authentication`` describes it, and a client's values checked;
 - requirements.py: what a desktop needs here, and what is missing (``doctor``, and ``Desktop.start``'s refusal).

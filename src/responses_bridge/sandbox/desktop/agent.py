@@ -1,6 +1,7 @@
 """The desktop's own process inside the sandbox call: it starts the display (Xvfb) and the browser (Chromium), then
-performs what the bridge asks over a Unix socket in ``/mnt/data`` and answers each request with a JPEG of the
-screen once it has settled.
+performs what the bridge asks over a Unix socket in ``/mnt/data`` (bubblewrap) or on its stdin, answering on its
+stdout (``"channel": "stdio"``: a pod, reached through the runtime's process API), and answers each request with a
+JPEG of the screen once it has settled.
 
 It runs as the call's code (the launcher's child, under the call's seccomp filter, cgroup and uid), so it is sent
 as source, not imported: the standard library and Pillow only (the bridge's environment is bound read-only at
@@ -11,7 +12,7 @@ else.
 The exchange (one JSON line each way, then the JPEG's bytes):
 
 - on stdout, once: ``{"ready": true, ...}`` when the screen shows the browser, or ``{"error": "..."}``;
-- on the socket, a request ``{"steps": [["mousemove", "10", "20"], ...], "wait": S, "settle": S}`` (``steps``
+- on the socket (or stdin), a request ``{"steps": [["mousemove", "10", "20"], ...], "wait": S, "settle": S}`` (``steps``
   may be empty: a screenshot) is answered ``{"ok": true, "bytes": N, "width": W, "height": H, "settled": B}`` and
   N bytes, or ``{"error": "..."}``; ``{"quit": true}`` ends the desktop;
 - ``"detect": true``: the answer's ``sign_in`` is the visible page's sign-in form once the screen settled
@@ -40,8 +41,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # in the call, page.py's source comes before this file's (desktop.py)
+if TYPE_CHECKING:  # in the call, page.py's and proxy_relay.py's sources come before this file's (desktop.py)
     from .page import DevTools, Pages, browser_pipes, piped
+    from .proxy_relay import relayed_proxy
 
 DISPLAY = ":1"
 GRAB_EVERY = 0.02
@@ -160,7 +162,7 @@ def _start_browser(config: dict, sandboxed: bool) -> tuple[subprocess.Popen, "Pa
 
 def _browser_command(config: dict, sandboxed: bool) -> list[str]:
     width, height = config["width"], config["height"]
-    proxy = os.environ.get("HTTP_PROXY")
+    proxy = config.get("proxy")
     return [
         config["browser"], *config["browser_flags"], *([] if sandboxed else ["--no-sandbox"]),
         "--user-data-dir=/tmp/browser", "--no-first-run", "--no-default-browser-check", "--disable-sync",
@@ -217,57 +219,80 @@ class IdleTrim:
             self._timer = None
 
 
-def _serve(listener: socket.socket, screen: Screen, pages: "Pages") -> None:
-    environment = {**os.environ, "DISPLAY": DISPLAY}
+def _serve_socket(listener: socket.socket, screen: Screen, pages: "Pages") -> None:
+    """Requests on the call's Unix socket (bubblewrap: the bridge reaches ``/mnt/data``), one connection at a
+    time, until one asks to quit."""
     idle = IdleTrim()
     while True:
         connection, _ = listener.accept()
-
-        def cut(connection: socket.socket = connection) -> bool:
-            return bool(select.select([connection], [], [], 0)[0])
-
         with connection, connection.makefile("rb") as requests:
-            for line in requests:
-                request = json.loads(line)
-                if request.get("quit"):
-                    return
-                if request.get("cut"):
-                    continue  # its request was answered before it came
-                idle.cancel()
-                failed = None
-                began = time.monotonic()
-                steps = request.get("steps", [])
-                fill = request.pop("fill", None)
-                if fill is not None:  # the values are in this request only, and go to the page only
-                    filled = pages.fill(str(fill.get("key")), fill.get("values") or {})
-                    fill = None
-                    if filled == "gone":
-                        failed = "the sign-in form is no longer on the page"
-                    steps = [["key", "--delay", "0", "Return"]] if filled == "enter" else []
-                for step in steps if failed is None else []:
-                    done = subprocess.run(["xdotool", *[str(word) for word in step]], env=environment,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-                    if done.returncode != 0:
-                        failed = f"xdotool {step[0]} failed: {done.stderr.decode(errors='replace').strip()}"
-                        break
-                if failed is None and request.get("wait"):
-                    time.sleep(float(request["wait"]))
-                acted = time.monotonic()
-                image, settled = screen.settled(float(request.get("quiet", 0.1)), float(request.get("settle", 1.5)),
-                                                cut)
-                grabbed = time.monotonic()
-                # cut short: the page waits for an origin's approval, mid-navigation (its renderer answers late)
-                sign_in = pages.sign_in() if request.get("detect") and not cut() else None
-                detected = time.monotonic()
-                data = screen.jpeg(image)
-                head = {"ok": failed is None, "bytes": len(data), "width": image.width, "height": image.height,
-                        "settled": settled, "sign_in": sign_in,
-                        "seconds": [round(acted - began, 4), round(grabbed - acted, 4),
-                                    round(time.monotonic() - detected, 4), round(detected - grabbed, 4)]}
-                if failed is not None:
-                    head["error"] = failed
-                connection.sendall(json.dumps(head).encode() + b"\n" + data)
-                idle.answered()
+            if _answer(requests, connection.fileno(), connection.sendall, screen, pages, idle):
+                return
+
+
+def _serve_stdio(screen: Screen, pages: "Pages") -> None:
+    """Requests on stdin, answers on stdout (a pod: the runtime's process API carries both), until one asks to
+    quit or stdin ends. Unbuffered, so that a cut waiting on stdin is seen by ``select`` while a request settles."""
+    out = sys.stdout.buffer
+
+    def send(data: bytes) -> None:
+        out.write(data)
+        out.flush()
+
+    with open(0, "rb", buffering=0, closefd=False) as requests:
+        _answer(requests, 0, send, screen, pages, IdleTrim())
+
+
+def _answer(requests: Any, readable: int, send: Any, screen: Screen, pages: "Pages", idle: IdleTrim) -> bool:
+    """Answer each request line of ``requests`` (``readable``: its descriptor, for a cut) with ``send``; True
+    once one asked to quit."""
+    environment = {**os.environ, "DISPLAY": DISPLAY}
+
+    def cut() -> bool:
+        return bool(select.select([readable], [], [], 0)[0])
+
+    for line in requests:
+        request = json.loads(line)
+        if request.get("quit"):
+            return True
+        if request.get("cut"):
+            continue  # its request was answered before it came
+        idle.cancel()
+        failed = None
+        began = time.monotonic()
+        steps = request.get("steps", [])
+        fill = request.pop("fill", None)
+        if fill is not None:  # the values are in this request only, and go to the page only
+            filled = pages.fill(str(fill.get("key")), fill.get("values") or {})
+            fill = None
+            if filled == "gone":
+                failed = "the sign-in form is no longer on the page"
+            steps = [["key", "--delay", "0", "Return"]] if filled == "enter" else []
+        for step in steps if failed is None else []:
+            done = subprocess.run(["xdotool", *[str(word) for word in step]], env=environment,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+            if done.returncode != 0:
+                failed = f"xdotool {step[0]} failed: {done.stderr.decode(errors='replace').strip()}"
+                break
+        if failed is None and request.get("wait"):
+            time.sleep(float(request["wait"]))
+        acted = time.monotonic()
+        image, settled = screen.settled(float(request.get("quiet", 0.1)), float(request.get("settle", 1.5)),
+                                        cut)
+        grabbed = time.monotonic()
+        # cut short: the page waits for an origin's approval, mid-navigation (its renderer answers late)
+        sign_in = pages.sign_in() if request.get("detect") and not cut() else None
+        detected = time.monotonic()
+        data = screen.jpeg(image)
+        head = {"ok": failed is None, "bytes": len(data), "width": image.width, "height": image.height,
+                "settled": settled, "sign_in": sign_in,
+                "seconds": [round(acted - began, 4), round(grabbed - acted, 4),
+                            round(time.monotonic() - detected, 4), round(detected - grabbed, 4)]}
+        if failed is not None:
+            head["error"] = failed
+        send(json.dumps(head).encode() + b"\n" + data)
+        idle.answered()
+    return False
 
 
 def main(config_text: str) -> None:
@@ -289,6 +314,7 @@ def main(config_text: str) -> None:
         error = _wait_for_display(xvfb, until)
         marks["display"] = time.monotonic()
         sandboxed = not config["no_sandbox"]
+        config["proxy"] = relayed_proxy(os.environ.get("HTTP_PROXY"))
         if error is None:
             browser, pages = _start_browser(config, sandboxed)
             started.append(browser)
@@ -305,11 +331,15 @@ def main(config_text: str) -> None:
         if error is not None:
             _say({"error": error})
             return
+        if config.get("channel") == "stdio":
+            _say({"ready": True, "marks": marks, "browser_sandbox": sandboxed})
+            _serve_stdio(screen, pages)
+            return
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(f"/mnt/data/{SOCKET_NAME}")
         listener.listen(1)
         _say({"ready": True, "marks": marks, "browser_sandbox": sandboxed})
-        _serve(listener, screen, pages)
+        _serve_socket(listener, screen, pages)
     finally:
         for process in reversed(started):  # (the init ends whatever is left once this process exits)
             with contextlib.suppress(OSError):

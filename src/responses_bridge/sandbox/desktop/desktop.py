@@ -1,5 +1,5 @@
 """One desktop: a long-lived sandbox call whose code is the desktop's own process (agent.py), driven over a Unix
-socket in the call's ``/mnt/data``.
+socket in the call's ``/mnt/data`` (bubblewrap) or its stdin and stdout (a pod: host.py).
 
     desktop = Desktop(sandbox, tenant="t", network=policy)
     await desktop.start()                       # a slot, the call, Xvfb and Chromium: the screen shows the browser
@@ -13,7 +13,9 @@ client has not approved is held by the call's egress proxy (origins.py) and list
 the page shows after an action is its ``Screenshot.sign_in`` (sign_in.py), which :meth:`Desktop.submit_sign_in`
 fills and submits and :meth:`Desktop.cancel_sign_in` leaves.
 
-The call is an ordinary one of the bubblewrap backend (runner.py): it waits for a slot of the sandbox's fair-share
+On the agent-sandbox backend the same process runs in a pod of its own instead (host.py, and
+agent_sandbox/desktop_host.py: driven over its stdin and stdout). On bubblewrap, the call is an ordinary one of the
+backend (runner.py): it waits for a slot of the sandbox's fair-share
 pool, runs as the sandbox's unprivileged uid in namespaces of its own with nothing of the host writable, reaches the
 network only through its egress proxy (the browser's ``--proxy-server``), and is bounded by its cgroup — with
 limits of its own (:class:`DesktopSettings`: a browser needs more processes and threads than a script, and no
@@ -41,22 +43,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...protocol.errors import APIError, invalid_request
-from ..call import SandboxCall
 from ..cgroups import MemoryUse
 from ..egress_origins import parse_origin, url_origin
 from ..egress_policy import NetworkPolicy
 from ..limits import GIB, MIB, SandboxLimits
-from ..result import SandboxResult, SandboxUnavailable
-from ..runner import OwnLimits, Sandbox
+from ..result import SandboxBusy, SandboxResult, SandboxUnavailable
+from ..runner import Sandbox
 from .actions import Action, steps_for
+from .host import BubblewrapHost, DesktopHost, DesktopLink, Sender
 from .origins import OriginApprovals
-from .requirements import DEFAULT_BROWSER, desktop_unavailable
+from .requirements import DEFAULT_BROWSER
 from .sign_in import SignInForm, check_values, parse_form
 
 AGENT_SOURCE = Path(__file__).with_name("agent.py")
 PAGE_SOURCE = Path(__file__).with_name("page.py")
-SOCKET_NAME = "desktop.sock"
-HEAD_LIMIT = 1 << 12
+RELAY_SOURCE = Path(__file__).with_name("proxy_relay.py")
 
 
 class DesktopUnavailable(SandboxUnavailable):
@@ -122,10 +123,11 @@ class Desktop:
     """A desktop in one sandbox call, for one tenant's session. Not safe to drive from two tasks at once: requests
     are taken one at a time (a lock), as a model's actions are."""
 
-    def __init__(self, sandbox: Sandbox, *, tenant: str = "", network: NetworkPolicy | None = None,
+    def __init__(self, sandbox: Sandbox | DesktopHost, *, tenant: str = "", network: NetworkPolicy | None = None,
                  settings: DesktopSettings | None = None, origins: Iterable[str] = (),
                  on_origin: Callable[[str], None] | None = None) -> None:
-        """``origins``: approved from the start (the first page's is); ``on_origin``: called with each origin the
+        """``sandbox``: the bubblewrap sandbox, or another host of desktops (host.py: an agent-sandbox pod);
+        ``origins``: approved from the start (the first page's is); ``on_origin``: called with each origin the
         browser begins to wait for, whenever it does (a page's own request after an action returned, too)."""
         self.settings = settings or DesktopSettings()
         approved = [_origin(text, "origins") for text in [*origins]]
@@ -136,7 +138,7 @@ class Desktop:
         self._on_origin = on_origin
         self._sign_in: SignInForm | None = None
         self._answered: list[str] = []  # the documents whose form was submitted or cancelled: not reported again
-        self._sandbox = sandbox
+        self._host: DesktopHost = BubblewrapHost(sandbox) if isinstance(sandbox, Sandbox) else sandbox
         self._tenant = tenant
         self._network = network
         self._stack: contextlib.AsyncExitStack | None = None
@@ -144,10 +146,10 @@ class Desktop:
         self._said = bytearray()
         self._heard = asyncio.Event()
         self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._writer: Sender | None = None
         self._lock = asyncio.Lock()
         self._init_pid: int | None = None
-        self._call: SandboxCall | None = None
+        self._call: DesktopLink | None = None
         self._browser_sandbox = False
 
     @property
@@ -164,40 +166,47 @@ class Desktop:
         return self._browser_sandbox
 
     @property
-    def uid(self) -> int:
-        """The host uid every process of the desktop runs as: the sandbox's, never root (identity.py)."""
-        return self._sandbox.identity.host_uid
+    def uid(self) -> int | None:
+        """The host uid every process of the desktop runs as: the sandbox's, never root (identity.py); None in a
+        pod (not this machine's)."""
+        return self._host.uid
 
     async def start(self) -> None:
         """A slot, the call, the display and the browser, returning once the browser's window is drawn (its first
-        page may still be loading: a screenshot shows what there is). Raises :class:`DesktopUnavailable` (a
-        package, Pillow or the cgroup mode missing, or the desktop failed to start: why) or ``SandboxBusy`` (no
-        slot in time)."""
+        page may still be loading: a screenshot shows what there is). Raises :class:`DesktopUnavailable`: a
+        package, Pillow or the cgroup mode missing, no sandbox slot in time, no pod claimed, or the desktop failed
+        to start — saying why."""
         if self._stack is not None:
             raise RuntimeError("the desktop has started already")
-        refused = desktop_unavailable(self._sandbox, browser=self.settings.browser)
+        refused = self._host.unavailable(self.settings.browser)
         if refused is not None:
             raise DesktopUnavailable(refused)
         self._stack = contextlib.AsyncExitStack()
         try:
-            call = await self._stack.enter_async_context(self._sandbox.call(
-                tenant=self._tenant, network=self._network,
-                own=OwnLimits(self.settings.limits(), user_namespaces=self.settings.browser_sandbox),
-                origins=self._approvals if self.settings.approve_origins else None))
+            try:
+                call = await self._stack.enter_async_context(self._host.open(
+                    tenant=self._tenant, network=self._network, limits=self.settings.limits(),
+                    user_namespaces=self.settings.browser_sandbox,
+                    origins=self._approvals if self.settings.approve_origins else None))
+            except (SandboxBusy, SandboxUnavailable) as refused:  # no slot in time, a pod not claimed: why
+                if isinstance(refused, DesktopUnavailable):
+                    raise
+                raise DesktopUnavailable(str(refused)) from None
             self._init_pid = call.init_pid
             self._call = call
             settings = self.settings
             config = {"width": settings.width, "height": settings.height, "quality": settings.quality,
                       "url": settings.url, "browser": settings.browser, "browser_flags": list(settings.browser_flags),
-                      "start_timeout": settings.start_timeout, "no_sandbox": not settings.browser_sandbox}
-            code = f"{PAGE_SOURCE.read_text()}\n{AGENT_SOURCE.read_text()}\nmain({json.dumps(json.dumps(config))})\n"
-            self._run = asyncio.ensure_future(call.run(code, on_stdout=self._hear))
+                      "start_timeout": settings.start_timeout, "no_sandbox": not settings.browser_sandbox,
+                      "channel": call.channel}
+            code = (f"{PAGE_SOURCE.read_text()}\n{RELAY_SOURCE.read_text()}\n{AGENT_SOURCE.read_text()}\n"
+                    f"main({json.dumps(json.dumps(config))})\n")
+            self._run = asyncio.ensure_future(call.run(code, self._hear))
             first = await self._first_word()
             if "error" in first or not first.get("ready"):
                 raise DesktopUnavailable(f"the desktop did not start: {first.get('error') or first}")
             self._browser_sandbox = bool(first.get("browser_sandbox"))
-            self._reader, self._writer = await asyncio.open_unix_connection(str(call.data / SOCKET_NAME),
-                                                                            limit=HEAD_LIMIT)
+            self._reader, self._writer = await call.connect()
         except BaseException:
             await self.stop()
             raise

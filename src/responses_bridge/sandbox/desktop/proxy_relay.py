@@ -1,0 +1,84 @@
+"""The browser's way to a proxy that wants a credential, inside the desktop's call (sent with agent.py, before it:
+the standard library only, no import of the bridge).
+
+In an agent-sandbox pod the call's egress proxy is behind the bridge's egress door, which admits a connection only
+if its first request names the call's credential (``Proxy-Authorization``, from the password of the proxy URL in
+``HTTP_PROXY``: sandbox/agent_sandbox/egress_door.py). Chromium takes no credential in ``--proxy-server`` — it would
+answer the door's 407 with a sign-in dialog on the screen. So the desktop's process listens on the pod's loopback,
+the browser's proxy is that, and each connection's first request head goes on to the door with the credential put
+in; the door then hands the whole connection to the call's proxy, which needs nothing more, and the bytes are
+relayed both ways as they come. The credential stays in this process (its environment and this relay): the browser,
+its pages and every screenshot never hold it. On bubblewrap the proxy URL carries no credential and is used as is.
+"""
+
+import base64
+import contextlib
+import socket
+import threading
+import urllib.parse
+
+RELAY_HEAD_LIMIT = 64 * 1024
+RELAY_CHUNK = 64 * 1024
+
+
+def relayed_proxy(url: str | None) -> str | None:
+    """The proxy URL the browser is given for ``url``: ``url`` itself without a credential in it, else the
+    relay's (started here, serving until the process ends)."""
+    if not url:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None or parts.hostname is None:
+        return url
+    credential = f"{urllib.parse.unquote(parts.username or '')}:{urllib.parse.unquote(parts.password)}"
+    header = b"Proxy-Authorization: Basic " + base64.b64encode(credential.encode()) + b"\r\n"
+    upstream = (parts.hostname, parts.port or 80)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    threading.Thread(target=_accept, args=(listener, upstream, header), daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def _accept(listener: socket.socket, upstream: tuple[str, int], header: bytes) -> None:
+    while True:
+        client, _ = listener.accept()
+        threading.Thread(target=_relay, args=(client, upstream, header), daemon=True).start()
+
+
+def _relay(client: socket.socket, upstream: tuple[str, int], header: bytes) -> None:
+    """One browser connection: its first head with the credential, then both ways until either side ends."""
+    server = None
+    try:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            piece = client.recv(RELAY_CHUNK)
+            if not piece or len(head) + len(piece) > RELAY_HEAD_LIMIT:
+                return
+            head += piece
+        line_end = head.index(b"\r\n") + 2  # the request line, then the credential, then the browser's headers
+        server = socket.create_connection(upstream)
+        server.sendall(head[:line_end] + header + head[line_end:])
+        back = threading.Thread(target=_pump, args=(server, client), daemon=True)
+        back.start()
+        _pump(client, server)
+        back.join()
+    except OSError:
+        pass
+    finally:
+        client.close()
+        if server is not None:
+            server.close()
+
+
+def _pump(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while True:
+            data = source.recv(RELAY_CHUNK)
+            if not data:
+                break
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):  # the other way may still carry its answer: only this way ends
+            target.shutdown(socket.SHUT_WR)
