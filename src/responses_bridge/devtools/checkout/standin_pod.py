@@ -190,9 +190,11 @@ class StandInPodServer:
                    "--ro-bind", "/", "/", "--tmpfs", "/tmp",
                    "--tmpfs", "/run", "--tmpfs", "/root", "--tmpfs", "/home", "--dev", "/dev", "--proc", "/proc",
                    "--bind", str(self.root / "mnt"), "/mnt"]
-        for source, target in python_binds():  # the image's Python: the bridge's own where the pod's uid reaches it
-            if source == target and self.identity.unreachable(source) is None:  # (else the system's python3)
-                wrapped += ["--ro-bind", source, target]
+        # the image's Python: the bridge's own and its virtual environment (its libraries: Pillow for a desktop's
+        # screenshots), each where it lies, where the pod's uid reaches them (else the system's python3 only)
+        for source, _ in python_binds():
+            if self.identity.unreachable(source) is None:
+                wrapped += ["--ro-bind", source, source]
         wrapped += ["--chdir", self.working_directory(cwd), "--", *argv]
         # the pod's memory as each process's RLIMIT_DATA (util-linux's prlimit: no preexec_fn in a gRPC server):
         # its writable private memory, nearer what a pod's memory cgroup counts than RLIMIT_AS, which also counts

@@ -34,6 +34,7 @@ from kubernetes_asyncio.client import ApiClient, ApiException, Configuration
 from ...observability import metrics, tracing
 from ..backend import JobKind, Prepare, SandboxSession
 from ..egress import EgressProxy, EgressSettings
+from ..egress_origins import OriginGate
 from ..egress_policy import NetworkPolicy
 from ..limits import SandboxLimits
 from ..result import SandboxBusy, SandboxResult, SandboxUnavailable
@@ -42,9 +43,10 @@ from . import transfer
 from .door_admission import DoorLimits
 from .egress_door import EgressDoor
 from .process import run_process
-from .session import PodSession
+from .session import ClaimedPod, PodSession
 
 if TYPE_CHECKING:
+    from ..desktop.host import DesktopHost
     from .settings import AgentSandboxConfig
 
 log = structlog.get_logger(__name__)
@@ -66,7 +68,8 @@ class AgentSandboxBackend:
     def __init__(self, limits: SandboxLimits, client: AsyncSandboxClient[Any], *, namespace: str,
                  pools: dict[str, str], ready_timeout: float, python: str,
                  share: Callable[[str], int] | None = None, egress: EgressSettings | None = None,
-                 door: EgressDoor | None = None, runtime_root: str = "/mnt", shutdown_margin: int = 60) -> None:
+                 door: EgressDoor | None = None, runtime_root: str = "/mnt", shutdown_margin: int = 60,
+                 desktop_pool: str | None = None) -> None:
         self.limits = limits
         self.client = client
         self.namespace = namespace
@@ -81,6 +84,8 @@ class AgentSandboxBackend:
         self.runtime_root = runtime_root
         self.shutdown_margin = shutdown_margin
         """Past the call's time limit and ready deadline, when the controller deletes a claim nobody deleted."""
+        self.desktop_pool = desktop_pool
+        """The warm pool of desktop pods (None: no desktop runs on this backend)."""
 
     @classmethod
     def from_settings(cls, settings: AgentSandboxConfig, limits: SandboxLimits, *,
@@ -109,7 +114,8 @@ class AgentSandboxBackend:
                    pools=parse_pools(settings.agent_sandbox_pools), ready_timeout=settings.agent_sandbox_ready_timeout,
                    python=settings.agent_sandbox_python, share=share, egress=egress, door=door,
                    runtime_root=settings.agent_sandbox_runtime_root,
-                   shutdown_margin=settings.agent_sandbox_shutdown_margin)
+                   shutdown_margin=settings.agent_sandbox_shutdown_margin,
+                   desktop_pool=settings.agent_sandbox_desktop_pool)
 
     async def start(self) -> None:
         """Open the pods' egress door (when one is configured)."""
@@ -139,9 +145,13 @@ class AgentSandboxBackend:
         if tier not in self.pools:
             return (f"no SandboxWarmPool serves memory_limit {tier} on this server (RESPONSES_BRIDGE_AGENT_SANDBOX_"
                     f"POOLS serves {', '.join(sorted(self.pools))})")
-        if network and self.egress is None:
+        return self.network_refusal() if network else None
+
+    def network_refusal(self) -> str | None:
+        """Why no call with a network policy runs here (no egress allowed, or no door for the pods), or None."""
+        if self.egress is None:
             return NO_EGRESS
-        if network and self.door is None:
+        if self.door is None:
             return self.door_refused
         return None
 
@@ -153,41 +163,68 @@ class AgentSandboxBackend:
         if refused is not None:
             metrics.sandbox_run("refused", None, job=job)
             raise SandboxUnavailable(refused)
+        pool = self.pools[memory_limit or DEFAULT_TIER]
+        async with self._slot(tenant, job, pool), contextlib.AsyncExitStack() as stack:
+            binds = [*read_only, *(await stack.enter_async_context(prepare()) if prepare else [])]
+            staging = Path(tempfile.mkdtemp(prefix="rb-pod-call-"))
+            stack.callback(shutil.rmtree, staging, True)
+            pod = await stack.enter_async_context(self._claimed(pool, tenant, network, self.limits.timeout))
+            if binds:
+                await self._lay_out_read_only(pod.sandbox, pod.stub, binds)
+            yield PodSession(pod.sandbox, pod.stub, self.limits, staging, python=self.python,
+                             claimed_in=pod.claimed_in, environment=pod.environment, runtime_root=self.runtime_root)
+
+    @contextlib.asynccontextmanager
+    async def pod(self, pool: str, *, tenant: str, network: NetworkPolicy | None, seconds: float,
+                  origins: OriginGate | None = None) -> AsyncIterator[ClaimedPod]:
+        """A slot of the tenant's, then a Ready pod of ``pool`` for at most ``seconds`` (its claim's shutdown time
+        past that) with its egress (``origins``: asked for each origin): a desktop's (desktop_host.py). The claim
+        is deleted and the slot freed on the way out, whatever way it goes."""
+        async with self._slot(tenant, "python", pool), self._claimed(pool, tenant, network, seconds,
+                                                                     origins) as claimed:
+            yield claimed
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, tenant: str, job: JobKind, pool: str) -> AsyncIterator[None]:
+        """One of the tenant's sandbox slots (fair-share: slots.py), or :class:`SandboxBusy` saying why not."""
         why = await self.slots.acquire_or_why(tenant, self.limits.timeout)
         if why is not None:
             metrics.sandbox_run("refused", None, job=job)
             raise SandboxBusy(SandboxResult("refused", "", "", note=busy_note(why, self.limits.slots,
                                                                               self.limits.timeout)))
-        pool = self.pools[memory_limit or DEFAULT_TIER]
         metrics.SANDBOX_LIVE.inc()
         try:
             with tracing.span("sandbox run", {"responses_bridge.sandbox.backend": "agent-sandbox",
                                               "responses_bridge.sandbox.pool": pool}):
-                async with contextlib.AsyncExitStack() as stack:
-                    binds = [*read_only, *(await stack.enter_async_context(prepare()) if prepare else [])]
-                    staging = Path(tempfile.mkdtemp(prefix="rb-pod-call-"))
-                    stack.callback(shutil.rmtree, staging, True)
-                    started = time.monotonic()
-                    sandbox = await self._claim(pool)
-                    stack.push_async_callback(self._end, sandbox)
-                    stub = process_pb2_grpc.ProcessServiceStub(await sandbox.connector.grpc_channel())
-                    if binds:
-                        await self._lay_out_read_only(sandbox, stub, binds)
-                    environment = {} if network is None else \
-                        await self._egress(network, tenant, sandbox, stack)
-                    yield PodSession(sandbox, stub, self.limits, staging, python=self.python,
-                                     claimed_in=time.monotonic() - started, environment=environment,
-                                     runtime_root=self.runtime_root)
+                yield
         finally:
             metrics.SANDBOX_LIVE.dec()
             self.slots.release(tenant)
 
-    async def _egress(self, network: NetworkPolicy, tenant: str, sandbox: Any,
-                      stack: contextlib.AsyncExitStack) -> dict[str, str]:
+    @contextlib.asynccontextmanager
+    async def _claimed(self, pool: str, tenant: str, network: NetworkPolicy | None, seconds: float,
+                       origins: OriginGate | None = None) -> AsyncIterator[ClaimedPod]:
+        async with contextlib.AsyncExitStack() as stack:
+            started = time.monotonic()
+            sandbox = await self._claim(pool, seconds)
+            stack.push_async_callback(self._end, sandbox)
+            stub = process_pb2_grpc.ProcessServiceStub(await sandbox.connector.grpc_channel())
+            environment = {} if network is None else await self._egress(network, tenant, sandbox, stack, origins)
+            yield ClaimedPod(sandbox, stub, environment, time.monotonic() - started)
+
+    def desktop_host(self) -> DesktopHost:
+        """Desktops in pods of the desktop pool (``RESPONSES_BRIDGE_AGENT_SANDBOX_DESKTOP_POOL``), one per desktop
+        for its life (desktop_host.py)."""
+        from .desktop_host import PodDesktopHost
+
+        return PodDesktopHost(self, self.desktop_pool)
+
+    async def _egress(self, network: NetworkPolicy, tenant: str, sandbox: Any, stack: contextlib.AsyncExitStack,
+                      origins: OriginGate | None = None) -> dict[str, str]:
         """The call's own egress proxy (its policy, secrets and bounds: sandbox/egress.py) behind the door, with a
         credential that dies with the call; what the pod's processes get in their environment."""
         assert self.egress is not None and self.door is not None
-        proxy = EgressProxy(network, self.egress.rules, self.egress.limits, tenant=tenant)
+        proxy = EgressProxy(network, self.egress.rules, self.egress.limits, tenant=tenant, origins=origins)
         await proxy.start()
         stack.push_async_callback(proxy.close)
         token, url = self.door.admit(proxy.socket_path)
@@ -235,13 +272,14 @@ class AgentSandboxBackend:
             raise SandboxUnavailable(f"the call's read-only trees could not be made read-only in the pod "
                                      f"({ran.err.text().strip()[:200] or ran.exit_code})")
 
-    async def _claim(self, pool: str) -> Any:
-        """A Ready pod of ``pool``; raises :class:`SandboxUnavailable` naming why not (the claim rolled back)."""
+    async def _claim(self, pool: str, seconds: float) -> Any:
+        """A Ready pod of ``pool`` for ``seconds``; raises :class:`SandboxUnavailable` naming why not (the claim
+        rolled back)."""
         started = time.monotonic()
         try:
             sandbox = await self.client.create_sandbox(
                 pool, namespace=self.namespace, sandbox_ready_timeout=max(1, round(self.ready_timeout)),
-                shutdown_after_seconds=int(self.limits.timeout + self.ready_timeout) + self.shutdown_margin,
+                shutdown_after_seconds=int(seconds + self.ready_timeout) + self.shutdown_margin,
                 labels={"app.kubernetes.io/managed-by": "responses-bridge"})
         except TimeoutError:
             metrics.sandbox_claim(pool, "not_ready")

@@ -43,6 +43,18 @@ ENV = {"HOME": "/tmp", "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1", "PYT
        "PATH": f"{PACKAGE_BINS}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **PACKAGE_PATHS}
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClaimedPod:
+    """A Ready pod of a call's: its ``k8s_agent_sandbox`` sandbox, the process API's stub, the environment its
+    processes get (the egress proxy's URL with the call's credential, secrets' placeholders), how long the claim
+    took."""
+
+    sandbox: Any
+    stub: Any
+    environment: dict[str, str]
+    claimed_in: float
+
+
 class PodSession:
     """A started call in ``sandbox`` (a ``k8s_agent_sandbox`` ``AsyncSandbox``) over the staging ``root``."""
 

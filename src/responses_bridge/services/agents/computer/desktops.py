@@ -12,8 +12,8 @@ tenant — a tenant whose sessions have held desktops for long waits behind one 
 most ``desktop_wait_seconds``, then :class:`DesktopBusy` says why, which the model is told (it may try again); the
 queue is bounded (four waiters a unit, as every unit pool's: past it the newest waiter of the tenant holding and
 waiting most is refused). A desktop is never taken from another session (its page and sign-ins would be lost).
-Besides, each desktop is one long-lived call of the bubblewrap sandbox, so it also holds one of the sandbox's slots,
-shared by the same rule.
+Besides, each desktop is one long-lived call of the sandbox backend (a bubblewrap call, or a pod of the
+agent-sandbox backend's desktop pool), so it also holds one of the sandbox's slots, shared by the same rule.
 
 The origins a session's client approved (computer/approvals.py) are kept here for the session's life, so a fresh
 desktop of the same session (after an idle stop) starts with them approved: the client is not asked twice.
@@ -36,9 +36,9 @@ import structlog
 from ....fair_share import Reason
 from ....fair_slots import FairSlots
 from ....observability.metrics import DESKTOPS_LIVE, DESKTOPS_WAITING
-from ....sandbox.desktop import Desktop, DesktopSettings, DesktopUnavailable, desktop_unavailable
+from ....sandbox.desktop import Desktop, DesktopSettings, DesktopUnavailable
+from ....sandbox.desktop.host import host_for
 from ....sandbox.egress_policy import NetworkPolicy
-from ....sandbox.runner import Sandbox
 
 log = structlog.get_logger("responses_bridge.agents")
 
@@ -62,8 +62,8 @@ class DesktopBounds:
 
 
 class DesktopMaker(Protocol):
-    """What makes a session's desktop (not started) and says whether one can run here at all: the bubblewrap
-    sandbox's (:class:`SandboxDesktops`); the pool's own rules (bounds, fair queue, idle stop) are the same for any."""
+    """What makes a session's desktop (not started) and says whether one can run here at all: the sandbox
+    backend's (:class:`SandboxDesktops`); the pool's own rules (bounds, fair queue, idle stop) are the same for any."""
 
     def unavailable(self) -> str | None: ...
 
@@ -71,22 +71,25 @@ class DesktopMaker(Protocol):
 
 
 class SandboxDesktops:
-    """Desktops in the bridge's bubblewrap sandbox (``sandbox``: None, or another backend: none runs here)."""
+    """Desktops where the server's sandbox backend runs them (sandbox/desktop/host.py): in its bubblewrap sandbox,
+    or in pods of the agent-sandbox backend's desktop pool (``sandbox``: None, or a backend that runs none: no
+    desktop here)."""
 
     def __init__(self, sandbox: object | None, settings: DesktopSettings) -> None:
-        self._sandbox = sandbox if isinstance(sandbox, Sandbox) else None
+        self._host = host_for(sandbox) if sandbox is not None else None
         self._backend = type(sandbox).__name__ if sandbox is not None else None
         self.settings = settings
 
     def unavailable(self) -> str | None:
-        if self._sandbox is None:
-            return ("a desktop needs the bridge's bubblewrap sandbox, which this server does not run"
-                    + (f" (its sandbox backend is {self._backend})" if self._backend else ""))
-        return desktop_unavailable(self._sandbox, browser=self.settings.browser)
+        if self._host is None:
+            return ("a desktop needs a sandbox backend that runs them (bubblewrap, or agent-sandbox with a desktop "
+                    "pool), which this server does not run" + (f" (its sandbox backend is {self._backend})"
+                                                               if self._backend else ""))
+        return self._host.unavailable(self.settings.browser)
 
     def make(self, tenant: str, network: NetworkPolicy | None, origins: Sequence[str]) -> Desktop:
-        assert self._sandbox is not None  # unavailable() said None
-        return Desktop(self._sandbox, tenant=tenant, network=network, settings=self.settings, origins=origins)
+        assert self._host is not None  # unavailable() said None
+        return Desktop(self._host, tenant=tenant, network=network, settings=self.settings, origins=origins)
 
 
 @dataclass(slots=True)
@@ -116,8 +119,8 @@ def busy_note(why: Reason, bounds: DesktopBounds, at_cap: bool) -> str:
 
 
 class DesktopPool:
-    """The sessions' desktops of this process. ``sandbox``: the bubblewrap sandbox (None, or another backend: no
-    desktop runs here, :meth:`unavailable` says why); ``maker``: what makes the desktops instead (the sandbox's by
+    """The sessions' desktops of this process. ``sandbox``: the sandbox backend (None, or one that runs no
+    desktop: :meth:`unavailable` says why); ``maker``: what makes the desktops instead (the backend's by
     default)."""
 
     def __init__(self, sandbox: object | None, bounds: DesktopBounds | None = None,
