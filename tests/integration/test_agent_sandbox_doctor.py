@@ -35,6 +35,12 @@ def line(output: str, check: str) -> str:
     return found
 
 
+def summary(output: str, what: str) -> str:
+    """The line after the checks that says what ``what`` can do."""
+    [found] = [text for text in output.splitlines() if text.startswith(f"{what}: ")]
+    return found
+
+
 async def test_a_ready_cluster_passes_every_check() -> None:
     async with fake_cluster() as cluster:
         status, output = await doctor(cluster)
@@ -60,6 +66,32 @@ async def test_each_failure_is_one_line_naming_its_fix() -> None:
         assert "install agent-sandbox" in output
     status, output = await doctor(None, RESPONSES_BRIDGE_AGENT_SANDBOX_API_URL=f"http://127.0.0.1:{free_port()}")
     assert status == 1 and "could not be reached" in line(output, "kubernetes API")
+
+
+async def test_the_desktop_pool_is_checked_when_set_and_its_absence_said_when_not() -> None:
+    """Set, the desktop pool is checked as the tiers' pools are, named as the desktops' (a failure is exit status
+    1: the deployment means to serve desktops); unset, one line says no desktop runs and what enables one."""
+    desktop = "RESPONSES_BRIDGE_AGENT_SANDBOX_DESKTOP_POOL"
+    async with fake_cluster(("bridge-1g", "bridge-4g", "bridge-desktop")) as cluster:
+        status, output = await doctor(cluster, **{desktop: "bridge-desktop"})
+        assert status == 0, output
+        assert line(output, "desktop pool").startswith("ok  ")
+        assert "SandboxWarmPool bridge-desktop (session desktops): 2 of 2 pods ready" in line(output, "desktop pool")
+        assert "warm pool bridge-desktop" in summary(output, "desktop (computer use)")
+        cluster.kube.stalled.add("bridge-desktop")
+        status, output = await doctor(cluster, **{desktop: "bridge-desktop"})
+        assert status == 1
+        assert line(output, "desktop pool").startswith("FAIL") and "no ready pod" in line(output, "desktop pool")
+        assert "calls run in sandbox pods" in output  # the code interpreter's pools are not the desktop's
+        assert "cannot be claimed" in summary(output, "desktop (computer use)")
+        status, output = await doctor(cluster, **{desktop: "nowhere"})
+        assert status == 1 and "no SandboxWarmPool nowhere (session desktops)" in line(output, "desktop pool")
+        assert "components/agent-sandbox-desktop" in line(output, "desktop pool")
+        status, output = await doctor(cluster)
+    assert status == 0, output
+    assert "desktop pool" not in output
+    assert desktop in summary(output, "desktop (computer use)")
+    assert "components/agent-sandbox-desktop" in summary(output, "desktop (computer use)")
 
 
 async def test_bubblewrap_keeps_its_own_checks() -> None:

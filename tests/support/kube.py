@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 KUSTOMIZE = ROOT / "deploy" / "kubernetes"
 CRDS = ROOT / "tests" / "deploy" / "crds"
 CORE_GROUPS = ("v1", "apps/v1", "policy/v1")
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret", "name", "image"}
 
 
 def have_kubectl() -> bool:
@@ -121,3 +123,38 @@ def settings(objects: list[dict[str, Any]]) -> dict[str, str]:
                     if o["metadata"]["name"].startswith("responses-bridge-settings")]
     data: dict[str, str] = config_map["data"]
     return data
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What Pod Security Admission's ``restricted`` profile (latest) refuses in a pod spec."""
+    found = []
+    pod_context = pod.get("securityContext") or {}
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(flag):
+            found.append(flag)
+    for volume in pod.get("volumes") or []:
+        if set(volume) - RESTRICTED_VOLUMES:
+            found.append(f"volume {volume['name']}: {sorted(set(volume) - RESTRICTED_VOLUMES)}")
+    for container in [*(pod.get("initContainers") or []), *pod["containers"]]:
+        context = container.get("securityContext") or {}
+        where = container["name"]
+        if context.get("privileged"):
+            found.append(f"{where}: privileged")
+        if context.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{where}: allowPrivilegeEscalation is not false")
+        capabilities = context.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or []):
+            found.append(f"{where}: capabilities not dropped")
+        if set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}:
+            found.append(f"{where}: capabilities added")
+        if not context.get("runAsNonRoot", pod_context.get("runAsNonRoot")):
+            found.append(f"{where}: runAsNonRoot not set")
+        if context.get("runAsUser", pod_context.get("runAsUser")) == 0:
+            found.append(f"{where}: runAsUser 0")
+        seccomp = (context.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{where}: seccomp {seccomp}")
+        apparmor = (context.get("appArmorProfile") or pod_context.get("appArmorProfile") or {}).get("type")
+        if apparmor not in (None, "RuntimeDefault", "Localhost"):
+            found.append(f"{where}: AppArmor {apparmor}")
+    return found

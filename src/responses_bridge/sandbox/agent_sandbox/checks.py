@@ -19,9 +19,10 @@ START_CHECK_SECONDS = 10.0
 
 
 def doctor(settings: AgentSandboxConfig) -> int:
-    """Print the cluster's checks; 0 when calls can be claimed in every pool, else 1."""
+    """Print the cluster's checks; 0 when calls can be claimed in every pool, the desktop pool too when one is set
+    (a deployment that names it means to serve desktops), else 1."""
     try:
-        from .doctor import diagnose_cluster
+        from .doctor import DESKTOP_CHECK, diagnose_cluster
     except ImportError as error:
         from ...extras import explain
         from . import MISSING_EXTRA
@@ -32,10 +33,20 @@ def doctor(settings: AgentSandboxConfig) -> int:
     width = max(len(finding.name) for finding in findings)
     for finding in findings:
         print(f"{'ok  ' if finding.ok else 'FAIL'}  {finding.name:<{width}}  {finding.detail}")
-    ok = all(finding.ok for finding in findings) and any(finding.name.startswith("pool") for finding in findings)
+    calls = [finding for finding in findings if finding.name != DESKTOP_CHECK]
+    ok = all(finding.ok for finding in calls) and any(finding.name.startswith("pool") for finding in calls)
     print("code interpreter and hosted shell: " + ("calls run in sandbox pods claimed from the warm pools" if ok
                                                    else "calls cannot be claimed as configured; see above"))
-    return 0 if ok else 1
+    desktop = next((finding for finding in findings if finding.name == DESKTOP_CHECK), None)
+    pool = settings.agent_sandbox_desktop_pool
+    claims = all(finding.ok for finding in calls if not finding.name.startswith("pool"))  # API, CRDs, RBAC
+    desktops = pool is None or (claims and desktop is not None and desktop.ok)
+    print("desktop (computer use): " + (
+        "no desktop runs on this backend (RESPONSES_BRIDGE_AGENT_SANDBOX_DESKTOP_POOL is unset: the "
+        "agent-sandbox-desktop component sets it, deploy/kubernetes/components/agent-sandbox-desktop)" if pool is None
+        else f"each session desktop runs in a pod claimed from the warm pool {pool}" if desktops
+        else "desktops cannot be claimed as configured; see above"))
+    return 0 if ok and desktops else 1
 
 
 async def log_at_start(settings: AgentSandboxConfig) -> list[Finding]:

@@ -6,7 +6,9 @@ asks the real API, in order, the later ones only when the earlier pass:
 2. agent-sandbox's resources are served (its CRDs installed: ``sandboxes``, ``sandboxclaims``, ``sandboxwarmpools``);
 3. this identity may do what a call does (SelfSubjectAccessReview: create, get, watch and delete ``sandboxclaims``,
    get ``sandboxes`` in the namespace);
-4. each pool named in ``RESPONSES_BRIDGE_AGENT_SANDBOX_POOLS`` exists and has ready pods.
+4. each pool named in ``RESPONSES_BRIDGE_AGENT_SANDBOX_POOLS`` exists and has ready pods;
+5. so does the desktop pool, ``RESPONSES_BRIDGE_AGENT_SANDBOX_DESKTOP_POOL``, when it is set (unset, no desktop runs
+   on this backend: checks.py says so in its summary, not as a failed check).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ SANDBOXES = ("agents.x-k8s.io", "v1beta1")
 NEEDED = (*(("extensions.agents.x-k8s.io", "sandboxclaims", verb) for verb in ("create", "get", "watch", "delete")),
           ("agents.x-k8s.io", "sandboxes", "get"))
 RBAC_FIX = "apply the overlay's rbac.yaml (deploy/kubernetes/overlays/agent-sandbox) to the bridge's ServiceAccount"
+POOLS_FIX = "apply the overlay's sandboxes.yaml, or change RESPONSES_BRIDGE_AGENT_SANDBOX_POOLS"
+DESKTOP_FIX = ("add the agent-sandbox-desktop component to the overlay (deploy/kubernetes/components/"
+               "agent-sandbox-desktop), or change RESPONSES_BRIDGE_AGENT_SANDBOX_DESKTOP_POOL")
+DESKTOP_CHECK = "desktop pool"
 INSTALL_FIX = "install agent-sandbox v1.0 with its extensions (docs/kubernetes.md)"
 
 
@@ -75,7 +81,10 @@ async def diagnose_cluster(settings: AgentSandboxConfig) -> list[Finding]:
         findings.append(Finding("RBAC", not denied, f"may not {', '.join(denied)} in {namespace}: {RBAC_FIX}"
                                 if denied else f"claims may be made, watched and deleted in {namespace}"))
         for tier, pool in sorted(parse_pools(settings.agent_sandbox_pools).items()):
-            findings.append(await _pool(custom, namespace, tier, pool))
+            findings.append(await _pool(custom, namespace, f"pool {tier}", pool, POOLS_FIX))
+        if settings.agent_sandbox_desktop_pool:
+            findings.append(await _pool(custom, namespace, DESKTOP_CHECK, settings.agent_sandbox_desktop_pool,
+                                        DESKTOP_FIX, what=" (session desktops)"))
         return findings
 
 
@@ -87,19 +96,21 @@ async def _allowed(api: client.ApiClient, namespace: str, group: str, resource: 
     return bool(answer.status and answer.status.allowed)
 
 
-async def _pool(custom: client.CustomObjectsApi, namespace: str, tier: str, pool: str) -> Finding:
-    name = f"pool {tier}"
+async def _pool(custom: client.CustomObjectsApi, namespace: str, name: str, pool: str, fix: str, *,
+                what: str = "") -> Finding:
+    """The check ``name`` of one warm pool: it exists (else ``fix``) and has a ready pod; ``what`` says what its
+    pods serve, where that is not the check's name already."""
     try:
         found: dict[str, Any] = await custom.get_namespaced_custom_object(
             CLAIMS[0], CLAIMS[1], namespace, "sandboxwarmpools", pool)
     except client.ApiException as error:
         if error.status == 404:
-            return Finding(name, False, f"no SandboxWarmPool {pool} in {namespace}: apply the overlay's "
-                           "sandboxes.yaml, or change RESPONSES_BRIDGE_AGENT_SANDBOX_POOLS")
-        return Finding(name, False, f"SandboxWarmPool {pool}: the API answered {error.status} {error.reason}")
+            return Finding(name, False, f"no SandboxWarmPool {pool}{what} in {namespace}: {fix}")
+        return Finding(name, False, f"SandboxWarmPool {pool}{what}: the API answered {error.status} {error.reason}")
     ready = int((found.get("status") or {}).get("readyReplicas") or 0)
     wanted = int((found.get("spec") or {}).get("replicas") or 0)
     if ready == 0:
-        return Finding(name, False, f"SandboxWarmPool {pool} has no ready pod (0 of {wanted}): a claim would wait "
-                       "for a pod to start, past its deadline — check its pods' events (image, RuntimeClass, quota)")
-    return Finding(name, True, f"SandboxWarmPool {pool}: {ready} of {wanted} pods ready")
+        return Finding(name, False, f"SandboxWarmPool {pool}{what} has no ready pod (0 of {wanted}): a claim would "
+                       "wait for a pod to start, past its deadline — check its pods' events (image, RuntimeClass, "
+                       "quota)")
+    return Finding(name, True, f"SandboxWarmPool {pool}{what}: {ready} of {wanted} pods ready")
