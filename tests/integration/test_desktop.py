@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -27,6 +29,7 @@ from responses_bridge.sandbox.desktop import (
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from responses_bridge.sandbox.egress import EgressLimits, EgressSettings
 from responses_bridge.sandbox.egress_policy import EgressRules, parse_policy
+from tests.support.tls_ca import make_test_ca
 
 pytestmark = pytest.mark.store_free  # a sandbox and loopback servers of its own, whatever store the run is on
 
@@ -52,7 +55,8 @@ class Site:
     """Each request's path and query, as it came."""
 
 
-async def _site() -> tuple[Site, web.AppRunner]:
+async def _site(ssl_context: ssl.SSLContext | None = None) -> tuple[Site, web.AppRunner]:
+    """A loopback page's server (over HTTPS with ``ssl_context``), recording each request as it came."""
     site = Site(0)
 
     async def any_path(request: web.Request) -> web.Response:
@@ -65,7 +69,7 @@ async def _site() -> tuple[Site, web.AppRunner]:
     app.router.add_route("*", "/{tail:.*}", any_path)
     runner = web.AppRunner(app)
     await runner.setup()
-    server = web.TCPSite(runner, "127.0.0.1", 0)
+    server = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     await server.start()
     site.port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return site, runner
@@ -181,6 +185,28 @@ async def test_a_host_the_policy_does_not_allow_is_never_reached(desktop: Deskto
             await desktop.act(parse_actions([action], WIDTH, HEIGHT))
     assert await until(lambda: "/after" in allowed.seen), allowed.seen  # the browser did navigate, after it
     assert refused.seen == []
+
+
+@needs_desktop
+async def test_https_to_a_host_with_domain_secrets_is_trusted_by_the_browser(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a policy with domain secrets the call's proxy answers the browser's HTTPS to the secrets' hosts with
+    certificates of the call's own authority; the browser is told that authority's key, so the page loads (before,
+    Chromium showed its certificate error and the host was never reached)."""
+    ca_file, context = make_test_ca(tmp_path, "127.0.0.1")
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # the proxy, in this process, trusts the test host
+    site, runner = await _site(context)
+    policy = parse_policy({"type": "allowlist", "allowed_domains": ["127.0.0.1"], "domain_secrets": [
+        {"domain": "127.0.0.1", "name": "PAGE_TOKEN", "value": "tok-never-in-the-sandbox"}]}, "network_policy")
+    desktop = Desktop(_sandbox(site.port), tenant="t1", network=policy, settings=DesktopSettings(
+        width=WIDTH, height=HEIGHT, url=f"https://127.0.0.1:{site.port}/"))
+    await desktop.start()
+    try:
+        assert await until(lambda: "/" in site.seen), site.seen
+        await _page_drawn(desktop)  # the page, not a certificate warning
+    finally:
+        await desktop.stop()
+        await runner.cleanup()
 
 
 def _limit(pid: int, controller: str, v1_name: str, v2_name: str) -> str | None:

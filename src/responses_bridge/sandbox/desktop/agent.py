@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # in the call, page.py's and proxy_relay.py's sources come before this file's (desktop.py)
     from .page import DevTools, Pages, browser_pipes, piped
-    from .proxy_relay import relayed_proxy
+    from .proxy_relay import authority_key_hash, relayed_proxy
 
 DISPLAY = ":1"
 GRAB_EVERY = 0.02
@@ -184,6 +184,8 @@ def _browser_command(config: dict, sandboxed: bool) -> list[str]:
         f"--proxy-server={proxy}" if proxy else "--proxy-server=http://127.0.0.1:9",
         "--proxy-bypass-list=<-loopback>",
         "--remote-debugging-pipe",  # DevTools on fds 3 and 4 only (page.py): no port anything else could reach
+        # the call's own authority, under a policy with domain secrets (proxy_relay.py): its key only
+        *([f"--ignore-certificate-errors-spki-list={config['authority']}"] if config.get("authority") else []),
         config["url"],
     ]
 
@@ -315,6 +317,7 @@ def main(config_text: str) -> None:
         marks["display"] = time.monotonic()
         sandboxed = not config["no_sandbox"]
         config["proxy"] = relayed_proxy(os.environ.get("HTTP_PROXY"))
+        config["authority"] = authority_key_hash(os.environ.get("SSL_CERT_FILE"))
         if error is None:
             browser, pages = _start_browser(config, sandboxed)
             started.append(browser)

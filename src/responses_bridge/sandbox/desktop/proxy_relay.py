@@ -9,10 +9,18 @@ the browser's proxy is that, and each connection's first request head goes on to
 in; the door then hands the whole connection to the call's proxy, which needs nothing more, and the bytes are
 relayed both ways as they come. The credential stays in this process (its environment and this relay): the browser,
 its pages and every screenshot never hold it. On bubblewrap the proxy URL carries no credential and is used as is.
+
+The call's authority, too: under a policy with domain secrets the proxy answers the browser's HTTPS to those hosts
+itself, with certificates of the call's own authority (sandbox/egress_tls.py), which code trusts through
+``SSL_CERT_FILE`` (the system's authorities, then the call's, last). Chromium reads no such file (its store is
+NSS's), so it is told the authority's key instead (:func:`authority_key_hash`: the proxy sends the authority's
+certificate after each leaf, and ``--ignore-certificate-errors-spki-list`` accepts a chain holding that key) — the
+key of this call's authority only, made for this call and gone with it.
 """
 
 import base64
 import contextlib
+import hashlib
 import socket
 import threading
 import urllib.parse
@@ -82,3 +90,47 @@ def _pump(source: socket.socket, target: socket.socket) -> None:
     finally:
         with contextlib.suppress(OSError):  # the other way may still carry its answer: only this way ends
             target.shutdown(socket.SHUT_WR)
+
+
+def authority_key_hash(bundle: str | None) -> str | None:
+    """The base64 SHA-256 of the SubjectPublicKeyInfo of the last certificate in the PEM file ``bundle`` (the
+    call's authority, egress_tls.py's bundle), or None without one."""
+    if not bundle:
+        return None
+    try:
+        with open(bundle, "rb") as found:
+            text = found.read()
+    except OSError:
+        return None
+    begin = text.rfind(b"-----BEGIN CERTIFICATE-----")
+    end = text.find(b"-----END CERTIFICATE-----", begin)
+    if begin < 0 or end < 0:
+        return None
+    der = base64.b64decode(b"".join(text[begin:end].splitlines()[1:]))
+    try:
+        _, certificate, _ = _element(der, 0)
+        _, tbs, tbs_end = _element(der, certificate)  # the certificate's first element: what is signed
+        fields: list[bytes] = []
+        at = tbs
+        while at < tbs_end and len(fields) < 7:
+            start = at
+            tag, _, at = _element(der, at)
+            if not (tag == 0xA0 and not fields):  # the version, [0], when there is one
+                fields.append(der[start:at])
+        spki = fields[5]  # serial, signature algorithm, issuer, validity, subject, then the key
+    except (IndexError, ValueError):
+        return None
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+def _element(der: bytes, at: int) -> tuple[int, int, int]:
+    """The DER element at ``at``: its tag, where its contents start, and where it ends."""
+    tag, length, at = der[at], der[at + 1], at + 2
+    if length & 0x80:
+        count = length & 0x7F
+        if not 0 < count <= 4:
+            raise ValueError("a DER length this file cannot hold")
+        length, at = int.from_bytes(der[at:at + count], "big"), at + count
+    if at + length > len(der):
+        raise ValueError("a DER element past the end")
+    return tag, at, at + length
