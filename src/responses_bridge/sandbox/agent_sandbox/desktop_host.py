@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf import empty_pb2
@@ -32,14 +33,24 @@ from ..egress_policy import NetworkPolicy
 from ..limits import SandboxLimits
 from ..result import Capture, SandboxResult
 from . import transfer
-from .session import ENV
-
-if TYPE_CHECKING:
-    from .backend import AgentSandboxBackend
+from .session import ENV, ClaimedPod
 
 NO_POOL = ("RESPONSES_BRIDGE_AGENT_SANDBOX_DESKTOP_POOL names no warm pool of desktop pods (the Kustomize component "
            "deploy/kubernetes/components/agent-sandbox-desktop adds one, with the desktop image)")
 STDERR_KEPT = 4096
+
+
+class PodClaims(Protocol):
+    """What a desktop takes of the backend (backend.py's :class:`AgentSandboxBackend`): its pods, its refusals."""
+
+    unavailable: str | None
+    python: str
+    runtime_root: str
+
+    def network_refusal(self) -> str | None: ...
+
+    def pod(self, pool: str, *, tenant: str, network: NetworkPolicy | None, seconds: float,
+            origins: OriginGate | None = None) -> AbstractAsyncContextManager[ClaimedPod]: ...
 
 
 class PodDesktopHost:
@@ -47,7 +58,7 @@ class PodDesktopHost:
 
     uid: int | None = None  # the pod's, not this machine's
 
-    def __init__(self, backend: AgentSandboxBackend, pool: str | None) -> None:
+    def __init__(self, backend: PodClaims, pool: str | None) -> None:
         self.backend = backend
         self.pool = pool
 
