@@ -67,10 +67,18 @@ async def navigate(session: Session, url: str, *, asks: bool = True) -> list[dic
     """The address bar focused and the address typed (one call), then Enter (another): the events of the last.
     ``asks``: the browser's request is to be held for the client — on a loaded machine the screen may settle
     before the browser has sent it (nothing drawn yet), so the model waits (a ``wait`` call, as a model does on a
-    page not loaded yet) until the session asks, a few times at most."""
-    await session.turn(computer({"type": "keypress", "keys": ["CTRL", "L"]}, {"type": "type", "text": url}))
-    events = await session.turn(computer({"type": "keypress", "keys": ["ENTER"]}))
-    return await until_asked(session, events) if asks else events
+    page not loaded yet) until the session asks, a few times at most; and where it still was not asked (the
+    address did not go where it was typed: a loaded run's address bar took the keys as it changed), the model
+    types it again, once, as a model does when the screen shows it went wrong."""
+    for _ in range(2):
+        await session.turn(computer({"type": "keypress", "keys": ["CTRL", "L"]}, {"type": "type", "text": url}))
+        events = await session.turn(computer({"type": "keypress", "keys": ["ENTER"]}))
+        if not asks:
+            return events
+        events = await until_asked(session, events)
+        if events[-1]["type"] == "agent.session.requires_action":
+            return events
+    return events
 
 
 async def until_asked(session: Session, events: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -40,6 +40,9 @@ PAGE = """<!doctype html><html><body style="margin:0;background:#fff">
   document.getElementById('b').textContent='clicked'})">Press me</button>
 <form action="/submit" method="get" style="position:fixed;left:0;top:75vh;width:100vw;height:20vh;margin:0">
 <input name="text" style="width:100%;height:100%;font-size:40px"></form></body></html>"""
+SLOW_PAGE = """<!doctype html><html><body><input autofocus style="font-size:40px">
+<script>addEventListener("keydown", () => { const until = Date.now() + 150; while (Date.now() < until) {} }, true)
+</script></body></html>"""
 BUTTON = (WIDTH // 2, 445)
 """On the screen: the button fills 40-60% of the viewport's height, below a toolbar of 0-150 pixels."""
 FIELD = (WIDTH // 2, 700)
@@ -63,6 +66,8 @@ async def _site(ssl_context: ssl.SSLContext | None = None) -> tuple[Site, web.Ap
         site.seen.append(request.path_qs)
         if request.path == "/submit":
             return web.Response(text=f"got {request.query.get('text', '')}")
+        if request.path == "/slow":  # a page whose every key takes its renderer 150 ms (a busy page, a loaded host)
+            return web.Response(text=SLOW_PAGE, content_type="text/html")
         return web.Response(text=PAGE, content_type="text/html")
 
     app = web.Application()
@@ -207,6 +212,26 @@ async def test_https_to_a_host_with_domain_secrets_is_trusted_by_the_browser(tmp
     finally:
         await desktop.stop()
         await runner.cleanup()
+
+
+@needs_desktop
+async def test_an_address_typed_after_ctrl_l_in_one_batch_is_where_the_browser_goes(
+        desktop: Desktop, sites: tuple[Site, Site]) -> None:
+    """A model's usual batch — the address bar's shortcut, the address, Enter — in one call, on a page slow to
+    answer keys: the keys after the shortcut wait for its effect (actions.py's SETTLE), so the address is typed into
+    the bar, not into the page (before, it went to the page's field and the rest to a search)."""
+    allowed, _ = sites
+    for action in ({"type": "keypress", "keys": ["CTRL", "L"]},  # one call each: to the busy page first
+                   {"type": "type", "text": f"http://127.0.0.1:{allowed.port}/slow"},
+                   {"type": "keypress", "keys": ["ENTER"]}):
+        await desktop.act(parse_actions([action], WIDTH, HEIGHT))
+    assert await until(lambda: "/slow" in allowed.seen), allowed.seen
+    await desktop.act(parse_actions([{"type": "wait"}], WIDTH, HEIGHT))  # drawn, its field focused
+    went = await desktop.act(parse_actions([{"type": "keypress", "keys": ["CTRL", "L"]},
+                                            {"type": "type", "text": f"http://127.0.0.1:{allowed.port}/batched"},
+                                            {"type": "keypress", "keys": ["ENTER"]}], WIDTH, HEIGHT))
+    assert went.error is None
+    assert await until(lambda: "/batched" in allowed.seen), allowed.seen
 
 
 def _limit(pid: int, controller: str, v1_name: str, v2_name: str) -> str | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from responses_bridge.sandbox.desktop import ActionError, parse_actions
-from responses_bridge.sandbox.desktop.actions import keysym, steps_for
+from responses_bridge.sandbox.desktop.actions import SETTLE, batch_steps, keysym, steps_for
 
 W, H = 1280, 800
 
@@ -90,3 +90,15 @@ def test_only_a_call_that_asks_may_make_user_namespaces() -> None:
     pytest.importorskip("pyseccomp")
     assert compiled_filter(False, user_namespaces=True) != compiled_filter(False)
     assert len(compiled_filter(False, user_namespaces=True)) < len(compiled_filter(False))  # fewer rules
+
+
+def test_a_key_press_that_more_input_follows_waits_for_its_effect() -> None:
+    """actions.py's SETTLE after a key press with input after it in the batch (a shortcut's effect before the keys
+    after it), never after the last input nor for a key press only followed by waiting."""
+
+    batch = batch_steps(parse_actions([{"type": "keypress", "keys": ["CTRL", "L"]}, {"type": "type", "text": "a"},
+                                       {"type": "keypress", "keys": ["ENTER"]}, {"type": "wait"}], W, H))
+    assert batch == [["key", "--delay", "0", "--", "Control_L+l"], SETTLE, ["type", "--delay", "0", "--", "a"],
+                     ["key", "--delay", "0", "--", "Return"]]
+    assert SETTLE not in batch_steps(parse_actions([{"type": "type", "text": "a"}, {"type": "click", "button": "left",
+                                                                                    "x": 1, "y": 1}], W, H))

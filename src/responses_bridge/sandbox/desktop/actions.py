@@ -213,6 +213,19 @@ def _press(button: int) -> list[str]:
     return ["mousedown", str(button), "mouseup", str(button)]
 
 
+SETTLE = ["settle"]
+"""A step of the desktop's own, not xdotool's: wait until the screen shows the last key's effect (bounded: agent.py)
+before the next action's input. The browser gives a key to the page first and takes it as its own shortcut only
+once the page let it pass (CTRL+L: the address bar), while the keys sent after it are already on their way to the
+page — so an address typed right after CTRL+L in one batch landed partly in the page, and its Enter sent the rest
+to a search."""
+
+
 def batch_steps(actions: Sequence[Action]) -> list[list[str]]:
-    """The steps of every action, in order."""
-    return [step for action in actions for step in steps_for(action)]
+    """The steps of every action, in order; after a key press that more input follows, :data:`SETTLE`."""
+    steps: list[list[str]] = []
+    for index, action in enumerate(actions):
+        steps += steps_for(action)
+        if action.type == "keypress" and any(steps_for(later) for later in actions[index + 1:]):
+            steps.append(SETTLE)
+    return steps

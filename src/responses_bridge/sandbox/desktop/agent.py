@@ -48,6 +48,9 @@ if TYPE_CHECKING:  # in the call, page.py's and proxy_relay.py's sources come be
 DISPLAY = ":1"
 GRAB_EVERY = 0.02
 SOCKET_NAME = "desktop.sock"
+INPUT_SHOWS, INPUT_QUIET, INPUT_SETTLE = 0.5, 0.05, 1.0
+"""After a key press that more input follows: the seconds within which its effect shows on the screen, the quiet that
+counts as drawn, and the bound of the whole wait."""
 IDLE_TRIM = 1.0
 """Seconds without a request after which this process gives its free heap back (:class:`IdleTrim`)."""
 XVFB_MEMORY = ("-extension", "GLX")
@@ -91,6 +94,17 @@ class Screen:
             if current != pixels:
                 pixels = current
                 same_since = time.monotonic()
+
+    def after_input(self, shows: float, quiet: float, bound: float) -> None:
+        """Once the screen changed (at most ``shows`` seconds from now), until it settled (``quiet``), ``bound``
+        seconds at most in all: a key's effect drawn before the next input is sent."""
+        start = time.monotonic()
+        before = self.grab().tobytes()
+        while time.monotonic() - start < shows:
+            time.sleep(GRAB_EVERY)
+            if self.grab().tobytes() != before:
+                break
+        self.settled(quiet, max(bound - (time.monotonic() - start), 0.0))
 
     def jpeg(self, image: Any) -> bytes:
         import io
@@ -271,6 +285,9 @@ def _answer(requests: Any, readable: int, send: Any, screen: Screen, pages: "Pag
                 failed = "the sign-in form is no longer on the page"
             steps = [["key", "--delay", "0", "Return"]] if filled == "enter" else []
         for step in steps if failed is None else []:
+            if step == ["settle"]:  # the last key's effect on the screen before more input (actions.py's SETTLE)
+                screen.after_input(INPUT_SHOWS, INPUT_QUIET, INPUT_SETTLE)
+                continue
             done = subprocess.run(["xdotool", *[str(word) for word in step]], env=environment,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
             if done.returncode != 0:

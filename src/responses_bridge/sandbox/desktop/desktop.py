@@ -49,7 +49,7 @@ from ..egress_policy import NetworkPolicy
 from ..limits import GIB, MIB, SandboxLimits
 from ..result import SandboxBusy, SandboxResult, SandboxUnavailable
 from ..runner import Sandbox
-from .actions import Action, steps_for
+from .actions import Action, batch_steps
 from .host import BubblewrapHost, DesktopHost, DesktopLink, Sender
 from .origins import OriginApprovals
 from .requirements import DEFAULT_BROWSER
@@ -242,12 +242,8 @@ class Desktop:
 
     async def act(self, actions: Sequence[Action]) -> Screenshot:
         """Perform ``actions`` (parsed: actions.py) in order, then the screen once it has settled."""
-        steps: list[list[str]] = []
-        wait = 0.0
-        for action in actions:
-            steps += steps_for(action)
-            if action.type == "wait":
-                wait += self.settings.wait
+        steps = batch_steps(actions)
+        wait = self.settings.wait * sum(action.type == "wait" for action in actions)
         return await self._request({"steps": steps, "wait": wait, "settle": self.settings.settle,
                                     "quiet": self.settings.quiet, "detect": True})
 
