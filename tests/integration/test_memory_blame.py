@@ -41,6 +41,11 @@ from tests.support.mcp_server import MCPTestServer
 from tests.support.memory import status_kb
 from tests.support.sdk import async_sdk
 
+pytestmark = pytest.mark.store_proven(
+    "tests/unit/test_memory_charge.py", "tests/integration/test_chains.py",
+    reason="its PostgreSQL path is a chain's items loaded and charged: test_memory_charge asserts every load of stored "
+           "items is charged on both stores, test_chains loads chains on PostgreSQL (scripts/pg-coverage: no line of "
+           "store/postgres that only this module covers)")
 MODEL = "fake-model"
 MiB = 1 << 20
 BUDGET = 20 * MiB  # a share of 10 MiB: a chained request's 11.4 MB charge is past it, the victim's 6 MB is not
