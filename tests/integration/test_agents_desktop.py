@@ -38,7 +38,12 @@ from tests.support.sdk import async_sdk
 
 CANNOT = (check_bubblewrap()[1] or (None if CgroupParent.find() is not None else "no cgroup per call here")
           or (f"missing: {', '.join(missing_packages())}" if missing_packages() else None) or pillow_problem())
-pytestmark = [pytest.mark.skipif(CANNOT is not None and not os.environ.get("CI"), reason=f"no desktop here: {CANNOT}")]
+NEEDS_DESKTOP = pytest.mark.skipif(CANNOT is not None and not os.environ.get("CI"), reason=f"no desktop here: {CANNOT}")
+pytestmark = [NEEDS_DESKTOP, pytest.mark.store_proven(
+    "tests/integration/test_agents_desktop_approvals.py", "tests/integration/test_agents_restart.py",
+    reason="a desktop session's items and events are stored as any session's (test_agents_restart), and a desktop "
+           "session runs on PostgreSQL in test_agents_desktop_approvals (scripts/pg-coverage: no line of "
+           "store/postgres that only this module covers)")]
 
 TENANT = {"x-tenant-id": "alpha"}
 ENVIRONMENT = {"type": "openai_hosted", "container_size": "small", "desktop": {"enabled": True},

@@ -17,6 +17,7 @@ import pytest
 from tests.integration.test_agents_api import BETA, MODEL
 from tests.integration.test_agents_desktop import (
     ENVIRONMENT,
+    NEEDS_DESKTOP,
     TENANT,
     TOOLS,
     Session,
@@ -27,15 +28,15 @@ from tests.integration.test_agents_desktop import (
     jpeg,
     navigate,
 )
-from tests.integration.test_agents_desktop import pytestmark as desktop_marks
 from tests.integration.test_desktop import BUTTON, FIELD, Site, _site, until
 from tests.support.agent_sandbox import FakeCluster, fake_cluster
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import free_port
 
-pytestmark = [*desktop_marks, pytest.mark.store_proven(
-    "tests/integration/test_agents_desktop.py",
-    reason="the session, its items and its events are stored as on bubblewrap: only where the desktop runs differs")]
+pytestmark = [NEEDS_DESKTOP, pytest.mark.store_proven(
+    "tests/integration/test_agents_desktop_approvals.py",
+    reason="a desktop session is stored the same whichever backend runs its desktop, and one runs on PostgreSQL in "
+           "test_agents_desktop_approvals")]
 CLAIMS = ("extensions.agents.x-k8s.io", "sandboxclaims")
 
 

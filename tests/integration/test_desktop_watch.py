@@ -43,6 +43,10 @@ from tests.support.cli import cli
 from tests.support.postgres import sidecar_env
 from tests.support.sdk import async_sdk
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_desktop_approvals.py", "tests/integration/test_agents_restart.py",
+    reason="what it reads of the store is a session's retrieve and items, which those run on PostgreSQL "
+           "(scripts/pg-coverage: no line of store/postgres that only this module covers)")
 MODEL = "fake-model"
 BETA = {"OpenAI-Beta": "agents=v1"}
 ALPHA, OTHER = "alpha", "other"
