@@ -9,6 +9,11 @@ from typing import Any
 
 from responses_bridge.services.agents.leases import SessionLeases
 
+LEASE = 3.0
+"""Seconds: the heartbeat beats every second. Its beats come in timer order, so the tests see them whatever the
+machine's speed; the lease is long only so that a loaded run's stalled loop (it stalled past a 60 ms lease) does not
+also find the lease lapsed, which stops the runner by another path."""
+
 
 class TakenStore:
     """A store whose lease another process holds from the second claim on (the first is this process's own)."""
@@ -39,7 +44,7 @@ async def test_a_lost_lease_stops_the_runner_and_lets_it_go_once() -> None:
         lost.append(session_id)
         running.pop(session_id, None)
 
-    leases = SessionLeases(store, "this-process", 0.06, on_lost=let_go)  # type: ignore[arg-type]
+    leases = SessionLeases(store, "this-process", LEASE, on_lost=let_go)  # type: ignore[arg-type]
     await leases.claim("sess_1", running)
     runner = Runner(asyncio.create_task(asyncio.sleep(60)))
     running["sess_1"] = runner
@@ -55,7 +60,7 @@ async def test_a_runner_claimed_again_meanwhile_is_not_let_go() -> None:
     store = TakenStore()
     running: dict[str, Any] = {}
     lost: list[str] = []
-    leases = SessionLeases(store, "this-process", 0.06, on_lost=lost.append)  # type: ignore[arg-type]
+    leases = SessionLeases(store, "this-process", LEASE, on_lost=lost.append)  # type: ignore[arg-type]
     await leases.claim("sess_1", running)
     old = Runner(asyncio.create_task(asyncio.sleep(60)))
     running["sess_1"] = old
@@ -70,7 +75,7 @@ async def test_a_runner_claimed_again_meanwhile_is_not_let_go() -> None:
         return held
 
     store.claim_session = claim_then_replaced  # type: ignore[method-assign]
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(LEASE / 3 * 1.5)  # past the first beat (its timer is due first), before the second
     leases.close()
     assert lost == [] and running["sess_1"] is newer
     assert old.task is not None and old.task.cancelled()
