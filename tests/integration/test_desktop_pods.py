@@ -19,6 +19,7 @@ from responses_bridge.sandbox.desktop import Desktop, DesktopSettings, DesktopUn
 from responses_bridge.sandbox.egress import EgressLimits, EgressSettings
 from responses_bridge.sandbox.egress_policy import EgressRules, parse_policy
 from responses_bridge.sandbox.limits import SandboxLimits
+from tests.integration import test_desktop
 from tests.integration.test_desktop import (
     BUTTON,
     FIELD,
@@ -27,7 +28,6 @@ from tests.integration.test_desktop import (
     Site,
     _image,
     _page_drawn,
-    _site,
     needs_desktop,
     until,
 )
@@ -39,15 +39,7 @@ CLAIMS = ("extensions.agents.x-k8s.io", "sandboxclaims")
 DESKTOP_POOL = "bridge-desktop"
 PYTHON = f"{sys.prefix}/bin/python"
 """The pods' Python with Pillow (the desktop image's): the stand-in binds the tests' environment where it lies."""
-
-
-@pytest.fixture
-async def sites() -> AsyncIterator[tuple[Site, Site]]:
-    """The page the session starts on, and another origin the policy allows (its client is asked for it)."""
-    (first, first_runner), (second, second_runner) = await _site(), await _site()
-    yield first, second
-    await first_runner.cleanup()
-    await second_runner.cleanup()
+sites = test_desktop.sites  # the fixture: the page the desktop starts on, and another origin the policy allows
 
 
 @pytest.fixture
