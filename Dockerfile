@@ -50,5 +50,5 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('RESPONSES_BRIDGE_HTTP_PORT', '8080') + '/health/ready', timeout=2)"]
 # tini is PID 1: it reaps the processes handed to it (each code interpreter call leaves one) and passes signals on
 # to the bridge; -s keeps it reaping when it is not PID 1 (compose's `init: true`, a pod sharing its PID namespace).
-# Without it (a `command:` override), `serve` as PID 1 runs behind an init of its own (src/responses_bridge/pid1.py).
+# Without it (a `command:` override), `serve` as PID 1 runs behind an init of its own (src/responses_bridge/process/pid1.py).
 ENTRYPOINT ["tini", "-s", "--", "responses-bridge", "serve"]

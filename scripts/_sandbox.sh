@@ -105,7 +105,7 @@ unset _desktop
 _blocked_dirs() {  # the first directory the sandbox's uid cannot traverse on each path it binds, one a line
   "$VENV/bin/python" - <<'EOF_PY' 2>/dev/null || true
 import os
-from responses_bridge.config import load_settings
+from responses_bridge.config.settings import load_settings
 from responses_bridge.sandbox.command import LAUNCHER_SOURCE, python_binds
 from responses_bridge.sandbox.identity import SandboxIdentity
 

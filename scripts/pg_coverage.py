@@ -10,8 +10,8 @@ What is left out (a module marked store_proven, those Envoy-door tests) and cove
 covers is listed as a mistake, and the exit is 1.
 
 ``--all-measured``: the same over every measured file (the whole store package, runtime.py, serve.py,
-keys_command.py, services/files/ingestion.py, run on PostgreSQL), a stricter test than the PostgreSQL store's own lines.
-``--suggest``: which unmarked modules could be left out too (largest first, each checked against what would be
+commands/keys.py, services/files/ingestion.py, run on PostgreSQL), a stricter test than the PostgreSQL store's own
+lines. ``--suggest``: which unmarked modules could be left out too (largest first, each checked against what would be
 left), and the fewest modules still running that cover each one's lines (the names its mark would give).
 """
 

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 
-from responses_bridge.devtools.checkout.process_memory import process_rss_mb
-from responses_bridge.devtools.procs import ManagedProcess, envoy_binary, free_port, wait_http
+from responses_bridge.demo.procs import ManagedProcess, envoy_binary, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
+from tools.process_memory import process_rss_mb
 
 
 @dataclass

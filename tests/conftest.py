@@ -43,15 +43,16 @@ from pathlib import Path
 
 import pytest
 
-from responses_bridge import startup_gc
+from responses_bridge.process import startup_gc
 
 # the collection imports ~4,000 modules and builds ~550,000 objects that live as long as the worker: the collector
 # paused meanwhile (a fifth of a worker's collection, 7.9 -> 6.3 s), and what it built frozen once it is done, so
-# each full collection during the tests does not walk them again (0.3 s each, every worker) — startup_gc.py's reason
+# each full collection during the tests does not walk them again (0.3 s each, every worker) — process/startup_gc.py's
+# reason
 startup_gc.pause()
-from responses_bridge.devtools.procs import ManagedProcess  # noqa: E402
-from responses_bridge.env_check import PREFIX, TOOLING_NAMES  # noqa: E402
-from responses_bridge.event_loop import EVENT_LOOP_ENV  # noqa: E402
+from responses_bridge.commands.env_check import PREFIX, TOOLING_NAMES  # noqa: E402
+from responses_bridge.demo.procs import ManagedProcess  # noqa: E402
+from responses_bridge.process.event_loop import EVENT_LOOP_ENV  # noqa: E402
 from tests.support import module_times, zygote  # noqa: E402
 from tests.support.postgres import STORE_ENV, postgres_server, postgres_url, stop_shared_server, switch_read  # noqa: E402
 

@@ -11,14 +11,14 @@ import functools
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from . import startup_gc
+from .process import startup_gc
 from .settings_error import SettingsError
 
-COMMAND_MODULES = {"serve": ".serve", "fake-upstream": None, "envoy-config": ".envoy_config", "demo": ".devtools.demo",
-                   "config": ".config_command", "probe": ".probe.command", "keys": ".keys_command",
-                   "doctor": ".doctor_command", "desktop-url": ".desktop_url_command",
-                   "bench": ".devtools.checkout.bench"}
+COMMAND_MODULES = {"serve": ".serve", "fake-upstream": None, "envoy-config": ".envoy_config", "demo": ".demo.command",
+                   "config": ".commands.config", "probe": ".probe.command", "keys": ".commands.keys",
+                   "doctor": ".commands.doctor", "desktop-url": ".commands.desktop_url", "bench": None}
 """Each command, in ``--help``'s order, and the module whose ``add_parser`` registers it (None: this file's).
 A command's module is imported only when that command runs, or when the commands are listed: a process started
 for one (every ``serve`` and ``fake-upstream`` of a test run, each ``keys`` call) does not load the others' —
@@ -54,11 +54,11 @@ def _named_command(argv: Sequence[str] | None) -> str | None:
 
 
 def _add_command(commands: argparse._SubParsersAction, name: str, module: str | None) -> None:
-    if module is None:
+    if name == "fake-upstream":
         _add_fake_upstream(commands)
     elif name == "bench":
         _add_bench(commands)
-    else:
+    elif module is not None:
         importlib.import_module(module, __package__).add_parser(commands)
 
 
@@ -114,7 +114,7 @@ Bracketed directives anywhere in that message change it, and are not echoed:
   [refuse] [length] [filter]    a refusal, or finish_reason length / content_filter
   [context=N]          a model with an N-token context window (vLLM's 400 past it)
 A malformed directive ([chunks=abc]) is a 400, so a typo in a test is loud. Every directive, and
-what each route answers: the docstring of responses_bridge/devtools/fake_upstream.py."""
+what each route answers: the docstring of responses_bridge/demo/fake_upstream.py."""
 
 
 def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
@@ -131,7 +131,7 @@ def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
                         "calls get_weather), for test suites written for real models")
     parser.add_argument("--quirks", default=None, help="put on a real backend's departures from OpenAI: "
                         "'llamacpp' (500 on the developer role, 400 on content null beside tool_calls, ...) or "
-                        "comma-separated quirk names, see devtools/fake_quirks.py")
+                        "comma-separated quirk names, see demo/fake_quirks.py")
     parser.add_argument("--native", action="store_true",
                         help="also serve POST /v1/responses as a stateless backend does (vLLM, Ollama, llama.cpp)")
     parser.add_argument("--embedding-delay", type=float, default=0.0,
@@ -143,7 +143,7 @@ def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
                         help="no POST /v1/images/generations (an upstream without the Images API: a 404)")
 
     def run(args: argparse.Namespace) -> int:
-        from .devtools.fake_server import run as run_fake
+        from .demo.fake_server import run as run_fake
 
         run_fake(args.host, args.port, chunk_count=args.chunk_count, chunk_delay=args.chunk_delay,
                  tool_topics=args.tool_topics, quirks=args.quirks, native=args.native,
@@ -154,13 +154,17 @@ def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_bench(commands: argparse._SubParsersAction) -> None:
-    """The benchmark, which ships only in a source checkout; an installed package says where it is instead."""
-    try:
-        from .devtools.checkout import bench
-    except ImportError:  # an installed package: the benchmarks ship only in a source checkout
+    """The benchmark, which ships only in a source checkout (its top-level ``tools/``, beside ``src/``); an installed
+    package says where it is instead."""
+    checkout = Path(__file__).resolve().parents[2]  # src/responses_bridge/cli.py -> the checkout, when it is one
+    if not (checkout / "tools" / "bench" / "latency" / "bench.py").is_file():
         _add_checkout_only(commands, "bench", "measure the bridge's latency and throughput against the upstream")
-    else:
-        bench.add_parser(commands)
+        return
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    from tools.bench.latency import bench
+
+    bench.add_parser(commands)
 
 
 def _add_checkout_only(commands: argparse._SubParsersAction, name: str, purpose: str) -> None:
@@ -202,7 +206,7 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if argv is None:  # this process is the command: its start runs without the cyclic collector (startup_gc.py)
+    if argv is None:  # this process is the command: its start runs without the cyclic collector (process/startup_gc.py)
         startup_gc.pause()
     try:
         return _run(argv)
@@ -215,13 +219,13 @@ def _run(argv: Sequence[str] | None) -> int:
     if args.command != "serve":  # serve resumes it once its doors are open (serve.py); the others have started
         startup_gc.resume()
     try:
-        if hasattr(args, "strict_env"):  # a command that reads settings: mistyped variable names first (env_check.py)
-            from .env_check import check_environment
+        if hasattr(args, "strict_env"):  # a settings command: mistyped variable names first (commands/env_check.py)
+            from .commands.env_check import check_environment
 
             for warning in check_environment(args.strict_env):
                 print(f"responses-bridge {_command_name(args)}: warning: {warning}", file=sys.stderr)
         return int(args.func(args) or 0)
-    except SettingsError as exc:  # one line naming the flag, variable or file (config_errors.py), no traceback
+    except SettingsError as exc:  # one line naming the flag, variable or file (config/errors.py), no traceback
         print(f"responses-bridge {_command_name(args)}: {exc}", file=sys.stderr)
         return 2
 

@@ -13,18 +13,19 @@ from typing import Any
 
 import structlog
 
-from .allocator import MemoryTrimmer
-from .config import Settings
+from .config.settings import Settings
+from .config.upstreams import SINGLE_UPSTREAM, Route, Router
 from .engine.options import EngineOptions
 from .engine.responses.profiles import options_for
 from .engine.tools.builtin import runs_server_tools
 from .engine.tools.programs import program_signer
 from .engine.wire import Framing, UpstreamRequest
-from .fair_tenure import set_quantum
+from .fairness.allocator import MemoryTrimmer
+from .fairness.program_memory import no_room
+from .fairness.tenure import set_quantum
 from .observability import metrics
 from .observability.logs import note_upstream
-from .periodic import Periodic
-from .program_memory import no_room
+from .process.periodic import Periodic
 from .protocol.errors import APIError
 from .run.programs.host import ProgramBounds, ProgramHost
 from .run.response_run import ResponseRun
@@ -57,7 +58,6 @@ from .services.tenancy.memory_watch import MemoryWatch, default_source
 from .store import ResponseStore
 from .store.base import ChunkIndex, RunLeases
 from .store.open import StoreSet, open_stores
-from .upstreams import SINGLE_UPSTREAM, Route, Router
 
 log = structlog.get_logger("responses_bridge.runtime")
 
@@ -79,7 +79,7 @@ class Runtime:
     chat_completions: ChatCompletionService  # stored Chat Completions (store: true), same database
     upstream: UpstreamClient  # the sidecar's own upstream calls (``upstream_via`` when set)
     clients: dict[str, UpstreamClient]  # the sidecar's own calls, per upstream (several upstreams; else empty)
-    router: Router  # the per-model routes (upstreams.py)
+    router: Router  # the per-model routes (config/upstreams.py)
     server_tools: ServerTools  # the tool loop's MCP client, web search, file search (run/server_tools.py)
     identity: Identity  # who the caller is (RESPONSES_BRIDGE_AUTH), for both doors: services/tenancy/identity.py
     files: FileService  # uploaded files: metadata in the store, bytes in files/ by the database (or in it)
@@ -93,7 +93,7 @@ class Runtime:
     agents: AgentService  # the Agents API's reusable agents; sessions: the HTTP door's agents_routes.py
     retention: RetentionService  # purges what each tenant's retention_days has expired
     idempotency: IdempotencyService  # Idempotency-Key of POST /v1/responses (services/responses/idempotency.py)
-    trimmer: MemoryTrimmer  # gives large requests' memory back to the system (allocator.py)
+    trimmer: MemoryTrimmer  # gives large requests' memory back to the system (fairness/allocator.py)
     gauges: Periodic  # serve --workers: this worker's read-on-scrape gauges written to the shared files each second
     draining: bool = False  # set first thing on SIGTERM/SIGINT: doors refuse new work, readiness fails
     # ``mode: auto`` upstreams, as probed at start (probe/start.py): the chosen mode and measured switches
@@ -117,7 +117,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.limits = TenantLimits(self.settings)
-        set_quantum(self.settings.fair_share_quantum)  # every shared pool's, the process's (fair_tenure.py)
+        set_quantum(self.settings.fair_share_quantum)  # every shared pool's, the process's (fairness/tenure.py)
         self.memory = MemoryBudget(self.settings.memory_budget(), self.settings.memory_budget_share,
                                    by_client_key=self.settings.auth == "none")
         settings = self.settings
@@ -240,10 +240,10 @@ class Runtime:
 
     async def rebuild_background(self, body: dict[str, Any], *,
                                  tenant: str) -> tuple[Run, UpstreamRequest | None, str | None, UpstreamClient | None]:
-        """A background request begun again, as ``POST /v1/responses`` begins it (adapters/http/responses_routes.py):
-        the run, its first call, what goes upstream as ``Authorization`` (the configured key; a run that needs the
-        client's own is given the one kept with it: services/responses/kept_authorization.py), the routed
-        client."""
+        """A background request begun again, as ``POST /v1/responses`` begins it
+        (adapters/http/responses/responses_routes.py): the run, its first call, what goes upstream as ``Authorization``
+        (the configured key; a run that needs the client's own is given the one kept with it:
+        services/responses/kept_authorization.py), the routed client."""
         if self.clients:
             route = self.route(body.get("model"))
             run = self.new_routed_run(route, tool_loop=True, tools=body.get("tools"), tenant=tenant)
@@ -331,7 +331,7 @@ class Runtime:
             return True
         return self.route_authorization(route, client_authorization) == client_authorization
 
-    # --- routing (upstreams.py) --------------------------------------------------------------------------------
+    # --- routing (config/upstreams.py) --------------------------------------------------------------------------------
 
     def routes(self) -> Router:
         return self.router
@@ -406,8 +406,8 @@ class Runtime:
 
 def program_host(settings: Settings, memory: MemoryBudget, sealer: Sealer) -> ProgramHost:
     """Where programs run: their slots shared by tenant as sandboxes' are, each program's memory bound (derived from
-    the budget unless set: program_memory.py) held in the memory budget for its tenant while it runs, and its answer
-    while the response keeps it (the run reaches the budget only through this hold)."""
+    the budget unless set: fairness/program_memory.py) held in the memory budget for its tenant while it runs, and its
+    answer while the response keeps it (the run reaches the budget only through this hold)."""
     slots = settings.program_slots
     bound = settings.program_memory()
     problem = no_room(bound, memory.total, memory.share)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from .config import Settings
+from .config.settings import Settings
 from .run.server_tools import ServerTools
 from .sealing import Sealer
 from .services.containers.containers import ContainerService
@@ -21,7 +21,7 @@ from .store.base import ContainerStore
 from .store.base_skills import SkillStore
 
 if TYPE_CHECKING:
-    from .sandbox.egress import EgressSettings
+    from .sandbox.egress.proxy import EgressSettings
 
 log = structlog.get_logger("responses_bridge.runtime")
 
@@ -103,9 +103,9 @@ def _egress_settings(settings: Settings) -> EgressSettings | None:
     proxy may connect, its bounds); None when the deployment allows no allowlist policy."""
     if not settings.code_egress_allowlist:
         return None
-    from .sandbox.egress import EgressSettings  # with the sandbox: only where code may run
-    from .sandbox.egress_limits import EgressLimits
-    from .sandbox.egress_policy import EgressRules
+    from .sandbox.egress.limits import EgressLimits
+    from .sandbox.egress.policy import EgressRules
+    from .sandbox.egress.proxy import EgressSettings  # with the sandbox: only where code may run
 
     return EgressSettings(EgressRules.parse(settings.code_egress_allowed_targets), EgressLimits(
         call_bytes=settings.code_egress_max_bytes, connection_bytes=settings.code_egress_connection_bytes,

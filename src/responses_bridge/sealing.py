@@ -91,7 +91,8 @@ class SealingKeyError(ValueError):
 
 def key_problem(text: str) -> str | None:
     """What is wrong with a key as written, or None: checked when the settings are read, before anything opens
-    (config.py), so a bad key stops the start with one line instead of a traceback from a half-opened bridge."""
+    (config/settings.py), so a bad key stops the start with one line instead of a traceback from a half-opened
+    bridge."""
     try:
         key = base64.urlsafe_b64decode(text.strip().encode())
     except (binascii.Error, ValueError):

@@ -20,18 +20,19 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from . import config_file, event_loop, startup_gc
-from .config import Settings, SettingsError, env_names, load_settings
-from .config_help import environment_help, user_default
-from .descriptors import raise_descriptor_limit
-from .durability_check import log_durability
+from .commands.durability_check import log_durability
+from .commands.upstream_check import check_routing, check_upstreams, configured_upstreams
+from .config import file as config_file
+from .config.help import environment_help, user_default
+from .config.settings import Settings, SettingsError, env_names, load_settings
 from .observability import configure_logging
 from .observability.tracing import configure_tracing, shutdown_tracing
-from .pid1 import serve_behind_init
+from .process import event_loop, startup_gc
+from .process.descriptors import raise_descriptor_limit
+from .process.pid1 import serve_behind_init
+from .process.workers import WorkerSlot, current_slot, extproc_port, extproc_uds, supervise
 from .sealing import SealingKeyError
 from .store.database_url import DatabaseUnavailable, describe
-from .upstream_check import check_routing, check_upstreams, configured_upstreams
-from .workers import WorkerSlot, current_slot, extproc_port, extproc_uds, supervise
 
 if TYPE_CHECKING:  # imported by the process that serves, not by a supervisor of workers, which only watches them
     from .runtime import Runtime
@@ -87,13 +88,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     event_loop.keep_grpc_out_of_forks()  # before gRPC starts (and inherited by --workers' workers)
-    serve_behind_init()  # PID 1 (a container without an init): the server is a child of a minimal init (pid1.py)
+    serve_behind_init()  # PID 1 (a container without an init): the server runs under a minimal init (process/pid1.py)
     raise_descriptor_limit()  # the soft limit up to the hard one, before any bound is derived from it
     if args.no_http and args.no_extproc:
         raise SettingsError("--no-http and --no-extproc leave nothing to run; give at most one")
     settings = load_settings({field: flag for flag, field, _, _ in FLAGS}, config=args.config,
                              **{field: getattr(args, field) for _, field, _, _ in FLAGS})
-    from .sandbox.delegation import become
+    from .sandbox.cgroups.delegation import become
 
     delegated = become(settings.run_as)  # root with RESPONSES_BRIDGE_RUN_AS: the cgroup handed over, root dropped
     event_loop.loop_factory(settings.event_loop)  # uvloop asked for where it is missing: said before anything starts
@@ -227,7 +228,7 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
                  http=f"{settings.http_host}:{settings.http_port}" if http else None,
                  extproc=(f"unix:{uds}" if uds else f"{host}:{port}") if extproc else None,
                  loop=event_loop.running_loop_name())
-        startup_gc.resume()  # started: the collector back on, what the start built frozen (startup_gc.py)
+        startup_gc.resume()  # started: the collector back on, what the start built frozen (process/startup_gc.py)
         log_durability(settings, runtime, log)  # do runs outlive this process, and if not, why
         warn_if_open(settings, http=http, extproc=extproc)
         for name in check_routing(settings).unreached:
@@ -243,12 +244,12 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
 def check_ports(settings: Settings, *, http: bool, extproc: bool, extproc_port: int, shared: bool,
                 uds: str | None = None) -> None:
     """A taken port, a host that is not this machine's, a socket path in no directory stop the start before
-    anything opens or logs: one line naming the address and its flag (listen_check.py). ``shared``: a worker's
+    anything opens or logs: one line naming the address and its flag (process/listen_check.py). ``shared``: a worker's
     HTTP door, whose port the workers share (SO_REUSEPORT). ``uds``: the ext_proc door's socket path, if any."""
     if uds is not None and not os.path.isdir(os.path.dirname(os.path.abspath(uds))):
         raise StartupError(f"the ext_proc door cannot listen on unix:{uds}: its directory does not exist "
                            f"(--extproc-uds / RESPONSES_BRIDGE_EXTPROC_UDS)")
-    from .listen_check import host_problem, in_use
+    from .process.listen_check import host_problem, in_use
 
     for door, host, setting, wanted in (("HTTP", settings.http_host, "HTTP_HOST", http),
                                         ("ext_proc", settings.extproc_host, "EXTPROC_HOST", extproc)):
@@ -311,9 +312,9 @@ async def shutdown(runtime: Runtime, stoppers: list[Callable[[], Awaitable[None]
     for the next start or another replica to resume; services/responses/background_resume.py), or failed
     (``server_shutdown``) when they cannot be resumed, which also ends the streams following them. The HTTP door
     (``door``) closes only after all of that, and, for worker ``worker`` of ``serve --workers``, once every
-    other worker has drained too (drain_barrier.py): until then it keeps answering ``/health/*`` and ``/metrics``
-    (and a 503 to anything else), whichever door held the streams. The store closes last."""
-    from .drain_barrier import done_draining
+    other worker has drained too (process/drain_barrier.py): until then it keeps answering ``/health/*`` and
+    ``/metrics`` (and a 503 to anything else), whichever door held the streams. The store closes last."""
+    from .process.drain_barrier import done_draining
 
     runtime.draining = True
     timeout = runtime.settings.drain_timeout

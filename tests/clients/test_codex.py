@@ -272,7 +272,7 @@ async def test_stored_namespace_call_and_replay_by_previous_response_id(http: ai
 
 
 async def test_reject_policy_is_a_400_never_a_broken_stream(fake_upstream: str, tmp_path: Path) -> None:
-    from responses_bridge.devtools.procs import wait_http
+    from responses_bridge.demo.procs import wait_http
     from tests.support.bridge import start_sidecar
 
     process, http_port, _ = start_sidecar(str(tmp_path), fake_upstream, env={

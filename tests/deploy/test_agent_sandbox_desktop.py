@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from responses_bridge.config import Settings
+from responses_bridge.config.settings import Settings
 from responses_bridge.sandbox.desktop.desktop import DesktopSettings
 from responses_bridge.sandbox.desktop.requirements import PACKAGES
 from tests.support.cel_rules import cel_results

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from responses_bridge.config import Settings
+from responses_bridge.config.settings import Settings
 from responses_bridge.sandbox.agent_sandbox.settings import parse_pools
 from tests.support.cel_rules import cel_results
 from tests.support.kube import (

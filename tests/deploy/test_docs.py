@@ -19,17 +19,18 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from typing_extensions import TypedDict
 
-from responses_bridge import config
-from responses_bridge.config import Settings
-from responses_bridge.devtools.checkout import api_surface, docs_reference
-from responses_bridge.devtools.checkout.docs_reference import (
+from responses_bridge.config import settings as config
+from responses_bridge.config.settings import Settings
+from responses_bridge.envoy_config import render_bootstrap
+from tests.support.envoy import have_envoy, validate_config
+from tools.docs import api_surface
+from tools.docs import reference as docs_reference
+from tools.docs.reference import (
     UndocumentedSetting,
     configuration_reference,
     deployment_snippets,
     rendered_docs,
 )
-from responses_bridge.envoy_config import render_bootstrap
-from tests.support.envoy import have_envoy, validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -296,7 +297,7 @@ def test_the_readme_install_gives_what_its_examples_use() -> None:
 def test_the_code_interpreter_tour_is_the_one_the_demo_prints() -> None:
     """The README tour's and docs/code-interpreter.md's code interpreter request is the banner's (demo_banner.py),
     which tests/integration/test_code_interpreter_e2e.py runs as printed: one request, said three times."""
-    from responses_bridge.devtools.demo_banner import CODE_INPUT, CODE_TOOL
+    from responses_bridge.demo.banner import CODE_INPUT, CODE_TOOL
 
     expected = {"model": "fake-model", "input": CODE_INPUT, "tools": [CODE_TOOL],
                 "include": ["code_interpreter_call.outputs"]}

@@ -28,7 +28,7 @@ import pytest
 from aiohttp import web
 from dockerfile_parse import DockerfileParser
 
-from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 from tests.support.sdk import async_sdk
 
 pytestmark = pytest.mark.runs_first  # the image's venv is built from the wheel: a minute of one worker
@@ -310,9 +310,9 @@ def test_development_tooling_stays_out_of_the_installed_package(image_venv: Path
     """The wheel carries the user commands (demo, fake-upstream) but not the benchmarks and doc renderers; the
     bench command says where it is instead of failing with an import error."""
     python = str(image_venv / "bin" / "python")
-    check = ("import importlib.util as u; print(u.find_spec('responses_bridge.devtools.checkout') is None, "
-             "u.find_spec('responses_bridge.devtools.fake_upstream') is not None, "
-             "u.find_spec('responses_bridge.devtools.demo') is not None)")
+    check = ("import importlib.util as u; print(u.find_spec('tools') is None, "
+             "u.find_spec('responses_bridge.demo.fake_upstream') is not None, "
+             "u.find_spec('responses_bridge.demo.command') is not None)")
     found = subprocess.run([python, "-c", check], capture_output=True, text=True, check=True).stdout.split()
     assert found == ["True", "True", "True"]
     result = subprocess.run([str(image_venv / "bin" / "responses-bridge"), "bench", "--envoy"], capture_output=True,

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import yaml
 
-from responses_bridge.devtools.checkout.deploy_examples import OVERLAYS, PLATFORM_FILES, platform_rendering, rendered
 from tests.support import zygote
 from tests.support.envoy import have_envoy, validate_config
 from tests.support.kube import (
@@ -31,6 +30,7 @@ from tests.support.kube import (
     overlay,
     settings,
 )
+from tools.docs.deploy_examples import OVERLAYS, PLATFORM_FILES, platform_rendering, rendered
 
 pytestmark = pytest.mark.skipif(not have_kubectl(), reason="no kubectl")
 PLAIN = ("sqlite", "postgres")

@@ -14,8 +14,6 @@ from typing import Any
 import pytest
 
 from responses_bridge.cli import main
-from responses_bridge.devtools.checkout import fast_yaml
-from responses_bridge.devtools.checkout.deploy_examples import KUBERNETES
 from responses_bridge.envoy_config import EXTPROC_CLUSTER, Auth, bootstrap_dict, to_yaml
 from responses_bridge.envoy_config.command import render
 from responses_bridge.envoy_config.envoy_gateway import DOOR_HEADER
@@ -39,6 +37,8 @@ from responses_bridge.envoy_config.timeouts import EnvoyTimeouts
 from tests.support.cel_rules import cel_results
 from tests.support.envoy import have_envoy, validate_config
 from tests.support.kube import bridge_container, by_kind, crd_errors, have_kubectl, is_core, one, overlay, settings
+from tools import fast_yaml
+from tools.docs.deploy_examples import KUBERNETES
 
 needs_envoy = pytest.mark.skipif(not have_envoy(), reason="no envoy binary")
 needs_kubectl = pytest.mark.skipif(not have_kubectl(), reason="no kubectl")

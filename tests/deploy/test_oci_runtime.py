@@ -57,10 +57,10 @@ def _install_runtime() -> str | None:
 # first, 94. The same process lists what those imports read, for the scenario to hold in the VM
 # (tests/support/vm_lookups.py): 140 CPU-s → 106 for the test alone.
 CONTAINER_IMPORTS = ("tests.support.oci_scenario", "responses_bridge.cli", "responses_bridge.serve",
-                     "responses_bridge.doctor_command", "responses_bridge.adapters.extproc.server",
+                     "responses_bridge.commands.doctor", "responses_bridge.adapters.extproc.server",
                      "responses_bridge.adapters.http.server", "responses_bridge.sandbox.runner",
                      "responses_bridge.sandbox.call", "responses_bridge.sandbox.shell",
-                     "responses_bridge.run.programs.worker", "responses_bridge.devtools.fake_server")
+                     "responses_bridge.run.programs.worker", "responses_bridge.demo.fake_server")
 
 
 def _compile_for_the_containers() -> str:

@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from responses_bridge.devtools.checkout import fast_yaml
-from responses_bridge.devtools.checkout.deploy_examples import (
+from tests.support.kube import ROOT, have_kubectl, kustomize
+from tools import fast_yaml
+from tools.docs.deploy_examples import (
     KUSTOMIZE,
     PLATFORM_FILES,
     overlay_settings,
     platform_objects,
     rendered,
 )
-from tests.support.kube import ROOT, have_kubectl, kustomize
 
 pytestmark = pytest.mark.skipif(not have_kubectl(), reason="no kubectl")
 OVERLAYS = {target: name for name, target in PLATFORM_FILES.items()}

@@ -10,7 +10,7 @@ import aiohttp
 import openai
 import pytest
 
-from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
 from tests.support.gateway import Gateway, envoy_before
 from tests.support.mcp_server import MCPTestServer, running_mcp_server

@@ -100,7 +100,7 @@ async def test_bubblewrap_keeps_its_own_checks() -> None:
 
 
 async def test_the_start_runs_the_same_checks_and_logs_each_failure(capsys: pytest.CaptureFixture[str]) -> None:
-    from responses_bridge.config import Settings
+    from responses_bridge.config.settings import Settings
     from responses_bridge.sandbox.agent_sandbox.checks import log_at_start
 
     async with fake_cluster() as cluster:

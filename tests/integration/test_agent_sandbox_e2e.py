@@ -1,7 +1,7 @@
 """The code interpreter on the ``agent-sandbox`` backend, end to end through both doors (the HTTP door, and a real Envoy
 routing to it): a sidecar configured with ``RESPONSES_BRIDGE_CODE_SANDBOX_BACKEND=agent-sandbox`` claims a pod per
-call from the fake Kubernetes API (devtools/checkout/fake_kube.py), reaches the stand-in pod
-(devtools/checkout/standin_pod.py) through the runtime's file and process APIs, and deletes the claim when the call
+call from the fake Kubernetes API (tools/fakes/kube.py), reaches the stand-in pod
+(tools/fakes/standin_pod.py) through the runtime's file and process APIs, and deletes the claim when the call
 ends. The same requests as the bubblewrap acceptance tests (test_code_interpreter_e2e.py), with the real ``openai``
 SDK: files in and out of the container, the time limit, the output limit, a pool missing or never ready, and what
 this backend refuses.

@@ -1,6 +1,6 @@
 """The test doubles of the agent-sandbox backend, driven by the real ``k8s-agent-sandbox`` client: the fake Kubernetes
-API (devtools/checkout/fake_kube.py) creates, watches and deletes the CRDs' objects and readies a claim with a pod
-IP; the stand-in pod (devtools/checkout/standin_pod.py) serves the runtime's file REST API and gRPC ProcessService
+API (tools/fakes/kube.py) creates, watches and deletes the CRDs' objects and readies a claim with a pod
+IP; the stand-in pod (tools/fakes/standin_pod.py) serves the runtime's file REST API and gRPC ProcessService
 and runs what it is given in bubblewrap. What the backend's own tests stand on must behave as the client expects."""
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ async def test_a_warm_pool_hands_out_pods_started_ahead_and_starts_the_next() ->
 
 
 async def test_the_benchmark_measures_each_backend_on_each_call() -> None:
-    from responses_bridge.devtools.checkout.agent_sandbox_bench import CALLS, measure, report
+    from tools.bench.agent_sandbox import CALLS, measure, report
 
     results = await measure(1)
     assert set(results) == set(CALLS)

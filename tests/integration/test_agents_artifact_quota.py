@@ -14,7 +14,7 @@ import openai
 import pytest
 from openai.types.beta.agents.sessions import SessionArtifact
 
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle, strict
 from tests.support.envoy import have_envoy

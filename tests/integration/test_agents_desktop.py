@@ -26,7 +26,7 @@ import orjson
 import pytest
 from PIL import Image
 
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.desktop.requirements import missing_packages, pillow_problem
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle

@@ -27,7 +27,7 @@ import aiohttp
 import orjson
 import pytest
 
-from responses_bridge.devtools.procs import ManagedProcess, wait_http
+from responses_bridge.demo.procs import ManagedProcess, wait_http
 from responses_bridge.services.agents.turn_queue import STEP_RESPONSE, WAITING
 from responses_bridge.store.base import DEFAULT_TENANT as TENANT
 from responses_bridge.store.open import open_stores

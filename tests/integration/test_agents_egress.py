@@ -28,7 +28,7 @@ from aiohttp import web
 from openai.types.beta import AgentSession
 from openai.types.beta.agents.sessions import Turn
 
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import MODEL, frames, read_until_idle, strict
 from tests.support.agent_doors import base_fixture, door_fixture, doors, envoy_fixture, sdk_fixture  # noqa: F401

@@ -18,7 +18,7 @@ from openai.types.beta import AgentSession
 from openai.types.beta.agents import EnvironmentInfo
 from openai.types.beta.agents.environments import EnvironmentFile, EnvironmentTemplate, EnvironmentTemplateDeleted
 
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle, strict
 from tests.integration.test_agents_hosted import commands

@@ -17,7 +17,7 @@ import aiohttp
 import openai
 import pytest
 
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.demo.procs import free_port
 from responses_bridge.envoy_config import Auth, render_bootstrap
 from responses_bridge.services.agents.executor.noise import Identity
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from responses_bridge.devtools.procs import ManagedProcess, wait_http
+from responses_bridge.demo.procs import ManagedProcess, wait_http
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle
 from tests.support.bridge import start_sidecar
 from tests.support.exec_server import running_fake_exec_server

@@ -16,7 +16,7 @@ import pytest
 from openai.types.beta import AgentSession
 from openai.types.beta.agents.sessions import SessionArtifact, SessionArtifactDeleted, Turn
 
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle, strict
 from tests.integration.test_skills import MANIFEST, skill_zip

@@ -25,7 +25,7 @@ from openai.types.beta import AgentSession
 from openai.types.beta.agents import EnvironmentInfo
 from openai.types.beta.agents.sessions import Turn
 
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.command import interpreter_in_sandbox
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import MODEL, frames, read_until_idle, strict

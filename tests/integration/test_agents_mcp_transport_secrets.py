@@ -22,7 +22,7 @@ import openai
 import pytest
 from openai.types.beta import Agent, AgentSession
 
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.command import interpreter_in_sandbox
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import MODEL, frames, read_until_idle, strict

@@ -24,7 +24,7 @@ import pytest
 from aiohttp import web
 from openai.types.beta import AgentSession
 
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle, strict
 from tests.support.envoy import have_envoy

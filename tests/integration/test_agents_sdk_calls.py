@@ -25,7 +25,7 @@ from openai.types.beta.agents.environments import EnvironmentTemplate
 from openai.types.conversations import ConversationItemList
 
 from responses_bridge.envoy_config import Auth
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.command import python_binds
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from responses_bridge.sandbox.identity import SandboxIdentity

@@ -26,7 +26,7 @@ import aiohttp
 import openai
 import pytest
 
-from responses_bridge.devtools.procs import ManagedProcess, wait_http
+from responses_bridge.demo.procs import ManagedProcess, wait_http
 from tests.support.bridge import start_sidecar
 from tests.support.db_cut import CutProxy, cut_proxy
 from tests.support.postgres import PostgresServer, fresh_database

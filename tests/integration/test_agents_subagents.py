@@ -17,7 +17,7 @@ import pytest
 from openai.types.beta import Subagent
 from openai.types.beta.agents.sessions import SessionArtifact, Turn
 
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import _ITEMS, BETA, MODEL, frames, read_until_idle, strict
 from tests.support.bridge import Sidecar, running_sidecar

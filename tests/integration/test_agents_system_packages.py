@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from openai.types.beta import AgentSession
 
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import BETA, strict
 from tests.integration.test_agents_packages import commands, start

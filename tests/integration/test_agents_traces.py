@@ -15,7 +15,7 @@ import orjson
 import pytest
 from openai.types.beta.agents.sessions import SessionTrace, Turn
 
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import ALPHA, BETA, MODEL, OTHER, frames, read_until_idle, strict
 from tests.support.bridge import Sidecar, running_sidecar

@@ -25,7 +25,7 @@ import aiohttp
 import orjson
 import pytest
 
-from responses_bridge.devtools.procs import wait_http
+from responses_bridge.demo.procs import wait_http
 from responses_bridge.envoy_config import Auth, JwtExample, render_bootstrap
 from tests.support.bridge import PYTHON, UpstreamLog, finished_after, finished_requests
 from tests.support.envoy import free_port, have_envoy, start_envoy

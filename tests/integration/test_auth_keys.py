@@ -24,7 +24,7 @@ import aiohttp
 import orjson
 import pytest
 
-from responses_bridge.devtools.procs import wait_http
+from responses_bridge.demo.procs import wait_http
 from responses_bridge.envoy_config import Auth, render_bootstrap
 from responses_bridge.services.tenancy.identity import SIDECAR_HEADER
 from tests.support import zygote

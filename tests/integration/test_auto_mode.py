@@ -19,9 +19,9 @@ import openai
 import pytest
 import yaml
 
-from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.config.upstreams import UpstreamSpec
+from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
-from responses_bridge.upstreams import UpstreamSpec
 from tests.integration.test_profile_upstream import weather_round_trip
 from tests.support import zygote
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar

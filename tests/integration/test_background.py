@@ -9,7 +9,7 @@ import aiohttp
 import openai
 import pytest
 
-from responses_bridge.devtools.procs import ManagedProcess, envoy_binary, free_port, wait_http
+from responses_bridge.demo.procs import ManagedProcess, envoy_binary, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import start_sidecar
 from tests.support.schema import check_stream

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
-from responses_bridge.devtools.procs import wait_http
+from responses_bridge.demo.procs import wait_http
 from tests.integration.test_background import parse_sse
 from tests.support.bridge import start_sidecar
 

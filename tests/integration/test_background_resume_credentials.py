@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
 from responses_bridge.services.responses.background_resume import ALL_ROWS, CREDENTIAL_SEQUENCE
 from responses_bridge.store.base import DEFAULT_TENANT as TENANT

@@ -25,7 +25,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
 from tests.integration import test_agents_durable as sessions
 from tests.integration.test_background import parse_sse

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from responses_bridge.devtools.procs import wait_http
+from responses_bridge.demo.procs import wait_http
 from tests.integration.test_background import parse_sse
 from tests.integration.test_background_resume import (
     TIMEOUT,

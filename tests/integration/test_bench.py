@@ -11,11 +11,12 @@ from typing import Any
 import orjson
 import pytest
 
-from responses_bridge.devtools.checkout import bench_memory, bench_soak
-from responses_bridge.devtools.checkout.bench_ab import print_ab
-from responses_bridge.devtools.checkout.bench_report import print_report
 from tests.support.bridge import PYTHON
 from tests.support.envoy import have_envoy
+from tools.bench.latency import memory as bench_memory
+from tools.bench.latency import soak as bench_soak
+from tools.bench.latency.ab import print_ab
+from tools.bench.latency.report import print_report
 
 pytestmark = pytest.mark.store_free  # the bench's sidecar runs on its own SQLite file: one pass is enough
 

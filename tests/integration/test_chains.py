@@ -10,7 +10,7 @@ import aiohttp
 import openai
 import pytest
 
-from responses_bridge.devtools.procs import wait_http
+from responses_bridge.demo.procs import wait_http
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.bridge import Sidecar, start_sidecar

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from responses_bridge.config import Settings, env_names
+from responses_bridge.config.settings import Settings, env_names
 from responses_bridge.serve import FLAGS
 from tests.support.cli import cli
 

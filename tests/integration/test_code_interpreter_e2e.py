@@ -31,7 +31,7 @@ import openai
 import orjson
 import pytest
 
-from responses_bridge.devtools.demo_banner import code_example
+from responses_bridge.demo.banner import code_example
 from responses_bridge.envoy_config import HTTP_CLUSTER, render_bootstrap
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.support.bridge import Sidecar, running_sidecar

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from responses_bridge.devtools.procs import wait_http
+from responses_bridge.demo.procs import wait_http
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.support.bridge import Sidecar, start_sidecar
 

@@ -9,7 +9,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from responses_bridge.devtools.procs import free_port, wait_http
+from responses_bridge.demo.procs import free_port, wait_http
 from responses_bridge.engine.responses.compaction import SUMMARY_PREFIX
 from tests.support.bridge import UpstreamLog, start_sidecar
 

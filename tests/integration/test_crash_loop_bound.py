@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from responses_bridge.devtools.procs import ManagedProcess, wait_http
+from responses_bridge.demo.procs import ManagedProcess, wait_http
 from tests.support.bridge import UpstreamLog, start_sidecar
 from tests.support.postgres import PostgresServer, fresh_database
 

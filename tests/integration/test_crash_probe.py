@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from responses_bridge.devtools.checkout import crash_probe
 from tests.support.bridge import running_sidecar
+from tools.crash_probe import probe as crash_probe
 
 pytestmark = [pytest.mark.store_free,  # the probe keeps its own SQLite file
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]

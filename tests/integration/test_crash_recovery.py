@@ -16,7 +16,7 @@ import time
 
 import aiohttp
 
-from responses_bridge.devtools.procs import wait_http
+from responses_bridge.demo.procs import wait_http
 from tests.support.bridge import start_sidecar
 from tests.support.sdk_strict import failure_reason
 from tests.support.sidecar_state import sidecar_stores

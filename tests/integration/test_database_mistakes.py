@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.demo.procs import free_port
 from tests.support.cli import cli, one_line
 
 pytestmark = pytest.mark.store_proven(

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.demo.procs import free_port
 from tests.support.envoy import have_envoy
 
 pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),

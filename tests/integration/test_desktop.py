@@ -18,7 +18,7 @@ from aiohttp import web
 from PIL import Image, ImageChops
 
 from responses_bridge.sandbox import Sandbox, SandboxLimits
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.desktop import (
     Desktop,
     DesktopSettings,
@@ -27,8 +27,8 @@ from responses_bridge.sandbox.desktop import (
     parse_actions,
 )
 from responses_bridge.sandbox.doctor import check_bubblewrap
-from responses_bridge.sandbox.egress import EgressLimits, EgressSettings
-from responses_bridge.sandbox.egress_policy import EgressRules, parse_policy
+from responses_bridge.sandbox.egress.policy import EgressRules, parse_policy
+from responses_bridge.sandbox.egress.proxy import EgressLimits, EgressSettings
 from tests.support.tls_ca import make_test_ca
 
 pytestmark = pytest.mark.store_free  # a sandbox and loopback servers of its own, whatever store the run is on

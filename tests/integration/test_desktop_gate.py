@@ -18,7 +18,7 @@ import structlog
 from PIL import Image, ImageChops
 
 from responses_bridge.sandbox import Sandbox, SandboxLimits
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.desktop import (
     Desktop,
     DesktopSettings,
@@ -28,8 +28,8 @@ from responses_bridge.sandbox.desktop import (
     parse_actions,
 )
 from responses_bridge.sandbox.doctor import check_bubblewrap
-from responses_bridge.sandbox.egress import EgressLimits, EgressSettings
-from responses_bridge.sandbox.egress_policy import EgressRules, parse_policy
+from responses_bridge.sandbox.egress.policy import EgressRules, parse_policy
+from responses_bridge.sandbox.egress.proxy import EgressLimits, EgressSettings
 from tests.integration.test_desktop import until
 
 pytestmark = pytest.mark.store_free

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from responses_bridge.config import Settings
+from responses_bridge.config.settings import Settings
 from responses_bridge.sandbox.agent_sandbox.backend import AgentSandboxBackend
 from responses_bridge.sandbox.desktop import Desktop, DesktopSettings, DesktopUnavailable, parse_actions
-from responses_bridge.sandbox.egress import EgressLimits, EgressSettings
-from responses_bridge.sandbox.egress_policy import EgressRules, parse_policy
+from responses_bridge.sandbox.egress.policy import EgressRules, parse_policy
+from responses_bridge.sandbox.egress.proxy import EgressLimits, EgressSettings
 from responses_bridge.sandbox.limits import SandboxLimits
 from tests.integration import test_desktop
 from tests.integration.test_desktop import (

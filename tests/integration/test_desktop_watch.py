@@ -25,17 +25,17 @@ from aiohttp import web
 from PIL import Image
 from pydantic import SecretStr
 
-from responses_bridge.adapters.http.desktop_watch_tokens import WatchTokens
+from responses_bridge.adapters.http.agents.desktop_watch_tokens import WatchTokens
 from responses_bridge.adapters.http.server import HttpDoor, start_http_server
-from responses_bridge.config import Settings
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.config.settings import Settings
+from responses_bridge.demo.procs import free_port
 from responses_bridge.runtime import Runtime
 from responses_bridge.sandbox import Sandbox, SandboxLimits
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.desktop import Desktop, DesktopSettings, desktop_unavailable, parse_actions
 from responses_bridge.sandbox.doctor import check_bubblewrap
-from responses_bridge.sandbox.egress import EgressLimits, EgressSettings
-from responses_bridge.sandbox.egress_policy import EgressRules, parse_policy
+from responses_bridge.sandbox.egress.policy import EgressRules, parse_policy
+from responses_bridge.sandbox.egress.proxy import EgressLimits, EgressSettings
 from responses_bridge.serve import open_runtime
 from responses_bridge.services.agents.desktop_watch import Watchable
 from tests.support.bridge import create_keys

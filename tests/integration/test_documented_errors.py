@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.demo.procs import free_port
 from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import running_sidecar
 from tests.support.envoy import have_envoy, start_envoy

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.demo.procs import free_port
 from responses_bridge.envoy_config import render_bootstrap
 from responses_bridge.store.base import DEFAULT_TENANT
 from tests.integration.test_background import parse_sse

@@ -23,7 +23,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from responses_bridge.devtools.procs import ManagedProcess, free_port, port_is_free, wait_http
+from responses_bridge.demo.procs import ManagedProcess, free_port, port_is_free, wait_http
 from responses_bridge.envoy_config import render_bootstrap
 from tests.support.envoy import have_envoy, start_envoy
 from tests.support.postgres import sidecar_env

@@ -31,7 +31,7 @@ import openai
 import orjson
 import pytest
 
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.demo.procs import free_port
 from responses_bridge.envoy_config import Auth, render_bootstrap
 from tests.support.bridge import Sidecar, UpstreamLog, create_keys, running_sidecar
 from tests.support.envoy import have_envoy, start_envoy

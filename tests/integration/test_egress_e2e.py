@@ -28,7 +28,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_code_interpreter_e2e import logs_of, run_code
 from tests.integration.test_shell_e2e import run_action

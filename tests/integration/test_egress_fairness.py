@@ -26,7 +26,7 @@ import aiohttp
 import orjson
 import pytest
 
-from responses_bridge.devtools.procs import wait_http
+from responses_bridge.demo.procs import wait_http
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_code_interpreter_e2e import run_code
 from tests.support.bridge import Sidecar, start_sidecar

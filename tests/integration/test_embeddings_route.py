@@ -20,7 +20,7 @@ import openai
 import pytest
 import tiktoken
 
-from responses_bridge.devtools.fake_embeddings import embed
+from responses_bridge.demo.fake_embeddings import embed
 from tests.support.bridge import running_sidecar
 from tests.support.fuzz import Tally
 from tests.support.fuzz_embeddings import run_embeddings

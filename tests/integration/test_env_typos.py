@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from responses_bridge.devtools.procs import free_port
-from responses_bridge.env_check import known_names
+from responses_bridge.commands.env_check import known_names
+from responses_bridge.demo.procs import free_port
 from tests.support.bridge import PYTHON
 from tests.support.cli import clean_env, cli, one_line
 

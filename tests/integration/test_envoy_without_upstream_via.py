@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from responses_bridge.adapters.extproc import service as external_processor_pb2_grpc
-from responses_bridge.devtools.procs import free_port, wait_http
+from responses_bridge.demo.procs import free_port, wait_http
 from tests.support import zygote
 from tests.support.bridge import PYTHON, log_lines
 from tests.support.cli import clean_env

@@ -1,7 +1,7 @@
-"""The event loop is chosen (event_loop.py): each serving process runs on the loop ``RESPONSES_BRIDGE_EVENT_LOOP``
-(or ``--event-loop``) names, uvloop by default where it is installed, and says which in its ``serving`` line;
-both doors answer on either loop through a real Envoy, JSON and streamed (every ``--workers`` worker's line:
-test_workers.py)."""
+"""The event loop is chosen (process/event_loop.py): each serving process runs on the loop
+``RESPONSES_BRIDGE_EVENT_LOOP`` (or ``--event-loop``) names, uvloop by default where it is installed, and says which in
+its ``serving`` line; both doors answer on either loop through a real Envoy, JSON and streamed (every ``--workers``
+worker's line: test_workers.py)."""
 
 from __future__ import annotations
 

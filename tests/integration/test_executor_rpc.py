@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.demo.procs import free_port
 from responses_bridge.services.agents.executor.rpc import DirectChannel, ExecutorConnection, ExecutorError, ExecutorGone
 from tests.support.exec_server import FakeExecServer
 

@@ -24,8 +24,8 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for tests.support
 
 from responses_bridge.adapters.extproc import start_extproc_server
-from responses_bridge.config import Settings
-from responses_bridge.devtools import fake_server
+from responses_bridge.config.settings import Settings
+from responses_bridge.demo import fake_server
 from responses_bridge.envoy_config import bootstrap_dict, render_bootstrap, to_yaml
 from responses_bridge.runtime import Runtime
 from responses_bridge.serve import open_runtime

@@ -1,4 +1,4 @@
-"""The attacker's findings against the fair-share rule before (fair_share.py), each beside its control, end to end:
+"""The attacker's findings against the fair-share rule before (fairness/share.py), each beside its control, end to end:
 a real sidecar's HTTP door (the upstream connections are the sidecar's own calls: Envoy's requests reach the
 upstream without them), ``RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS=4``, ``auth: keys`` with the attacker's
 tenants as separate keys, the real openai SDK as the victim, and the fake upstream's ``[stall=MS]`` as a model's

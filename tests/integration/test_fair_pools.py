@@ -1,6 +1,6 @@
 """A victim tenant beside 2, 4, 8 and 16 greedy tenants arriving together and one after another, for the pools
 test_fair_preemption.py does not reach: the program slots, the sandbox slots and the egress connections
-(fair_share.py's one rule), end to end through a real sidecar's HTTP door with tenants told apart by
+(fairness/share.py's one rule), end to end through a real sidecar's HTTP door with tenants told apart by
 ``x-tenant-id`` (``auth: header``).
 
 * Sandbox slots (``RESPONSES_BRIDGE_CODE_CONCURRENCY=8``, a tenant alone holds 7): each greedy tenant keeps four
@@ -180,7 +180,7 @@ def _logs(call: dict[str, Any]) -> str:
 
 # a greedy tenant's own excess refused by the sandbox slots' bounded queue (4 x 8 waiting runs): with 16 greedy
 # tenants of four calls each the queue fills, and the waiter given up is always one of the tenant holding and
-# waiting the most (fair_share.py) — its response completes, its code_interpreter_call failed with this note
+# waiting the most (fairness/share.py) — its response completes, its code_interpreter_call failed with this note
 OWN_QUEUE_REFUSED = "200:code_interpreter_call:failed:sandbox_queue_full"
 REFUSED_PAUSE = 0.5  # the queue stays full: 56 calls want its 32 places
 QUEUE_NOTE = busy_note("queue", SANDBOX_SLOTS, SANDBOX_TIMEOUT)

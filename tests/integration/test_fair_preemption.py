@@ -1,4 +1,4 @@
-"""Greedy tenants never starve the next one, end to end (fair_share.py): a real sidecar with per-tenant keys
+"""Greedy tenants never starve the next one, end to end (fairness/share.py): a real sidecar with per-tenant keys
 (``RESPONSES_BRIDGE_AUTH=keys``, made with the CLI), whose tenants each keep as many streams open as they are given
 (the fake upstream stalls each after its first chunk for :data:`STALL_MS`, then it ends, and the tenant posts
 again), arriving together or one after another.

@@ -16,7 +16,7 @@ import aiohttp
 import openai
 import pytest
 
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.demo.procs import free_port
 from responses_bridge.envoy_config import BUFFER_LIMIT_BYTES, FILES_CLUSTER, render_bootstrap
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import EnvoyProcess, start_envoy

@@ -13,8 +13,8 @@ import aiohttp
 import orjson
 import pytest
 
-from responses_bridge.devtools.demo import sdk_example
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.demo.command import sdk_example
+from responses_bridge.demo.procs import free_port
 from responses_bridge.envoy_config import render_bootstrap
 from tests.support import zygote
 from tests.support.bridge import PYTHON, Sidecar

@@ -10,7 +10,7 @@ import aiohttp
 import openai
 import pytest
 
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.demo.procs import free_port
 from tests.support.bridge import UpstreamLog, running_sidecar
 from tests.support.schema import check_sequence, parse_sse
 from tests.support.sdk import async_sdk

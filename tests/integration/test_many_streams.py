@@ -2,7 +2,7 @@
 
 The upstream pool was a fixed 256 places: the 257th stream waited ``upstream_connect_timeout`` and ended
 ``response.failed``, though an open stream costs ``serve`` about 20 KiB. Its default is now derived from the
-descriptor limit and the memory budget (config_pools.py). The streams here are short (a few chunks) but all open
+descriptor limit and the memory budget (config/pools.py). The streams here are short (a few chunks) but all open
 at once; the connect timeout is lowered only so that a stream refused a place fails before the first streams end
 (5 s, not 10), keeping the test short.
 """

@@ -1,6 +1,6 @@
-"""Real memory blamed on its holder, end to end (memory_charge.py, services/tenancy/memory_watch.py): a real sidecar
-with real tenants (``RESPONSES_BRIDGE_AUTH=keys``: attacker, victim and bystander each a key made with the CLI), a
-20 MiB memory budget and the memory backstop reading its RSS five times a second, behind a real Envoy.
+"""Real memory blamed on its holder, end to end (fairness/memory_charge.py, services/tenancy/memory_watch.py): a real
+sidecar with real tenants (``RESPONSES_BRIDGE_AUTH=keys``: attacker, victim and bystander each a key made with the CLI),
+a 20 MiB memory budget and the memory backstop reading its RSS five times a second, behind a real Envoy.
 
 The issue's scene, scaled down: the attacker stores one response of 10,000 tiny input items, then continues it
 (``previous_response_id``) with twelve tiny streamed requests the fake upstream stalls, while the victim's 200 KB
@@ -34,7 +34,7 @@ import orjson
 import pytest
 
 from responses_bridge.envoy_config import Auth, render_bootstrap
-from responses_bridge.memory_charge import COST_PER_LOADED_BYTE, COST_PER_TOOL_OUTPUT_BYTE
+from responses_bridge.fairness.memory_charge import COST_PER_LOADED_BYTE, COST_PER_TOOL_OUTPUT_BYTE
 from tests.support.bridge import Sidecar, budget_held_bytes, create_keys, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
 from tests.support.mcp_server import MCPTestServer

@@ -97,7 +97,7 @@ async def test_a_websocket_turn_past_the_budget_is_refused_and_the_socket_serves
     _, sidecar = stack
     async with sdk(sidecar.http_url) as client, aiohttp.ClientSession(base_url=sidecar.http_url) as session, \
             session.ws_connect("/v1/responses", headers={"Authorization": "Bearer sk-client"}) as ws:
-        # the same caller as the held stream (another caller would wait for room the same way: fair_share.py)
+        # the same caller as the held stream (another caller would wait for room the same way: fairness/share.py)
         stream = await hold(client)
         try:
             await ws.send_str(json.dumps({"type": "response.create", "model": MODEL, "input": "queued"}))

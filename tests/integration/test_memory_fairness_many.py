@@ -1,4 +1,4 @@
-"""The memory budget against several attacking tenants at once, end to end (fair_share.py,
+"""The memory budget against several attacking tenants at once, end to end (fairness/share.py,
 services/tenancy/memory_budget.py): a real sidecar (``auth: none``: callers told apart by their key) with a 256 MiB
 budget, behind a real Envoy.
 
@@ -6,7 +6,7 @@ Two, then three attackers each hold as many legal requests with a slow answer (a
 as the budget lets them, 31.9 MiB of the budget each (17 steps of the HTTP door's reading). With a fixed share of a
 half, two of them held 255 of the 256 MiB and every request of another caller was refused (503). The rule after it
 took an attacker's stream back for each of the victim's requests (its work thrown away). Now nothing in flight is
-ended for another's share (fair_share.py): the victim's request waits in the budget's queue, and the room an
+ended for another's share (fairness/share.py): the victim's request waits in the budget's queue, and the room an
 attacker's stream gives back as it ends (here: its client goes away) goes to the victim first — one after another
 and then together, all answered, and every other attacker stream still held — through the HTTP door and through
 Envoy (the ext_proc door's body phase).

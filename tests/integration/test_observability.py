@@ -30,7 +30,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from responses_bridge.devtools.procs import free_port, wait_http
+from responses_bridge.demo.procs import free_port, wait_http
 from responses_bridge.envoy_config import bootstrap_dict, render_bootstrap, to_yaml
 from tests.support.bridge import PYTHON, UpstreamLog
 from tests.support.envoy import start_envoy

@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 import pytest
 
-from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.support.pid_namespace import UNSHARE, first_process, process_states, unshare_problem, zombies
 from tests.support.postgres import sidecar_env

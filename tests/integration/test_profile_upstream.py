@@ -12,7 +12,7 @@ from typing import Any, Literal
 import openai
 import pytest
 
-from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
 from tests.support.gateway import envoy_before
 from tests.support.sdk import async_sdk

@@ -28,14 +28,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from responses_bridge.devtools.checkout.process_memory import descendants, process_status_mb
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.demo.procs import free_port
 from responses_bridge.envoy_config import Auth, render_bootstrap
 from responses_bridge.run.programs.isolate import DEFAULT_TIMEOUT
 from tests.support.bridge import Sidecar, keys_command, running_sidecar
 from tests.support.envoy import have_envoy, start_envoy
 from tests.support.memory import reset_peak, status_kb
 from tests.support.schema import validate_response
+from tools.process_memory import descendants, process_status_mb
 
 pytest.importorskip("py_mini_racer")
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"), pytest.mark.store_free]
@@ -172,7 +172,7 @@ async def test_a_tenants_queue_of_endless_programs_never_holds_another_tenants_p
         stack: Stack, door: str, attackers: list[str]) -> None:
     """Eight ``while (true) {}`` programs (each 5 s) from the attackers on four slots: first in first out, the other
     tenant's one-line program waited a round or more (19 s behind 16); now at most one program's time bound — the
-    first slot given back goes to it, served least (fair_share.py; no attacker's program is taken back for it)."""
+    first slot given back goes to it, served least (fairness/share.py; no attacker's program is taken back for it)."""
     alone_started = time.monotonic()
     status, _ = await post(stack.url(door), stack.keys["beta"], {"input": "js: return 'alone'", "store": False})
     alone = time.monotonic() - alone_started

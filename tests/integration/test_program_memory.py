@@ -72,7 +72,7 @@ async def post(stack: Stack, tenant: str, body: dict[str, Any]) -> tuple[int, di
 
 async def post_retrying(stack: Stack, tenant: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """:func:`post`, retried as a client retries a 503 ``preempted_for_fairness`` (retryable; only the memory
-    backstop answers it now — the slots take nothing back for another tenant: fair_share.py)."""
+    backstop answers it now — the slots take nothing back for another tenant: fairness/share.py)."""
     for _ in range(4):
         status, answer = await post(stack, tenant, body)
         if status != 503 or answer.get("error", {}).get("code") != "preempted_for_fairness":

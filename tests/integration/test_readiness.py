@@ -15,8 +15,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from responses_bridge.adapters.http.app import create_app
-from responses_bridge.config import Settings
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.config.settings import Settings
+from responses_bridge.demo.procs import free_port
 from responses_bridge.store import SQLiteResponseStore
 from tests.support.bridge import running_sidecar, start_sidecar
 from tests.support.runtime import runtime_over

@@ -20,7 +20,7 @@ import aiohttp
 import openai
 import pytest
 
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.demo.procs import free_port
 from tests.integration.test_background import parse_sse, wait_status
 from tests.support.bridge import PYTHON, UpstreamLog
 from tests.support.envoy import have_envoy

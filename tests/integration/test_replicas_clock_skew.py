@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from responses_bridge.devtools.procs import ManagedProcess, wait_http
+from responses_bridge.demo.procs import ManagedProcess, wait_http
 from tests.integration.test_agents_durable import frames
 from tests.integration.test_background_steps import model_calls
 from tests.support.bridge import start_sidecar

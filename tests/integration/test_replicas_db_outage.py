@@ -22,7 +22,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from responses_bridge.devtools.procs import ManagedProcess, wait_http
+from responses_bridge.demo.procs import ManagedProcess, wait_http
 from tests.integration.test_background import parse_sse
 from tests.integration.test_background_resume import TIMEOUT, stream_after, until_ended
 from tests.integration.test_background_steps import model_calls

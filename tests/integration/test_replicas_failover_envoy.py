@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 from responses_bridge.envoy_config import bootstrap_dict, to_yaml
 from responses_bridge.envoy_config.names import EXTPROC_CLUSTER, HTTP_CLUSTER
 from tests.integration import test_agents_durable as sessions

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import openai
 
-from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 from tests.integration.test_replicas import SHARED_ENV, database_url, pytestmark, replicas, sdk
 from tests.support.bridge import PYTHON
 from tests.support.postgres import PostgresServer

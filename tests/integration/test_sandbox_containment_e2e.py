@@ -17,7 +17,7 @@ from typing import Any
 import openai
 import pytest
 
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_code_interpreter_e2e import AUTO, OUTPUTS, logs_of, run_code
 from tests.integration.test_tenancy_containers import A, B, sdk

@@ -15,7 +15,7 @@ import openai
 import orjson
 import pytest
 
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.support.bridge import Sidecar, log_lines, running_sidecar
 from tests.support.sdk import async_sdk

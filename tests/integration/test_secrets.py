@@ -30,7 +30,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
 from tests.support import zygote
 from tests.support.bridge import PYTHON

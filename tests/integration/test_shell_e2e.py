@@ -22,7 +22,7 @@ import orjson
 import pytest
 from openai.types.responses import ResponseFunctionShellToolCall, ResponseFunctionShellToolCallOutput
 
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.demo.procs import free_port
 from tests.support import zygote
 from tests.support.bridge import PYTHON
 from tests.support.cli import clean_env

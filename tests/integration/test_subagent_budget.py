@@ -21,10 +21,10 @@ from collections.abc import AsyncIterator
 import psutil
 import pytest
 
-from responses_bridge.devtools.checkout.process_memory import process_rss_mb
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
 from tests.support.sdk import async_sdk
+from tools.process_memory import process_rss_mb
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"), pytest.mark.store_free]
 

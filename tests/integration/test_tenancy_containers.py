@@ -17,7 +17,7 @@ import openai
 import orjson
 import pytest
 
-from responses_bridge.devtools.procs import wait_http
+from responses_bridge.demo.procs import wait_http
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.support.bridge import Sidecar, start_sidecar
 from tests.support.sdk import async_sdk

@@ -15,7 +15,7 @@ import openai
 import orjson
 import pytest
 
-from responses_bridge.devtools.procs import ManagedProcess, wait_http
+from responses_bridge.demo.procs import ManagedProcess, wait_http
 from tests.support.bridge import Sidecar, start_sidecar
 from tests.support.sdk import async_sdk
 from tests.support.sidecar_state import database_of, stored_files

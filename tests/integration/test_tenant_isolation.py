@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 import pytest
 
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.demo.procs import free_port
 from responses_bridge.envoy_config import Auth, render_bootstrap
 from tests.support.bridge import Sidecar, keys_command, running_sidecar
 from tests.support.envoy import start_envoy

@@ -25,7 +25,7 @@ import openai
 import pytest
 import yaml
 
-from responses_bridge.devtools.procs import wait_http
+from responses_bridge.demo.procs import wait_http
 from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import Sidecar, running_sidecar, start_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from responses_bridge.devtools.procs import free_port, wait_http
+from responses_bridge.demo.procs import free_port, wait_http
 from tests.support import zygote
 from tests.support.bridge import PYTHON, log_lines
 from tests.support.cli import clean_env, one_line

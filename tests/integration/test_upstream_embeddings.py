@@ -2,7 +2,7 @@
 beside the upstream's models, through both doors of the stack as deployed (the sidecar's own calls through Envoy's
 listener, ``--upstream-via``; tests/support/gateway.py), with the real ``openai`` SDK.
 
-The fake upstream lists ``fake-embedding`` and embeds with it (devtools/fake_embeddings.py): a client asking the
+The fake upstream lists ``fake-embedding`` and embeds with it (demo/fake_embeddings.py): a client asking the
 bridge for it gets the upstream's own vectors and usage; an upstream's refusal keeps its status and comes in
 OpenAI's shape. Through Envoy the request reaches the sidecar's door once, and the sidecar's own call goes to the
 upstream (never back to the sidecar)."""
@@ -18,7 +18,7 @@ import aiohttp
 import openai
 import pytest
 
-from responses_bridge.devtools.fake_embeddings import embed
+from responses_bridge.demo.fake_embeddings import embed
 from responses_bridge.envoy_config import ROUTE_HEADER
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway

@@ -20,7 +20,7 @@ import aiohttp
 import openai
 import pytest
 
-from responses_bridge.devtools.fake_embeddings import embed
+from responses_bridge.demo.fake_embeddings import embed
 from tests.support.envoy import have_envoy
 from tests.support.sdk import async_sdk
 from tests.support.sdk_strict import failure_reason

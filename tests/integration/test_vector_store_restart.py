@@ -9,7 +9,7 @@ import os
 import signal
 from pathlib import Path
 
-from responses_bridge.devtools.procs import ManagedProcess, wait_http
+from responses_bridge.demo.procs import ManagedProcess, wait_http
 from tests.support.bridge import start_sidecar
 from tests.support.sdk import async_sdk
 

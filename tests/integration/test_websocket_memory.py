@@ -77,7 +77,7 @@ async def slot_free(session: aiohttp.ClientSession, url: str) -> None:
 
 async def settled_rss_kb(pid: int, ceiling_kb: int, deadline: float = 30.0) -> int:
     """The RSS once it is at most ``ceiling_kb``, or whatever it is after ``deadline`` seconds: freed memory goes
-    back to the system when the allocator trims (allocator.py checks every two seconds)."""
+    back to the system when the allocator trims (fairness/allocator.py checks every two seconds)."""
     end = time.monotonic() + deadline
     rss = status_kb(pid, "VmRSS")
     while rss > ceiling_kb and time.monotonic() < end:

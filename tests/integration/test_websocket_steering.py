@@ -16,7 +16,7 @@ from openai.types.beta.beta_response_steer_accepted_event import BetaResponseSte
 from openai.types.beta.beta_response_steer_failed_event import BetaResponseSteerFailedEvent
 from openai.types.beta.beta_response_steer_pending_event import BetaResponseSteerPendingEvent
 
-from responses_bridge.adapters.http.websocket_steering import MAX_PENDING_STEERS
+from responses_bridge.adapters.http.websocket.steering import MAX_PENDING_STEERS
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 from tests.support.mcp_server import MCPTestServer
 from tests.support.sdk_strict import strict_ws_event

@@ -27,9 +27,9 @@ import openai
 import pytest
 from openai.types.responses import Response
 
-from responses_bridge import event_loop
-from responses_bridge.devtools.procs import free_port, wait_http
-from responses_bridge.workers import WORKER_ENV
+from responses_bridge.demo.procs import free_port, wait_http
+from responses_bridge.process import event_loop
+from responses_bridge.process.workers import WORKER_ENV
 from tests.integration.test_background import parse_sse, wait_status
 from tests.support.bridge import PYTHON, UpstreamLog, sidecar_env
 from tests.support.sdk import async_sdk
@@ -172,7 +172,7 @@ async def test_the_run_of_a_killed_worker_is_finished_by_the_other(tmp_path: Pat
 
 async def test_the_supervisor_runs_drains_and_restarts_its_workers(tmp_path: Path, fake_upstream: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("GRPC_ENABLE_FORK_SUPPORT", raising=False)  # the bridge sets it itself (event_loop.py)
+    monkeypatch.delenv("GRPC_ENABLE_FORK_SUPPORT", raising=False)  # the bridge sets it itself (process/event_loop.py)
     http_port = free_port()
     base = f"http://127.0.0.1:{http_port}"
     uds = tmp_path / "extproc.sock"
@@ -181,10 +181,10 @@ async def test_the_supervisor_runs_drains_and_restarts_its_workers(tmp_path: Pat
         await wait_http(f"{base}/health", timeout=60)
         await _until(lambda: {line.get("worker") for line in log_lines(log) if line.get("event") == "serving"}
                      == {0, 1})
-        # every worker on the loop the run asks for (by default uvloop, a dependency here: event_loop.py)
+        # every worker on the loop the run asks for (by default uvloop, a dependency here: process/event_loop.py)
         expected = event_loop.loop_factory(event_loop.choice_from_environment())[0]
         assert {line["loop"] for line in log_lines(log) if line.get("event") == "serving"} == {expected}
-        for pid in _worker_pids(process.pid):  # gRPC's fork handlers off: uvloop's spawns fork (event_loop.py)
+        for pid in _worker_pids(process.pid):  # gRPC's fork handlers off: uvloop's spawns fork (process/event_loop.py)
             assert b"GRPC_ENABLE_FORK_SUPPORT=0" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         assert uds.is_socket() and Path(f"{uds}.1").is_socket()  # one ext_proc socket per worker
         # every request on a new connection: the kernel spreads them; /metrics (from either) counts them all

@@ -1,4 +1,4 @@
-"""A cluster for the ``agent-sandbox`` backend without one (devtools/checkout/fake_cluster.py) over the vendored CRDs.
+"""A cluster for the ``agent-sandbox`` backend without one (tools/fakes/cluster.py) over the vendored CRDs.
 
     async with fake_cluster() as cluster:      # cluster.api_url, cluster.kube, cluster.pods, cluster.settings
         ...
@@ -10,8 +10,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from responses_bridge.devtools.checkout import fake_cluster as clusters
-from responses_bridge.devtools.checkout.fake_cluster import NAMESPACE, FakeCluster
+from tools.fakes import cluster as clusters
+from tools.fakes.cluster import NAMESPACE, FakeCluster
 
 CRDS = Path(__file__).resolve().parents[1] / "deploy" / "crds" / "agent-sandbox-2fd412d.yaml"
 __all__ = ["CRDS", "NAMESPACE", "FakeCluster", "fake_cluster"]

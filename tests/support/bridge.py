@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 from tests.support import sqlite_template, zygote
 from tests.support.postgres import sidecar_env
 

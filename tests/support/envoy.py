@@ -31,7 +31,7 @@ from pathlib import Path
 
 import aiohttp
 
-from responses_bridge.devtools.procs import envoy_binary, free_port
+from responses_bridge.demo.procs import envoy_binary, free_port
 
 __all__ = ["EnvoyProcess", "envoy_binary", "free_port", "have_envoy", "start_envoy", "validate_config"]
 

@@ -9,7 +9,7 @@ import asyncio
 import sys
 import tempfile
 
-from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
 from tests.support import fuzz
 from tests.support.bridge import PYTHON, running_sidecar

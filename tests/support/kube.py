@@ -20,7 +20,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from responses_bridge.devtools.checkout import fast_yaml
+from tools import fast_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 KUSTOMIZE = ROOT / "deploy" / "kubernetes"

@@ -37,7 +37,7 @@ from mcp_types import ToolAnnotations
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 
 BIG_DEFAULT = 1_000_000
 PAYMENTS: dict[str, int] = {}

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.demo.procs import free_port
 from tests.support.oci import SHAPES, Container, remove_parent, running
 
 SUBPROCESS = ("import subprocess\n"

@@ -8,7 +8,7 @@ import functools
 import shutil
 import subprocess
 
-from responses_bridge.devtools.checkout.process_memory import descendants
+from tools.process_memory import descendants
 
 UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
 """``--kill-child``: when unshare dies (a test that fails half way), the namespace's first process is killed, and

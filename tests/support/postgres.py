@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.demo.procs import free_port
 
 USER = "bridge_test"
 PASSWORD = "bridge-test-password"  # a test cluster on loopback, gone after the session

@@ -20,7 +20,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import PYTHON
 from tests.support.envoy import EnvoyProcess, start_envoy

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from responses_bridge.adapters.upstream_client import AiohttpUpstreamClient
-from responses_bridge.allocator import MemoryTrimmer
-from responses_bridge.config import Settings
-from responses_bridge.periodic import Periodic
+from responses_bridge.config.settings import Settings
+from responses_bridge.fairness.allocator import MemoryTrimmer
+from responses_bridge.process.periodic import Periodic
 from responses_bridge.run.server_tools import ServerTools, ServerToolServices
 from responses_bridge.runtime import Runtime
 from responses_bridge.sealing import Sealer
@@ -36,20 +36,20 @@ from responses_bridge.services.responses.idempotency import IdempotencyService
 from responses_bridge.services.responses.prompts import PromptService
 from responses_bridge.services.responses.retention import RetentionService
 from responses_bridge.services.tenancy.identity import Identity
-from responses_bridge.store.sqlite.agents import SQLiteAgentStore
+from responses_bridge.store.sqlite.agents.agents import SQLiteAgentStore
 from responses_bridge.store.sqlite.api_keys import SQLiteApiKeyStore
 from responses_bridge.store.sqlite.chat_completions import SQLiteChatCompletionStore
-from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
-from responses_bridge.store.sqlite.containers import SQLiteContainerStore
+from responses_bridge.store.sqlite.containers.containers import SQLiteContainerStore
+from responses_bridge.store.sqlite.containers.skills import SQLiteSkillStore
 from responses_bridge.store.sqlite.conversations import SQLiteConversationStore
 from responses_bridge.store.sqlite.events import SQLiteEventLog
-from responses_bridge.store.sqlite.files import SQLiteFileStore
+from responses_bridge.store.sqlite.files.chunks import SQLiteChunkIndex
+from responses_bridge.store.sqlite.files.files import SQLiteFileStore
+from responses_bridge.store.sqlite.files.uploads import SQLiteUploadStore
+from responses_bridge.store.sqlite.files.vector_stores import SQLiteVectorStoreStore
 from responses_bridge.store.sqlite.idempotency import SQLiteIdempotencyStore
 from responses_bridge.store.sqlite.prompts import SQLitePromptStore
 from responses_bridge.store.sqlite.responses import SQLiteResponseStore
-from responses_bridge.store.sqlite.skills import SQLiteSkillStore
-from responses_bridge.store.sqlite.uploads import SQLiteUploadStore
-from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore
 
 
 def runtime_over(store: SQLiteResponseStore, settings: Settings, *,

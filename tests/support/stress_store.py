@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
-from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import PYTHON, start_sidecar
 from tests.support.envoy import start_envoy

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from responses_bridge.devtools.procs import ManagedProcess, wait_http
+from responses_bridge.config.upstreams import UpstreamSpec
+from responses_bridge.demo.procs import ManagedProcess, wait_http
 from responses_bridge.envoy_config import HTTP_CLUSTER, Auth, render_bootstrap, upstream_cluster
-from responses_bridge.upstreams import UpstreamSpec
 from tests.support.bridge import PYTHON, UpstreamLog, running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, start_envoy
 from tests.support.mcp_server import running_mcp_server

@@ -48,9 +48,9 @@ PRELOAD = (
     "responses_bridge.runtime",
     "responses_bridge.adapters.upstream_client",
     "responses_bridge.adapters.http.server",
-    "responses_bridge.listen_check",
-    "responses_bridge.drain_barrier",
-    "responses_bridge.devtools.fake_server",
+    "responses_bridge.process.listen_check",
+    "responses_bridge.process.drain_barrier",
+    "responses_bridge.demo.fake_server",
 )
 """Imported before any fork: what a plain ``serve`` has imported once it answers (tests/unit/test_idle_imports.py
 holds this to it), and the fake upstream; but not the ext_proc door, which imports gRPC (see :data:`NOT_FORKED`)."""

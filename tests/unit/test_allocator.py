@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from responses_bridge.allocator import MemoryTrimmer, glibc_malloc_trim, resident_bytes
+from responses_bridge.fairness.allocator import MemoryTrimmer, glibc_malloc_trim, resident_bytes
 
 MB = 1024 * 1024
 

@@ -18,10 +18,10 @@ from responses_bridge.services.agents.environments.environments import SessionEn
 from responses_bridge.services.containers.containers import ContainerService
 from responses_bridge.services.files.files import FileService
 from responses_bridge.store.base_agents import AgentStore
-from responses_bridge.store.postgres.containers import PostgresContainerStore
-from responses_bridge.store.postgres.files import PostgresFileStore
-from responses_bridge.store.sqlite.containers import SQLiteContainerStore
-from responses_bridge.store.sqlite.files import SQLiteFileStore
+from responses_bridge.store.postgres.containers.containers import PostgresContainerStore
+from responses_bridge.store.postgres.files.files import PostgresFileStore
+from responses_bridge.store.sqlite.containers.containers import SQLiteContainerStore
+from responses_bridge.store.sqlite.files.files import SQLiteFileStore
 from tests.support.sdk_strict import strict_object
 from tests.unit.store_kinds import KINDS, postgres_database, sqlite_database
 
@@ -39,12 +39,12 @@ async def services(request: pytest.FixtureRequest, tmp_path: Path
                                 container_bytes=50_000_000, max_stored_bytes=lambda tenant: LIMIT)
 
     if request.param == "sqlite":
-        from responses_bridge.store.sqlite.agents import SQLiteAgentStore
+        from responses_bridge.store.sqlite.agents.agents import SQLiteAgentStore
 
         async with sqlite_database(tmp_path) as db:
             yield build(SQLiteFileStore(db), SQLiteContainerStore(db)), SQLiteAgentStore(db)
     else:
-        from responses_bridge.store.postgres.agents import PostgresAgentStore
+        from responses_bridge.store.postgres.agents.agents import PostgresAgentStore
 
         async with postgres_database(request) as pg:
             yield build(PostgresFileStore(pg), PostgresContainerStore(pg)), PostgresAgentStore(pg)

@@ -12,9 +12,9 @@ import yaml
 from structlog.testing import capture_logs
 
 from responses_bridge.cli import main
-from responses_bridge.config import Settings
+from responses_bridge.commands.keys import parse_expires
+from responses_bridge.config.settings import Settings
 from responses_bridge.envoy_config import Auth, JwtExample, bootstrap_dict
-from responses_bridge.keys_command import parse_expires
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.serve import warn_if_open
 from responses_bridge.services.tenancy.identity import Identity

@@ -133,7 +133,7 @@ async def test_another_tenants_occurrence_fires_in_its_tick_beside_10_000_every_
     fired = await all_invocations(automations, once["id"], "other")
     assert [(found["scheduled_at"], found["status"]) for found in fired] == [(now + 3, "completed")]
     if hasattr(store._db, "reading"):  # type: ignore[attr-defined]  # SQLite: the plan reads the index
-        from responses_bridge.store.sqlite.automations import _DUE
+        from responses_bridge.store.sqlite.agents.automations import _DUE
         async with store._db.reading() as conn:  # type: ignore[attr-defined]
             plan = " ".join(str(row[-1]) for row in await conn.execute_fetchall(f"EXPLAIN QUERY PLAN {_DUE}",
                                                                                   (now + 3, 100)))

@@ -11,8 +11,8 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from responses_bridge.adapters.http.background_routes import _stream
 from responses_bridge.adapters.http.errors import error_middleware
+from responses_bridge.adapters.http.responses.background_routes import _stream
 from responses_bridge.engine.sse import DONE_FRAME
 
 FRAME = b'event: response.created\ndata: {"type":"response.created","sequence_number":0}\n\n'

@@ -1,4 +1,4 @@
-"""The floors ``responses-bridge bench`` measures each door against (devtools/checkout/floors.py): they must pass
+"""The floors ``responses-bridge bench`` measures each door against (tools/bench/latency/floors.py): they must pass
 everything through unchanged, and the ext_proc floor must sit in the bridge's own Envoy listener. No timing here:
 the bench's figures are only compared within one run."""
 
@@ -19,10 +19,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from responses_bridge.adapters.extproc import service as external_processor_pb2_grpc
 from responses_bridge.adapters.extproc._pb.ext_proc_pb2 import ProcessingMode, ProcessingRequest
-from responses_bridge.devtools import fake_server
-from responses_bridge.devtools.checkout import floors
+from responses_bridge.demo import fake_server
 from responses_bridge.envoy_config import EXTPROC_CLUSTER, EXTPROC_SERVICE, render_bootstrap, to_yaml
 from tests.support.envoy import have_envoy, validate_config
+from tools.bench.latency import floors
 
 UPSTREAM = "http://127.0.0.1:8000/v1"
 

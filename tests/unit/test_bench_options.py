@@ -8,9 +8,9 @@ import functools
 
 import pytest
 
-from responses_bridge.devtools.checkout import bench
-from responses_bridge.devtools.checkout.bench_report import RssPeak
 from responses_bridge.envoy_config import render_bootstrap
+from tools.bench.latency import bench
+from tools.bench.latency.report import RssPeak
 
 
 def _options(*sidecar_arg: str, extproc_uds: str | None = None) -> argparse.Namespace:
@@ -53,7 +53,7 @@ def test_the_sidecar_rss_sums_its_processes_and_keeps_each_one() -> None:
 
 
 def test_the_ab_report_keeps_each_rounds_pair_beside_the_medians() -> None:
-    from responses_bridge.devtools.checkout.bench_ab import _ratios
+    from tools.bench.latency.ab import _ratios
 
     rounds = [{"A": {"cpu_ms_per_json": 1.0}, "B": {"cpu_ms_per_json": 0.9}, "A'": {"cpu_ms_per_json": 1.1}},
               {"A": {"cpu_ms_per_json": 2.0}, "B": {"cpu_ms_per_json": 2.2}, "A'": {"cpu_ms_per_json": 2.0}},

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from responses_bridge.bounded_body import BodyTooLarge, read_bounded
+from responses_bridge.net.bounded_body import BodyTooLarge, read_bounded
 from responses_bridge.services.files.retrieval.embedders import EmbeddingError, UpstreamEmbedder
 
 MB = 1024 * 1024

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from responses_bridge.sandbox.cgroups import MemoryUse, memory_use
+from responses_bridge.sandbox.cgroups.per_call import MemoryUse, memory_use
 
 MIB = 1 << 20
 

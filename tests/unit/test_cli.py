@@ -15,7 +15,7 @@ import yaml
 
 from responses_bridge import envoy_config
 from responses_bridge.cli import build_parser, main
-from responses_bridge.config import Settings, SettingsError, env_names, load_settings
+from responses_bridge.config.settings import Settings, SettingsError, env_names, load_settings
 from responses_bridge.serve import FLAGS
 from tests.support import zygote
 

@@ -1,5 +1,5 @@
 """What a process started as one command loads and does before it works: only that command's modules (the
-others' are imported for ``--help`` alone), and its start without the cyclic collector (startup_gc.py). Each is
+others' are imported for ``--help`` alone), and its start without the cyclic collector (process/startup_gc.py). Each is
 paid by every sidecar, fake upstream and CLI call a deployment or a test run starts."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from responses_bridge import startup_gc
 from responses_bridge.cli import COMMAND_MODULES, build_parser
+from responses_bridge.process import startup_gc
 
 LOADED = """
 import sys
@@ -36,8 +36,8 @@ def test_the_fake_upstream_loads_neither_serve_nor_the_settings() -> None:
 
 def test_a_command_loads_no_other_commands_module() -> None:
     loaded = loaded_by(["keys", "list"])
-    assert "responses_bridge.keys_command" in loaded
-    for module in ("responses_bridge.serve", "responses_bridge.devtools.demo", "responses_bridge.doctor_command",
+    assert "responses_bridge.commands.keys" in loaded
+    for module in ("responses_bridge.serve", "responses_bridge.demo.command", "responses_bridge.commands.doctor",
                    "responses_bridge.envoy_config.command", "responses_bridge.probe.command"):
         assert module not in loaded, module
 

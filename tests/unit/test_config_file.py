@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from responses_bridge.cli import main
-from responses_bridge.config import SettingsError, load_settings
-from responses_bridge.config_command import MASK, mask
+from responses_bridge.commands.config import MASK, mask
+from responses_bridge.config.settings import SettingsError, load_settings
 from tests.support import zygote
 
 

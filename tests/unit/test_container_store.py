@@ -18,9 +18,9 @@ import pytest
 from responses_bridge.store.base import ContainerStore, FileStore
 from responses_bridge.store.base_agents import AgentStore
 from responses_bridge.store.postgres import PostgresDatabase
-from responses_bridge.store.postgres.agents import PostgresAgentStore
-from responses_bridge.store.postgres.containers import PostgresContainerStore
-from responses_bridge.store.postgres.files import PostgresFileStore
+from responses_bridge.store.postgres.agents.agents import PostgresAgentStore
+from responses_bridge.store.postgres.containers.containers import PostgresContainerStore
+from responses_bridge.store.postgres.files.files import PostgresFileStore
 from responses_bridge.store.records import (
     ContainerLimitExceeded,
     PathConflict,
@@ -30,9 +30,9 @@ from responses_bridge.store.records import (
     StoredFile,
     UnknownCursor,
 )
-from responses_bridge.store.sqlite.agents import SQLiteAgentStore
-from responses_bridge.store.sqlite.containers import SQLiteContainerStore
-from responses_bridge.store.sqlite.files import SQLiteFileStore
+from responses_bridge.store.sqlite.agents.agents import SQLiteAgentStore
+from responses_bridge.store.sqlite.containers.containers import SQLiteContainerStore
+from responses_bridge.store.sqlite.files.files import SQLiteFileStore
 from tests.unit.store_kinds import KINDS, postgres_database, postgres_database_url, sqlite_database
 
 A, B = "tenant-a", "tenant-b"

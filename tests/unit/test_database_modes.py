@@ -14,7 +14,7 @@ import pytest
 
 from responses_bridge.services.files.files import files_directory
 from responses_bridge.store.open import open_stores
-from responses_bridge.store.sqlite.file_bytes import DiskFileBytes
+from responses_bridge.store.sqlite.files.file_bytes import DiskFileBytes
 
 pytestmark = pytest.mark.store_free  # opens its own SQLite files, whatever store the run is on
 

@@ -1,4 +1,4 @@
-"""What ``responses-bridge demo`` prints (devtools/demo_banner.py), without starting the demo: a default port held by
+"""What ``responses-bridge demo`` prints (demo/banner.py), without starting the demo: a default port held by
 another program is said loudly, with the port used instead, and every printed command uses the ports in use."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from contextlib import contextmanager
 
 import orjson
 
-from responses_bridge.devtools import demo
-from responses_bridge.devtools.demo_banner import moved_ports
-from responses_bridge.devtools.fake_code import requested_code, requested_command
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.demo import command as demo
+from responses_bridge.demo.banner import moved_ports
+from responses_bridge.demo.fake_code import requested_code, requested_command
+from responses_bridge.demo.procs import free_port
 
 
 @contextmanager

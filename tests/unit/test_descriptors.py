@@ -1,4 +1,4 @@
-"""``serve`` raises its soft descriptor limit to the hard one (descriptors.py): a soft 1,024 under a higher hard
+"""``serve`` raises its soft descriptor limit to the hard one (process/descriptors.py): a soft 1,024 under a higher hard
 limit is not what bounds the bridge's connections."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-SHOW = ("import resource; from responses_bridge.descriptors import raise_descriptor_limit; "
+SHOW = ("import resource; from responses_bridge.process.descriptors import raise_descriptor_limit; "
         "print(raise_descriptor_limit(), resource.getrlimit(resource.RLIMIT_NOFILE))")
 
 

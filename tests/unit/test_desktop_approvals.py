@@ -1,6 +1,6 @@
 """The desktop's origin gate in the real egress proxy (a loopback host, real sockets), origins as the web writes
 them, and a sign-in form's report and values checked (sandbox/desktop/origins.py, sign_in.py,
-sandbox/egress_origins.py)."""
+sandbox/egress/origins.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 
 from responses_bridge.sandbox.desktop.origins import OriginApprovals
 from responses_bridge.sandbox.desktop.sign_in import SignInError, check_values, parse_form, submitted_values
-from responses_bridge.sandbox.egress import EgressLimits, EgressProxy
-from responses_bridge.sandbox.egress_origins import parse_origin, url_origin
-from responses_bridge.sandbox.egress_policy import EgressRules
+from responses_bridge.sandbox.egress.origins import parse_origin, url_origin
+from responses_bridge.sandbox.egress.policy import EgressRules
+from responses_bridge.sandbox.egress.proxy import EgressLimits, EgressProxy
 from tests.unit.test_egress_proxy import Host, exchange, fake_dns, policy_of
 
 

@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from responses_bridge.sandbox.desktop.proxy_relay import authority_key_hash
-from responses_bridge.sandbox.egress_tls import Interceptor
+from responses_bridge.sandbox.egress.tls import Interceptor
 
 pytestmark = pytest.mark.store_free
 

@@ -1,5 +1,5 @@
 """The sessions' desktops as one more pool of the fair-share rule (services/agents/computer/desktops.py,
-fair_share.py): a desktop holds a unit from its start until it stops; with every unit held, a freed one goes to the
+fairness/share.py): a desktop holds a unit from its start until it stops; with every unit held, a freed one goes to the
 waiting tenant served least (desktop-seconds, decayed), first come first served within a tenant; the per-tenant
 bound stays a hard cap; the queue is bounded; a call gives up at its wait. The pool is given desktops that start
 and stop at once (its ``maker``): the rule is the pool's, not the browser's (tests/integration/test_desktop_pool.py
@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from responses_bridge.sandbox.desktop import Desktop
-from responses_bridge.sandbox.egress_policy import NetworkPolicy
+from responses_bridge.sandbox.egress.policy import NetworkPolicy
 from responses_bridge.services.agents.computer.desktops import DesktopBounds, DesktopBusy, DesktopPool
 
 

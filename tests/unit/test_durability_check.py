@@ -1,4 +1,4 @@
-"""What ``serve`` says at start about durable runs (durability_check.py), and the keeper of the client's
+"""What ``serve`` says at start about durable runs (commands/durability_check.py), and the keeper of the client's
 ``Authorization`` it reports on (services/responses/kept_authorization.py): kept sealed only where it goes
 upstream and keeping is on, opened only under the same key and purpose."""
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from responses_bridge.config import Settings
-from responses_bridge.durability_check import durability
+from responses_bridge.commands.durability_check import durability
+from responses_bridge.config.settings import Settings
 from responses_bridge.sealing import Sealer
 from responses_bridge.services.responses.kept_authorization import PURPOSE, KeptAuthorization
 from responses_bridge.store.sqlite.responses import SQLiteResponseStore

@@ -2,7 +2,7 @@
 past the launcher's relay): counted as each is accepted, so 3,000 idle connections leave the bridge holding at most
 the call's limit, another call's proxy still relays, and the refusals are one log line at the call's end. A
 bridge-wide cap bounds every call's connections together, and tenants' calls are admitted by the fair-share rule
-(fair_share.py), so however many tenants flood, another tenant's call always gets connections."""
+(fairness/share.py), so however many tenants flood, another tenant's call always gets connections."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import structlog
 
-from responses_bridge.sandbox.egress import LINGERING, EgressLimits, EgressProxy
-from responses_bridge.sandbox.egress_limits import SHARES
-from responses_bridge.sandbox.egress_policy import EgressRules
+from responses_bridge.sandbox.egress.limits import SHARES
+from responses_bridge.sandbox.egress.policy import EgressRules
+from responses_bridge.sandbox.egress.proxy import LINGERING, EgressLimits, EgressProxy
 from tests.unit.test_egress_proxy import Host, exchange, fake_dns, policy_of
 
 FLOOD = 3000

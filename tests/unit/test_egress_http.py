@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from responses_bridge.sandbox.egress_http import BadRequest, destination, forwarded_head, parse_head
+from responses_bridge.sandbox.egress.request_head import BadRequest, destination, forwarded_head, parse_head
 
 TOKEN = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~",
                 min_size=1, max_size=20)

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.sandbox.egress_policy import (
+from responses_bridge.sandbox.egress.policy import (
     MAX_SECRET_BYTES,
     MAX_SECRETS,
     EgressRules,
@@ -212,7 +212,7 @@ def test_the_machines_own_addresses_are_refused_even_inside_a_listed_network() -
 
 @pytest.mark.parametrize("numeric", ["127.1", "0177.0.0.1", "0x7f.1", "2130706433", "0x7f000001", "127.0.1"])
 def test_numeric_host_forms_are_addresses_and_never_match_a_name_pattern(numeric: str) -> None:
-    from responses_bridge.sandbox.egress_policy import match_entry, normalize_host
+    from responses_bridge.sandbox.egress.policy import match_entry, normalize_host
 
     assert normalize_host(numeric) == "127.0.0.1"  # what inet_aton, and so the code's client, makes of it
     assert match_entry(("*.1", "*.0.1"), "127.0.0.1") is None

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from responses_bridge.host_policy import IPAddress, resolve
-from responses_bridge.sandbox.egress import EgressLimits, EgressProxy
-from responses_bridge.sandbox.egress_policy import EgressRules, NetworkPolicy, parse_policy
+from responses_bridge.net.host_policy import IPAddress, resolve
+from responses_bridge.sandbox.egress.policy import EgressRules, NetworkPolicy, parse_policy
+from responses_bridge.sandbox.egress.proxy import EgressLimits, EgressProxy
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 

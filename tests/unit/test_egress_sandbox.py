@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 
 from responses_bridge.sandbox import Sandbox, SandboxLimits
-from responses_bridge.sandbox.egress import EgressLimits, EgressSettings
-from responses_bridge.sandbox.egress_policy import EgressRules, parse_policy
+from responses_bridge.sandbox.egress.policy import EgressRules, parse_policy
+from responses_bridge.sandbox.egress.proxy import EgressLimits, EgressSettings
 from tests.unit.test_sandbox_containment import MODES, needs_sandbox
 
 pytestmark = needs_sandbox

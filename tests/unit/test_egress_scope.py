@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.sandbox.egress_policy import (
+from responses_bridge.sandbox.egress.policy import (
     MAX_DOMAINS,
     MAX_SECRETS,
     DomainSecret,
@@ -17,7 +17,7 @@ from responses_bridge.sandbox.egress_policy import (
     parse_policy,
     stored_form,
 )
-from responses_bridge.sandbox.egress_scope import block_list, check_secrets, within
+from responses_bridge.sandbox.egress.scope import block_list, check_secrets, within
 from responses_bridge.services.agents.environments.environments import network_within
 
 

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from responses_bridge.sandbox.egress import EgressLimits, EgressProxy
-from responses_bridge.sandbox.egress_policy import EgressRules
-from responses_bridge.sandbox.egress_secrets import Unsecret, carries_credentials, encodings, mask_for
+from responses_bridge.sandbox.egress.domain_secrets import Unsecret, carries_credentials, encodings, mask_for
+from responses_bridge.sandbox.egress.policy import EgressRules
+from responses_bridge.sandbox.egress.proxy import EgressLimits, EgressProxy
 from tests.unit.test_egress_proxy import exchange, fake_dns, policy_of
 
 SECRET = "sk-live-0123456789abcdef"

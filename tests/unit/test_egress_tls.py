@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 from cryptography import x509
 
-from responses_bridge.sandbox.egress import EgressLimits, EgressProxy
-from responses_bridge.sandbox.egress_policy import EgressRules, parse_policy
-from responses_bridge.sandbox.egress_tls import Interceptor
+from responses_bridge.sandbox.egress.policy import EgressRules, parse_policy
+from responses_bridge.sandbox.egress.proxy import EgressLimits, EgressProxy
+from responses_bridge.sandbox.egress.tls import Interceptor
 from tests.support.tls_ca import make_test_ca
 from tests.unit.test_egress_proxy import fake_dns
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from responses_bridge.sandbox.egress import EgressLimits, EgressProxy
-from responses_bridge.sandbox.egress_policy import EgressRules
-from responses_bridge.sandbox.egress_tunnel import NotTheAllowedTLS, server_name
+from responses_bridge.sandbox.egress.policy import EgressRules
+from responses_bridge.sandbox.egress.proxy import EgressLimits, EgressProxy
+from responses_bridge.sandbox.egress.tunnel import NotTheAllowedTLS, server_name
 from tests.support.tls_ca import make_test_ca
 from tests.unit.test_egress_proxy import Host, exchange, fake_dns, policy_of
 

@@ -14,16 +14,16 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for tests.support
 
 from responses_bridge import envoy_config
-from responses_bridge.devtools.checkout.deploy_examples import (
+from responses_bridge.config.upstreams import UpstreamSpec
+from responses_bridge.envoy_config import bootstrap_dict, render_bootstrap, to_yaml
+from tests.support.envoy import have_envoy, validate_config
+from tools.docs.deploy_examples import (
     BOOTSTRAPS,
     DEMO,
     KUBERNETES,
     PLATFORM_FILES,
     rendered,
 )
-from responses_bridge.envoy_config import bootstrap_dict, render_bootstrap, to_yaml
-from responses_bridge.upstreams import UpstreamSpec
-from tests.support.envoy import have_envoy, validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY_DIR = ROOT / "envoy"
@@ -186,7 +186,7 @@ def test_routes_and_processor_settings() -> None:
                        ("sidecar_agents", "/v1/agents"), ("sidecar_agents_unversioned", "/agents"),
                        ("sidecar_vaults", "/v1/vaults"), ("sidecar_vaults_unversioned", "/vaults")):
         # the Vector Stores and Agents APIs: the sidecar's HTTP door, never the processor, every method
-        # (the Agents API also codex exec-server's websocket: adapters/http/executor_routes.py)
+        # (the Agents API also codex exec-server's websocket: adapters/http/agents/executor_routes.py)
         assert routes[name]["match"] == {"path_separated_prefix": path}
         upgrade = {"upgrade_configs": [{"upgrade_type": "websocket"}]} if "vector" not in name else {}
         assert routes[name]["route"] == {"cluster": envoy_config.HTTP_CLUSTER, "timeout": "0s", **upgrade}
@@ -394,9 +394,9 @@ def test_the_sidecars_own_calls_carry_the_mark_the_one_upstream_routes_match() -
     """With one upstream, the sidecar's calls through Envoy (``--upstream-via``) name it in ROUTE_HEADER: the models
     and embeddings routes send exactly those to the upstream (a client's go to the sidecar); without Envoy, none."""
     from responses_bridge.adapters.upstream_client import ROUTE_HEADER, AiohttpUpstreamClient
-    from responses_bridge.config import Settings
+    from responses_bridge.config.settings import Settings
+    from responses_bridge.config.upstreams import SINGLE_UPSTREAM
     from responses_bridge.envoy_config.names import OWN_CALL_VALUE
-    from responses_bridge.upstreams import SINGLE_UPSTREAM
 
     via = AiohttpUpstreamClient(Settings(upstream="http://127.0.0.1:9/v1", upstream_via="http://127.0.0.1:10000/v1"))
     assert via._headers[ROUTE_HEADER] == OWN_CALL_VALUE == SINGLE_UPSTREAM
@@ -426,7 +426,7 @@ def test_the_rendered_timeouts_are_settings(monkeypatch: pytest.MonkeyPatch) -> 
     """Every timeout the bootstrap sets is a setting with the default the renderer uses (docs/configuration.md
     lists them), given by the environment, the configuration file or an ``envoy-config`` flag; and the HTTP
     door's keep-alive of a long JSON answer stays under the idle timeout those settings render."""
-    from responses_bridge.config import Settings, load_settings
+    from responses_bridge.config.settings import Settings, load_settings
     from responses_bridge.envoy_config.timeouts import EnvoyTimeouts
 
     assert EnvoyTimeouts.from_settings(Settings()) == EnvoyTimeouts()

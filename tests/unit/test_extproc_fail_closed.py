@@ -20,7 +20,7 @@ from responses_bridge.adapters.extproc._pb.ext_proc_pb2 import ProcessingMode, P
 from responses_bridge.adapters.extproc.decode import Undecodable, decode_request
 from responses_bridge.adapters.extproc.service import SERVICE
 from responses_bridge.adapters.extproc.servicer import ExtProcServicer
-from responses_bridge.config import Settings
+from responses_bridge.config.settings import Settings
 from responses_bridge.runtime import Runtime
 from responses_bridge.store import SQLiteResponseStore
 from tests.support.runtime import runtime_over

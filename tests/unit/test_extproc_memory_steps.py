@@ -9,7 +9,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from responses_bridge.config import Settings
+from responses_bridge.config.settings import Settings
 from responses_bridge.runtime import Runtime
 from responses_bridge.services.tenancy.memory_budget import COST_PER_BODY_BYTE
 from responses_bridge.store import SQLiteResponseStore

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from responses_bridge.adapters.extproc._pb.ext_proc_pb2 import ProcessingRequest
-from responses_bridge.config import Settings
+from responses_bridge.config.settings import Settings
 from responses_bridge.runtime import Runtime
 from responses_bridge.store import SQLiteResponseStore
 from tests.support.runtime import runtime_over

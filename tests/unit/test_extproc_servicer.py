@@ -21,7 +21,7 @@ from responses_bridge.adapters.extproc import service as external_processor_pb2_
 from responses_bridge.adapters.extproc import stream as servicer_module
 from responses_bridge.adapters.extproc._pb.ext_proc_pb2 import ProcessingMode, ProcessingRequest, ProcessingResponse
 from responses_bridge.adapters.extproc.stream import _Stream
-from responses_bridge.config import Settings
+from responses_bridge.config.settings import Settings
 from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.run.server_tools import ServerTools, ServerToolServices
 from responses_bridge.run.tools.mcp import MCPLimits, MCPTools

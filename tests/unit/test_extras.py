@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from responses_bridge.devtools.procs import free_port, wait_http
+from responses_bridge.demo.procs import free_port, wait_http
 
 BLOCKER = textwrap.dedent("""
     import importlib.metadata
@@ -95,7 +95,7 @@ def test_without_the_retrieval_extra_pdfs_and_embedding_say_which_extra(tmp_path
     pdf.write_bytes(b"%PDF-1.4\n%%EOF\n")
     result = run_blocked("retrieval", f"""
         import asyncio
-        from responses_bridge.config import Settings
+        from responses_bridge.config.settings import Settings
         from responses_bridge.protocol.errors import APIError
         from responses_bridge.services.files.retrieval.embedders import EmbeddingError, embedder_from_settings
         from responses_bridge.services.files.retrieval.extract import ExtractionError, extract_text

@@ -1,5 +1,5 @@
-"""Share by service over time (fair_share.py, fair_tenure.py), in the pool itself with real clocks kept short: the
-attacker's findings against the rule before, each beside its control.
+"""Share by service over time (fairness/share.py, fairness/tenure.py), in the pool itself with real clocks kept short:
+the attacker's findings against the rule before, each beside its control.
 
 * One take-back starved a tenant for good: waiters were ranked by when they were last taken from, an absolute time
   kept while the tenant was idle, so after one take-back a victim's short calls ranked behind every other tenant.
@@ -18,10 +18,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from responses_bridge.fair_share import FairPool
-from responses_bridge.fair_slots import FairSlots
-from responses_bridge.fair_tenure import RENORMALISE
-from responses_bridge.preemption import absorb_preemption
+from responses_bridge.fairness.preemption import absorb_preemption
+from responses_bridge.fairness.share import FairPool
+from responses_bridge.fairness.slots import FairSlots
+from responses_bridge.fairness.tenure import RENORMALISE
 from responses_bridge.run.upstream import UpstreamFailure
 from responses_bridge.run.upstream_gate import UpstreamGate
 from tests.unit.test_fair_share import end, settle, unit
@@ -236,8 +236,8 @@ async def test_an_egress_connection_beside_as_many_tenants_as_the_cap_waits_for_
         ) -> None:
     """Before, a connection held past the quantum was closed for a tenant holding none (its code saw a reset); now
     the newcomer's connection waits (up to two quanta) and takes the place of the first one to end."""
-    from responses_bridge.fair_tenure import process_quantum, set_quantum
-    from responses_bridge.sandbox.egress_limits import ConnectionShares
+    from responses_bridge.fairness.tenure import process_quantum, set_quantum
+    from responses_bridge.sandbox.egress.limits import ConnectionShares
 
     before = process_quantum()
     set_quantum(0.3)  # a wait of 0.6 s (the rule before: a turn past 0.3 s)

@@ -1,4 +1,4 @@
-"""The one admission rule of the shared pools (fair_share.py), and the pools that use it: k tenants that each take
+"""The one admission rule of the shared pools (fairness/share.py), and the pools that use it: k tenants that each take
 all they are given never starve the (k+1)th — in the memory budget, the egress connections, the sandbox slots and
 the upstream connections — and as work ends, the tenants converge to equal shares."""
 
@@ -14,15 +14,15 @@ from typing import Any
 import orjson
 import pytest
 
-from responses_bridge import fair_share
-from responses_bridge.preemption import absorb_preemption
+from responses_bridge.fairness import share as fair_share
+from responses_bridge.fairness.preemption import absorb_preemption
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.responses.request import parse_request_object
 from responses_bridge.run.subagents import COST_PER_SHARED_BYTE, subagent_worker
 from responses_bridge.run.upstream import UpstreamFailure
 from responses_bridge.run.upstream_gate import UpstreamGate
 from responses_bridge.run.upstream_scope import upstream_scope
-from responses_bridge.sandbox.egress_limits import ConnectionShares
+from responses_bridge.sandbox.egress.limits import ConnectionShares
 from responses_bridge.sandbox.slots import FairSlots, busy_note
 from responses_bridge.services.tenancy.memory_budget import SHARE_EXCEEDED, MemoryBudget
 

@@ -1,4 +1,4 @@
-"""The fake model runs code asked for as a person asks (devtools/fake_code.py): a fenced ```python block or
+"""The fake model runs code asked for as a person asks (demo/fake_code.py): a fenced ```python block or
 ``run: <code>`` in the message, with the code interpreter's ``python`` function offered, is a call to it with that
 code; ``sh: <command>`` or a fenced ```sh block, with the ``shell`` function offered, a call to it with that
 command; everything else about tool calls stays as it was."""
@@ -12,8 +12,8 @@ import aiohttp
 import orjson
 import pytest
 
-from responses_bridge.devtools import fake_server
-from responses_bridge.devtools.fake_code import requested_code, requested_command
+from responses_bridge.demo import fake_server
+from responses_bridge.demo.fake_code import requested_code, requested_command
 from responses_bridge.engine.tools.builtin import (
     CODE_DESCRIPTION,
     CODE_NAME,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from responses_bridge.devtools.fake_programs import requested_program, wanted_call
+from responses_bridge.demo.fake_programs import requested_program, wanted_call
 
 PROGRAM = {"name": "program", "parameters": {"type": "object", "properties": {"code": {"type": "string"}}}}
 OTHER = {"name": "lookup", "parameters": {}}

@@ -8,7 +8,7 @@ import aiohttp
 import openai
 import pytest
 
-from responses_bridge.devtools import fake_server
+from responses_bridge.demo import fake_server
 from tests.support.sdk import async_sdk
 
 

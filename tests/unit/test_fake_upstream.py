@@ -16,7 +16,7 @@ import openai
 import orjson
 import pytest
 
-from responses_bridge.devtools import fake_server, fake_upstream
+from responses_bridge.demo import fake_server, fake_upstream
 from tests.support.sdk import async_sdk
 
 WEATHER_TOOL = {

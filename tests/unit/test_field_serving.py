@@ -11,7 +11,6 @@ import orjson
 import pytest
 from openai.types.responses import Response
 
-from responses_bridge.devtools.checkout.known_fields import known_fields_table
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.responses.output_builder import OutputBuilder
 from responses_bridge.engine.responses.request_translation import build_chat_request
@@ -20,6 +19,7 @@ from responses_bridge.engine.tools.tools import ToolPlan, plan_tools
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.known_fields_table import REQUEST
 from responses_bridge.protocol.responses.request import parse_request
+from tools.docs.known_fields import known_fields_table
 
 DROP = EngineOptions()
 SENT_BACK = EngineOptions(reasoning_history="reasoning_content")

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from responses_bridge.memory_charge import hold, release_hold
+from responses_bridge.fairness.memory_charge import hold, release_hold
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.files.files import FileService
 from responses_bridge.services.files.inputs import TEXT_COST, FileInputs, media_type_of
 from responses_bridge.services.tenancy.memory_budget import COST_PER_BODY_BYTE, Held, MemoryBudget
 from responses_bridge.store import SQLiteResponseStore
-from responses_bridge.store.sqlite.files import SQLiteFileStore
+from responses_bridge.store.sqlite.files.files import SQLiteFileStore
 
 PARAM = "input[0].content[1].file_id"
 CHARS = 1_000_000
@@ -52,7 +52,7 @@ async def test_a_file_is_read_reserved_and_given_back(files: FileService) -> Non
 
 async def test_a_file_is_reserved_for_the_requests_own_holder(files: FileService) -> None:
     """With ``auth: none`` callers are told apart by their key, which the files service cannot see: a file a
-    request reads is reserved for the holder of that request (memory_charge.py), not for the tenant all the
+    request reads is reserved for the holder of that request (fairness/memory_charge.py), not for the tenant all the
     callers share."""
     budget = MemoryBudget(1 << 30, by_client_key=True)
     inputs = FileInputs(files, budget)

@@ -21,9 +21,9 @@ from responses_bridge.services.files.files import (
 )
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import FileStore
-from responses_bridge.store.postgres.files import PostgresFileStore
+from responses_bridge.store.postgres.files.files import PostgresFileStore
 from responses_bridge.store.records import StoredFile, UnknownCursor
-from responses_bridge.store.sqlite.files import SQLiteFileStore
+from responses_bridge.store.sqlite.files.files import SQLiteFileStore
 from tests.unit.store_kinds import KINDS, postgres_database
 
 T = "tenant-a"

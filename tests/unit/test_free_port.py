@@ -1,4 +1,4 @@
-"""free_port (devtools/procs.py) across the processes of one machine: a port another process has picked and not yet
+"""free_port (demo/procs.py) across the processes of one machine: a port another process has picked and not yet
 bound is never handed out again, a stale note is cleared without being taken, and an unwritable note folder does
 not stop the picking."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from responses_bridge.devtools import procs
+from responses_bridge.demo import procs
 
 
 def _free(count: int) -> list[int]:

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai.types.responses import ResponseFunctionShellToolCall, ResponseFunctionShellToolCallOutput
 
-from responses_bridge.adapters.http.websocket_steering import required_input
-from responses_bridge.devtools import fake_upstream
+from responses_bridge.adapters.http.websocket.steering import required_input
+from responses_bridge.demo import fake_upstream
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.responses.output_builder import OutputBuilder
 from responses_bridge.engine.responses.request_translation import build_chat_request

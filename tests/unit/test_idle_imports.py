@@ -28,8 +28,8 @@ import pytest
 
 from responses_bridge.adapters.extproc import service as external_processor_pb2_grpc
 from responses_bridge.adapters.extproc._pb.ext_proc_pb2 import ProcessingResponse
-from responses_bridge.devtools import fake_server
-from responses_bridge.devtools.procs import free_port, wait_http
+from responses_bridge.demo import fake_server
+from responses_bridge.demo.procs import free_port, wait_http
 from tests.unit.test_extproc_servicer import request_body, request_headers, response_body, response_headers
 
 LAZY = (
@@ -179,5 +179,5 @@ async def test_the_test_fork_server_preloads_nothing_a_started_sidecar_has_not(s
     preloaded = listed.stdout.split()
     idle = await started.modules()
     extra = sorted(set(preloaded) - idle - {"tests", "tests.support", "tests.support.zygote", "__main__"})
-    assert "responses_bridge.devtools.fake_server" in extra
-    assert [name for name in extra if not name.startswith("responses_bridge.devtools")] == []
+    assert "responses_bridge.demo.fake_server" in extra
+    assert [name for name in extra if not name.startswith("responses_bridge.demo")] == []

@@ -10,9 +10,9 @@ import pytest
 from aiohttp import web
 
 from responses_bridge.adapters.upstream_client import AiohttpUpstreamClient
-from responses_bridge.config import Settings
-from responses_bridge.devtools import fake_server
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.config.settings import Settings
+from responses_bridge.demo import fake_server
+from responses_bridge.demo.procs import free_port
 from responses_bridge.engine.tools.builtin import served_tool_types
 from responses_bridge.engine.tools.server import ImageGenerationReader, image_replay_note, image_request_of
 from responses_bridge.engine.tools.tools import CallTarget, ToolPlan, plan_tools

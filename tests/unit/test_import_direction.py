@@ -137,7 +137,7 @@ def test_the_capability_rules_see_the_folders() -> None:
     assert capability("responses_bridge.engine.responses.translator.Translator") == "responses"
     assert capability("responses_bridge.run.tools.shell") == "tools"
     assert capability("responses_bridge.services.pagination") is None
-    assert capability("responses_bridge.store.sqlite.files") is None
+    assert capability("responses_bridge.store.sqlite.files.files") is None
     turns = imports_of(PACKAGE / "services" / "agents" / "turns.py")
     assert {"responses", "agents"} <= {capability(name) for name in turns}
     assert "tools" in {capability(name) for name in imports_of(PACKAGE / "engine" / "responses" / "output_builder.py")}
@@ -169,6 +169,6 @@ def test_the_rules_catch_what_they_forbid(tmp_path: Path) -> None:
 
 def test_the_walk_sees_imports() -> None:
     """The checker itself: it must find the arrows that do exist, or every test above passes vacuously."""
-    assert "responses_bridge.devtools.procs" in imports_of(PACKAGE / "devtools" / "demo.py")
+    assert "responses_bridge.demo.procs" in imports_of(PACKAGE / "devtools" / "demo.py")
     assert "responses_bridge.store.records" in imports_of(PACKAGE / "store" / "sqlite" / "responses.py")
     assert room("responses_bridge.envoy_config") == "envoy_config"

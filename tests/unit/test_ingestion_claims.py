@@ -16,9 +16,9 @@ import pytest
 
 from responses_bridge.services.files.ingestion import IngestionWorker
 from responses_bridge.store.postgres import PostgresDatabase
-from responses_bridge.store.postgres.chunks import PostgresChunkIndex
-from responses_bridge.store.postgres.files import PostgresFileStore
-from responses_bridge.store.postgres.vector_stores import PostgresVectorStoreStore
+from responses_bridge.store.postgres.files.chunks import PostgresChunkIndex
+from responses_bridge.store.postgres.files.files import PostgresFileStore
+from responses_bridge.store.postgres.files.vector_stores import PostgresVectorStoreStore
 from responses_bridge.store.records import NewFile, StoredFile, StoredVectorStore
 from tests.unit.store_kinds import postgres_database_url
 from tests.unit.vector_store_doubles import DirectoryFiles, HashEmbedder

@@ -1,6 +1,6 @@
 """The wheel carries of ``devtools/`` exactly what the user commands (``fake-upstream``, ``demo``) import, and
 nothing that only the tests and benchmarks use (a fake Kubernetes API, stand-in pods, /proc readings): those live
-in ``devtools/checkout/``, which pyproject.toml's package find leaves out.
+in ``tools/``, which pyproject.toml's package find leaves out.
 
 Cheap: the installed package list is what setuptools finds with pyproject.toml's own settings (no wheel is built;
 tests/deploy/test_image.py installs a real one), and the imports are read from the sources.

@@ -11,12 +11,12 @@ from typing import Any
 import grpc
 import pytest
 
-from responses_bridge.config import Settings
+from responses_bridge.config.settings import Settings
+from responses_bridge.config.tenants import TenantPolicy
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.runtime import Runtime
 from responses_bridge.services.tenancy.limits import RETRY_AFTER_SECONDS, TenantLimits
 from responses_bridge.store import SQLiteResponseStore
-from responses_bridge.tenants import TenantPolicy
 from tests.support.runtime import runtime_over
 from tests.unit.test_extproc_servicer import (
     REQUEST,

@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "responses_bridge"
 LEVELS = frozenset({"debug", "info", "warning", "error", "exception", "critical"})
 LOGGING_CALL = re.compile(rf"\b(?:log|logger)\s*\.\s*(?:{'|'.join(LEVELS)})\b")
 """What a file holding such a call holds, whatever its spacing: the files without it are not parsed."""
-# what a call spreads with ``**context`` (upstream_check.py) or binds: the fields such dictionaries carry
+# what a call spreads with ``**context`` (commands/upstream_check.py) or binds: the fields such dictionaries carry
 SPREAD_FIELDS = ("upstream", "url", "mode", "error", "hint", "path", "db")
 # a URL's password, a bearer token, OpenAI's key, the bridge's key, a key in a query string
 SECRETS = ("hunter2pw", "tok3nvalue", "sk-proj-abcdefghijklmnop", "rbk_0123456789ab_" + "x" * 43, "qs3cr3t")

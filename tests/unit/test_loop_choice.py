@@ -1,4 +1,4 @@
-"""The loop factory (event_loop.py): uvloop by default where installed, the standard library's on request, and
+"""The loop factory (process/event_loop.py): uvloop by default where installed, the standard library's on request, and
 uvloop asked for where it is missing a one-line configuration mistake (never a silent fall back)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from responses_bridge import event_loop
 from responses_bridge.cli import main
+from responses_bridge.process import event_loop
 
 
 async def loop_name() -> str:

@@ -1,4 +1,4 @@
-"""run/tools/mcp_config.py and host_policy.py: the mcp tool's declaration, its filters and approval rules, and which
+"""run/tools/mcp_config.py and net/host_policy.py: the mcp tool's declaration, its filters and approval rules, and which
 addresses the host policy lets the bridge reach. Pure rules; the I/O is in test_mcp_tool.py."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from responses_bridge.config import Settings
-from responses_bridge.host_policy import HostNotAllowed, HostPolicy
+from responses_bridge.config.settings import Settings
+from responses_bridge.net.host_policy import HostNotAllowed, HostPolicy
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.tools.mcp import approval_required, parse_mcp_tool
 from responses_bridge.run.tools.mcp_config import MCPLimits

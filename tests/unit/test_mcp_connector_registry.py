@@ -1,4 +1,4 @@
-"""run/tools/mcp_connectors.py and config_connectors.py: a request's ``connector_id`` resolved through the
+"""run/tools/mcp_connectors.py and config/connectors.py: a request's ``connector_id`` resolved through the
 operator's registry (its URL and headers, the caller's bearer forwarded or not), the refusals, and the setting as the
 environment gives it. The served path (a real MCP server behind the registry): the integration tests."""
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from responses_bridge.config import Settings
+from responses_bridge.config.settings import Settings
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.known_fields import check_known_fields
 from responses_bridge.run.tools.mcp_config import parse_mcp_tool

@@ -30,8 +30,8 @@ from mcp_types import (
 )
 from openai.types.responses.response_output_item import McpListToolsTool
 
-from responses_bridge import host_policy
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.demo.procs import free_port
+from responses_bridge.net import host_policy
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.tools.mcp import (
     MCPCallResult,
@@ -531,7 +531,7 @@ async def test_a_credential_quoted_back_in_an_error_is_redacted(mcp_server: MCPT
 
 def test_the_mcp_client_library_loads_on_first_use() -> None:
     """It weighs about 50 MB: a bridge that never sees an mcp tool does not pay for it."""
-    code = ("import sys, responses_bridge.run.tools.mcp, responses_bridge.config; "
+    code = ("import sys, responses_bridge.run.tools.mcp, responses_bridge.config.settings; "
             "print(sorted(name for name in ('mcp', 'mcp.client', 'httpx2', 'httpcore2') if name in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from responses_bridge import memory_limits
-from responses_bridge.memory_limits import default_budget
+from responses_bridge.fairness import memory_limits
+from responses_bridge.fairness.memory_limits import default_budget
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.tenancy.memory_budget import (
     COST_PER_BODY_BYTE,

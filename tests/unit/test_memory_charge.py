@@ -1,5 +1,5 @@
-"""What a request loads beyond its body is charged to it as it is loaded (memory_charge.py), and the memory backstop
-ends first the requests of the holder charged most (services/tenancy/memory_watch.py): a real SQLite store's
+"""What a request loads beyond its body is charged to it as it is loaded (fairness/memory_charge.py), and the memory
+backstop ends first the requests of the holder charged most (services/tenancy/memory_watch.py): a real SQLite store's
 ``previous_response_id`` history grows the holding its door set, past the holder's share and the budget, and
 comes back with the request; twelve small requests of one holder, charged their history, are ended before one
 larger honest request. The doors' use of it: tests/integration/test_memory_blame.py."""
@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
-from responses_bridge.memory_charge import COST_PER_LOADED_BYTE, HOLDING, charge, hold, release_hold
-from responses_bridge.preemption import absorb_preemption
+from responses_bridge.fairness.memory_charge import COST_PER_LOADED_BYTE, HOLDING, charge, hold, release_hold
+from responses_bridge.fairness.preemption import absorb_preemption
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.tenancy.memory_budget import Held, MemoryBudget, Reservation
 from responses_bridge.services.tenancy.memory_watch import MemoryWatch, victims

@@ -9,8 +9,8 @@ import asyncio
 import pytest
 import structlog
 
-from responses_bridge.allocator import resident_bytes
-from responses_bridge.preemption import absorb_preemption
+from responses_bridge.fairness.allocator import resident_bytes
+from responses_bridge.fairness.preemption import absorb_preemption
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.tenancy.memory_budget import MemoryBudget, Reservation
 from responses_bridge.services.tenancy.memory_watch import MemoryWatch

@@ -62,8 +62,8 @@ def test_the_beta_request_defines_no_field_the_table_lacks_but_multi_agent() -> 
     or nested key, this fails: the beta request then needs a table of its own."""
     from openai.types.beta import response_create_params as beta
 
-    from responses_bridge.devtools.checkout import known_fields
     from responses_bridge.protocol.known_fields_table import REQUEST
+    from tools.docs import known_fields
 
     table = known_fields._typed_dict(beta.ResponseCreateParamsBase, set())
     assert table.pop("multi_agent") == {"enabled": None, "max_concurrent_subagents": None}

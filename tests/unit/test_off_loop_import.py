@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from responses_bridge import off_loop_import
-from responses_bridge.off_loop_import import import_off_loop
+from responses_bridge.process import off_loop_import
+from responses_bridge.process.off_loop_import import import_off_loop
 
 SLOW_MODULE = """
 import threading, time

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from openai.types.responses import Response
 
-from responses_bridge.devtools import fake_upstream
+from responses_bridge.demo import fake_upstream
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.responses.profiles import PROFILES, options_for
 from responses_bridge.engine.responses.request_translation import build_chat_request

@@ -1,5 +1,5 @@
-"""The init the server runs behind when it is PID 1 (pid1.py), as PID 1 of a real PID namespace (``unshare``): an
-orphan handed to it is reaped, the signals it forwards reach the server, and it ends with the server's status;
+"""The init the server runs behind when it is PID 1 (process/pid1.py), as PID 1 of a real PID namespace (``unshare``):
+an orphan handed to it is reaped, the signals it forwards reach the server, and it ends with the server's status;
 not PID 1, it does nothing at all."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from responses_bridge.pid1 import serve_behind_init
+from responses_bridge.process.pid1 import serve_behind_init
 from tests.support.pid_namespace import UNSHARE, first_process, process_states, unshare_problem, zombies
 
 # The program run as PID 1: the init's server makes a child that leaves an orphan behind (its own child, which
@@ -22,7 +22,7 @@ from tests.support.pid_namespace import UNSHARE, first_process, process_states, 
 # kills itself.
 SERVER = textwrap.dedent("""
     import os, signal, sys
-    from responses_bridge.pid1 import serve_behind_init
+    from responses_bridge.process.pid1 import serve_behind_init
 
     serve_behind_init()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGTERM})

@@ -12,13 +12,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from responses_bridge.devtools.checkout.bench_install import tree_digest
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.responses.translator import Translator
 from responses_bridge.protocol.responses.request import parse_request
 from responses_bridge.protocol.tools.multi_agent import NOT_BETA, beta_surface, query_of
 from responses_bridge.run import drive
 from responses_bridge.sealing import Sealer
+from tools.bench.latency.install import tree_digest
 
 ANSWER = orjson.dumps({"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"},

@@ -1,4 +1,4 @@
-"""The upstream pool's default, derived from what one stream costs (config_pools.py): the descriptor limit and
+"""The upstream pool's default, derived from what one stream costs (config/pools.py): the descriptor limit and
 the memory budget each divided by a stream's share, the smaller, never under the old fixed 256; a number given
 is kept."""
 
@@ -8,9 +8,9 @@ import resource
 
 import pytest
 
-from responses_bridge import config_pools
-from responses_bridge.config import Settings
-from responses_bridge.config_pools import STREAM_MEMORY_BYTES, STREAMS_FLOOR, stream_capacity
+from responses_bridge.config import pools as config_pools
+from responses_bridge.config.pools import STREAM_MEMORY_BYTES, STREAMS_FLOOR, stream_capacity
+from responses_bridge.config.settings import Settings
 
 
 def _soft_limit(monkeypatch: pytest.MonkeyPatch, soft: int) -> None:

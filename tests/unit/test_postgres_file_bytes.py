@@ -12,9 +12,9 @@ import pytest
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.files.files import FileService
 from responses_bridge.store.postgres import PostgresDatabase
-from responses_bridge.store.postgres import file_bytes as pg_bytes
-from responses_bridge.store.postgres.file_bytes import PostgresFileBytes
-from responses_bridge.store.postgres.files import PostgresFileStore
+from responses_bridge.store.postgres.files import file_bytes as pg_bytes
+from responses_bridge.store.postgres.files.file_bytes import PostgresFileBytes
+from responses_bridge.store.postgres.files.files import PostgresFileStore
 from tests.unit.store_kinds import postgres_database
 
 ROW = 1000  # small rows, so a few kilobytes span several

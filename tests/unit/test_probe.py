@@ -15,7 +15,7 @@ import orjson
 import pytest
 import yaml
 
-from responses_bridge.devtools import fake_server
+from responses_bridge.demo import fake_server
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.responses.profiles import options_for
 from responses_bridge.probe import cache as probe_cache

@@ -1,4 +1,4 @@
-"""``descendants`` (devtools/checkout/process_memory.py), which the memory benches and samplers read a server's
+"""``descendants`` (tools/process_memory.py), which the memory benches and samplers read a server's
 workers from: the children files it walks find what a scan of every process finds, a child started from another
 thread of its parent included (each thread's file lists only the children that thread started)."""
 
@@ -9,7 +9,7 @@ import sys
 import textwrap
 import time
 
-from responses_bridge.devtools.checkout.process_memory import _descendants_by_scan, descendants
+from tools.process_memory import _descendants_by_scan, descendants
 
 # a parent whose second child is started from a thread of its own, which stays (a thread's children go to another
 # thread of the process when it ends), and whose first child has a child of its own

@@ -12,8 +12,8 @@ import aiohttp
 import orjson
 import pytest
 
-from responses_bridge.config import Settings
-from responses_bridge.devtools import fake_server
+from responses_bridge.config.settings import Settings
+from responses_bridge.demo import fake_server
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.responses.profiles import PROFILES, SWITCHES, ProfileSwitches, options_for
 from responses_bridge.engine.responses.request_translation import build_chat_request

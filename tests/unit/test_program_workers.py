@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from responses_bridge.engine.tools.programs import program_signer
-from responses_bridge.preemption import was_taken_back
+from responses_bridge.fairness.preemption import was_taken_back
 from responses_bridge.run.programs.host import ProgramBounds, ProgramHost
 from responses_bridge.run.programs.isolate import Limits, ProgramRun
 from responses_bridge.run.programs.pool import RunHandle, WorkerPool
@@ -157,7 +157,7 @@ async def test_the_programs_holding_a_slot_and_waiting_for_one_are_gauged() -> N
 async def test_one_tenants_queue_never_holds_anothers_program_past_one_time_bound() -> None:
     """Eight endless programs of one tenant that may hold both slots: the other tenant's one-line program takes the
     first slot freed (one time bound), not a place behind the queue (four time bounds): a freed slot goes to the
-    waiting tenant served least (fair_share.py); the hog's programs end by their time bound, none taken back."""
+    waiting tenant served least (fairness/share.py); the hog's programs end by their time bound, none taken back."""
     host = ProgramHost(SIGN, ProgramBounds(slots=2, slot_wait=60, timeout=2.0), share=lambda tenant: 2)
     try:
         await host.run("warm", "return 1", [], [], seed=1, clock_ms=0)  # a worker started before the clock runs

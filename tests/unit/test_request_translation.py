@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from responses_bridge.devtools import fake_upstream
+from responses_bridge.demo import fake_upstream
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.responses.request_translation import build_chat_request
 from responses_bridge.protocol.errors import APIError

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from responses_bridge.config import Settings
+from responses_bridge.config.settings import Settings
+from responses_bridge.config.tenants import TenantPolicy
 from responses_bridge.services.responses.retention import DAY, RetentionService
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import DEFAULT_TENANT
 from responses_bridge.store.records import ResponseFilter
 from responses_bridge.store.sqlite.conversations import SQLiteConversationStore
 from responses_bridge.store.sqlite.events import SQLiteEventLog
-from responses_bridge.tenants import TenantPolicy
 
 NOW = int(time.time())  # conversations' last activity is stamped with the real clock
 SHORT, MONTH = "short-lived", "a-month"

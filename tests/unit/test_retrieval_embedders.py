@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from responses_bridge.config import Settings
-from responses_bridge.devtools import fake_embeddings, fake_server
+from responses_bridge.config.settings import Settings
+from responses_bridge.demo import fake_embeddings, fake_server
 from responses_bridge.services.files.retrieval.embedders import (
     EmbeddingError,
     LocalStaticEmbedder,

@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import ChunkIndex, VectorStoreStore
 from responses_bridge.store.postgres import PostgresDatabase
-from responses_bridge.store.postgres import chunks as pg_chunks
-from responses_bridge.store.postgres.chunks import PostgresChunkIndex
-from responses_bridge.store.postgres.vector_stores import PostgresVectorStoreStore
+from responses_bridge.store.postgres.files import chunks as pg_chunks
+from responses_bridge.store.postgres.files.chunks import PostgresChunkIndex
+from responses_bridge.store.postgres.files.vector_stores import PostgresVectorStoreStore
 from responses_bridge.store.records import DimensionMismatch, IndexedFile, StoredVectorStore
-from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
-from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore
+from responses_bridge.store.sqlite.files.chunks import SQLiteChunkIndex
+from responses_bridge.store.sqlite.files.vector_stores import SQLiteVectorStoreStore
 from tests.unit.store_kinds import KINDS, postgres_database
 
 T = "tenant-a"
@@ -217,7 +217,7 @@ async def test_own_changes_patch_the_vector_copy_without_reading_the_store(sqlit
 async def test_vector_copies_beyond_the_bound_are_dropped_least_recent_first(
         sqlite_index: SQLiteChunkIndex, monkeypatch: pytest.MonkeyPatch) -> None:
     index = sqlite_index
-    from responses_bridge.store.sqlite import chunks
+    from responses_bridge.store.sqlite.files import chunks
 
     vectors = unit_rows(30, seed=4)
     for store in ("vs_1", "vs_2", "vs_3"):

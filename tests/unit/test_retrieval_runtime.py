@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from responses_bridge.config import Settings
-from responses_bridge.devtools import fake_server
-from responses_bridge.devtools.checkout.retrieval_bench import new_store
+from responses_bridge.config.settings import Settings
+from responses_bridge.demo import fake_server
 from responses_bridge.protocol.files.search_options import SearchOptions
 from responses_bridge.serve import open_runtime
 from responses_bridge.services.files.retrieval.embedders import LocalStaticEmbedder, UpstreamEmbedder
 from responses_bridge.services.files.retrieval.search import search
 from responses_bridge.store.base import DEFAULT_TENANT
-from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
-from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore
+from responses_bridge.store.sqlite.files.chunks import SQLiteChunkIndex
+from responses_bridge.store.sqlite.files.vector_stores import SQLiteVectorStoreStore
+from tools.bench.retrieval import new_store
 
 TEXTS = ["The lighthouse keeper trims the lamp at dusk.", "Sourdough needs a starter fed with flour and water."]
 

@@ -14,13 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from responses_bridge.devtools.checkout.retrieval_bench import (
-    RANKINGS,
-    index_sections,
-    labelled_sections,
-    new_store,
-    quality,
-)
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.files.filters import Comparison
 from responses_bridge.protocol.files.search_options import SearchOptions, parse_search_options
@@ -34,8 +27,15 @@ from responses_bridge.services.files.retrieval.search import (
 )
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import DEFAULT_TENANT
-from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
-from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore
+from responses_bridge.store.sqlite.files.chunks import SQLiteChunkIndex
+from responses_bridge.store.sqlite.files.vector_stores import SQLiteVectorStoreStore
+from tools.bench.retrieval import (
+    RANKINGS,
+    index_sections,
+    labelled_sections,
+    new_store,
+    quality,
+)
 
 
 class WordEmbedder:

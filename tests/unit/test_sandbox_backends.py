@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from responses_bridge.config import Settings
+from responses_bridge.config.settings import Settings
 from responses_bridge.sandbox import SandboxLimits, SandboxUnavailable
 from responses_bridge.sandbox.agent_sandbox import MISSING_EXTRA
 from responses_bridge.sandbox.agent_sandbox.settings import parse_pools

@@ -18,10 +18,10 @@ from textwrap import dedent
 import pytest
 
 from responses_bridge.sandbox import Sandbox, SandboxLimits, SandboxUnavailable
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
-from responses_bridge.sandbox.egress import EgressLimits, EgressSettings
-from responses_bridge.sandbox.egress_policy import EgressRules, parse_policy
+from responses_bridge.sandbox.egress.policy import EgressRules, parse_policy
+from responses_bridge.sandbox.egress.proxy import EgressLimits, EgressSettings
 from responses_bridge.sandbox.result import SandboxResult
 from responses_bridge.sandbox.runner import Prepare
 from responses_bridge.sandbox.shell import CommandOutput, ShellJob, run_shell
@@ -31,7 +31,7 @@ from responses_bridge.services.containers.skill_cache import PREFIX as CACHE_PRE
 from responses_bridge.services.containers.skill_cache import SkillCache
 from responses_bridge.services.containers.skills import keep_blob
 from responses_bridge.store.base_skills import ContainerSkill
-from responses_bridge.store.sqlite.file_bytes import DiskFileBytes
+from responses_bridge.store.sqlite.files.file_bytes import DiskFileBytes
 
 MIB = 1 << 20
 SANDBOX_MISSING = check_bubblewrap()[1]

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from responses_bridge.config import Settings
-from responses_bridge.sandbox.delegation import become, parse_user
+from responses_bridge.config.settings import Settings
+from responses_bridge.sandbox.cgroups.delegation import become, parse_user
 
 
 def test_a_uid_and_its_gid() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from responses_bridge.sandbox import Sandbox, SandboxLimits
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from responses_bridge.sandbox.identity import NOBODY, SandboxIdentity
 

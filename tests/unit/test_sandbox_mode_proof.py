@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from responses_bridge.sandbox import Sandbox, SandboxLimits
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 
 SANDBOX_MISSING = check_bubblewrap()[1]
@@ -148,7 +148,7 @@ async def test_the_code_interpreters_description_tells_the_model_what_this_sandb
 
 def _parent_for_the_note() -> CgroupParent:
     """A parent that is never used to make a cgroup: only the mode it gives matters here."""
-    from responses_bridge.sandbox.cgroups import Hierarchy
+    from responses_bridge.sandbox.cgroups.per_call import Hierarchy
 
     return CgroupParent(Hierarchy("v2", Path("/nonexistent"), "memory"), None)
 
@@ -158,7 +158,7 @@ def test_the_sweep_leaves_the_cgroups_another_pid_namespace_named() -> None:
     """Bridges in PID namespaces of their own share a cgroup parent, and their pids repeat (each is often PID 1 or
     2): a start's sweep removed another bridge's call cgroup carrying its own pid, between its making and its
     joining ("cannot create …/cgroup.procs: Directory nonexistent")."""
-    from responses_bridge.sandbox import cgroups
+    from responses_bridge.sandbox.cgroups import per_call as cgroups
 
     assert PARENT is not None
     theirs = PARENT.create(f"run-{os.getpid()}-1-ns1", processes=8, memory_bytes=64 << 20)  # this pid, elsewhere
@@ -186,7 +186,7 @@ def _cpu_quota(paths: list[Path]) -> tuple[int, int] | None:
 def test_a_call_asking_for_a_cpu_bound_gets_the_quota_and_others_none() -> None:
     """A long-lived call (the desktop) bounds its cores by its cgroup's CPU quota; a code call keeps its slot as its
     only CPU bound, with no cpu cgroup made for it; both are removed whole, the sweep taking the cpu one too."""
-    from responses_bridge.sandbox import cgroups
+    from responses_bridge.sandbox.cgroups import per_call as cgroups
 
     assert PARENT is not None
     if PARENT.cpu is None and not os.environ.get("CI"):

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from responses_bridge.sandbox import Sandbox, SandboxLimits, SandboxUnavailable
-from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.cgroups.per_call import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from responses_bridge.sandbox.result import SandboxResult
 from responses_bridge.sandbox.shell import CommandOutput, RecordReader, ShellJob, read_records, run_shell

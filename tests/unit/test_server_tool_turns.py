@@ -16,7 +16,7 @@ import orjson
 import pytest
 from pydantic import TypeAdapter
 
-from responses_bridge.devtools import fake_upstream
+from responses_bridge.demo import fake_upstream
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.responses.output_builder import OutputBuilder, completion_as_chunk
 from responses_bridge.engine.responses.request_translation import (

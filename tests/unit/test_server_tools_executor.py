@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
-from responses_bridge.devtools import fake_upstream
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.demo import fake_upstream
+from responses_bridge.demo.procs import free_port
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.responses.output_builder import OutputBuilder
 from responses_bridge.engine.responses.request_translation import build_chat_request, plan_request_tools
@@ -593,7 +593,7 @@ def services_of(settings: Any) -> ServerToolServices:
 
 
 async def test_services_from_settings_serve_web_search_only_with_a_provider() -> None:
-    from responses_bridge.config import Settings
+    from responses_bridge.config.settings import Settings
 
     plain = services_of(Settings(mcp_allowed_hosts="10.0.0.0/8"))
     assert plain.search is None and plain.mcp.limits.allowed_hosts == "10.0.0.0/8"

@@ -1,4 +1,4 @@
-"""A session turn's multi-agent tree told as the Agents API's subagents (services/agents/subagent_tree.py): the real
+"""A session turn's multi-agent tree told as the Agents API's subagents (services/agents/subagents/tree.py): the real
 tree (run/multi_agent.py) acts on the root's calls, its output items go through the session's translation as the
 root's stream carries them, and every event comes out as one of the SDK's ``AgentSessionEvent`` union, strictly."""
 
@@ -13,8 +13,8 @@ import pytest
 from responses_bridge.engine.tools.multi_agent import agent_message_item, agent_of, call_output_item
 from responses_bridge.protocol.tools.multi_agent import MultiAgentConfig
 from responses_bridge.run.multi_agent import AgentTree, KeptSubagent, SubagentAnswer
-from responses_bridge.services.agents.subagent_contexts import context_of
-from responses_bridge.services.agents.subagent_tree import SubagentTree
+from responses_bridge.services.agents.subagents.contexts import context_of
+from responses_bridge.services.agents.subagents.tree import SubagentTree
 from tests.integration.test_agents_api import _EVENTS, strict
 
 SESSION = {"id": "sess_1", "agent": {"id": "agent_1", "model": "fake-model", "reasoning": {"effort": "low"}},

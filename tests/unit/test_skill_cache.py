@@ -22,7 +22,7 @@ from responses_bridge.services.containers.skill_cache import PREFIX, SkillCache
 from responses_bridge.services.containers.skills import keep_blob
 from responses_bridge.services.files.files import new_file_id
 from responses_bridge.store.base_skills import ContainerSkill
-from responses_bridge.store.sqlite.file_bytes import DiskFileBytes
+from responses_bridge.store.sqlite.files.file_bytes import DiskFileBytes
 from tests.unit.test_sandbox import needs_sandbox
 
 

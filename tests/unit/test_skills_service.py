@@ -23,13 +23,13 @@ from responses_bridge.services.containers.containers import ContainerService
 from responses_bridge.services.containers.skill_bundle import SkillBundle, read_zip
 from responses_bridge.services.containers.skills import SkillService
 from responses_bridge.services.files.files import FileService
-from responses_bridge.store.postgres.containers import PostgresContainerStore
-from responses_bridge.store.postgres.file_bytes import PostgresFileBytes
-from responses_bridge.store.postgres.files import PostgresFileStore
-from responses_bridge.store.postgres.skills import PostgresSkillStore
-from responses_bridge.store.sqlite.containers import SQLiteContainerStore
-from responses_bridge.store.sqlite.files import SQLiteFileStore
-from responses_bridge.store.sqlite.skills import SQLiteSkillStore
+from responses_bridge.store.postgres.containers.containers import PostgresContainerStore
+from responses_bridge.store.postgres.containers.skills import PostgresSkillStore
+from responses_bridge.store.postgres.files.file_bytes import PostgresFileBytes
+from responses_bridge.store.postgres.files.files import PostgresFileStore
+from responses_bridge.store.sqlite.containers.containers import SQLiteContainerStore
+from responses_bridge.store.sqlite.containers.skills import SQLiteSkillStore
+from responses_bridge.store.sqlite.files.files import SQLiteFileStore
 from tests.support.blobs import read_all
 from tests.unit.store_kinds import KINDS, postgres_database, sqlite_database
 

@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 
 from responses_bridge.adapters.http.app import create_app
-from responses_bridge.config import Settings
-from responses_bridge.devtools.procs import free_port
+from responses_bridge.config.settings import Settings
+from responses_bridge.demo.procs import free_port
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.runtime import Runtime

@@ -1,4 +1,4 @@
-"""The one replacer of byte sequences across a stream's cuts (stream_replace.py): however the pieces are cut, the
+"""The one replacer of byte sequences across a stream's cuts (net/stream_replace.py): however the pieces are cut, the
 output is what replacing in the whole would give; what is held back is at most a proper beginning of a sequence
 (none when the stream ends in anything else); a sequence inside another is written over whole; and a stream made to
 look like beginnings everywhere is held, not checked byte by byte."""
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from responses_bridge import stream_replace
-from responses_bridge.stream_replace import EXACT_CHECKS, LEAD, Sequences, StreamReplace
+from responses_bridge.net import stream_replace
+from responses_bridge.net.stream_replace import EXACT_CHECKS, LEAD, Sequences, StreamReplace
 
 
 def _whole(pairs: dict[bytes, bytes], data: bytes) -> bytes:

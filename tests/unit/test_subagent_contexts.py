@@ -1,4 +1,4 @@
-"""A session's kept subagents (services/agents/subagent_contexts.py) on SQLite and PostgreSQL: the newest closed
+"""A session's kept subagents (services/agents/subagents/contexts.py) on SQLite and PostgreSQL: the newest closed
 subagent of each name keeps its context, at most MAX_KEPT of them, each context its newest items within
 MAX_CONTEXT_BYTES starting at a task; an older one's context is dropped from its record; another tenant's, and
 another session's, are never offered."""
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from responses_bridge.services.agents.subagent_contexts import (
+from responses_bridge.services.agents.subagents.contexts import (
     MAX_CONTEXT_BYTES,
     MAX_KEPT,
     bounded,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from responses_bridge.devtools import fake_upstream
+from responses_bridge.demo import fake_upstream
 from responses_bridge.engine.responses.request_translation import build_chat_request
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.server_tools import ServerToolRun, ServerTools, ServerToolServices
@@ -23,9 +23,9 @@ from responses_bridge.services.files.files import FileService
 from responses_bridge.services.files.retrieval.embedders import LocalStaticEmbedder
 from responses_bridge.services.files.vector_stores import VectorStoreService
 from responses_bridge.store import SQLiteResponseStore
-from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
-from responses_bridge.store.sqlite.files import SQLiteFileStore
-from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore
+from responses_bridge.store.sqlite.files.chunks import SQLiteChunkIndex
+from responses_bridge.store.sqlite.files.files import SQLiteFileStore
+from responses_bridge.store.sqlite.files.vector_stores import SQLiteVectorStoreStore
 from tests.unit.test_server_tool_turns import end, text, tool
 from tests.unit.test_server_tools_executor import OPTIONS, Loop, item
 

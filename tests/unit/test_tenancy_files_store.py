@@ -18,9 +18,9 @@ import pytest
 from responses_bridge.store import MIGRATIONS, SQLiteResponseStore, migrate
 from responses_bridge.store.base import DEFAULT_TENANT, ChunkIndex, FileStore, VectorStoreStore
 from responses_bridge.store.postgres import PostgresDatabase
-from responses_bridge.store.postgres.chunks import PostgresChunkIndex
-from responses_bridge.store.postgres.files import PostgresFileStore
-from responses_bridge.store.postgres.vector_stores import PostgresVectorStoreStore
+from responses_bridge.store.postgres.files.chunks import PostgresChunkIndex
+from responses_bridge.store.postgres.files.files import PostgresFileStore
+from responses_bridge.store.postgres.files.vector_stores import PostgresVectorStoreStore
 from responses_bridge.store.records import (
     FileCounts,
     InvalidCursor,
@@ -31,9 +31,9 @@ from responses_bridge.store.records import (
     UnknownCursor,
     UnknownFile,
 )
-from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
-from responses_bridge.store.sqlite.files import SQLiteFileStore
-from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore
+from responses_bridge.store.sqlite.files.chunks import SQLiteChunkIndex
+from responses_bridge.store.sqlite.files.files import SQLiteFileStore
+from responses_bridge.store.sqlite.files.vector_stores import SQLiteVectorStoreStore
 from tests.unit.store_kinds import KINDS, postgres_database, postgres_database_url
 
 A, B = "tenant-a", "tenant-b"

@@ -120,7 +120,7 @@ def test_malformed_namespace_tools_are_400(tool: dict[str, Any], param: str) -> 
 
 
 def test_fake_upstream_scripts_exact_tool_arguments() -> None:
-    from responses_bridge.devtools import fake_upstream
+    from responses_bridge.demo import fake_upstream
 
     directives, text = fake_upstream.parse_directives('Please call exec_command [args={"cmd": "echo hi > f"}]')
     assert directives.args == '{"cmd":"echo hi > f"}' and text == "Please call exec_command"

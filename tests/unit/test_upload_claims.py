@@ -21,11 +21,11 @@ from responses_bridge.services.files.uploads import UPLOAD_SECONDS, UploadServic
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base_uploads import PART_BLOCK, CompletionClaim
 from responses_bridge.store.postgres import PostgresDatabase
-from responses_bridge.store.postgres.file_bytes import PostgresFileBytes
-from responses_bridge.store.postgres.files import PostgresFileStore
-from responses_bridge.store.postgres.uploads import PostgresUploadStore
-from responses_bridge.store.sqlite.files import SQLiteFileStore
-from responses_bridge.store.sqlite.uploads import SQLiteUploadStore
+from responses_bridge.store.postgres.files.file_bytes import PostgresFileBytes
+from responses_bridge.store.postgres.files.files import PostgresFileStore
+from responses_bridge.store.postgres.files.uploads import PostgresUploadStore
+from responses_bridge.store.sqlite.files.files import SQLiteFileStore
+from responses_bridge.store.sqlite.files.uploads import SQLiteUploadStore
 from tests.unit.store_kinds import KINDS, postgres_database_url
 from tests.unit.test_uploads_service import A, Clock, blob_names, content, declared, send_part, used
 

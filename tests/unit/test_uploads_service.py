@@ -20,11 +20,11 @@ from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.files.files import FileService, new_file_id
 from responses_bridge.services.files.uploads import FORGET_SECONDS, UPLOAD_SECONDS, UploadService
 from responses_bridge.store.base_uploads import PART_BLOCK
-from responses_bridge.store.postgres.file_bytes import PostgresFileBytes
-from responses_bridge.store.postgres.files import PostgresFileStore
-from responses_bridge.store.postgres.uploads import PostgresUploadStore
-from responses_bridge.store.sqlite.files import SQLiteFileStore
-from responses_bridge.store.sqlite.uploads import SQLiteUploadStore
+from responses_bridge.store.postgres.files.file_bytes import PostgresFileBytes
+from responses_bridge.store.postgres.files.files import PostgresFileStore
+from responses_bridge.store.postgres.files.uploads import PostgresUploadStore
+from responses_bridge.store.sqlite.files.files import SQLiteFileStore
+from responses_bridge.store.sqlite.files.uploads import SQLiteUploadStore
 from tests.support.blobs import read_all
 from tests.unit.store_kinds import KINDS, postgres_database, sqlite_database
 

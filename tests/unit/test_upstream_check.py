@@ -10,10 +10,15 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from responses_bridge.config import load_settings
-from responses_bridge.devtools import fake_server
-from responses_bridge.devtools.procs import free_port
-from responses_bridge.upstream_check import UpstreamEntry, check_upstream, check_upstreams, configured_upstreams
+from responses_bridge.commands.upstream_check import (
+    UpstreamEntry,
+    check_upstream,
+    check_upstreams,
+    configured_upstreams,
+)
+from responses_bridge.config.settings import load_settings
+from responses_bridge.demo import fake_server
+from responses_bridge.demo.procs import free_port
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from responses_bridge.adapters.upstream_client import AiohttpUpstreamClient
-from responses_bridge.config import Settings
+from responses_bridge.config.settings import Settings
 from responses_bridge.engine.wire import UpstreamRequest
 from responses_bridge.run.upstream import UpstreamFailure
 

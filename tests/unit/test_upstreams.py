@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from responses_bridge.config import Settings, SettingsError, load_settings
+from responses_bridge.config.settings import Settings, SettingsError, load_settings
+from responses_bridge.config.upstreams import ModelRoute, Router, UpstreamSpec, unrouted
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.upstreams import ModelRoute, Router, UpstreamSpec, unrouted
 
 ISSUE_EXAMPLE = {
     "upstreams": [{"name": "local", "url": "http://127.0.0.1:8000/v1", "mode": "translate", "profile": "vllm",

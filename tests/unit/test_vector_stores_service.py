@@ -16,8 +16,8 @@ from responses_bridge.protocol.files.search_options import SearchOptions
 from responses_bridge.services.files.retrieval.embedders import Embedder, LocalStaticEmbedder
 from responses_bridge.services.files.vector_stores import VectorStoreService
 from responses_bridge.store import SQLiteResponseStore
-from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
-from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore
+from responses_bridge.store.sqlite.files.chunks import SQLiteChunkIndex
+from responses_bridge.store.sqlite.files.vector_stores import SQLiteVectorStoreStore
 from tests.support.memory import reset_peak, status_kb
 from tests.unit.vector_store_doubles import HashEmbedder, StoredFiles
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import FileStore, VectorStoreStore
-from responses_bridge.store.postgres.files import PostgresFileStore
-from responses_bridge.store.postgres.vector_stores import PostgresVectorStoreStore
+from responses_bridge.store.postgres.files.files import PostgresFileStore
+from responses_bridge.store.postgres.files.vector_stores import PostgresVectorStoreStore
 from responses_bridge.store.records import (
     FileCounts,
     InvalidCursor,
@@ -23,8 +23,8 @@ from responses_bridge.store.records import (
     StoredFile,
     StoredVectorStore,
 )
-from responses_bridge.store.sqlite.files import SQLiteFileStore
-from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore
+from responses_bridge.store.sqlite.files.files import SQLiteFileStore
+from responses_bridge.store.sqlite.files.vector_stores import SQLiteVectorStoreStore
 from tests.unit.store_kinds import KINDS, postgres_database
 
 CHUNKING = {"type": "static", "static": {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 400}}

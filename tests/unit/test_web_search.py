@@ -8,7 +8,7 @@ import pytest
 import structlog
 from pydantic import ValidationError
 
-from responses_bridge.config import Settings
+from responses_bridge.config.settings import Settings
 from responses_bridge.run.tools.web_search import (
     CONTEXT_BUDGETS,
     SearchProvider,

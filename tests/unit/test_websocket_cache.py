@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from responses_bridge.adapters.http.websocket import CACHE_SIZE, ConnectionStore
+from responses_bridge.adapters.http.websocket.connection import CACHE_SIZE, ConnectionStore
 
 
 def _store(cache: OrderedDict[str, list[dict]], max_items: int) -> ConnectionStore:

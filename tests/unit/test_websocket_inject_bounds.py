@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from responses_bridge.adapters.http.websocket_inject import WAITING_MEMORY, Injections
-from responses_bridge.adapters.http.websocket_steering import Steering, Target
+from responses_bridge.adapters.http.websocket.inject import WAITING_MEMORY, Injections
+from responses_bridge.adapters.http.websocket.steering import Steering, Target
 from responses_bridge.protocol.errors import APIError
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from responses_bridge.adapters.http.websocket_lanes import Lanes
+from responses_bridge.adapters.http.websocket.lanes import Lanes
 
 
 async def settle() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from responses_bridge.adapters.http.websocket_steering import Steering
+from responses_bridge.adapters.http.websocket.steering import Steering
 
 
 class Sent:

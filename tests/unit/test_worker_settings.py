@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from responses_bridge import workers
-from responses_bridge.config import Settings
+from responses_bridge.config.settings import Settings
 from responses_bridge.envoy_config import bootstrap_dict
+from responses_bridge.process import workers
+from responses_bridge.process.workers import WorkerSlot, worker_count
 from responses_bridge.serve import extproc_listen, workers_problem
-from responses_bridge.workers import WorkerSlot, worker_count
 
 
 def test_a_count_is_a_positive_number_or_auto() -> None:

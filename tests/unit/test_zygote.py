@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from responses_bridge.devtools.procs import free_port, wait_http
+from responses_bridge.demo.procs import free_port, wait_http
 from tests.support import zygote
 from tests.support.mcp_server import MCPTestServer
 

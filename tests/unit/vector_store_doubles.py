@@ -14,7 +14,7 @@ import numpy
 
 from responses_bridge.services.files.files import FileService
 from responses_bridge.store import SQLiteResponseStore
-from responses_bridge.store.sqlite.files import SQLiteFileStore
+from responses_bridge.store.sqlite.files.files import SQLiteFileStore
 
 
 class HashEmbedder:

@@ -19,17 +19,17 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from ..bounded_body import BodyTooLarge, read_bounded
-from ..config import Settings
+from ..config.settings import Settings
+from ..config.upstreams import SINGLE_UPSTREAM, Router
 from ..engine.responses.native_relay import NATIVE_PATH
 from ..engine.wire import UpstreamRequest
-from ..net_errors import connection_reason
+from ..net.bounded_body import BodyTooLarge, read_bounded
+from ..net.errors import connection_reason
 from ..observability import metrics, tracing
 from ..observability.logs import noted_mode
 from ..protocol.errors import APIError
 from ..run.upstream import UpstreamFailure, UpstreamResponse
 from ..services.tenancy.identity import sidecar_headers
-from ..upstreams import SINGLE_UPSTREAM, Router
 
 ROUTE_HEADER = "x-responses-bridge-upstream"
 """Names the upstream on the sidecar's own calls through Envoy's listener (``upstream_via``): with several upstreams

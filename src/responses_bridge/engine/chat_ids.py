@@ -5,7 +5,7 @@ stored completions keyed by the upstream's id overwrite each other. The bridge k
 the client must see that id to read the completion back; so the id is swapped in the bytes on their way, nothing
 else touched: every ``"id":"<upstream's>"`` (with or without a space after the colon, as JSON encoders write
 it) becomes ``"id":"<bridge's>"``. Inside a JSON string such a sequence is escaped (``\\"id\\"``), so only the
-completion's own ``id`` fields match. A match split across two pieces is found as any is (stream_replace.py).
+completion's own ``id`` fields match. A match split across two pieces is found as any is (net/stream_replace.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 
 import orjson
 
-from ..stream_replace import StreamReplace
+from ..net.stream_replace import StreamReplace
 
 
 def chat_completion_id() -> str:

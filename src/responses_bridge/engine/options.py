@@ -60,6 +60,6 @@ class EngineOptions:
     # Screenshots of computer calls shown to the model, the newest; older ones become a one-line note
     # (engine/tools/computer.py; RESPONSES_BRIDGE_DESKTOP_SCREENSHOTS_KEPT). None: every one.
     screenshots_kept: int | None = 3
-    # The model name sent upstream when the deployment renames it (a route's ``upstream_model``, upstreams.py);
+    # The model name sent upstream when the deployment renames it (a route's ``upstream_model``, config/upstreams.py);
     # None: the client's own. The response still names the client's model.
     upstream_model: str | None = None

@@ -15,7 +15,7 @@ from .names import _TYPE, MAX_DOWNSTREAM_CONNECTIONS, REQUESTS_PER_WORKER, Upstr
 from .timeouts import EnvoyTimeouts
 
 if TYPE_CHECKING:
-    from ..upstreams import UpstreamSpec
+    from ..config.upstreams import UpstreamSpec
 
 
 def render_bootstrap(*, listen_port: int, extproc_port: int, http_port: int, upstream: str,

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import field_default
-from ..config_endpoints import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT
+from ..config.endpoints import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT
+from ..config.settings import field_default
 from .bootstrap import bootstrap_dict, render_bootstrap, to_yaml
 from .envoy_gateway import envoy_gateway_objects
 from .filters import Auth, JwtExample
@@ -136,8 +136,8 @@ def render(target: str, options: dict[str, Any], placement: Placement) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..config import load_settings
-    from ..workers import worker_count
+    from ..config.settings import load_settings
+    from ..process.workers import worker_count
 
     # the settings `serve` starts with (flags > environment > file > defaults): the same upstreams and ports; a
     # mistake in them is the one line cli.main prints

@@ -23,7 +23,7 @@ from .routes import _host_rewrite, _route_config
 from .timeouts import EnvoyTimeouts, duration
 
 if TYPE_CHECKING:
-    from ..upstreams import UpstreamSpec
+    from ..config.upstreams import UpstreamSpec
 
 
 def _loopback_like(listen_address: str) -> str:

@@ -137,7 +137,7 @@ class UpstreamURL:
     @property
     def authority(self) -> str:
         """``host[:port]`` for the Host header: the port as the URL writes it (a default one only when written, as
-        the Kubernetes overlays derive it from the URL's text: devtools/checkout/upstream_replacements.py)."""
+        the Kubernetes overlays derive it from the URL's text: tools/docs/upstream_replacements.py)."""
         default = 443 if self.tls else 80
         host = f"[{self.host}]" if ":" in self.host else self.host
         return host if self.port == default and not self.port_written else f"{host}:{self.port}"
@@ -190,7 +190,7 @@ UNSUPPORTED_ENCODING_STATUS = 415
 
 
 def upstream_cluster(name: str) -> str:
-    """The Envoy cluster of a configured upstream (upstreams.py): its stats are ``cluster.upstream_<name>.*``."""
+    """The Envoy cluster of a configured upstream (config/upstreams.py): its stats are ``cluster.upstream_<name>.*``."""
     return f"upstream_{name}"
 
 

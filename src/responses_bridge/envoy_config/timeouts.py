@@ -1,4 +1,4 @@
-"""The timeouts a rendered bootstrap sets, as settings (``envoy_*`` in config.py, flags of ``envoy-config``).
+"""The timeouts a rendered bootstrap sets, as settings (``envoy_*`` in config/settings.py, flags of ``envoy-config``).
 
 Each one decides when Envoy, not the bridge, ends a request, so each is a setting with a documented default, and
 Envoy's answer when one fires names it (local_replies.py): a client cut by a timeout is told which one and what
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..config.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -303,9 +303,10 @@ def sandbox_run(outcome: str, seconds: float | None, *, job: str = "python") -> 
         SANDBOX_SECONDS.labels(job).observe(seconds)
 
 
-# The egress proxy of sandbox calls under an allowlist policy (sandbox/egress.py): each connection by the allowlist
-# entry that let it through (``(none)`` when refused before one matched) and its outcome, and the bytes it carried.
-# Entries come from requests, so at most EGRESS_DOMAIN_LABELS distinct ones are labelled; later ones are ``(other)``.
+# The egress proxy of sandbox calls under an allowlist policy (sandbox/egress/proxy.py): each connection by the
+# allowlist entry that let it through (``(none)`` when refused before one matched) and its outcome, and the bytes it
+# carried. Entries come from requests, so at most EGRESS_DOMAIN_LABELS distinct ones are labelled; later ones are
+# ``(other)``.
 EGRESS_CONNECTIONS = Counter("responses_bridge_egress_connections_total",
                              "Sandbox egress proxy connections, by allowlist entry and outcome (ok, denied_domain, "
                              "denied_address, bad_request, connection_limit, tenant_connection_limit, "

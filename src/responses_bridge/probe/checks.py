@@ -21,7 +21,7 @@ import aiohttp
 import orjson
 
 from ..engine.sse import DONE
-from ..net_errors import connection_error
+from ..net.errors import connection_error
 from . import DEFAULT_TIMEOUT
 
 PROBE_PROMPT = "Reply with the single word OK."

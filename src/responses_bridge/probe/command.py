@@ -34,8 +34,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def checked_url(text: str) -> str:
     """The URL argument as an upstream's base URL; a mistake in it (no scheme) is the one line cli.main prints."""
-    from ..config import SettingsError
-    from ..upstreams import base_url
+    from ..config.settings import SettingsError
+    from ..config.upstreams import base_url
 
     try:
         return base_url(text)
@@ -44,7 +44,7 @@ def checked_url(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import SettingsError, load_settings
+    from ..config.settings import SettingsError, load_settings
     from . import cache as probe_cache
     from .checks import ProbeError, probe_upstream
 

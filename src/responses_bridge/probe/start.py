@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from ..upstreams import ModelRoute, Router, UpstreamSpec
+from ..config.upstreams import ModelRoute, Router, UpstreamSpec
 from . import cache as probe_cache
 from .checks import ProbeError, ProbeReport, probe_upstream
 

@@ -2,7 +2,7 @@
 ``enviroment`` (the hosted shell would become the client's own), ``network_polciy`` (egress silently off).
 
 The request is walked against the fields OpenAI defines (known_fields_table.py, generated from the openai SDK's
-request types by devtools/checkout/known_fields.py): the top level, every tool and its nested objects, ``text``,
+request types by tools/docs/known_fields.py): the top level, every tool and its nested objects, ``text``,
 ``reasoning``, ``tool_choice`` and the rest. A key the table does not know where it knows the object's keys is
 ``400 unknown_parameter`` with ``param`` the full path (``tools[0].environment.network_polciy``) and, for a near
 miss, the field meant. Objects of a ``type`` the table does not know, free JSON (``metadata``, a function's

@@ -27,8 +27,8 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from ..engine.wire import Reply, UpstreamRequest
+from ..fairness.preemption import absorb_preemption, preempted_error
 from ..observability import gen_ai, tracing
-from ..preemption import absorb_preemption, preempted_error
 from ..protocol.errors import APIError, shut_down_mid_response
 from .runs import Run
 from .upstream import UpstreamClient, UpstreamFailure
@@ -125,7 +125,7 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
     except ShutdownDeadline:
         sink.ending()
         return await run.fail(shut_down_mid_response())
-    except asyncio.CancelledError:  # the bridge took back what the run held (fair_share.py): it fails saying so
+    except asyncio.CancelledError:  # the bridge took back what the run held (fairness/share.py): it fails saying so
         why = absorb_preemption()
         if why is None:
             raise

@@ -11,7 +11,7 @@ cancelled) cancels every subagent with it (:meth:`AgentTree.close`).
 the text of its ``multi_agent_call_output``. ``interrupt_agent`` with ``close`` closes a subagent (the SDK's
 ``multi_agent_call.action`` has no close of its own) and ``followup_task`` resumes a closed one in its context; an
 Agents API session starts each response's tree with its subagents of earlier responses, closed
-(:class:`KeptSubagent`, services/agents/subagent_contexts.py). What the root's output shows of the tree goes to a
+(:class:`KeptSubagent`, services/agents/subagents/contexts.py). What the root's output shows of the tree goes to a
 :class:`TreeOutput`: the messages between agents, and each piece of a subagent's work (its own items) once, where
 ``wait_agent`` collects it — between the root's turns, never in the middle of one the root is streaming.
 """
@@ -35,8 +35,8 @@ from ..protocol.tools.multi_agent import MultiAgentConfig
 
 log = structlog.get_logger(__name__)
 
-RESUMED = "was resumed and started"  # followup_task's answer for a closed subagent (services/agents/subagent_tree.py)
-CLOSED = "was closed"  # interrupt_agent's answer with ``close`` (services/agents/subagent_tree.py)
+RESUMED = "was resumed and started"  # followup_task's answer for a closed subagent (services/agents/subagents/tree.py)
+CLOSED = "was closed"  # interrupt_agent's answer with ``close`` (services/agents/subagents/tree.py)
 
 MAX_SUBAGENTS = 64
 """Subagents one response may spawn in all: each spawn past it is refused, as its result says."""
@@ -45,7 +45,7 @@ MAX_SUBAGENTS = 64
 @dataclass(frozen=True, slots=True)
 class KeptSubagent:
     """A subagent an earlier response of the same session closed, kept with its context: a response's tree starts
-    with it closed, and ``followup_task`` resumes it in that context (services/agents/subagent_contexts.py)."""
+    with it closed, and ``followup_task`` resumes it in that context (services/agents/subagents/contexts.py)."""
 
     name: str
     context: list[dict[str, Any]]
@@ -53,7 +53,7 @@ class KeptSubagent:
 
 KEPT_SUBAGENTS: ContextVar[Sequence[KeptSubagent]] = ContextVar("kept_subagents", default=())
 """The kept subagents of the response being begun: set by the session's turn around its response's start
-(adapters/http/agents_routes.py), read once where its tree is made (run/subagents.py)."""
+(adapters/http/agents/agents_routes.py), read once where its tree is made (run/subagents.py)."""
 
 
 @dataclass(frozen=True, slots=True)

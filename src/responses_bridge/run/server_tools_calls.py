@@ -35,7 +35,7 @@ from ..engine.tools.programs import program_output_item
 from ..engine.tools.server import image_request_of
 from ..engine.tools.tools import ToolPlan
 from ..engine.tools.turn_result import TurnCall, TurnResult
-from ..memory_charge import COST_PER_TOOL_OUTPUT_BYTE, charge
+from ..fairness.memory_charge import COST_PER_TOOL_OUTPUT_BYTE, charge
 from ..observability import gen_ai, metrics, tracing
 from ..protocol.responses.request import ResponsesRequest
 from .cancellation import raise_if_cancelled
@@ -167,7 +167,7 @@ class CallRunner:
                 self.calls_made += 1
                 jobs.append((call, self._job(call)))
         results = await self._run_all(jobs)
-        # held from now to the request's end: in the output, the next turns' upstream bodies (memory_charge.py)
+        # held from now to the request's end: in the output, the next turns' upstream bodies (fairness/memory_charge.py)
         charge(sum(len(result.content) for result in results), COST_PER_TOOL_OUTPUT_BYTE)
         if len(runnable) < len(turn.calls) or self.programs.suspended:  # a program waits for client tools too
             ran = {id(call) for call in runnable}

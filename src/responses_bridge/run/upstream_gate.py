@@ -9,7 +9,7 @@ first:
   subagents' turns share them, so one response never opens more at once — the rest of its subagents wait for its
   own earlier calls to end;
 * one of the bridge's (``RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS``), given by the fair-share rule of every shared
-  pool (fair_share.py): alone a tenant may hold ``RESPONSES_BRIDGE_UPSTREAM_TENANT_CONNECTIONS`` of them (0: half
+  pool (fairness/share.py): alone a tenant may hold ``RESPONSES_BRIDGE_UPSTREAM_TENANT_CONNECTIONS`` of them (0: half
   where tenants are told apart, all of them with ``auth: none``); with all of them busy, calls wait in a bounded
   queue (:data:`QUEUE_PER_PLACE` per place) and a place given back goes to the waiting tenant served least lately.
   A call in flight is never taken back for fairness (its work would be thrown away). A call of a synchronous
@@ -33,8 +33,8 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 
 from ..engine.wire import UpstreamRequest
-from ..fair_share import Reason
-from ..fair_slots import FairSlots
+from ..fairness.share import Reason
+from ..fairness.slots import FairSlots
 from ..protocol.errors import APIError
 from .upstream import UpstreamAnswer, UpstreamClient, UpstreamFailure, UpstreamResponse
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from .data_threads import T
-from .egress_policy import NetworkPolicy
+from .egress.policy import NetworkPolicy
 from .identity import SandboxIdentity
 from .limits import SandboxLimits
 from .result import SandboxResult

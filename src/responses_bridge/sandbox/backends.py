@@ -14,7 +14,7 @@ from .limits import SandboxLimits
 
 if TYPE_CHECKING:
     from .agent_sandbox.settings import BackendConfig
-    from .egress import EgressSettings
+    from .egress.proxy import EgressSettings
 
 
 

@@ -29,8 +29,8 @@ import orjson
 import structlog
 
 from ..observability import metrics
-from . import cgroups
-from .cgroups import CgroupParent
+from .cgroups import per_call as cgroups
+from .cgroups.per_call import CgroupParent
 from .command import DATA_DIR, EgressBinding, bwrap_command
 from .data_threads import DataThreads, T
 from .identity import SandboxIdentity

@@ -3,7 +3,7 @@
 The bridge reaches a call's ``/mnt/data`` as ``/proc/self/fd/N`` (sandbox/call.py): a path that names whatever
 descriptor holds the number N at the moment it is used. A thread cannot be cancelled: when the task that started
 one (laying a container's files out, reading them back) is cancelled — its request gone, or its sandbox slot taken
-back for another tenant (fair_share.py) — the thread goes on. Were N closed meanwhile, the kernel would give the
+back for another tenant (fairness/share.py) — the thread goes on. Were N closed meanwhile, the kernel would give the
 number to the next descriptor opened, another call's ``/mnt/data`` among them, and the thread would write into, or
 read from, another tenant's files. So the threads are counted, and N is closed only once the last of them ended.
 """

@@ -37,7 +37,7 @@ the code), and the code's seccomp filter refuses ``ptrace``.
 Under an ``allowlist`` network policy the init also relays: before the fork it listens on ``127.0.0.1:<port>`` of
 the sandbox's own network namespace (so the port is the init's before any code runs, and the child closes the
 listening descriptor with all the others), and after it a thread of the init's takes each connection to the egress
-proxy's Unix socket bound into the sandbox, copying both ways (sandbox/egress.py decides what goes through). The
+proxy's Unix socket bound into the sandbox, copying both ways (sandbox/egress/proxy.py decides what goes through). The
 relay lives in the init, not in a process the code could signal or trace, and ends with it.
 
 Arguments: the address-space limit in bytes (0: none), the process limit, bytes per file (0: none), the control

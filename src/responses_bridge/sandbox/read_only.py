@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from .cgroups import process_alive
+from .cgroups.per_call import process_alive
 from .scratch import ScratchUnsafe, existing_scratch_root
 from .trees import sweep
 

@@ -35,11 +35,11 @@ import structlog
 
 from ..observability import metrics, tracing
 from .call import JobKind, SandboxCall
-from .cgroups import CgroupParent, call_name
+from .cgroups.per_call import CgroupParent, call_name
 from .command import SHM_BYTES, TMP_BYTES, EgressBinding
-from .egress import EgressProxy, EgressSettings
-from .egress_origins import OriginGate
-from .egress_policy import NetworkPolicy
+from .egress.origins import OriginGate
+from .egress.policy import NetworkPolicy
+from .egress.proxy import EgressProxy, EgressSettings
 from .identity import SandboxIdentity
 from .limits import SandboxLimits
 from .result import SandboxBusy, SandboxResult, SandboxUnavailable
@@ -151,7 +151,7 @@ class Sandbox:
         """Why calls get no cgroup here: the cgroup and the grant that fits (grants.py), or why calls in one
         failed; read once."""
         if self._no_cgroup is None:
-            from .grants import cgroup_problem
+            from .cgroups.grants import cgroup_problem
 
             self._no_cgroup = (f"calls in a cgroup failed here ({self.cgroup_failed})" if self.cgroup_failed
                                else cgroup_problem())
@@ -173,7 +173,7 @@ class Sandbox:
         a host that mounts a fresh ``/proc`` but keeps ``/proc/sys`` read-only falls back instead of refusing
         the tool, and one that passes every check and still cannot run code is refused at start, not at each call.
         Without ``prove`` the ``/proc`` is chosen by bubblewrap alone (host.py)."""
-        from .grants import cgroup_problem
+        from .cgroups.grants import cgroup_problem
         from .host import check_bubblewrap, proc_refused  # these run commands: only when wanted
 
         identity = identity or SandboxIdentity.for_process()

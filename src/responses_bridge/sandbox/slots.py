@@ -1,6 +1,6 @@
 """How many sandboxes run at once, shared fairly among tenants.
 
-A slot is given by the fair-share rule of every shared pool (fair_share.py): alone, a tenant holds at most its
+A slot is given by the fair-share rule of every shared pool (fairness/share.py): alone, a tenant holds at most its
 share of the slots (``max_sandboxes``; by default all of them where there is one tenant, else all but one); with
 every slot busy, a run waits, and a freed slot goes to the waiting tenant served least lately (slot-seconds,
 decayed), first come first served within a tenant — so a tenant with a queue of calls cannot starve one with a
@@ -12,8 +12,8 @@ A refusal says what is true of the asking tenant only: never what other tenants 
 
 from __future__ import annotations
 
-from ..fair_share import Reason
-from ..fair_slots import FairSlots
+from ..fairness.share import Reason
+from ..fairness.slots import FairSlots
 
 __all__ = ["FairSlots", "busy_note"]
 

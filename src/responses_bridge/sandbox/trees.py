@@ -286,7 +286,7 @@ def process_cache_dir(workdir: Path | str | None, prefix: str) -> Path:
     """This process's own private directory ``<prefix><pid>`` under the scratch root, emptied (a process of this
     pid before us: a restart in a namespace), after sweeping the directories of processes that are gone — the one
     place a per-process cache (unpacked skills, package trees) starts from."""
-    from .cgroups import process_alive
+    from .cgroups.per_call import process_alive
     from .scratch import private_dir, scratch_root
 
     def alive(name: str) -> bool:

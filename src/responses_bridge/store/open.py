@@ -31,21 +31,21 @@ from .base_agents import AgentStore
 from .base_skills import SkillStore
 from .base_uploads import UploadStore
 from .database_url import MISSING_EXTRA, DatabaseUnavailable, is_postgres_url
-from .sqlite.agents import SQLiteAgentStore
+from .sqlite.agents.agents import SQLiteAgentStore
 from .sqlite.api_keys import SQLiteApiKeyStore
 from .sqlite.chat_completions import SQLiteChatCompletionStore
-from .sqlite.chunks import SQLiteChunkIndex
-from .sqlite.containers import SQLiteContainerStore
+from .sqlite.containers.containers import SQLiteContainerStore
+from .sqlite.containers.skills import SQLiteSkillStore
 from .sqlite.conversations import SQLiteConversationStore
 from .sqlite.events import SQLiteEventLog
-from .sqlite.files import SQLiteFileStore
+from .sqlite.files.chunks import SQLiteChunkIndex
+from .sqlite.files.files import SQLiteFileStore
+from .sqlite.files.uploads import SQLiteUploadStore
+from .sqlite.files.vector_stores import SQLiteVectorStoreStore
 from .sqlite.idempotency import SQLiteIdempotencyStore
 from .sqlite.opening import OPEN_ERRORS, open_failure
 from .sqlite.prompts import SQLitePromptStore
 from .sqlite.responses import SQLiteResponseStore
-from .sqlite.skills import SQLiteSkillStore
-from .sqlite.uploads import SQLiteUploadStore
-from .sqlite.vector_stores import SQLiteVectorStoreStore
 
 if TYPE_CHECKING:
     from .postgres.database import PostgresDatabase
@@ -123,22 +123,22 @@ async def _open_postgres(database_url: str) -> StoreSet:
     """The PostgreSQL stores, imported only here: a SQLite deployment loads no driver, and one without the
     ``postgres`` extra fails the start with the one line that names it."""
     try:
-        from .postgres.agents import PostgresAgentStore
+        from .postgres.agents.agents import PostgresAgentStore
         from .postgres.api_keys import PostgresApiKeyStore
         from .postgres.chat_completions import PostgresChatCompletionStore
-        from .postgres.chunks import PostgresChunkIndex
-        from .postgres.containers import PostgresContainerStore
+        from .postgres.containers.containers import PostgresContainerStore
+        from .postgres.containers.skills import PostgresSkillStore
         from .postgres.conversations import PostgresConversationStore
         from .postgres.database import PostgresDatabase
         from .postgres.events import PostgresEventLog
-        from .postgres.file_bytes import PostgresFileBytes
-        from .postgres.files import PostgresFileStore
+        from .postgres.files.chunks import PostgresChunkIndex
+        from .postgres.files.file_bytes import PostgresFileBytes
+        from .postgres.files.files import PostgresFileStore
+        from .postgres.files.uploads import PostgresUploadStore
+        from .postgres.files.vector_stores import PostgresVectorStoreStore
         from .postgres.idempotency import PostgresIdempotencyStore
         from .postgres.prompts import PostgresPromptStore
         from .postgres.responses import PostgresResponseStore
-        from .postgres.skills import PostgresSkillStore
-        from .postgres.uploads import PostgresUploadStore
-        from .postgres.vector_stores import PostgresVectorStoreStore
     except ImportError as error:
         from ..extras import explain  # the extra not installed, or installed and its import broken: which
 

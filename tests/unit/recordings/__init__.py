@@ -5,7 +5,7 @@ body (``chat.completion.chunk`` events), ``<name>.json`` the non-streamed ``chat
 turn. ``REQUESTS[name]`` is the Responses request that turn answers.
 
 * ``text_usage``, ``think``, ``parallel_tools``, ``refusal``, ``length``, ``content_filter``, ``logprobs``:
-  captured from ``responses_bridge.devtools.fake_upstream`` (which copies OpenAI's wire format), with
+  captured from ``responses_bridge.demo.fake_upstream`` (which copies OpenAI's wire format), with
   ``stream_options.include_usage``.
 * ``vllm_reasoning``: vLLM style: reasoning in the ``reasoning`` field, ``stop_reason``, chunks without
   ``usage``, a usage chunk whose ``prompt_tokens_details`` is null.
@@ -22,7 +22,7 @@ compatibility profiles exist for (engine/responses/profiles.py):
 ``content: null`` beside ``tool_calls`` (400), a ``tool`` message rendered as an empty turn, the ``developer`` role
 (500), ``json_schema`` response_format (500), ``max_completion_tokens`` ignored. Each entry names the Responses
 request, the switches in force when it was sent, and the fake upstream quirk that reproduces the answer
-(devtools/fake_quirks.py). Errors are in llama.cpp's shape (``code``, ``message``, ``type``).
+(demo/fake_quirks.py). Errors are in llama.cpp's shape (``code``, ``message``, ``type``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from ...engine.tools.builtin import runs_server_tools
 from ...engine.wire import SSE_CONTENT_TYPE, UpstreamRequest
 from ...envoy_config import IDEMPOTENCY_KEY_HEADER, NATIVE_SUFFIX, upstream_path_prefix
 from ...envoy_config.envoy_gateway import DOOR_HEADER
-from ...memory_charge import hold
+from ...fairness.memory_charge import hold
 from ...protocol.errors import APIError
 from ...protocol.responses.request import parse_json_object
 from ...protocol.tools.multi_agent import FIELD as MULTI_AGENT
@@ -96,7 +96,7 @@ class RequestPhase(Routing):
         if not self.request_bytes:  # the first chunk: the tenant is known now (it comes with the body)
             self.max_bytes = self.runtime.limits.max_request_bytes(self.tenant)
             self.held.holder = self.runtime.memory.holder(self.tenant, self.authorization)
-            hold(self.held)  # what its run loads is charged to it too (memory_charge.py); the stream's own task
+            hold(self.held)  # what its run loads is charged to it too (fairness/memory_charge.py): this task
         self.request_bytes += len(self.request_body[-1])
         if self.request_bytes > self.max_bytes:
             self.request_body = []
@@ -151,7 +151,7 @@ class RequestPhase(Routing):
             if not self.sidecar_route and decoded.get(MULTI_AGENT) and run.beta.on:
                 raise agents_need_http_door()
             self.slot = self.runtime.limits.acquire(self.tenant)  # a 429 at the tenant's limit
-            if not self.runtime.routes().single:  # several upstreams: the model picks one (upstreams.py)
+            if not self.runtime.routes().single:  # several upstreams: the model picks one (config/upstreams.py)
                 self.route = self.runtime.route(decoded.get("model"))
                 # native: Envoy sends it to the backend's own /v1/responses; else the upstream's profile and model
                 beta = run.beta

@@ -10,11 +10,11 @@ of the retried call, rather than as they are generated.
 
 from __future__ import annotations
 
+from ...config.upstreams import Route
 from ...engine.wire import Reply, UpstreamRequest
 from ...run.drive import BufferSink, drive
 from ...run.runs import Run
 from ...runtime import Runtime
-from ...upstreams import Route
 
 
 async def retried_reply(runtime: Runtime, run: Run, call: UpstreamRequest,

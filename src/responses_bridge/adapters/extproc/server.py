@@ -57,7 +57,7 @@ Envoy lost 1,002 so. Envoy's circuit breakers (``envoy_max_requests``) bound how
 
 def server_options(max_request_bytes: int) -> list[tuple[str, int]]:
     """The gRPC server's options, for requests of up to ``max_request_bytes``. Also what the benchmark's no-op
-    processor runs with (devtools/checkout/floors.py), so that its floor is this server's."""
+    processor runs with (tools/bench/latency/floors.py), so that its floor is this server's."""
     limit = max(MIN_MESSAGE_BYTES, 2 * max_request_bytes + 1024 * 1024)
     return [
         ("grpc.max_receive_message_length", limit),

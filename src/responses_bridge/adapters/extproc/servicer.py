@@ -45,7 +45,7 @@ import grpc
 import structlog
 
 from ...envoy_config import HANDS_OFF_METADATA
-from ...preemption import absorb_preemption
+from ...fairness.preemption import absorb_preemption
 from ...runtime import Runtime
 from ._pb.ext_proc_pb2 import ProcessingResponse
 from .decode import Undecodable
@@ -167,7 +167,7 @@ class ExtProcServicer(ExternalProcessorServicer):
                     break
             await outbox.flush()  # returning ends the gRPC stream: not before every reply is written
         except asyncio.CancelledError:
-            why = absorb_preemption()  # the bridge took back what it held (fair_share.py), or Envoy reset it
+            why = absorb_preemption()  # the bridge took back what it held (fairness/share.py), or Envoy reset it
             if why is None:
                 await stream.abandon()  # Envoy reset the stream: the client went away
                 raise

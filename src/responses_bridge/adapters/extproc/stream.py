@@ -10,7 +10,7 @@ import asyncio
 import structlog
 
 from ...envoy_config import CLIENT_CONTEXT_HEADERS, IDEMPOTENCY_KEY_HEADER
-from ...preemption import preempted_error
+from ...fairness.preemption import preempted_error
 from ...protocol.errors import APIError
 from ...protocol.tools.multi_agent import beta_surface
 from ...services.tenancy.limits import RETRY_AFTER_SECONDS
@@ -190,7 +190,7 @@ class _Stream(RequestPhase):
 
 
     async def preempted(self, why: str) -> list[ProcessingResponse]:
-        """The bridge took back what this stream held (fair_share.py): its response recorded as failed saying so,
+        """The bridge took back what this stream held (fairness/share.py): its response recorded as failed saying so,
         and the client answered a retryable 503 (Envoy resets the stream instead if the answer has begun)."""
         error = preempted_error(why)
         if not self.done and self.run is not None:

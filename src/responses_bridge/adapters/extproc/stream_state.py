@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ...config.upstreams import Route
 from ...engine.chat_record import ChatRecorder
 from ...protocol.errors import shut_down_mid_response, shutting_down
 from ...run.runs import Run
@@ -13,7 +14,6 @@ from ...runtime import Runtime
 from ...services.tenancy.limits import UNLIMITED
 from ...services.tenancy.memory_budget import Held
 from ...store.base import DEFAULT_TENANT
-from ...upstreams import Route
 from ._pb.ext_proc_pb2 import ProcessingResponse
 from .observe import StreamObservation
 from .turn import Turn
@@ -114,7 +114,7 @@ class StreamState:
         self.released = False
         self.chat_own = False  # the sidecar's own call through Envoy: the HTTP door stores what it asked to
         self.tenant_header: str | None = None  # the request's tenant header, for a stored chat's tenant
-        self.route: Route | None = None  # with several upstreams: where the request's model goes (upstreams.py)
+        self.route: Route | None = None  # with several upstreams: where the request's model goes (config/upstreams.py)
         self.observed: StreamObservation | None = None  # set by Process: metrics and spans of this request
         self.tenant = DEFAULT_TENANT  # the caller's, resolved from the forwarded credentials with the body
         self.max_bytes = runtime.settings.max_request_bytes  # the tenant's own, once known (first body chunk)

@@ -13,28 +13,28 @@ from ...run.upstream import UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
 from ...services.files.embeddings import EmbeddingService
 from ...services.readiness import check_readiness
-from . import background_routes
-from .agents_routes import AgentRoutes
-from .chat_completions_routes import ChatCompletionRoutes
-from .codex_models import models_answer, passthrough_answer
-from .containers_routes import ContainerRoutes
-from .conversations_routes import ConversationRoutes
-from .desktop_watch_tokens import WatchTokens
+from .agents.agents_routes import AgentRoutes
+from .agents.desktop_watch_tokens import WatchTokens
+from .containers.containers_routes import ContainerRoutes
+from .containers.skills_routes import SkillRoutes
 from .drain import DRAIN, Drain
-from .embeddings_routes import EmbeddingRoutes
 from .errors import error_middleware
-from .files_routes import FileRoutes
+from .files.embeddings_routes import EmbeddingRoutes
+from .files.files_routes import FileRoutes
+from .files.uploads_routes import UploadRoutes
+from .files.vector_stores_routes import VectorStoreRoutes
 from .identity import identity_middleware
 from .limits import limits_middleware
 from .observe import echo_request_id, observe_middleware
 from .params import UNKNOWN_FIELDS
-from .prompts_routes import PromptRoutes
-from .responses_routes import ResponsesRoutes
+from .responses import background_routes
+from .responses.chat_completions_routes import ChatCompletionRoutes
+from .responses.codex_models import models_answer, passthrough_answer
+from .responses.conversations_routes import ConversationRoutes
+from .responses.prompts_routes import PromptRoutes
+from .responses.responses_routes import ResponsesRoutes
+from .responses.upstream_routes import UpstreamRoutes, refuse_returning_call, with_embedder
 from .routes import api_routes
-from .skills_routes import SkillRoutes
-from .uploads_routes import UploadRoutes
-from .upstream_routes import UpstreamRoutes, refuse_returning_call, with_embedder
-from .vector_stores_routes import VectorStoreRoutes
 
 RUNTIME = web.AppKey("runtime", Runtime)
 UPSTREAM = web.AppKey("upstream", UpstreamClient)
@@ -55,7 +55,7 @@ def create_app(runtime: Runtime) -> web.Application:
     app.on_response_prepare.append(echo_request_id)  # X-Request-Id on every answer (observe.py)
     app[DRAIN] = drain
     # the runtime's upstream clients (built once, by the composition root: serve.open_runtime), per upstream
-    # when there are several (upstreams.py)
+    # when there are several (config/upstreams.py)
     upstream, clients = runtime.upstream, runtime.clients
     app[RUNTIME] = runtime
     app[UNKNOWN_FIELDS] = runtime.options.unknown_fields

@@ -13,8 +13,8 @@ import asyncio
 
 from aiohttp import web
 
-from ...memory_charge import hold, release_hold
-from ...preemption import absorb_preemption, preempted_error
+from ...fairness.memory_charge import hold, release_hold
+from ...fairness.preemption import absorb_preemption, preempted_error
 from ...protocol.errors import APIError
 from ...services.tenancy.limits import Slot, TenantLimits
 from ...services.tenancy.memory_budget import Held, MemoryBudget
@@ -46,7 +46,7 @@ def limits_middleware(limits: TenantLimits, memory: MemoryBudget, *, body_timeou
         request[SLOT] = slot
         # reserved by read_body (params.py) as the bytes arrive, against the caller's share
         held = request[HELD_MEMORY] = Held(memory, memory.holder(tenant, request.headers.get("Authorization")))
-        holding = hold(held)  # what the route loads beyond the body is charged to it too (memory_charge.py)
+        holding = hold(held)  # what the route loads beyond the body is charged to it too (fairness/memory_charge.py)
         watch = None
         # a body still arriving must come at a pace, or it is answered 408; one already whole (a small body comes
         # with its headers) has nothing left to watch
@@ -54,7 +54,7 @@ def limits_middleware(limits: TenantLimits, memory: MemoryBudget, *, body_timeou
             watch = request[BODY_WATCH] = BodyWatch(request, body_timeout, body_min_rate)
         try:
             response = await handler(request)
-        except asyncio.CancelledError:  # the bridge took back what the request held (fair_share.py), before the
+        except asyncio.CancelledError:  # the bridge took back what the request held (fairness/share.py), before the
             why = absorb_preemption()  # run could answer for itself (reading its body): a retryable 503
             if why is None or getattr(request.writer, "output_size", False):
                 raise

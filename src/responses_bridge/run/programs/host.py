@@ -3,7 +3,7 @@ process's memory budget while it runs, and a worker process (pool.py) bounded at
 
 Slots (``RESPONSES_BRIDGE_PROGRAM_SLOTS``) are :class:`~responses_bridge.sandbox.slots.FairSlots`: with tenants, one
 tenant holds at most all but one of them; with all busy, a program waits, and a freed slot goes to the waiting
-tenant served least lately (fair_share.py; a running program is never ended for another's turn: its work would be
+tenant served least lately (fairness/share.py; a running program is never ended for another's turn: its work would be
 lost) — so however many programs one tenant queues (``while (true) {}`` each, each ended by its own time bound),
 another tenant's program waits for one program to end, never behind the queue. A program that gets no slot within
 ``RESPONSES_BRIDGE_PROGRAM_SLOT_WAIT`` seconds ends ``incomplete`` saying so. While it runs, the program's bound
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ...engine.tools.programs import ProgramSigner
-from ...fair_share import Reason
+from ...fairness.share import Reason
 from ...observability.metrics import PROGRAMS_LIVE, PROGRAMS_WAITING
 from ...protocol.errors import APIError
 from ...sandbox.slots import FairSlots

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from ...protocol.errors import invalid_request
 from ...sandbox import SandboxResult
-from ...sandbox.egress_policy import NetworkPolicy, parse_policy
+from ...sandbox.egress.policy import NetworkPolicy, parse_policy
 from ...store.records import StoredContainerFile
 from .container_fields import auto_container_fields
 
@@ -37,7 +37,7 @@ MAX_FILES_LISTED = 50
 @dataclass(frozen=True, slots=True)
 class CodeToolOptions:
     """A request's ``code_interpreter`` tool, checked: an explicit container id, or ``auto`` with its files and
-    its ``network_policy`` (None: ``disabled``; sandbox/egress_policy.py)."""
+    its ``network_policy`` (None: ``disabled``; sandbox/egress/policy.py)."""
 
     position: int
     container_id: str | None = None

@@ -30,8 +30,8 @@ import anyio
 import orjson
 import structlog
 
-from ...host_policy import HostNotAllowed, HostPolicy, HostUnresolved, check_host
-from ...off_loop_import import import_off_loop
+from ...net.host_policy import HostNotAllowed, HostPolicy, HostUnresolved, check_host
+from ...process.off_loop_import import import_off_loop
 from ...protocol.errors import APIError
 from .mcp_config import ApprovalRule, MCPLimits, MCPServer, MCPToolInfo, ToolFilter, approval_required, parse_mcp_tool
 from .mcp_connectors import ConnectorRegistry

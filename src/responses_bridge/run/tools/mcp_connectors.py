@@ -3,7 +3,7 @@
 OpenAI's connectors (``connector_googledrive``, ``connector_gmail``…) are MCP servers OpenAI runs, reached with
 the caller's OAuth access token (the tool's ``authorization``); a Codex plugin's apps (``.app.json``) are ids of
 ChatGPT's. The bridge has neither service: a deployment maps each id it serves to an MCP server of its own
-(``RESPONSES_BRIDGE_MCP_CONNECTORS``, config_connectors.py), and the id is then served as a ``server_url`` tool is —
+(``RESPONSES_BRIDGE_MCP_CONNECTORS``, config/connectors.py), and the id is then served as a ``server_url`` tool is —
 the same client, egress rules, listing, approvals and items — with the operator's fixed headers and, when the entry
 says so, the caller's ``authorization`` as ``Authorization: Bearer``. The operator's headers are secrets like a
 request's: sent to the server and nowhere else, masked in what it answers (mcp_model.py), never stored (a response

@@ -47,7 +47,7 @@ from mcp_types import (
 )
 from pydantic import ValidationError
 
-from ...host_policy import HostNotAllowed, HostPolicy, HostUnresolved, check_host
+from ...net.host_policy import HostNotAllowed, HostPolicy, HostUnresolved, check_host
 from .mcp_config import MCPLimits, MCPServer, MCPToolInfo
 from .mcp_model import BAD_GATEWAY, EMPTY_SCHEMA, GATEWAY_TIMEOUT, MCPToolError, first_line, redact
 

@@ -19,7 +19,7 @@ same container → sandbox path as the code interpreter). ``environment: {"type"
 per response (listed in ``/v1/containers`` like any other) or goes on with the one the conversation's last shell
 call used while it lives; ``{"type": "container_reference", "container_id"}`` runs in one of the tenant's
 containers; ``{"type": "local"}`` or no environment is the client's own shell, as before (engine/tools/client.py).
-``skills`` (shapes only) and the network policy (checked: sandbox/egress_policy.py) are read here and handed on to
+``skills`` (shapes only) and the network policy (checked: sandbox/egress/policy.py) are read here and handed on to
 the container path, which resolves the skills (services/containers/container_skills.py) and lays them out read-only at
 ``/mnt/skills/<name>/``, and runs each call under the policy (an ``allowlist``: the egress proxy).
 """
@@ -34,7 +34,7 @@ from ...engine.tools.client import shell_output_text
 from ...engine.tools.run_items import ShellOutputItem
 from ...protocol.errors import invalid_request
 from ...sandbox import SandboxResult
-from ...sandbox.egress_policy import NetworkPolicy, parse_policy
+from ...sandbox.egress.policy import NetworkPolicy, parse_policy
 from ...sandbox.shell import CommandOutput, Printed, ShellJob
 from ...store.records import StoredContainerFile
 from .container_fields import auto_container_fields
@@ -97,7 +97,7 @@ class ShellToolOptions:
     memory_limit: str | None = None
     skills: tuple[dict[str, Any], ...] = ()
     network: NetworkPolicy | None = None
-    """``container_auto.network_policy`` (None: ``disabled``; sandbox/egress_policy.py)."""
+    """``container_auto.network_policy`` (None: ``disabled``; sandbox/egress/policy.py)."""
 
     @property
     def param(self) -> str:

@@ -2,7 +2,7 @@
 settings, and the pure rules for domains, locations and result clean-up.
 
 Kept apart from the providers so that they and the presentation helpers can import it without a cycle, and so
-that ``config.py`` can validate ``RESPONSES_BRIDGE_WEB_SEARCH`` with :func:`parse_provider_spec` at start-up
+that ``config/settings.py`` can validate ``RESPONSES_BRIDGE_WEB_SEARCH`` with :func:`parse_provider_spec` at start-up
 (a typo should stop the process, not fail the first search).
 """
 

@@ -16,8 +16,8 @@ import aiohttp
 import orjson
 import structlog
 
-from ...bounded_body import BodyTooLarge, read_bounded
-from ...net_errors import connection_error
+from ...net.bounded_body import BodyTooLarge, read_bounded
+from ...net.errors import connection_error
 from .web_search_base import (
     COUNTRY_LANGUAGE,
     SearchResult,

@@ -33,9 +33,9 @@ from kubernetes_asyncio.client import ApiClient, ApiException, Configuration
 
 from ...observability import metrics, tracing
 from ..backend import JobKind, Prepare, SandboxSession
-from ..egress import EgressProxy, EgressSettings
-from ..egress_origins import OriginGate
-from ..egress_policy import NetworkPolicy
+from ..egress.origins import OriginGate
+from ..egress.policy import NetworkPolicy
+from ..egress.proxy import EgressProxy, EgressSettings
 from ..limits import SandboxLimits
 from ..result import SandboxBusy, SandboxResult, SandboxUnavailable
 from ..slots import FairSlots, busy_note
@@ -221,7 +221,7 @@ class AgentSandboxBackend:
 
     async def _egress(self, network: NetworkPolicy, tenant: str, sandbox: Any, stack: contextlib.AsyncExitStack,
                       origins: OriginGate | None = None) -> dict[str, str]:
-        """The call's own egress proxy (its policy, secrets and bounds: sandbox/egress.py) behind the door, with a
+        """The call's own egress proxy (its policy, secrets and bounds: sandbox/egress/proxy.py) behind the door, with a
         credential that dies with the call; what the pod's processes get in their environment."""
         assert self.egress is not None and self.door is not None
         proxy = EgressProxy(network, self.egress.rules, self.egress.limits, tenant=tenant, origins=origins)

@@ -25,11 +25,11 @@ import grpc
 from google.protobuf import empty_pb2
 from k8s_agent_sandbox.commands._process_stubs import process_pb2
 
-from ..cgroups import MemoryUse
+from ..cgroups.per_call import MemoryUse
 from ..desktop.desktop import DesktopUnavailable
 from ..desktop.host import HEAD_LIMIT, Channel, DesktopLink, Sender
-from ..egress_origins import OriginGate
-from ..egress_policy import NetworkPolicy
+from ..egress.origins import OriginGate
+from ..egress.policy import NetworkPolicy
 from ..limits import SandboxLimits
 from ..result import Capture, SandboxResult
 from . import transfer

@@ -1,5 +1,5 @@
 """The sandbox pods' one way out: a TCP listener of the bridge's (``RESPONSES_BRIDGE_AGENT_SANDBOX_EGRESS_LISTEN``)
-in front of each call's own egress proxy (sandbox/egress.py, unchanged: the policy, the SSRF rules, the secrets
+in front of each call's own egress proxy (sandbox/egress/proxy.py, unchanged: the policy, the SSRF rules, the secrets
 and every bound are its).
 
 A pod is not on the bridge's host, so the proxy's Unix socket cannot be bound into it; instead each call under an
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from ..egress_http import MAX_HEAD_BYTES
+from ..egress.request_head import MAX_HEAD_BYTES
 from .door_admission import Admission, DoorLimits
 
 log = structlog.get_logger(__name__)

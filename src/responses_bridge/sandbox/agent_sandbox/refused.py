@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ...observability import metrics
 from ..backend import JobKind, Prepare, SandboxSession
-from ..egress_policy import NetworkPolicy
+from ..egress.policy import NetworkPolicy
 from ..limits import SandboxLimits
 from ..result import SandboxResult, SandboxUnavailable
 

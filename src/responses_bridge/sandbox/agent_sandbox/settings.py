@@ -1,5 +1,5 @@
-"""What the sandbox backends read of the bridge's settings, as protocols: the settings (config.py,
-config_agent_sandbox.py, config_sandbox.py) satisfy them, and the sandbox never imports the settings, which stand
+"""What the sandbox backends read of the bridge's settings, as protocols: the settings (config/settings.py,
+config/agent_sandbox.py, config/sandbox.py) satisfy them, and the sandbox never imports the settings, which stand
 above it. ``parse_pools`` is here, below both, for the settings' check and the backend alike."""
 
 from __future__ import annotations

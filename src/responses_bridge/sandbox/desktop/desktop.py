@@ -43,9 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...protocol.errors import APIError, invalid_request
-from ..cgroups import MemoryUse
-from ..egress_origins import parse_origin, url_origin
-from ..egress_policy import NetworkPolicy
+from ..cgroups.per_call import MemoryUse
+from ..egress.origins import parse_origin, url_origin
+from ..egress.policy import NetworkPolicy
 from ..limits import GIB, MIB, SandboxLimits
 from ..result import SandboxBusy, SandboxResult, SandboxUnavailable
 from ..runner import Sandbox

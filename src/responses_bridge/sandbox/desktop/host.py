@@ -18,9 +18,9 @@ from contextlib import AbstractAsyncContextManager
 from typing import Literal, Protocol, runtime_checkable
 
 from ..call import SandboxCall
-from ..cgroups import MemoryUse
-from ..egress_origins import OriginGate
-from ..egress_policy import NetworkPolicy
+from ..cgroups.per_call import MemoryUse
+from ..egress.origins import OriginGate
+from ..egress.policy import NetworkPolicy
 from ..limits import SandboxLimits
 from ..result import SandboxResult
 from ..runner import OwnLimits, Sandbox

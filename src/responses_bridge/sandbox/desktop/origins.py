@@ -1,5 +1,5 @@
 """The origins a desktop's browser may reach, as its client decides them one by one: the desktop's
-:class:`~responses_bridge.sandbox.egress_origins.OriginGate`, given to its call's egress proxy.
+:class:`~responses_bridge.sandbox.egress.origins.OriginGate`, given to its call's egress proxy.
 
 Non-blocking for the desktop's owner, holding for the browser: the proxy's first request to an origin nobody
 decided is *held* (the connection waits; nothing is sent anywhere) and the origin is listed as pending; the action

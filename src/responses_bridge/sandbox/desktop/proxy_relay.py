@@ -11,7 +11,7 @@ relayed both ways as they come. The credential stays in this process (its enviro
 its pages and every screenshot never hold it. On bubblewrap the proxy URL carries no credential and is used as is.
 
 The call's authority, too: under a policy with domain secrets the proxy answers the browser's HTTPS to those hosts
-itself, with certificates of the call's own authority (sandbox/egress_tls.py), which code trusts through
+itself, with certificates of the call's own authority (sandbox/egress/tls.py), which code trusts through
 ``SSL_CERT_FILE`` (the system's authorities, then the call's, last). Chromium reads no such file (its store is
 NSS's), so it is told the authority's key instead (:func:`authority_key_hash`: the proxy sends the authority's
 certificate after each leaf, and ``--ignore-certificate-errors-spki-list`` accepts a chain holding that key) — the

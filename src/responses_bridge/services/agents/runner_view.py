@@ -24,8 +24,8 @@ from .turn_queue import QueuedTurn
 
 ResponseStarter = Callable[[dict[str, Any], str, "str | None", "Mapping[str, MCPServerOverlay]"], Awaitable[str]]
 """Starts a background response of ``body`` for ``tenant`` with the caller's ``Authorization`` and what the bridge
-adds to its MCP tools (services/agents/environments/mcp.py); its id. Given by the door (adapters/http/agents_routes.py),
-which knows the routes and upstream clients."""
+adds to its MCP tools (services/agents/environments/mcp.py); its id. Given by the door
+(adapters/http/agents/agents_routes.py), which knows the routes and upstream clients."""
 
 
 class ComputerTool(Protocol):

@@ -64,7 +64,7 @@ from ...store.base_agents import Record
 from ..responses.background_run import until_started
 from .session_ended_step import ended_step
 from .session_waiting import restored
-from .subagents import left_open
+from .subagents.subagents import left_open
 from .traces import turn_span
 from .turn_queue import (
     CLIENT_AUTHORIZATION,

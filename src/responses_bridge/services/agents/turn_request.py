@@ -9,7 +9,7 @@ from ...protocol.agents.inputs import response_tools
 from ...sandbox.desktop import DesktopSettings
 from .computer.calls import screen_note
 from .environments.environments import hosted_container, shell_tool
-from .subagent_contexts import KEPT_KEY, for_the_run
+from .subagents.contexts import KEPT_KEY, for_the_run
 
 _SCREEN = DesktopSettings()
 

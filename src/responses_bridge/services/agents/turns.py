@@ -61,8 +61,8 @@ from .session_resume import (
     stop_response,
 )
 from .session_waiting import answer_call, decide, decide_computer, kept_usage, wait_for_results
-from .subagent_contexts import kept_subagents
-from .subagent_tree import SubagentTree
+from .subagents.contexts import kept_subagents
+from .subagents.tree import SubagentTree
 from .traces import TurnTrace, turn_span
 from .turn_queue import LOST_INPUT, MAX_QUEUED_TURNS, QUEUED_INPUT, HandOff, QueuedTurn, new_turn, public, queued_input
 from .turn_request import turn_request

@@ -27,10 +27,10 @@ from typing import Any, Protocol
 import structlog
 
 from ... import ids
-from ...periodic import Periodic
+from ...process.periodic import Periodic
 from ...protocol.containers.environments import HostedPlan
 from ...protocol.errors import APIError, invalid_request, not_found
-from ...sandbox.egress_policy import NetworkPolicy
+from ...sandbox.egress.policy import NetworkPolicy
 from ...sandbox.limits import MEMORY_LIMITS
 from ...store.base import BlobReader, ContainerStore, FileBytes
 from ...store.records import (

@@ -4,7 +4,7 @@ interpreter's ``auto`` container), stored with each domain secret's value sealed
 
 So a container's row, a retrieve or list of it, a log line and a metric never hold a secret's value: the row holds
 ciphertext, the wire shows ``{"type", "allowed_domains"}`` (container_shapes.network_policy_object), and the
-sandbox sees only placeholders (sandbox/egress.py). Every replica sharing the sealing key opens the same policy.
+sandbox sees only placeholders (sandbox/egress/proxy.py). Every replica sharing the sealing key opens the same policy.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from ...protocol.errors import invalid_request
-from ...sandbox.egress_policy import NetworkPolicy, from_stored, parse_policy, stored_form
+from ...sandbox.egress.policy import NetworkPolicy, from_stored, parse_policy, stored_form
 from ...sealing import Sealer
 from ...store.records import StoredContainer
 

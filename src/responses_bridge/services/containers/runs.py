@@ -13,7 +13,7 @@ back whole), lays the container's skills out read-only at ``/mnt/skills/<name>/`
 (container_skills.py) and an agent environment's packages at ``/mnt/packages``
 (services/agents/environments/packages.py), takes a sandbox slot, lays the container's files out in the call's
 ``/mnt/data``, does the leaf's ``work`` in the started call under the container's network policy (its egress proxy:
-sandbox/egress.py; none: no network at all), and writes back what changed (workspace.py). Whatever a
+sandbox/egress/proxy.py; none: no network at all), and writes back what changed (workspace.py). Whatever a
 call's tree gets besides the container's files — read-only trees such as skills, a way out through the egress proxy — is
 added here, so every leaf gets it by construction.
 """
@@ -31,7 +31,7 @@ import structlog
 from ...protocol.errors import APIError, invalid_request
 from ...sandbox import SandboxBusy, SandboxResult, SandboxUnavailable
 from ...sandbox.backend import JobKind, SandboxBackend, SandboxSession
-from ...sandbox.egress_policy import NetworkPolicy
+from ...sandbox.egress.policy import NetworkPolicy
 from ...store.records import StoredContainer, StoredContainerFile
 from .container_skills import ResolvedSkill
 from .containers import ContainerService

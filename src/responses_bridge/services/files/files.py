@@ -27,13 +27,13 @@ from typing import Any
 
 import structlog
 
-from ...periodic import Periodic
+from ...process.periodic import Periodic
 from ...protocol.errors import APIError, invalid_request, not_found
 from ...protocol.lists import list_of
 from ...store.base import BlobReader, BlobWriter, FileBytes, FileStore
 from ...store.file_ids import FILE_ID
 from ...store.records import StorageLimitExceeded, StoredFile, UnknownCursor
-from ...store.sqlite.file_bytes import DiskFileBytes
+from ...store.sqlite.files.file_bytes import DiskFileBytes
 from ..pagination import check_page
 from .quota import StorageQuota, storage_limit_error
 

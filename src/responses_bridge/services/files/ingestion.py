@@ -9,7 +9,7 @@ A long queue writes a progress line to the log every few seconds. Ingestion work
 take no tenant): a row was attached by its store's tenant, with that tenant's file.
 
 When several processes share the database (PostgreSQL replicas), each file is claimed before it is ingested
-(store/postgres/vector_stores.py): the worker holds a lease on the row, renews it while it works, and finishes
+(store/postgres/files/vector_stores.py): the worker holds a lease on the row, renews it while it works, and finishes
 the row only while it holds it, so no file is ingested by two replicas at once. With ``poll_interval`` set the
 worker also polls for rows nobody holds (attached through another replica, or left by a replica that died and
 whose lease passed) whenever it has a free slot.
@@ -34,7 +34,7 @@ from ...store.records import StoredVectorStoreFile
 from .retrieval.chunking import StaticChunking, chunk_text, parse_chunking_strategy
 from .retrieval.embedders import Embedder
 
-if TYPE_CHECKING:  # imported by the first file embedded, not at start (store/sqlite/chunks.py says why)
+if TYPE_CHECKING:  # imported by the first file embedded, not at start (store/sqlite/files/chunks.py says why)
     import numpy
 
 log = structlog.get_logger("responses_bridge.ingestion")

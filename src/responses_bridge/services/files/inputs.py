@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ...memory_charge import current_holder
+from ...fairness.memory_charge import current_holder
 from ...protocol.errors import APIError, invalid_request, not_found
 from ...protocol.files.file_refs import LoadedFile
 from ..tenancy.memory_budget import MemoryBudget, Reservation

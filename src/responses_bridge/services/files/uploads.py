@@ -34,7 +34,7 @@ from typing import Any
 import structlog
 
 from ...ids import new_id
-from ...periodic import Periodic
+from ...process.periodic import Periodic
 from ...protocol.errors import APIError, invalid_request, not_found
 from ...store.base_uploads import (
     CompletionClaim,

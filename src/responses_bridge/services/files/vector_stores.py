@@ -2,7 +2,8 @@
 
 Validates requests, renders objects in OpenAI's shapes (``vector_store``, ``vector_store.file``,
 ``vector_store.files_batch``, search result pages), queues ingestion (ingestion.py) and searches. Counts,
-usage and status are computed from the file rows at read time (store/sqlite/vector_stores.py), so they are always true.
+usage and status are computed from the file rows at read time (store/sqlite/files/vector_stores.py), so they are always
+true.
 
 Each vector store records the name of the embedder that built it. A store built by another embedder (the
 configuration changed) is refused for search and for new files with a 400 that says so: vectors of two models in

@@ -52,7 +52,7 @@ class BackgroundRun:
     def __init__(self, service: RunHost, response_run: Run, call: UpstreamRequest | None,
                  authorization: str | None, upstream: UpstreamClient | None = None) -> None:
         self.service = service
-        self.upstream = upstream or service.upstream  # the routed upstream's client (upstreams.py)
+        self.upstream = upstream or service.upstream  # the routed upstream's client (config/upstreams.py)
         self.response_run = response_run
         self.call = call
         self.authorization = authorization

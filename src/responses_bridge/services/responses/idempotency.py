@@ -11,7 +11,7 @@ retries) that retry runs nothing:
 * a retry while the first still runs: 409 ``idempotency_key_in_use`` with ``Retry-After`` (the SDK retries it, and
   lands on the finished result);
 * a retry once it answered a Response (any status: completed, failed, incomplete): that stored Response
-  (the HTTP door answers it as a stream when the retry asks for one: adapters/http/idempotent_replay.py);
+  (the HTTP door answers it as a stream when the retry asks for one: adapters/http/responses/idempotent_replay.py);
 * the first answered an error status (nothing was done: no effect is ever answered so): the key is free again,
   and the retry runs as a new request;
 * the same key with another body: 400 ``idempotency_key_reused``; a key longer than :data:`MAX_KEY_LENGTH` or not
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import orjson
 import structlog
 
-from ...periodic import Periodic
+from ...process.periodic import Periodic
 from ...protocol.errors import APIError
 from ...store.base import IdempotencyStore
 

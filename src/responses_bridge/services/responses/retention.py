@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import structlog
 
-from ...periodic import Periodic
+from ...config.tenants import TenantPolicy
+from ...process.periodic import Periodic
 from ...store.base import ChatCompletionStore, ConversationStore, ResponseStore
-from ...tenants import TenantPolicy
 
 log = structlog.get_logger("responses_bridge.retention")
 

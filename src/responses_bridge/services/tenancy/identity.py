@@ -26,7 +26,7 @@ from ...protocol.errors import APIError
 from ...store.base import DEFAULT_TENANT
 
 if TYPE_CHECKING:
-    from ...config import Settings
+    from ...config.settings import Settings
     from ...store.base import ApiKeyStore
 
 SIDECAR_HEADER = "x-responses-bridge-sidecar"

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 
-from ...config import Settings
+from ...config.settings import Settings
+from ...config.tenants import TenantPolicy
 from ...observability.metrics import LIMITED
 from ...protocol.errors import APIError
-from ...tenants import TenantPolicy
 
 RETRY_AFTER_SECONDS = 1
 """The ``Retry-After`` of a 429. A slot frees as soon as one of the tenant's running requests ends, which is not

@@ -4,7 +4,7 @@ the pod being killed for memory with every stream in flight — and shared, so t
 What a request holds is judged from its body before it is parsed: :data:`COST_PER_BODY_BYTE` times its bytes (a
 request's parsed items, translation and stored rows peak at about 30 times the JSON they came in, measured for
 100,000 tiny items: the costliest shape; ordinary text costs less); what it loads besides (a chained history, a
-conversation's items) grows its reservation as it is loaded (:meth:`Held.grow`: memory_charge.py). A request
+conversation's items) grows its reservation as it is loaded (:meth:`Held.grow`: fairness/memory_charge.py). A request
 reserves as its body's bytes arrive,
 in steps of :data:`STEP_BYTES` (never more than its declared length), not the declared total up front: a connection
 that declares 64 MiB and sends one byte holds one step, not 1.9 GiB (:class:`Held`). The HTTP door reserves for the
@@ -12,7 +12,7 @@ handler's life (adapters/http/params.py, limits.py), the ext_proc door for the g
 (adapters/extproc/request_phase.py), and a WebSocket turn from the moment its frame is queued until the turn ends.
 
 Each holder (the tenant; with ``RESPONSES_BRIDGE_AUTH=none``, the caller's key: :meth:`MemoryBudget.holder`) is admitted
-by the fair-share rule every shared pool uses (fair_share.py): alone it may hold its share of the budget
+by the fair-share rule every shared pool uses (fairness/share.py): alone it may hold its share of the budget
 (``RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE``, half by default); with the budget full, new work waits in a bounded queue
 (:data:`QUEUE`) up to :data:`WAIT_SECONDS` for room, and room freed goes first to the waiting holder served least
 lately (byte-seconds, decayed) — a request in flight is never ended for another's share (its reservation is not
@@ -34,9 +34,9 @@ import hashlib
 
 import structlog
 
-from ...fair_share import FairPool, Refused
+from ...fairness.preemption import PREEMPTED, current_task
+from ...fairness.share import FairPool, Refused
 from ...observability.metrics import MEMORY_HELD, MEMORY_PREEMPTED, MEMORY_REFUSED, setter
-from ...preemption import PREEMPTED, current_task
 from ...protocol.errors import APIError
 from ...store.base import DEFAULT_TENANT
 
@@ -49,7 +49,8 @@ WAIT_SECONDS = 2.0
 DEFAULT_SHARE = 0.5
 STEP_BYTES = 64 * 1024
 QUEUE = 1024
-"""Requests that may wait for room at once; past it the tenant waiting most loses its newest place (fair_share.py)."""
+"""Requests that may wait for room at once; past it the tenant waiting most loses its newest place
+(fairness/share.py)."""
 log = structlog.get_logger("responses_bridge.memory")
 HELD = setter(MEMORY_HELD)  # set twice a request: without the labels check of Gauge.set
 """Body bytes reserved at a time as a body arrives (about 2 MiB of the budget)."""
@@ -71,7 +72,7 @@ def share_exceeded(share: float) -> APIError:
 
 class Reservation:
     """Bytes of the budget one request holds for one holder; :meth:`release` is idempotent, so every exit path may
-    call it. ``task``: the work that holds it, ended if the bridge takes the room back (fair_share.py)."""
+    call it. ``task``: the work that holds it, ended if the bridge takes the room back (fairness/share.py)."""
 
     __slots__ = ("_budget", "bytes", "holder", "task")
 
@@ -90,8 +91,8 @@ class Reservation:
             budget._give_back(self.holder, self.bytes, self)
 
     def grow(self, size: int) -> None:
-        """``size`` bytes more the request already holds (what it loaded: memory_charge.py), charged at once past
-        any share or the budget; nothing once released."""
+        """``size`` bytes more the request already holds (what it loaded: fairness/memory_charge.py), charged at once
+        past any share or the budget; nothing once released."""
         budget = self._budget
         if budget is not None and size > 0 and budget._hold(self.holder, size):
             self.bytes += size
@@ -169,8 +170,8 @@ class Held:
             self._reservation.bytes += extra
 
     def grow(self, size: int) -> None:
-        """``size`` bytes more the request already holds (memory_charge.py): its reservation grows, whatever the
-        budget or its holder's share; nothing once released, nor for a request that held nothing (no body: it
+        """``size`` bytes more the request already holds (fairness/memory_charge.py): its reservation grows, whatever
+        the budget or its holder's share; nothing once released, nor for a request that held nothing (no body: it
         loads no history)."""
         self._reservation.grow(size)
 
@@ -184,7 +185,7 @@ class Held:
 
 class MemoryBudget:
     """The process's reservations against ``total`` bytes (0: no budget), each holder's admitted by the fair-share
-    rule (fair_share.py) with ``share`` of it as what one holder may hold alone.
+    rule (fairness/share.py) with ``share`` of it as what one holder may hold alone.
     ``by_client_key``: there are no tenants (``auth: none``), so a caller's key tells callers apart
     (:meth:`holder`). ``queue``: how many requests may wait for room at once."""
 
@@ -269,7 +270,7 @@ class MemoryBudget:
         return size
 
     def _hold(self, holder: str, size: int) -> bool:
-        """``size`` bytes ``holder`` holds already (memory_charge.py), counted at once: past its cap, past the
+        """``size`` bytes ``holder`` holds already (fairness/memory_charge.py), counted at once: past its cap, past the
         pool's capacity, while the backstop refuses — refusing memory held saves none; counted, it makes the
         holder's next requests wait or be refused by its share, and the backstop end its requests first. The
         pool's public counts, kept as :meth:`FairPool.try_take` keeps them (the pool's own ways to take wait or

@@ -33,13 +33,13 @@ from typing import Any
 
 import structlog
 
-from ...allocator import glibc_malloc_trim, resident_bytes
-from ...fair_reclaim import take_back
-from ...fair_share import FairPool
-from ...memory_limits import cgroup_limit
+from ...fairness.allocator import glibc_malloc_trim, resident_bytes
+from ...fairness.memory_limits import cgroup_limit
+from ...fairness.preemption import was_taken_back
+from ...fairness.reclaim import take_back
+from ...fairness.share import FairPool
 from ...observability.metrics import MEMORY_BACKSTOP, MEMORY_REAL
-from ...periodic import Periodic
-from ...preemption import was_taken_back
+from ...process.periodic import Periodic
 from .memory_budget import MemoryBudget
 
 HIGH_WATERMARK = "memory_high_watermark"

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ...memory_charge import charge
+from ...fairness.memory_charge import charge
 from ..items import item_rows
 from ..listing import bound_params, bounds, page_sql, trim_page
 from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args, item_page

@@ -29,17 +29,17 @@ if TYPE_CHECKING:
 
 Migration = tuple[int, Sequence[str]]
 
-from .agent_schema import (  # noqa: E402
+from .agents.agent_schema import (  # noqa: E402
     AGENT_TABLES,
     AUTOMATION_BOUND_TABLES,
     AUTOMATION_DUE_INDEX,
     AUTOMATION_TABLES,
     STORED_BYTES_COLUMNS,
 )
-from .container_schema import CONTAINER_MIGRATIONS  # noqa: E402  (after Migration, which it follows)
-from .retrieval_schema import RETRIEVAL_MIGRATIONS  # noqa: E402  (after Migration, which it follows)
-from .skill_schema import SKILL_MIGRATIONS  # noqa: E402
-from .upload_schema import UPLOAD_MIGRATIONS  # noqa: E402
+from .containers.container_schema import CONTAINER_MIGRATIONS  # noqa: E402  (after Migration, which it follows)
+from .containers.skill_schema import SKILL_MIGRATIONS  # noqa: E402
+from .files.retrieval_schema import RETRIEVAL_MIGRATIONS  # noqa: E402  (after Migration, which it follows)
+from .files.upload_schema import UPLOAD_MIGRATIONS  # noqa: E402
 
 ADVISORY_LOCK_KEY = 0x7265_7370_6272_6467 & 0x7FFF_FFFF_FFFF_FFFF
 """The ``pg_advisory_lock`` key the migrating replica holds ("respbrdg"): any other holder of it is a replica
@@ -231,7 +231,7 @@ MIGRATIONS.extend(SKILL_MIGRATIONS)  # 15: skills, their versions, containers' s
 MIGRATIONS.append((
     16,
     [
-        # A container's network policy (sandbox/egress_policy.py), as SQLite's migration 17: an ``allowlist`` as
+        # A container's network policy (sandbox/egress/policy.py), as SQLite's migration 17: an ``allowlist`` as
         # JSON, each domain secret's value sealed with the deployment's key; NULL is ``disabled``.
         "ALTER TABLE containers ADD COLUMN network_policy text",
     ],

@@ -4,9 +4,9 @@ across every replica sharing the database, while other tenants do not wait. And 
 ``max_stored_bytes`` bounds: its live files, every file of its containers, its skills' versions, its containers'
 skills, the parts of its uploads under way (each at the blocks it occupies: store/base_uploads.py) and what their
 completions' claims count, summed alike by the check of a
-file (store/postgres/files.py), of a container file (store/postgres/containers.py), of a skill
-(store/postgres/skills.py) and of an upload's part or completion (store/postgres/uploads.py) under the same lock;
-two budgets, one per kind, would let a tenant keep the limit twice over. A container's files count until the
+file (store/postgres/files/files.py), of a container file (store/postgres/containers/containers.py), of a skill
+(store/postgres/containers/skills.py) and of an upload's part or completion (store/postgres/files/uploads.py) under the
+same lock; two budgets, one per kind, would let a tenant keep the limit twice over. A container's files count until the
 container is deleted or purged (their bytes are still kept); an expired file stops counting at its expiry, an
 upload's parts and its claim when the upload ends (completed, cancelled, or expired and purged) or its completion lets
 go.
@@ -43,7 +43,7 @@ async def lock_tenant_quota(conn: Connection, tenant: str) -> None:
 AGENT_BYTES = ("(SELECT coalesce(sum(bytes), 0) FROM agent_records WHERE tenant = $2) + "
                "(SELECT coalesce(sum(bytes), 0) FROM agent_automation_versions WHERE tenant = $2) + "
                "(SELECT coalesce(sum(packages_bytes), 0) FROM containers WHERE tenant = $2)")
-"""What the Agents API keeps of the tenant's, as on SQLite (store/sqlite/quota.py's AGENT_BYTES)."""
+"""What the Agents API keeps of the tenant's, as on SQLite (store/sqlite/files/quota.py's AGENT_BYTES)."""
 
 STORED_BYTES = ("SELECT (SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant = $2 "
                 "AND (expires_at IS NULL OR expires_at > $1)) + "

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ...memory_charge import charge
+from ...fairness.memory_charge import charge
 from ..items import MAX_CHAIN_DEPTH, item_rows
 from ..listing import bounds, responses_page, trim_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponseIdTaken, ResponsePage, check_page_args, item_page

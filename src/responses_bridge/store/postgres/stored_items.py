@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ...memory_charge import charge
+from ...fairness.memory_charge import charge
 
 if TYPE_CHECKING:
     from .migrations import Connection

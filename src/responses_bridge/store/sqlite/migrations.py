@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-from .agent_schema import (
+from .agents.agent_schema import (
     AGENT_TABLES,
     AUTOMATION_BOUND_TABLES,
     AUTOMATION_DUE_INDEX,
@@ -22,9 +22,9 @@ from .agent_schema import (
     STORED_BYTES_COLUMNS,
 )
 from .db_thread import on_db_thread
+from .files.upload_schema import UPLOAD_CLAIM_COLUMNS, UPLOAD_TABLES
+from .files.vector_store_schema import VECTOR_STORE_CHUNK_INDEX, VECTOR_STORE_TABLES
 from .schema import FIRST_STEPS, Migration
-from .upload_schema import UPLOAD_CLAIM_COLUMNS, UPLOAD_TABLES
-from .vector_store_schema import VECTOR_STORE_CHUNK_INDEX, VECTOR_STORE_TABLES
 
 MIGRATIONS: list[Migration] = [
     *FIRST_STEPS,
@@ -234,7 +234,7 @@ MIGRATIONS: list[Migration] = [
     (
         16,
         [
-            # Skills (store/sqlite/skills.py): a skill, its numbered versions (each a zip in the files' bytes
+            # Skills (store/sqlite/containers/skills.py): a skill, its numbered versions (each a zip in the files' bytes
             # storage under ``blob_id``; ``version_counter``: the highest number ever given, so none is reused),
             # and the skills a container was made with (its own copies, deleted with it).
             """
@@ -278,7 +278,7 @@ MIGRATIONS: list[Migration] = [
     (
         17,
         [
-            # A container's network policy (sandbox/egress_policy.py): an ``allowlist`` as JSON, each domain
+            # A container's network policy (sandbox/egress/policy.py): an ``allowlist`` as JSON, each domain
             # secret's value sealed with the deployment's key; NULL is ``disabled``.
             "ALTER TABLE containers ADD COLUMN network_policy TEXT",
         ],

@@ -28,7 +28,7 @@ import aiosqlite
 import orjson
 import platformdirs
 
-from ...memory_charge import charge
+from ...fairness.memory_charge import charge
 from .. import metrics
 from ..items import MAX_CHAIN_DEPTH
 from ..listing import bounds, responses_page, trim_page

@@ -271,8 +271,8 @@ FIRST_STEPS: list[Migration] = [
         5,
         [
             # Uploaded files (the Files API): metadata only; the bytes live on disk next to the database, in
-            # ``files/<id>`` (store/sqlite/files.py). A rowid table: rowid is the creation order pages are listed in.
-            # expires_at NULL: kept until deleted.
+            # ``files/<id>`` (store/sqlite/files/files.py). A rowid table: rowid is the creation order pages are listed
+            # in. expires_at NULL: kept until deleted.
             """
             CREATE TABLE files (
                 id         TEXT NOT NULL UNIQUE,

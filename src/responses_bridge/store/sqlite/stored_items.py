@@ -15,7 +15,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from ...memory_charge import charge
+from ...fairness.memory_charge import charge
 
 _FIND_ITEMS = """
 SELECT wanted.value, COALESCE(

@@ -34,7 +34,7 @@ RATE_ERROR = "rate_limit_exceeded"
 
 @dataclass(frozen=True)
 class AutomationBounds:
-    """config_automations.py's settings, as the scheduler uses them."""
+    """config/automations.py's settings, as the scheduler uses them."""
 
     tick_occurrences: int = 100
     concurrency: int = 16

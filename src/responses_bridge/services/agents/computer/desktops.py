@@ -3,8 +3,8 @@ session's first computer call (not at its create: most sessions never call it, a
 hundred MiB and a sandbox slot), stopped when the session ends or is deleted, when it was unused for
 ``desktop_idle_seconds``, or when the process stops.
 
-Desktops are one more pool shared by the fair-share rule of every pool (fair_share.py, through
-:class:`~responses_bridge.fair_slots.FairSlots`): a desktop is a unit, held from its start until it stops (idle,
+Desktops are one more pool shared by the fair-share rule of every pool (fairness/share.py, through
+:class:`~responses_bridge.fairness.slots.FairSlots`): a desktop is a unit, held from its start until it stops (idle,
 session end, failure: once its processes are gone), ``desktops_max`` units in the process, ``desktops_per_tenant``
 a hard cap on what one tenant holds. A call that finds no unit waits in the pool's queue: when a desktop stops, its
 unit goes to the waiting tenant served least lately (desktop-seconds, decayed), first come first served within a
@@ -33,12 +33,12 @@ from typing import Protocol
 
 import structlog
 
-from ....fair_share import Reason
-from ....fair_slots import FairSlots
+from ....fairness.share import Reason
+from ....fairness.slots import FairSlots
 from ....observability.metrics import DESKTOPS_LIVE, DESKTOPS_WAITING
 from ....sandbox.desktop import Desktop, DesktopSettings, DesktopUnavailable
 from ....sandbox.desktop.host import host_for
-from ....sandbox.egress_policy import NetworkPolicy
+from ....sandbox.egress.policy import NetworkPolicy
 
 log = structlog.get_logger("responses_bridge.agents")
 

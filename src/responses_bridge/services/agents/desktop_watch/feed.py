@@ -44,7 +44,7 @@ class WatchBounds:
 
     @classmethod
     def of(cls, settings: Any) -> WatchBounds:
-        """From config_desktop_watch.py's settings."""
+        """From config/desktop_watch.py's settings."""
         return cls(watchers=settings.desktop_watchers_per_session, fps=settings.desktop_watch_fps)
 
 

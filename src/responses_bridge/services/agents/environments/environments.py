@@ -14,7 +14,7 @@ An artifact is immutable: its bytes are copied from the container file into a bl
 changing or deleting the file leaves the artifact as it was. A session's artifacts hold at most a container's bytes
 in all (``container_bytes``, counted as they are published), :data:`MAX_ARTIFACTS_PER_TURN` a turn and
 :data:`MAX_ARTIFACTS_PER_SESSION` in all: files past these are not published. An artifact's bytes count in its
-tenant's ``max_stored_bytes`` (its record's ``bytes``: store/sqlite/quota.py) as long as it is kept: a file that
+tenant's ``max_stored_bytes`` (its record's ``bytes``: store/sqlite/files/quota.py) as long as it is kept: a file that
 would pass the limit is not kept, the turn is, and says so (:func:`not_kept`, an ``error`` event of the session
 before the turn's end, naming the file; once per version of the file). Artifacts are records of the session (kind
 ``artifact``, ``scope`` its environment id), deleted with it.
@@ -33,8 +33,8 @@ from .... import ids
 from ....protocol.containers.environments import HostedPlan, network_of
 from ....protocol.errors import APIError, invalid_request, not_found
 from ....protocol.lists import list_of
-from ....sandbox.egress_policy import NetworkPolicy, parse_policy
-from ....sandbox.egress_scope import block_list, check_secrets, within
+from ....sandbox.egress.policy import NetworkPolicy, parse_policy
+from ....sandbox.egress.scope import block_list, check_secrets, within
 from ....store.base import BlobReader
 from ....store.base_agents import AgentStore, Record
 from ...containers.containers import ContainerService

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ....off_loop_import import import_off_loop
+from ....process.off_loop_import import import_off_loop
 from ....protocol.agents.inputs import in_environment
 from ....protocol.errors import APIError
 from ....run.tools.mcp import MCPLimits, MCPToolError, MCPToolInfo, MCPTools, parse_mcp_tool

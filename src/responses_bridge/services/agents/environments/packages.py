@@ -37,7 +37,7 @@ from ....protocol.containers.environments import HostedPlan
 from ....protocol.errors import invalid_request
 from ....sandbox import Sandbox, SandboxBusy, SandboxUnavailable
 from ....sandbox.backend import SandboxBackend
-from ....sandbox.egress_policy import NetworkPolicy, parse_policy
+from ....sandbox.egress.policy import NetworkPolicy, parse_policy
 from ....sandbox.shell import ShellJob, run_shell
 from ....store.records import StorageLimitExceeded, StoredContainer
 from ...containers.containers import ContainerService

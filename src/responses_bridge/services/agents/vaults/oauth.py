@@ -20,8 +20,8 @@ from urllib.parse import quote
 
 import orjson
 
-from ....host_policy import HostPolicy
-from ....off_loop_import import import_off_loop
+from ....net.host_policy import HostPolicy
+from ....process.off_loop_import import import_off_loop
 from ....protocol.errors import APIError
 
 MARGIN_SECONDS = 60  # a token this close to its expiry is refreshed before it is sent

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .... import ids
-from ....host_policy import HostPolicy
+from ....net.host_policy import HostPolicy
 from ....protocol.agents.inputs import known
 from ....protocol.agents.vaults import (
     CREDENTIAL_FIELDS,
@@ -41,7 +41,7 @@ from ....protocol.agents.vaults import (
 )
 from ....protocol.errors import APIError, invalid_request
 from ....protocol.lists import list_of
-from ....sandbox.egress_policy import DomainSecret, blocked_by, match_entry
+from ....sandbox.egress.policy import DomainSecret, blocked_by, match_entry
 from ....sealing import Sealer
 from ....store.base_agents import AgentStore
 from ...pagination import page_errors
@@ -244,7 +244,7 @@ class VaultService:
     async def domain_secrets(self, vault_ids: list[str], allowed_domains: list[str], *,
                              tenant: str, blocked: list[str] | None = None) -> list[DomainSecret]:
         """The ``environment_variable`` credentials of a session's vaults as the egress proxy's domain secrets
-        (sandbox/egress_policy.py), for an environment whose network policy allows ``allowed_domains``: a
+        (sandbox/egress/policy.py), for an environment whose network policy allows ``allowed_domains``: a
         ``limited`` credential for each of its ``allowed_hosts`` the policy allows, an ``unrestricted`` one for
         each allowed domain. The sandbox sees the placeholder under ``secret_name``; the proxy puts the value in
         requests to those hosts and masks it in what comes back. A vault deleted since the session began is

@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import aiohttp
 import orjson
 
-from ....bounded_body import BodyTooLarge, read_bounded
-from ....net_errors import connection_error
+from ....net.bounded_body import BodyTooLarge, read_bounded
+from ....net.errors import connection_error
 from ....protocol.errors import APIError
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     # model's encoder (about 3 MB) are imported by the first embedding, not at start.
     import numpy as np
 
-    from ....config import Settings
+    from ....config.settings import Settings
 
 UPSTREAM_BATCH = 256  # texts per /v1/embeddings call
 # Texts per call into the static encoder. The encoder holds the GIL while it runs, so a call is kept short (about

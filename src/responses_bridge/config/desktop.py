@@ -1,0 +1,33 @@
+"""The agent tool ``computer_use``'s settings (services/agents/computer/): how many desktops may run, how long an
+unused one lives, and how many screenshots each model call is shown. A group of config/settings.py's :class:`Settings`
+(which sets the sources and the ``RESPONSES_BRIDGE_`` prefix), in a module of its own so config/settings.py stays within
+the house's module size.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+
+class DesktopToolSettings(BaseSettings):
+    """Bounds of the sessions' desktops (one per session with ``computer_use``, started on its first call)."""
+
+    desktops_per_tenant: int = Field(default=2, ge=1, description=(
+        "desktops one tenant's sessions may have running at once on one process (each is a browser: about 200-450 "
+        "MiB and a sandbox slot), a hard cap; a session's first computer call past it waits for one of them to stop "
+        "(at most `desktop_wait_seconds`), then the model is told none is free"))
+    desktops_max: int = Field(default=4, ge=1, description=(
+        "desktops running at once on one process, every tenant's together: a pool of the fair-share rule, whose "
+        "freed desktop goes to the waiting tenant served least lately (first come first served within a tenant; "
+        "the queue holds 4 calls a desktop); past it a call waits as above"))
+    desktop_idle_seconds: float = Field(default=300.0, gt=0, description=(
+        "a session's desktop that no computer call used for this long is stopped (its slot and memory freed); the "
+        "session's next call starts a fresh one and the model is told so"))
+    desktop_wait_seconds: float = Field(default=30.0, ge=0, description=(
+        "how long a computer call waits for a desktop past `desktops_per_tenant` / `desktops_max` before the model "
+        "is told none is free (it may try again)"))
+    desktop_screenshots_kept: int = Field(default=3, ge=1, description=(
+        "screenshots of computer calls (a session's desktop, or the Responses API's `computer` tool) that each "
+        "model call is shown, the newest; each older one is sent as a one-line note instead, so a long session "
+        "does not fill the model's context with images"))
