@@ -4,7 +4,7 @@ upstream (its list passed through) and with several (the routes' merged list); n
 Codex decodes the answer as its ``ModelsResponse`` (``{"models": [ModelInfo, ...]}``, openai/codex
 ``codex-rs/protocol/src/openai_models.rs``) and keeps the ``ETag`` with its cached catalog; the ``openai`` SDK
 reads the same answer as OpenAI's list. The bridge answers both at once: OpenAI's list with ``models: []`` beside
-it (adapters/http/responses/codex_models.py says why the array is empty).
+it (adapters/http/upstream/codex_models.py says why the array is empty).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from aiohttp import web
 from PIL import Image
 from pydantic import SecretStr
 
-from responses_bridge.adapters.http.agents.desktop_watch_tokens import WatchTokens
+from responses_bridge.adapters.http.desktop_watch_tokens import WatchTokens
 from responses_bridge.adapters.http.server import HttpDoor, start_http_server
 from responses_bridge.config.settings import Settings
 from responses_bridge.demo.procs import free_port

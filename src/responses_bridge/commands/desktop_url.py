@@ -3,7 +3,7 @@
 A client of the bridge, not of its database: it asks the running bridge for the session with the tenant's key (as
 the SDK's ``client.beta.agents.sessions.retrieve`` would) and prints the session's ``desktop_live_url``, so the
 tenant's key decides whose session it is and the link carries a short-lived token, never the key
-(adapters/http/agents/desktop_watch_tokens.py). Standard library only: it loads none of the bridge.
+(adapters/http/desktop_watch_tokens.py). Standard library only: it loads none of the bridge.
 """
 
 from __future__ import annotations

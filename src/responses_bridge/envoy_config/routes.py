@@ -101,14 +101,14 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth:
     else:
         routes += [
             # the Codex CLI's catalog request (``?client_version=``) is the sidecar's: its HTTP door adds the
-            # ``models`` array Codex decodes to the upstream's list (adapters/http/responses/codex_models.py)
+            # ``models`` array Codex decodes to the upstream's list (adapters/http/upstream/codex_models.py)
             {"name": "models_codex", "match": {"path": "/v1/models", "headers": get, "query_parameters": [
                 {"name": "client_version", "present_match": True}]},
              "route": {"cluster": HTTP_CLUSTER, "timeout": "0s"}, "typed_per_filter_config": _headers_only(True)},
             # the sidecar's own calls (``--upstream-via``, naming the upstream in ROUTE_HEADER) for the model list
             # and for an upstream's embedding model go to the upstream; a client's go to the sidecar, whose door
             # lists the upstream's models with the deployment's embedder and answers /v1/embeddings for every model
-            # (adapters/http/files/embeddings_routes.py). One model (/v1/models/{id}) is the sidecar's too. A client
+            # (adapters/http/upstream/embeddings_routes.py). One model (/v1/models/{id}) is the sidecar's too. A client
             # naming the upstream itself gets no more than the upstream's own list and embeddings, with the same key
             # check (``auth: keys``).
             {"name": "models", "match": {"path": "/v1/models", "headers": [*get, _own_call()]},

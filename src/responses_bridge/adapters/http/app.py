@@ -14,12 +14,11 @@ from ...runtime import Runtime
 from ...services.files.embeddings import EmbeddingService
 from ...services.readiness import check_readiness
 from .agents.agents_routes import AgentRoutes
-from .agents.desktop_watch_tokens import WatchTokens
 from .containers.containers_routes import ContainerRoutes
 from .containers.skills_routes import SkillRoutes
+from .desktop_watch_tokens import WatchTokens
 from .drain import DRAIN, Drain
 from .errors import error_middleware
-from .files.embeddings_routes import EmbeddingRoutes
 from .files.files_routes import FileRoutes
 from .files.uploads_routes import UploadRoutes
 from .files.vector_stores_routes import VectorStoreRoutes
@@ -29,12 +28,13 @@ from .observe import echo_request_id, observe_middleware
 from .params import UNKNOWN_FIELDS
 from .responses import background_routes
 from .responses.chat_completions_routes import ChatCompletionRoutes
-from .responses.codex_models import models_answer, passthrough_answer
 from .responses.conversations_routes import ConversationRoutes
 from .responses.prompts_routes import PromptRoutes
 from .responses.responses_routes import ResponsesRoutes
-from .responses.upstream_routes import UpstreamRoutes, refuse_returning_call, with_embedder
 from .routes import api_routes
+from .upstream.codex_models import models_answer, passthrough_answer
+from .upstream.embeddings_routes import EmbeddingRoutes
+from .upstream.upstream_routes import UpstreamRoutes, refuse_returning_call, with_embedder
 
 RUNTIME = web.AppKey("runtime", Runtime)
 UPSTREAM = web.AppKey("upstream", UpstreamClient)

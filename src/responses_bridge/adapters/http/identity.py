@@ -16,7 +16,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from ...services.tenancy.identity import Identity, unauthenticated
 from ...store.base import DEFAULT_TENANT
-from .agents.desktop_watch_tokens import WatchTokens
+from .desktop_watch_tokens import WatchTokens
 
 TENANT = web.RequestKey("tenant", str)
 """The request key the middleware leaves the caller's tenant under."""

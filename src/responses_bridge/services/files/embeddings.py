@@ -15,7 +15,7 @@
   its own refusals). The bridge adds nothing an OpenAI-compatible embeddings server does not already do better.
 
 Every other model is an upstream's (Ollama's ``nomic-embed-text``, a vLLM embedding model): the HTTP door passes
-the request to the upstream its model routes to (adapters/http/files/embeddings_routes.py), the way
+the request to the upstream its model routes to (adapters/http/upstream/embeddings_routes.py), the way
 ``/v1/chat/completions`` is passed, and that upstream's refusals come back in OpenAI's error shape
 (:func:`upstream_error`). The local model's own names are never sent upstream: with another embedder configured they are
 a 404 that names the one served. :meth:`EmbeddingService.listed` is the embedder's entry in ``GET /v1/models``.

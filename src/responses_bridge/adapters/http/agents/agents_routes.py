@@ -36,6 +36,7 @@ from ....services.agents.subagents.subagents import SubagentService
 from ....services.agents.vaults.oauth import GuardedTokenEndpoint
 from ....services.agents.vaults.vaults import VaultService
 from ....services.tools.hosted_shell import HostedShell
+from ..desktop_watch_tokens import WatchTokens
 from ..downloads import send_blob
 from ..drain import DRAIN
 from ..identity import request_tenant
@@ -43,7 +44,6 @@ from ..params import json_object, json_reply, metadata_query, page_query
 from ..routes import api_routes
 from .automations_routes import AutomationRoutes
 from .desktop_watch_routes import DesktopWatchRoutes
-from .desktop_watch_tokens import WatchTokens
 from .environment_routes import EnvironmentRoutes
 from .executor_routes import ExecutorRoutes
 from .subagent_routes import SubagentRoutes

@@ -31,10 +31,10 @@ from aiohttp import web
 
 from ....services.agents.desktop_watch import FrameFeeds
 from ....services.agents.sessions import SessionService
+from ..desktop_watch_tokens import Kind, WatchTokens
 from ..drain import DRAIN
 from ..identity import request_tenant
 from ..routes import api_routes
-from .desktop_watch_tokens import Kind, WatchTokens
 
 BOUNDARY = b"frame"
 PART = b"--" + BOUNDARY + b"\r\nContent-Type: image/jpeg\r\n\r\n"

@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from ....protocol.errors import APIError
-from ....sealing import Sealer
-from ....services.tenancy.identity import unauthenticated
+from ...protocol.errors import APIError
+from ...sealing import Sealer
+from ...services.tenancy.identity import unauthenticated
 
 PURPOSE = "desktop-watch"
 Kind = Literal["page", "view"]

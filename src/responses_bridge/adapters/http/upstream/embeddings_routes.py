@@ -30,8 +30,8 @@ from ....run.upstream import UpstreamFailure
 from ....runtime import Runtime
 from ....services.files.embeddings import EmbeddingService, upstream_error
 from ..params import read_body
-from ..responses.upstream_routes import ERROR_BODY_BYTES, answer_head, passthrough_cut, refuse_returning_call
 from ..routes import api_routes
+from .upstream_routes import ERROR_BODY_BYTES, answer_head, passthrough_cut, refuse_returning_call
 
 EMBEDDINGS_PATH = "embeddings"
 
