@@ -90,7 +90,7 @@ class Runtime:
     containers: ContainerService  # the Containers API; the code interpreter's files (services/containers/containers.py)
     skills: SkillService  # the Skills API; the skills containers are made with (services/containers/skills.py)
     background: BackgroundService
-    agents: AgentService  # the Agents API's reusable agents; sessions: the HTTP door's agents_routes.py
+    agents: AgentService  # the Agents API's reusable agents; sessions: adapters/http/agents/agents_routes.py
     retention: RetentionService  # purges what each tenant's retention_days has expired
     idempotency: IdempotencyService  # Idempotency-Key of POST /v1/responses (services/responses/idempotency.py)
     trimmer: MemoryTrimmer  # gives large requests' memory back to the system (fairness/allocator.py)
@@ -100,7 +100,7 @@ class Runtime:
     probed_modes: dict[str, str] = field(default_factory=dict)
     probed_switches: dict[str, dict[str, Any]] = field(default_factory=dict)
     # the sessions' running desktops, which the HTTP door shows live (services/agents/desktop_watch/): the HTTP
-    # door composes the sessions' desktop pool in (agents_routes.py) unless one is given here
+    # door composes the sessions' desktop pool in (adapters/http/agents/agents_routes.py) unless one is given here
     desktops: DesktopRegistry = NO_DESKTOPS
     _upstream_options: dict[str, EngineOptions] = field(default_factory=dict, repr=False)  # route_options' cache
     # per-tenant requests in flight and body size, one budget for both doors (services/tenancy/limits.py)

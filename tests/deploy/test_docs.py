@@ -295,7 +295,7 @@ def test_the_readme_install_gives_what_its_examples_use() -> None:
 
 
 def test_the_code_interpreter_tour_is_the_one_the_demo_prints() -> None:
-    """The README tour's and docs/code-interpreter.md's code interpreter request is the banner's (demo_banner.py),
+    """The README tour's and docs/code-interpreter.md's code interpreter request is the banner's (demo/banner.py),
     which tests/integration/test_code_interpreter_e2e.py runs as printed: one request, said three times."""
     from responses_bridge.demo.banner import CODE_INPUT, CODE_TOOL
 

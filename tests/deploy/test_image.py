@@ -288,6 +288,9 @@ def test_a_plain_install_from_the_checkout_installs_what_the_image_holds(image_v
         stale.unlink(missing_ok=True)
     [wheel] = tmp_path.glob("responses_bridge-*.whl")
     with zipfile.ZipFile(wheel) as archive:
+        # the package and its metadata, nothing else: the tooling (tools/) and the tests lie outside src/
+        assert not [name for name in archive.namelist()
+                    if not name.startswith("responses_bridge/") and ".dist-info/" not in name]
         from_checkout = {name: hashlib.sha256(archive.read(name)).hexdigest() for name in archive.namelist()
                          if name.startswith("responses_bridge/")}
         requires = sorted(line for line in archive.read(next(name for name in archive.namelist()
@@ -306,14 +309,16 @@ def test_a_plain_install_from_the_checkout_installs_what_the_image_holds(image_v
     assert requires == installed_requires and not any("xds-protos" in line for line in requires)
 
 
-def test_development_tooling_stays_out_of_the_installed_package(image_venv: Path) -> None:
-    """The wheel carries the user commands (demo, fake-upstream) but not the benchmarks and doc renderers; the
-    bench command says where it is instead of failing with an import error."""
+def test_development_tooling_stays_out_of_the_installed_package(image_venv: Path, tmp_path: Path) -> None:
+    """The wheel carries the user commands (demo, fake-upstream) but not the benchmarks and doc renderers (the
+    checkout's tools/, outside src/); the bench command says where it is instead of failing with an import error.
+    Run away from the checkout, whose root would put its tools/ on the path of ``python -c``."""
     python = str(image_venv / "bin" / "python")
     check = ("import importlib.util as u; print(u.find_spec('tools') is None, "
              "u.find_spec('responses_bridge.demo.fake_upstream') is not None, "
              "u.find_spec('responses_bridge.demo.command') is not None)")
-    found = subprocess.run([python, "-c", check], capture_output=True, text=True, check=True).stdout.split()
+    found = subprocess.run([python, "-c", check], capture_output=True, text=True, check=True,
+                           cwd=tmp_path).stdout.split()
     assert found == ["True", "True", "True"]
     result = subprocess.run([str(image_venv / "bin" / "responses-bridge"), "bench", "--envoy"], capture_output=True,
                             text=True, check=False)

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.store_proven(
 
 MAX_EVENT_BYTES = 65536
 
-# How the fake upstream fails a response (fake_upstream.py, 9 and 13), and the reasons each path can give for it:
+# How the fake upstream fails a response (demo/fake_upstream.py, 9 and 13), and the reasons each path can give for it:
 # "" is a failure under OpenAI's own code (no reason of the bridge's), None a response the path completes, "reply"
 # an error answer instead of a stream. The sidecar runs background and WebSocket turns itself, through Envoy
 # (--upstream-via); Envoy's door hands the upstream's bytes to the processor (no idle timeout of the sidecar's, and

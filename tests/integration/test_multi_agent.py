@@ -2,7 +2,7 @@
 
 One sidecar making its model calls through Envoy (``--upstream-via``), one Envoy in front of it: the ext_proc door
 hands a multi-agent request to the sidecar's HTTP door, as it hands requests with server-side tools. The fake
-upstream plays the root model (``spawn: <task>`` lines spawn subagents, then it waits for them: fake_agents.py) and
+upstream plays the root model (``spawn: <task>`` lines spawn subagents, then it waits for them: demo/fake_agents.py) and
 every subagent (it echoes its task). Every JSON answer and stream event is validated with the SDK's beta types in
 strict mode.
 

@@ -127,7 +127,7 @@ async def test_an_allowed_domain_is_reached_with_its_secret_in_the_header(proxy_
     answer = await exchange(proxy, (f"POST http://app.test:{host.port}/echo-headers HTTP/1.1\r\n"
                                     f"Authorization: Bearer {placeholder}\r\nContent-Length: {len(body)}\r\n\r\n"
                                     f"{body}").encode())
-    assert answer.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200"))  # asked as HTTP/1.0 (egress_secrets.py)
+    assert answer.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200"))  # asked as HTTP/1.0 (sandbox/egress/domain_secrets.py)
     assert host.seen[-1]["Authorization"] == "Bearer s3cret-value"
     assert host.seen[-1]["Host"] == f"app.test:{host.port}"
     assert placeholder.encode() in answer  # the body is the code's own, not rewritten (it came back as sent)

@@ -94,7 +94,8 @@ async def test_the_relay_carries_the_codes_connections_and_stays_the_inits(mode:
     assert result.outcome == "ok", result.stderr
     found = json.loads(result.stdout)
     assert RECEIVED[-7:] == ["t0ken"] * 7  # the host got the secret each time
-    # and its echo came back written over (egress_secrets.py): the placeholder's first letters, never the value
+    # and its echo came back written over (sandbox/egress/domain_secrets.py): the placeholder's first letters, never the
+    # value
     assert found["first"] == "hello egres" and found["after"] == "hello egres"
     assert found["many"] == ["hello egres"] * 5
     assert found["bind"] == "OSError"  # EADDRINUSE: the init holds the port before the code starts

@@ -170,7 +170,7 @@ async def test_the_test_fork_server_preloads_nothing_a_started_sidecar_has_not(s
     """tests/support/zygote.py forks the suite's sidecars from a process that imported its ``PRELOAD``: a module
     there that a started sidecar does not hold would be in every forked one, which the checks above (and any test
     of a sidecar's imports or memory) would then not see as a fresh one does. The fake upstream's modules
-    (``devtools``) are the one exception: its processes are forked from there too."""
+    (``demo``) are the one exception: its processes are forked from there too."""
     listed = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-c", "import sys\nfrom tests.support.zygote import PRELOAD\nfor name in PRELOAD:\n"

@@ -1,6 +1,6 @@
-"""The wheel carries of ``devtools/`` exactly what the user commands (``fake-upstream``, ``demo``) import, and
-nothing that only the tests and benchmarks use (a fake Kubernetes API, stand-in pods, /proc readings): those live
-in ``tools/``, which pyproject.toml's package find leaves out.
+"""The wheel carries of ``demo/`` exactly what the user commands (``fake-upstream``, ``demo``) import, and nothing
+that only the tests and benchmarks use (a fake Kubernetes API, stand-in pods, /proc readings): those live in the
+checkout's top-level ``tools/``, outside ``src/``, which is all pyproject.toml's package find looks in.
 
 Cheap: the installed package list is what setuptools finds with pyproject.toml's own settings (no wheel is built;
 tests/deploy/test_image.py installs a real one), and the imports are read from the sources.
@@ -18,14 +18,15 @@ from responses_bridge.cli import COMMAND_MODULES
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "responses_bridge"
-DEVTOOLS = f"{PACKAGE}.devtools"
+DEMO = f"{PACKAGE}.demo"
+TOOLS = ROOT / "tools"
 
 
 def installed_modules() -> dict[str, Path]:
     """Every module of the wheel, by dotted name: the .py files of the packages pyproject.toml's find selects."""
     find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     where = ROOT / find["where"][0]
-    packages = find_namespace_packages(str(where), include=find.get("include", ("*",)), exclude=find["exclude"])
+    packages = find_namespace_packages(str(where), include=find.get("include", ("*",)), exclude=find.get("exclude", ()))
     modules: dict[str, Path] = {}
     for package in packages:
         for path in (where / package.replace(".", "/")).glob("*.py"):
@@ -57,15 +58,15 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
 
 
 def reached_by_users() -> set[str]:
-    """The devtools modules the installed serving code (the CLI's commands) imports, and all they import in turn."""
+    """The demo/ modules the installed serving code (the CLI's commands) imports, and all they import in turn."""
     installed, everything = installed_modules(), source_modules()
     known = set(everything)
-    queue = sorted({target for name, path in installed.items() if not name.startswith(DEVTOOLS)
-                    for target in imports_of(name, path, known) if target.startswith(DEVTOOLS)
+    queue = sorted({target for name, path in installed.items() if not name.startswith(DEMO)
+                    for target in imports_of(name, path, known) if target.startswith(DEMO)
                     and target in installed})  # a guarded import of a left-out module (the bench command's) is no root
     # the CLI imports each command's module by name, when that command runs (cli.py's COMMAND_MODULES)
     queue += sorted(f"{PACKAGE}{module}" for module in COMMAND_MODULES.values()
-                    if module is not None and f"{PACKAGE}{module}".startswith(DEVTOOLS)
+                    if module is not None and f"{PACKAGE}{module}".startswith(DEMO)
                     and f"{PACKAGE}{module}" in installed)
     reached: set[str] = set()
     while queue:
@@ -73,25 +74,28 @@ def reached_by_users() -> set[str]:
         if name in reached:
             continue
         reached.add(name)
-        queue.extend(target for target in imports_of(name, everything[name], known) if target.startswith(DEVTOOLS))
+        queue.extend(target for target in imports_of(name, everything[name], known) if target.startswith(DEMO))
     return reached
 
 
 def test_the_user_commands_import_nothing_the_wheel_leaves_out() -> None:
     reached = reached_by_users()
-    assert {f"{DEVTOOLS}.fake_server", f"{DEVTOOLS}.demo"} <= reached
+    assert {f"{DEMO}.fake_server", f"{DEMO}.command"} <= reached
     assert reached <= set(installed_modules()), sorted(reached - set(installed_modules()))
 
 
-def test_nothing_installed_in_devtools_serves_only_tests_or_benchmarks() -> None:
-    installed = {name for name in installed_modules() if name.startswith(f"{DEVTOOLS}.")}
+def test_nothing_installed_in_demo_serves_only_tests_or_benchmarks() -> None:
+    installed = {name for name in installed_modules() if name.startswith(f"{DEMO}.")}
     assert installed - reached_by_users() == set(), "installed, yet no user command imports it"
 
 
 def test_the_test_doubles_stay_in_the_checkout() -> None:
-    """The modules only tests and benchmarks use exist in the source tree and are not in the wheel, so the two
-    checks above see a tree that has something to leave out."""
-    left_out = set(source_modules()) - set(installed_modules())
-    for stem in ("fake_kube", "standin_pod", "fake_cluster", "process_memory", "bench"):
-        assert f"{DEVTOOLS}.checkout.{stem}" in left_out
-    assert not any(name.startswith(f"{DEVTOOLS}.checkout") for name in installed_modules())
+    """The modules only tests and benchmarks use exist in the checkout's tools/, which the wheel's package find never
+    looks in, so the two checks above see a tree that has something to leave out. (No module of the package imports
+    tools/, the bench command's loader aside: tests/unit/test_import_direction.py.)"""
+    for relative in ("fakes/kube.py", "fakes/standin_pod.py", "fakes/cluster.py", "process_memory.py",
+                     "bench/latency/bench.py"):
+        assert (TOOLS / relative).is_file(), relative
+    installed = installed_modules()
+    assert all(name == PACKAGE or name.startswith(f"{PACKAGE}.") for name in installed)
+    assert all(path.is_relative_to(ROOT / "src") for path in installed.values())

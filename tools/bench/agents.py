@@ -5,7 +5,8 @@ Per door (the sidecar's HTTP door; Envoy with the bridge as its ext_proc process
 the HTTP door), one round after another, requests one at a time and interleaved so a slow patch of the shared
 machine hits every kind alike:
 
-- ``floor``: the same answer as Chat Completions through the door's floor (floors.py: a bare aiohttp passthrough;
+- ``floor``: the same answer as Chat Completions through the door's floor (tools/bench/latency/floors.py: a bare aiohttp
+passthrough;
   Envoy's ext_proc filter with a processor that changes nothing) — the least any hop costs;
 - ``response``: a stored streamed ``/v1/responses``;
 - ``chained``: a second response chained on it (``previous_response_id``): the baseline a session's second turn is
@@ -15,9 +16,9 @@ machine hits every kind alike:
 - ``session, second turn``: a message posted to that session (202), then its events read to idle.
 
 Reported: each kind's median time and its ratio to ``chained`` and to the door's floor; then CPU per request
-(bench_cost.py's batches: each kind alone, the CPU its processes spent, the sidecar's and Envoy's apart, medians of
-the rounds; read from the scheduler's nanosecond counts). The figures that carry between machines are the ratios.
-``--base-src DIR`` runs a second sidecar from another source tree beside this one, its HTTP door measured in the
+(tools/bench/latency/cost.py's batches: each kind alone, the CPU its processes spent, the sidecar's and Envoy's apart,
+medians of the rounds; read from the scheduler's nanosecond counts). The figures that carry between machines are the
+ratios. ``--base-src DIR`` runs a second sidecar from another source tree beside this one, its HTTP door measured in the
 same rounds (before and after a change, on the same machine at the same time). Usage: ``scripts/bench-agents
 [--rounds N] [--door http|envoy|both] [--cost-rounds N] [--cost-requests N] [--base-src DIR]``.
 """
@@ -239,7 +240,8 @@ async def main(args: argparse.Namespace) -> None:
                                                                      upstream_url, http_port, extproc_port, None)
                 noop, envoy = processes[-2:]
                 # the floor listener's Responses route with a Chat Completions body: the no-op processor passes it
-                # on unchanged and the route sends it to the upstream's /chat/completions (floors.py)
+                # on unchanged and the route sends it to the upstream's /chat/completions
+                # (tools/bench/latency/floors.py)
                 doors.append(Door("envoy", f"http://127.0.0.1:{envoy_port}",
                                   f"http://127.0.0.1:{envoy_floor_port}/v1/responses", [sidecar], [noop], envoy))
             await measure_latency(doors, args.rounds)

@@ -2,14 +2,14 @@
 counted by valgrind's callgrind — a figure the machine's load does not move.
 
 CPU time per request on a shared 2-core machine spreads by ±10 % from round to round even side by side
-(bench_ab.py's control), so a difference of 1–2 % is below what one run resolves. Instructions are counted, not
-timed: each side's ``serve`` runs under callgrind (every thread of it, its user space), installed from a wheel of
-its tree as ``bench --ab-tree`` installs it (bench_install.py). After a warm-up the counters are dumped and zeroed
-(``callgrind_control --dump``), the measured requests are sent, and a second dump holds them alone: its total over
-the requests is the figure. With ``--envoy`` the same requests go through an Envoy in front of each side (Envoy is
-not counted, only the sidecar's ext_proc door). What still varies from run to run is timing-driven work (gRPC's
-poller wakes, a timer that fires or not): a couple of percent on the ext_proc door, less on the HTTP door — so the
-sides alternate, ``--rounds`` times, and the report gives each round's ratio.
+(tools/bench/latency/ab.py's control), so a difference of 1–2 % is below what one run resolves. Instructions are
+counted, not timed: each side's ``serve`` runs under callgrind (every thread of it, its user space), installed from a
+wheel of its tree as ``bench --ab-tree`` installs it (tools/bench/latency/install.py). After a warm-up the counters are
+dumped and zeroed (``callgrind_control --dump``), the measured requests are sent, and a second dump holds them alone:
+its total over the requests is the figure. With ``--envoy`` the same requests go through an Envoy in front of each side
+(Envoy is not counted, only the sidecar's ext_proc door). What still varies from run to run is timing-driven work
+(gRPC's poller wakes, a timer that fires or not): a couple of percent on the ext_proc door, less on the HTTP door — so
+the sides alternate, ``--rounds`` times, and the report gives each round's ratio.
 
 Work done by the clock rather than by the requests (the automations' scheduler asks the database once a second, the
 memory watch reads the RSS) falls on the requests too: under callgrind a request takes ~50× its usual wall time, so a

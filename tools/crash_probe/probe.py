@@ -8,7 +8,7 @@ and one sidecar (HTTP door, SQLite file, an upstream key so runs are resumable),
 opens ``--load`` runs at once — slow background responses (``[chunks] [delay]``: a multi-chunk model call),
 background tool loops (a search, then a slow answer), Agents sessions (a slow first turn with two inputs queued
 behind it) and sessions whose turn waits on the client (a call of its function, answered only after the kill and the
-restart: crash_probe_waiting.py) — waits ``--kill-after`` seconds, ``kill -9``s the sidecar's process group and
+restart: waiting.py) — waits ``--kill-after`` seconds, ``kill -9``s the sidecar's process group and
 starts it again on the same file. Then it waits for everything to settle and checks each accepted run:
 
 * a background response ended ``completed`` exactly once: one ``response.completed`` in its stored stream, none
@@ -24,9 +24,9 @@ stored stream shows a second start (a response's second ``response.in_progress``
 ``agent.session.turn.in_progress``). A POST the kill cut off before it was answered was never accepted and is not
 counted. The process exits 1 when any accepted run was lost, ran twice, or failed for any reason but the limit.
 
-``--fault`` picks what strikes each round (crash_probe_faults.py): ``kill`` (the above), ``db-outage`` (one replica's
-database connections cut for ``--outage`` seconds, longer than a lease, while it runs) and ``clock-skew`` (the second
-replica's wall clock ``--skew`` seconds off all along; a run *resumed* there was a live run taken over: counted
+``--fault`` picks what strikes each round (faults.py): ``kill`` (the above), ``db-outage`` (one
+replica's database connections cut for ``--outage`` seconds, longer than a lease, while it runs) and ``clock-skew`` (the
+second replica's wall clock ``--skew`` seconds off all along; a run *resumed* there was a live run taken over: counted
 *twice*). Both need ``--store postgres``.
 """
 
@@ -328,7 +328,7 @@ async def check(base: str, runs: list[Run], settle: float) -> None:
 
 async def run_rounds(sidecars: list[Sidecar], args: argparse.Namespace, fault: Fault) -> list[Run]:
     """The rounds: load (spread over the replicas), the fault struck mid-load (``kill -9`` of one, each in turn,
-    started again on the same store; or a database outage; crash_probe_faults.py). The runs accepted, in order."""
+    started again on the same store; or a database outage; faults.py). The runs accepted, in order."""
     runs: list[Run] = []
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:

@@ -1,4 +1,4 @@
-"""The crash probe's ``waiting`` kind (crash_probe.py): an Agents session whose turn waits on the client.
+"""The crash probe's ``waiting`` kind (probe.py): an Agents session whose turn waits on the client.
 
 Its agent has a function tool (``lookup``) and its input asks the model to call it, so the turn's first response
 ends with a call for the client and the session goes ``requires_action``: the kill lands while the turn waits (or,

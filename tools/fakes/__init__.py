@@ -1,1 +1,4 @@
-"""TODO."""
+"""The doubles only tests and benchmarks start: a Kubernetes API server for agent-sandbox's four kinds and its
+controller (``kube.py``), a cluster of it in one process (``cluster.py``) and stand-in pods on this machine that
+serve the sandbox runtime's real APIs (``standin_pod.py``).
+"""

@@ -1,6 +1,6 @@
-"""A cluster for the ``agent-sandbox`` backend without one, in this process: tools/fakes/kube.py's API server
+"""A cluster for the ``agent-sandbox`` backend without one, in this process: kube.py's API server
 (with its controller) on loopback, a ``SandboxWarmPool`` object per pool name, and a stand-in pod
-(tools/fakes/standin_pod.py) per claim — started when claimed, or taken from ``warm`` pods started ahead.
+(standin_pod.py) per claim — started when claimed, or taken from ``warm`` pods started ahead.
 
     async with fake_cluster(crds) as cluster:    # cluster.api_url, .kube, .pods, .settings (the bridge's env)
         ...

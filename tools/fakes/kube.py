@@ -9,7 +9,7 @@ a real one, served over real HTTP.
   streams ``{"type", "object"}`` lines from a ``resourceVersion`` (``0``/unset: the current objects as ADDED
   first) filtered by ``fieldSelector=metadata.name=…``, until ``timeoutSeconds``.
 - The controller, as agent-sandbox's does it: a ``SandboxClaim`` of a ``SandboxWarmPool`` with ready pods takes one
-  (a stand-in pod started by ``start_pod``: tools/fakes/standin_pod.py), a ``Sandbox`` is made for it, and the claim's
+  (a stand-in pod started by ``start_pod``: standin_pod.py), a ``Sandbox`` is made for it, and the claim's
   status gets ``sandbox.name``, ``podIPs`` and ``Ready=True`` in one update. A pool not found is ``Ready=False``
   ``WarmPoolNotFound``; a pool set ``stalled`` never readies a claim (the deadline's test). Deleting a claim deletes
   its Sandbox and stops its pod; a claim past ``spec.lifecycle.shutdownTime`` is deleted (``Delete`` policy).

@@ -7,7 +7,7 @@ network, its own PID namespace: the pod's kernel view, under an unprivileged uid
 
 What it is not: a pod's memory cgroup (each process gets ``RLIMIT_DATA`` of the pod's memory instead), gVisor, or a
 NetworkPolicy (the egress path is tested at the proxy). It is what the ``agent-sandbox`` backend's tests and the
-benchmark run against, started by tools/fakes/kube.py's controller for each claim.
+benchmark run against, started by kube.py's controller for each claim.
 """
 
 from __future__ import annotations
@@ -303,7 +303,7 @@ def _code(returncode: int | None) -> int:
 
 @dataclass
 class StandInPods:
-    """Starts a pod per claim for fake_kube.py (its ``start_pod``), all on the same two ports. ``warm``: pods
+    """Starts a pod per claim for kube.py (its ``start_pod``), all on the same two ports. ``warm``: pods
     kept started ahead, as a SandboxWarmPool keeps them (a claim takes one and another is started behind it);
     0: each claim waits for its pod to start (a cold claim)."""
 

@@ -5,7 +5,7 @@ secrets masked, then the engine switches its profile resolves to, the upstreams 
 profile: with an ``upstreams`` list, not the unused ``upstream`` default) and the cached probe results of those
 upstreams, from the deployment's own cache (beside its database). ``check`` reads
 one file the way ``serve --config`` would and says whether it is valid, every problem at once
-(commands/config_check.py), without starting anything.
+(config_check.py), without starting anything.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def show_command(args: argparse.Namespace) -> int:
 
 
 def check_command(args: argparse.Namespace) -> int:
-    """Every problem of the file, one a line (commands/config_check.py), exit status 1; else ``FILE: valid``."""
+    """Every problem of the file, one a line (config_check.py), exit status 1; else ``FILE: valid``."""
     from .config_check import check_file
 
     report = check_file(args.file)

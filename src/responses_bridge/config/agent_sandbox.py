@@ -1,6 +1,6 @@
 """Where the code interpreter's and the hosted shell's calls run (sandbox/backends.py), and the settings of the
 ``agent-sandbox`` backend: pods claimed from kubernetes-sigs/agent-sandbox warm pools (sandbox/agent_sandbox/). A
-group of config/settings.py's :class:`Settings`, in a module of its own beside config/sandbox.py.
+group of settings.py's :class:`Settings`, in a module of its own beside sandbox.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The bounds of the Agents API's automations (services/agents/automations/automations.py, automation_fairness.py): what
 one scheduler tick fires and how, what one tenant's automations may fire a minute, and how long their invocations are
-kept. A group of config/settings.py's :class:`Settings`, in a module of its own beside config/agent_sandbox.py."""
+kept. A group of settings.py's :class:`Settings`, in a module of its own beside agent_sandbox.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The agent tool ``computer_use``'s settings (services/agents/computer/): how many desktops may run, how long an
-unused one lives, and how many screenshots each model call is shown. A group of config/settings.py's :class:`Settings`
-(which sets the sources and the ``RESPONSES_BRIDGE_`` prefix), in a module of its own so config/settings.py stays within
+unused one lives, and how many screenshots each model call is shown. A group of settings.py's :class:`Settings`
+(which sets the sources and the ``RESPONSES_BRIDGE_`` prefix), in a module of its own so settings.py stays within
 the house's module size.
 """
 

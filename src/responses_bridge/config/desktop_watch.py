@@ -1,7 +1,7 @@
 """The bounds of watching a session's desktop live (services/agents/desktop_watch/, the HTTP door's
-desktop_watch_routes.py): how many may watch one session, how often its screen is looked at, how long a link to
-the page stays good. A group of config/settings.py's :class:`Settings`, in a module of its own beside
-config/automations.py."""
+adapters/http/agents/desktop_watch_routes.py): how many may watch one session, how often its screen is looked at, how
+long a link to the page stays good. A group of settings.py's :class:`Settings`, in a module of its own beside
+automations.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The first group of the settings (config/settings.py's :class:`Settings` is made of it and the rest): the endpoints —
+"""The first group of the settings (settings.py's :class:`Settings` is made of it and the rest): the endpoints —
 the upstream the bridge calls (and the key it sends there), the way its own upstream calls go (``upstream_via``),
-and where its two doors listen. Kept in a module of its own so config/settings.py stays within the house's module size;
+and where its two doors listen. Kept in a module of its own so settings.py stays within the house's module size;
 the fields are :class:`Settings`' first ones, in the order configuration.md lists them (a base class's fields come
 first), read from the same sources under the same ``RESPONSES_BRIDGE_`` names.
 """
@@ -18,7 +18,7 @@ DEFAULT_EXTPROC_PORT = 50051
 
 
 class EndpointSettings(BaseSettings):
-    """The upstream and the doors (config/settings.py's ``Settings`` sets the sources and the ``RESPONSES_BRIDGE_``
+    """The upstream and the doors (settings.py's ``Settings`` sets the sources and the ``RESPONSES_BRIDGE_``
     prefix)."""
 
     upstream: str = Field(

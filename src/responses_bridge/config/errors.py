@@ -4,7 +4,7 @@ expected.
 A value comes from a flag, an environment variable, the YAML file or (for a list or mapping) JSON inside an
 environment variable. pydantic reports a bad one as a multi-line ``ValidationError`` about a model the user never
 wrote (``UpstreamSpec``), and pydantic-settings reports broken JSON in a variable as a traceback. ``load_settings``
-(config/settings.py) is the one place that builds settings for every command; it turns both into :class:`SettingsError`
+(settings.py) is the one place that builds settings for every command; it turns both into :class:`SettingsError`
 through :func:`explain` and :func:`explain_json`, and ``cli.main`` prints that as one line with exit status 2.
 
 Paths inside a value are written one way, ``upstreams[0].url``, whichever source the value came from.

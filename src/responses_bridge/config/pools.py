@@ -1,6 +1,6 @@
 """The shared pools' settings that are not the sandbox's: the memory budget, the sidecar's own upstream calls and
-the programs of programmatic tool calling. A group of config/settings.py's :class:`Settings` (which sets the sources and
-the ``RESPONSES_BRIDGE_`` prefix), in a module of its own so config/settings.py stays within the house's module size;
+the programs of programmatic tool calling. A group of settings.py's :class:`Settings` (which sets the sources and
+the ``RESPONSES_BRIDGE_`` prefix), in a module of its own so settings.py stays within the house's module size;
 each pool admits tenants by the one fair-share rule (fairness/share.py, stated in docs/operations.md).
 """
 

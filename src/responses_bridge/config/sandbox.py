@@ -1,7 +1,7 @@
 """The code interpreter's and the hosted shell's settings (sandbox/, run/tools/code_interpreter.py,
 run/tools/shell.py): each call's limits in its bubblewrap sandbox, the uid it runs as, where skills are laid out,
-and the egress proxy's limits. A group of config/settings.py's :class:`Settings` (which sets the sources and the
-``RESPONSES_BRIDGE_`` prefix), in a module of its own so config/settings.py stays within the house's module size; its
+and the egress proxy's limits. A group of settings.py's :class:`Settings` (which sets the sources and the
+``RESPONSES_BRIDGE_`` prefix), in a module of its own so settings.py stays within the house's module size; its
 fields follow the endpoints' in configuration.md.
 """
 

@@ -4,7 +4,7 @@ Environment variables use the ``RESPONSES_BRIDGE_`` prefix (``RESPONSES_BRIDGE_D
 and key also fall back to the names every OpenAI client already knows, ``OPENAI_BASE_URL`` and
 ``OPENAI_API_KEY``, so a deployment that already exports them needs no new configuration. The YAML file
 (``--config FILE`` or ``RESPONSES_BRIDGE_CONFIG``) takes the same settings under their field names
-(``http_port: 8081``); it is read by pydantic-settings' own YAML source (config/file.py).
+(``http_port: 8081``); it is read by pydantic-settings' own YAML source (file.py).
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
         "it), `asyncio` (the standard library's), or `auto`: uvloop when installed (process/event_loop.py)"))
     drain_timeout: float = Field(default=30.0, ge=0, description="seconds live streams may run on after "
                                  "SIGTERM/SIGINT before each ends with response.failed (server_shutdown)")
-    # Several upstreams, routed per model (config/upstreams.py); JSON in the environment. Empty: ``upstream`` alone
+    # Several upstreams, routed per model (upstreams.py); JSON in the environment. Empty: ``upstream`` alone
     # serves every model, translated.
     upstreams: list[UpstreamSpec] = Field(default=[], description=(
         "several upstreams, each `{name, url, mode: translate|native|auto, profile, switches, api_key_env | api_key}` "
@@ -426,7 +426,7 @@ def load_settings(flags: dict[str, str] | None = None, config: str | None = None
     the flag rather than the variable when the bad value came from the command line.
 
     Every command builds its settings here, so this is the one place a mistake becomes :class:`SettingsError`:
-    one line naming the flag, variable or file and key (config/errors.py)."""
+    one line naming the flag, variable or file and key (errors.py)."""
     given: dict[str, Any] = {key: value for key, value in overrides.items() if value is not None}
     with config_file.reading(config) as source:
         try:

@@ -1,6 +1,6 @@
 """The server-side tools' settings (web search, image generation, remote MCP, embeddings for vector stores): what
-each tool reaches and how long it may take. A group of config/settings.py's :class:`Settings`, in a module of its own
-beside config/sandbox.py, so that config/settings.py holds what every request's path reads."""
+each tool reaches and how long it may take. A group of settings.py's :class:`Settings`, in a module of its own
+beside sandbox.py, so that settings.py holds what every request's path reads."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 printed against those addresses.
 
 The printed commands name the ports actually in use, never the defaults: a default port that something else held
-was replaced by a free one (demo.py's ``choose_ports``), and the banner says so first, loudly, because the README's
-tour (``curl localhost:10000``) would otherwise reach whatever holds that port, not this demo.
+was replaced by a free one (command.py's ``choose_ports``), and the banner says so first, loudly, because the
+README's tour (``curl localhost:10000``) would otherwise reach whatever holds that port, not this demo.
 
 The printed SDK example is a command that runs as printed: this Python with the ``openai`` package, which
 ``scripts/demo`` installs (the ``demo`` extra); without it the banner says how to install it first. It reads the key
@@ -36,7 +36,7 @@ class Ports:
     admin: int
     moved: dict[str, int] = field(default_factory=dict)
     """The ports that were taken by something else, by name (``listen``, ``http``, ...): the port wanted. A moved
-    port is said loudly (demo_banner.py): a README's ``curl localhost:10000`` would reach whatever holds it."""
+    port is said loudly (banner.py): a README's ``curl localhost:10000`` would reach whatever holds it."""
 
 
 def moved_ports(ports: Ports, fake: bool) -> list[str]:

@@ -9,7 +9,7 @@ stops everything on Ctrl-C (SIGINT) or SIGTERM:
 
 Default ports (10000 for clients, 8080 HTTP door, 50051 ext_proc, 8090 fake upstream, 9901 Envoy admin: the
 defaults of ``serve`` and ``envoy-config``) are used when free; a taken one is replaced by a free port, which is
-said at once on stderr and again, loudly, at the top of the banner (demo_banner.py), whose commands use the ports
+said at once on stderr and again, loudly, at the top of the banner (banner.py), whose commands use the ports
 in use. The examples name a real model: ``--model``, else the first one the upstream's ``GET /models`` lists. An
 upstream that does not answer (or answers 404 there: a URL without ``/v1``) is said plainly, first thing and in the
 banner, instead of "ready".

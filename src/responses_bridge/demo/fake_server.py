@@ -1,7 +1,7 @@
 """The fake upstream as a server: the app with every route (the chat fake, fake_upstream.py; its Responses API,
-fake_responses.py; its Images API, fake_images.py; its Embeddings API, fake_embeddings.py), started in a test's
-loop or served by the ``fake-upstream`` command. Assembled here, above the others, so none of them imports another's
-server."""
+fake_responses.py; its Images API, fake_images.py; its Embeddings API, fake_embeddings.py), started in a
+test's loop or served by the ``fake-upstream`` command. Assembled here, above the others, so none of them imports
+another's server."""
 
 from __future__ import annotations
 

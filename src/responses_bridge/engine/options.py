@@ -27,11 +27,11 @@ class EngineOptions:
     # offered ("drop", a warning is logged), or refused with a 400 ("reject"). See engine/tools/tools.py.
     unsupported_tools: Literal["drop", "reject"] = "drop"
     # The model's context window in tokens, when the deployment declares it: a ``truncation: "auto"`` request
-    # that would not fit drops its oldest items before the first call (engine/truncation.py). None: only the
+    # that would not fit drops its oldest items before the first call (truncation.py). None: only the
     # upstream's own context-length error triggers truncation.
     context_window: int | None = None
     # The largest single upstream SSE event, and the largest non-streamed upstream answer, held in memory; an
-    # upstream that sends more fails that response (502 / ``response.failed``). See engine/sse.py.
+    # upstream that sends more fails that response (502 / ``response.failed``). See sse.py.
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     # Input items one request may hold: past it a 400 naming ``input``, before any item is parsed into an object
     # (protocol/responses/request.py's check_input_count). Not the dialect's: a bound on what one request costs.
@@ -39,7 +39,7 @@ class EngineOptions:
     # A field OpenAI does not define: a 400 unknown_parameter ("reject"), or accepted and logged ("warn", for
     # clients newer than the bridge's table of fields). protocol/known_fields.py.
     unknown_fields: UnknownFields = "reject"
-    # Streamed events' names where the SDK and the Open Responses spec differ (engine/event_frames.py): the SDK's
+    # Streamed events' names where the SDK and the Open Responses spec differ (event_frames.py): the SDK's
     # unless a request names the spec's version, or the spec's for every client ("open-responses").
     event_names: Literal["openai", "open-responses"] = "openai"
     # The switches below (with the three dialect switches above) make up a compatibility profile: see

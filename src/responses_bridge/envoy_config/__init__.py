@@ -31,6 +31,8 @@ and why:
 * Buffers and timeouts sized for LLM traffic: bodies of tens of MB, streams that last minutes.
 
 The ``responses-bridge envoy-config`` command prints it.
+
+Imports the settings and the process's worker count; renders only, never serves.
 """
 
 from __future__ import annotations

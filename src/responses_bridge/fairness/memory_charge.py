@@ -9,7 +9,7 @@ loads such bytes (the store; the tool loop for its tools' outputs: run/server_to
 with their size: the request holding them (the one whose door set :data:`HOLDING`, for the request's life) grows
 by their cost, at once and even past its share or the budget — the memory is held already, refusing it now would
 save nothing — so that its holder's standing says what it really holds: its next requests wait for room or are
-refused by its share (fairness/share.py), and the backstop (services/tenancy/memory_watch.py) ends its holder's
+refused by its share (share.py), and the backstop (services/tenancy/memory_watch.py) ends its holder's
 requests first.
 
 A context variable rather than a parameter: the bytes are loaded far below the doors (the store, the input's

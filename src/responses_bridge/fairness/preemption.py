@@ -2,8 +2,8 @@
 (the turn loop, run/drive.py; the HTTP door's limits, adapters/http/limits.py; the ext_proc stream,
 adapters/extproc/servicer.py) asks :func:`absorb_preemption` whether it was this, to answer a retryable 503 /
 ``response.failed`` ``preempted_for_fairness`` rather than treat it as a client gone away. Used by the memory backstop
-(services/tenancy/memory_watch.py) and the egress proxy's connections (fairness/share.py: ``make_room``); the shared
-pools never end a request's work for its share of the queue (fairness/share.py)."""
+(services/tenancy/memory_watch.py) and the egress proxy's connections (share.py: ``make_room``); the shared
+pools never end a request's work for its share of the queue (share.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Ending held work to give its room back — the two cases the shared pools' rule (fairness/share.py) still allows, since
+"""Ending held work to give its room back — the two cases the shared pools' rule (share.py) still allows, since
 neither is a tenant's share of a queue: the memory backstop (services/tenancy/memory_watch.py: :func:`take_back`)
 when real memory passes its watermark, and the egress proxy's connections, which are accepted before they are
 admitted and cannot wait (:func:`make_room`). Every other pool waits for work to end by itself.

@@ -7,7 +7,7 @@ A tenant asks for ``size`` (a unit, or bytes):
   pool's share setting): served at once (O(1)) — the pool is used fully while nobody else wants it;
 * otherwise the request waits in the pool's queue, bounded (:attr:`FairPool.queue`). Room given back goes to the
   waiting tenant with the **least attained service** — the amount it held times how long, decayed over time
-  (fairness/tenure.py: unit-seconds in a unit pool, byte-seconds in the memory budget, forgotten with a time constant
+  (tenure.py: unit-seconds in a unit pool, byte-seconds in the memory budget, forgotten with a time constant
   of a few ``RESPONSES_BRIDGE_FAIR_SHARE_QUANTUM``), counting what it holds up to its last event; among tenants
   served alike (not yet served), the one claiming least (held + waiting) — first come first served within a
   tenant. A tenant served least lately goes first however many tenants another caller makes:
@@ -62,7 +62,7 @@ class _Tenant:
     def __init__(self, at: float) -> None:
         self.holds = 0
         self.waiting = 0  # waiters still waiting (the queue may keep withdrawn ones until they reach its head)
-        self.served = 0.0  # the service record (fairness/tenure.py), up to ``at``
+        self.served = 0.0  # the service record (tenure.py), up to ``at``
         self.at = at  # when (monotonic) ``served`` was last brought up to date
         self.keyed = 0  # the version of its live heap entry (0: none)
         self.queue: deque[_Waiter] | None = None  # made as it first waits: an idle record stays small
@@ -120,7 +120,7 @@ class FairPool:
     # -- service ---------------------------------------------------------------------------------------------------
     def _accrue(self, state: _Tenant, now: float) -> None:
         """``state``'s record brought up to ``now``: what it held since its last event, integrated with the decay
-        (``holds * tau * (e^x(now) - e^x(at))``, fairness/tenure.py). Nothing held: only the time is kept (no
+        (``holds * tau * (e^x(now) - e^x(at))``, tenure.py). Nothing held: only the time is kept (no
         exponential). The hot paths inline it."""
         if state.holds:
             service = self.service
@@ -421,7 +421,7 @@ class FairPool:
             if state.holds <= 0:
                 self._retire(tenant, state)
 
-    # -- taking back (egress connections; the memory backstop): fairness/reclaim.py, which reads these -----------------
+    # -- taking back (egress connections; the memory backstop): reclaim.py, which reads these -----------------
     def force(self, tenant: str, size: int) -> None:
         """``size`` for ``tenant`` past the capacity, while room taken back for it comes back (egress)."""
         state = self.tenants.get(tenant)

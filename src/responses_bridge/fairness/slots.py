@@ -1,4 +1,4 @@
-"""The unit pools' face of the shared pools' rule (fairness/share.py): sandbox slots, program slots and upstream
+"""The unit pools' face of the shared pools' rule (share.py): sandbox slots, program slots and upstream
 connections, one unit at a time. A slot is never taken back (its work would be lost); a freed one goes to the least
 served waiting tenant."""
 

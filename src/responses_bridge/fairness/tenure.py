@@ -1,5 +1,5 @@
 """Attained service: how much of one pool each tenant has been served lately, kept so that comparing two tenants
-costs nothing per waiter (fairness/share.py ranks its waiting tenants by it).
+costs nothing per waiter (share.py ranks its waiting tenants by it).
 
 A tenant's **service** in a pool is the amount it held times how long it held it (unit-seconds, or byte-seconds in
 the memory budget), decayed exponentially with the time constant :func:`time_constant` (``MEMORY_QUANTA`` quanta:

@@ -17,8 +17,8 @@ The beginnings are found by each sequence's first ``LEAD`` bytes and checked who
 there (its own latency, never more CPU).
 
 A sequence that contains another would lose to it (the shorter one ends first) and come through in part:
-egress_policy.py refuses such secrets, and a set that has one anyway (a policy stored before that check) is matched
-leftmost-longest instead, which is correct and, on input built against it, slower.
+sandbox/egress/policy.py refuses such secrets, and a set that has one anyway (a policy stored before that check) is
+matched leftmost-longest instead, which is correct and, on input built against it, slower.
 """
 
 from __future__ import annotations

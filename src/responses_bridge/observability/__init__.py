@@ -1,4 +1,7 @@
-"""Logs (``logs``), Prometheus metrics (``metrics``) and OpenTelemetry traces (``tracing``) of both doors."""
+"""Logs (``logs``), Prometheus metrics (``metrics``) and OpenTelemetry traces (``tracing``) of both doors.
+
+Imports only the leaves (the extras' errors, the masking of credentials): every room may use it.
+"""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ class SpanKind:
 
 
 _NOOP: AbstractContextManager[None] = contextlib.nullcontext()
-_otel: ModuleType | None = None  # observability/otel.py, once tracing is on (or a turn is kept)
+_otel: ModuleType | None = None  # otel.py, once tracing is on (or a turn is kept)
 _KEEPING_MISSING: str | None = None  # why turns cannot be kept (OpenTelemetry not installed), once known
 
 

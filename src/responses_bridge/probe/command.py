@@ -1,6 +1,6 @@
 """``responses-bridge probe URL [--model M]``: measure what an upstream supports and print the table.
 
-The table ends in ``mode: translate`` or ``mode: native``; the result is cached with the deployment (probe/cache.py:
+The table ends in ``mode: translate`` or ``mode: native``; the result is cached with the deployment (cache.py:
 beside the database ``--db`` / ``--config`` / the environment name, as ``serve`` would use it) and shown by that
 deployment's ``config show`` when the URL is one of its upstreams. The checks themselves are in checks.py.
 """

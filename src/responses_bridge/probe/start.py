@@ -1,10 +1,10 @@
 """``mode: auto`` upstreams, probed once when the sidecar starts (before either door opens).
 
-Each ``auto`` upstream is asked what it supports (probe/checks.py: a handful of tiny requests, each with a short
+Each ``auto`` upstream is asked what it supports (checks.py: a handful of tiny requests, each with a short
 timeout, the whole probe bounded too); the result picks the mode it is served in (``native`` when it answers
 ``/v1/responses`` itself, else ``translate``) and the switches its answers call for, which apply as overrides
 under its configured profile (Runtime.route_options). Every result is written to the probe cache
-(probe/cache.py), which ``config show`` prints. A probe that fails (nothing answers, or too slow) is a
+(cache.py), which ``config show`` prints. A probe that fails (nothing answers, or too slow) is a
 warning, and that upstream is translated: Chat Completions is what every backend the bridge knows serves.
 """
 
@@ -28,7 +28,7 @@ TOTAL_TIMEOUT = 20.0  # seconds, one upstream's whole probe
 
 async def probe_auto_upstreams(router: Router, cache: Path | None) -> dict[str, ProbeReport | None]:
     """The probe of every ``auto`` upstream of ``router``, by name, run together; None for a failed one. Each
-    result is kept in ``cache`` (the deployment's, probe/cache.py; None: kept nowhere)."""
+    result is kept in ``cache`` (the deployment's, cache.py; None: kept nowhere)."""
     auto = [spec for spec in router.upstreams.values() if spec.mode == "auto"]
     results = await asyncio.gather(*(_probe_one(spec, router, cache) for spec in auto))
     return {spec.name: report for spec, report in zip(auto, results, strict=True)}

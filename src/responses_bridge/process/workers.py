@@ -17,7 +17,7 @@ One Python process runs on one core. With N workers the machine's cores all serv
 The supervisor (this module) imports neither aiohttp nor gRPC: it starts the workers as ``python -m
 responses_bridge serve`` with the same arguments and a marker in their environment, passes SIGTERM/SIGINT on to
 them (each drains as a lone sidecar does, and keeps its HTTP door answering probes until every worker has drained:
-process/drain_barrier.py), starts again a worker that died (a background run it held is resumed by another worker once
+drain_barrier.py), starts again a worker that died (a background run it held is resumed by another worker once
 its lease runs out, as for a replica), and stops all when one cannot start at all.
 """
 
@@ -218,7 +218,7 @@ class _Supervisor:
     def _stop_all(self, sig: int) -> int:
         """Pass ``sig`` on and wait: each worker drains (``drain_timeout``) and ends on its own. Every live worker
         is marked draining before any is signalled, so that none closes the shared HTTP port while another still
-        drains (process/drain_barrier.py); the mark of a worker that ended without clearing it (killed) goes with it."""
+        drains (drain_barrier.py); the mark of a worker that ended without clearing it (killed) goes with it."""
         live = {index: proc for index, proc in self.procs.items() if proc.poll() is None}
         for index in live:
             mark_draining(self.drain_dir, index)

@@ -76,7 +76,7 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
     door's too, until the run made a server-side call with effects (``run.effects_made``): then it ends the run
     as failed, since the door's 500 is a status clients retry, and a retry would make the call again."""
     gate = getattr(run, "upstream_gate", None)
-    if gate is not None:  # the response's model turns, its subagents' included, take places (run/upstream_gate.py)
+    if gate is not None:  # the response's model turns, its subagents' included, take places (upstream_gate.py)
         upstream = gate.around(upstream, getattr(run, "tenant", ""), durable=bool(getattr(run, "background", False)))
     try:
         with upstream_scope(upstream, authorization):  # the tool loop's image calls go where its turns go

@@ -1,6 +1,6 @@
 """What a run asks of conversations and prompts: two small interfaces, implemented in ``services/``.
 
-The run (``run/response_run.py``) never sees SQL or HTTP shapes: it asks for a conversation's items (history for
+The run (``response_run.py``) never sees SQL or HTTP shapes: it asks for a conversation's items (history for
 the model), hands back the items of a finished turn, and asks for a prompt to be rendered into instructions
 (+ input items), which the translator then takes (:class:`~responses_bridge.engine.state.RenderedPrompt`).
 """

@@ -1,7 +1,7 @@
 """The subagents of one response (the multi-agent beta): spawned, messaged, awaited and stopped by the root model.
 
 Each subagent is a turn loop of its own over the same upstream: a response of its own (``store: false``, never
-streamed) whose input is its task, whose tools are the request's own, driven by the one driver (run/drive.py) in
+streamed) whose input is its task, whose tools are the request's own, driven by the one driver (drive.py) in
 an asyncio task. At most ``max_concurrent_subagents`` run at once (the others wait for a place); its usage is
 summed into the root response's. A subagent that fails — its upstream down, a bug below — has that failure as its
 result; nothing of it reaches the root as an exception. Cancelling the root (a client gone, a background response
@@ -53,7 +53,7 @@ class KeptSubagent:
 
 KEPT_SUBAGENTS: ContextVar[Sequence[KeptSubagent]] = ContextVar("kept_subagents", default=())
 """The kept subagents of the response being begun: set by the session's turn around its response's start
-(adapters/http/agents/agents_routes.py), read once where its tree is made (run/subagents.py)."""
+(adapters/http/agents/agents_routes.py), read once where its tree is made (subagents.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,7 @@ Worker = Callable[[list[dict[str, Any]]], Awaitable[SubagentAnswer]]
 
 
 class TreeOutput(Protocol):
-    """Where the tree's items go in the root's output (run/subagents.py: the root's output builder)."""
+    """Where the tree's items go in the root's output (subagents.py: the root's output builder)."""
 
     def message(self, author: str, recipient: str, text: str) -> object:
         """An ``agent_message`` from ``author`` to ``recipient``."""

@@ -21,7 +21,7 @@ The tool loop: after each upstream body ended (and ``retry_request`` returned No
 ``await run.next_turn()``: when the turn called server-side tools (MCP, web search, tool search) it runs them,
 and returns the next turn's call, which the door drives like the first; None when the response ends (then the
 door calls ``finish``). Between turns the door writes ``run.take_pending_bytes()`` (the tool calls' events) to
-the client's stream. ``run/server_tools.py`` is the executor it drives.
+the client's stream. ``server_tools.py`` is the executor it drives.
 
 Whatever happens, ``finish``/``fail`` return a :class:`~responses_bridge.engine.wire.Reply` whose bytes the door
 must deliver: every failure becomes an OpenAI-shaped error or a ``response.failed`` event, so a client never
@@ -128,11 +128,11 @@ class ResponseRun:
         # (services/responses/background_resume.py); any other request's bytes are let go once parsed
         self.background_body: bytes | None = None
         self.stop_between_turns: Callable[[], bool] | None = None  # see Run.stop_between_turns
-        self.steps: StepRecorder | None = None  # a background run's checkpoints (run/step_resume.py)
-        self.resumed: ResumedSteps | None = None  # what a resumed run starts from (run/step_resume.py)
+        self.steps: StepRecorder | None = None  # a background run's checkpoints (step_resume.py)
+        self.resumed: ResumedSteps | None = None  # what a resumed run starts from (step_resume.py)
         self.beta = NOT_BETA  # how the request came (protocol/tools/multi_agent.py): the door says, before begin
         self.admit_subagent: Admission | None = None  # the tenant's limits, taken by each subagent's work
-        self.upstream_gate: UpstreamGate | None = None  # the bridge's upstream places (run/upstream_gate.py)
+        self.upstream_gate: UpstreamGate | None = None  # the bridge's upstream places (upstream_gate.py)
         self.charge_memory: Charge | None = None  # the memory budget, charged for each subagent's context
         self.effects_root: OutputBuilder | None = None  # a subagent's: its root's builder (OutputBuilder.effect_made)
         self.save_fence: dict[str, str] = {}  # a background run's lease (store/base.py: save_response) or nothing

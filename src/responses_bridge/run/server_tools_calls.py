@@ -125,7 +125,7 @@ class CallRunner:
         # set by the run while a turn's calls run: sends the events made so far to the client now (a streamed
         # tool's progress: partial images), rather than when every call of the turn has ended
         self.live: Callable[[], Awaitable[None]] | None = None
-        self.agents: AgentTree | None = None  # the multi-agent beta's subagents (run/multi_agent.py), when enabled
+        self.agents: AgentTree | None = None  # the multi-agent beta's subagents (multi_agent.py), when enabled
         self.sources: list[SearchResult] = []  # every web search's results, in the order they were numbered
         self.numbered: list[SearchResult | FileSource] = []  # web and file sources: one numbering per response
         self._exhausted_turn_sent = False

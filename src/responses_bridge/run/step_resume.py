@@ -55,7 +55,7 @@ INTERRUPTED_RESULT = ("Error: this tool call was interrupted by a server restart
 
 
 class ResumableRun(Protocol):
-    """What a resume sets up again of a run (run/response_run.py's ResponseRun, declared here where it is used:
+    """What a resume sets up again of a run (response_run.py's ResponseRun, declared here where it is used:
     the run records its steps through this module, so the two do not import each other)."""
 
     tenant: str

@@ -4,7 +4,7 @@ The root's request gives the subagent its model, instructions and tools (the mul
 subagent spawns none); its input is its context so far and its task. The response is not stored or streamed itself:
 its output items become the subagent's context for a follow-up task and, tagged with its ``agent``, items of the
 root's output (:class:`RootOutput`); its text the result the root reads, its usage a part of the root's. Its
-upstream and credentials are the root's (run/upstream_scope.py), so its turns go where the root's go, through Envoy
+upstream and credentials are the root's (upstream_scope.py), so its turns go where the root's go, through Envoy
 when the root's do.
 """
 

@@ -2,7 +2,7 @@
 
 Nothing bounded them: the connector's limit was 0, so one response whose model spawned 64 subagents held 64
 upstream calls at once, and a few such responses held every connection the upstream would take. Every model turn the
-driver makes (run/drive.py: the HTTP door's, background runs', WebSocket turns', each subagent's) now takes a place
+driver makes (drive.py: the HTTP door's, background runs', WebSocket turns', each subagent's) now takes a place
 first:
 
 * one of the response's own places (``RESPONSES_BRIDGE_UPSTREAM_RESPONSE_CONNECTIONS``): a response's turn and its

@@ -34,7 +34,7 @@ from .limits import SandboxLimits
 from .result import SandboxResult
 
 JobKind = Literal["python", "shell"]
-"""What a call runs: the model's Python as ``__main__``, or a shell job (sandbox/shell.py: its JSON and records)."""
+"""What a call runs: the model's Python as ``__main__``, or a shell job (shell.py: its JSON and records)."""
 Prepare = Callable[[], contextlib.AbstractAsyncContextManager[Sequence[tuple[Path, str]]]]
 """Trees to lay out read-only, made once a call is admitted (a container's skills: (host directory, sandbox path))."""
 

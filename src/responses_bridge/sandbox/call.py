@@ -228,7 +228,7 @@ class SandboxCall:
 
     @property
     def stdout_bytes(self) -> bytes:
-        """What was kept of the code's stdout, undecoded (a shell job's records: sandbox/shell.py)."""
+        """What was kept of the code's stdout, undecoded (a shell job's records: shell.py)."""
         return bytes(self._out.kept)
 
     async def run(self, code: str, *, job: JobKind = "python",

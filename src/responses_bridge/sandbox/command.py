@@ -27,7 +27,7 @@ variables below are set, so no secret of the bridge's reaches the code.
 
 Under an ``allowlist`` network policy (:class:`EgressBinding`), the network namespace stays the code's own; the
 egress proxy's Unix socket is bound in read-only at ``/run/egress.sock``, the launcher relays ``127.0.0.1:3128`` to
-it, and the environment adds the proxy variables and each domain secret's placeholder (egress.py).
+it, and the environment adds the proxy variables and each domain secret's placeholder (sandbox/egress/proxy.py).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class EgressBinding:
     port: int
     environment: Mapping[str, str] = field(default_factory=dict)
     files: Mapping[str, str] = field(default_factory=dict)
-    """More files bound in read-only, host path → sandbox path (the CA bundle of egress_tls.py)."""
+    """More files bound in read-only, host path → sandbox path (the CA bundle of sandbox/egress/tls.py)."""
 
 
 def _in_venv() -> bool:

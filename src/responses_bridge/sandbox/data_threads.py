@@ -1,6 +1,6 @@
 """The worker threads that reach a sandbox call's ``/mnt/data``, and the descriptor they reach it through.
 
-The bridge reaches a call's ``/mnt/data`` as ``/proc/self/fd/N`` (sandbox/call.py): a path that names whatever
+The bridge reaches a call's ``/mnt/data`` as ``/proc/self/fd/N`` (call.py): a path that names whatever
 descriptor holds the number N at the moment it is used. A thread cannot be cancelled: when the task that started
 one (laying a container's files out, reading them back) is cancelled — its request gone, or its sandbox slot taken
 back for another tenant (fairness/share.py) — the thread goes on. Were N closed meanwhile, the kernel would give the

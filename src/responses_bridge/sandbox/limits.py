@@ -38,7 +38,8 @@ class SandboxLimits:
     concurrency: int = 0
     cpus: float = 0.0
     """Cores the call may use at most, by its cgroup's CPU quota (0: none but its slot; a code call's default). A
-    long-lived call sets it (the desktop: sandbox/desktop/), where a cpu controller is writable (cgroups.py)."""
+    long-lived call sets it (the desktop: sandbox/desktop/), where a cpu controller is writable
+    (sandbox/cgroups/per_call.py)."""
 
     @property
     def slots(self) -> int:

@@ -51,7 +51,7 @@ SHELL_NEEDS_PROCESSES = (
     "shell commands need processes of their own, and this host gives the sandbox no memory cgroup per call, so it "
     "runs in the single-process mode, where no process may start another")
 """Why the hosted shell is refused in the single-process mode (also what the demo's banner says then); the
-refusal adds which cgroup and which grant (grants.py)."""
+refusal adds which cgroup and which grant (sandbox/cgroups/grants.py)."""
 
 SHELL_OFF_BY_SETTING = (
     "shell commands need processes of their own, and RESPONSES_BRIDGE_CODE_CGROUP=false runs every call in the "
@@ -148,8 +148,8 @@ class Sandbox:
 
     @property
     def no_cgroup(self) -> str:
-        """Why calls get no cgroup here: the cgroup and the grant that fits (grants.py), or why calls in one
-        failed; read once."""
+        """Why calls get no cgroup here: the cgroup and the grant that fits (sandbox/cgroups/grants.py), or why calls in
+        one failed; read once."""
         if self._no_cgroup is None:
             from .cgroups.grants import cgroup_problem
 
@@ -250,7 +250,7 @@ class Sandbox:
         """A slot, then a started sandbox; ended (and its slot freed) on leaving. Raises
         :class:`SandboxUnavailable` when code cannot run here (or, for a ``shell`` job, in this mode),
         :class:`SandboxBusy` when no slot came in time.
-        ``read_only``: (host directory, sandbox path) trees the call sees read-only (sandbox/command.py).
+        ``read_only``: (host directory, sandbox path) trees the call sees read-only (command.py).
         ``network``: an allowlist policy, served by an egress proxy of the call's own (None: no network).
         ``prepare``: more such trees, made only once the call holds its slot (a container's skills, unpacked on
         the host's disk: never for a call that waits, or is refused) and held until the call ends.
@@ -258,7 +258,7 @@ class Sandbox:
         ``own``: a long-lived call's limits of its own (the desktop: sandbox/desktop/), in place of the sandbox's
         for the call itself; it waits for its slot as any call does, and needs the cgroup mode.
         ``origins``: the call's egress proxy asks it before reaching an origin its ``network`` allows
-        (egress_origins.py: a desktop's client approves each one)."""
+        (sandbox/egress/origins.py: a desktop's client approves each one)."""
         refused = self.unavailable or (None if self.bwrap is not None else "bubblewrap (bwrap) was not found")
         if refused is None and job == "shell":
             refused = self.shell_unavailable

@@ -5,7 +5,7 @@ A shared directory such as ``/tmp`` lets any local user plant entries with the b
 symbolic link while the bridge walks it; a bridge run as root would then follow them. So every tree of the bridge's
 lives under one directory of its own, made with ``mkdir`` (never taken over if it exists under another owner, or as
 a link, or writable by others), mode 0700 — or 0711 when the bridge runs as root and the sandbox's processes run
-under another, unprivileged uid (sandbox/identity.py), which must traverse it to reach what is bound into a call
+under another, unprivileged uid (identity.py), which must traverse it to reach what is bound into a call
 (it still cannot list it). Its entries are made by the bridge with names nobody else can guess or pre-empt.
 """
 

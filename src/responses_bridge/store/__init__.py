@@ -1,4 +1,8 @@
-"""Persistence of responses for retrieval, deletion, ``input_items`` and ``previous_response_id`` chains."""
+"""Persistence of responses for retrieval, deletion, ``input_items`` and ``previous_response_id`` chains.
+
+Data only: imports the pools' rule (what a load is charged), observability and the leaves; never protocol,
+the engine or anything above them.
+"""
 
 from .base import ConversationStore, PromptStore, ResponseStore
 from .records import MAX_PAGE_LIMIT, InvalidCursor, InvalidPageArgs, ItemPage, StoredResponse

@@ -2,11 +2,11 @@
 
 Callers only see :class:`ResponseStore`, so the embedded SQLite store can be swapped for a shared database
 (PostgreSQL, for several bridge replicas) without touching its callers. The store keeps data only: bad paging
-arguments raise the small exceptions of store/records.py, and the callers turn them into the API's errors.
+arguments raise the small exceptions of records.py, and the callers turn them into the API's errors.
 
 This module holds the contracts of responses and what hangs off them (events, conversations, prompts, stored chat
 completions, API keys, background runs' leases); those of files, vector stores, their chunks and containers are in
-store/base_files.py, and are named here as well.
+base_files.py, and are named here as well.
 """
 
 from __future__ import annotations

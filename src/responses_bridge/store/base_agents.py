@@ -72,7 +72,7 @@ class AgentStore(Protocol):
                    metadata: list[tuple[str, str]] | None = None) -> RecordPage:
         """Records of ``kind`` (of ``parent`` / ``scope`` when given) after the record ``after`` in ``order``;
         ``metadata``: pairs the record's ``metadata`` must all hold. Raises ``InvalidPageArgs`` / ``InvalidCursor``
-        (store/records.py)."""
+        (records.py)."""
         ...
 
     async def delete(self, kind: str, record_id: str, *, tenant: str) -> bool:

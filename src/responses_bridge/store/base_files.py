@@ -1,7 +1,7 @@
 """The storage contract of files and what is made of them: an upload's bytes (:class:`FileBytes`), file metadata
 (:class:`FileStore`), vector stores (:class:`VectorStoreStore`) and their chunk index (:class:`ChunkIndex`), and
-the code interpreter's containers (:class:`ContainerStore`). The ownership rules of store/base.py hold here too;
-store/base.py names these Protocols as well, for the callers that import every contract from there.
+the code interpreter's containers (:class:`ContainerStore`). The ownership rules of base.py hold here too;
+base.py names these Protocols as well, for the callers that import every contract from there.
 """
 
 from __future__ import annotations

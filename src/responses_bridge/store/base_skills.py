@@ -2,7 +2,7 @@
 version's zip a blob in the files' bytes storage (:class:`~responses_bridge.store.base_files.FileBytes`) under
 ``blob_id``, so every replica on one database lays out the same bytes.
 
-Ownership as everywhere (store/base.py): every method taking ``tenant`` reads or changes only that tenant's rows,
+Ownership as everywhere (base.py): every method taking ``tenant`` reads or changes only that tenant's rows,
 and another tenant's skill is exactly a missing one. A version's number is given by the store in the inserting
 transaction (one more than any the skill ever had, so a deleted number is never reused), and the tenant's
 ``max_stored_bytes`` is checked there too, over the same sum as files' and container files' bytes.

@@ -2,7 +2,7 @@
 files' bytes storage (:class:`~responses_bridge.store.base_files.FileBytes`) under ``blob_id``, until the upload is
 completed into one file (a row in ``files``), cancelled or expired.
 
-Ownership as everywhere (store/base.py): every method taking ``tenant`` reads or changes only that tenant's uploads,
+Ownership as everywhere (base.py): every method taking ``tenant`` reads or changes only that tenant's uploads,
 and another tenant's upload is exactly a missing one. The parts of an upload count in the tenant's stored bytes
 (``max_stored_bytes``, one sum with files, container files and skills) from the moment they are stored until the
 upload ends, each at what it occupies (:func:`charged`: its bytes rounded up to :data:`PART_BLOCK`, so a thousand

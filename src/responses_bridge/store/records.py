@@ -366,7 +366,7 @@ class StoredContainer:
     expires_minutes: int
     memory_limit: str | None = None
     network_policy: str | None = None
-    """An ``allowlist`` policy as JSON (sandbox/egress_policy.stored_form: each secret sealed, never in plain
+    """An ``allowlist`` policy as JSON (sandbox/egress/policy.stored_form: each secret sealed, never in plain
     text); None: ``disabled``."""
     packages_blob: str | None = None
     """The packages installed at an agent environment's start: the blob holding the zip of the tree each call
@@ -393,7 +393,7 @@ class StoredContainerFile:
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyRecord:
-    """A tenant's ``Idempotency-Key`` as kept (store/base.py: ``IdempotencyStore``): the fingerprint of the request it
+    """A tenant's ``Idempotency-Key`` as kept (base.py: ``IdempotencyStore``): the fingerprint of the request it
     was first sent with, and that request's response id once it has answered (None while it runs)."""
 
     fingerprint: str

@@ -5,14 +5,14 @@ Sequential runs of one tree, then the other, compare two patches of a shared mac
 sidecars run at once on one fake upstream: ``A`` (this tree), ``B`` (the other tree, and/or other settings), and
 ``A'``, a second ``A``: the control, whose ratio to ``A`` says how far two identical sidecars drift on this machine
 in this run. Each tree runs installed, not from its checkout: a wheel of it in a venv of its own
-(bench_install.py), so the two are imported alike. With ``--envoy`` each has its own Envoy,
+(install.py), so the two are imported alike. With ``--envoy`` each has its own Envoy,
 with the bootstrap *its own tree's* ``envoy-config`` renders (a tree is compared with the processing modes it ships).
 
 Each round deals every door's requests to A, B and A' in turn (latency: JSON and streamed; then ``--cost-requests``
 JSON requests, whose CPU is each side's per JSON request: whatever the machine does meanwhile falls on the three
-alike), then gives each its cost batches (bench_cost.py: per chunk bursted and paced, ext_proc messages), then its
-throughput: ``--throughput-requests`` JSON requests ``--concurrency`` at a time, in JSON requests per second, dealt
-too: in ten slices, each side's slice in turn (the first side turned by one each round), a side's rate its
+alike), then gives each its cost batches (cost.py: per chunk bursted and paced, ext_proc messages),
+then its throughput: ``--throughput-requests`` JSON requests ``--concurrency`` at a time, in JSON requests per second,
+dealt too: in ten slices, each side's slice in turn (the first side turned by one each round), a side's rate its
 requests over the time its own slices took (and its CPU per request meanwhile: ``cpu_ms_per_json_concurrent``).
 Every figure becomes two ratios per round, B/A and A'/A, and the report gives their medians over the rounds: the
 pair ratios of one run, not ratios of medians taken at different times.
@@ -139,7 +139,7 @@ class Side:
 
 async def upstream_and_trees(ab_tree: str | None) -> tuple[ManagedProcess, str, Path, Path]:
     """The fake upstream (not started yet) and its URL; the interpreters of this tree and of ``ab_tree`` (this one
-    again without it), each installed (bench_install.py)."""
+    again without it), each installed (install.py)."""
     upstream_port = free_port()
     upstream = ManagedProcess([sys.executable, "-m", "responses_bridge", "fake-upstream", "--port",
                                str(upstream_port)], "fake-upstream")
@@ -214,8 +214,9 @@ async def _dealt_json(session: aiohttp.ClientSession, targets: list[CostTarget],
                       round_index: int) -> dict[str, dict[str, float]]:
     """CPU ms per JSON request of each side (and of its Envoy), ``requests`` of them dealt in turn (A, B, A', A,
     ...; the first turned each round). Each side's processes are its own and an idle sidecar spends next to
-    nothing, so a side's CPU over the whole deal is its requests'. Batches one side after another (bench_cost.py)
-    compare two moments of a shared machine as much as two sides: on a loaded one the control read 1.13 to 1.41."""
+    nothing, so a side's CPU over the whole deal is its requests'. Batches one side after another
+    (cost.py) compare two moments of a shared machine as much as two sides: on a loaded one the
+    control read 1.13 to 1.41."""
     turn = round_index % len(targets)
     order = targets[turn:] + targets[:turn]
     own = {t.name: cpu_seconds(t.own) for t in targets}

@@ -7,18 +7,20 @@ figures that matter are the differences and ratios within one run, not the absol
 
 Targets:
 - ``direct``: Chat Completions straight to the upstream;
-- ``http-floor``: the same Chat Completions through a bare aiohttp passthrough proxy (floors.py): the least any
+- ``http-floor``: the same Chat Completions through a bare aiohttp passthrough proxy (floors.py):
+the least any
   Python HTTP hop costs;
 - ``http``: ``/v1/responses`` through the sidecar's HTTP door;
 - ``envoy-direct``: Chat Completions through Envoy to the upstream, no processor (with ``--envoy``);
 - ``envoy-floor``: Chat Completions through Envoy's ext_proc filter, in the bridge's processing mode and route,
-  with a processor that changes nothing (floors.py; with ``--envoy``): the least any ext_proc processor costs;
+  with a processor that changes nothing (floors.py; with ``--envoy``): the least any ext_proc
+  processor costs;
 - ``envoy``: ``/v1/responses`` through Envoy with the ext_proc processor (with ``--envoy``).
 
 So each door is reported against its floor (what the bridge itself adds) as well as against the upstream.
 Sections: sequential latency per target (JSON and streamed), time to the first SSE event of a stream whose
 upstream holds its headers (``--header-delay``, a model's time to first token), and requests/s at
-``--concurrency``. The report and its figures: bench_report.py.
+``--concurrency``. The report and its figures: report.py.
 
 The sidecar runs as ``responses-bridge serve`` plus every ``--sidecar-arg`` (e.g. ``--sidecar-arg=--workers=2``);
 its RSS is summed over its processes when it has several.
@@ -87,7 +89,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="instead of the synthetic requests, replay this recorded /v1/responses body (and its "
                         "Chat Completions translation for the direct targets); latency only")
     parser.add_argument("--cost-rounds", type=int, default=3, metavar="N",
-                        help="rounds of the CPU and ext_proc message section (bench_cost.py); 0 skips it")
+                        help="rounds of the CPU and ext_proc message section (cost.py); 0 skips it")
     parser.add_argument("--cost-requests", type=int, default=100, metavar="N",
                         help="JSON requests per target in one round of the cost section")
     parser.add_argument("--cost-streams", type=int, default=10, metavar="N",

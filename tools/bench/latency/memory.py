@@ -34,7 +34,7 @@ PEAK_PER_BODY, PEAK_SLACK_MIB, AFTER_MIB = 30, 64, 48
 
 def add_arguments(parser: Any) -> None:
     parser.add_argument("--memory", action="store_true",
-                        help="instead of latency, measure the sidecar's memory for large requests (bench_memory.py)")
+                        help="instead of latency, measure the sidecar's memory for large requests (memory.py)")
     parser.add_argument("--memory-items", type=int, default=100_000, metavar="N",
                         help="input items in each request of the memory section")
     parser.add_argument("--memory-parallel", type=int, default=4, metavar="N",

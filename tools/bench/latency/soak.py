@@ -37,7 +37,7 @@ WARM_UP = 0.25
 def add_arguments(parser: Any) -> None:
     parser.add_argument("--soak", type=float, metavar="SECONDS",
                         help="instead of latency, run mixed traffic this long and report the sidecar's memory, "
-                        "descriptors and failures over time (bench_soak.py)")
+                        "descriptors and failures over time (soak.py)")
 
 
 def _descriptors(pid: int) -> int:

@@ -104,7 +104,7 @@ class StreamState:
         self.hands_off = False  # the route says the HTTP door answers and checks: change nothing (names.py)
         self.chat = False  # a POST /v1/chat/completions: its upstream chosen (several upstreams), its answer stored
         # ``store: true`` on it: the recorder the answer passes through, the request it answers, whether it is
-        # stored yet (adapters/extproc/chat_phase.py)
+        # stored yet (chat_phase.py)
         self.chat_record: ChatRecorder | None = None
         self.chat_request: dict[str, Any] | None = None
         self.chat_saved = False

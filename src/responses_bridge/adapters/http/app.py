@@ -136,7 +136,8 @@ async def models(request: web.Request) -> web.Response:
         decoded = None
     if isinstance(decoded, dict) and isinstance(decoded.get("data"), list):
         return models_answer(request, with_embedder(decoded, embedder))
-    return passthrough_answer(request, body)  # Codex's catalog request gets its ``models`` too (codex_models.py)
+    # Codex's catalog request gets its ``models`` too (upstream/codex_models.py)
+    return passthrough_answer(request, body)
 
 
 def _models_error(status: int, body: bytes) -> APIError:

@@ -24,8 +24,8 @@ TENANT = web.RequestKey("tenant", str)
 OPEN_PATHS = frozenset(("/health", "/health/live", "/health/ready", "/metrics"))
 """Answered for anyone: Envoy's health checks and the orchestrator's probes carry no credentials."""
 SELF_AUTHENTICATED = "/v1/agents/executor/"
-"""``codex exec-server``'s registry and rendezvous (executor_routes.py): signed with a session's executor
-credentials, checked by those routes, never a bridge key; their tenant is the one the signature names."""
+"""``codex exec-server``'s registry and rendezvous (adapters/http/agents/executor_routes.py): signed with a session's
+executor credentials, checked by those routes, never a bridge key; their tenant is the one the signature names."""
 NO_TENANT = ""
 
 __all__ = ["TENANT", "identity_middleware", "request_tenant", "unauthenticated"]
@@ -41,8 +41,8 @@ def request_tenant(request: web.Request) -> str:
 def identity_middleware(identity: Identity,
                         watch_tokens: WatchTokens | None = None) -> web.middleware:  # type: ignore[valid-type]
     """The middleware for ``identity.mode`` (``RESPONSES_BRIDGE_AUTH``). ``watch_tokens``: a request watching a
-    session's desktop from a browser (desktop_watch_tokens.py) is the tenant its ``token`` names, in every mode (a
-    bad or expired token is a 401)."""
+    session's desktop from a browser (desktop_watch_tokens.py) is the tenant its ``token`` names, in every
+    mode (a bad or expired token is a 401)."""
 
     @web.middleware
     async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:

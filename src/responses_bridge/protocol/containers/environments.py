@@ -48,7 +48,7 @@ class HostedPlan:
     access: str  # "disabled", "restricted" or "enabled"
     allowed_domains: tuple[str, ...]
     skills: list[Any] | None = None  # as given: the container's skills (checked when they are resolved)
-    blocked_domains: tuple[str, ...] = ()  # as given (sandbox/egress_scope.block_list checks them)
+    blocked_domains: tuple[str, ...] = ()  # as given (sandbox/egress/scope.block_list checks them)
     # placed, run and given to commands by services/agents/environments/setup.py (environment_fields.py checks)
     files: list[dict[str, Any]] = field(default_factory=list)
     setup_commands: list[dict[str, str]] = field(default_factory=list)
@@ -88,8 +88,9 @@ class HostedPlan:
 def self_hosted(environment: dict[str, Any], session_id: str) -> dict[str, Any]:
     """A ``self_hosted`` environment (the SDK's ``EnvironmentResourceSelfHosted``): the client runs the model's
     commands, handed to it as the session's required actions; ``remote_url`` is where it takes them and gives their
-    results: the session's event stream (or a ``codex exec-server`` attached to it runs them: executor_routes.py). Its
-    ``capability_directories`` are on the client's machine: absolute, or relative to ``workspace_directory``."""
+    results: the session's event stream (or a ``codex exec-server`` attached to it runs them:
+    adapters/http/agents/executor_routes.py). Its ``capability_directories`` are on the client's machine: absolute, or
+    relative to ``workspace_directory``."""
     for key in environment:
         if key not in ("type", "workspace_directory", "capability_directories"):
             raise invalid_request(f"Unknown parameter: 'environment.{key}'.", param=f"environment.{key}",

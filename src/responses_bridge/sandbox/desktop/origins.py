@@ -30,7 +30,7 @@ MAX_DECIDED = 1000
 
 
 class OriginApprovals:
-    """Approved, denied and pending origins of one desktop (origins as egress_origins.origin_of writes them)."""
+    """Approved, denied and pending origins of one desktop (origins as sandbox/egress/origins.origin_of writes them)."""
 
     def __init__(self, allowed: Iterable[str] = (), *, hold: float = 300.0,
                  on_pending: Callable[[str], None] | None = None) -> None:

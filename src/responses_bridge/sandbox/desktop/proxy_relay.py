@@ -94,7 +94,7 @@ def _pump(source: socket.socket, target: socket.socket) -> None:
 
 def authority_key_hash(bundle: str | None) -> str | None:
     """The base64 SHA-256 of the SubjectPublicKeyInfo of the last certificate in the PEM file ``bundle`` (the
-    call's authority, egress_tls.py's bundle), or None without one."""
+    call's authority, sandbox/egress/tls.py's bundle), or None without one."""
     if not bundle:
         return None
     try:

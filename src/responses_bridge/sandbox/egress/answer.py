@@ -4,7 +4,7 @@ Every head the server sends is read and judged, not only the first: a server may
 before the final one, and a ``100 Continue`` in front of a chunked echo once carried a secret past the proxy, split
 across the chunks where no mask could find it whole. So each head must be a status line; an interim one
 (``100``, ``102``, ``103``) is dropped — the request went as HTTP/1.0, to which a server sends none, and the proxy
-meets a client's ``Expect: 100-continue`` itself (egress_http.continues) — at most ``INTERIM_HEADS`` of them; a
+meets a client's ``Expect: 100-continue`` itself (request_head.continues) — at most ``INTERIM_HEADS`` of them; a
 ``101`` (another protocol from there on) and a final head whose body is chunked or encoded are refused
 (:class:`Unscannable`, a 502 to the code) before a byte of the body moves.
 

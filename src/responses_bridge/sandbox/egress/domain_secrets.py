@@ -13,7 +13,7 @@ padded), across chunk boundaries, with one automaton over all the connection's s
 same work per byte whatever the secrets). Same length keeps ``Content-Length`` true; to keep the body scannable
 the request asks for it unencoded (``Accept-Encoding: identity``) and as HTTP/1.0, so no server frames it in
 chunks, and an answer that comes encoded or chunked all the same is refused before the code sees a byte of it —
-judged on every head the server sends (egress_answer.py), so an interim ``100 Continue`` in front of a chunked
+judged on every head the server sends (answer.py), so an interim ``100 Continue`` in front of a chunked
 answer hides nothing.
 
 A server that returns the secret in a common encoding is masked as well (:func:`encodings`): base64, standard and
@@ -84,7 +84,7 @@ URL_SAFE = bytes.maketrans(b"+/", b"-_")
 SHORTEST_ENCODING = 4
 EVERY_SYMBOL = {code: f"%{code:02X}" for code in range(128) if not chr(code).isalnum()}
 """Percent-encoding of every ASCII character but letters and digits, as ``str.translate`` takes it (a secret is
-printable ASCII: egress_policy.py)."""
+printable ASCII: policy.py)."""
 
 
 def encodings(secret: str) -> list[str]:
@@ -106,7 +106,7 @@ def masking(masks: dict[str, str]) -> Sequences:
     """Each secret's value and its :func:`encodings`, each with the mask it is written over with (the secret's
     mask cut or padded to its length), compiled once for every connection of a call that carries them (0.26-0.5 s
     for 32 secrets of 8 KiB, in groups that never hold the GIL long: net/stream_replace.py; built off the event loop,
-    egress.py)."""
+    proxy.py)."""
     pairs = [(secret.encode(), mask.encode()) for secret, mask in masks.items()]
     for secret, mask in masks.items():
         pairs += [(encoded.encode(), mask_for(encoded, mask).encode()) for encoded in encodings(secret)]

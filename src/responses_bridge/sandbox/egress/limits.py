@@ -1,9 +1,9 @@
 """The egress proxy's bounds (:class:`EgressLimits`), and the bridge-wide cap on its connections shared fairly
 among tenants (:class:`ConnectionShares`).
 
-Every call's proxy of one process counts its connections here as it accepts them (egress.py): the call's own limit
-(``code_egress_max_connections``), then its tenant's fair share, then the process's cap. Without the share the cap
-was one pool: one tenant's few calls holding their 64 connections each took all of it, and every other tenant's
+Every call's proxy of one process counts its connections here as it accepts them (proxy.py): the call's
+own limit (``code_egress_max_connections``), then its tenant's fair share, then the process's cap. Without the share the
+cap was one pool: one tenant's few calls holding their 64 connections each took all of it, and every other tenant's
 call was refused; with a fixed half each, two tenants did the same. A tenant is admitted by the fair-share rule of
 every shared pool (fairness/share.py): alone its calls hold at most its share (``code_egress_tenant_connections``; by
 default half the cap where tenants are told apart, all of it where there is one); with the cap reached, a tenant

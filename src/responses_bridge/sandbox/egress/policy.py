@@ -2,17 +2,17 @@
 container and of the shell tool's ``container_auto``), checked, and the deployment's rules every policy runs under.
 
 ``disabled`` (the default) is no policy at all: the sandbox has no network. ``allowlist`` names the domains the
-code may reach through the egress proxy (egress.py): an entry is a host name, matched exactly, or ``*.`` and a
-name, matched by every name under it (not the name itself: list both for both). Names are compared in their IDNA
+code may reach through the egress proxy (proxy.py): an entry is a host name, matched exactly, or ``*.``
+and a name, matched by every name under it (not the name itself: list both for both). Names are compared in their IDNA
 ASCII form, lower case, without a trailing dot, so ``BÜCHER.example`` and ``xn--bcher-kva.example`` are one entry
 and a look-alike spelled in another script is another name. An IP address is reached only when listed itself;
 no wildcard covers one.
 
 ``domain_secrets`` (``[{domain, name, value}]``): the sandbox's environment gets ``name`` set to a placeholder, and
 the proxy puts ``value`` in its place in the headers of requests to a host ``domain`` matches, over HTTP and (by
-intercepting TLS for those hosts only, egress_tls.py) HTTPS. The code never holds the value. Bounded so the masking
-of answers stays cheap and sound whatever a tenant chooses: at most ``MAX_SECRETS`` of at most ``MAX_SECRET_BYTES``
-printable ASCII characters, no value inside another (equal ones are one): each a 400 naming
+intercepting TLS for those hosts only, tls.py) HTTPS. The code never holds the value. Bounded so the
+masking of answers stays cheap and sound whatever a tenant chooses: at most ``MAX_SECRETS`` of at most
+``MAX_SECRET_BYTES`` printable ASCII characters, no value inside another (equal ones are one): each a 400 naming
 the field and the bound.
 
 Where the proxy may connect is not the policy's alone: every address a name resolves to passes the same SSRF rules
@@ -320,7 +320,7 @@ class EgressRules:
 
     def names_port(self, address: IPAddress, port: int) -> bool:
         """Does an ``address:port`` pair name this very port for ``address`` (a tunnel or request past the
-        standard ports needs one: egress_tunnel.py)?"""
+        standard ports needs one: tunnel.py)?"""
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         return any(address in network and port == allowed for network, allowed in self.pairs)

@@ -6,18 +6,18 @@ The bridge listens on a Unix socket in a private directory of its own; bubblewra
 it (launcher.py), which ``HTTP_PROXY``/``HTTPS_PROXY`` (both cases) name. The sandbox keeps ``--unshare-net``: the
 code reaches nothing but this proxy, and the proxy decides for every connection:
 
-1. the request head is parsed strictly (egress_http.py): ``CONNECT host:port`` (HTTPS, a tunnel) or an absolute
+1. the request head is parsed strictly (request_head.py): ``CONNECT host:port`` (HTTPS, a tunnel) or an absolute
    ``http://`` request (plain HTTP, forwarded one request per connection);
 2. the host must match the policy's ``allowed_domains`` (an IP literal only when listed itself), or, under an
    agent environment's block list, be none of its names nor under one: else a 403;
 3. the name is resolved here, on the bridge's side, and every address must pass the deployment's rules
-   (egress_policy.EgressRules: the same SSRF rules as MCP and web search, widened only by
+   (policy.EgressRules: the same SSRF rules as MCP and web search, widened only by
    ``RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS``): else a 403. The proxy connects to the address it checked, so
    a second lookup cannot answer differently (DNS rebinding);
-   a call given an origin gate (egress_origins.py: a desktop's browser, whose client approves each site) asks it
+   a call given an origin gate (origins.py: a desktop's browser, whose client approves each site) asks it
    only then, before connecting: the policy bounds what can be approved; not approved is a 403;
 4. bytes (both ways, per connection and per call), connections per call, per tenant and per process
-   (egress_limits.py) and each connection's time are bounded; the call's end closes every connection;
+   (limits.py) and each connection's time are bounded; the call's end closes every connection;
 5. each connection is logged (host, port, bytes, outcome — never a path, a header or a payload) and counted
    (``responses_bridge_egress_connections_total`` by allowlist entry — ``*`` under a block list — and outcome,
    ``…_egress_bytes_total``).
@@ -25,7 +25,7 @@ code reaches nothing but this proxy, and the proxy decides for every connection:
 Domain secrets are put into the header values of requests to the hosts they are for, never into bodies: a body is
 the code's data, often echoed back by the server (a form, a paste, a search), and a value swapped into it would
 come back readable to the code; a header is what credentials are sent in. Over plain HTTP that is the forwarded
-head (egress_http.forwarded_head); a ``CONNECT`` to a host a secret is for is intercepted (egress_tls.py: the
+head (request_head.forwarded_head); a ``CONNECT`` to a host a secret is for is intercepted (tls.py: the
 proxy ends the code's TLS with the call's own name-constrained authority, which the sandbox trusts, and opens its
 own verified TLS to the server), one request per connection; every other ``CONNECT`` is an end-to-end tunnel.
 """
@@ -89,7 +89,7 @@ the client sent (at most ``LINGER_SECONDS``): closing a Unix socket with unread 
 would never read its 403."""
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _TURN = ("turn", b"")
-"""What :meth:`EgressProxy._admit` says of a connection that may wait for its turn (egress_limits.py)."""
+"""What :meth:`EgressProxy._admit` says of a connection that may wait for its turn (limits.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +121,7 @@ class EgressProxy:
     def __init__(self, policy: NetworkPolicy, rules: EgressRules, limits: EgressLimits, *, tenant: str = "",
                  resolver: Resolver = resolve, origins: OriginGate | None = None) -> None:
         self.policy = policy
-        self.origins = origins  # egress_origins.py: asked before any connection, once the policy allowed it
+        self.origins = origins  # origins.py: asked before any connection, once the policy allowed it
         self.rules = rules
         self.limits = limits
         self.tenant = tenant
@@ -157,7 +157,7 @@ class EgressProxy:
         """What the sandbox's environment gets: the proxy's address, and each secret's placeholder."""
         proxy = f"http://127.0.0.1:{SANDBOX_PORT}"
         found = {"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy}
-        if self.tls is not None:  # the system's authorities and this call's (egress_tls.py)
+        if self.tls is not None:  # the system's authorities and this call's (tls.py)
             found.update(dict.fromkeys(("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"), SANDBOX_CA_BUNDLE))
         found.update(self.placeholders)
         return found
@@ -308,12 +308,12 @@ class EgressProxy:
             self.bytes_left -= len(data)
             seen.sent += len(data)  # what the code sent, not the secrets put in
             upstream[1].write(forwarded)
-            if expects:  # the request is on its way: the code may send its body (egress_http.continues)
+            if expects:  # the request is on its way: the code may send its body (request_head.continues)
                 writer.write(CONTINUE)
         return upstream
 
     async def _masks(self, secrets: list[DomainSecret]) -> Sequences:
-        """The automaton writing ``secrets`` over (egress_secrets.masking), built once per call, off the loop."""
+        """The automaton writing ``secrets`` over (domain_secrets.masking), built once per call, off the loop."""
         key = tuple(secret.name for secret in secrets)
         if key not in self._masking:
             masks = {secret.value: mask_for(secret.value, self.placeholders[secret.name]) for secret in secrets}
@@ -341,7 +341,7 @@ class EgressProxy:
                          secrets: list[DomainSecret], seen: _Seen,
                          addresses: list[IPAddress]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A ``CONNECT`` to a host with secrets: the proxy ends the code's TLS with this call's authority
-        (egress_tls.py), reads one request, puts the secrets into its headers and sends it over its own verified
+        (tls.py), reads one request, puts the secrets into its headers and sends it over its own verified
         TLS connection to the server. The server's streams, the request already sent."""
         assert self.tls is not None  # ``addresses`` checked before the code is told anything is established
         server_tls = await asyncio.to_thread(self.tls.server_context, where.host)
@@ -381,7 +381,7 @@ class EgressProxy:
         """Copy both ways until both ends are done (``seen`` counts the bytes): the outcome."""
         if seen.where is not None and seen.where.tunnel and not seen.intercepted:
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            try:  # TLS to the host that was allowed, nothing else (egress_tunnel.py)
+            try:  # TLS to the host that was allowed, nothing else (tunnel.py)
                 hello = await client_hello(reader, seen.where.host, HEAD_SECONDS)
             except NotTheAllowedTLS as refused:
                 return str(refused)
@@ -402,7 +402,7 @@ class EgressProxy:
                     seen.received += size
 
             unsecret = None if sending else seen.unsecret
-            if unsecret is not None:  # every head judged, the body written over (egress_answer.py)
+            if unsecret is not None:  # every head judged, the body written over (answer.py)
                 await relay_masked(source, target, unsecret, count, CHUNK)
             else:
                 while chunk := await source.read(CHUNK):
@@ -468,7 +468,7 @@ async def _connect(addresses: list[IPAddress], port: int, *, tls: ssl.SSLContext
 
 
 def _continues(head: RequestHead) -> bool:
-    """Whether the proxy answers the request's ``Expect: 100-continue`` itself (egress_http.continues); a 417 for
+    """Whether the proxy answers the request's ``Expect: 100-continue`` itself (request_head.continues); a 417 for
     an expectation it does not meet."""
     try:
         return continues(head)

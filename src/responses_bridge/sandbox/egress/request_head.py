@@ -137,7 +137,7 @@ def continues(head: RequestHead) -> bool:
     """Whether the proxy answers ``100 Continue`` itself before relaying the body: an HTTP/1.1 request that
     expects it. ``Expect`` is never forwarded (forwarded_head): a server that meets it answers with an interim head
     first, and the proxy has no use for one — it reads each head of an answer it writes secrets out of
-    (egress_answer.py) and passes on only the final one — so the proxy meets the expectation itself, once the
+    (answer.py) and passes on only the final one — so the proxy meets the expectation itself, once the
     request's head is on its way; the server gets the body without waiting. An HTTP/1.0 request's ``Expect`` is
     ignored (RFC 9110 §10.1.1); any other expectation of an HTTP/1.1 one is :class:`ExpectationFailed`."""
     values = [token.strip().lower() for value in head.get("expect") for token in value.split(",") if token.strip()]
@@ -154,10 +154,10 @@ def forwarded_head(head: RequestHead, where: Destination, replace: dict[str, str
     ``Connection`` names) dropped, ``Connection: close`` (one request per connection, so each one is checked and
     gets its secrets), ``Host`` the URL's own (a ``Host`` naming another site would have a shared front end
     route the request, and its secrets, there), no ``Expect`` (:func:`continues`), and in each credential field's
-    value (egress_secrets.py) each placeholder of ``replace`` swapped for its secret; a request with secrets goes
-    as HTTP/1.0 asking for an unencoded answer, which the proxy can then take the secrets back out of."""
+    value (domain_secrets.py) each placeholder of ``replace`` swapped for its secret; a request with
+    secrets goes as HTTP/1.0 asking for an unencoded answer, which the proxy can then take the secrets back out of."""
     dropped = set(HOP_BY_HOP) | {"host", "expect"}  # Expect is met by the proxy itself (continues)
-    if replace:  # the answer must come back scannable (egress_secrets.py): unencoded, unchunked
+    if replace:  # the answer must come back scannable (domain_secrets.py): unencoded, unchunked
         dropped |= {"accept-encoding", "te"}
     for value in head.get("connection"):
         dropped.update(token.strip().lower() for token in value.split(","))

@@ -1,5 +1,5 @@
 """A ``self_hosted`` session's commands run by the exec-server attached to its environment (adapters/http/
-executor_routes.py), instead of waiting for the client's ``tool_result``.
+adapters/http/agents/executor_routes.py), instead of waiting for the client's ``tool_result``.
 
 When a turn's response ends with the model's shell calls and an exec-server serves the session's environment, each
 call's commands run there one after another, in the environment's ``workspace_directory``; the call's

@@ -7,8 +7,8 @@ session's life, the hosted shell over it, the files its turns leave as artifacts
 services/agents/environments/environments.py) and ``self_hosted`` (the client runs the commands), agents whose tools are
 the client's own functions (their calls wait for ``tool_result`` events: ``requires_action``) and MCP servers over HTTP,
 with a credential of the session's vaults (``vault_ids``), and the agent's subagents (``multi_agent``: each turn's
-response runs the bridge's tree, told as the session's subagents in subagent_tree.py), and ``computer_use`` on the
-environment's desktop (computer/). Other tools are
+response runs the bridge's tree, told as the session's subagents in services/agents/subagents/tree.py), and
+``computer_use`` on the environment's desktop (computer/). Other tools are
 refused with a 400 naming what is not served yet: never accepted and silently dropped.
 """
 

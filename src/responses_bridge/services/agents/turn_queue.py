@@ -57,7 +57,7 @@ class QueuedTurn:
     review: str | None = None  # the session's ``review`` when the turn started: its mode for the whole turn
     review_usage: dict[str, Any] | None = None  # the automatic reviews' tokens, not yet in the turn's usage
     resuming: bool = False  # a stopped process's running turn, continued from its step in flight
-    kept: list[dict[str, Any]] = field(default_factory=list)  # its step's resumable subagents (subagent_contexts)
+    kept: list[dict[str, Any]] = field(default_factory=list)  # its step's resumable subagents (subagents/contexts.py)
     waiting: bool = False  # a stopped process's turn waiting on the client, waiting on here (session_waiting.py)
     wait_first: bool = False  # its step response had ended with calls for the client, not waited on yet
     recovered: bool = False  # resumed by its own process after a database outage: not a resume of a crash

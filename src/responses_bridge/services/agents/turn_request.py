@@ -21,8 +21,8 @@ def turn_request(session: dict[str, Any], turn_input: list[dict[str, Any]], capa
     subagents' tree), chained on the session's last response. ``capabilities``: what the agent is told of its
     environment's capability directories (services/agents/environments/capability_directories.py), after its
     instructions (each turn's own: instructions are not carried along a chain). ``kept``: the session's subagents its
-    tree may resume (subagent_contexts.py), under :data:`KEPT_KEY`, which the response's start takes out
-    of the body."""
+    tree may resume (services/agents/subagents/contexts.py), under :data:`KEPT_KEY`, which the response's start takes
+    out of the body."""
     agent = session["agent"]
     body: dict[str, Any] = {
         "model": agent["model"], "background": True, "stream": True, "store": True, "input": turn_input,
@@ -44,7 +44,7 @@ def turn_request(session: dict[str, Any], turn_input: list[dict[str, Any]], capa
         tools.append({"type": "shell", "environment": {"type": "local"}})
     if tools:
         body["tools"] = tools
-    if agent["multi_agent"]["enabled"]:  # the bridge's tree of subagents (subagent_tree.py)
+    if agent["multi_agent"]["enabled"]:  # the bridge's tree of subagents (services/agents/subagents/tree.py)
         body["multi_agent"] = dict(agent["multi_agent"])
         if kept:
             body[KEPT_KEY] = for_the_run(kept)

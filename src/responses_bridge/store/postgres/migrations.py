@@ -210,7 +210,7 @@ MIGRATIONS.extend(CONTAINER_MIGRATIONS)  # 13: code interpreter containers and t
 MIGRATIONS.append((
     14,
     [
-        # Stored Chat Completions (store/postgres/chat_completions.py): the upstream's id is unique per tenant (a
+        # Stored Chat Completions (chat_completions.py): the upstream's id is unique per tenant (a
         # reused id replaces the older answer); ``created_at`` is when it was stored (list order, retention age).
         """
         CREATE TABLE chat_completions (
@@ -259,7 +259,7 @@ MIGRATIONS.append((
     25,
     [
         # As SQLite's migration 26: an ``item_reference`` to any item the tenant stored
-        # (store/postgres/stored_items.py), the items found by id alone.
+        # (stored_items.py), the items found by id alone.
         "CREATE INDEX IF NOT EXISTS response_items_by_item ON response_items (item_id)",
         "CREATE INDEX IF NOT EXISTS conversation_items_by_item ON conversation_items (item_id)",
     ],
@@ -267,7 +267,7 @@ MIGRATIONS.append((
 MIGRATIONS.append((26, AUTOMATION_BOUND_TABLES))  # as SQLite's 27: automations bounded
 MIGRATIONS.append((27, STORED_BYTES_COLUMNS))  # as SQLite's 28: the Agents API's records count in max_stored_bytes
 MIGRATIONS.append((28, AUTOMATION_DUE_INDEX))  # as SQLite's 29: the due automations through an index
-MIGRATIONS.append((29, [  # as SQLite's 30: Idempotency-Key of POST /v1/responses (store/postgres/idempotency.py)
+MIGRATIONS.append((29, [  # as SQLite's 30: Idempotency-Key of POST /v1/responses (idempotency.py)
     """
     CREATE TABLE idempotency_keys (
         tenant      TEXT NOT NULL,

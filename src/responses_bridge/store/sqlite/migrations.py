@@ -194,7 +194,7 @@ MIGRATIONS: list[Migration] = [
         14,
         [
             # Several worker processes on one database file (serve --workers): who runs each background response
-            # (store/sqlite/background_runs.py: owner + lease, renewed by the owner's heartbeat; a cancel asked
+            # (background_runs.py: owner + lease, renewed by the owner's heartbeat; a cancel asked
             # of another worker), and which worker ingests each vector store file (a claim with a lease, as on
             # PostgreSQL). Times are Unix seconds: the workers share one machine's clock.
             """
@@ -213,7 +213,7 @@ MIGRATIONS: list[Migration] = [
     (
         15,
         [
-            # Stored Chat Completions (store/sqlite/chat_completions.py): the upstream's id is unique per tenant
+            # Stored Chat Completions (chat_completions.py): the upstream's id is unique per tenant
             # (a reused id replaces the older answer); a rowid table, its keys in small indexes (see version 4).
             # ``created_at`` is when it was stored: the list order and the retention age.
             """
@@ -306,7 +306,7 @@ MIGRATIONS: list[Migration] = [
     (
         26,
         [
-            # An ``item_reference`` to any item the tenant stored (store/sqlite/stored_items.py): the items found by
+            # An ``item_reference`` to any item the tenant stored (stored_items.py): the items found by
             # id alone, without the response or conversation that holds them.
             "CREATE INDEX IF NOT EXISTS response_items_by_item ON response_items (item_id)",
             "CREATE INDEX IF NOT EXISTS conversation_items_by_item ON conversation_items (item_id)",
@@ -318,7 +318,7 @@ MIGRATIONS: list[Migration] = [
     (
         30,
         [
-            # Idempotency-Key of POST /v1/responses (store/sqlite/idempotency.py): a tenant's key, the fingerprint of
+            # Idempotency-Key of POST /v1/responses (idempotency.py): a tenant's key, the fingerprint of
             # the body it came with, the response it answered (NULL while the first request runs), until it expires.
             """
             CREATE TABLE idempotency_keys (

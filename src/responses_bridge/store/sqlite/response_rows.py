@@ -32,7 +32,7 @@ _DELETE_ITEMS = "DELETE FROM response_items WHERE response_id = ?"
 
 
 LEASE_HELD = "SELECT 1 FROM background_runs WHERE response_id = ? AND owner = ?"
-"""The fence of a background run's saves (store/sqlite/background_runs.py): read inside the saving transaction,
+"""The fence of a background run's saves (background_runs.py): read inside the saving transaction,
 which holds the database's write lock, so no sweep can end the run between the check and the write."""
 
 

@@ -185,7 +185,7 @@ FIRST_STEPS: list[Migration] = [
         # page next to a 60 MB row split, SQLite copied that row's 60 MB into the parent, so each insert sorting
         # next to it cost ~50 ms and a 50,000-item save held the one writer for minutes. In a rowid table the
         # blob lives only in its leaf cell (and overflow pages); splits move a pointer, and the indexes hold
-        # only short keys. Writes now go row by row from Python (store/sqlite/responses.py), so the JSON-array views are
+        # only short keys. Writes now go row by row from Python (responses.py), so the JSON-array views are
         # dropped; the prompt views (their triggers name prompt_versions) and the events trigger are recreated
         # unchanged.
         [

@@ -16,8 +16,8 @@ so each frame is followed at once by the boundary and headers of the next, and n
 last part, so the view keeps it rather than an empty one.
 
 A browser cannot send the key on a link, an ``<img>`` or an ``<iframe>``, so these requests carry short-lived
-tokens (desktop_watch_tokens.py), resolved to the tenant by the identity middleware as a key is; another tenant's
-session, or one without a running desktop, is a 404.
+tokens (adapters/http/desktop_watch_tokens.py), resolved to the tenant by the identity middleware as a key is; another
+tenant's session, or one without a running desktop, is a 404.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``/v1/agents/environments`` routes of the HTTP door (``client.beta.agents.environments``): environment templates
 (services/agents/environments/templates.py), standalone environments and the live files of an environment
-(services/agents/environments/hosted.py). Registered by agents_routes.py before its ``/agents/{agent_id}`` routes, which
-would take ``environments`` for an agent's id otherwise."""
+(services/agents/environments/hosted.py). Registered by agents_routes.py before its
+``/agents/{agent_id}`` routes, which would take ``environments`` for an agent's id otherwise."""
 
 from __future__ import annotations
 

@@ -1,1 +1,4 @@
-"""TODO."""
+"""The Containers and Skills APIs' routes on the HTTP door: containers and their files, skills and their versions.
+
+Imports the door's plumbing and services/containers/ with what it may use.
+"""

@@ -1,6 +1,6 @@
 """The stored Chat Completions routes of the HTTP door (also without ``/v1``): ``GET /v1/chat/completions``,
 ``GET|POST|DELETE /v1/chat/completions/{id}``, ``GET /v1/chat/completions/{id}/messages``. Envoy sends them here
-too (its catch-all route); ``POST /v1/chat/completions`` itself is upstream_routes.py's."""
+too (its catch-all route); ``POST /v1/chat/completions`` itself is adapters/http/upstream/upstream_routes.py's."""
 
 from __future__ import annotations
 

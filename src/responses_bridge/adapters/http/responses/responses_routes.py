@@ -148,8 +148,9 @@ class ResponsesRoutes:
             sink.close()
 
     async def list_or_upgrade(self, request: web.Request) -> web.StreamResponse:
-        """One path, two things: with ``Upgrade: websocket`` it is WebSocket mode (websocket.py, which answers an
-        incomplete handshake with its own error); a plain GET lists the stored responses."""
+        """One path, two things: with ``Upgrade: websocket`` it is WebSocket mode
+        (adapters/http/websocket/connection.py, which answers an incomplete handshake with its own error); a plain GET
+        lists the stored responses."""
         if "websocket" in request.headers.get("Upgrade", "").lower():
             return await websocket.handle(request, self.runtime, self.upstream, self.clients)
         query = request.query

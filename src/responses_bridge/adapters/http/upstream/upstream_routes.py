@@ -206,7 +206,8 @@ class UpstreamRoutes:
                     continue
                 if route.upstream.name == name and route.upstream_model is None:
                     data[model_id] = {**model, "object": "model"}
-        # Codex's catalog request (``?client_version=``) gets its ``models`` beside OpenAI's list: codex_models.py
+        # Codex's catalog request (``?client_version=``) gets its ``models`` beside OpenAI's list:
+        # codex_models.py
         return models_answer(request, with_embedder({"object": "list", "data": list(data.values())}, self.embedder))
 
     async def get_model(self, request: web.Request) -> web.Response:

@@ -5,8 +5,8 @@ the same events a streamed POST gets, one JSON object per text frame (no ``event
 turn is one :class:`~responses_bridge.run.response_run.ResponseRun` with JSON-line framing, so nothing is re-parsed
 on the way out.
 
-Lanes (websocket_lanes.py): a ``stream_id`` on ``response.create`` names the turn's lane. Turns on one lane run
-one after another (FIFO), lanes run at once, every event (and error) of a lane's turn echoes its ``stream_id``;
+Lanes (lanes.py): a ``stream_id`` on ``response.create`` names the turn's lane. Turns on one
+lane run one after another (FIFO), lanes run at once, every event (and error) of a lane's turn echoes its ``stream_id``;
 without one a turn goes to the default lane and its events carry no ``stream_id``, one turn at a time as before
 lanes. At most ``websocket_max_lanes`` lanes are busy at once; a turn that would open one more is refused
 (``too_many_lanes``). The connection holds one request slot of its tenant (limits.py) whatever its lanes, and
@@ -22,12 +22,12 @@ stays open for the next turn. When the door drains (shutdown, ``drain.py``) a so
 after its running turns, which the drain deadline may end with ``response.failed``; an idle socket closes at once.
 A socket the client closes cancels every lane's running turn, each recorded as failed (``client_disconnected``).
 
-``response.steer`` frames (websocket_steering.py) queue user input for a response running on the connection:
-answered at once on that response's lane; the response stops at its next boundary between model turns (or
+``response.steer`` frames (steering.py) queue user input for a response running on the
+connection: answered at once on that response's lane; the response stops at its next boundary between model turns (or
 completes), and a successor continuing it with the queued input runs next on the same lane, in the same lane
 task. Queued steering input lives in the connection and is dropped with it. ``response.inject`` frames
-(websocket_inject.py) commit client-owned tool output to a response of the connection that waits for it, which
-goes on as a successor on its lane.
+(inject.py) commit client-owned tool output to a response of the connection that waits for it,
+which goes on as a successor on its lane.
 
 What a connection holds besides its running turns is bounded by ``max_request_bytes`` twice over, each as bytes:
 the turns waiting on its lanes (past it the socket is not read) and its queued steering input (past it a steer is
@@ -166,7 +166,7 @@ class WebSocketSession:
     async def receive(self, frame: bytes) -> None:
         """One message from the socket: refused at once, or queued on its lane (waiting while too many bytes
         wait already). Every check a frame gets before its turn runs is made here, so its error comes at once;
-        then the parsed form is dropped and the turn waits as ``frame`` itself (websocket_lanes.py)."""
+        then the parsed form is dropped and the turn waits as ``frame`` itself (lanes.py)."""
         if self.lanes.stopping:
             return  # the door drains: the socket closes (1001) once the running turns end
         try:
@@ -186,7 +186,7 @@ class WebSocketSession:
         if raw.get("type") == "response.steer":  # answered at once, on the target response's lane
             await self.steering.steer(raw)
             return
-        if raw.get("type") == "response.inject":  # committed when its response waits for it (websocket_inject.py)
+        if raw.get("type") == "response.inject":  # committed when its response waits for it (inject.py)
             await self.injections.inject(raw)
             return
         kind, stream_id = raw.get("type"), raw.get("stream_id")

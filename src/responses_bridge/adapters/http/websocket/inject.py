@@ -18,7 +18,7 @@ The input is validated and committed atomically, as the SDK's beta describes it:
   answers calls the response did not leave open, or leaves some of them unanswered.
 
 Both events carry the response's ``stream_id`` when its lane has one and are numbered by the connection's own
-counter, with steering's (websocket_steering.py). What waits is bounded: the settings of at most
+counter, with steering's (steering.py). What waits is bounded: the settings of at most
 :data:`WAITING_MEMORY` waiting responses and within the connection's byte budget (the oldest waits no more, and is
 then an ended response), and injections for running ones within that budget too.
 """

@@ -3,7 +3,7 @@
 A turn's tree of subagents (run/multi_agent.py) lives as long as its response, and closes every subagent when it
 ends. What a subagent knew — its context: each task it was given (with the messages sent to it), and its own items
 of each piece of work the root collected — is kept on its ``subagent`` record (under ``_private``, never shown),
-as the session told it (subagent_tree.py). The next turn's response starts its tree with the
+as the session told it (tree.py). The next turn's response starts its tree with the
 session's kept subagents, closed: ``followup_task`` on one resumes it in its context (the session's
 ``resume_subagent_call`` item and ``agent.session.subagent.active``), ``interrupt_agent`` with ``close`` closes one
 before the response ends (``close_subagent_call``, ``agent.session.subagent.closed``).

@@ -1,7 +1,7 @@
 """A session's subagents as the Agents API reads them (``client.beta.agents.sessions.subagents``): the subagents,
 their turns and their items, each the tenant's own and found only under the session that holds it.
 
-They are written as the session's turns run (subagent_tree.py): a ``subagent`` record under its
+They are written as the session's turns run (tree.py): a ``subagent`` record under its
 session, its turns (``subagent_turn``) and items (``subagent_item``, scoped to their turn) under the subagent, so
 that the session's own lists of turns and items stay the root agent's, and a session's delete takes them all
 (store/*/agents.py).

@@ -18,7 +18,7 @@ learns nothing about sessions; this module reads that output as it streams and s
   ``item.added`` alone, whole, as the SDK's types have it);
 - the tree lives as long as the response: when it ends, a turn never collected is ``cancelled`` and every
   subagent it opened is closed (``agent.session.subagent.closed``), kept with its context
-  (subagent_contexts.py); the next turn's tree starts with the session's kept subagents, closed:
+  (contexts.py); the next turn's tree starts with the session's kept subagents, closed:
   ``followup_task`` on one is a ``resume_subagent_call`` (and ``agent.session.subagent.active``) before its
   ``send_subagent_input_call``, and ``interrupt_agent`` with ``close`` a ``close_subagent_call`` (and
   ``agent.session.subagent.closed``) — the SDK's ``multi_agent_call`` has no action of its own for either.
@@ -92,7 +92,7 @@ class SubagentTree:
         self.subagents: dict[str, _Subagent] = {}  # by the tree's name for it
         self.calls: dict[str, tuple[str, dict[str, Any] | None, dict[str, Any]]] = {}  # call_id: action, item, args
         self.resuming: dict[str, dict[str, Any]] = {}  # call_id of a followup_task: its resume_subagent_call
-        for kept_one in reversed(kept or []):  # the session's closed subagents (subagent_contexts.py)
+        for kept_one in reversed(kept or []):  # the session's closed subagents (contexts.py)
             self.subagents[kept_one["name"]] = _Subagent(shown(kept_one), context=list(context_of(kept_one) or []))
 
     # --- records --------------------------------------------------------------------------------------------

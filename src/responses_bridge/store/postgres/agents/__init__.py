@@ -1,1 +1,2 @@
-"""TODO."""
+"""The Agents API's records, session events and automations' scheduler on PostgreSQL, and their tables.
+"""

@@ -1,4 +1,4 @@
-"""The Agents API's tables on PostgreSQL (store/postgres/agents/agents.py), as on SQLite
+"""The Agents API's tables on PostgreSQL (agents.py), as on SQLite
 (store/sqlite/agents/agent_schema.py)."""
 
 from __future__ import annotations

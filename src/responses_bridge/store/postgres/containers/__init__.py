@@ -1,1 +1,2 @@
-"""TODO."""
+"""Containers, their files' rows and skills on PostgreSQL, and their tables.
+"""

@@ -126,7 +126,7 @@ class PostgresContainerStore:
             installed = [str(found[1])] if found[1] else []  # the packages installed at its start
             rows = await conn.fetch("DELETE FROM container_files WHERE container_id = $1 RETURNING blob_id",
                                     container_id)
-            rows += await conn.fetch(  # the skills it was made with (store/postgres/containers/skills.py)
+            rows += await conn.fetch(  # the skills it was made with (skills.py)
                 "DELETE FROM container_skills WHERE container_id = $1 RETURNING blob_id", container_id)
             await conn.execute("DELETE FROM containers WHERE id = $1", container_id)
         return [str(row[0]) for row in rows] + installed

@@ -1,5 +1,5 @@
 """Metadata of uploaded files (the Files API) on PostgreSQL: the :class:`~responses_bridge.store.files.FileStore`
-every replica shares. The bytes are in the same database (store/postgres/files/file_bytes.py).
+every replica shares. The bytes are in the same database (file_bytes.py).
 
 As on SQLite, every read takes the current time and leaves out expired rows; pages follow ``seq``, the creation
 order. Every file belongs to a tenant, matched in the statement of every method that takes one.

@@ -14,7 +14,7 @@ Appended to the PostgreSQL migration list (migrations.py) after the core tables;
   while it works, and a file whose holder died is claimed again by another replica once the lease has passed.
 - ``vector_store_chunks``: the chunk index. ``embedding`` is a pgvector ``vector`` of any dimensions (one
   deployment's embedder decides them); the HNSW index of each dimension count is an expression index made on
-  first use (store/postgres/files/chunks.py), partial on ``dims``. ``tsv`` is the chunk's full-text vector (GIN).
+  first use (chunks.py), partial on ``dims``. ``tsv`` is the chunk's full-text vector (GIN).
 """
 
 from __future__ import annotations

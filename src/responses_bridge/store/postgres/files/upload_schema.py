@@ -1,7 +1,7 @@
 """The Uploads API's tables on PostgreSQL (versions 17 and 18), as on SQLite (store/sqlite/files/upload_schema.py,
 versions 18 and 19): an upload, what the client declared of its file, its completion claim, and its parts, each part's
 bytes in ``file_blobs`` under ``blob_id`` until the upload is completed, cancelled or expired
-(store/postgres/files/uploads.py). Parts are listed in ``seq`` order."""
+(uploads.py). Parts are listed in ``seq`` order."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Agents API's tables on SQLite (store/sqlite/agents/agents.py), as on PostgreSQL
+"""The Agents API's tables on SQLite (agents.py), as on PostgreSQL
 (store/postgres/agents/agent_schema.py)."""
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ STORED_BYTES_COLUMNS: Sequence[str] = [
     "ALTER TABLE containers ADD COLUMN packages_bytes INTEGER NOT NULL DEFAULT 0",
 ]
 
-# The scheduler's due automations found through an index (store/sqlite/agents/automations.py's due query): an active
+# The scheduler's due automations found through an index (automations.py's due query): an active
 # automation's next occurrence in a column of its own, computed from its body (virtual: nothing written twice), in
 # an index holding the tenant too. Without it each tick (every second) read and parsed every automation's body —
 # 10,000 automations of 200 KiB instructions are 2 GB a tick — and a tick that outran its second delayed every

@@ -4,7 +4,7 @@ Only metadata lives here; the bytes are on disk, named by the file's id (service
 current time and leaves out expired rows, so an expired file is never returned even before the purge that
 deletes it has run. Every file belongs to a tenant, matched in the queries of every method that takes one. The
 tenant's stored bytes, which ``max_stored_bytes`` bounds, are its files' and its container files' together
-(store/sqlite/files/quota.py).
+(quota.py).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """A tenant's stored bytes on SQLite, the one sum ``max_stored_bytes`` bounds: its live files (the Files API),
 every file of its containers, its skills' versions, its containers' skills, the parts of its uploads under way (each
 at the blocks it occupies: store/base_uploads.py) and what their completions' claims count, counted alike by the
-check of a file (store/sqlite/files/files.py), of a container file (store/sqlite/containers/containers.py), of a skill
-(store/sqlite/containers/skills.py) and of an upload's part or completion (store/sqlite/files/uploads.py). Two budgets,
+check of a file (files.py), of a container file (store/sqlite/containers/containers.py), of a skill
+(store/sqlite/containers/skills.py) and of an upload's part or completion (uploads.py). Two budgets,
 one per kind, would let a tenant keep the limit twice over.
 
 A container's files count until the container is deleted or purged (their bytes are still kept, and the purge

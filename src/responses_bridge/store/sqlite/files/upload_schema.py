@@ -1,6 +1,6 @@
 """The Uploads API's tables on SQLite (versions 18 and 19; PostgreSQL's 17 and 18 are the same): an upload, what the
 client declared of its file, its completion claim, and its parts, each part's bytes a blob in the files' bytes
-storage under ``blob_id`` until the upload is completed, cancelled or expired (store/sqlite/files/uploads.py). Parts are
+storage under ``blob_id`` until the upload is completed, cancelled or expired (uploads.py). Parts are
 listed in rowid order."""
 
 from __future__ import annotations

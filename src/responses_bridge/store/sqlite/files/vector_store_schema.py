@@ -1,13 +1,13 @@
 """The vector stores' tables on SQLite (versions 6 and 7; store/postgres/files/retrieval_schema.py holds PostgreSQL's):
-the chunk index the search reads (store/sqlite/files/chunks.py) and the stores, their files and file batches
-(store/sqlite/files/vector_stores.py). Kept apart from migrations.py, which lists every version in order and runs them,
+the chunk index the search reads (chunks.py) and the stores, their files and file batches
+(vector_stores.py). Kept apart from migrations.py, which lists every version in order and runs them,
 as the other schema modules of one API are (upload_schema.py, agent_schema.py); the statements are the released ones,
 never edited (migrations are append-only)."""
 
 from __future__ import annotations
 
 VECTOR_STORE_CHUNK_INDEX: list[str] = [
-    # The chunk index of vector stores (store/sqlite/files/chunks.py). Each store gets a number; its chunks' ids are
+    # The chunk index of vector stores (chunks.py). Each store gets a number; its chunks' ids are
     # number << 32 plus a counter, so one store's chunks are one rowid range, which FTS5 and the primary
     # key search without touching other stores' rows. The generation moves with every change of chunks,
     # attributes_generation with every change of a file's attributes, so a process's in-memory copies

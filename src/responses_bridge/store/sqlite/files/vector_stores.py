@@ -3,7 +3,7 @@
 Holds the vector stores, the files attached to each (ingestion status, last error, attributes, chunking strategy,
 usage) and the file batches. ``file_counts``, ``usage_bytes`` and a batch's counts are aggregated from the file
 rows on every read, never kept as counters, so no crash or race can leave them disagreeing with the files. The
-chunks and their vectors live in the chunk index (store/sqlite/files/chunks.py); this module keeps no text.
+chunks and their vectors live in the chunk index (chunks.py); this module keeps no text.
 
 Every file row has its own ``seq``: an ingestion job carries the seq of the row it was queued for and finishes only
 that row, so a job that outlived a delete, a cancel or a re-add of the same file changes nothing.
