@@ -4,8 +4,9 @@
 # how to skip it) on stderr; on a terminal there are a few seconds to stop it with Ctrl-C.
 # RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL=1 skips it. Without bubblewrap the bridge refuses the code_interpreter tool
 # (it never runs code unsandboxed) and everything else works. `responses-bridge doctor` tells whether code can run.
+# Its messages name the command by SANDBOX_FOR when the caller sets it (`bench code`), else by the script's name.
 if ! command -v bwrap >/dev/null 2>&1; then
-  _me="${0##*/}"
+  _me="${SANDBOX_FOR:-${0##*/}}"
   _why="bubblewrap (bwrap) is not installed: it is the code interpreter's sandbox; without it the bridge refuses
   the code_interpreter tool (it never runs code unsandboxed), and everything else works."
   _as_root=""
@@ -54,7 +55,7 @@ _desktop_missing() {  # the Debian packages whose program is not here, as sandbo
 }
 _desktop="$(_desktop_missing)"
 if [ -n "$_desktop" ]; then
-  _me="${0##*/}"
+  _me="${SANDBOX_FOR:-${0##*/}}"
   _why="the desktop's packages are not installed ($_desktop): a virtual display, a browser and its input, run in the
   code interpreter's sandbox for computer use; without them a desktop is refused, and everything else works."
   _as_root=""
