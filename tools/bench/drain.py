@@ -44,7 +44,7 @@ async def stream(session: aiohttp.ClientSession, url: str, text: str, started: a
 
 
 async def run(args: argparse.Namespace) -> int:
-    work = tempfile.mkdtemp(prefix="bench-drain-")
+    work = tempfile.mkdtemp(prefix="rb-bench.drain-")
     me = [sys.executable, "-m", "responses_bridge"]
     up_port, http_port, extproc_port = free_port(), free_port(), free_port()
     upstream = ManagedProcess([*me, "fake-upstream", "--port", str(up_port)], "fake-upstream")
