@@ -16,6 +16,7 @@ Only the standard library, and nothing but this table at import: ``scripts/bench
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 
@@ -129,4 +130,10 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        status = main(sys.argv[1:])
+        sys.stdout.flush()
+    except BrokenPipeError:  # the list piped into head or grep -m: what was read is enough, no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's own flush at exit
+        status = 0
+    sys.exit(status)
