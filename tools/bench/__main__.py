@@ -1,17 +1,18 @@
 """``scripts/bench NAME [ARGS...]``: every benchmark of the checkout behind one command, and the one table of them.
 
-Each benchmark is a module of this package (``python -m tools.bench.NAME``, the repository's root on ``PYTHONPATH``);
+Each benchmark is a module of this package (``python -m tools.bench.MODULE``, the repository's root on ``PYTHONPATH``);
 what it needs around it is not Python's to give, so it is said here and done by ``scripts/bench``: the extras its
 venv is installed with (``scripts/_venv.sh``), whether the code interpreter's sandbox must be on the machine
-(``scripts/_sandbox.sh``), and whether its relative path arguments are read from the repository's root (the
-benchmarks that import ``tests.support`` or run ``git archive`` always ran there) or from the caller's directory.
+(``scripts/_sandbox.sh``), and whether its relative path arguments are read from the repository's root (where the
+wrappers each benchmark had in scripts/ ran it) or from the caller's directory.
 
 ``BENCHES`` is the one place a benchmark is named and described: ``scripts/bench --help`` lists it, and
 tests/unit/test_bench_command.py fails on a module of this package that is neither a benchmark here nor a part of
 one (``Bench.parts``), so a new benchmark cannot be left out of the list.
 
-Only the standard library, and nothing but this table at import: ``scripts/bench`` reads it with the machine's
-``python3`` before any venv exists, so ``scripts/bench --help`` and a misspelt name answer at once on a fresh clone.
+Only the standard library, and nothing but this table at import: ``scripts/bench`` reads it with the venv's Python,
+or the machine's ``python3`` before any venv exists, so ``scripts/bench --help`` and a misspelt name answer at once
+on a fresh clone.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class Bench:
     at_root: bool = False
     """Run from the repository's root (relative paths given to it are read from there), not the caller's directory."""
     parts: tuple[str, ...] = ()
-    """Modules of this package that only this benchmark runs (not benchmarks of their own)."""
+    """Modules of this package that this benchmark runs and that are no benchmark of their own (one may serve
+    several: base_tree.py)."""
 
 
 BENCHES: dict[str, Bench] = {
