@@ -18,6 +18,8 @@ import pytest
 
 from tools.bench.__main__ import BENCHES
 
+pytestmark = pytest.mark.store_free  # no store: scripts/bench and the files of tools/bench/
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "tools" / "bench"
 SCRIPT = ROOT / "scripts" / "bench"
