@@ -4,8 +4,9 @@
 # how to skip it) on stderr; on a terminal there are a few seconds to stop it with Ctrl-C.
 # RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL=1 skips it. Without bubblewrap the bridge refuses the code_interpreter tool
 # (it never runs code unsandboxed) and everything else works. `responses-bridge doctor` tells whether code can run.
+# Its messages name the command by SANDBOX_FOR when the caller sets it (`bench code`), else by the script's name.
 if ! command -v bwrap >/dev/null 2>&1; then
-  _me="${0##*/}"
+  _me="${SANDBOX_FOR:-${0##*/}}"
   _why="bubblewrap (bwrap) is not installed: it is the code interpreter's sandbox; without it the bridge refuses
   the code_interpreter tool (it never runs code unsandboxed), and everything else works."
   _as_root=""
@@ -54,7 +55,7 @@ _desktop_missing() {  # the Debian packages whose program is not here, as sandbo
 }
 _desktop="$(_desktop_missing)"
 if [ -n "$_desktop" ]; then
-  _me="${0##*/}"
+  _me="${SANDBOX_FOR:-${0##*/}}"
   _why="the desktop's packages are not installed ($_desktop): a virtual display, a browser and its input, run in the
   code interpreter's sandbox for computer use; without them a desktop is refused, and everything else works."
   _as_root=""
@@ -150,10 +151,11 @@ _cover_traversable() {  # in the private namespace: $1 covered by a tmpfs like i
 
 if [ "$(id -u)" = 0 ] && [ "${RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL:-}" != 1 ] && command -v bwrap >/dev/null 2>&1 \
     && [ -x "${VENV:-}/bin/python" ]; then
+  _me="${SANDBOX_FOR:-${0##*/}}"
   _blocked="$(_blocked_dirs)"
   if [ -n "$_blocked" ] && [ "${RB_SCRIPTS_MOUNT_NS:-}" != 1 ] \
       && unshare --mount --propagation private true >/dev/null 2>&1; then
-    echo "${0##*/}: the sandbox's uid cannot traverse $(echo $_blocked | tr '\n' ' ')on the way to the Python" \
+    echo "$_me: the sandbox's uid cannot traverse $(echo $_blocked | tr '\n' ' ')on the way to the Python" \
          "runtime it binds into each call: going on in a private mount namespace where it can (the host's" \
          "directories are left as they are)" >&2
     RB_SCRIPTS_MOUNT_NS=1 exec unshare --mount --propagation private -- "$0" "$@"
@@ -165,14 +167,14 @@ if [ "$(id -u)" = 0 ] && [ "${RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL:-}" != 1 ] && 
     _rounds=$((_rounds + 1))
   done
   if [ -n "$_blocked" ]; then
-    echo "${0##*/}: the sandbox's uid cannot traverse $(echo $_blocked | tr '\n' ' ')on the way to the Python" \
+    echo "$_me: the sandbox's uid cannot traverse $(echo $_blocked | tr '\n' ' ')on the way to the Python" \
          "runtime it binds into each call, and no private mount namespace could be made to reach it without" \
          "loosening the host's directories. Run it with a Python that uid can read (e.g. a venv made from" \
-         "/usr/bin/python3: RESPONSES_BRIDGE_VENV=/opt/rb-venv PYTHON=/usr/bin/python3 ${0##*/}), or set" \
+         "/usr/bin/python3: RESPONSES_BRIDGE_VENV=/opt/rb-venv PYTHON=/usr/bin/python3 $_me), or set" \
          "RESPONSES_BRIDGE_CODE_SANDBOX_UID to a uid that can read it (never 0), or make the directories" \
          "traversable yourself (chmod o+x), or go on without code: RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL=1" \
-         "${0##*/}" >&2
+         "$_me" >&2
     exit 1
   fi
-  unset _blocked _rounds _dir
+  unset _blocked _rounds _dir _me
 fi

@@ -158,7 +158,8 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     package says where it is instead."""
     checkout = Path(__file__).resolve().parents[2]  # src/responses_bridge/cli.py -> the checkout, when it is one
     if not (checkout / "tools" / "bench" / "latency" / "bench.py").is_file():
-        _add_checkout_only(commands, "bench", "measure the bridge's latency and throughput against the upstream")
+        _add_checkout_only(commands, "bench", "measure the bridge's latency and throughput against the upstream",
+                           "scripts/bench latency")
         return
     if str(checkout) not in sys.path:
         sys.path.insert(0, str(checkout))
@@ -167,15 +168,16 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     bench.add_parser(commands)
 
 
-def _add_checkout_only(commands: argparse._SubParsersAction, name: str, purpose: str) -> None:
-    """A development command the installed package does not carry: it says so, in one line, and where it is."""
+def _add_checkout_only(commands: argparse._SubParsersAction, name: str, purpose: str, script: str) -> None:
+    """A development command the installed package does not carry: it says so, in one line, and where it is
+    (``script``: the checkout's command that runs it)."""
     # '+' as its option prefix: every argument given (its real options among them) is taken as is, unread
     parser = commands.add_parser(name, help=f"{purpose} (in a source checkout only)", add_help=False,
                                  prefix_chars="+")
 
     def run(args: argparse.Namespace) -> int:
         print(f"responses-bridge {name}: development tooling, not in the installed package; run it from a source "
-              f"checkout of responses-bridge (scripts/{name})", file=sys.stderr)
+              f"checkout of responses-bridge ({script})", file=sys.stderr)
         return 2
 
     parser.set_defaults(func=run)

@@ -132,3 +132,15 @@ def test_a_taken_port_is_one_line() -> None:
     assert result.stderr.splitlines() == [
         (f"responses-bridge serve: the HTTP door cannot listen on 127.0.0.1:{port}: Address already in use "
          "(--http-port / RESPONSES_BRIDGE_HTTP_PORT)")]
+
+
+def test_the_benchmark_outside_a_checkout_names_its_command_in_one(monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str],
+                                                                    tmp_path: Path) -> None:
+    """An installed package has no tools/ beside it: ``responses-bridge bench`` says where the benchmark is run."""
+    from responses_bridge import cli
+
+    monkeypatch.setattr(cli, "__file__", str(tmp_path / "site-packages" / "responses_bridge" / "cli.py"))
+    assert main(["bench", "--envoy"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.endswith("run it from a source checkout of responses-bridge (scripts/bench latency)")

@@ -88,6 +88,13 @@ def test_the_desktop_skip_variable_installs_none_of_its_packages(tmp_path: Path)
         assert f"Not installing them ({SKIP_DESKTOP}=1)" in stderr and "apt-get install xvfb xdotool" in stderr
 
 
+def test_a_command_that_is_not_the_script_is_named_as_it_is_typed(tmp_path: Path) -> None:
+    """scripts/bench sources it for one benchmark of many (``SANDBOX_FOR``): the notice names ``bench code``."""
+    stderr, calls = _source(tmp_path, env={"SANDBOX_FOR": "bench code"})
+    assert calls and f"{SKIP}=1 bench code" in stderr.split("<apt-get ran>", 1)[0]
+    assert stderr.startswith("bench code: ") and " demo" not in stderr
+
+
 def test_the_skip_variable_installs_nothing(tmp_path: Path) -> None:
     stderr, calls = _source(tmp_path, env={SKIP: "1"})
     assert calls == []

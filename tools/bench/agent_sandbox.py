@@ -1,4 +1,4 @@
-"""``scripts/bench-agent-sandbox``: what running a call in an agent-sandbox pod costs against bubblewrap on this host,
+"""``scripts/bench agent-sandbox``: what running a call in an agent-sandbox pod costs against bubblewrap on this host,
 on the same calls, in this process (the sandbox backends only: no doors, no store).
 
 - ``bubblewrap``: the default backend (:class:`~responses_bridge.sandbox.Sandbox`), one namespace per call;
@@ -98,7 +98,7 @@ def report(results: Medians, runs: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="bench-agent-sandbox", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="scripts/bench agent-sandbox", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args(argv)
     print(report(asyncio.run(measure(args.runs)), args.runs))

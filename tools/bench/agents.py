@@ -1,4 +1,4 @@
-"""``scripts/bench-agents``: what an Agents API session's turn costs over a plain response, through each door, in one
+"""``scripts/bench agents``: what an Agents API session's turn costs over a plain response, through each door, in one
 run, over the fake upstream.
 
 Per door (the sidecar's HTTP door; Envoy with the bridge as its ext_proc processor, which routes ``/v1/agents`` to
@@ -16,10 +16,10 @@ passthrough;
 - ``session, second turn``: a message posted to that session (202), then its events read to idle.
 
 Reported: each kind's median time and its ratio to ``chained`` and to the door's floor; then CPU per request
-(tools/bench/latency/cost.py's batches: each kind alone, the CPU its processes spent, the sidecar's and Envoy's apart,
+(latency/cost.py's batches: each kind alone, the CPU its processes spent, the sidecar's and Envoy's apart,
 medians of the rounds; read from the scheduler's nanosecond counts). The figures that carry between machines are the
 ratios. ``--base-src DIR`` runs a second sidecar from another source tree beside this one, its HTTP door measured in the
-same rounds (before and after a change, on the same machine at the same time). Usage: ``scripts/bench-agents
+same rounds (before and after a change, on the same machine at the same time). Usage: ``scripts/bench agents
 [--rounds N] [--door http|envoy|both] [--cost-rounds N] [--cost-requests N] [--base-src DIR]``.
 """
 
@@ -210,7 +210,7 @@ def report(doors: list[Door], rounds: int, cost_rounds: int) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="rb-bench-agents-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rb-bench.agents-") as tmp:
         envoy_wanted = args.door in ("envoy", "both")
         (upstream_port, floor_port, http_port, extproc_port), processes = bench_processes(tmp, (), envoy_wanted)
         upstream, http_floor, sidecar = processes
@@ -254,7 +254,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="scripts/bench-agents", description=__doc__,
+    parser = argparse.ArgumentParser(prog="scripts/bench agents", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("rounds_positional", nargs="?", type=int, help=argparse.SUPPRESS)  # the old usage
     parser.add_argument("--rounds", type=int, default=100, help="latency rounds (after 10 to warm up)")

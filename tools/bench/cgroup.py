@@ -1,4 +1,4 @@
-"""``scripts/bench-cgroup``: what a call's cgroup costs. The same sandbox's calls (``print(1)``) with their cgroup
+"""``scripts/bench cgroup``: what a call's cgroup costs. The same sandbox's calls (``print(1)``) with their cgroup
 (made, joined, limits set, removed) and without one (the same bubblewrap command, no cgroup), interleaved in one
 run so that the machine's load weighs on both alike; milliseconds per call (median) and the ratio."""
 
@@ -44,7 +44,7 @@ async def _bench(runs: int) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="scripts/bench cgroup", description=__doc__)
     parser.add_argument("--runs", type=int, default=40)
     return asyncio.run(_bench(parser.parse_args().runs))
 

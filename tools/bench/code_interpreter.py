@@ -1,4 +1,4 @@
-"""``scripts/bench-code``: what a code interpreter call costs end to end, and where the time goes.
+"""``scripts/bench code``: what a code interpreter call costs end to end, and where the time goes.
 
 One sidecar (HTTP door, SQLite) over the fake upstream, in its own process; the load from this one. Measured,
 interleaved one by one so a slow patch of the shared machine hits each alike:
@@ -58,7 +58,7 @@ def _p50(samples: list[float]) -> float:
 async def _sandbox_breakdown(runs: int) -> dict[str, float]:
     sandbox = await asyncio.to_thread(Sandbox.detect, SandboxLimits())
     if sandbox.unavailable is not None:
-        raise SystemExit(f"bench-code: {sandbox.unavailable}")
+        raise SystemExit(f"scripts/bench code: {sandbox.unavailable}")
     start, code, total = [], [], []
     for _ in range(runs):
         result = await sandbox.run("print(1)")
@@ -79,7 +79,7 @@ def _bare_python(runs: int) -> float:
 
 
 async def bench(runs: int, concurrent: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="rb-bench-code-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rb-bench.code-") as tmp:
         upstream_port, http_port = free_port(), free_port()
         upstream = ManagedProcess([sys.executable, "-m", "responses_bridge", "fake-upstream", "--port",
                                    str(upstream_port)], "fake-upstream")
@@ -129,7 +129,7 @@ async def bench(runs: int, concurrent: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench-code", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="scripts/bench code", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--concurrent", type=int, default=20)
     args = parser.parse_args(argv)

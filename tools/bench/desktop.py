@@ -1,4 +1,4 @@
-"""``scripts/bench-desktop``: what a desktop in the sandbox costs (sandbox/desktop/), against the issue's targets:
+"""``scripts/bench desktop``: what a desktop in the sandbox costs (sandbox/desktop/), against the issue's targets:
 start ≤ 2 s, an action → its screenshot ≤ 300 ms at p95, ≤ 300 MiB per desktop.
 
 Real parts only: the bubblewrap sandbox in the cgroup mode, Xvfb, Chromium and xdotool in one call per desktop, a
@@ -267,7 +267,7 @@ def _grab_comparison(jpeg: bytes, runs: int) -> dict[str, Any] | None:
     from PIL import ImageGrab
 
     display = ":97"
-    with tempfile.TemporaryDirectory(prefix="rb-bench-desktop-") as folder:
+    with tempfile.TemporaryDirectory(prefix="rb-bench.desktop-") as folder:
         shown = os.path.join(folder, "page.jpg")
         with open(shown, "wb") as handle:
             handle.write(jpeg)
@@ -314,7 +314,7 @@ async def bench(starts: int, rounds: int, concurrent: int) -> dict[str, Any]:
             egress=EgressSettings(EgressRules.parse(f"127.0.0.1:{port}"), EgressLimits()))
         refused = desktop_unavailable(sandbox)
         if refused is not None:
-            raise SystemExit(f"bench-desktop: {refused}")
+            raise SystemExit(f"scripts/bench desktop: {refused}")
         one, jpeg = await _one(sandbox, port, starts, rounds)
         together = await _together(sandbox, port, concurrent, rounds) if concurrent > 0 else None
     finally:
@@ -327,7 +327,7 @@ async def bench(starts: int, rounds: int, concurrent: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench-desktop", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="scripts/bench desktop", description=__doc__.split("\n\n")[0])
     parser.add_argument("--starts", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--concurrent", type=int, default=4)

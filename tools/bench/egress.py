@@ -1,4 +1,4 @@
-"""``scripts/bench-egress``: what masking domain secrets costs the egress proxy, and what it costs everyone else.
+"""``scripts/bench egress``: what masking domain secrets costs the egress proxy, and what it costs everyone else.
 
 A tenant chooses its own ``domain_secrets``, so the masking of answers (sandbox/egress/domain_secrets.py) must cost the
 same whatever they are. Two parts, each against its floor in the same run:
@@ -122,7 +122,7 @@ async def _through_proxy(port: int, size: int, with_secrets: bool) -> tuple[floa
     finally:
         await proxy.close()
     if received < size:
-        raise SystemExit(f"bench-egress: the proxy relayed {received} of {size} bytes")
+        raise SystemExit(f"scripts/bench egress: the proxy relayed {received} of {size} bytes")
     return size / seconds / 1e6, lag.worst * 1000
 
 
@@ -204,7 +204,7 @@ async def liveness(download_mb: float) -> dict[str, Any]:
     size = int(download_mb * 1e6)
     sending, sent = asyncio.Event(), asyncio.Event()
     server, port = await _serve_bytes(_text(size), sending, sent)
-    with tempfile.TemporaryDirectory(prefix="rb-bench-egress-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rb-bench.egress-") as tmp:
         upstream_port, http_port = free_port(), free_port()
         upstream = ManagedProcess([sys.executable, "-m", "responses_bridge", "fake-upstream", "--port",
                                    str(upstream_port)], "fake-upstream")
@@ -230,7 +230,7 @@ async def liveness(download_mb: float) -> dict[str, Any]:
                                         json={"name": "bench", "network_policy": policy}) as made:
                     container = await made.json()
                     if made.status != 200:
-                        raise SystemExit(f"bench-egress: the container was refused: {container}")
+                        raise SystemExit(f"scripts/bench egress: the container was refused: {container}")
                 unloaded = await _probed(session, url, 3.0, None)
                 encoded = base64.b64encode(orjson.dumps({"code": _code(port, size)})).decode()
                 request = {"model": "fake-model", "input": f"call python [args64={encoded}]",
@@ -251,7 +251,7 @@ async def liveness(download_mb: float) -> dict[str, Any]:
     logs = "".join(output.get("logs", "") for item in answer.get("output", [])
                    for output in item.get("outputs") or [] if output.get("type") == "logs")
     if f"received {size} of {size}" not in logs:
-        raise SystemExit(f"bench-egress: the download did not complete: {logs[-500:] or answer}")
+        raise SystemExit(f"scripts/bench egress: the download did not complete: {logs[-500:] or answer}")
     ratio = {name: round(loaded[name]["p95_ms"] / max(unloaded[name]["p95_ms"], 0.1), 2) for name in loaded}
     return {"download_mb": download_mb, "download_s": round(seconds, 1), "unloaded": unloaded, "loaded": loaded,
             "p95_loaded_over_unloaded": ratio}
@@ -265,7 +265,7 @@ async def _post_json(session: aiohttp.ClientSession, url: str, body: dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench-egress", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="scripts/bench egress", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=float, default=8.0, help="MB relayed in the masking part")
     parser.add_argument("--download-mb", type=float, default=62.0, help="MB the sandboxed code downloads")
     parser.add_argument("--skip-liveness", action="store_true", help="the masking part only (no sandbox needed)")

@@ -1,4 +1,4 @@
-"""``scripts/bench-fairness``: what a hostile caller's idle bodies cost another caller and the probes, as ratios
+"""``scripts/bench fairness``: what a hostile caller's idle bodies cost another caller and the probes, as ratios
 (``--tenants``: what 2, 4 and 8 greedy tenants cost another, base against this checkout: fairness_many.py;
 ``--turns``: a victim's every call beside more greedy tenants than a unit pool's units: fairness_turns.py;
 ``--goodput``: the work 16 greedy tenants get done beside a victim's call, and the rule's bookkeeping CPU per
@@ -42,7 +42,7 @@ DECLARED = 64 * 1024 * 1024
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bench-fairness", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="scripts/bench fairness", description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=int, default=1 << 30, help="the sidecar's memory budget, bytes")
     parser.add_argument("--attack", type=int, default=8, help="idle connections the attacker keeps open")
     parser.add_argument("--requests", type=int, default=300,

@@ -1,4 +1,4 @@
-"""``scripts/bench-fairness --goodput``: what the shared pools' rule (fairness/share.py) gets done, and what it costs to
+"""``scripts/bench fairness --goodput``: what the shared pools' rule (fairness/share.py) gets done, and what it costs to
 keep, for a base revision (``--base-src``) and this checkout in one run.
 
 1. **Goodput beside the victim's latency.** Each tree's sidecar (``auth: keys``, the upstream connections at

@@ -1,4 +1,4 @@
-"""``scripts/bench-fairness --tenants``: a victim tenant's answers alone and beside k greedy tenants (2, 4, 8), as
+"""``scripts/bench fairness --tenants``: a victim tenant's answers alone and beside k greedy tenants (2, 4, 8), as
 ratios, for a base revision and this checkout in one run — the preemption case of fairness/share.py.
 
 Each sidecar runs with per-tenant keys (``auth: keys``, made with ``responses-bridge keys create`` of its own tree)

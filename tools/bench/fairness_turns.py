@@ -1,4 +1,4 @@
-"""``scripts/bench-fairness --turns``: a victim tenant's every call alone and beside more greedy tenants than a unit
+"""``scripts/bench fairness --turns``: a victim tenant's every call alone and beside more greedy tenants than a unit
 pool has units (16 by default), arriving together and one after another, on the sandbox slots (8) and the program
 slots (4) — the case the quantum's time-sharing was for (fairness/share.py now shares by attained service and takes
 nothing back: with sandbox calls that never end, the victim waits for their time limit) — for a base revision and

@@ -1,4 +1,4 @@
-"""``scripts/bench-instructions``: the instructions a sidecar executes per plain request, this tree against another,
+"""``scripts/bench instructions``: the instructions a sidecar executes per plain request, this tree against another,
 counted by valgrind's callgrind — a figure the machine's load does not move.
 
 CPU time per request on a shared 2-core machine spreads by ±10 % from round to round even side by side
@@ -44,7 +44,7 @@ _START_SECONDS = 900.0  # an interpreter importing the bridge under callgrind: ~
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scripts/bench-instructions", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="scripts/bench instructions", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ab-tree", default=None, help="the other tree (a checkout); default: this tree twice")
     parser.add_argument("--requests", type=int, default=300, help="measured JSON requests per side and door")
     parser.add_argument("--warmup", type=int, default=30, help="requests sent before the counters are zeroed")
@@ -135,7 +135,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, dict[str, float]]]:
     """Each round's figures by side (A: this tree, B: ``--ab-tree``)."""
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
-            raise SystemExit(f"scripts/bench-instructions: {tool} is not installed (apt-get install valgrind)")
+            raise SystemExit(f"scripts/bench instructions: {tool} is not installed (apt-get install valgrind)")
     with tempfile.TemporaryDirectory(prefix="rb-bench-instr-") as tmp:
         upstream, upstream_url, python_a, python_b = await upstream_and_trees(args.ab_tree)
         upstream.start()

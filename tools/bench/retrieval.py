@@ -1,4 +1,4 @@
-"""Retrieval quality and speed of vector store search (``scripts/bench-retrieval``).
+"""Retrieval quality and speed of vector store search (``scripts/bench retrieval``).
 
 Quality: a labelled set built from text that ships with Python, the reference sections of
 ``pydoc_data.topics``. Each section (deduplicated by title) is one file whose text is the section without its
@@ -293,7 +293,7 @@ def measure_brute_force(dimensions: Sequence[int], limit_ms: float = 30.0, repea
 
 
 async def main(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as directory:
+    with tempfile.TemporaryDirectory(prefix="rb-bench.retrieval-") as directory:
         store: SQLiteResponseStore | PostgresDatabase
         if args.database_url:
             store = PostgresDatabase(args.database_url)
@@ -322,7 +322,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def run(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="bench-retrieval", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="scripts/bench retrieval", description=__doc__.split("\n\n")[0])
     parser.add_argument("parts", nargs="*", help=f"what to measure, of {', '.join(PARTS)} (default: all)")
     parser.add_argument("--embedder", choices=["local", "minilm"], default="local",
                         help="minilm: the ONNX MiniLM the local model was chosen over (see MiniLMEmbedder)")

@@ -89,7 +89,7 @@ async def main(args: argparse.Namespace) -> None:
     kinds: list[tuple[str, str | None]] = [("sqlite", None)]
     if args.database_url:
         kinds.append(("postgresql", args.database_url))
-    with tempfile.TemporaryDirectory(prefix="bench-store-") as directory:
+    with tempfile.TemporaryDirectory(prefix="rb-bench.store-") as directory:
         for kind, url in kinds:
             stores = await open_stores(str(Path(directory) / "bench.db"), url)
             try:
@@ -101,7 +101,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def run(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="bench-store", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="scripts/bench store", description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default=None,
                         help="also measure PostgreSQL, in this empty database (postgresql://…)")
     parser.add_argument("--chains", type=int, default=50, help="chains stored (each turn is one create and get)")

@@ -1,4 +1,4 @@
-"""``scripts/bench-streams``: one tenant's N concurrent slow streams on each door, and what each costs ``serve``.
+"""``scripts/bench streams``: one tenant's N concurrent slow streams on each door, and what each costs ``serve``.
 
 An LLM gateway in front of a GPU cluster holds thousands of long streams at once. This opens ``--streams`` streamed
 ``POST /v1/responses`` of one tenant (``auth: none``), each ``--chunks`` chunks ``--delay`` ms apart from the fake
@@ -39,7 +39,7 @@ SAMPLES: dict[str, str] = {}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bench-streams", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="scripts/bench streams", description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, nargs="+", default=[600], help="concurrent streams (several: each "
                         "in turn); default 600")
     parser.add_argument("--chunks", type=int, default=20, help="chunks per stream (default 20)")
@@ -166,7 +166,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                          "input": f"{' '.join(['word'] * args.chunks)} [chunks={args.chunks}] [delay={args.delay}]"})
     results: list[dict[str, Any]] = []
     processes: list[ManagedProcess] = []
-    with tempfile.TemporaryDirectory(prefix="rb-bench-streams-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rb-bench.streams-") as tmp:
         try:
             upstream_port, http_port, extproc_port = free_port(), free_port(), free_port()
             upstream_url = f"http://127.0.0.1:{upstream_port}/v1"

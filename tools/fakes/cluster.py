@@ -5,7 +5,7 @@
     async with fake_cluster(crds) as cluster:    # cluster.api_url, .kube, .pods, .settings (the bridge's env)
         ...
 
-The tests (tests/support/agent_sandbox.py) and ``scripts/bench-agent-sandbox`` use it.
+The tests (tests/support/agent_sandbox.py) and ``scripts/bench agent-sandbox`` use it.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from ..fairness.tenure import DEFAULT_QUANTUM
 STREAM_MEMORY_BYTES = 64 * 1024
 """What one open stream is counted at when the upstream pool is sized from the memory budget: a little above what
 one costs ``serve`` on the HTTP door (about 50 KiB of resident memory with 600 or 5,000 open: its client's and its
-upstream call's connections and its run; about 17 KiB through Envoy; scripts/bench-streams). The budget is half
+upstream call's connections and its run; about 17 KiB through Envoy; scripts/bench streams). The budget is half
 the process's memory, so the other half is left for everything else."""
 STREAM_DESCRIPTORS = 2
 """Descriptors one stream of the HTTP door holds: its client's connection and its upstream call's."""

@@ -350,7 +350,7 @@ class Desktop:
 
     def memory(self) -> MemoryUse | None:
         """What the desktop's call's memory cgroup holds (every process of it, its in-memory ``/tmp`` where the
-        browser's profile is): the figure ``DesktopSettings.memory_bytes`` bounds and ``scripts/bench-desktop``
+        browser's profile is): the figure ``DesktopSettings.memory_bytes`` bounds and ``scripts/bench desktop``
         reports per desktop. None before it started, after it stopped, or without a cgroup."""
         return self._call.memory() if self._call is not None and self._init_pid is not None else None
 

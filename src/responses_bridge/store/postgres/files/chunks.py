@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from ..migrations import Connection
 
 EXACT_LIMIT = 20_000
-"""Stores with at most this many chunks are scanned exactly (measured: ``scripts/bench-retrieval``)."""
+"""Stores with at most this many chunks are scanned exactly (measured: ``scripts/bench retrieval``)."""
 HNSW_MAX_DIMS = 2000  # pgvector's limit for an HNSW index on ``vector``
 HNSW_LOCK = 0x6873_6E77  # advisory lock key ("hsnw") serialising the creation of the per-dimension indexes
 TS_RANK_NORMALISATION = 1  # ts_rank's rank / (1 + log(document length)): long chunks do not win by length alone

@@ -11,7 +11,7 @@ every change, so other processes see it too) has moved on. Keyword search is FTS
 Each store's chunk ids form one rowid range (the store's number << 32 onwards), so a keyword search reads only
 its own store's postings however many other stores share the database.
 
-Where brute force stops being enough (``scripts/bench-retrieval brute-force``, 2-core development machine): the
+Where brute force stops being enough (``scripts/bench retrieval brute-force``, 2-core development machine): the
 scan of one store passes 30 ms at about 1M chunks of the local model's 64-d vectors (29.6 ms at 1M, 46.5 ms at
 2M), and at about 100k chunks of 1536-d vectors from a hosted embedding model (20.6 ms at 50k, 33.6 ms at 100k).
 Past that, an approximate index (pgvector's HNSW) belongs behind ``dense_candidates``.

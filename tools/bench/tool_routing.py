@@ -1,19 +1,23 @@
-#!/usr/bin/env bash
-# What one model turn costs on each path through Envoy, for the server-side tool routing (envoy/README.md):
-#   direct        client -> fake upstream (Chat Completions), no Envoy, no bridge: the floor
-#   envoy-chat    client -> Envoy listener -> upstream (Chat Completions passthrough): what every follow-up turn of
-#                 the tool loop costs the sidecar on top of the model (HTTP door -> Envoy -> upstream)
-#   ext_proc      client -> Envoy + processor -> upstream: today's path, one turn, a request without server tools
-#   door          client -> HTTP door -> Envoy listener -> upstream: one model turn the HTTP door makes through
-#                 Envoy, translation included: what each follow-up turn of the loop costs, plus one loopback hop
-#   routed        client -> Envoy -> processor (routes) -> HTTP door -> Envoy -> upstream: a request with a server
-#                 tool (tool_search) whose model answers at once: the first turn of the chosen design
-# Median and p90 in ms over N sequential requests of each (default 300), JSON and streamed (20 chunks).
-# Usage: scripts/bench-tool-routing [N]
-set -euo pipefail
-source "$(dirname "$0")/_venv.sh"
-cd "$ROOT"
-exec python - "$@" <<'PY'
+"""``scripts/bench tool-routing [N]``: what one model turn costs on each path through Envoy, for the server-side tool
+routing (envoy/README.md).
+
+- ``direct``: client -> fake upstream (Chat Completions), no Envoy, no bridge: the floor;
+- ``envoy-chat``: client -> Envoy listener -> upstream (Chat Completions passthrough): what every follow-up turn of
+  the tool loop costs the sidecar on top of the model (HTTP door -> Envoy -> upstream);
+- ``ext_proc``: client -> Envoy + processor -> upstream: today's path, one turn, a request without server tools;
+- ``door``: client -> HTTP door -> Envoy listener -> upstream: one model turn the HTTP door makes through Envoy,
+  translation included: what each follow-up turn of the loop costs, plus one loopback hop;
+- ``routed``: client -> Envoy -> processor (routes) -> HTTP door -> Envoy -> upstream: a request with a server tool
+  (tool_search) whose model answers at once: the first turn of the chosen design.
+
+Median and p90 in ms over N sequential requests of each (default 300), JSON and streamed (20 chunks), the targets
+interleaved one request at a time so the machine's load weighs on each alike; the differences between paths are
+what chose the design.
+"""
+
+from __future__ import annotations
+
+import argparse
 import asyncio
 import os
 import statistics
@@ -24,11 +28,12 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from tools.bench.latency.bench import Target, _one, _percentile, _synthetic_body
 from responses_bridge.demo.procs import ManagedProcess, envoy_binary, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
+from tools.bench.latency.bench import Target, _one
+from tools.bench.latency.report import _percentile
+from tools.bench.latency.requests import synthetic_body
 
-REQUESTS = int(sys.argv[1]) if len(sys.argv) > 1 else 300
 CHUNKS = 20
 TOOLS = [{"type": "tool_search"},
          {"type": "function", "name": "lookup_order", "parameters": {"type": "object", "properties": {}},
@@ -36,13 +41,13 @@ TOOLS = [{"type": "tool_search"},
 
 
 def body(target: Target, stream: bool) -> bytes:
-    plain = _synthetic_body(target, stream, CHUNKS)
+    plain = synthetic_body(target.responses_api, stream, CHUNKS)
     if target.name != "routed":
         return plain
     return orjson.dumps({**orjson.loads(plain), "tools": TOOLS})
 
 
-async def main() -> None:
+async def run(requests: int) -> None:
     with tempfile.TemporaryDirectory(prefix="rb-routing-") as tmp:
         upstream_port, http_port, extproc_port = free_port(), free_port(), free_port()
         listen_port, admin_port = free_port(), free_port()
@@ -72,13 +77,13 @@ async def main() -> None:
                        Target("ext_proc", f"{envoy}/v1/responses", True),
                        Target("door", f"http://127.0.0.1:{http_port}/v1/responses", True),
                        Target("routed", f"{envoy}/v1/responses", True)]
-            await measure(targets)
+            await measure(targets, requests)
         finally:
             for process in reversed(processes):
                 process.stop()
 
 
-async def measure(targets: list[Target]) -> None:
+async def measure(targets: list[Target], requests: int) -> None:
     kinds = ("json", "stream")
     bodies = {(t.name, kind): body(t, kind == "stream") for t in targets for kind in kinds}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
@@ -86,17 +91,18 @@ async def measure(targets: list[Target]) -> None:
             for kind in kinds:
                 for _ in range(20):
                     await _one(session, target, bodies[(target.name, kind)])
-        for _ in range(REQUESTS):
+        for _ in range(requests):
             for kind in kinds:
                 for target in targets:
                     target.samples.setdefault(kind, []).append(
                         await _one(session, target, bodies[(target.name, kind)]))
-    print(f"{REQUESTS} sequential requests per target and kind; ms")
+    print(f"{requests} sequential requests per target and kind; ms")
     for kind in kinds:
         medians = {t.name: statistics.median(t.samples[kind]) for t in targets}
         for target in targets:
             samples = target.samples[kind]
-            print(f"  {kind:6} {target.name:10} median {medians[target.name]:6.2f}  p90 {_percentile(samples, 0.9):6.2f}")
+            print(f"  {kind:6} {target.name:10} median {medians[target.name]:6.2f}  "
+                  f"p90 {_percentile(samples, 0.9):6.2f}")
         print(f"  {kind:6} follow-up turn through Envoy (envoy-chat - direct): "
               f"{medians['envoy-chat'] - medians['direct']:+.2f}")
         print(f"  {kind:6} door turn through Envoy over ext_proc turn: {medians['door'] - medians['ext_proc']:+.2f} "
@@ -105,5 +111,15 @@ async def measure(targets: list[Target]) -> None:
               f"(ratio {medians['routed'] / medians['ext_proc']:.2f})")
 
 
-asyncio.run(main())
-PY
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench tool-routing", description=__doc__.split("\n\n")[0])
+    parser.add_argument("requests", nargs="?", type=int, default=300, help="sequential requests per target and "
+                        "kind (default 300)")
+    args = parser.parse_args(argv)
+    asyncio.run(run(args.requests))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

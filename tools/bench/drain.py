@@ -1,14 +1,17 @@
-#!/usr/bin/env bash
-# SIGTERM with live streams: how long the sidecar takes to exit, and how many streams got a terminal event.
-#   scripts/bench-drain                 # the HTTP door, 20 streams, RESPONSES_BRIDGE_DRAIN_TIMEOUT=2
-#   scripts/bench-drain --envoy         # through Envoy (the ext_proc door)
-#   scripts/bench-drain --streams 50 --drain 5
-set -euo pipefail
-source "$(dirname "$0")/_venv.sh"
-exec python - "$@" <<'EOF'
-"""Half the streams end within the drain timeout, half would run for 60 s; the bar is: every stream gets its
-terminal event (response.completed or response.failed, then [DONE]) and the process exits within the drain
-timeout + 2 s of the signal."""
+"""``scripts/bench drain [--envoy] [--streams N] [--drain S]``: SIGTERM with live streams: how long the sidecar takes
+to exit, and how many streams got a terminal event.
+
+A rolling update sends SIGTERM to a sidecar that is carrying streams; a client cut off mid-answer has nothing to
+tell a retry from a lost answer. Half the streams end within the drain timeout, half would run for 60 s; the bar
+is: every stream gets its terminal event (response.completed or response.failed, then [DONE]) and the process exits
+within the drain timeout + 2 s of the signal (exit status 1 when it is not met).
+
+- ``scripts/bench drain``: the HTTP door, 20 streams, RESPONSES_BRIDGE_DRAIN_TIMEOUT=2;
+- ``scripts/bench drain --envoy``: through Envoy (the ext_proc door);
+- ``scripts/bench drain --streams 50 --drain 5``.
+"""
+
+from __future__ import annotations
 
 import argparse
 import asyncio
@@ -22,12 +25,6 @@ import aiohttp
 
 from responses_bridge.demo.procs import ManagedProcess, envoy_binary, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
-
-parser = argparse.ArgumentParser(prog="bench-drain")
-parser.add_argument("--envoy", action="store_true")
-parser.add_argument("--streams", type=int, default=20)
-parser.add_argument("--drain", type=float, default=2.0)
-args = parser.parse_args()
 
 
 async def stream(session: aiohttp.ClientSession, url: str, text: str, started: asyncio.Event) -> str:
@@ -46,16 +43,16 @@ async def stream(session: aiohttp.ClientSession, url: str, text: str, started: a
     return last if last in ("response.completed", "response.failed", "response.incomplete") else "no terminal"
 
 
-async def main() -> int:
-    work = tempfile.mkdtemp(prefix="bench-drain-")
+async def run(args: argparse.Namespace) -> int:
+    work = tempfile.mkdtemp(prefix="rb-bench.drain-")
     me = [sys.executable, "-m", "responses_bridge"]
     up_port, http_port, extproc_port = free_port(), free_port(), free_port()
-    upstream = ManagedProcess(me + ["fake-upstream", "--port", str(up_port)], "fake-upstream")
+    upstream = ManagedProcess([*me, "fake-upstream", "--port", str(up_port)], "fake-upstream")
     upstream.start()
     await wait_http(f"http://127.0.0.1:{up_port}/health", process=upstream)
-    sidecar = ManagedProcess(me + ["serve", "--upstream", f"http://127.0.0.1:{up_port}/v1", "--http-port",
-                                   str(http_port), "--extproc-port", str(extproc_port), "--db",
-                                   os.path.join(work, "drain.db"), "--log-level", "warning"], "sidecar",
+    sidecar = ManagedProcess([*me, "serve", "--upstream", f"http://127.0.0.1:{up_port}/v1", "--http-port",
+                              str(http_port), "--extproc-port", str(extproc_port), "--db",
+                              os.path.join(work, "drain.db"), "--log-level", "warning"], "sidecar",
                              env={"RESPONSES_BRIDGE_DRAIN_TIMEOUT": str(args.drain)})
     sidecar.start()
     envoy = None
@@ -81,6 +78,7 @@ async def main() -> int:
             tasks = [asyncio.create_task(stream(session, url, short if i % 2 else long, started[i]))
                      for i in range(args.streams)]
             await asyncio.wait_for(asyncio.gather(*(event.wait() for event in started)), 60)
+            assert sidecar.process is not None  # started above
             signalled = time.monotonic()
             os.kill(sidecar.pid, signal.SIGTERM)
             await asyncio.to_thread(sidecar.process.wait, 120)
@@ -103,5 +101,15 @@ async def main() -> int:
     return 0 if ok else 1
 
 
-sys.exit(asyncio.run(main()))
-EOF
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench drain", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--envoy", action="store_true", help="through Envoy (the ext_proc door)")
+    parser.add_argument("--streams", type=int, default=20, help="live streams at the signal (default 20)")
+    parser.add_argument("--drain", type=float, default=2.0, help="RESPONSES_BRIDGE_DRAIN_TIMEOUT, seconds "
+                        "(default 2)")
+    return asyncio.run(run(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

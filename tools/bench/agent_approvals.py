@@ -1,17 +1,18 @@
-#!/usr/bin/env bash
-# The cost of an MCP approval in an Agents API session, through the sidecar's HTTP door over the fake upstream and
-# the MCP test server: the median time of a session's turn (a new session streamed to its first idle) whose model
-# calls a read-only MCP tool (run at once), against one whose call is held for approval and approved as soon as the
-# session requires action (the approval posted, the stream read on to idle), and one whose call is denied (the model
-# told). Requests interleaved, one after another. Usage: scripts/bench-agent-approvals [rounds]
-set -euo pipefail
-VENV_EXTRAS=test
-source "$(dirname "$0")/_venv.sh"
-cd "$ROOT"
-exec "$VENV/bin/python" - "$@" <<'PY'
+"""``scripts/bench agent-approvals``: what an MCP approval costs an Agents API session's turn.
+
+Through the sidecar's HTTP door over the fake upstream and the MCP test server: the median time of a session's
+turn (a new session streamed to its first idle) whose model calls a read-only MCP tool (run at once), against one
+whose call is held for approval and approved as soon as the session requires action (the approval posted, the
+stream read on to idle), and one whose call is denied (the model told). Requests interleaved, one after another, so
+a slow patch of the shared machine weighs on each kind alike; the figures are ratios to the read-only call, which
+is what an approval adds to a turn whatever the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 
@@ -22,7 +23,6 @@ from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 from tests.support.bridge import PYTHON, running_sidecar
 from tests.support.mcp_server import running_mcp_server
 
-ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 50
 BETA = {"OpenAI-Beta": "agents=v1"}
 
 
@@ -51,13 +51,13 @@ async def turn(http: aiohttp.ClientSession, mcp_url: str, text: str, decision: s
     assert answered == (decision is not None)
 
 
-async def measure(base: str, mcp_url: str) -> dict[str, list[float]]:
+async def measure(base: str, mcp_url: str, rounds: int) -> dict[str, list[float]]:
     cases = {"read-only call, no approval": ('call tools__lookup [args={"key": "k"}]', None),
              "call approved": ('call tools__echo [args={"text": "t"}]', "approve"),
              "call denied": ('call tools__echo [args={"text": "t"}]', "deny")}
     times: dict[str, list[float]] = {}
     async with aiohttp.ClientSession(base) as http:
-        for round_ in range(ROUNDS + 5):
+        for round_ in range(rounds + 5):
             for kind, (text, decision) in cases.items():
                 started = time.perf_counter()
                 await turn(http, mcp_url, text, decision)
@@ -66,7 +66,7 @@ async def measure(base: str, mcp_url: str) -> dict[str, list[float]]:
     return times
 
 
-async def main() -> None:
+async def run(rounds: int) -> None:
     port = free_port()
     upstream = ManagedProcess([PYTHON, "-m", "responses_bridge", "fake-upstream", "--port", str(port)],
                               "fake-upstream")
@@ -77,15 +77,24 @@ async def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 async with running_sidecar(tmp, f"http://127.0.0.1:{port}/v1", extproc=False, own_sqlite=True,
                                            env={"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}) as sidecar:
-                    times = await measure(sidecar.http_url, mcp.http_url)
+                    times = await measure(sidecar.http_url, mcp.http_url, rounds)
     finally:
         upstream.stop()
     direct = statistics.median(times["read-only call, no approval"])
     for kind, spent in times.items():
         print(f"{kind:28s} median {statistics.median(spent) * 1000:7.2f} ms  ratio to a read-only call "
               f"{statistics.median(spent) / direct:5.2f}")
-    print(f"({ROUNDS} rounds)")
+    print(f"({rounds} rounds)")
 
 
-asyncio.run(main())
-PY
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench agent-approvals", description=__doc__.split("\n\n")[0])
+    parser.add_argument("rounds", nargs="?", type=int, default=50, help="measured rounds of the three kinds "
+                        "(after 5 that warm up; default 50)")
+    args = parser.parse_args(argv)
+    asyncio.run(run(args.rounds))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
