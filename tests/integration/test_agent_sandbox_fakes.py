@@ -129,7 +129,7 @@ async def test_a_warm_pool_hands_out_pods_started_ahead_and_starts_the_next() ->
 
 
 async def test_the_benchmark_measures_each_backend_on_each_call() -> None:
-    from tools.bench.agent_sandbox import CALLS, measure, report
+    from tools.bench.sandbox.agent_sandbox import CALLS, measure, report
 
     results = await measure(1)
     assert set(results) == set(CALLS)

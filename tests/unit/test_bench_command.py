@@ -48,14 +48,21 @@ def _runs_as_main(path: Path) -> bool:
 
 
 def _modules() -> dict[str, Path]:
-    """Every module of tools/bench/ by dotted name: its top-level files and sub-packages (a package's file: its
-    __main__.py when it has one, else its __init__.py)."""
-    found = {f"tools.bench.{path.stem}": path for path in BENCH.glob("*.py")
-             if path.stem not in ("__init__", "__main__")}
-    for package in BENCH.iterdir():
-        if (package / "__init__.py").is_file():
-            main = package / "__main__.py"
-            found[f"tools.bench.{package.name}"] = main if main.is_file() else package / "__init__.py"
+    """Every module of tools/bench/ by dotted name: its files, those of its folders that group benchmarks (a folder
+    with no __main__.py: agents/, sandbox/), and the packages run whole (a folder with a __main__.py: that file)."""
+    found: dict[str, Path] = {}
+
+    def walk(folder: Path, name: str) -> None:
+        for path in sorted(folder.iterdir()):
+            if path.suffix == ".py" and path.stem not in ("__init__", "__main__"):
+                found[f"{name}.{path.stem}"] = path
+            elif (path / "__init__.py").is_file():
+                if (path / "__main__.py").is_file():
+                    found[f"{name}.{path.name}"] = path / "__main__.py"
+                else:
+                    walk(path, f"{name}.{path.name}")
+
+    walk(BENCH, "tools.bench")
     return found
 
 

@@ -40,38 +40,43 @@ class Bench:
 
 
 BENCHES: dict[str, Bench] = {
-    "agent-approvals": Bench("tools.bench.agent_approvals", "an Agents API session's turn with an MCP call approved or "
-                             "denied, as ratios to a read-only call", extras="test", at_root=True),
-    "agent-sandbox": Bench("tools.bench.agent_sandbox", "the agent-sandbox backend's calls (pods warm and cold) "
-                           "against bubblewrap's", extras="test", sandbox=True, at_root=True),
-    "agents": Bench("tools.bench.agents", "an Agents API session's turn against a plain response and the floor, per "
-                    "door, and its CPU", extras="test", at_root=True),
-    "cgroup": Bench("tools.bench.cgroup", "what a code interpreter call's cgroup costs: print(1) with and without it",
+    "agent-approvals": Bench("tools.bench.agents.approvals",
+                             "an Agents API session's turn with an MCP call approved or denied, as ratios to a "
+                             "read-only call", extras="test", at_root=True),
+    "agent-sandbox": Bench("tools.bench.sandbox.agent_sandbox",
+                           "the agent-sandbox backend's calls (pods warm and cold) against bubblewrap's",
+                           extras="test", sandbox=True, at_root=True),
+    "agents": Bench("tools.bench.agents.sessions",
+                    "an Agents API session's turn against a plain response and the floor, per door, and its CPU",
+                    extras="test", at_root=True),
+    "cgroup": Bench("tools.bench.sandbox.cgroup",
+                    "what a code interpreter call's cgroup costs: print(1) with and without it",
                     sandbox=True, at_root=True),
     "chunks": Bench("tools.bench.chunks", "per-chunk cost of the output builder (text, function and MCP arguments); "
                     "REV: against a revision", at_root=True, parts=("tools.bench.base_tree",)),
-    "code": Bench("tools.bench.code_interpreter", "a code interpreter call end to end and its breakdown, then "
+    "code": Bench("tools.bench.sandbox.code_interpreter", "a code interpreter call end to end and its breakdown, then "
                   "concurrent calls", extras="test", sandbox=True, at_root=True),
     "codex-replay": Bench("tools.bench.codex_replay", "the recorded Codex request through Envoy with the bridge and "
                           "straight to the upstream: p50/p99"),
-    "desktop": Bench("tools.bench.desktop", "a computer-use desktop in the sandbox: start, action to screenshot, "
-                     "memory, against the targets", extras="test", sandbox=True, at_root=True),
+    "desktop": Bench("tools.bench.sandbox.desktop",
+                     "a computer-use desktop in the sandbox: start, action to screenshot, memory, against the "
+                     "targets", extras="test", sandbox=True, at_root=True),
     "drain": Bench("tools.bench.drain", "SIGTERM with live streams: the sidecar's exit time and the streams' "
                    "terminal events"),
-    "egress": Bench("tools.bench.egress", "the egress proxy's masking of domain secrets, and a masked download's "
-                    "cost to others", extras="test", sandbox=True, at_root=True),
+    "egress": Bench("tools.bench.sandbox.egress",
+                    "the egress proxy's masking of domain secrets, and a masked download's cost to others",
+                    extras="test", sandbox=True, at_root=True),
     "fairness": Bench("tools.bench.fairness", "what a hostile caller's idle bodies or greedy tenants cost another "
-                      "caller, as ratios", sandbox=True,
-                      parts=("tools.bench.fairness_goodput", "tools.bench.fairness_many",
-                             "tools.bench.fairness_turns")),
+                      "caller, as ratios", sandbox=True),
     "files": Bench("tools.bench.files", "Files API and Uploads API throughput through each door, and the peak RSS "
                    "growth", extras="test", at_root=True),
     "instructions": Bench("tools.bench.instructions", "instructions per plain request (callgrind), this tree against "
                           "another"),
     "latency": Bench("tools.bench.latency", "the bridge's added latency and throughput over the upstream "
                      "(responses-bridge bench)"),
-    "multi-agent": Bench("tools.bench.multi_agent", "a response that spawns one or two subagents, as ratios to a "
-                         "plain turn", extras="test", at_root=True),
+    "multi-agent": Bench("tools.bench.agents.multi_agent",
+                         "a response that spawns one or two subagents, as ratios to a plain turn",
+                         extras="test", at_root=True),
     "programs": Bench("tools.bench.programs", "programmatic tool calling: a program in a worker against in thread, "
                       "and end to end", extras="test", at_root=True, parts=("tools.bench.base_tree",)),
     "prompt-tools": Bench("tools.bench.prompt_tools", "per-chunk cost of the translator, native and with "

@@ -34,7 +34,7 @@ import aiohttp
 
 from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 
-from .fairness_many import make_keys
+from .many import make_keys
 
 BOOKKEEPING = r'''
 import asyncio, collections, json, sys, time

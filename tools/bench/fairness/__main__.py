@@ -1,8 +1,8 @@
 """``scripts/bench fairness``: what a hostile caller's idle bodies cost another caller and the probes, as ratios
-(``--tenants``: what 2, 4 and 8 greedy tenants cost another, base against this checkout: fairness_many.py;
-``--turns``: a victim's every call beside more greedy tenants than a unit pool's units: fairness_turns.py;
+(``--tenants``: what 2, 4 and 8 greedy tenants cost another, base against this checkout: many.py;
+``--turns``: a victim's every call beside more greedy tenants than a unit pool's units: turns.py;
 ``--goodput``: the work 16 greedy tenants get done beside a victim's call, and the rule's bookkeeping CPU per
-release at 8, 1,024 and 10,000 holders: fairness_goodput.py).
+release at 8, 1,024 and 10,000 holders: goodput.py).
 
 Starts the fake upstream and a sidecar (``auth: none``: callers told apart by their key) with a memory budget of
 ``--budget`` bytes (1 GiB: a 2 GiB pod's default), optionally behind a real Envoy (``--envoy``). Then, in one run:
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sidecar-env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for the sidecar (repeatable)")
     parser.add_argument("--tenants", action="store_true",
-                        help="the many-tenant preemption case instead (fairness_many.py): a victim tenant alone "
+                        help="the many-tenant preemption case instead (many.py): a victim tenant alone "
                         "and beside --attackers greedy tenants (auth: keys), each holding --streams stalled streams "
                         "of the --pool they exhaust")
     parser.add_argument("--attackers", type=int, nargs="+", default=[2, 4, 8],
@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--base-src", metavar="DIR",
                         help="with --tenants or --turns: also run a sidecar from this checkout's src, side by side")
     parser.add_argument("--turns", action="store_true",
-                        help="the time-shared case instead (fairness_turns.py): a victim tenant's every call alone "
+                        help="the time-shared case instead (turns.py): a victim tenant's every call alone "
                         "and beside --greedy tenants (more than the units) on the sandbox and program slots, arriving "
                         "together and one after another, each as a ratio to 2 x its p95 alone + 1 s")
     parser.add_argument("--logs", metavar="DIR", help="with --turns: keep each sidecar's log there")
@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arrivals", nargs="+", choices=["together", "one-after-another"],
                         default=["together", "one-after-another"], help="with --turns: how the greedy tenants come")
     parser.add_argument("--goodput", action="store_true",
-                        help="the goodput case instead (fairness_goodput.py): --greedy tenants x 3 loops of --call "
+                        help="the goodput case instead (goodput.py): --greedy tenants x 3 loops of --call "
                         "s calls on --places upstream connections for --window s beside a victim's call, and the "
                         "bookkeeping's CPU per release (base and this, with --base-src)")
     parser.add_argument("--places", type=int, default=4, help="with --goodput: upstream connections")
@@ -228,15 +228,15 @@ async def _start_envoy(tmp: str, listen_port: int, http_port: int, extproc_port:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.tenants:
-        from .fairness_many import main as many
+        from .many import main as many
 
         return many(args)
     if args.turns:
-        from .fairness_turns import main as turns
+        from .turns import main as turns
 
         return turns(args)
     if args.goodput:
-        from .fairness_goodput import main as goodput
+        from .goodput import main as goodput
 
         return goodput(args)
     if args.sidecar_src:

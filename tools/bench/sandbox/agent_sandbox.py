@@ -28,10 +28,10 @@ from responses_bridge.config.settings import Settings
 from responses_bridge.sandbox import Sandbox, SandboxLimits
 from responses_bridge.sandbox.backend import SandboxBackend
 
-from ..fakes.cluster import fake_cluster
+from ...fakes.cluster import fake_cluster
 
 CALLS = {"print": "print('ok')", "file": "open('out.txt', 'w').write('x' * 100_000)\nprint('ok')"}
-CRDS = Path(__file__).resolve().parents[2] / "tests" / "deploy" / "crds" / "agent-sandbox-2fd412d.yaml"
+CRDS = Path(__file__).resolve().parents[3] / "tests" / "deploy" / "crds" / "agent-sandbox-2fd412d.yaml"
 
 
 async def _one(backend: SandboxBackend, code: str) -> tuple[float, float, float]:

@@ -41,8 +41,8 @@ import orjson
 
 from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 
-from ..process_memory import tree_pids
-from .latency.bench import _start_envoy, bench_processes, bootstrap_renderer
+from ...process_memory import tree_pids
+from ..latency.bench import _start_envoy, bench_processes, bootstrap_renderer
 
 BETA = {"OpenAI-Beta": "agents=v1"}
 TEXT = "hello there [chunks=20]"
