@@ -105,7 +105,7 @@ def test_an_unknown_name_is_one_line_naming_the_known_ones(name: str) -> None:
 
 @pytest.mark.parametrize(("name", "usage"), [("store", "usage: scripts/bench store "),
                                              ("chunks", "usage: scripts/bench chunks "),
-                                             ("latency", "usage: responses-bridge bench ")])
+                                             ("latency", "usage: scripts/bench latency ")])
 def test_a_benchmarks_own_help_from_another_directory(name: str, usage: str, tmp_path: Path) -> None:
     result = _run(name, "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -12,14 +12,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from responses_bridge.cli import main as cli_main
+from .latency.bench import main as latency
 
 RECORDING = Path(__file__).resolve().parents[2] / "tests" / "clients" / "recordings" / "codex_request.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli_main(["bench", "--envoy", "--requests", "100", "--replay", str(RECORDING),
-                     *(sys.argv[1:] if argv is None else argv)])
+    return latency(["--envoy", "--requests", "100", "--replay", str(RECORDING),
+                    *(sys.argv[1:] if argv is None else argv)], prog="scripts/bench codex-replay")
 
 
 if __name__ == "__main__":

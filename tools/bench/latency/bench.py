@@ -67,8 +67,23 @@ class _WithDefaults(argparse.HelpFormatter):
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("bench", help="measure the latency the bridge adds over the upstream",
-                                 formatter_class=_WithDefaults)
+    """``responses-bridge bench``, as cli.py adds it from a source checkout."""
+    add_arguments(commands.add_parser("bench", help=PURPOSE, formatter_class=_WithDefaults))
+
+
+def main(argv: list[str] | None = None, prog: str = "scripts/bench latency") -> int:
+    """The same command run as a module of the checkout (``scripts/bench latency``), without the CLI: the tooling
+    imports the package's rooms, never its command line, which imports the tooling."""
+    parser = argparse.ArgumentParser(prog=prog, description=PURPOSE, formatter_class=_WithDefaults)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+PURPOSE = "measure the latency the bridge adds over the upstream"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--requests", type=int, default=200, help="sequential requests per target and kind")
     parser.add_argument("--chunks", type=int, default=100, help="content chunks per streamed answer")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight in the concurrency test")
