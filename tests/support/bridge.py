@@ -94,6 +94,22 @@ def start_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, s
 
 
 @asynccontextmanager
+async def running_fake_upstream(*extra: str) -> AsyncIterator[str]:
+    """The fake model as a process of its own (``responses-bridge fake-upstream``, EXTRA its options) on a free
+    loopback port, ready: its ``/v1`` URL; stopped on the way out. For the benchmarks, whose measured sidecars must
+    not share a loop with the model they call."""
+    port = free_port()
+    process = ManagedProcess([PYTHON, "-m", "responses_bridge", "fake-upstream", "--port", str(port), *extra],
+                             f"fake-upstream:{port}")
+    process.start()
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/health", process=process)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.stop()
+
+
+@asynccontextmanager
 async def running_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, str] | None = None,
                           extproc: bool = True, log_file: Path | None = None,
                           ready_headers: dict[str, str] | None = None,

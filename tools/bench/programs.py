@@ -28,10 +28,9 @@ from typing import Any
 import aiohttp
 import psutil  # type: ignore[import-untyped]
 
-from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 from responses_bridge.run.programs.isolate import Limits, run_program
 from responses_bridge.run.programs.pool import WorkerPool
-from tests.support.bridge import PYTHON, running_sidecar
+from tests.support.bridge import running_fake_upstream, running_sidecar
 from tools.bench import base_tree
 
 REPLAYED = 1000
@@ -77,21 +76,13 @@ def tree_cpu(pid: int) -> float:
 
 
 async def end_to_end(base_dir: str, runs: int) -> None:
-    port = free_port()
-    upstream = ManagedProcess([PYTHON, "-m", "responses_bridge", "fake-upstream", "--port", str(port)],
-                              "fake-upstream")
-    upstream.start()
-    try:
-        await wait_http(f"http://127.0.0.1:{port}/health", process=upstream)
-        upstream_url = f"http://127.0.0.1:{port}/v1"
+    async with running_fake_upstream() as upstream_url:
         with tempfile.TemporaryDirectory() as tmp:
             sides: dict[str, dict[str, str]] = {"this checkout": {}}
             if base_dir:
                 sides["base"] = {"PYTHONPATH": os.path.join(base_dir, "src")}
             async with contexts(tmp, upstream_url, sides) as sidecars:
                 times, cpu = await measure(sidecars, runs)
-    finally:
-        upstream.stop()
     print(f"end to end (HTTP door, fake upstream), median of {runs}")
     for kind in KINDS:
         line = f"  {kind:18}"

@@ -19,8 +19,7 @@ import time
 import aiohttp
 import orjson
 
-from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
-from tests.support.bridge import PYTHON, running_sidecar
+from tests.support.bridge import running_fake_upstream, running_sidecar
 from tests.support.mcp_server import running_mcp_server
 
 BETA = {"OpenAI-Beta": "agents=v1"}
@@ -67,19 +66,11 @@ async def measure(base: str, mcp_url: str, rounds: int) -> dict[str, list[float]
 
 
 async def run(rounds: int) -> None:
-    port = free_port()
-    upstream = ManagedProcess([PYTHON, "-m", "responses_bridge", "fake-upstream", "--port", str(port)],
-                              "fake-upstream")
-    upstream.start()
-    try:
-        await wait_http(f"http://127.0.0.1:{port}/health", process=upstream)
-        async with running_mcp_server() as mcp:
-            with tempfile.TemporaryDirectory() as tmp:
-                async with running_sidecar(tmp, f"http://127.0.0.1:{port}/v1", extproc=False, own_sqlite=True,
-                                           env={"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}) as sidecar:
-                    times = await measure(sidecar.http_url, mcp.http_url, rounds)
-    finally:
-        upstream.stop()
+    async with running_fake_upstream() as upstream_url, running_mcp_server() as mcp:
+        with tempfile.TemporaryDirectory() as tmp:
+            async with running_sidecar(tmp, upstream_url, extproc=False, own_sqlite=True,
+                                       env={"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}) as sidecar:
+                times = await measure(sidecar.http_url, mcp.http_url, rounds)
     direct = statistics.median(times["read-only call, no approval"])
     for kind, spent in times.items():
         print(f"{kind:28s} median {statistics.median(spent) * 1000:7.2f} ms  ratio to a read-only call "

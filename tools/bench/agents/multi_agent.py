@@ -19,9 +19,9 @@ from typing import Any
 
 import aiohttp
 
-from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.demo.procs import free_port
 from responses_bridge.envoy_config import render_bootstrap
-from tests.support.bridge import PYTHON, running_sidecar
+from tests.support.bridge import running_fake_upstream, running_sidecar
 from tests.support.envoy import start_envoy
 
 BETA = {"openai-beta": "responses_multi_agent=v1"}
@@ -49,13 +49,7 @@ async def measure(base: str, rounds: int) -> dict[str, list[float]]:
 
 
 async def run(envoy_door: bool, rounds: int) -> None:
-    port = free_port()
-    upstream = ManagedProcess([PYTHON, "-m", "responses_bridge", "fake-upstream", "--port", str(port)],
-                              "fake-upstream")
-    upstream.start()
-    try:
-        await wait_http(f"http://127.0.0.1:{port}/health", process=upstream)
-        upstream_url = f"http://127.0.0.1:{port}/v1"
+    async with running_fake_upstream() as upstream_url:
         listen_port = free_port()
         via = ["--upstream-via", f"http://127.0.0.1:{listen_port}/v1"] if envoy_door else []
         with tempfile.TemporaryDirectory() as tmp:
@@ -72,8 +66,6 @@ async def run(envoy_door: bool, rounds: int) -> None:
                 finally:
                     if envoy is not None:
                         envoy.stop()
-    finally:
-        upstream.stop()
     print("through Envoy (ext_proc door)" if envoy_door else "through the HTTP door")
     plain = statistics.median(times["plain turn"])
     for kind, spent in times.items():
