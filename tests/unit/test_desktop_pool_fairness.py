@@ -55,8 +55,12 @@ class FakeMaker:
 
 
 def _pool(**bounds: float) -> tuple[DesktopPool, FakeMaker]:
+    """A pool whose every session has a turn running: no desktop is idle, so none yields (the queue's rule among
+    busy desktops; the idle ones' yield: tests/unit/test_desktop_pool_yield.py)."""
     maker = FakeMaker()
-    return DesktopPool(None, DesktopBounds(**bounds), maker=maker), maker  # type: ignore[arg-type]
+    pool = DesktopPool(None, DesktopBounds(**bounds), maker=maker)  # type: ignore[arg-type]
+    pool.turn_running = lambda session_id: True
+    return pool, maker
 
 
 async def _start(pool: DesktopPool, session_id: str, tenant: str) -> None:

@@ -15,12 +15,16 @@ class DesktopToolSettings(BaseSettings):
 
     desktops_per_tenant: int = Field(default=2, ge=1, description=(
         "desktops one tenant's sessions may have running at once on one process (each is a browser: about 200-450 "
-        "MiB and a sandbox slot), a hard cap; a session's first computer call past it waits for one of them to stop "
-        "(at most `desktop_wait_seconds`), then the model is told none is free"))
+        "MiB in a cgroup of its own; none takes a code sandbox slot), a hard cap; with auth none, a bound per "
+        "caller key (the caller's Authorization, as the memory share tells callers apart); a session's first "
+        "computer call past it is given the least recently used idle desktop (no turn of its session running) of "
+        "the same tenant, else waits for one to stop (at most `desktop_wait_seconds`), then the model is told none "
+        "is free"))
     desktops_max: int = Field(default=4, ge=1, description=(
         "desktops running at once on one process, every tenant's together: a pool of the fair-share rule, whose "
         "freed desktop goes to the waiting tenant served least lately (first come first served within a tenant; "
-        "the queue holds 4 calls a desktop); past it a call waits as above"))
+        "the queue holds 4 calls a desktop); past it the least recently used idle desktop of any tenant yields, "
+        "else a call waits as above"))
     desktop_idle_seconds: float = Field(default=300.0, gt=0, description=(
         "a session's desktop that no computer call used for this long is stopped (its slot and memory freed); the "
         "session's next call starts a fresh one and the model is told so"))

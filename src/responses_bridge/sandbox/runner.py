@@ -17,7 +17,8 @@ One budget per call, whatever the host, in one of two modes:
   ``RESPONSES_BRIDGE_CODE_REQUIRE_CGROUP=true`` refuses the tool instead.
 
 At most ``limits.slots`` calls run at once; a call waits for a slot at most its own timeout (then it is
-``refused``), and a tenant holds at most its share (slots.py).
+``refused``), and a tenant holds at most its share (slots.py). A desktop's long-lived call takes no slot
+(``call(slot=False)``): the desktops' own pool bounds them, and its own cgroup what each holds.
 """
 
 from __future__ import annotations
@@ -246,7 +247,7 @@ class Sandbox:
                    network: NetworkPolicy | None = None,
                    prepare: Prepare | None = None, memory_limit: str | None = None,
                    own: OwnLimits | None = None,
-                   origins: OriginGate | None = None) -> AsyncIterator[SandboxCall]:
+                   origins: OriginGate | None = None, slot: bool = True) -> AsyncIterator[SandboxCall]:
         """A slot, then a started sandbox; ended (and its slot freed) on leaving. Raises
         :class:`SandboxUnavailable` when code cannot run here (or, for a ``shell`` job, in this mode),
         :class:`SandboxBusy` when no slot came in time.
@@ -258,7 +259,10 @@ class Sandbox:
         ``own``: a long-lived call's limits of its own (the desktop: sandbox/desktop/), in place of the sandbox's
         for the call itself; it waits for its slot as any call does, and needs the cgroup mode.
         ``origins``: the call's egress proxy asks it before reaching an origin its ``network`` allows
-        (sandbox/egress/origins.py: a desktop's client approves each one)."""
+        (sandbox/egress/origins.py: a desktop's client approves each one).
+        ``slot``: False for a call bounded by a pool of its own instead of the code slots (a desktop: the desktops'
+        pool, services/agents/computer/desktops.py, bounds how many run; its ``own`` limits bound what each holds),
+        so that no code call ever waits behind a desktop."""
         refused = self.unavailable or (None if self.bwrap is not None else "bubblewrap (bwrap) was not found")
         if refused is None and job == "shell":
             refused = self.shell_unavailable
@@ -275,16 +279,17 @@ class Sandbox:
         if refused is not None or self.bwrap is None:
             metrics.sandbox_run("refused", None, job=job)
             raise SandboxUnavailable(refused or "bubblewrap (bwrap) was not found")
-        why = await self.slots.acquire_or_why(tenant, self.limits.timeout)
-        if why is not None:
-            metrics.sandbox_run("refused", None, job=job)
-            raise SandboxBusy(SandboxResult("refused", "", "", note=busy_note(why, self.limits.slots,
-                                                                              self.limits.timeout)))
-        name = call_name("run", str(next(_CALLS)))
-        proxy = None if network is None or self.egress is None else EgressProxy(
-            network, self.egress.rules, self.egress.limits, tenant=tenant, origins=origins)
-        metrics.SANDBOX_LIVE.inc()
+        if slot:
+            why = await self.slots.acquire_or_why(tenant, self.limits.timeout)
+            if why is not None:
+                metrics.sandbox_run("refused", None, job=job)
+                raise SandboxBusy(SandboxResult("refused", "", "", note=busy_note(why, self.limits.slots,
+                                                                                  self.limits.timeout)))
+            metrics.SANDBOX_LIVE.inc()
         try:
+            name = call_name("run", str(next(_CALLS)))
+            proxy = None if network is None or self.egress is None else EgressProxy(
+                network, self.egress.rules, self.egress.limits, tenant=tenant, origins=origins)
             with tracing.span("sandbox run", {"responses_bridge.sandbox.timeout": self.limits.timeout,
                                               "responses_bridge.sandbox.mode": self.mode,
                                               "responses_bridge.sandbox.network": "allowlist" if proxy else "none"}):
@@ -304,8 +309,9 @@ class Sandbox:
                         if proxy is not None:
                             await proxy.close()
         finally:
-            metrics.SANDBOX_LIVE.dec()
-            self.slots.release(tenant)
+            if slot:
+                metrics.SANDBOX_LIVE.dec()
+                self.slots.release(tenant)
 
     def refusal(self, job: JobKind, *, memory_limit: str | None = None, network: bool = False,
                 skills: bool = False) -> str | None:

@@ -177,11 +177,12 @@ class AgentSandboxBackend:
     @contextlib.asynccontextmanager
     async def pod(self, pool: str, *, tenant: str, network: NetworkPolicy | None, seconds: float,
                   origins: OriginGate | None = None) -> AsyncIterator[ClaimedPod]:
-        """A slot of the tenant's, then a Ready pod of ``pool`` for at most ``seconds`` (its claim's shutdown time
-        past that) with its egress (``origins``: asked for each origin): a desktop's (desktop_host.py). The claim
-        is deleted and the slot freed on the way out, whatever way it goes."""
-        async with self._slot(tenant, "python", pool), self._claimed(pool, tenant, network, seconds,
-                                                                     origins) as claimed:
+        """A Ready pod of ``pool`` for at most ``seconds`` (its claim's shutdown time past that) with its egress
+        (``origins``: asked for each origin): a desktop's (desktop_host.py). It takes none of the code slots: the
+        desktops' own pool bounds how many run (services/agents/computer/desktops.py), the desktop pool's pod
+        template what each holds, so a code call never waits behind a desktop. The claim is deleted on the way out,
+        whatever way it goes."""
+        async with self._claimed(pool, tenant, network, seconds, origins) as claimed:
             yield claimed
 
     @contextlib.asynccontextmanager

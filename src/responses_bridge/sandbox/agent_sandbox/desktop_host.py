@@ -1,6 +1,6 @@
 """Desktops on the ``agent-sandbox`` backend: one pod of the desktop pool (``RESPONSES_BRIDGE_AGENT_SANDBOX_DESKTOP_
 POOL``, deploy/kubernetes/components/agent-sandbox-desktop: the desktop image) claimed for each desktop, for as long
-as it runs, holding one of the tenant's sandbox slots as every call does (backend.py's ``pod``).
+as it runs (backend.py's ``pod``), holding none of the code slots: the desktops' own pool bounds how many run.
 
 The desktop's process (sandbox/desktop/agent.py) runs there through the runtime's process API, as the model's code
 does: started with ``Start`` and the desktop's source on its command line (its stdin is the request channel), it

@@ -83,7 +83,9 @@ class DesktopHost(Protocol):
 
 
 class BubblewrapHost:
-    """Desktops in the bridge's bubblewrap sandbox, one call each (runner.py's ``own`` limits)."""
+    """Desktops in the bridge's bubblewrap sandbox, one call each (runner.py's ``own`` limits: the call's own
+    cgroup bounds the browser's memory and processes), taking none of the code slots: how many run is the desktops'
+    own pool's to bound (services/agents/computer/desktops.py), so a code call never waits behind a desktop."""
 
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
@@ -98,7 +100,7 @@ class BubblewrapHost:
     @contextlib.asynccontextmanager
     async def open(self, *, tenant: str, network: NetworkPolicy | None, limits: SandboxLimits, user_namespaces: bool,
                    origins: OriginGate | None) -> AsyncIterator[DesktopLink]:
-        async with self.sandbox.call(tenant=tenant, network=network,
+        async with self.sandbox.call(tenant=tenant, network=network, slot=False,  # the desktops' pool bounds it
                                      own=OwnLimits(limits, user_namespaces=user_namespaces), origins=origins) as call:
             yield _BubblewrapLink(call)
 

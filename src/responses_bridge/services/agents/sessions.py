@@ -375,6 +375,12 @@ class SessionService:
         runner.events.active = True
         return runner
 
+    def turn_running(self, session_id: str) -> bool:
+        """Does the session have a turn running (or queued) in this process — between two calls, or waiting on the
+        client? Its desktop is then not idle and never yields to another session's (computer/desktops.py)."""
+        runner = self.runners.get(session_id)
+        return runner is not None and runner.busy
+
     def _idle(self, runner: SessionRunner) -> None:
         """A runner with no turn left is let go (a later input makes a new one): memory holds active sessions
         only; on a shared database its lease goes too (any process may take the session's next input)."""

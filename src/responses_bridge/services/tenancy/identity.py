@@ -96,6 +96,18 @@ class Identity:
         return hmac.compare_digest(value.encode(), token.encode())
 
 
+def caller_holder(tenant: str, authorization: str | None) -> str:
+    """Whose share a caller's use counts against where there are no tenants (``auth: none``: everyone is the default
+    tenant): the caller's ``Authorization`` (hashed: never kept), and callers that send none share ``tenant``.
+    Nothing checks such a key, so it separates well-behaved callers, not a hostile one sending many: give tenants
+    keys (``auth: keys``) to bound those. The memory budget's holders (memory_budget.py) and the desktops' per-tenant
+    bound (services/agents/computer/desktops.py) tell callers apart by it."""
+    key = (authorization or "").strip()
+    if not key:
+        return tenant
+    return "client:" + hashlib.blake2b(key.encode(errors="replace"), digest_size=16).hexdigest()
+
+
 def header_tenant(value: str | None, header: str) -> str:
     tenant = (value or "").strip()
     if not tenant:

@@ -30,7 +30,6 @@ the machine's memory, shared among the workers.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 import structlog
 
@@ -39,6 +38,7 @@ from ...fairness.share import FairPool, Refused
 from ...observability.metrics import MEMORY_HELD, MEMORY_PREEMPTED, MEMORY_REFUSED, setter
 from ...protocol.errors import APIError
 from ...store.base import DEFAULT_TENANT
+from .identity import caller_holder
 
 OVERLOADED = "server_overloaded"
 SHARE_EXCEEDED = "memory_share_exceeded"
@@ -216,10 +216,7 @@ class MemoryBudget:
         tenants keys (``auth: keys``) to bound those; the body pace still frees what idle connections hold."""
         if not self._by_client_key:
             return tenant
-        key = (authorization or "").strip()
-        if not key:
-            return tenant
-        return "client:" + hashlib.blake2b(key.encode(errors="replace"), digest_size=16).hexdigest()
+        return caller_holder(tenant, authorization)
 
     def held_by(self, holder: str) -> int:
         return self.pool.holds(holder)

@@ -117,8 +117,11 @@ class AgentRoutes:
         self.sessions.computer = ComputerUse(DesktopPool(
             shell.runs.sandbox if isinstance(shell, HostedShell) else None,
             DesktopBounds(per_tenant=settings.desktops_per_tenant, total=settings.desktops_max,
-                          idle=settings.desktop_idle_seconds, wait=settings.desktop_wait_seconds)),
+                          idle=settings.desktop_idle_seconds, wait=settings.desktop_wait_seconds),
+            by_client_key=settings.auth == "none"),  # auth off: callers told apart as the memory share does
             runtime.containers)
+        # an idle desktop (its session's turn not running) yields to a session that needs one (desktops.py)
+        self.sessions.computer.desktops.turn_running = self.sessions.turn_running
         self.sessions.environments.desktops = self.sessions.computer.desktops.unavailable  # desktop.enabled's 400
         if runtime.desktops is NO_DESKTOPS:  # what the live view shows (desktop_watch_routes.py), unless given
             runtime.desktops = self.sessions.computer.desktops

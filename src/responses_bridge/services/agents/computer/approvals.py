@@ -107,7 +107,8 @@ async def resolve(use: ComputerUse, runner: TurnRunner, entry: QueuedTurn) -> No
     why = use.desktops.stopped.get(session_id)  # the earlier desktop's end, if it stopped in this process
     try:
         network = await use.network(await runner.session(), tenant)
-        async with use.desktops.use(session_id, tenant, network) as (desktop, fresh):
+        holder = use.desktops.holder(tenant, entry.authorization)
+        async with use.desktops.use(session_id, tenant, network, holder) as (desktop, fresh):
             if fresh:
                 said.append(use.fresh_line(why))
             for request in origins:

@@ -11,7 +11,8 @@ URL), which the engine sends the model as a tool message ("Done; the screenshot 
 message with the image (engine/responses/request_translation.py; only the newest
 ``RESPONSES_BRIDGE_DESKTOP_SCREENSHOTS_KEPT`` keep their image). What the model must also know is a ``user`` message
 after it: a bad action list (the screen left as it was: the model may try again), a desktop that could not be had,
-or a fresh desktop where the session had one before (stopped for idleness, or lost with a restarted server).
+or a fresh desktop where the session had one before (stopped for idleness, yielded to another session while idle, or
+lost with a restarted server).
 
 The session sees each call as a ``computer_use_call`` item (the SDK's ``ComputerUseCallItemResource``): added
 ``in_progress`` when its actions start, done ``completed`` (or ``failed``, the reason told to the model) with
@@ -49,7 +50,9 @@ BLANK_JPEG = ("data:image/jpeg;base64,/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAFA3PEY8Ml
 TITLE_CHARS = 200
 FRESH = ("This is a fresh desktop: the session's earlier one was stopped ({why}), and whatever was open on it is "
          "gone. The screenshot shows the screen as it is now.")
-WHY = {"idle": "unused for too long", "failed": "it stopped answering"}
+WHY = {"idle": "unused for too long", "failed": "it stopped answering",
+       "yielded": "it was idle while another session needed a desktop and every desktop this project may run was "
+                  "in use"}
 RESTARTED = "the server running it restarted"
 
 
@@ -106,7 +109,8 @@ class ComputerUse:
                                 "title": title_of(actions), "output": None, "turn_id": turn_id}
         base = {"session_id": runner.session_id, "turn_id": turn_id, "output_index": output_index}
         await runner.events.emit({"type": "agent.session.turn.item.added", **base, "item": dict(item)})
-        shot, note, failed = await self._perform(runner, session, call, actions)
+        holder = self.desktops.holder(runner.tenant, entry.authorization)  # whose bound a new desktop counts in
+        shot, note, failed = await self._perform(runner, session, call, actions, holder)
         include = any(tool["type"] == "computer_use" and tool.get("include_screenshots")
                       for tool in session["agent"]["tools"])
         item["status"] = "failed" if failed else "completed"
@@ -136,9 +140,9 @@ class ComputerUse:
         await resolve(self, runner, entry)
 
     async def _perform(self, runner: TurnRunner, session: dict[str, Any], call: dict[str, Any],
-                       actions: list[dict[str, Any]]) -> tuple[Screenshot | None, str | None, bool]:
+                       actions: list[dict[str, Any]], holder: str) -> tuple[Screenshot | None, str | None, bool]:
         """The screenshot after the actions (None: no desktop), what the model must be told besides, and whether
-        the call failed (its actions not all done)."""
+        the call failed (its actions not all done). ``holder``: whose bound a new desktop counts in."""
         width, height = self.desktops.settings.width, self.desktops.settings.height
         try:
             if call.get("status") == "incomplete":  # the engine found no action list in the call's arguments
@@ -155,7 +159,7 @@ class ComputerUse:
         why = self.desktops.stopped.get(session_id)  # the earlier desktop's end, in this process
         try:
             network = await self.network(session, tenant)
-            async with self.desktops.use(session_id, tenant, network) as (desktop, fresh):
+            async with self.desktops.use(session_id, tenant, network, holder) as (desktop, fresh):
                 note = await self._fresh_note(runner, call, why) if fresh else None
                 shot = await desktop.act(parsed) if problem is None else await desktop.screenshot()
         except DesktopBusy as busy:

@@ -1,22 +1,36 @@
 """The sessions' desktops in this process: one per session whose agent has ``computer_use``, started on the
 session's first computer call (not at its create: most sessions never call it, and a desktop is a browser, a few
-hundred MiB and a sandbox slot), stopped when the session ends or is deleted, when it was unused for
-``desktop_idle_seconds``, or when the process stops.
+hundred MiB), stopped when the session ends or is deleted, when it was unused for ``desktop_idle_seconds``, when it
+yields to another session (below), or when the process stops.
 
-Desktops are one more pool shared by the fair-share rule of every pool (fairness/share.py, through
+Desktops are a pool of their own, shared by the fair-share rule of every pool (fairness/share.py, through
 :class:`~responses_bridge.fairness.slots.FairSlots`): a desktop is a unit, held from its start until it stops (idle,
-session end, failure: once its processes are gone), ``desktops_max`` units in the process, ``desktops_per_tenant``
-a hard cap on what one tenant holds. A call that finds no unit waits in the pool's queue: when a desktop stops, its
-unit goes to the waiting tenant served least lately (desktop-seconds, decayed), first come first served within a
-tenant — a tenant whose sessions have held desktops for long waits behind one that held none. The wait lasts at
-most ``desktop_wait_seconds``, then :class:`DesktopBusy` says why, which the model is told (it may try again); the
-queue is bounded (four waiters a unit, as every unit pool's: past it the newest waiter of the tenant holding and
-waiting most is refused). A desktop is never taken from another session (its page and sign-ins would be lost).
-Besides, each desktop is one long-lived call of the sandbox backend (a bubblewrap call, or a pod of the
-agent-sandbox backend's desktop pool), so it also holds one of the sandbox's slots, shared by the same rule.
+yielded, session end, failure: once its processes are gone), ``desktops_max`` units in the process,
+``desktops_per_tenant`` a hard cap on what one holder holds. A desktop takes none of the code sandbox's slots (its
+call is made with ``slot=False``: sandbox/runner.py, and a pod of the desktop pool on agent-sandbox): a code call
+never waits behind a desktop, and a tenant gets its ``desktops_per_tenant`` however few code slots the machine has;
+what one desktop holds is bounded by its own cgroup (its memory and processes: sandbox/desktop/).
+
+The holder is the session's tenant; with auth off (``auth: none``, one tenant for every caller) it is the caller
+whose turn makes the call, told apart as the memory share tells them apart (services/tenancy/identity.py's
+``caller_holder``: the turn's ``Authorization``, hashed, never kept; callers sending none share the default tenant):
+with auth off the per-tenant bound is a bound per caller key, not one bound for everybody.
+
+A call that finds no unit waits in the pool's queue: when a desktop stops, its unit goes to the waiting holder
+served least lately (desktop-seconds, decayed), first come first served within a holder — a holder whose sessions
+have held desktops for long waits behind one that held none. While it waits, an **idle** desktop yields to it when
+its holder (or the process) is at its bound: one whose session has no turn running (``turn_running``) and no call
+on it, least recently used first — of the asking holder's own desktops when that holder is at its cap (another's
+would not make room for it), of anyone's when the process is full. The yielded desktop is stopped (its unit goes
+through the queue, so the least served waiter gets it, which is the asker unless another waits served less) and its
+session's next call starts a fresh one, the model told why (``stopped``: ``yielded``). A desktop whose session's turn
+runs — between two calls, or waiting on the client's approval — never yields (its page and sign-ins would be lost
+mid-task). The wait lasts at most ``desktop_wait_seconds``, then :class:`DesktopBusy` says why, which the model is
+told (it may try again); the queue is bounded (four waiters a unit, as every unit pool's: past it the newest waiter
+of the holder holding and waiting most is refused).
 
 The origins a session's client approved (computer/approvals.py) are kept here for the session's life, so a fresh
-desktop of the same session (after an idle stop) starts with them approved: the client is not asked twice.
+desktop of the same session (after an idle stop or a yield) starts with them approved: the client is not asked twice.
 
 A desktop is a process of this server: a restart (or a takeover by another replica) loses it, and what the next
 call finds is a fresh one (:meth:`DesktopPool.use` says so: ``fresh``).
@@ -39,11 +53,15 @@ from ....observability.metrics import DESKTOPS_LIVE, DESKTOPS_WAITING
 from ....sandbox.desktop import Desktop, DesktopSettings, DesktopUnavailable
 from ....sandbox.desktop.host import host_for
 from ....sandbox.egress.policy import NetworkPolicy
+from ...tenancy.identity import caller_holder
 
 log = structlog.get_logger("responses_bridge.agents")
 
 
 MAX_APPROVED = 1000  # a desktop remembers as many decided origins (sandbox/desktop/origins.py)
+YIELD_LOOK = 0.2
+"""Seconds between two looks, while a call waits, for an idle desktop that may yield to it (a session's turn ends
+without telling the pool: its desktop becomes idle between two looks)."""
 
 
 class DesktopBusy(Exception):
@@ -94,10 +112,12 @@ class SandboxDesktops:
 
 @dataclass(slots=True)
 class _Held:
-    """A session's desktop (None while it starts), who it is for and when it was last used; ``unit``: it holds
-    one of the pool's units (given back exactly once, :meth:`DesktopPool._let_go`)."""
+    """A session's desktop (None while it starts), who it is for (``tenant``: whose session; ``holder``: whose
+    bound its unit counts in) and when it was last used; ``unit``: it holds one of the pool's units (given back
+    exactly once, :meth:`DesktopPool._let_go`)."""
 
     tenant: str
+    holder: str = ""
     desktop: Desktop | None = None
     used: float = 0.0
     users: int = 0
@@ -114,8 +134,8 @@ def busy_note(why: Reason, bounds: DesktopBounds, at_cap: bool) -> str:
                 "project holding and waiting for the most). Try the computer again later.")
     which = (f"this project's {bounds.per_tenant} (RESPONSES_BRIDGE_DESKTOPS_PER_TENANT)" if at_cap
              else f"this server's {bounds.total} (RESPONSES_BRIDGE_DESKTOPS_MAX)")
-    return (f"No desktop is free: {which} are all in use by other sessions, and none came free within "
-            f"{bounds.wait:g} s. Try the computer again later.")
+    return (f"No desktop is free: {which} are all in use by other sessions whose turns are running, and none came "
+            f"free within {bounds.wait:g} s. Try the computer again later.")
 
 
 class DesktopPool:
@@ -125,8 +145,12 @@ class DesktopPool:
 
     def __init__(self, sandbox: object | None, bounds: DesktopBounds | None = None,
                  settings: DesktopSettings | None = None, clock: Callable[[], float] = time.monotonic,
-                 maker: DesktopMaker | None = None) -> None:
+                 maker: DesktopMaker | None = None, by_client_key: bool = False) -> None:
         self.bounds = bounds or DesktopBounds()
+        self.by_client_key = by_client_key  # auth none: the caller's key tells holders apart (:meth:`holder`)
+        # does the session have a turn running (the sessions' service's, set by the door)? None: not known here,
+        # so a desktop is idle when no call is on it
+        self.turn_running: Callable[[str], bool] | None = None
         self.settings = settings or DesktopSettings()
         self._maker = maker or SandboxDesktops(sandbox, self.settings)
         self._clock = clock
@@ -143,9 +167,14 @@ class DesktopPool:
         """Why no desktop can run here, naming what to install or change (None: one can)."""
         return self._maker.unavailable()
 
-    def running(self, tenant: str | None = None) -> int:
-        """Desktops running, starting or stopping (of ``tenant``'s sessions, or of all): the units held."""
-        return self.slots.busy if tenant is None else self.slots.held(tenant)
+    def running(self, holder: str | None = None) -> int:
+        """Desktops running, starting or stopping (of ``holder``'s, or of all): the units held."""
+        return self.slots.busy if holder is None else self.slots.held(holder)
+
+    def holder(self, tenant: str, authorization: str | None) -> str:
+        """Whose bound a desktop of ``tenant``'s session counts in, for a turn of the caller sending
+        ``authorization``: the tenant; with auth off, the caller (the memory share's rule)."""
+        return caller_holder(tenant, authorization) if self.by_client_key else tenant
 
     async def desktop_for(self, tenant: str, session_id: str) -> Desktop | None:
         """The session's running desktop, for a watcher of ``tenant``'s (the live view's registry,
@@ -159,14 +188,15 @@ class DesktopPool:
         return held is not None and held.desktop is not None
 
     @contextlib.asynccontextmanager
-    async def use(self, session_id: str, tenant: str,
-                  network: NetworkPolicy | None) -> AsyncIterator[tuple[Desktop, bool]]:
+    async def use(self, session_id: str, tenant: str, network: NetworkPolicy | None,
+                  holder: str | None = None) -> AsyncIterator[tuple[Desktop, bool]]:
         """The session's desktop, started when it has none (``fresh``: True), held for the block: the idle timer
-        does not stop a desktop in use. Raises :class:`DesktopBusy` (no room within the wait) or
+        does not stop a desktop in use, nor does it yield. ``holder``: whose bound a new one counts in
+        (:meth:`holder`; the tenant by default). Raises :class:`DesktopBusy` (no room within the wait) or
         ``DesktopUnavailable`` (it cannot run here, or failed to start: why)."""
         held = self._held.get(session_id)
         if held is None:
-            held = await self._admit(session_id, tenant)
+            held = await self._admit(session_id, tenant, holder or tenant)
         held.users += 1
         try:
             async with held.lock:  # one call at a time drives a desktop, as a model's calls come
@@ -185,23 +215,59 @@ class DesktopPool:
         finally:
             held.users -= 1
 
-    async def _admit(self, session_id: str, tenant: str) -> _Held:
-        """A unit for the session's desktop, waiting in the fair queue (at most the bounds' ``wait``)."""
-        DESKTOPS_WAITING.inc()
-        try:
-            why = await self.slots.acquire_or_why(tenant, self.bounds.wait)
-        finally:
-            DESKTOPS_WAITING.dec()
+    async def _admit(self, session_id: str, tenant: str, holder: str) -> _Held:
+        """A unit for the session's desktop, waiting in the fair queue (at most the bounds' ``wait``), idle
+        desktops yielding to it meanwhile (:meth:`_take`)."""
+        if self.slots.try_acquire(holder):
+            why = None
+        else:
+            DESKTOPS_WAITING.inc()
+            try:
+                why = await self._take(session_id, holder)
+            finally:
+                DESKTOPS_WAITING.dec()
         if why is not None:
-            at_cap = self.running(tenant) >= self.bounds.per_tenant
+            at_cap = self.running(holder) >= self.bounds.per_tenant
             raise DesktopBusy(busy_note(why, self.bounds, at_cap))
         DESKTOPS_LIVE.inc()
         held = self._held.get(session_id)
         if held is not None:  # another call of the session's got it one meanwhile: this unit is not needed
-            self._let_go(_Held(tenant))  # a record of its own, holding the unit, given back at once
+            self._let_go(_Held(tenant, holder))  # a record of its own, holding the unit, given back at once
             return held
-        held = self._held[session_id] = _Held(tenant)
+        held = self._held[session_id] = _Held(tenant, holder)
         return held
+
+    async def _take(self, session_id: str, holder: str) -> Reason | None:
+        """Wait in the queue for a unit; meanwhile, while ``holder`` (or the process) is at its bound, the least
+        recently used idle desktop that would make room is stopped (``yielded``), one at a time, its unit given
+        back to the queue. None once a unit is ``holder``'s, else why not."""
+        taking = asyncio.ensure_future(self.slots.acquire_or_why(holder, self.bounds.wait))
+        try:
+            while not taking.done():
+                victim = self._yielding(session_id, holder)
+                if victim is not None:
+                    log.info("desktop_yielded", session_id=victim, to=session_id)
+                    await self.stop(victim, "yielded")
+                await asyncio.wait({taking}, timeout=YIELD_LOOK)
+        except BaseException:
+            if taking.done() and not taking.cancelled() and taking.result() is None:
+                self.slots.release(holder)  # granted as the wait was cancelled: given back
+            else:
+                taking.cancel()  # the pool's own wait gives back what it is granted meanwhile (share.py)
+            raise
+        return taking.result()
+
+    def _yielding(self, asking: str, holder: str) -> str | None:
+        """The session whose idle desktop yields to ``asking``'s call now, or None: ``holder`` at its cap — the
+        least recently used of its own; else the process at its bound — the least recently used of any."""
+        own = self.slots.held(holder) >= self.bounds.per_tenant
+        if not own and self.slots.busy < self.slots.total:
+            return None  # not held back by a bound (others wait before it): the queue decides
+        running = self.turn_running
+        idle = [(held.used, session_id) for session_id, held in self._held.items()
+                if session_id != asking and held.desktop is not None and not held.users
+                and (not own or held.holder == holder) and not (running is not None and running(session_id))]
+        return min(idle)[1] if idle else None
 
     async def _start(self, session_id: str, tenant: str, held: _Held, network: NetworkPolicy | None) -> None:
         """The session's desktop started into ``held``. A session that ended meanwhile (:meth:`stop` found it
@@ -230,7 +296,7 @@ class DesktopPool:
         """``held``'s unit back to the pool (once): the least served waiting tenant's call gets it."""
         if held.unit:
             held.unit = False
-            self.slots.release(held.tenant)
+            self.slots.release(held.holder)
             DESKTOPS_LIVE.dec()
 
     def _forget(self, session_id: str, held: _Held) -> None:
@@ -239,14 +305,15 @@ class DesktopPool:
         self._let_go(held)
 
     async def stop(self, session_id: str, why: str = "ended") -> None:
-        """Stop the session's desktop (``why``: ``ended``, the session deleted; ``idle``; ``failed``, it stopped
-        answering): its processes gone, its slot and unit freed. Never raises but for cancellation."""
+        """Stop the session's desktop (``why``: ``ended``, the session deleted; ``idle``; ``yielded``, to another
+        session's call; ``failed``, it stopped answering): its processes gone, its unit freed. Never raises but for
+        cancellation."""
         held = self._held.pop(session_id, None)
         if why == "ended":
             self.approved.pop(session_id, None)
         if held is None:
             return
-        if why in ("idle", "failed"):
+        if why in ("idle", "yielded", "failed"):
             self.stopped[session_id] = why
         if held.desktop is None and held.users:
             return  # still starting: the call starting it stops it and gives its unit back (_start, use)
