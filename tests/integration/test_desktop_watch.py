@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -344,6 +345,56 @@ async def test_the_calls_beside_the_desktop_are_the_sessions_and_refresh_with_a_
     status, _ = await get(f"{door.url}/v1/agents/sessions/{session.id}/desktop/calls?token={view}",
                           door.auth(OTHER))  # the token decides whose session it is, not a key beside it
     assert status == 200
+
+
+def _view_token(page: str, where: str) -> str:
+    """The view token a served page names: its image's (``frames``) or its calls' refresh (``calls``)."""
+    named = page.split(f"{where}?token=", 1)[1].split('"', 1)[0]
+    return unquote(named.split(";", 1)[0])
+
+
+async def test_the_view_tokens_a_page_and_its_refresh_mint_end_with_the_page_token_that_opened_it(
+        door: Door) -> None:
+    """A link about to expire opens the page; the calls beside it refresh (each a new view token) past the link's
+    expiry: every view token ends when the link does, and the refreshed one is refused once it has (401
+    ``expired_token``). The control: a fresh link's page, refreshed at the same moment, still works."""
+    session_id = await new_session(door)
+    door.registry.desktops[(ALPHA, session_id)] = FakeDesktop()
+    tokens = WatchTokens(door.runtime.sealer, 300.0)
+    base = f"{door.url}/v1/agents/sessions/{session_id}/desktop"
+    short = WatchTokens(door.runtime.sealer, 1.0).mint("page", ALPHA, session_id)  # the link ends in a second
+    ends = tokens.expires(short, "page", session_id)
+    status, page = await get(f"{base}/live?token={short}")
+    assert status == 200
+    view = _view_token(page, "frames")
+    assert _view_token(page, "calls") == view and tokens.expires(view, "view", session_id) == ends
+    status, calls = await get(f"{base}/calls?token={view}")
+    assert status == 200
+    refreshed = _view_token(calls, "calls")
+    assert refreshed != view and tokens.expires(refreshed, "view", session_id) == ends  # never later
+
+    status, fresh_page = await get(f"{base}/live?token={tokens.mint('page', ALPHA, session_id)}")  # the control
+    assert status == 200
+    kept = _view_token(fresh_page, "frames")
+    assert tokens.expires(kept, "view", session_id) > ends
+
+    while time.time() <= ends:  # the short link's end (about a second)
+        await asyncio.sleep(0.1)
+    for token in (view, refreshed):
+        status, body = await get(f"{base}/calls?token={token}")
+        assert status == 401
+        assert_error(body, "expired_token")
+        status, body = await get(f"{base}/frames?token={token}")
+        assert status == 401
+        assert_error(body, "expired_token")
+    status, calls = await get(f"{base}/calls?token={kept}")
+    assert status == 200
+    assert tokens.expires(_view_token(calls, "calls"), "view", session_id) == tokens.expires(kept, "view",
+                                                                                               session_id)
+    status, keyed = await get(f"{base}/live", door.auth(ALPHA))  # a page opened with the key: the link's bound
+    assert status == 200
+    assert tokens.expires(_view_token(keyed, "frames"), "view", session_id) > ends + 200
+    del door.registry.desktops[(ALPHA, session_id)]
 
 
 async def test_the_desktop_url_command_prints_the_link(door: Door, tmp_path: Path) -> None:

@@ -21,5 +21,6 @@ class DesktopWatchSettings(BaseSettings):
         "none (it is looked at once a second)"))
     desktop_watch_link_seconds: float = Field(default=300.0, gt=0, le=86400, description=(
         "how long a link to a session's live desktop (`desktop_live_url` of the session's retrieve, "
-        "`responses-bridge desktop-url`) and the frame stream its page names may be opened; a stream opened "
+        "`responses-bridge desktop-url`) and the frame stream and calls its page names may be opened (the view "
+        "tokens the page and the calls' refresh mint end with the link that opened the page); a stream opened "
         "before then runs until its watcher leaves or the desktop stops"))

@@ -9,8 +9,11 @@ when it expires. Two kinds, so a token cannot outgrow what it was minted for:
 - ``page``: opens ``…/desktop/live`` (the link of the session's ``desktop_live_url`` and ``responses-bridge
   desktop-url``), for ``desktop_watch_link_seconds``;
 - ``view``: opens what that page shows, the frame stream (``…/desktop/frames``) and the calls beside it
-  (``…/desktop/calls``), minted by the page as it is served; a view already open lasts until it is closed (a frame
-  stream runs on, the calls list's refresh carries a new one), never the page.
+  (``…/desktop/calls``), minted by the page as it is served. A view token ends with the page token that opened the
+  page (its expiry is that token's, never later; a page opened with the tenant's key instead: the link's
+  ``desktop_watch_link_seconds`` from then), and the calls list's refresh carries a new one that ends when the one
+  it came with does: a refresh never makes a link outlive its expiry. A frame stream opened before then runs until
+  its watcher leaves or the desktop stops (a stream is opened once; nothing of it is renewed).
 
 The identity middleware (identity.py) resolves such a request's tenant from its token, as it resolves a key's.
 """
@@ -45,11 +48,25 @@ class WatchTokens:
         self.seconds = seconds
         self._clock = clock
 
-    def mint(self, kind: Kind, tenant: str, session_id: str) -> str:
-        return self._sealer.seal(PURPOSE, [kind, tenant, session_id, round(self._clock() + self.seconds, 3)])
+    def mint(self, kind: Kind, tenant: str, session_id: str, until: float | None = None) -> str:
+        """A token good for ``seconds`` from now, or until ``until`` (epoch seconds: the token it was minted from
+        ends then) if that comes first."""
+        expires = self._clock() + self.seconds
+        if until is not None:
+            expires = min(expires, until)
+        return self._sealer.seal(PURPOSE, [kind, tenant, session_id, round(expires, 3)])
 
     def tenant_of(self, token: str, kind: Kind, session_id: str) -> str:
         """The tenant the token was minted for, or a 401: altered, another kind or session, or expired."""
+        return self.opened(token, kind, session_id)[0]
+
+    def expires(self, token: str, kind: Kind, session_id: str) -> float:
+        """When the (valid) token ends, epoch seconds: what a token minted from it may not outlive."""
+        return self.opened(token, kind, session_id)[1]
+
+    def opened(self, token: str, kind: Kind, session_id: str) -> tuple[str, float]:
+        """The tenant the token was minted for and when it ends, or a 401: altered, another kind or session, or
+        expired."""
         try:
             value = self._sealer.open(PURPOSE, token)
         except APIError:
@@ -59,7 +76,7 @@ class WatchTokens:
             raise unauthenticated(INVALID, code="invalid_token")
         if value[3] < self._clock():
             raise unauthenticated(EXPIRED, code="expired_token")
-        return value[1]
+        return value[1], float(value[3])
 
     def tenant_for(self, path: str, token: str) -> str | None:
         """The tenant of a request to ``path`` carrying ``token`` (a 401 when the token does not open it); None

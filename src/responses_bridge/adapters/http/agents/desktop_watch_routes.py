@@ -17,7 +17,8 @@ last part, so the view keeps it rather than an empty one.
 
 A browser cannot send the key on a link, an ``<img>`` or an ``<iframe>``, so these requests carry short-lived
 tokens (adapters/http/desktop_watch_tokens.py), resolved to the tenant by the identity middleware as a key is; another
-tenant's session, or one without a running desktop, is a 404.
+tenant's session, or one without a running desktop, is a 404. The view tokens the page and the calls' refresh mint
+end with the token the request came with (the page token that opened the page): watching ends with the link.
 """
 
 from __future__ import annotations
@@ -85,14 +86,20 @@ class DesktopWatchRoutes:
         return (f"{scheme}://{request.host}{prefix}/agents/sessions/{quote(session_id, safe='')}/desktop/live"
                 f"?token={self._token('page', tenant, session_id)}")
 
-    def _token(self, kind: Kind, tenant: str, session_id: str) -> str:
-        return quote(self.tokens.mint(kind, tenant, session_id), safe="")
+    def _token(self, kind: Kind, tenant: str, session_id: str, until: float | None = None) -> str:
+        return quote(self.tokens.mint(kind, tenant, session_id, until), safe="")
+
+    def _until(self, request: web.Request, kind: Kind, session_id: str) -> float | None:
+        """When the token the request came with ends (a view token minted now must end then too); None for a
+        request opened with the tenant's key (the identity middleware took no token: the link's own bound)."""
+        token = request.query.get("token")
+        return None if token is None else self.tokens.expires(token, kind, session_id)
 
     async def page(self, request: web.Request) -> web.Response:
         session_id = request.match_info["session_id"]
         tenant = request_tenant(request)
         desktop = await self.feeds.desktop(tenant, session_id)
-        view = self._token("view", tenant, session_id)
+        view = self._token("view", tenant, session_id, self._until(request, "page", session_id))
         name = html.escape(session_id)
         body = (f'<!doctype html><html><head><meta charset="utf-8"><title>Desktop of {name}</title>'
                 f'<meta name="referrer" content="no-referrer"><style>{STYLE}</style></head><body>'
@@ -132,7 +139,8 @@ class DesktopWatchRoutes:
         page = await self.sessions.list_items(session_id, turn_id=None, after=None, limit=CALLS_SHOWN,
                                               order="desc", tenant=tenant)
         rows = "".join(_call_row(item) for item in page["data"] if _is_call(item)) or "<li>No calls yet.</li>"
-        refresh = f"{CALLS_REFRESH};url=calls?token={self._token('view', tenant, session_id)}"
+        view = self._token("view", tenant, session_id, self._until(request, "view", session_id))  # never later
+        refresh = f"{CALLS_REFRESH};url=calls?token={view}"
         body = (f'<!doctype html><html><head><meta charset="utf-8">'
                 f'<meta http-equiv="refresh" content="{html.escape(refresh)}">'
                 f'<meta name="referrer" content="no-referrer"><style>{CALLS_STYLE}</style></head>'
