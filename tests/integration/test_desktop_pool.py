@@ -1,7 +1,7 @@
 """The sessions' desktops bounded and let go (services/agents/computer/desktops.py), on the real sandbox: one desktop
 per session, at most ``per_tenant`` of a tenant's and ``total`` of all at once — a call past a bound waits for a
-desktop to stop, and is told none is free when none does in time — and a desktop unused for ``idle`` seconds
-stopped (its processes gone), the session's next call getting a fresh one."""
+desktop (whose session's turn runs) to stop, and is told none is free when none does in time — and a desktop unused
+for ``idle`` seconds stopped (its processes gone), the session's next call getting a fresh one."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ pytestmark = [pytest.mark.store_free,
 
 
 def _pool(**bounds: float) -> DesktopPool:
+    """A pool whose sessions all have a turn running: none of its desktops is idle, so none yields to another
+    session (the yield of idle ones, through the Agents API: tests/integration/test_agents_desktop_pool.py)."""
     pool = DesktopPool(Sandbox.detect(SandboxLimits(timeout=30.0)), DesktopBounds(**bounds))  # type: ignore[arg-type]
+    pool.turn_running = lambda session_id: True
     refused = pool.unavailable()
     if refused is not None and not os.environ.get("CI"):
         pytest.skip(refused)
