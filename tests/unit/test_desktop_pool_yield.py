@@ -11,10 +11,15 @@ import asyncio
 import contextlib
 
 import pytest
+from prometheus_client import REGISTRY
 
 from responses_bridge.services.agents.computer.desktops import DesktopBounds, DesktopBusy, DesktopPool
 from responses_bridge.services.tenancy.memory_budget import MemoryBudget
 from tests.unit.test_desktop_pool_fairness import FakeMaker, _start, _until
+
+
+def _yielded() -> float:
+    return REGISTRY.get_sample_value("responses_bridge_desktops_yielded_total") or 0.0
 
 
 def _pool(running: set[str], **bounds: float) -> tuple[DesktopPool, FakeMaker]:
@@ -28,6 +33,7 @@ def _pool(running: set[str], **bounds: float) -> tuple[DesktopPool, FakeMaker]:
 async def test_the_least_recently_used_idle_desktop_of_a_holder_at_its_cap_yields_to_its_new_session() -> None:
     running: set[str] = set()
     pool, maker = _pool(running, per_tenant=2, total=4, wait=30.0)
+    yielded = _yielded()
     try:
         await _start(pool, "older", "t1")
         await _start(pool, "newer", "t1")
@@ -40,6 +46,7 @@ async def test_the_least_recently_used_idle_desktop_of_a_holder_at_its_cap_yield
         async with pool.use("newer", "t1", None) as (_, fresh):  # its next call: a fresh one, "older" yielding
             assert fresh
         assert pool.stopped == {"older": "yielded"} and pool.running("t1") == 2
+        assert _yielded() - yielded == 2  # counted: how often idle sessions lose their desktops
     finally:
         await pool.close()
 

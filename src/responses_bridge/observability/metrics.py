@@ -294,6 +294,10 @@ DESKTOPS_LIVE = Gauge("responses_bridge_desktops_live",
                       multiprocess_mode="livesum")
 DESKTOPS_WAITING = Gauge("responses_bridge_desktops_waiting", "Computer calls waiting for a desktop unit now",
                          multiprocess_mode="livesum")
+# Idle desktops (no turn of their session running) stopped for a session that needed one at its holder's or the
+# process's bound (services/agents/computer/desktops.py): how often idle sessions lose their desktops to new ones.
+DESKTOPS_YIELDED = Counter("responses_bridge_desktops_yielded_total",
+                           "Idle sessions' desktops stopped for another session's computer call at a bound")
 
 
 def sandbox_run(outcome: str, seconds: float | None, *, job: str = "python") -> None:

@@ -49,7 +49,7 @@ import structlog
 
 from ....fairness.share import Reason
 from ....fairness.slots import FairSlots
-from ....observability.metrics import DESKTOPS_LIVE, DESKTOPS_WAITING
+from ....observability.metrics import DESKTOPS_LIVE, DESKTOPS_WAITING, DESKTOPS_YIELDED
 from ....sandbox.desktop import Desktop, DesktopSettings, DesktopUnavailable
 from ....sandbox.desktop.host import host_for
 from ....sandbox.egress.policy import NetworkPolicy
@@ -247,6 +247,7 @@ class DesktopPool:
                 victim = self._yielding(session_id, holder)
                 if victim is not None:
                     log.info("desktop_yielded", session_id=victim, to=session_id)
+                    DESKTOPS_YIELDED.inc()
                     await self.stop(victim, "yielded")
                 await asyncio.wait({taking}, timeout=YIELD_LOOK)
         except BaseException:
