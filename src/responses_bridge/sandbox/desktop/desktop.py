@@ -172,9 +172,9 @@ class Desktop:
         return self._host.uid
 
     async def start(self) -> None:
-        """A slot, the call, the display and the browser, returning once the browser's window is drawn (its first
-        page may still be loading: a screenshot shows what there is). Raises :class:`DesktopUnavailable`: a
-        package, Pillow or the cgroup mode missing, no sandbox slot in time, no pod claimed, or the desktop failed
+        """The call (no code slot: the desktops' pool bounds them), the display and the browser, returning once the
+        browser's window is drawn (its first page may still be loading: a screenshot shows what there is). Raises
+        :class:`DesktopUnavailable`: a package, Pillow or the cgroup mode missing, no pod claimed, or the desktop failed
         to start — saying why."""
         if self._stack is not None:
             raise RuntimeError("the desktop has started already")
@@ -188,7 +188,7 @@ class Desktop:
                     tenant=self._tenant, network=self._network, limits=self.settings.limits(),
                     user_namespaces=self.settings.browser_sandbox,
                     origins=self._approvals if self.settings.approve_origins else None))
-            except (SandboxBusy, SandboxUnavailable) as refused:  # no slot in time, a pod not claimed: why
+            except (SandboxBusy, SandboxUnavailable) as refused:  # refused by the host, a pod not claimed: why
                 if isinstance(refused, DesktopUnavailable):
                     raise
                 raise DesktopUnavailable(str(refused)) from None
