@@ -51,8 +51,7 @@ TITLE_CHARS = 200
 FRESH = ("This is a fresh desktop: the session's earlier one was stopped ({why}), and whatever was open on it is "
          "gone. The screenshot shows the screen as it is now.")
 WHY = {"idle": "unused for too long", "failed": "it stopped answering",
-       "yielded": "it was idle while another session needed a desktop and every desktop this project may run was "
-                  "in use"}
+       "yielded": "it was idle while another session needed a desktop and every desktop that may run was in use"}
 RESTARTED = "the server running it restarted"
 
 
