@@ -180,9 +180,10 @@ async def test_the_attackers_chained_history_is_its_own_the_victim_completes_and
                 await stream.close()
     assert ended == "response.completed"
     assert served == ["completed"] * BYSTANDER_REQUESTS
-    if chained:  # held past its share by what its first chained request loaded: the rest refused by it
+    if chained:  # its room holds its first chained request's history: the rest refused before loading theirs (by
+        # its share, or with the budget full of it when it is not yet at its share)
         assert not isinstance(first, str), first
-        assert refusals and set(refusals) == {"memory_share_exceeded"}, refusals
+        assert refusals and set(refusals) <= {"memory_share_exceeded", "server_overloaded"}, refusals
     else:
         assert refusals == []
 
