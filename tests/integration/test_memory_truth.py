@@ -11,7 +11,8 @@ each tenant a key made with the CLI), the memory backstop reading its RSS, throu
   from the store's row sizes before a row is read, so those past the attacker's room wait and are refused, never
   loaded; the sidecar's RSS stays within its start + 64 MiB + the budget, and a bystander's 30 small requests are
   all answered. The control: the same requests without ``previous_response_id``.
-* **Refused naming its size.** A history larger than what one caller may hold alone is a 400 ``history_too_large``
+* **Refused naming its size.** The chained requests refused name the history they would load, its items and bytes;
+  a history larger than what one caller may hold alone is a 400 ``history_too_large``
   naming the history's items and bytes, before it is loaded.
 """
 
@@ -147,8 +148,8 @@ async def store_history(stack: Stack, door: str, items: int) -> str:
     return str(stored["id"])
 
 
-async def attack(client: openai.AsyncOpenAI, index: int, previous: str | None) -> Any:
-    """One of the attacker's requests: its held stream, or the code of its refusal."""
+async def attack(client: openai.AsyncOpenAI, index: int, previous: str | None, said: list[str]) -> Any:
+    """One of the attacker's requests: its held stream, or the code of its refusal (its message into ``said``)."""
     extra = {"previous_response_id": previous} if previous is not None else {}
     try:
         stream = await client.responses.create(model=MODEL, input=f"attack {index} {HOLD}", stream=True, **extra)
@@ -160,6 +161,7 @@ async def attack(client: openai.AsyncOpenAI, index: int, previous: str | None) -
                 return f"failed:{event.response.error.code}"
     except openai.APIStatusError as error:
         assert isinstance(error.body, dict), error
+        said.append(str(error.body.get("message")))
         return str(error.body.get("code"))
     return "ended"
 
@@ -185,7 +187,8 @@ async def test_a_chained_history_is_reserved_before_it_is_loaded_and_the_bystand
 
         sampler = asyncio.create_task(sample())
         try:
-            outcomes = await asyncio.gather(*(attack(attacker, index, previous) for index in range(ATTACKS)))
+            said: list[str] = []
+            outcomes = await asyncio.gather(*(attack(attacker, index, previous, said) for index in range(ATTACKS)))
             streams += [outcome for outcome in outcomes if not isinstance(outcome, str)]
             served = await small_requests(bystander, BYSTANDER_REQUESTS)
         finally:
@@ -198,6 +201,7 @@ async def test_a_chained_history_is_reserved_before_it_is_loaded_and_the_bystand
     assert peak <= start + 64 * MiB + CHAIN_BUDGET, (peak - start) / MiB
     if chained:  # one history at a time in the attacker's room: the rest waited and were refused, never loaded
         assert streams and refusals and set(refusals) <= {"memory_share_exceeded", "server_overloaded"}, refusals
+        assert all(f"previous_response_id '{previous}': {HISTORY_ITEMS + 1} items" in message for message in said), said
     else:
         assert refusals == [], refusals
 
