@@ -201,7 +201,8 @@ async def test_a_chained_history_is_reserved_before_it_is_loaded_and_the_bystand
     assert peak <= start + 64 * MiB + CHAIN_BUDGET, (peak - start) / MiB
     if chained:  # one history at a time in the attacker's room: the rest waited and were refused, never loaded
         assert streams and refusals and set(refusals) <= {"memory_share_exceeded", "server_overloaded"}, refusals
-        assert all(f"previous_response_id '{previous}': {HISTORY_ITEMS + 1} items" in message for message in said), said
+        # those refused waiting for their history's room name it (others found the budget full for their body)
+        assert any(f"previous_response_id '{previous}': {HISTORY_ITEMS + 1} items" in message for message in said), said
     else:
         assert refusals == [], refusals
 

@@ -77,6 +77,13 @@ async def test_held_grows_a_step_at_a_time_as_the_body_arrives_and_gives_back_wh
     assert budget.held == STEP_COST
     await body.add(b"{" * (STEP_COST // BODY_OBJECT_COST))  # past a step's cost: a second step
     assert budget.held == 2 * STEP_COST
+    parts = Held(budget)  # a body in two chunks: a step while it arrives, its cost once whole
+    halves = BodyAdmission(parts, 0, 18)
+    await halves.add(b'{"a":')
+    assert parts.bytes == STEP_COST
+    await halves.add(b'"0123456789"}')
+    assert parts.bytes == body_cost(b'{"a":"0123456789"}') and halves.body() == b'{"a":"0123456789"}'
+    parts.release()
     whole = Held(budget)
     small = b'{"model":"m","input":[' + b'{"role":"user","content":"x"},' * 9 + b'{"role":"user","content":"x"}]}'
     await BodyAdmission(whole, 0, len(small)).add(small)  # a whole body: what it costs, by its shape

@@ -52,13 +52,16 @@ class BodyAdmission:
         caller."""
         async for chunk in chunks:
             await self.add(chunk)
+        held = self._held
+        if held is not None and held.covered > self.cost:  # whole without a declared length: the rest given back
+            held.settle(self.cost)
         return self.body()
 
     async def add(self, chunk: bytes, whole: bool = False) -> None:
         """``chunk`` arrived (``whole``: the body's last, when the door knows it without a declared length): past
         the limit the 413; its cost covered, a step at a time (a body still arriving holds what it cost so far
-        rounded up to a step, a whole one its cost), waiting for room with the clock stopped, or the budget's
-        503."""
+        rounded up to a step, a whole one its cost: the rest of its last step given back), waiting for room with
+        the clock stopped, or the budget's 503."""
         size = self.size + len(chunk)
         limit = self.limit
         if limit and size > limit:
@@ -70,13 +73,15 @@ class BodyAdmission:
         if held is None:
             return
         cost = self.cost = self.cost + BODY_BYTE_COST * len(chunk) + BODY_OBJECT_COST * chunk.count(b"{")
-        if not (whole or size == self.declared):
+        last = whole or size == self.declared
+        if not last:
             cost = -(-cost // STEP_COST) * STEP_COST
-        if held.try_cover(cost):
-            return
-        clock = self._clock
-        with clock.paused() if clock is not None else contextlib.nullcontext():
-            await held.cover(cost)
+        if not held.try_cover(cost):
+            clock = self._clock
+            with clock.paused() if clock is not None else contextlib.nullcontext():
+                await held.cover(cost)
+        if last and held.covered > cost:  # whole: what the last step covered beyond its cost is given back
+            held.settle(cost)
 
     def body(self) -> bytes:
         """The bytes so far, joined (and let go here)."""

@@ -164,6 +164,16 @@ class Held:
         extra = max(0, min(cost, budget.share_bytes) - self.covered)
         self._add(await budget._take(self.holder, extra))
 
+    def settle(self, cost: int) -> None:
+        """The body is whole and costs ``cost``: what its last step covered beyond that is given back (the room
+        goes to whoever waits)."""
+        spare = self.covered - min(cost, self._budget.share_bytes)
+        reservation = self._reservation
+        if spare > 0 and reservation is not NOTHING:
+            self.covered -= spare
+            reservation.bytes -= spare
+            self._budget._give_back(self.holder, spare)
+
     def _add(self, extra: int) -> None:
         self.covered += extra
         self._hold(extra)
