@@ -79,11 +79,13 @@ def _loading(what: str, size: int) -> str:
 
 
 def too_large_to_load(what: str, size: int, room: int) -> APIError:
-    """What a request would load is more than one caller may hold alone: it never fits, so no retry."""
+    """What a request would load is more than one caller may hold alone beside the request (``room`` left): it
+    never fits, so no retry."""
     MEMORY_REFUSED.inc()
     return APIError(400, f"{_loading(what, size)}more than one caller may hold of the server's request memory "
-                    f"({room / (1 << 20):.1f} MiB: RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES × RESPONSES_BRIDGE_MEMORY_"
-                    "BUDGET_SHARE). Continue from a shorter history.", code="history_too_large")
+                    f"beside the request itself ({max(0, room) / (1 << 20):.1f} MiB: RESPONSES_BRIDGE_MEMORY_BUDGET_"
+                    "BYTES × RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE, less what the request holds). Continue from a "
+                    "shorter history.", code="history_too_large")
 
 
 class Reservation:
@@ -122,7 +124,7 @@ class Reservation:
         waiting for it, or the 503 naming ``what``; nothing once released."""
         budget = self._budget
         if budget is not None and size > 0:
-            self.bytes += await budget._take_loading(self.holder, size, what)
+            self.bytes += await budget._take_loading(self.holder, size, what, self.bytes)
 
 
 NOTHING = Reservation(None, 0)
@@ -192,7 +194,7 @@ class Held:
         size; a 400 for more than a caller may hold alone (it would never fit)."""
         budget = self._budget
         if budget.total and size > 0:
-            self._hold(await budget._take_loading(self.holder, size, what))
+            self._hold(await budget._take_loading(self.holder, size, what, self._reservation.bytes))
 
     def grow(self, size: int) -> None:
         """``size`` bytes more the request already holds (fairness/memory_charge.py): its reservation grows, whatever
@@ -300,11 +302,12 @@ class MemoryBudget:
         HELD(float(self.pool.held))
         return size
 
-    async def _take_loading(self, holder: str, size: int, what: str) -> int:
-        """:meth:`_take` of what a request will load: its refusals name ``what`` and its size; more than a caller
-        may hold alone is refused at once (it would never fit, and would stay loaded past the share)."""
-        if size > self.share_bytes:
-            raise too_large_to_load(what, size, self.share_bytes)
+    async def _take_loading(self, holder: str, size: int, what: str, held: int) -> int:
+        """:meth:`_take` of what a request holding ``held`` already will load: its refusals name ``what`` and its
+        size; more than a caller may hold alone beside what the request holds is refused at once (it would never
+        fit, however long it waited)."""
+        if size + held > self.share_bytes:
+            raise too_large_to_load(what, size, self.share_bytes - held)
         return await self._take(holder, size, what=_loading(what, size))
 
     def _hold(self, holder: str, size: int) -> bool:
