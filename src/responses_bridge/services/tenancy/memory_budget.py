@@ -45,6 +45,8 @@ SHARE_EXCEEDED = "memory_share_exceeded"
 RETRY_LATER = frozenset((OVERLOADED, SHARE_EXCEEDED, PREEMPTED))
 """The codes of the budget's 503s (and of work the memory backstop ended), answered with ``Retry-After``."""
 COST_PER_BODY_BYTE = 30
+"""Budget bytes per byte of no known shape (:meth:`MemoryBudget.reserve`): the costliest shape's, 100,000 tiny items
+parsed, translated and stored (a body's own cost is judged by its shape: fairness/memory_charge.py)."""
 WAIT_SECONDS = 2.0
 DEFAULT_SHARE = 0.5
 STEP_BYTES = 64 * 1024
