@@ -50,7 +50,7 @@ parsed, translated and stored (a body's own cost is judged by its shape: fairnes
 WAIT_SECONDS = 2.0
 DEFAULT_SHARE = 0.5
 STEP_BYTES = 64 * 1024
-"""Body bytes of no known shape reserved at a time (a WebSocket's or an upload's: 2 MiB of the budget)."""
+"""64 KiB of a body of the costliest shape: :data:`STEP_COST` is what they cost."""
 QUEUE = 1024
 """Requests that may wait for room at once; past it the tenant waiting most loses its newest place
 (fairness/share.py)."""
