@@ -55,7 +55,7 @@ QUEUE = 1024
 """Requests that may wait for room at once; past it the tenant waiting most loses its newest place
 (fairness/share.py)."""
 log = structlog.get_logger("responses_bridge.memory")
-STEP_COST = 30 * STEP_BYTES
+STEP_COST = COST_PER_BODY_BYTE * STEP_BYTES
 """Budget bytes reserved at a time as a body arrives (2 MiB): a body still arriving holds what its bytes so far
 cost, rounded up to it; a whole body holds its cost exactly."""
 HELD = setter(MEMORY_HELD)  # set twice a request: without the labels check of Gauge.set
