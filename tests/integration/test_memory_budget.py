@@ -28,7 +28,7 @@ pytestmark = pytest.mark.store_free  # its subject is the memory budget: the sid
 
 MODEL = "fake-model"
 BUDGET = 3 << 20
-LARGE = "hold this [stall_after=1:120000] " + "x" * (120 << 10)  # 120 KiB: 30 times that is past the budget
+LARGE = "hold this [stall_after=1:120000] " + "x" * (1200 << 10)  # 1.2 MiB: 3 times that is past the budget
 
 
 @pytest.fixture(scope="module")

@@ -35,9 +35,9 @@ MODEL = "fake-model"
 MiB = 1 << 20
 BUDGET = 64 * MiB  # a share of 32 MiB
 BODY_TIMEOUT = 15  # seconds an idle body is held before its 408: long enough to serve the others meanwhile
-STEP_COST = 30 * 64 * 1024  # what one step of a body holds (COST_PER_BODY_BYTE × STEP_BYTES)
+STEP_COST = 30 * 64 * 1024  # what one step of a body still arriving holds (memory_budget.STEP_COST)
 IDLE = 24  # more idle bodies than a share holds (32 MiB / ~1.9 MiB: 17)
-LARGE = "hold this [stall_after=1:120000] " + "x" * (500 << 10)  # ~14.6 MiB of the budget: two fit in a share
+LARGE = "hold this [stall_after=1:120000] " + "x" * (5000 << 10)  # ~14.6 MiB of the budget: two fit in a share
 
 
 @pytest.fixture(scope="module")

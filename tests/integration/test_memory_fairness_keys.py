@@ -28,7 +28,7 @@ pytestmark = pytest.mark.store_proven(
 
 MODEL = "fake-model"
 BUDGET = 64 << 20  # a share of 32 MiB
-LARGE = "hold this [stall_after=1:120000] " + "x" * (500 << 10)  # ~14.6 MiB of the budget: two fit in a share
+LARGE = "hold this [stall_after=1:120000] " + "x" * (5000 << 10)  # ~14.6 MiB of the budget: two fit in a share
 
 
 @dataclass

@@ -22,6 +22,8 @@ import openai
 import orjson
 import pytest
 
+from responses_bridge.fairness.memory_charge import BODY_BYTE_COST
+from responses_bridge.services.tenancy.memory_budget import STEP_COST
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
 from tests.support.sdk import async_sdk
@@ -31,9 +33,10 @@ pytestmark = pytest.mark.store_free  # its subject is the memory budget: the sid
 MODEL = "fake-model"
 MiB = 1 << 20
 BUDGET = 256 * MiB
-HOLD_BYTES = 17 * 64 * 1024  # a body of exactly 17 steps: 31.875 MiB of the budget, four fill a share but 0.5 MiB
+HOLD_BYTES = 17 * STEP_COST // BODY_BYTE_COST  # a body of 17 steps' cost: 31.875 MiB of the budget (and 1,000 bytes
+# for its one JSON object), four fill a share but 0.5 MiB
 TRIES = 5  # streams each attacker tries to hold (the fifth never fits)
-VICTIM = "y" * 40_000  # 1.2 MiB of the budget through either door: more than the old shares left
+VICTIM = "y" * 400_000  # 1.2 MiB of the budget through either door: more than the old shares left
 
 
 def hold_body() -> bytes:
@@ -110,7 +113,7 @@ async def test_another_caller_is_answered_as_alone_beside_two_and_three_attacker
             together = await asyncio.gather(*(victim.responses.create(model=MODEL, input=f"together {at} {VICTIM}")
                                               for at in range(3)))
             # before: an attacker's stream was also taken back for each of the victim's requests
-            assert len(streams) == held - 3 and await stack.held_bytes() >= len(streams) * HOLD_BYTES * 30
+            assert len(streams) == held - 3 and await stack.held_bytes() >= len(streams) * HOLD_BYTES * BODY_BYTE_COST
         finally:
             for stream in streams:
                 stream.close()

@@ -10,15 +10,15 @@ import orjson
 import pytest
 
 from responses_bridge.config.settings import Settings
+from responses_bridge.fairness.memory_charge import BODY_BYTE_COST
 from responses_bridge.runtime import Runtime
-from responses_bridge.services.tenancy.memory_budget import COST_PER_BODY_BYTE
+from responses_bridge.services.tenancy.memory_budget import STEP_COST
 from responses_bridge.store import SQLiteResponseStore
 from tests.support.runtime import runtime_over
 from tests.unit.test_extproc_servicer import REQUEST, error_of, immediate, new_stream, request_body
 
 MiB = 1 << 20
-STEP_BYTES = 64 * 1024  # memory_budget.STEP_BYTES: body bytes reserved at a time
-STEP_COST = COST_PER_BODY_BYTE * STEP_BYTES
+STEP_BYTES = STEP_COST // BODY_BYTE_COST  # body bytes of one step's cost (a plain string's: no JSON objects)
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ async def test_a_streamed_body_holds_a_step_per_chunk_and_its_caller_past_its_sh
     [reply] = await second.handle(request_body(chunk, False, authorization="Bearer sk-attacker"))
     status, headers, body = immediate(reply)
     assert status == 503 and headers.get("retry-after") == "1"
-    assert error_of(body)["code"] == "memory_share_exceeded" and second.done and second.request_body == []
+    assert error_of(body)["code"] == "memory_share_exceeded" and second.done and second.admission is None
     assert budget.held == budget.share_bytes
     other = new_stream(runtime)  # another caller: the other half is its
     [reply] = await other.handle(request_body(orjson.dumps(REQUEST), authorization="Bearer sk-victim"))

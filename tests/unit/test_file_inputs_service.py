@@ -12,8 +12,8 @@ import pytest
 from responses_bridge.fairness.memory_charge import hold, release_hold
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.files.files import FileService
-from responses_bridge.services.files.inputs import TEXT_COST, FileInputs, media_type_of
-from responses_bridge.services.tenancy.memory_budget import COST_PER_BODY_BYTE, Held, MemoryBudget
+from responses_bridge.services.files.inputs import RAW_COST, TEXT_COST, FileInputs, media_type_of
+from responses_bridge.services.tenancy.memory_budget import Held, MemoryBudget
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.sqlite.files.files import SQLiteFileStore
 
@@ -45,7 +45,7 @@ async def test_a_file_is_read_reserved_and_given_back(files: FileService) -> Non
     loaded = await inputs.load_file(file_id, tenant="a", max_bytes=1000, want_text=False, pdf_as_file=False,
                                     param=PARAM, max_text_chars=CHARS)
     assert (loaded.data, loaded.media_type, loaded.size, loaded.text) == (data, "image/png", len(data), None)
-    assert budget.held == len(data) * COST_PER_BODY_BYTE
+    assert budget.held == len(data) * RAW_COST
     loaded.release()
     assert budget.held == 0
 
@@ -59,14 +59,14 @@ async def test_a_file_is_reserved_for_the_requests_own_holder(files: FileService
     file_id = await upload(files, b"\x89PNG\r\n\x1a\n" + b"x" * 100, "dot.png")
     caller = budget.holder("a", "Bearer sk-one")
     held = Held(budget, caller)
-    await held.reserve(50)
+    await held.cover(1500)
     token = hold(held)
     try:
         loaded = await inputs.load_file(file_id, tenant="a", max_bytes=1000, want_text=False, pdf_as_file=False,
                                         param=PARAM, max_text_chars=CHARS)
     finally:
         release_hold(token)
-    assert budget.held_by(caller) == held.bytes + 108 * COST_PER_BODY_BYTE and budget.held_by("a") == 0
+    assert budget.held_by(caller) == held.bytes + 108 * RAW_COST and budget.held_by("a") == 0
     loaded.release()
     held.release()
     assert budget.held == 0
@@ -90,14 +90,14 @@ async def test_text_is_extracted_and_a_pdf_kept_where_the_backend_reads_files(fi
 
 async def test_a_files_text_is_held_at_its_size_and_bounded_by_what_the_request_has_left(
         files: FileService) -> None:
-    """A small file giving a great deal of text holds that text in the budget (not 30 times its stored bytes only),
+    """A small file giving a great deal of text holds that text in the budget (not its stored bytes only),
     until released; past the characters the request's files may still give it is refused, holding nothing."""
     budget = MemoryBudget(1 << 30, 1.0)
     inputs = FileInputs(files, budget)
     text_id = await upload(files, b"z" * 20_000, "many.txt")
     loaded = await inputs.load_file(text_id, tenant="a", max_bytes=1 << 20, want_text=True, pdf_as_file=False,
                                     param=PARAM, max_text_chars=CHARS)
-    assert budget.held >= 20_000 * COST_PER_BODY_BYTE + 20_000 * TEXT_COST
+    assert budget.held >= 20_000 + 20_000 * TEXT_COST
     loaded.release()
     assert budget.held == 0
     with pytest.raises(APIError) as caught:

@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 
 from responses_bridge.fairness import memory_limits
+from responses_bridge.fairness.memory_charge import BODY_OBJECT_COST, body_cost
 from responses_bridge.fairness.memory_limits import default_budget
 from responses_bridge.protocol.errors import APIError
+from responses_bridge.services.tenancy.body_admission import BodyAdmission
 from responses_bridge.services.tenancy.memory_budget import (
     COST_PER_BODY_BYTE,
     OVERLOADED,
     SHARE_EXCEEDED,
-    STEP_BYTES,
+    STEP_COST,
     Held,
     MemoryBudget,
 )
@@ -70,23 +72,32 @@ async def test_held_grows_a_step_at_a_time_as_the_body_arrives_and_gives_back_wh
     budget = MemoryBudget(100 * MiB)
     held = Held(budget)
     held.release()  # nothing reserved yet: nothing to give back
-    assert held.try_cover(1, 64 * MiB)  # one byte of a declared 64 MiB holds one step, not the declared total
-    assert budget.held == COST_PER_BODY_BYTE * STEP_BYTES
-    await held.cover(STEP_BYTES + 1, 64 * MiB)
-    assert budget.held == 2 * COST_PER_BODY_BYTE * STEP_BYTES
-    await held.cover(STEP_BYTES + 10, STEP_BYTES + 10)  # never past what was declared
-    assert budget.held == 2 * COST_PER_BODY_BYTE * STEP_BYTES
-    await held.reserve(MiB)  # a whole body: what it costs
-    assert budget.held == COST_PER_BODY_BYTE * MiB
+    body = BodyAdmission(held, 0, 64 * MiB)
+    await body.add(b"x")  # one byte of a declared 64 MiB holds one step, not the declared total
+    assert budget.held == STEP_COST
+    await body.add(b"{" * (STEP_COST // BODY_OBJECT_COST))  # past a step's cost: a second step
+    assert budget.held == 2 * STEP_COST
+    parts = Held(budget)  # a body in two chunks: a step while it arrives, its cost once whole
+    halves = BodyAdmission(parts, 0, 18)
+    await halves.add(b'{"a":')
+    assert parts.bytes == STEP_COST
+    await halves.add(b'"0123456789"}')
+    assert parts.bytes == body_cost(b'{"a":"0123456789"}') and halves.body() == b'{"a":"0123456789"}'
+    parts.release()
+    whole = Held(budget)
+    small = b'{"model":"m","input":[' + b'{"role":"user","content":"x"},' * 9 + b'{"role":"user","content":"x"}]}'
+    await BodyAdmission(whole, 0, len(small)).add(small)  # a whole body: what it costs, by its shape
+    assert whole.bytes == body_cost(small) == 3 * len(small) + 11 * BODY_OBJECT_COST
     held.release()
+    whole.release()
     assert budget.held == 0
 
 
 async def test_a_caller_at_its_share_is_refused_naming_it_while_another_is_served() -> None:
     budget = MemoryBudget(64 * MiB)  # a share of 32 MiB
     attacker = [Held(budget, "attacker") for _ in range(40)]
-    taken = [held.try_cover(1, 64 * MiB) for held in attacker]  # forty idle bodies of 64 MiB declared
-    assert taken.count(True) == 32 * MiB // (COST_PER_BODY_BYTE * STEP_BYTES)
+    taken = [held.try_cover(STEP_COST) for held in attacker]  # forty idle bodies, a step each
+    assert taken.count(True) == 32 * MiB // STEP_COST
     assert budget.held_by("attacker") <= 32 * MiB
     with pytest.raises(APIError) as caught:
         await budget.reserve(MiB // 8, holder="attacker", wait=0.01)

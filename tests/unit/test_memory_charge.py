@@ -1,8 +1,11 @@
-"""What a request loads beyond its body is charged to it as it is loaded (fairness/memory_charge.py), and the memory
-backstop ends first the requests of the holder charged most (services/tenancy/memory_watch.py): a real SQLite store's
-``previous_response_id`` history grows the holding its door set, past the holder's share and the budget, and
-comes back with the request; twelve small requests of one holder, charged their history, are ended before one
-larger honest request. The doors' use of it: tests/integration/test_memory_blame.py."""
+"""What a request loads beyond its body is reserved for it before it is loaded (fairness/memory_charge.py), from what
+the store knows of it (its rows' sizes and count), and the memory backstop ends first the requests of the holder
+charged most (services/tenancy/memory_watch.py): a real store's ``previous_response_id`` history, conversation and
+referenced items grow the holding its door set by their predicted cost, and come back with the request; a history
+that does not fit its holder's room waits and is refused naming its size, before a row is read; a tool's output,
+held already, is charged past the share; twelve small requests of one holder, charged their history, are ended
+before one larger honest request. The doors' use of it: tests/integration/test_memory_blame.py,
+tests/integration/test_memory_truth.py."""
 
 from __future__ import annotations
 
@@ -14,7 +17,14 @@ from typing import Any
 import orjson
 import pytest
 
-from responses_bridge.fairness.memory_charge import COST_PER_LOADED_BYTE, HOLDING, charge, hold, release_hold
+from responses_bridge.fairness.memory_charge import (
+    COST_PER_TOOL_OUTPUT_BYTE,
+    HOLDING,
+    charge,
+    hold,
+    loaded_cost,
+    release_hold,
+)
 from responses_bridge.fairness.preemption import absorb_preemption
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.tenancy.memory_budget import Held, MemoryBudget, Reservation
@@ -30,23 +40,23 @@ MiB = 1 << 20
 async def test_a_charge_grows_the_current_requests_holding_past_its_share_and_comes_back_with_it() -> None:
     budget = MemoryBudget(4 * MiB, 0.5)
     held = Held(budget, "attacker")
-    await held.reserve(100)  # a tiny body: 3,000 bytes of the budget
-    assert budget.held_by("attacker") == 100 * 30
+    await held.cover(3000)  # a tiny body: 3,000 bytes of the budget
+    assert budget.held_by("attacker") == 3000
     token = hold(held)
     try:
-        charge(1 * MiB)  # a history of 1 MiB: past the holder's 2 MiB share and the 4 MiB budget, held all the same
+        charge(MiB, COST_PER_TOOL_OUTPUT_BYTE)  # a tool's 1 MiB output: past the 2 MiB share and the 4 MiB budget
     finally:
         release_hold(token)
-    assert held.bytes == budget.held_by("attacker") == 100 * 30 + COST_PER_LOADED_BYTE * MiB
+    assert held.bytes == budget.held_by("attacker") == 3000 + COST_PER_TOOL_OUTPUT_BYTE * MiB
     assert budget.held == held.bytes
     with pytest.raises(APIError) as refused:  # its next request is refused by its share
         await budget.reserve(100, holder="attacker", wait=0.05)
     assert refused.value.code == "memory_share_exceeded"
     held.release()
     assert budget.held_by("attacker") == 0
-    charge(MiB)  # no request set: nothing to charge
+    charge(MiB, 8)  # no request set: nothing to charge
     token = hold(held)
-    charge(MiB)  # a released request's holding stays released
+    charge(MiB, 8)  # a released request's holding stays released
     release_hold(token)
     assert budget.held_by("attacker") == 0 and HOLDING.get() is None
 
@@ -65,7 +75,7 @@ async def test_a_chains_history_loaded_from_a_real_store_is_charged_to_the_reque
     async with SQLiteResponseStore(str(tmp_path / "bridge.db")) as store:
         await store.save_response(make_response("resp_long"), items, tenant=DEFAULT_TENANT)
         held = Held(budget, "attacker")
-        await held.reserve(60)
+        await held.cover(1800)
         before = held.bytes
 
         async def continuing() -> list[dict[str, object]] | None:  # the door's task, as adapters/http/limits.py
@@ -74,13 +84,52 @@ async def test_a_chains_history_loaded_from_a_real_store_is_charged_to_the_reque
 
         loaded = await asyncio.create_task(continuing())
         assert loaded is not None and len(loaded) == len(items) + 1
-        stored = sum(len(orjson.dumps(item)) for item in loaded)
+        stored = loaded_cost(sum(len(orjson.dumps(item)) for item in loaded), len(loaded))
         charged = held.bytes - before
-        assert stored * COST_PER_LOADED_BYTE * 0.9 <= charged <= stored * COST_PER_LOADED_BYTE * 1.1, (charged, stored)
+        assert stored * 0.9 <= charged <= stored * 1.1, (charged, stored)
         assert await store.load_history("resp_long", tenant=DEFAULT_TENANT)  # no request here: charged to none
         assert held.bytes - before == charged
         held.release()
     assert budget.held == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_history_that_does_not_fit_waits_and_is_refused_naming_its_size_before_it_is_loaded(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """The holder's room holds one such history, not two: the second request waits for room, and is refused with
+    the 503 naming the history and its size, nothing held for it; once the first ends, it fits. A history larger
+    than a holder may hold alone is refused at once, a 400 naming it."""
+    items = [user_item(f"it_{index:04d}", "x") for index in range(3_000)]
+    cost = loaded_cost(3_000 * 140, 3_000)
+    budget = MemoryBudget(int(cost * 3.2), 0.5)  # a share of 1.6 histories
+    async with open_stores(kind, request, tmp_path) as stores:
+        await stores.responses.save_response(make_response("resp_h"), items, tenant=DEFAULT_TENANT)
+        first = Held(budget, "attacker")
+        await first.cover(1800)
+        assert await asyncio.create_task(within(first, lambda: stores.responses.load_history(
+            "resp_h", tenant=DEFAULT_TENANT)))
+        second = Held(budget, "attacker")
+        await second.cover(1800)
+        with pytest.raises(APIError) as refused:
+            await asyncio.create_task(within(second, lambda: stores.responses.load_history(
+                "resp_h", tenant=DEFAULT_TENANT)))
+        assert (refused.value.status, refused.value.code) == (503, "memory_share_exceeded")
+        assert "previous_response_id 'resp_h'" in refused.value.message and "3001 items" in refused.value.message
+        assert second.bytes == 1800  # nothing loaded, nothing held for it
+        first.release()
+        assert await asyncio.create_task(within(second, lambda: stores.responses.load_history(
+            "resp_h", tenant=DEFAULT_TENANT)))  # room again: it fits
+        second.release()
+        small = MemoryBudget(cost, 0.5)  # a share of half a history: it never fits
+        alone = Held(small, "attacker")
+        await alone.cover(1800)
+        with pytest.raises(APIError) as too_large:
+            await asyncio.create_task(within(alone, lambda: stores.responses.load_history(
+                "resp_h", tenant=DEFAULT_TENANT)))
+        assert (too_large.value.status, too_large.value.code) == (400, "history_too_large")
+        assert "3001 items" in too_large.value.message
+        alone.release()
+    assert budget.held == 0 and small.held == 0
 
 
 async def within(held: Held, load: Callable[[], Awaitable[Any]]) -> Any:
@@ -92,8 +141,8 @@ async def within(held: Held, load: Callable[[], Awaitable[Any]]) -> Any:
 @pytest.mark.parametrize("kind", KINDS)
 async def test_every_load_of_stored_items_is_charged_on_both_stores(
         kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    """A chain's history, a conversation's items and the items an ``item_reference`` names: each load charges the
-    current request its rows' bytes times the cost, on SQLite and on PostgreSQL."""
+    """A chain's history, a conversation's items and the items an ``item_reference`` names: each load reserves for
+    the current request its rows' predicted cost (bytes and items), on SQLite and on PostgreSQL."""
     items = [user_item(f"it_{index:04d}", "x") for index in range(300)]
     budget = MemoryBudget(64 * MiB)
     async with open_stores(kind, request, tmp_path) as stores:
@@ -105,13 +154,12 @@ async def test_every_load_of_stored_items_is_charged_on_both_stores(
             "references": lambda: stores.responses.find_items(["it_0001", "it_0002"], tenant=DEFAULT_TENANT)}
         for what, load in loads.items():
             held = Held(budget, "a")
-            await held.reserve(60)
+            await held.cover(1800)
             before = held.bytes
             loaded = await asyncio.create_task(within(held, load))
             values = list(loaded.values()) if isinstance(loaded, dict) else loaded
-            stored = sum(len(orjson.dumps(item)) for item in values)
-            assert stored * COST_PER_LOADED_BYTE * 0.8 <= held.bytes - before <= stored * COST_PER_LOADED_BYTE * 1.25, (
-                what, held.bytes - before, stored)
+            stored = loaded_cost(sum(len(orjson.dumps(item)) for item in values), len(values))
+            assert stored * 0.8 <= held.bytes - before <= stored * 1.25, (what, held.bytes - before, stored)
             held.release()
     assert budget.held == 0
 
@@ -126,9 +174,9 @@ class Request:
 
     async def _run(self, budget: MemoryBudget, holder: str, body: int, loaded: int) -> None:
         held = Held(budget, holder)
-        await held.reserve(body)
+        await held.cover(30 * body)
         hold(held)
-        charge(loaded)
+        charge(loaded, 8)
         self.outcome = "held"
         try:
             await asyncio.Event().wait()

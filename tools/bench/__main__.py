@@ -52,6 +52,9 @@ BENCHES: dict[str, Bench] = {
     "cgroup": Bench("tools.bench.sandbox.cgroup",
                     "what a code interpreter call's cgroup costs: print(1) with and without it",
                     sandbox=True, at_root=True),
+    "charges": Bench("tools.bench.charges", "what the memory budget charges a request against the RSS it grows by, per "
+                     "shape (one long string, many items, chained histories, files, images, tool outputs), as "
+                     "ratios beside a base revision", extras="test", at_root=True),
     "chunks": Bench("tools.bench.chunks", "per-chunk cost of the output builder (text, function and MCP arguments); "
                     "REV: against a revision", at_root=True, parts=("tools.bench.base_tree",)),
     "code": Bench("tools.bench.sandbox.code_interpreter", "a code interpreter call end to end and its breakdown, then "

@@ -1,21 +1,32 @@
-"""What a request loads beyond its body, charged to that request as it is loaded.
+"""What a request will hold of the memory budget, judged before it holds it: its body from the body's bytes as they
+arrive, what it loads besides (a chained history, a conversation's items, items named by ``item_reference``) from
+what the store knows of it before loading it, and what it is charged for while it runs (its server tools' outputs).
 
-The memory budget (services/tenancy/memory_budget.py) charges a request for its body as the bytes arrive, before
-anything is parsed. What the request then loads is not in its body: a ``previous_response_id`` chain's items, a
-conversation's, items named by ``item_reference``, its server tools' outputs. Uncharged, one stored response of
-40,000 tiny items (1.4 MB) continued by twelve tiny requests (each charged ~3.8 KB) grew a sidecar from 113 to
-552 MiB, and the memory backstop, ranking requests by their charge, ended an honest 1 MB request first. So whoever
-loads such bytes (the store; the tool loop for its tools' outputs: run/server_tools_calls.py) calls :func:`charge`
-with their size: the request holding them (the one whose door set :data:`HOLDING`, for the request's life) grows
-by their cost, at once and even past its share or the budget — the memory is held already, refusing it now would
-save nothing — so that its holder's standing says what it really holds: its next requests wait for room or are
-refused by its share (share.py), and the backstop (services/tenancy/memory_watch.py) ends its holder's
-requests first.
+A charge that tells the truth is what lets a budget of 1 GiB admit what 1 GiB of resident memory holds. Charged at a
+flat 30 times its bytes (the costliest shape's), one 18 MiB input string (+54 MiB of RSS at its peak) was charged
+512 MiB, and two such holders filled a 1 GiB budget; charged after it was loaded, one stored response of 40,000 tiny
+items continued by twelve tiny requests was loaded twelve times at once (+403 MiB) before any charge said so. So:
+
+* a body costs :data:`BODY_BYTE_COST` per byte plus :data:`BODY_OBJECT_COST` per JSON object (each ``{``, counted
+  in the bytes as they arrive: one ``bytes.count`` per chunk): a long string costs three times its bytes (the
+  bytes, the parsed string, the upstream body), a tiny item a thousand bytes however short (its dict, its keys, its
+  parsed item and its translated message) — :func:`body_cost`;
+* what a request loads costs :data:`LOADED_BYTE_COST` per stored byte plus :data:`LOADED_ITEM_COST` per item
+  (:func:`loaded_cost`), predicted from the store's row sizes and counts (one cheap statement: ``length()`` of the
+  rows, no row read) and **reserved before the rows are read** (:func:`reserve_loading`): a request whose history
+  does not fit its holder's room waits in the budget's fair queue, or is refused naming its size, instead of
+  loading first;
+* a server tool's output is held from its call to the request's end: :func:`charge` grows the request's holding at
+  :data:`COST_PER_TOOL_OUTPUT_BYTE` as the output comes (it is in memory already: refusing it would save nothing).
+
+Each constant is a sidecar's RSS growth per unit, measured with requests of that shape held in flight by a slow
+model (``scripts/bench charges``, which prints charge ÷ growth per shape: 0.5–2 is the goal).
 
 A context variable rather than a parameter: the bytes are loaded far below the doors (the store, the input's
 preparation, the tool loop), by code that must not know which door, request or budget it serves; the doors set it
-where they reserve (adapters/http/limits.py, adapters/extproc/request_phase.py, adapters/http/websocket/lanes.py).
-Where none is set (a worker, a test), a charge is a no-op.
+where they admit a body (services/tenancy/body_admission.py's users: adapters/http/limits.py,
+adapters/extproc/request_phase.py, adapters/http/websocket/lanes.py). Where none is set (a worker, a test), a
+charge or a reservation is a no-op.
 """
 
 from __future__ import annotations
@@ -23,14 +34,30 @@ from __future__ import annotations
 from contextvars import ContextVar, Token
 from typing import Protocol
 
-COST_PER_LOADED_BYTE = 8
-"""Bytes held per byte of stored JSON a request loads, for the request's life: the items parsed, translated and
-in the upstream body. Lower than a body's ``COST_PER_BODY_BYTE`` (30) because a stored item is already verbose
-(an id, its type, its content parts: ~142 bytes for an input of ``{"role":"user","content":"x"}``, 32 bytes in a
-body). Measured as a sidecar's RSS growth over the stored bytes its requests loaded (the budget's held gauge over
-this cost), twelve streamed requests held in flight, each continuing one stored response of tiny items, the
-costliest shape: 6.5 times for 10,000 items (8.9 MiB a request), 6.7 times for 40,000 (36.1 MiB a request); 8
-leaves room for the allocator's slack."""
+BODY_BYTE_COST = 3
+"""Budget bytes per byte of a request body, whatever its shape: the bytes read, the parsed strings, the translated
+upstream body. Measured: one 18 MiB input string held by a slow model grew a sidecar by 54 MiB at its peak (3.0
+times); a 4 MiB image data URL or function call output, 3.0 times."""
+BODY_OBJECT_COST = 1000
+"""Budget bytes per JSON object (``{``) of a body besides its bytes: a dict, its keys and values as Python objects,
+the parsed item, the translated message. Measured: 40,000 tiny input items in one body (1.2 MB) grew a sidecar by
+44 MiB a request at its peak: 1,150 bytes an item, 1,090 of them charged (3 × 31 + 1,000)."""
+LOADED_BYTE_COST = 3
+"""Budget bytes per byte of stored JSON a request loads (the rows read, the items parsed, their translation)."""
+LOADED_ITEM_COST = 900
+"""Budget bytes per stored item a request loads besides its bytes. Measured: a stored response of 10,000 tiny items
+(1.42 MB of rows) continued by a request held in flight grew a sidecar by 12.7 MiB (1,330 bytes an item: 3 × 142 +
+900 charged); of 40,000 items, 47.4 MiB (1,240 an item)."""
+
+
+def body_cost(chunk: bytes) -> int:
+    """What ``chunk`` of a request body will cost held (its bytes, its objects)."""
+    return BODY_BYTE_COST * len(chunk) + BODY_OBJECT_COST * chunk.count(b"{")
+
+
+def loaded_cost(size: int, items: int) -> int:
+    """What ``items`` stored items of ``size`` bytes in all will cost loaded and held."""
+    return LOADED_BYTE_COST * size + LOADED_ITEM_COST * items
 
 
 COST_PER_TOOL_OUTPUT_BYTE = 6
@@ -47,21 +74,46 @@ class Chargeable(Protocol):
 
     holder: str
 
+    @property
+    def bounded(self) -> bool:
+        """Whether there is a budget to reserve in (else what is loaded need not be measured first)."""
+
     def grow(self, size: int) -> None:
         """``size`` bytes more, at once, whatever the budget or the holder's share."""
+
+    async def reserve(self, size: int, what: str) -> None:
+        """``size`` bytes more before they are held: at once, or once the holder's room has them (the budget's
+        fair queue), else the 503 naming ``what`` and its size."""
 
 
 HOLDING: ContextVar[Chargeable | None] = ContextVar("memory_holding", default=None)
 """The current request's holding, set by its door."""
 
 
-def charge(loaded: int, cost: int = COST_PER_LOADED_BYTE) -> None:
-    """``loaded`` bytes just loaded for the current request (stored JSON; ``cost``: of another kind): its holding
-    grows by what they will cost held (``cost`` each)."""
+def charge(loaded: int, cost: int) -> None:
+    """``loaded`` units just loaded for the current request (a tool's output's characters): its holding grows by
+    what they will cost held (``cost`` each)."""
     if loaded > 0:
         holding = HOLDING.get()
         if holding is not None:
             holding.grow(loaded * cost)
+
+
+def reserving() -> bool:
+    """Whether the current request reserves what it loads (a door set its holding over a bounded budget): else the
+    store loads without measuring first."""
+    holding = HOLDING.get()
+    return holding is not None and holding.bounded
+
+
+async def reserve_loading(size: int, items: int, what: str) -> None:
+    """Before the current request loads ``items`` stored items of ``size`` bytes (``what``: which, for the refusal,
+    e.g. "previous_response_id 'resp_1'"): their cost reserved for it, waiting for room in its holder's fair place,
+    or the budget's 503 naming their size — never loaded first."""
+    if items > 0:
+        holding = HOLDING.get()
+        if holding is not None:
+            await holding.reserve(loaded_cost(size, items), f"{what}: {items} items, {size} bytes stored")
 
 
 def current_holder() -> str | None:

@@ -18,8 +18,8 @@ DEFAULT_BOUND = 256 << 20
 FLOOR = 64 << 20
 """The setting's least value (config/pools.py): V8 and a useful heap need about that."""
 REQUEST_HOLDS = 2 << 20
-"""What the request running a program holds of the budget itself, at least: one step of its body (64 KiB at 30
-bytes of budget each: services/tenancy/memory_budget.py)."""
+"""What the request running a program holds of the budget itself, at least: one step of its body (about 2 MiB of
+budget: services/tenancy/memory_budget.py's ``STEP_COST``)."""
 SETTING = "RESPONSES_BRIDGE_PROGRAM_MEMORY_BYTES"
 BUDGET_SETTINGS = "RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES × RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE"
 

@@ -22,6 +22,7 @@ from ...protocol.tools.multi_agent import FIELD as MULTI_AGENT
 from ...protocol.tools.multi_agent import beta_surface, query_of
 from ...run.response_run import LARGE_BODY_BYTES
 from ...run.runs import Run
+from ...services.tenancy.body_admission import BodyAdmission
 from ...services.tenancy.identity import SIDECAR_HEADER
 from ...services.tenancy.limits import RETRY_AFTER_SECONDS, request_too_large
 from ...services.tenancy.memory_budget import RETRY_LATER
@@ -89,36 +90,33 @@ class RequestPhase(Routing):
         drop = ("authorization",) if configured is None and client is not None else ()
         return m.request_headers_reply((), (*drop, *_sidecar_header(headers)))
 
-    async def _request_body(self, end_of_stream: bool) -> ProcessingResponse:
-        """The chunk just added to ``request_body``. A buffered body comes whole; a streamed one (a route that
-        asks for it) is held until its end, and refused as soon as it outgrows the limit rather than after it was
-        all collected."""
-        if not self.request_bytes:  # the first chunk: the tenant is known now (it comes with the body)
+    async def _request_body(self, arrived: list[bytes], end_of_stream: bool) -> ProcessingResponse:
+        """A chunk of the body arrived (``arrived``'s one, taken from it). A buffered body comes whole; a streamed
+        one (a route that asks for it) is held until its end by its admission (services/tenancy/body_admission.py),
+        which refuses it as soon as it outgrows the limit and covers its memory as its bytes arrive: a 503 past the
+        budget or the caller's share, given back when the stream ends (servicer.py)."""
+        admission = self.admission
+        if admission is None:  # the first chunk: the tenant is known now (it comes with the body)
             self.max_bytes = self.runtime.limits.max_request_bytes(self.tenant)
             self.held.holder = self.runtime.memory.holder(self.tenant, self.authorization)
             hold(self.held)  # what its run loads is charged to it too (fairness/memory_charge.py): this task
-        self.request_bytes += len(self.request_body[-1])
-        if self.request_bytes > self.max_bytes:
-            self.request_body = []
-            return self._too_large()
-        # the body's part of the memory budget, as its bytes arrive (a buffered body comes whole, in one message):
-        # a 503 past the budget or the caller's share, given back when the stream ends (servicer.py)
-        declared = self.request_bytes if end_of_stream else None
-        if not self.held.try_cover(self.request_bytes, declared):
-            try:
-                await self.held.cover(self.request_bytes, declared)
-            except APIError as error:
-                self.request_body = []
-                self.done = True
-                return m.immediate_response(error.status, error.body(), JSON,
-                                            [("retry-after", str(RETRY_AFTER_SECONDS))])
+            admission = self.admission = BodyAdmission(self.held, self.max_bytes)
+        chunk = arrived.pop()
+        try:
+            await admission.add(chunk, end_of_stream)
+        except APIError as error:
+            self.admission = None
+            self.done = True
+            retry = [("retry-after", str(RETRY_AFTER_SECONDS))] if error.code in RETRY_LATER else []
+            return m.immediate_response(error.status, error.body(), JSON, retry)
+        del chunk
         if not end_of_stream:
             response = ProcessingResponse()
             response.request_body.response.body_mutation.body = b""
             return response
-        chunks, self.request_body = self.request_body, []
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        del chunks
+        self.admission = None
+        body = admission.body()
+        del admission
         begin = self._begin(body)
         del body  # _begin lets it go once it is parsed
         return await begin

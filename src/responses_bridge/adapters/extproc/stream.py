@@ -46,7 +46,7 @@ class _Stream(RequestPhase):
         if not self.done and phase in ("request_headers", "request_body"):
             self.ours = True
             self.done = True
-            self.request_body = []
+            self.admission = None
             error = APIError(400, "A request header value is not valid UTF-8.", code="invalid_header_value")
             return [m.immediate_response(400, error.body(), JSON)]
         if self.ours and self.run is not None and phase is not None:
@@ -114,15 +114,15 @@ class _Stream(RequestPhase):
                 self.idempotent = IDEMPOTENCY_KEY_HEADER in forwarded
             if self.authorization is None:  # request headers are skipped: Envoy forwards the credentials
                 self.authorization = m.forwarded_authorization(request)
-            if not self.request_body:  # the first body message carries the metadata
+            if self.admission is None:  # the first body message carries the metadata
                 self.sidecar_route = m.sidecar_route_offered(request)
-            # The body moves into this stream's list, and the message (which keeps its own copy of the body
+            # The body moves into this stream's admission, and the message (which keeps its own copy of the body
             # until it is freed; clearing the field frees nothing) is let go before the translation starts: see
             # handle() and Process().
-            self.request_body.append(request.request_body.body)
+            arrived = [request.request_body.body]  # emptied by the request phase: no frame here keeps the bytes
             end_of_stream = request.request_body.end_of_stream
             del request
-            return [await self._request_body(end_of_stream)]
+            return [await self._request_body(arrived, end_of_stream)]
         if phase == "response_headers":
             if self.chat_record is not None or self.chat_watch:  # a chat answer (chat_phase.py)
                 return [self._chat_headers(request)]

@@ -11,6 +11,7 @@ from ...engine.chat_record import ChatRecorder
 from ...protocol.errors import shut_down_mid_response, shutting_down
 from ...run.runs import Run
 from ...runtime import Runtime
+from ...services.tenancy.body_admission import BodyAdmission
 from ...services.tenancy.limits import UNLIMITED
 from ...services.tenancy.memory_budget import Held
 from ...store.base import DEFAULT_TENANT
@@ -43,6 +44,7 @@ class StreamState:
     """Per-request state: what the client asked for and where the answer stands."""
 
     __slots__ = (
+        "admission",
         "authorization",
         "chat",
         "chat_own",
@@ -64,8 +66,6 @@ class StreamState:
         "pending",
         "released",
         "prefix",
-        "request_body",
-        "request_bytes",
         "route",
         "routed",
         "run",
@@ -96,8 +96,7 @@ class StreamState:
         self.done = False  # the terminal bytes were made
         self.delivered = False  # ... and handed to gRPC (metrics: a close after this is no client going away)
         self.shutdown_requested = False  # STREAMED mode: fail the stream at the next upstream chunk
-        self.request_body: list[bytes] = []  # a streamed request body, until its end
-        self.request_bytes = 0
+        self.admission: BodyAdmission | None = None  # its body as it arrives, until its end (request_phase.py)
         self.routed = False  # handed to the sidecar's HTTP door: its answer passes through untouched
         self.sidecar_route = False  # the bootstrap routes requests with server-side tools to the HTTP door
         self.idempotent = False  # the request has an Idempotency-Key: the HTTP door answers it (request_phase.py)

@@ -93,4 +93,5 @@ class BodyWatch:
 
 
 BODY_WATCH = web.RequestKey("body_watch", BodyWatch)
-"""The request key of its body's watch (limits.py arms it; ``read_body`` pauses it while it waits for room)."""
+"""The request key of its body's watch (limits.py arms it; the body's admission pauses it while it waits for room:
+services/tenancy/body_admission.py, handed it by ``read_body``)."""

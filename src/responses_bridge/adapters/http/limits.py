@@ -44,7 +44,8 @@ def limits_middleware(limits: TenantLimits, memory: MemoryBudget, *, body_timeou
         except APIError as error:
             return limit_response(error)
         request[SLOT] = slot
-        # reserved by read_body (params.py) as the bytes arrive, against the caller's share
+        # reserved as the bytes arrive, against the caller's share, by the body's admission read_body hands them to
+        # (params.py, services/tenancy/body_admission.py)
         held = request[HELD_MEMORY] = Held(memory, memory.holder(tenant, request.headers.get("Authorization")))
         holding = hold(held)  # what the route loads beyond the body is charged to it too (fairness/memory_charge.py)
         watch = None

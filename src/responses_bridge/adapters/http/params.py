@@ -12,7 +12,7 @@ from ...protocol.errors import APIError
 from ...protocol.known_fields import UnknownFields, check_known_fields
 from ...protocol.responses.request import parse_json_object
 from ...run.response_run import LARGE_BODY_BYTES
-from ...services.tenancy.limits import request_too_large
+from ...services.tenancy.body_admission import BodyAdmission
 from ...services.tenancy.memory_budget import Held
 from .body_watch import BODY_WATCH
 
@@ -30,34 +30,12 @@ async def read_body(request: web.Request) -> bytes:
     """The whole request body, at most the tenant's limit or the app's ``client_max_size`` (a 413 past it), read once
     and kept by nobody but the caller. aiohttp's ``request.read()`` keeps the bytes on the request for as long as
     the handler runs (for ``POST /v1/responses`` the whole upstream call, minutes for a stream), next to what was
-    parsed from them; a large body is then held twice for no use. The body's part of the memory budget is reserved
-    as its bytes arrive (a 503 when the budget or the tenant's share is full), never its declared size up front."""
-    limit = request.get(BODY_LIMIT) or request.client_max_size
-    declared = request.content_length
-    if limit and declared is not None and declared > limit:
-        raise request_too_large(limit)
-    held = request.get(HELD_MEMORY)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if limit and size > limit:
-            raise request_too_large(limit)
-        chunks.append(chunk)
-        if held is not None and not held.try_cover(size, declared):  # as the bytes arrive, a step at a time
-            await _wait_for_room(request, held, size, declared)
-    return b"".join(chunks)
-
-
-async def _wait_for_room(request: web.Request, held: Held, size: int, declared: int | None) -> None:
-    """The budget (or the tenant's share) is full: wait for room, the client's body clock stopped meanwhile
-    (nothing is read, so flow control stops the client too); a 503 past the wait (services/tenancy/memory_budget.py)."""
-    watch = request.get(BODY_WATCH)
-    if watch is None:
-        await held.cover(size, declared)
-        return
-    with watch.paused():
-        await held.cover(size, declared)
+    parsed from them; a large body is then held twice for no use. Admitted as its bytes arrive
+    (services/tenancy/body_admission.py: its memory reserved by its shape, a 503 when the budget or the tenant's
+    share is full), never its declared size up front; the door only hands its stream over."""
+    admission = BodyAdmission(request.get(HELD_MEMORY), request.get(BODY_LIMIT) or request.client_max_size,
+                              request.content_length, request.get(BODY_WATCH))
+    return await admission.pull(request.content.iter_any())
 
 
 UNKNOWN_FIELDS: web.AppKey[UnknownFields] = web.AppKey("unknown_fields")

@@ -35,6 +35,9 @@ TEXT_COST = 4
 """Bytes held per byte of a file's extracted text while the request keeps it: the text, the part made of it
 (headed with the file's name), the upstream body it goes in and that body's encoding; the extraction's own pieces
 come and go before."""
+RAW_COST = 4
+"""Budget bytes per byte of a file sent as it is (an image, a PDF the backend reads): the bytes read, their base64
+in the data URL and in the upstream body."""
 
 _MAGIC = ((b"%PDF-", "application/pdf"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
           (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
@@ -78,7 +81,9 @@ class FileInputs:
         extension = Path(filename).suffix.lower()
         as_text = want_text and extension in SUPPORTED_EXTENSIONS and not (pdf_as_file and extension == ".pdf")
         holder = current_holder() or self._memory.holder(tenant, None)  # the request's: its caller's key too
-        reservation = await self._memory.reserve(size, holder=holder)
+        # its bytes: read and let go for its text (held besides, as extracted: _TextHold), else in the upstream
+        # body as base64 (the bytes, their encoding, the request's JSON: 4 times, measured by scripts/bench charges)
+        reservation = await self._memory.reserve(size, holder=holder, cost=1 if as_text else RAW_COST)
         hold = _TextHold(self._memory, holder, asyncio.get_running_loop())
         try:
             if as_text:

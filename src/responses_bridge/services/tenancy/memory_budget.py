@@ -1,14 +1,14 @@
 """One memory budget for the requests a process holds at once, so a burst of large ones is answered 503 rather than
 the pod being killed for memory with every stream in flight — and shared, so that no caller can take it all.
 
-What a request holds is judged from its body before it is parsed: :data:`COST_PER_BODY_BYTE` times its bytes (a
-request's parsed items, translation and stored rows peak at about 30 times the JSON they came in, measured for
-100,000 tiny items: the costliest shape; ordinary text costs less); what it loads besides (a chained history, a
-conversation's items) grows its reservation as it is loaded (:meth:`Held.grow`: fairness/memory_charge.py). A request
-reserves as its body's bytes arrive,
-in steps of :data:`STEP_BYTES` (never more than its declared length), not the declared total up front: a connection
-that declares 64 MiB and sends one byte holds one step, not 1.9 GiB (:class:`Held`). The HTTP door reserves for the
-handler's life (adapters/http/params.py, limits.py), the ext_proc door for the gRPC stream's
+What a request holds is judged from its body before it is parsed, by its shape (fairness/memory_charge.py: its
+bytes and its JSON objects, counted as they arrive: a long string costs three times its bytes, a tiny item a thousand
+bytes); what it loads besides (a chained history, a conversation's items) is predicted from the store and reserved
+before it is loaded (:meth:`Held.reserve`). Bytes of no known shape (a file's, a program's) cost
+:data:`COST_PER_BODY_BYTE` each (:meth:`MemoryBudget.reserve`). A request reserves as its body's bytes arrive
+(services/tenancy/body_admission.py), a step of :data:`STEP_COST` at a time, not its declared total up front: a
+connection that declares 64 MiB and sends one byte holds one step, not 192 MiB (:class:`Held`). The HTTP door
+reserves for the handler's life (adapters/http/params.py, limits.py), the ext_proc door for the gRPC stream's
 (adapters/extproc/request_phase.py), and a WebSocket turn from the moment its frame is queued until the turn ends.
 
 Each holder (the tenant; with ``RESPONSES_BRIDGE_AUTH=none``, the caller's key: :meth:`MemoryBudget.holder`) is admitted
@@ -45,29 +45,49 @@ SHARE_EXCEEDED = "memory_share_exceeded"
 RETRY_LATER = frozenset((OVERLOADED, SHARE_EXCEEDED, PREEMPTED))
 """The codes of the budget's 503s (and of work the memory backstop ended), answered with ``Retry-After``."""
 COST_PER_BODY_BYTE = 30
+"""Budget bytes per byte of no known shape (:meth:`MemoryBudget.reserve`): the costliest shape's, 100,000 tiny items
+parsed, translated and stored (a body's own cost is judged by its shape: fairness/memory_charge.py)."""
 WAIT_SECONDS = 2.0
 DEFAULT_SHARE = 0.5
 STEP_BYTES = 64 * 1024
+"""64 KiB of a body of the costliest shape: :data:`STEP_COST` is what they cost."""
 QUEUE = 1024
 """Requests that may wait for room at once; past it the tenant waiting most loses its newest place
 (fairness/share.py)."""
 log = structlog.get_logger("responses_bridge.memory")
+STEP_COST = COST_PER_BODY_BYTE * STEP_BYTES
+"""Budget bytes reserved at a time as a body arrives (2 MiB): a body still arriving holds what its bytes so far
+cost, rounded up to it; a whole body holds its cost exactly."""
 HELD = setter(MEMORY_HELD)  # set twice a request: without the labels check of Gauge.set
-"""Body bytes reserved at a time as a body arrives (about 2 MiB of the budget)."""
 
 
-def overloaded() -> APIError:
+def overloaded(what: str = "") -> APIError:
     MEMORY_REFUSED.inc()
-    return APIError(503, "The server is holding as much request memory as it may (RESPONSES_BRIDGE_MEMORY_BUDGET_"
-                    "BYTES); retry shortly.", type="server_error", code=OVERLOADED)
+    return APIError(503, f"{what}The server is holding as much request memory as it may (RESPONSES_BRIDGE_MEMORY_"
+                    "BUDGET_BYTES); retry shortly.", type="server_error", code=OVERLOADED)
 
 
-def share_exceeded(share: float) -> APIError:
+def share_exceeded(share: float, what: str = "") -> APIError:
     MEMORY_REFUSED.inc()
-    return APIError(503, f"This caller's requests in flight hold its fair share of the server's request memory "
-                    f"(alone at most {share:.0%} of it: RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE; beside other callers "
-                    "an equal part of it); other callers are still served. Retry when some of them have ended.",
-                    type="server_error", code=SHARE_EXCEEDED)
+    return APIError(503, f"{what}This caller's requests in flight hold its fair share of the server's request "
+                    f"memory (alone at most {share:.0%} of it: RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE; beside other "
+                    "callers an equal part of it); other callers are still served. Retry when some of them have "
+                    "ended.", type="server_error", code=SHARE_EXCEEDED)
+
+
+def _loading(what: str, size: int) -> str:
+    """The start of a refusal of what a request would load: what, and its size."""
+    return f"This request would load {what} (about {size / (1 << 20):.1f} MiB of memory held): "
+
+
+def too_large_to_load(what: str, size: int, room: int) -> APIError:
+    """What a request would load is more than one caller may hold alone beside the request (``room`` left): it
+    never fits, so no retry."""
+    MEMORY_REFUSED.inc()
+    return APIError(400, f"{_loading(what, size)}more than one caller may hold of the server's request memory "
+                    f"beside the request itself ({max(0, room) / (1 << 20):.1f} MiB: RESPONSES_BRIDGE_MEMORY_BUDGET_"
+                    "BYTES × RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE, less what the request holds). Continue from a "
+                    "shorter history.", code="history_too_large")
 
 
 class Reservation:
@@ -85,6 +105,10 @@ class Reservation:
             self.task = current_task()
             budget.pool.enlist(holder, self)
 
+    @property
+    def bounded(self) -> bool:
+        return self._budget is not None and self._budget.total > 0
+
     def release(self) -> None:
         budget, self._budget = self._budget, None
         if budget is not None:
@@ -96,6 +120,13 @@ class Reservation:
         budget = self._budget
         if budget is not None and size > 0 and budget._hold(self.holder, size):
             self.bytes += size
+
+    async def reserve(self, size: int, what: str) -> None:
+        """``size`` bytes more before the request loads them (fairness/memory_charge.py): from its holder's room,
+        waiting for it, or the 503 naming ``what``; nothing once released."""
+        budget = self._budget
+        if budget is not None and size > 0:
+            self.bytes += await budget._take_loading(self.holder, size, what, self.bytes)
 
 
 NOTHING = Reservation(None, 0)
@@ -112,62 +143,60 @@ class Held:
         self._budget = budget
         self.holder = holder
         self._reservation = NOTHING
-        self.covered = 0  # body bytes the reservation pays for
+        self.covered = 0  # budget bytes of its body the reservation pays for
 
-    def _target(self, received: int, declared: int | None) -> int:
-        target = -(-received // STEP_BYTES) * STEP_BYTES
-        return min(target, declared) if declared is not None and declared >= received else target
-
-    def try_cover(self, received: int, declared: int | None = None) -> bool:
-        """Covered already, or made so without waiting: ``received`` body bytes (rounded up to a step, at most
-        ``declared``). False: :meth:`cover` must wait for room."""
+    def try_cover(self, cost: int) -> bool:
+        """Covered already, or made so without waiting: a body costing ``cost`` budget bytes so far (at most a
+        share: the largest runs alone rather than never). False: :meth:`cover` must wait for room."""
         budget = self._budget
-        if received <= self.covered or not budget.total:
+        if cost <= self.covered or not budget.total:
             return True
-        # _target, _cost and _add inlined: every request with a body comes here at least once
-        target = -(-received // STEP_BYTES) * STEP_BYTES
-        if declared is not None and declared >= received and declared < target:
-            target = declared
-        reservation = self._reservation
-        extra = max(0, min(target * COST_PER_BODY_BYTE, budget.share_bytes) - reservation.bytes)
-        if extra:
-            if budget.refusing or not budget.pool.try_take(self.holder, extra):
-                return False
-            HELD(float(budget.pool.held))
-        self.covered = target
-        if not extra:
+        extra = min(cost, budget.share_bytes) - self.covered
+        if extra <= 0:
             return True
-        if reservation is NOTHING:
-            self._reservation = Reservation(budget, extra, self.holder)
-        else:
-            reservation.bytes += extra
+        if budget.refusing or not budget.pool.try_take(self.holder, extra):
+            return False
+        HELD(float(budget.pool.held))
+        self._add(extra)
         return True
 
-    async def cover(self, received: int, declared: int | None = None) -> None:
+    async def cover(self, cost: int) -> None:
         """:meth:`try_cover`, waiting up to :data:`WAIT_SECONDS` for room; the 503 past it."""
-        if self.try_cover(received, declared):
+        if self.try_cover(cost):
             return
-        target = self._target(received, declared)
-        extra = await self._budget._take(self.holder, self._cost(target))
-        self._add(target, extra)
+        budget = self._budget
+        extra = max(0, min(cost, budget.share_bytes) - self.covered)
+        self._add(await budget._take(self.holder, extra))
 
-    async def reserve(self, body_bytes: int) -> None:
-        """The whole body at once (its bytes are all here)."""
-        await self.cover(body_bytes, body_bytes)
+    def settle(self, cost: int) -> None:
+        """The body is whole and costs ``cost``: what its last step covered beyond that is given back (the room
+        goes to whoever waits)."""
+        spare = self.covered - min(cost, self._budget.share_bytes)
+        reservation = self._reservation
+        if spare > 0 and reservation is not NOTHING:
+            self.covered -= spare
+            reservation.bytes -= spare
+            self._budget._give_back(self.holder, spare)
 
-    def _cost(self, target: int) -> int:
-        """The budget bytes to add for ``target`` body bytes: what they cost, less what is held (a request costs at
-        most a share)."""
-        return max(0, min(target * COST_PER_BODY_BYTE, self._budget.share_bytes) - self._reservation.bytes)
+    def _add(self, extra: int) -> None:
+        self.covered += extra
+        self._hold(extra)
 
-    def _add(self, target: int, extra: int) -> None:
-        self.covered = target
+    def _hold(self, extra: int) -> None:
         if not extra:
             return
         if self._reservation is NOTHING:
             self._reservation = Reservation(self._budget, extra, self.holder)
         else:
             self._reservation.bytes += extra
+
+    async def reserve(self, size: int, what: str) -> None:
+        """``size`` bytes more before the request loads them (a chained history: fairness/memory_charge.py), from
+        its holder's room: at once, or waiting in the budget's fair queue, else the 503 naming ``what`` and its
+        size; a 400 for more than a caller may hold alone (it would never fit)."""
+        budget = self._budget
+        if budget.total and size > 0:
+            self._hold(await budget._take_loading(self.holder, size, what, self._reservation.bytes))
 
     def grow(self, size: int) -> None:
         """``size`` bytes more the request already holds (fairness/memory_charge.py): its reservation grows, whatever
@@ -178,6 +207,10 @@ class Held:
     @property
     def bytes(self) -> int:
         return self._reservation.bytes
+
+    @property
+    def bounded(self) -> bool:
+        return self._budget.total > 0
 
     def release(self) -> None:
         self._reservation.release()
@@ -221,13 +254,14 @@ class MemoryBudget:
     def held_by(self, holder: str) -> int:
         return self.pool.holds(holder)
 
-    async def reserve(self, body_bytes: int, *, holder: str = DEFAULT_TENANT, wait: float = WAIT_SECONDS
-                      ) -> Reservation:
-        """Room for a request of ``body_bytes`` whose bytes are all here; raises the 503 (:func:`overloaded`,
-        :func:`share_exceeded`) when none came within ``wait`` seconds."""
+    async def reserve(self, body_bytes: int, *, holder: str = DEFAULT_TENANT, wait: float = WAIT_SECONDS,
+                      cost: int = COST_PER_BODY_BYTE) -> Reservation:
+        """Room for ``body_bytes`` whose bytes are all here, ``cost`` budget bytes each (of no known shape: the
+        costliest's); raises the 503 (:func:`overloaded`, :func:`share_exceeded`) when none came within ``wait``
+        seconds."""
         if not self.total or not body_bytes:
             return NOTHING
-        size = min(body_bytes * COST_PER_BODY_BYTE, self.share_bytes)  # the largest runs alone rather than never
+        size = min(body_bytes * cost, self.share_bytes)  # the largest runs alone rather than never
         return Reservation(self, await self._take(holder, size, wait), holder)
 
     async def charge(self, holder: str, size: int) -> Reservation:
@@ -249,11 +283,12 @@ class MemoryBudget:
             return size
         return None
 
-    async def _take(self, holder: str, size: int, wait: float = WAIT_SECONDS) -> int:
+    async def _take(self, holder: str, size: int, wait: float = WAIT_SECONDS, *, what: str = "") -> int:
+        """``size`` for ``holder``, waiting up to ``wait`` seconds; ``what``: the refusal's first words."""
         if not size:
             return 0
         if self.refusing:
-            raise overloaded()
+            raise overloaded(what)
         taken = self._try_take(holder, size)
         if taken is not None:
             return taken
@@ -261,10 +296,18 @@ class MemoryBudget:
             await self.pool.take(holder, size, wait)
         except Refused as refused:
             if refused.reason == "share":
-                raise share_exceeded(self.share) from None
-            raise overloaded() from None
+                raise share_exceeded(self.share, what) from None
+            raise overloaded(what) from None
         HELD(float(self.pool.held))
         return size
+
+    async def _take_loading(self, holder: str, size: int, what: str, held: int) -> int:
+        """:meth:`_take` of what a request holding ``held`` already will load: its refusals name ``what`` and its
+        size; more than a caller may hold alone beside what the request holds is refused at once (it would never
+        fit, however long it waited)."""
+        if size + held > self.share_bytes:
+            raise too_large_to_load(what, size, self.share_bytes - held)
+        return await self._take(holder, size, what=_loading(what, size))
 
     def _hold(self, holder: str, size: int) -> bool:
         """``size`` bytes ``holder`` holds already (fairness/memory_charge.py), counted at once: past its cap, past the

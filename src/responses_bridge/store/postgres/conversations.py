@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ...fairness.memory_charge import charge
+from ...fairness.memory_charge import reserve_loading, reserving
 from ..items import item_rows
 from ..listing import bound_params, bounds, page_sql, trim_page
 from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args, item_page
@@ -33,6 +33,11 @@ _DELETE = "DELETE FROM conversations WHERE id = $1 AND tenant = $2"
 _LOAD = """
 SELECT i.item FROM conversations AS c LEFT JOIN conversation_items AS i ON i.conversation_id = c.id
 WHERE c.id = $1 AND c.tenant = $2 ORDER BY i.seq
+"""
+_MEASURE = """
+SELECT count(DISTINCT c.id), count(i.item), coalesce(sum(octet_length(i.item)), 0)
+FROM conversations AS c LEFT JOIN conversation_items AS i ON i.conversation_id = c.id
+WHERE c.id = $1 AND c.tenant = $2
 """
 _RESOLVE_AFTER = f"""
 SELECT EXISTS {_OWNED},
@@ -106,13 +111,20 @@ class PostgresConversationStore:
             return await append_conversation_rows(conn, conversation_id, tenant, rows)
 
     async def load_items(self, conversation_id: str, *, tenant: str) -> list[dict[str, Any]] | None:
+        """The conversation's items, their cost reserved for the request before they are read
+        (fairness/memory_charge.py)."""
+        if reserving():
+            async with self._db.acquire("measure_conversation_items") as conn:
+                row = await conn.fetchrow(_MEASURE, conversation_id, tenant)
+            found, items, size = row if row is not None else (0, 0, 0)
+            if not found:
+                return None
+            await reserve_loading(int(size), items, f"the items of conversation '{conversation_id}'")
         async with self._db.acquire("load_conversation_items") as conn:
             rows = await conn.fetch(_LOAD, conversation_id, tenant)
         if not rows:
             return None
-        texts = [row[0] for row in rows if row[0] is not None]
-        charge(sum(map(len, texts)))  # the request naming it holds them now
-        return list(map(orjson.loads, texts))
+        return [orjson.loads(row[0]) for row in rows if row[0] is not None]
 
     async def list_items(self, conversation_id: str, *, tenant: str, after: str | None = None, limit: int = 20,
                          order: str = "desc") -> ItemPage | None:

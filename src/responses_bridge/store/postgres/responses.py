@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ...fairness.memory_charge import charge
+from ...fairness.memory_charge import reserve_loading, reserving
 from ..items import MAX_CHAIN_DEPTH, item_rows
 from ..listing import bounds, responses_page, trim_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponseIdTaken, ResponsePage, check_page_args, item_page
 from .database import PostgresDatabase
 from .sql import check_lease, columns, numbered, page_bounds, pg_texts, resolve_keys
-from .stored_items import find_items
+from .stored_items import find_items, measure_items
 
 if TYPE_CHECKING:
     from .migrations import Connection
@@ -74,6 +74,12 @@ WITH RECURSIVE chain (id, previous_response_id, depth) AS (
 )
 SELECT i.item FROM chain LEFT JOIN response_items AS i ON i.response_id = chain.id
 ORDER BY chain.depth DESC, i.kind, i.position
+"""
+# What loading the chain would read, before it is read (fairness/memory_charge.py): its responses, its items and their
+# bytes (``octet_length`` of a bytea reads a TOASTed value's header, not its content).
+_MEASURE_HISTORY = _LOAD_HISTORY.split("SELECT i.item", 1)[0] + """SELECT count(DISTINCT chain.id), count(i.item),
+       coalesce(sum(octet_length(i.item)), 0)
+FROM chain LEFT JOIN response_items AS i ON i.response_id = chain.id
 """
 _RESOLVE_CURSORS = """
 SELECT
@@ -203,15 +209,28 @@ class PostgresResponseStore:
         return ResponsePage(data=[bytes(row[1]) for row in rows], ids=[row[0] for row in rows], has_more=has_more)
 
     async def load_history(self, response_id: str, *, tenant: str) -> list[dict[str, Any]] | None:
+        """The chain's items, oldest first; None for an unknown response. What they will cost the request is
+        reserved first, from their sizes (fairness/memory_charge.py): it waits for room, or is refused naming
+        them, before a row is read."""
+        if reserving():
+            async with self.db.acquire("measure_history") as conn:
+                row = await conn.fetchrow(_MEASURE_HISTORY, response_id, tenant, MAX_CHAIN_DEPTH)
+            responses, items, size = row if row is not None else (0, 0, 0)
+            if not responses:
+                return None
+            await reserve_loading(int(size), items, f"the history of previous_response_id '{response_id}'")
         async with self.db.acquire("load_history") as conn:
             rows = await conn.fetch(_LOAD_HISTORY, response_id, tenant, MAX_CHAIN_DEPTH)
         if not rows:
             return None
-        texts = [row[0] for row in rows if row[0] is not None]
-        charge(sum(map(len, texts)))  # the request continuing the chain holds them now
-        return list(map(orjson.loads, texts))
+        return [orjson.loads(row[0]) for row in rows if row[0] is not None]
 
     async def find_items(self, item_ids: Sequence[str], *, tenant: str) -> dict[str, dict[str, Any]]:
+        """The items named, their cost reserved for the request before they are read (as :meth:`load_history`)."""
+        if item_ids and reserving():
+            async with self.db.acquire("measure_items") as conn:
+                items, size = await measure_items(conn, item_ids, tenant)
+            await reserve_loading(size, items, f"the {len(item_ids)} items named by item_reference")
         async with self.db.acquire("find_items") as conn:
             return await find_items(conn, item_ids, tenant)
 

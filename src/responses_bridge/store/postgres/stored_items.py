@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ...fairness.memory_charge import charge
-
 if TYPE_CHECKING:
     from .migrations import Connection
 
@@ -24,6 +22,15 @@ SELECT wanted.id, COALESCE(
      WHERE c.item_id = wanted.id AND v.tenant = $2 LIMIT 1))
 FROM unnest($1::text[]) AS wanted (id)
 """
+_MEASURE_ITEMS = """
+SELECT count(found), coalesce(sum(found), 0) FROM (SELECT COALESCE(
+    (SELECT octet_length(i.item) FROM response_items AS i JOIN responses AS r ON r.id = i.response_id
+     WHERE i.item_id = wanted.id AND r.tenant = $2 LIMIT 1),
+    (SELECT octet_length(c.item) FROM conversation_items AS c JOIN conversations AS v ON v.id = c.conversation_id
+     WHERE c.item_id = wanted.id AND v.tenant = $2 LIMIT 1)) AS found
+FROM unnest($1::text[]) AS wanted (id)) AS sizes
+"""
+"""What :data:`_FIND_ITEMS` would read, before it is read: the items found and their bytes."""
 
 
 async def find_items(conn: Connection, item_ids: Sequence[str], tenant: str) -> dict[str, dict[str, Any]]:
@@ -31,5 +38,11 @@ async def find_items(conn: Connection, item_ids: Sequence[str], tenant: str) -> 
     if not item_ids:
         return {}
     rows = await conn.fetch(_FIND_ITEMS, list(dict.fromkeys(item_ids)), tenant)
-    charge(sum(len(row[1]) for row in rows if row[1] is not None))  # the request naming them holds them now
     return {row[0]: orjson.loads(row[1]) for row in rows if row[1] is not None}
+
+
+async def measure_items(conn: Connection, item_ids: Sequence[str], tenant: str) -> tuple[int, int]:
+    """How many of the ids ``tenant`` has an item of, and their bytes (no content read)."""
+    row = await conn.fetchrow(_MEASURE_ITEMS, list(dict.fromkeys(item_ids)), tenant)
+    items, size = row if row is not None else (0, 0)
+    return int(items), int(size)

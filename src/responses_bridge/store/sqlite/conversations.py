@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from ...fairness.memory_charge import charge
+from ...fairness.memory_charge import reserve_loading, reserving
 from ..items import item_rows
 from ..listing import Bounds, bound_params, bounds, page_sql, trim_page
 from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args, item_page
@@ -28,6 +28,12 @@ _LOAD = """
 SELECT i.item FROM conversations AS c LEFT JOIN conversation_items AS i ON i.conversation_id = c.id
 WHERE c.id = ? AND c.tenant = ? ORDER BY i.seq
 """
+_MEASURE = """
+SELECT count(c.id), count(i.item), coalesce(sum(length(i.item)), 0)
+FROM conversations AS c LEFT JOIN conversation_items AS i ON i.conversation_id = c.id
+WHERE c.id = ? AND c.tenant = ?
+"""
+"""What :data:`_LOAD` would read, before it is read (fairness/memory_charge.py): the items and their bytes."""
 
 # Items are reached only through their conversation of the caller's tenant, in the same statement.
 _OWNED = "conversation_id IN (SELECT id FROM conversations WHERE id = :id AND tenant = :tenant)"
@@ -106,13 +112,18 @@ class SQLiteConversationStore:
         return await self._db.run_write("append_conversation_items", append)
 
     async def load_items(self, conversation_id: str, *, tenant: str) -> list[dict[str, Any]] | None:
+        """The conversation's items, their cost reserved for the request before they are read."""
+        if reserving():
+            async with self._db.reading() as conn:
+                [(found, items, size)] = await conn.execute_fetchall(_MEASURE, (conversation_id, tenant))
+            if not found:
+                return None
+            await reserve_loading(size, items, f"the items of conversation '{conversation_id}'")
         async with self._db.reading() as conn:
             rows = list(await conn.execute_fetchall(_LOAD, (conversation_id, tenant)))
         if not rows:
             return None
-        texts = [item for (item,) in rows if item is not None]
-        charge(sum(map(len, texts)))  # the request naming it holds them now
-        return list(map(orjson.loads, texts))
+        return [orjson.loads(item) for (item,) in rows if item is not None]
 
     async def list_items(self, conversation_id: str, *, tenant: str, after: str | None = None, limit: int = 20,
                          order: str = "desc") -> ItemPage | None:

@@ -28,7 +28,7 @@ import aiosqlite
 import orjson
 import platformdirs
 
-from ...fairness.memory_charge import charge
+from ...fairness.memory_charge import reserve_loading, reserving
 from .. import metrics
 from ..items import MAX_CHAIN_DEPTH
 from ..listing import bounds, responses_page, trim_page
@@ -37,7 +37,7 @@ from .db_thread import on_db_thread as _on_db_thread
 from .migrations import LATEST_VERSION, migrate
 from .private_files import make_private_database, make_private_directory
 from .response_rows import _Save, _save_row, _write_saves
-from .stored_items import find_items
+from .stored_items import find_items, measure_items
 from .transactions import purge_ranges
 
 T = TypeVar("T")
@@ -61,6 +61,12 @@ WITH RECURSIVE chain(id, previous_response_id, depth) AS (
     WHERE chain.depth < :max_depth
 )
 SELECT chain.depth, i.kind, i.position, i.item
+FROM chain LEFT JOIN response_items AS i ON i.response_id = chain.id
+"""
+# What loading the chain would read, before it is read (fairness/memory_charge.py): its responses, its items and their
+# bytes, from the rows' headers (``length()`` of a BLOB reads no content).
+_MEASURE_HISTORY = _LOAD_HISTORY.split("SELECT chain.depth", 1)[0] + """SELECT count(DISTINCT chain.id), count(i.item),
+       coalesce(sum(length(i.item)), 0)
 FROM chain LEFT JOIN response_items AS i ON i.response_id = chain.id
 """
 
@@ -398,20 +404,32 @@ class SQLiteResponseStore:
         return ResponsePage(data=[row[1] for row in rows], ids=[row[0] for row in rows], has_more=has_more)
 
     async def load_history(self, response_id: str, *, tenant: str) -> list[dict[str, Any]] | None:
+        """The chain's items, oldest first; None for an unknown response. What they will cost the request is
+        reserved first, from their sizes (fairness/memory_charge.py): it waits for room, or is refused naming
+        them, before a row is read."""
+        bounds = {"id": response_id, "tenant": tenant, "max_depth": MAX_CHAIN_DEPTH}
+        if reserving():
+            async with self._read("measure_history") as conn:
+                [(responses, items, size)] = await conn.execute_fetchall(_MEASURE_HISTORY, bounds)
+            if not responses:
+                return None
+            await reserve_loading(size, items, f"the history of previous_response_id '{response_id}'")
         async with self._read("load_history") as conn:
-            rows = list(await conn.execute_fetchall(
-                _LOAD_HISTORY, {"id": response_id, "tenant": tenant, "max_depth": MAX_CHAIN_DEPTH}))
+            rows = list(await conn.execute_fetchall(_LOAD_HISTORY, bounds))
         if not rows:
             return None
         found = [row for row in rows if row[3] is not None]
         found.sort(key=lambda row: (-row[0], row[1], row[2]))
-        texts = [row[3] for row in found]
-        charge(sum(map(len, texts)))  # the request continuing the chain holds them now
-        return list(map(orjson.loads, texts))
+        return [orjson.loads(row[3]) for row in found]
 
     # -- retention (across tenants: workers only) ------------------------------------------------------------
 
     async def find_items(self, item_ids: Sequence[str], *, tenant: str) -> dict[str, dict[str, Any]]:
+        """The items named, their cost reserved for the request before they are read (as :meth:`load_history`)."""
+        if item_ids and reserving():
+            async with self._read("measure_items") as conn:
+                items, size = await measure_items(conn, item_ids, tenant)
+            await reserve_loading(size, items, f"the {len(item_ids)} items named by item_reference")
         async with self._read("find_items") as conn:
             return await find_items(conn, item_ids, tenant)
 

@@ -15,8 +15,6 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from ...fairness.memory_charge import charge
-
 _FIND_ITEMS = """
 SELECT wanted.value, COALESCE(
     (SELECT i.item FROM response_items AS i JOIN responses AS r ON r.id = i.response_id
@@ -25,13 +23,30 @@ SELECT wanted.value, COALESCE(
      WHERE c.item_id = wanted.value AND v.tenant = :tenant LIMIT 1))
 FROM json_each(:ids) AS wanted
 """
+_MEASURE_ITEMS = """
+SELECT count(found), coalesce(sum(found), 0) FROM (SELECT COALESCE(
+    (SELECT length(i.item) FROM response_items AS i JOIN responses AS r ON r.id = i.response_id
+     WHERE i.item_id = wanted.value AND r.tenant = :tenant LIMIT 1),
+    (SELECT length(c.item) FROM conversation_items AS c JOIN conversations AS v ON v.id = c.conversation_id
+     WHERE c.item_id = wanted.value AND v.tenant = :tenant LIMIT 1)) AS found
+FROM json_each(:ids) AS wanted)
+"""
+"""What :data:`_FIND_ITEMS` would read, before it is read: the items found and their bytes."""
 
 
 async def find_items(conn: aiosqlite.Connection, item_ids: Sequence[str], tenant: str) -> dict[str, dict[str, Any]]:
     """``{id: item}`` for the ids ``tenant`` has an item of."""
     if not item_ids:
         return {}
-    rows = await conn.execute_fetchall(_FIND_ITEMS, {"ids": orjson.dumps(list(dict.fromkeys(item_ids))).decode(),
-                                                     "tenant": tenant})
-    charge(sum(len(row[1]) for row in rows if row[1] is not None))  # the request naming them holds them now
+    rows = await conn.execute_fetchall(_FIND_ITEMS, _ids(item_ids, tenant))
     return {row[0]: orjson.loads(row[1]) for row in rows if row[1] is not None}
+
+
+async def measure_items(conn: aiosqlite.Connection, item_ids: Sequence[str], tenant: str) -> tuple[int, int]:
+    """How many of the ids ``tenant`` has an item of, and their bytes, from the rows' headers (nothing read)."""
+    [(items, size)] = await conn.execute_fetchall(_MEASURE_ITEMS, _ids(item_ids, tenant))
+    return int(items), int(size)
+
+
+def _ids(item_ids: Sequence[str], tenant: str) -> dict[str, str]:
+    return {"ids": orjson.dumps(list(dict.fromkeys(item_ids))).decode(), "tenant": tenant}

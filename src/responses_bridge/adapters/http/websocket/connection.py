@@ -48,6 +48,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ....engine.sse import DONE_FRAME
 from ....engine.wire import JSON_CONTENT_TYPE
+from ....fairness.memory_charge import body_cost
 from ....protocol.errors import APIError
 from ....protocol.request_checks import check_depth
 from ....protocol.responses.request import check_input_count
@@ -210,8 +211,8 @@ class WebSocketSession:
         """A checked ``response.create`` frame onto its lane: a client's, or an injected response's successor
         (queued from that lane's own turn too, so it never waits for room a turn behind it would free)."""
         suffix = lane_suffix(stream_id)
-        try:  # what the turn will cost parsed, held from now to its end: a 503 past the process's budget
-            held = await self.runtime.memory.reserve(len(frame), holder=self.memory_holder)
+        try:  # what the turn will cost parsed (by its shape), held from now to its end: a 503 past the budget
+            held = await self.runtime.memory.charge(self.memory_holder, body_cost(frame))
         except APIError as error:
             await self.send_error(error, suffix)
             return
