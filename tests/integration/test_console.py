@@ -1,0 +1,368 @@
+"""The console in a real browser: a real sidecar's HTTP door (keys mode, two tenants and an operator, each with a
+key made by ``responses-bridge keys create``), traffic made through it with the openai SDK, and the system's
+Chromium driven by Playwright (never a browser of its own) signing in, searching, following links and posting
+forms as a person would.
+
+What it proves: a sign-in takes a key and answers with a sealed, HttpOnly, SameSite=Strict cookie (the key is never
+in a page); a response is found by its text and shown as the conversation it was (a function call's arguments,
+its output, the chain back through ``previous_response_id``); the usage chart counts the requests just made; an
+operator sees a tenant holding a shared pool and revokes a key (which the API then refuses); another tenant,
+crawling every page and link it can reach, sees none of the first tenant's objects; markup a model or a client
+wrote shows as text; a form posted from another site changes nothing; no key or secret is in any page's HTML.
+
+``RESPONSES_BRIDGE_CONSOLE_SCREENSHOTS=<dir>`` saves each page's screenshot there (docs/console.md's pictures)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+import openai
+import pytest
+from aiohttp import web
+from pydantic import SecretStr
+
+from responses_bridge.adapters.http.server import HttpDoor, start_http_server
+from responses_bridge.config.settings import Settings
+from responses_bridge.demo.procs import free_port
+from responses_bridge.runtime import Runtime
+from responses_bridge.serve import open_runtime
+from tests.support.bridge import create_keys, keys_command
+from tests.support.postgres import sidecar_env
+from tests.support.sdk import async_sdk
+
+MODEL = "fake-model"
+ALPHA, BRAVO = "alpha", "bravo"
+CHROMIUM = "/usr/bin/chromium"
+XSS = "<img src=x onerror=alert(1)>"
+MARKUP_TITLE = "<script>alert('title')</script><b>bold</b>"
+WEATHER = {"type": "function", "name": "lookup_weather", "description": "the weather in a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+SHOTS = os.environ.get("RESPONSES_BRIDGE_CONSOLE_SCREENSHOTS")
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
+                                reason="no system Chromium at /usr/bin/chromium")
+
+
+@dataclass
+class Made:
+    """What the traffic stored, by tenant."""
+
+    call: str = ""  # alpha's response with the function call
+    answer: str = ""  # alpha's response answering it (previous_response_id: call)
+    search: str = ""  # alpha's response found by its text
+    xss: str = ""  # alpha's response whose text is markup
+    titled: str = ""  # alpha's response whose input carries a citation titled with markup
+    bravo: str = ""
+
+
+@dataclass
+class Console:
+    url: str
+    keys: dict[str, str]  # alpha, bravo, and the operator's
+    runtime: Runtime
+    http: HttpDoor
+    made: Made
+    secrets: list[str]  # every key and the sealing key: never in a page
+
+    def sdk(self, tenant: str) -> openai.AsyncOpenAI:
+        return async_sdk(base_url=f"{self.url}/v1", api_key=self.keys[tenant], max_retries=0, timeout=60)
+
+
+async def make_traffic(console: Console) -> None:
+    alpha, bravo, made = console.sdk(ALPHA), console.sdk(BRAVO), console.made
+    call = await alpha.responses.create(model=MODEL, input="call lookup_weather Paris", tools=[WEATHER])  # type: ignore[list-item]
+    function_call = next(item for item in call.output if item.type == "function_call")
+    answer = await alpha.responses.create(model=MODEL, previous_response_id=call.id, tools=[WEATHER],  # type: ignore[list-item]
+                                          input=[{"type": "function_call_output", "call_id": function_call.call_id,
+                                                  "output": "sunny and 21 degrees"}])
+    search = await alpha.responses.create(model=MODEL, input="the periwinkle heron flies at dawn")
+    xss = await alpha.responses.create(model=MODEL, input=XSS)
+    titled = await alpha.responses.create(model=MODEL, input=[
+        {"role": "assistant", "content": [{"type": "output_text", "text": "see the page", "annotations": [
+            {"type": "url_citation", "title": MARKUP_TITLE, "url": "https://example.com/", "start_index": 0,
+             "end_index": 3}]}]},
+        {"role": "user", "content": "what did that page say?"}])
+    other = await bravo.responses.create(model=MODEL, input="bravo's own marmalade question")
+    made.call, made.answer, made.search, made.xss, made.titled, made.bravo = (
+        call.id, answer.id, search.id, xss.id, titled.id, other.id)
+
+
+@pytest.fixture(scope="module")
+async def console(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Console]:
+    tmp = tmp_path_factory.mktemp("console")
+    db = str(tmp / "bridge.db")
+    keys = create_keys(db, [ALPHA, BRAVO])
+    made_operator = keys_command(db, "create", "--operator", "--tenant", "ops")
+    assert made_operator.returncode == 0, made_operator.stderr
+    keys["operator"] = made_operator.stdout.strip()
+    database = sidecar_env(db).get("RESPONSES_BRIDGE_DATABASE_URL")
+    settings = Settings(upstream=fake_upstream, db=db, auth="keys", console="on",
+                        database_url=SecretStr(database) if database else None)
+    runtime = await open_runtime(settings)
+    port = free_port()
+    http = await start_http_server(runtime, "127.0.0.1", port)
+    sealing = (tmp / "sealing.key").read_text().strip() if (tmp / "sealing.key").exists() else ""
+    started = Console(f"http://127.0.0.1:{port}", keys, runtime, http, Made(),
+                      [*keys.values(), *([sealing] if sealing else [])])
+    try:
+        await make_traffic(started)
+        yield started
+    finally:
+        await http.close()
+        await runtime.close()
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def signed_in(browser: Any, console: Console, who: str) -> Any:
+    """A fresh browser context signed in with ``who``'s key, through the sign-in page; its page."""
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(f"{console.url}/console")
+    assert page.url.endswith("/console/sign-in")
+    await page.fill("input[name=key]", console.keys[who])
+    await page.click("button[type=submit]")
+    await page.wait_for_url(re.compile(r"/console/logs$"))
+    return page
+
+
+async def shot(page: Any, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(Path(SHOTS) / f"console-{name}.png"), full_page=True)
+
+
+async def test_signing_in_sets_a_sealed_strict_cookie_and_no_page_carries_the_key(browser: Any,
+                                                                                  console: Console) -> None:
+    page = await signed_in(browser, console, ALPHA)
+    cookies = await page.context.cookies()
+    assert [cookie["name"] for cookie in cookies] == ["rb_console"]
+    cookie = cookies[0]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["expires"] > 0
+    assert console.keys[ALPHA] not in cookie["value"] and cookie["value"].startswith("rb1.")
+    assert await page.evaluate("document.cookie") == ""  # no script of the page can read it
+    assert console.keys[ALPHA] not in await page.content()
+    await page.context.close()
+    # a wrong key is refused on the page, with nothing set
+    context = await browser.new_context()
+    wrong = await context.new_page()
+    await wrong.goto(f"{console.url}/console/sign-in")
+    await wrong.fill("input[name=key]", "rbk_000000000000_" + "A" * 43)
+    await wrong.click("button[type=submit]")
+    assert "not accepted" in await wrong.inner_text(".error")
+    await shot(wrong, "sign-in")
+    assert await context.cookies() == []
+    await context.close()
+
+
+async def test_a_response_is_found_by_its_text_and_shows_its_call_its_output_and_its_chain(
+        browser: Any, console: Console) -> None:
+    page = await signed_in(browser, console, ALPHA)
+    await shot(page, "logs")
+    await page.fill("input[name=text]", "periwinkle heron")
+    await page.click(".filters button[type=submit]")
+    links = page.locator("#responses a.response-link")
+    assert await links.all_inner_texts() == [console.made.search]
+    await page.goto(f"{console.url}/console/logs/{console.made.answer}")
+    conversation = await page.inner_text(".conversation")
+    assert "sunny and 21 degrees" in conversation  # the call's output, as the answer's input
+    assert "Tool result: sunny and 21 degrees" in conversation  # the model's answer to it
+    await shot(page, "response")
+    await page.click("#chain a.chain-link")  # back along previous_response_id
+    await page.wait_for_url(re.compile(re.escape(console.made.call)))
+    call = page.locator("article.call")
+    assert "lookup_weather" in await call.inner_text()
+    assert '"city": "Paris"' in await call.locator("pre").first.inner_text()  # its arguments
+    await page.context.close()
+
+
+async def test_the_usage_chart_counts_the_requests_just_made(browser: Any, console: Console) -> None:
+    page = await signed_in(browser, console, ALPHA)
+    await page.goto(f"{console.url}/console/usage")
+    legend = page.locator("section.chart").first.locator(f"li[data-series='{MODEL}']")
+    before = int(await legend.get_attribute("data-requests") or "0")
+    assert before == 5  # alpha's five responses (bravo's is not alpha's)
+    await console.sdk(ALPHA).responses.create(model=MODEL, input="one more")
+    await page.reload()
+    assert int(await legend.get_attribute("data-requests") or "0") == before + 1
+    assert await page.locator("section.chart svg rect").count() >= 1
+    await shot(page, "usage")
+    await page.context.close()
+
+
+async def test_markup_a_model_or_a_client_wrote_shows_as_text(browser: Any, console: Console) -> None:
+    page = await signed_in(browser, console, ALPHA)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    await page.goto(f"{console.url}/console/logs/{console.made.xss}")
+    assert XSS in await page.inner_text(".conversation")  # the client's text and the model's echo, as text
+    assert await page.locator("img[src=x]").count() == 0
+    await page.goto(f"{console.url}/console/logs/{console.made.titled}")
+    assert MARKUP_TITLE in await page.inner_text("ul.links")  # a cited page's title, as text
+    assert await page.locator("ul.links b, ul.links script").count() == 0
+    await page.goto(f"{console.url}/console/logs?text=" + "%3Cimg")
+    assert XSS in await page.inner_text("#responses")
+    await asyncio.sleep(0.2)
+    assert dialogs == []
+    await page.context.close()
+
+
+async def test_an_operator_sees_a_tenant_holding_a_pool_and_revokes_a_key(browser: Any, console: Console) -> None:
+    page = await signed_in(browser, console, "operator")
+    # bravo holds an upstream connection: a streamed answer whose words come slowly
+    stream = asyncio.create_task(_slow_stream(console))
+    try:
+        for _ in range(100):
+            await page.goto(f"{console.url}/console/operations")
+            holder = page.locator("[data-pool='upstream connections'] tr.holder[data-tenant='bravo']")
+            if await holder.count():
+                break
+            await asyncio.sleep(0.1)
+        assert await holder.count() == 1
+        await shot(page, "operations")
+    finally:
+        await stream
+    # a key made here for a new tenant, shown once, then revoked: the API refuses it from then on
+    await page.fill("#keys input[name=tenant]", "charlie")
+    await page.click("#keys button[type=submit]")
+    made = (await page.inner_text("pre.secret")).strip()
+    charlie = async_sdk(base_url=f"{console.url}/v1", api_key=made, max_retries=0, timeout=60)
+    assert (await charlie.responses.create(model=MODEL, input="hi")).status == "completed"
+    await page.goto(f"{console.url}/console/operations")
+    key_id = made.split("_")[1]
+    await page.click(f"tr.key[data-key='{key_id}'] button")
+    await page.wait_for_url(re.compile(r"/console/operations$"))
+    assert await page.locator(f"tr.key[data-key='{key_id}'] button").count() == 0
+    with pytest.raises(openai.AuthenticationError, match="revoked"):
+        await charlie.responses.create(model=MODEL, input="hi again")
+    await page.context.close()
+
+
+async def _slow_stream(console: Console) -> None:
+    stream = await console.sdk(BRAVO).responses.create(model=MODEL, input="slowly [chunks=30] [delay=100]",
+                                                       stream=True)
+    async for _ in stream:
+        pass
+
+
+async def crawl(page: Any, start: str, *, limit: int = 150) -> dict[str, str]:
+    """Every console page reachable by links from ``start`` (GET only, same origin): URL to HTML."""
+    seen: dict[str, str] = {}
+    queue = [start]
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(start))
+    while queue and len(seen) < limit:
+        url = queue.pop(0)
+        if url in seen:
+            continue
+        await page.goto(url)
+        seen[url] = await page.content()
+        for href in await page.eval_on_selector_all("a[href]", "links => links.map(link => link.href)"):
+            target = urljoin(url, href).split("#")[0]
+            if target.startswith(origin + "/console") and target not in seen and "/static/" not in target:
+                queue.append(target)
+    return seen
+
+
+async def test_another_tenant_sees_none_of_the_first_tenants_objects_on_any_page(browser: Any,
+                                                                              console: Console) -> None:
+    page = await signed_in(browser, console, BRAVO)
+    made = console.made
+    alphas = [made.call, made.answer, made.search, made.xss, made.titled]
+    pages = await crawl(page, f"{console.url}/console/logs")
+    pages.update(await crawl(page, f"{console.url}/console/logs?tenant=alpha"))  # a tenant's choice is ignored
+    assert len(pages) >= 4
+    for url, html in pages.items():
+        for alpha in alphas:
+            assert alpha not in html, url
+        assert "periwinkle" not in html and "Paris" not in html, url
+    assert any(made.bravo in html for html in pages.values())
+    for alpha in alphas:  # asked for by id: the API's answer, not found
+        answer = await page.goto(f"{console.url}/console/logs/{alpha}?tenant=alpha")
+        assert answer.status == 404 and alpha not in (await page.content()).split("<main>")[1].replace(
+            f"/console/logs/{alpha}", "")
+    denied = await page.goto(f"{console.url}/console/operations")
+    assert denied.status == 403  # Operations: operators only
+    await page.context.close()
+
+
+async def test_no_key_or_secret_is_in_any_pages_html(browser: Any, console: Console) -> None:
+    for who in (ALPHA, BRAVO, "operator"):
+        page = await signed_in(browser, console, who)
+        pages = await crawl(page, f"{console.url}/console/logs")
+        pages.update(await crawl(page, f"{console.url}/console/operations"))
+        cookie = (await page.context.cookies())[0]["value"]
+        for url, html in pages.items():
+            for secret in [*console.secrets, cookie]:
+                assert secret not in html, url
+            assert not re.search(r"rbk_[0-9a-f]{12}_", html), url
+        await page.context.close()
+
+
+async def test_a_form_posted_from_another_site_changes_nothing(browser: Any, console: Console,
+                                                               tmp_path: Path) -> None:
+    keys = console.runtime.api_keys
+    assert keys is not None
+    target = next(key for key in await keys.list_keys() if key.tenant == BRAVO)
+    page = await signed_in(browser, console, "operator")  # the operator's cookie is in this browser
+    evil_port = free_port()
+    # another site: a page of its own origin (localhost, not 127.0.0.1) posting to the console by itself
+    form = (f"<form id=f method=post action='{console.url}/console/operations/keys/{target.id}/revoke'>"
+            "<input name=csrf value=guess></form><script>document.getElementById('f').submit()</script>")
+    async def other_site(request: web.Request) -> web.Response:
+        return web.Response(text=form, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", other_site)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", evil_port).start()
+    try:
+        answers: list[int] = []
+        page.on("response", lambda response: answers.append(response.status) if "/revoke" in response.url else None)
+        await page.goto(f"http://localhost:{evil_port}/")
+        await page.wait_for_load_state("networkidle")
+        assert answers and all(status in (303, 403) for status in answers), answers
+    finally:
+        await runner.cleanup()
+    found = await keys.find_key(target.id)
+    assert found is not None and found.revoked_at is None  # bravo's key still works
+    assert (await console.sdk(BRAVO).responses.create(model=MODEL, input="still here")).status == "completed"
+    # the same post without the page's token, even from the console's own origin, is refused too
+    async with aiohttp.ClientSession() as session:
+        cookie = (await page.context.cookies())[0]["value"]
+        async with session.post(f"{console.url}/console/operations/keys/{target.id}/revoke",
+                                data={"csrf": "guess"}, cookies={"rb_console": cookie}, allow_redirects=False,
+                                headers={"Origin": console.url, "Sec-Fetch-Site": "same-origin"}) as answer:
+            assert answer.status == 403
+    assert (await keys.find_key(target.id)).revoked_at is None  # type: ignore[union-attr]
+    await page.context.close()
+
+
+async def test_pages_carry_a_strict_policy_and_the_api_is_untouched(console: Console) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{console.url}/console/sign-in") as answer:
+            policy = answer.headers["Content-Security-Policy"]
+            assert "default-src 'self'" in policy and "unsafe-inline" not in policy
+            assert "<script" not in await answer.text()
+        async with session.get(f"{console.url}/console/logs", allow_redirects=False) as answer:
+            assert answer.status == 303 and answer.headers["Location"] == "/console/sign-in"
+        async with session.get(f"{console.url}/v1/responses/{console.made.call}") as answer:
+            assert answer.status == 401  # the API still wants its key: the console's route opened nothing
