@@ -27,15 +27,11 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
-from pydantic import SecretStr
 
-from responses_bridge.adapters.http.server import HttpDoor, start_http_server
-from responses_bridge.config.settings import Settings
 from responses_bridge.demo.procs import free_port
-from responses_bridge.runtime import Runtime
-from responses_bridge.serve import open_runtime
-from tests.support.bridge import create_keys, keys_command
-from tests.support.postgres import sidecar_env
+from responses_bridge.envoy_config.filters import Auth
+from tests.support.bridge import create_keys, keys_command, running_sidecar
+from tests.support.gateway import envoy_before
 from tests.support.sdk import async_sdk
 
 MODEL = "fake-model"
@@ -65,24 +61,33 @@ class Made:
 
 @dataclass
 class Console:
-    url: str
+    url: str  # the sidecar's HTTP door, where the console is
+    envoy: str  # Envoy's listener in front of it (keys mode): the other door the traffic takes
+    db: str
     keys: dict[str, str]  # alpha, bravo, and the operator's
-    runtime: Runtime
-    http: HttpDoor
     made: Made
     secrets: list[str]  # every key and the sealing key: never in a page
 
-    def sdk(self, tenant: str) -> openai.AsyncOpenAI:
-        return async_sdk(base_url=f"{self.url}/v1", api_key=self.keys[tenant], max_retries=0, timeout=60)
+    def sdk(self, tenant: str, door: str = "http") -> openai.AsyncOpenAI:
+        base = self.url if door == "http" else self.envoy
+        return async_sdk(base_url=f"{base}/v1", api_key=self.keys[tenant], max_retries=0, timeout=60)
+
+    def key_rows(self) -> dict[str, list[str]]:
+        """``keys list`` of the sidecar's database, by key id."""
+        listed = keys_command(self.db, "list")
+        assert listed.returncode == 0, listed.stderr
+        return {line.split()[0]: line.split() for line in listed.stdout.splitlines()[1:]}
 
 
 async def make_traffic(console: Console) -> None:
-    alpha, bravo, made = console.sdk(ALPHA), console.sdk(BRAVO), console.made
-    call = await alpha.responses.create(model=MODEL, input="call lookup_weather Paris", tools=[WEATHER])  # type: ignore[list-item]
+    """Alpha's responses through both doors (the function call and its answer through Envoy, the rest through the
+    HTTP door), bravo's one."""
+    alpha, via_envoy, bravo, made = console.sdk(ALPHA), console.sdk(ALPHA, "envoy"), console.sdk(BRAVO), console.made
+    call = await via_envoy.responses.create(model=MODEL, input="call lookup_weather Paris", tools=[WEATHER])  # type: ignore[list-item]
     function_call = next(item for item in call.output if item.type == "function_call")
-    answer = await alpha.responses.create(model=MODEL, previous_response_id=call.id, tools=[WEATHER],  # type: ignore[list-item]
-                                          input=[{"type": "function_call_output", "call_id": function_call.call_id,
-                                                  "output": "sunny and 21 degrees"}])
+    answer = await via_envoy.responses.create(model=MODEL, previous_response_id=call.id, tools=[WEATHER],  # type: ignore[list-item]
+                                              input=[{"type": "function_call_output", "call_id": function_call.call_id,
+                                                      "output": "sunny and 21 degrees"}])
     search = await alpha.responses.create(model=MODEL, input="the periwinkle heron flies at dawn")
     xss = await alpha.responses.create(model=MODEL, input=XSS)
     titled = await alpha.responses.create(model=MODEL, input=[
@@ -103,21 +108,14 @@ async def console(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) 
     made_operator = keys_command(db, "create", "--operator", "--tenant", "ops")
     assert made_operator.returncode == 0, made_operator.stderr
     keys["operator"] = made_operator.stdout.strip()
-    database = sidecar_env(db).get("RESPONSES_BRIDGE_DATABASE_URL")
-    settings = Settings(upstream=fake_upstream, db=db, auth="keys", console="on",
-                        database_url=SecretStr(database) if database else None)
-    runtime = await open_runtime(settings)
-    port = free_port()
-    http = await start_http_server(runtime, "127.0.0.1", port)
-    sealing = (tmp / "sealing.key").read_text().strip() if (tmp / "sealing.key").exists() else ""
-    started = Console(f"http://127.0.0.1:{port}", keys, runtime, http, Made(),
-                      [*keys.values(), *([sealing] if sealing else [])])
-    try:
+    async with running_sidecar(str(tmp), fake_upstream, "--db", db,
+                               env={"RESPONSES_BRIDGE_AUTH": "keys", "RESPONSES_BRIDGE_CONSOLE": "on"}) as sidecar, \
+            envoy_before(sidecar, auth=Auth(mode="keys")) as envoy:
+        sealing = tmp / "sealing.key"
+        started = Console(sidecar.http_url, envoy, db, keys, Made(),
+                          [*keys.values(), *([sealing.read_text().strip()] if sealing.exists() else [])])
         await make_traffic(started)
         yield started
-    finally:
-        await http.close()
-        await runtime.close()
 
 
 @pytest.fixture(scope="module")
@@ -263,6 +261,21 @@ async def _slow_stream(console: Console) -> None:
         pass
 
 
+async def test_an_operator_sees_every_tenant_and_keys_list_names_its_key(browser: Any, console: Console) -> None:
+    page = await signed_in(browser, console, "operator")
+    await page.goto(f"{console.url}/console/logs?tenant=alpha")
+    assert console.made.search in await page.inner_text("#responses")
+    await page.goto(f"{console.url}/console/logs?tenant=bravo")
+    assert console.made.bravo in await page.inner_text("#responses")
+    await page.goto(f"{console.url}/console/usage")  # every tenant's, and a chart by tenant
+    by_tenant = page.locator("section.chart", has_text="Requests by tenant")
+    assert {await item.get_attribute("data-series") for item in await by_tenant.locator("li").all()} >= {ALPHA, BRAVO}
+    rows = console.key_rows()
+    assert rows[console.keys["operator"].split("_")[1]][5] == "operator"
+    assert rows[console.keys[ALPHA].split("_")[1]][5] == "tenant"
+    await page.context.close()
+
+
 async def crawl(page: Any, start: str, *, limit: int = 150) -> dict[str, str]:
     """Every console page reachable by links from ``start`` (GET only, same origin): URL to HTML."""
     seen: dict[str, str] = {}
@@ -316,16 +329,14 @@ async def test_no_key_or_secret_is_in_any_pages_html(browser: Any, console: Cons
         await page.context.close()
 
 
-async def test_a_form_posted_from_another_site_changes_nothing(browser: Any, console: Console,
-                                                               tmp_path: Path) -> None:
-    keys = console.runtime.api_keys
-    assert keys is not None
-    target = next(key for key in await keys.list_keys() if key.tenant == BRAVO)
+async def test_a_form_posted_from_another_site_changes_nothing(browser: Any, console: Console) -> None:
+    target = console.keys[BRAVO].split("_")[1]
     page = await signed_in(browser, console, "operator")  # the operator's cookie is in this browser
     evil_port = free_port()
     # another site: a page of its own origin (localhost, not 127.0.0.1) posting to the console by itself
-    form = (f"<form id=f method=post action='{console.url}/console/operations/keys/{target.id}/revoke'>"
+    form = (f"<form id=f method=post action='{console.url}/console/operations/keys/{target}/revoke'>"
             "<input name=csrf value=guess></form><script>document.getElementById('f').submit()</script>")
+
     async def other_site(request: web.Request) -> web.Response:
         return web.Response(text=form, content_type="text/html")
 
@@ -342,17 +353,17 @@ async def test_a_form_posted_from_another_site_changes_nothing(browser: Any, con
         assert answers and all(status in (303, 403) for status in answers), answers
     finally:
         await runner.cleanup()
-    found = await keys.find_key(target.id)
-    assert found is not None and found.revoked_at is None  # bravo's key still works
+    assert console.key_rows()[target][4] == "-"  # bravo's key not revoked ...
     assert (await console.sdk(BRAVO).responses.create(model=MODEL, input="still here")).status == "completed"
-    # the same post without the page's token, even from the console's own origin, is refused too
-    async with aiohttp.ClientSession() as session:
-        cookie = (await page.context.cookies())[0]["value"]
-        async with session.post(f"{console.url}/console/operations/keys/{target.id}/revoke",
-                                data={"csrf": "guess"}, cookies={"rb_console": cookie}, allow_redirects=False,
-                                headers={"Origin": console.url, "Sec-Fetch-Site": "same-origin"}) as answer:
-            assert answer.status == 403
-    assert (await keys.find_key(target.id)).revoked_at is None  # type: ignore[union-attr]
+    # ... and the same post with the operator's cookie but without the page's token, even claiming the console's
+    # own origin, is refused too
+    cookie = (await page.context.cookies())[0]["value"]
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{console.url}/console/operations/keys/{target}/revoke", data={"csrf": "guess"},
+            cookies={"rb_console": cookie}, allow_redirects=False,
+            headers={"Origin": console.url, "Sec-Fetch-Site": "same-origin"}) as answer:
+        assert answer.status == 403
+    assert console.key_rows()[target][4] == "-"
     await page.context.close()
 
 
