@@ -10,7 +10,7 @@ operator sees a tenant holding a shared pool and revokes a key (which the API th
 crawling every page and link it can reach, sees none of the first tenant's objects; markup a model or a client
 wrote shows as text; a form posted from another site changes nothing; no key or secret is in any page's HTML.
 
-``RESPONSES_BRIDGE_CONSOLE_SCREENSHOTS=<dir>`` saves each page's screenshot there (docs/console.md's pictures)."""
+``CONSOLE_SCREENSHOTS=<dir>`` saves each page's screenshot there (docs/console.md's pictures)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from responses_bridge.demo.procs import free_port
 from responses_bridge.envoy_config.filters import Auth
 from tests.support.bridge import create_keys, keys_command, running_sidecar
 from tests.support.gateway import envoy_before
+from tests.support.mcp_server import MCPTestServer
 from tests.support.sdk import async_sdk
 
 MODEL = "fake-model"
@@ -41,7 +42,7 @@ XSS = "<img src=x onerror=alert(1)>"
 MARKUP_TITLE = "<script>alert('title')</script><b>bold</b>"
 WEATHER = {"type": "function", "name": "lookup_weather", "description": "the weather in a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
-SHOTS = os.environ.get("RESPONSES_BRIDGE_CONSOLE_SCREENSHOTS")
+SHOTS = os.environ.get("CONSOLE_SCREENSHOTS")
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
                                 reason="no system Chromium at /usr/bin/chromium")
@@ -57,6 +58,7 @@ class Made:
     xss: str = ""  # alpha's response whose text is markup
     titled: str = ""  # alpha's response whose input carries a citation titled with markup
     bravo: str = ""
+    session: str = ""  # alpha's agent session, its MCP call approved from the console
 
 
 @dataclass
@@ -101,7 +103,8 @@ async def make_traffic(console: Console) -> None:
 
 
 @pytest.fixture(scope="module")
-async def console(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Console]:
+async def console(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory,
+                  mcp: MCPTestServer) -> AsyncIterator[Console]:
     tmp = tmp_path_factory.mktemp("console")
     db = str(tmp / "bridge.db")
     keys = create_keys(db, [ALPHA, BRAVO])
@@ -109,7 +112,8 @@ async def console(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) 
     assert made_operator.returncode == 0, made_operator.stderr
     keys["operator"] = made_operator.stdout.strip()
     async with running_sidecar(str(tmp), fake_upstream, "--db", db,
-                               env={"RESPONSES_BRIDGE_AUTH": "keys", "RESPONSES_BRIDGE_CONSOLE": "on"}) as sidecar, \
+                               env={"RESPONSES_BRIDGE_AUTH": "keys", "RESPONSES_BRIDGE_CONSOLE": "on",
+                                    "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}) as sidecar, \
             envoy_before(sidecar, auth=Auth(mode="keys")) as envoy:
         sealing = tmp / "sealing.key"
         started = Console(sidecar.http_url, envoy, db, keys, Made(),
@@ -261,6 +265,44 @@ async def _slow_stream(console: Console) -> None:
         pass
 
 
+async def test_a_session_waits_for_an_approval_given_on_its_page_and_its_trace_is_a_waterfall(
+        browser: Any, console: Console, mcp: MCPTestServer) -> None:
+    tool = {"type": "mcp", "server_label": "tools", "allowed_tools": ["echo"],
+            "transport": {"type": "http", "server_url": mcp.http_url}}
+    headers = {"OpenAI-Beta": "agents=v1", "Authorization": f"Bearer {console.keys[ALPHA]}"}
+    async with aiohttp.ClientSession(console.url, headers=headers) as http, http.post("/v1/agents/sessions", json={
+            "agent": {"model": MODEL, "tools": [tool]}, "environment": {"type": "none"}, "stream": True,
+            "input": 'call tools__echo [args={"text": "approve me"}]'}) as answer:
+        assert answer.status == 200, await answer.text()
+        async for line in answer.content:
+            if line.startswith(b"event: agent.session.requires_action"):
+                break
+        async with http.get("/v1/agents/sessions", params={"limit": "1"}) as listed:
+            console.made.session = (await listed.json())["data"][0]["id"]
+    page = await signed_in(browser, console, ALPHA)
+    await page.goto(f"{console.url}/console/sessions")
+    await shot(page, "sessions")
+    await page.click(f"a.session-link:text('{console.made.session}')")
+    pending = page.locator("#pending")
+    assert "Allow the MCP server 'tools' to run its tool 'echo'?" in await pending.inner_text()
+    await shot(page, "session-pending")
+    await pending.locator("button.approve").click()  # the page's form: the API's own service call
+    await page.wait_for_url(re.compile(re.escape(console.made.session) + "$"))
+    for _ in range(100):  # the turn goes on: the call is made, the model answers, the session is idle
+        timeline = await page.inner_text(".timeline")
+        if "Tool result:" in timeline:
+            break
+        await asyncio.sleep(0.1)
+        await page.reload()
+    assert "mcp call: echo on tools" in timeline and "approve me" in timeline and "Tool result:" in timeline
+    assert await page.locator("#pending").count() == 0
+    await shot(page, "session")
+    await page.click("text=traces (waterfall)")
+    assert await page.locator("section.waterfall svg rect").count() >= 2  # the turn and what it did inside
+    await shot(page, "traces")
+    await page.context.close()
+
+
 async def test_an_operator_sees_every_tenant_and_keys_list_names_its_key(browser: Any, console: Console) -> None:
     page = await signed_in(browser, console, "operator")
     await page.goto(f"{console.url}/console/logs?tenant=alpha")
@@ -298,9 +340,13 @@ async def test_another_tenant_sees_none_of_the_first_tenants_objects_on_any_page
                                                                               console: Console) -> None:
     page = await signed_in(browser, console, BRAVO)
     made = console.made
-    alphas = [made.call, made.answer, made.search, made.xss, made.titled]
+    alphas = [made.call, made.answer, made.search, made.xss, made.titled, *([made.session] if made.session else [])]
     pages = await crawl(page, f"{console.url}/console/logs")
     pages.update(await crawl(page, f"{console.url}/console/logs?tenant=alpha"))  # a tenant's choice is ignored
+    pages.update(await crawl(page, f"{console.url}/console/sessions?tenant=alpha"))
+    if made.session:  # asked for by id: the sessions service's 404, on the session's page and its traces'
+        for path in (f"/console/sessions/{made.session}", f"/console/sessions/{made.session}/traces"):
+            assert (await page.goto(f"{console.url}{path}")).status == 404
     assert len(pages) >= 4
     for url, html in pages.items():
         for alpha in alphas:
@@ -377,3 +423,15 @@ async def test_pages_carry_a_strict_policy_and_the_api_is_untouched(console: Con
             assert answer.status == 303 and answer.headers["Location"] == "/console/sign-in"
         async with session.get(f"{console.url}/v1/responses/{console.made.call}") as answer:
             assert answer.status == 401  # the API still wants its key: the console's route opened nothing
+
+
+async def test_without_keys_the_console_answers_loopback_only_not_envoys_clients(fake_upstream: str,
+                                                                               tmp_path: Path) -> None:
+    """``auth: none``: the console on the HTTP door from loopback is its tenant's operator; the same page asked for
+    through Envoy's listener (which may face anyone, and forwards from loopback) is a 403."""
+    async with running_sidecar(str(tmp_path), fake_upstream, env={"RESPONSES_BRIDGE_CONSOLE": "on"}) as sidecar, \
+            envoy_before(sidecar) as envoy, aiohttp.ClientSession() as session:
+        async with session.get(f"{sidecar.http_url}/console/operations") as answer:
+            assert answer.status == 200 and "Operations" in await answer.text()
+        async with session.get(f"{envoy}/console/operations") as answer:
+            assert answer.status == 403 and "loopback only" in await answer.text()

@@ -47,6 +47,10 @@ async def test_its_pages_load_on_the_first_console_request_only() -> None:
         answer = await client.get("/console/logs")  # auth: none, from loopback: the operator of the one tenant
         assert answer.status == 200 and "default-src 'self'" in answer.headers["Content-Security-Policy"]
         assert PAGES in sys.modules
+        proxied = await client.get("/console/logs", headers={"X-Forwarded-Proto": "http"})  # loopback, but a proxy's
+        assert proxied.status == 403 and "loopback only" in await proxied.text()
+    async with door(console="on", console_remote=True) as client:
+        assert (await client.get("/console/logs", headers={"X-Forwarded-Proto": "http"})).status == 200
 
 
 async def test_with_keys_a_page_asks_for_a_sign_in_and_the_api_for_its_key() -> None:

@@ -65,7 +65,7 @@ class SignIn:
         """The viewer of this request, or None (the sign-in page answers them). A request beyond loopback to a
         console without keys is refused outright (403)."""
         if self.mode == "none":
-            if not self.remote and not _loopback(request.remote):
+            if not self.remote and not (_loopback(request.remote) and not _proxied(request)):
                 raise APIError(403, "The console without API keys (auth: none) answers loopback only; set "
                                "RESPONSES_BRIDGE_CONSOLE_REMOTE=true to serve it beyond.", code="console_loopback_only")
             return Viewer(DEFAULT_TENANT, True, self._token(f"none\0{DEFAULT_TENANT}"))
@@ -135,6 +135,16 @@ def check_change(request: web.Request, viewer: Viewer | None, token: str | None)
     if viewer is not None and not hmac.compare_digest((token or "").encode(), viewer.csrf.encode()):
         raise APIError(403, "The form's token is missing or stale: reload the page and try again.",
                        code="csrf_token_invalid")
+
+
+PROXY_HEADERS = ("X-Forwarded-For", "X-Forwarded-Proto", "Forwarded", "X-Envoy-External-Address",
+                 "X-Envoy-Internal")
+"""What a proxy in front adds (Envoy sets ``x-forwarded-proto`` on every request it forwards): such a request came
+from wherever the proxy's own clients are, however near the proxy is."""
+
+
+def _proxied(request: web.Request) -> bool:
+    return any(name in request.headers for name in PROXY_HEADERS)
 
 
 def _loopback(remote: str | None) -> bool:
