@@ -176,6 +176,32 @@ def _computer(item: dict[str, Any], shown: ItemView) -> None:
             shown.text.append(f"safety check: {_text(check.get('message') or check.get('code'))}")
 
 
+def _session_computer(item: dict[str, Any], shown: ItemView) -> None:
+    """An Agents API session's ``computer_use_call``: what it did, and the screenshot after it when kept."""
+    shown.title, shown.css = f"computer: {_text(item.get('title'))}", "call"
+    output = item.get("output")
+    if isinstance(output, dict):
+        _image(shown, output.get("image_url"), output.get("file_id"))
+
+
+def _command(item: dict[str, Any], shown: ItemView) -> None:
+    """A session's ``command_execution`` (the hosted shell): the command, its output, its exit code."""
+    shown.title, shown.css = "command", "run"
+    shown.blocks.append(("command", _cut(_text(item.get("command")))))
+    if item.get("output") is not None:
+        shown.blocks.append(("output", _cut(_text(item.get("output")))))
+    if item.get("exit_code") is not None:
+        shown.text.append(f"exit code {_text(item.get('exit_code'))}")
+
+
+def _approval_request(item: dict[str, Any], shown: ItemView) -> None:
+    """A session's ``computer_use_approval_request`` item: what the desktop asked (never what was answered)."""
+    shown.title, shown.css = "approval asked", "call"
+    found = item.get("request")
+    request: dict[str, Any] = found if isinstance(found, dict) else {}
+    shown.text.append(_text(request.get("message") or request.get("origin") or request.get("type")))
+
+
 def _sealed(item: dict[str, Any], shown: ItemView) -> None:
     shown.title, shown.css = "compaction", "reasoning"
     shown.blocks.append(("sealed", "compacted history (sealed: not shown)"))
@@ -191,6 +217,8 @@ _BUILDERS = {
     "code_interpreter_call": _code, "shell_call": _shell, "local_shell_call": _shell, "apply_patch_call": _shell,
     "web_search_call": _search, "file_search_call": _search, "image_generation_call": _image_call,
     "computer_call": _computer, "compaction": _sealed,
+    "computer_use_call": _session_computer, "command_execution": _command,
+    "computer_use_approval_request": _approval_request,
 }
 
 

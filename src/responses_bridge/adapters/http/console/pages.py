@@ -8,6 +8,7 @@ from elsewhere).
     GET  /console/sessions/{id}         a session's timeline, approvals, live desktop, artifacts
     POST /console/sessions/{id}/approve an approval answered (the API's own service call)
     GET  /console/sessions/{id}/traces  its turns' spans as waterfalls
+    GET  /console/sessions/{id}/artifacts/{artifact_id}  an artifact's bytes, as a download
     GET  /console/usage                 requests and tokens over time
     GET  /console/operations            pools, memory, desktops, runs, upstreams, keys (operators)
     POST /console/operations/keys       a key made; POST …/keys/{id}/revoke: a key revoked (operators)
@@ -32,6 +33,7 @@ from ....services.agents.traces import SessionTraces
 from ....store.records import InvalidCursor
 from ..agents.agents_routes import SESSIONS
 from ..desktop_watch_tokens import WatchTokens
+from ..downloads import send_blob
 from . import logs, operations, sessions, usage
 from .sign_in import SignIn, Viewer, check_change
 
@@ -61,6 +63,8 @@ class Console:
             ("GET", re.compile(r"/sessions/(?P<id>[\w.-]{1,200})"), self.session, False),
             ("POST", re.compile(r"/sessions/(?P<id>[\w.-]{1,200})/approve"), self.approve, False),
             ("GET", re.compile(r"/sessions/(?P<id>[\w.-]{1,200})/traces"), self.session_traces, False),
+            ("GET", re.compile(r"/sessions/(?P<id>[\w.-]{1,200})/artifacts/(?P<artifact>[\w.-]{1,200})"),
+             self.artifact, False),
             ("GET", re.compile(r"/usage"), self.usage, False),
             ("GET", re.compile(r"/operations"), self.operations, True),
             ("POST", re.compile(r"/operations/keys"), self.create_key, True),
@@ -201,6 +205,13 @@ class Console:
         await self._sessions().post_events(session_id, {"events": [event]}, idempotency_key=None, tenant=tenant,
                                            authorization=None)
         return see_other(f"/console/sessions/{session_id}{_suffix(viewer, tenant)}")
+
+    async def artifact(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        """An artifact's bytes, as the API's ``…/artifacts/{id}/content`` sends them (an attachment, never shown
+        as a page)."""
+        reader, artifact = await self._sessions().environments.open(match["id"], match["artifact"],
+                                                                    tenant=viewer.scope(request))
+        return await send_blob(request, reader, str(artifact["path"]).rsplit("/", 1)[-1])
 
     async def session_traces(self, request: web.Request, viewer: Viewer,
                              match: re.Match[str]) -> web.StreamResponse:

@@ -18,6 +18,9 @@ from .items import ItemView, view
 from .logs import when
 
 PAGE = 25
+SCREENSHOTS = frozenset({"computer_use_call", "computer_call_output"})
+"""The items a screenshot comes with: a session's computer call (its output, when the agent keeps screenshots), or a
+computer call's output given back as input."""
 ITEMS_SHOWN = 100
 DECISIONS = ("approve", "deny")
 ANSWERABLE = {"mcp_approval_request": ("agent.session.input.mcp_approval_request_result", "mcp_tool_call"),
@@ -60,7 +63,7 @@ async def session_detail(sessions: SessionService, tenant: str, session_id: str)
                                        tenant=tenant)
     items = [view(item) for item in listed["data"] if isinstance(item, dict)]
     detail = SessionDetail(session, items, bool(listed.get("has_more")),
-                           [image for item in items if item.kind == "computer_call_output" for image in item.images])
+                           [image for item in items if item.kind in SCREENSHOTS for image in item.images])
     for action in session.get("required_actions") or ():
         if isinstance(action, dict) and action.get("type") in ANSWERABLE:
             request = action.get("request") or {}
