@@ -59,6 +59,7 @@ class Made:
     titled: str = ""  # alpha's response whose input carries a citation titled with markup
     bravo: str = ""
     session: str = ""  # alpha's agent session, its MCP call approved from the console
+    chat: str = ""  # alpha's stored chat completion (through Envoy)
 
 
 @dataclass
@@ -97,6 +98,9 @@ async def make_traffic(console: Console) -> None:
             {"type": "url_citation", "title": MARKUP_TITLE, "url": "https://example.com/", "start_index": 0,
              "end_index": 3}]}]},
         {"role": "user", "content": "what did that page say?"}])
+    chat = await via_envoy.chat.completions.create(model=MODEL, store=True, messages=[
+        {"role": "user", "content": "a stored chat about quinces"}])
+    made.chat = chat.id
     other = await bravo.responses.create(model=MODEL, input="bravo's own marmalade question")
     made.call, made.answer, made.search, made.xss, made.titled, made.bravo = (
         call.id, answer.id, search.id, xss.id, titled.id, other.id)
@@ -193,6 +197,17 @@ async def test_a_response_is_found_by_its_text_and_shows_its_call_its_output_and
     call = page.locator("article.call")
     assert "lookup_weather" in await call.inner_text()
     assert '"city": "Paris"' in await call.locator("pre").first.inner_text()  # its arguments
+    await page.context.close()
+
+
+async def test_a_stored_chat_completion_is_listed_and_shown_with_its_messages(browser: Any,
+                                                                            console: Console) -> None:
+    page = await signed_in(browser, console, ALPHA)
+    await page.click("text=chat completions")
+    assert await page.locator("#chats a.chat-link").all_inner_texts() == [console.made.chat]
+    await page.click("#chats a.chat-link")
+    conversation = await page.inner_text(".conversation")
+    assert "a stored chat about quinces" in conversation and "Echo: a stored chat about quinces" in conversation
     await page.context.close()
 
 
@@ -340,10 +355,13 @@ async def test_another_tenant_sees_none_of_the_first_tenants_objects_on_any_page
                                                                               console: Console) -> None:
     page = await signed_in(browser, console, BRAVO)
     made = console.made
-    alphas = [made.call, made.answer, made.search, made.xss, made.titled, *([made.session] if made.session else [])]
+    alphas = [made.call, made.answer, made.search, made.xss, made.titled, made.chat,
+              *([made.session] if made.session else [])]
     pages = await crawl(page, f"{console.url}/console/logs")
     pages.update(await crawl(page, f"{console.url}/console/logs?tenant=alpha"))  # a tenant's choice is ignored
     pages.update(await crawl(page, f"{console.url}/console/sessions?tenant=alpha"))
+    pages.update(await crawl(page, f"{console.url}/console/chats?tenant=alpha"))
+    assert (await page.goto(f"{console.url}/console/chats/{made.chat}?tenant=alpha")).status == 404
     if made.session:  # asked for by id: the sessions service's 404, on the session's page and its traces'
         for path in (f"/console/sessions/{made.session}", f"/console/sessions/{made.session}/traces"):
             assert (await page.goto(f"{console.url}{path}")).status == 404
@@ -351,7 +369,7 @@ async def test_another_tenant_sees_none_of_the_first_tenants_objects_on_any_page
     for url, html in pages.items():
         for alpha in alphas:
             assert alpha not in html, url
-        assert "periwinkle" not in html and "Paris" not in html, url
+        assert "periwinkle" not in html and "Paris" not in html and "quinces" not in html, url
     assert any(made.bravo in html for html in pages.values())
     for alpha in alphas:  # asked for by id: the API's answer, not found
         answer = await page.goto(f"{console.url}/console/logs/{alpha}?tenant=alpha")

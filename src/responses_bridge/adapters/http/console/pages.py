@@ -4,6 +4,7 @@ from elsewhere).
 
     GET  /console/logs                  stored responses, newest first, filtered
     GET  /console/logs/{response_id}    one response as a conversation, with its chain
+    GET  /console/chats, /console/chats/{id}  stored chat completions, and one with its messages
     GET  /console/sessions              agent sessions
     GET  /console/sessions/{id}         a session's timeline, approvals, live desktop, artifacts
     POST /console/sessions/{id}/approve an approval answered (the API's own service call)
@@ -34,7 +35,7 @@ from ....store.records import InvalidCursor
 from ..agents.agents_routes import SESSIONS
 from ..desktop_watch_tokens import WatchTokens
 from ..downloads import send_blob
-from . import logs, operations, sessions, usage
+from . import chats, logs, operations, sessions, usage
 from .sign_in import SignIn, Viewer, check_change
 
 HERE = Path(__file__).parent
@@ -59,6 +60,8 @@ class Console:
         self.routes: list[tuple[str, re.Pattern[str], Page, bool]] = [  # method, path, page, operators only
             ("GET", re.compile(r"/logs"), self.logs, False),
             ("GET", re.compile(r"/logs/(?P<id>[\w.-]{1,200})"), self.response, False),
+            ("GET", re.compile(r"/chats"), self.chat_list, False),
+            ("GET", re.compile(r"/chats/(?P<id>[\w.-]{1,200})"), self.chat, False),
             ("GET", re.compile(r"/sessions"), self.session_list, False),
             ("GET", re.compile(r"/sessions/(?P<id>[\w.-]{1,200})"), self.session, False),
             ("POST", re.compile(r"/sessions/(?P<id>[\w.-]{1,200})/approve"), self.approve, False),
@@ -168,6 +171,16 @@ class Console:
         if detail is None:
             raise APIError(404, "No stored response with that id.", code="not_found")
         return self.render("response.html", viewer, request, detail=detail, response_id=match["id"])
+
+    async def chat_list(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        model = request.query.get("model", "").strip()[:200]
+        page = await chats.chat_page(self.runtime.chat_completions, viewer.scope(request),
+                                     request.query.get("after") or None, model)
+        return self.render("chats.html", viewer, request, page=page, model=model)
+
+    async def chat(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        detail = await chats.chat_detail(self.runtime.chat_completions, viewer.scope(request), match["id"])
+        return self.render("chat.html", viewer, request, detail=detail, completion_id=match["id"])
 
     # -- sessions and traces -----------------------------------------------------------------------------------
 
