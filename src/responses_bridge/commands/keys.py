@@ -5,7 +5,8 @@ The keys live in the sidecar's database, found as ``serve`` finds it: the shared
 else ``RESPONSES_BRIDGE_DB`` or the configuration file's ``db``), which must exist: ``keys`` creates a database
 only when ``create`` is given a path by name (see :func:`_check_database`). ``create`` prints the new key alone on
 stdout, once: only a salted hash is kept, so it can never be shown again; everything else goes to stderr, so
-``KEY=$(responses-bridge keys create --tenant t)`` works.
+``KEY=$(responses-bridge keys create --tenant t)`` works. ``create --operator`` makes an operator's key: the console
+(``/console``, adapters/http/console/) shows its holder every tenant and Operations.
 """
 
 from __future__ import annotations

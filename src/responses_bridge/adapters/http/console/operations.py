@@ -75,12 +75,12 @@ async def snapshot(runtime: Runtime) -> Snapshot:
                     ("backstop high watermark", _bytes(runtime.memory_watch.high) if runtime.memory_watch.high
                      else "off"),
                     ("refusing new work", "yes" if budget.refusing else "no")]
-    desktops = runtime.desktops
-    running = getattr(desktops, "running", None)
-    shown.desktops = [("running", str(running()) if callable(running) else "0")]
-    held = getattr(desktops, "_held", None)
-    if isinstance(held, dict):
-        shown.desktops += [(str(session), str(getattr(entry, "tenant", ""))) for session, entry in held.items()]
+    running = getattr(runtime.desktops, "running", None)  # the sessions' desktop pool (by tenant: its pool above)
+    shown.desktops = [("running", str(running()) if callable(running) else "none here")]
+    unavailable = getattr(runtime.desktops, "unavailable", None)
+    why = unavailable() if callable(unavailable) else None
+    if why:
+        shown.desktops.append(("why none can run", why))
     shown.runs = sorted((run_id, str(run.tenant)) for run_id, run in runtime.background.runs.items())
     for spec in runtime.router.upstreams.values():  # a URL's password masked (redact.py)
         shown.upstreams.append((spec.name, mask_text(spec.url), runtime.probed_modes.get(spec.name, str(spec.mode))))
