@@ -311,6 +311,7 @@ async def test_a_session_waits_for_an_approval_given_on_its_page_and_its_trace_i
         await page.reload()
     assert "mcp call: echo on tools" in timeline and "approve me" in timeline and "Tool result:" in timeline
     assert await page.locator("#pending").count() == 0
+    assert await page.locator(".timeline h3.turn").count() == 1  # the items, under the one turn they belong to
     await shot(page, "session")
     await page.click("text=traces (waterfall)")
     assert await page.locator("section.waterfall svg rect").count() >= 2  # the turn and what it did inside

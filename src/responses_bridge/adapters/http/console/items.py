@@ -34,12 +34,13 @@ class ItemView:
     links: list[tuple[str, str]] = field(default_factory=list)  # (title, URL) shown as text, never followed
     status: str = ""
     item_id: str = ""
+    turn_id: str = ""  # a session's item: the turn it belongs to (the timeline's groups)
 
 
 def view(item: dict[str, Any]) -> ItemView:
     kind = str(item.get("type") or ("message" if "role" in item else "item"))
     shown = ItemView(kind, kind.replace("_", " "), "other", status=_text(item.get("status")),
-                     item_id=_text(item.get("id") or item.get("call_id")))
+                     item_id=_text(item.get("id") or item.get("call_id")), turn_id=_text(item.get("turn_id")))
     build = _BUILDERS.get(kind)
     if build is not None:
         build(item, shown)
