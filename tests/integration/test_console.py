@@ -25,6 +25,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import openai
+import orjson
 import pytest
 from aiohttp import web
 
@@ -60,6 +61,8 @@ class Made:
     bravo: str = ""
     session: str = ""  # alpha's agent session, its MCP call approved from the console
     chat: str = ""  # alpha's stored chat completion (through Envoy)
+    hosted: str = ""  # alpha's session in a hosted environment, with an artifact
+    artifact: str = ""  # that artifact's download, on the console
 
 
 @dataclass
@@ -254,6 +257,8 @@ async def test_an_operator_sees_a_tenant_holding_a_pool_and_revokes_a_key(browse
                 break
             await asyncio.sleep(0.1)
         assert await holder.count() == 1
+        upstream = await page.inner_text("tr.upstream[data-upstream='default']")  # its calls, as metrics count them
+        assert re.search(r"\b\d+ answered, \d+ ms to headers on average, none failed", upstream), upstream
         await shot(page, "operations")
     finally:
         await stream
@@ -319,6 +324,33 @@ async def test_a_session_waits_for_an_approval_given_on_its_page_and_its_trace_i
     await page.context.close()
 
 
+async def test_a_sessions_artifact_downloads_from_its_page(browser: Any, console: Console) -> None:
+    headers = {"OpenAI-Beta": "agents=v1", "Authorization": f"Bearer {console.keys[ALPHA]}"}
+    hosted = {"type": "openai_hosted", "container_size": "small", "network": {"access": "disabled"}}
+    async with aiohttp.ClientSession(console.url, headers=headers) as http, http.post("/v1/agents/sessions", json={
+            "agent": {"model": MODEL}, "environment": hosted, "stream": True,
+            "input": "sh: printf 'kept for later' > /mnt/data/note.txt"}) as answer:
+        assert answer.status == 200, await answer.text()
+        raw = await answer.read()  # the stream ends when the session is idle
+        session_id = orjson.loads(raw.split(b"data: ", 1)[1].split(b"\n", 1)[0])["session"]["id"]
+    console.made.hosted = session_id
+    page = await signed_in(browser, console, ALPHA)
+    await page.goto(f"{console.url}/console/sessions/{session_id}")
+    assert "printf" in await page.inner_text(".timeline")
+    [link] = await page.eval_on_selector_all("#artifacts a.artifact", "links => links.map(a => a.href)")
+    console.made.artifact = link
+    download = await page.request.get(link)  # with the page's cookie, as a click would
+    assert download.status == 200 and "attachment" in download.headers["content-disposition"]
+    assert await download.body() == b"kept for later"
+    assert (await page.request.get(link.replace(session_id, made_up(session_id)))).status == 404
+    await page.context.close()
+
+
+def made_up(session_id: str) -> str:
+    """Another id of the same shape, which names no session."""
+    return session_id[:-4] + ("0000" if not session_id.endswith("0000") else "1111")
+
+
 async def test_an_operator_sees_every_tenant_and_keys_list_names_its_key(browser: Any, console: Console) -> None:
     page = await signed_in(browser, console, "operator")
     await page.goto(f"{console.url}/console/logs?tenant=alpha")
@@ -347,7 +379,8 @@ async def crawl(page: Any, start: str, *, limit: int = 150) -> dict[str, str]:
         seen[url] = await page.content()
         for href in await page.eval_on_selector_all("a[href]", "links => links.map(link => link.href)"):
             target = urljoin(url, href).split("#")[0]
-            if target.startswith(origin + "/console") and target not in seen and "/static/" not in target:
+            if (target.startswith(origin + "/console") and target not in seen and "/static/" not in target
+                    and "/artifacts/" not in target):  # a download, not a page (tried apart)
                 queue.append(target)
     return seen
 
@@ -357,12 +390,15 @@ async def test_another_tenant_sees_none_of_the_first_tenants_objects_on_any_page
     page = await signed_in(browser, console, BRAVO)
     made = console.made
     alphas = [made.call, made.answer, made.search, made.xss, made.titled, made.chat,
-              *([made.session] if made.session else [])]
+              *(found for found in (made.session, made.hosted) if found)]
     pages = await crawl(page, f"{console.url}/console/logs")
     pages.update(await crawl(page, f"{console.url}/console/logs?tenant=alpha"))  # a tenant's choice is ignored
     pages.update(await crawl(page, f"{console.url}/console/sessions?tenant=alpha"))
     pages.update(await crawl(page, f"{console.url}/console/chats?tenant=alpha"))
     assert (await page.goto(f"{console.url}/console/chats/{made.chat}?tenant=alpha")).status == 404
+    if made.artifact:  # alpha's artifact, its address known: the API's 404, no bytes
+        refused = await page.request.get(made.artifact + "?tenant=alpha")
+        assert refused.status == 404 and b"kept for later" not in await refused.body()
     if made.session:  # asked for by id: the sessions service's 404, on the session's page and its traces'
         for path in (f"/console/sessions/{made.session}", f"/console/sessions/{made.session}/traces"):
             assert (await page.goto(f"{console.url}{path}")).status == 404

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ....observability import metrics
 from ....redact import mask_text
 from ....runtime import Runtime
 from ....services.tenancy.memory_watch import default_source
@@ -34,7 +35,7 @@ class Snapshot:
     memory: list[tuple[str, str]] = field(default_factory=list)
     desktops: list[tuple[str, str]] = field(default_factory=list)
     runs: list[tuple[str, str]] = field(default_factory=list)  # response id, tenant
-    upstreams: list[tuple[str, str, str]] = field(default_factory=list)  # name, url, mode
+    upstreams: list[tuple[str, str, str, str]] = field(default_factory=list)  # name, url, mode, health
     keys: list[dict[str, Any]] = field(default_factory=list)
     tenants: list[str] = field(default_factory=list)
 
@@ -82,8 +83,10 @@ async def snapshot(runtime: Runtime) -> Snapshot:
     if why:
         shown.desktops.append(("why none can run", why))
     shown.runs = sorted((run_id, str(run.tenant)) for run_id, run in runtime.background.runs.items())
+    health = upstream_health()
     for spec in runtime.router.upstreams.values():  # a URL's password masked (redact.py)
-        shown.upstreams.append((spec.name, mask_text(spec.url), runtime.probed_modes.get(spec.name, str(spec.mode))))
+        shown.upstreams.append((spec.name, mask_text(spec.url), runtime.probed_modes.get(spec.name, str(spec.mode)),
+                                health.get(spec.name, "no call yet")))
     if runtime.api_keys is not None:
         now = int(time.time())
         for key in await runtime.api_keys.list_keys():
@@ -94,6 +97,35 @@ async def snapshot(runtime: Runtime) -> Snapshot:
                                "usable": key.usable(now)})
     shown.tenants = await known_tenants(runtime)
     return shown
+
+
+def upstream_health() -> dict[str, str]:
+    """Each upstream's calls as this process's metrics count them (observability/metrics.py): how many were
+    answered, their mean time to response headers, and the failures by kind (unreachable, timed out, cut, 5xx)."""
+    calls: dict[str, list[float]] = {}
+    failures: dict[str, dict[str, float]] = {}
+    for family in metrics.UPSTREAM_SECONDS.collect():
+        for sample in family.samples:
+            name = sample.labels.get("upstream", "")
+            if sample.name.endswith("_count"):
+                calls.setdefault(name, [0.0, 0.0])[0] += sample.value
+            elif sample.name.endswith("_sum"):
+                calls.setdefault(name, [0.0, 0.0])[1] += sample.value
+    for family in metrics.UPSTREAM_ERRORS.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total") and sample.value:
+                kinds = failures.setdefault(sample.labels.get("upstream", ""), {})
+                kind = sample.labels.get("kind", "")
+                kinds[kind] = kinds.get(kind, 0.0) + sample.value
+    said: dict[str, str] = {}
+    for name in {*calls, *failures}:
+        answered, seconds = calls.get(name, [0.0, 0.0])
+        line = f"{answered:.0f} answered" + (f", {1000 * seconds / answered:.0f} ms to headers on average"
+                                              if answered else "")
+        failed = failures.get(name)
+        said[name] = line + (", failed: " + ", ".join(f"{count:.0f} {kind}" for kind, count in sorted(failed.items()))
+                             if failed else ", none failed")
+    return said
 
 
 async def known_tenants(runtime: Runtime) -> list[str]:
