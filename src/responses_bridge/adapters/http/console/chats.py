@@ -21,9 +21,9 @@ async def chat_page(chats: ChatCompletionService, tenant: str, after: str | None
                               tenant=tenant)
     rows = []
     for completion in listed["data"]:
-        choices = completion.get("choices") or [{}]
-        answer = (choices[0] or {}).get("message") or {}
-        usage = completion.get("usage") or {}
+        answers = _answers(completion)
+        answer = answers[0] if answers else {}
+        usage = _dict(completion.get("usage"))
         rows.append({"id": completion["id"], "created": when(completion.get("created")),
                      "model": str(completion.get("model") or ""),
                      "summary": summary_text({"output": [message_item(answer)]}),
@@ -34,12 +34,23 @@ async def chat_page(chats: ChatCompletionService, tenant: str, after: str | None
 async def chat_detail(chats: ChatCompletionService, tenant: str, completion_id: str) -> dict[str, Any]:
     completion = await chats.get(completion_id, tenant=tenant)  # another tenant's: the API's 404
     messages = await chats.messages(completion_id, after=None, limit=MESSAGES_SHOWN, order="asc", tenant=tenant)
-    answers = [chat_view((choice or {}).get("message") or {}) for choice in completion.get("choices") or ()]
-    usage = completion.get("usage") if isinstance(completion.get("usage"), dict) else {}
+    answers = [chat_view(message) for message in _answers(completion)]
+    usage = _dict(completion.get("usage"))
     return {"completion": completion, "messages": [chat_view(message) for message in messages["data"]],
             "more": bool(messages.get("has_more")), "answers": answers,
             "facts": [("model", str(completion.get("model") or "")), ("created", when(completion.get("created"))),
-                      *((name, str(value)) for name, value in (usage or {}).items() if not isinstance(value, dict))]}
+                      *((name, str(value)) for name, value in usage.items() if not isinstance(value, dict))]}
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _answers(completion: dict[str, Any]) -> list[dict[str, Any]]:
+    """The messages of a completion's choices (an upstream's odd shapes read as none)."""
+    choices = completion.get("choices")
+    return [_dict(_dict(choice).get("message")) for choice in choices if isinstance(choice, dict)] \
+        if isinstance(choices, list) else []
 
 
 def message_item(message: dict[str, Any]) -> dict[str, Any]:
@@ -55,9 +66,10 @@ def chat_view(message: dict[str, Any]) -> ItemView:
     shown = view(message_item(message))
     if message.get("role") == "tool":
         shown.title, shown.css = f"tool result for {message.get('tool_call_id') or ''}", "output"
-    for call in message.get("tool_calls") or ():
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
         if isinstance(call, dict):
-            function = call.get("function") or {}
+            function = _dict(call.get("function"))
             shown.blocks.append((f"call {function.get('name') or ''}", pretty(function.get("arguments") or "")))
     if message.get("refusal"):
         shown.text.append(f"refused: {message['refusal']}")

@@ -9,6 +9,7 @@ shown only as a ``data:`` URL of a raster type (the page's CSP loads nothing fro
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,7 +62,7 @@ def _message(item: dict[str, Any], shown: ItemView) -> None:
         part_type = part.get("type")
         if part_type in ("input_text", "output_text", "text", "summary_text", "reasoning_text"):
             shown.text.append(_cut(_text(part.get("text"))))
-            for note in part.get("annotations") or ():
+            for note in _list(part.get("annotations")):
                 if isinstance(note, dict) and note.get("type") == "url_citation":
                     shown.links.append((_text(note.get("title") or note.get("url")), _text(note.get("url"))))
                 elif isinstance(note, dict):
@@ -78,10 +79,10 @@ def _message(item: dict[str, Any], shown: ItemView) -> None:
 
 def _reasoning(item: dict[str, Any], shown: ItemView) -> None:
     shown.title, shown.css = "reasoning", "reasoning"
-    for part in (item.get("summary") or []) + (item.get("content") or []):
+    for part in _list(item.get("summary")) + _list(item.get("content")):
         if isinstance(part, dict):
             shown.text.append(_cut(_text(part.get("text"))))
-    if item.get("encrypted_content"):
+    if item.get("encrypted_content"):  # sealed: said, never shown
         shown.blocks.append(("sealed", "encrypted reasoning (sealed: not shown)"))
 
 
@@ -121,7 +122,7 @@ def _output(item: dict[str, Any], shown: ItemView) -> None:
 def _code(item: dict[str, Any], shown: ItemView) -> None:
     shown.title, shown.css = "code interpreter", "run"
     shown.blocks.append(("code", _cut(_text(item.get("code")))))
-    for output in item.get("outputs") or ():
+    for output in _list(item.get("outputs")):
         if isinstance(output, dict) and output.get("type") == "logs":
             shown.blocks.append(("logs", _cut(_text(output.get("logs")))))
         elif isinstance(output, dict) and output.get("type") == "image":
@@ -151,10 +152,10 @@ def _search(item: dict[str, Any], shown: ItemView) -> None:
     query = action.get("query") or item.get("queries")
     if query:
         shown.text.append("query: " + (", ".join(map(_text, query)) if isinstance(query, list) else _text(query)))
-    for source in action.get("sources") or ():
+    for source in _list(action.get("sources")):
         if isinstance(source, dict):
             shown.links.append((_text(source.get("title") or source.get("url")), _text(source.get("url"))))
-    for result in item.get("results") or ():
+    for result in _list(item.get("results")):
         if isinstance(result, dict):
             name = _text(result.get("filename") or result.get("file_id"))
             shown.blocks.append((name, _cut(_text(result.get("text")))))
@@ -172,7 +173,7 @@ def _image_call(item: dict[str, Any], shown: ItemView) -> None:
 def _computer(item: dict[str, Any], shown: ItemView) -> None:
     shown.title, shown.css = "computer call", "call"
     shown.blocks.append(("action", pretty(item.get("action") or item.get("actions"))))
-    for check in item.get("pending_safety_checks") or ():
+    for check in _list(item.get("pending_safety_checks")):
         if isinstance(check, dict):
             shown.text.append(f"safety check: {_text(check.get('message') or check.get('code'))}")
 
@@ -239,7 +240,11 @@ def pretty(value: Any) -> str:
             return _cut(mask_text(value))
     if isinstance(value, str):
         return _cut(mask_text(value))
-    return _cut(orjson.dumps(mask(_unsealed(value)), option=orjson.OPT_INDENT_2, default=str).decode())
+    shown = mask(_unsealed(value))
+    try:
+        return _cut(orjson.dumps(shown, option=orjson.OPT_INDENT_2, default=str).decode())
+    except TypeError:  # past orjson's reach (an integer beyond 64 bits): the standard library's JSON says it
+        return _cut(json.dumps(shown, indent=2, default=str))
 
 
 def _unsealed(value: Any) -> Any:
@@ -248,6 +253,11 @@ def _unsealed(value: Any) -> Any:
     if isinstance(value, list):
         return [_unsealed(inner) for inner in value]
     return value
+
+
+def _list(value: Any) -> list[Any]:
+    """A field that should hold a list, as one (anything else: nothing to show)."""
+    return value if isinstance(value, list) else []
 
 
 def _text(value: Any) -> str:
@@ -265,13 +275,13 @@ def searchable(response: dict[str, Any]) -> str:
     instructions = response.get("instructions")
     if isinstance(instructions, str):
         parts.append(instructions)
-    for item in response.get("output") or ():
+    for item in _list(response.get("output")):
         if not isinstance(item, dict):
             continue
         for name in ("name", "arguments", "code", "output"):
             if isinstance(item.get(name), str):
                 parts.append(item[name])
-        for part in item.get("content") or ():
+        for part in _list(item.get("content")):
             if isinstance(part, dict) and isinstance(part.get("text"), str):
                 parts.append(part["text"])
     return "\n".join(parts).lower()
@@ -280,12 +290,12 @@ def searchable(response: dict[str, Any]) -> str:
 def tools_used(response: dict[str, Any]) -> list[str]:
     """The tools a response offered or called, by type (a function by its name)."""
     names: list[str] = []
-    for tool in response.get("tools") or ():
+    for tool in _list(response.get("tools")):
         if isinstance(tool, dict):
             name = tool.get("name") if tool.get("type") == "function" else tool.get("type")
             if isinstance(name, str) and name not in names:
                 names.append(name)
-    for item in response.get("output") or ():
+    for item in _list(response.get("output")):
         if isinstance(item, dict) and str(item.get("type", "")).endswith("_call"):
             name = item.get("name") or item.get("type")
             if isinstance(name, str) and name not in names:
@@ -295,9 +305,9 @@ def tools_used(response: dict[str, Any]) -> list[str]:
 
 def summary_text(response: dict[str, Any], limit: int = 160) -> str:
     """The first words of a response's answer, for a row of the logs."""
-    for item in response.get("output") or ():
+    for item in _list(response.get("output")):
         if isinstance(item, dict) and item.get("type") == "message":
-            for part in item.get("content") or ():
+            for part in _list(item.get("content")):
                 if isinstance(part, dict) and isinstance(part.get("text"), str):
                     text = mask_text(part["text"])
                     return text if len(text) <= limit else text[:limit] + "…"
