@@ -56,7 +56,7 @@ from .services.tenancy.limits import TenantLimits
 from .services.tenancy.memory_budget import MemoryBudget, Reservation
 from .services.tenancy.memory_watch import MemoryWatch, default_source
 from .store import ResponseStore
-from .store.base import ChunkIndex, RunLeases
+from .store.base import ApiKeyStore, ChunkIndex, RunLeases
 from .store.open import StoreSet, open_stores
 
 log = structlog.get_logger("responses_bridge.runtime")
@@ -102,6 +102,8 @@ class Runtime:
     # the sessions' running desktops, which the HTTP door shows live (services/agents/desktop_watch/): the HTTP
     # door composes the sessions' desktop pool in (adapters/http/agents/agents_routes.py) unless one is given here
     desktops: DesktopRegistry = NO_DESKTOPS
+    # the bridge's own keys (auth: keys), which the console signs in with and an operator revokes; None: no store
+    api_keys: ApiKeyStore | None = None
     _upstream_options: dict[str, EngineOptions] = field(default_factory=dict, repr=False)  # route_options' cache
     # per-tenant requests in flight and body size, one budget for both doors (services/tenancy/limits.py)
     limits: TenantLimits = field(init=False, repr=False)
@@ -220,7 +222,8 @@ class Runtime:
                    files=files, uploads=uploads, embedder=embedder, chunks=stores.chunks, vector_stores=vector_stores,
                    containers=containers, skills=skills,
                    background=background, agents=AgentService(stores.agents, sealer),
-                   retention=retention, idempotency=idempotency, trimmer=trimmer, gauges=gauges).watching()
+                   retention=retention, idempotency=idempotency, trimmer=trimmer, gauges=gauges,
+                   api_keys=stores.api_keys).watching()
         await runtime.take_over_background()
         return runtime
 

@@ -183,6 +183,12 @@ EVERY_EXTRA = textwrap.dedent("""
     import matplotlib, pandas
     matplotlib.use("Agg")
     import matplotlib.pyplot
+    # console: jinja2, and the pages' templates and style sheet shipped in the wheel (package data), loaded from it
+    import jinja2
+    from responses_bridge.adapters.http.console.pages import HERE
+    assert (HERE / "static" / "console.css").is_file()
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+    assert all(env.get_template(name) for name in ("logs.html", "response.html", "session.html", "operations.html"))
     # the ext_proc door's own messages, and nothing else shipping a copy of opentelemetry-proto's files
     import responses_bridge.adapters.extproc.server
     owners = {dist.metadata["Name"] for dist in importlib.metadata.distributions()

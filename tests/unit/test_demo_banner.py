@@ -97,3 +97,24 @@ def test_the_hosted_shell_is_shown_or_its_absence_explained() -> None:
     assert '"type":"code_interpreter"' in no_cgroup  # Python still runs in the single-process mode
     no_sandbox = demo.banner(ports, "u", "c", "d", "fake-model", fake=True, sandbox_problem="bwrap is not on PATH")
     assert '"type":"shell"' not in no_sandbox and no_sandbox.count("bwrap is not on PATH") == 2
+
+
+def test_the_agents_api_the_desktop_and_the_console_are_shown() -> None:
+    """The tour goes on to OpenAI's Agents API (an agent, then a session streaming its first turn), a session with a
+    desktop (the fake model's computer call takes a screenshot), and the console on the sidecar's HTTP door; each
+    command is two lines a POSIX shell runs as printed (the agent's id kept in ``$AGENT``)."""
+    ports = demo.Ports(listen=free_port(), http=8080, extproc=50051, upstream=8090, admin=9901)
+    text = demo.banner(ports, "u", "c", "d", "fake-model", fake=True, console=True)
+    lines = text.splitlines()
+    assert "Console (logs, sessions, traces, usage, operations): http://127.0.0.1:8080/console" in lines
+    for title, environment in (("Agents API", {"type": "none"}),
+                               ("Desktop", {"type": "openai_hosted", "desktop": {"enabled": True}})):
+        at = next(i for i, line in enumerate(lines) if line.startswith(title))
+        made, session = shlex.split(lines[at + 1]), shlex.split(lines[at + 2])
+        assert made[0].startswith("AGENT=$(curl") and f"http://127.0.0.1:{ports.listen}/v1/agents" in made
+        body = orjson.loads(session[-1].replace("$AGENT", "agent_x"))
+        assert body["agent_id"] == "agent_x" and body["environment"] == environment and body["stream"] is True
+    desktop = orjson.loads(shlex.split(lines[next(i for i, x in enumerate(lines) if x.startswith("Desktop")) + 2])[-1])
+    assert desktop["input"].startswith("call computer [args64=")
+    off = demo.banner(ports, "u", "c", "d", "fake-model", fake=True, desktop_problem="no Xvfb here")
+    assert "Console: off" in off and "no Xvfb here" in off and '"desktop"' not in off

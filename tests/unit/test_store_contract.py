@@ -416,6 +416,38 @@ async def test_api_keys_resolve_only_the_genuine_key_and_revoking_keeps_the_row(
     assert all(not hasattr(key, "secret_hash") for key in listed)
 
 
+async def test_an_operators_key_is_marked_and_a_key_is_found_by_its_id(stores: Stores) -> None:
+    """The console's sign-in: an operator's key keeps its mark through every read; a key's row is found by its id
+    alone (never its secret), revoked or not."""
+    text, made = await stores.api_keys.create_key("ops", operator=True)
+    _, plain = await stores.api_keys.create_key(A)
+    assert made.operator and not plain.operator
+    assert (await stores.api_keys.resolve_key(text)).key.operator  # type: ignore[union-attr]
+    assert await stores.api_keys.find_key(made.id) == made
+    assert await stores.api_keys.find_key(plain.id) == plain
+    assert await stores.api_keys.find_key("0" * 12) is None
+    await stores.api_keys.revoke_key(made.id)
+    found = await stores.api_keys.find_key(made.id)
+    assert found is not None and found.operator and found.revoked_at is not None
+    assert {key.id: key.operator for key in await stores.api_keys.list_keys()} == {made.id: True, plain.id: False}
+
+
+async def test_listing_narrowed_to_a_time_range(stores: Stores) -> None:
+    """The console's time filter: ``created_after`` (inclusive) and ``created_before`` (exclusive) bound the page
+    as a range of the listing index, with the other filters and the cursors."""
+    for n in range(6):
+        await stores.responses.save_response(listed(f"t{n}", 1000 + n * 10, model="m2" if n % 2 else "m1"), [],
+                                             tenant=A)
+    since = await stores.responses.list_responses(tenant=A, where=ResponseFilter(created_after=1020))
+    assert since.ids == ["t5", "t4", "t3", "t2"]
+    window = ResponseFilter(created_after=1010, created_before=1040, model="m1")
+    assert (await stores.responses.list_responses(tenant=A, where=window)).ids == ["t2"]
+    since_1010 = ResponseFilter(created_after=1010)
+    paged = await stores.responses.list_responses(tenant=A, after="t4", limit=2, where=since_1010)
+    assert paged.ids == ["t3", "t2"] and paged.has_more
+    assert (await stores.responses.list_responses(tenant=B, where=ResponseFilter(created_after=0))).ids == []
+
+
 # --- a NUL character from a client (PostgreSQL's text cannot hold one) ---------------------------------------------
 
 

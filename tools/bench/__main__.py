@@ -64,6 +64,8 @@ BENCHES: dict[str, Bench] = {
     "desktop": Bench("tools.bench.sandbox.desktop",
                      "a computer-use desktop in the sandbox: start, action to screenshot, memory, against the "
                      "targets", extras="test", sandbox=True, at_root=True),
+    "console": Bench("tools.bench.console", "the console's pages on a store of 100,000 responses, against the "
+                     "200 ms target", extras="console"),
     "drain": Bench("tools.bench.drain", "SIGTERM with live streams: the sidecar's exit time and the streams' "
                    "terminal events"),
     "egress": Bench("tools.bench.sandbox.egress",

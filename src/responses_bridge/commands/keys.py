@@ -5,7 +5,8 @@ The keys live in the sidecar's database, found as ``serve`` finds it: the shared
 else ``RESPONSES_BRIDGE_DB`` or the configuration file's ``db``), which must exist: ``keys`` creates a database
 only when ``create`` is given a path by name (see :func:`_check_database`). ``create`` prints the new key alone on
 stdout, once: only a salted hash is kept, so it can never be shown again; everything else goes to stderr, so
-``KEY=$(responses-bridge keys create --tenant t)`` works.
+``KEY=$(responses-bridge keys create --tenant t)`` works. ``create --operator`` makes an operator's key: the console
+(``/console``, adapters/http/console/) shows its holder every tenant and Operations.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from ..store.base import ApiKeyStore
 
 T = TypeVar("T")
+OPERATOR_TENANT = "operator"
+"""The tenant an operator's key acts as on the API when ``--tenant`` names none."""
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 EXPIRES_HELP = ("when the key stops working: a duration from now (30d, 12h, 90m, 2w; units s m h d w) or an ISO "
@@ -40,10 +43,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("keys", help="make, list and revoke the bridge's own API keys (auth: keys)")
     actions = parser.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="make a key for a tenant; prints the key alone on stdout, once")
-    create.add_argument("--tenant", required=True, help="the tenant the key's requests act as")
+    create.add_argument("--tenant", default=None, help="the tenant the key's requests act as (required, except "
+                        f"with --operator, whose key acts as {OPERATOR_TENANT!r} unless a tenant is named)")
+    create.add_argument("--operator", action="store_true", help="an operator's key: the console (/console) shows "
+                        "its holder every tenant and Operations (pools, keys, tenants); to the API it is its "
+                        "tenant's key")
     create.add_argument("--expires", default=None, metavar="WHEN", help=EXPIRES_HELP)
     create.set_defaults(func=create_command)
-    listing = actions.add_parser("list", help="every key: id, tenant, created, expires, revoked (never the key)")
+    listing = actions.add_parser("list", help="every key: id, tenant, created, expires, revoked, and kind where an "
+                                 "operator's key exists (never the key)")
     listing.set_defaults(func=list_command)
     revoke = actions.add_parser("revoke", help="revoke a key by its id (as `keys list` shows it), at once")
     revoke.add_argument("id", metavar="ID")
@@ -127,7 +135,7 @@ def _named_by(args: argparse.Namespace) -> str:
 
 
 def create_command(args: argparse.Namespace) -> int:
-    tenant = args.tenant.strip()
+    tenant = (args.tenant or (OPERATOR_TENANT if args.operator else "")).strip()
     if not tenant:
         print("responses-bridge keys create: --tenant must name a tenant", file=sys.stderr)
         return 2
@@ -140,26 +148,32 @@ def create_command(args: argparse.Namespace) -> int:
 
     async def create() -> tuple[str, str, str]:
         async with _keys(settings) as (keys, where):
-            text, row = await keys.create_key(tenant, expires_at=expires_at)
+            text, row = await keys.create_key(tenant, expires_at=expires_at, operator=args.operator)
             return text, row.id, where
 
     text, key_id, where = _run("create", create())
     print(text)
     sys.stdout.flush()
     expiry = "never" if expires_at is None else _when(expires_at)
-    print(f"created key {key_id} for tenant {tenant!r} (expires: {expiry}) in {where}; it is shown only this once",
+    kind = "an operator's key" if args.operator else "key"
+    print(f"created {kind} {key_id} for tenant {tenant!r} (expires: {expiry}) in {where}; it is shown only this once",
           file=sys.stderr)
     return 0
 
 
 def list_command(args: argparse.Namespace) -> int:
-    async def listed() -> list[tuple[str, str, str, str, str]]:
+    async def listed() -> list[tuple[str, ...]]:
         async with _keys(_settings(args)) as (keys, _):
             return [(key.id, key.tenant, _when(key.created_at), _when(key.expires_at) if key.expires_at else "never",
-                     _when(key.revoked_at) if key.revoked_at else "-") for key in await keys.list_keys()]
+                     _when(key.revoked_at) if key.revoked_at else "-", "operator" if key.operator else "tenant")
+                    for key in await keys.list_keys()]
 
-    rows = [("ID", "TENANT", "CREATED", "EXPIRES", "REVOKED"), *_run("list", listed())]
-    widths = [max(len(row[column]) for row in rows) for column in range(5)]
+    found = _run("list", listed())
+    # KIND (tenant / operator) is a sixth column only where an operator's key exists: the five columns scripts read
+    # stay where they were
+    columns = 6 if any(row[5] == "operator" for row in found) else 5
+    rows = [row[:columns] for row in [("ID", "TENANT", "CREATED", "EXPIRES", "REVOKED", "KIND"), *found]]
+    widths = [max(len(row[column]) for row in rows) for column in range(columns)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     return 0

@@ -20,6 +20,7 @@ from ..protocol.responses.request import DEFAULT_MAX_INPUT_ITEMS
 from . import file as config_file
 from .agent_sandbox import AgentSandboxSettings
 from .automations import AutomationSettings
+from .console import ConsoleSettings
 from .desktop import DesktopToolSettings
 from .desktop_watch import DesktopWatchSettings
 from .endpoints import EndpointSettings
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from ..sandbox import SandboxLimits
 
 class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandboxSettings, DesktopToolSettings,
-               DesktopWatchSettings, EndpointSettings, ToolSettings):
+               DesktopWatchSettings, EndpointSettings, ToolSettings, ConsoleSettings):
     model_config = SettingsConfigDict(env_prefix="RESPONSES_BRIDGE_", extra="ignore")
 
     stream_via_sidecar: bool = Field(default=False, description=(

@@ -13,6 +13,7 @@ commands send one only when ``OPENAI_API_KEY`` is set.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import os
 import shlex
@@ -88,9 +89,59 @@ def shell_example(url: str, model: str, auth: str, shell_problem: str | None) ->
             f"  curl -s {url} -H 'content-type: application/json'{auth} -d {shlex.quote(body)}"]
 
 
+AGENTS_HEADERS = "-H 'OpenAI-Beta: agents=v1' -H 'content-type: application/json'"
+DESKTOP_ENVIRONMENT = {"type": "openai_hosted", "desktop": {"enabled": True}}
+DESKTOP_ACTIONS = [{"type": "screenshot"}]
+SANDBOX_FIRST = "a desktop runs in the sandbox's cgroup mode, which the hosted shell's line above says is refused here"
+
+
+def desktop_input(actions: list[dict[str, str]]) -> str:
+    """The session's message that makes the fake model call ``computer`` with ``actions`` (fake_upstream.py's
+    ``[args64=…]``: the arguments hold a list, whose ``]`` would end a plain ``[args=…]``)."""
+    return f"call computer [args64={base64.b64encode(orjson.dumps({'actions': actions})).decode()}]"
+
+
+def _session_commands(base: str, auth: str, agent: dict[str, object], session: dict[str, object]) -> list[str]:
+    """An agent made, its id kept in ``$AGENT``, then a session on it whose first turn streams: two commands that
+    run as printed in a POSIX shell (python3 reads the id)."""
+    made = orjson.dumps(agent).decode()
+    body = orjson.dumps({"agent_id": "AGENT_ID", **session, "stream": True}).decode()
+    quoted = shlex.quote(body).replace("AGENT_ID", "'\"$AGENT\"'")
+    return [f"  AGENT=$(curl -s {base}/v1/agents {AGENTS_HEADERS}{auth} -d {shlex.quote(made)} "
+            "| python3 -c 'import json, sys; print(json.load(sys.stdin)[\"id\"])')",
+            f"  curl -sN {base}/v1/agents/sessions {AGENTS_HEADERS}{auth} -d {quoted}"]
+
+
+def agents_example(base: str, model: str, auth: str) -> list[str]:
+    """OpenAI's Agents API through Envoy: an agent and a session whose first turn streams its events."""
+    return ["Agents API (an agent, then a session whose first turn streams its events):",
+            *_session_commands(base, auth, {"model": model, "name": "helper", "instructions": "Answer plainly."},
+                               {"environment": {"type": "none"}, "input": "hello"})]
+
+
+def desktop_example(base: str, model: str, auth: str, desktop_problem: str | None) -> list[str]:
+    """A session with a desktop: the model's computer call takes a screenshot of a browser in the sandbox; the
+    console's session page shows the screenshots and the desktop live. Or why no desktop runs here."""
+    if desktop_problem is not None:
+        return ["Desktop (computer use): refused on this machine:", f"  {desktop_problem}",
+                "  `responses-bridge doctor` checks a host."]
+    return ["Desktop (computer use: a browser in the sandbox; the console shows its screenshots and the desktop live):",
+            *_session_commands(base, auth, {"model": model, "name": "browser", "tools": [{"type": "computer_use"}]},
+                               {"environment": DESKTOP_ENVIRONMENT, "input": desktop_input(DESKTOP_ACTIONS)})]
+
+
+def console_lines(http_port: int, console: str | None) -> list[str]:
+    """Where the console is (the sidecar's HTTP door), or why it is off."""
+    if console is not None:
+        return [f"Console (logs, sessions, traces, usage, operations): {console}"]
+    return [f"Console: off (RESPONSES_BRIDGE_CONSOLE=on, with the console extra, serves it at "
+            f"http://127.0.0.1:{http_port}/console)"]
+
+
 def banner(ports: Ports, upstream: str, config: str, db: str, model: str | None, fake: bool,
            db_kept: bool = True, problem: str | None = None, sandbox_problem: str | None = None,
-           shell_problem: str | None = None) -> str:
+           shell_problem: str | None = None, desktop_problem: str | None = None,
+           console: bool = False) -> str:
     url = f"http://127.0.0.1:{ports.listen}/v1/responses"
     keyed = not fake and bool(os.environ.get("OPENAI_API_KEY"))  # a keyless backend (Ollama) gets no header
     auth = ' -H "Authorization: Bearer $OPENAI_API_KEY"' if keyed else ""
@@ -107,6 +158,7 @@ def banner(ports: Ports, upstream: str, config: str, db: str, model: str | None,
         f"  upstream                   {upstream}{'  (fake)' if fake else ''}",
         f"  Envoy bootstrap            {config}",
         f"  stored responses           {db}{'' if db_kept else '  (temporary)'}",
+        *console_lines(ports.http, f"http://127.0.0.1:{ports.http}/console" if console else None),
         "",
     ]
     if model is None:
@@ -125,6 +177,11 @@ def banner(ports: Ports, upstream: str, config: str, db: str, model: str | None,
             *code_example(url, model, auth, sandbox_problem),
             "",
             *shell_example(url, model, auth, sandbox_problem or shell_problem),
+            "",
+            *agents_example(f"http://127.0.0.1:{ports.listen}", model, auth),
+            "",
+            *desktop_example(f"http://127.0.0.1:{ports.listen}", model, auth,
+                             SANDBOX_FIRST if sandbox_problem or shell_problem else desktop_problem),
             "",
             *sdk_example(ports.listen, model, key),
             "",

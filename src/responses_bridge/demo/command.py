@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -108,6 +109,7 @@ async def demo(upstream: str | None, listen_port: int, db: str | None, model: st
         if fake:
             processes.append(_start([*me, "fake-upstream", "--port", str(ports.upstream)], "fake upstream"))
             await _ready(wait_http(f"http://127.0.0.1:{ports.upstream}/health", READY_TIMEOUT, processes[-1]), stop)
+        console = console_wanted()  # on unless the environment says otherwise (RESPONSES_BRIDGE_CONSOLE)
         sidecar = _start([*me, "serve", "--upstream", upstream_url, "--http-port", str(ports.http),
                                "--upstream-via", f"http://127.0.0.1:{ports.listen}/v1",
                                "--extproc-port", str(ports.extproc), "--db", db_path, "--log-level", "warning"],
@@ -138,8 +140,10 @@ async def demo(upstream: str | None, listen_port: int, db: str | None, model: st
         sandbox_problem = (await asyncio.to_thread(check_bubblewrap))[1]  # what the sidecar found too, in words
         cgroup = settings.code_cgroup and await asyncio.to_thread(CgroupParent.find) is not None  # as the sidecar
         shell_problem = None if cgroup else SHELL_NEEDS_PROCESSES
+        desktop_problem = await asyncio.to_thread(desktop_packages_problem)
         print(banner(ports, upstream_url, config, db_path, model, fake, db_kept=db is not None, problem=problem,
-                     sandbox_problem=sandbox_problem, shell_problem=shell_problem), flush=True)
+                     sandbox_problem=sandbox_problem, shell_problem=shell_problem, desktop_problem=desktop_problem,
+                     console=console), flush=True)
         while not stop.is_set():
             dead = [p for p in processes if not p.alive()]
             if dead:
@@ -163,6 +167,24 @@ async def demo(upstream: str | None, listen_port: int, db: str | None, model: st
 
 class _Stopped(Exception):
     pass
+
+
+def console_wanted() -> bool:
+    """The demo serves the console (``/console`` on the sidecar's HTTP door, which the sidecar it starts inherits
+    through ``RESPONSES_BRIDGE_CONSOLE``) unless the environment turns it off, or its extra is not installed."""
+    if os.environ.get("RESPONSES_BRIDGE_CONSOLE", "on") != "on" or importlib.util.find_spec("jinja2") is None:
+        os.environ["RESPONSES_BRIDGE_CONSOLE"] = "off"
+        return False
+    os.environ["RESPONSES_BRIDGE_CONSOLE"] = "on"
+    return True
+
+
+def desktop_packages_problem() -> str | None:
+    """What the desktop lacks on this host besides the sandbox (its Debian packages), in words; None: nothing."""
+    from ..sandbox.desktop.requirements import DEFAULT_BROWSER, missing_packages
+
+    missing = missing_packages(DEFAULT_BROWSER)
+    return f"the desktop needs Debian packages missing here: {', '.join(missing)}" if missing else None
 
 
 def _start(argv: list[str], name: str, *, quiet: bool = True) -> ManagedProcess:

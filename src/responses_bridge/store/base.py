@@ -296,8 +296,15 @@ class ApiKeyStore(Protocol):
     """What a store of API keys implements. Keys are not a tenant's objects: these run as the operator (the
     ``keys`` command) or to find out who a caller is (the doors), across tenants."""
 
-    async def create_key(self, tenant: str, *, expires_at: int | None = None) -> tuple[str, ApiKey]:
-        """A new key for ``tenant``: the key's text (shown once, never stored) and its row."""
+    async def create_key(self, tenant: str, *, expires_at: int | None = None,
+                         operator: bool = False) -> tuple[str, ApiKey]:
+        """A new key for ``tenant``: the key's text (shown once, never stored) and its row. ``operator``: the
+        console shows its holder every tenant and Operations."""
+        ...
+
+    async def find_key(self, key_id: str) -> ApiKey | None:
+        """The row of the key with this id (never its secret), or None: the console checks a signed-in key is
+        still usable on each page."""
         ...
 
     async def list_keys(self) -> list[ApiKey]:

@@ -102,6 +102,12 @@ def responses_page(tenant: str, where: ResponseFilter, page: Bounds, fetch: int,
     if where.status is not None:
         conditions.append("r.status = :status")
         params["status"] = where.status
+    if where.created_before is not None:
+        conditions.append("r.created_at < :created_before")
+        params["created_before"] = where.created_before
+    if where.created_after is not None:
+        conditions.append("r.created_at >= :created_after")
+        params["created_after"] = where.created_after
     source, key = "responses AS r", _RESPONSE_KEY
     for n, (name, value) in enumerate(where.metadata):
         params[f"mk{n}"], params[f"mv{n}"] = name, value

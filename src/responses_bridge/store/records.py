@@ -65,6 +65,8 @@ class ResponseFilter:
     model: str | None = None
     status: str | None = None
     metadata: tuple[tuple[str, str], ...] = ()
+    created_before: int | None = None  # the console's time filter: a range of the listing index (unix seconds)
+    created_after: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +157,9 @@ class ApiKey:
     created_at: int
     expires_at: int | None = None
     revoked_at: int | None = None
+    operator: bool = False
+    """An operator's key (``keys create --operator``): the console shows it every tenant and Operations; to the API
+    it is its tenant's key like any other."""
 
     def usable(self, now: int) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)

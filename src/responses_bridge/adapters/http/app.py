@@ -14,6 +14,7 @@ from ...runtime import Runtime
 from ...services.files.embeddings import EmbeddingService
 from ...services.readiness import check_readiness
 from .agents.agents_routes import AgentRoutes
+from .console import entry as console_entry
 from .containers.containers_routes import ContainerRoutes
 from .containers.skills_routes import SkillRoutes
 from .desktop_watch_tokens import WatchTokens
@@ -46,7 +47,9 @@ def create_app(runtime: Runtime) -> web.Application:
     drain = Drain(runtime)  # outermost middleware: while draining, new requests get a 503 before anything else
     # a browser watching a session's desktop carries a token instead of the key (desktop_watch_tokens.py)
     watch_tokens = WatchTokens(runtime.sealer, runtime.settings.desktop_watch_link_seconds)
-    identify = identity_middleware(runtime.identity, watch_tokens)  # RESPONSES_BRIDGE_AUTH: tenancy/identity.py
+    console = runtime.settings.console == "on"  # /console (console/): its pages check their own sign-in
+    identify = identity_middleware(runtime.identity, watch_tokens,  # RESPONSES_BRIDGE_AUTH: tenancy/identity.py
+                                   console=console)
     limit = limits_middleware(runtime.limits, runtime.memory,  # per tenant: 429, 413; the memory budget: 503
                               body_timeout=runtime.settings.request_body_timeout,  # a body too slow: 408
                               body_min_rate=runtime.settings.request_body_min_rate)
@@ -83,6 +86,8 @@ def create_app(runtime: Runtime) -> web.Application:
     if not clients:
         with api_routes(app) as routes:
             routes.get("/models", models)
+    if console:  # one route; the pages are imported on its first request (console/entry.py)
+        console_entry.register(app, runtime, watch_tokens)
     return app
 
 

@@ -27,6 +27,9 @@ SELF_AUTHENTICATED = "/v1/agents/executor/"
 """``codex exec-server``'s registry and rendezvous (adapters/http/agents/executor_routes.py): signed with a session's
 executor credentials, checked by those routes, never a bridge key; their tenant is the one the signature names."""
 NO_TENANT = ""
+CONSOLE = "/console"
+"""The console's pages (adapters/http/console/): signed in with a sealed cookie, checked by the console itself; an
+API key never reaches them in a header."""
 
 __all__ = ["TENANT", "identity_middleware", "request_tenant", "unauthenticated"]
 
@@ -38,11 +41,13 @@ def request_tenant(request: web.Request) -> str:
     return tenant
 
 
-def identity_middleware(identity: Identity,
-                        watch_tokens: WatchTokens | None = None) -> web.middleware:  # type: ignore[valid-type]
+def identity_middleware(identity: Identity, watch_tokens: WatchTokens | None = None, *,
+                        console: bool = False) -> web.middleware:  # type: ignore[valid-type]
     """The middleware for ``identity.mode`` (``RESPONSES_BRIDGE_AUTH``). ``watch_tokens``: a request watching a
     session's desktop from a browser (desktop_watch_tokens.py) is the tenant its ``token`` names, in every
-    mode (a bad or expired token is a 401)."""
+    mode (a bad or expired token is a 401). ``console``: the console is served, and its paths check their own
+    sign-in (the same prefix test as the executor's, so an API request pays nothing more)."""
+    self_authenticated = (SELF_AUTHENTICATED, CONSOLE) if console else (SELF_AUTHENTICATED,)
 
     @web.middleware
     async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -54,8 +59,8 @@ def identity_middleware(identity: Identity,
         if identity.anonymous or request.path in OPEN_PATHS:
             request[TENANT] = DEFAULT_TENANT
             return await handler(request)
-        if request.path.startswith(SELF_AUTHENTICATED):
-            request[TENANT] = NO_TENANT  # the route finds the tenant in the signature
+        if request.path.startswith(self_authenticated):
+            request[TENANT] = NO_TENANT  # the route finds the tenant in the signature (the console: its cookie)
             return await handler(request)
         tenant = await identity.tenant(request.headers.get("Authorization"),
                                        request.headers.get(identity.tenant_header))

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import time
 
-from ..keys import key_from_row, matches, mint, parse
+from ..keys import _COLUMNS, key_from_row, matches, mint, parse
 from ..records import ApiKey, Resolved, StoredKey
 from .database import PostgresDatabase
-
-_COLUMNS = "id, tenant, created_at, expires_at, revoked_at"
 
 
 class PostgresApiKeyStore:
@@ -23,20 +21,26 @@ class PostgresApiKeyStore:
     def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
 
-    async def create_key(self, tenant: str, *, expires_at: int | None = None) -> tuple[str, ApiKey]:
-        text, stored = mint(tenant, expires_at=expires_at)
+    async def create_key(self, tenant: str, *, expires_at: int | None = None,
+                         operator: bool = False) -> tuple[str, ApiKey]:
+        text, stored = mint(tenant, expires_at=expires_at, operator=operator)
         row = stored.key
         async with self._db.acquire("create_key") as conn:
             await conn.execute(
-                "INSERT INTO api_keys (id, tenant, salt, secret_hash, created_at, expires_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6)",
-                row.id, row.tenant, stored.salt, stored.secret_hash, row.created_at, row.expires_at)
+                "INSERT INTO api_keys (id, tenant, salt, secret_hash, created_at, expires_at, operator) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                row.id, row.tenant, stored.salt, stored.secret_hash, row.created_at, row.expires_at, row.operator)
         return text, row
 
     async def list_keys(self) -> list[ApiKey]:
         async with self._db.acquire("list_keys") as conn:
             rows = await conn.fetch(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id")
         return [key_from_row(row) for row in rows]
+
+    async def find_key(self, key_id: str) -> ApiKey | None:
+        async with self._db.acquire("find_key") as conn:
+            row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM api_keys WHERE id = $1", key_id)
+        return None if row is None else key_from_row(row)
 
     async def revoke_key(self, key_id: str) -> bool:
         async with self._db.acquire("revoke_key") as conn:
@@ -53,7 +57,7 @@ class PostgresApiKeyStore:
             row = await conn.fetchrow(f"SELECT {_COLUMNS}, salt, secret_hash FROM api_keys WHERE id = $1", key_id)
         if row is None:
             return None
-        stored = StoredKey(key_from_row(row), bytes(row[5]), bytes(row[6]))
+        stored = StoredKey(key_from_row(row), bytes(row[6]), bytes(row[7]))
         return Resolved(stored.key) if matches(stored, secret) else None
 
 

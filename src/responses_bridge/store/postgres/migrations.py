@@ -280,6 +280,9 @@ MIGRATIONS.append((29, [  # as SQLite's 30: Idempotency-Key of POST /v1/response
     """,
     "CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at)",
 ]))
+MIGRATIONS.append((30, [  # as SQLite's 31: an operator's key (`keys create --operator`) sees every tenant
+    "ALTER TABLE api_keys ADD COLUMN operator boolean NOT NULL DEFAULT false",
+]))
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:

@@ -25,20 +25,27 @@ class SQLiteApiKeyStore:
     def __init__(self, db: SQLiteResponseStore) -> None:
         self._db = db
 
-    async def create_key(self, tenant: str, *, expires_at: int | None = None) -> tuple[str, ApiKey]:
-        text, stored = mint(tenant, expires_at=expires_at)
+    async def create_key(self, tenant: str, *, expires_at: int | None = None,
+                         operator: bool = False) -> tuple[str, ApiKey]:
+        text, stored = mint(tenant, expires_at=expires_at, operator=operator)
         row = stored.key
         async with self._db.writing() as conn:
             await conn.execute(
-                "INSERT INTO api_keys (id, tenant, salt, secret_hash, created_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (row.id, row.tenant, stored.salt, stored.secret_hash, row.created_at, row.expires_at))
+                "INSERT INTO api_keys (id, tenant, salt, secret_hash, created_at, expires_at, operator) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row.id, row.tenant, stored.salt, stored.secret_hash, row.created_at, row.expires_at,
+                 int(row.operator)))
         return text, row
 
     async def list_keys(self) -> list[ApiKey]:
         async with self._db.reading() as conn:
             rows = await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id")
         return [key_from_row(tuple(row)) for row in rows]
+
+    async def find_key(self, key_id: str) -> ApiKey | None:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)))
+        return key_from_row(tuple(rows[0])) if rows else None
 
     async def revoke_key(self, key_id: str) -> bool:
         async with self._db.writing() as conn:
@@ -57,5 +64,5 @@ class SQLiteApiKeyStore:
         if not rows:
             return None
         row = tuple(rows[0])
-        stored = StoredKey(key_from_row(row), bytes(row[5]), bytes(row[6]))
+        stored = StoredKey(key_from_row(row), bytes(row[6]), bytes(row[7]))
         return Resolved(stored.key) if matches(stored, secret) else None

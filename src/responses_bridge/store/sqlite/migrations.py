@@ -333,6 +333,13 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at)",
         ],
     ),
+    (
+        31,
+        [
+            # An operator's key (`keys create --operator`, the console's Operations): it sees every tenant.
+            "ALTER TABLE api_keys ADD COLUMN operator INTEGER NOT NULL DEFAULT 0",
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

@@ -1,0 +1,144 @@
+"""Operations, for an operator: what each shared pool holds and who waits for it, by tenant; the memory budget
+beside the process's real memory; desktops live; background runs and their owners; the upstreams; the keys.
+
+Everything here is read from the runtime's live objects as they are this instant (the pools' own per-tenant
+counts, fairness/share.py), never kept: the page is a snapshot, reloaded to see it move. Keys are listed by id and
+tenant only (store/keys.py keeps no key, only a salted hash).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ....observability import metrics
+from ....redact import mask_text
+from ....runtime import Runtime
+from ....services.tenancy.memory_watch import default_source
+from .logs import when
+
+
+@dataclass(slots=True)
+class PoolView:
+    name: str
+    capacity: str
+    held: str
+    waiting: int
+    tenants: list[tuple[str, str, int]]  # tenant, held, waiting
+    bytes: bool = False
+
+
+@dataclass(slots=True)
+class Snapshot:
+    pools: list[PoolView] = field(default_factory=list)
+    memory: list[tuple[str, str]] = field(default_factory=list)
+    desktops: list[tuple[str, str]] = field(default_factory=list)
+    runs: list[tuple[str, str]] = field(default_factory=list)  # response id, tenant
+    upstreams: list[tuple[str, str, str, str]] = field(default_factory=list)  # name, url, mode, health
+    keys: list[dict[str, Any]] = field(default_factory=list)
+    tenants: list[str] = field(default_factory=list)
+
+
+def _pools(runtime: Runtime) -> list[tuple[str, Any, bool]]:
+    """Every shared pool this process has (name, FairPool, counted in bytes)."""
+    found: list[tuple[str, Any, bool]] = [("request memory", runtime.memory.pool, True),
+                                          ("upstream connections", runtime.upstream_gate.slots.pool, False)]
+    services = runtime.server_tools.services
+    programs = getattr(getattr(services, "programs", None), "slots", None)
+    if programs is not None:
+        found.append(("program slots", programs.pool, False))
+    sandbox = getattr(getattr(getattr(services, "shell", None), "runs", None), "sandbox", None)
+    sandbox_slots = getattr(sandbox, "slots", None)
+    if sandbox_slots is not None and hasattr(sandbox_slots, "pool"):
+        found.append(("sandbox slots", sandbox_slots.pool, False))
+    desktop_slots = getattr(runtime.desktops, "slots", None)
+    if desktop_slots is not None and hasattr(desktop_slots, "pool"):
+        found.append(("desktops", desktop_slots.pool, False))
+    return found
+
+
+def pool_view(name: str, pool: Any, in_bytes: bool) -> PoolView:
+    tenants = sorted(((tenant, state.holds, state.waiting) for tenant, state in pool.tenants.items()
+                      if state.holds or state.waiting), key=lambda row: (-row[1], row[0]))
+    size = _bytes if in_bytes else str
+    return PoolView(name, size(pool.capacity) if pool.capacity else "unbounded", size(pool.held), pool.waiting,
+                    [(tenant, size(held), waiting) for tenant, held, waiting in tenants], in_bytes)
+
+
+async def snapshot(runtime: Runtime) -> Snapshot:
+    shown = Snapshot(pools=[pool_view(name, pool, in_bytes) for name, pool, in_bytes in _pools(runtime)])
+    budget = runtime.memory
+    real = default_source(runtime.settings.worker_count())()
+    shown.memory = [("budget", _bytes(budget.total) if budget.total else "unbounded"),
+                    ("held by requests in flight", _bytes(budget.held)),
+                    ("real memory of the process", _bytes(real) if real else "unknown"),
+                    ("backstop high watermark", _bytes(runtime.memory_watch.high) if runtime.memory_watch.high
+                     else "off"),
+                    ("refusing new work", "yes" if budget.refusing else "no")]
+    running = getattr(runtime.desktops, "running", None)  # the sessions' desktop pool (by tenant: its pool above)
+    shown.desktops = [("running", str(running()) if callable(running) else "none here")]
+    unavailable = getattr(runtime.desktops, "unavailable", None)
+    why = unavailable() if callable(unavailable) else None
+    if why:
+        shown.desktops.append(("why none can run", why))
+    shown.runs = sorted((run_id, str(run.tenant)) for run_id, run in runtime.background.runs.items())
+    health = upstream_health()
+    for spec in runtime.router.upstreams.values():  # a URL's password masked (redact.py)
+        shown.upstreams.append((spec.name, mask_text(spec.url), runtime.probed_modes.get(spec.name, str(spec.mode)),
+                                health.get(spec.name, "no call yet")))
+    if runtime.api_keys is not None:
+        now = int(time.time())
+        for key in await runtime.api_keys.list_keys():
+            shown.keys.append({"id": key.id, "tenant": key.tenant, "operator": key.operator,
+                               "created": when(key.created_at),
+                               "expires": when(key.expires_at) if key.expires_at else "never",
+                               "revoked": when(key.revoked_at) if key.revoked_at else "",
+                               "usable": key.usable(now)})
+    shown.tenants = await known_tenants(runtime)
+    return shown
+
+
+def upstream_health() -> dict[str, str]:
+    """Each upstream's calls as this process's metrics count them (observability/metrics.py): how many were
+    answered, their mean time to response headers, and the failures by kind (unreachable, timed out, cut, 5xx)."""
+    calls: dict[str, list[float]] = {}
+    failures: dict[str, dict[str, float]] = {}
+    for family in metrics.UPSTREAM_SECONDS.collect():
+        for sample in family.samples:
+            name = sample.labels.get("upstream", "")
+            if sample.name.endswith("_count"):
+                calls.setdefault(name, [0.0, 0.0])[0] += sample.value
+            elif sample.name.endswith("_sum"):
+                calls.setdefault(name, [0.0, 0.0])[1] += sample.value
+    for family in metrics.UPSTREAM_ERRORS.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total") and sample.value:
+                kinds = failures.setdefault(sample.labels.get("upstream", ""), {})
+                kind = sample.labels.get("kind", "")
+                kinds[kind] = kinds.get(kind, 0.0) + sample.value
+    said: dict[str, str] = {}
+    for name in {*calls, *failures}:
+        answered, seconds = calls.get(name, [0.0, 0.0])
+        line = f"{answered:.0f} answered" + (f", {1000 * seconds / answered:.0f} ms to headers on average"
+                                              if answered else "")
+        failed = failures.get(name)
+        said[name] = line + (", failed: " + ", ".join(f"{count:.0f} {kind}" for kind, count in sorted(failed.items()))
+                             if failed else ", none failed")
+    return said
+
+
+async def known_tenants(runtime: Runtime) -> list[str]:
+    """Every tenant with a stored response or a key (the store's loose index scan; the keys' list)."""
+    tenants = set(await runtime.store.response_tenants())
+    if runtime.api_keys is not None:
+        tenants.update(key.tenant for key in await runtime.api_keys.list_keys())
+    return sorted(tenants)
+
+
+def _bytes(value: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024  # type: ignore[assignment]
+    return str(value)

@@ -1,0 +1,294 @@
+"""The console's pages: one handler per page, each reading as the viewer's tenant (an operator's choice of tenant),
+rendered by jinja2 with every value escaped, answered with a strict Content-Security-Policy (nothing inline, nothing
+from elsewhere).
+
+    GET  /console/logs                  stored responses, newest first, filtered
+    GET  /console/logs/{response_id}    one response as a conversation, with its chain
+    GET  /console/chats, /console/chats/{id}  stored chat completions, and one with its messages
+    GET  /console/sessions              agent sessions
+    GET  /console/sessions/{id}         a session's timeline, approvals, live desktop, artifacts
+    POST /console/sessions/{id}/approve an approval answered (the API's own service call)
+    GET  /console/sessions/{id}/traces  its turns' spans as waterfalls
+    GET  /console/sessions/{id}/artifacts/{artifact_id}  an artifact's bytes, as a download
+    GET  /console/usage                 requests and tokens over time
+    GET  /console/operations            pools, memory, desktops, runs, upstreams, keys (operators)
+    POST /console/operations/keys       a key made; POST …/keys/{id}/revoke: a key revoked (operators)
+    GET  /console/sign-in, POST /console/sign-in, POST /console/sign-out
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import jinja2
+from aiohttp import web
+
+from ....protocol.errors import APIError
+from ....runtime import Runtime
+from ....services.agents.sessions import SessionService
+from ....services.agents.traces import SessionTraces
+from ....store.records import InvalidCursor
+from ..agents.agents_routes import SESSIONS
+from ..desktop_watch_tokens import WatchTokens
+from ..downloads import send_blob
+from . import chats, logs, operations, sessions, usage
+from .sign_in import SignIn, Viewer, check_change
+
+HERE = Path(__file__).parent
+STATIC = {"console.css": "text/css"}  # no script: every page works as plain HTML forms and links
+POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-src 'self'; "
+          "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+HEADERS = {"Content-Security-Policy": POLICY, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+           "Cache-Control": "no-store", "X-Frame-Options": "DENY"}
+FORM_BYTES = 16 * 1024
+Page = Callable[[web.Request, Viewer, re.Match[str]], Awaitable[web.StreamResponse]]
+
+
+class Console:
+    def __init__(self, runtime: Runtime, watch_tokens: WatchTokens, app: web.Application) -> None:
+        self.runtime = runtime
+        self.watch_tokens = watch_tokens
+        self.sign_in = SignIn(runtime)
+        self.sessions: SessionService | None = app.get(SESSIONS)
+        self.traces = SessionTraces(runtime.agents.store)
+        self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                                            undefined=jinja2.StrictUndefined)
+        self.routes: list[tuple[str, re.Pattern[str], Page, bool]] = [  # method, path, page, operators only
+            ("GET", re.compile(r"/logs"), self.logs, False),
+            ("GET", re.compile(r"/logs/(?P<id>[\w.-]{1,200})"), self.response, False),
+            ("GET", re.compile(r"/chats"), self.chat_list, False),
+            ("GET", re.compile(r"/chats/(?P<id>[\w.-]{1,200})"), self.chat, False),
+            ("GET", re.compile(r"/sessions"), self.session_list, False),
+            ("GET", re.compile(r"/sessions/(?P<id>[\w.-]{1,200})"), self.session, False),
+            ("POST", re.compile(r"/sessions/(?P<id>[\w.-]{1,200})/approve"), self.approve, False),
+            ("GET", re.compile(r"/sessions/(?P<id>[\w.-]{1,200})/traces"), self.session_traces, False),
+            ("GET", re.compile(r"/sessions/(?P<id>[\w.-]{1,200})/artifacts/(?P<artifact>[\w.-]{1,200})"),
+             self.artifact, False),
+            ("GET", re.compile(r"/usage"), self.usage, False),
+            ("GET", re.compile(r"/operations"), self.operations, True),
+            ("POST", re.compile(r"/operations/keys"), self.create_key, True),
+            ("POST", re.compile(r"/operations/keys/(?P<id>[0-9a-f]{1,64})/revoke"), self.revoke_key, True),
+        ]
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path[len("/console"):] or "/"
+        try:
+            if path.startswith("/static/"):
+                return self.static(path[len("/static/"):])
+            if path == "/sign-in":
+                return await self.sign_in_page(request)
+            viewer = await self.sign_in.viewer(request)
+            if path == "/sign-out" and request.method == "POST":
+                return await self.sign_out(request, viewer)
+            if viewer is None:
+                return see_other("/console/sign-in")
+            if path in ("/", ""):
+                return see_other("/console/logs")
+            for method, pattern, page, operators in self.routes:
+                match = pattern.fullmatch(path)
+                if match is not None and method == request.method:
+                    if operators and not viewer.operator:
+                        raise APIError(403, "Operations are for an operator's key (keys create --operator).",
+                                       code="operator_only")
+                    return await page(request, viewer, match)
+            raise APIError(404, "No such page in the console.", code="not_found")
+        except APIError as error:
+            return self.render("error.html", None, request, status=error.status, message=error.message,
+                               code=error.status)
+        except InvalidCursor:
+            return self.render("error.html", None, request, status=400, message="That page's cursor is unknown.",
+                               code=400)
+
+    # -- rendering ---------------------------------------------------------------------------------------------
+
+    def render(self, template: str, viewer: Viewer | None, request: web.Request, *, status: int = 200,
+               **values: Any) -> web.Response:
+        tenant = viewer.scope(request) if viewer is not None else ""
+        body = self.templates.get_template(template).render(
+            viewer=viewer, tenant=tenant, chosen_tenant=request.query.get("tenant", "") if viewer else "",
+            path=request.path, link=_linker(viewer, tenant), **values)
+        response = web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+        response.headers.update(HEADERS)
+        return response
+
+    def static(self, name: str) -> web.Response:
+        if name not in STATIC:
+            raise APIError(404, "No such file.", code="not_found")
+        response = web.Response(body=(HERE / "static" / name).read_bytes(), content_type=STATIC[name])
+        response.headers.update({**HEADERS, "Cache-Control": "max-age=3600"})
+        return response
+
+    # -- signing in ------------------------------------------------------------------------------------------
+
+    async def sign_in_page(self, request: web.Request) -> web.StreamResponse:
+        refused = ""
+        if request.method == "POST":
+            check_change(request, None, None)
+            form = await _form(request)
+            cookie = await self.sign_in.sign_in(form.get("key", "")) if self.sign_in.takes_keys else None
+            if cookie is not None:
+                answer = see_other("/console/logs")
+                self.sign_in.set_cookie(answer, request, cookie)
+                return answer
+            refused = "That key was not accepted (unknown, revoked or expired)."
+        elif not self.sign_in.takes_keys and await self.sign_in.viewer(request) is not None:
+            return see_other("/console/logs")
+        return self.render("sign_in.html", None, request, refused=refused, takes_keys=self.sign_in.takes_keys,
+                           status=401 if refused else 200)
+
+    async def sign_out(self, request: web.Request, viewer: Viewer | None) -> web.StreamResponse:
+        check_change(request, viewer, (await _form(request)).get("csrf"))
+        answer = see_other("/console/sign-in")
+        self.sign_in.clear_cookie(answer)
+        return answer
+
+    # -- logs ------------------------------------------------------------------------------------------------
+
+    async def logs(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        filters = logs.Filters.of(request.query)
+        tenant = viewer.scope(request)
+        page = await logs.log_page(self.runtime.store, tenant, filters, request.query.get("after") or None)
+        tenants = await operations.known_tenants(self.runtime) if viewer.operator else []
+        return self.render("logs.html", viewer, request, page=page, filters=filters, statuses=logs.STATUSES,
+                           spans=list(logs.SPANS), tenants=tenants,
+                           next_query=urlencode({**filters.query(), **_tenant_query(viewer, tenant),
+                                                 "after": page.next_after or ""}))
+
+    async def response(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        tenant = viewer.scope(request)
+        stored = await self.runtime.store.get_response(match["id"], tenant=tenant)
+        upstream = None
+        if stored is not None and len(self.runtime.router.upstreams) > 1:
+            try:
+                upstream = self.runtime.route(stored.get("model")).upstream.name
+            except APIError:
+                upstream = None
+        detail = await logs.response_detail(self.runtime.store, tenant, match["id"], upstream)
+        if detail is None:
+            raise APIError(404, "No stored response with that id.", code="not_found")
+        return self.render("response.html", viewer, request, detail=detail, response_id=match["id"])
+
+    async def chat_list(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        model = request.query.get("model", "").strip()[:200]
+        page = await chats.chat_page(self.runtime.chat_completions, viewer.scope(request),
+                                     request.query.get("after") or None, model)
+        return self.render("chats.html", viewer, request, page=page, model=model)
+
+    async def chat(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        detail = await chats.chat_detail(self.runtime.chat_completions, viewer.scope(request), match["id"])
+        return self.render("chat.html", viewer, request, detail=detail, completion_id=match["id"])
+
+    # -- sessions and traces -----------------------------------------------------------------------------------
+
+    def _sessions(self) -> SessionService:
+        if self.sessions is None:
+            raise APIError(404, "This server serves no agent sessions.", code="not_found")
+        return self.sessions
+
+    async def session_list(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        tenant = viewer.scope(request)
+        page = await sessions.session_page(self._sessions(), tenant, request.query.get("after") or None)
+        return self.render("sessions.html", viewer, request, page=page)
+
+    async def session(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        tenant, session_id = viewer.scope(request), match["id"]
+        detail = await sessions.session_detail(self._sessions(), tenant, session_id)
+        live = None
+        has = getattr(self.runtime.desktops, "has", None)
+        if callable(has) and has(session_id):
+            view = self.watch_tokens.mint("view", tenant, session_id)
+            page = self.watch_tokens.mint("page", tenant, session_id)
+            base = f"/v1/agents/sessions/{session_id}/desktop"
+            live = {"frames": f"{base}/frames?token={view}", "calls": f"{base}/calls?token={view}",
+                    "page": f"{base}/live?token={page}"}
+        return self.render("session.html", viewer, request, detail=detail, session_id=session_id, live=live)
+
+    async def approve(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        form = await _form(request)
+        check_change(request, viewer, form.get("csrf"))
+        tenant, session_id = viewer.scope(request), match["id"]
+        decision, kind = form.get("decision", ""), form.get("kind", "")
+        if decision not in sessions.DECISIONS or kind not in sessions.ANSWERABLE:
+            raise APIError(400, "Unknown decision.", code="invalid_value")
+        event = sessions.approval_event(kind, form.get("request_id", ""), decision, "browser_origin_access")
+        await self._sessions().post_events(session_id, {"events": [event]}, idempotency_key=None, tenant=tenant,
+                                           authorization=None)
+        return see_other(f"/console/sessions/{session_id}{_suffix(viewer, tenant)}")
+
+    async def artifact(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        """An artifact's bytes, as the API's ``…/artifacts/{id}/content`` sends them (an attachment, never shown
+        as a page)."""
+        reader, artifact = await self._sessions().environments.open(match["id"], match["artifact"],
+                                                                    tenant=viewer.scope(request))
+        return await send_blob(request, reader, str(artifact["path"]).rsplit("/", 1)[-1])
+
+    async def session_traces(self, request: web.Request, viewer: Viewer,
+                             match: re.Match[str]) -> web.StreamResponse:
+        shown = await sessions.waterfalls(self.traces, match["id"], viewer.scope(request))
+        return self.render("traces.html", viewer, request, waterfalls=shown, session_id=match["id"])
+
+    # -- usage and operations ----------------------------------------------------------------------------------
+
+    async def usage(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        window = request.query.get("window", "24h")
+        if viewer.operator and request.query.get("tenant") in (None, "", "*"):
+            tenants, by_tenant = await operations.known_tenants(self.runtime), True
+        else:
+            tenants, by_tenant = [viewer.scope(request)], False
+        shown = await usage.usage(self.runtime.store, tenants, window, by_tenant=by_tenant)
+        return self.render("usage.html", viewer, request, usage=shown, windows=list(usage.WINDOWS))
+
+    async def operations(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        made = request.query.get("made", "")
+        return self.render("operations.html", viewer, request, snapshot=await operations.snapshot(self.runtime),
+                           made=made, takes_keys=self.runtime.api_keys is not None)
+
+    async def create_key(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        form = await _form(request)
+        check_change(request, viewer, form.get("csrf"))
+        tenant = form.get("tenant", "").strip()[:200]
+        if not tenant or self.runtime.api_keys is None:
+            raise APIError(400, "Name the tenant the key is for.", code="invalid_value")
+        text, key = await self.runtime.api_keys.create_key(tenant, operator=form.get("operator") == "on")
+        # the one page that shows a key: the answer to making it, once, never stored, never cached
+        return self.render("key_made.html", viewer, request, key_text=text, key=key)
+
+    async def revoke_key(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        form = await _form(request)
+        check_change(request, viewer, form.get("csrf"))
+        if self.runtime.api_keys is None or not await self.runtime.api_keys.revoke_key(match["id"]):
+            raise APIError(404, "No key with that id.", code="not_found")
+        return see_other("/console/operations")
+
+
+def see_other(location: str) -> web.Response:
+    """A 303 to a console page (after a POST: the browser then GETs it, so a reload posts nothing twice)."""
+    return web.Response(status=303, headers={**HEADERS, "Location": location})
+
+
+async def _form(request: web.Request) -> dict[str, str]:
+    if request.content_length is not None and request.content_length > FORM_BYTES:
+        raise APIError(413, "The form is too large.", code="too_large")
+    posted = await request.post()
+    return {name: value for name, value in posted.items() if isinstance(value, str)}
+
+
+def _tenant_query(viewer: Viewer | None, tenant: str) -> dict[str, str]:
+    return {"tenant": tenant} if viewer is not None and viewer.operator and tenant != viewer.tenant else {}
+
+
+def _suffix(viewer: Viewer | None, tenant: str) -> str:
+    query = _tenant_query(viewer, tenant)
+    return "?" + urlencode(query) if query else ""
+
+
+def _linker(viewer: Viewer | None, tenant: str) -> Callable[..., str]:
+    """``link("/console/logs/x")``: a console path keeping an operator's chosen tenant."""
+    def link(path: str, **query: str) -> str:
+        values = {**_tenant_query(viewer, tenant), **{name: value for name, value in query.items() if value}}
+        return path + ("?" + urlencode(values) if values else "")
+    return link

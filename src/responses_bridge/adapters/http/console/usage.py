@@ -1,0 +1,136 @@
+"""Usage: requests and tokens over time by model (and, for an operator, by tenant), as SVG bar charts drawn here.
+
+Counted from the stored responses of the window, newest first, through the API's own listing (the index led by the
+tenant, the window a range of it), at most :data:`COUNTED` of them a tenant: a chart costs the same on a store of
+any size, and says so when it stopped short of the window's start. A chart is numbers placed by the server; every
+label is escaped text in the template (no script draws anything).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from ....store import ResponseStore
+from ....store.records import MAX_PAGE_LIMIT, ResponseFilter
+
+COUNTED = 5000
+TENANTS_COUNTED = 20
+"""An operator's usage of every tenant counts this many tenants at most (in name order), so the page's cost stays
+bounded whatever the number of tenants; one tenant's usage is asked for with ``?tenant=``."""
+WINDOWS = {"24h": (86400, 3600, "%H:00"), "7d": (7 * 86400, 86400, "%m-%d"), "30d": (30 * 86400, 86400, "%m-%d")}
+PALETTE = ("#2563eb", "#16a34a", "#d97706", "#dc2626", "#7c3aed", "#0891b2", "#db2777", "#65a30d")
+WIDTH, HEIGHT, LEFT, BOTTOM = 720, 220, 48, 24
+
+
+@dataclass(slots=True)
+class Series:
+    name: str
+    color: str
+    requests: int = 0
+    tokens: int = 0
+
+
+@dataclass(slots=True)
+class Chart:
+    """One chart: bars stacked by series, one bar per bucket of the window."""
+
+    title: str
+    series: list[Series]
+    bars: list[dict[str, Any]]  # x, width, and rects: (y, height, color, label)
+    ticks: list[tuple[float, str]]  # x, label
+    peak: int
+    width: int = WIDTH
+    height: int = HEIGHT
+    left: int = LEFT
+    bottom: int = BOTTOM
+
+
+@dataclass(slots=True)
+class Usage:
+    window: str
+    charts: list[Chart] = field(default_factory=list)
+    counted: int = 0
+    cut_short: bool = False
+
+
+async def tenant_usage(store: ResponseStore, tenant: str, since: float) -> tuple[list[tuple[int, str, int]], bool]:
+    """``(created_at, model, total_tokens)`` of the tenant's responses since ``since``, at most :data:`COUNTED`;
+    True when there were more."""
+    rows: list[tuple[int, str, int]] = []
+    after = None
+    where = ResponseFilter(created_after=int(since))
+    while True:
+        page = await store.list_responses(tenant=tenant, after=after, limit=MAX_PAGE_LIMIT, order="desc", where=where)
+        for raw in page.data:
+            response = orjson.loads(raw)
+            usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
+            tokens = usage.get("total_tokens")
+            rows.append((int(response.get("created_at") or 0), str(response.get("model") or "?"),
+                         tokens if isinstance(tokens, int) else 0))
+        if not page.has_more:
+            return rows, False
+        if len(rows) >= COUNTED:
+            return rows, True
+        after = page.ids[-1]
+
+
+async def usage(store: ResponseStore, tenants: list[str], window: str, *, by_tenant: bool) -> Usage:
+    span, step, label = WINDOWS.get(window, WINDOWS["24h"])
+    now = time.time()
+    start = (int(now - span) // step + 1) * step
+    shown = Usage(window if window in WINDOWS else "24h")
+    by_model: list[tuple[int, str, int]] = []
+    per_tenant: list[tuple[int, str, int]] = []
+    shown.cut_short = len(tenants) > TENANTS_COUNTED
+    for tenant in tenants[:TENANTS_COUNTED]:
+        rows, short = await tenant_usage(store, tenant, start)
+        shown.cut_short |= short
+        by_model.extend(rows)
+        per_tenant.extend((at, tenant, tokens) for at, _, tokens in rows)
+    shown.counted = len(by_model)
+    buckets = [start + step * n for n in range(span // step)]
+    shown.charts.append(chart("Requests by model", by_model, buckets, step, label, tokens=False))
+    shown.charts.append(chart("Tokens by model", by_model, buckets, step, label, tokens=True))
+    if by_tenant:
+        shown.charts.append(chart("Requests by tenant", per_tenant, buckets, step, label, tokens=False))
+    return shown
+
+
+def chart(title: str, rows: list[tuple[int, str, int]], buckets: list[int], step: int, label: str, *,
+          tokens: bool) -> Chart:
+    names = sorted({name for _, name, _ in rows})
+    series = {name: Series(name, PALETTE[n % len(PALETTE)]) for n, name in enumerate(names)}
+    counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    first = buckets[0] if buckets else 0
+    for at, name, used in rows:
+        index = (at - first) // step
+        if 0 <= index < len(buckets):
+            counts[index][name] += used if tokens else 1
+        series[name].requests += 1
+        series[name].tokens += used
+    peak = max((sum(bucket.values()) for bucket in counts.values()), default=0)
+    plot_width, plot_height = WIDTH - LEFT, HEIGHT - BOTTOM
+    slot = plot_width / max(1, len(buckets))
+    bars = []
+    for index in sorted(counts):
+        y = float(plot_height)
+        rects = []
+        for name in names:
+            value = counts[index].get(name, 0)
+            if not value:
+                continue
+            height = plot_height * value / peak if peak else 0
+            y -= height
+            rects.append((round(y, 1), round(height, 1), series[name].color,
+                          f"{name}: {value} {'tokens' if tokens else 'requests'}"))
+        bars.append({"x": round(LEFT + index * slot + slot * 0.1, 1), "width": round(slot * 0.8, 1), "rects": rects})
+    every = max(1, len(buckets) // 8)
+    ticks = [(round(LEFT + n * slot, 1), datetime.fromtimestamp(at, UTC).strftime(label))
+             for n, at in enumerate(buckets) if n % every == 0]
+    return Chart(title, list(series.values()), bars, ticks, peak)
