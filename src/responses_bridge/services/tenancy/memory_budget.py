@@ -21,7 +21,8 @@ resumable: it would be thrown away) — then gets a 503 with ``Retry-After`` (th
 A request larger than a share runs when its holder holds nothing else, rather than never. How long a body may take
 to arrive is bounded (body_pace.py), so an idle connection gives its steps back. Real memory is watched
 too (memory_watch.py): past its high watermark the budget refuses new room
-(:attr:`MemoryBudget.refusing`).
+(:attr:`MemoryBudget.refusing`) to the holders that hold some — a holder holding nothing still gets a small
+request's room (:meth:`MemoryBudget.refuses`).
 
 The budget defaults to half of what the process may use: the cgroup's memory limit (a container's, a pod's), else
 the machine's memory, shared among the workers.
@@ -48,6 +49,9 @@ COST_PER_BODY_BYTE = 30
 WAIT_SECONDS = 2.0
 DEFAULT_SHARE = 0.5
 STEP_BYTES = 64 * 1024
+BYSTANDER_BYTES = 4 << 20
+"""The most a holder holding nothing may take while the backstop acts (:meth:`MemoryBudget.refuses`): a small
+request's reservation (a 64 KiB step of a body, 30 times over, is 1.9 MiB), far under the backstop's margin."""
 QUEUE = 1024
 """Requests that may wait for room at once; past it the tenant waiting most loses its newest place
 (fairness/share.py)."""
@@ -131,7 +135,7 @@ class Held:
         reservation = self._reservation
         extra = max(0, min(target * COST_PER_BODY_BYTE, budget.share_bytes) - reservation.bytes)
         if extra:
-            if budget.refusing or not budget.pool.try_take(self.holder, extra):
+            if (budget.refusing and budget.refuses(self.holder, extra)) or not budget.pool.try_take(self.holder, extra):
                 return False
             HELD(float(budget.pool.held))
         self.covered = target
@@ -221,6 +225,13 @@ class MemoryBudget:
             return tenant
         return "client:" + hashlib.blake2b(key.encode(errors="replace"), digest_size=16).hexdigest()
 
+    def refuses(self, holder: str, size: int) -> bool:
+        """While the backstop acts (:attr:`refusing`), whether new room of ``size`` bytes is refused to ``holder``:
+        to a holder that holds some already — the holders it is ending, so what it ends is not replaced — and to a
+        room past :data:`BYSTANDER_BYTES`; never to a holder holding nothing for a small request. Refusing everyone
+        refused a bystander's small requests all the while an attacker's were being ended (memory_watch.py)."""
+        return size > BYSTANDER_BYTES or self.pool.holds(holder) > 0
+
     def held_by(self, holder: str) -> int:
         return self.pool.holds(holder)
 
@@ -245,7 +256,7 @@ class MemoryBudget:
     def _try_take(self, holder: str, size: int) -> int | None:
         if not size:
             return 0
-        if self.refusing:
+        if self.refusing and self.refuses(holder, size):
             return None
         if self.pool.try_take(holder, size):
             HELD(float(self.pool.held))
@@ -255,7 +266,7 @@ class MemoryBudget:
     async def _take(self, holder: str, size: int, wait: float = WAIT_SECONDS) -> int:
         if not size:
             return 0
-        if self.refusing:
+        if self.refusing and self.refuses(holder, size):
             raise overloaded()
         taken = self._try_take(holder, size)
         if taken is not None:
