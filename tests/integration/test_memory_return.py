@@ -6,8 +6,8 @@ the memory backstop acts on what requests hold, never refusing a bystander for w
   their start 10 s after the last answer — the burst's spare workers kept for a minute, the answers' bodies kept by
   idle keep-alive connections, freed heap kept by the allocator. Now their RSS together is back within 64 MiB of
   where it stood before the burst within 10 s (polled: the bound is the wait's), beside its control — the burst's
-  peak, well past that (else the test would prove nothing).
-* With the backstop's high watermark just over a fresh sidecar's RSS, an attacker's twelve held requests of 1 MB
+  peak, well past that (else the test would prove nothing). Through the HTTP door and through Envoy.
+* With the backstop's high watermark just over a fresh sidecar's RSS, an attacker's twelve held requests of 2 MB
   each pass it and the backstop ends them one by one; meanwhile a bystander (a tenant holding nothing) sends its
   small requests one at a time: every one is answered, while the attacker's own new request is refused
   (``server_overloaded``, its control: what is being ended is not replaced). Before, every new request was refused
@@ -48,7 +48,7 @@ PROGRAM = 'js: const big = "x".repeat(1 << 20); const r = await tools.get_weathe
 """A program that comes back with one client call of 1 MiB of arguments."""
 RETURN_SECONDS = 10.0
 ATTACKS = 12
-ATTACK_TEXT = "a" * 1_000_000
+ATTACK_TEXT = "a" * 2_000_000
 BYSTANDER_REQUESTS = 8
 HIGH_OVER_START = 24 * MiB
 LOW_OVER_START = 4 * MiB
@@ -77,13 +77,20 @@ async def program_request(session: aiohttp.ClientSession, url: str) -> tuple[int
     return answer.status, max((len(call["arguments"]) for call in calls), default=0)
 
 
+@pytest.mark.parametrize("door", ["http", "envoy"])
 async def test_after_a_burst_of_programs_the_sidecar_is_back_near_its_size_before_within_10_s(
-        fake_upstream: str, tmp_path: Path) -> None:
+        fake_upstream: str, tmp_path: Path, door: str) -> None:
+    """With its defaults (``auth: none``, the default budget: sixteen programs take all four slots). Through Envoy
+    the programs' requests reach the sidecar's HTTP door over Envoy's own pool of kept-alive connections: what a
+    connection keeps of its last answer is the sidecar's either way."""
     pytest.importorskip("py_mini_racer")
-    async with running_sidecar(str(tmp_path), fake_upstream, extproc=False, own_sqlite=True) as sidecar, \
+    if not have_envoy():
+        pytest.skip("envoy binary not available")
+    async with keyed_stack(fake_upstream, tmp_path, {}, keyed=False) as (sidecar, envoy_url, _), \
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=180)) as session:
+        url = sidecar.http_url if door == "http" else envoy_url
         pid = sidecar.process.pid
-        assert (await program_request(session, sidecar.http_url))[0] == 200  # a worker started: not what is measured
+        assert (await program_request(session, url))[0] == 200  # a worker started: not what is measured
         await asyncio.sleep(1)
         before = family_rss(pid)
         peak = before
@@ -96,7 +103,7 @@ async def test_after_a_burst_of_programs_the_sidecar_is_back_near_its_size_befor
                 await asyncio.sleep(0.05)
 
         sampler = asyncio.create_task(sample())
-        answers = await asyncio.gather(*(program_request(session, sidecar.http_url) for _ in range(BURST)))
+        answers = await asyncio.gather(*(program_request(session, url) for _ in range(BURST)))
         sampling = False
         await sampler
         assert answers == [(200, answers[0][1])] * BURST and answers[0][1] > MiB, answers[:2]
@@ -111,27 +118,27 @@ async def test_after_a_burst_of_programs_the_sidecar_is_back_near_its_size_befor
 
 
 @asynccontextmanager
-async def backstop_stack(fake_upstream: str, tmp_path: Path, env: dict[str, str]) -> AsyncIterator[
-        tuple[Sidecar, str, dict[str, str]]]:
-    """A sidecar with an attacker's and a bystander's keys and its Envoy: (sidecar, Envoy's URL, keys)."""
+async def keyed_stack(fake_upstream: str, tmp_path: Path, env: dict[str, str], *, keyed: bool = True
+                      ) -> AsyncIterator[tuple[Sidecar, str, dict[str, str]]]:
+    """A sidecar with an attacker's and a bystander's keys (``keyed``; else ``auth: none`` and its default budget)
+    on a 2 GiB budget, and its Envoy: (sidecar, Envoy's URL, keys)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     db = str(tmp_path / "bridge.db")
     keys = {}
-    for tenant in ("attacker", "bystander"):
+    for tenant in ("attacker", "bystander") if keyed else ():
         made = await asyncio.to_thread(keys_command, db, "create", "--tenant", tenant, own_sqlite=True)
         assert made.returncode == 0, made.stderr
         keys[tenant] = made.stdout.strip()
     listen_port = free_port()
+    settings = {"RESPONSES_BRIDGE_AUTH": "keys", "RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(2 << 30),
+                "RESPONSES_BRIDGE_MEMORY_WATCH_INTERVAL": "0.2"} if keyed else {}
     async with running_sidecar(str(tmp_path), fake_upstream, "--db", db, "--upstream-via",
-                               f"http://127.0.0.1:{listen_port}/v1",
-                               env={"RESPONSES_BRIDGE_AUTH": "keys",
-                                    "RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(1 << 30),
-                                    "RESPONSES_BRIDGE_MEMORY_WATCH_INTERVAL": "0.2", **env},
+                               f"http://127.0.0.1:{listen_port}/v1", env={**settings, **env},
                                own_sqlite=True) as sidecar:
         envoy = await start_envoy(render_bootstrap(
             listen_port=listen_port, extproc_port=sidecar.extproc_port,
             http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0,
-            auth=Auth("keys")))
+            auth=Auth("keys" if keyed else "none")))
         try:
             yield sidecar, f"http://127.0.0.1:{listen_port}", keys
         finally:
@@ -167,14 +174,14 @@ async def test_a_bystander_is_served_while_the_backstop_ends_the_attackers_reque
         fake_upstream: str, tmp_path: Path, door: str) -> None:
     if not have_envoy():
         pytest.skip("envoy binary not available")
-    async with backstop_stack(fake_upstream, tmp_path / "probe", {"RESPONSES_BRIDGE_MEMORY_WATCH_INTERVAL": "0"}) \
+    async with keyed_stack(fake_upstream, tmp_path / "probe", {"RESPONSES_BRIDGE_MEMORY_WATCH_INTERVAL": "0"}) \
             as (probe, _, _):
         await asyncio.sleep(1)
         at_start = status_kb(probe.process.pid, "VmRSS") << 10
     env = {"RESPONSES_BRIDGE_MEMORY_HIGH_WATERMARK_BYTES": str(at_start + HIGH_OVER_START),
            "RESPONSES_BRIDGE_MEMORY_LOW_WATERMARK_BYTES": str(at_start + LOW_OVER_START)}
     streams: list[Any] = []
-    async with backstop_stack(fake_upstream, tmp_path / "sidecar", env) as (sidecar, envoy_url, keys):
+    async with keyed_stack(fake_upstream, tmp_path / "sidecar", env) as (sidecar, envoy_url, keys):
         url = sidecar.http_url if door == "http" else envoy_url
         options = {"base_url": f"{url}/v1", "max_retries": 0, "timeout": 60}
         async with async_sdk(api_key=keys["attacker"], **options) as attacker, \
