@@ -52,7 +52,7 @@ ATTACK_TEXT = "a" * 2_000_000
 BYSTANDER_REQUESTS = 8
 HIGH_OVER_START = 24 * MiB
 LOW_OVER_START = 4 * MiB
-"""The watermarks over a fresh sidecar's RSS: the attacker's twelve held 1 MB requests pass the high one, and the
+"""The watermarks over a fresh sidecar's RSS: the attacker's twelve held 2 MB requests pass the high one, and the
 low one is out of reach while they hold, so the backstop acts all the while the bystander is served."""
 
 
