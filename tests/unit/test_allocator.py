@@ -84,3 +84,35 @@ def test_finding_the_trim_starts_no_process(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(subprocess.Popen, "__init__", refused)
     monkeypatch.setattr(os, "posix_spawn", refused)
     assert glibc_malloc_trim() is not None
+
+
+async def test_memory_let_go_is_trimmed_at_the_next_check_not_the_next_retry() -> None:
+    """A burst's requests end and free what they held, the RSS unchanged (the allocator keeps the pages): the growth
+    of the allocator's free bytes since the last trim is what triggers the next one, at once; memory still live
+    (free bytes unchanged) is not trimmed again before the retry."""
+    process = Process(100 * MB)
+    free = [0]
+    trimmer = MemoryTrimmer(process.trim, interval=3600, growth=32 * MB, retry=10, freed=16 * MB,
+                            rss=lambda: process.rss, free=lambda: free[0], clock=lambda: process.now)
+    trimmer.start()
+    try:
+        process.rss = process.live = 400 * MB  # the burst runs: nothing to give back
+        assert await trimmer.check() and process.rss == 400 * MB
+        process.now = 1.0
+        assert not await trimmer.check()  # still live, nothing freed: no trim
+        process.live, free[0] = 110 * MB, 290 * MB  # it ended: 290 MiB free in the arenas, still resident
+        process.now = 2.0
+        assert await trimmer.check() and process.rss == 110 * MB  # at once, not at the retry (10 s)
+        process.now = 3.0
+        assert not await trimmer.check()  # the same free bytes (trimmed chunks stay free chunks): no trim
+        assert process.trims == 2
+    finally:
+        await trimmer.stop()
+
+
+def test_the_allocators_free_bytes_are_read() -> None:
+    from responses_bridge.fairness.allocator import glibc_free_bytes
+
+    free = glibc_free_bytes()
+    assert free is not None  # the test machines run glibc >= 2.33
+    assert free() >= 0

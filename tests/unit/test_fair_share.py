@@ -213,9 +213,9 @@ async def test_memory_share_refusal_only_for_a_holder_at_its_share() -> None:
     with pytest.raises(APIError) as caught:
         await budget.reserve(1 * MiB, holder="a", wait=0.01)  # past its alone cap: its share
     assert caught.value.code == SHARE_EXCEEDED
-    budget.refusing = True  # the memory backstop: no new room, and a holder holding nothing is told the server's
-    with pytest.raises(APIError) as caught:
-        await budget.reserve(1024, holder="b", wait=0.01)
+    budget.refusing = True  # the memory backstop: no new room past a small request's, and a holder holding nothing
+    with pytest.raises(APIError) as caught:  # is told the server's
+        await budget.reserve(1 * MiB, holder="b", wait=0.01)
     assert caught.value.code == "server_overloaded"
     budget.refusing = False
     hog.release()

@@ -49,6 +49,13 @@ LAZY = (
     "opentelemetry",  # tracing (OTEL_EXPORTER_OTLP_ENDPOINT)
     "pandas",  # the code interpreter's libraries run in the sandbox, never in the sidecar
     "matplotlib",
+    "cryptography",  # the Agents executor's Noise relay (its handshake's primitives: ~9 MiB resident) ...
+    "responses_bridge.services.agents.executor.noise",
+    "responses_bridge.services.agents.executor.relay",
+    "packaging",  # an environment's Python packages, checked as requirement specifiers
+    "py_mini_racer",  # programs: V8 runs in the programs' worker processes, never in the sidecar
+    "kubernetes",  # the agent-sandbox pod backend's client
+    "kubernetes_asyncio",
 )
 
 # Every setting that would make the sidecar load one of them on purpose is left out of its environment.

@@ -1,6 +1,7 @@
 """The memory backstop (services/tenancy/memory_watch.py): the process's real memory read every tick against watermarks;
-past the high one, new work is refused and the largest request held is ended, tick after tick, until the reading
-is under the low one — driven by an injected reading, and once by the process's real RSS."""
+past the high one (read again after a trim), new work of the holders is refused and the largest request held is
+ended, tick after tick, until the reading is under the low one, while a holder holding nothing is still served a
+small request — driven by an injected reading, and once by the process's real RSS."""
 
 from __future__ import annotations
 
@@ -64,9 +65,15 @@ async def test_past_the_high_watermark_new_work_is_refused_and_the_largest_reque
         assert watch.tick()
         await settle()
         assert budget.refusing and large.outcome == "ended:request memory"
-        with pytest.raises(APIError) as refused:
-            await budget.reserve(1024, holder="c", wait=0.01)
-        assert refused.value.code == "server_overloaded"
+        # new room is refused to a holder that holds some (what is ended is not replaced), and to a large request
+        # of one that holds nothing; a small one of a holder holding nothing is served (the bystander)
+        for holder, size in (("a", 1024), ("c", 1 << 20)):
+            with pytest.raises(APIError) as refused:
+                await budget.reserve(size, holder=holder, wait=0.01)
+            assert refused.value.code == "server_overloaded"
+        bystander = await budget.reserve(1024, holder="c", wait=0.01)
+        assert bystander.bytes
+        bystander.release()
         reading[0] = 590 * MiB  # between the watermarks: still ending, the largest first
         assert watch.tick()
         await settle()
@@ -108,3 +115,28 @@ async def test_real_memory_growth_the_budget_does_not_know_is_ended() -> None:
     quiet.task.cancel()
     await asyncio.gather(quiet.task, return_exceptions=True)
     assert budget.held == 0
+
+
+async def test_what_the_allocator_keeps_is_trimmed_before_it_is_judged() -> None:
+    """A reading past the high watermark that a trim brings under it (memory ended requests freed, which the
+    allocator kept) refuses nothing and ends nothing; past it after the trim too, the backstop acts."""
+    budget = MemoryBudget(100 * MiB, 1.0)
+    reading = [650 * MiB]
+    trims: list[int] = []
+
+    def trim() -> None:
+        trims.append(reading[0])
+        reading[0] = kept[0]
+
+    kept = [500 * MiB]
+    watch = MemoryWatch(budget, source=lambda: reading[0], interval=0, trim=trim)
+    watch.set_watermarks(436 * MiB)
+    holder = Request(budget, "a", 20 * MiB)
+    await settle()
+    await watch.tick_async()
+    await settle()
+    assert trims == [650 * MiB] and not watch.active and not budget.refusing and holder.outcome == "held"
+    reading[0] = kept[0] = 650 * MiB  # held for real: the trim gives nothing back
+    await watch.tick_async()
+    await settle()
+    assert watch.active and holder.outcome == "ended:request memory"

@@ -291,6 +291,34 @@ def test_an_idle_worker_is_stopped_and_a_program_after_starts_another() -> None:
         workers.close()
 
 
+def test_past_a_burst_one_worker_stays_warm_and_the_spares_are_stopped() -> None:
+    """Three programs at once leave three idle workers (~70 MiB each): the two least recently used, the spares,
+    are stopped once unused for the spare time, the warm one only after the idle time, and the next program runs in
+    the warm one without starting another."""
+    workers = WorkerPool(BOUND, keep=3, idle_seconds=60, spare_seconds=0.3)
+    try:
+        done = []
+        threads = [threading.Thread(target=lambda: done.append(
+            workers.run("return 1", [], [], seed=1, clock_ms=0, limits=Limits()).result)) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert done == ["1"] * 3 and workers.started == 3, (done, workers.started)
+        processes = [worker.process for worker in workers._idle]
+        warm = max(workers._idle, key=lambda worker: worker.last_used).process
+        for _ in range(200):
+            if sum(process.poll() is None for process in processes) == 1:
+                break
+            time.sleep(0.05)
+        assert [process for process in processes if process.poll() is None] == [warm]
+        assert [worker.process for worker in workers._idle] == [warm]
+        assert workers.run("return 2", [], [], seed=1, clock_ms=0, limits=Limits()).result == "2"
+        assert workers.started == 3
+    finally:
+        workers.close()
+
+
 WIDE = 'const big = "x".repeat(1 << 18); await Promise.all([1, 2, 3, 4].map(i => tools.t({a: big + i})))'
 """Four pending calls of 256 KiB of arguments each: an answer of about 1 MiB."""
 

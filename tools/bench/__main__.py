@@ -75,6 +75,8 @@ BENCHES: dict[str, Bench] = {
                       "caller, as ratios", sandbox=True),
     "files": Bench("tools.bench.files", "Files API and Uploads API throughput through each door, and the peak RSS "
                    "growth", extras="test", at_root=True),
+    "idle": Bench("tools.bench.idle", "a sidecar's RSS at rest (and, with --burst, after sixteen programs' 1 MiB "
+                  "answers) beside another revision's (main)", at_root=True, parts=("tools.bench.base_tree",)),
     "instructions": Bench("tools.bench.instructions", "instructions per plain request (callgrind), this tree against "
                           "another"),
     "latency": Bench("tools.bench.latency", "the bridge's added latency and throughput over the upstream "

@@ -5,7 +5,11 @@ or starts one, sends the job and waits for the answer at most the program's time
 ends instead of answering reached its memory bound (or was killed): the program is ``incomplete`` naming the bound,
 and the worker is gone — the next program starts another. A worker that does not answer in time is killed. Idle
 workers are kept (at most ``keep``) so a program pays for a process start only when none is idle, and retired
-after ``max_runs`` programs or ``idle_seconds`` unused, so what V8 leaves behind never builds up.
+after ``max_runs`` programs or ``idle_seconds`` unused, so what V8 leaves behind never builds up. Past a burst only
+one stays warm that long: every other idle worker (a *spare*) is retired once ``spare_seconds`` unused. Each worker
+is a Python process with V8 started (~70 MiB resident), so sixteen programs on four slots left three spares, some
+240 MiB, for a minute after the last answer — in the sidecar's cgroup, which the memory backstop reads
+(services/tenancy/memory_watch.py), memory no request holds. A spare costs ~0.09 CPU-s to start again.
 
 A program that has used ``lower_after`` seconds of CPU has its worker's threads lowered to :data:`LOWERED_NICE`:
 programs are CPU-bound, a slot bounds how many run but not how the cores are shared, and four endless loops beside
@@ -49,6 +53,8 @@ GRACE_SECONDS = 2.0
 """Beyond a program's own time bound (which V8 enforces in the worker), before the worker is killed."""
 MAX_RUNS = 200
 IDLE_SECONDS = 60.0
+SPARE_SECONDS = 4.0
+"""Unused seconds after which an idle worker other than the most recently used one is retired (module text)."""
 LOWER_AFTER_SECONDS = 0.1
 """CPU seconds of one program before its worker runs at :data:`LOWERED_NICE` (``program_lower_priority_after``)."""
 LOWERED_NICE = 10
@@ -190,7 +196,7 @@ class WorkerPool:
     keeps it, in its own memory, so it is bounded per program (host.py holds it in the memory budget)."""
 
     def __init__(self, bound: int, *, keep: int, max_runs: int = MAX_RUNS, idle_seconds: float = IDLE_SECONDS,
-                 setting: str = "", answer_bytes: int = MAX_FRAME,
+                 spare_seconds: float = SPARE_SECONDS, setting: str = "", answer_bytes: int = MAX_FRAME,
                  lower_after: float = LOWER_AFTER_SECONDS) -> None:
         self.bound = bound
         self.lower_after = lower_after  # CPU seconds of a program before its worker is lowered (0: never)
@@ -198,6 +204,7 @@ class WorkerPool:
         self.keep = keep
         self.max_runs = max_runs
         self.idle_seconds = idle_seconds
+        self.spare_seconds = min(spare_seconds, idle_seconds)
         self.setting = setting  # the setting that moves the bound, named where a program meets it
         self.started = 0  # workers started, in all (a test reads it: a dead worker is replaced)
         self._idle: list[_Worker] = []
@@ -259,14 +266,22 @@ class WorkerPool:
             worker.stop()
 
     def _reap(self) -> None:
-        """Every half idle time, stop the workers idle longer than it: an idle bridge keeps no worker's memory."""
-        while not self._closed.wait(self.idle_seconds / 2):
+        """Every half spare time, stop the workers idle longer than the idle time, and the spares idle longer than
+        the spare time: an idle bridge keeps no worker's memory, a burst's spares go soon after it."""
+        while not self._closed.wait(self.spare_seconds / 2):
             now = time.monotonic()
             with self._lock:
-                stale = [worker for worker in self._idle if now - worker.last_used >= self.idle_seconds]
+                stale = self.unwanted(now)
                 self._idle = [worker for worker in self._idle if worker not in stale]
             for worker in stale:
                 worker.stop()
+
+    def unwanted(self, now: float) -> list[_Worker]:
+        """The idle workers to stop at ``now`` (under the lock): those unused for the idle time, and the spares —
+        all but the most recently used — unused for the spare time."""
+        warm = max(self._idle, key=lambda worker: worker.last_used, default=None)
+        return [worker for worker in self._idle
+                if now - worker.last_used >= (self.idle_seconds if worker is warm else self.spare_seconds)]
 
     def _named(self) -> str:
         return f": {self.setting}" if self.setting else ""

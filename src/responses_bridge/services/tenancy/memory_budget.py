@@ -21,7 +21,8 @@ resumable: it would be thrown away) — then gets a 503 with ``Retry-After`` (th
 A request larger than a share runs when its holder holds nothing else, rather than never. How long a body may take
 to arrive is bounded (body_pace.py), so an idle connection gives its steps back. Real memory is watched
 too (memory_watch.py): past its high watermark the budget refuses new room
-(:attr:`MemoryBudget.refusing`).
+(:attr:`MemoryBudget.refusing`) to the holders that hold some — a holder holding nothing still gets a small
+request's room (:meth:`MemoryBudget.refuses`).
 
 The budget defaults to half of what the process may use: the cgroup's memory limit (a container's, a pod's), else
 the machine's memory, shared among the workers.
@@ -51,6 +52,9 @@ WAIT_SECONDS = 2.0
 DEFAULT_SHARE = 0.5
 STEP_BYTES = 64 * 1024
 """64 KiB of a body of the costliest shape: :data:`STEP_COST` is what they cost."""
+BYSTANDER_BYTES = 4 << 20
+"""The most a holder holding nothing may take while the backstop acts (:meth:`MemoryBudget.refuses`): a small
+request's reservation (a few of its body's steps, :data:`STEP_COST` each), far under the backstop's margin."""
 QUEUE = 1024
 """Requests that may wait for room at once; past it the tenant waiting most loses its newest place
 (fairness/share.py)."""
@@ -154,7 +158,7 @@ class Held:
         extra = min(cost, budget.share_bytes) - self.covered
         if extra <= 0:
             return True
-        if budget.refusing or not budget.pool.try_take(self.holder, extra):
+        if (budget.refusing and budget.refuses(self.holder, extra)) or not budget.pool.try_take(self.holder, extra):
             return False
         HELD(float(budget.pool.held))
         self._add(extra)
@@ -251,6 +255,13 @@ class MemoryBudget:
             return tenant
         return caller_holder(tenant, authorization)
 
+    def refuses(self, holder: str, size: int) -> bool:
+        """While the backstop acts (:attr:`refusing`), whether new room of ``size`` bytes is refused to ``holder``:
+        to a holder that holds some already — the holders it is ending, so what it ends is not replaced — and to a
+        room past :data:`BYSTANDER_BYTES`; never to a holder holding nothing for a small request. Refusing everyone
+        refused a bystander's small requests all the while an attacker's were being ended (memory_watch.py)."""
+        return size > BYSTANDER_BYTES or self.pool.holds(holder) > 0
+
     def held_by(self, holder: str) -> int:
         return self.pool.holds(holder)
 
@@ -276,7 +287,7 @@ class MemoryBudget:
     def _try_take(self, holder: str, size: int) -> int | None:
         if not size:
             return 0
-        if self.refusing:
+        if self.refusing and self.refuses(holder, size):
             return None
         if self.pool.try_take(holder, size):
             HELD(float(self.pool.held))
@@ -287,7 +298,7 @@ class MemoryBudget:
         """``size`` for ``holder``, waiting up to ``wait`` seconds; ``what``: the refusal's first words."""
         if not size:
             return 0
-        if self.refusing:
+        if self.refusing and self.refuses(holder, size):
             raise overloaded(what)
         taken = self._try_take(holder, size)
         if taken is not None:

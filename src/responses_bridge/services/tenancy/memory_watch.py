@@ -6,8 +6,12 @@ overload manager does (a heap monitor, then ``reset_high_memory_stream``), every
 what the process really uses — its cgroup v2's ``memory.current`` where there is one (a container, a pod: what the
 kernel's OOM killer counts), else its RSS from ``/proc/self/statm`` — and:
 
-* past the **high watermark** (default: the use at start, plus the budget, plus :data:`MARGIN`), the budget refuses
-  new room (``server_overloaded``) and, tick after tick, a request is ended with ``preempted_for_fairness`` — of
+* past the **high watermark** (default: the use at start, plus the budget, plus :data:`MARGIN`) — read again
+  after the allocator has given back what it holds free (``malloc_trim``), so what ended requests left in the heap
+  is never taken for load — the budget refuses new room (``server_overloaded``) to the holders that hold some (a
+  holder holding nothing still gets a small request's: memory_budget.py's ``refuses``; refusing everyone refused a
+  bystander's small requests all the while the attacker's were being ended) and, tick after tick, a request is
+  ended with ``preempted_for_fairness`` — of
   the holder charged most in all, its largest request (the newest among equals; :func:`victims`), so an honest
   request is never ended while a holder charged more, however many small requests it spreads that over, has one
   left; a request is ended only once those ended before it have stopped (their memory freed and the allocator
@@ -125,6 +129,8 @@ class MemoryWatch:
         self.low = min(self._low or at_start + MARGIN + total * 3 // 4, self.high)
 
     async def tick_async(self) -> None:
+        if not self.active and self._trim is not None and self.source() >= self.high:
+            await asyncio.to_thread(self._trim)  # judged on what is held, not on what the allocator kept: read again
         if self.tick() and self._trim is not None:
             await asyncio.to_thread(self._trim)
 

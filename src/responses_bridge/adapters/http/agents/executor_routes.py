@@ -31,6 +31,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from ....process.off_loop_import import import_off_loop
 from ....protocol.errors import APIError
 from ....services.agents.executor.hub import (
     Claim,
@@ -41,8 +42,6 @@ from ....services.agents.executor.hub import (
     registration_bearer,
     secret_access_key,
 )
-from ....services.agents.executor.noise import SECURITY_PROFILE, Identity, NoiseError, PublicKey, mlkem_missing
-from ....services.agents.executor.relay import MAX_RELAY_FRAME_BYTES, open_channel
 from ....services.agents.executor.rpc import (
     MAX_FRAME_BYTES,
     Channel,
@@ -58,6 +57,11 @@ from ..drain import DRAIN
 from ..identity import request_tenant
 from ..params import json_reply, read_body
 from ..routes import api_routes
+
+RELAY = "....services.agents.executor.relay"
+"""The Noise relay and its handshake (noise.py): imported by the first request of the Noise transport (off the loop:
+process/off_loop_import.py), not at start — ``cryptography``'s primitives are some 9 MiB of every idle sidecar's
+resident memory, for a transport most deployments never see."""
 
 log = structlog.get_logger("responses_bridge.executor")
 
@@ -144,6 +148,9 @@ class ExecutorRoutes:
 
     async def noise_register(self, request: web.Request) -> web.Response:
         (tenant, session_id), asked = await self._registry_body(request, lambda request, _: self._bearer(request))
+        await import_off_loop(RELAY, __package__)
+        from ....services.agents.executor.noise import SECURITY_PROFILE, NoiseError, PublicKey, mlkem_missing
+
         environment_id = request.match_info["environment_id"]
         if asked.get("security_profile") != SECURITY_PROFILE:
             raise APIError(400, f"Only the '{SECURITY_PROFILE}' security profile is served.",
@@ -169,6 +176,9 @@ class ExecutorRoutes:
     async def noise_validate(self, request: web.Request) -> web.Response:
         (tenant, session_id), asked = await self._registry_body(request, lambda request, _: self._bearer(request))
         registration_id, authorization = asked.get("executor_registration_id"), asked.get("harness_key_authorization")
+        await import_off_loop(RELAY, __package__)
+        from ....services.agents.executor.noise import NoiseError, PublicKey
+
         try:
             harness_key = PublicKey.from_json(asked.get("harness_public_key"))
         except NoiseError:
@@ -237,6 +247,10 @@ class ExecutorRoutes:
         and a one-time authorization the exec-server has validated (:meth:`noise_validate`) before it answers."""
         claim = self._claimed(request, None)
         assert claim.executor_key is not None  # _claimed: a relay's registration pinned the exec-server's key
+        await import_off_loop(RELAY, __package__)
+        from ....services.agents.executor.noise import Identity
+        from ....services.agents.executor.relay import MAX_RELAY_FRAME_BYTES, open_channel
+
         socket = web.WebSocketResponse(max_msg_size=MAX_RELAY_FRAME_BYTES, heartbeat=30)
         await socket.prepare(request)
         registration_id, identity = request.match_info["registration_id"], Identity.generate()

@@ -41,6 +41,7 @@ from ..params import metadata_query, page_query, read_body
 from ..routes import api_routes
 from ..websocket import connection as websocket
 from . import background_routes, idempotent_replay
+from .let_go import LetGoResponse
 
 log = structlog.get_logger("responses_bridge.http")
 
@@ -252,7 +253,7 @@ async def _deliver(request: web.Request, reply: Reply, stream: web.StreamRespons
             stream = await _open_stream(request, reply.body)
             await stream.write_eof()
             return stream
-        answer = web.Response(status=reply.status, body=reply.body, content_type=reply.content_type.split(";")[0])
+        answer = LetGoResponse(status=reply.status, body=reply.body, content_type=reply.content_type.split(";")[0])
         if reply.status == 503:  # the run's retryable failures (work taken back, no upstream place): the SDKs retry
             answer.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return answer

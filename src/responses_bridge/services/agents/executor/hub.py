@@ -23,12 +23,15 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 
 from ....sealing import Sealer
-from .noise import PublicKey
 from .rpc import ExecutorConnection
+
+if TYPE_CHECKING:  # noise.py loads cryptography (~9 MiB resident): only a Noise relay's first use imports it
+    from .noise import PublicKey
 
 KEY_PREFIX = "RBX1"
 TOKEN_SECONDS = 60

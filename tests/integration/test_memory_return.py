@@ -1,0 +1,211 @@
+"""Memory given back, through a real sidecar: after a burst ends the process comes back near its size before it, and
+the memory backstop acts on what requests hold, never refusing a bystander for what others' requests left behind.
+
+* Sixteen programs at once (programmatic tool calling: V8 in the sidecar's worker processes), each answering with a
+  client call of 1 MiB of arguments: the sidecar and its workers grew 99 -> 719 MiB and were still 243 MiB over
+  their start 10 s after the last answer — the burst's spare workers kept for a minute, the answers' bodies kept by
+  idle keep-alive connections, freed heap kept by the allocator. Now their RSS together is back within 64 MiB of
+  where it stood before the burst within 10 s (polled: the bound is the wait's), beside its control — the burst's
+  peak, well past that (else the test would prove nothing). Through the HTTP door and through Envoy.
+* With the backstop's high watermark just over a fresh sidecar's RSS, an attacker's twelve held requests of 2 MB
+  each pass it and the backstop ends them one by one; meanwhile a bystander (a tenant holding nothing) sends its
+  small requests one at a time: every one is answered, while the attacker's own new request is refused
+  (``server_overloaded``, its control: what is being ended is not replaced). Before, every new request was refused
+  while the backstop acted. Through the HTTP door and through Envoy's ext_proc door.
+
+Each sidecar is on a SQLite file of its own (memory and the processes' programs are the subject, not the store),
+so the PostgreSQL pass of scripts/test leaves the module out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from responses_bridge.envoy_config import Auth, render_bootstrap
+from tests.support.bridge import Sidecar, keys_command, running_sidecar
+from tests.support.envoy import free_port, have_envoy, start_envoy
+from tests.support.memory import status_kb
+from tests.support.sdk import async_sdk
+
+pytestmark = pytest.mark.store_free
+
+MODEL = "fake-model"
+MiB = 1 << 20
+BURST = 16
+WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+           "allowed_callers": ["programmatic"]}
+PROGRAM = 'js: const big = "x".repeat(1 << 20); const r = await tools.get_weather({city: big}); return r'
+"""A program that comes back with one client call of 1 MiB of arguments."""
+RETURN_SECONDS = 10.0
+ATTACKS = 12
+ATTACK_TEXT = "a" * 2_000_000
+BYSTANDER_REQUESTS = 8
+HIGH_OVER_START = 24 * MiB
+LOW_OVER_START = 4 * MiB
+"""The watermarks over a fresh sidecar's RSS: the attacker's twelve held 2 MB requests pass the high one, and the
+low one is out of reach while they hold, so the backstop acts all the while the bystander is served."""
+
+
+def family_rss(pid: int) -> int:
+    """The RSS of ``pid`` and its children (the programs' workers) in bytes: what the sidecar's cgroup counts."""
+    total = status_kb(pid, "VmRSS")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += status_kb(child, "VmRSS")
+            except (OSError, AssertionError):
+                continue  # it ended meanwhile
+    return total << 10
+
+
+async def program_request(session: aiohttp.ClientSession, url: str) -> tuple[int, int]:
+    async with session.post(f"{url}/v1/responses", json={
+            "model": MODEL, "input": PROGRAM, "store": False,
+            "tools": [{"type": "programmatic_tool_calling"}, WEATHER]}) as answer:
+        body = await answer.json()
+    calls = [item for item in body.get("output", []) if item["type"] == "function_call"]
+    return answer.status, max((len(call["arguments"]) for call in calls), default=0)
+
+
+@pytest.mark.parametrize("door", ["http", "envoy"])
+async def test_after_a_burst_of_programs_the_sidecar_is_back_near_its_size_before_within_10_s(
+        fake_upstream: str, tmp_path: Path, door: str) -> None:
+    """With its defaults (``auth: none``, the default budget: sixteen programs take all four slots). Through Envoy
+    the programs' requests reach the sidecar's HTTP door over Envoy's own pool of kept-alive connections: what a
+    connection keeps of its last answer is the sidecar's either way."""
+    pytest.importorskip("py_mini_racer")
+    if not have_envoy():
+        pytest.skip("envoy binary not available")
+    async with keyed_stack(fake_upstream, tmp_path, {}, keyed=False) as (sidecar, envoy_url, _), \
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=180)) as session:
+        url = sidecar.http_url if door == "http" else envoy_url
+        pid = sidecar.process.pid
+        assert (await program_request(session, url))[0] == 200  # a worker started: not what is measured
+        await asyncio.sleep(1)
+        before = family_rss(pid)
+        peak = before
+        sampling = True
+
+        async def sample() -> None:
+            nonlocal peak
+            while sampling:
+                peak = max(peak, family_rss(pid))
+                await asyncio.sleep(0.05)
+
+        sampler = asyncio.create_task(sample())
+        answers = await asyncio.gather(*(program_request(session, url) for _ in range(BURST)))
+        sampling = False
+        await sampler
+        assert answers == [(200, answers[0][1])] * BURST and answers[0][1] > MiB, answers[:2]
+        deadline = time.monotonic() + RETURN_SECONDS
+        after = family_rss(pid)
+        while after > before + 64 * MiB and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            after = family_rss(pid)
+    print(f"sidecar and workers: {before / MiB:.0f} MiB before, peak {peak / MiB:.0f}, {after / MiB:.0f} after")
+    assert peak > before + 64 * MiB, (before, peak)  # the control: the burst did grow it past the bound
+    assert after <= before + 64 * MiB, (before, after)
+
+
+@asynccontextmanager
+async def keyed_stack(fake_upstream: str, tmp_path: Path, env: dict[str, str], *, keyed: bool = True
+                      ) -> AsyncIterator[tuple[Sidecar, str, dict[str, str]]]:
+    """A sidecar with an attacker's and a bystander's keys (``keyed``; else ``auth: none`` and its default budget)
+    on a 2 GiB budget, and its Envoy: (sidecar, Envoy's URL, keys)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    db = str(tmp_path / "bridge.db")
+    keys = {}
+    for tenant in ("attacker", "bystander") if keyed else ():
+        made = await asyncio.to_thread(keys_command, db, "create", "--tenant", tenant, own_sqlite=True)
+        assert made.returncode == 0, made.stderr
+        keys[tenant] = made.stdout.strip()
+    listen_port = free_port()
+    settings = {"RESPONSES_BRIDGE_AUTH": "keys", "RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(2 << 30),
+                "RESPONSES_BRIDGE_MEMORY_WATCH_INTERVAL": "0.2"} if keyed else {}
+    async with running_sidecar(str(tmp_path), fake_upstream, "--db", db, "--upstream-via",
+                               f"http://127.0.0.1:{listen_port}/v1", env={**settings, **env},
+                               own_sqlite=True) as sidecar:
+        envoy = await start_envoy(render_bootstrap(
+            listen_port=listen_port, extproc_port=sidecar.extproc_port,
+            http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0,
+            auth=Auth("keys" if keyed else "none")))
+        try:
+            yield sidecar, f"http://127.0.0.1:{listen_port}", keys
+        finally:
+            envoy.stop()
+
+
+async def backstop_active(http_url: str) -> bool:
+    async with aiohttp.ClientSession() as session, session.get(f"{http_url}/metrics") as answer:
+        text = await answer.text()
+    return any(line.startswith("responses_bridge_memory_backstop_active ") and float(line.split()[1]) > 0
+               for line in text.splitlines())
+
+
+async def attack(client: openai.AsyncOpenAI, index: int) -> Any:
+    """One of the attacker's requests, held (its upstream call stalled) once its first text is in; or how it ended."""
+    try:
+        stream = await client.responses.create(model=MODEL, input=f"attack {index} [stall_after=1:120000] "
+                                               + ATTACK_TEXT, stream=True)
+        async for event in stream:
+            if event.type == "response.output_text.delta":
+                return stream
+            if event.type == "response.failed":
+                return "failed"
+    except openai.InternalServerError:
+        return "refused"
+    except openai.APIConnectionError:
+        return "cut"
+    return "ended"
+
+
+@pytest.mark.parametrize("door", ["http", "envoy"])
+async def test_a_bystander_is_served_while_the_backstop_ends_the_attackers_requests(
+        fake_upstream: str, tmp_path: Path, door: str) -> None:
+    if not have_envoy():
+        pytest.skip("envoy binary not available")
+    async with keyed_stack(fake_upstream, tmp_path / "probe", {"RESPONSES_BRIDGE_MEMORY_WATCH_INTERVAL": "0"}) \
+            as (probe, _, _):
+        await asyncio.sleep(1)
+        at_start = status_kb(probe.process.pid, "VmRSS") << 10
+    env = {"RESPONSES_BRIDGE_MEMORY_HIGH_WATERMARK_BYTES": str(at_start + HIGH_OVER_START),
+           "RESPONSES_BRIDGE_MEMORY_LOW_WATERMARK_BYTES": str(at_start + LOW_OVER_START)}
+    streams: list[Any] = []
+    async with keyed_stack(fake_upstream, tmp_path / "sidecar", env) as (sidecar, envoy_url, keys):
+        url = sidecar.http_url if door == "http" else envoy_url
+        options = {"base_url": f"{url}/v1", "max_retries": 0, "timeout": 60}
+        async with async_sdk(api_key=keys["attacker"], **options) as attacker, \
+                async_sdk(api_key=keys["bystander"], **options) as bystander:
+            try:
+                outcomes = await asyncio.gather(*(attack(attacker, index) for index in range(ATTACKS)))
+                streams += [outcome for outcome in outcomes if not isinstance(outcome, str)]
+                for _ in range(100):  # the held requests' memory read past the high watermark
+                    if await backstop_active(sidecar.http_url):
+                        break
+                    await asyncio.sleep(0.1)
+                active_before = await backstop_active(sidecar.http_url)
+                again = await attack(attacker, ATTACKS)
+                if not isinstance(again, str):
+                    streams.append(again)
+                    again = "held"
+                served = [(await bystander.responses.create(model=MODEL, input=f"small {index}")).status
+                          for index in range(BYSTANDER_REQUESTS)]
+                active_after = await backstop_active(sidecar.http_url)
+            finally:
+                for stream in streams:
+                    await stream.close()
+    print(f"{len(streams)} of {ATTACKS} attacks held; backstop active {active_before} -> {active_after}; "
+          f"the attacker's next request: {again}")
+    assert active_before and active_after, (active_before, active_after)  # served all the while it acted
+    assert served == ["completed"] * BYSTANDER_REQUESTS
+    assert again in ("refused", "cut"), again  # the control: the holder's new work is refused while it acts
