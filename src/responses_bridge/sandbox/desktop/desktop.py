@@ -57,7 +57,10 @@ from .sign_in import SignInForm, check_values, parse_form
 
 AGENT_SOURCE = Path(__file__).with_name("agent.py")
 PAGE_SOURCE = Path(__file__).with_name("page.py")
+MASKING_SOURCE = Path(__file__).with_name("masking.py")
 RELAY_SOURCE = Path(__file__).with_name("proxy_relay.py")
+SOURCES = (PAGE_SOURCE, MASKING_SOURCE, RELAY_SOURCE, AGENT_SOURCE)
+"""The desktop process's code, in this order: each file uses names of those before it."""
 
 
 class DesktopUnavailable(SandboxUnavailable):
@@ -117,6 +120,9 @@ class Screenshot:
     """Origins the browser waits for, to be approved or denied (:meth:`Desktop.allow_origin`)."""
     sign_in: SignInForm | None = None
     """The sign-in form the page shows after the actions (:meth:`Desktop.submit_sign_in`), if any."""
+    withheld: str | None = None
+    """Why the screen is not shown (``jpeg`` is a grey image of its size): a page of a sign-in's origin shows what
+    was submitted and it could not be masked (masking.py)."""
 
 
 class Desktop:
@@ -199,7 +205,7 @@ class Desktop:
                       "url": settings.url, "browser": settings.browser, "browser_flags": list(settings.browser_flags),
                       "start_timeout": settings.start_timeout, "no_sandbox": not settings.browser_sandbox,
                       "channel": call.channel}
-            code = (f"{PAGE_SOURCE.read_text()}\n{RELAY_SOURCE.read_text()}\n{AGENT_SOURCE.read_text()}\n"
+            code = ("\n".join(source.read_text() for source in SOURCES) + "\n"
                     f"main({json.dumps(json.dumps(config))})\n")
             self._run = asyncio.ensure_future(call.run(code, self._hear))
             first = await self._first_word()
@@ -273,7 +279,7 @@ class Desktop:
                 self._sign_in = form if form is not None and form.key not in self._answered else None
         return Screenshot(data, int(head["width"]), int(head["height"]), bool(head.get("settled")),
                           head.get("error"), tuple(head.get("seconds", ())), self._approvals.pending(),
-                          self._sign_in)
+                          self._sign_in, str(head["withheld"])[:300] if head.get("withheld") else None)
 
     def _origin_waits(self, origin: str) -> None:
         """The browser waits for ``origin``'s approval: a request settling now is answered at once (its screen
@@ -325,7 +331,8 @@ class Desktop:
         checked = check_values(form, values, selected_option)
         self._answered_with(form)
         try:
-            return await self._request({"fill": {"key": form.key, "values": checked}, "steps": [],
+            return await self._request({"fill": {"key": form.key, "origin": form.credential_origin,
+                                                 "values": checked}, "steps": [],
                                         "settle": self.settings.settle, "quiet": self.settings.quiet,
                                         "detect": True})
         finally:
