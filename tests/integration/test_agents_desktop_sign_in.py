@@ -356,6 +356,8 @@ async def test_a_password_reaches_its_own_origin_only_and_no_picture(sidecar: tu
             files = profile_files(started)
             assert "Default/Preferences" in files, sorted(files)
             for name, data in files.items():
+                # nothing of the browsing either: no address visited (history, top sites, sessions, cookies)
+                assert f"127.0.0.1:{a.port}".encode() not in data, name
                 for secret in (PASSWORD, USERNAME, USERNAME.replace("@", "%40")):
                     assert secret.encode() not in data and secret.encode("utf-16-le") not in data, (name, secret)
             whole = orjson.dumps(await Session(http, made.id, approve_origins=False).read())
