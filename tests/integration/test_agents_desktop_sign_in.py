@@ -13,14 +13,18 @@ Each hostile page beside its control (the plain form: its password reaches ``A``
 - a page that mirrors the typed values into red text, an attribute and its title, and whose server echoes them in
   the answer's page: the submitted password is drawn in no screenshot the model was sent, no stored item, no watch
   frame (the red text is eight discs wide, not the password's seventeen characters — the control: seventeen
-  characters the model typed there are drawn full width), and no file of the browser's profile holds it.
+  characters the model typed there are drawn full width), and no file of the browser's profile holds it (nor any
+  address visited);
+- a page that puts the typed value in its address (no DOM holds it, the address bar shows it): after the submission
+  the screenshot is not sent — a grey image, the model told why — until the browser left the origin.
 
-One session and one desktop serve the module (a desktop is heavy)."""
+One session (and desktop) per test: a desktop is heavy."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import os
 from collections.abc import AsyncIterator
@@ -30,12 +34,22 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import aiohttp
+import openai
 import orjson
 import pytest
 from PIL import Image
 
 from tests.integration.test_agents_api import BETA, MODEL
-from tests.integration.test_agents_desktop import CANNOT, TOOLS, Session, _browsers, _client, computer, images_in
+from tests.integration.test_agents_desktop import (
+    CANNOT,
+    TOOLS,
+    Session,
+    _browsers,
+    _client,
+    calls_of,
+    computer,
+    images_in,
+)
 from tests.integration.test_agents_desktop_approvals import RESULT, asked, navigate, told_model, until_asked
 from tests.integration.test_desktop import until
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
@@ -133,6 +147,12 @@ def hostile_pages(a: Site, b: Site) -> None:
         # the page moves to B once the sign-in was asked, its timeOrigin handed on for B's form to fake
         "/move": page(FORM, f"""fetch('/go').then(() => {{
             location = '{b.origin}/fake?t=' + performance.timeOrigin; }});"""),
+        # the value put in the page's address as it is typed, the form posted by a script: no DOM holds it
+        "/address": page(FORM, """document.addEventListener('input', event =>
+              history.replaceState(null, '', '/address?typed=' + encodeURIComponent(event.target.value)));
+            document.getElementById('f').addEventListener('submit', event => {
+              event.preventDefault(); fetch('/login', {method: 'POST', body: new URLSearchParams(new FormData(
+                event.target))}); });"""),
         # every value typed mirrored into red text, an attribute and the title
         "/mirror": page(FORM.replace('type="email"', 'type="email" autofocus')
                         + f"<div id='out' style=\"{MIRROR_STYLE}\"></div>", """
@@ -192,13 +212,13 @@ async def sign_in_asked(session: Session, url: str) -> dict[str, Any]:
 
 async def sign_in_asked_here(session: Session, events: list[dict[str, Any]]) -> dict[str, Any]:
     """The sign-in request the session asks for on the page it shows (the model waits until it does)."""
-    for _ in range(8):
+    for _ in range(3):
         forms = [one for one in asked(events) if one["request"]["type"] == "browser_authentication"] \
             if events[-1]["type"] == "agent.session.requires_action" else []
         if forms:
             return forms[0]
         events = await approve_all(session, await until_asked(session, await session.turn(computer({"type": "wait"}))))
-    raise AssertionError(f"no sign-in asked: {[event['type'] for event in events]}")
+    raise AssertionError(f"no sign-in asked: {[event['type'] for event in events]} {calls_of(events)[-1:]}")
 
 
 async def told_to_go(site: Site) -> None:
@@ -219,6 +239,18 @@ def submissions(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ``computer_use_call`` items of the bridge's sign-in submissions, done."""
     return [event["item"] for event in events if event["type"] == "agent.session.turn.item.done"
             and event["item"]["type"] == "computer_use_call" and event["item"]["title"].startswith("sign-in ")]
+
+
+def spread(jpeg: bytes) -> int:
+    """The widest range of one colour channel over the image (a plain grey image: a few, from the JPEG)."""
+    extrema: Any = Image.open(io.BytesIO(jpeg)).convert("RGB").getextrema()
+    return max(high - low for low, high in extrema)
+
+
+def last_said(body: dict[str, Any]) -> str:
+    """The last text the bridge told the model (the user message after a call's screenshot)."""
+    return [message["content"] for message in body["messages"]
+            if message["role"] == "user" and isinstance(message["content"], str)][-1]
 
 
 def red_width(jpeg: bytes) -> int:
@@ -278,9 +310,9 @@ async def test_a_password_reaches_its_own_origin_only_and_no_picture(sidecar: tu
     a, b = servers
     upstream = UpstreamLog(started.upstream_url.removesuffix("/v1"))
     alpha = _client(started, "alpha")
+    agent = await alpha.beta.agents.create(model=MODEL, tools=TOOLS)
+    made = await alpha.beta.agents.sessions.create(agent_id=agent.id, environment=ENVIRONMENT)
     try:
-        agent = await alpha.beta.agents.create(model=MODEL, tools=TOOLS)
-        made = await alpha.beta.agents.sessions.create(agent_id=agent.id, environment=ENVIRONMENT)
         async with aiohttp.ClientSession(started.http_url, headers={**BETA, **TENANT}) as http:
             session = Session(http, made.id, approve_origins=False)
             await approve_all(session, await navigate(session, f"{b.origin}/", asks=False))  # B: allowed too
@@ -345,14 +377,15 @@ async def test_a_password_reaches_its_own_origin_only_and_no_picture(sidecar: tu
             sent = [jpeg_of(images_in(entry["body"])[-1]) for entry in await upstream.entries()
                     if images_in(entry["body"])]
             assert len(sent) >= 2
-            for jpeg in sent:
-                assert red_width(jpeg) < 250, red_width(jpeg)
-            stored = [jpeg_of(item.output.image_url) async for item in alpha.beta.agents.sessions.items.list(made.id)
+            for jpeg in sent:  # the mirror drawn, as eight discs
+                assert 100 < red_width(jpeg) < 250, red_width(jpeg)
+            stored = [jpeg_of(item.output.image_url)
+                      async for item in alpha.beta.agents.sessions.items.list(made.id, order="asc")
                       if item.type == "computer_use_call" and item.output is not None]
             assert stored
-            assert red_width(stored[-1]) < 250
+            assert 100 < red_width(stored[-1]) < 250
             link = (await alpha.beta.agents.sessions.retrieve(made.id)).model_extra["desktop_live_url"]
-            assert red_width(await watch_frame(link)) < 250
+            assert 100 < red_width(await watch_frame(link)) < 250
             files = profile_files(started)
             assert "Default/Preferences" in files, sorted(files)
             for name, data in files.items():
@@ -362,6 +395,49 @@ async def test_a_password_reaches_its_own_origin_only_and_no_picture(sidecar: tu
                     assert secret.encode() not in data and secret.encode("utf-16-le") not in data, (name, secret)
             whole = orjson.dumps(await Session(http, made.id, approve_origins=False).read())
             assert PASSWORD.encode() not in whole
+    finally:  # its desktop stopped, whatever failed: the next test's session needs one
+        with contextlib.suppress(openai.APIError):
             await alpha.beta.agents.sessions.delete(made.id)
-    finally:
+        await alpha.close()
+
+
+async def test_a_screen_that_would_show_the_password_is_not_sent(sidecar: tuple[Sidecar, Path],
+                                                                 servers: tuple[Site, Site]) -> None:
+    """A page that puts the typed value in its address (the address bar would show it; no DOM holds it): after
+    the submission, the screenshot is withheld — a grey image, the model told why — until the browser left the
+    origin; then screenshots are taken again. The control: before the sign-in, the address shows what is typed."""
+    started, _ = sidecar
+    a, b = servers
+    upstream = UpstreamLog(started.upstream_url.removesuffix("/v1"))
+    alpha = _client(started, "alpha")
+    agent = await alpha.beta.agents.create(model=MODEL, tools=TOOLS)
+    made = await alpha.beta.agents.sessions.create(agent_id=agent.id, environment=ENVIRONMENT)
+    try:
+        async with aiohttp.ClientSession(started.http_url, headers={**BETA, **TENANT}) as http:
+            session = Session(http, made.id, approve_origins=False)
+            a.requests.clear()
+            request = await sign_in_asked(session, f"{a.origin}/address")
+            await upstream.clear()
+            events = await submit(session, request)
+            assert await until(lambda: "/login" in a.posts())
+            assert a.saw(PASSWORD) and not b.saw(PASSWORD)
+            [item] = submissions(events)
+            assert item["status"] == "completed", item
+            said = told_model(await upstream.last_body())
+            assert "The screenshot was not taken: the page's address holds a value of the sign-in" in said, said
+            assert PASSWORD not in said
+            assert spread(jpeg_of(images_in(await upstream.last_body())[-1])) < 8  # a plain grey image
+            assert red_width(jpeg_of(item["output"]["image_url"])) == 0
+            # still at the origin: still withheld; once the browser left it, the screen is shown again
+            await session.turn(computer({"type": "screenshot"}))
+            assert "was not taken" in last_said(await upstream.last_body())
+            events = await approve_all(session, await navigate(session, f"{b.origin}/", asks=False))
+            assert await until(lambda: "/" in [path for _, path, _ in b.requests])
+            events = await session.turn(computer({"type": "wait"}))
+            said = last_said(await upstream.last_body())
+            assert "was not taken" not in said, said  # nothing told after the call: its screenshot is the screen
+            assert spread(jpeg_of(images_in(await upstream.last_body())[-1])) > 100  # a page, not a grey image
+    finally:  # its desktop stopped, whatever failed: the next test's session needs one
+        with contextlib.suppress(openai.APIError):
+            await alpha.beta.agents.sessions.delete(made.id)
         await alpha.close()
