@@ -43,9 +43,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # in the call, page.py's, masking.py's and proxy_relay.py's sources come before this file's
+if TYPE_CHECKING:  # in the call, devtools.py's, page.py's, masking.py's and proxy_relay.py's sources come first
+    from .devtools import DevTools, browser_pipes, piped
     from .masking import Masking
-    from .page import DevTools, Pages, browser_pipes, piped
+    from .page import Pages
     from .proxy_relay import authority_key_hash, relayed_proxy
 
 DISPLAY = ":1"

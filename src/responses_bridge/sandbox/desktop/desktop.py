@@ -56,10 +56,11 @@ from .requirements import DEFAULT_BROWSER
 from .sign_in import SignInForm, check_values, parse_form
 
 AGENT_SOURCE = Path(__file__).with_name("agent.py")
+DEVTOOLS_SOURCE = Path(__file__).with_name("devtools.py")
 PAGE_SOURCE = Path(__file__).with_name("page.py")
 MASKING_SOURCE = Path(__file__).with_name("masking.py")
 RELAY_SOURCE = Path(__file__).with_name("proxy_relay.py")
-SOURCES = (PAGE_SOURCE, MASKING_SOURCE, RELAY_SOURCE, AGENT_SOURCE)
+SOURCES = (DEVTOOLS_SOURCE, PAGE_SOURCE, MASKING_SOURCE, RELAY_SOURCE, AGENT_SOURCE)
 """The desktop process's code, in this order: each file uses names of those before it."""
 
 

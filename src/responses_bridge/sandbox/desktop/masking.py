@@ -29,8 +29,9 @@ import json
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, unquote_plus
 
-if TYPE_CHECKING:  # in the call, page.py's source comes before this file's (desktop.py)
-    from .page import WORLD, DevToolsError, Pages
+if TYPE_CHECKING:  # in the call, devtools.py's and page.py's sources come before this file's (desktop.py)
+    from .devtools import DevToolsError
+    from .page import WORLD, Pages
 
 MIN_MASKED = 3
 BULLETS = "\u2022" * 8

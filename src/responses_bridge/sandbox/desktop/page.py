@@ -1,11 +1,8 @@
 """The page's DOM as the desktop's process sees it: Chromium's DevTools protocol over ``--remote-debugging-pipe``,
 for the browser's sign-in forms (OpenAI's ``browser_authentication``).
 
-Sent as source with agent.py (before it, into the same call: the standard library only, no import of the bridge),
-never imported by the bridge. The browser reads DevTools messages from its fd 3 and writes them to its fd 4, each a
-JSON text ended by a NUL byte; :func:`browser_pipes` makes the two pipes and :func:`piped` the command that puts
-their ends there (bash's redirections: Python's ``subprocess`` keeps a file descriptor's number but cannot choose
-it). No port is opened: nothing else in the call, the page least of all, can speak to the browser this way.
+Sent as source with agent.py (before it, after devtools.py — the pipe it speaks over — into the same call: the
+standard library only, no import of the bridge), never imported by the bridge.
 
 Where a sign-in goes is judged outside the page, never from what its script can redefine:
 
@@ -34,19 +31,17 @@ page (and masking.py, which keeps them out of the screen while the page may show
 """
 
 import contextlib
-import fcntl
 import json
-import os
-import select
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-MAX_MESSAGE = 1 << 22
+if TYPE_CHECKING:  # in the call, devtools.py's source comes before this file's (desktop.py)
+    from .devtools import MAX_MESSAGE, DevTools, DevToolsError, url_origin
+
 MAX_PAGES = 8
 MAX_FIELDS = 6
 """OpenAI's ``browser_authentication`` takes values for up to six fields."""
-MAX_EVENTS = 512
-"""Events kept from the browser between two reads (paused requests while a sign-in is guarded): a bound."""
 WORLD = "responses-bridge"
 """The isolated world the bridge reads and fills pages in (its own JavaScript globals, the page's DOM)."""
 GUARD = 1.5
@@ -146,119 +141,6 @@ CLEAR_JS = """(() => {
   for (const e of document.querySelectorAll('input')) if (e.type !== 'hidden') setValue.call(e, '');
 })()"""
 """A refused submission's page keeps no value: every input of its document emptied."""
-
-
-class DevToolsError(Exception):
-    """The browser answered with an error, too late, or not at all."""
-
-
-def browser_pipes() -> tuple[tuple[int, int], tuple[int, int]]:
-    """((the browser's read end, the browser's write end), (ours to write, ours to read)); the browser's ends at
-    numbers above 9 (they are moved to 3 and 4 by :func:`piped`), every end close-on-exec but as passed."""
-    to_read, to_write = os.pipe()
-    from_read, from_write = os.pipe()
-    theirs = []
-    for end in (to_read, from_write):
-        theirs.append(fcntl.fcntl(end, fcntl.F_DUPFD_CLOEXEC, 10))
-        os.close(end)
-    return (theirs[0], theirs[1]), (to_write, from_read)
-
-
-def piped(command: list[str], ends: tuple[int, int]) -> list[str]:
-    """``command`` started with ``ends`` as its fds 3 (it reads) and 4 (it writes), and those numbers closed."""
-    read, write = ends
-    return ["/bin/bash", "-c", f'exec "$@" 3<&{read} 4>&{write} {read}<&- {write}>&-', "browser", *command]
-
-
-def url_origin(url: object) -> str:
-    """``scheme://host[:port]`` of an http(s) or ws(s) URL as the browser writes a ``securityOrigin`` (the default
-    port left out), or ``null``."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(str(url))
-        port = parts.port
-    except ValueError:
-        return "null"
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
-        return "null"
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    default = 443 if scheme in ("https", "wss") else 80
-    return f"{scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
-
-
-class DevTools:
-    """One DevTools connection over the pipes, used from one thread: a request, then its answer. Events are
-    dropped, but ``Fetch.requestPaused`` ones (a guarded submission's requests), kept for :meth:`events`."""
-
-    def __init__(self, write: int, read: int) -> None:
-        self._write = write
-        self._read = read
-        self._buffer = b""
-        self._last = 0
-        self._events: list[dict] = []
-
-    def close(self) -> None:
-        for end in (self._write, self._read):
-            with contextlib.suppress(OSError):
-                os.close(end)
-
-    def call(self, method: str, params: dict, session: str = "", timeout: float = 1.0) -> dict:
-        self._last += 1
-        message: dict[str, object] = {"id": self._last, "method": method, "params": params}
-        if session:
-            message["sessionId"] = session
-        data = json.dumps(message).encode() + b"\0"
-        try:
-            while data:
-                data = data[os.write(self._write, data):]
-        except OSError as error:
-            raise DevToolsError(f"the browser's pipe is closed ({error.strerror})") from None
-        del message, data  # a sign-in's values, in a fill's expression
-        until = time.monotonic() + timeout
-        while True:
-            answer = self._next(until, method, timeout)
-            if answer.get("id") == self._last:
-                if "error" in answer:
-                    raise DevToolsError(f"{method}: {str(answer['error'].get('message', ''))[:200]}")
-                return answer.get("result") or {}
-
-    def events(self, wait: float) -> list[dict]:
-        """The kept events, waiting at most ``wait`` seconds for one when none is."""
-        until = time.monotonic() + wait
-        with contextlib.suppress(DevToolsError):
-            while not self._events and time.monotonic() < until:
-                self._next(until, "", wait, block=True)
-        found, self._events = self._events, []
-        return found
-
-    def _next(self, until: float, method: str, timeout: float, block: bool = True) -> dict:
-        """The next answer from the browser (an event kept on the way); :class:`DevToolsError` past ``until``."""
-        while True:
-            while b"\0" in self._buffer:
-                frame, _, self._buffer = self._buffer.partition(b"\0")
-                try:
-                    answer = json.loads(frame)
-                except ValueError:
-                    raise DevToolsError("the browser sent something that is not JSON") from None
-                if not isinstance(answer, dict):
-                    continue
-                if answer.get("method") == "Fetch.requestPaused" and len(self._events) < MAX_EVENTS:
-                    self._events.append(answer)
-                    if not method:
-                        return answer
-                elif "id" in answer:
-                    return answer
-            left = until - time.monotonic()
-            if left <= 0 or not select.select([self._read], [], [], left)[0]:
-                raise DevToolsError(f"{method or 'an event'}: no answer within {timeout:g} s")
-            chunk = os.read(self._read, 1 << 16)
-            if not chunk:
-                raise DevToolsError("the browser closed its pipe")
-            self._buffer += chunk
-            if len(self._buffer) > MAX_MESSAGE:
-                raise DevToolsError("a message from the browser is too large")
 
 
 class Pages:
