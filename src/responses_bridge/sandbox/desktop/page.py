@@ -125,8 +125,13 @@ FILL_JS = """(async (origin, values) => {
     clear();
     return {outcome: 'gone', why: 'the sign-in form left the page as it was filled', filled: true};
   }
-  why = posts(found.form, origin);  // the page may have changed the form as it was filled
-  if (why) { clear(); return {outcome: 'refused', why, filled: true}; }
+  // the page may have changed the form as it was filled; where it now posts is not said: the page, which has the
+  // values now, chose it (a host name can spell a value)
+  if (posts(found.form, origin)) {
+    clear();
+    return {outcome: 'refused', filled: true,
+            why: 'the page changed the form as its values were filled: it would no longer post them to ' + origin};
+  }
   if (found.form) {
     HTMLFormElement.prototype.requestSubmit.call(found.form);
     return {outcome: 'submitted', filled: true};
@@ -296,6 +301,8 @@ class Pages:
                 else:
                     self.devtools.call("Fetch.failRequest", {"requestId": request_id,
                                                              "errorReason": "BlockedByClient"}, session)
-                    refused = refused or f"the page sent the submission to {goes}, not to {origin}: it was stopped"
+                    # where is not said: the page chose it with the values in hand (a host name can spell one)
+                    refused = refused or (f"the page sent the submission to another origin than {origin}: it was "
+                                          "stopped before it was sent")
             if time.monotonic() >= until:
                 return refused
