@@ -11,7 +11,8 @@ Origins and sign-in (docs/agents.md, "Desktop: origins and sign-in"): the browse
 client has not approved is held by the call's egress proxy (origins.py) and listed in the action's result
 (``Screenshot.pending_origins``) until :meth:`Desktop.allow_origin` or :meth:`Desktop.deny_origin`; a sign-in form
 the page shows after an action is its ``Screenshot.sign_in`` (sign_in.py), which :meth:`Desktop.submit_sign_in`
-fills and submits and :meth:`Desktop.cancel_sign_in` leaves.
+fills and submits — to its ``credential_origin`` only, as the browser judges it (page.py), the values then masked
+in every screenshot while a tab stands there (masking.py) — and :meth:`Desktop.cancel_sign_in` leaves.
 
 On the agent-sandbox backend the same process runs in a pod of its own instead (host.py, and
 agent_sandbox/desktop_host.py: driven over its stdin and stdout). On bubblewrap, the call is an ordinary one of the
@@ -323,9 +324,12 @@ class Desktop:
 
     async def submit_sign_in(self, values: Mapping[str, str], selected_option: str | None = None) -> Screenshot:
         """Fill ``values`` (field id to value) into the reported form, submit it, and return the screen once
-        settled — the fields' text masked and transparent before it is filled, so no screenshot shows it. The values
-        go to the desktop's process once, for that page only; nothing keeps, logs or returns them. A 400 naming the
-        field for values that do not fit the form, a 409 when no form awaits them."""
+        settled — the fields' text masked and transparent before it is filled, and the values masked wherever the
+        page shows them, so no screenshot shows them. The values go to the desktop's process once, for that document
+        only, and are submitted to the form's ``credential_origin`` only: the result's ``error`` says why they were
+        not (the document gone or moved elsewhere, the form posting elsewhere, its submission sent elsewhere —
+        page.py). Nothing keeps, logs or returns them. A 400 naming the field for values that do not fit the form,
+        a 409 when no form awaits them."""
         form = self._sign_in
         if form is None:
             raise APIError(409, "no sign-in form awaits values", param="fields", code="no_sign_in_pending")
