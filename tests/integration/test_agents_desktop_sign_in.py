@@ -11,11 +11,11 @@ Each hostile page beside its control (the plain form: its password reaches ``A``
   ``computer_use_call`` item saying why, the model is told it was refused;
 - a page that moves to ``B`` after the ask, where a form fakes ``performance.timeOrigin`` (what the old "same
   document" check read in the page): nothing filled there, no server gets the password, both told;
-- a page that mirrors the typed values into red text, an attribute and its title, and whose server echoes them in
-  the answer's page: the submitted password is drawn in no screenshot the model was sent, no stored item, no watch
-  frame (the red text is eight discs wide, not the password's seventeen characters — the control: seventeen
-  characters the model typed there are drawn full width), and no file of the browser's profile holds it (nor any
-  address visited);
+- a page that mirrors the typed values into red text (its own and a same-origin frame's), an attribute and its
+  title, and posts them by script (it stays), then its server's page that echoes them: the submitted password is
+  drawn in no screenshot the model was sent, no stored item, no watch frame (the red text is eight discs wide, not
+  the password's seventeen characters — the control: seventeen characters the model typed there are drawn full
+  width), and no file of the browser's profile holds it (nor any address visited);
 - a page that puts the typed value in its address (no DOM holds it, the address bar shows it): after the submission
   the screenshot is not sent — a grey image, the model told why — until the browser left the origin.
 
@@ -87,6 +87,7 @@ class Site:
     port: int = 0
     requests: list[tuple[str, str, bytes]] = field(default_factory=list)
     go: asyncio.Event = field(default_factory=asyncio.Event)
+    posted: str = ""
 
     @property
     def origin(self) -> str:
@@ -106,9 +107,10 @@ class Site:
                 if route == "/go":  # answered once the test says so: the page waits for it
                     await asyncio.wait_for(self.go.wait(), 120)
                     data, kind = b"now", b"text/plain"
-                elif method == "POST":  # the answer shows what was posted (a page that echoes it)
-                    posted = parse_qs(body.decode())
-                    shown = posted.get("password", [""])[0]
+                elif method == "POST" or route == "/welcome":  # a page that shows what was posted (last)
+                    if method == "POST":
+                        self.posted = parse_qs(body.decode()).get("password", [""])[0]
+                    shown = self.posted
                     data = page(f"<h1>welcome</h1><div id='out' style=\"{MIRROR_STYLE}\">{shown}</div>").encode()
                     kind = b"text/html"
                 else:
@@ -161,11 +163,18 @@ def hostile_pages(a: Site, b: Site) -> None:
                 event.target))}); });"""),
         # every value typed mirrored into red text, an attribute and the title
         "/mirror": page(FORM.replace('type="email"', 'type="email" autofocus')
-                        + f"<div id='out' style=\"{MIRROR_STYLE}\"></div>", """
+                        + f"<div id='out' style=\"{MIRROR_STYLE}\"></div>"
+                        + "<iframe id='frame' style='border:0;width:100vw;height:80px'></iframe>", f"""
             const out = document.getElementById('out');
-            document.addEventListener('input', event => {
+            const frame = document.getElementById('frame').contentDocument;  // same origin: about:blank
+            frame.body.innerHTML = "<div id='out' style=\\"{MIRROR_STYLE}\\"></div>";
+            document.addEventListener('input', event => {{
               out.textContent = event.target.value; out.setAttribute('data-value', event.target.value);
-              document.title = event.target.value; });"""),
+              frame.getElementById('out').textContent = event.target.value;
+              document.title = event.target.value; }});
+            document.getElementById('f').addEventListener('submit', event => {{  // posted by script: it stays
+              event.preventDefault();
+              fetch('/login', {{method: 'POST', body: new URLSearchParams(new FormData(event.target))}}); }});"""),
     })
 
 
@@ -380,11 +389,15 @@ async def test_a_password_reaches_its_own_origin_only_and_no_picture(sidecar: tu
             events = await submit(session, request)
             assert await until(lambda: "/login" in a.posts())
             events += await session.turn(computer({"type": "screenshot"}))
+            # a new document of the origin that shows the password (its server's echo of the last post)
+            events += await navigate(session, f"{a.origin}/welcome", asks=False)
+            assert await until(lambda: "/welcome" in [path for _, path, _ in a.requests])
+            events += await session.turn(computer({"type": "wait"}))
             # each request's newest image: the screen after the call it answers (older ones predate the sign-in)
             sent = [jpeg_of(images_in(entry["body"])[-1]) for entry in await upstream.entries()
                     if images_in(entry["body"])]
             assert len(sent) >= 2
-            for jpeg in sent:  # the mirror drawn, as eight discs
+            for jpeg in sent:  # the mirrors drawn, as eight discs
                 assert 100 < red_width(jpeg) < 250, red_width(jpeg)
             stored = [jpeg_of(item.output.image_url)
                       async for item in alpha.beta.agents.sessions.items.list(made.id, order="asc")

@@ -8,10 +8,11 @@ bridge. The values stay in the desktop's process memory only, as long as a page 
 How: in the bridge's isolated world of each such document (page.py's :data:`WORLD`, which the page's script cannot
 reach), :data:`MASK_JS` replaces each value wherever the DOM holds it — text (the title's too: it is a text node),
 every attribute (what CSS ``attr()`` could draw), the open shadow roots — with :data:`BULLETS`, and draws a text
-field or text area whose value holds one as discs. A ``MutationObserver`` does it again on every change: its
-callback runs at the microtask checkpoint of the page's task that made the change, before the browser paints, so
-a page that mirrors the field into its text is never drawn with the value. A new document of the origin (the
-submission's answer, say) gets the same at its start, before its own script runs
+field or text area whose value holds one as discs; in the tab's main document and in every frame of the origin
+within it (a same-origin ``<iframe>``), each checked before each screenshot. A ``MutationObserver`` does it again
+on every change: its callback runs at the microtask checkpoint of the page's task that made the change, before the
+browser paints, so a page that mirrors the field into its text is never drawn with the value. A new document of
+the origin (the submission's answer, say) gets the same at its start, before its own script runs
 (``Page.addScriptToEvaluateOnNewDocument`` in that world).
 
 :meth:`Masking.check` runs before every screenshot of the desktop (the model's, the stored item's, the watch
@@ -134,22 +135,30 @@ class Masking:
         try:
             for target in self.pages.targets(timeout):
                 session = target["session"]
-                frame = self.pages.frame(session, timeout)
-                if (frame.get("securityOrigin") or "null") != self._origin:
-                    continue
-                present = True
-                if self._shown_in(str(frame.get("url", ""))):
-                    return masked, "the page's address holds a value of the sign-in"
-                if not self._values:
-                    continue
-                self._boot(session, timeout)
-                context = self.pages.world(target["targetId"], session, frame, timeout)
-                found = self.pages.evaluate(session, context, f"({MASK_JS})({json.dumps(self._values)})", timeout)
-                if not isinstance(found, dict):
-                    return masked, "the page could not be checked for the sign-in's values"
-                masked += int(found.get("masked") or 0)
-                if found.get("left"):
-                    return masked, "the page shows a value of the sign-in and keeps putting it back"
+                frames = self.pages.frames(session, timeout)
+                if (frames[0].get("securityOrigin") or "null") == self._origin:
+                    present = True
+                    if self._shown_in(str(frames[0].get("url", ""))):  # the address bar shows the main frame's
+                        return masked, "the page's address holds a value of the sign-in"
+                    self._boot(session, timeout)
+                    shown = frames if self._values else []
+                else:  # another origin's tab: its frames of the origin (an about:blank one inherits its creator's)
+                    shown = [frame for frame in frames[1:] if self._values and (
+                        (frame.get("securityOrigin") or "null") == self._origin)]
+                for frame in shown:  # every frame of such a tab: an about:blank or srcdoc child is its creator's
+                    try:
+                        context = self.pages.world(target["targetId"], session, frame, timeout)
+                    except DevToolsError:
+                        if frame is frames[0]:
+                            raise
+                        continue  # a frame in another renderer (another site's): not this origin's document
+                    found = self.pages.evaluate(session, context, f"({MASK_JS})({json.dumps(self._values)})",
+                                                timeout)
+                    if not isinstance(found, dict):
+                        return masked, "the page could not be checked for the sign-in's values"
+                    masked += int(found.get("masked") or 0)
+                    if found.get("left"):
+                        return masked, "the page shows a value of the sign-in and keeps putting it back"
         except (DevToolsError, KeyError, TypeError, ValueError):
             return masked, "the page could not be checked for the sign-in's values"
         if not present:

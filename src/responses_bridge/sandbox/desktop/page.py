@@ -155,7 +155,8 @@ class Pages:
     def __init__(self, devtools: DevTools) -> None:
         self.devtools = devtools
         self._sessions: dict[str, str] = {}
-        self._worlds: dict[str, tuple[str, int]] = {}  # target: (its document's loaderId, the world's context)
+        # (target, frame): (its document's loaderId, the world's context)
+        self._worlds: dict[tuple[str, str], tuple[str, int]] = {}
         self._form: dict | None = None
 
     def targets(self, timeout: float) -> list[dict]:
@@ -164,7 +165,7 @@ class Pages:
         pages = [info for info in infos if info.get("type") == "page"][:MAX_PAGES]
         ids = {info["targetId"] for info in pages}
         self._sessions = {target: session for target, session in self._sessions.items() if target in ids}
-        self._worlds = {target: world for target, world in self._worlds.items() if target in ids}
+        self._worlds = {key: world for key, world in self._worlds.items() if key[0] in ids}
         for info in pages:
             if info["targetId"] not in self._sessions:
                 self._sessions[info["targetId"]] = self.devtools.call(
@@ -178,14 +179,25 @@ class Pages:
         ``url``."""
         return self.devtools.call("Page.getFrameTree", {}, session, timeout)["frameTree"]["frame"]
 
+    def frames(self, session: str, timeout: float) -> list[dict]:
+        """The page's frames in its renderer (the main frame first, then its same-process children, at most
+        :data:`MAX_PAGES` × 4), as :meth:`frame` gives the main one."""
+        found: list[dict] = []
+        waiting = [self.devtools.call("Page.getFrameTree", {}, session, timeout)["frameTree"]]
+        while waiting and len(found) < MAX_PAGES * 4:
+            tree = waiting.pop(0)
+            found.append(tree["frame"])
+            waiting += tree.get("childFrames") or []
+        return found
+
     def world(self, target: str, session: str, frame: dict, timeout: float) -> int:
         """The context of the bridge's isolated world in ``frame``'s document (made once per document)."""
-        known = self._worlds.get(target)
+        known = self._worlds.get((target, frame["id"]))
         if known is not None and known[0] == frame["loaderId"]:
             return known[1]
         context = self.devtools.call("Page.createIsolatedWorld", {"frameId": frame["id"], "worldName": WORLD},
                                      session, timeout)["executionContextId"]
-        self._worlds[target] = (frame["loaderId"], context)
+        self._worlds[(target, frame["id"])] = (frame["loaderId"], context)
         return context
 
     def evaluate(self, session: str, context: int, expression: str, timeout: float, **more: object) -> object:
