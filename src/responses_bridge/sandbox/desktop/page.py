@@ -22,8 +22,9 @@ or into another window, is refused before any value is filled, the reason said (
 Strict and bounded: each call waits at most its timeout (a page stuck in a dialog or a loop answers late; a late
 answer is dropped by its id), a message is at most :data:`MAX_MESSAGE` bytes, and whatever fails makes the
 detection report nothing rather than fail the action. Detection is one ``Target.getTargets`` and, per page target
-(the browser's tabs; only a visible one answers), one ``Page.getFrameTree`` and one ``Runtime.evaluate`` (and one
-``Page.createIsolatedWorld`` per new document), done once after an action settled, never by polling.
+(the browser's tabs), one ``Runtime.evaluate`` (:data:`SHOWN_JS`: a visible password field?), and only where it
+says yes one ``Page.getFrameTree`` and one ``Runtime.evaluate`` more (and one ``Page.createIsolatedWorld`` per new
+document), done once after an action settled, never by polling.
 
 What leaves this module for the bridge is the form's shape (ids, labels, required, types, the document's origin)
 and a key naming the document; the values a client submits come in for :meth:`Pages.fill` and go nowhere but the
@@ -91,6 +92,11 @@ POSTS_JS = """(form, origin) => {
 """Why ``form`` may not be submitted for ``origin`` (null: it may), read with the isolated world's own getters:
 its resolved action's origin, its method, its target (an ``<input name=action>`` shadows ``form.action`` for a
 script; the prototype's getter does not look at it)."""
+
+SHOWN_JS = "document.visibilityState === 'visible' && !!document.querySelector('input[type=password]')"
+"""Whether the tab may show a sign-in form, asked in the page's own world (one call, as cheap as it can be): only
+where it says so is the form looked for in the bridge's world. A page's script can make it say no — and so only
+keeps its own form from being asked about — or yes, which costs that page the full look."""
 
 DETECT_JS = "(() => { const found = (" + FIELDS_JS + ")(); return found && JSON.stringify({fields:" \
             " found.fields.map(({id, label, required, type}) => ({id, label, required, type}))}); })()"
@@ -213,6 +219,10 @@ class Pages:
         (none, or the browser did not answer in time: an action is never failed for it)."""
         try:
             for target in self.targets(timeout):
+                shown = self.devtools.call("Runtime.evaluate", {"expression": SHOWN_JS, "returnByValue": True},
+                                           target["session"], timeout).get("result", {}).get("value")
+                if shown is False:  # the common case, one call a tab; a page that lies here only hides its form
+                    continue
                 frame = self.frame(target["session"], timeout)
                 context = self.world(target["targetId"], target["session"], frame, timeout)
                 found = self.evaluate(target["session"], context, DETECT_JS, timeout)
