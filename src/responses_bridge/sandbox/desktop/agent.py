@@ -17,8 +17,10 @@ The exchange (one JSON line each way, then the JPEG's bytes):
   N bytes, or ``{"error": "..."}``; ``{"quit": true}`` ends the desktop;
 - ``"detect": true``: the answer's ``sign_in`` is the visible page's sign-in form once the screen settled
   (page.py: its shape, never a value), or null;
-- ``{"fill": {"key": K, "values": {...}}, ...}`` fills the values into the form ``K`` names and submits it
-  (page.py), then answers as a request does; ``error`` says so if that form is gone. The values are used once and
+- ``{"fill": {"key": K, "origin": O, "values": {...}}, ...}`` fills the values into the form ``K`` names and
+  submits it to ``O`` only (page.py), then answers as a request does; ``error`` says why it was not (the form gone,
+  or refused: its document or its submission elsewhere). From then on, while a tab stands at ``O``, every answer's
+  screen has the values masked (masking.py), or is a grey image and ``withheld`` says why. The values are used once and
   never written anywhere: not to stdout, stderr, a file or an answer;
 - ``{"cut": true}``, sent while a request is settling, ends its settling there (its screenshot is the screen now:
   the bridge knows the browser waits for something that will not come soon, an origin's approval); one that comes
@@ -41,8 +43,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # in the call, page.py's and proxy_relay.py's sources come before this file's (desktop.py)
-    from .page import DevTools, Pages, browser_pipes, piped
+if TYPE_CHECKING:  # in the call, devtools.py's, page.py's, masking.py's and proxy_relay.py's sources come first
+    from .devtools import DevTools, browser_pipes, piped
+    from .masking import Masking
+    from .page import Pages
     from .proxy_relay import authority_key_hash, relayed_proxy
 
 DISPLAY = ":1"
@@ -105,6 +109,12 @@ class Screen:
             if self.grab().tobytes() != before:
                 break
         self.settled(quiet, max(bound - (time.monotonic() - start), 0.0))
+
+    def withheld(self, image: Any) -> Any:
+        """What is sent instead of a screen that may not be shown: a plain grey image of its size."""
+        from PIL import Image
+
+        return Image.new("RGB", image.size, (128, 128, 128))
 
     def jpeg(self, image: Any) -> bytes:
         import io
@@ -184,6 +194,9 @@ def _browser_command(config: dict, sandboxed: bool) -> list[str]:
         "--disable-crash-reporter", "--disable-gpu", "--disable-default-apps", "--disable-domain-reliability",
         "--no-pings", "--disable-client-side-phishing-detection", "--safebrowsing-disable-auto-update",
         "--disable-dev-shm-usage", "--password-store=basic",
+        # a profile that keeps nothing: no history, top sites, visited links, cookies or session state written
+        # (the profile's files hold no address, title or value a page showed); its preferences still apply
+        "--incognito",
         "--disable-features=Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider,AutofillServerCommunication,"
         "SpareRendererForSitePerProcess,"
         # the address bar's suggestions drawn by the browser itself (Views), not by a web page of its own that
@@ -238,11 +251,11 @@ class IdleTrim:
 def _serve_socket(listener: socket.socket, screen: Screen, pages: "Pages") -> None:
     """Requests on the call's Unix socket (bubblewrap: the bridge reaches ``/mnt/data``), one connection at a
     time, until one asks to quit."""
-    idle = IdleTrim()
+    idle, masking = IdleTrim(), Masking(pages)
     while True:
         connection, _ = listener.accept()
         with connection, connection.makefile("rb") as requests:
-            if _answer(requests, connection.fileno(), connection.sendall, screen, pages, idle):
+            if _answer(requests, connection.fileno(), connection.sendall, screen, masking, idle):
                 return
 
 
@@ -256,12 +269,40 @@ def _serve_stdio(screen: Screen, pages: "Pages") -> None:
         out.flush()
 
     with open(0, "rb", buffering=0, closefd=False) as requests:
-        _answer(requests, 0, send, screen, pages, IdleTrim())
+        _answer(requests, 0, send, screen, Masking(pages), IdleTrim())
 
 
-def _answer(requests: Any, readable: int, send: Any, screen: Screen, pages: "Pages", idle: IdleTrim) -> bool:
+def _fill(masking: "Masking", fill: dict) -> str | None:
+    """Fill and submit the sign-in form ``fill`` names with its values (page.py), masked in every picture from
+    before they are filled (masking.py); why it was not submitted, or None. The values are forgotten here."""
+    key, origin, values = str(fill.get("key")), str(fill.get("origin")), fill.get("values") or {}
+    session = masking.pages.form_session(key)
+    if session is not None:
+        masking.start(session, origin, values)
+    outcome, why, filled = masking.pages.fill(key, origin, values, masking.install)
+    if not filled:
+        masking.end()
+    values.clear()
+    fill.clear()
+    return None if outcome == "submitted" else why or "the form was not submitted"
+
+
+def _masked(screen: Screen, masking: "Masking", image: Any) -> tuple[Any, str | None]:
+    """``image``, or the screen again once the values a sign-in submitted were masked in it, or why it may not be
+    shown (masking.py); only while a tab stands at that sign-in's origin."""
+    masked, withheld = masking.check()
+    if masked and withheld is None:  # masked just now: drawn so before the screen is taken
+        image, _ = screen.settled(0.05, 0.5)
+        masked, withheld = masking.check()
+        if masked and withheld is None:
+            withheld = "the page shows a value of the sign-in and keeps putting it back"
+    return image, withheld
+
+
+def _answer(requests: Any, readable: int, send: Any, screen: Screen, masking: "Masking", idle: IdleTrim) -> bool:
     """Answer each request line of ``requests`` (``readable``: its descriptor, for a cut) with ``send``; True
     once one asked to quit."""
+    pages = masking.pages
     environment = {**os.environ, "DISPLAY": DISPLAY}
 
     def cut() -> bool:
@@ -278,12 +319,9 @@ def _answer(requests: Any, readable: int, send: Any, screen: Screen, pages: "Pag
         began = time.monotonic()
         steps = request.get("steps", [])
         fill = request.pop("fill", None)
-        if fill is not None:  # the values are in this request only, and go to the page only
-            filled = pages.fill(str(fill.get("key")), fill.get("values") or {})
-            fill = None
-            if filled == "gone":
-                failed = "the sign-in form is no longer on the page"
-            steps = [["key", "--delay", "0", "Return"]] if filled == "enter" else []
+        if fill is not None:  # the values are in this request only, and go to the page (and the masking) only
+            failed = _fill(masking, fill)
+            fill, steps = None, []
         for step in steps if failed is None else []:
             if step == ["settle"]:  # the last key's effect on the screen before more input (actions.py's SETTLE)
                 screen.after_input(INPUT_SHOWS, INPUT_QUIET, INPUT_SETTLE)
@@ -298,13 +336,16 @@ def _answer(requests: Any, readable: int, send: Any, screen: Screen, pages: "Pag
         acted = time.monotonic()
         image, settled = screen.settled(float(request.get("quiet", 0.1)), float(request.get("settle", 1.5)),
                                         cut)
+        withheld = None
+        if masking.active:
+            image, withheld = _masked(screen, masking, image)
         grabbed = time.monotonic()
         # cut short: the page waits for an origin's approval, mid-navigation (its renderer answers late)
         sign_in = pages.sign_in() if request.get("detect") and not cut() else None
         detected = time.monotonic()
-        data = screen.jpeg(image)
+        data = screen.jpeg(screen.withheld(image) if withheld else image)
         head = {"ok": failed is None, "bytes": len(data), "width": image.width, "height": image.height,
-                "settled": settled, "sign_in": sign_in,
+                "settled": settled, "sign_in": sign_in, "withheld": withheld,
                 "seconds": [round(acted - began, 4), round(grabbed - acted, 4),
                             round(time.monotonic() - detected, 4), round(detected - grabbed, 4)]}
         if failed is not None:

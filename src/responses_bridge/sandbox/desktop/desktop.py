@@ -11,7 +11,8 @@ Origins and sign-in (docs/agents.md, "Desktop: origins and sign-in"): the browse
 client has not approved is held by the call's egress proxy (origins.py) and listed in the action's result
 (``Screenshot.pending_origins``) until :meth:`Desktop.allow_origin` or :meth:`Desktop.deny_origin`; a sign-in form
 the page shows after an action is its ``Screenshot.sign_in`` (sign_in.py), which :meth:`Desktop.submit_sign_in`
-fills and submits and :meth:`Desktop.cancel_sign_in` leaves.
+fills and submits — to its ``credential_origin`` only, as the browser judges it (page.py), the values then masked
+in every screenshot while a tab stands there (masking.py) — and :meth:`Desktop.cancel_sign_in` leaves.
 
 On the agent-sandbox backend the same process runs in a pod of its own instead (host.py, and
 agent_sandbox/desktop_host.py: driven over its stdin and stdout). On bubblewrap, the call is an ordinary one of the
@@ -56,8 +57,12 @@ from .requirements import DEFAULT_BROWSER
 from .sign_in import SignInForm, check_values, parse_form
 
 AGENT_SOURCE = Path(__file__).with_name("agent.py")
+DEVTOOLS_SOURCE = Path(__file__).with_name("devtools.py")
 PAGE_SOURCE = Path(__file__).with_name("page.py")
+MASKING_SOURCE = Path(__file__).with_name("masking.py")
 RELAY_SOURCE = Path(__file__).with_name("proxy_relay.py")
+SOURCES = (DEVTOOLS_SOURCE, PAGE_SOURCE, MASKING_SOURCE, RELAY_SOURCE, AGENT_SOURCE)
+"""The desktop process's code, in this order: each file uses names of those before it."""
 
 
 class DesktopUnavailable(SandboxUnavailable):
@@ -117,6 +122,9 @@ class Screenshot:
     """Origins the browser waits for, to be approved or denied (:meth:`Desktop.allow_origin`)."""
     sign_in: SignInForm | None = None
     """The sign-in form the page shows after the actions (:meth:`Desktop.submit_sign_in`), if any."""
+    withheld: str | None = None
+    """Why the screen is not shown (``jpeg`` is a grey image of its size): a page of a sign-in's origin shows what
+    was submitted and it could not be masked (masking.py)."""
 
 
 class Desktop:
@@ -199,7 +207,7 @@ class Desktop:
                       "url": settings.url, "browser": settings.browser, "browser_flags": list(settings.browser_flags),
                       "start_timeout": settings.start_timeout, "no_sandbox": not settings.browser_sandbox,
                       "channel": call.channel}
-            code = (f"{PAGE_SOURCE.read_text()}\n{RELAY_SOURCE.read_text()}\n{AGENT_SOURCE.read_text()}\n"
+            code = ("\n".join(source.read_text() for source in SOURCES) + "\n"
                     f"main({json.dumps(json.dumps(config))})\n")
             self._run = asyncio.ensure_future(call.run(code, self._hear))
             first = await self._first_word()
@@ -273,7 +281,7 @@ class Desktop:
                 self._sign_in = form if form is not None and form.key not in self._answered else None
         return Screenshot(data, int(head["width"]), int(head["height"]), bool(head.get("settled")),
                           head.get("error"), tuple(head.get("seconds", ())), self._approvals.pending(),
-                          self._sign_in)
+                          self._sign_in, str(head["withheld"])[:300] if head.get("withheld") else None)
 
     def _origin_waits(self, origin: str) -> None:
         """The browser waits for ``origin``'s approval: a request settling now is answered at once (its screen
@@ -316,16 +324,20 @@ class Desktop:
 
     async def submit_sign_in(self, values: Mapping[str, str], selected_option: str | None = None) -> Screenshot:
         """Fill ``values`` (field id to value) into the reported form, submit it, and return the screen once
-        settled — the fields' text masked and transparent before it is filled, so no screenshot shows it. The values
-        go to the desktop's process once, for that page only; nothing keeps, logs or returns them. A 400 naming the
-        field for values that do not fit the form, a 409 when no form awaits them."""
+        settled — the fields' text masked and transparent before it is filled, and the values masked wherever the
+        page shows them, so no screenshot shows them. The values go to the desktop's process once, for that document
+        only, and are submitted to the form's ``credential_origin`` only: the result's ``error`` says why they were
+        not (the document gone or moved elsewhere, the form posting elsewhere, its submission sent elsewhere —
+        page.py). Nothing keeps, logs or returns them. A 400 naming the field for values that do not fit the form,
+        a 409 when no form awaits them."""
         form = self._sign_in
         if form is None:
             raise APIError(409, "no sign-in form awaits values", param="fields", code="no_sign_in_pending")
         checked = check_values(form, values, selected_option)
         self._answered_with(form)
         try:
-            return await self._request({"fill": {"key": form.key, "values": checked}, "steps": [],
+            return await self._request({"fill": {"key": form.key, "origin": form.credential_origin,
+                                                 "values": checked}, "steps": [],
                                         "settle": self.settings.settle, "quiet": self.settings.quiet,
                                         "detect": True})
         finally:

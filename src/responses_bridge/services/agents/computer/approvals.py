@@ -11,6 +11,11 @@ screenshot taken once every request of the call was answered and done, and a lin
 decided — never what it submitted. A page the approval let load may ask again (another origin, a sign-in form):
 those are asked of the same call, and the model hears of the call once nothing of it awaits the client.
 
+A submission the desktop refused (page.py: the form's document, or where it posts, is not the credential origin;
+nothing was sent there) is told to the model (what it is told says why, never a value) and to the client: each
+submission the desktop did is a ``computer_use_call`` item of the session (``completed``, or ``failed`` with the
+reason in its ``title``), with the screenshot after it where the agent's tool includes them.
+
 Submitted sign-in values reach this module in memory (``ToolCalls.secrets``), go to the desktop once
 (``Desktop.submit_sign_in``) and are cleared; nothing here stores, logs or repeats them. A process that stopped
 between the client's answer and the desktop's doing of it has no values (they were never stored) and no
@@ -19,6 +24,7 @@ desktop (it stopped with the process): the model is told the form was not submit
 
 from __future__ import annotations
 
+import base64
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -48,6 +54,8 @@ class ComputerUse(Protocol):
 
     def fresh_line(self, why: str | None) -> str: ...
 
+    def include_screenshots(self, session: dict[str, Any]) -> bool: ...
+
     def answer(self, entry: QueuedTurn, call_id: str, shot: Screenshot | None, note: str | None,
                failed: bool) -> None: ...
 
@@ -59,7 +67,10 @@ SAID = {
     "submit": ("The user signed in on the page's form{at}: the bridge entered the values and submitted the form "
                "(the values are not shown to you)."),
     "cancelled": "The user cancelled the sign-in on the page's form{at}: it was left as it was.",
+    "refused": ("The user signed in on the page's form{at}, but the bridge refused to submit it: {why}. No value "
+                "was sent anywhere else (the values are not shown to you)."),
 }
+TITLE_CHARS = 200
 
 
 def wants_approval(shot: Screenshot) -> bool:
@@ -104,6 +115,7 @@ async def resolve(use: ComputerUse, runner: TurnRunner, entry: QueuedTurn) -> No
         if request["answer"]["decision"] == "approve":
             use.desktops.approve(session_id, request["request"]["origin"])
     shot: Screenshot | None = None
+    done: list[tuple[str, str, Screenshot]] = []  # each submission the desktop did: its status, what it was
     why = use.desktops.stopped.get(session_id)  # the earlier desktop's end, if it stopped in this process
     try:
         network = await use.network(await runner.session(), tenant)
@@ -134,7 +146,12 @@ async def resolve(use: ComputerUse, runner: TurnRunner, entry: QueuedTurn) -> No
                 else:
                     try:
                         shot = await desktop.submit_sign_in(values, request["answer"].get("selected_option"))
-                        said.append(SAID["submit"].format(at=where))
+                        if shot.error is None:
+                            said.append(SAID["submit"].format(at=where))
+                            done.append(("completed", f"sign-in submitted to {at}", shot))
+                        else:
+                            said.append(SAID["refused"].format(at=where, why=shot.error))
+                            done.append(("failed", f"sign-in not submitted: {shot.error}", shot))
                     except APIError as error:  # the form is gone, or no longer fits: never a value in it
                         said.append(f"The sign-in on the page's form{where} was not submitted: {error.message}")
                     finally:
@@ -151,6 +168,8 @@ async def resolve(use: ComputerUse, runner: TurnRunner, entry: QueuedTurn) -> No
         log.warning("desktop_unavailable", session_id=session_id, tenant=tenant, error=str(error))
         said.append(f"The desktop is not available: {error}")
     said = [line for line in said if line]
+    if done:
+        await _told(use, runner, entry, done)
     if shot is not None and wants_approval(shot):
         await ask(runner, entry, call_id, shot, said)
         await _asked_again(runner, entry)
@@ -158,6 +177,24 @@ async def resolve(use: ComputerUse, runner: TurnRunner, entry: QueuedTurn) -> No
     use.answer(entry, call_id, shot, " ".join(said) or None, failed=shot is None)
     keep_wait(entry)
     await runner.events.flush([runner.turn_record(entry.turn)])
+
+
+async def _told(use: ComputerUse, runner: TurnRunner, entry: QueuedTurn,
+                done: list[tuple[str, str, Screenshot]]) -> None:
+    """Each sign-in submission the desktop did, as the session's ``computer_use_call`` item: the client sees
+    whether it went, and why not."""
+    include = use.include_screenshots(await runner.session())
+    for status, title, shot in done:
+        item: dict[str, Any] = {"id": ids.new_id("cu"), "type": "computer_use_call", "status": status,
+                                "title": title[:TITLE_CHARS], "output": None, "turn_id": entry.turn["id"]}
+        base = {"session_id": runner.session_id, "turn_id": entry.turn["id"], "output_index": 0}
+        await runner.events.emit({"type": "agent.session.turn.item.added", **base,
+                                  "item": dict(item, status="in_progress")})
+        if include:
+            item["output"] = {"type": "computer_screenshot",
+                              "image_url": "data:image/jpeg;base64," + base64.b64encode(shot.jpeg).decode()}
+        await runner.events.emit({"type": "agent.session.turn.item.done", **base, "item": item},
+                                 records=[runner.item_record(item)])
 
 
 async def _asked_again(runner: TurnRunner, entry: QueuedTurn) -> None:

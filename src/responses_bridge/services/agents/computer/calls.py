@@ -52,6 +52,8 @@ FRESH = ("This is a fresh desktop: the session's earlier one was stopped ({why})
          "gone. The screenshot shows the screen as it is now.")
 WHY = {"idle": "unused for too long", "failed": "it stopped answering",
        "yielded": "it was idle while another session needed a desktop and every desktop that may run was in use"}
+WITHHELD = ("The screenshot was not taken: {why}, which a sign-in submitted (a grey image stands in for it). It is "
+            "taken again once the page no longer shows it, or the browser has left that site.")
 RESTARTED = "the server running it restarted"
 
 
@@ -110,8 +112,7 @@ class ComputerUse:
         await runner.events.emit({"type": "agent.session.turn.item.added", **base, "item": dict(item)})
         holder = self.desktops.holder(runner.tenant, entry.authorization)  # whose bound a new desktop counts in
         shot, note, failed = await self._perform(runner, session, call, actions, holder)
-        include = any(tool["type"] == "computer_use" and tool.get("include_screenshots")
-                      for tool in session["agent"]["tools"])
+        include = self.include_screenshots(session)
         item["status"] = "failed" if failed else "completed"
         if shot is not None and include:
             item["output"] = {"type": "computer_screenshot", "image_url": data_url(shot.jpeg)}
@@ -122,10 +123,18 @@ class ComputerUse:
             return
         self.answer(entry, str(call["call_id"]), shot, note, failed)
 
+    @staticmethod
+    def include_screenshots(session: dict[str, Any]) -> bool:
+        """Whether the session's ``computer_use`` tool puts the screenshot in its items."""
+        return any(tool["type"] == "computer_use" and tool.get("include_screenshots")
+                   for tool in session["agent"]["tools"])
+
     def answer(self, entry: QueuedTurn, call_id: str, shot: Screenshot | None, note: str | None,
                failed: bool) -> None:
         """The call's answer queued for the next response: the screenshot (a blank one without a desktop), then
-        what the model must also know."""
+        what the model must also know (a screen withheld: why)."""
+        if shot is not None and shot.withheld:
+            note = " ".join(filter(None, [note, WITHHELD.format(why=shot.withheld)]))
         entry.calls.answers.append({"type": "computer_call_output", "call_id": call_id,
                                     "status": "failed" if failed else "completed",
                                     "output": {"type": "computer_screenshot",
