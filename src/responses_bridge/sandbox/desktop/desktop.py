@@ -39,17 +39,19 @@ import contextlib
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...protocol.errors import APIError, invalid_request
 from ..cgroups.per_call import MemoryUse
 from ..egress.origins import parse_origin, url_origin
 from ..egress.policy import NetworkPolicy
+from ..egress.rates import EgressRates
 from ..limits import GIB, MIB, SandboxLimits
 from ..result import SandboxBusy, SandboxResult, SandboxUnavailable
 from ..runner import Sandbox
 from .actions import Action, batch_steps
+from .egress_watch import DesktopEgress
 from .host import BubblewrapHost, DesktopHost, DesktopLink, Sender
 from .origins import OriginApprovals
 from .requirements import DEFAULT_BROWSER
@@ -94,6 +96,9 @@ class DesktopSettings:
     namespace, as a code call."""
     approve_origins: bool = True
     origin_hold: float = 300.0
+    egress: EgressRates = field(default_factory=EgressRates)
+    """The browser's bounds on its egress proxy (sandbox/egress/rates.py): connections open at once, new ones and
+    bytes a second, in place of a code call's lifetime counts."""
 
     def limits(self) -> SandboxLimits:
         return SandboxLimits(timeout=self.lifetime, memory_bytes=self.memory_bytes, processes=self.processes,
@@ -117,6 +122,11 @@ class Screenshot:
     """Origins the browser waits for, to be approved or denied (:meth:`Desktop.allow_origin`)."""
     sign_in: SignInForm | None = None
     """The sign-in form the page shows after the actions (:meth:`Desktop.submit_sign_in`), if any."""
+    refused: tuple[str, ...] = ()
+    """What the egress proxy refused since the model's last call, one line each (egress_watch.py)."""
+    browser: str | None = None
+    """What became of the browser, when it had gone (the last tab closed, a crash, a kill) and was started again
+    at its last address (agent.py's :class:`Browser`)."""
 
 
 class Desktop:
@@ -134,6 +144,7 @@ class Desktop:
         first = url_origin(self.settings.url)
         self._approvals = OriginApprovals([*approved, *([first] if first else [])], hold=self.settings.origin_hold,
                                           on_pending=self._origin_waits)
+        self._egress = DesktopEgress(self._approvals, self.settings.egress, approve=self.settings.approve_origins)
         self._settling = False
         self._on_origin = on_origin
         self._sign_in: SignInForm | None = None
@@ -187,7 +198,7 @@ class Desktop:
                 call = await self._stack.enter_async_context(self._host.open(
                     tenant=self._tenant, network=self._network, limits=self.settings.limits(),
                     user_namespaces=self.settings.browser_sandbox,
-                    origins=self._approvals if self.settings.approve_origins else None))
+                    origins=self._egress))
             except (SandboxBusy, SandboxUnavailable) as refused:  # no slot in time, a pod not claimed: why
                 if isinstance(refused, DesktopUnavailable):
                     raise
@@ -271,9 +282,11 @@ class Desktop:
             if detect:  # a plain screenshot (a watcher's) leaves the form reported last as it is
                 form = parse_form(head.get("sign_in"))
                 self._sign_in = form if form is not None and form.key not in self._answered else None
+        browser = head.get("browser")
         return Screenshot(data, int(head["width"]), int(head["height"]), bool(head.get("settled")),
                           head.get("error"), tuple(head.get("seconds", ())), self._approvals.pending(),
-                          self._sign_in)
+                          self._sign_in, self._egress.report() if detect else (),
+                          str(browser)[:500] if browser else None)
 
     def _origin_waits(self, origin: str) -> None:
         """The browser waits for ``origin``'s approval: a request settling now is answered at once (its screen

@@ -17,7 +17,10 @@ code reaches nothing but this proxy, and the proxy decides for every connection:
    a call given an origin gate (origins.py: a desktop's browser, whose client approves each site) asks it
    only then, before connecting: the policy bounds what can be approved; not approved is a 403;
 4. bytes (both ways, per connection and per call), connections per call, per tenant and per process
-   (limits.py) and each connection's time are bounded; the call's end closes every connection;
+   (limits.py) and each connection's time are bounded; the call's end closes every connection. A call whose
+   origin gate bounds it by rates (rates.py: a desktop's browser, which lives hours) has no lifetime counts of
+   connections and bytes: connections open at once, new connections and bytes a second bound it instead, and the
+   gate hears each refusal (its owner tells the model);
 5. each connection is logged (host, port, bytes, outcome — never a path, a header or a payload) and counted
    (``responses_bridge_egress_connections_total`` by allowlist entry — ``*`` under a block list — and outcome,
    ``…_egress_bytes_total``).
@@ -57,6 +60,7 @@ from .domain_secrets import Unsecret, mask_for, masking
 from .limits import SHARES, EgressLimits
 from .origins import OriginGate, origin_of
 from .policy import DomainSecret, EgressRules, NetworkPolicy, new_placeholder
+from .rates import EgressOwner, Pace
 from .request_head import (
     MAX_HEAD_BYTES,
     BadRequest,
@@ -88,6 +92,10 @@ LINGER_SECONDS = 1.0
 the client sent (at most ``LINGER_SECONDS``): closing a Unix socket with unread bytes resets it, and the client
 would never read its 403."""
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+CUT = {"bytes_limit": "the connection passed its bytes (RESPONSES_BRIDGE_CODE_EGRESS_CONNECTION_BYTES)",
+       "timeout": "the connection passed its time (RESPONSES_BRIDGE_CODE_EGRESS_CONNECTION_TIMEOUT)",
+       "unscannable_answer": "the answer could not be scanned for the call's secrets"}
+"""The outcomes of a connection the proxy cut at one of its bounds, as its gate's owner is told (rates.py)."""
 _TURN = ("turn", b"")
 """What :meth:`EgressProxy._admit` says of a connection that may wait for its turn (limits.py)."""
 
@@ -136,6 +144,11 @@ class EgressProxy:
         self._masking: dict[tuple[str, ...], Sequences] = {}  # each set of secrets compiled once per call
         self.bytes_left = limits.call_bytes
         self.opened = 0
+        # a browser's bounds (rates.py) in place of the lifetime counts of connections and bytes
+        self._owner = origins if isinstance(origins, EgressOwner) else None
+        rates = self._owner.rates if self._owner is not None else None
+        self.rates = rates
+        self._pace_of = Pace(rates) if rates is not None else None
         self.refused: Counter[str] = Counter()  # closed as accepted, past a limit, by outcome: logged at the close
         self._lingering = 0
         self._directory: Path | None = None
@@ -193,10 +206,15 @@ class EgressProxy:
             self._directory = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        refusal = self._admit()
+        refusal = await self._pace() if self._pace_of is not None else None
+        placed = self._pace_of is not None and refusal is None  # holds one of the rates' places (released below)
+        if refusal is None:
+            refusal = self._admit()
         if refusal is _TURN:  # more tenants than connections and this one holds none: its turn may come
             refusal = await self._turn()
         if refusal is not None:  # counted where it is made, before a byte is read: ended at once, no log line
+            if placed and self._pace_of is not None:
+                self._pace_of.leave()
             self.refused[refusal[0]] += 1
             writer.write(refusal[1])
             if self._lingering < LINGERING:  # a few read what was sent first, so a client gets the 403, not a reset
@@ -214,6 +232,29 @@ class EgressProxy:
             await self._serve_admitted(reader, writer)
         finally:
             SHARES.release(self.tenant)
+            if self._pace_of is not None:
+                self._pace_of.leave()
+
+    async def _pace(self) -> tuple[str, bytes] | None:
+        """A browser's connection: a place among those open at once and a token of the connection rate (rates.py's
+        :class:`Pace`); None once it has both, else the refusal."""
+        assert self._pace_of is not None
+        refused = await self._pace_of.enter()
+        return None if refused is None else self._refuse(*refused)
+
+    def _refuse(self, outcome: str, message: str, host: str | None = None) -> tuple[str, bytes]:
+        """The outcome and the answer of a connection refused before its head was read; the gate's owner told."""
+        self._told(host, outcome, message)
+        return outcome, _refusal(403, outcome, message)
+
+    def _told(self, host: str | None, outcome: str, message: str) -> None:
+        """The gate's owner hears of a refusal (rates.py's :class:`EgressOwner`); an origin its owner did not
+        approve is its own business already (origins.py), not told again."""
+        if self._owner is not None and outcome != "origin_not_approved":
+            try:
+                self._owner.refused(host, outcome, message)
+            except Exception:  # the owner's failure never fails the connection's answer
+                log.exception("egress_refusal_callback_failed", outcome=outcome)
 
     def _admit(self) -> tuple[str, bytes] | None:
         """Count a connection as it is accepted: None to serve it, else the outcome and the short answer it gets.
@@ -221,18 +262,17 @@ class EgressProxy:
         the call's limit, its tenant's share and the bridge-wide cap are counted here, not after a request head it
         may never send."""
         self.opened += 1
-        if self.opened > self.limits.connections:
-            return "connection_limit", _refusal(403, "connection_limit",
-                                                f"this call may open {self.limits.connections} connections")
+        if self.rates is None and self.opened > self.limits.connections:
+            return self._refuse("connection_limit", f"this call may open {self.limits.connections} connections")
         cap = self.limits.bridge_cap
         refused = SHARES.admit(self.tenant, share=self.limits.tenant_share(cap), cap=cap)
         if refused is not None:
-            return _TURN if refused.turn else (refused.outcome, _refusal(403, refused.outcome, refused.message))
+            return _TURN if refused.turn else self._refuse(refused.outcome, refused.message)
         return None
 
     async def _turn(self) -> tuple[str, bytes] | None:
         refused = await SHARES.wait_turn(self.tenant, self.limits.bridge_cap)
-        return None if refused is None else (refused.outcome, _refusal(403, refused.outcome, refused.message))
+        return None if refused is None else self._refuse(refused.outcome, refused.message)
 
     async def _serve_admitted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -244,6 +284,7 @@ class EgressProxy:
                 upstream = await self._open(reader, writer, seen)
             except Refused as refused:
                 seen.outcome = refused.outcome
+                self._told(seen.where.host if seen.where else None, refused.outcome, str(refused))
                 await _answer(writer, refused.status, str(refused), refused.outcome)
                 return
             up_reader, up_writer = upstream
@@ -251,6 +292,8 @@ class EgressProxy:
                 seen.outcome = await self._relay(reader, writer, up_reader, up_writer, seen)
             finally:
                 up_writer.close()
+            if seen.outcome in CUT:
+                self._told(seen.where.host if seen.where else None, seen.outcome, CUT[seen.outcome])
         except asyncio.CancelledError:
             seen.outcome = "call_ended"
         except OSError:
@@ -280,7 +323,7 @@ class EgressProxy:
         except BadRequest as bad:
             raise Refused(400, "bad_request", f"bad request: {bad}") from None
         expects = not where.tunnel and _continues(head)
-        if self.bytes_left <= 0:
+        if self.rates is None and self.bytes_left <= 0:
             raise Refused(403, "bytes_limit", f"this call has moved its {self.limits.call_bytes} bytes")
         entry = self.policy.entry_for(where.host)
         if entry is None:
@@ -389,12 +432,14 @@ class EgressProxy:
             seen.sent += len(hello)
             self.bytes_left -= len(hello)
         budget = [self.limits.connection_bytes - seen.sent]
+        lifetime = self.rates is None  # a browser's bytes are paced (rates.py), not counted over its life
+        paced = self._pace_of.bytes if self._pace_of is not None else None
 
         async def pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter, sending: bool) -> None:
             def count(size: int) -> None:
                 budget[0] -= size
                 self.bytes_left -= size
-                if budget[0] < 0 or self.bytes_left < 0:
+                if budget[0] < 0 or (lifetime and self.bytes_left < 0):
                     raise OverBudget
                 if sending:
                     seen.sent += size
@@ -403,12 +448,15 @@ class EgressProxy:
 
             unsecret = None if sending else seen.unsecret
             if unsecret is not None:  # every head judged, the body written over (answer.py)
-                await relay_masked(source, target, unsecret, count, CHUNK)
+                await relay_masked(source, target, unsecret, count if paced is None else paced.counting(count),
+                                   CHUNK)
             else:
                 while chunk := await source.read(CHUNK):
                     count(len(chunk))
                     target.write(chunk)
                     await target.drain()
+                    if paced is not None and (delay := paced.take(len(chunk))) > 0:
+                        await asyncio.sleep(delay)
             if target.can_write_eof():
                 with contextlib.suppress(OSError):
                     target.write_eof()
