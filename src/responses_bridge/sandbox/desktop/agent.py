@@ -51,6 +51,9 @@ SOCKET_NAME = "desktop.sock"
 INPUT_SHOWS, INPUT_QUIET, INPUT_SETTLE = 0.5, 0.05, 1.0
 """After a key press that more input follows: the seconds within which its effect shows on the screen, the quiet that
 counts as drawn, and the bound of the whole wait."""
+BROWSER_ENDING = 2.0
+"""Seconds a request whose screen went black waits for its browser to end (a last tab closed), to start it again at
+once."""
 IDLE_TRIM = 1.0
 """Seconds without a request after which this process gives its free heap back (:class:`IdleTrim`)."""
 XVFB_MEMORY = ("-extension", "GLX")
@@ -148,12 +151,15 @@ PREFERENCES = {"search": {"suggest_enabled": False}, "alternate_error_pages": {"
                "safebrowsing": {"enabled": False}, "translate": {"enabled": False},
                "autofill": {"enabled": False, "profile_enabled": False, "credit_card_enabled": False},
                "credentials_enable_service": False, "credentials_enable_autosignin": False,
-               "profile": {"password_manager_enabled": False}}
+               "profile": {"password_manager_enabled": False},
+               "net": {"network_prediction_options": 2}}
 """The profile's first preferences: what is typed in the address bar is not sent to a search engine for
 suggestions as it is typed (a model types addresses, sometimes what it should not), nor a failed address to a
 service for alternatives; the proxy would refuse them unless allowed, and they are no part of the session's work.
 No autofill, form history or password manager: a value the client submitted into a sign-in form is never offered
-back in a drop-down, nor shown in a "save password?" bubble, where a screenshot would show it to the model."""
+back in a drop-down, nor shown in a "save password?" bubble, where a screenshot would show it to the model. No
+network prediction: typing in the address bar does not preconnect to the search engine (a request of the browser's
+own, which the proxy would refuse and the model be told of)."""
 
 
 def _start_browser(config: dict, sandboxed: bool) -> tuple[subprocess.Popen, "Pages"]:
@@ -186,6 +192,9 @@ def _browser_command(config: dict, sandboxed: bool) -> list[str]:
         "--disable-dev-shm-usage", "--password-store=basic",
         "--disable-features=Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider,AutofillServerCommunication,"
         "SpareRendererForSitePerProcess,"
+        # the browser's own requests, none of the session's: the network time's (clients2.google.com) — each one
+        # the proxy refuses is told to the model (egress_watch.py)
+        "NetworkTimeServiceQuerying,"
         # the address bar's suggestions drawn by the browser itself (Views), not by a web page of its own that
         # Chromium preloads at start in a renderer of its own (chrome://omnibox-popup.top-chrome): 41 MiB less
         "WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup",
@@ -202,6 +211,88 @@ def _browser_command(config: dict, sandboxed: bool) -> list[str]:
         *([f"--ignore-certificate-errors-spki-list={config['authority']}"] if config.get("authority") else []),
         config["url"],
     ]
+
+
+class Browser:
+    """The browser's process and its DevTools, started again when it has gone.
+
+    Chromium ends when its last tab or window is closed (a model's ``CTRL+W``), when it crashes, or when the
+    kernel kills it (out of memory); the display stays, black. Each model's request (``detect``) first asks
+    :meth:`revive`: a browser gone is started again at the last address it showed (:meth:`remember`, after each
+    answer: off the action's way), and the answer's ``browser`` says what happened, which the model is told. A
+    request whose actions closed it (the screen went black) waits briefly for it to end and starts it at once, so
+    the model's screenshot is a browser's. The open tabs and what was typed into pages are lost with it; the
+    profile (cookies) stays in ``/tmp/browser``."""
+
+    def __init__(self, config: dict, screen: Screen, sandboxed: bool) -> None:
+        self.config = config
+        self.screen = screen
+        self.sandboxed = sandboxed
+        self.process: subprocess.Popen | None = None
+        self.pages: Pages | None = None
+        self.url = str(config["url"])
+
+    def start(self, until: float) -> str | None:
+        """Started and drawn (without Chromium's own sandbox where it cannot start here); why not, else None."""
+        self.process, self.pages = _start_browser({**self.config, "url": self.url}, self.sandboxed)
+        error = _wait_for_browser(self.screen, self.process, until)
+        if error is not None and self.sandboxed and self.process.poll() is not None:
+            # its own sandbox could not start here (no user namespace: "No usable sandbox!"): without it
+            self.sandboxed = False
+            self.pages.devtools.close()
+            self.process, self.pages = _start_browser({**self.config, "url": self.url}, self.sandboxed)
+            error = _wait_for_browser(self.screen, self.process, until)
+        return error
+
+    def gone(self) -> str | None:
+        """How the browser ended, when it has: None while it runs."""
+        code = self.process.poll() if self.process is not None else None
+        if code is None:
+            return None
+        if code == 0:
+            return "the browser closed (its last tab or window was closed)"
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            return f"the browser was killed ({name}{': perhaps out of memory' if -code == 9 else ''})"
+        return f"the browser ended with status {code} (a crash)"
+
+    def revive(self, wait: float = 0.0) -> tuple[str | None, str | None]:
+        """(what happened, why it failed): the browser started again at its last address when it had gone
+        (waiting ``wait`` seconds for one that is ending); (None, None) while it runs."""
+        if self.process is not None and wait > 0:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(wait)
+        ended = self.gone()
+        if ended is None:
+            return None, None
+        self.stop()
+        error = self.start(time.monotonic() + float(self.config["start_timeout"]))
+        if error is not None:
+            return ended, f"{ended}, and could not be started again: {error}"
+        return (f"{ended}. It was started again at {self.url[:300]}; its other tabs and whatever was typed into "
+                "its pages are gone."), None
+
+    def remember(self) -> None:
+        """The address of its (first) tab, to start it again there: an http(s) page's only, else kept."""
+        if self.pages is None or self.gone() is not None:
+            return
+        with contextlib.suppress(Exception):
+            targets = self.pages.devtools.call("Target.getTargets", {}, timeout=0.3)["targetInfos"]
+            for target in targets:
+                url = str(target.get("url", ""))
+                if target.get("type") == "page" and url.startswith(("http://", "https://")) and len(url) < 4096:
+                    self.url = url
+                    return
+
+    def stop(self) -> None:
+        """Its whole session ended (start_new_session: renderers left by a killed browser too), DevTools closed."""
+        if self.pages is not None:
+            self.pages.devtools.close()
+        if self.process is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(self.process.pid, signal.SIGKILL if self.process.poll() is not None else signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(2.0)
 
 
 class IdleTrim:
@@ -235,18 +326,18 @@ class IdleTrim:
             self._timer = None
 
 
-def _serve_socket(listener: socket.socket, screen: Screen, pages: "Pages") -> None:
+def _serve_socket(listener: socket.socket, screen: Screen, browser: Browser) -> None:
     """Requests on the call's Unix socket (bubblewrap: the bridge reaches ``/mnt/data``), one connection at a
     time, until one asks to quit."""
     idle = IdleTrim()
     while True:
         connection, _ = listener.accept()
         with connection, connection.makefile("rb") as requests:
-            if _answer(requests, connection.fileno(), connection.sendall, screen, pages, idle):
+            if _answer(requests, connection.fileno(), connection.sendall, screen, browser, idle):
                 return
 
 
-def _serve_stdio(screen: Screen, pages: "Pages") -> None:
+def _serve_stdio(screen: Screen, browser: Browser) -> None:
     """Requests on stdin, answers on stdout (a pod: the runtime's process API carries both), until one asks to
     quit or stdin ends. Unbuffered, so that a cut waiting on stdin is seen by ``select`` while a request settles."""
     out = sys.stdout.buffer
@@ -256,10 +347,10 @@ def _serve_stdio(screen: Screen, pages: "Pages") -> None:
         out.flush()
 
     with open(0, "rb", buffering=0, closefd=False) as requests:
-        _answer(requests, 0, send, screen, pages, IdleTrim())
+        _answer(requests, 0, send, screen, browser, IdleTrim())
 
 
-def _answer(requests: Any, readable: int, send: Any, screen: Screen, pages: "Pages", idle: IdleTrim) -> bool:
+def _answer(requests: Any, readable: int, send: Any, screen: Screen, browser: Browser, idle: IdleTrim) -> bool:
     """Answer each request line of ``requests`` (``readable``: its descriptor, for a cut) with ``send``; True
     once one asked to quit."""
     environment = {**os.environ, "DISPLAY": DISPLAY}
@@ -276,6 +367,10 @@ def _answer(requests: Any, readable: int, send: Any, screen: Screen, pages: "Pag
         idle.cancel()
         failed = None
         began = time.monotonic()
+        # the model's request: a browser gone since (closed, crashed, killed) started again first (Browser)
+        happened, failed = browser.revive() if request.get("detect") else (None, None)
+        pages = browser.pages
+        assert pages is not None
         steps = request.get("steps", [])
         fill = request.pop("fill", None)
         if fill is not None:  # the values are in this request only, and go to the page only
@@ -298,6 +393,14 @@ def _answer(requests: Any, readable: int, send: Any, screen: Screen, pages: "Pag
         acted = time.monotonic()
         image, settled = screen.settled(float(request.get("quiet", 0.1)), float(request.get("settle", 1.5)),
                                         cut)
+        if request.get("detect") and failed is None and image.getbbox() is None:  # black: the browser gone?
+            now, failed = browser.revive(BROWSER_ENDING)
+            if now is not None:
+                happened = now if happened is None else f"{happened} Then {now}"
+                pages = browser.pages
+                assert pages is not None
+                image, settled = screen.settled(float(request.get("quiet", 0.1)),
+                                                float(request.get("settle", 1.5)), cut)
         grabbed = time.monotonic()
         # cut short: the page waits for an origin's approval, mid-navigation (its renderer answers late)
         sign_in = pages.sign_in() if request.get("detect") and not cut() else None
@@ -309,7 +412,11 @@ def _answer(requests: Any, readable: int, send: Any, screen: Screen, pages: "Pag
                             round(time.monotonic() - detected, 4), round(detected - grabbed, 4)]}
         if failed is not None:
             head["error"] = failed
+        if happened is not None:
+            head["browser"] = happened
         send(json.dumps(head).encode() + b"\n" + data)
+        if request.get("detect"):
+            browser.remember()
         idle.answered()
     return False
 
@@ -323,6 +430,7 @@ def main(config_text: str) -> None:
         _say({"error": f"Pillow is missing in the sandbox ({missing}): pip install 'responses-bridge[desktop]'"})
         return
     started: list[subprocess.Popen] = []
+    browser: Browser | None = None
     marks = {"agent": time.monotonic()}
     os.makedirs("/tmp/.X11-unix", mode=0o1777, exist_ok=True)  # Xvfb, not root here, would not make it
     try:
@@ -335,35 +443,28 @@ def main(config_text: str) -> None:
         sandboxed = not config["no_sandbox"]
         config["proxy"] = relayed_proxy(os.environ.get("HTTP_PROXY"))
         config["authority"] = authority_key_hash(os.environ.get("SSL_CERT_FILE"))
+        browser = Browser(config, screen, sandboxed)
         if error is None:
-            browser, pages = _start_browser(config, sandboxed)
-            started.append(browser)
-            error = _wait_for_browser(screen, browser, until)
-            if error is not None and sandboxed and browser.poll() is not None:
-                # its own sandbox could not start here (no user namespace: "No usable sandbox!"): without it
-                sandboxed = False
-                started.remove(browser)
-                pages.devtools.close()
-                browser, pages = _start_browser(config, sandboxed)
-                started.append(browser)
-                error = _wait_for_browser(screen, browser, until)
+            error = browser.start(until)
             marks["browser"] = time.monotonic()
         if error is not None:
             _say({"error": error})
             return
         if config.get("channel") == "stdio":
-            _say({"ready": True, "marks": marks, "browser_sandbox": sandboxed})
-            _serve_stdio(screen, pages)
+            _say({"ready": True, "marks": marks, "browser_sandbox": browser.sandboxed})
+            _serve_stdio(screen, browser)
             return
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(f"/mnt/data/{SOCKET_NAME}")
         listener.listen(1)
-        _say({"ready": True, "marks": marks, "browser_sandbox": sandboxed})
-        _serve_socket(listener, screen, pages)
+        _say({"ready": True, "marks": marks, "browser_sandbox": browser.sandboxed})
+        _serve_socket(listener, screen, browser)
     finally:
-        for process in reversed(started):  # (the init ends whatever is left once this process exits)
+        # the browser's whole session (start_new_session), then the display (the init ends whatever is left once
+        # this process exits)
+        if browser is not None and browser.process is not None:
             with contextlib.suppress(OSError):
-                if process is started[0]:
-                    process.terminate()
-                else:  # the browser's whole session (start_new_session)
-                    os.killpg(process.pid, signal.SIGTERM)
+                os.killpg(browser.process.pid, signal.SIGTERM)
+        for process in started:
+            with contextlib.suppress(OSError):
+                process.terminate()

@@ -218,6 +218,9 @@ class Desktop:
                 raise DesktopUnavailable(f"the desktop did not start: {first.get('error') or first}")
             self._browser_sandbox = bool(first.get("browser_sandbox"))
             self._reader, self._writer = await call.connect()
+            # refused while the browser started: its own requests (Chromium reaches for www.google.com as it
+            # starts, whatever its flags), no page's and not the model's doing: logged by the proxy, not told
+            self._egress.report()
         except BaseException:
             await self.stop()
             raise

@@ -170,6 +170,8 @@ class ComputerUse:
             await self.desktops.stop(session_id, "failed")
             log.warning("desktop_unavailable", session_id=session_id, tenant=tenant, error=str(error))
             return None, f"The desktop is not available: {error}", True
+        if shot.browser:
+            log.warning("desktop_browser_restarted", session_id=session_id, tenant=tenant, what=shot.browser)
         note = " ".join(filter(None, [note, *seen_besides(shot)])) or None
         if problem is not None:
             return shot, f"Invalid actions: {problem}" + (f" {note}" if note else ""), True
