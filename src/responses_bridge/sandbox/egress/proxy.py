@@ -448,8 +448,8 @@ class EgressProxy:
 
             unsecret = None if sending else seen.unsecret
             if unsecret is not None:  # every head judged, the body written over (answer.py)
-                await relay_masked(source, target, unsecret, count if paced is None else paced.counting(count),
-                                   CHUNK)
+                counting = count if self._pace_of is None else self._pace_of.counting(count)
+                await relay_masked(source, target, unsecret, counting, CHUNK)
             else:
                 while chunk := await source.read(CHUNK):
                     count(len(chunk))
