@@ -133,6 +133,8 @@ async def test_a_desktop_reports_each_refusal_once_with_its_count() -> None:
                       "domains [denied_domain]",
                       "a connection was refused: more than 500 new connections at once [connection_rate]")
     assert egress.report() == ()  # told once
+    egress.refused("android.clients.google.com", "denied_domain", "not allowed")  # the browser's own: not told
+    assert egress.report() == ()
     for index in range(MAX_KEPT + 5):
         egress.refused(f"h{index}.test", "denied_domain", "no")
     assert len(egress.report()) == MAX_KEPT + 1  # bounded, the rest counted

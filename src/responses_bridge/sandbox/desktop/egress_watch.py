@@ -16,6 +16,12 @@ from collections import Counter
 from ..egress.rates import EgressRates
 from .origins import OriginApprovals
 
+BROWSER_OWN = frozenset({"android.clients.google.com", "clients2.google.com", "update.googleapis.com",
+                         "optimizationguide-pa.googleapis.com", "content-autofill.googleapis.com",
+                         "safebrowsing.googleapis.com", "redirector.gvt1.com"})
+"""Hosts only Chromium itself asks for (push messaging's check-in, component and safe-browsing updates, network
+time), whatever its flags, never a page: their refusals are the proxy's log's, not the model's business (each
+would be a line about nothing it did). A page's request to any other host is told."""
 MAX_KEPT = 20
 """Distinct refusals (host and outcome) kept between two calls; past it, only counted."""
 MESSAGE_CHARS = 300
@@ -42,6 +48,8 @@ class DesktopEgress:
         return await self.approvals.decide(origin) if self._approve else True
 
     def refused(self, host: str | None, outcome: str, message: str) -> None:
+        if host is not None and host.lower() in BROWSER_OWN:
+            return
         key = (host[:255] if host else None, outcome)
         if key not in self._refused and len(self._refused) >= MAX_KEPT:
             self._more += 1
