@@ -42,7 +42,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # in the call, page.py's and proxy_relay.py's sources come before this file's (desktop.py)
-    from .page import DevTools, Pages, browser_pipes, piped
+    from .page import DevTools, DevToolsError, Pages, browser_pipes, piped
     from .proxy_relay import authority_key_hash, relayed_proxy
 
 DISPLAY = ":1"
@@ -220,9 +220,9 @@ class Browser:
     kernel kills it (out of memory); the display stays, black. Each model's request (``detect``) first asks
     :meth:`revive`: a browser gone is started again at the last address it showed (:meth:`remember`, after each
     answer: off the action's way), and the answer's ``browser`` says what happened, which the model is told. A
-    request whose actions closed it (the screen went black) waits briefly for it to end and starts it at once, so
-    the model's screenshot is a browser's. The open tabs and what was typed into pages are lost with it; the
-    profile (cookies) stays in ``/tmp/browser``."""
+    request whose actions closed it (the screen went black, and DevTools shows no tab) waits briefly for it to end
+    and starts it at once, so the model's screenshot is a browser's. The open tabs and what was typed into pages are
+    lost with it; the profile (cookies) stays in ``/tmp/browser``."""
 
     def __init__(self, config: dict, screen: Screen, sandboxed: bool) -> None:
         self.config = config
@@ -259,7 +259,7 @@ class Browser:
     def revive(self, wait: float = 0.0) -> tuple[str | None, str | None]:
         """(what happened, why it failed): the browser started again at its last address when it had gone
         (waiting ``wait`` seconds for one that is ending); (None, None) while it runs."""
-        if self.process is not None and wait > 0:
+        if self.process is not None and wait > 0 and not self._showing():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(wait)
         ended = self.gone()
@@ -272,11 +272,21 @@ class Browser:
         return (f"{ended}. It was started again at {self.url[:300]}; its other tabs and whatever was typed into "
                 "its pages are gone."), None
 
+    def _showing(self) -> bool:
+        """The browser answers DevTools with a tab: alive (a black screen is its page's, drawn full screen)."""
+        if self.pages is None:
+            return False
+        try:
+            targets = self.pages.devtools.call("Target.getTargets", {}, timeout=0.3)["targetInfos"]
+        except (DevToolsError, KeyError, TypeError):
+            return False
+        return any(target.get("type") == "page" for target in targets)
+
     def remember(self) -> None:
         """The address of its (first) tab, to start it again there: an http(s) page's only, else kept."""
         if self.pages is None or self.gone() is not None:
             return
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(DevToolsError, KeyError, TypeError, AttributeError):
             targets = self.pages.devtools.call("Target.getTargets", {}, timeout=0.3)["targetInfos"]
             for target in targets:
                 url = str(target.get("url", ""))
