@@ -144,6 +144,7 @@ class Desktop:
         first = url_origin(self.settings.url)
         self._approvals = OriginApprovals([*approved, *([first] if first else [])], hold=self.settings.origin_hold,
                                           on_pending=self._origin_waits)
+        self._acted = False  # a model's request was sent (what the proxy refused before it is not told)
         self._egress = DesktopEgress(self._approvals, self.settings.egress, approve=self.settings.approve_origins)
         self._settling = False
         self._on_origin = on_origin
@@ -218,9 +219,6 @@ class Desktop:
                 raise DesktopUnavailable(f"the desktop did not start: {first.get('error') or first}")
             self._browser_sandbox = bool(first.get("browser_sandbox"))
             self._reader, self._writer = await call.connect()
-            # refused while the browser started: its own requests (Chromium reaches for www.google.com as it
-            # starts, whatever its flags), no page's and not the model's doing: logged by the proxy, not told
-            self._egress.report()
         except BaseException:
             await self.stop()
             raise
@@ -271,6 +269,11 @@ class Desktop:
             raise DesktopUnavailable("the desktop is not running")
         detect = bool(request.get("detect"))
         async with self._lock:
+            if detect and not self._acted:
+                # refused before the model's first call: the browser's own requests as it starts (Chromium
+                # reaches for www.google.com then, whatever its flags), not the model's doing: logged, not told
+                self._acted = True
+                self._egress.report()
             try:
                 self._writer.write(json.dumps(request).encode() + b"\n")
                 del request  # a sign-in's values: sent, and kept nowhere
