@@ -54,6 +54,10 @@ counts as drawn, and the bound of the whole wait."""
 BROWSER_ENDING = 2.0
 """Seconds a request whose screen went black waits for its browser to end (a last tab closed), to start it again at
 once."""
+REMEMBER_AFTER = 0.05
+"""Seconds without a request after an answer before the browser's address is read (:meth:`Browser.remember`): a
+model's next call takes longer (a round trip to the model at least), a client sending actions back to back (a
+benchmark) is not slowed."""
 IDLE_TRIM = 1.0
 """Seconds without a request after which this process gives its free heap back (:class:`IdleTrim`)."""
 XVFB_MEMORY = ("-extension", "GLX")
@@ -192,9 +196,11 @@ def _browser_command(config: dict, sandboxed: bool) -> list[str]:
         "--disable-dev-shm-usage", "--password-store=basic",
         "--disable-features=Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider,AutofillServerCommunication,"
         "SpareRendererForSitePerProcess,"
-        # the browser's own requests, none of the session's: the network time's (clients2.google.com) — each one
-        # the proxy refuses is told to the model (egress_watch.py)
-        "NetworkTimeServiceQuerying,"
+        # the browser's own requests, none of the session's: the network time's (clients2.google.com), and the AI
+        # mode's eligibility asked of www.google.com as it starts — each one the proxy refuses is told to the model
+        # (egress_watch.py)
+        "NetworkTimeServiceQuerying,AimEligibilityService,AimServerEligibilityEnabled,AimServerRequestOnStartupEnabled,"
+        "AimEnabled,"
         # the address bar's suggestions drawn by the browser itself (Views), not by a web page of its own that
         # Chromium preloads at start in a renderer of its own (chrome://omnibox-popup.top-chrome): 41 MiB less
         "WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup",
@@ -218,11 +224,12 @@ class Browser:
 
     Chromium ends when its last tab or window is closed (a model's ``CTRL+W``), when it crashes, or when the
     kernel kills it (out of memory); the display stays, black. Each model's request (``detect``) first asks
-    :meth:`revive`: a browser gone is started again at the last address it showed (:meth:`remember`, after each
-    answer: off the action's way), and the answer's ``browser`` says what happened, which the model is told. A
-    request whose actions closed it (the screen went black, and DevTools shows no tab) waits briefly for it to end
-    and starts it at once, so the model's screenshot is a browser's. The open tabs and what was typed into pages are
-    lost with it; the profile (cookies) stays in ``/tmp/browser``."""
+    :meth:`revive`: a browser gone is started again at the last address it showed (:meth:`remember_later`: read
+    once the desktop has been idle a moment after an answer, while the model thinks, never on an action's way),
+    and the answer's ``browser`` says what happened, which the model is told. A request whose actions closed it
+    (the screen went black, and DevTools shows no tab) waits briefly for it to end and starts it at once, so the
+    model's screenshot is a browser's. The open tabs and what was typed into pages are lost with it; the profile
+    (cookies) stays in ``/tmp/browser``."""
 
     def __init__(self, config: dict, screen: Screen, sandboxed: bool) -> None:
         self.config = config
@@ -231,6 +238,9 @@ class Browser:
         self.process: subprocess.Popen | None = None
         self.pages: Pages | None = None
         self.url = str(config["url"])
+        self._lock = threading.Lock()  # DevTools is used from one thread at a time: a request's, or the timer's
+        self._timer: threading.Timer | None = None
+        self._held = False
 
     def start(self, until: float) -> str | None:
         """Started and drawn (without Chromium's own sandbox where it cannot start here); why not, else None."""
@@ -281,6 +291,27 @@ class Browser:
         except (DevToolsError, KeyError, TypeError):
             return False
         return any(target.get("type") == "page" for target in targets)
+
+    def remember_later(self) -> None:
+        """:meth:`remember` once no request came for :data:`REMEMBER_AFTER` seconds (in a timer's thread)."""
+        with self._lock:
+            self._held = False
+        self._timer = threading.Timer(REMEMBER_AFTER, self._remember_unless_held)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def hold(self) -> None:
+        """A request begins: the timer's :meth:`remember` is not started, or has ended (DevTools is the request's)."""
+        with self._lock:
+            self._held = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _remember_unless_held(self) -> None:
+        with self._lock:
+            if not self._held:
+                self.remember()
 
     def remember(self) -> None:
         """The address of its (first) tab, to start it again there: an http(s) page's only, else kept."""
@@ -375,6 +406,7 @@ def _answer(requests: Any, readable: int, send: Any, screen: Screen, browser: Br
         if request.get("cut"):
             continue  # its request was answered before it came
         idle.cancel()
+        browser.hold()
         failed = None
         began = time.monotonic()
         # the model's request: a browser gone since (closed, crashed, killed) started again first (Browser)
@@ -426,7 +458,7 @@ def _answer(requests: Any, readable: int, send: Any, screen: Screen, browser: Br
             head["browser"] = happened
         send(json.dumps(head).encode() + b"\n" + data)
         if request.get("detect"):
-            browser.remember()
+            browser.remember_later()
         idle.answered()
     return False
 
