@@ -48,9 +48,9 @@ async def host() -> AsyncIterator[Host]:
 async def proxy_for(host: Host) -> AsyncIterator[Any]:
     made: list[EgressProxy] = []
 
-    async def make(policy: NetworkPolicy, owner: Owner | None) -> EgressProxy:
-        proxy = EgressProxy(policy, EgressRules.parse(f"127.0.0.1:{host.port}"), EgressLimits(), tenant="t",
-                            resolver=fake_dns, origins=owner)
+    async def make(policy: NetworkPolicy, owner: Owner | None, limits: EgressLimits | None = None) -> EgressProxy:
+        proxy = EgressProxy(policy, EgressRules.parse(f"127.0.0.1:{host.port}"), limits or EgressLimits(),
+                            tenant="t", resolver=fake_dns, origins=owner)
         await proxy.start()
         made.append(proxy)
         return proxy
@@ -110,6 +110,19 @@ async def test_a_refused_destination_is_told_with_its_host(proxy_for: Any, host:
     assert owner.told == []
     assert (await exchange(proxy, get(host, name="other.test"))).startswith(b"HTTP/1.1 403")
     assert owner.told == [("other.test", "denied_domain")]
+
+
+async def test_a_browsers_bytes_are_paced_past_their_burst_never_cut(proxy_for: Any, host: Host) -> None:
+    """Three downloads of 1 MiB: a code call bounded to 2.5 MB in all gets two and a cut third (control); a browser
+    whose burst is 256 KiB gets all three whole, the bytes past the burst slowed (its bucket: the test below)."""
+    limits = EgressLimits(call_bytes=2_500_000)
+    code = await proxy_for(policy_of("app.test"), None, limits)
+    sizes = [len(await exchange(code, get(host, "/big"))) for _ in range(3)]
+    assert sizes[0] > 1 << 20 and sizes[2] < 1 << 20
+    owner = Owner(EgressRates(bytes_per_second=16 << 20, byte_burst=256 << 10))
+    browser = await proxy_for(policy_of("app.test"), owner, limits)
+    sizes = [len(await exchange(browser, get(host, "/big"))) for _ in range(3)]
+    assert all(size > 1 << 20 for size in sizes) and owner.told == []
 
 
 def test_the_byte_bucket_paces_past_its_burst() -> None:

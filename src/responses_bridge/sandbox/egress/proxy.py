@@ -248,9 +248,10 @@ class EgressProxy:
         return outcome, _refusal(403, outcome, message)
 
     def _told(self, host: str | None, outcome: str, message: str) -> None:
-        """The gate's owner hears of a refusal (rates.py's :class:`EgressOwner`); an origin its owner did not
-        approve is its own business already (origins.py), not told again."""
-        if self._owner is not None and outcome != "origin_not_approved":
+        """The gate's owner hears of a refusal (rates.py's :class:`EgressOwner`). Not of an origin it did not
+        approve (its own business already: origins.py), nor of a bad request head: a browser writes its heads
+        itself, and a socket it opened ahead and closed unused (no head at all) is no request of a page's."""
+        if self._owner is not None and outcome not in ("origin_not_approved", "bad_request"):
             try:
                 self._owner.refused(host, outcome, message)
             except Exception:  # the owner's failure never fails the connection's answer

@@ -128,7 +128,11 @@ class Pace:
                                        "(RESPONSES_BRIDGE_DESKTOP_EGRESS_CONNECTIONS_PER_SECOND)")
         delay = self._new.take(1)
         if delay > 0:
-            await asyncio.sleep(delay)
+            try:
+                await asyncio.sleep(delay)
+            except BaseException:  # the call ended meanwhile: its place given back
+                self._places.release()
+                raise
         return None
 
     def leave(self) -> None:
