@@ -38,7 +38,7 @@ async def page() -> AsyncIterator[tuple[int, list[str]]]:
     async def handle(request: web.Request) -> web.Response:
         seen.append(request.path)
         return web.Response(text="<!doctype html><body style='background:#eee'><h1>still here</h1>",
-                            content_type="text/html")
+                            content_type="text/html", headers={"Cache-Control": "no-store"})  # loaded, not cached
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
@@ -107,7 +107,7 @@ async def test_a_browser_closed_or_killed_is_back_at_its_last_address_and_the_mo
                 said = newest(await upstream.last_body())
                 assert "last tab or window was closed" in said and url in said, said
                 assert not black(closed)
-                assert await until(lambda: seen.count("/last") == 2)  # loaded again, at its last address
+                assert await until(lambda: seen.count("/last") == 2), seen  # loaded again, at its last address
                 assert not black(shown(await session.turn(computer({"type": "screenshot"}))))
                 assert GONE not in newest(await upstream.last_body())  # told once
 
@@ -117,7 +117,7 @@ async def test_a_browser_closed_or_killed_is_back_at_its_last_address_and_the_mo
                 again = shown(await session.turn(computer({"type": "screenshot"})))
                 said = newest(await upstream.last_body())
                 assert "killed (SIGKILL" in said and url in said, said
-                assert not black(again) and await until(lambda: seen.count("/last") == 3)
+                assert not black(again) and await until(lambda: seen.count("/last") == 3), seen
         finally:
             await alpha.beta.agents.sessions.delete(session_id)
             await alpha.close()

@@ -407,7 +407,6 @@ def _answer(requests: Any, readable: int, send: Any, screen: Screen, browser: Br
             continue  # its request was answered before it came
         idle.cancel()
         browser.hold()
-        failed = None
         began = time.monotonic()
         # the model's request: a browser gone since (closed, crashed, killed) started again first (Browser)
         happened, failed = browser.revive() if request.get("detect") else (None, None)
@@ -416,7 +415,8 @@ def _answer(requests: Any, readable: int, send: Any, screen: Screen, browser: Br
         steps = request.get("steps", [])
         fill = request.pop("fill", None)
         if fill is not None:  # the values are in this request only, and go to the page only
-            filled = pages.fill(str(fill.get("key")), fill.get("values") or {})
+            # (a browser that could not be started again has no form: the values go nowhere)
+            filled = pages.fill(str(fill.get("key")), fill.get("values") or {}) if failed is None else None
             fill = None
             if filled == "gone":
                 failed = "the sign-in form is no longer on the page"
