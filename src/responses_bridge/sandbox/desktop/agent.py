@@ -41,8 +41,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # in the call, page.py's and proxy_relay.py's sources come before this file's (desktop.py)
-    from .page import DevTools, DevToolsError, Pages, browser_pipes, piped
+if TYPE_CHECKING:  # in the call, page.py's and proxy_relay.py's sources come before this file's, browser.py's after
+    # it (desktop.py)
+    from .browser import BROWSER_ENDING, Browser
+    from .page import DevTools, Pages, browser_pipes, piped
     from .proxy_relay import authority_key_hash, relayed_proxy
 
 DISPLAY = ":1"
@@ -51,13 +53,6 @@ SOCKET_NAME = "desktop.sock"
 INPUT_SHOWS, INPUT_QUIET, INPUT_SETTLE = 0.5, 0.05, 1.0
 """After a key press that more input follows: the seconds within which its effect shows on the screen, the quiet that
 counts as drawn, and the bound of the whole wait."""
-BROWSER_ENDING = 2.0
-"""Seconds a request whose screen went black waits for its browser to end (a last tab closed), to start it again at
-once."""
-REMEMBER_AFTER = 0.05
-"""Seconds without a request after an answer before the browser's address is read (:meth:`Browser.remember`): a
-model's next call takes longer (a round trip to the model at least), a client sending actions back to back (a
-benchmark) is not slowed."""
 IDLE_TRIM = 1.0
 """Seconds without a request after which this process gives its free heap back (:class:`IdleTrim`)."""
 XVFB_MEMORY = ("-extension", "GLX")
@@ -219,123 +214,6 @@ def _browser_command(config: dict, sandboxed: bool) -> list[str]:
     ]
 
 
-class Browser:
-    """The browser's process and its DevTools, started again when it has gone.
-
-    Chromium ends when its last tab or window is closed (a model's ``CTRL+W``), when it crashes, or when the
-    kernel kills it (out of memory); the display stays, black. Each model's request (``detect``) first asks
-    :meth:`revive`: a browser gone is started again at the last address it showed (:meth:`remember_later`: read
-    once the desktop has been idle a moment after an answer, while the model thinks, never on an action's way),
-    and the answer's ``browser`` says what happened, which the model is told. A request whose actions closed it
-    (the screen went black, and DevTools shows no tab) waits briefly for it to end and starts it at once, so the
-    model's screenshot is a browser's. The open tabs and what was typed into pages are lost with it; the profile
-    (cookies) stays in ``/tmp/browser``."""
-
-    def __init__(self, config: dict, screen: Screen, sandboxed: bool) -> None:
-        self.config = config
-        self.screen = screen
-        self.sandboxed = sandboxed
-        self.process: subprocess.Popen | None = None
-        self.pages: Pages | None = None
-        self.url = str(config["url"])
-        self._lock = threading.Lock()  # DevTools is used from one thread at a time: a request's, or the timer's
-        self._timer: threading.Timer | None = None
-        self._held = False
-
-    def start(self, until: float) -> str | None:
-        """Started and drawn (without Chromium's own sandbox where it cannot start here); why not, else None."""
-        self.process, self.pages = _start_browser({**self.config, "url": self.url}, self.sandboxed)
-        error = _wait_for_browser(self.screen, self.process, until)
-        if error is not None and self.sandboxed and self.process.poll() is not None:
-            # its own sandbox could not start here (no user namespace: "No usable sandbox!"): without it
-            self.sandboxed = False
-            self.pages.devtools.close()
-            self.process, self.pages = _start_browser({**self.config, "url": self.url}, self.sandboxed)
-            error = _wait_for_browser(self.screen, self.process, until)
-        return error
-
-    def gone(self) -> str | None:
-        """How the browser ended, when it has: None while it runs."""
-        code = self.process.poll() if self.process is not None else None
-        if code is None:
-            return None
-        if code == 0:
-            return "the browser closed (its last tab or window was closed)"
-        if code < 0:
-            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
-            return f"the browser was killed ({name}{': perhaps out of memory' if -code == 9 else ''})"
-        return f"the browser ended with status {code} (a crash)"
-
-    def revive(self, wait: float = 0.0) -> tuple[str | None, str | None]:
-        """(what happened, why it failed): the browser started again at its last address when it had gone
-        (waiting ``wait`` seconds for one that is ending); (None, None) while it runs."""
-        if self.process is not None and wait > 0 and not self._showing():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(wait)
-        ended = self.gone()
-        if ended is None:
-            return None, None
-        self.stop()
-        error = self.start(time.monotonic() + float(self.config["start_timeout"]))
-        if error is not None:
-            return ended, f"{ended}, and could not be started again: {error}"
-        return (f"{ended}. It was started again at {self.url[:300]}; its other tabs and whatever was typed into "
-                "its pages are gone."), None
-
-    def _showing(self) -> bool:
-        """The browser answers DevTools with a tab: alive (a black screen is its page's, drawn full screen)."""
-        if self.pages is None:
-            return False
-        try:
-            targets = self.pages.devtools.call("Target.getTargets", {}, timeout=0.3)["targetInfos"]
-        except (DevToolsError, KeyError, TypeError):
-            return False
-        return any(target.get("type") == "page" for target in targets)
-
-    def remember_later(self) -> None:
-        """:meth:`remember` once no request came for :data:`REMEMBER_AFTER` seconds (in a timer's thread)."""
-        with self._lock:
-            self._held = False
-        self._timer = threading.Timer(REMEMBER_AFTER, self._remember_unless_held)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def hold(self) -> None:
-        """A request begins: the timer's :meth:`remember` is not started, or has ended (DevTools is the request's)."""
-        with self._lock:
-            self._held = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _remember_unless_held(self) -> None:
-        with self._lock:
-            if not self._held:
-                self.remember()
-
-    def remember(self) -> None:
-        """The address of its (first) tab, to start it again there: an http(s) page's only, else kept."""
-        if self.pages is None or self.gone() is not None:
-            return
-        with contextlib.suppress(DevToolsError, KeyError, TypeError, AttributeError):
-            targets = self.pages.devtools.call("Target.getTargets", {}, timeout=0.3)["targetInfos"]
-            for target in targets:
-                url = str(target.get("url", ""))
-                if target.get("type") == "page" and url.startswith(("http://", "https://")) and len(url) < 4096:
-                    self.url = url
-                    return
-
-    def stop(self) -> None:
-        """Its whole session ended (start_new_session: renderers left by a killed browser too), DevTools closed."""
-        if self.pages is not None:
-            self.pages.devtools.close()
-        if self.process is not None:
-            with contextlib.suppress(OSError):
-                os.killpg(self.process.pid, signal.SIGKILL if self.process.poll() is not None else signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(2.0)
-
-
 class IdleTrim:
     """Gives the heap's free memory back to the kernel once the desktop has been idle :data:`IDLE_TRIM` seconds.
 
@@ -367,7 +245,7 @@ class IdleTrim:
             self._timer = None
 
 
-def _serve_socket(listener: socket.socket, screen: Screen, browser: Browser) -> None:
+def _serve_socket(listener: socket.socket, screen: Screen, browser: "Browser") -> None:
     """Requests on the call's Unix socket (bubblewrap: the bridge reaches ``/mnt/data``), one connection at a
     time, until one asks to quit."""
     idle = IdleTrim()
@@ -378,7 +256,7 @@ def _serve_socket(listener: socket.socket, screen: Screen, browser: Browser) -> 
                 return
 
 
-def _serve_stdio(screen: Screen, browser: Browser) -> None:
+def _serve_stdio(screen: Screen, browser: "Browser") -> None:
     """Requests on stdin, answers on stdout (a pod: the runtime's process API carries both), until one asks to
     quit or stdin ends. Unbuffered, so that a cut waiting on stdin is seen by ``select`` while a request settles."""
     out = sys.stdout.buffer
@@ -391,7 +269,7 @@ def _serve_stdio(screen: Screen, browser: Browser) -> None:
         _answer(requests, 0, send, screen, browser, IdleTrim())
 
 
-def _answer(requests: Any, readable: int, send: Any, screen: Screen, browser: Browser, idle: IdleTrim) -> bool:
+def _answer(requests: Any, readable: int, send: Any, screen: Screen, browser: "Browser", idle: IdleTrim) -> bool:
     """Answer each request line of ``requests`` (``readable``: its descriptor, for a cut) with ``send``; True
     once one asked to quit."""
     environment = {**os.environ, "DISPLAY": DISPLAY}

@@ -60,6 +60,7 @@ from .sign_in import SignInForm, check_values, parse_form
 AGENT_SOURCE = Path(__file__).with_name("agent.py")
 PAGE_SOURCE = Path(__file__).with_name("page.py")
 RELAY_SOURCE = Path(__file__).with_name("proxy_relay.py")
+BROWSER_SOURCE = Path(__file__).with_name("browser.py")
 
 
 class DesktopUnavailable(SandboxUnavailable):
@@ -212,6 +213,7 @@ class Desktop:
                       "start_timeout": settings.start_timeout, "no_sandbox": not settings.browser_sandbox,
                       "channel": call.channel}
             code = (f"{PAGE_SOURCE.read_text()}\n{RELAY_SOURCE.read_text()}\n{AGENT_SOURCE.read_text()}\n"
+                    f"{BROWSER_SOURCE.read_text()}\n"
                     f"main({json.dumps(json.dumps(config))})\n")
             self._run = asyncio.ensure_future(call.run(code, self._hear))
             first = await self._first_word()

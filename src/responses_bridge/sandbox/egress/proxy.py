@@ -61,17 +61,8 @@ from .limits import SHARES, EgressLimits
 from .origins import OriginGate, origin_of
 from .policy import DomainSecret, EgressRules, NetworkPolicy, new_placeholder
 from .rates import EgressOwner, Pace
-from .request_head import (
-    MAX_HEAD_BYTES,
-    BadRequest,
-    Destination,
-    ExpectationFailed,
-    RequestHead,
-    continues,
-    destination,
-    forwarded_head,
-    parse_head,
-)
+from .refusals import CUT, Refused, answer, continues_or_refused, refusal
+from .request_head import MAX_HEAD_BYTES, BadRequest, Destination, destination, forwarded_head, parse_head
 from .tunnel import HTTP_PORT, HTTPS_PORT, NotTheAllowedTLS, client_hello, standard_port
 
 if TYPE_CHECKING:
@@ -92,10 +83,6 @@ LINGER_SECONDS = 1.0
 the client sent (at most ``LINGER_SECONDS``): closing a Unix socket with unread bytes resets it, and the client
 would never read its 403."""
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-CUT = {"bytes_limit": "the connection passed its bytes (RESPONSES_BRIDGE_CODE_EGRESS_CONNECTION_BYTES)",
-       "timeout": "the connection passed its time (RESPONSES_BRIDGE_CODE_EGRESS_CONNECTION_TIMEOUT)",
-       "unscannable_answer": "the answer could not be scanned for the call's secrets"}
-"""The outcomes of a connection the proxy cut at one of its bounds, as its gate's owner is told (rates.py)."""
 _TURN = ("turn", b"")
 """What :meth:`EgressProxy._admit` says of a connection that may wait for its turn (limits.py)."""
 
@@ -107,15 +94,6 @@ class EgressSettings:
     rules: EgressRules
     limits: EgressLimits
 
-
-
-class Refused(Exception):
-    """A connection the proxy answers itself: the status, a reason code (the metric's outcome) and a message."""
-
-    def __init__(self, status: int, outcome: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.outcome = outcome
 
 
 class OverBudget(Exception):
@@ -144,11 +122,9 @@ class EgressProxy:
         self._masking: dict[tuple[str, ...], Sequences] = {}  # each set of secrets compiled once per call
         self.bytes_left = limits.call_bytes
         self.opened = 0
-        # a browser's bounds (rates.py) in place of the lifetime counts of connections and bytes
-        self._owner = origins if isinstance(origins, EgressOwner) else None
-        rates = self._owner.rates if self._owner is not None else None
-        self.rates = rates
-        self._pace_of = Pace(rates) if rates is not None else None
+        self._owner = origins if isinstance(origins, EgressOwner) else None  # a browser's (rates.py): its bounds
+        self.rates = self._owner.rates if self._owner is not None else None  # in place of the lifetime counts
+        self._pace_of = Pace(self.rates) if self.rates is not None else None
         self.refused: Counter[str] = Counter()  # closed as accepted, past a limit, by outcome: logged at the close
         self._lingering = 0
         self._directory: Path | None = None
@@ -206,7 +182,9 @@ class EgressProxy:
             self._directory = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        refusal = await self._pace() if self._pace_of is not None else None
+        # a browser's connection: a place among those open at once and a token of the connection rate (rates.py)
+        paced = await self._pace_of.enter() if self._pace_of is not None else None
+        refusal = self._refuse(*paced) if paced is not None else None
         placed = self._pace_of is not None and refusal is None  # holds one of the rates' places (released below)
         if refusal is None:
             refusal = self._admit()
@@ -235,17 +213,10 @@ class EgressProxy:
             if self._pace_of is not None:
                 self._pace_of.leave()
 
-    async def _pace(self) -> tuple[str, bytes] | None:
-        """A browser's connection: a place among those open at once and a token of the connection rate (rates.py's
-        :class:`Pace`); None once it has both, else the refusal."""
-        assert self._pace_of is not None
-        refused = await self._pace_of.enter()
-        return None if refused is None else self._refuse(*refused)
-
     def _refuse(self, outcome: str, message: str, host: str | None = None) -> tuple[str, bytes]:
         """The outcome and the answer of a connection refused before its head was read; the gate's owner told."""
         self._told(host, outcome, message)
-        return outcome, _refusal(403, outcome, message)
+        return outcome, refusal(403, outcome, message)
 
     def _told(self, host: str | None, outcome: str, message: str) -> None:
         """The gate's owner hears of a refusal (rates.py's :class:`EgressOwner`). Not of an origin it did not
@@ -286,7 +257,7 @@ class EgressProxy:
             except Refused as refused:
                 seen.outcome = refused.outcome
                 self._told(seen.where.host if seen.where else None, refused.outcome, str(refused))
-                await _answer(writer, refused.status, str(refused), refused.outcome)
+                await answer(writer, refused.status, str(refused), refused.outcome)
                 return
             up_reader, up_writer = upstream
             try:
@@ -323,7 +294,7 @@ class EgressProxy:
             where = seen.where = destination(head)
         except BadRequest as bad:
             raise Refused(400, "bad_request", f"bad request: {bad}") from None
-        expects = not where.tunnel and _continues(head)
+        expects = not where.tunnel and continues_or_refused(head)
         if self.rates is None and self.bytes_left <= 0:
             raise Refused(403, "bytes_limit", f"this call has moved its {self.limits.call_bytes} bytes")
         entry = self.policy.entry_for(where.host)
@@ -403,7 +374,7 @@ class EgressProxy:
                           "trust SSL_CERT_FILE?)") from None
         if not head.target.startswith("/") or head.method == "CONNECT":
             raise Refused(400, "bad_request", "inside the tunnel, a request names an origin-form path")
-        expects = _continues(head)
+        expects = continues_or_refused(head)
         if head.method == "TRACE":
             raise Refused(403, "trace_refused", "TRACE answers with the request, secrets and all: refused here")
         if self._client_tls is None:
@@ -475,7 +446,7 @@ class EgressProxy:
                     outcome = "bytes_limit"
                 except* Unscannable as refused:
                     outcome = "unscannable_answer"
-                    await _answer(writer, 502, str(refused.exceptions[0]), outcome)
+                    await answer(writer, 502, str(refused.exceptions[0]), outcome)
                 except* (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                     outcome = "bad_answer"
                 except* OSError:  # ConnectionError among them: either end went away
@@ -514,30 +485,6 @@ async def _connect(addresses: list[IPAddress], port: int, *, tls: ssl.SSLContext
         except (OSError, TimeoutError):
             continue
     raise Refused(502, "connect_failed", failed)
-
-
-def _continues(head: RequestHead) -> bool:
-    """Whether the proxy answers the request's ``Expect: 100-continue`` itself (request_head.continues); a 417 for
-    an expectation it does not meet."""
-    try:
-        return continues(head)
-    except ExpectationFailed as failed:
-        raise Refused(417, "expectation_failed", str(failed)) from None
-
-
-def _refusal(status: int, outcome: str, message: str) -> bytes:
-    """The proxy's own answer to a refused connection; ``X-Egress-Outcome`` names the reason for a program."""
-    reason = {400: "Bad Request", 403: "Forbidden", 417: "Expectation Failed", 502: "Bad Gateway"}[status]
-    body = f"egress proxy: {message}\n".encode("utf-8", "replace")
-    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\nX-Egress-Outcome: {outcome}\r\nConnection: close\r\n\r\n"
-            .encode() + body)
-
-
-async def _answer(writer: asyncio.StreamWriter, status: int, message: str, outcome: str) -> None:
-    writer.write(_refusal(status, message=message, outcome=outcome))
-    with contextlib.suppress(ConnectionError, OSError):
-        await writer.drain()
 
 
 def _socket_directory() -> str:
