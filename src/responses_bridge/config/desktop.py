@@ -35,3 +35,23 @@ class DesktopToolSettings(BaseSettings):
         "screenshots of computer calls (a session's desktop, or the Responses API's `computer` tool) that each "
         "model call is shown, the newest; each older one is sent as a one-line note instead, so a long session "
         "does not fill the model's context with images"))
+    # a desktop's browser on its egress proxy (sandbox/egress/rates.py): what it holds and how fast, never a count
+    # over its life (the code sandbox's code_egress_max_connections and code_egress_max_bytes do not apply to it)
+    desktop_egress_connections: int = Field(default=64, ge=1, description=(
+        "egress connections a desktop's browser holds open at once (the proxy serves one request a connection); "
+        "one more waits for one to end, at most `desktop_egress_wait_seconds`, then is refused and the model told"))
+    desktop_egress_connections_per_second: float = Field(default=50.0, gt=0, description=(
+        "new egress connections a second of a desktop's browser, after a burst of "
+        "`desktop_egress_connection_burst`: one past it waits for its turn, at most `desktop_egress_wait_seconds`, "
+        "then is refused and the model told"))
+    desktop_egress_connection_burst: int = Field(default=500, ge=1, description=(
+        "new egress connections a desktop's browser may open at once before "
+        "`desktop_egress_connections_per_second` paces them (a page of a few hundred images loads unslowed)"))
+    desktop_egress_bytes_per_second: int = Field(default=8 << 20, ge=1, description=(
+        "egress bytes a second (both ways, every connection together) of a desktop's browser, after a burst of "
+        "`desktop_egress_byte_burst`: past it the transfer is slowed, never cut"))
+    desktop_egress_byte_burst: int = Field(default=64 << 20, ge=1, description=(
+        "egress bytes a desktop's browser may move at full speed before `desktop_egress_bytes_per_second` paces it"))
+    desktop_egress_wait_seconds: float = Field(default=10.0, ge=0, description=(
+        "how long a desktop's egress connection waits for a place (`desktop_egress_connections`) or for its turn "
+        "(`desktop_egress_connections_per_second`) before it is refused"))

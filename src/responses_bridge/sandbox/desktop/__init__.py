@@ -7,12 +7,14 @@ in one pod of the agent-sandbox backend's desktop pool (host.py: where the deskt
 - host.py: where its process runs and how it is reached (the bubblewrap call's socket; a pod's stdio elsewhere);
 - actions.py: OpenAI's GA computer actions parsed strictly, and turned into xdotool's arguments;
 - agent.py: the desktop's own process inside the call (sent as its code: standard library and Pillow only);
+- browser.py: its browser, started again when it has gone (a last tab closed, a crash, a kill), sent with agent.py;
 - devtools.py: Chromium's DevTools protocol over a pipe of its own, sent with agent.py;
 - page.py: the page's DOM as the browser knows it, sent with agent.py (a sign-in form found, checked and filled,
   its submission watched: only to its credential origin);
 - masking.py: a sign-in's submitted values masked in every screenshot (or the screen withheld), sent with agent.py;
 - proxy_relay.py: the browser's way to a proxy that wants a credential (a pod's egress door), sent with agent.py;
 - origins.py: the origins the browser may reach, approved one by one (the call's egress proxy asks);
+- egress_watch.py: what the call's egress proxy is given (origins, the browser's rates) and tells (its refusals);
 - sign_in.py: a sign-in form as OpenAI's ``browser_authentication`` describes it, and a client's values checked;
 - requirements.py: what a desktop needs here, and what is missing (``doctor``, and ``Desktop.start``'s refusal).
 

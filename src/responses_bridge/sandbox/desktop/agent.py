@@ -43,7 +43,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # in the call, devtools.py's, page.py's, masking.py's and proxy_relay.py's sources come first
+if TYPE_CHECKING:  # in the call, devtools.py's, page.py's, masking.py's and proxy_relay.py's sources come first,
+    # browser.py's after this file's (desktop.py's SOURCES)
+    from .browser import BROWSER_ENDING, Browser
     from .devtools import DevTools, browser_pipes, piped
     from .masking import Masking
     from .page import Pages
@@ -158,12 +160,15 @@ PREFERENCES = {"search": {"suggest_enabled": False}, "alternate_error_pages": {"
                "safebrowsing": {"enabled": False}, "translate": {"enabled": False},
                "autofill": {"enabled": False, "profile_enabled": False, "credit_card_enabled": False},
                "credentials_enable_service": False, "credentials_enable_autosignin": False,
-               "profile": {"password_manager_enabled": False}}
+               "profile": {"password_manager_enabled": False},
+               "net": {"network_prediction_options": 2}}
 """The profile's first preferences: what is typed in the address bar is not sent to a search engine for
 suggestions as it is typed (a model types addresses, sometimes what it should not), nor a failed address to a
 service for alternatives; the proxy would refuse them unless allowed, and they are no part of the session's work.
 No autofill, form history or password manager: a value the client submitted into a sign-in form is never offered
-back in a drop-down, nor shown in a "save password?" bubble, where a screenshot would show it to the model."""
+back in a drop-down, nor shown in a "save password?" bubble, where a screenshot would show it to the model. No
+network prediction: typing in the address bar does not preconnect to the search engine (a request of the browser's
+own, which the proxy would refuse and the model be told of)."""
 
 
 def _start_browser(config: dict, sandboxed: bool) -> tuple[subprocess.Popen, "Pages"]:
@@ -199,6 +204,11 @@ def _browser_command(config: dict, sandboxed: bool) -> list[str]:
         "--incognito",
         "--disable-features=Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider,AutofillServerCommunication,"
         "SpareRendererForSitePerProcess,"
+        # the browser's own requests, none of the session's: the network time's (clients2.google.com), and the AI
+        # mode's eligibility asked of www.google.com as it starts — each one the proxy refuses is told to the model
+        # (egress_watch.py)
+        "NetworkTimeServiceQuerying,AimEligibilityService,AimServerEligibilityEnabled,AimServerRequestOnStartupEnabled,"
+        "AimEnabled,"
         # the address bar's suggestions drawn by the browser itself (Views), not by a web page of its own that
         # Chromium preloads at start in a renderer of its own (chrome://omnibox-popup.top-chrome): 41 MiB less
         "WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup",
@@ -248,18 +258,25 @@ class IdleTrim:
             self._timer = None
 
 
-def _serve_socket(listener: socket.socket, screen: Screen, pages: "Pages") -> None:
+def _pages(browser: "Browser") -> "Pages":
+    """The running browser's pages (its DevTools): a new object each time it is started again."""
+    pages = browser.pages
+    assert pages is not None  # started before any request is answered
+    return pages
+
+
+def _serve_socket(listener: socket.socket, screen: Screen, browser: "Browser") -> None:
     """Requests on the call's Unix socket (bubblewrap: the bridge reaches ``/mnt/data``), one connection at a
     time, until one asks to quit."""
-    idle, masking = IdleTrim(), Masking(pages)
+    idle, masking = IdleTrim(), Masking(_pages(browser))
     while True:
         connection, _ = listener.accept()
         with connection, connection.makefile("rb") as requests:
-            if _answer(requests, connection.fileno(), connection.sendall, screen, masking, idle):
+            if _answer(requests, connection.fileno(), connection.sendall, screen, browser, masking, idle):
                 return
 
 
-def _serve_stdio(screen: Screen, pages: "Pages") -> None:
+def _serve_stdio(screen: Screen, browser: "Browser") -> None:
     """Requests on stdin, answers on stdout (a pod: the runtime's process API carries both), until one asks to
     quit or stdin ends. Unbuffered, so that a cut waiting on stdin is seen by ``select`` while a request settles."""
     out = sys.stdout.buffer
@@ -269,7 +286,7 @@ def _serve_stdio(screen: Screen, pages: "Pages") -> None:
         out.flush()
 
     with open(0, "rb", buffering=0, closefd=False) as requests:
-        _answer(requests, 0, send, screen, Masking(pages), IdleTrim())
+        _answer(requests, 0, send, screen, browser, Masking(_pages(browser)), IdleTrim())
 
 
 def _fill(masking: "Masking", fill: dict) -> str | None:
@@ -299,10 +316,10 @@ def _masked(screen: Screen, masking: "Masking", image: Any) -> tuple[Any, str | 
     return image, withheld
 
 
-def _answer(requests: Any, readable: int, send: Any, screen: Screen, masking: "Masking", idle: IdleTrim) -> bool:
+def _answer(requests: Any, readable: int, send: Any, screen: Screen, browser: "Browser", masking: "Masking",
+            idle: IdleTrim) -> bool:
     """Answer each request line of ``requests`` (``readable``: its descriptor, for a cut) with ``send``; True
     once one asked to quit."""
-    pages = masking.pages
     environment = {**os.environ, "DISPLAY": DISPLAY}
 
     def cut() -> bool:
@@ -315,12 +332,18 @@ def _answer(requests: Any, readable: int, send: Any, screen: Screen, masking: "M
         if request.get("cut"):
             continue  # its request was answered before it came
         idle.cancel()
-        failed = None
+        browser.hold()
         began = time.monotonic()
+        # the model's request: a browser gone since (closed, crashed, killed) started again first (Browser)
+        happened, failed = browser.revive() if request.get("detect") else (None, None)
+        pages = _pages(browser)
+        if masking.pages is not pages:  # started again: the masking goes on in the new browser's pages
+            masking.moved(pages)
         steps = request.get("steps", [])
         fill = request.pop("fill", None)
         if fill is not None:  # the values are in this request only, and go to the page (and the masking) only
-            failed = _fill(masking, fill)
+            # (a browser that could not be started again has no form: the values go nowhere)
+            failed = _fill(masking, fill) if failed is None else failed
             fill, steps = None, []
         for step in steps if failed is None else []:
             if step == ["settle"]:  # the last key's effect on the screen before more input (actions.py's SETTLE)
@@ -336,6 +359,14 @@ def _answer(requests: Any, readable: int, send: Any, screen: Screen, masking: "M
         acted = time.monotonic()
         image, settled = screen.settled(float(request.get("quiet", 0.1)), float(request.get("settle", 1.5)),
                                         cut)
+        if request.get("detect") and failed is None and image.getbbox() is None:  # black: the browser gone?
+            now, failed = browser.revive(BROWSER_ENDING)
+            if now is not None:
+                happened = now if happened is None else f"{happened} Then {now}"
+                pages = _pages(browser)
+                masking.moved(pages)
+                image, settled = screen.settled(float(request.get("quiet", 0.1)),
+                                                float(request.get("settle", 1.5)), cut)
         withheld = None
         if masking.active:
             image, withheld = _masked(screen, masking, image)
@@ -350,7 +381,11 @@ def _answer(requests: Any, readable: int, send: Any, screen: Screen, masking: "M
                             round(time.monotonic() - detected, 4), round(detected - grabbed, 4)]}
         if failed is not None:
             head["error"] = failed
+        if happened is not None:
+            head["browser"] = happened
         send(json.dumps(head).encode() + b"\n" + data)
+        if request.get("detect"):
+            browser.remember_later()
         idle.answered()
     return False
 
@@ -364,6 +399,7 @@ def main(config_text: str) -> None:
         _say({"error": f"Pillow is missing in the sandbox ({missing}): pip install 'responses-bridge[desktop]'"})
         return
     started: list[subprocess.Popen] = []
+    browser: Browser | None = None
     marks = {"agent": time.monotonic()}
     os.makedirs("/tmp/.X11-unix", mode=0o1777, exist_ok=True)  # Xvfb, not root here, would not make it
     try:
@@ -376,35 +412,28 @@ def main(config_text: str) -> None:
         sandboxed = not config["no_sandbox"]
         config["proxy"] = relayed_proxy(os.environ.get("HTTP_PROXY"))
         config["authority"] = authority_key_hash(os.environ.get("SSL_CERT_FILE"))
+        browser = Browser(config, screen, sandboxed)
         if error is None:
-            browser, pages = _start_browser(config, sandboxed)
-            started.append(browser)
-            error = _wait_for_browser(screen, browser, until)
-            if error is not None and sandboxed and browser.poll() is not None:
-                # its own sandbox could not start here (no user namespace: "No usable sandbox!"): without it
-                sandboxed = False
-                started.remove(browser)
-                pages.devtools.close()
-                browser, pages = _start_browser(config, sandboxed)
-                started.append(browser)
-                error = _wait_for_browser(screen, browser, until)
+            error = browser.start(until)
             marks["browser"] = time.monotonic()
         if error is not None:
             _say({"error": error})
             return
         if config.get("channel") == "stdio":
-            _say({"ready": True, "marks": marks, "browser_sandbox": sandboxed})
-            _serve_stdio(screen, pages)
+            _say({"ready": True, "marks": marks, "browser_sandbox": browser.sandboxed})
+            _serve_stdio(screen, browser)
             return
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(f"/mnt/data/{SOCKET_NAME}")
         listener.listen(1)
-        _say({"ready": True, "marks": marks, "browser_sandbox": sandboxed})
-        _serve_socket(listener, screen, pages)
+        _say({"ready": True, "marks": marks, "browser_sandbox": browser.sandboxed})
+        _serve_socket(listener, screen, browser)
     finally:
-        for process in reversed(started):  # (the init ends whatever is left once this process exits)
+        # the browser's whole session (start_new_session), then the display (the init ends whatever is left once
+        # this process exits)
+        if browser is not None and browser.process is not None:
             with contextlib.suppress(OSError):
-                if process is started[0]:
-                    process.terminate()
-                else:  # the browser's whole session (start_new_session)
-                    os.killpg(process.pid, signal.SIGTERM)
+                os.killpg(browser.process.pid, signal.SIGTERM)
+        for process in started:
+            with contextlib.suppress(OSError):
+                process.terminate()

@@ -40,17 +40,19 @@ import contextlib
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...protocol.errors import APIError, invalid_request
 from ..cgroups.per_call import MemoryUse
 from ..egress.origins import parse_origin, url_origin
 from ..egress.policy import NetworkPolicy
+from ..egress.rates import EgressRates
 from ..limits import GIB, MIB, SandboxLimits
 from ..result import SandboxBusy, SandboxResult, SandboxUnavailable
 from ..runner import Sandbox
 from .actions import Action, batch_steps
+from .egress_watch import DesktopEgress
 from .host import BubblewrapHost, DesktopHost, DesktopLink, Sender
 from .origins import OriginApprovals
 from .requirements import DEFAULT_BROWSER
@@ -61,8 +63,9 @@ DEVTOOLS_SOURCE = Path(__file__).with_name("devtools.py")
 PAGE_SOURCE = Path(__file__).with_name("page.py")
 MASKING_SOURCE = Path(__file__).with_name("masking.py")
 RELAY_SOURCE = Path(__file__).with_name("proxy_relay.py")
-SOURCES = (DEVTOOLS_SOURCE, PAGE_SOURCE, MASKING_SOURCE, RELAY_SOURCE, AGENT_SOURCE)
-"""The desktop process's code, in this order: each file uses names of those before it."""
+BROWSER_SOURCE = Path(__file__).with_name("browser.py")
+SOURCES = (DEVTOOLS_SOURCE, PAGE_SOURCE, MASKING_SOURCE, RELAY_SOURCE, AGENT_SOURCE, BROWSER_SOURCE)
+"""The desktop process's code, in this order: each file uses names of those before it (main() runs last)."""
 
 
 class DesktopUnavailable(SandboxUnavailable):
@@ -99,6 +102,9 @@ class DesktopSettings:
     namespace, as a code call."""
     approve_origins: bool = True
     origin_hold: float = 300.0
+    egress: EgressRates = field(default_factory=EgressRates)
+    """The browser's bounds on its egress proxy (sandbox/egress/rates.py): connections open at once, new ones and
+    bytes a second, in place of a code call's lifetime counts."""
 
     def limits(self) -> SandboxLimits:
         return SandboxLimits(timeout=self.lifetime, memory_bytes=self.memory_bytes, processes=self.processes,
@@ -125,6 +131,11 @@ class Screenshot:
     withheld: str | None = None
     """Why the screen is not shown (``jpeg`` is a grey image of its size): a page of a sign-in's origin shows what
     was submitted and it could not be masked (masking.py)."""
+    refused: tuple[str, ...] = ()
+    """What the egress proxy refused since the model's last call, one line each (egress_watch.py)."""
+    browser: str | None = None
+    """What became of the browser, when it had gone (the last tab closed, a crash, a kill) and was started again
+    at its last address (agent.py's :class:`Browser`)."""
 
 
 class Desktop:
@@ -142,6 +153,8 @@ class Desktop:
         first = url_origin(self.settings.url)
         self._approvals = OriginApprovals([*approved, *([first] if first else [])], hold=self.settings.origin_hold,
                                           on_pending=self._origin_waits)
+        self._acted = False  # a model's request was sent (what the proxy refused before it is not told)
+        self._egress = DesktopEgress(self._approvals, self.settings.egress, approve=self.settings.approve_origins)
         self._settling = False
         self._on_origin = on_origin
         self._sign_in: SignInForm | None = None
@@ -195,7 +208,7 @@ class Desktop:
                 call = await self._stack.enter_async_context(self._host.open(
                     tenant=self._tenant, network=self._network, limits=self.settings.limits(),
                     user_namespaces=self.settings.browser_sandbox,
-                    origins=self._approvals if self.settings.approve_origins else None))
+                    origins=self._egress))
             except (SandboxBusy, SandboxUnavailable) as refused:  # refused by the host, a pod not claimed: why
                 if isinstance(refused, DesktopUnavailable):
                     raise
@@ -265,6 +278,11 @@ class Desktop:
             raise DesktopUnavailable("the desktop is not running")
         detect = bool(request.get("detect"))
         async with self._lock:
+            if detect and not self._acted:
+                # refused before the model's first call: the browser's own requests as it starts (Chromium
+                # reaches for www.google.com then, whatever its flags), not the model's doing: logged, not told
+                self._acted = True
+                self._egress.report()
             try:
                 self._writer.write(json.dumps(request).encode() + b"\n")
                 del request  # a sign-in's values: sent, and kept nowhere
@@ -279,9 +297,11 @@ class Desktop:
             if detect:  # a plain screenshot (a watcher's) leaves the form reported last as it is
                 form = parse_form(head.get("sign_in"))
                 self._sign_in = form if form is not None and form.key not in self._answered else None
+        browser = head.get("browser")
         return Screenshot(data, int(head["width"]), int(head["height"]), bool(head.get("settled")),
                           head.get("error"), tuple(head.get("seconds", ())), self._approvals.pending(),
-                          self._sign_in, str(head["withheld"])[:300] if head.get("withheld") else None)
+                          self._sign_in, str(head["withheld"])[:300] if head.get("withheld") else None,
+                          self._egress.report() if detect else (), str(browser)[:500] if browser else None)
 
     def _origin_waits(self, origin: str) -> None:
         """The browser waits for ``origin``'s approval: a request settling now is answered at once (its screen

@@ -110,6 +110,12 @@ class Masking:
         self._values = [value for value in values.values() if len(value) >= MIN_MASKED]
         self._boot(session, timeout)
 
+    def moved(self, pages: "Pages") -> None:
+        """The browser was started again (browser.py): the values stay masked in the new browser's pages — its
+        new documents' scripts are added at the next :meth:`check`; the old browser's went with it."""
+        self.pages = pages
+        self._scripts.clear()
+
     def install(self, session: str, context: int, timeout: float = 1.0) -> None:
         """Masking in the document of ``context`` (the bridge's world in it), before values are filled there."""
         if self._values:

@@ -17,7 +17,10 @@ code reaches nothing but this proxy, and the proxy decides for every connection:
    a call given an origin gate (origins.py: a desktop's browser, whose client approves each site) asks it
    only then, before connecting: the policy bounds what can be approved; not approved is a 403;
 4. bytes (both ways, per connection and per call), connections per call, per tenant and per process
-   (limits.py) and each connection's time are bounded; the call's end closes every connection;
+   (limits.py) and each connection's time are bounded; the call's end closes every connection. A call whose
+   origin gate bounds it by rates (rates.py: a desktop's browser, which lives hours) has no lifetime counts of
+   connections and bytes: connections open at once, new connections and bytes a second bound it instead, and the
+   gate hears each refusal (its owner tells the model);
 5. each connection is logged (host, port, bytes, outcome — never a path, a header or a payload) and counted
    (``responses_bridge_egress_connections_total`` by allowlist entry — ``*`` under a block list — and outcome,
    ``…_egress_bytes_total``).
@@ -57,17 +60,9 @@ from .domain_secrets import Unsecret, mask_for, masking
 from .limits import SHARES, EgressLimits
 from .origins import OriginGate, origin_of
 from .policy import DomainSecret, EgressRules, NetworkPolicy, new_placeholder
-from .request_head import (
-    MAX_HEAD_BYTES,
-    BadRequest,
-    Destination,
-    ExpectationFailed,
-    RequestHead,
-    continues,
-    destination,
-    forwarded_head,
-    parse_head,
-)
+from .rates import EgressOwner, Pace
+from .refusals import CUT, Refused, answer, continues_or_refused, refusal
+from .request_head import MAX_HEAD_BYTES, BadRequest, Destination, destination, forwarded_head, parse_head
 from .tunnel import HTTP_PORT, HTTPS_PORT, NotTheAllowedTLS, client_hello, standard_port
 
 if TYPE_CHECKING:
@@ -101,15 +96,6 @@ class EgressSettings:
 
 
 
-class Refused(Exception):
-    """A connection the proxy answers itself: the status, a reason code (the metric's outcome) and a message."""
-
-    def __init__(self, status: int, outcome: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.outcome = outcome
-
-
 class OverBudget(Exception):
     """A connection or the call passed its bytes."""
 
@@ -136,6 +122,9 @@ class EgressProxy:
         self._masking: dict[tuple[str, ...], Sequences] = {}  # each set of secrets compiled once per call
         self.bytes_left = limits.call_bytes
         self.opened = 0
+        self._owner = origins if isinstance(origins, EgressOwner) else None  # a browser's (rates.py): its bounds
+        self.rates = self._owner.rates if self._owner is not None else None  # in place of the lifetime counts
+        self._pace_of = Pace(self.rates) if self.rates is not None else None
         self.refused: Counter[str] = Counter()  # closed as accepted, past a limit, by outcome: logged at the close
         self._lingering = 0
         self._directory: Path | None = None
@@ -193,10 +182,17 @@ class EgressProxy:
             self._directory = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        refusal = self._admit()
+        # a browser's connection: a place among those open at once and a token of the connection rate (rates.py)
+        paced = await self._pace_of.enter() if self._pace_of is not None else None
+        refusal = self._refuse(*paced) if paced is not None else None
+        placed = self._pace_of is not None and refusal is None  # holds one of the rates' places (released below)
+        if refusal is None:
+            refusal = self._admit()
         if refusal is _TURN:  # more tenants than connections and this one holds none: its turn may come
             refusal = await self._turn()
         if refusal is not None:  # counted where it is made, before a byte is read: ended at once, no log line
+            if placed and self._pace_of is not None:
+                self._pace_of.leave()
             self.refused[refusal[0]] += 1
             writer.write(refusal[1])
             if self._lingering < LINGERING:  # a few read what was sent first, so a client gets the 403, not a reset
@@ -214,6 +210,23 @@ class EgressProxy:
             await self._serve_admitted(reader, writer)
         finally:
             SHARES.release(self.tenant)
+            if self._pace_of is not None:
+                self._pace_of.leave()
+
+    def _refuse(self, outcome: str, message: str, host: str | None = None) -> tuple[str, bytes]:
+        """The outcome and the answer of a connection refused before its head was read; the gate's owner told."""
+        self._told(host, outcome, message)
+        return outcome, refusal(403, outcome, message)
+
+    def _told(self, host: str | None, outcome: str, message: str) -> None:
+        """The gate's owner hears of a refusal (rates.py's :class:`EgressOwner`). Not of an origin it did not
+        approve (its own business already: origins.py), nor of a bad request head: a browser writes its heads
+        itself, and a socket it opened ahead and closed unused (no head at all) is no request of a page's."""
+        if self._owner is not None and outcome not in ("origin_not_approved", "bad_request"):
+            try:
+                self._owner.refused(host, outcome, message)
+            except Exception:  # the owner's failure never fails the connection's answer
+                log.exception("egress_refusal_callback_failed", outcome=outcome)
 
     def _admit(self) -> tuple[str, bytes] | None:
         """Count a connection as it is accepted: None to serve it, else the outcome and the short answer it gets.
@@ -221,18 +234,17 @@ class EgressProxy:
         the call's limit, its tenant's share and the bridge-wide cap are counted here, not after a request head it
         may never send."""
         self.opened += 1
-        if self.opened > self.limits.connections:
-            return "connection_limit", _refusal(403, "connection_limit",
-                                                f"this call may open {self.limits.connections} connections")
+        if self.rates is None and self.opened > self.limits.connections:
+            return self._refuse("connection_limit", f"this call may open {self.limits.connections} connections")
         cap = self.limits.bridge_cap
         refused = SHARES.admit(self.tenant, share=self.limits.tenant_share(cap), cap=cap)
         if refused is not None:
-            return _TURN if refused.turn else (refused.outcome, _refusal(403, refused.outcome, refused.message))
+            return _TURN if refused.turn else self._refuse(refused.outcome, refused.message)
         return None
 
     async def _turn(self) -> tuple[str, bytes] | None:
         refused = await SHARES.wait_turn(self.tenant, self.limits.bridge_cap)
-        return None if refused is None else (refused.outcome, _refusal(403, refused.outcome, refused.message))
+        return None if refused is None else self._refuse(refused.outcome, refused.message)
 
     async def _serve_admitted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -244,13 +256,16 @@ class EgressProxy:
                 upstream = await self._open(reader, writer, seen)
             except Refused as refused:
                 seen.outcome = refused.outcome
-                await _answer(writer, refused.status, str(refused), refused.outcome)
+                self._told(seen.where.host if seen.where else None, refused.outcome, str(refused))
+                await answer(writer, refused.status, str(refused), refused.outcome)
                 return
             up_reader, up_writer = upstream
             try:
                 seen.outcome = await self._relay(reader, writer, up_reader, up_writer, seen)
             finally:
                 up_writer.close()
+            if seen.outcome in CUT:
+                self._told(seen.where.host if seen.where else None, seen.outcome, CUT[seen.outcome])
         except asyncio.CancelledError:
             seen.outcome = "call_ended"
         except OSError:
@@ -279,8 +294,8 @@ class EgressProxy:
             where = seen.where = destination(head)
         except BadRequest as bad:
             raise Refused(400, "bad_request", f"bad request: {bad}") from None
-        expects = not where.tunnel and _continues(head)
-        if self.bytes_left <= 0:
+        expects = not where.tunnel and continues_or_refused(head)
+        if self.rates is None and self.bytes_left <= 0:
             raise Refused(403, "bytes_limit", f"this call has moved its {self.limits.call_bytes} bytes")
         entry = self.policy.entry_for(where.host)
         if entry is None:
@@ -359,7 +374,7 @@ class EgressProxy:
                           "trust SSL_CERT_FILE?)") from None
         if not head.target.startswith("/") or head.method == "CONNECT":
             raise Refused(400, "bad_request", "inside the tunnel, a request names an origin-form path")
-        expects = _continues(head)
+        expects = continues_or_refused(head)
         if head.method == "TRACE":
             raise Refused(403, "trace_refused", "TRACE answers with the request, secrets and all: refused here")
         if self._client_tls is None:
@@ -389,12 +404,14 @@ class EgressProxy:
             seen.sent += len(hello)
             self.bytes_left -= len(hello)
         budget = [self.limits.connection_bytes - seen.sent]
+        lifetime = self.rates is None  # a browser's bytes are paced (rates.py), not counted over its life
+        paced = self._pace_of.bytes if self._pace_of is not None else None
 
         async def pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter, sending: bool) -> None:
             def count(size: int) -> None:
                 budget[0] -= size
                 self.bytes_left -= size
-                if budget[0] < 0 or self.bytes_left < 0:
+                if budget[0] < 0 or (lifetime and self.bytes_left < 0):
                     raise OverBudget
                 if sending:
                     seen.sent += size
@@ -403,12 +420,15 @@ class EgressProxy:
 
             unsecret = None if sending else seen.unsecret
             if unsecret is not None:  # every head judged, the body written over (answer.py)
-                await relay_masked(source, target, unsecret, count, CHUNK)
+                counting = count if self._pace_of is None else self._pace_of.counting(count)
+                await relay_masked(source, target, unsecret, counting, CHUNK)
             else:
                 while chunk := await source.read(CHUNK):
                     count(len(chunk))
                     target.write(chunk)
                     await target.drain()
+                    if paced is not None and (delay := paced.take(len(chunk))) > 0:
+                        await asyncio.sleep(delay)
             if target.can_write_eof():
                 with contextlib.suppress(OSError):
                     target.write_eof()
@@ -426,7 +446,7 @@ class EgressProxy:
                     outcome = "bytes_limit"
                 except* Unscannable as refused:
                     outcome = "unscannable_answer"
-                    await _answer(writer, 502, str(refused.exceptions[0]), outcome)
+                    await answer(writer, 502, str(refused.exceptions[0]), outcome)
                 except* (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                     outcome = "bad_answer"
                 except* OSError:  # ConnectionError among them: either end went away
@@ -465,30 +485,6 @@ async def _connect(addresses: list[IPAddress], port: int, *, tls: ssl.SSLContext
         except (OSError, TimeoutError):
             continue
     raise Refused(502, "connect_failed", failed)
-
-
-def _continues(head: RequestHead) -> bool:
-    """Whether the proxy answers the request's ``Expect: 100-continue`` itself (request_head.continues); a 417 for
-    an expectation it does not meet."""
-    try:
-        return continues(head)
-    except ExpectationFailed as failed:
-        raise Refused(417, "expectation_failed", str(failed)) from None
-
-
-def _refusal(status: int, outcome: str, message: str) -> bytes:
-    """The proxy's own answer to a refused connection; ``X-Egress-Outcome`` names the reason for a program."""
-    reason = {400: "Bad Request", 403: "Forbidden", 417: "Expectation Failed", 502: "Bad Gateway"}[status]
-    body = f"egress proxy: {message}\n".encode("utf-8", "replace")
-    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\nX-Egress-Outcome: {outcome}\r\nConnection: close\r\n\r\n"
-            .encode() + body)
-
-
-async def _answer(writer: asyncio.StreamWriter, status: int, message: str, outcome: str) -> None:
-    writer.write(_refusal(status, message=message, outcome=outcome))
-    with contextlib.suppress(ConnectionError, OSError):
-        await writer.drain()
 
 
 def _socket_directory() -> str:

@@ -22,6 +22,8 @@ from ....run.multi_agent import KEPT_SUBAGENTS, KeptSubagent
 from ....run.response_run import ResponseRun
 from ....run.tools.mcp_config import MCPServerOverlay
 from ....runtime import Runtime
+from ....sandbox.desktop import DesktopSettings
+from ....sandbox.egress.rates import EgressRates
 from ....services.agents.automations.bounds import AutomationBounds
 from ....services.agents.computer.calls import ComputerUse
 from ....services.agents.computer.desktops import DesktopBounds, DesktopPool
@@ -118,6 +120,12 @@ class AgentRoutes:
             shell.runs.sandbox if isinstance(shell, HostedShell) else None,
             DesktopBounds(per_tenant=settings.desktops_per_tenant, total=settings.desktops_max,
                           idle=settings.desktop_idle_seconds, wait=settings.desktop_wait_seconds),
+            settings=DesktopSettings(egress=EgressRates(  # the browser's egress bounds (sandbox/egress/rates.py)
+                connections=settings.desktop_egress_connections,
+                connections_per_second=settings.desktop_egress_connections_per_second,
+                connection_burst=settings.desktop_egress_connection_burst,
+                bytes_per_second=settings.desktop_egress_bytes_per_second,
+                byte_burst=settings.desktop_egress_byte_burst, wait=settings.desktop_egress_wait_seconds)),
             by_client_key=settings.auth == "none"),  # auth off: callers told apart as the memory share does
             runtime.containers)
         # an idle desktop (its session's turn not running) yields to a session that needs one (desktops.py)

@@ -73,6 +73,16 @@ SAID = {
 TITLE_CHARS = 200
 
 
+def seen_besides(shot: Screenshot) -> list[str]:
+    """What the model is told besides its screenshot: the browser started again, and what the egress proxy
+    refused since its last call."""
+    lines = [f"The browser had gone: {shot.browser}"] if shot.browser else []
+    if shot.refused:
+        lines.append("The browser's network refused: " + "; ".join(shot.refused) + ". A page may show the refusal "
+                     "(egress proxy) or lack what was refused.")
+    return lines
+
+
 def wants_approval(shot: Screenshot) -> bool:
     """The call's actions left the browser waiting for the client: an origin, or a sign-in form shown."""
     return bool(shot.pending_origins or shot.sign_in is not None)
@@ -152,6 +162,7 @@ async def resolve(use: ComputerUse, runner: TurnRunner, entry: QueuedTurn) -> No
                         else:
                             said.append(SAID["refused"].format(at=where, why=shot.error))
                             done.append(("failed", f"sign-in not submitted: {shot.error}", shot))
+                        said += seen_besides(shot)
                     except APIError as error:  # the form is gone, or no longer fits: never a value in it
                         said.append(f"The sign-in on the page's form{where} was not submitted: {error.message}")
                     finally:
@@ -161,6 +172,7 @@ async def resolve(use: ComputerUse, runner: TurnRunner, entry: QueuedTurn) -> No
                                                                for request in origins) else [],
                                      desktop.width, desktop.height)
                 shot = await desktop.act(wait)
+                said += seen_besides(shot)
     except DesktopBusy as busy:
         said.append(str(busy))
     except DesktopUnavailable as error:

@@ -19,6 +19,12 @@ The session sees each call as a ``computer_use_call`` item (the SDK's ``Computer
 ``title`` (what the actions were, shortly) and ``output`` — the screenshot after the last action when the tool's
 ``include_screenshots``, else null.
 
+What the desktop saw besides is told the same way, the call still ``completed`` (its actions were done): the
+browser found gone — its last tab closed, a crash, a kill — and started again at its last address
+(``Screenshot.browser``), and each connection the browser's egress proxy refused or cut since the last call, with
+why (``Screenshot.refused``: a host the environment does not allow, a bound of the browser's egress passed), so a
+page the proxy kept from loading is never a silent ``completed`` over the proxy's 403.
+
 A call whose actions left the browser waiting for the client — an origin not approved, a sign-in form — is
 answered only once the client decided (approvals.py): the session ``requires_action`` meanwhile.
 """
@@ -33,7 +39,7 @@ import structlog
 from ....protocol.agents.inputs import has_desktop
 from ....protocol.errors import APIError
 from ....sandbox.desktop import ActionError, DesktopUnavailable, Screenshot, parse_actions
-from .approvals import ask, resolve, wants_approval
+from .approvals import ask, resolve, seen_besides, wants_approval
 from .desktops import DesktopBusy, DesktopPool
 
 if TYPE_CHECKING:
@@ -176,6 +182,9 @@ class ComputerUse:
             await self.desktops.stop(session_id, "failed")
             log.warning("desktop_unavailable", session_id=session_id, tenant=tenant, error=str(error))
             return None, f"The desktop is not available: {error}", True
+        if shot.browser:
+            log.warning("desktop_browser_restarted", session_id=session_id, tenant=tenant, what=shot.browser)
+        note = " ".join(filter(None, [note, *seen_besides(shot)])) or None
         if problem is not None:
             return shot, f"Invalid actions: {problem}" + (f" {note}" if note else ""), True
         if shot.error:
