@@ -436,3 +436,46 @@ async def test_a_waiting_tenant_at_its_own_cap_lets_the_next_waiter_pass() -> No
             break
     assert capped[1].outcome == "refused:share" and not preempted(hog)  # its own cap, said so
     await end(hog, capped, [third])
+
+
+async def test_a_lone_tenant_gets_the_whole_pool_and_again_once_the_others_window_has_passed() -> None:
+    """Work-conserving alone (fairness/headroom.py): no headroom while nobody else holds, waits, or left within the
+    window (the service time constant: 4 quanta, 0.2 s here); within it, the headroom is kept, and the lone
+    tenant's waiters are given the rest once it passes (a timer, not a request's release)."""
+    slots = FairSlots(16, lambda tenant: 16, quantum=0.05)
+    lone = [unit(slots, "lone") for _ in range(16)]
+    await settle()
+    assert held(lone) == 16  # the whole pool
+    await end(lone)
+    visitor = [unit(slots, "visitor")]
+    await settle()
+    await end(visitor)  # it leaves: for the window the pool is still shared
+    lone = [unit(slots, "lone") for _ in range(16)]
+    await settle()
+    assert held(lone) == 8  # above the headroom only
+    for _ in range(100):
+        if held(lone) == 16:
+            break
+        await asyncio.sleep(0.02)
+    assert held(lone) == 16  # the window passed: the whole pool again, without anything given back
+    await end(lone)
+    assert slots.busy == 0
+
+
+async def test_the_headroom_holds_eight_fresh_tenants_floors_and_the_ninth_waits_its_turn() -> None:
+    """The bound as built (docs/operations.md): half of 16 kept, a floor of one each, so beside a tenant holding
+    its 8 alone eight more tenants holding nothing are served at once; the tenth key in a row finds none free and
+    waits — the backstop is the queue: the first unit given back goes to it, served least."""
+    slots = FairSlots(16, lambda tenant: 8)
+    first = [unit(slots, "first") for _ in range(10)]
+    await settle()
+    fresh = {f"fresh{at}": [unit(slots, f"fresh{at}") for _ in range(3)] for at in range(8)}
+    await settle()
+    assert held(first) == 8 and all(held(holders) == 1 for holders in fresh.values()) and slots.busy == 16
+    tenth = unit(slots, "tenth")
+    await settle()
+    assert tenth.outcome == "waiting"
+    await finish(first, 1)
+    assert tenth.outcome == "held" and not preempted(first, *fresh.values())
+    await end(first, [tenth], *fresh.values())
+    assert slots.busy == 0
