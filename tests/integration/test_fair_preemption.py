@@ -6,7 +6,8 @@ test, or :data:`STALL_MS`, then it ends and the tenant posts again), arriving to
 * Upstream places (``RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS=16``): with the rule "a tenant holding none gets a
   unit whenever one is free", 4 tenants of 10 streams held 8+5+2+1 and a 5th tenant got 10/10 503
   ``upstream_connections_exceeded``. More greedy tenants than places (8 and 16 beside 8) too.
-* The memory budget (1 MiB, ~60 KiB a request): with the geometric rule, the room left after k tenants shrank to
+* The memory budget (2 MiB, ~60 KiB a request: the headroom's floor, 1/32 of it, holds one; the pre-headroom
+  module's 1 MiB held none): with the geometric rule, the room left after k tenants shrank to
   nothing and a later tenant's small requests got 503 ``memory_share_exceeded`` although it held nothing.
 
 The rule before took the greedy tenants' streams back (``response.failed`` ``preempted_for_fairness``: their work
@@ -53,6 +54,7 @@ QUANTUM = "0.5"  # the rule before took back a place held past it for a tenant h
 STALL_MS = 800  # a greedy stream's time held (its model's), then it ends and its tenant posts again
 LONG_MS = 120_000  # a greedy stream that outlasts the test: its place is never given back while the victim asks
 PAD = "x" * 1800  # a request of about 2 KB: ~60 KiB of the budget
+BUDGET = 2 << 20  # 34 such requests; a tenant alone holds 17 (more than its 10 streams), the headroom's floor one
 
 
 @dataclass
@@ -125,14 +127,14 @@ async def envoy_memory_stack(fake_upstream: str, tmp_path_factory: pytest.TempPa
     if not have_envoy():
         pytest.skip("envoy binary not available")
     async for stack in _stack(fake_upstream, str(tmp_path_factory.mktemp("fair-envoy")), {
-            "RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(1 << 20)}, envoy=True):
+            "RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(BUDGET)}, envoy=True):
         yield stack
 
 
 @pytest.fixture(scope="module")
 async def memory_stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     async for stack in _stack(fake_upstream, str(tmp_path_factory.mktemp("fair-memory")), {
-            "RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(1 << 20)}):
+            "RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(BUDGET)}):
         yield stack
 
 
@@ -280,7 +282,7 @@ async def _upstream_victim(upstream_stack: Stack, places: int, greedy: int, toge
 @pytest.mark.parametrize(("greedy", "together"), [(4, True), (16, False)], ids=["4-together", "16-one-after-another"])
 async def test_memory_budget_a_victim_is_answered_as_alone_beside_greedy_tenants(
         memory_stack: Stack, greedy: int, together: bool) -> None:
-    # each greedy tenant's requests cost ~60 KiB: a fair share of 1 MiB among 9 holds one or two; beside 4 their
+    # each greedy tenant's requests cost ~60 KiB: a fair share of 2 MiB among 17 holds two; beside 4 their
     # streams outlast the test (the headroom's floors: served at once), beside 16 they end (the queue's backstop)
     tenants, outcomes, _ = await _attack(memory_stack, greedy, together, 1, LONG_MS if greedy <= 4 else STALL_MS)
     assert outcomes == ["completed"] * 10, outcomes

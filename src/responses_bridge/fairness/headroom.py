@@ -41,7 +41,12 @@ if TYPE_CHECKING:
     from .share import FairPool
 
 HEADROOM = 0.5
-"""The part of a pool kept for tenants holding little while the pool is shared (see above)."""
+"""The part of a unit pool kept for tenants holding little while the pool is shared (see above)."""
+MEMORY_HEADROOM = 0.25
+"""The memory budget's: its requests differ in size by orders of magnitude, and one holder alone already leaves
+the other half of it (``RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE``); a quarter kept holds eight floors of 1/32 of the
+budget (8 MiB of 256: a body of ~270 KB), and a second holder's request of up to a quarter is still served above
+it. None when one holder may hold the whole budget (a share of 1)."""
 FLOOR_PARTS = 8
 """How many tenants' floors the headroom holds: what one tenant may hold into it is ``reserve / FLOOR_PARTS``."""
 
