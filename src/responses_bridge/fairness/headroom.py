@@ -7,25 +7,28 @@ take stays theirs until their work ends — a 40 s model call, a slow body, a pr
 they filled the pool waited for that, or was refused (the regression of share.py's "never take back" rule: a
 victim 0 of 10 beside 4 greedy tenants' long calls). So the pool keeps **headroom**:
 
-* ``reserve`` = ``HEADROOM`` of the capacity (half). A take that would leave less than ``reserve`` free is
-  *into the headroom*; any other (within the tenant's cap, nobody waiting) is served as before.
-* Into the headroom a tenant may hold at most ``floor`` = ``reserve / FLOOR_PARTS`` (an eighth of the headroom,
-  one unit at least) — counting all it holds — unless the pool is not shared: then it is the whole pool up to its
-  cap (work-conserving alone).
-* The pool is **shared** for a tenant while another tenant holds or waits, or while one did within the window:
-  the pool's service time constant (tenure.py: 4 quanta, 8 s by default), so a tenant that just left still
+* ``reserve`` = ``HEADROOM`` of the capacity (half of a unit pool; a quarter of the memory budget:
+  ``MEMORY_HEADROOM``). A take that would leave less than ``reserve`` free is *into the headroom*; any other
+  (within the tenant's cap, nobody waiting) is served as before.
+* Into the headroom a tenant may hold at most ``floor`` = ``reserve / FLOOR_PARTS`` (an eighth of it, one unit at
+  least) — counting all it holds — unless the pool is not shared: then it is the whole pool up to its cap
+  (work-conserving alone).
+* The pool is **shared** for a tenant while another tenant holds or waits, or while one left it within the
+  window: the pool's service time constant (tenure.py: 4 quanta, 8 s by default), so a tenant that just left still
   counts and a tenant alone after a quiet window has the whole pool again.
 
 The bound: the holders together never take the headroom but by floors, one per tenant, so while fewer than
-``FLOOR_PARTS`` tenants (8) hold a floor inside it, a tenant holding nothing finds its floor free at once —
-however long the holders' work runs, whatever they hold above the line. The ninth and later fresh tenants
-(keys) in a row find what is left, then wait in the queue: no admission-only rule can hold against unboundedly
-many fresh keys, each of which is indistinguishable from a victim. There the backstop is share.py's own: a unit or
-byte given back goes to the waiting tenant served least lately (a tenant holding nothing first), the queue is
-bounded (the tenant holding and waiting most loses its newest), and a wait past the pool's timeout is refused.
+``FLOOR_PARTS`` (8) other tenants hold a floor inside it, a tenant holding nothing finds its floor free at once —
+however long the holders' work runs, whatever they hold above the line. The ninth and later fresh tenants (keys)
+in a row find what is left, then wait in the queue: no admission-only rule can hold against unboundedly many fresh
+keys, each of which is indistinguishable from a victim. There the backstop is share.py's own: a unit or byte given
+back goes to the waiting tenant served least lately (a tenant holding nothing first), the queue is bounded (the
+tenant holding and waiting most loses its newest), and a wait past the pool's timeout is refused.
 
-The price is the headroom itself: while tenants are active beside each other, up to half a pool may stay free for
-a newcomer while the holders' own further work waits (it is refused as its share when its wait runs out).
+The price is the headroom itself: while tenants are active beside each other, up to the reserve may stay free for
+a newcomer while the holders' own further work waits (it is refused as its share when its wait runs out). Pools
+of fewer than :data:`SMALLEST` units keep none; the egress connections keep none either (a connection cannot wait:
+they take one back for a tenant under its ``C / n`` instead: reclaim.py).
 
 The hot path stays O(1): a take above the line costs one comparison more; the window is kept as the last tenant to
 leave the pool and the last time another did (two numbers set where a tenant's last holding is given back), not a
