@@ -480,3 +480,19 @@ async def test_the_headroom_holds_eight_fresh_tenants_floors_and_the_ninth_waits
     assert tenth.outcome == "held" and not preempted(first, *fresh.values())
     await end(first, [tenth], *fresh.values())
     assert slots.busy == 0
+
+
+async def test_a_tenant_kept_out_of_the_headroom_is_told_its_share_and_a_tenant_holding_none_is_not() -> None:
+    """Beside another tenant, a tenant holding its floor is refused, past its wait, for its own share (the
+    headroom is kept for tenants holding less: fairness/headroom.py) — though units are free; one holding none is
+    served from it at once."""
+    slots = FairSlots(16, lambda tenant: 8)
+    first = [unit(slots, "first") for _ in range(8)]
+    second = [unit(slots, "second")]
+    await settle()
+    assert held(first) == 8 and held(second) == 1 and slots.busy == 9
+    assert await slots.acquire_or_why("second", 0.05) == "share"
+    assert await slots.acquire_or_why("third", 0.05) is None  # holding none: its floor, at once
+    slots.release("third")
+    await end(first, second)
+    assert slots.busy == 0
