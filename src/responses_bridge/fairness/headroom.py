@@ -108,3 +108,31 @@ def until_alone(pool: FairPool, tenant: str, now: float) -> float | None:
     if len(tenants) > 1 or (tenants and tenant not in tenants):
         return None
     return max(0.0, pool.window.seen_other(tenant) + pool.service.tau - now)
+
+
+def set_aside(pool: FairPool, tenant: str, state: Any, now: float) -> None:
+    """``tenant`` (its waiting state) waits for room above the headroom, or for the pool to be its alone: back among
+    the waiting tenants when some is given back above it (share.py's give), or when the window that makes the pool
+    shared for it runs out while nobody else holds or waits (a timer on the waiter's loop)."""
+    window = pool.window
+    window.blocked[tenant] = state
+    alone_in = until_alone(pool, tenant, now)
+    if alone_in is not None and window.wake is None:
+        window.wake = asyncio.get_running_loop().call_later(alone_in + 1e-3, _woken, pool)
+
+
+def _woken(pool: FairPool) -> None:
+    pool.window.wake = None
+    unblock(pool)
+    if pool.waiting:
+        pool._dispatch()
+
+
+def unblock(pool: FairPool) -> None:
+    """The tenants the headroom set aside, back among the waiting tenants (O(k log n), k set aside)."""
+    blocked = pool.window.blocked
+    pool.window.blocked = {}
+    for tenant, kept in blocked.items():
+        state = pool.tenants.get(tenant)
+        if state is kept and state is not None and state.waiting and not state.keyed:
+            pool._key(tenant, state)

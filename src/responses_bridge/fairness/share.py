@@ -46,7 +46,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
 
-from .headroom import HEADROOM, Window, may_dip, shared, sizes, until_alone
+from .headroom import HEADROOM, Window, may_dip, set_aside, shared, sizes, unblock
 from .preemption import PREEMPTED, current_task
 from .tenure import RENORMALISE, Service
 
@@ -218,7 +218,7 @@ class FairPool:
                         self._forget(idle)
         if self.waiting:
             if self.window.blocked and self.capacity - self.held > self.reserve:
-                self._unblock()  # room above the headroom: the tenants it set aside may take it
+                unblock(self)  # room above the headroom: the tenants it set aside may take it
             self._dispatch()
 
     # -- holdings (what may be taken back: egress connections, the memory backstop) --------------------------------
@@ -396,7 +396,7 @@ class FairPool:
                     self, tenant, state.holds, waiter.size, now):
                 heapq.heappop(heap)  # past its floor into the headroom: set aside until room comes above it
                 state.keyed = 0
-                self._set_aside(tenant, state, now)
+                set_aside(self, tenant, state, now)
                 continue
             if state.holds and state.holds + waiter.size > self.cap(tenant):
                 heapq.heappop(heap)
@@ -416,31 +416,6 @@ class FairPool:
                 heap = self._heap
             else:
                 state.queue = None
-
-    def _set_aside(self, tenant: str, state: _Tenant, now: float) -> None:
-        """``tenant`` waits for room above the headroom (or for the pool to be its alone): back among the waiting
-        tenants when some is given back above it (:meth:`give`), or when the window that makes the pool shared
-        for it runs out while nobody else holds or waits."""
-        window = self.window
-        window.blocked[tenant] = state
-        alone_in = until_alone(self, tenant, now)
-        if alone_in is not None and window.wake is None:
-            window.wake = asyncio.get_running_loop().call_later(alone_in + 1e-3, self._woken)  # a waiter's loop
-
-    def _woken(self) -> None:
-        self.window.wake = None
-        self._unblock()
-        if self.waiting:
-            self._dispatch()
-
-    def _unblock(self) -> None:
-        """The tenants the headroom set aside, back among the waiting tenants (O(k log n), k set aside)."""
-        blocked = self.window.blocked
-        self.window.blocked = {}
-        for tenant, kept in blocked.items():
-            state = self.tenants.get(tenant)
-            if state is kept and state is not None and state.waiting and not state.keyed:
-                self._key(tenant, state)
 
     def _evict_for(self, tenant: str, state: _Tenant) -> bool:
         """The queue is full: refuse the newest waiter of the tenant holding and waiting most, if that is more
