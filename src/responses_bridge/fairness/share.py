@@ -210,7 +210,10 @@ class FairPool:
                 self._key(tenant, state)  # served more: its place among the waiting tenants moves back
             elif holds <= 0:  # _retire, inlined: every request's last release comes here
                 del self.tenants[tenant]
-                self.window.left(tenant, now)
+                window = self.window  # window.left, inlined
+                if tenant != window.last:
+                    window.other_at, window.last = window.last_at, tenant
+                window.last_at = now
                 if not state.holdings:
                     idle = self._idle
                     idle[tenant] = state
