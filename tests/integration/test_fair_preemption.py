@@ -6,9 +6,10 @@ test, or :data:`STALL_MS`, then it ends and the tenant posts again), arriving to
 * Upstream places (``RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS=16``): with the rule "a tenant holding none gets a
   unit whenever one is free", 4 tenants of 10 streams held 8+5+2+1 and a 5th tenant got 10/10 503
   ``upstream_connections_exceeded``. More greedy tenants than places (8 and 16 beside 8) too.
-* The memory budget (2 MiB, ~60 KiB a request: the headroom's floor, 1/32 of it, holds one; the pre-headroom
-  module's 1 MiB held none): with the geometric rule, the room left after k tenants shrank to
-  nothing and a later tenant's small requests got 503 ``memory_share_exceeded`` although it held nothing.
+* The memory budget (2 MiB, ~60 KiB a request: the headroom's floor, at least 64 KiB, holds one; the module's
+  1 MiB before had no room for the headroom's floors beside the attack): with the geometric rule, the room left
+  after k tenants shrank to nothing and a later tenant's small requests got 503 ``memory_share_exceeded`` although
+  it held nothing.
 
 The rule before took the greedy tenants' streams back (``response.failed`` ``preempted_for_fairness``: their work
 thrown away); the rule after it took nothing back and let them hold the last place, so beside 4 or 8 greedy

@@ -8,8 +8,8 @@ half, two of them held 255 of the 256 MiB and every request of another caller wa
 took an attacker's stream back for each of the victim's requests (its work thrown away); the rule after that took
 nothing back and let the attackers hold the last of the budget, so the victim waited for their streams to end. Now
 nothing in flight is ended and the budget keeps its headroom (fairness/headroom.py): the first attacker holds its
-share alone, the second what is left above the headroom (a quarter of the budget), every later one at most its
-floor of the headroom (8 MiB: less than one of these requests), and the
+share alone, the second what is left above the headroom (an eighth of the budget), every later one at most its
+floor of the headroom (4 MiB: less than one of these requests), and the
 victim's requests — one after another and then together — are all answered at once beside every attacker stream
 still held, through the HTTP door and through Envoy (the ext_proc door's body phase).
 
@@ -103,11 +103,11 @@ async def test_another_caller_is_answered_as_alone_beside_two_and_three_attacker
             sdk(base, "sk-victim") as victim:
         try:
             refusals = [await hold_all_it_may(session, base, f"sk-attacker-{at}", streams) for at in range(attackers)]
-            # the first holds its share alone (four fill it but 0.5 MiB), the second two more above the headroom
-            # (a quarter of the budget); a third's request is larger than its floor of the headroom, so it waits
+            # the first holds its share alone (four fill it but 0.5 MiB), the second three more above the headroom
+            # (an eighth of the budget); a third's request is larger than its floor of the headroom, so it waits
             # for room above it and is refused (its share beside others, or — holding nothing through Envoy, which
             # hands the body over whole — a budget busy with others' work)
-            assert len(streams) == 6, "the first two attackers held less than the rule gives them"
+            assert len(streams) == 7, "the first two attackers held less than the rule gives them"
             assert all(refused and set(refused) <= {"memory_share_exceeded", "server_overloaded"}
                        for refused in refusals), refusals
             assert set(refusals[0]) == {"memory_share_exceeded"}, refusals
@@ -196,9 +196,9 @@ async def test_a_victims_small_requests_are_answered_beside_slow_body_holders(st
                         count += 1
                 assert refused.startswith("503:"), refused
                 held_by.append(count)
-            # the first alone its share (68 steps of 128 MiB), the second what is left above the headroom (34 of
-            # 64 MiB), every later one its floor of it (4 steps of 8 MiB): the headroom less those floors stays free
-            assert held_by[0] >= 60 and 30 <= held_by[1] <= 34 and all(1 <= count <= 4 for count in held_by[2:]), \
+            # the first alone its share (68 steps of 128 MiB), the second what is left above the headroom (51 of
+            # 96 MiB), every later one its floor of it (2 steps of 4 MiB): the headroom less those floors stays free
+            assert held_by[0] >= 60 and 45 <= held_by[1] <= 51 and all(1 <= count <= 2 for count in held_by[2:]), \
                 held_by
             beside = [*await twenty(http_victim), *await twenty(envoy_victim)]
             still = await budget_held(port)

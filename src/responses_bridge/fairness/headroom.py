@@ -7,7 +7,7 @@ take stays theirs until their work ends — a 40 s model call, a slow body, a pr
 they filled the pool waited for that, or was refused (the regression of share.py's "never take back" rule: a
 victim 0 of 10 beside 4 greedy tenants' long calls). So the pool keeps **headroom**:
 
-* ``reserve`` = ``HEADROOM`` of the capacity (half of a unit pool; a quarter of the memory budget:
+* ``reserve`` = ``HEADROOM`` of the capacity (half of a unit pool; an eighth of the memory budget:
   ``MEMORY_HEADROOM``). A take that would leave less than ``reserve`` free is *into the headroom*; any other
   (within the tenant's cap, nobody waiting) is served as before.
 * Into the headroom a tenant may hold at most ``floor`` = ``reserve / FLOOR_PARTS`` (an eighth of it, one unit at
@@ -45,11 +45,14 @@ if TYPE_CHECKING:
 
 HEADROOM = 0.5
 """The part of a unit pool kept for tenants holding little while the pool is shared (see above)."""
-MEMORY_HEADROOM = 0.25
-"""The memory budget's: its requests differ in size by orders of magnitude, and one holder alone already leaves
-the other half of it (``RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE``); a quarter kept holds eight floors of 1/32 of the
-budget (8 MiB of 256: a body of ~270 KB), and a second holder's request of up to a quarter is still served above
-it. None when one holder may hold the whole budget (a share of 1)."""
+MEMORY_HEADROOM = 0.125
+"""The memory budget's: its requests differ in size by orders of magnitude, one holder alone already leaves the
+other half of it (``RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE``), and a request in flight may grow in steps as it
+loads (a body, a file's text), so what is kept idle costs requests that could have finished: an eighth kept holds
+eight floors of 1/64 of the budget (4 MiB of 256: a body of ~140 KB), at least :data:`MEMORY_FLOOR` each. None
+when one holder may hold the whole budget (a share of 1)."""
+MEMORY_FLOOR = 64 * 1024
+"""The memory budget's least floor: what a small request (a 2 KB body) is charged."""
 FLOOR_PARTS = 8
 """How many tenants' floors the headroom holds: what one tenant may hold into it is ``reserve / FLOOR_PARTS``."""
 
@@ -59,10 +62,11 @@ SMALLEST = 4
 unit already — the least served waiting tenant gets the unit given back (share.py)."""
 
 
-def sizes(capacity: int, headroom: float) -> tuple[int, int]:
-    """(``reserve``, ``floor``) of a pool of ``capacity`` keeping ``headroom`` of it (none below :data:`SMALLEST`)."""
+def sizes(capacity: int, headroom: float, least: int = 1) -> tuple[int, int]:
+    """(``reserve``, ``floor``) of a pool of ``capacity`` keeping ``headroom`` of it (none below :data:`SMALLEST`),
+    a floor at least ``least`` (and at most the reserve)."""
     reserve = int(capacity * headroom) if capacity >= SMALLEST else 0
-    return reserve, (max(1, reserve // FLOOR_PARTS) if reserve else 0)
+    return reserve, (min(reserve, max(least, reserve // FLOOR_PARTS)) if reserve else 0)
 
 
 class Window:

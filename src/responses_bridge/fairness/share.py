@@ -103,12 +103,14 @@ class FairPool:
     at once. ``units``: the holdings are the holders' tasks themselves (one unit each), else objects with ``bytes``
     and ``task`` (a memory reservation). ``quantum``: the unit of the service records' memory (None: the process's,
     ``RESPONSES_BRIDGE_FAIR_SHARE_QUANTUM``). ``headroom``: the part kept for tenants holding little while the pool
-    is shared (headroom.py; 0: none — the egress connections, which take back instead)."""
+    is shared (headroom.py; 0: none — the egress connections, which take back instead), ``least_floor`` the least
+    a tenant may take into it."""
 
     def __init__(self, capacity: int, cap: Callable[[str], int], *, what: str, queue: int,
-                 units: bool = False, quantum: float | None = None, headroom: float = HEADROOM) -> None:
+                 units: bool = False, quantum: float | None = None, headroom: float = HEADROOM,
+                 least_floor: int = 1) -> None:
         self.capacity = capacity
-        self.reserve, self.floor = sizes(capacity, headroom)  # headroom.py
+        self.reserve, self.floor = sizes(capacity, headroom, least_floor)  # headroom.py
         self.window = Window()
         self.cap = cap
         self.what = what

@@ -34,7 +34,7 @@ import hashlib
 
 import structlog
 
-from ...fairness.headroom import MEMORY_HEADROOM
+from ...fairness.headroom import MEMORY_FLOOR, MEMORY_HEADROOM
 from ...fairness.preemption import PREEMPTED, current_task
 from ...fairness.share import FairPool, Refused
 from ...observability.metrics import MEMORY_HELD, MEMORY_PREEMPTED, MEMORY_REFUSED, setter
@@ -197,7 +197,7 @@ class MemoryBudget:
         self.share_bytes = max(1, int(total * share)) if total else 0
         self._by_client_key = by_client_key
         self.pool = FairPool(total, lambda holder: self.share_bytes, what="request memory", queue=queue,
-                             headroom=min(MEMORY_HEADROOM, 1.0 - share))  # fairness/headroom.py
+                             headroom=min(MEMORY_HEADROOM, 1.0 - share), least_floor=MEMORY_FLOOR)  # headroom.py
         self.pool.on_preempt = _preempted
         self.refusing = False
         """Set by the memory backstop (memory_watch.py) while real memory is past its high watermark: no new
