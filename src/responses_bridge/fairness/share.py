@@ -5,10 +5,10 @@ A tenant asks for ``size`` (a unit, or bytes):
 
 * the pool has room, nobody waits, and the tenant stays within ``cap`` (what one tenant may hold alone: the
   pool's share setting): served at once (O(1)) — the pool is used fully while nobody else wants it. Beside other
-  tenants (holding, waiting, or seen within a window), the last half of the pool is **headroom** a tenant may
-  take only up to its floor, so long work never holds the last of it and a tenant holding nothing finds room
-  at once (headroom.py: the rule and the bound it guarantees); a waiter it keeps out is set aside until room comes
-  back above it;
+  tenants (holding, waiting, or seen within a window), the last part of the pool (half a unit pool, an eighth
+  of the memory budget) is **headroom** a tenant may take only up to its floor, so long work never holds the
+  last of it and a tenant holding nothing finds room at once (headroom.py: the rule and the bound it
+  guarantees); a waiter it keeps out is set aside until room comes back above it;
 * otherwise the request waits in the pool's queue, bounded (:attr:`FairPool.queue`). Room given back goes to the
   waiting tenant with the **least attained service** — the amount it held times how long, decayed over time
   (tenure.py: unit-seconds in a unit pool, byte-seconds in the memory budget, forgotten with a time constant
