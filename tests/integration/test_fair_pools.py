@@ -7,8 +7,11 @@ test_fair_preemption.py does not reach: the program slots, the sandbox slots and
   calls sleeping :data:`SANDBOX_SLEEP` s in the sandbox, resubmitted as they end, until every slot is busy; the
   victim's calls are then answered. The rule that only admitted kept a part of the slots free and, once they
   were full, served a newcomer behind the greedy tenants' queue; the rule after it took a greedy call back for each
-  of the victim's (HTTP 503 ``preempted_for_fairness``: its work thrown away). Now nothing is taken back: a freed
-  slot goes to the waiting tenant served least lately — the victim — and every greedy call ends by itself. Beside
+  of the victim's (HTTP 503 ``preempted_for_fairness``: its work thrown away); the rule after it took nothing back
+  and let them fill all 8. Now nothing is taken back and the slots keep their headroom (fairness/headroom.py):
+  beside 2 greedy tenants whose calls outlast the test (:data:`SANDBOX_LONG`) they hold the 4 above it and the
+  victim is served from it at once; beside 16 (past its floors) a freed slot goes to the waiting tenant served
+  least lately — the victim — and every greedy call ends by itself. Beside
   16 (64 calls for 8 slots and a queue of 32) the queue also gives up greedy tenants' own excess: a call of the
   tenant holding and waiting most fails saying the queue is full (:data:`OWN_QUEUE_REFUSED`, its exact note), never
   the victim's.
@@ -57,7 +60,8 @@ VICTIM_CALLS = 10  # the egress test's
 SLOT_CALLS = 5  # the victim's calls in the sandbox and program slots' tests, one after another
 SANDBOX_SLOTS = 8  # as many as 8 greedy tenants: each then holds one, more than its C / n (16: half hold none)
 SANDBOX_TIMEOUT = 60
-SANDBOX_SLEEP = 2  # a greedy call's time in the sandbox: it ends by itself, and its slot is given on
+SANDBOX_SLEEP = 2  # a greedy call's time in the sandbox beside 16 (past the headroom's floors): it ends by itself
+SANDBOX_LONG = 600  # beside 2: a greedy call that outlasts the test (the headroom serves the victim meanwhile)
 PROGRAM_SLOTS = 4
 PROGRAM_QUEUE = 4 * PROGRAM_SLOTS  # FairSlots' own bound
 PROGRAM_TOOLS = [{"type": "programmatic_tool_calling"}]
@@ -165,9 +169,18 @@ async def _until_programs_queued(url: str, programs: int) -> None:
     """Until ``programs`` are running (as many as there are slots) or waiting (as many as the queue takes). A fixed
     pause was waited before (a second before the victim came, half a second after each greedy tenant), endless
     programs running meanwhile."""
-    running = min(programs, PROGRAM_SLOTS)
-    await _until_gauges(url, {"responses_bridge_programs_live": running,
-                              "responses_bridge_programs_waiting": min(programs - running, PROGRAM_QUEUE)})
+    # running or waiting: how many run is the rule's (beside others, the slots' headroom stays for a tenant holding
+    # none: fairness/headroom.py), as endless programs end by their bound and are posted again
+    wanted = min(programs, PROGRAM_SLOTS + PROGRAM_QUEUE)
+    for _ in range(600):
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as reply:
+            lines = (await reply.text()).splitlines()
+        figures = {name: sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name))
+                   for name in ("responses_bridge_programs_live", "responses_bridge_programs_waiting")}
+        if figures["responses_bridge_programs_live"] >= 1 and sum(figures.values()) >= wanted:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never {wanted} programs running or waiting")
 
 
 def _code_call(answer: dict[str, Any]) -> dict[str, Any]:
@@ -225,12 +238,19 @@ PROGRAM_ARRIVALS = ARRIVALS
 async def test_sandbox_slots_a_victim_is_answered_as_alone_beside_greedy_tenants(
         slots_sidecar: Sidecar, greedy: int, together: bool) -> None:
     url = slots_sidecar.http_url
-    sleeper = {"input": run_code(f"import time\ntime.sleep({SANDBOX_SLEEP})"), "tools": [AUTO], "include": OUTPUTS}
+    # beside 2 the greedy calls outlast the test: they hold the 4 slots above the headroom (fairness/headroom.py:
+    # half of 8 kept, a floor of one for a tenant holding none), and the victim is served from it at once; beside 16
+    # (more fresh tenants than the headroom's floors: every slot taken, the first's 4 and four floors) the queue's
+    # backstop serves it as greedy calls end
+    within_bound = greedy < SANDBOX_SLOTS // 2
+    sleep = SANDBOX_LONG if within_bound else SANDBOX_SLEEP
+    sleeper = {"input": run_code(f"import time\ntime.sleep({sleep})"), "tools": [AUTO], "include": OUTPUTS}
     victim_done = asyncio.Event()
     outcomes = []
     async with greedy_tenants(url, greedy, SANDBOX_SLOTS // 2, sleeper, victim_done, together=together,
                               classify=sandbox_outcome) as tenants:
-        await _until_gauges(url, {"responses_bridge_sandboxes_live": SANDBOX_SLOTS})  # every slot a greedy tenant's
+        await _until_gauges(url, {"responses_bridge_sandboxes_live": SANDBOX_SLOTS // 2 if within_bound
+                                  else SANDBOX_SLOTS})  # what the greedy tenants may take, all of it taken
         for at in range(SLOT_CALLS):
             status, answer = await post(url, VICTIM, {"input": run_code(f"print({at})"), "tools": [AUTO],
                                                       "include": OUTPUTS})
@@ -240,6 +260,9 @@ async def test_sandbox_slots_a_victim_is_answered_as_alone_beside_greedy_tenants
         victim_done.set()
     assert outcomes == ["completed"] * SLOT_CALLS, outcomes
     ended = [one for tenant in tenants for one in tenant.ended_before_victim]
+    if within_bound:  # nothing of theirs ended while the victim was served (before: taken back for it)
+        assert ended == [], ended
+        return
     # the greedy calls end by themselves (before: taken back for the victim); beside 16 the queue gives up their
     # own excess too
     assert "200" in ended and set(ended) <= {"200", OWN_QUEUE_REFUSED}, ended

@@ -5,16 +5,25 @@ budget, behind a real Envoy.
 Two, then three attackers each hold as many legal requests with a slow answer (a stream the fake upstream stalls)
 as the budget lets them, 31.9 MiB of the budget each (17 steps of the HTTP door's reading). With a fixed share of a
 half, two of them held 255 of the 256 MiB and every request of another caller was refused (503). The rule after it
-took an attacker's stream back for each of the victim's requests (its work thrown away). Now nothing in flight is
-ended for another's share (fairness/share.py): the victim's request waits in the budget's queue, and the room an
-attacker's stream gives back as it ends (here: its client goes away) goes to the victim first — one after another
-and then together, all answered, and every other attacker stream still held — through the HTTP door and through
-Envoy (the ext_proc door's body phase).
+took an attacker's stream back for each of the victim's requests (its work thrown away); the rule after that took
+nothing back and let the attackers hold the last of the budget, so the victim waited for their streams to end. Now
+nothing in flight is ended and the budget keeps its headroom (fairness/headroom.py): the first attacker holds its
+share alone, the second what is left above the headroom (an eighth of the budget), every later one at most its
+floor of the headroom (4 MiB: less than one of these requests), and the
+victim's requests — one after another and then together — are all answered at once beside every attacker stream
+still held, through the HTTP door and through Envoy (the ext_proc door's body phase).
+
+Slow bodies (the findings' second attack): attackers one after another open requests whose bodies arrive a few
+bytes at a time, each holding a step of the budget (1.9 MiB) while it arrives, until one is refused; the victim's
+twenty 2 KB requests one at a time are answered (before: 0 of 20, ``server_overloaded``). The slow bodies reach the
+budget through the HTTP door only (Envoy buffers a body whole before the ext_proc door is given it:
+adapters/http/body_pace.py); the victim's requests go through both doors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -24,6 +33,7 @@ import pytest
 
 from responses_bridge.fairness.memory_charge import BODY_BYTE_COST
 from responses_bridge.services.tenancy.memory_budget import STEP_COST
+from tests.support.bridge import budget_held_bytes
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
 from tests.support.sdk import async_sdk
@@ -53,7 +63,8 @@ def hold_body() -> bytes:
 async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
     if not have_envoy():
         pytest.skip("envoy binary not available")
-    env = {"RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(BUDGET)}
+    env = {"RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(BUDGET),
+           "RESPONSES_BRIDGE_REQUEST_BODY_TIMEOUT": "120"}  # slow bodies outlast their attack
     async with running_gateway(str(tmp_path_factory.mktemp("fairness-many")), fake_upstream, env=env,
                                own_sqlite=True) as gateway:
         yield gateway
@@ -77,7 +88,7 @@ async def hold_all_it_may(session: aiohttp.ClientSession, base: str, key: str,
             response.release()
             assert response.status == 503 and response.headers.get("retry-after") == "1", answer
             refusals.append(str(answer["error"]["code"]))
-            continue
+            break  # refused: the budget holds all it gives this attacker
         streams.append(response)
         async for line in response.content:
             if b"response.output_text.delta" in line:
@@ -95,34 +106,108 @@ async def test_another_caller_is_answered_as_alone_beside_two_and_three_attacker
             sdk(base, "sk-victim") as victim:
         try:
             refusals = [await hold_all_it_may(session, base, f"sk-attacker-{at}", streams) for at in range(attackers)]
-            assert len(streams) >= attackers + 2, "the attackers held less than the attack needs"
-            # refused for its own share, or (the last, under its share) for a budget full of work it may not take
-            # back without leaving another under what it would then hold
+            # the first holds its share alone (four fill it but 0.5 MiB), the second three more above the headroom
+            # (an eighth of the budget); a third's request is larger than its floor of the headroom, so it waits
+            # for room above it and is refused (its share beside others, or — holding nothing through Envoy, which
+            # hands the body over whole — a budget busy with others' work)
+            assert len(streams) == 7, "the first two attackers held less than the rule gives them"
             assert all(refused and set(refused) <= {"memory_share_exceeded", "server_overloaded"}
                        for refused in refusals), refusals
             assert set(refusals[0]) == {"memory_share_exceeded"}, refusals
-            assert await stack.held_bytes() >= BUDGET * 2 // 3  # 191 MiB by two, 223 MiB by three
+            assert await stack.held_bytes() >= 4 * HOLD_BYTES * BODY_BYTE_COST
             held = len(streams)
-            answers = []
-            for at in range(3):  # each waits; an attacker's stream ends (its client gone): the room is the victim's
-                waiting = asyncio.create_task(victim.responses.create(model=MODEL, input=f"victim {at} {VICTIM}"))
-                await asyncio.sleep(0.3)
-                streams.pop().close()
-                answers.append(await waiting)
-            answers += [await victim.responses.create(model=MODEL, input=f"again {at} {VICTIM}") for at in range(3)]
+            answers = [await victim.responses.create(model=MODEL, input=f"victim {at} {VICTIM}") for at in range(6)]
             together = await asyncio.gather(*(victim.responses.create(model=MODEL, input=f"together {at} {VICTIM}")
                                               for at in range(3)))
-            # before: an attacker's stream was also taken back for each of the victim's requests
-            assert len(streams) == held - 3 and await stack.held_bytes() >= len(streams) * HOLD_BYTES * BODY_BYTE_COST
+            # at once, beside every attacker stream still held: none ended or taken back for the victim
+            assert len(streams) == held and await stack.held_bytes() >= len(streams) * HOLD_BYTES * BODY_BYTE_COST
         finally:
             for stream in streams:
                 stream.close()
     assert [answer.status for answer in [*answers, *together]] == ["completed"] * 9
+    await _given_back(stack)
 
-    async def given_back() -> bool:
-        return await stack.held_bytes() == 0
+
+async def _given_back(stack: Gateway) -> None:
+    """Bounded polling until the budget holds nothing (the attackers' connections closed)."""
+
     for _ in range(300):
-        if await given_back():
-            break
+        if await stack.held_bytes() == 0:
+            return
         await asyncio.sleep(0.1)
-    assert await given_back(), "the attackers' budget never came back"
+    raise AssertionError("the attackers' budget never came back")
+
+
+SLOW_DECLARED = 1 << 20  # a slow body's declared length: it sends a few bytes of it and holds one step (1.9 MiB)
+SLOW_ATTACKERS = 4  # one after another; the rule before: the first two held 68 each, the victim 0 of 20
+
+
+async def open_slow_body(port: int, key: str) -> tuple[asyncio.StreamWriter | None, str]:
+    """A request whose body has begun and then stalls: ("", writer) once the budget holds a step for it, (None,
+    code) if it was refused."""
+    before = await budget_held(port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+                 f"Content-Type: application/json\r\nContent-Length: {SLOW_DECLARED}\r\n\r\n".encode()
+                 + b'{"model": "fake-model", "input": "' + b"s" * 200)
+    await writer.drain()
+    for _ in range(600):  # bounded: held (its step reserved) or answered (refused after its wait for room)
+        if await budget_held(port) >= before + STEP_COST:
+            return writer, ""
+        with contextlib.suppress(TimeoutError):
+            head = await asyncio.wait_for(reader.read(65536), 0.05)
+            writer.close()
+            status = head.split(b" ", 2)[1].decode() if head else "closed"
+            code = orjson.loads(head.split(b"\r\n\r\n", 1)[1])["error"]["code"] if b"{" in head else ""
+            return None, f"{status}:{code}"
+    raise AssertionError(f"a slow body neither held nor refused (the budget held {before}, then "
+                         f"{await budget_held(port)})")
+
+
+async def budget_held(port: int) -> int:
+    return await budget_held_bytes(f"http://127.0.0.1:{port}")
+
+
+async def test_a_victims_small_requests_are_answered_beside_slow_body_holders(stack: Gateway) -> None:
+    """256 MiB; attackers one after another open slow bodies until one is refused; the victim's twenty 2 KB requests
+    one at a time through each door, beside its control (the same requests alone, first)."""
+    port = int(stack.sidecar.http_url.rsplit(":", 1)[1])
+    small = "v" * 1900  # with the request's JSON about 2 KB: 60 KiB of the budget
+    async with sdk(stack.door_url("http"), "sk-slow-victim") as http_victim, \
+            sdk(stack.door_url("envoy"), "sk-slow-victim") as envoy_victim:
+        async def twenty(client: openai.AsyncOpenAI) -> list[str]:
+            outcomes = []
+            for at in range(20):
+                try:
+                    answer = await client.responses.create(model=MODEL, input=f"{at} {small}")
+                    outcomes.append(answer.status or "")
+                except openai.APIStatusError as error:
+                    outcomes.append(f"{error.status_code}:{getattr(error, 'code', '')}")
+            return outcomes
+        alone = [*await twenty(http_victim), *await twenty(envoy_victim)]
+        assert alone == ["completed"] * 40, alone  # the control
+        writers: list[asyncio.StreamWriter] = []
+        try:
+            held_by: list[int] = []
+            for at in range(SLOW_ATTACKERS):
+                count, refused = 0, ""
+                while not refused and count < 200:
+                    writer, refused = await open_slow_body(port, f"sk-slow-attacker-{at}")
+                    if writer is not None:
+                        writers.append(writer)
+                        count += 1
+                assert refused.startswith("503:"), refused
+                held_by.append(count)
+            # the first alone its share (68 steps of 128 MiB), the second what is left above the headroom (51 of
+            # 96 MiB), every later one its floor of it (2 steps of 4 MiB): the headroom less those floors stays free
+            assert held_by[0] >= 60 and 45 <= held_by[1] <= 51 and all(1 <= count <= 2 for count in held_by[2:]), \
+                held_by
+            beside = [*await twenty(http_victim), *await twenty(envoy_victim)]
+            still = await budget_held(port)
+        finally:
+            for writer in writers:
+                writer.close()
+    print(f"slow bodies held {held_by}; the victim beside them {beside.count('completed')}/40")
+    assert beside[:20].count("completed") >= 18 and beside[20:].count("completed") >= 18, beside
+    assert still >= sum(held_by) * STEP_COST  # every slow body still held while the victim was answered
+    await _given_back(stack)

@@ -111,9 +111,11 @@ def stepped_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("together", [False, True], ids=["one-after-another", "together"])
 @pytest.mark.usefixtures("stepped_clock")
 async def test_greedy_tenants_never_starve_the_next_one_in_a_pool_of_16(greedy: int, together: bool) -> None:
-    """Nothing held is taken back for the newcomer (its work would be thrown away): it waits, and the units the
-    greedy tenants give back go round the tenants served least — the newcomer and the greedy tenants that hold
-    none yet, first come first — before the greedy tenants that hold theirs: within one round it holds C/n."""
+    """Main's rule: 4 greedy tenants wanting 10 each held 8+5+2+1 of 16 and a 5th got nothing. The newcomer is
+    served at once, and nothing held is taken back for it (its work would be thrown away): the first greedy tenant
+    takes its 8 alone, every later one its floor of the headroom (one unit, fairness/headroom.py), so half the pool
+    less the floors stays free for a tenant holding nothing. Then the units the greedy tenants give back go round
+    the tenants served least: within one round the newcomer holds C/n."""
     slots = FairSlots(16, lambda tenant: 8)
     tenants = [f"greedy{at}" for at in range(greedy)]
     holders: dict[str, list[Holder]] = {tenant: [] for tenant in tenants}
@@ -122,11 +124,11 @@ async def test_greedy_tenants_never_starve_the_next_one_in_a_pool_of_16(greedy: 
         if not together:
             await settle()
     await settle()
-    assert slots.busy == 16
+    assert slots.busy == 8 + greedy - 1, slots.busy  # the headroom kept: each later greedy tenant its floor
     fair = 16 // (greedy + 1)
     victim = [unit(slots, "victim") for _ in range(fair)]
     await settle()
-    assert held(victim) == 0 and not preempted(*holders.values())  # nobody's work ended for it
+    assert held(victim) == 1 and not preempted(*holders.values())  # at once; nobody's work ended for it
     for _ in range((greedy + 1) * fair):  # one round: the work of the tenants holding most ends, a unit at a time
         await finish(max(holders.values(), key=held), 1)
     assert held(victim) == fair, [holder.outcome for holder in victim]
@@ -138,13 +140,17 @@ async def test_greedy_tenants_never_starve_the_next_one_in_a_pool_of_16(greedy: 
 async def test_a_tenant_under_its_share_waits_and_nothing_held_is_taken_back() -> None:
     slots = FairSlots(16, lambda tenant: 16)
     small = [unit(slots, "small") for _ in range(4)]
-    big = [unit(slots, "big") for _ in range(14)]  # 12 held, 2 waiting
+    big = [unit(slots, "big") for _ in range(14)]  # 4 held (the headroom's 8 kept beside small), 10 waiting
     await settle()
+    assert held(small) == 4 and held(big) == 4
     newcomer = [unit(slots, "newcomer") for _ in range(5)]
     await settle()
-    assert held(small) == 4 and held(big) == 12 and held(newcomer) == 0 and not preempted(small, big)
-    await finish(big, 5)  # big's work ends: its units go to the newcomer, not to big's own waiters queued first
-    assert held(newcomer) == 5 and held(big) == 7 and not preempted(small, big)
+    assert held(newcomer) == 1 and not preempted(small, big)  # its floor of the headroom, at once
+    await finish(newcomer, 1)
+    assert held(newcomer) == 1 and held(big) == 4  # its next call takes the floor it gave back, not big's waiters
+    await finish(big, 4)  # big's work ends: what comes back above the headroom goes to the newcomer first, not
+    # to big's own waiters queued first (one unit stays free: the headroom's, past the newcomer's floor)
+    assert held(newcomer) >= 4 and held(newcomer) + held(big) == 5 and not preempted(small, big)
     await end(small, big, newcomer)
 
 
@@ -193,16 +199,19 @@ async def test_memory_eight_greedy_tenants_leave_the_ninth_served(together: bool
         if not together:
             await settle()
     await settle()
-    assert budget.held >= 256 * MiB - 2 * MiB
-    victim = [budget_holder(budget, "victim", 2048) for _ in range(3)]  # one may fit in what is left
-    await settle()
-    ended = 0
-    while held(victim) < 3 and ended < 30:  # greedy requests end, one at a time: each tenant's waiters in turn
-        await finish(greedy, 1)
-        ended += 1
-    assert held(victim) == 3 and budget.held_by("victim") == 3 * 2048 * 30 and ended <= 3 * 8
-    assert all(holder.outcome in ("held", "waiting", "done") for holder in greedy)  # none ended for it
-    await end(victim)
+    # the first alone its share (128 MiB), the second what is left above the headroom (an eighth of the budget),
+    # each later one its floor of the headroom (4 MiB: fairness/headroom.py)
+    assert budget.held_by("greedy0") >= 126 * MiB and 94 * MiB <= budget.held_by("greedy1") <= 96 * MiB
+    assert all(3 * MiB <= budget.held_by(f"greedy{at}") <= 4 * MiB for at in range(2, 8))
+    answered = 0
+    for _ in range(20):  # the 9th's ordinary requests, one after another, each at once
+        (await budget.reserve(2048, holder="victim", wait=0.01)).release()
+        answered += 1
+    together_now = [await budget.reserve(2048, holder="victim", wait=0.01) for _ in range(5)]
+    assert answered == 20 and budget.held_by("victim") == 5 * 2048 * 30
+    for reservation in together_now:
+        reservation.release()
+    assert all(holder.outcome in ("held", "waiting") for holder in greedy)  # none ended for it
     await end(greedy)
     assert budget.held == 0
 
@@ -312,13 +321,16 @@ async def test_upstream_places_are_shared_fairly_and_a_call_without_one_is_refus
                  for tenant in ("a", "b") for _ in range(12)]
     await settle()
     held = [gate.slots.held(tenant) for tenant in ("a", "b")]
-    assert held == [6, 6], held  # alone 6 each: the places are full, and no call in flight is ended for another
+    # a alone 6; b beside it its floor of the headroom (fairness/headroom.py): half the places kept free
+    assert held == [6, 1], held
     victim = asyncio.create_task(_turn(gate.around(upstream, "victim")))  # type: ignore[arg-type]
-    await asyncio.sleep(0.2)  # past the wait: the calls that found no place are refused
+    await settle()
+    assert gate.slots.held("victim") == 1  # at once, beside two tenants that want all of them
+    await asyncio.sleep(0.2)  # past the wait: the attackers' calls that found no place are refused
     upstream.go.set()
     outcomes = await asyncio.gather(*attackers)
-    assert outcomes.count("answered") == 12 and set(outcomes) == {"answered", "upstream_connections_exceeded"}
-    assert await victim == "upstream_connections_exceeded"  # waited its 0.05 s: the places busy with others' calls
+    assert outcomes.count("answered") == 7 and set(outcomes) == {"answered", "upstream_connections_exceeded"}
+    assert await victim == "answered"  # no call in flight was ended for it
     assert "RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS" in gate.refused().message
     assert "share" not in gate.refused("full").message and "share" in gate.refused("share").message
     assert "0.05 s this call waited" in gate.refused("full").message
@@ -414,11 +426,73 @@ async def test_a_waiting_tenant_at_its_own_cap_lets_the_next_waiter_pass() -> No
     await settle()
     await finish(hog, 1)
     assert capped[0].outcome == "held" and slots.held("hog") == 3  # served least: the unit given back is its
-    await finish(hog, 1)  # capped is at its cap of 1: the hog's waiter gets this one
-    assert capped[1].outcome == "waiting" and slots.held("hog") == 3 and hog[4].outcome == "held"
+    third = unit(slots, "third")  # waits behind capped
+    await settle()
+    await finish(hog, 1)  # capped is at its cap of 1: the next waiter gets this one (the hog's is kept from the
+    # headroom's last unit beside two tenants: fairness/headroom.py)
+    assert capped[1].outcome == "waiting" and third.outcome == "held" and hog[4].outcome == "waiting"
     for _ in range(40):
         await asyncio.sleep(0.02)
         if capped[1].outcome != "waiting":
             break
     assert capped[1].outcome == "refused:share" and not preempted(hog)  # its own cap, said so
-    await end(hog, capped)
+    await end(hog, capped, [third])
+
+
+async def test_a_lone_tenant_gets_the_whole_pool_and_again_once_the_others_window_has_passed() -> None:
+    """Work-conserving alone (fairness/headroom.py): no headroom while nobody else holds, waits, or left within the
+    window (the service time constant: 4 quanta, 0.2 s here); within it, the headroom is kept, and the lone
+    tenant's waiters are given the rest once it passes (a timer, not a request's release)."""
+    slots = FairSlots(16, lambda tenant: 16, quantum=0.05)
+    lone = [unit(slots, "lone") for _ in range(16)]
+    await settle()
+    assert held(lone) == 16  # the whole pool
+    await end(lone)
+    visitor = [unit(slots, "visitor")]
+    await settle()
+    await end(visitor)  # it leaves: for the window the pool is still shared
+    lone = [unit(slots, "lone") for _ in range(16)]
+    await settle()
+    assert held(lone) == 8  # above the headroom only
+    for _ in range(100):
+        if held(lone) == 16:
+            break
+        await asyncio.sleep(0.02)
+    assert held(lone) == 16  # the window passed: the whole pool again, without anything given back
+    await end(lone)
+    assert slots.busy == 0
+
+
+async def test_the_headroom_holds_eight_fresh_tenants_floors_and_the_ninth_waits_its_turn() -> None:
+    """The bound as built (docs/operations.md): half of 16 kept, a floor of one each, so beside a tenant holding
+    its 8 alone eight more tenants holding nothing are served at once; the tenth key in a row finds none free and
+    waits — the backstop is the queue: the first unit given back goes to it, served least."""
+    slots = FairSlots(16, lambda tenant: 8)
+    first = [unit(slots, "first") for _ in range(10)]
+    await settle()
+    fresh = {f"fresh{at}": [unit(slots, f"fresh{at}") for _ in range(3)] for at in range(8)}
+    await settle()
+    assert held(first) == 8 and all(held(holders) == 1 for holders in fresh.values()) and slots.busy == 16
+    tenth = unit(slots, "tenth")
+    await settle()
+    assert tenth.outcome == "waiting"
+    await finish(first, 1)
+    assert tenth.outcome == "held" and not preempted(first, *fresh.values())
+    await end(first, [tenth], *fresh.values())
+    assert slots.busy == 0
+
+
+async def test_a_tenant_kept_out_of_the_headroom_is_told_its_share_and_a_tenant_holding_none_is_not() -> None:
+    """Beside another tenant, a tenant holding its floor is refused, past its wait, for its own share (the
+    headroom is kept for tenants holding less: fairness/headroom.py) — though units are free; one holding none is
+    served from it at once."""
+    slots = FairSlots(16, lambda tenant: 8)
+    first = [unit(slots, "first") for _ in range(8)]
+    second = [unit(slots, "second")]
+    await settle()
+    assert held(first) == 8 and held(second) == 1 and slots.busy == 9
+    assert await slots.acquire_or_why("second", 0.05) == "share"
+    assert await slots.acquire_or_why("third", 0.05) is None  # holding none: its floor, at once
+    slots.release("third")
+    await end(first, second)
+    assert slots.busy == 0

@@ -4,7 +4,11 @@ egress connections): share by service over time, and never throw work away for f
 A tenant asks for ``size`` (a unit, or bytes):
 
 * the pool has room, nobody waits, and the tenant stays within ``cap`` (what one tenant may hold alone: the
-  pool's share setting): served at once (O(1)) — the pool is used fully while nobody else wants it;
+  pool's share setting): served at once (O(1)) — the pool is used fully while nobody else wants it. Beside other
+  tenants (holding, waiting, or seen within a window), the last part of the pool (half a unit pool, an eighth
+  of the memory budget) is **headroom** a tenant may take only up to its floor, so long work never holds the
+  last of it and a tenant holding nothing finds room at once (headroom.py: the rule and the bound it
+  guarantees); a waiter it keeps out is set aside until room comes back above it;
 * otherwise the request waits in the pool's queue, bounded (:attr:`FairPool.queue`). Room given back goes to the
   waiting tenant with the **least attained service** — the amount it held times how long, decayed over time
   (tenure.py: unit-seconds in a unit pool, byte-seconds in the memory budget, forgotten with a time constant
@@ -42,6 +46,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
 
+from .headroom import HEADROOM, Window, may_dip, set_aside, shared, sizes, unblock
 from .preemption import PREEMPTED, current_task
 from .tenure import RENORMALISE, Service
 
@@ -97,11 +102,16 @@ class FairPool:
     ``what``: the pool's name in an ended request's error ("request memory"); ``queue``: how many requests may wait
     at once. ``units``: the holdings are the holders' tasks themselves (one unit each), else objects with ``bytes``
     and ``task`` (a memory reservation). ``quantum``: the unit of the service records' memory (None: the process's,
-    ``RESPONSES_BRIDGE_FAIR_SHARE_QUANTUM``)."""
+    ``RESPONSES_BRIDGE_FAIR_SHARE_QUANTUM``). ``headroom``: the part kept for tenants holding little while the pool
+    is shared (headroom.py; 0: none — the egress connections, which take back instead), ``least_floor`` the least
+    a tenant may take into it."""
 
     def __init__(self, capacity: int, cap: Callable[[str], int], *, what: str, queue: int,
-                 units: bool = False, quantum: float | None = None) -> None:
+                 units: bool = False, quantum: float | None = None, headroom: float = HEADROOM,
+                 least_floor: int = 1) -> None:
         self.capacity = capacity
+        self.reserve, self.floor = sizes(capacity, headroom, least_floor)  # headroom.py
+        self.window = Window()
         self.cap = cap
         self.what = what
         self.queue = max(1, queue)
@@ -159,9 +169,12 @@ class FairPool:
     def try_take(self, tenant: str, size: int) -> _Tenant | None:
         """``size`` for ``tenant`` at once if the pool has room, nobody waits and it stays within its cap (O(1));
         its state (truthy) if so."""
-        if self.waiting or size > self.capacity - self.held:
+        free = self.capacity - self.held - size
+        if self.waiting or free < 0:
             return None
         state = self.tenants.get(tenant)
+        if free < self.reserve and not may_dip(self, tenant, state.holds if state else 0, size, _monotonic()):
+            return None  # into the headroom past its floor, beside others (headroom.py)
         if state is None:  # _join, inlined: every request's first holding comes here
             state = self._idle.pop(tenant, None) or _Tenant(0.0)
             self.tenants[tenant] = state
@@ -199,12 +212,18 @@ class FairPool:
                 self._key(tenant, state)  # served more: its place among the waiting tenants moves back
             elif holds <= 0:  # _retire, inlined: every request's last release comes here
                 del self.tenants[tenant]
+                window = self.window  # window.left, inlined
+                if tenant != window.last:
+                    window.other_at, window.last = window.last_at, tenant
+                window.last_at = now
                 if not state.holdings:
                     idle = self._idle
                     idle[tenant] = state
                     if len(idle) > IDLE_KEPT:
                         self._forget(idle)
         if self.waiting:
+            if self.window.blocked and self.capacity - self.held > self.reserve:
+                unblock(self)  # room above the headroom: the tenants it set aside may take it
             self._dispatch()
 
     # -- holdings (what may be taken back: egress connections, the memory backstop) --------------------------------
@@ -318,6 +337,7 @@ class FairPool:
         Past :data:`IDLE_KEPT` idle records, those forgotten go (then the oldest quarter): amortised O(1)."""
         if self.tenants.get(tenant) is state:
             del self.tenants[tenant]
+            self.window.left(tenant, _monotonic())
         if state.holdings:
             return
         idle = self._idle
@@ -342,7 +362,13 @@ class FairPool:
         cap = self.cap(tenant)
         present = self._present(tenant)
         return (cap < self.capacity and holds + size > cap) or (
-            present > 1 and fair_holds(self.capacity, holds, present))
+            present > 1 and fair_holds(self.capacity, holds, present)) or self._kept_from(tenant, holds, size)
+
+    def _kept_from(self, tenant: str, holds: int, size: int) -> bool:
+        """Would ``size`` more take ``tenant`` (holding ``holds``) into the headroom past its floor, beside
+        others (headroom.py)?"""
+        return (self.capacity - self.held - size < self.reserve and holds + size > self.floor
+                and shared(self, tenant, _monotonic()))
 
     def _dispatch(self) -> None:
         """Room came back (or a waiter came): the least served waiting tenant's first waiter is given room while it
@@ -371,6 +397,12 @@ class FairPool:
             waiter = queue[0]
             if waiter.size > self.capacity - self.held:
                 return  # the least served waits for room to fit it: nobody passes it
+            if self.capacity - self.held - waiter.size < self.reserve and not may_dip(
+                    self, tenant, state.holds, waiter.size, now):
+                heapq.heappop(heap)  # past its floor into the headroom: set aside until room comes above it
+                state.keyed = 0
+                set_aside(self, tenant, state, now)
+                continue
             if state.holds and state.holds + waiter.size > self.cap(tenant):
                 heapq.heappop(heap)
                 state.keyed = 0  # at its cap: waits for its own work to end (give re-keys it)

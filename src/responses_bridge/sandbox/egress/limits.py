@@ -87,7 +87,9 @@ class ConnectionShares:
 
     def __init__(self) -> None:
         self._share = 0
-        self._pool = FairPool(0, lambda tenant: self._share, what="egress connections", queue=1, units=True)
+        # no headroom (fairness/headroom.py): a connection cannot wait, and a tenant under its C / n takes one back
+        self._pool = FairPool(0, lambda tenant: self._share, what="egress connections", queue=1, units=True,
+                              headroom=0.0)
         self._pool.on_preempt = lambda tenant, reason, size: metrics.POOL_PREEMPTED.labels("egress").inc()
 
     @property

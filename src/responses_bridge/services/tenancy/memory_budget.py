@@ -34,6 +34,7 @@ import asyncio
 
 import structlog
 
+from ...fairness.headroom import MEMORY_FLOOR, MEMORY_HEADROOM
 from ...fairness.preemption import PREEMPTED, current_task
 from ...fairness.share import FairPool, Refused
 from ...observability.metrics import MEMORY_HELD, MEMORY_PREEMPTED, MEMORY_REFUSED, setter
@@ -232,7 +233,8 @@ class MemoryBudget:
         self.share = share
         self.share_bytes = max(1, int(total * share)) if total else 0
         self._by_client_key = by_client_key
-        self.pool = FairPool(total, lambda holder: self.share_bytes, what="request memory", queue=queue)
+        self.pool = FairPool(total, lambda holder: self.share_bytes, what="request memory", queue=queue,
+                             headroom=min(MEMORY_HEADROOM, 1.0 - share), least_floor=MEMORY_FLOOR)  # headroom.py
         self.pool.on_preempt = _preempted
         self.refusing = False
         """Set by the memory backstop (memory_watch.py) while real memory is past its high watermark: no new
