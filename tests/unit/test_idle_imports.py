@@ -56,6 +56,9 @@ LAZY = (
     "py_mini_racer",  # programs: V8 runs in the programs' worker processes, never in the sidecar
     "kubernetes",  # the agent-sandbox pod backend's client
     "kubernetes_asyncio",
+    "apscheduler",  # automations' cron schedules: read by the first automation created or found stored
+    "anyio",  # an MCP server's connect deadline and the first name resolved for it or a sandbox's egress
+    "ahocorasick_rs",  # byte sequences replaced in a stream: an egress secret, a stored chat completion's id
 )
 
 # Every setting that would make the sidecar load one of them on purpose is left out of its environment.

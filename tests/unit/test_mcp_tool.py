@@ -31,7 +31,6 @@ from mcp_types import (
 from openai.types.responses.response_output_item import McpListToolsTool
 
 from responses_bridge.demo.procs import free_port
-from responses_bridge.net import host_policy
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.tools.mcp import (
     MCPCallResult,
@@ -395,7 +394,7 @@ async def test_dns_rebinding_cannot_slip_past_the_check(monkeypatch: pytest.Monk
             return await real(host, port, **kwargs)
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
 
-    monkeypatch.setattr(host_policy.anyio, "getaddrinfo", rebinding)
+    monkeypatch.setattr(anyio, "getaddrinfo", rebinding)  # the module host_policy imports at its first lookup
     tools = MCPTools(limits(allowed_hosts=""))
     server = server_for(f"http://rebind.test:{mcp_server.http_port}/mcp")
     await tools.check_server(server)  # the first answer is public

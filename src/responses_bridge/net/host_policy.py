@@ -21,8 +21,6 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import anyio
-
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -119,6 +117,8 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
         return [ipaddress.ip_address(literal.split("%", 1)[0])]
     except ValueError:
         pass
+    import anyio  # by the first name resolved (an MCP server's, a sandbox's egress): an idle sidecar resolves none
+
     try:
         infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as error:

@@ -24,8 +24,10 @@ matched leftmost-longest instead, which is correct and, on input built against i
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from ahocorasick_rs import BytesAhoCorasick, Implementation, MatchKind
+if TYPE_CHECKING:  # imported by the first set's build: an idle sidecar holds no egress secret nor stored chat id
+    from ahocorasick_rs import BytesAhoCorasick, MatchKind
 
 LEAD = 16
 """Bytes of a sequence's beginning looked for to find where one may begin: long enough to be rare in a stream."""
@@ -101,11 +103,15 @@ class Sequences:
 
 
 def _automaton(olds: list[bytes], kind: MatchKind) -> BytesAhoCorasick:
+    from ahocorasick_rs import BytesAhoCorasick, Implementation
+
     return BytesAhoCorasick(olds, matchkind=kind, implementation=Implementation.ContiguousNFA)
 
 
 def _compiled(olds: list[bytes]) -> BytesAhoCorasick:
     """One group's automaton: standard matching, or leftmost-longest where one of them holds another."""
+    from ahocorasick_rs import MatchKind
+
     automaton = _automaton(olds, MatchKind.Standard)
     return _automaton(olds, MatchKind.LeftmostLongest) if _contained(automaton, olds) else automaton
 

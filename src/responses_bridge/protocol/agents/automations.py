@@ -14,10 +14,11 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
+if TYPE_CHECKING:  # imported by the first schedule read: a sidecar whose store holds no automation never does
+    from apscheduler.triggers.cron import CronTrigger
 
 from ..errors import APIError, invalid_request, not_found
 
@@ -83,6 +84,8 @@ def schedule(expression: Any, timezone: Any) -> CronTrigger:
                               "day-of-month month day-of-week), or six with a leading seconds field.",
                               param="expression", code="invalid_value")
     second, minute, hour, day, month, weekday = fields
+    from apscheduler.triggers.cron import CronTrigger
+
     try:
         trigger = CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month,
                               day_of_week=_weekdays(weekday), timezone=zone)

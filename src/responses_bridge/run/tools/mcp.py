@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import anyio
 import orjson
 import structlog
 
@@ -95,6 +94,9 @@ class MCPTools:
             raise APIError(400, "server_url is not a valid URL.", param=param, code="invalid_value") from None
         if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
             raise APIError(400, "server_url must be an http:// or https:// URL.", param=param, code="invalid_value")
+        await import_off_loop("anyio")  # by the first MCP server named: an idle sidecar has reached none
+        import anyio
+
         try:
             with anyio.fail_after(self.limits.connect_timeout):
                 await check_host(self.policy, parts.hostname, port)

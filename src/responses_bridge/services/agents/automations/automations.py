@@ -27,6 +27,7 @@ import orjson
 import structlog
 
 from .... import ids
+from ....process.off_loop_import import import_off_loop
 from ....protocol.agents.automations import (
     ONCE_FIELDS,
     PERIODIC_FIELDS,
@@ -52,6 +53,9 @@ from .bounds import AutomationBounds, check_rate, over_rate, version_of, with_so
 from .targets import AutomationTargets, SessionStarter
 
 log = structlog.get_logger(__name__)
+CRON = "apscheduler.triggers.cron"
+"""A periodic automation's schedule (protocol/agents/automations.py): imported off the event loop by the first one
+read (~18 ms of imports), never in a process whose store holds none."""
 
 MAX_AUTOMATIONS_PER_TENANT = 10_000
 MAX_AGENT_AUTOMATIONS_PER_SESSION = 20  # what a session's model may schedule for itself, kept at once
@@ -89,6 +93,7 @@ class AutomationService:
             "target": await self.targets.check(body.get("target"), tenant), "type": kind,
         }
         if kind == "periodic":
+            await import_off_loop(CRON)
             trigger = schedule(body.get("expression"), body.get("timezone"))
             check_rate(trigger, now, self.bounds.tenant_per_minute)
             automation.update(expression=body["expression"], timezone=body["timezone"],
@@ -142,6 +147,7 @@ class AutomationService:
         if periodic and ("expression" in body or "timezone" in body):
             expression = body.get("expression", automation["expression"])
             timezone = body.get("timezone", automation["timezone"])
+            await import_off_loop(CRON)
             trigger = schedule(expression, timezone)
             check_rate(trigger, now, self.bounds.tenant_per_minute)
             automation.update(expression=expression, timezone=timezone, _next_at=next_occurrence(trigger, now))
@@ -215,6 +221,7 @@ class AutomationService:
             automation["status"] = "active"
             automation["pause_reason"] = None
             if automation["type"] == "periodic":
+                await import_off_loop(CRON)
                 trigger = schedule(automation["expression"], automation["timezone"])
                 automation["_next_at"] = next_occurrence(trigger, time.time())
             await self.store.put("automation", automation_id, automation, tenant=tenant)
@@ -277,6 +284,7 @@ class AutomationService:
         # every process that saw the occurrence due moves the schedule past it, with the same result: one stopped
         # between its claim and this line leaves the next to do it
         if automation["type"] == "periodic":
+            await import_off_loop(CRON)
             trigger = schedule(automation["expression"], automation["timezone"])
             await self.store.advance_automation(automation["id"], scheduled_at,
                                                 next_occurrence(trigger, max(now, scheduled_at)), "active")

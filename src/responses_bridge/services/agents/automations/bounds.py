@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from apscheduler.triggers.cron import CronTrigger
 
 from ....protocol.agents.automations import next_occurrence, public
 from ....protocol.errors import invalid_request
 from ....store.base_agents import AgentStore
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
 
 WINDOW_SECONDS = 60
 HORIZON_SECONDS = 600  # the span from a schedule's next occurrence where its busiest minute is looked for
