@@ -16,6 +16,7 @@ from responses_bridge.sandbox.egress.policy import EgressRules, NetworkPolicy
 from responses_bridge.sandbox.egress.proxy import EgressLimits, EgressProxy
 from responses_bridge.sandbox.egress.rates import EgressOwner, EgressRates, TokenBucket
 from tests.unit.test_egress_proxy import Host, exchange, fake_dns, policy_of
+from tests.unit.test_egress_proxy import host as host  # the fixture: this module's own test host (module scope)
 
 pytestmark = pytest.mark.store_free
 
@@ -33,15 +34,6 @@ class Owner:
     def refused(self, host: str | None, outcome: str, message: str) -> None:
         assert message
         self.told.append((host, outcome))
-
-
-@pytest.fixture(scope="module")
-async def host() -> AsyncIterator[Host]:
-    served = Host()
-    await served.start()
-    yield served
-    assert served.runner is not None
-    await served.runner.cleanup()
 
 
 @pytest.fixture
