@@ -54,6 +54,7 @@ from tests.integration.test_agents_desktop import (
 )
 from tests.integration.test_agents_desktop_approvals import RESULT, asked, navigate, told_model, until_asked
 from tests.integration.test_desktop import until
+from tests.integration.test_desktop_gate import read_request
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 
 pytestmark = [pytest.mark.skipif(CANNOT is not None and not os.environ.get("CI"), reason=f"no desktop here: {CANNOT}"),
@@ -97,11 +98,7 @@ class Site:
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
-                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                body = await reader.readexactly(length) if length else b""
+                method, target, head, body = await read_request(reader)
                 path = "/" + target.split("://", 1)[-1].split("/", 1)[-1]
                 self.requests.append((method, path, head + body))
                 route = path.split("?", 1)[0]
