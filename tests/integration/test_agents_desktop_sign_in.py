@@ -52,10 +52,17 @@ from tests.integration.test_agents_desktop import (
     computer,
     images_in,
 )
-from tests.integration.test_agents_desktop_approvals import RESULT, asked, navigate, told_model, until_asked
+from tests.integration.test_agents_desktop_approvals import (
+    RESULT,
+    asked,
+    desktop_sidecar,
+    navigate,
+    told_model,
+    until_asked,
+)
 from tests.integration.test_desktop import until
 from tests.integration.test_desktop_gate import read_request
-from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
+from tests.support.bridge import Sidecar, UpstreamLog
 
 pytestmark = [pytest.mark.skipif(CANNOT is not None and not os.environ.get("CI"), reason=f"no desktop here: {CANNOT}"),
               pytest.mark.store_proven("tests/integration/test_agents_desktop_approvals.py",
@@ -201,11 +208,7 @@ async def servers() -> AsyncIterator[tuple[Site, Site]]:
 async def sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory,
                   servers: tuple[Site, Site]) -> AsyncIterator[tuple[Sidecar, Path]]:
     directory = tmp_path_factory.mktemp("agents-desktop-sign-in")
-    targets = ",".join(f"127.0.0.1:{site.port}" for site in servers)
-    async with running_sidecar(str(directory), fake_upstream, "--db", str(directory / "bridge.db"), extproc=False,
-                               ready_headers=TENANT, log_file=directory / "sidecar.log",
-                               env={"RESPONSES_BRIDGE_AUTH": "header",
-                                    "RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS": targets}) as started:
+    async with desktop_sidecar(fake_upstream, directory, (site.port for site in servers)) as started:
         yield started, directory
 
 
