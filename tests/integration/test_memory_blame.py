@@ -35,6 +35,7 @@ import pytest
 from responses_bridge.fairness.memory_charge import COST_PER_TOOL_OUTPUT_BYTE, loaded_cost
 from tests.support.bridge import budget_held_bytes
 from tests.support.keyed_stack import Stack, keyed_stack
+from tests.support.keyed_stack import store_history as stored_history
 from tests.support.mcp_server import MCPTestServer
 from tests.support.memory import status_kb
 from tests.support.sdk import async_sdk
@@ -113,13 +114,7 @@ async def attack(client: openai.AsyncOpenAI, index: int, previous: str | None) -
 async def store_history(stack: Stack, door: str) -> str:
     """The attacker's stored response of :data:`HISTORY_ITEMS` tiny items (sent as bytes: the SDK takes seconds to
     walk a list this long)."""
-    body = orjson.dumps({"model": MODEL, "input": [{"role": "user", "content": "x"}] * HISTORY_ITEMS})
-    async with aiohttp.ClientSession() as session, session.post(
-            f"{stack.url(door)}/v1/responses", data=body, headers={
-                "Authorization": f"Bearer {stack.keys['attacker']}", "Content-Type": "application/json"}) as answer:
-        stored = await answer.json()
-    assert answer.status == 200 and stored["status"] == "completed", stored
-    return str(stored["id"])
+    return await stored_history(stack, door, HISTORY_ITEMS, model=MODEL)
 
 
 async def last_event(stream: Any) -> str:

@@ -29,7 +29,7 @@ import openai
 import orjson
 import pytest
 
-from tests.support.keyed_stack import Stack, keyed_stack
+from tests.support.keyed_stack import Stack, keyed_stack, store_history
 from tests.support.memory import status_kb
 from tests.support.sdk import async_sdk
 
@@ -108,16 +108,6 @@ HISTORY_ITEMS = 10_000  # stored: 1.42 MB of rows, ~12.7 MiB of RSS for each req
 ATTACKS = 12
 CHAIN_BUDGET = 48 * MiB  # a share of 24 MiB: the attacker's room holds one such history at a time
 BYSTANDER_REQUESTS = 30
-
-
-async def store_history(stack: Stack, door: str, items: int) -> str:
-    body = orjson.dumps({"model": MODEL, "input": [{"role": "user", "content": "x"}] * items})
-    async with aiohttp.ClientSession() as session, session.post(
-            f"{stack.url(door)}/v1/responses", data=body, headers={
-                "Authorization": f"Bearer {stack.keys['attacker']}", "Content-Type": "application/json"}) as answer:
-        stored = await answer.json()
-    assert answer.status == 200 and stored["status"] == "completed", stored
-    return str(stored["id"])
 
 
 async def attack(client: openai.AsyncOpenAI, index: int, previous: str | None, said: list[str]) -> Any:

@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
+import orjson
 import pytest
 
 from responses_bridge.demo.procs import free_port
@@ -53,3 +55,16 @@ async def keyed_stack(fake_upstream: str, directory: Path, tenants: Sequence[str
             yield Stack(sidecar, f"http://127.0.0.1:{listen_port}", keys)
         finally:
             envoy.stop()
+
+
+async def store_history(stack: Stack, door: str, items: int, *, tenant: str = "attacker",
+                        model: str = "fake-model") -> str:
+    """The id of ``tenant``'s stored response of ``items`` tiny input items, through ``door`` (sent as bytes: the
+    SDK takes seconds to walk a list this long): the history a chained request then loads."""
+    body = orjson.dumps({"model": model, "input": [{"role": "user", "content": "x"}] * items})
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{stack.url(door)}/v1/responses", data=body, headers={
+                "Authorization": f"Bearer {stack.keys[tenant]}", "Content-Type": "application/json"}) as answer:
+        stored = await answer.json()
+    assert answer.status == 200 and stored["status"] == "completed", stored
+    return str(stored["id"])
