@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +52,23 @@ async def servers() -> AsyncIterator[list[Server]]:
         listener.close()
 
 
-@pytest.fixture(scope="module")
-async def sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory,
-                  servers: list[Server]) -> AsyncIterator[tuple[Sidecar, Path]]:
-    directory = tmp_path_factory.mktemp("agents-desktop-approvals")
-    targets = ",".join(f"127.0.0.1:{server.port}" for server in servers)
+@asynccontextmanager
+async def desktop_sidecar(fake_upstream: str, directory: Path, ports: Iterable[int]) -> AsyncIterator[Sidecar]:
+    """A sidecar of header tenants on ``directory`` (its SQLite file, its log) whose sandbox may reach the loopback
+    ``ports``: the desktop tests' sites."""
+    targets = ",".join(f"127.0.0.1:{port}" for port in ports)
     async with running_sidecar(str(directory), fake_upstream, "--db", str(directory / "bridge.db"), extproc=False,
                                ready_headers=TENANT, log_file=directory / "sidecar.log",
                                env={"RESPONSES_BRIDGE_AUTH": "header",
                                     "RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS": targets}) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+async def sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory,
+                  servers: list[Server]) -> AsyncIterator[tuple[Sidecar, Path]]:
+    directory = tmp_path_factory.mktemp("agents-desktop-approvals")
+    async with desktop_sidecar(fake_upstream, directory, (server.port for server in servers)) as started:
         yield started, directory
 
 

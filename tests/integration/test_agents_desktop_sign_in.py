@@ -52,9 +52,17 @@ from tests.integration.test_agents_desktop import (
     computer,
     images_in,
 )
-from tests.integration.test_agents_desktop_approvals import RESULT, asked, navigate, told_model, until_asked
+from tests.integration.test_agents_desktop_approvals import (
+    RESULT,
+    asked,
+    desktop_sidecar,
+    navigate,
+    told_model,
+    until_asked,
+)
 from tests.integration.test_desktop import until
-from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
+from tests.integration.test_desktop_gate import read_request
+from tests.support.bridge import Sidecar, UpstreamLog
 
 pytestmark = [pytest.mark.skipif(CANNOT is not None and not os.environ.get("CI"), reason=f"no desktop here: {CANNOT}"),
               pytest.mark.store_proven("tests/integration/test_agents_desktop_approvals.py",
@@ -97,11 +105,7 @@ class Site:
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
-                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                body = await reader.readexactly(length) if length else b""
+                method, target, head, body = await read_request(reader)
                 path = "/" + target.split("://", 1)[-1].split("/", 1)[-1]
                 self.requests.append((method, path, head + body))
                 route = path.split("?", 1)[0]
@@ -204,11 +208,7 @@ async def servers() -> AsyncIterator[tuple[Site, Site]]:
 async def sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory,
                   servers: tuple[Site, Site]) -> AsyncIterator[tuple[Sidecar, Path]]:
     directory = tmp_path_factory.mktemp("agents-desktop-sign-in")
-    targets = ",".join(f"127.0.0.1:{site.port}" for site in servers)
-    async with running_sidecar(str(directory), fake_upstream, "--db", str(directory / "bridge.db"), extproc=False,
-                               ready_headers=TENANT, log_file=directory / "sidecar.log",
-                               env={"RESPONSES_BRIDGE_AUTH": "header",
-                                    "RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS": targets}) as started:
+    async with desktop_sidecar(fake_upstream, directory, (site.port for site in servers)) as started:
         yield started, directory
 
 
@@ -326,113 +326,122 @@ def profile_files(sidecar: Sidecar) -> dict[str, bytes]:
     return found
 
 
-async def test_a_password_reaches_its_own_origin_only_and_no_picture(sidecar: tuple[Sidecar, Path],
-                                                                    servers: tuple[Site, Site]) -> None:
-    started, _ = sidecar
-    a, b = servers
-    upstream = UpstreamLog(started.upstream_url.removesuffix("/v1"))
+@contextlib.asynccontextmanager
+async def signing_session(started: Sidecar) -> AsyncIterator[
+        tuple[openai.AsyncOpenAI, str, aiohttp.ClientSession, Session]]:
+    """Tenant alpha's client, a session of a new agent with its desktop (the session's id), plain HTTP to the
+    sidecar and the session driven over it: each test's own (a desktop is heavy). The session is deleted on the way
+    out, whatever failed: its desktop stopped, the next test's session needs one."""
     alpha = _client(started, "alpha")
     agent = await alpha.beta.agents.create(model=MODEL, tools=TOOLS)
     made = await alpha.beta.agents.sessions.create(agent_id=agent.id, environment=ENVIRONMENT)
     try:
         async with aiohttp.ClientSession(started.http_url, headers={**BETA, **TENANT}) as http:
-            session = Session(http, made.id, approve_origins=False)
-            await approve_all(session, await navigate(session, f"{b.origin}/", asks=False))  # B: allowed too
-            assert await until(lambda: "/" in [path for _, path, _ in b.requests])
-
-            # the control without a form: the bridge presses Enter in its last field; the page posts to A
-            a.requests.clear()
-            events = await submit(session, await sign_in_asked(session, f"{a.origin}/formless"))
-            assert await until(lambda: "/login" in a.posts())
-            assert a.saw(PASSWORD) and not b.saw(PASSWORD)
-            assert [item["status"] for item in submissions(events)] == ["completed"]
-
-            # the action rewritten to B after the ask; rewritten as it is submitted; the values posted to B by the
-            # page's script: refused, nothing sent
-            for path in ("/rewrite", "/rewrite-on-submit", "/post-elsewhere"):
-                a.requests.clear()
-                a.go.clear()
-                request = await sign_in_asked(session, f"{a.origin}{path}")
-                assert request["request"]["credential_origin"] == a.origin
-                if path == "/rewrite":
-                    await told_to_go(a)
-                events = await submit(session, request)
-                await asyncio.sleep(1.0)
-                assert not a.saw(PASSWORD) and not b.saw(PASSWORD), (path, a.posts(), b.posts())
-                assert not b.posts(), b.posts()
-                [item] = submissions(events)
-                assert item["status"] == "failed", item
-                assert (f"the form posts to {b.origin}" if path == "/rewrite" else  # before any value was filled
-                        f"the page sent the submission to another origin than {a.origin}") in item["title"], item
-                said = told_model(await upstream.last_body())
-                assert "refused to submit" in said and PASSWORD not in said, said
-
-            # the page moved to B after the ask, B's form faking performance.timeOrigin: nothing filled there
-            a.go.clear()
-            request = await sign_in_asked(session, f"{a.origin}/move")
-            b.requests.clear()
-            await told_to_go(a)
-            assert await until(lambda: any(path.startswith("/fake") for _, path, _ in b.requests))
-            await asyncio.sleep(1.0)  # B's page loaded
-            events = await submit(session, request)
-            await asyncio.sleep(1.0)
-            assert not a.saw(PASSWORD) and not b.saw(PASSWORD) and not b.posts()
-            [item] = submissions(events)
-            assert item["status"] == "failed" and f"now stands at {b.origin}" in item["title"], item
-            # B's own form is asked of the client as B's (its credential_origin: where its values would go)
-            [again] = [one for one in asked(events) if one["request"]["type"] == "browser_authentication"]
-            assert again["request"]["credential_origin"] == b.origin
-            await session.send({"type": RESULT, "request_id": again["request_id"],
-                                "response": {"type": "browser_authentication", "action": "cancel"}})
-            await session.until_quiet()
-            said = told_model(await upstream.last_body())
-            assert "refused to submit" in said and f"now stands at {b.origin}" in said, said
-
-            # the mirroring page. The control first: seventeen characters the model types are drawn full width
-            a.go.clear()
-            request = await sign_in_asked(session, f"{a.origin}/mirror")
-            await session.send({"type": RESULT, "request_id": request["request_id"],
-                                "response": {"type": "browser_authentication", "action": "cancel"}})
-            await session.until_quiet()
-            await session.turn(computer({"type": "type", "text": "m" * len(PASSWORD)}))  # its field has the focus
-            shown = [red_width(jpeg_of(image)) for image in images_in(await upstream.last_body())]
-            assert shown and shown[-1] > 300, shown
-            events = await approve_all(session, await session.turn(computer({"type": "keypress", "keys": ["F5"]})))
-            request = await sign_in_asked_here(session, events)  # reloaded: a fresh form, asked again
-            await upstream.clear()
-            events = await submit(session, request)
-            assert await until(lambda: "/login" in a.posts())
-            events += await session.turn(computer({"type": "screenshot"}))
-            # a new document of the origin that shows the password (its server's echo of the last post)
-            events += await navigate(session, f"{a.origin}/welcome", asks=False)
-            assert await until(lambda: "/welcome" in [path for _, path, _ in a.requests])
-            events += await session.turn(computer({"type": "wait"}))
-            # each request's newest image: the screen after the call it answers (older ones predate the sign-in)
-            sent = [jpeg_of(images_in(entry["body"])[-1]) for entry in await upstream.entries()
-                    if images_in(entry["body"])]
-            assert len(sent) >= 2
-            for jpeg in sent:  # the mirrors drawn, as eight discs
-                assert 100 < red_width(jpeg) < 250, red_width(jpeg)
-            stored = [jpeg_of(item.output.image_url)
-                      async for item in alpha.beta.agents.sessions.items.list(made.id, order="asc")
-                      if item.type == "computer_use_call" and item.output is not None]
-            assert stored
-            assert 100 < red_width(stored[-1]) < 250
-            link = (await alpha.beta.agents.sessions.retrieve(made.id)).model_extra["desktop_live_url"]
-            assert 100 < red_width(await watch_frame(link)) < 250
-            files = profile_files(started)
-            assert "Default/Preferences" in files, sorted(files)
-            for name, data in files.items():
-                # nothing of the browsing either: no address visited (history, top sites, sessions, cookies)
-                assert f"127.0.0.1:{a.port}".encode() not in data, name
-                for secret in (PASSWORD, USERNAME, USERNAME.replace("@", "%40")):
-                    assert secret.encode() not in data and secret.encode("utf-16-le") not in data, (name, secret)
-            whole = orjson.dumps(await Session(http, made.id, approve_origins=False).read())
-            assert PASSWORD.encode() not in whole
-    finally:  # its desktop stopped, whatever failed: the next test's session needs one
+            yield alpha, made.id, http, Session(http, made.id, approve_origins=False)
+    finally:
         with contextlib.suppress(openai.APIError):
             await alpha.beta.agents.sessions.delete(made.id)
         await alpha.close()
+
+
+async def test_a_password_reaches_its_own_origin_only_and_no_picture(sidecar: tuple[Sidecar, Path],
+                                                                    servers: tuple[Site, Site]) -> None:
+    started, _ = sidecar
+    a, b = servers
+    upstream = UpstreamLog(started.upstream_url.removesuffix("/v1"))
+    async with signing_session(started) as (alpha, made_id, http, session):
+        await approve_all(session, await navigate(session, f"{b.origin}/", asks=False))  # B: allowed too
+        assert await until(lambda: "/" in [path for _, path, _ in b.requests])
+
+        # the control without a form: the bridge presses Enter in its last field; the page posts to A
+        a.requests.clear()
+        events = await submit(session, await sign_in_asked(session, f"{a.origin}/formless"))
+        assert await until(lambda: "/login" in a.posts())
+        assert a.saw(PASSWORD) and not b.saw(PASSWORD)
+        assert [item["status"] for item in submissions(events)] == ["completed"]
+
+        # the action rewritten to B after the ask; rewritten as it is submitted; the values posted to B by the
+        # page's script: refused, nothing sent
+        for path in ("/rewrite", "/rewrite-on-submit", "/post-elsewhere"):
+            a.requests.clear()
+            a.go.clear()
+            request = await sign_in_asked(session, f"{a.origin}{path}")
+            assert request["request"]["credential_origin"] == a.origin
+            if path == "/rewrite":
+                await told_to_go(a)
+            events = await submit(session, request)
+            await asyncio.sleep(1.0)
+            assert not a.saw(PASSWORD) and not b.saw(PASSWORD), (path, a.posts(), b.posts())
+            assert not b.posts(), b.posts()
+            [item] = submissions(events)
+            assert item["status"] == "failed", item
+            assert (f"the form posts to {b.origin}" if path == "/rewrite" else  # before any value was filled
+                    f"the page sent the submission to another origin than {a.origin}") in item["title"], item
+            said = told_model(await upstream.last_body())
+            assert "refused to submit" in said and PASSWORD not in said, said
+
+        # the page moved to B after the ask, B's form faking performance.timeOrigin: nothing filled there
+        a.go.clear()
+        request = await sign_in_asked(session, f"{a.origin}/move")
+        b.requests.clear()
+        await told_to_go(a)
+        assert await until(lambda: any(path.startswith("/fake") for _, path, _ in b.requests))
+        await asyncio.sleep(1.0)  # B's page loaded
+        events = await submit(session, request)
+        await asyncio.sleep(1.0)
+        assert not a.saw(PASSWORD) and not b.saw(PASSWORD) and not b.posts()
+        [item] = submissions(events)
+        assert item["status"] == "failed" and f"now stands at {b.origin}" in item["title"], item
+        # B's own form is asked of the client as B's (its credential_origin: where its values would go)
+        [again] = [one for one in asked(events) if one["request"]["type"] == "browser_authentication"]
+        assert again["request"]["credential_origin"] == b.origin
+        await session.send({"type": RESULT, "request_id": again["request_id"],
+                            "response": {"type": "browser_authentication", "action": "cancel"}})
+        await session.until_quiet()
+        said = told_model(await upstream.last_body())
+        assert "refused to submit" in said and f"now stands at {b.origin}" in said, said
+
+        # the mirroring page. The control first: seventeen characters the model types are drawn full width
+        a.go.clear()
+        request = await sign_in_asked(session, f"{a.origin}/mirror")
+        await session.send({"type": RESULT, "request_id": request["request_id"],
+                            "response": {"type": "browser_authentication", "action": "cancel"}})
+        await session.until_quiet()
+        await session.turn(computer({"type": "type", "text": "m" * len(PASSWORD)}))  # its field has the focus
+        shown = [red_width(jpeg_of(image)) for image in images_in(await upstream.last_body())]
+        assert shown and shown[-1] > 300, shown
+        events = await approve_all(session, await session.turn(computer({"type": "keypress", "keys": ["F5"]})))
+        request = await sign_in_asked_here(session, events)  # reloaded: a fresh form, asked again
+        await upstream.clear()
+        events = await submit(session, request)
+        assert await until(lambda: "/login" in a.posts())
+        events += await session.turn(computer({"type": "screenshot"}))
+        # a new document of the origin that shows the password (its server's echo of the last post)
+        events += await navigate(session, f"{a.origin}/welcome", asks=False)
+        assert await until(lambda: "/welcome" in [path for _, path, _ in a.requests])
+        events += await session.turn(computer({"type": "wait"}))
+        # each request's newest image: the screen after the call it answers (older ones predate the sign-in)
+        sent = [jpeg_of(images_in(entry["body"])[-1]) for entry in await upstream.entries()
+                if images_in(entry["body"])]
+        assert len(sent) >= 2
+        for jpeg in sent:  # the mirrors drawn, as eight discs
+            assert 100 < red_width(jpeg) < 250, red_width(jpeg)
+        stored = [jpeg_of(item.output.image_url)
+                  async for item in alpha.beta.agents.sessions.items.list(made_id, order="asc")
+                  if item.type == "computer_use_call" and item.output is not None]
+        assert stored
+        assert 100 < red_width(stored[-1]) < 250
+        link = (await alpha.beta.agents.sessions.retrieve(made_id)).model_extra["desktop_live_url"]
+        assert 100 < red_width(await watch_frame(link)) < 250
+        files = profile_files(started)
+        assert "Default/Preferences" in files, sorted(files)
+        for name, data in files.items():
+            # nothing of the browsing either: no address visited (history, top sites, sessions, cookies)
+            assert f"127.0.0.1:{a.port}".encode() not in data, name
+            for secret in (PASSWORD, USERNAME, USERNAME.replace("@", "%40")):
+                assert secret.encode() not in data and secret.encode("utf-16-le") not in data, (name, secret)
+        whole = orjson.dumps(await Session(http, made_id, approve_origins=False).read())
+        assert PASSWORD.encode() not in whole
 
 
 async def test_a_screen_that_would_show_the_password_is_not_sent(sidecar: tuple[Sidecar, Path],
@@ -443,35 +452,26 @@ async def test_a_screen_that_would_show_the_password_is_not_sent(sidecar: tuple[
     started, _ = sidecar
     a, b = servers
     upstream = UpstreamLog(started.upstream_url.removesuffix("/v1"))
-    alpha = _client(started, "alpha")
-    agent = await alpha.beta.agents.create(model=MODEL, tools=TOOLS)
-    made = await alpha.beta.agents.sessions.create(agent_id=agent.id, environment=ENVIRONMENT)
-    try:
-        async with aiohttp.ClientSession(started.http_url, headers={**BETA, **TENANT}) as http:
-            session = Session(http, made.id, approve_origins=False)
-            a.requests.clear()
-            request = await sign_in_asked(session, f"{a.origin}/address")
-            await upstream.clear()
-            events = await submit(session, request)
-            assert await until(lambda: "/login" in a.posts())
-            assert a.saw(PASSWORD) and not b.saw(PASSWORD)
-            [item] = submissions(events)
-            assert item["status"] == "completed", item
-            said = told_model(await upstream.last_body())
-            assert "The screenshot was not taken: the page's address holds a value of the sign-in" in said, said
-            assert PASSWORD not in said
-            assert spread(jpeg_of(images_in(await upstream.last_body())[-1])) < 8  # a plain grey image
-            assert red_width(jpeg_of(item["output"]["image_url"])) == 0
-            # still at the origin: still withheld; once the browser left it, the screen is shown again
-            await session.turn(computer({"type": "screenshot"}))
-            assert "was not taken" in last_said(await upstream.last_body())
-            events = await approve_all(session, await navigate(session, f"{b.origin}/", asks=False))
-            assert await until(lambda: "/" in [path for _, path, _ in b.requests])
-            events = await session.turn(computer({"type": "wait"}))
-            said = last_said(await upstream.last_body())
-            assert "was not taken" not in said, said  # nothing told after the call: its screenshot is the screen
-            assert spread(jpeg_of(images_in(await upstream.last_body())[-1])) > 100  # a page, not a grey image
-    finally:  # its desktop stopped, whatever failed: the next test's session needs one
-        with contextlib.suppress(openai.APIError):
-            await alpha.beta.agents.sessions.delete(made.id)
-        await alpha.close()
+    async with signing_session(started) as (_, _, _, session):
+        a.requests.clear()
+        request = await sign_in_asked(session, f"{a.origin}/address")
+        await upstream.clear()
+        events = await submit(session, request)
+        assert await until(lambda: "/login" in a.posts())
+        assert a.saw(PASSWORD) and not b.saw(PASSWORD)
+        [item] = submissions(events)
+        assert item["status"] == "completed", item
+        said = told_model(await upstream.last_body())
+        assert "The screenshot was not taken: the page's address holds a value of the sign-in" in said, said
+        assert PASSWORD not in said
+        assert spread(jpeg_of(images_in(await upstream.last_body())[-1])) < 8  # a plain grey image
+        assert red_width(jpeg_of(item["output"]["image_url"])) == 0
+        # still at the origin: still withheld; once the browser left it, the screen is shown again
+        await session.turn(computer({"type": "screenshot"}))
+        assert "was not taken" in last_said(await upstream.last_body())
+        events = await approve_all(session, await navigate(session, f"{b.origin}/", asks=False))
+        assert await until(lambda: "/" in [path for _, path, _ in b.requests])
+        events = await session.turn(computer({"type": "wait"}))
+        said = last_said(await upstream.last_body())
+        assert "was not taken" not in said, said  # nothing told after the call: its screenshot is the screen
+        assert spread(jpeg_of(images_in(await upstream.last_body())[-1])) > 100  # a page, not a grey image

@@ -51,6 +51,16 @@ PASSWORD = "pw-Zq8-never-seen"
 WELCOME = """<!doctype html><html><body style="margin:0;background:#0c0"><h1>welcome</h1></body></html>"""
 
 
+async def read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes, bytes]:
+    """The next HTTP/1.1 request on ``reader``: its method, its target as sent (a proxy sends the whole URL), its
+    head and its body (``Content-Length`` bytes, none without one): what the test servers here need of HTTP."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    return method, target, head, await reader.readexactly(length) if length else b""
+
+
 @dataclass
 class Server:
     """A loopback HTTP server counting the TCP connections it accepts, keeping each request; a POST to ``/login``
@@ -65,11 +75,7 @@ class Server:
         self.connections += 1
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
-                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                body = await reader.readexactly(length) if length else b""
+                method, target, _, body = await read_request(reader)
                 path = target.split("://", 1)[-1].split("/", 1)[-1]
                 self.requests.append((method, "/" + path, body))
                 if method == "POST":

@@ -22,7 +22,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,9 @@ import openai
 import orjson
 import pytest
 
-from responses_bridge.demo.procs import free_port
-from responses_bridge.envoy_config import Auth, render_bootstrap
-from tests.support.bridge import Sidecar, UpstreamLog, create_keys, running_sidecar
-from tests.support.envoy import have_envoy, start_envoy
+from tests.support.bridge import UpstreamLog
+from tests.support.envoy import have_envoy
+from tests.support.keyed_stack import Stack, keyed_stack
 from tests.support.mcp_server import MCPTestServer
 from tests.support.memory import status_kb
 from tests.support.sdk import async_sdk
@@ -45,35 +43,13 @@ MODEL = "fake-model"
 MiB = 1 << 20
 
 
-@dataclass
-class Stack:
-    sidecar: Sidecar
-    envoy_url: str
-    keys: dict[str, str]
-
-    def url(self, door: str) -> str:
-        return self.sidecar.http_url if door == "http" else self.envoy_url
-
-
 @asynccontextmanager
 async def started(fake_upstream: str, directory: Path, **env: str) -> AsyncIterator[Stack]:
     """A sidecar with the tenants alpha and beta, one upstream place, and its Envoy; ``env``: settings besides."""
-    directory.mkdir(parents=True, exist_ok=True)
-    db = str(directory / "effects.db")
-    keys = create_keys(db, ["alpha", "beta"])
-    listen_port = free_port()
-    env = {"RESPONSES_BRIDGE_AUTH": "keys", "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1",
-           "RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS": "1", **env}
-    async with running_sidecar(str(directory), fake_upstream, "--db", db, "--upstream-via",
-                               f"http://127.0.0.1:{listen_port}/v1", env=env) as sidecar:
-        envoy = await start_envoy(render_bootstrap(
-            listen_port=listen_port, extproc_port=sidecar.extproc_port,
-            http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0,
-            auth=Auth(mode="keys")))
-        try:
-            yield Stack(sidecar, f"http://127.0.0.1:{listen_port}", keys)
-        finally:
-            envoy.stop()
+    async with keyed_stack(fake_upstream, directory, ["alpha", "beta"], db_name="effects.db", env={
+            "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1", "RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS": "1",
+            **env}) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,10 @@ import openai
 import orjson
 import pytest
 
-from responses_bridge.envoy_config import Auth, render_bootstrap
 from responses_bridge.fairness.memory_charge import COST_PER_TOOL_OUTPUT_BYTE, loaded_cost
-from tests.support.bridge import Sidecar, budget_held_bytes, create_keys, running_sidecar
-from tests.support.envoy import free_port, have_envoy, start_envoy
+from tests.support.bridge import budget_held_bytes
+from tests.support.keyed_stack import Stack, keyed_stack
+from tests.support.keyed_stack import store_history as stored_history
 from tests.support.mcp_server import MCPTestServer
 from tests.support.memory import status_kb
 from tests.support.sdk import async_sdk
@@ -61,39 +60,13 @@ DOORS_CHAINED = pytest.mark.parametrize(("door", "chained"), [("http", True), ("
                                         ids=["http-chained", "http-control", "envoy-chained"])
 
 
-@dataclass
-class Stack:
-    sidecar: Sidecar
-    envoy_url: str
-    keys: dict[str, str]
-
-    def url(self, door: str) -> str:
-        return self.sidecar.http_url if door == "http" else self.envoy_url
-
-
 @asynccontextmanager
 async def started(fake_upstream: str, tmp_path: Path, **env: str) -> AsyncIterator[Stack]:
     """A sidecar with real tenants and its Envoy; ``env``: settings besides the module's."""
-    if not have_envoy():
-        pytest.skip("envoy binary not available")
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    db = str(tmp_path / "bridge.db")
-    keys = create_keys(db, ("attacker", "victim", "bystander"))
-    listen_port = free_port()
-    async with running_sidecar(str(tmp_path), fake_upstream, "--db", db, "--upstream-via",
-                               f"http://127.0.0.1:{listen_port}/v1",
-                               env={"RESPONSES_BRIDGE_AUTH": "keys",
-                                    "RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(BUDGET),
-                                    "RESPONSES_BRIDGE_MEMORY_WATCH_INTERVAL": "0.2",
-                                    "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1", **env}) as sidecar:
-        envoy = await start_envoy(render_bootstrap(
-            listen_port=listen_port, extproc_port=sidecar.extproc_port,
-            http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0,
-            auth=Auth("keys")))
-        try:
-            yield Stack(sidecar, f"http://127.0.0.1:{listen_port}", keys)
-        finally:
-            envoy.stop()
+    async with keyed_stack(fake_upstream, tmp_path, ("attacker", "victim", "bystander"), env={
+            "RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(BUDGET), "RESPONSES_BRIDGE_MEMORY_WATCH_INTERVAL": "0.2",
+            "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1", **env}) as stack:
+        yield stack
 
 
 @pytest.fixture
@@ -141,13 +114,7 @@ async def attack(client: openai.AsyncOpenAI, index: int, previous: str | None) -
 async def store_history(stack: Stack, door: str) -> str:
     """The attacker's stored response of :data:`HISTORY_ITEMS` tiny items (sent as bytes: the SDK takes seconds to
     walk a list this long)."""
-    body = orjson.dumps({"model": MODEL, "input": [{"role": "user", "content": "x"}] * HISTORY_ITEMS})
-    async with aiohttp.ClientSession() as session, session.post(
-            f"{stack.url(door)}/v1/responses", data=body, headers={
-                "Authorization": f"Bearer {stack.keys['attacker']}", "Content-Type": "application/json"}) as answer:
-        stored = await answer.json()
-    assert answer.status == 200 and stored["status"] == "completed", stored
-    return str(stored["id"])
+    return await stored_history(stack, door, HISTORY_ITEMS, model=MODEL)
 
 
 async def last_event(stream: Any) -> str:

@@ -33,7 +33,7 @@ import pytest
 from responses_bridge.envoy_config import Auth, render_bootstrap
 from tests.support.bridge import Sidecar, keys_command, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
-from tests.support.memory import status_kb
+from tests.support.memory import peak_while, status_kb
 from tests.support.sdk import async_sdk
 
 pytestmark = pytest.mark.store_free
@@ -93,19 +93,8 @@ async def test_after_a_burst_of_programs_the_sidecar_is_back_near_its_size_befor
         assert (await program_request(session, url))[0] == 200  # a worker started: not what is measured
         await asyncio.sleep(1)
         before = family_rss(pid)
-        peak = before
-        sampling = True
-
-        async def sample() -> None:
-            nonlocal peak
-            while sampling:
-                peak = max(peak, family_rss(pid))
-                await asyncio.sleep(0.05)
-
-        sampler = asyncio.create_task(sample())
-        answers = await asyncio.gather(*(program_request(session, url) for _ in range(BURST)))
-        sampling = False
-        await sampler
+        peak, answers = await peak_while(lambda: family_rss(pid), before, asyncio.gather(
+            *(program_request(session, url) for _ in range(BURST))))
         assert answers == [(200, answers[0][1])] * BURST and answers[0][1] > MiB, answers[:2]
         deadline = time.monotonic() + RETURN_SECONDS
         after = family_rss(pid)

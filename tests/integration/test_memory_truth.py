@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,7 @@ import openai
 import orjson
 import pytest
 
-from responses_bridge.envoy_config import Auth, render_bootstrap
-from tests.support.bridge import Sidecar, create_keys, running_sidecar
-from tests.support.envoy import free_port, have_envoy, start_envoy
+from tests.support.keyed_stack import Stack, keyed_stack, store_history
 from tests.support.memory import status_kb
 from tests.support.sdk import async_sdk
 
@@ -49,38 +46,13 @@ LARGE = 18 * MiB  # one long input string: ~54 MiB of RSS held
 SMALL_REQUESTS = 10
 
 
-@dataclass
-class Stack:
-    sidecar: Sidecar
-    envoy_url: str
-    keys: dict[str, str]
-
-    def url(self, door: str) -> str:
-        return self.sidecar.http_url if door == "http" else self.envoy_url
-
-
 @asynccontextmanager
 async def started(fake_upstream: str, tmp_path: Path, tenants: Sequence[str], budget: int,
                   **env: str) -> AsyncIterator[Stack]:
-    if not have_envoy():
-        pytest.skip("envoy binary not available")
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    db = str(tmp_path / "bridge.db")
-    keys = create_keys(db, tenants)
-    listen_port = free_port()
-    async with running_sidecar(str(tmp_path), fake_upstream, "--db", db, "--upstream-via",
-                               f"http://127.0.0.1:{listen_port}/v1",
-                               env={"RESPONSES_BRIDGE_AUTH": "keys",
-                                    "RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(budget),
-                                    "RESPONSES_BRIDGE_MEMORY_WATCH_INTERVAL": "0.2", **env}) as sidecar:
-        envoy = await start_envoy(render_bootstrap(
-            listen_port=listen_port, extproc_port=sidecar.extproc_port,
-            http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0,
-            auth=Auth("keys")))
-        try:
-            yield Stack(sidecar, f"http://127.0.0.1:{listen_port}", keys)
-        finally:
-            envoy.stop()
+    async with keyed_stack(fake_upstream, tmp_path, tenants, env={
+            "RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(budget), "RESPONSES_BRIDGE_MEMORY_WATCH_INTERVAL": "0.2",
+            **env}) as stack:
+        yield stack
 
 
 def sdk(stack: Stack, door: str, tenant: str) -> openai.AsyncOpenAI:
@@ -136,16 +108,6 @@ HISTORY_ITEMS = 10_000  # stored: 1.42 MB of rows, ~12.7 MiB of RSS for each req
 ATTACKS = 12
 CHAIN_BUDGET = 48 * MiB  # a share of 24 MiB: the attacker's room holds one such history at a time
 BYSTANDER_REQUESTS = 30
-
-
-async def store_history(stack: Stack, door: str, items: int) -> str:
-    body = orjson.dumps({"model": MODEL, "input": [{"role": "user", "content": "x"}] * items})
-    async with aiohttp.ClientSession() as session, session.post(
-            f"{stack.url(door)}/v1/responses", data=body, headers={
-                "Authorization": f"Bearer {stack.keys['attacker']}", "Content-Type": "application/json"}) as answer:
-        stored = await answer.json()
-    assert answer.status == 200 and stored["status"] == "completed", stored
-    return str(stored["id"])
 
 
 async def attack(client: openai.AsyncOpenAI, index: int, previous: str | None, said: list[str]) -> Any:

@@ -21,7 +21,6 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,9 @@ import pytest
 from responses_bridge.demo.procs import free_port
 from responses_bridge.envoy_config import Auth, render_bootstrap
 from responses_bridge.run.programs.isolate import DEFAULT_TIMEOUT
-from tests.support.bridge import Sidecar, keys_command, running_sidecar
+from tests.support.bridge import keys_command, running_sidecar
 from tests.support.envoy import have_envoy, start_envoy
+from tests.support.keyed_stack import Stack
 from tests.support.memory import reset_peak, status_kb
 from tests.support.schema import validate_response
 from tools.process_memory import descendants, process_status_mb
@@ -49,16 +49,6 @@ TOOLS = [{"type": "programmatic_tool_calling"}, WEATHER]
 BUFFERS = ("js: const kept = []; for (let i = 0; i < 20; i++) { const b = new Uint8Array(64 << 20); b.fill(1); "
            "kept.push(b); } return kept.length")
 PROGRAM_MEMORY = 256 << 20
-
-
-@dataclass
-class Stack:
-    sidecar: Sidecar
-    envoy_url: str
-    keys: dict[str, str]
-
-    def url(self, door: str) -> str:
-        return self.envoy_url if door == "envoy" else self.sidecar.http_url
 
 
 async def make_keys(db: Path, *tenants: str) -> dict[str, str]:

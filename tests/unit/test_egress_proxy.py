@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from responses_bridge.net.host_policy import IPAddress, resolve
+from responses_bridge.sandbox.egress.origins import OriginGate
 from responses_bridge.sandbox.egress.policy import EgressRules, NetworkPolicy, parse_policy
 from responses_bridge.sandbox.egress.proxy import EgressLimits, EgressProxy
 
@@ -85,9 +86,9 @@ async def proxy_for(host: Host) -> AsyncIterator[Any]:
     made: list[EgressProxy] = []
 
     async def make(policy: NetworkPolicy, limits: EgressLimits | None = None,
-                   targets: str | None = None) -> EgressProxy:
+                   targets: str | None = None, *, origins: OriginGate | None = None) -> EgressProxy:
         rules = EgressRules.parse(f"127.0.0.1:{host.port}" if targets is None else targets)
-        proxy = EgressProxy(policy, rules, limits or EgressLimits(), tenant="t", resolver=fake_dns)
+        proxy = EgressProxy(policy, rules, limits or EgressLimits(), tenant="t", resolver=fake_dns, origins=origins)
         await proxy.start()
         made.append(proxy)
         return proxy

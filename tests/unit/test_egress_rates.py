@@ -5,17 +5,17 @@ owner — each beside the code call's bound it replaces, which stays."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from responses_bridge.sandbox.desktop.egress_watch import MAX_KEPT, DesktopEgress
 from responses_bridge.sandbox.desktop.origins import OriginApprovals
-from responses_bridge.sandbox.egress.policy import EgressRules, NetworkPolicy
-from responses_bridge.sandbox.egress.proxy import EgressLimits, EgressProxy
+from responses_bridge.sandbox.egress.proxy import EgressLimits
 from responses_bridge.sandbox.egress.rates import EgressOwner, EgressRates, TokenBucket
-from tests.unit.test_egress_proxy import Host, exchange, fake_dns, policy_of
+from tests.unit.test_egress_proxy import Host, exchange, policy_of
+from tests.unit.test_egress_proxy import host as host  # the fixtures: this module's own test host (module scope)
+from tests.unit.test_egress_proxy import proxy_for as proxy_for  # and proxies to it, closed after each test
 
 pytestmark = pytest.mark.store_free
 
@@ -35,31 +35,6 @@ class Owner:
         self.told.append((host, outcome))
 
 
-@pytest.fixture(scope="module")
-async def host() -> AsyncIterator[Host]:
-    served = Host()
-    await served.start()
-    yield served
-    assert served.runner is not None
-    await served.runner.cleanup()
-
-
-@pytest.fixture
-async def proxy_for(host: Host) -> AsyncIterator[Any]:
-    made: list[EgressProxy] = []
-
-    async def make(policy: NetworkPolicy, owner: Owner | None, limits: EgressLimits | None = None) -> EgressProxy:
-        proxy = EgressProxy(policy, EgressRules.parse(f"127.0.0.1:{host.port}"), limits or EgressLimits(),
-                            tenant="t", resolver=fake_dns, origins=owner)
-        await proxy.start()
-        made.append(proxy)
-        return proxy
-
-    yield make
-    for proxy in made:
-        await proxy.close()
-
-
 def get(host: Host, path: str = "/echo-headers", name: str = "app.test") -> bytes:
     return f"GET http://{name}:{host.port}{path} HTTP/1.1\r\n\r\n".encode()
 
@@ -67,8 +42,8 @@ def get(host: Host, path: str = "/echo-headers", name: str = "app.test") -> byte
 async def test_a_browser_opens_connections_past_a_code_calls_lifetime_count(proxy_for: Any, host: Host) -> None:
     """100 connections one after another: the code call's 64th is its last (control), the browser's are all
     served — its bounds are what it holds at once and how fast it opens them."""
-    code, browser = await proxy_for(policy_of("app.test"), None), await proxy_for(policy_of("app.test"),
-                                                                                   Owner(EgressRates()))
+    code, browser = await proxy_for(policy_of("app.test")), await proxy_for(policy_of("app.test"),
+                                                                             origins=Owner(EgressRates()))
     assert isinstance(Owner(EgressRates()), EgressOwner)
     coded = [(await exchange(code, get(host)))[:12] for _ in range(EgressLimits().connections + 1)]
     assert coded[-1] == b"HTTP/1.1 403" and set(coded[:-1]) == {b"HTTP/1.1 200"}
@@ -79,7 +54,7 @@ async def test_a_browser_opens_connections_past_a_code_calls_lifetime_count(prox
 async def test_a_browser_past_its_connection_rate_is_refused_and_its_owner_told(proxy_for: Any,
                                                                                 host: Host) -> None:
     owner = Owner(EgressRates(connection_burst=3, connections_per_second=0.001, wait=0.5))
-    proxy = await proxy_for(policy_of("app.test"), owner)
+    proxy = await proxy_for(policy_of("app.test"), origins=owner)
     answers = [await exchange(proxy, get(host)) for _ in range(4)]
     assert [answer[:12] for answer in answers] == [b"HTTP/1.1 200"] * 3 + [b"HTTP/1.1 403"]
     assert b"X-Egress-Outcome: connection_rate" in answers[-1] and b"PER_SECOND" in answers[-1]
@@ -91,7 +66,7 @@ async def test_a_browser_past_its_open_connections_waits_then_is_refused(proxy_f
     import asyncio
 
     owner = Owner(EgressRates(connections=1, wait=0.2))
-    proxy = await proxy_for(policy_of("app.test"), owner)
+    proxy = await proxy_for(policy_of("app.test"), origins=owner)
     slow = asyncio.ensure_future(exchange(proxy, get(host, "/slow")))
     await asyncio.sleep(0.3)
     refused = await exchange(proxy, get(host))
@@ -105,7 +80,7 @@ async def test_a_refused_destination_is_told_with_its_host(proxy_for: Any, host:
     """A host outside the policy gets its 403 and the owner hears it, naming the host; a served one is not told
     (control)."""
     owner = Owner(EgressRates())
-    proxy = await proxy_for(policy_of("app.test"), owner)
+    proxy = await proxy_for(policy_of("app.test"), origins=owner)
     assert (await exchange(proxy, get(host))).startswith(b"HTTP/1.1 200")
     assert owner.told == []
     assert (await exchange(proxy, get(host, name="other.test"))).startswith(b"HTTP/1.1 403")
@@ -116,11 +91,11 @@ async def test_a_browsers_bytes_are_paced_past_their_burst_never_cut(proxy_for: 
     """Three downloads of 1 MiB: a code call bounded to 2.5 MB in all gets two and a cut third (control); a browser
     whose burst is 256 KiB gets all three whole, the bytes past the burst slowed (its bucket: the test below)."""
     limits = EgressLimits(call_bytes=2_500_000)
-    code = await proxy_for(policy_of("app.test"), None, limits)
+    code = await proxy_for(policy_of("app.test"), limits)
     sizes = [len(await exchange(code, get(host, "/big"))) for _ in range(3)]
     assert sizes[0] > 1 << 20 and sizes[2] < 1 << 20
     owner = Owner(EgressRates(bytes_per_second=16 << 20, byte_burst=256 << 10))
-    browser = await proxy_for(policy_of("app.test"), owner, limits)
+    browser = await proxy_for(policy_of("app.test"), limits, origins=owner)
     sizes = [len(await exchange(browser, get(host, "/big"))) for _ in range(3)]
     assert all(size > 1 << 20 for size in sizes) and owner.told == []
 

@@ -104,28 +104,30 @@ async def test_a_history_that_does_not_fit_waits_and_is_refused_naming_its_size_
     budget = MemoryBudget(int(cost * 3.2), 0.5)  # a share of 1.6 histories
     async with open_stores(kind, request, tmp_path) as stores:
         await stores.responses.save_response(make_response("resp_h"), items, tenant=DEFAULT_TENANT)
+
+        def loading(held: Held) -> asyncio.Task[Any]:
+            """The history loaded within ``held``'s request, in a task of its own (a request's context)."""
+            return asyncio.create_task(within(held, lambda: stores.responses.load_history(
+                "resp_h", tenant=DEFAULT_TENANT)))
+
         first = Held(budget, "attacker")
         await first.cover(1800)
-        assert await asyncio.create_task(within(first, lambda: stores.responses.load_history(
-            "resp_h", tenant=DEFAULT_TENANT)))
+        assert await loading(first)
         second = Held(budget, "attacker")
         await second.cover(1800)
         with pytest.raises(APIError) as refused:
-            await asyncio.create_task(within(second, lambda: stores.responses.load_history(
-                "resp_h", tenant=DEFAULT_TENANT)))
+            await loading(second)
         assert (refused.value.status, refused.value.code) == (503, "memory_share_exceeded")
         assert "previous_response_id 'resp_h'" in refused.value.message and "3001 items" in refused.value.message
         assert second.bytes == 1800  # nothing loaded, nothing held for it
         first.release()
-        assert await asyncio.create_task(within(second, lambda: stores.responses.load_history(
-            "resp_h", tenant=DEFAULT_TENANT)))  # room again: it fits
+        assert await loading(second)  # room again: it fits
         second.release()
         small = MemoryBudget(cost, 0.5)  # a share of half a history: it never fits
         alone = Held(small, "attacker")
         await alone.cover(1800)
         with pytest.raises(APIError) as too_large:
-            await asyncio.create_task(within(alone, lambda: stores.responses.load_history(
-                "resp_h", tenant=DEFAULT_TENANT)))
+            await loading(alone)
         assert (too_large.value.status, too_large.value.code) == (400, "history_too_large")
         assert "3001 items" in too_large.value.message
         alone.release()

@@ -35,6 +35,7 @@ import aiohttp
 
 from responses_bridge.demo import fake_server
 from responses_bridge.demo.procs import free_port, wait_http
+from tests.support.memory import peak_while  # checkout-only, as the bench is
 from tools.bench import base_tree
 from tools.process_memory import descendants, process_rss_mb
 
@@ -117,19 +118,9 @@ async def burst(src: Path, upstream: str, tmp: Path, after: float) -> tuple[floa
         if await program(session, url) != 200:
             raise SystemExit("scripts/bench idle: a program did not run (the 'programs' extra: py_mini_racer)")
         await asyncio.sleep(1)
-        before = peak = family_mb(pid)
-        running = True
-
-        async def sample() -> None:
-            nonlocal peak
-            while running:
-                peak = max(peak, family_mb(pid))
-                await asyncio.sleep(0.05)
-
-        sampler = asyncio.create_task(sample())
-        statuses = await asyncio.gather(*(program(session, url) for _ in range(BURST)))
-        running = False
-        await sampler
+        before = family_mb(pid)
+        peak, statuses = await peak_while(lambda: family_mb(pid), before, asyncio.gather(
+            *(program(session, url) for _ in range(BURST))))
         if set(statuses) != {200}:
             raise SystemExit(f"scripts/bench idle: the burst was answered {sorted(set(statuses))}")
         ended = time.monotonic()

@@ -35,6 +35,7 @@ import ctypes
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from ..process.periodic import Periodic
 
@@ -55,19 +56,28 @@ def resident_bytes() -> int:
         return 0
 
 
-def glibc_malloc_trim() -> Callable[[], None] | None:
-    """``malloc_trim(0)`` of glibc, or None on other C libraries and systems. The C library is looked up among the
-    symbols the interpreter has loaded (``dlopen(NULL)``), not by ``ctypes.util.find_library``, which runs
-    ``ldconfig -p`` in a subprocess: a fork of the whole process at every start (1.5 ms of CPU, ~8 ms of wall)."""
+def _glibc_function(name: str) -> Any:
+    """The C function ``name`` of glibc among the symbols the interpreter has loaded (``dlopen(NULL)``), or None on
+    other systems, other C libraries (only glibc has ``gnu_get_libc_version``) or a glibc without it. One lookup for
+    every allocator call here, so that they all agree on what counts as glibc."""
     if not sys.platform.startswith("linux"):
         return None
     try:
         libc = ctypes.CDLL(None)
     except OSError:
         return None
-    if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "malloc_trim"):  # only glibc has both
+    if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, name):
         return None
-    trim = libc.malloc_trim
+    return getattr(libc, name)
+
+
+def glibc_malloc_trim() -> Callable[[], None] | None:
+    """``malloc_trim(0)`` of glibc, or None on other C libraries and systems. The C library is looked up among the
+    symbols the interpreter has loaded (``dlopen(NULL)``), not by ``ctypes.util.find_library``, which runs
+    ``ldconfig -p`` in a subprocess: a fork of the whole process at every start (1.5 ms of CPU, ~8 ms of wall)."""
+    trim = _glibc_function("malloc_trim")
+    if trim is None:
+        return None
     trim.argtypes = (ctypes.c_size_t,)
     trim.restype = ctypes.c_int
     return lambda: trim(0)
@@ -82,15 +92,9 @@ def glibc_free_bytes() -> Callable[[], int] | None:
     """The bytes of free chunks glibc's arenas hold (``mallinfo2().fordblks``: resident until trimmed, if touched),
     or None without glibc 2.33's ``mallinfo2``. Trimmed chunks stay free chunks (their pages given back), so it is
     its growth since a trim that says memory was let go."""
-    if not sys.platform.startswith("linux"):
+    info = _glibc_function("mallinfo2")
+    if info is None:
         return None
-    try:
-        libc = ctypes.CDLL(None)
-    except OSError:
-        return None
-    if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallinfo2"):
-        return None
-    info = libc.mallinfo2
     info.argtypes = ()
     info.restype = _MallInfo2
     return lambda: int(info().fordblks)

@@ -45,7 +45,7 @@ from .identity import SandboxIdentity
 from .limits import SandboxLimits
 from .result import SandboxBusy, SandboxResult, SandboxUnavailable
 from .seccomp import SeccompUnavailable, compiled_filter
-from .slots import FairSlots, busy_note
+from .slots import FairSlots, take_slot
 
 log = structlog.get_logger(__name__)
 SHELL_NEEDS_PROCESSES = (
@@ -280,12 +280,7 @@ class Sandbox:
             metrics.sandbox_run("refused", None, job=job)
             raise SandboxUnavailable(refused or "bubblewrap (bwrap) was not found")
         if slot:
-            why = await self.slots.acquire_or_why(tenant, self.limits.timeout)
-            if why is not None:
-                metrics.sandbox_run("refused", None, job=job)
-                raise SandboxBusy(SandboxResult("refused", "", "", note=busy_note(why, self.limits.slots,
-                                                                                  self.limits.timeout)))
-            metrics.SANDBOX_LIVE.inc()
+            await take_slot(self.slots, tenant, self.limits, job)
         try:
             name = call_name("run", str(next(_CALLS)))
             proxy = None if network is None or self.egress is None else EgressProxy(

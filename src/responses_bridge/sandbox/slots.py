@@ -12,10 +12,18 @@ A refusal says what is true of the asking tenant only: never what other tenants 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..fairness.share import Reason
 from ..fairness.slots import FairSlots
+from ..observability import metrics
+from .result import SandboxBusy, SandboxResult
 
-__all__ = ["FairSlots", "busy_note"]
+if TYPE_CHECKING:
+    from .call import JobKind
+    from .limits import SandboxLimits
+
+__all__ = ["FairSlots", "busy_note", "take_slot"]
 
 
 def busy_note(why: Reason, slots: int, timeout: float) -> str:
@@ -27,3 +35,14 @@ def busy_note(why: Reason, slots: int, timeout: float) -> str:
         return (f"Execution did not start: all {slots} sandboxes are busy and the queue of runs waiting for one is "
                 "full; a full queue gives up the newest run of the tenant holding and waiting for the most.")
     return f"Execution did not start: all {slots} sandboxes stayed busy for {timeout:g} s."
+
+
+async def take_slot(slots: FairSlots, tenant: str, limits: SandboxLimits, job: JobKind) -> None:
+    """One of the tenant's ``slots`` within ``limits.timeout``, counted live, or :class:`SandboxBusy` with its
+    note (counted refused): the one admission of both backends (runner.py, agent_sandbox/backend.py), so they
+    refuse alike. The caller gives it back (``slots.release(tenant)``, ``SANDBOX_LIVE.dec()``)."""
+    why = await slots.acquire_or_why(tenant, limits.timeout)
+    if why is not None:
+        metrics.sandbox_run("refused", None, job=job)
+        raise SandboxBusy(SandboxResult("refused", "", "", note=busy_note(why, limits.slots, limits.timeout)))
+    metrics.SANDBOX_LIVE.inc()

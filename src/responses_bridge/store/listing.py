@@ -96,18 +96,12 @@ def responses_page(tenant: str, where: ResponseFilter, page: Bounds, fetch: int,
     params = bound_params(page, fetch)
     params["tenant"] = tenant
     conditions = ["r.tenant = :tenant"]
-    if where.model is not None:
-        conditions.append("r.model = :model")
-        params["model"] = where.model
-    if where.status is not None:
-        conditions.append("r.status = :status")
-        params["status"] = where.status
-    if where.created_before is not None:
-        conditions.append("r.created_at < :created_before")
-        params["created_before"] = where.created_before
-    if where.created_after is not None:
-        conditions.append("r.created_at >= :created_after")
-        params["created_after"] = where.created_after
+    for name, test, value in (("model", "r.model =", where.model), ("status", "r.status =", where.status),
+                              ("created_before", "r.created_at <", where.created_before),
+                              ("created_after", "r.created_at >=", where.created_after)):
+        if value is not None:  # each filter given: one condition, one parameter of its own name
+            conditions.append(f"{test} :{name}")
+            params[name] = value
     source, key = "responses AS r", _RESPONSE_KEY
     for n, (name, value) in enumerate(where.metadata):
         params[f"mk{n}"], params[f"mv{n}"] = name, value

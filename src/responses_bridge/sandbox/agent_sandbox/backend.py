@@ -38,7 +38,7 @@ from ..egress.policy import NetworkPolicy
 from ..egress.proxy import EgressProxy, EgressSettings
 from ..limits import SandboxLimits
 from ..result import SandboxBusy, SandboxResult, SandboxUnavailable
-from ..slots import FairSlots, busy_note
+from ..slots import FairSlots, take_slot
 from . import transfer
 from .door_admission import DoorLimits
 from .egress_door import EgressDoor
@@ -188,12 +188,7 @@ class AgentSandboxBackend:
     @contextlib.asynccontextmanager
     async def _slot(self, tenant: str, job: JobKind, pool: str) -> AsyncIterator[None]:
         """One of the tenant's sandbox slots (fair-share: slots.py), or :class:`SandboxBusy` saying why not."""
-        why = await self.slots.acquire_or_why(tenant, self.limits.timeout)
-        if why is not None:
-            metrics.sandbox_run("refused", None, job=job)
-            raise SandboxBusy(SandboxResult("refused", "", "", note=busy_note(why, self.limits.slots,
-                                                                              self.limits.timeout)))
-        metrics.SANDBOX_LIVE.inc()
+        await take_slot(self.slots, tenant, self.limits, job)
         try:
             with tracing.span("sandbox run", {"responses_bridge.sandbox.backend": "agent-sandbox",
                                               "responses_bridge.sandbox.pool": pool}):
