@@ -38,10 +38,9 @@ list of tenants.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .share import FairPool
+from .tenure import Service
 
 HEADROOM = 0.5
 """The part of a unit pool kept for tenants holding little while the pool is shared (see above)."""
@@ -91,6 +90,21 @@ class Window:
     def seen_other(self, tenant: str) -> float:
         """When a tenant other than ``tenant`` last left the pool."""
         return self.other_at if tenant == self.last else self.last_at
+
+
+class FairPool(Protocol):
+    """What the headroom reads and calls of a pool (share.py's FairPool): a protocol, so that the rule's module and
+    the pool's do not import each other."""
+
+    tenants: dict[str, Any]
+    window: Window
+    service: Service
+    floor: int
+    waiting: int
+
+    def _dispatch(self) -> None: ...
+
+    def _key(self, tenant: str, state: Any) -> None: ...
 
 
 def shared(pool: FairPool, tenant: str, now: float) -> bool:
