@@ -412,7 +412,7 @@ def main(config_text: str) -> None:
         sandboxed = not config["no_sandbox"]
         config["proxy"] = relayed_proxy(os.environ.get("HTTP_PROXY"))
         config["authority"] = authority_key_hash(os.environ.get("SSL_CERT_FILE"))
-        browser = Browser(config, screen, sandboxed)
+        browser = Browser(config, screen, sandboxed, _start_browser, _wait_for_browser)
         if error is None:
             error = browser.start(until)
             marks["browser"] = time.monotonic()

@@ -13,12 +13,17 @@ import signal
 import subprocess
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # in the call, these are the sources sent before this file's
-    from .agent import Screen, _start_browser, _wait_for_browser
     from .devtools import DevToolsError
     from .page import Pages
+
+StartBrowser = Callable[[dict, bool], "tuple[subprocess.Popen, Pages]"]
+"""agent.py's start of Chromium with its DevTools pipe: (the configuration, sandboxed) -> (its process, its pages)."""
+WaitForBrowser = Callable[[Any, subprocess.Popen, float], "str | None"]
+"""agent.py's wait for Chromium's first drawing on the screen: (the screen, its process, until) -> why not, or None."""
 
 BROWSER_ENDING = 2.0
 """Seconds a request whose screen went black waits for its browser to end (a last tab closed), to start it again at
@@ -41,10 +46,12 @@ class Browser:
     model's screenshot is a browser's. The open tabs and what was typed into pages are lost with it, and so are its
     cookies: the profile is incognito and keeps nothing (a sign-in is asked again)."""
 
-    def __init__(self, config: dict, screen: Screen, sandboxed: bool) -> None:
+    def __init__(self, config: dict, screen: Any, sandboxed: bool, start: StartBrowser,
+                 wait: WaitForBrowser) -> None:
         self.config = config
-        self.screen = screen
+        self.screen = screen  # agent.py's Screen: ``start`` and ``wait`` are its, given, so neither file imports both
         self.sandboxed = sandboxed
+        self._start_browser, self._wait_for_browser = start, wait
         self.process: subprocess.Popen | None = None
         self.pages: Pages | None = None
         self.url = str(config["url"])
@@ -54,14 +61,14 @@ class Browser:
 
     def start(self, until: float) -> str | None:
         """Started and drawn (without Chromium's own sandbox where it cannot start here); why not, else None."""
-        self.process, self.pages = _start_browser({**self.config, "url": self.url}, self.sandboxed)
-        error = _wait_for_browser(self.screen, self.process, until)
+        self.process, self.pages = self._start_browser({**self.config, "url": self.url}, self.sandboxed)
+        error = self._wait_for_browser(self.screen, self.process, until)
         if error is not None and self.sandboxed and self.process.poll() is not None:
             # its own sandbox could not start here (no user namespace: "No usable sandbox!"): without it
             self.sandboxed = False
             self.pages.devtools.close()
-            self.process, self.pages = _start_browser({**self.config, "url": self.url}, self.sandboxed)
-            error = _wait_for_browser(self.screen, self.process, until)
+            self.process, self.pages = self._start_browser({**self.config, "url": self.url}, self.sandboxed)
+            error = self._wait_for_browser(self.screen, self.process, until)
         return error
 
     def gone(self) -> str | None:
