@@ -35,8 +35,7 @@ from .run.upstream import UpstreamClient
 from .run.upstream_gate import UpstreamGate
 from .runtime_sandbox import open_code_interpreter
 from .sealing import Sealer, load_or_create_key, new_key_text
-from .services.agents.agents import AgentService
-from .services.agents.desktop_watch import NO_DESKTOPS, DesktopRegistry
+from .services.agents.desktop_watch.registry import NO_DESKTOPS, DesktopRegistry
 from .services.containers.containers import ContainerService
 from .services.containers.skills import SkillService
 from .services.files.files import FileService, files_directory
@@ -57,6 +56,7 @@ from .services.tenancy.memory_budget import MemoryBudget, Reservation
 from .services.tenancy.memory_watch import MemoryWatch, default_source
 from .store import ResponseStore
 from .store.base import ApiKeyStore, ChunkIndex, RunLeases
+from .store.base_agents import AgentStore
 from .store.open import StoreSet, open_stores
 
 log = structlog.get_logger("responses_bridge.runtime")
@@ -90,7 +90,8 @@ class Runtime:
     containers: ContainerService  # the Containers API; the code interpreter's files (services/containers/containers.py)
     skills: SkillService  # the Skills API; the skills containers are made with (services/containers/skills.py)
     background: BackgroundService
-    agents: AgentService  # the Agents API's reusable agents; sessions: adapters/http/agents/agents_routes.py
+    # the Agents API's records; its services are built by its first request (adapters/http/agents/capability.py)
+    agent_store: AgentStore
     retention: RetentionService  # purges what each tenant's retention_days has expired
     idempotency: IdempotencyService  # Idempotency-Key of POST /v1/responses (services/responses/idempotency.py)
     trimmer: MemoryTrimmer  # gives large requests' memory back to the system (fairness/allocator.py)
@@ -221,7 +222,7 @@ class Runtime:
                                      sidecar_token(settings.sealing_key, db_path)),
                    files=files, uploads=uploads, embedder=embedder, chunks=stores.chunks, vector_stores=vector_stores,
                    containers=containers, skills=skills,
-                   background=background, agents=AgentService(stores.agents, sealer),
+                   background=background, agent_store=stores.agents,
                    retention=retention, idempotency=idempotency, trimmer=trimmer, gauges=gauges,
                    api_keys=stores.api_keys).watching()
         await runtime.take_over_background()

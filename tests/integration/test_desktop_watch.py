@@ -38,7 +38,7 @@ from responses_bridge.sandbox.doctor import check_bubblewrap
 from responses_bridge.sandbox.egress.policy import EgressRules, parse_policy
 from responses_bridge.sandbox.egress.proxy import EgressLimits, EgressSettings
 from responses_bridge.serve import open_runtime
-from responses_bridge.services.agents.desktop_watch import Watchable
+from responses_bridge.services.agents.desktop_watch.registry import Watchable
 from tests.support.bridge import create_keys
 from tests.support.cli import cli
 from tests.support.postgres import sidecar_env

@@ -21,7 +21,6 @@ from responses_bridge.process.periodic import Periodic
 from responses_bridge.run.server_tools import ServerTools, ServerToolServices
 from responses_bridge.runtime import Runtime
 from responses_bridge.sealing import Sealer
-from responses_bridge.services.agents.agents import AgentService
 from responses_bridge.services.containers.container_skills import ContainerSkills
 from responses_bridge.services.containers.containers import ContainerService
 from responses_bridge.services.containers.skills import SkillService
@@ -80,7 +79,7 @@ def runtime_over(store: SQLiteResponseStore, settings: Settings, *,
         chunks=chunks, vector_stores=vector_stores, containers=containers,
         skills=skills,
         background=BackgroundService(store, SQLiteEventLog(store), upstream),
-        agents=AgentService(SQLiteAgentStore(store)),
+        agent_store=SQLiteAgentStore(store),
         retention=RetentionService(store, SQLiteConversationStore(store), settings.tenant_policy, any_retention=False),
         idempotency=IdempotencyService(SQLiteIdempotencyStore(store), settings.idempotency_key_seconds),
         trimmer=MemoryTrimmer(), gauges=Periodic(0, _nothing, name="metrics-gauges", failure="metrics_refresh_failed"))

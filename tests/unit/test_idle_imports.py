@@ -59,6 +59,16 @@ LAZY = (
     "apscheduler",  # automations' cron schedules: read by the first automation created or found stored
     "anyio",  # an MCP server's connect deadline and the first name resolved for it or a sandbox's egress
     "ahocorasick_rs",  # byte sequences replaced in a stream: an egress secret, a stored chat completion's id
+    # the Agents API, built by the first request under /agents or /vaults, or at start when its store holds a record
+    # of it (adapters/http/agents/capability.py): its routes, services and protocol, and the sessions' desktops
+    "responses_bridge.adapters.http.agents.agents_routes",
+    "responses_bridge.services.agents.agents",
+    "responses_bridge.services.agents.sessions",
+    "responses_bridge.services.agents.automations",
+    "responses_bridge.services.agents.computer",
+    "responses_bridge.services.agents.desktop_watch.feed",
+    "responses_bridge.protocol.agents",
+    "responses_bridge.sandbox.desktop",
 )
 
 # Every setting that would make the sidecar load one of them on purpose is left out of its environment.

@@ -15,6 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from responses_bridge.adapters.http.lazy_routes import LazyRoutes, Register
 from responses_bridge.adapters.http.routes import api_routes
 
+pytestmark = pytest.mark.store_free  # its stores are its own SQLite files, whatever the pass
+
 GREETING = web.AppKey("greeting", str)
 OWN = web.AppKey("own", str)
 SEEN = web.RequestKey("seen", bool)

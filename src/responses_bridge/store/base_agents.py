@@ -82,6 +82,12 @@ class AgentStore(Protocol):
 
     async def count(self, kind: str, *, tenant: str) -> int: ...
 
+    async def in_use(self) -> bool:
+        """Whether any tenant has anything of the Agents API stored (an agent, a session, an automation, a vault…):
+        the HTTP door loads the Agents API at start only then, since only then can there be a turn to resume or an
+        automation to fire (adapters/http/agents/capability.py)."""
+        ...
+
     async def unfinished_sessions(self, limit: int = 1000) -> list[tuple[str, dict[str, Any]]]:
         """Across tenants (start-up recovery only): ``(tenant, session)`` of sessions whose ``status`` says a turn
         is running or waiting."""

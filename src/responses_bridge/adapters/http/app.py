@@ -13,7 +13,7 @@ from ...run.upstream import UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
 from ...services.files.embeddings import EmbeddingService
 from ...services.readiness import check_readiness
-from .agents.agents_routes import AgentRoutes
+from .agents import capability as agents_capability
 from .console import entry as console_entry
 from .containers.containers_routes import ContainerRoutes
 from .containers.skills_routes import SkillRoutes
@@ -67,7 +67,8 @@ def create_app(runtime: Runtime) -> web.Application:
     ResponsesRoutes(runtime, upstream, clients).register(app)
     background_routes.register(app, runtime, upstream, clients)  # cancel, WebSocket mode, compact, input_tokens
     ConversationRoutes(runtime.conversations).register(app)
-    AgentRoutes(runtime, watch_tokens).register(app)  # the Agents API: agents, sessions, events, turns, items
+    # the Agents API (agents, sessions, events, turns, items, vaults): imported by its first use (agents/capability.py)
+    agents_capability.register(app, runtime, watch_tokens)
     PromptRoutes(runtime.prompts).register(app)
     ChatCompletionRoutes(runtime.chat_completions).register(app)  # stored ones; POST is UpstreamRoutes'
     FileRoutes(runtime.files).register(app)

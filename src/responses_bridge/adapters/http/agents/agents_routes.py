@@ -24,10 +24,11 @@ from ....run.tools.mcp_config import MCPServerOverlay
 from ....runtime import Runtime
 from ....sandbox.desktop import DesktopSettings
 from ....sandbox.egress.rates import EgressRates
+from ....services.agents.agents import AgentService
 from ....services.agents.automations.bounds import AutomationBounds
 from ....services.agents.computer.calls import ComputerUse
 from ....services.agents.computer.desktops import DesktopBounds, DesktopPool
-from ....services.agents.desktop_watch import FrameFeeds, WatchBounds
+from ....services.agents.desktop_watch.feed import FrameFeeds, WatchBounds
 from ....services.agents.desktop_watch.registry import NO_DESKTOPS
 from ....services.agents.environments.mcp import SessionMCP
 from ....services.agents.events import KEEPALIVE
@@ -99,22 +100,22 @@ def turn_starter(runtime: Runtime) -> Any:
 class AgentRoutes:
     def __init__(self, runtime: Runtime, watch_tokens: WatchTokens | None = None) -> None:
         self.runtime = runtime
-        self.agents = runtime.agents
-        self.vaults = VaultService(runtime.agents.store, runtime.sealer, GuardedTokenEndpoint(
+        self.agents = AgentService(runtime.agent_store, runtime.sealer)
+        self.vaults = VaultService(runtime.agent_store, runtime.sealer, GuardedTokenEndpoint(
             HostPolicy.parse(runtime.settings.mcp_allowed_hosts)))  # OAuth refreshes reach what MCP calls may
-        self.sessions = SessionService(runtime.agents.store, runtime.agents, runtime.background,
+        self.sessions = SessionService(runtime.agent_store, self.agents, runtime.background,
                                        turn_starter(runtime), runtime.containers, vaults=self.vaults)
         self.sessions.kept_authorization = runtime.kept_authorization  # turns resumable with the caller's key
         shell = runtime.server_tools.services.shell
         self.sessions.mcp = SessionMCP(runtime.server_tools.services.mcp,
                                        shell if isinstance(shell, HostedShell) else None,  # where a sandbox runs
-                                       runtime.agents.sealer, runtime.agents.store)
+                                       runtime.sealer, runtime.agent_store)
         self.executors = ExecutorHub(runtime.sealer)  # the exec-servers of self_hosted sessions (executor_routes.py)
         self.sessions.environments.executors = self.executors
         # a plugin's apps: the connector ids the operator's registry serves
         # (services/agents/environments/plugin_apps.py)
         self.sessions.environments.connectors = frozenset(runtime.server_tools.services.mcp.connectors)
-        self.automations = AutomationRoutes(runtime.agents, self.sessions, AutomationBounds.of(runtime.settings))
+        self.automations = AutomationRoutes(self.agents, self.sessions, AutomationBounds.of(runtime.settings))
         settings = runtime.settings  # the agents' computer_use: a desktop per session, in the bubblewrap sandbox
         self.sessions.computer = ComputerUse(DesktopPool(
             shell.runs.sandbox if isinstance(shell, HostedShell) else None,

@@ -30,7 +30,7 @@ from urllib.parse import quote
 import orjson
 from aiohttp import web
 
-from ....services.agents.desktop_watch import FrameFeeds
+from ....services.agents.desktop_watch.feed import FrameFeeds
 from ....services.agents.sessions import SessionService
 from ..desktop_watch_tokens import Kind, WatchTokens
 from ..drain import DRAIN

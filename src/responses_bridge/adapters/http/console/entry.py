@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ....settings_error import SettingsError
+from ..agents.capability import AGENTS
 
 if TYPE_CHECKING:
     from ....runtime import Runtime
@@ -31,7 +32,8 @@ def register(app: web.Application, runtime: Runtime, watch_tokens: WatchTokens) 
         if not pages:
             from .pages import Console
 
-            pages.append(Console(runtime, watch_tokens, request.app))
+            agents = request.app.get(AGENTS)  # the sessions' pages read the Agents API: loaded with the console
+            pages.append(Console(runtime, watch_tokens, await agents.application() if agents is not None else None))
         answered: web.StreamResponse = await pages[0].handle(request)
         return answered
 

@@ -49,12 +49,13 @@ Page = Callable[[web.Request, Viewer, re.Match[str]], Awaitable[web.StreamRespon
 
 
 class Console:
-    def __init__(self, runtime: Runtime, watch_tokens: WatchTokens, app: web.Application) -> None:
+    def __init__(self, runtime: Runtime, watch_tokens: WatchTokens, agents: web.Application | None) -> None:
+        """``agents``: the Agents API's application (adapters/http/agents/capability.py), None on a door without it."""
         self.runtime = runtime
         self.watch_tokens = watch_tokens
         self.sign_in = SignIn(runtime)
-        self.sessions: SessionService | None = app.get(SESSIONS)
-        self.traces = SessionTraces(runtime.agents.store)
+        self.sessions: SessionService | None = agents.get(SESSIONS) if agents is not None else None
+        self.traces = SessionTraces(runtime.agent_store)
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                             undefined=jinja2.StrictUndefined)
         self.routes: list[tuple[str, re.Pattern[str], Page, bool]] = [  # method, path, page, operators only

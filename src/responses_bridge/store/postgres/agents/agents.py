@@ -34,6 +34,7 @@ _DELETE_CHILDREN = "DELETE FROM agent_records WHERE parent = $1 AND tenant = $2 
 _DELETE_EVENTS = "DELETE FROM agent_session_events WHERE session_id = $1 AND tenant = $2"
 _DELETE_CHILDREN_OF_KIND = "DELETE FROM agent_records WHERE parent = $1 AND tenant = $2 AND kind = $3"
 _COUNT = "SELECT count(*) FROM agent_records WHERE kind = $1 AND tenant = $2"
+_IN_USE = "SELECT EXISTS (SELECT 1 FROM agent_records)"
 _UNFINISHED = ("SELECT tenant, body::text FROM agent_records WHERE kind = 'session' "
                "AND body->>'status' IN ('in_progress', 'requires_action') LIMIT $1")
 # ``expires_at`` is unix seconds by the database's clock, the only clock a lease is judged by (never a replica's)
@@ -133,6 +134,10 @@ class PostgresAgentStore(PostgresAutomationRecords):
     async def count(self, kind: str, *, tenant: str) -> int:
         async with self._db.acquire() as conn:
             return int(await conn.fetchval(_COUNT, kind, tenant))
+
+    async def in_use(self) -> bool:
+        async with self._db.acquire() as conn:
+            return bool(await conn.fetchval(_IN_USE))
 
     async def unfinished_sessions(self, limit: int = 1000) -> list[tuple[str, dict[str, Any]]]:
         async with self._db.acquire() as conn:

@@ -35,6 +35,7 @@ _DELETE_CHILDREN = ("DELETE FROM agent_records WHERE parent = ? AND tenant = ? A
 _DELETE_EVENTS = "DELETE FROM agent_session_events WHERE session_id = ? AND tenant = ?"
 _DELETE_CHILDREN_OF_KIND = "DELETE FROM agent_records WHERE parent = ? AND tenant = ? AND kind = ?"
 _COUNT = "SELECT count(*) FROM agent_records WHERE kind = ? AND tenant = ?"
+_IN_USE = "SELECT 1 FROM agent_records LIMIT 1"
 _UNFINISHED = ("SELECT tenant, body FROM agent_records WHERE kind = 'session' "
                "AND json_extract(body, '$.status') IN ('in_progress', 'requires_action') LIMIT ?")
 _CLAIM = ("INSERT INTO agent_session_owners (session_id, owner, expires_at) VALUES (?, ?, ?) "
@@ -133,6 +134,10 @@ class SQLiteAgentStore(SQLiteAutomationRecords):
         async with self._db.reading() as conn:
             rows = list(await conn.execute_fetchall(_COUNT, (kind, tenant)))
         return int(rows[0][0])
+
+    async def in_use(self) -> bool:
+        async with self._db.reading() as conn:
+            return bool(list(await conn.execute_fetchall(_IN_USE)))
 
     async def unfinished_sessions(self, limit: int = 1000) -> list[tuple[str, dict[str, Any]]]:
         async with self._db.reading() as conn:
