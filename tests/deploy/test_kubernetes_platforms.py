@@ -16,7 +16,7 @@ import pytest
 from responses_bridge.cli import main
 from responses_bridge.envoy_config import EXTPROC_CLUSTER, Auth, bootstrap_dict, to_yaml
 from responses_bridge.envoy_config.command import render
-from responses_bridge.envoy_config.envoy_gateway import DOOR_HEADER
+from responses_bridge.envoy_config.names import DOOR_HEADER
 from responses_bridge.envoy_config.envoy_gateway_policy import (
     apply_patches,
     comparable,

@@ -69,6 +69,9 @@ LAZY = (
     "responses_bridge.services.agents.desktop_watch.feed",
     "responses_bridge.protocol.agents",
     "responses_bridge.sandbox.desktop",
+    "responses_bridge.adapters.http.websocket",  # WebSocket mode: its first connection
+    "responses_bridge.envoy_config.bootstrap",  # rendering Envoy's configuration: the commands that print it
+    "responses_bridge.envoy_config.envoy_gateway",
 )
 
 # Every setting that would make the sidecar load one of them on purpose is left out of its environment.

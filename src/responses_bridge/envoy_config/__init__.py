@@ -33,13 +33,17 @@ and why:
 The ``responses-bridge envoy-config`` command prints it.
 
 Imports the settings and the process's worker count; renders only, never serves.
+
+The names both the bootstrap and the ext_proc door use (names.py) are imported here; the rendering (bootstrap,
+routes, filters, clusters, the Envoy Gateway and Istio objects, the command: ~100 KB of modules) only when one of
+its names is first asked for — a serving sidecar never renders, and its ext_proc door needs only the names.
 """
 
 from __future__ import annotations
 
-from .bootstrap import bootstrap_dict, internal_listener_port, render_bootstrap, to_yaml
-from .command import add_parser
-from .filters import Auth, JwtExample
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .names import (
     BUFFER_LIMIT_BYTES,
     CA_BUNDLES,
@@ -74,6 +78,23 @@ from .names import (
     upstream_cluster,
     upstream_path_prefix,
 )
+
+if TYPE_CHECKING:
+    from .bootstrap import bootstrap_dict, internal_listener_port, render_bootstrap, to_yaml
+    from .command import add_parser
+    from .filters import Auth, JwtExample
+
+_RENDERING = {"bootstrap_dict": ".bootstrap", "internal_listener_port": ".bootstrap", "render_bootstrap": ".bootstrap",
+              "to_yaml": ".bootstrap", "add_parser": ".command", "Auth": ".filters", "JwtExample": ".filters"}
+
+
+def __getattr__(name: str) -> Any:
+    """The rendering's names, imported on first use (module ``__getattr__``, PEP 562)."""
+    module = _RENDERING.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
+
 
 __all__ = [
     "BUFFER_LIMIT_BYTES",

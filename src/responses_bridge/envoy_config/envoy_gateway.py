@@ -24,18 +24,13 @@ from .envoy_gateway_policy import (
     route_header_patches,
     route_processor,
 )
-from .names import OWN_CALL_VALUE, ROUTE_HEADER, UpstreamURL
+from .names import DOOR_HEADER, OWN_CALL_VALUE, ROUTE_HEADER, UpstreamURL
 from .targets import Placement, bridge_filters, listener_limits, processor_filter, routes
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 POLICY = "responses-bridge"
 UPSTREAM_BACKEND = "llm-upstream"
 
-DOOR_HEADER = ("x-responses-bridge-door", "http")
-"""A Responses request carrying this header goes to the sidecar's HTTP door, which runs the tool loop (MCP, web
-search, code interpreter, context management): the bootstrap's processor sends such requests there itself, through a
-route on dynamic metadata that HTTPRoute cannot express. Gateway API's precedence (more header matches win) puts
-this route ahead of the processor's."""
 
 
 def _backend(up: UpstreamURL, placement: Placement) -> dict[str, Any]:

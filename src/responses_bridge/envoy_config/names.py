@@ -208,3 +208,10 @@ def _is_ip(address: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+DOOR_HEADER = ("x-responses-bridge-door", "http")
+"""Envoy Gateway's route to the door (envoy_gateway.py): a Responses request carrying this header goes to the
+sidecar's HTTP door, which runs the tool loop (MCP, web search, code interpreter, context management): the
+bootstrap's processor sends such requests there itself, through a route on dynamic metadata that HTTPRoute cannot
+express. Gateway API's precedence (more header matches win) puts this route ahead of the processor's."""

@@ -14,7 +14,7 @@ from ...engine.sse import DONE_FRAME
 from ...engine.tools.builtin import runs_server_tools
 from ...engine.wire import SSE_CONTENT_TYPE, UpstreamRequest
 from ...envoy_config import IDEMPOTENCY_KEY_HEADER, NATIVE_SUFFIX, upstream_path_prefix
-from ...envoy_config.envoy_gateway import DOOR_HEADER
+from ...envoy_config.names import DOOR_HEADER
 from ...fairness.memory_charge import hold
 from ...protocol.errors import APIError
 from ...protocol.responses.request import parse_json_object

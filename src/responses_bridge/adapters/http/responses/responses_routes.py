@@ -13,6 +13,7 @@ from aiohttp import web
 from ....engine.sse import KEEPALIVE_COMMENT
 from ....engine.wire import Reply
 from ....observability import metrics
+from ....process.off_loop_import import import_off_loop
 from ....protocol.errors import APIError, not_found
 from ....protocol.lists import list_body
 from ....protocol.responses.request import parse_json_object
@@ -39,7 +40,6 @@ from ..json_keepalive import answer_kept_alive
 from ..observe import STARTED
 from ..params import metadata_query, page_query, read_body
 from ..routes import api_routes
-from ..websocket import connection as websocket
 from . import background_routes, idempotent_replay
 from .let_go import LetGoResponse
 
@@ -151,8 +151,11 @@ class ResponsesRoutes:
     async def list_or_upgrade(self, request: web.Request) -> web.StreamResponse:
         """One path, two things: with ``Upgrade: websocket`` it is WebSocket mode
         (adapters/http/websocket/connection.py, which answers an incomplete handshake with its own error); a plain GET
-        lists the stored responses."""
+        lists the stored responses. WebSocket mode's modules (~60 KB) are imported by its first connection."""
         if "websocket" in request.headers.get("Upgrade", "").lower():
+            await import_off_loop("..websocket.connection", __package__)
+            from ..websocket import connection as websocket
+
             return await websocket.handle(request, self.runtime, self.upstream, self.clients)
         query = request.query
         where = listing.response_filter(query.get("model"), query.get("status"), metadata_query(request))
