@@ -43,8 +43,9 @@ from ....protocol.errors import APIError
 from ..embedder_names import bundled_model_dir, local_embedder_name, local_model_digest, package_model_dir
 
 if TYPE_CHECKING:
-    # Every sidecar builds its embedder at start, few ever embed: numpy (about 11 MB resident) and the local
-    # model's encoder (about 3 MB) are imported by the first embedding, not at start.
+    # The embedder is built by the first use of vector stores or of the Embeddings API
+    # (services/files/vector_stores_on_demand.py), and few of those embed at once: numpy (about 11 MB resident)
+    # and the local model's encoder (about 3 MB) are imported by the first embedding.
     import numpy as np
 
     from ....config.settings import Settings
