@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -40,9 +40,8 @@ from .services.containers.containers import ContainerService
 from .services.containers.skills import SkillService
 from .services.files.files import FileService, files_directory
 from .services.files.inputs import FileInputs
-from .services.files.retrieval.embedders import Embedder, embedder_from_settings
 from .services.files.uploads import UploadService
-from .services.files.vector_stores import VectorStoreService
+from .services.files.vector_stores_on_demand import VectorStoresOnDemand
 from .services.responses.background import BackgroundService
 from .services.responses.chat_completions import ChatCompletionService
 from .services.responses.conversations import ConversationService
@@ -58,6 +57,9 @@ from .store import ResponseStore
 from .store.base import ApiKeyStore, ChunkIndex, RunLeases
 from .store.base_agents import AgentStore
 from .store.open import StoreSet, open_stores
+
+if TYPE_CHECKING:
+    from .services.files.retrieval.embedders import Embedder
 
 log = structlog.get_logger("responses_bridge.runtime")
 
@@ -84,9 +86,10 @@ class Runtime:
     identity: Identity  # who the caller is (RESPONSES_BRIDGE_AUTH), for both doors: services/tenancy/identity.py
     files: FileService  # uploaded files: metadata in the store, bytes in files/ by the database (or in it)
     uploads: UploadService  # the Uploads API: files sent in parts, completed into files (services/files/uploads.py)
-    embedder: Embedder  # vector store search: the embedder and the chunk index (services/files/retrieval/)
-    chunks: ChunkIndex
-    vector_stores: VectorStoreService  # the Vector Stores API; the file_search tool's searcher
+    chunks: ChunkIndex  # vector store search: the chunk index and the embedder (services/files/retrieval/)
+    # the Vector Stores API, the file_search tool's searcher, the embedder: built on first use
+    # (services/files/vector_stores_on_demand.py)
+    vector_stores: VectorStoresOnDemand
     containers: ContainerService  # the Containers API; the code interpreter's files (services/containers/containers.py)
     skills: SkillService  # the Skills API; the skills containers are made with (services/containers/skills.py)
     background: BackgroundService
@@ -182,15 +185,14 @@ class Runtime:
         await files.start()
         uploads = UploadService(stores.uploads, files, max_parts=settings.max_upload_parts)
         await uploads.start()
-        embedder = embedder_from_settings(settings)
-        # the Vector Stores API over the files, the chunk index and the embedder; its ingestion starts with the
-        # files a previous process left in progress; on a shared database it also polls for the files other
-        # replicas attach, and takes over those whose claim a dead replica left to lapse
+        # the Vector Stores API over the files, the chunk index and the embedder, built on first use; its
+        # ingestion starts at once when a previous process left files in progress; on a shared database a light
+        # poll looks for the files other replicas attach, or whose claim a dead replica left to lapse
         shared = stores.postgres is not None or settings.worker_count() > 1
-        vector_stores = VectorStoreService(stores.vector_stores, files, stores.chunks, embedder,
-                                           concurrency=settings.ingest_concurrency,
-                                           poll_interval=INGEST_POLL_SECONDS if shared else None,
-                                           lease_seconds=settings.ingest_lease_seconds)
+        vector_stores = VectorStoresOnDemand(stores.vector_stores, files, stores.chunks, settings,
+                                             concurrency=settings.ingest_concurrency,
+                                             poll_interval=INGEST_POLL_SECONDS if shared else None,
+                                             lease_seconds=settings.ingest_lease_seconds)
         files.on_delete(vector_stores.forget_file)  # a deleted file leaves every vector store
         await vector_stores.start()
         server_tools.services.file_search = vector_stores  # what the file_search tool searches
@@ -220,7 +222,7 @@ class Runtime:
                    upstream=upstream, clients=clients, router=settings.router(), server_tools=server_tools,
                    identity=Identity(settings.auth, settings.tenant_header, stores.api_keys,
                                      sidecar_token(settings.sealing_key, db_path)),
-                   files=files, uploads=uploads, embedder=embedder, chunks=stores.chunks, vector_stores=vector_stores,
+                   files=files, uploads=uploads, chunks=stores.chunks, vector_stores=vector_stores,
                    containers=containers, skills=skills,
                    background=background, agent_store=stores.agents,
                    retention=retention, idempotency=idempotency, trimmer=trimmer, gauges=gauges,
@@ -273,11 +275,10 @@ class Runtime:
             if client is not self.upstream:
                 await client.close()
         await self.server_tools.services.aclose()
-        await self.vector_stores.close()  # ingestion stops; files in progress resume on the next start
+        await self.vector_stores.close()  # ingestion stops (files in progress resume on the next start), the embedder
         await self.containers.aclose()
         await self.uploads.aclose()
         await self.files.aclose()
-        await self.embedder.aclose()
         await self.store.close()
 
     def new_run(self, *, tool_loop: bool = False, tenant: str) -> ResponseRun:
@@ -294,6 +295,11 @@ class Runtime:
         run.charge_memory = self.memory.charge  # and holds its context in the memory budget
         run.upstream_gate = self.upstream_gate
         return run
+
+    @property
+    def embedder(self) -> Embedder:
+        """The vector stores' embedder (services/files/retrieval/embedders.py), built by its first use."""
+        return self.vector_stores.embedder
 
     @cached_property
     def file_inputs(self) -> FileInputs:

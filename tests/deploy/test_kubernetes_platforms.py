@@ -16,7 +16,6 @@ import pytest
 from responses_bridge.cli import main
 from responses_bridge.envoy_config import EXTPROC_CLUSTER, Auth, bootstrap_dict, to_yaml
 from responses_bridge.envoy_config.command import render
-from responses_bridge.envoy_config.names import DOOR_HEADER
 from responses_bridge.envoy_config.envoy_gateway_policy import (
     apply_patches,
     comparable,
@@ -31,6 +30,7 @@ from responses_bridge.envoy_config.istio import (
     TOOL_ROUTES,
     istio_cluster,
 )
+from responses_bridge.envoy_config.names import DOOR_HEADER
 from responses_bridge.envoy_config.targets import Placement, bridge_filters, processor_filter, with_clusters
 from responses_bridge.envoy_config.targets import routes as routes_of
 from responses_bridge.envoy_config.timeouts import EnvoyTimeouts

@@ -25,9 +25,8 @@ from responses_bridge.services.containers.container_skills import ContainerSkill
 from responses_bridge.services.containers.containers import ContainerService
 from responses_bridge.services.containers.skills import SkillService
 from responses_bridge.services.files.files import FileService
-from responses_bridge.services.files.retrieval.embedders import embedder_from_settings
 from responses_bridge.services.files.uploads import UploadService
-from responses_bridge.services.files.vector_stores import VectorStoreService
+from responses_bridge.services.files.vector_stores_on_demand import VectorStoresOnDemand
 from responses_bridge.services.responses.background import BackgroundService
 from responses_bridge.services.responses.chat_completions import ChatCompletionService
 from responses_bridge.services.responses.conversations import ConversationService
@@ -60,9 +59,8 @@ def runtime_over(store: SQLiteResponseStore, settings: Settings, *,
     upstream = AiohttpUpstreamClient(settings)
     files = FileService(SQLiteFileStore(store), None, settings.max_file_bytes,
                         max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes)
-    embedder = embedder_from_settings(settings)
     chunks = SQLiteChunkIndex(store)
-    vector_stores = VectorStoreService(SQLiteVectorStoreStore(store), files, chunks, embedder, concurrency=1)
+    vector_stores = VectorStoresOnDemand(SQLiteVectorStoreStore(store), files, chunks, settings, concurrency=1)
     limits = settings.sandbox_limits()
     skills = SkillService(SQLiteSkillStore(store), files.contents)
     containers = ContainerService(SQLiteContainerStore(store), files.contents, files, file_bytes=limits.file_bytes,
@@ -75,7 +73,7 @@ def runtime_over(store: SQLiteResponseStore, settings: Settings, *,
         chat_completions=ChatCompletionService(SQLiteChatCompletionStore(store)), upstream=upstream, clients={},
         router=settings.router(),
         server_tools=tools, identity=Identity(settings.auth, settings.tenant_header, SQLiteApiKeyStore(store)),
-        files=files, uploads=UploadService(SQLiteUploadStore(store), files), embedder=embedder,
+        files=files, uploads=UploadService(SQLiteUploadStore(store), files),
         chunks=chunks, vector_stores=vector_stores, containers=containers,
         skills=skills,
         background=BackgroundService(store, SQLiteEventLog(store), upstream),

@@ -14,9 +14,11 @@ import orjson
 import pytest
 from aiohttp import web
 
+from responses_bridge.config.settings import Settings
 from responses_bridge.engine.chat_tokens import load_encoding
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.files import embeddings
+from responses_bridge.services.files.embedder_names import names_from_settings
 from responses_bridge.services.files.embeddings import (
     LOCAL_MODEL,
     MAX_INPUT_TOKENS,
@@ -28,6 +30,8 @@ from responses_bridge.services.files.retrieval.embedders import (
     LocalStaticEmbedder,
     UnavailableEmbedder,
     UpstreamEmbedder,
+    embedder_from_settings,
+    local_embedder_name,
 )
 
 ANSWERS: dict[str, tuple[int, bytes]] = {
@@ -143,6 +147,22 @@ def test_which_models_the_service_answers_and_lists() -> None:
     assert upstream.listed() is not None and upstream.listed()["id"] == "text-embedding-3-large"  # type: ignore[index]
     none = EmbeddingService(UnavailableEmbedder())
     assert none.answers(LOCAL_MODEL) and not none.answers("nomic-embed-text") and none.listed() is None
+
+
+@pytest.mark.parametrize("embedding_model", [None, "text-embedding-3-large"])
+def test_the_settings_name_the_embedder_they_build(embedding_model: str | None) -> None:
+    """GET /v1/models and the choice of who answers POST /v1/embeddings read the embedder's names from the
+    settings, without building it: they are the names of the embedder the settings build."""
+    settings = Settings(upstream="http://127.0.0.1:9/v1", embedding_model=embedding_model)
+    built = EmbeddingService(embedder_from_settings(settings))
+    names = names_from_settings(settings)
+    assert names.listed() == built.listed() and names.served_model() == built.served_model()
+    local_name = local_embedder_name()
+    for model in (LOCAL_MODEL, local_name, local_name.removeprefix("local:"), f"{LOCAL_MODEL}@sha256:0",
+                  "text-embedding-3-large", "nomic-embed-text"):
+        assert names.answers(model) == built.answers(model), model
+        assert names.serves(model) == built.names.serves(model), model
+    assert names.serves(local_name) == (embedding_model is None)  # else answered: the 404 naming the one served
 
 
 class StubLocalEmbedder(LocalStaticEmbedder):

@@ -72,6 +72,15 @@ LAZY = (
     "responses_bridge.adapters.http.websocket",  # WebSocket mode: its first connection
     "responses_bridge.envoy_config.bootstrap",  # rendering Envoy's configuration: the commands that print it
     "responses_bridge.envoy_config.envoy_gateway",
+    # vector stores: the service, its ingestion, retrieval (embedders, chunking, search), the Embeddings API over
+    # the embedder and the routes, built by the first request under /vector_stores, file_search call or embedding
+    # the embedder answers; at start only when a previous process left files in progress
+    "responses_bridge.services.files.retrieval",
+    "responses_bridge.services.files.vector_stores",
+    "responses_bridge.services.files.vector_store_shapes",
+    "responses_bridge.services.files.ingestion",
+    "responses_bridge.services.files.embeddings",
+    "responses_bridge.adapters.http.files.vector_stores_routes",
 )
 
 # Every setting that would make the sidecar load one of them on purpose is left out of its environment.
@@ -182,6 +191,31 @@ async def test_plain_requests_through_either_door_import_none_of_them(started: S
     assert loaded(after) == []
     # the hot path imported nothing at all: everything it needs was loaded at start
     assert sorted(after - idle) == []
+
+
+RETRIEVAL = ("responses_bridge.services.files.vector_stores", "responses_bridge.services.files.retrieval")
+
+
+async def test_what_needs_no_vector_store_loads_none_and_the_first_that_does_loads_it(started: Started) -> None:
+    """The embedder listed in GET /v1/models, an upstream's embedding model passed through, a file uploaded and
+    deleted (in no vector store) load nothing of vector stores; the first request under /vector_stores does."""
+    base = started.http_url
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/v1/models") as response:
+            listed = await response.json()
+        assert response.status == 200 and "tokenlearn-static-model" in [model["id"] for model in listed["data"]]
+        async with session.post(f"{base}/v1/embeddings", json={"model": "fake-embedding", "input": "hi"}) as response:
+            assert response.status == 200 and len((await response.json())["data"]) == 1
+        form = aiohttp.FormData({"purpose": "assistants"})
+        form.add_field("file", b"alpha beta gamma", filename="notes.txt")
+        async with session.post(f"{base}/v1/files", data=form) as response:
+            file_id = (await response.json())["id"]
+        async with session.delete(f"{base}/v1/files/{file_id}") as response:
+            assert response.status == 200 and (await response.json())["deleted"] is True
+        assert [name for name in loaded(await started.modules()) if name.startswith(RETRIEVAL)] == []
+        async with session.post(f"{base}/v1/vector_stores", json={"name": "docs"}) as response:
+            assert response.status == 200 and (await response.json())["object"] == "vector_store"
+    assert [name for name in loaded(await started.modules()) if name.startswith(RETRIEVAL)] == sorted(RETRIEVAL)
 
 
 def test_the_check_sees_an_import() -> None:

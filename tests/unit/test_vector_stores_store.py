@@ -95,6 +95,24 @@ async def test_a_readded_file_gets_a_new_row_and_the_old_job_changes_nothing(sto
     assert [r.seq for r in await stores.in_progress_files()] == new
 
 
+async def test_whether_files_wait_for_ingestion_is_one_read(stores: VectorStoreStore) -> None:
+    """What a process reads at start (and, sharing the database, polls) before it loads ingestion: a row in
+    progress, and one nobody holds (never claimed, given up, or its lease passed)."""
+    assert not await stores.has_files_to_ingest(unclaimed=False)
+    assert not await stores.has_files_to_ingest(unclaimed=True)
+    (seq,) = await stores.create_store(_store("vs_a"), _files("f1"), tenant=T)
+    assert await stores.has_files_to_ingest(unclaimed=False) and await stores.has_files_to_ingest(unclaimed=True)
+    assert await stores.claim_file(seq, "worker-a", 60)
+    assert await stores.has_files_to_ingest(unclaimed=False)  # a dead process's claim, to a process alone
+    assert not await stores.has_files_to_ingest(unclaimed=True)  # another replica's, held
+    assert await stores.claim_file(seq, "worker-a", -1)  # its lease passed
+    assert await stores.has_files_to_ingest(unclaimed=True)
+    assert await stores.release_claims("worker-a") == 1
+    assert await stores.has_files_to_ingest(unclaimed=True)
+    assert await stores.finish_file(seq, "completed", usage_bytes=5)
+    assert not await stores.has_files_to_ingest(unclaimed=False)
+
+
 async def test_batch_counts_and_cancel(stores: VectorStoreStore) -> None:
     await stores.create_store(_store("vs_a"), _files("other"), tenant=T)
     seqs = await stores.add_files("vs_a", 150, _files("f1", "f2", "f3"), batch_id="vsfb_1", tenant=T)

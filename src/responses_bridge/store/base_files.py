@@ -227,6 +227,11 @@ class VectorStoreStore(Protocol):
     async def in_progress_files(self) -> list[StoredVectorStoreFile]:
         """Across tenants: workers only (ingestion resumes at start)."""
 
+    async def has_files_to_ingest(self, *, unclaimed: bool) -> bool:
+        """Whether any row is in progress (``unclaimed``: and nobody holds it, its lease unset or passed): one read,
+        which tells a process whether to start ingestion (services/files/vector_stores_on_demand.py) without
+        loading it. Across tenants: workers only."""
+
     async def claim_next(self, owner: str, lease_seconds: float, limit: int) -> list[StoredVectorStoreFile]:
         """Claim up to ``limit`` in-progress rows nobody holds, oldest first. Across tenants: workers only."""
 

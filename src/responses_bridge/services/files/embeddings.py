@@ -33,13 +33,13 @@ import orjson
 
 from ...engine.chat_tokens import load_encoding
 from ...protocol.errors import APIError
+from .embedder_names import LOCAL_MODEL, EmbedderNames
+from .embedding_refusals import upstream_error
 from .retrieval.embedders import Embedder, EmbeddingError, LocalStaticEmbedder, UpstreamEmbedder, normalise
 
 if TYPE_CHECKING:
     import numpy as np
 
-LOCAL_MODEL = "tokenlearn-static-model"
-OWNER = "responses-bridge"  # ``owned_by`` of the embedder's ``GET /v1/models`` entry
 MAX_INPUTS = 2048  # OpenAI's: items in one request's input array
 MAX_INPUT_TOKENS = 8192  # OpenAI's: tokens of one input
 MAX_REQUEST_TOKENS = 300_000  # OpenAI's: tokens summed over a request's inputs
@@ -214,38 +214,23 @@ class EmbeddingService:
 
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
+        self.names = names_of(embedder)
 
     def served_model(self) -> str:
         """The model name a request must give (the local model's also by its full, digest-carrying name)."""
-        embedder = self.embedder
-        if isinstance(embedder, UpstreamEmbedder):
-            return embedder.model
-        if isinstance(embedder, LocalStaticEmbedder):
-            return LOCAL_MODEL
-        return embedder.name  # no embedder here: asking its name raises the 400 that says how to get one
+        served = self.names.served_model()
+        return served if served is not None else self.embedder.name  # none: its name raises the 400 saying how
 
     def _serves(self, model: str) -> bool:
-        if isinstance(self.embedder, LocalStaticEmbedder):
-            return model in (LOCAL_MODEL, self.embedder.name, self.embedder.name.removeprefix("local:"))
-        return model == self.served_model()
+        return self.names.serves(model)
 
     def answers(self, model: str) -> bool:
-        """Whether this service answers a request for ``model`` (its embedder's names, and the local model's,
-        served or not); any other model is an upstream's, passed through by the door."""
-        embedder = self.embedder
-        if isinstance(embedder, LocalStaticEmbedder):
-            return self._serves(model)
-        if isinstance(embedder, UpstreamEmbedder) and model == embedder.model:
-            return True
-        return model == LOCAL_MODEL or model.startswith(f"local:{LOCAL_MODEL}@") or \
-            model.startswith(f"{LOCAL_MODEL}@")
+        """Whether this service answers a request for ``model`` (:meth:`EmbedderNames.answers`)."""
+        return self.names.answers(model)
 
     def listed(self) -> dict[str, Any] | None:
-        """The embedder as a ``GET /v1/models`` entry (``owned_by: responses-bridge``), listed beside the
-        upstreams' models; None when this deployment has none."""
-        if not isinstance(self.embedder, LocalStaticEmbedder | UpstreamEmbedder):
-            return None
-        return {"id": self.served_model(), "object": "model", "created": 0, "owned_by": OWNER}
+        """The embedder as a ``GET /v1/models`` entry, or None (:meth:`EmbedderNames.listed`)."""
+        return self.names.listed()
 
     async def create(self, body: dict[str, Any]) -> tuple[int, bytes]:
         """The answer's status and JSON body."""
@@ -290,34 +275,15 @@ class EmbeddingService:
                        code="embedding_failed")
 
 
-def upstream_error(status: int, answer: bytes) -> APIError:
-    """An upstream's error answer in OpenAI's shape, whatever shape it came in: OpenAI's and Ollama's
-    ``{"error": {"message", ...}}`` (its fields kept), vLLM's older flat ``{"object": "error", "message", "type",
-    "code": 404}``, a bare ``{"error": "..."}`` (llama.cpp, Ollama's own API), or no JSON at all. A 4xx keeps
-    its status; a 5xx is a 502 ``upstream_error`` naming it (the bridge answered, the upstream failed)."""
-    try:
-        decoded = orjson.loads(answer)
-    except orjson.JSONDecodeError:
-        decoded = None
-    fields: dict[str, Any] = {}
-    if isinstance(decoded, dict):
-        error = decoded.get("error")
-        if isinstance(error, dict):
-            fields = error
-        elif isinstance(error, str):
-            fields = {"message": error}
-        elif isinstance(decoded.get("message"), str):
-            fields = decoded
-    message = fields.get("message")
-    if not isinstance(message, str) or not message:
-        text = answer[:300].decode("utf-8", "replace").strip()
-        message = f"The upstream answered HTTP {status}" + (f": {text}" if text else ".")
-    if 400 <= status < 500:
-        return APIError(status, message, type=_text(fields.get("type")), param=_text(fields.get("param")),
-                        code=_text(fields.get("code")))
-    return APIError(502, f"The upstream failed (HTTP {status}): {message}", type="server_error",
-                    code="upstream_error")
+def names_of(embedder: Embedder) -> EmbedderNames:
+    """The names ``embedder`` answers to (the same as :func:`embedder_names.names_from_settings` says of the
+    embedder the settings build)."""
+    if isinstance(embedder, UpstreamEmbedder):
+        return EmbedderNames(upstream_model=embedder.model)
+    if isinstance(embedder, LocalStaticEmbedder):
+        return EmbedderNames(local_name=lambda: embedder.name)
+    return EmbedderNames()
 
 
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+__all__ = ["LOCAL_MODEL", "EmbeddingRequest", "EmbeddingService", "check_lengths", "names_of", "parse_request",
+           "upstream_error"]

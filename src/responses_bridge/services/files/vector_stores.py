@@ -186,15 +186,6 @@ class VectorStoreService:
         await self.chunks.delete_file_chunks(vector_store_id, file_id)
         return {"id": file_id, "object": "vector_store.file.deleted", "deleted": True}
 
-    async def forget_file(self, file_id: str) -> None:
-        """A deleted file leaves every vector store: its rows (so counts and usage follow) and its chunks (so
-        search no longer finds it). A job still queued for it finds no row and is dropped; one running finds
-        its row gone when it finishes and drops what it wrote. Across tenants: the files service's deletion
-        hook, after the file's own (tenant-checked, or expiry) delete; a file is only ever attached to its
-        tenant's stores."""
-        for vector_store_id in await self.store.delete_file_everywhere(file_id):
-            await self.chunks.delete_file_chunks(vector_store_id, file_id)
-
     async def file_content(self, vector_store_id: str, file_id: str, *, tenant: str) -> dict[str, Any]:
         """The parsed chunks of one file, in document order (OpenAI's file content page)."""
         await self._get_file(vector_store_id, file_id, tenant)

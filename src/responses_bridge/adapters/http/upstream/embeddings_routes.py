@@ -28,7 +28,8 @@ from ....protocol.responses.request import parse_json_object
 from ....run.response_run import LARGE_BODY_BYTES
 from ....run.upstream import UpstreamFailure
 from ....runtime import Runtime
-from ....services.files.embeddings import EmbeddingService, upstream_error
+from ....services.files.embedding_refusals import upstream_error
+from ....services.files.vector_stores_on_demand import VectorStoresOnDemand
 from ..params import read_body
 from ..routes import api_routes
 from .upstream_routes import ERROR_BODY_BYTES, answer_head, passthrough_cut, refuse_returning_call
@@ -37,8 +38,11 @@ EMBEDDINGS_PATH = "embeddings"
 
 
 class EmbeddingRoutes:
-    def __init__(self, service: EmbeddingService, runtime: Runtime) -> None:
-        self.service = service
+    """``POST /v1/embeddings``: the embedder's models answered by the embeddings service, which the first of them
+    builds (with the embedder: services/files/vector_stores_on_demand.py); any other passed to its upstream."""
+
+    def __init__(self, vector_stores: VectorStoresOnDemand, runtime: Runtime) -> None:
+        self.vector_stores = vector_stores
         self.runtime = runtime
 
     def register(self, app: web.Application) -> None:
@@ -50,11 +54,11 @@ class EmbeddingRoutes:
         body = await asyncio.to_thread(parse_json_object, raw) if len(raw) > LARGE_BODY_BYTES else \
             parse_json_object(raw)  # tens of MB of inputs would stall the event loop
         model = body.get("model")
-        if isinstance(model, str) and model and not self.service.answers(model):
+        if isinstance(model, str) and model and not self.vector_stores.names.answers(model):
             refuse_returning_call(request, self.runtime)
             return await self._passthrough(request, raw, body, model)
         del raw
-        status, answer = await self.service.create(body)
+        status, answer = await (await self.vector_stores.embeddings()).create(body)
         return web.Response(status=status, body=answer, content_type="application/json")
 
     async def _passthrough(self, request: web.Request, raw: bytes, body: dict[str, Any],

@@ -32,10 +32,6 @@ deployment that wants stronger vectors names an embedding model (``RESPONSES_BRI
 from __future__ import annotations
 
 import asyncio
-import functools
-import hashlib
-import importlib.util
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
@@ -44,10 +40,12 @@ import orjson
 from ....net.bounded_body import BodyTooLarge, read_bounded
 from ....net.errors import connection_error
 from ....protocol.errors import APIError
+from ..embedder_names import bundled_model_dir, local_embedder_name, local_model_digest, package_model_dir
 
 if TYPE_CHECKING:
-    # Every sidecar builds its embedder at start, few ever embed: numpy (about 11 MB resident) and the local
-    # model's encoder (about 3 MB) are imported by the first embedding, not at start.
+    # The embedder is built by the first use of vector stores or of the Embeddings API
+    # (services/files/vector_stores_on_demand.py), and few of those embed at once: numpy (about 11 MB resident)
+    # and the local model's encoder (about 3 MB) are imported by the first embedding.
     import numpy as np
 
     from ....config.settings import Settings
@@ -57,7 +55,6 @@ UPSTREAM_BATCH = 256  # texts per /v1/embeddings call
 # 20 ms for chunk-sized texts): the event loop gets the interpreter back between calls.
 LOCAL_BATCH = 16
 LOCAL_MAX_TOKENS = 512  # the model reads a text's first 512 tokens, as the package's own get_embeddings does
-LOCAL_MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")  # what the vectors depend on
 
 
 class Embedder(Protocol):
@@ -89,42 +86,6 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors
 
 
-@functools.cache
-def _local_model_dir() -> str:
-    from static_model import _model_dir  # the package's own check that its bundled files are there
-
-    return str(_model_dir())
-
-
-def _bundled_model_dir() -> str | None:
-    """Where the installed package keeps its model (``static_model/model``, the directory its ``_model_dir``
-    checks), found without importing it: its import loads the Rust encoder, which only an embedding needs, and the
-    embedder's name (the digest of these files) only a vector store. None when the package is not installed."""
-    try:
-        spec = importlib.util.find_spec("static_model")
-    except ImportError:  # a finder refusing the package: as good as not installed
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return str(Path(next(iter(spec.submodule_search_locations))) / "model")
-
-
-@functools.cache
-def local_model_digest(model_dir: str | None = None) -> str:
-    """SHA-256 of the model files, in a fixed order: the identity of the vectors the model produces."""
-    directory = Path(model_dir or _local_model_dir())
-    digest = hashlib.sha256()
-    for name in LOCAL_MODEL_FILES:
-        digest.update(name.encode() + b"\0")
-        with (directory / name).open("rb") as handle:
-            digest.update(hashlib.file_digest(handle, "sha256").digest())
-    return digest.hexdigest()
-
-
-def local_embedder_name(model_dir: str | None = None) -> str:
-    return f"local:tokenlearn-static-model@sha256:{local_model_digest(model_dir)[:16]}"
-
-
 def _local_encode(texts: list[str]) -> np.ndarray:
     """The static model's unit vectors for ``texts``. Its package was found at start; an encoder that fails to
     import (a wheel for another platform, say) is an :class:`EmbeddingError` naming the failed import."""
@@ -137,7 +98,7 @@ def _local_encode(texts: list[str]) -> np.ndarray:
         raise EmbeddingError(explain("retrieval", "static_model._static_model", error, MISSING_EXTRA,
                                      public=True)) from None
 
-    model_dir = _local_model_dir()
+    model_dir = package_model_dir()
     rows: list[list[float]] = []
     for start in range(0, len(texts), LOCAL_BATCH):
         rows.extend(encode_batch(model_dir, texts[start:start + LOCAL_BATCH], LOCAL_MAX_TOKENS))
@@ -297,7 +258,11 @@ def embedder_from_settings(settings: Settings) -> Embedder:
     if settings.embedding_model:
         return UpstreamEmbedder(settings.embedding_url or settings.upstream, settings.embedding_model,
                                 settings.api_key, dimensions=settings.embedding_dimensions)
-    model_dir = _bundled_model_dir()
+    model_dir = bundled_model_dir()
     if model_dir is None:
         return UnavailableEmbedder()
     return LocalStaticEmbedder(model_dir)  # a vector store's first use reads the files; an embedding imports it
+
+
+__all__ = ["Embedder", "EmbeddingError", "LocalStaticEmbedder", "UnavailableEmbedder", "UpstreamEmbedder",
+           "embedder_from_settings", "local_embedder_name", "local_model_digest", "normalise"]

@@ -314,6 +314,14 @@ class PostgresVectorStoreStore:
                                     "WHERE f.status = 'in_progress' ORDER BY f.seq")
         return [_file(row) for row in rows]
 
+    async def has_files_to_ingest(self, *, unclaimed: bool) -> bool:
+        """Whether a row is in progress (``unclaimed``: one nobody holds). Across tenants: workers only."""
+        sql = "SELECT 1 FROM vector_store_files WHERE status = 'in_progress'"
+        if unclaimed:
+            sql += " AND (lease_until IS NULL OR lease_until < clock_timestamp())"
+        async with self._db.acquire("vector_store_files_to_ingest") as conn:
+            return await conn.fetchval(sql + " LIMIT 1") is not None
+
     # -- ingestion claims ------------------------------------------------------------------------------------
 
     async def claim_next(self, owner: str, lease_seconds: float, limit: int) -> list[StoredVectorStoreFile]:

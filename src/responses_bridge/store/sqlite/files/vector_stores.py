@@ -295,6 +295,13 @@ class SQLiteVectorStoreStore:
                 f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.status = 'in_progress' ORDER BY f.seq"))
         return [_file(row) for row in rows]
 
+    async def has_files_to_ingest(self, *, unclaimed: bool) -> bool:
+        """Whether a row is in progress (``unclaimed``: one nobody holds). Across tenants: workers only."""
+        sql, args = (_CLAIMABLE, (time.time(),)) if unclaimed else (
+            "SELECT seq FROM vector_store_files WHERE status = 'in_progress'", ())
+        async with self._db.reading() as conn:
+            return bool(list(await conn.execute_fetchall(sql + " LIMIT 1", args)))
+
     # -- ingestion claims (several worker processes may share the file: leases, as on PostgreSQL) ---------------
 
     async def claim_next(self, owner: str, lease_seconds: float, limit: int) -> list[StoredVectorStoreFile]:
