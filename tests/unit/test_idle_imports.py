@@ -72,6 +72,7 @@ LAZY = (
     "responses_bridge.adapters.http.websocket",  # WebSocket mode: its first connection
     "responses_bridge.envoy_config.bootstrap",  # rendering Envoy's configuration: the commands that print it
     "responses_bridge.envoy_config.envoy_gateway",
+    "platformdirs",  # the default database's directory: a sidecar given --db never asks for it
     # vector stores: the service, its ingestion, retrieval (embedders, chunking, search), the Embeddings API over
     # the embedder and the routes, built by the first request under /vector_stores, file_search call or embedding
     # the embedder answers; at start only when a previous process left files in progress

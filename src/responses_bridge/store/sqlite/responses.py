@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
-import platformdirs
 
 from ...fairness.memory_charge import reserve_loading, reserving
 from .. import metrics
@@ -82,7 +81,10 @@ SELECT
 
 def default_db_path(*, make_directory: bool = True) -> str:
     """Per-user location, so a bridge started without configuration still keeps responses across restarts.
-    ``make_directory``: False for a command that only looks for the database (``keys``), which creates nothing."""
+    ``make_directory``: False for a command that only looks for the database (``keys``), which creates nothing.
+    platformdirs is imported here, by a start that names no database: one given its database never loads it."""
+    import platformdirs
+
     directory = Path(platformdirs.user_data_dir("responses-bridge"))
     if make_directory:
         make_private_directory(directory)
