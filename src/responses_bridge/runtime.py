@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -27,9 +27,9 @@ from .observability import metrics
 from .observability.logs import note_upstream
 from .process.periodic import Periodic
 from .protocol.errors import APIError
-from .run.programs.host import ProgramBounds, ProgramHost
 from .run.response_run import ResponseRun
 from .run.runs import Run
+from .run.server_tool_services import ProgramHosting
 from .run.server_tools import ServerTools, ServerToolServices
 from .run.upstream import UpstreamClient
 from .run.upstream_gate import UpstreamGate
@@ -58,6 +58,9 @@ from .services.tenancy.memory_watch import MemoryWatch, default_source
 from .store import ResponseStore
 from .store.base import ApiKeyStore, ChunkIndex, RunLeases
 from .store.open import StoreSet, open_stores
+
+if TYPE_CHECKING:
+    from .run.programs.host import ProgramHost
 
 log = structlog.get_logger("responses_bridge.runtime")
 
@@ -407,22 +410,30 @@ class Runtime:
         return self.clients.get(route.upstream.name)
 
 
-def program_host(settings: Settings, memory: MemoryBudget, sealer: Sealer) -> ProgramHost:
+def program_host(settings: Settings, memory: MemoryBudget, sealer: Sealer) -> ProgramHosting:
     """Where programs run: their slots shared by tenant as sandboxes' are, each program's memory bound (derived from
     the budget unless set: fairness/program_memory.py) held in the memory budget for its tenant while it runs, and its
-    answer while the response keeps it (the run reaches the budget only through this hold)."""
+    answer while the response keeps it (the run reaches the budget only through this hold). The host is made by the
+    first program that runs (run/server_tool_services.py's ``ProgramHosting``); whether the budget leaves programs
+    room is said at start, which needs none of their modules."""
     slots = settings.program_slots
     bound = settings.program_memory()
     problem = no_room(bound, memory.total, memory.share)
     if problem is not None:  # only a budget below the setting's floor comes here: a bound set too high stops the start
         log.warning("programs_without_memory", why=problem)
+    sign = program_signer(sealer)
 
     async def hold(tenant: str, size: int) -> Reservation:
         return await memory.charge(tenant, size)
 
-    return ProgramHost(program_signer(sealer), ProgramBounds(slots, settings.program_slot_wait, bound,
-                                                             lower_after=settings.program_lower_priority_after),
-                       share=lambda tenant: slots if settings.auth == "none" else max(1, slots - 1), hold=hold)
+    def build() -> ProgramHost:
+        from .run.programs.host import ProgramBounds, ProgramHost  # imported by ProgramHosting.host, off the loop
+
+        return ProgramHost(sign, ProgramBounds(slots, settings.program_slot_wait, bound,
+                                               lower_after=settings.program_lower_priority_after),
+                           share=lambda tenant: slots if settings.auth == "none" else max(1, slots - 1), hold=hold)
+
+    return ProgramHosting(sign, build)
 
 
 async def _refresh_gauges() -> None:
