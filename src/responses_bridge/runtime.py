@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
@@ -58,9 +58,6 @@ from .services.tenancy.memory_watch import MemoryWatch, default_source
 from .store import ResponseStore
 from .store.base import ApiKeyStore, ChunkIndex, RunLeases
 from .store.open import StoreSet, open_stores
-
-if TYPE_CHECKING:
-    from .run.programs.host import ProgramHost
 
 log = structlog.get_logger("responses_bridge.runtime")
 
@@ -421,19 +418,13 @@ def program_host(settings: Settings, memory: MemoryBudget, sealer: Sealer) -> Pr
     problem = no_room(bound, memory.total, memory.share)
     if problem is not None:  # only a budget below the setting's floor comes here: a bound set too high stops the start
         log.warning("programs_without_memory", why=problem)
-    sign = program_signer(sealer)
 
     async def hold(tenant: str, size: int) -> Reservation:
         return await memory.charge(tenant, size)
 
-    def build() -> ProgramHost:
-        from .run.programs.host import ProgramBounds, ProgramHost  # imported by ProgramHosting.host, off the loop
-
-        return ProgramHost(sign, ProgramBounds(slots, settings.program_slot_wait, bound,
-                                               lower_after=settings.program_lower_priority_after),
-                           share=lambda tenant: slots if settings.auth == "none" else max(1, slots - 1), hold=hold)
-
-    return ProgramHosting(sign, build)
+    return ProgramHosting(program_signer(sealer), slots, settings.program_slot_wait, bound,
+                          settings.program_lower_priority_after,
+                          share=lambda tenant: slots if settings.auth == "none" else max(1, slots - 1), hold=hold)
 
 
 async def _refresh_gauges() -> None:

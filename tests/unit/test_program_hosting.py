@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 
-from responses_bridge.run.programs.host import ProgramBounds, ProgramHost
+from responses_bridge.run.programs.host import ProgramBounds
 from responses_bridge.run.server_tool_services import ProgramHosting
 
 
@@ -22,20 +22,15 @@ def _sign(message: bytes) -> str:
 
 
 async def test_the_host_is_made_once_by_the_first_programs() -> None:
-    made: list[ProgramHost] = []
-
-    def build() -> ProgramHost:
-        made.append(ProgramHost(_sign, ProgramBounds(slots=1)))
-        return made[-1]
-
-    hosting = ProgramHosting(_sign, build)
+    hosting = ProgramHosting(_sign, 2, 9.0, 64 << 20, 3.0, share=lambda tenant: 1)
     hosting.close()  # nothing made yet: nothing to close
-    assert made == []
     first = await asyncio.gather(*(hosting.host() for _ in range(4)))
-    assert len(made) == 1 and all(host is made[0] for host in first)
-    assert await hosting.host() is made[0]
+    host = first[0]
+    assert all(made is host for made in first) and await hosting.host() is host
+    assert host.bounds == ProgramBounds(2, 9.0, 64 << 20, lower_after=3.0)
+    assert host.sign is _sign and host.share is hosting.share and host.slots.total == 2
     hosting.close()
-    assert made[0].pool._closed.is_set()  # the pool's own flag: its workers are stopped and none start again
+    assert host.pool._closed.is_set()  # the pool's own flag: its workers are stopped and none start again
 
 
 START = textwrap.dedent("""
@@ -56,6 +51,7 @@ START = textwrap.dedent("""
     host = asyncio.run(hosting.host())
     print(json.dumps({"logs": [log["event"] for log in logs], "loaded": loaded,
                       "bounds": [host.bounds.slots, host.bounds.slot_wait, host.bounds.memory_bytes],
+                      "share": host.share("tenant") if host.share else None, "holds": host.hold is not None,
                       "same_sign": host.sign is hosting.sign}))
     host.close()
 """)
@@ -77,6 +73,7 @@ def test_the_start_says_programs_have_no_room_without_importing_them() -> None:
     assert small["logs"] == ["programs_without_memory"]
     assert small["loaded"] == []
     assert small["bounds"] == [3, 7.0, 64 << 20] and small["same_sign"] is True
+    assert small["share"] == 3 and small["holds"] is True  # no tenants (auth: none): every slot is the one's
     roomy = _start(4 << 30)
     assert roomy["logs"] == [] and roomy["loaded"] == []
     assert roomy["bounds"] == [3, 7.0, 256 << 20]

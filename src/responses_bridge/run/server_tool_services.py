@@ -21,7 +21,7 @@ from .tools.mcp import MCPTools
 from .tools.web_search import SearchCache, SearchProvider, provider_from_settings
 
 if TYPE_CHECKING:
-    from .programs.host import ProgramHost
+    from .programs.host import MemoryHold, ProgramHost
     from .tools.code_interpreter import CodeInterpreterService
     from .tools.image_generation import ImageSettings
     from .tools.mcp_config import MCPLimits
@@ -46,21 +46,30 @@ def programs_available() -> bool:
 class ProgramHosting:
     """Where the process's programs run, made by the first program that runs: until then none of run/programs/
     is imported (its worker pool, isolate, replay: tests/unit/test_idle_imports.py), nor its slots and threads
-    made, in a process no request has asked to run one. ``build`` makes the host (given by the composition root,
-    runtime.py, with the settings' bounds and the memory budget's hold); ``sign`` keys programs' fingerprints,
+    made, in a process no request has asked to run one. The host's bounds, ``share`` and ``hold`` are given by
+    the composition root (runtime.py: the settings', the memory budget's); ``sign`` keys programs' fingerprints,
     which a response needs before any of its programs runs (the ``program`` item the model's call makes, an item
     sent back checked) — the host's own ``sign`` is the same one."""
 
     sign: ProgramSigner
-    build: Callable[[], ProgramHost]
+    slots: int
+    slot_wait: float
+    memory_bytes: int
+    lower_after: float
+    share: Callable[[str], int] | None = None
+    hold: MemoryHold | None = None
     _host: ProgramHost | None = field(default=None, init=False, repr=False)
 
     async def host(self) -> ProgramHost:
         """The host, made now if no program ran before (its modules imported off the event loop)."""
         if self._host is None:
             await import_off_loop(".programs.host", __package__)
+            from .programs.host import ProgramBounds, ProgramHost
+
             if self._host is None:  # another first program may have made it while this one waited for the import
-                self._host = self.build()
+                self._host = ProgramHost(self.sign, ProgramBounds(self.slots, self.slot_wait, self.memory_bytes,
+                                                                  lower_after=self.lower_after),
+                                         share=self.share, hold=self.hold)
         return self._host
 
     def close(self) -> None:
