@@ -27,9 +27,9 @@ from .observability import metrics
 from .observability.logs import note_upstream
 from .process.periodic import Periodic
 from .protocol.errors import APIError
-from .run.programs.host import ProgramBounds, ProgramHost
 from .run.response_run import ResponseRun
 from .run.runs import Run
+from .run.server_tool_services import ProgramHosting
 from .run.server_tools import ServerTools, ServerToolServices
 from .run.upstream import UpstreamClient
 from .run.upstream_gate import UpstreamGate
@@ -414,10 +414,12 @@ class Runtime:
         return self.clients.get(route.upstream.name)
 
 
-def program_host(settings: Settings, memory: MemoryBudget, sealer: Sealer) -> ProgramHost:
+def program_host(settings: Settings, memory: MemoryBudget, sealer: Sealer) -> ProgramHosting:
     """Where programs run: their slots shared by tenant as sandboxes' are, each program's memory bound (derived from
     the budget unless set: fairness/program_memory.py) held in the memory budget for its tenant while it runs, and its
-    answer while the response keeps it (the run reaches the budget only through this hold)."""
+    answer while the response keeps it (the run reaches the budget only through this hold). The host is made by the
+    first program that runs (run/server_tool_services.py's ``ProgramHosting``); whether the budget leaves programs
+    room is said at start, which needs none of their modules."""
     slots = settings.program_slots
     bound = settings.program_memory()
     problem = no_room(bound, memory.total, memory.share)
@@ -427,9 +429,9 @@ def program_host(settings: Settings, memory: MemoryBudget, sealer: Sealer) -> Pr
     async def hold(tenant: str, size: int) -> Reservation:
         return await memory.charge(tenant, size)
 
-    return ProgramHost(program_signer(sealer), ProgramBounds(slots, settings.program_slot_wait, bound,
-                                                             lower_after=settings.program_lower_priority_after),
-                       share=lambda tenant: slots if settings.auth == "none" else max(1, slots - 1), hold=hold)
+    return ProgramHosting(program_signer(sealer), slots, settings.program_slot_wait, bound,
+                          settings.program_lower_priority_after,
+                          share=lambda tenant: slots if settings.auth == "none" else max(1, slots - 1), hold=hold)
 
 
 async def _refresh_gauges() -> None:

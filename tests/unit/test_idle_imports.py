@@ -54,6 +54,8 @@ LAZY = (
     "responses_bridge.services.agents.executor.relay",
     "packaging",  # an environment's Python packages, checked as requirement specifiers
     "py_mini_racer",  # programs: V8 runs in the programs' worker processes, never in the sidecar
+    "responses_bridge.run.programs",  # programs: their host, worker pool, isolate and replay, loaded by the first
+    "responses_bridge.engine.tools.program_reader",  # request offering one, the host made when the first one runs
     "kubernetes",  # the agent-sandbox pod backend's client
     "kubernetes_asyncio",
     "apscheduler",  # automations' cron schedules: read by the first automation created or found stored

@@ -38,7 +38,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -56,7 +56,6 @@ from . import tool_turns
 from .file_inputs import FileLoader, FileResolution, PreparedInput, prepare_input, prepared_at_once
 from .history import ConversationHistory, PromptRenderer, conversation_and_prompt
 from .multi_agent import offer_agents
-from .programs.host import Releasable
 from .response_persist import persist_response
 from .runs import BeforePersist, not_begun, nothing_left
 from .server_tools import CheckedTools, ServerToolRun, ServerTools, offers_server_tools
@@ -64,6 +63,9 @@ from .step_resume import ResumedSteps, StepRecorder, resumed_first_call
 from .subagents import Admission, Charge, attach_agents, wants_agents
 from .tools.mcp_config import MCPServerOverlay
 from .upstream_gate import UpstreamGate
+
+if TYPE_CHECKING:
+    from .programs.host import Releasable
 
 DEFAULT_MAX_TURNS = 16
 """Model turns one response may take (``RESPONSES_BRIDGE_MAX_TURNS``): the last is sent without tools."""
@@ -379,7 +381,9 @@ class ResponseRun:
         self._release_files()  # every end of the run closes its tools: the files' memory goes with them
         tool_run, self._tool_run = self._tool_run, None
         if tool_run is not None:
-            self._kept += tool_run.runner.programs.take_held()  # items of the answer still to be made: _let_go
+            programs = tool_run.runner.programs
+            if programs is not None:  # items of the answer still to be made: _let_go
+                self._kept += programs.take_held()
             tool_run.close()
 
     def retry_request(self) -> UpstreamRequest | None:

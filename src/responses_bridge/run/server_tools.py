@@ -41,6 +41,7 @@ from ..engine.responses.output_builder import OutputBuilder
 from ..engine.responses.request_translation import items_to_messages
 from ..engine.tools.tools import ToolPlan
 from ..engine.tools.turn_result import TurnResult
+from ..process.off_loop_import import import_off_loop
 from ..protocol.responses.request import ResponsesRequest
 from .server_tool_services import ServerToolServices
 from .server_tools_calls import CallRunner, TurnOutcome
@@ -99,12 +100,14 @@ class CheckedTools:
     async def connect(self) -> ServerToolRun:
         setup = self.setup
         await setup.connect()
+        if ("program", None, None) in self.plan.names:  # the first response offering programs imports their modules
+            await import_off_loop(".programs.calls", __package__)
         runner = CallRunner(self.services, self.request, self.plan, self.builder, setup.servers, setup.index,
                             setup.web_options, file_options=setup.file_options,
                             image_options=setup.image_options, tenant=self.tenant)
         try:
             first_turn_items = await runner.run_approved(setup.approved)
-            if ("program", None, None) in self.plan.names:  # programs waiting for client tools: resumed first
+            if runner.programs is not None:  # programs offered: those waiting for client tools are resumed first
                 first_turn_items += await runner.programs.resume([*setup.history, *self.request.input_items])
         except BaseException:  # cancelled during an approved call: free the index before going
             runner.close()
@@ -131,7 +134,7 @@ class ServerToolRun:
     @property
     def suspended(self) -> bool:
         """A program resumed at set-up waits for client tools again: the response ends with no model turn."""
-        return self.runner.programs.suspended
+        return self.runner.programs_suspended
 
     @property
     def tool_calls(self) -> int:

@@ -39,7 +39,6 @@ from ..fairness.memory_charge import COST_PER_TOOL_OUTPUT_BYTE, charge
 from ..observability import gen_ai, metrics, tracing
 from ..protocol.responses.request import ResponsesRequest
 from .cancellation import raise_if_cancelled
-from .programs.calls import ProgramCalls
 from .server_tools_setup import ApprovedCall
 from .tools.code_interpreter import OUTPUTS_INCLUDE, CodeRun, find_container_citations
 from .tools.file_search import (
@@ -68,6 +67,7 @@ from .tools.web_search import (
 if TYPE_CHECKING:
     from ..store.records import StoredContainerFile
     from .multi_agent import AgentTree
+    from .programs.calls import ProgramCalls
     from .server_tool_services import ServerToolServices
 
 log = structlog.get_logger(__name__)
@@ -129,8 +129,13 @@ class CallRunner:
         self.sources: list[SearchResult] = []  # every web search's results, in the order they were numbered
         self.numbered: list[SearchResult | FileSource] = []  # web and file sources: one numbering per response
         self._exhausted_turn_sent = False
-        # programmatic tool calling's programs (run/programs/); their calls of the bridge's tools run as the model's
-        self.programs = ProgramCalls(request, builder, plan, self._program_call, services.programs, tenant)
+        # programmatic tool calling's programs (run/programs/), where the plan offers ``program`` (set-up imported
+        # their modules: server_tools.py); their calls of the bridge's tools run as the model's
+        self.programs: ProgramCalls | None = None
+        if ("program", None, None) in plan.names:
+            from .programs.calls import ProgramCalls
+
+            self.programs = ProgramCalls(request, builder, plan, self._program_call, services.programs, tenant)
         if web_options is not None or file_options is not None or plan.server_names("code_interpreter") \
                 or plan.server_names("hosted_shell"):
             builder.cite = self.cite
@@ -169,7 +174,7 @@ class CallRunner:
         results = await self._run_all(jobs)
         # held from now to the request's end: in the output, the next turns' upstream bodies (fairness/memory_charge.py)
         charge(sum(len(result.content) for result in results), COST_PER_TOOL_OUTPUT_BYTE)
-        if len(runnable) < len(turn.calls) or self.programs.suspended:  # a program waits for client tools too
+        if len(runnable) < len(turn.calls) or self.programs_suspended:  # a program waits for client tools too
             ran = {id(call) for call in runnable}
             approval = any(call.server for call in turn.calls if id(call) not in ran)
             return TurnOutcome(results, end=True, reason="approval_requested" if approval else "client_calls")
@@ -197,9 +202,20 @@ class CallRunner:
         runs: dict[str, Callable[[TurnCall], Awaitable[ToolResult]]] = {
             "mcp": self._mcp_call, "web_search": self._web_search, "file_search": self._file_search,
             "code_interpreter": self._code_interpreter, "image_generation": self._image_generation,
-            "hosted_shell": self._hosted_shell, "multi_agent": self._multi_agent, "program": self.programs.run_call}
+            "hosted_shell": self._hosted_shell, "multi_agent": self._multi_agent, "program": self._program}
         run = runs.get(kind, self._tool_search)  # tool_search: the one kind left
         return lambda: _observed(kind, call, run)
+
+    @property
+    def programs_suspended(self) -> bool:
+        """Does a program of this response now wait for client tools? (Then the response ends.)"""
+        return self.programs is not None and self.programs.suspended
+
+    async def _program(self, call: TurnCall) -> ToolResult:
+        """The model's call of ``program``: offered only with the response's programs (``self.programs``)."""
+        if self.programs is None:
+            raise RuntimeError("a program call where the plan offers no program")
+        return await self.programs.run_call(call)
 
     async def _program_call(self, call: TurnCall) -> ToolResult:
         """A program's call of one of the bridge's tools: counted and bounded as the model's are."""
@@ -460,7 +476,8 @@ class CallRunner:
         return ToolResult(call.call_id, text)
 
     def close(self) -> None:
-        self.programs.release()  # what programs answered, unless the run took it to release later (take_held)
+        if self.programs is not None:  # what programs answered, unless the run took it to release later (take_held)
+            self.programs.release()
         if self.agents is not None:
             self.agents.close()
         if self.index is not None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from .client import CallReader, reader_for
 from .multi_agent import call_reader as multi_agent_reader
-from .program_reader import program_reader
 from .programs import ProgramSigner
 from .server import server_reader_for
 from .tools import CallTarget
@@ -17,6 +16,8 @@ def call_reader_for(target: CallTarget, call_id: str, output_index: int,
     """The reader of a call of ``target`` (not a plain function's: that call is a ``function_call`` item);
     ``program_sign``: what keys a program's fingerprint (programs.py)."""
     if target.kind == "program":
+        from .program_reader import program_reader  # programs' only: loaded by the first call of one
+
         return program_reader(call_id, output_index, program_sign)
     if target.kind == "multi_agent":
         return multi_agent_reader(target.name or "", call_id, output_index)

@@ -2,8 +2,9 @@
 worker thread) and comes to its ``program_output`` — the model's tool result — or to the client tools it waits for;
 a program that waited in an earlier response is resumed before the first turn, once the client's outputs are in.
 
-Each run of a program is made by the process's :class:`~.host.ProgramHost`: a slot shared fairly among tenants,
-its memory bound held in the budget, a worker process bounded at it.
+Each run of a program is made by the process's :class:`~.host.ProgramHost` (made by the process's first program:
+run/server_tool_services.py's ``ProgramHosting``): a slot shared fairly among tenants, its memory bound held in the
+budget, a worker process bounded at it.
 
 A program waiting for client tools ends the response with their ``function_call`` items (``caller`` the program),
 as a turn's own client calls do; their outputs come back in the next request (``previous_response_id``, or the
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...engine.responses.output_builder import OutputBuilder
 from ...engine.responses.turns import ToolResult
@@ -43,9 +44,11 @@ from ...engine.tools.programs import (
 from ...engine.tools.tools import ToolPlan
 from ...engine.tools.turn_result import TurnCall
 from ...protocol.responses.request import ResponsesRequest
-from .host import ProgramHost
 from .isolate import ProgramRun, ToolCall
 from .replay import check_replay, mismatch
+
+if TYPE_CHECKING:
+    from ..server_tool_services import ProgramHosting
 
 ServerJob = Callable[[TurnCall], Awaitable[ToolResult]]
 """Runs one server-side call the way the loop runs the model's (run/server_tools_calls.py), counted against
@@ -59,14 +62,14 @@ MAX_ROUNDS = 64
 class ProgramCalls:
     """The programs of one response, whose owner is ``tenant``. ``suspended``: a program now waits for client tools
     (the response ends). ``plan``: what the loop offers (the server-side tools programs may call are among its
-    targets); ``server_job``: runs one of their calls; ``host``: where programs run (None: this process runs
-    none — a ``program`` item cannot come to be without it)."""
+    targets); ``server_job``: runs one of their calls; ``host``: where programs run, its host made by the first
+    program that runs (None: this process runs none — a ``program`` item cannot come to be without it)."""
 
     request: ResponsesRequest
     builder: OutputBuilder
     plan: ToolPlan
     server_job: ServerJob
-    host: ProgramHost | None
+    host: ProgramHosting | None
     tenant: str
     suspended: bool = False
     names: list[str] = field(default_factory=list)
@@ -200,13 +203,14 @@ class ProgramCalls:
         return tenant_signer(self._host.sign, self.tenant)
 
     @property
-    def _host(self) -> ProgramHost:
+    def _host(self) -> ProgramHosting:
         if self.host is None:  # programs are not served without a host (ServerToolServices.served)
             raise RuntimeError("programs run only where the process has a ProgramHost")
         return self.host
 
     async def _run(self, code: str, results: list[str], seed: int, clock_ms: int) -> ProgramRun:
-        return await self._host.run(self.tenant, code, self.names, results, seed=seed, clock_ms=clock_ms)
+        host = await self._host.host()
+        return await host.run(self.tenant, code, self.names, results, seed=seed, clock_ms=clock_ms)
 
     def _outcome(self, call_id: str, run: ProgramRun) -> tuple[ToolResult, dict[str, Any] | None]:
         """The items a run comes to: its ``program_output`` (also returned), or the client calls it waits for."""

@@ -25,8 +25,6 @@ heap ends the program), ``max_output`` characters of result.
 from __future__ import annotations
 
 import asyncio
-import functools
-import importlib.util
 import json
 import threading
 import time
@@ -42,14 +40,6 @@ MAX_CALLS = 1000
 """Tool calls one program may make in all (recorded and new): each is an item of the response."""
 
 Status = Literal["completed", "suspended", "incomplete"]
-
-
-@functools.cache
-def programs_available() -> bool:
-    """Is the ``programs`` extra installed? (Without it ``programmatic_tool_calling`` is refused, naming it.) Looked
-    up once per process: the look-up walks ``sys.path`` on disk (a stat per entry), and every request reads what
-    the tool loop serves (it was 5% of a JSON request's CPU through the HTTP door)."""
-    return importlib.util.find_spec("py_mini_racer") is not None
 
 
 class ProgramsUnavailable(RuntimeError):
