@@ -80,14 +80,14 @@ class AgentSandboxSettings(BaseSettings):
     @field_validator("agent_sandbox_desktop_pool")
     @classmethod
     def _check_desktop_pool(cls, value: str | None) -> str | None:
-        from ..sandbox.agent_sandbox.settings import parse_pool_name
+        from ..sandbox.limits import parse_pool_name  # light: not the backend's modules, nor the runner
 
         return parse_pool_name(value.strip()) if value and value.strip() else None
 
     @field_validator("agent_sandbox_pools")
     @classmethod
     def _check_pools(cls, value: str) -> str:
-        from ..sandbox.agent_sandbox.settings import parse_pools  # the sandbox's modules load only where code may run
+        from ..sandbox.limits import parse_pools  # light: the sandbox's modules load only where code may run
 
         parse_pools(value)
         return value

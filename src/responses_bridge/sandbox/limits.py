@@ -17,6 +17,36 @@ MEMORY_LIMITS = ("1g", "4g", "16g", "64g")
 is what a run gets."""
 
 
+def parse_pool_name(name: str) -> str:
+    """``name`` if it is a Kubernetes object name (lower-case, digits, ``-`` and ``.``, at most 253); raises
+    ValueError saying what it is not."""
+    if not name or len(name) > 253 or not all((c.isalnum() and c.islower()) or c.isdigit() or c in "-." for c in name):
+        raise ValueError(f"{name!r} is not a SandboxWarmPool name (a lower-case Kubernetes name)")
+    return name
+
+
+def parse_pools(value: str) -> dict[str, str]:
+    """``1g=pool-a,4g=pool-b`` as {tier: SandboxWarmPool name}. Raises ValueError naming the entry that is not
+    ``<tier>=<name>`` with a tier of OpenAI's (1g, 4g, 16g, 64g) and a Kubernetes name."""
+    pools: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        tier, equals, name = entry.partition("=")
+        tier, name = tier.strip().lower(), name.strip()
+        if not equals or tier not in MEMORY_LIMITS or not _is_name(name):
+            raise ValueError(f"{entry!r} is not <tier>=<SandboxWarmPool name> with a tier among "
+                             f"{', '.join(MEMORY_LIMITS)} and a lower-case Kubernetes name")
+        pools[tier] = name
+    return pools
+
+
+def _is_name(name: str) -> bool:
+    try:
+        parse_pool_name(name)
+    except ValueError:
+        return False
+    return True
+
+
 def default_concurrency() -> int:
     """One sandbox per core: the code is CPU-bound, and more would only slow each down."""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)

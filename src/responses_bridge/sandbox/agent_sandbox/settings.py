@@ -1,42 +1,15 @@
 """What the sandbox backends read of the bridge's settings, as protocols: the settings (config/settings.py,
 config/agent_sandbox.py, config/sandbox.py) satisfy them, and the sandbox never imports the settings, which stand
-above it. ``parse_pools`` is here, below both, for the settings' check and the backend alike."""
+above it. ``parse_pools`` is in ../limits.py, below both, for the settings' check and the backend alike (the
+settings' check imports no module of this backend)."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from ..limits import MEMORY_LIMITS
+from ..limits import parse_pool_name, parse_pools
 
-
-def parse_pool_name(name: str) -> str:
-    """``name`` if it is a Kubernetes object name (lower-case, digits, ``-`` and ``.``, at most 253); raises
-    ValueError saying what it is not."""
-    if not name or len(name) > 253 or not all((c.isalnum() and c.islower()) or c.isdigit() or c in "-." for c in name):
-        raise ValueError(f"{name!r} is not a SandboxWarmPool name (a lower-case Kubernetes name)")
-    return name
-
-
-def parse_pools(value: str) -> dict[str, str]:
-    """``1g=pool-a,4g=pool-b`` as {tier: SandboxWarmPool name}. Raises ValueError naming the entry that is not
-    ``<tier>=<name>`` with a tier of OpenAI's (1g, 4g, 16g, 64g) and a Kubernetes name."""
-    pools: dict[str, str] = {}
-    for entry in filter(None, (part.strip() for part in value.split(","))):
-        tier, equals, name = entry.partition("=")
-        tier, name = tier.strip().lower(), name.strip()
-        if not equals or tier not in MEMORY_LIMITS or not _is_name(name):
-            raise ValueError(f"{entry!r} is not <tier>=<SandboxWarmPool name> with a tier among "
-                             f"{', '.join(MEMORY_LIMITS)} and a lower-case Kubernetes name")
-        pools[tier] = name
-    return pools
-
-
-def _is_name(name: str) -> bool:
-    try:
-        parse_pool_name(name)
-    except ValueError:
-        return False
-    return True
+__all__ = ["AgentSandboxConfig", "BackendConfig", "parse_pool_name", "parse_pools"]
 
 
 class AgentSandboxConfig(Protocol):
