@@ -33,11 +33,9 @@ from .run.server_tool_services import ProgramHosting
 from .run.server_tools import ServerTools, ServerToolServices
 from .run.upstream import UpstreamClient
 from .run.upstream_gate import UpstreamGate
-from .runtime_sandbox import open_code_interpreter
+from .runtime_sandbox import SandboxServices
 from .sealing import Sealer, load_or_create_key, new_key_text
 from .services.agents.desktop_watch.registry import NO_DESKTOPS, DesktopRegistry
-from .services.containers.containers import ContainerService
-from .services.containers.skills import SkillService
 from .services.files.files import FileService, files_directory
 from .services.files.inputs import FileInputs
 from .services.files.uploads import UploadService
@@ -59,6 +57,8 @@ from .store.base_agents import AgentStore
 from .store.open import StoreSet, open_stores
 
 if TYPE_CHECKING:
+    from .services.containers.containers import ContainerService
+    from .services.containers.skills import SkillService
     from .services.files.retrieval.embedders import Embedder
 
 log = structlog.get_logger("responses_bridge.runtime")
@@ -90,8 +90,9 @@ class Runtime:
     # the Vector Stores API, the file_search tool's searcher, the embedder: built on first use
     # (services/files/vector_stores_on_demand.py)
     vector_stores: VectorStoresOnDemand
-    containers: ContainerService  # the Containers API; the code interpreter's files (services/containers/containers.py)
-    skills: SkillService  # the Skills API; the skills containers are made with (services/containers/skills.py)
+    # the Containers and Skills APIs, the code interpreter and the hosted shell, built on first use
+    # (runtime_sandbox.py): ``containers`` and ``skills`` below
+    sandbox: SandboxServices
     background: BackgroundService
     # the Agents API's records; its services are built by its first request (adapters/http/agents/capability.py)
     agent_store: AgentStore
@@ -196,10 +197,7 @@ class Runtime:
         files.on_delete(vector_stores.forget_file)  # a deleted file leaves every vector store
         await vector_stores.start()
         server_tools.services.file_search = vector_stores  # what the file_search tool searches
-        skills = SkillService(stores.skills, files.contents,
-                              max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes)
-        containers = await open_code_interpreter(settings, stores.containers, files, stores.skills, server_tools,
-                                                  sealer)
+        sandbox = await SandboxServices.start(settings, stores.containers, stores.skills, files, server_tools, sealer)
         background = await _open_background(settings, stores, database_url, upstream)
         # stored responses and conversations past their tenant's retention go in the background (item 5)
         any_retention = settings.retention_days is not None or any(
@@ -223,7 +221,7 @@ class Runtime:
                    identity=Identity(settings.auth, settings.tenant_header, stores.api_keys,
                                      sidecar_token(settings.sealing_key, db_path)),
                    files=files, uploads=uploads, chunks=stores.chunks, vector_stores=vector_stores,
-                   containers=containers, skills=skills,
+                   sandbox=sandbox,
                    background=background, agent_store=stores.agents,
                    retention=retention, idempotency=idempotency, trimmer=trimmer, gauges=gauges,
                    api_keys=stores.api_keys).watching()
@@ -276,7 +274,7 @@ class Runtime:
                 await client.close()
         await self.server_tools.services.aclose()
         await self.vector_stores.close()  # ingestion stops (files in progress resume on the next start), the embedder
-        await self.containers.aclose()
+        await self.sandbox.aclose()
         await self.uploads.aclose()
         await self.files.aclose()
         await self.store.close()
@@ -300,6 +298,17 @@ class Runtime:
     def embedder(self) -> Embedder:
         """The vector stores' embedder (services/files/retrieval/embedders.py), built by its first use."""
         return self.vector_stores.embedder
+
+    @property
+    def containers(self) -> ContainerService:
+        """The Containers API; the code interpreter's files (services/containers/containers.py): built, with the
+        sandbox's other services, by the first reader (``await runtime.sandbox.open()`` builds it off the loop)."""
+        return self.sandbox.containers
+
+    @property
+    def skills(self) -> SkillService:
+        """The Skills API; the skills containers are made with (services/containers/skills.py)."""
+        return self.sandbox.skills
 
     @cached_property
     def file_inputs(self) -> FileInputs:

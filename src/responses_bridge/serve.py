@@ -94,9 +94,11 @@ def run(args: argparse.Namespace) -> int:
         raise SettingsError("--no-http and --no-extproc leave nothing to run; give at most one")
     settings = load_settings({field: flag for flag, field, _, _ in FLAGS}, config=args.config,
                              **{field: getattr(args, field) for _, field, _, _ in FLAGS})
-    from .sandbox.cgroups.delegation import become
+    delegated: tuple[list[str], list[str]] | None = None
+    if settings.run_as is not None:  # the sandbox's cgroup modules load only where they are used
+        from .sandbox.cgroups.delegation import become
 
-    delegated = become(settings.run_as)  # root with RESPONSES_BRIDGE_RUN_AS: the cgroup handed over, root dropped
+        delegated = become(settings.run_as)  # root with RESPONSES_BRIDGE_RUN_AS: the cgroup handed over, root dropped
     event_loop.loop_factory(settings.event_loop)  # uvloop asked for where it is missing: said before anything starts
     routing = check_routing(settings, config_path=config_file.path_from(args.config))
     if routing.error is not None:  # no request could reach any upstream: a configuration mistake, exit status 2

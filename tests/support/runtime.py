@@ -20,6 +20,7 @@ from responses_bridge.fairness.allocator import MemoryTrimmer
 from responses_bridge.process.periodic import Periodic
 from responses_bridge.run.server_tools import ServerTools, ServerToolServices
 from responses_bridge.runtime import Runtime
+from responses_bridge.runtime_sandbox import SandboxServices
 from responses_bridge.sealing import Sealer
 from responses_bridge.services.containers.container_skills import ContainerSkills
 from responses_bridge.services.containers.containers import ContainerService
@@ -66,16 +67,17 @@ def runtime_over(store: SQLiteResponseStore, settings: Settings, *,
     containers = ContainerService(SQLiteContainerStore(store), files.contents, files, file_bytes=limits.file_bytes,
                                   container_bytes=limits.container_bytes,
                                   skills=ContainerSkills(SQLiteSkillStore(store), files.contents))
+    sealer = Sealer(os.urandom(32))
     return Runtime(
-        settings=settings, store=store, options=settings.engine_options(), sealer=Sealer(os.urandom(32)),
+        settings=settings, store=store, options=settings.engine_options(), sealer=sealer,
         conversations=ConversationService(SQLiteConversationStore(store)),
         prompts=PromptService(SQLitePromptStore(store)),
         chat_completions=ChatCompletionService(SQLiteChatCompletionStore(store)), upstream=upstream, clients={},
         router=settings.router(),
         server_tools=tools, identity=Identity(settings.auth, settings.tenant_header, SQLiteApiKeyStore(store)),
         files=files, uploads=UploadService(SQLiteUploadStore(store), files),
-        chunks=chunks, vector_stores=vector_stores, containers=containers,
-        skills=skills,
+        chunks=chunks, vector_stores=vector_stores,
+        sandbox=SandboxServices.given(settings, containers, skills, files, tools, sealer),
         background=BackgroundService(store, SQLiteEventLog(store), upstream),
         agent_store=SQLiteAgentStore(store),
         retention=RetentionService(store, SQLiteConversationStore(store), settings.tenant_policy, any_retention=False),

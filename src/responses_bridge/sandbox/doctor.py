@@ -9,7 +9,8 @@ kernels, distributions and container runtimes (sysctls, AppArmor, seccomp profil
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .command import SHM_BYTES, TMP_BYTES
 from .host import INSTALL_FIX, PROC_FIX, check_bubblewrap
@@ -18,7 +19,11 @@ from .limits import SandboxLimits
 from .result import SandboxUnavailable
 
 if TYPE_CHECKING:
+    from .backend import SandboxBackend
     from .runner import Sandbox
+
+Event = tuple[str, str, dict[str, Any]]
+"""One line ``serve`` logs of the sandbox at start: (level, event, fields)."""
 
 @dataclass(frozen=True, slots=True)
 class Finding:
@@ -173,3 +178,87 @@ def _packages(sandbox: Sandbox) -> str:
     if missing and "numpy" not in missing:
         text += f" (install the [sandbox] extra for {', '.join(missing)})"
     return text
+
+
+# --- serve's start: what it says of the sandbox, and what a stopped process left ---
+
+
+def readiness_events(sandbox: SandboxBackend, slots: int) -> list[Event]:
+    """What ``serve`` says of the backend it opened: why no call can run (``sandbox_unavailable``), what runs
+    without (no /proc of its own, no hosted shell) with the fix, or that it is ready and in which mode."""
+    from .host import PROC_FIX
+    from .runner import Sandbox
+
+    if sandbox.unavailable is not None:
+        return [("warning", "sandbox_unavailable", {"reason": sandbox.unavailable})]
+    if not isinstance(sandbox, Sandbox):
+        return [("info", "sandbox_ready", {"backend": type(sandbox).__name__,
+                                           "shell": sandbox.shell_unavailable is None})]
+    events: list[Event] = []
+    if sandbox.proc_refused is not None:
+        events.append(("warning", "sandbox_without_proc", {"cause": sandbox.proc_refused, "fix": PROC_FIX}))
+    if sandbox.shell_unavailable is not None and not sandbox.cgroup_off:
+        events.append(("warning", "sandbox_shell_unavailable", {
+            "cause": sandbox.shell_unavailable, "cost": "code runs as one process: no subprocess, no hosted shell"}))
+    events.append(("info", "sandbox_ready", {
+        "bwrap": sandbox.bwrap, "concurrency": slots, "mode": sandbox.mode,
+        "cgroups": sandbox.cgroups.description if sandbox.cgroups is not None else None,
+        "host_uid": sandbox.identity.host_uid, "proc": sandbox.proc_refused is None,
+        "shell": sandbox.shell_unavailable is None}))
+    return events
+
+
+def sweep_left(workdir: Path | None) -> list[Event]:
+    """What a stopped process left of the sandbox's trees, removed (calls' workspaces, skills' read-only trees),
+    and whether the scratch place is the bridge's alone (said once, at start: the skills' trees are made there)."""
+    from .read_only import sweep_orphans
+    from .scratch import ScratchUnsafe, scratch_root
+    from .trees import sweep_stale
+
+    events: list[Event] = []
+    swept = sweep_stale(workdir)
+    if swept:
+        events.append(("info", "sandbox_workspaces_swept", {"removed": swept}))
+    orphans = sweep_orphans(workdir)
+    if orphans:
+        events.append(("info", "sandbox_skill_trees_swept", {"removed": orphans}))
+    try:
+        scratch_root(workdir)
+    except ScratchUnsafe as error:
+        events.append(("warning", "sandbox_scratch_unsafe", {
+            "cause": str(error), "fix": "remove what stands there, or set RESPONSES_BRIDGE_CODE_WORKDIR to an "
+                                        "existing directory the bridge may write in"}))
+    return events
+
+
+def start_check(spec: dict[str, Any]) -> list[Event]:
+    """``serve``'s check of this host's sandbox, in a process of its own (``python -m
+    responses_bridge.sandbox.doctor``), so that the sidecar imports none of the sandbox until code first runs:
+    the sandbox detected and proved as the sidecar will detect it (``spec``: its limits, cgroup and uid
+    settings), its start-up lines and what a stopped process left, swept; every line the detection logs
+    (``sandbox_cgroups_swept``) among the events, for the sidecar to log as its own."""
+    import structlog
+
+    from .identity import SandboxIdentity
+    from .runner import Sandbox
+
+    logged: list[Event] = []
+
+    def keep(logger: object, method: str, event: Any) -> Any:
+        fields = {key: value for key, value in event.items() if key != "event"}
+        logged.append((method, str(event.get("event")), fields))
+        raise structlog.DropEvent
+
+    structlog.configure(processors=[keep], cache_logger_on_first_use=False)
+    limits = SandboxLimits(**spec["limits"])
+    sandbox = Sandbox.detect(limits, use_cgroup=spec["use_cgroup"], require_cgroup=spec["require_cgroup"],
+                             identity=SandboxIdentity.for_process(spec["uid"], spec["gid"]))
+    workdir = Path(spec["workdir"]) if spec.get("workdir") else None
+    return [*logged, *readiness_events(sandbox, limits.slots), *sweep_left(workdir)]
+
+
+if __name__ == "__main__":  # serve's start check (start_check): its spec as JSON on stdin, its events on stdout
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(start_check(json.load(sys.stdin)), default=str))

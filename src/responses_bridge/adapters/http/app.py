@@ -15,8 +15,7 @@ from ...runtime import Runtime
 from ...services.readiness import check_readiness
 from .agents import capability as agents_capability
 from .console import entry as console_entry
-from .containers.containers_routes import ContainerRoutes
-from .containers.skills_routes import SkillRoutes
+from .containers.lazy import lazy_routes as containers_routes
 from .desktop_watch_tokens import WatchTokens
 from .drain import DRAIN, Drain
 from .errors import error_middleware
@@ -75,8 +74,7 @@ def create_app(runtime: Runtime) -> web.Application:
     UploadRoutes(runtime.uploads).register(app)
     # the Vector Stores API: its routes, its service and retrieval loaded by the first request under them
     LazyRoutes("vector stores", ("/vector_stores",), lambda: vector_store_routes(runtime)).register(app)
-    ContainerRoutes(runtime.containers).register(app)
-    SkillRoutes(runtime.skills).register(app)
+    containers_routes(runtime).register(app)  # the Containers and Skills APIs: loaded by their first request
     # the vector stores' embedder (its names from the settings: nothing loaded); other models: the upstreams'
     app[EMBEDDER] = runtime.vector_stores.names.listed()  # its GET /v1/models entry, or None
     EmbeddingRoutes(runtime.vector_stores, runtime).register(app)
