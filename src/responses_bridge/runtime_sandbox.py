@@ -100,7 +100,13 @@ class SandboxServices:
 
     @property
     def opened(self) -> bool:
+        """Whether the sandbox and the tools over it are built (the first use came, or the start needed them)."""
         return self._code is not None
+
+    @property
+    def built_code(self) -> CodeInterpreter | None:
+        """The code interpreter once :meth:`open` built it; None before."""
+        return self._code
 
     @property
     def containers(self) -> ContainerService:
@@ -148,6 +154,8 @@ class SandboxServices:
                 limits = self.settings.sandbox_limits()
                 sandbox = await open_backend(self.settings, limits, egress=_egress_settings(self.settings),
                                              share=lambda tenant: self.settings.sandbox_share(tenant, limits.slots))
+                if self._code is not None:  # a reader of :attr:`containers` built it meanwhile, without waiting
+                    return containers
                 if not self._checked:  # opened at start: what the start check would have said
                     from .sandbox.doctor import sweep_left
 
@@ -295,7 +303,10 @@ class LazyCodeInterpreter:
 
     @property
     def unavailable(self) -> str | None:
-        return self._services._code.unavailable if self._services._code is not None else None
+        """None until the first use detects the sandbox (its start check said so in the log; a request
+        for the tool is then refused by the real one, naming why)."""
+        built = self._services.built_code
+        return built.unavailable if built is not None else None
 
     async def check(self, options: CodeToolOptions, *, tenant: str) -> None:
         await (await self._services.code()).check(options, tenant=tenant)
