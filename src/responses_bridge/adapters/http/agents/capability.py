@@ -46,6 +46,8 @@ def register(app: web.Application, runtime: Runtime, watch_tokens: WatchTokens) 
         await import_off_loop(".agents_routes", __package__)
         from .agents_routes import AgentRoutes
 
+        await runtime.sandbox.open()  # the containers and the hosted shell it reads: built off the loop first
+
         routes = AgentRoutes(runtime, watch_tokens)
 
         async def register_routes(capability: web.Application) -> None:
