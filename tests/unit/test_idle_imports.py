@@ -84,11 +84,10 @@ LAZY = (
     "responses_bridge.services.files.ingestion",
     "responses_bridge.services.files.embeddings",
     "responses_bridge.adapters.http.files.vector_stores_routes",
-)
-
-SANDBOX = (  # the code sandbox and what it backs (runtime_sandbox.py): built by the first request under /containers
-    # or /skills, the first code_interpreter or hosted shell tool, the first reader of runtime.containers; serve's
-    # check of the host's sandbox runs in a process of its own (sandbox/doctor.py start_check)
+    # the code sandbox and what it backs (runtime_sandbox.py): built by the first request under /containers or
+    # /skills, the first code_interpreter or hosted shell tool, the Agents API's load; at start only when the store
+    # holds a container (its purge); serve's check of the host's sandbox runs in a process of its own
+    # (sandbox/doctor.py start_check)
     "responses_bridge.sandbox.runner",  # bubblewrap calls ...
     "responses_bridge.sandbox.call",
     "responses_bridge.sandbox.launcher",
@@ -113,10 +112,6 @@ SANDBOX = (  # the code sandbox and what it backs (runtime_sandbox.py): built by
     "responses_bridge.adapters.http.containers.skills_routes",
     "responses_bridge.services.tools",  # ... and the tools over them: the code interpreter, the hosted shell
 )
-"""Out of an idle sidecar but for the Agents API's own imports (adapters/http/agents/, services/agents/), which
-import them at start until its routes load on first use too: each is checked not loaded at idle, nor by plain
-requests, by any other importer (:func:`imported_apart_from_agents`)."""
-AGENTS_API = ("/adapters/http/agents/", "/services/agents/")
 
 # Every setting that would make the sidecar load one of them on purpose is left out of its environment.
 _LEFT_OUT = ("RESPONSES_BRIDGE_", "OTEL_")
@@ -130,19 +125,6 @@ CHILD = textwrap.dedent("""
         os.replace(OUT + ".part", OUT)
 
     signal.signal(signal.SIGUSR1, dump)
-
-    class Blame:  # which modules were first imported with the Agents API's code on the stack (test: SANDBOX)
-        def find_spec(self, name, path=None, target=None):
-            frame = sys._getframe(1)
-            while frame is not None:
-                if any(part in frame.f_code.co_filename for part in AGENTS):
-                    with open(OUT + ".agents", "a") as handle:
-                        handle.write(name + "\\n")
-                    break
-                frame = frame.f_back
-            return None
-
-    sys.meta_path.insert(0, Blame())
     from responses_bridge.cli import main
     sys.exit(main(ARGV))
 """)
@@ -174,7 +156,7 @@ async def started(tmp_path: Path) -> AsyncIterator[Started]:
     argv = ["serve", "--upstream", f"http://127.0.0.1:{upstream_port}/v1", "--db", str(tmp_path / "bridge.db"),
             "--http-port", str(http_port), "--extproc-port", str(extproc_port), "--log-level", "warning"]
     modules_file = tmp_path / "modules.json"
-    program = f"OUT = {str(modules_file)!r}\nARGV = {argv!r}\nAGENTS = {AGENTS_API!r}\n{CHILD}"
+    program = f"OUT = {str(modules_file)!r}\nARGV = {argv!r}\n{CHILD}"
     env = {key: value for key, value in os.environ.items() if not key.startswith(_LEFT_OUT)}
     process = subprocess.Popen([sys.executable, "-c", program], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
@@ -188,17 +170,9 @@ async def started(tmp_path: Path) -> AsyncIterator[Started]:
     assert "Traceback" not in errors, errors[-2000:]
 
 
-def loaded(modules: set[str], names: tuple[str, ...] = LAZY) -> list[str]:
-    """The names of ``names`` that ``modules`` holds, themselves or a submodule."""
-    return sorted(name for name in names
-                  if any(module == name or module.startswith(name + ".") for module in modules))
-
-
-def imported_apart_from_agents(started: Started, modules: set[str]) -> list[str]:
-    """The names of ``SANDBOX`` that ``modules`` holds, first imported by something other than the Agents API."""
-    blamed = started.modules_file.with_name(started.modules_file.name + ".agents")
-    agents = set(blamed.read_text().split()) if blamed.exists() else set()
-    return loaded({module for module in modules if module not in agents}, SANDBOX)
+def loaded(modules: set[str]) -> list[str]:
+    """The names of ``LAZY`` that ``modules`` holds, themselves or a submodule."""
+    return sorted(name for name in LAZY if any(module == name or module.startswith(name + ".") for module in modules))
 
 
 async def plain_http_requests(base: str) -> None:
@@ -237,7 +211,6 @@ async def test_an_idle_sidecar_has_not_imported_what_only_some_requests_need(sta
     idle = await started.modules()
     assert "responses_bridge.adapters.extproc.server" in idle and "responses_bridge.runtime" in idle  # it did start
     assert loaded(idle) == []
-    assert imported_apart_from_agents(started, idle) == []
 
 
 async def test_plain_requests_through_either_door_import_none_of_them(started: Started) -> None:
@@ -246,7 +219,6 @@ async def test_plain_requests_through_either_door_import_none_of_them(started: S
     await plain_extproc_exchange(started.extproc_port)
     after = await started.modules()
     assert loaded(after) == []
-    assert imported_apart_from_agents(started, after) == []
     # the hot path imported nothing at all: everything it needs was loaded at start
     assert sorted(after - idle) == []
 
