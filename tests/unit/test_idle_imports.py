@@ -94,6 +94,7 @@ LAZY = (
     "responses_bridge.sandbox.command",
     "responses_bridge.sandbox.seccomp",
     "responses_bridge.sandbox.pipe_reader",
+    "responses_bridge.sandbox.slots",  # the sandboxes' (and the programs') fairly shared slots
     "responses_bridge.sandbox.backends",
     "responses_bridge.sandbox.doctor",
     "responses_bridge.sandbox.host",
