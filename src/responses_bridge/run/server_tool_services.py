@@ -72,6 +72,11 @@ class ProgramHosting:
                                          share=self.share, hold=self.hold)
         return self._host
 
+    @property
+    def built(self) -> ProgramHost | None:
+        """The host once a program made it; None before (the console shows its slots only then)."""
+        return self._host
+
     def close(self) -> None:
         """Stop the host's workers and threads, if a program ever made it."""
         if self._host is not None:

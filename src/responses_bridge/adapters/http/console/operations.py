@@ -45,9 +45,9 @@ def _pools(runtime: Runtime) -> list[tuple[str, Any, bool]]:
     found: list[tuple[str, Any, bool]] = [("request memory", runtime.memory.pool, True),
                                           ("upstream connections", runtime.upstream_gate.slots.pool, False)]
     services = runtime.server_tools.services
-    programs = getattr(getattr(services, "programs", None), "slots", None)
+    programs = getattr(getattr(services, "programs", None), "built", None)  # made by the first program only
     if programs is not None:
-        found.append(("program slots", programs.pool, False))
+        found.append(("program slots", programs.slots.pool, False))
     sandbox = getattr(getattr(getattr(services, "shell", None), "runs", None), "sandbox", None)
     sandbox_slots = getattr(sandbox, "slots", None)
     if sandbox_slots is not None and hasattr(sandbox_slots, "pool"):
