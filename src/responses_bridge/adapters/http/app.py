@@ -8,21 +8,20 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ...process.off_loop_import import import_off_loop
 from ...protocol.errors import APIError
 from ...run.upstream import UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
 from ...services.readiness import check_readiness
 from .agents import capability as agents_capability
 from .console import entry as console_entry
-from .containers.lazy import lazy_routes as containers_routes
+from .containers import capability as containers
 from .desktop_watch_tokens import WatchTokens
 from .drain import DRAIN, Drain
 from .errors import error_middleware
+from .files import capability as vector_stores
 from .files.files_routes import FileRoutes
 from .files.uploads_routes import UploadRoutes
 from .identity import identity_middleware
-from .lazy_routes import LazyRoutes, Register
 from .limits import limits_middleware
 from .observe import echo_request_id, observe_middleware
 from .params import UNKNOWN_FIELDS
@@ -72,9 +71,9 @@ def create_app(runtime: Runtime) -> web.Application:
     ChatCompletionRoutes(runtime.chat_completions).register(app)  # stored ones; POST is UpstreamRoutes'
     FileRoutes(runtime.files).register(app)
     UploadRoutes(runtime.uploads).register(app)
-    # the Vector Stores API: its routes, its service and retrieval loaded by the first request under them
-    LazyRoutes("vector stores", ("/vector_stores",), lambda: vector_store_routes(runtime)).register(app)
-    containers_routes(runtime).register(app)  # the Containers and Skills APIs: loaded by their first request
+    # the Vector Stores API, and the Containers and Skills APIs: each loaded by the first request under its paths
+    vector_stores.lazy_routes(runtime).register(app)
+    containers.lazy_routes(runtime).register(app)
     # the vector stores' embedder (its names from the settings: nothing loaded); other models: the upstreams'
     app[EMBEDDER] = runtime.vector_stores.names.listed()  # its GET /v1/models entry, or None
     EmbeddingRoutes(runtime.vector_stores, runtime).register(app)
@@ -89,20 +88,6 @@ def create_app(runtime: Runtime) -> web.Application:
     if console:  # one route; the pages are imported on its first request (console/entry.py)
         console_entry.register(app, runtime, watch_tokens)
     return app
-
-
-async def vector_store_routes(runtime: Runtime) -> Register:
-    """The Vector Stores API's routes over its service, both imported (off the loop) and the service built and
-    started by the first request under ``/vector_stores``."""
-    await import_off_loop(".files.vector_stores_routes", __package__)
-    from .files.vector_stores_routes import VectorStoreRoutes
-
-    routes = VectorStoreRoutes(await runtime.vector_stores.service())
-
-    async def register(app: web.Application) -> None:
-        routes.register(app)
-
-    return register
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ....process.off_loop_import import import_off_loop
 from ..lazy_routes import LazyRoutes, Register
 
 if TYPE_CHECKING:
@@ -19,8 +20,6 @@ def lazy_routes(runtime: Runtime) -> LazyRoutes:
     itself is detected only by the first call that runs code)."""
 
     async def load() -> Register:
-        from ....process.off_loop_import import import_off_loop
-
         await import_off_loop(".containers_routes", __package__)
         await import_off_loop(".skills_routes", __package__)
         from .containers_routes import ContainerRoutes
