@@ -28,7 +28,7 @@ from openai.types.beta.beta_response import BetaResponse
 from openai.types.beta.beta_response_stream_event import BetaResponseStreamEvent
 from pydantic import TypeAdapter
 
-from responses_bridge.demo.fake_upstream import _prompt_tokens
+from responses_bridge.demo.fake_answers import _prompt_tokens
 from responses_bridge.envoy_config import HTTP_CLUSTER, render_bootstrap
 from tests.support.bridge import UpstreamLog, running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from responses_bridge.demo.fake_upstream import build_answer, parse_directives
+from responses_bridge.demo.fake_answers import build_answer
+from responses_bridge.demo.fake_directives import parse_directives
 
 ACTIONS = [{"name": name, "parameters": {"type": "object", "properties": {}}}
            for name in ("spawn_agent", "wait_agent", "list_agents")]

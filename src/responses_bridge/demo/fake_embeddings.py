@@ -20,19 +20,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .fake_upstream import (
-    _STATE,
-    EMBEDDING_MODELS,
-    MODELS,
-    FakeError,
-    _check_range,
-    _is_int,
-    _json_response,
-    _missing,
-    _parse_error,
-    _read_json,
-    _word_count,
-)
+from .fake_checks import _check_range
+from .fake_errors import FakeError, _json_response, _missing
+from .fake_text import _is_int, _word_count
+from .fake_upstream import _STATE, EMBEDDING_MODELS, MODELS, _parse_error, _read_json
 
 EMBEDDING_DIMENSIONS = 64
 

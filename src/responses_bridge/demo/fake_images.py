@@ -33,7 +33,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import fake_upstream as fake
+from .fake_directives import _bad_directive
+from .fake_errors import FakeError, _json_response
+from .fake_text import _is_int, _word_count
+from .fake_upstream import _STATE, RECORDED_HEADERS, _parse_error, _read_json
 
 SIZES = ("1024x1024", "1024x1536", "1536x1024", "256x256", "512x512", "1792x1024", "1024x1792")
 QUALITIES = ("auto", "low", "medium", "high", "standard", "hd")
@@ -58,24 +61,24 @@ def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
 def _choice(body: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str | None:
     value = body.get(name)
     if value is not None and value not in allowed:
-        raise fake.FakeError(400, f"Invalid value: '{value}'. Supported values are: "
+        raise FakeError(400, f"Invalid value: '{value}'. Supported values are: "
                              f"{', '.join(repr(v) for v in allowed)}.", param=name, code="invalid_value")
     return value
 
 
 def _check(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise fake.FakeError(400, "Invalid type for request body: expected an object.", code="invalid_type")
+        raise FakeError(400, "Invalid type for request body: expected an object.", code="invalid_type")
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
-        raise fake.FakeError(400, "Missing required parameter: 'prompt'.", param="prompt",
+        raise FakeError(400, "Missing required parameter: 'prompt'.", param="prompt",
                              code="missing_required_parameter" if prompt is None else "invalid_value")
     model = body.get("model", "dall-e-2")
     if not isinstance(model, str) or not model:
-        raise fake.FakeError(400, "Invalid type for 'model': expected a string.", param="model", code="invalid_type")
+        raise FakeError(400, "Invalid type for 'model': expected a string.", param="model", code="invalid_type")
     n = body.get("n", 1)
-    if not fake._is_int(n) or not 1 <= n <= 10:
-        raise fake.FakeError(400, f"Invalid 'n': expected an integer from 1 to 10, got {n!r}.", param="n",
+    if not _is_int(n) or not 1 <= n <= 10:
+        raise FakeError(400, f"Invalid 'n': expected an integer from 1 to 10, got {n!r}.", param="n",
                              code="invalid_value")
     if body.get("size") not in (None, "auto"):
         _choice(body, "size", SIZES)
@@ -84,52 +87,52 @@ def _check(body: Any) -> dict[str, Any]:
     _choice(body, "moderation", ("auto", "low"))
     fmt = body.get("output_format", "png")
     if fmt in ("jpeg", "webp"):
-        raise fake.FakeError(400, f"fake upstream: output_format '{fmt}' is not made by this fake (png only).",
+        raise FakeError(400, f"fake upstream: output_format '{fmt}' is not made by this fake (png only).",
                              param="output_format", code="invalid_value")
     if fmt != "png":
         _choice(body, "output_format", ("png", "jpeg", "webp"))
     compression = body.get("output_compression")
-    if compression is not None and (not fake._is_int(compression) or not 0 <= compression <= 100):
-        raise fake.FakeError(400, "Invalid 'output_compression': expected an integer from 0 to 100.",
+    if compression is not None and (not _is_int(compression) or not 0 <= compression <= 100):
+        raise FakeError(400, "Invalid 'output_compression': expected an integer from 0 to 100.",
                              param="output_compression", code="invalid_value")
     if background == "transparent" and fmt not in ("png", "webp"):
-        raise fake.FakeError(400, "A transparent background needs output_format png or webp.", param="background",
+        raise FakeError(400, "A transparent background needs output_format png or webp.", param="background",
                              code="invalid_value")
     gpt_image = model.startswith(("gpt-image", "chatgpt-image"))
     response_format = body.get("response_format")
     if gpt_image and response_format is not None:
-        raise fake.FakeError(400, "Unknown parameter: 'response_format'.", param="response_format",
+        raise FakeError(400, "Unknown parameter: 'response_format'.", param="response_format",
                              code="unknown_parameter")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
-        raise fake.FakeError(400, "Invalid type for 'stream': expected a boolean.", param="stream", code="invalid_type")
+        raise FakeError(400, "Invalid type for 'stream': expected a boolean.", param="stream", code="invalid_type")
     if stream and not gpt_image:
-        raise fake.FakeError(400, "Streaming is only supported for the GPT image models.", param="stream",
+        raise FakeError(400, "Streaming is only supported for the GPT image models.", param="stream",
                              code="invalid_value")
     partial = body.get("partial_images", 0)
-    if not fake._is_int(partial) or not 0 <= partial <= MAX_PARTIAL_IMAGES:
-        raise fake.FakeError(400, f"Invalid 'partial_images': expected an integer from 0 to {MAX_PARTIAL_IMAGES}.",
+    if not _is_int(partial) or not 0 <= partial <= MAX_PARTIAL_IMAGES:
+        raise FakeError(400, f"Invalid 'partial_images': expected an integer from 0 to {MAX_PARTIAL_IMAGES}.",
                              param="partial_images", code="invalid_value")
     if response_format not in (None, "url", "b64_json"):
-        raise fake.FakeError(400, f"Invalid value: '{response_format}'. Supported values are: 'url' and "
+        raise FakeError(400, f"Invalid value: '{response_format}'. Supported values are: 'url' and "
                              "'b64_json'.", param="response_format", code="invalid_value")
     return body
 
 
 async def images_generations(request: web.Request) -> web.StreamResponse:
-    state = request.app[fake._STATE]
-    body, ok = await fake._read_json(request)
+    state = request.app[_STATE]
+    body, ok = await _read_json(request)
     state.requests.append({"body": body, "path": request.path,
-                           "headers": {name: request.headers.get(name) for name in fake.RECORDED_HEADERS}})
+                           "headers": {name: request.headers.get(name) for name in RECORDED_HEADERS}})
     if not ok:
-        raise fake._parse_error()
+        raise _parse_error()
     body = _check(body)
     failure = _ERROR.search(body["prompt"])
     if failure is not None:
         status = int(failure.group(1))
         if not 400 <= status <= 599:
-            raise fake._bad_directive(failure.group(0), "status must be 400-599")
-        raise fake.FakeError(status, f"fake upstream error {status}")
+            raise _bad_directive(failure.group(0), "status must be 400-599")
+        raise FakeError(status, f"fake upstream error {status}")
     model = body.get("model", "dall-e-2")
     size = str(body["size"]) if body.get("size") not in (None, "auto") else "1024x1024"
     width, height = (int(part) for part in size.split("x"))
@@ -142,7 +145,7 @@ async def images_generations(request: web.Request) -> web.StreamResponse:
     if not gpt_image:  # DALL·E 3 rewrites the prompt; the fake says it used it as given
         for entry in data:
             entry["revised_prompt"] = body["prompt"]
-    prompt_tokens = fake._word_count(body["prompt"])
+    prompt_tokens = _word_count(body["prompt"])
     answer: dict[str, Any] = {"created": int(time.time()), "data": data}
     if gpt_image:
         quality = body.get("quality") if body.get("quality") in ("low", "medium", "high") else "medium"
@@ -155,7 +158,7 @@ async def images_generations(request: web.Request) -> web.StreamResponse:
                                  "output_tokens_details": {"image_tokens": 272 * len(data), "text_tokens": 0}}})
     if body.get("stream"):
         return await _stream(request, answer, body, (width, height), (digest[0], digest[1], digest[2]))
-    return fake._json_response(answer)
+    return _json_response(answer)
 
 
 async def _stream(request: web.Request, answer: dict[str, Any], body: dict[str, Any], size: tuple[int, int],

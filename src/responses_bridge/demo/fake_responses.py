@@ -28,7 +28,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import fake_upstream as fake
+from .fake_answers import Answer, _last_user_text, build_answer
+from .fake_checks import validate_chat_request
+from .fake_directives import parse_directives
+from .fake_errors import FakeError, _invalid_type, _invalid_value, _json_response, _missing
+from .fake_stream import _abort, _Cut
+from .fake_upstream import _STATE, RECORDED_HEADERS, _parse_error
 
 REFUSED_FIELDS = {
     "previous_response_id": "This server does not store responses: 'previous_response_id' cannot be used.",
@@ -54,16 +59,16 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
     if isinstance(items, str):
         items = [{"role": "user", "content": items}]
     if not isinstance(items, list) or not items:
-        raise fake.FakeError(400, "Missing required parameter: 'input'.", param="input",
+        raise FakeError(400, "Missing required parameter: 'input'.", param="input",
                              code="missing_required_parameter")
     for index, item in enumerate(items):
         if not isinstance(item, dict):
-            raise fake._invalid_type(f"input[{index}]", "an object", item)
+            raise _invalid_type(f"input[{index}]", "an object", item)
         kind = item.get("type", "message")
         if kind == "message":
             role = item.get("role")
             if role not in ("user", "assistant", "system", "developer"):
-                raise fake._invalid_value(f"input[{index}].role", f"Invalid value: {role!r}.")
+                raise _invalid_value(f"input[{index}].role", f"Invalid value: {role!r}.")
             messages.append({"role": role, "content": _message_text(item.get("content"))})
         elif kind == "function_call":
             call = {"id": item.get("call_id"), "type": "function",
@@ -79,7 +84,7 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
         elif kind == "reasoning":
             continue
         else:
-            raise fake._invalid_value(f"input[{index}].type", f"Invalid value: {kind!r}.")
+            raise _invalid_value(f"input[{index}].type", f"Invalid value: {kind!r}.")
     chat: dict[str, Any] = {"model": body.get("model"), "messages": messages}
     tools = body.get("tools")
     if tools:
@@ -102,7 +107,7 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
 def _chat_tool(tool: Any, index: int) -> dict[str, Any]:
     if not isinstance(tool, dict) or tool.get("type") != "function":
         kind = tool.get("type") if isinstance(tool, dict) else tool
-        raise fake.FakeError(400, f"Tool type {kind!r} is not supported by this server.", param=f"tools[{index}].type",
+        raise FakeError(400, f"Tool type {kind!r} is not supported by this server.", param=f"tools[{index}].type",
                              code="unsupported_value")
     function = {"name": tool.get("name"), "parameters": tool.get("parameters") or {}}
     if tool.get("description") is not None:
@@ -113,15 +118,15 @@ def _chat_tool(tool: Any, index: int) -> dict[str, Any]:
 def _check_stateless(body: dict[str, Any]) -> None:
     for key, message in REFUSED_FIELDS.items():
         if body.get(key) is not None:
-            raise fake.FakeError(400, message, param=key, code="unsupported_parameter")
+            raise FakeError(400, message, param=key, code="unsupported_parameter")
     if body.get("store") is True:
-        raise fake.FakeError(400, "This server does not store responses: send 'store': false.", param="store",
+        raise FakeError(400, "This server does not store responses: send 'store': false.", param="store",
                              code="unsupported_parameter")
     if body.get("background") is True:
-        raise fake.FakeError(400, "Background responses are not supported by this server.", param="background",
+        raise FakeError(400, "Background responses are not supported by this server.", param="background",
                              code="unsupported_parameter")
     if body.get("stream") not in (None, True, False):
-        raise fake._invalid_type("stream", "a boolean", body["stream"])
+        raise _invalid_type("stream", "a boolean", body["stream"])
 
 
 class _Ids:
@@ -132,7 +137,7 @@ class _Ids:
         return f"{prefix}_fake{next(self._state.ids):08d}"
 
 
-def _output(answer: fake.Answer, new_id: _Ids) -> list[dict[str, Any]]:
+def _output(answer: Answer, new_id: _Ids) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     if answer.reasoning is not None:
         items.append({"type": "reasoning", "id": new_id("rs"), "summary": [],
@@ -149,7 +154,7 @@ def _output(answer: fake.Answer, new_id: _Ids) -> list[dict[str, Any]]:
     return items
 
 
-def _usage(answer: fake.Answer) -> dict[str, Any]:
+def _usage(answer: Answer) -> dict[str, Any]:
     return {"input_tokens": answer.prompt_tokens, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": answer.completion_tokens,
             "output_tokens_details": {"reasoning_tokens": answer.reasoning_tokens},
@@ -175,65 +180,65 @@ def _response(body: dict[str, Any], response_id: str, status: str) -> dict[str, 
 
 
 async def create_response(request: web.Request) -> web.StreamResponse:
-    state = request.app[fake._STATE]
+    state = request.app[_STATE]
     raw = await request.read()
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         state.requests.append({"body": raw.decode("utf-8", "replace"), "path": request.path, "headers": {}})
-        raise fake._parse_error() from None
+        raise _parse_error() from None
     state.requests.append({"body": body, "path": request.path,
-                           "headers": {name: request.headers.get(name) for name in fake.RECORDED_HEADERS}})
+                           "headers": {name: request.headers.get(name) for name in RECORDED_HEADERS}})
     if not isinstance(body, dict):
-        raise fake.FakeError(400, "The request body must be a JSON object.")
+        raise FakeError(400, "The request body must be a JSON object.")
     if not isinstance(body.get("model"), str) or not body["model"]:
-        raise fake._missing("model")
+        raise _missing("model")
     _check_stateless(body)
     chat = to_chat(body)
-    functions = fake.validate_chat_request(chat)
-    user_text = fake._last_user_text(chat["messages"])
-    directives, cleaned = fake.parse_directives(user_text or "")
+    functions = validate_chat_request(chat)
+    user_text = _last_user_text(chat["messages"])
+    directives, cleaned = parse_directives(user_text or "")
     if directives.error is not None:
-        raise fake.FakeError(directives.error, f"fake upstream error {directives.error}")
-    answer = fake.build_answer(chat, functions, directives, cleaned, state.chunk_count)
+        raise FakeError(directives.error, f"fake upstream error {directives.error}")
+    answer = build_answer(chat, functions, directives, cleaned, state.chunk_count)
     new_id = _Ids(state)
     response = _response(body, new_id("resp"), "in_progress")
     if body.get("stream") is True:
         delay = directives.delay_ms / 1000 if directives.delay_ms is not None else state.chunk_delay
         return await _stream(request, response, answer, new_id, delay, directives.cut)
     response.update(output=_output(answer, new_id), usage=_usage(answer), **_ending(answer))
-    return fake._json_response(response)
+    return _json_response(response)
 
 
-def _ending(answer: fake.Answer) -> dict[str, Any]:
+def _ending(answer: Answer) -> dict[str, Any]:
     """How the response ended: cut by ``max_output_tokens`` (the chat answer's ``length``) is ``incomplete``."""
     if answer.finish_reason == "length":
         return {"status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}}
     return {"status": "completed", "completed_at": int(time.time())}
 
 
-async def _stream(request: web.Request, response: dict[str, Any], answer: fake.Answer, new_id: _Ids,
+async def _stream(request: web.Request, response: dict[str, Any], answer: Answer, new_id: _Ids,
                   delay: float, cut: int | None = None) -> web.StreamResponse:
     """The events of ``answer``; ``cut`` (``[cut=K]``): the connection drops after K events, mid-stream."""
     stream = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await stream.prepare(request)
     try:
         await _events(stream, response, answer, new_id, delay, cut)
-    except fake._Cut:
-        fake._abort(request)
+    except _Cut:
+        _abort(request)
         return stream
     await stream.write_eof()
     return stream
 
 
-async def _events(stream: web.StreamResponse, response: dict[str, Any], answer: fake.Answer, new_id: _Ids,
+async def _events(stream: web.StreamResponse, response: dict[str, Any], answer: Answer, new_id: _Ids,
                   delay: float, cut: int | None) -> None:
     sequence = 0
 
     async def send(kind: str, **fields: Any) -> None:
         nonlocal sequence
         if cut is not None and sequence >= cut:
-            raise fake._Cut
+            raise _Cut
         event = {"type": kind, "sequence_number": sequence, **fields}
         sequence += 1
         await stream.write(b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n")
@@ -290,7 +295,7 @@ async def _events(stream: web.StreamResponse, response: dict[str, Any], answer: 
 async def stored_response(request: web.Request) -> web.Response:
     """A stateless server has nothing to give back."""
     response_id = request.match_info["response_id"]
-    raise fake.FakeError(404, f"Response with id '{response_id}' not found.", param="response_id",
+    raise FakeError(404, f"Response with id '{response_id}' not found.", param="response_id",
                          code="not_found", type="invalid_request_error")
 
 
