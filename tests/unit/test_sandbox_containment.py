@@ -319,6 +319,20 @@ async def test_shell_processes_together_get_no_more_than_the_call_s_memory() -> 
 
 
 @needs_cgroup
+async def test_shell_commands_may_reserve_address_space_the_cgroup_never_sees_used() -> None:
+    # what Node's V8 does at every start (a 1 GiB RLIMIT_AS failed `npm install` with std::bad_alloc): reserving
+    # is not using, and the call's cgroup bounds what is used (the test above); the code interpreter's processes
+    # keep their RLIMIT_AS, whose MemoryError is the code's to catch
+    reserve = "python3 -c 'import mmap; m = mmap.mmap(-1, 2 << 30); m[0] = 1; print(len(m) >> 30)'"
+    outputs, result = await _shell([reserve, "ulimit -v"], memory_bytes=512 * MIB)
+    assert [output.stdout for output in outputs] == ["2\n", "unlimited\n"], outputs
+    assert result.outcome == "ok"
+    async with _sandbox("cgroup", memory_bytes=512 * MIB).call() as call:
+        code = await call.run("import resource; print(resource.getrlimit(resource.RLIMIT_AS)[0] >> 20)")
+    assert code.stdout == "512\n", code
+
+
+@needs_cgroup
 async def test_shell_commands_get_64_mib_of_dev_shm_and_write_nothing_of_the_host() -> None:
     outputs, _ = await _shell(["head -c 80M /dev/zero > /dev/shm/x; echo $?; du -m /dev/shm/x | cut -f1",
                                "for p in /usr/x /etc/x /bin/x /opt/venv/x /dev/x /proc/x /x; do "

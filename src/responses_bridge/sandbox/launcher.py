@@ -20,9 +20,9 @@ The exchange with the bridge:
    prints as it comes and then its outcome, in records on its stdout (``<index> <chunk|exit|timeout|skipped>
    <code> <out bytes> <err bytes> <out dropped> <err dropped>\\n`` then the bytes; a command's output is its
    ``chunk`` records' bytes and then its final record's): a command past its time has its whole group killed,
-   and the next one runs.
-   There the commands, not the child, are offered first to the out-of-memory killer (the records still get
-   written), and the child is not dumpable while they run (its descriptors, where the records go, are not theirs);
+   and the next one runs. There the commands, not the child, are offered first to the out-of-memory killer (the
+   records still get written), with no ``RLIMIT_AS`` (shell runs in the cgroup mode only, whose cgroup bounds what
+   they use: Node reserves far more than it touches), and the child is not dumpable while they run;
 3. when the child ends, it kills every process left in the namespace (``kill(-1)``) and reaps them all, then writes
    ``exit <status>`` (``exit <status> signalled`` when a SIGTERM ended the code: the bridge's time limit, or the
    code signalling its init, which the bridge then reports as such, not as memory): nothing of the code runs any
@@ -143,10 +143,10 @@ def _child(code: str, seccomp: bytes, memory: int, processes: int, file_bytes: i
     os.close(null)
     os.closerange(3, 1 << 16)
     _prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # the code's own /proc entries are its own again
-    if kind != "shell":  # a shell job's commands are offered instead, so that their records are still written
-        _offer_to_oom_killer()
     os.chdir("/mnt/data")
-    _lower(resource.RLIMIT_AS, memory)
+    if kind != "shell":  # a shell job's commands are offered instead (its records still written); no RLIMIT_AS
+        _offer_to_oom_killer()  # bounds them but the call's cgroup (step 2 above)
+        _lower(resource.RLIMIT_AS, memory)
     _lower(resource.RLIMIT_NPROC, processes)
     _lower(resource.RLIMIT_FSIZE, file_bytes)
     _lower(resource.RLIMIT_CORE, 1)
