@@ -14,6 +14,12 @@ ahead: services/files/retrieval/bounds.py; the extraction's thread waits for the
 :data:`TEXT_COST` times the memory its string takes, until the response lets the file go; past the holder's room
 the extraction stops and the request is the budget's 503. Charged only once extracted, twelve requests extracting
 at once grew the sidecar by twice a 128 MiB budget before any was refused.
+
+Where the file itself bounds its text (plain text, HTML, a DOCX's stated part sizes: ``text_bound``) that bound is
+held at once before the extraction starts, and what the text did not come to take is given back once it is whole.
+Charged only step by step, a tenant's requests extracting at once could each hold a part of their text and all wait
+for the rest until each was the 503 (a loaded run: 0 of 12 served); held whole or waited for holding none of it,
+the first requests are always served. A PDF's text has no such bound: it is charged step by step.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ TEXT_COST = 4
 """Bytes held per byte of a file's extracted text while the request keeps it: the text, the part made of it
 (headed with the file's name), the upstream body it goes in and that body's encoding; the extraction's own pieces
 come and go before."""
+_STRING_HEADER = sys.getsizeof("")
+"""Bytes a ``str`` takes besides its characters (an ASCII one's: a bound held ahead covers the whole string)."""
 RAW_COST = 4
 """Budget bytes per byte of a file sent as it is (an image, a PDF the backend reads): the bytes read, their base64
 in the data URL and in the upstream body."""
@@ -119,6 +127,8 @@ class FileInputs:
 
         try:
             async with self._files.local_copy(file_id) as path:
+                if self._memory.total:
+                    await hold.cover(await asyncio.to_thread(_bound, path, filename), max_text_chars)
                 work = asyncio.get_running_loop().run_in_executor(
                     None, _extract, path, filename, max_text_chars, hold.take if self._memory.total else None)
                 try:
@@ -137,36 +147,70 @@ class _Abandoned(Exception):
 
 
 class _TextHold:
-    """What a file's text holds of the memory budget: taken as the extraction gives it (:meth:`take`, in the
-    extraction's thread, which waits for the budget's answer on the event loop; the budget's 503 stops it), made
-    up to the string's size once it is whole (:meth:`top_up`), given back together (:meth:`release`)."""
+    """What a file's text holds of the memory budget: the most it can take, where the file bounds it, held before
+    the extraction (:meth:`cover`); else taken as the extraction gives it (:meth:`take`, in the extraction's thread,
+    which waits for the budget's answer on the event loop; the budget's 503 stops it); made the string's size once
+    it is whole (:meth:`top_up`), given back together (:meth:`release`)."""
 
     def __init__(self, memory: MemoryBudget, holder: str, loop: asyncio.AbstractEventLoop) -> None:
         self._memory = memory
         self._holder = holder
         self._loop = loop
         self._held: list[Reservation] = []
-        self._asked = 0
+        self._asked = 0  # what the text has taken so far
+        self._covered = 0  # what is held for it: the bound held ahead, then what it took past that
+        self._most: int | None = None  # what it can take at most, where the file bounds it
         self.stopped = False
+
+    async def cover(self, bound: int | None, max_text_chars: int) -> None:
+        """Hold room for the most the text can take, at once (waiting holding none of it), where the file bounds
+        it (``bound`` characters; None: the text is charged as it comes)."""
+        if bound is not None:
+            self._most = TEXT_COST * (min(bound, max_text_chars) + _STRING_HEADER)
+            held = await self._memory.charge(self._holder, self._most)
+            self._held.append(held)
+            self._covered += held.bytes  # (at most a share: past it, the text's steps ask for more)
 
     def take(self, chars: int) -> None:
         if self.stopped:
             raise _Abandoned
-        size = TEXT_COST * chars
-        self._held.append(asyncio.run_coroutine_threadsafe(self._memory.charge(self._holder, size),
-                                                           self._loop).result())
-        self._asked += size
+        self._asked += TEXT_COST * chars  # told a step ahead: never past the bound, where there is one
+        if self._most is not None:
+            self._asked = min(self._asked, self._most)
+        if self._asked > self._covered:
+            held = asyncio.run_coroutine_threadsafe(self._memory.charge(self._holder, self._asked - self._covered),
+                                                    self._loop).result()
+            self._held.append(held)
+            self._covered += held.bytes
 
     async def top_up(self, text: str) -> None:
-        size = TEXT_COST * sys.getsizeof(text) - self._asked  # a wide string takes 2 or 4 bytes a character
-        if size > 0:
-            self._held.append(await self._memory.charge(self._holder, size))
-            self._asked += size
+        """The hold made what the whole text takes: more where a wide string takes 2 or 4 bytes a character, less
+        where the bound held ahead was more than the text came to."""
+        need = TEXT_COST * sys.getsizeof(text)
+        if need > self._covered:
+            held = await self._memory.charge(self._holder, need - self._covered)
+            self._held.append(held)
+            self._covered += held.bytes
+        excess = self._covered - need
+        for held in reversed(self._held):
+            if excess <= 0:
+                break
+            given = min(excess, held.bytes)
+            held.shrink(given)
+            excess -= given
+            self._covered -= given
+        self._asked = need
 
     def release(self) -> None:
         held, self._held = self._held, []
         for reservation in held:
             reservation.release()
+
+
+def _bound(path: Path, filename: str) -> int | None:
+    from .retrieval.extract import text_bound
+
+    return text_bound(path, filename)
 
 
 def _extract(path: Path, filename: str, max_text_chars: int, on_text: Callable[[int], None] | None) -> str:

@@ -133,6 +133,15 @@ class Reservation:
         if budget is not None and size > 0:
             self.bytes += await budget._take_loading(self.holder, size, what, self.bytes)
 
+    def shrink(self, size: int) -> None:
+        """Give back ``size`` of what it holds (at most all of it): room reserved for a bound the work did not come
+        to hold (a file's text: services/files/inputs.py); nothing once released."""
+        budget = self._budget
+        size = min(size, self.bytes)
+        if budget is not None and size > 0:
+            self.bytes -= size
+            budget._give_back(self.holder, size)
+
 
 NOTHING = Reservation(None, 0)
 """What a request without a body (or a process without a budget) holds."""

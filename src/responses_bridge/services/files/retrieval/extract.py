@@ -90,6 +90,26 @@ def extract_text(path: Path, filename: str, max_text_chars: int = MAX_TEXT_CHARS
     return text
 
 
+def text_bound(path: Path, filename: str) -> int | None:
+    """The most characters :func:`extract_text` can give for the file, read off the file without extracting it
+    (None: only the extraction can tell — a PDF, or JSON and CSV, which are re-rendered longer than written). Plain
+    text and HTML decode to no more characters than their bytes; a DOCX's text is at most the bytes its parts
+    decompress to, which its zip directory states and the zip reader never reads past (a member stating less is
+    cut there, its check failing). Callers hold room for the bound before the extraction, so that requests
+    extracting at once never each hold a part of their text while waiting for the rest."""
+    extension = Path(filename).suffix.lower()
+    try:
+        if extension in TEXT_EXTENSIONS or extension in HTML_EXTENSIONS:
+            return path.stat().st_size
+        if extension == ".docx":
+            with zipfile.ZipFile(path) as archive:
+                return sum(info.file_size for info in archive.infolist()
+                           if any(pattern.fullmatch(info.filename) for pattern in _DOCX_PARTS))
+    except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError):
+        return None  # the extraction says what is wrong with the file
+    return None
+
+
 def _decode(data: bytes) -> str:
     for bom, encoding in _BOMS:
         if data.startswith(bom):
