@@ -172,7 +172,8 @@ def test_a_files_text_bound_is_read_off_the_file(tmp_path: Path) -> None:
     assert bounds == {"a.txt": 6, "a.html": 9, "a.json": None, "a.pdf": None, "bad.docx": None, "a.docx": document}
 
 
-async def test_a_bounded_files_text_holds_its_bound_ahead_and_then_its_size(files: FileService) -> None:
+async def test_a_bounded_files_text_holds_its_bound_ahead_and_then_its_size(
+        files: FileService, monkeypatch: pytest.MonkeyPatch) -> None:
     """The bound (the document part's bytes, markup and all) is held before the extraction; once the text is
     whole, what it did not come to take is given back: the request holds its file's bytes and its text's size."""
     budget = MemoryBudget(1 << 30, 1.0)
@@ -186,12 +187,9 @@ async def test_a_bounded_files_text_holds_its_bound_ahead_and_then_its_size(file
         held_during.append(budget.held)
         return extract(path, filename, most, on_text)
 
-    inputs_module._extract = watched
-    try:
-        loaded = await inputs.load_file(file_id, tenant="a", max_bytes=1 << 20, want_text=True, pdf_as_file=False,
-                                        param=PARAM, max_text_chars=CHARS)
-    finally:
-        inputs_module._extract = extract
+    monkeypatch.setattr(inputs_module, "_extract", watched)
+    loaded = await inputs.load_file(file_id, tenant="a", max_bytes=1 << 20, want_text=True, pdf_as_file=False,
+                                    param=PARAM, max_text_chars=CHARS)
     assert loaded.text is not None and loaded.text.count("word") == 2000
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         bound = archive.getinfo("word/document.xml").file_size

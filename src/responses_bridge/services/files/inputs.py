@@ -167,9 +167,7 @@ class _TextHold:
         it (``bound`` characters; None: the text is charged as it comes)."""
         if bound is not None:
             self._most = TEXT_COST * (min(bound, max_text_chars) + _STRING_HEADER)
-            held = await self._memory.charge(self._holder, self._most)
-            self._held.append(held)
-            self._covered += held.bytes  # (at most a share: past it, the text's steps ask for more)
+            self._keep(await self._memory.charge(self._holder, self._most))  # (at most a share: the steps ask past it)
 
     def take(self, chars: int) -> None:
         if self.stopped:
@@ -178,19 +176,15 @@ class _TextHold:
         if self._most is not None:
             self._asked = min(self._asked, self._most)
         if self._asked > self._covered:
-            held = asyncio.run_coroutine_threadsafe(self._memory.charge(self._holder, self._asked - self._covered),
-                                                    self._loop).result()
-            self._held.append(held)
-            self._covered += held.bytes
+            self._keep(asyncio.run_coroutine_threadsafe(
+                self._memory.charge(self._holder, self._asked - self._covered), self._loop).result())
 
     async def top_up(self, text: str) -> None:
         """The hold made what the whole text takes: more where a wide string takes 2 or 4 bytes a character, less
         where the bound held ahead was more than the text came to."""
         need = TEXT_COST * sys.getsizeof(text)
         if need > self._covered:
-            held = await self._memory.charge(self._holder, need - self._covered)
-            self._held.append(held)
-            self._covered += held.bytes
+            self._keep(await self._memory.charge(self._holder, need - self._covered))
         excess = self._covered - need
         for held in reversed(self._held):
             if excess <= 0:
@@ -200,6 +194,10 @@ class _TextHold:
             excess -= given
             self._covered -= given
         self._asked = need
+
+    def _keep(self, held: Reservation) -> None:
+        self._held.append(held)
+        self._covered += held.bytes
 
     def release(self) -> None:
         held, self._held = self._held, []
