@@ -30,8 +30,18 @@ BROWSER_ENDING = 2.0
 once."""
 REMEMBER_AFTER = 0.05
 """Seconds without a request after an answer before the browser's address is read (:meth:`Browser.remember`): a
-model's next call takes longer (a round trip to the model at least), a client sending actions back to back (a
-benchmark) is not slowed."""
+model's next call takes longer (a round trip to the model at least); a client sending actions back to back (a
+benchmark, a fast model) gets the read on its way at most once a second (:data:`REMEMBER_EVERY`)."""
+REMEMBER_WAIT = 0.3
+"""Seconds the first read of the address waits for DevTools; a read unanswered (a loaded machine) is tried again,
+each waiting twice as long, up to :data:`REMEMBER_MOST`, while no request came: else a browser gone would start
+again at a stale address, or at ``about:blank``."""
+REMEMBER_MOST = 2.4
+REMEMBER_EVERY = 1.0
+"""Seconds after which a request that finds the address unread since the last answer reads it on its own way
+first: a client whose calls come back to back (a fast model, a benchmark) never leaves the desktop idle long
+enough for :data:`REMEMBER_AFTER`, and a browser closed then came back at ``about:blank``; at most one read a
+second is added to such a client's actions."""
 
 
 class Browser:
@@ -40,7 +50,8 @@ class Browser:
     Chromium ends when its last tab or window is closed (a model's ``CTRL+W``), when it crashes, or when the
     kernel kills it (out of memory); the display stays, black. Each model's request (``detect``) first asks
     :meth:`revive`: a browser gone is started again at the last address it showed (:meth:`remember_later`: read
-    once the desktop has been idle a moment after an answer, while the model thinks, never on an action's way),
+    once the desktop has been idle a moment after an answer, while the model thinks; on an action's way at most
+    once a second, where calls come back to back),
     and the answer's ``browser`` says what happened, which the model is told. A request whose actions closed it
     (the screen went black, and DevTools shows no tab) waits briefly for it to end and starts it at once, so the
     model's screenshot is a browser's. The open tabs and what was typed into pages are lost with it, and so are its
@@ -58,6 +69,8 @@ class Browser:
         self._lock = threading.Lock()  # DevTools is used from one thread at a time: a request's, or the timer's
         self._timer: threading.Timer | None = None
         self._held = False
+        self._unread = False  # an answer came since the address was last read
+        self._read_at = 0.0  # when it was last read (the monotonic clock)
 
     def start(self, until: float) -> str | None:
         """Started and drawn (without Chromium's own sandbox where it cannot start here); why not, else None."""
@@ -113,34 +126,49 @@ class Browser:
         """:meth:`remember` once no request came for :data:`REMEMBER_AFTER` seconds (in a timer's thread)."""
         with self._lock:
             self._held = False
+            self._unread = True
         self._timer = threading.Timer(REMEMBER_AFTER, self._remember_unless_held)
         self._timer.daemon = True
         self._timer.start()
 
     def hold(self) -> None:
-        """A request begins: the timer's :meth:`remember` is not started, or has ended (DevTools is the request's)."""
+        """A request begins: the timer's :meth:`remember` is not started, or has ended (DevTools is the request's);
+        the address read first where no read came since the last answer and none for :data:`REMEMBER_EVERY`."""
         with self._lock:
             self._held = True
+            if self._unread and time.monotonic() - self._read_at > REMEMBER_EVERY:
+                self.remember()  # the timer's read never came: calls back to back
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _remember_unless_held(self) -> None:
+    def _remember_unless_held(self, wait: float = REMEMBER_WAIT) -> None:
         with self._lock:
-            if not self._held:
-                self.remember()
+            if self._held or self.remember(wait) or wait * 2 > REMEMBER_MOST:
+                return
+            self._timer = threading.Timer(0.0, self._remember_unless_held, (wait * 2,))  # hold() cancels it
+            self._timer.daemon = True
+            self._timer.start()
 
-    def remember(self) -> None:
-        """The address of its (first) tab, to start it again there: an http(s) page's only, else kept."""
+    def remember(self, wait: float = REMEMBER_WAIT) -> bool:
+        """The address of its (first) tab, to start it again there: an http(s) page's only, else kept. False: the
+        browser did not answer within ``wait`` seconds."""
         if self.pages is None or self.gone() is not None:
-            return
-        with contextlib.suppress(DevToolsError, KeyError, TypeError, AttributeError):
-            targets = self.pages.devtools.call("Target.getTargets", {}, timeout=0.3)["targetInfos"]
+            return True
+        try:
+            targets = self.pages.devtools.call("Target.getTargets", {}, timeout=wait)["targetInfos"]
+        except DevToolsError:
+            return False
+        except (KeyError, TypeError, AttributeError):
+            return True
+        self._unread, self._read_at = False, time.monotonic()
+        with contextlib.suppress(TypeError, AttributeError):
             for target in targets:
                 url = str(target.get("url", ""))
                 if target.get("type") == "page" and url.startswith(("http://", "https://")) and len(url) < 4096:
                     self.url = url
-                    return
+                    break
+        return True
 
     def stop(self) -> None:
         """Its whole session ended (start_new_session: renderers left by a killed browser too), DevTools closed."""
