@@ -51,9 +51,14 @@ def browser(needs: float) -> tuple[Browser, SlowDevTools]:
     return made, devtools
 
 
-def settled(made: Browser, seconds: float = 5.0) -> None:
+def settled(made: Browser, seconds: float = 8.0) -> None:
+    """Until the last read's timer ended. A read that tries again makes the next timer under the browser's lock,
+    so the timer looked at under it is started already (unlocked, a new one could be seen before its start)."""
     until = time.monotonic() + seconds
-    while time.monotonic() < until and (made._timer is not None and made._timer.is_alive()):
+    while time.monotonic() < until:
+        with made._lock:
+            if made._timer is None or not made._timer.is_alive():
+                return
         time.sleep(0.01)
 
 
