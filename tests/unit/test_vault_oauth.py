@@ -3,13 +3,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 
+from responses_bridge.net.host_policy import HostPolicy
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.agents.vaults.oauth import refresh_due, refresh_token
+from responses_bridge.services.agents.vaults.oauth import (
+    MAX_ANSWER_BYTES,
+    GuardedTokenEndpoint,
+    refresh_due,
+    refresh_token,
+)
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -84,3 +94,46 @@ async def test_an_unreachable_endpoint_is_a_502() -> None:
     with pytest.raises(APIError) as caught:
         await refresh_token(Down(), *credential(), param="p", now=NOW)
     assert caught.value.status == 502 and "ConnectionRefusedError" in caught.value.message
+
+
+async def test_an_endless_answer_is_read_only_to_its_bound_and_let_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An endpoint that answers without end (8 MiB here) is read to 64 KiB and a chunk, then dropped: the body's
+    iterator is closed where the read stops (not left to the garbage collector, which may finalize it on another
+    thread), the connection with it."""
+    import httpx2
+
+    sent = asyncio.Event()
+    iterators: list[Any] = []
+    aiter_bytes = httpx2.Response.aiter_bytes
+
+    def tracked(self: httpx2.Response, *args: Any, **kwargs: Any) -> Any:
+        iterators.append(aiter_bytes(self, *args, **kwargs))
+        return iterators[-1]
+
+    monkeypatch.setattr(httpx2.Response, "aiter_bytes", tracked)
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        answer = web.StreamResponse()
+        await answer.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(128):
+                await answer.write(b"x" * (64 << 10))
+            sent.set()
+        return answer
+
+    app = web.Application()
+    app.router.add_post("/token", endless)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        status, body = await GuardedTokenEndpoint(HostPolicy.parse("127.0.0.1")).post(
+            f"http://127.0.0.1:{port}/token", {"grant_type": "refresh_token"}, {})
+        assert status == 200 and MAX_ANSWER_BYTES < len(body) <= 2 * MAX_ANSWER_BYTES
+        assert len(iterators) == 1 and iterators[0].ag_frame is None  # closed, though still referenced here
+        await asyncio.sleep(0.2)
+        assert not sent.is_set()  # the rest was never read
+    finally:
+        await runner.cleanup()

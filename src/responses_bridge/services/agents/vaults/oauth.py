@@ -14,6 +14,7 @@ token or the endpoint's body.
 from __future__ import annotations
 
 import base64
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -50,9 +51,10 @@ class GuardedTokenEndpoint:
 
         async with httpx2.AsyncClient(transport=guarded_transport(self.policy), timeout=TIMEOUT_SECONDS,
                                       follow_redirects=False, trust_env=False) as client, \
-                client.stream("POST", url, data=form, headers=headers) as answer:
+                client.stream("POST", url, data=form, headers=headers) as answer, \
+                contextlib.aclosing(answer.aiter_bytes()) as chunks:  # closed here on a break, not by the GC
             body = bytearray()
-            async for chunk in answer.aiter_bytes():
+            async for chunk in chunks:
                 body += chunk
                 if len(body) > MAX_ANSWER_BYTES:
                     break
