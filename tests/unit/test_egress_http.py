@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from responses_bridge.sandbox.egress.request_head import BadRequest, destination, forwarded_head, parse_head
+from responses_bridge.sandbox.egress.request_head import (
+    BadRequest,
+    destination,
+    forwarded_head,
+    named_destination,
+    parse_head,
+)
 
 TOKEN = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~",
                 min_size=1, max_size=20)
@@ -108,3 +114,29 @@ def test_the_forwarded_head_has_the_urls_host_no_proxy_fields_and_the_secrets() 
     assert lines[-3] == "Connection: close" and sent.endswith("\r\n\r\n")
     plain = forwarded_head(head, destination(head), {}).decode()  # no secrets: the client's own version
     assert plain.startswith("GET /x?y=1 HTTP/1.1\r\n") and "Accept-Encoding: gzip" in plain
+
+
+@pytest.mark.parametrize(("prefix", "host", "port"), [
+    (b"GET http://a.com:8080/" + b"x" * 3000, "a.com", 8080),  # the target cut off past its host
+    (b"GET http://A.com?" + b"q" * 100, "a.com", 80),
+    (b"CONNECT a.com:443 HTTP/1.1\r\nX: " + b"y" * 3000, "a.com", 443),
+    (b"GET http://[::1]:81/ HTTP/1.1\r\n", "::1", 81),
+])
+def test_the_start_of_a_head_too_large_names_where_it_went(prefix: bytes, host: str, port: int) -> None:
+    where = named_destination(prefix)
+    assert where is not None and (where.host, where.port) == (host, port)
+
+
+@pytest.mark.parametrize("prefix", [
+    b"GET http://a.com" + b"m" * 3000,  # cut off within its host: no host named
+    b"CONNECT a.com:44",  # a CONNECT's target cut off
+    b"GET /relative HTTP/1.1\r\n", b"GET https://a.com/ HTTP/1.1\r\n", b"GET http://u@a.com/ HTTP/1.1\r\n",
+    b"\x00\x01garbage", b"",
+])
+def test_a_start_that_names_no_host_is_none(prefix: bytes) -> None:
+    assert named_destination(prefix) is None
+
+
+@given(st.binary(max_size=300))
+def test_any_start_names_a_destination_or_none(data: bytes) -> None:
+    named_destination(data)  # never an exception

@@ -127,3 +127,42 @@ async def test_a_desktop_reports_each_refusal_once_with_its_count() -> None:
         egress.refused(f"h{index}.test", "denied_domain", "no")
     assert len(egress.report()) == MAX_KEPT + 1  # bounded, the rest counted
     assert await DesktopEgress(OriginApprovals(), EgressRates(), approve=False).decide("https://any.test")
+
+
+async def test_every_refused_request_is_told_and_a_socket_left_unused_is_not(proxy_for: Any, host: Host) -> None:
+    """A URL whose request head passes the proxy's 32 KiB: the client gets the proxy's 400 (not a reset), the owner
+    hears it with the host the head's start named; a malformed whole head and a tunnel that carried no TLS are
+    told too. Not told: a normal-length URL served (the control), a socket opened and closed without a head, a
+    head cut off, a tunnel that carried nothing — no request of anyone's was refused."""
+    import asyncio
+
+    owner = Owner(EgressRates())
+    proxy = await proxy_for(policy_of("app.test"), origins=owner)
+    normal = await exchange(proxy, get(host, "/echo-headers?q=" + "a" * 2000))
+    assert normal.startswith(b"HTTP/1.1 200") and owner.told == []
+
+    long = await exchange(proxy, get(host, "/echo-headers?q=" + "a" * 40_000))
+    assert long.startswith(b"HTTP/1.1 400") and b"X-Egress-Outcome: head_too_large" in long, long[:300]
+    assert b"over 32 KiB" in long
+    assert owner.told == [("app.test", "head_too_large")]
+
+    for unused in (b"", b"GET http://app.test/ HT"):  # closed before a whole head: nothing told
+        reader, writer = await asyncio.open_unix_connection(proxy.socket_path)
+        writer.write(unused)
+        writer.write_eof()
+        assert (await asyncio.wait_for(reader.read(), 15)).startswith(b"HTTP/1.1 400")
+        writer.close()
+    tunnel = f"CONNECT app.test:{host.port} HTTP/1.1\r\n\r\n".encode()
+    reader, writer = await asyncio.open_unix_connection(proxy.socket_path)  # a tunnel opened, then left unused
+    writer.write(tunnel)
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write_eof()
+    assert await asyncio.wait_for(reader.read(), 15) == b""
+    writer.close()
+    assert owner.told == [("app.test", "head_too_large")]
+
+    bad = await exchange(proxy, b"GET http://app.test/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    assert bad.startswith(b"HTTP/1.1 400")
+    plain = await exchange(proxy, tunnel, then=b"GET /echo-headers HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    assert plain.startswith(b"HTTP/1.1 200 Connection established\r\n\r\n") and b"echo" not in plain
+    assert owner.told == [("app.test", "head_too_large"), (None, "bad_request"), ("app.test", "not_tls")]

@@ -61,8 +61,16 @@ from .limits import SHARES, EgressLimits
 from .origins import OriginGate, origin_of
 from .policy import DomainSecret, EgressRules, NetworkPolicy, new_placeholder
 from .rates import EgressOwner, Pace
-from .refusals import CUT, Refused, answer, continues_or_refused, refusal
-from .request_head import MAX_HEAD_BYTES, BadRequest, Destination, destination, forwarded_head, parse_head
+from .refusals import CLOSED, CUT, TOO_LARGE, Refused, answer, continues_or_refused, discard, refusal
+from .request_head import (
+    MAX_HEAD_BYTES,
+    BadRequest,
+    Destination,
+    destination,
+    forwarded_head,
+    named_destination,
+    parse_head,
+)
 from .tunnel import HTTP_PORT, HTTPS_PORT, NotTheAllowedTLS, client_hello, standard_port
 
 if TYPE_CHECKING:
@@ -82,6 +90,8 @@ LINGER_SECONDS = 1.0
 """Connections refused past a limit are closed at once; up to ``LINGERING`` of a call's at a time first read what
 the client sent (at most ``LINGER_SECONDS``): closing a Unix socket with unread bytes resets it, and the client
 would never read its 403."""
+NAMED_BYTES = 2048
+"""The start of a head too large that is read for the host it names (request_head.named_destination)."""
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _TURN = ("turn", b"")
 """What :meth:`EgressProxy._admit` says of a connection that may wait for its turn (limits.py)."""
@@ -219,10 +229,12 @@ class EgressProxy:
         return outcome, refusal(403, outcome, message)
 
     def _told(self, host: str | None, outcome: str, message: str) -> None:
-        """The gate's owner hears of a refusal (rates.py's :class:`EgressOwner`). Not of an origin it did not
-        approve (its own business already: origins.py), nor of a bad request head: a browser writes its heads
-        itself, and a socket it opened ahead and closed unused (no head at all) is no request of a page's."""
-        if self._owner is not None and outcome not in ("origin_not_approved", "bad_request"):
+        """The gate's owner hears of a refusal (rates.py's :class:`EgressOwner`): every one, whatever its reason —
+        a head too large or malformed, a bound, the policy, a tunnel closed — but an origin it did not approve (its
+        own business already: origins.py). What is no request is not a refusal and never gets here: a socket
+        opened ahead and closed, or left, without a whole head, a tunnel that carried nothing
+        (``Refused.told``, ``NotTheAllowedTLS.unused``)."""
+        if self._owner is not None and outcome != "origin_not_approved":
             try:
                 self._owner.refused(host, outcome, message)
             except Exception:  # the owner's failure never fails the connection's answer
@@ -256,16 +268,20 @@ class EgressProxy:
                 upstream = await self._open(reader, writer, seen)
             except Refused as refused:
                 seen.outcome = refused.outcome
-                self._told(seen.where.host if seen.where else None, refused.outcome, str(refused))
+                if refused.told:
+                    self._told(seen.where.host if seen.where else None, refused.outcome, str(refused))
                 await answer(writer, refused.status, str(refused), refused.outcome)
+                if refused.unread:
+                    await discard(reader)
                 return
             up_reader, up_writer = upstream
             try:
                 seen.outcome = await self._relay(reader, writer, up_reader, up_writer, seen)
             finally:
                 up_writer.close()
-            if seen.outcome in CUT:
-                self._told(seen.where.host if seen.where else None, seen.outcome, CUT[seen.outcome])
+            said = CUT.get(seen.outcome) or (None if seen.unused else CLOSED.get(seen.outcome))
+            if said is not None:
+                self._told(seen.where.host if seen.where else None, seen.outcome, said)
         except asyncio.CancelledError:
             seen.outcome = "call_ended"
         except OSError:
@@ -287,8 +303,15 @@ class EgressProxy:
         try:
             async with asyncio.timeout(HEAD_SECONDS):
                 data = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-            raise Refused(400, "bad_request", "no complete request head (at most 32 KiB, within 10 s)") from None
+        except asyncio.LimitOverrunError:  # the head is left in the reader: its start names where it went
+            seen.where = named_destination(await reader.read(NAMED_BYTES))
+            raise Refused(400, "head_too_large", TOO_LARGE, unread=True) from None
+        except (asyncio.IncompleteReadError, TimeoutError):
+            raise Refused(400, "bad_request", "no complete request head (at most 32 KiB, within 10 s)",
+                          told=False) from None
+        if len(data) > MAX_HEAD_BYTES:  # its end just past the bound, within what the reader keeps
+            seen.where = named_destination(data[:NAMED_BYTES])
+            raise Refused(400, "head_too_large", TOO_LARGE)
         try:
             head = parse_head(data)
             where = seen.where = destination(head)
@@ -367,11 +390,17 @@ class EgressProxy:
             async with asyncio.timeout(HEAD_SECONDS):
                 await writer.start_tls(server_tls)
                 data = await reader.readuntil(b"\r\n\r\n")
-            head = parse_head(data)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ssl.SSLError, OSError,
-                BadRequest):
+        except asyncio.LimitOverrunError:
+            raise Refused(400, "head_too_large", TOO_LARGE, unread=True) from None
+        except (asyncio.IncompleteReadError, TimeoutError, ssl.SSLError, OSError):
             raise Refused(400, "bad_request", "no TLS handshake and request head within 10 s (does the client "
-                          "trust SSL_CERT_FILE?)") from None
+                          "trust SSL_CERT_FILE?)", told=False) from None
+        if len(data) > MAX_HEAD_BYTES:
+            raise Refused(400, "head_too_large", TOO_LARGE)
+        try:
+            head = parse_head(data)
+        except BadRequest as bad:
+            raise Refused(400, "bad_request", f"bad request: {bad}") from None
         if not head.target.startswith("/") or head.method == "CONNECT":
             raise Refused(400, "bad_request", "inside the tunnel, a request names an origin-form path")
         expects = continues_or_refused(head)
@@ -399,6 +428,7 @@ class EgressProxy:
             try:  # TLS to the host that was allowed, nothing else (tunnel.py)
                 hello = await client_hello(reader, seen.where.host, HEAD_SECONDS)
             except NotTheAllowedTLS as refused:
+                seen.unused = refused.unused
                 return str(refused)
             up_writer.write(hello)
             seen.sent += len(hello)
@@ -466,6 +496,7 @@ class _Seen:
     outcome: str = "error"
     intercepted: bool = False
     unsecret: Unsecret | None = None  # the answer's secrets written over (a connection carrying some)
+    unused: bool = False  # a tunnel closed before it carried a byte: no request refused (tunnel.NotTheAllowedTLS)
     sent: int = 0
     received: int = 0
 

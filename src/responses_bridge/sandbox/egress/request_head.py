@@ -106,6 +106,24 @@ def destination(head: RequestHead) -> Destination:
     return Destination(host, port, tunnel=False, path=path or "/")
 
 
+def named_destination(prefix: bytes) -> Destination | None:
+    """Where the start of a request head goes, read as :func:`destination` reads a whole one, or None: for
+    logging and telling whom a head the proxy refused unread (past :data:`MAX_HEAD_BYTES`) was for — never for deciding
+    anything, which only a whole head parsed strictly does. ``prefix``: the head's first bytes; a target cut off
+    before its host ended names none."""
+    parts = prefix.split(b"\r\n", 1)[0].split(b" ")
+    if len(parts) < 2 or not TOKEN.fullmatch(parts[0]) or not TARGET.fullmatch(parts[1]):
+        return None
+    method, target = parts[0].decode("ascii"), parts[1].decode("ascii")
+    whole = len(parts) > 2  # the request line's target ended within the prefix
+    if not whole and (method == "CONNECT" or not any(mark in target[len("http://"):] for mark in "/?")):
+        return None
+    try:
+        return destination(RequestHead(method, target, "HTTP/1.1", ()))
+    except BadRequest:
+        return None
+
+
 def _authority(text: str, *, default: int | None) -> tuple[str, int]:
     if "@" in text or not text:
         raise BadRequest("the target names no host, or carries user information")

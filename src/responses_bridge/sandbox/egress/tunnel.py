@@ -20,7 +20,12 @@ MAX_HELLO_BYTES = 16 * 1024 + 5
 
 
 class NotTheAllowedTLS(Exception):
-    """The tunnel's first bytes are not a ClientHello for the allowed host: the reason, for the log."""
+    """The tunnel's first bytes are not a ClientHello for the allowed host: the reason, for the log. ``unused``:
+    no byte came at all (a tunnel opened ahead and closed, or left, unused): no request of anyone's was refused."""
+
+    def __init__(self, reason: str, *, unused: bool = False) -> None:
+        super().__init__(reason)
+        self.unused = unused
 
 
 def standard_port(tunnel: bool) -> int:
@@ -30,9 +35,12 @@ def standard_port(tunnel: bool) -> int:
 async def client_hello(reader: asyncio.StreamReader, host: str, seconds: float) -> bytes:
     """The tunnel's first TLS record, read whole (within ``seconds``) and checked to be a ClientHello naming
     ``host``: the bytes to send on. Raises :class:`NotTheAllowedTLS`."""
+    started = False
     try:
         async with asyncio.timeout(seconds):
-            header = await reader.readexactly(5)
+            header = await reader.readexactly(1)
+            started = True
+            header += await reader.readexactly(4)
             if header[0] != 0x16 or header[1] != 0x03:
                 raise NotTheAllowedTLS("not_tls")
             length = int.from_bytes(header[3:5], "big")
@@ -40,7 +48,7 @@ async def client_hello(reader: asyncio.StreamReader, host: str, seconds: float) 
                 raise NotTheAllowedTLS("not_tls")
             body = await reader.readexactly(length)
     except (asyncio.IncompleteReadError, TimeoutError, OSError):
-        raise NotTheAllowedTLS("not_tls") from None
+        raise NotTheAllowedTLS("not_tls", unused=not started) from None
     name = server_name(body)
     if name is None:
         if _is_address(host):
