@@ -8,7 +8,11 @@ proxy refuses is told to the model after the call's screenshot, never a silent `
   refusal told (the control);
 - a page with one image on a host the environment does not allow: the model is told which host was refused and why;
 - a deployment whose connection rate is tight: a page of 100 images passes its burst, and the model is told of the
-  connections refused at the rate, naming the setting.
+  connections refused at the rate, naming the setting;
+- a page whose button leads to a URL whose request head passes the proxy's 32 KiB: the click's call is told the
+  proxy refused it as too large, beside the same button leading to a URL of 2,000 characters, reached and nothing
+  told (the control); and a page's ``ws://`` WebSocket, which Chromium tunnels by ``CONNECT`` and the proxy closes
+  for carrying no TLS: told too.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ class Pictures:
         self.port = 0
         self.foreign = ""
 
-    def images(self, page: int) -> int:
+    def images(self, page: int | str) -> int:
         return sum(path.startswith(f"/img/{page}/") for path in self.seen)
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -66,6 +70,14 @@ class Pictures:
             page = request.path.rsplit("/", 1)[1]
             tags = "".join(f'<img src="/img/{page}/{index}" width="8" height="8">' for index in range(IMAGES))
             return web.Response(text=f"<!doctype html><h1>page {page}</h1>{tags}", content_type="text/html")
+        if request.path.startswith("/button/"):  # one button over the whole page, to /landed/N?q=<N characters>
+            size = int(request.path.rsplit("/", 1)[1])
+            script = f"location.href = '/landed/{size}?q=' + 'a'.repeat({size})"
+            return web.Response(text=f'<!doctype html><button onclick="{script}" style="position: fixed; inset: 0; '
+                                     f'font-size: 64px">go {size}</button>', content_type="text/html")
+        if request.path == "/socket":  # Chromium opens a ws:// WebSocket through its proxy by CONNECT
+            return web.Response(text=f'<!doctype html><h1>socket</h1><script>new WebSocket('
+                                     f'"ws://127.0.0.1:{self.port}/ws")</script>', content_type="text/html")
         if request.path == "/mixed":
             return web.Response(text=f'<!doctype html><h1>mixed</h1><img src="/img/mixed/0"><img src="{self.foreign}">',
                                 content_type="text/html")
@@ -98,6 +110,12 @@ async def go(session: Session, url: str) -> list[dict[str, Any]]:
     """One computer call, as a model does it: the address bar, the address, Enter."""
     return await session.turn(computer({"type": "keypress", "keys": ["CTRL", "L"]}, {"type": "type", "text": url},
                                        {"type": "keypress", "keys": ["ENTER"]}))
+
+
+def told_last(body: dict[str, Any]) -> str:
+    """What the model was told after the last computer call's screenshot: that call's note, or nothing."""
+    last = max(index for index, message in enumerate(body["messages"]) if message["role"] == "tool")
+    return " ".join(told({"messages": body["messages"][last:]}))
 
 
 def told(body: dict[str, Any]) -> list[str]:
@@ -173,6 +191,54 @@ async def test_a_connection_rate_passed_is_told_to_the_model(
                 assert notes, [told(entry["body"]) for entry in await upstream.entries()]
                 assert "RESPONSES_BRIDGE_DESKTOP_EGRESS_CONNECTIONS_PER_SECOND" in notes[0], notes[0]
                 assert 0 < pictures.images("rate") < IMAGES  # its burst served, the rest refused
+        finally:
+            await alpha.beta.agents.sessions.delete(session_id)
+            await alpha.close()
+
+
+async def test_a_url_too_long_for_the_proxy_is_told_with_the_click(
+        fake_upstream: str, tmp_path_factory: pytest.TempPathFactory, pictures: Pictures) -> None:
+    """Issue 98's refusal the model was not told: a button leading to a URL of 40,000 characters (a request head
+    over the proxy's 32 KiB), clicked — the call ``completed``, and now the model told the proxy refused the request
+    as too large, naming the host; the same button to a URL of 2,000 characters is reached with nothing told (the
+    control). Then a page's ``ws://`` WebSocket: a tunnel the proxy closes for carrying no TLS, told as well."""
+    directory = tmp_path_factory.mktemp("agents-desktop-too-long")
+    upstream = UpstreamLog(fake_upstream.removesuffix("/v1"))
+    async with _sidecar(directory, fake_upstream, pictures.port) as sidecar:
+        alpha, session_id = await _session(sidecar)
+        try:
+            async with aiohttp.ClientSession(sidecar.http_url, headers={**BETA, **TENANT}) as http:
+                session = Session(http, session_id)
+                said: dict[int, str] = {}
+                for size in (2000, 40_000):  # the control first
+                    await go(session, f"http://127.0.0.1:{pictures.port}/button/{size}")
+                    assert await until(lambda size=size: f"/button/{size}" in pictures.seen)  # type: ignore[misc]
+                    await session.turn(computer({"type": "wait"}))  # the page drawn before the model clicks it
+                    await upstream.clear()
+                    clicked = await session.turn(computer({"type": "click", "button": "left", "x": 640, "y": 400}))
+                    assert [call["status"] for call in calls_of(clicked)] == ["completed"]
+                    said[size] = told_last(await upstream.last_body())
+                    if size > 2000 and "head_too_large" not in said[size]:
+                        # the screen settled before the browser's request reached the proxy: the next call's
+                        await session.turn(computer({"type": "wait"}))
+                        said[size] += told_last(await upstream.last_body())
+                assert await until(lambda: "/landed/2000" in pictures.seen), pictures.seen[-5:]
+                assert "refused" not in said[2000], said[2000]
+                assert "/landed/40000" not in pictures.seen  # refused, never reached
+                assert "network refused: a request to 127.0.0.1 was refused" in said[40_000], said[40_000]
+                assert "over 32 KiB" in said[40_000] and "[head_too_large]" in said[40_000], said[40_000]
+
+                await upstream.clear()
+                await go(session, f"http://127.0.0.1:{pictures.port}/socket")
+                assert await until(lambda: "/socket" in pictures.seen)
+                notes = [text for entry in await upstream.entries() for text in told(entry["body"])
+                         if "[not_tls]" in text]
+                if not notes:
+                    await session.turn(computer({"type": "wait"}))
+                    notes = [text for text in told(await upstream.last_body()) if "[not_tls]" in text]
+                assert notes and "the tunnel carried no TLS" in notes[0], [
+                    told(entry["body"]) for entry in await upstream.entries()]
+                assert "/ws" not in pictures.seen
         finally:
             await alpha.beta.agents.sessions.delete(session_id)
             await alpha.close()

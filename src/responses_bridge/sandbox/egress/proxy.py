@@ -7,7 +7,8 @@ it (launcher.py), which ``HTTP_PROXY``/``HTTPS_PROXY`` (both cases) name. The sa
 code reaches nothing but this proxy, and the proxy decides for every connection:
 
 1. the request head is parsed strictly (request_head.py): ``CONNECT host:port`` (HTTPS, a tunnel) or an absolute
-   ``http://`` request (plain HTTP, forwarded one request per connection);
+   ``http://`` request (plain HTTP, forwarded one request per connection); a head past 32 KiB is refused
+   (``head_too_large``: its rest read and dropped, a bounded while, so the client reads the answer);
 2. the host must match the policy's ``allowed_domains`` (an IP literal only when listed itself), or, under an
    agent environment's block list, be none of its names nor under one: else a 403;
 3. the name is resolved here, on the bridge's side, and every address must pass the deployment's rules

@@ -22,8 +22,9 @@ The session sees each call as a ``computer_use_call`` item (the SDK's ``Computer
 What the desktop saw besides is told the same way, the call still ``completed`` (its actions were done): the
 browser found gone — its last tab closed, a crash, a kill — and started again at its last address
 (``Screenshot.browser``), and each connection the browser's egress proxy refused or cut since the last call, with
-why (``Screenshot.refused``: a host the environment does not allow, a bound of the browser's egress passed), so a
-page the proxy kept from loading is never a silent ``completed`` over the proxy's 403.
+why (``Screenshot.refused``: a host the environment does not allow, a bound of the browser's egress passed, a
+request head over the proxy's 32 KiB — a URL that long), so a page the proxy kept from loading is never a silent
+``completed`` over the proxy's 403.
 
 A call whose actions left the browser waiting for the client — an origin not approved, a sign-in form — is
 answered only once the client decided (approvals.py): the session ``requires_action`` meanwhile.
