@@ -3,7 +3,9 @@ the session's desktop runs in a pod of the desktop pool (``RESPONSES_BRIDGE_AGEN
 cluster's stand-in pod), its browser on the network only through the bridge's egress door and the environment's
 allowlist, each new origin approved by the client. The fake model (scripted) opens the loopback page, clicks its
 button, types into its field and presses Enter: the page's server records the click and the text; the session's
-``computer_use_call`` items carry the JPEG; deleting the session gives its pod back (the claim deleted)."""
+``computer_use_call`` items carry the JPEG; deleting the session gives its pod back (the claim deleted). A button to a
+URL of 40,000 characters, clicked: the request head too large for the door and the proxy is refused by the pod's
+proxy relay and told to the model with the call (the relay closed it unanswered before, and nothing was told)."""
 
 from __future__ import annotations
 
@@ -28,9 +30,10 @@ from tests.integration.test_agents_desktop import (
     jpeg,
     navigate,
 )
+from tests.integration.test_agents_desktop_network import told, told_last
 from tests.integration.test_desktop import BUTTON, FIELD, Site, _site, until
 from tests.support.agent_sandbox import FakeCluster, fake_cluster
-from tests.support.bridge import Sidecar, running_sidecar
+from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 from tests.support.envoy import free_port
 
 pytestmark = [NEEDS_DESKTOP, pytest.mark.store_proven(
@@ -91,5 +94,36 @@ async def test_a_session_drives_the_browser_on_a_desktop_in_a_pod(sidecar: Sidec
             assert await until(lambda: "/submit?text=hello+pod" in site.seen), site.seen
         await alpha.beta.agents.sessions.delete(made.id)
         assert await until(lambda: pods.kube.live(CLAIMS) == []), pods.kube.live(CLAIMS)  # its pod given back
+    finally:
+        await alpha.close()
+
+
+async def test_a_url_too_long_for_the_door_is_told_with_the_click(sidecar: Sidecar, site: Site, fake_upstream: str,
+                                                                  pods: FakeCluster) -> None:
+    """Issue 98's too-long URL on a pod's desktop: the click's call ``completed``, the model told the request was
+    refused as too large, naming the host; the page of the button reached (the control: the way out works)."""
+    alpha = _client(sidecar, "alpha")
+    upstream = UpstreamLog(fake_upstream.removesuffix("/v1"))
+    try:
+        agent = await alpha.beta.agents.create(model=MODEL, tools=TOOLS)
+        made = await alpha.beta.agents.sessions.create(agent_id=agent.id, environment=ENVIRONMENT)
+        async with aiohttp.ClientSession(sidecar.http_url, headers={**BETA, **TENANT}) as http:
+            session = Session(http, made.id)
+            await navigate(session, f"http://127.0.0.1:{site.port}/long")
+            assert await _reached(session, lambda: "/long" in site.seen), site.seen
+            await session.turn(computer({"type": "wait"}))  # the page drawn before the model clicks it
+            assert not any("head_too_large" in text for text in told(await upstream.last_body()))
+            clicked = await session.turn(computer({"type": "click", "button": "left", "x": BUTTON[0],
+                                                   "y": BUTTON[1]}))
+            assert [item["status"] for item in calls_of(clicked)] == ["completed"]
+            said = told_last(await upstream.last_body())
+            if "head_too_large" not in said:  # the screen settled before the browser's request was refused
+                await session.turn(computer({"type": "wait"}))
+                said += told_last(await upstream.last_body())
+            assert "network refused:" in said, said
+            assert "a request to 127.0.0.1 was refused: the request head is over 32 KiB" in said, said
+            assert "[head_too_large]" in said, said
+            assert not any(path.startswith("/landed") for path in site.seen)
+        await alpha.beta.agents.sessions.delete(made.id)
     finally:
         await alpha.close()

@@ -43,6 +43,10 @@ PAGE = """<!doctype html><html><body style="margin:0;background:#fff">
 SLOW_PAGE = """<!doctype html><html><body><input autofocus style="font-size:40px">
 <script>addEventListener("keydown", () => { const until = Date.now() + 150; while (Date.now() < until) {} }, true)
 </script></body></html>"""
+LONG_PAGE = PAGE.replace("fetch('/clicked',{method:'POST'}).then(()=>{document.body.style.background='#c00';\n  "
+                         "document.getElementById('b').textContent='clicked'})",
+                         "location.href='/landed?q='+'a'.repeat(40000)")
+"""The same button leading to a URL of 40,000 characters: a request head past the egress proxy's 32 KiB."""
 BUTTON = (WIDTH // 2, 445)
 """On the screen: the button fills 40-60% of the viewport's height, below a toolbar of 0-150 pixels."""
 FIELD = (WIDTH // 2, 700)
@@ -66,6 +70,8 @@ async def _site(ssl_context: ssl.SSLContext | None = None) -> tuple[Site, web.Ap
         site.seen.append(request.path_qs)
         if request.path == "/submit":
             return web.Response(text=f"got {request.query.get('text', '')}")
+        if request.path == "/long":
+            return web.Response(text=LONG_PAGE, content_type="text/html")
         if request.path == "/slow":  # a page whose every key takes its renderer 150 ms (a busy page, a loaded host)
             return web.Response(text=SLOW_PAGE, content_type="text/html")
         return web.Response(text=PAGE, content_type="text/html")

@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # in the call, devtools.py's, page.py's, masking.py's and pro
     from .devtools import DevTools, browser_pipes, piped
     from .masking import Masking
     from .page import Pages
-    from .proxy_relay import authority_key_hash, relayed_proxy
+    from .proxy_relay import authority_key_hash, relayed_proxy, take_refused
 
 DISPLAY = ":1"
 GRAB_EVERY = 0.02
@@ -383,6 +383,9 @@ def _answer(requests: Any, readable: int, send: Any, screen: Screen, browser: "B
             head["error"] = failed
         if happened is not None:
             head["browser"] = happened
+        refused = take_refused()  # heads the proxy relay refused as too large (proxy_relay.py): told by the bridge
+        if refused:
+            head["egress_refused"] = refused
         send(json.dumps(head).encode() + b"\n" + data)
         if request.get("detect"):
             browser.remember_later()

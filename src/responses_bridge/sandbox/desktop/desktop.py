@@ -294,6 +294,7 @@ class Desktop:
                 raise DesktopUnavailable(f"the desktop stopped answering ({self._ended() or error})") from None
             finally:
                 self._settling = False
+            self._egress.relayed(head.get("egress_refused"))  # told with the model's next call (egress_watch.py)
             if detect:  # a plain screenshot (a watcher's) leaves the form reported last as it is
                 form = parse_form(head.get("sign_in"))
                 self._sign_in = form if form is not None and form.key not in self._answered else None

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections import Counter
 
 from ..egress.rates import EgressRates
+from ..egress.refusals import TOO_LARGE
+from ..egress.request_head import named_destination
 from .origins import OriginApprovals
 
 BROWSER_OWN = frozenset({"android.clients.google.com", "clients2.google.com", "update.googleapis.com",
@@ -56,6 +58,16 @@ class DesktopEgress:
             return
         self._refused[key] += 1
         self._why[key] = message[:MESSAGE_CHARS]
+
+    def relayed(self, starts: object) -> None:
+        """Heads the desktop's proxy relay refused as too large before they reached the proxy (proxy_relay.py, an
+        agent-sandbox pod's: the door would have closed them unanswered), each its request line's start as the
+        desktop's answer carries it: refused as the proxy refuses them, the host read by the proxy's own parser."""
+        if not isinstance(starts, list):
+            return
+        for start in starts[:MAX_KEPT]:
+            where = named_destination(start[:512].encode("latin-1", "replace")) if isinstance(start, str) else None
+            self.refused(where.host if where else None, "head_too_large", TOO_LARGE)
 
     def report(self) -> tuple[str, ...]:
         """What was refused since the last report, one line each (and forgotten here)."""

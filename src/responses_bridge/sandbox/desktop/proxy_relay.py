@@ -10,6 +10,12 @@ in; the door then hands the whole connection to the call's proxy, which needs no
 relayed both ways as they come. The credential stays in this process (its environment and this relay): the browser,
 its pages and every screenshot never hold it. On bubblewrap the proxy URL carries no credential and is used as is.
 
+A head the door and the call's proxy would refuse as too large (over their 32 KiB with the credential put in: a URL
+that long) is refused here, as the proxy does — a 400 ``head_too_large`` after its rest is read — where the door,
+which finds no credential within its bound, would close it unanswered and the proxy would never hear of it: its
+request line's start is kept (:func:`take_refused`) and goes to the bridge with the desktop's next answer
+(agent.py), which tells the model as it tells the proxy's refusals (egress_watch.py).
+
 The call's authority, too: under a policy with domain secrets the proxy answers the browser's HTTPS to those hosts
 itself, with certificates of the call's own authority (sandbox/egress/tls.py), which code trusts through
 ``SSL_CERT_FILE`` (the system's authorities, then the call's, last). Chromium reads no such file (its store is
@@ -23,10 +29,32 @@ import contextlib
 import hashlib
 import socket
 import threading
+import time
 import urllib.parse
 
-RELAY_HEAD_LIMIT = 64 * 1024
+RELAY_HEAD_LIMIT = 32 * 1024
+"""The door's and the call's proxy's bound on a request head (sandbox/egress/request_head.MAX_HEAD_BYTES), the
+credential put in counted."""
 RELAY_CHUNK = 64 * 1024
+REFUSED_START = 512
+"""The start of a refused head's request line that is kept: its method and its target's host."""
+REFUSED_KEPT = 20
+DISCARD_BYTES, DISCARD_SECONDS = 4 << 20, 1.0
+"""What is read and dropped of a head refused (the proxy's refusals.py): the browser then reads its answer, not a
+reset."""
+TOO_LARGE = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+             b"X-Egress-Outcome: head_too_large\r\nConnection: close\r\n\r\n%s")
+_refused: list[bytes] = []
+_refused_lock = threading.Lock()
+
+
+def take_refused() -> list[str]:
+    """The starts of the request lines refused here since the last call (and forgotten here), at most
+    ``REFUSED_KEPT``."""
+    with _refused_lock:
+        found = [start.decode("latin-1") for start in _refused]
+        _refused.clear()
+    return found
 
 
 def relayed_proxy(url: str | None) -> str | None:
@@ -60,9 +88,12 @@ def _relay(client: socket.socket, upstream: tuple[str, int], header: bytes) -> N
         head = b""
         while b"\r\n\r\n" not in head:
             piece = client.recv(RELAY_CHUNK)
-            if not piece or len(head) + len(piece) > RELAY_HEAD_LIMIT:
+            if not piece:
                 return
             head += piece
+            if len(head.split(b"\r\n\r\n", 1)[0]) + 4 + len(header) > RELAY_HEAD_LIMIT:
+                _too_large(client, head)
+                return
         line_end = head.index(b"\r\n") + 2  # the request line, then the credential, then the browser's headers
         server = socket.create_connection(upstream)
         server.sendall(head[:line_end] + header + head[line_end:])
@@ -76,6 +107,24 @@ def _relay(client: socket.socket, upstream: tuple[str, int], header: bytes) -> N
         client.close()
         if server is not None:
             server.close()
+
+
+def _too_large(client: socket.socket, head: bytes) -> None:
+    """Refuse a head past the bound as the call's proxy does, and keep its request line's start to be told."""
+    with _refused_lock:
+        if len(_refused) < REFUSED_KEPT:
+            _refused.append(head.split(b"\r\n", 1)[0][:REFUSED_START])
+    body = (f"egress proxy: the request head is over {RELAY_HEAD_LIMIT // 1024} KiB, the proxy's bound: a URL (or "
+            "header fields) that long is refused\n").encode()
+    client.sendall(TOO_LARGE % (len(body), body))
+    left, until = DISCARD_BYTES, time.monotonic() + DISCARD_SECONDS
+    with contextlib.suppress(OSError, ValueError):  # a timeout among them; ValueError: the time was up
+        while left > 0:
+            client.settimeout(until - time.monotonic())
+            data = client.recv(min(RELAY_CHUNK, left))
+            if not data:
+                break
+            left -= len(data)
 
 
 def _pump(source: socket.socket, target: socket.socket) -> None:
