@@ -166,3 +166,26 @@ async def test_every_refused_request_is_told_and_a_socket_left_unused_is_not(pro
     plain = await exchange(proxy, tunnel, then=b"GET /echo-headers HTTP/1.1\r\nHost: app.test\r\n\r\n")
     assert plain.startswith(b"HTTP/1.1 200 Connection established\r\n\r\n") and b"echo" not in plain
     assert owner.told == [("app.test", "head_too_large"), (None, "bad_request"), ("app.test", "not_tls")]
+
+
+async def test_an_answer_the_proxy_cannot_read_for_secrets_is_told(proxy_for: Any, host: Host) -> None:
+    """A host with a secret whose server closes without answering: the proxy, which reads each head of such an
+    answer to write the secret out of it, has none to pass on, and the owner hears why (``bad_answer``); the same
+    request to the test host's server, answered, is not told (the control)."""
+    import asyncio
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        owner = Owner(EgressRates())
+        policy = policy_of("app.test", secrets=[{"domain": "app.test", "name": "K", "value": "v1"}])
+        proxy = await proxy_for(policy, targets=f"127.0.0.1:{host.port},127.0.0.1:{port}", origins=owner)
+        assert (await exchange(proxy, get(host))).startswith(b"HTTP/1.0 200") and owner.told == []  # (with a secret)
+        assert await exchange(proxy, f"GET http://app.test:{port}/ HTTP/1.1\r\n\r\n".encode()) == b""
+        assert owner.told == [("app.test", "bad_answer")]
+    finally:
+        server.close()

@@ -11,7 +11,9 @@ from .request_head import MAX_HEAD_BYTES, ExpectationFailed, RequestHead, contin
 
 CUT = {"bytes_limit": "the connection passed its bytes (RESPONSES_BRIDGE_CODE_EGRESS_CONNECTION_BYTES)",
        "timeout": "the connection passed its time (RESPONSES_BRIDGE_CODE_EGRESS_CONNECTION_TIMEOUT)",
-       "unscannable_answer": "the answer could not be scanned for the call's secrets"}
+       "unscannable_answer": "the answer could not be scanned for the call's secrets",
+       "bad_answer": "the server's answer had no whole head within 64 KiB, which the proxy reads to write the call's "
+                     "secrets out of it"}
 """The outcomes of a connection the proxy cut at one of its bounds, as its gate's owner is told (rates.py)."""
 CLOSED = {"not_tls": "the tunnel carried no TLS: a CONNECT tunnel carries TLS to the host it named, nothing else "
                      "(a ws:// WebSocket or another protocol through it is closed)",
