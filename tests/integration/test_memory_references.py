@@ -4,7 +4,8 @@ file, its memory budget and backstop on, through the HTTP door and a real Envoy.
 
 * **The fan-out is refused before it is held.** The issue's two forms: one stored 1 MiB item named by 250
   ``item_reference`` items in each of 4 concurrent requests (3 rounds), and one inline 1 MiB message named by 250
-  references in the same request's input. Each would become 250 MiB of items (an upstream body of 250 MiB, 250 MiB
+  references in the same request's input; and a third, the item in the ``previous_response_id`` history the
+  requests continue. Each would become 250 MiB of items (an upstream body of 250 MiB, 250 MiB
   stored again): charged every occurrence, each is a 400 ``history_too_large`` naming its expanded size before
   anything is expanded; serve's RSS stays within its start + the budget + 256 MiB (it went 119 → 2,131 MiB), the
   database does not grow by the expansions (0.8–1.0 GB before), and a bystander tenant's small requests are all
@@ -73,20 +74,28 @@ async def post(session: aiohttp.ClientSession, stack: Stack, door: str, body: di
         return answer.status, orjson.loads(await answer.read())
 
 
-async def stored_item(session: aiohttp.ClientSession, stack: Stack, door: str) -> str:
-    """The id of the attacker's stored 1 MiB input item."""
+async def stored_item(session: aiohttp.ClientSession, stack: Stack, door: str) -> tuple[str, str]:
+    """The ids of the attacker's stored response of one 1 MiB input item, and of that item."""
     status, response = await post(session, stack, door, {"model": MODEL, "input": BIG})
     assert status == 200 and response["status"] == "completed", response
     async with session.get(f"{stack.url(door)}/v1/responses/{response['id']}/input_items", headers={
             "Authorization": f"Bearer {stack.keys['attacker']}"}) as answer:
         [item] = (await answer.json())["data"]
-    return str(item["id"])
+    return str(response["id"]), str(item["id"])
 
 
 def references(form: str, item_id: str, count: int, last: str = "go") -> list[dict[str, Any]]:
-    """An input of ``count`` references to the 1 MiB item: stored already, or inline before them."""
+    """An input of ``count`` references to the 1 MiB item: stored already (or in the history the request
+    continues), or inline before them."""
     inline = [{"type": "message", "id": item_id, "role": "user", "content": BIG}] if form == "inline" else []
     return [*inline, *[{"type": "item_reference", "id": item_id}] * count, {"role": "user", "content": last}]
+
+
+def request(form: str, ids: tuple[str, str], count: int, last: str = "go") -> dict[str, Any]:
+    """A request of ``count`` references to the 1 MiB item in ``form``: ``stored`` (found among the tenant's
+    stored items), ``history`` (in the ``previous_response_id`` chain it continues) or ``inline``."""
+    extra = {"previous_response_id": ids[0]} if form == "history" else {}
+    return {"model": MODEL, "input": references(form, ids[1], count, last), **extra}
 
 
 async def bystander_until(client: openai.AsyncOpenAI, done: asyncio.Event, least: int) -> list[str]:
@@ -120,7 +129,7 @@ class Peak:
         return self.value
 
 
-@pytest.mark.parametrize("form", ["stored", "inline"])
+@pytest.mark.parametrize("form", ["stored", "inline", "history"])
 @pytest.mark.parametrize("door", ["http", "envoy"])
 async def test_a_reference_fan_out_is_refused_before_it_is_held_and_the_bystander_is_served(
         fake_upstream: str, tmp_path: Path, door: str, form: str) -> None:
@@ -128,10 +137,9 @@ async def test_a_reference_fan_out_is_refused_before_it_is_held_and_the_bystande
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session, \
             async_sdk(base_url=f"{stack.url(door)}/v1", api_key=stack.keys["bystander"], max_retries=0,
                       timeout=120) as bystander:
-        item_id = await stored_item(session, stack, door) if form == "stored" else "msg_inline"
+        ids = await stored_item(session, stack, door) if form != "inline" else ("", "msg_inline")
         # the control: 20 references are served, expanded (the model counts 20 items' words)
-        status, control = await post(session, stack, door, {"model": MODEL, "input": references(
-            form, item_id, CONTROL_REFERENCES)})
+        status, control = await post(session, stack, door, request(form, ids, CONTROL_REFERENCES))
         assert status == 200 and control["status"] == "completed", control
         assert control["usage"]["input_tokens"] >= CONTROL_REFERENCES * WORDS, control["usage"]
         await asyncio.sleep(1)
@@ -142,8 +150,8 @@ async def test_a_reference_fan_out_is_refused_before_it_is_held_and_the_bystande
         try:
             refusals = []
             for _ in range(ROUNDS):
-                refusals += await asyncio.gather(*(post(session, stack, door, {"model": MODEL, "input": references(
-                    form, item_id, FAN_OUT, f"attack {HOLD}")}) for _ in range(ATTACKS)))
+                refusals += await asyncio.gather(*(post(session, stack, door, request(
+                    form, ids, FAN_OUT, f"attack {HOLD}")) for _ in range(ATTACKS)))
         finally:
             done.set()
             outcomes = await served
@@ -185,15 +193,15 @@ async def test_references_that_fit_but_not_now_wait_and_are_refused_naming_their
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session, \
             async_sdk(base_url=f"{stack.url(door)}/v1", api_key=stack.keys["bystander"], max_retries=0,
                       timeout=120) as bystander:
-        item_id = await stored_item(session, stack, door)
+        ids = await stored_item(session, stack, door)
         await asyncio.sleep(1)
         start = rss(stack)
         peak = Peak(stack)
         done = asyncio.Event()
         served = asyncio.create_task(bystander_until(bystander, done, least=10))
         try:
-            answers = list(await asyncio.gather(*(held(session, stack, door, {"model": MODEL, "input": references(
-                "stored", item_id, count, f"attack {HOLD}")}) for _ in range(ATTACKS))))
+            answers = list(await asyncio.gather(*(held(session, stack, door, request(
+                "stored", ids, count, f"attack {HOLD}")) for _ in range(ATTACKS))))
         finally:
             done.set()
             outcomes = await served
