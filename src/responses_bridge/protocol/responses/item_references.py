@@ -4,7 +4,7 @@ the items they name.
 An item is found first among what the request already holds: the history it continues (the
 ``previous_response_id`` chain's input and output items, or the conversation's items) and the input items before
 the reference. Any other item the tenant stored is found too, as OpenAI resolves any stored item of the project
-(a response's input or output item, a conversation's item): :func:`unresolved` names the ids to look up in the
+(a response's input or output item, a conversation's item): :func:`expansion` names the ids to look up in the
 store (``ResponseStore.find_items``), only when a reference names one the request does not hold, so a request
 without references costs nothing more. An id found nowhere (another tenant's among them) is a 404 naming the
 reference, as OpenAI answers an unknown item. Resolved items are stored, listed and sent upstream as the item
@@ -68,17 +68,12 @@ def has_references(items: list[dict[str, Any]]) -> bool:
     return any(item.get("type") == REFERENCE for item in items)
 
 
-def unresolved(history: list[dict[str, Any]], items: list[dict[str, Any]]) -> list[str]:
-    """The ids ``items``' references name that neither ``history`` nor an earlier item of ``items`` holds: the
-    ones to look up among the tenant's stored items, once for every reference naming them."""
-    return expansion(history, items)[0] if has_references(items) else []
-
-
 def expansion(history: list[dict[str, Any]], items: list[dict[str, Any]]) -> tuple[list[str], int, int]:
-    """What ``items``' references will become: the ids to look up in the store (:func:`unresolved`), and the JSON
-    bytes and the number of the items the others name — the items the request holds, each occurrence counted (a
-    distinct item's JSON measured once). Linear, as :func:`resolve_references` is; an id found nowhere is counted
-    as missing (the store's answer, or its absence, makes it the 404)."""
+    """What ``items``' references will become: the ids that neither ``history`` nor an earlier item of ``items``
+    holds, to look up among the tenant's stored items (once for every reference naming them), and the JSON bytes
+    and the number of the items the others name — the items the request holds, each occurrence counted (a distinct
+    item's JSON measured once). Linear, as :func:`resolve_references` is; an id found nowhere is counted as missing
+    (the store's answer, or its absence, makes it the 404)."""
     known: dict[str, dict[str, Any]] = {}
     for item in history:
         if isinstance(item.get("id"), str):
@@ -105,7 +100,7 @@ def expansion(history: list[dict[str, Any]], items: list[dict[str, Any]]) -> tup
 def resolve_references(history: list[dict[str, Any]], items: list[dict[str, Any]], param: str = "input",
                        stored: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """``items`` with every reference replaced by the item it names, shared (``items`` itself when it holds none):
-    in ``history`` or before it in ``items``, else in ``stored`` (the tenant's items :func:`unresolved` named,
+    in ``history`` or before it in ``items``, else in ``stored`` (the tenant's items :func:`expansion` named,
     found in the store). Linear: one index of the ids, built only when a reference is there."""
     if not has_references(items):
         return items
