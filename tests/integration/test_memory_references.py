@@ -15,6 +15,8 @@ file, its memory budget and backstop on, through the HTTP door and a real Envoy.
   the stored item each (~90 MiB charged: one fits the attacker's share of 128 MiB), held by a slow model: one is
   held, the others wait for room and get the 503 (those refused at their references' reservation naming its
   expanded size); the bystander is answered every time and RSS stays within the same bound.
+* **A conversation's added items too.** References added to a conversation are charged the same before they are
+  stored: past the tenant's room refused naming their expanded size, nothing stored; within it, added.
 """
 
 from __future__ import annotations
@@ -51,9 +53,9 @@ CONTROL_REFERENCES = 20
 
 
 @asynccontextmanager
-async def started(fake_upstream: str, tmp_path: Path) -> AsyncIterator[Stack]:
+async def started(fake_upstream: str, tmp_path: Path, budget: int = BUDGET) -> AsyncIterator[Stack]:
     async with keyed_stack(fake_upstream, tmp_path, ("attacker", "bystander"), env={
-            "RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(BUDGET),
+            "RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(budget),
             "RESPONSES_BRIDGE_MEMORY_WATCH_INTERVAL": "0.2"}) as stack:
         yield stack
 
@@ -220,3 +222,36 @@ async def test_references_that_fit_but_not_now_wait_and_are_refused_naming_their
     assert named and all(f"{count} items, " in message for message in named), refusals
     assert outcomes == ["completed"] * len(outcomes), outcomes
     assert highest <= start + BUDGET + 256 * MiB, (highest - start) / MiB
+
+
+@pytest.mark.parametrize("door", ["http", "envoy"])
+async def test_references_added_to_a_conversation_are_charged_the_same(
+        fake_upstream: str, tmp_path: Path, door: str) -> None:
+    """``POST /v1/conversations/{id}/items`` resolves references among the conversation's items (or the tenant's
+    stored ones) before storing them, at most 20 items an add: on a 64 MiB budget (a share of 32 MiB), 20 to its
+    1 MiB item (~60 MiB charged) are refused naming their expanded size, nothing stored; 5 are added, each the
+    item itself."""
+    headers = {"Authorization": "", "Content-Type": "application/json"}
+    async with started(fake_upstream, tmp_path, 64 * MiB) as stack, \
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+        headers["Authorization"] = f"Bearer {stack.keys['attacker']}"
+        async with session.post(f"{stack.url(door)}/v1/conversations", headers=headers, data=orjson.dumps(
+                {"items": [{"type": "message", "role": "user", "content": BIG}]})) as answer:
+            conversation = (await answer.json())["id"]
+        items = f"{stack.url(door)}/v1/conversations/{conversation}/items"
+        async with session.get(items, headers=headers) as answer:
+            [item] = (await answer.json())["data"]
+        on_disk = stored_bytes(tmp_path)
+        async with session.post(items, headers=headers, data=orjson.dumps(
+                {"items": [{"type": "item_reference", "id": item["id"]}] * 20})) as answer:
+            refused = (answer.status, await answer.json())
+        grown = stored_bytes(tmp_path) - on_disk
+        async with session.post(items, headers=headers, data=orjson.dumps(
+                {"items": [{"type": "item_reference", "id": item["id"]}] * 5})) as answer:
+            added = (answer.status, await answer.json())
+    status, error = refused
+    assert status == 400 and error["error"]["code"] == "history_too_large", error
+    assert "20 items, " in error["error"]["message"] and "bytes expanded" in error["error"]["message"]
+    assert grown < 4 * MiB, grown / MiB
+    assert added[0] == 200 and len(added[1]["data"]) == 5, str(added)[:500]
+    assert all(entry["id"] == item["id"] and entry["content"] == item["content"] for entry in added[1]["data"])
