@@ -166,6 +166,35 @@ async def test_every_load_of_stored_items_is_charged_on_both_stores(
     assert budget.held == 0
 
 
+@pytest.mark.parametrize("kind", KINDS)
+async def test_references_to_stored_items_are_charged_for_every_occurrence_on_both_stores(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """An item named by 50 references becomes 50 items: the store's measure counts each occurrence (de-duplicated,
+    250 references to one 1 MiB item were charged 1 MiB), while the rows are read once."""
+    items = [user_item("it_big", "x" * 20_000), user_item("it_small", "y")]
+    budget = MemoryBudget(256 * MiB)
+    async with open_stores(kind, request, tmp_path) as stores:
+        await stores.responses.save_response(make_response("resp_r"), items, tenant=DEFAULT_TENANT)
+        held = Held(budget, "a")
+        await held.cover(1800)
+        named = ["it_big"] * 50 + ["it_small", "it_nowhere"]
+        found = await asyncio.create_task(within(held, lambda: stores.responses.find_items(
+            named, tenant=DEFAULT_TENANT)))
+        assert set(found) == {"it_big", "it_small"}
+        expanded = loaded_cost(50 * len(orjson.dumps(found["it_big"])) + len(orjson.dumps(found["it_small"])), 51)
+        assert expanded * 0.9 <= held.bytes - 1800 <= expanded * 1.1, (held.bytes - 1800, expanded)
+        held.release()
+        alone = Held(MemoryBudget(4 * MiB), "a")  # 50 × 20 KB expanded is past a share of 2 MiB: refused unread
+        await alone.cover(1800)
+        with pytest.raises(APIError) as refused:
+            await asyncio.create_task(within(alone, lambda: stores.responses.find_items(named, tenant=DEFAULT_TENANT)))
+        assert (refused.value.status, refused.value.code) == (400, "history_too_large")
+        assert "51 items" in refused.value.message and "bytes expanded" in refused.value.message
+        assert alone.bytes == 1800
+        alone.release()
+    assert budget.held == 0
+
+
 class Request:
     """A request of ``holder``'s holding a tiny body's charge, and ``loaded`` bytes charged as it loads them, until it
     is ended."""

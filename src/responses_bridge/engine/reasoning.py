@@ -42,7 +42,9 @@ def sealer_for_items(sealer: Sealer) -> Callable[[dict[str, Any]], str]:
 
 
 def unseal_input(items: list[dict[str, Any]], sealer: Sealer | None) -> None:
-    """Give every input reasoning item that carries one of our blobs its text back, in place."""
+    """Give every input reasoning item that carries one of our blobs its text back, in ``items``: the item replaced
+    by a copy with its text, never changed in place (it may be the history's own, named by an ``item_reference``:
+    protocol/responses/item_references.py)."""
     for index, item in enumerate(items):
         if item.get("type") != "reasoning" or "encrypted_content" not in item:
             continue
@@ -51,4 +53,4 @@ def unseal_input(items: list[dict[str, Any]], sealer: Sealer | None) -> None:
         opened = sealer.open(PURPOSE, item["encrypted_content"], param=f"input[{index}].encrypted_content")
         text = opened.get("text") if isinstance(opened, dict) else None
         if isinstance(text, str) and not item.get("content"):
-            item["content"] = [{"type": "reasoning_text", "text": text}]
+            items[index] = {**item, "content": [{"type": "reasoning_text", "text": text}]}

@@ -16,6 +16,9 @@ items continued by twelve tiny requests was loaded twelve times at once (+403 Mi
   rows, no row read) and **reserved before the rows are read** (:func:`reserve_loading`): a request whose history
   does not fit its holder's room waits in the budget's fair queue, or is refused naming its size, instead of
   loading first;
+* what an ``item_reference`` becomes costs the same as a loaded item, for every occurrence
+  (:func:`reserve_references`): 250 references to one 1 MiB item are 250 MiB of items in the input, the upstream
+  body and the stored input, whatever the few bytes that named them — reserved before one is expanded;
 * a server tool's output is held from its call to the request's end: :func:`charge` grows the request's holding at
   :data:`COST_PER_TOOL_OUTPUT_BYTE` as the output comes (it is in memory already: refusing it would save nothing).
 
@@ -114,6 +117,18 @@ async def reserve_loading(size: int, items: int, what: str) -> None:
         holding = HOLDING.get()
         if holding is not None:
             await holding.reserve(loaded_cost(size, items), f"{what}: {items} items, {size} bytes stored")
+
+
+async def reserve_references(size: int, items: int, what: str) -> None:
+    """Before the current request expands ``items`` ``item_reference`` occurrences into ``size`` bytes of items'
+    JSON (``what``: which, for the refusal): their cost reserved as loaded items' is, every occurrence counted —
+    each becomes a whole item in the request's input, its upstream body and its stored input
+    (protocol/responses/item_references.py) — waiting for room, or the budget's 503 (its 400 past what a caller may
+    hold alone) naming their expanded size, never expanded first."""
+    if items > 0:
+        holding = HOLDING.get()
+        if holding is not None:
+            await holding.reserve(loaded_cost(size, items), f"{what}: {items} items, {size} bytes expanded")
 
 
 def current_holder() -> str | None:

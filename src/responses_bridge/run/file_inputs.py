@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from ..engine.options import EngineOptions
 from ..engine.state import RenderedPrompt
+from ..fairness.memory_charge import reserve_references
 from ..protocol.errors import APIError, invalid_request
 from ..protocol.files.file_refs import LoadedFile
 from ..protocol.responses.input_items import messages_only
@@ -78,7 +79,8 @@ async def prepare_input(request: ResponsesRequest, history: list[dict[str, Any]]
     naming a file resolved for the upstream (here)."""
     if not messages_only(request.input_items):  # references and call outputs are items of their own
         if has_references(request.input_items):
-            request.input_items[:] = await resolve_stored(history, request.input_items, items, tenant=tenant)
+            request.input_items[:] = await resolve_stored(history, request.input_items, items, tenant=tenant,
+                                                          reserve=reserve_references)
         pair_call_outputs(history, request.input_items)
     prompt_items = prompt.input_items if prompt is not None else []
     if not (names_files(history) or names_files(request.input_items) or names_files(prompt_items)):

@@ -133,7 +133,9 @@ class ResponseStore(Protocol):
         """``tenant``'s stored items of these ids, wherever they are kept: a response's input or output items, or
         a conversation's items (one copy of each; an id found nowhere, or only another tenant's, is absent). What
         an ``item_reference`` names without the chain or conversation holding it
-        (protocol/responses/item_references.py); one indexed statement (SQLite migration 26, PostgreSQL 25)."""
+        (protocol/responses/item_references.py); one indexed statement (SQLite migration 26, PostgreSQL 25).
+        ``item_ids`` holds an id once for every reference naming it: within a request, what the items will hold is
+        reserved before a row is read, every occurrence counted (each becomes a whole item)."""
 
     async def response_tenants(self) -> list[str]:
         """Across tenants: workers only (retention). Every tenant owning at least one stored response."""

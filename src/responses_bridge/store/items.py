@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -38,3 +39,17 @@ def item_rows(items: list[dict[str, Any]]) -> list[ItemRow]:
             item_id = None
         rows.append((item_id, compact(orjson.dumps(item))))
     return rows
+
+
+def occurrences(item_ids: Sequence[str], sizes: dict[str, int]) -> tuple[int, int]:
+    """The items and bytes that references naming ``item_ids`` (an id once for every reference) will hold once
+    expanded, from the ``sizes`` of the ids found (each distinct id measured once): every occurrence counted, as
+    each becomes a whole item (protocol/responses/item_references.py). De-duplicated, 250 references to one 1 MiB
+    item were charged 1 MiB and held 250."""
+    items = size = 0
+    for item_id in item_ids:
+        found = sizes.get(item_id)
+        if found is not None:
+            items += 1
+            size += found
+    return items, size

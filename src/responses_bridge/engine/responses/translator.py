@@ -93,7 +93,9 @@ class Translator(ClientStream, CompactionTurns):
             p.instructions = (f"{prompt.instructions}\n\n{p.instructions}" if p.instructions and prompt.instructions
                               else prompt.instructions or p.instructions)
         check_call_outputs(history, request.input_items)
-        reasoning.unseal_input(request.input_items, sealer)
+        reasoning.unseal_input(request.input_items, sealer)  # into copies: an item may be shared (a reference's)
+        if sent_input is not None:  # the upstream's copy of the input (its files resolved) gets the text too
+            reasoning.unseal_input(sent_input, sealer)
         # compaction items become their summary, for the upstream only (an automatic one: all before it too)
         sent = request.input_items if sent_input is None else sent_input
         history, expanded = compaction.expand_context(history, sent, sealer)

@@ -18,8 +18,10 @@ from ..errors import invalid_request
 
 def pair_call_outputs(history: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:
     """Give every ``function_call_output`` of ``items`` without a ``call_id`` the one of the call it answers
-    (in place). Linear in the items: each call is queued under its name, its name and namespace, and in one queue
-    of all, and an answered call is dropped from a queue's head when reached."""
+    (in ``items``: the output replaced by a copy with its ``call_id``, never changed in place — an item may be the
+    same dict as an earlier one or the history's, named by an ``item_reference``:
+    protocol/responses/item_references.py). Linear in the items: each call is queued under its name, its name and
+    namespace, and in one queue of all, and an answered call is dropped from a queue's head when reached."""
     if not unpaired(items):
         return
     queues: dict[tuple[object, ...], deque[str]] = defaultdict(deque)
@@ -36,7 +38,7 @@ def pair_call_outputs(history: list[dict[str, Any]], items: list[dict[str, Any]]
                 raise invalid_request(f"No open function call{named} for the function call output at "
                                       f"'input[{index}]': send its 'call_id'.", param=f"input[{index}].call_id",
                                       code="missing_required_parameter")
-            item["call_id"] = call_id
+            item = items[index] = {**item, "call_id": call_id}  # a copy: the item may be shared (a reference's)
         _note(item, queues, answered)
 
 

@@ -25,6 +25,7 @@ from ... import ids
 from ...engine.options import EngineOptions
 from ...engine.responses import compaction
 from ...engine.responses.response_object import convert_usage
+from ...fairness.memory_charge import reserve_references
 from ...protocol.errors import APIError, invalid_request, not_found
 from ...protocol.responses.item_references import resolve_stored
 from ...protocol.responses.request import parse_json_object, parse_request_object
@@ -85,7 +86,8 @@ class CompactionService:
             items = loaded
         # references become the items they name (any the tenant stored), outputs without call_id their call's (as
         # for a create)
-        inputs = await resolve_stored(items, request.input_items, self.store, tenant=tenant)
+        inputs = await resolve_stored(items, request.input_items, self.store, tenant=tenant,
+                                      reserve=reserve_references)
         pair_call_outputs(items, inputs)
         items = items + inputs
         if not items:

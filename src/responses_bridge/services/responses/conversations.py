@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from ... import ids
+from ...fairness.memory_charge import reserve_references
 from ...protocol.errors import APIError, array_within, invalid_request, not_found
 from ...protocol.lists import list_body, list_of
 from ...protocol.metadata import check_metadata, metadata_update
@@ -51,7 +52,7 @@ async def _pair(earlier: list[dict[str, Any]], items: list[dict[str, Any]], find
     any item the tenant stored, found by ``finder``) and their call outputs sent without call_id paired
     (protocol/tools/call_outputs.py) against ``earlier`` items; errors name ``items``."""
     try:
-        items = await resolve_stored(earlier, items, finder, tenant=tenant)
+        items = await resolve_stored(earlier, items, finder, tenant=tenant, reserve=reserve_references)
         pair_call_outputs(earlier, items)
         return items
     except APIError as error:

@@ -92,7 +92,7 @@ def too_large_to_load(what: str, size: int, room: int) -> APIError:
     return APIError(400, f"{_loading(what, size)}more than one caller may hold of the server's request memory "
                     f"beside the request itself ({max(0, room) / (1 << 20):.1f} MiB: RESPONSES_BRIDGE_MEMORY_BUDGET_"
                     "BYTES × RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE, less what the request holds). Continue from a "
-                    "shorter history.", code="history_too_large")
+                    "shorter history, or reference fewer or smaller items.", code="history_too_large")
 
 
 class Reservation:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ...fairness.memory_charge import reserve_loading, reserving
+from ...fairness.memory_charge import reserve_loading, reserve_references, reserving
 from ..items import MAX_CHAIN_DEPTH, item_rows
 from ..listing import bounds, responses_page, trim_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponseIdTaken, ResponsePage, check_page_args, item_page
@@ -226,11 +226,12 @@ class PostgresResponseStore:
         return [orjson.loads(row[0]) for row in rows if row[0] is not None]
 
     async def find_items(self, item_ids: Sequence[str], *, tenant: str) -> dict[str, dict[str, Any]]:
-        """The items named, their cost reserved for the request before they are read (as :meth:`load_history`)."""
+        """The items named, their cost reserved for the request before they are read (as :meth:`load_history`),
+        each reference naming one counted (``item_ids`` holds an id once for each: each becomes a whole item)."""
         if item_ids and reserving():
             async with self.db.acquire("measure_items") as conn:
                 items, size = await measure_items(conn, item_ids, tenant)
-            await reserve_loading(size, items, f"the {len(item_ids)} items named by item_reference")
+            await reserve_references(size, items, "the item_references to stored items")
         async with self.db.acquire("find_items") as conn:
             return await find_items(conn, item_ids, tenant)
 

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..items import occurrences
+
 if TYPE_CHECKING:
     from .migrations import Connection
 
@@ -23,14 +25,14 @@ SELECT wanted.id, COALESCE(
 FROM unnest($1::text[]) AS wanted (id)
 """
 _MEASURE_ITEMS = """
-SELECT count(found), coalesce(sum(found), 0) FROM (SELECT COALESCE(
+SELECT wanted.id, COALESCE(
     (SELECT octet_length(i.item) FROM response_items AS i JOIN responses AS r ON r.id = i.response_id
      WHERE i.item_id = wanted.id AND r.tenant = $2 LIMIT 1),
     (SELECT octet_length(c.item) FROM conversation_items AS c JOIN conversations AS v ON v.id = c.conversation_id
-     WHERE c.item_id = wanted.id AND v.tenant = $2 LIMIT 1)) AS found
-FROM unnest($1::text[]) AS wanted (id)) AS sizes
+     WHERE c.item_id = wanted.id AND v.tenant = $2 LIMIT 1))
+FROM unnest($1::text[]) AS wanted (id)
 """
-"""What :data:`_FIND_ITEMS` would read, before it is read: the items found and their bytes."""
+"""What :data:`_FIND_ITEMS` would read, before it is read: each item's bytes (no content read)."""
 
 
 async def find_items(conn: Connection, item_ids: Sequence[str], tenant: str) -> dict[str, dict[str, Any]]:
@@ -42,7 +44,7 @@ async def find_items(conn: Connection, item_ids: Sequence[str], tenant: str) -> 
 
 
 async def measure_items(conn: Connection, item_ids: Sequence[str], tenant: str) -> tuple[int, int]:
-    """How many of the ids ``tenant`` has an item of, and their bytes (no content read)."""
-    row = await conn.fetchrow(_MEASURE_ITEMS, list(dict.fromkeys(item_ids)), tenant)
-    items, size = row if row is not None else (0, 0)
-    return int(items), int(size)
+    """How many items the references ``item_ids`` will become and their bytes, each occurrence counted (as
+    store/sqlite/stored_items.py's; no content read)."""
+    rows = await conn.fetch(_MEASURE_ITEMS, list(dict.fromkeys(item_ids)), tenant)
+    return occurrences(item_ids, {row[0]: int(row[1]) for row in rows if row[1] is not None})

@@ -15,6 +15,8 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from ..items import occurrences
+
 _FIND_ITEMS = """
 SELECT wanted.value, COALESCE(
     (SELECT i.item FROM response_items AS i JOIN responses AS r ON r.id = i.response_id
@@ -24,14 +26,14 @@ SELECT wanted.value, COALESCE(
 FROM json_each(:ids) AS wanted
 """
 _MEASURE_ITEMS = """
-SELECT count(found), coalesce(sum(found), 0) FROM (SELECT COALESCE(
+SELECT wanted.value, COALESCE(
     (SELECT length(i.item) FROM response_items AS i JOIN responses AS r ON r.id = i.response_id
      WHERE i.item_id = wanted.value AND r.tenant = :tenant LIMIT 1),
     (SELECT length(c.item) FROM conversation_items AS c JOIN conversations AS v ON v.id = c.conversation_id
-     WHERE c.item_id = wanted.value AND v.tenant = :tenant LIMIT 1)) AS found
-FROM json_each(:ids) AS wanted)
+     WHERE c.item_id = wanted.value AND v.tenant = :tenant LIMIT 1))
+FROM json_each(:ids) AS wanted
 """
-"""What :data:`_FIND_ITEMS` would read, before it is read: the items found and their bytes."""
+"""What :data:`_FIND_ITEMS` would read, before it is read: each item's bytes (its row's length, no content read)."""
 
 
 async def find_items(conn: aiosqlite.Connection, item_ids: Sequence[str], tenant: str) -> dict[str, dict[str, Any]]:
@@ -43,9 +45,11 @@ async def find_items(conn: aiosqlite.Connection, item_ids: Sequence[str], tenant
 
 
 async def measure_items(conn: aiosqlite.Connection, item_ids: Sequence[str], tenant: str) -> tuple[int, int]:
-    """How many of the ids ``tenant`` has an item of, and their bytes, from the rows' headers (nothing read)."""
-    [(items, size)] = await conn.execute_fetchall(_MEASURE_ITEMS, _ids(item_ids, tenant))
-    return int(items), int(size)
+    """How many items the references ``item_ids`` (an id once for every reference naming it) will become, and
+    their bytes, each occurrence counted — an item named 250 times is 250 items once expanded — from the rows'
+    lengths (nothing read; each distinct id looked up once)."""
+    rows = await conn.execute_fetchall(_MEASURE_ITEMS, _ids(item_ids, tenant))
+    return occurrences(item_ids, {row[0]: int(row[1]) for row in rows if row[1] is not None})
 
 
 def _ids(item_ids: Sequence[str], tenant: str) -> dict[str, str]:
