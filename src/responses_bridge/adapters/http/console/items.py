@@ -22,6 +22,8 @@ _IMAGE_DATA = re.compile(r"data:image/(png|jpeg|jpg|gif|webp);base64,[A-Za-z0-9+
 SHOWN_CHARS = 20_000
 """A block's text beyond this is cut (a page stays small whatever a tool returned); the API has all of it."""
 SEALED = frozenset({"encrypted_content"})
+LABEL_CHARS = 200
+"""A title, a status, an id or a label beyond this is cut (they are names, not content)."""
 
 
 @dataclass(slots=True)
@@ -222,6 +224,40 @@ _BUILDERS = {
     "computer_use_call": _session_computer, "command_execution": _command,
     "computer_use_approval_request": _approval_request,
 }
+
+
+def clip(shown: ItemView, chars: int) -> bool:
+    """Bound ``shown`` to ``chars`` characters of content in all (texts, blocks, images' data, links), the rest
+    said as cut (a list page shows each item so, linking to the item's own page); True when anything was cut. An
+    image that does not fit whole is named instead of shown."""
+    shown.title, shown.status, shown.item_id = (_short(shown.title), _short(shown.status), _short(shown.item_id))
+    room, cut = chars, False
+
+    def take(text: str) -> str:
+        nonlocal room, cut
+        if len(text) <= room:
+            room -= len(text)
+            return text
+        kept, room, cut = text[:room], 0, True
+        return kept + f"… ({len(text) - len(kept)} more characters)"
+
+    shown.text = [take(paragraph) for paragraph in shown.text]
+    shown.blocks = [(_short(label), take(block)) for label, block in shown.blocks]
+    images: list[str] = []
+    for image in shown.images:
+        if len(image) <= room:
+            images.append(image)
+            room -= len(image)
+        else:
+            cut = True
+            shown.blocks.append(("image", f"an image of {len(image)} characters: on the item's own page"))
+    shown.images = images
+    shown.links = [(take(title), take(url)) for title, url in shown.links]
+    return cut
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= LABEL_CHARS else text[:LABEL_CHARS] + "…"
 
 
 def _image(shown: ItemView, url: Any, file_id: Any) -> None:
