@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from ....store.browsing import ResponseBrowser
-from .items import ItemView, clip, summary_text, view
+from .items import SHOWN_CHARS, ItemView, blocks_up_to, clip, summary_text, view
 from .logs import MIB, when
 
 CHAIN_SHOWN = 20
@@ -130,12 +130,13 @@ async def one_item(browser: ResponseBrowser, tenant: str, response_id: str, kind
 def _views_of(rows: list[tuple[int, bytes]], chars: int) -> list[Shown]:
     """In a worker thread: each stored item parsed, viewed and bounded to ``chars``."""
     shown: list[Shown] = []
-    for position, raw in rows:
-        item = orjson.loads(raw)
-        item_view = view(item) if isinstance(item, dict) else ItemView("item", "item", "other",
-                                                                       blocks=[("item", str(item))])
-        cut = clip(item_view, chars)
-        shown.append(Shown(item_view, position, cut))
+    with blocks_up_to(max(chars, SHOWN_CHARS)):
+        for position, raw in rows:
+            item = orjson.loads(raw)
+            item_view = view(item) if isinstance(item, dict) else ItemView("item", "item", "other",
+                                                                           blocks=[("item", str(item))])
+            cut = clip(item_view, chars)
+            shown.append(Shown(item_view, position, cut))
     return shown
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +24,7 @@ from ....redact import mask, mask_text
 _IMAGE_DATA = re.compile(r"data:image/(png|jpeg|jpg|gif|webp);base64,[A-Za-z0-9+/=]+")
 SHOWN_CHARS = 20_000
 """A block's text beyond this is cut (a page stays small whatever a tool returned); the API has all of it."""
+_SHOWN = ContextVar("shown_chars", default=SHOWN_CHARS)
 SEALED = frozenset({"encrypted_content"})
 LABEL_CHARS = 200
 """A title, a status, an id or a label beyond this is cut (they are names, not content)."""
@@ -300,8 +304,20 @@ def _text(value: Any) -> str:
     return "" if value is None else mask_text(value if isinstance(value, str) else str(value))
 
 
+@contextmanager
+def blocks_up_to(chars: int) -> Iterator[None]:
+    """Views built inside cut each block at ``chars`` instead of :data:`SHOWN_CHARS` (an item's own page, which
+    :func:`clip` then bounds as a whole)."""
+    token = _SHOWN.set(chars)
+    try:
+        yield
+    finally:
+        _SHOWN.reset(token)
+
+
 def _cut(text: str) -> str:
-    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + f"… ({len(text) - SHOWN_CHARS} more characters)"
+    limit = _SHOWN.get()
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
 
 
 def searchable(response: dict[str, Any]) -> str:
