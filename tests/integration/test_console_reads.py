@@ -15,6 +15,7 @@ What it proves, each beside its control:
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import statistics
 import time
@@ -27,6 +28,7 @@ import pytest
 
 from tests.support.bridge import Sidecar, create_keys, running_sidecar
 from tests.support.memory import peak_while, status_kb
+from tests.support.postgres import STORE_ENV
 
 MODEL = "fake-model"
 ALPHA, BRAVO = "alpha", "bravo"
@@ -134,7 +136,10 @@ async def test_a_search_over_large_responses_never_holds_another_tenants_calls(s
     print(f"\nsearch over {STORED} x {BIG >> 20} MB: {[f'{t:.2f}' for t in took]} s; bravo p95 "
           f"{p95(during) * 1000:.0f} ms during ({len(during)} calls) vs {p95(control) * 1000:.0f} ms control; "
           f"RSS +{(peak - before) / 1024:.0f} MiB")
-    assert took[0] < 2.0  # the bound, on the best of three (a loaded machine may slow any one of them)
+    # the bound, on the best of three (a loaded machine may slow any one of them); PostgreSQL's server
+    # decompresses, converts and lower-cases each TOASTed 5 MB row before its strpos (1.5 s measured beside
+    # SQLite's 0.5 s on a loaded 2-core machine): its bound has half as much again for the load
+    assert took[0] < (2.0 if os.environ.get(STORE_ENV, "sqlite") == "sqlite" else 3.0), took
     for start, end, _ in searches:  # bravo's calls went on during every search: none waited for a search to end
         assert sum(1 for call_start, call_end in spans if start <= call_start and call_end <= end) >= 2
     assert p95(during) <= max(0.1, 3 * p95(control) + 0.05), (during, control)

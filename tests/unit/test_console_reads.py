@@ -15,7 +15,7 @@ import pytest
 from responses_bridge.adapters.http.console import detail, logs
 from responses_bridge.adapters.http.console.items import ItemView, clip
 from responses_bridge.adapters.http.console.visible import visible
-from responses_bridge.store.browsing import ResponseBrowser, exact_string_pattern, like_pattern
+from responses_bridge.store.browsing import ResponseBrowser, as_stored, like_pattern, whole_string
 from responses_bridge.store.records import InvalidCursor, ResponseFilter
 from tests.support.stores import KINDS, Stores, open_stores
 from tests.unit.test_store import make_response, user_item
@@ -58,12 +58,14 @@ async def test_sizes_come_before_content_and_every_read_is_the_tenants(stores: S
         stored = await browser.response_json(name, tenant=A)
         assert stored is not None and len(stored) == size
         assert orjson.loads(stored) == await stores.responses.get_response(name, tenant=A)
+    batch = dict(await browser.responses_json(["resp_4", "resp_b", "resp_0", "nothing"], tenant=A))
+    assert sorted(batch) == ["resp_0", "resp_4"] and batch["resp_0"] == await browser.response_json("resp_0", tenant=A)
     rest, more = await browser.response_sizes(tenant=A, after="resp_2", where=EVERY, limit=3)
     assert [name for name, _ in rest] == ["resp_1", "resp_0"] and not more
     with pytest.raises(InvalidCursor):
         await browser.response_sizes(tenant=A, after="resp_b", where=EVERY, limit=3)
     assert await browser.response_json("resp_b", tenant=A) is None
-    assert await browser.responses_containing(["resp_b", "resp_0"], [like_pattern("bravo")], tenant=A) == set()
+    assert await browser.responses_containing(["resp_b", "resp_0"], [as_stored("bravo")], tenant=A) == set()
     assert await browser.response_chain("resp_b", tenant=A, depth=5) == []
     assert await browser.item_sizes("resp_b", "input", tenant=A, start=0, limit=5) is None
     assert await browser.items_json("resp_b", "input", [0], tenant=A) == []
@@ -78,15 +80,15 @@ async def test_a_text_is_found_as_the_stored_json_holds_it(stores: Stores) -> No
     ids = list(texts)
 
     async def found(text: str) -> set[str]:
-        return await browser.responses_containing(ids, [like_pattern(text)], tenant=A)
+        return await browser.responses_containing(ids, [as_stored(text)], tenant=A)
 
     assert await found("periwinkle HERON") == {"plain"}  # ASCII letters in either case
     assert await found('"ok" then\nleft') == {"quoted"}  # a quote and a newline, escaped in the JSON as stored
     assert await found("100% of a_b") == {"wild"} and await found("0% of a") == {"wild"}
     assert await found("1_0") == set() and await found("of %") == set()  # LIKE's wildcards are only themselves
-    assert await found("crème") == {"accent"}
+    assert await found("crème") == {"accent"} and await found("CRèME") == {"accent"}  # ASCII letters only
     assert await found("no such words") == set()
-    both = [like_pattern("heron"), like_pattern("Periwinkle")]
+    both = [as_stored("heron"), as_stored("Periwinkle")]
     assert await browser.responses_containing(ids, both, tenant=A) == {"plain"}
 
 
@@ -112,6 +114,10 @@ async def test_a_search_stops_at_its_budget_says_so_and_continues(stores: Stores
             break
     assert found == ["resp_01", "resp_00"] and cursor is None and not page.searching
     assert page.rows[0].summary.startswith("f" * 100)
+    monkeypatch.setattr(logs, "SEARCH_BYTES", 1 << 40)
+    monkeypatch.setattr(logs, "SEARCH_ROWS", 4)  # however small the responses, a page examines so many at most
+    page = await logs.log_page(browser, A, filters, None)
+    assert page.searching and page.scanned == 4 and page.next_after == "resp_08"
 
 
 async def test_a_page_of_large_responses_ends_at_its_read_budget(stores: Stores,
@@ -140,7 +146,7 @@ async def test_a_tool_filter_takes_only_responses_that_used_the_tool(stores: Sto
     await save(stores, answer("other", "nothing", created=1003))
     page = await logs.log_page(browser, A, logs.Filters(tool="Lookup_Weather"), None)
     assert [row.id for row in page.rows] == ["called"] and page.rows[0].tools == ["lookup_weather"]
-    assert exact_string_pattern("a_b") == '%"a\\_b"%'
+    assert whole_string('a"b') == '"a\\"b"' and like_pattern("a_b%") == "%a\\_b\\%%"
 
 
 async def test_a_responses_items_come_a_page_at_a_time_each_bounded(stores: Stores,

@@ -5,7 +5,7 @@ whatever the tenant stored (a 5 MB response, a response of 10,000 items). So the
 ``list_responses`` does (every row's whole JSON): it asks for their ids and stored sizes first (a row header's
 length, no content read), decides what its budget lets it read, and then reads exactly that — one response's JSON,
 a range of a response's items by position, the ids of a range whose JSON holds a text. A text is searched for in the
-database (``LIKE`` / ``ILIKE`` over the stored JSON, on the store's own thread or server), never by loading rows
+database (a substring of the stored JSON, on the store's own thread or server), never by loading rows
 into Python, and one statement examines a bounded number of bytes, so the read connection it holds is free again soon
 for the API calls queued behind it.
 
@@ -35,12 +35,17 @@ class ResponseBrowser(Protocol):
 
     async def responses_containing(self, response_ids: Sequence[str], needles: Sequence[str], *,
                                    tenant: str) -> set[str]:
-        """Those of ``response_ids`` (``tenant``'s) whose stored JSON holds every one of ``needles`` — each a
-        :func:`like_pattern`, so case-insensitive for ASCII letters on SQLite and for every letter on PostgreSQL."""
+        """Those of ``response_ids`` (``tenant``'s) whose stored JSON holds every one of ``needles`` (each text as
+        :func:`as_stored` or :func:`whole_string` writes it), regardless of the case of ASCII letters (other letters
+        as they are), on either store."""
 
     async def response_json(self, response_id: str, *, tenant: str) -> bytes | None:
         """The stored JSON of ``tenant``'s response as it is stored, not parsed (the caller parses it where it
         chooses: off the event loop); None if unknown."""
+
+    async def responses_json(self, response_ids: Sequence[str], *, tenant: str) -> list[tuple[str, bytes]]:
+        """``(id, stored JSON)`` of those of ``response_ids`` that are ``tenant``'s, in one statement (the caller
+        bounds their bytes by their sizes first)."""
 
     async def response_chain(self, response_id: str, *, tenant: str,
                              depth: int) -> list[tuple[str, str | None, int]]:
@@ -58,17 +63,19 @@ class ResponseBrowser(Protocol):
         """The stored JSON of those items, by position, in order (as stored, not parsed)."""
 
 
-def like_pattern(text: str) -> str:
-    """A ``LIKE`` pattern finding ``text`` anywhere in stored JSON: the text as a JSON string holds it (a quote
-    or a newline escaped as the stored JSON escapes them), with ``LIKE``'s own wildcards escaped. Case is the
-    operator's business (``LIKE`` on SQLite ignores the case of ASCII letters, ``ILIKE`` on PostgreSQL of all)."""
-    escaped = orjson.dumps(text).decode()[1:-1]
+def as_stored(text: str) -> str:
+    """What ``text`` looks like inside stored JSON: as a JSON string holds it (a quote or a newline escaped as the
+    stored JSON escapes them), without the quotes around it."""
+    return orjson.dumps(text).decode()[1:-1]
+
+
+def whole_string(text: str) -> str:
+    """What ``text`` looks like as a whole JSON string value (a tool's name) inside stored JSON."""
+    return f'"{as_stored(text)}"'
+
+
+def like_pattern(needle: str) -> str:
+    """A ``LIKE`` pattern finding ``needle`` anywhere, ``LIKE``'s own wildcards escaped (with ESCAPE '\\')."""
     for special in (LIKE_ESCAPE, "%", "_"):
-        escaped = escaped.replace(special, LIKE_ESCAPE + special)
-    return f"%{escaped}%"
-
-
-def exact_string_pattern(text: str) -> str:
-    """A ``LIKE`` pattern finding ``text`` as a whole JSON string value (a tool's name) in stored JSON."""
-    inner = like_pattern(text)[1:-1]
-    return f'%"{inner}"%'
+        needle = needle.replace(special, LIKE_ESCAPE + special)
+    return f"%{needle}%"

@@ -1,13 +1,12 @@
 """The console's reads on PostgreSQL (store/browsing.py): each a statement on a pool connection, the server doing
-the searching (``ILIKE`` over the stored JSON as text) so no row's content crosses to this process unless it is
-read to be shown. ``octet_length`` of a bytea reads a TOASTed value's header, not its content: the sizes come
-before any content is read."""
+the searching (``strpos`` in the stored JSON as text, lower-cased in the C collation), so no row's content crosses
+to this process unless it is read to be shown. ``octet_length`` of a bytea reads a TOASTed value's header, not its
+content: the sizes come before any content is read."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..browsing import LIKE_ESCAPE
 from ..listing import bounds, responses_page, trim_page
 from ..records import ResponseFilter
 from .database import PostgresDatabase
@@ -51,8 +50,11 @@ class PostgresResponseBrowser:
                                    tenant: str) -> set[str]:
         if not response_ids:
             return set()
-        tests = "".join(f" AND convert_from(response, 'UTF8') ILIKE ${n} ESCAPE '{LIKE_ESCAPE}'"
-                        for n in range(3, 3 + len(needles)))
+        # lower() in the C collation works byte by byte on ASCII letters only (as SQLite's LIKE), and strpos() is a
+        # Boyer-Moore-Horspool search: ILIKE in a linguistic collation lower-cases every character through the
+        # locale and matched 40 x 5 MB in 16 s
+        text = """lower(convert_from(response, 'UTF8') COLLATE "C")"""
+        tests = "".join(f""" AND strpos({text}, lower(${n} COLLATE "C")) > 0""" for n in range(3, 3 + len(needles)))
         sql = f"SELECT id FROM responses WHERE tenant = $1 AND id = ANY($2::text[]){tests}"
         async with self.db.acquire("browse_search") as conn:
             rows = await conn.fetch(sql, tenant, list(response_ids), *pg_texts(needles))
@@ -63,6 +65,14 @@ class PostgresResponseBrowser:
             blob = await conn.fetchval("SELECT response FROM responses WHERE id = $1 AND tenant = $2",
                                        response_id, tenant)
         return bytes(blob) if blob is not None else None
+
+    async def responses_json(self, response_ids: Sequence[str], *, tenant: str) -> list[tuple[str, bytes]]:
+        if not response_ids:
+            return []
+        async with self.db.acquire("browse_get") as conn:
+            rows = await conn.fetch("SELECT id, response FROM responses WHERE tenant = $1 AND id = ANY($2::text[])",
+                                    tenant, list(response_ids))
+        return [(str(row[0]), bytes(row[1])) for row in rows]
 
     async def response_chain(self, response_id: str, *, tenant: str,
                              depth: int) -> list[tuple[str, str | None, int]]:
