@@ -320,25 +320,6 @@ def _cut(text: str) -> str:
     return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
 
 
-def searchable(response: dict[str, Any]) -> str:
-    """The text a response is found by (the logs' text filter): its output's texts, tool calls' names and
-    arguments, instructions; lower-cased."""
-    parts: list[str] = []
-    instructions = response.get("instructions")
-    if isinstance(instructions, str):
-        parts.append(instructions)
-    for item in _list(response.get("output")):
-        if not isinstance(item, dict):
-            continue
-        for name in ("name", "arguments", "code", "output"):
-            if isinstance(item.get(name), str):
-                parts.append(item[name])
-        for part in _list(item.get("content")):
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-    return "\n".join(parts).lower()
-
-
 def tools_used(response: dict[str, Any]) -> list[str]:
     """The tools a response offered or called, by type (a function by its name)."""
     names: list[str] = []
