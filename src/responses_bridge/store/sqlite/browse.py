@@ -6,7 +6,9 @@ loads its histories, so another tenant's call does not queue behind it (WAL lets
 each statement with Python's lock released, so the event loop keeps serving meanwhile. ``":memory:"`` databases
 exist per connection: there the console reads on the store's one connection under its lock, as every read does.
 
-``length()`` of a BLOB reads the row's header, not its content: the sizes come before any content is read.
+``length()`` of a BLOB reads the row's header, not its content: the sizes come before any content is read. A
+statement naming ids and a tenant says ``+tenant`` so the planner looks the ids up by primary key: left to itself
+(no statistics) it chose the tenant's listing index and read all of the tenant's rows (110 ms on 100,000 for 25).
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ class SQLiteResponseBrowser:
         marks = ", ".join("?" for _ in response_ids)
         # LIKE ignores the case of ASCII letters, and runs faster here than instr() (~300 MB/s on one core)
         tests = "".join(f" AND CAST(response AS TEXT) LIKE ? ESCAPE '{LIKE_ESCAPE}'" for _ in needles)
-        sql = f"SELECT id FROM responses WHERE tenant = ? AND id IN ({marks}){tests}"
+        sql = f"SELECT id FROM responses WHERE +tenant = ? AND id IN ({marks}){tests}"
         async with self._reading("browse_search") as conn:
             rows = await conn.execute_fetchall(sql, (tenant, *response_ids, *map(like_pattern, needles)))
         return {str(row[0]) for row in rows}
@@ -116,7 +118,7 @@ class SQLiteResponseBrowser:
         marks = ", ".join("?" for _ in response_ids)
         async with self._reading("browse_get") as conn:
             rows = await conn.execute_fetchall(
-                f"SELECT id, response FROM responses WHERE tenant = ? AND id IN ({marks})", (tenant, *response_ids))
+                f"SELECT id, response FROM responses WHERE +tenant = ? AND id IN ({marks})", (tenant, *response_ids))
         return [(str(row[0]), row[1]) for row in rows]
 
     async def response_chain(self, response_id: str, *, tenant: str,
