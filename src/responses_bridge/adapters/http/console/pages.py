@@ -212,7 +212,7 @@ class Console:
 
     async def chat(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         detail = await chats.chat_detail(self.runtime.chat_completions, viewer.scope(request), match["id"])
-        return self.render("chat.html", viewer, request, detail=detail, completion_id=match["id"])
+        return await self.render_off_loop("chat.html", viewer, request, detail=detail, completion_id=match["id"])
 
     # -- sessions and traces -----------------------------------------------------------------------------------
 
@@ -237,7 +237,8 @@ class Console:
             base = f"/v1/agents/sessions/{session_id}/desktop"
             live = {"frames": f"{base}/frames?token={view}", "calls": f"{base}/calls?token={view}",
                     "page": f"{base}/live?token={page}"}
-        return self.render("session.html", viewer, request, detail=detail, session_id=session_id, live=live)
+        return await self.render_off_loop("session.html", viewer, request, detail=detail, session_id=session_id,
+                                          live=live)
 
     async def approve(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         form = await _form(request)
