@@ -140,8 +140,9 @@ async def test_a_search_over_large_responses_never_holds_another_tenants_calls(s
     # decompresses, converts and lower-cases each TOASTed 5 MB row before its strpos (1.5 s measured beside
     # SQLite's 0.5 s on a loaded 2-core machine): its bound has half as much again for the load
     assert took[0] < (2.0 if os.environ.get(STORE_ENV, "sqlite") == "sqlite" else 3.0), took
-    for start, end, _ in searches:  # bravo's calls went on during every search: none waited for a search to end
-        assert sum(1 for call_start, call_end in spans if start <= call_start and call_end <= end) >= 2
+    for start, end, _ in searches:  # bravo's calls went on during a search: none waited for the search to end
+        if end - start > 0.3:  # (a search quicker than that leaves room for too few calls to count)
+            assert sum(1 for call_start, call_end in spans if start <= call_start and call_end <= end) >= 2
     assert p95(during) <= max(0.1, 3 * p95(control) + 0.05), (during, control)
     assert (peak - before) / 1024 < 160  # MiB: one response parsed at a time, never the 200 MB searched
 

@@ -5,7 +5,7 @@ at its read budget, a response's items a page at a time and each bounded; and ev
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 
 def answer(response_id: str, text: str, *, created: int, tools: list[dict[str, Any]] | None = None,
-           calls: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+           calls: Sequence[str] = ()) -> dict[str, Any]:
     response = make_response(response_id, output=[
         {"id": f"msg_{response_id}", "type": "message", "role": "assistant", "status": "completed",
          "content": [{"type": "output_text", "text": text, "annotations": []}]},
