@@ -165,6 +165,9 @@ async def test_a_response_of_10000_items_is_a_bounded_page_with_the_rest_a_link_
         assert status == 200 and "call_25" in following and "call_24" not in following
         status, last = await page(session, setup, f"/console/logs/{made['id']}?input=9990")
         assert status == 200 and "and now?" in last and 'class="more-items"' not in last
+        for odd in ("-1", "\u00b2", "1e3", "x", "9" * 40):  # a start that is no small whole number: the first page
+            status, first = await page(session, setup, f"/console/logs/{made['id']}?input={odd}")
+            assert status == 200 and 'class="more-items"' in first and "call_0" in first
     print(f"\n10,000 items: a page of {len(html.encode()) / 1024:.0f} KB")
 
 

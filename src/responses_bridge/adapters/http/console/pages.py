@@ -300,7 +300,7 @@ class Console:
 
 def _position(value: str | None) -> int:
     """A page's first item position from the query (anything but a small whole number: the first page)."""
-    return int(value) if value is not None and value.isdigit() and len(value) <= 9 else 0
+    return int(value) if value is not None and value.isascii() and value.isdigit() and len(value) <= 9 else 0
 
 
 def see_other(location: str) -> web.Response:
