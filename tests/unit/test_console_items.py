@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from responses_bridge.adapters.http.console.items import _BUILDERS, pretty, searchable, summary_text, tools_used, view
+from responses_bridge.adapters.http.console.items import _BUILDERS, pretty, summary_text, tools_used, view
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
@@ -27,7 +27,7 @@ def test_any_item_of_any_shape_becomes_a_view_of_strings(kind: str, fields: dict
     assert all(isinstance(label, str) and isinstance(block, str) for label, block in shown.blocks)
     assert all(image.startswith("data:image/") for image in shown.images)
     response = {"output": [{**fields, "type": kind}], "tools": [fields], "instructions": fields.get("code")}
-    assert isinstance(searchable(response), str) and isinstance(summary_text(response), str)
+    assert isinstance(summary_text(response), str)
     assert all(isinstance(name, str) for name in tools_used(response))
 
 

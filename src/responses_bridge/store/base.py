@@ -23,6 +23,7 @@ from .base_files import ContainerStore as ContainerStore
 from .base_files import FileBytes as FileBytes
 from .base_files import FileStore as FileStore
 from .base_files import VectorStoreStore as VectorStoreStore
+from .browsing import ResponseBrowser
 from .records import (
     ApiKey,
     ChatCompletionPage,
@@ -57,6 +58,10 @@ Every store method that reads or changes one tenant's objects takes ``tenant`` a
 
 @runtime_checkable
 class ResponseStore(Protocol):
+    @property
+    def browser(self) -> ResponseBrowser:
+        """The console's reads of these responses, in pieces of known size (browsing.py)."""
+
     async def open(self) -> None:
         """Connect and bring the schema up to date; must be awaited before any other call."""
 

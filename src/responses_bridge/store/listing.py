@@ -88,11 +88,12 @@ _MORE_METADATA = ("EXISTS (SELECT 1 FROM response_metadata WHERE response_id = r
 
 
 def responses_page(tenant: str, where: ResponseFilter, page: Bounds, fetch: int, *,
-                   metadata_join: str = "JOIN") -> tuple[str, dict[str, object]]:
+                   metadata_join: str = "JOIN", select: str = "r.id, r.response") -> tuple[str, dict[str, object]]:
     """``GET /v1/responses``: the page statement and its parameters, on either store. A metadata filter drives the
     page from its own index (tenant, key, value, created_at, response_id), joined to ``responses`` by
     ``metadata_join`` (SQLite's ``CROSS JOIN`` keeps its planner from starting at the responses table and
-    sorting); further pairs are checked per row by key."""
+    sorting); further pairs are checked per row by key. ``select``: the columns read (the console reads ids and
+    stored sizes only: store/browsing.py)."""
     params = bound_params(page, fetch)
     params["tenant"] = tenant
     conditions = ["r.tenant = :tenant"]
@@ -111,4 +112,4 @@ def responses_page(tenant: str, where: ResponseFilter, page: Bounds, fetch: int,
             conditions.append("m.tenant = :tenant AND m.key = :mk0 AND m.value = :mv0")
         else:
             conditions.append(_MORE_METADATA.format(n=n))
-    return page_sql("r.id, r.response", source, key, conditions, page), params
+    return page_sql(select, source, key, conditions, page), params

@@ -21,6 +21,7 @@ from ...fairness.memory_charge import reserve_loading, reserve_references, reser
 from ..items import MAX_CHAIN_DEPTH, item_rows
 from ..listing import bounds, responses_page, trim_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponseIdTaken, ResponsePage, check_page_args, item_page
+from .browse import PostgresResponseBrowser
 from .database import PostgresDatabase
 from .sql import check_lease, columns, numbered, page_bounds, pg_texts, resolve_keys
 from .stored_items import find_items, measure_items
@@ -107,6 +108,7 @@ class PostgresResponseStore:
 
     def __init__(self, db: PostgresDatabase) -> None:
         self.db = db
+        self.browser = PostgresResponseBrowser(db)  # the console's reads
 
     async def open(self) -> None:
         await self.db.open()

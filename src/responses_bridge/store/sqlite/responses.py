@@ -32,6 +32,7 @@ from .. import metrics
 from ..items import MAX_CHAIN_DEPTH
 from ..listing import bounds, responses_page, trim_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponsePage, check_page_args, item_page
+from .browse import SQLiteResponseBrowser
 from .db_thread import on_db_thread as _on_db_thread
 from .migrations import LATEST_VERSION, migrate
 from .private_files import make_private_database, make_private_directory
@@ -148,6 +149,7 @@ class SQLiteResponseStore:
         # writes queued or running (token -> when it was queued): the stall and the queue depth are read from it
         self._write_waits: dict[int, float] = {}
         self._tokens = itertools.count(1)
+        self.browser = SQLiteResponseBrowser(self)  # the console's reads, on a connection of their own
 
     @property
     def _shared(self) -> bool:
@@ -207,6 +209,7 @@ class SQLiteResponseStore:
         writer, reader = self._writer, self._reader
         self._writer = self._reader = None
         metrics.untrack(self)
+        await self.browser.close()
         if reader is not None and reader is not writer:
             await reader.close()
         if writer is not None:

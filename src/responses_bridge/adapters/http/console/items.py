@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +24,10 @@ from ....redact import mask, mask_text
 _IMAGE_DATA = re.compile(r"data:image/(png|jpeg|jpg|gif|webp);base64,[A-Za-z0-9+/=]+")
 SHOWN_CHARS = 20_000
 """A block's text beyond this is cut (a page stays small whatever a tool returned); the API has all of it."""
+_SHOWN = ContextVar("shown_chars", default=SHOWN_CHARS)
 SEALED = frozenset({"encrypted_content"})
+LABEL_CHARS = 200
+"""A title, a status, an id or a label beyond this is cut (they are names, not content)."""
 
 
 @dataclass(slots=True)
@@ -224,6 +230,40 @@ _BUILDERS = {
 }
 
 
+def clip(shown: ItemView, chars: int) -> bool:
+    """Bound ``shown`` to ``chars`` characters of content in all (texts, blocks, images' data, links), the rest
+    said as cut (a list page shows each item so, linking to the item's own page); True when anything was cut. An
+    image that does not fit whole is named instead of shown."""
+    shown.title, shown.status, shown.item_id = (_short(shown.title), _short(shown.status), _short(shown.item_id))
+    room, cut = chars, False
+
+    def take(text: str) -> str:
+        nonlocal room, cut
+        if len(text) <= room:
+            room -= len(text)
+            return text
+        kept, room, cut = text[:room], 0, True
+        return kept + f"… ({len(text) - len(kept)} more characters)"
+
+    shown.text = [take(paragraph) for paragraph in shown.text]
+    shown.blocks = [(_short(label), take(block)) for label, block in shown.blocks]
+    images: list[str] = []
+    for image in shown.images:
+        if len(image) <= room:
+            images.append(image)
+            room -= len(image)
+        else:
+            cut = True
+            shown.blocks.append(("image", f"an image of {len(image)} characters: on the item's own page"))
+    shown.images = images
+    shown.links = [(take(title), take(url)) for title, url in shown.links]
+    return cut
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= LABEL_CHARS else text[:LABEL_CHARS] + "…"
+
+
 def _image(shown: ItemView, url: Any, file_id: Any) -> None:
     if isinstance(url, str) and _IMAGE_DATA.fullmatch(url):
         shown.images.append(url)
@@ -264,27 +304,20 @@ def _text(value: Any) -> str:
     return "" if value is None else mask_text(value if isinstance(value, str) else str(value))
 
 
+@contextmanager
+def blocks_up_to(chars: int) -> Iterator[None]:
+    """Views built inside cut each block at ``chars`` instead of :data:`SHOWN_CHARS` (an item's own page, which
+    :func:`clip` then bounds as a whole)."""
+    token = _SHOWN.set(chars)
+    try:
+        yield
+    finally:
+        _SHOWN.reset(token)
+
+
 def _cut(text: str) -> str:
-    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + f"… ({len(text) - SHOWN_CHARS} more characters)"
-
-
-def searchable(response: dict[str, Any]) -> str:
-    """The text a response is found by (the logs' text filter): its output's texts, tool calls' names and
-    arguments, instructions; lower-cased."""
-    parts: list[str] = []
-    instructions = response.get("instructions")
-    if isinstance(instructions, str):
-        parts.append(instructions)
-    for item in _list(response.get("output")):
-        if not isinstance(item, dict):
-            continue
-        for name in ("name", "arguments", "code", "output"):
-            if isinstance(item.get(name), str):
-                parts.append(item[name])
-        for part in _list(item.get("content")):
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-    return "\n".join(parts).lower()
+    limit = _SHOWN.get()
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
 
 
 def tools_used(response: dict[str, Any]) -> list[str]:

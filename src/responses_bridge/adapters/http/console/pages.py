@@ -3,7 +3,8 @@ rendered by jinja2 with every value escaped, answered with a strict Content-Secu
 from elsewhere).
 
     GET  /console/logs                  stored responses, newest first, filtered
-    GET  /console/logs/{response_id}    one response as a conversation, with its chain
+    GET  /console/logs/{response_id}    one response as a conversation, with its chain (?input=, ?output=: pages)
+    GET  /console/logs/{response_id}/{input|output}/{position}  one of its items on a page of its own
     GET  /console/chats, /console/chats/{id}  stored chat completions, and one with its messages
     GET  /console/sessions              agent sessions
     GET  /console/sessions/{id}         a session's timeline, approvals, live desktop, artifacts
@@ -18,6 +19,7 @@ from elsewhere).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -35,8 +37,9 @@ from ....store.records import InvalidCursor
 from ..agents.agents_routes import SESSIONS
 from ..desktop_watch_tokens import WatchTokens
 from ..downloads import send_blob
-from . import chats, logs, operations, sessions, usage
+from . import chats, detail, logs, operations, sessions, usage
 from .sign_in import SignIn, Viewer, check_change
+from .visible import visible
 
 HERE = Path(__file__).parent
 STATIC = {"console.css": "text/css"}  # no script: every page works as plain HTML forms and links
@@ -57,10 +60,12 @@ class Console:
         self.sessions: SessionService | None = agents.get(SESSIONS) if agents is not None else None
         self.traces = SessionTraces(runtime.agent_store)
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                                            undefined=jinja2.StrictUndefined)
+                                            undefined=jinja2.StrictUndefined, finalize=visible)
         self.routes: list[tuple[str, re.Pattern[str], Page, bool]] = [  # method, path, page, operators only
             ("GET", re.compile(r"/logs"), self.logs, False),
             ("GET", re.compile(r"/logs/(?P<id>[\w.-]{1,200})"), self.response, False),
+            ("GET", re.compile(r"/logs/(?P<id>[\w.-]{1,200})/(?P<kind>input|output)/(?P<position>[0-9]{1,9})"),
+             self.response_item, False),
             ("GET", re.compile(r"/chats"), self.chat_list, False),
             ("GET", re.compile(r"/chats/(?P<id>[\w.-]{1,200})"), self.chat, False),
             ("GET", re.compile(r"/sessions"), self.session_list, False),
@@ -105,6 +110,11 @@ class Console:
                                code=400)
 
     # -- rendering ---------------------------------------------------------------------------------------------
+
+    async def render_off_loop(self, template: str, viewer: Viewer, request: web.Request,
+                              **values: Any) -> web.Response:
+        """:meth:`render` in a worker thread: a page of many items or rows is not built on the event loop."""
+        return await asyncio.to_thread(self.render, template, viewer, request, **values)
 
     def render(self, template: str, viewer: Viewer | None, request: web.Request, *, status: int = 200,
                **values: Any) -> web.Response:
@@ -152,26 +162,47 @@ class Console:
     async def logs(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         filters = logs.Filters.of(request.query)
         tenant = viewer.scope(request)
-        page = await logs.log_page(self.runtime.store, tenant, filters, request.query.get("after") or None)
+        page = await logs.log_page(self.runtime.store.browser, tenant, filters, request.query.get("after") or None)
         tenants = await operations.known_tenants(self.runtime) if viewer.operator else []
-        return self.render("logs.html", viewer, request, page=page, filters=filters, statuses=logs.STATUSES,
-                           spans=list(logs.SPANS), tenants=tenants,
-                           next_query=urlencode({**filters.query(), **_tenant_query(viewer, tenant),
-                                                 "after": page.next_after or ""}))
+        return await self.render_off_loop(
+            "logs.html", viewer, request, page=page, filters=filters, statuses=logs.STATUSES, spans=list(logs.SPANS),
+            tenants=tenants, next_query=urlencode({**filters.query(), **_tenant_query(viewer, tenant),
+                                                   "after": page.next_after or ""}))
 
     async def response(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
-        tenant = viewer.scope(request)
-        stored = await self.runtime.store.get_response(match["id"], tenant=tenant)
-        upstream = None
-        if stored is not None and len(self.runtime.router.upstreams) > 1:
-            try:
-                upstream = self.runtime.route(stored.get("model")).upstream.name
-            except APIError:
-                upstream = None
-        detail = await logs.response_detail(self.runtime.store, tenant, match["id"], upstream)
-        if detail is None:
+        tenant, response_id = viewer.scope(request), match["id"]
+        starts = {kind: _position(request.query.get(kind)) for kind in detail.KINDS}
+        shown = await detail.response_detail(self.runtime.store.browser, tenant, response_id, self._upstream,
+                                             starts)
+        if shown is None:
             raise APIError(404, "No stored response with that id.", code="not_found")
-        return self.render("response.html", viewer, request, detail=detail, response_id=match["id"])
+        link = _linker(viewer, tenant)
+        item_pages: dict[str, list[tuple[str, str]]] = {}
+        for kind, other, items in (("input", "output", shown.inputs), ("output", "input", shown.outputs)):
+            keep = {other: str(starts[other])} if starts[other] else {}
+            item_pages[kind] = ([("first", link(f"/console/logs/{response_id}", **keep))] if items.start else []) + (
+                [("more", link(f"/console/logs/{response_id}", **keep, **{kind: str(items.next_start)}))]
+                if items.next_start is not None else [])
+        return await self.render_off_loop("response.html", viewer, request, detail=shown, response_id=response_id,
+                                          item_pages=item_pages)
+
+    async def response_item(self, request: web.Request, viewer: Viewer,
+                            match: re.Match[str]) -> web.StreamResponse:
+        shown = await detail.one_item(self.runtime.store.browser, viewer.scope(request), match["id"], match["kind"],
+                                      int(match["position"]))
+        if shown is None:
+            raise APIError(404, "No stored item there.", code="not_found")
+        return await self.render_off_loop("item.html", viewer, request, shown=shown, response_id=match["id"],
+                                          kind=match["kind"])
+
+    def _upstream(self, model: str) -> str | None:
+        """The upstream a model's requests go to, said when there is more than one."""
+        if len(self.runtime.router.upstreams) <= 1:
+            return None
+        try:
+            return self.runtime.route(model or None).upstream.name
+        except APIError:
+            return None
 
     async def chat_list(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         model = request.query.get("model", "").strip()[:200]
@@ -181,7 +212,7 @@ class Console:
 
     async def chat(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         detail = await chats.chat_detail(self.runtime.chat_completions, viewer.scope(request), match["id"])
-        return self.render("chat.html", viewer, request, detail=detail, completion_id=match["id"])
+        return await self.render_off_loop("chat.html", viewer, request, detail=detail, completion_id=match["id"])
 
     # -- sessions and traces -----------------------------------------------------------------------------------
 
@@ -206,7 +237,8 @@ class Console:
             base = f"/v1/agents/sessions/{session_id}/desktop"
             live = {"frames": f"{base}/frames?token={view}", "calls": f"{base}/calls?token={view}",
                     "page": f"{base}/live?token={page}"}
-        return self.render("session.html", viewer, request, detail=detail, session_id=session_id, live=live)
+        return await self.render_off_loop("session.html", viewer, request, detail=detail, session_id=session_id,
+                                          live=live)
 
     async def approve(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         form = await _form(request)
@@ -264,6 +296,11 @@ class Console:
         if self.runtime.api_keys is None or not await self.runtime.api_keys.revoke_key(match["id"]):
             raise APIError(404, "No key with that id.", code="not_found")
         return see_other("/console/operations")
+
+
+def _position(value: str | None) -> int:
+    """A page's first item position from the query (anything but a small whole number: the first page)."""
+    return int(value) if value is not None and value.isascii() and value.isdigit() and len(value) <= 9 else 0
 
 
 def see_other(location: str) -> web.Response:

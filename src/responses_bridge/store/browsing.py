@@ -1,0 +1,81 @@
+"""What the console reads of stored responses, in pieces whose size is known before they are read.
+
+The API answers a response as the bytes it stored; the console only shows them, and a page of it must cost the same
+whatever the tenant stored (a 5 MB response, a response of 10,000 items). So the console never lists responses as
+``list_responses`` does (every row's whole JSON): it asks for their ids and stored sizes first (a row header's
+length, no content read), decides what its budget lets it read, and then reads exactly that — one response's JSON,
+a range of a response's items by position, the ids of a range whose JSON holds a text. A text is searched for in the
+database (a substring of the stored JSON, on the store's own thread or server), never by loading rows
+into Python, and one statement examines a bounded number of bytes, so the read connection it holds is free again soon
+for the API calls queued behind it.
+
+Every call takes the tenant and matches it in its statements, as every store read does (base.py's rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import orjson
+
+from .records import ResponseFilter
+
+LIKE_ESCAPE = "\\"
+
+
+@runtime_checkable
+class ResponseBrowser(Protocol):
+    """The console's reads (adapters/http/console/logs.py), on both stores."""
+
+    async def response_sizes(self, *, tenant: str, after: str | None, where: ResponseFilter,
+                             limit: int) -> tuple[list[tuple[str, int]], bool]:
+        """``(id, stored bytes)`` of ``tenant``'s responses newest first after the cursor ``after`` (exclusive; an
+        unknown one raises InvalidCursor), narrowed by ``where``, at most ``limit``; and whether there are more."""
+
+    async def responses_containing(self, response_ids: Sequence[str], needles: Sequence[str], *,
+                                   tenant: str) -> set[str]:
+        """Those of ``response_ids`` (``tenant``'s) whose stored JSON holds every one of ``needles`` (each text as
+        :func:`as_stored` or :func:`whole_string` writes it), regardless of the case of ASCII letters (other letters
+        as they are), on either store."""
+
+    async def response_json(self, response_id: str, *, tenant: str) -> bytes | None:
+        """The stored JSON of ``tenant``'s response as it is stored, not parsed (the caller parses it where it
+        chooses: off the event loop); None if unknown."""
+
+    async def responses_json(self, response_ids: Sequence[str], *, tenant: str) -> list[tuple[str, bytes]]:
+        """``(id, stored JSON)`` of those of ``response_ids`` that are ``tenant``'s, in one statement (the caller
+        bounds their bytes by their sizes first)."""
+
+    async def response_chain(self, response_id: str, *, tenant: str,
+                             depth: int) -> list[tuple[str, str | None, int]]:
+        """``(id, previous_response_id, stored bytes)`` from ``response_id`` back through ``tenant``'s chain, at
+        most ``depth + 1`` responses, the response itself first; empty if it is unknown. A link that is not stored
+        (deleted, another tenant's) ends the list: the last row's previous id names it."""
+
+    async def item_sizes(self, response_id: str, kind: str, *, tenant: str, start: int,
+                         limit: int) -> list[tuple[int, int]] | None:
+        """``(position, stored bytes)`` of ``tenant``'s response's ``kind`` ('input'/'output') items from position
+        ``start`` on, at most ``limit``, in order; None if the response is unknown."""
+
+    async def items_json(self, response_id: str, kind: str, positions: Sequence[int], *,
+                         tenant: str) -> list[tuple[int, bytes]]:
+        """The stored JSON of those items, by position, in order (as stored, not parsed)."""
+
+
+def as_stored(text: str) -> str:
+    """What ``text`` looks like inside stored JSON: as a JSON string holds it (a quote or a newline escaped as the
+    stored JSON escapes them), without the quotes around it."""
+    return orjson.dumps(text).decode()[1:-1]
+
+
+def whole_string(text: str) -> str:
+    """What ``text`` looks like as a whole JSON string value (a tool's name) inside stored JSON."""
+    return f'"{as_stored(text)}"'
+
+
+def like_pattern(needle: str) -> str:
+    """A ``LIKE`` pattern finding ``needle`` anywhere, ``LIKE``'s own wildcards escaped (with ESCAPE '\\')."""
+    for special in (LIKE_ESCAPE, "%", "_"):
+        needle = needle.replace(special, LIKE_ESCAPE + special)
+    return f"%{needle}%"
