@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from ...envoy_config.names import VIA_DOOR
 from ...protocol.errors import APIError
@@ -47,7 +47,7 @@ class HostGate:
         self._judged: dict[str, bool] = {}  # a Host value -> loopback or named
 
     def admits(self, request: web.Request) -> bool:
-        host = request.headers.get("Host")
+        host = request.headers.get(hdrs.HOST)  # aiohttp's istr: no case folding of the name per request
         if not host or self.everyone:
             return True  # no Host at all: not a browser (every browser sends one), so not a rebinding page
         judged = self._judged.get(host)
@@ -64,7 +64,7 @@ class HostGate:
     @staticmethod
     def refusal(request: web.Request) -> APIError:
         """The 403 for a request :meth:`admits` turned away."""
-        return refused(request.headers.get("Host", ""))
+        return refused(request.headers.get(hdrs.HOST, ""))
 
 
 def refused(host: str) -> APIError:
@@ -76,7 +76,7 @@ def refused(host: str) -> APIError:
 
 
 def _via_envoy(request: web.Request) -> bool:
-    via = request.headers.get("Via")
+    via = request.headers.get(hdrs.VIA)
     return via is not None and VIA_DOOR in via
 
 
