@@ -68,9 +68,10 @@ class HostGate:
 
 
 def refused(host: str) -> APIError:
-    shown = host if len(host) <= 100 and host.isprintable() else repr(host[:100])
+    """The 403 naming the setting; the Host is shown cut to 100 characters, escaped (``repr``), so no byte a client
+    chose reaches a terminal or a log as it was sent."""
     return APIError(403, f"This server has no API keys (auth: none) and answers loopback names only; the Host "
-                         f"{shown!r} is not one. Name it in {SETTING} (RESPONSES_BRIDGE_ALLOWED_HOSTS, "
+                         f"{host[:100]!r} is not one. Name it in {SETTING} (RESPONSES_BRIDGE_ALLOWED_HOSTS, "
                          "--allowed-hosts) to serve it, or give the server keys (auth: keys).",
                     code="host_not_allowed", param=SETTING)
 
