@@ -12,10 +12,12 @@ never a 401."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,6 +27,7 @@ from tests.support.bridge import Sidecar, create_keys, keys_command, running_sid
 from tests.support.sdk import async_sdk
 
 MODEL = "fake-model"
+CHROMIUM = "/usr/bin/chromium"
 ALPHA, BRAVO = "alpha", "bravo"
 BAD_NAMES = ["acme\nforged", "acme\x00nul", "a" * 5000, "a" * (MAX_CHARS + 1), "*", "team/a", "team:a", "a,b",
              "a b", "a;b", "evil\u202etxt.exe", "tab\tname", ""]
@@ -219,3 +222,38 @@ async def test_favicon_is_answered_without_a_key(stack: Stack) -> None:
             assert answer.status == 204
         async with session.get(f"{stack.url}/v1/models") as answer:
             assert answer.status == 401  # the control: the API still wants its key
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="no system Chromium at /usr/bin/chromium")
+async def test_a_browsers_own_forms_carry_the_consoles_origin(stack: Stack) -> None:
+    """In Chromium: the sign-in and Operations forms go out with ``Origin`` the console's own (the ``same-origin``
+    referrer policy; under ``no-referrer`` it was ``null``) and are accepted."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = await browser.new_page()
+            posts: list[tuple[str, str | None]] = []
+
+            async def seen(request: Any) -> None:
+                if request.method == "POST":
+                    posts.append((request.url, (await request.all_headers()).get("origin")))
+
+            page.on("request", seen)
+            await page.goto(f"{stack.url}/console/sign-in")
+            await page.fill("input[name=key]", stack.keys["op1"])
+            await page.click("button[type=submit]")
+            await page.wait_for_url(re.compile(r"/console/logs$"))
+            await page.goto(f"{stack.url}/console/operations")
+            await page.fill("form[action='/console/operations/keys'] input[name=tenant]", "made-in-chromium")
+            async with page.expect_response(lambda answer: answer.request.method == "POST"
+                                            and answer.url.endswith("/console/operations/keys")) as made:
+                await page.click("form[action='/console/operations/keys'] button[type=submit]")
+            assert (await made.value).status == 200
+            await page.wait_for_load_state()
+            assert "made-in-chromium" in await page.content()
+        finally:
+            await browser.close()
+    assert [url.removeprefix(stack.url) for url, _ in posts] == ["/console/sign-in", "/console/operations/keys"]
+    assert all(origin == stack.url for _, origin in posts), posts
