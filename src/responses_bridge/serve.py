@@ -53,6 +53,8 @@ FLAGS: tuple[tuple[str, str, str, type], ...] = (
                               "it the client's own Authorization is forwarded"), str),
     ("--http-host", "http_host", "HTTP door address", str),
     ("--http-port", "http_port", "HTTP door port", int),
+    ("--allowed-hosts", "allowed_hosts", ("with auth: none, Host names answered besides loopback ones, "
+                                          "comma-separated (* for any)"), str),
     ("--extproc-host", "extproc_host", "ext_proc gRPC address", str),
     ("--extproc-port", "extproc_port", "ext_proc gRPC port", int),
     ("--extproc-uds", "extproc_uds", ("ext_proc on this Unix domain socket path instead of TCP (Envoy's pipe "

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, f
 from responses_bridge import envoy_config
 from responses_bridge.config.upstreams import UpstreamSpec
 from responses_bridge.envoy_config import bootstrap_dict, render_bootstrap, to_yaml
+from responses_bridge.envoy_config.names import FILES_CLUSTER, HTTP_CLUSTER, VIA_DOOR
 from tests.support.envoy import have_envoy, validate_config
 from tools.docs.deploy_examples import (
     BOOTSTRAPS,
@@ -211,8 +212,16 @@ def test_routes_and_processor_settings() -> None:
             "header": {"key": header, "value": f"%DYNAMIC_METADATA(responses_bridge.upstream:{header})%"},
             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD", "keep_empty_value": False}
             for header in ("authorization", "traceparent", "tracestate")]
-    assert [name for name, route in routes.items() if "request_headers_to_add" in route] == [
+    via = {"header": {"key": "via", "value": VIA_DOOR}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}
+    assert [name for name, route in routes.items()
+            if [added for added in route.get("request_headers_to_add", []) if added != via]] == [
         "responses", "responses_unversioned"]
+    # what goes to the HTTP door says it came through Envoy (a browser cannot send Via: adapters/http/hosts.py),
+    # and nothing else does
+    door = (HTTP_CLUSTER, FILES_CLUSTER)
+    assert all((via in route.get("request_headers_to_add", [])) == (route.get("route", {}).get("cluster") in door)
+               for route in routes.values())
+    assert any(route.get("route", {}).get("cluster") == FILES_CLUSTER for route in routes.values())
     assert ext_proc["metadata_options"]["forwarding_namespaces"] == {
         "untyped": ["responses_bridge", "responses_bridge.route"]}
     names = [f["name"] for f in hcm["http_filters"]]

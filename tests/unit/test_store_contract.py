@@ -432,6 +432,21 @@ async def test_an_operators_key_is_marked_and_a_key_is_found_by_its_id(stores: S
     assert {key.id: key.operator for key in await stores.api_keys.list_keys()} == {made.id: True, plain.id: False}
 
 
+async def test_a_console_sign_out_is_kept_until_its_cookie_expires_then_dropped(stores: Stores) -> None:
+    """Sign-out ends a console sign-in on the server: the store says so for that sign-in only; a row past its
+    expiry goes when the next sign-out is written, so the table never grows with old ones."""
+    import time
+
+    now = int(time.time())
+    assert not await stores.api_keys.sign_in_ended("a" * 32)
+    await stores.api_keys.end_sign_in("a" * 32, now + 3600)
+    await stores.api_keys.end_sign_in("b" * 32, now - 1)  # already expired: dropped by the next one
+    assert await stores.api_keys.sign_in_ended("a" * 32) and not await stores.api_keys.sign_in_ended("c" * 32)
+    assert await stores.api_keys.sign_in_ended("b" * 32)  # past its expiry but not yet dropped: a read writes nothing
+    await stores.api_keys.end_sign_in("a" * 32, now + 7200)  # twice: kept once, and the expired row dropped
+    assert await stores.api_keys.sign_in_ended("a" * 32) and not await stores.api_keys.sign_in_ended("b" * 32)
+
+
 async def test_listing_narrowed_to_a_time_range(stores: Stores) -> None:
     """The console's time filter: ``created_after`` (inclusive) and ``created_before`` (exclusive) bound the page
     as a range of the listing index, with the other filters and the cursors."""

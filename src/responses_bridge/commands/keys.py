@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import file as config_file
 from ..config.settings import SettingsError, load_settings
+from ..services.tenancy.tenant_names import MAX_CHARS, tenant_name_problem
 
 if TYPE_CHECKING:
     from ..config.settings import Settings
@@ -44,7 +45,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="make a key for a tenant; prints the key alone on stdout, once")
     create.add_argument("--tenant", default=None, help="the tenant the key's requests act as (required, except "
-                        f"with --operator, whose key acts as {OPERATOR_TENANT!r} unless a tenant is named)")
+                        f"with --operator, whose key acts as {OPERATOR_TENANT!r} unless a tenant is named): 1 to "
+                        f"{MAX_CHARS} letters, digits and . _ - @ + ~")
     create.add_argument("--operator", action="store_true", help="an operator's key: the console (/console) shows "
                         "its holder every tenant and Operations (pools, keys, tenants); to the API it is its "
                         "tenant's key")
@@ -138,6 +140,10 @@ def create_command(args: argparse.Namespace) -> int:
     tenant = (args.tenant or (OPERATOR_TENANT if args.operator else "")).strip()
     if not tenant:
         print("responses-bridge keys create: --tenant must name a tenant", file=sys.stderr)
+        return 2
+    problem = tenant_name_problem(tenant)
+    if problem is not None:  # checked before any database is opened: nothing is made
+        print(f"responses-bridge keys create: --tenant: {problem}", file=sys.stderr)
         return 2
     try:
         expires_at = None if args.expires is None else parse_expires(args.expires)

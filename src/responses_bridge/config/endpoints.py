@@ -33,6 +33,11 @@ class EndpointSettings(BaseSettings):
     # route), so they get Envoy's retries, TLS and stats too. None: the upstream itself.
     upstream_via: str | None = None
     http_host: str = "127.0.0.1"
+    allowed_hosts: str = Field(default="", description=(
+        "with auth: none, the `Host` names (comma-separated, without port) the HTTP door and the console answer "
+        "besides loopback ones (`localhost`, `*.localhost`, 127.0.0.0/8, `[::1]`); any other is a 403 "
+        "`host_not_allowed`, against DNS rebinding (a web page whose own name resolves to 127.0.0.1). `*`: any "
+        "name. Requests Envoy forwards (`Via` set by the rendered routes) are not judged by it"))
     http_port: int = DEFAULT_HTTP_PORT
     http_head_timeout: float = Field(default=10.0, ge=0, description=(
         "seconds a request's head (request line and headers) may take to reach the HTTP door, from its first "

@@ -21,6 +21,7 @@ SHOWN_TYPES: dict[str, str] = {
     "models": "JSON list of model routes",
     "tenants": "JSON object of tenant name → limits",
     "mcp_allowed_hosts": "comma-separated hosts, IPs or CIDRs",
+    "allowed_hosts": "comma-separated host names",
     "mcp_connectors": "JSON object of connector id → MCP server",
     "workers": "a number, or `auto`",
 }

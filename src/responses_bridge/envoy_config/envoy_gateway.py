@@ -24,7 +24,7 @@ from .envoy_gateway_policy import (
     route_header_patches,
     route_processor,
 )
-from .names import DOOR_HEADER, OWN_CALL_VALUE, ROUTE_HEADER, UpstreamURL
+from .names import DOOR_HEADER, OWN_CALL_VALUE, ROUTE_HEADER, VIA_DOOR, UpstreamURL
 from .targets import Placement, bridge_filters, listener_limits, processor_filter, routes
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
@@ -121,11 +121,17 @@ def envoy_gateway_objects(bootstrap: dict[str, Any], upstream: str, placement: P
     tool_loop = {"matches": [{"path": {"type": "Exact", "value": path}, "method": "POST",
                               "headers": [{"type": "Exact", "name": DOOR_HEADER[0], "value": DOOR_HEADER[1]}]}
                              for path in ("/v1/responses", "/responses")],
-                 "backendRefs": door, "timeouts": {"request": "0s"}}
+                 "backendRefs": door, "timeouts": {"request": "0s"}, "filters": [_via()]}
     sidecar = {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}], "backendRefs": door,
-               "timeouts": {"request": "0s"}}
+               "timeouts": {"request": "0s"}, "filters": [_via()]}
     # stored responses, conversations, files, vector stores, containers, models, WebSocket, health: the door's
     objects.append(_route(f"{POLICY}-sidecar", placement, [tool_loop, sidecar]))
     patches += filter_insert_patches(filters_before(filters), placement)
     return [*objects, *policies, _client_traffic_policy(bootstrap, placement),
             patch_policy(f"{POLICY}-ext-proc", patches, placement)]
+
+
+def _via() -> dict[str, Any]:
+    """``Via`` on what goes to the door, as the bootstrap's routes add it (names.VIA_DOOR: the door without keys
+    answers what a gateway forwarded under any ``Host``)."""
+    return {"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "Via", "value": VIA_DOOR}]}}

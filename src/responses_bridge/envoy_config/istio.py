@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .names import EXTPROC_CLUSTER, FILES_CLUSTER, HTTP_CLUSTER, OWN_CALL_VALUE, ROUTE_HEADER, UpstreamURL
+from .names import EXTPROC_CLUSTER, FILES_CLUSTER, HTTP_CLUSTER, OWN_CALL_VALUE, ROUTE_HEADER, VIA_DOOR, UpstreamURL
 from .targets import Placement, bridge_filters, routes, with_clusters
 
 NETWORKING_API = "networking.istio.io/v1alpha3"
@@ -106,7 +106,8 @@ def _http_routes(up: UpstreamURL, placement: Placement) -> list[dict[str, Any]]:
         to_upstream("images_generations", "/v1/images/generations", "images/generations"),
         to_upstream("chat_completions", "/v1/chat/completions", "chat/completions"),
         # stored responses, conversations, files, vector stores, containers, models, WebSocket, health
-        {"name": "sidecar", "match": [{"uri": {"prefix": "/"}}], "route": [door]},
+        {"name": "sidecar", "match": [{"uri": {"prefix": "/"}}], "route": [door],
+         "headers": {"request": {"add": {"via": VIA_DOOR}}}},  # names.VIA_DOOR: the bootstrap's routes add it too
     ]
     assert tuple(route["name"] for route in http) == ROUTE_NAMES
     return http

@@ -89,6 +89,12 @@ FILES_CLUSTER = "responses_bridge_files"
 """The same HTTP door, for the Files API only, with small connection buffers (``FILES_BUFFER_BYTES``)."""
 
 
+VIA_DOOR = "1.1 responses-bridge"
+"""``Via`` on every request Envoy's routes send to the sidecar's HTTP door: a header no browser may set (a forbidden
+header name of the Fetch standard), by which the door without keys (``auth: none``) tells what Envoy forwarded,
+whose ``Host`` named Envoy's listener, from a page's own request (adapters/http/hosts.py: DNS rebinding)."""
+
+
 FILES_BUFFER_BYTES = 1024 * 1024
 
 

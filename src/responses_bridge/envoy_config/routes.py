@@ -25,6 +25,7 @@ from .names import (
     UNSUPPORTED_ENCODING_STATUS,
     UPSTREAM_CLUSTER,
     UPSTREAM_KEY,
+    VIA_DOOR,
     UpstreamURL,
     upstream_cluster,
 )
@@ -139,10 +140,18 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth:
          "route": {"cluster": HTTP_CLUSTER, "timeout": "0s", "upgrade_configs": [{"upgrade_type": "websocket"}]},
          "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
     ]
+    for route in routes:  # what goes to the door says it came through Envoy (names.VIA_DOOR)
+        if route.get("route", {}).get("cluster") in (HTTP_CLUSTER, FILES_CLUSTER):
+            route.setdefault("request_headers_to_add", []).append(_via())
     # the sidecar's routing header goes nowhere: with several upstreams it means nothing here (_internal_listener),
     # with one it has chosen its route (the models and embeddings routes) and the upstream has no use for it
     return {"name": "responses_bridge", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}],
             "response_headers_to_add": [_REQUEST_ID_ECHO], "request_headers_to_remove": [ROUTE_HEADER]}
+
+
+def _via() -> dict[str, Any]:
+    """A fresh ``Via`` entry (one dict per route: a shared one would be written as a YAML alias)."""
+    return {"header": {"key": "via", "value": VIA_DOOR}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}
 
 
 def _own_call() -> dict[str, Any]:

@@ -328,6 +328,15 @@ class ApiKeyStore(Protocol):
         wrong secret)."""
         ...
 
+    async def end_sign_in(self, sign_in: str, expires_at: int) -> None:
+        """A console sign-in (its id, never a secret) its browser signed out of: :meth:`sign_in_ended` says so until
+        ``expires_at`` (when its cookie expires anyway); rows past theirs are dropped on the way."""
+        ...
+
+    async def sign_in_ended(self, sign_in: str) -> bool:
+        """Was this console sign-in signed out of (:meth:`end_sign_in`)? One primary-key read."""
+        ...
+
 
 class RunLeases(Protocol):
     owner: str | None

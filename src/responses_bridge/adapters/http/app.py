@@ -21,6 +21,7 @@ from .errors import error_middleware
 from .files import capability as vector_stores
 from .files.files_routes import FileRoutes
 from .files.uploads_routes import UploadRoutes
+from .hosts import HostGate
 from .identity import identity_middleware
 from .limits import limits_middleware
 from .observe import echo_request_id, observe_middleware
@@ -47,7 +48,8 @@ def create_app(runtime: Runtime) -> web.Application:
     watch_tokens = WatchTokens(runtime.sealer, runtime.settings.desktop_watch_link_seconds)
     console = runtime.settings.console == "on"  # /console (console/): its pages check their own sign-in
     identify = identity_middleware(runtime.identity, watch_tokens,  # RESPONSES_BRIDGE_AUTH: tenancy/identity.py
-                                   console=console)
+                                   console=console,  # without keys, loopback Host names only (hosts.py)
+                                   hosts=HostGate(runtime.settings.allowed_hosts, runtime.settings.http_host))
     limit = limits_middleware(runtime.limits, runtime.memory,  # per tenant: 429, 413; the memory budget: 503
                               body_timeout=runtime.settings.request_body_timeout,  # a body too slow: 408
                               body_min_rate=runtime.settings.request_body_min_rate)
@@ -81,6 +83,7 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/health/live", health_live)
     app.router.add_get("/health/ready", health_ready)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/favicon.ico", favicon)
     UpstreamRoutes(runtime, upstream, clients, app[EMBEDDER]).register(app)  # chat/completions; models
     if not clients:
         with api_routes(app) as routes:
@@ -98,6 +101,12 @@ async def metrics(request: web.Request) -> web.Response:
     from ...observability.metrics import scrape
 
     return web.Response(body=await asyncio.to_thread(scrape), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def favicon(request: web.Request) -> web.Response:
+    """No icon: a 204 a browser caches for a day, instead of the 401 (keys) or 404 every console page's request for
+    it met before."""
+    return web.Response(status=204, headers={"Cache-Control": "max-age=86400"})
 
 
 async def health(request: web.Request) -> web.Response:

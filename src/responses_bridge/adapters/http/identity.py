@@ -17,12 +17,14 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from ...services.tenancy.identity import Identity, unauthenticated
 from ...store.base import DEFAULT_TENANT
 from .desktop_watch_tokens import WatchTokens
+from .hosts import HostGate
 
 TENANT = web.RequestKey("tenant", str)
 """The request key the middleware leaves the caller's tenant under."""
 
-OPEN_PATHS = frozenset(("/health", "/health/live", "/health/ready", "/metrics"))
-"""Answered for anyone: Envoy's health checks and the orchestrator's probes carry no credentials."""
+OPEN_PATHS = frozenset(("/health", "/health/live", "/health/ready", "/metrics", "/favicon.ico"))
+"""Answered for anyone, under any ``Host``: Envoy's health checks and the orchestrator's probes carry no credentials
+(and name the pod's address), and a browser on the console asks for ``/favicon.ico`` on every page."""
 SELF_AUTHENTICATED = "/v1/agents/executor/"
 """``codex exec-server``'s registry and rendezvous (adapters/http/agents/executor_routes.py): signed with a session's
 executor credentials, checked by those routes, never a bridge key; their tenant is the one the signature names."""
@@ -42,12 +44,15 @@ def request_tenant(request: web.Request) -> str:
 
 
 def identity_middleware(identity: Identity, watch_tokens: WatchTokens | None = None, *,
-                        console: bool = False) -> web.middleware:  # type: ignore[valid-type]
+                        console: bool = False, hosts: HostGate | None = None) -> web.middleware:  # type: ignore[valid-type]
     """The middleware for ``identity.mode`` (``RESPONSES_BRIDGE_AUTH``). ``watch_tokens``: a request watching a
     session's desktop from a browser (desktop_watch_tokens.py) is the tenant its ``token`` names, in every
     mode (a bad or expired token is a 401). ``console``: the console is served, and its paths check their own
-    sign-in (the same prefix test as the executor's, so an API request pays nothing more)."""
+    sign-in (the same prefix test as the executor's, so an API request pays nothing more). ``hosts``: without
+    keys, a request is answered only under a loopback or named ``Host`` (hosts.py: against DNS rebinding), but for
+    the open paths and the executor's, which trust no address (a token or a signature, checked by their routes)."""
     self_authenticated = (SELF_AUTHENTICATED, CONSOLE) if console else (SELF_AUTHENTICATED,)
+    gate = hosts if identity.anonymous else None
 
     @web.middleware
     async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -57,6 +62,9 @@ def identity_middleware(identity: Identity, watch_tokens: WatchTokens | None = N
                 request[TENANT] = tenant
                 return await handler(request)
         if identity.anonymous or request.path in OPEN_PATHS:
+            if gate is not None and not gate.admits(request) and request.path not in OPEN_PATHS \
+                    and not request.path.startswith(SELF_AUTHENTICATED):
+                raise gate.refusal(request)
             request[TENANT] = DEFAULT_TENANT
             return await handler(request)
         if request.path.startswith(self_authenticated):

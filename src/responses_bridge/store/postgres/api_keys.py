@@ -48,6 +48,17 @@ class PostgresApiKeyStore:
                                         int(time.time()), key_id)
         return int(status.rsplit(" ", 1)[-1]) > 0
 
+    async def end_sign_in(self, sign_in: str, expires_at: int) -> None:
+        async with self._db.acquire("end_sign_in") as conn:
+            await conn.execute("DELETE FROM console_sign_outs WHERE expires_at <= $1", int(time.time()))
+            await conn.execute("INSERT INTO console_sign_outs (sign_in, expires_at) VALUES ($1, $2) "
+                               "ON CONFLICT (sign_in) DO UPDATE SET expires_at = excluded.expires_at",
+                               sign_in, expires_at)
+
+    async def sign_in_ended(self, sign_in: str) -> bool:
+        async with self._db.acquire("sign_in_ended") as conn:
+            return await conn.fetchval("SELECT 1 FROM console_sign_outs WHERE sign_in = $1", sign_in) is not None
+
     async def resolve_key(self, key: str) -> Resolved | None:
         parsed = parse(key)
         if parsed is None:

@@ -283,6 +283,15 @@ MIGRATIONS.append((29, [  # as SQLite's 30: Idempotency-Key of POST /v1/response
 MIGRATIONS.append((30, [  # as SQLite's 31: an operator's key (`keys create --operator`) sees every tenant
     "ALTER TABLE api_keys ADD COLUMN operator boolean NOT NULL DEFAULT false",
 ]))
+MIGRATIONS.append((31, [  # as SQLite's 32: a console sign-in signed out of, refused until it would have expired
+    """
+    CREATE TABLE console_sign_outs (
+        sign_in    TEXT PRIMARY KEY,
+        expires_at BIGINT NOT NULL
+    )
+    """,
+    "CREATE INDEX console_sign_outs_expiry ON console_sign_outs (expires_at)",
+]))
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:

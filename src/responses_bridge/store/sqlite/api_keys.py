@@ -7,7 +7,8 @@ every request time); the comparison is constant-time (:func:`hmac.compare_digest
 
 :class:`ApiKeyStore` is what a backing store implements (SQLite here, on the response store's connections;
 PostgreSQL alike): four operations, with the minting, parsing and checking of keys in the functions of this
-module, so every implementation stores and checks keys the same way.
+module, so every implementation stores and checks keys the same way. The console's sign-outs (table
+``console_sign_outs``, migration 32) are kept here too: a sign-in is a key's use.
 """
 
 from __future__ import annotations
@@ -52,6 +53,17 @@ class SQLiteApiKeyStore:
             cursor = await conn.execute("UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?",
                                         (int(time.time()), key_id))
             return cursor.rowcount > 0
+
+    async def end_sign_in(self, sign_in: str, expires_at: int) -> None:
+        async with self._db.writing() as conn:
+            await conn.execute("DELETE FROM console_sign_outs WHERE expires_at <= ?", (int(time.time()),))
+            await conn.execute("INSERT OR REPLACE INTO console_sign_outs (sign_in, expires_at) VALUES (?, ?)",
+                               (sign_in, expires_at))
+
+    async def sign_in_ended(self, sign_in: str) -> bool:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall("SELECT 1 FROM console_sign_outs WHERE sign_in = ?", (sign_in,)))
+        return bool(rows)
 
     async def resolve_key(self, key: str) -> Resolved | None:
         parsed = parse(key)

@@ -340,6 +340,20 @@ MIGRATIONS: list[Migration] = [
             "ALTER TABLE api_keys ADD COLUMN operator INTEGER NOT NULL DEFAULT 0",
         ],
     ),
+    (
+        32,
+        [
+            # A console sign-in its browser signed out of (api_keys.py's end_sign_in): refused from then on, until
+            # the cookie would have expired anyway (when the row may go).
+            """
+            CREATE TABLE console_sign_outs (
+                sign_in    TEXT PRIMARY KEY,
+                expires_at INTEGER NOT NULL
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX console_sign_outs_expiry ON console_sign_outs (expires_at)",
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ....observability import metrics
+from ....protocol.errors import APIError
 from ....redact import mask_text
 from ....runtime import Runtime
 from ....services.tenancy.memory_watch import default_source
+from ....store.base import ApiKeyStore
 from .logs import when
 
 
@@ -126,6 +128,25 @@ def upstream_health() -> dict[str, str]:
         said[name] = line + (", failed: " + ", ".join(f"{count:.0f} {kind}" for kind, count in sorted(failed.items()))
                              if failed else ", none failed")
     return said
+
+
+async def check_revocable(keys: ApiKeyStore, key_id: str, signed_in: str | None) -> None:
+    """Refuses (409) revoking the key the viewer is signed in with (the console would sign them out mid-page, and
+    a hand-written post could do it unseen), and the last usable operator's key (nothing would open Operations
+    again but ``responses-bridge keys`` on the database). ``keys revoke`` on the command line still can."""
+    if signed_in is not None and key_id == signed_in:
+        raise APIError(409, "That is the key you are signed in with: the console does not revoke it. Revoke it "
+                       "from another operator's sign-in, or with `responses-bridge keys revoke`.",
+                       code="key_signed_in")
+    now = int(time.time())
+    listed = await keys.list_keys()
+    target = next((key for key in listed if key.id == key_id), None)
+    if target is None or not (target.operator and target.usable(now)):
+        return
+    if not any(key.operator and key.usable(now) and key.id != key_id for key in listed):
+        raise APIError(409, "That is the last usable operator's key: revoked, no one could open Operations from the "
+                       "console again. Make another with `keys create --operator` first (or revoke it with "
+                       "`responses-bridge keys revoke`).", code="last_operator_key")
 
 
 async def known_tenants(runtime: Runtime) -> list[str]:

@@ -33,6 +33,7 @@ from ....protocol.errors import APIError
 from ....runtime import Runtime
 from ....services.agents.sessions import SessionService
 from ....services.agents.traces import SessionTraces
+from ....services.tenancy.tenant_names import tenant_name_problem
 from ....store.records import InvalidCursor
 from ..agents.agents_routes import SESSIONS
 from ..desktop_watch_tokens import WatchTokens
@@ -45,7 +46,9 @@ HERE = Path(__file__).parent
 STATIC = {"console.css": "text/css"}  # no script: every page works as plain HTML forms and links
 POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-src 'self'; "
           "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
-HEADERS = {"Content-Security-Policy": POLICY, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+# same-origin, not no-referrer: under no-referrer a browser sends ``Origin: null`` with the console's own forms, which
+# a browser that sends no Sec-Fetch-Site then had refused (sign_in.same_origin); another site still gets no Referer
+HEADERS = {"Content-Security-Policy": POLICY, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
            "Cache-Control": "no-store", "X-Frame-Options": "DENY"}
 FORM_BYTES = 16 * 1024
 Page = Callable[[web.Request, Viewer, re.Match[str]], Awaitable[web.StreamResponse]]
@@ -57,6 +60,7 @@ class Console:
         self.runtime = runtime
         self.watch_tokens = watch_tokens
         self.sign_in = SignIn(runtime)
+        self.revoking = asyncio.Lock()
         self.sessions: SessionService | None = agents.get(SESSIONS) if agents is not None else None
         self.traces = SessionTraces(runtime.agent_store)
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
@@ -153,6 +157,7 @@ class Console:
 
     async def sign_out(self, request: web.Request, viewer: Viewer | None) -> web.StreamResponse:
         check_change(request, viewer, (await _form(request)).get("csrf"))
+        await self.sign_in.sign_out(viewer)  # on the server too: a kept copy of the cookie is refused from now on
         answer = see_other("/console/sign-in")
         self.sign_in.clear_cookie(answer)
         return answer
@@ -268,7 +273,7 @@ class Console:
 
     async def usage(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         window = request.query.get("window", "24h")
-        if viewer.operator and request.query.get("tenant") in (None, "", "*"):
+        if viewer.operator and not request.query.get("tenant"):  # every tenant; ``*`` is a name, never a wildcard
             tenants, by_tenant = await operations.known_tenants(self.runtime), True
         else:
             tenants, by_tenant = [viewer.scope(request)], False
@@ -283,9 +288,12 @@ class Console:
     async def create_key(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         form = await _form(request)
         check_change(request, viewer, form.get("csrf"))
-        tenant = form.get("tenant", "").strip()[:200]
+        tenant = form.get("tenant", "").strip()
         if not tenant or self.runtime.api_keys is None:
             raise APIError(400, "Name the tenant the key is for.", code="invalid_value")
+        problem = tenant_name_problem(tenant)  # as `keys create --tenant` (never cut short: refused whole)
+        if problem is not None:
+            raise APIError(400, problem[0].upper() + problem[1:] + ".", param="tenant", code="invalid_tenant")
         text, key = await self.runtime.api_keys.create_key(tenant, operator=form.get("operator") == "on")
         # the one page that shows a key: the answer to making it, once, never stored, never cached
         return self.render("key_made.html", viewer, request, key_text=text, key=key)
@@ -293,8 +301,12 @@ class Console:
     async def revoke_key(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         form = await _form(request)
         check_change(request, viewer, form.get("csrf"))
-        if self.runtime.api_keys is None or not await self.runtime.api_keys.revoke_key(match["id"]):
+        if self.runtime.api_keys is None:
             raise APIError(404, "No key with that id.", code="not_found")
+        async with self.revoking:  # one check-and-revoke at a time: two operators cannot revoke the last two keys
+            await operations.check_revocable(self.runtime.api_keys, match["id"], viewer.key_id)
+            if not await self.runtime.api_keys.revoke_key(match["id"]):
+                raise APIError(404, "No key with that id.", code="not_found")
         return see_other("/console/operations")
 
 

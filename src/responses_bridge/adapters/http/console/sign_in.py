@@ -4,7 +4,8 @@ Signing in takes an API key once (keys mode); the answer is a cookie holding the
 sign-in ends and a token against cross-site posts, sealed with the deployment's key (sealing.py): the key itself
 never comes back to the browser, and the cookie is ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no other
 site's page sends it) and expires. Each page checks the key again by its id, so a revoked key is signed out at
-its next page. Without keys (``auth: none``) everyone is the operator of the one tenant, on loopback only unless
+its next page, and the sign-in against the store's signed-out ones, so signing out ends it on the server too.
+Without keys (``auth: none``) everyone is the operator of the one tenant, on loopback only unless
 ``console_remote``; with a tenant header set by Envoy (``auth: header``) the header's tenant sees its own objects.
 
 A change (a revoked key, an approval) is a POST carrying the page's token, and refused when the browser says it
@@ -13,6 +14,7 @@ came from another site (``Sec-Fetch-Site``, else ``Origin``).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import secrets
@@ -39,6 +41,7 @@ class Viewer:
     operator: bool
     csrf: str
     key_id: str | None = None
+    expires: int = 0  # when the cookie's sign-in ends (keys only)
 
     def scope(self, request: web.Request) -> str:
         """The tenant a page shows: a tenant's own, always; an operator's choice (``?tenant=``), else their own."""
@@ -88,7 +91,15 @@ class SignIn:
         key = await self.runtime.api_keys.find_key(key_id)
         if key is None or not key.usable(now):
             return None  # revoked or expired since: signed out at the next page
-        return Viewer(key.tenant, key.operator, csrf, key.id)
+        if await self.runtime.api_keys.sign_in_ended(sign_in_id(csrf)):
+            return None  # signed out of (a copy of the cookie kept from before is refused)
+        return Viewer(key.tenant, key.operator, csrf, key.id, expires)
+
+    async def sign_out(self, viewer: Viewer | None) -> None:
+        """Ends ``viewer``'s sign-in on the server, not only in the browser: the cookie's copies (a stolen one, a
+        page kept open elsewhere) are refused from now on, on every process sharing the database."""
+        if viewer is not None and viewer.key_id is not None and self.runtime.api_keys is not None:
+            await self.runtime.api_keys.end_sign_in(sign_in_id(viewer.csrf), viewer.expires)
 
     async def sign_in(self, key_text: str) -> str | None:
         """The sealed cookie for a usable key, or None (the page says the key was not accepted, never why)."""
@@ -112,6 +123,12 @@ class SignIn:
         """A fixed token for a viewer with no cookie (no keys): only a page of the console shows it, so a page of
         another site cannot read it (and is refused by its origin before that)."""
         return self.runtime.sealer.mac("console csrf", who.encode())
+
+
+def sign_in_id(csrf: str) -> str:
+    """What the store keeps of a signed-out sign-in: a hash of its form token (random per sign-in), never the token
+    a form still carries."""
+    return hashlib.blake2b(csrf.encode(), digest_size=16, person=b"console signout").hexdigest()
 
 
 def same_origin(request: web.Request) -> bool:
@@ -138,7 +155,7 @@ def check_change(request: web.Request, viewer: Viewer | None, token: str | None)
 
 
 PROXY_HEADERS = ("X-Forwarded-For", "X-Forwarded-Proto", "Forwarded", "X-Envoy-External-Address",
-                 "X-Envoy-Internal")
+                 "X-Envoy-Internal", "Via")
 """What a proxy in front adds (Envoy sets ``x-forwarded-proto`` on every request it forwards): such a request came
 from wherever the proxy's own clients are, however near the proxy is."""
 
