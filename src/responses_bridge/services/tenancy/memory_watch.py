@@ -17,9 +17,10 @@ kernel's OOM killer counts), else its RSS from ``/proc/self/statm`` — and:
   (:data:`SPARED_BYTES`);
 * after ending one, it **waits for what that request held to show up as returned** before it reads the process's
   memory as load again (:class:`Settling`): until the reading has fallen by half the request's charge below the
-  reading it was ended at (its work stopped, its memory freed, and trimmed back to the system once its reservation
-  is released), or :data:`SETTLE_TICKS` readings' time has passed — so a reading that still counts what an ended
-  request is letting go never ends the next one;
+  reading it was ended at, or the request has given its reservation back and :data:`RELEASED_READINGS` readings
+  have been taken since, each after a trim (what it let go given back to the system, the reading then counting
+  what is still held), or :data:`SETTLE_TICKS` readings' time has passed — so a reading that still counts what an
+  ended request is letting go never ends the next one;
 * under the **low watermark** (default: the use at start, plus three quarters of the budget, plus the margin), or
   once nothing is left to end (what remains is not the requests', or only bystanders' requests are left), new work
   is admitted again. Freed heap is given back to the system (``malloc_trim``) before every reading it acts on, so
@@ -75,6 +76,11 @@ its work be slow to stop: the backstop then goes on."""
 RETURNED_PART = 2
 """What an ended request held shows up as returned once the reading has fallen by 1/RETURNED_PART of its charge
 below the reading it was ended at."""
+RELEASED_READINGS = 2
+"""Or once it has given its reservation back and this many readings have been taken since, each after a trim: the
+first counts what it let go as it stopped, the next what was let go just after (its answer written, its
+connection's buffers). A charge is what a request may cost at its peak: a held 2 MB request charged 6.0 MB gave
+back 1.9 MB of RSS once trimmed, and waiting for half its charge ran the wait out every time."""
 SPARED_BYTES = MEMORY_FLOOR
 """A bystander's size: a request charged less is never ended by the backstop, whoever holds it and however high the
 reading — 64 KiB, what a small request is charged at most and the least room the fair-share rule keeps for any
@@ -127,15 +133,17 @@ def victims(pool: FairPool, spared: int = 0) -> Iterator[tuple[str, Any, int]]:
 
 class Settling:
     """The request the backstop ended last (``holding``, charged ``charged`` bytes), until what it held shows up as
-    returned: ended at the reading ``reading``, at ``since`` on the watch's clock."""
+    returned: ended at the reading ``reading``, at ``since`` on the watch's clock; ``released``: readings taken
+    since it gave its reservation back."""
 
-    __slots__ = ("charged", "holding", "reading", "since")
+    __slots__ = ("charged", "holding", "reading", "released", "since")
 
     def __init__(self, holding: Any, charged: int, reading: int, since: float) -> None:
         self.holding = holding
         self.charged = charged
         self.reading = reading
         self.since = since
+        self.released = 0
 
     def returned(self, used: int) -> int:
         """Bytes the reading ``used`` is under the one the request was ended at."""
@@ -223,17 +231,21 @@ class MemoryWatch:
         return False
 
     def _settled(self, used: int) -> bool:
-        """Whether what the request ended last held shows up as returned at the reading ``used`` (fallen by
-        1/:data:`RETURNED_PART` of its charge), or the wait for it has run out (:attr:`settle` seconds)."""
+        """Whether what the request ended last held shows up as returned at the reading ``used``: fallen by
+        1/:data:`RETURNED_PART` of its charge, or its reservation given back :data:`RELEASED_READINGS` readings
+        ago (each after a trim: :meth:`tick_async`), or the wait for it run out (:attr:`settle` seconds)."""
         settling = self.settling
         assert settling is not None
+        if not still_taking(self.budget.pool, settling.holding):
+            settling.released += 1
         returned = settling.returned(used)
         waited = self._clock() - settling.since
-        if returned * RETURNED_PART < settling.charged and waited < self.settle:
+        if returned * RETURNED_PART < settling.charged and settling.released < RELEASED_READINGS \
+                and waited < self.settle:
             return False
         self.settling = None
         log.info("memory_returned", returned=returned, charged=settling.charged, waited=round(waited, 3),
-                 released=not still_taking(self.budget.pool, settling.holding))
+                 released_readings=settling.released)
         return True
 
     def _enter(self, used: int) -> None:
