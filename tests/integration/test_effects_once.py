@@ -170,6 +170,15 @@ MARGIN_OVER_WARM = 24 * MiB
 """The backstop's high watermark over a warmed sidecar's real memory (seen: 115 MiB): a tool loop stays under it, the
 waiting ballast (seen: 45 to 70 MiB more) passes it."""
 PREEMPTED_BY_BACKSTOP = 'responses_bridge_memory_budget_preempted_total{reason="memory_high_watermark"}'
+NOTES = 40_000
+"""Characters of an earlier message in alpha's request, so that it is charged more than a bystander's size (about
+120 KB: the backstop never ends a request charged under 64 KiB, services/tenancy/memory_watch.py's SPARED_BYTES)
+and remains the backstop's to end once the ballast is; a few hundred kilobytes of real memory."""
+
+
+def charged(command: str) -> Any:
+    """Alpha's input: ``command`` for the fake upstream (the last user message), after :data:`NOTES`."""
+    return [{"role": "user", "content": "notes " + "n" * NOTES}, {"role": "user", "content": command}]
 
 
 @pytest.fixture(scope="module")
@@ -225,13 +234,14 @@ async def test_work_taken_back_after_an_mcp_call_is_answered_once_with_its_respo
         backstop: Stack, mcp: MCPTestServer, door: str) -> None:
     """The issue's case, with the one thing that still takes work back: alpha's tool loop holds the only upstream
     place, its second model turn stalled, the tool already called, when beta's ballast passes the backstop's high
-    watermark; the backstop ends the ballast, then alpha's request. Alpha's SDK (its retries on) gets one answer,
+    watermark; the backstop ends the ballast, then alpha's request (charged over a bystander's size: :func:`charged`;
+    a bystander's small request is never ended, test_memory_return.py). Alpha's SDK (its retries on) gets one answer,
     its failed Response (200, ``preempted_for_fairness`` leading its error, its output holding the call), not a 503
     it would retry: the tool ran once."""
     to = payee()
     async with sdk_for(backstop.url(door), backstop.keys["alpha"]) as alpha:
         first = asyncio.ensure_future(alpha.responses.create(
-            model=MODEL, input=f"call bank__send_payment {to} [stall_after_tools=30000]",
+            model=MODEL, input=charged(f"call bank__send_payment {to} [stall_after_tools=30000]"),
             tools=[payment_tool(mcp)]))  # type: ignore[list-item]
         await second_turn_upstream(backstop, to)
         assert not await preempted_by_backstop(backstop)  # not past the watermark before the ballast
@@ -255,7 +265,7 @@ async def test_work_taken_back_before_any_call_stays_a_retryable_503(
     to = payee()
     async with sdk_for(backstop.url(door), backstop.keys["alpha"], max_retries=0) as alpha:
         first = asyncio.ensure_future(alpha.responses.create(
-            model=MODEL, input=f"call bank__send_payment {to} [stall=30000]",
+            model=MODEL, input=charged(f"call bank__send_payment {to} [stall=30000]"),
             tools=[payment_tool(mcp)]))  # type: ignore[list-item]
         await first_turn_upstream(UpstreamLog(backstop.sidecar.upstream_url.removesuffix("/v1")), to)
         assert not await preempted_by_backstop(backstop)

@@ -12,6 +12,10 @@ the memory backstop acts on what requests hold, never refusing a bystander for w
   small requests one at a time: every one is answered, while the attacker's own new request is refused
   (``server_overloaded``, its control: what is being ended is not replaced). Before, every new request was refused
   while the backstop acted. Through the HTTP door and through Envoy's ext_proc door.
+* The backstop judges what requests hold, after they let go: a bystander's small request held open all the while
+  the backstop ends the attacker's, the low watermark out of reach, is never ended (a request charged under a
+  bystander's size never is, and after ending a request the backstop waits for its memory to show up as returned);
+  before, once the attacker's were ended it ended the bystander's too, every time, through either door.
 
 Each sidecar is on a SQLite file of its own (memory and the processes' programs are the subject, not the store),
 so the PostgreSQL pass of scripts/test leaves the module out.
@@ -35,6 +39,7 @@ from tests.support.bridge import Sidecar, keys_command, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
 from tests.support.memory import peak_while, status_kb
 from tests.support.sdk import async_sdk
+from tests.support.streams import held_stream
 
 pytestmark = pytest.mark.store_free
 
@@ -134,11 +139,16 @@ async def keyed_stack(fake_upstream: str, tmp_path: Path, env: dict[str, str], *
             envoy.stop()
 
 
-async def backstop_active(http_url: str) -> bool:
+async def metric(http_url: str, name: str) -> float:
+    """The sum of the sidecar's metric lines starting with ``name``."""
     async with aiohttp.ClientSession() as session, session.get(f"{http_url}/metrics") as answer:
         text = await answer.text()
-    return any(line.startswith("responses_bridge_memory_backstop_active ") and float(line.split()[1]) > 0
-               for line in text.splitlines())
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#"))
+
+
+async def backstop_active(http_url: str) -> bool:
+    return await metric(http_url, "responses_bridge_memory_backstop_active ") > 0
 
 
 async def attack(client: openai.AsyncOpenAI, index: int) -> Any:
@@ -167,8 +177,13 @@ async def test_a_bystander_is_served_while_the_backstop_ends_the_attackers_reque
             as (probe, _, _):
         await asyncio.sleep(1)
         at_start = status_kb(probe.process.pid, "VmRSS") << 10
+    # read once a second (the default): the backstop ends at most one request a reading, and waits for what each
+    # held to show up as returned, so it acts for seconds on the attacker's few held requests — longer than the
+    # bystander's eight; read five times a second it had ended them all and stood down before the bystander's last
+    # (a loaded run: active before, not after)
     env = {"RESPONSES_BRIDGE_MEMORY_HIGH_WATERMARK_BYTES": str(at_start + HIGH_OVER_START),
-           "RESPONSES_BRIDGE_MEMORY_LOW_WATERMARK_BYTES": str(at_start + LOW_OVER_START)}
+           "RESPONSES_BRIDGE_MEMORY_LOW_WATERMARK_BYTES": str(at_start + LOW_OVER_START),
+           "RESPONSES_BRIDGE_MEMORY_WATCH_INTERVAL": "1"}
     streams: list[Any] = []
     async with keyed_stack(fake_upstream, tmp_path / "sidecar", env) as (sidecar, envoy_url, keys):
         url = sidecar.http_url if door == "http" else envoy_url
@@ -201,3 +216,66 @@ async def test_a_bystander_is_served_while_the_backstop_ends_the_attackers_reque
     assert active_before and active_after, (active_before, active_after)  # served all the while it acted
     assert served == ["completed"] * BYSTANDER_REQUESTS
     assert again in ("refused", "cut"), again  # the control: the holder's new work is refused while it acts
+
+
+PREEMPTED_BY_BACKSTOP = 'responses_bridge_memory_budget_preempted_total{reason="memory_high_watermark"}'
+
+
+async def still_held(stream: Any) -> bool:
+    """Whether a held stream is still open, its model call stalled: no event comes within a second (a request the
+    backstop ended has its ``response.failed`` or its cut connection waiting already)."""
+    events = stream.__aiter__()
+    try:
+        event = await asyncio.wait_for(events.__anext__(), 1.0)
+    except TimeoutError:
+        return True
+    except (openai.APIError, StopAsyncIteration):
+        return False
+    return event.type == "response.output_text.delta"  # the next words of its answer: still served
+
+
+@pytest.mark.parametrize("door", ["http", "envoy"])
+async def test_a_bystanders_request_in_flight_is_never_ended_by_the_backstop(
+        fake_upstream: str, tmp_path: Path, door: str) -> None:
+    """The issue's finding, made certain: a bystander's small request (about 1 KB charged) is held open (its model
+    call stalled) all the while the backstop ends the attacker's requests, with the low watermark out of reach (1
+    byte), so once the attacker's are all ended nothing the requests hold could bring the reading under it.
+    Before, the backstop then ended the bystander's request (``memory_taken_back holder=bystander``, 503 /
+    ``response.failed`` ``preempted_for_fairness``), every time; now a request charged under a bystander's size
+    is never ended: the backstop ends every request of the attacker's it holds (the control: it acted, and ended
+    all it may; the attacker's later ones are refused), finds nothing more to end and stands down, and the
+    bystander's request is still being answered."""
+    if not have_envoy():
+        pytest.skip("envoy binary not available")
+    async with keyed_stack(fake_upstream, tmp_path / "probe", {"RESPONSES_BRIDGE_MEMORY_WATCH_INTERVAL": "0"}) \
+            as (probe, _, _):
+        await asyncio.sleep(1)
+        at_start = status_kb(probe.process.pid, "VmRSS") << 10
+    env = {"RESPONSES_BRIDGE_MEMORY_HIGH_WATERMARK_BYTES": str(at_start + HIGH_OVER_START),
+           "RESPONSES_BRIDGE_MEMORY_LOW_WATERMARK_BYTES": "1"}
+    streams: list[Any] = []
+    async with keyed_stack(fake_upstream, tmp_path / "sidecar", env) as (sidecar, envoy_url, keys):
+        url = sidecar.http_url if door == "http" else envoy_url
+        options = {"base_url": f"{url}/v1", "max_retries": 0, "timeout": 120}
+        async with async_sdk(api_key=keys["attacker"], **options) as attacker, \
+                async_sdk(api_key=keys["bystander"], **options) as bystander:
+            small = await held_stream(bystander, MODEL, "small [stall_after=1:120000]")
+            streams.append(small)
+            try:
+                outcomes = await asyncio.gather(*(attack(attacker, index) for index in range(ATTACKS)))
+                held = [outcome for outcome in outcomes if not isinstance(outcome, str)]
+                streams += held
+                for _ in range(600):  # the backstop acted, then stood down: nothing left it may end
+                    ended = await metric(sidecar.http_url, PREEMPTED_BY_BACKSTOP)
+                    if ended and not await backstop_active(sidecar.http_url):
+                        break
+                    await asyncio.sleep(0.1)
+                attacks_held = [await still_held(stream) for stream in held]
+                served = await still_held(small)
+            finally:
+                for stream in streams:
+                    await stream.close()
+    print(f"ended by the backstop: {ended:.0f}; the attacker's requests: {[o for o in outcomes if isinstance(o, str)]}"
+          f" and {len(held)} held, still held after: {sum(attacks_held)}; the bystander's still served: {served}")
+    assert ended and not any(attacks_held), (ended, attacks_held)  # the control: it ended every attack it held
+    assert served  # the rule: never the bystander's

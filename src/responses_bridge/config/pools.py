@@ -59,8 +59,9 @@ class PoolSettings(BaseSettings):
     memory_watch_interval: float = Field(default=1.0, ge=0, description=(
         "seconds between readings of the process's real memory (cgroup v2 `memory.current` with one worker in a "
         "cgroup with a limit, else its RSS) by the memory backstop: past `memory_high_watermark_bytes` new "
-        "requests get 503 `server_overloaded` and the largest request held is ended each reading (503 / "
-        "`response.failed`, `preempted_for_fairness`) until it is under `memory_low_watermark_bytes`; 0: off"))
+        "requests get 503 `server_overloaded` and the largest request held is ended (503 / `response.failed`, "
+        "`preempted_for_fairness`), the next once what it held shows up as returned (at most 5 readings later), "
+        "never one charged under 64 KiB, until it is under `memory_low_watermark_bytes`; 0: off"))
     memory_high_watermark_bytes: int = Field(default=0, ge=0, description=(
         "the real memory past which the memory backstop acts (see `memory_watch_interval`); 0: the process's use "
         "at start plus 64 MiB plus its memory budget"))

@@ -60,3 +60,8 @@ def take_back(pool: FairPool, tenant: str, holding: Any, reason: str) -> bool:
         pool.on_preempt(tenant, reason, size)
     return True
 
+
+
+def still_taking(pool: FairPool, holding: Any) -> bool:
+    """Whether ``holding``, taken back, has not yet given its room back (its work still stopping)."""
+    return holding in pool._taking
