@@ -116,3 +116,58 @@ def test_the_allocators_free_bytes_are_read() -> None:
     free = glibc_free_bytes()
     assert free is not None  # the test machines run glibc >= 2.33
     assert free() >= 0
+
+
+async def test_with_nothing_held_a_full_collection_comes_before_the_trim_at_most_every_few_seconds() -> None:
+    """Memory held only by objects in reference cycles is live until the collector's full pass, which an idle server
+    never makes: with nothing held in the budget, the trimmer runs one before its trim (and the trim gives back what
+    it freed); with something held, none (the control); and not twice within ``collect_every``."""
+    process = Process(100 * MB)
+    in_cycles = [300 * MB]  # what the pass frees: a burst's items, kept in cycles
+
+    def collect() -> int:
+        freed, in_cycles[0] = in_cycles[0], 0
+        process.live -= freed
+        return 1 if freed else 0
+
+    trimmer = MemoryTrimmer(process.trim, interval=3600, growth=32 * MB, retry=10, collect=collect, collect_every=5,
+                            rss=lambda: process.rss, clock=lambda: process.now)
+    trimmer.start()
+    held = [1]
+    trimmer.quiet = lambda: held[0] == 0
+    try:
+        process.rss = process.live = 400 * MB
+        assert await trimmer.check()  # a request holds room: trimmed, never collected
+        assert (trimmer.collections, process.rss) == (0, 400 * MB)
+        held[0] = 0
+        process.now = 10.0  # still high, nothing held: collected, then trimmed down
+        assert await trimmer.check()
+        assert (trimmer.collections, process.rss) == (1, 100 * MB)
+        process.rss = process.live = 400 * MB  # another burst, 2 s later: trimmed, not collected again so soon
+        process.now = 12.0
+        assert await trimmer.check() and trimmer.collections == 1
+        process.now = 22.0  # past the interval, still high: collected again
+        assert await trimmer.check() and trimmer.collections == 2
+    finally:
+        await trimmer.stop()
+
+
+async def test_the_runtime_tells_the_trimmer_whether_anything_is_held() -> None:
+    """``quiet`` comes from the runtime's memory budget once its backstop starts: True with nothing held, False
+    while a request holds room."""
+    from responses_bridge.config.settings import Settings
+    from responses_bridge.store.sqlite.responses import SQLiteResponseStore
+    from tests.support.runtime import runtime_over
+
+    async with SQLiteResponseStore(":memory:") as store:
+        runtime = runtime_over(store, Settings(upstream="http://127.0.0.1:9/v1", db=":memory:",
+                                               memory_budget_bytes=64 * MB)).watching()
+        try:
+            quiet = runtime.trimmer.quiet
+            assert quiet is not None and quiet()
+            reservation = await runtime.memory.reserve(1000)
+            assert not quiet()
+            reservation.release()
+            assert quiet()
+        finally:
+            await runtime.memory_watch.stop()
