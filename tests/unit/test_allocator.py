@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -171,3 +172,43 @@ async def test_the_runtime_tells_the_trimmer_whether_anything_is_held() -> None:
             assert quiet()
         finally:
             await runtime.memory_watch.stop()
+
+
+ARENA_SCRIPT = """
+import sys, threading
+from responses_bridge.fairness.allocator import glibc_malloc_trim, one_arena, resident_bytes
+if sys.argv[1] == "one":
+    assert one_arena()
+first = bytearray(20 << 20)  # mapped of its own; freed, it raises the thresholds as a burst's first answer does
+del first
+def burst():  # what a program's thread reads and parses: freed, it is the free top of that thread's arena
+    blocks = [bytearray(1 << 20) for _ in range(30)]
+    del blocks
+thread = threading.Thread(target=burst)
+thread.start()
+thread.join()
+before = resident_bytes()
+glibc_malloc_trim()()
+print(before - resident_bytes())
+"""
+
+
+@pytest.mark.skipif(glibc_malloc_trim() is None, reason="glibc only")
+@pytest.mark.parametrize("arenas", ["one", "default"])
+def test_with_one_arena_a_threads_freed_memory_is_given_back_by_the_trim(arenas: str) -> None:
+    """30 MiB a thread allocated and freed: with one arena (what ``serve`` keeps) the trim gives it back; with a
+    thread's own arena (the control) the freed top of that arena stays resident, whatever the trim."""
+    env = {name: value for name, value in os.environ.items() if name not in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES")}
+    given_back = int(subprocess.run([sys.executable, "-c", ARENA_SCRIPT, arenas], env=env, capture_output=True,
+                                    text=True, check=True, timeout=60).stdout)
+    if arenas == "one":
+        assert given_back > 24 * MB, given_back
+    else:
+        assert given_back < 8 * MB, given_back
+
+
+def test_one_arena_leaves_an_arena_setting_of_the_environment_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from responses_bridge.fairness.allocator import one_arena
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert one_arena() is False

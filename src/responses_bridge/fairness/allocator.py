@@ -23,9 +23,20 @@ microseconds) and trims, at its next check, once that has grown by :data:`FREED_
 the process is that much above its size at start: memory let go, not memory still live, is what triggers it. A trim
 with little newly freed is cheap (0.4 ms measured on a 290 MiB heap; 15 ms when 290 MiB had just been freed), so
 the check runs every second. The other ways were measured and set aside: ``mallopt`` thresholds (above: the
-latency of large events), ``M_ARENA_MAX`` (arenas are trimmed alike; fewer arenas only make threads contend), and
+latency of large events), and
 jemalloc or mimalloc through ``LD_PRELOAD`` (it has to be in the environment before the interpreter starts — every
 way of starting the sidecar, the image, ``pip install`` — for what a trim at the right moment gives as well).
+
+Arenas are not trimmed alike, though: ``malloc_trim`` gives back the free pages inside every arena's bins, but the
+top of a thread's arena (the free end of its heap, where what it allocated last comes back to when freed) only the
+main arena's. A thread's top is shrunk only by a free in that arena once it passes the trim threshold, which rises
+with the mmap threshold to 64 MiB. The programs' answers are read and parsed in their threads (run/programs/host.py):
+after sixteen programs' 20 MiB answers, three such tops held 70 MiB resident that no trim could reach, serve +64–90
+MiB 10 s after. So the process keeps one arena (:func:`one_arena`, ``M_ARENA_MAX`` 1, set before its threads start
+unless the environment sets it: ``MALLOC_ARENA_MAX``, ``GLIBC_TUNABLES``): every thread allocates from the main
+arena, whose top the trim gives back (the same burst: serve back to its size at start). Its threads contend for one
+lock only where they allocate at the same moment without the GIL (the store's and gRPC's threads), rarely: the small
+allocations come from each thread's cache (tcache), without the lock.
 
 Memory a trim cannot give back is memory still live, and objects in reference cycles stay live until the cyclic
 collector's full pass finds them: a pass an idle server never makes (its collections are triggered by allocations,
@@ -96,6 +107,23 @@ def glibc_malloc_trim() -> Callable[[], None] | None:
     trim.argtypes = (ctypes.c_size_t,)
     trim.restype = ctypes.c_int
     return lambda: trim(0)
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def one_arena() -> bool:
+    """Every thread of this process allocates from glibc's main arena from now on (module text); False where it is
+    not glibc or the environment chose the arenas (``MALLOC_ARENA_MAX``, ``GLIBC_TUNABLES``). Called before the
+    process starts its threads: one that has allocated already keeps its arena."""
+    if "MALLOC_ARENA_MAX" in os.environ or "GLIBC_TUNABLES" in os.environ:
+        return False
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, 1))
 
 
 class _MallInfo2(ctypes.Structure):
