@@ -7,8 +7,10 @@ programs' function-call items kept serve 222 MiB over its start 10 s after their
 ``BackgroundRun`` (``before_persist``, the step log, its writer); a JSON answer kept alive by its keeper's cancelled
 task; a client gone during an MCP call by the frames its cancellation unwound through.
 
-Here the bridge runs in the test's process (its real runtime and HTTP door on a loopback port, the fake upstream and
-the MCP test server as processes, programs in their V8 workers), the collector off around each request. Once the
+Here the bridge runs in the test's process (its real runtime, its HTTP door on a loopback port and its ext_proc door
+behind a real Envoy; the fake upstream and the MCP test server as processes, programs in their V8 workers), the
+collector off around each request: the plain, client-tool and program requests through both doors, the rest through
+the HTTP door that runs them. Once the
 request has ended, a collection saving what it finds (``gc.DEBUG_SAVEALL``) must find none of the bridge's objects
 and none of the response's items: what the request made was freed as it ended. The collector's own detection is
 checked by its control: a cycle of a bridge object made on purpose is found.
@@ -26,13 +28,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
+from responses_bridge.adapters.extproc.server import start_extproc_server
 from responses_bridge.adapters.http.app import create_app
 from responses_bridge.config.settings import Settings
+from responses_bridge.demo.procs import free_port
+from responses_bridge.envoy_config import render_bootstrap
 from responses_bridge.serve import open_runtime
 from responses_bridge.services.write_behind import WriteBehind
+from tests.support.envoy import have_envoy, start_envoy
 from tests.support.mcp_server import MCPTestServer
 
 pytestmark = pytest.mark.store_free
@@ -48,8 +55,16 @@ PROGRAM = ('js: const big = "x".repeat(1 << 16); const r = await Promise.all(Arr
 
 @dataclass
 class Bridge:
-    client: TestClient
+    http: aiohttp.ClientSession  # the HTTP door
+    envoy: aiohttp.ClientSession | None  # Envoy, with the ext_proc door (None: no envoy binary here)
     mcp: MCPTestServer
+
+    def door(self, name: str) -> aiohttp.ClientSession:
+        if name == "http":
+            return self.http
+        if self.envoy is None:
+            pytest.skip("envoy binary not available")
+        return self.envoy
 
     def mcp_tool(self, **fields: Any) -> dict[str, Any]:
         return {"type": "mcp", "server_label": "tools", "server_url": self.mcp.http_url, "require_approval": "never",
@@ -59,14 +74,29 @@ class Bridge:
 @pytest.fixture(scope="module")
 async def bridge(fake_upstream: str, mcp: MCPTestServer, tmp_path_factory: pytest.TempPathFactory
                  ) -> AsyncIterator[Bridge]:
-    """The bridge in this process: a JSON answer is kept alive after 0.3 s, so a turn that takes longer commits."""
+    """The bridge in this process, both doors: its HTTP door on a loopback port and its ext_proc door behind a
+    real Envoy, whose route for server-side tools leads to the HTTP door. A JSON answer is kept alive after 0.3 s,
+    so a turn that takes longer commits."""
     db = tmp_path_factory.mktemp("cycles") / "bridge.db"
+    listen_port = free_port()
     runtime = await open_runtime(Settings(upstream=fake_upstream, db=str(db), mcp_allowed_hosts="127.0.0.1",
                                           json_keepalive_seconds=0.3))
+    server = TestServer(create_app(runtime), port=free_port())
+    await server.start_server()
+    extproc = await start_extproc_server(runtime, "127.0.0.1", 0)
+    envoy = await start_envoy(render_bootstrap(
+        listen_port=listen_port, extproc_port=extproc.bound_port, http_port=server.port or 0,
+        upstream=fake_upstream, admin_port=0)) if have_envoy() else None
+    timeout = aiohttp.ClientTimeout(total=60)
     try:
-        async with TestClient(TestServer(create_app(runtime))) as client:
-            yield Bridge(client, mcp)
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}", timeout=timeout) as http, \
+                aiohttp.ClientSession(f"http://127.0.0.1:{listen_port}", timeout=timeout) as through_envoy:
+            yield Bridge(http, through_envoy if envoy is not None else None, mcp)
     finally:
+        if envoy is not None:
+            envoy.stop()
+        await extproc.stop(0)
+        await server.close()
         await runtime.close()
 
 
@@ -96,18 +126,18 @@ def left_in_cycles(found: list[Any], item_ids: set[str]) -> list[str]:
     return left
 
 
-async def ended(bridge: Bridge) -> None:
+async def ended() -> None:
     """The request's handler has returned and its tasks are done (the client has the last byte before that)."""
     for _ in range(3):
         await asyncio.sleep(0.1)
 
 
-async def create(bridge: Bridge, body: dict[str, Any]) -> dict[str, Any]:
+async def create(door: aiohttp.ClientSession, body: dict[str, Any]) -> dict[str, Any]:
     """One create; the response (the last event's, for a stream), after its request has ended."""
-    async with bridge.client.post("/v1/responses", json={"model": MODEL, **body}) as answer:
+    async with door.post("/v1/responses", json={"model": MODEL, **body}) as answer:
         raw = await answer.read()
         assert answer.status == 200, raw
-    await ended(bridge)
+    await ended()
     if not body.get("stream"):
         return dict(json.loads(raw))
     last = [line for line in raw.decode().splitlines() if line.startswith("data: {")][-1]
@@ -134,42 +164,53 @@ async def nothing() -> None:
     return None
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-async def test_a_plain_request_leaves_nothing_in_cycles(bridge: Bridge, stream: bool) -> None:
-    await create(bridge, {"input": "warm up", "stream": stream})
+DOORS = pytest.mark.parametrize("door", ["http", "envoy"])
+STREAM = pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+
+
+@DOORS
+@STREAM
+async def test_a_plain_request_leaves_nothing_in_cycles(bridge: Bridge, door: str, stream: bool) -> None:
+    """Through Envoy, the ext_proc door: before, its request's reservation named its task, whose context held the
+    reservation."""
+    await create(bridge.door(door), {"input": "warm up", "stream": stream})
     with collector_off() as found:
-        response = await create(bridge, {"input": "hello there", "stream": stream})
+        response = await create(bridge.door(door), {"input": "hello there", "stream": stream})
     assert response["status"] == "completed"
     assert left_in_cycles(found, item_ids(response)) == []
 
 
-async def test_a_client_tool_call_leaves_nothing_in_cycles(bridge: Bridge) -> None:
+@DOORS
+async def test_a_client_tool_call_leaves_nothing_in_cycles(bridge: Bridge, door: str) -> None:
     with collector_off() as found:
-        response = await create(bridge, {"input": "call get_weather", "tools": [WEATHER]})
+        response = await create(bridge.door(door), {"input": "call get_weather", "tools": [WEATHER]})
     assert [item["type"] for item in response["output"]] == ["function_call"]
     assert left_in_cycles(found, item_ids(response)) == []
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-async def test_a_programs_calls_leave_nothing_in_cycles(bridge: Bridge, stream: bool) -> None:
-    """Before, ``ProgramCalls`` and ``CallRunner`` held each other, with the output builder and every item."""
+@DOORS
+@STREAM
+async def test_a_programs_calls_leave_nothing_in_cycles(bridge: Bridge, door: str, stream: bool) -> None:
+    """Before, ``ProgramCalls`` and ``CallRunner`` held each other, with the output builder and every item. (Through
+    Envoy the request is routed to the HTTP door, which runs programs.)"""
     pytest.importorskip("py_mini_racer")
-    await create(bridge, {"input": "js: return 1", "tools": PROGRAM_TOOLS, "store": False})  # a worker started
+    via = bridge.door(door)
+    await create(via, {"input": "js: return 1", "tools": PROGRAM_TOOLS, "store": False})  # a worker started
     with collector_off() as found:
-        response = await create(bridge, {"input": PROGRAM, "tools": PROGRAM_TOOLS, "store": False, "stream": stream})
+        response = await create(via, {"input": PROGRAM, "tools": PROGRAM_TOOLS, "store": False, "stream": stream})
     assert [item["type"] for item in response["output"]] == ["program"] + ["function_call"] * 3
     assert left_in_cycles(found, item_ids(response)) == []
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@STREAM
 async def test_a_tool_loop_leaves_nothing_of_the_bridge_in_cycles(bridge: Bridge, stream: bool) -> None:
     """An MCP call, then the model's answer. (The MCP client library leaves cycles of its own per connection —
     its streams and cancel scopes — which hold nothing of the response.)"""
     tool = bridge.mcp_tool()
-    await create(bridge, {"input": 'call tools__echo [args={"text": "warm"}]', "tools": [tool]})
+    await create(bridge.http, {"input": 'call tools__echo [args={"text": "warm"}]', "tools": [tool]})
     with collector_off() as found:
-        response = await create(bridge, {"input": 'call tools__echo [args={"text": "hi"}]', "tools": [tool],
-                                         "stream": stream})
+        response = await create(bridge.http, {"input": 'call tools__echo [args={"text": "hi"}]', "tools": [tool],
+                                              "stream": stream})
     assert [item["type"] for item in response["output"]][-2:] == ["mcp_call", "message"]
     assert left_in_cycles(found, item_ids(response)) == []
 
@@ -178,10 +219,10 @@ async def test_a_json_answer_kept_alive_leaves_nothing_in_cycles(bridge: Bridge)
     """A turn past the keep-alive's first wait: the answer is committed, then its keeper stopped. Before, the
     keeper's cancelled task held the keeper, which held it and the run."""
     with collector_off() as found:
-        async with bridge.client.post("/v1/responses", json={
+        async with bridge.http.post("/v1/responses", json={
                 "model": MODEL, "input": "slow [header_delay=900]"}) as answer:
             raw = await answer.read()
-        await ended(bridge)
+        await ended()
     assert raw.startswith(b"\n"), raw[:40]  # the control: it was kept alive
     response = json.loads(raw)
     assert left_in_cycles(found, item_ids(response)) == []
@@ -190,16 +231,16 @@ async def test_a_json_answer_kept_alive_leaves_nothing_in_cycles(bridge: Bridge)
 async def test_a_background_response_leaves_nothing_in_cycles(bridge: Bridge) -> None:
     """Before, the run's hook before its final save, its step log and its writer held its ``BackgroundRun``."""
     with collector_off() as found:
-        async with bridge.client.post("/v1/responses", json={"model": MODEL, "input": "in the background",
-                                                             "background": True}) as answer:
+        async with bridge.http.post("/v1/responses", json={"model": MODEL, "input": "in the background",
+                                                           "background": True}) as answer:
             response_id = (await answer.json())["id"]
         for _ in range(100):
-            async with bridge.client.get(f"/v1/responses/{response_id}") as answer:
+            async with bridge.http.get(f"/v1/responses/{response_id}") as answer:
                 response = await answer.json()
             if response["status"] not in ("queued", "in_progress"):
                 break
             await asyncio.sleep(0.05)
-        await ended(bridge)
+        await ended()
     assert response["status"] == "completed", response
     assert left_in_cycles(found, item_ids(response)) == []
 
@@ -209,7 +250,7 @@ async def test_a_client_gone_during_an_mcp_call_leaves_nothing_of_the_bridge_in_
     held the frames it unwound through, which held it (an ``__aexit__``'s ``exc_val``) and the whole run."""
     tool = bridge.mcp_tool()
     with collector_off() as found:
-        answer = await bridge.client.post("/v1/responses", json={
+        answer = await bridge.http.post("/v1/responses", json={
             "model": MODEL, "input": 'call tools__slow [args={"seconds": 30}]', "tools": [tool], "stream": True})
         first = await answer.content.readline()
         assert first.startswith(b"event: response.created"), first  # the control: the run was under way
