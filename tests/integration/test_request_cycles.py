@@ -259,3 +259,33 @@ async def test_a_client_gone_during_an_mcp_call_leaves_nothing_of_the_bridge_in_
         for _ in range(20):  # the handler's cancellation and the abandoned run's record
             await asyncio.sleep(0.1)
     assert left_in_cycles(found, set()) == []
+
+
+@DOORS
+async def test_a_client_gone_mid_stream_leaves_nothing_of_the_bridge_in_cycles(bridge: Bridge, door: str) -> None:
+    """The stream is closed while the model's answer stalls: the run is abandoned (through Envoy: the ext_proc
+    stream reset)."""
+    with collector_off() as found:
+        answer = await bridge.door(door).post("/v1/responses", json={
+            "model": MODEL, "input": "stalled [stall_after=2:60000]", "stream": True})
+        first = await answer.content.readline()
+        assert first.startswith(b"event: response.created"), first  # the control: the run was under way
+        await asyncio.sleep(0.3)
+        answer.close()
+        for _ in range(20):  # the handler's cancellation and the abandoned run's record
+            await asyncio.sleep(0.1)
+    assert left_in_cycles(found, set()) == []
+
+
+@DOORS
+@STREAM
+async def test_a_failed_upstream_call_leaves_nothing_of_the_bridge_in_cycles(bridge: Bridge, door: str,
+                                                                              stream: bool) -> None:
+    """The upstream answers 500: a ``response.failed`` event, or the 502 a JSON client gets."""
+    with collector_off() as found:
+        async with bridge.door(door).post("/v1/responses", json={
+                "model": MODEL, "input": "failing [error=500]", "stream": stream}) as answer:
+            raw = await answer.read()
+        await ended()
+    assert (answer.status, b"response.failed" in raw) == ((200, True) if stream else (502, False)), raw[:200]
+    assert left_in_cycles(found, set()) == []
