@@ -45,7 +45,7 @@ counts (the cycles it made are cut at its end: run/response_run.py, run/server_t
 still built one (a library's, an exception's frames) would keep what it holds for as long. So when a trim is due and
 nothing is held in the memory budget (``quiet``: no request in flight holds anything), the trimmer runs a full
 collection first: on the event loop (finalizers may touch it), at most every :data:`COLLECT_EVERY_SECONDS` — a pass
-over the objects made since the start's, a few milliseconds.
+over the objects made since the start's: 0.9 ms measured after a burst (1,740 objects tracked, 132,885 frozen).
 """
 
 from __future__ import annotations
