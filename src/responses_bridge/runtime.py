@@ -259,6 +259,8 @@ class Runtime:
     def watching(self) -> Runtime:
         """This runtime with its memory backstop started (it reads the process's use at start)."""
         self.memory_watch.start()
+        memory = self.memory
+        self.trimmer.quiet = lambda: memory.held == 0  # a full collection before a trim, with nothing held
         return self
 
     async def close(self) -> None:

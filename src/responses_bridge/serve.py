@@ -25,6 +25,7 @@ from .commands.upstream_check import check_routing, check_upstreams, configured_
 from .config import file as config_file
 from .config.help import environment_help, user_default
 from .config.settings import Settings, SettingsError, env_names, load_settings
+from .fairness.allocator import one_arena
 from .observability import configure_logging
 from .observability.tracing import configure_tracing, shutdown_tracing
 from .process import event_loop, startup_gc
@@ -90,6 +91,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     event_loop.keep_grpc_out_of_forks()  # before gRPC starts (and inherited by --workers' workers)
+    one_arena()  # before any thread: every thread's memory can be given back (fairness/allocator.py)
     serve_behind_init()  # PID 1 (a container without an init): the server runs under a minimal init (process/pid1.py)
     raise_descriptor_limit()  # the soft limit up to the hard one, before any bound is derived from it
     if args.no_http and args.no_extproc:

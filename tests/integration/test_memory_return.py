@@ -7,6 +7,10 @@ the memory backstop acts on what requests hold, never refusing a bystander for w
   idle keep-alive connections, freed heap kept by the allocator. Now their RSS together is back within 64 MiB of
   where it stood before the burst within 10 s (polled: the bound is the wait's), beside its control — the burst's
   peak, well past that (else the test would prove nothing). Through the HTTP door and through Envoy.
+* Sixteen programs each answering with twenty client calls of 1 MiB: serve (the sidecar's own process) was still
+  +222 MiB over its start 10 s after the last answer — the items in reference cycles no collection came to free, and
+  the tops of its threads' arenas no trim reaches. Now it is back within 64 MiB of it within 10 s, beside its
+  control (the peak past it). Through the HTTP door and through Envoy.
 * With the backstop's high watermark just over a fresh sidecar's RSS, an attacker's twelve held requests of 2 MB
   each pass it and the backstop ends them one by one; meanwhile a bystander (a tenant holding nothing) sends its
   small requests one at a time: every one is answered, while the attacker's own new request is refused
@@ -51,6 +55,10 @@ WEATHER = {"type": "function", "name": "get_weather", "description": "The weathe
            "allowed_callers": ["programmatic"]}
 PROGRAM = 'js: const big = "x".repeat(1 << 20); const r = await tools.get_weather({city: big}); return r'
 """A program that comes back with one client call of 1 MiB of arguments."""
+WIDE_CALLS = 20
+WIDE_PROGRAM = ('js: const big = "x".repeat(1 << 20); const r = await Promise.all(Array.from({length: '
+                f'{WIDE_CALLS}}}, (_, i) => tools.get_weather({{city: big + i}}))); return r.length')
+"""A program that comes back with twenty client calls of 1 MiB of arguments each."""
 RETURN_SECONDS = 10.0
 ATTACKS = 12
 ATTACK_TEXT = "a" * 2_000_000
@@ -73,13 +81,19 @@ def family_rss(pid: int) -> int:
     return total << 10
 
 
-async def program_request(session: aiohttp.ClientSession, url: str) -> tuple[int, int]:
+async def program_request(session: aiohttp.ClientSession, url: str, program: str = PROGRAM) -> tuple[int, int]:
+    """(status, the longest call's arguments); see :func:`program_calls`."""
+    status, calls = await program_calls(session, url, program)
+    return status, max(calls, default=0)
+
+
+async def program_calls(session: aiohttp.ClientSession, url: str, program: str) -> tuple[int, list[int]]:
+    """(status, the length of each client call's arguments) of one program's response."""
     async with session.post(f"{url}/v1/responses", json={
-            "model": MODEL, "input": PROGRAM, "store": False,
+            "model": MODEL, "input": program, "store": False,
             "tools": [{"type": "programmatic_tool_calling"}, WEATHER]}) as answer:
         body = await answer.json()
-    calls = [item for item in body.get("output", []) if item["type"] == "function_call"]
-    return answer.status, max((len(call["arguments"]) for call in calls), default=0)
+    return answer.status, [len(item["arguments"]) for item in body.get("output", []) if item["type"] == "function_call"]
 
 
 @pytest.mark.parametrize("door", ["http", "envoy"])
@@ -107,6 +121,40 @@ async def test_after_a_burst_of_programs_the_sidecar_is_back_near_its_size_befor
             await asyncio.sleep(0.25)
             after = family_rss(pid)
     print(f"sidecar and workers: {before / MiB:.0f} MiB before, peak {peak / MiB:.0f}, {after / MiB:.0f} after")
+    assert peak > before + 64 * MiB, (before, peak)  # the control: the burst did grow it past the bound
+    assert after <= before + 64 * MiB, (before, after)
+
+
+@pytest.mark.parametrize("door", ["http", "envoy"])
+async def test_sixteen_programs_twenty_calls_of_1_mib_leave_serve_within_64_mib_of_its_start_10_s_after(
+        fake_upstream: str, tmp_path: Path, door: str) -> None:
+    """Sixteen programs at once, each answering with twenty client calls of 1 MiB of arguments: serve was still
+    +222 MiB over its size before them 10 s after the last answer (+263 in the report), the function-call items held
+    in reference cycles (``ProgramCalls`` <-> ``CallRunner``) that only a full collection frees, and the tops of the
+    programs' threads' arenas, which no trim reaches. Now serve's RSS is back within 64 MiB of it within 10 s
+    (polled: the bound is the wait's), beside its control — the burst's peak, well past that. With its defaults."""
+    pytest.importorskip("py_mini_racer")
+    if not have_envoy():
+        pytest.skip("envoy binary not available")
+    async with keyed_stack(fake_upstream, tmp_path, {}, keyed=False) as (sidecar, envoy_url, _), \
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+        url = sidecar.http_url if door == "http" else envoy_url
+        pid = sidecar.process.pid
+        assert (await program_request(session, url))[0] == 200  # a worker started: not what is measured
+        await asyncio.sleep(1)
+        before = status_kb(pid, "VmRSS") << 10
+        peak, answers = await peak_while(lambda: status_kb(pid, "VmRSS") << 10, before, asyncio.gather(
+            *(program_calls(session, url, WIDE_PROGRAM) for _ in range(BURST))))
+        deadline = time.monotonic() + RETURN_SECONDS
+        after = status_kb(pid, "VmRSS") << 10
+        while after > before + 64 * MiB and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            after = status_kb(pid, "VmRSS") << 10
+    came_back = sum(1 for _, calls in answers if len(calls) == WIDE_CALLS and min(calls) > MiB)
+    print(f"serve: {before / MiB:.0f} MiB before, peak {peak / MiB:.0f}, {after / MiB:.0f} after; {came_back} of "
+          f"{BURST} programs came back with their {WIDE_CALLS} calls")
+    assert all(status == 200 for status, _ in answers), answers
+    assert came_back >= BURST // 4  # on a loaded machine a program may run past its time limit: answered, no calls
     assert peak > before + 64 * MiB, (before, peak)  # the control: the burst did grow it past the bound
     assert after <= before + 64 * MiB, (before, after)
 

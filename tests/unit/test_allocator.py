@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -116,3 +117,98 @@ def test_the_allocators_free_bytes_are_read() -> None:
     free = glibc_free_bytes()
     assert free is not None  # the test machines run glibc >= 2.33
     assert free() >= 0
+
+
+async def test_with_nothing_held_a_full_collection_comes_before_the_trim_at_most_every_few_seconds() -> None:
+    """Memory held only by objects in reference cycles is live until the collector's full pass, which an idle server
+    never makes: with nothing held in the budget, the trimmer runs one before its trim (and the trim gives back what
+    it freed); with something held, none (the control); and not twice within ``collect_every``."""
+    process = Process(100 * MB)
+    in_cycles = [300 * MB]  # what the pass frees: a burst's items, kept in cycles
+
+    def collect() -> int:
+        freed, in_cycles[0] = in_cycles[0], 0
+        process.live -= freed
+        return 1 if freed else 0
+
+    trimmer = MemoryTrimmer(process.trim, interval=3600, growth=32 * MB, retry=10, collect=collect, collect_every=5,
+                            rss=lambda: process.rss, clock=lambda: process.now)
+    trimmer.start()
+    held = [1]
+    trimmer.quiet = lambda: held[0] == 0
+    try:
+        process.rss = process.live = 400 * MB
+        assert await trimmer.check()  # a request holds room: trimmed, never collected
+        assert (trimmer.collections, process.rss) == (0, 400 * MB)
+        held[0] = 0
+        process.now = 10.0  # still high, nothing held: collected, then trimmed down
+        assert await trimmer.check()
+        assert (trimmer.collections, process.rss) == (1, 100 * MB)
+        process.rss = process.live = 400 * MB  # another burst, 2 s later: trimmed, not collected again so soon
+        process.now = 12.0
+        assert await trimmer.check() and trimmer.collections == 1
+        process.now = 22.0  # past the interval, still high: collected again
+        assert await trimmer.check() and trimmer.collections == 2
+    finally:
+        await trimmer.stop()
+
+
+async def test_the_runtime_tells_the_trimmer_whether_anything_is_held() -> None:
+    """``quiet`` comes from the runtime's memory budget once its backstop starts: True with nothing held, False
+    while a request holds room."""
+    from responses_bridge.config.settings import Settings
+    from responses_bridge.store.sqlite.responses import SQLiteResponseStore
+    from tests.support.runtime import runtime_over
+
+    async with SQLiteResponseStore(":memory:") as store:
+        runtime = runtime_over(store, Settings(upstream="http://127.0.0.1:9/v1", db=":memory:",
+                                               memory_budget_bytes=64 * MB)).watching()
+        try:
+            quiet = runtime.trimmer.quiet
+            assert quiet is not None and quiet()
+            reservation = await runtime.memory.reserve(1000)
+            assert not quiet()
+            reservation.release()
+            assert quiet()
+        finally:
+            await runtime.memory_watch.stop()
+
+
+ARENA_SCRIPT = """
+import sys, threading
+from responses_bridge.fairness.allocator import glibc_malloc_trim, one_arena, resident_bytes
+if sys.argv[1] == "one":
+    assert one_arena()
+first = bytearray(20 << 20)  # mapped of its own; freed, it raises the thresholds as a burst's first answer does
+del first
+def burst():  # what a program's thread reads and parses: freed, it is the free top of that thread's arena
+    blocks = [bytearray(1 << 20) for _ in range(30)]
+    del blocks
+thread = threading.Thread(target=burst)
+thread.start()
+thread.join()
+before = resident_bytes()
+glibc_malloc_trim()()
+print(before - resident_bytes())
+"""
+
+
+@pytest.mark.skipif(glibc_malloc_trim() is None, reason="glibc only")
+@pytest.mark.parametrize("arenas", ["one", "default"])
+def test_with_one_arena_a_threads_freed_memory_is_given_back_by_the_trim(arenas: str) -> None:
+    """30 MiB a thread allocated and freed: with one arena (what ``serve`` keeps) the trim gives it back; with a
+    thread's own arena (the control) the freed top of that arena stays resident, whatever the trim."""
+    env = {name: value for name, value in os.environ.items() if name not in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES")}
+    given_back = int(subprocess.run([sys.executable, "-c", ARENA_SCRIPT, arenas], env=env, capture_output=True,
+                                    text=True, check=True, timeout=60).stdout)
+    if arenas == "one":
+        assert given_back > 24 * MB, given_back
+    else:
+        assert given_back < 8 * MB, given_back
+
+
+def test_one_arena_leaves_an_arena_setting_of_the_environment_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from responses_bridge.fairness.allocator import one_arena
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert one_arena() is False

@@ -9,9 +9,10 @@ in turn (the machine's load weighs on both alike); the medians are printed with 
 The goal: at most 0.75 of it (a quarter down: nothing imported or allocated for a capability no request has used).
 
 **After a burst** (``--burst``): the sidecar and its program workers (what its cgroup counts) once a program has
-run, then sixteen programs at once each answering with a client call of 1 MiB of arguments: the peak, and what
-remains ``--after`` seconds after the last answer, each above the size before the burst. The goal: within 64 MiB
-of it after 10 s (fairness/allocator.py, run/programs/pool.py, adapters/http/responses/let_go.py).
+run, then sixteen programs at once each answering with a client call of 1 MiB of arguments (``--calls N``: N of
+them): the peak, and what remains ``--after`` seconds after the last answer, each above the size before the burst.
+The goal: within 64 MiB of it after 10 s (fairness/allocator.py, run/programs/pool.py, adapters/http/responses/
+let_go.py, and the cycles a response's end cuts: tests/integration/test_request_cycles.py).
 
 The base revision's package is taken out of git (tools/bench/base_tree.py) and run with this checkout's venv, so the
 two differ only by their code.
@@ -47,6 +48,14 @@ PROGRAM = 'js: const big = "x".repeat(1 << 20); const r = await tools.get_weathe
 BURST = 16
 
 
+def program_of(calls: int) -> str:
+    """The burst's program: one client call of 1 MiB of arguments, or ``calls`` of them at once."""
+    if calls == 1:
+        return PROGRAM
+    return ('js: const big = "x".repeat(1 << 20); const r = await Promise.all(Array.from({length: '
+            f'{calls}}}, (_, i) => tools.get_weather({{city: big + i}}))); return r.length')
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="scripts/bench idle", description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="main", metavar="REV", help="the revision measured beside this checkout")
@@ -54,6 +63,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=3.0, help="seconds at rest before the reading")
     parser.add_argument("--burst", action="store_true", help="also the programs' burst and what remains after it")
     parser.add_argument("--after", type=float, default=10.0, help="seconds after the burst's last answer")
+    parser.add_argument("--calls", type=int, default=1, help="client calls of 1 MiB each program of the burst makes "
+                        "(issue 98 measured 20)")
     return parser.parse_args(argv)
 
 
@@ -103,15 +114,15 @@ async def at_rest(src: Path, upstream: str, tmp: Path, settle: float) -> tuple[f
         return process_rss_mb(pid), anonymous_kb(pid) / 1024
 
 
-async def program(session: aiohttp.ClientSession, url: str) -> int:
+async def program(session: aiohttp.ClientSession, url: str, code: str = PROGRAM) -> int:
     async with session.post(f"{url}/v1/responses", json={
-            "model": "fake-model", "input": PROGRAM, "store": False,
+            "model": "fake-model", "input": code, "store": False,
             "tools": [{"type": "programmatic_tool_calling"}, WEATHER]}) as answer:
         await answer.read()
         return answer.status
 
 
-async def burst(src: Path, upstream: str, tmp: Path, after: float) -> tuple[float, float, float]:
+async def burst(src: Path, upstream: str, tmp: Path, after: float, calls: int = 1) -> tuple[float, float, float]:
     """(before, peak above it, after above it) of a sidecar and its workers around the programs' burst, in MiB."""
     async with sidecar(src, upstream, tmp) as (pid, url), \
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
@@ -120,7 +131,7 @@ async def burst(src: Path, upstream: str, tmp: Path, after: float) -> tuple[floa
         await asyncio.sleep(1)
         before = family_mb(pid)
         peak, statuses = await peak_while(lambda: family_mb(pid), before, asyncio.gather(
-            *(program(session, url) for _ in range(BURST))))
+            *(program(session, url, program_of(calls)) for _ in range(BURST))))
         if set(statuses) != {200}:
             raise SystemExit(f"scripts/bench idle: the burst was answered {sorted(set(statuses))}")
         ended = time.monotonic()
@@ -148,10 +159,10 @@ async def run(args: argparse.Namespace) -> None:
             ratio = medians["this"][0] / medians[args.base][0]
             print(f"  this / {args.base}: {ratio:.3f} (goal <= 0.75)")
             if args.burst:
-                print(f"\nsixteen programs' 1 MiB call arguments (the sidecar and its workers; {args.after:g} s "
-                      "after):")
+                print(f"\nsixteen programs' {args.calls} x 1 MiB call arguments (the sidecar and its workers; "
+                      f"{args.after:g} s after):")
                 for name, src in trees.items():
-                    before, peak, left = await burst(src, upstream, root / f"{name}-burst", args.after)
+                    before, peak, left = await burst(src, upstream, root / f"{name}-burst", args.after, args.calls)
                     print(f"  {name:>12}: before {before:6.1f} MiB, peak +{peak:6.1f}, after +{left:6.1f} "
                           f"(goal <= +64)")
     finally:

@@ -53,6 +53,7 @@ from ..protocol.tools.multi_agent import NOT_BETA
 from ..sealing import Sealer
 from ..store.base import ResponseStore
 from . import tool_turns
+from .cancellation import let_go_of_unwound_frames
 from .file_inputs import FileLoader, FileResolution, PreparedInput, prepare_input, prepared_at_once
 from .history import ConversationHistory, PromptRenderer, conversation_and_prompt
 from .multi_agent import offer_agents
@@ -467,7 +468,9 @@ class ResponseRun:
     @contextlib.contextmanager
     def _ending(self) -> Iterator[None]:
         """Every end of the run (finished, failed, cancelled, abandoned): its tools closed first, what its answer
-        held let go last, whatever happens between."""
+        held let go last, whatever happens between. An end because of an exception (the client gone, an upstream
+        failure) lets go of the frames it unwound through (unwound.py), which held the run's objects in a cycle."""
+        let_go_of_unwound_frames()
         self._close_tools()
         try:
             yield

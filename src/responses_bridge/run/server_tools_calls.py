@@ -138,22 +138,14 @@ class CallRunner:
             self.programs = ProgramCalls(request, builder, plan, self._program_call, services.programs, tenant)
         if web_options is not None or file_options is not None or plan.server_names("code_interpreter") \
                 or plan.server_names("hosted_shell"):
-            builder.cite = self.cite
+            # the sources' lists, not the runner: the builder outlives the tools (the answer's last text is cited
+            # after they close), and a bound method would make runner and builder a cycle only a full collection frees
+            builder.cite = functools.partial(cite, self.container_files, self.sources, self.numbered)
 
     @property
     def tools_exhausted(self) -> bool:
         """Has the response made ``max_tool_calls`` calls? (Then no turn offers tools any more.)"""
         return self.max_tool_calls is not None and self.calls_made >= self.max_tool_calls
-
-    def cite(self, text: str) -> list[dict[str, Any]]:
-        """``url_citation`` and ``file_citation`` annotations of an answer, against every source the response's
-        searches found, in order of position in the text."""
-        found = find_container_citations(text, self.container_files) if self.container_files else []
-        if self.numbered:
-            found += find_citations(text, self.sources, self.numbered) + find_file_citations(text, self.numbered)
-        if not found:
-            return []
-        return sorted(found, key=lambda annotation: annotation.get("start_index", annotation.get("index", 0)))
 
     # --- one turn -------------------------------------------------------------------------------------------------
 
@@ -476,13 +468,30 @@ class CallRunner:
         return ToolResult(call.call_id, text)
 
     def close(self) -> None:
+        """Every end of the response (run/response_run.py's ``_close_tools``): what the tools hold let go, and the
+        programs' way back to this runner cut, so that the response's objects are freed by their reference counts
+        when the response ends, not by a full collection of the cyclic collector, which an idle server never runs
+        (the function-call items of sixteen programs kept 260 MiB for as long)."""
         if self.programs is not None:  # what programs answered, unless the run took it to release later (take_held)
             self.programs.release()
+            self.programs.close()
         if self.agents is not None:
             self.agents.close()
         if self.index is not None:
             self.index.close()
             self.index = None
+
+
+def cite(container_files: list[StoredContainerFile], sources: list[SearchResult],
+         numbered: list[SearchResult | FileSource], text: str) -> list[dict[str, Any]]:
+    """``url_citation`` and ``file_citation`` annotations of an answer, against every source the response's
+    searches found (a :class:`CallRunner`'s lists, filled as its calls end), in order of position in the text."""
+    found = find_container_citations(text, container_files) if container_files else []
+    if numbered:
+        found += find_citations(text, sources, numbered) + find_file_citations(text, numbered)
+    if not found:
+        return []
+    return sorted(found, key=lambda annotation: annotation.get("start_index", annotation.get("index", 0)))
 
 
 async def _observed(kind: str, call: TurnCall, run: Callable[[TurnCall], Awaitable[ToolResult]]) -> ToolResult:

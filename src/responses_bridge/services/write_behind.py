@@ -8,11 +8,19 @@ transaction, paid for nothing, since no reader waits for them. So the writer wai
 first unsaved frame and writes everything that came meanwhile in one go: at most about ten writes a second per log,
 one for a whole burst. Whoever needs the frames durable now (a terminal event stored before it is shown, a run
 ending, a delete) cuts the wait short with :meth:`WriteBehind.settle`, or writes them itself.
+
+``write`` is nearly always a method of the writer's owner (the run, the session's log), which holds the writer: held
+strongly, owner and writer were a cycle, and a background run's whole response (its output, its frames) stayed in
+memory after it ended until a full collection of the cyclic collector, which an idle server never runs. So a method
+is held weakly, and strongly only by the write scheduled (its task): the owner is kept while a write is due, exactly as
+before, and freed by its reference count once none is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import weakref
 from collections.abc import Awaitable, Callable
 
 WRITE_DELAY = 0.1  # seconds from a log's first unsaved frame to its write
@@ -23,7 +31,8 @@ class WriteBehind:
     :data:`WRITE_DELAY` has passed since :meth:`soon` was first called, or at once when :meth:`settle` asks."""
 
     def __init__(self, write: Callable[[], Awaitable[None]], delay: float = WRITE_DELAY) -> None:
-        self._write = write
+        self._write: Callable[[], Callable[[], Awaitable[None]] | None] = (
+            weakref.WeakMethod(write) if inspect.ismethod(write) else lambda: write)
         self._delay = delay
         self.task: asyncio.Task[None] | None = None
         self._timer: asyncio.Future[None] | None = None
@@ -32,12 +41,15 @@ class WriteBehind:
     def soon(self) -> None:
         """Frames are waiting: a write within the delay (the one already scheduled or running picks them up)."""
         if self.task is None or self.task.done():
+            write = self._write()
+            if write is None:  # its owner is gone: nobody is left to ask for the write
+                return
             self._hurried = False
-            self.task = asyncio.ensure_future(self._run())
+            self.task = asyncio.ensure_future(self._run(write))
 
-    async def _run(self) -> None:
+    async def _run(self, write: Callable[[], Awaitable[None]]) -> None:
         if self._hurried:
-            await self._write()
+            await write()
             return
         loop = asyncio.get_running_loop()
         timer = self._timer = loop.create_future()
@@ -47,7 +59,7 @@ class WriteBehind:
         finally:
             handle.cancel()
             self._timer = None
-        await self._write()
+        await write()
 
     def hurry(self) -> None:
         """A scheduled write starts now instead of at the end of its delay."""

@@ -79,7 +79,9 @@ class _Keeper:
         self._task = asyncio.get_running_loop().create_task(self._keep())
 
     async def stop(self) -> None:
-        task = self._task
+        # the task let go of: ended by a cancellation, its traceback holds this keeper (its frame's ``self``), which
+        # held it — a cycle that kept the whole run (``self.run``) until a full collection of the cyclic collector
+        task, self._task = self._task, None
         if task is None or task.done():
             return
         self._stopping = True

@@ -94,6 +94,12 @@ class ProgramCalls:
         for run in self.take_held():
             run.release()
 
+    def close(self) -> None:
+        """The response's tools are closed: ``server_job`` (its call runner's method, which holds these programs)
+        is let go, so that runner and programs are not a cycle only a full collection frees; a call after this is
+        refused."""
+        self.server_job = _closed
+
     async def run_call(self, call: TurnCall) -> ToolResult:
         """The model's call of ``program`` in this turn (its item done, with code and fingerprint)."""
         item = call.item
@@ -222,6 +228,10 @@ class ProgramCalls:
         output = program_output_item(call_id, run.result, run.status)
         self.builder.add_item(output)
         return ToolResult(call_id, run.result), output
+
+
+async def _closed(call: TurnCall) -> ToolResult:
+    raise RuntimeError("a program called a tool after its response's tools were closed")
 
 
 def _stopped(run: ProgramRun, why: str) -> ProgramRun:

@@ -237,6 +237,7 @@ class BackgroundService:
                                            tenant=run.tenant, **run.fence)
         except BaseException:
             self.runs.pop(run.response_id, None)
+            response_run.before_persist = None  # no cycle left through the run that never started
             await self.leases.release(run.response_id)
             raise
         if request_body is not None and self.sealer is not None:

@@ -261,6 +261,7 @@ class BackgroundRun:
         finally:
             self.done = True
             self._wake()
+            _unlink(response_run)
             await self.service.run_ended(self)
 
     async def _hand_off(self) -> None:
@@ -354,3 +355,12 @@ async def until_started(run: BackgroundRun) -> None:
     # one loop turn at a time until the task's first step ran (no event exists for "a task has started")
     while not run.started and run.task is not None and not run.task.done():  # noqa: ASYNC110
         await asyncio.sleep(0)
+
+
+def _unlink(response_run: Run) -> None:
+    """The run's ways back to its :class:`BackgroundRun` (its hook before the final save, its step log), cut at
+    its end: they made the two a cycle, and the response (its translator, its output) stayed in memory after the
+    run until a full collection of the cyclic collector, which an idle server never runs."""
+    response_run.before_persist = None
+    if getattr(response_run, "steps", None) is not None:  # a native backend's run keeps no steps
+        response_run.steps = None  # type: ignore[attr-defined]

@@ -118,6 +118,9 @@ class Reservation:
         budget, self._budget = self._budget, None
         if budget is not None:
             budget._give_back(self.holder, self.bytes, self)
+            # the task no longer needs finding: it held this reservation in its context (memory_charge.HOLDING),
+            # a cycle (task, context, holding, reservation) that only a full collection freed with all it held
+            self.task = None
 
     def grow(self, size: int) -> None:
         """``size`` bytes more the request already holds (what it loaded: fairness/memory_charge.py), charged at once
