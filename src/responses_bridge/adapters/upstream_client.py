@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from time import perf_counter
+from types import TracebackType
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -163,19 +164,8 @@ class AiohttpUpstreamClient:
         if self._session is not None:
             await self._session.close()
 
-    @asynccontextmanager
-    async def chat(self, call: UpstreamRequest, authorization: str | None) -> AsyncIterator[AiohttpUpstreamAnswer]:
-        headers = {"Content-Type": "application/json",
-                   "Accept": "text/event-stream" if call.stream else "application/json"}
-        if authorization:
-            headers["Authorization"] = authorization
-        async with self._request("POST", call.path, headers=headers, data=call.body) as response:
-            if self._idle is not None and response.connection is not None:
-                # aiohttp's sock_read kept the wait for the headers; the body's silences are the answer's own
-                # watch (AiohttpUpstreamAnswer.chunks). The next request on this connection sets it again.
-                response.connection.protocol.read_timeout = None  # type: ignore[union-attr]
-            yield AiohttpUpstreamAnswer(response.status, response.headers.get("Content-Type"), response,
-                                        self._metrics(call.path), self._idle)
+    def chat(self, call: UpstreamRequest, authorization: str | None) -> _Chat:
+        return _Chat(self, call, authorization)
 
     async def read_answer(self, response: UpstreamResponse) -> bytes:
         """A whole upstream answer (compaction's summary, a tokenizer's count, the model list), at most
@@ -241,6 +231,46 @@ class AiohttpUpstreamClient:
                 raise UpstreamFailure(APIError(502, f"The upstream model server failed: {connection_reason(exc)}",
                                                type="server_error",
                                                code="upstream_connection_error")) from None
+
+
+class _Chat:
+    """One chat call of an :class:`AiohttpUpstreamClient`: its ``_request`` (the span, the metrics, the failures
+    mapped) entered with the call's headers, the answer wrapped. A class rather than a second async generator
+    context manager around ``_request``: every turn of every run makes one, and each generator's ``async with``
+    costs the generator, its two resumptions and the StopAsyncIteration that ends it."""
+
+    __slots__ = ("_authorization", "_call", "_client", "_request")
+
+    def __init__(self, client: AiohttpUpstreamClient, call: UpstreamRequest, authorization: str | None) -> None:
+        self._client = client
+        self._call = call
+        self._authorization = authorization
+        self._request: AbstractAsyncContextManager[aiohttp.ClientResponse] | None = None
+
+    async def __aenter__(self) -> AiohttpUpstreamAnswer:
+        client, call = self._client, self._call
+        headers = {"Content-Type": "application/json",
+                   "Accept": "text/event-stream" if call.stream else "application/json"}
+        if self._authorization:
+            headers["Authorization"] = self._authorization
+        request = self._request = client._request("POST", call.path, headers=headers, data=call.body)
+        response = await request.__aenter__()
+        try:
+            if client._idle is not None and response.connection is not None:
+                # aiohttp's sock_read kept the wait for the headers; the body's silences are the answer's own
+                # watch (AiohttpUpstreamAnswer.chunks). The next request on this connection sets it again.
+                response.connection.protocol.read_timeout = None  # type: ignore[union-attr]
+            return AiohttpUpstreamAnswer(response.status, response.headers.get("Content-Type"), response,
+                                         client._metrics(call.path), client._idle)
+        except BaseException as error:  # as a failure inside the block would: _request's exit sees it (and maps it)
+            self._request = None
+            await request.__aexit__(type(error), error, error.__traceback__)
+            raise
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> bool | None:
+        request, self._request = self._request, None
+        return await request.__aexit__(kind, error, trace) if request is not None else None
 
 
 def _too_large(limit: int) -> APIError:
