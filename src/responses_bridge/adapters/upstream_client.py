@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from time import perf_counter
+from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -163,19 +165,8 @@ class AiohttpUpstreamClient:
         if self._session is not None:
             await self._session.close()
 
-    @asynccontextmanager
-    async def chat(self, call: UpstreamRequest, authorization: str | None) -> AsyncIterator[AiohttpUpstreamAnswer]:
-        headers = {"Content-Type": "application/json",
-                   "Accept": "text/event-stream" if call.stream else "application/json"}
-        if authorization:
-            headers["Authorization"] = authorization
-        async with self._request("POST", call.path, headers=headers, data=call.body) as response:
-            if self._idle is not None and response.connection is not None:
-                # aiohttp's sock_read kept the wait for the headers; the body's silences are the answer's own
-                # watch (AiohttpUpstreamAnswer.chunks). The next request on this connection sets it again.
-                response.connection.protocol.read_timeout = None  # type: ignore[union-attr]
-            yield AiohttpUpstreamAnswer(response.status, response.headers.get("Content-Type"), response,
-                                        self._metrics(call.path), self._idle)
+    def chat(self, call: UpstreamRequest, authorization: str | None) -> _Chat:
+        return _Chat(self, call, authorization)
 
     async def read_answer(self, response: UpstreamResponse) -> bytes:
         """A whole upstream answer (compaction's summary, a tokenizer's count, the model list), at most
@@ -203,44 +194,143 @@ class AiohttpUpstreamClient:
         async with self._request("GET", path, headers=headers) as response:
             yield response
 
-    @asynccontextmanager
-    async def _request(self, method: str, path: str, **kwargs: object) -> AsyncIterator[aiohttp.ClientResponse]:
-        assert self._session is not None, "AiohttpUpstreamClient.start() was not awaited"
-        url = path if path.startswith(("http://", "https://")) else f"{self._base}/{path}"
-        if self._headers:
-            kwargs["headers"] = {**self._headers, **kwargs.get("headers", {})}  # type: ignore[dict-item]
-        upstream = self._metrics(path)
-        name, attributes = self._span_of(method, path)
-        with tracing.span(name, attributes, kind=tracing.SpanKind.CLIENT) as span:
+    def _request(self, method: str, path: str, **kwargs: object) -> _Request:
+        return _Request(self, method, path, kwargs)
+
+
+class _Chat:
+    """One chat call of an :class:`AiohttpUpstreamClient`: its ``_request`` (the span, the metrics, the failures
+    mapped) entered with the call's headers, the answer wrapped. A class rather than a second async generator
+    context manager around ``_request``: every turn of every run makes one, and each generator's ``async with``
+    costs the generator, its two resumptions and the StopAsyncIteration that ends it."""
+
+    __slots__ = ("_authorization", "_call", "_client", "_request")
+
+    def __init__(self, client: AiohttpUpstreamClient, call: UpstreamRequest, authorization: str | None) -> None:
+        self._client = client
+        self._call = call
+        self._authorization = authorization
+        self._request: AbstractAsyncContextManager[aiohttp.ClientResponse] | None = None
+
+    async def __aenter__(self) -> AiohttpUpstreamAnswer:
+        client, call = self._client, self._call
+        headers = {"Content-Type": "application/json",
+                   "Accept": "text/event-stream" if call.stream else "application/json"}
+        if self._authorization:
+            headers["Authorization"] = self._authorization
+        request = self._request = client._request("POST", call.path, headers=headers, data=call.body)
+        response = await request.__aenter__()
+        try:
+            if client._idle is not None and response.connection is not None:
+                # aiohttp's sock_read kept the wait for the headers; the body's silences are the answer's own
+                # watch (AiohttpUpstreamAnswer.chunks). The next request on this connection sets it again.
+                response.connection.protocol.read_timeout = None  # type: ignore[union-attr]
+            return AiohttpUpstreamAnswer(response.status, response.headers.get("Content-Type"), response,
+                                         client._metrics(call.path), client._idle)
+        except BaseException as error:  # as a failure inside the block would: _request's exit sees it (and maps it)
+            self._request = None
+            await request.__aexit__(type(error), error, error.__traceback__)
+            raise
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> bool | None:
+        request, self._request = self._request, None
+        return await request.__aexit__(kind, error, trace) if request is not None else None
+
+
+_NO_SPAN: AbstractContextManager[Any] = nullcontext()
+
+
+class _Request:
+    """One call of an :class:`AiohttpUpstreamClient`: its span, its metrics (the time to its headers, a 5xx), and
+    its failures - entering or inside the block - mapped to the :class:`UpstreamFailure` a run reports
+    (``upstream_timeout``, ``upstream_unreachable``, ``upstream_connection_error``); the answer released on exit. A
+    class rather than an async generator context manager: every model turn makes one, and a generator's
+    ``async with`` costs the generator (registered with the loop's async generators), its two resumptions and the
+    StopAsyncIteration that ends it."""
+
+    __slots__ = ("_client", "_kwargs", "_method", "_path", "_response", "_span", "_upstream")
+
+    def __init__(self, client: AiohttpUpstreamClient, method: str, path: str, kwargs: dict[str, object]) -> None:
+        self._client = client
+        self._method = method
+        self._path = path
+        self._kwargs = kwargs
+        self._response: AbstractAsyncContextManager[aiohttp.ClientResponse] | None = None
+        self._span: AbstractContextManager[Any] = _NO_SPAN
+        self._upstream: metrics.Upstream | None = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        client, method, path, kwargs = self._client, self._method, self._path, self._kwargs
+        assert client._session is not None, "AiohttpUpstreamClient.start() was not awaited"
+        url = path if path.startswith(("http://", "https://")) else f"{client._base}/{path}"
+        if client._headers:
+            kwargs["headers"] = {**client._headers, **kwargs.get("headers", {})}  # type: ignore[dict-item]
+        upstream = self._upstream = client._metrics(path)
+        name, attributes = client._span_of(method, path)
+        scope = self._span = tracing.span(name, attributes, kind=tracing.SpanKind.CLIENT)
+        span = scope.__enter__()
+        try:
             if tracing.ENABLED:  # the upstream's own spans join this one
                 headers = dict(kwargs.get("headers") or {})  # type: ignore[call-overload]
                 tracing.inject(headers)
                 kwargs["headers"] = headers
             started = perf_counter()
-            try:
-                async with self._session.request(method, url, **kwargs) as response:  # type: ignore[arg-type]
-                    upstream.answered(perf_counter() - started)
-                    if response.status >= 500:
-                        upstream.failed("http_5xx")
-                    if span is not None:
-                        span.set_attribute("http.response.status_code", response.status)
-                    yield response
-            except UpstreamFailure:
+            request = client._session.request(method, url, **kwargs)  # type: ignore[arg-type]
+            response = await request.__aenter__()
+            self._response = request
+            upstream.answered(perf_counter() - started)
+            if response.status >= 500:
+                upstream.failed("http_5xx")
+            if span is not None:
+                span.set_attribute("http.response.status_code", response.status)
+            return response
+        except BaseException as error:
+            await self.__aexit__(type(error), error, error.__traceback__)
+            raise
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> bool:
+        request, self._response = self._response, None
+        leaving: BaseException | None = None  # what leaves the block in place of its own exception, if anything
+        try:
+            if request is not None:
+                await request.__aexit__(kind, error, trace)
+        except BaseException as failed:  # noqa: BLE001 - releasing the answer failed: raised below in its place
+            leaving = failed
+        failure = self._failure(leaving if leaving is not None else error)
+        if leaving is None and failure is None:
+            return bool(self._span.__exit__(kind, error, trace))
+        try:  # raised here, so that the span is closed with it as the ``with`` around the call would close it
+            if failure is not None:
+                raise failure from None
+            assert leaving is not None
+            raise leaving
+        except BaseException as raised:
+            if not self._span.__exit__(type(raised), raised, raised.__traceback__):
                 raise
-            except (TimeoutError, aiohttp.ServerTimeoutError):
-                upstream.failed("upstream_timeout")
-                raise UpstreamFailure(APIError(504, f"The upstream model server at {self._base} did not answer in "
-                                               "time.", type="server_error", code="upstream_timeout")) from None
-            except aiohttp.ClientConnectorError as exc:
-                upstream.failed("upstream_unreachable")
-                raise UpstreamFailure(APIError(502, f"Cannot connect to the upstream model server at {self._base}: "
-                                               f"{connection_reason(exc)}", type="server_error",
-                                               code="upstream_unreachable")) from None
-            except aiohttp.ClientError as exc:
-                upstream.failed("upstream_connection_error")
-                raise UpstreamFailure(APIError(502, f"The upstream model server failed: {connection_reason(exc)}",
-                                               type="server_error",
-                                               code="upstream_connection_error")) from None
+            return True
+
+    def _failure(self, error: BaseException | None) -> UpstreamFailure | None:
+        """``error`` as the failure a run reports (counted), or None when it passes as it is."""
+        if error is None or isinstance(error, UpstreamFailure):
+            return None
+        upstream, base = self._upstream, self._client._base
+        assert upstream is not None
+        if isinstance(error, (TimeoutError, aiohttp.ServerTimeoutError)):
+            upstream.failed("upstream_timeout")
+            return UpstreamFailure(APIError(504, f"The upstream model server at {base} did not answer in time.",
+                                            type="server_error", code="upstream_timeout"))
+        if isinstance(error, aiohttp.ClientConnectorError):
+            upstream.failed("upstream_unreachable")
+            return UpstreamFailure(APIError(502, f"Cannot connect to the upstream model server at {base}: "
+                                            f"{connection_reason(error)}", type="server_error",
+                                            code="upstream_unreachable"))
+        if isinstance(error, aiohttp.ClientError):
+            upstream.failed("upstream_connection_error")
+            return UpstreamFailure(APIError(502, f"The upstream model server failed: {connection_reason(error)}",
+                                            type="server_error", code="upstream_connection_error"))
+        return None
 
 
 def _too_large(limit: int) -> APIError:

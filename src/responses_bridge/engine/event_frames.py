@@ -19,8 +19,8 @@ common case pays nothing on the hot path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 Encoder = Callable[[dict[str, Any]], bytes]
@@ -97,19 +97,10 @@ class EventFrames:
     def sequence_number(self) -> int:
         return self._sequence
 
-    @contextmanager
-    def deferring(self) -> Iterator[None]:
+    def deferring(self) -> _Deferring:
         """Events emitted inside are numbered now and encoded later (:meth:`encode_deferred`). Only for events
         whose dicts no longer change: a finished response's."""
-        encode, frames = self._encode, self._frames
-        if encode is None:  # no events at all (a JSON answer)
-            yield
-            return
-        self._encode, self._frames = _kept, self._deferred  # type: ignore[assignment]
-        try:
-            yield
-        finally:
-            self._encode, self._frames = encode, frames
+        return _Deferring(self)
 
     def encode_deferred(self) -> int:
         """Encodes the next deferred event; its size in bytes, 0 when none is left."""
@@ -122,3 +113,25 @@ class EventFrames:
     def _encode_all(self) -> None:
         while self.encode_deferred():
             pass
+
+
+class _Deferring:
+    """:meth:`EventFrames.deferring`'s block: the frames' encoder and list swapped for the deferred ones inside it
+    (nothing to swap without events: a JSON answer). A class rather than a generator context manager: every
+    response's end goes through it once."""
+
+    __slots__ = ("_encode", "_events", "_frames")
+
+    def __init__(self, events: EventFrames) -> None:
+        self._events = events
+
+    def __enter__(self) -> None:
+        events = self._events
+        self._encode, self._frames = events._encode, events._frames
+        if self._encode is not None:
+            events._encode, events._frames = _kept, events._deferred  # type: ignore[assignment]
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if self._encode is not None:
+            self._events._encode, self._events._frames = self._encode, self._frames

@@ -95,11 +95,12 @@ def _first_unknown(value: Any, node: Any, path: str) -> tuple[str, list[str], An
         return None
     if not isinstance(value, dict):
         return None
-    for key, item in value.items():
-        where = f"{path}.{key}" if path else str(key)
-        if key not in node:
-            return where, list(node), _KEY
-        found = _first_unknown(item, node[key], where)
-        if found is not None:
-            return found
+    for key, item in value.items():  # a key's path is spelled only for a finding or a table below it: a plain
+        if key not in node:  # request's keys are leaves, checked without a string or a call each
+            return (f"{path}.{key}" if path else str(key)), list(node), _KEY
+        inner = node[key]
+        if inner is not None:
+            found = _first_unknown(item, inner, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
     return None

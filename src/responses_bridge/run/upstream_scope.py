@@ -9,10 +9,9 @@ A context variable, so concurrent runs never see each other's, and the tasks a t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
+from types import TracebackType
 
 from .upstream import UpstreamClient
 
@@ -26,14 +25,24 @@ class UpstreamScope:
 _CURRENT: ContextVar[UpstreamScope | None] = ContextVar("responses_bridge_upstream_scope", default=None)
 
 
-@contextmanager
-def upstream_scope(client: UpstreamClient, authorization: str | None) -> Iterator[None]:
-    """Within this block, :func:`current_upstream` is ``client`` with ``authorization``."""
-    token = _CURRENT.set(UpstreamScope(client, authorization))
-    try:
-        yield
-    finally:
-        _CURRENT.reset(token)
+class upstream_scope:  # lower case: used as the function it was, ``with upstream_scope(client, authorization):``
+    """Within this block, :func:`current_upstream` is ``client`` with ``authorization``. A class rather than a
+    generator context manager: every run goes through it, and a generator's ``with`` costs a generator, its two
+    resumptions and the StopIteration that ends it."""
+
+    __slots__ = ("_scope", "_token")
+
+    _token: Token[UpstreamScope | None]
+
+    def __init__(self, client: UpstreamClient, authorization: str | None) -> None:
+        self._scope = UpstreamScope(client, authorization)
+
+    def __enter__(self) -> None:
+        self._token = _CURRENT.set(self._scope)
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        _CURRENT.reset(self._token)
 
 
 def current_upstream() -> UpstreamScope | None:

@@ -13,8 +13,8 @@ rather than cancelling it keeps one code path for the terminal bytes: the run's 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from types import TracebackType
 
 from aiohttp import web
 
@@ -64,23 +64,9 @@ class Drain:
             if not self.in_flight:
                 self._idle.set()
 
-    @asynccontextmanager
-    async def deadline(self) -> AsyncIterator[None]:
+    def deadline(self) -> _Deadline:
         """Around a stream's upstream read: raises :class:`ShutdownDeadline` when the drain deadline passes."""
-        scope = asyncio.timeout(None)
-        try:
-            async with scope:
-                self._scopes.add(scope)
-                if self._expired:
-                    scope.reschedule(asyncio.get_running_loop().time())
-                try:
-                    yield
-                finally:
-                    self._scopes.discard(scope)
-        except TimeoutError:
-            if scope.expired():
-                raise ShutdownDeadline() from None
-            raise
+        return _Deadline(self)
 
     def on_drain(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` when the drain starts (a WebSocket closes itself after its turn); returns the
@@ -113,3 +99,36 @@ class Drain:
 
 
 DRAIN = web.AppKey("drain", Drain)
+
+
+class _Deadline:
+    """:meth:`Drain.deadline`'s scope: an ``asyncio.timeout`` the drain expires, among the door's scopes while it
+    runs; a timeout of its own becomes :class:`ShutdownDeadline`. A class rather than a generator context manager:
+    every request through the door enters one, and an async generator's ``async with`` costs the generator, its
+    two resumptions and the StopAsyncIteration that ends it."""
+
+    __slots__ = ("_drain", "_scope")
+
+    def __init__(self, drain: Drain) -> None:
+        self._drain = drain
+        self._scope = asyncio.timeout(None)
+
+    async def __aenter__(self) -> None:
+        scope, drain = self._scope, self._drain
+        await scope.__aenter__()
+        drain._scopes.add(scope)
+        if drain._expired:  # the drain's deadline passed already: expired at once
+            scope.reschedule(asyncio.get_running_loop().time())
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> None:
+        scope = self._scope
+        self._drain._scopes.discard(scope)
+        try:
+            await scope.__aexit__(kind, error, trace)  # the drain's expiry: the block's cancellation a TimeoutError
+        except TimeoutError:
+            if scope.expired():
+                raise ShutdownDeadline() from None
+            raise
+        if kind is not None and issubclass(kind, TimeoutError) and scope.expired():
+            raise ShutdownDeadline() from None  # the block's own TimeoutError, once the drain expired the scope
