@@ -23,7 +23,7 @@ from responses_bridge.store.base import DEFAULT_TENANT, ConversationStore, Respo
 from responses_bridge.store.listing import bounds, responses_page
 from responses_bridge.store.records import ResponseFilter
 from responses_bridge.store.sqlite.conversations import SQLiteConversationStore
-from responses_bridge.store.sqlite.responses import METADATA_JOIN
+from responses_bridge.store.sqlite.cursors import METADATA_JOIN
 
 
 def response(response_id: str, created_at: int, *, model: str = "m1", status: str = "completed",

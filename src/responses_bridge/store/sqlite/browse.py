@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 import aiosqlite
 
@@ -24,9 +25,19 @@ from .. import metrics
 from ..browsing import LIKE_ESCAPE, like_pattern
 from ..listing import bounds, responses_page, trim_page
 from ..records import ResponseFilter
+from .cursors import METADATA_JOIN, resolve_keys
 
-if TYPE_CHECKING:
-    from .responses import SQLiteResponseStore
+
+class BrowsedFile(Protocol):
+    """What the browser needs of its store (responses.py's ``SQLiteResponseStore``): the file, whether it is open,
+    and its shared read connection (for ``":memory:"``, which exists per connection)."""
+
+    path: str
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def reading(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
 
 _CHAIN = """
 WITH RECURSIVE chain(id, previous_response_id, size, depth) AS (
@@ -47,7 +58,7 @@ _EXISTS = "SELECT EXISTS (SELECT 1 FROM responses WHERE id = :id AND tenant = :t
 class SQLiteResponseBrowser:
     """:class:`~responses_bridge.store.browsing.ResponseBrowser` on a :class:`SQLiteResponseStore`'s file."""
 
-    def __init__(self, store: SQLiteResponseStore) -> None:
+    def __init__(self, store: BrowsedFile) -> None:
         self._store = store
         self._conn: aiosqlite.Connection | None = None
         self._opening = asyncio.Lock()
@@ -84,8 +95,6 @@ class SQLiteResponseBrowser:
 
     async def response_sizes(self, *, tenant: str, after: str | None, where: ResponseFilter,
                              limit: int) -> tuple[list[tuple[str, int]], bool]:
-        from .responses import METADATA_JOIN, resolve_keys  # here: responses.py makes this module's browser
-
         async with self._reading("browse_sizes") as conn:
             after_key, _ = await resolve_keys(conn, "responses", after, None, tenant)
             page = bounds(False, after_key, None, after_given=after is not None, before_given=False)

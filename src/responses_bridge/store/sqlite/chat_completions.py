@@ -14,8 +14,9 @@ import orjson
 
 from ..listing import bound_params, bounds, page_sql, trim_page
 from ..records import ChatCompletionPage, StoredChatCompletion, check_page_args
+from .cursors import resolve_keys
 from .reads import read_row
-from .responses import SQLiteResponseStore, distinct_tenants_sql, resolve_keys
+from .responses import SQLiteResponseStore, distinct_tenants_sql
 from .transactions import purge_ranges
 
 _COLUMNS = "id, created_at, model, metadata, completion"

@@ -18,9 +18,10 @@ from ...fairness.memory_charge import reserve_loading, reserving
 from ..items import item_rows
 from ..listing import Bounds, bound_params, bounds, page_sql, trim_page
 from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args, item_page
+from .cursors import resolve_keys
 from .reads import read_row
 from .response_rows import append_conversation_rows
-from .responses import SQLiteResponseStore, distinct_tenants_sql, resolve_keys
+from .responses import SQLiteResponseStore, distinct_tenants_sql
 from .transactions import purge_ranges, transaction
 
 # Existence and every item in one statement: the LEFT JOIN keeps a row for an empty conversation.

@@ -33,6 +33,7 @@ from ..items import MAX_CHAIN_DEPTH
 from ..listing import bounds, responses_page, trim_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponsePage, check_page_args, item_page
 from .browse import SQLiteResponseBrowser
+from .cursors import METADATA_JOIN, resolve_keys
 from .db_thread import on_db_thread as _on_db_thread
 from .migrations import LATEST_VERSION, migrate
 from .private_files import make_private_database, make_private_directory
@@ -109,9 +110,6 @@ def _page_query(ascending: bool, lower: int | None, upper: int | None, backward:
     return sql + f" ORDER BY position {'ASC' if scan_ascending else 'DESC'} LIMIT :fetch"
 
 
-METADATA_JOIN = "CROSS JOIN"
-"""How a metadata filter's rows join the responses here: SQLite's CROSS JOIN keeps its planner from starting at
-the responses table and sorting (store/listing.py)."""
 
 
 WAL_SWITCH_SECONDS = 10.0
@@ -469,22 +467,6 @@ def distinct_tenants_sql(table: str) -> str:
             "SELECT tenant FROM t")
 
 
-async def resolve_keys(conn: aiosqlite.Connection, table: str, after: str | None, before: str | None, tenant: str
-                        ) -> tuple[tuple[int, str] | None, tuple[int, str] | None]:
-    """Both cursors' (created_at, id) in one statement (primary-key lookups); an unknown one, or another tenant's,
-    is InvalidCursor. ``table`` is one of our own table names, never client input."""
-    sql = (f"SELECT (SELECT created_at FROM {table} WHERE id = :after AND tenant = :tenant), "
-           f"(SELECT created_at FROM {table} WHERE id = :before AND tenant = :tenant)")
-    after_at, before_at = next(iter(await conn.execute_fetchall(
-        sql, {"after": after, "before": before, "tenant": tenant})))
-    if after is not None and after_at is None:
-        raise InvalidCursor("after", after)
-    if before is not None and before_at is None:
-        raise InvalidCursor("before", before)
-    return (None if after is None else (int(after_at), after),
-            None if before is None else (int(before_at), before))
-
-
 def _make_and_try(path: str) -> None:
     """Make the file's directory and the file, private (private_files.py), then open it once with plain sqlite3 so
     that its error (a directory, a path under a file, no permission) surfaces here. aiosqlite, when its connect
@@ -494,4 +476,4 @@ def _make_and_try(path: str) -> None:
     sqlite3.connect(path).close()
 
 
-__all__ = ["SQLiteResponseStore", "default_db_path", "distinct_tenants_sql", "resolve_keys"]
+__all__ = ["SQLiteResponseStore", "default_db_path", "distinct_tenants_sql"]
