@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -105,21 +105,9 @@ async def test_after_a_burst_of_programs_the_sidecar_is_back_near_its_size_befor
     pytest.importorskip("py_mini_racer")
     if not have_envoy():
         pytest.skip("envoy binary not available")
-    async with keyed_stack(fake_upstream, tmp_path, {}, keyed=False) as (sidecar, envoy_url, _), \
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=180)) as session:
-        url = sidecar.http_url if door == "http" else envoy_url
-        pid = sidecar.process.pid
-        assert (await program_request(session, url))[0] == 200  # a worker started: not what is measured
-        await asyncio.sleep(1)
-        before = family_rss(pid)
-        peak, answers = await peak_while(lambda: family_rss(pid), before, asyncio.gather(
-            *(program_request(session, url) for _ in range(BURST))))
-        assert answers == [(200, answers[0][1])] * BURST and answers[0][1] > MiB, answers[:2]
-        deadline = time.monotonic() + RETURN_SECONDS
-        after = family_rss(pid)
-        while after > before + 64 * MiB and time.monotonic() < deadline:
-            await asyncio.sleep(0.25)
-            after = family_rss(pid)
+    before, peak, after, answers = await burst_then_wait(
+        fake_upstream, tmp_path, door, family_rss, lambda session, url: program_request(session, url), 180)
+    assert answers == [(200, answers[0][1])] * BURST and answers[0][1] > MiB, answers[:2]
     print(f"sidecar and workers: {before / MiB:.0f} MiB before, peak {peak / MiB:.0f}, {after / MiB:.0f} after")
     assert peak > before + 64 * MiB, (before, peak)  # the control: the burst did grow it past the bound
     assert after <= before + 64 * MiB, (before, after)
@@ -136,20 +124,9 @@ async def test_sixteen_programs_twenty_calls_of_1_mib_leave_serve_within_64_mib_
     pytest.importorskip("py_mini_racer")
     if not have_envoy():
         pytest.skip("envoy binary not available")
-    async with keyed_stack(fake_upstream, tmp_path, {}, keyed=False) as (sidecar, envoy_url, _), \
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
-        url = sidecar.http_url if door == "http" else envoy_url
-        pid = sidecar.process.pid
-        assert (await program_request(session, url))[0] == 200  # a worker started: not what is measured
-        await asyncio.sleep(1)
-        before = status_kb(pid, "VmRSS") << 10
-        peak, answers = await peak_while(lambda: status_kb(pid, "VmRSS") << 10, before, asyncio.gather(
-            *(program_calls(session, url, WIDE_PROGRAM) for _ in range(BURST))))
-        deadline = time.monotonic() + RETURN_SECONDS
-        after = status_kb(pid, "VmRSS") << 10
-        while after > before + 64 * MiB and time.monotonic() < deadline:
-            await asyncio.sleep(0.25)
-            after = status_kb(pid, "VmRSS") << 10
+    before, peak, after, answers = await burst_then_wait(
+        fake_upstream, tmp_path, door, lambda pid: status_kb(pid, "VmRSS") << 10,
+        lambda session, url: program_calls(session, url, WIDE_PROGRAM), 300)
     came_back = sum(1 for _, calls in answers if len(calls) == WIDE_CALLS and min(calls) > MiB)
     print(f"serve: {before / MiB:.0f} MiB before, peak {peak / MiB:.0f}, {after / MiB:.0f} after; {came_back} of "
           f"{BURST} programs came back with their {WIDE_CALLS} calls")
@@ -157,6 +134,30 @@ async def test_sixteen_programs_twenty_calls_of_1_mib_leave_serve_within_64_mib_
     assert came_back >= BURST // 4  # on a loaded machine a program may run past its time limit: answered, no calls
     assert peak > before + 64 * MiB, (before, peak)  # the control: the burst did grow it past the bound
     assert after <= before + 64 * MiB, (before, after)
+
+
+async def burst_then_wait(fake_upstream: str, tmp_path: Path, door: str, rss: Callable[[int], int],
+                          request: Callable[[aiohttp.ClientSession, str], Awaitable[Any]], total: float
+                          ) -> tuple[int, int, int, list[Any]]:
+    """A sidecar with its defaults (``auth: none``, the default budget) and its Envoy; one program request first (a
+    worker started: not what is measured), then :data:`BURST` ``request``s at once through ``door``, then up to
+    :data:`RETURN_SECONDS` for ``rss`` (of the sidecar's pid) to come back within 64 MiB of its size before them
+    (polled: the bound is the wait's): (before, peak, after, the answers)."""
+    async with keyed_stack(fake_upstream, tmp_path, {}, keyed=False) as (sidecar, envoy_url, _), \
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=total)) as session:
+        url = sidecar.http_url if door == "http" else envoy_url
+        pid = sidecar.process.pid
+        assert (await program_request(session, url))[0] == 200
+        await asyncio.sleep(1)
+        before = rss(pid)
+        peak, answers = await peak_while(lambda: rss(pid), before, asyncio.gather(
+            *(request(session, url) for _ in range(BURST))))
+        deadline = time.monotonic() + RETURN_SECONDS
+        after = rss(pid)
+        while after > before + 64 * MiB and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            after = rss(pid)
+    return before, peak, after, list(answers)
 
 
 @asynccontextmanager
