@@ -21,7 +21,7 @@ import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 import structlog
@@ -31,13 +31,14 @@ from ..engine.responses.output_builder import OutputBuilder
 from ..engine.responses.request_translation import mcp_result_text, tool_search_result_text
 from ..engine.responses.turns import ToolResult
 from ..engine.tools.multi_agent import call_output_item
-from ..engine.tools.programs import program_output_item
 from ..engine.tools.server import image_request_of
 from ..engine.tools.tools import ToolPlan
 from ..engine.tools.turn_result import TurnCall, TurnResult
 from ..fairness.memory_charge import COST_PER_TOOL_OUTPUT_BYTE, charge
 from ..observability import gen_ai, metrics, tracing
 from ..protocol.responses.request import ResponsesRequest
+from .calls.live_output import flushing
+from .calls.refusal import limit_message, refusal
 from .cancellation import raise_if_cancelled
 from .server_tools_setup import ApprovedCall
 from .tools.code_interpreter import OUTPUTS_INCLUDE, CodeRun, find_container_citations
@@ -71,7 +72,6 @@ if TYPE_CHECKING:
     from .server_tool_services import ServerToolServices
 
 log = structlog.get_logger(__name__)
-T = TypeVar("T")
 
 SOURCES_INCLUDE = "web_search_call.action.sources"
 RESULTS_INCLUDE = "file_search_call.results"
@@ -217,35 +217,7 @@ class CallRunner:
         return await self._job(call)()
 
     def _refusal(self, call: TurnCall) -> Callable[[], Awaitable[ToolResult]]:
-        message = (f"The call was not made: this response reached its limit of {self.max_tool_calls} tool "
-                   "calls (max_tool_calls).")
-
-        async def refuse() -> ToolResult:
-            kind = call.target.kind  # type: ignore[union-attr]
-            if kind == "mcp":
-                self.builder.complete_mcp_call(call.output_index, error=message)
-                return ToolResult(call.call_id, mcp_result_text(None, message))
-            if kind == "web_search":
-                self.builder.complete_web_search(call.output_index, failed=True)
-            elif kind == "file_search":
-                self.builder.complete_file_search(call.output_index, failed=True)
-            elif kind == "code_interpreter":
-                self.builder.complete_code_interpreter(
-                    call.output_index, outputs=[{"type": "logs", "logs": message}] if self.include_outputs else None,
-                    failed=True)
-            elif kind == "image_generation":
-                self.builder.complete_image_generation(call.output_index, fields={}, failed=True)
-            elif kind == "hosted_shell":
-                self.builder.add_shell_call_output(call.call_id, [], max_output_length=None, status="incomplete")
-            elif kind == "multi_agent":
-                self.builder.add_item(call_output_item(call.target.name or "", call.call_id, message))  # type: ignore[union-attr]
-            elif kind == "program":
-                self.builder.add_item(program_output_item(call.call_id, message, "incomplete"))
-            else:
-                self.builder.add_item(tool_search_output_item(ids.new_id("tso"), call_id=call.call_id, tools=[]))
-            return ToolResult(call.call_id, message)
-
-        return refuse
+        return refusal(self.builder, call, self.max_tool_calls, include_outputs=self.include_outputs)
 
     # --- the tools ------------------------------------------------------------------------------------------------
 
@@ -269,8 +241,7 @@ class CallRunner:
             output: str | None
             error: str | dict[str, Any] | None
             if self.tools_exhausted:
-                output, error = None, (f"The call was not made: this response reached its limit of "
-                                       f"{self.max_tool_calls} tool calls (max_tool_calls).")
+                output, error = None, limit_message(self.max_tool_calls)
             else:
                 self.calls_made += 1
                 output, error = await self._call_mcp(call.server, call.name, call.arguments)
@@ -386,8 +357,8 @@ class CallRunner:
             if shell is None:
                 raise RuntimeError("no hosted shell")
             self.builder.effect_made()  # the commands may change what outlives the call
-            run = await self._flushing(wake, shell.run(action, container_id, tenant=self.tenant,
-                                                       printed=live.printed))
+            run = await flushing(self.live, wake, shell.run(action, container_id, tenant=self.tenant,
+                                                                printed=live.printed))
         except Exception as error:  # noqa: BLE001 - a failure below is this call's failure, not the response's
             raise_if_cancelled()
             log.warning("hosted_shell_error", error_type=type(error).__name__)
@@ -398,31 +369,6 @@ class CallRunner:
         if run.status != "completed":
             tracing.fail_current(f"the commands ended {run.status}")
         return ToolResult(call.call_id, run.text_for_model())
-
-    async def _flushing(self, wake: asyncio.Event, work: Awaitable[T]) -> T:
-        """``work``, its events sent to the client each time ``wake`` is set while it runs (a call's live output);
-        the last write ends before this returns, so none is lost or overtaken."""
-        if self.live is None:
-            return await work
-        send = self.live
-        running = True
-
-        async def flush() -> None:
-            while running:
-                await wake.wait()
-                wake.clear()
-                await send()
-
-        task = asyncio.ensure_future(flush())
-        try:
-            result = await work
-        except BaseException:
-            task.cancel()
-            raise
-        running = False
-        wake.set()
-        await task
-        return result
 
     async def _image_generation(self, call: TurnCall) -> ToolResult:
         prompt, size = image_request_of(call.arguments)
