@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 import structlog
 
+from responses_bridge.sandbox.egress.head_reading import LINGERING
 from responses_bridge.sandbox.egress.limits import SHARES
 from responses_bridge.sandbox.egress.policy import EgressRules
-from responses_bridge.sandbox.egress.proxy import LINGERING, EgressLimits, EgressProxy
+from responses_bridge.sandbox.egress.proxy import EgressLimits, EgressProxy
 from tests.unit.test_egress_proxy import Host, exchange, fake_dns, policy_of
 
 FLOOD = 3000

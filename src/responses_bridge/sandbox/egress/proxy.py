@@ -6,9 +6,10 @@ The bridge listens on a Unix socket in a private directory of its own; bubblewra
 it (launcher.py), which ``HTTP_PROXY``/``HTTPS_PROXY`` (both cases) name. The sandbox keeps ``--unshare-net``: the
 code reaches nothing but this proxy, and the proxy decides for every connection:
 
-1. the request head is parsed strictly (request_head.py): ``CONNECT host:port`` (HTTPS, a tunnel) or an absolute
-   ``http://`` request (plain HTTP, forwarded one request per connection); a head past 32 KiB is refused
-   (``head_too_large``: its rest read and dropped, a bounded while, so the client reads the answer);
+1. the request head is read (head_reading.py) and parsed strictly (request_head.py): ``CONNECT host:port``
+   (HTTPS, a tunnel) or an absolute ``http://`` request (plain HTTP, forwarded one request per connection); a
+   head past 32 KiB is refused (``head_too_large``: its rest read and dropped, a bounded while, so the client
+   reads the answer);
 2. the host must match the policy's ``allowed_domains`` (an IP literal only when listed itself), or, under an
    agent environment's block list, be none of its names nor under one: else a 403;
 3. the name is resolved here, on the bridge's side, and every address must pass the deployment's rules
@@ -58,20 +59,13 @@ from ..command import EgressBinding
 from ..scratch import scratch_root
 from .answer import Unscannable, masking_pool, relay_masked
 from .domain_secrets import Unsecret, mask_for, masking
+from .head_reading import HEAD_SECONDS, Lingering, read_head, read_tunnelled_head
 from .limits import SHARES, EgressLimits
 from .origins import OriginGate, origin_of
 from .policy import DomainSecret, EgressRules, NetworkPolicy, new_placeholder
 from .rates import EgressOwner, Pace
-from .refusals import CLOSED, CUT, TOO_LARGE, Refused, answer, continues_or_refused, discard, refusal
-from .request_head import (
-    MAX_HEAD_BYTES,
-    BadRequest,
-    Destination,
-    destination,
-    forwarded_head,
-    named_destination,
-    parse_head,
-)
+from .refusals import CLOSED, CUT, Refused, answer, continues_or_refused, discard, refusal
+from .request_head import MAX_HEAD_BYTES, Destination, forwarded_head
 from .tunnel import HTTP_PORT, HTTPS_PORT, NotTheAllowedTLS, client_hello, standard_port
 
 if TYPE_CHECKING:
@@ -82,17 +76,9 @@ log = structlog.get_logger(__name__)
 SANDBOX_SOCKET = "/run/egress.sock"
 SANDBOX_CA_BUNDLE = "/run/egress-ca.pem"
 SANDBOX_PORT = 3128
-HEAD_SECONDS = 10.0
 CONNECT_SECONDS = 10.0
 CHUNK = 64 * 1024
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
-LINGERING = 8
-LINGER_SECONDS = 1.0
-"""Connections refused past a limit are closed at once; up to ``LINGERING`` of a call's at a time first read what
-the client sent (at most ``LINGER_SECONDS``): closing a Unix socket with unread bytes resets it, and the client
-would never read its 403."""
-NAMED_BYTES = 2048
-"""The start of a head too large that is read for the host it names (request_head.named_destination)."""
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _TURN = ("turn", b"")
 """What :meth:`EgressProxy._admit` says of a connection that may wait for its turn (limits.py)."""
@@ -137,7 +123,7 @@ class EgressProxy:
         self.rates = self._owner.rates if self._owner is not None else None  # in place of the lifetime counts
         self._pace_of = Pace(self.rates) if self.rates is not None else None
         self.refused: Counter[str] = Counter()  # closed as accepted, past a limit, by outcome: logged at the close
-        self._lingering = 0
+        self._lingering = Lingering()
         self._directory: Path | None = None
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
@@ -205,17 +191,7 @@ class EgressProxy:
             if placed and self._pace_of is not None:
                 self._pace_of.leave()
             self.refused[refusal[0]] += 1
-            writer.write(refusal[1])
-            if self._lingering < LINGERING:  # a few read what was sent first, so a client gets the 403, not a reset
-                self._lingering += 1
-                try:
-                    async with asyncio.timeout(LINGER_SECONDS):
-                        await reader.read(MAX_HEAD_BYTES)
-                except (TimeoutError, OSError):
-                    pass
-                finally:
-                    self._lingering -= 1
-            writer.close()
+            await self._lingering.refuse(reader, writer, refusal[1])  # head_reading.py: the 403, not a reset
             return
         try:
             await self._serve_admitted(reader, writer)
@@ -301,23 +277,7 @@ class EgressProxy:
                     seen: _Seen) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Read and check one request head and connect to its target: the server's streams (a plain request's
         head already sent), or :class:`Refused`. ``seen`` learns what the log and the metrics say."""
-        try:
-            async with asyncio.timeout(HEAD_SECONDS):
-                data = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.LimitOverrunError:  # the head is left in the reader: its start names where it went
-            seen.where = named_destination(await reader.read(NAMED_BYTES))
-            raise Refused(400, "head_too_large", TOO_LARGE, unread=True) from None
-        except (asyncio.IncompleteReadError, TimeoutError):
-            raise Refused(400, "bad_request", "no complete request head (at most 32 KiB, within 10 s)",
-                          told=False) from None
-        if len(data) > MAX_HEAD_BYTES:  # its end just past the bound, within what the reader keeps
-            seen.where = named_destination(data[:NAMED_BYTES])
-            raise Refused(400, "head_too_large", TOO_LARGE)
-        try:
-            head = parse_head(data)
-            where = seen.where = destination(head)
-        except BadRequest as bad:
-            raise Refused(400, "bad_request", f"bad request: {bad}") from None
+        data, head, where = await read_head(reader, seen)  # head_reading.py: or Refused
         expects = not where.tunnel and continues_or_refused(head)
         if self.rates is None and self.bytes_left <= 0:
             raise Refused(403, "bytes_limit", f"this call has moved its {self.limits.call_bytes} bytes")
@@ -387,23 +347,7 @@ class EgressProxy:
         # no wait between the answer and the switch: the code's TLS hello must not be read as plain bytes
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         seen.intercepted = True
-        try:
-            async with asyncio.timeout(HEAD_SECONDS):
-                await writer.start_tls(server_tls)
-                data = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.LimitOverrunError:
-            raise Refused(400, "head_too_large", TOO_LARGE, unread=True) from None
-        except (asyncio.IncompleteReadError, TimeoutError, ssl.SSLError, OSError):
-            raise Refused(400, "bad_request", "no TLS handshake and request head within 10 s (does the client "
-                          "trust SSL_CERT_FILE?)", told=False) from None
-        if len(data) > MAX_HEAD_BYTES:
-            raise Refused(400, "head_too_large", TOO_LARGE)
-        try:
-            head = parse_head(data)
-        except BadRequest as bad:
-            raise Refused(400, "bad_request", f"bad request: {bad}") from None
-        if not head.target.startswith("/") or head.method == "CONNECT":
-            raise Refused(400, "bad_request", "inside the tunnel, a request names an origin-form path")
+        data, head = await read_tunnelled_head(reader, writer, server_tls)  # head_reading.py: or Refused
         expects = continues_or_refused(head)
         if head.method == "TRACE":
             raise Refused(403, "trace_refused", "TRACE answers with the request, secrets and all: refused here")
