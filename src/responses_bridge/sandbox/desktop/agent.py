@@ -405,9 +405,14 @@ def main(config_text: str) -> None:
     browser: Browser | None = None
     marks = {"agent": time.monotonic()}
     os.makedirs("/tmp/.X11-unix", mode=0o1777, exist_ok=True)  # Xvfb, not root here, would not make it
+    # The display is the socket in this call's own /tmp only: Xvfb's other local listener, the abstract socket
+    # ``@/tmp/.X11-unix/X1``, lives in the network namespace, which a call with network shares with the host (the
+    # stand-in pod's ``--share-net``, a pod whose network is the node's), so a second desktop on the same display
+    # number elsewhere failed to listen and Xvfb exited with status 1 (seen under a loaded test run). Clients (the
+    # browser, xdotool) fall back to the path socket.
     try:
         xvfb = subprocess.Popen(["Xvfb", DISPLAY, "-screen", "0", f"{config['width']}x{config['height']}x24",
-                                 "-nolisten", "tcp", "-noreset", "-dpi", "96", *XVFB_MEMORY],
+                                 "-nolisten", "tcp", "-nolisten", "local", "-noreset", "-dpi", "96", *XVFB_MEMORY],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         started.append(xvfb)
         error = _wait_for_display(xvfb, until)
