@@ -316,8 +316,11 @@ def run_three_turns(stream: bool) -> tuple[Harness, list[dict[str, Any]]]:
                     tool(1, id="call_ws", name="web_search", arguments='{"query": "what is A"}'),
                     tool(0, arguments='"A"}'),
                     *end("tool_calls", 100, 20, cached=40, reasoning=5)], first=True)
+    # server calls whose items have no call id go back to the model under their items' ids, as history sends them
     assert [(call.name, call.call_id, call.server) for call in turn1.calls] == [
-        ("docs__search_docs", "call_mcp", True), ("web_search", "call_ws", True)]
+        ("docs__search_docs", call.item["id"], True) for call in turn1.calls[:1]] + [
+        ("web_search", turn1.calls[1].item["id"], True)]
+    assert turn1.calls[0].call_id.startswith("mcp_") and turn1.calls[1].call_id.startswith("ws_")
     mcp, search = turn1.calls
     assert mcp.target is not None and (mcp.target.kind, mcp.target.namespace, mcp.target.name) == (
         "mcp", "docs", "search_docs")
@@ -325,8 +328,8 @@ def run_three_turns(stream: bool) -> tuple[Harness, list[dict[str, Any]]]:
     h.builder.complete_mcp_call(mcp.output_index, output="A is the first letter.")
     h.builder.complete_web_search(search.output_index, action=web_search_action("what is A", RESULTS, True))
     h.builder.cite = lambda answer: find_citations(answer, RESULTS)
-    h.follow_up(turn1, [ToolResult("call_mcp", mcp_result_text("A is the first letter.", None)),
-                        ToolResult("call_ws", results_for_model(RESULTS))])
+    h.follow_up(turn1, [ToolResult(mcp.call_id, mcp_result_text("A is the first letter.", None)),
+                        ToolResult(search.call_id, results_for_model(RESULTS))])
     turn2 = h.turn([tool(0, id="call_ts", name="tool_search", arguments='{"query": "invoice"}'),
                     *end("tool_calls", 150, 10, cached=100)])
     (found,) = turn2.calls
@@ -406,13 +409,16 @@ def test_follow_up_turns_carry_the_whole_assistant_turn_and_every_result() -> No
     first, second, third = h.bodies
     assert second["messages"][:len(first["messages"])] == first["messages"]
     assistant, mcp_result, search_result = second["messages"][len(first["messages"]):]
+    mcp_id, search_id = (item["id"] for item in h.response["output"] if item["type"] in ("mcp_call", "web_search_call"))
+    # under the items' ids, the MCP call's arguments as the model wrote them, the search's as history keeps them
+    # (its query): what the next response's prompt repeats (test_a_continued_chain_replays_…)
     assert assistant == {"role": "assistant", "content": "Let me look.", "tool_calls": [
-        {"id": "call_mcp", "type": "function", "function": {"name": "docs__search_docs",
-                                                              "arguments": '{"q": "A"}'}},
-        {"id": "call_ws", "type": "function", "function": {"name": "web_search",
-                                                             "arguments": '{"query": "what is A"}'}}]}
-    assert mcp_result == {"role": "tool", "tool_call_id": "call_mcp", "content": "A is the first letter."}
-    assert search_result["tool_call_id"] == "call_ws" and "https://example.com/a" in search_result["content"]
+        {"id": mcp_id, "type": "function", "function": {"name": "docs__search_docs",
+                                                          "arguments": '{"q": "A"}'}},
+        {"id": search_id, "type": "function", "function": {"name": "web_search",
+                                                             "arguments": '{"query":"what is A"}'}}]}
+    assert mcp_result == {"role": "tool", "tool_call_id": mcp_id, "content": "A is the first letter."}
+    assert search_result["tool_call_id"] == search_id and "https://example.com/a" in search_result["content"]
     assert third["messages"][-1] == {"role": "tool", "tool_call_id": "call_ts",
                                      "content": "Tools loaded: get_invoice"}
     for body in (second, third):
@@ -572,7 +578,7 @@ def test_a_client_call_next_to_a_server_call_is_a_function_call() -> None:
                    tool(1, id="call_s", name="docs__search_docs", arguments='{"q": "x"}'),
                    *end("tool_calls", 1, 1)], first=True)
     assert [call.call_id for call in turn.client_calls] == ["call_w"]
-    assert [call.call_id for call in turn.server_calls] == ["call_s"]
+    assert [call.call_id for call in turn.server_calls] == [turn.server_calls[0].item["id"]]  # an mcp_call's
     assert turn.client_calls[0].item["type"] == "function_call"
 
 
@@ -632,7 +638,7 @@ def _bodies(choice: Any, parallel: bool | None = None) -> tuple[dict[str, Any], 
     turn = h.turn([tool(0, id="c1", name="web_search", arguments='{"query": "q"}'), *end("tool_calls", 1, 1)],
                   first=True)
     h.builder.complete_web_search(turn.calls[0].output_index)
-    return first, h.follow_up(turn, [ToolResult("c1", "results")])
+    return first, h.follow_up(turn, [ToolResult(turn.calls[0].call_id, "results")])
 
 
 @pytest.mark.parametrize(("choice", "first_choice", "first_tools"), [
@@ -676,9 +682,9 @@ def test_after_max_tool_calls_the_next_turn_offers_no_tools() -> None:
     turn = h.turn([tool(0, id="c1", name="web_search", arguments='{"query": "q"}'), *end("tool_calls", 1, 1)],
                   first=True)
     h.builder.complete_web_search(turn.calls[0].output_index)
-    body = h.follow_up(turn, [ToolResult("c1", "results")], tools_exhausted=True)
+    body = h.follow_up(turn, [ToolResult(turn.calls[0].call_id, "results")], tools_exhausted=True)
     assert not {"tools", "tool_choice", "parallel_tool_calls"} & set(body)
-    assert body["messages"][-1] == {"role": "tool", "tool_call_id": "c1", "content": "results"}
+    assert body["messages"][-1] == {"role": "tool", "tool_call_id": turn.calls[0].item["id"], "content": "results"}
 
 
 def test_follow_up_request_leaves_the_previous_body_alone() -> None:
@@ -782,7 +788,7 @@ def test_the_turns_reasoning_goes_back_only_when_the_upstream_wants_it(history: 
                    tool(0, id="c1", name="web_search", arguments='{"query": "q"}'), *end("tool_calls", 1, 1)],
                   first=True)
     assert turn.message["reasoning_content"] == "Think."
-    body = follow_up_request(h.bodies[-1], turn, [ToolResult("c1", "r")], plan=h.plan,
+    body = follow_up_request(h.bodies[-1], turn, [ToolResult(turn.calls[0].call_id, "r")], plan=h.plan,
                              options=EngineOptions(reasoning_history=history))
     assert ("reasoning_content" in body["messages"][-2]) is kept
 

@@ -35,7 +35,7 @@ from ..event_frames import CANCELLED_EVENT, Encoder, EventFrames
 from ..response_error import response_error
 from ..tools.call_stream import ToolCallStream, _ToolCall
 from ..tools.run_items import RunItems
-from ..tools.server import ServerCallReader
+from ..tools.server import ITEM_ID_CALLS, ServerCallReader, sent_back_arguments
 from ..tools.tools import CallTarget
 from ..tools.turn_result import TurnCall, TurnResult, add_usage
 from .response_object import convert_usage
@@ -334,7 +334,9 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
 
     def _turn_message(self, calls: list[TurnCall]) -> dict[str, Any]:
         """The turn as one assistant chat message: its text (reasoning as ``reasoning_content``) and every call
-        under its upstream name and call id, so the upstream reads back exactly what it said."""
+        under its upstream name and call id, so the upstream reads back exactly what it said; a server call whose
+        item has no call id goes under the item's id, with the arguments history will send back for it, so the
+        next response's prompt repeats this one exactly (docs/upstreams.md, "Prefix caches")."""
         texts: list[str] = []
         reasoning: list[str] = []
         refusals: list[str] = []
@@ -353,10 +355,11 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
             message["refusal"] = "".join(refusals)
         if reasoning:
             message["reasoning_content"] = "".join(reasoning)
-        if calls:
-            message["tool_calls"] = [{"id": call.call_id, "type": "function",
-                                      "function": {"name": call.name, "arguments": call.arguments}}
-                                     for call in calls]
+        if calls:  # a server call's arguments as history will send them back (server.sent_back_arguments)
+            message["tool_calls"] = [{"id": call.call_id, "type": "function", "function": {
+                "name": call.name,
+                "arguments": sent_back_arguments(call.item) if call.item["type"] in ITEM_ID_CALLS else call.arguments}}
+                for call in calls]
         return message
 
     def count_usage(self, usage: dict[str, Any] | None) -> None:

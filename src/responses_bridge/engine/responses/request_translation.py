@@ -33,7 +33,7 @@ from ..tools.programs import (
     program_call_ids,
     program_tool_call,
 )
-from ..tools.server import image_replay_note
+from ..tools.server import ITEM_ID_CALLS, image_replay_note, sent_back_arguments
 from ..tools.tools import CUSTOM_INPUT, ToolPlan, loaded_tools, plan_tools
 from ..tools.turn_tools import set_turn_tools
 
@@ -228,7 +228,7 @@ _CALL_KINDS = frozenset({"function_call", "custom_tool_call", "shell_call", "loc
 _OUTPUT_KINDS = frozenset({"function_call_output", "custom_tool_call_output", "shell_call_output",
                            "local_shell_call_output", "computer_call_output", "apply_patch_call_output",
                            "tool_search_output", "multi_agent_call_output"})
-_SERVER_CALL_KINDS = frozenset({"mcp_call", "web_search_call", "file_search_call", "code_interpreter_call"})
+_SERVER_CALL_KINDS = ITEM_ID_CALLS
 
 
 def _server_call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, str, str]:
@@ -236,21 +236,19 @@ def _server_call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, str
     arguments, tool message text). None of these items has a call id of its own: the item id stands in for it."""
     if item["type"] == "mcp_call":
         name = plan.upstream_name("mcp", item["name"], item["server_label"])
-        return item["id"], name, item.get("arguments") or "{}", mcp_result_text(item.get("output"),
-                                                                                  item.get("error"))
+        return item["id"], name, sent_back_arguments(item), mcp_result_text(item.get("output"), item.get("error"))
     if item["type"] == "file_search_call":
         return file_search_replay(item, plan)
     if item["type"] == "code_interpreter_call":
         return code_replay(item, plan)
     action = item.get("action") or {}
-    query = action.get("query") or " ".join(action.get("queries") or ()) or action.get("url") or ""
     if item.get("status") == "failed":
         text = "The web search failed."
     else:
         sources = [source.get("url") for source in action.get("sources") or () if isinstance(source, dict)]
         text = ("Web search results (sources): " + ", ".join(str(url) for url in sources) if sources
                 else "The web search was made; its results are not kept.")
-    return item["id"], plan.upstream_name("web_search"), orjson.dumps({"query": query}).decode(), text
+    return item["id"], plan.upstream_name("web_search"), sent_back_arguments(item), text
 
 
 def file_search_replay(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, str, str]:
@@ -258,8 +256,6 @@ def file_search_replay(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, 
     ``query``, the shape the bridge offers; several as ``queries``). The result shows the stored ``results`` with
     their sources, numbered as the search showed them (they are stored only when the request included
     ``file_search_call.results``); without them the model reads that the search was made."""
-    queries = [query for query in item.get("queries") or () if isinstance(query, str)]
-    arguments = {"query": queries[0]} if len(queries) == 1 else {"queries": queries}
     results = item.get("results")
     if item.get("status") == "failed":
         text = "The file search failed."
@@ -274,13 +270,12 @@ def file_search_replay(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, 
         text = "The file search found no results."
     else:
         text = "The file search was made; its results are not kept."
-    return item["id"], plan.upstream_name("file_search"), orjson.dumps(arguments).decode(), text
+    return item["id"], plan.upstream_name("file_search"), sent_back_arguments(item), text
 
 
 def code_replay(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, str, str]:
     """A stored ``code_interpreter_call`` as a tool call (its code) and its result: the logs, when the request
     that made it included ``code_interpreter_call.outputs``; else that it ran."""
-    code = item.get("code") if isinstance(item.get("code"), str) else ""
     logs = [str(output.get("logs") or "") for output in item.get("outputs") or ()
             if isinstance(output, dict) and output.get("type") == "logs"]
     if item.get("status") == "failed":
@@ -289,7 +284,7 @@ def code_replay(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, str, st
         text = "\n".join(logs)
     else:
         text = "The code ran; its output is not kept."
-    return item["id"], plan.upstream_name("code_interpreter"), orjson.dumps({"code": code}).decode(), text
+    return item["id"], plan.upstream_name("code_interpreter"), sent_back_arguments(item), text
 
 
 def mcp_result_text(output: str | None, error: Any) -> str:

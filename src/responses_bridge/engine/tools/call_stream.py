@@ -12,7 +12,7 @@ from ... import ids
 from ..chunk_values import UpstreamProtocolError
 from .call_readers import call_reader_for
 from .client import CallReader
-from .server import ServerCallReader
+from .server import ITEM_ID_CALLS, ServerCallReader
 from .tools import CallTarget
 from .turn_result import TurnCall
 
@@ -129,7 +129,10 @@ class ToolCallStream:
             item = call.item
             assert item is not None, "every call was announced by the loop above"
             arguments = "".join(call.pieces)
-            self._turn_calls.append(TurnCall(call.call_id or "", call.name, arguments,
+            # a call whose item has no call id (an MCP call, a search) is sent back under its item's id, as
+            # history sends it later: one name for it in every prompt of the chain (server.ITEM_ID_CALLS)
+            call_id = item["id"] if item["type"] in ITEM_ID_CALLS else call.call_id or ""
+            self._turn_calls.append(TurnCall(call_id, call.name, arguments,
                                              self._targets.get(call.name), call.output_index, item, status))
             if call.reader is not None:
                 events = call.reader.close(arguments, status)
