@@ -348,6 +348,68 @@ async def test_background_turns_extend_the_prompt(prefix_sidecar: Sidecar, upstr
                               call_ids={"call_tools__add_0": added["id"]})
 
 
+@pytest.mark.parametrize("store", [True, False])
+async def test_websocket_turns_extend_the_prompt(store: bool, prefix_sidecar: Sidecar, upstream: UpstreamLog) -> None:
+    """WebSocket mode's chains, stored or held by the connection alone (``store: false``)."""
+    async with await _session(prefix_sidecar) as session, session.ws_connect("/v1/responses") as ws:
+        chain = Chain(session, upstream)
+
+        async def turn(**fields: Any) -> dict[str, Any]:
+            if chain.previous is not None:
+                fields["previous_response_id"] = chain.previous
+            await ws.send_str(orjson.dumps({"type": "response.create", "model": "fake-model", "store": store,
+                                            "instructions": INSTRUCTIONS, "tools": [WEATHER], **fields}).decode())
+            while True:
+                event = orjson.loads((await ws.receive(timeout=30)).data)
+                if event["type"] in ("response.completed", "response.failed", "response.incomplete", "error"):
+                    break
+            assert event["type"] == "response.completed", event
+            chain.previous = event["response"]["id"]
+            await chain._collect()
+            return dict(event["response"])
+
+        called = await turn(input=f"call get_weather {raw_args(SPACED_ARGS)}")
+        await turn(input=[{"type": "function_call_output", "call_id": called["output"][-1]["call_id"],
+                           "output": "sunny"}])
+        await turn(input="[think] and then")
+        await turn(input="bye")
+    assert len(chain.bodies) == 4
+    await assert_chain_extends(chain, prefix_sidecar.upstream_url)
+
+
+async def test_an_agent_sessions_turns_extend_the_prompt(prefix_sidecar: Sidecar, upstream: UpstreamLog) -> None:
+    """An Agents API session's turns are runs over the session's history: each turn's prompt extends the last."""
+    beta = {"OpenAI-Beta": "agents=v1"}
+    async with await _session(prefix_sidecar) as session:
+        chain = Chain(session, upstream)
+
+        async def idle(session_id: str, turns: int) -> None:
+            for _ in range(600):
+                async with session.get(f"/v1/agents/sessions/{session_id}", headers=beta) as answer:
+                    assert answer.status == 200, await answer.text()
+                    status = (await answer.json())["status"]
+                await chain._collect()
+                if status == "idle" and len(chain.bodies) >= turns:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"session {session_id} did not finish turn {turns}")
+
+        async with session.post("/v1/agents/sessions", headers=beta, json={
+                "agent": {"model": "fake-model", "instructions": INSTRUCTIONS}, "environment": {"type": "none"},
+                "input": "hello agent"}) as answer:
+            assert answer.status == 200, await answer.text()
+            session_id = (await answer.json())["id"]
+        await idle(session_id, 1)
+        for turns, text in enumerate(("[think] second", "third"), 2):
+            async with session.post(f"/v1/agents/sessions/{session_id}/events", headers=beta, json={"events": [
+                    {"type": "agent.session.input.message",
+                     "input": [{"role": "user", "content": [{"type": "input_text", "text": text}]}]}]}) as answer:
+                assert answer.status in (200, 201, 202), await answer.text()
+            await idle(session_id, turns)
+    assert len(chain.bodies) == 3
+    await assert_chain_extends(chain, prefix_sidecar.upstream_url)
+
+
 # --- through Envoy ---------------------------------------------------------------------------------------------------
 
 

@@ -408,13 +408,15 @@ def test_follow_up_turns_carry_the_whole_assistant_turn_and_every_result() -> No
     h, _ = run_three_turns(True)
     first, second, third = h.bodies
     assert second["messages"][:len(first["messages"])] == first["messages"]
-    assistant, mcp_result, search_result = second["messages"][len(first["messages"]):]
+    assistant, mcp_result, searching, search_result = second["messages"][len(first["messages"]):]
     mcp_id, search_id = (item["id"] for item in h.response["output"] if item["type"] in ("mcp_call", "web_search_call"))
-    # under the items' ids, the MCP call's arguments as the model wrote them, the search's as history keeps them
-    # (its query): what the next response's prompt repeats (test_a_continued_chain_replays_…)
+    # as the next response's history will show the turn (test_a_continued_chain_replays_…): under the items' ids,
+    # each call answered before the next, the MCP call's arguments as the model wrote them, the search's as
+    # history keeps them (its query); the text on the first message
     assert assistant == {"role": "assistant", "content": "Let me look.", "tool_calls": [
         {"id": mcp_id, "type": "function", "function": {"name": "docs__search_docs",
-                                                          "arguments": '{"q": "A"}'}},
+                                                          "arguments": '{"q": "A"}'}}]}
+    assert searching == {"role": "assistant", "content": None, "tool_calls": [
         {"id": search_id, "type": "function", "function": {"name": "web_search",
                                                              "arguments": '{"query":"what is A"}'}}]}
     assert mcp_result == {"role": "tool", "tool_call_id": mcp_id, "content": "A is the first letter."}
@@ -720,6 +722,34 @@ def test_a_continued_chain_replays_server_items_as_calls_and_results() -> None:
     assert "https://example.com/a" in body["messages"][4]["content"]
     assert body["messages"][6]["content"] == "Tools loaded: get_invoice"
     assert "get_invoice" in {tool["function"]["name"] for tool in body["tools"]}
+
+
+def test_the_next_responses_prompt_repeats_the_loops_last_turn() -> None:
+    """The loop's turns (text with an MCP call and a web search in parallel, then a server tool search, then the
+    answer) replayed as the next response's history give back the loop's last prompt exactly, and its answer after
+    it: message for message, but for the search's result, which history keeps only as its sources."""
+    h, _ = run_three_turns(True)
+    last = h.bodies[-1]
+    history = [{"type": "message", "id": "msg_u", "status": "completed", "role": "user",
+                "content": [{"type": "input_text", "text": "What is A?"}]}, *h.response["output"]]
+    request = parse_request(orjson.dumps({"model": "m", "input": "And B?", "tools": REQUEST["tools"],
+                                          "stream": True, "max_tool_calls": 10}))
+    plan = plan_request_tools(request, history, OPTIONS, served=SERVED_TOOL_TYPES)
+    plan.add_mcp_tools("docs", DOCS_TOOLS)
+    plan.add_web_search()
+    plan.add_server_tool_search(search_tool_function())
+    body = build_chat_request(request, history, OPTIONS, plan)
+    fake_upstream.validate_chat_request(body)
+    sent, replayed = last["messages"], body["messages"]
+    search_result = next(index for index, message in enumerate(sent) if message["role"] == "tool"
+                         and message["tool_call_id"].startswith("ws_"))
+    assert replayed[search_result]["content"].startswith("Web search results (sources): ")  # all history keeps
+    assert [message for index, message in enumerate(replayed[:len(sent)]) if index != search_result] == [
+        message for index, message in enumerate(sent) if index != search_result]
+    assert replayed[len(sent):] == [
+        {"role": "assistant", "content": "A is a letter, see [Page A](https://example.com/a)."},
+        {"role": "user", "content": "And B?"}]
+    assert body["tools"] == last["tools"]
 
 
 def test_server_items_sent_back_as_input_are_accepted_and_translated() -> None:

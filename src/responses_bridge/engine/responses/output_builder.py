@@ -35,9 +35,10 @@ from ..event_frames import CANCELLED_EVENT, Encoder, EventFrames
 from ..response_error import response_error
 from ..tools.call_stream import ToolCallStream, _ToolCall
 from ..tools.run_items import RunItems
-from ..tools.server import ITEM_ID_CALLS, ServerCallReader, sent_back_arguments
+from ..tools.server import ServerCallReader
 from ..tools.tools import CallTarget
 from ..tools.turn_result import TurnCall, TurnResult, add_usage
+from .request_translation import replayed_arguments
 from .response_object import convert_usage
 
 FINISH_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -355,11 +356,9 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
             message["refusal"] = "".join(refusals)
         if reasoning:
             message["reasoning_content"] = "".join(reasoning)
-        if calls:  # a server call's arguments as history will send them back (server.sent_back_arguments)
+        if calls:  # each call's arguments as history will send them back (request_translation.replayed_arguments)
             message["tool_calls"] = [{"id": call.call_id, "type": "function", "function": {
-                "name": call.name,
-                "arguments": sent_back_arguments(call.item) if call.item["type"] in ITEM_ID_CALLS else call.arguments}}
-                for call in calls]
+                "name": call.name, "arguments": _sent_back(call)}} for call in calls]
         return message
 
     def count_usage(self, usage: dict[str, Any] | None) -> None:
@@ -499,3 +498,13 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
         response["usage"] = convert_usage(self.total_usage)
         self.lifecycle(event)
 
+
+def _sent_back(call: TurnCall) -> str:
+    """A call's arguments in the loop's next turn: as the model wrote them where its item keeps them so, else as
+    the next response's history will send them (what the item parsed out of them, re-encoded). A call cut short
+    may have an item without the parsed fields: its arguments as they came (such a turn has no next turn)."""
+    try:
+        replayed = replayed_arguments(call.item)
+    except (KeyError, TypeError, AttributeError):
+        return call.arguments
+    return call.arguments if replayed is None else replayed

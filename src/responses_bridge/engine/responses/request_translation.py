@@ -311,23 +311,50 @@ def _call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str]:
     if kind == "function_call":
         return plan.upstream_name("function", item["name"], item.get("namespace")), item["arguments"]
     if kind == "custom_tool_call":
-        return (plan.upstream_name("custom", item["name"], item.get("namespace")),
-                orjson.dumps({CUSTOM_INPUT: item["input"]}).decode())
-    if kind == "shell_call":
-        action = {key: value for key, value in item["action"].items() if value is not None}
-        return plan.upstream_name("shell"), orjson.dumps(action).decode()
-    if kind == "local_shell_call":
-        action = {key: value for key, value in item["action"].items()
-                  if key in ("command", "working_directory", "timeout_ms", "env") and value not in (None, {})}
-        return plan.upstream_name("local_shell"), orjson.dumps(action).decode()
+        return plan.upstream_name("custom", item["name"], item.get("namespace")), _call_arguments(item)
     if kind == "computer_call":  # one action (the preview tool's) or a batch (the GA tool's)
-        tool_kind, arguments = computer_call_arguments(item)
-        return plan.upstream_name(tool_kind), orjson.dumps(arguments).decode()
-    if kind == "apply_patch_call":
-        return plan.upstream_name("apply_patch"), orjson.dumps(item["operation"]).decode()
+        return plan.upstream_name(computer_call_arguments(item)[0]), _call_arguments(item)
     if kind == "multi_agent_call":  # the action's function (engine/tools/multi_agent.py)
         return plan.upstream_name("multi_agent", item["action"]), item["arguments"]
-    return plan.upstream_name("tool_search"), orjson.dumps(item.get("arguments") or {}).decode()
+    tool_kind = {"shell_call": "shell", "local_shell_call": "local_shell", "apply_patch_call": "apply_patch"}.get(
+        kind, "tool_search")
+    return plan.upstream_name(tool_kind), _call_arguments(item)
+
+
+def _call_arguments(item: dict[str, Any]) -> str:
+    """A replayed call item's JSON arguments. Only a function's and a multi-agent call's item keep the arguments
+    as the model wrote them; the others keep what they parsed out of them, sent back as its compact JSON."""
+    kind = item["type"]
+    if kind in ("function_call", "multi_agent_call"):
+        return str(item["arguments"])
+    if kind == "custom_tool_call":
+        return orjson.dumps({CUSTOM_INPUT: item["input"]}).decode()
+    if kind == "shell_call":
+        return orjson.dumps({key: value for key, value in item["action"].items() if value is not None}).decode()
+    if kind == "local_shell_call":
+        return orjson.dumps({key: value for key, value in item["action"].items()
+                             if key in ("command", "working_directory", "timeout_ms", "env")
+                             and value not in (None, {})}).decode()
+    if kind == "computer_call":
+        return orjson.dumps(computer_call_arguments(item)[1]).decode()
+    if kind == "apply_patch_call":
+        return orjson.dumps(item["operation"]).decode()
+    return orjson.dumps(item.get("arguments") or {}).decode()
+
+
+def replayed_arguments(item: dict[str, Any]) -> str | None:
+    """The arguments the next response's history will send a call of the tool loop back with (its item alone is
+    kept), for the loop's next turn to send the same (output_builder's turn message): None where that is what the
+    model wrote (a function's, an MCP call's) or where history shows no call (an image generation's note)."""
+    kind = item.get("type")
+    if kind in _SERVER_CALL_KINDS:
+        return sent_back_arguments(item)
+    if kind == "program":
+        arguments: str = program_tool_call(item, "")["function"]["arguments"]
+        return arguments
+    if kind in _CALL_KINDS and kind not in ("function_call", "multi_agent_call"):
+        return _call_arguments(item)
+    return None
 
 
 def _output_of(item: dict[str, Any], options: EngineOptions) -> str | list[dict[str, Any]]:

@@ -58,13 +58,14 @@ def follow_up_request(body: dict[str, Any], turn: TurnResult, results: Sequence[
         message = {key: value for key, value in message.items() if key != "reasoning_content"}
     if message.get("content") is None and options.tool_call_content == "empty":
         message = dict(message, content="")
-    messages = [*body["messages"], message]
-    if options.tool_result_role == "tool":
-        messages += (tool_message(result) for result in results)
+    calls = message.get("tool_calls") or ()
+    inline = turn.inline
+    if inline and len(calls) > 1:  # as history will show them: each such call answered before the next
+        messages = [*body["messages"]]
+        _append_as_history(messages, message, calls, inline, results, options)
     else:
-        names = {call["id"]: call["function"]["name"] for call in message.get("tool_calls") or ()}
-        for result in results:
-            append_tool_result(messages, result.call_id, names.get(result.call_id), result.content, options)
+        messages = [*body["messages"], message]
+        _append_results(messages, message, results, options)
     follow_up = dict(body, messages=messages)
     if tools_exhausted:
         for key in ("tools", "tool_choice", "parallel_tool_calls"):
@@ -72,3 +73,43 @@ def follow_up_request(body: dict[str, Any], turn: TurnResult, results: Sequence[
         return follow_up
     set_turn_tools(follow_up, tool_choice, parallel_tool_calls, plan, first=False)
     return follow_up
+
+
+def _append_results(messages: list[dict[str, Any]], message: dict[str, Any], results: Sequence[ToolResult],
+                    options: EngineOptions) -> None:
+    """The results after the turn's assistant ``message``: one ``tool`` message each, or the ``user`` turn(s) that
+    name them (``tool_result_role``)."""
+    if options.tool_result_role == "tool":
+        messages += (tool_message(result) for result in results)
+        return
+    names = {call["id"]: call["function"]["name"] for call in message.get("tool_calls") or ()}
+    for result in results:
+        append_tool_result(messages, result.call_id, names.get(result.call_id), result.content, options)
+
+
+def _append_as_history(messages: list[dict[str, Any]], message: dict[str, Any], calls: Sequence[dict[str, Any]],
+                       inline: frozenset[str], results: Sequence[ToolResult], options: EngineOptions) -> None:
+    """The turn as the next response's history will render it (request_translation.items_to_messages), so that
+    its prompt repeats this one: stored output does not mark where a turn ended, and an item that holds a call
+    and its result (``inline``: an MCP call, a search, the code) is replayed as its call answered at once. So the
+    turn's calls go on its assistant message up to and including such a call, its result follows, and the calls
+    after it go on a new assistant message; the other calls' results (their output items come after the calls)
+    follow at the end, in order. The text and reasoning stay on the first message."""
+    head = {key: value for key, value in message.items() if key != "tool_calls"}
+    current: list[dict[str, Any]] = []
+    head["tool_calls"] = current
+    messages.append(head)
+    by_id = {result.call_id: result for result in results}
+    names = {call["id"]: call["function"]["name"] for call in calls}
+    for call in calls:
+        if messages[-1] is not head:  # a result came after the last call: the next call is a new message
+            head = {"role": "assistant", "content": "" if options.tool_call_content == "empty" else None}
+            head["tool_calls"] = current = []
+            messages.append(head)
+        current.append(call)
+        result = by_id.pop(call["id"], None) if call["id"] in inline else None
+        if result is not None:
+            append_tool_result(messages, result.call_id, names.get(result.call_id), result.content, options)
+    for result in results:
+        if result.call_id in by_id:
+            append_tool_result(messages, result.call_id, names.get(result.call_id), result.content, options)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .server import ITEM_ID_CALLS
 from .tools import CallTarget
 
 
@@ -40,6 +41,15 @@ class TurnResult:
     calls: list[TurnCall]
     message: dict[str, Any]
     finish_reason: str | None
+    resumed_inline: frozenset[str] = frozenset()  # a resumed turn (no calls): its ``inline`` ids, from its record
+
+    @property
+    def inline(self) -> frozenset[str]:
+        """The ids of the calls whose results history shows right after each of them (an MCP call, a search, the
+        code: one item holds call and result, server.ITEM_ID_CALLS); the next turn shows them so too."""
+        if not self.calls:
+            return self.resumed_inline
+        return frozenset(call.call_id for call in self.calls if call.item.get("type") in ITEM_ID_CALLS)
 
     @property
     def server_calls(self) -> list[TurnCall]:
