@@ -281,6 +281,59 @@ async def test_the_tool_loops_turns_and_the_next_response_extend_the_prompt(
                               call_ids=renamed)
 
 
+async def test_parallel_server_calls_and_the_next_response_extend_the_prompt(
+        prefix_sidecar: Sidecar, upstream: UpstreamLog, mcp: MCPTestServer) -> None:
+    """Two MCP calls in one turn: history keeps each as an item holding its result, so the loop's next turn shows
+    them so too (each answered before the next), and the next response's prompt repeats it."""
+    tools = [{"type": "mcp", "server_label": "tools", "server_url": mcp.http_url, "require_approval": "never",
+              "allowed_tools": ["add", "echo"]}]
+    async with await _session(prefix_sidecar) as session:
+        chain = Chain(session, upstream)
+        first = await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="call tools__add call tools__echo")
+        assert [item["type"] for item in first["output"]] == ["mcp_list_tools", "mcp_call", "mcp_call", "message"]
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="and now")
+    assert len(chain.bodies) == 3
+    add, echo = (item for item in first["output"] if item["type"] == "mcp_call")
+    loop, after_loop, chained = chain.bodies
+    assert_extends(loop, after_loop)
+    assert_extends(after_loop, chained)
+    said = await model_answer(prefix_sidecar.upstream_url, loop)
+    assert [call["function"]["arguments"] for call in said["tool_calls"]] == [add["arguments"], echo["arguments"]]
+    assert after_loop["messages"][len(loop["messages"]):] == [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": add["id"], "type": "function", "function": {"name": "tools__add", "arguments": add["arguments"]}}]},
+        {"role": "tool", "tool_call_id": add["id"], "content": add["output"]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": echo["id"], "type": "function", "function": {"name": "tools__echo",
+                                                                 "arguments": echo["arguments"]}}]},
+        {"role": "tool", "tool_call_id": echo["id"], "content": echo["output"]}]
+    assert_answer_follows(after_loop, chained, await model_answer(prefix_sidecar.upstream_url, after_loop))
+
+
+async def test_a_server_tool_search_and_the_next_response_extend_the_prompt(
+        prefix_sidecar: Sidecar, upstream: UpstreamLog) -> None:
+    """The tools a tool search loaded are offered from the loop's next turn on, in the place the next response,
+    planning them from its history, gives them: its tools are the loop's last, in the same order."""
+    invoice = {"type": "function", "name": "get_invoice", "description": "Fetch an invoice", "defer_loading": True,
+               "parameters": {"type": "object", "properties": {"number": {"type": "string"}}}}
+    tools = [{"type": "tool_search"}, invoice, WEATHER]
+    async with await _session(prefix_sidecar) as session:
+        chain = Chain(session, upstream)
+        first = await chain.turn(instructions=INSTRUCTIONS, tools=tools,
+                                 input="call tool_search invoice [then=get_invoice]")
+        assert [item["type"] for item in first["output"]] == ["tool_search_call", "tool_search_output",
+                                                              "function_call"]
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input=[
+            {"type": "function_call_output", "call_id": first["output"][-1]["call_id"], "output": "paid"}])
+    assert len(chain.bodies) == 3
+    loop, after_loop, chained = chain.bodies
+    assert "get_invoice" not in [tool["function"]["name"] for tool in loop["tools"]]
+    assert "get_invoice" in [tool["function"]["name"] for tool in after_loop["tools"]]
+    assert_extends(after_loop, chained)  # messages and tools
+    assert_answer_follows(after_loop, chained, await model_answer(prefix_sidecar.upstream_url, after_loop))
+    assert loop["messages"] == after_loop["messages"][:len(loop["messages"])]
+
+
 async def test_a_web_search_turn_extends_the_prompt(prefix_sidecar: Sidecar, upstream: UpstreamLog) -> None:
     """Within the response the loop's turns extend each other; the next response's prompt repeats them up to the
     search's result, which the model read as the results' text and history sends back as their sources (the text
