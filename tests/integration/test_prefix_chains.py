@@ -24,7 +24,8 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
+from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
+from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
 from tests.support.gateway import envoy_before
 from tests.support.mcp_server import MCPTestServer
 from tests.support.search_server import SearchServer
@@ -64,6 +65,33 @@ async def prefix_sidecar(fake_upstream: str, search: SearchServer,
 async def prefix_envoy(prefix_sidecar: Sidecar) -> AsyncIterator[str]:
     async with envoy_before(prefix_sidecar) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+async def strict_upstream() -> AsyncIterator[str]:
+    """A fake upstream that refuses ``content: null`` beside tool calls and takes results as user turns, as llama.cpp
+    does (its other quirks left off)."""
+    port = free_port()
+    process = ManagedProcess([PYTHON, "-m", "responses_bridge", "fake-upstream", "--port", str(port),
+                              "--quirks", "null-content-400,no-pairing-check"], "fake-upstream-quirks")
+    process.start()
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/health", process=process)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+async def switched_sidecar(strict_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
+    """The profile switches that change how history is rendered, each the other way: results as user turns,
+    ``content: ""`` beside tool calls, reasoning sent back, the ``developer`` role."""
+    env = {"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1", "RESPONSES_BRIDGE_TOOL_RESULT_ROLE": "user",
+           "RESPONSES_BRIDGE_TOOL_CALL_CONTENT": "empty", "RESPONSES_BRIDGE_REASONING_HISTORY": "reasoning_content",
+           "RESPONSES_BRIDGE_DEVELOPER_ROLE": "developer"}
+    async with running_sidecar(str(tmp_path_factory.mktemp("switched")), strict_upstream, env=env,
+                               extproc=False) as started:
+        yield started
 
 
 @pytest.fixture
@@ -140,13 +168,16 @@ def assert_answer_follows(before: dict[str, Any], after: dict[str, Any], said: d
                           *, call_ids: dict[str, str] | None = None) -> None:
     """The assistant message right after ``before``'s messages is what the model ``said``: its text identical,
     its calls' names and arguments byte for byte (``call_ids``: a server call's id as the bridge keeps it, the
-    item's, for the model's)."""
+    item's, for the model's). Calls whose results history shows at once (parallel MCP calls) continue on the
+    assistant messages after their results, with no text of their own."""
     answer = after["messages"][len(before["messages"])]
     assert answer["role"] == "assistant"
     assert (answer.get("content") or None) == (said.get("content") or None)
     assert answer.get("refusal") == said.get("refusal")
+    answers = [message for message in after["messages"][len(before["messages"]):] if message["role"] == "assistant"]
+    assert all(not message.get("content") for message in answers[1:])
     calls = [(call["id"], call["function"]["name"], call["function"]["arguments"])
-             for call in answer.get("tool_calls") or ()]
+             for message in answers for call in message.get("tool_calls") or ()]
     renamed = call_ids or {}
     assert calls == [(renamed.get(call["id"], call["id"]), call["function"]["name"], call["function"]["arguments"])
                      for call in said.get("tool_calls") or ()]
@@ -358,6 +389,43 @@ async def test_a_web_search_turn_extends_the_prompt(prefix_sidecar: Sidecar, ups
     assert sent_back == dict(read, content="Web search results (sources): " + ", ".join(
         source["url"] for source in searched["action"]["sources"]))
     assert chained["messages"][result + 1]["content"] == first["output"][-1]["content"][0]["text"]
+
+
+async def test_chains_extend_the_prompt_under_the_other_switches(switched_sidecar: Sidecar, mcp: MCPTestServer
+                                                                 ) -> None:
+    """Under the switches' other values the same holds: reasoning goes back as the model wrote it, results as user
+    turns (several answering one message share one), an assistant message's calls beside ``content: ""``."""
+    tools = [WEATHER, TIME, {"type": "mcp", "server_label": "tools", "server_url": mcp.http_url,
+                             "require_approval": "never", "allowed_tools": ["add", "echo"]}]
+    upstream = UpstreamLog(switched_sidecar.upstream_url.removesuffix("/v1"))
+    await upstream.clear()
+    async with aiohttp.ClientSession(base_url=switched_sidecar.http_url,
+                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
+        chain = Chain(session, upstream)
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input=[
+            {"role": "developer", "content": "be terse"}, {"role": "user", "content": "[think] hello"}])
+        called = await chain.turn(instructions=INSTRUCTIONS, tools=tools,
+                                  input="[think] call get_weather Rome call get_time Rome")
+        calls = [item for item in called["output"] if item["type"] == "function_call"]
+        assert len(calls) == 2
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input=[
+            {"type": "function_call_output", "call_id": call["call_id"], "output": f"result {index}"}
+            for index, call in enumerate(calls)])
+        looped = await chain.turn(instructions=INSTRUCTIONS, tools=tools,
+                                  input="[think] call tools__add call tools__echo")
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="bye")
+    assert len(chain.bodies) == 6  # the MCP calls' turn and the loop's next
+    assert chain.bodies[0]["messages"][1] == {"role": "developer", "content": "be terse"}
+    renamed = {f"call_tools__{item['name']}_{index}": item["id"]
+               for index, item in enumerate(item for item in looped["output"] if item["type"] == "mcp_call")}
+    for before, after in zip(chain.bodies, chain.bodies[1:], strict=False):
+        assert_extends(before, after)
+        said = await model_answer(switched_sidecar.upstream_url, before)
+        assert_answer_follows(before, after, said, call_ids=renamed)
+        answer = after["messages"][len(before["messages"])]
+        assert answer.get("reasoning_content") == said.get("reasoning_content")
+    results = chain.bodies[2]["messages"][-1]
+    assert results["role"] == "user" and "result 0" in results["content"] and "result 1" in results["content"]
 
 
 # --- conversations and background runs ------------------------------------------------------------------------------

@@ -206,6 +206,9 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
             message = _assistant_message(messages, options, fresh=False)
             message.setdefault("tool_calls", []).append({
                 "id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
+            if pending_reasoning:  # the turn's reasoning goes on its message, before the result follows it
+                message["reasoning_content"] = pending_reasoning
+                pending_reasoning = None
             append_tool_result(messages, call_id, name, output, options)
         elif kind == "image_generation_call":  # a note, never the image's base64 (engine/tools/server.py)
             messages.append({"role": "assistant", "content": image_replay_note(item)})
