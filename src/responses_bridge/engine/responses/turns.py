@@ -6,6 +6,10 @@ names and call ids) and one ``tool`` message per call result. Everything else (m
 ``parallel_tool_calls``, response format) is kept; ``tools`` are re-derived from the plan, so tools a server-side
 tool search loaded are offered from this turn on.
 
+The turn is shown as the next response's history will show it, so that response's prompt begins with this one
+(a backend's prefix cache holds it; docs/upstreams.md, "Prefix caches"): a call whose item holds its result (an
+MCP call, a search, the code) is answered before the turn's next call, which goes on a new assistant message.
+
 ``tool_choice`` across turns (engine/tools/turn_tools.py ``set_turn_tools``): a forced choice holds for the
 first turn only; later turns are ``auto`` (``none`` stays ``none``).
 
