@@ -402,7 +402,8 @@ def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "
             if DROPPED is not None:
                 DROPPED.labels(tool_type=kind).inc()
         plan.dropped = unsupported
-    plan.made_from, plan.own = (tools, policy, list(loaded or ()), served), len(plan.functions)
+    if server_search:  # only a server tool search loads tools in the loop (add_loaded_tools)
+        plan.made_from, plan.own = (tools, policy, list(loaded or ()), served), len(plan.functions)
     return plan
 
 
