@@ -5,18 +5,18 @@ llama.cpp's slot cache) holds a chain's prompt only up to the first token that d
 rendered otherwise on the next turn (an id, a call's arguments re-encoded, text folded differently, a tool output
 shown another way) makes the backend prefill everything after it again, every turn.
 
-Each kind of item is a turn n and a turn n+1 chained to it (``previous_response_id``, a conversation, a background
-run, the server-side tool loop's turns within one response); the fake upstream records both bodies, and the model's
-answer to turn n is asked of the same fake again (it is deterministic), so the answer the next turn carries is
-compared with what the model wrote: text identical, a call's arguments byte for byte (``[args_raw64=…]`` makes the
-model write them spaced, as vLLM's parsers do). Where the prefix cannot hold (docs/upstreams.md, "Prefix caches")
-the tests say what changes instead. Through the HTTP door; one representative chain also through Envoy.
+Each kind of item is a turn n and a turn n+1 chained to it (``previous_response_id``, a conversation, WebSocket mode,
+an Agents API session's turns); the fake upstream records both bodies, and the model's answer to turn n is asked of
+the same fake again (it is deterministic), so the answer the next turn carries is compared with what the model
+wrote: text identical, a call's arguments byte for byte (``[args_raw64=…]`` makes the model write them spaced, as
+vLLM's parsers do). Where the prefix cannot hold (docs/upstreams.md, "Prefix caches") the tests say what changes
+instead. Through the HTTP door; one representative chain also through Envoy. The tool loop's turns, background runs
+and the profile switches' other values: test_prefix_tool_loop.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,40 +24,29 @@ import aiohttp
 import orjson
 import pytest
 
-from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
-from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
+from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 from tests.support.gateway import envoy_before
-from tests.support.mcp_server import MCPTestServer
-from tests.support.search_server import SearchServer
+from tests.support.prefix_chains import (
+    INSTRUCTIONS,
+    PNG,
+    SPACED_ARGS,
+    TIME,
+    WEATHER,
+    Chain,
+    assert_answer_follows,
+    assert_chain_extends,
+    assert_extends,
+    model_answer,
+    raw_args,
+    session_at,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
-INSTRUCTIONS = "You are a careful assistant. Answer briefly."
-WEATHER = {"type": "function", "name": "get_weather", "description": "Weather for a city",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
-                          "required": ["city", "unit"]}}
-TIME = {"type": "function", "name": "get_time", "description": "Time in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
-SPACED_ARGS = '{"unit": "C",  "city": "Rome"}'  # key order and spacing no re-encoding would keep
-PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5E"
-       "rkJggg==")
-
-
-def raw_args(arguments: str) -> str:
-    return f"[args_raw64={base64.b64encode(arguments.encode()).decode()}]"
-
 
 @pytest.fixture(scope="module")
-async def search() -> AsyncIterator[SearchServer]:
-    async with SearchServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-async def prefix_sidecar(fake_upstream: str, search: SearchServer,
-                         tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
-    env = {"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1", "RESPONSES_BRIDGE_WEB_SEARCH": f"searxng:{search.url}"}
-    async with running_sidecar(str(tmp_path_factory.mktemp("prefix")), fake_upstream, env=env) as started:
+async def prefix_sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
+    async with running_sidecar(str(tmp_path_factory.mktemp("prefix")), fake_upstream) as started:
         yield started
 
 
@@ -67,33 +56,6 @@ async def prefix_envoy(prefix_sidecar: Sidecar) -> AsyncIterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-async def strict_upstream() -> AsyncIterator[str]:
-    """A fake upstream that refuses ``content: null`` beside tool calls and takes results as user turns, as llama.cpp
-    does (its other quirks left off)."""
-    port = free_port()
-    process = ManagedProcess([PYTHON, "-m", "responses_bridge", "fake-upstream", "--port", str(port),
-                              "--quirks", "null-content-400,no-pairing-check"], "fake-upstream-quirks")
-    process.start()
-    try:
-        await wait_http(f"http://127.0.0.1:{port}/health", process=process)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.stop()
-
-
-@pytest.fixture(scope="module")
-async def switched_sidecar(strict_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
-    """The profile switches that change how history is rendered, each the other way: results as user turns,
-    ``content: ""`` beside tool calls, reasoning sent back, the ``developer`` role."""
-    env = {"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1", "RESPONSES_BRIDGE_TOOL_RESULT_ROLE": "user",
-           "RESPONSES_BRIDGE_TOOL_CALL_CONTENT": "empty", "RESPONSES_BRIDGE_REASONING_HISTORY": "reasoning_content",
-           "RESPONSES_BRIDGE_DEVELOPER_ROLE": "developer"}
-    async with running_sidecar(str(tmp_path_factory.mktemp("switched")), strict_upstream, env=env,
-                               extproc=False) as started:
-        yield started
-
-
 @pytest.fixture
 async def upstream(prefix_sidecar: Sidecar) -> UpstreamLog:
     log = UpstreamLog(prefix_sidecar.upstream_url.removesuffix("/v1"))
@@ -101,101 +63,7 @@ async def upstream(prefix_sidecar: Sidecar) -> UpstreamLog:
     return log
 
 
-class Chain:
-    """A client at one door: each turn posts a request (chained to the last unless told otherwise) and keeps the
-    Chat Completions bodies the upstream received for it (several for a tool loop)."""
-
-    def __init__(self, session: aiohttp.ClientSession, upstream: UpstreamLog) -> None:
-        self.session = session
-        self.upstream = upstream
-        self.previous: str | None = None
-        self.seen = 0
-        self.bodies: list[dict[str, Any]] = []
-
-    async def turn(self, chained: bool = True, status: str = "completed", **body: Any) -> dict[str, Any]:
-        body.setdefault("model", "fake-model")
-        if chained and self.previous is not None and "conversation" not in body:
-            body["previous_response_id"] = self.previous
-        async with self.session.post("/v1/responses", json=body) as answer:
-            assert answer.status == 200, await answer.text()
-            if body.get("stream"):
-                final = [orjson.loads(line[6:]) for line in (await answer.read()).decode().splitlines()
-                         if line.startswith("data: {")][-1]["response"]
-            else:
-                final = await answer.json()
-        if body.get("background"):
-            final = await self._finished(final["id"])
-        assert final["status"] == status, final
-        self.previous = final["id"]
-        await self._collect()
-        return final
-
-    async def _finished(self, response_id: str) -> dict[str, Any]:
-        for _ in range(600):
-            async with self.session.get(f"/v1/responses/{response_id}") as answer:
-                found = await answer.json()
-            if found["status"] not in ("queued", "in_progress"):
-                return found
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"background response {response_id} did not finish")
-
-    async def _collect(self) -> None:
-        entries = [entry for entry in await self.upstream.entries() if entry["path"].endswith("/chat/completions")]
-        self.bodies += [entry["body"] for entry in entries[self.seen:]]
-        self.seen = len(entries)
-
-
-async def model_answer(upstream_url: str, body: dict[str, Any]) -> dict[str, Any]:
-    """What the (deterministic) model answers to ``body``, asked again without streaming: its ``message``."""
-    plain = {key: value for key, value in body.items() if key not in ("stream", "stream_options")}
-    async with aiohttp.ClientSession() as session, \
-            session.post(f"{upstream_url}/chat/completions", json=plain) as answer:
-        assert answer.status == 200, await answer.text()
-        message: dict[str, Any] = (await answer.json())["choices"][0]["message"]
-        return message
-
-
-def assert_extends(before: dict[str, Any], after: dict[str, Any]) -> None:
-    """``after``'s messages begin with exactly ``before``'s, element by element, and its tools are the same."""
-    old, new = before["messages"], after["messages"]
-    assert len(new) > len(old), (old, new)
-    for index, message in enumerate(old):
-        assert new[index] == message, f"message {index} was sent otherwise: {message!r} then {new[index]!r}"
-    assert after.get("tools") == before.get("tools")
-
-
-def assert_answer_follows(before: dict[str, Any], after: dict[str, Any], said: dict[str, Any],
-                          *, call_ids: dict[str, str] | None = None) -> None:
-    """The assistant message right after ``before``'s messages is what the model ``said``: its text identical,
-    its calls' names and arguments byte for byte (``call_ids``: a server call's id as the bridge keeps it, the
-    item's, for the model's). Calls whose results history shows at once (parallel MCP calls) continue on the
-    assistant messages after their results, with no text of their own."""
-    answer = after["messages"][len(before["messages"])]
-    assert answer["role"] == "assistant"
-    assert (answer.get("content") or None) == (said.get("content") or None)
-    assert answer.get("refusal") == said.get("refusal")
-    answers = [message for message in after["messages"][len(before["messages"]):] if message["role"] == "assistant"]
-    assert all(not message.get("content") for message in answers[1:])
-    calls = [(call["id"], call["function"]["name"], call["function"]["arguments"])
-             for message in answers for call in message.get("tool_calls") or ()]
-    renamed = call_ids or {}
-    assert calls == [(renamed.get(call["id"], call["id"]), call["function"]["name"], call["function"]["arguments"])
-                     for call in said.get("tool_calls") or ()]
-
-
-async def assert_chain_extends(chain: Chain, upstream_url: str, *, first: int = 0) -> None:
-    """Every recorded turn from ``first`` on extends the one before it, with the model's answer to it next."""
-    for before, after in zip(chain.bodies[first:], chain.bodies[first + 1:], strict=False):
-        assert_extends(before, after)
-        assert_answer_follows(before, after, await model_answer(upstream_url, before))
-
-
 # --- previous_response_id chains, one item kind each ----------------------------------------------------------------
-
-
-async def _session(sidecar: Sidecar) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(base_url=sidecar.http_url, timeout=aiohttp.ClientTimeout(total=60))
-
 
 CHAINS: dict[str, list[dict[str, Any]]] = {
     "text": [{"input": "hello there"}, {"input": "and again"}, {"input": "once more"}],
@@ -227,7 +95,7 @@ CHAINS: dict[str, list[dict[str, Any]]] = {
 @pytest.mark.parametrize("kind", list(CHAINS))
 async def test_a_chained_turn_extends_the_last_prompt(kind: str, prefix_sidecar: Sidecar,
                                                       upstream: UpstreamLog) -> None:
-    async with await _session(prefix_sidecar) as session:
+    async with await session_at(prefix_sidecar) as session:
         chain = Chain(session, upstream)
         for request in CHAINS[kind]:
             await chain.turn(instructions=INSTRUCTIONS, **request)
@@ -240,7 +108,7 @@ async def test_function_calls_and_their_outputs_extend_the_prompt(prefix_sidecar
     """A call's arguments go back byte for byte as the model wrote them (spaced, keys in its order), parallel
     calls on one assistant message, and outputs as text and as parts."""
     tools = [WEATHER, TIME]
-    async with await _session(prefix_sidecar) as session:
+    async with await session_at(prefix_sidecar) as session:
         chain = Chain(session, upstream)
         first = await chain.turn(instructions=INSTRUCTIONS, tools=tools,
                                  input=f"call get_weather {raw_args(SPACED_ARGS)}")
@@ -268,7 +136,7 @@ async def test_a_custom_tool_call_extends_the_prompt(prefix_sidecar: Sidecar, up
     arguments), so it goes back as the compact JSON of that input whatever spacing the model wrote: the one place
     a chained turn's prompt departs from the model's own words is inside the answer it is continuing from."""
     tools = [{"type": "custom", "name": "run_code", "description": "Runs code"}]
-    async with await _session(prefix_sidecar) as session:
+    async with await session_at(prefix_sidecar) as session:
         chain = Chain(session, upstream)
         first = await chain.turn(instructions=INSTRUCTIONS, tools=tools,
                                  input="call run_code " + raw_args('{"input": "print(1)"}'))
@@ -288,151 +156,11 @@ async def test_a_custom_tool_call_extends_the_prompt(prefix_sidecar: Sidecar, up
     assert_answer_follows(after, last, await model_answer(prefix_sidecar.upstream_url, after))
 
 
-# --- the server-side tool loop: turns within one response, then the next response ---------------------------------
-
-
-async def test_the_tool_loops_turns_and_the_next_response_extend_the_prompt(
-        prefix_sidecar: Sidecar, upstream: UpstreamLog, mcp: MCPTestServer) -> None:
-    tools = [{"type": "mcp", "server_label": "tools", "server_url": mcp.http_url, "require_approval": "never",
-              "allowed_tools": ["add", "echo"]}]
-    async with await _session(prefix_sidecar) as session:
-        chain = Chain(session, upstream)
-        first = await chain.turn(instructions=INSTRUCTIONS, tools=tools,
-                                 input="call tools__echo " + raw_args('{"text": "spaced  out"}') + " [then=tools__add]")
-        assert [item["type"] for item in first["output"]] == ["mcp_list_tools", "mcp_call", "mcp_call", "message"]
-        assert first["output"][1]["arguments"] == '{"text": "spaced  out"}'
-        assert len(chain.bodies) == 3  # three model turns in one response
-        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="and now")
-    assert len(chain.bodies) == 4
-    calls = [item for item in first["output"] if item["type"] == "mcp_call"]
-    renamed = {f"call_tools__{call['name']}_0": call["id"] for call in calls}
-    for before, after in zip(chain.bodies, chain.bodies[1:], strict=False):
-        assert_extends(before, after)
-        assert_answer_follows(before, after, await model_answer(prefix_sidecar.upstream_url, before),
-                              call_ids=renamed)
-
-
-async def test_parallel_server_calls_and_the_next_response_extend_the_prompt(
-        prefix_sidecar: Sidecar, upstream: UpstreamLog, mcp: MCPTestServer) -> None:
-    """Two MCP calls in one turn: history keeps each as an item holding its result, so the loop's next turn shows
-    them so too (each answered before the next), and the next response's prompt repeats it."""
-    tools = [{"type": "mcp", "server_label": "tools", "server_url": mcp.http_url, "require_approval": "never",
-              "allowed_tools": ["add", "echo"]}]
-    async with await _session(prefix_sidecar) as session:
-        chain = Chain(session, upstream)
-        first = await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="call tools__add call tools__echo")
-        assert [item["type"] for item in first["output"]] == ["mcp_list_tools", "mcp_call", "mcp_call", "message"]
-        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="and now")
-    assert len(chain.bodies) == 3
-    add, echo = (item for item in first["output"] if item["type"] == "mcp_call")
-    loop, after_loop, chained = chain.bodies
-    assert_extends(loop, after_loop)
-    assert_extends(after_loop, chained)
-    said = await model_answer(prefix_sidecar.upstream_url, loop)
-    assert [call["function"]["arguments"] for call in said["tool_calls"]] == [add["arguments"], echo["arguments"]]
-    assert after_loop["messages"][len(loop["messages"]):] == [
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": add["id"], "type": "function", "function": {"name": "tools__add", "arguments": add["arguments"]}}]},
-        {"role": "tool", "tool_call_id": add["id"], "content": add["output"]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": echo["id"], "type": "function", "function": {"name": "tools__echo",
-                                                                 "arguments": echo["arguments"]}}]},
-        {"role": "tool", "tool_call_id": echo["id"], "content": echo["output"]}]
-    assert_answer_follows(after_loop, chained, await model_answer(prefix_sidecar.upstream_url, after_loop))
-
-
-async def test_a_server_tool_search_and_the_next_response_extend_the_prompt(
-        prefix_sidecar: Sidecar, upstream: UpstreamLog) -> None:
-    """The tools a tool search loaded are offered from the loop's next turn on, in the place the next response,
-    planning them from its history, gives them: its tools are the loop's last, in the same order."""
-    invoice = {"type": "function", "name": "get_invoice", "description": "Fetch an invoice", "defer_loading": True,
-               "parameters": {"type": "object", "properties": {"number": {"type": "string"}}}}
-    tools = [{"type": "tool_search"}, invoice, WEATHER]
-    async with await _session(prefix_sidecar) as session:
-        chain = Chain(session, upstream)
-        first = await chain.turn(instructions=INSTRUCTIONS, tools=tools,
-                                 input="call tool_search invoice [then=get_invoice]")
-        assert [item["type"] for item in first["output"]] == ["tool_search_call", "tool_search_output",
-                                                              "function_call"]
-        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input=[
-            {"type": "function_call_output", "call_id": first["output"][-1]["call_id"], "output": "paid"}])
-    assert len(chain.bodies) == 3
-    loop, after_loop, chained = chain.bodies
-    assert "get_invoice" not in [tool["function"]["name"] for tool in loop["tools"]]
-    assert "get_invoice" in [tool["function"]["name"] for tool in after_loop["tools"]]
-    assert_extends(after_loop, chained)  # messages and tools
-    assert_answer_follows(after_loop, chained, await model_answer(prefix_sidecar.upstream_url, after_loop))
-    assert loop["messages"] == after_loop["messages"][:len(loop["messages"])]
-
-
-async def test_a_web_search_turn_extends_the_prompt(prefix_sidecar: Sidecar, upstream: UpstreamLog) -> None:
-    """Within the response the loop's turns extend each other; the next response's prompt repeats them up to the
-    search's result, which the model read as the results' text and history sends back as their sources (the text
-    is not stored): the one message a chained turn re-renders, and every message after it is prefilled again."""
-    tools = [{"type": "web_search"}]
-    async with await _session(prefix_sidecar) as session:
-        chain = Chain(session, upstream)
-        first = await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="call web_search widgets",
-                                 include=["web_search_call.action.sources"])
-        assert [item["type"] for item in first["output"]] == ["web_search_call", "message"]
-        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="tell me more")
-    assert len(chain.bodies) == 3
-    searched = first["output"][0]
-    loop, after_loop, chained = chain.bodies
-    assert_extends(loop, after_loop)
-    assert_answer_follows(loop, after_loop, await model_answer(prefix_sidecar.upstream_url, loop),
-                          call_ids={"call_web_search_0": searched["id"]})
-    result = len(loop["messages"]) + 1
-    assert chained["messages"][:result] == after_loop["messages"][:result]  # the call itself is sent alike
-    read, sent_back = after_loop["messages"][result], chained["messages"][result]
-    assert read["content"].startswith("Web search results. Where you use a source")
-    assert sent_back == dict(read, content="Web search results (sources): " + ", ".join(
-        source["url"] for source in searched["action"]["sources"]))
-    assert chained["messages"][result + 1]["content"] == first["output"][-1]["content"][0]["text"]
-
-
-async def test_chains_extend_the_prompt_under_the_other_switches(switched_sidecar: Sidecar, mcp: MCPTestServer
-                                                                 ) -> None:
-    """Under the switches' other values the same holds: reasoning goes back as the model wrote it, results as user
-    turns (several answering one message share one), an assistant message's calls beside ``content: ""``."""
-    tools = [WEATHER, TIME, {"type": "mcp", "server_label": "tools", "server_url": mcp.http_url,
-                             "require_approval": "never", "allowed_tools": ["add", "echo"]}]
-    upstream = UpstreamLog(switched_sidecar.upstream_url.removesuffix("/v1"))
-    await upstream.clear()
-    async with aiohttp.ClientSession(base_url=switched_sidecar.http_url,
-                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
-        chain = Chain(session, upstream)
-        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input=[
-            {"role": "developer", "content": "be terse"}, {"role": "user", "content": "[think] hello"}])
-        called = await chain.turn(instructions=INSTRUCTIONS, tools=tools,
-                                  input="[think] call get_weather Rome call get_time Rome")
-        calls = [item for item in called["output"] if item["type"] == "function_call"]
-        assert len(calls) == 2
-        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input=[
-            {"type": "function_call_output", "call_id": call["call_id"], "output": f"result {index}"}
-            for index, call in enumerate(calls)])
-        looped = await chain.turn(instructions=INSTRUCTIONS, tools=tools,
-                                  input="[think] call tools__add call tools__echo")
-        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="bye")
-    assert len(chain.bodies) == 6  # the MCP calls' turn and the loop's next
-    assert chain.bodies[0]["messages"][1] == {"role": "developer", "content": "be terse"}
-    renamed = {f"call_tools__{item['name']}_{index}": item["id"]
-               for index, item in enumerate(item for item in looped["output"] if item["type"] == "mcp_call")}
-    for before, after in zip(chain.bodies, chain.bodies[1:], strict=False):
-        assert_extends(before, after)
-        said = await model_answer(switched_sidecar.upstream_url, before)
-        assert_answer_follows(before, after, said, call_ids=renamed)
-        answer = after["messages"][len(before["messages"])]
-        assert answer.get("reasoning_content") == said.get("reasoning_content")
-    results = chain.bodies[2]["messages"][-1]
-    assert results["role"] == "user" and "result 0" in results["content"] and "result 1" in results["content"]
-
-
-# --- conversations and background runs ------------------------------------------------------------------------------
+# --- conversations, WebSocket mode, Agents API sessions -------------------------------------------------------------
 
 
 async def test_a_conversations_turns_extend_the_prompt(prefix_sidecar: Sidecar, upstream: UpstreamLog) -> None:
-    async with await _session(prefix_sidecar) as session:
+    async with await session_at(prefix_sidecar) as session:
         async with session.post("/v1/conversations", json={"items": [
                 {"type": "message", "role": "user", "content": "from the start"}]}) as answer:
             assert answer.status == 200, await answer.text()
@@ -449,30 +177,10 @@ async def test_a_conversations_turns_extend_the_prompt(prefix_sidecar: Sidecar, 
     assert chain.bodies[0]["messages"][1] == {"role": "user", "content": "from the start"}
 
 
-async def test_background_turns_extend_the_prompt(prefix_sidecar: Sidecar, upstream: UpstreamLog,
-                                                  mcp: MCPTestServer) -> None:
-    tools = [{"type": "mcp", "server_label": "tools", "server_url": mcp.http_url, "require_approval": "never",
-              "allowed_tools": ["add"]}, WEATHER]
-    async with await _session(prefix_sidecar) as session:
-        chain = Chain(session, upstream)
-        first = await chain.turn(instructions=INSTRUCTIONS, tools=tools, background=True, input="call tools__add")
-        called = await chain.turn(instructions=INSTRUCTIONS, tools=tools, background=True, stream=True,
-                                  input=f"call get_weather {raw_args(SPACED_ARGS)}")
-        await chain.turn(instructions=INSTRUCTIONS, tools=tools, background=True, input=[
-            {"type": "function_call_output", "call_id": called["output"][-1]["call_id"], "output": "sunny"},
-            {"role": "user", "content": "[think] after"}])
-    assert len(chain.bodies) == 4
-    added = next(item for item in first["output"] if item["type"] == "mcp_call")
-    for before, after in zip(chain.bodies, chain.bodies[1:], strict=False):
-        assert_extends(before, after)
-        assert_answer_follows(before, after, await model_answer(prefix_sidecar.upstream_url, before),
-                              call_ids={"call_tools__add_0": added["id"]})
-
-
 @pytest.mark.parametrize("store", [True, False])
 async def test_websocket_turns_extend_the_prompt(store: bool, prefix_sidecar: Sidecar, upstream: UpstreamLog) -> None:
     """WebSocket mode's chains, stored or held by the connection alone (``store: false``)."""
-    async with await _session(prefix_sidecar) as session, session.ws_connect("/v1/responses") as ws:
+    async with await session_at(prefix_sidecar) as session, session.ws_connect("/v1/responses") as ws:
         chain = Chain(session, upstream)
 
         async def turn(**fields: Any) -> dict[str, Any]:
@@ -501,7 +209,7 @@ async def test_websocket_turns_extend_the_prompt(store: bool, prefix_sidecar: Si
 async def test_an_agent_sessions_turns_extend_the_prompt(prefix_sidecar: Sidecar, upstream: UpstreamLog) -> None:
     """An Agents API session's turns are runs over the session's history: each turn's prompt extends the last."""
     beta = {"OpenAI-Beta": "agents=v1"}
-    async with await _session(prefix_sidecar) as session:
+    async with await session_at(prefix_sidecar) as session:
         chain = Chain(session, upstream)
 
         async def idle(session_id: str, turns: int) -> None:

@@ -1,0 +1,245 @@
+"""The prompt of every turn of the server-side tool loop, and of the response chained after it, extends the last one
+exactly (test_prefix_chains.py says why and how it is checked): MCP calls one after another and in parallel, a server
+tool search that loads tools, a web search (whose result history keeps only as its sources: the one message a
+chained turn re-renders), background runs, and the same chains under the profile switches' other values (results
+as user turns, ``content: ""`` beside calls, reasoning sent back, the ``developer`` role). Through the HTTP door: the
+loop runs in the sidecar whichever door the request came in by, and test_prefix_chains.py has a chain through Envoy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
+from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
+from tests.support.mcp_server import MCPTestServer
+from tests.support.prefix_chains import (
+    INSTRUCTIONS,
+    SPACED_ARGS,
+    TIME,
+    WEATHER,
+    Chain,
+    assert_answer_follows,
+    assert_extends,
+    model_answer,
+    raw_args,
+    session_at,
+)
+from tests.support.search_server import SearchServer
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@pytest.fixture(scope="module")
+async def search() -> AsyncIterator[SearchServer]:
+    async with SearchServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def prefix_sidecar(fake_upstream: str, search: SearchServer,
+                         tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
+    env = {"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1", "RESPONSES_BRIDGE_WEB_SEARCH": f"searxng:{search.url}"}
+    async with running_sidecar(str(tmp_path_factory.mktemp("prefix")), fake_upstream, env=env,
+                               extproc=False) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+async def strict_upstream() -> AsyncIterator[str]:
+    """A fake upstream that refuses ``content: null`` beside tool calls and takes results as user turns, as llama.cpp
+    does (its other quirks left off)."""
+    port = free_port()
+    process = ManagedProcess([PYTHON, "-m", "responses_bridge", "fake-upstream", "--port", str(port),
+                              "--quirks", "null-content-400,no-pairing-check"], "fake-upstream-quirks")
+    process.start()
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/health", process=process)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+async def switched_sidecar(strict_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
+    """The profile switches that change how history is rendered, each the other way: results as user turns,
+    ``content: ""`` beside tool calls, reasoning sent back, the ``developer`` role."""
+    env = {"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1", "RESPONSES_BRIDGE_TOOL_RESULT_ROLE": "user",
+           "RESPONSES_BRIDGE_TOOL_CALL_CONTENT": "empty", "RESPONSES_BRIDGE_REASONING_HISTORY": "reasoning_content",
+           "RESPONSES_BRIDGE_DEVELOPER_ROLE": "developer"}
+    async with running_sidecar(str(tmp_path_factory.mktemp("switched")), strict_upstream, env=env,
+                               extproc=False) as started:
+        yield started
+
+
+@pytest.fixture
+async def upstream(prefix_sidecar: Sidecar) -> UpstreamLog:
+    log = UpstreamLog(prefix_sidecar.upstream_url.removesuffix("/v1"))
+    await log.clear()
+    return log
+
+
+# --- the server-side tool loop: turns within one response, then the next response ---------------------------------
+
+
+async def test_the_tool_loops_turns_and_the_next_response_extend_the_prompt(
+        prefix_sidecar: Sidecar, upstream: UpstreamLog, mcp: MCPTestServer) -> None:
+    tools = [{"type": "mcp", "server_label": "tools", "server_url": mcp.http_url, "require_approval": "never",
+              "allowed_tools": ["add", "echo"]}]
+    async with await session_at(prefix_sidecar) as session:
+        chain = Chain(session, upstream)
+        first = await chain.turn(instructions=INSTRUCTIONS, tools=tools,
+                                 input="call tools__echo " + raw_args('{"text": "spaced  out"}') + " [then=tools__add]")
+        assert [item["type"] for item in first["output"]] == ["mcp_list_tools", "mcp_call", "mcp_call", "message"]
+        assert first["output"][1]["arguments"] == '{"text": "spaced  out"}'
+        assert len(chain.bodies) == 3  # three model turns in one response
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="and now")
+    assert len(chain.bodies) == 4
+    calls = [item for item in first["output"] if item["type"] == "mcp_call"]
+    renamed = {f"call_tools__{call['name']}_0": call["id"] for call in calls}
+    for before, after in zip(chain.bodies, chain.bodies[1:], strict=False):
+        assert_extends(before, after)
+        assert_answer_follows(before, after, await model_answer(prefix_sidecar.upstream_url, before),
+                              call_ids=renamed)
+
+
+async def test_parallel_server_calls_and_the_next_response_extend_the_prompt(
+        prefix_sidecar: Sidecar, upstream: UpstreamLog, mcp: MCPTestServer) -> None:
+    """Two MCP calls in one turn: history keeps each as an item holding its result, so the loop's next turn shows
+    them so too (each answered before the next), and the next response's prompt repeats it."""
+    tools = [{"type": "mcp", "server_label": "tools", "server_url": mcp.http_url, "require_approval": "never",
+              "allowed_tools": ["add", "echo"]}]
+    async with await session_at(prefix_sidecar) as session:
+        chain = Chain(session, upstream)
+        first = await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="call tools__add call tools__echo")
+        assert [item["type"] for item in first["output"]] == ["mcp_list_tools", "mcp_call", "mcp_call", "message"]
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="and now")
+    assert len(chain.bodies) == 3
+    add, echo = (item for item in first["output"] if item["type"] == "mcp_call")
+    loop, after_loop, chained = chain.bodies
+    assert_extends(loop, after_loop)
+    assert_extends(after_loop, chained)
+    said = await model_answer(prefix_sidecar.upstream_url, loop)
+    assert [call["function"]["arguments"] for call in said["tool_calls"]] == [add["arguments"], echo["arguments"]]
+    assert after_loop["messages"][len(loop["messages"]):] == [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": add["id"], "type": "function", "function": {"name": "tools__add", "arguments": add["arguments"]}}]},
+        {"role": "tool", "tool_call_id": add["id"], "content": add["output"]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": echo["id"], "type": "function", "function": {"name": "tools__echo",
+                                                                 "arguments": echo["arguments"]}}]},
+        {"role": "tool", "tool_call_id": echo["id"], "content": echo["output"]}]
+    assert_answer_follows(after_loop, chained, await model_answer(prefix_sidecar.upstream_url, after_loop))
+
+
+async def test_a_server_tool_search_and_the_next_response_extend_the_prompt(
+        prefix_sidecar: Sidecar, upstream: UpstreamLog) -> None:
+    """The tools a tool search loaded are offered from the loop's next turn on, in the place the next response,
+    planning them from its history, gives them: its tools are the loop's last, in the same order."""
+    invoice = {"type": "function", "name": "get_invoice", "description": "Fetch an invoice", "defer_loading": True,
+               "parameters": {"type": "object", "properties": {"number": {"type": "string"}}}}
+    tools = [{"type": "tool_search"}, invoice, WEATHER]
+    async with await session_at(prefix_sidecar) as session:
+        chain = Chain(session, upstream)
+        first = await chain.turn(instructions=INSTRUCTIONS, tools=tools,
+                                 input="call tool_search invoice [then=get_invoice]")
+        assert [item["type"] for item in first["output"]] == ["tool_search_call", "tool_search_output",
+                                                              "function_call"]
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input=[
+            {"type": "function_call_output", "call_id": first["output"][-1]["call_id"], "output": "paid"}])
+    assert len(chain.bodies) == 3
+    loop, after_loop, chained = chain.bodies
+    assert "get_invoice" not in [tool["function"]["name"] for tool in loop["tools"]]
+    assert "get_invoice" in [tool["function"]["name"] for tool in after_loop["tools"]]
+    assert_extends(after_loop, chained)  # messages and tools
+    assert_answer_follows(after_loop, chained, await model_answer(prefix_sidecar.upstream_url, after_loop))
+    assert loop["messages"] == after_loop["messages"][:len(loop["messages"])]
+
+
+async def test_a_web_search_turn_extends_the_prompt(prefix_sidecar: Sidecar, upstream: UpstreamLog) -> None:
+    """Within the response the loop's turns extend each other; the next response's prompt repeats them up to the
+    search's result, which the model read as the results' text and history sends back as their sources (the text
+    is not stored): the one message a chained turn re-renders, and every message after it is prefilled again."""
+    tools = [{"type": "web_search"}]
+    async with await session_at(prefix_sidecar) as session:
+        chain = Chain(session, upstream)
+        first = await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="call web_search widgets",
+                                 include=["web_search_call.action.sources"])
+        assert [item["type"] for item in first["output"]] == ["web_search_call", "message"]
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="tell me more")
+    assert len(chain.bodies) == 3
+    searched = first["output"][0]
+    loop, after_loop, chained = chain.bodies
+    assert_extends(loop, after_loop)
+    assert_answer_follows(loop, after_loop, await model_answer(prefix_sidecar.upstream_url, loop),
+                          call_ids={"call_web_search_0": searched["id"]})
+    result = len(loop["messages"]) + 1
+    assert chained["messages"][:result] == after_loop["messages"][:result]  # the call itself is sent alike
+    read, sent_back = after_loop["messages"][result], chained["messages"][result]
+    assert read["content"].startswith("Web search results. Where you use a source")
+    assert sent_back == dict(read, content="Web search results (sources): " + ", ".join(
+        source["url"] for source in searched["action"]["sources"]))
+    assert chained["messages"][result + 1]["content"] == first["output"][-1]["content"][0]["text"]
+
+
+async def test_chains_extend_the_prompt_under_the_other_switches(switched_sidecar: Sidecar, mcp: MCPTestServer
+                                                                 ) -> None:
+    """Under the switches' other values the same holds: reasoning goes back as the model wrote it, results as user
+    turns (several answering one message share one), an assistant message's calls beside ``content: ""``."""
+    tools = [WEATHER, TIME, {"type": "mcp", "server_label": "tools", "server_url": mcp.http_url,
+                             "require_approval": "never", "allowed_tools": ["add", "echo"]}]
+    upstream = UpstreamLog(switched_sidecar.upstream_url.removesuffix("/v1"))
+    await upstream.clear()
+    async with aiohttp.ClientSession(base_url=switched_sidecar.http_url,
+                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
+        chain = Chain(session, upstream)
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input=[
+            {"role": "developer", "content": "be terse"}, {"role": "user", "content": "[think] hello"}])
+        called = await chain.turn(instructions=INSTRUCTIONS, tools=tools,
+                                  input="[think] call get_weather Rome call get_time Rome")
+        calls = [item for item in called["output"] if item["type"] == "function_call"]
+        assert len(calls) == 2
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input=[
+            {"type": "function_call_output", "call_id": call["call_id"], "output": f"result {index}"}
+            for index, call in enumerate(calls)])
+        looped = await chain.turn(instructions=INSTRUCTIONS, tools=tools,
+                                  input="[think] call tools__add call tools__echo")
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="bye")
+    assert len(chain.bodies) == 6  # the MCP calls' turn and the loop's next
+    assert chain.bodies[0]["messages"][1] == {"role": "developer", "content": "be terse"}
+    renamed = {f"call_tools__{item['name']}_{index}": item["id"]
+               for index, item in enumerate(item for item in looped["output"] if item["type"] == "mcp_call")}
+    for before, after in zip(chain.bodies, chain.bodies[1:], strict=False):
+        assert_extends(before, after)
+        said = await model_answer(switched_sidecar.upstream_url, before)
+        assert_answer_follows(before, after, said, call_ids=renamed)
+        answer = after["messages"][len(before["messages"])]
+        assert answer.get("reasoning_content") == said.get("reasoning_content")
+    results = chain.bodies[2]["messages"][-1]
+    assert results["role"] == "user" and "result 0" in results["content"] and "result 1" in results["content"]
+
+
+# --- background runs -----------------------------------------------------------------------------------------------
+
+
+async def test_background_turns_extend_the_prompt(prefix_sidecar: Sidecar, upstream: UpstreamLog,
+                                                  mcp: MCPTestServer) -> None:
+    tools = [{"type": "mcp", "server_label": "tools", "server_url": mcp.http_url, "require_approval": "never",
+              "allowed_tools": ["add"]}, WEATHER]
+    async with await session_at(prefix_sidecar) as session:
+        chain = Chain(session, upstream)
+        first = await chain.turn(instructions=INSTRUCTIONS, tools=tools, background=True, input="call tools__add")
+        called = await chain.turn(instructions=INSTRUCTIONS, tools=tools, background=True, stream=True,
+                                  input=f"call get_weather {raw_args(SPACED_ARGS)}")
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, background=True, input=[
+            {"type": "function_call_output", "call_id": called["output"][-1]["call_id"], "output": "sunny"},
+            {"role": "user", "content": "[think] after"}])
+    assert len(chain.bodies) == 4
+    added = next(item for item in first["output"] if item["type"] == "mcp_call")
+    for before, after in zip(chain.bodies, chain.bodies[1:], strict=False):
+        assert_extends(before, after)
+        assert_answer_follows(before, after, await model_answer(prefix_sidecar.upstream_url, before),
+                              call_ids={"call_tools__add_0": added["id"]})
