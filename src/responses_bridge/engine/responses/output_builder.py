@@ -38,7 +38,7 @@ from ..tools.run_items import RunItems
 from ..tools.server import ServerCallReader
 from ..tools.tools import CallTarget
 from ..tools.turn_result import TurnCall, TurnResult, add_usage
-from .request_translation import replayed_arguments
+from .replayed_calls import loop_arguments
 from .response_object import convert_usage
 
 FINISH_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -356,9 +356,9 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
             message["refusal"] = "".join(refusals)
         if reasoning:
             message["reasoning_content"] = "".join(reasoning)
-        if calls:  # each call's arguments as history will send them back (request_translation.replayed_arguments)
+        if calls:  # each call's arguments as history will send them back (replayed_calls.py)
             message["tool_calls"] = [{"id": call.call_id, "type": "function", "function": {
-                "name": call.name, "arguments": _sent_back(call)}} for call in calls]
+                "name": call.name, "arguments": loop_arguments(call)}} for call in calls]
         return message
 
     def count_usage(self, usage: dict[str, Any] | None) -> None:
@@ -497,14 +497,3 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
         response["error"] = error
         response["usage"] = convert_usage(self.total_usage)
         self.lifecycle(event)
-
-
-def _sent_back(call: TurnCall) -> str:
-    """A call's arguments in the loop's next turn: as the model wrote them where its item keeps them so, else as
-    the next response's history will send them (what the item parsed out of them, re-encoded). A call cut short
-    may have an item without the parsed fields: its arguments as they came (such a turn has no next turn)."""
-    try:
-        replayed = replayed_arguments(call.item)
-    except (KeyError, TypeError, AttributeError):
-        return call.arguments
-    return call.arguments if replayed is None else replayed

@@ -291,19 +291,18 @@ class ToolPlan:
             return self._replan(found)
         extra = plan_tools(None, loaded=found)
         offered = self._taken()
-        added: list[str] = []
-        for function in extra.functions:
-            if function["name"] not in offered:
-                offered.add(function["name"])
-                self.functions.append(function)
-                added.append(function["name"])
-        for name, target in extra.targets.items():
-            self.targets.setdefault(name, target)
-        for name, pair in extra.namespaced.items():
-            self.namespaced.setdefault(name, pair)
-        for key, name in extra.names.items():
-            self.names.setdefault(key, name)
-        return added
+        added = [function for function in extra.functions if function["name"] not in offered]  # names unique
+        self.functions += added
+        self._read_as(extra)
+        return [function["name"] for function in added]
+
+    def _read_as(self, other: ToolPlan) -> None:
+        """Read calls of ``other``'s tools as it does too (names already known keep their reading)."""
+        maps: list[tuple[dict[Any, Any], dict[Any, Any]]] = [
+            (self.targets, other.targets), (self.namespaced, other.namespaced), (self.names, other.names)]
+        for mine, its in maps:
+            for key, value in its.items():
+                mine.setdefault(key, value)
 
     def _replan(self, found: list[dict[str, Any]]) -> list[str]:
         assert self.made_from is not None
@@ -314,12 +313,7 @@ class ToolPlan:
         self.functions = [*fresh.functions, *(function for function in self.functions[self.own:]
                                               if function["name"] not in own)]
         self.made_from, self.own = fresh.made_from, fresh.own
-        for name, target in fresh.targets.items():
-            self.targets.setdefault(name, target)
-        for name, pair in fresh.namespaced.items():
-            self.namespaced.setdefault(name, pair)
-        for key, name in fresh.names.items():
-            self.names.setdefault(key, name)
+        self._read_as(fresh)
         return [function["name"] for function in fresh.functions if function["name"] not in offered]
 
     def server_names(self, kind: str, namespace: str | None = None) -> list[str]:
