@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.engine.tools.turn_result import continues_turn
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
 from tests.support.mcp_server import MCPTestServer
 from tests.support.prefix_chains import (
@@ -108,8 +109,9 @@ async def test_the_tool_loops_turns_and_the_next_response_extend_the_prompt(
 
 async def test_parallel_server_calls_and_the_next_response_extend_the_prompt(
         prefix_sidecar: Sidecar, upstream: UpstreamLog, mcp: MCPTestServer) -> None:
-    """Two MCP calls in one turn: history keeps each as an item holding its result, so the loop's next turn shows
-    them so too (each answered before the next), and the next response's prompt repeats it."""
+    """Two MCP calls in one turn: the loop's next turn shows the turn as the model made it (one assistant message
+    with both calls, then both results), and the next response's history shows it so too: the second call's item
+    says it continues the turn (turn_result.TURN_MARK), where each item alone holds its call and its result."""
     tools = [{"type": "mcp", "server_label": "tools", "server_url": mcp.http_url, "require_approval": "never",
               "allowed_tools": ["add", "echo"]}]
     async with await session_at(prefix_sidecar) as session:
@@ -117,8 +119,11 @@ async def test_parallel_server_calls_and_the_next_response_extend_the_prompt(
         first = await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="call tools__add call tools__echo")
         assert [item["type"] for item in first["output"]] == ["mcp_list_tools", "mcp_call", "mcp_call", "message"]
         await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="and now")
+        async with session.get(f"/v1/responses/{first['id']}") as answer:  # stored so, read back so
+            assert [item["id"] for item in (await answer.json())["output"]] == [item["id"] for item in first["output"]]
     assert len(chain.bodies) == 3
     add, echo = (item for item in first["output"] if item["type"] == "mcp_call")
+    assert (continues_turn(add), continues_turn(echo)) == (False, True)
     loop, after_loop, chained = chain.bodies
     assert_extends(loop, after_loop)
     assert_extends(after_loop, chained)
@@ -126,12 +131,13 @@ async def test_parallel_server_calls_and_the_next_response_extend_the_prompt(
     assert [call["function"]["arguments"] for call in said["tool_calls"]] == [add["arguments"], echo["arguments"]]
     assert after_loop["messages"][len(loop["messages"]):] == [
         {"role": "assistant", "content": None, "tool_calls": [
-            {"id": add["id"], "type": "function", "function": {"name": "tools__add", "arguments": add["arguments"]}}]},
-        {"role": "tool", "tool_call_id": add["id"], "content": add["output"]},
-        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": add["id"], "type": "function", "function": {"name": "tools__add", "arguments": add["arguments"]}},
             {"id": echo["id"], "type": "function", "function": {"name": "tools__echo",
                                                                  "arguments": echo["arguments"]}}]},
+        {"role": "tool", "tool_call_id": add["id"], "content": add["output"]},
         {"role": "tool", "tool_call_id": echo["id"], "content": echo["output"]}]
+    assert_answer_follows(loop, after_loop, said, call_ids={"call_tools__add_0": add["id"],
+                                                            "call_tools__echo_1": echo["id"]})
     assert_answer_follows(after_loop, chained, await model_answer(prefix_sidecar.upstream_url, after_loop))
 
 

@@ -94,17 +94,17 @@ def assert_extends(before: dict[str, Any], after: dict[str, Any]) -> None:
 def assert_answer_follows(before: dict[str, Any], after: dict[str, Any], said: dict[str, Any],
                           *, call_ids: dict[str, str] | None = None) -> None:
     """The assistant message right after ``before``'s messages is what the model ``said``: its text identical,
-    its calls' names and arguments byte for byte (``call_ids``: a server call's id as the bridge keeps it, the
-    item's, for the model's). Calls whose results history shows at once (parallel MCP calls) continue on the
-    assistant messages after their results, with no text of their own."""
+    all its calls on it, their names and arguments byte for byte (``call_ids``: a server call's id as the bridge
+    keeps it, the item's, for the model's), as the model made the turn; no other assistant message follows
+    before the next input."""
     answer = after["messages"][len(before["messages"])]
     assert answer["role"] == "assistant"
     assert (answer.get("content") or None) == (said.get("content") or None)
     assert answer.get("refusal") == said.get("refusal")
-    answers = [message for message in after["messages"][len(before["messages"]):] if message["role"] == "assistant"]
-    assert all(not message.get("content") for message in answers[1:])
+    rest = after["messages"][len(before["messages"]) + 1:]
+    assert not [message for message in rest if message["role"] == "assistant"], rest
     calls = [(call["id"], call["function"]["name"], call["function"]["arguments"])
-             for message in answers for call in message.get("tool_calls") or ()]
+             for call in answer.get("tool_calls") or ()]
     renamed = call_ids or {}
     assert calls == [(renamed.get(call["id"], call["id"]), call["function"]["name"], call["function"]["arguments"])
                      for call in said.get("tool_calls") or ()]

@@ -32,7 +32,7 @@ from responses_bridge.engine.sse import DONE, SSEDecoder, encode_event
 from responses_bridge.engine.tools.builtin import SERVED_TOOL_TYPES, served_tool_types
 from responses_bridge.engine.tools.server import mcp_call_error
 from responses_bridge.engine.tools.tools import MAX_NAME, ToolPlan, plan_tools
-from responses_bridge.engine.tools.turn_result import TurnResult
+from responses_bridge.engine.tools.turn_result import TurnCall, TurnResult, continues_turn
 from responses_bridge.engine.tools.turn_tools import set_turn_tools
 from responses_bridge.protocol.responses.request import parse_request
 from responses_bridge.run.tools.mcp_model import MCPToolError
@@ -408,15 +408,15 @@ def test_follow_up_turns_carry_the_whole_assistant_turn_and_every_result() -> No
     h, _ = run_three_turns(True)
     first, second, third = h.bodies
     assert second["messages"][:len(first["messages"])] == first["messages"]
-    assistant, mcp_result, searching, search_result = second["messages"][len(first["messages"]):]
+    assistant, mcp_result, search_result = second["messages"][len(first["messages"]):]
     mcp_id, search_id = (item["id"] for item in h.response["output"] if item["type"] in ("mcp_call", "web_search_call"))
-    # as the next response's history will show the turn (test_a_continued_chain_replays_…): under the items' ids,
-    # each call answered before the next, the MCP call's arguments as the model wrote them, the search's as
-    # history keeps them (its query); the text on the first message
+    # the turn as the model made it, as the next response's history will show it (test_a_continued_chain_replays_…,
+    # the search's id marked as continuing the turn): under the items' ids, the MCP call's arguments as the model
+    # wrote them, the search's as history keeps them (its query); then the results in order
+    assert search_id.startswith("ws_turn")
     assert assistant == {"role": "assistant", "content": "Let me look.", "tool_calls": [
         {"id": mcp_id, "type": "function", "function": {"name": "docs__search_docs",
-                                                          "arguments": '{"q": "A"}'}}]}
-    assert searching == {"role": "assistant", "content": None, "tool_calls": [
+                                                          "arguments": '{"q": "A"}'}},
         {"id": search_id, "type": "function", "function": {"name": "web_search",
                                                              "arguments": '{"query":"what is A"}'}}]}
     assert mcp_result == {"role": "tool", "tool_call_id": mcp_id, "content": "A is the first letter."}
@@ -703,9 +703,9 @@ def _stored_output() -> list[dict[str, Any]]:
     return h.response["output"]
 
 
-def test_a_continued_chain_replays_server_items_as_calls_and_results() -> None:
+def _replayed(output: list[dict[str, Any]]) -> dict[str, Any]:
     history = [{"type": "message", "id": "msg_u", "status": "completed", "role": "user",
-                "content": [{"type": "input_text", "text": "What is A?"}]}, *_stored_output()]
+                "content": [{"type": "input_text", "text": "What is A?"}]}, *output]
     request = parse_request(orjson.dumps({"model": "m", "input": "And B?", "tools": REQUEST["tools"]}))
     plan = plan_request_tools(request, history, OPTIONS, served=SERVED_TOOL_TYPES)
     plan.add_mcp_tools("docs", DOCS_TOOLS)
@@ -713,15 +713,43 @@ def test_a_continued_chain_replays_server_items_as_calls_and_results() -> None:
     plan.add_server_tool_search(search_tool_function())
     body = build_chat_request(request, history, OPTIONS, plan)
     fake_upstream.validate_chat_request(body)
-    roles = [(message["role"], [call["function"]["name"] for call in message.get("tool_calls") or ()])
-             for message in body["messages"]]
-    assert roles == [("user", []), ("assistant", ["docs__search_docs"]), ("tool", []), ("assistant", ["web_search"]),
-                     ("tool", []), ("assistant", ["tool_search"]), ("tool", []), ("assistant", []), ("user", [])]
+    assert "get_invoice" in {tool["function"]["name"] for tool in body["tools"]}
+    return body
+
+
+def _roles(body: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    return [(message["role"], [call["function"]["name"] for call in message.get("tool_calls") or ()])
+            for message in body["messages"]]
+
+
+def test_a_continued_chain_replays_server_items_as_calls_and_results() -> None:
+    """The first turn's MCP call and web search were made together: the search's id says it continues the turn
+    (turn_result.TURN_MARK), so history shows both calls on the turn's message, then both results."""
+    output = _stored_output()
+    marked = {item["type"]: continues_turn(item) for item in output if item["type"].endswith("_call")}
+    assert marked == {"mcp_call": False, "web_search_call": True, "tool_search_call": False}
+    body = _replayed(output)
+    assert _roles(body) == [("user", []), ("assistant", ["docs__search_docs", "web_search"]), ("tool", []),
+                            ("tool", []), ("assistant", ["tool_search"]), ("tool", []), ("assistant", []),
+                            ("user", [])]
+    assert body["messages"][1]["content"] == "Let me look."
+    assert body["messages"][2]["content"] == "A is the first letter."
+    assert "https://example.com/a" in body["messages"][3]["content"]
+    assert body["messages"][5]["content"] == "Tools loaded: get_invoice"
+
+
+def test_server_items_stored_before_the_turn_mark_replay_each_call_answered_at_once() -> None:
+    """Items without the mark (stored before it existed, or a client's own): each server call is answered before
+    the next call, as history always showed them."""
+    output = [dict(item, id=item["id"].replace("_turn", "_")) for item in _stored_output()]
+    body = _replayed(output)
+    assert _roles(body) == [("user", []), ("assistant", ["docs__search_docs"]), ("tool", []),
+                            ("assistant", ["web_search"]), ("tool", []), ("assistant", ["tool_search"]),
+                            ("tool", []), ("assistant", []), ("user", [])]
     assert body["messages"][1]["content"] == "Let me look."
     assert body["messages"][2]["content"] == "A is the first letter."
     assert "https://example.com/a" in body["messages"][4]["content"]
     assert body["messages"][6]["content"] == "Tools loaded: get_invoice"
-    assert "get_invoice" in {tool["function"]["name"] for tool in body["tools"]}
 
 
 def test_the_next_responses_prompt_repeats_the_loops_last_turn() -> None:
@@ -886,3 +914,69 @@ def test_a_response_stopped_between_turns_is_incomplete_steered() -> None:
     assert (call["type"], call["status"], call["output"]) == ("mcp_call", "completed", "A is the first letter.")
     assert events[-1]["type"] == "response.incomplete" and events[-1]["response"]["incomplete_details"] == {
         "reason": "steered"}
+
+
+# --- a model turn goes back as the model made it (turn_result.TURN_MARK) -------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["tool", "user"])
+def test_a_client_call_after_a_server_call_stays_on_the_turns_message(role: str) -> None:
+    """An MCP call, then a function call, in one turn: the function call's item carries the turn's mark, so the next
+    response's history shows one assistant message with both calls, then the MCP call's result and the function's
+    output, as the model made the turn (results as ``tool`` messages or one ``user`` turn)."""
+    h = Harness(REQUEST, stream=True)
+    h.list_tools()
+    h.open()
+    h.first_body()
+    turn = h.turn([text("Both."), tool(0, id="call_s", name="docs__search_docs", arguments='{"q": "x"}'),
+                   tool(1, id="call_w", name="get_weather", arguments='{"city": "Rome"}'),
+                   *end("tool_calls", 1, 1)], first=True)
+    h.builder.complete_mcp_call(turn.server_calls[0].output_index, output="found")
+    searched, weather = (item for item in h.response["output"] if item["type"] in ("mcp_call", "function_call"))
+    assert (continues_turn(searched), continues_turn(weather)) == (False, True)
+    assert weather["id"].startswith("fc_turn") and weather["call_id"] == "call_w"
+    options = EngineOptions(tool_result_role=role)  # type: ignore[arg-type]
+    history = [{"type": "message", "id": "msg_u", "status": "completed", "role": "user",
+                "content": [{"type": "input_text", "text": "What is A?"}]}, *h.response["output"],
+                {"type": "function_call_output", "call_id": "call_w", "output": "sunny"}]
+    request = parse_request(orjson.dumps({"model": "m", "input": "thanks", "tools": REQUEST["tools"]}))
+    plan = plan_request_tools(request, history, options, served=SERVED_TOOL_TYPES)
+    plan.add_mcp_tools("docs", DOCS_TOOLS)
+    body = build_chat_request(request, history, options, plan)
+    assert body["messages"][1] == {"role": "assistant", "content": "Both.", "tool_calls": [
+        {"id": searched["id"], "type": "function", "function": {"name": "docs__search_docs",
+                                                                  "arguments": '{"q": "x"}'}},
+        {"id": "call_w", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}}]}
+    if role == "tool":
+        assert body["messages"][2:] == [{"role": "tool", "tool_call_id": searched["id"], "content": "found"},
+                                        {"role": "tool", "tool_call_id": "call_w", "content": "sunny"},
+                                        {"role": "user", "content": "thanks"}]
+    else:  # both results answer the one message: one user turn
+        results, thanks = body["messages"][2:]
+        assert results["role"] == "user", results
+        assert results["content"].index(f"(id {searched['id']}):\nfound") < results["content"].index(
+            "(id call_w):\nsunny")
+        assert thanks == {"role": "user", "content": "thanks"}
+
+
+def test_results_go_back_in_the_order_history_shows_them() -> None:
+    """A hosted shell call, then an MCP call, in one turn: history holds the MCP call's result (its item holds it)
+    until the turn's calls are shown, then shows it before the shell's output (an item of its own, after the turn's
+    calls); the loop's next turn sends the results in that order, so the two prompts agree."""
+    shell = {"id": "sh_1", "type": "shell_call", "call_id": "call_sh", "status": "completed",
+             "action": {"commands": ["ls"], "timeout_ms": None, "max_output_length": None}}
+    added = {"id": "mcp_1", "type": "mcp_call", "server_label": "docs", "name": "search_docs",
+             "arguments": '{"q": "x"}', "output": "found", "error": None, "status": "completed"}
+    output = {"id": "sho_1", "type": "shell_call_output", "call_id": "call_sh", "status": "completed",
+              "output": [{"stdout": "a\n", "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}]}
+    replayed: list[dict[str, Any]] = []
+    items_to_messages([shell, added, output], replayed, OPTIONS, _plan_with_servers())
+    message = replayed[0]
+    assert [call["id"] for call in message["tool_calls"]] == ["call_sh", "mcp_1"]
+    calls = [TurnCall("call_sh", "shell", "{}", None, 0, shell, "completed"),
+             TurnCall("mcp_1", "docs__search_docs", '{"q": "x"}', None, 1, added, "completed")]
+    body = follow_up_request({"model": "m", "messages": []}, TurnResult(calls, message, "tool_calls"),
+                             [ToolResult("call_sh", replayed[2]["content"]), ToolResult("mcp_1", "found")],
+                             plan=_plan_with_servers(), tools_exhausted=True)
+    assert body["messages"] == replayed
+    assert [message.get("tool_call_id") for message in replayed[1:]] == ["mcp_1", "call_sh"]

@@ -196,11 +196,9 @@ async def test_a_three_turn_loop_with_mcp_web_search_and_tool_search(
     assert (add["type"], add["status"], add["output"], add["error"]) == ("mcp_call", "completed", "5", None)
     assert searched["status"] == "completed" and searched["action"]["query"] == "widgets"
     assert searched["action"]["sources"][0] == {"type": "url", "url": "https://example.com/widgets/0"}
-    # each call answered before the next, as the next response's history shows the two items
-    assert loop.bodies[1]["messages"][-3:] == [
+    assert [call["id"] for call in loop.bodies[1]["messages"][-3]["tool_calls"]] == [add["id"], searched["id"]]
+    assert loop.bodies[1]["messages"][-2:] == [
         {"role": "tool", "tool_call_id": add["id"], "content": "5"},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": searched["id"], "type": "function", "function": {
-            "name": "web_search", "arguments": '{"query":"widgets"}'}}]},
         {"role": "tool", "tool_call_id": searched["id"], "content": outcome.results[1].content}]
 
     turn, outcome = await loop.step([tool(0, id="call_ts", name="tool_search", arguments='{"query": "invoice"}'),

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..engine.responses.request_translation import mcp_result_text
 from ..engine.responses.turns import ToolResult
-from ..engine.tools.server import ITEM_ID_CALLS, server_reader_for
+from ..engine.tools.server import server_reader_for
 from ..engine.tools.tools import CallTarget
 from ..engine.tools.turn_result import TurnCall, TurnResult
 from ..engine.wire import UpstreamRequest
@@ -131,9 +131,7 @@ async def resumed_first_call(run: ResumableRun, checked: CheckedTools, state: Re
     if call is None:
         return None
     for turn, step in state.steps:
-        inline = frozenset(made["call_id"] for made in turn["calls"]
-                           if (made.get("item") or {}).get("type") in ITEM_ID_CALLS)  # as the turn first sent them
-        call = translator.follow_up(TurnResult([], turn["message"], "tool_calls", resumed_inline=inline),
+        call = translator.follow_up(TurnResult([], turn["message"], "tool_calls"),
                                     [ToolResult(call_id, content) for call_id, content in step["results"]],
                                     tools_exhausted=step["exhausted"])
     if state.steps:

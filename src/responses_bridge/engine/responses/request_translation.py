@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-import orjson
-
 from ...protocol.errors import invalid_request
 from ...protocol.responses.input_items import messages_only
 from ...protocol.responses.request import ResponsesRequest
@@ -34,8 +32,10 @@ from ..tools.programs import (
     program_tool_call,
 )
 from ..tools.server import ITEM_ID_CALLS, image_replay_note, sent_back_arguments
-from ..tools.tools import CUSTOM_INPUT, ToolPlan, loaded_tools, plan_tools
+from ..tools.tools import ToolPlan, loaded_tools, plan_tools
+from ..tools.turn_result import continues_turn
 from ..tools.turn_tools import set_turn_tools
+from .replayed_calls import CALL_KINDS, call_arguments
 
 
 def plan_request_tools(request: ResponsesRequest, history: list[dict[str, Any]], options: EngineOptions,
@@ -151,13 +151,16 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
     """Append the chat messages for ``items``; consecutive assistant output folds into one assistant message,
     because Chat Completions carries text and tool calls of one turn on a single message. Calls of every
     client-executed kind become tool calls of the function they were offered as (``plan``), their outputs
-    tool messages. Items of the tool loop replay the same way: an ``mcp_call``, ``web_search_call`` or
-    ``file_search_call`` is a tool call followed at once by its result (the MCP output or error, the search's
-    sources or results; stored output does not mark where one turn ended, so calls are never folded across their
-    results); ``mcp_list_tools`` and ``mcp_approval_request`` / ``mcp_approval_response`` items are not for the
-    model."""
+    tool messages. Items of the tool loop replay the same way: an ``mcp_call``, ``web_search_call``,
+    ``file_search_call`` or ``code_interpreter_call`` is a tool call followed by its result (the MCP output or
+    error, the search's sources or results, the code's logs), held while the calls after it were made in the same
+    model turn (their ids carry turn_result.TURN_MARK): the turn goes back as one assistant message with all its
+    calls, then their results, as the model made it and the tool loop sent it (an item without the mark, stored
+    before it existed, is answered at once); ``mcp_list_tools`` and ``mcp_approval_request`` /
+    ``mcp_approval_response`` items are not for the model."""
     plan = plan or _NO_TOOLS
     pending_reasoning: str | None = None
+    held: list[tuple[str, str, str]] = []  # the turn's server calls' results, until its calls are all shown
     server_search_id: str | None = None
     screenshots: list[dict[str, Any]] = []  # shown once this turn's tool results are all in (engine/tools/computer.py)
     for item in items:
@@ -167,6 +170,10 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
             continue  # a program's own tool call or its output: the model sees the program and its output only
         if "agent" in item and item["agent"]["agent_name"] != ROOT_AGENT:
             continue  # a subagent's own turns (multi-agent): the root read its result through wait_agent
+        if held and not (kind in _TURN_CALL_KINDS and continues_turn(item)):
+            for held_id, held_name, output in held:
+                append_tool_result(messages, held_id, held_name, output, options)
+            held.clear()
         if screenshots and kind not in _OUTPUT_KINDS:
             messages.extend(screenshots)
             screenshots.clear()
@@ -202,14 +209,14 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
             if kind == "computer_call_output":
                 screenshots.append(screenshot_message(item))
         elif kind in _SERVER_CALL_KINDS:
-            call_id, name, arguments, output = _server_call_of(item, plan)
+            item_id, name, arguments, output = _server_call_of(item, plan)
             message = _assistant_message(messages, options, fresh=False)
             message.setdefault("tool_calls", []).append({
-                "id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
+                "id": item_id, "type": "function", "function": {"name": name, "arguments": arguments}})
             if pending_reasoning:  # the turn's reasoning goes on its message, before the result follows it
                 message["reasoning_content"] = pending_reasoning
                 pending_reasoning = None
-            append_tool_result(messages, call_id, name, output, options)
+            held.append((item_id, name, output))  # after the turn's last call
         elif kind == "image_generation_call":  # a note, never the image's base64 (engine/tools/server.py)
             messages.append({"role": "assistant", "content": image_replay_note(item)})
         elif kind == "reasoning":
@@ -222,16 +229,18 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
         if pending_reasoning and messages and messages[-1]["role"] == "assistant":
             messages[-1]["reasoning_content"] = pending_reasoning
             pending_reasoning = None
+    for held_id, held_name, output in held:
+        append_tool_result(messages, held_id, held_name, output, options)
     messages.extend(screenshots)
 
 
 _NO_TOOLS = ToolPlan()
-_CALL_KINDS = frozenset({"function_call", "custom_tool_call", "shell_call", "local_shell_call", "computer_call",
-                         "apply_patch_call", "tool_search_call", "multi_agent_call"})
+_CALL_KINDS = CALL_KINDS
 _OUTPUT_KINDS = frozenset({"function_call_output", "custom_tool_call_output", "shell_call_output",
                            "local_shell_call_output", "computer_call_output", "apply_patch_call_output",
                            "tool_search_output", "multi_agent_call_output"})
 _SERVER_CALL_KINDS = ITEM_ID_CALLS
+_TURN_CALL_KINDS = _CALL_KINDS | _SERVER_CALL_KINDS | {"program"}  # what may continue a turn (TURN_MARK)
 
 
 def _server_call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, str, str]:
@@ -314,50 +323,14 @@ def _call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str]:
     if kind == "function_call":
         return plan.upstream_name("function", item["name"], item.get("namespace")), item["arguments"]
     if kind == "custom_tool_call":
-        return plan.upstream_name("custom", item["name"], item.get("namespace")), _call_arguments(item)
+        return plan.upstream_name("custom", item["name"], item.get("namespace")), call_arguments(item)
     if kind == "computer_call":  # one action (the preview tool's) or a batch (the GA tool's)
-        return plan.upstream_name(computer_call_arguments(item)[0]), _call_arguments(item)
+        return plan.upstream_name(computer_call_arguments(item)[0]), call_arguments(item)
     if kind == "multi_agent_call":  # the action's function (engine/tools/multi_agent.py)
         return plan.upstream_name("multi_agent", item["action"]), item["arguments"]
     tool_kind = {"shell_call": "shell", "local_shell_call": "local_shell", "apply_patch_call": "apply_patch"}.get(
         kind, "tool_search")
-    return plan.upstream_name(tool_kind), _call_arguments(item)
-
-
-def _call_arguments(item: dict[str, Any]) -> str:
-    """A replayed call item's JSON arguments. Only a function's and a multi-agent call's item keep the arguments
-    as the model wrote them; the others keep what they parsed out of them, sent back as its compact JSON."""
-    kind = item["type"]
-    if kind in ("function_call", "multi_agent_call"):
-        return str(item["arguments"])
-    if kind == "custom_tool_call":
-        return orjson.dumps({CUSTOM_INPUT: item["input"]}).decode()
-    if kind == "shell_call":
-        return orjson.dumps({key: value for key, value in item["action"].items() if value is not None}).decode()
-    if kind == "local_shell_call":
-        return orjson.dumps({key: value for key, value in item["action"].items()
-                             if key in ("command", "working_directory", "timeout_ms", "env")
-                             and value not in (None, {})}).decode()
-    if kind == "computer_call":
-        return orjson.dumps(computer_call_arguments(item)[1]).decode()
-    if kind == "apply_patch_call":
-        return orjson.dumps(item["operation"]).decode()
-    return orjson.dumps(item.get("arguments") or {}).decode()
-
-
-def replayed_arguments(item: dict[str, Any]) -> str | None:
-    """The arguments the next response's history will send a call of the tool loop back with (its item alone is
-    kept), for the loop's next turn to send the same (output_builder's turn message): None where that is what the
-    model wrote (a function's, an MCP call's) or where history shows no call (an image generation's note)."""
-    kind = item.get("type")
-    if kind in _SERVER_CALL_KINDS:
-        return sent_back_arguments(item)
-    if kind == "program":
-        arguments: str = program_tool_call(item, "")["function"]["arguments"]
-        return arguments
-    if kind in _CALL_KINDS and kind not in ("function_call", "multi_agent_call"):
-        return _call_arguments(item)
-    return None
+    return plan.upstream_name(tool_kind), call_arguments(item)
 
 
 def _output_of(item: dict[str, Any], options: EngineOptions) -> str | list[dict[str, Any]]:

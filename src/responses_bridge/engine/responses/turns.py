@@ -6,9 +6,9 @@ names and call ids) and one ``tool`` message per call result. Everything else (m
 ``parallel_tool_calls``, response format) is kept; ``tools`` are re-derived from the plan, so tools a server-side
 tool search loaded are offered from this turn on.
 
-The turn is shown as the next response's history will show it, so that response's prompt begins with this one
-(a backend's prefix cache holds it; docs/upstreams.md, "Prefix caches"): a call whose item holds its result (an
-MCP call, a search, the code) is answered before the turn's next call, which goes on a new assistant message.
+The turn is shown as the model made it, one assistant message with all its calls, and the next response's history
+shows it so too (a call item that continues its turn carries turn_result.TURN_MARK in its id), so that response's
+prompt begins with this one (a backend's prefix cache holds it; docs/upstreams.md, "Prefix caches").
 
 ``tool_choice`` across turns (engine/tools/turn_tools.py ``set_turn_tools``): a forced choice holds for the
 first turn only; later turns are ``auto`` (``none`` stays ``none``).
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..options import EngineOptions
+from ..tools.server import ITEM_ID_CALLS
 from ..tools.tools import ToolPlan
 from ..tools.turn_result import TurnResult
 from ..tools.turn_tools import set_turn_tools
@@ -62,14 +63,14 @@ def follow_up_request(body: dict[str, Any], turn: TurnResult, results: Sequence[
         message = {key: value for key, value in message.items() if key != "reasoning_content"}
     if message.get("content") is None and options.tool_call_content == "empty":
         message = dict(message, content="")
-    calls = message.get("tool_calls") or ()
-    inline = turn.inline
-    if inline and len(calls) > 1:  # as history will show them: each such call answered before the next
-        messages = [*body["messages"]]
-        _append_as_history(messages, message, calls, inline, results, options)
+    messages = [*body["messages"], message]
+    results = _in_history_order(turn, results)
+    if options.tool_result_role == "tool":
+        messages += (tool_message(result) for result in results)
     else:
-        messages = [*body["messages"], message]
-        _append_results(messages, message, results, options)
+        names = {call["id"]: call["function"]["name"] for call in message.get("tool_calls") or ()}
+        for result in results:
+            append_tool_result(messages, result.call_id, names.get(result.call_id), result.content, options)
     follow_up = dict(body, messages=messages)
     if tools_exhausted:
         for key in ("tools", "tool_choice", "parallel_tool_calls"):
@@ -79,41 +80,11 @@ def follow_up_request(body: dict[str, Any], turn: TurnResult, results: Sequence[
     return follow_up
 
 
-def _append_results(messages: list[dict[str, Any]], message: dict[str, Any], results: Sequence[ToolResult],
-                    options: EngineOptions) -> None:
-    """The results after the turn's assistant ``message``: one ``tool`` message each, or the ``user`` turn(s) that
-    name them (``tool_result_role``)."""
-    if options.tool_result_role == "tool":
-        messages += (tool_message(result) for result in results)
-        return
-    names = {call["id"]: call["function"]["name"] for call in message.get("tool_calls") or ()}
-    for result in results:
-        append_tool_result(messages, result.call_id, names.get(result.call_id), result.content, options)
-
-
-def _append_as_history(messages: list[dict[str, Any]], message: dict[str, Any], calls: Sequence[dict[str, Any]],
-                       inline: frozenset[str], results: Sequence[ToolResult], options: EngineOptions) -> None:
-    """The turn as the next response's history will render it (request_translation.items_to_messages), so that
-    its prompt repeats this one: stored output does not mark where a turn ended, and an item that holds a call
-    and its result (``inline``: an MCP call, a search, the code) is replayed as its call answered at once. So the
-    turn's calls go on its assistant message up to and including such a call, its result follows, and the calls
-    after it go on a new assistant message; the other calls' results (their output items come after the calls)
-    follow at the end, in order. The text and reasoning stay on the first message."""
-    head = {key: value for key, value in message.items() if key != "tool_calls"}
-    current: list[dict[str, Any]] = []
-    head["tool_calls"] = current
-    messages.append(head)
-    by_id = {result.call_id: result for result in results}
-    names = {call["id"]: call["function"]["name"] for call in calls}
-    for call in calls:
-        if messages[-1] is not head:  # a result came after the last call: the next call is a new message
-            head = {"role": "assistant", "content": "" if options.tool_call_content == "empty" else None}
-            head["tool_calls"] = current = []
-            messages.append(head)
-        current.append(call)
-        result = by_id.pop(call["id"], None) if call["id"] in inline else None
-        if result is not None:
-            append_tool_result(messages, result.call_id, names.get(result.call_id), result.content, options)
-    for result in results:
-        if result.call_id in by_id:
-            append_tool_result(messages, result.call_id, names.get(result.call_id), result.content, options)
+def _in_history_order(turn: TurnResult, results: Sequence[ToolResult]) -> Sequence[ToolResult]:
+    """The results in the order history will show them: those of calls whose items hold them (an MCP call, a
+    search, the code) first, once the turn's calls are shown; then the others, whose outputs are items of their
+    own after the turn's calls (a hosted shell's, a subagent's). One kind alone keeps the calls' order."""
+    held = {call.call_id for call in turn.calls if call.item["type"] in ITEM_ID_CALLS}
+    if not held or len(held) == len(results):
+        return results
+    return sorted(results, key=lambda result: result.call_id not in held)
