@@ -17,6 +17,7 @@ and the profile switches' other values: test_prefix_tool_loop.py.
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -154,6 +155,89 @@ async def test_a_custom_tool_call_extends_the_prompt(prefix_sidecar: Sidecar, up
     assert said["function"]["arguments"] == '{"input": "print(1)"}'
     assert sent == dict(said, function={"name": "run_code", "arguments": '{"input":"print(1)"}'})
     assert_answer_follows(after, last, await model_answer(prefix_sidecar.upstream_url, after))
+
+
+COMPUTER = {"type": "computer_use_preview", "display_width": 1024, "display_height": 768, "environment": "linux"}
+# each client tool's call (the model's arguments written compactly, as its item will send them back), then its output
+CLIENT_TOOLS: dict[str, tuple[dict[str, Any], str, Any]] = {
+    "shell": ({"type": "shell", "environment": {"type": "local"}}, "call shell " + raw_args('{"commands":["ls"]}'),
+              lambda call: {"type": "shell_call_output", "call_id": call["call_id"], "output": [
+                  {"stdout": "a.txt", "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}]}),
+    "local shell": ({"type": "local_shell"}, "call local_shell " + raw_args(
+        '{"command":["ls","-la"],"working_directory":"/srv"}'),
+                    lambda call: {"type": "local_shell_call_output", "id": call["call_id"], "output": "a.txt"}),
+    "apply patch": ({"type": "apply_patch"}, "call apply_patch " + raw_args(
+        '{"type":"create_file","path":"a.py","diff":"+x = 1"}'),
+                    lambda call: {"type": "apply_patch_call_output", "call_id": call["call_id"],
+                                  "status": "completed", "output": "done"}),
+    "computer use": (COMPUTER, "call computer " + raw_args('{"type":"click","button":"left","x":1,"y":2}'),
+                     lambda call: {"type": "computer_call_output", "call_id": call["call_id"],
+                                   "output": {"type": "computer_screenshot", "image_url": PNG}}),
+}
+
+
+@pytest.mark.parametrize("kind", list(CLIENT_TOOLS))
+async def test_a_client_tools_call_and_output_extend_the_prompt(kind: str, prefix_sidecar: Sidecar,
+                                                                upstream: UpstreamLog) -> None:
+    """A built-in client tool's call (a shell, a local shell, apply_patch, computer use with its screenshot, a client
+    tool search) and its output, chained: each turn's prompt extends the last, the call as the model wrote it."""
+    tool, said, output = CLIENT_TOOLS[kind]
+    tools = [tool, WEATHER]
+    async with await session_at(prefix_sidecar) as session:
+        chain = Chain(session, upstream)
+        first = await chain.turn(instructions=INSTRUCTIONS, tools=tools, input=said)
+        call = first["output"][-1]
+        assert call["type"].endswith("_call"), call
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input=[output(call)])
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="[think] and then")
+    assert len(chain.bodies) == 3
+    await assert_chain_extends(chain, prefix_sidecar.upstream_url)
+
+
+async def test_a_client_tool_search_extends_the_prompt(prefix_sidecar: Sidecar, upstream: UpstreamLog) -> None:
+    """A client tool search's call and output: the messages extend the last turn's; the tools it loaded are offered
+    from the next turn on (docs/upstreams.md: a change of tools, where the prefix ends), then stay as they are."""
+    tools = [{"type": "tool_search", "execution": "client"}, dict(TIME, defer_loading=True), WEATHER]
+    async with await session_at(prefix_sidecar) as session:
+        chain = Chain(session, upstream)
+        first = await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="call tool_search time")
+        call = first["output"][-1]
+        assert call["type"] == "tool_search_call"
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input=[
+            {"type": "tool_search_output", "call_id": call["call_id"], "execution": "client",
+             "tools": [dict(TIME, defer_loading=True)]}])
+        timed = await chain.turn(instructions=INSTRUCTIONS, tools=tools,
+                                 input="call get_time " + raw_args('{"city": "Oslo"}'))
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input=[
+            {"type": "function_call_output", "call_id": timed["output"][-1]["call_id"], "output": "noon"}])
+    assert len(chain.bodies) == 4
+    before, loaded = chain.bodies[:2]
+    assert "get_time" not in [tool["function"]["name"] for tool in before["tools"]]
+    assert "get_time" in [tool["function"]["name"] for tool in loaded["tools"]]
+    assert_extends(before, dict(loaded, tools=before["tools"]))  # the messages
+    assert_answer_follows(before, loaded, await model_answer(prefix_sidecar.upstream_url, before))
+    await assert_chain_extends(chain, prefix_sidecar.upstream_url, first=1)
+
+
+async def test_a_file_input_extends_the_prompt(prefix_sidecar: Sidecar, upstream: UpstreamLog) -> None:
+    """A file given inline and one uploaded and named by ``file_id``: the next turns send them as first sent."""
+    async with await session_at(prefix_sidecar) as session:
+        form = aiohttp.FormData()
+        form.add_field("purpose", "user_data")
+        form.add_field("file", b"the plums are ripe\n", filename="notes.txt", content_type="text/plain")
+        async with session.post("/v1/files", data=form) as answer:
+            assert answer.status == 200, await answer.text()
+            file_id = (await answer.json())["id"]
+        inline = "data:text/plain;base64," + base64.b64encode(b"apples, pears\n").decode()
+        chain = Chain(session, upstream)
+        await chain.turn(instructions=INSTRUCTIONS, input=[{"role": "user", "content": [
+            {"type": "input_text", "text": "read these"}, {"type": "input_file", "file_id": file_id},
+            {"type": "input_file", "filename": "fruit.txt", "file_data": inline}]}])
+        await chain.turn(instructions=INSTRUCTIONS, input="what is ripe")
+        await chain.turn(instructions=INSTRUCTIONS, input="thanks")
+    assert len(chain.bodies) == 3
+    await assert_chain_extends(chain, prefix_sidecar.upstream_url)
+    assert "the plums are ripe" in orjson.dumps(chain.bodies[0]["messages"][1]).decode()
 
 
 # --- conversations, WebSocket mode, Agents API sessions -------------------------------------------------------------

@@ -1,21 +1,29 @@
 """The prompt of every turn of the server-side tool loop, and of the response chained after it, extends the last one
-exactly (test_prefix_chains.py says why and how it is checked): MCP calls one after another and in parallel, a server
-tool search that loads tools, a web search (whose result history keeps only as its sources: the one message a
-chained turn re-renders), background runs, and the same chains under the profile switches' other values (results
-as user turns, ``content: ""`` beside calls, reasoning sent back, the ``developer`` role). Through the HTTP door: the
-loop runs in the sidecar whichever door the request came in by, and test_prefix_chains.py has a chain through Envoy.
+exactly (test_prefix_chains.py says why and how it is checked): MCP calls one after another and in parallel, an
+approved MCP call, a server tool search that loads tools, a web search (whose result history keeps only as its
+sources: the one message a chained turn re-renders), background runs and a resumed one, and the same chains under
+the profile switches' other values (results as user turns, ``content: ""`` beside calls, reasoning sent back, the
+``developer`` role). The loop runs in the sidecar whichever door the request came in by: parallel calls, approvals
+and background runs through both doors (HTTP and Envoy), the rest through the HTTP door.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 
 from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
 from responses_bridge.engine.tools.turn_result import continues_turn
-from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
+from tests.integration.test_background_resume import read_until_deltas, until_ended
+from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar, start_sidecar
+from tests.support.gateway import envoy_before
 from tests.support.mcp_server import MCPTestServer
 from tests.support.prefix_chains import (
     INSTRUCTIONS,
@@ -44,9 +52,24 @@ async def search() -> AsyncIterator[SearchServer]:
 async def prefix_sidecar(fake_upstream: str, search: SearchServer,
                          tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
     env = {"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1", "RESPONSES_BRIDGE_WEB_SEARCH": f"searxng:{search.url}"}
-    async with running_sidecar(str(tmp_path_factory.mktemp("prefix")), fake_upstream, env=env,
-                               extproc=False) as started:
+    async with running_sidecar(str(tmp_path_factory.mktemp("prefix")), fake_upstream, env=env) as started:
         yield started
+
+
+@pytest.fixture(scope="module")
+async def prefix_envoy(prefix_sidecar: Sidecar) -> AsyncIterator[str]:
+    async with envoy_before(prefix_sidecar) as url:
+        yield url
+
+
+@pytest.fixture(params=["http", "envoy"])
+def door_base(request: pytest.FixtureRequest, prefix_sidecar: Sidecar) -> str:
+    """The base URL of the door under test: the loop runs in the sidecar either way, its prompts the same."""
+    return prefix_sidecar.http_url if request.param == "http" else str(request.getfixturevalue("prefix_envoy"))
+
+
+def at_door(base: str) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(base_url=base, timeout=aiohttp.ClientTimeout(total=60))
 
 
 @pytest.fixture(scope="module")
@@ -108,13 +131,13 @@ async def test_the_tool_loops_turns_and_the_next_response_extend_the_prompt(
 
 
 async def test_parallel_server_calls_and_the_next_response_extend_the_prompt(
-        prefix_sidecar: Sidecar, upstream: UpstreamLog, mcp: MCPTestServer) -> None:
+        prefix_sidecar: Sidecar, door_base: str, upstream: UpstreamLog, mcp: MCPTestServer) -> None:
     """Two MCP calls in one turn: the loop's next turn shows the turn as the model made it (one assistant message
     with both calls, then both results), and the next response's history shows it so too: the second call's item
     says it continues the turn (turn_result.TURN_MARK), where each item alone holds its call and its result."""
     tools = [{"type": "mcp", "server_label": "tools", "server_url": mcp.http_url, "require_approval": "never",
               "allowed_tools": ["add", "echo"]}]
-    async with await session_at(prefix_sidecar) as session:
+    async with at_door(door_base) as session:
         chain = Chain(session, upstream)
         first = await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="call tools__add call tools__echo")
         assert [item["type"] for item in first["output"]] == ["mcp_list_tools", "mcp_call", "mcp_call", "message"]
@@ -139,6 +162,31 @@ async def test_parallel_server_calls_and_the_next_response_extend_the_prompt(
     assert_answer_follows(loop, after_loop, said, call_ids={"call_tools__add_0": add["id"],
                                                             "call_tools__echo_1": echo["id"]})
     assert_answer_follows(after_loop, chained, await model_answer(prefix_sidecar.upstream_url, after_loop))
+
+
+async def test_an_approved_mcp_call_extends_the_prompt(prefix_sidecar: Sidecar, door_base: str,
+                                                      upstream: UpstreamLog, mcp: MCPTestServer) -> None:
+    """A call that needs approval: the approval request is not for the model; the response that approves it shows
+    the call made (under the approval request's id, its arguments as the model wrote them) and its result,
+    extending the prompt that asked for it; the next response's history shows it so too, and extends that."""
+    tools = [{"type": "mcp", "server_label": "tools", "server_url": mcp.http_url, "require_approval": "always",
+              "allowed_tools": ["echo"]}]
+    async with at_door(door_base) as session:
+        chain = Chain(session, upstream)
+        first = await chain.turn(instructions=INSTRUCTIONS, tools=tools,
+                                 input="call tools__echo " + raw_args('{"text":  "hi"}'))
+        request = first["output"][-1]
+        assert request["type"] == "mcp_approval_request" and request["arguments"] == '{"text":  "hi"}'
+        approved = await chain.turn(instructions=INSTRUCTIONS, tools=tools, input=[
+            {"type": "mcp_approval_response", "approval_request_id": request["id"], "approve": True}])
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="[think] and now")
+    assert len(chain.bodies) == 3
+    made = next(item for item in approved["output"] if item["type"] == "mcp_call")
+    for before, after in zip(chain.bodies, chain.bodies[1:], strict=False):
+        assert_extends(before, after)
+        assert_answer_follows(before, after, await model_answer(prefix_sidecar.upstream_url, before),
+                              call_ids={"call_tools__echo_0": request["id"]})
+    assert made["approval_request_id"] == request["id"]
 
 
 async def test_a_server_tool_search_and_the_next_response_extend_the_prompt(
@@ -231,11 +279,11 @@ async def test_chains_extend_the_prompt_under_the_other_switches(switched_sideca
 # --- background runs -----------------------------------------------------------------------------------------------
 
 
-async def test_background_turns_extend_the_prompt(prefix_sidecar: Sidecar, upstream: UpstreamLog,
+async def test_background_turns_extend_the_prompt(prefix_sidecar: Sidecar, door_base: str, upstream: UpstreamLog,
                                                   mcp: MCPTestServer) -> None:
     tools = [{"type": "mcp", "server_label": "tools", "server_url": mcp.http_url, "require_approval": "never",
               "allowed_tools": ["add"]}, WEATHER]
-    async with await session_at(prefix_sidecar) as session:
+    async with at_door(door_base) as session:
         chain = Chain(session, upstream)
         first = await chain.turn(instructions=INSTRUCTIONS, tools=tools, background=True, input="call tools__add")
         called = await chain.turn(instructions=INSTRUCTIONS, tools=tools, background=True, stream=True,
@@ -249,3 +297,52 @@ async def test_background_turns_extend_the_prompt(prefix_sidecar: Sidecar, upstr
         assert_extends(before, after)
         assert_answer_follows(before, after, await model_answer(prefix_sidecar.upstream_url, before),
                               call_ids={"call_tools__add_0": added["id"]})
+
+
+async def test_a_resumed_runs_turns_extend_the_prompt(tmp_path: Path, fake_upstream: str,
+                                                      mcp: MCPTestServer) -> None:
+    """A background run killed (``kill -9``) after its parallel MCP calls' results were recorded, in the model call
+    after them, is resumed by the restarted process: the call it makes again is the one made before, message for
+    message (the turn rebuilt from its record as the loop first sent it), and a response chained to it extends it."""
+    marker = f"r{uuid.uuid4().hex[:10]}"
+    tools = [{"type": "mcp", "server_label": "tools", "server_url": mcp.http_url, "require_approval": "never",
+              "allowed_tools": ["add", "echo"]}]
+    db = str(tmp_path / "resumed.db")
+    env = {"RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "1", "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}
+
+    async def started() -> tuple[ManagedProcess, str]:
+        process, http_port, _ = start_sidecar(str(tmp_path), fake_upstream, "--db", db, env=env, extproc=False)
+        base = f"http://127.0.0.1:{http_port}"
+        await wait_http(f"{base}/health", process=process)
+        return process, base
+
+    process, base = await started()
+    try:
+        request = {"model": "fake-model", "instructions": INSTRUCTIONS, "tools": tools, "background": True,
+                   "stream": True, "input": f"call tools__add call tools__echo {marker} [chunks=40] [delay=100]"}
+        async with at_door(base) as session, session.post("/v1/responses", json=request) as answer:
+            seen = await read_until_deltas(answer)  # text comes only in the model call after the results
+            os.kill(process.pid, signal.SIGKILL)
+            process.process.wait()
+    finally:
+        process.stop()
+    process, base = await started()
+    try:
+        response_id = seen[0]["response"]["id"]
+        ended = await until_ended(base, response_id)
+        assert ended["status"] == "completed", ended.get("error")
+        async with at_door(base) as session:
+            chain = Chain(session, UpstreamLog(fake_upstream.removesuffix("/v1")))
+            chain.previous = response_id
+            await chain.turn(instructions=INSTRUCTIONS, tools=tools, input=f"and now {marker}")
+    finally:
+        process.stop()
+    bodies = [body for body in chain.bodies if marker in orjson.dumps(body["messages"]).decode()]
+    assert len(bodies) == 4  # the calls, the answer, the answer made again after the restart, the chained turn
+    loop, before_kill, resumed, chained = bodies
+    assert resumed == before_kill
+    add, echo = (item for item in ended["output"] if item["type"] == "mcp_call")
+    assert [call["id"] for call in resumed["messages"][len(loop["messages"])]["tool_calls"]] == [add["id"], echo["id"]]
+    assert_extends(loop, resumed)
+    assert_extends(resumed, chained)
+    assert_answer_follows(resumed, chained, await model_answer(fake_upstream, resumed))

@@ -106,8 +106,9 @@ def assert_answer_follows(before: dict[str, Any], after: dict[str, Any], said: d
     calls = [(call["id"], call["function"]["name"], call["function"]["arguments"])
              for call in answer.get("tool_calls") or ()]
     renamed = call_ids or {}
-    assert calls == [(renamed.get(call["id"], call["id"]), call["function"]["name"], call["function"]["arguments"])
-                     for call in said.get("tool_calls") or ()]
+    expected = [(renamed.get(call["id"], call["id"]), call["function"]["name"], call["function"]["arguments"])
+                for call in said.get("tool_calls") or ()]
+    assert calls == expected, (calls, expected)
 
 
 async def assert_chain_extends(chain: Chain, upstream_url: str, *, first: int = 0) -> None:

@@ -245,10 +245,12 @@ _TURN_CALL_KINDS = _CALL_KINDS | _SERVER_CALL_KINDS | {"program"}  # what may co
 
 def _server_call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, str, str]:
     """A replayed ``mcp_call`` / ``web_search_call`` / ``file_search_call`` as (call id, upstream name,
-    arguments, tool message text). None of these items has a call id of its own: the item id stands in for it."""
+    arguments, tool message text). None of these items has a call id of its own: the item id stands in for it, or
+    an approved MCP call's ``approval_request_id``, under which the response that approved it showed it made."""
     if item["type"] == "mcp_call":
         name = plan.upstream_name("mcp", item["name"], item["server_label"])
-        return item["id"], name, sent_back_arguments(item), mcp_result_text(item.get("output"), item.get("error"))
+        return (item.get("approval_request_id") or item["id"], name, sent_back_arguments(item),
+                mcp_result_text(item.get("output"), item.get("error")))
     if item["type"] == "file_search_call":
         return file_search_replay(item, plan)
     if item["type"] == "code_interpreter_call":
