@@ -10,8 +10,9 @@ an Agents API session's turns); the fake upstream records both bodies, and the m
 the same fake again (it is deterministic), so the answer the next turn carries is compared with what the model
 wrote: text identical, a call's arguments byte for byte (``[args_raw64=…]`` makes the model write them spaced, as
 vLLM's parsers do). Where the prefix cannot hold (docs/upstreams.md, "Prefix caches") the tests say what changes
-instead. Through the HTTP door; one representative chain also through Envoy. The tool loop's turns, background runs
-and the profile switches' other values: test_prefix_tool_loop.py.
+instead. Through the HTTP door; conversations, WebSocket mode, Agents API sessions and one representative chain also
+through Envoy. The tool loop's turns, approvals, background and resumed runs and the profile switches' other
+values: test_prefix_tool_loop.py.
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ async def prefix_sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFa
 async def prefix_envoy(prefix_sidecar: Sidecar) -> AsyncIterator[str]:
     async with envoy_before(prefix_sidecar) as url:
         yield url
+
+
+@pytest.fixture(params=["http", "envoy"])
+def door_base(request: pytest.FixtureRequest, prefix_sidecar: Sidecar) -> str:
+    """The base URL of the door under test."""
+    return prefix_sidecar.http_url if request.param == "http" else str(request.getfixturevalue("prefix_envoy"))
+
+
+def at_door(base: str) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(base_url=base, timeout=aiohttp.ClientTimeout(total=60))
 
 
 @pytest.fixture
@@ -243,8 +254,9 @@ async def test_a_file_input_extends_the_prompt(prefix_sidecar: Sidecar, upstream
 # --- conversations, WebSocket mode, Agents API sessions -------------------------------------------------------------
 
 
-async def test_a_conversations_turns_extend_the_prompt(prefix_sidecar: Sidecar, upstream: UpstreamLog) -> None:
-    async with await session_at(prefix_sidecar) as session:
+async def test_a_conversations_turns_extend_the_prompt(prefix_sidecar: Sidecar, door_base: str,
+                                                      upstream: UpstreamLog) -> None:
+    async with at_door(door_base) as session:
         async with session.post("/v1/conversations", json={"items": [
                 {"type": "message", "role": "user", "content": "from the start"}]}) as answer:
             assert answer.status == 200, await answer.text()
@@ -262,9 +274,10 @@ async def test_a_conversations_turns_extend_the_prompt(prefix_sidecar: Sidecar, 
 
 
 @pytest.mark.parametrize("store", [True, False])
-async def test_websocket_turns_extend_the_prompt(store: bool, prefix_sidecar: Sidecar, upstream: UpstreamLog) -> None:
+async def test_websocket_turns_extend_the_prompt(store: bool, prefix_sidecar: Sidecar, door_base: str,
+                                                 upstream: UpstreamLog) -> None:
     """WebSocket mode's chains, stored or held by the connection alone (``store: false``)."""
-    async with await session_at(prefix_sidecar) as session, session.ws_connect("/v1/responses") as ws:
+    async with at_door(door_base) as session, session.ws_connect("/v1/responses") as ws:
         chain = Chain(session, upstream)
 
         async def turn(**fields: Any) -> dict[str, Any]:
@@ -290,10 +303,11 @@ async def test_websocket_turns_extend_the_prompt(store: bool, prefix_sidecar: Si
     await assert_chain_extends(chain, prefix_sidecar.upstream_url)
 
 
-async def test_an_agent_sessions_turns_extend_the_prompt(prefix_sidecar: Sidecar, upstream: UpstreamLog) -> None:
+async def test_an_agent_sessions_turns_extend_the_prompt(prefix_sidecar: Sidecar, door_base: str,
+                                                         upstream: UpstreamLog) -> None:
     """An Agents API session's turns are runs over the session's history: each turn's prompt extends the last."""
     beta = {"OpenAI-Beta": "agents=v1"}
-    async with await session_at(prefix_sidecar) as session:
+    async with at_door(door_base) as session:
         chain = Chain(session, upstream)
 
         async def idle(session_id: str, turns: int) -> None:

@@ -20,7 +20,9 @@ import orjson
 import pytest
 
 from responses_bridge.demo.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.engine.tools.server import image_replay_note
 from responses_bridge.engine.tools.turn_result import continues_turn
+from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_background_resume import read_until_deltas, until_ended
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar, start_sidecar
 from tests.support.gateway import envoy_before
@@ -51,7 +53,8 @@ async def search() -> AsyncIterator[SearchServer]:
 @pytest.fixture(scope="module")
 async def prefix_sidecar(fake_upstream: str, search: SearchServer,
                          tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
-    env = {"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1", "RESPONSES_BRIDGE_WEB_SEARCH": f"searxng:{search.url}"}
+    env = {"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1", "RESPONSES_BRIDGE_WEB_SEARCH": f"searxng:{search.url}",
+           "RESPONSES_BRIDGE_IMAGE_GENERATION": "upstream"}
     async with running_sidecar(str(tmp_path_factory.mktemp("prefix")), fake_upstream, env=env) as started:
         yield started
 
@@ -237,6 +240,53 @@ async def test_a_web_search_turn_extends_the_prompt(prefix_sidecar: Sidecar, ups
     assert sent_back == dict(read, content="Web search results (sources): " + ", ".join(
         source["url"] for source in searched["action"]["sources"]))
     assert chained["messages"][result + 1]["content"] == first["output"][-1]["content"][0]["text"]
+
+
+@pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here")
+async def test_a_code_interpreter_turn_extends_the_prompt(prefix_sidecar: Sidecar, upstream: UpstreamLog) -> None:
+    """The code's call goes back as its item keeps it (its code, as compact JSON: what the model wrote here) and its
+    result as the logs, which the item keeps when the request includes ``code_interpreter_call.outputs``: the next
+    response's prompt repeats the loop's exactly (without them, history says only that the code ran)."""
+    tools = [{"type": "code_interpreter", "container": {"type": "auto"}}]
+    code = "call python " + raw_args('{"code":"print(6 * 7)"}')
+    async with await session_at(prefix_sidecar) as session:
+        chain = Chain(session, upstream)
+        first = await chain.turn(instructions=INSTRUCTIONS, tools=tools, input=code,
+                                 include=["code_interpreter_call.outputs"])
+        assert [item["type"] for item in first["output"]] == ["code_interpreter_call", "message"]
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="[think] and now",
+                         include=["code_interpreter_call.outputs"])
+    assert len(chain.bodies) == 3
+    ran = first["output"][0]
+    assert ran["outputs"][0]["logs"].strip() == "42"
+    for before, after in zip(chain.bodies, chain.bodies[1:], strict=False):
+        assert_extends(before, after)
+        assert_answer_follows(before, after, await model_answer(prefix_sidecar.upstream_url, before),
+                              call_ids={"call_python_0": ran["id"]})
+
+
+async def test_an_image_generation_turn_extends_the_prompt_up_to_its_call(prefix_sidecar: Sidecar,
+                                                                          upstream: UpstreamLog) -> None:
+    """The loop's turns extend each other; the next response's history shows the image generation as a one-line
+    note (never the image), where the loop sent a call and its result: the prompt holds up to that call
+    (docs/upstreams.md, "Prefix caches"), and everything after it is prefilled again."""
+    tools = [{"type": "image_generation", "size": "1024x1024", "quality": "low"}]
+    async with await session_at(prefix_sidecar) as session:
+        chain = Chain(session, upstream)
+        first = await chain.turn(instructions=INSTRUCTIONS, tools=tools,
+                                 input="call image_generation " + raw_args('{"prompt":"a red kite"}'))
+        assert [item["type"] for item in first["output"]] == ["image_generation_call", "message"]
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="and now")
+    assert len(chain.bodies) == 3
+    loop, after_loop, chained = chain.bodies
+    assert_extends(loop, after_loop)
+    assert_answer_follows(loop, after_loop, await model_answer(prefix_sidecar.upstream_url, loop))
+    call = len(loop["messages"])
+    assert chained["messages"][:call] == loop["messages"]
+    noted = chained["messages"][call]  # the note, the answer's text after it on the same message
+    assert noted["role"] == "assistant" and "tool_calls" not in noted
+    assert noted["content"].startswith(image_replay_note(first["output"][0]))
+    assert "tool_calls" in after_loop["messages"][call]
 
 
 async def test_chains_extend_the_prompt_under_the_other_switches(switched_sidecar: Sidecar, mcp: MCPTestServer
