@@ -9,6 +9,7 @@ and background runs through both doors (HTTP and Envoy), the rest through the HT
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import uuid
@@ -239,6 +240,48 @@ async def test_a_web_search_turn_extends_the_prompt(prefix_sidecar: Sidecar, ups
     assert read["content"].startswith("Web search results. Where you use a source")
     assert sent_back == dict(read, content="Web search results (sources): " + ", ".join(
         source["url"] for source in searched["action"]["sources"]))
+    assert chained["messages"][result + 1]["content"] == first["output"][-1]["content"][0]["text"]
+
+
+async def test_a_file_search_turn_extends_the_prompt(prefix_sidecar: Sidecar, upstream: UpstreamLog) -> None:
+    """Within the response the loop's turns extend each other; the next response's prompt repeats them up to the
+    search's result, which the model read with the bridge's citing instructions and numbering and history sends as
+    the stored ``results`` (when included): that tool message is re-rendered, as for a web search."""
+    async with await session_at(prefix_sidecar) as session:
+        form = aiohttp.FormData()
+        form.add_field("purpose", "assistants")
+        form.add_field("file", b"Prime the pump: fill the casing with water through the priming plug.\n",
+                       filename="pump.md", content_type="text/markdown")
+        async with session.post("/v1/files", data=form) as answer:
+            assert answer.status == 200, await answer.text()
+            file_id = (await answer.json())["id"]
+        async with session.post("/v1/vector_stores", json={"name": "manuals", "file_ids": [file_id]}) as answer:
+            assert answer.status == 200, await answer.text()
+            store_id = (await answer.json())["id"]
+        for _ in range(600):
+            async with session.get(f"/v1/vector_stores/{store_id}/files/{file_id}") as answer:
+                status = (await answer.json())["status"]
+            if status != "in_progress":
+                break
+            await asyncio.sleep(0.05)
+        assert status == "completed"
+        tools = [{"type": "file_search", "vector_store_ids": [store_id]}]
+        chain = Chain(session, upstream)
+        first = await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="call file_search priming",
+                                 include=["file_search_call.results"])
+        assert [item["type"] for item in first["output"]] == ["file_search_call", "message"]
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="tell me more")
+    assert len(chain.bodies) == 3
+    searched = first["output"][0]
+    loop, after_loop, chained = chain.bodies
+    assert_extends(loop, after_loop)
+    assert_answer_follows(loop, after_loop, await model_answer(prefix_sidecar.upstream_url, loop),
+                          call_ids={"call_file_search_0": searched["id"]})
+    result = len(loop["messages"]) + 1
+    assert chained["messages"][:result] == after_loop["messages"][:result]  # the call itself is sent alike
+    read, sent_back = after_loop["messages"][result], chained["messages"][result]
+    assert read["content"].startswith("File search results. Where you use a source")
+    assert sent_back["content"].startswith("File search results:\n") and "priming plug" in sent_back["content"]
     assert chained["messages"][result + 1]["content"] == first["output"][-1]["content"][0]["text"]
 
 
