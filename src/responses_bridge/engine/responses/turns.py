@@ -64,7 +64,7 @@ def follow_up_request(body: dict[str, Any], turn: TurnResult, results: Sequence[
     if message.get("content") is None and options.tool_call_content == "empty":
         message = dict(message, content="")
     messages = [*body["messages"], message]
-    results = _in_history_order(turn, results)
+    results = in_history_order(turn, results)
     if options.tool_result_role == "tool":
         messages += (tool_message(result) for result in results)
     else:
@@ -80,10 +80,11 @@ def follow_up_request(body: dict[str, Any], turn: TurnResult, results: Sequence[
     return follow_up
 
 
-def _in_history_order(turn: TurnResult, results: Sequence[ToolResult]) -> Sequence[ToolResult]:
+def in_history_order(turn: TurnResult, results: Sequence[ToolResult]) -> Sequence[ToolResult]:
     """The results in the order history will show them: those of calls whose items hold them (an MCP call, a
     search, the code) first, once the turn's calls are shown; then the others, whose outputs are items of their
-    own after the turn's calls (a hosted shell's, a subagent's). One kind alone keeps the calls' order."""
+    own after the turn's calls (a hosted shell's, a subagent's). One kind alone keeps the calls' order. A step's
+    record keeps them so (run/tool_turns.py), for a resumed run's turn, rebuilt without its calls."""
     held = {call.call_id for call in turn.calls if call.item["type"] in ITEM_ID_CALLS}
     if not held or len(held) == len(results):
         return results
