@@ -308,6 +308,31 @@ async def test_a_code_interpreter_turn_extends_the_prompt(prefix_sidecar: Sideca
                               call_ids={"call_python_0": ran["id"]})
 
 
+@pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here")
+async def test_a_hosted_shell_turn_extends_the_prompt_up_to_its_output(prefix_sidecar: Sidecar,
+                                                                        upstream: UpstreamLog) -> None:
+    """The shell the bridge runs (in a container): the loop's turns extend each other, and the next response's
+    prompt repeats them up to the shell's output, its call as its item keeps it (the action, as compact JSON: what
+    the model wrote here). The output is the one message re-rendered: the loop shows each command before what it
+    printed, history the ``shell_call_output`` item's outputs alone (docs/upstreams.md, "Prefix caches")."""
+    tools = [{"type": "shell", "environment": {"type": "container_auto"}}]
+    async with await session_at(prefix_sidecar) as session:
+        chain = Chain(session, upstream)
+        first = await chain.turn(instructions=INSTRUCTIONS, tools=tools,
+                                 input="call shell " + raw_args('{"commands":["echo 42"]}'))
+        assert [item["type"] for item in first["output"]] == ["shell_call", "shell_call_output", "message"]
+        await chain.turn(instructions=INSTRUCTIONS, tools=tools, input="[think] and now")
+    assert len(chain.bodies) == 3
+    loop, after_loop, chained = chain.bodies
+    assert_extends(loop, after_loop)
+    assert_answer_follows(loop, after_loop, await model_answer(prefix_sidecar.upstream_url, loop))
+    output = len(loop["messages"]) + 1
+    assert chained["messages"][:output] == after_loop["messages"][:output]  # the call itself is sent alike
+    read, sent_back = after_loop["messages"][output], chained["messages"][output]
+    assert (read["content"], sent_back["content"]) == ("$ echo 42\n42\n\n(exit code 0)", "42\n\n(exit code 0)")
+    assert chained["messages"][output + 1]["content"] == first["output"][-1]["content"][0]["text"]
+
+
 async def test_an_image_generation_turn_extends_the_prompt_up_to_its_call(prefix_sidecar: Sidecar,
                                                                           upstream: UpstreamLog) -> None:
     """The loop's turns extend each other; the next response's history shows the image generation as a one-line
