@@ -437,7 +437,7 @@ async def test_a_resumed_runs_turns_extend_the_prompt(tmp_path: Path, fake_upstr
     process, base = await started()
     try:
         request = {"model": "fake-model", "instructions": INSTRUCTIONS, "tools": tools, "background": True,
-                   "stream": True, "input": f"call tools__add call tools__echo {marker} [chunks=40] [delay=100]"}
+                   "stream": True, "input": f"call tools__add call tools__echo {marker} [chunks=20] [delay=100]"}
         async with at_door(base) as session, session.post("/v1/responses", json=request) as answer:
             seen = await read_until_deltas(answer)  # text comes only in the model call after the results
             os.kill(process.pid, signal.SIGKILL)
