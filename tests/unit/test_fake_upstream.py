@@ -681,6 +681,29 @@ async def test_args64_directive_carries_arrays(session, base_url):
     assert status == 400
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_args_raw64_directive_writes_the_arguments_verbatim(session, base_url, stream):
+    spaced = '{"commands": ["ls",  "pwd"], "a": 1}'  # spacing and key order no re-encoding keeps
+    text = f"call shell [args_raw64={base64.b64encode(spaced.encode()).decode()}]"
+    tools = [{"type": "function", "function": {"name": "shell", "parameters": {"type": "object"}}}]
+    body = {"model": "m", "messages": user(text), "tools": tools, "stream": stream}
+    if stream:
+        async with session.post(f"{base_url}/v1/chat/completions", json=body) as answer:
+            assert answer.status == 200
+            chunks = [orjson.loads(line[6:]) for line in (await answer.text()).splitlines()
+                      if line.startswith("data: {")]
+        pieces = [call["function"].get("arguments") or "" for chunk in chunks for choice in chunk["choices"]
+                  for call in choice["delta"].get("tool_calls") or ()]
+        assert "".join(pieces) == spaced
+    else:
+        status, answered = await post_json(session, base_url, body)
+        assert status == 200
+        assert answered["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == spaced
+    for bad in ("!!", base64.b64encode(b"[1, 2").decode(), base64.b64encode(b"[1]").decode()):
+        status, _ = await post_json(session, base_url, {"model": "m", "messages": user(f"x [args_raw64={bad}]")})
+        assert status == 400
+
+
 async def test_then_directive_calls_one_tool_per_round_of_results(session, base_url):
     base = {"model": "m", "tools": [WEATHER_TOOL, TIME_TOOL]}
     opened = user("call get_time [then=get_weather]")

@@ -118,7 +118,8 @@ async def test_a_search_then_an_answer_citing_the_files(stream: bool, include: b
     shown = outcome.results[0].content
     assert "[1] pump-manual.md (file id file-pump)" in shown and "[2] notes.md (file id file-notes)" in shown
     assert "The pump must be primed with water" in shown and "valve" not in shown
-    assert loop.bodies[1]["messages"][-1] == {"role": "tool", "tool_call_id": "call_fs", "content": shown}
+    # under the item's id (a file_search_call has no call id), as the next response's history sends it back
+    assert loop.bodies[1]["messages"][-1] == {"role": "tool", "tool_call_id": searched["id"], "content": shown}
 
     answer_text = "Prime it with water first [1]; it takes about ten minutes [2]."
     _, outcome = await loop.step([text(answer_text), *end("stop", 30, 9)])

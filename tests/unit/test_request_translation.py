@@ -277,6 +277,24 @@ def test_reasoning_can_be_replayed_as_reasoning_content() -> None:
     assert body["messages"][1] == {"role": "assistant", "content": "4", "reasoning_content": "It is 4."}
 
 
+def test_reasoning_before_a_server_call_goes_on_the_calls_message() -> None:
+    """A turn that reasoned, then called an MCP tool: its reasoning goes back on the assistant message carrying the
+    call (as the tool loop's next turn sent it), not on a later message after the call's result."""
+    history = [{"type": "message", "id": "msg_1", "role": "user", "content": [{"type": "input_text", "text": "add"}]},
+               {"type": "reasoning", "id": "rs_1", "summary": [],
+                "content": [{"type": "reasoning_text", "text": "I should add."}]},
+               {"type": "mcp_call", "id": "mcp_1", "server_label": "tools", "name": "add",
+                "arguments": '{"a": 1}', "output": "2", "error": None, "status": "completed"},
+               {"type": "message", "id": "msg_2", "role": "assistant", "status": "completed",
+                "content": [{"type": "output_text", "text": "It is 2.", "annotations": []}]}]
+    body = chat({"input": "thanks"}, EngineOptions(reasoning_history="reasoning_content"), history)
+    assert body["messages"][1:4] == [
+        {"role": "assistant", "content": None, "reasoning_content": "I should add.", "tool_calls": [
+            {"id": "mcp_1", "type": "function", "function": {"name": "tools__add", "arguments": '{"a": 1}'}}]},
+        {"role": "tool", "tool_call_id": "mcp_1", "content": "2"},
+        {"role": "assistant", "content": "It is 2."}]
+
+
 def test_single_text_part_becomes_a_string_and_several_parts_a_list() -> None:
     body = chat({"input": [{"role": "user", "content": [{"type": "input_text", "text": "one"}]},
                            {"role": "user", "content": [{"type": "input_text", "text": "a"}, "b"]}]})

@@ -32,7 +32,7 @@ from responses_bridge.engine.sse import DONE, SSEDecoder, encode_event
 from responses_bridge.engine.tools.builtin import SERVED_TOOL_TYPES, served_tool_types
 from responses_bridge.engine.tools.server import mcp_call_error
 from responses_bridge.engine.tools.tools import MAX_NAME, ToolPlan, plan_tools
-from responses_bridge.engine.tools.turn_result import TurnResult
+from responses_bridge.engine.tools.turn_result import TurnCall, TurnResult, continues_turn
 from responses_bridge.engine.tools.turn_tools import set_turn_tools
 from responses_bridge.protocol.responses.request import parse_request
 from responses_bridge.run.tools.mcp_model import MCPToolError
@@ -316,8 +316,11 @@ def run_three_turns(stream: bool) -> tuple[Harness, list[dict[str, Any]]]:
                     tool(1, id="call_ws", name="web_search", arguments='{"query": "what is A"}'),
                     tool(0, arguments='"A"}'),
                     *end("tool_calls", 100, 20, cached=40, reasoning=5)], first=True)
+    # server calls whose items have no call id go back to the model under their items' ids, as history sends them
     assert [(call.name, call.call_id, call.server) for call in turn1.calls] == [
-        ("docs__search_docs", "call_mcp", True), ("web_search", "call_ws", True)]
+        ("docs__search_docs", call.item["id"], True) for call in turn1.calls[:1]] + [
+        ("web_search", turn1.calls[1].item["id"], True)]
+    assert turn1.calls[0].call_id.startswith("mcp_") and turn1.calls[1].call_id.startswith("ws_")
     mcp, search = turn1.calls
     assert mcp.target is not None and (mcp.target.kind, mcp.target.namespace, mcp.target.name) == (
         "mcp", "docs", "search_docs")
@@ -325,8 +328,8 @@ def run_three_turns(stream: bool) -> tuple[Harness, list[dict[str, Any]]]:
     h.builder.complete_mcp_call(mcp.output_index, output="A is the first letter.")
     h.builder.complete_web_search(search.output_index, action=web_search_action("what is A", RESULTS, True))
     h.builder.cite = lambda answer: find_citations(answer, RESULTS)
-    h.follow_up(turn1, [ToolResult("call_mcp", mcp_result_text("A is the first letter.", None)),
-                        ToolResult("call_ws", results_for_model(RESULTS))])
+    h.follow_up(turn1, [ToolResult(mcp.call_id, mcp_result_text("A is the first letter.", None)),
+                        ToolResult(search.call_id, results_for_model(RESULTS))])
     turn2 = h.turn([tool(0, id="call_ts", name="tool_search", arguments='{"query": "invoice"}'),
                     *end("tool_calls", 150, 10, cached=100)])
     (found,) = turn2.calls
@@ -406,13 +409,18 @@ def test_follow_up_turns_carry_the_whole_assistant_turn_and_every_result() -> No
     first, second, third = h.bodies
     assert second["messages"][:len(first["messages"])] == first["messages"]
     assistant, mcp_result, search_result = second["messages"][len(first["messages"]):]
+    mcp_id, search_id = (item["id"] for item in h.response["output"] if item["type"] in ("mcp_call", "web_search_call"))
+    # the turn as the model made it, as the next response's history will show it (test_a_continued_chain_replays_…,
+    # the search's id marked as continuing the turn): under the items' ids, the MCP call's arguments as the model
+    # wrote them, the search's as history keeps them (its query); then the results in order
+    assert search_id.startswith("ws_turn")
     assert assistant == {"role": "assistant", "content": "Let me look.", "tool_calls": [
-        {"id": "call_mcp", "type": "function", "function": {"name": "docs__search_docs",
-                                                              "arguments": '{"q": "A"}'}},
-        {"id": "call_ws", "type": "function", "function": {"name": "web_search",
-                                                             "arguments": '{"query": "what is A"}'}}]}
-    assert mcp_result == {"role": "tool", "tool_call_id": "call_mcp", "content": "A is the first letter."}
-    assert search_result["tool_call_id"] == "call_ws" and "https://example.com/a" in search_result["content"]
+        {"id": mcp_id, "type": "function", "function": {"name": "docs__search_docs",
+                                                          "arguments": '{"q": "A"}'}},
+        {"id": search_id, "type": "function", "function": {"name": "web_search",
+                                                             "arguments": '{"query":"what is A"}'}}]}
+    assert mcp_result == {"role": "tool", "tool_call_id": mcp_id, "content": "A is the first letter."}
+    assert search_result["tool_call_id"] == search_id and "https://example.com/a" in search_result["content"]
     assert third["messages"][-1] == {"role": "tool", "tool_call_id": "call_ts",
                                      "content": "Tools loaded: get_invoice"}
     for body in (second, third):
@@ -572,7 +580,7 @@ def test_a_client_call_next_to_a_server_call_is_a_function_call() -> None:
                    tool(1, id="call_s", name="docs__search_docs", arguments='{"q": "x"}'),
                    *end("tool_calls", 1, 1)], first=True)
     assert [call.call_id for call in turn.client_calls] == ["call_w"]
-    assert [call.call_id for call in turn.server_calls] == ["call_s"]
+    assert [call.call_id for call in turn.server_calls] == [turn.server_calls[0].item["id"]]  # an mcp_call's
     assert turn.client_calls[0].item["type"] == "function_call"
 
 
@@ -632,7 +640,7 @@ def _bodies(choice: Any, parallel: bool | None = None) -> tuple[dict[str, Any], 
     turn = h.turn([tool(0, id="c1", name="web_search", arguments='{"query": "q"}'), *end("tool_calls", 1, 1)],
                   first=True)
     h.builder.complete_web_search(turn.calls[0].output_index)
-    return first, h.follow_up(turn, [ToolResult("c1", "results")])
+    return first, h.follow_up(turn, [ToolResult(turn.calls[0].call_id, "results")])
 
 
 @pytest.mark.parametrize(("choice", "first_choice", "first_tools"), [
@@ -676,9 +684,9 @@ def test_after_max_tool_calls_the_next_turn_offers_no_tools() -> None:
     turn = h.turn([tool(0, id="c1", name="web_search", arguments='{"query": "q"}'), *end("tool_calls", 1, 1)],
                   first=True)
     h.builder.complete_web_search(turn.calls[0].output_index)
-    body = h.follow_up(turn, [ToolResult("c1", "results")], tools_exhausted=True)
+    body = h.follow_up(turn, [ToolResult(turn.calls[0].call_id, "results")], tools_exhausted=True)
     assert not {"tools", "tool_choice", "parallel_tool_calls"} & set(body)
-    assert body["messages"][-1] == {"role": "tool", "tool_call_id": "c1", "content": "results"}
+    assert body["messages"][-1] == {"role": "tool", "tool_call_id": turn.calls[0].item["id"], "content": "results"}
 
 
 def test_follow_up_request_leaves_the_previous_body_alone() -> None:
@@ -695,9 +703,9 @@ def _stored_output() -> list[dict[str, Any]]:
     return h.response["output"]
 
 
-def test_a_continued_chain_replays_server_items_as_calls_and_results() -> None:
+def _replayed(output: list[dict[str, Any]]) -> dict[str, Any]:
     history = [{"type": "message", "id": "msg_u", "status": "completed", "role": "user",
-                "content": [{"type": "input_text", "text": "What is A?"}]}, *_stored_output()]
+                "content": [{"type": "input_text", "text": "What is A?"}]}, *output]
     request = parse_request(orjson.dumps({"model": "m", "input": "And B?", "tools": REQUEST["tools"]}))
     plan = plan_request_tools(request, history, OPTIONS, served=SERVED_TOOL_TYPES)
     plan.add_mcp_tools("docs", DOCS_TOOLS)
@@ -705,15 +713,71 @@ def test_a_continued_chain_replays_server_items_as_calls_and_results() -> None:
     plan.add_server_tool_search(search_tool_function())
     body = build_chat_request(request, history, OPTIONS, plan)
     fake_upstream.validate_chat_request(body)
-    roles = [(message["role"], [call["function"]["name"] for call in message.get("tool_calls") or ()])
-             for message in body["messages"]]
-    assert roles == [("user", []), ("assistant", ["docs__search_docs"]), ("tool", []), ("assistant", ["web_search"]),
-                     ("tool", []), ("assistant", ["tool_search"]), ("tool", []), ("assistant", []), ("user", [])]
+    assert "get_invoice" in {tool["function"]["name"] for tool in body["tools"]}
+    return body
+
+
+def _roles(body: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    return [(message["role"], [call["function"]["name"] for call in message.get("tool_calls") or ()])
+            for message in body["messages"]]
+
+
+def test_a_continued_chain_replays_server_items_as_calls_and_results() -> None:
+    """The first turn's MCP call and web search were made together: the search's id says it continues the turn
+    (turn_result.TURN_MARK), so history shows both calls on the turn's message, then both results."""
+    output = _stored_output()
+    marked = {item["type"]: continues_turn(item) for item in output if item["type"].endswith("_call")}
+    assert marked == {"mcp_call": False, "web_search_call": True, "tool_search_call": False}
+    body = _replayed(output)
+    assert _roles(body) == [("user", []), ("assistant", ["docs__search_docs", "web_search"]), ("tool", []),
+                            ("tool", []), ("assistant", ["tool_search"]), ("tool", []), ("assistant", []),
+                            ("user", [])]
+    assert body["messages"][1]["content"] == "Let me look."
+    assert body["messages"][2]["content"] == "A is the first letter."
+    assert "https://example.com/a" in body["messages"][3]["content"]
+    assert body["messages"][5]["content"] == "Tools loaded: get_invoice"
+
+
+def test_server_items_stored_before_the_turn_mark_replay_each_call_answered_at_once() -> None:
+    """Items without the mark (stored before it existed, or a client's own): each server call is answered before
+    the next call, as history always showed them."""
+    output = [dict(item, id=item["id"].replace("_turn", "_")) for item in _stored_output()]
+    body = _replayed(output)
+    assert _roles(body) == [("user", []), ("assistant", ["docs__search_docs"]), ("tool", []),
+                            ("assistant", ["web_search"]), ("tool", []), ("assistant", ["tool_search"]),
+                            ("tool", []), ("assistant", []), ("user", [])]
     assert body["messages"][1]["content"] == "Let me look."
     assert body["messages"][2]["content"] == "A is the first letter."
     assert "https://example.com/a" in body["messages"][4]["content"]
     assert body["messages"][6]["content"] == "Tools loaded: get_invoice"
-    assert "get_invoice" in {tool["function"]["name"] for tool in body["tools"]}
+
+
+def test_the_next_responses_prompt_repeats_the_loops_last_turn() -> None:
+    """The loop's turns (text with an MCP call and a web search in parallel, then a server tool search, then the
+    answer) replayed as the next response's history give back the loop's last prompt exactly, and its answer after
+    it: message for message, but for the search's result, which history keeps only as its sources."""
+    h, _ = run_three_turns(True)
+    last = h.bodies[-1]
+    history = [{"type": "message", "id": "msg_u", "status": "completed", "role": "user",
+                "content": [{"type": "input_text", "text": "What is A?"}]}, *h.response["output"]]
+    request = parse_request(orjson.dumps({"model": "m", "input": "And B?", "tools": REQUEST["tools"],
+                                          "stream": True, "max_tool_calls": 10}))
+    plan = plan_request_tools(request, history, OPTIONS, served=SERVED_TOOL_TYPES)
+    plan.add_mcp_tools("docs", DOCS_TOOLS)
+    plan.add_web_search()
+    plan.add_server_tool_search(search_tool_function())
+    body = build_chat_request(request, history, OPTIONS, plan)
+    fake_upstream.validate_chat_request(body)
+    sent, replayed = last["messages"], body["messages"]
+    search_result = next(index for index, message in enumerate(sent) if message["role"] == "tool"
+                         and message["tool_call_id"].startswith("ws_"))
+    assert replayed[search_result]["content"].startswith("Web search results (sources): ")  # all history keeps
+    assert [message for index, message in enumerate(replayed[:len(sent)]) if index != search_result] == [
+        message for index, message in enumerate(sent) if index != search_result]
+    assert replayed[len(sent):] == [
+        {"role": "assistant", "content": "A is a letter, see [Page A](https://example.com/a)."},
+        {"role": "user", "content": "And B?"}]
+    assert body["tools"] == last["tools"]
 
 
 def test_server_items_sent_back_as_input_are_accepted_and_translated() -> None:
@@ -782,7 +846,7 @@ def test_the_turns_reasoning_goes_back_only_when_the_upstream_wants_it(history: 
                    tool(0, id="c1", name="web_search", arguments='{"query": "q"}'), *end("tool_calls", 1, 1)],
                   first=True)
     assert turn.message["reasoning_content"] == "Think."
-    body = follow_up_request(h.bodies[-1], turn, [ToolResult("c1", "r")], plan=h.plan,
+    body = follow_up_request(h.bodies[-1], turn, [ToolResult(turn.calls[0].call_id, "r")], plan=h.plan,
                              options=EngineOptions(reasoning_history=history))
     assert ("reasoning_content" in body["messages"][-2]) is kept
 
@@ -850,3 +914,69 @@ def test_a_response_stopped_between_turns_is_incomplete_steered() -> None:
     assert (call["type"], call["status"], call["output"]) == ("mcp_call", "completed", "A is the first letter.")
     assert events[-1]["type"] == "response.incomplete" and events[-1]["response"]["incomplete_details"] == {
         "reason": "steered"}
+
+
+# --- a model turn goes back as the model made it (turn_result.TURN_MARK) -------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["tool", "user"])
+def test_a_client_call_after_a_server_call_stays_on_the_turns_message(role: str) -> None:
+    """An MCP call, then a function call, in one turn: the function call's item carries the turn's mark, so the next
+    response's history shows one assistant message with both calls, then the MCP call's result and the function's
+    output, as the model made the turn (results as ``tool`` messages or one ``user`` turn)."""
+    h = Harness(REQUEST, stream=True)
+    h.list_tools()
+    h.open()
+    h.first_body()
+    turn = h.turn([text("Both."), tool(0, id="call_s", name="docs__search_docs", arguments='{"q": "x"}'),
+                   tool(1, id="call_w", name="get_weather", arguments='{"city": "Rome"}'),
+                   *end("tool_calls", 1, 1)], first=True)
+    h.builder.complete_mcp_call(turn.server_calls[0].output_index, output="found")
+    searched, weather = (item for item in h.response["output"] if item["type"] in ("mcp_call", "function_call"))
+    assert (continues_turn(searched), continues_turn(weather)) == (False, True)
+    assert weather["id"].startswith("fc_turn") and weather["call_id"] == "call_w"
+    options = EngineOptions(tool_result_role=role)  # type: ignore[arg-type]
+    history = [{"type": "message", "id": "msg_u", "status": "completed", "role": "user",
+                "content": [{"type": "input_text", "text": "What is A?"}]}, *h.response["output"],
+                {"type": "function_call_output", "call_id": "call_w", "output": "sunny"}]
+    request = parse_request(orjson.dumps({"model": "m", "input": "thanks", "tools": REQUEST["tools"]}))
+    plan = plan_request_tools(request, history, options, served=SERVED_TOOL_TYPES)
+    plan.add_mcp_tools("docs", DOCS_TOOLS)
+    body = build_chat_request(request, history, options, plan)
+    assert body["messages"][1] == {"role": "assistant", "content": "Both.", "tool_calls": [
+        {"id": searched["id"], "type": "function", "function": {"name": "docs__search_docs",
+                                                                  "arguments": '{"q": "x"}'}},
+        {"id": "call_w", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}}]}
+    if role == "tool":
+        assert body["messages"][2:] == [{"role": "tool", "tool_call_id": searched["id"], "content": "found"},
+                                        {"role": "tool", "tool_call_id": "call_w", "content": "sunny"},
+                                        {"role": "user", "content": "thanks"}]
+    else:  # both results answer the one message: one user turn
+        results, thanks = body["messages"][2:]
+        assert results["role"] == "user", results
+        assert results["content"].index(f"(id {searched['id']}):\nfound") < results["content"].index(
+            "(id call_w):\nsunny")
+        assert thanks == {"role": "user", "content": "thanks"}
+
+
+def test_results_go_back_in_the_order_history_shows_them() -> None:
+    """A hosted shell call, then an MCP call, in one turn: history holds the MCP call's result (its item holds it)
+    until the turn's calls are shown, then shows it before the shell's output (an item of its own, after the turn's
+    calls); the loop's next turn sends the results in that order, so the two prompts agree."""
+    shell = {"id": "sh_1", "type": "shell_call", "call_id": "call_sh", "status": "completed",
+             "action": {"commands": ["ls"], "timeout_ms": None, "max_output_length": None}}
+    added = {"id": "mcp_1", "type": "mcp_call", "server_label": "docs", "name": "search_docs",
+             "arguments": '{"q": "x"}', "output": "found", "error": None, "status": "completed"}
+    output = {"id": "sho_1", "type": "shell_call_output", "call_id": "call_sh", "status": "completed",
+              "output": [{"stdout": "a\n", "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}]}
+    replayed: list[dict[str, Any]] = []
+    items_to_messages([shell, added, output], replayed, OPTIONS, _plan_with_servers())
+    message = replayed[0]
+    assert [call["id"] for call in message["tool_calls"]] == ["call_sh", "mcp_1"]
+    calls = [TurnCall("call_sh", "shell", "{}", None, 0, shell, "completed"),
+             TurnCall("mcp_1", "docs__search_docs", '{"q": "x"}', None, 1, added, "completed")]
+    body = follow_up_request({"model": "m", "messages": []}, TurnResult(calls, message, "tool_calls"),
+                             [ToolResult("call_sh", replayed[2]["content"]), ToolResult("mcp_1", "found")],
+                             plan=_plan_with_servers(), tools_exhausted=True)
+    assert body["messages"] == replayed
+    assert [message.get("tool_call_id") for message in replayed[1:]] == ["mcp_1", "call_sh"]

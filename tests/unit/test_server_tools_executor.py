@@ -187,16 +187,19 @@ async def test_a_three_turn_loop_with_mcp_web_search_and_tool_search(
         tool(1, id="call_ws", name="web_search", arguments='{"query": "widgets"}'),
         *end("tool_calls", 10, 5)])
     assert (outcome.end, outcome.tools_exhausted) == (False, False)
-    assert [result.call_id for result in outcome.results] == ["call_add", "call_ws"]
+    # results name their calls by the items' ids (an mcp_call or web_search_call has no call id of its own)
+    assert [result.call_id for result in outcome.results] == [call.item["id"] for call in turn.calls]
+    assert [call.item["type"] for call in turn.calls] == ["mcp_call", "web_search_call"]
     assert outcome.results[0].content == "5"
     assert "[1] widgets — result 0" in outcome.results[1].content
     add, searched = (item(loop, call.output_index) for call in turn.calls)
     assert (add["type"], add["status"], add["output"], add["error"]) == ("mcp_call", "completed", "5", None)
     assert searched["status"] == "completed" and searched["action"]["query"] == "widgets"
     assert searched["action"]["sources"][0] == {"type": "url", "url": "https://example.com/widgets/0"}
+    assert [call["id"] for call in loop.bodies[1]["messages"][-3]["tool_calls"]] == [add["id"], searched["id"]]
     assert loop.bodies[1]["messages"][-2:] == [
-        {"role": "tool", "tool_call_id": "call_add", "content": "5"},
-        {"role": "tool", "tool_call_id": "call_ws", "content": outcome.results[1].content}]
+        {"role": "tool", "tool_call_id": add["id"], "content": "5"},
+        {"role": "tool", "tool_call_id": searched["id"], "content": outcome.results[1].content}]
 
     turn, outcome = await loop.step([tool(0, id="call_ts", name="tool_search", arguments='{"query": "invoice"}'),
                                      *end("tool_calls", 20, 5)])
@@ -397,9 +400,10 @@ async def test_calls_run_concurrently_unless_parallel_tool_calls_is_false(
         request["parallel_tool_calls"] = parallel
     loop = Loop(services, request)
     await loop.prepare()
-    _, outcome = await loop.step([*THREE_SEARCHES, *end("tool_calls", 1, 1)])
+    turn, outcome = await loop.step([*THREE_SEARCHES, *end("tool_calls", 1, 1)])
     assert counting.peak == peak
-    assert [result.call_id for result in outcome.results] == ["c0", "c1", "c2"]
+    assert [result.call_id for result in outcome.results] == [call.item["id"] for call in turn.calls]  # in order
+    assert [call.item["action"]["query"] for call in turn.calls] == ["q0", "q1", "q2"]
     if parallel is False:  # sources are numbered on across the searches, in the order they ran
         assert [result.content.split("\n")[2][:6] for result in outcome.results] == ["[1] q0", "[6] q1", "[11] q"]
     loop.finish()

@@ -15,7 +15,8 @@ MAX_DIRECTIVE_VALUE = 1_000_000  # chunks, milliseconds: large enough for any be
 MAX_HUGE_BYTES = 64 * 1024 * 1024  # [huge=N:W]: as large as the biggest request body the bridge accepts
 _FLAG_DIRECTIVES = ("think", "refuse", "length", "filter", "garbage")
 _VALUE_DIRECTIVES = ("think_field", "stall_after", "chunks", "header_delay", "first_byte_delay", "delay", "plain_error",
-                     "error_after_tools", "stall_after_tools", "error", "stall", "cut", "args", "args64", "context",
+                     "error_after_tools", "stall_after_tools", "error", "stall", "cut", "args", "args64", "args_raw64",
+                     "context",
                      "huge", "then")
 _DIRECTIVE_RE = re.compile(
     r"\s*\[(" + "|".join(_VALUE_DIRECTIVES + _FLAG_DIRECTIVES) + r")(?:=([^\]]*))?\]"
@@ -85,6 +86,15 @@ def _apply_directive(d: Directives, name: str, value: str | None, raw: str) -> N
         except (ValueError, UnicodeDecodeError):
             raise _bad_directive(raw, "expected base64") from None
         _apply_directive(d, "args", decoded, raw)
+    elif name == "args_raw64":  # the arguments byte for byte (spacing, key order), as vLLM's json.dumps writes them
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+            parsed = orjson.loads(decoded)
+        except (ValueError, UnicodeDecodeError, orjson.JSONDecodeError):
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise _bad_directive(raw, "expected a base64-encoded JSON object")
+        d.args = decoded
     elif name == "context":
         d.context = _non_negative_int(raw, value, minimum=1)
     elif name == "stall_after_tools":

@@ -101,7 +101,9 @@ text that gets echoed. Unknown bracketed text is left alone.
    follows the last user message, the answer is one call to the k-th ``then`` tool (if offered), e.g.
    ``call a [then=b]`` calls ``a``, then ``b`` after ``a``'s result, then answers ``Tool result: …``.
    ``[args64=BASE64]`` is the same with the JSON object base64-encoded (for arguments that hold arrays,
-   whose ``]`` would end the directive).
+   whose ``]`` would end the directive). ``[args_raw64=BASE64]`` sends the decoded text verbatim, not re-encoded
+   (spacing and key order as written, e.g. ``{"city": "Rome"}`` as vLLM's parsers write arguments), so a test can
+   see the bridge give the model back exactly what it wrote.
    With ``--tool-topics`` (``create_app(tool_topics=True)``), for suites written for real models: when no
    ``call <name>`` applies and ``tool_choice`` is absent or ``auto``, a user message that mentions a word of
    4+ letters of an offered tool's name (split at ``_``/``-``: "weather" for ``get_weather``) calls that tool;

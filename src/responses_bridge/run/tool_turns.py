@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import structlog
 
 from ..engine.responses.translator import Translator
+from ..engine.responses.turns import in_history_order
 from ..engine.wire import UpstreamRequest
 from .server_tools import ServerToolRun, write_events
 from .step_resume import StepRecorder, step_record, turn_record
@@ -67,7 +68,8 @@ async def next_turn(run: LoopingRun, write: Callable[[bytes], Awaitable[None]] |
     exhausted = outcome.tools_exhausted or run._turns >= run._max_turns
     call = translator.follow_up(turn, outcome.results, tools_exhausted=exhausted)
     if run.steps is not None:
-        run.steps.step_done(step_record(outcome.results, tool_run, run._turns, exhausted))
+        run.steps.step_done(step_record(list(in_history_order(turn, outcome.results)), tool_run, run._turns,
+                                        exhausted))  # as follow_up sent them: a resumed turn sends them so
     log.info("tool_loop_turn", response_id=translator.response_id, turn=run._turns,
              server_calls=len(turn.server_calls))
     if translator.compact_threshold is not None and await asyncio.to_thread(translator.over_threshold):

@@ -38,6 +38,7 @@ from ..tools.run_items import RunItems
 from ..tools.server import ServerCallReader
 from ..tools.tools import CallTarget
 from ..tools.turn_result import TurnCall, TurnResult, add_usage
+from .replayed_calls import loop_arguments
 from .response_object import convert_usage
 
 FINISH_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -334,7 +335,9 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
 
     def _turn_message(self, calls: list[TurnCall]) -> dict[str, Any]:
         """The turn as one assistant chat message: its text (reasoning as ``reasoning_content``) and every call
-        under its upstream name and call id, so the upstream reads back exactly what it said."""
+        under its upstream name and call id, so the upstream reads back exactly what it said; a server call whose
+        item has no call id goes under the item's id, with the arguments history will send back for it, so the
+        next response's prompt repeats this one exactly (docs/upstreams.md, "Prefix caches")."""
         texts: list[str] = []
         reasoning: list[str] = []
         refusals: list[str] = []
@@ -353,10 +356,9 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
             message["refusal"] = "".join(refusals)
         if reasoning:
             message["reasoning_content"] = "".join(reasoning)
-        if calls:
-            message["tool_calls"] = [{"id": call.call_id, "type": "function",
-                                      "function": {"name": call.name, "arguments": call.arguments}}
-                                     for call in calls]
+        if calls:  # each call's arguments as history will send them back (replayed_calls.py)
+            message["tool_calls"] = [{"id": call.call_id, "type": "function", "function": {
+                "name": call.name, "arguments": loop_arguments(call)}} for call in calls]
         return message
 
     def count_usage(self, usage: dict[str, Any] | None) -> None:
@@ -495,4 +497,3 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
         response["error"] = error
         response["usage"] = convert_usage(self.total_usage)
         self.lifecycle(event)
-

@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-import orjson
-
 from ...protocol.errors import invalid_request
 from ...protocol.responses.input_items import messages_only
 from ...protocol.responses.request import ResponsesRequest
@@ -33,9 +31,11 @@ from ..tools.programs import (
     program_call_ids,
     program_tool_call,
 )
-from ..tools.server import image_replay_note
-from ..tools.tools import CUSTOM_INPUT, ToolPlan, loaded_tools, plan_tools
+from ..tools.server import ITEM_ID_CALLS, image_replay_note, sent_back_arguments
+from ..tools.tools import ToolPlan, loaded_tools, plan_tools
+from ..tools.turn_result import continues_turn
 from ..tools.turn_tools import set_turn_tools
+from .replayed_calls import CALL_KINDS, call_arguments
 
 
 def plan_request_tools(request: ResponsesRequest, history: list[dict[str, Any]], options: EngineOptions,
@@ -151,13 +151,16 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
     """Append the chat messages for ``items``; consecutive assistant output folds into one assistant message,
     because Chat Completions carries text and tool calls of one turn on a single message. Calls of every
     client-executed kind become tool calls of the function they were offered as (``plan``), their outputs
-    tool messages. Items of the tool loop replay the same way: an ``mcp_call``, ``web_search_call`` or
-    ``file_search_call`` is a tool call followed at once by its result (the MCP output or error, the search's
-    sources or results; stored output does not mark where one turn ended, so calls are never folded across their
-    results); ``mcp_list_tools`` and ``mcp_approval_request`` / ``mcp_approval_response`` items are not for the
-    model."""
+    tool messages. Items of the tool loop replay the same way: an ``mcp_call``, ``web_search_call``,
+    ``file_search_call`` or ``code_interpreter_call`` is a tool call followed by its result (the MCP output or
+    error, the search's sources or results, the code's logs), held while the calls after it were made in the same
+    model turn (their ids carry turn_result.TURN_MARK): the turn goes back as one assistant message with all its
+    calls, then their results, as the model made it and the tool loop sent it (an item without the mark, stored
+    before it existed, is answered at once); ``mcp_list_tools`` and ``mcp_approval_request`` /
+    ``mcp_approval_response`` items are not for the model."""
     plan = plan or _NO_TOOLS
     pending_reasoning: str | None = None
+    held: list[tuple[str, str, str]] = []  # the turn's server calls' results, until its calls are all shown
     server_search_id: str | None = None
     screenshots: list[dict[str, Any]] = []  # shown once this turn's tool results are all in (engine/tools/computer.py)
     for item in items:
@@ -167,6 +170,10 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
             continue  # a program's own tool call or its output: the model sees the program and its output only
         if "agent" in item and item["agent"]["agent_name"] != ROOT_AGENT:
             continue  # a subagent's own turns (multi-agent): the root read its result through wait_agent
+        if held and not (kind in _TURN_CALL_KINDS and continues_turn(item)):
+            for held_id, held_name, output in held:
+                append_tool_result(messages, held_id, held_name, output, options)
+            held.clear()
         if screenshots and kind not in _OUTPUT_KINDS:
             messages.extend(screenshots)
             screenshots.clear()
@@ -202,11 +209,14 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
             if kind == "computer_call_output":
                 screenshots.append(screenshot_message(item))
         elif kind in _SERVER_CALL_KINDS:
-            call_id, name, arguments, output = _server_call_of(item, plan)
+            item_id, name, arguments, output = _server_call_of(item, plan)
             message = _assistant_message(messages, options, fresh=False)
             message.setdefault("tool_calls", []).append({
-                "id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
-            append_tool_result(messages, call_id, name, output, options)
+                "id": item_id, "type": "function", "function": {"name": name, "arguments": arguments}})
+            if pending_reasoning:  # the turn's reasoning goes on its message, before the result follows it
+                message["reasoning_content"] = pending_reasoning
+                pending_reasoning = None
+            held.append((item_id, name, output))  # after the turn's last call
         elif kind == "image_generation_call":  # a note, never the image's base64 (engine/tools/server.py)
             messages.append({"role": "assistant", "content": image_replay_note(item)})
         elif kind == "reasoning":
@@ -219,38 +229,40 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
         if pending_reasoning and messages and messages[-1]["role"] == "assistant":
             messages[-1]["reasoning_content"] = pending_reasoning
             pending_reasoning = None
+    for held_id, held_name, output in held:
+        append_tool_result(messages, held_id, held_name, output, options)
     messages.extend(screenshots)
 
 
 _NO_TOOLS = ToolPlan()
-_CALL_KINDS = frozenset({"function_call", "custom_tool_call", "shell_call", "local_shell_call", "computer_call",
-                         "apply_patch_call", "tool_search_call", "multi_agent_call"})
+_CALL_KINDS = CALL_KINDS
 _OUTPUT_KINDS = frozenset({"function_call_output", "custom_tool_call_output", "shell_call_output",
                            "local_shell_call_output", "computer_call_output", "apply_patch_call_output",
                            "tool_search_output", "multi_agent_call_output"})
-_SERVER_CALL_KINDS = frozenset({"mcp_call", "web_search_call", "file_search_call", "code_interpreter_call"})
+_SERVER_CALL_KINDS = ITEM_ID_CALLS
+_TURN_CALL_KINDS = _CALL_KINDS | _SERVER_CALL_KINDS | {"program"}  # what may continue a turn (TURN_MARK)
 
 
 def _server_call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, str, str]:
     """A replayed ``mcp_call`` / ``web_search_call`` / ``file_search_call`` as (call id, upstream name,
-    arguments, tool message text). None of these items has a call id of its own: the item id stands in for it."""
+    arguments, tool message text). None of these items has a call id of its own: the item id stands in for it, or
+    an approved MCP call's ``approval_request_id``, under which the response that approved it showed it made."""
     if item["type"] == "mcp_call":
         name = plan.upstream_name("mcp", item["name"], item["server_label"])
-        return item["id"], name, item.get("arguments") or "{}", mcp_result_text(item.get("output"),
-                                                                                  item.get("error"))
+        return (item.get("approval_request_id") or item["id"], name, sent_back_arguments(item),
+                mcp_result_text(item.get("output"), item.get("error")))
     if item["type"] == "file_search_call":
         return file_search_replay(item, plan)
     if item["type"] == "code_interpreter_call":
         return code_replay(item, plan)
     action = item.get("action") or {}
-    query = action.get("query") or " ".join(action.get("queries") or ()) or action.get("url") or ""
     if item.get("status") == "failed":
         text = "The web search failed."
     else:
         sources = [source.get("url") for source in action.get("sources") or () if isinstance(source, dict)]
         text = ("Web search results (sources): " + ", ".join(str(url) for url in sources) if sources
                 else "The web search was made; its results are not kept.")
-    return item["id"], plan.upstream_name("web_search"), orjson.dumps({"query": query}).decode(), text
+    return item["id"], plan.upstream_name("web_search"), sent_back_arguments(item), text
 
 
 def file_search_replay(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, str, str]:
@@ -258,8 +270,6 @@ def file_search_replay(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, 
     ``query``, the shape the bridge offers; several as ``queries``). The result shows the stored ``results`` with
     their sources, numbered as the search showed them (they are stored only when the request included
     ``file_search_call.results``); without them the model reads that the search was made."""
-    queries = [query for query in item.get("queries") or () if isinstance(query, str)]
-    arguments = {"query": queries[0]} if len(queries) == 1 else {"queries": queries}
     results = item.get("results")
     if item.get("status") == "failed":
         text = "The file search failed."
@@ -274,13 +284,12 @@ def file_search_replay(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, 
         text = "The file search found no results."
     else:
         text = "The file search was made; its results are not kept."
-    return item["id"], plan.upstream_name("file_search"), orjson.dumps(arguments).decode(), text
+    return item["id"], plan.upstream_name("file_search"), sent_back_arguments(item), text
 
 
 def code_replay(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, str, str]:
     """A stored ``code_interpreter_call`` as a tool call (its code) and its result: the logs, when the request
     that made it included ``code_interpreter_call.outputs``; else that it ran."""
-    code = item.get("code") if isinstance(item.get("code"), str) else ""
     logs = [str(output.get("logs") or "") for output in item.get("outputs") or ()
             if isinstance(output, dict) and output.get("type") == "logs"]
     if item.get("status") == "failed":
@@ -289,7 +298,7 @@ def code_replay(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, str, st
         text = "\n".join(logs)
     else:
         text = "The code ran; its output is not kept."
-    return item["id"], plan.upstream_name("code_interpreter"), orjson.dumps({"code": code}).decode(), text
+    return item["id"], plan.upstream_name("code_interpreter"), sent_back_arguments(item), text
 
 
 def mcp_result_text(output: str | None, error: Any) -> str:
@@ -316,23 +325,14 @@ def _call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str]:
     if kind == "function_call":
         return plan.upstream_name("function", item["name"], item.get("namespace")), item["arguments"]
     if kind == "custom_tool_call":
-        return (plan.upstream_name("custom", item["name"], item.get("namespace")),
-                orjson.dumps({CUSTOM_INPUT: item["input"]}).decode())
-    if kind == "shell_call":
-        action = {key: value for key, value in item["action"].items() if value is not None}
-        return plan.upstream_name("shell"), orjson.dumps(action).decode()
-    if kind == "local_shell_call":
-        action = {key: value for key, value in item["action"].items()
-                  if key in ("command", "working_directory", "timeout_ms", "env") and value not in (None, {})}
-        return plan.upstream_name("local_shell"), orjson.dumps(action).decode()
+        return plan.upstream_name("custom", item["name"], item.get("namespace")), call_arguments(item)
     if kind == "computer_call":  # one action (the preview tool's) or a batch (the GA tool's)
-        tool_kind, arguments = computer_call_arguments(item)
-        return plan.upstream_name(tool_kind), orjson.dumps(arguments).decode()
-    if kind == "apply_patch_call":
-        return plan.upstream_name("apply_patch"), orjson.dumps(item["operation"]).decode()
+        return plan.upstream_name(computer_call_arguments(item)[0]), call_arguments(item)
     if kind == "multi_agent_call":  # the action's function (engine/tools/multi_agent.py)
         return plan.upstream_name("multi_agent", item["action"]), item["arguments"]
-    return plan.upstream_name("tool_search"), orjson.dumps(item.get("arguments") or {}).decode()
+    tool_kind = {"shell_call": "shell", "local_shell_call": "local_shell", "apply_patch_call": "apply_patch"}.get(
+        kind, "tool_search")
+    return plan.upstream_name(tool_kind), call_arguments(item)
 
 
 def _output_of(item: dict[str, Any], options: EngineOptions) -> str | list[dict[str, Any]]:

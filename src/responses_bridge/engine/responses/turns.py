@@ -6,6 +6,10 @@ names and call ids) and one ``tool`` message per call result. Everything else (m
 ``parallel_tool_calls``, response format) is kept; ``tools`` are re-derived from the plan, so tools a server-side
 tool search loaded are offered from this turn on.
 
+The turn is shown as the model made it, one assistant message with all its calls, and the next response's history
+shows it so too (a call item that continues its turn carries turn_result.TURN_MARK in its id), so that response's
+prompt begins with this one (a backend's prefix cache holds it; docs/upstreams.md, "Prefix caches").
+
 ``tool_choice`` across turns (engine/tools/turn_tools.py ``set_turn_tools``): a forced choice holds for the
 first turn only; later turns are ``auto`` (``none`` stays ``none``).
 
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..options import EngineOptions
+from ..tools.server import ITEM_ID_CALLS
 from ..tools.tools import ToolPlan
 from ..tools.turn_result import TurnResult
 from ..tools.turn_tools import set_turn_tools
@@ -59,6 +64,7 @@ def follow_up_request(body: dict[str, Any], turn: TurnResult, results: Sequence[
     if message.get("content") is None and options.tool_call_content == "empty":
         message = dict(message, content="")
     messages = [*body["messages"], message]
+    results = in_history_order(turn, results)
     if options.tool_result_role == "tool":
         messages += (tool_message(result) for result in results)
     else:
@@ -72,3 +78,14 @@ def follow_up_request(body: dict[str, Any], turn: TurnResult, results: Sequence[
         return follow_up
     set_turn_tools(follow_up, tool_choice, parallel_tool_calls, plan, first=False)
     return follow_up
+
+
+def in_history_order(turn: TurnResult, results: Sequence[ToolResult]) -> Sequence[ToolResult]:
+    """The results in the order history will show them: those of calls whose items hold them (an MCP call, a
+    search, the code) first, once the turn's calls are shown; then the others, whose outputs are items of their
+    own after the turn's calls (a hosted shell's, a subagent's). One kind alone keeps the calls' order. A step's
+    record keeps them so (run/tool_turns.py), for a resumed run's turn, rebuilt without its calls."""
+    held = {call.call_id for call in turn.calls if call.item["type"] in ITEM_ID_CALLS}
+    if not held or len(held) == len(results):
+        return results
+    return sorted(results, key=lambda result: result.call_id not in held)

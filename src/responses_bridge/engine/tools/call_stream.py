@@ -12,9 +12,9 @@ from ... import ids
 from ..chunk_values import UpstreamProtocolError
 from .call_readers import call_reader_for
 from .client import CallReader
-from .server import ServerCallReader
+from .server import ITEM_ID_CALLS, ServerCallReader
 from .tools import CallTarget
-from .turn_result import TurnCall
+from .turn_result import TurnCall, turn_continued_id
 
 
 class _ToolCall:
@@ -46,6 +46,15 @@ class _Builder(Protocol):
     def _emit(self, event: dict[str, Any]) -> None: ...
 
     def _announce_call(self, call: _ToolCall, name: str) -> dict[str, Any]: ...
+
+
+def _after_a_held_result(builder: _Builder, call: _ToolCall) -> bool:
+    """Does ``call`` follow, in its model turn, a call whose item holds its result (an MCP call, a search, the
+    code)? Only then does history need the turn's mark to show the two calls on one message: calls of other kinds
+    fold onto their turn's message as they are (their outputs are items of their own, after the calls)."""
+    return any(other.item["type"] in ITEM_ID_CALLS for other in builder._turn_calls) or any(
+        other is not call and other.item is not None and other.item["type"] in ITEM_ID_CALLS
+        for other in builder._tool_calls.values())
 
 
 class ToolCallStream:
@@ -102,6 +111,8 @@ class ToolCallStream:
                          "call_id": call.call_id, "name": name, "arguments": ""}
             if target is not None:  # a namespace tool's function: named as the client declared it
                 call.item["namespace"], call.item["name"] = target.namespace, target.name
+        if _after_a_held_result(self, call):  # history shows it on its turn's message (turn_result.TURN_MARK)
+            call.item["id"] = turn_continued_id(call.item["id"])
         self.output.append(call.item)
         if self._encode is not None:
             self._emit({"type": "response.output_item.added", "sequence_number": 0,
@@ -129,7 +140,10 @@ class ToolCallStream:
             item = call.item
             assert item is not None, "every call was announced by the loop above"
             arguments = "".join(call.pieces)
-            self._turn_calls.append(TurnCall(call.call_id or "", call.name, arguments,
+            # a call whose item has no call id (an MCP call, a search) is sent back under its item's id, as
+            # history sends it later: one name for it in every prompt of the chain (server.ITEM_ID_CALLS)
+            call_id = item["id"] if item["type"] in ITEM_ID_CALLS else call.call_id or ""
+            self._turn_calls.append(TurnCall(call_id, call.name, arguments,
                                              self._targets.get(call.name), call.output_index, item, status))
             if call.reader is not None:
                 events = call.reader.close(arguments, status)

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from ... import ids
 from .client import CallReader, Event, close_shell_call, parse_arguments
 from .code_stream import CodeStream
@@ -237,6 +239,29 @@ class ServerToolSearchReader(ServerCallReader):
         self.item["arguments"] = {"query": search_query_of(arguments)}
         self.item["status"] = "completed" if status == "completed" else "incomplete"
         return []
+
+
+ITEM_ID_CALLS = frozenset({"mcp_call", "web_search_call", "file_search_call", "code_interpreter_call"})
+"""Server calls whose items have no call id of their own: history sends each back to the model under its item id,
+with the arguments :func:`sent_back_arguments` gives. The tool loop's next turn sends them the same way (the output
+builder's turn message), so a chain's later prompt repeats the loop's exactly (a backend's prefix cache holds)."""
+
+
+def sent_back_arguments(item: dict[str, Any]) -> str:
+    """A server call's arguments as the model reads them back, from its item alone: an MCP call's as the model
+    wrote them; a search's or the code's as the compact JSON of what the item keeps (its query or queries, its
+    code), which is all a stored item holds of them."""
+    kind = item["type"]
+    if kind == "mcp_call":
+        return str(item.get("arguments") or "{}")
+    if kind == "file_search_call":
+        queries = [query for query in item.get("queries") or () if isinstance(query, str)]
+        return orjson.dumps({"query": queries[0]} if len(queries) == 1 else {"queries": queries}).decode()
+    if kind == "code_interpreter_call":
+        return orjson.dumps({"code": item.get("code") if isinstance(item.get("code"), str) else ""}).decode()
+    action = item.get("action") or {}
+    query = action.get("query") or " ".join(action.get("queries") or ()) or action.get("url") or ""
+    return orjson.dumps({"query": query}).decode()
 
 
 def mcp_call_item(server_label: str, name: str, arguments: str = "",

@@ -137,6 +137,10 @@ class ToolPlan:
     targets: dict[str, CallTarget] = field(default_factory=dict)  # upstream name → item kind, when not a function
     names: dict[tuple[str, str | None, str | None], str] = field(default_factory=dict)  # (kind, ns, name) → upstream
     program_calls: set[str] = field(default_factory=set)  # call ids of calls programs made: not the model's
+    # how plan_tools made the request's own functions (its tools, policy, loaded tools, served types) and how many
+    # of ``functions`` they are: a tool search in the loop re-plans them so (add_loaded_tools)
+    made_from: tuple[list[dict[str, Any]], UnsupportedPolicy, list[dict[str, Any]], Collection[str]] | None = None
+    own: int = 0
 
     def upstream_name(self, kind: str, name: str | None = None, namespace: str | None = None) -> str:
         """The name a replayed call of this kind goes upstream under (what this request offers it as)."""
@@ -277,22 +281,40 @@ class ToolPlan:
     def add_loaded_tools(self, tools: Iterable[Mapping[str, Any]]) -> list[str]:
         """Offer the tools a server-side tool search found (its ``tool_search_output.tools``), from the next turn
         on, as a plan made with them among ``loaded`` would; ``targets`` is changed in place, so an output builder
-        reading this plan's targets reads their calls. Returns the names newly offered."""
-        extra = plan_tools(None, loaded=[dict(tool) for tool in tools if isinstance(tool, Mapping)])
+        reading this plan's targets reads their calls. Returns the names newly offered.
+
+        The request's own functions are planned again with the new tools among ``loaded``, as the next response
+        plans them from its history (the run's server functions after them): so its ``tools`` are this turn's, in
+        the same order, and a backend's prefix cache holds them."""
+        found = [dict(tool) for tool in tools if isinstance(tool, Mapping)]
+        if self.made_from is not None:
+            return self._replan(found)
+        extra = plan_tools(None, loaded=found)
         offered = self._taken()
-        added: list[str] = []
-        for function in extra.functions:
-            if function["name"] not in offered:
-                offered.add(function["name"])
-                self.functions.append(function)
-                added.append(function["name"])
-        for name, target in extra.targets.items():
-            self.targets.setdefault(name, target)
-        for name, pair in extra.namespaced.items():
-            self.namespaced.setdefault(name, pair)
-        for key, name in extra.names.items():
-            self.names.setdefault(key, name)
-        return added
+        added = [function for function in extra.functions if function["name"] not in offered]  # names unique
+        self.functions += added
+        self._read_as(extra)
+        return [function["name"] for function in added]
+
+    def _read_as(self, other: ToolPlan) -> None:
+        """Read calls of ``other``'s tools as it does too (names already known keep their reading)."""
+        maps: list[tuple[dict[Any, Any], dict[Any, Any]]] = [
+            (self.targets, other.targets), (self.namespaced, other.namespaced), (self.names, other.names)]
+        for mine, its in maps:
+            for key, value in its.items():
+                mine.setdefault(key, value)
+
+    def _replan(self, found: list[dict[str, Any]]) -> list[str]:
+        assert self.made_from is not None
+        request_tools, policy, loaded, served = self.made_from
+        offered = self._taken()
+        fresh = plan_tools(request_tools, policy, loaded=[*loaded, *found], served=served)
+        own = {function["name"] for function in fresh.functions}
+        self.functions = [*fresh.functions, *(function for function in self.functions[self.own:]
+                                              if function["name"] not in own)]
+        self.made_from, self.own = fresh.made_from, fresh.own
+        self._read_as(fresh)
+        return [function["name"] for function in fresh.functions if function["name"] not in offered]
 
     def server_names(self, kind: str, namespace: str | None = None) -> list[str]:
         """The flat names offered for server tools of ``kind`` (of one MCP server, when ``namespace`` is given)."""
@@ -374,6 +396,8 @@ def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "
             if DROPPED is not None:
                 DROPPED.labels(tool_type=kind).inc()
         plan.dropped = unsupported
+    if server_search:  # only a server tool search loads tools in the loop (add_loaded_tools)
+        plan.made_from, plan.own = (tools, policy, list(loaded or ()), served), len(plan.functions)
     return plan
 
 

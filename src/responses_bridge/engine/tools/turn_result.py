@@ -11,6 +11,28 @@ from typing import Any
 
 from .tools import CallTarget
 
+TURN_MARK = "turn"
+"""Marks the id of a call item that continues a model turn after a call whose item holds its result (an MCP call, a
+search, the code: server.ITEM_ID_CALLS): ``<prefix>_turn<hex>`` where the bridge's ids are ``<prefix>_<hex>``. Stored
+output is a flat list of items, and such an item alone does not say whether the call after it was made in the same
+turn (one assistant message carrying both calls, their results after it) or in the next (the first call answered
+before the second was made). History reads the mark (request_translation.items_to_messages) and shows the turn as
+the model made it and as the tool loop sent it back, so a chained turn's prompt extends the loop's exactly. The
+mark lives in the id the item already has (as programs.py marks a program's calls): no field is added to an item,
+and a client that replays the items (``store: false``) carries it too. An item without it replays as before."""
+
+
+def turn_continued_id(item_id: str) -> str:
+    """``item_id`` marked as continuing its turn (:data:`TURN_MARK`)."""
+    prefix, _, rest = item_id.partition("_")
+    return f"{prefix}_{TURN_MARK}{rest}"
+
+
+def continues_turn(item: dict[str, Any]) -> bool:
+    """Was this call item made in the same model turn as the call item before it (:data:`TURN_MARK`)?"""
+    value = item.get("id")
+    return isinstance(value, str) and value.partition("_")[2].startswith(TURN_MARK)
+
 
 @dataclass(slots=True)
 class TurnCall:
