@@ -132,7 +132,8 @@ def render(target: str, options: dict[str, Any], placement: Placement) -> str:
     if upstreams:
         raise ValueError(f"--format {target} renders one upstream; several (`upstreams`) need the bootstrap")
     render_objects = envoy_gateway_objects if target == "envoy-gateway" else istio_objects
-    return "---\n".join(to_yaml(item) for item in render_objects(bootstrap, options["upstream"], placement))
+    return "---\n".join(to_yaml(item) for item in render_objects(bootstrap, options["upstream"], placement,
+                                                                 options.get("upstream_urls") or ()))
 
 
 def _run(args: argparse.Namespace) -> int:
