@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for tests.support
 
+from responses_bridge.config.upstreams import UpstreamSpec
 from responses_bridge.envoy_config import UPSTREAM_CLUSTER, bootstrap_dict, render_bootstrap
 from responses_bridge.envoy_config.command import render
 from responses_bridge.envoy_config.names import DESTINATION_ENDPOINT_HEADER
@@ -84,15 +85,28 @@ def test_several_urls_make_one_cluster_honouring_the_picked_replica() -> None:
 
 def test_one_url_renders_exactly_as_before() -> None:
     assert render_bootstrap(**dict(DEMO, upstream_urls=[DEMO["upstream"]])) == render_bootstrap(**DEMO)
+    alone = UpstreamSpec(name="local", url="http://127.0.0.1:8000/v1")
+    listed = UpstreamSpec(name="local", urls=["http://127.0.0.1:8000/v1"])
+    assert render_bootstrap(**dict(DEMO, upstreams=[listed])) == render_bootstrap(**dict(DEMO, upstreams=[alone]))
     assert "load_balancing_policy" not in render_bootstrap(**DEMO)
 
 
-def test_named_replicas_are_resolved_by_envoy() -> None:
+def test_named_replicas_and_a_headless_service_are_resolved_by_envoy() -> None:
     named = _clusters(bootstrap_dict(**dict(DEMO, upstream_urls=[
         "http://vllm-0.vllm:8000/v1", "http://vllm-1.vllm:8000/v1"])))[UPSTREAM_CLUSTER]
     assert named["type"] == "STRICT_DNS"
     assert _endpoints(named) == [("vllm-0.vllm", 8000), ("vllm-1.vllm", 8000)]
     _honours_the_pick(named)
+    headless = UpstreamSpec(name="vllm", url="http://vllm.llm.svc.cluster.local:8000/v1", discover="dns",
+                            dns_refresh_seconds=7)
+    plain = UpstreamSpec(name="cloud", url="https://api.openai.com/v1")
+    clusters = _clusters(bootstrap_dict(**dict(DEMO, upstreams=[headless, plain])))
+    cluster = clusters["upstream_vllm"]
+    assert cluster["type"] == "STRICT_DNS"  # every address of the name an endpoint
+    assert cluster["dns_refresh_rate"] == "7s"  # re-resolved as often as the sidecar does it
+    assert _endpoints(cluster) == [("vllm.llm.svc.cluster.local", 8000)]
+    _honours_the_pick(cluster)
+    assert "load_balancing_policy" not in clusters["upstream_cloud"]  # one server: as always
 
 
 def test_https_replicas_check_each_certificate() -> None:
@@ -116,9 +130,12 @@ def test_replicas_that_one_cluster_cannot_serve_are_refused(urls: list[str]) -> 
 
 @needs_envoy
 def test_envoy_accepts_the_replicas_clusters(tmp_path: Path) -> None:
+    headless = UpstreamSpec(name="vllm", url="http://vllm.llm.svc.cluster.local:8000/v1", discover="dns")
+    several = UpstreamSpec(name="pool", urls=REPLICAS[:2])
     renderings = {
         "urls": dict(DEMO, upstream_urls=REPLICAS),
         "named-tls": dict(DEMO, upstream_urls=["https://[::1]:8443/v1", "https://127.0.0.1:8443/v1"]),
+        "upstreams": dict(DEMO, upstreams=[headless, several, UpstreamSpec(name="one", url=REPLICAS[2])]),
     }
     for name, options in renderings.items():
         path = tmp_path / f"{name}.yaml"

@@ -51,7 +51,7 @@ def render_bootstrap(*, listen_port: int, extproc_port: int, http_port: int, ups
         sidecar_address=sidecar_address, ca_file=ca_file, upstreams=upstreams, internal_port=internal_port,
         auth=auth, extproc_uds=extproc_uds, workers=workers, chat_store=chat_store, timeouts=timeouts,
         max_requests=max_requests, upstream_urls=upstream_urls,
-    ), header=_header(", ".join(f"{spec.name}={spec.url}" for spec in upstreams)
+    ), header=_header(", ".join(f"{spec.name}={' '.join(spec.replica_urls())}" for spec in upstreams)
                       or (" ".join(upstream_urls) if len(upstream_urls) > 1 else upstream),
                       internal_listener_port(listen_port, internal_port) if upstreams else None))
 
@@ -87,10 +87,14 @@ def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstr
     auth = auth or Auth()
     timeouts = timeouts or EnvoyTimeouts()
     connect, door_idle = timeouts.connect, timeouts.door_idle
-    replicated = len(upstream_urls) > 1 and not upstreams
+    replicated = any(spec.replicated() for spec in upstreams) or len(upstream_urls) > 1
     if upstreams:
-        upstream_clusters = [_upstream_cluster(UpstreamURL(spec.url), ca_file, upstream_cluster(spec.name),
-                                               connect=connect) for spec in upstreams]
+        upstream_clusters = [
+            replicas_cluster(spec.replica_urls(), ca_file, upstream_cluster(spec.name), connect=connect,
+                             discover_dns=spec.discover == "dns", dns_refresh=spec.dns_refresh_seconds)
+            if spec.replicated() else
+            _upstream_cluster(UpstreamURL(spec.url), ca_file, upstream_cluster(spec.name), connect=connect)
+            for spec in upstreams]
     elif len(upstream_urls) > 1:
         upstream_clusters = [replicas_cluster(upstream_urls, ca_file, UPSTREAM_CLUSTER, connect=connect)]
     else:

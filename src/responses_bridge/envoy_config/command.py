@@ -163,7 +163,7 @@ def _run(args: argparse.Namespace) -> int:
             extproc_uds=args.extproc_uds if args.extproc_uds is not None else settings.extproc_uds,
             workers=worker_count(args.workers) if args.workers is not None else settings.worker_count(),
             chat_store=settings.store_chat_completions, timeouts=EnvoyTimeouts.from_settings(settings),
-            max_requests=settings.envoy_max_requests)
+            max_requests=settings.envoy_max_requests, upstream_urls=settings.upstream_urls)
         text = render(args.format, options, Placement(
             namespace=args.namespace, root_namespace=args.istio_root_namespace, service=args.service,
             gateway=args.gateway,
