@@ -8,8 +8,10 @@ it received, so every turn's replica is read from where it actually landed, not 
 * A chain stays on its replica through the Envoy door: ``previous_response_id`` (plain and streamed), a
   conversation, and a background run's call, which the sidecar makes itself through Envoy (``upstream_via``,
   naming its pick in ``x-gateway-destination-endpoint``).
-* A killed replica: the turn that meets it gets Envoy's refusal as an error (a 5xx the client may retry), the
-  replica is taken out, and each chain it served continues on one other replica, turn after turn.
+* A killed replica: the turn that meets it is retried by Envoy on the next replica the processor named (the call
+  reached nothing), no client sees an error, the replica is taken out, and each chain it served continues on one
+  other replica, turn after turn.
+* Passthrough chats sharing a long prefix go where it was sent before.
 * A client's own ``x-gateway-destination-endpoint`` naming an address outside the upstream does not send Envoy
   there: the cluster only ever connects to the upstream's replicas.
 """
@@ -174,6 +176,23 @@ async def test_a_client_cannot_send_envoy_outside_the_upstream(fleet: Fleet) -> 
     assert sum(await fleet.counts()) - sum(before) == 3
 
 
+async def test_passthrough_chats_sharing_a_long_prefix_go_where_it_is_warm(fleet: Fleet) -> None:
+    """``POST /v1/chat/completions`` has no chain: the processor reads it (its route renders as with stored chats)
+    and picks the replica that was sent the longest prefix of it lately, one call at a time here, so no load
+    differs: every chat with the same long system prompt lands where the first did."""
+    system = "You are a careful assistant. " * 200  # some 6 KB: many prefix blocks
+    landed = []
+    async with aiohttp.ClientSession() as session:
+        for index in range(4):
+            before = await fleet.counts()
+            async with session.post(f"{fleet.envoy_url}/v1/chat/completions", json={
+                    "model": "fake-model", "messages": [{"role": "system", "content": system},
+                                                        {"role": "user", "content": f"question {index}"}]}) as answer:
+                assert answer.status == 200, await answer.text()
+            landed.append(await _landed(fleet, before))
+    assert len(set(landed)) == 1, landed
+
+
 async def test_a_killed_replica_is_taken_out_and_its_chains_move_once(fleet: Fleet, tmp_path: Path) -> None:
     """Runs last in the module: it stops one replica for good."""
     async with fleet.client() as client:
@@ -185,12 +204,9 @@ async def test_a_killed_replica_is_taken_out_and_its_chains_move_once(fleet: Fle
         orphans = [(rid, replica) for rid, replica in chains if replica == victim]
         assert len(orphans) >= 2, served
         await fleet.stop(victim)  # refuses connections from now on
-        # the first turn that meets it gets Envoy's refusal, as an error the client may retry
-        with pytest.raises(openai.APIStatusError) as refused:
-            await client.responses.create(model="fake-model", input="Are you there?",
-                                          previous_response_id=orphans[0][0])
-        assert refused.value.status_code >= 500
-        # taken out: every chain it served continues, each on one other replica, turn after turn
+        # the turn that meets it is answered all the same: Envoy retries the call, which reached nothing, on the
+        # next replica the processor named, and the processor, told where it landed, takes the victim out and
+        # moves the chain there; every chain the victim served continues on one other replica, and stays
         for response_id, _ in orphans:
             response_id, moved = await _turn(fleet, client, input="Continue elsewhere.",
                                              previous_response_id=response_id)
@@ -199,6 +215,8 @@ async def test_a_killed_replica_is_taken_out_and_its_chains_move_once(fleet: Fle
                 response_id, replica = await _turn(fleet, client, input=f"Still there? ({turn})",
                                                    previous_response_id=response_id)
                 assert replica == moved
+        stats = await fleet.envoy.stats("cluster.llm_upstream.upstream_rq_retry")
+        assert int(stats.get("cluster.llm_upstream.upstream_rq_retry", 0)) >= 1  # Envoy's retry carried it
         # the chains of the other replicas never moved
         for response_id, replica in chains:
             if replica != victim:

@@ -4,6 +4,7 @@ timeouts as with one URL, and a single URL rendered exactly as before."""
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,18 +68,34 @@ def test_several_urls_make_one_cluster_honouring_the_picked_replica() -> None:
                 "circuit_breakers"):
         assert cluster[key] == before[key], key
     assert "load_balancing_policy" not in before
-    # every route as with one URL (cluster, rewrites, timeouts, no retries) but the chat route, which the processor
-    # now reads to pick the replica and watches to the answer's end, as it does for stored chats
+    # every route as with one URL (cluster, rewrites, timeouts) but for what replicas add: a route to the cluster
+    # retries once a call that reached no replica (on the next one the processor named), the processor of a route
+    # that sees answers is told which replica answered, and the chat route is read by the processor (to pick by
+    # the prompt's prefix) as it is for stored chats
     routes, routes_before = _routes(several), _routes(one)
     assert list(routes) == list(routes_before)
+    stored = _routes(bootstrap_dict(**DEMO))
+    retried, told = set(), set()
     for name, route in routes.items():
+        route, before = copy.deepcopy(route), copy.deepcopy(routes_before[name])
         if name == "chat_completions":
-            assert route["route"] == routes_before[name]["route"]
-            assert route["typed_per_filter_config"] == _routes(bootstrap_dict(**DEMO))[name][
-                "typed_per_filter_config"]
-            continue
-        assert route == routes_before[name], name
-        assert "retry_policy" not in route.get("route", {})
+            before["typed_per_filter_config"] = copy.deepcopy(stored[name]["typed_per_filter_config"])
+        action = route.get("route", {})
+        if action.get("cluster") == UPSTREAM_CLUSTER:
+            assert action.pop("retry_policy") == {
+                "retry_on": "connect-failure,refused-stream,reset-before-request", "num_retries": 1}, name
+            retried.add(name)
+        else:
+            assert "retry_policy" not in action, name
+        overrides = route.get("typed_per_filter_config", {}).get("envoy.filters.http.ext_proc", {}).get(
+            "config", {}).get("overrides", {})
+        if "response_attributes" in overrides:
+            assert overrides.pop("response_attributes") == ["upstream.address"]
+            told.add(name)
+        assert route == before, name
+    assert {"responses", "responses_unversioned", "chat_completions", "models", "embeddings",
+            "images_generations"} <= retried
+    assert told == {"responses", "responses_unversioned", "chat_completions"}
     assert routes["responses"]["route"]["cluster"] == UPSTREAM_CLUSTER
     assert routes["responses"]["route"]["timeout"] == "0s"
 
@@ -175,6 +192,17 @@ def test_envoy_gateway_balances_the_backends_replicas_on_the_picked_one() -> Non
         balancer = extension["properties"]["spec"]["properties"]["extProc"]["items"]["properties"][
             "backendSettings"]["properties"]["loadBalancer"]
         assert list(jsonschema.Draft7Validator(balancer).iter_errors(policy["spec"]["loadBalancer"])) == []
+        retry = extension["properties"]["spec"]["properties"]["extProc"]["items"]["properties"][
+            "backendSettings"]["properties"]["retry"]
+        assert list(jsonschema.Draft7Validator(retry).iter_errors(policy["spec"]["retry"])) == []
+        for extension_policy in [o for o in objects if o["kind"] == "EnvoyExtensionPolicy"]:
+            assert crd_errors(extension_policy) == [], extension_policy["metadata"]["name"]
+    assert policy["spec"]["retry"] == {"numRetries": 1, "retryOn": {
+        "triggers": ["connect-failure", "refused-stream", "reset-before-request"]}}
+    # the processor is told which replica answered, as on the bootstrap's routes
+    [responses] = [o for o in objects if o["kind"] == "EnvoyExtensionPolicy"
+                   and o["metadata"]["name"] == "responses-bridge-responses"]
+    assert responses["spec"]["extProc"][0]["processingMode"]["response"]["attributes"] == ["upstream.address"]
 
 
 def test_istio_adds_the_bootstraps_replicas_cluster_and_routes_the_upstream_to_it() -> None:
@@ -188,7 +216,8 @@ def test_istio_adds_the_bootstraps_replicas_cluster_and_routes_the_upstream_to_i
         merged = {p["match"]["routeConfiguration"]["vhost"]["route"]["name"]: p["patch"]["value"]
                   for p in patches if p["applyTo"] == "HTTP_ROUTE" and p["patch"]["operation"] == "MERGE"}
         for name in ("responses", "responses_unversioned", "chat_completions", "models", "embeddings"):
-            assert merged[name]["route"] == {"cluster": UPSTREAM_CLUSTER}, name
+            assert merged[name]["route"] == {"cluster": UPSTREAM_CLUSTER, "retry_policy": {
+                "retry_on": "connect-failure,refused-stream,reset-before-request", "num_retries": 1}}, name
         assert "route" not in merged["sidecar"]
         if have_kubectl():
             assert crd_errors(envoy_filter) == []

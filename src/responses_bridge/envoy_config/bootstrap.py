@@ -20,7 +20,7 @@ from .names import (
     _socket,
     upstream_cluster,
 )
-from .replica_cluster import replicas_cluster
+from .replica_cluster import replicas_cluster, with_replica_routes
 from .timeouts import EnvoyTimeouts
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstr
             },
         }]},
         "static_resources": {
-            "listeners": [
+            "listeners": with_replica_routes([
                 # a chat request to replicas is read whatever is stored: the processor picks its replica from the
                 # body and sees the answer's headers (a replica that refused the connection is taken out)
                 _listener(listen_address, listen_port, up, (sidecar_address, http_port), upstreams, auth,
@@ -119,7 +119,7 @@ def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstr
                                                       workers=workers), timeouts),
                 *([_internal_listener(_loopback_like(listen_address), internal_listener_port(
                     listen_port, internal_port), upstreams, timeouts)] if upstreams else []),
-            ],
+            ], {cluster["name"] for cluster in upstream_clusters if "load_balancing_policy" in cluster}),
             "clusters": with_circuit_breakers([
                 *upstream_clusters,
                 _extproc_cluster(extproc_address, extproc_port, uds=extproc_uds, workers=workers, connect=connect),

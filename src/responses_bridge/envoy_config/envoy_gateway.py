@@ -26,7 +26,7 @@ from .envoy_gateway_policy import (
     route_processor,
 )
 from .names import DESTINATION_ENDPOINT_HEADER, DOOR_HEADER, OWN_CALL_VALUE, ROUTE_HEADER, VIA_DOOR, UpstreamURL
-from .replica_cluster import replica_urls
+from .replica_cluster import RETRY_BEFORE_SENDING, replica_urls
 from .targets import Placement, bridge_filters, listener_limits, processor_filter, routes
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
@@ -110,7 +110,10 @@ def _replica_policy(placement: Placement, httproutes: Sequence[str]) -> dict[str
             "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": name}
                                     for name in httproutes],
                      "loadBalancer": {"type": "LeastRequest", "endpointOverride": {
-                         "extractFrom": [{"header": DESTINATION_ENDPOINT_HEADER}]}}}}
+                         "extractFrom": [{"header": DESTINATION_ENDPOINT_HEADER}]}},
+                     # a call that reached no replica, once more on the next one named (RETRY_BEFORE_SENDING)
+                     "retry": {"numRetries": RETRY_BEFORE_SENDING["num_retries"], "retryOn": {
+                         "triggers": str(RETRY_BEFORE_SENDING["retry_on"]).split(",")}}}}
 
 
 def envoy_gateway_objects(bootstrap: dict[str, Any], upstream: str, placement: Placement,

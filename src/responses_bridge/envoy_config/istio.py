@@ -29,6 +29,7 @@ from .names import (
     VIA_DOOR,
     UpstreamURL,
 )
+from .replica_cluster import RETRY_BEFORE_SENDING
 from .targets import Placement, bridge_filters, routes, with_clusters
 
 NETWORKING_API = "networking.istio.io/v1alpha3"
@@ -99,7 +100,7 @@ def _config_patches(bootstrap: dict[str, Any], placement: Placement, context: st
         match = {"context": context, "routeConfiguration": {"vhost": {"route": {"name": name}}}}
         settings = {key: route[key] for key in ROUTE_SETTINGS if key in route}
         if replicas is not None and name in UPSTREAM_ROUTES:
-            settings["route"] = {"cluster": UPSTREAM_CLUSTER}
+            settings["route"] = {"cluster": UPSTREAM_CLUSTER, "retry_policy": dict(RETRY_BEFORE_SENDING)}
         patches.append({"applyTo": "HTTP_ROUTE", "match": match, "patch": {"operation": "MERGE", "value": settings}})
         if name in tools:
             patches.append({"applyTo": "HTTP_ROUTE", "match": match,

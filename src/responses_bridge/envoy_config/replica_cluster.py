@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .clusters import DEFAULT_CONNECT, _upstream_cluster
-from .names import _TYPE, DESTINATION_ENDPOINT_HEADER, UPSTREAM_HEADERS_NAMESPACE, UpstreamURL, _socket
+from .names import _EXT_PROC, _TYPE, DESTINATION_ENDPOINT_HEADER, UPSTREAM_HEADERS_NAMESPACE, UpstreamURL, _socket
 from .timeouts import duration
 
 _LB = _TYPE + "envoy.extensions.load_balancing_policies."
@@ -95,3 +95,41 @@ def replicas_cluster(urls: Sequence[str], ca_file: str | None, name: str, *, con
             {"san_type": "IP_ADDRESS" if is_ip else "DNS", "matcher": {"exact": host}} for host, is_ip in hosts.items()]
     return cluster
 
+
+
+UPSTREAM_ADDRESS = "upstream.address"
+"""The Envoy attribute the processor gets with an answer's headers on a replicated upstream's routes: the replica
+that actually answered (``ip:port``), which differs from the one it named when Envoy retried elsewhere."""
+
+RETRY_BEFORE_SENDING = {"retry_on": "connect-failure,refused-stream,reset-before-request", "num_retries": 1}
+"""A replicated upstream's routes retry a call once, on the next replica the processor named, when nothing of it
+reached the first: a refused connection, a refused stream, a reset before the request went out. As the HTTP door's
+own calls do (adapters/replicated_client.py): nothing is made twice, and a killed replica costs no client an error.
+Anything later (the replica failed while answering) is the client's answer, as with one URL."""
+
+
+def with_replica_routes(listeners: list[dict[str, Any]], replicated: set[str]) -> list[dict[str, Any]]:
+    """``listeners`` with every route to a cluster in ``replicated`` retrying a call that reached no replica
+    (:data:`RETRY_BEFORE_SENDING`), and the processor of every route it sees the answers of told which replica
+    answered (:data:`UPSTREAM_ADDRESS`, a per-route ``response_attributes`` override). With several upstreams the
+    processor's routes are the generic ones until it names the upstream, so they all carry it. No replicas:
+    ``listeners`` as they are."""
+    if not replicated:
+        return listeners
+    for listener in listeners:
+        config = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        for host in config["route_config"]["virtual_hosts"]:
+            for route in host["routes"]:
+                action = route.get("route", {})
+                if action.get("cluster") in replicated:
+                    action["retry_policy"] = dict(RETRY_BEFORE_SENDING)
+                per_route = route.get("typed_per_filter_config", {}).get(_EXT_PROC, {})
+                overrides = per_route.get("config", {}).get("overrides")
+                if overrides is not None and not per_route.get("disabled") and _sees_answers(overrides):
+                    overrides["response_attributes"] = [UPSTREAM_ADDRESS]
+    return listeners
+
+
+def _sees_answers(overrides: dict[str, Any]) -> bool:
+    """Does the route's processor see the answer's headers (the filter's default, or its own mode)?"""
+    return overrides.get("processing_mode", {}).get("response_header_mode", "SEND") != "SKIP"

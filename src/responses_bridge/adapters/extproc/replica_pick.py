@@ -22,10 +22,11 @@ from typing import Any
 
 from ...config.upstreams import SINGLE_UPSTREAM
 from ...envoy_config.names import DESTINATION_ENDPOINT_HEADER, UPSTREAM_HEADERS_NAMESPACE
+from ...envoy_config.replica_cluster import UPSTREAM_ADDRESS
 from ...replicas import Picked, pick, replica_set
 from ...replicas.replica import CONNECT_FAILED, FAILED, OK
 from . import messages as m
-from ._pb.ext_proc_pb2 import ProcessingResponse
+from ._pb.ext_proc_pb2 import ProcessingRequest, ProcessingResponse
 
 ENVOY_UPSTREAM_TIME = "x-envoy-upstream-service-time"
 """Envoy's router adds it to every answer that came from an upstream, never to a reply it made itself: a 5xx without
@@ -43,14 +44,28 @@ def pick_replica(upstream: str | None, chain: Sequence[str], body: bytes) -> Pic
 
 
 async def name_replica(reply: ProcessingResponse, picked: Picked) -> None:
-    """Tells Envoy where the request goes (``reply``: the request body's): the picked replica's address in the
-    metadata the bootstrap's cluster reads, beside the other headers the processor leaves there (the upstream's
-    key, the trace context), and in the header itself, which Envoy Gateway's and Istio's clusters read (they send
-    the processor the request headers, so a header mutation of the body phase applies there; the bootstrap skips
-    them, and Envoy drops it)."""
-    address = await envoy_address(picked.endpoint)
+    """Tells Envoy where the request goes (``reply``: the request body's): the picked replica's address, then the
+    other replicas in (where Envoy's one retry of a call that reached no replica goes: envoy_config's
+    ``RETRY_BEFORE_SENDING``), in the metadata the bootstrap's cluster reads, beside the other headers the processor
+    leaves there (the upstream's key, the trace context), and in the header itself, which Envoy Gateway's and
+    Istio's clusters read (they send the processor the request headers, so a header mutation of the body phase
+    applies there; the bootstrap skips them, and Envoy drops it)."""
+    found = replica_set(picked.name)
+    others = [replica.key for replica in found.replicas if replica is not picked.replica and not replica.down] \
+        if found is not None else []
+    address = ",".join([await envoy_address(key) for key in (picked.endpoint, *others)])
     reply.dynamic_metadata.get_or_create_struct(UPSTREAM_HEADERS_NAMESPACE)[DESTINATION_ENDPOINT_HEADER] = address
     m.mutate(reply.request_body.response.header_mutation, ((DESTINATION_ENDPOINT_HEADER, address),))
+
+
+def answered_by(request: ProcessingRequest) -> str:
+    """The replica Envoy's call reached (``ip:port``; the route asks for the ``upstream.address`` attribute), or
+    "" when Envoy does not say."""
+    for values in request.attributes.values():
+        value = values.fields.get(UPSTREAM_ADDRESS)
+        if value is not None and value.string_value:
+            return value.string_value
+    return ""
 
 
 async def envoy_address(endpoint: str) -> str:
@@ -96,12 +111,21 @@ def usage_tokens(response: Mapping[str, Any] | None) -> tuple[int, int]:
     return (prompt if isinstance(prompt, int) else 0), (cached if isinstance(cached, int) else 0)
 
 
-def settle(picked: Picked, status: int, headers: Mapping[str, str] | None, response: Mapping[str, Any] | None,
-           response_id: str | None) -> None:
+def settle(picked: Picked, status: int, headers: Mapping[str, str] | None, answered: str,
+           response: Mapping[str, Any] | None, response_id: str | None) -> None:
     """Ends the pick once: no answer at all (the client went away first) ends it as ok; a produced response id is
-    bound to the replica for the chain's next turn."""
+    bound to the replica for the chain's next turn. ``answered``: the replica Envoy says answered; another of the
+    upstream's than the picked one means the picked one refused the call and Envoy retried it there: the picked
+    one is taken out, and the chain is the other's now."""
     result, why = outcome(status, headers or {}) if headers is not None else (OK, "")
     prompt, cached = usage_tokens(response)
+    found = replica_set(picked.name) if answered and answered != picked.endpoint else None
+    other = found.replica(answered) if found is not None else None
+    if found is not None and other is not None and other is not picked.replica:
+        picked.done(CONNECT_FAILED, why=f"refused; Envoy retried the call on {answered}")
+        if result == OK:
+            found.bind((*picked.chain, *((response_id,) if response_id else ())), other)
+        return
     if result == OK and response_id:
         picked.bind(response_id)
     picked.done(result, why=why, prompt_tokens=prompt, cached_tokens=cached)

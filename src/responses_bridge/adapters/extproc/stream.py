@@ -16,7 +16,7 @@ from ...protocol.tools.multi_agent import beta_surface
 from ...services.tenancy.limits import RETRY_AFTER_SECONDS
 from . import messages as m
 from ._pb.ext_proc_pb2 import ProcessingRequest, ProcessingResponse
-from .replica_pick import settle
+from .replica_pick import answered_by, settle
 from .request_phase import RequestPhase
 from .stream_state import JSON, SHUTDOWN_ERROR, Responses
 
@@ -125,9 +125,9 @@ class _Stream(RequestPhase):
             del request
             return [await self._request_body(arrived, end_of_stream)]
         if phase == "response_headers":
-            if self.picked is not None:  # how the replica answered ends its pick (replica_pick.py)
+            if self.picked is not None:  # how and where the replica answered ends its pick (replica_pick.py)
                 headers = m.header_map(request.response_headers)
-                self.upstream_head = (int(headers.get(":status") or 0), headers)
+                self.upstream_head = (int(headers.get(":status") or 0), headers, answered_by(request))
             if self.chat_record is not None or self.chat_watch:  # a chat answer (chat_phase.py)
                 return [self._chat_headers(request)]
             if self.ours is False:
@@ -151,10 +151,11 @@ class _Stream(RequestPhase):
         picked, self.picked = self.picked, None
         if picked is None:
             return
-        status, headers = self.upstream_head if self.upstream_head is not None else (0, None)
+        status, headers, answered = self.upstream_head if self.upstream_head is not None else (0, None, "")
         run = self.run
         response = run.response if run is not None else None
-        settle(picked, status, headers, response, run.response_id if run is not None and not self.failed else None)
+        settle(picked, status, headers, answered, response,
+               run.response_id if run is not None and not self.failed else None)
 
     async def shut_down(self) -> None:
         """A drain ran out of time with this response still running: end it now with ``response.failed``

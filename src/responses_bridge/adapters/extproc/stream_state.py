@@ -125,7 +125,7 @@ class StreamState:
         # of the process's memory budget, reserved as the body arrives (services/tenancy/memory_budget.py)
         self.held = Held(runtime.memory)  # its holder is known with the body's first chunk (request_phase.py)
         # the replica picked for its upstream call (replicas/; None with one server), and the status and headers
-        # of the answer, which end the pick (replica_pick.py)
+        # of the answer and the replica that gave it, which end the pick (replica_pick.py)
         self.picked: Picked | None = None
-        self.upstream_head: tuple[int, dict[str, str]] | None = None
+        self.upstream_head: tuple[int, dict[str, str], str] | None = None
         self.replica_named = False  # a chat request that names its replica already (the HTTP door's own call)
