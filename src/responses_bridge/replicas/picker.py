@@ -80,6 +80,9 @@ class ReplicaSet:
         for old in self.replicas:
             if all(old is not replica for replica in kept):
                 self.chains.forget_replica(old.key)
+                old.leave()
+        for replica in kept:
+            replica.join(self.name)
         self.replicas = kept
         self._by_key = {replica.key: replica for replica in kept}
 
@@ -166,16 +169,14 @@ class ReplicaSet:
     # --- a call's end -------------------------------------------------------------------------------------------
     def ended(self, picked: Picked, outcome: str, why: str, prompt_tokens: int, cached_tokens: int) -> None:
         replica = picked.replica
-        replica.in_flight = max(0, replica.in_flight - 1)
+        replica.count_end(prompt_tokens if outcome == OK else 0, cached_tokens)
         if outcome == OK:
             if replica.down:
                 replica.bring_back()
-            if prompt_tokens:
-                replica.prompt_tokens += prompt_tokens
-                replica.cached_tokens += min(cached_tokens, prompt_tokens)
             if picked.chain:
                 self.chains.bind(picked.chain, replica.key)
         elif outcome in (CONNECT_FAILED, FAILED):
+            replica.failed(outcome)
             replica.take_out(self.clock(), why or outcome)
 
     def bind(self, chain: Iterable[str], replica: Replica) -> None:
