@@ -217,3 +217,22 @@ async def test_a_killed_replica_is_taken_out_and_its_chains_move_once(
         assert events[-1]["type"] == "response.failed"
         failed = events[-1]["response"]["error"]["message"]
         assert failed.startswith("upstream_unreachable:") and "upstream 'default'" in failed, failed
+
+
+async def test_chains_keep_their_replica_across_worker_processes(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``serve --workers 2``: each worker picks on its own, and a chain's turns land on either (a new connection
+    per request); the chain map kept in the store (replicas/persist.py) sends every turn to the chain's replica."""
+    async with running_fleet(str(tmp_path_factory.mktemp("replicas-workers")), 3, "--workers", "2") as fleet, \
+            aiohttp.ClientSession(base_url=fleet.sidecar.http_url,
+                                  connector=aiohttp.TCPConnector(force_close=True)) as http:
+        previous: dict[int, str] = {}
+        for turn in range(6):
+            for chain in range(3):
+                extra = {"previous_response_id": previous[chain]} if chain in previous else {}
+                async with http.post("/v1/responses", json={"model": MODEL, "instructions": INSTRUCTIONS,
+                                                            "input": f"w{chain} t{turn}", **extra}) as answer:
+                    done = await answer.json()
+                    assert answer.status == 200, done
+                previous[chain] = done["id"]
+        for chain in range(3):
+            await one_replica(fleet, *(f"w{chain} t{turn}" for turn in range(6)))

@@ -25,6 +25,7 @@ from ..config.upstreams import Router
 from ..engine.wire import UpstreamRequest
 from ..protocol.errors import APIError
 from ..replicas import Picked, register
+from ..replicas.persist import ChainPersistence, ChainStore
 from ..replicas.picker import ReplicaSet
 from ..replicas.replica import CONNECT_FAILED, FAILED
 from ..replicas.watch import Watch
@@ -65,9 +66,17 @@ class ReplicatedClient:
         if self._watch is not None:
             self._watch.start()
 
+    def remember_chains(self, store: ChainStore) -> None:
+        """Keep the chain map in ``store`` too (the runtime's, once open): other processes find this one's
+        chains, and this one theirs (replicas/persist.py)."""
+        self.replicas.persist = ChainPersistence(store)
+        self.replicas.persist.start()
+
     async def close(self) -> None:
         if self._watch is not None:
             await self._watch.stop()
+        if self.replicas.persist is not None:
+            await self.replicas.persist.stop()
         await self.inner.close()
 
     def chat(self, call: UpstreamRequest, authorization: str | None) -> _ReplicaChat:
@@ -81,7 +90,9 @@ class ReplicatedClient:
                         timeout: float | None = None) -> AsyncIterator[UpstreamResponse]:
         """Compaction's summary, a tokenizer's count: to the chain's replica (its prefix is there), else where the
         body's prefix is."""
-        picked = self.replicas.pick(current_chain(), body)
+        chain = current_chain()
+        await self.replicas.recall(chain)
+        picked = self.replicas.pick(chain, body)
         for attempt in (0, 1):
             try:
                 async with self.inner.post_json(path, body, authorization, timeout=timeout,
@@ -146,7 +157,9 @@ class _ReplicaChat:
 
     async def __aenter__(self) -> _ObservedAnswer:
         client, call = self._client, self._call
-        picked = client.replicas.pick(current_chain(), call.body)
+        chain = current_chain()
+        await client.replicas.recall(chain)
+        picked = client.replicas.pick(chain, call.body)
         for attempt in (0, 1):
             inner = client.inner.chat(call, self._authorization, picked)
             try:
