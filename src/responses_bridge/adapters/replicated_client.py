@@ -27,7 +27,7 @@ from ..protocol.errors import APIError
 from ..replicas import Picked, register
 from ..replicas.persist import ChainPersistence, ChainStore
 from ..replicas.picker import ReplicaSet
-from ..replicas.replica import CONNECT_FAILED, FAILED
+from ..replicas.replica import CONNECT_FAILED, FAILED, OK
 from ..replicas.watch import Watch
 from ..run.upstream import UpstreamAnswer, UpstreamClient, UpstreamFailure, UpstreamResponse
 from ..run.upstream_scope import current_chain
@@ -38,6 +38,15 @@ _USAGE_TAIL = 4096
 """Bytes of an answer's end kept to read its usage from (a stream's usage chunk is its last but ``[DONE]``)."""
 _PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _CACHED = re.compile(rb'"cached_tokens"\s*:\s*(\d+)')
+
+
+SERVER_DOWN = frozenset({502, 503, 504})
+"""Statuses that say the server (or the proxy before it) cannot serve, which take a replica out; any other answer,
+a 500 included, is the request's own failure (llama.cpp answers 500 to some request shapes): the replica stays."""
+
+
+def outcome_of(status: int) -> str:
+    return FAILED if status in SERVER_DOWN else OK
 
 
 def usage_of(tail: bytes) -> tuple[int, int]:
@@ -97,7 +106,7 @@ class ReplicatedClient:
             try:
                 async with self.inner.post_json(path, body, authorization, timeout=timeout,
                                                 replica=picked) as response:
-                    picked.done(FAILED if response.status >= 500 else "ok", why=f"http_{response.status}")
+                    picked.done(outcome_of(response.status), why=f"http_{response.status}")
                     yield response
                     return
             except UpstreamFailure as failure:
@@ -112,7 +121,7 @@ class ReplicatedClient:
         for attempt in (0, 1):
             try:
                 async with self.inner.get(path, authorization, replica=picked) as response:
-                    picked.done(FAILED if response.status >= 500 else "ok", why=f"http_{response.status}")
+                    picked.done(outcome_of(response.status), why=f"http_{response.status}")
                     yield response
                     return
             except UpstreamFailure as failure:
@@ -212,8 +221,8 @@ class _ObservedAnswer:
             raise
 
     def end(self, error: BaseException | None) -> None:
-        """The call is over: a 5xx or a failure takes the replica out; an answer counts its usage."""
-        if self.status >= 500:
+        """The call is over: a 502, 503 or 504, or a failure, takes the replica out; an answer counts its usage."""
+        if outcome_of(self.status) == FAILED:
             self._picked.done(FAILED, why=f"http_{self.status}")
         elif error is not None and not isinstance(error, (asyncio.CancelledError, GeneratorExit)):
             self._picked.done(FAILED if isinstance(error, UpstreamFailure) else "cancelled", why=type(error).__name__)
