@@ -11,7 +11,7 @@ it received, so every turn's replica is read from where it actually landed, not 
 * A killed replica: the turn that meets it is retried by Envoy on the next replica the processor named (the call
   reached nothing), no client sees an error, the replica is taken out, and each chain it served continues on one
   other replica, turn after turn.
-* Passthrough chats sharing a long prefix go where it was sent before.
+* A passthrough chat goes to the replica the processor picked for it.
 * A client's own ``x-gateway-destination-endpoint`` naming an address outside the upstream does not send Envoy
   there: the cluster only ever connects to the upstream's replicas.
 """
@@ -19,6 +19,7 @@ it received, so every turn's replica is read from where it actually landed, not 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -176,21 +177,31 @@ async def test_a_client_cannot_send_envoy_outside_the_upstream(fleet: Fleet) -> 
     assert sum(await fleet.counts()) - sum(before) == 3
 
 
-async def test_passthrough_chats_sharing_a_long_prefix_go_where_it_is_warm(fleet: Fleet) -> None:
-    """``POST /v1/chat/completions`` has no chain: the processor reads it (its route renders as with stored chats)
-    and picks the replica that was sent the longest prefix of it lately, one call at a time here, so no load
-    differs: every chat with the same long system prompt lands where the first did."""
-    system = "You are a careful assistant. " * 200  # some 6 KB: many prefix blocks
-    landed = []
+async def _picked(fleet: Fleet) -> list[int]:
+    """The sidecar's count of calls it picked each replica for (``/metrics``), in the fleet's order."""
+    async with aiohttp.ClientSession() as session, session.get(f"{fleet.http_url}/metrics") as answer:
+        text = await answer.text()
+    counts = {match.group(1): int(float(match.group(2))) for match in re.finditer(
+        r'^responses_bridge_replica_picked_total\{[^}]*replica="([^"]+)"[^}]*\} (\S+)$', text, re.M)}
+    return [counts.get(url.removeprefix("http://").removesuffix("/v1"), 0) for url in fleet.urls]
+
+
+async def test_a_passthrough_chat_goes_to_the_replica_the_processor_picked(fleet: Fleet) -> None:
+    """``POST /v1/chat/completions`` has no chain: the processor reads it (its route renders as with stored chats),
+    picks a replica by its prompt's prefix and the load, and Envoy sends it exactly there: each chat lands on the
+    replica whose pick count grew."""
+    prompts = ["You are a careful assistant. " * 200, "You answer in verse. " * 200]  # long: many prefix blocks
     async with aiohttp.ClientSession() as session:
-        for index in range(4):
-            before = await fleet.counts()
+        for index in range(6):
+            before, picked_before = await fleet.counts(), await _picked(fleet)
             async with session.post(f"{fleet.envoy_url}/v1/chat/completions", json={
-                    "model": "fake-model", "messages": [{"role": "system", "content": system},
+                    "model": "fake-model", "messages": [{"role": "system", "content": prompts[index % 2]},
                                                         {"role": "user", "content": f"question {index}"}]}) as answer:
                 assert answer.status == 200, await answer.text()
-            landed.append(await _landed(fleet, before))
-    assert len(set(landed)) == 1, landed
+            landed = await _landed(fleet, before)
+            grown = [i for i, (was, now) in enumerate(zip(picked_before, await _picked(fleet), strict=True))
+                     if now > was]
+            assert grown == [landed], (grown, landed)
 
 
 async def test_a_killed_replica_is_taken_out_and_its_chains_move_once(fleet: Fleet, tmp_path: Path) -> None:

@@ -76,7 +76,7 @@ async def test_one_server_costs_one_check(runtime: Runtime, monkeypatch: pytest.
     def never(*args: object) -> None:
         raise AssertionError("pick() called for an upstream with one server")
 
-    monkeypatch.setattr(replica_pick, "pick", never)
+    monkeypatch.setattr(replica_pick, "pick_recalled", never)
     stream = new_stream(runtime)
     [reply] = await stream.handle(request_body(REQUEST))
     assert dict(reply.dynamic_metadata["responses_bridge.upstream"]) == {"authorization": "Bearer sk-up"}
@@ -140,3 +140,13 @@ async def test_envoys_own_503_takes_the_replica_out(runtime: Runtime, replicas: 
     stream.settle_pick()
     assert picked.replica.down and "refused" in picked.replica.last_failure
     assert stream.picked is None  # ended once
+
+
+async def test_a_500_is_the_requests_own_and_takes_nothing_out(runtime: Runtime, replicas: ReplicaSet) -> None:
+    stream = new_stream(runtime)
+    await stream.handle(request_body(REQUEST))
+    picked = stream.picked
+    assert picked is not None
+    await stream.handle(_answered(500, picked.endpoint))
+    stream.settle_pick()
+    assert not picked.replica.down and picked.replica.in_flight == 0

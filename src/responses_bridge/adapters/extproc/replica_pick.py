@@ -23,7 +23,8 @@ from typing import Any
 from ...config.upstreams import SINGLE_UPSTREAM
 from ...envoy_config.names import DESTINATION_ENDPOINT_HEADER, UPSTREAM_HEADERS_NAMESPACE
 from ...envoy_config.replica_cluster import UPSTREAM_ADDRESS
-from ...replicas import Picked, pick, replica_set
+from ...replicas import Picked, replica_set
+from ...replicas.registry import pick_recalled
 from ...replicas.replica import CONNECT_FAILED, FAILED, OK
 from . import messages as m
 from ._pb.ext_proc_pb2 import ProcessingRequest, ProcessingResponse
@@ -38,9 +39,11 @@ def replicated(upstream: str | None) -> bool:
     return replica_set(upstream or SINGLE_UPSTREAM) is not None
 
 
-def pick_replica(upstream: str | None, chain: Sequence[str], body: bytes) -> Picked | None:
-    """The replica this call goes to (None: the upstream has one server)."""
-    return pick(upstream or SINGLE_UPSTREAM, chain, body)
+async def pick_replica(upstream: str | None, chain: Sequence[str], body: bytes) -> Picked | None:
+    """The replica this call goes to (None: the upstream has one server). A chain this process has not seen is
+    looked up in the store first: Envoy spreads a chain's turns over the workers of ``serve --workers``, and a
+    turn may follow one another bridge on the same database served."""
+    return await pick_recalled(upstream or SINGLE_UPSTREAM, chain, body)
 
 
 async def name_replica(reply: ProcessingResponse, picked: Picked) -> None:
@@ -91,9 +94,14 @@ async def envoy_address(endpoint: str) -> str:
     return endpoint
 
 
+TAKES_OUT = frozenset((502, 503, 504))
+"""The statuses that say the replica, not the request, failed (a 500 is the request's own: llama.cpp's answer to some
+request shapes), as the HTTP door's calls judge them (replicas/)."""
+
+
 def outcome(status: int, headers: Mapping[str, str]) -> tuple[str, str]:
     """How the call went, from its answer's status and headers: (outcome, why)."""
-    if status < 500:
+    if status not in TAKES_OUT:
         return OK, ""
     if ENVOY_UPSTREAM_TIME not in headers:
         return CONNECT_FAILED, f"Envoy answered {status}: the replica refused or reset the connection"

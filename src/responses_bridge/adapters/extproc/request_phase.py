@@ -193,7 +193,7 @@ class RequestPhase(Routing):
         reply = m.request_body_reply(upstream.body, set_headers, REQUEST_REMOVE, upstream_headers)
         upstream_name = None if route is None else route.upstream.name
         if replicated(upstream_name):  # several replicas: the one holding the chain's prefix (replica_pick.py)
-            picked = self.picked = pick_replica(upstream_name, chain_keys(run), upstream.body)
+            picked = self.picked = await pick_replica(upstream_name, chain_keys(run), upstream.body)
             if picked is not None:
                 await name_replica(reply, picked)
         if route is not None:  # Envoy picks the route again, on the upstream's name: that upstream's cluster

@@ -73,7 +73,7 @@ class Routing(ChatPhase):
                     return denied
         picked = None
         if not self.replica_named and replicated(route.upstream.name):  # replicas: the warmest for its prefix
-            picked = self.picked = pick_replica(route.upstream.name, (), body)
+            picked = self.picked = await pick_replica(route.upstream.name, (), body)
         if recorder is not None:
             self._chat_record(recorder, decoded)
         elif self.runtime.chat_completions.enabled or picked is not None:  # the route sends the answer's headers
