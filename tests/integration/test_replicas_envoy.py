@@ -11,7 +11,8 @@ it received, so every turn's replica is read from where it actually landed, not 
 * A killed replica: the turn that meets it is retried by Envoy on the next replica the processor named (the call
   reached nothing), no client sees an error, the replica is taken out, and each chain it served continues on one
   other replica, turn after turn.
-* A passthrough chat goes to the replica the processor picked for it.
+* A passthrough chat goes to the replica the processor picked for it; a hot shared prefix does not make one
+  replica take more than 1.5 times the mean.
 * A client's own ``x-gateway-destination-endpoint`` naming an address outside the upstream does not send Envoy
   there: the cluster only ever connects to the upstream's replicas.
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +37,8 @@ from tests.support.bridge import PYTHON, UpstreamLog, running_sidecar
 from tests.support.envoy import EnvoyProcess, have_envoy, start_envoy
 from tests.support.sdk import async_sdk
 
-pytestmark = pytest.mark.skipif(not have_envoy(), reason="no envoy binary")
+# the sidecar on its own SQLite file whatever the store switch says: the subject is where calls go, not the store
+pytestmark = [pytest.mark.skipif(not have_envoy(), reason="no envoy binary"), pytest.mark.store_free]
 
 REPLICAS = 3
 
@@ -73,6 +75,12 @@ async def _fake(port: int) -> ManagedProcess:
 
 @pytest.fixture(scope="module")
 async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet]:
+    async with running_fleet(tmp_path_factory.mktemp("replicas")) as started:
+        yield started
+
+
+@asynccontextmanager
+async def running_fleet(tmp_dir: Path) -> AsyncIterator[Fleet]:
     ports = [free_port() for _ in range(REPLICAS)]
     urls = [f"http://127.0.0.1:{port}/v1" for port in ports]
     async with AsyncExitStack() as stack:
@@ -82,8 +90,8 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet
         listen_port = free_port()
         extra = [arg for url in urls[1:] for arg in ("--upstream", url)]
         sidecar = await stack.enter_async_context(running_sidecar(
-            str(tmp_path_factory.mktemp("replicas")), urls[0], *extra,
-            "--upstream-via", f"http://127.0.0.1:{listen_port}/v1"))
+            str(tmp_dir), urls[0], *extra,
+            "--upstream-via", f"http://127.0.0.1:{listen_port}/v1", own_sqlite=True))
         envoy = await start_envoy(render_bootstrap(
             listen_port=listen_port, extproc_port=sidecar.extproc_port,
             http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=urls[0], upstream_urls=urls, admin_port=0))
@@ -204,8 +212,22 @@ async def test_a_passthrough_chat_goes_to_the_replica_the_processor_picked(fleet
             assert grown == [landed], (grown, landed)
 
 
+async def test_a_hot_shared_prefix_does_not_pile_onto_one_replica(tmp_path: Path) -> None:
+    """New chains that all begin with the same long instructions (a shared system prompt and tools, as a coding
+    agent's sessions do): the prefix is warm on one replica, and still no replica takes more than 1.5 times the
+    mean of them (the picker's load rule, honoured through Envoy as through the HTTP door). A fleet of its own:
+    the rule weighs every recent pick, and the module's other tests leave theirs."""
+    instructions = "You are a coding agent. Follow the repository's conventions. " * 120
+    counts = [0] * REPLICAS
+    async with running_fleet(tmp_path) as fleet, fleet.client() as client:
+        for index in range(12):
+            _, replica = await _turn(fleet, client, instructions=instructions, input=f"Task {index}: fix the bug.")
+            counts[replica] += 1
+    assert max(counts) <= 1.5 * sum(counts) / REPLICAS, counts
+
+
 async def test_a_killed_replica_is_taken_out_and_its_chains_move_once(fleet: Fleet, tmp_path: Path) -> None:
-    """Runs last in the module: it stops one replica for good."""
+    """It stops one replica for good: the module's other tests hold on the two left, in whatever order they run."""
     async with fleet.client() as client:
         chains: list[tuple[str, int]] = []
         for index in range(3 * REPLICAS):  # chains on every replica (chainless turns are balanced by load)
