@@ -226,3 +226,16 @@ def test_istio_adds_the_bootstraps_replicas_cluster_and_routes_the_upstream_to_i
     one = _platform("istio", NAMED[:1])
     assert not [p for o in one if o["kind"] == "EnvoyFilter" for p in o["spec"]["configPatches"]
                 if p["applyTo"] == "CLUSTER"]
+
+
+@pytest.mark.parametrize("target", ["bootstrap", "envoy-gateway", "istio"])
+def test_the_command_takes_upstream_several_times(target: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from responses_bridge.cli import main
+
+    assert main(["envoy-config", "--format", target, *(arg for url in NAMED for arg in ("--upstream", url))]) == 0
+    text = capsys.readouterr().out
+    expected = {"bootstrap": "envoy.load_balancing_policies.override_host", "envoy-gateway": "endpointOverride",
+                "istio": "envoy.load_balancing_policies.override_host"}[target]
+    assert expected in text and "vllm-1.vllm.llm.svc.cluster.local" in text
+    assert main(["envoy-config", "--format", target, "--upstream", NAMED[0]]) == 0
+    assert expected not in capsys.readouterr().out  # one URL: as before
