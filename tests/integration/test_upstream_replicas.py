@@ -194,6 +194,12 @@ async def test_a_killed_replica_is_taken_out_and_its_chains_move_once(
                 assert after != victim
             else:
                 assert after == homes[chain]  # the others' chains never moved
+        for _ in range(3):  # the sidecar's other calls (the model list, compaction) go to the replicas still in
+            async with http.get("/v1/models") as answer:
+                assert answer.status == 200 and (await answer.json())["data"]
+        async with http.post("/v1/responses/compact", json={"model": MODEL, "input": [
+                {"role": "user", "content": "compact me"}, {"role": "assistant", "content": "fine"}]}) as answer:
+            assert answer.status == 200, await answer.text()
         async with http.get("/metrics") as answer:
             text = await answer.text()
         dead = fleet.replicas[victim].endpoint
