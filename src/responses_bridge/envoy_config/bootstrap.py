@@ -11,7 +11,16 @@ from .clusters import _extproc_cluster, _files_cluster, _http_cluster, _upstream
 from .filters import Auth
 from .listeners import _internal_listener, _listener, _loopback_like
 from .local_replies import processor_place
-from .names import _TYPE, MAX_DOWNSTREAM_CONNECTIONS, REQUESTS_PER_WORKER, UpstreamURL, _socket, upstream_cluster
+from .names import (
+    _TYPE,
+    MAX_DOWNSTREAM_CONNECTIONS,
+    REQUESTS_PER_WORKER,
+    UPSTREAM_CLUSTER,
+    UpstreamURL,
+    _socket,
+    upstream_cluster,
+)
+from .replica_cluster import replicas_cluster, with_replica_routes
 from .timeouts import EnvoyTimeouts
 
 if TYPE_CHECKING:
@@ -24,7 +33,7 @@ def render_bootstrap(*, listen_port: int, extproc_port: int, http_port: int, ups
                      ca_file: str | None = None, upstreams: Sequence[UpstreamSpec] = (),
                      internal_port: int | None = None, auth: Auth | None = None, extproc_uds: str | None = None,
                      workers: int = 1, chat_store: bool = True, timeouts: EnvoyTimeouts | None = None,
-                     max_requests: int = 0) -> str:
+                     max_requests: int = 0, upstream_urls: Sequence[str] = ()) -> str:
     """A complete Envoy v3 bootstrap, as YAML. ``ca_file`` (https upstreams only) defaults to the system CA
     bundle. ``upstreams``: several upstreams routed per model (one cluster each); empty: ``upstream`` alone.
     ``internal_port``: the internal listener's (several upstreams only), by default ``listen_port + 1``.
@@ -34,14 +43,16 @@ def render_bootstrap(*, listen_port: int, extproc_port: int, http_port: int, ups
     ``store_chat_completions`` (off: the chat route never reaches the processor but to pick an upstream or check a
     key); ``timeouts``: the ``envoy_*`` timeout settings (timeouts.py), their defaults when None;
     ``max_requests``: every cluster's circuit breakers (``envoy_max_requests``; 0: :data:`REQUESTS_PER_WORKER` per
-    worker)."""
+    worker); ``upstream_urls``: the replicas of the lone ``upstream`` (``--upstream`` given several times), one
+    cluster of them all honouring the replica the sidecar picks (replica_cluster.py)."""
     return to_yaml(bootstrap_dict(
         listen_port=listen_port, extproc_port=extproc_port, http_port=http_port, upstream=upstream,
         admin_port=admin_port, listen_address=listen_address, extproc_address=extproc_address,
         sidecar_address=sidecar_address, ca_file=ca_file, upstreams=upstreams, internal_port=internal_port,
         auth=auth, extproc_uds=extproc_uds, workers=workers, chat_store=chat_store, timeouts=timeouts,
-        max_requests=max_requests,
-    ), header=_header(", ".join(f"{spec.name}={spec.url}" for spec in upstreams) or upstream,
+        max_requests=max_requests, upstream_urls=upstream_urls,
+    ), header=_header(", ".join(f"{spec.name}={' '.join(spec.replica_urls())}" for spec in upstreams)
+                      or (" ".join(upstream_urls) if len(upstream_urls) > 1 else upstream),
                       internal_listener_port(listen_port, internal_port) if upstreams else None))
 
 
@@ -69,14 +80,23 @@ def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstr
                    upstreams: Sequence[UpstreamSpec] = (), internal_port: int | None = None,
                    auth: Auth | None = None, extproc_uds: str | None = None, workers: int = 1,
                    chat_store: bool = True, timeouts: EnvoyTimeouts | None = None,
-                   max_requests: int = 0) -> dict[str, Any]:
+                   max_requests: int = 0, upstream_urls: Sequence[str] = ()) -> dict[str, Any]:
+    if upstream_urls and not upstreams:
+        upstream = upstream_urls[0]  # the replicas' first stands for them in the routes (path, Host)
     up = UpstreamURL(upstreams[0].url if upstreams else upstream)
     auth = auth or Auth()
     timeouts = timeouts or EnvoyTimeouts()
     connect, door_idle = timeouts.connect, timeouts.door_idle
+    replicated = any(spec.replicated() for spec in upstreams) or len(upstream_urls) > 1
     if upstreams:
-        upstream_clusters = [_upstream_cluster(UpstreamURL(spec.url), ca_file, upstream_cluster(spec.name),
-                                               connect=connect) for spec in upstreams]
+        upstream_clusters = [
+            replicas_cluster(spec.replica_urls(), ca_file, upstream_cluster(spec.name), connect=connect,
+                             discover_dns=spec.discover == "dns", dns_refresh=spec.dns_refresh_seconds)
+            if spec.replicated() else
+            _upstream_cluster(UpstreamURL(spec.url), ca_file, upstream_cluster(spec.name), connect=connect)
+            for spec in upstreams]
+    elif len(upstream_urls) > 1:
+        upstream_clusters = [replicas_cluster(upstream_urls, ca_file, UPSTREAM_CLUSTER, connect=connect)]
     else:
         upstream_clusters = [_upstream_cluster(up, ca_file, connect=connect)]
     return {
@@ -91,13 +111,15 @@ def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstr
             },
         }]},
         "static_resources": {
-            "listeners": [
+            "listeners": with_replica_routes([
+                # a chat request to replicas is read whatever is stored: the processor picks its replica from the
+                # body and sees the answer's headers (a replica that refused the connection is taken out)
                 _listener(listen_address, listen_port, up, (sidecar_address, http_port), upstreams, auth,
-                          chat_store, processor_place(extproc_address, extproc_port, uds=extproc_uds,
+                          chat_store or replicated, processor_place(extproc_address, extproc_port, uds=extproc_uds,
                                                       workers=workers), timeouts),
                 *([_internal_listener(_loopback_like(listen_address), internal_listener_port(
                     listen_port, internal_port), upstreams, timeouts)] if upstreams else []),
-            ],
+            ], {cluster["name"] for cluster in upstream_clusters if "load_balancing_policy" in cluster}),
             "clusters": with_circuit_breakers([
                 *upstream_clusters,
                 _extproc_cluster(extproc_address, extproc_port, uds=extproc_uds, workers=workers, connect=connect),

@@ -11,6 +11,7 @@ routes' per-route settings, its listener's limits.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .envoy_gateway_policy import (
@@ -24,7 +25,8 @@ from .envoy_gateway_policy import (
     route_header_patches,
     route_processor,
 )
-from .names import DOOR_HEADER, OWN_CALL_VALUE, ROUTE_HEADER, VIA_DOOR, UpstreamURL
+from .names import DESTINATION_ENDPOINT_HEADER, DOOR_HEADER, OWN_CALL_VALUE, ROUTE_HEADER, VIA_DOOR, UpstreamURL
+from .replica_cluster import RETRY_BEFORE_SENDING, replica_urls
 from .targets import Placement, bridge_filters, listener_limits, processor_filter, routes
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
@@ -33,10 +35,11 @@ UPSTREAM_BACKEND = "llm-upstream"
 
 
 
-def _backend(up: UpstreamURL, placement: Placement) -> dict[str, Any]:
-    endpoint = ({"ip": {"address": up.host, "port": up.port}} if up.is_ip
-                else {"fqdn": {"hostname": up.host, "port": up.port}})
-    spec: dict[str, Any] = {"endpoints": [endpoint]}
+def _backend(up: UpstreamURL, placement: Placement, replicas: Sequence[UpstreamURL] = ()) -> dict[str, Any]:
+    """The upstream as a ``Backend``: its one server, or each of its ``replicas`` (an endpoint each)."""
+    spec: dict[str, Any] = {"endpoints": [
+        {"ip": {"address": each.host, "port": each.port}} if each.is_ip
+        else {"fqdn": {"hostname": each.host, "port": each.port}} for each in (replicas or (up,))]}
     if up.tls:
         spec["tls"] = {"wellKnownCACertificates": "System", **({} if up.is_ip else {"sni": up.host})}
     return {"apiVersion": ENVOY_GATEWAY_API, "kind": "Backend",
@@ -97,13 +100,32 @@ def _upstream_routes(up: UpstreamURL) -> list[tuple[str, tuple[str, ...], list[d
     ]
 
 
-def envoy_gateway_objects(bootstrap: dict[str, Any], upstream: str, placement: Placement) -> list[dict[str, Any]]:
-    """Every object of the Envoy Gateway rendering, from the bootstrap rendered with the same settings."""
-    up = UpstreamURL(upstream)
+def _replica_policy(placement: Placement, httproutes: Sequence[str]) -> dict[str, Any]:
+    """Replicas: the upstream routes' clusters send each request to the replica the processor names in
+    ``x-gateway-destination-endpoint`` when it is one of the Backend's (Envoy's ``override_host``, as the bootstrap's
+    cluster: replica_cluster.py), else to the least loaded. Envoy Gateway sends the processor the request headers,
+    so the processor's header mutation reaches the load balancer here."""
+    return {"apiVersion": ENVOY_GATEWAY_API, "kind": "BackendTrafficPolicy",
+            "metadata": {"name": f"{POLICY}-replicas", "namespace": placement.namespace},
+            "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": name}
+                                    for name in httproutes],
+                     "loadBalancer": {"type": "LeastRequest", "endpointOverride": {
+                         "extractFrom": [{"header": DESTINATION_ENDPOINT_HEADER}]}},
+                     # a call that reached no replica, once more on the next one named (RETRY_BEFORE_SENDING)
+                     "retry": {"numRetries": RETRY_BEFORE_SENDING["num_retries"], "retryOn": {
+                         "triggers": str(RETRY_BEFORE_SENDING["retry_on"]).split(",")}}}}
+
+
+def envoy_gateway_objects(bootstrap: dict[str, Any], upstream: str, placement: Placement,
+                          upstream_urls: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Every object of the Envoy Gateway rendering, from the bootstrap rendered with the same settings;
+    ``upstream_urls``: the upstream's replicas, when several."""
+    replicas = replica_urls(upstream_urls) if len(upstream_urls) > 1 else []
+    up = replicas[0] if replicas else UpstreamURL(upstream)
     filters = bridge_filters(bootstrap)
     config = processor_filter(filters)["typed_config"]
     by_name = routes(bootstrap)
-    objects: list[dict[str, Any]] = [_backend(up, placement)]
+    objects: list[dict[str, Any]] = [_backend(up, placement, replicas)]
     policies: list[dict[str, Any]] = []
     patches: list[dict[str, Any]] = []
     for name, stands_for, rules in _upstream_routes(up):
@@ -127,6 +149,8 @@ def envoy_gateway_objects(bootstrap: dict[str, Any], upstream: str, placement: P
     # stored responses, conversations, files, vector stores, containers, models, WebSocket, health: the door's
     objects.append(_route(f"{POLICY}-sidecar", placement, [tool_loop, sidecar]))
     patches += filter_insert_patches(filters_before(filters), placement)
+    if replicas:
+        policies.append(_replica_policy(placement, [name for name, _, _ in _upstream_routes(up)]))
     return [*objects, *policies, _client_traffic_policy(bootstrap, placement),
             patch_policy(f"{POLICY}-ext-proc", patches, placement)]
 

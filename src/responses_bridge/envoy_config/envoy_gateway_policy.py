@@ -47,9 +47,12 @@ def route_processor(config: dict[str, Any], route: dict[str, Any]) -> dict[str, 
         return None
     overrides = dict(per_route.get("config", {}).get("overrides", {}))
     mode = overrides.pop("processing_mode", None)
+    # a replicated upstream's routes tell the processor which replica answered (replica_cluster.py)
+    attributes = overrides.pop("response_attributes", None)
     if overrides:
         raise ValueError(f"route {route['name']}: processor overrides {sorted(overrides)} have no Envoy Gateway form")
-    return {**config, **({"processing_mode": mode} if mode is not None else {})}
+    return {**config, **({"processing_mode": mode} if mode is not None else {}),
+            **({"response_attributes": attributes} if attributes is not None else {})}
 
 
 def _phase(mode: dict[str, str], side: str) -> dict[str, Any] | None:
@@ -68,6 +71,8 @@ def extension_policy(config: dict[str, Any], placement: Placement, name: str, ro
         phase = _phase(mode, side)
         if phase is not None:
             processing[side] = phase
+    if "response_attributes" in config:
+        processing.setdefault("response", {})["attributes"] = list(config["response_attributes"])
     if config.get("allow_mode_override"):
         processing["allowModeOverride"] = True
     ext_proc: dict[str, Any] = {
@@ -119,6 +124,8 @@ def gateway_translation(policy: dict[str, Any]) -> dict[str, Any]:
         config["metadata_options"] = options
     if processing.get("allowModeOverride"):
         config["allow_mode_override"] = True
+    if processing.get("response", {}).get("attributes"):
+        config["response_attributes"] = list(processing["response"]["attributes"])
     if "statusOnError" in spec:
         config["status_on_error"] = {"code": spec["statusOnError"]}
     return config

@@ -7,14 +7,29 @@ them the routes that send a request the processor marked (server-side tools) to 
 ``ServiceEntry`` names an upstream outside the mesh.
 
 Istio's EnvoyFilter carries raw Envoy config, so every filter is the bootstrap's byte for byte; only the clusters
-are Istio's (``outbound|port||host``).
+are Istio's (``outbound|port||host``). An upstream with replicas (``--upstream`` given several times) is the one
+exception: the EnvoyFilters add the bootstrap's own cluster of them (replica_cluster.py: the replica the processor
+names in ``x-gateway-destination-endpoint`` when it is one of them) and send the VirtualService's upstream routes
+there; the VirtualService still names the first replica, whose host gives the routes their ``Host``.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from typing import Any
 
-from .names import EXTPROC_CLUSTER, FILES_CLUSTER, HTTP_CLUSTER, OWN_CALL_VALUE, ROUTE_HEADER, VIA_DOOR, UpstreamURL
+from .names import (
+    EXTPROC_CLUSTER,
+    FILES_CLUSTER,
+    HTTP_CLUSTER,
+    OWN_CALL_VALUE,
+    ROUTE_HEADER,
+    UPSTREAM_CLUSTER,
+    VIA_DOOR,
+    UpstreamURL,
+)
+from .replica_cluster import RETRY_BEFORE_SENDING
 from .targets import Placement, bridge_filters, routes, with_clusters
 
 NETWORKING_API = "networking.istio.io/v1alpha3"
@@ -53,6 +68,19 @@ def istio_filters(bootstrap: dict[str, Any], placement: Placement) -> list[dict[
     return filters
 
 
+UPSTREAM_ROUTES = ("responses", "responses_unversioned", "models", "embeddings", "images_generations",
+                   "chat_completions")
+"""The VirtualService's routes to the upstream: with replicas, each sent to the bootstrap's replicas cluster."""
+
+
+def _replicas_cluster(bootstrap: dict[str, Any]) -> dict[str, Any] | None:
+    """The bootstrap's upstream cluster when it is one of replicas (replica_cluster.py), else None."""
+    for cluster in bootstrap["static_resources"]["clusters"]:
+        if cluster["name"] == UPSTREAM_CLUSTER and "load_balancing_policy" in cluster:
+            return copy.deepcopy(cluster)
+    return None
+
+
 def _config_patches(bootstrap: dict[str, Any], placement: Placement, context: str) -> list[dict[str, Any]]:
     listener = {"filterChain": {"filter": {"name": "envoy.filters.network.http_connection_manager",
                                            "subFilter": {"name": "envoy.filters.http.router"}}}}
@@ -63,11 +91,17 @@ def _config_patches(bootstrap: dict[str, Any], placement: Placement, context: st
         for http_filter in istio_filters(bootstrap, placement)]
     by_name = with_clusters(routes(bootstrap), _clusters(placement))
     tools = dict(zip(RESPONSES_ROUTES, TOOL_ROUTES, strict=True))
+    replicas = _replicas_cluster(bootstrap)
+    if replicas is not None:  # the bootstrap's own cluster of the replicas, honouring the processor's pick
+        patches.append({"applyTo": "CLUSTER", "match": {"context": context},
+                        "patch": {"operation": "ADD", "value": replicas}})
     for name in ROUTE_NAMES:  # every VirtualService route, named as the bootstrap's
         route = by_name[name]
         match = {"context": context, "routeConfiguration": {"vhost": {"route": {"name": name}}}}
-        patches.append({"applyTo": "HTTP_ROUTE", "match": match, "patch": {"operation": "MERGE", "value": {
-            key: route[key] for key in ROUTE_SETTINGS if key in route}}})
+        settings = {key: route[key] for key in ROUTE_SETTINGS if key in route}
+        if replicas is not None and name in UPSTREAM_ROUTES:
+            settings["route"] = {"cluster": UPSTREAM_CLUSTER, "retry_policy": dict(RETRY_BEFORE_SENDING)}
+        patches.append({"applyTo": "HTTP_ROUTE", "match": match, "patch": {"operation": "MERGE", "value": settings}})
         if name in tools:
             patches.append({"applyTo": "HTTP_ROUTE", "match": match,
                             "patch": {"operation": "INSERT_BEFORE", "value": by_name[tools[name]]}})
@@ -138,9 +172,12 @@ def _tls_origination(up: UpstreamURL, placement: Placement) -> dict[str, Any]:
                 {"port": {"number": up.port}, "tls": {"mode": "SIMPLE", "sni": up.host}}]}}}
 
 
-def istio_objects(bootstrap: dict[str, Any], upstream: str, placement: Placement) -> list[dict[str, Any]]:
-    """Every object of the Istio rendering, from the bootstrap rendered with the same settings."""
-    up = UpstreamURL(upstream)
+def istio_objects(bootstrap: dict[str, Any], upstream: str, placement: Placement,
+                  upstream_urls: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Every object of the Istio rendering, from the bootstrap rendered with the same settings; ``upstream_urls``:
+    the upstream's replicas (the bootstrap's cluster of them goes in the EnvoyFilters), the first standing for them
+    in the VirtualServices."""
+    up = UpstreamURL(upstream_urls[0] if upstream_urls else upstream)
     if up.is_ip:
         raise ValueError("Istio routes to an upstream by its host name: give --upstream with a name, not an address")
     objects = [

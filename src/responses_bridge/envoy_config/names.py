@@ -221,3 +221,10 @@ DOOR_HEADER = ("x-responses-bridge-door", "http")
 sidecar's HTTP door, which runs the tool loop (MCP, web search, code interpreter, context management): the
 bootstrap's processor sends such requests there itself, through a route on dynamic metadata that HTTPRoute cannot
 express. Gateway API's precedence (more header matches win) puts this route ahead of the processor's."""
+
+
+DESTINATION_ENDPOINT_HEADER = "x-gateway-destination-endpoint"
+"""The replica the sidecar picked for an upstream with several (replicas/), ``ip:port``: set by the processor on the
+requests it sends upstream and by the HTTP door on its own calls through Envoy (``upstream_via``); the upstream's
+cluster sends the request there (clusters.py, ``override_host``). The Gateway API Inference Extension's endpoint
+picker names its choice with the same header."""

@@ -24,6 +24,7 @@ from .base import (
     FileStore,
     IdempotencyStore,
     PromptStore,
+    ReplicaChainStore,
     ResponseStore,
     VectorStoreStore,
 )
@@ -42,7 +43,7 @@ from .sqlite.files.chunks import SQLiteChunkIndex
 from .sqlite.files.files import SQLiteFileStore
 from .sqlite.files.uploads import SQLiteUploadStore
 from .sqlite.files.vector_stores import SQLiteVectorStoreStore
-from .sqlite.idempotency import SQLiteIdempotencyStore
+from .sqlite.idempotency import SQLiteIdempotencyStore, SQLiteReplicaChainStore
 from .sqlite.opening import OPEN_ERRORS, open_failure
 from .sqlite.prompts import SQLitePromptStore
 from .sqlite.responses import SQLiteResponseStore
@@ -72,6 +73,7 @@ class StoreSet:
     uploads: UploadStore
     agents: AgentStore
     idempotency: IdempotencyStore
+    replica_chains: ReplicaChainStore
     file_bytes: FileBytes | None = None
     sqlite: SQLiteResponseStore | None = None
     postgres: PostgresDatabase | None = None
@@ -116,7 +118,7 @@ async def open_stores(db_path: str, database_url: str | None) -> StoreSet:
                     SQLiteApiKeyStore(store), SQLiteFileStore(store), SQLiteVectorStoreStore(store),
                     SQLiteChunkIndex(store), SQLiteContainerStore(store), SQLiteChatCompletionStore(store),
                     SQLiteSkillStore(store), SQLiteUploadStore(store), SQLiteAgentStore(store),
-                    SQLiteIdempotencyStore(store), sqlite=store)
+                    SQLiteIdempotencyStore(store), SQLiteReplicaChainStore(store), sqlite=store)
 
 
 async def _open_postgres(database_url: str) -> StoreSet:
@@ -136,7 +138,7 @@ async def _open_postgres(database_url: str) -> StoreSet:
         from .postgres.files.files import PostgresFileStore
         from .postgres.files.uploads import PostgresUploadStore
         from .postgres.files.vector_stores import PostgresVectorStoreStore
-        from .postgres.idempotency import PostgresIdempotencyStore
+        from .postgres.idempotency import PostgresIdempotencyStore, PostgresReplicaChainStore
         from .postgres.prompts import PostgresPromptStore
         from .postgres.responses import PostgresResponseStore
     except ImportError as error:
@@ -152,7 +154,7 @@ async def _open_postgres(database_url: str) -> StoreSet:
                     PostgresApiKeyStore(db), PostgresFileStore(db), PostgresVectorStoreStore(db),
                     PostgresChunkIndex(db), PostgresContainerStore(db), PostgresChatCompletionStore(db),
                     PostgresSkillStore(db), PostgresUploadStore(db), PostgresAgentStore(db),
-                    PostgresIdempotencyStore(db), file_bytes=PostgresFileBytes(db),
+                    PostgresIdempotencyStore(db), PostgresReplicaChainStore(db), file_bytes=PostgresFileBytes(db),
                     postgres=db)
 
 

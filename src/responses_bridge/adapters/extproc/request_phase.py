@@ -14,12 +14,13 @@ from ...engine.sse import DONE_FRAME
 from ...engine.tools.builtin import runs_server_tools
 from ...engine.wire import SSE_CONTENT_TYPE, UpstreamRequest
 from ...envoy_config import IDEMPOTENCY_KEY_HEADER, NATIVE_SUFFIX, upstream_path_prefix
-from ...envoy_config.names import DOOR_HEADER
+from ...envoy_config.names import DESTINATION_ENDPOINT_HEADER, DOOR_HEADER
 from ...fairness.memory_charge import hold
 from ...protocol.errors import APIError
 from ...protocol.responses.request import parse_json_object
 from ...protocol.tools.multi_agent import FIELD as MULTI_AGENT
 from ...protocol.tools.multi_agent import beta_surface, query_of
+from ...run.drive import chain_keys
 from ...run.response_run import LARGE_BODY_BYTES
 from ...run.runs import Run
 from ...services.tenancy.body_admission import BodyAdmission
@@ -28,6 +29,7 @@ from ...services.tenancy.limits import RETRY_AFTER_SECONDS, request_too_large
 from ...services.tenancy.memory_budget import RETRY_LATER
 from . import messages as m
 from ._pb.ext_proc_pb2 import ProcessingRequest, ProcessingResponse
+from .replica_pick import name_replica, pick_replica, replicated
 from .routing import Routing, _sidecar_header
 from .stream_state import CHAT_PATHS, JSON, REQUEST_REMOVE, RESPONSES_PATHS, background_stream_wait
 
@@ -45,7 +47,7 @@ class RequestPhase(Routing):
         headers = m.header_map(message)
         path = headers.get(":path", "").split("?", 1)[0]
         if headers.get(":method") == "POST" and path in CHAT_PATHS and (
-                self.runtime.chat_completions.enabled or not self.runtime.routes().single):
+                self.runtime.chat_completions.enabled or not self.runtime.routes().single or replicated(None)):
             denied = await self._identify_passthrough(headers)
             if denied is not None:
                 return denied
@@ -54,6 +56,8 @@ class RequestPhase(Routing):
             self.authorization = headers.get("authorization")
             self.tenant_header = headers.get(self.runtime.identity.tenant_header)
             self.chat_own = self.runtime.identity.is_sidecar(headers.get(SIDECAR_HEADER))
+            # the HTTP door's own call through Envoy names the replica it picked: that one stands (replica_pick.py)
+            self.replica_named = DESTINATION_ENDPOINT_HEADER in headers
             if not self.runtime.routes().single:  # the upstream's credentials go with the body's route
                 return m.request_headers_reply((), _sidecar_header(headers))
             return self._passthrough_credentials(headers)
@@ -187,6 +191,11 @@ class RequestPhase(Routing):
         if authorization is not None and authorization != self.authorization:
             upstream_headers["authorization"] = authorization
         reply = m.request_body_reply(upstream.body, set_headers, REQUEST_REMOVE, upstream_headers)
+        upstream_name = None if route is None else route.upstream.name
+        if replicated(upstream_name):  # several replicas: the one holding the chain's prefix (replica_pick.py)
+            picked = self.picked = await pick_replica(upstream_name, chain_keys(run), upstream.body)
+            if picked is not None:
+                await name_replica(reply, picked)
         if route is not None:  # Envoy picks the route again, on the upstream's name: that upstream's cluster
             native = self.runtime.is_native(route)
             m.choose_upstream(reply, route.upstream.name + (NATIVE_SUFFIX if native else ""))

@@ -13,6 +13,7 @@ from ...services.tenancy.identity import SIDECAR_HEADER
 from . import messages as m
 from ._pb.ext_proc_pb2 import ProcessingResponse
 from .chat_phase import ChatPhase
+from .replica_pick import name_replica, pick_replica, replicated
 from .stream_state import JSON, REFUSED
 
 
@@ -70,14 +71,24 @@ class Routing(ChatPhase):
                 denied = await self._identify(self.authorization, self.tenant_header)
                 if denied is not None:
                     return denied
+        picked = None
+        if not self.replica_named and replicated(route.upstream.name):  # replicas: the warmest for its prefix
+            picked = self.picked = await pick_replica(route.upstream.name, (), body)
+        if recorder is not None:
             self._chat_record(recorder, decoded)
-        elif self.runtime.chat_completions.enabled:  # the route sends the answer's headers (envoy_config/routes.py)
-            self.chat_watch = True  # seen for an error to make OpenAI's (chat_phase.py), then the processor lets go
+        elif self.runtime.chat_completions.enabled or picked is not None:  # the route sends the answer's headers
+            # (envoy_config/routes.py): seen for an error to make OpenAI's (chat_phase.py) and to end the pick,
+            # then the processor lets go
+            self.chat_watch = True
             self.done = False
         else:
             self.released = True  # the answer passes without the processor: the stream ends after this reply
         if self.runtime.routes().single:  # one upstream: the credentials were set with the request headers
-            return m.CONTINUE_REQUEST_BODY
+            if picked is None:
+                return m.CONTINUE_REQUEST_BODY
+            reply = m.request_body_reply(None, (), ())
+            await name_replica(reply, picked)
+            return reply
         set_headers: list[tuple[str, str]] = []
         new_body: bytes | None = None
         if route.upstream_model:
@@ -90,6 +101,8 @@ class Routing(ChatPhase):
         # auth: keys without the upstream's own key: the client's bridge key goes no further
         remove = ("authorization",) if authorization is None and self.authorization is not None else ()
         reply = m.request_body_reply(new_body, set_headers, remove)
+        if picked is not None:
+            await name_replica(reply, picked)
         m.choose_upstream(reply, route.upstream.name)
         return reply
 

@@ -148,6 +148,8 @@ class ExtProcServicer(ExternalProcessorServicer):
                             observed.replied(replies, stream.sse)
                         if stream.done:  # the tenant's slot comes back before the client can have the last byte:
                             stream.slot.release()  # its next request must never find this one still counted
+                            if stream.picked is not None:  # and the chain's next turn finds its replica
+                                stream.settle_pick()
                         # the terminal bytes are handed to gRPC from here on: a close by Envoy after this point is
                         # the end of a delivered answer, not a client going away
                         stream.delivered = stream.done
@@ -182,6 +184,8 @@ class ExtProcServicer(ExternalProcessorServicer):
             if not stream.done:
                 await stream.abandon()
         finally:
+            if stream.picked is not None:  # the call's replica, however the stream ended
+                stream.settle_pick()
             stream.slot.release()  # the tenant's slot (services/tenancy/limits.py), if a stream ended before its answer
             stream.held.release()  # its part of the memory budget (services/tenancy/memory_budget.py)
             await outbox.close()

@@ -16,6 +16,7 @@ from ...protocol.tools.multi_agent import beta_surface
 from ...services.tenancy.limits import RETRY_AFTER_SECONDS
 from . import messages as m
 from ._pb.ext_proc_pb2 import ProcessingRequest, ProcessingResponse
+from .replica_pick import answered_by, settle
 from .request_phase import RequestPhase
 from .stream_state import JSON, SHUTDOWN_ERROR, Responses
 
@@ -124,6 +125,9 @@ class _Stream(RequestPhase):
             del request
             return [await self._request_body(arrived, end_of_stream)]
         if phase == "response_headers":
+            if self.picked is not None:  # how and where the replica answered ends its pick (replica_pick.py)
+                headers = m.header_map(request.response_headers)
+                self.upstream_head = (int(headers.get(":status") or 0), headers, answered_by(request))
             if self.chat_record is not None or self.chat_watch:  # a chat answer (chat_phase.py)
                 return [self._chat_headers(request)]
             if self.ours is False:
@@ -140,6 +144,18 @@ class _Stream(RequestPhase):
         if phase == "request_headers":
             return [await self._request_headers(request)]
         return [m.CONTINUE_BY_PHASE.get(phase or "", m.CONTINUE_REQUEST_HEADERS)]
+
+    def settle_pick(self) -> None:
+        """The picked replica's call is over (the terminal bytes are made, or the stream ended): its pick ends
+        once, with how the replica answered, the usage, and the response id it produced (replica_pick.py)."""
+        picked, self.picked = self.picked, None
+        if picked is None:
+            return
+        status, headers, answered = self.upstream_head if self.upstream_head is not None else (0, None, "")
+        run = self.run
+        response = run.response if run is not None else None
+        settle(picked, status, headers, answered, response,
+               run.response_id if run is not None and not self.failed else None)
 
     async def shut_down(self) -> None:
         """A drain ran out of time with this response still running: end it now with ``response.failed``

@@ -9,6 +9,7 @@ from typing import Any
 from ...config.upstreams import Route
 from ...engine.chat_record import ChatRecorder
 from ...protocol.errors import shut_down_mid_response, shutting_down
+from ...replicas import Picked
 from ...run.runs import Run
 from ...runtime import Runtime
 from ...services.tenancy.body_admission import BodyAdmission
@@ -64,7 +65,9 @@ class StreamState:
         "observed",
         "ours",
         "pending",
+        "picked",
         "released",
+        "replica_named",
         "prefix",
         "route",
         "routed",
@@ -76,6 +79,7 @@ class StreamState:
         "sse",
         "tenant",
         "tenant_header",
+        "upstream_head",
         "write",
     )
 
@@ -120,3 +124,8 @@ class StreamState:
         self.slot = UNLIMITED  # the tenant's request in flight, taken when the run begins (services/tenancy/limits.py)
         # of the process's memory budget, reserved as the body arrives (services/tenancy/memory_budget.py)
         self.held = Held(runtime.memory)  # its holder is known with the body's first chunk (request_phase.py)
+        # the replica picked for its upstream call (replicas/; None with one server), and the status and headers
+        # of the answer and the replica that gave it, which end the pick (replica_pick.py)
+        self.picked: Picked | None = None
+        self.upstream_head: tuple[int, dict[str, str], str] | None = None
+        self.replica_named = False  # a chat request that names its replica already (the HTTP door's own call)
