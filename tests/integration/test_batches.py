@@ -381,3 +381,38 @@ async def _sidecar(folder: str, upstream_url: str, database: str) -> Sidecar:
         process.stop()
         raise
     return Sidecar(upstream_url, url, 0, process)
+
+
+async def test_a_drain_hands_the_batch_over_at_a_line_boundary(upstream: CountingUpstream,
+                                                               tmp_path_factory: pytest.TempPathFactory) -> None:
+    """SIGTERM mid-batch: the lines in flight finish and are recorded, the lease is let go, and the next process
+    resumes the batch without sending any line again."""
+    folder = tmp_path_factory.mktemp("batches-drain")
+    database = str(folder / "bridge.db")
+    mark = marker()
+    lines = [line(n, mark) for n in range(40)]
+    for entry in lines:
+        entry["body"]["input"] += " [header_delay=100]"
+    first = await _sidecar(str(folder), upstream.url, database)
+    try:
+        async with tenant_sdk(first.http_url, A) as sdk:
+            batch = await sdk.batches.create(input_file_id=await upload(sdk, lines), endpoint="/v1/responses",
+                                             completion_window="24h")
+            deadline = asyncio.get_running_loop().time() + 60
+            while (await sdk.batches.retrieve(batch.id)).request_counts.completed < 5:  # type: ignore[union-attr]
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.02)
+    finally:
+        await asyncio.to_thread(first.process.stop)  # SIGTERM: the drain
+    with sqlite3.connect(database) as db:
+        owner, done_before = db.execute("SELECT owner, completed FROM batches WHERE id = ?", (batch.id,)).fetchone()
+    assert owner is None and 5 <= done_before < 40  # let go, not lapsed
+    assert sum(upstream.of(mark).values()) == done_before  # every line sent was recorded before the exit
+    second = await _sidecar(str(folder), upstream.url, database)
+    try:
+        async with tenant_sdk(second.http_url, A) as sdk:
+            done = await settled(sdk, batch.id)
+    finally:
+        second.process.stop()
+    assert done.status == "completed" and done.request_counts is not None and done.request_counts.completed == 40
+    assert upstream.of(mark) == Counter({n: 1 for n in range(40)})
