@@ -243,23 +243,32 @@ class BatchRunner:
         kept.clear()
 
     async def _read_input(self, batch: StoredBatch, each: Callable[[bytes], Any]) -> None:
+        """Each line of the input file to ``each`` (awaited when it is a coroutine function's). Memory holds a chunk
+        and one line: a line past ``max_line_bytes`` is given cut there (the check refuses it for its size) and the
+        rest of it is skipped."""
         reader, _ = await self.files.open_content(batch.body["input_file_id"], tenant=batch.tenant)
         tail = bytearray()
+        skipping = False
         try:
             while True:
                 piece = await reader.read(READ_BYTES)
                 if not piece:
                     break
+                if skipping:
+                    end = piece.find(b"\n")
+                    if end < 0:
+                        continue
+                    piece, skipping = piece[end + 1:], False
                 for raw in split_lines([piece], tail):
-                    result = each(raw)
-                    if asyncio.iscoroutine(result):
-                        await result
+                    await _call(each, raw)
+                if len(tail) > self.max_line_bytes:  # a line longer than any request may be
+                    await _call(each, bytes(tail))
+                    tail.clear()
+                    skipping = True
         finally:
             await reader.aclose()
-        if tail:
-            result = each(bytes(tail).rstrip(b"\r"))
-            if asyncio.iscoroutine(result):
-                await result
+        if tail and not skipping:
+            await _call(each, bytes(tail).rstrip(b"\r"))
 
     async def _run_lines(self, batch: StoredBatch) -> str:
         """Every line not done, through the gate; the status the batch ends with."""
@@ -369,6 +378,12 @@ class BatchRunner:
         if not await self.store.change_batch(batch.id, status, changes, owner=self.owner):
             raise _Stop
         batch.body.update(changes)
+
+
+async def _call(each: Callable[[bytes], Any], raw: bytes) -> None:
+    result = each(raw)
+    if asyncio.iscoroutine(result):
+        await result
 
 
 def _with_status(batch: StoredBatch, status: str) -> StoredBatch:
