@@ -86,6 +86,13 @@ async def test_one_claim_among_many_and_fenced_writes(store: BatchStore) -> None
     await store.release("batch_x", loser)
     assert await store.claim("batch_x", owner, NOW + 62, NOW + 92) is not None  # released: claimed at once
     assert await store.claim("batch_x", loser, NOW + 63, NOW + 93, force=True) is not None  # alone at start
+    # a cancel recorded while the runner moves on is not overwritten by it; the runner's end is
+    await store.request_cancel("batch_x", 70, tenant="a")
+    assert await store.change_batch("batch_x", "in_progress", {"model": "m"}, owner=loser)
+    kept = await store.get_batch("batch_x", tenant="a")
+    assert kept is not None and kept.status == "cancelling" and kept.body["model"] == "m"
+    assert await store.change_batch("batch_x", "cancelled", {"cancelled_at": 71}, owner=loser)
+    assert (await store.status_of("batch_x")) == "cancelled"
 
 
 async def test_lines_their_results_and_the_counters(store: BatchStore) -> None:

@@ -23,6 +23,12 @@ UNFINISHED = ("validating", "in_progress", "finalizing", "cancelling")
 """The statuses a runner still has work for."""
 
 
+def kept_cancelling(current: str, status: str) -> str:
+    """The status a runner's change leaves: a cancel recorded while the runner moves on (its input validated, its
+    lines done) is not overwritten — the batch stays ``cancelling`` until the runner ends it."""
+    return current if current == "cancelling" and status in ("in_progress", "finalizing") else status
+
+
 @dataclass(frozen=True)
 class LineCounts:
     """What a finished line adds to its batch: one completed or failed, and its tokens."""
@@ -102,8 +108,8 @@ class BatchStore(Protocol):
         batch as it is after (None: not the tenant's). Its runner sees it at its next line."""
 
     async def change_batch(self, batch_id: str, status: str, changes: dict[str, Any], *, owner: str) -> bool:
-        """Set the status and merge ``changes`` into the object, only while ``owner`` holds the lease; False when it
-        no longer does."""
+        """Set the status (as :func:`kept_cancelling` leaves it) and merge ``changes`` into the object, only while
+        ``owner`` holds the lease; False when it no longer does."""
 
     async def status_of(self, batch_id: str) -> str | None:
         """The batch's status now (a cancel another process recorded), whoever's it is."""

@@ -184,7 +184,7 @@ class BatchRunner:
         if batch.status == "validating":
             if not await self._validate(batch):
                 return
-            batch = _with_status(batch, "in_progress")
+            batch = _with_status(batch, await self.store.status_of(batch.id) or "in_progress")  # cancelled meanwhile
         elif batch.totals.rerun or batch.totals.completed or batch.totals.failed:
             log.info("batch_resumed", batch_id=batch.id, done=batch.totals.completed + batch.totals.failed,
                      total=batch.totals.total)
@@ -308,8 +308,6 @@ class BatchRunner:
         finally:
             if in_flight:  # the lines in flight finish and are recorded, whatever the batch does next
                 await asyncio.gather(*in_flight, return_exceptions=True)
-        if end == "completed" and self._draining:
-            raise _Stop
         if end == "expired":
             await self._expire_rest(batch)
         return end

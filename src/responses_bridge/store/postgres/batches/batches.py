@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from ...base_batches import UNFINISHED, BatchTotals, LineCounts, LineResult, PendingLine, StoredBatch
+from ...base_batches import UNFINISHED, BatchTotals, LineCounts, LineResult, PendingLine, StoredBatch, kept_cancelling
 from ...records import UnknownCursor
 from ..database import PostgresDatabase
 
@@ -70,11 +70,12 @@ class PostgresBatchStore:
 
     async def change_batch(self, batch_id: str, status: str, changes: dict[str, Any], *, owner: str) -> bool:
         async with self._db.transaction("change_batch") as conn:
-            raw = await conn.fetchval("SELECT body FROM batches WHERE id = $1 AND owner = $2 FOR UPDATE", batch_id,
-                                      owner)
-            if raw is None:
+            row = await conn.fetchrow("SELECT body, status FROM batches WHERE id = $1 AND owner = $2 FOR UPDATE",
+                                      batch_id, owner)
+            if row is None:
                 return False
-            body = {**orjson.loads(raw), **changes, "status": status}
+            status = kept_cancelling(str(row[1]), status)
+            body = {**orjson.loads(row[0]), **changes, "status": status}
             await conn.execute("UPDATE batches SET status = $2, body = $3 WHERE id = $1", batch_id, status,
                                orjson.dumps(body))
             return True

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from ...base_batches import UNFINISHED, BatchTotals, LineCounts, LineResult, PendingLine, StoredBatch
+from ...base_batches import UNFINISHED, BatchTotals, LineCounts, LineResult, PendingLine, StoredBatch, kept_cancelling
 from ...records import UnknownCursor
 from ..responses import SQLiteResponseStore
 from ..transactions import transaction
@@ -73,12 +73,14 @@ class SQLiteBatchStore:
     async def change_batch(self, batch_id: str, status: str, changes: dict[str, Any], *, owner: str) -> bool:
         def change(conn: sqlite3.Connection) -> bool:
             with transaction(conn):
-                row = conn.execute("SELECT body FROM batches WHERE id = ? AND owner = ?", (batch_id, owner)).fetchone()
+                row = conn.execute("SELECT body, status FROM batches WHERE id = ? AND owner = ?",
+                                   (batch_id, owner)).fetchone()
                 if row is None:
                     return False
-                body = {**orjson.loads(row[0]), **changes, "status": status}
+                kept = kept_cancelling(str(row[1]), status)
+                body = {**orjson.loads(row[0]), **changes, "status": kept}
                 conn.execute("UPDATE batches SET status = ?, body = ? WHERE id = ?",
-                             (status, orjson.dumps(body).decode(), batch_id))
+                             (kept, orjson.dumps(body).decode(), batch_id))
                 return True
 
         return await self._db.run_write("change_batch", change)
