@@ -26,7 +26,16 @@ import openai
 import pytest
 
 from responses_bridge.demo.procs import wait_http
-from tests.support.batches import CountingUpstream, counting_upstream, file_lines, line, marker, settled, upload
+from tests.support.batches import (
+    CountingUpstream,
+    counting_upstream,
+    file_lines,
+    line,
+    marker,
+    settled,
+    strict_batch,
+    upload,
+)
 from tests.support.bridge import Sidecar, start_sidecar
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
@@ -77,6 +86,7 @@ async def test_a_200_line_responses_batch_answers_every_line_once(client: openai
     batch = await client.batches.create(input_file_id=file_id, endpoint="/v1/responses", completion_window="24h",
                                         metadata={"purpose": "eval"})
     assert batch.status == "validating" and batch.metadata == {"purpose": "eval"}
+    await strict_batch(client, batch.id)  # every field the SDK's type, whatever the status
     assert batch.expires_at == batch.created_at + 24 * 3600
     done = await settled(client, batch.id)
     assert done.status == "completed", done.errors

@@ -16,6 +16,7 @@ from typing import Any
 import openai
 import orjson
 from aiohttp import web
+from openai.types import Batch
 
 from responses_bridge.demo.fake_server import create_app
 from responses_bridge.demo.procs import free_port
@@ -83,14 +84,23 @@ async def upload(client: openai.AsyncOpenAI, lines: list[Any], purpose: str = "b
     return created.id
 
 
+async def strict_batch(client: openai.AsyncOpenAI, batch_id: str) -> Batch:
+    """The batch as answered, validated by the SDK's ``Batch`` in pydantic's strict mode (every field its type, no
+    private field of the store's among them)."""
+    raw = await client.batches.with_raw_response.retrieve(batch_id)
+    body = orjson.loads(raw.content)
+    assert not [key for key in body if key.startswith("_")]
+    return Batch.model_validate(body, strict=True)
+
+
 async def settled(client: openai.AsyncOpenAI, batch_id: str, statuses: tuple[str, ...] = FINAL,
-                  timeout: float = 120.0) -> Any:
-    """The batch once its status is one of ``statuses`` (polled)."""
+                  timeout: float = 120.0) -> Batch:
+    """The batch once its status is one of ``statuses`` (polled), strictly validated."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         batch = await client.batches.retrieve(batch_id)
         if batch.status in statuses:
-            return batch
+            return await strict_batch(client, batch_id)
         assert asyncio.get_running_loop().time() < deadline, f"batch still {batch.status}"
         await asyncio.sleep(0.05)
 
