@@ -22,7 +22,9 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import openai
+import orjson
 import pytest
 
 from responses_bridge.demo.procs import wait_http
@@ -46,7 +48,9 @@ from tests.support.sdk import async_sdk
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"), pytest.mark.store_free]
 
 A, B = "tenant-a", "tenant-b"
-ENV = {"RESPONSES_BRIDGE_AUTH": "header"}
+LIMITED = "tenant-one-at-a-time"
+ENV = {"RESPONSES_BRIDGE_AUTH": "header",
+       "RESPONSES_BRIDGE_TENANTS": orjson.dumps({LIMITED: {"max_concurrent_requests": 1}}).decode()}
 
 @pytest.fixture(scope="module")
 async def upstream() -> AsyncIterator[CountingUpstream]:
@@ -103,6 +107,7 @@ async def test_a_200_line_responses_batch_answers_every_line_once(client: openai
         assert response["body"]["object"] == "response" and response["body"]["status"] == "completed"
         assert f"L{entry['custom_id'][1:]}-{mark}" in response["body"]["output"][0]["content"][0]["text"]
     assert upstream.of(mark) == Counter({n: 1 for n in range(200)})  # each line sent upstream exactly once
+    assert upstream.authorizations[mark] == {"Bearer sk-client"}  # the creator's credentials, as the route sends
     usage = done.usage
     assert usage is not None and usage.input_tokens > 0 and usage.output_tokens > 0
     assert usage.total_tokens == usage.input_tokens + usage.output_tokens
@@ -259,6 +264,33 @@ async def test_another_tenant_sees_neither_the_batch_nor_its_files(client: opena
                                    completion_window="24h")
 
 
+async def test_a_tenants_limit_holds_its_lines_back_instead_of_failing_them(door_url: str) -> None:
+    """A tenant allowed one request at a time: its batch's lines wait for the place (an interactive request over the
+    limit gets a 429; a line does not), and all of them are answered."""
+    async with tenant_sdk(door_url, LIMITED) as sdk:
+        batch = await sdk.batches.create(input_file_id=await upload(sdk, [line(n, marker()) for n in range(12)]),
+                                         endpoint="/v1/responses", completion_window="24h")
+        done = await settled(sdk, batch.id)
+    assert done.status == "completed" and done.request_counts is not None
+    assert done.request_counts.model_dump() == {"total": 12, "completed": 12, "failed": 0}
+
+
+VALID = {"input_file_id": "file-" + "0" * 32, "endpoint": "/v1/responses", "completion_window": "24h"}
+MALFORMED = [b"not json", b"[1]", *(orjson.dumps({**VALID, **change}) for change in (
+    {"input_file_id": ["x"]}, {"endpoint": ["/v1/responses"]}, {"completion_window": {"h": 24}}, {"metadata": [1]},
+    {"output_expires_after": {"anchor": "x", "seconds": "y"}}, {"output_expires_after": 5}, {"surprise": 1}))]
+
+
+@pytest.mark.parametrize("body", MALFORMED)
+async def test_a_malformed_create_is_a_400_in_openais_shape(door_url: str, body: bytes) -> None:
+    headers = {"x-tenant-id": A, "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session, session.post(f"{door_url}/v1/batches", data=body,
+                                                                headers=headers) as answer:
+        assert answer.status == 400, await answer.text()
+        error = (await answer.json())["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
+
+
 async def test_a_drain_then_a_kill_9_hand_the_batch_over_each_line_answered_once(
         upstream: CountingUpstream, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Sidecars of their own on one SQLite file, at their HTTP door (durability is the runner's, whichever door
@@ -314,6 +346,7 @@ async def test_a_drain_then_a_kill_9_hand_the_batch_over_each_line_answered_once
     # only lines in flight at the kill were sent again, each counted (a line counted may also have been marked
     # started and lost before it left: sent once); no more than the lines running at once (the default gate: 8)
     assert Counter(sent.values())[2] <= rerun <= 8
+    assert upstream.authorizations[mark] == {"Bearer sk-client"}  # kept sealed, sent by each process in turn
 
 
 async def _completed_at_least(client: openai.AsyncOpenAI, batch_id: str, count: int) -> None:

@@ -31,6 +31,7 @@ class CountingUpstream:
 
     def __init__(self) -> None:
         self.counts: dict[str, Counter[int]] = {}
+        self.authorizations: dict[str, set[str | None]] = {}  # the Authorization each marker's lines came with
         self.url = ""
 
     @web.middleware
@@ -39,6 +40,7 @@ class CountingUpstream:
             body = await request.read()
             for number, marker in set(LINE_MARK.findall(body)):
                 self.counts.setdefault(marker.decode(), Counter())[int(number)] += 1
+                self.authorizations.setdefault(marker.decode(), set()).add(request.headers.get("Authorization"))
         return await handler(request)
 
     def of(self, marker: str) -> Counter[int]:
