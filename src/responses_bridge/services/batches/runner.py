@@ -130,7 +130,7 @@ class BatchRunner:
 
     async def _beat(self) -> None:
         held = list(self._running)
-        lost = await self.store.renew(held, self.owner, self._clock() + self.lease_seconds)
+        lost = await self.store.renew(held, self.owner, self._clock(), self.lease_seconds)
         for batch_id in lost:
             log.warning("batch_lease_lost", batch_id=batch_id)
             task = self._running.get(batch_id)
@@ -169,8 +169,7 @@ class BatchRunner:
         # request's
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(batch_id=batch_id)
-        now = self._clock()
-        batch = await self.store.claim(batch_id, self.owner, now, now + self.lease_seconds, force=force)
+        batch = await self.store.claim(batch_id, self.owner, self._clock(), self.lease_seconds, force=force)
         if batch is None:
             return
         try:

@@ -178,8 +178,9 @@ class SQLiteBatchStore:
                 "ORDER BY seq LIMIT ?", (now, limit))
         return [str(row[0]) for row in rows]
 
-    async def claim(self, batch_id: str, owner: str, now: float, until: float, *,
+    async def claim(self, batch_id: str, owner: str, now: float, lease_seconds: float, *,
                     force: bool = False) -> StoredBatch | None:
+        until = now + lease_seconds
         lapsed = "1" if force else "(owner IS NULL OR lease_until < ? OR owner = ?)"
         params: tuple[Any, ...] = (owner, until, batch_id) if force else (owner, until, batch_id, now, owner)
 
@@ -193,9 +194,10 @@ class SQLiteBatchStore:
         row = await self._db.run_write("claim_batch", claim)
         return None if row is None else _batch(row)
 
-    async def renew(self, batch_ids: list[str], owner: str, until: float) -> list[str]:
+    async def renew(self, batch_ids: list[str], owner: str, now: float, lease_seconds: float) -> list[str]:
         if not batch_ids:
             return []
+        until = now + lease_seconds
 
         def renew(conn: sqlite3.Connection) -> list[str]:
             with transaction(conn):
