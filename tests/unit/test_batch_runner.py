@@ -180,3 +180,36 @@ async def test_a_line_longer_than_a_request_is_refused_without_being_held(bench:
     assert not [key for key in answered if key.startswith("_")]  # the kept credential and settings stay inside
     assert answered["errors"]["object"] == "list" and answered["failed_at"]
     await runner.close()
+
+
+class FlakyStore:
+    """The batch store, whose first record of line 2's result fails (a store outage under that one write)."""
+
+    def __init__(self, store: SQLiteBatchStore) -> None:
+        self._store = store
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def finish_line(self, batch_id: str, index: int, output: bytes, counts: Any, *, owner: str) -> bool:
+        if index == 2 and not self.failed:
+            self.failed = True
+            raise OSError("the store went away")
+        return await self._store.finish_line(batch_id, index, output, counts, owner=owner)
+
+
+async def test_a_result_the_store_failed_to_record_is_sent_again_not_lost(bench: Bench) -> None:
+    lines = Lines()
+    flaky = FlakyStore(bench.store)
+    runner = BatchRunner(flaky, bench.files, lines, FixedLineGate(2), bench.kept,  # type: ignore[arg-type]
+                         lease_seconds=0.3, shared=True, max_line_bytes=10_000, clock=bench.clock)
+    await runner.start()
+    batch_id = await bench.create(runner, 4)
+    lines.release(5)
+    done = await bench.until(batch_id, lambda batch: batch.status == "completed")
+    assert flaky.failed and sorted(lines.started) == ["line 0", "line 1", "line 2", "line 2", "line 3"]
+    assert done.totals.completed == 4 and done.totals.rerun == 1
+    output = await bench.lines_of(done.body["output_file_id"])
+    assert sorted(entry["custom_id"] for entry in output) == ["c0", "c1", "c2", "c3"]
+    await runner.close()

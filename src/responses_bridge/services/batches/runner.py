@@ -307,6 +307,11 @@ class BatchRunner:
         finally:
             if in_flight:  # the lines in flight finish and are recorded, whatever the batch does next
                 await asyncio.gather(*in_flight, return_exceptions=True)
+        if end == "completed" and await self.store.pending_lines(batch.id, -1, 1):
+            # a line whose result could not be recorded (the store failed under it): the batch is handed over, and
+            # whoever claims it next (this process too) sends that line again, counted
+            log.warning("batch_lines_unrecorded", batch_id=batch.id)
+            raise _Stop
         if end == "expired":
             await self._expire_rest(batch)
         return end
@@ -331,7 +336,10 @@ class BatchRunner:
                 log.exception("batch_line_failed", batch_id=batch.id, line=line.index)
                 output, counts = error_line(line.custom_id, "server_error", f"The line could not be served: "
                                             f"{type(error).__name__}.")
-            await self.store.finish_line(batch.id, line.index, output, counts, owner=self.owner)
+            try:
+                await self.store.finish_line(batch.id, line.index, output, counts, owner=self.owner)
+            except Exception:  # left started: the batch is handed over once its lines in flight end (_run_lines)
+                log.exception("batch_line_not_recorded", batch_id=batch.id, line=line.index)
         finally:
             await slot.__aexit__(None, None, None)
 
