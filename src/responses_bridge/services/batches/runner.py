@@ -39,16 +39,15 @@ from ..files.files import FileService
 from ..responses.kept_authorization import KeptAuthorization
 from .capacity import LineGate
 from .files_out import write_results
+from .intake import each_line
 from .lines import LineServer
 from .shapes import error_line, output_line
-from .validation import InputCheck, split_lines
+from .validation import InputCheck
 
 log = structlog.get_logger("responses_bridge.batches")
 
 PAGE = 256
 """Lines read from the store at once."""
-READ_BYTES = 1 << 20
-"""Of the input file at once, while validating."""
 KEEP_LINES = 500
 """Validated lines kept in one transaction."""
 
@@ -200,7 +199,7 @@ class BatchRunner:
         endpoint = batch.body["endpoint"]
         check = InputCheck(endpoint, self.max_line_bytes)
         try:
-            await self._read_input(batch, lambda raw: check.feed(raw) and None)
+            await each_line(self.files, batch, self.max_line_bytes, lambda raw: check.feed(raw) and None)
         except APIError as error:  # the input file is gone (deleted, expired)
             check.errors.append({"code": "file_not_found", "message": error.message, "param": "input_file_id",
                                  "line": None})
@@ -224,7 +223,7 @@ class BatchRunner:
             if len(kept) >= KEEP_LINES:
                 await self._keep(batch, kept)
 
-        await self._read_input(batch, keep)
+        await each_line(self.files, batch, self.max_line_bytes, keep)
         if kept:
             await self._keep(batch, kept)
         if recheck.finish():  # the file changed between the reads: only a file replaced under its id
@@ -240,34 +239,6 @@ class BatchRunner:
         if not await self.store.add_lines(batch.id, list(kept), owner=self.owner):
             raise _Stop
         kept.clear()
-
-    async def _read_input(self, batch: StoredBatch, each: Callable[[bytes], Any]) -> None:
-        """Each line of the input file to ``each`` (awaited when it is a coroutine function's). Memory holds a chunk
-        and one line: a line past ``max_line_bytes`` is given cut there (the check refuses it for its size) and the
-        rest of it is skipped."""
-        reader, _ = await self.files.open_content(batch.body["input_file_id"], tenant=batch.tenant)
-        tail = bytearray()
-        skipping = False
-        try:
-            while True:
-                piece = await reader.read(READ_BYTES)
-                if not piece:
-                    break
-                if skipping:
-                    end = piece.find(b"\n")
-                    if end < 0:
-                        continue
-                    piece, skipping = piece[end + 1:], False
-                for raw in split_lines([piece], tail):
-                    await _call(each, raw)
-                if len(tail) > self.max_line_bytes:  # a line longer than any request may be
-                    await _call(each, bytes(tail))
-                    tail.clear()
-                    skipping = True
-        finally:
-            await reader.aclose()
-        if tail and not skipping:
-            await _call(each, bytes(tail).rstrip(b"\r"))
 
     async def _run_lines(self, batch: StoredBatch) -> str:
         """Every line not done, through the gate; the status the batch ends with."""
@@ -383,12 +354,6 @@ class BatchRunner:
         if not await self.store.change_batch(batch.id, status, changes, owner=self.owner):
             raise _Stop
         batch.body.update(changes)
-
-
-async def _call(each: Callable[[bytes], Any], raw: bytes) -> None:
-    result = each(raw)
-    if asyncio.iscoroutine(result):
-        await result
 
 
 def _with_status(batch: StoredBatch, status: str) -> StoredBatch:
