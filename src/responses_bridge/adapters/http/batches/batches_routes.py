@@ -12,7 +12,6 @@ from ..identity import request_tenant
 from ..params import UNKNOWN_FIELDS, json_object, json_reply, page_query
 from ..routes import answer, api_routes
 
-
 log = structlog.get_logger("responses_bridge.http")
 
 
