@@ -93,7 +93,10 @@ class BatchRunner:
             self._spawn_claim(batch_id, force=False)
 
     def cancelled(self, batch_id: str) -> None:
-        self._cancelled.add(batch_id)
+        """A cancel recorded: a batch this process runs stops at its next line; one another process runs is seen
+        there by its heartbeat."""
+        if batch_id in self._running:
+            self._cancelled.add(batch_id)
 
     @property
     def running(self) -> list[str]:
