@@ -6,18 +6,13 @@ The model is the fake upstream, served in this process with one thing added: it 
 per batch line (each line's text carries ``L<n>-<marker>``), so "each line answered once" is counted at the
 upstream, not taken from the bridge's word. Tenants come from ``x-tenant-id`` (``RESPONSES_BRIDGE_AUTH=header``).
 
-The durability test runs sidecars of their own on one SQLite file: one drained (SIGTERM) mid-batch, which hands
-the batch over at a line boundary, sending nothing twice; the next killed (SIGKILL) mid-batch; the one after that
-completes the batch: every line in the output once, and the upstream saw each line once but for those in flight at
-the kill, which the store counts (``batches.rerun``). Replicas on PostgreSQL: test_batches_replicas.py.
+Durability (a drain, a kill -9, a restart): test_batches_durable.py; replicas on PostgreSQL:
+test_batches_replicas.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -38,13 +33,12 @@ from tests.support.batches import (
     strict_batch,
     upload,
 )
-from tests.support.bridge import Sidecar, start_sidecar
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
 from tests.support.sdk import async_sdk
 
-# the sidecars here keep their own SQLite files (the kill -9 test reads the one it restarts on); the store modules'
-# PostgreSQL side is covered by the unit tests of the batch store
+# the sidecar keeps its own SQLite file; the batch store's PostgreSQL side: tests/unit/test_batch_store.py and
+# test_batches_replicas.py
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"), pytest.mark.store_free]
 
 A, B = "tenant-a", "tenant-b"
@@ -289,80 +283,3 @@ async def test_a_malformed_create_is_a_400_in_openais_shape(door_url: str, body:
         assert answer.status == 400, await answer.text()
         error = (await answer.json())["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
-
-
-async def test_a_drain_then_a_kill_9_hand_the_batch_over_each_line_answered_once(
-        upstream: CountingUpstream, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Sidecars of their own on one SQLite file, at their HTTP door (durability is the runner's, whichever door
-    created the batch). First a drain (SIGTERM) mid-batch: the lines in flight finish and are recorded, the lease is
-    let go, nothing is sent twice. Then the next process is killed (SIGKILL) mid-batch, and the one after it
-    completes the batch: every line in the output once, and the upstream saw each line once but for the lines in
-    flight at the kill, which the store counts."""
-    folder = tmp_path_factory.mktemp("batches-durable")
-    database = str(folder / "bridge.db")
-    mark = marker()
-    lines = [line(n, mark) for n in range(80)]
-    for entry in lines:
-        entry["body"]["input"] += " [header_delay=100]"
-    first = await _sidecar(str(folder), upstream.url, database)
-    try:
-        async with tenant_sdk(first.http_url, A) as sdk:
-            batch = await sdk.batches.create(input_file_id=await upload(sdk, lines), endpoint="/v1/responses",
-                                             completion_window="24h")
-            await _completed_at_least(sdk, batch.id, 5)
-    finally:
-        await asyncio.to_thread(first.process.stop)  # SIGTERM: the drain
-    with sqlite3.connect(database) as db:
-        owner, drained, rerun = db.execute("SELECT owner, completed, rerun FROM batches WHERE id = ?",
-                                           (batch.id,)).fetchone()
-    assert owner is None and 5 <= drained < 80 and rerun == 0  # let go, not lapsed
-    assert sum(upstream.of(mark).values()) == drained  # every line sent was recorded before the exit
-
-    second = await _sidecar(str(folder), upstream.url, database)
-    try:
-        async with tenant_sdk(second.http_url, A) as sdk:
-            await _completed_at_least(sdk, batch.id, drained + 10)
-        os.killpg(second.process.pid, signal.SIGKILL)
-        second.process.process.wait()  # type: ignore[union-attr]
-    finally:
-        second.process.stop()
-    assert sum(upstream.of(mark).values()) < 80, "the batch ended before the kill: nothing was tested"
-
-    third = await _sidecar(str(folder), upstream.url, database)
-    try:
-        async with tenant_sdk(third.http_url, A) as sdk:
-            done = await settled(sdk, batch.id)
-            assert done.status == "completed"
-            assert done.request_counts is not None and done.request_counts.model_dump() == {
-                "total": 80, "completed": 80, "failed": 0}
-            output = await file_lines(sdk, done.output_file_id)
-    finally:
-        third.process.stop()
-    assert sorted(entry["custom_id"] for entry in output) == sorted(f"c{n}" for n in range(80))  # each once
-    sent = upstream.of(mark)
-    assert set(sent) == set(range(80)) and max(sent.values()) <= 2
-    with sqlite3.connect(database) as db:
-        (rerun,) = db.execute("SELECT rerun FROM batches WHERE id = ?", (batch.id,)).fetchone()
-    # only lines in flight at the kill were sent again, each counted (a line counted may also have been marked
-    # started and lost before it left: sent once); no more than the lines running at once (the default gate: 8)
-    assert Counter(sent.values())[2] <= rerun <= 8
-    assert upstream.authorizations[mark] == {"Bearer sk-client"}  # kept sealed, sent by each process in turn
-
-
-async def _completed_at_least(client: openai.AsyncOpenAI, batch_id: str, count: int) -> None:
-    deadline = asyncio.get_running_loop().time() + 60
-    while (await client.batches.retrieve(batch_id)).request_counts.completed < count:  # type: ignore[union-attr]
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.02)
-
-
-async def _sidecar(folder: str, upstream_url: str, database: str) -> Sidecar:
-    process, http_port, _ = start_sidecar(folder, upstream_url, "--db", database, env=ENV, extproc=False,
-                                          own_sqlite=True)
-    url = f"http://127.0.0.1:{http_port}"
-    try:
-        await wait_http(f"{url}/health", process=process, headers={"x-tenant-id": A})
-    except BaseException:
-        process.stop()
-        raise
-    return Sidecar(upstream_url, url, 0, process)
