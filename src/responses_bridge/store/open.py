@@ -29,11 +29,13 @@ from .base import (
     VectorStoreStore,
 )
 from .base_agents import AgentStore
+from .base_batches import BatchStore
 from .base_skills import SkillStore
 from .base_uploads import UploadStore
 from .database_url import MISSING_EXTRA, DatabaseUnavailable, is_postgres_url
 from .sqlite.agents.agents import SQLiteAgentStore
 from .sqlite.api_keys import SQLiteApiKeyStore
+from .sqlite.batches.batches import SQLiteBatchStore
 from .sqlite.chat_completions import SQLiteChatCompletionStore
 from .sqlite.containers.containers import SQLiteContainerStore
 from .sqlite.containers.skills import SQLiteSkillStore
@@ -73,7 +75,11 @@ class StoreSet:
     uploads: UploadStore
     agents: AgentStore
     idempotency: IdempotencyStore
+<<<<<<< HEAD
     replica_chains: ReplicaChainStore
+=======
+    batches: BatchStore
+>>>>>>> wt-batch
     file_bytes: FileBytes | None = None
     sqlite: SQLiteResponseStore | None = None
     postgres: PostgresDatabase | None = None
@@ -118,7 +124,11 @@ async def open_stores(db_path: str, database_url: str | None) -> StoreSet:
                     SQLiteApiKeyStore(store), SQLiteFileStore(store), SQLiteVectorStoreStore(store),
                     SQLiteChunkIndex(store), SQLiteContainerStore(store), SQLiteChatCompletionStore(store),
                     SQLiteSkillStore(store), SQLiteUploadStore(store), SQLiteAgentStore(store),
+<<<<<<< HEAD
                     SQLiteIdempotencyStore(store), SQLiteReplicaChainStore(store), sqlite=store)
+=======
+                    SQLiteIdempotencyStore(store), SQLiteBatchStore(store), sqlite=store)
+>>>>>>> wt-batch
 
 
 async def _open_postgres(database_url: str) -> StoreSet:
@@ -127,6 +137,7 @@ async def _open_postgres(database_url: str) -> StoreSet:
     try:
         from .postgres.agents.agents import PostgresAgentStore
         from .postgres.api_keys import PostgresApiKeyStore
+        from .postgres.batches.batches import PostgresBatchStore
         from .postgres.chat_completions import PostgresChatCompletionStore
         from .postgres.containers.containers import PostgresContainerStore
         from .postgres.containers.skills import PostgresSkillStore
@@ -154,7 +165,11 @@ async def _open_postgres(database_url: str) -> StoreSet:
                     PostgresApiKeyStore(db), PostgresFileStore(db), PostgresVectorStoreStore(db),
                     PostgresChunkIndex(db), PostgresContainerStore(db), PostgresChatCompletionStore(db),
                     PostgresSkillStore(db), PostgresUploadStore(db), PostgresAgentStore(db),
+<<<<<<< HEAD
                     PostgresIdempotencyStore(db), PostgresReplicaChainStore(db), file_bytes=PostgresFileBytes(db),
+=======
+                    PostgresIdempotencyStore(db), PostgresBatchStore(db), file_bytes=PostgresFileBytes(db),
+>>>>>>> wt-batch
                     postgres=db)
 
 

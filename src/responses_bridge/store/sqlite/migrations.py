@@ -21,6 +21,7 @@ from .agents.agent_schema import (
     AUTOMATION_TABLES,
     STORED_BYTES_COLUMNS,
 )
+from .batches.batch_schema import BATCH_TABLES
 from .db_thread import on_db_thread
 from .files.upload_schema import UPLOAD_CLAIM_COLUMNS, UPLOAD_TABLES
 from .files.vector_store_schema import VECTOR_STORE_CHUNK_INDEX, VECTOR_STORE_TABLES
@@ -371,6 +372,7 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX replica_chains_at ON replica_chains (at)",
         ],
     ),
+    (34, BATCH_TABLES),  # the Batch API: batches, their lines, the lease of the process running each
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]
