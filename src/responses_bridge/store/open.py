@@ -75,11 +75,8 @@ class StoreSet:
     uploads: UploadStore
     agents: AgentStore
     idempotency: IdempotencyStore
-<<<<<<< HEAD
     replica_chains: ReplicaChainStore
-=======
     batches: BatchStore
->>>>>>> wt-batch
     file_bytes: FileBytes | None = None
     sqlite: SQLiteResponseStore | None = None
     postgres: PostgresDatabase | None = None
@@ -124,11 +121,8 @@ async def open_stores(db_path: str, database_url: str | None) -> StoreSet:
                     SQLiteApiKeyStore(store), SQLiteFileStore(store), SQLiteVectorStoreStore(store),
                     SQLiteChunkIndex(store), SQLiteContainerStore(store), SQLiteChatCompletionStore(store),
                     SQLiteSkillStore(store), SQLiteUploadStore(store), SQLiteAgentStore(store),
-<<<<<<< HEAD
-                    SQLiteIdempotencyStore(store), SQLiteReplicaChainStore(store), sqlite=store)
-=======
-                    SQLiteIdempotencyStore(store), SQLiteBatchStore(store), sqlite=store)
->>>>>>> wt-batch
+                    SQLiteIdempotencyStore(store), SQLiteReplicaChainStore(store), SQLiteBatchStore(store),
+                    sqlite=store)
 
 
 async def _open_postgres(database_url: str) -> StoreSet:
@@ -165,11 +159,8 @@ async def _open_postgres(database_url: str) -> StoreSet:
                     PostgresApiKeyStore(db), PostgresFileStore(db), PostgresVectorStoreStore(db),
                     PostgresChunkIndex(db), PostgresContainerStore(db), PostgresChatCompletionStore(db),
                     PostgresSkillStore(db), PostgresUploadStore(db), PostgresAgentStore(db),
-<<<<<<< HEAD
-                    PostgresIdempotencyStore(db), PostgresReplicaChainStore(db), file_bytes=PostgresFileBytes(db),
-=======
-                    PostgresIdempotencyStore(db), PostgresBatchStore(db), file_bytes=PostgresFileBytes(db),
->>>>>>> wt-batch
+                    PostgresIdempotencyStore(db), PostgresReplicaChainStore(db), PostgresBatchStore(db),
+                    file_bytes=PostgresFileBytes(db),
                     postgres=db)
 
 
