@@ -24,6 +24,7 @@ import aiohttp
 import orjson
 import pytest
 
+from tests.support.bridge import running_sidecar
 from tests.support.replica_fleet import Fleet, running_fleet
 
 pytestmark = pytest.mark.store_free
@@ -242,3 +243,31 @@ async def test_chains_keep_their_replica_across_worker_processes(tmp_path_factor
                 previous[chain] = done["id"]
         for chain in range(3):
             await one_replica(fleet, *(f"w{chain} t{turn}" for turn in range(6)))
+
+
+async def test_a_name_is_resolved_to_its_addresses(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``discover: dns``: the upstream's name (``localhost`` here, a headless Service in a cluster) becomes one
+    replica per address; an address nothing listens on (``::1`` where localhost has it) is taken out, and the calls
+    go on at the others."""
+    async with running_fleet(str(tmp_path_factory.mktemp("replicas-dns")), 1) as plain:
+        fake = plain.replicas[0]
+        upstreams = json.dumps([{"name": "pods", "url": f"http://localhost:{fake.port}/v1", "discover": "dns",
+                                 "dns_refresh_seconds": 1}])
+        env = {"RESPONSES_BRIDGE_UPSTREAMS": upstreams, "RESPONSES_BRIDGE_DEFAULT_UPSTREAM": "pods"}
+        async with running_sidecar(str(tmp_path_factory.mktemp("replicas-dns-sidecar")), fake.url, env=env,
+                                   own_sqlite=True) as sidecar, \
+                aiohttp.ClientSession(base_url=sidecar.http_url) as http:
+            wanted = f'replica="127.0.0.1:{fake.port}"'
+            for _ in range(200):  # the first resolution, made as the sidecar starts
+                async with http.get("/metrics") as answer:
+                    if wanted in await answer.text():
+                        break
+                await asyncio.sleep(0.05)
+            previous = None
+            for turn in range(3):
+                extra = {"previous_response_id": previous} if previous else {}
+                previous = (await create(http, input=f"dns turn{turn}", **extra))["id"]
+            async with http.get("/metrics") as answer:
+                text = await answer.text()
+            assert re.search(rf'responses_bridge_replica_picked_total{{[^}}]*{re.escape(wanted)}[^}}]*}} [1-9]', text)
+            assert f'replica="localhost:{fake.port}"' not in text  # the name itself is no replica once resolved
