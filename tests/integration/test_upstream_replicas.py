@@ -1,10 +1,12 @@
 """Replicas of one backend behind the HTTP door (issue 99): three fake upstreams, each its own process and port,
 given to one sidecar as ``--upstream`` three times. Every kind of chain keeps its replica (``previous_response_id``
-JSON and streamed, a conversation, the tool loop's turns of one response, background runs, WebSocket mode);
+JSON and streamed, a conversation, the tool loop's turns of one response, background runs, WebSocket mode, an Agents
+session's turns), across the worker processes of ``serve --workers`` too (the chain map kept in the store);
 different chains spread; a hot shared prefix keeps every replica within 1.5 times the mean; a replica killed
 mid-session is taken out and each of its chains continues on one other replica (the turn that found it dead
-retried there before any byte was sent); every replica down is the 502 of one server, naming the upstream.
-/metrics and the console's Operations page show each replica.
+retried there before any byte was sent); every replica down is the 502 of one server, naming the upstream;
+``discover: dns`` makes a replica of each address of a name. /metrics and the console's Operations page show each
+replica.
 
 The Envoy door's picking (an ORIGINAL_DST cluster honouring the endpoint header) has its own tests beside
 envoy-config's; here the sidecar makes its own calls. Markers in the user's text tell which replica served a call
@@ -142,6 +144,30 @@ async def test_websocket_mode_keeps_its_chain(fleet: Fleet, http: aiohttp.Client
             assert event["type"] == "response.completed", event
             previous = event["response"]["id"]
     await one_replica(fleet, "ws turn0", "ws turn1", "ws turn2")
+
+
+async def test_an_agents_session_keeps_its_replica(fleet: Fleet, http: aiohttp.ClientSession) -> None:
+    beta = {"OpenAI-Beta": "agents=v1"}
+    body = {"agent": {"model": MODEL, "instructions": INSTRUCTIONS}, "environment": {"type": "none"},
+            "input": "sess turn0", "stream": True}
+    async with http.post("/v1/agents/sessions", json=body, headers=beta) as answer:
+        assert answer.status == 200
+        first = await answer.read()
+    session = json.loads(next(line[6:] for line in first.decode().splitlines() if line.startswith("data: ")))
+    session_id = session["session"]["id"]
+    for turn in (1, 2):  # each turn a background response chained to the one before (previous_response_id)
+        message = {"type": "agent.session.input.message",
+                   "input": [{"role": "user", "content": [{"type": "input_text", "text": f"sess turn{turn}"}]}]}
+        async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [message]},
+                             headers=beta) as answer:
+            assert answer.status == 202, await answer.text()  # accepted: the turn runs in the background
+        for _ in range(300):  # its turn made its model call and ended: the session idle again
+            async with http.get(f"/v1/agents/sessions/{session_id}", headers=beta) as answer:
+                idle = (await answer.json())["status"] == "idle"
+            if idle and await fleet.served(f"sess turn{turn}"):
+                break
+            await asyncio.sleep(0.05)
+    await one_replica(fleet, "sess turn0", "sess turn1", "sess turn2")
 
 
 async def test_a_hot_shared_prefix_keeps_every_replica_near_the_mean(fleet: Fleet,
