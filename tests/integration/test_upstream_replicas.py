@@ -1,10 +1,12 @@
 """Replicas of one backend behind the HTTP door (issue 99): three fake upstreams, each its own process and port,
 given to one sidecar as ``--upstream`` three times. Every kind of chain keeps its replica (``previous_response_id``
-JSON and streamed, a conversation, the tool loop's turns of one response, background runs, WebSocket mode);
+JSON and streamed, a conversation, the tool loop's turns of one response, background runs, WebSocket mode, an Agents
+session's turns), across the worker processes of ``serve --workers`` too (the chain map kept in the store);
 different chains spread; a hot shared prefix keeps every replica within 1.5 times the mean; a replica killed
 mid-session is taken out and each of its chains continues on one other replica (the turn that found it dead
-retried there before any byte was sent); every replica down is the 502 of one server, naming the upstream.
-/metrics and the console's Operations page show each replica.
+retried there before any byte was sent); every replica down is the 502 of one server, naming the upstream;
+``discover: dns`` makes a replica of each address of a name. /metrics and the console's Operations page show each
+replica.
 
 The Envoy door's picking (an ORIGINAL_DST cluster honouring the endpoint header) has its own tests beside
 envoy-config's; here the sidecar makes its own calls. Markers in the user's text tell which replica served a call
@@ -24,6 +26,7 @@ import aiohttp
 import orjson
 import pytest
 
+from tests.support.bridge import running_sidecar
 from tests.support.replica_fleet import Fleet, running_fleet
 
 pytestmark = pytest.mark.store_free
@@ -143,6 +146,30 @@ async def test_websocket_mode_keeps_its_chain(fleet: Fleet, http: aiohttp.Client
     await one_replica(fleet, "ws turn0", "ws turn1", "ws turn2")
 
 
+async def test_an_agents_session_keeps_its_replica(fleet: Fleet, http: aiohttp.ClientSession) -> None:
+    beta = {"OpenAI-Beta": "agents=v1"}
+    body = {"agent": {"model": MODEL, "instructions": INSTRUCTIONS}, "environment": {"type": "none"},
+            "input": "sess turn0", "stream": True}
+    async with http.post("/v1/agents/sessions", json=body, headers=beta) as answer:
+        assert answer.status == 200
+        first = await answer.read()
+    session = json.loads(next(line[6:] for line in first.decode().splitlines() if line.startswith("data: ")))
+    session_id = session["session"]["id"]
+    for turn in (1, 2):  # each turn a background response chained to the one before (previous_response_id)
+        message = {"type": "agent.session.input.message",
+                   "input": [{"role": "user", "content": [{"type": "input_text", "text": f"sess turn{turn}"}]}]}
+        async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [message]},
+                             headers=beta) as answer:
+            assert answer.status == 202, await answer.text()  # accepted: the turn runs in the background
+        for _ in range(300):  # its turn made its model call and ended: the session idle again
+            async with http.get(f"/v1/agents/sessions/{session_id}", headers=beta) as answer:
+                idle = (await answer.json())["status"] == "idle"
+            if idle and await fleet.served(f"sess turn{turn}"):
+                break
+            await asyncio.sleep(0.05)
+    await one_replica(fleet, "sess turn0", "sess turn1", "sess turn2")
+
+
 async def test_a_hot_shared_prefix_keeps_every_replica_near_the_mean(fleet: Fleet,
                                                                      http: aiohttp.ClientSession) -> None:
     for wave in range(4):  # 12 at once, each 300 ms at its replica: the shared prefix's replica fills up first
@@ -242,3 +269,31 @@ async def test_chains_keep_their_replica_across_worker_processes(tmp_path_factor
                 previous[chain] = done["id"]
         for chain in range(3):
             await one_replica(fleet, *(f"w{chain} t{turn}" for turn in range(6)))
+
+
+async def test_a_name_is_resolved_to_its_addresses(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``discover: dns``: the upstream's name (``localhost`` here, a headless Service in a cluster) becomes one
+    replica per address; an address nothing listens on (``::1`` where localhost has it) is taken out, and the calls
+    go on at the others."""
+    async with running_fleet(str(tmp_path_factory.mktemp("replicas-dns")), 1) as plain:
+        fake = plain.replicas[0]
+        upstreams = json.dumps([{"name": "pods", "url": f"http://localhost:{fake.port}/v1", "discover": "dns",
+                                 "dns_refresh_seconds": 1}])
+        env = {"RESPONSES_BRIDGE_UPSTREAMS": upstreams, "RESPONSES_BRIDGE_DEFAULT_UPSTREAM": "pods"}
+        async with running_sidecar(str(tmp_path_factory.mktemp("replicas-dns-sidecar")), fake.url, env=env,
+                                   own_sqlite=True) as sidecar, \
+                aiohttp.ClientSession(base_url=sidecar.http_url) as http:
+            wanted = f'replica="127.0.0.1:{fake.port}"'
+            for _ in range(200):  # the first resolution, made as the sidecar starts
+                async with http.get("/metrics") as answer:
+                    if wanted in await answer.text():
+                        break
+                await asyncio.sleep(0.05)
+            previous = None
+            for turn in range(3):
+                extra = {"previous_response_id": previous} if previous else {}
+                previous = (await create(http, input=f"dns turn{turn}", **extra))["id"]
+            async with http.get("/metrics") as answer:
+                text = await answer.text()
+            assert re.search(rf'responses_bridge_replica_picked_total{{[^}}]*{re.escape(wanted)}[^}}]*}} [1-9]', text)
+            assert f'replica="localhost:{fake.port}"' not in text  # the name itself is no replica once resolved

@@ -5,7 +5,9 @@ resolved to all its addresses with ``discover: dns``). Each model call goes to o
 already cached: a chain's next turn to the replica that served the turn before (``affinity.py``), a chainless
 request to the replica that served the longest prefix of its rendered prompt lately (``prefix.py``), yielding to
 load past a threshold (``picker.py``); a failing replica is taken out and probed back in (``replica.py``,
-``watch.py``, which also reads each replica's ``/metrics`` and re-resolves a DNS name off the request path).
+``watch.py``, which also reads each replica's ``/metrics`` and re-resolves a DNS name off the request path). The
+chain map is kept in the store too, for other processes (``persist.py``); each replica's series are on ``/metrics``
+(``series.py``).
 
 The doors and the run ask one function, :func:`pick` (``registry.py``): None for an upstream with one server —
 its cost, one dict lookup — else a :class:`~responses_bridge.replicas.replica.Picked` naming the replica (its base

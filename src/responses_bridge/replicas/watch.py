@@ -128,7 +128,12 @@ class Watch:
         if self.dns_url is not None and now - self._resolved_at >= self.dns_refresh:
             self._resolved_at = now
             await self.resolve()
-        await asyncio.gather(*(self._look(replica) for replica in list(self.replicas.replicas)))
+        current = list(self.replicas.replicas)
+        keys = {replica.key for replica in current}
+        for seen in (self._no_metrics, self._scraped_at):  # replicas a DNS answer dropped: forgotten here too
+            for key in [key for key in seen if key not in keys]:
+                del seen[key]
+        await asyncio.gather(*(self._look(replica) for replica in current))
 
     async def resolve(self) -> None:
         assert self.dns_url is not None
