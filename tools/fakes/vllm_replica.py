@@ -176,12 +176,12 @@ class Replica:
         if reply.tool_calls:
             call = reply.tool_calls[0]
             await asyncio.sleep(step)
-            await send({"role": "assistant", "content": None, "tool_calls": [
-                {"index": 0, "id": call["id"], "type": "function",
-                 "function": {"name": call["function"]["name"], "arguments": ""}}]})
             arguments = call["function"]["arguments"]
+            await send({"role": "assistant", "content": None, "tool_calls": [  # with the first token, as the text
+                {"index": 0, "id": call["id"], "type": "function",
+                 "function": {"name": call["function"]["name"], "arguments": arguments[:4]}}]})
             size = 4 * self.timing.stream_tokens
-            for start in range(0, len(arguments), size):
+            for start in range(4, len(arguments), size):
                 await asyncio.sleep(step * self.timing.stream_tokens)
                 await send({"tool_calls": [{"index": 0, "function": {"arguments": arguments[start:start + size]}}]})
         else:
