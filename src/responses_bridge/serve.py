@@ -25,6 +25,7 @@ from .commands.upstream_check import check_routing, check_upstreams, configured_
 from .config import file as config_file
 from .config.help import environment_help, user_default
 from .config.settings import Settings, SettingsError, env_names, load_settings
+from .config.upstreams import upstream_flag as upstream_settings
 from .fairness.allocator import one_arena
 from .observability import configure_logging
 from .observability.tracing import configure_tracing, shutdown_tracing
@@ -44,7 +45,8 @@ log = structlog.get_logger("responses_bridge.serve")
 # (flag, Settings field, what it sets, argparse type): each flag's help names its environment variables and
 # default, taken from Settings, and the epilog lists the settings that have no flag.
 FLAGS: tuple[tuple[str, str, str, type], ...] = (
-    ("--upstream", "upstream", "Chat Completions base URL, ending in /v1", str),
+    ("--upstream", "upstream", ("Chat Completions base URL, ending in /v1; given several times, replicas serving "
+                                "the same models (each request goes to one: docs/upstreams.md, Replicas)"), str),
     ("--upstream-via", "upstream_via", ("base URL for the sidecar's own upstream calls (background runs, "
                                         "WebSocket, compaction), e.g. Envoy's listener http://127.0.0.1:10000/v1; "
                                         "default: the upstream itself. Behind Envoy set it (a warning at Envoy's "
@@ -80,7 +82,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     for flag, field, meaning, kind in FLAGS:
         shown = f"; default {user_default(Settings.model_fields[field]) or 'none'}" if "default" not in meaning else ""
-        parser.add_argument(flag, type=kind, dest=field,
+        parser.add_argument(flag, type=kind, dest=field, action="append" if field == "upstream" else "store",
                             help=f"{meaning} (env: {', '.join(env_names(field))}{shown})")
     parser.add_argument("--config", metavar="FILE", help="YAML configuration file: settings by their names, e.g. "
                         "'http_port: 8081' (env: RESPONSES_BRIDGE_CONFIG); check one with 'config check FILE'")
@@ -96,8 +98,9 @@ def run(args: argparse.Namespace) -> int:
     raise_descriptor_limit()  # the soft limit up to the hard one, before any bound is derived from it
     if args.no_http and args.no_extproc:
         raise SettingsError("--no-http and --no-extproc leave nothing to run; give at most one")
-    settings = load_settings({field: flag for flag, field, _, _ in FLAGS}, config=args.config,
-                             **{field: getattr(args, field) for _, field, _, _ in FLAGS})
+    given = {field: getattr(args, field) for _, field, _, _ in FLAGS if field != "upstream"}
+    settings = load_settings({field: flag for flag, field, _, _ in FLAGS} | {"upstream_urls": "--upstream"},
+                             config=args.config, **given, **upstream_settings(args.upstream))
     delegated: tuple[list[str], list[str]] | None = None
     if settings.run_as is not None:  # the sandbox's cgroup modules load only where they are used
         from .sandbox.cgroups.delegation import become
@@ -152,9 +155,19 @@ async def open_runtime(settings: Settings) -> Runtime:
     except ValueError as exc:  # an api_key_env naming an unset variable
         raise StartupError(str(exc)) from exc
     try:
-        if router.single:
+        if router.single and not router.route(None).upstream.replicated():
             return await Runtime.open(settings, AiohttpUpstreamClient(settings))
+        if router.single:  # the lone --upstream given several times: its one client, over its replicas
+            from .adapters.replicated_client import with_replicas
+
+            lone = with_replicas(settings, router, {name: AiohttpUpstreamClient(settings, name=name)
+                                                    for name in router.upstreams})
+            return await Runtime.open(settings, next(iter(lone.values())))
         clients = build_clients(settings, router)
+        if any(spec.replicated() for spec in router.upstreams.values()):
+            from .adapters.replicated_client import with_replicas
+
+            clients = with_replicas(settings, router, clients)  # type: ignore[assignment]
         default = router.route(None).upstream.name if settings.default_upstream else next(iter(clients))
         runtime = await Runtime.open(settings, clients[default], dict(clients))
     except DatabaseUnavailable as exc:  # one line naming the database and its setting (store/open.py); never a

@@ -44,7 +44,7 @@ TIERS: tuple[frozenset[str], ...] = tuple(frozenset(tier.split()) for tier in (
     "engine",                        # translation, no I/O
     "sealing",                       # sealed blobs, their key kept in the store
     "sandbox store",                 # where code runs; where data is kept
-    "fairness",                      # the shared pools' rule and the memory budget's mechanics
+    "fairness replicas",             # the shared pools' rule and the memory budget's mechanics; an upstream's replicas
     "observability process protocol",  # logs, metrics, traces; the process's loop and jobs; wire shapes
     "net ids redact extras settings_error __init__",  # the leaves
 ))

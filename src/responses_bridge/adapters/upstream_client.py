@@ -30,6 +30,7 @@ from ..net.errors import connection_reason
 from ..observability import metrics, tracing
 from ..observability.logs import noted_mode
 from ..protocol.errors import APIError
+from ..replicas import ENDPOINT_HEADER, Picked
 from ..run.upstream import UpstreamFailure, UpstreamResponse
 from ..services.tenancy.identity import sidecar_headers
 
@@ -117,12 +118,15 @@ class _IdleWatch:
 class AiohttpUpstreamClient:
     """One connection pool per client; :meth:`start` must be awaited before the first call."""
 
+    replicated = False  # one server: nothing is picked (replicated_client.py wraps an upstream with replicas)
+
     def __init__(self, settings: Settings, base: str | None = None, headers: Mapping[str, str] | None = None, *,
                  name: str = SINGLE_UPSTREAM) -> None:
         self._base = (base or settings.upstream_via or settings.upstream).rstrip("/")
         self.name = name  # the upstream's configured name: its metrics' label, wherever the calls go
         self._headers = dict(headers or {})  # sent on every call (the route header through Envoy)
-        if settings.upstream_via and self._base == settings.upstream_via.rstrip("/"):  # calls through Envoy
+        self.via = bool(settings.upstream_via) and self._base == (settings.upstream_via or "").rstrip("/")
+        if self.via:  # calls through Envoy
             self._headers.update(sidecar_headers(settings))  # keys mode: the passthrough routes let them through
             self._headers.setdefault(ROUTE_HEADER, name)  # to the upstream, never back to the sidecar
         self._timeout = aiohttp.ClientTimeout(
@@ -165,8 +169,10 @@ class AiohttpUpstreamClient:
         if self._session is not None:
             await self._session.close()
 
-    def chat(self, call: UpstreamRequest, authorization: str | None) -> _Chat:
-        return _Chat(self, call, authorization)
+    def chat(self, call: UpstreamRequest, authorization: str | None, replica: Picked | None = None) -> _Chat:
+        """``replica``: the picked replica of a replicated upstream (replicas/), called at its URL, or through
+        Envoy naming it in the endpoint header."""
+        return _Chat(self, call, authorization, replica)
 
     async def read_answer(self, response: UpstreamResponse) -> bytes:
         """A whole upstream answer (compaction's summary, a tokenizer's count, the model list), at most
@@ -178,24 +184,25 @@ class AiohttpUpstreamClient:
             raise UpstreamFailure(_too_large(exc.limit)) from None
 
     @asynccontextmanager
-    async def post_json(self, path: str, body: bytes, authorization: str | None, *,
-                        timeout: float | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def post_json(self, path: str, body: bytes, authorization: str | None, *, timeout: float | None = None,
+                        replica: Picked | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
         """A JSON POST relative to the base URL (an absolute ``http(s)://`` path is used as is)."""
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if authorization:
             headers["Authorization"] = authorization
         extra: dict[str, object] = {"timeout": aiohttp.ClientTimeout(total=timeout)} if timeout else {}
-        async with self._request("POST", path, headers=headers, data=body, **extra) as response:
+        async with self._request("POST", path, replica, headers=headers, data=body, **extra) as response:
             yield response
 
     @asynccontextmanager
-    async def get(self, path: str, authorization: str | None) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def get(self, path: str, authorization: str | None, *,
+                  replica: Picked | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
         headers = {"Authorization": authorization} if authorization else {}
-        async with self._request("GET", path, headers=headers) as response:
+        async with self._request("GET", path, replica, headers=headers) as response:
             yield response
 
-    def _request(self, method: str, path: str, **kwargs: object) -> _Request:
-        return _Request(self, method, path, kwargs)
+    def _request(self, method: str, path: str, replica: Picked | None = None, **kwargs: object) -> _Request:
+        return _Request(self, method, path, kwargs, replica)
 
 
 class _Chat:
@@ -204,12 +211,14 @@ class _Chat:
     context manager around ``_request``: every turn of every run makes one, and each generator's ``async with``
     costs the generator, its two resumptions and the StopAsyncIteration that ends it."""
 
-    __slots__ = ("_authorization", "_call", "_client", "_request")
+    __slots__ = ("_authorization", "_call", "_client", "_replica", "_request")
 
-    def __init__(self, client: AiohttpUpstreamClient, call: UpstreamRequest, authorization: str | None) -> None:
+    def __init__(self, client: AiohttpUpstreamClient, call: UpstreamRequest, authorization: str | None,
+                 replica: Picked | None = None) -> None:
         self._client = client
         self._call = call
         self._authorization = authorization
+        self._replica = replica
         self._request: AbstractAsyncContextManager[aiohttp.ClientResponse] | None = None
 
     async def __aenter__(self) -> AiohttpUpstreamAnswer:
@@ -218,7 +227,7 @@ class _Chat:
                    "Accept": "text/event-stream" if call.stream else "application/json"}
         if self._authorization:
             headers["Authorization"] = self._authorization
-        request = self._request = client._request("POST", call.path, headers=headers, data=call.body)
+        request = self._request = client._request("POST", call.path, self._replica, headers=headers, data=call.body)
         response = await request.__aenter__()
         try:
             if client._idle is not None and response.connection is not None:
@@ -249,13 +258,16 @@ class _Request:
     ``async with`` costs the generator (registered with the loop's async generators), its two resumptions and the
     StopAsyncIteration that ends it."""
 
-    __slots__ = ("_client", "_kwargs", "_method", "_path", "_response", "_span", "_upstream")
+    __slots__ = ("_base", "_client", "_kwargs", "_method", "_path", "_replica", "_response", "_span", "_upstream")
 
-    def __init__(self, client: AiohttpUpstreamClient, method: str, path: str, kwargs: dict[str, object]) -> None:
+    def __init__(self, client: AiohttpUpstreamClient, method: str, path: str, kwargs: dict[str, object],
+                 replica: Picked | None = None) -> None:
         self._client = client
         self._method = method
         self._path = path
         self._kwargs = kwargs
+        self._replica = replica
+        self._base = client._base
         self._response: AbstractAsyncContextManager[aiohttp.ClientResponse] | None = None
         self._span: AbstractContextManager[Any] = _NO_SPAN
         self._upstream: metrics.Upstream | None = None
@@ -263,9 +275,14 @@ class _Request:
     async def __aenter__(self) -> aiohttp.ClientResponse:
         client, method, path, kwargs = self._client, self._method, self._path, self._kwargs
         assert client._session is not None, "AiohttpUpstreamClient.start() was not awaited"
-        url = path if path.startswith(("http://", "https://")) else f"{client._base}/{path}"
+        replica = self._replica
+        if replica is not None and not client.via:  # a replica's own URL; through Envoy, its endpoint header
+            self._base = replica.url
+        url = path if path.startswith(("http://", "https://")) else f"{self._base}/{path}"
         if client._headers:
             kwargs["headers"] = {**client._headers, **kwargs.get("headers", {})}  # type: ignore[dict-item]
+        if replica is not None and client.via:
+            kwargs["headers"] = {**kwargs.get("headers", {}), ENDPOINT_HEADER: replica.endpoint}  # type: ignore[dict-item]
         upstream = self._upstream = client._metrics(path)
         name, attributes = client._span_of(method, path)
         scope = self._span = tracing.span(name, attributes, kind=tracing.SpanKind.CLIENT)
@@ -315,7 +332,7 @@ class _Request:
         """``error`` as the failure a run reports (counted), or None when it passes as it is."""
         if error is None or isinstance(error, UpstreamFailure):
             return None
-        upstream, base = self._upstream, self._client._base
+        upstream, base = self._upstream, self._base
         assert upstream is not None
         if isinstance(error, (TimeoutError, aiohttp.ServerTimeoutError)):
             upstream.failed("upstream_timeout")

@@ -25,6 +25,10 @@ class EndpointSettings(BaseSettings):
         default="http://127.0.0.1:8090/v1",
         validation_alias=AliasChoices("RESPONSES_BRIDGE_UPSTREAM", "OPENAI_BASE_URL", "upstream"),
     )
+    upstream_urls: list[str] = Field(default=[], description=(
+        "replicas of the lone `upstream`: every base URL serving its models (`--upstream` given several times; "
+        "JSON in the environment); each request goes to one, picked where its chain or prompt prefix is cached, "
+        "balanced by load (docs/upstreams.md, Replicas). With `upstreams`, an entry's `urls` instead"))
     api_key: str | None = Field(
         default=None, validation_alias=AliasChoices("RESPONSES_BRIDGE_API_KEY", "OPENAI_API_KEY", "api_key")
     )
@@ -59,6 +63,20 @@ class EndpointSettings(BaseSettings):
     @classmethod
     def _check_upstream(cls, value: str) -> str:
         return base_url(value)  # a URL without its scheme stops the start here, naming the flag or variable
+
+    @field_validator("upstream_urls")
+    @classmethod
+    def _check_upstream_urls(cls, value: list[str]) -> list[str]:
+        checked: list[str] = []
+        for index, url in enumerate(value):
+            try:
+                url = base_url(url)
+            except ValueError as exc:
+                raise ValueError(f"[{index}]: {exc}") from None
+            if url in checked:
+                raise ValueError(f"[{index}]: {url} is listed twice")
+            checked.append(url)
+        return checked
 
     @field_validator("upstream_via")
     @classmethod

@@ -24,6 +24,7 @@ SHOWN_TYPES: dict[str, str] = {
     "allowed_hosts": "comma-separated host names",
     "mcp_connectors": "JSON object of connector id → MCP server",
     "workers": "a number, or `auto`",
+    "upstream_urls": "JSON list of base URLs",  # `--upstream` given several times
 }
 
 # What a JSON setting looks like, for the line that says the environment's JSON is broken
@@ -31,6 +32,7 @@ JSON_EXAMPLES: dict[str, str] = {
     "upstreams": '[{"name": "local", "url": "http://127.0.0.1:8000/v1"}]',
     "models": '[{"match": "qwen*", "upstream": "local"}]',
     "tenants": '{"acme": {"max_concurrent_requests": 10}}',
+    "upstream_urls": '["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"]',
     "mcp_connectors": '{"connector_googledrive": {"server_url": "https://drive-mcp.internal/mcp"}}',
 }
 

@@ -312,6 +312,9 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
     @model_validator(mode="after")
     def _upstream_references(self) -> Settings:
         check_references(self.upstreams, self.models, self.default_upstream)
+        if self.upstream_urls and self.upstreams:
+            raise ValueError("upstream_urls (`--upstream` given several times) are the lone upstream's replicas; "
+                             "with `upstreams`, list an entry's replicas in its `urls`")
         return self
 
     @model_validator(mode="after")
@@ -330,7 +333,7 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
         """The per-model routes; without ``upstreams``, the one ``upstream`` for every model. Raises ValueError
         when an ``api_key_env`` names a variable that is not set."""
         if not self.upstreams:
-            return Router([single_upstream(self.upstream, self.api_key)], [], None, single=True)
+            return Router([single_upstream(self.upstream, self.api_key, self.upstream_urls)], [], None, single=True)
         return Router(self.upstreams, self.models, self.default_upstream)
 
     def engine_options(self) -> EngineOptions:

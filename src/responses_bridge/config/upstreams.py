@@ -19,12 +19,17 @@ from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from ..engine.responses.profiles import GENERIC, SWITCHES, ProfileSwitches
 from ..protocol.errors import APIError
 
 Mode = Literal["translate", "native", "auto"]
+Picking = Literal["cache", "round_robin", "least_request"]
+"""How a request is sent to one of an upstream's replicas (replicas/picker.py): ``cache`` where its chain or its
+prompt's prefix is warm, balanced by load; ``round_robin`` and ``least_request`` for comparison, or for operators
+who want them."""
+Discover = Literal["none", "dns"]
 Profile = Literal["vllm", "ollama", "llamacpp", "openai", "generic"]
 FORWARD = "forward"
 """``api_key: forward``: the client's own ``Authorization`` goes upstream."""
@@ -44,7 +49,19 @@ class UpstreamSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(description="referenced by models[].upstream; also names its Envoy cluster")
-    url: str = Field(description="base URL ending in /v1")
+    url: str = Field(default="", description="base URL ending in /v1 (or give `urls`)")
+    # Replicas of this backend (replicas/): several servers of the same models; each request goes to one of them.
+    urls: list[str] = Field(default=[], description=(
+        "several base URLs serving the same models (replicas): each request is sent to one, picked where its chain "
+        "or prompt prefix is cached, balanced by load (`picking`); `url`, when given too, must be one of them"))
+    picking: Picking = Field(default="cache", description=(
+        "how a request picks one of the replicas: `cache` (its chain's replica, else the warmest prefix, yielding "
+        "to load past 1.5x the mean), `round_robin`, `least_request`"))
+    discover: Discover = Field(default="none", description=(
+        "`dns`: the host of `url` is resolved to all its addresses (a Kubernetes headless Service), each one a "
+        "replica, re-resolved every `dns_refresh_seconds` while running"))
+    dns_refresh_seconds: float = Field(default=10.0, gt=0, description=(
+        "with `discover: dns`, seconds between two resolutions of the replicas' name"))
     mode: Mode = "translate"
     profile: Profile = "generic"
     api_key_env: str | None = None
@@ -78,7 +95,43 @@ class UpstreamSpec(BaseModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        return base_url(value)
+        return base_url(value) if value else value
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, value: list[str]) -> list[str]:
+        checked: list[str] = []
+        for index, url in enumerate(value):
+            try:
+                url = base_url(url)
+            except ValueError as exc:
+                raise ValueError(f"urls[{index}]: {exc}") from None
+            if url in checked:
+                raise ValueError(f"urls[{index}]: {url} is listed twice")
+            checked.append(url)
+        return checked
+
+    @model_validator(mode="after")
+    def _replicas(self) -> UpstreamSpec:
+        """``url`` alone is one replica, as always; ``urls`` lists every replica (``url`` then reads as the first,
+        so whatever reads ``url`` — the probe, ``envoy-config`` — finds one of them)."""
+        if not self.url and not self.urls:
+            raise ValueError("give `url` (one server) or `urls` (replicas serving the same models)")
+        if self.url and self.urls and self.url not in self.urls:
+            raise ValueError(f"`url` {self.url} is not one of `urls`: list every replica in `urls` alone")
+        if self.discover == "dns" and len(self.urls) > 1:
+            raise ValueError("`discover: dns` finds the replicas behind one name: give that one `url`, not `urls`")
+        if not self.url:
+            object.__setattr__(self, "url", self.urls[0])
+        return self
+
+    def replica_urls(self) -> list[str]:
+        """Every replica's base URL as configured (``discover: dns`` adds what the name resolves to at run time)."""
+        return list(self.urls) or [self.url]
+
+    def replicated(self) -> bool:
+        """Is a replica picked per request (several URLs, or a name resolved to its addresses)?"""
+        return len(self.urls) > 1 or self.discover == "dns"
 
 
 def base_url(value: str) -> str:
@@ -133,9 +186,22 @@ def unrouted(upstreams: Sequence[UpstreamSpec], models: Sequence[ModelRoute],
     return [spec.name for spec in upstreams if spec.name not in reached]
 
 
-def single_upstream(url: str, api_key: str | None) -> UpstreamSpec:
-    """The lone ``--upstream``: Chat Completions, its key or the client's."""
+def single_upstream(url: str, api_key: str | None, urls: Sequence[str] = ()) -> UpstreamSpec:
+    """The lone ``--upstream``: Chat Completions, its key or the client's; ``urls``: its replicas (``--upstream``
+    given several times, ``upstream_urls``)."""
+    if len(urls) > 1:
+        return UpstreamSpec(name=SINGLE_UPSTREAM, url=urls[0], urls=list(urls), api_key=api_key)
     return UpstreamSpec(name=SINGLE_UPSTREAM, url=url, api_key=api_key)
+
+
+def upstream_flag(given: Sequence[str] | None) -> dict[str, Any]:
+    """``--upstream`` as settings: given once, the ``upstream``; given several times (replicas of the lone upstream),
+    the first as ``upstream`` and all of them as ``upstream_urls``. Not given: nothing (the other sources decide)."""
+    if not given:
+        return {}
+    if len(given) == 1:
+        return {"upstream": given[0]}
+    return {"upstream": given[0], "upstream_urls": list(given)}
 
 
 def _is_glob(pattern: str) -> bool:

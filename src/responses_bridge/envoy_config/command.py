@@ -58,9 +58,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--http-port", type=int, default=None,
                         help=f"the bridge's HTTP door port (default: the configuration's `http_port`, else "
                              f"{DEFAULT_HTTP_PORT}, as `serve`)")
-    parser.add_argument("--upstream", default=None,
+    parser.add_argument("--upstream", default=None, action="append",
                         help="Chat Completions base URL, e.g. http://vllm:8000/v1 or https://api.openai.com/v1 "
-                             "(default: the configuration's `upstream`, else http://127.0.0.1:8090/v1)")
+                             "(default: the configuration's `upstream`, else http://127.0.0.1:8090/v1); given "
+                             "several times, replicas of it (as `serve --upstream`)")
     parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port, on loopback")
     parser.add_argument("--listen-address", default="127.0.0.1", help="0.0.0.0 to accept outside connections")
     parser.add_argument("--extproc-address", default="127.0.0.1", help="where the bridge's ext_proc door is")
@@ -137,13 +138,16 @@ def render(target: str, options: dict[str, Any], placement: Placement) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from ..config.settings import load_settings
+    from ..config.upstreams import upstream_flag
     from ..process.workers import worker_count
 
     # the settings `serve` starts with (flags > environment > file > defaults): the same upstreams and ports; a
     # mistake in them is the one line cli.main prints
-    settings = load_settings({"upstream": "--upstream", "envoy_max_requests": "--max-requests",
+    settings = load_settings({"upstream": "--upstream", "upstream_urls": "--upstream",
+                              "envoy_max_requests": "--max-requests",
                               **{field: flag for flag, field, _ in TIMEOUT_FLAGS}},
-                             config=args.config, upstream=args.upstream, envoy_max_requests=args.envoy_max_requests,
+                             config=args.config, **upstream_flag(args.upstream),
+                             envoy_max_requests=args.envoy_max_requests,
                              **{field: getattr(args, field) for _, field, _ in TIMEOUT_FLAGS})
     try:
         auth = _auth(args, settings.auth, settings.tenant_header)

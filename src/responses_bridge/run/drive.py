@@ -75,11 +75,12 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
     propagates (the door records the run as abandoned, or cancelled); any other failure of the run's own is the
     door's too, until the run made a server-side call with effects (``run.effects_made``): then it ends the run
     as failed, since the door's 500 is a status clients retry, and a retry would make the call again."""
+    chain = chain_keys(run) if getattr(upstream, "replicated", False) else ()  # replicas: the run's chain (below)
     gate = getattr(run, "upstream_gate", None)
     if gate is not None:  # the response's model turns, its subagents' included, take places (upstream_gate.py)
         upstream = gate.around(upstream, getattr(run, "tenant", ""), durable=bool(getattr(run, "background", False)))
     try:
-        with upstream_scope(upstream, authorization):  # the tool loop's image calls go where its turns go
+        with upstream_scope(upstream, authorization, chain):  # the tool loop's image calls go where its turns go
             async with deadline or nullcontext():
                 if call is None:  # set-up work first (MCP listings): the client sees its stream open before it
                     if run.streaming:
@@ -141,6 +142,19 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
                              type="server_error", code="server_error")
         sink.ending()
         return await run.fail(error)
+
+
+def chain_keys(run: Run) -> tuple[str, ...]:
+    """The keys a run's calls pick their replica by, the most specific first: its own response id (the tool loop's
+    next turns, a background run resumed), ``previous_response_id`` (a chain's next turn: a session's turns and
+    WebSocket mode's too), the conversation's id. The replica that answered is bound to all of them."""
+    request = run.request
+    keys = [run.response_id or ""]
+    if request is not None:
+        keys.append(request.params.previous_response_id or "")
+        conversation = request.params.conversation
+        keys.append(conversation.get("id", "") if isinstance(conversation, dict) else conversation or "")
+    return tuple(key for key in keys if key)
 
 
 def _told(span: Any, run: Run) -> None:

@@ -1,0 +1,227 @@
+"""The sidecar's own calls to an upstream with replicas: each call sent to the replica picked for it.
+
+A :class:`ReplicatedClient` stands where an upstream's :class:`AiohttpUpstreamClient` stood (the runtime, the
+run, compaction see one client per upstream, as always) and wraps it: for each call it asks the upstream's
+:class:`~responses_bridge.replicas.picker.ReplicaSet` for a replica — with the chain keys the driver put in scope
+(``run/upstream_scope.py``) and the rendered body as the prompt — and makes the call there: at the replica's URL, or
+through Envoy's listener (``upstream_via``) naming it in ``x-gateway-destination-endpoint``. The call's end is
+told to the picker: answered (its usage's ``cached_tokens`` counted), refused, or failed.
+
+A connection refused before any byte was sent is retried once on another replica (none of the call was made: a
+retry makes nothing twice); the refusing replica is taken out. A failure after the request went out is the run's,
+as with one server. Every replica refusing: the 502 ``upstream_unreachable`` of one server, naming the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+
+from ..config.settings import Settings
+from ..config.upstreams import Router
+from ..engine.wire import UpstreamRequest
+from ..protocol.errors import APIError
+from ..replicas import Picked, register
+from ..replicas.picker import ReplicaSet
+from ..replicas.replica import CONNECT_FAILED, FAILED
+from ..replicas.watch import Watch
+from ..run.upstream import UpstreamAnswer, UpstreamClient, UpstreamFailure, UpstreamResponse
+from ..run.upstream_scope import current_chain
+from .upstream_client import AiohttpUpstreamClient
+
+UNREACHABLE = "upstream_unreachable"
+_USAGE_TAIL = 4096
+"""Bytes of an answer's end kept to read its usage from (a stream's usage chunk is its last but ``[DONE]``)."""
+_PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
+_CACHED = re.compile(rb'"cached_tokens"\s*:\s*(\d+)')
+
+
+def usage_of(tail: bytes) -> tuple[int, int]:
+    """``(prompt_tokens, cached_tokens)`` of the last usage in an answer's end; zeros where it says none."""
+    prompts = _PROMPT.findall(tail)
+    if not prompts:
+        return 0, 0
+    cached = _CACHED.findall(tail)
+    return int(prompts[-1]), int(cached[-1]) if cached else 0
+
+
+class ReplicatedClient:
+    """An upstream's client over its replicas (see the module's docstring)."""
+
+    replicated = True  # the driver's one check: put the run's chain in scope for this client's calls
+
+    def __init__(self, inner: AiohttpUpstreamClient, replicas: ReplicaSet, watch: Watch | None = None) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.replicas = replicas
+        self.max_answer_bytes = inner.max_answer_bytes
+        self._watch = watch
+
+    async def start(self) -> None:
+        await self.inner.start()
+        if self._watch is not None:
+            self._watch.start()
+
+    async def close(self) -> None:
+        if self._watch is not None:
+            await self._watch.stop()
+        await self.inner.close()
+
+    def chat(self, call: UpstreamRequest, authorization: str | None) -> _ReplicaChat:
+        return _ReplicaChat(self, call, authorization)
+
+    async def read_answer(self, response: UpstreamResponse) -> bytes:
+        return await self.inner.read_answer(response)
+
+    @asynccontextmanager
+    async def post_json(self, path: str, body: bytes, authorization: str | None, *,
+                        timeout: float | None = None) -> AsyncIterator[UpstreamResponse]:
+        """Compaction's summary, a tokenizer's count: to the chain's replica (its prefix is there), else where the
+        body's prefix is."""
+        picked = self.replicas.pick(current_chain(), body)
+        for attempt in (0, 1):
+            try:
+                async with self.inner.post_json(path, body, authorization, timeout=timeout,
+                                                replica=picked) as response:
+                    picked.done(FAILED if response.status >= 500 else "ok", why=f"http_{response.status}")
+                    yield response
+                    return
+            except UpstreamFailure as failure:
+                picked = self._refused(picked, failure, attempt, body)
+            except BaseException:
+                picked.done("cancelled")
+                raise
+
+    @asynccontextmanager
+    async def get(self, path: str, authorization: str | None) -> AsyncIterator[UpstreamResponse]:
+        picked = self.replicas.pick()
+        for attempt in (0, 1):
+            try:
+                async with self.inner.get(path, authorization, replica=picked) as response:
+                    picked.done(FAILED if response.status >= 500 else "ok", why=f"http_{response.status}")
+                    yield response
+                    return
+            except UpstreamFailure as failure:
+                picked = self._refused(picked, failure, attempt, None)
+            except BaseException:
+                picked.done("cancelled")
+                raise
+
+    def _refused(self, picked: Picked, failure: UpstreamFailure, attempt: int, prompt: bytes | None) -> Picked:
+        """A call failed on entry: a refused connection takes its replica out and, the first time, gives the
+        replica to try instead; anything else (or a second refusal) is raised, naming the upstream."""
+        connect = failure.error.code == UNREACHABLE
+        picked.done(CONNECT_FAILED if connect else FAILED, why=failure.error.code or "failed")
+        if not connect or attempt or len(self.replicas.replicas) < 2:
+            raise self._named(failure) from None
+        return self.replicas.pick(picked.chain, prompt, exclude=(picked.replica,))
+
+    def _named(self, failure: UpstreamFailure) -> UpstreamFailure:
+        """The failure as the client gets it: one server's message, with the upstream and its replicas named."""
+        error = failure.error
+        if error.code != UNREACHABLE:
+            return failure
+        out = sum(1 for replica in self.replicas.replicas if replica.down)
+        total = len(self.replicas.replicas)
+        return UpstreamFailure(APIError(error.status, f"{error.message} (upstream {self.name!r}: {out} of its {total} "
+                                        "replicas taken out)", type=error.type, code=error.code))
+
+
+class _ReplicaChat:
+    """One chat call on a replica: picked on entry (a refused connection retried once on another), its end told
+    to the picker on exit with the answer's usage."""
+
+    __slots__ = ("_answer", "_authorization", "_call", "_client", "_inner", "_picked")
+
+    def __init__(self, client: ReplicatedClient, call: UpstreamRequest, authorization: str | None) -> None:
+        self._client = client
+        self._call = call
+        self._authorization = authorization
+        self._picked: Picked | None = None
+        self._inner: object = None
+        self._answer: _ObservedAnswer | None = None
+
+    async def __aenter__(self) -> _ObservedAnswer:
+        client, call = self._client, self._call
+        picked = client.replicas.pick(current_chain(), call.body)
+        for attempt in (0, 1):
+            inner = client.inner.chat(call, self._authorization, picked)
+            try:
+                answer = await inner.__aenter__()
+            except UpstreamFailure as failure:
+                picked = client._refused(picked, failure, attempt, call.body)
+                continue
+            except BaseException:
+                picked.done("cancelled")
+                raise
+            self._picked, self._inner = picked, inner
+            self._answer = _ObservedAnswer(answer, picked)
+            return self._answer
+        raise AssertionError("unreachable: the second refusal is raised by _refused")
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> bool | None:
+        picked, inner, answer = self._picked, self._inner, self._answer
+        self._picked = self._inner = self._answer = None
+        try:
+            return await inner.__aexit__(kind, error, trace)  # type: ignore[attr-defined]
+        except UpstreamFailure as failure:
+            if picked is not None:
+                picked.done(FAILED, why=failure.error.code or "failed")
+            raise
+        finally:
+            if picked is not None and answer is not None:
+                answer.end(error)
+
+
+class _ObservedAnswer:
+    """An answer whose last bytes are kept (for its usage) and whose failure is told to the picker."""
+
+    __slots__ = ("_answer", "_picked", "_tail", "content_type", "status")
+
+    def __init__(self, answer: UpstreamAnswer, picked: Picked) -> None:
+        self._answer = answer
+        self._picked = picked
+        self.status = answer.status
+        self.content_type = answer.content_type
+        self._tail = b""
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._answer.chunks():
+                self._tail = (self._tail + chunk)[-_USAGE_TAIL:] if len(chunk) < _USAGE_TAIL else chunk[-_USAGE_TAIL:]
+                yield chunk
+        except UpstreamFailure as failure:
+            self._picked.done(FAILED, why=failure.error.code or "failed")
+            raise
+
+    def end(self, error: BaseException | None) -> None:
+        """The call is over: a 5xx or a failure takes the replica out; an answer counts its usage."""
+        if self.status >= 500:
+            self._picked.done(FAILED, why=f"http_{self.status}")
+        elif error is not None and not isinstance(error, (asyncio.CancelledError, GeneratorExit)):
+            self._picked.done(FAILED if isinstance(error, UpstreamFailure) else "cancelled", why=type(error).__name__)
+        elif error is not None:
+            self._picked.done("cancelled")
+        else:
+            prompt, cached = usage_of(self._tail)
+            self._picked.done(prompt_tokens=prompt, cached_tokens=cached)
+
+
+def with_replicas(settings: Settings, router: Router,
+                  clients: Mapping[str, AiohttpUpstreamClient]) -> dict[str, UpstreamClient]:
+    """``clients`` with each replicated upstream's wrapped over its replicas (its set registered for the ext_proc
+    door's picking, its watch started with the client); an upstream with one server keeps its client as it is."""
+    out: dict[str, UpstreamClient] = dict(clients)
+    for name, spec in router.upstreams.items():
+        if not spec.replicated() or name not in clients:
+            continue
+        replicas = ReplicaSet(name, spec.replica_urls(), picking=spec.picking)
+        watch = Watch(replicas, dns_url=spec.url if spec.discover == "dns" else None,
+                      dns_refresh=spec.dns_refresh_seconds)
+        register(replicas)
+        out[name] = ReplicatedClient(clients[name], replicas, watch)
+    return out

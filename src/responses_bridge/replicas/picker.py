@@ -1,0 +1,155 @@
+"""The picking: which of an upstream's replicas serves one model call.
+
+``cache`` (the default), in order:
+
+1. **The chain's replica.** A chain key bound to a replica that is in and not hot: that replica (``affinity.py``).
+2. **The warmest prefix.** Else, of the replicas in and not hot, the one holding the longest run of the request's
+   first blocks (``prefix.py``); a tie, or no match at all, goes to the least loaded (in flight, then recent picks).
+3. **The least loaded,** when every replica is hot.
+
+**Hot** is the threshold affinity yields at, :data:`HOT`: a replica is hot for a call when taking it would put its
+load above 1.5 times the mean load of the replicas in — load being the bridge's own calls in flight to it, or the
+replica's own ``vllm:num_requests_running`` + ``vllm:num_requests_waiting`` when its ``/metrics`` say more (other
+processes' calls, other clients') — or when its ``vllm:kv_cache_usage_perc`` is past :data:`KV_FULL`. A floor of
+one call keeps the first call of an idle set from counting as hot. Load, not the share of recent picks: a lone
+chain on an idle set is no burden to its replica, and moving it would only throw its cache away; under load, a hot
+shared prefix (every session's same instructions and tools) fills its replica's calls past the threshold and the
+next calls go to the others, which then hold it too, so the work evens out. Why 1.5: a warm prefix saves a
+prefill, which on a long prompt costs about what a queue half again as long as the others' does; past that,
+waiting costs more than the prefill saved. Below it, the picking would give up warm caches to even out a spread
+that is normal for chains of unequal length. Among equals (the same prefix held, or none), the least loaded wins,
+then the one picked least lately (picks counted with a half-life of
+:data:`~responses_bridge.replicas.replica.RECENT_HALF_LIFE` seconds), so new chains spread evenly.
+
+A replica that failed is out until its retry time; after it, one call at a time may probe it (a replica in its
+probe window counts as in, the first answer brings it back). Every replica out: the one whose retry comes first is
+tried anyway, so the call fails as an upstream failure always has (502 naming the upstream), or finds it back.
+
+A chain whose replica is out moves: the call's keys are bound to the replica picked instead, once, and stay there
+(the old replica back later does not take them back: its cache of them is gone or stale).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable, Sequence
+
+from .affinity import ChainMap
+from .prefix import block_keys
+from .replica import CONNECT_FAILED, FAILED, OK, Clock, Picked, Replica
+
+HOT = 1.5
+"""A replica past this many times the mean (recent picks, or load) is hot: affinity yields to it."""
+KV_FULL = 0.95
+"""A replica whose reported KV-cache usage is past this is hot whatever its share (it is evicting)."""
+
+
+class ReplicaSet:
+    """The replicas of one upstream, the chains they serve, and the picking. Not thread-safe: used on one event
+    loop (each worker process has its own)."""
+
+    def __init__(self, name: str, urls: Sequence[str], *, picking: str = "cache", clock: Clock = time.monotonic,
+                 chain_capacity: int | None = None) -> None:
+        self.name = name
+        self.picking = picking
+        self.clock = clock
+        self.replicas: list[Replica] = []
+        self._by_key: dict[str, Replica] = {}
+        self.chains = ChainMap() if chain_capacity is None else ChainMap(chain_capacity)
+        self._turn = itertools.count()
+        self.set_urls(urls)
+
+    # --- membership -------------------------------------------------------------------------------------------
+    def set_urls(self, urls: Iterable[str]) -> None:
+        """The replicas are now ``urls`` (a DNS answer): kept ones keep their state, new ones start cold, gone
+        ones are dropped with their chain keys (their chains move on their next turn)."""
+        wanted = [Replica(url) for url in urls]
+        kept: list[Replica] = []
+        for fresh in wanted:
+            old = self._by_key.get(fresh.key)
+            kept.append(old if old is not None and old.url == fresh.url else fresh)
+        for old in self.replicas:
+            if all(old is not replica for replica in kept):
+                self.chains.forget_replica(old.key)
+        self.replicas = kept
+        self._by_key = {replica.key: replica for replica in kept}
+
+    def replica(self, key: str) -> Replica | None:
+        return self._by_key.get(key)
+
+    # --- picking ------------------------------------------------------------------------------------------------
+    def pick(self, chain: Sequence[str] = (), prompt: bytes | None = None,
+             exclude: Iterable[Replica] = ()) -> Picked:
+        """One call's replica (see the module's docstring); ``exclude``: replicas not to use (the one whose
+        connection was just refused)."""
+        now = self.clock()
+        chain = tuple(key for key in chain if key)
+        excluded = tuple(exclude)
+        live = [replica for replica in self.replicas
+                if all(replica is not out for out in excluded) and (not replica.down or replica.retry_at <= now)]
+        if not live:
+            choice = self._last_resort(excluded)
+        elif self.picking == "round_robin":
+            choice = live[next(self._turn) % len(live)]
+        elif self.picking == "least_request":
+            choice = min(live, key=lambda replica: (replica.in_flight, replica.recent(now)))
+        else:
+            choice = self._cached(live, chain, prompt, now)
+        if choice.down:  # its probe: others wait for its answer rather than pile onto a replica that may be gone
+            choice.retry_at = now + choice.down_for
+        choice.count_pick(now)
+        return Picked(self, choice, chain)
+
+    def _last_resort(self, excluded: Sequence[Replica]) -> Replica:
+        """Every replica out: the one whose retry comes first (one not excluded, where there is one)."""
+        pool = [replica for replica in self.replicas if all(replica is not out for out in excluded)] or self.replicas
+        return min(pool, key=lambda replica: replica.retry_at)
+
+    def _cached(self, live: list[Replica], chain: tuple[str, ...], prompt: bytes | None, now: float) -> Replica:
+        cool = self._cool(live)
+        if chain:
+            found = self.chains.find(chain)
+            if found is not None:
+                replica = self._by_key.get(found[1])
+                if replica is not None and replica in cool:
+                    if prompt:
+                        replica.prefix.add(block_keys(prompt))
+                    return replica
+        candidates = cool or live
+        if prompt and len(candidates) > 1:
+            keys = block_keys(prompt)
+            if keys:
+                best = max(candidates, key=lambda replica: (replica.prefix.matched(keys), -replica.load(),
+                                                            -replica.recent(now)))
+                best.prefix.add(keys)
+                return best
+        choice = min(candidates, key=lambda replica: (replica.load(), replica.recent(now)))
+        if prompt:
+            keys = block_keys(prompt)
+            choice.prefix.add(keys)
+        return choice
+
+    def _cool(self, live: list[Replica]) -> list[Replica]:
+        """The replicas one more call would not make hot (see :data:`HOT`)."""
+        room = max(HOT * (sum(replica.load() for replica in live) + 1) / len(live), 1.0)
+        return [replica for replica in live
+                if replica.load() + 1 <= room and (replica.kv_usage is None or replica.kv_usage < KV_FULL)]
+
+    # --- a call's end -------------------------------------------------------------------------------------------
+    def ended(self, picked: Picked, outcome: str, why: str, prompt_tokens: int, cached_tokens: int) -> None:
+        replica = picked.replica
+        replica.in_flight = max(0, replica.in_flight - 1)
+        if outcome == OK:
+            if replica.down:
+                replica.bring_back()
+            if prompt_tokens:
+                replica.prompt_tokens += prompt_tokens
+                replica.cached_tokens += min(cached_tokens, prompt_tokens)
+            if picked.chain:
+                self.chains.bind(picked.chain, replica.key)
+        elif outcome in (CONNECT_FAILED, FAILED):
+            replica.take_out(self.clock(), why or outcome)
+
+    def bind(self, chain: Iterable[str], replica: Replica) -> None:
+        self.chains.bind([key for key in chain if key], replica.key)
