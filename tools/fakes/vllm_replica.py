@@ -31,16 +31,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from aiohttp import web
 
 from .vllm_cache import BLOCK_TOKENS, PrefixCache, SharedOracle, block_keys, render_answer, render_prompt, token_count
 from .vllm_model import Answer, answer
+
+_SESSION = re.compile(r"session (\d+)")
 
 
 @dataclass
@@ -73,8 +76,10 @@ class Counters:
 class Replica:
     """One simulated vLLM server: its cache, its one-at-a-time prefill, its batch slots and its counters."""
 
-    def __init__(self, name: str, timing: Timing, cache: PrefixCache | None = None) -> None:
+    def __init__(self, name: str, timing: Timing, cache: PrefixCache | None = None,
+                 trace: IO[bytes] | None = None) -> None:
         self.name = name
+        self.trace = trace
         self.timing = timing
         self.cache = cache if cache is not None else PrefixCache(timing.capacity_blocks)
         self.counters = Counters()
@@ -114,6 +119,7 @@ class Replica:
         reply = answer(messages, tools, seed=len(prompt) ^ int.from_bytes(keys[-1] if keys else b"\0", "big"))
         counters = self.counters
         counters.waiting += 1
+        arrived = time.monotonic()
         blocks, acquired = 0, False  # what the finally gives back, whenever the request ends (a client gone)
         try:
             await self._batch.acquire()
@@ -132,6 +138,8 @@ class Replica:
                 await asyncio.sleep((prompt_tokens - cached) * self.timing.prefill_s)
                 counters.prefill_busy_s += time.monotonic() - started
                 self.cache.insert(keys)
+                if self.trace is not None:
+                    self._trace(messages, prompt_tokens, cached, started - arrived, time.monotonic() - started)
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": reply.tokens(),
                      "total_tokens": prompt_tokens + reply.tokens(),
                      "prompt_tokens_details": {"cached_tokens": cached}}
@@ -152,6 +160,18 @@ class Replica:
                 counters.waiting -= 1
             if acquired:
                 self._batch.release()
+
+    def _trace(self, messages: list[dict[str, Any]], prompt: int, cached: int, queued: float,
+               prefill: float) -> None:
+        """One line for ``--trace``: which session (``session N`` in its first user message), the tokens, the
+        seconds it queued and prefilled."""
+        first = next((m for m in messages if m.get("role") == "user"), {})
+        session = _SESSION.search(str(first.get("content", "")))
+        assert self.trace is not None
+        self.trace.write(orjson.dumps({"t": round(time.time(), 3), "replica": self.name,
+                                       "session": int(session.group(1)) if session else None,
+                                       "messages": len(messages), "prompt_tokens": prompt, "cached_tokens": cached,
+                                       "queued_s": round(queued, 4), "prefill_s": round(prefill, 4)}) + b"\n")
 
     def _meta(self) -> dict[str, Any]:
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": self.timing.model}
@@ -232,10 +252,10 @@ class Replica:
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
 
 
-def fleet(count: int, timing: Timing, *, oracle: bool = False) -> list[Replica]:
+def fleet(count: int, timing: Timing, *, oracle: bool = False, trace: IO[bytes] | None = None) -> list[Replica]:
     """``count`` replicas, each with its own cache, or (``oracle``) all with one shared unbounded cache."""
     shared = SharedOracle() if oracle else None
-    return [Replica(f"replica-{index}", timing, shared) for index in range(count)]
+    return [Replica(f"replica-{index}", timing, shared, trace) for index in range(count)]
 
 
 async def serve(replicas: list[Replica], ports: list[int], host: str = "127.0.0.1") -> list[web.AppRunner]:
@@ -266,15 +286,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="prefix cache blocks of 16 tokens per replica (default 10,000: 160k tokens)")
     parser.add_argument("--stream-tokens", type=int, default=8, help="tokens per streamed chunk (default 8)")
     parser.add_argument("--model", default="sim")
+    parser.add_argument("--trace", metavar="FILE", help="a JSON line per request: replica, session, tokens, "
+                        "seconds queued and prefilling")
     parser.add_argument("--oracle", action="store_true", help="one shared unbounded cache: every block any replica "
                         "computed is a hit")
     return parser.parse_args(argv)
 
 
-async def _main(args: argparse.Namespace) -> None:
+async def _main(args: argparse.Namespace, trace: IO[bytes] | None) -> None:
     timing = Timing(prefill_s=args.prefill_ms / 1000, decode_s=args.decode_ms / 1000, max_batch=args.max_batch,
                     capacity_blocks=args.capacity_blocks, stream_tokens=args.stream_tokens, model=args.model)
-    runners = await serve(fleet(len(args.ports), timing, oracle=args.oracle), args.ports, args.host)
+    runners = await serve(fleet(len(args.ports), timing, oracle=args.oracle, trace=trace), args.ports, args.host)
     try:
         await asyncio.Event().wait()
     finally:
@@ -283,8 +305,10 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(parse_args(argv)))
+    args = parse_args(argv)
+    with contextlib.ExitStack() as stack, contextlib.suppress(KeyboardInterrupt):
+        trace = stack.enter_context(open(args.trace, "ab", buffering=0)) if args.trace else None
+        asyncio.run(_main(args, trace))
 
 
 if __name__ == "__main__":

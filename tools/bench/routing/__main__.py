@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -61,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sidecar-arg", action="append", default=[], metavar="ARG",
                         help="an argument for serve (repeatable)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures there")
+    parser.add_argument("--trace", metavar="DIR", help="the replicas' trace of every request, a file per "
+                        "configuration (CONFIG.jsonl: replica, session, tokens, seconds queued and prefilling)")
     return parser.parse_args(argv)
 
 
@@ -157,7 +160,10 @@ async def run(args: argparse.Namespace) -> int:
     shape = Shape(sessions=args.sessions, turns=(args.turns[0], args.turns[1]), prefix_tokens=args.prefix_tokens,
                   ramp_seconds=args.ramp, seed=args.seed)
     replicas = Replicas(count=args.replicas, prefill_ms=args.prefill_ms, decode_ms=args.decode_ms,
-                        max_batch=args.max_batch, capacity_blocks=args.capacity_blocks)
+                        max_batch=args.max_batch, capacity_blocks=args.capacity_blocks,
+                        trace_dir=os.path.abspath(args.trace) if args.trace else None)
+    if args.trace:
+        os.makedirs(args.trace, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
     for name in args.configs:
         print(f"{name}: running ...", file=sys.stderr, flush=True)

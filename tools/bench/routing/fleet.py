@@ -65,9 +65,11 @@ class Replicas:
     max_batch: int = 32
     capacity_blocks: int = 8000
     stream_tokens: int = 8
+    trace_dir: str | None = None
 
-    def argv(self, ports: list[int], oracle: bool) -> list[str]:
-        return [sys.executable, "-m", "tools.fakes.vllm_replica", "--ports", *map(str, ports),
+    def argv(self, ports: list[int], oracle: bool, name: str) -> list[str]:
+        trace = ["--trace", os.path.join(self.trace_dir, f"{name}.jsonl")] if self.trace_dir else []
+        return [sys.executable, "-m", "tools.fakes.vllm_replica", "--ports", *map(str, ports), *trace,
                 "--prefill-ms", str(self.prefill_ms), "--decode-ms", str(self.decode_ms),
                 "--max-batch", str(self.max_batch), "--capacity-blocks", str(self.capacity_blocks),
                 "--stream-tokens", str(self.stream_tokens), *(["--oracle"] if oracle else [])]
@@ -131,7 +133,7 @@ class Fleet:
     async def _start(self) -> None:
         ports = [free_port() for _ in range(self.replicas.count)]
         self.replica_urls = [f"http://127.0.0.1:{port}" for port in ports]
-        sim = self._spawn(self.replicas.argv(ports, self.config.oracle), "replicas")
+        sim = self._spawn(self.replicas.argv(ports, self.config.oracle, self.config.name), "replicas")
         for url in self.replica_urls:
             await wait_http(f"{url}/health", process=sim)
         env = dict(self.sidecar_env)
