@@ -3,8 +3,13 @@
 ``cache`` (the default), in order:
 
 1. **The chain's replica.** A chain key bound to a replica that is in and not hot: that replica (``affinity.py``).
-2. **The warmest prefix.** Else, of the replicas in and not hot, the one holding the longest run of the request's
-   first blocks (``prefix.py``); a tie, or no match at all, goes to the least loaded (in flight, then recent picks).
+2. **The warmest prefix.** Else (a chain's first turn, a request without a chain), of the replicas in, not hot and
+   not past 1.5 times the mean of recent picks (and :data:`SHARE_SLACK`), the one holding the longest run of the
+   request's first blocks (``prefix.py``) — among those picked less than the mean divided by 1.5 when there are
+   any (a replica the shared prefix has not reached yet gets its share, then competes as an equal); a tie, or no
+   match at all, goes to the least loaded (in flight, then recent picks). The share of recent picks bounds new
+   work only: a shared prefix warm on one replica does not draw every new chain there while the set is idle, and
+   a chain once placed is never moved for its replica's share, only for its load.
 3. **The least loaded,** when every replica is hot.
 
 **Hot** is the threshold affinity yields at, :data:`HOT`: a replica is hot for a call when taking it would put its
@@ -41,6 +46,9 @@ from .replica import CONNECT_FAILED, FAILED, OK, Clock, Picked, Replica
 
 HOT = 1.5
 """A replica past this many times the mean (recent picks, or load) is hot: affinity yields to it."""
+SHARE_SLACK = 2.0
+"""Recent picks a replica may have beyond :data:`HOT` times the mean before new work avoids it: a few requests
+in a row with the same warm prefix stay together (at small counts any one pick is far above the mean)."""
 KV_FULL = 0.95
 """A replica whose reported KV-cache usage is past this is hot whatever its share (it is evicting)."""
 
@@ -72,6 +80,9 @@ class ReplicaSet:
         for old in self.replicas:
             if all(old is not replica for replica in kept):
                 self.chains.forget_replica(old.key)
+                old.leave()
+        for replica in kept:
+            replica.join(self.name)
         self.replicas = kept
         self._by_key = {replica.key: replica for replica in kept}
 
@@ -116,7 +127,7 @@ class ReplicaSet:
                     if prompt:
                         replica.prefix.add(block_keys(prompt))
                     return replica
-        candidates = cool or live
+        candidates = self._starved(self._unshared(cool, now) or cool or live, now)
         if prompt and len(candidates) > 1:
             keys = block_keys(prompt)
             if keys:
@@ -130,6 +141,25 @@ class ReplicaSet:
             choice.prefix.add(keys)
         return choice
 
+    def _unshared(self, cool: list[Replica], now: float) -> list[Replica]:
+        """Of ``cool``, those one more pick would not put above :data:`HOT` times the mean of recent picks: where a
+        request without a chain (a new chain's first turn) may go, so that a shared prefix warm on one replica
+        does not draw every new chain there while the set is idle (load alone would never call it hot)."""
+        if len(cool) < 2:
+            return cool
+        room = HOT * (sum(replica.recent(now) for replica in cool) + 1) / len(cool) + SHARE_SLACK
+        return [replica for replica in cool if replica.recent(now) + 1 <= room]
+
+    def _starved(self, pool: list[Replica], now: float) -> list[Replica]:
+        """Of ``pool``, those picked less than the mean of recent picks divided by :data:`HOT`, when there are
+        any (else ``pool``): new work goes there first, so that a replica no prefix is warm on yet gets its share
+        and, once warm, competes as an equal (without it, the replicas a shared prefix reached first would keep
+        every new chain)."""
+        if len(pool) < 2:
+            return pool
+        floor = (sum(replica.recent(now) for replica in pool) + 1) / len(pool) / HOT
+        return [replica for replica in pool if replica.recent(now) < floor] or pool
+
     def _cool(self, live: list[Replica]) -> list[Replica]:
         """The replicas one more call would not make hot (see :data:`HOT`)."""
         room = max(HOT * (sum(replica.load() for replica in live) + 1) / len(live), 1.0)
@@ -139,16 +169,14 @@ class ReplicaSet:
     # --- a call's end -------------------------------------------------------------------------------------------
     def ended(self, picked: Picked, outcome: str, why: str, prompt_tokens: int, cached_tokens: int) -> None:
         replica = picked.replica
-        replica.in_flight = max(0, replica.in_flight - 1)
+        replica.count_end(prompt_tokens if outcome == OK else 0, cached_tokens)
         if outcome == OK:
             if replica.down:
                 replica.bring_back()
-            if prompt_tokens:
-                replica.prompt_tokens += prompt_tokens
-                replica.cached_tokens += min(cached_tokens, prompt_tokens)
             if picked.chain:
                 self.chains.bind(picked.chain, replica.key)
         elif outcome in (CONNECT_FAILED, FAILED):
+            replica.failed(outcome)
             replica.take_out(self.clock(), why or outcome)
 
     def bind(self, chain: Iterable[str], replica: Replica) -> None:

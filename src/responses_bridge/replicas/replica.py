@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .prefix import PrefixIndex
+from .series import Series
 
 if TYPE_CHECKING:
     from .picker import ReplicaSet
@@ -55,12 +56,23 @@ class Replica:
     scraped_waiting: float | None = None
     kv_usage: float | None = None  # 0..1
     prefix: PrefixIndex = field(default_factory=PrefixIndex)
+    series: Series | None = None  # its /metrics children, once it belongs to a set (series.py)
     _recent: float = 0.0
     _recent_at: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.key:
             self.key = endpoint_of(self.url)
+
+    def join(self, upstream: str) -> None:
+        """It belongs to ``upstream``'s set from now on: its series are made."""
+        if self.series is None:
+            self.series = Series(upstream, self.key)
+
+    def leave(self) -> None:
+        if self.series is not None:
+            self.series.remove()
+            self.series = None
 
     def recent(self, now: float) -> float:
         """Picks lately, each weighing half as much every :data:`RECENT_HALF_LIFE` seconds."""
@@ -73,6 +85,23 @@ class Replica:
         self._recent = self.recent(now) + 1.0
         self.picked += 1
         self.in_flight += 1
+        if self.series is not None:
+            self.series.picked.inc()
+            self.series.in_flight.inc()
+
+    def count_end(self, prompt_tokens: int, cached_tokens: int) -> None:
+        """A call ended: out of the in-flight count; an answer's usage counted."""
+        self.in_flight = max(0, self.in_flight - 1)
+        series = self.series
+        if series is not None:
+            series.in_flight.dec()
+        if prompt_tokens > 0:
+            cached = min(max(cached_tokens, 0), prompt_tokens)
+            self.prompt_tokens += prompt_tokens
+            self.cached_tokens += cached
+            if series is not None:
+                series.prompt.inc(prompt_tokens)
+                series.cached.inc(cached)
 
     def load(self) -> float:
         """Requests it is working on: the bridge's own in flight, or its own report when that says more (other
@@ -95,10 +124,18 @@ class Replica:
         self.down = True
         self.retry_at = now + self.down_for
         self.prefix.clear()
+        if self.series is not None:
+            self.series.up.set(0)
+
+    def failed(self, kind: str) -> None:
+        if self.series is not None:
+            self.series.failed(kind)
 
     def bring_back(self) -> None:
         self.down = False
         self.down_for = DOWN_FIRST
+        if self.series is not None:
+            self.series.up.set(1)
 
 
 OK = "ok"

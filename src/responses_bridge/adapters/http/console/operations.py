@@ -1,5 +1,6 @@
 """Operations, for an operator: what each shared pool holds and who waits for it, by tenant; the memory budget
-beside the process's real memory; desktops live; background runs and their owners; the upstreams; the keys.
+beside the process's real memory; desktops live; background runs and their owners; the upstreams and each one's
+replicas (replicas/: in flight, picked, the cache hit rate the bridge observed, in or taken out); the keys.
 
 Everything here is read from the runtime's live objects as they are this instant (the pools' own per-tenant
 counts, fairness/share.py), never kept: the page is a snapshot, reloaded to see it move. Keys are listed by id and
@@ -12,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .... import replicas
 from ....observability import metrics
 from ....protocol.errors import APIError
 from ....redact import mask_text
@@ -32,12 +34,25 @@ class PoolView:
 
 
 @dataclass(slots=True)
+class ReplicaView:
+    upstream: str
+    replica: str  # host:port
+    url: str
+    state: str  # "in", or "taken out: why (probed again in N s)"
+    in_flight: int
+    picked: int
+    hit_rate: str  # of the prompt tokens of answers that reported usage, those cached; "no usage reported"
+    reported: str  # what its /metrics say (running, waiting, KV cache), or "no metrics"
+
+
+@dataclass(slots=True)
 class Snapshot:
     pools: list[PoolView] = field(default_factory=list)
     memory: list[tuple[str, str]] = field(default_factory=list)
     desktops: list[tuple[str, str]] = field(default_factory=list)
     runs: list[tuple[str, str]] = field(default_factory=list)  # response id, tenant
     upstreams: list[tuple[str, str, str, str]] = field(default_factory=list)  # name, url, mode, health
+    replicas: list[ReplicaView] = field(default_factory=list)
     keys: list[dict[str, Any]] = field(default_factory=list)
     tenants: list[str] = field(default_factory=list)
 
@@ -89,6 +104,7 @@ async def snapshot(runtime: Runtime) -> Snapshot:
     for spec in runtime.router.upstreams.values():  # a URL's password masked (redact.py)
         shown.upstreams.append((spec.name, mask_text(spec.url), runtime.probed_modes.get(spec.name, str(spec.mode)),
                                 health.get(spec.name, "no call yet")))
+    shown.replicas = replica_views()
     if runtime.api_keys is not None:
         now = int(time.time())
         for key in await runtime.api_keys.list_keys():
@@ -99,6 +115,25 @@ async def snapshot(runtime: Runtime) -> Snapshot:
                                "usable": key.usable(now)})
     shown.tenants = await known_tenants(runtime)
     return shown
+
+
+def replica_views() -> list[ReplicaView]:
+    """Every replica of every replicated upstream of this process, as the picker sees it now."""
+    views: list[ReplicaView] = []
+    for replica_set in replicas.replica_sets():
+        now = replica_set.clock()
+        for replica in replica_set.replicas:
+            state = "in" if not replica.down else (
+                f"taken out: {replica.last_failure} (probed again in {max(0.0, replica.retry_at - now):.0f} s)")
+            rate = replica.cache_hit_rate()
+            said = (("running", replica.scraped_running), ("waiting", replica.scraped_waiting))
+            reported = [f"{label} {value:g}" for label, value in said if value is not None]
+            if replica.kv_usage is not None:
+                reported.append(f"KV cache {100 * replica.kv_usage:.0f}%")
+            views.append(ReplicaView(replica_set.name, replica.key, mask_text(replica.url), state, replica.in_flight,
+                                     replica.picked, f"{100 * rate:.0f}%" if rate is not None else "no usage reported",
+                                     ", ".join(reported) or "no metrics"))
+    return views
 
 
 def upstream_health() -> dict[str, str]:
