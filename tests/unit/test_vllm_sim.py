@@ -177,3 +177,15 @@ def test_replica_app_routes() -> None:
     assert isinstance(app, web.Application)
     paths = {resource.canonical for resource in app.router.resources()}
     assert {"/v1/chat/completions", "/v1/models", "/health", "/metrics"} <= paths
+
+
+async def test_a_session_landing_elsewhere_is_counted_moved(replicas: tuple[list[Replica], list[str]]) -> None:
+    made, urls = replicas
+    messages = [{"role": "system", "content": "moves " * 100}, {"role": "user", "content": "session 7 task 0: go"}]
+    before = [replica.counters.moved for replica in made[:2]]
+    async with aiohttp.ClientSession() as session:
+        await _chat(session, urls[0], messages, False)
+        await _chat(session, urls[0], messages, False)  # the same replica: not moved
+        await _chat(session, urls[1], messages, False)  # its previous turn was on replica 0
+    assert [replica.counters.moved for replica in made[:2]] == [before[0], before[1] + 1]
+    assert made[1].snapshot()["moved"] == made[1].counters.moved

@@ -34,7 +34,7 @@ import contextlib
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import orjson
@@ -44,6 +44,13 @@ from .vllm_cache import BLOCK_TOKENS, PrefixCache, SharedOracle, block_keys, ren
 from .vllm_model import Answer, answer
 
 _SESSION = re.compile(r"session (\d+)")
+
+
+def _session(messages: list[dict[str, Any]]) -> int | None:
+    """The benchmark's session number, ``session N`` in the first user message (None: not the benchmark's)."""
+    first = next((m for m in messages if m.get("role") == "user"), None)
+    found = _SESSION.search(first["content"][:100]) if first and isinstance(first.get("content"), str) else None
+    return int(found.group(1)) if found else None
 
 
 @dataclass
@@ -71,15 +78,23 @@ class Counters:
     running_blocks: int = 0
     running: int = 0
     waiting: int = 0
+    moved: int = 0
+    moved_prefilled: int = 0
+    first_token_s: list[float] = field(default_factory=list)
+    """Each request's time to its first token as the replica sees it: arrival to the prefill's end, plus one
+    decode step (the benchmark's figure of the placement alone, without the client's and the bridge's time)."""
 
 
 class Replica:
     """One simulated vLLM server: its cache, its one-at-a-time prefill, its batch slots and its counters."""
 
     def __init__(self, name: str, timing: Timing, cache: PrefixCache | None = None,
-                 trace: IO[bytes] | None = None) -> None:
+                 trace: IO[bytes] | None = None, whereabouts: dict[int, str] | None = None) -> None:
         self.name = name
         self.trace = trace
+        self.whereabouts = whereabouts if whereabouts is not None else {}
+        """Each session's (``session N`` in its first user message) last replica, shared by the fleet's replicas:
+        a turn arriving on another replica than its session's last is counted as moved."""
         self.timing = timing
         self.cache = cache if cache is not None else PrefixCache(timing.capacity_blocks)
         self.counters = Counters()
@@ -137,9 +152,17 @@ class Replica:
                 started = time.monotonic()
                 await asyncio.sleep((prompt_tokens - cached) * self.timing.prefill_s)
                 counters.prefill_busy_s += time.monotonic() - started
+                counters.first_token_s.append(time.monotonic() - arrived + self.timing.decode_s)
                 self.cache.insert(keys)
+                session = _session(messages)
+                if session is not None:
+                    if self.whereabouts.setdefault(session, self.name) != self.name:
+                        counters.moved += 1
+                        counters.moved_prefilled += prompt_tokens - cached
+                    self.whereabouts[session] = self.name
                 if self.trace is not None:
-                    self._trace(messages, prompt_tokens, cached, started - arrived, time.monotonic() - started)
+                    self._trace(session, len(messages), prompt_tokens, cached, started - arrived,
+                                time.monotonic() - started)
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": reply.tokens(),
                      "total_tokens": prompt_tokens + reply.tokens(),
                      "prompt_tokens_details": {"cached_tokens": cached}}
@@ -161,16 +184,12 @@ class Replica:
             if acquired:
                 self._batch.release()
 
-    def _trace(self, messages: list[dict[str, Any]], prompt: int, cached: int, queued: float,
+    def _trace(self, session: int | None, messages: int, prompt: int, cached: int, queued: float,
                prefill: float) -> None:
-        """One line for ``--trace``: which session (``session N`` in its first user message), the tokens, the
-        seconds it queued and prefilled."""
-        first = next((m for m in messages if m.get("role") == "user"), {})
-        session = _SESSION.search(str(first.get("content", "")))
+        """One line for ``--trace``: which session, the tokens, the seconds it queued and prefilled."""
         assert self.trace is not None
-        self.trace.write(orjson.dumps({"t": round(time.time(), 3), "replica": self.name,
-                                       "session": int(session.group(1)) if session else None,
-                                       "messages": len(messages), "prompt_tokens": prompt, "cached_tokens": cached,
+        self.trace.write(orjson.dumps({"t": round(time.time(), 3), "replica": self.name, "session": session,
+                                       "messages": messages, "prompt_tokens": prompt, "cached_tokens": cached,
                                        "queued_s": round(queued, 4), "prefill_s": round(prefill, 4)}) + b"\n")
 
     def _meta(self) -> dict[str, Any]:
@@ -225,7 +244,9 @@ class Replica:
                 "cached_tokens": counters.hits, "prefilled_tokens": counters.prefilled,
                 "generated_tokens": counters.generated, "prefill_busy_s": round(counters.prefill_busy_s, 3),
                 "running": counters.running, "waiting": counters.waiting, "cached_blocks": len(self.cache),
-                "evicted_blocks": self.cache.evicted}
+                "evicted_blocks": self.cache.evicted, "moved": counters.moved,
+                "moved_prefilled_tokens": counters.moved_prefilled,
+                "first_token_s": [round(value, 4) for value in counters.first_token_s]}
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.snapshot())
@@ -255,7 +276,8 @@ class Replica:
 def fleet(count: int, timing: Timing, *, oracle: bool = False, trace: IO[bytes] | None = None) -> list[Replica]:
     """``count`` replicas, each with its own cache, or (``oracle``) all with one shared unbounded cache."""
     shared = SharedOracle() if oracle else None
-    return [Replica(f"replica-{index}", timing, shared, trace) for index in range(count)]
+    whereabouts: dict[int, str] = {}
+    return [Replica(f"replica-{index}", timing, shared, trace, whereabouts) for index in range(count)]
 
 
 async def serve(replicas: list[Replica], ports: list[int], host: str = "127.0.0.1") -> list[web.AppRunner]:

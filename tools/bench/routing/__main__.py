@@ -89,6 +89,7 @@ async def measure(name: str, args: argparse.Namespace, shape: Shape, replicas: R
         stats = await fleet.replica_stats()
     ttfts = [outcome.ttft for outcome in outcomes if outcome.ttft is not None and outcome.error is None]
     errors = [outcome.error for outcome in outcomes if outcome.error is not None]
+    at_replicas = [value for stat in stats for value in stat.pop("first_token_s")]
     requests = sum(stat["requests"] for stat in stats)
     prompt = sum(stat["prompt_tokens"] for stat in stats)
     shares = [stat["requests"] / requests if requests else 0.0 for stat in stats]
@@ -96,32 +97,38 @@ async def measure(name: str, args: argparse.Namespace, shape: Shape, replicas: R
             "errors": len(errors), "first_errors": errors[:3], "wall_s": round(wall, 2),
             "ttft_p50_s": percentile(ttfts, 0.50), "ttft_p95_s": percentile(ttfts, 0.95),
             "ttft_mean_s": statistics.fmean(ttfts) if ttfts else float("nan"),
+            "replica_ttft_p50_s": percentile(at_replicas, 0.50), "replica_ttft_p95_s": percentile(at_replicas, 0.95),
             "turns_per_s": (len(outcomes) - len(errors)) / wall,
             "hit_rate": sum(stat["cached_tokens"] for stat in stats) / prompt if prompt else 0.0,
             "shares": shares, "max_share_over_mean": max(shares) * len(shares) if requests else float("nan"),
             "prefilled_tokens": sum(stat["prefilled_tokens"] for stat in stats),
+            "moved": sum(stat["moved"] for stat in stats),
+            "moved_prefilled_tokens": sum(stat["moved_prefilled_tokens"] for stat in stats),
             "evicted_blocks": sum(stat["evicted_blocks"] for stat in stats), "replicas": stats}
 
 
 def targets(results: dict[str, dict[str, Any]]) -> list[tuple[str, float, str, bool]]:
-    """The issue's targets that these results can say: (what, value, bound, met)."""
+    """The issue's targets that these results can say: (what, value, bound, met). Times to first token twice: at
+    the client (the bridge's own work included, on whatever else the machine runs) and at the replicas (queue,
+    prefill and one decode step: what the placement decides)."""
     found: list[tuple[str, float, str, bool]] = []
     cache = results.get("cache")
     if cache is None:
         return found
-    for baseline in ("round-robin", "bridge-round-robin"):
-        if baseline in results:
-            rr = results[baseline]
-            p50 = rr["ttft_p50_s"] / cache["ttft_p50_s"]
-            p95 = rr["ttft_p95_s"] / cache["ttft_p95_s"]
-            found += [(f"TTFT p50, {baseline} / cache", p50, ">= 5", p50 >= 5),
-                      (f"TTFT p95, {baseline} / cache", p95, ">= 3", p95 >= 3)]
+    for where, key in (("client", "ttft"), ("replicas", "replica_ttft")):
+        for baseline in ("round-robin", "bridge-round-robin"):
+            if baseline in results:
+                rr = results[baseline]
+                p50 = rr[f"{key}_p50_s"] / cache[f"{key}_p50_s"]
+                p95 = rr[f"{key}_p95_s"] / cache[f"{key}_p95_s"]
+                found += [(f"TTFT p50 at the {where}, {baseline} / cache", p50, ">= 5", p50 >= 5),
+                          (f"TTFT p95 at the {where}, {baseline} / cache", p95, ">= 3", p95 >= 3)]
+        if "oracle" in results:
+            near = cache[f"{key}_p50_s"] / results["oracle"][f"{key}_p50_s"]
+            found.append((f"TTFT p50 at the {where}, cache / oracle", near, "<= 1.25", near <= 1.25))
     if "oracle" in results:
-        oracle = results["oracle"]
-        hits = cache["hit_rate"] / oracle["hit_rate"]
-        near = cache["ttft_p50_s"] / oracle["ttft_p50_s"]
-        found += [("hit rate, cache / oracle", hits, ">= 0.90", hits >= 0.90),
-                  ("TTFT p50, cache / oracle", near, "<= 1.25", near <= 1.25)]
+        hits = cache["hit_rate"] / results["oracle"]["hit_rate"]
+        found.append(("hit rate, cache / oracle", hits, ">= 0.90", hits >= 0.90))
     found.append(("busiest replica's share / mean, cache", cache["max_share_over_mean"], "<= 1.25",
                   cache["max_share_over_mean"] <= 1.25))
     return found
@@ -136,15 +143,21 @@ def report(args: argparse.Namespace, shape: Shape, replicas: Replicas, results: 
              f"replicas: {replicas.count}, prefill {replicas.prefill_ms:g} ms/uncached token (one at a time), "
              f"decode {replicas.decode_ms:g} ms/token, batch {replicas.max_batch}, cache "
              f"{replicas.capacity_blocks} blocks x 16 tokens, LRU", ""]
-    header = f"{'config':<21} {'p50 s':>7} {'p95 s':>7} {'turns/s':>8} {'hit %':>6} {'max/mean':>8}  " \
-             f"{'shares %':<24} {'errors':>6}"
+    lines.append(f"{'':<21} {'TTFT at client':^15} {'at replicas':^15}")
+    header = f"{'config':<21} {'p50 s':>7} {'p95 s':>7} {'p50 s':>7} {'p95 s':>7} {'turns/s':>8} {'hit %':>6} " \
+             f"{'max/mean':>8}  {'shares %':<16} {'moved':>5} {'errors':>6}"
     lines.append(header)
     for name, result in results.items():
         shares = " ".join(f"{share * 100:.0f}" for share in result["shares"])
         lines.append(f"{name:<21} {result['ttft_p50_s']:>7.3f} {result['ttft_p95_s']:>7.3f} "
+                     f"{result['replica_ttft_p50_s']:>7.3f} {result['replica_ttft_p95_s']:>7.3f} "
                      f"{result['turns_per_s']:>8.2f} {result['hit_rate'] * 100:>6.1f} "
-                     f"{result['max_share_over_mean']:>8.2f}  {shares:<24} {result['errors']:>6}")
-    lines.append("")
+                     f"{result['max_share_over_mean']:>8.2f}  {shares:<16} {result['moved']:>5} "
+                     f"{result['errors']:>6}")
+    lines += ["", "TTFT at client: to the first text or arguments delta, the bridge's work included; at replicas: "
+              "arrival to the prefill's end plus one decode step (the placement alone)",
+              "moved: turns that landed on another replica than their session's previous turn (a chain moved: "
+              "its history prefilled again there)"]
     lines += [f"  {name}: {result['described']}" for name, result in results.items()]
     for name, result in results.items():
         if result["first_errors"]:
