@@ -177,6 +177,10 @@ class Runtime:
                                                                  images=settings.image_settings(),
                                                                  connectors=settings.mcp_connector_registry()))
         clients = dict(clients or {})
+        for client in {id(one): one for one in (upstream, *clients.values())}.values():
+            remember = getattr(client, "remember_chains", None)  # an upstream with replicas (replicas/persist.py)
+            if remember is not None:
+                remember(stores.replica_chains)
         for client in clients.values():
             if client is not upstream:
                 await client.start()

@@ -32,6 +32,7 @@ class Stores:
     events: Any
     api_keys: Any
     idempotency: Any = None
+    replica_chains: Any = None
 
 
 @asynccontextmanager
@@ -43,6 +44,6 @@ async def open_stores(kind: str, request: pytest.FixtureRequest, tmp_path: Path)
         opened = await store_open.open_stores(str(tmp_path / "contract.db"), url)
         try:
             yield Stores(kind, opened.responses, opened.conversations, opened.prompts, opened.events, opened.api_keys,
-                         opened.idempotency)
+                         opened.idempotency, opened.replica_chains)
         finally:
             await opened.close()

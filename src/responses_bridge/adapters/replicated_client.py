@@ -25,8 +25,9 @@ from ..config.upstreams import Router
 from ..engine.wire import UpstreamRequest
 from ..protocol.errors import APIError
 from ..replicas import Picked, register
+from ..replicas.persist import ChainPersistence, ChainStore
 from ..replicas.picker import ReplicaSet
-from ..replicas.replica import CONNECT_FAILED, FAILED
+from ..replicas.replica import CONNECT_FAILED, FAILED, OK
 from ..replicas.watch import Watch
 from ..run.upstream import UpstreamAnswer, UpstreamClient, UpstreamFailure, UpstreamResponse
 from ..run.upstream_scope import current_chain
@@ -37,6 +38,15 @@ _USAGE_TAIL = 4096
 """Bytes of an answer's end kept to read its usage from (a stream's usage chunk is its last but ``[DONE]``)."""
 _PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _CACHED = re.compile(rb'"cached_tokens"\s*:\s*(\d+)')
+
+
+SERVER_DOWN = frozenset({502, 503, 504})
+"""Statuses that say the server (or the proxy before it) cannot serve, which take a replica out; any other answer,
+a 500 included, is the request's own failure (llama.cpp answers 500 to some request shapes): the replica stays."""
+
+
+def outcome_of(status: int) -> str:
+    return FAILED if status in SERVER_DOWN else OK
 
 
 def usage_of(tail: bytes) -> tuple[int, int]:
@@ -65,9 +75,17 @@ class ReplicatedClient:
         if self._watch is not None:
             self._watch.start()
 
+    def remember_chains(self, store: ChainStore) -> None:
+        """Keep the chain map in ``store`` too (the runtime's, once open): other processes find this one's
+        chains, and this one theirs (replicas/persist.py)."""
+        self.replicas.persist = ChainPersistence(store)
+        self.replicas.persist.start()
+
     async def close(self) -> None:
         if self._watch is not None:
             await self._watch.stop()
+        if self.replicas.persist is not None:
+            await self.replicas.persist.stop()
         await self.inner.close()
 
     def chat(self, call: UpstreamRequest, authorization: str | None) -> _ReplicaChat:
@@ -81,12 +99,14 @@ class ReplicatedClient:
                         timeout: float | None = None) -> AsyncIterator[UpstreamResponse]:
         """Compaction's summary, a tokenizer's count: to the chain's replica (its prefix is there), else where the
         body's prefix is."""
-        picked = self.replicas.pick(current_chain(), body)
+        chain = current_chain()
+        await self.replicas.recall(chain)
+        picked = self.replicas.pick(chain, body)
         for attempt in (0, 1):
             try:
                 async with self.inner.post_json(path, body, authorization, timeout=timeout,
                                                 replica=picked) as response:
-                    picked.done(FAILED if response.status >= 500 else "ok", why=f"http_{response.status}")
+                    picked.done(outcome_of(response.status), why=f"http_{response.status}")
                     yield response
                     return
             except UpstreamFailure as failure:
@@ -101,7 +121,7 @@ class ReplicatedClient:
         for attempt in (0, 1):
             try:
                 async with self.inner.get(path, authorization, replica=picked) as response:
-                    picked.done(FAILED if response.status >= 500 else "ok", why=f"http_{response.status}")
+                    picked.done(outcome_of(response.status), why=f"http_{response.status}")
                     yield response
                     return
             except UpstreamFailure as failure:
@@ -146,7 +166,9 @@ class _ReplicaChat:
 
     async def __aenter__(self) -> _ObservedAnswer:
         client, call = self._client, self._call
-        picked = client.replicas.pick(current_chain(), call.body)
+        chain = current_chain()
+        await client.replicas.recall(chain)
+        picked = client.replicas.pick(chain, call.body)
         for attempt in (0, 1):
             inner = client.inner.chat(call, self._authorization, picked)
             try:
@@ -199,8 +221,8 @@ class _ObservedAnswer:
             raise
 
     def end(self, error: BaseException | None) -> None:
-        """The call is over: a 5xx or a failure takes the replica out; an answer counts its usage."""
-        if self.status >= 500:
+        """The call is over: a 502, 503 or 504, or a failure, takes the replica out; an answer counts its usage."""
+        if outcome_of(self.status) == FAILED:
             self._picked.done(FAILED, why=f"http_{self.status}")
         elif error is not None and not isinstance(error, (asyncio.CancelledError, GeneratorExit)):
             self._picked.done(FAILED if isinstance(error, UpstreamFailure) else "cancelled", why=type(error).__name__)

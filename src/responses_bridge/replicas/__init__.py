@@ -15,7 +15,8 @@ Imports observability, protocol's errors and the leaves only (never the settings
 sets from them), so the run and both doors may use it.
 """
 
-from .registry import ENDPOINT_HEADER, pick, register, replica_set, replica_sets
+from .registry import ENDPOINT_HEADER, pick, pick_recalled, register, replica_set, replica_sets
 from .replica import Picked, Replica
 
-__all__ = ["ENDPOINT_HEADER", "Picked", "Replica", "pick", "register", "replica_set", "replica_sets"]
+__all__ = ["ENDPOINT_HEADER", "Picked", "Replica", "pick", "pick_recalled", "register", "replica_set",
+           "replica_sets"]

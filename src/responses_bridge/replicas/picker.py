@@ -41,6 +41,7 @@ import time
 from collections.abc import Iterable, Sequence
 
 from .affinity import ChainMap
+from .persist import ChainPersistence
 from .prefix import block_keys
 from .replica import CONNECT_FAILED, FAILED, OK, Clock, Picked, Replica
 
@@ -66,6 +67,7 @@ class ReplicaSet:
         self._by_key: dict[str, Replica] = {}
         self.chains = ChainMap() if chain_capacity is None else ChainMap(chain_capacity)
         self._turn = itertools.count()
+        self.persist: ChainPersistence | None = None  # the store's copy of the chain map (persist.py), when set
         self.set_urls(urls)
 
     # --- membership -------------------------------------------------------------------------------------------
@@ -175,9 +177,23 @@ class ReplicaSet:
                 replica.bring_back()
             if picked.chain:
                 self.chains.bind(picked.chain, replica.key)
+                if self.persist is not None:
+                    self.persist.bind(self.name, picked.chain, replica.key)
         elif outcome in (CONNECT_FAILED, FAILED):
             replica.failed(outcome)
             replica.take_out(self.clock(), why or outcome)
 
     def bind(self, chain: Iterable[str], replica: Replica) -> None:
-        self.chains.bind([key for key in chain if key], replica.key)
+        keys = [key for key in chain if key]
+        self.chains.bind(keys, replica.key)
+        if self.persist is not None:
+            self.persist.bind(self.name, keys, replica.key)
+
+    async def recall(self, chain: Sequence[str]) -> None:
+        """A chain this process does not know: its binding from the store, when another process made one (a
+        resumed run, a turn on another worker), taken into the map before the pick."""
+        if self.persist is None or not chain or self.chains.find(chain) is not None:
+            return
+        found = await self.persist.find(self.name, chain)
+        if found is not None and found in self._by_key:
+            self.chains.bind(chain, found)

@@ -49,3 +49,14 @@ def pick(upstream_name: str, chain: Sequence[str] = (), prompt: bytes | None = N
     if found is None:
         return None
     return found.pick(chain, prompt)
+
+
+async def pick_recalled(upstream_name: str, chain: Sequence[str] = (),
+                        prompt: bytes | None = None) -> Picked | None:
+    """:func:`pick`, after looking in the store for a chain this process does not know (another worker's, a
+    resumed run's: persist.py); a door that can await asks this one."""
+    found = _SETS.get(upstream_name)
+    if found is None:
+        return None
+    await found.recall(tuple(key for key in chain if key))
+    return found.pick(chain, prompt)

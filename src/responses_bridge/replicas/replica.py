@@ -159,9 +159,9 @@ class Picked:
         self._ended = False
 
     def done(self, outcome: str = OK, *, why: str = "", prompt_tokens: int = 0, cached_tokens: int = 0) -> None:
-        """The call ended: ``ok`` (an answer came, whatever its status below 500), ``connect_failed`` (refused
-        before any byte was sent) or ``failed`` (a 5xx, a cut, a timeout): a failure takes the replica out. Usage,
-        when the answer had it, counts toward the replica's observed cache hit rate. Later calls do nothing."""
+        """The call ended: ``ok`` (an answer came, a 500 included), ``connect_failed`` (refused before any byte
+        was sent) or ``failed`` (a 502/503/504, a cut, a timeout): a failure takes the replica out. Usage, when the
+        answer had it, counts toward the replica's observed cache hit rate. Later calls do nothing."""
         if self._ended:
             return
         self._ended = True

@@ -111,7 +111,6 @@ class Watch:
             self._session = None
 
     async def _run(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT))
         while True:
             try:
                 await self.once()
@@ -123,6 +122,8 @@ class Watch:
 
     async def once(self) -> None:
         """One round: DNS when due, then every replica's metrics or probe, at once."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT))
         now = time.monotonic()
         if self.dns_url is not None and now - self._resolved_at >= self.dns_refresh:
             self._resolved_at = now

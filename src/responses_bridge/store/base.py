@@ -387,6 +387,23 @@ class RunLeases(Protocol):
         each read, so a change after the read is never missed)."""
 
 
+class ReplicaChainStore(Protocol):
+    """Which replica of an upstream served each chain (replicas/affinity.py's map, kept where every process finds
+    it): a background run resumed by another process, a turn that lands on another worker or another replica of
+    the bridge, still goes to the replica holding its prefix. Keys are response and conversation ids (unique in
+    the store, so no tenant is needed to tell them apart); a replica is its ``host:port``; ``at`` is seconds since
+    the epoch. Bounded by age: :meth:`purge_replica_chains` drops what is older than the map remembers."""
+
+    async def find_replica(self, upstream: str, keys: Sequence[str]) -> str | None:
+        """The replica bound to the first of ``keys`` that has one (``keys`` in order of preference), or None."""
+
+    async def bind_replicas(self, bindings: Sequence[tuple[str, str, str, int]]) -> None:
+        """``(upstream, key, replica, at)`` rows, each replacing its key's earlier binding."""
+
+    async def purge_replica_chains(self, before: int, *, limit: int) -> int:
+        """Delete up to ``limit`` bindings made before ``before``; how many."""
+
+
 class IdempotencyStore(Protocol):
     """``Idempotency-Key`` of ``POST /v1/responses`` (services/responses/idempotency.py): per tenant, the first request
     sent with a key claims it; its retries find the claim. A key past its ``expires_at`` is as good as absent."""

@@ -24,6 +24,7 @@ from .base import (
     FileStore,
     IdempotencyStore,
     PromptStore,
+    ReplicaChainStore,
     ResponseStore,
     VectorStoreStore,
 )
@@ -45,6 +46,7 @@ from .sqlite.files.vector_stores import SQLiteVectorStoreStore
 from .sqlite.idempotency import SQLiteIdempotencyStore
 from .sqlite.opening import OPEN_ERRORS, open_failure
 from .sqlite.prompts import SQLitePromptStore
+from .sqlite.replica_chains import SQLiteReplicaChainStore
 from .sqlite.responses import SQLiteResponseStore
 
 if TYPE_CHECKING:
@@ -72,6 +74,7 @@ class StoreSet:
     uploads: UploadStore
     agents: AgentStore
     idempotency: IdempotencyStore
+    replica_chains: ReplicaChainStore
     file_bytes: FileBytes | None = None
     sqlite: SQLiteResponseStore | None = None
     postgres: PostgresDatabase | None = None
@@ -116,7 +119,7 @@ async def open_stores(db_path: str, database_url: str | None) -> StoreSet:
                     SQLiteApiKeyStore(store), SQLiteFileStore(store), SQLiteVectorStoreStore(store),
                     SQLiteChunkIndex(store), SQLiteContainerStore(store), SQLiteChatCompletionStore(store),
                     SQLiteSkillStore(store), SQLiteUploadStore(store), SQLiteAgentStore(store),
-                    SQLiteIdempotencyStore(store), sqlite=store)
+                    SQLiteIdempotencyStore(store), SQLiteReplicaChainStore(store), sqlite=store)
 
 
 async def _open_postgres(database_url: str) -> StoreSet:
@@ -138,6 +141,7 @@ async def _open_postgres(database_url: str) -> StoreSet:
         from .postgres.files.vector_stores import PostgresVectorStoreStore
         from .postgres.idempotency import PostgresIdempotencyStore
         from .postgres.prompts import PostgresPromptStore
+        from .postgres.replica_chains import PostgresReplicaChainStore
         from .postgres.responses import PostgresResponseStore
     except ImportError as error:
         from ..extras import explain  # the extra not installed, or installed and its import broken: which
@@ -152,7 +156,7 @@ async def _open_postgres(database_url: str) -> StoreSet:
                     PostgresApiKeyStore(db), PostgresFileStore(db), PostgresVectorStoreStore(db),
                     PostgresChunkIndex(db), PostgresContainerStore(db), PostgresChatCompletionStore(db),
                     PostgresSkillStore(db), PostgresUploadStore(db), PostgresAgentStore(db),
-                    PostgresIdempotencyStore(db), file_bytes=PostgresFileBytes(db),
+                    PostgresIdempotencyStore(db), PostgresReplicaChainStore(db), file_bytes=PostgresFileBytes(db),
                     postgres=db)
 
 

@@ -292,6 +292,18 @@ MIGRATIONS.append((31, [  # as SQLite's 32: a console sign-in signed out of, ref
     """,
     "CREATE INDEX console_sign_outs_expiry ON console_sign_outs (expires_at)",
 ]))
+MIGRATIONS.append((32, [  # as SQLite's 33: which replica of an upstream served each chain (replica_chains.py)
+    """
+    CREATE TABLE replica_chains (
+        upstream TEXT NOT NULL,
+        key      TEXT NOT NULL,
+        replica  TEXT NOT NULL,
+        at       BIGINT NOT NULL,
+        PRIMARY KEY (upstream, key)
+    )
+    """,
+    "CREATE INDEX replica_chains_at ON replica_chains (at)",
+]))
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:

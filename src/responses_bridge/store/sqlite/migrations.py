@@ -354,6 +354,23 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX console_sign_outs_expiry ON console_sign_outs (expires_at)",
         ],
     ),
+    (
+        33,
+        [
+            # Which replica of an upstream served each chain (replica_chains.py): a chain's next turn in another
+            # worker, or its background run resumed by another process, goes where its prefix is cached.
+            """
+            CREATE TABLE replica_chains (
+                upstream TEXT NOT NULL,
+                key      TEXT NOT NULL,
+                replica  TEXT NOT NULL,
+                at       INTEGER NOT NULL,
+                PRIMARY KEY (upstream, key)
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX replica_chains_at ON replica_chains (at)",
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]
