@@ -58,10 +58,10 @@ and every call queued there waits behind it), while a turn on its own replica pr
 hundred tokens) — so a queue a few calls longer costs less than the move. At small counts 1.5 times the mean is
 one or two calls, a spread that chains of unequal turns make all the time: measured with ``scripts/bench routing``
 (32 sessions on 4 replicas), the threshold alone moved 19-27 chains a run, each a whole-history miss, and doubled
-the p95 time to first token (1.2-1.6 s against the oracle's 0.4-0.5 s); with the margin none moved, the hit rate
-was the oracle's and no replica took more than its share. Like SGLang's router's absolute threshold beside its
-relative one (64 requests and 1.5x). Chainless calls (a chain's first turn) keep the threshold alone: placing them
-costs no history."""
+the p95 time to first token (1.2-1.7 s against the oracle's 0.4-0.5 s); with the margin none moved, the hit rate
+was the oracle's and no replica took over 1.25 times the mean share. Like SGLang's router's absolute threshold
+beside its relative one (64 requests and 1.5x). Chainless calls (a chain's first turn) keep the threshold alone:
+placing them costs no history."""
 KV_FULL = 0.95
 """A replica whose reported KV-cache usage is past this is hot whatever its share (it is evicting)."""
 
