@@ -39,10 +39,12 @@ class Config:
 
     def describe(self) -> str:
         if self.oracle:
-            return "oracle: one shared unbounded cache, Envoy round robin in front (load even)"
+            return "one shared unbounded cache on every replica, Envoy's round robin in front (load even)"
         if self.picker == "envoy":
             return f"one URL: Envoy {self.policy.upper()} over the replicas, the bridge's single upstream"
-        return f"the bridge's picking: {self.policy}, every replica an --upstream"
+        if self.policy == "cache":
+            return "the bridge's picking (cache, the default): every replica an --upstream"
+        return f"the bridge's picking: {self.policy} (RESPONSES_BRIDGE_UPSTREAMS: urls and picking)"
 
 
 CONFIGS = {
