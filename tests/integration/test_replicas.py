@@ -1,238 +1,237 @@
-"""Replicas of one backend behind the HTTP door (issue 99): three fake upstreams, each its own process and port,
-given to one sidecar as ``--upstream`` three times. Every kind of chain keeps its replica (``previous_response_id``
-JSON and streamed, a conversation, the tool loop's turns of one response, background runs, WebSocket mode);
-different chains spread; a hot shared prefix keeps every replica within 1.5 times the mean; a replica killed
-mid-session is taken out and each of its chains continues on one other replica (the turn that found it dead
-retried there before any byte was sent); every replica down is the 502 of one server, naming the upstream.
-/metrics and the console's Operations page show each replica.
+"""Many replicas, one state: two sidecars, each behind its own real Envoy and with its own data directory, on one
+PostgreSQL database. Clients reach the replicas through their Envoys, as a Service spreads them over pods.
 
-The Envoy door's picking (an ORIGINAL_DST cluster honouring the endpoint header) has its own tests beside
-envoy-config's; here the sidecar makes its own calls. Markers in the user's text tell which replica served a call
-(each fake keeps the bodies it received).
+What must hold: a chain started on A continues on B, a conversation takes turns from both, a background response
+running on A is followed live from B (no gap, no duplicate, ending with its terminal event) and cancelled from B,
+a replica that dies has its runs resumed and finished by another once its lease expires, and an unreachable database
+fails the start (no fallback to SQLite). Vector stores across replicas: test_replicas_retrieval.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import json
-import re
+import os
+import subprocess
 from collections.abc import AsyncIterator
-from typing import Any
+from pathlib import Path
 
 import aiohttp
-import orjson
+import openai
 import pytest
 
-from tests.support.replica_fleet import Fleet, running_fleet
+from responses_bridge.demo.procs import free_port
+from tests.integration.test_background import parse_sse, wait_status
+from tests.support.bridge import PYTHON, UpstreamLog
+from tests.support.envoy import have_envoy
+from tests.support.postgres import PostgresServer, fresh_database
+from tests.support.replicas import Replica, running_replica, running_replicas
+from tests.support.sdk import async_sdk
 
-pytestmark = pytest.mark.store_free
+pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no envoy binary"), pytest.mark.store_free]
 
 MODEL = "fake-model"
-INSTRUCTIONS = "You are a careful assistant. " * 600  # a long shared prefix (~17 KB): every request begins with it
+LEASE_SECONDS = 2.0  # short, so a dead replica's runs are failed within the test
+SHARED_ENV = {
+    # one sealing key for every replica: a blob sealed on one opens on the other (as the manifests set it)
+    "RESPONSES_BRIDGE_SEALING_KEY": base64.urlsafe_b64encode(b"replicas-test-sealing-key-32byte").decode(),
+    "RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": str(LEASE_SECONDS),
+}
 
 
 @pytest.fixture(scope="module")
-async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet]:
-    async with running_fleet(str(tmp_path_factory.mktemp("replicas")), 3,
-                             env={"RESPONSES_BRIDGE_IMAGE_GENERATION": "upstream",
-                                  "RESPONSES_BRIDGE_CONSOLE": "on"}) as started:
+async def database_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
+    with fresh_database(postgres_server, "replicas") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def replicas(tmp_path_factory: pytest.TempPathFactory, fake_upstream: str,
+                   database_url: str) -> AsyncIterator[list[Replica]]:
+    async with running_replicas(tmp_path_factory.mktemp("replicas"), fake_upstream, database_url,
+                                env=SHARED_ENV) as started:
         yield started
 
 
-@pytest.fixture
-async def http(fleet: Fleet) -> AsyncIterator[aiohttp.ClientSession]:
-    await fleet.clear()
-    async with aiohttp.ClientSession(base_url=fleet.sidecar.http_url) as session:
-        yield session
+def sdk(replica: Replica) -> openai.AsyncOpenAI:
+    return async_sdk(base_url=f"{replica.envoy_url}/v1", api_key="sk-client", max_retries=0, timeout=60)
 
 
-async def create(http: aiohttp.ClientSession, **body: Any) -> dict[str, Any]:
-    async with http.post("/v1/responses", json={"model": MODEL, "instructions": INSTRUCTIONS, **body}) as answer:
-        data = await answer.json()
-        assert answer.status == 200, data
-        return data
+async def read_stream(base: str, response_id: str, starting_after: int | None = None) -> tuple[list[dict], bool]:
+    params = {"stream": "true"}
+    if starting_after is not None:
+        params["starting_after"] = str(starting_after)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async with session.get(f"{base}/v1/responses/{response_id}", params=params) as answer:
+            assert answer.status == 200, await answer.text()
+            return parse_sse(await answer.read())
 
 
-async def one_replica(fleet: Fleet, *markers: str) -> int:
-    """The one replica every call marked with one of ``markers`` went to."""
-    served = {marker: await fleet.served(marker) for marker in markers}
-    places = {index for found in served.values() for index in found}
-    assert all(served.values()), served
-    assert len(places) == 1, served
-    return places.pop()
+async def test_chain_started_on_a_continues_on_b(replicas: list[Replica], fake_upstream: str) -> None:
+    a, b = replicas
+    upstream = UpstreamLog(fake_upstream.removesuffix("/v1"))
+    async with sdk(a) as on_a, sdk(b) as on_b:
+        first = await on_a.responses.create(model=MODEL, input="my name is Ada")
+        assert first.status == "completed"
+        await upstream.clear()
+        second = await on_b.responses.create(model=MODEL, input="what is my name?", previous_response_id=first.id)
+        assert second.status == "completed"
+        # B sent turn 1 (read from the shared database) ahead of turn 2
+        messages = (await upstream.last_body())["messages"]
+        contents = [(m["role"], m["content"]) for m in messages]
+        assert contents == [("user", "my name is Ada"), ("assistant", "Echo: my name is Ada"),
+                            ("user", "what is my name?")]
+        # either replica answers for either response, byte for byte the same
+        for response_id in (first.id, second.id):
+            answers = []
+            for replica in (a, b):
+                async with aiohttp.ClientSession() as session:
+                    async with session.get(f"{replica.envoy_url}/v1/responses/{response_id}") as answer:
+                        assert answer.status == 200
+                        answers.append(await answer.read())
+            assert answers[0] == answers[1]
 
 
-async def test_a_previous_response_id_chain_stays_on_its_replica(fleet: Fleet, http: aiohttp.ClientSession) -> None:
-    homes = []
-    for chain in range(4):  # four chains: each on one replica, between them more than one
-        previous = None
-        for turn in range(4):
-            extra = {"previous_response_id": previous} if previous else {}
-            previous = (await create(http, input=f"chain{chain} turn{turn}", **extra))["id"]
-        homes.append(await one_replica(fleet, *(f"chain{chain} turn{turn}" for turn in range(4))))
-    assert len(set(homes)) > 1, homes
+async def test_a_conversation_written_by_both(replicas: list[Replica]) -> None:
+    a, b = replicas
+    async with sdk(a) as on_a, sdk(b) as on_b:
+        conversation = await on_a.conversations.create(items=[{"type": "message", "role": "user",
+                                                                "content": "hello from the start"}])
+        await on_a.responses.create(model=MODEL, input="turn on a", conversation=conversation.id)
+        await on_b.responses.create(model=MODEL, input="turn on b", conversation=conversation.id)
+        await on_b.conversations.items.create(conversation.id, items=[{"type": "message", "role": "user",
+                                                                        "content": "added on b"}])
+        for client in (on_a, on_b):
+            items = [item async for item in client.conversations.items.list(conversation.id, order="asc")]
+            texts = [item.content[0].text for item in items]
+            assert texts == ["hello from the start", "turn on a", "Echo: turn on a", "turn on b",
+                             "Echo: turn on b", "added on b"]
 
 
-async def test_a_streamed_chain_stays_on_its_replica(fleet: Fleet, http: aiohttp.ClientSession) -> None:
-    previous = None
-    for turn in range(3):
-        body = {"model": MODEL, "instructions": INSTRUCTIONS, "input": f"stream turn{turn}", "stream": True,
-                **({"previous_response_id": previous} if previous else {})}
-        async with http.post("/v1/responses", json=body) as answer:
-            assert answer.status == 200
+async def test_background_stream_on_a_followed_live_on_b(replicas: list[Replica]) -> None:
+    a, b = replicas
+    async with sdk(a) as on_a:
+        response = await on_a.responses.create(model=MODEL, input="follow me [chunks=30] [delay=60]",
+                                               background=True)
+        await wait_status(on_a, response.id, {"in_progress"}, timeout=10)
+        live, done = await read_stream(b.envoy_url, response.id, starting_after=3)  # joined mid-run, on B
+        assert done
+        sequence = [event["sequence_number"] for event in live]
+        assert sequence == list(range(4, 4 + len(live)))  # no gap, no duplicate
+        assert live[-1]["type"] == "response.completed"
+        assert [e for e in live if e["type"] in ("response.completed", "response.failed",
+                                                  "response.incomplete")] == [live[-1]]
+        # the whole stream, replayed on A after the end, holds exactly what B followed
+        replay, done = await read_stream(a.envoy_url, response.id)
+        assert done and replay[4:] == live
+        assert live[-1]["response"]["output"][0]["content"][0]["text"].startswith("Echo: follow me")
+
+
+async def test_cancel_on_b_stops_the_run_on_a(replicas: list[Replica]) -> None:
+    a, b = replicas
+    async with sdk(a) as on_a, sdk(b) as on_b:
+        response = await on_a.responses.create(model=MODEL, input="long [chunks=400] [delay=50]", background=True)
+        await wait_status(on_a, response.id, {"in_progress"}, timeout=10)
+        cancelled = await on_b.responses.cancel(response.id)
+        assert cancelled.status == "cancelled" and cancelled.id == response.id
+        assert (await on_a.responses.retrieve(response.id)).status == "cancelled"
+        again = await on_b.responses.cancel(response.id)  # idempotent, as on one replica
+        assert again.status == "cancelled"
+        # A stopped its run: the stream (read on either replica) ends with one response.failed, status cancelled
+        for replica in (a, b):
+            events, done = await read_stream(replica.envoy_url, response.id)
+            assert done and events[-1]["type"] == "response.failed" and events[-1]["response"]["status"] == "cancelled"
+            assert [e["sequence_number"] for e in events] == list(range(len(events)))
+            assert sum(e["type"] == "response.failed" for e in events) == 1
+        # far fewer than the 400 chunks the run would have streamed
+        assert len(events) < 300
+
+
+async def background_runs(replica: Replica) -> float:
+    """The background runs the replica is running now (its ``responses_bridge_background_queue_depth``)."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{replica.http_url}/metrics") as answer:
             text = await answer.text()
-        done = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
-        assert done[-1]["type"] == "response.completed"
-        previous = done[-1]["response"]["id"]
-    await one_replica(fleet, "stream turn0", "stream turn1", "stream turn2")
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("responses_bridge_background_queue_depth"))
 
 
-async def test_a_conversation_stays_on_its_replica(fleet: Fleet, http: aiohttp.ClientSession) -> None:
-    async with http.post("/v1/conversations", json={}) as answer:
-        conversation = (await answer.json())["id"]
-    for turn in range(4):
-        await create(http, input=f"conv turn{turn}", conversation=conversation)
-    await one_replica(fleet, *(f"conv turn{turn}" for turn in range(4)))
+async def test_delete_on_b_stops_the_run_on_a_and_it_stays_deleted(replicas: list[Replica]) -> None:
+    a, b = replicas
+    async with sdk(a) as on_a, sdk(b) as on_b:
+        response = await on_a.responses.create(model=MODEL, input="long [chunks=400] [delay=50]", background=True)
+        await wait_status(on_a, response.id, {"in_progress"}, timeout=10)
+        async with aiohttp.ClientSession() as http:
+            async with http.delete(f"{b.envoy_url}/v1/responses/{response.id}") as answer:
+                assert answer.status == 200 and (await answer.json())["deleted"] is True
+        # A's run ended before the delete (its 400 chunks would take 20 s): nothing it could still store brings
+        # the response back
+        assert await background_runs(a) == 0
+        for client in (on_a, on_b):
+            with pytest.raises(openai.NotFoundError):
+                await client.responses.retrieve(response.id)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{a.envoy_url}/v1/responses/{response.id}?stream=true") as answer:
+                assert answer.status == 404
 
 
-async def test_the_tool_loop_turns_of_one_response_stay_on_its_replica(fleet: Fleet,
-                                                                        http: aiohttp.ClientSession) -> None:
-    args = base64.b64encode(orjson.dumps({"prompt": "a red kite"})).decode()
-    done = await create(http, input=f"loop marker call image_generation [args64={args}]",
-                        tools=[{"type": "image_generation", "quality": "low", "size": "1024x1024"}])
-    assert [item["type"] for item in done["output"]] == ["image_generation_call", "message"]
-    bodies = await fleet.bodies()
-    turns = [index for index, entries in enumerate(bodies)
-             for entry in entries if "loop marker" in json.dumps(entry["body"])]
-    assert len(turns) == 2 and len(set(turns)) == 1, turns  # the call and the turn with its result: one replica
-    images = [index for index, replica in enumerate(fleet.replicas)
-              for entry in await replica.log.entries() if entry["path"] == "/v1/images/generations"]
-    assert images == turns[:1]  # the tool's own call to the upstream went there too
+async def test_cancel_of_a_finished_response_on_the_other_replica_is_400(replicas: list[Replica]) -> None:
+    a, b = replicas
+    async with sdk(a) as on_a, sdk(b) as on_b:
+        response = await on_a.responses.create(model=MODEL, input="quick", background=True)
+        await wait_status(on_a, response.id, {"completed"})
+        with pytest.raises(openai.BadRequestError):
+            await on_b.responses.cancel(response.id)
+        with pytest.raises(openai.NotFoundError):
+            await on_b.responses.cancel("resp_unknown_everywhere")
 
 
-async def test_background_runs_keep_their_chain(fleet: Fleet, http: aiohttp.ClientSession) -> None:
-    previous = None
-    for turn in range(3):
-        extra = {"previous_response_id": previous} if previous else {}
-        queued = await create(http, input=f"bg turn{turn}", background=True, store=True, **extra)
-        previous = queued["id"]
-        for _ in range(300):
-            async with http.get(f"/v1/responses/{previous}") as answer:
-                status = (await answer.json())["status"]
-            if status not in ("queued", "in_progress"):
-                break
-            await asyncio.sleep(0.05)
-        assert status == "completed"
-    await one_replica(fleet, "bg turn0", "bg turn1", "bg turn2")
+async def test_a_dead_replicas_run_is_finished_by_another_once(replicas: list[Replica], fake_upstream: str,
+                                                                database_url: str, tmp_path: Path) -> None:
+    _, b = replicas
+    # an upstream key of its own: the resumed call carries it (a run on the client's own credentials is resumed
+    # with them, kept sealed: test_background_resume_credentials.py)
+    async with running_replica("c", tmp_path, fake_upstream, database_url, "--api-key", "sk-upstream",
+                               env=SHARED_ENV) as c:
+        async with sdk(c) as on_c:
+            response = await on_c.responses.create(model=MODEL, input="orphan [chunks=40] [delay=100]",
+                                                   background=True)
+            await wait_status(on_c, response.id, {"in_progress"}, timeout=10)
+            # B follows it; the follower must see the run resumed there, to its end, not hang
+            follower = asyncio.create_task(read_stream(b.envoy_url, response.id, starting_after=1))
+            await asyncio.sleep(0.3)
+            c.kill()
+    async with sdk(b) as on_b:
+        ended = await wait_status(on_b, response.id, {"failed", "completed", "cancelled"},
+                                  timeout=10 * LEASE_SECONDS + 30)
+        expected = await on_b.responses.create(model=MODEL, input="orphan [chunks=40]", store=False)
+    assert ended.status == "completed", ended.error  # resumed by B (or A), not failed
+    assert ended.output_text == expected.output_text
+    events, done = await asyncio.wait_for(follower, timeout=30)
+    assert done and events[-1]["type"] == "response.completed"
+    replay, done = await read_stream(b.envoy_url, response.id)
+    assert done and replay[2:] == events
+    assert [e["sequence_number"] for e in replay] == list(range(len(replay)))
+    assert sum(e["type"] == "response.completed" for e in replay) == 1  # one run finished it
+    assert not any(e["type"] == "response.failed" for e in replay)
 
 
-async def test_websocket_mode_keeps_its_chain(fleet: Fleet, http: aiohttp.ClientSession) -> None:
-    async with http.ws_connect("/v1/responses") as ws:
-        previous = None
-        for turn in range(3):
-            await ws.send_str(json.dumps({"type": "response.create", "model": MODEL, "instructions": INSTRUCTIONS,
-                                          "input": f"ws turn{turn}",
-                                          **({"previous_response_id": previous} if previous else {})}))
-            while True:
-                event = json.loads((await ws.receive(timeout=30)).data)
-                if event["type"] in ("response.completed", "response.failed", "error"):
-                    break
-            assert event["type"] == "response.completed", event
-            previous = event["response"]["id"]
-    await one_replica(fleet, "ws turn0", "ws turn1", "ws turn2")
+async def test_replicas_keep_nothing_of_the_shared_state_in_their_data_directories(
+        replicas: list[Replica]) -> None:
+    for replica in replicas:
+        assert not list(replica.data_dir.glob("*.sqlite*")), f"{replica.name} opened a SQLite store"
 
 
-async def test_a_hot_shared_prefix_keeps_every_replica_near_the_mean(fleet: Fleet,
-                                                                     http: aiohttp.ClientSession) -> None:
-    for wave in range(4):  # 12 at once, each 300 ms at its replica: the shared prefix's replica fills up first
-        await asyncio.gather(*(create(http, input=f"hot w{wave} r{n} [header_delay=300]", store=False)
-                               for n in range(12)))
-    counts = [sum(1 for entry in entries if "hot w" in json.dumps(entry["body"]))
-              for entries in await fleet.bodies()]
-    assert sum(counts) == 48
-    assert max(counts) <= 1.5 * sum(counts) / len(counts), counts
-
-
-async def test_metrics_and_console_show_each_replica(fleet: Fleet, http: aiohttp.ClientSession) -> None:
-    await create(http, input="seen")
-    async with http.get("/metrics") as answer:
-        text = await answer.text()
-    for replica in fleet.replicas:
-        assert re.search(rf'responses_bridge_replica_picked_total{{replica="{replica.endpoint}",upstream="default"}} '
-                         r"[1-9]", text) or re.search(
-            rf'responses_bridge_replica_picked_total{{upstream="default",replica="{replica.endpoint}"}} [1-9]', text)
-        assert re.search(rf'responses_bridge_replica_up{{.*replica="{replica.endpoint}".*}} 1\.0', text)
-    async with http.get("/console/operations") as answer:
-        page = await answer.text()
-    assert answer.status == 200
-    for replica in fleet.replicas:
-        assert f'data-replica="{replica.endpoint}" data-state="in"' in page
-
-
-async def test_a_killed_replica_is_taken_out_and_its_chains_move_once(
-        tmp_path_factory: pytest.TempPathFactory) -> None:
-    async with running_fleet(str(tmp_path_factory.mktemp("replicas-kill")), 3) as fleet, \
-            aiohttp.ClientSession(base_url=fleet.sidecar.http_url) as http:
-        previous: dict[int, str] = {}
-        homes: dict[int, int] = {}
-        for chain in range(6):
-            for turn in range(2):
-                extra = {"previous_response_id": previous[chain]} if chain in previous else {}
-                previous[chain] = (await create(http, input=f"k{chain} t{turn}", **extra))["id"]
-            homes[chain] = await one_replica(fleet, f"k{chain} t0", f"k{chain} t1")
-        victim = max(set(homes.values()), key=list(homes.values()).count)
-        moved = [chain for chain, home in homes.items() if home == victim]
-        fleet.replicas[victim].kill()  # mid-session: its chains' next turns find it refusing
-        for turn in range(2, 5):
-            for chain in range(6):
-                done = await create(http, input=f"k{chain} t{turn}", previous_response_id=previous[chain])
-                previous[chain] = done["id"]  # 200: the refused connection was retried on another replica
-        for chain in range(6):
-            after = await one_replica(fleet, *(f"k{chain} t{turn}" for turn in range(2, 5)))
-            if chain in moved:
-                assert after != victim
-            else:
-                assert after == homes[chain]  # the others' chains never moved
-        async with http.get("/metrics") as answer:
-            text = await answer.text()
-        dead = fleet.replicas[victim].endpoint
-        assert re.search(rf'responses_bridge_replica_up{{.*replica="{dead}".*}} 0\.0', text), text
-        assert re.search(rf'responses_bridge_replica_failures_total{{.*kind="connect_failed".*replica="{dead}".*}}'
-                         r" [1-9]", text) or re.search(
-            rf'responses_bridge_replica_failures_total{{.*replica="{dead}".*kind="connect_failed".*}} [1-9]', text)
-
-        for replica in fleet.replicas:
-            replica.kill()
-        async with http.post("/v1/responses", json={"model": MODEL, "input": "anyone?"}) as answer:
-            error = (await answer.json())["error"]
-            assert answer.status == 502, error  # as one server refusing: the same status and code, the upstream named
-        assert error["code"] == "upstream_unreachable" and error["type"] == "server_error"
-        assert "upstream 'default'" in error["message"] and "3 replicas" in error["message"], error
-        assert set(error) == {"message", "type", "param", "code"}
-        async with http.post("/v1/responses", json={"model": MODEL, "input": "anyone?", "stream": True}) as answer:
-            assert answer.status == 200  # a stream opens first, as with one server: it ends response.failed
-            events = [json.loads(line[6:]) for line in (await answer.text()).splitlines()
-                      if line.startswith("data: {")]
-        assert events[-1]["type"] == "response.failed"
-        failed = events[-1]["response"]["error"]["message"]
-        assert failed.startswith("upstream_unreachable:") and "upstream 'default'" in failed, failed
-
-
-async def test_chains_keep_their_replica_across_worker_processes(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """``serve --workers 2``: each worker picks on its own, and a chain's turns land on either (a new connection
-    per request); the chain map kept in the store (replicas/persist.py) sends every turn to the chain's replica."""
-    async with running_fleet(str(tmp_path_factory.mktemp("replicas-workers")), 3, "--workers", "2") as fleet, \
-            aiohttp.ClientSession(base_url=fleet.sidecar.http_url,
-                                  connector=aiohttp.TCPConnector(force_close=True)) as http:
-        previous: dict[int, str] = {}
-        for turn in range(6):
-            for chain in range(3):
-                extra = {"previous_response_id": previous[chain]} if chain in previous else {}
-                async with http.post("/v1/responses", json={"model": MODEL, "instructions": INSTRUCTIONS,
-                                                            "input": f"w{chain} t{turn}", **extra}) as answer:
-                    done = await answer.json()
-                    assert answer.status == 200, done
-                previous[chain] = done["id"]
-        for chain in range(3):
-            await one_replica(fleet, *(f"w{chain} t{turn}" for turn in range(6)))
+async def test_an_unreachable_database_fails_the_start(tmp_path: Path, fake_upstream: str) -> None:
+    port = free_port()  # nothing listens there
+    db = tmp_path / "responses.sqlite"
+    env = {**os.environ, "RESPONSES_BRIDGE_DATABASE_URL": f"postgresql://bridge:s3cret-pw@127.0.0.1:{port}/bridge"}
+    done = await asyncio.to_thread(
+        subprocess.run, [PYTHON, "-m", "responses_bridge", "serve", "--upstream", fake_upstream,
+                         "--http-port", str(free_port()), "--extproc-port", str(free_port()), "--db", str(db)],
+        env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert f"127.0.0.1:{port}/bridge" in output  # names the database it could not reach
+    assert "s3cret-pw" not in output  # never the password
+    assert not db.exists()  # no fallback to SQLite

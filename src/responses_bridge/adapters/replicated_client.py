@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
+
+import aiohttp
 
 from ..config.settings import Settings
 from ..config.upstreams import Router
@@ -101,34 +103,33 @@ class ReplicatedClient:
         body's prefix is."""
         chain = current_chain()
         await self.replicas.recall(chain)
-        picked = self.replicas.pick(chain, body)
-        for attempt in (0, 1):
-            try:
-                async with self.inner.post_json(path, body, authorization, timeout=timeout,
-                                                replica=picked) as response:
-                    picked.done(outcome_of(response.status), why=f"http_{response.status}")
-                    yield response
-                    return
-            except UpstreamFailure as failure:
-                picked = self._refused(picked, failure, attempt, body)
-            except BaseException:
-                picked.done("cancelled")
-                raise
+        async with AsyncExitStack() as stack:
+            yield await self._entered(stack, lambda picked: self.inner.post_json(
+                path, body, authorization, timeout=timeout, replica=picked), self.replicas.pick(chain, body), body)
 
     @asynccontextmanager
     async def get(self, path: str, authorization: str | None) -> AsyncIterator[UpstreamResponse]:
-        picked = self.replicas.pick()
+        async with AsyncExitStack() as stack:
+            yield await self._entered(stack, lambda picked: self.inner.get(path, authorization, replica=picked),
+                                      self.replicas.pick(), None)
+
+    async def _entered(self, stack: AsyncExitStack,
+                       opening: Callable[[Picked], AbstractAsyncContextManager[aiohttp.ClientResponse]],
+                       picked: Picked, prompt: bytes | None) -> aiohttp.ClientResponse:
+        """A call of ``opening`` on ``picked``'s replica entered on ``stack`` (a refused connection retried once on
+        another); its end told to the picker as soon as its status is known."""
         for attempt in (0, 1):
             try:
-                async with self.inner.get(path, authorization, replica=picked) as response:
-                    picked.done(outcome_of(response.status), why=f"http_{response.status}")
-                    yield response
-                    return
+                response = await stack.enter_async_context(opening(picked))
             except UpstreamFailure as failure:
-                picked = self._refused(picked, failure, attempt, None)
+                picked = self._refused(picked, failure, attempt, prompt)
+                continue
             except BaseException:
                 picked.done("cancelled")
                 raise
+            picked.done(outcome_of(response.status), why=f"http_{response.status}")
+            return response
+        raise AssertionError("unreachable: the second refusal is raised by _refused")
 
     def _refused(self, picked: Picked, failure: UpstreamFailure, attempt: int, prompt: bytes | None) -> Picked:
         """A call failed on entry: a refused connection takes its replica out and, the first time, gives the

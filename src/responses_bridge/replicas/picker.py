@@ -142,17 +142,13 @@ class ReplicaSet:
                         replica.prefix.add(block_keys(prompt))
                     return replica
         candidates = self._starved(self._unshared(cool, now) or cool or live, now)
-        if prompt and len(candidates) > 1:
-            keys = block_keys(prompt)
-            if keys:
-                best = max(candidates, key=lambda replica: (replica.prefix.matched(keys), -replica.load(),
-                                                            -replica.recent(now)))
-                best.prefix.add(keys)
-                return best
-        choice = min(candidates, key=lambda replica: (replica.load(), replica.recent(now)))
-        if prompt:
-            keys = block_keys(prompt)
-            choice.prefix.add(keys)
+        keys = block_keys(prompt) if prompt else []
+        if keys and len(candidates) > 1:
+            choice = max(candidates, key=lambda replica: (replica.prefix.matched(keys), -replica.load(),
+                                                          -replica.recent(now)))
+        else:
+            choice = min(candidates, key=lambda replica: (replica.load(), replica.recent(now)))
+        choice.prefix.add(keys)
         return choice
 
     def _unshared(self, cool: list[Replica], now: float) -> list[Replica]:

@@ -95,10 +95,11 @@ class GatedUpstream:
     """An :class:`UpstreamClient` whose chat calls take a place of the response's and one of the bridge's. The
     response's places are a count, with waiters only once they are all taken (no lock made per response)."""
 
-    __slots__ = ("_client", "_gate", "_open", "_waiting", "durable", "tenant")
+    __slots__ = ("_client", "_gate", "_open", "_waiting", "durable", "replicated", "tenant")
 
     def __init__(self, client: UpstreamClient, gate: UpstreamGate, tenant: str, durable: bool = False) -> None:
         self._client = client
+        self.replicated = getattr(client, "replicated", False)  # a subagent's run, driven with it, picks too
         self._gate = gate
         self.tenant = tenant
         self.durable = durable

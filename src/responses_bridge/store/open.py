@@ -43,10 +43,9 @@ from .sqlite.files.chunks import SQLiteChunkIndex
 from .sqlite.files.files import SQLiteFileStore
 from .sqlite.files.uploads import SQLiteUploadStore
 from .sqlite.files.vector_stores import SQLiteVectorStoreStore
-from .sqlite.idempotency import SQLiteIdempotencyStore
+from .sqlite.idempotency import SQLiteIdempotencyStore, SQLiteReplicaChainStore
 from .sqlite.opening import OPEN_ERRORS, open_failure
 from .sqlite.prompts import SQLitePromptStore
-from .sqlite.replica_chains import SQLiteReplicaChainStore
 from .sqlite.responses import SQLiteResponseStore
 
 if TYPE_CHECKING:
@@ -139,9 +138,8 @@ async def _open_postgres(database_url: str) -> StoreSet:
         from .postgres.files.files import PostgresFileStore
         from .postgres.files.uploads import PostgresUploadStore
         from .postgres.files.vector_stores import PostgresVectorStoreStore
-        from .postgres.idempotency import PostgresIdempotencyStore
+        from .postgres.idempotency import PostgresIdempotencyStore, PostgresReplicaChainStore
         from .postgres.prompts import PostgresPromptStore
-        from .postgres.replica_chains import PostgresReplicaChainStore
         from .postgres.responses import PostgresResponseStore
     except ImportError as error:
         from ..extras import explain  # the extra not installed, or installed and its import broken: which

@@ -292,7 +292,7 @@ MIGRATIONS.append((31, [  # as SQLite's 32: a console sign-in signed out of, ref
     """,
     "CREATE INDEX console_sign_outs_expiry ON console_sign_outs (expires_at)",
 ]))
-MIGRATIONS.append((32, [  # as SQLite's 33: which replica of an upstream served each chain (replica_chains.py)
+MIGRATIONS.append((32, [  # as SQLite's 33: which replica of an upstream served each chain (idempotency.py)
     """
     CREATE TABLE replica_chains (
         upstream TEXT NOT NULL,

@@ -357,7 +357,7 @@ MIGRATIONS: list[Migration] = [
     (
         33,
         [
-            # Which replica of an upstream served each chain (replica_chains.py): a chain's next turn in another
+            # Which replica of an upstream served each chain (idempotency.py): a chain's next turn in another
             # worker, or its background run resumed by another process, goes where its prefix is cached.
             """
             CREATE TABLE replica_chains (
