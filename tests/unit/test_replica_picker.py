@@ -12,7 +12,7 @@ from responses_bridge.config.settings import SettingsError, load_settings
 from responses_bridge.config.upstreams import UpstreamSpec, upstream_flag
 from responses_bridge.replicas import pick, register
 from responses_bridge.replicas.affinity import ChainMap
-from responses_bridge.replicas.picker import HOT, SHARE_SLACK, ReplicaSet
+from responses_bridge.replicas.picker import HOLD_MARGIN, HOT, SHARE_SLACK, ReplicaSet
 from responses_bridge.replicas.prefix import BLOCK_BYTES, PrefixIndex, block_keys
 from responses_bridge.replicas.registry import unregister
 from responses_bridge.replicas.replica import CONNECT_FAILED, DOWN_FIRST, FAILED, endpoint_of
@@ -162,7 +162,11 @@ def test_affinity_yields_to_a_replica_over_the_threshold() -> None:
     picked.done()
     held = [replicas.pick((f"other{n}",), None) for n in range(4)]  # load spread: 2 and 2
     assert {p.replica.in_flight for p in held} == {2}
-    home.scraped_waiting = 6.0  # its own /metrics say it is queueing others' requests
+    home.scraped_waiting = 6.0  # its own /metrics say it is queueing others' requests: past 1.5x the mean ...
+    stayed = replicas.pick(("conv_hot",), prompt("q"))
+    assert stayed.replica is home  # ... but within HOLD_MARGIN calls of it: the chain's history is worth more
+    stayed.done()
+    home.scraped_waiting = 6.0 + 2 * HOLD_MARGIN  # past both
     moved = replicas.pick(("conv_hot",), prompt("q"))
     assert moved.replica is not home
     home.scraped_waiting = None

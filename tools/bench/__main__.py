@@ -91,6 +91,8 @@ BENCHES: dict[str, Bench] = {
                           parts=("tools.bench.base_tree",)),
     "retrieval": Bench("tools.bench.retrieval", "vector store search: recall and MRR per ranking, ingestion MB/s, "
                        "search latency"),
+    "routing": Bench("tools.bench.routing", "Codex-like sessions on four simulated vLLM replicas: the bridge's "
+                     "picking beside round robin, least-request and the oracle (TTFT, hit rate, shares)"),
     "store": Bench("tools.bench.store", "store latency: p50/p99 of create, get and chain-load on SQLite (and "
                    "PostgreSQL)"),
     "streams": Bench("tools.bench.streams", "one tenant's N concurrent slow streams on each door: RSS and CPU per "

@@ -2,7 +2,8 @@
 
 ``cache`` (the default), in order:
 
-1. **The chain's replica.** A chain key bound to a replica that is in and not hot: that replica (``affinity.py``).
+1. **The chain's replica.** A chain key bound to a replica that is in and not hot for its chains (past the
+   threshold *and* :data:`HOLD_MARGIN` calls above the mean): that replica (``affinity.py``).
 2. **The warmest prefix.** Else (a chain's first turn, a request without a chain), of the replicas in, not hot and
    not past 1.5 times the mean of recent picks (and :data:`SHARE_SLACK`), the one holding the longest run of the
    request's first blocks (``prefix.py``) — among those picked less than the mean divided by 1.5 when there are
@@ -50,6 +51,17 @@ HOT = 1.5
 SHARE_SLACK = 2.0
 """Recent picks a replica may have beyond :data:`HOT` times the mean before new work avoids it: a few requests
 in a row with the same warm prefix stay together (at small counts any one pick is far above the mean)."""
+HOLD_MARGIN = 8.0
+"""Calls a chain's replica must have beyond the mean, besides being past :data:`HOT` times it, before the chain
+moves: a move prefills the chain's whole history again on the new replica (thousands of tokens, a second or more,
+and every call queued there waits behind it), while a turn on its own replica prefills only its new input (a few
+hundred tokens) — so a queue a few calls longer costs less than the move. At small counts 1.5 times the mean is
+one or two calls, a spread that chains of unequal turns make all the time: measured with ``scripts/bench routing``
+(32 sessions on 4 replicas), the threshold alone moved 19-27 chains a run, each a whole-history miss, and doubled
+the p95 time to first token (1.2-1.7 s against the oracle's 0.4-0.5 s); with the margin none moved, the hit rate
+was the oracle's and no replica took over 1.25 times the mean share. Like SGLang's router's absolute threshold
+beside its relative one (64 requests and 1.5x). Chainless calls (a chain's first turn) keep the threshold alone:
+placing them costs no history."""
 KV_FULL = 0.95
 """A replica whose reported KV-cache usage is past this is hot whatever its share (it is evicting)."""
 
@@ -125,7 +137,7 @@ class ReplicaSet:
             found = self.chains.find(chain)
             if found is not None:
                 replica = self._by_key.get(found[1])
-                if replica is not None and replica in cool:
+                if replica is not None and (replica in cool or self._holds(replica, live)):
                     if prompt:
                         replica.prefix.add(block_keys(prompt))
                     return replica
@@ -157,6 +169,16 @@ class ReplicaSet:
             return pool
         floor = (sum(replica.recent(now) for replica in pool) + 1) / len(pool) / HOT
         return [replica for replica in pool if replica.recent(now) < floor] or pool
+
+    def _holds(self, replica: Replica, live: list[Replica]) -> bool:
+        """A chain's replica past the threshold keeps its chain still, unless it is also :data:`HOLD_MARGIN` calls
+        above the mean or evicting (``live``: the replicas in, which it must be one of)."""
+        if all(replica is not other for other in live):
+            return False
+        if replica.kv_usage is not None and replica.kv_usage >= KV_FULL:
+            return False
+        mean = (sum(other.load() for other in live) + 1) / len(live)
+        return replica.load() + 1 - mean <= HOLD_MARGIN
 
     def _cool(self, live: list[Replica]) -> list[Replica]:
         """The replicas one more call would not make hot (see :data:`HOT`)."""

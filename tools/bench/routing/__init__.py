@@ -1,0 +1,1 @@
+"""``scripts/bench routing``: the bridge's replica picking on simulated vLLM replicas (``__main__.py``)."""
