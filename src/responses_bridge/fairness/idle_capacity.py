@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Literal, Protocol
 
+from ..observability.batch_metrics import watch_gate
+
 __all__ = ["RECHECK_SECONDS", "Activity", "Blocked", "IdleCapacity", "Watched"]
 
 RECHECK_SECONDS = 0.05
@@ -105,6 +107,12 @@ class IdleCapacity:
         self._tenants: dict[str, _Tenant] = {}  # tenants with lines running or waiting
         self._order: OrderedDict[str, None] = OrderedDict()  # tenants with lines waiting, round-robin order
         self._timer: asyncio.TimerHandle | None = None
+        watch_gate(self)  # /metrics: lines running and waiting, the interactive count
+
+    @property
+    def interactive(self) -> int:
+        """Interactive requests in flight now (the metrics show it beside the lines)."""
+        return self.activity.count
 
     def line_slot(self, tenant: str, batch_id: str) -> _LineSlot:
         """Held while one line of ``tenant``'s batch ``batch_id`` runs: entered once the rule lets it start, left
