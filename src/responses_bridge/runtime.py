@@ -55,6 +55,7 @@ from .services.tenancy.memory_watch import MemoryWatch, default_source
 from .store import ResponseStore
 from .store.base import ApiKeyStore, ChunkIndex, RunLeases
 from .store.base_agents import AgentStore
+from .store.base_batches import BatchStore
 from .store.open import StoreSet, open_stores
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ class Runtime:
     background: BackgroundService
     # the Agents API's records; its services are built by its first request (adapters/http/agents/capability.py)
     agent_store: AgentStore
+    batch_store: BatchStore  # the Batch API's records; its runner is the HTTP door's (adapters/http/batches/)
     retention: RetentionService  # purges what each tenant's retention_days has expired
     idempotency: IdempotencyService  # Idempotency-Key of POST /v1/responses (services/responses/idempotency.py)
     trimmer: MemoryTrimmer  # gives large requests' memory back to the system (fairness/allocator.py)
@@ -242,7 +244,7 @@ class Runtime:
                                      sidecar_token(settings.sealing_key, db_path)),
                    files=files, uploads=uploads, chunks=stores.chunks, vector_stores=vector_stores,
                    sandbox=sandbox,
-                   background=background, agent_store=stores.agents,
+                   background=background, agent_store=stores.agents, batch_store=stores.batches,
                    retention=retention, idempotency=idempotency, trimmer=trimmer, gauges=gauges,
                    api_keys=stores.api_keys).watching()
         await runtime.take_over_background()

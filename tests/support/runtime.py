@@ -37,6 +37,7 @@ from responses_bridge.services.responses.retention import RetentionService
 from responses_bridge.services.tenancy.identity import Identity
 from responses_bridge.store.sqlite.agents.agents import SQLiteAgentStore
 from responses_bridge.store.sqlite.api_keys import SQLiteApiKeyStore
+from responses_bridge.store.sqlite.batches.batches import SQLiteBatchStore
 from responses_bridge.store.sqlite.chat_completions import SQLiteChatCompletionStore
 from responses_bridge.store.sqlite.containers.containers import SQLiteContainerStore
 from responses_bridge.store.sqlite.containers.skills import SQLiteSkillStore
@@ -79,7 +80,7 @@ def runtime_over(store: SQLiteResponseStore, settings: Settings, *,
         chunks=chunks, vector_stores=vector_stores,
         sandbox=SandboxServices.given(settings, containers, skills, files, tools, sealer),
         background=BackgroundService(store, SQLiteEventLog(store), upstream),
-        agent_store=SQLiteAgentStore(store),
+        agent_store=SQLiteAgentStore(store), batch_store=SQLiteBatchStore(store),
         retention=RetentionService(store, SQLiteConversationStore(store), settings.tenant_policy, any_retention=False),
         idempotency=IdempotencyService(SQLiteIdempotencyStore(store), settings.idempotency_key_seconds),
         trimmer=MemoryTrimmer(), gauges=Periodic(0, _nothing, name="metrics-gauges", failure="metrics_refresh_failed"))

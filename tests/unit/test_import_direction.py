@@ -62,14 +62,17 @@ MAY_IMPORT = {
     "tools": {"containers", "files", "tenancy"},
     "responses": {"tools", "files", "tenancy"},
     "agents": {"responses", "tools", "containers", "files", "tenancy"},
+    "batches": {"responses", "files", "tenancy"},
 }
 DOOR_FOLDERS = {  # the HTTP door's folders -> the door's folders each may import
     "websocket": set(), "upstream": set(), "files": set(), "containers": set(), "agents": set(),
     "responses": {"websocket"},  # GET /v1/responses upgraded is WebSocket mode
     "console": {"agents"},  # the console shows the sessions the agents' routes serve
+    "batches": set(),
 }
 DOOR_SERVES = {"responses": "responses", "websocket": "responses", "upstream": "files", "files": "files",
-               "containers": "containers", "agents": "agents", "console": "agents"}
+               "containers": "containers", "agents": "agents", "console": "agents",
+               "batches": "batches"}
 """The services capability each of the door's folders speaks for (the upstream folder's embeddings: files')."""
 DOOR_ASSEMBLY = {"app"}  # the door's root module that assembles every folder's routes
 SPLIT_LAYERS = ("services", "engine", "protocol", "run")

@@ -267,17 +267,18 @@ def _buffered_request(*, response_header_mode: str, response_body_mode: str) -> 
 
 
 def _files_routes() -> list[dict[str, Any]]:
-    """The Files, Uploads, Containers and Skills APIs to the sidecar's HTTP door, ext_proc off and no body limit of
-    the route's own: an upload of hundreds of MB streams through, held back by flow control (the connection's buffer
-    limit), never buffered whole; the door enforces the file size limits (RESPONSES_BRIDGE_MAX_FILE_BYTES,
-    RESPONSES_BRIDGE_CODE_MAX_FILE_BYTES). Named ``sidecar_…`` so that Envoy's own 5xx on it name the door
-    (``_local_reply_config``)."""
+    """The Files, Uploads, Containers, Skills and Batch APIs to the sidecar's HTTP door, ext_proc off and no body
+    limit of the route's own: an upload of hundreds of MB streams through, held back by flow control (the
+    connection's buffer limit), never buffered whole; the door enforces the file size limits
+    (RESPONSES_BRIDGE_MAX_FILE_BYTES, RESPONSES_BRIDGE_CODE_MAX_FILE_BYTES). Named ``sidecar_…`` so that Envoy's own
+    5xx on it name the door (``_local_reply_config``)."""
     return [{"name": f"sidecar_{name}", "match": {"path_separated_prefix": prefix},
              "route": {"cluster": FILES_CLUSTER, "timeout": "0s"}, "typed_per_filter_config": _disabled()}
             for name, prefix in (("files", "/v1/files"), ("files_unversioned", "/files"),
                                  ("uploads", "/v1/uploads"), ("uploads_unversioned", "/uploads"),
                                  ("containers", "/v1/containers"), ("containers_unversioned", "/containers"),
-                                 ("skills", "/v1/skills"), ("skills_unversioned", "/skills"))]
+                                 ("skills", "/v1/skills"), ("skills_unversioned", "/skills"),
+                                 ("batches", "/v1/batches"), ("batches_unversioned", "/batches"))]
 
 
 def _vector_store_routes() -> list[dict[str, Any]]:

@@ -28,11 +28,13 @@ from .base import (
     VectorStoreStore,
 )
 from .base_agents import AgentStore
+from .base_batches import BatchStore
 from .base_skills import SkillStore
 from .base_uploads import UploadStore
 from .database_url import MISSING_EXTRA, DatabaseUnavailable, is_postgres_url
 from .sqlite.agents.agents import SQLiteAgentStore
 from .sqlite.api_keys import SQLiteApiKeyStore
+from .sqlite.batches.batches import SQLiteBatchStore
 from .sqlite.chat_completions import SQLiteChatCompletionStore
 from .sqlite.containers.containers import SQLiteContainerStore
 from .sqlite.containers.skills import SQLiteSkillStore
@@ -72,6 +74,7 @@ class StoreSet:
     uploads: UploadStore
     agents: AgentStore
     idempotency: IdempotencyStore
+    batches: BatchStore
     file_bytes: FileBytes | None = None
     sqlite: SQLiteResponseStore | None = None
     postgres: PostgresDatabase | None = None
@@ -116,7 +119,7 @@ async def open_stores(db_path: str, database_url: str | None) -> StoreSet:
                     SQLiteApiKeyStore(store), SQLiteFileStore(store), SQLiteVectorStoreStore(store),
                     SQLiteChunkIndex(store), SQLiteContainerStore(store), SQLiteChatCompletionStore(store),
                     SQLiteSkillStore(store), SQLiteUploadStore(store), SQLiteAgentStore(store),
-                    SQLiteIdempotencyStore(store), sqlite=store)
+                    SQLiteIdempotencyStore(store), SQLiteBatchStore(store), sqlite=store)
 
 
 async def _open_postgres(database_url: str) -> StoreSet:
@@ -125,6 +128,7 @@ async def _open_postgres(database_url: str) -> StoreSet:
     try:
         from .postgres.agents.agents import PostgresAgentStore
         from .postgres.api_keys import PostgresApiKeyStore
+        from .postgres.batches.batches import PostgresBatchStore
         from .postgres.chat_completions import PostgresChatCompletionStore
         from .postgres.containers.containers import PostgresContainerStore
         from .postgres.containers.skills import PostgresSkillStore
@@ -152,7 +156,7 @@ async def _open_postgres(database_url: str) -> StoreSet:
                     PostgresApiKeyStore(db), PostgresFileStore(db), PostgresVectorStoreStore(db),
                     PostgresChunkIndex(db), PostgresContainerStore(db), PostgresChatCompletionStore(db),
                     PostgresSkillStore(db), PostgresUploadStore(db), PostgresAgentStore(db),
-                    PostgresIdempotencyStore(db), file_bytes=PostgresFileBytes(db),
+                    PostgresIdempotencyStore(db), PostgresBatchStore(db), file_bytes=PostgresFileBytes(db),
                     postgres=db)
 
 

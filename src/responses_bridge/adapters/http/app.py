@@ -13,6 +13,7 @@ from ...run.upstream import UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
 from ...services.readiness import check_readiness
 from .agents import capability as agents_capability
+from .batches import capability as batches
 from .console import entry as console_entry
 from .containers import capability as containers
 from .desktop_watch_tokens import WatchTokens
@@ -73,6 +74,7 @@ def create_app(runtime: Runtime) -> web.Application:
     ChatCompletionRoutes(runtime.chat_completions).register(app)  # stored ones; POST is UpstreamRoutes'
     FileRoutes(runtime.files).register(app)
     UploadRoutes(runtime.uploads).register(app)
+    batches.register(app, runtime, drain)  # the Batch API and the runner of the store's batches (batches/)
     # the Vector Stores API, and the Containers and Skills APIs: each loaded by the first request under its paths
     vector_stores.lazy_routes(runtime).register(app)
     containers.lazy_routes(runtime).register(app)

@@ -36,6 +36,7 @@ from .agents.agent_schema import (  # noqa: E402
     AUTOMATION_TABLES,
     STORED_BYTES_COLUMNS,
 )
+from .batches.batch_schema import BATCH_TABLES  # noqa: E402
 from .containers.container_schema import CONTAINER_MIGRATIONS  # noqa: E402  (after Migration, which it follows)
 from .containers.skill_schema import SKILL_MIGRATIONS  # noqa: E402
 from .files.retrieval_schema import RETRIEVAL_MIGRATIONS  # noqa: E402  (after Migration, which it follows)
@@ -292,6 +293,7 @@ MIGRATIONS.append((31, [  # as SQLite's 32: a console sign-in signed out of, ref
     """,
     "CREATE INDEX console_sign_outs_expiry ON console_sign_outs (expires_at)",
 ]))
+MIGRATIONS.append((32, BATCH_TABLES))  # as SQLite's 33: the Batch API's batches, their lines, their leases
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:

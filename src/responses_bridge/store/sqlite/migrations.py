@@ -21,6 +21,7 @@ from .agents.agent_schema import (
     AUTOMATION_TABLES,
     STORED_BYTES_COLUMNS,
 )
+from .batches.batch_schema import BATCH_TABLES
 from .db_thread import on_db_thread
 from .files.upload_schema import UPLOAD_CLAIM_COLUMNS, UPLOAD_TABLES
 from .files.vector_store_schema import VECTOR_STORE_CHUNK_INDEX, VECTOR_STORE_TABLES
@@ -354,6 +355,7 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX console_sign_outs_expiry ON console_sign_outs (expires_at)",
         ],
     ),
+    (33, BATCH_TABLES),  # the Batch API: batches, their lines, the lease of the process running each
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]
