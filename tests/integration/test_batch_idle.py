@@ -3,12 +3,16 @@ Envoy, the openai SDK as client, the sidecar's ``/metrics`` read for what its ga
 
 The interactive count is what the rule stands on, so it is checked through both doors first: a request counts
 while in flight (a stream held open by a stalled upstream) and not after; a background response until its run
-ends; a WebSocket connection only while a turn of it runs, never while it sits open.
+ends; a WebSocket connection only while a turn of it runs, never while it sits open. Then the rule itself, with the
+batch concurrency at 2: while an interactive request is in flight (through either door) a batch's lines wait and
+none runs; the lines already in flight when it came finish; once it ends the batch runs to ``completed``, each line
+answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 from collections.abc import AsyncIterator
 
@@ -25,12 +29,14 @@ pytestmark = pytest.mark.store_free
 
 MODEL = "fake-model"
 HELD = "hold this [stall_after=1:120000]"  # the upstream stalls after one chunk: the stream stays open
+CONCURRENCY = 2
+SLOW = "slow line [header_delay=4000]"  # a line in flight for a while: the interactive request comes meanwhile
 
 
 @pytest.fixture(scope="module")
 async def gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
-    async with running_gateway(str(tmp_path_factory.mktemp("batch-idle")), fake_upstream,
-                               own_sqlite=True) as started:
+    async with running_gateway(str(tmp_path_factory.mktemp("batch-idle")), fake_upstream, own_sqlite=True,
+                               env={"RESPONSES_BRIDGE_BATCH_CONCURRENCY": str(CONCURRENCY)}) as started:
         yield started
 
 
@@ -94,3 +100,61 @@ async def test_a_websocket_counts_only_while_a_turn_runs(gateway: Gateway) -> No
         assert await gauge(gateway, "interactive_requests_in_flight") == 1  # its turn runs
         await socket.close()  # the turn is abandoned with its connection
     assert await interactive_becomes(gateway, 0)
+
+
+async def start_batch(client: openai.AsyncOpenAI, inputs: list[str]) -> str:
+    lines = b"".join(orjson.dumps({"custom_id": f"line-{at}", "method": "POST", "url": "/v1/responses",
+                                   "body": {"model": MODEL, "input": text}}) + b"\n"
+                     for at, text in enumerate(inputs))
+    uploaded = await client.files.create(file=("lines.jsonl", io.BytesIO(lines)), purpose="batch")
+    batch = await client.batches.create(input_file_id=uploaded.id, endpoint="/v1/responses", completion_window="24h")
+    return batch.id
+
+
+async def until(condition: object, *args: object) -> bool:
+    """``await condition(*args)`` becomes true (polled, bounded)."""
+    for _ in range(1200):
+        if await condition(*args):  # type: ignore[operator]
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("door", ["http", "envoy"])
+async def test_lines_wait_while_an_interactive_request_runs_and_those_in_flight_finish(gateway: Gateway,
+                                                                                        door: str) -> None:
+    assert await interactive_becomes(gateway, 0)
+    async with sdk(gateway.door_url(door)) as person, sdk(gateway.door_url(door), "sk-batch") as owner:
+        inputs = [SLOW] * CONCURRENCY + [f"quick line {at}" for at in range(6)]
+        batch_id = await start_batch(owner, inputs)
+
+        async def running(count: int) -> bool:
+            return await gauge(gateway, "batch_lines_running") == count
+
+        assert await until(running, CONCURRENCY)  # an idle bridge: the slow lines start at once, side by side
+        stream = await held_stream(person, MODEL, HELD)  # an interactive request comes while they run
+        try:
+            async def waiting() -> bool:
+                return await gauge(gateway, "batch_lines_waiting") == 1 and await running(0)
+
+            assert await until(waiting)  # the lines in flight finished; the next waits for the request
+            batch = await owner.batches.retrieve(batch_id)
+            assert batch.status == "in_progress"
+            assert batch.request_counts is not None and batch.request_counts.completed == CONCURRENCY
+            assert await gauge(gateway, "batch_lines_waiting") == 1  # still held back: nothing else started
+            assert (await owner.batches.retrieve(batch_id)).request_counts.completed == CONCURRENCY  # type: ignore
+        finally:
+            await stream.close()
+
+        async def done() -> bool:
+            return (await owner.batches.retrieve(batch_id)).status == "completed"
+
+        assert await until(done)  # the request ended: the rest ran
+        batch = await owner.batches.retrieve(batch_id)
+        assert batch.request_counts is not None
+        assert (batch.request_counts.completed, batch.request_counts.failed) == (len(inputs), 0)
+        assert batch.output_file_id is not None
+        output = (await owner.files.content(batch.output_file_id)).content
+        answered = [orjson.loads(line) for line in output.splitlines()]
+        assert sorted(line["custom_id"] for line in answered) == sorted(f"line-{at}" for at in range(len(inputs)))
+        assert {line["response"]["status_code"] for line in answered} == {200}

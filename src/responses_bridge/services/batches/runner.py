@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 import structlog
 
+from ...observability.batch_metrics import batch_status, line_ended
 from ...process.periodic import Periodic
 from ...protocol.errors import APIError
 from ...store.base_batches import UNFINISHED, BatchStore, PendingLine, StoredBatch
@@ -325,7 +326,8 @@ class BatchRunner:
                 log.exception("batch_line_failed", batch_id=batch.id, line=line.index)
                 output, counts = error_line(line.custom_id, "server_error", f"The line could not be served: "
                                             f"{type(error).__name__}.")
-            await self.store.finish_line(batch.id, line.index, output, counts, owner=self.owner)
+            if await self.store.finish_line(batch.id, line.index, output, counts, owner=self.owner):
+                line_ended(counts.failed)
         finally:
             await slot.__aexit__(None, None, None)
 
@@ -341,6 +343,7 @@ class BatchRunner:
                                             "the batch expired before it ran.")
                 if not await self.store.finish_line(batch.id, line.index, output, counts, owner=self.owner):
                     raise _Stop
+                line_ended(True)
 
     async def _finish(self, batch: StoredBatch, end: str) -> None:
         """Write the output and error files of what finished, then the final status."""
@@ -366,6 +369,7 @@ class BatchRunner:
         if not await self.store.change_batch(batch.id, status, changes, owner=self.owner):
             raise _Stop
         batch.body.update(changes)
+        batch_status(status)
 
 
 def _with_status(batch: StoredBatch, status: str) -> StoredBatch:

@@ -131,18 +131,21 @@ class TenantLimits:
         own, ceiling = self.policy(tenant).max_request_bytes, self._settings.max_request_bytes
         return ceiling if own is None else min(own, ceiling)
 
-    def acquire(self, tenant: str) -> Slot:
+    def acquire(self, tenant: str, *, interactive: bool = True) -> Slot:
         """A slot for one more of ``tenant``'s requests; a 429 (:func:`too_many_requests`) at its limit. Counted
-        among the interactive requests in flight (:attr:`activity`) until it is released."""
+        among the interactive requests in flight (:attr:`activity`) until it is released, unless it is a batch's
+        line (``interactive=False``: the work that gives way to them)."""
         limit = self.policy(tenant).max_concurrent_requests
-        activity = self.activity
+        activity = self.activity if interactive else None
         if limit is None:
-            activity.count += 1  # Activity.enter, inlined: every request comes here
+            if activity is not None:
+                activity.count += 1  # Activity.enter, inlined: every request comes here
             return Slot(None, tenant, activity)
         if self._in_flight.get(tenant, 0) >= limit:
             LIMITED.labels("concurrency").inc()
             raise too_many_requests(limit)
-        activity.count += 1
+        if activity is not None:
+            activity.count += 1
         slot = self._take(self._in_flight, tenant)
         slot._activity = activity
         return slot

@@ -95,7 +95,7 @@ class DoorLineServer:
         pause, longest = LIMIT_WAIT_SECONDS
         while True:
             try:
-                return self.runtime.limits.acquire(tenant)
+                return self.runtime.limits.acquire(tenant, interactive=False)  # batch work: not what it gives way to
             except APIError:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, longest)
