@@ -58,10 +58,12 @@ async def settle() -> None:
 
 
 def gate_of(activity: Activity | None = None, pools: list[FakePool] | None = None, *, concurrency: int = 2,
-            reserve: int = 1, recheck: float = 0.01) -> IdleCapacity:
+            reserve: int = 1, recheck: float = 0.01, quiet: float = 0.0) -> IdleCapacity:
+    """A gate over fakes; ``quiet`` 0: the bridge counts as idle as soon as no interactive request is in flight
+    (the quiet window has tests of its own)."""
     watched = pools if pools is not None else [FakePool()]
     return IdleCapacity(activity or Activity(), lambda: watched, concurrency=concurrency, reserve=reserve,
-                        recheck=recheck)
+                        recheck=recheck, quiet=quiet)
 
 
 async def test_an_idle_gate_runs_lines_up_to_its_concurrency_and_the_next_when_one_ends() -> None:
@@ -124,6 +126,45 @@ async def test_a_reserve_lets_lines_start_beside_fewer_interactive_requests() ->
     await asyncio.gather(*lines.tasks.values())
 
 
+async def test_beside_recent_interactive_work_one_line_runs_at_a_time_until_it_has_been_quiet() -> None:
+    activity = Activity()
+    gate = gate_of(activity, concurrency=4, quiet=3600)  # never quiet within the test
+    lines = Lines(gate)
+    activity.enter()
+    activity.leave()  # a request came and went: the bridge is not idle yet
+    for name in "abc":
+        lines.add(name)
+    await settle()
+    assert lines.started == ["a"] and gate.blocked() == "recent"  # in the gap, one line, not the concurrency
+    lines.end("a")
+    await settle()
+    assert lines.started == ["a", "b"]  # the batch goes on, a line at a time
+    activity.enter()
+    lines.end("b")
+    await settle()
+    assert lines.started == ["a", "b"] and gate.blocked() == "interactive"  # none at all while one is in flight
+    activity.leave()
+    await settle()
+    assert lines.started == ["a", "b", "c"]
+    lines.end("c")
+    await asyncio.gather(*lines.tasks.values())
+
+    quick = gate_of(activity, concurrency=3, quiet=0.05)  # the quiet passes: the full concurrency again
+    activity.enter()
+    activity.leave()
+    lines = Lines(quick)
+    for name in "xyz":
+        lines.add(name)
+    await settle()
+    assert lines.started == ["x"]
+    async with asyncio.timeout(30):  # no line ends: the gate looks again by itself once the quiet may have passed
+        while len(lines.started) < 3:
+            await asyncio.sleep(0.01)
+    for name in "xyz":
+        lines.end(name)
+    await asyncio.gather(*lines.tasks.values())
+
+
 @pytest.mark.parametrize("busy", ["waiting", "headroom"])
 async def test_a_pool_waited_for_or_at_its_headroom_holds_new_lines_back_until_it_clears(busy: str) -> None:
     upstream, memory = FakePool(), FakePool(capacity=1000, reserve=125)
@@ -147,7 +188,7 @@ async def test_a_pool_waited_for_or_at_its_headroom_holds_new_lines_back_until_i
 async def test_a_real_pool_with_a_waiting_tenant_holds_lines_back() -> None:
     """The gate reads share.py's pools as they are: a waiter there is an interactive request held up."""
     slots = FairSlots(4, lambda tenant: 4, what="upstream connections")
-    gate = IdleCapacity(Activity(), lambda: [slots.pool], concurrency=4, recheck=0.01)
+    gate = IdleCapacity(Activity(), lambda: [slots.pool], concurrency=4, recheck=0.01, quiet=0)
     for _ in range(4):
         assert slots.try_acquire("busy")
     waiter = asyncio.create_task(slots.acquire("other", None))
@@ -244,7 +285,10 @@ async def test_every_request_slot_counts_as_interactive_until_released() -> None
     limits = TenantLimits(Settings(tenants={"capped": {"max_concurrent_requests": 2}}))
     activity = limits.activity
     free, capped = limits.acquire("anyone"), limits.acquire("capped")
-    assert activity.count == 2  # a tenant with no limit counts as well as one with
+    assert activity.count == 2 and activity.entered == 2  # a tenant with no limit counts as well as one with
+    line = limits.acquire("capped", interactive=False)  # a batch's line: its tenant's slot, not interactive work
+    assert activity.count == 2 and limits.in_flight("capped") == 2
+    line.release()
     free.release()
     free.release()  # idempotent: counted down once
     assert activity.count == 1

@@ -138,14 +138,16 @@ class TenantLimits:
         limit = self.policy(tenant).max_concurrent_requests
         activity = self.activity if interactive else None
         if limit is None:
-            if activity is not None:
-                activity.count += 1  # Activity.enter, inlined: every request comes here
+            if activity is not None:  # Activity.enter, inlined: every request comes here
+                activity.count += 1
+                activity.entered += 1
             return Slot(None, tenant, activity)
         if self._in_flight.get(tenant, 0) >= limit:
             LIMITED.labels("concurrency").inc()
             raise too_many_requests(limit)
         if activity is not None:
             activity.count += 1
+            activity.entered += 1
         slot = self._take(self._in_flight, tenant)
         slot._activity = activity
         return slot
