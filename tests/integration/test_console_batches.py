@@ -1,18 +1,22 @@
-"""The console's Batches page, asked as a hand-written client would (aiohttp, no browser): a real sidecar's HTTP
-door with keys (two tenants and an operator, made by ``responses-bridge keys create``), batches made through it with
-the openai SDK.
+"""The console's Batches page, asked as a hand-written client would (aiohttp, no browser), and the operator's
+``responses-bridge batches list|cancel``: a real sidecar's HTTP door with keys (two tenants and an operator, made by
+``responses-bridge keys create``), batches made through it with the openai SDK.
 
 What it proves: a tenant's batches are listed with their status, counts and throughput; a batch's page shows its
 facts and links its output and error files, which download as the API's files do (the same bytes); a batch that
 failed validation lists its errors by line, at most 100 of them with the count of the rest (a page's bytes are
 bounded whatever the batch); another tenant sees none of it (its list is empty, the batch and its files are 404s),
-while an operator choosing the tenant does."""
+while an operator choosing the tenant does. The command lists every tenant's batches (or one tenant's, or one
+status), and cancels a running batch by its id alone: no more of its lines start, those done are kept, it ends
+``cancelled``."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import os
 import re
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -21,7 +25,7 @@ import openai
 import orjson
 import pytest
 
-from tests.support.bridge import Sidecar, create_keys, keys_command, running_sidecar
+from tests.support.bridge import PYTHON, Sidecar, create_keys, keys_command, running_sidecar, sidecar_env
 from tests.support.sdk import async_sdk
 
 MODEL = "fake-model"
@@ -32,6 +36,7 @@ BAD_LINES = 150
 @dataclass
 class Stack:
     sidecar: Sidecar
+    db: str
     keys: dict[str, str]
     done: str = ""  # alpha's batch that completed, one of its lines refused by the endpoint
     refused: str = ""  # alpha's batch that failed validation, every line named
@@ -57,8 +62,11 @@ async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) ->
     assert made.returncode == 0, made.stderr
     keys["op"] = made.stdout.strip()
     async with running_sidecar(str(tmp), fake_upstream, "--db", db,
-                               env={"RESPONSES_BRIDGE_AUTH": "keys", "RESPONSES_BRIDGE_CONSOLE": "on"}) as sidecar:
-        started = Stack(sidecar, keys)
+                               env={"RESPONSES_BRIDGE_AUTH": "keys", "RESPONSES_BRIDGE_CONSOLE": "on",
+                                    # a heartbeat a second: a cancel recorded by the command is seen soon
+                                    "RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "3",
+                                    "RESPONSES_BRIDGE_BATCH_CONCURRENCY": "2"}) as sidecar:
+        started = Stack(sidecar, db, keys)
         client = started.sdk(ALPHA)
         lines = [{"custom_id": f"ok-{at}", "method": "POST", "url": "/v1/responses",
                   "body": {"model": MODEL, "input": f"line {at}"}} for at in range(3)]
@@ -157,3 +165,55 @@ async def test_another_tenant_sees_none_of_it_and_an_operator_choosing_the_tenan
     status, body, _ = await get(stack, operator, f"/console/batches?tenant={ALPHA}")
     assert status == 200 and stack.done in body.decode()
     assert (await get(stack, operator, "/console/batches"))[1].decode().count("batch-link") == 0  # its own tenant's
+
+
+def batches_command(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """``responses-bridge batches …`` on the sidecar's database (PostgreSQL when the run puts sidecars there)."""
+    env = {**os.environ, "RESPONSES_BRIDGE_DB": "", **sidecar_env(stack.db)}
+    return subprocess.run([PYTHON, "-m", "responses_bridge", "batches", *args, "--db", stack.db], capture_output=True,
+                          text=True, timeout=120, check=False, env=env)
+
+
+def listed(stack: Stack, *args: str) -> dict[str, list[str]]:
+    done = batches_command(stack, "list", *args)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["ID", "TENANT", "STATUS", "ENDPOINT", "DONE", "FAILED", "CREATED"]
+    return {line.split()[0]: line.split()[1:] for line in lines[1:]}
+
+
+async def test_the_command_lists_every_tenants_batches_for_an_operator(stack: Stack) -> None:
+    every = listed(stack)
+    assert every[stack.done][:5] == [ALPHA, "completed", "/v1/responses", "4/4", "1"]
+    assert every[stack.refused][:2] == [ALPHA, "failed"]
+    assert listed(stack, "--tenant", BRAVO).keys().isdisjoint({stack.done, stack.refused})
+    assert set(listed(stack, "--tenant", ALPHA, "--status", "failed")) == {stack.refused}
+    assert stack.refused not in listed(stack, "--status", "completed")
+
+
+async def test_the_command_cancels_a_running_batch_by_its_id(stack: Stack) -> None:
+    client = stack.sdk(BRAVO)
+    lines = [{"custom_id": f"slow-{at}", "method": "POST", "url": "/v1/responses",
+              "body": {"model": MODEL, "input": "slow [header_delay=2000]"}} for at in range(20)]
+    uploaded = await client.files.create(file=("slow.jsonl", jsonl(lines)), purpose="batch")
+    batch = await client.batches.create(input_file_id=uploaded.id, endpoint="/v1/responses", completion_window="24h")
+    for _ in range(600):  # its first line answered: running (2 at a time, 20 s in all)
+        counts = (await client.batches.retrieve(batch.id)).request_counts
+        if counts is not None and counts.completed:
+            break
+        await asyncio.sleep(0.05)
+    done = batches_command(stack, "cancel", batch.id)
+    assert done.returncode == 0, done.stderr
+    assert f"cancelling batch {batch.id} of tenant '{BRAVO}'" in done.stderr
+    for _ in range(1200):
+        ended = await client.batches.retrieve(batch.id)
+        if ended.status == "cancelled":
+            break
+        await asyncio.sleep(0.05)
+    assert ended.status == "cancelled" and ended.request_counts is not None
+    assert 1 <= ended.request_counts.completed < len(lines)  # what finished is kept; the rest never ran
+    assert ended.output_file_id is not None
+    again = batches_command(stack, "cancel", batch.id)
+    assert again.returncode == 1 and "is cancelled: there is nothing to cancel" in again.stderr
+    unknown = batches_command(stack, "cancel", "batch_nope")
+    assert unknown.returncode == 1 and "no batch has the id 'batch_nope'" in unknown.stderr
