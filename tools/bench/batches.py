@@ -144,7 +144,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         url = f"{base}/v1/responses"
         alone: list[float] = []
         beside: list[float] = []
-        progressed: list[int] = []
+        progressed: list[str] = []
         batch_rates: list[float] = []
         client_rates: list[float] = []
         try:
@@ -164,7 +164,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     await until_running(client, batch_id)
                     beside += await interactive(session, url, per_round, args.gap)
                     batch = await client.batches.retrieve(batch_id)
-                    progressed.append(batch.request_counts.completed if batch.request_counts else 0)
+                    counts = batch.request_counts
+                    progressed.append(f"{counts.completed} done, {counts.failed} failed" if counts else batch.status)
                     if batch.status not in DONE:
                         await client.batches.cancel(batch_id)
                         await until_done(client, batch_id)
