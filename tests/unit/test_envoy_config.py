@@ -104,6 +104,7 @@ def test_routes_and_processor_settings() -> None:
                             "sidecar_files_unversioned", "sidecar_uploads", "sidecar_uploads_unversioned",
                             "sidecar_containers", "sidecar_containers_unversioned",
                             "sidecar_skills", "sidecar_skills_unversioned",
+                            "sidecar_batches", "sidecar_batches_unversioned",
                             "sidecar_vector_stores", "sidecar_vector_stores_unversioned",
                             "sidecar_agents", "sidecar_agents_unversioned",
                             "sidecar_vaults", "sidecar_vaults_unversioned",
@@ -177,8 +178,10 @@ def test_routes_and_processor_settings() -> None:
         "response_header_mode": "SEND", "response_body_mode": "STREAMED", "response_trailer_mode": "SKIP"}
     assert routes["sidecar"]["route"]["cluster"] == envoy_config.HTTP_CLUSTER
     for name, path in (("sidecar_containers", "/v1/containers"), ("sidecar_containers_unversioned", "/containers"),
-                       ("sidecar_skills", "/v1/skills"), ("sidecar_skills_unversioned", "/skills")):
-        # the Containers and Skills APIs stream uploads like the Files API: the files cluster, no body limit
+                       ("sidecar_skills", "/v1/skills"), ("sidecar_skills_unversioned", "/skills"),
+                       ("sidecar_batches", "/v1/batches"), ("sidecar_batches_unversioned", "/batches")):
+        # the Containers and Skills APIs stream uploads like the Files API (and the Batch API goes where the Files
+        # API goes): the files cluster, no body limit
         assert routes[name]["match"] == {"path_separated_prefix": path}
         assert routes[name]["route"]["cluster"] == envoy_config.FILES_CLUSTER
         assert "request_body_buffer_limit" not in routes[name]

@@ -366,6 +366,9 @@ class BatchRunner:
         log.info("batch_ended", batch_id=batch.id, status=end)
 
     async def _change(self, batch: StoredBatch, status: str, changes: dict[str, Any]) -> None:
+        """Record a new status (fenced by the lease); at an end the kept ``Authorization`` is erased with it."""
+        if status not in UNFINISHED:
+            changes = {**changes, "_authorization": None}
         if not await self.store.change_batch(batch.id, status, changes, owner=self.owner):
             raise _Stop
         batch.body.update(changes)
@@ -376,4 +379,4 @@ def _with_status(batch: StoredBatch, status: str) -> StoredBatch:
     return StoredBatch(body=batch.body, status=status, totals=batch.totals, tenant=batch.tenant)
 
 
-__all__ = ["UNFINISHED", "BatchRunner"]
+__all__ = ["BatchRunner"]
