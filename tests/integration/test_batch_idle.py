@@ -158,3 +158,28 @@ async def test_lines_wait_while_an_interactive_request_runs_and_those_in_flight_
         answered = [orjson.loads(line) for line in output.splitlines()]
         assert sorted(line["custom_id"] for line in answered) == sorted(f"line-{at}" for at in range(len(inputs)))
         assert {line["response"]["status_code"] for line in answered} == {200}
+
+
+async def test_a_batch_cancelled_while_its_line_waits_gives_its_place_back(gateway: Gateway) -> None:
+    """The line waiting for idle capacity is given its place after the cancel, sees it, and gives the place back:
+    the gate counts no line running once the batch is ``cancelled`` (a place kept would hold later batches back)."""
+    assert await interactive_becomes(gateway, 0)
+    async with sdk(gateway.sidecar.http_url) as person, sdk(gateway.sidecar.http_url, "sk-batch") as owner:
+        stream = await held_stream(person, MODEL, HELD)
+        try:
+            batch_id = await start_batch(owner, [f"line {at}" for at in range(4)])
+
+            async def waiting() -> bool:
+                return await gauge(gateway, "batch_lines_waiting") == 1
+
+            assert await until(waiting)
+            await owner.batches.cancel(batch_id)
+        finally:
+            await stream.close()
+
+        async def cancelled() -> bool:
+            return (await owner.batches.retrieve(batch_id)).status == "cancelled"
+
+        assert await until(cancelled)
+        assert await gauge(gateway, "batch_lines_running") == 0
+        assert await gauge(gateway, "batch_lines_waiting") == 0

@@ -283,8 +283,9 @@ class BatchRunner:
                     await slot.__aenter__()
                     try:
                         stop = self._stop_reason(batch)
-                        if stop is not None:
+                        if stop is not None:  # cancelled or expired while it waited: its place given back
                             end = stop
+                            await slot.__aexit__(None, None, None)
                             break
                         if not await self.store.start_line(batch.id, line.index, owner=self.owner):
                             raise _Stop
