@@ -28,8 +28,8 @@ only when all of these hold, checked in O(pools) at each start:
 A line that started runs to its end (**in-flight lines are never thrown away**): an interactive request arriving
 meanwhile is admitted by its pools as usual, and only the *next* line waits. The gate wakes when a line ends, when
 the interactive count falls below the reserve (:meth:`Activity.leave` calls it, only while lines wait for that),
-and every :data:`RECHECK_SECONDS` while a pool keeps it closed (the pools have no hook; a poll only while lines
-wait, never on a request's path).
+once the quiet may have passed (a timer), and every :data:`RECHECK_SECONDS` while a pool keeps it closed (the pools
+have no hook; a poll only while lines wait, never on a request's path).
 
 **Fair between tenants, then batches**: a free place goes to the waiting tenant with the fewest lines running (one
 tenant's 50,000-line batch and another's 10-line one each get half of the places while both wait), ties in
