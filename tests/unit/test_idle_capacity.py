@@ -214,7 +214,7 @@ async def test_a_tenant_with_a_long_batch_does_not_starve_another_with_a_short_o
     for at in range(3):
         lines.add(f"small-{at}", tenant="small", batch="batch_small")
     await settle()
-    for step in range(8):  # one line at a time, each ended in turn
+    for _ in range(8):  # one line at a time, each ended in turn
         lines.end(lines.started[-1])
         await settle()
     # after big-0, the tenants alternate: the short batch's three lines are done within its first seven starts
