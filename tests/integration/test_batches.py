@@ -6,80 +6,50 @@ The model is the fake upstream, served in this process with one thing added: it 
 per batch line (each line's text carries ``L<n>-<marker>``), so "each line answered once" is counted at the
 upstream, not taken from the bridge's word. Tenants come from ``x-tenant-id`` (``RESPONSES_BRIDGE_AUTH=header``).
 
-The kill -9 test runs a sidecar of its own on its own SQLite file, killed in the middle of a batch and started
-again on the same file: the batch completes, every line is in the output once, and the upstream saw each line
-once but for those in flight at the kill, which the store counts (``batches.rerun``).
+Durability (a drain, a kill -9, a restart): test_batches_durable.py; replicas on PostgreSQL:
+test_batches_replicas.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
-import os
-import re
-import signal
-import sqlite3
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import openai
 import orjson
 import pytest
-from aiohttp import web
 
-from responses_bridge.demo.fake_server import create_app
-from responses_bridge.demo.procs import free_port, wait_http
-from tests.support.bridge import Sidecar, start_sidecar
+from responses_bridge.demo.procs import wait_http
+from tests.support.batches import (
+    CountingUpstream,
+    counting_upstream,
+    file_lines,
+    line,
+    marker,
+    settled,
+    strict_batch,
+    upload,
+)
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
 from tests.support.sdk import async_sdk
 
-# the sidecars here keep their own SQLite files (the kill -9 test reads the one it restarts on); the store modules'
-# PostgreSQL side is covered by the unit tests of the batch store
+# the sidecar keeps its own SQLite file; the batch store's PostgreSQL side: tests/unit/test_batch_store.py and
+# test_batches_replicas.py
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"), pytest.mark.store_free]
 
 A, B = "tenant-a", "tenant-b"
-ENV = {"RESPONSES_BRIDGE_AUTH": "header"}
-LINE_MARK = re.compile(rb"L(\d+)-([0-9a-f]{12})")
-FINAL = ("completed", "failed", "cancelled", "expired")
-
-
-class CountingUpstream:
-    """The fake upstream (demo/fake_server.py) on a free port of this process, counting what it receives per batch
-    line: ``counts[marker][n]``."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, Counter[int]] = {}
-        self.url = ""
-
-    @web.middleware
-    async def count(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.method == "POST":
-            body = await request.read()
-            for number, marker in set(LINE_MARK.findall(body)):
-                self.counts.setdefault(marker.decode(), Counter())[int(number)] += 1
-        return await handler(request)
-
-    def of(self, marker: str) -> Counter[int]:
-        return self.counts.get(marker, Counter())
-
+LIMITED = "tenant-one-at-a-time"
+ENV = {"RESPONSES_BRIDGE_AUTH": "header",
+       "RESPONSES_BRIDGE_TENANTS": orjson.dumps({LIMITED: {"max_concurrent_requests": 1}}).decode()}
 
 @pytest.fixture(scope="module")
 async def upstream() -> AsyncIterator[CountingUpstream]:
-    counting = CountingUpstream()
-    app = create_app()
-    app.middlewares.append(counting.count)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    counting.url = f"http://127.0.0.1:{port}/v1"
-    try:
+    async with counting_upstream() as counting:
         yield counting
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -107,47 +77,6 @@ async def other(door_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
         yield sdk
 
 
-def marker() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-def line(number: int, mark: str, endpoint: str = "/v1/responses", **changes: Any) -> dict[str, Any]:
-    text = f"L{number}-{mark}"
-    body: dict[str, Any]
-    if endpoint == "/v1/responses":
-        body = {"model": "fake", "input": text}
-    elif endpoint == "/v1/chat/completions":
-        body = {"model": "fake", "messages": [{"role": "user", "content": text}]}
-    else:
-        body = {"model": "fake-embedding", "input": [text, "second"], "encoding_format": "float"}
-    return {"custom_id": f"c{number}", "method": "POST", "url": endpoint, "body": body, **changes}
-
-
-async def upload(client: openai.AsyncOpenAI, lines: list[Any], purpose: str = "batch") -> str:
-    raw = b"\n".join(entry if isinstance(entry, bytes) else orjson.dumps(entry) for entry in lines) + b"\n"
-    created = await client.files.create(file=("input.jsonl", io.BytesIO(raw)), purpose=purpose)  # type: ignore[arg-type]
-    return created.id
-
-
-async def settled(client: openai.AsyncOpenAI, batch_id: str, statuses: tuple[str, ...] = FINAL,
-                  timeout: float = 120.0) -> Any:
-    """The batch once its status is one of ``statuses`` (polled)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        batch = await client.batches.retrieve(batch_id)
-        if batch.status in statuses:
-            return batch
-        assert asyncio.get_running_loop().time() < deadline, f"batch still {batch.status}"
-        await asyncio.sleep(0.05)
-
-
-async def file_lines(client: openai.AsyncOpenAI, file_id: str | None) -> list[dict[str, Any]]:
-    if file_id is None:
-        return []
-    content = await client.files.content(file_id)
-    return [orjson.loads(raw) for raw in content.content.splitlines() if raw]
-
-
 async def test_a_200_line_responses_batch_answers_every_line_once(client: openai.AsyncOpenAI,
                                                                   upstream: CountingUpstream) -> None:
     mark = marker()
@@ -155,6 +84,7 @@ async def test_a_200_line_responses_batch_answers_every_line_once(client: openai
     batch = await client.batches.create(input_file_id=file_id, endpoint="/v1/responses", completion_window="24h",
                                         metadata={"purpose": "eval"})
     assert batch.status == "validating" and batch.metadata == {"purpose": "eval"}
+    await strict_batch(client, batch.id)  # every field the SDK's type, whatever the status
     assert batch.expires_at == batch.created_at + 24 * 3600
     done = await settled(client, batch.id)
     assert done.status == "completed", done.errors
@@ -171,6 +101,7 @@ async def test_a_200_line_responses_batch_answers_every_line_once(client: openai
         assert response["body"]["object"] == "response" and response["body"]["status"] == "completed"
         assert f"L{entry['custom_id'][1:]}-{mark}" in response["body"]["output"][0]["content"][0]["text"]
     assert upstream.of(mark) == Counter({n: 1 for n in range(200)})  # each line sent upstream exactly once
+    assert upstream.authorizations[mark] == {"Bearer sk-client"}  # the creator's credentials, as the route sends
     usage = done.usage
     assert usage is not None and usage.input_tokens > 0 and usage.output_tokens > 0
     assert usage.total_tokens == usage.input_tokens + usage.output_tokens
@@ -327,92 +258,28 @@ async def test_another_tenant_sees_neither_the_batch_nor_its_files(client: opena
                                    completion_window="24h")
 
 
-async def test_kill_9_in_the_middle_then_restart_completes_each_line_once(
-        upstream: CountingUpstream, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """A sidecar of its own, at its HTTP door: durability is the runner's, whichever door created the batch."""
-    folder = tmp_path_factory.mktemp("batches-kill")
-    database = str(folder / "bridge.db")
-    mark = marker()
-    lines = [line(n, mark) for n in range(80)]
-    for entry in lines:
-        entry["body"]["input"] += " [header_delay=100]"
-    first = await _sidecar(str(folder), upstream.url, database)
-    try:
-        async with tenant_sdk(first.http_url, A) as sdk:
-            batch = await sdk.batches.create(input_file_id=await upload(sdk, lines), endpoint="/v1/responses",
-                                             completion_window="24h")
-            deadline = asyncio.get_running_loop().time() + 60
-            while (await sdk.batches.retrieve(batch.id)).request_counts.completed < 10:  # type: ignore[union-attr]
-                assert asyncio.get_running_loop().time() < deadline
-                await asyncio.sleep(0.02)
-        os.killpg(first.process.pid, signal.SIGKILL)
-        first.process.process.wait()  # type: ignore[union-attr]
-    finally:
-        first.process.stop()
-    sent_before = sum(upstream.of(mark).values())
-    assert sent_before < 80, "the batch ended before the kill: nothing was tested"
-    second = await _sidecar(str(folder), upstream.url, database)
-    try:
-        async with tenant_sdk(second.http_url, A) as sdk:
-            done = await settled(sdk, batch.id)
-            assert done.status == "completed"
-            assert done.request_counts is not None and done.request_counts.model_dump() == {
-                "total": 80, "completed": 80, "failed": 0}
-            output = await file_lines(sdk, done.output_file_id)
-    finally:
-        second.process.stop()
-    assert sorted(entry["custom_id"] for entry in output) == sorted(f"c{n}" for n in range(80))  # each once
-    sent = upstream.of(mark)
-    assert set(sent) == set(range(80)) and max(sent.values()) <= 2
-    sent_twice = sum(1 for count in sent.values() if count == 2)
-    with sqlite3.connect(database) as db:
-        (rerun,) = db.execute("SELECT rerun FROM batches WHERE id = ?", (batch.id,)).fetchone()
-    assert sent_twice == rerun  # only the lines in flight at the kill were sent again, and they were counted
-    assert rerun <= 8  # no more than the lines in flight at once (the default gate: 8)
+async def test_a_tenants_limit_holds_its_lines_back_instead_of_failing_them(door_url: str) -> None:
+    """A tenant allowed one request at a time: its batch's lines wait for the place (an interactive request over the
+    limit gets a 429; a line does not), and all of them are answered."""
+    async with tenant_sdk(door_url, LIMITED) as sdk:
+        batch = await sdk.batches.create(input_file_id=await upload(sdk, [line(n, marker()) for n in range(12)]),
+                                         endpoint="/v1/responses", completion_window="24h")
+        done = await settled(sdk, batch.id)
+    assert done.status == "completed" and done.request_counts is not None
+    assert done.request_counts.model_dump() == {"total": 12, "completed": 12, "failed": 0}
 
 
-async def _sidecar(folder: str, upstream_url: str, database: str) -> Sidecar:
-    process, http_port, _ = start_sidecar(folder, upstream_url, "--db", database, env=ENV, extproc=False,
-                                          own_sqlite=True)
-    url = f"http://127.0.0.1:{http_port}"
-    try:
-        await wait_http(f"{url}/health", process=process, headers={"x-tenant-id": A})
-    except BaseException:
-        process.stop()
-        raise
-    return Sidecar(upstream_url, url, 0, process)
+VALID = {"input_file_id": "file-" + "0" * 32, "endpoint": "/v1/responses", "completion_window": "24h"}
+MALFORMED = [b"not json", b"[1]", *(orjson.dumps({**VALID, **change}) for change in (
+    {"input_file_id": ["x"]}, {"endpoint": ["/v1/responses"]}, {"completion_window": {"h": 24}}, {"metadata": [1]},
+    {"output_expires_after": {"anchor": "x", "seconds": "y"}}, {"output_expires_after": 5}, {"surprise": 1}))]
 
 
-async def test_a_drain_hands_the_batch_over_at_a_line_boundary(upstream: CountingUpstream,
-                                                               tmp_path_factory: pytest.TempPathFactory) -> None:
-    """SIGTERM mid-batch: the lines in flight finish and are recorded, the lease is let go, and the next process
-    resumes the batch without sending any line again."""
-    folder = tmp_path_factory.mktemp("batches-drain")
-    database = str(folder / "bridge.db")
-    mark = marker()
-    lines = [line(n, mark) for n in range(40)]
-    for entry in lines:
-        entry["body"]["input"] += " [header_delay=100]"
-    first = await _sidecar(str(folder), upstream.url, database)
-    try:
-        async with tenant_sdk(first.http_url, A) as sdk:
-            batch = await sdk.batches.create(input_file_id=await upload(sdk, lines), endpoint="/v1/responses",
-                                             completion_window="24h")
-            deadline = asyncio.get_running_loop().time() + 60
-            while (await sdk.batches.retrieve(batch.id)).request_counts.completed < 5:  # type: ignore[union-attr]
-                assert asyncio.get_running_loop().time() < deadline
-                await asyncio.sleep(0.02)
-    finally:
-        await asyncio.to_thread(first.process.stop)  # SIGTERM: the drain
-    with sqlite3.connect(database) as db:
-        owner, done_before = db.execute("SELECT owner, completed FROM batches WHERE id = ?", (batch.id,)).fetchone()
-    assert owner is None and 5 <= done_before < 40  # let go, not lapsed
-    assert sum(upstream.of(mark).values()) == done_before  # every line sent was recorded before the exit
-    second = await _sidecar(str(folder), upstream.url, database)
-    try:
-        async with tenant_sdk(second.http_url, A) as sdk:
-            done = await settled(sdk, batch.id)
-    finally:
-        second.process.stop()
-    assert done.status == "completed" and done.request_counts is not None and done.request_counts.completed == 40
-    assert upstream.of(mark) == Counter({n: 1 for n in range(40)})
+@pytest.mark.parametrize("body", MALFORMED)
+async def test_a_malformed_create_is_a_400_in_openais_shape(door_url: str, body: bytes) -> None:
+    headers = {"x-tenant-id": A, "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session, session.post(f"{door_url}/v1/batches", data=body,
+                                                                headers=headers) as answer:
+        assert answer.status == 400, await answer.text()
+        error = (await answer.json())["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"

@@ -72,14 +72,16 @@ class Bench:
         return BatchRunner(self.store, self.files, lines, FixedLineGate(2), self.kept, lease_seconds=30,
                            shared=True, max_line_bytes=10_000, clock=self.clock)
 
-    async def create(self, runner: BatchRunner, count: int) -> str:
-        raw = b"".join(orjson.dumps({"custom_id": f"c{n}", "method": "POST", "url": "/v1/responses",
-                                     "body": {"model": "m", "input": f"line {n}"}}) + b"\n" for n in range(count))
+    async def create(self, runner: BatchRunner, count: int, raw: bytes | None = None) -> str:
+        if raw is None:
+            raw = b"".join(orjson.dumps({"custom_id": f"c{n}", "method": "POST", "url": "/v1/responses",
+                                         "body": {"model": "m", "input": f"line {n}"}}) + b"\n"
+                           for n in range(count))
         async with self.files.receive(tenant="t") as upload:
             await upload.write(raw)
             file = await self.files.create(upload, filename="in.jsonl", purpose="batch", expires_after=None)
-        service = BatchService(self.store, self.files, self.kept, runner, clock=self.clock)
-        created = await service.create({"input_file_id": file["id"], "endpoint": "/v1/responses",
+        self.service = BatchService(self.store, self.files, self.kept, runner, clock=self.clock)
+        created = await self.service.create({"input_file_id": file["id"], "endpoint": "/v1/responses",
                                         "completion_window": "24h"}, tenant="t", authorization=AUTHORIZATION)
         return str(created["id"])
 
@@ -105,7 +107,7 @@ class Bench:
 @pytest.fixture
 async def bench(tmp_path: Path) -> AsyncIterator[Bench]:
     async with SQLiteResponseStore(str(tmp_path / "bridge.db")) as db:
-        files = FileService(SQLiteFileStore(db), tmp_path / "files", 1 << 20)
+        files = FileService(SQLiteFileStore(db), tmp_path / "files", 1 << 23)
         await files.start()
         try:
             yield Bench(db, files, Clock())
@@ -156,3 +158,58 @@ async def test_a_drain_lets_the_lines_in_flight_finish_and_another_process_resum
     assert lines.seen_authorization == resumed.seen_authorization == {AUTHORIZATION}
     assert done.body["_authorization"] is None  # erased at the end
     await second.close()
+
+
+async def test_a_line_longer_than_a_request_is_refused_without_being_held(bench: Bench) -> None:
+    """The input is read a chunk at a time; a line past the request size is refused for it, the lines around it
+    checked as usual, and the file's other errors still named."""
+    lines = Lines()
+    runner = bench.runner(lines)
+
+    def entry(custom_id: str, text: str) -> bytes:
+        return orjson.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/responses",
+                             "body": {"model": "m", "input": text}})
+
+    raw = b"\n".join([entry("a", "x"), entry("b", "y" * 3_000_000), entry("a", "z"), entry("c", "w")])
+    batch_id = await bench.create(runner, 0, raw)
+    failed = await bench.until(batch_id, lambda batch: batch.status == "failed")
+    assert [(error["line"], error["code"]) for error in failed.body["errors"]["data"]] == [
+        (2, "request_too_large"), (3, "duplicate_custom_id")]
+    assert lines.started == [] and failed.totals.total == 0
+    answered = await bench.service.retrieve(batch_id, tenant="t")
+    assert not [key for key in answered if key.startswith("_")]  # the kept credential and settings stay inside
+    assert answered["errors"]["object"] == "list" and answered["failed_at"]
+    await runner.close()
+
+
+class FlakyStore:
+    """The batch store, whose first record of line 2's result fails (a store outage under that one write)."""
+
+    def __init__(self, store: SQLiteBatchStore) -> None:
+        self._store = store
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def finish_line(self, batch_id: str, index: int, output: bytes, counts: Any, *, owner: str) -> bool:
+        if index == 2 and not self.failed:
+            self.failed = True
+            raise OSError("the store went away")
+        return await self._store.finish_line(batch_id, index, output, counts, owner=owner)
+
+
+async def test_a_result_the_store_failed_to_record_is_sent_again_not_lost(bench: Bench) -> None:
+    lines = Lines()
+    flaky = FlakyStore(bench.store)
+    runner = BatchRunner(flaky, bench.files, lines, FixedLineGate(2), bench.kept,  # type: ignore[arg-type]
+                         lease_seconds=0.3, shared=True, max_line_bytes=10_000, clock=bench.clock)
+    await runner.start()
+    batch_id = await bench.create(runner, 4)
+    lines.release(5)
+    done = await bench.until(batch_id, lambda batch: batch.status == "completed")
+    assert flaky.failed and sorted(lines.started) == ["line 0", "line 1", "line 2", "line 2", "line 3"]
+    assert done.totals.completed == 4 and done.totals.rerun == 1
+    output = await bench.lines_of(done.body["output_file_id"])
+    assert sorted(entry["custom_id"] for entry in output) == ["c0", "c1", "c2", "c3"]
+    await runner.close()

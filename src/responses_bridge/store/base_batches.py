@@ -5,7 +5,9 @@ A batch is one row: its Batch object as JSON (the fields that change only at a s
 the output files; private keys start with ``_`` and never reach an answer), its status in a column of its own (the
 runners look for unfinished batches through it), the counters every finished line adds to in the same transaction
 as its result (``request_counts`` and ``usage`` are then one row read, whatever the batch's size), and who runs it:
-``owner`` and ``lease_until``, renewed by the owner's heartbeat. Its lines are rows of their own, written once the
+``owner`` and ``lease_until``, renewed by the owner's heartbeat. Lease times are the database's clock where
+replicas share one (PostgreSQL: its ``now()``, so that replicas whose clocks disagree still agree on a lapse), the
+caller's ``now`` on a SQLite file (one host). Its lines are rows of their own, written once the
 input has been validated: the request's body as sent, then ``started`` just before the line goes upstream and its
 output line (the line of the output or error file) once it is answered. A process that claims a batch whose
 owner's lease lapsed (or, alone on a SQLite file, any unfinished batch at start) resumes at the lines not done: a
@@ -21,6 +23,12 @@ from typing import Any, Protocol
 
 UNFINISHED = ("validating", "in_progress", "finalizing", "cancelling")
 """The statuses a runner still has work for."""
+
+
+def kept_cancelling(current: str, status: str) -> str:
+    """The status a runner's change leaves: a cancel recorded while the runner moves on (its input validated, its
+    lines done) is not overwritten — the batch stays ``cancelling`` until the runner ends it."""
+    return current if current == "cancelling" and status in ("in_progress", "finalizing") else status
 
 
 @dataclass(frozen=True)
@@ -109,8 +117,8 @@ class BatchStore(Protocol):
         batch as it is after (None: not the tenant's). Its runner sees it at its next line."""
 
     async def change_batch(self, batch_id: str, status: str, changes: dict[str, Any], *, owner: str) -> bool:
-        """Set the status and merge ``changes`` into the object, only while ``owner`` holds the lease; False when it
-        no longer does."""
+        """Set the status (as :func:`kept_cancelling` leaves it) and merge ``changes`` into the object, only while
+        ``owner`` holds the lease; False when it no longer does."""
 
     async def status_of(self, batch_id: str) -> str | None:
         """The batch's status now (a cancel another process recorded), whoever's it is."""
@@ -143,14 +151,14 @@ class BatchStore(Protocol):
     async def claimable(self, now: float, *, limit: int) -> list[str]:
         """Unfinished batches no live lease holds, oldest first."""
 
-    async def claim(self, batch_id: str, owner: str, now: float, until: float, *,
+    async def claim(self, batch_id: str, owner: str, now: float, lease_seconds: float, *,
                     force: bool = False) -> StoredBatch | None:
-        """Take the batch's lease until ``until`` when it is unfinished and its lease lapsed (``force``: whoever
-        holds it, for the only process on a SQLite file at its start); exactly one of the processes asking at once
-        gets it. The batch, or None."""
+        """Take the batch's lease for ``lease_seconds`` when it is unfinished and its lease lapsed (``force``:
+        whoever holds it, for the only process on a SQLite file at its start); exactly one of the processes asking
+        at once gets it. The batch, or None."""
 
-    async def renew(self, batch_ids: list[str], owner: str, until: float) -> list[str]:
-        """Extend ``owner``'s leases; the ids of those it no longer holds."""
+    async def renew(self, batch_ids: list[str], owner: str, now: float, lease_seconds: float) -> list[str]:
+        """Extend ``owner``'s leases by ``lease_seconds``; the ids of those it no longer holds."""
 
     async def release(self, batch_id: str, owner: str) -> None:
         """Let go of the lease (drain; the batch ended), for another process to claim at once."""

@@ -40,16 +40,15 @@ from ..files.files import FileService
 from ..responses.kept_authorization import KeptAuthorization
 from .capacity import LineGate
 from .files_out import write_results
+from .intake import each_line
 from .lines import LineServer
 from .shapes import error_line, output_line
-from .validation import InputCheck, split_lines
+from .validation import InputCheck
 
 log = structlog.get_logger("responses_bridge.batches")
 
 PAGE = 256
 """Lines read from the store at once."""
-READ_BYTES = 1 << 20
-"""Of the input file at once, while validating."""
 KEEP_LINES = 500
 """Validated lines kept in one transaction."""
 
@@ -95,7 +94,10 @@ class BatchRunner:
             self._spawn_claim(batch_id, force=False)
 
     def cancelled(self, batch_id: str) -> None:
-        self._cancelled.add(batch_id)
+        """A cancel recorded: a batch this process runs stops at its next line; one another process runs is seen
+        there by its heartbeat."""
+        if batch_id in self._running:
+            self._cancelled.add(batch_id)
 
     @property
     def running(self) -> list[str]:
@@ -131,7 +133,7 @@ class BatchRunner:
 
     async def _beat(self) -> None:
         held = list(self._running)
-        lost = await self.store.renew(held, self.owner, self._clock() + self.lease_seconds)
+        lost = await self.store.renew(held, self.owner, self._clock(), self.lease_seconds)
         for batch_id in lost:
             log.warning("batch_lease_lost", batch_id=batch_id)
             task = self._running.get(batch_id)
@@ -170,8 +172,7 @@ class BatchRunner:
         # request's
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(batch_id=batch_id)
-        now = self._clock()
-        batch = await self.store.claim(batch_id, self.owner, now, now + self.lease_seconds, force=force)
+        batch = await self.store.claim(batch_id, self.owner, self._clock(), self.lease_seconds, force=force)
         if batch is None:
             return
         try:
@@ -185,7 +186,7 @@ class BatchRunner:
         if batch.status == "validating":
             if not await self._validate(batch):
                 return
-            batch = _with_status(batch, "in_progress")
+            batch = _with_status(batch, await self.store.status_of(batch.id) or "in_progress")  # cancelled meanwhile
         elif batch.totals.rerun or batch.totals.completed or batch.totals.failed:
             log.info("batch_resumed", batch_id=batch.id, done=batch.totals.completed + batch.totals.failed,
                      total=batch.totals.total)
@@ -202,7 +203,7 @@ class BatchRunner:
         endpoint = batch.body["endpoint"]
         check = InputCheck(endpoint, self.max_line_bytes)
         try:
-            await self._read_input(batch, lambda raw: check.feed(raw) and None)
+            await each_line(self.files, batch, self.max_line_bytes, lambda raw: check.feed(raw) and None)
         except APIError as error:  # the input file is gone (deleted, expired)
             check.errors.append({"code": "file_not_found", "message": error.message, "param": "input_file_id",
                                  "line": None})
@@ -226,7 +227,7 @@ class BatchRunner:
             if len(kept) >= KEEP_LINES:
                 await self._keep(batch, kept)
 
-        await self._read_input(batch, keep)
+        await each_line(self.files, batch, self.max_line_bytes, keep)
         if kept:
             await self._keep(batch, kept)
         if recheck.finish():  # the file changed between the reads: only a file replaced under its id
@@ -242,25 +243,6 @@ class BatchRunner:
         if not await self.store.add_lines(batch.id, list(kept), owner=self.owner):
             raise _Stop
         kept.clear()
-
-    async def _read_input(self, batch: StoredBatch, each: Callable[[bytes], Any]) -> None:
-        reader, _ = await self.files.open_content(batch.body["input_file_id"], tenant=batch.tenant)
-        tail = bytearray()
-        try:
-            while True:
-                piece = await reader.read(READ_BYTES)
-                if not piece:
-                    break
-                for raw in split_lines([piece], tail):
-                    result = each(raw)
-                    if asyncio.iscoroutine(result):
-                        await result
-        finally:
-            await reader.aclose()
-        if tail:
-            result = each(bytes(tail).rstrip(b"\r"))
-            if asyncio.iscoroutine(result):
-                await result
 
     async def _run_lines(self, batch: StoredBatch) -> str:
         """Every line not done, through the gate; the status the batch ends with."""
@@ -301,7 +283,10 @@ class BatchRunner:
         finally:
             if in_flight:  # the lines in flight finish and are recorded, whatever the batch does next
                 await asyncio.gather(*in_flight, return_exceptions=True)
-        if end == "completed" and self._draining:
+        if end == "completed" and await self.store.pending_lines(batch.id, -1, 1):
+            # a line whose result could not be recorded (the store failed under it): the batch is handed over, and
+            # whoever claims it next (this process too) sends that line again, counted
+            log.warning("batch_lines_unrecorded", batch_id=batch.id)
             raise _Stop
         if end == "expired":
             await self._expire_rest(batch)
@@ -327,8 +312,11 @@ class BatchRunner:
                 log.exception("batch_line_failed", batch_id=batch.id, line=line.index)
                 output, counts = error_line(line.custom_id, "server_error", f"The line could not be served: "
                                             f"{type(error).__name__}.")
-            if await self.store.finish_line(batch.id, line.index, output, counts, owner=self.owner):
-                line_ended(counts.failed)
+            try:
+                if await self.store.finish_line(batch.id, line.index, output, counts, owner=self.owner):
+                    line_ended(counts.failed)
+            except Exception:  # left started: the batch is handed over once its lines in flight end (_run_lines)
+                log.exception("batch_line_not_recorded", batch_id=batch.id, line=line.index)
         finally:
             await slot.__aexit__(None, None, None)
 

@@ -45,12 +45,12 @@ def check_create(body: dict[str, Any], served: tuple[str, ...]) -> tuple[str, st
     if not isinstance(input_file_id, str):
         raise invalid_request("Invalid type for 'input_file_id': expected a string.", param="input_file_id",
                               code="invalid_type")
-    if endpoint not in served:
+    if not isinstance(endpoint, str) or endpoint not in served:
         shown = endpoint[:100] if isinstance(endpoint, str) else orjson.dumps(endpoint).decode()[:100]
         raise invalid_request(f"Invalid value for 'endpoint': {shown!r} is not served here. Supported values are: "
                               + ", ".join(f"'{name}'" for name in served) + ".", param="endpoint",
                               code="invalid_value")
-    if window not in COMPLETION_WINDOWS:
+    if not isinstance(window, str) or window not in COMPLETION_WINDOWS:
         raise invalid_request("Invalid value for 'completion_window': supported values are: '24h'.",
                               param="completion_window", code="invalid_value")
     metadata = body.get("metadata")
@@ -126,12 +126,12 @@ def _counts(body: object, failed: bool) -> LineCounts:
     def number(value: object) -> int:
         return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
+    def detail(name: str, key: str) -> int:
+        details = usage.get(name)
+        return number(details.get(key)) if isinstance(details, dict) else 0
+
     if "input_tokens" in usage or "output_tokens" in usage:
-        cached = (usage.get("input_tokens_details") or {}).get("cached_tokens")
-        reasoning = (usage.get("output_tokens_details") or {}).get("reasoning_tokens")
-        return LineCounts(failed, number(usage.get("input_tokens")), number(cached), number(usage.get(
-            "output_tokens")), number(reasoning))
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
-    reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
-    return LineCounts(failed, number(usage.get("prompt_tokens")), number(cached),
-                      number(usage.get("completion_tokens")), number(reasoning))
+        return LineCounts(failed, number(usage.get("input_tokens")), detail("input_tokens_details", "cached_tokens"),
+                          number(usage.get("output_tokens")), detail("output_tokens_details", "reasoning_tokens"))
+    return LineCounts(failed, number(usage.get("prompt_tokens")), detail("prompt_tokens_details", "cached_tokens"),
+                      number(usage.get("completion_tokens")), detail("completion_tokens_details", "reasoning_tokens"))

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import structlog
 from aiohttp import web
 
 from ....services.batches.batches import BatchService
+from ....services.batches.shapes import CREATE_FIELDS
 from ..identity import request_tenant
-from ..params import json_object, json_reply, page_query
+from ..params import UNKNOWN_FIELDS, json_object, json_reply, page_query
 from ..routes import answer, api_routes
+
+log = structlog.get_logger("responses_bridge.http")
 
 
 class BatchRoutes:
@@ -24,6 +28,10 @@ class BatchRoutes:
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         body = await json_object(request)
+        if request.config_dict.get(UNKNOWN_FIELDS, "reject") != "reject":  # RESPONSES_BRIDGE_UNKNOWN_FIELDS=warn
+            for name in sorted(set(body) - CREATE_FIELDS)[:1]:
+                log.warning("unknown_request_field_accepted", param=name[:200], route="batches.create")
+            body = {name: value for name, value in body.items() if name in CREATE_FIELDS}
         return json_reply(await self.service.create(body, tenant=request_tenant(request),
                                                     authorization=request.headers.get("Authorization")))
 

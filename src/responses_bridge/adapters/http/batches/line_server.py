@@ -28,7 +28,6 @@ from ....run.upstream import UpstreamClient, UpstreamFailure
 from ....runtime import Runtime
 from ....services.batches.lines import LineAnswer
 from ....services.files.embedding_refusals import upstream_error as embedding_error
-from ....services.tenancy.limits import Slot
 
 ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings")
 """What a batch's lines may be sent to here: the SDK's batch endpoints the bridge serves."""
@@ -36,8 +35,8 @@ MAX_ANSWER_BYTES = 64 * 1024 * 1024
 """Of one line's passed-through answer (a chat completion, embeddings): more is that line's error."""
 ERROR_BODY_BYTES = 64 * 1024
 LIMIT_WAIT_SECONDS = (0.05, 1.0)
-"""A line waits for a place among its tenant's requests in flight (``max_concurrent_requests``) rather than
-failing with the 429 an interactive request gets: from the first to the longest pause between looks."""
+"""A line waits for room under its tenant's ``max_concurrent_requests`` rather than failing with the 429 an
+interactive request gets: from the first to the longest pause between looks."""
 
 
 class _NoStream:
@@ -61,6 +60,7 @@ class DoorLineServer:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self._lines: dict[str, int] = {}  # each tenant's lines running now
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -71,7 +71,7 @@ class DoorLineServer:
 
     async def serve(self, endpoint: str, body: bytes, *, tenant: str, authorization: str | None) -> LineAnswer:
         request_id = f"req_{os.urandom(16).hex()}"
-        slot = await self._place(tenant)
+        await self._place(tenant)
         try:
             decoded = parse_json_object(body)
             if decoded.get("stream") is True:
@@ -88,17 +88,23 @@ class DoorLineServer:
         except APIError as error:
             return LineAnswer(error.status, error.body(), request_id)
         finally:
-            slot.release()
+            self._lines[tenant] -= 1
+            if not self._lines[tenant]:
+                del self._lines[tenant]
         return LineAnswer(status, answer, request_id)
 
-    async def _place(self, tenant: str) -> Slot:
+    async def _place(self, tenant: str) -> None:
+        """Room for one more of the tenant's lines under its ``max_concurrent_requests``: its requests in flight
+        and its lines running together below the limit. The lines are not counted among its requests: an
+        interactive request of the tenant is never refused (429) for its batch's lines, which only take the room
+        its requests leave (and then hold it until they finish)."""
+        limits = self.runtime.limits
+        limit = limits.policy(tenant).max_concurrent_requests
         pause, longest = LIMIT_WAIT_SECONDS
-        while True:
-            try:
-                return self.runtime.limits.acquire(tenant, interactive=False)  # batch work: not what it gives way to
-            except APIError:
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, longest)
+        while limit is not None and limits.in_flight(tenant) + self._lines.get(tenant, 0) >= limit:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, longest)
+        self._lines[tenant] = self._lines.get(tenant, 0) + 1
 
     async def _response(self, decoded: dict[str, Any], tenant: str,
                         authorization: str | None) -> tuple[int, bytes]:

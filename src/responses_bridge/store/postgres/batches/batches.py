@@ -1,6 +1,7 @@
 """The Batch API's records on PostgreSQL (store/base_batches.py), shared by every replica (tables of migration 32).
 
-A claim is one ``UPDATE … WHERE`` the lease lapsed ``RETURNING`` the row: of the replicas asking at once exactly one
+Leases are measured by the database's clock, never a replica's. A claim is one ``UPDATE … WHERE`` the lease lapsed
+``RETURNING`` the row: of the replicas asking at once exactly one
 gets it. Each fenced write locks the batch's row (``SELECT … FOR UPDATE`` with the owner) in its transaction, so a
 replica that lost its lease changes nothing.
 """
@@ -11,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from ...base_batches import UNFINISHED, BatchTotals, LineCounts, LineResult, PendingLine, StoredBatch
+from ...base_batches import UNFINISHED, BatchTotals, LineCounts, LineResult, PendingLine, StoredBatch, kept_cancelling
 from ...records import UnknownCursor
 from ..database import PostgresDatabase
 
@@ -19,6 +20,8 @@ _COLUMNS = ("body, status, tenant, total, completed, failed, input_tokens, cache
             "reasoning_tokens, rerun")
 _HELD = "SELECT 1 FROM batches WHERE id = $1 AND owner = $2 FOR UPDATE"
 _UNFINISHED = "(" + ", ".join(f"'{status}'" for status in UNFINISHED) + ")"
+_NOW = "extract(epoch from clock_timestamp())::double precision"
+"""The database's clock: every replica measures leases by it, whatever its own clock says."""
 
 
 def _batch(row: Any) -> StoredBatch:
@@ -81,11 +84,12 @@ class PostgresBatchStore:
 
     async def change_batch(self, batch_id: str, status: str, changes: dict[str, Any], *, owner: str) -> bool:
         async with self._db.transaction("change_batch") as conn:
-            raw = await conn.fetchval("SELECT body FROM batches WHERE id = $1 AND owner = $2 FOR UPDATE", batch_id,
-                                      owner)
-            if raw is None:
+            row = await conn.fetchrow("SELECT body, status FROM batches WHERE id = $1 AND owner = $2 FOR UPDATE",
+                                      batch_id, owner)
+            if row is None:
                 return False
-            body = {**orjson.loads(raw), **changes, "status": status}
+            status = kept_cancelling(str(row[1]), status)
+            body = {**orjson.loads(row[0]), **changes, "status": status}
             await conn.execute("UPDATE batches SET status = $2, body = $3 WHERE id = $1", batch_id, status,
                                orjson.dumps(body))
             return True
@@ -162,24 +166,23 @@ class PostgresBatchStore:
     async def claimable(self, now: float, *, limit: int) -> list[str]:
         async with self._db.acquire("claimable_batches") as conn:
             rows = await conn.fetch(f"SELECT id FROM batches WHERE status IN {_UNFINISHED} AND (owner IS NULL OR "
-                                    "lease_until < $1) ORDER BY seq LIMIT $2", now, limit)
+                                    f"lease_until < {_NOW}) ORDER BY seq LIMIT $1", limit)
         return [str(row[0]) for row in rows]
 
-    async def claim(self, batch_id: str, owner: str, now: float, until: float, *,
+    async def claim(self, batch_id: str, owner: str, now: float, lease_seconds: float, *,
                     force: bool = False) -> StoredBatch | None:
-        lapsed = "true" if force else "(owner IS NULL OR lease_until < $4 OR owner = $2)"
-        args: tuple[Any, ...] = (batch_id, owner, until) if force else (batch_id, owner, until, now)
+        lapsed = "true" if force else f"(owner IS NULL OR lease_until < {_NOW} OR owner = $2)"
         row = await self._db.fetch_row(
-            "claim_batch", f"UPDATE batches SET owner = $2, lease_until = $3 WHERE id = $1 AND status IN "
-            f"{_UNFINISHED} AND {lapsed} RETURNING {_COLUMNS}", *args)
+            "claim_batch", f"UPDATE batches SET owner = $2, lease_until = {_NOW} + $3 WHERE id = $1 AND status IN "
+            f"{_UNFINISHED} AND {lapsed} RETURNING {_COLUMNS}", batch_id, owner, float(lease_seconds))
         return None if row is None else _batch(row)
 
-    async def renew(self, batch_ids: list[str], owner: str, until: float) -> list[str]:
+    async def renew(self, batch_ids: list[str], owner: str, now: float, lease_seconds: float) -> list[str]:
         if not batch_ids:
             return []
         async with self._db.acquire("renew_batches") as conn:
-            rows = await conn.fetch("UPDATE batches SET lease_until = $3 WHERE id = ANY($1::text[]) AND owner = $2 "
-                                    "RETURNING id", batch_ids, owner, until)
+            rows = await conn.fetch(f"UPDATE batches SET lease_until = {_NOW} + $3 WHERE id = ANY($1::text[]) AND "
+                                    "owner = $2 RETURNING id", batch_ids, owner, float(lease_seconds))
         held = {str(row[0]) for row in rows}
         return [batch_id for batch_id in batch_ids if batch_id not in held]
 

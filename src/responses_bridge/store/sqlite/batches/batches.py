@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from ...base_batches import UNFINISHED, BatchTotals, LineCounts, LineResult, PendingLine, StoredBatch
+from ...base_batches import UNFINISHED, BatchTotals, LineCounts, LineResult, PendingLine, StoredBatch, kept_cancelling
 from ...records import UnknownCursor
 from ..responses import SQLiteResponseStore
 from ..transactions import transaction
@@ -85,12 +85,14 @@ class SQLiteBatchStore:
     async def change_batch(self, batch_id: str, status: str, changes: dict[str, Any], *, owner: str) -> bool:
         def change(conn: sqlite3.Connection) -> bool:
             with transaction(conn):
-                row = conn.execute("SELECT body FROM batches WHERE id = ? AND owner = ?", (batch_id, owner)).fetchone()
+                row = conn.execute("SELECT body, status FROM batches WHERE id = ? AND owner = ?",
+                                   (batch_id, owner)).fetchone()
                 if row is None:
                     return False
-                body = {**orjson.loads(row[0]), **changes, "status": status}
+                kept = kept_cancelling(str(row[1]), status)
+                body = {**orjson.loads(row[0]), **changes, "status": kept}
                 conn.execute("UPDATE batches SET status = ?, body = ? WHERE id = ?",
-                             (status, orjson.dumps(body).decode(), batch_id))
+                             (kept, orjson.dumps(body).decode(), batch_id))
                 return True
 
         return await self._db.run_write("change_batch", change)
@@ -188,8 +190,9 @@ class SQLiteBatchStore:
                 "ORDER BY seq LIMIT ?", (now, limit))
         return [str(row[0]) for row in rows]
 
-    async def claim(self, batch_id: str, owner: str, now: float, until: float, *,
+    async def claim(self, batch_id: str, owner: str, now: float, lease_seconds: float, *,
                     force: bool = False) -> StoredBatch | None:
+        until = now + lease_seconds
         lapsed = "1" if force else "(owner IS NULL OR lease_until < ? OR owner = ?)"
         params: tuple[Any, ...] = (owner, until, batch_id) if force else (owner, until, batch_id, now, owner)
 
@@ -203,9 +206,10 @@ class SQLiteBatchStore:
         row = await self._db.run_write("claim_batch", claim)
         return None if row is None else _batch(row)
 
-    async def renew(self, batch_ids: list[str], owner: str, until: float) -> list[str]:
+    async def renew(self, batch_ids: list[str], owner: str, now: float, lease_seconds: float) -> list[str]:
         if not batch_ids:
             return []
+        until = now + lease_seconds
 
         def renew(conn: sqlite3.Connection) -> list[str]:
             with transaction(conn):
