@@ -33,6 +33,7 @@ from tests.support.batches import (
     strict_batch,
     upload,
 )
+from tests.support.bridge import budget_held_bytes
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
 from tests.support.sdk import async_sdk
@@ -78,7 +79,8 @@ async def other(door_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
 
 
 async def test_a_200_line_responses_batch_answers_every_line_once(client: openai.AsyncOpenAI,
-                                                                  upstream: CountingUpstream) -> None:
+                                                                  upstream: CountingUpstream,
+                                                                  gateway: Gateway) -> None:
     mark = marker()
     file_id = await upload(client, [line(n, mark) for n in range(200)])
     batch = await client.batches.create(input_file_id=file_id, endpoint="/v1/responses", completion_window="24h",
@@ -110,6 +112,7 @@ async def test_a_200_line_responses_batch_answers_every_line_once(client: openai
     assert stored.status == "completed"
     output_file = await client.files.retrieve(done.output_file_id)
     assert output_file.purpose == "batch_output"
+    assert await budget_held_bytes(gateway.sidecar.http_url) == 0  # every line's memory hold given back
     listed = await client.batches.list(limit=1)
     assert listed.data[0].id == batch.id and listed.has_more in (True, False)
 

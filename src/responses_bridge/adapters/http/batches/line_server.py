@@ -21,6 +21,7 @@ import orjson
 
 from ....engine.upstream_errors import upstream_error
 from ....engine.wire import UPSTREAM_PATH, UpstreamRequest
+from ....fairness.memory_charge import body_cost, charge, hold, release_hold
 from ....protocol.errors import APIError, invalid_request
 from ....protocol.responses.request import parse_json_object
 from ....run.drive import drive
@@ -28,6 +29,7 @@ from ....run.upstream import UpstreamClient, UpstreamFailure
 from ....runtime import Runtime
 from ....services.batches.lines import LineAnswer
 from ....services.files.embedding_refusals import upstream_error as embedding_error
+from ....services.tenancy.memory_budget import Held
 
 ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings")
 """What a batch's lines may be sent to here: the SDK's batch endpoints the bridge serves."""
@@ -72,7 +74,13 @@ class DoorLineServer:
     async def serve(self, endpoint: str, body: bytes, *, tenant: str, authorization: str | None) -> LineAnswer:
         request_id = f"req_{os.urandom(16).hex()}"
         await self._place(tenant)
+        # the line's memory held as a request's is (adapters/http/limits.py): its body's cost, and whatever the run
+        # loads beyond it charged to the same hold (fairness/memory_charge.py), against the tenant's share
+        memory = self.runtime.memory
+        held = Held(memory, memory.holder(tenant, authorization))
+        holding = hold(held)
         try:
+            await _covered(held, body_cost(body))
             decoded = parse_json_object(body)
             if decoded.get("stream") is True:
                 raise invalid_request("A batch's requests cannot be streamed: 'stream' must be false or absent.",
@@ -88,6 +96,8 @@ class DoorLineServer:
         except APIError as error:
             return LineAnswer(error.status, error.body(), request_id)
         finally:
+            held.release()
+            release_hold(holding)
             self._lines[tenant] -= 1
             if not self._lines[tenant]:
                 del self._lines[tenant]
@@ -165,6 +175,18 @@ class DoorLineServer:
         return await (await runtime.vector_stores.embeddings()).create(decoded)
 
 
+async def _covered(held: Held, cost: int) -> None:
+    """The line's body covered in the memory budget, waiting as long as it takes: a request is refused (503) when no
+    room comes within the budget's wait, a line waits again instead (it is in no hurry)."""
+    while True:
+        try:
+            await held.cover(cost)
+            return
+        except APIError as refused:
+            if refused.status != 503:
+                raise
+
+
 async def _passed(client: UpstreamClient, call: UpstreamRequest, authorization: str | None,
                   refusal: Any) -> tuple[int, bytes]:
     """An upstream's answer to a passed-through request, read whole (up to :data:`MAX_ANSWER_BYTES`); an error
@@ -172,10 +194,11 @@ async def _passed(client: UpstreamClient, call: UpstreamRequest, authorization: 
     try:
         async with client.chat(call, authorization) as answer:
             limit = ERROR_BODY_BYTES if answer.status >= 400 else MAX_ANSWER_BYTES
-            held = bytearray()
+            kept = bytearray()
             async for chunk in answer.chunks():
-                held += chunk
-                if len(held) > limit:
+                kept += chunk
+                charge(len(chunk), 1)  # the answer kept whole here (the route streams it): held by the line
+                if len(kept) > limit:
                     if answer.status >= 400:
                         break
                     raise APIError(502, f"The upstream's answer is over {MAX_ANSWER_BYTES} bytes, more than a batch "
@@ -184,5 +207,5 @@ async def _passed(client: UpstreamClient, call: UpstreamRequest, authorization: 
     except UpstreamFailure as failure:
         raise failure.error from None
     if status >= 400:
-        raise refusal(status, bytes(held[:limit]))
-    return status, bytes(held)
+        raise refusal(status, bytes(kept[:limit]))
+    return status, bytes(kept)
