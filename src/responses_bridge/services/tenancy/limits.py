@@ -133,8 +133,8 @@ class TenantLimits:
 
     def acquire(self, tenant: str, *, interactive: bool = True) -> Slot:
         """A slot for one more of ``tenant``'s requests; a 429 (:func:`too_many_requests`) at its limit. Counted
-        among the interactive requests in flight (:attr:`activity`) until it is released, unless it is a batch's
-        line (``interactive=False``: the work that gives way to them)."""
+        among the interactive requests in flight (:attr:`activity`) until it is released, unless ``interactive`` is
+        False: the Batch API's own requests (a client polling its batch), which its lines need not give way to."""
         limit = self.policy(tenant).max_concurrent_requests
         activity = self.activity if interactive else None
         if limit is None:
