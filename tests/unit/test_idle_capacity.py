@@ -286,7 +286,7 @@ async def test_every_request_slot_counts_as_interactive_until_released() -> None
     activity = limits.activity
     free, capped = limits.acquire("anyone"), limits.acquire("capped")
     assert activity.count == 2 and activity.entered == 2  # a tenant with no limit counts as well as one with
-    line = limits.acquire("capped", interactive=False)  # a batch's line: its tenant's slot, not interactive work
+    line = limits.acquire("capped", interactive=False)  # a Batch API request: a tenant slot, not interactive work
     assert activity.count == 2 and limits.in_flight("capped") == 2
     line.release()
     free.release()
