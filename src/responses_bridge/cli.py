@@ -18,7 +18,8 @@ from .settings_error import SettingsError
 
 COMMAND_MODULES = {"serve": ".serve", "fake-upstream": None, "envoy-config": ".envoy_config", "demo": ".demo.command",
                    "config": ".commands.config", "probe": ".probe.command", "keys": ".commands.keys",
-                   "doctor": ".commands.doctor", "desktop-url": ".commands.desktop_url", "bench": None}
+                   "batches": ".commands.batches", "doctor": ".commands.doctor",
+                   "desktop-url": ".commands.desktop_url", "bench": None}
 """Each command, in ``--help``'s order, and the module whose ``add_parser`` registers it (None: this file's).
 A command's module is imported only when that command runs, or when the commands are listed: a process started
 for one (every ``serve`` and ``fake-upstream`` of a test run, each ``keys`` call) does not load the others' —
@@ -62,7 +63,7 @@ def _add_command(commands: argparse._SubParsersAction, name: str, module: str | 
         importlib.import_module(module, __package__).add_parser(commands)
 
 
-SETTINGS_COMMANDS = ("serve", "envoy-config", "demo", "config", "probe", "keys", "doctor")
+SETTINGS_COMMANDS = ("serve", "envoy-config", "demo", "config", "probe", "keys", "batches", "doctor")
 """The commands that read the sidecar's settings: the environment is checked for mistyped names before each."""
 
 

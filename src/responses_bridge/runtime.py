@@ -21,6 +21,7 @@ from .engine.tools.builtin import runs_server_tools
 from .engine.tools.programs import program_signer
 from .engine.wire import Framing, UpstreamRequest
 from .fairness.allocator import MemoryTrimmer
+from .fairness.idle_capacity import IdleCapacity, Watched
 from .fairness.program_memory import no_room
 from .fairness.tenure import set_quantum
 from .observability import metrics
@@ -123,6 +124,9 @@ class Runtime:
     # the client's Authorization kept sealed with the runs whose upstream calls carry it, so they are resumable
     # (services/responses/kept_authorization.py); RESPONSES_BRIDGE_DURABLE_CLIENT_CREDENTIALS=false keeps none
     kept_authorization: KeptAuthorization = field(init=False, repr=False)
+    # where batch lines wait for idle capacity: no interactive request in flight, no pool waited for
+    # (fairness/idle_capacity.py)
+    idle_capacity: IdleCapacity = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.limits = TenantLimits(self.settings)
@@ -140,6 +144,22 @@ class Runtime:
         self.server_tools.services.programs = program_host(self.settings, self.memory, self.sealer)
         self.kept_authorization = KeptAuthorization(self.sealer, enabled=self.settings.durable_client_credentials,
                                                     forwarded=self.forwards_client_authorization)
+        self.idle_capacity = IdleCapacity(self.limits.activity, self.line_pools, concurrency=settings.batch_concurrency,
+                                          reserve=settings.batch_interactive_reserve)
+
+    def line_pools(self) -> list[Watched]:
+        """The shared pools a batch line may take units of, which the idle-capacity gate watches: the upstream
+        connections, the memory budget when bounded, the program and sandbox slots once built."""
+        pools: list[Watched] = [self.upstream_gate.slots.pool]
+        if self.memory.total:
+            pools.append(self.memory.pool)
+        services = self.server_tools.services
+        programs = services.programs.built if services.programs is not None else None
+        sandbox = getattr(getattr(services.shell, "runs", None), "sandbox", None)  # the console's way to it
+        for slots in (getattr(programs, "slots", None), getattr(sandbox, "slots", None)):
+            if slots is not None and hasattr(slots, "pool"):
+                pools.append(slots.pool)
+        return pools
 
     def new_run_framed(self, framing: Framing, store: ResponseStore | None = None, *, tenant: str) -> ResponseRun:
         """A run of ``tenant`` whose events are always emitted, framed as asked (``"json"``: WebSocket mode),

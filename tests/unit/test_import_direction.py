@@ -61,7 +61,7 @@ MAY_IMPORT = {
     "containers": {"files", "tenancy"},
     "tools": {"containers", "files", "tenancy"},
     "responses": {"tools", "files", "tenancy"},
-    "agents": {"responses", "tools", "containers", "files", "tenancy"},
+    "agents": {"batches", "responses", "tools", "containers", "files", "tenancy"},
     "batches": {"responses", "files", "tenancy"},
 }
 DOOR_FOLDERS = {  # the HTTP door's folders -> the door's folders each may import

@@ -49,6 +49,9 @@ BENCHES: dict[str, Bench] = {
     "agents": Bench("tools.bench.agents.sessions",
                     "an Agents API session's turn against a plain response and the floor, per door, and its CPU",
                     extras="test", at_root=True),
+    "batches": Bench("tools.bench.batches", "an interactive tenant's p95 beside a 2,000-line batch against alone, "
+                     "and a batch's throughput on an idle bridge against a client's at the same concurrency, as "
+                     "ratios", extras="test"),
     "cgroup": Bench("tools.bench.sandbox.cgroup",
                     "what a code interpreter call's cgroup costs: print(1) with and without it",
                     sandbox=True, at_root=True),

@@ -112,3 +112,12 @@ class PoolSettings(BaseSettings):
         "the program ends `incomplete` naming the bound. Unset: this or half what one tenant may hold of the memory "
         "budget (`memory_budget_bytes` × `memory_budget_share`), whichever is less; set above what a tenant may "
         "hold (less the 2 MiB its request holds), the start stops naming both (docs/operations.md has the table)"))
+    batch_concurrency: int = Field(default=8, ge=1, description=(
+        "lines of batches (`/v1/batches`) one process runs at once when it is idle; they start only on idle "
+        "capacity: while fewer interactive requests than `batch_interactive_reserve` are in flight, nobody waits "
+        "in a shared pool and every pool has room above its headroom — a line started runs to its end, the next "
+        "waits (docs/operations.md, Batches on idle capacity)"))
+    batch_interactive_reserve: int = Field(default=1, ge=1, description=(
+        "a batch line starts only while fewer interactive requests (either door's, every tenant's) than this are "
+        "in flight in the process: 1, none at all; more lets batches go on beside light traffic, at the cost of "
+        "the bridge's CPU those requests share with the lines (docs/operations.md)"))

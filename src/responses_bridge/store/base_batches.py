@@ -105,6 +105,13 @@ class BatchStore(Protocol):
         """The tenant's batches, newest first, after the one named (``UnknownCursor`` when it is not the tenant's);
         and whether more follow."""
 
+    async def every_batch(self, *, status: str | None, limit: int) -> list[StoredBatch]:
+        """Every tenant's batches, newest first (only those of ``status`` when given): the operator's list
+        (``responses-bridge batches list``), never an answer to a tenant."""
+
+    async def find_batch(self, batch_id: str) -> StoredBatch | None:
+        """The batch whoever's it is: the operator's cancel names it by id alone."""
+
     async def request_cancel(self, batch_id: str, now: int, *, tenant: str) -> StoredBatch | None:
         """Mark the batch ``cancelling`` (``cancelling_at``: ``now``) when it is unfinished and not already so; the
         batch as it is after (None: not the tenant's). Its runner sees it at its next line."""

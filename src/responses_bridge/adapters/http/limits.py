@@ -24,6 +24,9 @@ from .errors import Handler, error_response
 from .identity import SELF_AUTHENTICATED, request_tenant
 from .params import BODY_LIMIT, HELD_MEMORY
 
+BATCH_ROUTES = "/v1/batches"
+"""Requests under it are counted among the tenant's requests in flight but not as interactive work
+(fairness/idle_capacity.py): a client polling its batch must not hold its own lines back."""
 SLOT = web.RequestKey("slot", Slot)
 """The request key of its :class:`Slot`, for a route that hands it on (a background response keeps it)."""
 
@@ -39,8 +42,8 @@ def limits_middleware(limits: TenantLimits, memory: MemoryBudget, *, body_timeou
             return await handler(request)
         tenant = request_tenant(request)
         request[BODY_LIMIT] = min(limits.max_request_bytes(tenant), request.client_max_size)
-        try:
-            slot = limits.acquire(tenant)
+        try:  # the Batch API's own requests (a client polling its batch) are not work its lines give way to
+            slot = limits.acquire(tenant, interactive=not request.path.startswith(BATCH_ROUTES))
         except APIError as error:
             return limit_response(error)
         request[SLOT] = slot

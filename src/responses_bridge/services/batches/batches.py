@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ...observability.batch_metrics import batch_status
 from ...protocol.errors import APIError, invalid_request, not_found
 from ...protocol.lists import list_of
 from ...store.base_batches import UNFINISHED, BatchStore
@@ -61,6 +62,7 @@ class BatchService:
         if self.runner.forwards_authorization(endpoint):
             batch["_authorization"] = self.kept.keep(authorization)
         await self.store.add_batch(batch, tenant=tenant)
+        batch_status("validating")
         self.runner.created(batch["id"])
         stored = await self.store.get_batch(batch["id"], tenant=tenant)
         if stored is None:  # only a batch deleted by hand between the two

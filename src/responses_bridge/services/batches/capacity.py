@@ -6,9 +6,10 @@ how much of the bridge batches may use — a fixed number of lines at once, or o
 requests leave idle, shared fairly between batches and tenants — is a :class:`LineGate`; the runner knows nothing
 else of it.
 
-The gate here is the plainest one: at most :data:`DEFAULT_CONCURRENCY` lines at once in this process, first come
-first served. It is the default the runner is built with (:func:`line_gate`); a gate that watches the shared pools
-replaces it in this module, not in the runner.
+The HTTP door builds its runner with the runtime's gate (``Runtime.idle_capacity``: fairness/idle_capacity.py):
+lines start only on the capacity interactive requests leave idle, fairly between tenants and batches. The gate here
+is the plainest one, for a runner built without a runtime: at most :data:`DEFAULT_CONCURRENCY` lines at once,
+first come first served (:func:`line_gate`).
 """
 
 from __future__ import annotations
@@ -44,5 +45,5 @@ class FixedLineGate:
 
 
 def line_gate(concurrency: int = DEFAULT_CONCURRENCY) -> LineGate:
-    """The gate the HTTP door builds its batch runner with."""
+    """The plain gate (a runner built without a runtime); the door's is ``Runtime.idle_capacity``."""
     return FixedLineGate(concurrency)

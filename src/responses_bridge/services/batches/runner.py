@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 import structlog
 
+from ...observability.batch_metrics import batch_status, line_ended
 from ...process.periodic import Periodic
 from ...protocol.errors import APIError
 from ...store.base_batches import UNFINISHED, BatchStore, PendingLine, StoredBatch
@@ -264,8 +265,9 @@ class BatchRunner:
                     await slot.__aenter__()
                     try:
                         stop = self._stop_reason(batch)
-                        if stop is not None:
+                        if stop is not None:  # cancelled or expired while it waited: its place given back
                             end = stop
+                            await slot.__aexit__(None, None, None)
                             break
                         if not await self.store.start_line(batch.id, line.index, owner=self.owner):
                             raise _Stop
@@ -311,7 +313,8 @@ class BatchRunner:
                 output, counts = error_line(line.custom_id, "server_error", f"The line could not be served: "
                                             f"{type(error).__name__}.")
             try:
-                await self.store.finish_line(batch.id, line.index, output, counts, owner=self.owner)
+                if await self.store.finish_line(batch.id, line.index, output, counts, owner=self.owner):
+                    line_ended(counts.failed)
             except Exception:  # left started: the batch is handed over once its lines in flight end (_run_lines)
                 log.exception("batch_line_not_recorded", batch_id=batch.id, line=line.index)
         finally:
@@ -329,6 +332,7 @@ class BatchRunner:
                                             "the batch expired before it ran.")
                 if not await self.store.finish_line(batch.id, line.index, output, counts, owner=self.owner):
                     raise _Stop
+                line_ended(True)
 
     async def _finish(self, batch: StoredBatch, end: str) -> None:
         """Write the output and error files of what finished, then the final status."""
@@ -357,6 +361,7 @@ class BatchRunner:
         if not await self.store.change_batch(batch.id, status, changes, owner=self.owner):
             raise _Stop
         batch.body.update(changes)
+        batch_status(status)
 
 
 def _with_status(batch: StoredBatch, status: str) -> StoredBatch:

@@ -21,6 +21,7 @@ import asyncio
 
 from ...config.settings import Settings
 from ...config.tenants import TenantPolicy
+from ...fairness.idle_capacity import Activity
 from ...observability.metrics import LIMITED
 from ...protocol.errors import APIError
 
@@ -57,14 +58,23 @@ def request_too_large(limit: int) -> APIError:
 
 class Slot:
     """One request in flight (or one connection open). :meth:`release` is idempotent, so every exit path may call
-    it."""
+    it. A request's slot also counts it among the process's interactive requests (``activity``:
+    fairness/idle_capacity.py, which batch lines give way to), whatever the tenant's limit."""
 
-    __slots__ = ("_counts", "_task", "_tenant")
+    __slots__ = ("_activity", "_counts", "_task", "_tenant")
 
-    def __init__(self, counts: dict[str, int] | None, tenant: str) -> None:
+    def __init__(self, counts: dict[str, int] | None, tenant: str, activity: Activity | None = None) -> None:
         self._counts = counts  # what it counts in; None: the tenant has no limit, nothing to give back
         self._tenant = tenant
         self._task: asyncio.Future[None] | None = None
+        self._activity = activity  # counted in it (entered by TenantLimits.acquire); None: not, or no longer
+
+    def quiet(self) -> None:
+        """No longer counted as interactive work in flight, while the slot stays held: a WebSocket connection
+        between its turns (each turn counts itself: adapters/http/websocket/connection.py)."""
+        activity, self._activity = self._activity, None
+        if activity is not None:
+            activity.leave()
 
     def release(self) -> None:
         """Give the slot back (a no-op once given back, or while a background run holds it)."""
@@ -77,10 +87,13 @@ class Slot:
                 counts[self._tenant] = count
             else:  # no entry per tenant ever seen: the map stays as small as the load
                 counts.pop(self._tenant, None)
+        activity, self._activity = self._activity, None
+        if activity is not None:
+            activity.leave()  # last: it may let a batch line start
 
     def hold_until(self, task: asyncio.Future[None] | None) -> None:
         """Keep the slot until ``task`` (a background run) ends, whatever the request's own end."""
-        if task is None or task.done() or self._counts is None:
+        if task is None or task.done() or (self._counts is None and self._activity is None):
             return
         self._task = task
         task.add_done_callback(lambda _: self.release())
@@ -100,6 +113,8 @@ class TenantLimits:
         self._in_flight: dict[str, int] = {}
         self._connections: dict[str, int] = {}
         self._policies: dict[str | None, TenantPolicy] = {}
+        # every tenant's requests in flight together, which batch lines give way to (fairness/idle_capacity.py)
+        self.activity = Activity()
 
     def policy(self, tenant: str) -> TenantPolicy:
         """Worked out once per configured tenant, and once for all the others (who share the defaults): building
@@ -116,15 +131,26 @@ class TenantLimits:
         own, ceiling = self.policy(tenant).max_request_bytes, self._settings.max_request_bytes
         return ceiling if own is None else min(own, ceiling)
 
-    def acquire(self, tenant: str) -> Slot:
-        """A slot for one more of ``tenant``'s requests; a 429 (:func:`too_many_requests`) at its limit."""
+    def acquire(self, tenant: str, *, interactive: bool = True) -> Slot:
+        """A slot for one more of ``tenant``'s requests; a 429 (:func:`too_many_requests`) at its limit. Counted
+        among the interactive requests in flight (:attr:`activity`) until it is released, unless ``interactive`` is
+        False: the Batch API's own requests (a client polling its batch), which its lines need not give way to."""
         limit = self.policy(tenant).max_concurrent_requests
+        activity = self.activity if interactive else None
         if limit is None:
-            return UNLIMITED
+            if activity is not None:  # Activity.enter, inlined: every request comes here
+                activity.count += 1
+                activity.entered += 1
+            return Slot(None, tenant, activity)
         if self._in_flight.get(tenant, 0) >= limit:
             LIMITED.labels("concurrency").inc()
             raise too_many_requests(limit)
-        return self._take(self._in_flight, tenant)
+        if activity is not None:
+            activity.count += 1
+            activity.entered += 1
+        slot = self._take(self._in_flight, tenant)
+        slot._activity = activity
+        return slot
 
     def connect(self, tenant: str) -> Slot:
         """A slot for one more of ``tenant``'s WebSocket connections; a 429 (:func:`too_many_connections`) at its

@@ -3,7 +3,8 @@ shares, started with the door, drained with it (its leases let go at a line boun
 
 The runner lives with the HTTP door because its lines are served by the door's route code (line_server.py); under
 Envoy the sidecar's HTTP door is where ``/v1/batches`` is routed (envoy_config/routes.py), so every deployment
-runs its batches here. How many lines run at once is the gate's (services/batches/capacity.py).
+runs its batches here. When a line may start is the runtime's idle-capacity gate's (fairness/idle_capacity.py,
+the seam: services/batches/capacity.py): only on capacity interactive requests leave idle.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from ....runtime import Runtime
-from ....services.batches import capacity
 from ....services.batches.batches import BatchService
 from ....services.batches.runner import BatchRunner
 from ..drain import Drain
@@ -26,7 +26,7 @@ they are stopped (then they are the ones a later claim sends again)."""
 
 def register(app: web.Application, runtime: Runtime, drain: Drain) -> BatchService:
     settings = runtime.settings
-    runner = BatchRunner(runtime.batch_store, runtime.files, DoorLineServer(runtime), capacity.line_gate(),
+    runner = BatchRunner(runtime.batch_store, runtime.files, DoorLineServer(runtime), runtime.idle_capacity,
                          runtime.kept_authorization, lease_seconds=settings.background_lease_seconds,
                          shared=_shared(runtime), max_line_bytes=settings.max_request_bytes)
     service = BatchService(runtime.batch_store, runtime.files, runtime.kept_authorization, runner)

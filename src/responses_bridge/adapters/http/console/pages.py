@@ -11,6 +11,8 @@ from elsewhere).
     POST /console/sessions/{id}/approve an approval answered (the API's own service call)
     GET  /console/sessions/{id}/traces  its turns' spans as waterfalls
     GET  /console/sessions/{id}/artifacts/{artifact_id}  an artifact's bytes, as a download
+    GET  /console/batches, /console/batches/{id}  batches: status, counts, throughput, errors, their files
+    GET  /console/batches/{id}/files/{file_id}  one of a batch's files, as a download
     GET  /console/usage                 requests and tokens over time
     GET  /console/operations            pools, memory, desktops, runs, upstreams, keys (operators)
     POST /console/operations/keys       a key made; POST …/keys/{id}/revoke: a key revoked (operators)
@@ -38,7 +40,7 @@ from ....store.records import InvalidCursor
 from ..agents.agents_routes import SESSIONS
 from ..desktop_watch_tokens import WatchTokens
 from ..downloads import send_blob
-from . import chats, detail, logs, operations, sessions, usage
+from . import batches, chats, detail, logs, operations, sessions, usage
 from .sign_in import SignIn, Viewer, check_change
 from .visible import visible
 
@@ -78,6 +80,10 @@ class Console:
             ("GET", re.compile(r"/sessions/(?P<id>[\w.-]{1,200})/traces"), self.session_traces, False),
             ("GET", re.compile(r"/sessions/(?P<id>[\w.-]{1,200})/artifacts/(?P<artifact>[\w.-]{1,200})"),
              self.artifact, False),
+            ("GET", re.compile(r"/batches"), self.batch_list, False),
+            ("GET", re.compile(r"/batches/(?P<id>[\w.-]{1,200})"), self.batch, False),
+            ("GET", re.compile(r"/batches/(?P<id>[\w.-]{1,200})/files/(?P<file>[\w.-]{1,200})"), self.batch_file,
+             False),
             ("GET", re.compile(r"/usage"), self.usage, False),
             ("GET", re.compile(r"/operations"), self.operations, True),
             ("POST", re.compile(r"/operations/keys"), self.create_key, True),
@@ -268,6 +274,24 @@ class Console:
                              match: re.Match[str]) -> web.StreamResponse:
         shown = await sessions.waterfalls(self.traces, match["id"], viewer.scope(request))
         return self.render("traces.html", viewer, request, waterfalls=shown, session_id=match["id"])
+
+    # -- batches ---------------------------------------------------------------------------------------------------
+
+    async def batch_list(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        page = await batches.batch_page(self.runtime.batch_store, viewer.scope(request),
+                                        request.query.get("after") or None)
+        return self.render("batches.html", viewer, request, page=page)
+
+    async def batch(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        detail = await batches.batch_detail(self.runtime.batch_store, viewer.scope(request), match["id"])
+        return self.render("batch.html", viewer, request, detail=detail, batch_id=match["id"])
+
+    async def batch_file(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        """One of the batch's files, as ``GET /v1/files/{id}/content`` sends it (an attachment, never a page)."""
+        tenant = viewer.scope(request)
+        file_id = await batches.batch_file(self.runtime.batch_store, tenant, match["id"], match["file"])
+        reader, found = await self.runtime.files.open_content(file_id, tenant=tenant)
+        return await send_blob(request, reader, str(found.get("filename") or f"{file_id}.jsonl"))
 
     # -- usage and operations ----------------------------------------------------------------------------------
 

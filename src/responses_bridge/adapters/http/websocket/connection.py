@@ -60,7 +60,7 @@ from ....runtime import Runtime
 from ....store.base import ResponseStore
 from ..drain import DRAIN, Drain
 from ..identity import request_tenant
-from ..limits import limit_response
+from ..limits import limit_response, request_slot
 from ..params import BODY_LIMIT
 from .inject import Injections
 from .lanes import Lanes
@@ -227,6 +227,8 @@ class WebSocketSession:
         """A lane's turn, from its frame (checked when it arrived); a bug in it answers ``server_error`` on the
         lane and the socket stays open."""
         suffix = lane_suffix(stream_id)
+        activity = self.runtime.limits.activity  # a turn is interactive work in flight (its connection is not)
+        activity.enter()
         try:
             raw = orjson.loads(frame)
             del frame  # the parsed request is what the turn needs; the frame's bytes go back now
@@ -240,6 +242,8 @@ class WebSocketSession:
             if not self.ws.closed:
                 await self.send_error(APIError(500, "The server had an error while processing the request.",
                                                code="server_error"), suffix)
+        finally:
+            activity.leave()
 
     async def turns(self, raw: dict[str, Any], stream_id: str | None) -> None:
         """A ``response.create`` and the successors steering starts after it, one after another on its lane."""
@@ -390,6 +394,9 @@ async def handle(request: web.Request, runtime: Runtime, upstream: UpstreamClien
         connection = runtime.limits.connect(tenant)
     except APIError as error:
         return limit_response(error)
+    slot = request_slot(request)
+    if slot is not None:  # open between turns is not work in flight: its turns count themselves (run_turn)
+        slot.quiet()
     try:
         await ws.prepare(request)
         drain = request.app[DRAIN]

@@ -57,6 +57,17 @@ class PostgresBatchStore:
                                     "ORDER BY seq DESC LIMIT $3", tenant, below, limit + 1)
         return [_batch(row) for row in rows[:limit]], len(rows) > limit
 
+    async def every_batch(self, *, status: str | None, limit: int) -> list[StoredBatch]:
+        async with self._db.acquire("every_batch") as conn:
+            rows = await conn.fetch(f"SELECT {_COLUMNS} FROM batches WHERE $1::text IS NULL OR status = $1 "
+                                    "ORDER BY seq DESC LIMIT $2", status, limit)
+        return [_batch(row) for row in rows]
+
+    async def find_batch(self, batch_id: str) -> StoredBatch | None:
+        async with self._db.acquire("find_batch") as conn:
+            row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM batches WHERE id = $1", batch_id)
+        return None if row is None else _batch(row)
+
     async def request_cancel(self, batch_id: str, now: int, *, tenant: str) -> StoredBatch | None:
         async with self._db.transaction("cancel_batch") as conn:
             row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM batches WHERE id = $1 AND tenant = $2 FOR UPDATE",

@@ -58,6 +58,18 @@ class SQLiteBatchStore:
                 (tenant, below if below is not None else 2**62, limit + 1)))
         return [_batch(row) for row in rows[:limit]], len(rows) > limit
 
+    async def every_batch(self, *, status: str | None, limit: int) -> list[StoredBatch]:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(
+                f"SELECT {_COLUMNS} FROM batches WHERE ? IS NULL OR status = ? ORDER BY seq DESC LIMIT ?",
+                (status, status, limit)))
+        return [_batch(row) for row in rows]
+
+    async def find_batch(self, batch_id: str) -> StoredBatch | None:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM batches WHERE id = ?", (batch_id,)))
+        return _batch(rows[0]) if rows else None
+
     async def request_cancel(self, batch_id: str, now: int, *, tenant: str) -> StoredBatch | None:
         def cancel(conn: sqlite3.Connection) -> Any:
             with transaction(conn):
