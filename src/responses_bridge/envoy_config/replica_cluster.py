@@ -14,9 +14,9 @@ header would be sent back to the listener's own address. ``override_host`` keeps
 replicas and gives a request without one a balanced replica.
 
 Everything else is the single-URL cluster's (clusters.py): its name (so its stats and every route keep theirs), its
-connect timeout, buffers, protocol options and circuit breakers, and no retry (a replica that refuses the connection
-gives the client Envoy's 503, and the sidecar takes it out: the client's retry goes to another). The routes are
-unchanged: the same cluster, path rewrite, host rewrite and ``timeout: 0s``.
+connect timeout, buffers, protocol options and circuit breakers. The routes keep the same cluster, path rewrite, host
+rewrite and ``timeout: 0s``, and add one retry of a call that reached no replica (:data:`RETRY_BEFORE_SENDING`, on
+the next replica named) and the means to learn which replica answered (:func:`with_replica_routes`).
 
 Replicas are given as several URLs (``urls``, ``--upstream`` repeated: one endpoint each; a host name resolved by
 Envoy, ``STRICT_DNS``), or as one DNS name standing for all its addresses (a Kubernetes headless Service,

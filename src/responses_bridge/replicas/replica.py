@@ -28,8 +28,9 @@ DOWN_MOST = 30.0
 
 
 def endpoint_of(url: str) -> str:
-    """``host:port`` of a base URL (the port its scheme implies when none is written): what Envoy's
-    ``ORIGINAL_DST`` cluster reads from the endpoint header."""
+    """``host:port`` of a base URL (the port its scheme implies when none is written): the replica's key (metrics, the
+    console, the chain map); through Envoy it is named by the address its host resolves to (``address.py``), which
+    is what the ``override_host`` load balancer matches."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
