@@ -80,7 +80,7 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet
 
 
 @asynccontextmanager
-async def running_fleet(tmp_dir: Path) -> AsyncIterator[Fleet]:
+async def running_fleet(tmp_dir: Path, env: dict[str, str] | None = None) -> AsyncIterator[Fleet]:
     ports = [free_port() for _ in range(REPLICAS)]
     urls = [f"http://127.0.0.1:{port}/v1" for port in ports]
     async with AsyncExitStack() as stack:
@@ -91,7 +91,7 @@ async def running_fleet(tmp_dir: Path) -> AsyncIterator[Fleet]:
         extra = [arg for url in urls[1:] for arg in ("--upstream", url)]
         sidecar = await stack.enter_async_context(running_sidecar(
             str(tmp_dir), urls[0], *extra,
-            "--upstream-via", f"http://127.0.0.1:{listen_port}/v1", own_sqlite=True))
+            "--upstream-via", f"http://127.0.0.1:{listen_port}/v1", env=env, own_sqlite=True))
         envoy = await start_envoy(render_bootstrap(
             listen_port=listen_port, extproc_port=sidecar.extproc_port,
             http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=urls[0], upstream_urls=urls, admin_port=0))

@@ -73,6 +73,17 @@ def test_several_urls_make_one_cluster_honouring_the_picked_replica() -> None:
     # that sees answers is told which replica answered, and the chat route is read by the processor (to pick by
     # the prompt's prefix) as it is for stored chats
     routes, routes_before = _routes(several), _routes(one)
+    # the HTTP door's own chat calls (naming the upstream in its route header) on a copy of the chat route of their
+    # own, just before it, whose answers name the replica that answered; a client's chat is not told
+    own = routes.pop("chat_completions_own")
+    assert list(routes_before).index("chat_completions") == list(_routes(several)).index("chat_completions_own")
+    assert own["match"]["headers"][-1] == {"name": "x-responses-bridge-upstream", "string_match": {"exact": "default"}}
+    assert own.pop("response_headers_to_add") == [{
+        "header": {"key": "x-responses-bridge-replica", "value": "%UPSTREAM_HOST%"},
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+    own["match"]["headers"].pop()
+    assert {**own, "name": "chat_completions"} == routes["chat_completions"]
+    assert "response_headers_to_add" not in routes["chat_completions"]
     assert list(routes) == list(routes_before)
     stored = _routes(bootstrap_dict(**DEMO))
     retried, told = set(), set()
@@ -106,6 +117,23 @@ def test_one_url_renders_exactly_as_before() -> None:
     listed = UpstreamSpec(name="local", urls=["http://127.0.0.1:8000/v1"])
     assert render_bootstrap(**dict(DEMO, upstreams=[listed])) == render_bootstrap(**dict(DEMO, upstreams=[alone]))
     assert "load_balancing_policy" not in render_bootstrap(**DEMO)
+
+
+def test_the_door_is_told_which_replica_answered_its_own_calls_with_several_upstreams() -> None:
+    """Several upstreams: the HTTP door's own calls take the internal listener, whose route to a replicated
+    upstream's cluster names the replica that answered in the answer; the client-facing listener gets no own route,
+    and a route to an upstream with one server stays as it was."""
+    config = bootstrap_dict(**dict(DEMO, upstreams=[UpstreamSpec(name="pool", urls=REPLICAS[:2]),
+                                                    UpstreamSpec(name="one", url=REPLICAS[2])]))
+    listeners = config["static_resources"]["listeners"]
+    assert "chat_completions_own" not in _routes(config)
+    internal = listeners[1]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+    routes = {route["name"]: route for route in internal["virtual_hosts"][0]["routes"]}
+    assert routes["pool_via_sidecar"]["response_headers_to_add"] == [{
+        "header": {"key": "x-responses-bridge-replica", "value": "%UPSTREAM_HOST%"},
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+    assert "response_headers_to_add" not in routes["one_via_sidecar"]
+    assert "retry_policy" not in routes["one_via_sidecar"]["route"]
 
 
 def test_named_replicas_and_a_headless_service_are_resolved_by_envoy() -> None:

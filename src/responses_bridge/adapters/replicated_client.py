@@ -10,6 +10,14 @@ told to the picker: answered (its usage's ``cached_tokens`` counted), refused, o
 A connection refused before any byte was sent is retried once on another replica (none of the call was made: a
 retry makes nothing twice); the refusing replica is taken out. A failure after the request went out is the run's,
 as with one server. Every replica refusing: the 502 ``upstream_unreachable`` of one server, naming the upstream.
+
+Through Envoy a refused connection never reaches this client as one: Envoy answers it itself. So the call names
+the picked replica and then the other replicas in (``replicas/address.py``, as the processor names them), and the
+route's one retry moves a call that reached no replica to the next; the answer says which replica answered
+(``x-responses-bridge-replica``, envoy_config/replica_cluster.py): another than the picked one, and the picked one
+is taken out and the call — its chain with it — is the other's. Envoy's own 503 (no
+``x-envoy-upstream-service-time``: the replicas it tried refused) is a refused connection of the picked one: taken
+out, the call retried once here on another, as a refused connection is without Envoy.
 """
 
 from __future__ import annotations
@@ -25,8 +33,10 @@ import aiohttp
 from ..config.settings import Settings
 from ..config.upstreams import Router
 from ..engine.wire import UpstreamRequest
+from ..envoy_config.names import REPLICA_ANSWERED_HEADER
 from ..protocol.errors import APIError
-from ..replicas import Picked, register
+from ..replicas import Picked, Replica, register
+from ..replicas.address import listed
 from ..replicas.persist import ChainPersistence, ChainStore
 from ..replicas.picker import ReplicaSet
 from ..replicas.replica import CONNECT_FAILED, FAILED, OK
@@ -36,6 +46,8 @@ from ..run.upstream_scope import current_chain
 from .upstream_client import AiohttpUpstreamClient
 
 UNREACHABLE = "upstream_unreachable"
+ENVOY_UPSTREAM_TIME = "x-envoy-upstream-service-time"
+"""Envoy's router adds it to every answer that came from an upstream, never to a reply it made itself."""
 _USAGE_TAIL = 4096
 """Bytes of an answer's end kept to read its usage from (a stream's usage chunk is its last but ``[DONE]``)."""
 _PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
@@ -119,17 +131,54 @@ class ReplicatedClient:
         """A call of ``opening`` on ``picked``'s replica entered on ``stack`` (a refused connection retried once on
         another); its end told to the picker as soon as its status is known."""
         for attempt in (0, 1):
+            named = await self._name(picked)
+            opened = opening(picked)
             try:
-                response = await stack.enter_async_context(opening(picked))
+                response = await opened.__aenter__()
             except UpstreamFailure as failure:
                 picked = self._refused(picked, failure, attempt, prompt)
                 continue
             except BaseException:
                 picked.done("cancelled")
                 raise
+            if named:
+                landed = self._landed(picked, response.status, response.headers, named)
+                if landed is None:
+                    await opened.__aexit__(None, None, None)
+                    picked = self._refused(picked, self._envoy_refused(), attempt, prompt)
+                    continue
+                picked = landed
+            stack.push_async_exit(opened)
             picked.done(outcome_of(response.status), why=f"http_{response.status}")
             return response
         raise AssertionError("unreachable: the second refusal is raised by _refused")
+
+    async def _name(self, picked: Picked) -> dict[str, Replica]:
+        """Through Envoy: the replicas the call names, by address (``picked``'s first), set as its endpoint
+        header's value; straight to the replica: nothing."""
+        if not self.inner.via:
+            return {}
+        named = await listed(picked, self.replicas.replicas)
+        picked.listed = ",".join(named)
+        return named
+
+    def _landed(self, picked: Picked, status: int, headers: Mapping[str, str],
+                named: Mapping[str, Replica]) -> Picked | None:
+        """Through Envoy, where the call landed: ``picked``, or the call moved to the replica that answered when
+        Envoy's retry took it there (the picked one refused: taken out); None when Envoy answered 503 itself (no
+        replica it tried took the call: a refused connection)."""
+        if status == 503 and ENVOY_UPSTREAM_TIME not in headers:
+            return None
+        answered = headers.get(REPLICA_ANSWERED_HEADER, "")
+        other = named.get(answered)
+        if other is None or other is picked.replica:
+            return picked
+        return self.replicas.moved(picked, other, f"refused; Envoy retried the call on {answered}")
+
+    def _envoy_refused(self) -> UpstreamFailure:
+        return UpstreamFailure(APIError(
+            502, "Cannot connect to the upstream model server through Envoy: Envoy answered 503 itself (the replicas "
+            "it tried refused the connection)", type="server_error", code=UNREACHABLE))
 
     def _refused(self, picked: Picked, failure: UpstreamFailure, attempt: int, prompt: bytes | None) -> Picked:
         """A call failed on entry: a refused connection takes its replica out and, the first time, gives the
@@ -171,6 +220,7 @@ class _ReplicaChat:
         await client.replicas.recall(chain)
         picked = client.replicas.pick(chain, call.body)
         for attempt in (0, 1):
+            named = await client._name(picked)
             inner = client.inner.chat(call, self._authorization, picked)
             try:
                 answer = await inner.__aenter__()
@@ -180,6 +230,13 @@ class _ReplicaChat:
             except BaseException:
                 picked.done("cancelled")
                 raise
+            if named:
+                landed = client._landed(picked, answer.status, answer.headers, named)
+                if landed is None:
+                    await inner.__aexit__(None, None, None)
+                    picked = client._refused(picked, client._envoy_refused(), attempt, call.body)
+                    continue
+                picked = landed
             self._picked, self._inner = picked, inner
             self._answer = _ObservedAnswer(answer, picked)
             return self._answer

@@ -49,6 +49,11 @@ class AiohttpUpstreamAnswer:
     _upstream: metrics.Upstream
     _idle: float | None = None  # the longest silence allowed between two chunks (None: no limit)
 
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The answer's headers (through Envoy, which replica answered: replicated_client.py)."""
+        return self._response.headers
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """Whatever bytes arrived, as they arrive: no re-chunking, so a token reaches the client at once.
 
@@ -282,7 +287,8 @@ class _Request:
         if client._headers:
             kwargs["headers"] = {**client._headers, **kwargs.get("headers", {})}  # type: ignore[dict-item]
         if replica is not None and client.via:
-            kwargs["headers"] = {**kwargs.get("headers", {}), ENDPOINT_HEADER: replica.endpoint}  # type: ignore[dict-item]
+            kwargs["headers"] = {**kwargs.get("headers", {}),  # type: ignore[dict-item]
+                                 ENDPOINT_HEADER: replica.listed or replica.endpoint}
         upstream = self._upstream = client._metrics(path)
         name, attributes = client._span_of(method, path)
         scope = self._span = tracing.span(name, attributes, kind=tracing.SpanKind.CLIENT)

@@ -228,3 +228,11 @@ DESTINATION_ENDPOINT_HEADER = "x-gateway-destination-endpoint"
 requests it sends upstream and by the HTTP door on its own calls through Envoy (``upstream_via``); the upstream's
 cluster sends the request there (clusters.py, ``override_host``). The Gateway API Inference Extension's endpoint
 picker names its choice with the same header."""
+
+
+REPLICA_ANSWERED_HEADER = "x-responses-bridge-replica"
+"""On the answers to the HTTP door's own calls through Envoy (``upstream_via``) to an upstream with several replicas:
+the replica that answered (Envoy's ``%UPSTREAM_HOST%``, ``ip:port``), which differs from the one the door named
+first when Envoy's retry moved a call that reached no replica (replica_cluster.py). Only those routes add it: the
+internal listener's, and with one upstream the route of the door's own chat calls (they name the upstream in
+``ROUTE_HEADER``), so a client's answers never carry it unless it sends that header as the sidecar does."""

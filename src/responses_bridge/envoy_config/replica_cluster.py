@@ -14,9 +14,9 @@ header would be sent back to the listener's own address. ``override_host`` keeps
 replicas and gives a request without one a balanced replica.
 
 Everything else is the single-URL cluster's (clusters.py): its name (so its stats and every route keep theirs), its
-connect timeout, buffers, protocol options and circuit breakers, and no retry (a replica that refuses the connection
-gives the client Envoy's 503, and the sidecar takes it out: the client's retry goes to another). The routes are
-unchanged: the same cluster, path rewrite, host rewrite and ``timeout: 0s``.
+connect timeout, buffers, protocol options and circuit breakers. The routes keep the same cluster, path rewrite, host
+rewrite and ``timeout: 0s``, and add one retry of a call that reached no replica (:data:`RETRY_BEFORE_SENDING`, on
+the next replica named) and the means to learn which replica answered (:func:`with_replica_routes`).
 
 Replicas are given as several URLs (``urls``, ``--upstream`` repeated: one endpoint each; a host name resolved by
 Envoy, ``STRICT_DNS``), or as one DNS name standing for all its addresses (a Kubernetes headless Service,
@@ -26,11 +26,23 @@ as the sidecar's own discovery does, so both see the same replicas.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
 from .clusters import DEFAULT_CONNECT, _upstream_cluster
-from .names import _EXT_PROC, _TYPE, DESTINATION_ENDPOINT_HEADER, UPSTREAM_HEADERS_NAMESPACE, UpstreamURL, _socket
+from .names import (
+    _EXT_PROC,
+    _TYPE,
+    DESTINATION_ENDPOINT_HEADER,
+    INTERNAL_LISTENER,
+    OWN_CALL_VALUE,
+    REPLICA_ANSWERED_HEADER,
+    ROUTE_HEADER,
+    UPSTREAM_HEADERS_NAMESPACE,
+    UpstreamURL,
+    _socket,
+)
 from .timeouts import duration
 
 _LB = _TYPE + "envoy.extensions.load_balancing_policies."
@@ -112,22 +124,59 @@ def with_replica_routes(listeners: list[dict[str, Any]], replicated: set[str]) -
     """``listeners`` with every route to a cluster in ``replicated`` retrying a call that reached no replica
     (:data:`RETRY_BEFORE_SENDING`), and the processor of every route it sees the answers of told which replica
     answered (:data:`UPSTREAM_ADDRESS`, a per-route ``response_attributes`` override). With several upstreams the
-    processor's routes are the generic ones until it names the upstream, so they all carry it. No replicas:
+    processor's routes are the generic ones until it names the upstream, so they all carry it. The HTTP door's own
+    calls (``upstream_via``) are told too, in a header of the answer (:func:`_tells_replica`). No replicas:
     ``listeners`` as they are."""
     if not replicated:
         return listeners
-    for listener in listeners:
+    names = [listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["name"]
+             for listener in listeners]
+    several = INTERNAL_LISTENER in names  # several upstreams: the door's own calls take the internal listener
+    for listener, name in zip(listeners, names, strict=True):
         config = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        internal = name == INTERNAL_LISTENER
         for host in config["route_config"]["virtual_hosts"]:
+            own = [] if several or internal else [
+                _own_chat_route(route) for route in host["routes"]
+                if route.get("name") == "chat_completions" and route["route"].get("cluster") in replicated]
+            if own:  # one upstream: the door's own chat calls on a route of their own, just before the clients'
+                at = next(index for index, route in enumerate(host["routes"])
+                          if route.get("name") == "chat_completions")
+                host["routes"][at:at] = own
             for route in host["routes"]:
                 action = route.get("route", {})
                 if action.get("cluster") in replicated:
                     action["retry_policy"] = dict(RETRY_BEFORE_SENDING)
+                    if internal:
+                        _tells_replica(route)
                 per_route = route.get("typed_per_filter_config", {}).get(_EXT_PROC, {})
                 overrides = per_route.get("config", {}).get("overrides")
                 if overrides is not None and not per_route.get("disabled") and _sees_answers(overrides):
                     overrides["response_attributes"] = [UPSTREAM_ADDRESS]
     return listeners
+
+
+def _tells_replica(route: dict[str, Any]) -> dict[str, Any]:
+    """``route``'s answers name the replica that answered (:data:`~.names.REPLICA_ANSWERED_HEADER`, Envoy's
+    ``%UPSTREAM_HOST%``): the HTTP door's own calls learn where Envoy's retry moved a call, as the processor learns it
+    from :data:`UPSTREAM_ADDRESS`. Only on routes only the sidecar's own calls take: a client is not told the
+    replicas' addresses."""
+    route.setdefault("response_headers_to_add", []).append({
+        "header": {"key": REPLICA_ANSWERED_HEADER, "value": "%UPSTREAM_HOST%"},
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"})
+    return route
+
+
+def _own_chat_route(route: dict[str, Any]) -> dict[str, Any]:
+    """The one-upstream ``chat_completions`` route for the HTTP door's own calls through Envoy: the same route (the
+    processor sees them as before, and leaves the replica they name), matched on the upstream's name in
+    ``ROUTE_HEADER`` (the door sends it; envoy-config's route config removes it before the upstream), its answers
+    naming the replica that answered."""
+    own = copy.deepcopy(route)
+    own["name"] = "chat_completions_own"
+    own["match"]["headers"] = [*own["match"].get("headers", []),
+                               {"name": ROUTE_HEADER, "string_match": {"exact": OWN_CALL_VALUE}}]
+    return _tells_replica(own)
 
 
 def _sees_answers(overrides: dict[str, Any]) -> bool:

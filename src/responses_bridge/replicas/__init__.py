@@ -11,7 +11,8 @@ chain map is kept in the store too, for other processes (``persist.py``); each r
 
 The doors and the run ask one function, :func:`pick` (``registry.py``): None for an upstream with one server —
 its cost, one dict lookup — else a :class:`~responses_bridge.replicas.replica.Picked` naming the replica (its base
-URL, its ``host:port`` for Envoy's ``ORIGINAL_DST`` cluster) that records the call's end.
+URL, its ``host:port``, which a call through Envoy names — as ``ip:port``, ``address.py`` — for the ``override_host``
+load balancer of the cluster ``envoy-config`` renders) that records the call's end.
 
 Imports observability, protocol's errors and the leaves only (never the settings: the composition root builds the
 sets from them), so the run and both doors may use it.

@@ -201,6 +201,14 @@ class ReplicaSet:
             replica.failed(outcome)
             replica.take_out(self.clock(), why or outcome)
 
+    def moved(self, picked: Picked, replica: Replica, why: str) -> Picked:
+        """Envoy's retry carried ``picked``'s call to ``replica`` (the picked one refused it, before any of the call
+        reached it): the picked one is taken out, and the call is ``replica``'s from now on — its usage counted
+        there, and its chain bound there when it ends well, so the chain moves once and stays."""
+        picked.done(CONNECT_FAILED, why=why)
+        replica.count_pick(self.clock())
+        return Picked(self, replica, picked.chain)
+
     def bind(self, chain: Iterable[str], replica: Replica) -> None:
         keys = [key for key in chain if key]
         self.chains.bind(keys, replica.key)

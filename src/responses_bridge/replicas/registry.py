@@ -16,8 +16,10 @@ from .picker import ReplicaSet
 from .replica import Picked
 
 ENDPOINT_HEADER = "x-gateway-destination-endpoint"
-"""The request header naming the picked replica, ``host:port``: the Gateway API Inference Extension's name, read by
-the ``ORIGINAL_DST`` cluster ``envoy-config`` renders for an upstream with replicas."""
+"""The request header naming the picked replica: the Gateway API Inference Extension's name, read by the
+``override_host`` load balancer of the cluster ``envoy-config`` renders for an upstream with replicas
+(envoy_config/replica_cluster.py), which matches it against its resolved hosts: ``ip:port``, or a comma-separated
+list of them, the picked one first (``address.py``)."""
 
 _SETS: dict[str, ReplicaSet] = {}
 

@@ -28,8 +28,9 @@ DOWN_MOST = 30.0
 
 
 def endpoint_of(url: str) -> str:
-    """``host:port`` of a base URL (the port its scheme implies when none is written): what Envoy's
-    ``ORIGINAL_DST`` cluster reads from the endpoint header."""
+    """``host:port`` of a base URL (the port its scheme implies when none is written): the replica's key (metrics, the
+    console, the chain map); through Envoy it is named by the address its host resolves to (``address.py``), which
+    is what the ``override_host`` load balancer matches."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -147,7 +148,7 @@ class Picked:
     """One call's replica. :attr:`url`: its base URL (ending in /v1); :attr:`endpoint`: its ``host:port``;
     :attr:`name`: the upstream's name. End it once with :meth:`done`."""
 
-    __slots__ = ("_chain", "_ended", "_set", "endpoint", "name", "replica", "url")
+    __slots__ = ("_chain", "_ended", "_set", "endpoint", "listed", "name", "replica", "url")
 
     def __init__(self, replica_set: ReplicaSet, replica: Replica, chain: tuple[str, ...]) -> None:
         self._set = replica_set
@@ -157,6 +158,7 @@ class Picked:
         self.endpoint = replica.key
         self._chain = chain
         self._ended = False
+        self.listed = ""  # through Envoy: the endpoint header's value, this replica then the others (address.py)
 
     def done(self, outcome: str = OK, *, why: str = "", prompt_tokens: int = 0, cached_tokens: int = 0) -> None:
         """The call ended: ``ok`` (an answer came, a 500 included), ``connect_failed`` (refused before any byte

@@ -14,9 +14,6 @@ For an upstream with one server nothing here runs but :func:`replicated`, one di
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +21,7 @@ from ...config.upstreams import SINGLE_UPSTREAM
 from ...envoy_config.names import DESTINATION_ENDPOINT_HEADER, UPSTREAM_HEADERS_NAMESPACE
 from ...envoy_config.replica_cluster import UPSTREAM_ADDRESS
 from ...replicas import Picked, replica_set
+from ...replicas.address import envoy_address
 from ...replicas.registry import pick_recalled
 from ...replicas.replica import CONNECT_FAILED, FAILED, OK
 from . import messages as m
@@ -69,29 +67,6 @@ def answered_by(request: ProcessingRequest) -> str:
         if value is not None and value.string_value:
             return value.string_value
     return ""
-
-
-async def envoy_address(endpoint: str) -> str:
-    """``endpoint`` as Envoy's cluster knows its hosts: ``ip:port``. A replica named by its host (a URL with a name)
-    is looked up as Envoy resolved it (``STRICT_DNS``); a name that does not resolve is passed as it is, and
-    Envoy's fallback balances the request instead."""
-    host, _, port = endpoint.rpartition(":")
-    bare = host.strip("[]")
-    try:
-        ipaddress.ip_address(bare)
-        return endpoint
-    except ValueError:
-        pass
-    try:
-        found = await asyncio.get_running_loop().getaddrinfo(bare, int(port), type=socket.SOCK_STREAM)
-    except (OSError, ValueError):
-        return endpoint
-    for family, _, _, _, address in found:
-        if family == socket.AF_INET:
-            return f"{address[0]}:{port}"
-    for _, _, _, _, address in found:
-        return f"[{address[0]}]:{port}"
-    return endpoint
 
 
 TAKES_OUT = frozenset((502, 503, 504))
