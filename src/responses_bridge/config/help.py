@@ -24,6 +24,7 @@ SHOWN_TYPES: dict[str, str] = {
     "allowed_hosts": "comma-separated host names",
     "mcp_connectors": "JSON object of connector id → MCP server",
     "workers": "a number, or `auto`",
+    "console_prices": "JSON object of model → price per million tokens",
 }
 
 # What a JSON setting looks like, for the line that says the environment's JSON is broken
@@ -32,6 +33,7 @@ JSON_EXAMPLES: dict[str, str] = {
     "models": '[{"match": "qwen*", "upstream": "local"}]',
     "tenants": '{"acme": {"max_concurrent_requests": 10}}',
     "mcp_connectors": '{"connector_googledrive": {"server_url": "https://drive-mcp.internal/mcp"}}',
+    "console_prices": '{"gpt-4o": {"input": 2.5, "cached_input": 1.25, "output": 10}}',
 }
 
 _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean"}

@@ -28,16 +28,24 @@ LIKE_ESCAPE = "\\"
 class ResponseBrowser(Protocol):
     """The console's reads (adapters/http/console/logs.py), on both stores."""
 
-    async def response_sizes(self, *, tenant: str, after: str | None, where: ResponseFilter,
-                             limit: int) -> tuple[list[tuple[str, int]], bool]:
+    async def response_sizes(self, *, tenant: str, after: str | None, where: ResponseFilter, limit: int,
+                             before: str | None = None, inputs: bool = False) -> tuple[list[tuple[str, int]], bool]:
         """``(id, stored bytes)`` of ``tenant``'s responses newest first after the cursor ``after`` (exclusive; an
-        unknown one raises InvalidCursor), narrowed by ``where``, at most ``limit``; and whether there are more."""
+        unknown one raises InvalidCursor), narrowed by ``where``, at most ``limit``; and whether there are more.
+        With only ``before``: the ``limit`` responses just newer than it (still newest first; "more": newer ones
+        beyond them). With ``inputs``: each size counts its input items' stored bytes too (what a search examines:
+        :meth:`responses_containing` looks in both), read from their rows' headers as the response's is."""
+
+    async def count_responses(self, *, tenant: str, where: ResponseFilter, cap: int) -> int:
+        """How many of ``tenant``'s responses ``where`` admits, counted in the listing's index up to ``cap + 1`` at
+        most (a count past ``cap`` says "more than ``cap``"): a bounded walk of index entries, no row read."""
 
     async def responses_containing(self, response_ids: Sequence[str], needles: Sequence[str], *,
-                                   tenant: str) -> set[str]:
+                                   tenant: str, inputs: Sequence[str] = ()) -> set[str]:
         """Those of ``response_ids`` (``tenant``'s) whose stored JSON holds every one of ``needles`` (each text as
         :func:`as_stored` or :func:`whole_string` writes it), regardless of the case of ASCII letters (other letters
-        as they are), on either store."""
+        as they are), on either store. Those of the needles also in ``inputs`` are found in the response's JSON or
+        in any of its stored input items (the request's own words, which the response's JSON does not hold)."""
 
     async def response_json(self, response_id: str, *, tenant: str) -> bytes | None:
         """The stored JSON of ``tenant``'s response as it is stored, not parsed (the caller parses it where it

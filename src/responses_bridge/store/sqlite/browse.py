@@ -52,6 +52,10 @@ SELECT id, previous_response_id, size FROM chain ORDER BY depth
 _OWNED = "response_id IN (SELECT id FROM responses WHERE id = :id AND tenant = :tenant)"
 _ITEM_SIZES = ("SELECT position, length(item) FROM response_items WHERE response_id = :id AND kind = :kind "
                f"AND position >= :start AND {_OWNED} ORDER BY position LIMIT :limit")
+_INPUT_BYTES = (" + coalesce((SELECT sum(length(i.item)) FROM response_items AS i "
+                "WHERE i.response_id = r.id AND i.kind = 'input'), 0)")
+_IN_INPUT = ("EXISTS (SELECT 1 FROM response_items AS i WHERE i.response_id = responses.id AND i.kind = 'input' "
+             f"AND CAST(i.item AS TEXT) LIKE ? ESCAPE '{LIKE_ESCAPE}')")
 _EXISTS = "SELECT EXISTS (SELECT 1 FROM responses WHERE id = :id AND tenant = :tenant)"
 
 
@@ -93,26 +97,41 @@ class SQLiteResponseBrowser:
                 self._conn = conn
             return self._conn
 
-    async def response_sizes(self, *, tenant: str, after: str | None, where: ResponseFilter,
-                             limit: int) -> tuple[list[tuple[str, int]], bool]:
+    async def response_sizes(self, *, tenant: str, after: str | None, where: ResponseFilter, limit: int,
+                             before: str | None = None, inputs: bool = False) -> tuple[list[tuple[str, int]], bool]:
         async with self._reading("browse_sizes") as conn:
-            after_key, _ = await resolve_keys(conn, "responses", after, None, tenant)
-            page = bounds(False, after_key, None, after_given=after is not None, before_given=False)
+            after_key, before_key = await resolve_keys(conn, "responses", after, before, tenant)
+            page = bounds(False, after_key, before_key, after_given=after is not None,
+                          before_given=before is not None)
             sql, params = responses_page(tenant, where, page, limit + 1, metadata_join=METADATA_JOIN,
-                                         select="r.id, length(r.response)")
+                                         select=f"r.id, length(r.response){_INPUT_BYTES if inputs else ''}")
             rows = [(str(row[0]), int(row[1])) for row in await conn.execute_fetchall(sql, params)]
-        return rows, trim_page(rows, limit)
+        return rows, trim_page(rows, limit, backward=page.backward)
+
+    async def count_responses(self, *, tenant: str, where: ResponseFilter, cap: int) -> int:
+        page = bounds(False, None, None, after_given=False, before_given=False)
+        sql, params = responses_page(tenant, where, page, cap + 1, metadata_join=METADATA_JOIN, select="1")
+        async with self._reading("browse_count") as conn:
+            rows = list(await conn.execute_fetchall(f"SELECT count(*) FROM ({sql})", params))
+        return int(rows[0][0])
 
     async def responses_containing(self, response_ids: Sequence[str], needles: Sequence[str], *,
-                                   tenant: str) -> set[str]:
+                                   tenant: str, inputs: Sequence[str] = ()) -> set[str]:
         if not response_ids:
             return set()
         marks = ", ".join("?" for _ in response_ids)
         # LIKE ignores the case of ASCII letters, and runs faster here than instr() (~300 MB/s on one core)
-        tests = "".join(f" AND CAST(response AS TEXT) LIKE ? ESCAPE '{LIKE_ESCAPE}'" for _ in needles)
+        tests, patterns = "", []
+        for needle in needles:
+            if needle in inputs:
+                tests += f" AND (CAST(response AS TEXT) LIKE ? ESCAPE '{LIKE_ESCAPE}' OR {_IN_INPUT})"
+                patterns += [like_pattern(needle)] * 2
+            else:
+                tests += f" AND CAST(response AS TEXT) LIKE ? ESCAPE '{LIKE_ESCAPE}'"
+                patterns.append(like_pattern(needle))
         sql = f"SELECT id FROM responses WHERE +tenant = ? AND id IN ({marks}){tests}"
         async with self._reading("browse_search") as conn:
-            rows = await conn.execute_fetchall(sql, (tenant, *response_ids, *map(like_pattern, needles)))
+            rows = await conn.execute_fetchall(sql, (tenant, *response_ids, *patterns))
         return {str(row[0]) for row in rows}
 
     async def response_json(self, response_id: str, *, tenant: str) -> bytes | None:

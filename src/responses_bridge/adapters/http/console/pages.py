@@ -2,8 +2,11 @@
 rendered by jinja2 with every value escaped, answered with a strict Content-Security-Policy (nothing inline, nothing
 from elsewhere).
 
-    GET  /console/logs                  stored responses, newest first, filtered
+    GET  /console/logs                  stored responses, newest first, filtered (?before=: the newer page)
+    GET  /console/logs.csv              the same query's rows as CSV (exports.py: bounded, streamed)
     GET  /console/logs/{response_id}    one response as a conversation, with its chain (?input=, ?output=: pages)
+    GET  /console/logs/{response_id}/raw  its stored JSON, masked as every page is, with a copy button
+    GET  /console/logs/{response_id}/live a running background response's text as it streams (SSE: live.py)
     GET  /console/logs/{response_id}/{input|output}/{position}  one of its items on a page of its own
     GET  /console/chats, /console/chats/{id}  stored chat completions, and one with its messages
     GET  /console/sessions              agent sessions
@@ -11,7 +14,7 @@ from elsewhere).
     POST /console/sessions/{id}/approve an approval answered (the API's own service call)
     GET  /console/sessions/{id}/traces  its turns' spans as waterfalls
     GET  /console/sessions/{id}/artifacts/{artifact_id}  an artifact's bytes, as a download
-    GET  /console/usage                 requests and tokens over time
+    GET  /console/usage                 requests, tokens and spend over time; /console/usage.csv: its totals
     GET  /console/operations            pools, memory, desktops, runs, upstreams, keys (operators)
     POST /console/operations/keys       a key made; POST …/keys/{id}/revoke: a key revoked (operators)
     GET  /console/sign-in, POST /console/sign-in, POST /console/sign-out
@@ -38,12 +41,16 @@ from ....store.records import InvalidCursor
 from ..agents.agents_routes import SESSIONS
 from ..desktop_watch_tokens import WatchTokens
 from ..downloads import send_blob
-from . import chats, detail, logs, operations, sessions, usage
-from .sign_in import SignIn, Viewer, check_change
+from . import chats, detail, exports, live, logs, operations, raw, sessions, usage
+from .pricing import Prices, money
+from .sign_in import SignIn, Viewer, check_change, return_path, sign_in_location
+from .usage import Usage
 from .visible import visible
 
 HERE = Path(__file__).parent
-STATIC = {"console.css": "text/css"}  # no script: every page works as plain HTML forms and links
+STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
+# the one script, a file of our own (the CSP allows no other and nothing inline): a copy button, a running response
+# followed live; every page works without it as plain HTML forms and links
 POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-src 'self'; "
           "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
 # same-origin, not no-referrer: under no-referrer a browser sends ``Origin: null`` with the console's own forms, which
@@ -63,11 +70,15 @@ class Console:
         self.revoking = asyncio.Lock()
         self.sessions: SessionService | None = agents.get(SESSIONS) if agents is not None else None
         self.traces = SessionTraces(runtime.agent_store)
+        self.prices = Prices(runtime.settings.console_prices)
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                             undefined=jinja2.StrictUndefined, finalize=visible)
         self.routes: list[tuple[str, re.Pattern[str], Page, bool]] = [  # method, path, page, operators only
             ("GET", re.compile(r"/logs"), self.logs, False),
+            ("GET", re.compile(r"/logs\.csv"), self.logs_csv, False),
             ("GET", re.compile(r"/logs/(?P<id>[\w.-]{1,200})"), self.response, False),
+            ("GET", re.compile(r"/logs/(?P<id>[\w.-]{1,200})/raw"), self.response_raw, False),
+            ("GET", re.compile(r"/logs/(?P<id>[\w.-]{1,200})/live"), self.response_live, False),
             ("GET", re.compile(r"/logs/(?P<id>[\w.-]{1,200})/(?P<kind>input|output)/(?P<position>[0-9]{1,9})"),
              self.response_item, False),
             ("GET", re.compile(r"/chats"), self.chat_list, False),
@@ -79,6 +90,7 @@ class Console:
             ("GET", re.compile(r"/sessions/(?P<id>[\w.-]{1,200})/artifacts/(?P<artifact>[\w.-]{1,200})"),
              self.artifact, False),
             ("GET", re.compile(r"/usage"), self.usage, False),
+            ("GET", re.compile(r"/usage\.csv"), self.usage_csv, False),
             ("GET", re.compile(r"/operations"), self.operations, True),
             ("POST", re.compile(r"/operations/keys"), self.create_key, True),
             ("POST", re.compile(r"/operations/keys/(?P<id>[0-9a-f]{1,64})/revoke"), self.revoke_key, True),
@@ -94,8 +106,8 @@ class Console:
             viewer = await self.sign_in.viewer(request)
             if path == "/sign-out" and request.method == "POST":
                 return await self.sign_out(request, viewer)
-            if viewer is None:
-                return see_other("/console/sign-in")
+            if viewer is None:  # back to the page asked for once signed in (a GET's own path, nothing else)
+                return see_other(sign_in_location(request))
             if path in ("/", ""):
                 return see_other("/console/logs")
             for method, pattern, page, operators in self.routes:
@@ -125,7 +137,7 @@ class Console:
         tenant = viewer.scope(request) if viewer is not None else ""
         body = self.templates.get_template(template).render(
             viewer=viewer, tenant=tenant, chosen_tenant=request.query.get("tenant", "") if viewer else "",
-            path=request.path, link=_linker(viewer, tenant), **values)
+            path=request.path, link=_linker(viewer, tenant), money=money, **values)
         response = web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
         response.headers.update(HEADERS)
         return response
@@ -146,14 +158,17 @@ class Console:
             form = await _form(request)
             cookie = await self.sign_in.sign_in(form.get("key", "")) if self.sign_in.takes_keys else None
             if cookie is not None:
-                answer = see_other("/console/logs")
+                answer = see_other(return_path(form.get("next")) or "/console/logs")
                 self.sign_in.set_cookie(answer, request, cookie)
                 return answer
             refused = "That key was not accepted (unknown, revoked or expired)."
-        elif not self.sign_in.takes_keys and await self.sign_in.viewer(request) is not None:
-            return see_other("/console/logs")
+            back = return_path(form.get("next"))
+        else:
+            back = return_path(request.query.get("next"))
+            if not self.sign_in.takes_keys and await self.sign_in.viewer(request) is not None:
+                return see_other(back or "/console/logs")
         return self.render("sign_in.html", None, request, refused=refused, takes_keys=self.sign_in.takes_keys,
-                           status=401 if refused else 200)
+                           back=back or "", status=401 if refused else 200)
 
     async def sign_out(self, request: web.Request, viewer: Viewer | None) -> web.StreamResponse:
         check_change(request, viewer, (await _form(request)).get("csrf"))
@@ -167,18 +182,38 @@ class Console:
     async def logs(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         filters = logs.Filters.of(request.query)
         tenant = viewer.scope(request)
-        page = await logs.log_page(self.runtime.store.browser, tenant, filters, request.query.get("after") or None)
+        page = await logs.log_page(self.runtime.store.browser, tenant, filters, request.query.get("after") or None,
+                                   request.query.get("before") or None, prices=self.prices)
         tenants = await operations.known_tenants(self.runtime) if viewer.operator else []
+        kept = {**filters.query(), **_tenant_query(viewer, tenant)}
         return await self.render_off_loop(
             "logs.html", viewer, request, page=page, filters=filters, statuses=logs.STATUSES, spans=list(logs.SPANS),
-            tenants=tenants, next_query=urlencode({**filters.query(), **_tenant_query(viewer, tenant),
-                                                   "after": page.next_after or ""}))
+            tenants=tenants, next_query=urlencode({**kept, "after": page.next_after or ""}),
+            newer_query=urlencode({**kept, "before": page.newer_before or ""}), export_query=urlencode(kept),
+            counted=logs.COUNTED, priced=bool(self.prices))
+
+    async def logs_csv(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        return await exports.logs_csv(request, self.runtime.store.browser, viewer.scope(request),
+                                      logs.Filters.of(request.query), self.prices, HEADERS)
+
+    async def response_live(self, request: web.Request, viewer: Viewer,
+                            match: re.Match[str]) -> web.StreamResponse:
+        return await live.follow(request, self.runtime.background, match["id"], viewer.scope(request), HEADERS)
+
+    async def response_raw(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        stored = await self.runtime.store.browser.response_json(match["id"], tenant=viewer.scope(request))
+        if stored is None:
+            raise APIError(404, "No stored response with that id.", code="not_found")
+        shown = await asyncio.to_thread(raw.shown, stored)
+        del stored
+        return await self.render_off_loop("raw.html", viewer, request, shown=shown, object_id=match["id"],
+                                          back=_linker(viewer, viewer.scope(request))(f"/console/logs/{match['id']}"))
 
     async def response(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         tenant, response_id = viewer.scope(request), match["id"]
         starts = {kind: _position(request.query.get(kind)) for kind in detail.KINDS}
         shown = await detail.response_detail(self.runtime.store.browser, tenant, response_id, self._upstream,
-                                             starts)
+                                             starts, self.prices)
         if shown is None:
             raise APIError(404, "No stored response with that id.", code="not_found")
         link = _linker(viewer, tenant)
@@ -188,8 +223,11 @@ class Console:
             item_pages[kind] = ([("first", link(f"/console/logs/{response_id}", **keep))] if items.start else []) + (
                 [("more", link(f"/console/logs/{response_id}", **keep, **{kind: str(items.next_start)}))]
                 if items.next_start is not None else [])
+        facts = dict(shown.facts)
+        running = facts.get("status") in ("queued", "in_progress") and facts.get("background") == "True"
         return await self.render_off_loop("response.html", viewer, request, detail=shown, response_id=response_id,
-                                          item_pages=item_pages)
+                                          item_pages=item_pages,
+                                          live=link(f"/console/logs/{response_id}/live") if running else "")
 
     async def response_item(self, request: web.Request, viewer: Viewer,
                             match: re.Match[str]) -> web.StreamResponse:
@@ -272,13 +310,21 @@ class Console:
     # -- usage and operations ----------------------------------------------------------------------------------
 
     async def usage(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        shown = await self._usage(request, viewer)
+        return self.render("usage.html", viewer, request, usage=shown, windows=list(usage.WINDOWS),
+                           export_query=urlencode({name: request.query[name] for name in ("window", "tenant")
+                                                   if request.query.get(name)}))
+
+    async def usage_csv(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        return await exports.usage_csv(request, await self._usage(request, viewer), HEADERS)
+
+    async def _usage(self, request: web.Request, viewer: Viewer) -> Usage:
         window = request.query.get("window", "24h")
         if viewer.operator and not request.query.get("tenant"):  # every tenant; ``*`` is a name, never a wildcard
             tenants, by_tenant = await operations.known_tenants(self.runtime), True
         else:
             tenants, by_tenant = [viewer.scope(request)], False
-        shown = await usage.usage(self.runtime.store, tenants, window, by_tenant=by_tenant)
-        return self.render("usage.html", viewer, request, usage=shown, windows=list(usage.WINDOWS))
+        return await usage.usage(self.runtime.store, tenants, window, by_tenant=by_tenant, prices=self.prices)
 
     async def operations(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         made = request.query.get("made", "")
