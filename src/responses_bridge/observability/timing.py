@@ -171,10 +171,10 @@ class Timing:
         self.parent = None  # once
         parent.add(f"response {response_id}" if response_id else "response", "response", self.origin, ended,
                    {"response_id": response_id} if response_id else None)
-        for span in self.spans:
+        for index, span in enumerate(self.spans):
             name, kind, began, span_end, attributes = span
-            if response_id is not None and kind in ("model", "tool"):
-                attributes = {**(attributes or {}), "response_id": response_id}
+            if response_id is not None and kind in ("model", "tool"):  # the response's own page of the span
+                attributes = {**(attributes or {}), "response_id": response_id, "span_index": index}
             parent.add(name, kind, began, span_end, attributes)
         if parent.first_token is None:
             parent.first_token = self.first_token
