@@ -51,6 +51,10 @@ class ResponseBrowser(Protocol):
         """The stored JSON of ``tenant``'s response as it is stored, not parsed (the caller parses it where it
         chooses: off the event loop); None if unknown."""
 
+    async def response_timing(self, response_id: str, *, tenant: str) -> bytes | None:
+        """The stored timing document of ``tenant``'s response (store/timings.py), not parsed; None if unknown or
+        not timed."""
+
     async def responses_json(self, response_ids: Sequence[str], *, tenant: str) -> list[tuple[str, bytes]]:
         """``(id, stored JSON)`` of those of ``response_ids`` that are ``tenant``'s, in one statement (the caller
         bounds their bytes by their sizes first)."""

@@ -82,6 +82,12 @@ class PostgresResponseBrowser:
                                        response_id, tenant)
         return bytes(blob) if blob is not None else None
 
+    async def response_timing(self, response_id: str, *, tenant: str) -> bytes | None:
+        async with self.db.acquire("browse_timing") as conn:
+            blob = await conn.fetchval("SELECT timing FROM responses WHERE id = $1 AND tenant = $2",
+                                       response_id, tenant)
+        return bytes(blob) if blob is not None else None
+
     async def responses_json(self, response_ids: Sequence[str], *, tenant: str) -> list[tuple[str, bytes]]:
         if not response_ids:
             return []

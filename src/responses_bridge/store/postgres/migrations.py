@@ -293,6 +293,12 @@ MIGRATIONS.append((31, [  # as SQLite's 32: a console sign-in signed out of, ref
     "CREATE INDEX console_sign_outs_expiry ON console_sign_outs (expires_at)",
 ]))
 
+MIGRATIONS.append((32, [  # as SQLite's 33: every response's and stored chat completion's timing, in its row
+    "ALTER TABLE responses ADD COLUMN ttft_ms double precision, ADD COLUMN latency_ms double precision, "
+    "ADD COLUMN timing bytea",
+    "ALTER TABLE chat_completions ADD COLUMN ttft_ms double precision, ADD COLUMN latency_ms double precision, "
+    "ADD COLUMN timing bytea",
+]))
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:
     return max((version for version, _ in migrations), default=0)

@@ -140,6 +140,12 @@ class SQLiteResponseBrowser:
                                                     (response_id, tenant)))
         return rows[0][0] if rows else None  # the row's own bytes: never copied
 
+    async def response_timing(self, response_id: str, *, tenant: str) -> bytes | None:
+        async with self._reading("browse_timing") as conn:
+            rows = list(await conn.execute_fetchall("SELECT timing FROM responses WHERE id = ? AND tenant = ?",
+                                                    (response_id, tenant)))
+        return rows[0][0] if rows else None
+
     async def responses_json(self, response_ids: Sequence[str], *, tenant: str) -> list[tuple[str, bytes]]:
         if not response_ids:
             return []

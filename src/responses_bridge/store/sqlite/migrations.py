@@ -354,6 +354,20 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX console_sign_outs_expiry ON console_sign_outs (expires_at)",
         ],
     ),
+    (
+        33,
+        [
+            # Every response's and stored chat completion's timing (observability/timing.py), kept with its row and
+            # gone with it: time to first token and latency in columns (the console's Logs sorts and filters on
+            # them), the whole document (the upstream's first byte, the pools waited for, the trace's spans) beside.
+            "ALTER TABLE responses ADD COLUMN ttft_ms REAL",
+            "ALTER TABLE responses ADD COLUMN latency_ms REAL",
+            "ALTER TABLE responses ADD COLUMN timing BLOB",
+            "ALTER TABLE chat_completions ADD COLUMN ttft_ms REAL",
+            "ALTER TABLE chat_completions ADD COLUMN latency_ms REAL",
+            "ALTER TABLE chat_completions ADD COLUMN timing BLOB",
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

@@ -8,11 +8,12 @@ from elsewhere).
     GET  /console/logs/{response_id}/raw  its stored JSON, masked as every page is, with a copy button
     GET  /console/logs/{response_id}/live a running background response's text as it streams (SSE: live.py)
     GET  /console/logs/{response_id}/{input|output}/{position}  one of its items on a page of its own
+    GET  /console/logs/{response_id}/trace/{n}  one span of its trace: attributes, input and output (trace.py)
     GET  /console/chats, /console/chats/{id}  stored chat completions, and one with its messages
     GET  /console/sessions              agent sessions
     GET  /console/sessions/{id}         a session's timeline, approvals, live desktop, artifacts
     POST /console/sessions/{id}/approve an approval answered (the API's own service call)
-    GET  /console/sessions/{id}/traces  its turns' spans as waterfalls
+    GET  /console/sessions/{id}/traces  its turns' spans as waterfalls (kept with no extra: trace.py)
     GET  /console/sessions/{id}/artifacts/{artifact_id}  an artifact's bytes, as a download
     GET  /console/usage                 requests, tokens and spend over time; /console/usage.csv: its totals
     GET  /console/operations            pools, memory, desktops, runs, upstreams, keys (operators)
@@ -32,6 +33,7 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
+from ....observability import tracing
 from ....protocol.errors import APIError
 from ....runtime import Runtime
 from ....services.agents.sessions import SessionService
@@ -41,7 +43,7 @@ from ....store.records import InvalidCursor
 from ..agents.agents_routes import SESSIONS
 from ..desktop_watch_tokens import WatchTokens
 from ..downloads import send_blob
-from . import chats, detail, exports, live, logs, operations, raw, sessions, usage
+from . import chats, detail, exports, live, logs, operations, raw, sessions, trace, usage
 from .pricing import Prices, money
 from .sign_in import SignIn, Viewer, check_change, return_path, sign_in_location
 from .usage import Usage
@@ -81,6 +83,7 @@ class Console:
             ("GET", re.compile(r"/logs/(?P<id>[\w.-]{1,200})/live"), self.response_live, False),
             ("GET", re.compile(r"/logs/(?P<id>[\w.-]{1,200})/(?P<kind>input|output)/(?P<position>[0-9]{1,9})"),
              self.response_item, False),
+            ("GET", re.compile(r"/logs/(?P<id>[\w.-]{1,200})/trace/(?P<span>[0-9]{1,4})"), self.trace_span, False),
             ("GET", re.compile(r"/chats"), self.chat_list, False),
             ("GET", re.compile(r"/chats/(?P<id>[\w.-]{1,200})"), self.chat, False),
             ("GET", re.compile(r"/sessions"), self.session_list, False),
@@ -225,9 +228,18 @@ class Console:
                 if items.next_start is not None else [])
         facts = dict(shown.facts)
         running = facts.get("status") in ("queued", "in_progress") and facts.get("background") == "True"
+        timed = await trace.response_trace(self.runtime.store.browser, tenant, response_id, link)
         return await self.render_off_loop("response.html", viewer, request, detail=shown, response_id=response_id,
-                                          item_pages=item_pages,
+                                          item_pages=item_pages, trace=timed,
                                           live=link(f"/console/logs/{response_id}/live") if running else "")
+
+    async def trace_span(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        """One span of a response's trace: its attributes, its input and output."""
+        shown = await trace.span_page(self.runtime.store.browser, viewer.scope(request), match["id"],
+                                      int(match["span"]))
+        if shown is None:
+            raise APIError(404, "No such span in that response's trace.", code="not_found")
+        return await self.render_off_loop("span.html", viewer, request, span=shown, response_id=match["id"])
 
     async def response_item(self, request: web.Request, viewer: Viewer,
                             match: re.Match[str]) -> web.StreamResponse:
@@ -304,8 +316,16 @@ class Console:
 
     async def session_traces(self, request: web.Request, viewer: Viewer,
                              match: re.Match[str]) -> web.StreamResponse:
-        shown = await sessions.waterfalls(self.traces, match["id"], viewer.scope(request))
-        return self.render("traces.html", viewer, request, waterfalls=shown, session_id=match["id"])
+        tenant, session_id = viewer.scope(request), match["id"]
+        await self._sessions().get(session_id, tenant=tenant)  # another tenant's: the API's 404
+        turns = await self.runtime.agent_store.page("turn", tenant=tenant, parent=session_id, limit=20,
+                                                    order="desc")
+        link = _linker(viewer, tenant)
+        timed = [(str(turn.get("id", "")), kept) for turn in turns.data
+                 if (kept := trace.turn_trace(turn, link)) is not None]
+        # the OpenTelemetry spans kept as well, where the otel extra is installed (services/agents/traces.py)
+        falls = await sessions.waterfalls(self.traces, session_id, tenant) if tracing.keeping_available() else []
+        return self.render("traces.html", viewer, request, waterfalls=falls, session_id=session_id, turns=timed)
 
     # -- usage and operations ----------------------------------------------------------------------------------
 

@@ -1,0 +1,266 @@
+"""Every response's timing and trace, recorded by the bridge itself: no extra installed, nothing exported, stored
+with the response (the store's ``ttft_ms``/``latency_ms`` columns and its ``timing`` document) and deleted with it.
+
+OpenTelemetry (tracing.py, otel.py) answers an operator who runs a collector; this answers the console's "how long,
+and why" for every stored response, chat completion, background run and session turn. It costs a plain request a
+few ``perf_counter()`` reads and one small object: a :class:`Timing` begun by the door when the request arrives
+(:func:`begin`: the HTTP door's middleware for a POST, the ext_proc door at its stream's first message), found by
+the run (``ResponseRun.timing``) and by whatever makes the request wait (fairness/share.py, the one rule every pool
+goes through: only on the path where it *does* wait), then turned into one small document as the response is
+saved (:meth:`Timing.document`). Per upstream chunk the drivers pay one "still waiting for the first one?" check.
+
+The document: ``ttft_ms`` (the first output of the response: its first delta, a call's first item), ``latency_ms``
+(arrival to the terminal bytes being made, the save included), ``upstream_headers_ms`` and
+``upstream_first_byte_ms`` (of its first model call), ``waits_ms`` by pool (``upstream connections``, ``request
+memory``, ``sandbox slots``, ``program slots``…), ``upstream`` and ``replica`` (the replica when the upstream has
+several: filled where the request's route names one), and ``spans``: the waterfall — each model call (its
+attributes: model, tokens, finish reason, and ``output`` as the range of the response's output items it made, so
+that its input and answer are read from the stored response, never stored twice), each tool call (its call id: its
+arguments and result are the output item of that id), each sandbox run, each wait. Times are milliseconds from the
+request's arrival. At most :data:`MAX_SPANS` spans (the rest counted in ``dropped_spans``).
+
+A response made inside a session's turn (or any run inside another's timing) is a child: its spans are the
+parent's too, shifted to the parent's clock, under a ``response`` span naming it (:func:`begin` with
+``child=True``), so a turn's trace holds every response it made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar, Token
+from time import perf_counter
+from typing import Any
+
+from .logs import noted_upstream
+
+MAX_SPANS = 256
+"""Spans kept per response (a tool loop of many calls makes a few per call); past it they are counted, not kept."""
+MAX_ATTRIBUTE_CHARS = 256
+"""A span's attribute value as stored (a tool's name, a model's): never an argument or an output."""
+
+Span = tuple[str, str, float, float, "dict[str, Any] | None"]
+"""(name, kind, began, ended, attributes): ``kind`` is ``model``, ``tool``, ``sandbox``, ``wait`` or ``response``;
+times are ``perf_counter()`` readings."""
+
+
+class Timing:
+    """One request's clock readings, as it runs (a few attributes and a list: made per request)."""
+
+    __slots__ = ("called", "dropped", "first_byte", "first_token", "headers", "origin", "parent", "replica",
+                 "spans", "upstream", "waits")
+
+    def __init__(self, origin: float | None = None, parent: Timing | None = None) -> None:
+        self.origin = perf_counter() if origin is None else origin
+        self.parent = parent  # a session turn's timing this response's spans join (see the module's docstring)
+        self.headers: float | None = None  # the first model call's upstream response headers
+        self.first_byte: float | None = None  # ... its first body byte
+        self.first_token: float | None = None  # the response's first output
+        self.spans: list[Span] = []
+        self.waits: dict[str, float] | None = None  # pool -> seconds waited (None: never waited, the usual case)
+        self.upstream: str | None = None
+        self.replica: str | None = None
+        self.dropped = 0
+        self.called: float | None = None  # a model call Envoy makes (the ext_proc door) began: see watched_call
+
+    def add(self, name: str, kind: str, began: float, ended: float,
+            attributes: dict[str, Any] | None = None) -> None:
+        if len(self.spans) >= MAX_SPANS:
+            self.dropped += 1
+        else:
+            self.spans.append((name, kind, began, ended, attributes))
+
+    def waited(self, pool: str, began: float, ended: float) -> None:
+        """The request waited for ``pool`` (fairness/share.py: only when it had to)."""
+        waits = self.waits
+        if waits is None:
+            waits = self.waits = {}
+        waits[pool] = waits.get(pool, 0.0) + (ended - began)
+        self.add(f"wait {pool}", "wait", began, ended, {"pool": pool})
+
+    def model_call(self, began: float, headers: float | None, first_byte: float | None, first_token: float | None,
+                   ended: float, attributes: dict[str, Any], output: tuple[int, int], failed: bool) -> None:
+        """A model call the bridge drove (run/drive.py) or watched Envoy make (the ext_proc door)."""
+        if self.headers is None:
+            self.headers, self.first_byte = headers, first_byte
+        if self.first_token is None:
+            self.first_token = first_token
+        attributes = dict(attributes)
+        attributes["output"] = list(output)
+        if headers is not None:
+            attributes["upstream_headers_ms"] = _ms(headers - began)
+        if first_byte is not None:
+            attributes["upstream_first_byte_ms"] = _ms(first_byte - began)
+        if first_token is not None:
+            attributes["first_token_ms"] = _ms(first_token - began)
+        if failed:
+            attributes["error"] = True
+        model = attributes.get("gen_ai.request.model")
+        self.add(f"chat {model}" if model else "chat", "model", began, ended, attributes)
+
+    def chunk_seen(self, response: Mapping[str, Any] | None) -> None:
+        """A chunk of the answer to a call Envoy makes (the ext_proc door) was translated: its first byte, and the
+        response's first output once it has one. The door asks only while :attr:`first_token` is None."""
+        now = perf_counter()
+        if self.first_byte is None:
+            self.first_byte = now
+        if response is not None and response.get("output"):
+            self.first_token = now
+
+    def watched_call(self, attributes: dict[str, Any], output: int, failed: bool) -> None:
+        """The call Envoy made (:attr:`called`) ended with the response: its span, from the readings the door
+        took (the answer's headers, first byte, first output)."""
+        began, self.called = self.called, None
+        if began is None:
+            return
+        ended = perf_counter()
+        if self.first_token is None and output:  # a JSON answer, translated whole at its end
+            self.first_token = ended
+        self.model_call(began, self.headers, self.first_byte, self.first_token, ended, attributes, (0, output),
+                        failed)
+
+    def settle(self, output: int, attributes: Mapping[str, Any]) -> None:
+        """The response was completed (its last call's answer read): a last model call whose answer came whole
+        (a JSON answer, translated only now) gets its output range, its first output (when the answer ended) and
+        the attributes its answer gave."""
+        if not self.spans:
+            return
+        name, kind, began, ended, shown = self.spans[-1]
+        if kind != "model" or shown is None:
+            return
+        start, end = shown["output"]
+        if output > end:
+            shown["output"] = [start, output]
+            if "first_token_ms" not in shown:
+                shown["first_token_ms"] = _ms(ended - began)
+                if self.first_token is None:
+                    self.first_token = ended
+        for key, value in attributes.items():
+            shown.setdefault(key, value)
+        model = shown.get("gen_ai.request.model")
+        if model and name == "chat":
+            self.spans[-1] = (f"chat {model}", kind, began, ended, shown)
+
+    def document(self, ended: float | None = None, response_id: str | None = None) -> dict[str, Any]:
+        """What is stored with the response: milliseconds from the request's arrival (see the module's docstring).
+        A child's spans join its parent's here, once (a response saved again — queued, then completed — replaces
+        its own part of a parent's only by adding: its parent is a session turn, whose responses are saved once at
+        their end)."""
+        end = perf_counter() if ended is None else ended
+        origin = self.origin
+        if self.upstream is None:  # the upstream the request was routed to (logs.note_upstream), if it was
+            self.upstream = noted_upstream()
+        document: dict[str, Any] = {
+            "ttft_ms": _ms(self.first_token - origin) if self.first_token is not None else None,
+            "latency_ms": _ms(end - origin),
+            "upstream_headers_ms": _ms(self.headers - origin) if self.headers is not None else None,
+            "upstream_first_byte_ms": _ms(self.first_byte - origin) if self.first_byte is not None else None,
+            "waits_ms": {pool: _ms(seconds) for pool, seconds in self.waits.items()} if self.waits else {},
+            "upstream": self.upstream, "replica": self.replica,
+            "spans": [_span(span, origin) for span in self.spans],
+        }
+        if self.dropped:
+            document["dropped_spans"] = self.dropped
+        return document
+
+    def joined(self, response_id: str | None, ended: float) -> None:
+        """This (a child's) spans added to its parent's, under a span naming the response."""
+        parent = self.parent
+        if parent is None:
+            return
+        self.parent = None  # once
+        parent.add(f"response {response_id}" if response_id else "response", "response", self.origin, ended,
+                   {"response_id": response_id} if response_id else None)
+        for index, span in enumerate(self.spans):
+            name, kind, began, span_end, attributes = span
+            if response_id is not None and kind in ("model", "tool"):  # the response's own page of the span
+                attributes = {**(attributes or {}), "response_id": response_id, "span_index": index}
+            parent.add(name, kind, began, span_end, attributes)
+        if parent.first_token is None:
+            parent.first_token = self.first_token
+        if parent.headers is None:
+            parent.headers, parent.first_byte = self.headers, self.first_byte
+        if self.waits:
+            for pool, seconds in self.waits.items():
+                waits = parent.waits if parent.waits is not None else {}
+                waits[pool] = waits.get(pool, 0.0) + seconds
+                parent.waits = waits
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def _span(span: Span, origin: float) -> dict[str, Any]:
+    name, kind, began, ended, attributes = span
+    shown: dict[str, Any] = {"name": name[:MAX_ATTRIBUTE_CHARS], "kind": kind, "start_ms": _ms(began - origin),
+                             "end_ms": _ms(ended - origin)}
+    if attributes:
+        shown["attributes"] = {key: (value[:MAX_ATTRIBUTE_CHARS] if isinstance(value, str) else value)
+                               for key, value in attributes.items()}
+    return shown
+
+
+CURRENT: ContextVar[Timing | None] = ContextVar("responses_bridge_timing", default=None)
+"""The timing of the request being handled (in its task and the tasks it starts: a background run's)."""
+
+
+def begin(origin: float | None = None, *, child: bool = False) -> Token[Timing | None]:
+    """A request arrives (``origin``: when, if earlier than now): its timing is the current one until
+    :func:`end` with the returned token. ``child``: the timing current now (a session turn's) gets this one's spans
+    when it is saved."""
+    return CURRENT.set(Timing(origin, CURRENT.get() if child else None))
+
+
+def end(token: Token[Timing | None]) -> None:
+    CURRENT.reset(token)
+
+
+def current() -> Timing | None:
+    return CURRENT.get()
+
+
+class _ToolSpan:
+    """A tool call's or sandbox run's span while it runs (only when a timing is current)."""
+
+    __slots__ = ("attributes", "began", "kind", "name", "timing")
+
+    def __init__(self, timing: Timing, name: str, kind: str, attributes: dict[str, Any] | None) -> None:
+        self.timing, self.name, self.kind, self.attributes = timing, name, kind, attributes
+        self.began = 0.0
+
+    def __enter__(self) -> _ToolSpan:
+        self.began = perf_counter()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
+        attributes = self.attributes
+        if kind is not None:
+            attributes = {**(attributes or {}), "error": True}
+        self.timing.add(self.name, self.kind, self.began, perf_counter(), attributes)
+
+
+_NOOP: AbstractContextManager[None] = nullcontext()
+
+
+def span(name: str, kind: str, attributes: Mapping[str, Any] | None = None) -> AbstractContextManager[Any]:
+    """A tool call's or a sandbox run's span, in the current timing (nothing when there is none)."""
+    timing = CURRENT.get()
+    if timing is None:
+        return _NOOP
+    return _ToolSpan(timing, name, kind, dict(attributes) if attributes else None)
+
+
+@contextmanager
+def waiting(pool: str) -> Iterator[None]:
+    """The block is a wait for ``pool`` (one that did not go through fairness/share.py)."""
+    timing = CURRENT.get()
+    began = perf_counter()
+    try:
+        yield
+    finally:
+        if timing is not None:
+            timing.waited(pool, began, perf_counter())
+
+
+__all__ = ["CURRENT", "MAX_SPANS", "Timing", "begin", "current", "end", "span", "waiting"]
