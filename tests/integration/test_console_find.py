@@ -74,7 +74,9 @@ async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) ->
         osprey = await alpha.responses.create(model=MODEL, input="an osprey question", metadata={"project": "osprey"})
         other = await bravo.responses.create(model=MODEL, input="bravo's ochre pelican",
                                              metadata={"project": "kestrel"})
-        made.made.update(refused=refused.id, kestrel=kestrel.id, osprey=osprey.id, bravo=other.id)
+        chat = await via_envoy.chat.completions.create(model=MODEL, store=True, messages=[
+            {"role": "system", "content": "the cormorant dives"}, {"role": "user", "content": "a stored chat"}])
+        made.made.update(refused=refused.id, kestrel=kestrel.id, osprey=osprey.id, bravo=other.id, chat=chat.id)
         yield made
 
 
@@ -119,6 +121,19 @@ async def test_a_word_only_in_the_input_finds_its_response_whose_answer_says_it_
                                         headers={"Authorization": f"Bearer {stack.keys[ALPHA]}"})).text()
     assert "ochre" not in raw  # the word is in the input items only, not in the response's own JSON
     await page.context.close()
+
+
+async def test_a_word_only_in_a_chat_completions_messages_finds_it(browser: Any, stack: Stack) -> None:
+    page = await signed_in(browser, stack, ALPHA)
+    await page.goto(f"{stack.url}/console/chats?text=CORMORANT")
+    assert await page.locator("#chats a.chat-link").all_inner_texts() == [stack.made["chat"]]
+    await page.goto(f"{stack.url}/console/chats?text=pelican")
+    assert await page.locator("#chats a.chat-link").count() == 0
+    await page.context.close()
+    other = await signed_in(browser, stack, BRAVO)
+    await other.goto(f"{stack.url}/console/chats?text=cormorant")
+    assert await other.locator("#chats a.chat-link").count() == 0
+    await other.context.close()
 
 
 async def test_a_metadata_filter_shows_the_pairs_responses_and_another_tenant_none_of_them(
@@ -259,4 +274,18 @@ async def test_newer_and_older_pages_walk_the_list_both_ways(browser: Any, stack
     assert second and not set(second) & set(first)
     await page.click("a.newer")
     assert await listed(page) == first
+    await page.context.close()
+
+
+async def test_the_logs_show_each_responses_timing_and_sort_by_it(browser: Any, stack: Stack) -> None:
+    page = await signed_in(browser, stack, ALPHA)
+    await page.goto(f"{stack.url}/console/logs?meta=project%3Dkestrel")  # the module's first responses, both doors
+    cells = await page.locator("#responses td.latency").all_inner_texts()
+    assert len(cells) == 2 and all(cell.endswith(" ms") for cell in cells)  # timed by the bridge itself
+    await page.click("#sort-latency")
+    await page.wait_for_url(re.compile(r"sort=latency"))
+    shown = [float(cell.removesuffix(" ms")) for cell in await page.locator("#responses td.latency").all_inner_texts()]
+    assert shown == sorted(shown, reverse=True) and len(shown) == 2  # the metadata filter kept
+    ttfts = await page.locator("#responses td.ttft").all_inner_texts()
+    assert any(cell.endswith(" ms") for cell in ttfts)
     await page.context.close()

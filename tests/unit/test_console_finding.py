@@ -122,3 +122,24 @@ def test_a_return_path_elsewhere_is_refused(value: str | None) -> None:
 def test_a_console_path_is_returned_to() -> None:
     assert return_path("/console/logs/resp_1?output=50") == "/console/logs/resp_1?output=50"
     assert return_path("/console/sessions/sesn_1/traces") == "/console/sessions/sesn_1/traces"
+
+
+async def test_a_sorted_page_lists_the_slowest_first_with_their_times(stores: Stores) -> None:
+    browser: ResponseBrowser = stores.responses.browser
+    latencies = [120.0, 5.5, 900.0, 40.0]
+    for n, latency in enumerate(latencies):
+        await stores.responses.save_response(answer(f"timed_{n}", "x", created=1000 + n), [], tenant=A,
+                                             timing={"ttft_ms": latency / 10, "latency_ms": latency})
+    await save(stores, answer("untimed", "x", created=1100))
+    await stores.responses.save_response(answer("theirs", "x", created=1200), [], tenant=B,
+                                         timing={"ttft_ms": 1.0, "latency_ms": 5000.0})
+    page = await logs.log_page(browser, A, logs.Filters(sort="latency"), None)
+    assert [row.id for row in page.rows] == ["timed_2", "timed_0", "timed_3", "timed_1"]
+    assert [row.latency_ms for row in page.rows] == [900.0, 120.0, 40.0, 5.5] and page.rows[0].ttft_ms == 90.0
+    assert page.next_offset is None and page.previous_offset is None
+    by_ttft = await logs.log_page(browser, A, logs.Filters(sort="ttft", model="nothing"), None)
+    assert by_ttft.rows == []
+    newest = await logs.log_page(browser, A, logs.Filters(), None)
+    assert newest.rows[0].id == "untimed" and newest.rows[0].latency_ms is None
+    sizes, more = await browser.slowest_sizes(tenant=A, where=ResponseFilter(), by="ttft", offset=1, limit=2)
+    assert [name for name, _ in sizes] == ["timed_0", "timed_3"] and more

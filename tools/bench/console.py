@@ -1,15 +1,16 @@
 """``scripts/bench console``: the console's pages on a big store, against the issue's target (each page's median
-<= 50 ms with 100,000 stored responses, with the Logs' total, spend column and filters).
+<= 50 ms with 100,000 stored responses, with the Logs' total, spend, timing columns and filters).
 
 A SQLite store is filled with ``--responses`` stored responses of one tenant (three models, one every three seconds,
-a realistic body each, a ``project`` metadata pair of ten and a ``user`` of a hundred; kept in ``--db`` to be reused
-by the next run), then the sidecar's HTTP door is started in this process with the console on (``auth: none``,
-loopback) and a price for each model, and each page is asked for ``--runs`` times over loopback: the newest page of
-the logs (its total counted), a page deep, the newer page back from it, a model filter, a metadata filter, a time
-range, a user filter and a text search over the responses and their input items (each finding a page), a text
-search that finds nothing (its whole stretch of rows and inputs read), one response, its raw JSON, a Logs CSV of a
-filter, usage over 24 hours and 7 days (with spend) and its CSV, operations. The first request, which imports the
-pages and compiles their templates, is reported apart.
+a realistic body each, a ``project`` metadata pair of ten, a ``user`` of a hundred and a timing; kept in ``--db`` to
+be reused by the next run), then the sidecar's HTTP door is started in this process with the console on (``auth:
+none``, loopback) and a price for each model, and each page is asked for ``--runs`` times over loopback: the newest
+page of the logs (its total counted), a page deep, the newer page back from it, a model filter, the slowest first
+(by latency, and by time to first token within a model), a metadata filter, a time range, a user filter and a text
+search over the responses and their input items (each finding a page), a text search that finds nothing (its whole
+stretch of rows and inputs read), one response, its raw JSON, a Logs CSV of a filter, usage over 24 hours and 7
+days (with spend) and its CSV, operations. The first request, which imports the pages and compiles their templates,
+is reported apart.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ async def fill(path: str, total: int) -> None:
         now, started = int(time.time()), time.perf_counter()
         for batch in range(0, total, 1000):
             await asyncio.gather(*(store.save_response(response(n, total, now), [
-                {"type": "message", "role": "user", "content": f"question {n}"}], tenant=DEFAULT_TENANT)
+                {"type": "message", "role": "user", "content": f"question {n}"}], tenant=DEFAULT_TENANT,
+                timing={"ttft_ms": 20 + n % 97, "latency_ms": 200 + n % 991})
                 for n in range(batch, min(total, batch + 1000))))
         print(f"stored {total} responses in {time.perf_counter() - started:.1f} s", flush=True)
 
@@ -69,7 +71,9 @@ async def main(args: argparse.Namespace) -> int:
     day = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 86400))
     pages = {"logs, newest": "/console/logs", "logs, a page deep": f"/console/logs?after={middle}",
              "logs, newer than a page deep": f"/console/logs?before={middle}",
-             "logs, by model": "/console/logs?model=gpt-x", "logs, by metadata": "/console/logs?meta=project%3Dp3",
+             "logs, by model": "/console/logs?model=gpt-x", "logs, slowest first": "/console/logs?sort=latency",
+             "logs, slowest TTFT of a model": "/console/logs?sort=ttft&model=llama-3",
+             "logs, by metadata": "/console/logs?meta=project%3Dp3",
              "logs, a time range": f"/console/logs?start={day}",
              "logs, by user": "/console/logs?user=user-7", "logs, text in inputs": "/console/logs?text=question+9",
              "logs, text found nowhere": "/console/logs?text=zzzz",

@@ -22,6 +22,8 @@ import orjson
 from .records import ResponseFilter
 
 LIKE_ESCAPE = "\\"
+SORTS = {"latency": "latency_ms", "ttft": "ttft_ms"}
+"""The Logs' orders besides newest first: each a column of the row, in an index led by the tenant (migration 34)."""
 
 
 @runtime_checkable
@@ -35,6 +37,26 @@ class ResponseBrowser(Protocol):
         With only ``before``: the ``limit`` responses just newer than it (still newest first; "more": newer ones
         beyond them). With ``inputs``: each size counts its input items' stored bytes too (what a search examines:
         :meth:`responses_containing` looks in both), read from their rows' headers as the response's is."""
+
+    async def slowest_sizes(self, *, tenant: str, where: ResponseFilter, by: str, offset: int,
+                            limit: int) -> tuple[list[tuple[str, int]], bool]:
+        """``(id, stored bytes)`` of ``tenant``'s timed responses that ``where`` admits, slowest first by ``by``
+        (one of :data:`SORTS`: its index, led by the tenant), from ``offset`` (bounded by the caller), at most
+        ``limit``; and whether there are more."""
+
+    async def response_times(self, response_ids: Sequence[str], *,
+                             tenant: str) -> dict[str, tuple[float | None, float | None]]:
+        """``(ttft_ms, latency_ms)`` of those of ``response_ids`` that are ``tenant``'s (their columns, no JSON
+        read)."""
+
+    async def chat_sizes(self, *, tenant: str, after: str | None, limit: int) -> tuple[list[tuple[str, int]], bool]:
+        """``(id, stored bytes of its completion and messages)`` of ``tenant``'s stored chat completions newest first
+        after the cursor ``after`` (an unknown one raises InvalidCursor), at most ``limit``; and whether there are
+        more (the listing's index, no content read)."""
+
+    async def chats_containing(self, completion_ids: Sequence[str], needle: str, *, tenant: str) -> set[str]:
+        """Those of ``completion_ids`` (``tenant``'s) whose stored messages or completion hold ``needle`` (as
+        :func:`as_stored` writes a text), ASCII letters in either case, as :meth:`responses_containing`."""
 
     async def count_responses(self, *, tenant: str, where: ResponseFilter, cap: int) -> int:
         """How many of ``tenant``'s responses ``where`` admits, counted in the listing's index up to ``cap + 1`` at
@@ -91,3 +113,24 @@ def like_pattern(needle: str) -> str:
     for special in (LIKE_ESCAPE, "%", "_"):
         needle = needle.replace(special, LIKE_ESCAPE + special)
     return f"%{needle}%"
+
+
+def slowest_sql(where: ResponseFilter, by: str) -> tuple[str, dict[str, object]]:
+    """The conditions and parameters of :meth:`ResponseBrowser.slowest_sizes` (``:name`` parameters), the same on
+    both stores: every filter of the listing (model, status, a time range, metadata pairs, the latter by ``EXISTS``
+    in their own index)."""
+    column = SORTS[by]
+    conditions = ["r.tenant = :tenant", f"r.{column} IS NOT NULL"]
+    params: dict[str, object] = {}
+    for name, test, value in (("model", "r.model =", where.model), ("status", "r.status =", where.status),
+                              ("created_before", "r.created_at <", where.created_before),
+                              ("created_after", "r.created_at >=", where.created_after)):
+        if value is not None:
+            conditions.append(f"{test} :{name}")
+            params[name] = value
+    for n, (key, value) in enumerate(where.metadata):
+        conditions.append(f"EXISTS (SELECT 1 FROM response_metadata WHERE response_id = r.id AND tenant = :tenant "
+                          f"AND key = :mk{n} AND value = :mv{n})")
+        params[f"mk{n}"], params[f"mv{n}"] = key, value
+    return (f"WHERE {' AND '.join(conditions)} ORDER BY r.{column} DESC, r.id DESC LIMIT :fetch OFFSET :skip",
+            params)

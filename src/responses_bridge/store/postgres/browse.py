@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..listing import bounds, responses_page, trim_page
+from ..browsing import slowest_sql
+from ..listing import bound_params, bounds, page_sql, responses_page, trim_page
 from ..records import ResponseFilter
 from .database import PostgresDatabase
 from .sql import numbered, pg_texts, resolve_keys
@@ -51,6 +52,45 @@ class PostgresResponseBrowser:
             text, values = numbered(sql, params)
             rows = [(str(row[0]), int(row[1])) for row in await conn.fetch(text, *values)]
         return rows, trim_page(rows, limit, backward=page.backward)
+
+    async def slowest_sizes(self, *, tenant: str, where: ResponseFilter, by: str, offset: int,
+                            limit: int) -> tuple[list[tuple[str, int]], bool]:
+        tail, params = slowest_sql(where, by)
+        params.update(tenant=tenant, fetch=limit + 1, skip=offset)
+        text, values = numbered(f"SELECT r.id, octet_length(r.response) FROM responses AS r {tail}", params)
+        async with self.db.acquire("browse_sorted") as conn:
+            rows = [(str(row[0]), int(row[1])) for row in await conn.fetch(text, *values)]
+        return rows, trim_page(rows, limit)
+
+    async def response_times(self, response_ids: Sequence[str], *,
+                             tenant: str) -> dict[str, tuple[float | None, float | None]]:
+        if not response_ids:
+            return {}
+        async with self.db.acquire("browse_times") as conn:
+            rows = await conn.fetch("SELECT id, ttft_ms, latency_ms FROM responses WHERE tenant = $1 "
+                                    "AND id = ANY($2::text[])", tenant, list(response_ids))
+        return {str(row[0]): (row[1], row[2]) for row in rows}
+
+    async def chat_sizes(self, *, tenant: str, after: str | None, limit: int) -> tuple[list[tuple[str, int]], bool]:
+        async with self.db.acquire("browse_chat_sizes") as conn:
+            after_key, _ = await resolve_keys(conn, "chat_completions", tenant, after, None)
+            page = bounds(False, after_key, None, after_given=after is not None, before_given=False)
+            params = {**bound_params(page, limit + 1), "tenant": tenant}
+            sql = page_sql("id, octet_length(completion) + octet_length(messages)", "chat_completions",
+                           ("created_at", "id"), ["tenant = :tenant"], page)
+            text, values = numbered(sql, params)
+            rows = [(str(row[0]), int(row[1])) for row in await conn.fetch(text, *values)]
+        return rows, trim_page(rows, limit)
+
+    async def chats_containing(self, completion_ids: Sequence[str], needle: str, *, tenant: str) -> set[str]:
+        if not completion_ids:
+            return set()
+        found = """strpos(lower(convert_from({column}, 'UTF8') COLLATE "C"), lower($3 COLLATE "C")) > 0"""
+        sql = (f"SELECT id FROM chat_completions WHERE tenant = $1 AND id = ANY($2::text[]) AND "
+               f"({found.format(column='messages')} OR {found.format(column='completion')})")
+        async with self.db.acquire("browse_chat_search") as conn:
+            rows = await conn.fetch(sql, tenant, list(completion_ids), *pg_texts([needle]))
+        return {str(row[0]) for row in rows}
 
     async def count_responses(self, *, tenant: str, where: ResponseFilter, cap: int) -> int:
         page = bounds(False, None, None, after_given=False, before_given=False)

@@ -300,6 +300,11 @@ MIGRATIONS.append((32, [  # as SQLite's 33: every response's and stored chat com
     "ADD COLUMN timing bytea",
 ]))
 
+MIGRATIONS.append((33, [  # as SQLite's 34: the console's Logs sorted by latency or time to first token, slowest first
+    "CREATE INDEX responses_by_latency ON responses (tenant, latency_ms, id)",
+    "CREATE INDEX responses_by_ttft ON responses (tenant, ttft_ms, id)",
+]))
+
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:
     return max((version for version, _ in migrations), default=0)
 

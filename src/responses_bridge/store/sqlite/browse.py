@@ -22,8 +22,8 @@ from typing import Protocol
 import aiosqlite
 
 from .. import metrics
-from ..browsing import LIKE_ESCAPE, like_pattern
-from ..listing import bounds, responses_page, trim_page
+from ..browsing import LIKE_ESCAPE, like_pattern, slowest_sql
+from ..listing import bound_params, bounds, page_sql, responses_page, trim_page
 from ..records import ResponseFilter
 from .cursors import METADATA_JOIN, resolve_keys
 
@@ -107,6 +107,47 @@ class SQLiteResponseBrowser:
                                          select=f"r.id, length(r.response){_INPUT_BYTES if inputs else ''}")
             rows = [(str(row[0]), int(row[1])) for row in await conn.execute_fetchall(sql, params)]
         return rows, trim_page(rows, limit, backward=page.backward)
+
+    async def slowest_sizes(self, *, tenant: str, where: ResponseFilter, by: str, offset: int,
+                            limit: int) -> tuple[list[tuple[str, int]], bool]:
+        tail, params = slowest_sql(where, by)
+        params.update(tenant=tenant, fetch=limit + 1, skip=offset)
+        async with self._reading("browse_sorted") as conn:
+            rows = [(str(row[0]), int(row[1])) for row in await conn.execute_fetchall(
+                f"SELECT r.id, length(r.response) FROM responses AS r {tail}", params)]
+        return rows, trim_page(rows, limit)
+
+    async def response_times(self, response_ids: Sequence[str], *,
+                             tenant: str) -> dict[str, tuple[float | None, float | None]]:
+        if not response_ids:
+            return {}
+        marks = ", ".join("?" for _ in response_ids)
+        async with self._reading("browse_times") as conn:
+            rows = await conn.execute_fetchall(f"SELECT id, ttft_ms, latency_ms FROM responses WHERE +tenant = ? "
+                                               f"AND id IN ({marks})", (tenant, *response_ids))
+        return {str(row[0]): (row[1], row[2]) for row in rows}
+
+    async def chat_sizes(self, *, tenant: str, after: str | None, limit: int) -> tuple[list[tuple[str, int]], bool]:
+        async with self._reading("browse_chat_sizes") as conn:
+            after_key, _ = await resolve_keys(conn, "chat_completions", after, None, tenant)
+            page = bounds(False, after_key, None, after_given=after is not None, before_given=False)
+            params = {**bound_params(page, limit + 1), "tenant": tenant}
+            sql = page_sql("id, length(completion) + length(messages)", "chat_completions", ("created_at", "id"),
+                           ["tenant = :tenant"], page)
+            rows = [(str(row[0]), int(row[1])) for row in await conn.execute_fetchall(sql, params)]
+        return rows, trim_page(rows, limit)
+
+    async def chats_containing(self, completion_ids: Sequence[str], needle: str, *, tenant: str) -> set[str]:
+        if not completion_ids:
+            return set()
+        marks = ", ".join("?" for _ in completion_ids)
+        sql = (f"SELECT id FROM chat_completions WHERE tenant = ? AND id IN ({marks}) AND "
+               f"(CAST(messages AS TEXT) LIKE ? ESCAPE '{LIKE_ESCAPE}' OR "
+               f"CAST(completion AS TEXT) LIKE ? ESCAPE '{LIKE_ESCAPE}')")
+        pattern = like_pattern(needle)
+        async with self._reading("browse_chat_search") as conn:
+            rows = await conn.execute_fetchall(sql, (tenant, *completion_ids, pattern, pattern))
+        return {str(row[0]) for row in rows}
 
     async def count_responses(self, *, tenant: str, where: ResponseFilter, cap: int) -> int:
         page = bounds(False, None, None, after_given=False, before_given=False)

@@ -368,6 +368,16 @@ MIGRATIONS: list[Migration] = [
             "ALTER TABLE chat_completions ADD COLUMN timing BLOB",
         ],
     ),
+    (
+        34,
+        [
+            # The console's Logs sorted by latency or time to first token, slowest first (store/sqlite/browse.py):
+            # a seek in the tenant's entries in that order, the values in the index (a row's columns past its JSON
+            # would be read through the JSON's overflow pages).
+            "CREATE INDEX responses_by_latency ON responses(tenant, latency_ms, id)",
+            "CREATE INDEX responses_by_ttft ON responses(tenant, ttft_ms, id)",
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

@@ -26,7 +26,7 @@ from .usage import Usage
 EXPORT_ROWS = 10_000
 EXPORT_SCANNED_BYTES = 1024 * 1024 * 1024
 LOG_COLUMNS = ("id", "created", "model", "status", "input_tokens", "cached_input_tokens", "output_tokens",
-               "total_tokens", "spend", "tools", "answer")
+               "total_tokens", "spend", "ttft_ms", "latency_ms", "tools", "answer")
 USAGE_COLUMNS = ("tenant", "model", "requests", "input_tokens", "cached_input_tokens", "output_tokens",
                  "total_tokens", "spend")
 FORMULA = ("=", "+", "-", "@", "\t", "\r")
@@ -56,7 +56,11 @@ def _lines(rows: Iterable[Iterable[Any]]) -> bytes:
 def _log_line(row: Row) -> tuple[Any, ...]:
     fresh, cached, output = row.counted if row.counted is not None else (None, None, None)
     return (row.id, row.created, row.model, row.status, fresh, cached, output, row.tokens, money(row.spend),
-            " ".join(row.tools), row.summary)
+            _ms(row.ttft_ms), _ms(row.latency_ms), " ".join(row.tools), row.summary)
+
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
 
 
 async def _start(request: web.Request, name: str, headers: dict[str, str]) -> web.StreamResponse:
@@ -78,9 +82,12 @@ async def logs_csv(request: web.Request, browser: ResponseBrowser, tenant: str, 
         rows = page.rows[:EXPORT_ROWS - sent]
         await answer.write(_lines(_log_line(row) for row in rows))
         sent, scanned = sent + len(rows), scanned + page.scanned_bytes
-        if page.next_after is None or sent >= EXPORT_ROWS or scanned >= EXPORT_SCANNED_BYTES:
+        following = page.next_offset if filters.sort else page.next_after
+        if following is None or sent >= EXPORT_ROWS or scanned >= EXPORT_SCANNED_BYTES:
             break
-        page = await log_page(browser, tenant, filters, page.next_after, prices=prices, count=False)
+        page = (await log_page(browser, tenant, filters, None, prices=prices, count=False, offset=int(following))
+                if filters.sort else await log_page(browser, tenant, filters, str(following), prices=prices,
+                                                    count=False))
     await answer.write_eof()
     return answer
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from ....store.browsing import as_stored, whole_string
+from ....store.browsing import SORTS, as_stored, whole_string
 from ....store.records import ResponseFilter
 from .items import tools_used
 
@@ -48,6 +48,7 @@ class Filters:
     error: str = ""  # an error's code
     start: str = ""  # the time range's ends (UTC): from, inclusive …
     end: str = ""  # … to, exclusive
+    sort: str = ""  # one of SORTS (slowest first), or "": newest first
 
     @classmethod
     def of(cls, query: Any) -> Filters:
@@ -59,6 +60,7 @@ class Filters:
         made.status = made.status if made.status in STATUSES else ""
         made.since = made.since if made.since in SPANS else ""
         made.meta = made.meta if "=" in made.meta else ""
+        made.sort = made.sort if made.sort in SORTS else ""
         made.start = made.start if _when(made.start) is not None else ""
         made.end = made.end if _when(made.end) is not None else ""
         return made

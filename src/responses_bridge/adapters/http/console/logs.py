@@ -47,6 +47,9 @@ after it."""
 READ_BATCH_BYTES = 4 * MIB
 """Stored JSON read and parsed at once (one statement, one worker thread's turn; a larger response alone): what a
 page holds in memory at a time."""
+SORTED_DEPTH = 1_000
+"""A page sorted slowest first starts at most this deep (40 pages): the slowest are what the order is for, and an
+offset costs the entries it skips."""
 COUNTED = 1_000
 """A page without a search says how many responses its filters admit, counted in the index up to this many (past it:
 "more than 1000"): a walk of at most so many index entries (0.2 ms on 100,000 responses; a metadata pair's, joined
@@ -64,6 +67,8 @@ class Row:
     tokens: int | None
     spend: Decimal | None = None  # its usage at its model's price (pricing.py), None without one
     counted: tuple[int, int, int] | None = None  # uncached input, cached input, output tokens (the CSV's columns)
+    ttft_ms: float | None = None  # its timing's columns (observability/timing.py), None: not timed
+    latency_ms: float | None = None
 
 
 @dataclass(slots=True)
@@ -76,6 +81,9 @@ class LogPage:
     read_cut: bool = False  # the page ended at ROWS_BYTES read, before PAGE rows
     newer_before: str | None = None  # the cursor of the newer page (pages without a search)
     total: int | None = None  # responses the filters admit (pages without a search), at most COUNTED + 1
+    offset: int = 0  # a sorted page's place (slowest first), and where its neighbours start (None: none)
+    next_offset: int | None = None
+    previous_offset: int | None = None
 
     @property
     def scanned_mb(self) -> str:
@@ -83,13 +91,17 @@ class LogPage:
 
 
 async def log_page(browser: ResponseBrowser, tenant: str, filters: Filters, after: str | None,
-                   before: str | None = None, prices: Prices | None = None, count: bool = True) -> LogPage:
+                   before: str | None = None, prices: Prices | None = None, count: bool = True,
+                   offset: int = 0) -> LogPage:
     """A page of rows: ids and sizes first, a search run in the database over stretches of at most
     STATEMENT_BYTES, and only the rows shown read, in batches of at most READ_BATCH_BYTES, each parsed in a
     worker thread. ``before`` (pages without a search): the page just newer than that response; ``count``: say
-    the total (a page without a search; an export's pages do not)."""
+    the total (a page without a search; an export's pages do not); ``offset``: a sorted page's place (a sort
+    applies to pages without a search)."""
     where = filters.where(time.time())
     needles = filters.needles()
+    if not needles and filters.sort:
+        return await _sorted_page(browser, tenant, filters, offset, prices, count)
     if not needles:
         return await _plain_page(browser, tenant, filters, after, before, prices, count)
     page = LogPage([], None, 0, 0, False)
@@ -98,7 +110,7 @@ async def log_page(browser: ResponseBrowser, tenant: str, filters: Filters, afte
     while True:
         sizes, more = await browser.response_sizes(tenant=tenant, after=cursor, where=where, limit=SIZES_READ,
                                                    inputs=bool(filters.input_needles()))
-        for stretch in _stretches(sizes, STATEMENT_BYTES):
+        for stretch in stretches(sizes, STATEMENT_BYTES):
             found = await browser.responses_containing([name for name, _ in stretch], needles, tenant=tenant,
                                                        inputs=filters.input_needles())
             start = 0
@@ -126,16 +138,27 @@ async def log_page(browser: ResponseBrowser, tenant: str, filters: Filters, afte
             return page
 
 
-async def _plain_page(browser: ResponseBrowser, tenant: str, filters: Filters, after: str | None,
-                      before: str | None, prices: Prices | None, count: bool) -> LogPage:
-    """A page without a search: one page of ids and sizes from the index (older than ``after``, or newer than
-    ``before``), its rows read within ROWS_BYTES, and the filters' total counted in the index."""
+async def _sorted_page(browser: ResponseBrowser, tenant: str, filters: Filters, offset: int,
+                       prices: Prices | None, count: bool) -> LogPage:
+    """A page of the timed responses slowest first (by latency or time to first token), from ``offset``."""
     where = filters.where(time.time())
-    newer = before is not None and after is None
-    sizes, more = await browser.response_sizes(tenant=tenant, after=after, where=where, limit=PAGE,
-                                               before=before if newer else None)
+    offset = max(0, min(offset, SORTED_DEPTH))
+    sizes, more = await browser.slowest_sizes(tenant=tenant, where=where, by=filters.sort, offset=offset,
+                                              limit=PAGE)
     total = await browser.count_responses(tenant=tenant, where=where, cap=COUNTED) if count else None
-    page = LogPage([], None, 0, 0, False, total=total)
+    page = LogPage([], None, 0, 0, False, total=total, offset=offset)
+    await _fill(page, browser, tenant, sizes, filters, prices)
+    if more or page.read_cut:
+        following = offset + page.scanned
+        page.next_offset = following if following <= SORTED_DEPTH else None
+    page.previous_offset = max(0, offset - PAGE) if offset else None
+    return page
+
+
+async def _fill(page: LogPage, browser: ResponseBrowser, tenant: str, sizes: list[tuple[str, int]],
+                filters: Filters, prices: Prices | None) -> None:
+    """``page``'s rows from ``sizes`` in order, read in batches within ROWS_BYTES (``read_cut`` when it ends
+    them early)."""
     start = read = 0
     while start < len(sizes):
         batch, taken, end, read_cut = _batch(sizes, start, None, read, bool(page.rows))
@@ -147,8 +170,21 @@ async def _plain_page(browser: ResponseBrowser, tenant: str, filters: Filters, a
                 page.rows.append(row)
         if read_cut:
             page.read_cut = True
-            break
+            return
         start = end
+
+
+async def _plain_page(browser: ResponseBrowser, tenant: str, filters: Filters, after: str | None,
+                      before: str | None, prices: Prices | None, count: bool) -> LogPage:
+    """A page without a search: one page of ids and sizes from the index (older than ``after``, or newer than
+    ``before``), its rows read within ROWS_BYTES, and the filters' total counted in the index."""
+    where = filters.where(time.time())
+    newer = before is not None and after is None
+    sizes, more = await browser.response_sizes(tenant=tenant, after=after, where=where, limit=PAGE,
+                                               before=before if newer else None)
+    total = await browser.count_responses(tenant=tenant, where=where, cap=COUNTED) if count else None
+    page = LogPage([], None, 0, 0, False, total=total)
+    await _fill(page, browser, tenant, sizes, filters, prices)
     shown = sizes[:page.scanned]
     if shown:
         older = page.read_cut or newer or more  # newer: the page it came from (``before``) is older
@@ -177,7 +213,7 @@ def _batch(stretch: list[tuple[str, int]], start: int, found: set[str] | None, r
     return batch, total, len(stretch), False
 
 
-def _stretches(sizes: list[tuple[str, int]], budget: int) -> list[list[tuple[str, int]]]:
+def stretches(sizes: list[tuple[str, int]], budget: int) -> list[list[tuple[str, int]]]:
     """``sizes`` in consecutive runs of at most ``budget`` bytes each (a larger response alone)."""
     stretches: list[list[tuple[str, int]]] = []
     total = budget
@@ -195,7 +231,11 @@ async def _read_rows(browser: ResponseBrowser, tenant: str, batch: list[str], fi
     if not batch:
         return {}
     stored = await browser.responses_json(batch, tenant=tenant)  # one deleted since its size was read: absent
-    return await asyncio.to_thread(_rows_of, stored, filters, prices)
+    rows = await asyncio.to_thread(_rows_of, stored, filters, prices)
+    for response_id, (ttft, latency) in (await browser.response_times(list(rows), tenant=tenant)).items():
+        row = rows[response_id]
+        row.ttft_ms, row.latency_ms = ttft, latency
+    return rows
 
 
 def _rows_of(stored: list[tuple[str, bytes]], filters: Filters, prices: Prices | None) -> dict[str, Row]:

@@ -44,6 +44,7 @@ from ..agents.agents_routes import SESSIONS
 from ..desktop_watch_tokens import WatchTokens
 from ..downloads import send_blob
 from . import chats, detail, exports, live, logs, operations, raw, sessions, trace, usage
+from .page_tools import HEADERS, linker, milliseconds, position, posted_form, see_other, suffix, tenant_query
 from .pricing import Prices, money
 from .sign_in import SignIn, Viewer, check_change, return_path, sign_in_location
 from .usage import Usage
@@ -53,13 +54,6 @@ HERE = Path(__file__).parent
 STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
 # the one script, a file of our own (the CSP allows no other and nothing inline): a copy button, a running response
 # followed live; every page works without it as plain HTML forms and links
-POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-src 'self'; "
-          "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
-# same-origin, not no-referrer: under no-referrer a browser sends ``Origin: null`` with the console's own forms, which
-# a browser that sends no Sec-Fetch-Site then had refused (sign_in.same_origin); another site still gets no Referer
-HEADERS = {"Content-Security-Policy": POLICY, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
-           "Cache-Control": "no-store", "X-Frame-Options": "DENY"}
-FORM_BYTES = 16 * 1024
 Page = Callable[[web.Request, Viewer, re.Match[str]], Awaitable[web.StreamResponse]]
 
 
@@ -140,7 +134,7 @@ class Console:
         tenant = viewer.scope(request) if viewer is not None else ""
         body = self.templates.get_template(template).render(
             viewer=viewer, tenant=tenant, chosen_tenant=request.query.get("tenant", "") if viewer else "",
-            path=request.path, link=_linker(viewer, tenant), money=money, **values)
+            path=request.path, link=linker(viewer, tenant), money=money, ms=milliseconds, **values)
         response = web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
         response.headers.update(HEADERS)
         return response
@@ -158,7 +152,7 @@ class Console:
         refused = ""
         if request.method == "POST":
             check_change(request, None, None)
-            form = await _form(request)
+            form = await posted_form(request)
             cookie = await self.sign_in.sign_in(form.get("key", "")) if self.sign_in.takes_keys else None
             if cookie is not None:
                 answer = see_other(return_path(form.get("next")) or "/console/logs")
@@ -174,7 +168,7 @@ class Console:
                            back=back or "", status=401 if refused else 200)
 
     async def sign_out(self, request: web.Request, viewer: Viewer | None) -> web.StreamResponse:
-        check_change(request, viewer, (await _form(request)).get("csrf"))
+        check_change(request, viewer, (await posted_form(request)).get("csrf"))
         await self.sign_in.sign_out(viewer)  # on the server too: a kept copy of the cookie is refused from now on
         answer = see_other("/console/sign-in")
         self.sign_in.clear_cookie(answer)
@@ -186,13 +180,18 @@ class Console:
         filters = logs.Filters.of(request.query)
         tenant = viewer.scope(request)
         page = await logs.log_page(self.runtime.store.browser, tenant, filters, request.query.get("after") or None,
-                                   request.query.get("before") or None, prices=self.prices)
+                                   request.query.get("before") or None, prices=self.prices,
+                                   offset=position(request.query.get("offset")))
         tenants = await operations.known_tenants(self.runtime) if viewer.operator else []
-        kept = {**filters.query(), **_tenant_query(viewer, tenant)}
+        kept = {**filters.query(), **tenant_query(viewer, tenant)}
+        unsorted = {name: value for name, value in kept.items() if name != "sort"}
         return await self.render_off_loop(
             "logs.html", viewer, request, page=page, filters=filters, statuses=logs.STATUSES, spans=list(logs.SPANS),
             tenants=tenants, next_query=urlencode({**kept, "after": page.next_after or ""}),
             newer_query=urlencode({**kept, "before": page.newer_before or ""}), export_query=urlencode(kept),
+            offset_query=lambda offset: urlencode({**kept, "offset": str(offset)}),
+            sort_query={name: urlencode({**unsorted, **({"sort": name} if name else {})})
+                        for name in ("", "latency", "ttft")},
             counted=logs.COUNTED, priced=bool(self.prices))
 
     async def logs_csv(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
@@ -210,16 +209,16 @@ class Console:
         shown = await asyncio.to_thread(raw.shown, stored)
         del stored
         return await self.render_off_loop("raw.html", viewer, request, shown=shown, object_id=match["id"],
-                                          back=_linker(viewer, viewer.scope(request))(f"/console/logs/{match['id']}"))
+                                          back=linker(viewer, viewer.scope(request))(f"/console/logs/{match['id']}"))
 
     async def response(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         tenant, response_id = viewer.scope(request), match["id"]
-        starts = {kind: _position(request.query.get(kind)) for kind in detail.KINDS}
+        starts = {kind: position(request.query.get(kind)) for kind in detail.KINDS}
         shown = await detail.response_detail(self.runtime.store.browser, tenant, response_id, self._upstream,
                                              starts, self.prices)
         if shown is None:
             raise APIError(404, "No stored response with that id.", code="not_found")
-        link = _linker(viewer, tenant)
+        link = linker(viewer, tenant)
         item_pages: dict[str, list[tuple[str, str]]] = {}
         for kind, other, items in (("input", "output", shown.inputs), ("output", "input", shown.outputs)):
             keep = {other: str(starts[other])} if starts[other] else {}
@@ -261,9 +260,10 @@ class Console:
 
     async def chat_list(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         model = request.query.get("model", "").strip()[:200]
+        text = request.query.get("text", "").strip()[:200]
         page = await chats.chat_page(self.runtime.chat_completions, viewer.scope(request),
-                                     request.query.get("after") or None, model)
-        return self.render("chats.html", viewer, request, page=page, model=model)
+                                     request.query.get("after") or None, model, self.runtime.store.browser, text)
+        return self.render("chats.html", viewer, request, page=page, model=model, text=text)
 
     async def chat(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         detail = await chats.chat_detail(self.runtime.chat_completions, viewer.scope(request), match["id"])
@@ -296,7 +296,7 @@ class Console:
                                           live=live)
 
     async def approve(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
-        form = await _form(request)
+        form = await posted_form(request)
         check_change(request, viewer, form.get("csrf"))
         tenant, session_id = viewer.scope(request), match["id"]
         decision, kind = form.get("decision", ""), form.get("kind", "")
@@ -305,7 +305,7 @@ class Console:
         event = sessions.approval_event(kind, form.get("request_id", ""), decision, "browser_origin_access")
         await self._sessions().post_events(session_id, {"events": [event]}, idempotency_key=None, tenant=tenant,
                                            authorization=None)
-        return see_other(f"/console/sessions/{session_id}{_suffix(viewer, tenant)}")
+        return see_other(f"/console/sessions/{session_id}{suffix(viewer, tenant)}")
 
     async def artifact(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         """An artifact's bytes, as the API's ``…/artifacts/{id}/content`` sends them (an attachment, never shown
@@ -320,7 +320,7 @@ class Console:
         await self._sessions().get(session_id, tenant=tenant)  # another tenant's: the API's 404
         turns = await self.runtime.agent_store.page("turn", tenant=tenant, parent=session_id, limit=20,
                                                     order="desc")
-        link = _linker(viewer, tenant)
+        link = linker(viewer, tenant)
         timed = [(str(turn.get("id", "")), kept) for turn in turns.data
                  if (kept := trace.turn_trace(turn, link)) is not None]
         # the OpenTelemetry spans kept as well, where the otel extra is installed (services/agents/traces.py)
@@ -352,7 +352,7 @@ class Console:
                            made=made, takes_keys=self.runtime.api_keys is not None)
 
     async def create_key(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
-        form = await _form(request)
+        form = await posted_form(request)
         check_change(request, viewer, form.get("csrf"))
         tenant = form.get("tenant", "").strip()
         if not tenant or self.runtime.api_keys is None:
@@ -365,7 +365,7 @@ class Console:
         return self.render("key_made.html", viewer, request, key_text=text, key=key)
 
     async def revoke_key(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
-        form = await _form(request)
+        form = await posted_form(request)
         check_change(request, viewer, form.get("csrf"))
         if self.runtime.api_keys is None:
             raise APIError(404, "No key with that id.", code="not_found")
@@ -374,37 +374,3 @@ class Console:
             if not await self.runtime.api_keys.revoke_key(match["id"]):
                 raise APIError(404, "No key with that id.", code="not_found")
         return see_other("/console/operations")
-
-
-def _position(value: str | None) -> int:
-    """A page's first item position from the query (anything but a small whole number: the first page)."""
-    return int(value) if value is not None and value.isascii() and value.isdigit() and len(value) <= 9 else 0
-
-
-def see_other(location: str) -> web.Response:
-    """A 303 to a console page (after a POST: the browser then GETs it, so a reload posts nothing twice)."""
-    return web.Response(status=303, headers={**HEADERS, "Location": location})
-
-
-async def _form(request: web.Request) -> dict[str, str]:
-    if request.content_length is not None and request.content_length > FORM_BYTES:
-        raise APIError(413, "The form is too large.", code="too_large")
-    posted = await request.post()
-    return {name: value for name, value in posted.items() if isinstance(value, str)}
-
-
-def _tenant_query(viewer: Viewer | None, tenant: str) -> dict[str, str]:
-    return {"tenant": tenant} if viewer is not None and viewer.operator and tenant != viewer.tenant else {}
-
-
-def _suffix(viewer: Viewer | None, tenant: str) -> str:
-    query = _tenant_query(viewer, tenant)
-    return "?" + urlencode(query) if query else ""
-
-
-def _linker(viewer: Viewer | None, tenant: str) -> Callable[..., str]:
-    """``link("/console/logs/x")``: a console path keeping an operator's chosen tenant."""
-    def link(path: str, **query: str) -> str:
-        values = {**_tenant_query(viewer, tenant), **{name: value for name, value in query.items() if value}}
-        return path + ("?" + urlencode(values) if values else "")
-    return link
