@@ -20,6 +20,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -40,6 +41,7 @@ PRICE = {"input": "2.5", "cached_input": "1.25", "output": "10"}
 WEATHER = {"type": "function", "name": "lookup_weather", "description": "the weather in a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 
+SHOTS = os.environ.get("CONSOLE_SCREENSHOTS")
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
                                 reason="no system Chromium at /usr/bin/chromium")
 
@@ -106,6 +108,13 @@ async def signed_in(browser: Any, stack: Stack, who: str) -> Any:
     return page
 
 
+async def shot(page: Any, name: str) -> None:
+    """``CONSOLE_SCREENSHOTS=<dir>``: the page's screenshot there (docs/console.md's pictures)."""
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(Path(SHOTS) / f"console-{name}.png"), full_page=True)
+
+
 async def listed(page: Any) -> list[str]:
     return list(await page.locator("#responses a.response-link").all_inner_texts())
 
@@ -117,6 +126,7 @@ async def test_a_word_only_in_the_input_finds_its_response_whose_answer_says_it_
     await page.click(".filters button[type=submit]")
     assert await listed(page) == [stack.made["refused"]]  # not bravo's, which holds the same words
     assert "refused: I can't help with that." in await page.inner_text("#responses td.summary")
+    await shot(page, "logs-search")
     raw = await (await page.request.get(f"{stack.url}/v1/responses/{stack.made['refused']}",
                                         headers={"Authorization": f"Bearer {stack.keys[ALPHA]}"})).text()
     assert "ochre" not in raw  # the word is in the input items only, not in the response's own JSON
@@ -143,6 +153,7 @@ async def test_a_metadata_filter_shows_the_pairs_responses_and_another_tenant_no
     assert sorted(await listed(page)) == sorted([stack.made["refused"], stack.made["kestrel"]])
     assert "2 stored responses match" in await page.inner_text("#total")
     assert await page.input_value("input[name=meta]") == "project=kestrel"
+    await shot(page, "logs-filtered")
     await page.goto(f"{stack.url}/console/logs?meta=project%3Dosprey")
     assert await listed(page) == [stack.made["osprey"]]
     await page.context.close()
@@ -175,6 +186,7 @@ async def test_a_priced_models_spend_is_summed_exactly_on_usage_and_in_its_csv(b
     assert Decimal(await page.inner_text("#spend-total")) == expected.quantize(Decimal("0.000001"))
     row = page.locator(f"#by-model tr[data-model='{MODEL}']")
     assert int(await row.locator("td").nth(1).inner_text()) == len(stored)
+    await shot(page, "usage-spend")
     exported = await page.request.get(f"{stack.url}/console/usage.csv")
     assert exported.headers["content-type"].startswith("text/csv")
     lines = list(csv.DictReader(io.StringIO(await exported.text())))
@@ -208,6 +220,7 @@ async def test_a_session_waiting_on_the_clients_function_lists_the_call(browser:
     assert await call.count() == 1
     assert await call.locator(".call-name").inner_text() == "lookup_weather"
     assert '"city": "Lisbon"' in await call.locator("pre").inner_text()
+    await shot(page, "session-function-call")
     await page.context.close()
 
 
@@ -219,6 +232,7 @@ async def test_a_running_responses_text_shows_before_it_completes(browser: Any, 
     assert await page.locator("#running").count() == 1
     await page.locator("#live-text", has_text="Echo:").wait_for(timeout=30_000)  # under the page's own CSP
     shown = await page.inner_text("#live-text")
+    await shot(page, "response-running")
     now = await stack.sdk(ALPHA).responses.retrieve(running.id)
     assert now.status == "in_progress", (now.status, shown)  # shown while the API says it still runs
     # once it ends the page shows it as stored
@@ -236,6 +250,7 @@ async def test_a_link_followed_signed_out_lands_on_its_object_after_signing_in(b
     await sign_in(page, stack, ALPHA)
     await page.wait_for_url(re.compile(re.escape(target) + "$"))
     assert stack.made["kestrel"] in await page.inner_text("#raw-json")
+    await shot(page, "raw-json")
     # the raw JSON's copy button copies it
     await context.grant_permissions(["clipboard-read", "clipboard-write"], origin=stack.url)
     await page.click("button[data-copy=raw-json]")

@@ -15,7 +15,7 @@ import pytest
 
 from responses_bridge.adapters.http.console import logs
 from responses_bridge.adapters.http.console.items import summary_text
-from responses_bridge.adapters.http.console.pricing import Prices, money
+from responses_bridge.adapters.http.console.pricing import Prices, money, tokens
 from responses_bridge.adapters.http.console.sign_in import return_path
 from responses_bridge.config.console import ModelPrice
 from responses_bridge.store.browsing import ResponseBrowser
@@ -143,3 +143,21 @@ async def test_a_sorted_page_lists_the_slowest_first_with_their_times(stores: St
     assert newest.rows[0].id == "untimed" and newest.rows[0].latency_ms is None
     sizes, more = await browser.slowest_sizes(tenant=A, where=ResponseFilter(), by="ttft", offset=1, limit=2)
     assert [name for name, _ in sizes] == ["timed_0", "timed_3"] and more
+
+
+def test_usage_totals_spend_is_the_sum_of_each_responses() -> None:
+    from responses_bridge.adapters.http.console.usage import totals
+
+    prices = Prices({"m": ModelPrice(input=Decimal("0.15"), cached_input=Decimal("0.075"), output=Decimal("0.6"))})
+    usages = [{"input_tokens": 10 + n, "input_tokens_details": {"cached_tokens": n % 4}, "output_tokens": 3 * n}
+              for n in range(50)]
+    summed = [51, 0, 0, 0, 0, 1]  # one said no usage: counted, not priced
+    for usage in usages:
+        counted = tokens(usage)
+        assert counted is not None
+        for n, value in enumerate(counted, start=1):
+            summed[n] += value
+    free, priced = totals("t", {"m": summed, "free": [1, 1, 0, 4, 5, 0]}, prices)
+    assert priced.spend == sum((prices.spend("m", usage) or Decimal(0) for usage in usages), Decimal(0))
+    assert priced.requests == 51 and priced.unpriced == 1
+    assert free.spend is None and free.unpriced == 0 and free.total_tokens == 5

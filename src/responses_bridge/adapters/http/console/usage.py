@@ -106,22 +106,17 @@ def _add(into: Total, total: Total) -> None:
         into.spend = (into.spend or Decimal(0)) + total.spend
 
 
-@dataclass(slots=True)
-class Used:
-    """What one stored response used."""
-
-    at: int
-    model: str
-    total_tokens: int
-    counted: tuple[int, int, int] | None  # uncached input, cached input, output
-    spend: Decimal | None
+Sums = dict[str, list[int]]
+"""By model: requests, uncached input, cached input, output and total tokens, and requests that said no usage."""
 
 
-async def tenant_usage(store: ResponseStore, tenant: str, since: float,
-                       prices: Prices | None = None) -> tuple[list[Used], bool]:
-    """What each of the tenant's responses since ``since`` used, at most :data:`COUNTED`; True when there were
-    more."""
-    rows: list[Used] = []
+async def tenant_usage(store: ResponseStore, tenant: str, since: float) -> tuple[list[tuple[int, str, int]], Sums,
+                                                                                bool]:
+    """``(created_at, model, total_tokens)`` of the tenant's responses since ``since`` (the charts' rows), their
+    sums by model (the totals'), at most :data:`COUNTED` responses; True when there were more. One pass, nothing
+    kept of a response but its row and its sums."""
+    rows: list[tuple[int, str, int]] = []
+    sums: Sums = {}
     after = None
     where = ResponseFilter(created_after=int(since))
     while True:
@@ -130,31 +125,39 @@ async def tenant_usage(store: ResponseStore, tenant: str, since: float,
             response = orjson.loads(raw)
             usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
             total = usage.get("total_tokens")
+            total = total if isinstance(total, int) else 0
             model = str(response.get("model") or "?")
-            rows.append(Used(int(response.get("created_at") or 0), model, total if isinstance(total, int) else 0,
-                             tokens(usage), prices.spend(model, usage) if prices else None))
+            rows.append((int(response.get("created_at") or 0), model, total))
+            summed = sums.get(model) or sums.setdefault(model, [0, 0, 0, 0, 0, 0])
+            counted = tokens(usage)
+            summed[0] += 1
+            summed[4] += total
+            if counted is None:
+                summed[5] += 1
+            else:
+                summed[1] += counted[0]
+                summed[2] += counted[1]
+                summed[3] += counted[2]
         if not page.has_more:
-            return rows, False
+            return rows, sums, False
         if len(rows) >= COUNTED:
-            return rows, True
+            return rows, sums, True
         after = page.ids[-1]
 
 
-def totals(tenant: str, rows: list[Used], prices: Prices | None) -> list[Total]:
-    by_model: dict[str, Total] = {}
-    for used in rows:
-        total = by_model.setdefault(used.model, Total(tenant, used.model))
-        total.requests += 1
-        total.total_tokens += used.total_tokens
-        if used.counted is not None:
-            total.input_tokens += used.counted[0]
-            total.cached_tokens += used.counted[1]
-            total.output_tokens += used.counted[2]
-        if used.spend is not None:
-            total.spend = (total.spend or Decimal(0)) + used.spend
-        elif prices and prices.price(used.model) is not None:
-            total.unpriced += 1
-    return [by_model[name] for name in sorted(by_model)]
+def totals(tenant: str, sums: Sums, prices: Prices | None) -> list[Total]:
+    """The tenant's totals by model; a priced model's spend computed once from its summed tokens (a price is
+    linear in each kind of token, so this is the sum of every response's spend, exactly, in decimals)."""
+    shown = []
+    for model in sorted(sums):
+        requests, fresh, cached, output, total_tokens, no_usage = sums[model]
+        total = Total(tenant, model, requests, fresh, cached, output, total_tokens)
+        if prices and requests > no_usage:
+            total.spend = prices.spend(model, {"input_tokens": fresh + cached, "output_tokens": output,
+                                               "input_tokens_details": {"cached_tokens": cached}})
+        total.unpriced = no_usage if total.spend is not None else 0  # no price: nothing missing from no spend
+        shown.append(total)
+    return shown
 
 
 async def usage(store: ResponseStore, tenants: list[str], window: str, *, by_tenant: bool,
@@ -167,11 +170,12 @@ async def usage(store: ResponseStore, tenants: list[str], window: str, *, by_ten
     per_tenant: list[tuple[int, str, int]] = []
     shown.cut_short = len(tenants) > TENANTS_COUNTED
     for tenant in tenants[:TENANTS_COUNTED]:
-        used, short = await tenant_usage(store, tenant, start, prices)
+        rows, sums, short = await tenant_usage(store, tenant, start)
         shown.cut_short |= short
-        shown.totals.extend(totals(tenant, used, prices))
-        by_model.extend((row.at, row.model, row.total_tokens) for row in used)
-        per_tenant.extend((row.at, tenant, row.total_tokens) for row in used)
+        shown.totals.extend(totals(tenant, sums, prices))
+        by_model.extend(rows)
+        if by_tenant:
+            per_tenant.extend((at, tenant, used) for at, _, used in rows)
     shown.counted = len(by_model)
     buckets = [start + step * n for n in range(span // step)]
     shown.charts.append(chart("Requests by model", by_model, buckets, step, label, tokens=False))
