@@ -140,6 +140,23 @@ async def test_the_timing_is_in_the_row_and_goes_with_its_response(stack: Stack)
         assert await _latency_column(stores, response.id) is None
 
 
+async def test_a_stored_chat_completion_keeps_its_latency(stack: Stack) -> None:
+    for door in ("http", "envoy"):
+        async with client(stack, door) as sdk:
+            chat = await sdk.chat.completions.create(model=MODEL, store=True,
+                                                     messages=[{"role": "user", "content": f"timed chat {door}"}])
+        async with sidecar_stores(stack.db) as stores:
+            if stores.postgres is not None:
+                async with stores.postgres.acquire("test") as conn:
+                    latency = await conn.fetchval("SELECT latency_ms FROM chat_completions WHERE id = $1", chat.id)
+            else:
+                async with stores.responses.reading() as conn:  # type: ignore[attr-defined]
+                    rows = list(await conn.execute_fetchall("SELECT latency_ms FROM chat_completions WHERE id = ?",
+                                                            (chat.id,)))
+                latency = rows[0][0] if rows else None
+        assert latency is not None and latency > 0, door
+
+
 async def test_a_timing_is_never_in_the_apis_answer(stack: Stack) -> None:
     async with aiohttp.ClientSession(stack.sidecar.http_url) as http:
         async with http.post("/v1/responses", json={"model": MODEL, "input": "no timing shown"}) as answer:
