@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -28,6 +29,7 @@ from tests.support.sdk import async_sdk
 
 MODEL = "fake-model"
 CHROMIUM = "/usr/bin/chromium"
+SHOTS = os.environ.get("CONSOLE_SCREENSHOTS")  # saves the pages' screenshots there (docs/console.md's pictures)
 FIRST_TOKEN_MS = 250
 HELD_MS = 500
 
@@ -104,6 +106,12 @@ async def page(site: Site) -> AsyncIterator[Any]:
             await browser.close()
 
 
+async def shot(page: Any, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(Path(SHOTS) / f"console-{name}.png"), full_page=True)
+
+
 def millis(text: str) -> float:
     return float(text.split()[0])
 
@@ -114,6 +122,7 @@ async def test_a_streamed_responses_page_shows_its_time_to_first_token(site: Sit
     assert FIRST_TOKEN_MS <= shown <= site.made.client_ttft_ms + 1.0, (shown, site.made.client_ttft_ms)
     assert millis(await page.inner_text("dl.timing dd[data-fact='latency']")) >= shown
     assert await page.locator("svg.waterfall a.span-link[data-kind='model']").count() == 1
+    await shot(page, "trace")
 
 
 async def test_a_response_that_waited_for_a_pool_shows_the_wait(site: Site, page: Any) -> None:
@@ -135,6 +144,7 @@ async def test_a_plain_responses_span_opens_to_its_input_and_output(site: Site, 
     assert MODEL in attributes and "gen_ai.usage.output_tokens" in attributes
     assert "the plain heron question" in await page.inner_text("#span-input")  # the messages it was sent
     assert "the plain heron question" in await page.inner_text("#span-output")  # the fake's echo: its answer
+    await shot(page, "span")
 
 
 async def test_a_session_turns_trace_opens_to_its_model_calls(site: Site, page: Any) -> None:
@@ -142,6 +152,7 @@ async def test_a_session_turns_trace_opens_to_its_model_calls(site: Site, page: 
     turn = page.locator("section.turn-trace")
     assert await turn.count() == 1
     assert await turn.locator("a.span-link[data-kind='response']").count() >= 1
+    await shot(page, "turn-trace")
     await turn.locator("a.span-link[data-kind='model']").first.click()
     await page.wait_for_url(re.compile(r"/console/logs/[\w-]+/trace/[0-9]+$"))
     assert "the session's lapwing turn" in await page.inner_text("#span-input")
