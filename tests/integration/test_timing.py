@@ -140,6 +140,21 @@ async def test_the_timing_is_in_the_row_and_goes_with_its_response(stack: Stack)
         assert await _latency_column(stores, response.id) is None
 
 
+async def test_a_background_response_keeps_its_timing_from_its_request(stack: Stack) -> None:
+    async with client(stack, "http") as sdk:
+        queued = await sdk.responses.create(model=MODEL, input="in the background [delay=20]", background=True)
+        for _ in range(200):
+            done = await sdk.responses.retrieve(queued.id)
+            if done.status not in ("queued", "in_progress"):
+                break
+            await asyncio.sleep(0.05)
+    assert done.status == "completed"
+    timing = await stored_timing(stack.db, queued.id)
+    assert timing is not None
+    assert 0 < timing["ttft_ms"] <= timing["latency_ms"]
+    assert [span["kind"] for span in timing["spans"]] == ["model"]
+
+
 async def test_a_stored_chat_completion_keeps_its_latency(stack: Stack) -> None:
     for door in ("http", "envoy"):
         async with client(stack, door) as sdk:
