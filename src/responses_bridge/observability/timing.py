@@ -26,7 +26,7 @@ parent's too, shifted to the parent's clock, under a ``response`` span naming it
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar, Token
 from time import perf_counter
@@ -119,23 +119,24 @@ class Timing:
         self.model_call(began, self.headers, self.first_byte, self.first_token, ended, attributes, (0, output),
                         failed)
 
-    def settle(self, output: int, attributes: Mapping[str, Any]) -> None:
+    def settle(self, output: int, attributes: Callable[[], Mapping[str, Any]]) -> None:
         """The response was completed (its last call's answer read): a last model call whose answer came whole
         (a JSON answer, translated only now) gets its output range, its first output (when the answer ended) and
-        the attributes its answer gave."""
+        the attributes its answer gave (``attributes()``: asked only then)."""
         if not self.spans:
             return
         name, kind, began, ended, shown = self.spans[-1]
         if kind != "model" or shown is None:
             return
         start, end = shown["output"]
-        if output > end:
-            shown["output"] = [start, output]
-            if "first_token_ms" not in shown:
-                shown["first_token_ms"] = _ms(ended - began)
-                if self.first_token is None:
-                    self.first_token = ended
-        for key, value in attributes.items():
+        if output <= end:  # a streamed answer: told as it came
+            return
+        shown["output"] = [start, output]
+        if "first_token_ms" not in shown:
+            shown["first_token_ms"] = _ms(ended - began)
+            if self.first_token is None:
+                self.first_token = ended
+        for key, value in attributes().items():
             shown.setdefault(key, value)
         model = shown.get("gen_ai.request.model")
         if model and name == "chat":

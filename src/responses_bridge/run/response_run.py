@@ -494,7 +494,7 @@ class ResponseRun:
                 clock.watched_call(self.call_attributes(), len(translator.response["output"]),
                                    translator.upstream_failed)
             else:  # the driver's last call: a JSON answer is translated only at the end
-                clock.settle(len(translator.response["output"]), self.call_attributes())
+                clock.settle(len(translator.response["output"]), self.call_attributes)
         if translator.compaction_turn:  # a compaction turn is never history: nothing to store, nothing to append
             return True
         conversation_id = self._conversation_id if translator.finished_turn else None
