@@ -86,3 +86,14 @@ async def test_a_pool_records_a_wait_only_when_there_was_one() -> None:
         assert [span[1] for span in clock.spans] == ["wait"]
     finally:
         timing.end(token)
+
+
+def test_a_replica_noted_is_in_the_document_and_nothing_without_a_timing() -> None:
+    timing.note_replica("nowhere")  # no request timed: nothing, no error
+    token = timing.begin()
+    try:
+        timing.note_replica("gpu-2")
+        clock = timing.current()
+        assert clock is not None and clock.document()["replica"] == "gpu-2"
+    finally:
+        timing.end(token)

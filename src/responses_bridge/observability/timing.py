@@ -13,7 +13,7 @@ The document: ``ttft_ms`` (the first output of the response: its first delta, a 
 (arrival to the terminal bytes being made, the save included), ``upstream_headers_ms`` and
 ``upstream_first_byte_ms`` (of its first model call), ``waits_ms`` by pool (``upstream connections``, ``request
 memory``, ``sandbox slots``, ``program slots``…), ``upstream`` and ``replica`` (the replica when the upstream has
-several: filled where the request's route names one), and ``spans``: the waterfall — each model call (its
+several: :func:`note_replica`, called where a replica is picked), and ``spans``: the waterfall — each model call (its
 attributes: model, tokens, finish reason, and ``output`` as the range of the response's output items it made, so
 that its input and answer are read from the stored response, never stored twice), each tool call (its call id: its
 arguments and result are the output item of that id), each sandbox run, each wait. Times are milliseconds from the
@@ -221,6 +221,14 @@ def current() -> Timing | None:
     return CURRENT.get()
 
 
+def note_replica(name: str) -> None:
+    """The request being handled goes to the replica ``name`` of its upstream (where the upstream has several):
+    its stored timing says so (``replica``). Nothing when no request is timed."""
+    clock = CURRENT.get()
+    if clock is not None:
+        clock.replica = name
+
+
 class _ToolSpan:
     """A tool call's or sandbox run's span while it runs (only when a timing is current)."""
 
@@ -264,4 +272,4 @@ def waiting(pool: str) -> Iterator[None]:
             timing.waited(pool, began, perf_counter())
 
 
-__all__ = ["CURRENT", "MAX_SPANS", "Timing", "begin", "current", "end", "span", "waiting"]
+__all__ = ["CURRENT", "MAX_SPANS", "Timing", "begin", "current", "end", "note_replica", "span", "waiting"]
