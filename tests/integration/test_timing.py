@@ -20,6 +20,7 @@ import openai
 import orjson
 import pytest
 
+from responses_bridge.observability.timing import readable
 from responses_bridge.store.base import DEFAULT_TENANT
 from responses_bridge.store.timings import timing_document
 from tests.support.bridge import Sidecar, running_sidecar
@@ -60,7 +61,8 @@ async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) ->
 async def stored_timing(db: str, response_id: str) -> dict[str, Any] | None:
     async with sidecar_stores(db) as stores:
         browser = stores.responses.browser  # type: ignore[attr-defined]
-        return timing_document(await browser.response_timing(response_id, tenant=DEFAULT_TENANT))
+        stored = timing_document(await browser.response_timing(response_id, tenant=DEFAULT_TENANT))
+    return readable(stored) if stored is not None else None
 
 
 def client(stack: Stack, door: str) -> openai.AsyncOpenAI:
