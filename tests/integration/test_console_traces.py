@@ -25,6 +25,7 @@ from tests.integration.test_agents_api import BETA, read_until_idle
 from tests.support.bridge import running_sidecar
 from tests.support.envoy import have_envoy
 from tests.support.gateway import envoy_before
+from tests.support.mcp_server import MCPTestServer
 from tests.support.sdk import async_sdk
 
 MODEL = "fake-model"
@@ -45,6 +46,7 @@ class Made:
     plain: str = ""  # through the HTTP door
     waited: list[str] | None = None  # two at once on one upstream connection
     session: str = ""
+    tooled: str = ""  # through the HTTP door: an MCP call, then the answer
 
 
 @dataclass
@@ -54,11 +56,13 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-async def site(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
+async def site(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory,
+               mcp: MCPTestServer) -> AsyncIterator[Site]:
     tmp = tmp_path_factory.mktemp("console_traces")
     async with running_sidecar(str(tmp), fake_upstream, "--db", str(tmp / "bridge.db"),
                                env={"RESPONSES_BRIDGE_CONSOLE": "on", "RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS": "1",
-                                    "RESPONSES_BRIDGE_UPSTREAM_CONNECT_TIMEOUT": "30"}) as sidecar, \
+                                    "RESPONSES_BRIDGE_UPSTREAM_CONNECT_TIMEOUT": "30",
+                                    "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}) as sidecar, \
             envoy_before(sidecar) as envoy:
         made = Made()
         async with async_sdk(base_url=f"{envoy}/v1", api_key="sk-test", max_retries=0, timeout=60) as via_envoy:
@@ -77,6 +81,11 @@ async def site(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> 
             both = await asyncio.gather(*(http_door.responses.create(
                 model=MODEL, input=f"queued {n} [header_delay={HELD_MS}]") for n in (1, 2)))
             made.waited = [response.id for response in both]
+            tool = {"type": "mcp", "server_label": "tools", "server_url": mcp.json_url, "require_approval": "never",
+                    "allowed_tools": ["echo"]}
+            made.tooled = (await http_door.responses.create(
+                model=MODEL, input='call tools__echo [args={"text": "the echoed wren"}]',
+                tools=[tool])).id  # type: ignore[list-item]
         async with aiohttp.ClientSession(sidecar.http_url) as http:
             body = {"agent": {"model": MODEL}, "environment": {"type": "none"}, "stream": True,
                     "input": "the session's lapwing turn"}
@@ -158,6 +167,16 @@ async def test_a_session_turns_trace_opens_to_its_model_calls(site: Site, page: 
     assert "the session's lapwing turn" in await page.inner_text("#span-input")
     assert await page.locator("#span-output article").count() >= 1
     assert MODEL in await page.inner_text("#span-attributes")
+
+
+async def test_a_tool_calls_span_opens_to_its_arguments_and_result(site: Site, page: Any) -> None:
+    await page.goto(f"{site.url}/console/logs/{site.made.tooled}")
+    assert await page.locator("svg.waterfall a.span-link[data-kind='model']").count() == 2  # the call, the answer
+    await page.click("svg.waterfall a.span-link[data-kind='tool']")
+    await page.wait_for_url(re.compile(rf"/console/logs/{site.made.tooled}/trace/[0-9]+$"))
+    assert "echo" in await page.inner_text("#span-attributes")
+    called = await page.inner_text("#span-output")
+    assert called.count("the echoed wren") >= 2  # its arguments and its result, from the stored mcp_call item
 
 
 async def test_another_span_number_is_a_404_page(site: Site, page: Any) -> None:

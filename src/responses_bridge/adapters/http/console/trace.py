@@ -160,8 +160,11 @@ async def span_page(browser: ResponseBrowser, tenant: str, response_id: str, ind
             page.more_inputs = page.more_inputs or more
         page.outputs, page.more_outputs = await _items(browser, tenant, response_id, "output", first, last)
     elif kind == "tool":
+        position = attributes.get("output_index")
         call_id = attributes.get("gen_ai.tool.call.id")
-        if isinstance(call_id, str):
+        if isinstance(position, int) and position >= 0:  # the call's item: its arguments and its result
+            page.outputs, _ = await _items(browser, tenant, response_id, "output", position, position + 1)
+        elif isinstance(call_id, str):  # a client's function call (a session's turn): the items of its call id
             page.outputs = await _call_items(browser, tenant, response_id, call_id)
     return page
 
