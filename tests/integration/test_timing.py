@@ -20,6 +20,7 @@ import openai
 import orjson
 import pytest
 
+from responses_bridge.observability.timing import readable
 from responses_bridge.store.base import DEFAULT_TENANT
 from responses_bridge.store.timings import timing_document
 from tests.support.bridge import Sidecar, running_sidecar
@@ -60,7 +61,8 @@ async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) ->
 async def stored_timing(db: str, response_id: str) -> dict[str, Any] | None:
     async with sidecar_stores(db) as stores:
         browser = stores.responses.browser  # type: ignore[attr-defined]
-        return timing_document(await browser.response_timing(response_id, tenant=DEFAULT_TENANT))
+        stored = timing_document(await browser.response_timing(response_id, tenant=DEFAULT_TENANT))
+    return readable(stored) if stored is not None else None
 
 
 def client(stack: Stack, door: str) -> openai.AsyncOpenAI:
@@ -138,6 +140,38 @@ async def test_the_timing_is_in_the_row_and_goes_with_its_response(stack: Stack)
     assert await stored_timing(stack.db, response.id) is None
     async with sidecar_stores(stack.db) as stores:
         assert await _latency_column(stores, response.id) is None
+
+
+async def test_a_background_response_keeps_its_timing_from_its_request(stack: Stack) -> None:
+    async with client(stack, "http") as sdk:
+        queued = await sdk.responses.create(model=MODEL, input="in the background [delay=20]", background=True)
+        for _ in range(200):
+            done = await sdk.responses.retrieve(queued.id)
+            if done.status not in ("queued", "in_progress"):
+                break
+            await asyncio.sleep(0.05)
+    assert done.status == "completed"
+    timing = await stored_timing(stack.db, queued.id)
+    assert timing is not None
+    assert 0 < timing["ttft_ms"] <= timing["latency_ms"]
+    assert [span["kind"] for span in timing["spans"]] == ["model"]
+
+
+async def test_a_stored_chat_completion_keeps_its_latency(stack: Stack) -> None:
+    for door in ("http", "envoy"):
+        async with client(stack, door) as sdk:
+            chat = await sdk.chat.completions.create(model=MODEL, store=True,
+                                                     messages=[{"role": "user", "content": f"timed chat {door}"}])
+        async with sidecar_stores(stack.db) as stores:
+            if stores.postgres is not None:
+                async with stores.postgres.acquire("test") as conn:
+                    latency = await conn.fetchval("SELECT latency_ms FROM chat_completions WHERE id = $1", chat.id)
+            else:
+                async with stores.responses.reading() as conn:  # type: ignore[attr-defined]
+                    rows = list(await conn.execute_fetchall("SELECT latency_ms FROM chat_completions WHERE id = ?",
+                                                            (chat.id,)))
+                latency = rows[0][0] if rows else None
+        assert latency is not None and latency > 0, door
 
 
 async def test_a_timing_is_never_in_the_apis_answer(stack: Stack) -> None:

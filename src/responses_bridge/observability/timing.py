@@ -13,7 +13,7 @@ The document: ``ttft_ms`` (the first output of the response: its first delta, a 
 (arrival to the terminal bytes being made, the save included), ``upstream_headers_ms`` and
 ``upstream_first_byte_ms`` (of its first model call), ``waits_ms`` by pool (``upstream connections``, ``request
 memory``, ``sandbox slots``, ``program slots``…), ``upstream`` and ``replica`` (the replica when the upstream has
-several: filled where the request's route names one), and ``spans``: the waterfall — each model call (its
+several: :func:`note_replica`, called where a replica is picked), and ``spans``: the waterfall — each model call (its
 attributes: model, tokens, finish reason, and ``output`` as the range of the response's output items it made, so
 that its input and answer are read from the stored response, never stored twice), each tool call (its call id: its
 arguments and result are the output item of that id), each sandbox run, each wait. Times are milliseconds from the
@@ -26,12 +26,13 @@ parent's too, shifted to the parent's clock, under a ``response`` span naming it
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar, Token
 from time import perf_counter
 from typing import Any
 
+from . import gen_ai
 from .logs import noted_upstream
 
 MAX_SPANS = 256
@@ -39,9 +40,16 @@ MAX_SPANS = 256
 MAX_ATTRIBUTE_CHARS = 256
 """A span's attribute value as stored (a tool's name, a model's): never an argument or an output."""
 
-Span = tuple[str, str, float, float, "dict[str, Any] | None"]
-"""(name, kind, began, ended, attributes): ``kind`` is ``model``, ``tool``, ``sandbox``, ``wait`` or ``response``;
-times are ``perf_counter()`` readings."""
+Span = tuple[str, str, float, float, "dict[str, Any] | None", "list[Any] | None"]
+"""(name, kind, began, ended, attributes, call): ``kind`` is ``model``, ``tool``, ``sandbox``, ``wait`` or
+``response``; times are ``perf_counter()`` readings; ``call``, a model call's own readings: ``[headers, first byte,
+first output, output from, output to, failed, facts]``, its facts the run's ``call_facts()`` (model, usage, finish
+reason: made attributes by observability/gen_ai.py when read). Kept raw, and stored raw (:meth:`Timing.document`):
+what a page shows is made when it is read (:func:`readable`), not on every request."""
+
+
+Facts = tuple[str | None, Any, str | None]
+"""A model call's answer: the model it asked, its usage, its finish reason (the run's ``call_facts()``)."""
 
 
 class Timing:
@@ -63,12 +71,12 @@ class Timing:
         self.dropped = 0
         self.called: float | None = None  # a model call Envoy makes (the ext_proc door) began: see watched_call
 
-    def add(self, name: str, kind: str, began: float, ended: float,
-            attributes: dict[str, Any] | None = None) -> None:
+    def add(self, name: str, kind: str, began: float, ended: float, attributes: dict[str, Any] | None = None,
+            call: list[Any] | None = None) -> None:
         if len(self.spans) >= MAX_SPANS:
             self.dropped += 1
         else:
-            self.spans.append((name, kind, began, ended, attributes))
+            self.spans.append((name, kind, began, ended, attributes, call))
 
     def waited(self, pool: str, began: float, ended: float) -> None:
         """The request waited for ``pool`` (fairness/share.py: only when it had to)."""
@@ -79,24 +87,16 @@ class Timing:
         self.add(f"wait {pool}", "wait", began, ended, {"pool": pool})
 
     def model_call(self, began: float, headers: float | None, first_byte: float | None, first_token: float | None,
-                   ended: float, attributes: dict[str, Any], output: tuple[int, int], failed: bool) -> None:
-        """A model call the bridge drove (run/drive.py) or watched Envoy make (the ext_proc door)."""
+                   ended: float, facts: Facts | None, output: tuple[int, int], failed: bool) -> None:
+        """A model call the bridge drove (run/drive.py) or watched Envoy make (the ext_proc door). ``facts``: what
+        its answer said (the run's ``call_facts()``: model, usage, finish reason), kept as they are; None while its
+        answer is not translated yet (a JSON answer: :meth:`settle`)."""
         if self.headers is None:
             self.headers, self.first_byte = headers, first_byte
         if self.first_token is None:
             self.first_token = first_token
-        attributes = dict(attributes)
-        attributes["output"] = list(output)
-        if headers is not None:
-            attributes["upstream_headers_ms"] = _ms(headers - began)
-        if first_byte is not None:
-            attributes["upstream_first_byte_ms"] = _ms(first_byte - began)
-        if first_token is not None:
-            attributes["first_token_ms"] = _ms(first_token - began)
-        if failed:
-            attributes["error"] = True
-        model = attributes.get("gen_ai.request.model")
-        self.add(f"chat {model}" if model else "chat", "model", began, ended, attributes)
+        self.add("chat", "model", began, ended, None,
+                 [headers, first_byte, first_token, output[0], output[1], failed, facts])
 
     def chunk_seen(self, response: Mapping[str, Any] | None) -> None:
         """A chunk of the answer to a call Envoy makes (the ext_proc door) was translated: its first byte, and the
@@ -107,7 +107,7 @@ class Timing:
         if response is not None and response.get("output"):
             self.first_token = now
 
-    def watched_call(self, attributes: dict[str, Any], output: int, failed: bool) -> None:
+    def watched_call(self, facts: Facts, output: int, failed: bool) -> None:
         """The call Envoy made (:attr:`called`) ended with the response: its span, from the readings the door
         took (the answer's headers, first byte, first output)."""
         began, self.called = self.called, None
@@ -116,52 +116,39 @@ class Timing:
         ended = perf_counter()
         if self.first_token is None and output:  # a JSON answer, translated whole at its end
             self.first_token = ended
-        self.model_call(began, self.headers, self.first_byte, self.first_token, ended, attributes, (0, output),
-                        failed)
+        self.model_call(began, self.headers, self.first_byte, self.first_token, ended, facts, (0, output), failed)
 
-    def settle(self, output: int, attributes: Mapping[str, Any]) -> None:
+    def settle(self, output: int, facts: Callable[[], Facts]) -> None:
         """The response was completed (its last call's answer read): a last model call whose answer came whole
         (a JSON answer, translated only now) gets its output range, its first output (when the answer ended) and
-        the attributes its answer gave."""
+        the facts its answer gave (``facts()``: asked only then)."""
         if not self.spans:
             return
-        name, kind, began, ended, shown = self.spans[-1]
-        if kind != "model" or shown is None:
+        ended, call = self.spans[-1][3], self.spans[-1][5]
+        if call is None:
             return
-        start, end = shown["output"]
-        if output > end:
-            shown["output"] = [start, output]
-            if "first_token_ms" not in shown:
-                shown["first_token_ms"] = _ms(ended - began)
-                if self.first_token is None:
-                    self.first_token = ended
-        for key, value in attributes.items():
-            shown.setdefault(key, value)
-        model = shown.get("gen_ai.request.model")
-        if model and name == "chat":
-            self.spans[-1] = (f"chat {model}", kind, began, ended, shown)
+        if call[6] is None:
+            call[6] = facts()
+        if output <= call[4]:  # a streamed answer: told as it came
+            return
+        call[4] = output
+        if call[2] is None:
+            call[2] = ended
+            if self.first_token is None:
+                self.first_token = ended
 
-    def document(self, ended: float | None = None, response_id: str | None = None) -> dict[str, Any]:
-        """What is stored with the response: milliseconds from the request's arrival (see the module's docstring).
-        A child's spans join its parent's here, once (a response saved again — queued, then completed — replaces
-        its own part of a parent's only by adding: its parent is a session turn, whose responses are saved once at
-        their end)."""
+    def document(self, ended: float | None = None) -> dict[str, Any]:
+        """What is stored with the response, raw (:func:`readable` makes it a page's): its time to first token
+        and latency in milliseconds (the row's columns), its readings and spans as they were taken."""
         end = perf_counter() if ended is None else ended
         origin = self.origin
         if self.upstream is None:  # the upstream the request was routed to (logs.note_upstream), if it was
             self.upstream = noted_upstream()
-        document: dict[str, Any] = {
-            "ttft_ms": _ms(self.first_token - origin) if self.first_token is not None else None,
-            "latency_ms": _ms(end - origin),
-            "upstream_headers_ms": _ms(self.headers - origin) if self.headers is not None else None,
-            "upstream_first_byte_ms": _ms(self.first_byte - origin) if self.first_byte is not None else None,
-            "waits_ms": {pool: _ms(seconds) for pool, seconds in self.waits.items()} if self.waits else {},
-            "upstream": self.upstream, "replica": self.replica,
-            "spans": [_span(span, origin) for span in self.spans],
-        }
-        if self.dropped:
-            document["dropped_spans"] = self.dropped
-        return document
+        first = self.first_token
+        return {"v": 1, "ttft_ms": (first - origin) * 1000.0 if first is not None else None,
+                "latency_ms": (end - origin) * 1000.0, "origin": origin, "headers": self.headers,
+                "first_byte": self.first_byte, "waits": self.waits, "upstream": self.upstream,
+                "replica": self.replica, "spans": self.spans, "dropped": self.dropped}
 
     def joined(self, response_id: str | None, ended: float) -> None:
         """This (a child's) spans added to its parent's, under a span naming the response."""
@@ -172,10 +159,10 @@ class Timing:
         parent.add(f"response {response_id}" if response_id else "response", "response", self.origin, ended,
                    {"response_id": response_id} if response_id else None)
         for index, span in enumerate(self.spans):
-            name, kind, began, span_end, attributes = span
+            name, kind, began, span_end, attributes, call = span
             if response_id is not None and kind in ("model", "tool"):  # the response's own page of the span
                 attributes = {**(attributes or {}), "response_id": response_id, "span_index": index}
-            parent.add(name, kind, began, span_end, attributes)
+            parent.add(name, kind, began, span_end, attributes, call)
         if parent.first_token is None:
             parent.first_token = self.first_token
         if parent.headers is None:
@@ -191,14 +178,61 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
-def _span(span: Span, origin: float) -> dict[str, Any]:
-    name, kind, began, ended, attributes = span
-    shown: dict[str, Any] = {"name": name[:MAX_ATTRIBUTE_CHARS], "kind": kind, "start_ms": _ms(began - origin),
-                             "end_ms": _ms(ended - origin)}
-    if attributes:
-        shown["attributes"] = {key: (value[:MAX_ATTRIBUTE_CHARS] if isinstance(value, str) else value)
-                               for key, value in attributes.items()}
-    return shown
+def readable(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored document (:meth:`Timing.document`) as a page reads it: every time in milliseconds from the
+    request's arrival, each span a mapping (its name and attributes bounded to :data:`MAX_ATTRIBUTE_CHARS`), a
+    model call's readings among its attributes (``output``: the range of the response's output items it made)."""
+    origin = float(stored.get("origin") or 0.0)
+
+    def since(value: Any) -> float | None:
+        return _ms(float(value) - origin) if isinstance(value, int | float) else None
+
+    waits = stored.get("waits")
+    document: dict[str, Any] = {
+        "ttft_ms": _rounded(stored.get("ttft_ms")), "latency_ms": _rounded(stored.get("latency_ms")),
+        "upstream_headers_ms": since(stored.get("headers")), "upstream_first_byte_ms": since(stored.get("first_byte")),
+        "waits_ms": {str(pool): _ms(float(seconds)) for pool, seconds in waits.items()
+                     if isinstance(seconds, int | float)} if isinstance(waits, dict) else {},
+        "upstream": stored.get("upstream"), "replica": stored.get("replica"), "spans": []}
+    for span in stored.get("spans") or ():
+        if isinstance(span, list) and len(span) == 6:
+            document["spans"].append(_readable_span(span, origin))
+    if stored.get("dropped"):
+        document["dropped_spans"] = stored["dropped"]
+    return document
+
+
+def _rounded(value: Any) -> float | None:
+    return round(float(value), 3) if isinstance(value, int | float) else None
+
+
+def _readable_span(span: list[Any], origin: float) -> dict[str, Any]:
+    name, kind, began, ended, attributes, call = span
+    began, ended = float(began), float(ended)
+    shown: dict[str, Any] = {key: (value[:MAX_ATTRIBUTE_CHARS] if isinstance(value, str) else value)
+                             for key, value in (attributes or {}).items()} if isinstance(attributes, dict) else {}
+    if isinstance(call, list) and len(call) == 7:
+        headers, first_byte, first_token, start, end, failed, facts = call
+        if isinstance(facts, list) and len(facts) == 3:
+            model, usage, finish = facts
+            shown.update(gen_ai.model_call(str(model)[:MAX_ATTRIBUTE_CHARS] if model else None,
+                                           usage if isinstance(usage, dict) else None,
+                                           str(finish)[:MAX_ATTRIBUTE_CHARS] if finish else None, None))
+        shown["output"] = [start, end]
+        for key, value in (("upstream_headers_ms", headers), ("upstream_first_byte_ms", first_byte),
+                           ("first_token_ms", first_token)):
+            if isinstance(value, int | float):
+                shown[key] = _ms(float(value) - began)
+        if failed:
+            shown["error"] = True
+        model = shown.get("gen_ai.request.model")
+        if name == "chat" and model:
+            name = f"chat {model}"
+    readable_span: dict[str, Any] = {"name": str(name)[:MAX_ATTRIBUTE_CHARS], "kind": str(kind),
+                                     "start_ms": _ms(began - origin), "end_ms": _ms(ended - origin)}
+    if shown:
+        readable_span["attributes"] = shown
+    return readable_span
 
 
 CURRENT: ContextVar[Timing | None] = ContextVar("responses_bridge_timing", default=None)
@@ -218,6 +252,14 @@ def end(token: Token[Timing | None]) -> None:
 
 def current() -> Timing | None:
     return CURRENT.get()
+
+
+def note_replica(name: str) -> None:
+    """The request being handled goes to the replica ``name`` of its upstream (where the upstream has several):
+    its stored timing says so (``replica``). Nothing when no request is timed."""
+    clock = CURRENT.get()
+    if clock is not None:
+        clock.replica = name
 
 
 class _ToolSpan:
@@ -263,4 +305,5 @@ def waiting(pool: str) -> Iterator[None]:
             timing.waited(pool, began, perf_counter())
 
 
-__all__ = ["CURRENT", "MAX_SPANS", "Timing", "begin", "current", "end", "span", "waiting"]
+__all__ = ["CURRENT", "MAX_SPANS", "Timing", "begin", "current", "end", "note_replica", "readable", "span",
+           "waiting"]

@@ -196,11 +196,14 @@ class _Watch:
 
     def record(self, timing: Timing, run: Run, began: float) -> None:
         output = self.output
-        if self.first_token is None and output is not None and len(output) > self.start:
-            self.first_token = perf_counter()  # a JSON answer of the upstream's: read whole at its end
-        timing.model_call(began, self.headers, self.first_byte, self.first_token, perf_counter(),
-                          run.call_attributes(), (self.start, len(output) if output is not None else self.start),
-                          run.upstream_failed)
+        end = len(output) if output is not None else self.start
+        if self.first_token is None and end > self.start:  # made by a long event's steps (catch_up)
+            self.first_token = perf_counter()
+        # what the answer said (model, usage, finish reason), once it was translated: a JSON answer is translated
+        # only when the response completes, and its facts are asked for then (Timing.settle)
+        facts = run.call_facts() if end > self.start or run.upstream_failed else None
+        timing.model_call(began, self.headers, self.first_byte, self.first_token, perf_counter(), facts,
+                          (self.start, end), run.upstream_failed)
 
 
 def _told(span: Any, run: Run) -> None:

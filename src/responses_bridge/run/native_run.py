@@ -189,6 +189,13 @@ class NativeRun:
     def take_pending_bytes(self) -> bytes:
         return b""
 
+    def call_facts(self) -> tuple[str | None, Any, str | None]:
+        relay = self.relay
+        if relay is None:
+            return None, None, None
+        response = relay.response or {}
+        return self._options.upstream_model or relay.request.model, response.get("usage"), response.get("status")
+
     def call_attributes(self) -> dict[str, Any]:
         """The backend ran its own loop: its one call is the whole response, its usage the response's."""
         relay = self.relay
@@ -274,6 +281,8 @@ class NativeRun:
             async def save() -> None:
                 if self.before_persist is not None:
                     await self.before_persist(frames, relay.sequence_number)
+                if self.timing is not None:  # the last call's answer, translated now if it came whole
+                    self.timing.settle(len(relay.response.get("output") or ()), self.call_facts)
                 document = documented(self.timing, relay.response_id)
                 if document is None:  # not timed: the store's interface as it was
                     await self._store.save_response(relay.response, relay.input_items, tenant=self.tenant,

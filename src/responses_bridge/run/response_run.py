@@ -353,6 +353,10 @@ class ResponseRun:
         pending, self._pending_bytes = self._pending_bytes, b""
         return pending
 
+    def call_facts(self) -> tuple[str | None, Any, str | None]:
+        translator = self.translator
+        return translator.call_facts() if translator is not None else (None, None, None)
+
     def call_attributes(self) -> dict[str, Any]:
         translator = self.translator
         if translator is None:
@@ -491,10 +495,10 @@ class ResponseRun:
         clock = self.timing
         if clock is not None:
             if clock.called is not None:  # the call Envoy made for it (the ext_proc door) ended
-                clock.watched_call(self.call_attributes(), len(translator.response["output"]),
+                clock.watched_call(translator.call_facts(), len(translator.response["output"]),
                                    translator.upstream_failed)
             else:  # the driver's last call: a JSON answer is translated only at the end
-                clock.settle(len(translator.response["output"]), self.call_attributes())
+                clock.settle(len(translator.response["output"]), translator.call_facts)
         if translator.compaction_turn:  # a compaction turn is never history: nothing to store, nothing to append
             return True
         conversation_id = self._conversation_id if translator.finished_turn else None

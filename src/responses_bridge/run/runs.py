@@ -106,6 +106,11 @@ class Run(Protocol):
     def take_pending_bytes(self) -> bytes:
         """The client's bytes the tool phase made."""
 
+    def call_facts(self) -> tuple[str | None, Any, str | None]:
+        """The model call whose answer was just read: the model it asked, its usage, its finish reason, as they are
+        (its stored timing makes them attributes when read: observability/timing.py)."""
+        ...
+
     def call_attributes(self) -> dict[str, Any]:
         """The model call whose answer was just read, for its span: model, tokens, finish reason
         (observability/gen_ai.py). Asked only when a span is made."""

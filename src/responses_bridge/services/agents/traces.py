@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ...observability import gen_ai, timing, tracing
+from ...observability import gen_ai, tracing
+from ...observability.timing import Timing
 from ...protocol.errors import APIError
 from ...protocol.lists import list_of
 from ...store.base_agents import AgentStore, Record
@@ -37,12 +38,12 @@ TURN_STATUS = "responses_bridge.turn.status"
 class TurnTrace:
     """A running turn's trace: its root span (tracing.keep) and the spans of the client's calls still open."""
 
-    def __init__(self, kept: KeptTrace | None) -> None:
+    def __init__(self, kept: KeptTrace | None, clock: Timing | None = None) -> None:
         self.kept = kept
         self._calls: dict[str, Any] = {}  # call id -> its span, until the client's result comes
         # the turn's own timing, kept with or without OpenTelemetry (observability/timing.py): its responses' spans
         # join it as each is saved, the client's calls are spans of it
-        self.timing = timing.current()
+        self.timing = clock
         self._waiting: dict[str, tuple[str, float]] = {}  # call id -> (name, since), the client's calls open
 
     def call_opened(self, call_id: str, name: str) -> None:

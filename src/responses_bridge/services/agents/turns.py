@@ -258,7 +258,7 @@ class SessionRunner:
         clock = timing.begin()  # the turn's clock: its responses' timings join it (observability/timing.py)
         try:
             with tracing.keep(*entry.span) as kept:
-                entry.trace = TurnTrace(kept)
+                entry.trace = TurnTrace(kept, timing.current())
                 await self._run(entry)
         finally:
             timing.end(clock)

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from ....observability.timing import readable
 from ....store.browsing import ResponseBrowser
 from ....store.timings import timing_document
 from .detail import ITEM_CHARS, ITEMS_BYTES, ITEMS_PAGE, Shown, _views_of
@@ -106,19 +107,19 @@ def trace_of(document: dict[str, Any], href: Any) -> Trace:
 
 async def response_trace(browser: ResponseBrowser, tenant: str, response_id: str, link: Any) -> Trace | None:
     """The stored response's trace (None: it has no timing, e.g. stored before the bridge kept one)."""
-    raw = await browser.response_timing(response_id, tenant=tenant)
-    document = timing_document(raw)
-    if document is None:
+    stored = timing_document(await browser.response_timing(response_id, tenant=tenant))
+    if stored is None:
         return None
-    return trace_of(document, lambda index, span: link(f"/console/logs/{response_id}/trace/{index}"))
+    return trace_of(readable(stored), lambda index, span: link(f"/console/logs/{response_id}/trace/{index}"))
 
 
 def turn_trace(turn: dict[str, Any], link: Any) -> Trace | None:
     """A session turn's trace, from the timing the turn keeps: its model and tool calls open the pages of the
     response that made them, a response's span that response."""
-    document = ((turn.get("_private") or {}).get("timing")) if isinstance(turn.get("_private"), dict) else None
-    if not isinstance(document, dict):
+    stored = ((turn.get("_private") or {}).get("timing")) if isinstance(turn.get("_private"), dict) else None
+    if not isinstance(stored, dict):
         return None
+    document = readable(stored)
 
     def href(index: int, span: dict[str, Any]) -> str:
         attributes = span.get("attributes") or {}
@@ -135,8 +136,8 @@ def turn_trace(turn: dict[str, Any], link: Any) -> Trace | None:
 
 async def span_page(browser: ResponseBrowser, tenant: str, response_id: str, index: int) -> SpanPage | None:
     """The span at ``index`` of the response's trace, with its input and output (None: no such span)."""
-    document = timing_document(await browser.response_timing(response_id, tenant=tenant))
-    spans = document.get("spans") if document is not None else None
+    stored = timing_document(await browser.response_timing(response_id, tenant=tenant))
+    spans = readable(stored).get("spans") if stored is not None else None
     if not isinstance(spans, list) or not 0 <= index < len(spans) or not isinstance(spans[index], dict):
         return None
     span = spans[index]
@@ -159,8 +160,11 @@ async def span_page(browser: ResponseBrowser, tenant: str, response_id: str, ind
             page.more_inputs = page.more_inputs or more
         page.outputs, page.more_outputs = await _items(browser, tenant, response_id, "output", first, last)
     elif kind == "tool":
+        position = attributes.get("output_index")
         call_id = attributes.get("gen_ai.tool.call.id")
-        if isinstance(call_id, str):
+        if isinstance(position, int) and position >= 0:  # the call's item: its arguments and its result
+            page.outputs, _ = await _items(browser, tenant, response_id, "output", position, position + 1)
+        elif isinstance(call_id, str):  # a client's function call (a session's turn): the items of its call id
             page.outputs = await _call_items(browser, tenant, response_id, call_id)
     return page
 
