@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from responses_bridge.adapters.http.console import logs
@@ -161,3 +162,17 @@ def test_usage_totals_spend_is_the_sum_of_each_responses() -> None:
     assert priced.spend == sum((prices.spend("m", usage) or Decimal(0) for usage in usages), Decimal(0))
     assert priced.requests == 51 and priced.unpriced == 1
     assert free.spend is None and free.unpriced == 0 and free.total_tokens == 5
+
+
+def test_a_running_responses_pieces_are_its_text_masked_until_it_ends() -> None:
+    from responses_bridge.adapters.http.console.live import pieces
+
+    def frame(kind: str, **fields: Any) -> bytes:
+        return f"event: {kind}\ndata: ".encode() + orjson.dumps({"type": kind, **fields}) + b"\n\n"
+
+    running = (frame("response.created", response={}) + frame("response.output_text.delta", delta="Hello ")
+               + frame("response.output_text.delta", delta="key sk-abcdefghijklmnopqrstuvwx"))
+    texts, ended = pieces(running)
+    assert texts[0] == "Hello " and "abcdefghijklmnop" not in texts[1] and not ended
+    assert pieces(frame("response.refusal.delta", delta="no") + frame("response.completed", response={})) == (
+        ["no"], True)

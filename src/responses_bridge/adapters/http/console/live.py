@@ -51,7 +51,7 @@ async def follow(request: web.Request, background: BackgroundService, response_i
     deadline = time.monotonic() + LIVE_SECONDS
     ended = False
     events = background.events_after(response_id, -1, tenant=tenant)
-    try:
+    try:  # a page closed (the viewer went elsewhere) ends the stream quietly
         while not ended:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -64,6 +64,8 @@ async def follow(request: web.Request, background: BackgroundService, response_i
             if texts:
                 await answer.write(b"".join(b"event: delta\ndata: " + orjson.dumps(text) + b"\n\n" for text in texts))
         await answer.write(b"event: done\ndata: {}\n\n")
+    except ConnectionResetError:
+        pass
     finally:
         with contextlib.suppress(Exception):
             await events.aclose()  # type: ignore[attr-defined]
