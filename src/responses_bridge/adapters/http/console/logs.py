@@ -101,7 +101,7 @@ async def log_page(browser: ResponseBrowser, tenant: str, filters: Filters, afte
     where = filters.where(time.time())
     needles = filters.needles()
     if not needles and filters.sort:
-        return await _sorted_page(browser, tenant, filters, offset, prices, count)
+        return await _sorted_page(browser, tenant, filters, offset, prices)
     if not needles:
         return await _plain_page(browser, tenant, filters, after, before, prices, count)
     page = LogPage([], None, 0, 0, False)
@@ -139,14 +139,14 @@ async def log_page(browser: ResponseBrowser, tenant: str, filters: Filters, afte
 
 
 async def _sorted_page(browser: ResponseBrowser, tenant: str, filters: Filters, offset: int,
-                       prices: Prices | None, count: bool) -> LogPage:
-    """A page of the timed responses slowest first (by latency or time to first token), from ``offset``."""
+                       prices: Prices | None) -> LogPage:
+    """A page of the timed responses slowest first (by latency or time to first token), from ``offset``; no total
+    (the index's count would include the responses nobody timed, which the order leaves out)."""
     where = filters.where(time.time())
     offset = max(0, min(offset, SORTED_DEPTH))
     sizes, more = await browser.slowest_sizes(tenant=tenant, where=where, by=filters.sort, offset=offset,
                                               limit=PAGE)
-    total = await browser.count_responses(tenant=tenant, where=where, cap=COUNTED) if count else None
-    page = LogPage([], None, 0, 0, False, total=total, offset=offset)
+    page = LogPage([], None, 0, 0, False, offset=offset)
     await _fill(page, browser, tenant, sizes, filters, prices)
     if more or page.read_cut:
         following = offset + page.scanned
