@@ -137,18 +137,21 @@ class Timing:
             if self.first_token is None:
                 self.first_token = ended
 
-    def document(self, ended: float | None = None) -> dict[str, Any]:
-        """What is stored with the response, raw (:func:`readable` makes it a page's): its time to first token
-        and latency in milliseconds (the row's columns), its readings and spans as they were taken."""
+    def document(self, ended: float | None = None) -> list[Any]:
+        """What is stored with the response, compact (every byte of a row is paid for by every plain request's
+        save: :func:`readable` makes it a page's): ``[2, ttft µs, latency µs, waits, upstream, replica, spans,
+        dropped]``, every time in whole microseconds from the request's arrival, a model call's facts as ``[model,
+        input tokens, output tokens, finish reason]``. Its time to first token and latency are the row's columns
+        (store/timings.py)."""
         end = perf_counter() if ended is None else ended
         origin = self.origin
         if self.upstream is None:  # the upstream the request was routed to (logs.note_upstream), if it was
             self.upstream = noted_upstream()
         first = self.first_token
-        return {"v": 1, "ttft_ms": (first - origin) * 1000.0 if first is not None else None,
-                "latency_ms": (end - origin) * 1000.0, "origin": origin, "headers": self.headers,
-                "first_byte": self.first_byte, "waits": self.waits, "upstream": self.upstream,
-                "replica": self.replica, "spans": self.spans, "dropped": self.dropped}
+        waits = self.waits
+        return [2, round((first - origin) * 1e6) if first is not None else None, round((end - origin) * 1e6),
+                {pool: round(seconds * 1e6) for pool, seconds in waits.items()} if waits else None, self.upstream,
+                self.replica, [_compact(span, origin) for span in self.spans], self.dropped]
 
     def joined(self, response_id: str | None, ended: float) -> None:
         """This (a child's) spans added to its parent's, under a span naming the response."""
@@ -174,62 +177,84 @@ class Timing:
                 parent.waits = waits
 
 
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 3)
+def _us(value: float | None, origin: float) -> int | None:
+    return round((value - origin) * 1e6) if value is not None else None
 
 
-def readable(stored: Mapping[str, Any]) -> dict[str, Any]:
+def _compact(span: Span, origin: float) -> list[Any]:
+    name, kind, began, ended, attributes, call = span
+    if call is not None:
+        headers, first_byte, first_token, start, stop, failed, facts = call
+        call = [_us(headers, origin), _us(first_byte, origin), _us(first_token, origin), start, stop, failed,
+                _facts(facts) if facts is not None else None]
+    return [name, kind, round((began - origin) * 1e6), round((ended - origin) * 1e6), attributes, call]
+
+
+def _facts(facts: Facts) -> list[Any]:
+    """A model call's facts as stored: its model, input and output tokens, finish reason (not the whole usage)."""
+    model, usage, finish = facts
+    if isinstance(usage, dict):
+        tokens_in = usage.get("input_tokens", usage.get("prompt_tokens"))
+        tokens_out = usage.get("output_tokens", usage.get("completion_tokens"))
+    else:
+        tokens_in = tokens_out = None
+    return [model, tokens_in, tokens_out, finish]
+
+
+def _ms(micros: Any) -> float | None:
+    return round(micros / 1000, 3) if isinstance(micros, int | float) and not isinstance(micros, bool) else None
+
+
+def readable(stored: Any) -> dict[str, Any]:
     """A stored document (:meth:`Timing.document`) as a page reads it: every time in milliseconds from the
     request's arrival, each span a mapping (its name and attributes bounded to :data:`MAX_ATTRIBUTE_CHARS`), a
-    model call's readings among its attributes (``output``: the range of the response's output items it made)."""
-    origin = float(stored.get("origin") or 0.0)
-
-    def since(value: Any) -> float | None:
-        return _ms(float(value) - origin) if isinstance(value, int | float) else None
-
-    waits = stored.get("waits")
-    document: dict[str, Any] = {
-        "ttft_ms": _rounded(stored.get("ttft_ms")), "latency_ms": _rounded(stored.get("latency_ms")),
-        "upstream_headers_ms": since(stored.get("headers")), "upstream_first_byte_ms": since(stored.get("first_byte")),
-        "waits_ms": {str(pool): _ms(float(seconds)) for pool, seconds in waits.items()
-                     if isinstance(seconds, int | float)} if isinstance(waits, dict) else {},
-        "upstream": stored.get("upstream"), "replica": stored.get("replica"), "spans": []}
-    for span in stored.get("spans") or ():
+    model call's readings and facts among its attributes (``output``: the range of the response's output items it
+    made); the first model call's headers and first byte as the response's. Anything else: an empty document."""
+    document: dict[str, Any] = {"ttft_ms": None, "latency_ms": None, "upstream_headers_ms": None,
+                                "upstream_first_byte_ms": None, "waits_ms": {}, "upstream": None, "replica": None,
+                                "spans": []}
+    if not isinstance(stored, list) or len(stored) != 8 or stored[0] != 2:
+        return document
+    _, ttft, latency, waits, upstream, replica, spans, dropped = stored
+    document.update(ttft_ms=_ms(ttft), latency_ms=_ms(latency), upstream=upstream, replica=replica)
+    if isinstance(waits, dict):
+        document["waits_ms"] = {str(pool): _ms(micros) for pool, micros in waits.items()}
+    for span in spans if isinstance(spans, list) else ():
         if isinstance(span, list) and len(span) == 6:
-            document["spans"].append(_readable_span(span, origin))
-    if stored.get("dropped"):
-        document["dropped_spans"] = stored["dropped"]
+            shown = _readable_span(span)
+            document["spans"].append(shown)
+            call = span[5]
+            if shown["kind"] == "model" and document["upstream_headers_ms"] is None and isinstance(call, list):
+                document["upstream_headers_ms"], document["upstream_first_byte_ms"] = _ms(call[0]), _ms(call[1])
+    if dropped:
+        document["dropped_spans"] = dropped
     return document
 
 
-def _rounded(value: Any) -> float | None:
-    return round(float(value), 3) if isinstance(value, int | float) else None
-
-
-def _readable_span(span: list[Any], origin: float) -> dict[str, Any]:
+def _readable_span(span: list[Any]) -> dict[str, Any]:
     name, kind, began, ended, attributes, call = span
-    began, ended = float(began), float(ended)
     shown: dict[str, Any] = {key: (value[:MAX_ATTRIBUTE_CHARS] if isinstance(value, str) else value)
-                             for key, value in (attributes or {}).items()} if isinstance(attributes, dict) else {}
+                             for key, value in attributes.items()} if isinstance(attributes, dict) else {}
     if isinstance(call, list) and len(call) == 7:
         headers, first_byte, first_token, start, end, failed, facts = call
-        if isinstance(facts, list) and len(facts) == 3:
-            model, usage, finish = facts
-            shown.update(gen_ai.model_call(str(model)[:MAX_ATTRIBUTE_CHARS] if model else None,
-                                           usage if isinstance(usage, dict) else None,
+        if isinstance(facts, list) and len(facts) == 4:
+            model, tokens_in, tokens_out, finish = facts
+            usage = {key: value for key, value in (("input_tokens", tokens_in), ("output_tokens", tokens_out))
+                     if isinstance(value, int)}
+            shown.update(gen_ai.model_call(str(model)[:MAX_ATTRIBUTE_CHARS] if model else None, usage,
                                            str(finish)[:MAX_ATTRIBUTE_CHARS] if finish else None, None))
         shown["output"] = [start, end]
         for key, value in (("upstream_headers_ms", headers), ("upstream_first_byte_ms", first_byte),
                            ("first_token_ms", first_token)):
-            if isinstance(value, int | float):
-                shown[key] = _ms(float(value) - began)
+            if isinstance(value, int | float) and isinstance(began, int | float):
+                shown[key] = _ms(value - began)
         if failed:
             shown["error"] = True
         model = shown.get("gen_ai.request.model")
         if name == "chat" and model:
             name = f"chat {model}"
     readable_span: dict[str, Any] = {"name": str(name)[:MAX_ATTRIBUTE_CHARS], "kind": str(kind),
-                                     "start_ms": _ms(began - origin), "end_ms": _ms(ended - origin)}
+                                     "start_ms": _ms(began) or 0.0, "end_ms": _ms(ended) or 0.0}
     if shown:
         readable_span["attributes"] = shown
     return readable_span

@@ -21,7 +21,7 @@ from .history import ConversationHistory
 from .runs import BeforePersist
 
 
-def documented(timing: Timing | None, response_id: str | None) -> dict[str, Any] | None:
+def documented(timing: Timing | None, response_id: str | None) -> list[Any] | None:
     """The timing's document as the response is saved (None: not timed); a response of a session's turn adds its
     spans to the turn's (once: a response ends once)."""
     if timing is None:

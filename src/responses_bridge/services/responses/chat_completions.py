@@ -128,7 +128,7 @@ class ChatCompletionService:
 __all__ = ["ChatCompletionService", "render"]
 
 
-def _timed() -> dict[str, Any] | None:
+def _timed() -> list[Any] | None:
     """The request's timing as the completion is stored (observability/timing.py): its latency, the pools it waited
     for, its upstream (no time to first token: the completion is relayed as the upstream sent it)."""
     clock = timing.current()

@@ -117,7 +117,7 @@ def turn_trace(turn: dict[str, Any], link: Any) -> Trace | None:
     """A session turn's trace, from the timing the turn keeps: its model and tool calls open the pages of the
     response that made them, a response's span that response."""
     stored = ((turn.get("_private") or {}).get("timing")) if isinstance(turn.get("_private"), dict) else None
-    if not isinstance(stored, dict):
+    if not isinstance(stored, list):
         return None
     document = readable(stored)
 
