@@ -125,15 +125,20 @@ def test_a_console_path_is_returned_to() -> None:
     assert return_path("/console/sessions/sesn_1/traces") == "/console/sessions/sesn_1/traces"
 
 
+def timed(ttft_ms: float, latency_ms: float) -> list[Any]:
+    """A stored timing document (observability/timing.py's compact form): microseconds from arrival."""
+    return [2, round(ttft_ms * 1000), round(latency_ms * 1000), {}, None, None, [], 0]
+
+
 async def test_a_sorted_page_lists_the_slowest_first_with_their_times(stores: Stores) -> None:
     browser: ResponseBrowser = stores.responses.browser
     latencies = [120.0, 5.5, 900.0, 40.0]
     for n, latency in enumerate(latencies):
         await stores.responses.save_response(answer(f"timed_{n}", "x", created=1000 + n), [], tenant=A,
-                                             timing={"ttft_ms": latency / 10, "latency_ms": latency})
+                                             timing=timed(latency / 10, latency))
     await save(stores, answer("untimed", "x", created=1100))
     await stores.responses.save_response(answer("theirs", "x", created=1200), [], tenant=B,
-                                         timing={"ttft_ms": 1.0, "latency_ms": 5000.0})
+                                         timing=timed(1.0, 5000.0))
     page = await logs.log_page(browser, A, logs.Filters(sort="latency"), None)
     assert [row.id for row in page.rows] == ["timed_2", "timed_0", "timed_3", "timed_1"]
     assert [row.latency_ms for row in page.rows] == [900.0, 120.0, 40.0, 5.5] and page.rows[0].ttft_ms == 90.0
