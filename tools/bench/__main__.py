@@ -68,7 +68,7 @@ BENCHES: dict[str, Bench] = {
                      "a computer-use desktop in the sandbox: start, action to screenshot, memory, against the "
                      "targets", extras="test", sandbox=True, at_root=True),
     "console": Bench("tools.bench.console", "the console's pages on a store of 100,000 responses, against the "
-                     "200 ms target", extras="console"),
+                     "50 ms target", extras="console"),
     "drain": Bench("tools.bench.drain", "SIGTERM with live streams: the sidecar's exit time and the streams' "
                    "terminal events"),
     "egress": Bench("tools.bench.sandbox.egress",

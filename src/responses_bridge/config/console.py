@@ -4,10 +4,21 @@ beside desktop_watch.py."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings
+
+
+class ModelPrice(BaseModel):
+    """What a model's tokens cost, per million (in the deployment's currency: the console writes no symbol)."""
+
+    model_config = ConfigDict(extra="forbid")
+    input: Decimal = Field(ge=0, description="per million input tokens")
+    cached_input: Decimal | None = Field(default=None, ge=0, description=(
+        "per million cached input tokens (`usage.input_tokens_details.cached_tokens`); unset: the input price"))
+    output: Decimal = Field(ge=0, description="per million output tokens (reasoning tokens among them)")
 
 
 class ConsoleSettings(BaseSettings):
@@ -22,3 +33,8 @@ class ConsoleSettings(BaseSettings):
         "by default a console without keys answers loopback only"))
     console_sign_in_seconds: float = Field(default=8 * 3600.0, gt=0, le=30 * 86400, description=(
         "how long a console sign-in lasts before the key is asked for again (the sealed cookie expires)"))
+    console_prices: dict[str, ModelPrice] = Field(default={}, description=(
+        "what each model's tokens cost, per million: `{\"gpt-4o\": {\"input\": 2.5, \"cached_input\": 1.25, "
+        "\"output\": 10}}`; a name may end in `*` (a prefix: `gpt-4o*`), the longest matching one applies. The "
+        "console's Logs, response pages, Usage and CSV exports then show each response's spend; a model with no "
+        "price shows tokens only. None by default"))

@@ -25,6 +25,7 @@ SHOWN_TYPES: dict[str, str] = {
     "mcp_connectors": "JSON object of connector id → MCP server",
     "workers": "a number, or `auto`",
     "upstream_urls": "JSON list of base URLs",  # `--upstream` given several times
+    "console_prices": "JSON object of model → price per million tokens",
 }
 
 # What a JSON setting looks like, for the line that says the environment's JSON is broken
@@ -34,6 +35,7 @@ JSON_EXAMPLES: dict[str, str] = {
     "tenants": '{"acme": {"max_concurrent_requests": 10}}',
     "upstream_urls": '["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"]',
     "mcp_connectors": '{"connector_googledrive": {"server_url": "https://drive-mcp.internal/mcp"}}',
+    "console_prices": '{"gpt-4o": {"input": 2.5, "cached_input": 1.25, "output": 10}}',
 }
 
 _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean"}

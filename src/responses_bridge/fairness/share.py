@@ -46,6 +46,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
 
+from ..observability.timing import CURRENT as _TIMING
 from .headroom import HEADROOM, Window, may_dip, set_aside, shared, sizes, unblock
 from .preemption import PREEMPTED, current_task
 from .tenure import RENORMALISE, Service
@@ -283,6 +284,7 @@ class FairPool:
         self._accrue(state, _monotonic())
         self._key(tenant, state)  # its claim grew: among tenants served as little, the least claiming goes first
         self._dispatch()
+        began = time.perf_counter()  # the wait goes into the request's timing (observability/timing.py)
         try:
             async with asyncio.timeout(wait):
                 refused = await asyncio.shield(waiter.future)
@@ -295,6 +297,10 @@ class FairPool:
             if self._withdraw(waiter) is None:
                 self.give(tenant, size)
             raise
+        finally:
+            timing = _TIMING.get()
+            if timing is not None:
+                timing.waited(self.what, began, time.perf_counter())
         if refused is not None:
             raise Refused(refused)
 

@@ -132,6 +132,12 @@ def note_upstream(name: str, mode: str) -> None:
         served["mode"] = mode
 
 
+def noted_upstream() -> str | None:
+    """The upstream :func:`note_upstream` named for the request being handled, if any (its stored timing)."""
+    served = _SERVED_BY.get()
+    return served.get("upstream") if served else None
+
+
 def noted_mode() -> str | None:
     """The mode :func:`note_upstream` gave the request being handled, if any."""
     served = _SERVED_BY.get()

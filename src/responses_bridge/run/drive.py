@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
+from time import perf_counter
 from typing import Any, Protocol, TypeVar
 
 import structlog
@@ -29,6 +30,7 @@ import structlog
 from ..engine.wire import Reply, UpstreamRequest
 from ..fairness.preemption import absorb_preemption, preempted_error
 from ..observability import gen_ai, tracing
+from ..observability.timing import Timing
 from ..protocol.errors import APIError, shut_down_mid_response
 from .runs import Run
 from .upstream import UpstreamClient, UpstreamFailure
@@ -98,22 +100,37 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
                     pending = run.take_pending_bytes()
                     if pending:
                         await sink.write(pending)
+                timing = run.timing  # the request's clock (observability/timing.py), None for a run nobody times
                 while call is not None:
-                    with tracing.span("chat", kind=tracing.SpanKind.CLIENT) as span:  # the model call
-                        async with upstream.chat(call, authorization) as answer:
-                            head = run.on_upstream_headers(answer.status, answer.content_type)
-                            if head is not None:
-                                await sink.open(head)
-                            async for chunk in answer.chunks():
-                                out = run.on_upstream_chunk(chunk)
-                                if out:
-                                    await sink.write(out)
-                                elif run.upstream_failed:  # e.g. an event over the size limit: the rest is dropped
-                                    break
-                                if run.backlog:  # a long event: see catch_up
-                                    await catch_up(run, sink.write)
-                        if span is not None:
-                            _told(span, run)
+                    began = perf_counter()
+                    watch = _Watch() if timing is not None else None
+                    try:
+                        with tracing.span("chat", kind=tracing.SpanKind.CLIENT) as span:  # the model call
+                            async with upstream.chat(call, authorization) as answer:
+                                if watch is not None:
+                                    watch.answered(run)
+                                head = run.on_upstream_headers(answer.status, answer.content_type)
+                                if head is not None:
+                                    await sink.open(head)
+                                watching = watch
+                                async for chunk in answer.chunks():
+                                    if watching is not None:  # until the call's first output: one check a chunk
+                                        out = watching.chunk(run.on_upstream_chunk, chunk)
+                                        if watching.seen:
+                                            watching = None
+                                    else:
+                                        out = run.on_upstream_chunk(chunk)
+                                    if out:
+                                        await sink.write(out)
+                                    elif run.upstream_failed:  # e.g. an event over the size limit: the rest is dropped
+                                        break
+                                    if run.backlog:  # a long event: see catch_up
+                                        await catch_up(run, sink.write)
+                            if span is not None:
+                                _told(span, run)
+                    finally:  # a call that failed is in the timing too
+                        if watch is not None and timing is not None:
+                            watch.record(timing, run, began)
                     call = run.retry_request() or await _kept_alive(run.next_turn(sink.write), sink, keepalive)
                     pending = run.take_pending_bytes()
                     if pending:
@@ -155,6 +172,52 @@ def chain_keys(run: Run) -> tuple[str, ...]:
         conversation = request.params.conversation
         keys.append(conversation.get("id", "") if isinstance(conversation, dict) else conversation or "")
     return tuple(key for key in keys if key)
+
+
+class _Watch:
+    """One model call's clock readings (only for a run that is timed): its answer's headers, first byte and first
+    output (an item of the response's output made by this call: its first delta, streamed or not)."""
+
+    __slots__ = ("first_byte", "first_token", "headers", "output", "seen", "start")
+
+    def __init__(self) -> None:
+        self.headers: float | None = None
+        self.first_byte: float | None = None
+        self.first_token: float | None = None
+        self.output: list[Any] | None = None
+        self.start = 0
+        self.seen = False  # nothing more to watch for: the first output came (or there is no output to watch)
+
+    def answered(self, run: Run) -> None:
+        self.headers = perf_counter()
+        response = run.response
+        output = response.get("output") if response is not None else None
+        if isinstance(output, list):
+            self.output, self.start = output, len(output)
+
+    def chunk(self, translate: Callable[[bytes], bytes], chunk: bytes) -> bytes:
+        """``chunk`` translated: the client's bytes; :attr:`seen` once the call's first output came."""
+        if self.first_byte is None:
+            self.first_byte = perf_counter()
+        out = translate(chunk)
+        output = self.output
+        if output is None:
+            self.seen = True
+        elif len(output) > self.start:
+            self.first_token = perf_counter()
+            self.seen = True
+        return out
+
+    def record(self, timing: Timing, run: Run, began: float) -> None:
+        output = self.output
+        end = len(output) if output is not None else self.start
+        if self.first_token is None and end > self.start:  # made by a long event's steps (catch_up)
+            self.first_token = perf_counter()
+        # what the answer said (model, usage, finish reason), once it was translated: a JSON answer is translated
+        # only when the response completes, and its facts are asked for then (Timing.settle)
+        facts = run.call_facts() if end > self.start or run.upstream_failed else None
+        timing.model_call(began, self.headers, self.first_byte, self.first_token, perf_counter(), facts,
+                          (self.start, end), run.upstream_failed)
 
 
 def _told(span: Any, run: Run) -> None:

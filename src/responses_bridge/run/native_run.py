@@ -28,7 +28,7 @@ from ..engine.options import EngineOptions
 from ..engine.responses.native_relay import NativeRelay
 from ..engine.sse import DONE_FRAME
 from ..engine.wire import JSON_CONTENT_TYPE, SSE_CONTENT_TYPE, Reply, UpstreamRequest
-from ..observability import gen_ai
+from ..observability import gen_ai, timing
 from ..protocol.errors import APIError, not_found
 from ..protocol.responses.request import ResponsesRequest, parse_json_object, parse_request_object
 from ..protocol.tools.multi_agent import NOT_BETA
@@ -38,6 +38,7 @@ from ..store.records import LeaseLost
 from ..store.transient import retry_store
 from .file_inputs import FileLoader, FileResolution, prepare_input
 from .history import ConversationHistory, load_conversation
+from .response_persist import documented
 from .runs import BeforePersist, not_begun
 
 log = structlog.get_logger("responses_bridge.run.native")
@@ -56,6 +57,7 @@ class NativeRun:
         self.beta = NOT_BETA  # the multi-agent beta (protocol/tools/multi_agent.py): refused for a native backend
         self.save_fence: dict[str, str] = {}  # a background run's lease (store/base.py: save_response) or nothing
         self.persist_within = 0.0  # see Run.persist_within
+        self.timing = timing.CURRENT.get()  # the door's clock of the request (observability/timing.py), if any
         self.on_upstream_chunk: Callable[[bytes], bytes] = not_begun
         self.backlog: Collection[object] = ()  # the backend's events are relayed as they come: never any
         self._store = store
@@ -187,6 +189,13 @@ class NativeRun:
     def take_pending_bytes(self) -> bytes:
         return b""
 
+    def call_facts(self) -> tuple[str | None, Any, str | None]:
+        relay = self.relay
+        if relay is None:
+            return None, None, None
+        response = relay.response or {}
+        return self._options.upstream_model or relay.request.model, response.get("usage"), response.get("status")
+
     def call_attributes(self) -> dict[str, Any]:
         """The backend ran its own loop: its one call is the whole response, its usage the response's."""
         relay = self.relay
@@ -272,8 +281,15 @@ class NativeRun:
             async def save() -> None:
                 if self.before_persist is not None:
                     await self.before_persist(frames, relay.sequence_number)
-                await self._store.save_response(relay.response, relay.input_items, tenant=self.tenant,
-                                                conversation_id=joining, **self.save_fence)
+                if self.timing is not None:  # the last call's answer, translated now if it came whole
+                    self.timing.settle(len(relay.response.get("output") or ()), self.call_facts)
+                document = documented(self.timing, relay.response_id)
+                if document is None:  # not timed: the store's interface as it was
+                    await self._store.save_response(relay.response, relay.input_items, tenant=self.tenant,
+                                                    conversation_id=joining, **self.save_fence)
+                else:
+                    await self._store.save_response(relay.response, relay.input_items, tenant=self.tenant,
+                                                    conversation_id=joining, **self.save_fence, timing=document)
 
             await retry_store(save, within=self.persist_within, what="save_response")
         except LeaseLost:  # a background run another process ended meanwhile (its lease ran out): its end stands

@@ -7,34 +7,53 @@ whether the response can be retrieved, and the run tells the client so when it c
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import Any
 
 import structlog
 
 from ..engine.responses.translator import Translator
+from ..observability.timing import Timing
 from ..store.base import ResponseStore
 from ..store.records import LeaseLost
 from ..store.transient import retry_store
 from .history import ConversationHistory
 from .runs import BeforePersist
 
+
+def documented(timing: Timing | None, response_id: str | None) -> list[Any] | None:
+    """The timing's document as the response is saved (None: not timed); a response of a session's turn adds its
+    spans to the turn's (once: a response ends once)."""
+    if timing is None:
+        return None
+    ended = perf_counter()
+    if response_id is not None and timing.parent is not None:
+        timing.joined(response_id, ended)
+    return timing.document(ended)
+
 log = structlog.get_logger("responses_bridge.run")
 
 
 async def persist_response(translator: Translator, store: ResponseStore, conversations: ConversationHistory | None,
                            conversation_id: str | None, *, tenant: str, before: BeforePersist | None,
-                           fence: dict[str, str], within: float = 0.0) -> bool:
+                           fence: dict[str, str], within: float = 0.0, timing: Timing | None = None) -> bool:
     """Store the translator's response (joining ``conversation_id`` when given) or, with ``store: false``, append
     its turn to that conversation; False when it could not be kept. ``within``: seconds a database outage is
-    waited out, the save retried (a background run's: store/transient.py)."""
+    waited out, the save retried (a background run's: store/transient.py). ``timing``: the request's clock, its
+    document stored in the same row (observability/timing.py)."""
     if not translator.request.params.store:
         return await _join_conversation(translator, conversations, conversation_id, tenant)
     extra: dict[str, Any] = {} if conversation_id is None else {"conversation_id": conversation_id}
+    document = documented(timing, translator.response_id)
 
     async def save() -> None:
         if before is not None:
             await before(translator.pending(), translator.sequence_number)
-        await store.save_response(translator.response, translator.input_items, tenant=tenant, **extra, **fence)
+        if document is None:  # not timed (a run made outside a door): the store's interface as it was
+            await store.save_response(translator.response, translator.input_items, tenant=tenant, **extra, **fence)
+        else:
+            await store.save_response(translator.response, translator.input_items, tenant=tenant, **extra, **fence,
+                                      timing=document)
 
     try:
         await retry_store(save, within=within, what="save_response")

@@ -46,7 +46,7 @@ from ..engine.options import EngineOptions
 from ..engine.responses.output_builder import OutputBuilder
 from ..engine.responses.translator import Translator
 from ..engine.wire import JSON_CONTENT_TYPE, Framing, Reply, UpstreamRequest
-from ..observability import gen_ai, metrics
+from ..observability import gen_ai, metrics, timing
 from ..protocol.errors import APIError, not_found
 from ..protocol.responses.request import ResponsesRequest, parse_request, parse_request_object
 from ..protocol.tools.multi_agent import NOT_BETA
@@ -88,7 +88,7 @@ class ResponseRun:
                  "_server_tools", "_store", "_tool_run", "_turns", "admit_subagent", "background_body", "backlog",
                  "before_persist", "beta", "catch_up", "charge_memory", "effects_root", "mcp_overlays",
                  "on_upstream_chunk", "persist_within", "resumed", "save_fence", "steps", "stop_between_turns",
-                 "tenant", "translator",
+                 "tenant", "timing", "translator",
                  "upstream_gate")
     on_upstream_chunk: Callable[[bytes], bytes]
     """Per upstream body chunk: the client's bytes (maybe ``b""``). After :meth:`begin` this *is* the
@@ -139,6 +139,7 @@ class ResponseRun:
         self.charge_memory: Charge | None = None  # the memory budget, charged for each subagent's context
         self.effects_root: OutputBuilder | None = None  # a subagent's: its root's builder (OutputBuilder.effect_made)
         self.save_fence: dict[str, str] = {}  # a background run's lease (store/base.py: save_response) or nothing
+        self.timing = timing.CURRENT.get()  # the door's clock of the request (observability/timing.py), if any
         self.persist_within = 0.0  # see Run.persist_within
         self._store = store
         self._options = options
@@ -309,6 +310,7 @@ class ResponseRun:
         effects it makes marks the root response's builder too."""
         run = ResponseRun(self._store, self._options, self._sealer, server_tools=self._server_tools,
                           max_turns=self._max_turns, tenant=self.tenant)
+        run.timing = None  # its work is inside this run's (its spans are this one's tool call)
         builder = self._begun().builder
         run.effects_root = builder.effects_root or builder
         return run
@@ -350,6 +352,10 @@ class ResponseRun:
         """The client's bytes the tool phase made (server call items and their events); b"" when none."""
         pending, self._pending_bytes = self._pending_bytes, b""
         return pending
+
+    def call_facts(self) -> tuple[str | None, Any, str | None]:
+        translator = self.translator
+        return translator.call_facts() if translator is not None else (None, None, None)
 
     def call_attributes(self) -> dict[str, Any]:
         translator = self.translator
@@ -486,6 +492,13 @@ class ResponseRun:
 
     async def _persist(self) -> bool:
         translator = self._begun()
+        clock = self.timing
+        if clock is not None:
+            if clock.called is not None:  # the call Envoy made for it (the ext_proc door) ended
+                clock.watched_call(translator.call_facts(), len(translator.response["output"]),
+                                   translator.upstream_failed)
+            else:  # the driver's last call: a JSON answer is translated only at the end
+                clock.settle(len(translator.response["output"]), translator.call_facts)
         if translator.compaction_turn:  # a compaction turn is never history: nothing to store, nothing to append
             return True
         conversation_id = self._conversation_id if translator.finished_turn else None
@@ -493,4 +506,4 @@ class ResponseRun:
             self._conversation_id = None
         return await persist_response(translator, self._store, self._conversations, conversation_id,
                                       tenant=self.tenant, before=self.before_persist, fence=self.save_fence,
-                                      within=self.persist_within)
+                                      within=self.persist_within, timing=self.timing)

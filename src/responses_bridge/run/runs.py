@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol
 
 from ..engine.wire import Reply, UpstreamRequest
+from ..observability.timing import Timing
 from ..protocol.errors import APIError
 from ..protocol.responses.request import ResponsesRequest
 from ..protocol.tools.multi_agent import BetaSurface
@@ -38,6 +39,9 @@ class Run(Protocol):
     (protocol/tools/multi_agent.py), where ``multi_agent`` is a field."""
     on_upstream_chunk: Callable[[bytes], bytes]
     """Per upstream body chunk: the client's bytes (maybe ``b""``)."""
+    timing: Timing | None
+    """The request's clock (observability/timing.py): the timing current when the run was made (the door's), its
+    model calls recorded by the driver and the document saved with the response; None for a run nobody times."""
     backlog: Collection[object]
     """Work a chunk left for later (a long event, translated in steps): while it is not empty, a door calls
     :attr:`catch_up` and lets its event loop run other work between the calls (see ``drive.catch_up``)."""
@@ -101,6 +105,11 @@ class Run(Protocol):
 
     def take_pending_bytes(self) -> bytes:
         """The client's bytes the tool phase made."""
+
+    def call_facts(self) -> tuple[str | None, Any, str | None]:
+        """The model call whose answer was just read: the model it asked, its usage, its finish reason, as they are
+        (its stored timing makes them attributes when read: observability/timing.py)."""
+        ...
 
     def call_attributes(self) -> dict[str, Any]:
         """The model call whose answer was just read, for its span: model, tokens, finish reason

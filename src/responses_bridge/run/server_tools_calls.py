@@ -35,7 +35,7 @@ from ..engine.tools.server import image_request_of
 from ..engine.tools.tools import ToolPlan
 from ..engine.tools.turn_result import TurnCall, TurnResult
 from ..fairness.memory_charge import COST_PER_TOOL_OUTPUT_BYTE, charge
-from ..observability import gen_ai, metrics, tracing
+from ..observability import gen_ai, metrics, timing, tracing
 from ..protocol.responses.request import ResponsesRequest
 from .calls.live_output import flushing
 from .calls.refusal import limit_message, refusal
@@ -445,7 +445,9 @@ async def _observed(kind: str, call: TurnCall, run: Callable[[TurnCall], Awaitab
     raised (a failure the tool reports to the model is still a call made)."""
     name = call.target.name  # type: ignore[union-attr]  # an MCP server's tool; the model's name for the others
     attributes = {"responses_bridge.tool.name": name or kind, **gen_ai.tool_call(name or call.name, kind, call.call_id)}
-    with tracing.span(f"tool {kind}", attributes):
+    # the stored timing's span names the call's item (its arguments and result: the console's span page)
+    timed = {**attributes, "output_index": call.output_index}
+    with tracing.span(f"tool {kind}", attributes), timing.span(f"tool {kind}", "tool", timed):
         try:
             result = await run(call)
         except BaseException:

@@ -35,6 +35,7 @@ from types import TracebackType
 from ..engine.wire import UpstreamRequest
 from ..fairness.share import Reason
 from ..fairness.slots import FairSlots
+from ..observability import timing
 from ..protocol.errors import APIError
 from .upstream import UpstreamAnswer, UpstreamClient, UpstreamFailure, UpstreamResponse
 
@@ -134,7 +135,8 @@ class GatedUpstream:
         waiter = asyncio.get_running_loop().create_future()
         waiting.append(waiter)
         try:
-            await waiter  # the place is handed over by _give_place, already counted
+            with timing.waiting("response upstream connections"):  # the response's own places, in its timing
+                await waiter  # the place is handed over by _give_place, already counted
         except BaseException:
             if waiter.done() and not waiter.cancelled():
                 self._give_place()  # handed over as it was cancelled: passed on

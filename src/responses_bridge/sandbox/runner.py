@@ -34,7 +34,7 @@ from typing import Literal
 
 import structlog
 
-from ..observability import metrics, tracing
+from ..observability import metrics, timing, tracing
 from .call import JobKind, SandboxCall
 from .cgroups.per_call import CgroupParent, call_name
 from .command import SHM_BYTES, TMP_BYTES, EgressBinding
@@ -285,9 +285,10 @@ class Sandbox:
             name = call_name("run", str(next(_CALLS)))
             proxy = None if network is None or self.egress is None else EgressProxy(
                 network, self.egress.rules, self.egress.limits, tenant=tenant, origins=origins)
-            with tracing.span("sandbox run", {"responses_bridge.sandbox.timeout": self.limits.timeout,
-                                              "responses_bridge.sandbox.mode": self.mode,
-                                              "responses_bridge.sandbox.network": "allowlist" if proxy else "none"}):
+            shown = {"responses_bridge.sandbox.timeout": self.limits.timeout,
+                     "responses_bridge.sandbox.mode": self.mode,
+                     "responses_bridge.sandbox.network": "allowlist" if proxy else "none"}
+            with tracing.span("sandbox run", shown), timing.span("sandbox run", "sandbox", shown):
                 call: SandboxCall | None = None
                 async with contextlib.AsyncExitStack() as prepared:
                     try:

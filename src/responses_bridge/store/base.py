@@ -79,7 +79,8 @@ class ResponseStore(Protocol):
         """How long the oldest queued or running write has been waiting; 0 when none is (readiness)."""
 
     async def save_response(self, response: dict[str, Any], input_items: list[dict[str, Any]], *, tenant: str,
-                            conversation_id: str | None = None, lease_owner: str | None = None) -> None:
+                            conversation_id: str | None = None, lease_owner: str | None = None,
+                            timing: Any = None) -> None:
         """Insert, or replace if the id exists (``in_progress`` -> ``completed``), response and items atomically.
 
         With ``lease_owner`` (a background run on a shared database), the save is fenced by the run's lease: it
@@ -91,7 +92,11 @@ class ResponseStore(Protocol):
         an id held by another tenant raises :class:`ResponseIdTaken` and changes nothing (ids are generated, so
         this is a collision or a forged save, never a normal path). With ``conversation_id``, the response's input
         then output items are appended to that conversation (on the same database) in the same transaction, only
-        if it is ``tenant``'s; a conversation that no longer exists (or is not the tenant's) is skipped."""
+        if it is ``tenant``'s; a conversation that no longer exists (or is not the tenant's) is skipped.
+
+        ``timing``: the response's timing document (observability/timing.py), a mapping kept in the same row (its
+        ``ttft_ms`` and ``latency_ms`` as columns: store/timings.py) and gone with it; a save without one leaves the
+        row with none. (Typed ``Any``: the callers' ``**fence`` keyword dicts of strings would match a mapping.)"""
 
     async def get_response(self, response_id: str, *, tenant: str) -> dict[str, Any] | None:
         """The stored Response object; None if unknown or not ``tenant``'s."""

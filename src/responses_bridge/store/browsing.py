@@ -22,26 +22,61 @@ import orjson
 from .records import ResponseFilter
 
 LIKE_ESCAPE = "\\"
+SORTS = {"latency": "latency_ms", "ttft": "ttft_ms"}
+"""The Logs' orders besides newest first: each a column of the row, in an index led by the tenant (SQLite
+migration 36, PostgreSQL 35)."""
 
 
 @runtime_checkable
 class ResponseBrowser(Protocol):
     """The console's reads (adapters/http/console/logs.py), on both stores."""
 
-    async def response_sizes(self, *, tenant: str, after: str | None, where: ResponseFilter,
-                             limit: int) -> tuple[list[tuple[str, int]], bool]:
+    async def response_sizes(self, *, tenant: str, after: str | None, where: ResponseFilter, limit: int,
+                             before: str | None = None, inputs: bool = False) -> tuple[list[tuple[str, int]], bool]:
         """``(id, stored bytes)`` of ``tenant``'s responses newest first after the cursor ``after`` (exclusive; an
-        unknown one raises InvalidCursor), narrowed by ``where``, at most ``limit``; and whether there are more."""
+        unknown one raises InvalidCursor), narrowed by ``where``, at most ``limit``; and whether there are more.
+        With only ``before``: the ``limit`` responses just newer than it (still newest first; "more": newer ones
+        beyond them). With ``inputs``: each size counts its input items' stored bytes too (what a search examines:
+        :meth:`responses_containing` looks in both), read from their rows' headers as the response's is."""
+
+    async def slowest_sizes(self, *, tenant: str, where: ResponseFilter, by: str, offset: int,
+                            limit: int) -> tuple[list[tuple[str, int]], bool]:
+        """``(id, stored bytes)`` of ``tenant``'s timed responses that ``where`` admits, slowest first by ``by``
+        (one of :data:`SORTS`: its index, led by the tenant), from ``offset`` (bounded by the caller), at most
+        ``limit``; and whether there are more."""
+
+    async def response_times(self, response_ids: Sequence[str], *,
+                             tenant: str) -> dict[str, tuple[float | None, float | None]]:
+        """``(ttft_ms, latency_ms)`` of those of ``response_ids`` that are ``tenant``'s (their columns, no JSON
+        read)."""
+
+    async def chat_sizes(self, *, tenant: str, after: str | None, limit: int) -> tuple[list[tuple[str, int]], bool]:
+        """``(id, stored bytes of its completion and messages)`` of ``tenant``'s stored chat completions newest first
+        after the cursor ``after`` (an unknown one raises InvalidCursor), at most ``limit``; and whether there are
+        more (the listing's index, no content read)."""
+
+    async def chats_containing(self, completion_ids: Sequence[str], needle: str, *, tenant: str) -> set[str]:
+        """Those of ``completion_ids`` (``tenant``'s) whose stored messages or completion hold ``needle`` (as
+        :func:`as_stored` writes a text), ASCII letters in either case, as :meth:`responses_containing`."""
+
+    async def count_responses(self, *, tenant: str, where: ResponseFilter, cap: int) -> int:
+        """How many of ``tenant``'s responses ``where`` admits, counted in the listing's index up to ``cap + 1`` at
+        most (a count past ``cap`` says "more than ``cap``"): a bounded walk of index entries, no row read."""
 
     async def responses_containing(self, response_ids: Sequence[str], needles: Sequence[str], *,
-                                   tenant: str) -> set[str]:
+                                   tenant: str, inputs: Sequence[str] = ()) -> set[str]:
         """Those of ``response_ids`` (``tenant``'s) whose stored JSON holds every one of ``needles`` (each text as
         :func:`as_stored` or :func:`whole_string` writes it), regardless of the case of ASCII letters (other letters
-        as they are), on either store."""
+        as they are), on either store. Those of the needles also in ``inputs`` are found in the response's JSON or
+        in any of its stored input items (the request's own words, which the response's JSON does not hold)."""
 
     async def response_json(self, response_id: str, *, tenant: str) -> bytes | None:
         """The stored JSON of ``tenant``'s response as it is stored, not parsed (the caller parses it where it
         chooses: off the event loop); None if unknown."""
+
+    async def response_timing(self, response_id: str, *, tenant: str) -> bytes | None:
+        """The stored timing document of ``tenant``'s response (store/timings.py), not parsed; None if unknown or
+        not timed."""
 
     async def responses_json(self, response_ids: Sequence[str], *, tenant: str) -> list[tuple[str, bytes]]:
         """``(id, stored JSON)`` of those of ``response_ids`` that are ``tenant``'s, in one statement (the caller
@@ -79,3 +114,24 @@ def like_pattern(needle: str) -> str:
     for special in (LIKE_ESCAPE, "%", "_"):
         needle = needle.replace(special, LIKE_ESCAPE + special)
     return f"%{needle}%"
+
+
+def slowest_sql(where: ResponseFilter, by: str) -> tuple[str, dict[str, object]]:
+    """The conditions and parameters of :meth:`ResponseBrowser.slowest_sizes` (``:name`` parameters), the same on
+    both stores: every filter of the listing (model, status, a time range, metadata pairs, the latter by ``EXISTS``
+    in their own index)."""
+    column = SORTS[by]
+    conditions = ["r.tenant = :tenant", f"r.{column} IS NOT NULL"]
+    params: dict[str, object] = {}
+    for name, test, value in (("model", "r.model =", where.model), ("status", "r.status =", where.status),
+                              ("created_before", "r.created_at <", where.created_before),
+                              ("created_after", "r.created_at >=", where.created_after)):
+        if value is not None:
+            conditions.append(f"{test} :{name}")
+            params[name] = value
+    for n, (key, value) in enumerate(where.metadata):
+        conditions.append(f"EXISTS (SELECT 1 FROM response_metadata WHERE response_id = r.id AND tenant = :tenant "
+                          f"AND key = :mk{n} AND value = :mv{n})")
+        params[f"mk{n}"], params[f"mv{n}"] = key, value
+    return (f"WHERE {' AND '.join(conditions)} ORDER BY r.{column} DESC, r.id DESC LIMIT :fetch OFFSET :skip",
+            params)

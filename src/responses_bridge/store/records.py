@@ -134,6 +134,7 @@ class StoredChatCompletion:
     metadata: dict[str, Any]
     completion: dict[str, Any]
     messages: list[dict[str, Any]]
+    timing: list[Any] | None = None  # its timing document (observability/timing.py): stored, never read back
 
 
 @dataclass(frozen=True, slots=True)

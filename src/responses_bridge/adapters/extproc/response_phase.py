@@ -31,6 +31,9 @@ class ResponsePhase(StreamState):
         assert run is not None
         message = request.response_headers
         headers = m.header_map(message)
+        clock = run.timing
+        if clock is not None and clock.headers is None:  # the upstream's answer to Envoy's call: its headers now
+            clock.headers = perf_counter()
         try:
             status = int(headers.get(":status", "0") or 0)
             head = run.on_upstream_headers(status, headers.get("content-type"))
@@ -72,8 +75,12 @@ class ResponsePhase(StreamState):
         assert run is not None
         if not self.sse:  # a JSON answer (or an error): held until the upstream's body ends
             run.on_upstream_chunk(chunk)
+            _watched(run)
             return await self._duplex_end() if end_of_stream else []
         out = run.on_upstream_chunk(chunk)
+        clock = run.timing
+        if clock is not None and clock.first_token is None:  # until the first output: one check a chunk
+            clock.chunk_seen(run.response)
         if run.backlog:  # a long event, translated in steps
             return await self._duplex_long(out, end_of_stream)
         if out and self.observed is not None and not self.observed.first_event_at:
@@ -157,9 +164,11 @@ class ResponsePhase(StreamState):
         if not self.sse:
             if not end_of_stream:  # BUFFERED gives one message; anything else is held until the end
                 run.on_upstream_chunk(chunk)
+                _watched(run)
                 return m.response_body_reply(b"")
             try:
                 run.on_upstream_chunk(chunk)
+                _watched(run)
                 retry = run.retry_request()  # truncation "auto" after a context-length error: retry.py
                 reply = await (run.finish() if retry is None
                                else retried_reply(self.runtime, run, retry, self.authorization, self.route))
@@ -175,6 +184,7 @@ class ResponsePhase(StreamState):
         out = b""
         try:
             out = run.on_upstream_chunk(chunk)
+            _watched(run)
             if run.backlog:  # a long event, translated in steps; this mode answers each message once
                 out = b"".join((out, *await _caught_up(run)))
             if out and self.observed is not None and not self.observed.first_event_at:
@@ -216,6 +226,13 @@ class ResponsePhase(StreamState):
                          "message": "The bridge failed while translating the upstream's answer."}
                 return Reply(200, SSE_CONTENT_TYPE, encode_event(event) + DONE_FRAME, continues_stream=True)
             return Reply(error.status, JSON, error.body())
+
+
+def _watched(run: Run) -> None:
+    """The run's timing learns of a chunk of the answer to Envoy's call, until its first output came."""
+    clock = run.timing
+    if clock is not None and clock.first_token is None:
+        clock.chunk_seen(run.response)
 
 
 async def _caught_up(run: Run) -> list[bytes]:

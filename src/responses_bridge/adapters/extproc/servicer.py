@@ -46,6 +46,7 @@ import structlog
 
 from ...envoy_config import HANDS_OFF_METADATA
 from ...fairness.preemption import absorb_preemption
+from ...observability import timing
 from ...runtime import Runtime
 from ._pb.ext_proc_pb2 import ProcessingResponse
 from .decode import Undecodable
@@ -104,6 +105,7 @@ class ExtProcServicer(ExternalProcessorServicer):
         self._live.add(stream)
         read, turn, send, put = context.read, stream.lock, outbox.send, outbox.put
         observed = stream.observed = StreamObservation()  # request id, metrics, spans (observe.py)
+        clock = timing.begin(observed.started)  # its stored timing (observability/timing.py): the run takes it
         first = True
         eof = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc exports it; grpc-stubs lack it
         try:
@@ -163,6 +165,8 @@ class ExtProcServicer(ExternalProcessorServicer):
                     observed.message(phase, perf_counter() - started)
                 if phase == "request_body" and stream.ours and not stream.done:
                     observed.upstream_called()
+                    if stream.run is not None and stream.run.timing is not None:
+                        stream.run.timing.called = observed.upstream_started
                 if stream.done:
                     self._changed.set()
                 if stream.released:  # nothing more to see (a chat answer not stored): Envoy goes on without us
@@ -192,6 +196,7 @@ class ExtProcServicer(ExternalProcessorServicer):
             self._live.discard(stream)
             self._changed.set()
             observed.finish(stream.ours, not stream.delivered)
+            timing.end(clock)
 
     def _unfinished(self) -> list[_Stream]:
         return [stream for stream in self._live if stream.run is not None and not stream.done]

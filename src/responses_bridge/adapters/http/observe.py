@@ -17,7 +17,7 @@ import structlog
 from aiohttp import web
 from aiohttp.web_middlewares import Handler
 
-from ...observability import metrics, tracing
+from ...observability import metrics, timing, tracing
 from ...observability.logs import (
     REQUEST_ID_HEADER,
     bind_request_id,
@@ -59,6 +59,8 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
                                   {"http.request.method": request.method, "http.route": route,
                                    "responses_bridge.request_id": request_id}, kind=tracing.SpanKind.SERVER)
     status = 500
+    # a POST's clock (observability/timing.py): what it waits for and its model calls, stored with its response
+    clock = timing.begin(started) if request.method == "POST" else None
     try:
         with tracing.use(span) if span is not None else contextlib.nullcontext():
             response = await handler(request)
@@ -83,6 +85,8 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
             tracing.end(span, f"HTTP {status}" if status >= 500 else None)
         unwatch_upstream(watching)
         unbind_request_id(tokens)
+        if clock is not None:
+            timing.end(clock)
 
 
 async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:

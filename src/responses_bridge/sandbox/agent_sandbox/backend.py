@@ -31,7 +31,7 @@ from k8s_agent_sandbox.exceptions import SandboxError, SandboxWarmPoolNotFoundEr
 from k8s_agent_sandbox.models import SandboxdInClusterConnectionConfig
 from kubernetes_asyncio.client import ApiClient, ApiException, Configuration
 
-from ...observability import metrics, tracing
+from ...observability import metrics, timing, tracing
 from ..backend import JobKind, Prepare, SandboxSession
 from ..egress.origins import OriginGate
 from ..egress.policy import NetworkPolicy
@@ -190,8 +190,8 @@ class AgentSandboxBackend:
         """One of the tenant's sandbox slots (fair-share: slots.py), or :class:`SandboxBusy` saying why not."""
         await take_slot(self.slots, tenant, self.limits, job)
         try:
-            with tracing.span("sandbox run", {"responses_bridge.sandbox.backend": "agent-sandbox",
-                                              "responses_bridge.sandbox.pool": pool}):
+            shown = {"responses_bridge.sandbox.backend": "agent-sandbox", "responses_bridge.sandbox.pool": pool}
+            with tracing.span("sandbox run", shown), timing.span("sandbox run", "sandbox", shown):
                 yield
         finally:
             metrics.SANDBOX_LIVE.dec()

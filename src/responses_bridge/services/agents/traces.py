@@ -12,11 +12,13 @@ kept, and listing traces is a 400 that says so rather than an empty list.
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ...observability import gen_ai, tracing
+from ...observability.timing import Timing
 from ...protocol.errors import APIError
 from ...protocol.lists import list_of
 from ...store.base_agents import AgentStore, Record
@@ -36,22 +38,38 @@ TURN_STATUS = "responses_bridge.turn.status"
 class TurnTrace:
     """A running turn's trace: its root span (tracing.keep) and the spans of the client's calls still open."""
 
-    def __init__(self, kept: KeptTrace | None) -> None:
+    def __init__(self, kept: KeptTrace | None, clock: Timing | None = None) -> None:
         self.kept = kept
         self._calls: dict[str, Any] = {}  # call id -> its span, until the client's result comes
+        # the turn's own timing, kept with or without OpenTelemetry (observability/timing.py): its responses' spans
+        # join it as each is saved, the client's calls are spans of it
+        self.timing = clock
+        self._waiting: dict[str, tuple[str, float]] = {}  # call id -> (name, since), the client's calls open
 
     def call_opened(self, call_id: str, name: str) -> None:
         """The model called one of the client's tools (a function, a self-hosted shell): its span starts."""
+        if self.timing is not None and call_id not in self._waiting:
+            self._waiting[call_id] = (name, perf_counter())
         if self.kept is None or call_id in self._calls or not tracing.recording():
             return
         self._calls[call_id] = tracing.start_span(f"tool {'shell' if name == 'shell' else 'function'}", None,
                                                   gen_ai.tool_call(name, "function", call_id))
 
     def call_answered(self, call_id: str, success: bool) -> None:
+        opened = self._waiting.pop(call_id, None)
+        if opened is not None and self.timing is not None:
+            self.timing.add(f"tool {'shell' if opened[0] == 'shell' else 'function'}", "tool", opened[1],
+                            perf_counter(), {**gen_ai.tool_call(opened[0], "function", call_id),
+                                             **({} if success else {"error": True})})
         tracing.end(self._calls.pop(call_id, None), None if success else "the client's tool failed")
 
     def record(self, session_id: str, turn: dict[str, Any], usage: dict[str, Any] | None) -> Record | None:
-        """Ends the trace with the turn's outcome; the record that stores it (None when nothing was kept)."""
+        """Ends the trace with the turn's outcome; the record that stores it (None when nothing was kept). The
+        turn's timing document goes into the turn itself (``_private``: never in the API's answers), kept whether
+        or not OpenTelemetry is installed: the console's waterfall of the turn."""
+        if self.timing is not None:
+            turn.setdefault("_private", {})["timing"] = self.timing.document()
+            self.timing = None
         if self.kept is None:
             return None
         for span in self._calls.values():  # calls the turn ended without a result for

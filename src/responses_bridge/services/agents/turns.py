@@ -23,7 +23,7 @@ import structlog
 
 from ... import ids
 from ...engine.tools.multi_agent import ROOT_AGENT
-from ...observability import tracing
+from ...observability import timing, tracing
 from ...protocol.agents.automations_tool import FUNCTION_NAME
 from ...protocol.agents.events import (
     CLIENT_CALL,
@@ -255,9 +255,13 @@ class SessionRunner:
 
     async def _kept(self, entry: QueuedTurn) -> None:
         """The turn, the spans it makes kept as its trace (traces.py)."""
-        with tracing.keep(*entry.span) as kept:
-            entry.trace = TurnTrace(kept)
-            await self._run(entry)
+        clock = timing.begin()  # the turn's clock: its responses' timings join it (observability/timing.py)
+        try:
+            with tracing.keep(*entry.span) as kept:
+                entry.trace = TurnTrace(kept, timing.current())
+                await self._run(entry)
+        finally:
+            timing.end(clock)
 
     async def _run(self, entry: QueuedTurn) -> None:
         turn = entry.turn

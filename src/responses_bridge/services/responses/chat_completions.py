@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from ...engine.chat_record import ChatRecorder, request_messages
+from ...observability import timing
 from ...protocol.errors import APIError, not_found
 from ...protocol.lists import list_body, list_of
 from ...protocol.metadata import check_metadata, metadata_update
@@ -69,7 +70,7 @@ class ChatCompletionService:
             id=completion["id"], created_at=int(time.time()),
             model=model or (requested if isinstance(requested, str) else ""),
             metadata=dict(request.get("metadata") or {}), completion=completion,
-            messages=request_messages(request, completion["id"]))
+            messages=request_messages(request, completion["id"]), timing=_timed())
         try:
             await self.store.save_chat_completion(record, tenant=tenant)
         except Exception:  # the client still gets its answer, which has already begun or is whole in hand
@@ -125,3 +126,10 @@ class ChatCompletionService:
 
 
 __all__ = ["ChatCompletionService", "render"]
+
+
+def _timed() -> list[Any] | None:
+    """The request's timing as the completion is stored (observability/timing.py): its latency, the pools it waited
+    for, its upstream (no time to first token: the completion is relayed as the upstream sent it)."""
+    clock = timing.current()
+    return clock.document() if clock is not None else None

@@ -15,15 +15,18 @@ import orjson
 
 from ..listing import bound_params, bounds, page_sql, trim_page
 from ..records import ChatCompletionPage, StoredChatCompletion, check_page_args
+from ..timings import timing_columns
 from .database import PostgresDatabase
 from .sql import numbered, resolve_keys
 
 _COLUMNS = "id, created_at, model, metadata, completion"
 _SAVE = """
-INSERT INTO chat_completions (tenant, id, created_at, model, metadata, completion, messages)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO chat_completions (tenant, id, created_at, model, metadata, completion, messages, ttft_ms,
+                              latency_ms, timing)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT (tenant, id) DO UPDATE SET created_at = excluded.created_at, model = excluded.model,
-    metadata = excluded.metadata, completion = excluded.completion, messages = excluded.messages
+    metadata = excluded.metadata, completion = excluded.completion, messages = excluded.messages,
+    ttft_ms = excluded.ttft_ms, latency_ms = excluded.latency_ms, timing = excluded.timing
 """
 _METADATA = "jsonb_extract_path_text(CAST(metadata AS jsonb), :mk{n}) = :mv{n}"
 _PURGE = """
@@ -53,7 +56,7 @@ class PostgresChatCompletionStore:
         async with self._db.transaction("save_chat_completion") as conn:
             await conn.execute(_SAVE, tenant, record.id, record.created_at, record.model,
                                orjson.dumps(record.metadata).decode(), orjson.dumps(record.completion),
-                               orjson.dumps(record.messages))
+                               orjson.dumps(record.messages), *timing_columns(record.timing))
 
     async def get_chat_completion(self, completion_id: str, *, tenant: str) -> StoredChatCompletion | None:
         row = await self._db.fetch_row("get_chat_completion",

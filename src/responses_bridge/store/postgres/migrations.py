@@ -307,6 +307,17 @@ MIGRATIONS.append((32, [  # as SQLite's 33: which replica of an upstream served 
 ]))
 MIGRATIONS.append((33, BATCH_TABLES))  # as SQLite's 34: the Batch API's batches, their lines, their leases
 
+MIGRATIONS.append((34, [  # as SQLite's 35: every response's and stored chat completion's timing, in its row
+    "ALTER TABLE responses ADD COLUMN ttft_ms double precision, ADD COLUMN latency_ms double precision, "
+    "ADD COLUMN timing bytea",
+    "ALTER TABLE chat_completions ADD COLUMN ttft_ms double precision, ADD COLUMN latency_ms double precision, "
+    "ADD COLUMN timing bytea",
+]))
+
+MIGRATIONS.append((35, [  # as SQLite's 36: the console's Logs sorted by latency or time to first token, slowest first
+    "CREATE INDEX responses_by_latency ON responses (tenant, latency_ms, id)",
+    "CREATE INDEX responses_by_ttft ON responses (tenant, ttft_ms, id)",
+]))
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:
     return max((version for version, _ in migrations), default=0)

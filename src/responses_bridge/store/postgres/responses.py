@@ -21,6 +21,7 @@ from ...fairness.memory_charge import reserve_loading, reserve_references, reser
 from ..items import MAX_CHAIN_DEPTH, item_rows
 from ..listing import bounds, responses_page, trim_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponseIdTaken, ResponsePage, check_page_args, item_page
+from ..timings import timing_columns
 from .browse import PostgresResponseBrowser
 from .database import PostgresDatabase
 from .sql import check_lease, columns, numbered, page_bounds, pg_texts, resolve_keys
@@ -31,11 +32,13 @@ if TYPE_CHECKING:
 
 # The upsert applies only to the tenant's own row: an id held by another tenant returns no row.
 _UPSERT = """
-INSERT INTO responses AS r (id, tenant, created_at, status, model, previous_response_id, response)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO responses AS r (id, tenant, created_at, status, model, previous_response_id, response, ttft_ms,
+                            latency_ms, timing)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT (id) DO UPDATE SET
     created_at = excluded.created_at, status = excluded.status, model = excluded.model,
-    previous_response_id = excluded.previous_response_id, response = excluded.response
+    previous_response_id = excluded.previous_response_id, response = excluded.response,
+    ttft_ms = excluded.ttft_ms, latency_ms = excluded.latency_ms, timing = excluded.timing
 WHERE r.tenant = excluded.tenant
 RETURNING id
 """
@@ -128,7 +131,8 @@ class PostgresResponseStore:
         return self.db.write_stall_seconds()
 
     async def save_response(self, response: dict[str, Any], input_items: list[dict[str, Any]], *, tenant: str,
-                            conversation_id: str | None = None, lease_owner: str | None = None) -> None:
+                            conversation_id: str | None = None, lease_owner: str | None = None,
+                            timing: Any = None) -> None:
         try:
             response_id = response["id"]
         except KeyError:
@@ -143,7 +147,8 @@ class PostgresResponseStore:
         blob = orjson.dumps(response)
         async with self.db.transaction("save") as conn:
             stored = await conn.fetchval(_UPSERT, response_id, tenant, created, response.get("status"),
-                                         response.get("model"), response.get("previous_response_id"), blob)
+                                         response.get("model"), response.get("previous_response_id"), blob,
+                                         *timing_columns(timing))
             if stored is None:
                 raise ResponseIdTaken(response_id)
             # the fence: after the upsert, which holds the response row's lock, as a sweep ending the run takes it

@@ -14,6 +14,7 @@ import orjson
 
 from ..listing import bound_params, bounds, page_sql, trim_page
 from ..records import ChatCompletionPage, StoredChatCompletion, check_page_args
+from ..timings import timing_columns
 from .cursors import resolve_keys
 from .reads import read_row
 from .responses import SQLiteResponseStore, distinct_tenants_sql
@@ -21,10 +22,12 @@ from .transactions import purge_ranges
 
 _COLUMNS = "id, created_at, model, metadata, completion"
 _SAVE = """
-INSERT INTO chat_completions (tenant, id, created_at, model, metadata, completion, messages)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO chat_completions (tenant, id, created_at, model, metadata, completion, messages, ttft_ms,
+                              latency_ms, timing)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (tenant, id) DO UPDATE SET created_at = excluded.created_at, model = excluded.model,
-    metadata = excluded.metadata, completion = excluded.completion, messages = excluded.messages
+    metadata = excluded.metadata, completion = excluded.completion, messages = excluded.messages,
+    ttft_ms = excluded.ttft_ms, latency_ms = excluded.latency_ms, timing = excluded.timing
 """
 _METADATA = ("EXISTS (SELECT 1 FROM json_each(metadata) WHERE json_each.key = :mk{n} "
              "AND json_each.value = :mv{n} AND json_each.type = 'text')")
@@ -49,7 +52,7 @@ class SQLiteChatCompletionStore:
 
     async def save_chat_completion(self, record: StoredChatCompletion, *, tenant: str) -> None:
         values = (tenant, record.id, record.created_at, record.model, orjson.dumps(record.metadata).decode(),
-                  orjson.dumps(record.completion), orjson.dumps(record.messages))
+                  orjson.dumps(record.completion), orjson.dumps(record.messages), *timing_columns(record.timing))
         async with self._db.writing() as conn:
             await conn.execute(_SAVE, values)
 

@@ -373,6 +373,30 @@ MIGRATIONS: list[Migration] = [
         ],
     ),
     (34, BATCH_TABLES),  # the Batch API: batches, their lines, the lease of the process running each
+    (
+        35,
+        [
+            # Every response's and stored chat completion's timing (observability/timing.py), kept with its row and
+            # gone with it: time to first token and latency in columns (the console's Logs sorts and filters on
+            # them), the whole document (the upstream's first byte, the pools waited for, the trace's spans) beside.
+            "ALTER TABLE responses ADD COLUMN ttft_ms REAL",
+            "ALTER TABLE responses ADD COLUMN latency_ms REAL",
+            "ALTER TABLE responses ADD COLUMN timing BLOB",
+            "ALTER TABLE chat_completions ADD COLUMN ttft_ms REAL",
+            "ALTER TABLE chat_completions ADD COLUMN latency_ms REAL",
+            "ALTER TABLE chat_completions ADD COLUMN timing BLOB",
+        ],
+    ),
+    (
+        36,
+        [
+            # The console's Logs sorted by latency or time to first token, slowest first (store/sqlite/browse.py):
+            # a seek in the tenant's entries in that order, the values in the index (a row's columns past its JSON
+            # would be read through the JSON's overflow pages).
+            "CREATE INDEX responses_by_latency ON responses(tenant, latency_ms, id)",
+            "CREATE INDEX responses_by_ttft ON responses(tenant, ttft_ms, id)",
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

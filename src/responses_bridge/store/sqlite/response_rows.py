@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,15 +15,18 @@ import orjson
 
 from ..items import ItemRow, item_rows
 from ..records import LeaseLost, ResponseIdTaken
+from ..timings import timing_columns
 
 # An existing id is only replaced when it is the same tenant's (the WHERE of DO UPDATE): otherwise nothing
 # changes and the statement reports no row, which _write_one turns into ResponseIdTaken.
 _UPSERT_RESPONSE = """
-INSERT INTO responses (id, created_at, status, model, previous_response_id, response, tenant)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO responses (id, created_at, status, model, previous_response_id, response, tenant, ttft_ms, latency_ms,
+                       timing)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     created_at = excluded.created_at, status = excluded.status, model = excluded.model,
-    previous_response_id = excluded.previous_response_id, response = excluded.response
+    previous_response_id = excluded.previous_response_id, response = excluded.response,
+    ttft_ms = excluded.ttft_ms, latency_ms = excluded.latency_ms, timing = excluded.timing
 WHERE responses.tenant = excluded.tenant
 """
 
@@ -32,8 +35,9 @@ WHERE responses.tenant = excluded.tenant
 # a new id cannot have (two statements, ~10 % of a plain save's instructions). A row that exists already (a
 # background run saved again, a retried save) reports no row here and takes the upsert as before.
 _INSERT_NEW_RESPONSE = """
-INSERT INTO responses (id, created_at, status, model, previous_response_id, response, tenant)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO responses (id, created_at, status, model, previous_response_id, response, tenant, ttft_ms, latency_ms,
+                       timing)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO NOTHING
 """
 
@@ -81,7 +85,8 @@ class _Save:
 
 
 def _save_row(response: dict[str, Any], input_items: list[dict[str, Any]], conversation_id: str | None,
-              done: asyncio.Future[None], tenant: str, lease_owner: str | None = None) -> _Save:
+              done: asyncio.Future[None], tenant: str, lease_owner: str | None = None,
+              timing: Mapping[str, Any] | None = None) -> _Save:
     try:
         response_id = response["id"]
     except KeyError:
@@ -95,6 +100,7 @@ def _save_row(response: dict[str, Any], input_items: list[dict[str, Any]], conve
         response.get("previous_response_id"),
         orjson.dumps(response),
         tenant,
+        *timing_columns(timing),
     )
     metadata = response.get("metadata")
     pairs = ([(key, value) for key, value in metadata.items() if isinstance(key, str) and isinstance(value, str)]

@@ -292,7 +292,8 @@ class SQLiteResponseStore:
     # -- ResponseStore ---------------------------------------------------------------------------------------
 
     async def save_response(self, response: dict[str, Any], input_items: list[dict[str, Any]], *, tenant: str,
-                            conversation_id: str | None = None, lease_owner: str | None = None) -> None:
+                            conversation_id: str | None = None, lease_owner: str | None = None,
+                            timing: Any = None) -> None:
         """Queue the write and wait until its transaction commits.
 
         Saves that arrive while a transaction is running are committed together in the next one (group
@@ -305,7 +306,7 @@ class SQLiteResponseStore:
         self._require_open()
         with metrics.timed("save"):
             save = _save_row(response, input_items, conversation_id, asyncio.get_running_loop().create_future(),
-                             tenant, lease_owner)
+                             tenant, lease_owner, timing)
             save.token = self._wait_begins()
             self._pending.append(save)
             if self._flusher is None or self._flusher.done():

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from ....net.host_policy import HostPolicy
+from ....observability import timing
 from ....protocol.errors import APIError
 from ....protocol.tools.multi_agent import BetaSurface
 from ....run.multi_agent import KEPT_SUBAGENTS, KeptSubagent
@@ -60,6 +61,15 @@ SESSIONS = web.AppKey("agent_sessions", SessionService)
 def turn_starter(runtime: Runtime) -> Any:
     async def start(body: dict[str, Any], tenant: str, client_authorization: str | None,
                     overlays: Mapping[str, MCPServerOverlay]) -> str:
+        # the response's own clock, its spans joining the turn's as it is saved (observability/timing.py)
+        clock = timing.begin(child=True)
+        try:
+            return await _started(body, tenant, client_authorization, overlays)
+        finally:
+            timing.end(clock)
+
+    async def _started(body: dict[str, Any], tenant: str, client_authorization: str | None,
+                       overlays: Mapping[str, MCPServerOverlay]) -> str:
         upstream = None
         if runtime.clients:  # several upstreams: the agent's model picks one (config/upstreams.py)
             route = runtime.route(body.get("model"))

@@ -21,6 +21,7 @@ import orjson
 from ....store.browsing import ResponseBrowser
 from .items import SHOWN_CHARS, ItemView, blocks_up_to, clip, summary_text, view
 from .logs import MIB, when
+from .pricing import Prices, money
 
 CHAIN_SHOWN = 20
 CHAIN_BYTES = 32 * MIB
@@ -67,16 +68,17 @@ class Detail:
 
 
 async def response_detail(browser: ResponseBrowser, tenant: str, response_id: str,
-                          upstream: Callable[[str], str | None], starts: dict[str, int]) -> Detail | None:
+                          upstream: Callable[[str], str | None], starts: dict[str, int],
+                          prices: Prices | None = None) -> Detail | None:
     """``upstream``: the upstream a model's requests go to (None: not worth saying); ``starts``: the first
-    position shown of each kind (0 when not asked)."""
+    position shown of each kind (0 when not asked); ``prices``: the spend is said when its model has one."""
     links = await browser.response_chain(response_id, tenant=tenant, depth=CHAIN_SHOWN)
     if not links:
         return None
     raw = await browser.response_json(response_id, tenant=tenant)
     if raw is None:  # deleted meanwhile
         return None
-    facts, usage, error = await asyncio.to_thread(_facts_of, raw)
+    facts, usage, error = await asyncio.to_thread(_facts_of, raw, prices)
     del raw
     went = upstream(dict(facts).get("model", ""))
     if went:
@@ -147,13 +149,16 @@ def _summary_of(raw: bytes) -> str:
     return summary_text(response) or str(response.get("status", ""))
 
 
-def _facts_of(raw: bytes) -> tuple[list[tuple[str, str]], list[tuple[str, str]], str]:
-    """In a worker thread: the response's facts, usage and error, the rest of it let go of here."""
+def _facts_of(raw: bytes, prices: Prices | None) -> tuple[list[tuple[str, str]], list[tuple[str, str]], str]:
+    """In a worker thread: the response's facts, usage (and spend) and error, the rest of it let go of here."""
     response = orjson.loads(raw)
     if not isinstance(response, dict):
         return [], [], ""
     found = response.get("usage")
     usage = [(_cut(name), _cut(str(value))) for name, value in _flat(found)] if isinstance(found, dict) else []
+    spend = prices.spend(str(response.get("model") or ""), found) if prices else None
+    if spend is not None:
+        usage.append(("spend", money(spend)))
     error = response.get("error")
     said = f"{error.get('code') or ''} {error.get('message') or ''}".strip() if isinstance(error, dict) else ""
     return _facts(response), usage, _cut(said)

@@ -337,14 +337,27 @@ def tools_used(response: dict[str, Any]) -> list[str]:
 
 
 def summary_text(response: dict[str, Any], limit: int = 160) -> str:
-    """The first words of a response's answer, for a row of the logs."""
+    """The first words of a response's answer, for a row of the logs: a message's text, else what the answer is —
+    a refusal's words, the tool calls it made by name (a function call waiting for the client, a server tool's
+    call), an error's message."""
+    calls: list[str] = []
     for item in _list(response.get("output")):
         if isinstance(item, dict) and item.get("type") == "message":
             for part in _list(item.get("content")):
+                if isinstance(part, dict) and part.get("type") == "refusal":
+                    return _summary_cut("refused: " + mask_text(_text(part.get("refusal"))), limit)
                 if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    text = mask_text(part["text"])
-                    return text if len(text) <= limit else text[:limit] + "…"
+                    return _summary_cut(mask_text(part["text"]), limit)
+        elif isinstance(item, dict) and str(item.get("type", "")).endswith("_call"):
+            name = str(item["name"]) if isinstance(item.get("name"), str) else str(item.get("type"))
+            calls.append(f"{name}()" if item.get("type") in ("function_call", "custom_tool_call") else name)
+    if calls:
+        return _summary_cut("calls " + ", ".join(calls), limit)
     error = response.get("error")
     if isinstance(error, dict):
         return "error: " + mask_text(str(error.get("message", "")))[:limit]
     return ""
+
+
+def _summary_cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -17,13 +17,17 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from ....store.browsing import ResponseBrowser, as_stored, whole_string
-from ....store.records import ResponseFilter
+from ....store.browsing import ResponseBrowser
 from .items import summary_text, tools_used
+from .log_filters import SPANS, STATUSES, Filters
+from .pricing import Prices, tokens
+
+__all__ = ["SPANS", "STATUSES", "Filters", "LogPage", "Row", "log_page", "when"]
 
 MIB = 1024 * 1024
 PAGE = 25
@@ -43,40 +47,14 @@ after it."""
 READ_BATCH_BYTES = 4 * MIB
 """Stored JSON read and parsed at once (one statement, one worker thread's turn; a larger response alone): what a
 page holds in memory at a time."""
-STATUSES = ("completed", "failed", "incomplete", "in_progress", "queued", "cancelled")
-SPANS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
-
-
-@dataclass(slots=True)
-class Filters:
-    model: str = ""
-    status: str = ""
-    since: str = ""  # one of SPANS, or ""
-    tool: str = ""
-    text: str = ""
-
-    @classmethod
-    def of(cls, query: Any) -> Filters:
-        status = query.get("status", "")
-        since = query.get("since", "")
-        return cls(model=query.get("model", "").strip()[:200], status=status if status in STATUSES else "",
-                   since=since if since in SPANS else "", tool=query.get("tool", "").strip()[:200],
-                   text=query.get("text", "").strip()[:200])
-
-    def where(self, now: float) -> ResponseFilter:
-        return ResponseFilter(model=self.model or None, status=self.status or None,
-                              created_after=int(now) - SPANS[self.since] if self.since else None)
-
-    def needles(self) -> list[str]:
-        """What the database looks for in each response's stored JSON: the text anywhere, a tool's name as a
-        whole string (then checked against the tools the response used, once it is read to be shown)."""
-        return ([as_stored(self.text)] if self.text else []) + ([whole_string(self.tool)] if self.tool else [])
-
-    def query(self) -> dict[str, str]:
-        return {name: value for name, value in (("model", self.model), ("status", self.status),
-                                                 ("since", self.since), ("tool", self.tool), ("text", self.text))
-                if value}
-
+SORTED_DEPTH = 1_000
+"""A page sorted slowest first starts at most this deep (40 pages): the slowest are what the order is for, and an
+offset costs the entries it skips."""
+COUNTED = 1_000
+"""A page without a search says how many responses its filters admit, counted in the index up to this many (past it:
+"more than 1000"): a walk of at most so many index entries (0.2 ms on 100,000 responses; a metadata pair's, joined
+to its responses, 17 ms), where 10,000 took 13 and 167 ms. A search's total is not cheap (each response's JSON
+examined), so it says none."""
 
 @dataclass(slots=True)
 class Row:
@@ -87,6 +65,10 @@ class Row:
     summary: str
     tools: list[str]
     tokens: int | None
+    spend: Decimal | None = None  # its usage at its model's price (pricing.py), None without one
+    counted: tuple[int, int, int] | None = None  # uncached input, cached input, output tokens (the CSV's columns)
+    ttft_ms: float | None = None  # its timing's columns (observability/timing.py), None: not timed
+    latency_ms: float | None = None
 
 
 @dataclass(slots=True)
@@ -97,31 +79,44 @@ class LogPage:
     scanned_bytes: int  # their stored JSON's bytes
     searching: bool  # a search stopped at its budget before filling the page
     read_cut: bool = False  # the page ended at ROWS_BYTES read, before PAGE rows
+    newer_before: str | None = None  # the cursor of the newer page (pages without a search)
+    total: int | None = None  # responses the filters admit (pages without a search), at most COUNTED + 1
+    offset: int = 0  # a sorted page's place (slowest first), and where its neighbours start (None: none)
+    next_offset: int | None = None
+    previous_offset: int | None = None
 
     @property
     def scanned_mb(self) -> str:
         return f"{self.scanned_bytes / MIB:.0f}"
 
 
-async def log_page(browser: ResponseBrowser, tenant: str, filters: Filters, after: str | None) -> LogPage:
+async def log_page(browser: ResponseBrowser, tenant: str, filters: Filters, after: str | None,
+                   before: str | None = None, prices: Prices | None = None, count: bool = True,
+                   offset: int = 0) -> LogPage:
     """A page of rows: ids and sizes first, a search run in the database over stretches of at most
     STATEMENT_BYTES, and only the rows shown read, in batches of at most READ_BATCH_BYTES, each parsed in a
-    worker thread."""
+    worker thread. ``before`` (pages without a search): the page just newer than that response; ``count``: say
+    the total (a page without a search; an export's pages do not); ``offset``: a sorted page's place (a sort
+    applies to pages without a search)."""
     where = filters.where(time.time())
     needles = filters.needles()
+    if not needles and filters.sort:
+        return await _sorted_page(browser, tenant, filters, offset, prices)
+    if not needles:
+        return await _plain_page(browser, tenant, filters, after, before, prices, count)
     page = LogPage([], None, 0, 0, False)
     cursor = after
     read = 0
     while True:
-        sizes, more = await browser.response_sizes(tenant=tenant, after=cursor, where=where,
-                                                   limit=SIZES_READ if needles else PAGE)
-        for stretch in _stretches(sizes, STATEMENT_BYTES):
-            found = (await browser.responses_containing([name for name, _ in stretch], needles, tenant=tenant)
-                     if needles else None)
+        sizes, more = await browser.response_sizes(tenant=tenant, after=cursor, where=where, limit=SIZES_READ,
+                                                   inputs=bool(filters.input_needles()))
+        for stretch in stretches(sizes, STATEMENT_BYTES):
+            found = await browser.responses_containing([name for name, _ in stretch], needles, tenant=tenant,
+                                                       inputs=filters.input_needles())
             start = 0
             while start < len(stretch):
                 batch, taken, end, read_cut = _batch(stretch, start, found, read, bool(page.rows))
-                rows = await _read_rows(browser, tenant, batch, filters.tool)
+                rows = await _read_rows(browser, tenant, batch, filters, prices)
                 read += taken
                 for response_id, size in stretch[start:end]:
                     page.scanned, page.scanned_bytes, cursor = page.scanned + 1, page.scanned_bytes + size, response_id
@@ -135,12 +130,67 @@ async def log_page(browser: ResponseBrowser, tenant: str, filters: Filters, afte
                     page.next_after, page.read_cut = cursor, True
                     return page
                 start = end
-            if needles and (page.scanned_bytes >= SEARCH_BYTES or page.scanned >= SEARCH_ROWS) and (
+            if (page.scanned_bytes >= SEARCH_BYTES or page.scanned >= SEARCH_ROWS) and (
                     more or stretch[-1] != sizes[-1]):
                 page.next_after, page.searching = cursor, True
                 return page
         if not more:
             return page
+
+
+async def _sorted_page(browser: ResponseBrowser, tenant: str, filters: Filters, offset: int,
+                       prices: Prices | None) -> LogPage:
+    """A page of the timed responses slowest first (by latency or time to first token), from ``offset``; no total
+    (the index's count would include the responses nobody timed, which the order leaves out)."""
+    where = filters.where(time.time())
+    offset = max(0, min(offset, SORTED_DEPTH))
+    sizes, more = await browser.slowest_sizes(tenant=tenant, where=where, by=filters.sort, offset=offset,
+                                              limit=PAGE)
+    page = LogPage([], None, 0, 0, False, offset=offset)
+    await _fill(page, browser, tenant, sizes, filters, prices)
+    if more or page.read_cut:
+        following = offset + page.scanned
+        page.next_offset = following if following <= SORTED_DEPTH else None
+    page.previous_offset = max(0, offset - PAGE) if offset else None
+    return page
+
+
+async def _fill(page: LogPage, browser: ResponseBrowser, tenant: str, sizes: list[tuple[str, int]],
+                filters: Filters, prices: Prices | None) -> None:
+    """``page``'s rows from ``sizes`` in order, read in batches within ROWS_BYTES (``read_cut`` when it ends
+    them early)."""
+    start = read = 0
+    while start < len(sizes):
+        batch, taken, end, read_cut = _batch(sizes, start, None, read, bool(page.rows))
+        rows = await _read_rows(browser, tenant, batch, filters, prices)
+        read += taken
+        for response_id, size in sizes[start:end]:
+            page.scanned, page.scanned_bytes = page.scanned + 1, page.scanned_bytes + size
+            if (row := rows.get(response_id)) is not None:
+                page.rows.append(row)
+        if read_cut:
+            page.read_cut = True
+            return
+        start = end
+
+
+async def _plain_page(browser: ResponseBrowser, tenant: str, filters: Filters, after: str | None,
+                      before: str | None, prices: Prices | None, count: bool) -> LogPage:
+    """A page without a search: one page of ids and sizes from the index (older than ``after``, or newer than
+    ``before``), its rows read within ROWS_BYTES, and the filters' total counted in the index."""
+    where = filters.where(time.time())
+    newer = before is not None and after is None
+    sizes, more = await browser.response_sizes(tenant=tenant, after=after, where=where, limit=PAGE,
+                                               before=before if newer else None)
+    total = await browser.count_responses(tenant=tenant, where=where, cap=COUNTED) if count else None
+    page = LogPage([], None, 0, 0, False, total=total)
+    await _fill(page, browser, tenant, sizes, filters, prices)
+    shown = sizes[:page.scanned]
+    if shown:
+        older = page.read_cut or newer or more  # newer: the page it came from (``before``) is older
+        page.next_after = shown[-1][0] if older else None
+        page.newer_before = shown[0][0] if (more if newer else after is not None) else None
+    return page
 
 
 def _batch(stretch: list[tuple[str, int]], start: int, found: set[str] | None, read: int,
@@ -163,7 +213,7 @@ def _batch(stretch: list[tuple[str, int]], start: int, found: set[str] | None, r
     return batch, total, len(stretch), False
 
 
-def _stretches(sizes: list[tuple[str, int]], budget: int) -> list[list[tuple[str, int]]]:
+def stretches(sizes: list[tuple[str, int]], budget: int) -> list[list[tuple[str, int]]]:
     """``sizes`` in consecutive runs of at most ``budget`` bytes each (a larger response alone)."""
     stretches: list[list[tuple[str, int]]] = []
     total = budget
@@ -176,34 +226,41 @@ def _stretches(sizes: list[tuple[str, int]], budget: int) -> list[list[tuple[str
     return stretches
 
 
-async def _read_rows(browser: ResponseBrowser, tenant: str, batch: list[str], tool: str) -> dict[str, Row]:
+async def _read_rows(browser: ResponseBrowser, tenant: str, batch: list[str], filters: Filters,
+                     prices: Prices | None) -> dict[str, Row]:
     if not batch:
         return {}
     stored = await browser.responses_json(batch, tenant=tenant)  # one deleted since its size was read: absent
-    return await asyncio.to_thread(_rows_of, stored, tool)
+    rows = await asyncio.to_thread(_rows_of, stored, filters, prices)
+    for response_id, (ttft, latency) in (await browser.response_times(list(rows), tenant=tenant)).items():
+        row = rows[response_id]
+        row.ttft_ms, row.latency_ms = ttft, latency
+    return rows
 
 
-def _rows_of(stored: list[tuple[str, bytes]], tool: str) -> dict[str, Row]:
-    """In a worker thread: the rows of stored responses (none for one whose tool filter's name was found in it but
-    not among the tools it used); each parsed response is let go of here, only its row leaves."""
+def _rows_of(stored: list[tuple[str, bytes]], filters: Filters, prices: Prices | None) -> dict[str, Row]:
+    """In a worker thread: the rows of stored responses (none for one a filter's needle was found in but not in
+    the field the filter names: Filters.admits); each parsed response is let go of here, only its row leaves."""
     rows: dict[str, Row] = {}
     for response_id, raw in stored:
         response = orjson.loads(raw)
         if not isinstance(response, dict):
             continue
-        if tool and tool.lower() not in (name.lower() for name in tools_used(response)):
+        if filters.checked and not filters.admits(response):
             continue
-        rows[response_id] = _row(response)
+        rows[response_id] = _row(response, prices)
         del response
     return rows
 
 
-def _row(response: dict[str, Any]) -> Row:
+def _row(response: dict[str, Any], prices: Prices | None) -> Row:
     found = response.get("usage")
     usage: dict[str, Any] = found if isinstance(found, dict) else {}
-    return Row(str(response.get("id", "")), when(response.get("created_at")), str(response.get("model") or ""),
+    model = str(response.get("model") or "")
+    return Row(str(response.get("id", "")), when(response.get("created_at")), model,
                str(response.get("status") or ""), summary_text(response), tools_used(response),
-               usage.get("total_tokens") if isinstance(usage.get("total_tokens"), int) else None)
+               usage.get("total_tokens") if isinstance(usage.get("total_tokens"), int) else None,
+               prices.spend(model, usage) if prices else None, tokens(usage))
 
 
 def when(seconds: Any) -> str:

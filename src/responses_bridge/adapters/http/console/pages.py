@@ -2,18 +2,22 @@
 rendered by jinja2 with every value escaped, answered with a strict Content-Security-Policy (nothing inline, nothing
 from elsewhere).
 
-    GET  /console/logs                  stored responses, newest first, filtered
+    GET  /console/logs                  stored responses, newest first, filtered (?before=: the newer page)
+    GET  /console/logs.csv              the same query's rows as CSV (exports.py: bounded, streamed)
     GET  /console/logs/{response_id}    one response as a conversation, with its chain (?input=, ?output=: pages)
+    GET  /console/logs/{response_id}/raw  its stored JSON, masked as every page is, with a copy button
+    GET  /console/logs/{response_id}/live a running background response's text as it streams (SSE: live.py)
     GET  /console/logs/{response_id}/{input|output}/{position}  one of its items on a page of its own
+    GET  /console/logs/{response_id}/trace/{n}  one span of its trace: attributes, input and output (trace.py)
     GET  /console/chats, /console/chats/{id}  stored chat completions, and one with its messages
     GET  /console/sessions              agent sessions
     GET  /console/sessions/{id}         a session's timeline, approvals, live desktop, artifacts
     POST /console/sessions/{id}/approve an approval answered (the API's own service call)
-    GET  /console/sessions/{id}/traces  its turns' spans as waterfalls
+    GET  /console/sessions/{id}/traces  its turns' spans as waterfalls (kept with no extra: trace.py)
     GET  /console/sessions/{id}/artifacts/{artifact_id}  an artifact's bytes, as a download
     GET  /console/batches, /console/batches/{id}  batches: status, counts, throughput, errors, their files
     GET  /console/batches/{id}/files/{file_id}  one of a batch's files, as a download
-    GET  /console/usage                 requests and tokens over time
+    GET  /console/usage                 requests, tokens and spend over time; /console/usage.csv: its totals
     GET  /console/operations            pools, memory, desktops, runs, upstreams, keys (operators)
     POST /console/operations/keys       a key made; POST …/keys/{id}/revoke: a key revoked (operators)
     GET  /console/sign-in, POST /console/sign-in, POST /console/sign-out
@@ -31,6 +35,7 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
+from ....observability import tracing
 from ....protocol.errors import APIError
 from ....runtime import Runtime
 from ....services.agents.sessions import SessionService
@@ -40,19 +45,17 @@ from ....store.records import InvalidCursor
 from ..agents.agents_routes import SESSIONS
 from ..desktop_watch_tokens import WatchTokens
 from ..downloads import send_blob
-from . import batches, chats, detail, logs, operations, sessions, usage
-from .sign_in import SignIn, Viewer, check_change
+from . import batches, chats, detail, exports, live, logs, operations, raw, sessions, trace, usage
+from .page_tools import HEADERS, linker, milliseconds, position, posted_form, see_other, suffix, tenant_query
+from .pricing import Prices, money
+from .sign_in import SignIn, Viewer, check_change, return_path, sign_in_location
+from .usage import Usage
 from .visible import visible
 
 HERE = Path(__file__).parent
-STATIC = {"console.css": "text/css"}  # no script: every page works as plain HTML forms and links
-POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-src 'self'; "
-          "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
-# same-origin, not no-referrer: under no-referrer a browser sends ``Origin: null`` with the console's own forms, which
-# a browser that sends no Sec-Fetch-Site then had refused (sign_in.same_origin); another site still gets no Referer
-HEADERS = {"Content-Security-Policy": POLICY, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
-           "Cache-Control": "no-store", "X-Frame-Options": "DENY"}
-FORM_BYTES = 16 * 1024
+STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
+# the one script, a file of our own (the CSP allows no other and nothing inline): a copy button, a running response
+# followed live; every page works without it as plain HTML forms and links
 Page = Callable[[web.Request, Viewer, re.Match[str]], Awaitable[web.StreamResponse]]
 
 
@@ -65,13 +68,18 @@ class Console:
         self.revoking = asyncio.Lock()
         self.sessions: SessionService | None = agents.get(SESSIONS) if agents is not None else None
         self.traces = SessionTraces(runtime.agent_store)
+        self.prices = Prices(runtime.settings.console_prices)
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                             undefined=jinja2.StrictUndefined, finalize=visible)
         self.routes: list[tuple[str, re.Pattern[str], Page, bool]] = [  # method, path, page, operators only
             ("GET", re.compile(r"/logs"), self.logs, False),
+            ("GET", re.compile(r"/logs\.csv"), self.logs_csv, False),
             ("GET", re.compile(r"/logs/(?P<id>[\w.-]{1,200})"), self.response, False),
+            ("GET", re.compile(r"/logs/(?P<id>[\w.-]{1,200})/raw"), self.response_raw, False),
+            ("GET", re.compile(r"/logs/(?P<id>[\w.-]{1,200})/live"), self.response_live, False),
             ("GET", re.compile(r"/logs/(?P<id>[\w.-]{1,200})/(?P<kind>input|output)/(?P<position>[0-9]{1,9})"),
              self.response_item, False),
+            ("GET", re.compile(r"/logs/(?P<id>[\w.-]{1,200})/trace/(?P<span>[0-9]{1,4})"), self.trace_span, False),
             ("GET", re.compile(r"/chats"), self.chat_list, False),
             ("GET", re.compile(r"/chats/(?P<id>[\w.-]{1,200})"), self.chat, False),
             ("GET", re.compile(r"/sessions"), self.session_list, False),
@@ -85,6 +93,7 @@ class Console:
             ("GET", re.compile(r"/batches/(?P<id>[\w.-]{1,200})/files/(?P<file>[\w.-]{1,200})"), self.batch_file,
              False),
             ("GET", re.compile(r"/usage"), self.usage, False),
+            ("GET", re.compile(r"/usage\.csv"), self.usage_csv, False),
             ("GET", re.compile(r"/operations"), self.operations, True),
             ("POST", re.compile(r"/operations/keys"), self.create_key, True),
             ("POST", re.compile(r"/operations/keys/(?P<id>[0-9a-f]{1,64})/revoke"), self.revoke_key, True),
@@ -100,8 +109,8 @@ class Console:
             viewer = await self.sign_in.viewer(request)
             if path == "/sign-out" and request.method == "POST":
                 return await self.sign_out(request, viewer)
-            if viewer is None:
-                return see_other("/console/sign-in")
+            if viewer is None:  # back to the page asked for once signed in (a GET's own path, nothing else)
+                return see_other(sign_in_location(request))
             if path in ("/", ""):
                 return see_other("/console/logs")
             for method, pattern, page, operators in self.routes:
@@ -131,7 +140,7 @@ class Console:
         tenant = viewer.scope(request) if viewer is not None else ""
         body = self.templates.get_template(template).render(
             viewer=viewer, tenant=tenant, chosen_tenant=request.query.get("tenant", "") if viewer else "",
-            path=request.path, link=_linker(viewer, tenant), **values)
+            path=request.path, link=linker(viewer, tenant), money=money, ms=milliseconds, **values)
         response = web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
         response.headers.update(HEADERS)
         return response
@@ -149,20 +158,23 @@ class Console:
         refused = ""
         if request.method == "POST":
             check_change(request, None, None)
-            form = await _form(request)
+            form = await posted_form(request)
             cookie = await self.sign_in.sign_in(form.get("key", "")) if self.sign_in.takes_keys else None
             if cookie is not None:
-                answer = see_other("/console/logs")
+                answer = see_other(return_path(form.get("next")) or "/console/logs")
                 self.sign_in.set_cookie(answer, request, cookie)
                 return answer
             refused = "That key was not accepted (unknown, revoked or expired)."
-        elif not self.sign_in.takes_keys and await self.sign_in.viewer(request) is not None:
-            return see_other("/console/logs")
+            back = return_path(form.get("next"))
+        else:
+            back = return_path(request.query.get("next"))
+            if not self.sign_in.takes_keys and await self.sign_in.viewer(request) is not None:
+                return see_other(back or "/console/logs")
         return self.render("sign_in.html", None, request, refused=refused, takes_keys=self.sign_in.takes_keys,
-                           status=401 if refused else 200)
+                           back=back or "", status=401 if refused else 200)
 
     async def sign_out(self, request: web.Request, viewer: Viewer | None) -> web.StreamResponse:
-        check_change(request, viewer, (await _form(request)).get("csrf"))
+        check_change(request, viewer, (await posted_form(request)).get("csrf"))
         await self.sign_in.sign_out(viewer)  # on the server too: a kept copy of the cookie is refused from now on
         answer = see_other("/console/sign-in")
         self.sign_in.clear_cookie(answer)
@@ -173,29 +185,66 @@ class Console:
     async def logs(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         filters = logs.Filters.of(request.query)
         tenant = viewer.scope(request)
-        page = await logs.log_page(self.runtime.store.browser, tenant, filters, request.query.get("after") or None)
+        page = await logs.log_page(self.runtime.store.browser, tenant, filters, request.query.get("after") or None,
+                                   request.query.get("before") or None, prices=self.prices,
+                                   offset=position(request.query.get("offset")))
         tenants = await operations.known_tenants(self.runtime) if viewer.operator else []
+        kept = {**filters.query(), **tenant_query(viewer, tenant)}
+        unsorted = {name: value for name, value in kept.items() if name != "sort"}
         return await self.render_off_loop(
             "logs.html", viewer, request, page=page, filters=filters, statuses=logs.STATUSES, spans=list(logs.SPANS),
-            tenants=tenants, next_query=urlencode({**filters.query(), **_tenant_query(viewer, tenant),
-                                                   "after": page.next_after or ""}))
+            tenants=tenants, next_query=urlencode({**kept, "after": page.next_after or ""}),
+            newer_query=urlencode({**kept, "before": page.newer_before or ""}), export_query=urlencode(kept),
+            offset_query=lambda offset: urlencode({**kept, "offset": str(offset)}),
+            sort_query={name: urlencode({**unsorted, **({"sort": name} if name else {})})
+                        for name in ("", "latency", "ttft")},
+            counted=logs.COUNTED, priced=bool(self.prices))
+
+    async def logs_csv(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        return await exports.logs_csv(request, self.runtime.store.browser, viewer.scope(request),
+                                      logs.Filters.of(request.query), self.prices, HEADERS)
+
+    async def response_live(self, request: web.Request, viewer: Viewer,
+                            match: re.Match[str]) -> web.StreamResponse:
+        return await live.follow(request, self.runtime.background, match["id"], viewer.scope(request), HEADERS)
+
+    async def response_raw(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        stored = await self.runtime.store.browser.response_json(match["id"], tenant=viewer.scope(request))
+        if stored is None:
+            raise APIError(404, "No stored response with that id.", code="not_found")
+        shown = await asyncio.to_thread(raw.shown, stored)
+        del stored
+        return await self.render_off_loop("raw.html", viewer, request, shown=shown, object_id=match["id"],
+                                          back=linker(viewer, viewer.scope(request))(f"/console/logs/{match['id']}"))
 
     async def response(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         tenant, response_id = viewer.scope(request), match["id"]
-        starts = {kind: _position(request.query.get(kind)) for kind in detail.KINDS}
+        starts = {kind: position(request.query.get(kind)) for kind in detail.KINDS}
         shown = await detail.response_detail(self.runtime.store.browser, tenant, response_id, self._upstream,
-                                             starts)
+                                             starts, self.prices)
         if shown is None:
             raise APIError(404, "No stored response with that id.", code="not_found")
-        link = _linker(viewer, tenant)
+        link = linker(viewer, tenant)
         item_pages: dict[str, list[tuple[str, str]]] = {}
         for kind, other, items in (("input", "output", shown.inputs), ("output", "input", shown.outputs)):
             keep = {other: str(starts[other])} if starts[other] else {}
             item_pages[kind] = ([("first", link(f"/console/logs/{response_id}", **keep))] if items.start else []) + (
                 [("more", link(f"/console/logs/{response_id}", **keep, **{kind: str(items.next_start)}))]
                 if items.next_start is not None else [])
+        facts = dict(shown.facts)
+        running = facts.get("status") in ("queued", "in_progress") and facts.get("background") == "True"
+        timed = await trace.response_trace(self.runtime.store.browser, tenant, response_id, link)
         return await self.render_off_loop("response.html", viewer, request, detail=shown, response_id=response_id,
-                                          item_pages=item_pages)
+                                          item_pages=item_pages, trace=timed,
+                                          live=link(f"/console/logs/{response_id}/live") if running else "")
+
+    async def trace_span(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        """One span of a response's trace: its attributes, its input and output."""
+        shown = await trace.span_page(self.runtime.store.browser, viewer.scope(request), match["id"],
+                                      int(match["span"]))
+        if shown is None:
+            raise APIError(404, "No such span in that response's trace.", code="not_found")
+        return await self.render_off_loop("span.html", viewer, request, span=shown, response_id=match["id"])
 
     async def response_item(self, request: web.Request, viewer: Viewer,
                             match: re.Match[str]) -> web.StreamResponse:
@@ -217,9 +266,10 @@ class Console:
 
     async def chat_list(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         model = request.query.get("model", "").strip()[:200]
+        text = request.query.get("text", "").strip()[:200]
         page = await chats.chat_page(self.runtime.chat_completions, viewer.scope(request),
-                                     request.query.get("after") or None, model)
-        return self.render("chats.html", viewer, request, page=page, model=model)
+                                     request.query.get("after") or None, model, self.runtime.store.browser, text)
+        return self.render("chats.html", viewer, request, page=page, model=model, text=text)
 
     async def chat(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         detail = await chats.chat_detail(self.runtime.chat_completions, viewer.scope(request), match["id"])
@@ -252,7 +302,7 @@ class Console:
                                           live=live)
 
     async def approve(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
-        form = await _form(request)
+        form = await posted_form(request)
         check_change(request, viewer, form.get("csrf"))
         tenant, session_id = viewer.scope(request), match["id"]
         decision, kind = form.get("decision", ""), form.get("kind", "")
@@ -261,7 +311,7 @@ class Console:
         event = sessions.approval_event(kind, form.get("request_id", ""), decision, "browser_origin_access")
         await self._sessions().post_events(session_id, {"events": [event]}, idempotency_key=None, tenant=tenant,
                                            authorization=None)
-        return see_other(f"/console/sessions/{session_id}{_suffix(viewer, tenant)}")
+        return see_other(f"/console/sessions/{session_id}{suffix(viewer, tenant)}")
 
     async def artifact(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         """An artifact's bytes, as the API's ``…/artifacts/{id}/content`` sends them (an attachment, never shown
@@ -272,8 +322,16 @@ class Console:
 
     async def session_traces(self, request: web.Request, viewer: Viewer,
                              match: re.Match[str]) -> web.StreamResponse:
-        shown = await sessions.waterfalls(self.traces, match["id"], viewer.scope(request))
-        return self.render("traces.html", viewer, request, waterfalls=shown, session_id=match["id"])
+        tenant, session_id = viewer.scope(request), match["id"]
+        await self._sessions().get(session_id, tenant=tenant)  # another tenant's: the API's 404
+        turns = await self.runtime.agent_store.page("turn", tenant=tenant, parent=session_id, limit=20,
+                                                    order="desc")
+        link = linker(viewer, tenant)
+        timed = [(str(turn.get("id", "")), kept) for turn in turns.data
+                 if (kept := trace.turn_trace(turn, link)) is not None]
+        # the OpenTelemetry spans kept as well, where the otel extra is installed (services/agents/traces.py)
+        falls = await sessions.waterfalls(self.traces, session_id, tenant) if tracing.keeping_available() else []
+        return self.render("traces.html", viewer, request, waterfalls=falls, session_id=session_id, turns=timed)
 
     # -- batches ---------------------------------------------------------------------------------------------------
 
@@ -296,13 +354,21 @@ class Console:
     # -- usage and operations ----------------------------------------------------------------------------------
 
     async def usage(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        shown = await self._usage(request, viewer)
+        return self.render("usage.html", viewer, request, usage=shown, windows=list(usage.WINDOWS),
+                           export_query=urlencode({name: request.query[name] for name in ("window", "tenant")
+                                                   if request.query.get(name)}))
+
+    async def usage_csv(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
+        return await exports.usage_csv(request, await self._usage(request, viewer), HEADERS)
+
+    async def _usage(self, request: web.Request, viewer: Viewer) -> Usage:
         window = request.query.get("window", "24h")
         if viewer.operator and not request.query.get("tenant"):  # every tenant; ``*`` is a name, never a wildcard
             tenants, by_tenant = await operations.known_tenants(self.runtime), True
         else:
             tenants, by_tenant = [viewer.scope(request)], False
-        shown = await usage.usage(self.runtime.store, tenants, window, by_tenant=by_tenant)
-        return self.render("usage.html", viewer, request, usage=shown, windows=list(usage.WINDOWS))
+        return await usage.usage(self.runtime.store, tenants, window, by_tenant=by_tenant, prices=self.prices)
 
     async def operations(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
         made = request.query.get("made", "")
@@ -310,7 +376,7 @@ class Console:
                            made=made, takes_keys=self.runtime.api_keys is not None)
 
     async def create_key(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
-        form = await _form(request)
+        form = await posted_form(request)
         check_change(request, viewer, form.get("csrf"))
         tenant = form.get("tenant", "").strip()
         if not tenant or self.runtime.api_keys is None:
@@ -323,7 +389,7 @@ class Console:
         return self.render("key_made.html", viewer, request, key_text=text, key=key)
 
     async def revoke_key(self, request: web.Request, viewer: Viewer, match: re.Match[str]) -> web.StreamResponse:
-        form = await _form(request)
+        form = await posted_form(request)
         check_change(request, viewer, form.get("csrf"))
         if self.runtime.api_keys is None:
             raise APIError(404, "No key with that id.", code="not_found")
@@ -332,37 +398,3 @@ class Console:
             if not await self.runtime.api_keys.revoke_key(match["id"]):
                 raise APIError(404, "No key with that id.", code="not_found")
         return see_other("/console/operations")
-
-
-def _position(value: str | None) -> int:
-    """A page's first item position from the query (anything but a small whole number: the first page)."""
-    return int(value) if value is not None and value.isascii() and value.isdigit() and len(value) <= 9 else 0
-
-
-def see_other(location: str) -> web.Response:
-    """A 303 to a console page (after a POST: the browser then GETs it, so a reload posts nothing twice)."""
-    return web.Response(status=303, headers={**HEADERS, "Location": location})
-
-
-async def _form(request: web.Request) -> dict[str, str]:
-    if request.content_length is not None and request.content_length > FORM_BYTES:
-        raise APIError(413, "The form is too large.", code="too_large")
-    posted = await request.post()
-    return {name: value for name, value in posted.items() if isinstance(value, str)}
-
-
-def _tenant_query(viewer: Viewer | None, tenant: str) -> dict[str, str]:
-    return {"tenant": tenant} if viewer is not None and viewer.operator and tenant != viewer.tenant else {}
-
-
-def _suffix(viewer: Viewer | None, tenant: str) -> str:
-    query = _tenant_query(viewer, tenant)
-    return "?" + urlencode(query) if query else ""
-
-
-def _linker(viewer: Viewer | None, tenant: str) -> Callable[..., str]:
-    """``link("/console/logs/x")``: a console path keeping an operator's chosen tenant."""
-    def link(path: str, **query: str) -> str:
-        values = {**_tenant_query(viewer, tenant), **{name: value for name, value in query.items() if value}}
-        return path + ("?" + urlencode(values) if values else "")
-    return link

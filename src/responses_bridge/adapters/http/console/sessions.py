@@ -14,7 +14,7 @@ from typing import Any
 from ....protocol.errors import APIError
 from ....services.agents.sessions import SessionService
 from ....services.agents.traces import SessionTraces
-from .items import ItemView, view
+from .items import ItemView, pretty, view
 from .logs import when
 
 PAGE = 25
@@ -37,12 +37,23 @@ class Pending:
 
 
 @dataclass(slots=True)
+class PendingCall:
+    """A call of the client's function the session waits on (answered through the API, with its output)."""
+
+    call_id: str
+    name: str
+    arguments: str  # indented, credentials masked (items.py's pretty)
+    turn_id: str
+
+
+@dataclass(slots=True)
 class SessionDetail:
     session: dict[str, Any]
     items: list[ItemView]
     more_items: bool
     screenshots: list[str]  # data: URLs, in the order the calls were answered
     pending: list[Pending] = field(default_factory=list)
+    calls: list[PendingCall] = field(default_factory=list)
     facts: list[tuple[str, str]] = field(default_factory=list)
     artifacts: list[dict[str, Any]] = field(default_factory=list)
 
@@ -65,7 +76,10 @@ async def session_detail(sessions: SessionService, tenant: str, session_id: str)
     detail = SessionDetail(session, items, bool(listed.get("has_more")),
                            [image for item in items if item.kind in SCREENSHOTS for image in item.images])
     for action in session.get("required_actions") or ():
-        if isinstance(action, dict) and action.get("type") in ANSWERABLE:
+        if isinstance(action, dict) and action.get("type") == "function_call":
+            detail.calls.append(PendingCall(str(action.get("call_id") or ""), str(action.get("name") or ""),
+                                            pretty(action.get("arguments") or ""), str(action.get("turn_id") or "")))
+        elif isinstance(action, dict) and action.get("type") in ANSWERABLE:
             request = action.get("request") or {}
             question = str(request.get("message") or request.get("origin") or request.get("type") or "")
             if action["type"] == "computer_use_approval_request" and request.get("type") != "browser_origin_access":

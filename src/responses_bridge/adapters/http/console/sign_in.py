@@ -10,6 +10,11 @@ Without keys (``auth: none``) everyone is the operator of the one tenant, on loo
 
 A change (a revoked key, an approval) is a POST carrying the page's token, and refused when the browser says it
 came from another site (``Sec-Fetch-Site``, else ``Origin``).
+
+A page asked for while signed out (a link pasted from chat) sends the browser to the sign-in page with the page's
+own path as ``next``, and the sign-in back to it: only a console path of this origin (:func:`return_path`) — never
+another host, a scheme, a ``//`` or ``\\`` that a browser reads as another host, a path out of ``/console`` — so a
+link cannot make the sign-in page send a viewer elsewhere (no open redirect).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import ipaddress
 import secrets
 import time
 from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
@@ -30,6 +36,9 @@ from ....store.base import DEFAULT_TENANT
 COOKIE = "rb_console"
 PURPOSE = "console sign-in"
 PATH = "/console"
+RETURN_CHARS = 2048
+DEFAULT_PAGE = "/console/logs"
+NOT_RETURNED = ("/console/sign-in", "/console/sign-out", "/console/static/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,3 +180,31 @@ def _loopback(remote: str | None) -> bool:
         return ipaddress.ip_address(remote.split("%", 1)[0]).is_loopback
     except ValueError:
         return False
+
+
+def return_path(value: str | None) -> str | None:
+    """``value`` when it is a path of this console to go back to after signing in, else None: a path (no scheme,
+    no host, not ``//`` nor ``/\\``), under ``/console/``, without a dot segment (``..``, also percent-encoded) or a
+    control character, not the sign-in itself, at most RETURN_CHARS long."""
+    if not value or len(value) > RETURN_CHARS or not value.startswith("/console/"):
+        return None
+    if any(ord(char) < 0x20 or ord(char) == 0x7F or char == "\\" for char in value):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or value.startswith("//"):
+        return None
+    lowered = parts.path.lower()
+    if ".." in lowered or "%2e" in lowered or "/./" in lowered or "%2f" in lowered or "%5c" in lowered:
+        return None
+    if lowered.startswith(NOT_RETURNED):
+        return None
+    return value
+
+
+def sign_in_location(request: web.Request) -> str:
+    """Where a signed-out viewer is sent: the sign-in page, naming the page asked for (a GET's, when it is one
+    :func:`return_path` admits, and not the page a sign-in lands on anyway) to return to."""
+    back = return_path(request.path_qs) if request.method == "GET" else None
+    if back == DEFAULT_PAGE:  # where a sign-in lands anyway
+        back = None
+    return "/console/sign-in" + (f"?next={quote(back, safe='')}" if back else "")

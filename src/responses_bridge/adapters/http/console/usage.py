@@ -1,4 +1,6 @@
-"""Usage: requests and tokens over time by model (and, for an operator, by tenant), as SVG bar charts drawn here.
+"""Usage: requests and tokens over time by model (and, for an operator, by tenant), as SVG bar charts drawn here,
+and the window's totals by tenant and model in tokens and, where the model has a price (pricing.py), in money — the
+same totals the page's CSV export writes.
 
 Counted from the stored responses of the window, newest first, through the API's own listing (the index led by the
 tenant, the window a range of it), at most :data:`COUNTED` of them a tenant: a chart costs the same on a store of
@@ -12,12 +14,14 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from ....store import ResponseStore
 from ....store.records import MAX_PAGE_LIMIT, ResponseFilter
+from .pricing import Prices, tokens
 
 COUNTED = 5000
 TENANTS_COUNTED = 20
@@ -52,17 +56,67 @@ class Chart:
 
 
 @dataclass(slots=True)
+class Total:
+    """One tenant's use of one model over the window: a line of the totals table and of the CSV export."""
+
+    tenant: str
+    model: str
+    requests: int = 0
+    input_tokens: int = 0  # uncached
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    spend: Decimal | None = None  # None: the model has no price (its tokens are still counted)
+    unpriced: int = 0  # requests of a priced model that said no usage (no spend counted for them)
+
+
+@dataclass(slots=True)
 class Usage:
     window: str
     charts: list[Chart] = field(default_factory=list)
     counted: int = 0
     cut_short: bool = False
+    totals: list[Total] = field(default_factory=list)  # by tenant then model
+    priced: bool = False  # the deployment has a price table
+
+    @property
+    def spend(self) -> Decimal | None:
+        spent = [total.spend for total in self.totals if total.spend is not None]
+        return sum(spent, Decimal(0)) if spent else None
+
+    def by(self, what: str) -> list[Total]:
+        """The totals summed by ``"model"`` or ``"tenant"``, in name order."""
+        summed: dict[str, Total] = {}
+        for total in self.totals:
+            name = getattr(total, what)
+            into = summed.setdefault(name, Total(total.tenant if what == "tenant" else "",
+                                                 total.model if what == "model" else ""))
+            _add(into, total)
+        return [summed[name] for name in sorted(summed)]
 
 
-async def tenant_usage(store: ResponseStore, tenant: str, since: float) -> tuple[list[tuple[int, str, int]], bool]:
-    """``(created_at, model, total_tokens)`` of the tenant's responses since ``since``, at most :data:`COUNTED`;
-    True when there were more."""
+def _add(into: Total, total: Total) -> None:
+    into.requests += total.requests
+    into.input_tokens += total.input_tokens
+    into.cached_tokens += total.cached_tokens
+    into.output_tokens += total.output_tokens
+    into.total_tokens += total.total_tokens
+    into.unpriced += total.unpriced
+    if total.spend is not None:
+        into.spend = (into.spend or Decimal(0)) + total.spend
+
+
+Sums = dict[str, list[int]]
+"""By model: requests, uncached input, cached input, output and total tokens, and requests that said no usage."""
+
+
+async def tenant_usage(store: ResponseStore, tenant: str, since: float) -> tuple[list[tuple[int, str, int]], Sums,
+                                                                                bool]:
+    """``(created_at, model, total_tokens)`` of the tenant's responses since ``since`` (the charts' rows), their
+    sums by model (the totals'), at most :data:`COUNTED` responses; True when there were more. One pass, nothing
+    kept of a response but its row and its sums."""
     rows: list[tuple[int, str, int]] = []
+    sums: Sums = {}
     after = None
     where = ResponseFilter(created_after=int(since))
     while True:
@@ -70,29 +124,58 @@ async def tenant_usage(store: ResponseStore, tenant: str, since: float) -> tuple
         for raw in page.data:
             response = orjson.loads(raw)
             usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
-            tokens = usage.get("total_tokens")
-            rows.append((int(response.get("created_at") or 0), str(response.get("model") or "?"),
-                         tokens if isinstance(tokens, int) else 0))
+            total = usage.get("total_tokens")
+            total = total if isinstance(total, int) else 0
+            model = str(response.get("model") or "?")
+            rows.append((int(response.get("created_at") or 0), model, total))
+            summed = sums.get(model) or sums.setdefault(model, [0, 0, 0, 0, 0, 0])
+            counted = tokens(usage)
+            summed[0] += 1
+            summed[4] += total
+            if counted is None:
+                summed[5] += 1
+            else:
+                summed[1] += counted[0]
+                summed[2] += counted[1]
+                summed[3] += counted[2]
         if not page.has_more:
-            return rows, False
+            return rows, sums, False
         if len(rows) >= COUNTED:
-            return rows, True
+            return rows, sums, True
         after = page.ids[-1]
 
 
-async def usage(store: ResponseStore, tenants: list[str], window: str, *, by_tenant: bool) -> Usage:
+def totals(tenant: str, sums: Sums, prices: Prices | None) -> list[Total]:
+    """The tenant's totals by model; a priced model's spend computed once from its summed tokens (a price is
+    linear in each kind of token, so this is the sum of every response's spend, exactly, in decimals)."""
+    shown = []
+    for model in sorted(sums):
+        requests, fresh, cached, output, total_tokens, no_usage = sums[model]
+        total = Total(tenant, model, requests, fresh, cached, output, total_tokens)
+        if prices and requests > no_usage:
+            total.spend = prices.spend(model, {"input_tokens": fresh + cached, "output_tokens": output,
+                                               "input_tokens_details": {"cached_tokens": cached}})
+        total.unpriced = no_usage if total.spend is not None else 0  # no price: nothing missing from no spend
+        shown.append(total)
+    return shown
+
+
+async def usage(store: ResponseStore, tenants: list[str], window: str, *, by_tenant: bool,
+                prices: Prices | None = None) -> Usage:
     span, step, label = WINDOWS.get(window, WINDOWS["24h"])
     now = time.time()
     start = (int(now - span) // step + 1) * step
-    shown = Usage(window if window in WINDOWS else "24h")
+    shown = Usage(window if window in WINDOWS else "24h", priced=bool(prices))
     by_model: list[tuple[int, str, int]] = []
     per_tenant: list[tuple[int, str, int]] = []
     shown.cut_short = len(tenants) > TENANTS_COUNTED
     for tenant in tenants[:TENANTS_COUNTED]:
-        rows, short = await tenant_usage(store, tenant, start)
+        rows, sums, short = await tenant_usage(store, tenant, start)
         shown.cut_short |= short
+        shown.totals.extend(totals(tenant, sums, prices))
         by_model.extend(rows)
-        per_tenant.extend((at, tenant, tokens) for at, _, tokens in rows)
+        if by_tenant:
+            per_tenant.extend((at, tenant, used) for at, _, used in rows)
     shown.counted = len(by_model)
     buckets = [start + step * n for n in range(span // step)]
     shown.charts.append(chart("Requests by model", by_model, buckets, step, label, tokens=False))

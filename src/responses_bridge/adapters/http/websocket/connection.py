@@ -49,6 +49,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ....engine.sse import DONE_FRAME
 from ....engine.wire import JSON_CONTENT_TYPE
 from ....fairness.memory_charge import body_cost
+from ....observability.timing import Timing
 from ....protocol.errors import APIError
 from ....protocol.request_checks import check_depth
 from ....protocol.responses.request import check_input_count
@@ -272,6 +273,7 @@ class WebSocketSession:
         previous = raw.get("previous_response_id") if isinstance(raw.get("previous_response_id"), str) else None
         store = ConnectionStore(self.runtime.store, self.cache, max_items=self.runtime.options.max_input_items)
         run = self.runtime.new_run_framed("json", store, tenant=self.tenant)
+        run.timing = Timing()  # each response.create has its own clock (observability/timing.py)
         run.beta = self.beta
         upstream, authorization = self.upstream, self.authorization
         if self.clients:  # translated here even on a native route: its backend also serves Chat Completions

@@ -1,4 +1,4 @@
-"""The Batch API's records on PostgreSQL (store/base_batches.py), shared by every replica (tables of migration 32).
+"""The Batch API's records on PostgreSQL (store/base_batches.py), shared by every replica (tables of migration 33).
 
 Leases are measured by the database's clock, never a replica's. A claim is one ``UPDATE … WHERE`` the lease lapsed
 ``RETURNING`` the row: of the replicas asking at once exactly one

@@ -1,5 +1,5 @@
 """The Batch API's records on SQLite (store/base_batches.py), on the response store's connections (tables of
-migration 33). SQLite has one writer at a time, so a claim (an ``UPDATE … WHERE`` the lease lapsed) is taken by
+migration 34). SQLite has one writer at a time, so a claim (an ``UPDATE … WHERE`` the lease lapsed) is taken by
 exactly one of the processes asking, and each fenced write checks the lease in its own transaction."""
 
 from __future__ import annotations

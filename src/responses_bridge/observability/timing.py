@@ -1,0 +1,334 @@
+"""Every response's timing and trace, recorded by the bridge itself: no extra installed, nothing exported, stored
+with the response (the store's ``ttft_ms``/``latency_ms`` columns and its ``timing`` document) and deleted with it.
+
+OpenTelemetry (tracing.py, otel.py) answers an operator who runs a collector; this answers the console's "how long,
+and why" for every stored response, chat completion, background run and session turn. It costs a plain request a
+few ``perf_counter()`` reads and one small object: a :class:`Timing` begun by the door when the request arrives
+(:func:`begin`: the HTTP door's middleware for a POST, the ext_proc door at its stream's first message), found by
+the run (``ResponseRun.timing``) and by whatever makes the request wait (fairness/share.py, the one rule every pool
+goes through: only on the path where it *does* wait), then turned into one small document as the response is
+saved (:meth:`Timing.document`). Per upstream chunk the drivers pay one "still waiting for the first one?" check.
+
+The document: ``ttft_ms`` (the first output of the response: its first delta, a call's first item), ``latency_ms``
+(arrival to the terminal bytes being made, the save included), ``upstream_headers_ms`` and
+``upstream_first_byte_ms`` (of its first model call), ``waits_ms`` by pool (``upstream connections``, ``request
+memory``, ``sandbox slots``, ``program slots``…), ``upstream`` and ``replica`` (the replica when the upstream has
+several: :func:`note_replica`, called where a replica is picked), and ``spans``: the waterfall — each model call (its
+attributes: model, tokens, finish reason, and ``output`` as the range of the response's output items it made, so
+that its input and answer are read from the stored response, never stored twice), each tool call (its call id: its
+arguments and result are the output item of that id), each sandbox run, each wait. Times are milliseconds from the
+request's arrival. At most :data:`MAX_SPANS` spans (the rest counted in ``dropped_spans``).
+
+A response made inside a session's turn (or any run inside another's timing) is a child: its spans are the
+parent's too, shifted to the parent's clock, under a ``response`` span naming it (:func:`begin` with
+``child=True``), so a turn's trace holds every response it made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar, Token
+from time import perf_counter
+from typing import Any
+
+from . import gen_ai
+from .logs import noted_upstream
+
+MAX_SPANS = 256
+"""Spans kept per response (a tool loop of many calls makes a few per call); past it they are counted, not kept."""
+MAX_ATTRIBUTE_CHARS = 256
+"""A span's attribute value as stored (a tool's name, a model's): never an argument or an output."""
+
+Span = tuple[str, str, float, float, "dict[str, Any] | None", "list[Any] | None"]
+"""(name, kind, began, ended, attributes, call): ``kind`` is ``model``, ``tool``, ``sandbox``, ``wait`` or
+``response``; times are ``perf_counter()`` readings; ``call``, a model call's own readings: ``[headers, first byte,
+first output, output from, output to, failed, facts]``, its facts the run's ``call_facts()`` (model, usage, finish
+reason: made attributes by observability/gen_ai.py when read). Kept raw, and stored raw (:meth:`Timing.document`):
+what a page shows is made when it is read (:func:`readable`), not on every request."""
+
+
+Facts = tuple[str | None, Any, str | None]
+"""A model call's answer: the model it asked, its usage, its finish reason (the run's ``call_facts()``)."""
+
+
+class Timing:
+    """One request's clock readings, as it runs (a few attributes and a list: made per request)."""
+
+    __slots__ = ("called", "dropped", "first_byte", "first_token", "headers", "origin", "parent", "replica",
+                 "spans", "upstream", "waits")
+
+    def __init__(self, origin: float | None = None, parent: Timing | None = None) -> None:
+        self.origin = perf_counter() if origin is None else origin
+        self.parent = parent  # a session turn's timing this response's spans join (see the module's docstring)
+        self.headers: float | None = None  # the first model call's upstream response headers
+        self.first_byte: float | None = None  # ... its first body byte
+        self.first_token: float | None = None  # the response's first output
+        self.spans: list[Span] = []
+        self.waits: dict[str, float] | None = None  # pool -> seconds waited (None: never waited, the usual case)
+        self.upstream: str | None = None
+        self.replica: str | None = None
+        self.dropped = 0
+        self.called: float | None = None  # a model call Envoy makes (the ext_proc door) began: see watched_call
+
+    def add(self, name: str, kind: str, began: float, ended: float, attributes: dict[str, Any] | None = None,
+            call: list[Any] | None = None) -> None:
+        if len(self.spans) >= MAX_SPANS:
+            self.dropped += 1
+        else:
+            self.spans.append((name, kind, began, ended, attributes, call))
+
+    def waited(self, pool: str, began: float, ended: float) -> None:
+        """The request waited for ``pool`` (fairness/share.py: only when it had to)."""
+        waits = self.waits
+        if waits is None:
+            waits = self.waits = {}
+        waits[pool] = waits.get(pool, 0.0) + (ended - began)
+        self.add(f"wait {pool}", "wait", began, ended, {"pool": pool})
+
+    def model_call(self, began: float, headers: float | None, first_byte: float | None, first_token: float | None,
+                   ended: float, facts: Facts | None, output: tuple[int, int], failed: bool) -> None:
+        """A model call the bridge drove (run/drive.py) or watched Envoy make (the ext_proc door). ``facts``: what
+        its answer said (the run's ``call_facts()``: model, usage, finish reason), kept as they are; None while its
+        answer is not translated yet (a JSON answer: :meth:`settle`)."""
+        if self.headers is None:
+            self.headers, self.first_byte = headers, first_byte
+        if self.first_token is None:
+            self.first_token = first_token
+        self.add("chat", "model", began, ended, None,
+                 [headers, first_byte, first_token, output[0], output[1], failed, facts])
+
+    def chunk_seen(self, response: Mapping[str, Any] | None) -> None:
+        """A chunk of the answer to a call Envoy makes (the ext_proc door) was translated: its first byte, and the
+        response's first output once it has one. The door asks only while :attr:`first_token` is None."""
+        now = perf_counter()
+        if self.first_byte is None:
+            self.first_byte = now
+        if response is not None and response.get("output"):
+            self.first_token = now
+
+    def watched_call(self, facts: Facts, output: int, failed: bool) -> None:
+        """The call Envoy made (:attr:`called`) ended with the response: its span, from the readings the door
+        took (the answer's headers, first byte, first output)."""
+        began, self.called = self.called, None
+        if began is None:
+            return
+        ended = perf_counter()
+        if self.first_token is None and output:  # a JSON answer, translated whole at its end
+            self.first_token = ended
+        self.model_call(began, self.headers, self.first_byte, self.first_token, ended, facts, (0, output), failed)
+
+    def settle(self, output: int, facts: Callable[[], Facts]) -> None:
+        """The response was completed (its last call's answer read): a last model call whose answer came whole
+        (a JSON answer, translated only now) gets its output range, its first output (when the answer ended) and
+        the facts its answer gave (``facts()``: asked only then)."""
+        if not self.spans:
+            return
+        ended, call = self.spans[-1][3], self.spans[-1][5]
+        if call is None:
+            return
+        if call[6] is None:
+            call[6] = facts()
+        if output <= call[4]:  # a streamed answer: told as it came
+            return
+        call[4] = output
+        if call[2] is None:
+            call[2] = ended
+            if self.first_token is None:
+                self.first_token = ended
+
+    def document(self, ended: float | None = None) -> list[Any]:
+        """What is stored with the response, compact (every byte of a row is paid for by every plain request's
+        save: :func:`readable` makes it a page's): ``[2, ttft µs, latency µs, waits, upstream, replica, spans,
+        dropped]``, every time in whole microseconds from the request's arrival, a model call's facts as ``[model,
+        input tokens, output tokens, finish reason]``. Its time to first token and latency are the row's columns
+        (store/timings.py)."""
+        end = perf_counter() if ended is None else ended
+        origin = self.origin
+        if self.upstream is None:  # the upstream the request was routed to (logs.note_upstream), if it was
+            self.upstream = noted_upstream()
+        first = self.first_token
+        waits = self.waits
+        return [2, round((first - origin) * 1e6) if first is not None else None, round((end - origin) * 1e6),
+                {pool: round(seconds * 1e6) for pool, seconds in waits.items()} if waits else None, self.upstream,
+                self.replica, [_compact(span, origin) for span in self.spans], self.dropped]
+
+    def joined(self, response_id: str | None, ended: float) -> None:
+        """This (a child's) spans added to its parent's, under a span naming the response."""
+        parent = self.parent
+        if parent is None:
+            return
+        self.parent = None  # once
+        parent.add(f"response {response_id}" if response_id else "response", "response", self.origin, ended,
+                   {"response_id": response_id} if response_id else None)
+        for index, span in enumerate(self.spans):
+            name, kind, began, span_end, attributes, call = span
+            if response_id is not None and kind in ("model", "tool"):  # the response's own page of the span
+                attributes = {**(attributes or {}), "response_id": response_id, "span_index": index}
+            parent.add(name, kind, began, span_end, attributes, call)
+        if parent.first_token is None:
+            parent.first_token = self.first_token
+        if parent.headers is None:
+            parent.headers, parent.first_byte = self.headers, self.first_byte
+        if self.waits:
+            for pool, seconds in self.waits.items():
+                waits = parent.waits if parent.waits is not None else {}
+                waits[pool] = waits.get(pool, 0.0) + seconds
+                parent.waits = waits
+
+
+def _us(value: float | None, origin: float) -> int | None:
+    return round((value - origin) * 1e6) if value is not None else None
+
+
+def _compact(span: Span, origin: float) -> list[Any]:
+    name, kind, began, ended, attributes, call = span
+    if call is not None:
+        headers, first_byte, first_token, start, stop, failed, facts = call
+        call = [_us(headers, origin), _us(first_byte, origin), _us(first_token, origin), start, stop, failed,
+                _facts(facts) if facts is not None else None]
+    return [name, kind, round((began - origin) * 1e6), round((ended - origin) * 1e6), attributes, call]
+
+
+def _facts(facts: Facts) -> list[Any]:
+    """A model call's facts as stored: its model, input and output tokens, finish reason (not the whole usage)."""
+    model, usage, finish = facts
+    if isinstance(usage, dict):
+        tokens_in = usage.get("input_tokens", usage.get("prompt_tokens"))
+        tokens_out = usage.get("output_tokens", usage.get("completion_tokens"))
+    else:
+        tokens_in = tokens_out = None
+    return [model, tokens_in, tokens_out, finish]
+
+
+def _ms(micros: Any) -> float | None:
+    return round(micros / 1000, 3) if isinstance(micros, int | float) and not isinstance(micros, bool) else None
+
+
+def readable(stored: Any) -> dict[str, Any]:
+    """A stored document (:meth:`Timing.document`) as a page reads it: every time in milliseconds from the
+    request's arrival, each span a mapping (its name and attributes bounded to :data:`MAX_ATTRIBUTE_CHARS`), a
+    model call's readings and facts among its attributes (``output``: the range of the response's output items it
+    made); the first model call's headers and first byte as the response's. Anything else: an empty document."""
+    document: dict[str, Any] = {"ttft_ms": None, "latency_ms": None, "upstream_headers_ms": None,
+                                "upstream_first_byte_ms": None, "waits_ms": {}, "upstream": None, "replica": None,
+                                "spans": []}
+    if not isinstance(stored, list) or len(stored) != 8 or stored[0] != 2:
+        return document
+    _, ttft, latency, waits, upstream, replica, spans, dropped = stored
+    document.update(ttft_ms=_ms(ttft), latency_ms=_ms(latency), upstream=upstream, replica=replica)
+    if isinstance(waits, dict):
+        document["waits_ms"] = {str(pool): _ms(micros) for pool, micros in waits.items()}
+    for span in spans if isinstance(spans, list) else ():
+        if isinstance(span, list) and len(span) == 6:
+            shown = _readable_span(span)
+            document["spans"].append(shown)
+            call = span[5]
+            if shown["kind"] == "model" and document["upstream_headers_ms"] is None and isinstance(call, list):
+                document["upstream_headers_ms"], document["upstream_first_byte_ms"] = _ms(call[0]), _ms(call[1])
+    if dropped:
+        document["dropped_spans"] = dropped
+    return document
+
+
+def _readable_span(span: list[Any]) -> dict[str, Any]:
+    name, kind, began, ended, attributes, call = span
+    shown: dict[str, Any] = {key: (value[:MAX_ATTRIBUTE_CHARS] if isinstance(value, str) else value)
+                             for key, value in attributes.items()} if isinstance(attributes, dict) else {}
+    if isinstance(call, list) and len(call) == 7:
+        headers, first_byte, first_token, start, end, failed, facts = call
+        if isinstance(facts, list) and len(facts) == 4:
+            model, tokens_in, tokens_out, finish = facts
+            usage = {key: value for key, value in (("input_tokens", tokens_in), ("output_tokens", tokens_out))
+                     if isinstance(value, int)}
+            shown.update(gen_ai.model_call(str(model)[:MAX_ATTRIBUTE_CHARS] if model else None, usage,
+                                           str(finish)[:MAX_ATTRIBUTE_CHARS] if finish else None, None))
+        shown["output"] = [start, end]
+        for key, value in (("upstream_headers_ms", headers), ("upstream_first_byte_ms", first_byte),
+                           ("first_token_ms", first_token)):
+            if isinstance(value, int | float) and isinstance(began, int | float):
+                shown[key] = _ms(value - began)
+        if failed:
+            shown["error"] = True
+        model = shown.get("gen_ai.request.model")
+        if name == "chat" and model:
+            name = f"chat {model}"
+    readable_span: dict[str, Any] = {"name": str(name)[:MAX_ATTRIBUTE_CHARS], "kind": str(kind),
+                                     "start_ms": _ms(began) or 0.0, "end_ms": _ms(ended) or 0.0}
+    if shown:
+        readable_span["attributes"] = shown
+    return readable_span
+
+
+CURRENT: ContextVar[Timing | None] = ContextVar("responses_bridge_timing", default=None)
+"""The timing of the request being handled (in its task and the tasks it starts: a background run's)."""
+
+
+def begin(origin: float | None = None, *, child: bool = False) -> Token[Timing | None]:
+    """A request arrives (``origin``: when, if earlier than now): its timing is the current one until
+    :func:`end` with the returned token. ``child``: the timing current now (a session turn's) gets this one's spans
+    when it is saved."""
+    return CURRENT.set(Timing(origin, CURRENT.get() if child else None))
+
+
+def end(token: Token[Timing | None]) -> None:
+    CURRENT.reset(token)
+
+
+def current() -> Timing | None:
+    return CURRENT.get()
+
+
+def note_replica(name: str) -> None:
+    """The request being handled goes to the replica ``name`` of its upstream (where the upstream has several):
+    its stored timing says so (``replica``). Nothing when no request is timed."""
+    clock = CURRENT.get()
+    if clock is not None:
+        clock.replica = name
+
+
+class _ToolSpan:
+    """A tool call's or sandbox run's span while it runs (only when a timing is current)."""
+
+    __slots__ = ("attributes", "began", "kind", "name", "timing")
+
+    def __init__(self, timing: Timing, name: str, kind: str, attributes: dict[str, Any] | None) -> None:
+        self.timing, self.name, self.kind, self.attributes = timing, name, kind, attributes
+        self.began = 0.0
+
+    def __enter__(self) -> _ToolSpan:
+        self.began = perf_counter()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
+        attributes = self.attributes
+        if kind is not None:
+            attributes = {**(attributes or {}), "error": True}
+        self.timing.add(self.name, self.kind, self.began, perf_counter(), attributes)
+
+
+_NOOP: AbstractContextManager[None] = nullcontext()
+
+
+def span(name: str, kind: str, attributes: Mapping[str, Any] | None = None) -> AbstractContextManager[Any]:
+    """A tool call's or a sandbox run's span, in the current timing (nothing when there is none)."""
+    timing = CURRENT.get()
+    if timing is None:
+        return _NOOP
+    return _ToolSpan(timing, name, kind, dict(attributes) if attributes else None)
+
+
+@contextmanager
+def waiting(pool: str) -> Iterator[None]:
+    """The block is a wait for ``pool`` (one that did not go through fairness/share.py)."""
+    timing = CURRENT.get()
+    began = perf_counter()
+    try:
+        yield
+    finally:
+        if timing is not None:
+            timing.waited(pool, began, perf_counter())
+
+
+__all__ = ["CURRENT", "MAX_SPANS", "Timing", "begin", "current", "end", "note_replica", "readable", "span",
+           "waiting"]
