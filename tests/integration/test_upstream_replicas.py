@@ -182,7 +182,12 @@ async def test_a_hot_shared_prefix_keeps_every_replica_near_the_mean(fleet: Flee
 
 
 async def test_metrics_and_console_show_each_replica(fleet: Fleet, http: aiohttp.ClientSession) -> None:
-    await create(http, input="seen")
+    seen = await create(http, input="seen")
+    async with http.get(f"/console/logs/{seen['id']}") as answer:  # its stored timing names the replica it went to
+        shown = await answer.text()
+    assert answer.status == 200
+    named = re.search(r'data-fact="replica">([^<]+)<', shown)
+    assert named is not None and named[1] in {replica.endpoint for replica in fleet.replicas}
     async with http.get("/metrics") as answer:
         text = await answer.text()
     for replica in fleet.replicas:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from ..observability.timing import note_replica
 from .prefix import PrefixIndex
 from .series import Series
 
@@ -159,6 +160,7 @@ class Picked:
         self._chain = chain
         self._ended = False
         self.listed = ""  # through Envoy: the endpoint header's value, this replica then the others (address.py)
+        note_replica(replica.key)  # the request's stored timing names it (the last one picked: where it was served)
 
     def done(self, outcome: str = OK, *, why: str = "", prompt_tokens: int = 0, cached_tokens: int = 0) -> None:
         """The call ended: ``ok`` (an answer came, a 500 included), ``connect_failed`` (refused before any byte
