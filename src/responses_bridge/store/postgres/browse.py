@@ -62,8 +62,8 @@ class PostgresResponseBrowser:
             rows = [(str(row[0]), int(row[1])) for row in await conn.fetch(text, *values)]
         return rows, trim_page(rows, limit)
 
-    async def usage_sums(self, *, tenant: str, since: int, step: int) -> list[UsageSum]:
-        text, values = numbered(USAGE_SUMS, {"tenant": tenant, "since": since, "step": step})
+    async def usage_sums(self, *, tenant: str, since_hour: int) -> list[UsageSum]:
+        text, values = numbered(USAGE_SUMS, {"tenant": tenant, "since_hour": since_hour})
         async with self.db.acquire("browse_usage") as conn:
             rows = await conn.fetch(text, *values)
         return [usage_sum(tuple(row)) for row in rows]

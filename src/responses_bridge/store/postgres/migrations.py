@@ -322,9 +322,11 @@ MIGRATIONS.append((35, [  # as SQLite's 36: the console's Logs sorted by latency
 
 MIGRATIONS.append((36, [  # as SQLite's 37: Usage's columns (store/usage_columns.py) and the API key's id, filled in
     "ALTER TABLE responses ADD COLUMN input_tokens bigint, ADD COLUMN cached_tokens bigint, "
-    "ADD COLUMN output_tokens bigint, ADD COLUMN total_tokens bigint, ADD COLUMN api_key_id text",
+    "ADD COLUMN output_tokens bigint, ADD COLUMN total_tokens bigint, ADD COLUMN api_key_id text, "
+    "ADD COLUMN usage_hour bigint",
+    "UPDATE responses SET usage_hour = created_at / 3600",
     POSTGRES_USAGE_BACKFILL,
-    "CREATE INDEX responses_usage ON responses (tenant, created_at) INCLUDE (model, api_key_id, input_tokens, "
+    "CREATE INDEX responses_usage ON responses (tenant, usage_hour, model, api_key_id) INCLUDE (input_tokens, "
     "cached_tokens, output_tokens, total_tokens)",
 ]))
 

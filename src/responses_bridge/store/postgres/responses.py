@@ -34,15 +34,16 @@ if TYPE_CHECKING:
 # The upsert applies only to the tenant's own row: an id held by another tenant returns no row.
 _UPSERT = """
 INSERT INTO responses AS r (id, tenant, created_at, status, model, previous_response_id, response, ttft_ms,
-                            latency_ms, timing, input_tokens, cached_tokens, output_tokens, total_tokens, api_key_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                            latency_ms, timing, input_tokens, cached_tokens, output_tokens, total_tokens, api_key_id,
+                            usage_hour)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 ON CONFLICT (id) DO UPDATE SET
     created_at = excluded.created_at, status = excluded.status, model = excluded.model,
     previous_response_id = excluded.previous_response_id, response = excluded.response,
     ttft_ms = excluded.ttft_ms, latency_ms = excluded.latency_ms, timing = excluded.timing,
     input_tokens = excluded.input_tokens, cached_tokens = excluded.cached_tokens,
     output_tokens = excluded.output_tokens, total_tokens = excluded.total_tokens,
-    api_key_id = coalesce(excluded.api_key_id, r.api_key_id)
+    api_key_id = coalesce(excluded.api_key_id, r.api_key_id), usage_hour = excluded.usage_hour
 WHERE r.tenant = excluded.tenant
 RETURNING id
 """
@@ -153,7 +154,7 @@ class PostgresResponseStore:
             stored = await conn.fetchval(_UPSERT, response_id, tenant, created, response.get("status"),
                                          response.get("model"), response.get("previous_response_id"), blob,
                                          *timing_columns(timing), *usage_columns(response),
-                                         CALLER_KEY_ID.get() if key_id is None else key_id)
+                                         CALLER_KEY_ID.get() if key_id is None else key_id, created // 3600)
             if stored is None:
                 raise ResponseIdTaken(response_id)
             # the fence: after the upsert, which holds the response row's lock, as a sweep ending the run takes it

@@ -117,9 +117,9 @@ class SQLiteResponseBrowser:
                 f"SELECT r.id, length(r.response) FROM responses AS r {tail}", params)]
         return rows, trim_page(rows, limit)
 
-    async def usage_sums(self, *, tenant: str, since: int, step: int) -> list[UsageSum]:
+    async def usage_sums(self, *, tenant: str, since_hour: int) -> list[UsageSum]:
         async with self._reading("browse_usage") as conn:
-            rows = await conn.execute_fetchall(USAGE_SUMS, {"tenant": tenant, "since": since, "step": step})
+            rows = await conn.execute_fetchall(USAGE_SUMS, {"tenant": tenant, "since_hour": since_hour})
         return [usage_sum(row) for row in rows]
 
     async def response_times(self, response_ids: Sequence[str], *,

@@ -151,13 +151,15 @@ async def usage(store: ResponseStore, tenants: list[str], window: str, *, by_ten
     per_tenant: list[Bar] = []
     shown.cut_short = len(tenants) > TENANTS_COUNTED
     for tenant in tenants[:TENANTS_COUNTED]:
-        groups = await store.browser.usage_sums(tenant=tenant, since=start, step=step)
+        groups = await store.browser.usage_sums(tenant=tenant, since_hour=start // 3600)  # a bar starts on an hour
         shown.totals.extend(totals(tenant, summed(groups), prices))
         for key in sorted({group.key_id or NO_KEY for group in groups}):
             shown.key_totals.extend(totals(tenant, summed(groups, key), prices, key))
-        by_model.extend((group.bucket, group.model, group.requests, group.total_tokens) for group in groups)
+        by_model.extend(((group.hour * 3600 - start) // step, group.model, group.requests, group.total_tokens)
+                        for group in groups)
         if by_tenant:
-            per_tenant.extend((group.bucket, tenant, group.requests, group.total_tokens) for group in groups)
+            per_tenant.extend(((group.hour * 3600 - start) // step, tenant, group.requests, group.total_tokens)
+                              for group in groups)
         shown.counted += sum(group.requests for group in groups)
     buckets = [start + step * n for n in range(span // step)]
     shown.charts.append(chart("Requests by model", by_model, buckets, label, tokens=False))
