@@ -218,7 +218,7 @@ def parsed_usage(responses: list[dict[str, Any]], prices: Prices) -> dict[str, t
 
 async def test_usage_sums_in_the_database_equal_the_parsed_responses_by_model_and_key(stores: Stores) -> None:
     from responses_bridge.adapters.http.console import usage as usage_page
-    from responses_bridge.store.usage_columns import CALLER_KEY_ID
+    from responses_bridge.store.timings import CALLER_KEY_ID
 
     prices = Prices({"gpt-4o": ModelPrice(input=Decimal("2.5"), cached_input=Decimal("1.25"), output=Decimal("10")),
                      "mini*": ModelPrice(input=Decimal("0.15"), output=Decimal("0.6"))})
@@ -273,7 +273,7 @@ async def test_usage_sums_in_the_database_equal_the_parsed_responses_by_model_an
 
 
 async def test_the_migration_fills_usage_columns_as_a_save_does(stores: Stores) -> None:
-    from responses_bridge.store.usage_columns import POSTGRES_USAGE_BACKFILL, SQLITE_USAGE_BACKFILL, usage_columns
+    from responses_bridge.store.timings import POSTGRES_USAGE_BACKFILL, SQLITE_USAGE_BACKFILL, usage_columns
 
     saved: dict[str, tuple[Any, ...]] = {}
     for n, usage in enumerate([*USAGES, {"input_tokens": 2}, {"prompt_tokens": 4, "completion_tokens": 1,

@@ -100,7 +100,7 @@ class ResponseStore(Protocol):
 
         ``key_id``: the id of the API key that made the response (as ``keys list`` shows it; never the key), kept
         in its row for the console's Logs filter and Usage by key; None when no key resolved the caller. The
-        response's usage is kept in columns too (store/usage_columns.py), for Usage's sums."""
+        response's usage is kept in columns too (store/timings.py), for Usage's sums."""
 
     async def get_response(self, response_id: str, *, tenant: str) -> dict[str, Any] | None:
         """The stored Response object; None if unknown or not ``tenant``'s."""

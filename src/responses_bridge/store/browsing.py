@@ -82,7 +82,7 @@ class ResponseBrowser(Protocol):
     async def usage_sums(self, *, tenant: str, since_hour: int) -> list[UsageSum]:
         """``tenant``'s responses created in hour ``since_hour`` (Unix hours: ``created_at // 3600``) or later,
         summed by hour, model and API key id, in one ``GROUP BY`` walking the usage index in its own order (its
-        columns: store/usage_columns.py; no sort, no JSON read): the console's Usage, which folds hours into its
+        columns: store/timings.py; no sort, no JSON read): the console's Usage, which folds hours into its
         bars. A model stored empty is named ``?``."""
 
     async def response_times(self, response_ids: Sequence[str], *,

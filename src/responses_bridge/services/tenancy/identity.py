@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from ...protocol.errors import APIError
 from ...store.base import DEFAULT_TENANT
-from ...store.usage_columns import CALLER_KEY_ID
+from ...store.timings import CALLER_KEY_ID
 
 if TYPE_CHECKING:
     from ...config.settings import Settings

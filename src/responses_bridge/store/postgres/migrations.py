@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 Migration = tuple[int, Sequence[str]]
 
-from ..usage_columns import POSTGRES_USAGE_BACKFILL  # noqa: E402
+from ..timings import POSTGRES_USAGE_BACKFILL  # noqa: E402
 from .agents.agent_schema import (  # noqa: E402
     AGENT_TABLES,
     AUTOMATION_BOUND_TABLES,
@@ -320,7 +320,7 @@ MIGRATIONS.append((35, [  # as SQLite's 36: the console's Logs sorted by latency
     "CREATE INDEX responses_by_ttft ON responses (tenant, ttft_ms, id)",
 ]))
 
-MIGRATIONS.append((36, [  # as SQLite's 37: Usage's columns (store/usage_columns.py) and the API key's id, filled in
+MIGRATIONS.append((36, [  # as SQLite's 37: Usage's columns (store/timings.py) and the API key's id, filled in
     "ALTER TABLE responses ADD COLUMN input_tokens bigint, ADD COLUMN cached_tokens bigint, "
     "ADD COLUMN output_tokens bigint, ADD COLUMN total_tokens bigint, ADD COLUMN api_key_id text, "
     "ADD COLUMN usage_hour bigint",

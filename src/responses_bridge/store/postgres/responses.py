@@ -21,8 +21,7 @@ from ...fairness.memory_charge import reserve_loading, reserve_references, reser
 from ..items import MAX_CHAIN_DEPTH, item_rows
 from ..listing import bounds, responses_page, trim_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponseIdTaken, ResponsePage, check_page_args, item_page
-from ..timings import timing_columns
-from ..usage_columns import CALLER_KEY_ID, usage_columns
+from ..timings import CALLER_KEY_ID, timing_columns, usage_columns
 from .browse import PostgresResponseBrowser
 from .database import PostgresDatabase
 from .sql import check_lease, columns, numbered, page_bounds, pg_texts, resolve_keys

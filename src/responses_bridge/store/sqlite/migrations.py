@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-from ..usage_columns import SQLITE_USAGE_BACKFILL
+from ..timings import SQLITE_USAGE_BACKFILL
 from .agents.agent_schema import (
     AGENT_TABLES,
     AUTOMATION_BOUND_TABLES,
@@ -401,7 +401,7 @@ MIGRATIONS: list[Migration] = [
     (
         37,
         [
-            # What the console's Usage sums, in columns written at save time (store/usage_columns.py): its totals
+            # What the console's Usage sums, in columns written at save time (store/timings.py): its totals
             # by model, tenant and API key become GROUP BY statements over the window instead of parsing every
             # stored response of it; and the id of the API key that made each response (never the key), which the
             # Logs filter on. The index covers them all, led by the tenant and the hour (Usage groups by hour, model and

@@ -15,8 +15,7 @@ import orjson
 
 from ..items import ItemRow, item_rows
 from ..records import LeaseLost, ResponseIdTaken
-from ..timings import timing_columns
-from ..usage_columns import usage_columns
+from ..timings import timing_columns, usage_columns
 
 # An existing id is only replaced when it is the same tenant's (the WHERE of DO UPDATE): otherwise nothing
 # changes and the statement reports no row, which _write_one turns into ResponseIdTaken.

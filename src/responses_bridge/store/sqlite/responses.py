@@ -32,7 +32,7 @@ from .. import metrics
 from ..items import MAX_CHAIN_DEPTH
 from ..listing import bounds, responses_page, trim_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponsePage, check_page_args, item_page
-from ..usage_columns import CALLER_KEY_ID
+from ..timings import CALLER_KEY_ID
 from .browse import SQLiteResponseBrowser
 from .cursors import METADATA_JOIN, resolve_keys
 from .db_thread import on_db_thread as _on_db_thread

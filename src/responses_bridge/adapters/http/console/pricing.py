@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from ....config.console import ModelPrice
-from ....store.usage_columns import counted_tokens
+from ....store.timings import counted_tokens
 
 MILLION = Decimal(1_000_000)
 SHOWN = Decimal("0.000001")
@@ -51,7 +51,7 @@ class Prices:
 
 def tokens(usage: dict[str, Any]) -> tuple[int, int, int] | None:
     """``(uncached input, cached input, output)`` tokens of a usage object, None when it counts none: the store's
-    own count (store/usage_columns.py), so a response's spend here and its columns summed by Usage agree."""
+    own count (store/timings.py), so a response's spend here and its columns summed by Usage agree."""
     return counted_tokens(usage)
 
 

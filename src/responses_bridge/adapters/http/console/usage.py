@@ -3,7 +3,7 @@ and the window's totals by tenant and model in tokens and, where the model has a
 same totals the page's CSV export writes.
 
 Summed in the database (store/browsing.py's ``usage_sums``): one ``GROUP BY`` a tenant over its usage index, by
-bucket of the chart, model and API key, from columns written when each response was stored (store/usage_columns.py)
+bucket of the chart, model and API key, from columns written when each response was stored (store/timings.py)
 — no stored response is parsed, so every response of the window counts and a page costs a few milliseconds at
 100,000 stored responses (it parsed up to 5,000 a tenant before: 89 ms). Totals by API key are its key's id (as
 ``keys list`` shows it), never the key; responses no key made (an open door) are under "(no key)". A chart is
