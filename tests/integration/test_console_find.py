@@ -304,3 +304,30 @@ async def test_the_logs_show_each_responses_timing_and_sort_by_it(browser: Any, 
     ttfts = await page.locator("#responses td.ttft").all_inner_texts()
     assert any(cell.endswith(" ms") for cell in ttfts)
     await page.context.close()
+
+
+async def test_each_response_records_its_keys_id_through_both_doors_for_the_logs_filter_and_usage_by_key(
+        browser: Any, stack: Stack) -> None:
+    from responses_bridge.store.keys import parse
+
+    alpha_key, bravo_key = (parse(stack.keys[who]) for who in (ALPHA, BRAVO))
+    assert alpha_key is not None and bravo_key is not None
+    alpha_id, bravo_id = alpha_key[0], bravo_key[0]
+    by_envoy = await stack.sdk(ALPHA, "envoy").responses.create(model=MODEL, input="a keyed question via envoy")
+    by_http = await stack.sdk(ALPHA).responses.create(model=MODEL, input="a keyed question via the http door")
+    page = await signed_in(browser, stack, ALPHA)
+    await page.goto(f"{stack.url}/console/logs?key={quote(alpha_id)}")
+    shown = set(await listed(page))
+    assert {by_envoy.id, by_http.id, stack.made["refused"], stack.made["kestrel"]} <= shown
+    assert stack.made["bravo"] not in shown
+    await page.goto(f"{stack.url}/console/logs?key={quote(bravo_id)}")  # another tenant's key: nothing of alpha's
+    assert await listed(page) == []
+    await page.goto(f"{stack.url}/console/usage")
+    row = page.locator(f"#by-key tr[data-key='{alpha_id}']")
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {stack.keys[ALPHA]}"}) as http, \
+            http.get(f"{stack.url}/v1/responses", params={"limit": "100"}) as answer:
+        stored = (await answer.json())["data"]
+    assert int(await row.locator("td").nth(1).inner_text()) == len(stored)  # every one of alpha's made by its key
+    assert await page.locator(f"#by-key tr[data-key='{bravo_id}']").count() == 0
+    assert stack.keys[ALPHA] not in await page.content()  # the key's id, never the key
+    await page.context.close()

@@ -181,3 +181,120 @@ def test_a_running_responses_pieces_are_its_text_masked_until_it_ends() -> None:
     assert texts[0] == "Hello " and "abcdefghijklmnop" not in texts[1] and not ended
     assert pieces(frame("response.refusal.delta", delta="no") + frame("response.completed", response={})) == (
         ["no"], True)
+
+
+USAGES: list[Any] = [
+    {"input_tokens": 120, "input_tokens_details": {"cached_tokens": 20}, "output_tokens": 30, "total_tokens": 150},
+    {"prompt_tokens": 7, "prompt_tokens_details": {"cached_tokens": 9}, "completion_tokens": 2},  # cached > input
+    {"input_tokens": 5, "output_tokens": None, "total_tokens": 5},  # counts none: a request, never priced
+    {"input_tokens": 3, "input_tokens_details": "odd", "output_tokens": 4, "total_tokens": 7},
+    None,  # no usage at all (a failed response)
+    {"input_tokens": 1_000_003, "input_tokens_details": {"cached_tokens": 999_999}, "output_tokens": 77_777,
+     "total_tokens": 1_077_780},
+]
+
+
+def parsed_usage(responses: list[dict[str, Any]], prices: Prices) -> dict[str, tuple[Any, ...]]:
+    """Usage's totals by model as the page counted them before its columns: each stored response parsed, its
+    tokens counted by pricing.tokens(), each priced response's spend summed (the control the SQL sums must equal)."""
+    found: dict[str, list[Any]] = {}
+    for response in responses:
+        usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
+        total = usage.get("total_tokens") if isinstance(usage.get("total_tokens"), int) else 0
+        into = found.setdefault(str(response.get("model") or "?"), [0, 0, 0, 0, 0, 0, None])
+        counted = tokens(usage)
+        into[0] += 1
+        into[4] += total
+        if counted is None:
+            into[5] += 1
+            continue
+        for n, value in enumerate(counted, start=1):
+            into[n] += value
+        spent = prices.spend(str(response.get("model")), usage)
+        if spent is not None:
+            into[6] = (into[6] or Decimal(0)) + spent
+    return {model: tuple(sums) for model, sums in found.items()}
+
+
+async def test_usage_sums_in_the_database_equal_the_parsed_responses_by_model_and_key(stores: Stores) -> None:
+    from responses_bridge.adapters.http.console import usage as usage_page
+    from responses_bridge.store.timings import CALLER_KEY_ID
+
+    prices = Prices({"gpt-4o": ModelPrice(input=Decimal("2.5"), cached_input=Decimal("1.25"), output=Decimal("10")),
+                     "mini*": ModelPrice(input=Decimal("0.15"), output=Decimal("0.6"))})
+    now = int(__import__("time").time())
+    mine: list[dict[str, Any]] = []
+    for n in range(24):
+        response = answer(f"use_{n}", "x", created=now - 60 * n)
+        response["model"] = ("gpt-4o", "mini-2", "free-model", "")[n % 4]
+        usage = USAGES[n % len(USAGES)]
+        if usage is None:
+            response.pop("usage", None)
+        else:
+            response["usage"] = usage
+        mine.append(response)
+        if n % 3 == 0:  # made with key_1, as the identity says it (a context variable: no argument passed)
+            made = CALLER_KEY_ID.set("key_1")
+            try:
+                await stores.responses.save_response(response, [], tenant=A)
+            finally:
+                CALLER_KEY_ID.reset(made)
+        else:
+            await stores.responses.save_response(response, [], tenant=A, key_id="key_2" if n % 3 == 1 else None)
+    theirs = answer("use_theirs", "x", created=now)
+    theirs["usage"] = USAGES[0]
+    await stores.responses.save_response(theirs, [], tenant=B, key_id="key_1")  # another tenant's, same key id
+    old = answer("use_old", "x", created=now - 2 * 86400)  # outside the day's window
+    old["usage"] = USAGES[0]
+    await stores.responses.save_response(old, [], tenant=A, key_id="key_1")
+
+    shown = await usage_page.usage(stores.responses, [A], "24h", by_tenant=False, prices=prices)
+    expected = parsed_usage(mine, prices)
+    assert {total.model: (total.requests, total.input_tokens, total.cached_tokens, total.output_tokens,
+                          total.total_tokens, total.unpriced if total.spend is not None else 0, total.spend)
+            for total in shown.totals} == {
+        model: (*sums[:5], sums[5] if sums[6] is not None else 0, sums[6]) for model, sums in expected.items()}
+    assert shown.counted == 24 and not shown.cut_short
+    assert sum(series.requests for series in shown.charts[0].series) == 24
+    by_key = {total.key: total for total in shown.by("key")}
+    assert set(by_key) == {"key_1", "key_2", usage_page.NO_KEY}
+    assert [by_key[key].requests for key in ("key_1", "key_2", usage_page.NO_KEY)] == [8, 8, 8]
+    assert by_key["key_1"].spend == sum((value for value in (
+        prices.spend(str(response["model"]), response.get("usage")) for response in mine[::3]) if value is not None),
+        Decimal(0))
+    assert sum((total.spend or Decimal(0) for total in by_key.values()), Decimal(0)) == shown.spend
+
+    browser: ResponseBrowser = stores.responses.browser
+    keyed, _ = await browser.response_sizes(tenant=A, after=None, where=ResponseFilter(key_id="key_1"), limit=50)
+    assert {name for name, _ in keyed} == {"use_old", *(f"use_{n}" for n in range(0, 24, 3))}
+    assert await browser.count_responses(tenant=B, where=ResponseFilter(key_id="key_2"), cap=10) == 0
+    page = await logs.log_page(browser, A, logs.Filters(key="key_2"), None)
+    assert {row.id for row in page.rows} == {f"use_{n}" for n in range(1, 24, 3)}
+
+
+async def test_the_migration_fills_usage_columns_as_a_save_does(stores: Stores) -> None:
+    from responses_bridge.store.timings import POSTGRES_USAGE_BACKFILL, SQLITE_USAGE_BACKFILL, usage_columns
+
+    saved: dict[str, tuple[Any, ...]] = {}
+    for n, usage in enumerate([*USAGES, {"input_tokens": 2}, {"prompt_tokens": 4, "completion_tokens": 1,
+                                                              "input_tokens_details": {"cached_tokens": 3}}]):
+        response = answer(f"fill_{n}", "x", created=1000 + n)
+        response["usage"] = usage
+        await stores.responses.save_response(response, [], tenant=A)
+        saved[response["id"]] = usage_columns(response)
+    columns = "input_tokens, cached_tokens, output_tokens, coalesce(total_tokens, 0)"
+    if stores.kind == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(stores.responses.path) as conn:
+            conn.execute("UPDATE responses SET input_tokens = NULL, cached_tokens = NULL, output_tokens = NULL, "
+                         "total_tokens = NULL")
+            conn.execute(SQLITE_USAGE_BACKFILL)
+            filled = {row[0]: tuple(row[1:]) for row in conn.execute(f"SELECT id, {columns} FROM responses")}
+    else:
+        async with stores.responses.db.transaction() as conn:
+            await conn.execute("UPDATE responses SET input_tokens = NULL, cached_tokens = NULL, "
+                               "output_tokens = NULL, total_tokens = NULL")
+            await conn.execute(POSTGRES_USAGE_BACKFILL)
+            filled = {row[0]: tuple(row[1:]) for row in await conn.fetch(f"SELECT id, {columns} FROM responses")}
+    assert filled == saved

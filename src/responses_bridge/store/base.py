@@ -80,7 +80,7 @@ class ResponseStore(Protocol):
 
     async def save_response(self, response: dict[str, Any], input_items: list[dict[str, Any]], *, tenant: str,
                             conversation_id: str | None = None, lease_owner: str | None = None,
-                            timing: Any = None) -> None:
+                            timing: Any = None, key_id: str | None = None) -> None:
         """Insert, or replace if the id exists (``in_progress`` -> ``completed``), response and items atomically.
 
         With ``lease_owner`` (a background run on a shared database), the save is fenced by the run's lease: it
@@ -96,7 +96,11 @@ class ResponseStore(Protocol):
 
         ``timing``: the response's timing document (observability/timing.py), a mapping kept in the same row (its
         ``ttft_ms`` and ``latency_ms`` as columns: store/timings.py) and gone with it; a save without one leaves the
-        row with none. (Typed ``Any``: the callers' ``**fence`` keyword dicts of strings would match a mapping.)"""
+        row with none. (Typed ``Any``: the callers' ``**fence`` keyword dicts of strings would match a mapping.)
+
+        ``key_id``: the id of the API key that made the response (as ``keys list`` shows it; never the key), kept
+        in its row for the console's Logs filter and Usage by key; None when no key resolved the caller. The
+        response's usage is kept in columns too (store/timings.py), for Usage's sums."""
 
     async def get_response(self, response_id: str, *, tenant: str) -> dict[str, Any] | None:
         """The stored Response object; None if unknown or not ``tenant``'s."""

@@ -15,7 +15,7 @@ Every call takes the tenant and matches it in its statements, as every store rea
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import orjson
 
@@ -25,6 +25,40 @@ LIKE_ESCAPE = "\\"
 SORTS = {"latency": "latency_ms", "ttft": "ttft_ms"}
 """The Logs' orders besides newest first: each a column of the row, in an index led by the tenant (SQLite
 migration 36, PostgreSQL 35)."""
+
+
+class UsageSum(NamedTuple):
+    """One group of :meth:`ResponseBrowser.usage_sums`: its requests, their tokens (uncached input, cached input,
+    output, and the usages' own totals) and how many of them counted no usage."""
+
+    hour: int  # Unix hours (created_at // 3600)
+    model: str
+    key_id: str | None
+    requests: int
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    total_tokens: int
+    no_usage: int
+
+
+USAGE_SUMS = """
+SELECT usage_hour, model, api_key_id, count(*),
+       coalesce(sum(input_tokens), 0), coalesce(sum(cached_tokens), 0), coalesce(sum(output_tokens), 0),
+       coalesce(sum(total_tokens), 0), count(*) - count(output_tokens)
+FROM responses WHERE tenant = :tenant AND usage_hour >= :since_hour
+GROUP BY usage_hour, model, api_key_id
+"""
+"""The statement of :meth:`ResponseBrowser.usage_sums` on both stores (``:name`` parameters): a range of the usage
+index (SQLite migration 37, PostgreSQL 36), led by the tenant then the hour, grouped in the index's own order (on
+SQLite grouping by a bucket computed from ``created_at`` sorted 100,000 entries in a temporary B-tree: 128 ms
+against 34 ms this way)."""
+
+
+def usage_sum(row: Sequence[object]) -> UsageSum:
+    hour, model, key_id, *counts = row
+    return UsageSum(int(str(hour)), str(model) if model else "?", None if key_id is None else str(key_id),
+                    *(int(str(count)) for count in counts))
 
 
 @runtime_checkable
@@ -44,6 +78,12 @@ class ResponseBrowser(Protocol):
         """``(id, stored bytes)`` of ``tenant``'s timed responses that ``where`` admits, slowest first by ``by``
         (one of :data:`SORTS`: its index, led by the tenant), from ``offset`` (bounded by the caller), at most
         ``limit``; and whether there are more."""
+
+    async def usage_sums(self, *, tenant: str, since_hour: int) -> list[UsageSum]:
+        """``tenant``'s responses created in hour ``since_hour`` (Unix hours: ``created_at // 3600``) or later,
+        summed by hour, model and API key id, in one ``GROUP BY`` walking the usage index in its own order (its
+        columns: store/timings.py; no sort, no JSON read): the console's Usage, which folds hours into its
+        bars. A model stored empty is named ``?``."""
 
     async def response_times(self, response_ids: Sequence[str], *,
                              tenant: str) -> dict[str, tuple[float | None, float | None]]:
@@ -125,7 +165,8 @@ def slowest_sql(where: ResponseFilter, by: str) -> tuple[str, dict[str, object]]
     params: dict[str, object] = {}
     for name, test, value in (("model", "r.model =", where.model), ("status", "r.status =", where.status),
                               ("created_before", "r.created_at <", where.created_before),
-                              ("created_after", "r.created_at >=", where.created_after)):
+                              ("created_after", "r.created_at >=", where.created_after),
+                              ("key_id", "r.api_key_id =", where.key_id)):
         if value is not None:
             conditions.append(f"{test} :{name}")
             params[name] = value

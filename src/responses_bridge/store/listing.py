@@ -99,7 +99,8 @@ def responses_page(tenant: str, where: ResponseFilter, page: Bounds, fetch: int,
     conditions = ["r.tenant = :tenant"]
     for name, test, value in (("model", "r.model =", where.model), ("status", "r.status =", where.status),
                               ("created_before", "r.created_at <", where.created_before),
-                              ("created_after", "r.created_at >=", where.created_after)):
+                              ("created_after", "r.created_at >=", where.created_after),
+                              ("key_id", "r.api_key_id =", where.key_id)):
         if value is not None:  # each filter given: one condition, one parameter of its own name
             conditions.append(f"{test} :{name}")
             params[name] = value

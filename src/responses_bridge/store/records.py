@@ -67,6 +67,7 @@ class ResponseFilter:
     metadata: tuple[tuple[str, str], ...] = ()
     created_before: int | None = None  # the console's time filter: a range of the listing index (unix seconds)
     created_after: int | None = None
+    key_id: str | None = None  # the console's Logs: responses made with one API key (its id, never the key)
 
 
 @dataclass(frozen=True, slots=True)

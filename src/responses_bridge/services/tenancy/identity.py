@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from ...protocol.errors import APIError
 from ...store.base import DEFAULT_TENANT
+from ...store.timings import CALLER_KEY_ID
 
 if TYPE_CHECKING:
     from ...config.settings import Settings
@@ -66,7 +67,9 @@ class Identity:
         return self.mode == "none"
 
     async def tenant(self, authorization: str | None, tenant_header: str | None) -> str:
-        """The caller's tenant from what the request carries, or the 401 that answers it."""
+        """The caller's tenant from what the request carries, or the 401 that answers it. The key's id, when a key
+        resolved it, becomes the request's :data:`CALLER_KEY_ID` (its responses are stored with it)."""
+        CALLER_KEY_ID.set(None)  # a connection's earlier request (the same task) made with a key is not this one's
         if self.mode == "keys":
             return await self.key_tenant(authorization)
         if self.mode == "header":
@@ -86,6 +89,7 @@ class Identity:
             raise REVOKED_KEY
         if not resolved.key.usable(int(time.time())):
             raise EXPIRED_KEY
+        CALLER_KEY_ID.set(resolved.key.id)
         return resolved.key.tenant
 
     def is_sidecar(self, value: str | None) -> bool:

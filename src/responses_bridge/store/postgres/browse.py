@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..browsing import slowest_sql
+from ..browsing import USAGE_SUMS, UsageSum, slowest_sql, usage_sum
 from ..listing import bound_params, bounds, page_sql, responses_page, trim_page
 from ..records import ResponseFilter
 from .database import PostgresDatabase
@@ -61,6 +61,12 @@ class PostgresResponseBrowser:
         async with self.db.acquire("browse_sorted") as conn:
             rows = [(str(row[0]), int(row[1])) for row in await conn.fetch(text, *values)]
         return rows, trim_page(rows, limit)
+
+    async def usage_sums(self, *, tenant: str, since_hour: int) -> list[UsageSum]:
+        text, values = numbered(USAGE_SUMS, {"tenant": tenant, "since_hour": since_hour})
+        async with self.db.acquire("browse_usage") as conn:
+            rows = await conn.fetch(text, *values)
+        return [usage_sum(tuple(row)) for row in rows]
 
     async def response_times(self, response_ids: Sequence[str], *,
                              tenant: str) -> dict[str, tuple[float | None, float | None]]:

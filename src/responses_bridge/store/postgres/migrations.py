@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 Migration = tuple[int, Sequence[str]]
 
+from ..timings import POSTGRES_USAGE_BACKFILL  # noqa: E402
 from .agents.agent_schema import (  # noqa: E402
     AGENT_TABLES,
     AUTOMATION_BOUND_TABLES,
@@ -317,6 +318,16 @@ MIGRATIONS.append((34, [  # as SQLite's 35: every response's and stored chat com
 MIGRATIONS.append((35, [  # as SQLite's 36: the console's Logs sorted by latency or time to first token, slowest first
     "CREATE INDEX responses_by_latency ON responses (tenant, latency_ms, id)",
     "CREATE INDEX responses_by_ttft ON responses (tenant, ttft_ms, id)",
+]))
+
+MIGRATIONS.append((36, [  # as SQLite's 37: Usage's columns (store/timings.py) and the API key's id, filled in
+    "ALTER TABLE responses ADD COLUMN input_tokens bigint, ADD COLUMN cached_tokens bigint, "
+    "ADD COLUMN output_tokens bigint, ADD COLUMN total_tokens bigint, ADD COLUMN api_key_id text, "
+    "ADD COLUMN usage_hour bigint",
+    "UPDATE responses SET usage_hour = created_at / 3600",
+    POSTGRES_USAGE_BACKFILL,
+    "CREATE INDEX responses_usage ON responses (tenant, usage_hour, model, api_key_id) INCLUDE (input_tokens, "
+    "cached_tokens, output_tokens, total_tokens)",
 ]))
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:

@@ -21,7 +21,7 @@ from ...fairness.memory_charge import reserve_loading, reserve_references, reser
 from ..items import MAX_CHAIN_DEPTH, item_rows
 from ..listing import bounds, responses_page, trim_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponseIdTaken, ResponsePage, check_page_args, item_page
-from ..timings import timing_columns
+from ..timings import CALLER_KEY_ID, timing_columns, usage_columns
 from .browse import PostgresResponseBrowser
 from .database import PostgresDatabase
 from .sql import check_lease, columns, numbered, page_bounds, pg_texts, resolve_keys
@@ -33,12 +33,16 @@ if TYPE_CHECKING:
 # The upsert applies only to the tenant's own row: an id held by another tenant returns no row.
 _UPSERT = """
 INSERT INTO responses AS r (id, tenant, created_at, status, model, previous_response_id, response, ttft_ms,
-                            latency_ms, timing)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                            latency_ms, timing, input_tokens, cached_tokens, output_tokens, total_tokens, api_key_id,
+                            usage_hour)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 ON CONFLICT (id) DO UPDATE SET
     created_at = excluded.created_at, status = excluded.status, model = excluded.model,
     previous_response_id = excluded.previous_response_id, response = excluded.response,
-    ttft_ms = excluded.ttft_ms, latency_ms = excluded.latency_ms, timing = excluded.timing
+    ttft_ms = excluded.ttft_ms, latency_ms = excluded.latency_ms, timing = excluded.timing,
+    input_tokens = excluded.input_tokens, cached_tokens = excluded.cached_tokens,
+    output_tokens = excluded.output_tokens, total_tokens = excluded.total_tokens,
+    api_key_id = coalesce(excluded.api_key_id, r.api_key_id), usage_hour = excluded.usage_hour
 WHERE r.tenant = excluded.tenant
 RETURNING id
 """
@@ -132,7 +136,7 @@ class PostgresResponseStore:
 
     async def save_response(self, response: dict[str, Any], input_items: list[dict[str, Any]], *, tenant: str,
                             conversation_id: str | None = None, lease_owner: str | None = None,
-                            timing: Any = None) -> None:
+                            timing: Any = None, key_id: str | None = None) -> None:
         try:
             response_id = response["id"]
         except KeyError:
@@ -148,7 +152,8 @@ class PostgresResponseStore:
         async with self.db.transaction("save") as conn:
             stored = await conn.fetchval(_UPSERT, response_id, tenant, created, response.get("status"),
                                          response.get("model"), response.get("previous_response_id"), blob,
-                                         *timing_columns(timing))
+                                         *timing_columns(timing), *usage_columns(response),
+                                         CALLER_KEY_ID.get() if key_id is None else key_id, created // 3600)
             if stored is None:
                 raise ResponseIdTaken(response_id)
             # the fence: after the upsert, which holds the response row's lock, as a sweep ending the run takes it

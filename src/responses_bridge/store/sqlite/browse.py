@@ -22,7 +22,7 @@ from typing import Protocol
 import aiosqlite
 
 from .. import metrics
-from ..browsing import LIKE_ESCAPE, like_pattern, slowest_sql
+from ..browsing import LIKE_ESCAPE, USAGE_SUMS, UsageSum, like_pattern, slowest_sql, usage_sum
 from ..listing import bound_params, bounds, page_sql, responses_page, trim_page
 from ..records import ResponseFilter
 from .cursors import METADATA_JOIN, resolve_keys
@@ -116,6 +116,11 @@ class SQLiteResponseBrowser:
             rows = [(str(row[0]), int(row[1])) for row in await conn.execute_fetchall(
                 f"SELECT r.id, length(r.response) FROM responses AS r {tail}", params)]
         return rows, trim_page(rows, limit)
+
+    async def usage_sums(self, *, tenant: str, since_hour: int) -> list[UsageSum]:
+        async with self._reading("browse_usage") as conn:
+            rows = await conn.execute_fetchall(USAGE_SUMS, {"tenant": tenant, "since_hour": since_hour})
+        return [usage_sum(row) for row in rows]
 
     async def response_times(self, response_ids: Sequence[str], *,
                              tenant: str) -> dict[str, tuple[float | None, float | None]]:

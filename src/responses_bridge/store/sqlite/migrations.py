@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import aiosqlite
 
+from ..timings import SQLITE_USAGE_BACKFILL
 from .agents.agent_schema import (
     AGENT_TABLES,
     AUTOMATION_BOUND_TABLES,
@@ -395,6 +396,27 @@ MIGRATIONS: list[Migration] = [
             # would be read through the JSON's overflow pages).
             "CREATE INDEX responses_by_latency ON responses(tenant, latency_ms, id)",
             "CREATE INDEX responses_by_ttft ON responses(tenant, ttft_ms, id)",
+        ],
+    ),
+    (
+        37,
+        [
+            # What the console's Usage sums, in columns written at save time (store/timings.py): its totals
+            # by model, tenant and API key become GROUP BY statements over the window instead of parsing every
+            # stored response of it; and the id of the API key that made each response (never the key), which the
+            # Logs filter on. The index covers them all, led by the tenant and the hour (Usage groups by hour, model and
+            # key in the index's order, no sort), so the sums read index entries only (a row's columns
+            # past its JSON would be read through the JSON's overflow pages).
+            "ALTER TABLE responses ADD COLUMN input_tokens INTEGER",
+            "ALTER TABLE responses ADD COLUMN cached_tokens INTEGER",
+            "ALTER TABLE responses ADD COLUMN output_tokens INTEGER",
+            "ALTER TABLE responses ADD COLUMN total_tokens INTEGER",
+            "ALTER TABLE responses ADD COLUMN api_key_id TEXT",
+            "ALTER TABLE responses ADD COLUMN usage_hour INTEGER",  # created_at // 3600: Usage groups in its order
+            "UPDATE responses SET usage_hour = created_at / 3600",
+            SQLITE_USAGE_BACKFILL,
+            "CREATE INDEX responses_usage ON responses(tenant, usage_hour, model, api_key_id, input_tokens, "
+            "cached_tokens, output_tokens, total_tokens)",
         ],
     ),
 ]

@@ -15,18 +15,21 @@ import orjson
 
 from ..items import ItemRow, item_rows
 from ..records import LeaseLost, ResponseIdTaken
-from ..timings import timing_columns
+from ..timings import timing_columns, usage_columns
 
 # An existing id is only replaced when it is the same tenant's (the WHERE of DO UPDATE): otherwise nothing
 # changes and the statement reports no row, which _write_one turns into ResponseIdTaken.
 _UPSERT_RESPONSE = """
 INSERT INTO responses (id, created_at, status, model, previous_response_id, response, tenant, ttft_ms, latency_ms,
-                       timing)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       timing, input_tokens, cached_tokens, output_tokens, total_tokens, api_key_id, usage_hour)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     created_at = excluded.created_at, status = excluded.status, model = excluded.model,
     previous_response_id = excluded.previous_response_id, response = excluded.response,
-    ttft_ms = excluded.ttft_ms, latency_ms = excluded.latency_ms, timing = excluded.timing
+    ttft_ms = excluded.ttft_ms, latency_ms = excluded.latency_ms, timing = excluded.timing,
+    input_tokens = excluded.input_tokens, cached_tokens = excluded.cached_tokens,
+    output_tokens = excluded.output_tokens, total_tokens = excluded.total_tokens,
+    api_key_id = coalesce(excluded.api_key_id, responses.api_key_id), usage_hour = excluded.usage_hour
 WHERE responses.tenant = excluded.tenant
 """
 
@@ -36,8 +39,8 @@ WHERE responses.tenant = excluded.tenant
 # background run saved again, a retried save) reports no row here and takes the upsert as before.
 _INSERT_NEW_RESPONSE = """
 INSERT INTO responses (id, created_at, status, model, previous_response_id, response, tenant, ttft_ms, latency_ms,
-                       timing)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       timing, input_tokens, cached_tokens, output_tokens, total_tokens, api_key_id, usage_hour)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO NOTHING
 """
 
@@ -86,21 +89,25 @@ class _Save:
 
 def _save_row(response: dict[str, Any], input_items: list[dict[str, Any]], conversation_id: str | None,
               done: asyncio.Future[None], tenant: str, lease_owner: str | None = None,
-              timing: Mapping[str, Any] | None = None) -> _Save:
+              timing: Mapping[str, Any] | None = None, key_id: str | None = None) -> _Save:
     try:
         response_id = response["id"]
     except KeyError:
         raise ValueError("cannot store a response without an 'id'") from None
     created_at = response.get("created_at")
+    created = int(created_at) if created_at is not None else int(time.time())
     columns = (
         response_id,
-        int(created_at) if created_at is not None else int(time.time()),
+        created,
         response.get("status"),
         response.get("model"),
         response.get("previous_response_id"),
         orjson.dumps(response),
         tenant,
         *timing_columns(timing),
+        *usage_columns(response),
+        key_id,
+        created // 3600,
     )
     metadata = response.get("metadata")
     pairs = ([(key, value) for key, value in metadata.items() if isinstance(key, str) and isinstance(value, str)]

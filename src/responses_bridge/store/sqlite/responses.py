@@ -32,6 +32,7 @@ from .. import metrics
 from ..items import MAX_CHAIN_DEPTH
 from ..listing import bounds, responses_page, trim_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponsePage, check_page_args, item_page
+from ..timings import CALLER_KEY_ID
 from .browse import SQLiteResponseBrowser
 from .cursors import METADATA_JOIN, resolve_keys
 from .db_thread import on_db_thread as _on_db_thread
@@ -293,7 +294,7 @@ class SQLiteResponseStore:
 
     async def save_response(self, response: dict[str, Any], input_items: list[dict[str, Any]], *, tenant: str,
                             conversation_id: str | None = None, lease_owner: str | None = None,
-                            timing: Any = None) -> None:
+                            timing: Any = None, key_id: str | None = None) -> None:
         """Queue the write and wait until its transaction commits.
 
         Saves that arrive while a transaction is running are committed together in the next one (group
@@ -304,9 +305,11 @@ class SQLiteResponseStore:
         ``lease_owner``: the fence of a background run's saves (``ResponseStore.save_response``).
         """
         self._require_open()
+        if key_id is None:
+            key_id = CALLER_KEY_ID.get()
         with metrics.timed("save"):
             save = _save_row(response, input_items, conversation_id, asyncio.get_running_loop().create_future(),
-                             tenant, lease_owner, timing)
+                             tenant, lease_owner, timing, key_id)
             save.token = self._wait_begins()
             self._pending.append(save)
             if self._flusher is None or self._flusher.done():

@@ -2,7 +2,8 @@
 
 Two kinds of filter. Those an index holds are conditions of the listing statement, as the API's ``GET
 /v1/responses`` has them: the model, the status, a time range (the listing index led by the tenant), a metadata
-key and value (its own index, migration 10). The others are looked for by the database in the stored JSON, in the
+key and value (its own index, migration 10), the API key's id that made the response (a column, SQLite migration 37).
+The others are looked for by the database in the stored JSON, in the
 same bounded stretches as the text search (logs.py): the text, anywhere in the response or its input items; a
 tool's name, a ``user``/``safety_identifier``, a conversation's id, an error's code, each as a whole JSON string
 (``"conv_1"``, never the inside of a longer one), then checked against the field it names once the row is read to
@@ -49,6 +50,7 @@ class Filters:
     start: str = ""  # the time range's ends (UTC): from, inclusive …
     end: str = ""  # … to, exclusive
     sort: str = ""  # one of SORTS (slowest first), or "": newest first
+    key: str = ""  # an API key's id (as ``keys list`` shows it): the responses made with it (a column of the row)
 
     @classmethod
     def of(cls, query: Any) -> Filters:
@@ -73,7 +75,8 @@ class Filters:
         return ResponseFilter(model=self.model or None, status=self.status or None,
                               metadata=((key.strip(), value.strip()),) if self.meta else (),
                               created_after=max(after) if after else None,
-                              created_before=_when(self.end) if self.end else None)
+                              created_before=_when(self.end) if self.end else None,
+                              key_id=self.key or None)
 
     def needles(self) -> list[str]:
         """What the database looks for in each response's stored JSON (the text in its input items too: see

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from ....config.console import ModelPrice
+from ....store.timings import counted_tokens
 
 MILLION = Decimal(1_000_000)
 SHOWN = Decimal("0.000001")
@@ -49,16 +50,9 @@ class Prices:
 
 
 def tokens(usage: dict[str, Any]) -> tuple[int, int, int] | None:
-    """``(uncached input, cached input, output)`` tokens of a usage object (the Responses API's names, or Chat
-    Completions' ``prompt_tokens``/``completion_tokens``), None when it counts none."""
-    given = usage.get("input_tokens", usage.get("prompt_tokens"))
-    output = usage.get("output_tokens", usage.get("completion_tokens"))
-    if not isinstance(given, int) or not isinstance(output, int):
-        return None
-    details = usage.get("input_tokens_details", usage.get("prompt_tokens_details"))
-    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
-    cached = min(max(cached, 0), given) if isinstance(cached, int) else 0
-    return given - cached, cached, output
+    """``(uncached input, cached input, output)`` tokens of a usage object, None when it counts none: the store's
+    own count (store/timings.py), so a response's spend here and its columns summed by Usage agree."""
+    return counted_tokens(usage)
 
 
 def money(amount: Decimal | None) -> str:
