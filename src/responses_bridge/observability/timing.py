@@ -118,6 +118,15 @@ class Timing:
             self.first_token = ended
         self.model_call(began, self.headers, self.first_byte, self.first_token, ended, facts, (0, output), failed)
 
+    def run_ended(self, translator: Any) -> None:
+        """The run is about to store its response (``translator``: its engine translator): the call Envoy made
+        ends here (the ext_proc door), else the driver's last call, whose JSON answer is translated only now."""
+        output = len(translator.response["output"])
+        if self.called is not None:
+            self.watched_call(translator.call_facts(), output, translator.upstream_failed)
+        else:
+            self.settle(output, translator.call_facts)
+
     def settle(self, output: int, facts: Callable[[], Facts]) -> None:
         """The response was completed (its last call's answer read): a last model call whose answer came whole
         (a JSON answer, translated only now) gets its output range, its first output (when the answer ended) and

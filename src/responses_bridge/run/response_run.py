@@ -28,8 +28,7 @@ must deliver: every failure becomes an OpenAI-shaped error or a ``response.faile
 hangs and never sees raw chat chunks. The response is persisted *before* its terminal bytes are returned, so a
 client that saw ``response.completed`` can always retrieve it.
 
-Driven by the HTTP door, WebSocket mode, the ext_proc door (Envoy making the upstream call) and background runs;
-the upstream calls the sidecar makes itself go through :class:`~responses_bridge.run.upstream.UpstreamClient`.
+Driven by both doors (Envoy makes the ext_proc door's calls), WebSocket mode and background runs (run/upstream.py).
 """
 
 from __future__ import annotations
@@ -359,10 +358,7 @@ class ResponseRun:
 
     def call_attributes(self) -> dict[str, Any]:
         translator = self.translator
-        if translator is None:
-            return {}
-        model, usage, finish_reason = translator.call_facts()
-        return gen_ai.model_call(model, usage, finish_reason, translator.response_id)
+        return {} if translator is None else gen_ai.model_call(*translator.call_facts(), translator.response_id)
 
     def release(self) -> None:
         """The run stops with nothing more to store (a background response deleted while it ran): free what
@@ -492,13 +488,8 @@ class ResponseRun:
 
     async def _persist(self) -> bool:
         translator = self._begun()
-        clock = self.timing
-        if clock is not None:
-            if clock.called is not None:  # the call Envoy made for it (the ext_proc door) ended
-                clock.watched_call(translator.call_facts(), len(translator.response["output"]),
-                                   translator.upstream_failed)
-            else:  # the driver's last call: a JSON answer is translated only at the end
-                clock.settle(len(translator.response["output"]), translator.call_facts)
+        if self.timing is not None:
+            self.timing.run_ended(translator)
         if translator.compaction_turn:  # a compaction turn is never history: nothing to store, nothing to append
             return True
         conversation_id = self._conversation_id if translator.finished_turn else None

@@ -36,6 +36,7 @@ from ...process.periodic import Periodic
 from ...protocol.errors import APIError
 from ...store.base_batches import UNFINISHED, BatchStore, PendingLine, StoredBatch
 from ...store.owners import new_owner_id
+from ...store.timings import CALLER_KEY_ID
 from ..files.files import FileService
 from ..responses.kept_authorization import KeptAuthorization
 from .capacity import LineGate
@@ -172,6 +173,7 @@ class BatchRunner:
         # request's
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(batch_id=batch_id)
+        CALLER_KEY_ID.set(None)  # nor is the key that request was made with its lines' key (store/timings.py)
         batch = await self.store.claim(batch_id, self.owner, self._clock(), self.lease_seconds, force=force)
         if batch is None:
             return
