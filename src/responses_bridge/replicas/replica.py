@@ -9,17 +9,14 @@ connection or failed out, and counts the prompt tokens the backend said it had c
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from ..observability.timing import note_replica
 from .prefix import PrefixIndex
 from .series import Series
-
-if TYPE_CHECKING:
-    from .picker import ReplicaSet
 
 RECENT_HALF_LIFE = 30.0
 """Seconds over which a replica's count of recent picks halves: the window its share of the work is judged on."""
@@ -145,13 +142,24 @@ CONNECT_FAILED = "connect_failed"
 FAILED = "failed"
 
 
+class Ends(Protocol):
+    """What a :class:`Picked` reports to: its replica set (picker.py's ``ReplicaSet``), named by what it does so
+    this module needs nothing of the picker's."""
+
+    name: str
+
+    def ended(self, picked: Picked, outcome: str, why: str, prompt_tokens: int, cached_tokens: int) -> None: ...
+
+    def bind(self, chain: Iterable[str], replica: Replica) -> None: ...
+
+
 class Picked:
     """One call's replica. :attr:`url`: its base URL (ending in /v1); :attr:`endpoint`: its ``host:port``;
     :attr:`name`: the upstream's name. End it once with :meth:`done`."""
 
     __slots__ = ("_chain", "_ended", "_set", "endpoint", "listed", "name", "replica", "url")
 
-    def __init__(self, replica_set: ReplicaSet, replica: Replica, chain: tuple[str, ...]) -> None:
+    def __init__(self, replica_set: Ends, replica: Replica, chain: tuple[str, ...]) -> None:
         self._set = replica_set
         self.replica = replica
         self.name = replica_set.name
