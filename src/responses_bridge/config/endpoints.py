@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings
 
-from .upstreams import base_url
+from .upstreams import base_url, base_urls
 
 DEFAULT_HTTP_PORT = 8080
 DEFAULT_EXTPROC_PORT = 50051
@@ -67,16 +67,7 @@ class EndpointSettings(BaseSettings):
     @field_validator("upstream_urls")
     @classmethod
     def _check_upstream_urls(cls, value: list[str]) -> list[str]:
-        checked: list[str] = []
-        for index, url in enumerate(value):
-            try:
-                url = base_url(url)
-            except ValueError as exc:
-                raise ValueError(f"[{index}]: {exc}") from None
-            if url in checked:
-                raise ValueError(f"[{index}]: {url} is listed twice")
-            checked.append(url)
-        return checked
+        return base_urls(value)
 
     @field_validator("upstream_via")
     @classmethod

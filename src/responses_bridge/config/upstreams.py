@@ -100,16 +100,7 @@ class UpstreamSpec(BaseModel):
     @field_validator("urls")
     @classmethod
     def _check_urls(cls, value: list[str]) -> list[str]:
-        checked: list[str] = []
-        for index, url in enumerate(value):
-            try:
-                url = base_url(url)
-            except ValueError as exc:
-                raise ValueError(f"urls[{index}]: {exc}") from None
-            if url in checked:
-                raise ValueError(f"urls[{index}]: {url} is listed twice")
-            checked.append(url)
-        return checked
+        return base_urls(value, "urls")
 
     @model_validator(mode="after")
     def _replicas(self) -> UpstreamSpec:
@@ -141,6 +132,20 @@ def base_url(value: str) -> str:
     if not value.startswith(("http://", "https://")) or not value.split("://", 1)[1]:
         raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:8000/v1")
     return value
+
+
+def base_urls(value: list[str], key: str = "") -> list[str]:
+    """Replicas' base URLs (:func:`base_url` each), none twice; the ValueError names the position (``key[i]``)."""
+    checked: list[str] = []
+    for index, url in enumerate(value):
+        try:
+            url = base_url(url)
+        except ValueError as exc:
+            raise ValueError(f"{key}[{index}]: {exc}") from None
+        if url in checked:
+            raise ValueError(f"{key}[{index}]: {url} is listed twice")
+        checked.append(url)
+    return checked
 
 
 class ModelRoute(BaseModel):
