@@ -126,8 +126,9 @@ def test_a_console_path_is_returned_to() -> None:
 
 
 def timed(ttft_ms: float, latency_ms: float) -> list[Any]:
-    """A stored timing document (observability/timing.py's compact form): microseconds from arrival."""
-    return [2, round(ttft_ms * 1000), round(latency_ms * 1000), {}, None, None, [], 0]
+    """A stored timing document as observability/timing.py keeps it: ``[3, ttft ms, latency ms, origin, waits,
+    upstream, replica, spans, dropped]``."""
+    return [3, ttft_ms, latency_ms, 0.0, {}, None, None, [], 0]
 
 
 async def test_a_sorted_page_lists_the_slowest_first_with_their_times(stores: Stores) -> None:

@@ -300,7 +300,7 @@ def test_replica_settings_and_their_errors(monkeypatch: pytest.MonkeyPatch) -> N
     settings = load_settings(upstream="http://a/v1", upstream_urls=["http://a/v1", "http://b/v1"])
     assert settings.router().upstreams["default"].replica_urls() == ["http://a/v1", "http://b/v1"]
     problems = {
-        '[{"name": "r"}]': "give `url` (one server) or `urls`",
+        '[{"name": "r"}]': "upstreams[0].url is missing (required: base URL ending in /v1)",
         '[{"name": "r", "urls": ["http://a/v1", "a:1"]}]': "urls[1]: must be an http:// or https:// URL",
         '[{"name": "r", "urls": ["http://a/v1", "http://a/v1/"]}]': "is listed twice",
         '[{"name": "r", "url": "http://c/v1", "urls": ["http://a/v1", "http://b/v1"]}]': "is not one of `urls`",

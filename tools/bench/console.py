@@ -54,7 +54,7 @@ async def fill(path: str, total: int) -> None:
         for batch in range(0, total, 1000):
             await asyncio.gather(*(store.save_response(response(n, total, now), [
                 {"type": "message", "role": "user", "content": f"question {n}"}], tenant=DEFAULT_TENANT,
-                timing=[2, 1000 * (20 + n % 97), 1000 * (200 + n % 991), {}, None, None, [], 0])
+                timing=[3, 20 + n % 97, 200 + n % 991, 0.0, {}, None, None, [], 0])
                 for n in range(batch, min(total, batch + 1000))))
         print(f"stored {total} responses in {time.perf_counter() - started:.1f} s", flush=True)
 

@@ -49,7 +49,7 @@ class UpstreamSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(description="referenced by models[].upstream; also names its Envoy cluster")
-    url: str = Field(default="", description="base URL ending in /v1 (or give `urls`)")
+    url: str = Field(description="base URL ending in /v1")  # with `urls` alone: their first (_urls_alone)
     # Replicas of this backend (replicas/): several servers of the same models; each request goes to one of them.
     urls: list[str] = Field(default=[], description=(
         "several base URLs serving the same models (replicas): each request is sent to one, picked where its chain "
@@ -102,18 +102,22 @@ class UpstreamSpec(BaseModel):
     def _check_urls(cls, value: list[str]) -> list[str]:
         return base_urls(value, "urls")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _urls_alone(cls, data: Any) -> Any:
+        """``urls`` without ``url``: ``url`` reads as the first replica, so whatever reads ``url`` (the probe,
+        ``envoy-config``) finds one of them; neither given: ``url`` is missing, named as every missing key is."""
+        if isinstance(data, dict) and "url" not in data and isinstance(data.get("urls"), list) and data["urls"]:
+            return {**data, "url": data["urls"][0]}
+        return data
+
     @model_validator(mode="after")
     def _replicas(self) -> UpstreamSpec:
-        """``url`` alone is one replica, as always; ``urls`` lists every replica (``url`` then reads as the first,
-        so whatever reads ``url`` — the probe, ``envoy-config`` — finds one of them)."""
-        if not self.url and not self.urls:
-            raise ValueError("give `url` (one server) or `urls` (replicas serving the same models)")
+        """``url`` alone is one replica, as always; ``urls`` lists every replica."""
         if self.url and self.urls and self.url not in self.urls:
             raise ValueError(f"`url` {self.url} is not one of `urls`: list every replica in `urls` alone")
         if self.discover == "dns" and len(self.urls) > 1:
             raise ValueError("`discover: dns` finds the replicas behind one name: give that one `url`, not `urls`")
-        if not self.url:
-            object.__setattr__(self, "url", self.urls[0])
         return self
 
     def replica_urls(self) -> list[str]:
