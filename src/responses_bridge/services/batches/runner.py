@@ -77,6 +77,7 @@ class BatchRunner:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
         self._draining = False
+        self._left_claimed = False  # what was left unfinished at start has been claimed (start or a heartbeat)
         self._heartbeat = Periodic(max(lease_seconds / 3, 0.05), self._beat, name="batches-heartbeat",
                                    failure="batch_heartbeat_failed")
 
@@ -106,11 +107,19 @@ class BatchRunner:
 
     async def start(self) -> None:
         """Claim what is left to run (alone on a SQLite file: every unfinished batch), then keep the leases and look
-        for lapsed ones on each heartbeat."""
+        for lapsed ones on each heartbeat. A store not open yet (a door served before its store, as the readiness
+        check allows) leaves the claim to the first heartbeat that finds it open."""
+        try:
+            await self._claim_left()
+        except RuntimeError as not_open:
+            log.info("batches_claim_deferred", reason=str(not_open))
+        self._heartbeat.start()
+
+    async def _claim_left(self) -> None:
         for batch_id in await self.store.claimable(self._far_future() if not self.shared else self._clock(),
                                                    limit=10_000):
             self._spawn_claim(batch_id, force=not self.shared)
-        self._heartbeat.start()
+        self._left_claimed = True
 
     def drain(self) -> None:
         """Start no more lines; each batch releases its lease once its lines in flight are recorded."""
@@ -133,6 +142,8 @@ class BatchRunner:
     # -- the heartbeat ----------------------------------------------------------------------------------------
 
     async def _beat(self) -> None:
+        if not self._left_claimed:
+            await self._claim_left()
         held = list(self._running)
         lost = await self.store.renew(held, self.owner, self._clock(), self.lease_seconds)
         for batch_id in lost:
