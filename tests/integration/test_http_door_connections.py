@@ -59,7 +59,7 @@ async def slow_head(port: int, started: asyncio.Event | None = None) -> bytes:
     try:
         while chunk := await asyncio.wait_for(reader.read(65536), CLOSED_WITHIN):  # until the door closes
             received += chunk
-    except ConnectionResetError:
+    except (ConnectionResetError, BrokenPipeError):  # the reset, or the write that met it first (seen under load)
         pass  # a byte still coming met the closed socket: what was answered had been read already
     finally:
         sender.cancel()
