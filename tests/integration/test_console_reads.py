@@ -140,8 +140,9 @@ async def test_a_search_over_large_responses_never_holds_another_tenants_calls(s
     # decompresses, converts and lower-cases each TOASTed 5 MB row before its strpos): the full suite's seven
     # workers on two cores stretch any wall-clock figure several times over. What is asserted is the shape: the
     # best of three within a bound no search that parsed the rows on the event loop met (3.3 s for 106 there,
-    # alone), here with room for the load
-    assert took[0] < (8.0 if os.environ.get(STORE_ENV, "sqlite") == "sqlite" else 12.0), took
+    # alone), here with room for the load (PostgreSQL: 1.1 s alone, 15.7 s once in a full run, its server shared
+    # by the pass's workers and the sqlite pass's seven on two cores)
+    assert took[0] < (8.0 if os.environ.get(STORE_ENV, "sqlite") == "sqlite" else 24.0), took
     for start, end, _ in searches:  # bravo's calls went on during a search: none waited for the search to end
         if end - start > 0.3:  # (a search quicker than that leaves room for too few calls to count)
             assert sum(1 for call_start, call_end in spans if start <= call_start and call_end <= end) >= 2
