@@ -19,8 +19,8 @@ LRO, RLO) and the isolates (LRI, RLI, FSI, PDI)."""
 
 
 def visible(value: Any) -> Any:
-    """``value`` with every bidi control shown as ``⟨U+XXXX⟩`` (markup stays markup: the marker holds nothing to
-    escape)."""
+    """``value`` with every bidi control shown as its code point in angle brackets, e.g. ``⟨U+202E⟩`` for
+    RIGHT-TO-LEFT OVERRIDE (markup stays markup: the marker holds nothing to escape)."""
     if not isinstance(value, str) or not BIDI.search(value):
         return value
     shown = BIDI.sub(_marker, value)
