@@ -338,12 +338,29 @@ async def run_rounds(sidecars: list[Sidecar], args: argparse.Namespace, fault: F
                                                   round_no, args, ramp * at / max(1, args.load)))
                      for at in range(args.load)]
             await asyncio.sleep(args.kill_after)
+            await every_kind_accepted(tasks, {KINDS[at % len(KINDS)] for at in range(args.load)}, KIND_WAIT)
             struck = asyncio.ensure_future(fault.strike(round_no, sidecars))
             accepted = [run for run in await asyncio.gather(*tasks) if run is not None]
             runs += accepted
             await struck
             await answer_after_kill(http, [sidecar.base for sidecar in sidecars], accepted)
     return runs
+
+
+KIND_WAIT = 20.0
+"""Seconds past ``--kill-after`` the fault waits for a kind no run of which was accepted yet: on a loaded machine a
+session's POST can take longer than the kill's delay, and a round that struck before any session was accepted
+would test the responses alone."""
+
+
+async def every_kind_accepted(tasks: list[asyncio.Task[Run | None]], kinds: set[str], wait: float) -> None:
+    """Returns once each of ``kinds`` has an accepted run, every POST has ended, or ``wait`` seconds have passed."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and not all(task.done() for task in tasks):
+        accepted = {run.kind for task in tasks if task.done() and (run := task.result()) is not None}
+        if kinds <= accepted:
+            return
+        await asyncio.sleep(0.05)
 
 
 async def answer_after_kill(http: aiohttp.ClientSession, bases: list[str], accepted: list[Run]) -> None:
