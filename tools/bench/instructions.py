@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
                         "answering in this many chunks --delay ms apart (each its own ext_proc message); 0: JSON. "
                         "Per chunk: the difference of two runs' figures over the difference of their chunks")
     parser.add_argument("--delay", type=int, default=15, help="ms between a streamed answer's chunks")
+    parser.add_argument("--keep", metavar="DIR", default=None, help="copy each side's measured dump into DIR "
+                        "(A-http.1.out, …) for callgrind_annotate: which functions the difference is in")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of no request counted per door, for the "
                         "idle rate subtracted in the net figures (0: none)")
     return parser
@@ -74,8 +76,8 @@ def _patient(node: Any) -> None:
             _patient(item)
 
 
-def _dump(pid: int, out_dir: Path) -> int:
-    """Dump and zero ``pid``'s counters; the instructions of the dump just written."""
+def _dump(pid: int, out_dir: Path, keep_as: Path | None = None) -> int:
+    """Dump and zero ``pid``'s counters; the instructions of the dump just written (copied to ``keep_as``)."""
     before = set(out_dir.iterdir())
     subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True, timeout=600)
     written = sorted(set(out_dir.iterdir()) - before, key=lambda path: path.stat().st_mtime)
@@ -84,6 +86,8 @@ def _dump(pid: int, out_dir: Path) -> int:
     found = _TOTALS.search(written[-1].read_bytes())
     if found is None:
         raise RuntimeError(f"no totals in {written[-1]}")
+    if keep_as is not None:
+        shutil.copyfile(written[-1], keep_as)
     return int(found.group(1))
 
 
@@ -95,7 +99,9 @@ async def _side(name: str, python: Path, tmp: str, upstream_url: str, args: argp
     out_dir = Path(tmp, f"callgrind-{side.http_port}")
     await asyncio.to_thread(out_dir.mkdir)
     side.sidecar = ManagedProcess(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/out.%p",
-                                   "--trace-children=no", *side.sidecar.argv],
+                                   "--trace-children=no",
+                                   "--compress-strings=no",  # each dump names its functions: --keep's annotatable
+                                   *side.sidecar.argv],
                                   f"sidecar {name} (callgrind)", env=side.env)
     body = (synthetic_body(True, True, args.chunks, f" [delay={args.delay}]") if args.chunks > 0
             else synthetic_body(True, False, 1))
@@ -121,7 +127,8 @@ async def _side(name: str, python: Path, tmp: str, upstream_url: str, args: argp
                 started = time.monotonic()
                 for _ in range(args.requests):
                     await post(session, url, body, f"{name} {door}")
-                counted = await asyncio.to_thread(_dump, side.sidecar.pid, out_dir)
+                keep_as = None if args.keep is None else Path(args.keep, f"{name}-{door}.{args.round}.out")
+                counted = await asyncio.to_thread(_dump, side.sidecar.pid, out_dir, keep_as)
                 elapsed = time.monotonic() - started
                 figures[door] = counted / args.requests
                 figures[f"{door} idle/s"] = idle_rate
@@ -144,6 +151,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, dict[str, float]]]:
             await wait_http(f"{upstream_url.removesuffix('/v1')}/health", process=upstream)
             for index in range(max(1, args.rounds)):
                 order = [("A", python_a), ("B", python_b)][::1 if index % 2 == 0 else -1]
+                args.round = index + 1
                 rounds.append({name: await _side(name, python, tmp, upstream_url, args) for name, python in order})
         finally:
             upstream.stop()
@@ -152,6 +160,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, dict[str, float]]]:
 
 def main() -> int:
     args = _parser().parse_args()
+    if args.keep is not None:
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
     rounds = asyncio.run(run(args))
     kind = f"streamed request of {args.chunks} chunks" if args.chunks > 0 else "JSON request"
     print(f"instructions per {kind} (callgrind, {args.requests} requests after {args.warmup}, the sidecar's "
