@@ -12,8 +12,10 @@ and both stay identity functions for any other sqlite3 user in the process."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 _registered = False
+_AS_NONE: Callable[[None], None] = {}.get  # type: ignore[assignment]  # dict.get(None) is None, in C
 
 
 def bind_as_is() -> None:
@@ -21,5 +23,5 @@ def bind_as_is() -> None:
     global _registered
     if not _registered:
         sqlite3.register_adapter(bytes, bytes)
-        sqlite3.register_adapter(type(None), {}.get)
+        sqlite3.register_adapter(type(None), _AS_NONE)
         _registered = True
