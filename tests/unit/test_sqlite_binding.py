@@ -1,10 +1,10 @@
-"""store/sqlite/binding.py: bytes and None skip sqlite3's adaptation lookup and are bound exactly as before."""
+"""store/sqlite/response_rows.py's bind_as_is: bytes and None skip sqlite3's adaptation lookup, bound as before."""
 
 from __future__ import annotations
 
 import sqlite3
 
-from responses_bridge.store.sqlite.binding import bind_as_is
+from responses_bridge.store.sqlite.response_rows import bind_as_is
 
 
 def test_bytes_and_none_bind_as_they_are() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,3 +209,27 @@ def _write_saves(conn: sqlite3.Connection, saves: list[_Save]) -> list[Exception
             conn.execute("ROLLBACK")
         raise
     return outcomes
+
+
+# -- binding ------------------------------------------------------------------------------------------------------
+
+_bound_as_is = False
+_AS_NONE: Callable[[None], None] = {}.get  # type: ignore[assignment]  # dict.get(None) is None, in C
+
+
+def bind_as_is() -> None:
+    """Lets ``bytes`` and ``None`` be bound without sqlite3's adaptation lookup (once per process).
+
+    sqlite3 binds ``int``, ``float``, ``str`` and ``bytearray`` parameters directly; every other value, ``bytes``
+    (each stored JSON) and ``None`` (each absent column) included, goes through its adaptation protocol: a registry
+    lookup, then ``__adapt__`` asked of the protocol's type, whose miss is an ``AttributeError`` formatted and thrown
+    away, then ``__conform__`` asked of the value: ~1,000 instructions a parameter, twelve in a plain response's save
+    (0.65 % of a plain request's instructions). An adapter registered for the type ends the lookup at the registry,
+    and these two hand the value back as it is (``bytes(b) is b`` for a ``bytes``; ``{}.get(None)`` is None), in C,
+    so what is bound is unchanged. Neither is a type sqlite3 treats as basic (registering one of those makes it adapt
+    every parameter), and both stay identity functions for any other sqlite3 user in the process."""
+    global _bound_as_is
+    if not _bound_as_is:
+        sqlite3.register_adapter(bytes, bytes)
+        sqlite3.register_adapter(type(None), _AS_NONE)
+        _bound_as_is = True

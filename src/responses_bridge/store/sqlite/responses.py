@@ -33,13 +33,12 @@ from ..items import MAX_CHAIN_DEPTH
 from ..listing import bounds, responses_page, trim_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponsePage, check_page_args, item_page
 from ..timings import CALLER_KEY_ID
-from .binding import bind_as_is
 from .browse import SQLiteResponseBrowser
 from .cursors import METADATA_JOIN, resolve_keys
 from .db_thread import on_db_thread as _on_db_thread
 from .migrations import LATEST_VERSION, migrate
 from .private_files import make_private_database, make_private_directory
-from .response_rows import _Save, _save_row, _write_saves
+from .response_rows import _Save, _save_row, _write_saves, bind_as_is
 from .stored_items import find_items, measure_items
 from .transactions import purge_ranges
 
@@ -194,7 +193,7 @@ class SQLiteResponseStore:
         metrics.track(self)
 
     async def _connect(self) -> aiosqlite.Connection:
-        bind_as_is()  # bytes and None bound without sqlite3's adaptation lookup (binding.py)
+        bind_as_is()  # bytes and None bound without sqlite3's adaptation lookup (response_rows.py)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves instead of sqlite3's implicit transactions.
         conn = await aiosqlite.connect(self.path, isolation_level=None)
         try:
