@@ -8,8 +8,9 @@ and one sidecar (HTTP door, SQLite file, an upstream key so runs are resumable),
 opens ``--load`` runs at once — slow background responses (``[chunks] [delay]``: a multi-chunk model call),
 background tool loops (a search, then a slow answer), Agents sessions (a slow first turn with two inputs queued
 behind it) and sessions whose turn waits on the client (a call of its function, answered only after the kill and the
-restart: waiting.py) — waits ``--kill-after`` seconds, ``kill -9``s the sidecar's process group and
-starts it again on the same file. Then it waits for everything to settle and checks each accepted run:
+restart: waiting.py) — waits ``--kill-after`` seconds (and longer, up to :data:`KIND_WAIT`, until each kind has an
+accepted run), ``kill -9``s the sidecar's process group and starts it again on the same file. Then it waits for
+everything to settle and checks each accepted run:
 
 * a background response ended ``completed`` exactly once: one ``response.completed`` in its stored stream, none
   ``failed``, its events numbered without a gap or a repeat, its answer whole (``Echo: …`` or ``Tool result: …``);
@@ -68,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunks", type=int, default=30, help="chunks of a slow model call (default 30)")
     parser.add_argument("--delay", type=int, default=100, help="milliseconds between chunks (default 100)")
     parser.add_argument("--kill-after", type=float, default=1.5, help="seconds from a round's first POST to the "
-                        "kill (default 1.5: mid-way through the slow calls)")
+                        "kill (default 1.5: mid-way through the slow calls; later, up to 20 s more, until each kind "
+                        "has an accepted run)")
     parser.add_argument("--settle", type=float, default=180.0, help="seconds the runs get to end after the last "
                         "restart (default 180)")
     parser.add_argument("--max-resumes", type=int, default=None, help="the sidecar's "
