@@ -81,7 +81,7 @@ BENCHES: dict[str, Bench] = {
     "idle": Bench("tools.bench.idle", "a sidecar's RSS at rest (and, with --burst, after sixteen programs' 1 MiB "
                   "answers) beside another revision's (main)", at_root=True, parts=("tools.bench.base_tree",)),
     "instructions": Bench("tools.bench.instructions", "instructions per plain request (callgrind), this tree against "
-                          "another"),
+                          "another", parts=("tools.bench.callgrind_costs",)),
     "latency": Bench("tools.bench.latency", "the bridge's added latency and throughput over the upstream "
                      "(responses-bridge bench)"),
     "multi-agent": Bench("tools.bench.agents.multi_agent",

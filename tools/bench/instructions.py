@@ -36,6 +36,7 @@ import aiohttp
 
 from responses_bridge.demo.procs import ManagedProcess, wait_http
 
+from .callgrind_costs import differences
 from .latency.ab import Side, upstream_and_trees
 from .latency.requests import post, synthetic_body
 
@@ -55,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
                         "Per chunk: the difference of two runs' figures over the difference of their chunks")
     parser.add_argument("--delay", type=int, default=15, help="ms between a streamed answer's chunks")
     parser.add_argument("--keep", metavar="DIR", default=None, help="copy each side's measured dump into DIR "
-                        "(A-http.1.out, …) for callgrind_annotate: which functions the difference is in")
+                        "(A-http.1.out, …) and print where the sides differ: by library and by function "
+                        "(callgrind_costs.py)")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of no request counted per door, for the "
                         "idle rate subtracted in the net figures (0: none)")
     return parser
@@ -178,6 +180,9 @@ def main() -> int:
                          f"   (idle: A {figures['A'][f'{door} idle/s'] / 1e3:5.0f} k/s   "
                          f"B {figures['B'][f'{door} idle/s'] / 1e3:5.0f} k/s)")
             print(line)
+            kept = (Path(args.keep, f"A-{door}.{index + 1}.out"), Path(args.keep, f"B-{door}.{index + 1}.out"))
+            if args.keep is not None and all(path.exists() for path in kept):
+                print("\n".join(differences(*kept, args.requests)))
     return 0
 
 
