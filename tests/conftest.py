@@ -42,8 +42,16 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from responses_bridge.process import startup_gc
+
+# Hypothesis's clock checks — how fast inputs are generated (too_slow) and how long one example runs (deadline) — time
+# the machine, not the code: a full run's seven workers on two cores failed test_egress_http's head test once on
+# "only generated 6 valid inputs after 1.27 seconds". Every property test keeps its examples; the checks of inputs
+# that do not fit a strategy (filter_too_much, data_too_large) still run. A test's own @settings still sets more.
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
 
 # the collection imports ~4,000 modules and builds ~550,000 objects that live as long as the worker: the collector
 # paused meanwhile (a fifth of a worker's collection, 7.9 -> 6.3 s), and what it built frozen once it is done, so

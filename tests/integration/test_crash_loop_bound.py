@@ -38,6 +38,10 @@ ENV = {
     "RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES": str(MAX_RESUMES),
 }
 TIMEOUT = aiohttp.ClientTimeout(total=60)
+POISONED_CALL = "[chunks=300] [delay=100]"
+"""The poisoned run's model call: 30 s, the window in which the test must see it and kill its process. It never runs
+to its end (a kill or the bound ends it first); at 4 s a full run's load once let the call finish before the kill,
+and the kill then struck the session's next turn (whose history names the marker too)."""
 
 
 @pytest.fixture
@@ -141,7 +145,7 @@ async def test_a_run_that_crashes_its_process_every_time_stops_at_the_bound(
         for slot in slots:
             await slot.start()
             stack.push_async_callback(slot.stop)
-        poisoned = await background(slots[0].base, f"{poison} [chunks=40] [delay=100]")
+        poisoned = await background(slots[0].base, f"{poison} {POISONED_CALL}")
         survivor = await background(slots[1].base, f"{other} [chunks=80] [delay=100]")  # 8 s: outlives kills
         await crash_at_each_call(slots, upstream, poison)
         failed = await ended(slots, poisoned)
@@ -162,7 +166,7 @@ async def test_a_run_sharing_the_poisoned_runs_process_at_each_crash_is_not_fail
     async with AsyncExitStack() as stack:
         await slot.start()
         stack.push_async_callback(slot.stop)
-        poisoned = await background(slot.base, f"{poison} [chunks=40] [delay=100]")
+        poisoned = await background(slot.base, f"{poison} {POISONED_CALL}")
         survivor = await background(slot.base, f"{other} [chunks=80] [delay=100]")  # 8 s: stopped with each crash
         await crash_at_each_call([slot], upstream, poison)
         failed = await ended([slot], poisoned)
@@ -220,7 +224,7 @@ async def test_a_session_turn_that_crashes_its_process_every_time_stops_at_the_b
         for slot in slots:
             await slot.start()
             stack.push_async_callback(slot.stop)
-        poisoned = await session_with_input(slots[0].base, f"{poison} [chunks=40] [delay=100]", "after it")
+        poisoned = await session_with_input(slots[0].base, f"{poison} {POISONED_CALL}", "after it")
         calm = await session_with_input(slots[1].base, f"{other} [chunks=40] [delay=100]", "and then")
         await crash_at_each_call(slots, upstream, poison)
         turns = await settled_turns(slots, poisoned, 2)
