@@ -27,6 +27,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
+from typing import Any, cast
 
 import aiohttp
 
@@ -130,6 +131,15 @@ class ReplicatedClient:
                        picked: Picked, prompt: bytes | None) -> aiohttp.ClientResponse:
         """A call of ``opening`` on ``picked``'s replica entered on ``stack`` (a refused connection retried once on
         another); its end told to the picker as soon as its status is known."""
+        opened, response, picked = await self._opened(opening, picked, prompt)
+        stack.push_async_exit(opened)
+        picked.done(outcome_of(response.status), why=f"http_{response.status}")
+        return cast(aiohttp.ClientResponse, response)
+
+    async def _opened(self, opening: Callable[[Picked], AbstractAsyncContextManager[Any]], picked: Picked,
+                      prompt: bytes | None) -> tuple[AbstractAsyncContextManager[Any], Any, Picked]:
+        """``opening(picked)`` entered: the opened call, its answer and the replica it landed on. A refused
+        connection (or, through Envoy, an answer that reached no replica it named) is retried once on another."""
         for attempt in (0, 1):
             named = await self._name(picked)
             opened = opening(picked)
@@ -148,9 +158,7 @@ class ReplicatedClient:
                     picked = self._refused(picked, self._envoy_refused(), attempt, prompt)
                     continue
                 picked = landed
-            stack.push_async_exit(opened)
-            picked.done(outcome_of(response.status), why=f"http_{response.status}")
-            return response
+            return opened, response, picked
         raise AssertionError("unreachable: the second refusal is raised by _refused")
 
     async def _name(self, picked: Picked) -> dict[str, Replica]:
@@ -219,28 +227,11 @@ class _ReplicaChat:
         chain = current_chain()
         await client.replicas.recall(chain)
         picked = client.replicas.pick(chain, call.body)
-        for attempt in (0, 1):
-            named = await client._name(picked)
-            inner = client.inner.chat(call, self._authorization, picked)
-            try:
-                answer = await inner.__aenter__()
-            except UpstreamFailure as failure:
-                picked = client._refused(picked, failure, attempt, call.body)
-                continue
-            except BaseException:
-                picked.done("cancelled")
-                raise
-            if named:
-                landed = client._landed(picked, answer.status, answer.headers, named)
-                if landed is None:
-                    await inner.__aexit__(None, None, None)
-                    picked = client._refused(picked, client._envoy_refused(), attempt, call.body)
-                    continue
-                picked = landed
-            self._picked, self._inner = picked, inner
-            self._answer = _ObservedAnswer(answer, picked)
-            return self._answer
-        raise AssertionError("unreachable: the second refusal is raised by _refused")
+        inner, answer, picked = await client._opened(
+            lambda chosen: client.inner.chat(call, self._authorization, chosen), picked, call.body)
+        self._picked, self._inner = picked, inner
+        self._answer = _ObservedAnswer(answer, picked)
+        return self._answer
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
                         trace: TracebackType | None) -> bool | None:
