@@ -36,6 +36,7 @@ from tests.support.prefix_chains import (
     Chain,
     assert_answer_follows,
     assert_extends,
+    at_door,
     model_answer,
     raw_args,
     session_at,
@@ -70,10 +71,6 @@ async def prefix_envoy(prefix_sidecar: Sidecar) -> AsyncIterator[str]:
 def door_base(request: pytest.FixtureRequest, prefix_sidecar: Sidecar) -> str:
     """The base URL of the door under test: the loop runs in the sidecar either way, its prompts the same."""
     return prefix_sidecar.http_url if request.param == "http" else str(request.getfixturevalue("prefix_envoy"))
-
-
-def at_door(base: str) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(base_url=base, timeout=aiohttp.ClientTimeout(total=60))
 
 
 @pytest.fixture(scope="module")

@@ -121,3 +121,7 @@ async def assert_chain_extends(chain: Chain, upstream_url: str, *, first: int = 
 async def session_at(sidecar: Sidecar) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(base_url=sidecar.http_url, timeout=aiohttp.ClientTimeout(total=60))
 
+
+def at_door(base: str) -> aiohttp.ClientSession:
+    """A client of the door at ``base`` (the HTTP door or Envoy in front of it)."""
+    return aiohttp.ClientSession(base_url=base, timeout=aiohttp.ClientTimeout(total=60))
