@@ -62,3 +62,18 @@ def test_the_ab_report_keeps_each_rounds_pair_beside_the_medians() -> None:
     assert figure["rounds"] == [[0.9, 1.1], [1.1, 1.0], [1.0, 0.9]]
     assert figure["B/A"] == 1.0 and figure["A'/A"] == 1.0 and figure["A"] == 1.0 and figure["B"] == 1.0
     assert figure["B/mean(A,A')"] == pytest.approx(2 * 1.0 / 1.9)  # rounds: 0.857, 1.1, 1.053
+
+
+def test_a_per_chunk_figure_whose_control_cancels_its_base_leaves_that_round_out() -> None:
+    """A per-chunk figure is the difference of two streams' costs: in a tiny run it can be negative, and once A' was
+    exactly -A (CPU is counted in ticks), which divided by zero and lost the whole report."""
+    from tools.bench.latency.ab import _ratios
+
+    rounds = [{"A": {"cpu_us_per_chunk_paced": 10.0}, "B": {"cpu_us_per_chunk_paced": 5.0},
+               "A'": {"cpu_us_per_chunk_paced": -10.0}},
+              {"A": {"cpu_us_per_chunk_paced": 10.0}, "B": {"cpu_us_per_chunk_paced": 12.0},
+               "A'": {"cpu_us_per_chunk_paced": 10.0}}]
+    figure = _ratios(rounds)["cpu_us_per_chunk_paced"]
+    assert figure["B/mean(A,A')"] == pytest.approx(1.2) and figure["B/A"] == pytest.approx(0.85)
+    only_cancelling = _ratios(rounds[:1])["cpu_us_per_chunk_paced"]
+    assert only_cancelling["B/A"] == 0.5 and only_cancelling["B/mean(A,A')"] != only_cancelling["B/mean(A,A')"]

@@ -279,12 +279,17 @@ def _ratios(by_round: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, 
         pairs = [(r["A"][figure], r["B"][figure], r["A'"][figure]) for r in by_round]
         usable = [(a, b, c) for a, b, c in pairs if a > 0]
         out[figure] = {"A": statistics.median(a for a, _, _ in pairs), "B": statistics.median(b for _, b, _ in pairs),
-                       "B/A": statistics.median(b / a for a, b, _ in usable) if usable else float("nan"),
-                       CONTROL: statistics.median(c / a for a, _, c in usable) if usable else float("nan"),
-                       # B over the mean of the two A's: what drifts between A and A' falls on half the base
-                       BOTH: statistics.median(2 * b / (a + c) for a, b, c in usable) if usable else float("nan"),
+                       "B/A": _median_or_nan([b / a for a, b, _ in usable]),
+                       CONTROL: _median_or_nan([c / a for a, _, c in usable]),
+                       # B over the mean of the two A's: what drifts between A and A' falls on half the base (a
+                       # per-chunk figure is a difference of two streams' costs: in a tiny run A' can be -A)
+                       BOTH: _median_or_nan([2 * b / (a + c) for a, b, c in usable if a + c > 0]),
                        "rounds": [[round(b / a, 3), round(c / a, 3)] for a, b, c in usable]}
     return out
+
+
+def _median_or_nan(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
 def print_ab(results: dict[str, Any]) -> None:
