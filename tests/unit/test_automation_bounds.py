@@ -218,3 +218,41 @@ def database_bytes(path: Path) -> int:
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return path.stat().st_size
+
+
+async def test_an_occurrence_read_before_a_pause_answered_never_fires(store: AgentStore,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tick reads the due occurrences, then claims each: a pause answered between the two stops the claim, so
+    once ``pause`` has answered no invocation appears (a replica's tick under load once listed one 0.3 s after the
+    pause). A firing claimed is listed from the claim on, before its session is started."""
+    automations = service(store, tenant_per_minute=10_000)
+    made = await automations.create({"type": "periodic", "name": "paused", "expression": EVERY_SECOND,
+                                     "timezone": "UTC", "target": target()}, tenant="t")
+    read = store.due_automations
+
+    async def due_then_paused(now: float, limit: int = 100) -> list[tuple[str, dict[str, Any]]]:
+        due = await read(now, limit)
+        assert [automation["id"] for _, automation in due] == [made["id"]]
+        await automations.pause(made["id"], tenant="t")
+        return due
+
+    monkeypatch.setattr(store, "due_automations", due_then_paused)
+    now = int(time.time())
+    assert await automations.fire_due(now + 2) == 0
+    assert await all_invocations(automations, made["id"], "t") == []
+    monkeypatch.setattr(store, "due_automations", read)
+
+    listed_when_started: list[list[str]] = []
+    sessions = automations.sessions
+    start = sessions.create
+
+    async def create(body: dict[str, Any], *, tenant: str, authorization: str | None) -> dict[str, Any]:
+        listed_when_started.append([found["status"] for found in await all_invocations(automations, made["id"],
+                                                                                         tenant)])
+        return await start(body, tenant=tenant, authorization=authorization)
+
+    monkeypatch.setattr(sessions, "create", create)
+    await automations.resume(made["id"], tenant="t")
+    assert await automations.fire_due(now + 5) == 1
+    assert listed_when_started == [["queued"]]
+    assert [found["status"] for found in await all_invocations(automations, made["id"], "t")] == ["completed"]

@@ -127,12 +127,15 @@ class AgentStore(Protocol):
         in one statement that touches nothing else in it (a pause or an edit made meanwhile is kept)."""
         ...
 
-    async def claim_firing(self, automation_id: str, scheduled_at: int, invocation_id: str, *, tenant: str,
-                           now: float, per_minute: int) -> Literal["fired", "over_rate"] | None:
-        """Insert the firing of ``automation_id`` at ``scheduled_at`` (at ``now``): None for every caller (worker
-        or replica) that found it there; for the one that inserted it, ``fired`` while the tenant's firings let
-        through in the minute before ``now`` are fewer than ``per_minute``, else ``over_rate`` (counted in the
-        same transaction, so processes claiming at once count each other's)."""
+    async def claim_firing(self, automation_id: str, scheduled_at: int, invocation: dict[str, Any], *,
+                           tenant: str, now: float, per_minute: int) -> Literal["fired", "over_rate"] | None:
+        """Insert the firing of ``automation_id`` at ``scheduled_at`` (at ``now``) and its ``invocation`` record,
+        in one transaction: None for every caller (worker or replica) that found it there, and while the
+        automation is no longer active at that occurrence (paused, edited or deleted before the claim: a pause
+        answered is never followed by a firing, and a firing claimed is listed at once); for the one that inserted
+        it, ``fired`` while the tenant's firings let through in the minute before ``now`` are fewer than
+        ``per_minute``, else ``over_rate`` (counted in the same transaction, so processes claiming at once count
+        each other's)."""
         ...
 
     async def keep_version(self, automation_id: str, digest: str, body: dict[str, Any], *, tenant: str,

@@ -278,8 +278,14 @@ class AutomationService:
 
     async def _fire(self, automation: dict[str, Any], tenant: str, now: float) -> int:
         scheduled_at = int(automation["_next_at"])
-        invocation_id = ids.new_id("ainv")
-        claimed = await self.store.claim_firing(automation["id"], scheduled_at, invocation_id, tenant=tenant,
+        digest, snapshot = version_of(automation)
+        # kept before the claim, which lists the invocation that refers to it (a version no invocation refers to is
+        # forgotten with the unused ones)
+        await self.store.keep_version(automation["id"], digest, snapshot, tenant=tenant, now=now)
+        record = invocation(ids.new_id("ainv"), automation, scheduled_at)
+        del record["source"]  # put back from the version on read (automation_bounds.with_sources)
+        record["_source_version"] = digest
+        claimed = await self.store.claim_firing(automation["id"], scheduled_at, record, tenant=tenant,
                                                 now=now, per_minute=self.bounds.tenant_per_minute)
         # every process that saw the occurrence due moves the schedule past it, with the same result: one stopped
         # between its claim and this line leaves the next to do it
@@ -292,11 +298,6 @@ class AutomationService:
             await self.store.advance_automation(automation["id"], scheduled_at, None, "completed")
         if claimed is None:
             return 0
-        digest, snapshot = version_of(automation)
-        await self.store.keep_version(automation["id"], digest, snapshot, tenant=tenant, now=now)
-        record = invocation(invocation_id, automation, scheduled_at)
-        del record["source"]  # put back from the version on read (automation_bounds.with_sources)
-        record["_source_version"] = digest
         if claimed == "over_rate":
             log.warning("automation_invocation_over_rate", automation_id=automation["id"])
             record.update(status="failed", error=over_rate(self.bounds.tenant_per_minute))
@@ -308,7 +309,6 @@ class AutomationService:
         return 1 if claimed == "fired" else 0
 
     async def _deliver(self, record: dict[str, Any], automation: dict[str, Any], tenant: str) -> None:
-        await self.store.put("invocation", record["id"], record, tenant=tenant, parent=automation["id"])
         target = automation["target"]
         if target["type"] == "existing_session":
             await self._notify(record, automation, tenant)

@@ -95,3 +95,10 @@ AUTOMATION_DUE_INDEX: Sequence[str] = [
     "AND body->>'status' = 'active' THEN (body->>'_next_at')::double precision END) STORED",
     "CREATE INDEX agent_records_due ON agent_records (due_at, tenant) WHERE due_at IS NOT NULL",
 ]
+
+# a record written, new or replaced (the records' put and commit, and the scheduler's claim of a firing); ``bytes``:
+# what the record counts in its tenant's max_stored_bytes (store/postgres/quota.py), its JSON and an artifact's kept
+# bytes (base_agents.charged_bytes: counted by the caller, not by the server re-reading the jsonb as text)
+PUT_RECORD = ("INSERT INTO agent_records (kind, id, tenant, parent, scope, body, bytes) VALUES ($1, $2, $3, $4, $5, "
+              "$6::jsonb, $7) ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body, bytes = excluded.bytes "
+              "WHERE agent_records.tenant = excluded.tenant")

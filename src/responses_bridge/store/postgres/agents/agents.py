@@ -11,6 +11,7 @@ from ...base_agents import OWNED_KINDS, Record, RecordPage, charged_bytes
 from ...records import InvalidCursor, LeaseLost, check_page_args
 from ..database import PostgresDatabase
 from ..sql import pg_json
+from .agent_schema import PUT_RECORD
 from .automations import PostgresAutomationRecords
 
 if TYPE_CHECKING:
@@ -22,11 +23,6 @@ _DELETE_SUBAGENTS_RECORDS = (
     "DELETE FROM agent_records WHERE tenant = $1 AND kind IN ('subagent_turn', 'subagent_item') AND parent IN "
     "(SELECT id FROM agent_records WHERE kind = 'subagent' AND parent = $2 AND tenant = $1)")
 
-# ``bytes``: what the record counts in its tenant's max_stored_bytes (store/postgres/quota.py), its JSON and an
-# artifact's kept bytes (base_agents.charged_bytes: counted here, not by the server re-reading the jsonb as text)
-_PUT = ("INSERT INTO agent_records (kind, id, tenant, parent, scope, body, bytes) VALUES ($1, $2, $3, $4, $5, "
-        "$6::jsonb, $7) ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body, bytes = excluded.bytes "
-        "WHERE agent_records.tenant = excluded.tenant")
 _GET = "SELECT body::text FROM agent_records WHERE kind = $1 AND id = $2 AND tenant = $3"
 _SEQ = "SELECT seq FROM agent_records WHERE kind = $1 AND id = $2 AND tenant = $3"
 _DELETE = "DELETE FROM agent_records WHERE kind = $1 AND id = $2 AND tenant = $3"
@@ -68,7 +64,8 @@ class PostgresAgentStore(PostgresAutomationRecords):
                   scope: str | None = None) -> None:
         async with self._db.transaction("put_agent_record") as conn:
             text = pg_json(body)
-            await conn.execute(_PUT, kind, record_id, tenant, parent, scope, text, charged_bytes(kind, body, text))
+            await conn.execute(PUT_RECORD, kind, record_id, tenant, parent, scope, text,
+                               charged_bytes(kind, body, text))
 
     async def commit(self, session_id: str, records: list[Record], events: list[tuple[int, str, bytes]], *,
                      tenant: str, owner: str | None = None) -> None:
@@ -76,7 +73,7 @@ class PostgresAgentStore(PostgresAutomationRecords):
             await _fence(conn, session_id, owner)
             if records:
                 texts = [pg_json(r.body) for r in records]
-                await conn.executemany(_PUT, [(r.kind, r.id, tenant, r.parent, r.scope, text,
+                await conn.executemany(PUT_RECORD, [(r.kind, r.id, tenant, r.parent, r.scope, text,
                                                charged_bytes(r.kind, r.body, text))
                                               for r, text in zip(records, texts, strict=True)])
             if events:

@@ -9,7 +9,10 @@ from typing import Any, Literal
 
 import orjson
 
+from ...base_agents import charged_bytes
 from ..database import PostgresDatabase
+from ..sql import pg_json
+from .agent_schema import PUT_RECORD
 
 # as on SQLite: the due automations' keys through the index on ``due_at``, the bodies of those chosen only
 _DUE = ("SELECT r.tenant, r.body::text FROM (SELECT seq, due_at, "
@@ -20,6 +23,11 @@ _ADVANCE = ("UPDATE agent_records SET body = body || jsonb_build_object('_next_a
             "WHERE kind = 'automation' AND id = $3 AND body->>'status' = 'active' "
             "AND (body->>'_next_at')::bigint = $4 RETURNING id")
 _RATE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('agent-automation-rate:' || $1, 0))"
+_STILL_DUE = ("SELECT 1 FROM agent_records WHERE kind = 'automation' AND id = $1 AND tenant = $2 "
+              "AND body->>'status' = 'active' AND (body->>'_next_at')::bigint = $3 FOR SHARE")
+"""The automation still active at the occurrence being claimed, its row held until the claim commits: a pause, an
+edit or a delete answered before the claim stops it, and one arriving during it waits for the claim (the firing and
+its invocation then precede it, both listed when it answers)."""
 _FIRE = ("INSERT INTO agent_automation_firings (automation_id, scheduled_at, invocation_id, tenant, fired_at, "
          "accepted) SELECT $1, $2, $3, $4::text, $5::float8, (SELECT count(*) FROM agent_automation_firings "
          "WHERE tenant = $4::text AND fired_at > $5::float8 - 60 AND accepted) < $6 "
@@ -58,12 +66,18 @@ class PostgresAutomationRecords:
         async with self._db.transaction("advance_automation") as conn:
             return await conn.fetchval(_ADVANCE, next_at, status, automation_id, scheduled_at) is not None
 
-    async def claim_firing(self, automation_id: str, scheduled_at: int, invocation_id: str, *, tenant: str,
-                           now: float, per_minute: int) -> Literal["fired", "over_rate"] | None:
+    async def claim_firing(self, automation_id: str, scheduled_at: int, invocation: dict[str, Any], *,
+                           tenant: str, now: float, per_minute: int) -> Literal["fired", "over_rate"] | None:
+        text = pg_json(invocation)
         async with self._db.transaction("claim_automation_firing") as conn:
+            if await conn.fetchval(_STILL_DUE, automation_id, tenant, scheduled_at) is None:
+                return None
             await conn.execute(_RATE_LOCK, tenant)
-            accepted = await conn.fetchval(_FIRE, automation_id, scheduled_at, invocation_id, tenant, now,
+            accepted = await conn.fetchval(_FIRE, automation_id, scheduled_at, invocation["id"], tenant, now,
                                            per_minute)
+            if accepted is not None:
+                await conn.execute(PUT_RECORD, "invocation", invocation["id"], tenant, automation_id, None, text,
+                                   charged_bytes("invocation", invocation, text))
         if accepted is None:
             return None
         return "fired" if accepted else "over_rate"

@@ -102,3 +102,11 @@ AUTOMATION_DUE_INDEX: Sequence[str] = [
     "AND json_extract(body, '$.status') = 'active' THEN json_extract(body, '$._next_at') END) VIRTUAL",
     "CREATE INDEX agent_records_due ON agent_records (due_at, tenant) WHERE due_at IS NOT NULL",
 ]
+
+# a record written, new or replaced (the records' put and commit, and the scheduler's claim of a firing); ``bytes``:
+# what the record counts in its tenant's max_stored_bytes (store/sqlite/files/quota.py), its JSON and an artifact's
+# kept bytes
+PUT_RECORD = ("INSERT INTO agent_records (kind, id, tenant, parent, scope, body, bytes) "
+              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, length(CAST(?6 AS BLOB)) + CASE WHEN ?1 = 'artifact' "
+              "THEN coalesce(json_extract(?6, '$.size_bytes'), 0) ELSE 0 END) ON CONFLICT (kind, id) DO UPDATE "
+              "SET body = excluded.body, bytes = excluded.bytes WHERE agent_records.tenant = excluded.tenant")

@@ -13,6 +13,7 @@ from ...base_agents import OWNED_KINDS, Record, RecordPage
 from ...records import InvalidCursor, LeaseLost, check_page_args
 from ..responses import SQLiteResponseStore
 from ..transactions import transaction
+from .agent_schema import PUT_RECORD
 from .automations import SQLiteAutomationRecords
 
 CHILD_KINDS = ("turn", "item", "key", "artifact", "subagent", "trace")
@@ -21,12 +22,6 @@ _DELETE_SUBAGENTS_RECORDS = (
     "DELETE FROM agent_records WHERE tenant = ? AND kind IN ('subagent_turn', 'subagent_item') AND parent IN "
     "(SELECT id FROM agent_records WHERE kind = 'subagent' AND parent = ? AND tenant = ?)")
 
-# ``bytes``: what the record counts in its tenant's max_stored_bytes (store/sqlite/files/quota.py), its JSON and an
-# artifact's kept bytes
-_PUT = ("INSERT INTO agent_records (kind, id, tenant, parent, scope, body, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
-        "length(CAST(?6 AS BLOB)) + CASE WHEN ?1 = 'artifact' THEN coalesce(json_extract(?6, '$.size_bytes'), 0) "
-        "ELSE 0 END) ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body, bytes = excluded.bytes "
-        "WHERE agent_records.tenant = excluded.tenant")
 _GET = "SELECT body FROM agent_records WHERE kind = ? AND id = ? AND tenant = ?"
 _SEQ = "SELECT seq FROM agent_records WHERE kind = ? AND id = ? AND tenant = ?"
 _DELETE = "DELETE FROM agent_records WHERE kind = ? AND id = ? AND tenant = ?"
@@ -64,7 +59,7 @@ class SQLiteAgentStore(SQLiteAutomationRecords):
                   scope: str | None = None) -> None:
         blob = orjson.dumps(body).decode()
         async with self._db.writing() as conn:
-            await conn.execute(_PUT, (kind, record_id, tenant, parent, scope, blob))
+            await conn.execute(PUT_RECORD, (kind, record_id, tenant, parent, scope, blob))
 
     async def commit(self, session_id: str, records: list[Record], events: list[tuple[int, str, bytes]], *,
                      tenant: str, owner: str | None = None) -> None:
@@ -74,7 +69,7 @@ class SQLiteAgentStore(SQLiteAutomationRecords):
         def commit(conn: sqlite3.Connection) -> None:
             with transaction(conn):
                 _fence(conn, session_id, owner)
-                conn.executemany(_PUT, rows)
+                conn.executemany(PUT_RECORD, rows)
                 conn.executemany(_APPEND, frames)
 
         await self._db.run_write("commit_agent_records", commit)

@@ -14,6 +14,7 @@ import orjson
 from ..db_thread import on_db_thread
 from ..responses import SQLiteResponseStore
 from ..transactions import transaction
+from .agent_schema import PUT_RECORD
 
 # the due automations' keys through the index on ``due_at`` (agent_schema.py's AUTOMATION_DUE_INDEX), dealt
 # across tenants in turn; the bodies read of those chosen only
@@ -29,7 +30,11 @@ _ADVANCE = ("UPDATE agent_records SET body = json_set(body, '$._next_at', ?, '$.
             "AND json_extract(body, '$._next_at') = ?")
 _FIRE = ("INSERT INTO agent_automation_firings (automation_id, scheduled_at, invocation_id, tenant, fired_at, "
          "accepted) SELECT ?1, ?2, ?3, ?4, ?5, (SELECT count(*) FROM agent_automation_firings "
-         "WHERE tenant = ?4 AND fired_at > ?5 - 60 AND accepted = 1) < ?6 WHERE true ON CONFLICT DO NOTHING")
+         "WHERE tenant = ?4 AND fired_at > ?5 - 60 AND accepted = 1) < ?6 WHERE EXISTS (SELECT 1 FROM agent_records "
+         "WHERE kind = 'automation' AND id = ?1 AND tenant = ?4 AND json_extract(body, '$.status') = 'active' "
+         "AND json_extract(body, '$._next_at') = ?2) ON CONFLICT DO NOTHING")
+"""The firing claimed only while the automation is still active at that occurrence: a pause, an edit or a delete
+answered before the claim stops it (writes are one at a time, so nothing lands between this check and the insert)."""
 _FIRED = "SELECT accepted FROM agent_automation_firings WHERE automation_id = ? AND scheduled_at = ?"
 _KEEP_VERSION = ("INSERT INTO agent_automation_versions (automation_id, digest, tenant, created_at, body, bytes) "
                  "VALUES (?1, ?2, ?3, ?4, ?5, length(CAST(?5 AS BLOB))) ON CONFLICT DO NOTHING")
@@ -74,13 +79,16 @@ class SQLiteAutomationRecords:
 
         return await self._db.run_write("advance_automation", advance)
 
-    async def claim_firing(self, automation_id: str, scheduled_at: int, invocation_id: str, *, tenant: str,
-                           now: float, per_minute: int) -> Literal["fired", "over_rate"] | None:
+    async def claim_firing(self, automation_id: str, scheduled_at: int, invocation: dict[str, Any], *,
+                           tenant: str, now: float, per_minute: int) -> Literal["fired", "over_rate"] | None:
+        blob = orjson.dumps(invocation).decode()
+
         def claim(conn: sqlite3.Connection) -> Literal["fired", "over_rate"] | None:
             with transaction(conn):
-                if conn.execute(_FIRE, (automation_id, scheduled_at, invocation_id, tenant, now,
+                if conn.execute(_FIRE, (automation_id, scheduled_at, invocation["id"], tenant, now,
                                         per_minute)).rowcount == 0:
                     return None
+                conn.execute(PUT_RECORD, ("invocation", invocation["id"], tenant, automation_id, None, blob))
                 accepted = conn.execute(_FIRED, (automation_id, scheduled_at)).fetchone()[0]
                 return "fired" if accepted else "over_rate"
 
