@@ -80,3 +80,38 @@ async def test_other_timeouts_are_not_taken_for_the_deadline() -> None:
         async with drain.deadline():
             async with asyncio.timeout(0):  # e.g. an upstream timeout inside the stream
                 await asyncio.sleep(1)
+
+
+async def test_a_session_event_stream_ends_cleanly_at_the_deadline_though_its_log_never_closes() -> None:
+    """A session's events reader ends when the drain's hand-off closes its log; on a loaded host that once came
+    after the door's close, which cut the reader's connection (read as an error, not an end). At the deadline the
+    stream now ends cleanly after the events it was sent, and lets go of its reader."""
+    from responses_bridge.adapters.http.agents.agents_routes import _sse
+    from responses_bridge.adapters.http.drain import DRAIN
+
+    drain = Drain(SimpleNamespace(draining=False))  # type: ignore[arg-type]
+    sent, let_go = asyncio.Event(), asyncio.Event()
+    frame = b"id: 1\nevent: agent.session.turn.output_text.delta\ndata: {}\n\n"
+
+    async def log() -> AsyncIterator[bytes]:
+        try:
+            yield frame
+            sent.set()
+            await asyncio.Event().wait()  # a log whose hand-off never comes
+            yield b""
+        finally:
+            let_go.set()
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        return await _sse(request, log())  # type: ignore[arg-type]
+
+    app = web.Application(middlewares=[drain.middleware])
+    app[DRAIN] = drain
+    app.router.add_get("/v1/agents/sessions/s/events", events)
+    async with TestClient(TestServer(app)) as client:
+        answer = await client.get("/v1/agents/sessions/s/events")
+        await sent.wait()
+        reading = asyncio.create_task(answer.content.read())  # a cut connection raises ClientPayloadError here
+        await drain.run(0)
+        assert await asyncio.wait_for(reading, 30) == frame
+        assert let_go.is_set() and drain.in_flight == 0

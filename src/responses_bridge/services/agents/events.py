@@ -21,7 +21,7 @@ import asyncio
 import collections
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -215,7 +215,7 @@ class SessionEvents:
         return await self.store.event_sequence(session_id, event_id, tenant=tenant)
 
     async def follow(self, session_id: str, after: int, *, tenant: str, until_idle: bool,
-                     keepalive: float = 15.0) -> AsyncIterator[bytes]:
+                     keepalive: float = 15.0) -> AsyncGenerator[bytes, None]:
         """Frames after sequence ``after``: stored ones, then live ones as they come. Ends when the session is
         deleted, or (``until_idle``) once an event that leaves the session idle or failed has been sent; yields
         ``b""`` after ``keepalive`` seconds of silence (the caller writes :data:`KEEPALIVE`)."""

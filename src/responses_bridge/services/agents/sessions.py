@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ... import ids
@@ -330,7 +330,7 @@ class SessionService:
                     await self._in_progress(runner, session)
 
     async def stream(self, session_id: str, *, after_event: str | None, tenant: str,
-                     until_idle: bool) -> AsyncIterator[bytes]:
+                     until_idle: bool) -> AsyncGenerator[bytes, None]:
         """The session's event frames after ``after_event`` (from its first without), live ones as they come."""
         await self._load(session_id, tenant)
         after = -1

@@ -10,7 +10,7 @@ route, its upstream client, the caller's credentials), handed to the sessions se
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +19,7 @@ from ....net.host_policy import HostPolicy
 from ....observability import timing
 from ....protocol.errors import APIError
 from ....protocol.tools.multi_agent import BetaSurface
+from ....run.drive import ShutdownDeadline
 from ....run.multi_agent import KEPT_SUBAGENTS, KeptSubagent
 from ....run.response_run import ResponseRun
 from ....run.tools.mcp_config import MCPServerOverlay
@@ -315,12 +316,22 @@ class AgentRoutes:
                                                                   tenant=request_tenant(request)))
 
 
-async def _sse(request: web.Request, frames: AsyncIterator[bytes]) -> web.StreamResponse:
+async def _sse(request: web.Request, frames: AsyncGenerator[bytes, None]) -> web.StreamResponse:
+    """A session's stored events as SSE. A drain's hand-off ends the stream after the last event stored here
+    (session_resume.py); were that not done by the drain's deadline (a loaded host), the stream ends cleanly at the
+    deadline all the same — a reader is only ever sent stored events, so it resumes elsewhere with its
+    ``Last-Event-ID`` and loses nothing, where a connection cut at the door's close would read as an error."""
     response = web.StreamResponse(status=200, headers=SSE_HEADERS)
     response.content_type = "text/event-stream"
     response.charset = "utf-8"
     await response.prepare(request)
-    async for chunk in frames:
-        await response.write(chunk or KEEPALIVE)
+    try:
+        async with request.app[DRAIN].deadline():
+            async for chunk in frames:
+                await response.write(chunk or KEEPALIVE)
+    except ShutdownDeadline:
+        pass
+    finally:
+        await frames.aclose()  # its reader let go now, wherever the deadline struck
     await response.write_eof()
     return response
