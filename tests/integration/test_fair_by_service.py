@@ -127,6 +127,15 @@ async def _sdk_calls(stack: Stack, tenant: str, count: int, stall_ms: int) -> li
         return outcomes
 
 
+async def _refused_within(stack: Stack, tenant: str, tries: int) -> list[str]:
+    """Synchronous calls of ``tenant``, one after another, until one is refused (at most ``tries``): how each
+    ended."""
+    outcomes: list[str] = []
+    while len(outcomes) < tries and not (outcomes and outcomes[-1].startswith("503")):
+        outcomes += await _sdk_calls(stack, tenant, 1, 0)
+    return outcomes
+
+
 async def test_a_victims_long_call_completes_beside_twelve_short_call_tenants_then_its_short_calls_as_a_fresh_ones(
         stack: Stack) -> None:
     url = stack.sidecar.http_url
@@ -208,7 +217,7 @@ async def test_a_background_response_and_a_session_turn_waiting_past_the_connect
             if "503:upstream_connections_exceeded" in greedy:
                 break
             await asyncio.sleep(0.02)
-        synchronous = asyncio.create_task(_sdk_calls(stack, "control", 1, 0))
+        synchronous = asyncio.create_task(_refused_within(stack, "control", 5))
         background = asyncio.create_task(_background(victim, "background [stall=200] mine"))
         session = await victim.beta.agents.sessions.create(agent={"model": MODEL}, environment={"type": "none"},
                                                            input="[stall=200] first")
@@ -216,7 +225,11 @@ async def test_a_background_response_and_a_session_turn_waiting_past_the_connect
             {"type": "agent.session.input.message",
              "input": [{"role": "user", "content": [{"type": "input_text", "text": "[stall=200] second"}]}]}])
         turns = await _turns(url, stack.keys["victim"], session.id, 2)
-        assert await synchronous == ["503:upstream_connections_exceeded"]  # the control: it waited 1 s
+        # the control: it waited 1 s and was refused (a call that began as a holder's call ended took the place
+        # that freed, and completed: on a loaded host the 4 s holds drift, so the next call is tried)
+        control = await synchronous
+        assert control[-1] == "503:upstream_connections_exceeded", control
+        assert set(control[:-1]) <= {"completed"}, control
         assert await background == "completed:"
     assert turns == ["completed", "completed"], turns
     assert "503:preempted_for_fairness" not in greedy
