@@ -74,8 +74,8 @@ class PostgresAgentStore(PostgresAutomationRecords):
             if records:
                 texts = [pg_json(r.body) for r in records]
                 await conn.executemany(PUT_RECORD, [(r.kind, r.id, tenant, r.parent, r.scope, text,
-                                               charged_bytes(r.kind, r.body, text))
-                                              for r, text in zip(records, texts, strict=True)])
+                                                     charged_bytes(r.kind, r.body, text))
+                                                    for r, text in zip(records, texts, strict=True)])
             if events:
                 await conn.executemany(_APPEND, [(session_id, sequence, event_id, tenant, frame)
                                                  for sequence, event_id, frame in events])
