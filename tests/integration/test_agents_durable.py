@@ -36,7 +36,10 @@ from tests.support.postgres import sidecar_env, store_from_env
 
 BETA = {"OpenAI-Beta": "agents=v1"}
 ENV = {
-    "RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "1",  # a dead replica's sessions are taken over soon
+    # a dead replica's sessions are taken over soon; yet longer than a loaded host's stalls: a lease the process
+    # running the turn could not renew in time is lost, and the turn resumed — a resume the limit counts, and
+    # with the client's credentials not kept, a turn failed (two of this module's tests saw it at 1 s in a full run)
+    "RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "4",
     "RESPONSES_BRIDGE_DRAIN_TIMEOUT": "1",  # shorter than the turn
 }
 SLOW = "first [chunks=40] [delay=100]"  # 4 s of streaming: the stop lands mid-way

@@ -62,6 +62,7 @@ async def background_one(session: aiohttp.ClientSession, base: str, index: int, 
     async with session.post(f"{base}/v1/responses", json={"model": MODEL, "input": prompt(index),
                                                           "background": True}) as answer:
         body = await answer.json()
+        assert answer.status == 200, (answer.status, body)
         seen["background"].append(body["id"])
     while True:  # poll until it ends (or the sidecar dies under us)
         await asyncio.sleep(0.05)
