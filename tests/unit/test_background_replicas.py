@@ -236,6 +236,52 @@ async def test_a_run_that_resumes_after_its_lease_was_taken_stores_nothing(repli
     assert not any(b"answer" in frame for frame in frames)  # not one of A's late deltas either
 
 
+async def test_a_start_whose_lease_ran_out_before_its_row_was_stored_claims_it_again(replicas) -> None:
+    """A stalled between claiming a new run's lease and storing its queued row, past the lease (a loaded host, a
+    short lease): that save is fenced off and writes nothing, and no other replica can have acted on a run with no
+    row, so A claims it again and the run goes on — the client is answered the queued response, not a 500
+    (``test_kill_9_during_200_concurrent_responses`` met it on PostgreSQL under a full run's load). A lease that
+    runs out at every claim ends in a 503 the client retries, nothing stored, nothing left claimed. (SQLite's
+    workers fence by owner alone, a sweep taking a lease under the same write lock as the saves: a lease run out
+    and not taken fences nothing there, and the start goes on at its first claim.)"""
+    from responses_bridge.protocol.errors import APIError
+    from responses_bridge.services.responses.background import QUEUED_CLAIMS
+
+    a, _ = replicas
+    fenced_by_clock = "Postgres" in type(a.leases).__name__
+    claim = a.leases.claim
+    claims: list[str] = []
+    ran_out = 1  # the first claim runs out before the save
+
+    async def claim_then_stall(response_id: str) -> None:
+        claims.append(response_id)
+        await claim(response_id)
+        if len(claims) <= ran_out:
+            await expire_leases(a)
+
+    a.leases.claim = claim_then_stall  # type: ignore[method-assign]
+    gate = asyncio.Event()
+    upstream = ScriptedUpstream(["on ", "time"], gate)
+    run = await start(a, upstream)
+    assert claims == [run.response_id] * (2 if fenced_by_clock else 1)
+    gate.set()
+    assert run.task is not None
+    await asyncio.wait_for(asyncio.shield(run.task), timeout=30)
+    stored = await a.store.get_response(run.response_id, tenant=DEFAULT_TENANT)
+    assert stored is not None and stored["status"] == "completed"
+    if not fenced_by_clock:
+        return
+    ran_out = 1000  # every claim runs out
+    claims.clear()
+    with pytest.raises(APIError) as refused:
+        await start(a, ScriptedUpstream(["never"], asyncio.Event()))
+    assert refused.value.status == 503 and refused.value.code == "server_overloaded"
+    assert len(claims) == QUEUED_CLAIMS and len(set(claims)) == 1
+    assert await a.store.get_response(claims[0], tenant=DEFAULT_TENANT) is None
+    assert claims[0] not in a.service.runs
+    assert await a.sql("SELECT count(*) FROM background_runs") == 0
+
+
 class _CutThenBack:
     """B's event log whose first reads fail as a cut connection does (the database away for a moment)."""
 

@@ -52,8 +52,9 @@ from ...run.runs import Run
 from ...run.upstream import UpstreamClient
 from ...sealing import Sealer
 from ...store.base import EventLog, ResponseStore, RunLeases
-from ...store.records import Closer
+from ...store.records import Closer, LeaseLost
 from ...store.sqlite.background_runs import LocalRunLeases
+from ..tenancy.memory_budget import OVERLOADED
 from .background_elsewhere import cancel_elsewhere, follow_stored, stop_elsewhere
 from .background_frames import (
     ABANDONED_MESSAGE,
@@ -79,6 +80,10 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 MAX_RESUMES = 3  # the default of RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES
 
 STORE_RETRY_SECONDS = 60.0  # the default of RESPONSES_BRIDGE_STORE_RETRY_SECONDS
+
+QUEUED_CLAIMS = 3
+"""Times a background response's lease is claimed for its queued row before the request is answered 503
+(:meth:`BackgroundService._store_queued`)."""
 
 
 class BackgroundService:
@@ -232,9 +237,7 @@ class BackgroundService:
         run.accepted = orjson.dumps(response_run.response)
         self.runs[run.response_id] = run  # before the row exists: a follower finds the run, never an orphan
         try:
-            await self.leases.claim(run.response_id)  # before the row: no sweep sees it unowned
-            await self.store.save_response(response_run.response, response_run.request.input_items,  # type: ignore[arg-type,union-attr]
-                                           tenant=run.tenant, **run.fence)
+            await self._store_queued(run, response_run)
         except BaseException:
             self.runs.pop(run.response_id, None)
             response_run.before_persist = None  # no cycle left through the run that never started
@@ -259,6 +262,24 @@ class BackgroundService:
         run.task = asyncio.create_task(run.run(), name=f"background:{run.response_id}")
         log.info("background_started", response_id=run.response_id)
         return run
+
+    async def _store_queued(self, run: BackgroundRun, response_run: Run) -> None:
+        """Claim the run's lease, then store its queued row under it (before the row: no sweep sees it unowned).
+        A lease that ran out between the two (this process stalled longer than the lease: a loaded host, a short
+        ``RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS``) fenced the save off before it wrote anything, and no other
+        process can have acted on a run whose row does not exist: it is claimed again, a few times, and then
+        answered as the overload it is (a 503 the client retries), never as a server error."""
+        for _ in range(QUEUED_CLAIMS):
+            await self.leases.claim(run.response_id)
+            try:
+                await self.store.save_response(response_run.response, response_run.request.input_items,  # type: ignore[arg-type,union-attr]
+                                               tenant=run.tenant, **run.fence)
+                return
+            except LeaseLost:
+                log.warning("background_claim_ran_out", response_id=run.response_id)
+        raise APIError(503, "The server was too busy to store this background response within its lease "
+                       "(RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS); nothing was started. Retry shortly.",
+                       type="server_error", code=OVERLOADED)
 
     def _run(self, response_id: str, tenant: str) -> BackgroundRun | None:
         """The run of ``tenant``'s response here, if any: another tenant's run is no run at all for the caller."""
