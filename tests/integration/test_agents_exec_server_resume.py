@@ -24,7 +24,7 @@ from tests.support.bridge import start_sidecar
 from tests.support.exec_server import running_fake_exec_server
 
 TIMEOUT = aiohttp.ClientTimeout(total=90)
-ENV = {"RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "1"}
+ENV = {"RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "3"}  # past a loaded host's stalls (test_agents_durable.py)
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

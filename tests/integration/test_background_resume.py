@@ -23,7 +23,8 @@ MODEL = "fake-model"
 SLOW = "resume me [chunks=40] [delay=100]"  # 4 s of streaming: the kill and the drain land mid-way
 QUICK = "resume me [chunks=40]"  # the same answer at once: what the resumed run must end with
 ENV = {
-    "RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "1",  # on PostgreSQL the dead process's lease lapses soon
+    # on PostgreSQL the dead process's lease lapses soon; yet past a loaded host's stalls (test_agents_durable.py)
+    "RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "3",
     "RESPONSES_BRIDGE_DRAIN_TIMEOUT": "1",  # shorter than the run
 }
 DELTAS_BEFORE_STOP = 3

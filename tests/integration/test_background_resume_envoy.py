@@ -43,7 +43,7 @@ pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no
                          "code (scripts/pg-coverage: no line of store/postgres that only this module covers)")]
 
 ENV = {
-    "RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "1",
+    "RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "3",  # past a loaded host's stalls (test_agents_durable.py)
     "RESPONSES_BRIDGE_DRAIN_TIMEOUT": "1",  # shorter than the run
 }
 

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 MODEL = "fake-model"
 ENV = {
-    "RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "1",
+    "RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "3",  # past a loaded host's stalls (test_agents_durable.py)
     "RESPONSES_BRIDGE_DRAIN_TIMEOUT": "1",  # shorter than the run
     "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1",
 }

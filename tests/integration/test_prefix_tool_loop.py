@@ -423,7 +423,7 @@ async def test_a_resumed_runs_turns_extend_the_prompt(tmp_path: Path, fake_upstr
     tools = [{"type": "mcp", "server_label": "tools", "server_url": mcp.http_url, "require_approval": "never",
               "allowed_tools": ["add", "echo"]}]
     db = str(tmp_path / "resumed.db")
-    env = {"RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "1", "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}
+    env = {"RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "3", "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}
 
     async def started() -> tuple[ManagedProcess, str]:
         process, http_port, _ = start_sidecar(str(tmp_path), fake_upstream, "--db", db, env=env, extproc=False)
