@@ -155,6 +155,12 @@ class ExtProcServicer(ExternalProcessorServicer):
                         # the terminal bytes are handed to gRPC from here on: a close by Envoy after this point is
                         # the end of a delivered answer, not a client going away
                         stream.delivered = stream.done
+                        if phase == "request_body" and stream.ours and not stream.done:
+                            # the call starts as the rewritten request is handed over, not once the write returns:
+                            # Envoy may have called the upstream (and its first byte come) before this task resumes
+                            observed.upstream_called()
+                            if stream.run is not None and stream.run.timing is not None:
+                                stream.run.timing.called = observed.upstream_started
                         if stream.sse or stream.routed:
                             put(replies)  # the writing task's (outbox.py): no coroutine for an event stream's chunk
                         else:
@@ -163,10 +169,6 @@ class ExtProcServicer(ExternalProcessorServicer):
                         turn.give()
                 finally:  # counted however it ends: Envoy may cancel the stream while an immediate reply is written
                     observed.message(phase, perf_counter() - started)
-                if phase == "request_body" and stream.ours and not stream.done:
-                    observed.upstream_called()
-                    if stream.run is not None and stream.run.timing is not None:
-                        stream.run.timing.called = observed.upstream_started
                 if stream.done:
                     self._changed.set()
                 if stream.released:  # nothing more to see (a chat answer not stored): Envoy goes on without us
