@@ -405,7 +405,8 @@ async def test_migrates_version_zero_file(tmp_path: Path, kind: str) -> None:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"responses", "response_items"} <= tables
-    assert {"responses_previous_response_id", "response_items_order"} <= indexes
+    assert {"responses_listed", "response_items_order", "response_items_by_item"} <= indexes
+    assert "responses_previous_response_id" not in indexes  # read by nothing, written by every save (migration 38)
 
 
 async def test_refuses_database_from_newer_version(tmp_path: Path) -> None:
