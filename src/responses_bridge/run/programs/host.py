@@ -31,6 +31,7 @@ from typing import Protocol
 
 from ...engine.tools.programs import ProgramSigner
 from ...fairness.share import Reason
+from ...observability import timing, tracing
 from ...observability.metrics import PROGRAMS_LIVE, PROGRAMS_WAITING
 from ...protocol.errors import APIError
 from ...sandbox.slots import FairSlots
@@ -144,8 +145,14 @@ class ProgramHost:
         except BaseException:
             self._end(tenant, held)
             raise
-        return await self._keep(tenant, await _until_done(running, functools.partial(self._end, tenant, held),
-                                                          handle.stop))
+        # the run's own span (the response's stored trace, observability/timing.py, and OTLP's where a collector is
+        # set), from its start in a worker to its answer, as a sandbox run has: each round of a program shows,
+        # between the tool calls it made
+        shown = {"responses_bridge.program.timeout": self.limits.timeout,
+                 "responses_bridge.program.memory_bytes": self.bounds.memory_bytes}
+        with tracing.span("program run", shown), timing.span("program run", "sandbox", shown):
+            run = await _until_done(running, functools.partial(self._end, tenant, held), handle.stop)
+        return await self._keep(tenant, run)
 
     async def _keep(self, tenant: str, run: ProgramRun) -> ProgramRun:
         """``run`` with its answer held in the memory budget for ``tenant`` (:attr:`ProgramRun.let_go`), now that
