@@ -159,6 +159,31 @@ async def test_a_background_response_keeps_its_timing_from_its_request(stack: St
     assert [span["kind"] for span in timing["spans"]] == ["model"]
 
 
+async def test_each_run_of_a_program_has_its_own_span_inside_its_tool_call(stack: Stack) -> None:
+    """A program (the V8 isolate) runs in a worker, as code runs in the sandbox: its run is a span of its own,
+    inside the call of ``program``, between the model's two calls."""
+    pytest.importorskip("py_mini_racer")
+    async with client(stack, "http") as sdk:
+        response = await sdk.responses.create(model=MODEL, input="js: return `six times seven is ${6 * 7}`",
+                                              tools=[{"type": "programmatic_tool_calling"}])  # type: ignore[list-item]
+    assert [item.type for item in response.output] == ["program", "program_output", "message"], response.output
+    timing = await stored_timing(stack.db, response.id)
+    assert timing is not None
+    assert [(span["kind"], span["name"] if span["kind"] != "model" else "") for span in timing["spans"]] == [
+        ("model", ""), ("sandbox", "program run"), ("tool", "tool program"), ("model", "")], timing["spans"]
+    # (a span is added as it ends: the run before its call)
+    first, run, call, last = timing["spans"]
+    assert call["start_ms"] <= run["start_ms"] <= run["end_ms"] <= call["end_ms"], (run, call)
+    assert run["attributes"]["responses_bridge.program.memory_bytes"] > 0
+    # each model call says what it made and what its answer said, the one that asked for the program too (its JSON
+    # answer is read only as the tool starts): the console's span page shows its item, its model and tokens
+    assert first["name"] == last["name"] == f"chat {MODEL}", timing["spans"]
+    assert first["attributes"]["output"] == [0, 1] and last["attributes"]["output"] == [2, 3], timing["spans"]
+    assert first["attributes"]["gen_ai.response.finish_reasons"] == ["tool_calls"], first
+    assert first["attributes"]["gen_ai.usage.output_tokens"] > 0, first
+    assert timing["ttft_ms"] <= first["end_ms"]  # the program item, the response's first output
+
+
 async def test_a_stored_chat_completion_keeps_its_latency(stack: Stack) -> None:
     for door in ("http", "envoy"):
         async with client(stack, door) as sdk:

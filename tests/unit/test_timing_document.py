@@ -5,12 +5,13 @@ responses joining the turn's own timing once, and a JSON answer's model call set
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import orjson
 
 from responses_bridge.fairness.share import FairPool
 from responses_bridge.observability import timing
-from responses_bridge.observability.timing import MAX_ATTRIBUTE_CHARS, MAX_SPANS, Timing, readable
+from responses_bridge.observability.timing import MAX_ATTRIBUTE_CHARS, MAX_SPANS, Facts, Timing, readable
 from responses_bridge.store.timings import timing_columns
 
 
@@ -65,6 +66,44 @@ def test_a_json_answer_is_settled_when_it_is_translated() -> None:
     assert document["ttft_ms"] == 500.0
     clock.settle(2, attributes)  # nothing new: not asked again
     assert asked == [True]
+
+
+def test_a_json_answer_that_asked_for_a_tool_is_settled_as_the_tool_starts() -> None:
+    """The tool loop's call: its JSON answer is read after the call ended, then the tool it asked for runs and the
+    next call is made. The call's output range, first output and facts are its own, taken before the tool's span
+    opens (not the last call's, not never)."""
+    clock = Timing(origin=0.0)
+    output: list[object] = []
+    asked: list[str] = []
+
+    def facts(model: str, tokens: int, finish: str) -> Callable[[], Facts]:
+        def read() -> Facts:
+            asked.append(finish)
+            return model, {"output_tokens": tokens}, finish
+        return read
+
+    clock.model_call(0.1, 0.2, 0.3, None, 0.5, None, (0, 0), failed=False,
+                     read_later=(output, facts("m", 5, "tool_calls")))
+    output.append({"type": "function_call"})  # the answer is read: its call is the response's first item
+    token = timing.CURRENT.set(clock)
+    try:
+        with timing.span("tool lookup", "tool"):
+            output.append({"type": "function_call_output"})
+    finally:
+        timing.CURRENT.reset(token)
+    clock.model_call(0.9, 1.0, 1.1, None, 1.3, None, (2, 2), failed=False,
+                     read_later=(output, facts("m", 7, "stop")))
+    output.append({"type": "message"})
+    clock.settle(len(output), facts("m", 7, "stop"))  # the response completes: the last call's answer
+    document = stored(clock, 1.4)
+    first, tool, last = document["spans"]
+    assert tool["kind"] == "tool" and asked == ["tool_calls", "stop"]
+    assert first["name"] == "chat m" and first["attributes"]["output"] == [0, 1]
+    assert first["attributes"]["gen_ai.usage.output_tokens"] == 5
+    assert first["attributes"]["gen_ai.response.finish_reasons"] == ["tool_calls"]
+    assert last["attributes"]["output"] == [2, 3] and last["attributes"]["gen_ai.usage.output_tokens"] == 7
+    assert document["ttft_ms"] == 500.0  # the first call's item, read as it ended
+    assert clock.unsettled is None
 
 
 def test_a_turns_responses_join_it_once() -> None:

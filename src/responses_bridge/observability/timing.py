@@ -56,7 +56,7 @@ class Timing:
     """One request's clock readings, as it runs (a few attributes and a list: made per request)."""
 
     __slots__ = ("called", "dropped", "first_byte", "first_token", "headers", "origin", "parent", "replica",
-                 "spans", "upstream", "waits")
+                 "spans", "unsettled", "upstream", "waits")
 
     def __init__(self, origin: float | None = None, parent: Timing | None = None) -> None:
         self.origin = perf_counter() if origin is None else origin
@@ -70,6 +70,9 @@ class Timing:
         self.replica: str | None = None
         self.dropped = 0
         self.called: float | None = None  # a model call Envoy makes (the ext_proc door) began: see watched_call
+        # the last model call whose answer was not translated when it ended (a JSON answer): its readings, the
+        # response's output list, what asks its facts, its end; settled once its answer is read (settle)
+        self.unsettled: tuple[list[Any], list[Any], Callable[[], Facts], float] | None = None
 
     def add(self, name: str, kind: str, began: float, ended: float, attributes: dict[str, Any] | None = None,
             call: list[Any] | None = None) -> None:
@@ -87,16 +90,23 @@ class Timing:
         self.add(f"wait {pool}", "wait", began, ended, {"pool": pool})
 
     def model_call(self, began: float, headers: float | None, first_byte: float | None, first_token: float | None,
-                   ended: float, facts: Facts | None, output: tuple[int, int], failed: bool) -> None:
+                   ended: float, facts: Facts | None, output: tuple[int, int], failed: bool,
+                   read_later: tuple[list[Any], Callable[[], Facts]] | None = None) -> None:
         """A model call the bridge drove (run/drive.py) or watched Envoy make (the ext_proc door). ``facts``: what
         its answer said (the run's ``call_facts()``: model, usage, finish reason), kept as they are; None while its
-        answer is not translated yet (a JSON answer: :meth:`settle`)."""
+        answer is not translated yet (a JSON answer): then ``read_later``, the response's output list and what
+        asks the facts, settles the call once the answer is read (:meth:`settle`: before the tool it called
+        starts, before the next call, or as the response completes)."""
+        if self.unsettled is not None:
+            self.settle_pending()
         if self.headers is None:
             self.headers, self.first_byte = headers, first_byte
         if self.first_token is None:
             self.first_token = first_token
-        self.add("chat", "model", began, ended, None,
-                 [headers, first_byte, first_token, output[0], output[1], failed, facts])
+        call = [headers, first_byte, first_token, output[0], output[1], failed, facts]
+        self.add("chat", "model", began, ended, None, call)
+        if read_later is not None:
+            self.unsettled = (call, read_later[0], read_later[1], ended)
 
     def chunk_seen(self, response: Mapping[str, Any] | None) -> None:
         """A chunk of the answer to a call Envoy makes (the ext_proc door) was translated: its first byte, and the
@@ -128,12 +138,19 @@ class Timing:
             self.settle(output, translator.call_facts)
 
     def settle(self, output: int, facts: Callable[[], Facts]) -> None:
-        """The response was completed (its last call's answer read): a last model call whose answer came whole
-        (a JSON answer, translated only now) gets its output range, its first output (when the answer ended) and
-        the facts its answer gave (``facts()``: asked only then)."""
-        if not self.spans:
+        """A model call's answer was read (the response completed, or a tool the call asked for starts): the call
+        whose answer came whole (a JSON answer, translated only now: the unsettled one, else the last span) gets
+        its output range, its first output (when the answer ended) and the facts its answer gave (``facts()``:
+        asked only then)."""
+        pending = self.unsettled
+        call: list[Any] | None
+        if pending is not None:
+            self.unsettled = None
+            call, ended = pending[0], pending[3]
+        elif not self.spans:
             return
-        ended, call = self.spans[-1][3], self.spans[-1][5]
+        else:
+            ended, call = self.spans[-1][3], self.spans[-1][5]
         if call is None:
             return
         if call[6] is None:
@@ -145,6 +162,12 @@ class Timing:
             call[2] = ended
             if self.first_token is None:
                 self.first_token = ended
+
+    def settle_pending(self) -> None:
+        """The unsettled call's answer has been read (a tool it asked for starts, or the next call is made)."""
+        pending = self.unsettled
+        if pending is not None:
+            self.settle(len(pending[1]), pending[2])
 
     def document(self, ended: float | None = None) -> list[Any]:
         """What is stored with the response, as it was taken (every instruction here is paid by every plain
@@ -285,6 +308,8 @@ class _ToolSpan:
         self.began = 0.0
 
     def __enter__(self) -> _ToolSpan:
+        if self.timing.unsettled is not None:  # the model call that asked for this tool: its answer was read
+            self.timing.settle_pending()
         self.began = perf_counter()
         return self
 

@@ -214,10 +214,12 @@ class _Watch:
         if self.first_token is None and end > self.start:  # made by a long event's steps (catch_up)
             self.first_token = perf_counter()
         # what the answer said (model, usage, finish reason), once it was translated: a JSON answer is translated
-        # only when the response completes, and its facts are asked for then (Timing.settle)
+        # only when it is read (before the tool it asked for starts, or as the response completes), and its facts
+        # are asked for then (Timing.settle)
         facts = run.call_facts() if end > self.start or run.upstream_failed else None
         timing.model_call(began, self.headers, self.first_byte, self.first_token, perf_counter(), facts,
-                          (self.start, end), run.upstream_failed)
+                          (self.start, end), run.upstream_failed,
+                          (output, run.call_facts) if facts is None and output is not None else None)
 
 
 def _told(span: Any, run: Run) -> None:
