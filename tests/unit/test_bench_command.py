@@ -110,3 +110,22 @@ def test_a_benchmarks_own_help_from_another_directory(name: str, usage: str, tmp
     result = _run(name, "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(usage), result.stdout[:300]
+
+
+def test_instructions_prints_every_door_without_keep(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """``scripts/bench instructions --envoy`` without ``--keep`` prints both doors' lines (it once stopped with a
+    TypeError after the first, building the kept dumps' paths from no directory)."""
+    from tools.bench import instructions
+
+    figures = {"http": 2.0e6, "http idle/s": 0.0, "http net": 2.0e6,
+               "envoy": 3.0e6, "envoy idle/s": 0.0, "envoy net": 3.0e6}
+
+    async def rounds(args: object) -> list[dict[str, dict[str, float]]]:
+        return [{"A": figures, "B": figures}]
+
+    monkeypatch.setattr(instructions, "run", rounds)
+    monkeypatch.setattr(sys, "argv", ["instructions", "--envoy"])
+    assert instructions.main() == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[2] for line in lines[1:]] == ["http", "envoy"], lines

@@ -180,8 +180,10 @@ def main() -> int:
                          f"   (idle: A {figures['A'][f'{door} idle/s'] / 1e3:5.0f} k/s   "
                          f"B {figures['B'][f'{door} idle/s'] / 1e3:5.0f} k/s)")
             print(line)
+            if args.keep is None:
+                continue
             kept = (Path(args.keep, f"A-{door}.{index + 1}.out"), Path(args.keep, f"B-{door}.{index + 1}.out"))
-            if args.keep is not None and all(path.exists() for path in kept):
+            if all(path.exists() for path in kept):
                 print("\n".join(differences(*kept, args.requests)))
     return 0
 
