@@ -23,8 +23,8 @@ from .records import ResponseFilter
 
 LIKE_ESCAPE = "\\"
 SORTS = {"latency": "latency_ms", "ttft": "ttft_ms"}
-"""The Logs' orders besides newest first: each a column of the row, in an index led by the tenant (SQLite
-migration 36, PostgreSQL 35)."""
+"""The Logs' orders besides newest first: each a column of the row, in an index led by the tenant (PostgreSQL
+migration 35; on SQLite in the facts table: migration 39)."""
 
 
 class UsageSum(NamedTuple):
@@ -42,17 +42,22 @@ class UsageSum(NamedTuple):
     no_usage: int
 
 
-USAGE_SUMS = """
+def usage_sums_sql(table: str = "responses") -> str:
+    """The statement of :meth:`ResponseBrowser.usage_sums` (``:name`` parameters) over ``table``: a range of its
+    usage index (PostgreSQL's ``responses``, migration 36; SQLite's ``response_facts``, migration 39), led by the
+    tenant then the hour, grouped in the index's own order (on SQLite grouping by a bucket computed from
+    ``created_at`` sorted 100,000 entries in a temporary B-tree: 128 ms against 34 ms this way)."""
+    return f"""
 SELECT usage_hour, model, api_key_id, count(*),
        coalesce(sum(input_tokens), 0), coalesce(sum(cached_tokens), 0), coalesce(sum(output_tokens), 0),
        coalesce(sum(total_tokens), 0), count(*) - count(output_tokens)
-FROM responses WHERE tenant = :tenant AND usage_hour >= :since_hour
+FROM {table} WHERE tenant = :tenant AND usage_hour >= :since_hour
 GROUP BY usage_hour, model, api_key_id
 """
-"""The statement of :meth:`ResponseBrowser.usage_sums` on both stores (``:name`` parameters): a range of the usage
-index (SQLite migration 37, PostgreSQL 36), led by the tenant then the hour, grouped in the index's own order (on
-SQLite grouping by a bucket computed from ``created_at`` sorted 100,000 entries in a temporary B-tree: 128 ms
-against 34 ms this way)."""
+
+
+USAGE_SUMS = usage_sums_sql()
+"""The usage sums over ``responses``' own columns (PostgreSQL)."""
 
 
 def usage_sum(row: Sequence[object]) -> UsageSum:
@@ -156,12 +161,15 @@ def like_pattern(needle: str) -> str:
     return f"%{needle}%"
 
 
-def slowest_sql(where: ResponseFilter, by: str) -> tuple[str, dict[str, object]]:
+def slowest_sql(where: ResponseFilter, by: str, sorted_by: str = "r") -> tuple[str, dict[str, object]]:
     """The conditions and parameters of :meth:`ResponseBrowser.slowest_sizes` (``:name`` parameters), the same on
     both stores: every filter of the listing (model, status, a time range, metadata pairs, the latter by ``EXISTS``
-    in their own index)."""
+    in their own index) on the responses ``r``, the order on ``sorted_by``: the alias of the table whose index
+    holds the column (``r`` itself on PostgreSQL; SQLite's facts table, joined by id: response_facts.py)."""
     column = SORTS[by]
-    conditions = ["r.tenant = :tenant", f"r.{column} IS NOT NULL"]
+    conditions = [f"{sorted_by}.tenant = :tenant", f"{sorted_by}.{column} IS NOT NULL"]
+    if sorted_by != "r":
+        conditions.append("r.tenant = :tenant")
     params: dict[str, object] = {}
     for name, test, value in (("model", "r.model =", where.model), ("status", "r.status =", where.status),
                               ("created_before", "r.created_at <", where.created_before),
@@ -174,5 +182,5 @@ def slowest_sql(where: ResponseFilter, by: str) -> tuple[str, dict[str, object]]
         conditions.append(f"EXISTS (SELECT 1 FROM response_metadata WHERE response_id = r.id AND tenant = :tenant "
                           f"AND key = :mk{n} AND value = :mv{n})")
         params[f"mk{n}"], params[f"mv{n}"] = key, value
-    return (f"WHERE {' AND '.join(conditions)} ORDER BY r.{column} DESC, r.id DESC LIMIT :fetch OFFSET :skip",
-            params)
+    return (f"WHERE {' AND '.join(conditions)} ORDER BY {sorted_by}.{column} DESC, {sorted_by}.id DESC "
+            "LIMIT :fetch OFFSET :skip", params)

@@ -22,7 +22,7 @@ from typing import Protocol
 import aiosqlite
 
 from .. import metrics
-from ..browsing import LIKE_ESCAPE, USAGE_SUMS, UsageSum, like_pattern, slowest_sql, usage_sum
+from ..browsing import LIKE_ESCAPE, UsageSum, like_pattern, slowest_sql, usage_sum, usage_sums_sql
 from ..listing import bound_params, bounds, page_sql, responses_page, trim_page
 from ..records import ResponseFilter
 from .cursors import METADATA_JOIN, resolve_keys
@@ -30,7 +30,8 @@ from .cursors import METADATA_JOIN, resolve_keys
 
 class BrowsedFile(Protocol):
     """What the browser needs of its store (responses.py's ``SQLiteResponseStore``): the file, whether it is open,
-    and its shared read connection (for ``":memory:"``, which exists per connection)."""
+    its shared read connection (for ``":memory:"``, which exists per connection), and the catch-up of the facts
+    table its orders and sums read (response_facts.py)."""
 
     path: str
 
@@ -38,6 +39,9 @@ class BrowsedFile(Protocol):
     def is_open(self) -> bool: ...
 
     def reading(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
+
+    async def catch_up_facts(self) -> None: ...
+
 
 _CHAIN = """
 WITH RECURSIVE chain(id, previous_response_id, size, depth) AS (
@@ -56,6 +60,7 @@ _INPUT_BYTES = (" + coalesce((SELECT sum(length(i.item)) FROM response_items AS 
                 "WHERE i.response_id = r.id AND i.kind = 'input'), 0)")
 _IN_INPUT = ("EXISTS (SELECT 1 FROM response_items AS i WHERE i.response_id = responses.id AND i.kind = 'input' "
              f"AND CAST(i.item AS TEXT) LIKE ? ESCAPE '{LIKE_ESCAPE}')")
+_USAGE_SUMS = usage_sums_sql("response_facts")  # the facts table's usage index (response_facts.py)
 _EXISTS = "SELECT EXISTS (SELECT 1 FROM responses WHERE id = :id AND tenant = :tenant)"
 
 
@@ -110,16 +115,19 @@ class SQLiteResponseBrowser:
 
     async def slowest_sizes(self, *, tenant: str, where: ResponseFilter, by: str, offset: int,
                             limit: int) -> tuple[list[tuple[str, int]], bool]:
-        tail, params = slowest_sql(where, by)
+        tail, params = slowest_sql(where, by, sorted_by="f")
         params.update(tenant=tenant, fetch=limit + 1, skip=offset)
+        await self._store.catch_up_facts()  # every response stored before the page was asked for is in the order
         async with self._reading("browse_sorted") as conn:
             rows = [(str(row[0]), int(row[1])) for row in await conn.execute_fetchall(
-                f"SELECT r.id, length(r.response) FROM responses AS r {tail}", params)]
+                "SELECT r.id, length(r.response) FROM response_facts AS f "
+                f"JOIN responses AS r ON r.rowid = f.rowid AND r.id = f.id {tail}", params)]
         return rows, trim_page(rows, limit)
 
     async def usage_sums(self, *, tenant: str, since_hour: int) -> list[UsageSum]:
+        await self._store.catch_up_facts()  # every response stored before the page was asked for is summed
         async with self._reading("browse_usage") as conn:
-            rows = await conn.execute_fetchall(USAGE_SUMS, {"tenant": tenant, "since_hour": since_hour})
+            rows = await conn.execute_fetchall(_USAGE_SUMS, {"tenant": tenant, "since_hour": since_hour})
         return [usage_sum(row) for row in rows]
 
     async def response_times(self, response_ids: Sequence[str], *,

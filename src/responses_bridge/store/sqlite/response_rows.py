@@ -16,6 +16,7 @@ import orjson
 from ..items import ItemRow, item_rows
 from ..records import LeaseLost, ResponseIdTaken
 from ..timings import timing_columns, usage_columns
+from .response_facts import REFRESH as REFRESH_FACTS
 
 # An existing id is only replaced when it is the same tenant's (the WHERE of DO UPDATE): otherwise nothing
 # changes and the statement reports no row, which _write_one turns into ResponseIdTaken.
@@ -164,6 +165,7 @@ def _write_one(conn: sqlite3.Connection, save: _Save) -> None:
             raise ResponseIdTaken(str(response_id))  # another tenant's row: left as it is, nothing else written
         conn.execute(_DELETE_ITEMS, (response_id,))
         conn.execute(_DELETE_METADATA, (response_id,))
+        conn.execute(REFRESH_FACTS, (response_id,))  # its latency and usage changed: the console's table too
     if save.inputs or save.outputs:
         conn.executemany(_INSERT_ITEM, _item_params(response_id, save))
     if save.metadata:
