@@ -104,7 +104,10 @@ class Timing:
         if self.first_token is None:
             self.first_token = first_token
         call = [headers, first_byte, first_token, output[0], output[1], failed, facts]
-        self.add("chat", "model", began, ended, None, call)
+        if len(self.spans) < MAX_SPANS:  # add(), inline: every model call of every request comes here
+            self.spans.append(("chat", "model", began, ended, None, call))
+        else:
+            self.dropped += 1
         if read_later is not None:
             self.unsettled = (call, read_later[0], read_later[1], ended)
 
@@ -169,13 +172,16 @@ class Timing:
         if pending is not None:
             self.settle(len(pending[1]), pending[2])
 
-    def document(self, ended: float | None = None) -> list[Any]:
+    def document(self, ended: float | None = None, response_id: str | None = None) -> list[Any]:
         """What is stored with the response, as it was taken (every instruction here is paid by every plain
         request: :func:`readable` makes it a page's when one is read): ``[3, ttft ms, latency ms, origin, waits,
         upstream, replica, spans, dropped]``, the spans' times ``perf_counter()`` readings (``origin`` the
         request's arrival), a model call's facts the run's own. Its time to first token and latency are the row's
-        columns (store/timings.py)."""
+        columns (store/timings.py). ``response_id``: the response being saved, whose spans a session's turn
+        (:attr:`parent`) gets too (once: a response ends once)."""
         end = perf_counter() if ended is None else ended
+        if response_id is not None and self.parent is not None:
+            self.joined(response_id, end)
         origin = self.origin
         if self.upstream is None:  # the upstream the request was routed to (logs.note_upstream), if it was
             self.upstream = noted_upstream()

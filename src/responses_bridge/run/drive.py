@@ -102,22 +102,37 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
                         await sink.write(pending)
                 timing = run.timing  # the request's clock (observability/timing.py), None for a run nobody times
                 while call is not None:
+                    # the call's clock readings (only for a timed run): its answer's headers, first byte and first
+                    # output — an item of the response's output made by this call, its first delta streamed or not
                     began = perf_counter()
-                    watch = _Watch() if timing is not None else None
+                    headers = first_byte = first_token = None
+                    output: list[Any] | None = None
+                    start = 0
                     try:
                         with tracing.span("chat", kind=tracing.SpanKind.CLIENT) as span:  # the model call
                             async with upstream.chat(call, authorization) as answer:
-                                if watch is not None:
-                                    watch.answered(run)
+                                watching = timing is not None
+                                if watching:
+                                    headers = perf_counter()
+                                    response = run.response
+                                    output = response.get("output") if response is not None else None
+                                    if isinstance(output, list):
+                                        start = len(output)
+                                    else:
+                                        output = None
                                 head = run.on_upstream_headers(answer.status, answer.content_type)
                                 if head is not None:
                                     await sink.open(head)
-                                watching = watch
                                 async for chunk in answer.chunks():
-                                    if watching is not None:  # until the call's first output: one check a chunk
-                                        out = watching.chunk(run.on_upstream_chunk, chunk)
-                                        if watching.seen:
-                                            watching = None
+                                    if watching:  # until the call's first output: one check a chunk
+                                        if first_byte is None:
+                                            first_byte = perf_counter()
+                                        out = run.on_upstream_chunk(chunk)
+                                        if output is None:
+                                            watching = False
+                                        elif len(output) > start:
+                                            first_token = perf_counter()
+                                            watching = False
                                     else:
                                         out = run.on_upstream_chunk(chunk)
                                     if out:
@@ -129,8 +144,8 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
                             if span is not None:
                                 _told(span, run)
                     finally:  # a call that failed is in the timing too
-                        if watch is not None and timing is not None:
-                            watch.record(timing, run, began)
+                        if timing is not None:
+                            _timed(timing, run, began, headers, first_byte, first_token, output, start)
                     call = run.retry_request() or await _kept_alive(run.next_turn(sink.write), sink, keepalive)
                     pending = run.take_pending_bytes()
                     if pending:
@@ -174,52 +189,18 @@ def chain_keys(run: Run) -> tuple[str, ...]:
     return tuple(key for key in keys if key)
 
 
-class _Watch:
-    """One model call's clock readings (only for a run that is timed): its answer's headers, first byte and first
-    output (an item of the response's output made by this call: its first delta, streamed or not)."""
-
-    __slots__ = ("first_byte", "first_token", "headers", "output", "seen", "start")
-
-    def __init__(self) -> None:
-        self.headers: float | None = None
-        self.first_byte: float | None = None
-        self.first_token: float | None = None
-        self.output: list[Any] | None = None
-        self.start = 0
-        self.seen = False  # nothing more to watch for: the first output came (or there is no output to watch)
-
-    def answered(self, run: Run) -> None:
-        self.headers = perf_counter()
-        response = run.response
-        output = response.get("output") if response is not None else None
-        if isinstance(output, list):
-            self.output, self.start = output, len(output)
-
-    def chunk(self, translate: Callable[[bytes], bytes], chunk: bytes) -> bytes:
-        """``chunk`` translated: the client's bytes; :attr:`seen` once the call's first output came."""
-        if self.first_byte is None:
-            self.first_byte = perf_counter()
-        out = translate(chunk)
-        output = self.output
-        if output is None:
-            self.seen = True
-        elif len(output) > self.start:
-            self.first_token = perf_counter()
-            self.seen = True
-        return out
-
-    def record(self, timing: Timing, run: Run, began: float) -> None:
-        output = self.output
-        end = len(output) if output is not None else self.start
-        if self.first_token is None and end > self.start:  # made by a long event's steps (catch_up)
-            self.first_token = perf_counter()
-        # what the answer said (model, usage, finish reason), once it was translated: a JSON answer is translated
-        # only when it is read (before the tool it asked for starts, or as the response completes), and its facts
-        # are asked for then (Timing.settle)
-        facts = run.call_facts() if end > self.start or run.upstream_failed else None
-        timing.model_call(began, self.headers, self.first_byte, self.first_token, perf_counter(), facts,
-                          (self.start, end), run.upstream_failed,
-                          (output, run.call_facts) if facts is None and output is not None else None)
+def _timed(timing: Timing, run: Run, began: float, headers: float | None, first_byte: float | None,
+           first_token: float | None, output: list[Any] | None, start: int) -> None:
+    """A model call the driver made, in the run's timing: the readings the loop took, and what its answer said
+    (model, usage, finish reason) once it was translated. A JSON answer is translated only when it is read (before
+    the tool it asked for starts, or as the response completes): its facts are asked for then (Timing.settle)."""
+    end = len(output) if output is not None else start
+    if first_token is None and end > start:  # made by a long event's steps (catch_up)
+        first_token = perf_counter()
+    failed = run.upstream_failed
+    facts = run.call_facts() if end > start or failed else None
+    timing.model_call(began, headers, first_byte, first_token, perf_counter(), facts, (start, end), failed,
+                      (output, run.call_facts) if facts is None and output is not None else None)
 
 
 def _told(span: Any, run: Run) -> None:

@@ -7,7 +7,6 @@ whether the response can be retrieved, and the run tells the client so when it c
 
 from __future__ import annotations
 
-from time import perf_counter
 from typing import Any
 
 import structlog
@@ -23,13 +22,9 @@ from .runs import BeforePersist
 
 def documented(timing: Timing | None, response_id: str | None) -> list[Any] | None:
     """The timing's document as the response is saved (None: not timed); a response of a session's turn adds its
-    spans to the turn's (once: a response ends once)."""
-    if timing is None:
-        return None
-    ended = perf_counter()
-    if response_id is not None and timing.parent is not None:
-        timing.joined(response_id, ended)
-    return timing.document(ended)
+    spans to the turn's (Timing.document)."""
+    return None if timing is None else timing.document(None, response_id)
+
 
 log = structlog.get_logger("responses_bridge.run")
 
@@ -44,7 +39,7 @@ async def persist_response(translator: Translator, store: ResponseStore, convers
     if not translator.request.params.store:
         return await _join_conversation(translator, conversations, conversation_id, tenant)
     extra: dict[str, Any] = {} if conversation_id is None else {"conversation_id": conversation_id}
-    document = documented(timing, translator.response_id)
+    document = None if timing is None else timing.document(None, translator.response_id)
 
     async def save() -> None:
         if before is not None:

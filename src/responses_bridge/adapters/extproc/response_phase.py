@@ -75,7 +75,7 @@ class ResponsePhase(StreamState):
         assert run is not None
         if not self.sse:  # a JSON answer (or an error): held until the upstream's body ends
             run.on_upstream_chunk(chunk)
-            _watched(run)
+            _first_byte(run)
             return await self._duplex_end() if end_of_stream else []
         out = run.on_upstream_chunk(chunk)
         clock = run.timing
@@ -164,11 +164,11 @@ class ResponsePhase(StreamState):
         if not self.sse:
             if not end_of_stream:  # BUFFERED gives one message; anything else is held until the end
                 run.on_upstream_chunk(chunk)
-                _watched(run)
+                _first_byte(run)
                 return m.response_body_reply(b"")
             try:
                 run.on_upstream_chunk(chunk)
-                _watched(run)
+                _first_byte(run)
                 retry = run.retry_request()  # truncation "auto" after a context-length error: retry.py
                 reply = await (run.finish() if retry is None
                                else retried_reply(self.runtime, run, retry, self.authorization, self.route))
@@ -233,6 +233,14 @@ def _watched(run: Run) -> None:
     clock = run.timing
     if clock is not None and clock.first_token is None:
         clock.chunk_seen(run.response)
+
+
+def _first_byte(run: Run) -> None:
+    """A chunk of a JSON answer to Envoy's call: its first byte is all the run's timing learns from it (the
+    answer is translated whole at its end, where the call's first output is taken: Timing.watched_call)."""
+    clock = run.timing
+    if clock is not None and clock.first_byte is None:
+        clock.first_byte = perf_counter()
 
 
 async def _caught_up(run: Run) -> list[bytes]:

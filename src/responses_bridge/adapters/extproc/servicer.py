@@ -105,7 +105,8 @@ class ExtProcServicer(ExternalProcessorServicer):
         self._live.add(stream)
         read, turn, send, put = context.read, stream.lock, outbox.send, outbox.put
         observed = stream.observed = StreamObservation()  # request id, metrics, spans (observe.py)
-        clock = timing.begin(observed.started)  # its stored timing (observability/timing.py): the run takes it
+        # its stored timing (observability/timing.py): the run takes it (timing.begin, inline: every stream)
+        clock = timing.CURRENT.set(timing.Timing(observed.started))
         first = True
         eof = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc exports it; grpc-stubs lack it
         try:
@@ -198,7 +199,7 @@ class ExtProcServicer(ExternalProcessorServicer):
             self._live.discard(stream)
             self._changed.set()
             observed.finish(stream.ours, not stream.delivered)
-            timing.end(clock)
+            timing.CURRENT.reset(clock)  # timing.end
 
     def _unfinished(self) -> list[_Stream]:
         return [stream for stream in self._live if stream.run is not None and not stream.done]

@@ -60,7 +60,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
                                    "responses_bridge.request_id": request_id}, kind=tracing.SpanKind.SERVER)
     status = 500
     # a POST's clock (observability/timing.py): what it waits for and its model calls, stored with its response
-    clock = timing.begin(started) if request.method == "POST" else None
+    clock = timing.CURRENT.set(timing.Timing(started)) if request.method == "POST" else None  # timing.begin, inline
     try:
         with tracing.use(span) if span is not None else contextlib.nullcontext():
             response = await handler(request)
@@ -86,7 +86,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         unwatch_upstream(watching)
         unbind_request_id(tokens)
         if clock is not None:
-            timing.end(clock)
+            timing.CURRENT.reset(clock)  # timing.end
 
 
 async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:

@@ -374,8 +374,8 @@ class Translator(ClientStream, CompactionTurns):
     def call_facts(self) -> tuple[str | None, dict[str, Any] | None, str | None]:
         """The upstream call whose answer was just read: the model it asked, its usage, its finish reason (what
         its span says, observability/gen_ai.py)."""
-        builder = self.builder
-        return self._options.upstream_model or self.request.model, builder.usage, builder.finish_reason
+        builder = self._builder
+        return self._options.upstream_model or self.request.params.model or "", builder.usage, builder.finish_reason
 
     @property
     def builder(self) -> OutputBuilder:

@@ -88,8 +88,10 @@ class Slot:
             else:  # no entry per tenant ever seen: the map stays as small as the load
                 counts.pop(self._tenant, None)
         activity, self._activity = self._activity, None
-        if activity is not None:
-            activity.leave()  # last: it may let a batch line start
+        if activity is not None:  # Activity.leave, inlined (every request comes here); last: a batch line may start
+            activity.count -= 1
+            if activity.listener is not None:
+                activity.listener()
 
     def hold_until(self, task: asyncio.Future[None] | None) -> None:
         """Keep the slot until ``task`` (a background run) ends, whatever the request's own end."""
