@@ -30,7 +30,6 @@ import structlog
 from ..engine.wire import Reply, UpstreamRequest
 from ..fairness.preemption import absorb_preemption, preempted_error
 from ..observability import gen_ai, tracing
-from ..observability.timing import Timing
 from ..protocol.errors import APIError, shut_down_mid_response
 from .runs import Run
 from .upstream import UpstreamClient, UpstreamFailure
@@ -145,7 +144,18 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
                                 _told(span, run)
                     finally:  # a call that failed is in the timing too
                         if timing is not None:
-                            _timed(timing, run, began, headers, first_byte, first_token, output, start)
+                            # what its answer said (model, usage, finish reason), once it was translated: a JSON
+                            # answer is translated only when it is read (before the tool it asked for starts, or
+                            # as the response completes), and its facts are asked for then (Timing.settle)
+                            end = len(output) if output is not None else start
+                            if first_token is None and end > start:  # made by a long event's steps (catch_up)
+                                first_token = perf_counter()
+                            failed = run.upstream_failed
+                            facts = run.call_facts() if end > start or failed else None
+                            timing.model_call(began, headers, first_byte, first_token, perf_counter(), facts,
+                                              (start, end), failed,
+                                              (output, run.call_facts) if facts is None and output is not None
+                                              else None)
                     call = run.retry_request() or await _kept_alive(run.next_turn(sink.write), sink, keepalive)
                     pending = run.take_pending_bytes()
                     if pending:
@@ -187,20 +197,6 @@ def chain_keys(run: Run) -> tuple[str, ...]:
         conversation = request.params.conversation
         keys.append(conversation.get("id", "") if isinstance(conversation, dict) else conversation or "")
     return tuple(key for key in keys if key)
-
-
-def _timed(timing: Timing, run: Run, began: float, headers: float | None, first_byte: float | None,
-           first_token: float | None, output: list[Any] | None, start: int) -> None:
-    """A model call the driver made, in the run's timing: the readings the loop took, and what its answer said
-    (model, usage, finish reason) once it was translated. A JSON answer is translated only when it is read (before
-    the tool it asked for starts, or as the response completes): its facts are asked for then (Timing.settle)."""
-    end = len(output) if output is not None else start
-    if first_token is None and end > start:  # made by a long event's steps (catch_up)
-        first_token = perf_counter()
-    failed = run.upstream_failed
-    facts = run.call_facts() if end > start or failed else None
-    timing.model_call(began, headers, first_byte, first_token, perf_counter(), facts, (start, end), failed,
-                      (output, run.call_facts) if facts is None and output is not None else None)
 
 
 def _told(span: Any, run: Run) -> None:

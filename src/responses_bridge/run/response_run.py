@@ -488,8 +488,6 @@ class ResponseRun:
 
     async def _persist(self) -> bool:
         translator = self._begun()
-        if self.timing is not None:
-            self.timing.run_ended(translator)
         if translator.compaction_turn:  # a compaction turn is never history: nothing to store, nothing to append
             return True
         conversation_id = self._conversation_id if translator.finished_turn else None

@@ -47,6 +47,7 @@ Usage by key. A context variable: the request's task and the tasks it starts (a 
 argument threaded through the doors and the run, and nothing per chunk."""
 
 NO_USAGE: tuple[None, None, None, int] = (None, None, None, 0)
+_ABSENT = object()
 
 
 def usage_columns(response: dict[str, Any]) -> tuple[int | None, int | None, int | None, int]:
@@ -63,11 +64,17 @@ def usage_columns(response: dict[str, Any]) -> tuple[int | None, int | None, int
 def counted_tokens(usage: dict[str, Any]) -> tuple[int, int, int] | None:
     """``(uncached input, cached input, output)`` tokens of a usage object (the Responses API's names, or Chat
     Completions' ``prompt_tokens``/``completion_tokens``), None when it counts none."""
-    given = usage.get("input_tokens", usage.get("prompt_tokens"))
-    output = usage.get("output_tokens", usage.get("completion_tokens"))
+    given = usage.get("input_tokens", _ABSENT)  # the Chat Completions names asked for only when these are absent
+    if given is _ABSENT:
+        given = usage.get("prompt_tokens")
+    output = usage.get("output_tokens", _ABSENT)
+    if output is _ABSENT:
+        output = usage.get("completion_tokens")
     if not isinstance(given, int) or not isinstance(output, int):
         return None
-    details = usage.get("input_tokens_details", usage.get("prompt_tokens_details"))
+    details = usage.get("input_tokens_details", _ABSENT)
+    if details is _ABSENT:
+        details = usage.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if isinstance(details, dict) else 0
     cached = min(max(cached, 0), given) if isinstance(cached, int) else 0
     return given - cached, cached, output
