@@ -1,5 +1,5 @@
-"""The console's facts table on SQLite (store/sqlite/response_facts.py): written behind the saves, never missing a
-stored response when a page reads it. A save writes no facts row (the frames it saves); every
+"""The console's facts table on SQLite (store/sqlite/console/response_facts.py): written behind the saves, never
+missing a stored response when a page reads it. A save writes no facts row (the frames it saves); every
 ``CATCH_UP_EVERY`` saves, or a read, brings the table up to date; a response saved again, deleted (the last one
 too, whose rowid SQLite gives again), or renumbered by a ``VACUUM`` leaves the table exact; a database of the
 previous version gets the table filled from its rows and loses the indexes it replaced."""
@@ -14,8 +14,8 @@ import aiosqlite
 
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.records import ResponseFilter
+from responses_bridge.store.sqlite.console.response_facts import CATCH_UP_EVERY
 from responses_bridge.store.sqlite.migrations import MIGRATIONS, migrate
-from responses_bridge.store.sqlite.response_facts import CATCH_UP_EVERY
 from tests.unit.test_console_browsing import answer
 
 A, B = "team-a", "team-b"

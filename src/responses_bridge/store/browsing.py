@@ -165,7 +165,8 @@ def slowest_sql(where: ResponseFilter, by: str, sorted_by: str = "r") -> tuple[s
     """The conditions and parameters of :meth:`ResponseBrowser.slowest_sizes` (``:name`` parameters), the same on
     both stores: every filter of the listing (model, status, a time range, metadata pairs, the latter by ``EXISTS``
     in their own index) on the responses ``r``, the order on ``sorted_by``: the alias of the table whose index
-    holds the column (``r`` itself on PostgreSQL; SQLite's facts table, joined by id: response_facts.py)."""
+    holds the column (``r`` itself on PostgreSQL; on SQLite the facts table, joined by rowid and id:
+    store/sqlite/console/response_facts.py)."""
     column = SORTS[by]
     conditions = [f"{sorted_by}.tenant = :tenant", f"{sorted_by}.{column} IS NOT NULL"]
     if sorted_by != "r":

@@ -1,7 +1,7 @@
 """What a page of a SQLite table starts from: its cursors resolved to their keys, and how a metadata filter joins.
 
 Shared by the store's listings (responses.py, conversations.py, chat_completions.py) and the console's reads
-(browse.py), below both so that neither imports the other for them.
+(console/browse.py), below both so that neither imports the other for them.
 """
 
 from __future__ import annotations

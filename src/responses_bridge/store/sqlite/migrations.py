@@ -23,10 +23,10 @@ from .agents.agent_schema import (
     STORED_BYTES_COLUMNS,
 )
 from .batches.batch_schema import BATCH_TABLES
+from .console.response_facts import SCHEMA as FACTS_SCHEMA
 from .db_thread import on_db_thread
 from .files.upload_schema import UPLOAD_CLAIM_COLUMNS, UPLOAD_TABLES
 from .files.vector_store_schema import VECTOR_STORE_CHUNK_INDEX, VECTOR_STORE_TABLES
-from .response_facts import SCHEMA as FACTS_SCHEMA
 from .schema import FIRST_STEPS, Migration
 
 MIGRATIONS: list[Migration] = [
@@ -392,7 +392,7 @@ MIGRATIONS: list[Migration] = [
     (
         36,
         [
-            # The console's Logs sorted by latency or time to first token, slowest first (store/sqlite/browse.py):
+            # The console's Logs sorted by latency or time to first token, slowest first (console/browse.py):
             # a seek in the tenant's entries in that order, the values in the index (a row's columns past its JSON
             # would be read through the JSON's overflow pages).
             "CREATE INDEX responses_by_latency ON responses(tenant, latency_ms, id)",
@@ -430,7 +430,7 @@ MIGRATIONS: list[Migration] = [
         ],
     ),
     # the console's latency, time-to-first-token and Usage indexes moved off ``responses`` to a table written behind
-    # the saves (response_facts.py): three WAL frames a save fewer
+    # the saves (console/response_facts.py): three WAL frames a save fewer
     (39, FACTS_SCHEMA),
 ]
 

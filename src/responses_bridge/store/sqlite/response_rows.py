@@ -16,7 +16,7 @@ import orjson
 from ..items import ItemRow, item_rows
 from ..records import LeaseLost, ResponseIdTaken
 from ..timings import timing_columns, usage_columns
-from .response_facts import REFRESH as REFRESH_FACTS
+from .console.response_facts import REFRESH as REFRESH_FACTS
 
 # An existing id is only replaced when it is the same tenant's (the WHERE of DO UPDATE): otherwise nothing
 # changes and the statement reports no row, which _write_one turns into ResponseIdTaken.

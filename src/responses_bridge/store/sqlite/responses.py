@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
-import structlog
 
 from ...fairness.memory_charge import reserve_loading, reserve_references, reserving
 from .. import metrics
@@ -34,19 +33,15 @@ from ..items import MAX_CHAIN_DEPTH
 from ..listing import bounds, responses_page, trim_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponsePage, check_page_args, item_page
 from ..timings import CALLER_KEY_ID
-from .browse import SQLiteResponseBrowser
+from .console.browse import SQLiteResponseBrowser
+from .console.response_facts import CATCH_UP_EVERY, keep_up
 from .cursors import METADATA_JOIN, resolve_keys
 from .db_thread import on_db_thread as _on_db_thread
 from .migrations import LATEST_VERSION, migrate
 from .private_files import make_private_database, make_private_directory
-from .response_facts import CATCH_UP_EVERY
-from .response_facts import behind as facts_behind
-from .response_facts import catch_up as catch_up_facts
 from .response_rows import _Save, _save_row, _write_saves, bind_as_is
 from .stored_items import find_items, measure_items
 from .transactions import purge_ranges
-
-log = structlog.get_logger("responses_bridge.store")
 
 T = TypeVar("T")
 
@@ -151,7 +146,7 @@ class SQLiteResponseStore:
         self._pending: list[_Save] = []
         self._flusher: asyncio.Task[None] | None = None
         self._schema_version = 0
-        self._unfacted = 0  # saves since the console's facts table last caught up (response_facts.py)
+        self._unfacted = 0  # saves since the console's facts table last caught up (console/response_facts.py)
         # writes queued or running (token -> when it was queued): the stall and the queue depth are read from it
         self._write_waits: dict[int, float] = {}
         self._tokens = itertools.count(1)
@@ -361,27 +356,14 @@ class SQLiteResponseStore:
                     save.done.set_exception(outcome)
             self._unfacted += len(batch)
             if self._unfacted >= CATCH_UP_EVERY:  # after the callers are answered: none waits for it
-                await self._catch_up_facts(writer)
+                self._unfacted = 0
+                await keep_up(writer, self._write_lock)
 
     async def catch_up_facts(self) -> None:
-        """Brings the console's facts table (response_facts.py) up to date with every response stored so far, by
-        any process: what its reads call first. Only a read when there is nothing to add."""
+        """Brings the console's facts table (console/response_facts.py) up to date with every response stored so
+        far, by any process: what its reads call first. Only a read when there is nothing to add."""
         writer, reader = self._require_open()
-        if self._shared:
-            async with self._write_lock:
-                due = await _on_db_thread(writer, facts_behind)
-        else:
-            due = await _on_db_thread(reader, facts_behind)
-        if due:
-            await self._catch_up_facts(writer)
-
-    async def _catch_up_facts(self, writer: aiosqlite.Connection) -> None:
-        try:
-            async with self._write_lock:
-                self._unfacted = 0
-                await _on_db_thread(writer, catch_up_facts)
-        except Exception:
-            log.warning("response_facts_behind", exc_info=True)
+        await keep_up(writer, self._write_lock, None if self._shared else reader)
 
     async def get_response(self, response_id: str, *, tenant: str) -> dict[str, Any] | None:
         async with self._read("get") as conn:

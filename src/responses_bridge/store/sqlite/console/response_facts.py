@@ -29,7 +29,15 @@ at random places of one more B-tree, and each index entry ends in an 8-byte rowi
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+
+import aiosqlite
+import structlog
+
+from ..db_thread import on_db_thread
+
+log = structlog.get_logger("responses_bridge.store")
 
 CATCH_UP_EVERY = 128
 """Saves of this process between two catch-ups (the console's reads catch up whenever they need to)."""
@@ -130,3 +138,17 @@ def catch_up(conn: sqlite3.Connection) -> int:
             conn.execute("ROLLBACK")
         raise
     return max(written, 0)
+
+
+async def keep_up(writer: aiosqlite.Connection, lock: asyncio.Lock, reader: aiosqlite.Connection | None = None
+                  ) -> None:
+    """:func:`catch_up` on the store's write connection, under its write lock. With ``reader`` (a console page's
+    call), only when a read there finds the table behind. A failure is logged, not raised: the saves stand, and the
+    next catch-up (any read's) finds these rows again."""
+    if reader is not None and not await on_db_thread(reader, behind):
+        return
+    try:
+        async with lock:
+            await on_db_thread(writer, catch_up)
+    except Exception:
+        log.warning("response_facts_behind", exc_info=True)

@@ -21,11 +21,11 @@ from typing import Protocol
 
 import aiosqlite
 
-from .. import metrics
-from ..browsing import LIKE_ESCAPE, UsageSum, like_pattern, slowest_sql, usage_sum, usage_sums_sql
-from ..listing import bound_params, bounds, page_sql, responses_page, trim_page
-from ..records import ResponseFilter
-from .cursors import METADATA_JOIN, resolve_keys
+from ... import metrics
+from ...browsing import LIKE_ESCAPE, UsageSum, like_pattern, slowest_sql, usage_sum, usage_sums_sql
+from ...listing import bound_params, bounds, page_sql, responses_page, trim_page
+from ...records import ResponseFilter
+from ..cursors import METADATA_JOIN, resolve_keys
 
 
 class BrowsedFile(Protocol):
