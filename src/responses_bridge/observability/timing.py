@@ -172,17 +172,13 @@ class Timing:
         if pending is not None:
             self.settle(len(pending[1]), pending[2])
 
-    def document(self, ended: float | None = None, response_id: str | None = None, translator: Any = None
-                 ) -> list[Any]:
+    def document(self, ended: float | None = None, response_id: str | None = None) -> list[Any]:
         """What is stored with the response, as it was taken (every instruction here is paid by every plain
         request: :func:`readable` makes it a page's when one is read): ``[3, ttft ms, latency ms, origin, waits,
         upstream, replica, spans, dropped]``, the spans' times ``perf_counter()`` readings (``origin`` the
         request's arrival), a model call's facts the run's own. Its time to first token and latency are the row's
         columns (store/timings.py). ``response_id``: the response being saved, whose spans a session's turn
-        (:attr:`parent`) gets too (once: a response ends once); ``translator``: its run's, whose end is taken
-        first (:meth:`run_ended`)."""
-        if translator is not None:
-            self.run_ended(translator)
+        (:attr:`parent`) gets too (once: a response ends once)."""
         end = perf_counter() if ended is None else ended
         if response_id is not None and self.parent is not None:
             self.joined(response_id, end)

@@ -39,8 +39,7 @@ async def persist_response(translator: Translator, store: ResponseStore, convers
     if not translator.request.params.store:
         return await _join_conversation(translator, conversations, conversation_id, tenant)
     extra: dict[str, Any] = {} if conversation_id is None else {"conversation_id": conversation_id}
-    # the timing's document (the run's end taken first), stored in the response's row
-    document = None if timing is None else timing.document(None, translator.response_id, translator)
+    document = None if timing is None else timing.document(None, translator.response_id)  # stored in its row
 
     async def save() -> None:
         if before is not None:

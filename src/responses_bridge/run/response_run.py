@@ -488,6 +488,8 @@ class ResponseRun:
 
     async def _persist(self) -> bool:
         translator = self._begun()
+        if self.timing is not None:  # settled whether it is stored or not: its pending call holds this run
+            self.timing.run_ended(translator)
         if translator.compaction_turn:  # a compaction turn is never history: nothing to store, nothing to append
             return True
         conversation_id = self._conversation_id if translator.finished_turn else None
