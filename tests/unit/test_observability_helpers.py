@@ -198,16 +198,18 @@ def test_observer_counts_as_the_histogram_does(make: Any) -> None:
     assert 'x_seconds_bucket{le="0.001",phase="a"} 6.0' in samples(ours)  # -1, 0, 0.0005, 0.0007, 0.001 twice
 
 
-def test_adder_and_setter_count_as_the_metric_does() -> None:
-    """metrics.adder and metrics.setter, the per-request counts: what inc, dec and set give, exposed alike."""
+@pytest.mark.parametrize("make", [metrics.adder, metrics.loop_adder], ids=["adder", "loop_adder"])
+def test_adder_and_setter_count_as_the_metric_does(make: Any) -> None:
+    """metrics.adder (and metrics.loop_adder, without the value's mutex) and metrics.setter, the per-request
+    counts: what inc, dec and set give, exposed alike."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
     theirs, ours = CollectorRegistry(), CollectorRegistry()
     counted = Counter("c_total", "c", ["door"], registry=theirs).labels("x")
     gauged = Gauge("g", "g", registry=theirs)
     held = Gauge("h", "h", registry=theirs)
-    add = metrics.adder(Counter("c_total", "c", ["door"], registry=ours).labels("x"))
-    gauge_add = metrics.adder(Gauge("g", "g", registry=ours))
+    add = make(Counter("c_total", "c", ["door"], registry=ours).labels("x"))
+    gauge_add = make(Gauge("g", "g", registry=ours))
     held_set = metrics.setter(Gauge("h", "h", registry=ours))
     counted.inc()
     counted.inc(41)

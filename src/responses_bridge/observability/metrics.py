@@ -82,9 +82,10 @@ def observer(child: Any) -> Callable[[float], None]:
 
 def loop_observer(child: Any) -> Callable[[float], None]:
     """:func:`observer` for a histogram only the event loop's thread observes (the ext_proc door's per-message
-    times, observed once a streamed chunk): its counts added in place, without the mutex prometheus_client's value
-    takes against other writing threads (there are none; the exposition reads each float whole). Its values of
-    another kind (multiprocess mode) keep :func:`observer`."""
+    times, observed once a streamed chunk; every request's duration, its upstream's latency, its store calls'
+    times): its counts added in place, without the mutex prometheus_client's value takes against other writing
+    threads (there are none; the exposition reads each float whole) and without a method call per count. Its
+    values of another kind (multiprocess mode) keep :func:`observer`."""
     try:
         bounds, buckets, total = tuple(child._upper_bounds), child._buckets, child._sum
     except AttributeError:
@@ -107,9 +108,29 @@ def adder(metric: Any) -> Callable[[float], None]:
     return value.inc if value is not None and hasattr(value, "inc") else metric.inc
 
 
+def loop_adder(metric: Any) -> Callable[[float], None]:
+    """:func:`adder` for a counter or gauge only the event loop's thread adds to (a request's counts: requests
+    answered, tokens, ext_proc streams): added in place, without the value's mutex (as :func:`loop_observer`);
+    its value of another kind (multiprocess mode) keeps :func:`adder`."""
+    value = getattr(metric, "_value", None)
+    if type(value) is not MutexValue:
+        return adder(metric)
+
+    def add(amount: float) -> None:
+        value._value += amount
+
+    return add
+
+
 def setter(gauge: Any) -> Callable[[float], None]:
-    """``gauge.set`` without its labels check, for a gauge set per request (the memory budget held)."""
+    """``gauge.set`` without its labels check, for a gauge set per request (the memory budget held): a
+    ``MutexValue`` set by one assignment, which needs no mutex from whichever thread it is made."""
     value = getattr(gauge, "_value", None)
+    if type(value) is MutexValue:
+        def assign(amount: float) -> None:
+            value._value = amount
+
+        return assign
     return value.set if value is not None and hasattr(value, "set") else gauge.set
 
 
@@ -121,8 +142,10 @@ EXTPROC_OTHER = EXTPROC_MESSAGE_SECONDS.labels("other")
 EXTPROC_MESSAGE_OBSERVE = {phase: loop_observer(child) for phase, child in EXTPROC_MESSAGE.items()}
 EXTPROC_OTHER_OBSERVE = loop_observer(EXTPROC_OTHER)
 
-FIRST_EVENT = {door: FIRST_EVENT_SECONDS.labels(door) for door in ("http", "extproc")}
-ACTIVE = {door: ACTIVE_STREAMS.labels(door) for door in ("http", "extproc")}
+FIRST_EVENT = {door: loop_observer(FIRST_EVENT_SECONDS.labels(door)) for door in ("http", "extproc")}
+"""A streamed request's time to its first event, observed by the door (on the event loop's thread)."""
+ACTIVE = {door: loop_adder(ACTIVE_STREAMS.labels(door)) for door in ("http", "extproc")}
+"""The streams open by door: +1 as one opens, -1 as it ends."""
 
 
 _REQUEST_CHILDREN: dict[tuple[str, str, int], tuple[Callable[[float], None], Callable[[float], None]]] = {}
@@ -135,7 +158,8 @@ def record_request(door: str, route: str, status: int, seconds: float) -> None:
     children = _REQUEST_CHILDREN.get((door, route, status))
     if children is None:
         children = _REQUEST_CHILDREN[door, route, status] = (
-            adder(REQUESTS.labels(door, route, str(status))), observer(REQUEST_SECONDS.labels(door, route)))
+            loop_adder(REQUESTS.labels(door, route, str(status))),
+            loop_observer(REQUEST_SECONDS.labels(door, route)))
     children[0](1)
     children[1](seconds)
 
@@ -154,7 +178,7 @@ class Upstream:
     def answered(self, seconds: float) -> None:
         """An upstream call's response headers came ``seconds`` after it was sent."""
         if self._latency is None:
-            self._latency = observer(UPSTREAM_SECONDS.labels(self.name, self.mode))
+            self._latency = loop_observer(UPSTREAM_SECONDS.labels(self.name, self.mode))
         self._latency(seconds)
 
     def failed(self, kind: str) -> None:
@@ -187,7 +211,7 @@ def record_usage(response: Mapping[str, Any]) -> None:
     model = str(response.get("model") or "unknown")
     children = _TOKEN_CHILDREN.get(model)
     if children is None:
-        children = (adder(TOKENS.labels(model, "input")), adder(TOKENS.labels(model, "output")))
+        children = (loop_adder(TOKENS.labels(model, "input")), loop_adder(TOKENS.labels(model, "output")))
         if len(_TOKEN_CHILDREN) < _TOKEN_CHILDREN_KEPT:
             _TOKEN_CHILDREN[model] = children
     input_tokens, output_tokens = usage.get("input_tokens"), usage.get("output_tokens")

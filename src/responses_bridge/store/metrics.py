@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from prometheus_client import Gauge, Histogram
 
 from ..observability import tracing
-from ..observability.metrics import observer, pulled
+from ..observability.metrics import loop_observer, pulled
 
 
 class _WriteQueue(Protocol):
@@ -54,7 +54,8 @@ def untrack(store: _WriteQueue) -> None:
 
 _CHILDREN: dict[str, Callable[[float], None]] = {}
 """Each operation's child of the histogram, looked up once (``labels()`` takes a lock and builds a key every call);
-bounded as the operations are: names in the code."""
+bounded as the operations are: names in the code. Observed without the value's mutex (``loop_observer``): every
+store call is awaited on the event loop's thread."""
 
 
 class timed:  # lower case: used as the function it was, ``with timed(operation):``
@@ -66,7 +67,7 @@ class timed:  # lower case: used as the function it was, ``with timed(operation)
     def __init__(self, operation: str) -> None:
         child = _CHILDREN.get(operation)
         if child is None:
-            child = _CHILDREN[operation] = observer(OPERATION_SECONDS.labels(operation))
+            child = _CHILDREN[operation] = loop_observer(OPERATION_SECONDS.labels(operation))
         self._child = child
         self._operation = operation
         self._span: AbstractContextManager[Any] | None = None

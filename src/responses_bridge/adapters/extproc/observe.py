@@ -43,8 +43,8 @@ ACTIVE = metrics.ACTIVE["extproc"]
 FIRST_EVENT = metrics.FIRST_EVENT["extproc"]
 MESSAGE = metrics.EXTPROC_MESSAGE_OBSERVE
 OTHER = metrics.EXTPROC_OTHER_OBSERVE
-STREAMS_OPENED = metrics.adder(metrics.EXTPROC_STREAMS)
-STREAMS_OPEN = metrics.adder(metrics.EXTPROC_ACTIVE)  # +1 / -1
+STREAMS_OPENED = metrics.loop_adder(metrics.EXTPROC_STREAMS)
+STREAMS_OPEN = metrics.loop_adder(metrics.EXTPROC_ACTIVE)  # +1 / -1
 _NOOP: AbstractContextManager[None] = contextlib.nullcontext()
 
 
@@ -137,7 +137,7 @@ class StreamObservation:
         """After a message other than a response body chunk (or the last one): what the replies settled."""
         if sse and not self.streaming:
             self.streaming = True
-            ACTIVE.inc()
+            ACTIVE(1)
         if not self.status:
             self.status = _client_status(replies, self.upstream_status)
 
@@ -146,12 +146,12 @@ class StreamObservation:
         seconds = time.perf_counter() - self.started
         STREAMS_OPEN(-1)
         if self.streaming:
-            ACTIVE.dec()
+            ACTIVE(-1)
         if ours:
             status = CLIENT_CLOSED if abandoned and not self.status else self.status or 200
             metrics.record_request("extproc", ROUTE, status, seconds)
             if self.first_event_at:
-                FIRST_EVENT.observe(self.first_event_at - self.started)
+                FIRST_EVENT(self.first_event_at - self.started)
             log.info("request_finished", door="extproc", route=ROUTE, status=status,
                      duration_ms=round(seconds * 1000, 3), **({} if self.tenant is None else {"tenant": self.tenant}),
                      **self.served)

@@ -206,7 +206,7 @@ class _EventStream:
     async def open(self, head: bytes) -> None:
         if self.stream is None:
             self.stream = await _open_stream(self.request, head)
-            ACTIVE_STREAMS.inc()
+            ACTIVE_STREAMS(1)
 
     async def write(self, data: bytes) -> None:
         if self.stream is None:
@@ -224,7 +224,7 @@ class _EventStream:
             lock.release()
         if self._first_event:
             self._first_event = False
-            FIRST_EVENT.observe(time.perf_counter() - self.request[STARTED])
+            FIRST_EVENT(time.perf_counter() - self.request[STARTED])
 
     def ending(self) -> None:
         pass
@@ -236,7 +236,7 @@ class _EventStream:
 
     def close(self) -> None:
         if self.stream is not None:
-            ACTIVE_STREAMS.dec()
+            ACTIVE_STREAMS(-1)
 
 
 async def _open_stream(request: web.Request, head: bytes) -> web.StreamResponse:
