@@ -92,6 +92,7 @@ class BodyWatch:
             self._handle = None
 
 
-BODY_WATCH = web.RequestKey("body_watch", BodyWatch)
+BODY_WATCH: web.RequestKey[BodyWatch | None] = web.RequestKey("body_watch")
 """The request key of its body's watch (limits.py arms it; the body's admission pauses it while it waits for room:
-services/tenancy/body_admission.py, handed it by ``read_body``)."""
+services/tenancy/body_admission.py, handed it by ``read_body``). None for a body with nothing left to watch: set
+either way, so ``read_body``'s lookup finds it (a missing key costs ``request.get`` a KeyError raised and caught)."""

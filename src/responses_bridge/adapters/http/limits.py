@@ -51,11 +51,10 @@ def limits_middleware(limits: TenantLimits, memory: MemoryBudget, *, body_timeou
         # (params.py, services/tenancy/body_admission.py)
         held = request[HELD_MEMORY] = Held(memory, memory.holder(tenant, request.headers.get("Authorization")))
         holding = hold(held)  # what the route loads beyond the body is charged to it too (fairness/memory_charge.py)
-        watch = None
         # a body still arriving must come at a pace, or it is answered 408; one already whole (a small body comes
         # with its headers) has nothing left to watch
-        if body_timeout and request.body_exists and not request.content.is_eof():
-            watch = request[BODY_WATCH] = BodyWatch(request, body_timeout, body_min_rate)
+        watch = request[BODY_WATCH] = (BodyWatch(request, body_timeout, body_min_rate) if body_timeout
+                                       and request.body_exists and not request.content.is_eof() else None)
         try:
             response = await handler(request)
         except asyncio.CancelledError:  # the bridge took back what the request held (fairness/share.py), before the
