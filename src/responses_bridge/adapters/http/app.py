@@ -18,7 +18,6 @@ from .console import entry as console_entry
 from .containers import capability as containers
 from .desktop_watch_tokens import WatchTokens
 from .drain import DRAIN, Drain
-from .errors import error_middleware
 from .files import capability as vector_stores
 from .files.files_routes import FileRoutes
 from .files.uploads_routes import UploadRoutes
@@ -54,7 +53,9 @@ def create_app(runtime: Runtime) -> web.Application:
     limit = limits_middleware(runtime.limits, runtime.memory,  # per tenant: 429, 413; the memory budget: 503
                               body_timeout=runtime.settings.request_body_timeout,  # a body too slow: 408
                               body_min_rate=runtime.settings.request_body_min_rate)
-    app = web.Application(middlewares=[observe_middleware, drain.middleware, error_middleware, identify, limit],
+    # observe_middleware answers errors too (errors.py's error_answer, in the OpenAI shape): the drain's refusal is
+    # an answer already, the identity's and the limits' refusals are raised and answered there
+    app = web.Application(middlewares=[observe_middleware, drain.middleware, identify, limit],
                           client_max_size=runtime.settings.max_request_bytes)
     app.on_response_prepare.append(echo_request_id)  # X-Request-Id on every answer (observe.py)
     app[DRAIN] = drain

@@ -1,4 +1,6 @@
-"""The HTTP door's request observation: request id, request metrics, the request's span, one log line.
+"""The HTTP door's request observation: request id, request metrics, the request's span, one log line — and, as the
+door's outermost middleware, every error answered in the OpenAI shape (errors.py's ``error_answer``), so what it
+records is the status the client gets.
 
 Its ``request_finished`` line names the upstream that served the request and how (``upstream``, ``mode``: what
 ``Runtime.route`` noted), when it reached one. The request id is the client's (or Envoy's, when Envoy routed the
@@ -27,6 +29,7 @@ from ...observability.logs import (
     unwatch_upstream,
     watch_upstream,
 )
+from .errors import error_answer, refuse_unreadable
 from .identity import TENANT
 
 log = structlog.get_logger("responses_bridge.http")
@@ -63,7 +66,11 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     clock = timing.CURRENT.set(timing.Timing(started)) if request.method == "POST" else None  # timing.begin, inline
     try:
         with tracing.use(span) if span is not None else contextlib.nullcontext():
-            response = await handler(request)
+            try:  # error_middleware's work (errors.py) here: a coroutine a request fewer than a middleware of its own
+                refuse_unreadable(request)
+                response = await handler(request)
+            except Exception as exc:  # noqa: BLE001  (error_answer logs the unexpected; a redirect is raised again)
+                response = error_answer(request, exc)
         status = response.status
         return response
     except web.HTTPException as exc:
