@@ -290,9 +290,11 @@ class _Request:
             kwargs["headers"] = {**kwargs.get("headers", {}),  # type: ignore[dict-item]
                                  ENDPOINT_HEADER: replica.listed or replica.endpoint}
         upstream = self._upstream = client._metrics(path)
-        name, attributes = client._span_of(method, path)
-        scope = self._span = tracing.span(name, attributes, kind=tracing.SpanKind.CLIENT)
-        span = scope.__enter__()
+        span = None
+        if tracing.recording():  # no span made, entered or left otherwise (tracing.span's own test, asked first)
+            name, attributes = client._span_of(method, path)
+            scope = self._span = tracing.span(name, attributes, kind=tracing.SpanKind.CLIENT)
+            span = scope.__enter__()
         try:
             if tracing.ENABLED:  # the upstream's own spans join this one
                 headers = dict(kwargs.get("headers") or {})  # type: ignore[call-overload]
@@ -323,7 +325,7 @@ class _Request:
             leaving = failed
         failure = self._failure(leaving if leaving is not None else error)
         if leaving is None and failure is None:
-            return bool(self._span.__exit__(kind, error, trace))
+            return self._span is not _NO_SPAN and bool(self._span.__exit__(kind, error, trace))
         try:  # raised here, so that the span is closed with it as the ``with`` around the call would close it
             if failure is not None:
                 raise failure from None

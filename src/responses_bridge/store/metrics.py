@@ -74,10 +74,11 @@ class timed:  # lower case: used as the function it was, ``with timed(operation)
 
     def __enter__(self) -> None:
         self._started = time.perf_counter()
-        operation = self._operation
-        span = self._span = tracing.span(f"store {operation}", {"db.system.name": "sqlite",
-                                                                "db.operation.name": operation}, kept=False)
-        span.__enter__()
+        if tracing.ENABLED:  # a store operation's span is exported, never kept (kept=False): none made otherwise
+            operation = self._operation
+            span = self._span = tracing.span(f"store {operation}", {"db.system.name": "sqlite",
+                                                                    "db.operation.name": operation}, kept=False)
+            span.__enter__()
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
